@@ -1,0 +1,70 @@
+"""Configuration: config/perf_config.json → frozen value objects (see ``PerfConfig``).
+
+``load_config(path=None)`` looks in this order: an explicit path, ``$PERF_CONFIG``,
+``./config/perf_config.json``, then built-in defaults; environment variables in ``ENV_OVERRIDES``
+override the common switches. Every problem is reported at once in one ``ConfigError``.
+"""
+
+from infra.config._loader import (
+    ENV_OVERRIDES,
+    find_config_file,
+    get_config,
+    load_config,
+    reset_config,
+    set_config,
+)
+from infra.config._model import (
+    BatchingConfig,
+    BreakerConfig,
+    CacheConfig,
+    DbConfig,
+    HttpCacheConfig,
+    HttpConfig,
+    MetricsConfig,
+    NamespaceConfig,
+    OllamaCacheConfig,
+    OllamaConfig,
+    PerfConfig,
+    RetryBudgetConfig,
+    RetryConfig,
+    TimeoutConfig,
+    TorchConfig,
+    WarmupConfig,
+    WrapEntry,
+    redact_url,
+)
+from infra.config._units import format_duration, format_size, parse_duration, parse_size
+from infra.errors import ConfigError, ConfigProblem
+
+__all__ = [
+    "ENV_OVERRIDES",
+    "BatchingConfig",
+    "BreakerConfig",
+    "CacheConfig",
+    "ConfigError",
+    "ConfigProblem",
+    "DbConfig",
+    "HttpCacheConfig",
+    "HttpConfig",
+    "MetricsConfig",
+    "NamespaceConfig",
+    "OllamaCacheConfig",
+    "OllamaConfig",
+    "PerfConfig",
+    "RetryBudgetConfig",
+    "RetryConfig",
+    "TimeoutConfig",
+    "TorchConfig",
+    "WarmupConfig",
+    "WrapEntry",
+    "find_config_file",
+    "format_duration",
+    "format_size",
+    "get_config",
+    "load_config",
+    "parse_duration",
+    "parse_size",
+    "redact_url",
+    "reset_config",
+    "set_config",
+]

@@ -1,0 +1,192 @@
+"""Turn parsed JSON into PerfConfig, collecting every problem with its JSON path (no I/O here)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from infra.config._model import PerfConfig
+from infra.config._spec import Spec, freeze, section_fields
+from infra.config._units import parse_duration, parse_size
+from infra.errors import ConfigProblem
+
+__all__ = ["build_config", "build_section", "coerce"]
+
+T = TypeVar("T")
+
+_KIND_WORDS = {
+    "bool": "true or false",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "port": "a port number",
+    "section": "an object",
+    "section_map": "an object",
+    "map": "an object",
+    "list": "a list",
+}
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, (dict, list)) else ("an object" if isinstance(value, dict) else "a list")
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def coerce(spec: Spec, value: Any, path: str, problems: list[ConfigProblem]) -> Any:
+    """One field's JSON value → its Python value, or a problem recorded at ``path`` (returns None then)."""
+    if value is None:
+        if spec.nullable:
+            return None
+        problems.append(ConfigProblem(path, f"expected {_expected(spec)}, got null"))
+        return None
+    kind = spec.kind
+    try:
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, got {_show(value)}")
+            return value
+        if kind in ("int", "port"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                else:
+                    raise ValueError(f"expected {_expected(spec)}, got {_show(value)}")
+            _check_range(spec, value)
+            return value
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"expected a number, got {_show(value)}")
+            _check_range(spec, value)
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, str):
+                raise ValueError(f"expected a string, got {_show(value)}")
+            if spec.choices and value not in spec.choices:
+                hint = _did_you_mean(value, spec.choices)
+                raise ValueError(f"expected one of {', '.join(spec.choices)}, got {_show(value)}{hint}")
+            if spec.pattern and not re.match(spec.pattern, value):
+                raise ValueError(f"{_show(value)} doesn't have the expected form ({spec.description})")
+            return value
+        if kind == "duration":
+            return parse_duration(value)
+        if kind == "size":
+            return parse_size(value)
+        if kind == "section":
+            assert spec.section is not None
+            return build_section(spec.section, value, path, problems)
+        if kind == "section_map":
+            assert spec.section is not None
+            if not isinstance(value, Mapping):
+                raise ValueError(f"expected an object, got {_show(value)}")
+            return freeze({k: build_section(spec.section, v, _join(path, k), problems) for k, v in value.items()})
+        if kind == "map":
+            if not isinstance(value, Mapping):
+                raise ValueError(f"expected an object, got {_show(value)}")
+            return freeze({k: _map_item(spec, v, _join(path, k), problems) for k, v in value.items()})
+        if kind == "list":
+            if not isinstance(value, list):
+                raise ValueError(f"expected a list, got {_show(value)}")
+            return tuple(_list_item(spec, v, _join(path, i), problems) for i, v in enumerate(value))
+    except ValueError as exc:
+        problems.append(ConfigProblem(path, str(exc)))
+        return None
+    raise AssertionError(f"unknown field kind {kind!r}")  # a bug in _model, never user input
+
+
+def _expected(spec: Spec) -> str:
+    if spec.kind == "duration":
+        return "a duration"
+    if spec.kind == "size":
+        return "a size"
+    if spec.kind == "port":
+        return f"a port number {int(spec.minimum or 0)}-{int(spec.maximum or 65535)}"
+    return _KIND_WORDS.get(spec.kind, spec.kind)
+
+
+def _check_range(spec: Spec, value: float) -> None:
+    low, high = spec.minimum, spec.maximum
+    if (low is not None and value < low) or (high is not None and value > high):
+        if spec.kind == "port":
+            raise ValueError(f"expected {_expected(spec)}, got {value}")
+        if low is not None and high is not None:
+            raise ValueError(f"expected a value from {_num(low)} to {_num(high)}, got {value}")
+        if low is not None:
+            raise ValueError(f"expected a value ≥ {_num(low)}, got {value}")
+        raise ValueError(f"expected a value ≤ {_num(high)}, got {value}")
+
+
+def _num(x: float | None) -> str:
+    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
+
+
+def _map_item(spec: Spec, value: Any, path: str, problems: list[ConfigProblem]) -> Any:
+    if spec.item == "str" and not isinstance(value, (str, int, float, bool)):
+        problems.append(ConfigProblem(path, f"expected a string, got {_show(value)}"))
+    elif spec.item == "scalar" and (value is None or isinstance(value, (dict, list))):
+        problems.append(ConfigProblem(path, f"expected a number, string or boolean, got {_show(value)}"))
+    elif spec.item == "options" and not isinstance(value, Mapping):
+        problems.append(ConfigProblem(path, f"expected an object of options, got {_show(value)}"))
+    return value
+
+
+def _list_item(spec: Spec, value: Any, path: str, problems: list[ConfigProblem]) -> Any:
+    if spec.item == "section":
+        assert spec.section is not None
+        return build_section(spec.section, value, path, problems)
+    item_spec = Spec(kind=spec.item or "str", description=spec.description)
+    return coerce(item_spec, value, path, problems)
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def build_section(cls: type[T], data: Any, path: str, problems: list[ConfigProblem]) -> T:
+    """A section object from its JSON object; unknown keys and bad values become problems."""
+    if not isinstance(data, Mapping):
+        problems.append(ConfigProblem(path or "(top level)", f"expected an object, got {_show(data)}"))
+        return cls()
+    fields = dict(section_fields(cls))
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "$schema" and cls is PerfConfig:
+            continue
+        spec = fields.get(key)
+        if spec is None:
+            hint = _did_you_mean(key, fields)
+            problems.append(ConfigProblem(_join(path, key), f"unknown key{hint}"))
+            continue
+        before = len(problems)
+        coerced = coerce(spec, value, _join(path, key), problems)
+        if len(problems) == before:
+            kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+def build_config(data: Any, problems: list[ConfigProblem], *, source: str | None = None) -> PerfConfig:
+    """PerfConfig from parsed JSON. A top-level ``enabled: false`` switches every part off."""
+    config = build_section(PerfConfig, data, "", problems)
+    return finalize(config, source=source)
+
+
+def finalize(config: PerfConfig, *, source: str | None) -> PerfConfig:
+    """Apply cross-field rules: the master switch, and the source path for messages."""
+    import dataclasses
+
+    if not config.enabled:
+        off = {
+            name: dataclasses.replace(getattr(config, name), enabled=False)
+            for name in ("cache", "http", "ollama", "metrics", "torch", "batching", "warmup")
+        }
+        config = dataclasses.replace(config, **off)
+    return dataclasses.replace(config, source=source)

@@ -1,0 +1,235 @@
+"""Finding, reading and overriding perf_config.json; the only I/O the config package does.
+
+Lookup order: an explicit path, ``$PERF_CONFIG``, ``./config/perf_config.json``, the built-in defaults.
+Environment variables then override the common switches (table ``ENV_OVERRIDES``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from infra.config._build import build_config, coerce
+from infra.config._model import PerfConfig
+from infra.config._spec import Spec, section_fields
+from infra.errors import ConfigError, ConfigProblem
+
+__all__ = ["ENV_OVERRIDES", "find_config_file", "get_config", "load_config", "reset_config", "set_config"]
+
+DEFAULT_LOCATION = Path("config") / "perf_config.json"
+
+# Environment variable → JSON path. The value is read like the JSON field it overrides, except that
+# booleans also take 1/0, yes/no, on/off.
+ENV_OVERRIDES: dict[str, str] = {
+    "PERF_ENABLED": "enabled",
+    "PERF_CACHE_ENABLED": "cache.enabled",
+    "PERF_CACHE_BACKEND": "cache.backend",
+    "PERF_CACHE_PATH": "cache.path",
+    "PERF_CACHE_DSN": "cache.dsn",
+    "PERF_CACHE_URL": "cache.url",
+    "PERF_CACHE_MAX_BYTES": "cache.max_bytes",
+    "PERF_HTTP_ENABLED": "http.enabled",
+    "PERF_OLLAMA_ENABLED": "ollama.enabled",
+    "OLLAMA_HOST": "ollama.host",
+    "PERF_METRICS_ENABLED": "metrics.enabled",
+    "PERF_METRICS_SERVE": "metrics.serve",
+    "PERF_METRICS_HOST": "metrics.host",
+    "PERF_METRICS_PORT": "metrics.port",
+    "PERF_DB_DSN": "db.dsn",
+    "PERF_TORCH_THREADS": "torch.num_threads",
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def find_config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """The file the lookup order picks, or None for the built-in defaults.
+
+    An explicit path or ``$PERF_CONFIG`` that doesn't exist is an error (a typo shouldn't silently mean
+    defaults); a missing ./config/perf_config.json just means defaults.
+    """
+    if path is not None:
+        candidate = Path(path)
+        if not candidate.is_file():
+            raise ConfigError([ConfigProblem(str(candidate), "no such config file")])
+        return candidate
+    env = os.environ.get("PERF_CONFIG")
+    if env:
+        candidate = Path(env)
+        if not candidate.is_file():
+            raise ConfigError([ConfigProblem(f"$PERF_CONFIG={env}", "no such config file")])
+        return candidate
+    return DEFAULT_LOCATION if DEFAULT_LOCATION.is_file() else None
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            # json.loads would silently keep the last one; a config with two "ttl"s is a mistake.
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; a syntax error names the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(path), f"can't read: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(str(path), f"not UTF-8 text: {exc.reason}")]) from exc
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicates)
+    except json.JSONDecodeError as exc:
+        where = f"{path}:{exc.lineno}:{exc.colno}"
+        raise ConfigError([ConfigProblem(where, f"JSON syntax error: {exc.msg}")]) from exc
+    except _DuplicateKey as exc:
+        line, col = _locate_key(text, exc.key)
+        raise ConfigError([ConfigProblem(f"{path}:{line}:{col}", f"duplicate key {exc.key!r}")]) from None
+
+
+def _locate_key(text: str, key: str) -> tuple[int, int]:
+    """Line and column of the second occurrence of ``"key":`` (best effort, for the message)."""
+    needle = json.dumps(key)
+    first = text.find(needle)
+    second = text.find(needle, first + 1)
+    pos = second if second >= 0 else max(first, 0)
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return line, col
+
+
+def _spec_at(path: str) -> Spec:
+    cls: type = PerfConfig
+    *heads, last = path.split(".")
+    for head in heads:
+        spec = dict(section_fields(cls))[head]
+        assert spec.section is not None
+        cls = spec.section
+    return dict(section_fields(cls))[last]
+
+
+def _env_value(spec: Spec, raw: str) -> Any:
+    text = raw.strip()
+    if spec.nullable and text.lower() in ("", "null", "none"):
+        return None
+    if spec.kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        return text  # coerce() reports it with the variable's name
+    if spec.kind in ("int", "port"):
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    if spec.kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text
+
+
+def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem]) -> None:
+    """Write environment overrides into the raw JSON data (before it's built), checking each value."""
+    for var, path in ENV_OVERRIDES.items():
+        raw = environ.get(var)
+        if raw is None:
+            continue
+        spec = _spec_at(path)
+        value = _env_value(spec, raw)
+        before = len(problems)
+        coerce(spec, value, f"${var} ({path})", problems)
+        if len(problems) != before:
+            continue
+        node = data
+        *heads, last = path.split(".")
+        for head in heads:
+            child = node.get(head)
+            if not isinstance(child, dict):
+                child = node[head] = {}
+            node = child
+        node[last] = value
+
+
+def _cross_checks(config: PerfConfig, problems: list[ConfigProblem]) -> None:
+    if config.db.min_size > config.db.max_size:
+        problems.append(
+            ConfigProblem("db.min_size", f"must not exceed db.max_size ({config.db.max_size}), got {config.db.min_size}")
+        )
+    if config.http.max_per_host > config.http.max_connections:
+        problems.append(
+            ConfigProblem(
+                "http.max_per_host",
+                f"must not exceed http.max_connections ({config.http.max_connections}), got {config.http.max_per_host}",
+            )
+        )
+    if config.cache.enabled and config.cache.backend == "postgres" and not (config.cache.dsn or config.db.dsn):
+        problems.append(ConfigProblem("cache.dsn", "required when cache.backend is postgres (or set db.dsn)"))
+    if config.cache.enabled and config.cache.backend == "redis" and not config.cache.url:
+        problems.append(ConfigProblem("cache.url", "required when cache.backend is redis"))
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Any = None, use_env: bool = True
+) -> PerfConfig:
+    """Load the configuration (see the module docstring for the lookup order).
+
+    Raises ConfigError listing every problem found: syntax errors by file:line:column, bad values and
+    unknown keys by JSON path, bad environment overrides by variable name.
+    """
+    file = find_config_file(path)
+    data: Any = read_json(file) if file is not None else {}
+    source = str(file) if file is not None else "built-in defaults"
+    problems: list[ConfigProblem] = []
+    if use_env and isinstance(data, dict):
+        apply_env(data, os.environ if environ is None else environ, problems)
+    config = build_config(data, problems, source=source)
+    if not problems:
+        _cross_checks(config, problems)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return config
+
+
+_current: PerfConfig | None = None
+_lock = threading.Lock()
+
+
+def get_config() -> PerfConfig:
+    """The process-wide configuration, loaded on first use (thread-safe)."""
+    global _current
+    config = _current
+    if config is None:
+        with _lock:
+            if _current is None:
+                _current = load_config()
+            config = _current
+    return config
+
+
+def set_config(config: PerfConfig) -> None:
+    """Replace the process-wide configuration (infra.enable() and tests use this)."""
+    global _current
+    with _lock:
+        _current = config
+
+
+def reset_config() -> None:
+    """Forget the process-wide configuration; the next get_config() reads it again."""
+    global _current
+    with _lock:
+        _current = None
