@@ -1,0 +1,213 @@
+"""The storage interface behind the cache's L1: ``CacheBackend`` (SQLite here; PostgreSQL and Redis plug in).
+
+What a backend stores is already encoded: ``Cache`` turns values into ``StoredEntry`` (payload bytes plus a
+codec id, see ``infra.cache.codecs``) before calling the backend, and decodes what comes back. A backend
+never sees Python objects, never pickles, and never decides freshness policy beyond honouring
+``expires_at``; TTL choice, jitter, codecs, signing, L1, stats and single-flight all live in ``Cache``.
+
+Contract every backend keeps (the SQLite backend is the reference implementation):
+
+* **Keys** are ``(namespace, key)``: ``namespace`` a short name, ``key`` an opaque ``str`` (usually the 64-hex
+  digest from ``make_key``). The same key in two namespaces is two entries.
+* **Reads never write.** ``get`` / ``get_many`` return only live entries (not expired, current generation);
+  access-time bookkeeping for LRU must be batched off the read path (``touch`` records, a later write or a
+  background step flushes).
+* **Invalidation is O(1)**: ``invalidate(namespace)`` bumps the namespace's generation; entries of older
+  generations are misses from then on and are removed later by ``purge``. Every process (every host, for
+  shared backends) sees the new generation; ``generations()`` lets ``Cache`` notice invalidations made
+  elsewhere and drop its L1 entries (it polls at most every ``GENERATION_POLL_INTERVAL`` seconds; a backend
+  with push notification may also call the callback given to ``on_invalidate``).
+* **Caps**: the backend enforces ``max_bytes`` (total) and the per-namespace caps given at construction,
+  evicting least-recently-used entries first; ``purge(limit)`` removes up to ``limit`` expired or stale rows
+  and returns how many it removed.
+* **Leases** give cross-process single-flight: ``acquire_lease`` is an atomic test-and-set with a timeout, so
+  a dead holder blocks nobody past ``timeout`` seconds; ``release_lease`` only releases the owner's lease.
+* **Errors**: a backend raises ``infra.errors.CacheError`` (``CacheCorruptError`` when it had to quarantine the
+  store), chained with ``raise ... from exc`` from the driver error. ``Cache`` catches these, counts them and
+  fails open; a backend never needs to swallow errors itself.
+* **Shared stores** (``shared = True``: reachable by other clients) get only signed payloads from ``Cache``;
+  the backend has nothing to do for that beyond storing the codec id faithfully.
+* **Sync and async**: the sync methods are abstract. The async twins default to calling the sync method
+  inline (right for a local store whose operations take microseconds: no thread hop); a network backend
+  overrides the async twins with native I/O and may implement the sync ones on a private loop or thread.
+* ``close()`` is idempotent; after ``os.fork()`` a backend must not reuse the parent's connections.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "GENERATION_POLL_INTERVAL",
+    "BackendStats",
+    "CacheBackend",
+    "EntryInfo",
+    "StoredEntry",
+]
+
+#: How often (seconds) ``Cache`` asks a backend for namespace generations changed by other processes.
+GENERATION_POLL_INTERVAL = 0.1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One encoded entry as a backend stores it.
+
+    ``payload``: codec output (possibly compressed / signed); ``codec``: codec id (``infra.cache.codecs``);
+    ``expires_at``: Unix time or None for never; ``cost``: seconds the computation took (for the
+    "compute time saved" statistic).
+    """
+
+    payload: bytes
+    codec: int
+    expires_at: float | None = None
+    cost: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EntryInfo:
+    """One row as ``inspect`` shows it (no payload, only its size)."""
+
+    namespace: str
+    key: str
+    codec: int
+    size: int
+    created_at: float | None
+    accessed_at: float | None
+    expires_at: float | None
+    cost: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackendStats:
+    """Entry and byte counts of the store, total and per namespace (``{ns: (entries, bytes)}``)."""
+
+    entries: int
+    bytes: int
+    by_namespace: Mapping[str, tuple[int, int]]
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class CacheBackend(abc.ABC):
+    """Abstract L2 store. See the module docstring for the contract."""
+
+    #: short name shown in stats and the CLI ("sqlite", "postgres", "redis", "memory")
+    name: ClassVar[str] = "abstract"
+    #: True when other clients can write the store: ``Cache`` then signs every payload
+    shared: ClassVar[bool] = False
+
+    # ------------------------------------------------------------------ reads
+    @abc.abstractmethod
+    def get(self, namespace: str, key: str) -> StoredEntry | None:
+        """The live entry or None. Never writes."""
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
+        """Live entries among ``keys`` (only hits). Override with one round trip where the store allows."""
+        out: dict[str, StoredEntry] = {}
+        for k in keys:
+            e = self.get(namespace, k)
+            if e is not None:
+                out[k] = e
+        return out
+
+    def touch(self, namespace: str, key: str) -> None:  # noqa: B027 - optional hook, default no-op
+        """Record an access for LRU (batched; must not write synchronously). Default: nothing."""
+
+    # ------------------------------------------------------------------ writes
+    @abc.abstractmethod
+    def set(self, namespace: str, key: str, entry: StoredEntry) -> None:
+        """Store (replace) one entry in the namespace's current generation."""
+
+    def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
+        """Store many entries; override to do it in one transaction / round trip."""
+        for k, e in items.items():
+            self.set(namespace, k, e)
+
+    @abc.abstractmethod
+    def delete(self, namespace: str, key: str) -> bool:
+        """Remove one entry; True if one was there."""
+
+    @abc.abstractmethod
+    def invalidate(self, namespace: str) -> int:
+        """Bump the namespace's generation (O(1)); returns the new generation."""
+
+    @abc.abstractmethod
+    def generations(self) -> dict[str, int]:
+        """Current generation of every namespace the store knows (cheap: polled by ``Cache``)."""
+
+    def on_invalidate(self, callback: Callable[[str, int], None]) -> None:  # noqa: B027 - optional hook
+        """Register a push callback ``(namespace, generation)`` for invalidations seen from elsewhere."""
+
+    @abc.abstractmethod
+    def purge(self, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired or stale-generation entries; return how many were removed."""
+
+    @abc.abstractmethod
+    def clear(self, namespace: str | None = None) -> int:
+        """Delete every entry (of one namespace, or all); return how many were removed."""
+
+    def vacuum(self) -> None:  # noqa: B027 - optional hook
+        """Give free space back to the system where the store supports it."""
+
+    # ------------------------------------------------------------------ single-flight across processes
+    @abc.abstractmethod
+    def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
+        """Atomically take the computation lease for a key unless another live owner holds it."""
+
+    @abc.abstractmethod
+    def release_lease(self, namespace: str, key: str, owner: str) -> None:
+        """Release the lease if ``owner`` holds it."""
+
+    # ------------------------------------------------------------------ introspection
+    @abc.abstractmethod
+    def stats(self) -> BackendStats:
+        """Entry and byte counts."""
+
+    def inspect(self, namespace: str | None = None, limit: int = 20) -> list[EntryInfo]:
+        """Most recently used entries first, without payloads. Default: none listed."""
+        return []
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; idempotent."""
+
+    # ------------------------------------------------------------------ async twins (inline by default)
+    async def aget(self, namespace: str, key: str) -> StoredEntry | None:
+        return self.get(namespace, key)
+
+    async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
+        return self.get_many(namespace, keys)
+
+    async def aset(self, namespace: str, key: str, entry: StoredEntry) -> None:
+        self.set(namespace, key, entry)
+
+    async def aset_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
+        self.set_many(namespace, items)
+
+    async def adelete(self, namespace: str, key: str) -> bool:
+        return self.delete(namespace, key)
+
+    async def ainvalidate(self, namespace: str) -> int:
+        return self.invalidate(namespace)
+
+    async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
+        return self.acquire_lease(namespace, key, owner, timeout)
+
+    async def arelease_lease(self, namespace: str, key: str, owner: str) -> None:
+        self.release_lease(namespace, key, owner)
+
+    async def apurge(self, limit: int = 1000) -> int:
+        return self.purge(limit)
+
+    async def astats(self) -> BackendStats:
+        return self.stats()
+
+    async def aclose(self) -> None:
+        self.close()
