@@ -60,18 +60,18 @@ class _Section:
         """Plain JSON types: sections become dicts, durations stay seconds, secrets redacted by default."""
         out: dict[str, Any] = {}
         for name, spec in section_fields(type(self)):
-            out[name] = _plain(getattr(self, name), redact and spec.secret)
+            out[name] = _plain(getattr(self, name), redact=redact, secret=spec.secret)
         return out
 
 
-def _plain(value: Any, redact: bool) -> Any:
+def _plain(value: Any, *, redact: bool, secret: bool = False) -> Any:
     if isinstance(value, _Section):
         return value.to_dict(redact=redact)
     if isinstance(value, Mapping):
-        return {k: _plain(v, redact) for k, v in value.items()}
+        return {k: _plain(v, redact=redact) for k, v in value.items()}
     if isinstance(value, tuple):
-        return [_plain(v, redact) for v in value]
-    if redact and isinstance(value, str):
+        return [_plain(v, redact=redact) for v in value]
+    if redact and secret and isinstance(value, str):
         return redact_url(value)
     return value
 
@@ -319,5 +319,5 @@ class PerfConfig(_Section):
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         out = {"$schema": "perf_config.schema.json"}
-        out.update(super().to_dict(redact=redact))
+        out.update(_Section.to_dict(self, redact=redact))  # slots=True rebuilds the class: no zero-arg super()
         return out

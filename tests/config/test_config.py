@@ -1,0 +1,278 @@
+"""perf_config.json loading: defaults, lookup order, environment overrides, and every error message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infra.config import (
+    ConfigError,
+    PerfConfig,
+    format_duration,
+    format_size,
+    get_config,
+    load_config,
+    parse_duration,
+    parse_size,
+    reset_config,
+)
+from infra.config._build import finalize
+from infra.config._schema import json_schema
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "config" / "perf_config.json"
+SCHEMA = REPO / "config" / "perf_config.schema.json"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No stray PERF_* / OLLAMA_HOST from the caller's shell, and a cwd with no config/ folder."""
+    for var in list(__import__("os").environ):
+        if var.startswith("PERF_") or var == "OLLAMA_HOST":
+            monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
+    reset_config()
+
+
+def write(tmp_path: Path, data: object, name: str = "perf.json") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return path
+
+
+def problems_of(tmp_path: Path, data: object, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data), environ=environ or {})
+    return [str(p) for p in info.value.problems]
+
+
+# ------------------------------------------------------------------------------------------ defaults
+def test_shipped_file_spells_out_exactly_the_builtin_defaults() -> None:
+    """Every key is present in config/perf_config.json and its values equal the built-in defaults."""
+    shipped = load_config(SHIPPED, use_env=False)
+    assert shipped == finalize(PerfConfig(), source=None)
+    raw = json.loads(SHIPPED.read_text())
+
+    def keys(node: object, prefix: str = "") -> set[str]:
+        if not isinstance(node, dict):
+            return set()
+        out = set()
+        for k, v in node.items():
+            if k == "$schema":
+                continue
+            out.add(prefix + k)
+            if k not in ("namespaces", "runner", "profiles", "server_settings"):
+                out |= keys(v, prefix + k + ".")
+        return out
+
+    assert keys(raw) == keys(PerfConfig().to_dict())
+
+
+def test_shipped_schema_is_generated_from_the_specs_and_validates_the_shipped_file() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    committed = json.loads(SCHEMA.read_text())
+    assert committed == json_schema(), "regenerate with: python -m infra config schema > config/perf_config.schema.json"
+    jsonschema.Draft202012Validator.check_schema(committed)
+    jsonschema.validate(json.loads(SHIPPED.read_text()), committed)
+    assert json.loads(SHIPPED.read_text())["$schema"] == "perf_config.schema.json"
+
+
+def test_seed_tuned_values_are_the_defaults() -> None:
+    cfg = PerfConfig()
+    assert cfg.ollama.runner["num_thread"] == 6
+    assert cfg.ollama.profiles["stage1"] == {"num_predict": 120, "temperature": 0.3}
+    assert cfg.ollama.profiles["stage2"] == {"num_predict": 160, "temperature": 0.3}
+    assert cfg.ollama.keep_alive == 1800
+    assert cfg.http.retry.backoff == (0.1, 0.3, 0.9)
+    assert (cfg.http.max_connections, cfg.http.max_per_host) == (16, 6)
+    assert cfg.cache.ttl_for("inference") == 30 * 86400
+    assert cfg.cache.ttl_for("api") == 86400
+    assert cfg.cache.ttl_for("never-configured") == cfg.cache.default_ttl
+
+
+def test_config_objects_are_frozen() -> None:
+    cfg = load_config(SHIPPED)
+    with pytest.raises(AttributeError):
+        cfg.cache.enabled = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.ollama.runner["num_thread"] = 1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        cfg.ollama.profiles["stage1"]["num_predict"] = 1  # type: ignore[index]
+
+
+# ---------------------------------------------------------------------------------------- lookup
+def test_lookup_prefers_explicit_path_then_env_then_cwd_then_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_config().source == "built-in defaults"
+    (tmp_path / "config").mkdir()
+    write(tmp_path / "config", {"metrics": {"port": 1111}}, "perf_config.json")
+    assert load_config().metrics.port == 1111
+    env_file = write(tmp_path, {"metrics": {"port": 2222}}, "env.json")
+    monkeypatch.setenv("PERF_CONFIG", str(env_file))
+    assert load_config().metrics.port == 2222
+    explicit = write(tmp_path, {"metrics": {"port": 3333}}, "explicit.json")
+    assert load_config(explicit).metrics.port == 3333
+
+
+def test_missing_explicit_file_is_an_error_not_silent_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.json")
+    monkeypatch.setenv("PERF_CONFIG", str(tmp_path / "typo.json"))
+    with pytest.raises(ConfigError, match=r"\$PERF_CONFIG=.*typo.json: no such config file"):
+        load_config()
+
+
+def test_partial_file_keeps_defaults_for_the_rest(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, {"cache": {"namespaces": {"tts": {"ttl": "7d"}}}}))
+    assert cfg.cache.ttl_for("tts") == 7 * 86400
+    assert cfg.cache.namespaces.keys() == {"tts"}  # the file's map replaces the default map
+    assert cfg.http.retry.attempts == 3
+
+
+def test_get_config_is_process_wide_and_resettable(tmp_path: Path) -> None:
+    first = get_config()
+    assert get_config() is first
+    reset_config()
+    assert get_config() is not first
+
+
+# --------------------------------------------------------------------------------------- env
+@pytest.mark.parametrize(
+    ("var", "value", "check"),
+    [
+        ("PERF_ENABLED", "0", lambda c: not c.enabled and not c.cache.enabled and not c.http.enabled),
+        ("PERF_CACHE_ENABLED", "false", lambda c: not c.cache.enabled and c.enabled),
+        ("PERF_CACHE_PATH", "/tmp/x/cache.db", lambda c: c.cache.path == "/tmp/x/cache.db"),
+        ("PERF_METRICS_PORT", "9999", lambda c: c.metrics.port == 9999),
+        ("OLLAMA_HOST", "http://10.0.0.5:11434", lambda c: c.ollama.host == "http://10.0.0.5:11434"),
+        ("PERF_CACHE_MAX_BYTES", "2GB", lambda c: c.cache.max_bytes == 2 * 1024**3),
+        ("PERF_TORCH_THREADS", "null", lambda c: c.torch.num_threads is None),
+    ],
+)
+def test_environment_overrides(var: str, value: str, check: object, tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, {}), environ={var: value})
+    assert check(cfg)  # type: ignore[operator]
+
+
+def test_enabled_false_switches_every_part_off(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, {"enabled": False, "cache": {"enabled": True}}), environ={})
+    for section in ("cache", "http", "ollama", "metrics", "torch", "batching", "warmup"):
+        assert getattr(cfg, section).enabled is False, section
+
+
+# ------------------------------------------------------------------------------------ errors
+ERROR_CASES = [
+    ({"cache": {"namespaces": {"inference": {"ttl": -5}}}}, "cache.namespaces.inference.ttl: expected a duration, got -5"),
+    ({"cache": {"default_ttl": "soon"}}, 'cache.default_ttl: expected a duration such as 30, "500ms", "30s", "30m", "24h" or "30d", got "soon"'),
+    ({"cache": {"default_ttl": "5 fortnights"}}, "cache.default_ttl: expected a duration"),
+    ({"cache": {"max_bytes": "12 parsecs"}}, 'cache.max_bytes: expected a size such as 1048576, "512KB", "64MB" or "1GB", got "12 parsecs"'),
+    ({"cache": {"max_bytes": -1}}, "cache.max_bytes: expected a size, got -1"),
+    ({"metrics": {"port": 70000}}, "metrics.port: expected a port number 0-65535, got 70000"),
+    ({"metrics": {"port": -1}}, "metrics.port: expected a port number 0-65535, got -1"),
+    ({"metrics": {"port": "9464"}}, 'metrics.port: expected a port number 0-65535, got "9464"'),
+    ({"cache": {"enabled": "yes"}}, 'cache.enabled: expected true or false, got "yes"'),
+    ({"cache": {"backnd": "sqlite"}}, "cache.backnd: unknown key (did you mean 'backend'?)"),
+    ({"chache": {}}, "chache: unknown key (did you mean 'cache'?)"),
+    ({"cache": {"backend": "mongo"}}, 'cache.backend: expected one of sqlite, postgres, redis, memory, got "mongo"'),
+    ({"cache": {"backend": "redsi"}}, "(did you mean 'redis'?)"),
+    ({"http": {"retry": {"attempts": 0}}}, "http.retry.attempts: expected a value from 1 to 20, got 0"),
+    ({"http": {"retry": {"backoff": [0.1, "x"]}}}, "http.retry.backoff[1]: expected a duration"),
+    ({"http": {"retry": "3"}}, 'http.retry: expected an object, got "3"'),
+    ({"http": {"max_per_host": 20}}, "http.max_per_host: must not exceed http.max_connections (16), got 20"),
+    ({"db": {"min_size": 20}}, "db.min_size: must not exceed db.max_size (10), got 20"),
+    ({"cache": {"ttl_jitter": 2}}, "cache.ttl_jitter: expected a value from 0 to 1, got 2"),
+    ({"cache": {"backend": "redis"}}, "cache.url: required when cache.backend is redis"),
+    ({"cache": {"backend": "postgres"}}, "cache.dsn: required when cache.backend is postgres"),
+    ({"wrap": [{"target": "no colon here", "methods": ["x"]}]}, "wrap[0].target: \"no colon here\" doesn't have the expected form"),
+    ({"wrap": [{"target": "a.b:C", "methods": "score"}]}, 'wrap[0].methods: expected a list, got "score"'),
+    ({"ollama": {"runner": {"num_ctx": [1]}}}, "ollama.runner.num_ctx: expected a number, string or boolean, got a list"),
+    ([1, 2], "(top level): expected an object, got a list"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), ERROR_CASES, ids=[m[:50] for _, m in ERROR_CASES])
+def test_each_bad_value_names_its_json_path(tmp_path: Path, data: object, message: str) -> None:
+    found = problems_of(tmp_path, data)
+    assert any(message in p for p in found), found
+
+
+def test_one_error_lists_every_problem_at_once(tmp_path: Path) -> None:
+    found = problems_of(tmp_path, {"cache": {"default_ttl": -1, "backnd": 1}, "metrics": {"port": 1e6}})
+    assert len(found) == 3
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, {"cache": {"default_ttl": -1}, "metrics": {"port": 1e6}}))
+    text = str(info.value)
+    assert "cache.default_ttl" in text and "metrics.port" in text and str(tmp_path / "perf.json") in text
+
+
+def test_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, '{\n  "cache": {\n    "enabled": true,\n  }\n}\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value.problems[0]).startswith(f"{path}:4:3: JSON syntax error")
+
+
+def test_duplicate_key_is_an_error_with_its_position(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"cache": {"enabled": true,\n "enabled": false}}')
+    with pytest.raises(ConfigError, match=r":2:2: duplicate key 'enabled'"):
+        load_config(path)
+
+
+def test_bad_environment_override_names_the_variable(tmp_path: Path) -> None:
+    found = problems_of(tmp_path, {}, environ={"PERF_METRICS_PORT": "abc", "PERF_CACHE_ENABLED": "perhaps"})
+    assert '$PERF_METRICS_PORT (metrics.port): expected a port number 0-65535, got "abc"' in found
+    assert '$PERF_CACHE_ENABLED (cache.enabled): expected true or false, got "perhaps"' in found
+
+
+def test_config_error_is_a_value_error_and_the_layer_root() -> None:
+    from infra.errors import PerfInfraError
+
+    assert issubclass(ConfigError, ValueError) and issubclass(ConfigError, PerfInfraError)
+
+
+def test_repr_and_to_dict_hide_passwords(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, {"db": {"dsn": "postgresql://app:s3cret@db:5432/x"}}))
+    assert "s3cret" not in repr(cfg) and "s3cret" not in json.dumps(cfg.to_dict())
+    assert cfg.db.dsn == "postgresql://app:s3cret@db:5432/x"
+    assert "app:***@db" in repr(cfg.db)
+
+
+# ------------------------------------------------------------------------------------- units
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(30, 30.0), (0, 0.0), (1.5, 1.5), ("500ms", 0.5), ("30s", 30.0), ("30m", 1800.0), ("24h", 86400.0),
+     ("30d", 2592000.0), ("2w", 1209600.0), (" 1.5h ", 5400.0), ("10", 10.0)],
+)
+def test_parse_duration(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", [-1, "-5s", "5y", "", "h", True, None, float("nan"), float("inf"), [1]])
+def test_parse_duration_rejects(bad: object) -> None:
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [(0, 0), (1024, 1024), ("8KB", 8192), ("512MB", 512 * 1024**2), ("1GB", 1024**3), ("1GiB", 1024**3),
+     ("1.5KB", 1536), ("100b", 100)],
+)
+def test_parse_size(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "1XB", "lots", False, None])
+def test_parse_size_rejects(bad: object) -> None:
+    with pytest.raises(ValueError, match="expected a size"):
+        parse_size(bad)
+
+
+def test_format_round_trips() -> None:
+    for seconds in (0.5, 1, 90, 1800, 86400, 2592000):
+        assert parse_duration(format_duration(seconds)) == seconds
+    for size in (1, 1000, 8192, 1024**3):
+        assert parse_size(format_size(size)) == size
