@@ -1,5 +1,87 @@
 """``python -m infra`` / ``perf-infra``: see the config, the cache and the metrics from a terminal.
 
-Each command group lives in its own module with a ``register(subparsers)`` function; ``main`` wires them.
-Human output by default, ``--json`` for scripts; bad input gives a one-line error and exit status 2.
+Each command group lives in its own module with a ``register(subparsers)`` function; ``main`` wires the
+ones that exist. Handlers take the parsed namespace (with ``json`` and ``config``) and return an exit
+status: 0 ok, 1 a check or an operation failed, 2 bad input. Human output by default, ``--json`` for
+scripts; a bad input is one line on stderr, never a traceback.
 """
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from infra.errors import ConfigError, PerfInfraError
+
+__all__ = ["build_parser", "main"]
+
+# Command groups, in help order. A group whose module is missing (not built yet) is simply not offered.
+_GROUPS = ("config", "metrics", "cache", "demo", "warm", "bench", "doctor")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    parser.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS,
+        help="perf_config.json to use (default: $PERF_CONFIG, then ./config/perf_config.json)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra",
+        description="perf-infra: cache, metrics and tuned clients for AI and voice pipelines.",
+    )
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for group in _GROUPS:
+        try:
+            module = importlib.import_module(f"infra.cli.{group}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"infra.cli.{group}":
+                continue
+            raise
+        before = set(sub.choices)
+        module.register(sub)
+        for name in set(sub.choices) - before:
+            _add_common_everywhere(sub.choices[name])
+    return parser
+
+
+def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
+    """--json and --config work before or after the subcommand (`python -m infra cache stats --json`)."""
+    try:
+        _common(parser)
+    except argparse.ArgumentError:
+        pass  # the group defined them itself
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_common_everywhere(child)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.json = getattr(args, "json", False)
+    args.config = getattr(args, "config", None)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+        return 2
+    try:
+        return int(handler(args))
+    except ConfigError as exc:
+        problems = exc.problems
+        more = f" (and {len(problems) - 1} more: run `python -m infra config check`)" if len(problems) > 1 else ""
+        where = f"{exc.source}: " if exc.source and exc.source != "built-in defaults" else ""
+        print(f"perf-infra: error: {where}{problems[0]}{more}", file=sys.stderr)
+        return 2
+    except PerfInfraError as exc:
+        print(f"perf-infra: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

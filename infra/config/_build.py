@@ -147,7 +147,10 @@ def _list_item(spec: Spec, value: Any, path: str, problems: list[ConfigProblem])
 
 
 def _did_you_mean(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    names = list(options)
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    if not close:  # "ttl" for "default_ttl": a close match by containment rather than by spelling
+        close = [n for n in names if len(word) >= 3 and word.lower() in n.lower()][:1]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

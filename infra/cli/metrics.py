@@ -1,0 +1,101 @@
+"""``metrics show|serve``: read a running /metrics endpoint, or serve one from this process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import urllib.error
+import urllib.request
+from typing import Any
+
+from infra.cli._output import emit_json, table
+from infra.config import load_config
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser("metrics", help="show or serve the metrics")
+    cmds = group.add_subparsers(dest="metrics_command", metavar="ACTION")
+    cmds.required = True
+    show = cmds.add_parser("show", help="p50/p95/p99, errors and hit rates from a running /metrics endpoint")
+    show.add_argument("--url", help="endpoint (default: http://<metrics.host>:<metrics.port>/metrics)")
+    show.set_defaults(handler=_show)
+    serve = cmds.add_parser("serve", help="serve /metrics in the foreground (Ctrl-C stops)")
+    serve.add_argument("--host", help="bind address (default: metrics.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: metrics.port, 9464)")
+    serve.set_defaults(handler=_serve)
+
+
+def _endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
+    config = load_config(args.config)
+    token = os.environ.get(config.metrics.token_env) or None
+    if args.url:
+        return args.url, token
+    host = config.metrics.host if config.metrics.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{config.metrics.port}/metrics", token
+
+
+def _show(args: argparse.Namespace) -> int:
+    url, token = _endpoint(args)
+    request = urllib.request.Request(url + ("&" if "?" in url else "?") + "format=json")
+    request.add_header("Accept", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - our own endpoint
+            stats = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(
+            f"perf-infra: error: no /metrics endpoint answers at {url} ({reason}); start one with "
+            "`python -m infra metrics serve`, or set metrics.serve: true for infra.enable()",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        emit_json(stats)
+        return 0
+    print(render_stats(stats))
+    return 0
+
+
+def render_stats(stats: dict[str, Any]) -> str:
+    """The human view of get_stats(): one row per operation, then cache hit rates."""
+    ops = {k: v for k, v in stats.items() if isinstance(v, dict) and "count" in v}
+    lines = []
+    if ops:
+        rows = [
+            [name, s.get("count"), s.get("errors"), s.get("p50_ms"), s.get("p95_ms"), s.get("p99_ms"), s.get("max_ms")]
+            for name, s in sorted(ops.items())
+        ]
+        lines.append(table(["operation", "count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows))
+    else:
+        lines.append("no operations recorded yet")
+    cache = stats.get("cache") or {}
+    if cache:
+        rows = [[ns, c.get("hits"), c.get("misses"), f"{c.get('hit_rate', 0):.1f}%"] for ns, c in sorted(cache.items())]
+        lines.append("")
+        lines.append(table(["cache namespace", "hits", "misses", "hit rate"], rows))
+    return "\n".join(lines)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from infra.server import serve_metrics
+
+    config = load_config(args.config)
+    host = args.host or config.metrics.host
+    port = config.metrics.port if args.port is None else args.port
+    token = os.environ.get(config.metrics.token_env) or None
+    handle = serve_metrics(host=host, port=port, token=token)
+    print(f"serving /metrics on http://{host}:{handle.port}/metrics (Ctrl-C stops)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.close()
+    return 0
