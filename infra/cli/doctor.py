@@ -1,0 +1,92 @@
+"""``doctor``: is this machine set up for the layer? Config, cache directory, extras, Ollama, /metrics port."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from infra.cli._output import emit_json, table
+from infra.config import load_config
+from infra.errors import ConfigError
+
+__all__ = ["register"]
+
+_EXTRAS = {
+    "aiohttp": "http / ollama",
+    "httpx": "http (sync, HTTP/2)",
+    "h2": "http (HTTP/2)",
+    "ollama": "ollama",
+    "asyncpg": "postgres",
+    "redis": "redis",
+    "websockets": "hotpath",
+    "torch": "torch",
+    "numpy": "torch",
+}
+
+
+def register(sub: Any) -> None:
+    doctor = sub.add_parser("doctor", help="check the config, the cache directory, the extras and the services")
+    doctor.set_defaults(handler=_doctor)
+
+
+def _check(name: str, ok: bool | None, detail: str) -> dict[str, Any]:
+    return {"check": name, "status": {True: "ok", False: "FAIL", None: "warn"}[ok], "detail": detail}
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    checks: list[dict[str, Any]] = []
+    try:
+        config = load_config(args.config)
+        checks.append(_check("config", True, f"{config.source}; layer {'on' if config.enabled else 'OFF'}"))
+    except ConfigError as exc:
+        checks.append(_check("config", False, f"{len(exc.problems)} problem(s); first: {exc.problems[0]}"))
+        config = None
+    if config is not None:
+        checks.append(_cache_dir(config.cache.path) if config.cache.backend == "sqlite" else
+                      _check("cache backend", None, f"{config.cache.backend}: see `python -m infra cache stats`"))
+        checks.append(_ollama(config.ollama.host))
+        checks.append(_port(config.metrics.host, config.metrics.port))
+    for module, extra in _EXTRAS.items():
+        found = importlib.util.find_spec(module) is not None
+        checks.append(_check(f"extra {module}", True if found else None,
+                             "installed" if found else f"missing: pip install 'perf-infra[{extra.split()[0]}]'"))
+    failed = any(c["status"] == "FAIL" for c in checks)
+    if args.json:
+        emit_json({"ok": not failed, "checks": checks})
+    else:
+        print(table(["check", "status", "detail"], [[c["check"], c["status"], c["detail"]] for c in checks]))
+    return 1 if failed else 0
+
+
+def _cache_dir(path: str) -> dict[str, Any]:
+    directory = Path(path).expanduser().resolve().parent
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if os.access(probe, os.W_OK):
+        return _check("cache directory", True, f"{directory} writable")
+    return _check("cache directory", False, f"{directory} not writable: the cache will fail open (calls run uncached)")
+
+
+def _ollama(host: str) -> dict[str, Any]:
+    base = host if "://" in host else f"http://{host}"
+    try:
+        with urllib.request.urlopen(base.rstrip("/") + "/api/version", timeout=1.5) as response:  # noqa: S310
+            return _check("ollama", True, f"{base} answers: {response.read(200).decode(errors='replace').strip()}")
+    except (urllib.error.URLError, OSError) as exc:
+        return _check("ollama", None, f"{base} doesn't answer ({getattr(exc, 'reason', exc)}); the demo uses its test server")
+
+
+def _port(host: str, port: int) -> dict[str, Any]:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return _check("metrics port", None, f"{host}:{port} is taken ({exc.strerror}); /metrics would fail open")
+    return _check("metrics port", True, f"{host}:{port} free")
