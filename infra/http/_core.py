@@ -1,0 +1,177 @@
+"""The I/O-free core both clients share: per-origin state and the retry decisions of one logical call.
+
+A client's loop is only I/O::
+
+    call = Call(settings.retry, host, method, idempotent)
+    while True:
+        admission = call.admit()               # breaker: raises CircuitOpenError, no I/O
+        try:   response = <one attempt>
+        except <backend error> as exc:
+            delay = call.after_error(kind, exc, now, deadline_at, admission)   # raises when final
+        else:
+            delay = call.after_response(response, now, deadline_at, admission)  # None: return it
+            if delay is None: return response
+        <sleep delay>
+
+so the retry rules, the budget and the breaker behave identically in PerfClient and AsyncPerfClient.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from infra.http._breaker import FAILURE, NEUTRAL, NORMAL, REJECT, SUCCESS, CircuitBreaker
+from infra.http._budget import RetryBudget
+from infra.http._errors import (
+    Attempt,
+    CircuitOpenError,
+    DeadlineExceeded,
+    RetryAfterTooLong,
+    RetryBudgetExhausted,
+    TransportError,
+)
+from infra.http._metrics import HostMetrics, NullMetrics
+from infra.http._policy import BREAKER_FAILURE_STATUSES, HTTPSettings, RetryPolicy
+from infra.http._retry_after import parse_retry_after
+
+if TYPE_CHECKING:
+    from infra.http._response import Response
+
+__all__ = ["CONNECT", "DEADLINE", "FIRST_BYTE", "POOL", "READ", "Call", "HostState", "breaker_outcome"]
+
+# Error kinds a client maps backend exceptions to.
+CONNECT = "connect"  # nothing reached the server: always safe to retry
+READ = "read"  # the request may have been processed: retry only idempotent requests
+FIRST_BYTE = "first_byte"  # no response headers within Timeouts.first_byte: a read failure
+DEADLINE = "deadline"  # the call's one deadline ran out: final
+POOL = "pool"  # no connection slot within Timeouts.pool: final
+
+
+def breaker_outcome(status: int) -> int:
+    """How a response status counts for the breaker: 5xx failures, 429 neutral, the rest success."""
+    if status in BREAKER_FAILURE_STATUSES:
+        return FAILURE
+    if status == 429:
+        return NEUTRAL
+    return SUCCESS
+
+
+class HostState:
+    """Everything kept per origin: breaker, retry budget, metric children, and the client's slot limiter."""
+
+    __slots__ = ("breaker", "budget", "metrics", "origin", "slots")
+
+    def __init__(self, origin: str, settings: HTTPSettings, slots: Any = None) -> None:
+        self.origin = origin
+        self.metrics: NullMetrics = HostMetrics(origin) if settings.metrics else NullMetrics()
+        self.breaker = CircuitBreaker(settings.breaker, on_change=self.metrics.breaker_changed)
+        self.budget = RetryBudget(settings.budget)
+        self.slots = slots
+
+
+class Call:
+    """Retry state of one logical call. Pure: decisions from outcomes, the clock passed in."""
+
+    __slots__ = ("history", "host", "method", "policy", "retries", "retry_ok", "started")
+
+    def __init__(self, policy: RetryPolicy, host: HostState, method: str, idempotent: bool, started: float) -> None:
+        self.policy = policy
+        self.host = host
+        self.method = method
+        self.retry_ok = policy.may_retry_request(method, idempotent)
+        self.retries = 0
+        self.history: list[Attempt] = []
+        self.started = started
+        host.budget.deposit()
+
+    def admit(self) -> int:
+        """Ask the breaker; CircuitOpenError (no I/O done) when it refuses."""
+        admission = self.host.breaker.admit()
+        if admission == REJECT:
+            breaker = self.host.breaker
+            self.history.append(Attempt(len(self.history) + 1, None, "circuit_open", 0.0))
+            raise CircuitOpenError(
+                f"circuit breaker is {breaker.state}; retry in {breaker.retry_in():.2f}s",
+                retry_in=breaker.retry_in(),
+                origin=self.host.origin,
+                method=self.method,
+                history=tuple(self.history),
+            )
+        return admission
+
+    def _final(self, exc_type: type[Any], message: str, **kw: Any) -> Any:
+        return exc_type(message, origin=self.host.origin, method=self.method, history=tuple(self.history), **kw)
+
+    def after_error(
+        self, kind: str, exc: BaseException, elapsed: float, now: float, deadline_at: float | None, admission: int
+    ) -> float:
+        """A try failed with ``kind``: the sleep before the next try, or raise the final error."""
+        self.history.append(Attempt(len(self.history) + 1, None, kind, elapsed))
+        if kind == POOL:
+            self.host.breaker.release(admission)
+        else:
+            self.host.breaker.record(NEUTRAL if kind == DEADLINE else FAILURE, admission)
+        detail = f"{type(exc).__name__}" + (f": {exc}" if kind != DEADLINE and _safe(exc) else "")
+        if kind == DEADLINE:
+            raise self._final(DeadlineExceeded, f"deadline exceeded after {now - self.started:.3f}s") from exc
+        if kind == POOL:
+            raise self._final(TransportError, f"no connection slot in time ({detail})", kind=POOL) from exc
+        retryable = kind == CONNECT or self.retry_ok
+        if not retryable or self.retries >= self.policy.attempts:
+            raise self._final(TransportError, f"{kind} error ({detail})", kind=kind) from exc
+        delay = self.policy.backoff_for(self.retries + 1)
+        if deadline_at is not None and now + delay >= deadline_at:
+            raise self._final(
+                DeadlineExceeded, f"{kind} error and no time left to retry before the deadline ({detail})"
+            ) from exc
+        if not self.host.budget.try_withdraw():
+            self.host.metrics.budget_denied()
+            raise self._final(RetryBudgetExhausted, f"{kind} error; retry budget exhausted ({detail})") from exc
+        self.retries += 1
+        self.host.metrics.retry(kind)
+        return delay
+
+    def after_response(
+        self, response: Response, elapsed: float, now: float, deadline_at: float | None, admission: int
+    ) -> float | None:
+        """A try got a response: None to hand it to the caller, or the sleep before retrying.
+
+        Raises RetryAfterTooLong when the server asks to wait past the deadline or the policy's cap.
+        """
+        status = response.status
+        self.host.breaker.record(breaker_outcome(status), admission)
+        policy = self.policy
+        if status not in policy.retry_statuses:
+            if self.history:
+                self.history.append(Attempt(len(self.history) + 1, status, None, elapsed))
+            return None
+        retry_after = parse_retry_after(response.headers.get) if policy.respect_retry_after else None
+        self.history.append(Attempt(len(self.history) + 1, status, None, elapsed, retry_after))
+        if not self.retry_ok or self.retries >= policy.attempts:
+            return None
+        if retry_after is not None:
+            if retry_after > policy.max_retry_after or (deadline_at is not None and now + retry_after >= deadline_at):
+                limit = "the deadline" if retry_after <= policy.max_retry_after else "max_retry_after"
+                raise self._final(
+                    RetryAfterTooLong,
+                    f"status {status}: server asked to wait {retry_after:.3f}s, past {limit}",
+                    retry_after=retry_after,
+                    response=response,
+                )
+            delay = retry_after
+        else:
+            delay = policy.backoff_for(self.retries + 1)
+            if deadline_at is not None and now + delay >= deadline_at:
+                return None  # no time for another try: the caller gets this response
+        if not self.host.budget.try_withdraw():
+            self.host.metrics.budget_denied()
+            return None
+        self.retries += 1
+        self.host.metrics.retry(str(status))
+        return delay
+
+
+def _safe(exc: BaseException) -> bool:
+    """Whether an exception's text may go into our message: backend messages can echo a full URL."""
+    text = str(exc)
+    return "?" not in text and "@" not in text and "://" not in text and len(text) < 200

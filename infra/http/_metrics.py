@@ -1,0 +1,187 @@
+"""Metrics glue: one bundle of bound children per origin, resolved once, kept off the hot path.
+
+Labels carry the origin (scheme://host:port) and never path, query or headers. Every call into the
+registry is guarded: a metrics failure is counted in ``failures``, logged once, and never reaches the
+request (fail open).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__all__ = ["HostMetrics", "NullMetrics"]
+
+log = logging.getLogger("infra.http")
+
+_logged = False
+failures = 0
+
+_BREAKER_STATE_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def _failed(exc: BaseException) -> None:
+    global _logged, failures
+    failures += 1
+    if not _logged:
+        _logged = True
+        log.warning("infra.http metrics failed (counted, requests unaffected): %s", type(exc).__name__)
+
+
+class _Null:
+    def inc(self, amount: float = 1.0) -> None:
+        pass
+
+    def dec(self, amount: float = 1.0) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, value: float) -> None:
+        pass
+
+
+_NULL = _Null()
+
+
+class NullMetrics:
+    """Metrics switched off: every hook is a no-op."""
+
+    def duration(self, method: str, status: int | None, seconds: float) -> None:
+        pass
+
+    def ttfb(self, method: str, seconds: float) -> None:
+        pass
+
+    def retry(self, reason: str) -> None:
+        pass
+
+    def budget_denied(self) -> None:
+        pass
+
+    def breaker_changed(self, state: str) -> None:
+        pass
+
+    def pool_wait(self, seconds: float) -> None:
+        pass
+
+    def active(self, delta: int) -> None:
+        pass
+
+
+class HostMetrics(NullMetrics):
+    """Bound metric children for one origin."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self._duration: dict[tuple[str, int], Any] = {}
+        self._ttfb: dict[str, Any] = {}
+        self._retries: dict[str, Any] = {}
+        try:
+            from infra.metrics import get_metrics
+
+            reg = get_metrics()
+            self._h_duration = reg.histogram(
+                "infra_http_request_duration_seconds",
+                "Duration of one logical HTTP call (all attempts), by origin, method and status class.",
+                labelnames=("origin", "method", "code"),
+            )
+            self._h_ttfb = reg.histogram(
+                "infra_http_time_to_first_byte_seconds",
+                "Time from the start of a streamed call to its response headers, by origin and method.",
+                labelnames=("origin", "method"),
+            )
+            self._c_retries = reg.counter(
+                "infra_http_retries_total", "Retries sent, by origin and reason.", labelnames=("origin", "reason")
+            )
+            self._budget = reg.counter(
+                "infra_http_retry_budget_denied_total",
+                "Retries the per-origin retry budget refused.",
+                labelnames=("origin",),
+            ).labels(origin)
+            c_breaker = reg.counter(
+                "infra_http_breaker_transitions_total",
+                "Circuit breaker state changes, by origin and the state entered.",
+                labelnames=("origin", "state"),
+            )
+            self._breaker_to = {s: c_breaker.labels(origin, s) for s in _BREAKER_STATE_VALUE}
+            self._breaker_state = reg.gauge(
+                "infra_http_breaker_state",
+                "Circuit breaker state by origin: 0 closed, 1 half-open, 2 open.",
+                labelnames=("origin",),
+            ).labels(origin)
+            self._pool_wait = reg.histogram(
+                "infra_http_pool_wait_seconds",
+                "Time a call waited for a free connection slot (only calls that had to wait).",
+                labelnames=("origin",),
+            ).labels(origin)
+            self._active = reg.gauge(
+                "infra_http_active_connections",
+                "Connections in use (requests holding a connection slot), by origin.",
+                labelnames=("origin",),
+            ).labels(origin)
+        except Exception as exc:
+            _failed(exc)
+            self._budget = self._breaker_state = self._pool_wait = self._active = _NULL
+            self._breaker_to = {}
+            self._h_duration = self._h_ttfb = self._c_retries = None
+
+    def duration(self, method: str, status: int | None, seconds: float) -> None:
+        cls = _CLASSES.get(status // 100, "other") if status is not None else "error"
+        key = (method, status // 100 if status is not None else 0)
+        child = self._duration.get(key)
+        try:
+            if child is None:
+                child = self._duration[key] = (
+                    self._h_duration.labels(self.origin, method, cls) if self._h_duration else _NULL
+                )
+            child.observe(seconds)
+        except Exception as exc:
+            _failed(exc)
+
+    def ttfb(self, method: str, seconds: float) -> None:
+        child = self._ttfb.get(method)
+        try:
+            if child is None:
+                child = self._ttfb[method] = self._h_ttfb.labels(self.origin, method) if self._h_ttfb else _NULL
+            child.observe(seconds)
+        except Exception as exc:
+            _failed(exc)
+
+    def retry(self, reason: str) -> None:
+        child = self._retries.get(reason)
+        try:
+            if child is None:
+                child = self._retries[reason] = (
+                    self._c_retries.labels(self.origin, reason) if self._c_retries else _NULL
+                )
+            child.inc()
+        except Exception as exc:
+            _failed(exc)
+
+    def budget_denied(self) -> None:
+        try:
+            self._budget.inc()
+        except Exception as exc:
+            _failed(exc)
+
+    def breaker_changed(self, state: str) -> None:
+        try:
+            self._breaker_to.get(state, _NULL).inc()
+            self._breaker_state.set(_BREAKER_STATE_VALUE.get(state, -1.0))
+        except Exception as exc:
+            _failed(exc)
+
+    def pool_wait(self, seconds: float) -> None:
+        try:
+            self._pool_wait.observe(seconds)
+        except Exception as exc:
+            _failed(exc)
+
+    def active(self, delta: int) -> None:
+        try:
+            self._active.inc(delta)
+        except Exception as exc:
+            _failed(exc)

@@ -1,0 +1,274 @@
+"""One small response type of our own, so callers never depend on which backend ran.
+
+``Response`` is a fully read response (status, headers, bytes / text / json). ``AsyncStreamResponse`` and
+``StreamResponse`` add iterators over body bytes and lines; they are only handed out by
+``client.stream(...)`` context managers, which release the connection on exit whatever happened.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any
+
+from infra.http._errors import Attempt, HTTPStatusError
+
+__all__ = ["AsyncStreamResponse", "Headers", "LineDecoder", "Response", "StreamResponse"]
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only response headers. ``get_all`` returns every value of a repeated header.
+
+    Wraps the backend's own case-insensitive mapping (aiohttp CIMultiDictProxy, httpx.Headers) without
+    copying it: building our own dict per response costs more than the whole metrics path.
+    """
+
+    __slots__ = ("_src",)
+
+    def __init__(self, source: Any = None) -> None:
+        if source is None or isinstance(source, (dict, list, tuple)):
+            source = _CIDict(source or ())
+        elif isinstance(source, Headers):
+            source = source._src
+        self._src = source
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._src.get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        value = self._src.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._src.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for k in self._src.keys():
+            low = k.lower()
+            if low not in seen:
+                seen.add(low)
+                yield low
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def get_all(self, key: str) -> list[str]:
+        src = self._src
+        if hasattr(src, "getall"):  # aiohttp / multidict, and _CIDict
+            return list(src.getall(key, ()))
+        if hasattr(src, "get_list"):  # httpx
+            return list(src.get_list(key))
+        value = src.get(key)
+        return [] if value is None else [value]
+
+    def raw_items(self) -> list[tuple[str, str]]:
+        """Every (name, value) pair, repeated headers included (for caching)."""
+        src = self._src
+        if hasattr(src, "multi_items"):  # httpx
+            return list(src.multi_items())
+        return [(str(k), str(v)) for k, v in src.items()]
+
+    def __repr__(self) -> str:
+        return f"Headers({self.raw_items()!r})"
+
+
+class _CIDict:
+    """Minimal case-insensitive multi-mapping for responses built without a backend (cache hits)."""
+
+    __slots__ = ("_items", "_map")
+
+    def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str]) -> None:
+        pairs = list(items.items()) if isinstance(items, Mapping) else [(str(k), str(v)) for k, v in items]
+        self._items = pairs
+        self._map: dict[str, list[str]] = {}
+        for k, v in pairs:
+            self._map.setdefault(k.lower(), []).append(v)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        values = self._map.get(key.lower())
+        return values[0] if values else default
+
+    def getall(self, key: str, default: Any = ()) -> list[str]:
+        return self._map.get(key.lower(), list(default))
+
+    def keys(self) -> list[str]:
+        return [k for k, _ in self._items]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+
+def _charset(content_type: str | None) -> str:
+    if content_type:
+        for part in content_type.split(";")[1:]:
+            name, _, value = part.strip().partition("=")
+            if name.lower() == "charset" and value:
+                return value.strip('"')
+    return "utf-8"
+
+
+class Response:
+    """A response whose body has been read in full."""
+
+    __slots__ = ("_content", "from_cache", "headers", "history", "http_version", "method", "origin", "status", "url")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        content: bytes = b"",
+        *,
+        url: str = "",
+        method: str = "GET",
+        origin: str = "",
+        history: tuple[Attempt, ...] = (),
+        http_version: str = "HTTP/1.1",
+        from_cache: bool = False,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._content = content
+        self.url = url
+        self.method = method
+        self.origin = origin
+        self.history = history
+        self.http_version = http_version
+        self.from_cache = from_cache
+
+    @property
+    def status_code(self) -> int:
+        """Alias of ``status`` (httpx / requests spelling)."""
+        return self.status
+
+    @property
+    def content(self) -> bytes:
+        return self._content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(_charset(self.headers.get("content-type")), errors="replace")
+
+    def json(self) -> Any:
+        return _json.loads(self.content)
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def attempts(self) -> int:
+        """How many tries this response took (1 when the first try answered)."""
+        return len(self.history) or 1
+
+    def raise_for_status(self) -> Response:
+        """Raise HTTPStatusError for a 4xx / 5xx response; return ``self`` otherwise (for chaining)."""
+        if self.status >= 400:
+            raise HTTPStatusError(
+                f"status {self.status}", origin=self.origin, method=self.method, history=self.history, response=self
+            )
+        return self
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status}] {self.method} {self.origin}>"
+
+
+class LineDecoder:
+    """Split a byte stream into lines (``\\n`` or ``\\r\\n``), buffering a partial line across chunks."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        data = self._buffer + chunk if self._buffer else chunk
+        lines = data.split(b"\n")
+        self._buffer = lines.pop()
+        return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+    def flush(self) -> list[bytes]:
+        rest, self._buffer = self._buffer, b""
+        return [rest[:-1] if rest.endswith(b"\r") else rest] if rest else []
+
+
+class AsyncStreamResponse(Response):
+    """A response whose body is read as it arrives (``client.stream(...)``). Iterate once.
+
+    ``aiter_bytes`` / ``aiter_lines`` yield body chunks / lines (bytes). ``aread()`` reads the rest.
+    Once a byte has reached the caller the call is never retried.
+    """
+
+    __slots__ = ("_body",)
+
+    def __init__(self, *args: Any, body: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._body = body  # the client's reader: async next_chunk() -> bytes (b"" at end), aclose()
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise RuntimeError("stream not read yet: call `await response.aread()` first")
+        return self._content
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self._body.next_chunk()
+            if not chunk:
+                return
+            yield chunk
+
+    async def aiter_lines(self) -> AsyncIterator[bytes]:
+        decoder = LineDecoder()
+        async for chunk in self.aiter_bytes():
+            for line in decoder.feed(chunk):
+                yield line
+        for line in decoder.flush():
+            yield line
+
+    async def aread(self) -> bytes:
+        if self._content is None:
+            self._content = b"".join([c async for c in self.aiter_bytes()])
+        return self._content
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
+
+
+class StreamResponse(Response):
+    """Sync twin of AsyncStreamResponse: ``iter_bytes``, ``iter_lines``, ``read``, ``close``."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, *args: Any, body: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._body = body  # next_chunk() -> bytes (b"" at end), close()
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise RuntimeError("stream not read yet: call `response.read()` first")
+        return self._content
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        while True:
+            chunk = self._body.next_chunk()
+            if not chunk:
+                return
+            yield chunk
+
+    def iter_lines(self) -> Iterator[bytes]:
+        decoder = LineDecoder()
+        for chunk in self.iter_bytes():
+            yield from decoder.feed(chunk)
+        yield from decoder.flush()
+
+    def read(self) -> bytes:
+        if self._content is None:
+            self._content = b"".join(self.iter_bytes())
+        return self._content
+
+    def close(self) -> None:
+        self._body.close()

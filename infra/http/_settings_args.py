@@ -1,0 +1,56 @@
+"""Turn client keyword overrides into one HTTPSettings, and decide which origins speak HTTP/2."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from infra.http._policy import HTTPSettings
+
+__all__ = ["DEFAULT", "resolve_settings", "uses_http2"]
+
+
+class _Default:
+    """Sentinel: "use the configured value" (None already means "no limit")."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
+
+_FIELDS = {f.name for f in dataclasses.fields(HTTPSettings)}
+
+
+def resolve_settings(settings: HTTPSettings | None, overrides: dict[str, Any]) -> HTTPSettings:
+    """``AsyncPerfClient(retry=RetryPolicy(attempts=1), http2=True)`` → one HTTPSettings value."""
+    base = settings if settings is not None else HTTPSettings()
+    unknown = set(overrides) - _FIELDS
+    if unknown:
+        raise TypeError(f"unknown client setting(s) {sorted(unknown)}; expected some of {sorted(_FIELDS)}")
+    if "http2_hosts" in overrides:
+        overrides["http2_hosts"] = tuple(overrides["http2_hosts"])
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+_h2_memo: dict[tuple[tuple[str, ...], str], bool] = {}
+
+
+def uses_http2(settings: HTTPSettings, origin: str) -> bool:
+    """Whether ``origin`` (scheme://host:port) goes over HTTP/2: ``http2=True`` or a match in
+    ``http2_hosts`` by host or host:port."""
+    if settings.http2:
+        return True
+    if not settings.http2_hosts:
+        return False
+    key = (settings.http2_hosts, origin)
+    found = _h2_memo.get(key)
+    if found is None:
+        hostport = origin.split("://", 1)[1]
+        host = hostport.rsplit(":", 1)[0]
+        found = hostport in settings.http2_hosts or host in settings.http2_hosts
+        if len(_h2_memo) < 4096:
+            _h2_memo[key] = found
+    return found

@@ -1,0 +1,340 @@
+"""FaultServer: an aiohttp server on 127.0.0.1 that injects HTTP faults, for tests and benchmarks.
+
+It runs its own event loop in a daemon thread, so sync code (PerfClient, benchmarks of sync clients) and
+async code (on any loop) can both call it, and a client stalled by a fault never stalls the server.
+Counters (``hits``, ``in_flight``, ``max_in_flight``) are read from the calling thread.
+
+Routes (``{key}`` names an independent counter, so tests don't interfere):
+
+==================================  ========================================================================
+``/ok``                             200; ``size`` body bytes, ``delay`` seconds before answering
+``/status/{code}``                  that status; ``retry_after`` / ``retry_after_ms`` headers copied verbatim
+``/fail/{key}``                     the first ``n`` hits get ``code`` (503) with optional Retry-After, then 200
+``/flaky``                          every ``every``-th hit (10) gets ``code`` (503) with ``retry_after`` (0)
+``/reset-before-headers/{key}``     the first ``n`` hits (all) are reset (TCP RST) before any response byte
+``/reset-after-headers/{key}``      the first ``n`` hits (all) get headers and part of the body, then a reset
+``/slow-first-byte``                waits ``delay`` seconds, then 200
+``/truncated``                      promises Content-Length 1000, sends 10 bytes and closes
+``/stall``                          streams ``chunks`` lines, then stalls ``stall`` seconds before the end
+``/stream``                         streams ``chunks`` lines of ``size`` bytes, ``interval`` seconds apart
+``/echo/{key}``                     echoes method, body and Idempotency-Key as JSON
+==================================  ========================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import threading
+from collections import Counter
+from typing import Any
+
+__all__ = ["ConcurrencyGauge", "FaultServer"]
+
+
+class ConcurrencyGauge:
+    """Counts requests in flight (now and at peak); share one across servers to see the total."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.now += 1
+            if self.now > self.peak:
+                self.peak = self.now
+
+    def leave(self) -> None:
+        with self._lock:
+            self.now -= 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self.peak = self.now
+
+
+def _reset(request: Any) -> None:
+    """Close the connection with a TCP RST (SO_LINGER 0), the way a crashed upstream looks."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
+
+
+class FaultServer:
+    """``with FaultServer() as server: client.get(server.url + "/flaky?every=10")``."""
+
+    def __init__(self, *, gauge: ConcurrencyGauge | None = None, total_gauge: ConcurrencyGauge | None = None) -> None:
+        self.gauge = gauge or ConcurrencyGauge()
+        self.total_gauge = total_gauge
+        self.hits: Counter[str] = Counter()
+        self.requests: dict[str, list[dict[str, Any]]] = {}
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: Any = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> FaultServer:
+        self._thread = threading.Thread(target=self._serve, name="fault-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("FaultServer did not start within 10s")
+        if self._error is not None:
+            raise RuntimeError(f"FaultServer failed to start: {self._error!r}")
+        return self
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is not None and self._thread is not None:
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            try:
+                fut.result(10)
+            except Exception:
+                pass
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _startup(self) -> None:
+        from aiohttp import web
+
+        @web.middleware
+        async def count(request: Any, handler: Any) -> Any:
+            return await self._wrapped(request, handler)
+
+        app = web.Application(middlewares=[count])
+        r = app.router
+        r.add_route("*", "/ok", self._ok)
+        r.add_route("*", "/status/{code}", self._status)
+        r.add_route("*", "/fail/{key}", self._fail)
+        r.add_route("*", "/flaky", self._flaky)
+        r.add_route("*", "/reset-before-headers/{key}", self._reset_before)
+        r.add_route("*", "/reset-after-headers/{key}", self._reset_after)
+        r.add_get("/slow-first-byte", self._slow_first_byte)
+        r.add_get("/truncated", self._truncated)
+        r.add_get("/stall", self._stall)
+        r.add_get("/stream", self._stream)
+        r.add_route("*", "/echo/{key}", self._echo)
+        # access_log=None: a log line per request would dominate the benchmarks.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- helpers -----------------------------------------------------------------------------------------
+
+    async def _wrapped(self, request: Any, handler: Any) -> Any:
+        self.gauge.enter()
+        if self.total_gauge is not None:
+            self.total_gauge.enter()
+        try:
+            return await handler(request)
+        finally:
+            self.gauge.leave()
+            if self.total_gauge is not None:
+                self.total_gauge.leave()
+
+    def _hit(self, key: str) -> int:
+        self.hits[key] += 1
+        return self.hits[key]
+
+    @staticmethod
+    def _f(request: Any, name: str, default: float) -> float:
+        return float(request.query.get(name, default))
+
+    @staticmethod
+    def _retry_headers(request: Any) -> dict[str, str]:
+        out = {}
+        if "retry_after" in request.query:
+            out["Retry-After"] = request.query["retry_after"]
+        if "retry_after_ms" in request.query:
+            out["retry-after-ms"] = request.query["retry_after_ms"]
+        return out
+
+    # -- routes ------------------------------------------------------------------------------------------
+
+    async def _ok(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self._hit("ok")
+        await request.read()
+        delay = self._f(request, "delay", 0)
+        if delay:
+            await asyncio.sleep(delay)
+        return web.Response(body=b"x" * int(self._f(request, "size", 2)), content_type="text/plain")
+
+    async def _status(self, request: Any) -> Any:
+        from aiohttp import web
+
+        code = int(request.match_info["code"])
+        self._hit(f"status/{code}")
+        return web.Response(status=code, text=str(code), headers=self._retry_headers(request))
+
+    async def _fail(self, request: Any) -> Any:
+        from aiohttp import web
+
+        key = "fail/" + request.match_info["key"]
+        n = self._hit(key)
+        await request.read()
+        if n <= int(self._f(request, "n", 1)):
+            code = int(self._f(request, "code", 503))
+            return web.Response(status=code, text="fail", headers=self._retry_headers(request))
+        return web.Response(text=str(n))
+
+    async def _flaky(self, request: Any) -> Any:
+        from aiohttp import web
+
+        n = self._hit("flaky")
+        if n % int(self._f(request, "every", 10)) == 0:
+            headers = {"Retry-After": request.query.get("retry_after", "0")}
+            return web.Response(status=int(self._f(request, "code", 503)), text="flaky", headers=headers)
+        return web.Response(text="ok")
+
+    async def _reset_before(self, request: Any) -> Any:
+        from aiohttp import web
+
+        key = "reset-before-headers/" + request.match_info["key"]
+        n = self._hit(key)
+        await request.read()
+        self._log(key, request, b"")
+        if n <= int(self._f(request, "n", 1e9)):
+            _reset(request)
+            await asyncio.sleep(0.05)  # let the reset land before aiohttp notices the closed transport
+            raise asyncio.CancelledError
+        return web.Response(text=str(n))
+
+    async def _reset_after(self, request: Any) -> Any:
+        from aiohttp import web
+
+        key = "reset-after-headers/" + request.match_info["key"]
+        n = self._hit(key)
+        await request.read()
+        if n <= int(self._f(request, "n", 1e9)):
+            resp = web.StreamResponse(headers={"Content-Length": "1000"})
+            await resp.prepare(request)
+            await resp.write(b"partial...")
+            await asyncio.sleep(0.01)
+            _reset(request)
+            await asyncio.sleep(0.05)
+            raise asyncio.CancelledError
+        return web.Response(text=str(n))
+
+    async def _slow_first_byte(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self._hit("slow-first-byte")
+        await asyncio.sleep(self._f(request, "delay", 1.0))
+        return web.Response(text="late")
+
+    async def _truncated(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self._hit("truncated")
+        resp = web.StreamResponse(headers={"Content-Length": "1000"})
+        await resp.prepare(request)
+        await resp.write(b"0123456789")
+        await asyncio.sleep(0.01)
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        await asyncio.sleep(0.05)
+        raise asyncio.CancelledError
+
+    async def _stall(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self._hit("stall")
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for i in range(int(self._f(request, "chunks", 1))):
+            await resp.write(f"line {i}\n".encode())
+        await asyncio.sleep(self._f(request, "stall", 5.0))
+        await resp.write_eof()
+        return resp
+
+    async def _stream(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self._hit("stream")
+        resp = web.StreamResponse()
+        resp.content_type = "text/plain"
+        await resp.prepare(request)
+        interval = self._f(request, "interval", 0)
+        pad = b"x" * int(self._f(request, "size", 0))
+        for i in range(int(self._f(request, "chunks", 3))):
+            if interval:
+                await asyncio.sleep(interval)
+            await resp.write(f"line {i}".encode() + pad + b"\n")
+        await resp.write_eof()
+        return resp
+
+    async def _echo(self, request: Any) -> Any:
+        from aiohttp import web
+
+        key = "echo/" + request.match_info["key"]
+        n = self._hit(key)
+        body = await request.read()
+        self._log(key, request, body)
+        return web.Response(
+            text=json.dumps({"n": n, "method": request.method, "body": body.decode("utf-8", "replace"),
+                             "idempotency_key": request.headers.get("Idempotency-Key")}),
+            content_type="application/json",
+        )
+
+    def _log(self, key: str, request: Any, body: bytes) -> None:
+        self.requests.setdefault(key, []).append(
+            {"method": request.method, "idempotency_key": request.headers.get("Idempotency-Key"), "body": body}
+        )
