@@ -1,0 +1,110 @@
+"""Precomputed JSON envelopes for streamed audio chunks (seed 000, Task 2).
+
+A voice pipeline sends ~31 chunks a second, each ``json.dumps({..static fields.., "audio": b64})``.
+Only the base64 payload changes, and base64's alphabet needs no JSON escaping, so the text around
+it can be computed once: ``prefix + b64(chunk) + suffix``. The template checks at construction that
+its output equals compact ``json.dumps`` of the full dict byte for byte.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["AudioFrameTemplate"]
+
+_COMPACT = (",", ":")
+# Covers every byte value and every base64 padding length (len % 3 == 0, 1, 2).
+_PROBES = (b"", b"\x00", b"\xff\xfe", bytes(range(256)), bytes(range(255, -1, -1)) * 3 + b"\x01")
+
+
+class AudioFrameTemplate:
+    """Encode audio chunks into a fixed JSON envelope without re-serialising the static fields.
+
+    ``fields`` holds the static fields in the order they are sent. If it contains ``audio_field``,
+    that key keeps its position (its value is ignored); otherwise the audio field goes last. The
+    output equals ``json.dumps({**fields, audio_field: base64(chunk)}, separators=(",", ":"),
+    ensure_ascii=ensure_ascii)``; a field set that can't be templated (a value json can't encode)
+    raises ``TypeError``/``ValueError`` here, not on the hot path.
+
+    ``encode(chunk)`` returns ``str`` (a WebSocket text frame), or ``bytes`` when ``as_bytes=True``
+    (UTF-8 JSON, for transports that take bytes). ``encode_str``/``encode_bytes`` are the typed forms.
+    """
+
+    __slots__ = (
+        "_bprefix",
+        "_bsuffix",
+        "_prefix",
+        "_suffix",
+        "as_bytes",
+        "audio_field",
+        "ensure_ascii",
+        "fields",
+    )
+
+    def __init__(
+        self,
+        fields: Mapping[str, Any],
+        audio_field: str,
+        *,
+        as_bytes: bool = False,
+        ensure_ascii: bool = True,
+    ) -> None:
+        if not isinstance(audio_field, str):
+            raise TypeError(f"audio_field must be a str, not {type(audio_field).__name__}")
+        self.fields: dict[str, Any] = dict(fields)
+        self.audio_field = audio_field
+        self.as_bytes = as_bytes
+        self.ensure_ascii = ensure_ascii
+        # A marker that can't occur in the rest of the document: split the dumped text around it.
+        marker = "__audio_" + secrets.token_hex(16) + "__"
+        doc = dict(self.fields)
+        doc[audio_field] = marker
+        text = json.dumps(doc, separators=_COMPACT, ensure_ascii=ensure_ascii)
+        quoted = '"' + marker + '"'
+        if text.count(quoted) != 1:  # pragma: no cover - 128 random bits
+            raise ValueError("could not place the audio field in the template")
+        before, after = text.split(quoted)
+        self._prefix = before + '"'
+        self._suffix = '"' + after
+        self._bprefix = self._prefix.encode("utf-8")
+        self._bsuffix = self._suffix.encode("utf-8")
+        for probe in _PROBES:
+            self._check(probe)
+
+    def _check(self, chunk: bytes) -> None:
+        doc = dict(self.fields)
+        doc[self.audio_field] = binascii.b2a_base64(chunk, newline=False).decode("ascii")
+        want = json.dumps(doc, separators=_COMPACT, ensure_ascii=self.ensure_ascii)
+        if self.encode_str(chunk) != want or self.encode_bytes(chunk) != want.encode("utf-8"):
+            raise ValueError(f"AudioFrameTemplate output differs from json.dumps for fields {list(doc)}")
+
+    def encode_str(self, chunk: bytes) -> str:
+        """The full JSON text for ``chunk`` as ``str``."""
+        return self._prefix + binascii.b2a_base64(chunk, newline=False).decode("ascii") + self._suffix
+
+    def encode_bytes(self, chunk: bytes) -> bytes:
+        """The full JSON text for ``chunk`` as UTF-8 ``bytes`` (no str round trip)."""
+        return self._bprefix + binascii.b2a_base64(chunk, newline=False) + self._bsuffix
+
+    def encode(self, chunk: bytes) -> str | bytes:
+        """``encode_bytes(chunk)`` when the template was built with ``as_bytes=True``, else ``encode_str``."""
+        if self.as_bytes:
+            return self._bprefix + binascii.b2a_base64(chunk, newline=False) + self._bsuffix
+        return self._prefix + binascii.b2a_base64(chunk, newline=False).decode("ascii") + self._suffix
+
+    @property
+    def prefix(self) -> str:
+        """The JSON text before the base64 payload (ends with the opening quote)."""
+        return self._prefix
+
+    @property
+    def suffix(self) -> str:
+        """The JSON text after the base64 payload (starts with the closing quote)."""
+        return self._suffix
+
+    def __repr__(self) -> str:
+        return f"AudioFrameTemplate(fields={list(self.fields)!r}, audio_field={self.audio_field!r})"

@@ -1,0 +1,392 @@
+"""Dynamic micro-batching: coalesce concurrent single-item calls into one batched model call.
+
+A CPU embedding model costs about as much for 16 texts in one forward pass as for 3 alone; 16
+concurrent requests served one by one waste most of it. ``MicroBatcher`` queues items from any
+thread or event loop, and one worker thread calls ``fn(items)`` with up to ``max_batch_size`` of
+them at a time, handing each caller its own result or exception.
+
+When a batch goes (the semantics of TF-Serving's ``batch_timeout_micros`` and Triton's
+``max_queue_delay_microseconds``): the wait window opens when the first item of a batch is
+queued, not on a clock tick; the batch goes as soon as it is full or that first item has waited
+``max_wait_ms``, whichever comes first. So an idle batcher costs nothing (no polling, no timer
+running while the queue is empty), a lone request waits at most ``max_wait_ms`` for company, and
+items that queued while the worker was busy already waited: they go the moment it is free.
+``max_wait_ms=0`` never waits (Triton's default): batches form only from what piled up during
+the previous call.
+
+Errors: if a batched call raises, each item is retried alone (``isolate_errors``) so one bad
+input fails only its own caller. A full queue raises ``BackpressureError`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from infra.errors import BackpressureError
+from infra.metrics import get_metrics
+
+__all__ = ["BatcherStats", "MicroBatcher"]
+
+log = logging.getLogger("infra.inference")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _SyncSink:
+    """Results for one blocking caller (one or many items)."""
+
+    __slots__ = ("done", "errors", "remaining", "results")
+
+    def __init__(self, n: int) -> None:
+        self.results: list[Any] = [None] * n
+        self.errors: list[BaseException | None] = [None] * n
+        self.remaining = n
+        self.done = threading.Event()
+
+    def deliver(self, out: list[tuple[int, bool, Any]]) -> None:
+        for index, ok, value in out:
+            if ok:
+                self.results[index] = value
+            else:
+                self.errors[index] = value
+        self.remaining -= len(out)  # only the worker thread writes
+        if self.remaining <= 0:
+            self.done.set()
+
+
+class _AsyncSink:
+    """Results for one awaiting caller: delivered onto its own loop with one thread-safe call."""
+
+    __slots__ = ("errors", "future", "loop", "remaining", "results")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.results: list[Any] = [None] * n
+        self.errors: list[BaseException | None] = [None] * n
+        self.remaining = n
+
+    def deliver(self, out: list[tuple[int, bool, Any]]) -> None:
+        for index, ok, value in out:
+            if ok:
+                self.results[index] = value
+            else:
+                self.errors[index] = value
+        self.remaining -= len(out)
+        if self.remaining <= 0:
+            # RuntimeError: the caller's loop is closed, nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._finish)
+
+    def _finish(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class _Pending:
+    __slots__ = ("index", "item", "sink", "t")
+
+    def __init__(self, item: Any, sink: _SyncSink | _AsyncSink, index: int, t: float) -> None:
+        self.item = item
+        self.sink = sink
+        self.index = index
+        self.t = t
+
+
+class BatcherStats:
+    """Counters a caller can read without the metrics backend."""
+
+    __slots__ = ("batches", "items", "max_batch_seen", "rejected")
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.items = 0
+        self.rejected = 0
+        self.max_batch_seen = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "batches": self.batches,
+            "items": self.items,
+            "rejected": self.rejected,
+            "max_batch_seen": self.max_batch_seen,
+            "mean_batch_size": round(self.mean_batch_size, 3),
+        }
+
+
+class MicroBatcher(Generic[T, R]):
+    """Batch concurrent ``submit``/``asubmit`` calls into ``fn(list_of_items) -> sequence_of_results``.
+
+    ``fn`` is synchronous and runs on the batcher's own worker thread (one call at a time); it must
+    return one result per item, in order. Usable from many threads and event loops at once.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 1024,
+        isolate_errors: bool = True,
+        name: str = "default",
+    ) -> None:
+        self._check(max_batch_size, max_wait_ms, max_queue)
+        self.fn = fn
+        self.name = name
+        self.isolate_errors = isolate_errors
+        self._max_batch_size = max_batch_size
+        self._max_wait = max_wait_ms / 1000.0
+        self._max_queue = max_queue
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Pending] = deque()
+        self._closed = False
+        self._worker: threading.Thread | None = None
+        self.stats = BatcherStats()
+        reg = get_metrics()
+        self._m_size = reg.histogram(
+            "infra_batch_size", "Items per batched model call.", labelnames=("batcher",)
+        ).labels(name)
+        self._m_wait = reg.histogram(
+            "infra_batch_wait_seconds",
+            "Time the first item of a batch waited before the call.",
+            labelnames=("batcher",),
+        ).labels(name)
+        self._m_call = reg.histogram(
+            "infra_batch_call_duration_seconds",
+            "Duration of the batched model call.",
+            labelnames=("batcher",),
+        ).labels(name)
+        self._m_depth = reg.gauge(
+            "infra_batch_queue_depth", "Items waiting for a batch.", labelnames=("batcher",)
+        ).labels(name)
+        self._m_rejected = reg.counter(
+            "infra_batch_rejected_total", "Items refused because the queue was full.", labelnames=("batcher",)
+        ).labels(name)
+
+    @staticmethod
+    def _check(max_batch_size: int, max_wait_ms: float, max_queue: int) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, not {max_batch_size!r}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, not {max_wait_ms!r}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, not {max_queue!r}")
+
+    @classmethod
+    def from_config(
+        cls, section: Any, fn: Callable[[list[T]], Sequence[R]], *, name: str = "default"
+    ) -> MicroBatcher[T, R]:
+        """From ``PerfConfig.batching`` (``max_batch_size``, ``max_wait_ms``, ``max_queue``)."""
+        return cls(
+            fn,
+            max_batch_size=section.max_batch_size,
+            max_wait_ms=float(section.max_wait_ms),
+            max_queue=section.max_queue,
+            name=name,
+        )
+
+    # -- settings --------------------------------------------------------------------------------
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._max_batch_size
+
+    @property
+    def max_wait_ms(self) -> float:
+        return self._max_wait * 1000.0
+
+    @property
+    def max_queue(self) -> int:
+        return self._max_queue
+
+    def configure(
+        self,
+        *,
+        max_batch_size: int | None = None,
+        max_wait_ms: float | None = None,
+        max_queue: int | None = None,
+    ) -> None:
+        """Change settings at run time; the next batch uses them (a batch being collected re-reads them)."""
+        with self._cond:
+            bs = self._max_batch_size if max_batch_size is None else max_batch_size
+            wait = self.max_wait_ms if max_wait_ms is None else max_wait_ms
+            mq = self._max_queue if max_queue is None else max_queue
+            self._check(bs, wait, mq)
+            self._max_batch_size, self._max_wait, self._max_queue = bs, wait / 1000.0, mq
+            self._cond.notify_all()
+
+    # -- submitting ------------------------------------------------------------------------------
+
+    def _enqueue(self, items: Sequence[T], sink: _SyncSink | _AsyncSink) -> None:
+        n = len(items)
+        now = time.monotonic()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"MicroBatcher {self.name!r} is closed")
+            q = self._queue
+            if len(q) + n > self._max_queue:
+                self.stats.rejected += n
+                self._m_rejected.inc(n)
+                raise BackpressureError(
+                    f"MicroBatcher {self.name!r}: queue full ({len(q)} of max_queue={self._max_queue} "
+                    f"items waiting, {n} more offered); slow down or raise batching.max_queue"
+                )
+            was_empty = not q
+            for i, item in enumerate(items):
+                q.append(_Pending(item, sink, i, now))
+            if self._worker is None:
+                self._start_worker()
+            # Wake the worker only when it can act: a first item opens a window, a full batch closes it.
+            if was_empty or len(q) >= self._max_batch_size:
+                self._cond.notify()
+            self._m_depth.set(len(q))
+
+    @staticmethod
+    def _outcome(sink: _SyncSink | _AsyncSink) -> list[Any]:
+        for err in sink.errors:
+            if err is not None:
+                raise err
+        return sink.results
+
+    def submit(self, item: T) -> R:
+        """Queue ``item`` and block until its result (raises its exception). Not from the event loop."""
+        sink = _SyncSink(1)
+        self._enqueue((item,), sink)
+        sink.done.wait()
+        return self._outcome(sink)[0]  # type: ignore[no-any-return]
+
+    def submit_many(self, items: Sequence[T]) -> list[R]:
+        """Queue ``items`` together and block until all are done (raises the first failure, in order)."""
+        if not items:
+            return []
+        sink = _SyncSink(len(items))
+        self._enqueue(items, sink)
+        sink.done.wait()
+        return self._outcome(sink)
+
+    async def asubmit(self, item: T) -> R:
+        """Queue ``item`` and await its result without blocking the event loop."""
+        sink = _AsyncSink(asyncio.get_running_loop(), 1)
+        self._enqueue((item,), sink)
+        await sink.future
+        return self._outcome(sink)[0]  # type: ignore[no-any-return]
+
+    async def asubmit_many(self, items: Sequence[T]) -> list[R]:
+        """Async ``submit_many``."""
+        if not items:
+            return []
+        sink = _AsyncSink(asyncio.get_running_loop(), len(items))
+        self._enqueue(items, sink)
+        await sink.future
+        return self._outcome(sink)
+
+    # -- worker ----------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(target=self._work, name=f"infra-batcher-{self.name}", daemon=True)
+        self._worker.start()
+
+    def _next_batch(self) -> list[_Pending] | None:
+        cond, q = self._cond, self._queue
+        with cond:
+            while not q:
+                if self._closed:
+                    return None
+                cond.wait()
+            while not self._closed and len(q) < self._max_batch_size:
+                remaining = q[0].t + self._max_wait - time.monotonic()
+                if remaining <= 0:
+                    break
+                cond.wait(remaining)
+            n = min(len(q), self._max_batch_size)
+            batch = [q.popleft() for _ in range(n)]
+            self._m_depth.set(len(q))
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._run(batch)
+
+    def _call(self, items: list[Any]) -> list[Any]:
+        out = self.fn(items)
+        if len(out) != len(items):
+            raise ValueError(
+                f"MicroBatcher {self.name!r}: fn returned {len(out)} results for {len(items)} items"
+            )
+        return list(out)
+
+    def _run(self, batch: list[_Pending]) -> None:
+        items = [p.item for p in batch]
+        t0 = time.monotonic()
+        self._m_wait.observe(t0 - batch[0].t)
+        self._m_size.observe(len(items))
+        st = self.stats
+        st.batches += 1
+        st.items += len(items)
+        if len(items) > st.max_batch_seen:
+            st.max_batch_seen = len(items)
+        outcomes: list[tuple[bool, Any]]
+        try:
+            outcomes = [(True, r) for r in self._call(items)]
+        except BaseException as exc:
+            if self.isolate_errors and len(items) > 1:
+                outcomes = []
+                for item in items:  # find the bad input: only its caller gets the error
+                    try:
+                        outcomes.append((True, self._call([item])[0]))
+                    except BaseException as one_exc:
+                        outcomes.append((False, one_exc))
+            else:
+                outcomes = [(False, exc)] * len(items)
+        self._m_call.observe(time.monotonic() - t0)
+        by_sink: dict[int, tuple[_SyncSink | _AsyncSink, list[tuple[int, bool, Any]]]] = {}
+        for p, (ok, value) in zip(batch, outcomes, strict=True):
+            entry = by_sink.get(id(p.sink))
+            if entry is None:
+                entry = by_sink[id(p.sink)] = (p.sink, [])
+            entry[1].append((p.index, ok, value))
+        for sink, out in by_sink.values():
+            sink.deliver(out)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def close(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Refuse new items, finish the queued ones (without waiting for company), stop the worker."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            worker = self._worker
+        if wait and worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> MicroBatcher[T, R]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"MicroBatcher({self.name!r}, max_batch_size={self._max_batch_size}, "
+            f"max_wait_ms={self.max_wait_ms:g}, max_queue={self._max_queue}, queued={len(self._queue)})"
+        )

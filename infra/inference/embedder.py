@@ -1,0 +1,277 @@
+"""``CachedEmbedder``: per-text caching, in-batch dedupe and micro-batching around any embed function.
+
+Flow of ``embed(texts)``: drop duplicate texts, look every text up in the cache under
+``make_key(namespace, model_id, text)``, send only the misses through a ``MicroBatcher`` (so
+misses from concurrent callers share one model call, deduplicated again across callers), store
+the new vectors, and return one vector per input text in input order.
+
+The cache fails open: if a lookup or a store fails, the texts are embedded anyway, the failure
+is counted in ``stats`` and logged once. Vectors are returned and cached as ``list[float]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from infra.inference.batcher import MicroBatcher
+
+__all__ = ["CachedEmbedder", "EmbedderStats"]
+
+log = logging.getLogger("infra.inference")
+
+EmbedFn = Callable[[list[str]], Sequence[Any]]
+Vector = list[float]
+
+
+def _to_list(vec: Any) -> Vector:
+    """numpy / torch vectors and plain sequences → ``list[float]`` (JSON-safe for any cache codec)."""
+    tolist = getattr(vec, "tolist", None)
+    if tolist is not None:
+        return list(tolist())
+    return [float(x) for x in vec]
+
+
+class EmbedderStats:
+    """Counts since construction: cache ``hits``/``misses``, texts ``computed``, ``deduped`` duplicates,
+    ``cache_errors`` (lookups or stores that failed open)."""
+
+    __slots__ = ("cache_errors", "computed", "deduped", "hits", "misses")
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.computed = 0
+        self.deduped = 0
+        self.cache_errors = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class CachedEmbedder:
+    """Embed texts with caching and dynamic batching around ``embed_fn(list[str]) -> vectors``.
+
+    ``model_id`` goes into every key (a different model never reads another's vectors). ``cache``:
+    an ``infra.cache`` cache (default: ``get_cache()``, resolved on first use) or ``False`` for none.
+    ``inference_mode``: run ``embed_fn`` under ``torch.inference_mode()`` when torch is loaded (no
+    autograd bookkeeping). Batching settings as in ``MicroBatcher``.
+    """
+
+    def __init__(
+        self,
+        embed_fn: EmbedFn,
+        *,
+        model_id: str,
+        namespace: str = "embeddings",
+        cache: Any = None,
+        ttl: float | None = None,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 1024,
+        inference_mode: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if not model_id:
+            raise ValueError("CachedEmbedder needs a model_id (it is part of every cache key)")
+        self.embed_fn = embed_fn
+        self.model_id = model_id
+        self.namespace = namespace
+        self.ttl = ttl
+        self.inference_mode = inference_mode
+        self._cache = cache
+        self._cache_failed_logged = False
+        self._lock = threading.Lock()
+        self.stats = EmbedderStats()
+        self.batcher: MicroBatcher[str, Vector] = MicroBatcher(
+            self._batched,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+            max_queue=max_queue,
+            name=name or f"embed:{model_id}",
+        )
+
+    # -- constructors for common models ----------------------------------------------------------
+
+    @classmethod
+    def for_sentence_transformer(
+        cls, model: Any, *, model_id: str, normalize: bool = False, **kwargs: Any
+    ) -> CachedEmbedder:
+        """Wrap a ``sentence_transformers.SentenceTransformer`` (one ``encode`` call per batch).
+
+        ``model_id`` names the model in the cache keys (its name or path; add a revision if you
+        swap weights under the same name).
+        """
+
+        def embed(texts: list[str]) -> Any:
+            return model.encode(
+                texts,
+                batch_size=max(1, len(texts)),
+                convert_to_numpy=True,
+                normalize_embeddings=normalize,
+                show_progress_bar=False,
+            )
+
+        return cls(embed, model_id=model_id + (":normalized" if normalize else ""), **kwargs)
+
+    @classmethod
+    def for_ollama(cls, client: Any, model: str, **kwargs: Any) -> CachedEmbedder:
+        """Wrap a sync ``ollama.Client`` (its ``embed(model=..., input=[...])``)."""
+
+        def embed(texts: list[str]) -> Any:
+            response = client.embed(model=model, input=texts)
+            return response["embeddings"]
+
+        return cls(embed, model_id=f"ollama:{model}", inference_mode=False, **kwargs)
+
+    # -- the batched call ------------------------------------------------------------------------
+
+    def _batched(self, texts: list[str]) -> list[Vector]:
+        """Called by the batcher's worker: dedupe across callers, run the model once."""
+        uniq = list(dict.fromkeys(texts))
+        self.stats.deduped += len(texts) - len(uniq)
+        torch = sys.modules.get("torch") if self.inference_mode else None
+        if torch is not None:
+            with torch.inference_mode():
+                vecs = self.embed_fn(uniq)
+        else:
+            vecs = self.embed_fn(uniq)
+        if len(vecs) != len(uniq):
+            raise ValueError(f"embed_fn returned {len(vecs)} vectors for {len(uniq)} texts")
+        self.stats.computed += len(uniq)
+        by_text = {t: _to_list(v) for t, v in zip(uniq, vecs, strict=True)}
+        return [by_text[t] for t in texts]
+
+    # -- cache (fail open) -----------------------------------------------------------------------
+
+    def _store(self) -> Any:
+        if self._cache is None:
+            try:
+                from infra.cache import get_cache
+
+                self._cache = get_cache()
+            except Exception as exc:
+                self._cache_failed(exc, "opening the cache")
+                self._cache = False
+        return self._cache or None
+
+    def _cache_failed(self, exc: BaseException, what: str) -> None:
+        self.stats.cache_errors += 1
+        if not self._cache_failed_logged:
+            self._cache_failed_logged = True
+            log.warning(
+                "CachedEmbedder %r: %s failed (%s: %s); embedding uncached",
+                self.model_id,
+                what,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _keys(self, uniq: list[str]) -> list[str]:
+        from infra.cache import make_key
+
+        return [make_key(self.namespace, self.model_id, t) for t in uniq]
+
+    @staticmethod
+    def _hits(found: Any, keys: list[str]) -> dict[str, Any]:
+        from infra.cache import MISSING
+
+        return {k: found[k] for k in keys if k in found and found[k] is not MISSING}
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def _plan(self, texts: Sequence[str]) -> list[str]:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of texts; use embed_one() for a single text")
+        uniq = list(dict.fromkeys(texts))
+        self.stats.deduped += len(texts) - len(uniq)
+        return uniq
+
+    def _assemble(self, texts: Sequence[str], uniq: list[str], got: dict[str, Vector]) -> list[Vector]:
+        return [got[t] for t in texts]
+
+    def embed(self, texts: Sequence[str]) -> list[Vector]:
+        """One vector per text, in order (blocking; from threads or sync code)."""
+        uniq = self._plan(texts)
+        if not uniq:
+            return []
+        store = self._store()
+        got: dict[str, Vector] = {}
+        keys: list[str] = []
+        if store is not None:
+            try:
+                keys = self._keys(uniq)
+                hits = self._hits(store.get_many(self.namespace, keys), keys)
+                got = {t: hits[k] for t, k in zip(uniq, keys, strict=True) if k in hits}
+            except Exception as exc:
+                self._cache_failed(exc, "cache lookup")
+        misses = [t for t in uniq if t not in got]
+        self.stats.hits += len(uniq) - len(misses)
+        self.stats.misses += len(misses)
+        if misses:
+            vecs = self.batcher.submit_many(misses)
+            new = dict(zip(misses, vecs, strict=True))
+            got.update(new)
+            if store is not None and keys:
+                try:
+                    key_of = dict(zip(uniq, keys, strict=True))
+                    store.set_many(self.namespace, {key_of[t]: v for t, v in new.items()}, ttl=self.ttl)
+                except Exception as exc:
+                    self._cache_failed(exc, "cache store")
+        return self._assemble(texts, uniq, got)
+
+    async def aembed(self, texts: Sequence[str]) -> list[Vector]:
+        """Async ``embed``: the model runs on the batcher's thread; the loop never blocks on it."""
+        uniq = self._plan(texts)
+        if not uniq:
+            return []
+        store = self._store()
+        got: dict[str, Vector] = {}
+        keys: list[str] = []
+        if store is not None:
+            try:
+                keys = self._keys(uniq)
+                hits = self._hits(await store.aget_many(self.namespace, keys), keys)
+                got = {t: hits[k] for t, k in zip(uniq, keys, strict=True) if k in hits}
+            except Exception as exc:
+                self._cache_failed(exc, "cache lookup")
+        misses = [t for t in uniq if t not in got]
+        self.stats.hits += len(uniq) - len(misses)
+        self.stats.misses += len(misses)
+        if misses:
+            vecs = await self.batcher.asubmit_many(misses)
+            new = dict(zip(misses, vecs, strict=True))
+            got.update(new)
+            if store is not None and keys:
+                try:
+                    key_of = dict(zip(uniq, keys, strict=True))
+                    await store.aset_many(
+                        self.namespace, {key_of[t]: v for t, v in new.items()}, ttl=self.ttl
+                    )
+                except Exception as exc:
+                    self._cache_failed(exc, "cache store")
+        return self._assemble(texts, uniq, got)
+
+    def embed_one(self, text: str) -> Vector:
+        """The vector of one text."""
+        return self.embed([text])[0]
+
+    async def aembed_one(self, text: str) -> Vector:
+        """Async ``embed_one``."""
+        return (await self.aembed([text]))[0]
+
+    def close(self) -> None:
+        """Stop the batcher's worker (queued texts finish first)."""
+        self.batcher.close()
+
+    def __enter__(self) -> CachedEmbedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CachedEmbedder(model_id={self.model_id!r}, namespace={self.namespace!r})"
