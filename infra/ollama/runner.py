@@ -1,0 +1,121 @@
+"""Runner-option pinning and sampling profiles: what options a call really sends (no I/O).
+
+Ollama reloads a loaded model whenever num_ctx, num_batch, num_thread, num_gpu, main_gpu or use_mmap differ
+from the ones it was loaded with (server/sched.go ``needsReload``), and a request that leaves one out gets the
+default, which is a difference too. A reload costs seconds. So the pinned values are sent on every call, and a
+call that asks for a different value gets a warning (its value is ignored) or, with ``strict_runner``, an
+:class:`OllamaRunnerError` - never a silent reload.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+try:  # the shared errors tree names it; fall back until infra/errors.py defines it
+    from infra.errors import OllamaRunnerError  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the shared file's state
+    from infra.errors import PerfInfraError
+
+    class OllamaRunnerError(PerfInfraError):  # type: ignore[no-redef]
+        """A call would change a model's pinned runner options (and reload it); ``strict_runner`` is on."""
+
+
+__all__ = [
+    "RELOAD_OPTIONS",
+    "RUNNER_ONLY_OPTIONS",
+    "OllamaRunnerError",
+    "RunnerOptionWarning",
+    "RunnerPolicy",
+    "options_dict",
+]
+
+#: Options whose change reloads the model in Ollama's scheduler.
+RELOAD_OPTIONS: frozenset[str] = frozenset({"num_ctx", "num_batch", "num_thread", "num_gpu", "main_gpu", "use_mmap"})
+
+#: Options that affect where/how fast the model runs but not what it writes: kept out of cache keys.
+#: (num_ctx is NOT here: a smaller context truncates the prompt and changes the output.)
+RUNNER_ONLY_OPTIONS: frozenset[str] = frozenset({
+    "num_thread", "num_batch", "num_gpu", "main_gpu", "use_mmap", "use_mlock", "numa", "low_vram", "f16_kv",
+    "vocab_only", "embedding_only", "logits_all",
+})
+
+
+class RunnerOptionWarning(RuntimeWarning):
+    """A call asked for a runner option different from the pinned one; the pinned value was sent instead."""
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    """Options as a plain dict without None values (accepts a mapping or an ``ollama.Options``)."""
+    if options is None:
+        return {}
+    if isinstance(options, Mapping):
+        return {k: v for k, v in options.items() if v is not None}
+    dump = getattr(options, "model_dump", None)
+    if dump is not None:
+        return dict(dump(exclude_none=True))
+    raise TypeError(f"options must be a mapping or ollama.Options, got {type(options).__name__}")
+
+
+class RunnerPolicy:
+    """Merges (pinned runner options, profile, call options) into what is sent; warns or raises on conflicts."""
+
+    def __init__(self, runner: Mapping[str, Any], profiles: Mapping[str, Mapping[str, Any]], *,
+                 strict: bool = False) -> None:
+        self._flat = {k: v for k, v in runner.items() if not isinstance(v, Mapping)}
+        self._per_model = {k: dict(v) for k, v in runner.items() if isinstance(v, Mapping)}
+        self._profiles = {k: dict(v) for k, v in profiles.items()}
+        self.strict = strict
+        self._base: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self._warned: set[tuple[str, str, Any]] = set()
+        self._lock = threading.Lock()
+
+    def pinned(self, model: str) -> dict[str, Any]:
+        """The runner options sent with every call for ``model``."""
+        out = dict(self._flat)
+        base = model.split(":", 1)[0]
+        for name in (base, model):
+            out.update(self._per_model.get(name, {}))
+        return out
+
+    def profile(self, name: str | None) -> dict[str, Any]:
+        if name is None:
+            return {}
+        try:
+            return self._profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self._profiles)) or "none configured"
+            raise ValueError(f"unknown Ollama profile {name!r} (known: {known})") from None
+
+    def merge(self, model: str, options: Any, profile: str | None = None) -> dict[str, Any]:
+        """Options to send. The result for (model, profile) without call options is computed once and shared:
+        callers must not mutate it."""
+        if options is None:
+            key = (model, profile)
+            base = self._base.get(key)
+            if base is None:
+                base = {**self.profile(profile), **self.pinned(model)}
+                self._base[key] = base
+            return base
+        call = options_dict(options)
+        pinned = self.pinned(model)
+        merged = {**self.profile(profile), **call}
+        for name, value in pinned.items():
+            asked = call.get(name)
+            if asked is not None and asked != value:
+                self._conflict(model, name, asked, value)
+            merged[name] = value
+        return merged
+
+    def _conflict(self, model: str, name: str, asked: Any, pinned: Any) -> None:
+        msg = (f"{model}: option {name}={asked!r} differs from the pinned {name}={pinned!r} and would reload "
+               f"the model; sending {name}={pinned!r} (change ollama.runner in perf_config to pin another value)")
+        if self.strict:
+            raise OllamaRunnerError(msg)
+        with self._lock:
+            if (model, name, asked) in self._warned:
+                return
+            self._warned.add((model, name, asked))
+        warnings.warn(msg, RunnerOptionWarning, stacklevel=4)
