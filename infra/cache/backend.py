@@ -38,7 +38,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 __all__ = [
     "GENERATION_POLL_INTERVAL",
@@ -52,9 +52,8 @@ __all__ = [
 GENERATION_POLL_INTERVAL = 0.1
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoredEntry:
-    """One encoded entry as a backend stores it.
+class StoredEntry(NamedTuple):
+    """One encoded entry as a backend stores it (a NamedTuple: built on every L2 hit, so it must be cheap).
 
     ``payload``: codec output (possibly compressed / signed); ``codec``: codec id (``infra.cache.codecs``);
     ``expires_at``: Unix time or None for never; ``cost``: seconds the computation took (for the

@@ -1,0 +1,34 @@
+"""Shared (multi-host) cache backends: PostgreSQL (asyncpg) and Redis (redis-py).
+
+Both implement ``infra.cache.backend.CacheBackend`` with ``shared = True`` (``Cache`` signs every payload it
+stores in them). Each module imports its driver only when a backend is built, so ``import infra.cache`` stays
+free of asyncpg and redis::
+
+    from infra.cache.backends import create_backend
+    backend = create_backend(settings)          # settings.backend == "postgres" (dsn) or "redis" (url)
+
+``create_backend`` is the factory ``Cache`` / ``get_cache()`` can call for the shared kinds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from infra.cache.backend import CacheBackend
+    from infra.cache.settings import CacheSettings
+
+__all__ = ["create_backend"]
+
+
+def create_backend(settings: CacheSettings, **overrides: Any) -> CacheBackend:
+    """Build the shared backend ``settings.backend`` names ("postgres" or "redis"); ``overrides`` are passed on."""
+    if settings.backend == "postgres":
+        from infra.cache.backends.postgres import PostgresBackend
+
+        return PostgresBackend.from_settings(settings, **overrides)
+    if settings.backend == "redis":
+        from infra.cache.backends.redis import RedisBackend
+
+        return RedisBackend.from_settings(settings, **overrides)
+    raise ValueError(f"create_backend builds the shared backends 'postgres' and 'redis', not {settings.backend!r}")

@@ -1,0 +1,423 @@
+"""Value codecs: what a cached value becomes on disk, and back. Safe by default (no pickle).
+
+Codec ids are one small int stored next to the payload: the low 6 bits pick the kind, two flag bits say
+the payload is zlib-compressed (``FLAG_ZLIB``) or HMAC-signed (``FLAG_SIGNED``: the first 32 bytes are
+HMAC-SHA256 over the codec id and the body, keyed by a secret from the environment).
+
+Kinds:
+
+* ``STR`` / ``BYTES``: the value itself, UTF-8 for ``str`` (the common LLM answer: no JSON quoting).
+* ``JSON``: a value made only of JSON types (dict with str keys, list, str, int, finite float, bool, None):
+  decoded by ``json.loads`` alone.
+* ``TAGGED``: JSON with one-key ``{"$tag": ...}`` objects for what JSON can't say: tuple, bytes, set,
+  frozenset, non-finite floats, dicts with non-str keys, datetime / date / time / timedelta, Decimal, UUID,
+  complex, numpy arrays, and registered dataclasses / pydantic models (``register_type``). Round trips are
+  exact: a tuple comes back a tuple, ``-0.0`` stays ``-0.0``, ``nan`` stays ``nan``.
+* ``NDARRAY``: a numpy array as dtype + shape + raw bytes; decodes with ``np.frombuffer`` in about a
+  microsecond (a 768-dim float32 vector as JSON takes ~140 µs). The array comes back read-only, since the
+  L1 hands the same object to every caller.
+* ``F64LIST``: a list of 8 or more Python floats (an embedding from an HTTP API) packed as float64: exact,
+  and far faster to decode than JSON.
+* ``PICKLE``: only for namespaces that opt in (``codec: "pickle"``) and only signed; an unsigned pickle
+  payload is never loaded, and a bad signature is a ``DecodeError`` (counted as a miss), never a load.
+
+Decoding reconstructs dataclasses / pydantic models only for types registered in this process (encoding an
+instance registers its type), never by importing a name read from the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import hashlib
+import hmac
+import json
+import math
+import struct
+import threading
+import uuid
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from infra.cache.keys import type_name
+
+__all__ = [
+    "BYTES",
+    "F64LIST",
+    "FLAG_SIGNED",
+    "FLAG_ZLIB",
+    "JSON",
+    "NDARRAY",
+    "PICKLE",
+    "STR",
+    "TAGGED",
+    "Codec",
+    "DecodeError",
+    "EncodeError",
+    "Signer",
+    "register_type",
+]
+
+STR, BYTES, JSON, TAGGED, NDARRAY, F64LIST, PICKLE = 1, 2, 3, 4, 5, 6, 7
+FLAG_ZLIB = 0x40
+FLAG_SIGNED = 0x80
+_KIND_MASK = 0x3F
+_MIN_F64LIST = 8
+
+
+class EncodeError(TypeError):
+    """The value can't be stored by this namespace's codec (it is returned uncached, never lost)."""
+
+
+class DecodeError(ValueError):
+    """A stored payload can't be trusted or read: bad signature, unknown type, corrupt bytes."""
+
+
+class Signer:
+    """HMAC-SHA256 signing of payloads. The key comes from the environment; ``repr`` never shows it."""
+
+    __slots__ = ("_key",)
+    SIZE = 32
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("signing key must not be empty")
+        self._key = bytes(key)
+
+    def __repr__(self) -> str:
+        return "Signer(<key hidden>)"
+
+    def sign(self, codec: int, body: bytes) -> bytes:
+        return hmac.new(self._key, bytes((codec & 0xFF,)) + body, hashlib.sha256).digest() + body
+
+    def verify(self, codec: int, payload: bytes) -> bytes:
+        if len(payload) < self.SIZE:
+            raise DecodeError("signed payload is shorter than its signature")
+        mac, body = payload[: self.SIZE], payload[self.SIZE :]
+        good = hmac.new(self._key, bytes((codec & 0xFF,)) + body, hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, good):
+            raise DecodeError("bad signature on a cached value (tampered, or written with another key)")
+        return body
+
+
+# ---------------------------------------------------------------------------------- registered types
+_registry_lock = threading.Lock()
+_by_name: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = {}
+_by_type: dict[type, tuple[str, Callable[[Any], Any]]] = {}
+
+
+def _dataclass_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    fields = dataclasses.fields(cls)
+
+    def enc(obj: Any) -> Any:
+        return {f.name: getattr(obj, f.name) for f in fields}
+
+    def dec(data: Any) -> Any:
+        obj = cls(**{f.name: data[f.name] for f in fields if f.init and f.name in data})
+        for f in fields:
+            if not f.init and f.name in data:
+                object.__setattr__(obj, f.name, data[f.name])
+        return obj
+
+    return enc, dec
+
+
+def _pydantic_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    names = list(cls.model_fields)  # type: ignore[attr-defined]
+
+    def enc(obj: Any) -> Any:
+        return {n: getattr(obj, n) for n in names}
+
+    def dec(data: Any) -> Any:
+        # model_construct: values were validated when first built; no validators rerun on a hit
+        return cls.model_construct(**data)  # type: ignore[attr-defined]
+
+    return enc, dec
+
+
+def register_type(
+    cls: type,
+    *,
+    name: str | None = None,
+    encode: Callable[[Any], Any] | None = None,
+    decode: Callable[[Any], Any] | None = None,
+) -> type:
+    """Let the safe codec store instances of ``cls`` (dataclass, pydantic model, or with encode/decode).
+
+    ``encode(obj)`` must return something the safe codec can store; ``decode(data)`` rebuilds the object.
+    Usable as a class decorator. Returns ``cls``.
+    """
+    if encode is None or decode is None:
+        if dataclasses.is_dataclass(cls):
+            encode, decode = _dataclass_codec(cls)
+        elif isinstance(getattr(cls, "model_fields", None), dict) and hasattr(cls, "model_construct"):
+            encode, decode = _pydantic_codec(cls)
+        else:
+            raise TypeError(f"register_type({cls!r}) needs encode= and decode= (not a dataclass or pydantic model)")
+    tname = name or type_name(cls)
+    with _registry_lock:
+        _by_name[tname] = (cls, encode, decode)
+        _by_type[cls] = (tname, encode)
+    return cls
+
+
+def _auto_register(cls: type) -> tuple[str, Callable[[Any], Any]] | None:
+    if dataclasses.is_dataclass(cls) or (
+        isinstance(getattr(cls, "model_fields", None), dict) and hasattr(cls, "model_construct")
+    ):
+        register_type(cls)
+        return _by_type[cls]
+    return None
+
+
+# ---------------------------------------------------------------------------------- tagged JSON
+def _np_to(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        arr = np.ascontiguousarray(obj)
+        return {"$nd": [arr.dtype.str, list(arr.shape), base64.b64encode(arr.tobytes()).decode("ascii")]}
+    if isinstance(obj, np.generic) and not obj.dtype.hasobject:
+        return {"$np": [obj.dtype.str, base64.b64encode(obj.tobytes()).decode("ascii")]}
+    return None
+
+
+def _to(obj: Any, tagged: list[bool], depth: int = 0) -> Any:
+    if depth > 200:
+        raise EncodeError("value nested too deeply (a cycle?)")
+    t = type(obj)
+    if t is str or t is int or t is bool or obj is None:
+        return obj
+    if t is float:
+        if math.isfinite(obj):
+            return obj
+        tagged[0] = True
+        return {"$f": "nan" if obj != obj else ("inf" if obj > 0 else "-inf")}
+    if t is list:
+        return [_to(v, tagged, depth + 1) for v in obj]
+    if t is dict:
+        if all(type(k) is str and not k.startswith("$") for k in obj):
+            return {k: _to(v, tagged, depth + 1) for k, v in obj.items()}
+        tagged[0] = True
+        return {"$map": [[_to(k, tagged, depth + 1), _to(v, tagged, depth + 1)] for k, v in obj.items()]}
+    tagged[0] = True
+    if t is tuple:
+        return {"$tuple": [_to(v, tagged, depth + 1) for v in obj]}
+    if t is bytes or t is bytearray:
+        return {"$bytes" if t is bytes else "$bytearray": base64.b64encode(obj).decode("ascii")}
+    if t is set or t is frozenset:
+        return {"$set" if t is set else "$frozenset": [_to(v, tagged, depth + 1) for v in obj]}
+    if t is _dt.datetime:
+        return {"$datetime": [obj.isoformat(), obj.fold]}
+    if t is _dt.date:
+        return {"$date": obj.isoformat()}
+    if t is _dt.time:
+        return {"$time": [obj.isoformat(), obj.fold]}
+    if t is _dt.timedelta:
+        return {"$timedelta": [obj.days, obj.seconds, obj.microseconds]}
+    if t is decimal.Decimal:
+        return {"$decimal": str(obj)}
+    if t is uuid.UUID:
+        return {"$uuid": str(obj)}
+    if t is complex:
+        return {"$complex": [_to(obj.real, tagged), _to(obj.imag, tagged)]}
+    reg = _by_type.get(t) or _auto_register(t)
+    if reg is not None:
+        tname, enc = reg
+        return {"$obj": [tname, _to(enc(obj), tagged, depth + 1)]}
+    if (t.__module__ or "").startswith("numpy"):
+        r = _np_to(obj)
+        if r is not None:
+            return r
+    raise EncodeError(
+        f"the safe codec can't store a {type_name(t)}; register_type() it, or opt the namespace into "
+        "the signed pickle codec"
+    )
+
+
+def _f(v: str) -> float:
+    return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}[v]
+
+
+def _dt_(v: Any) -> _dt.datetime:
+    return _dt.datetime.fromisoformat(v[0]).replace(fold=v[1])
+
+
+def _time_(v: Any) -> _dt.time:
+    return _dt.time.fromisoformat(v[0]).replace(fold=v[1])
+
+
+def _obj(v: Any) -> Any:
+    reg = _by_name.get(v[0])
+    if reg is None:
+        raise DecodeError(f"cached value is a {v[0]}, which is not registered in this process")
+    return reg[2](v[1])
+
+
+def _nd(v: Any) -> Any:
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(v[2]), dtype=np.dtype(v[0])).reshape(v[1])
+
+
+def _np_scalar(v: Any) -> Any:
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(v[1]), dtype=np.dtype(v[0]))[0]
+
+
+_FROM: dict[str, Callable[[Any], Any]] = {
+    "$f": _f,
+    "$map": lambda v: {k: x for k, x in v},
+    "$tuple": tuple,
+    "$bytes": base64.b64decode,
+    "$bytearray": lambda v: bytearray(base64.b64decode(v)),
+    "$set": set,
+    "$frozenset": frozenset,
+    "$datetime": _dt_,
+    "$date": _dt.date.fromisoformat,
+    "$time": _time_,
+    "$timedelta": lambda v: _dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+    "$decimal": decimal.Decimal,
+    "$uuid": uuid.UUID,
+    "$complex": lambda v: complex(v[0], v[1]),
+    "$obj": _obj,
+    "$nd": _nd,
+    "$np": _np_scalar,
+}
+
+
+def _hook(d: dict[str, Any]) -> Any:
+    if len(d) == 1:
+        (k, v), = d.items()
+        fn = _FROM.get(k)
+        if fn is not None:
+            return fn(v)
+    return d
+
+
+# ---------------------------------------------------------------------------------- the codec
+_HDR = struct.Struct("<B")
+
+
+class Codec:
+    """Encodes values to ``(payload, codec_id)`` and back, for one namespace's policy.
+
+    ``pickle``: the namespace opted into the signed pickle codec (needs ``signer``); ``sign``: sign every
+    payload (shared stores); ``compress_threshold``: zlib above this many bytes (0 disables).
+    """
+
+    __slots__ = ("_pickle", "_sign", "_signer", "_threshold")
+
+    def __init__(
+        self,
+        *,
+        signer: Signer | None = None,
+        pickle: bool = False,
+        sign: bool = False,
+        compress_threshold: int = 8192,
+    ) -> None:
+        if sign and signer is None:
+            raise ValueError("sign=True needs a signer (set the signing key environment variable)")
+        self._signer = signer
+        self._pickle = bool(pickle and signer is not None)
+        self._sign = sign
+        self._threshold = compress_threshold
+
+    def encode(self, value: Any) -> tuple[bytes, int]:
+        t = type(value)
+        if t is str:
+            kind, body = STR, value.encode("utf-8", "surrogatepass")
+        elif t is bytes:
+            kind, body = BYTES, value
+        elif t is list and len(value) >= _MIN_F64LIST and all(type(v) is float for v in value):
+            kind, body = F64LIST, struct.pack(f"<{len(value)}d", *value)
+        elif (t.__module__ or "") == "numpy" and t.__name__ == "ndarray" and not value.dtype.hasobject:
+            kind, body = NDARRAY, self._nd_body(value)
+        else:
+            try:
+                tagged = [False]
+                data = _to(value, tagged)
+                body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+                    "utf-8", "surrogatepass"
+                )
+                kind = TAGGED if tagged[0] else JSON
+            except EncodeError:
+                if not self._pickle:
+                    raise
+                import pickle
+
+                kind, body = PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise EncodeError(f"value can't be encoded: {exc}") from exc
+        codec = kind
+        if self._threshold and len(body) > self._threshold:
+            packed = zlib.compress(body, 3)
+            if len(packed) < len(body):
+                body, codec = packed, codec | FLAG_ZLIB
+        if self._sign or kind == PICKLE:
+            assert self._signer is not None
+            codec |= FLAG_SIGNED
+            body = self._signer.sign(codec, body)
+        return body, codec
+
+    @staticmethod
+    def _nd_body(arr: Any) -> bytes:
+        import numpy as np
+
+        a = np.ascontiguousarray(arr)
+        dt = a.dtype.str.encode("ascii")
+        head = struct.pack(f"<B{len(dt)}sB{a.ndim}q", len(dt), dt, a.ndim, *a.shape)
+        return head + a.tobytes()
+
+    def decode(self, payload: bytes, codec: int) -> Any:
+        """Decode a stored payload; raises ``DecodeError`` for anything untrusted or unreadable."""
+        kind = codec & _KIND_MASK
+        body = payload
+        if codec & FLAG_SIGNED:
+            if self._signer is None:
+                raise DecodeError("cached value is signed but no signing key is configured")
+            body = self._signer.verify(codec, body)
+        elif self._sign or kind == PICKLE:
+            raise DecodeError("unsigned value where only signed ones are accepted (never unpickled)")
+        try:
+            if codec & FLAG_ZLIB:
+                body = zlib.decompress(body)
+            if kind == STR:
+                return body.decode("utf-8", "surrogatepass") if type(body) is bytes else bytes(body).decode()
+            if kind == BYTES:
+                return bytes(body)
+            if kind == JSON:
+                return json.loads(body)
+            if kind == TAGGED:
+                return json.loads(body, object_hook=_hook)
+            if kind == F64LIST:
+                return list(struct.unpack(f"<{len(body) // 8}d", body))
+            if kind == NDARRAY:
+                return self._nd_decode(body)
+            if kind == PICKLE:
+                if not self._pickle:
+                    raise DecodeError("pickle payload in a namespace that does not opt into pickle")
+                import pickle
+
+                return pickle.loads(body)  # noqa: S301 - HMAC verified above, key from the environment
+        except DecodeError:
+            raise
+        except Exception as exc:  # corrupt body of any kind: a miss, never a crash
+            raise DecodeError(f"cached value of codec {codec} can't be decoded: {exc!r}") from exc
+        raise DecodeError(f"unknown codec id {codec}")
+
+    @staticmethod
+    def _nd_decode(body: bytes) -> Any:
+        import numpy as np
+
+        n = body[0]
+        dt = body[1 : 1 + n].decode("ascii")
+        ndim = body[1 + n]
+        off = 2 + n
+        shape = struct.unpack_from(f"<{ndim}q", body, off)
+        off += 8 * ndim
+        return np.frombuffer(body, dtype=np.dtype(dt), offset=off).reshape(shape)

@@ -1,0 +1,743 @@
+"""``SQLiteBackend``: the default L2 store, one SQLite file shared by every process on the machine.
+
+Engineering notes (each choice has a reason):
+
+* WAL, ``synchronous=NORMAL`` (no fsync per commit; a power cut can lose the last commits, never corrupt),
+  ``busy_timeout`` for the rare non-cooperating writer (the CLI, a sqlite3 shell).
+* Writers serialise on an ``flock`` of ``<path>.lock`` plus a thread lock, then ``BEGIN IMMEDIATE``:
+  the kernel wakes the next writer as soon as the lock drops, where SQLite's own busy handler sleeps
+  1, 2, 5, 10 ... ms between retries; that sleep schedule is what gives diskcache its 100+ ms set tail.
+* No secondary index: each one costs a page write per set. LRU eviction is sampled, as Redis does it:
+  rows are scattered over the id space by their hash, so a run of consecutive ids is a random sample; the
+  least recently used half of each sample goes. Exact per-namespace byte and entry totals come from
+  triggers (one small page per write) so stats and caps never scan the table.
+* Auto-checkpoint is off on our connections; a background maintenance thread checkpoints (PASSIVE, never
+  blocking writers), flushes batched access times, purges expired / stale rows incrementally and enforces
+  the byte caps. A hit never writes.
+* Row id = first 8 bytes of the key (or of SHA-256 over namespace and key) XOR a per-namespace salt, so a
+  lookup is one rowid B-tree search; the full key is stored and compared, so a 64-bit collision is a miss,
+  never a wrong answer. The namespace generation is joined in the same SELECT (invalidate is O(1)).
+* Per-namespace entry and byte totals are kept by triggers (exact, no table scan for stats or caps).
+* Schema creation and quarantine run under the flock, so processes starting together don't race on
+  ``CREATE TABLE`` / ``journal_mode`` (the race of diskcache issue #85).
+* One connection per thread, dropped after ``fork()`` (``os.register_at_fork``).
+* ``PRAGMA quick_check`` once per process on open; a failed check, or a "malformed" / "not a database"
+  error at run time, moves the file aside as ``<path>.corrupt-<unix time>`` and starts a fresh one.
+* The directory is created 0700 and the database 0600 (SQLite gives -wal / -shm the same mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
+from infra.errors import CacheCorruptError, CacheError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone serialises writers
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["SQLiteBackend"]
+
+log = logging.getLogger("infra.cache")
+
+SCHEMA_VERSION = 1
+_U64 = 1 << 64
+_I63 = 1 << 63
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
+CREATE TABLE IF NOT EXISTS namespaces (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    gen INTEGER NOT NULL DEFAULT 0,
+    entries INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    ns INTEGER NOT NULL,
+    gen INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    codec INTEGER NOT NULL,
+    expires REAL,
+    cost REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    atime REAL NOT NULL,
+    size INTEGER NOT NULL,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TRIGGER IF NOT EXISTS entries_ins AFTER INSERT ON entries BEGIN
+    UPDATE namespaces SET entries = entries + 1, bytes = bytes + new.size WHERE id = new.ns;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_del AFTER DELETE ON entries BEGIN
+    UPDATE namespaces SET entries = entries - 1, bytes = bytes - old.size WHERE id = old.ns;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_upd AFTER UPDATE OF ns, size ON entries BEGIN
+    UPDATE namespaces SET entries = entries - 1, bytes = bytes - old.size WHERE id = old.ns;
+    UPDATE namespaces SET entries = entries + 1, bytes = bytes + new.size WHERE id = new.ns;
+END;
+"""
+
+
+
+def _schema_statements() -> list[str]:
+    """``_SCHEMA`` split into statements (trigger bodies keep their inner semicolons)."""
+    out, cur = [], []
+    for line in _SCHEMA.strip().splitlines():
+        cur.append(line)
+        text = "\n".join(cur)
+        if line.rstrip().endswith(";") and (not text.lstrip().startswith("CREATE TRIGGER") or line.strip() == "END;"):
+            out.append(text)
+            cur = []
+    return out
+
+
+_GET = (
+    "SELECT e.value, e.codec, e.expires, e.cost, e.key FROM entries e JOIN namespaces n ON n.id = e.ns "
+    "WHERE e.id = ? AND e.gen = n.gen"
+)
+_UPSERT = (
+    "INSERT INTO entries (id, ns, gen, key, codec, expires, cost, created, atime, size, value) "
+    "VALUES (?, ?, COALESCE((SELECT gen FROM namespaces WHERE id = ?), 0), ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET ns = excluded.ns, gen = excluded.gen, key = excluded.key, "
+    "codec = excluded.codec, expires = excluded.expires, cost = excluded.cost, created = excluded.created, "
+    "atime = excluded.atime, size = excluded.size, value = excluded.value"
+)
+_CORRUPT_MARKERS = ("malformed", "not a database", "file is encrypted", "disk i/o error")
+
+
+def _signed(v: int) -> int:
+    return v - _U64 if v >= _I63 else v
+
+
+def namespace_id(namespace: str) -> int:
+    """Deterministic 63-bit id of a namespace (same in every process; no lookup table to keep in sync)."""
+    return int.from_bytes(hashlib.sha256(b"ns\x00" + namespace.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    msg = str(exc).lower()
+    return isinstance(exc, sqlite3.DatabaseError) and any(m in msg for m in _CORRUPT_MARKERS)
+
+
+class _Local(threading.local):
+    conn: sqlite3.Connection | None = None
+    epoch: int = -1
+
+
+class SQLiteBackend(CacheBackend):
+    """SQLite L2 store at ``path`` with a total byte cap and optional per-namespace caps.
+
+    Opening is lazy and retried at most every ``retry_open_after`` seconds, so an unwritable directory
+    costs one counted error per interval, not one per call.
+    """
+
+    name = "sqlite"
+    shared = False
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 1024**3,
+        namespace_max_bytes: Mapping[str, int | None] | None = None,
+        busy_timeout: float = 5.0,
+        quick_check: bool = True,
+        maintenance_interval: float = 1.0,
+        retry_open_after: float = 5.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.max_bytes = max_bytes
+        self.namespace_max_bytes = {k: v for k, v in (namespace_max_bytes or {}).items() if v is not None}
+        self.busy_timeout = busy_timeout
+        self.quick_check = quick_check
+        self.maintenance_interval = maintenance_interval
+        self.retry_open_after = retry_open_after
+        self._local = _Local()
+        self._epoch = 0
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._wlock = threading.RLock()
+        self._lock_fd: int | None = None
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._open_failed_at = 0.0
+        self._open_error: CacheError | None = None
+        self._closed = False
+        self._salts: dict[str, tuple[int, int]] = {}
+        self._ensured: set[int] = set()
+        self._touches: dict[int, float] = {}
+        self._writes_since_check = 0
+        self._bytes_est = 0
+        self._purge_cursor = -_I63
+        self._evict_cursor = -_I63
+        self.evictions = 0
+        self._maint: threading.Thread | None = None
+        self._maint_stop = threading.Event()
+        self._maint_wake = threading.Event()
+        self.quarantined: list[str] = []
+        self.maintenance_errors = 0
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _after_fork(self) -> None:
+        # The parent's connections and lock fd must not be used by the child (SQLite forbids it).
+        self._local = _Local()
+        self._conns = []
+        self._conns_lock = threading.Lock()
+        self._wlock = threading.RLock()
+        self._lock_fd = None
+        self._maint = None
+        self._maint_stop = threading.Event()
+        self._maint_wake = threading.Event()
+        self._touches = {}
+        self._epoch += 1
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.path!r})"
+
+    def close(self) -> None:
+        self._closed = True
+        self._maint_stop.set()
+        self._maint_wake.set()
+        t = self._maint
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=2.0)
+        self._maint = None
+        with contextlib.suppress(Exception):
+            if self._touches and self._ready:
+                self._flush_touches()
+        self._close_conns()
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _close_conns(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+            self._epoch += 1
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.close()
+
+    # ------------------------------------------------------------------ opening
+    def _ensure_dir(self) -> None:
+        d = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.chmod(d, 0o700)
+
+    def _lockfd(self) -> int:
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        return self._lock_fd
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        with self._wlock:
+            if fcntl is None:
+                yield
+                return
+            fd = self._lockfd()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False,
+            cached_statements=64,
+        )
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA cache_size=-8192")
+        conn.execute("PRAGMA mmap_size=67108864")
+        return conn
+
+    def _open(self) -> None:
+        """Create / check the file once per process (under the file lock)."""
+        now = time.monotonic()
+        if self._open_error is not None and now - self._open_failed_at < self.retry_open_after:
+            raise self._open_error
+        try:
+            self._ensure_dir()
+            if not os.path.exists(self.path):
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.close(fd)
+            with self._file_lock():
+                self._init_schema()
+        except CacheError as exc:
+            self._open_error, self._open_failed_at = exc, now
+            raise
+        except (OSError, sqlite3.Error) as exc:
+            err = CacheError(f"cannot open the cache database {self.path!r}: {exc}")
+            err.__cause__ = exc
+            self._open_error, self._open_failed_at = err, now
+            raise err from exc
+        self._open_error = None
+        self._ready = True
+
+    def _init_schema(self) -> None:
+        for attempt in range(2):
+            conn = self._connect()
+            try:
+                if self.quick_check:
+                    row = conn.execute("PRAGMA quick_check").fetchone()
+                    if row is None or row[0] != "ok":
+                        raise sqlite3.DatabaseError(f"database disk image is malformed (quick_check: {row})")
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    log.warning("cache database %s: journal_mode is %s, not WAL", self.path, mode)
+                conn.execute("BEGIN IMMEDIATE")
+                for stmt in _schema_statements():
+                    conn.execute(stmt)
+                conn.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                conn.execute("COMMIT")
+                conn.close()
+                return
+            except sqlite3.DatabaseError as exc:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                if attempt == 0 and _is_corrupt(exc):
+                    self._quarantine_locked(exc)
+                    continue
+                raise
+
+    def _conn(self) -> sqlite3.Connection:
+        loc = self._local
+        c = loc.conn
+        if c is not None and loc.epoch == self._epoch:
+            return c
+        if self._closed:
+            raise CacheError("the cache backend is closed")
+        if not self._ready:
+            with self._ready_lock:
+                if not self._ready:
+                    self._open()
+        try:
+            c = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise CacheError(f"cannot open the cache database {self.path!r}: {exc}") from exc
+        with self._conns_lock:
+            self._conns.append(c)
+            loc.conn, loc.epoch = c, self._epoch
+        return c
+
+    # ------------------------------------------------------------------ corruption
+    def _quarantine_locked(self, exc: BaseException) -> str:
+        """Move the corrupt file (and its -wal / -shm) aside; caller holds the file lock."""
+        self._close_conns()
+        stamp = f"{time.time():.0f}"
+        dest = f"{self.path}.corrupt-{stamp}"
+        n = 0
+        while os.path.exists(dest):
+            n += 1
+            dest = f"{self.path}.corrupt-{stamp}-{n}"
+        if os.path.exists(self.path):
+            os.replace(self.path, dest)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                if suffix == "-wal":
+                    os.replace(self.path + suffix, dest + suffix)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path + suffix)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        self._ensured.clear()
+        self.quarantined.append(dest)
+        log.error("cache database %s was corrupt (%s); moved aside to %s", self.path, exc, dest)
+        return dest
+
+    def _handle(self, exc: Exception, what: str) -> CacheError:
+        """Map a driver error to CacheError; quarantine the file when it is corrupt."""
+        if _is_corrupt(exc) and "disk i/o" not in str(exc).lower():
+            try:
+                with self._file_lock():
+                    dest = self._quarantine_locked(exc)
+                    self._ready = False
+            except Exception as qexc:  # noqa: BLE001 - report the original problem
+                return CacheError(f"cache {what} failed ({exc}); quarantine failed too: {qexc}")
+            err: CacheError = CacheCorruptError(f"cache database was corrupt ({exc}); moved to {dest}")
+        else:
+            err = CacheError(f"cache {what} failed: {exc}")
+        err.__cause__ = exc
+        return err
+
+    # ------------------------------------------------------------------ ids
+    def _ids(self, namespace: str, key: str) -> tuple[int, int]:
+        s = self._salts.get(namespace)
+        if s is None:
+            nsid = namespace_id(namespace)
+            s = self._salts[namespace] = (nsid, int.from_bytes(hashlib.sha256(b"salt\x00" + namespace.encode()).digest()[:8], "big"))
+        nsid, salt = s
+        if len(key) == 64:
+            try:
+                return nsid, _signed(int(key[:16], 16) ^ salt)
+            except ValueError:
+                pass
+        h = int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+        return nsid, _signed(h ^ salt)
+
+    def _ensure_ns(self, conn: sqlite3.Connection, namespace: str, nsid: int) -> None:
+        if nsid not in self._ensured:
+            conn.execute("INSERT OR IGNORE INTO namespaces (id, name) VALUES (?, ?)", (nsid, namespace))
+            self._ensured.add(nsid)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, namespace: str, key: str) -> StoredEntry | None:
+        nsid, rid = self._ids(namespace, key)
+        try:
+            row = self._conn().execute(_GET, (rid,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._handle(exc, "read") from exc
+        if row is None or row[4] != key:
+            return None
+        exp = row[2]
+        if exp is not None and exp <= time.time():
+            return None
+        return StoredEntry(row[0], row[1], exp, row[3])
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        by_id = {self._ids(namespace, k)[1]: k for k in keys}
+        out: dict[str, StoredEntry] = {}
+        ids = list(by_id)
+        now = time.time()
+        try:
+            conn = self._conn()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                q = (
+                    "SELECT e.id, e.value, e.codec, e.expires, e.cost, e.key FROM entries e JOIN namespaces n "
+                    f"ON n.id = e.ns WHERE e.id IN ({','.join('?' * len(chunk))}) AND e.gen = n.gen"
+                )
+                for rid, value, codec, exp, cost, k in conn.execute(q, chunk):
+                    if by_id.get(rid) == k and (exp is None or exp > now):
+                        out[k] = StoredEntry(value, codec, exp, cost)
+        except sqlite3.Error as exc:
+            raise self._handle(exc, "read") from exc
+        return out
+
+    def touch(self, namespace: str, key: str) -> None:
+        t = self._touches
+        if len(t) < 100_000:  # bounded: under a flood of hits we drop some LRU refreshes, never memory
+            t[self._ids(namespace, key)[1]] = time.time()
+            if self._maint is None:
+                self._start_maintenance()
+
+    # ------------------------------------------------------------------ writes
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._conn()
+            with self._file_lock():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+        except CacheError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise self._handle(exc, what) from exc
+
+    def _row(self, namespace: str, key: str, e: StoredEntry, now: float) -> tuple[Any, ...]:
+        nsid, rid = self._ids(namespace, key)
+        return (rid, nsid, nsid, key, e.codec, e.expires_at, e.cost, now, now, len(e.payload), e.payload)
+
+    def set(self, namespace: str, key: str, entry: StoredEntry) -> None:
+        # The hot write: one autocommit UPSERT under the file lock (no BEGIN/COMMIT round trips, no
+        # context-manager frames); cap enforcement, when due, runs as its own transaction afterwards.
+        row = self._row(namespace, key, entry, time.time())
+        try:
+            conn = self._conn()
+            with self._wlock:
+                fd = self._lockfd() if fcntl is not None else -1
+                if fd >= 0:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    if row[1] not in self._ensured:
+                        self._ensure_ns(conn, namespace, row[1])
+                    conn.execute(_UPSERT, row)
+                finally:
+                    if fd >= 0:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+        except CacheError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise self._handle(exc, "write") from exc
+        self._after_write(namespace, row[9])
+
+    def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
+        if not items:
+            return
+        now = time.time()
+        rows = [self._row(namespace, k, e, now) for k, e in items.items()]
+        with self._write("write") as conn:
+            self._ensure_ns(conn, namespace, rows[0][1])
+            conn.executemany(_UPSERT, rows)
+        self._after_write(namespace, sum(r[9] for r in rows))
+
+    def _after_write(self, namespace: str, size: int) -> None:
+        """Enforce byte caps (exact totals are read every 64 writes, or on every write near a cap)."""
+        self._bytes_est += size
+        self._writes_since_check += 1
+        if self._maint is None:
+            self._start_maintenance()
+        cap_ns = self.namespace_max_bytes.get(namespace)
+        near = self._bytes_est > self.max_bytes * 0.9 or cap_ns is not None
+        if not near and self._writes_since_check < 64:
+            return
+        self._writes_since_check = 0
+        self.enforce_caps(namespace if cap_ns is not None else None)
+
+    def _totals(self, conn: sqlite3.Connection, namespace: str | None) -> int:
+        if namespace is None:
+            return int(conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM namespaces").fetchone()[0])
+        row = conn.execute("SELECT bytes FROM namespaces WHERE id = ?", (namespace_id(namespace),)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def enforce_caps(self, namespace: str | None = None) -> int:
+        """Evict (sampled LRU) until the total cap, and ``namespace``'s cap if given, hold. Returns rows evicted."""
+        evicted = 0
+        targets: list[tuple[str | None, int]] = [(None, self.max_bytes)]
+        if namespace is not None and namespace in self.namespace_max_bytes:
+            targets.insert(0, (namespace, self.namespace_max_bytes[namespace]))
+        try:
+            conn = self._conn()
+            totals = [self._totals(conn, ns) for ns, _ in targets]
+        except sqlite3.Error as exc:
+            raise self._handle(exc, "read") from exc
+        for (ns, cap), total in zip(targets, totals):
+            if ns is None:
+                self._bytes_est = total
+            if total <= cap:
+                continue
+            with self._write("evict") as wconn:
+                for _ in range(100_000):
+                    total = self._totals(wconn, ns)
+                    if ns is None:
+                        self._bytes_est = total
+                    if total <= cap:
+                        break
+                    n = self._evict_step(wconn, ns, total - cap)
+                    evicted += n
+                    if n == 0:
+                        break
+        self.evictions += evicted
+        return evicted
+
+    def _evict_step(self, conn: sqlite3.Connection, namespace: str | None, excess: int) -> int:
+        """Delete the least recently used half of a sample of rows (at least enough bytes when small)."""
+        cond, args = ("", []) if namespace is None else (" AND ns = ?", [namespace_id(namespace)])
+        rows = conn.execute(
+            f"SELECT id, atime, size FROM entries WHERE id >= ?{cond} ORDER BY id LIMIT 256",
+            [self._evict_cursor, *args],
+        ).fetchall()
+        if len(rows) < 256:
+            self._evict_cursor = -_I63
+            if len(rows) < 32:
+                rows += conn.execute(
+                    f"SELECT id, atime, size FROM entries WHERE 1{cond} ORDER BY id LIMIT 256", args
+                ).fetchall()
+        else:
+            self._evict_cursor = rows[-1][0]
+        if not rows:
+            return 0
+        rows = sorted(set(rows), key=lambda r: r[1])
+        victims: list[tuple[int]] = []
+        freed = 0
+        for rid, _, size in rows:
+            if len(victims) >= max(1, len(rows) // 2) and freed >= excess:
+                break
+            victims.append((rid,))
+            freed += size
+        conn.executemany("DELETE FROM entries WHERE id = ?", victims)
+        return len(victims)
+
+    def delete(self, namespace: str, key: str) -> bool:
+        nsid, rid = self._ids(namespace, key)
+        with self._write("delete") as conn:
+            return conn.execute("DELETE FROM entries WHERE id = ? AND key = ?", (rid, key)).rowcount > 0
+
+    def invalidate(self, namespace: str) -> int:
+        nsid = namespace_id(namespace)
+        with self._write("invalidate") as conn:
+            self._ensure_ns(conn, namespace, nsid)
+            conn.execute("UPDATE namespaces SET gen = gen + 1 WHERE id = ?", (nsid,))
+            gen: int = conn.execute("SELECT gen FROM namespaces WHERE id = ?", (nsid,)).fetchone()[0]
+        self._maint_wake.set()
+        return gen
+
+    def generations(self) -> dict[str, int]:
+        try:
+            return {n: g for n, g in self._conn().execute("SELECT name, gen FROM namespaces")}
+        except sqlite3.Error as exc:
+            raise self._handle(exc, "read") from exc
+
+    def purge(self, limit: int = 1000) -> int:
+        """Walk ``limit`` rows from a rolling cursor, deleting expired and stale-generation ones."""
+        with self._write("purge") as conn:
+            row = conn.execute(
+                "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM entries WHERE id >= ? ORDER BY id LIMIT ?)",
+                (self._purge_cursor, limit),
+            ).fetchone()
+            hi = row[0]
+            if hi is None:
+                self._purge_cursor = -_I63
+                conn.execute("DELETE FROM leases WHERE expires < ?", (time.time(),))
+                return 0
+            n = conn.execute(
+                "DELETE FROM entries WHERE id IN (SELECT e.id FROM entries e LEFT JOIN namespaces n "
+                "ON n.id = e.ns WHERE e.id >= ? AND e.id <= ? AND "
+                "(e.expires <= ? OR n.gen IS NULL OR e.gen <> n.gen))",
+                (self._purge_cursor, hi, time.time()),
+            ).rowcount
+            self._purge_cursor = hi + 1 if row[1] >= limit and hi < _I63 - 1 else -_I63
+            return int(n)
+
+    def clear(self, namespace: str | None = None) -> int:
+        with self._write("clear") as conn:
+            if namespace is None:
+                n = conn.execute("DELETE FROM entries").rowcount
+                conn.execute("DELETE FROM leases")
+            else:
+                n = conn.execute("DELETE FROM entries WHERE ns = ?", (namespace_id(namespace),)).rowcount
+        return int(n)
+
+    def vacuum(self) -> None:
+        conn = self._conn()
+        try:
+            with self._file_lock():
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise self._handle(exc, "vacuum") from exc
+
+    # ------------------------------------------------------------------ leases
+    def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
+        _, rid = self._ids(namespace, key)
+        now = time.time()
+        with self._write("lease") as conn:
+            row = conn.execute("SELECT owner, expires FROM leases WHERE id = ?", (rid,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return False
+            conn.execute("INSERT OR REPLACE INTO leases (id, owner, expires) VALUES (?, ?, ?)", (rid, owner, now + timeout))
+            return True
+
+    def lease_holder(self, namespace: str, key: str) -> str | None:
+        _, rid = self._ids(namespace, key)
+        try:
+            row = self._conn().execute("SELECT owner, expires FROM leases WHERE id = ?", (rid,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._handle(exc, "read") from exc
+        return row[0] if row is not None and row[1] > time.time() else None
+
+    def release_lease(self, namespace: str, key: str, owner: str) -> None:
+        _, rid = self._ids(namespace, key)
+        with self._write("lease") as conn:
+            conn.execute("DELETE FROM leases WHERE id = ? AND owner = ?", (rid, owner))
+
+    # ------------------------------------------------------------------ introspection
+    def stats(self) -> BackendStats:
+        try:
+            rows = self._conn().execute("SELECT name, entries, bytes FROM namespaces ORDER BY name").fetchall()
+            size = os.path.getsize(self.path)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._handle(exc, "stats") if isinstance(exc, sqlite3.Error) else CacheError(str(exc)) from exc
+        by = {n: (int(e), int(b)) for n, e, b in rows}
+        return BackendStats(
+            entries=sum(e for e, _ in by.values()),
+            bytes=sum(b for _, b in by.values()),
+            by_namespace=by,
+            extra={"path": self.path, "file_bytes": size, "max_bytes": self.max_bytes},
+        )
+
+    def inspect(self, namespace: str | None = None, limit: int = 20) -> list[EntryInfo]:
+        q = (
+            "SELECT n.name, e.key, e.codec, e.size, e.created, e.atime, e.expires, e.cost FROM entries e "
+            "JOIN namespaces n ON n.id = e.ns WHERE e.gen = n.gen"
+        )
+        args: list[Any] = []
+        if namespace is not None:
+            q += " AND e.ns = ?"
+            args.append(namespace_id(namespace))
+        q += " ORDER BY e.atime DESC LIMIT ?"
+        args.append(limit)
+        try:
+            rows = self._conn().execute(q, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._handle(exc, "read") from exc
+        return [EntryInfo(*r) for r in rows]
+
+    # ------------------------------------------------------------------ maintenance
+    def _start_maintenance(self) -> None:
+        if self._closed or self.maintenance_interval <= 0:
+            return
+        with self._conns_lock:
+            if self._maint is not None:
+                return
+            t = threading.Thread(target=self._maintenance_loop, name="infra-cache-maintenance", daemon=True)
+            self._maint = t
+        t.start()
+
+    def _flush_touches(self) -> None:
+        t, self._touches = self._touches, {}
+        if not t:
+            return
+        with self._write("touch") as conn:
+            conn.executemany("UPDATE entries SET atime = ? WHERE id = ?", [(v, k) for k, v in t.items()])
+
+    def maintain(self) -> None:
+        """One maintenance step: access times, purge, caps, checkpoint. Safe to call from any thread."""
+        self._flush_touches()
+        self.purge(500)
+        for ns in self.namespace_max_bytes:
+            self.enforce_caps(ns)
+        self.enforce_caps(None)
+        conn = self._conn()
+        with contextlib.suppress(sqlite3.OperationalError):
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _maintenance_loop(self) -> None:
+        logged = False
+        while not self._maint_stop.is_set():
+            self._maint_wake.wait(self.maintenance_interval)
+            self._maint_wake.clear()
+            if self._maint_stop.is_set():
+                break
+            try:
+                self.maintain()
+            except Exception as exc:  # noqa: BLE001 - a background step never raises; counted and logged once
+                self.maintenance_errors += 1
+                if not logged:
+                    log.warning("cache maintenance on %s failed: %s (further failures counted only)", self.path, exc)
+                    logged = True
+        loc = self._local
+        if loc.conn is not None:
+            with contextlib.suppress(Exception):
+                loc.conn.close()
