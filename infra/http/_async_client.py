@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from infra.http._classify import classify_aiohttp as _classify_aiohttp
+from infra.http._classify import classify_httpx as _classify_httpx
 from infra.http._compat import timeout_at
-from infra.http._core import CONNECT, DEADLINE, FIRST_BYTE, POOL, READ, Call, HostState
+from infra.http._core import DEADLINE, FIRST_BYTE, POOL, READ, Call, HostState
 from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
 from infra.http._ident import prepare_headers
 from infra.http._lease import AsyncLease, acquire_async
@@ -27,7 +29,6 @@ from infra.http._settings_args import DEFAULT, resolve_settings, uses_http2
 __all__ = ["AsyncPerfClient"]
 
 _monotonic = time.monotonic
-FATAL = "fatal"  # a failure no retry can fix (bad URL, TLS verification): never retried
 
 
 class _Failure(Exception):
@@ -43,44 +44,6 @@ class _Stats:
 
     def __init__(self) -> None:
         self.in_use = 0
-
-
-def _classify_aiohttp(exc: BaseException) -> str:
-    import aiohttp
-
-    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
-        return FATAL
-    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
-        return CONNECT
-    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, aiohttp.TooManyRedirects)):
-        return FATAL
-    if isinstance(exc, (aiohttp.ClientError, OSError, asyncio.IncompleteReadError)):
-        return READ
-    return FATAL
-
-
-def _classify_httpx(exc: BaseException) -> str:
-    import httpx
-
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-        return CONNECT
-    if isinstance(exc, httpx.PoolTimeout):
-        return POOL
-    if isinstance(exc, httpx.LocalProtocolError):
-        return CONNECT  # h2 refused to send on a connection already closed: nothing reached the server
-    if isinstance(exc, httpx.RemoteProtocolError) and _unprocessed_goaway(exc):
-        return CONNECT
-    if isinstance(exc, (httpx.TransportError, OSError)):
-        return READ
-    return FATAL
-
-
-def _unprocessed_goaway(exc: BaseException) -> bool:
-    """A graceful GOAWAY (NO_ERROR) failed this stream: the server promises to finish every stream it
-    accepted, so ours was never processed and is safe to send again, POST included. httpcore retries
-    only part of these itself (stream id above last_stream_id, and not last_stream_id == 0)."""
-    event = exc.args[0] if exc.args else None
-    return type(event).__name__ == "ConnectionTerminated" and int(getattr(event, "error_code", 1) or 0) == 0
 
 
 class _AiohttpBody:

@@ -338,3 +338,23 @@ class FaultServer:
         self.requests.setdefault(key, []).append(
             {"method": request.method, "idempotency_key": request.headers.get("Idempotency-Key"), "body": body}
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m infra.testing.fault_server``: serve in this process (prints ``PORT <n>``) until stdin
+    closes. Benchmarks run the server this way so it doesn't share the client's GIL."""
+    import sys
+
+    server = FaultServer().start()
+    print(f"PORT {server.port}", flush=True)
+    try:
+        sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
