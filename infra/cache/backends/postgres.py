@@ -1,0 +1,703 @@
+"""PostgreSQL cache backend (asyncpg): one store shared by every host that reaches the server.
+
+::
+
+    from infra.cache.backends.postgres import PostgresBackend
+    backend = PostgresBackend(dsn="postgresql://cache@db:5432/app", unlogged=True)
+
+Design (the numbers behind each choice are in bench/bench_backends.py):
+
+* **Connections per event loop, no asyncpg pool.** An asyncpg connection belongs to the loop that opened it.
+  The async twins run on the caller's loop with that loop's own small connection set (a free list: pop,
+  query, push back), so a hit is one round trip with no thread hop; ``asyncpg.Pool`` adds ~40 µs of
+  bookkeeping per call on this kind of machine, as much as the query itself, so it is not used. The sync API
+  gives each calling thread a private idle loop driven with ``run_until_complete`` (no hand-off to another
+  thread); a caller whose thread already runs a loop is served by the backend's private daemon loop through
+  ``run_coroutine_threadsafe``. Call ``await backend.aclose()`` on a loop before you close that loop.
+* **Schema** is created if missing, under ``pg_advisory_xact_lock`` so hosts starting together don't race
+  (concurrent ``CREATE TABLE IF NOT EXISTS`` can still fail with a unique violation on ``pg_type``).
+  ``unlogged=True`` makes the entries table UNLOGGED.
+* **Generations**: every read compares the row's generation with the namespace's in the same statement, so
+  ``invalidate`` is O(1) and honoured by the next read on every host. ``invalidate`` also sends a NOTIFY; a
+  LISTEN connection on the private loop calls the ``on_invalidate`` callbacks (reconnecting with backoff),
+  so every host drops its L1 entries within milliseconds.
+* **Leases** (cross-host single-flight) are rows in an UNLOGGED lease table with an expiry taken from the
+  server's clock, set by one atomic ``INSERT .. ON CONFLICT DO UPDATE .. WHERE expired``. Not advisory locks:
+  a session lock would pin a connection for the whole computation and be released by a hung-but-connected
+  holder never; a lease row frees itself after ``timeout`` whatever the holder does.
+* **Housekeeping off the hot path**: access times (LRU) are gathered in memory and written in batches;
+  byte caps, expired and stale rows are handled by a maintenance task on the private loop
+  (``DELETE .. WHERE ctid IN (SELECT .. LIMIT n)`` batches).
+* **Fail-open**: short connect and statement timeouts; once the server is seen down every call raises
+  ``CacheError`` at once until a backoff delay (50 ms doubling to 5 s) has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
+from infra.cache.backends._common import ReconnectGate, check_identifier, origin_of
+from infra.cache.backends._loops import LoopThread, ThreadLoops
+from infra.cache.backends._pgsql import PgStatements
+from infra.errors import CacheError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from infra.cache.settings import CacheSettings
+
+__all__ = ["PostgresBackend"]
+
+log = logging.getLogger("infra.cache")
+T = TypeVar("T")
+
+_INSTALL_HINT = "the postgres cache backend needs asyncpg: pip install 'perf-infra[postgres]'"
+#: rows per housekeeping batch (purge / eviction), so no statement holds locks for long
+_BATCH = 500
+#: up to this many pending LRU touches are kept; more are dropped (LRU becomes approximate, never wrong)
+_MAX_TOUCHES = 50_000
+
+
+def _asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise CacheError(_INSTALL_HINT) from exc
+    return asyncpg
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Errors after which the connection is not trusted again and the server is treated as down."""
+    apg = _asyncpg()
+    if isinstance(exc, (OSError, asyncio.TimeoutError, apg.InterfaceError, apg.PostgresConnectionError)):
+        return True
+    # 57P01 admin_shutdown (pg_terminate_backend), 57P02 crash_shutdown, 57P03 cannot_connect_now
+    return isinstance(exc, apg.PostgresError) and str(getattr(exc, "sqlstate", "")).startswith(("57P", "08"))
+
+
+class _ConnSet:
+    """Connections of one event loop: a free list, grown up to ``max_size``, waiters served in order."""
+
+    __slots__ = ("backend", "closed", "idle", "loop", "max_size", "size", "waiters")
+
+    def __init__(self, backend: PostgresBackend, loop: asyncio.AbstractEventLoop, max_size: int) -> None:
+        self.backend = backend
+        self.loop = loop
+        self.max_size = max_size
+        self.idle: list[asyncpg.Connection] = []
+        self.size = 0
+        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.closed = False
+
+    async def acquire(self) -> asyncpg.Connection:
+        while True:
+            if self.idle:
+                return self.idle.pop()
+            if self.closed:
+                raise CacheError("postgres cache backend is closed")
+            if self.size < self.max_size:
+                self.size += 1
+                try:
+                    return await self.backend._connect()
+                except BaseException:
+                    self.size -= 1
+                    self._wake(None)
+                    raise
+            fut: asyncio.Future[Any] = self.loop.create_future()
+            self.waiters.append(fut)
+            try:
+                conn = await asyncio.wait_for(fut, self.backend._op_timeout)
+            except BaseException:
+                if fut.done() and not fut.cancelled() and fut.result() is not None:
+                    self.release(fut.result())
+                raise
+            if conn is not None:
+                return conn  # type: ignore[no-any-return]
+
+    def _wake(self, conn: asyncpg.Connection | None) -> bool:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(conn)
+                return True
+        return False
+
+    def release(self, conn: asyncpg.Connection) -> None:
+        if self.closed or conn.is_closed():
+            self.size -= 1
+            self._wake(None)
+            if not conn.is_closed():
+                conn.terminate()
+            return
+        if not self._wake(conn):
+            self.idle.append(conn)
+
+    def discard(self, conn: asyncpg.Connection) -> None:
+        """Drop a connection that failed: never reused."""
+        self.size -= 1
+        if not conn.is_closed():
+            conn.terminate()
+        self._wake(None)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            self.size -= 1
+            try:
+                await asyncio.wait_for(conn.close(), 2.0)
+            except Exception:  # noqa: BLE001 - closing is best effort
+                conn.terminate()
+        while self._wake(None):
+            pass
+
+    def terminate(self) -> None:
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.terminate()
+
+
+class PostgresBackend(CacheBackend):
+    """The ``"postgres"`` backend. See the module docstring for the design and its reasons."""
+
+    name: ClassVar[str] = "postgres"
+    shared: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        table: str = "perf_cache",
+        unlogged: bool = False,
+        max_bytes: int | None = None,
+        namespace_max_bytes: Mapping[str, int] | None = None,
+        max_connections: int = 4,
+        connect_timeout: float = 2.0,
+        op_timeout: float = 5.0,
+        maintenance_interval: float = 5.0,
+        listen: bool = True,
+        sync_mode: str = "thread_loop",
+        async_mode: str = "caller_loop",
+    ) -> None:
+        if not dsn:
+            raise ValueError("the postgres cache backend needs a dsn (cache.dsn in perf_config.json)")
+        if sync_mode not in ("thread_loop", "private_loop"):
+            raise ValueError(f"sync_mode must be 'thread_loop' or 'private_loop', got {sync_mode!r}")
+        if async_mode not in ("caller_loop", "private_loop"):
+            raise ValueError(f"async_mode must be 'caller_loop' or 'private_loop', got {async_mode!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        self._dsn = dsn
+        self.sql = PgStatements(check_identifier(table, "postgres cache table prefix"), unlogged)
+        self.origin = origin_of(dsn)
+        self._max_bytes = max_bytes
+        self._ns_caps = dict(namespace_max_bytes or {})
+        self._max_conns = max_connections
+        self._connect_timeout = connect_timeout
+        self._op_timeout = op_timeout
+        self._interval = maintenance_interval
+        self._listen_wanted = listen
+        self._sync_private = sync_mode == "private_loop"
+        self._async_private = async_mode == "private_loop"
+        self.gate = ReconnectGate("postgres", self.origin)
+        self._callbacks: list[Callable[[str, int], None]] = []
+        self._state_lock = threading.Lock()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._pid = os.getpid()
+        self._sets: dict[asyncio.AbstractEventLoop, _ConnSet] = {}
+        self._private = LoopThread("infra-cache-postgres")
+        self._threads = ThreadLoops()
+        self._schema_ready = False
+        self._touches: dict[str, set[str]] = {}
+        self._n_touches = 0
+        self._writes = 0
+        self._closed = False
+        self._bg_started = False
+        self._listener: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: CacheSettings, **overrides: Any) -> PostgresBackend:
+        """Build from ``CacheSettings`` (dsn, total and per-namespace byte caps); ``overrides`` win."""
+        kw: dict[str, Any] = {
+            "dsn": settings.dsn,
+            "max_bytes": settings.max_bytes or None,
+            "namespace_max_bytes": {
+                n: ns.max_bytes for n, ns in settings.namespaces.items() if ns.max_bytes is not None
+            },
+        }
+        kw.update(overrides)
+        return cls(**kw)
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend(origin={self.origin!r}, table={self.sql.prefix!r}, unlogged={self.sql.unlogged})"
+
+    # ================================================================== plumbing
+    async def _connect(self) -> asyncpg.Connection:
+        apg = _asyncpg()
+        conn = await apg.connect(
+            self._dsn,
+            timeout=self._connect_timeout,
+            command_timeout=self._op_timeout,
+            server_settings={"application_name": "infra-cache"},
+        )
+        if not self._schema_ready:
+            try:
+                await self._create_schema(conn)
+            except BaseException:
+                conn.terminate()
+                raise
+        return conn
+
+    async def _create_schema(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            # advisory lock: hosts starting together would otherwise race on CREATE TABLE IF NOT EXISTS
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", self.sql.schema_lock)
+            for stmt in self.sql.schema():
+                await conn.execute(stmt)
+        self._schema_ready = True
+
+    def _conn_set(self, loop: asyncio.AbstractEventLoop) -> _ConnSet:
+        cs = self._sets.get(loop)
+        if cs is None:
+            with self._state_lock:
+                for old in [lp for lp in self._sets if lp.is_closed()]:
+                    del self._sets[old]  # its loop is gone: nothing more can be done with its sockets
+                cs = self._sets.get(loop)
+                if cs is None:
+                    cs = self._sets[loop] = _ConnSet(self, loop, self._max_conns)
+        return cs
+
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the running loop's connection set; map driver errors to CacheError."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        self.gate.check()
+        if self._closed:
+            raise CacheError("postgres cache backend is closed")
+        cs = self._conn_set(asyncio.get_running_loop())
+        try:
+            conn = await cs.acquire()
+        except CacheError:
+            raise
+        except Exception as exc:
+            raise self.gate.failed(exc, connection=True) from exc
+        try:
+            result = await fn(conn, *args)
+        except Exception as exc:
+            conn_err = _is_connection_error(exc)
+            if conn_err:
+                cs.discard(conn)
+            else:
+                cs.release(conn)
+                if isinstance(exc, _asyncpg().UndefinedTableError):
+                    self._schema_ready = False  # dropped under us: recreate on the next connection
+            raise self.gate.failed(exc, connection=conn_err) from exc
+        cs.release(conn)
+        self.gate.ok()
+        return result
+
+    def _sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """The sync API: on this thread's own loop, or on the private loop when this thread runs one."""
+        if self._writes or self._n_touches:
+            self._ensure_background()
+        if not self._sync_private:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                try:
+                    return self._threads.run(self._run(fn, *args))
+                except RuntimeError as exc:  # the thread's loop was closed by close()
+                    raise CacheError(f"postgres cache backend unusable: {exc}") from exc
+        if self._private.in_loop_thread():
+            raise CacheError("sync cache call from the backend's own loop thread (an on_invalidate callback?)")
+        try:
+            return self._private.run(self._run(fn, *args), self._op_timeout + self._connect_timeout + 1.0)
+        except TimeoutError as exc:
+            raise self.gate.failed(exc) from exc
+
+    async def _async(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if self._writes or self._n_touches:
+            self._ensure_background()
+        if self._async_private:
+            return await asyncio.wrap_future(self._private.submit(self._run(fn, *args)))
+        return await self._run(fn, *args)
+
+    def _after_fork(self) -> None:
+        # The parent's sockets are shared with the child: never close them from here (that would end the
+        # parent's sessions); keep the objects referenced so their finalizers never run, and start afresh.
+        _FORK_GRAVEYARD.append((self._sets, self._private, self._threads))
+        self._reset_state()
+
+    # ================================================================== background: LISTEN + maintenance
+    def _ensure_background(self) -> None:
+        if self._bg_started or self._closed:
+            return
+        with self._state_lock:
+            if self._bg_started:
+                return
+            self._bg_started = True
+        self._private.submit(self._background())
+
+    async def _background(self) -> None:
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._maintain_forever())]
+        if self._listen_wanted:
+            tasks.append(loop.create_task(self._listen_forever()))
+        self._bg_tasks = tasks
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _listen_forever(self) -> None:
+        """Keep one LISTEN connection; after a loss, reconnect with backoff (notifications missed meanwhile
+        are covered by ``Cache`` polling ``generations()``)."""
+        delay = 0.05
+        while not self._closed:
+            lost = asyncio.Event()
+            try:
+                conn = await self._connect()
+                conn.add_termination_listener(lambda _c: lost.set())
+                await conn.add_listener(self.sql.channel, self._on_notify)
+            except Exception as exc:  # noqa: BLE001 - counted, retried
+                log.debug("postgres cache LISTEN connect failed: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.05
+            self._listener = conn
+            try:
+                while not lost.is_set() and not self._closed:
+                    try:
+                        await asyncio.wait_for(lost.wait(), 1.0)
+                    except asyncio.TimeoutError:
+                        # a dead socket that never said so: a cheap probe notices it
+                        try:
+                            await conn.execute("SELECT 1", timeout=self._op_timeout)
+                        except Exception:  # noqa: BLE001
+                            lost.set()
+            finally:
+                self._listener = None
+                if not conn.is_closed():
+                    conn.terminate()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        gen, _, ns = payload.partition(":")
+        try:
+            generation = int(gen)
+        except ValueError:
+            return
+        for cb in list(self._callbacks):
+            try:
+                cb(ns, generation)
+            except Exception:  # noqa: BLE001 - a callback's failure must not stop the listener
+                log.exception("on_invalidate callback failed")
+
+    async def _maintain_forever(self) -> None:
+        idle_rounds = 0
+        while not self._closed:
+            await asyncio.sleep(self._interval)
+            busy = self._writes > 0 or self._n_touches > 0
+            idle_rounds = 0 if busy else idle_rounds + 1
+            if not busy and idle_rounds % 12:
+                continue
+            try:
+                await self._run(self._maintain)
+            except CacheError:
+                pass
+
+    async def _maintain(self, conn: asyncpg.Connection) -> None:
+        """Flush LRU touches, enforce byte caps, purge one batch of dead rows."""
+        await self._flush_touches(conn)
+        self._writes = 0
+        if self._max_bytes or self._ns_caps:
+            await self._enforce_caps(conn)
+        await self._purge(conn, _BATCH)
+
+    def register_touch(self, namespace: str, key: str) -> None:
+        if self._n_touches < _MAX_TOUCHES:
+            self._touches.setdefault(namespace, set()).add(key)
+            self._n_touches += 1
+
+    async def _flush_touches(self, conn: asyncpg.Connection) -> None:
+        if not self._n_touches:
+            return
+        touches, self._touches, self._n_touches = self._touches, {}, 0
+        now = time.time()
+        for ns, keys in touches.items():
+            await conn.execute(self.sql.touch, ns, list(keys), now)
+
+    async def _enforce_caps(self, conn: asyncpg.Connection) -> int:
+        usage = {r[0]: int(r[2]) for r in await conn.fetch(self.sql.usage)}
+        evicted = 0
+        for ns, cap in self._ns_caps.items():
+            used = usage.get(ns, 0)
+            for _ in range(100):  # bounded
+                if used <= cap:
+                    break
+                sizes = await conn.fetch(self.sql.evict_lru_ns, ns, _BATCH)
+                if not sizes:
+                    break
+                freed = sum(r[0] for r in sizes)
+                used -= freed
+                usage[ns] = used
+                evicted += len(sizes)
+        if self._max_bytes:
+            total = sum(usage.values())
+            for _ in range(100):
+                if total <= self._max_bytes:
+                    break
+                sizes = await conn.fetch(self.sql.evict_lru, _BATCH)
+                if not sizes:
+                    break
+                total -= sum(r[0] for r in sizes)
+                evicted += len(sizes)
+        return evicted
+
+    async def _purge(self, conn: asyncpg.Connection, limit: int) -> int:
+        status = await conn.execute(self.sql.purge, time.time(), limit)
+        await conn.execute(self.sql.purge_leases)
+        return _count(status)
+
+    # ================================================================== queries (conn first)
+    async def _q_get(self, conn: asyncpg.Connection, ns: str, key: str) -> StoredEntry | None:
+        row = await conn.fetchrow(self.sql.get, ns, key, time.time())
+        if row is None:
+            return None
+        return StoredEntry(row[1], row[0], row[2], row[3])
+
+    async def _q_get_many(self, conn: asyncpg.Connection, ns: str, keys: list[str]) -> dict[str, StoredEntry]:
+        rows = await conn.fetch(self.sql.get_many, ns, keys, time.time())
+        return {r[0]: StoredEntry(r[2], r[1], r[3], r[4]) for r in rows}
+
+    async def _q_set(self, conn: asyncpg.Connection, ns: str, key: str, e: StoredEntry) -> None:
+        await conn.execute(self.sql.set, ns, key, e.codec, e.payload, time.time(), e.expires_at, e.cost)
+        self._writes += 1
+
+    async def _q_set_many(self, conn: asyncpg.Connection, ns: str, items: Mapping[str, StoredEntry]) -> None:
+        keys = list(items)
+        es = [items[k] for k in keys]
+        await conn.execute(
+            self.sql.set_many, ns, keys, [e.codec for e in es], [e.payload for e in es], time.time(),
+            [e.expires_at for e in es], [e.cost for e in es],
+        )
+        self._writes += len(keys)
+
+    async def _q_delete(self, conn: asyncpg.Connection, ns: str, key: str) -> bool:
+        return _count(await conn.execute(self.sql.delete, ns, key)) > 0
+
+    async def _q_invalidate(self, conn: asyncpg.Connection, ns: str) -> int:
+        row = await conn.fetchrow(self.sql.invalidate, ns, self.sql.channel)
+        return int(row[0])
+
+    async def _q_generations(self, conn: asyncpg.Connection) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in await conn.fetch(self.sql.generations)}
+
+    async def _q_clear(self, conn: asyncpg.Connection, ns: str | None) -> int:
+        if ns is None:
+            return _count(await conn.execute(self.sql.clear_all))
+        return _count(await conn.execute(self.sql.clear_ns, ns))
+
+    async def _q_acquire(self, conn: asyncpg.Connection, ns: str, key: str, owner: str, timeout: float) -> bool:
+        return await conn.fetchrow(self.sql.acquire_lease, ns, key, owner, float(timeout)) is not None
+
+    async def _q_release(self, conn: asyncpg.Connection, ns: str, key: str, owner: str) -> None:
+        await conn.execute(self.sql.release_lease, ns, key, owner)
+
+    async def _q_stats(self, conn: asyncpg.Connection) -> BackendStats:
+        rows = await conn.fetch(self.sql.usage)
+        by_ns = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+        return BackendStats(
+            entries=sum(v[0] for v in by_ns.values()),
+            bytes=sum(v[1] for v in by_ns.values()),
+            by_namespace=by_ns,
+            extra={"backend": "postgres", "server": self.origin, "table": self.sql.prefix,
+                   "unlogged": self.sql.unlogged, "listening": self._listener is not None},
+        )
+
+    async def _q_inspect(self, conn: asyncpg.Connection, ns: str | None, limit: int) -> list[EntryInfo]:
+        if ns is None:
+            rows = await conn.fetch(self.sql.inspect(False), limit)
+        else:
+            rows = await conn.fetch(self.sql.inspect(True), limit, ns)
+        return [EntryInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+
+    async def _q_vacuum(self, conn: asyncpg.Connection) -> None:
+        for t in (self.sql.entries, self.sql.gens, self.sql.leases):
+            await conn.execute(f"VACUUM {t}")
+
+    async def _q_maintain(self, conn: asyncpg.Connection) -> int:
+        await self._flush_touches(conn)
+        return await self._enforce_caps(conn)
+
+    # ================================================================== the CacheBackend API (sync)
+    def get(self, namespace: str, key: str) -> StoredEntry | None:
+        e = self._sync(self._q_get, namespace, key)
+        if e is not None and self._n_touches < _MAX_TOUCHES:
+            self.register_touch(namespace, key)
+        return e
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
+        keys = list(keys)
+        return self._sync(self._q_get_many, namespace, keys) if keys else {}
+
+    def touch(self, namespace: str, key: str) -> None:
+        self.register_touch(namespace, key)
+
+    def set(self, namespace: str, key: str, entry: StoredEntry) -> None:
+        self._sync(self._q_set, namespace, key, entry)
+
+    def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
+        if items:
+            self._sync(self._q_set_many, namespace, items)
+
+    def delete(self, namespace: str, key: str) -> bool:
+        return self._sync(self._q_delete, namespace, key)
+
+    def invalidate(self, namespace: str) -> int:
+        return self._sync(self._q_invalidate, namespace)
+
+    def generations(self) -> dict[str, int]:
+        return self._sync(self._q_generations)
+
+    def on_invalidate(self, callback: Callable[[str, int], None]) -> None:
+        """Call ``callback(namespace, generation)`` (on the backend's private thread) for every invalidation
+        any host makes, this one included."""
+        self._callbacks.append(callback)
+        self._ensure_background()
+
+    def purge(self, limit: int = 1000) -> int:
+        return self._sync(self._purge, limit)
+
+    def clear(self, namespace: str | None = None) -> int:
+        return self._sync(self._q_clear, namespace)
+
+    def vacuum(self) -> None:
+        self._sync(self._q_vacuum)
+
+    def maintain(self) -> int:
+        """Flush LRU touches and enforce the byte caps now (normally done in the background); returns the
+        number of entries evicted."""
+        return self._sync(self._q_maintain)
+
+    def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
+        return self._sync(self._q_acquire, namespace, key, owner, timeout)
+
+    def release_lease(self, namespace: str, key: str, owner: str) -> None:
+        self._sync(self._q_release, namespace, key, owner)
+
+    def stats(self) -> BackendStats:
+        return self._sync(self._q_stats)
+
+    def inspect(self, namespace: str | None = None, limit: int = 20) -> list[EntryInfo]:
+        return self._sync(self._q_inspect, namespace, limit)
+
+    # ================================================================== async twins (native, caller's loop)
+    async def aget(self, namespace: str, key: str) -> StoredEntry | None:
+        e = await self._async(self._q_get, namespace, key)
+        if e is not None and self._n_touches < _MAX_TOUCHES:
+            self.register_touch(namespace, key)
+        return e
+
+    async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
+        keys = list(keys)
+        return await self._async(self._q_get_many, namespace, keys) if keys else {}
+
+    async def aset(self, namespace: str, key: str, entry: StoredEntry) -> None:
+        await self._async(self._q_set, namespace, key, entry)
+
+    async def aset_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
+        if items:
+            await self._async(self._q_set_many, namespace, items)
+
+    async def adelete(self, namespace: str, key: str) -> bool:
+        return await self._async(self._q_delete, namespace, key)
+
+    async def ainvalidate(self, namespace: str) -> int:
+        return await self._async(self._q_invalidate, namespace)
+
+    async def agenerations(self) -> dict[str, int]:
+        return await self._async(self._q_generations)
+
+    async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
+        return await self._async(self._q_acquire, namespace, key, owner, timeout)
+
+    async def arelease_lease(self, namespace: str, key: str, owner: str) -> None:
+        await self._async(self._q_release, namespace, key, owner)
+
+    async def apurge(self, limit: int = 1000) -> int:
+        return await self._async(self._purge, limit)
+
+    async def astats(self) -> BackendStats:
+        return await self._async(self._q_stats)
+
+    # ================================================================== closing
+    async def aclose(self) -> None:
+        """Close this loop's connections gracefully, then everything else (``close``)."""
+        loop = asyncio.get_running_loop()
+        cs = self._sets.pop(loop, None)
+        if cs is not None:
+            await cs.aclose()
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def close(self) -> None:
+        """Stop the background tasks and close every connection this backend opened. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pid != os.getpid():
+            self._after_fork()
+            return
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        private = self._private.loop if self._private.started else None
+        with self._state_lock:
+            sets, self._sets = self._sets, {}
+        for loop, cs in sets.items():
+            if loop.is_closed() or loop is private:
+                continue
+            if loop is current:
+                cs.terminate()
+            elif loop.is_running():
+                loop.call_soon_threadsafe(cs.terminate)
+        thread_sets = {lp: cs for lp, cs in sets.items() if not lp.is_running() and not lp.is_closed()}
+
+        async def close_thread_loop(loop: asyncio.AbstractEventLoop) -> None:
+            cs = thread_sets.get(loop)
+            if cs is not None:
+                await cs.aclose()
+
+        self._threads.close_all(close_thread_loop)
+        private_set = sets.get(private) if private is not None else None
+
+        async def close_private() -> None:
+            for t in getattr(self, "_bg_tasks", []):
+                t.cancel()
+            if self._listener is not None and not self._listener.is_closed():
+                self._listener.terminate()
+            if private_set is not None:
+                await private_set.aclose()
+
+        self._private.stop(close_private)
+
+
+def _count(status: str) -> int:
+    """Row count from a command status such as ``DELETE 3``."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except (ValueError, IndexError):
+        return 0
+
+
+#: per-process state left behind at fork (see ``PostgresBackend._after_fork``)
+_FORK_GRAVEYARD: list[Any] = []
