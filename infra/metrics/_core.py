@@ -1,0 +1,503 @@
+"""Counter, Gauge, Histogram and their bound children.
+
+A metric owns its children (one per label-value tuple). ``metric.labels(...)`` resolves a child once;
+callers keep it, so the hot path (``child.inc()``, ``child.observe(v)``) does no label work. Counter and
+histogram children write per-thread shards (see ``_shards``) and take no lock; gauges, whose ``set`` is
+last-writer-wins and cannot be sharded, use a lock (they are not on hot paths).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from itertools import accumulate
+from math import floor, log
+from numbers import Real
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._shards import CounterCell, HistogramShard, ShardSet
+from ._sketch import DEFAULT_RELATIVE_ACCURACY, QuantileSketch
+
+if TYPE_CHECKING:
+    from ._registry import MetricsRegistry
+
+__all__ = ["DEFAULT_BUCKETS", "Counter", "CounterChild", "Gauge", "GaugeChild", "Histogram", "HistogramChild"]
+
+# prometheus_client's defaults (5 ms .. 10 s), extended down to 1 ms and up to 10 minutes because voice
+# and LLM pipelines span both ends (a cache hit is sub-millisecond, a cold model load takes minutes).
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+
+OVERFLOW_VALUE = "__overflow__"
+
+_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+# The sketch mapping shared by every histogram shard (1% relative accuracy); kept as module globals so
+# the observe hot path reads them with one global lookup each.
+_SK = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)
+_MULT = 1.0 / math.log(_SK._gamma)
+_INF = math.inf
+
+
+def _escape_label_value(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def check_metric_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"invalid metric name {name!r}: must match [a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def check_labelnames(metric: str, labelnames: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(labelnames, str):
+        raise TypeError(f"{metric}: labelnames must be a sequence of names, not the string {labelnames!r}")
+    names = tuple(labelnames)
+    for n in names:
+        if not isinstance(n, str) or not _LABEL_RE.match(n) or n.startswith("__"):
+            raise ValueError(
+                f"{metric}: invalid label name {n!r}: must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"{metric}: duplicate label names in {names!r}")
+    if "le" in names:
+        raise ValueError(f"{metric}: 'le' is reserved for histogram buckets")
+    return names
+
+
+class _Child:
+    """What every child knows: its label values and their rendered ``{...}`` fragment (cached)."""
+
+    __slots__ = ("_lbl", "label_values")
+
+    def __init__(self, labelnames: tuple[str, ...], label_values: tuple[str, ...]) -> None:
+        self.label_values = label_values
+        # Rendered once: exposition then only concatenates (render speed, see bench_metrics).
+        self._lbl = ",".join(f'{n}="{_escape_label_value(v)}"' for n, v in zip(labelnames, label_values))
+
+
+class CounterChild(_Child):
+    """A bound counter series. ``inc`` is lock-free (per-thread cell)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self, labelnames: tuple[str, ...], label_values: tuple[str, ...]) -> None:
+        super().__init__(labelnames, label_values)
+        self._set: ShardSet[CounterCell] = ShardSet(CounterCell(None))
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (>= 0) to the counter."""
+        if amount < 0:
+            raise ValueError(f"counters only go up: inc({amount!r})")
+        try:
+            self._set.local.s.value += amount
+        except AttributeError:  # first call on this thread
+            self._set.add(CounterCell(threading.current_thread())).value += amount
+
+    def get(self) -> float:
+        """The current total."""
+        return self._set.read(lambda cells: math.fsum(c.value for c in cells))
+
+    def _reset(self) -> None:
+        self._set.clear()
+
+
+class GaugeChild(_Child):
+    """A bound gauge series (lock-protected: ``set`` is last-writer-wins and can't be sharded)."""
+
+    __slots__ = ("_lock", "_value")
+
+    def __init__(self, labelnames: tuple[str, ...], label_values: tuple[str, ...]) -> None:
+        super().__init__(labelnames, label_values)
+        self._lock = threading.Lock()
+        self._value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        with self._lock:
+            self._value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        with self._lock:
+            self._value -= amount
+
+    def set(self, value: float) -> None:
+        v = float(value)
+        with self._lock:
+            self._value = v
+
+    def get(self) -> float:
+        return self._value
+
+    def _reset(self) -> None:
+        self.set(0.0)
+
+
+class BucketLayout:
+    """Where the ``le`` boundaries of a histogram fall on the sketch's key grid (computed once).
+
+    Sketch key ``k`` holds values in ``[g**k, g**(k+1))``. Since ``log`` and ``floor`` are monotonic, a
+    value whose key is below ``key(b)`` is below ``b`` and one whose key is above is above it; only the
+    key containing ``b`` itself (a *straddling* key) is ambiguous, and the slow path splits it exactly.
+    So the ``le`` counts are exact, and ``observe`` pays for no bisect.
+    """
+
+    __slots__ = ("_index", "bounds", "keys", "n_zero", "straddle")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.n_zero = sum(1 for b in bounds if b == 0.0)  # a 0 boundary: zeros at or below it
+        self.keys = [floor(log(b) * _MULT) for b in bounds if b > 0.0]
+        straddle: dict[int, tuple[float, ...]] = {}
+        for k, b in zip(self.keys, (b for b in bounds if b > 0.0)):
+            straddle[k] = (*straddle.get(k, ()), b)
+        self.straddle = straddle
+        self._index: dict[int, int] = {}
+
+    def index(self, k: int) -> int:
+        """The ``le`` slot of sketch key ``k`` (for a straddling key: of its lowest sub-bucket)."""
+        i = self._index.get(k)
+        if i is None:
+            i = self._index[k] = self.n_zero + bisect_left(self.keys, k)
+        return i
+
+    def le_counts(self, shards: Iterable[HistogramShard]) -> tuple[list[int], float]:
+        """Per-``le``-slot counts (last = +Inf overflow) and the sum over ``shards``."""
+        le = [0] * (len(self.bounds) + 1)
+        index = self._index
+        total = 0.0
+        for s in shards:
+            le[0] += s.zero
+            for k, c in s.bins.items():
+                i = index.get(k)
+                if i is None:
+                    i = self.index(k)
+                le[i] += c
+            for k, parts in s.split.items():
+                i = self.index(k)
+                for j, c in enumerate(parts):
+                    le[i + j] += c
+            total += s.sum
+        return le, total
+
+
+class HistogramChild(_Child):
+    """A bound histogram series: exact ``le`` counts for Prometheus plus a 1% quantile sketch.
+
+    ``observe`` takes no lock, allocates nothing in the steady state and does one ``log``: it counts
+    the value's sketch key in this thread's shard; ``le`` counts are derived at render time (see
+    ``BucketLayout``). Values that are negative, NaN or infinite are not observations of a duration or
+    size: they are dropped and counted in ``infra_metrics_invalid_observations_total`` (a negative
+    ``_sum`` would also be invalid OpenMetrics).
+    """
+
+    __slots__ = ("_layout", "_local", "_metric", "_set")
+
+    def __init__(self, metric: Histogram, label_values: tuple[str, ...]) -> None:
+        super().__init__(metric.labelnames, label_values)
+        self._metric = metric
+        self._layout = metric.layout
+        self._set: ShardSet[HistogramShard] = ShardSet(HistogramShard(None))
+        self._local = self._set.local
+
+    def observe(self, value: float) -> None:
+        """Record one observation (seconds for durations, bytes for sizes)."""
+        try:
+            s = self._local.s
+            s.bins[floor(log(value) * _MULT)] += 1
+        except (AttributeError, KeyError, ValueError, OverflowError, TypeError):
+            # First call on this thread, a key not seen yet (or a straddling one), zero, or invalid.
+            self._observe_slow(value)
+            return
+        s.sum += value
+        if value < s.min:
+            s.min = value
+        if value > s.max:
+            s.max = value
+
+    def _observe_slow(self, value: Any) -> None:
+        if not isinstance(value, Real):
+            raise TypeError(f"{self._metric.name}: observe() takes a real number, got {type(value).__name__}")
+        v = float(value)
+        if v != v or v == _INF or v < 0.0:
+            self._metric._invalid()
+            return
+        try:
+            s = self._local.s
+        except AttributeError:
+            s = self._set.add(HistogramShard(threading.current_thread()))
+        if v == 0.0:
+            s.zero += 1
+        else:
+            k = floor(log(v) * _MULT)
+            inside = self._layout.straddle.get(k)
+            if inside is None or (s.floor is not None and k < s.floor):
+                s.add_key(k)
+            else:
+                parts = s.split.get(k)
+                if parts is None:
+                    parts = s.split[k] = [0] * (len(inside) + 1)
+                parts[bisect_left(inside, v)] += 1
+        s.sum += v
+        if v < s.min:
+            s.min = v
+        if v > s.max:
+            s.max = v
+
+    def time(self) -> Any:
+        """A context manager / decorator recording its duration here (prometheus_client's ``.time()``)."""
+        from ._timer import timer_class
+
+        return timer_class(self, None)()
+
+    # -- reading (render / stats) -----------------------------------------------------------------
+
+    def le_counts(self) -> tuple[list[int], float]:
+        """Per-bucket counts (last one is the ``+Inf`` overflow) and the sum, as one snapshot."""
+        return self._set.read(self._layout.le_counts)
+
+    def cumulative(self) -> tuple[list[int], float]:
+        """Cumulative ``le`` counts (last one equals the count) and the sum."""
+        le, total = self.le_counts()
+        return list(accumulate(le)), total
+
+    def sketch(self) -> QuantileSketch:
+        """A merged copy of this series' sketch (for quantiles); the child keeps counting meanwhile."""
+
+        def read(shards: list[HistogramShard]) -> list[tuple[dict[int, int], int, float, float, float]]:
+            out = []
+            for s in shards:
+                bins = dict(s.bins)
+                for k, parts in list(s.split.items()):
+                    bins[k] = bins.get(k, 0) + sum(parts)
+                out.append((bins, s.zero, s.sum, s.min, s.max))
+            return out
+
+        sk = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)
+        for bins, zero, total, vmin, vmax in self._set.read(read):
+            sk.merge_bins(bins, {}, zero, sum(bins.values()) + zero, total, vmin, vmax)
+        return sk
+
+    def _reset(self) -> None:
+        self._set.clear()
+
+
+class _Metric:
+    """Shared by Counter, Gauge, Histogram: label resolution and the cardinality guard."""
+
+    kind: ClassVar[str] = "untyped"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: MetricsRegistry,
+        *,
+        guarded: bool = True,
+    ) -> None:
+        check_metric_name(name)
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = check_labelnames(name, labelnames)
+        self._registry = registry
+        self._guarded = guarded
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+        self._overflow: Any = None
+        self._n_series = 0
+        self._dropped: CounterChild | None = None
+        if not self.labelnames:
+            # Label-less: one child, made now, whose methods the metric exposes directly (no lookup).
+            self._solo = self._make_child(())
+            self._children[()] = self._solo
+            self._n_series = 1
+            self._bind_solo(self._solo)
+
+    def _make_child(self, values: tuple[str, ...]) -> Any:
+        raise NotImplementedError
+
+    def _bind_solo(self, child: Any) -> None:
+        raise NotImplementedError
+
+    def labels(self, *values: Any, **kw: Any) -> Any:
+        """The child for these label values (positional in ``labelnames`` order, or by keyword)."""
+        if kw:
+            if values:
+                raise ValueError(f"{self.name}: pass label values positionally or by keyword, not both")
+            if len(kw) != len(self.labelnames) or set(kw) != set(self.labelnames):
+                raise ValueError(
+                    f"{self.name}: expected labels {self.labelnames!r}, got {tuple(sorted(kw))!r}"
+                )
+            key = tuple(str(kw[n]) for n in self.labelnames)
+        else:
+            if len(values) != len(self.labelnames):
+                raise ValueError(
+                    f"{self.name}: expected {len(self.labelnames)} label value(s) for {self.labelnames!r}, "
+                    f"got {len(values)}"
+                )
+            key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._new_series(key)
+        return child
+
+    def _new_series(self, key: tuple[str, ...]) -> Any:
+        dropped = False
+        with self._lock:
+            child = self._children.get(key)
+            if child is not None:
+                return child
+            limit = self._registry.max_series_per_metric
+            if self._guarded and limit is not None and self._n_series >= limit:
+                dropped = True
+                if self._overflow is None:
+                    okey = (OVERFLOW_VALUE,) * len(self.labelnames)
+                    self._overflow = self._children.get(okey) or self._make_child(okey)
+                    self._children = {**self._children, okey: self._overflow}
+                child = self._overflow
+            else:
+                child = self._make_child(key)
+                # Copy-on-write: readers iterate a dict that is never mutated under them.
+                children = dict(self._children)
+                children[key] = child
+                self._children = children
+                self._n_series += 1
+        if dropped:
+            if self._dropped is None:
+                self._dropped = self._registry._internal_counter(
+                    "infra_metrics_dropped_series_total",
+                    "Label sets refused by the per-metric series limit (counted into the __overflow__ series).",
+                ).labels(self.name)
+            self._dropped.inc()
+        return child
+
+    def _invalid(self) -> None:
+        self._registry._internal_counter(
+            "infra_metrics_invalid_observations_total",
+            "Observations dropped because they were negative, NaN or infinite.",
+        ).labels(self.name).inc()
+
+    def children(self) -> list[Any]:
+        """A snapshot of the children (safe to iterate while others create series)."""
+        return list(self._children.values())
+
+    def _reset(self) -> None:
+        for child in self.children():
+            child._reset()
+
+    # Label-less convenience: replaced per instance by the solo child's bound methods.
+    def _needs_labels(self, *_: Any, **__: Any) -> None:
+        raise ValueError(f"{self.name} has labels {self.labelnames!r}: call .labels(...) first")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, labelnames={self.labelnames!r})"
+
+
+class Counter(_Metric):
+    """A monotonically increasing count. Exposed as ``<name>`` if it ends in ``_total``, else ``<name>_total``."""
+
+    kind = "counter"
+
+    def _make_child(self, values: tuple[str, ...]) -> CounterChild:
+        return CounterChild(self.labelnames, values)
+
+    def _bind_solo(self, child: CounterChild) -> None:
+        self.inc = child.inc  # type: ignore[method-assign]
+        self.get = child.get  # type: ignore[method-assign]
+
+    def labels(self, *values: Any, **kw: Any) -> CounterChild:
+        return super().labels(*values, **kw)  # type: ignore[no-any-return]
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._needs_labels()
+
+    def get(self) -> float:
+        self._needs_labels()
+        return 0.0
+
+
+class Gauge(_Metric):
+    """A value that goes up and down (connections open, queue depth)."""
+
+    kind = "gauge"
+
+    def _make_child(self, values: tuple[str, ...]) -> GaugeChild:
+        return GaugeChild(self.labelnames, values)
+
+    def _bind_solo(self, child: GaugeChild) -> None:
+        self.inc = child.inc  # type: ignore[method-assign]
+        self.dec = child.dec  # type: ignore[method-assign]
+        self.set = child.set  # type: ignore[method-assign]
+        self.get = child.get  # type: ignore[method-assign]
+
+    def labels(self, *values: Any, **kw: Any) -> GaugeChild:
+        return super().labels(*values, **kw)  # type: ignore[no-any-return]
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._needs_labels()
+
+    def dec(self, amount: float = 1.0) -> None:
+        self._needs_labels()
+
+    def set(self, value: float) -> None:
+        self._needs_labels()
+
+    def get(self) -> float:
+        self._needs_labels()
+        return 0.0
+
+
+class Histogram(_Metric):
+    """Distribution of durations or sizes: ``le`` buckets for Prometheus, a 1% sketch for quantiles."""
+
+    kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: MetricsRegistry,
+        *,
+        buckets: Sequence[float] | None = None,
+        guarded: bool = True,
+    ) -> None:
+        self.buckets = _check_buckets(name, DEFAULT_BUCKETS if buckets is None else buckets)
+        self.layout = BucketLayout(self.buckets)
+        super().__init__(name, documentation, labelnames, registry, guarded=guarded)
+
+    def _make_child(self, values: tuple[str, ...]) -> HistogramChild:
+        return HistogramChild(self, values)
+
+    def _bind_solo(self, child: HistogramChild) -> None:
+        self.observe = child.observe  # type: ignore[method-assign]
+        self.time = child.time  # type: ignore[method-assign]
+
+    def labels(self, *values: Any, **kw: Any) -> HistogramChild:
+        return super().labels(*values, **kw)  # type: ignore[no-any-return]
+
+    def observe(self, value: float) -> None:
+        self._needs_labels()
+
+    def time(self) -> Any:
+        self._needs_labels()
+
+
+def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
+    b = [float(x) for x in buckets]
+    if b and b[-1] == _INF:
+        b.pop()  # +Inf is always there; accept it spelled out, as prometheus_client does
+    if not b:
+        raise ValueError(f"{name}: a histogram needs at least one finite bucket boundary")
+    if any(not math.isfinite(x) for x in b):
+        raise ValueError(f"{name}: bucket boundaries must be finite (got {buckets!r})")
+    if any(x < 0 for x in b):
+        raise ValueError(f"{name}: bucket boundaries must be >= 0 (got {buckets!r})")
+    if any(a >= c for a, c in zip(b, b[1:])):
+        raise ValueError(f"{name}: bucket boundaries must be strictly increasing (got {buckets!r})")
+    return tuple(b)
