@@ -16,6 +16,8 @@ class MissingType(enum.Enum):
     def __repr__(self) -> str:
         return "MISSING"
 
+    __str__ = __repr__
+
     def __bool__(self) -> Literal[False]:
         return False
 

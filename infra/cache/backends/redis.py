@@ -1,0 +1,677 @@
+"""Redis cache backend (redis-py): one store shared by every host that reaches the server.
+
+::
+
+    from infra.cache.backends.redis import RedisBackend
+    backend = RedisBackend(url="redis://cache:6379/0")
+
+Layout (``{p}`` is the key prefix, ``perf_cache`` by default; ``{ns}`` the namespace with ``%`` and ``:``
+escaped):
+
+* ``{p}:e:{ns}:{key}`` → a 34-byte header (format version, codec id, generation, expires_at, cost,
+  created_at) followed by the payload, stored with ``SET .. PX`` so Redis expires it on time.
+* ``{p}:g:{ns}`` → the namespace generation (``INCR``); ``{p}:gens`` mirrors every generation in one hash
+  so ``generations()`` is one ``HGETALL``. Both are changed by one Lua script that also PUBLISHes
+  ``"<generation>:<namespace>"`` on ``{p}:invalidate``.
+* ``{p}:l:{ns}:{key}`` → a single-flight lease: ``SET NX PX`` with the owner's token, released by a Lua
+  script only when the token still matches (a lease that outlived its timeout and was taken over is never
+  released by its first owner). A dead holder blocks nobody past the timeout: Redis expires the key.
+
+A read is one ``MGET {p}:g:{ns} {p}:e:{ns}:{key}``: one command, one round trip, and the entry's header
+generation is compared with the namespace's current one right there, so an invalidation is honoured by the
+next read on every host. A write stamps the generation this process last saw for the namespace (every read
+refreshes it, as do invalidations and the pub/sub listener); if that is stale the entry is simply invisible,
+which is also the right answer for a value computed before an invalidation. Batches are one ``MGET`` (reads)
+or one pipeline (writes).
+
+Sync calls use the thread-safe sync client (no event loop, no thread hop: that is the faster hit path,
+see bench/bench_backends.py); the async twins use a ``redis.asyncio`` client per event loop (a client's
+connections belong to the loop that opened them: call ``await backend.aclose()`` before closing a loop).
+A daemon thread listens for invalidations (reconnecting with backoff) and runs the housekeeping.
+
+Byte caps: Redis evicts by itself when the server has ``maxmemory`` with an LRU policy, which is the
+recommended setting for a shared cache. ``max_bytes`` / per-namespace caps are also enforced here
+approximately, by a periodic SCAN that drops the most idle entries (``OBJECT IDLETIME``) of a namespace over
+its cap: O(entries) per pass, run off the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
+from infra.cache.backends._common import ReconnectGate, check_identifier, origin_of
+from infra.errors import CacheError
+
+if TYPE_CHECKING:
+    from infra.cache.settings import CacheSettings
+
+__all__ = ["HEADER", "RedisBackend"]
+
+log = logging.getLogger("infra.cache")
+
+_INSTALL_HINT = "the redis cache backend needs redis-py: pip install 'perf-infra[redis]'"
+#: entry header: format version, codec, generation, expires_at (NaN: never), cost, created_at
+HEADER = struct.Struct("!BBqddd")
+_VERSION = 1
+_NAN = float("nan")
+_SCAN_BATCH = 500
+
+_INVALIDATE_LUA = """
+local g = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[1], g)
+redis.call('PUBLISH', ARGV[2], g .. ':' .. ARGV[1])
+return g
+"""
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _redis() -> Any:
+    try:
+        import redis
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise CacheError(_INSTALL_HINT) from exc
+    return redis
+
+
+def _quote_ns(ns: str) -> str:
+    return ns.replace("%", "%25").replace(":", "%3A")
+
+
+def _unquote_ns(q: str) -> str:
+    return q.replace("%3A", ":").replace("%25", "%")
+
+
+def _glob_escape(s: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in s)
+
+
+def pack(entry: StoredEntry, generation: int, now: float) -> bytes:
+    """Header + payload as stored under an entry key (I/O-free; shared by the sync and async paths)."""
+    exp = _NAN if entry.expires_at is None else entry.expires_at
+    return HEADER.pack(_VERSION, entry.codec, generation, exp, entry.cost, now) + entry.payload
+
+
+def unpack(value: bytes, generation: int, now: float) -> StoredEntry | None:
+    """The entry if ``value`` is well-formed, of ``generation`` and not expired; else None (a miss)."""
+    if len(value) < HEADER.size:
+        return None
+    version, codec, gen, exp, cost, _created = HEADER.unpack_from(value)
+    if version != _VERSION or gen != generation:
+        return None
+    if exp != exp:  # NaN: never expires
+        return StoredEntry(value[HEADER.size :], codec, None, cost)
+    if exp <= now:
+        return None
+    return StoredEntry(value[HEADER.size :], codec, exp, cost)
+
+
+def _px(entry: StoredEntry, now: float) -> int | None:
+    """Milliseconds to live for SET PX (None: no expiry); at least 1 so an entry due now still expires."""
+    if entry.expires_at is None:
+        return None
+    return max(1, math.ceil((entry.expires_at - now) * 1000))
+
+
+class RedisBackend(CacheBackend):
+    """The ``"redis"`` backend. See the module docstring for the layout and its reasons."""
+
+    name: ClassVar[str] = "redis"
+    shared: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        prefix: str = "perf_cache",
+        max_bytes: int | None = None,
+        namespace_max_bytes: Mapping[str, int] | None = None,
+        connect_timeout: float = 1.0,
+        op_timeout: float = 2.0,
+        maintenance_interval: float = 30.0,
+        listen: bool = True,
+    ) -> None:
+        if not url:
+            raise ValueError("the redis cache backend needs a url (cache.url in perf_config.json)")
+        self._url = url
+        self.prefix = check_identifier(prefix, "redis cache key prefix")
+        self.origin = origin_of(url)
+        self._max_bytes = max_bytes
+        self._ns_caps = dict(namespace_max_bytes or {})
+        self._connect_timeout = connect_timeout
+        self._op_timeout = op_timeout
+        self._interval = maintenance_interval
+        self._listen_wanted = listen
+        self.gate = ReconnectGate("redis", self.origin)
+        self._callbacks: list[Callable[[str, int], None]] = []
+        self._lock = threading.Lock()
+        self._channel = f"{self.prefix}:invalidate"
+        self._gens_key = f"{self.prefix}:gens"
+        self._ns_keys: dict[str, tuple[str, str, str]] = {}
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._pid = os.getpid()
+        self._client: Any = None
+        self._aclients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._known: dict[str, int] = {}  # generation last seen per namespace
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listening = False
+
+    @classmethod
+    def from_settings(cls, settings: CacheSettings, **overrides: Any) -> RedisBackend:
+        """Build from ``CacheSettings`` (url, total and per-namespace byte caps); ``overrides`` win."""
+        kw: dict[str, Any] = {
+            "url": settings.url,
+            "max_bytes": settings.max_bytes or None,
+            "namespace_max_bytes": {
+                n: ns.max_bytes for n, ns in settings.namespaces.items() if ns.max_bytes is not None
+            },
+        }
+        kw.update(overrides)
+        return cls(**kw)
+
+    def __repr__(self) -> str:
+        return f"RedisBackend(origin={self.origin!r}, prefix={self.prefix!r})"
+
+    # ================================================================== plumbing
+    def _keys(self, ns: str) -> tuple[str, str, str]:
+        """(generation key, entry key prefix, lease key prefix) of a namespace, memoised."""
+        k = self._ns_keys.get(ns)
+        if k is None:
+            q = _quote_ns(ns)
+            k = (f"{self.prefix}:g:{q}", f"{self.prefix}:e:{q}:", f"{self.prefix}:l:{q}:")
+            if len(self._ns_keys) < 10_000:
+                self._ns_keys[ns] = k
+        return k
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        redis = _redis()
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        return {
+            "socket_connect_timeout": self._connect_timeout,
+            "socket_timeout": self._op_timeout,
+            # no driver retries: a failure is reported at once and the gate backs off (fail-open)
+            "retry": Retry(NoBackoff(), 0),
+            "retry_on_error": [],
+            "client_name": "infra-cache",
+        } if redis else {}
+
+    def _sync_client(self) -> Any:
+        if self._pid != os.getpid():
+            self._reset_state()  # redis-py pools also re-open after fork; our own state must too
+        c = self._client
+        if c is None:
+            with self._lock:
+                if self._closed:
+                    raise CacheError("redis cache backend is closed")
+                if self._client is None:
+                    redis = _redis()
+                    client = redis.Redis.from_url(self._url, **self._client_kwargs())
+                    self._release = client.register_script(_RELEASE_LUA)
+                    self._invalidate_script = client.register_script(_INVALIDATE_LUA)
+                    self._client = client
+                c = self._client
+            self._start_thread()
+        return c
+
+    def _async_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        c = self._aclients.get(loop)
+        if c is None:
+            if self._closed:
+                raise CacheError("redis cache backend is closed")
+            import redis.asyncio as aredis
+
+            with self._lock:
+                for old in [lp for lp in self._aclients if lp.is_closed()]:
+                    del self._aclients[old]
+                c = aredis.Redis.from_url(self._url, **self._client_kwargs())
+                self._aclients[loop] = c
+            self._start_thread()
+        return c
+
+    def _fail(self, exc: Exception) -> CacheError:
+        redis = _redis()
+        conn = isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+        return self.gate.failed(exc, connection=conn)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self.gate.check()
+        client = self._sync_client()
+        try:
+            out = fn(client, *args)
+        except CacheError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        self.gate.ok()
+        return out
+
+    async def _acall(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self.gate.check()
+        client = self._async_client()
+        try:
+            out = await fn(client, *args)
+        except CacheError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        self.gate.ok()
+        return out
+
+    def _seen(self, ns: str, raw: Any) -> int:
+        gen = int(raw) if raw is not None else 0
+        if self._known.get(ns) != gen:
+            self._known[ns] = gen
+        return gen
+
+    # ================================================================== background: pub/sub + housekeeping
+    def _start_thread(self) -> None:
+        if self._thread is not None or self._closed:
+            return
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._background, name="infra-cache-redis", daemon=True)
+            self._thread.start()
+
+    def _background(self) -> None:
+        redis = _redis()
+        delay = 0.05
+        next_maint = time.monotonic() + self._interval
+        pubsub: Any = None
+        while not self._stop.is_set():
+            try:
+                if self._listen_wanted and pubsub is None:
+                    pubsub = self._sync_client().pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(self._channel)
+                    self._listening = True
+                    delay = 0.05
+                if pubsub is not None:
+                    msg = pubsub.get_message(timeout=0.5)
+                    if msg is not None and msg.get("type") == "message":
+                        self._on_message(msg["data"])
+                else:
+                    self._stop.wait(0.5)
+                if time.monotonic() >= next_maint:
+                    next_maint = time.monotonic() + self._interval
+                    if self._max_bytes or self._ns_caps:
+                        try:
+                            self.maintain()
+                        except CacheError:
+                            pass
+            except (redis.RedisError, OSError, CacheError, ValueError) as exc:
+                log.debug("redis cache listener: %s", exc)
+                self._listening = False
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001 - already broken
+                        pass
+                    pubsub = None
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _on_message(self, data: bytes) -> None:
+        gen_s, _, ns = data.decode("utf-8", "replace").partition(":")
+        try:
+            gen = int(gen_s)
+        except ValueError:
+            return
+        if gen > self._known.get(ns, -1):
+            self._known[ns] = gen
+        for cb in list(self._callbacks):
+            try:
+                cb(ns, gen)
+            except Exception:  # noqa: BLE001 - a callback's failure must not stop the listener
+                log.exception("on_invalidate callback failed")
+
+    # ================================================================== reads
+    def get(self, namespace: str, key: str) -> StoredEntry | None:
+        gk, ep, _ = self._keys(namespace)
+        self.gate.check()
+        client = self._client or self._sync_client()
+        try:
+            raw_gen, value = client.mget(gk, ep + key)
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        self.gate.ok()
+        gen = self._seen(namespace, raw_gen)
+        return None if value is None else unpack(value, gen, time.time())
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        gk, ep, _ = self._keys(namespace)
+        values = self._call(lambda c: c.mget(gk, *[ep + k for k in keys]))
+        return self._many(namespace, keys, values)
+
+    def _many(self, ns: str, keys: list[str], values: list[Any]) -> dict[str, StoredEntry]:
+        gen = self._seen(ns, values[0])
+        now = time.time()
+        out: dict[str, StoredEntry] = {}
+        for k, v in zip(keys, values[1:]):
+            if v is not None:
+                e = unpack(v, gen, now)
+                if e is not None:
+                    out[k] = e
+        return out
+
+    async def aget(self, namespace: str, key: str) -> StoredEntry | None:
+        gk, ep, _ = self._keys(namespace)
+        self.gate.check()
+        client = self._aclients.get(asyncio.get_running_loop()) or self._async_client()
+        try:
+            raw_gen, value = await client.mget(gk, ep + key)
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        self.gate.ok()
+        gen = self._seen(namespace, raw_gen)
+        return None if value is None else unpack(value, gen, time.time())
+
+    async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        gk, ep, _ = self._keys(namespace)
+        values = await self._acall(lambda c: c.mget(gk, *[ep + k for k in keys]))
+        return self._many(namespace, keys, values)
+
+    # ================================================================== writes
+    def _generation_for_write(self, client: Any, ns: str) -> int:
+        gen = self._known.get(ns)
+        if gen is None:
+            gen = self._seen(ns, client.get(self._keys(ns)[0]))
+        return gen
+
+    async def _agen_for_write(self, client: Any, ns: str) -> int:
+        gen = self._known.get(ns)
+        if gen is None:
+            gen = self._seen(ns, await client.get(self._keys(ns)[0]))
+        return gen
+
+    def set(self, namespace: str, key: str, entry: StoredEntry) -> None:
+        def op(c: Any) -> None:
+            now = time.time()
+            gen = self._generation_for_write(c, namespace)
+            c.set(self._keys(namespace)[1] + key, pack(entry, gen, now), px=_px(entry, now))
+
+        self._call(op)
+
+    def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
+        if not items:
+            return
+
+        def op(c: Any) -> None:
+            now = time.time()
+            gen = self._generation_for_write(c, namespace)
+            ep = self._keys(namespace)[1]
+            with c.pipeline(transaction=False) as p:
+                for k, e in items.items():
+                    p.set(ep + k, pack(e, gen, now), px=_px(e, now))
+                p.execute()
+
+        self._call(op)
+
+    async def aset(self, namespace: str, key: str, entry: StoredEntry) -> None:
+        async def op(c: Any) -> None:
+            now = time.time()
+            gen = await self._agen_for_write(c, namespace)
+            await c.set(self._keys(namespace)[1] + key, pack(entry, gen, now), px=_px(entry, now))
+
+        await self._acall(op)
+
+    async def aset_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
+        if not items:
+            return
+
+        async def op(c: Any) -> None:
+            now = time.time()
+            gen = await self._agen_for_write(c, namespace)
+            ep = self._keys(namespace)[1]
+            async with c.pipeline(transaction=False) as p:
+                for k, e in items.items():
+                    p.set(ep + k, pack(e, gen, now), px=_px(e, now))
+                await p.execute()
+
+        await self._acall(op)
+
+    def delete(self, namespace: str, key: str) -> bool:
+        return bool(self._call(lambda c: c.delete(self._keys(namespace)[1] + key)))
+
+    async def adelete(self, namespace: str, key: str) -> bool:
+        return bool(await self._acall(lambda c: c.delete(self._keys(namespace)[1] + key)))
+
+    def invalidate(self, namespace: str) -> int:
+        def op(c: Any) -> int:
+            return int(self._invalidate_script(keys=[self._keys(namespace)[0], self._gens_key],
+                                               args=[namespace, self._channel], client=c))
+
+        gen = self._call(op)
+        self._known[namespace] = gen
+        return gen  # type: ignore[no-any-return]
+
+    async def ainvalidate(self, namespace: str) -> int:
+        async def op(c: Any) -> int:
+            return int(await c.eval(_INVALIDATE_LUA, 2, self._keys(namespace)[0], self._gens_key,
+                                    namespace, self._channel))
+
+        gen = await self._acall(op)
+        self._known[namespace] = gen
+        return gen  # type: ignore[no-any-return]
+
+    def generations(self) -> dict[str, int]:
+        raw = self._call(lambda c: c.hgetall(self._gens_key))
+        gens = {k.decode(): int(v) for k, v in raw.items()}
+        self._known.update(gens)
+        return gens
+
+    def on_invalidate(self, callback: Callable[[str, int], None]) -> None:
+        """Call ``callback(namespace, generation)`` (on the backend's listener thread) for every invalidation
+        any host makes, this one included."""
+        self._callbacks.append(callback)
+        try:
+            self._sync_client()
+        except CacheError:
+            pass
+
+    # ================================================================== leases
+    def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
+        lk = self._keys(namespace)[2] + key
+        ms = max(1, int(timeout * 1000))
+        return bool(self._call(lambda c: c.set(lk, owner, nx=True, px=ms)))
+
+    def release_lease(self, namespace: str, key: str, owner: str) -> None:
+        lk = self._keys(namespace)[2] + key
+        self._call(lambda c: self._release(keys=[lk], args=[owner], client=c))
+
+    async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
+        lk = self._keys(namespace)[2] + key
+        ms = max(1, int(timeout * 1000))
+        return bool(await self._acall(lambda c: c.set(lk, owner, nx=True, px=ms)))
+
+    async def arelease_lease(self, namespace: str, key: str, owner: str) -> None:
+        lk = self._keys(namespace)[2] + key
+        await self._acall(lambda c: c.eval(_RELEASE_LUA, 1, lk, owner))
+
+    # ================================================================== housekeeping (SCAN based, bounded)
+    def _scan_entries(self, c: Any, ns: str | None) -> Iterable[list[bytes]]:
+        pattern = (f"{self.prefix}:e:{_glob_escape(_quote_ns(ns))}:*" if ns is not None
+                   else f"{self.prefix}:e:*")
+        batch: list[bytes] = []
+        for k in c.scan_iter(match=pattern, count=_SCAN_BATCH):
+            batch.append(k)
+            if len(batch) >= _SCAN_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _split(self, raw_key: bytes) -> tuple[str, str]:
+        rest = raw_key.decode("utf-8", "replace")[len(self.prefix) + 3 :]
+        q, _, key = rest.partition(":")
+        return _unquote_ns(q), key
+
+    def purge(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` entries of an older generation (Redis expires the timed-out ones itself)."""
+
+        def op(c: Any) -> int:
+            gens = {k.decode(): int(v) for k, v in c.hgetall(self._gens_key).items()}
+            removed = 0
+            for batch in self._scan_entries(c, None):
+                with c.pipeline(transaction=False) as p:
+                    for k in batch:
+                        p.getrange(k, 0, 9)
+                    heads = p.execute()
+                stale = []
+                for k, h in zip(batch, heads):
+                    if len(h) >= 10 and struct.unpack_from("!q", h, 2)[0] != gens.get(self._split(k)[0], 0):
+                        stale.append(k)
+                stale = stale[: limit - removed]
+                if stale:
+                    removed += int(c.unlink(*stale))
+                if removed >= limit:
+                    break
+            return removed
+
+        return int(self._call(op))
+
+    def clear(self, namespace: str | None = None) -> int:
+        def op(c: Any) -> int:
+            n = 0
+            for batch in self._scan_entries(c, namespace):
+                n += int(c.unlink(*batch))
+            return n
+
+        return int(self._call(op))
+
+    def _usage(self, c: Any, ns: str | None = None) -> list[tuple[bytes, int, int]]:
+        """(raw key, payload bytes, idle seconds) of every entry (of one namespace)."""
+        out: list[tuple[bytes, int, int]] = []
+        for batch in self._scan_entries(c, ns):
+            with c.pipeline(transaction=False) as p:
+                for k in batch:
+                    p.strlen(k)
+                    p.object("idletime", k)
+                res = p.execute(raise_on_error=False)
+            for i, k in enumerate(batch):
+                size, idle = res[2 * i], res[2 * i + 1]
+                if isinstance(size, int) and size > 0:
+                    out.append((k, max(0, size - HEADER.size), idle if isinstance(idle, int) else 0))
+        return out
+
+    def stats(self) -> BackendStats:
+        def op(c: Any) -> BackendStats:
+            by_ns: dict[str, tuple[int, int]] = {}
+            for k, size, _idle in self._usage(c):
+                ns = self._split(k)[0]
+                n, b = by_ns.get(ns, (0, 0))
+                by_ns[ns] = (n + 1, b + size)
+            return BackendStats(
+                entries=sum(v[0] for v in by_ns.values()),
+                bytes=sum(v[1] for v in by_ns.values()),
+                by_namespace=by_ns,
+                extra={"backend": "redis", "server": self.origin, "prefix": self.prefix,
+                       "listening": self._listening},
+            )
+
+        return self._call(op)  # type: ignore[no-any-return]
+
+    def inspect(self, namespace: str | None = None, limit: int = 20) -> list[EntryInfo]:
+        def op(c: Any) -> list[EntryInfo]:
+            rows = sorted(self._usage(c, namespace), key=lambda r: r[2])[:limit]
+            now = time.time()
+            with c.pipeline(transaction=False) as p:
+                for k, _s, _i in rows:
+                    p.getrange(k, 0, HEADER.size - 1)
+                heads = p.execute()
+            out = []
+            for (k, size, idle), h in zip(rows, heads):
+                if len(h) < HEADER.size:
+                    continue
+                _v, codec, _g, exp, cost, created = HEADER.unpack(h)
+                ns, key = self._split(k)
+                out.append(EntryInfo(ns, key, codec, size, created, now - idle,
+                                     None if exp != exp else exp, cost))
+            return out
+
+        return self._call(op)  # type: ignore[no-any-return]
+
+    def maintain(self) -> int:
+        """Enforce the byte caps now (normally periodic, on the background thread); returns entries evicted."""
+
+        def op(c: Any) -> int:
+            evicted = 0
+            rows = self._usage(c)
+            by_ns: dict[str, list[tuple[bytes, int, int]]] = {}
+            for r in rows:
+                by_ns.setdefault(self._split(r[0])[0], []).append(r)
+            doomed: list[bytes] = []
+            for ns, cap in self._ns_caps.items():
+                items = sorted(by_ns.get(ns, []), key=lambda r: -r[2])  # most idle first
+                used = sum(r[1] for r in items)
+                while items and used > cap:
+                    k, size, _ = items.pop(0)
+                    doomed.append(k)
+                    used -= size
+                by_ns[ns] = items
+            if self._max_bytes:
+                rest = sorted((r for v in by_ns.values() for r in v), key=lambda r: -r[2])
+                total = sum(r[1] for r in rest)
+                for k, size, _ in rest:
+                    if total <= self._max_bytes:
+                        break
+                    doomed.append(k)
+                    total -= size
+            for i in range(0, len(doomed), _SCAN_BATCH):
+                evicted += int(c.unlink(*doomed[i : i + _SCAN_BATCH]))
+            return evicted
+
+        return int(self._call(op))
+
+    # ================================================================== closing
+    async def aclose(self) -> None:
+        """Close this loop's client, then everything else (``close``)."""
+        c = self._aclients.pop(asyncio.get_running_loop(), None)
+        if c is not None:
+            await c.aclose()
+        self.close()
+
+    def close(self) -> None:
+        """Stop the listener thread and close the sync client. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(2.0)
+        c, self._client = self._client, None
+        if c is not None:
+            c.close()
+        for loop, ac in list(self._aclients.items()):
+            if not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(ac.aclose(), loop)
+        self._aclients.clear()

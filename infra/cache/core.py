@@ -1,0 +1,809 @@
+"""``Cache``: L1 (in-process LRU) in front of a ``CacheBackend`` (SQLite by default), with per-namespace
+TTL and codecs, single-flight, stats, and fail-open error handling; ``get_cache()`` is the process-wide one.
+
+Fail-open: every backend, codec or metrics failure is caught here, counted (``errors`` by reason) and
+logged once per namespace and reason; ``get`` then misses, ``set`` then stores nothing, and
+``get_or_compute`` returns exactly what the computation returned or raises exactly what it raised.
+
+Async twins (``aget``, ``aset``, ``aget_or_compute`` ...) take no thread hop: L1 hits are plain dict
+lookups and the SQLite backend answers inline in microseconds. Network backends (issue 8) override the
+backend's async methods and are awaited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from infra.cache._missing import MISSING
+from infra.cache.backend import GENERATION_POLL_INTERVAL, CacheBackend, StoredEntry
+from infra.cache.codecs import Codec, DecodeError, EncodeError, Signer
+from infra.cache.l1 import L1Cache
+from infra.cache.settings import CacheSettings
+from infra.cache.singleflight import SingleFlight
+from infra.cache.stats import NamespaceStats, NullStats
+
+__all__ = ["Cache", "get_cache", "make_backend", "reset_cache", "set_cache"]
+
+log = logging.getLogger("infra.cache")
+T = TypeVar("T")
+
+_time = time.time
+_perf = time.perf_counter
+_LEASE_POLL_MIN = 0.005
+_LEASE_POLL_MAX = 0.05
+_DEFAULT_BACKEND: Any = object()  # "build the backend the settings name" (None means: L1 only)
+
+
+def make_backend(settings: CacheSettings) -> CacheBackend | None:
+    """The L2 backend the settings name (None: L1 only). Network backends load lazily (issue 8)."""
+    if settings.backend == "memory":
+        return None
+    if settings.backend == "sqlite":
+        from infra.cache.sqlite_store import SQLiteBackend
+
+        return SQLiteBackend(
+            settings.path,
+            max_bytes=settings.max_bytes,
+            namespace_max_bytes={k: v.max_bytes for k, v in settings.namespaces.items()},
+        )
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"infra.cache.backends.{settings.backend}")
+    except ImportError as exc:
+        raise ValueError(f"cache backend {settings.backend!r} is not available: {exc}") from exc
+    factory: Callable[[CacheSettings], CacheBackend] = mod.from_settings
+    return factory(settings)
+
+
+class _Namespace:
+    """Runtime state of one namespace: its codec, TTL, generation and stats."""
+
+    __slots__ = ("codec", "gen", "jitter", "name", "stats", "ttl")
+
+    def __init__(
+        self, name: str, codec: Codec, ttl: float, jitter: float, gen: int, export: bool, count: bool
+    ) -> None:
+        self.name = name
+        self.codec = codec
+        self.ttl = ttl
+        self.jitter = jitter
+        self.gen = gen
+        self.stats = NamespaceStats(name, export=export) if count else NullStats(name, export=False)
+
+
+class Cache:
+    """The cache. Build one with ``Cache(CacheSettings(...))`` or use ``get_cache()``.
+
+    ``backend`` overrides the one the settings name (tests, custom stores); ``export_metrics`` turns the
+    registry export off (in-memory stats stay); ``stats=False`` counts nothing at all (the baseline the
+    benchmark compares against: counting must cost a hit no more than 5%).
+    """
+
+    def __init__(
+        self,
+        settings: CacheSettings | None = None,
+        *,
+        backend: Any = _DEFAULT_BACKEND,
+        export_metrics: bool = True,
+        stats: bool = True,
+    ) -> None:
+        s = settings if settings is not None else CacheSettings()
+        self.settings = s
+        self.enabled = s.enabled
+        self._export = export_metrics and stats
+        self._count = stats
+        self._l1 = L1Cache(max_items=s.memory_items, max_bytes=s.memory_bytes)
+        self._signer = Signer(s.signing_key) if s.signing_key else None
+        self._ns: dict[str, _Namespace] = {}
+        self._ns_lock = threading.Lock()
+        self._sf = SingleFlight()
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._next_gen_check = 0.0
+        self._closed = False
+        self._backend_error: str | None = None
+        self._lookup_tick = 0
+        self.backend: CacheBackend | None = None
+        if self.enabled:
+            if backend is _DEFAULT_BACKEND:
+                try:
+                    self.backend = make_backend(s)
+                except Exception as exc:  # noqa: BLE001 - fail open: L1 only, reason kept for stats
+                    self._backend_error = str(exc)
+                    log.error("cache backend %r unavailable (%s); running with the in-process L1 only", s.backend, exc)
+            else:
+                self.backend = backend
+        self._inline = self.backend is not None and type(self.backend).aget is CacheBackend.aget
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+
+    def __repr__(self) -> str:
+        state = "enabled" if self.enabled else "disabled"
+        return f"<Cache {state} backend={self.backend!r} l1={len(self._l1)} items>"
+
+    # ------------------------------------------------------------------ namespaces
+    def _namespace(self, name: str) -> _Namespace:
+        ns = self._ns.get(name)
+        if ns is not None:
+            return ns
+        with self._ns_lock:
+            ns = self._ns.get(name)
+            if ns is not None:
+                return ns
+            s = self.settings
+            nss = s.namespace(name)
+            shared = self.backend is not None and self.backend.shared
+            if shared and self._signer is None:
+                log.error(
+                    "cache backend %s is shared but %s is not set: values are not signed; set the key",
+                    self.backend, s.signing_key_env,
+                )
+            codec = Codec(
+                signer=self._signer,
+                pickle=nss.codec == "pickle",
+                sign=bool(shared and self._signer is not None),
+                compress_threshold=s.compress_threshold,
+            )
+            if nss.codec == "pickle" and self._signer is None:
+                log.warning(
+                    "cache namespace %r opts into pickle but %s is unset: only safe-codec values are cached",
+                    name, s.signing_key_env,
+                )
+            gen = 0
+            if self.backend is not None:
+                try:
+                    gen = self.backend.generations().get(name, 0)
+                except Exception:  # noqa: BLE001 - counted on first real use
+                    gen = 0
+            ns = _Namespace(name, codec, s.ttl_for(name), s.ttl_jitter, gen, self._export, self._count)
+            self._ns[name] = ns
+            return ns
+
+    def _expires(self, ns: _Namespace, ttl: float | None, now: float) -> float | None:
+        t = ns.ttl if ttl is None else ttl
+        if t <= 0 or t == float("inf"):
+            return None  # a TTL of 0 (or inf) means "never expires"
+        if ns.jitter:
+            t *= 1.0 + random.random() * ns.jitter  # noqa: S311 - spreading expiry, not security
+        return now + t
+
+    def _check_generations(self, now: float) -> None:
+        """Notice invalidations made by other processes (polled at most every 0.1 s)."""
+        self._next_gen_check = now + GENERATION_POLL_INTERVAL
+        b = self.backend
+        if b is None or not self._ns:
+            return
+        try:
+            gens = b.generations()
+        except Exception as exc:  # noqa: BLE001
+            next(iter(self._ns.values())).stats.error("read", exc)
+            return
+        for name, ns in list(self._ns.items()):
+            g = gens.get(name, 0)
+            if g != ns.gen:
+                ns.gen = g
+                self._l1.clear(name)
+
+    # ------------------------------------------------------------------ lookups (shared core)
+    def _l1_get(self, ns: _Namespace, key: str, now: float) -> Any:
+        e = self._l1.get((ns.name, key))
+        if e is not None and e[2] == ns.gen and (e[1] is None or e[1] > now):
+            ns.stats.hit(e[3])
+            return e[0]
+        return MISSING
+
+    def _accept(self, ns: _Namespace, key: str, se: StoredEntry | None) -> Any:
+        """Decode an L2 entry, fill L1, count the hit (or the decode error as a miss)."""
+        if se is None:
+            return MISSING
+        try:
+            value = ns.codec.decode(se.payload, se.codec)
+        except DecodeError as exc:
+            ns.stats.error("decode", exc)
+            return MISSING
+        self._l1.set((ns.name, key), (value, se.expires_at, ns.gen, se.cost, len(se.payload)))
+        b = self.backend
+        if b is not None:
+            with contextlib.suppress(Exception):
+                b.touch(ns.name, key)
+        ns.stats.hit(se.cost)
+        return value
+
+    def _l2_get(self, ns: _Namespace, key: str) -> StoredEntry | None:
+        b = self.backend
+        if b is None:
+            return None
+        self._lookup_tick += 1
+        sample = not self._lookup_tick & 15
+        t0 = _perf() if sample else 0.0
+        try:
+            se = b.get(ns.name, key)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            ns.stats.error("read", exc)
+            return None
+        if sample and self._export:
+            _observe_lookup(ns.name, _perf() - t0)
+        return se
+
+    def _lookup(self, ns: _Namespace, key: str) -> Any:
+        now = _time()
+        if now >= self._next_gen_check:
+            self._check_generations(now)
+        v = self._l1_get(ns, key, now)
+        if v is not MISSING:
+            return v
+        return self._accept(ns, key, self._l2_get(ns, key))
+
+    def _encode(self, ns: _Namespace, value: Any) -> tuple[bytes, int] | None:
+        try:
+            return ns.codec.encode(value)
+        except EncodeError as exc:
+            ns.stats.mark_uncacheable()
+            ns.stats.error("encode", exc)
+            return None
+        except Exception as exc:  # noqa: BLE001
+            ns.stats.error("encode", exc)
+            return None
+
+    def _prepare(
+        self, ns: _Namespace, key: str, value: Any, ttl: float | None, cost: float
+    ) -> StoredEntry | None:
+        enc = self._encode(ns, value)
+        if enc is None:
+            return None
+        now = _time()
+        se = StoredEntry(enc[0], enc[1], self._expires(ns, ttl, now), cost)
+        self._l1.set((ns.name, key), (value, se.expires_at, ns.gen, cost, len(enc[0])))
+        return se
+
+    # ------------------------------------------------------------------ sync API
+    def get(self, namespace: str, key: str, default: Any = MISSING) -> Any:
+        """The cached value, or ``default`` (``MISSING`` unless given) on a miss or any cache failure."""
+        if not self.enabled:
+            return default
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        v = self._lookup(ns, key)
+        if v is MISSING:
+            ns.stats.miss()
+            return default
+        return v
+
+    def set(self, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0) -> None:
+        """Store ``value`` (``ttl`` seconds; None: the namespace's TTL; 0: never expires). Never raises."""
+        if not self.enabled:
+            return
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        se = self._prepare(ns, key, value, ttl, cost)
+        b = self.backend
+        if se is None or b is None:
+            return
+        try:
+            b.set(namespace, key, se)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            ns.stats.error("write", exc)
+
+    def delete(self, namespace: str, key: str) -> bool:
+        """Remove one entry from L1 and the store; True if the store had it."""
+        if not self.enabled:
+            return False
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        self._l1.delete((namespace, key))
+        if self.backend is None:
+            return False
+        try:
+            return self.backend.delete(namespace, key)
+        except Exception as exc:  # noqa: BLE001
+            ns.stats.error("write", exc)
+            return False
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        """Values of the keys that hit (one store round trip for the L1 misses)."""
+        if not self.enabled:
+            return {}
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        out, rest = self._many_l1(ns, keys)
+        if rest and self.backend is not None:
+            try:
+                found = self.backend.get_many(namespace, rest)
+            except Exception as exc:  # noqa: BLE001
+                ns.stats.error("read", exc)
+                found = {}
+            self._many_accept(ns, rest, found, out)
+        elif rest:
+            for _ in rest:
+                ns.stats.miss()
+        return out
+
+    def _many_l1(self, ns: _Namespace, keys: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
+        now = _time()
+        if now >= self._next_gen_check:
+            self._check_generations(now)
+        out: dict[str, Any] = {}
+        rest: list[str] = []
+        for k in keys:
+            v = self._l1_get(ns, k, now)
+            if v is MISSING:
+                rest.append(k)
+            else:
+                out[k] = v
+        return out, rest
+
+    def _many_accept(self, ns: _Namespace, rest: list[str], found: Mapping[str, StoredEntry], out: dict[str, Any]) -> None:
+        for k in rest:
+            v = self._accept(ns, k, found.get(k))
+            if v is MISSING:
+                ns.stats.miss()
+            else:
+                out[k] = v
+
+    def set_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        """Store many values in one transaction / round trip."""
+        if not self.enabled:
+            return
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        items = self._prepare_many(ns, mapping, ttl)
+        if items and self.backend is not None:
+            try:
+                self.backend.set_many(namespace, items)
+            except Exception as exc:  # noqa: BLE001
+                ns.stats.error("write", exc)
+
+    def _prepare_many(self, ns: _Namespace, mapping: Mapping[str, Any], ttl: float | None) -> dict[str, StoredEntry]:
+        items: dict[str, StoredEntry] = {}
+        for k, v in mapping.items():
+            se = self._prepare(ns, k, v, ttl, 0.0)
+            if se is not None:
+                items[k] = se
+        return items
+
+    def invalidate(self, namespace: str) -> None:
+        """Drop every entry of ``namespace`` in O(1) (generation bump), in this and every other process."""
+        if not self.enabled:
+            return
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        if self.backend is not None:
+            try:
+                ns.gen = self.backend.invalidate(namespace)
+            except Exception as exc:  # noqa: BLE001
+                ns.stats.error("write", exc)
+                ns.gen += 1
+        else:
+            ns.gen += 1
+        self._l1.clear(namespace)
+
+    def clear(self, namespace: str | None = None) -> int:
+        """Delete entries for real (all, or one namespace); returns how many the store removed."""
+        self._l1.clear(namespace)
+        if self.backend is None:
+            return 0
+        return self.backend.clear(namespace)
+
+    # ------------------------------------------------------------------ single-flight
+    def get_or_compute(
+        self, namespace: str, key: str, compute: Callable[[], T], ttl: float | None = None
+    ) -> T:
+        """The cached value, or ``compute()``'s result stored and returned; one computation per key at a time
+        across threads (and across processes sharing the store, through a lease)."""
+        if not self.enabled:
+            return compute()
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        v = self._lookup(ns, key)
+        if v is not MISSING:
+            return v  # type: ignore[no-any-return]
+        fk = (namespace, key)
+        while True:
+            flight, leader = self._sf.join(fk)
+            if leader:
+                break
+            flight.done.wait()
+            if flight.retry:
+                continue
+            ns.stats.hit(0.0)
+            return flight.wait()  # type: ignore[no-any-return]
+        ns.stats.miss()
+        leased = False
+        try:
+            v = self._accept(ns, key, self._l2_get(ns, key))  # another process may have just written it
+            if v is MISSING and self.backend is not None:
+                leased, v = self._lease_or_wait(ns, key)
+            if v is MISSING:
+                t0 = _perf()
+                v = compute()
+                self.set(namespace, key, v, ttl, cost=_perf() - t0)
+        except BaseException as exc:
+            self._sf.finish(fk, flight, None, exc)
+            raise
+        finally:
+            if leased:
+                self._release(ns, key)
+        self._sf.finish(fk, flight, v, None)
+        return v  # type: ignore[no-any-return]
+
+    def _lease_or_wait(self, ns: _Namespace, key: str) -> tuple[bool, Any]:
+        """Take the cross-process lease, or wait (bounded by lease_timeout) for its holder's result."""
+        b = self.backend
+        assert b is not None
+        deadline = _perf() + self.settings.lease_timeout
+        delay = _LEASE_POLL_MIN
+        while True:
+            try:
+                if b.acquire_lease(ns.name, key, self._owner, self.settings.lease_timeout):
+                    return True, MISSING
+            except Exception as exc:  # noqa: BLE001 - no lease: compute anyway (correct, maybe twice)
+                ns.stats.error("lease", exc)
+                return False, MISSING
+            if _perf() >= deadline:
+                return False, MISSING
+            time.sleep(delay)
+            delay = min(delay * 2, _LEASE_POLL_MAX)
+            v = self._accept(ns, key, self._l2_get(ns, key))
+            if v is not MISSING:
+                return False, v
+
+    def _release(self, ns: _Namespace, key: str) -> None:
+        try:
+            assert self.backend is not None
+            self.backend.release_lease(ns.name, key, self._owner)
+        except Exception as exc:  # noqa: BLE001
+            ns.stats.error("lease", exc)
+
+    # ------------------------------------------------------------------ async API
+    async def aget(self, namespace: str, key: str, default: Any = MISSING) -> Any:
+        if not self.enabled:
+            return default
+        if self._inline:
+            return self.get(namespace, key, default)
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        v = await self._alookup(ns, key)
+        if v is MISSING:
+            ns.stats.miss()
+            return default
+        return v
+
+    async def _alookup(self, ns: _Namespace, key: str) -> Any:
+        now = _time()
+        if now >= self._next_gen_check:
+            self._check_generations(now)
+        v = self._l1_get(ns, key, now)
+        if v is not MISSING:
+            return v
+        return self._accept(ns, key, await self._al2_get(ns, key))
+
+    async def _al2_get(self, ns: _Namespace, key: str) -> StoredEntry | None:
+        b = self.backend
+        if b is None:
+            return None
+        if self._inline:
+            return self._l2_get(ns, key)
+        try:
+            return await b.aget(ns.name, key)
+        except Exception as exc:  # noqa: BLE001
+            ns.stats.error("read", exc)
+            return None
+
+    async def aset(self, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0) -> None:
+        if not self.enabled:
+            return
+        if self._inline:
+            self.set(namespace, key, value, ttl, cost=cost)
+            return
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        se = self._prepare(ns, key, value, ttl, cost)
+        if se is None or self.backend is None:
+            return
+        try:
+            await self.backend.aset(namespace, key, se)
+        except Exception as exc:  # noqa: BLE001
+            ns.stats.error("write", exc)
+
+    async def adelete(self, namespace: str, key: str) -> bool:
+        if not self.enabled:
+            return False
+        if self._inline or self.backend is None:
+            return self.delete(namespace, key)
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        self._l1.delete((namespace, key))
+        try:
+            return await self.backend.adelete(namespace, key)
+        except Exception as exc:  # noqa: BLE001
+            ns.stats.error("write", exc)
+            return False
+
+    async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        if not self.enabled:
+            return {}
+        if self._inline or self.backend is None:
+            return self.get_many(namespace, keys)
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        out, rest = self._many_l1(ns, keys)
+        if rest:
+            try:
+                found = await self.backend.aget_many(namespace, rest)
+            except Exception as exc:  # noqa: BLE001
+                ns.stats.error("read", exc)
+                found = {}
+            self._many_accept(ns, rest, found, out)
+        return out
+
+    async def aset_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        if not self.enabled:
+            return
+        if self._inline or self.backend is None:
+            self.set_many(namespace, mapping, ttl)
+            return
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        items = self._prepare_many(ns, mapping, ttl)
+        if items:
+            try:
+                await self.backend.aset_many(namespace, items)
+            except Exception as exc:  # noqa: BLE001
+                ns.stats.error("write", exc)
+
+    async def ainvalidate(self, namespace: str) -> None:
+        if not self.enabled:
+            return
+        if self._inline or self.backend is None:
+            self.invalidate(namespace)
+            return
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        try:
+            ns.gen = await self.backend.ainvalidate(namespace)
+        except Exception as exc:  # noqa: BLE001
+            ns.stats.error("write", exc)
+            ns.gen += 1
+        self._l1.clear(namespace)
+
+    async def aget_or_compute(
+        self, namespace: str, key: str, compute: Callable[[], Awaitable[T] | T], ttl: float | None = None
+    ) -> T:
+        """Async ``get_or_compute``; ``compute`` may return a value or an awaitable (awaited by the leader only)."""
+        if not self.enabled:
+            r = compute()
+            return await r if inspect.isawaitable(r) else r  # type: ignore[no-any-return]
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        v = await self._alookup(ns, key)
+        if v is not MISSING:
+            return v  # type: ignore[no-any-return]
+        fk = (namespace, key)
+        while True:
+            flight, leader = self._sf.join(fk)
+            if leader:
+                break
+            try:
+                await flight.await_result()
+            except BaseException:
+                if flight.retry:
+                    continue
+                raise
+            if flight.retry:
+                continue
+            ns.stats.hit(0.0)
+            return flight.result  # type: ignore[no-any-return]
+        ns.stats.miss()
+        leased = False
+        try:
+            v = self._accept(ns, key, await self._al2_get(ns, key))
+            if v is MISSING and self.backend is not None:
+                leased, v = await self._alease_or_wait(ns, key)
+            if v is MISSING:
+                t0 = _perf()
+                r = compute()
+                v = await r if inspect.isawaitable(r) else r
+                await self.aset(namespace, key, v, ttl, cost=_perf() - t0)
+        except BaseException as exc:
+            self._sf.finish(fk, flight, None, exc)
+            raise
+        finally:
+            if leased:
+                await self._arelease(ns, key)
+        self._sf.finish(fk, flight, v, None)
+        return v  # type: ignore[no-any-return]
+
+    async def _alease_or_wait(self, ns: _Namespace, key: str) -> tuple[bool, Any]:
+        import asyncio
+
+        b = self.backend
+        assert b is not None
+        deadline = _perf() + self.settings.lease_timeout
+        delay = _LEASE_POLL_MIN
+        while True:
+            try:
+                if self._inline:
+                    got = b.acquire_lease(ns.name, key, self._owner, self.settings.lease_timeout)
+                else:
+                    got = await b.aacquire_lease(ns.name, key, self._owner, self.settings.lease_timeout)
+            except Exception as exc:  # noqa: BLE001
+                ns.stats.error("lease", exc)
+                return False, MISSING
+            if got:
+                return True, MISSING
+            if _perf() >= deadline:
+                return False, MISSING
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LEASE_POLL_MAX)
+            v = self._accept(ns, key, await self._al2_get(ns, key))
+            if v is not MISSING:
+                return False, v
+
+    async def _arelease(self, ns: _Namespace, key: str) -> None:
+        try:
+            assert self.backend is not None
+            if self._inline:
+                self.backend.release_lease(ns.name, key, self._owner)
+            else:
+                await self.backend.arelease_lease(ns.name, key, self._owner)
+        except Exception as exc:  # noqa: BLE001
+            ns.stats.error("lease", exc)
+
+    # ------------------------------------------------------------------ stats and lifecycle
+    def namespace_stats(self, namespace: str) -> dict[str, Any]:
+        """In-memory counters of one namespace (hits, misses, hit_rate, errors, uncacheable, saved)."""
+        return self._namespace(namespace).stats.snapshot()
+
+    def count_uncacheable(self, namespace: str) -> None:
+        (self._ns.get(namespace) or self._namespace(namespace)).stats.mark_uncacheable()
+
+    def get_stats(self) -> dict[str, Any]:
+        """JSON-ready stats: ``enabled, backend, total_entries, total_bytes, by_type {namespace: entries}``,
+        totals of hits / misses / hit_rate / errors, and ``namespaces {name: {...}}`` with per-namespace
+        hits, misses, hit_rate, errors, uncacheable, entries, bytes and compute_seconds_saved."""
+        out: dict[str, Any] = {
+            "enabled": self.enabled,
+            "backend": self.backend.name if self.backend is not None else "memory",
+            "total_entries": 0,
+            "total_bytes": 0,
+            "by_type": {},
+            "hits": 0,
+            "misses": 0,
+            "hit_rate": 0.0,
+            "errors": 0,
+            "compute_seconds_saved": 0.0,
+            "l1": {"entries": len(self._l1), "bytes": self._l1.nbytes, "evictions": self._l1.evictions},
+            "namespaces": {},
+        }
+        if self._backend_error:
+            out["backend_error"] = self._backend_error
+        if not self.enabled:
+            return out
+        by_ns: Mapping[str, tuple[int, int]] = {}
+        if self.backend is not None:
+            try:
+                bs = self.backend.stats()
+                by_ns = bs.by_namespace
+                out["total_entries"], out["total_bytes"] = bs.entries, bs.bytes
+                out["store"] = dict(bs.extra)
+            except Exception as exc:  # noqa: BLE001
+                out["backend_error"] = str(exc)
+        names = sorted(set(by_ns) | set(self._ns))
+        fam = None
+        if self._export:
+            with contextlib.suppress(Exception):
+                from infra.cache.stats import _Exporter
+
+                fam = _Exporter.families()
+        for name in names:
+            entries, nbytes = by_ns.get(name, (0, 0))
+            snap: dict[str, Any] = {"entries": entries, "bytes": nbytes}
+            ns = self._ns.get(name)
+            if ns is not None:
+                ns.stats.flush() if self._export else None
+                snap.update(ns.stats.snapshot())
+            else:
+                snap.update(NamespaceStats(name, export=False).snapshot())
+            out["by_type"][name] = entries
+            out["namespaces"][name] = snap
+            out["hits"] += snap["hits"]
+            out["misses"] += snap["misses"]
+            out["errors"] += snap["errors"]
+            out["compute_seconds_saved"] += snap["compute_seconds_saved"]
+            if fam is not None:
+                with contextlib.suppress(Exception):
+                    fam["entries"].labels(namespace=name).set(entries)
+                    fam["bytes"].labels(namespace=name).set(nbytes)
+        if self.backend is None and not by_ns:
+            out["total_entries"] = len(self._l1)
+            out["total_bytes"] = self._l1.nbytes
+        total = out["hits"] + out["misses"]
+        out["hit_rate"] = round(out["hits"] / total, 6) if total else 0.0
+        out["compute_seconds_saved"] = round(out["compute_seconds_saved"], 6)
+        return out
+
+    def close(self) -> None:
+        """Flush stats and close the backend; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for ns in list(self._ns.values()):
+            if self._export:
+                ns.stats.flush()
+        if self.backend is not None:
+            with contextlib.suppress(Exception):
+                self.backend.close()
+
+    async def aclose(self) -> None:
+        if self._inline or self.backend is None:
+            self.close()
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self.backend.aclose()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _observe_lookup(namespace: str, seconds: float) -> None:
+    try:
+        from infra.cache.stats import _Exporter
+
+        _Exporter.families()["lookup"].labels(namespace=namespace, tier="l2").observe(seconds)
+    except Exception:  # noqa: BLE001, S110 - sampling metrics never break a lookup
+        pass
+
+
+def _after_fork(ref: weakref.ref[Cache]) -> None:
+    c = ref()
+    if c is not None:
+        c._ns_lock = threading.Lock()
+        c._l1._lock = threading.Lock()
+
+
+# ---------------------------------------------------------------------------------- process-wide
+_global: Cache | None = None
+_global_lock = threading.Lock()
+
+
+def _settings_from_config() -> CacheSettings:
+    off = os.environ.get("PERF_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
+    try:
+        from infra.config import get_config
+
+        cfg = get_config()
+    except Exception as exc:  # noqa: BLE001 - config missing or broken: defaults, said once
+        log.warning("cache: configuration not available (%s); using the built-in defaults", exc)
+        return CacheSettings(enabled=not off)
+    return CacheSettings.from_config(cfg.cache, enabled=bool(getattr(cfg, "enabled", True)) and not off)
+
+
+def get_cache() -> Cache:
+    """The process-wide cache, built on first use from ``infra.config.get_config().cache``."""
+    c = _global
+    if c is not None:
+        return c
+    return _build_global()
+
+
+def _build_global() -> Cache:
+    global _global
+    with _global_lock:
+        if _global is None:
+            _global = Cache(_settings_from_config())
+        return _global
+
+
+def set_cache(cache: Cache | None) -> Cache | None:
+    """Replace the process-wide cache (tests, embedding apps); returns the previous one (not closed)."""
+    global _global
+    with _global_lock:
+        prev, _global = _global, cache
+    return prev
+
+
+def reset_cache() -> None:
+    """Close and forget the process-wide cache; the next ``get_cache()`` rebuilds it from config."""
+    prev = set_cache(None)
+    if prev is not None:
+        prev.close()

@@ -1,0 +1,239 @@
+"""``@cached``: cache a sync or async function or method by its bound arguments.
+
+The key is ``function_key(namespace, module.qualname, arguments-with-defaults, version)`` (see
+``infra.cache.keys``), so ``f(1)``, ``f(x=1)`` and ``f(1, flag=False)`` (the default) share one entry.
+``self`` is left out of the key unless ``include_self=True`` (then it must be encodable: a dataclass,
+pydantic model, or an object with ``__cache_key__``); ``cls`` of a classmethod goes in by its name.
+
+The hit path is kept short because it runs on every call:
+
+* binding plans are computed once per function (no ``inspect.Signature.bind`` for plain positional /
+  keyword calls);
+* calls whose arguments are all ``str`` / ``bytes`` / ``int`` / ``bool`` / ``None`` map, through a bounded
+  per-function memo keyed by the exact arguments and their types, straight to their SHA-256 key, so a
+  repeated call skips canonicalisation and hashing (the memo holds keys, never results, so invalidation
+  and TTL are unaffected);
+* an L1 hit then costs one dict lookup.
+
+An argument with no canonical encoding makes the call run uncached: the ``uncacheable`` counter rises and
+one warning per function is logged; the call itself is never affected.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, overload
+
+from infra.cache._missing import MISSING
+from infra.cache.keys import UncacheableError, explain_function_key, function_key, type_name
+
+__all__ = ["cached"]
+
+log = logging.getLogger("infra.cache")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_FAST = frozenset({str, bytes, int, bool, type(None)})
+_MEMO_MAX = 1024
+_PK = inspect.Parameter
+
+
+class _Plan:
+    """Per-function binding plan: turns ``(args, kwargs)`` into the ordered argument mapping of the key."""
+
+    __slots__ = ("defaults", "drop_first", "first_is_cls", "names", "npos", "positional_only", "sig", "simple")
+
+    def __init__(self, fn: Callable[..., Any], include_self: bool) -> None:
+        self.sig = inspect.signature(fn)
+        params = list(self.sig.parameters.values())
+        first = params[0].name if params else None
+        is_method = "." in fn.__qualname__.replace(".<locals>.", "") and first in ("self", "cls")
+        self.drop_first = is_method and first == "self" and not include_self
+        self.first_is_cls = is_method and first == "cls"
+        self.simple = all(p.kind in (_PK.POSITIONAL_OR_KEYWORD, _PK.KEYWORD_ONLY) for p in params)
+        self.names = [p.name for p in params]
+        self.npos = sum(1 for p in params if p.kind == _PK.POSITIONAL_OR_KEYWORD)
+        self.positional_only = [p.name for p in params if p.kind == _PK.POSITIONAL_ONLY]
+        self.defaults = {p.name: p.default for p in params if p.default is not _PK.empty}
+
+    def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.simple and len(args) <= self.npos:
+            out = dict(zip(self.names, args))
+            if kwargs:
+                for k, v in kwargs.items():
+                    if k in out or k not in self.defaults and k not in self.names:
+                        return self._slow(args, kwargs)
+                    out[k] = v
+            if len(out) < len(self.names):
+                for name in self.names:
+                    if name not in out:
+                        if name not in self.defaults:
+                            return self._slow(args, kwargs)  # raises the TypeError the call would raise
+                        out[name] = self.defaults[name]
+                out = {n: out[n] for n in self.names}  # canonical parameter order
+        else:
+            out = self._slow(args, kwargs)
+        if self.drop_first:
+            out.pop(self.names[0], None)
+        elif self.first_is_cls and "cls" in out and isinstance(out["cls"], type):
+            out["cls"] = type_name(out["cls"])
+        return out
+
+    def _slow(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = self.sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+
+class _KeyMaker:
+    """Key for a call: memo fast path for simple argument types, full canonical encoding otherwise."""
+
+    __slots__ = ("memo", "namespace", "plan", "qualname", "skip", "version", "warned")
+
+    def __init__(self, fn: Callable[..., Any], namespace: str, version: Any, include_self: bool) -> None:
+        self.plan = _Plan(fn, include_self)
+        self.namespace = namespace
+        self.version = version
+        self.qualname = f"{fn.__module__}.{fn.__qualname__}"
+        self.memo: dict[Any, str] = {}
+        self.skip = 1 if self.plan.drop_first else 0
+        self.warned = False
+
+    def fast_id(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Hashable identity of the call when every argument has a simple exact type, else None."""
+        a = args[self.skip :] if self.skip else args
+        for x in a:
+            if type(x) not in _FAST:
+                return None
+        if kwargs:
+            for x in kwargs.values():
+                if type(x) not in _FAST:
+                    return None
+            return (tuple(map(type, a)), a, tuple(kwargs.items()), tuple(map(type, kwargs.values())))
+        return (tuple(map(type, a)), a)
+
+    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        fid = self.fast_id(args, kwargs)
+        if fid is not None:
+            k = self.memo.get(fid)
+            if k is not None:
+                return k
+        k = function_key(self.namespace, self.qualname, self.plan.arguments(args, kwargs), self.version)
+        if fid is not None:
+            memo = self.memo
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()  # bounded; rebuilt from the next calls
+            memo[fid] = k
+        return k
+
+    def explain(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return explain_function_key(self.namespace, self.qualname, self.plan.arguments(args, kwargs), self.version)
+
+    def uncacheable(self, cache: Any, exc: BaseException) -> None:
+        try:
+            cache.count_uncacheable(self.namespace)
+        except Exception:  # noqa: BLE001, S110 - counting never breaks the call
+            pass
+        if not self.warned:
+            self.warned = True
+            log.warning("@cached %s: call not cacheable, running uncached (%s); warned once", self.qualname, exc)
+
+
+@overload
+def cached(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def cached(
+    fn: None = None,
+    /,
+    *,
+    namespace: str = "inference",
+    ttl: float | None = None,
+    version: Any = None,
+    include_self: bool = False,
+    cache: Any = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def cached(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    namespace: str = "inference",
+    ttl: float | None = None,
+    version: Any = None,
+    include_self: bool = False,
+    cache: Any = None,
+) -> Any:
+    """Cache ``fn``'s results by its arguments. Works on sync and async functions and methods.
+
+    ``ttl``: seconds (None: the namespace's TTL); ``version``: bump to drop every old entry of the
+    function; ``cache``: a ``Cache`` to use instead of ``get_cache()``. The wrapper has ``cache_key(*a,
+    **kw)``, ``explain_key(*a, **kw)`` and ``__wrapped__`` (the uncached function).
+    """
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        km = _KeyMaker(func, namespace, version, include_self)
+        explicit = cache
+
+        def current() -> Any:
+            if explicit is not None:
+                return explicit
+            from infra.cache.core import get_cache
+
+            return get_cache()
+
+        def key_or_none(c: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+            try:
+                return km.key(args, kwargs)
+            except (UncacheableError, RecursionError) as exc:
+                km.uncacheable(c, exc)
+            except TypeError:
+                return None  # bad call: let the function raise its own TypeError
+            except Exception as exc:  # noqa: BLE001 - fail open
+                km.uncacheable(c, exc)
+            return None
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                c = current()
+                if not c.enabled:
+                    return await func(*args, **kwargs)
+                k = key_or_none(c, args, kwargs)
+                if k is None:
+                    return await func(*args, **kwargs)
+                return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
+
+            wrapper: Any = awrapper
+        else:
+
+            @functools.wraps(func)
+            def swrapper(*args: Any, **kwargs: Any) -> Any:
+                c = explicit if explicit is not None else current()
+                if not c.enabled:
+                    return func(*args, **kwargs)
+                k = key_or_none(c, args, kwargs)
+                if k is None:
+                    return func(*args, **kwargs)
+                return c.get_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
+
+            wrapper = swrapper
+
+        wrapper.cache_key = lambda *a, **kw: km.key(a, kw)
+        wrapper.explain_key = lambda *a, **kw: km.explain(a, kw)
+        wrapper.cache_namespace = namespace
+        wrapper._keymaker = km  # tests and bench/bench_cache.py reach the key memo through this
+        return wrapper  # type: ignore[no-any-return]
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+_ = MISSING  # re-exported for callers that compare results of Cache.get
