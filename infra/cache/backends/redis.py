@@ -199,7 +199,7 @@ class RedisBackend(CacheBackend):
         return k
 
     def _client_kwargs(self) -> dict[str, Any]:
-        redis = _redis()
+        _redis()
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -210,11 +210,11 @@ class RedisBackend(CacheBackend):
             "retry": Retry(NoBackoff(), 0),
             "retry_on_error": [],
             "client_name": "infra-cache",
-        } if redis else {}
+        }
 
     def _sync_client(self) -> Any:
         if self._pid != os.getpid():
-            self._reset_state()  # redis-py pools also re-open after fork; our own state must too
+            self._reset_state()  # redis-py pools re-open after fork by themselves; our thread must too
         c = self._client
         if c is None:
             with self._lock:
@@ -351,7 +351,9 @@ class RedisBackend(CacheBackend):
     def get(self, namespace: str, key: str) -> StoredEntry | None:
         gk, ep, _ = self._keys(namespace)
         self.gate.check()
-        client = self._client or self._sync_client()
+        client = self._client
+        if client is None or self._pid != os.getpid():
+            client = self._sync_client()
         try:
             raw_gen, value = client.mget(gk, ep + key)
         except Exception as exc:
