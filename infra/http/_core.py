@@ -158,7 +158,12 @@ class Call:
                     retry_after=retry_after,
                     response=response,
                 )
-            delay = retry_after
+            # Retry-After is a floor, not an appointment: a little jitter (up to ``jitter`` x this retry's
+            # backoff step) keeps every client told "0" or the same date from coming back in lockstep,
+            # which also broke aliasing with periodic failures in our flaky-route benchmark.
+            delay = retry_after + policy.retry_after_jitter(self.retries + 1)
+            if deadline_at is not None and now + delay >= deadline_at:
+                delay = retry_after  # the jitter must not push the retry past the deadline
         else:
             delay = policy.backoff_for(self.retries + 1)
             if deadline_at is not None and now + delay >= deadline_at:

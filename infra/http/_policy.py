@@ -123,7 +123,8 @@ class RetryPolicy:
     ``max_retry_after`` (or more than the deadline leaves) fails at once with RetryAfterTooLong.
 
     Connect errors are always retried (nothing reached the server). Retry statuses and read errors are
-    retried only for idempotent methods or requests carrying an Idempotency-Key.
+    retried only for idempotent methods or requests carrying an Idempotency-Key. Retry-After is a floor:
+    up to ``jitter`` x the backoff step is added so clients don't return in lockstep.
     """
 
     attempts: int = 3
@@ -163,6 +164,14 @@ class RetryPolicy:
         if self.jitter and base:
             base *= 1.0 + (rng or random).uniform(-self.jitter, self.jitter)
         return min(base, self.max_backoff)
+
+    def retry_after_jitter(self, retry: int, rng: random.Random | None = None) -> float:
+        """Extra wait added on top of a server's Retry-After: uniform in [0, jitter x backoff step)."""
+        if not self.jitter or not self.backoff:
+            return 0.0
+        i = retry - 1
+        step = self.backoff[i] if i < len(self.backoff) else self.backoff[-1]
+        return min((rng or random).uniform(0.0, self.jitter * step), self.max_backoff)
 
     def may_retry_request(self, method: str, idempotent: bool) -> bool:
         """Whether a status or read failure may be retried for this request (connect errors always may)."""
