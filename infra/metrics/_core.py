@@ -13,7 +13,7 @@ import re
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from math import floor, log
 from numbers import Real
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -73,12 +73,15 @@ def check_labelnames(metric: str, labelnames: Iterable[str]) -> tuple[str, ...]:
 class _Child:
     """What every child knows: its label values and their rendered ``{...}`` fragment (cached)."""
 
-    __slots__ = ("_lbl", "label_values")
+    __slots__ = ("_expo", "_lbl", "label_values")
 
     def __init__(self, labelnames: tuple[str, ...], label_values: tuple[str, ...]) -> None:
         self.label_values = label_values
+        self._expo: list[str] | None = None  # exposition line prefixes, filled by the first render
         # Rendered once: exposition then only concatenates (render speed, see bench_metrics).
-        self._lbl = ",".join(f'{n}="{_escape_label_value(v)}"' for n, v in zip(labelnames, label_values))
+        self._lbl = ",".join(
+            f'{n}="{_escape_label_value(v)}"' for n, v in zip(labelnames, label_values, strict=False)
+        )
 
 
 class CounterChild(_Child):
@@ -153,7 +156,7 @@ class BucketLayout:
         self.n_zero = sum(1 for b in bounds if b == 0.0)  # a 0 boundary: zeros at or below it
         self.keys = [floor(log(b) * _MULT) for b in bounds if b > 0.0]
         straddle: dict[int, tuple[float, ...]] = {}
-        for k, b in zip(self.keys, (b for b in bounds if b > 0.0)):
+        for k, b in zip(self.keys, (b for b in bounds if b > 0.0), strict=False):
             straddle[k] = (*straddle.get(k, ()), b)
         self.straddle = straddle
         self._index: dict[int, int] = {}
@@ -498,6 +501,6 @@ def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
         raise ValueError(f"{name}: bucket boundaries must be finite (got {buckets!r})")
     if any(x < 0 for x in b):
         raise ValueError(f"{name}: bucket boundaries must be >= 0 (got {buckets!r})")
-    if any(a >= c for a, c in zip(b, b[1:])):
+    if any(a >= c for a, c in pairwise(b)):
         raise ValueError(f"{name}: bucket boundaries must be strictly increasing (got {buckets!r})")
     return tuple(b)

@@ -6,8 +6,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from ._core import Counter, Gauge, Histogram, HistogramChild, _Metric
 from . import _timer
+from ._core import Counter, Gauge, Histogram, HistogramChild, _Metric
 from ._timer import Timer, timer_class
 
 __all__ = [
@@ -75,7 +75,9 @@ class MetricsRegistry:
     @classmethod
     def from_config(cls, section: Any) -> MetricsRegistry:
         """Build from the ``metrics`` section of PerfConfig (reads ``max_series_per_metric``)."""
-        return cls(max_series_per_metric=getattr(section, "max_series_per_metric", DEFAULT_MAX_SERIES_PER_METRIC))
+        return cls(
+            max_series_per_metric=getattr(section, "max_series_per_metric", DEFAULT_MAX_SERIES_PER_METRIC)
+        )
 
     # -- registration --------------------------------------------------------------------------
 
@@ -167,7 +169,7 @@ class MetricsRegistry:
         out = []
         for child in m.children():
             st = series_stats(child, scale)
-            st["labels"] = dict(zip(m.labelnames, child.label_values))
+            st["labels"] = dict(zip(m.labelnames, child.label_values, strict=False))
             out.append(st)
         return out
 

@@ -83,7 +83,7 @@ class HistogramShard:
             if mine is None:
                 self.split[k] = list(parts)
             else:
-                self.split[k] = [a + b for a, b in zip(mine, parts)]
+                self.split[k] = [a + b for a, b in zip(mine, parts, strict=False)]
         self.zero += other.zero
         self.sum += other.sum
         self.min = min(self.min, other.min)

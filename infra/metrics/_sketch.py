@@ -182,7 +182,10 @@ class QuantileSketch:
                 f"{self.relative_accuracy} vs {other.relative_accuracy}"
             )
         self.merge_bins(other.bins, other.neg, other.zero, other.count, other.sum, other.min, other.max)
-        for mine, theirs, negative in ((self._floor, other._floor, False), (self._neg_floor, other._neg_floor, True)):
+        for mine, theirs, negative in (
+            (self._floor, other._floor, False),
+            (self._neg_floor, other._neg_floor, True),
+        ):
             if theirs is not None and (mine is None or theirs > mine):
                 # The other side collapsed further: re-floor so both contribute at the same resolution.
                 store = self.neg if negative else self.bins
@@ -247,7 +250,9 @@ class QuantileSketch:
         out = [math.nan] * len(qs)
         ranks = [(i, math.floor(qs[i] * (n - 1))) for i in order]
         # Walk buckets in value order: most negative first, then zeros, then positives.
-        walk: list[tuple[float, int]] = [(-self.value_of(k), self.neg[k]) for k in sorted(self.neg, reverse=True)]
+        walk: list[tuple[float, int]] = [
+            (-self.value_of(k), self.neg[k]) for k in sorted(self.neg, reverse=True)
+        ]
         if self.zero:
             walk.append((0.0, self.zero))
         walk.extend((self.value_of(k), self.bins[k]) for k in sorted(self.bins))

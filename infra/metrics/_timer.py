@@ -135,7 +135,9 @@ def _wrap_function(func: Callable[..., Any], h: HistogramChild, e: CounterChild 
     return wrapper
 
 
-def _wrap_coroutine(func: Callable[..., Any], h: HistogramChild, e: CounterChild | None) -> Callable[..., Any]:
+def _wrap_coroutine(
+    func: Callable[..., Any], h: HistogramChild, e: CounterChild | None
+) -> Callable[..., Any]:
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         t0 = perf_counter()
@@ -151,7 +153,9 @@ def _wrap_coroutine(func: Callable[..., Any], h: HistogramChild, e: CounterChild
     return wrapper
 
 
-def _wrap_generator(func: Callable[..., Any], h: HistogramChild, e: CounterChild | None) -> Callable[..., Any]:
+def _wrap_generator(
+    func: Callable[..., Any], h: HistogramChild, e: CounterChild | None
+) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         gen = func(*args, **kwargs)

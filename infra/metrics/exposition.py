@@ -1,0 +1,236 @@
+"""Render a registry as Prometheus text 0.0.4, OpenMetrics 1.0.0 or JSON; pick one from a request.
+
+Rendering reads each series through its snapshot methods (no registry-wide lock; each child's shard
+lock is held only while numbers are copied), so observers never wait for a scrape. Sample lines differ
+between the two text formats only in metadata (family names of counters, HELP escaping, ``# EOF``), so
+each child caches its rendered line prefixes once and a scrape is mostly string joins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from itertools import accumulate
+from typing import Any
+
+from ._core import Counter, Gauge, Histogram, _Metric
+from ._registry import MetricsRegistry, get_metrics, series_stats
+
+__all__ = [
+    "CONTENT_TYPE_JSON",
+    "CONTENT_TYPE_OPENMETRICS",
+    "CONTENT_TYPE_TEXT",
+    "FORMATS",
+    "negotiate",
+    "render",
+    "render_json",
+    "render_openmetrics",
+    "render_text",
+]
+
+CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+CONTENT_TYPE_JSON = "application/json"
+FORMATS = {"text": CONTENT_TYPE_TEXT, "openmetrics": CONTENT_TYPE_OPENMETRICS, "json": CONTENT_TYPE_JSON}
+
+
+def format_float(v: float) -> str:
+    """A sample value or ``le`` as Prometheus (and OpenMetrics' canonical form) spell it.
+
+    Same as prometheus_client's ``floatToGoString``: repr, ``+Inf``/``-Inf``/``NaN``, and Go's switch
+    to exponent notation past 6 integer digits (OpenMetrics requires canonical ``le`` values).
+    """
+    if v == math.inf:
+        return "+Inf"
+    if v == -math.inf:
+        return "-Inf"
+    if v != v:
+        return "NaN"
+    s = repr(float(v))
+    dot = s.find(".")
+    if v > 0 and dot > 6:
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
+
+
+def _help_text(doc: str) -> str:
+    return doc.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _help_openmetrics(doc: str) -> str:
+    return doc.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _sample_name(m: _Metric) -> str:
+    if isinstance(m, Counter) and not m.name.endswith("_total"):
+        return m.name + "_total"
+    return m.name
+
+
+def _family_openmetrics(m: _Metric) -> str:
+    # OpenMetrics names a counter family without `_total`; its sample adds it.
+    if isinstance(m, Counter) and m.name.endswith("_total"):
+        return m.name[: -len("_total")]
+    return m.name
+
+
+def _prefixes(m: _Metric, child: Any) -> list[str]:
+    """The cached line prefixes (name + labels + space) of ``child``'s samples."""
+    pre: list[str] | None = child._expo
+    if pre is None:
+        lbl = child._lbl
+        if isinstance(m, Histogram):
+            sep = "," if lbl else ""
+            pre = [
+                f'{m.name}_bucket{{{lbl}{sep}le="{format_float(b)}"}} ' for b in (*m.buckets, math.inf)
+            ]
+            tail = f"{{{lbl}}} " if lbl else " "
+            pre.append(f"{m.name}_count{tail}")
+            pre.append(f"{m.name}_sum{tail}")
+        else:
+            pre = [f"{_sample_name(m)}{{{lbl}}} " if lbl else f"{_sample_name(m)} "]
+        child._expo = pre
+    return pre
+
+
+def _samples(m: _Metric, out: list[str]) -> None:
+    if isinstance(m, Histogram):
+        for child in m.children():
+            pre = _prefixes(m, child)
+            le, total = child.le_counts()
+            cum = list(accumulate(le))
+            out.extend(map(str.__add__, pre, map(str, cum)))
+            out.append(pre[-2] + str(cum[-1]))
+            out.append(pre[-1] + format_float(total))
+    else:
+        for child in m.children():
+            out.append(_prefixes(m, child)[0] + format_float(child.get()))
+
+
+def _kind(m: _Metric) -> str:
+    return m.kind
+
+
+def render_text(registry: MetricsRegistry | None = None) -> str:
+    """Prometheus text exposition format 0.0.4."""
+    reg = registry or get_metrics()
+    out: list[str] = []
+    for m in reg.collect():
+        family = _sample_name(m)
+        if m.documentation:
+            out.append(f"# HELP {family} {_help_text(m.documentation)}")
+        out.append(f"# TYPE {family} {_kind(m)}")
+        _samples(m, out)
+    out.append("")
+    return "\n".join(out)
+
+
+def render_openmetrics(registry: MetricsRegistry | None = None) -> str:
+    """OpenMetrics 1.0.0 text format (ends with ``# EOF``)."""
+    reg = registry or get_metrics()
+    out: list[str] = []
+    for m in reg.collect():
+        family = _family_openmetrics(m)
+        if m.documentation:
+            out.append(f"# HELP {family} {_help_openmetrics(m.documentation)}")
+        out.append(f"# TYPE {family} {_kind(m)}")
+        _samples(m, out)
+    out.append("# EOF\n")
+    return "\n".join(out)
+
+
+def _json_value(v: float) -> float | str | None:
+    if v is None:
+        return None
+    if math.isfinite(v):
+        return v
+    return format_float(v)  # JSON has no Inf/NaN: spell them as Prometheus does
+
+
+def json_document(registry: MetricsRegistry | None = None) -> dict[str, Any]:
+    """The JSON form: every metric and series, histogram quantiles from the sketch, and get_stats()."""
+    reg = registry or get_metrics()
+    metrics: list[dict[str, Any]] = []
+    for m in reg.collect():
+        series: list[dict[str, Any]] = []
+        for child in m.children():
+            labels = dict(zip(m.labelnames, child.label_values, strict=True))
+            if isinstance(m, Histogram):
+                le, total = child.le_counts()
+                cum = list(accumulate(le))
+                st = series_stats(child)
+                entry: dict[str, Any] = {"labels": labels, "count": cum[-1], "sum": total}
+                entry["buckets"] = {format_float(b): c for b, c in zip((*m.buckets, math.inf), cum, strict=True)}
+                for k in ("min", "max", "mean", "p50", "p95", "p99", "p999"):
+                    entry[k] = _json_value(st[k])
+                series.append(entry)
+            else:
+                assert isinstance(m, (Counter, Gauge))
+                series.append({"labels": labels, "value": _json_value(child.get())})
+        metrics.append({"name": m.name, "type": m.kind, "help": m.documentation, "series": series})
+    return {"metrics": metrics, "stats": reg.get_stats()}
+
+
+def render_json(registry: MetricsRegistry | None = None) -> str:
+    return json.dumps(json_document(registry), separators=(",", ":"), allow_nan=False)
+
+
+def _parse_accept(accept: str) -> Iterable[tuple[float, int, str]]:
+    for pos, part in enumerate(accept.split(",")):
+        fields = [f.strip() for f in part.split(";")]
+        media = fields[0].lower()
+        q = 1.0
+        for param in fields[1:]:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        yield q, pos, media
+
+
+def negotiate(accept: str | None = None, fmt: str | None = None) -> str:
+    """Which format to serve: ``fmt`` (a ``?format=`` value) wins, else the Accept header.
+
+    Returns "text", "openmetrics" or "json". ``application/openmetrics-text`` (Prometheus asks for it
+    first) gets OpenMetrics 1.0.0, ``application/json`` JSON, anything else the 0.0.4 text format.
+    Raises ValueError for an unknown ``fmt``.
+    """
+    if fmt:
+        f = fmt.strip().lower()
+        aliases = {"prometheus": "text", "om": "openmetrics", "openmetrics": "openmetrics", "text": "text"}
+        if f == "json":
+            return "json"
+        if f in aliases:
+            return aliases[f]
+        raise ValueError(f"unknown format {fmt!r}: use json, text or openmetrics")
+    if not accept:
+        return "text"
+    best: tuple[float, int, str] | None = None
+    for q, pos, media in _parse_accept(accept):
+        if q <= 0:
+            continue
+        if media == "application/openmetrics-text":
+            kind = "openmetrics"
+        elif media == "application/json":
+            kind = "json"
+        elif media in ("text/plain", "text/*", "*/*"):
+            kind = "text"
+        else:
+            continue
+        # Highest q wins; among equal q, the first listed.
+        if best is None or q > best[0] or (q == best[0] and pos < best[1]):
+            best = (q, pos, kind)
+    return best[2] if best else "text"
+
+
+def render(registry: MetricsRegistry | None = None, kind: str = "text") -> tuple[bytes, str]:
+    """Body and Content-Type for ``kind`` ("text", "openmetrics" or "json")."""
+    if kind == "openmetrics":
+        return render_openmetrics(registry).encode(), CONTENT_TYPE_OPENMETRICS
+    if kind == "json":
+        return render_json(registry).encode(), CONTENT_TYPE_JSON
+    return render_text(registry).encode(), CONTENT_TYPE_TEXT

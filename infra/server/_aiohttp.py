@@ -1,0 +1,50 @@
+"""An aiohttp handler serving the metrics endpoint: ``app.router.add_get("/metrics", handler)``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..metrics import MetricsRegistry, get_metrics
+from ._common import INLINE_RENDER_MAX_SERIES, metrics_response, series_count
+
+__all__ = ["make_aiohttp_handler", "metrics_aiohttp_handler"]
+
+
+def make_aiohttp_handler(
+    registry: MetricsRegistry | None = None, *, token: str | None = None
+) -> Callable[[Any], Awaitable[Any]]:
+    """An aiohttp request handler for ``registry`` (default: the process-wide one)."""
+
+    async def handler(request: Any) -> Any:
+        from aiohttp import web  # lazy: only apps that use aiohttp pay for importing it
+
+        reg = registry or get_metrics()
+
+        def respond() -> tuple[int, list[tuple[str, str]], bytes]:
+            return metrics_response(
+                reg,
+                accept=request.headers.get("Accept"),
+                query=request.query_string,
+                authorization=request.headers.get("Authorization"),
+                token=token,
+            )
+
+        if series_count(reg) > INLINE_RENDER_MAX_SERIES:
+            import asyncio
+
+            status, headers, body = await asyncio.get_running_loop().run_in_executor(None, respond)
+        else:
+            status, headers, body = respond()
+        hdrs = dict(headers)
+        ctype = hdrs.pop("Content-Type")
+        # aiohttp wants content_type and charset apart; keep the version parameter in the header.
+        resp = web.Response(status=status, body=body, headers=hdrs)
+        resp.headers["Content-Type"] = ctype
+        return resp
+
+    return handler
+
+
+metrics_aiohttp_handler = make_aiohttp_handler()
+"""The process-wide registry, no token: ``app.router.add_get("/metrics", metrics_aiohttp_handler)``."""

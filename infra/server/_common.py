@@ -1,0 +1,58 @@
+"""What every /metrics front end shares: bearer-token check and the response for a request."""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import parse_qs
+
+from ..metrics import MetricsRegistry, get_metrics
+from ..metrics.exposition import negotiate, render
+
+__all__ = ["Response", "authorized", "metrics_response", "series_count"]
+
+# Above this many series a scrape renders on a worker thread instead of the event loop. Rendering
+# 1000 histogram series takes a few ms (bench/bench_metrics.py), so small registries stay inline.
+INLINE_RENDER_MAX_SERIES = 256
+
+Response = tuple[int, list[tuple[str, str]], bytes]
+
+
+def authorized(header: str | None, token: str | None) -> bool:
+    """True if no token is required, or ``header`` is ``Bearer <token>`` (constant-time compare)."""
+    if token is None:
+        return True
+    if not header:
+        return False
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def series_count(registry: MetricsRegistry) -> int:
+    return sum(len(m._children) for m in registry.collect())
+
+
+def metrics_response(
+    registry: MetricsRegistry | None,
+    *,
+    accept: str | None,
+    query: str,
+    authorization: str | None,
+    token: str | None,
+) -> Response:
+    """Status, headers and body for one GET of the metrics endpoint (pure apart from rendering)."""
+    if not authorized(authorization, token):
+        body = b"401 Unauthorized: send 'Authorization: Bearer <token>'\n"
+        return (
+            401,
+            [("Content-Type", "text/plain; charset=utf-8"), ("WWW-Authenticate", 'Bearer realm="metrics"')],
+            body,
+        )
+    fmt = parse_qs(query).get("format", [None])[0] if query else None
+    try:
+        kind = negotiate(accept, fmt)
+    except ValueError as exc:
+        return 400, [("Content-Type", "text/plain; charset=utf-8")], f"400 Bad Request: {exc}\n".encode()
+    body, ctype = render(registry or get_metrics(), kind)
+    return 200, [("Content-Type", ctype), ("Cache-Control", "no-store")], body
