@@ -181,7 +181,7 @@ class OptimizedOllama:
         for text, k in zip(unique, keys, strict=True):
             v = found.get(k)  # type: ignore[arg-type]
             if isinstance(v, list):
-                vectors[text] = v
+                vectors[text] = list(v)  # a copy: the caller may mutate it, the L1 entry must not change
             else:
                 missing.append(text)
                 missing_keys.append(k)  # type: ignore[arg-type]

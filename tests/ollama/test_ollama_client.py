@@ -1,0 +1,505 @@
+"""OptimizedOllama / AsyncOptimizedOllama against the Ollama test server, with the real infra.cache."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+import warnings
+from typing import Any
+
+import httpx
+import ollama
+import pytest
+from ollama_testutil import EMBED, LLM, settings
+
+from infra.ollama import AsyncOptimizedOllama, OllamaRunnerError, OptimizedOllama, RunnerOptionWarning
+from infra.testing.ollama_server import OllamaTestServer
+
+MSGS = [{"role": "system", "content": "You are kind."}, {"role": "user", "content": "I walked by the sea."}]
+
+
+@pytest.fixture
+def llm(server: OllamaTestServer, cache: Any) -> Any:
+    c = OptimizedOllama(server.url, settings=settings(), cache=cache)
+    yield c
+    c.close()
+
+
+def requests(srv: OllamaTestServer, endpoint: str) -> int:
+    return int(srv.stats()["requests"].get(endpoint, 0))
+
+
+# ------------------------------------------------------------------------------------------- cache hits
+
+
+def test_a_cached_generate_equals_the_original_and_skips_the_server(llm: Any, server: OllamaTestServer) -> None:
+    first = llm.generate(LLM, "Reflect on the sea.", profile="stage1")
+    again = llm.generate(LLM, "Reflect on the sea.", profile="stage1")
+    assert isinstance(again, ollama.GenerateResponse)
+    assert again == first and again.model_fields_set == first.model_fields_set
+    assert requests(server, "generate") == 1
+
+
+def test_a_cached_chat_equals_the_original(llm: Any, server: OllamaTestServer) -> None:
+    first = llm.chat(LLM, MSGS, profile="stage2")
+    again = llm.chat(LLM, MSGS, profile="stage2")
+    assert isinstance(again, ollama.ChatResponse) and again == first
+    assert again.message.content == first.message.content
+    assert requests(server, "chat") == 1
+
+
+def test_a_cached_stream_replays_the_same_chunks(llm: Any, server: OllamaTestServer) -> None:
+    first = list(llm.chat(LLM, MSGS, stream=True))
+    again = list(llm.chat(LLM, MSGS, stream=True))
+    assert again == first and all(isinstance(p, ollama.ChatResponse) for p in again)
+    assert again[-1].done and requests(server, "chat") == 1
+
+
+def test_a_cache_hit_survives_a_new_process_view_of_the_same_store(server: OllamaTestServer, tmp_path: Any) -> None:
+    """Values go through the safe codec to SQLite, and come back as the same pydantic types."""
+    from infra.cache import Cache, CacheSettings
+
+    path = str(tmp_path / "shared.db")
+    with Cache(CacheSettings(path=path)) as c1:
+        a = OptimizedOllama(server.url, settings=settings(), cache=c1)
+        first = a.generate(LLM, "persist me")
+        a.close()
+    with Cache(CacheSettings(path=path)) as c2:
+        b = OptimizedOllama(server.url, settings=settings(), cache=c2)
+        again = b.generate(LLM, "persist me")
+        b.close()
+    assert again == first and requests(server, "generate") == 1
+
+
+OUTPUT_OPTIONS = [
+    ("temperature", 0.9), ("top_k", 5), ("top_p", 0.5), ("min_p", 0.1), ("typical_p", 0.7),
+    ("repeat_penalty", 1.3), ("repeat_last_n", 8), ("presence_penalty", 0.5), ("frequency_penalty", 0.5),
+    ("seed", 42), ("stop", ["\n"]), ("num_predict", 7), ("num_ctx", 8192),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), OUTPUT_OPTIONS)
+def test_changing_an_output_affecting_option_misses(server: OllamaTestServer, cache: Any, name: str,
+                                                    value: Any) -> None:
+    # no pinned runner options here, so num_ctx may vary per call
+    llm = OptimizedOllama(server.url, settings=settings(runner={}), cache=cache)
+    base = {"temperature": 0.3, "num_predict": 20}
+    llm.generate(LLM, "same prompt", options=base)
+    llm.generate(LLM, "same prompt", options={**base, name: value})
+    llm.close()
+    assert requests(server, "generate") == 2
+
+
+@pytest.mark.parametrize("change", [
+    {"system": "other system"}, {"format": "json"}, {"think": True}, {"template": "{{ .Prompt }}!"},
+    {"suffix": "end"}, {"raw": True}, {"images": [b"\x89PNG fake image"]}, {"prompt": "another prompt"},
+    {"model": "qwen2.5:7b"},
+])
+def test_changing_any_request_field_misses(server: OllamaTestServer, cache: Any, change: dict[str, Any]) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(), cache=cache)
+    call: dict[str, Any] = {"model": LLM, "prompt": "same prompt"}
+    llm.generate(**call)
+    llm.generate(**{**call, **change})
+    llm.close()
+    assert requests(server, "generate") == 2
+
+
+def test_chat_key_covers_messages_tools_and_images(llm: Any, server: OllamaTestServer) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup"}}]
+    llm.chat(LLM, MSGS)
+    llm.chat(LLM, [*MSGS[:1], {"role": "user", "content": "I walked by the lake."}])
+    llm.chat(LLM, MSGS, tools=tools)
+    llm.chat(LLM, [{**MSGS[1], "images": [b"img-a"]}])
+    llm.chat(LLM, [{**MSGS[1], "images": [b"img-b"]}])
+    assert requests(server, "chat") == 5
+    llm.chat(LLM, [{**MSGS[1], "images": [b"img-b"]}])
+    assert requests(server, "chat") == 5
+
+
+@pytest.mark.parametrize("runner_change", [{"num_thread": 2}, {"num_batch": 64}, {"num_gpu": 0},
+                                           {"use_mmap": False}])
+def test_changing_a_runner_only_option_or_keep_alive_hits(server: OllamaTestServer, cache: Any,
+                                                          runner_change: dict[str, Any]) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(runner={}), cache=cache)
+    first = llm.generate(LLM, "same prompt", options={"temperature": 0.3}, keep_alive="5m")
+    again = llm.generate(LLM, "same prompt", options={"temperature": 0.3, **runner_change}, keep_alive="1h")
+    llm.close()
+    assert again == first and requests(server, "generate") == 1
+
+
+def test_the_model_digest_is_part_of_the_key(server: OllamaTestServer, cache: Any) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(), cache=cache)
+    llm.generate(LLM, "digest")
+    llm._core.digests = {LLM: "0" * 64}  # the model was re-pulled: a different digest
+    llm.generate(LLM, "digest")
+    llm.close()
+    assert requests(server, "generate") == 2
+
+
+def test_only_deterministic_caches_only_temperature_zero_or_a_seed(server: OllamaTestServer, cache: Any) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(cache_kw={"only_deterministic": True}), cache=cache)
+    for _ in range(2):
+        llm.generate(LLM, "sampled", options={"temperature": 0.8})
+    assert requests(server, "generate") == 2
+    for _ in range(2):
+        llm.generate(LLM, "seeded", options={"temperature": 0.8, "seed": 7})
+    for _ in range(2):
+        llm.generate(LLM, "greedy", options={"temperature": 0})
+    llm.close()
+    assert requests(server, "generate") == 4
+
+
+def test_cache_false_per_call_and_disabled_endpoints_skip_the_cache(server: OllamaTestServer, cache: Any) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(cache_kw={"chat": False}), cache=cache)
+    llm.generate(LLM, "x", cache=False)
+    llm.generate(LLM, "x", cache=False)
+    llm.chat(LLM, MSGS)
+    llm.chat(LLM, MSGS)
+    llm.close()
+    assert requests(server, "generate") == 2 and requests(server, "chat") == 2
+
+
+# ------------------------------------------------------------------------------------------- what is never stored
+
+
+def test_an_aborted_stream_is_not_stored(llm: Any, server: OllamaTestServer) -> None:
+    it = llm.generate(LLM, "abort me", stream=True)
+    next(it)
+    next(it)
+    it.close()  # the caller stops reading
+    full = list(llm.generate(LLM, "abort me", stream=True))
+    assert requests(server, "generate") == 2 and full[-1].done
+    list(llm.generate(LLM, "abort me", stream=True))
+    assert requests(server, "generate") == 2, "the completed stream was stored"
+
+
+def test_a_stream_that_errors_midway_is_not_stored(llm: Any, server: OllamaTestServer) -> None:
+    server.error_mid_stream(after=2)
+    with pytest.raises(ollama.ResponseError):
+        list(llm.chat(LLM, MSGS, stream=True))
+    list(llm.chat(LLM, MSGS, stream=True))
+    assert requests(server, "chat") == 2
+
+
+def test_errors_and_load_replies_are_never_stored(llm: Any, server: OllamaTestServer) -> None:
+    server.fail_next(500, "boom")
+    with pytest.raises(ollama.ResponseError):
+        llm.generate(LLM, "fails once")
+    assert llm.generate(LLM, "fails once").done
+    assert requests(server, "generate") == 2
+    assert llm.generate(LLM, "").done_reason == "load"
+    assert llm.generate(LLM, "").done_reason == "load"
+    assert requests(server, "generate") == 4
+
+
+# ------------------------------------------------------------------------------------------- replay timing
+
+
+def test_paced_replay_keeps_the_recorded_inter_chunk_timing(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server(token_latency=0.03, min_tokens=12, max_tokens=12)
+    llm = OptimizedOllama(srv.url, settings=settings(cache_kw={"replay": "paced"}), cache=cache)
+
+    def timed_stream() -> list[float]:
+        stamps = []
+        for _ in llm.generate(LLM, "pace me", stream=True):
+            stamps.append(time.perf_counter())
+        return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+
+    recorded = timed_stream()
+    replayed = timed_stream()
+    llm.close()
+    assert requests(srv, "generate") == 1
+    assert len(replayed) == len(recorded)
+    assert sum(replayed) == pytest.approx(sum(recorded), rel=0.2)
+    assert statistics.median(replayed) == pytest.approx(statistics.median(recorded), rel=0.2)
+
+
+def test_instant_replay_returns_the_chunks_at_once(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server(token_latency=0.02, min_tokens=10, max_tokens=10)
+    llm = OptimizedOllama(srv.url, settings=settings(), cache=cache)
+    t0 = time.perf_counter()
+    first = list(llm.generate(LLM, "instant", stream=True))
+    streamed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    again = list(llm.generate(LLM, "instant", stream=True))
+    replayed = time.perf_counter() - t0
+    llm.close()
+    assert again == first
+    assert replayed < streamed / 2  # not a benchmark: the recorded stream took >= 10 x 20 ms
+
+
+# ------------------------------------------------------------------------------------------- embeddings
+
+
+def test_a_partially_cached_embed_batch_sends_only_the_missing_items(llm: Any, server: OllamaTestServer,
+                                                                     client: Any) -> None:
+    llm.embed(EMBED, ["a", "b"])
+    before = server.stats()["embed_inputs"]
+    r = llm.embed(EMBED, ["a", "c", "b", "d", "c", "a"])
+    assert server.stats()["embed_inputs"] - before == 2, "only c and d are computed, once each"
+    assert requests(server, "embed") == 2
+    direct = client(server.url).embed(EMBED, ["a", "c", "b", "d", "c", "a"])
+    assert isinstance(r, ollama.EmbedResponse)
+    assert [list(v) for v in r.embeddings] == [list(v) for v in direct.embeddings], "input order kept"
+
+
+def test_a_fully_cached_embed_batch_makes_no_request(llm: Any, server: OllamaTestServer) -> None:
+    first = llm.embed(EMBED, "solo")
+    again = llm.embed(EMBED, "solo")
+    assert list(again.embeddings[0]) == list(first.embeddings[0])
+    assert requests(server, "embed") == 1
+    again.embeddings[0][0] = 123.0  # mutating a result must not change the cache
+    assert llm.embed(EMBED, "solo").embeddings[0][0] != 123.0
+
+
+def test_embed_options_and_dimensions_are_in_the_item_key(llm: Any, server: OllamaTestServer) -> None:
+    llm.embed(EMBED, ["x"])
+    llm.embed(EMBED, ["x"], dimensions=32)
+    llm.embed(EMBED, ["x"], truncate=False)
+    assert requests(server, "embed") == 3
+
+
+def test_legacy_embeddings_are_cached(llm: Any, server: OllamaTestServer) -> None:
+    a = llm.embeddings(EMBED, "legacy")
+    b = llm.embeddings(EMBED, "legacy")
+    assert a == b and isinstance(b, ollama.EmbeddingsResponse) and requests(server, "embeddings") == 1
+
+
+# ------------------------------------------------------------------------------------------- runner pinning
+
+
+def test_pinned_runner_options_mean_zero_reloads_over_200_mixed_calls(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server(load_time=0.001)
+    llm = OptimizedOllama(srv.url, settings=settings(runner={"num_thread": 6, "num_ctx": 4096}), cache=cache)
+    profiles = [None, "stage1", "stage2"]
+    for i in range(200):
+        kind = i % 5
+        if kind == 0:
+            llm.generate(LLM, f"g{i % 37}", profile=profiles[i % 3], cache=i % 2 == 0)
+        elif kind == 1:
+            llm.chat(LLM, [{"role": "user", "content": f"c{i}"}], profile=profiles[i % 3])
+        elif kind == 2:
+            list(llm.generate(LLM, f"s{i}", stream=True, options={"temperature": 0.1 * (i % 4)}))
+        elif kind == 3:
+            llm.embed(EMBED, [f"e{i}", f"e{i + 1}"])
+        else:
+            llm.chat(LLM, MSGS, options={"top_k": i % 7 + 1}, keep_alive="10m", cache=False)
+    llm.close()
+    assert srv.stats()["reloads"] == 0, srv.reload_log()
+    assert srv.stats()["loads"] == 2  # the LLM and the embedding model, once each
+
+
+def test_without_pinning_mixed_calls_do_reload(make_server, client: Any) -> None:  # type: ignore[no-untyped-def]
+    """The failure the pinning prevents: the raw client with per-call num_ctx reloads the model."""
+    srv = make_server()
+    raw = client(srv.url)
+    raw.generate(LLM, "a", options={"num_ctx": 8192})
+    raw.generate(LLM, "b")
+    raw.generate(LLM, "c", options={"num_ctx": 8192})
+    assert srv.stats()["reloads"] == 2
+
+
+def test_a_conflicting_runner_option_warns_and_sends_the_pinned_value(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server()
+    llm = OptimizedOllama(srv.url, settings=settings(runner={"num_ctx": 4096}), cache=cache)
+    llm.generate(LLM, "first")
+    with pytest.warns(RunnerOptionWarning, match="num_ctx=8192 differs from the pinned num_ctx=4096"):
+        llm.generate(LLM, "second", options={"num_ctx": 8192})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        llm.generate(LLM, "third", options={"num_ctx": 8192})  # warned once per (model, option, value)
+    llm.close()
+    assert srv.stats()["reloads"] == 0
+
+
+def test_strict_runner_raises_before_any_request(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server()
+    llm = OptimizedOllama(srv.url, settings=settings(runner={"num_ctx": 4096}, strict_runner=True), cache=cache)
+    with pytest.raises(OllamaRunnerError, match="num_ctx"):
+        llm.chat(LLM, MSGS, options={"num_ctx": 2048})
+    llm.close()
+    assert requests(srv, "chat") == 0
+
+
+def test_profiles_set_sampling_options_and_call_options_win(llm: Any) -> None:
+    core = llm._core
+    merged = core.policy.merge(LLM, {"temperature": 0.9}, "stage1")
+    assert merged == {"num_predict": 120, "temperature": 0.9, "num_thread": 6, "num_ctx": 4096}
+    with pytest.raises(ValueError, match="unknown Ollama profile 'stage9'"):
+        llm.generate(LLM, "x", profile="stage9")
+
+
+def test_per_model_runner_overrides(server: OllamaTestServer, cache: Any) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(runner={"num_ctx": 4096, "nomic-embed-text": {"num_ctx": 8192}}),
+                          cache=cache)
+    assert llm._core.policy.pinned(EMBED) == {"num_ctx": 8192}
+    assert llm._core.policy.pinned(LLM) == {"num_ctx": 4096}
+    llm.close()
+
+
+# ------------------------------------------------------------------------------------------- timeouts, retries, limits
+
+
+def test_the_timeout_is_enforced(server: OllamaTestServer, cache: Any) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(timeout=0.3), cache=cache)
+    server.stall_next(3.0)
+    t0 = time.perf_counter()
+    with pytest.raises(httpx.ReadTimeout):
+        llm.generate(LLM, "hang")
+    assert time.perf_counter() - t0 < 2.5, "gave up at the timeout, not when the server answered"
+    llm.close()
+
+
+def test_busy_replies_are_retried_before_the_first_token(llm: Any, server: OllamaTestServer) -> None:
+    server.fail_next(503, "server busy, please try again. maximum pending requests exceeded", times=2)
+    assert llm.generate(LLM, "retry me").done
+    assert requests(server, "generate") == 3
+    server.fail_next(503, "busy", times=2, endpoint="chat")
+    assert list(llm.chat(LLM, MSGS, stream=True))[-1].done
+    assert requests(server, "chat") == 3
+
+
+def test_client_errors_and_mid_stream_failures_are_not_retried(llm: Any, server: OllamaTestServer) -> None:
+    with pytest.raises(ollama.ResponseError):
+        llm.generate("missing:1b", "x")
+    assert requests(server, "generate") == 1
+    server.error_mid_stream(after=1)
+    with pytest.raises(ollama.ResponseError):
+        list(llm.generate(LLM, "no retry after a token", stream=True))
+    assert requests(server, "generate") == 2
+
+
+def test_retries_give_up_after_the_configured_count(server: OllamaTestServer, cache: Any) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(retries=1), cache=cache)
+    server.fail_next(503, "busy", times=5)
+    with pytest.raises(ollama.ResponseError):
+        llm.generate(LLM, "x")
+    llm.close()
+    assert requests(server, "generate") == 2
+
+
+def test_the_concurrency_limit_bounds_requests_in_flight(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server(token_latency=0.005, num_parallel=8)
+    llm = OptimizedOllama(srv.url, settings=settings(max_concurrency=2), cache=cache)
+    threads = [threading.Thread(target=llm.generate, args=(LLM, f"p{i}")) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    llm.close()
+    assert srv.stats()["completed"] == 8 and srv.stats()["max_in_flight"] == 2
+
+
+# ------------------------------------------------------------------------------------------- warmup, off, fail-open
+
+
+def test_warmup_loads_models_through_chat_with_one_token(server: OllamaTestServer, llm: Any) -> None:
+    t = llm.warmup([LLM, EMBED], system_prompt="You are kind.")
+    t.join(10)
+    assert server.stats()["loads"] == 2
+    assert requests(server, "chat") == 1 and requests(server, "embed") == 1
+    assert server.stats()["tokens"] == 1
+    assert {m.model for m in llm.ps().models} == {LLM, EMBED}
+
+
+def test_keep_warm_reloads_before_expiry(server: OllamaTestServer, cache: Any) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(keep_alive=0.6), cache=cache)
+    kw = llm.keep_warm([LLM], interval=0.2)
+    deadline = time.monotonic() + 5
+    while kw.refreshes < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kw.stop()
+    llm.close()
+    assert kw.refreshes >= 3 and server.stats()["loads"] == 1, "kept loaded: one load, several refreshes"
+
+
+def test_disabled_is_a_plain_pass_through(server: OllamaTestServer, cache: Any) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(enabled=False, runner={"num_ctx": 4096}), cache=cache)
+    a = llm.generate(LLM, "plain", options={"num_ctx": 8192})
+    b = llm.generate(LLM, "plain", options={"num_ctx": 8192})
+    llm.close()
+    assert a.response == b.response and requests(server, "generate") == 2
+    (loaded,) = ollama.ProcessResponse.model_validate(httpx.get(f"{server.url}/api/ps").json()).models
+    assert loaded.context_length == 8192, "the call's own options were sent unchanged"
+
+
+class BrokenCache:
+    """A cache whose every operation raises: the layer must fail open."""
+
+    def __getattr__(self, name: str) -> Any:
+        def boom(*a: Any, **k: Any) -> Any:
+            raise RuntimeError("cache store is gone")
+
+        return boom
+
+
+def test_a_failing_cache_never_changes_the_result(server: OllamaTestServer, caplog: Any) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(), cache=BrokenCache())
+    with caplog.at_level(logging.WARNING, logger="infra.ollama"):
+        a = llm.generate(LLM, "fail open")
+        b = llm.generate(LLM, "fail open")
+        e = llm.embed(EMBED, ["x", "y"])
+    llm.close()
+    assert a.response == b.response and len(e.embeddings) == 2
+    assert sum("cache failed" in r.getMessage() for r in caplog.records) == 1, "logged once"
+
+
+# ------------------------------------------------------------------------------------------- async twin
+
+
+async def test_async_cached_calls_equal_the_originals(server: OllamaTestServer, cache: Any) -> None:
+    llm = AsyncOptimizedOllama(server.url, settings=settings(), cache=cache)
+    g1 = await llm.generate(LLM, "async", profile="stage1")
+    g2 = await llm.generate(LLM, "async", profile="stage1")
+    c1 = await llm.chat(LLM, MSGS)
+    c2 = await llm.chat(LLM, MSGS)
+    s1 = [p async for p in await llm.chat(LLM, MSGS, stream=True)]
+    s2 = [p async for p in await llm.chat(LLM, MSGS, stream=True)]
+    assert (g1, c1, s1) == (g2, c2, s2)
+    assert isinstance(g2, ollama.GenerateResponse) and isinstance(s2[0], ollama.ChatResponse)
+    assert requests(server, "generate") == 1 and requests(server, "chat") == 2
+    await llm.close()
+
+
+async def test_async_partial_embed_batch_and_aborted_stream(server: OllamaTestServer, cache: Any) -> None:
+    llm = AsyncOptimizedOllama(server.url, settings=settings(), cache=cache)
+    await llm.embed(EMBED, ["a", "b"])
+    before = server.stats()["embed_inputs"]
+    r = await llm.embed(EMBED, ["b", "c", "c", "a"])
+    assert server.stats()["embed_inputs"] - before == 1 and len(r.embeddings) == 4
+    assert r.embeddings[1] == r.embeddings[2]
+    it = await llm.generate(LLM, "abort async", stream=True)
+    await it.__anext__()
+    await it.aclose()
+    assert [p async for p in await llm.generate(LLM, "abort async", stream=True)][-1].done
+    assert requests(server, "generate") == 2
+    await llm.close()
+
+
+async def test_async_timeout_retries_and_strict_runner(server: OllamaTestServer, cache: Any) -> None:
+    llm = AsyncOptimizedOllama(server.url, settings=settings(timeout=0.3, strict_runner=True), cache=cache)
+    server.stall_next(3.0)
+    with pytest.raises(httpx.ReadTimeout):
+        await llm.generate(LLM, "hang")
+    server.fail_next(503, "busy", times=1)
+    assert (await llm.generate(LLM, "retry")).done
+    with pytest.raises(OllamaRunnerError):
+        await llm.generate(LLM, "x", options={"num_thread": 1})
+    await llm.close()
+
+
+async def test_async_warmup_and_paced_replay(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server(token_latency=0.03, min_tokens=10, max_tokens=10)
+    llm = AsyncOptimizedOllama(srv.url, settings=settings(cache_kw={"replay": "paced"}), cache=cache)
+    await llm.warmup([LLM])
+    assert srv.stats()["loads"] == 1
+
+    async def gaps() -> list[float]:
+        stamps = [time.perf_counter() async for _ in await llm.generate(LLM, "pace", stream=True)]
+        return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+
+    recorded, replayed = await gaps(), await gaps()
+    assert sum(replayed) == pytest.approx(sum(recorded), rel=0.2)
+    await llm.close()
