@@ -175,12 +175,13 @@ class BucketLayout:
         total = 0.0
         for s in shards:
             le[0] += s.zero
-            for k, c in s.bins.items():
+            # Copy the items in one C call before iterating: the owning thread may add keys meanwhile.
+            for k, c in tuple(s.bins.items()):
                 i = index.get(k)
                 if i is None:
                     i = self.index(k)
                 le[i] += c
-            for k, parts in s.split.items():
+            for k, parts in tuple(s.split.items()):
                 i = self.index(k)
                 for j, c in enumerate(parts):
                     le[i + j] += c
@@ -275,7 +276,7 @@ class HistogramChild(_Child):
             out = []
             for s in shards:
                 bins = dict(s.bins)
-                for k, parts in list(s.split.items()):
+                for k, parts in tuple(s.split.items()):
                     bins[k] = bins.get(k, 0) + sum(parts)
                 out.append((bins, s.zero, s.sum, s.min, s.max))
             return out
