@@ -350,7 +350,10 @@ class Codec:
                     raise
                 import pickle
 
-                kind, body = PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                try:
+                    kind, body = PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:
+                    raise EncodeError(f"value can't be pickled either: {exc}") from exc
             except (TypeError, ValueError, RecursionError) as exc:
                 raise EncodeError(f"value can't be encoded: {exc}") from exc
         codec = kind

@@ -160,14 +160,17 @@ class Cache:
                     name, s.signing_key_env,
                 )
             gen = 0
+            failure: Exception | None = None
             if self.backend is not None:
                 try:
                     gen = self.backend.generations().get(name, 0)
-                except Exception:  # noqa: BLE001 - counted on first real use
-                    gen = 0
+                except Exception as exc:  # noqa: BLE001 - fail open, counted below
+                    failure = exc
             ns = _Namespace(name, codec, s.ttl_for(name), s.ttl_jitter, gen, self._export, self._count)
             self._ns[name] = ns
-            return ns
+        if failure is not None:
+            ns.stats.error("read", failure)
+        return ns
 
     def _expires(self, ns: _Namespace, ttl: float | None, now: float) -> float | None:
         t = ns.ttl if ttl is None else ttl

@@ -281,6 +281,7 @@ class SQLiteBackend(CacheBackend):
             if not os.path.exists(self.path):
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
                 os.close(fd)
+            before = len(self.quarantined)
             with self._file_lock():
                 self._init_schema()
         except CacheError as exc:
@@ -293,11 +294,15 @@ class SQLiteBackend(CacheBackend):
             raise err from exc
         self._open_error = None
         self._ready = True
+        if len(self.quarantined) > before:
+            # Report the quarantine once (counted by Cache as an error); the fresh file serves from now on.
+            raise CacheCorruptError(f"cache database was corrupt; moved aside to {self.quarantined[-1]}")
 
     def _init_schema(self) -> None:
         for attempt in range(2):
-            conn = self._connect()
+            conn: sqlite3.Connection | None = None
             try:
+                conn = self._connect()
                 if self.quick_check:
                     row = conn.execute("PRAGMA quick_check").fetchone()
                     if row is None or row[0] != "ok":
@@ -313,8 +318,9 @@ class SQLiteBackend(CacheBackend):
                 conn.close()
                 return
             except sqlite3.DatabaseError as exc:
-                with contextlib.suppress(Exception):
-                    conn.close()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
                 if attempt == 0 and _is_corrupt(exc):
                     self._quarantine_locked(exc)
                     continue

@@ -174,20 +174,15 @@ class PgStatements:
     def usage(self) -> str:
         return f"SELECT namespace, count(*)::bigint, COALESCE(sum(size), 0)::bigint FROM {self.entries} GROUP BY 1"
 
-    @property
-    def evict_lru(self) -> str:
-        """$1 limit: the least recently used rows of the whole table; returns their sizes."""
+    def evict_lru(self, with_ns: bool) -> str:
+        """$1 bytes to free[, $2 namespace]: the least recently used rows (of one namespace) whose sizes add up
+        to at least $1, at most 5000 per statement; returns their sizes."""
+        where = "WHERE namespace = $2 " if with_ns else ""
         return (
-            f"DELETE FROM {self.entries} WHERE ctid IN (SELECT ctid FROM {self.entries} "
-            "ORDER BY accessed_at LIMIT $1) RETURNING size"
-        )
-
-    @property
-    def evict_lru_ns(self) -> str:
-        """$1 namespace, $2 limit."""
-        return (
-            f"DELETE FROM {self.entries} WHERE ctid IN (SELECT ctid FROM {self.entries} WHERE namespace = $1 "
-            "ORDER BY accessed_at LIMIT $2) RETURNING size"
+            f"DELETE FROM {self.entries} WHERE ctid IN (SELECT ctid FROM (SELECT ctid, size, "
+            "sum(size) OVER (ORDER BY accessed_at, ctid ROWS UNBOUNDED PRECEDING) AS run FROM "
+            f"(SELECT ctid, size, accessed_at FROM {self.entries} {where}ORDER BY accessed_at, ctid LIMIT 5000) o) w "
+            "WHERE run - size < $1) RETURNING size"
         )
 
     @property

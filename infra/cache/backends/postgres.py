@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
     from infra.cache.settings import CacheSettings
 
-__all__ = ["PostgresBackend"]
+__all__ = ["PostgresBackend", "from_settings"]
 
 log = logging.getLogger("infra.cache")
 T = TypeVar("T")
@@ -439,23 +439,20 @@ class PostgresBackend(CacheBackend):
         usage = {r[0]: int(r[2]) for r in await conn.fetch(self.sql.usage)}
         evicted = 0
         for ns, cap in self._ns_caps.items():
-            used = usage.get(ns, 0)
-            for _ in range(100):  # bounded
-                if used <= cap:
+            for _ in range(100):  # bounded: 5000 rows per statement
+                if usage.get(ns, 0) <= cap:
                     break
-                sizes = await conn.fetch(self.sql.evict_lru_ns, ns, _BATCH)
+                sizes = await conn.fetch(self.sql.evict_lru(True), usage[ns] - cap, ns)
                 if not sizes:
                     break
-                freed = sum(r[0] for r in sizes)
-                used -= freed
-                usage[ns] = used
+                usage[ns] -= sum(r[0] for r in sizes)
                 evicted += len(sizes)
         if self._max_bytes:
             total = sum(usage.values())
             for _ in range(100):
                 if total <= self._max_bytes:
                     break
-                sizes = await conn.fetch(self.sql.evict_lru, _BATCH)
+                sizes = await conn.fetch(self.sql.evict_lru(False), total - self._max_bytes)
                 if not sizes:
                     break
                 total -= sum(r[0] for r in sizes)
@@ -681,12 +678,17 @@ class PostgresBackend(CacheBackend):
         private_set = sets.get(private) if private is not None else None
 
         async def close_private() -> None:
-            for t in getattr(self, "_bg_tasks", []):
+            tasks = list(getattr(self, "_bg_tasks", []))
+            for t in tasks:
                 t.cancel()
-            if self._listener is not None and not self._listener.is_closed():
-                self._listener.terminate()
+            await asyncio.gather(*tasks, return_exceptions=True)
             if private_set is not None:
                 await private_set.aclose()
+            # let aborted transports and asyncpg's cancel requests finish before the loop stops
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if others:
+                await asyncio.wait(others, timeout=1.0)
+            await asyncio.sleep(0.01)
 
         self._private.stop(close_private)
 
@@ -701,3 +703,8 @@ def _count(status: str) -> int:
 
 #: per-process state left behind at fork (see ``PostgresBackend._after_fork``)
 _FORK_GRAVEYARD: list[Any] = []
+
+
+def from_settings(settings: CacheSettings) -> PostgresBackend:
+    """The factory ``infra.cache.core.make_backend`` calls for ``"backend": "postgres"``."""
+    return PostgresBackend.from_settings(settings)

@@ -54,7 +54,7 @@ from infra.errors import CacheError
 if TYPE_CHECKING:
     from infra.cache.settings import CacheSettings
 
-__all__ = ["HEADER", "RedisBackend"]
+__all__ = ["HEADER", "RedisBackend", "from_settings", "pack", "unpack"]
 
 log = logging.getLogger("infra.cache")
 
@@ -490,6 +490,12 @@ class RedisBackend(CacheBackend):
         self._known.update(gens)
         return gens
 
+    async def agenerations(self) -> dict[str, int]:
+        raw = await self._acall(lambda c: c.hgetall(self._gens_key))
+        gens = {k.decode(): int(v) for k, v in raw.items()}
+        self._known.update(gens)
+        return gens
+
     def on_invalidate(self, callback: Callable[[str, int], None]) -> None:
         """Call ``callback(namespace, generation)`` (on the backend's listener thread) for every invalidation
         any host makes, this one included."""
@@ -677,3 +683,8 @@ class RedisBackend(CacheBackend):
             if not loop.is_closed() and loop.is_running():
                 asyncio.run_coroutine_threadsafe(ac.aclose(), loop)
         self._aclients.clear()
+
+
+def from_settings(settings: CacheSettings) -> RedisBackend:
+    """The factory ``infra.cache.core.make_backend`` calls for ``"backend": "redis"``."""
+    return RedisBackend.from_settings(settings)

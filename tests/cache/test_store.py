@@ -1,0 +1,308 @@
+"""The SQLite store: TTL, caps, invalidation, purge, leases, file modes, and failures that must fail open."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.cache import Cache, CacheSettings, NamespaceSettings
+from infra.cache.backend import StoredEntry
+from infra.cache.sqlite_store import SQLiteBackend
+from tests.cache.conftest import PYTHON, subprocess_env
+
+
+@pytest.fixture
+def store(cache_path: str) -> Iterator[SQLiteBackend]:
+    b = SQLiteBackend(cache_path, maintenance_interval=0)
+    yield b
+    b.close()
+
+
+def test_directory_is_0700_and_database_0600(store: SQLiteBackend, cache_path: str) -> None:
+    store.set("ns", "k", StoredEntry(b"v", 1))
+    assert stat.S_IMODE(os.stat(os.path.dirname(cache_path)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(cache_path).st_mode) == 0o600
+
+
+def test_file_is_plain_sqlite_with_wal(store: SQLiteBackend, cache_path: str) -> None:
+    store.set("ns", "k", StoredEntry(b"v", 1))
+    with contextlib.closing(sqlite3.connect(cache_path)) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert c.execute("SELECT key, value FROM entries").fetchall() == [("k", b"v")]
+
+
+def test_same_key_in_two_namespaces_is_two_entries(store: SQLiteBackend) -> None:
+    k = "ab" * 32
+    store.set("a", k, StoredEntry(b"1", 1))
+    store.set("b", k, StoredEntry(b"2", 1))
+    assert store.get("a", k).payload == b"1"  # type: ignore[union-attr]
+    assert store.get("b", k).payload == b"2"  # type: ignore[union-attr]
+    assert store.delete("a", k) and store.get("a", k) is None and store.get("b", k) is not None
+
+
+def test_expired_entries_miss_and_are_purged(store: SQLiteBackend) -> None:
+    store.set("ns", "old", StoredEntry(b"x", 1, time.time() - 1))
+    store.set("ns", "new", StoredEntry(b"y", 1, time.time() + 60))
+    assert store.get("ns", "old") is None
+    assert store.get("ns", "new") is not None
+    assert store.purge(1000) == 1
+    assert store.stats().entries == 1
+
+
+def test_invalidate_bumps_generation_and_old_rows_are_purged(store: SQLiteBackend) -> None:
+    for i in range(10):
+        store.set("ns", f"k{i}", StoredEntry(b"v", 1))
+    store.set("other", "k0", StoredEntry(b"v", 1))
+    assert store.invalidate("ns") == 1
+    assert store.get("ns", "k0") is None and store.get("other", "k0") is not None
+    store.set("ns", "k0", StoredEntry(b"fresh", 1))
+    assert store.get("ns", "k0").payload == b"fresh"  # type: ignore[union-attr]
+    assert store.purge(1000) == 9
+    assert store.stats().by_namespace["ns"] == (1, 5)
+
+
+def test_total_byte_cap_evicts_least_recently_used(cache_path: str) -> None:
+    b = SQLiteBackend(cache_path, max_bytes=20_000, maintenance_interval=0)
+    try:
+        for i in range(100):
+            b.set("ns", f"k{i}", StoredEntry(b"x" * 1000, 1))
+            if i == 5:
+                time.sleep(0.01)
+        assert b.stats().bytes <= 20_000
+        assert b.evictions >= 80
+    finally:
+        b.close()
+
+
+def test_lru_keeps_recently_touched_entries(cache_path: str) -> None:
+    b = SQLiteBackend(cache_path, max_bytes=100 * 1000, maintenance_interval=0)
+    try:
+        for i in range(100):
+            b.set("ns", f"k{i}", StoredEntry(b"x" * 1000, 1))
+        time.sleep(0.01)
+        for i in range(10):  # the first ten become the most recently used
+            assert b.get("ns", f"k{i}") is not None
+            b.touch("ns", f"k{i}")
+        b.maintain()
+        for i in range(100, 150):
+            b.set("ns", f"k{i}", StoredEntry(b"x" * 1000, 1))
+        kept = sum(b.get("ns", f"k{i}") is not None for i in range(10))
+        assert kept >= 8  # sampled LRU: touched entries survive (allowing for sampling)
+        assert b.stats().bytes <= 100 * 1000
+    finally:
+        b.close()
+
+
+def test_namespace_byte_cap(cache_path: str) -> None:
+    b = SQLiteBackend(cache_path, namespace_max_bytes={"small": 5000}, maintenance_interval=0)
+    try:
+        for i in range(50):
+            b.set("small", f"k{i}", StoredEntry(b"x" * 1000, 1))
+            b.set("big", f"k{i}", StoredEntry(b"x" * 1000, 1))
+        by = b.stats().by_namespace
+        assert by["small"][1] <= 5000
+        assert by["big"] == (50, 50_000)
+    finally:
+        b.close()
+
+
+def test_reads_never_write(store: SQLiteBackend, cache_path: str) -> None:
+    store.set("ns", "k", StoredEntry(b"v", 1))
+    with contextlib.closing(sqlite3.connect(cache_path)) as c:
+        before = c.execute("SELECT atime FROM entries").fetchone()[0]
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    wal = cache_path + "-wal"
+    size = os.path.getsize(wal) if os.path.exists(wal) else 0
+    for _ in range(50):
+        assert store.get("ns", "k") is not None
+        store.touch("ns", "k")
+    assert (os.path.getsize(wal) if os.path.exists(wal) else 0) == size
+    store.maintain()  # the batched access time lands later, off the hit path
+    with contextlib.closing(sqlite3.connect(cache_path)) as c:
+        assert c.execute("SELECT atime FROM entries").fetchone()[0] > before
+
+
+def test_leases_exclude_others_until_released_or_expired(store: SQLiteBackend) -> None:
+    assert store.acquire_lease("ns", "k", "a", 30)
+    assert not store.acquire_lease("ns", "k", "b", 30)
+    store.release_lease("ns", "k", "b")  # not b's lease: no effect
+    assert not store.acquire_lease("ns", "k", "b", 30)
+    store.release_lease("ns", "k", "a")
+    assert store.acquire_lease("ns", "k", "b", 0.05)
+    time.sleep(0.06)
+    assert store.acquire_lease("ns", "k", "c", 30)  # b's lease timed out: a dead holder blocks nobody
+
+
+def test_get_many_and_set_many(store: SQLiteBackend) -> None:
+    store.set_many("ns", {f"k{i}": StoredEntry(b"%d" % i, 1) for i in range(600)})
+    got = store.get_many("ns", [f"k{i}" for i in range(0, 700, 7)])
+    assert sorted(got) == sorted(f"k{i}" for i in range(0, 600, 7))
+    assert got["k7"].payload == b"7"
+
+
+def test_processes_starting_together_create_the_schema_once(cache_path: str) -> None:
+    """diskcache#85: concurrent first opens must not race on CREATE TABLE / journal_mode."""
+    script = (
+        "import sys; from infra.cache.sqlite_store import SQLiteBackend; from infra.cache.backend import StoredEntry\n"
+        "b = SQLiteBackend(sys.argv[1], maintenance_interval=0)\n"
+        "b.set('ns', sys.argv[2], StoredEntry(b'v', 1)); b.close()\n"
+    )
+    procs = [
+        subprocess.Popen([PYTHON, "-c", script, cache_path, f"p{i}"], env=subprocess_env(), stderr=subprocess.PIPE)
+        for i in range(6)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err.decode()
+    b = SQLiteBackend(cache_path, maintenance_interval=0)
+    try:
+        assert all(b.get("ns", f"p{i}") is not None for i in range(6))
+    finally:
+        b.close()
+
+
+# ---------------------------------------------------------------------------------- failures: fail open
+def _compute_counter() -> tuple[list[int], Callable[[], str]]:
+    calls: list[int] = []
+
+    def compute() -> str:
+        calls.append(1)
+        return f"result-{len(calls)}"
+
+    return calls, compute
+
+
+def test_corrupt_file_on_open_is_quarantined_and_results_stay_correct(cache_path: str) -> None:
+    os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+    with open(cache_path, "wb") as f:
+        f.write(b"this is not a database" * 500)
+    c = Cache(CacheSettings(path=cache_path))
+    try:
+        calls, compute = _compute_counter()
+        assert c.get_or_compute("ns", "k", compute) == "result-1"
+        assert c.get_or_compute("ns", "k", compute) == "result-1"
+        stats = c.namespace_stats("ns")
+        assert stats["errors"] >= 1
+        assert c.backend is not None
+        quarantined = c.backend.quarantined  # type: ignore[attr-defined]
+        assert len(quarantined) == 1 and ".corrupt-" in quarantined[0]
+        assert Path(quarantined[0]).read_bytes()[:22] == b"this is not a database"
+        c.set("ns", "k2", "v2")
+    finally:
+        c.close()
+    c2 = Cache(CacheSettings(path=cache_path))  # the fresh file is healthy and kept
+    try:
+        assert c2.get("ns", "k2") == "v2"
+    finally:
+        c2.close()
+
+
+def test_corruption_found_at_run_time_is_quarantined(cache_path: str) -> None:
+    b = SQLiteBackend(cache_path, quick_check=False, maintenance_interval=0)
+    for i in range(300):
+        b.set("ns", f"k{i}", StoredEntry(os.urandom(900), 1))
+    b.close()
+    with contextlib.closing(sqlite3.connect(cache_path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = os.path.getsize(cache_path)
+    with open(cache_path, "r+b") as f:  # smash every page after the first two (schema stays readable)
+        f.seek(8192)
+        f.write(b"\xa5" * (size - 8192))
+    b2 = SQLiteBackend(cache_path, quick_check=False, maintenance_interval=0)
+    c = Cache(CacheSettings(path=cache_path), backend=b2)
+    try:
+        calls, compute = _compute_counter()
+        results = [c.get_or_compute("ns", f"k{i}", compute) for i in range(0, 300, 30)]
+        assert results == [f"result-{i}" for i in range(1, 11)]  # every call ran and returned its own result
+        assert c.namespace_stats("ns")["errors"] >= 1
+        assert len(b2.quarantined) == 1
+        assert c.get("ns", "k30") == "result-2"  # stored in the fresh file
+    finally:
+        c.close()
+
+
+@contextlib.contextmanager
+def _mounted_tmpfs(path: Path, options: str) -> Iterator[bool]:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        yield False
+        return
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if r.returncode != 0:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_read_only_directory_fails_open(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    with _mounted_tmpfs(ro, "ro,size=64k") as mounted:
+        if not mounted:
+            if os.geteuid() == 0:
+                pytest.skip("cannot mount a read-only tmpfs and root ignores directory modes")
+            ro.chmod(0o500)
+        c = Cache(CacheSettings(path=str(ro / "sub" / "cache.db")))
+        try:
+            calls, compute = _compute_counter()
+            assert c.get_or_compute("ns", "k", compute) == "result-1"
+            c.set("ns", "x", 1)
+            assert c.get("ns", "x") == 1  # the L1 still serves this process
+            assert c.namespace_stats("ns")["errors"] >= 1
+            assert not (ro / "sub").exists()
+        finally:
+            c.close()
+            if not mounted:
+                ro.chmod(0o700)
+
+
+_FULL_DISK_SCRIPT = r"""
+import os, resource, signal, sys
+from infra.cache import Cache, CacheSettings
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+path = sys.argv[1]
+c = Cache(CacheSettings(path=path))
+c.set("ns", "early", "kept")
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+for i in range(400):
+    v = c.get_or_compute("ns", f"k{i}", lambda i=i: ("r%d" % i) + "x" * 3000)
+    assert v == ("r%d" % i) + "x" * 3000, i
+assert c.get("ns", "early") == "kept"
+print("errors", c.namespace_stats("ns")["errors"])
+c.close()
+"""
+
+
+def test_full_disk_fails_open(tmp_path: Path) -> None:
+    """A tiny tmpfs when we can mount one; otherwise a process with RLIMIT_FSIZE (the file can't grow)."""
+    small = tmp_path / "small"
+    with _mounted_tmpfs(small, "size=256k") as mounted:
+        if mounted:
+            c = Cache(CacheSettings(path=str(small / "cache.db")))
+            try:
+                c.set("ns", "early", "kept")
+                for i in range(400):
+                    value = c.get_or_compute("ns", f"k{i}", lambda i=i: f"r{i}" + "x" * 3000)
+                    assert value == f"r{i}" + "x" * 3000
+                assert c.namespace_stats("ns")["errors"] >= 1
+                assert c.get("ns", "early") == "kept"
+                assert c.get("ns", "k399") is not None  # the L1 still has it
+            finally:
+                c.close()
+            return
+    r = subprocess.run(
+        [PYTHON, "-c", _FULL_DISK_SCRIPT, str(tmp_path / "rl" / "cache.db")],
+        env=subprocess_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[-1]) >= 1
