@@ -41,10 +41,12 @@ class _Noop:
 class Handles:
     """Metric children for one (model, operation), resolved once and kept off the hot path."""
 
-    __slots__ = ("duration_hit", "duration_miss", "errors", "hits", "load", "misses", "reloads", "retries",
-                 "tps", "ttft")
+    __slots__ = ("duration_hit", "duration_miss", "errors", "hits", "load", "misses", "n_hits", "n_misses",
+                 "reloads", "retries", "tps", "ttft")
 
     def __init__(self, model: str, op: str, namespace: str) -> None:
+        self.n_hits = 0
+        self.n_misses = 0
         try:
             from infra.metrics import get_metrics
 
@@ -78,6 +80,15 @@ class Handles:
             noop = _Noop()
             self.duration_hit = self.duration_miss = self.ttft = self.tps = self.load = noop
             self.reloads = self.hits = self.misses = self.retries = self.errors = noop
+
+
+    def hit(self, n: int = 1) -> None:
+        self.n_hits += n
+        self.hits.inc(n)
+
+    def miss(self, n: int = 1) -> None:
+        self.n_misses += n
+        self.misses.inc(n)
 
 
 class ClientCore:
@@ -119,6 +130,15 @@ class ClientCore:
             ns = self.settings.cache.embed_namespace if op in ("embed", "embeddings") else self.settings.cache.namespace
             h = self._handles[(model, op)] = Handles(model, op, ns)
         return h
+
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """Cache hits and misses per operation seen by this client (embed counts items, not calls)."""
+        out: dict[str, dict[str, int]] = {}
+        for (_, op), h in list(self._handles.items()):
+            d = out.setdefault(op, {"hits": 0, "misses": 0})
+            d["hits"] += h.n_hits
+            d["misses"] += h.n_misses
+        return out
 
     # -- fail-open helpers ----------------------------------------------------------------------------------
 

@@ -47,6 +47,10 @@ class AsyncOptimizedOllama:
         """The wrapped official ``ollama.AsyncClient``."""
         return self._client
 
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """Cache hits and misses per operation (generate, chat, embed: per item, embeddings) so far."""
+        return self._core.cache_stats()
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -173,10 +177,10 @@ class AsyncOptimizedOllama:
             else:
                 missing.append(text)
                 missing_keys.append(k)  # type: ignore[arg-type]
-        h.hits.inc(len(unique) - len(missing))
+        h.hit(len(unique) - len(missing))
         resp = None
         if missing:
-            h.misses.inc(len(missing))
+            h.miss(len(missing))
             resp = await self._retrying(lambda: self._client.embed(model, missing, truncate, opts, ka, dimensions), h)
             got = list(resp.embeddings)
             if len(got) != len(missing):
@@ -331,10 +335,10 @@ class AsyncOptimizedOllama:
             if value is not None:
                 hit = core.decode_full(cls, value)
                 if hit is not None:
-                    h.hits.inc()
+                    h.hit()
                     h.duration_hit.observe(time.perf_counter() - t0)
                     return hit
-            h.misses.inc()
+            h.miss()
         resp = await self._retrying(call, h)
         h.duration_miss.observe(time.perf_counter() - t0)
         core.observe_final(h, model, resp)
@@ -351,12 +355,12 @@ class AsyncOptimizedOllama:
             value = await self._get(ns, key)
             decoded = core.decode_stream(value) if value is not None else None
             if decoded is not None:
-                h.hits.inc()
+                h.hit()
                 async for part in _areplay(cls, decoded, self.settings.cache.replay == "paced"):
                     yield part
                 h.duration_hit.observe(time.perf_counter() - t0)
                 return
-            h.misses.inc()
+            h.miss()
         rec = StreamRecorder(t0)
         async with self._sem:
             async for part in self._open(call, h):

@@ -60,6 +60,10 @@ class OptimizedOllama:
         """The wrapped official ``ollama.Client``."""
         return self._client
 
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """Cache hits and misses per operation (generate, chat, embed: per item, embeddings) so far."""
+        return self._core.cache_stats()
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
@@ -185,10 +189,10 @@ class OptimizedOllama:
             else:
                 missing.append(text)
                 missing_keys.append(k)  # type: ignore[arg-type]
-        h.hits.inc(len(unique) - len(missing))
+        h.hit(len(unique) - len(missing))
         resp = None
         if missing:
-            h.misses.inc(len(missing))
+            h.miss(len(missing))
             resp = self._retrying(lambda: self._client.embed(model, missing, truncate, opts, ka, dimensions), h)
             got = list(resp.embeddings)
             if len(got) != len(missing):  # not what we asked for: hand the reply back untouched, store nothing
@@ -352,10 +356,10 @@ class OptimizedOllama:
             if value is not None:
                 hit = core.decode_full(cls, value)
                 if hit is not None:
-                    h.hits.inc()
+                    h.hit()
                     h.duration_hit.observe(time.perf_counter() - t0)
                     return hit
-            h.misses.inc()
+            h.miss()
         resp = self._retrying(call, h)
         h.duration_miss.observe(time.perf_counter() - t0)
         core.observe_final(h, model, resp)
@@ -372,11 +376,11 @@ class OptimizedOllama:
             value = self._get(ns, key)
             decoded = core.decode_stream(value) if value is not None else None
             if decoded is not None:
-                h.hits.inc()
+                h.hit()
                 yield from _replay(cls, decoded, self.settings.cache.replay == "paced")
                 h.duration_hit.observe(time.perf_counter() - t0)
                 return
-            h.misses.inc()
+            h.miss()
         rec = StreamRecorder(t0)
         self._sem.acquire()
         try:

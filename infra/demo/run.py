@@ -1,0 +1,300 @@
+"""Run the demo: pick an Ollama (a real one at OLLAMA_HOST, else the in-process test server), run the workload
+cold and then warm through AsyncOptimizedOllama, and report per-stage latencies, hit rates and the speed-up.
+
+Cold is truly cold: the cache is a fresh SQLite file in a temporary directory (deleted afterwards), so nothing
+from earlier runs or from the configured cache can leak in. Warm uses a new client and a new cache handle on
+the same file, as a restarted worker would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from .workload import StageTimes, build_items, run_pass
+
+__all__ = ["DemoOptions", "format_report", "run_demo"]
+
+TEST_LLM = "llama3.2:3b"
+TEST_EMBED = "nomic-embed-text:latest"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DemoOptions:
+    """What the demo runs. ``host=None``: $OLLAMA_HOST, then the config's ollama.host."""
+
+    items: int = 24
+    host: str | None = None
+    force_test_server: bool = False
+    config_path: str | None = None
+    progress: bool = True
+    serve_metrics: bool = True
+    # the test server's simulated latencies: realistic in shape, small enough for a ~10 s demo
+    load_time: float = 0.4
+    token_latency: float = 0.006
+    prompt_eval_latency: float = 0.0002
+    embed_latency: float = 0.004
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _probe(host: str, timeout: float = 0.5) -> dict[str, Any] | None:
+    """GET /api/version and /api/tags; None when nothing that speaks Ollama answers."""
+    base = host if "://" in host else f"http://{host}"
+    try:
+        with urllib.request.urlopen(f"{base}/api/version", timeout=timeout) as r:  # noqa: S310 - http(s) only
+            version = json.loads(r.read()).get("version")
+        with urllib.request.urlopen(f"{base}/api/tags", timeout=timeout * 4) as r:  # noqa: S310
+            models = [m.get("model") or m.get("name") for m in json.loads(r.read()).get("models", [])]
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return {"version": version, "models": [m for m in models if m]}
+
+
+def _pick_models(models: list[str]) -> tuple[str, str] | None:
+    from infra.ollama._core import is_embedding_model
+
+    llms = [m for m in models if not is_embedding_model(m)]
+    embeds = [m for m in models if is_embedding_model(m)]
+    if not llms:
+        return None
+    return llms[0], (embeds[0] if embeds else llms[0])
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
+
+
+class _Progress:
+    """A one-line progress bar on a terminal stream (stdlib only)."""
+
+    def __init__(self, total: int, stream: TextIO | None, width: int = 30) -> None:
+        self.total, self.done, self.stream, self.width = total, 0, stream, width
+        self.label = ""
+        isatty = getattr(stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+
+    def start(self, label: str) -> None:
+        self.label = label
+        if self.stream is not None and not self.tty:  # a log file: one line per phase, no \r redraws
+            self.stream.write(f"  {label} ...\n")
+            self.stream.flush()
+            return
+        self._draw()
+
+    def step(self) -> None:
+        self.done += 1
+        self._draw()
+
+    def _draw(self) -> None:
+        if self.stream is None or not self.tty:
+            return
+        filled = int(self.width * self.done / max(1, self.total))
+        self.stream.write(f"\r  [{'#' * filled}{'.' * (self.width - filled)}] {self.done:>3}/{self.total}"
+                          f"  {self.label:<40}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.stream is not None and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+def run_demo(options: DemoOptions | None = None, *, progress_stream: TextIO | None = None,
+             on_metrics_url: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run cold then warm and return the report (JSON-ready)."""
+    return asyncio.run(_run(options or DemoOptions(), progress_stream, on_metrics_url))
+
+
+async def _run(opts: DemoOptions, progress_stream: TextIO | None,
+               on_metrics_url: Callable[[str], None] | None) -> dict[str, Any]:
+    from infra.cache import Cache, CacheSettings
+    from infra.config import load_config
+    from infra.ollama import AsyncOptimizedOllama, OllamaSettings
+
+    cfg = load_config(opts.config_path)
+    settings = dataclasses.replace(OllamaSettings.from_config(cfg.ollama), enabled=True)
+    host = opts.host or os.environ.get("OLLAMA_HOST") or settings.host or "http://127.0.0.1:11434"
+
+    backend: dict[str, Any]
+    server = None
+    found = None if opts.force_test_server else await asyncio.to_thread(_probe, host)
+    picked = _pick_models(found["models"]) if found else None
+    if found and picked:
+        llm_model, embed_model = picked
+        backend = {"kind": "ollama", "host": host, "version": found["version"],
+                   "note": f"real Ollama {found['version']} at {host}"}
+    else:
+        from infra.testing.ollama_server import OllamaTestServer, ServerSettings
+
+        why = ("--test-server given" if opts.force_test_server else
+               f"no Ollama answered at {host}" if not found else f"Ollama at {host} has no chat model pulled")
+        server = OllamaTestServer(ServerSettings(
+            models=(TEST_LLM, TEST_EMBED), load_time=opts.load_time, token_latency=opts.token_latency,
+            prompt_eval_latency=opts.prompt_eval_latency, embed_latency=opts.embed_latency,
+            num_parallel=settings.max_concurrency))
+        await asyncio.to_thread(server.start)
+        host = server.url
+        llm_model, embed_model = TEST_LLM, TEST_EMBED
+        backend = {"kind": "test-server", "host": host, "version": server.settings.version,
+                   "note": f"in-process Ollama test server at {host} ({why}); simulated load "
+                           f"{opts.load_time}s, {opts.token_latency * 1000:.0f} ms/token"}
+
+    metrics_server = None
+    metrics_url = None
+    if opts.serve_metrics:
+        try:
+            from infra.server import serve_metrics
+
+            metrics_server = serve_metrics(cfg.metrics.host, 0)
+            metrics_url = f"http://{cfg.metrics.host}:{metrics_server.port}/metrics"
+            if on_metrics_url is not None:
+                on_metrics_url(metrics_url)
+        except Exception as exc:  # the demo runs without /metrics rather than not at all
+            metrics_url = None
+            backend["metrics_error"] = f"{type(exc).__name__}: {exc}"
+
+    items = build_items(opts.items)
+    tmp = tempfile.TemporaryDirectory(prefix="perf-infra-demo-")
+    cache_path = os.path.join(tmp.name, "cache.db")
+    bar = _Progress(2 * len(items), progress_stream if opts.progress else None)
+    try:
+        passes: dict[str, StageTimes] = {}
+        hits: dict[str, dict[str, float]] = {}
+        for label in ("cold", "warm"):
+            cache = Cache(CacheSettings(path=cache_path), export_metrics=True)
+            llm = AsyncOptimizedOllama(host, settings=settings, cache=cache)
+            try:
+                if label == "cold":
+                    bar.start("warming up the models")
+                    await llm.warmup([llm_model, embed_model])
+                bar.start(f"{label} pass ({len(items)} reflections)")
+                before = _hit_counts(llm)
+                passes[label] = await run_pass(llm, items, llm_model=llm_model, embed_model=embed_model,
+                                               concurrency=settings.max_concurrency, progress=bar.step)
+                hits[label] = _hit_rates(before, _hit_counts(llm))
+            finally:
+                await llm.close()
+                cache.close()
+        bar.finish()
+    finally:
+        tmp.cleanup()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+    stats = server.stats() if server is not None else None
+    report = _report(backend, passes, hits, len(items), llm_model, embed_model, cfg, metrics_url, stats)
+    if metrics_server is not None:
+        report["_metrics_server"] = metrics_server  # the CLI may keep serving; dropped from JSON
+    return report
+
+
+def _hit_counts(llm: Any) -> dict[str, tuple[float, float]]:
+    return {op: (float(d["hits"]), float(d["misses"])) for op, d in llm.cache_stats().items()}
+
+
+def _hit_rates(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    out = {}
+    for op, (h, m) in after.items():
+        bh, bm = before.get(op, (0.0, 0.0))
+        dh, dm = h - bh, m - bm
+        out[op] = dh / (dh + dm) if dh + dm else 0.0
+    return out
+
+
+def _report(backend: dict[str, Any], passes: dict[str, StageTimes], hits: dict[str, dict[str, float]],
+            n: int, llm_model: str, embed_model: str, cfg: Any, metrics_url: str | None,
+            stats: dict[str, Any] | None) -> dict[str, Any]:
+    stages = []
+    for name, attr, op in (("stage1 (generate)", "stage1", "generate"), ("stage2 (chat)", "stage2", "chat"),
+                           ("embed", "embed", "embed"), ("whole item", "item", None)):
+        cold, warm = getattr(passes["cold"], attr), getattr(passes["warm"], attr)
+        row = {
+            "stage": name,
+            "cold_p50_ms": _pct(cold, 0.5) * 1000, "cold_p95_ms": _pct(cold, 0.95) * 1000,
+            "warm_p50_ms": _pct(warm, 0.5) * 1000, "warm_p95_ms": _pct(warm, 0.95) * 1000,
+            "cold_hit_rate": hits["cold"].get(op, 0.0) if op else None,
+            "warm_hit_rate": hits["warm"].get(op, 0.0) if op else None,
+        }
+        row["speedup_p50"] = row["cold_p50_ms"] / row["warm_p50_ms"] if row["warm_p50_ms"] else None
+        stages.append(row)
+    cold_wall, warm_wall = passes["cold"].wall, passes["warm"].wall
+    return {
+        "backend": backend,
+        "models": {"llm": llm_model, "embed": embed_model},
+        "items": n,
+        "unique_items": len(set(build_items(n))),
+        "config": getattr(cfg, "source", None) or "built-in defaults",
+        "cache": "fresh SQLite file in a temporary directory (cold pass truly cold; deleted afterwards); "
+                 "warm pass = new client + new cache handle on that file, as after a worker restart",
+        "stages": stages,
+        "wall_s": {"cold": cold_wall, "warm": warm_wall},
+        "speedup_wall": cold_wall / warm_wall if warm_wall else None,
+        "metrics_url": metrics_url,
+        "server_stats": stats,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The side-by-side table for people."""
+
+    def ms(v: float) -> str:
+        return f"{v:,.1f}" if v >= 1 else f"{v:.3f}"
+
+    def rate(v: float | None) -> str:
+        return "-" if v is None else f"{v * 100:.0f}%"
+
+    headers = ("stage", "cold p50 ms", "cold p95 ms", "warm p50 ms", "warm p95 ms", "hits cold", "hits warm",
+               "speed-up p50")
+    rows = [(s["stage"], ms(s["cold_p50_ms"]), ms(s["cold_p95_ms"]), ms(s["warm_p50_ms"]), ms(s["warm_p95_ms"]),
+             rate(s["cold_hit_rate"]), rate(s["warm_hit_rate"]),
+             "-" if s["speedup_p50"] is None else f"{s['speedup_p50']:,.0f}x") for s in report["stages"]]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                             strict=True)))
+
+    b = report["backend"]
+    out = [
+        f"Ollama:  {b['note']}",
+        f"models:  {report['models']['llm']} (stages 1-2), {report['models']['embed']} (embeddings)",
+        f"config:  {report['config']}",
+        f"cache:   {report['cache']}",
+        f"work:    {report['items']} reflections ({report['unique_items']} distinct), cold then warm",
+        "",
+        line(headers),
+        line(tuple("-" * w for w in widths)),
+        *(line(r) for r in rows),
+        "",
+        f"wall time: cold {report['wall_s']['cold']:.2f} s, warm {report['wall_s']['warm']:.3f} s"
+        + (f"  ->  {report['speedup_wall']:,.0f}x faster" if report["speedup_wall"] else ""),
+    ]
+    if report.get("metrics_url"):
+        out.append(f"metrics: served at {report['metrics_url']} while the demo ran "
+                   "(python -m infra metrics serve keeps one up)")
+    return "\n".join(out)
+
+
+def main() -> int:  # pragma: no cover - convenience: python -m infra.demo.run
+    report = run_demo(progress_stream=sys.stderr)
+    report.pop("_metrics_server", None)
+    print(format_report(report))
+    return 0
