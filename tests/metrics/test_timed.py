@@ -1,0 +1,209 @@
+"""`timed`: with / async with / decorators on every function kind; errors counted and re-raised."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from infra.metrics import MetricsRegistry, timed
+
+
+def _op(registry: MetricsRegistry, name: str) -> dict[str, float]:
+    return registry.get_stats()[name]  # type: ignore[no-any-return]
+
+
+def _seconds(registry: MetricsRegistry, name: str) -> float:
+    h = registry.get("infra_operation_duration_seconds")
+    assert h is not None
+    return h.labels(name).cumulative()[1]  # type: ignore[attr-defined, no-any-return]
+
+
+def test_with_block_records_one_observation(registry: MetricsRegistry) -> None:
+    with timed("block", registry=registry) as t:
+        pass
+    assert repr(t).startswith("<Timer infra_operation_duration_seconds{operation=\"block\"}")
+    assert _op(registry, "block")["count"] == 1
+
+
+def test_exception_is_counted_as_error_and_re_raised_unchanged(registry: MetricsRegistry) -> None:
+    err = ValueError("original")
+    with pytest.raises(ValueError) as info, timed("fails", registry=registry):
+        raise err
+    assert info.value is err
+    stats = _op(registry, "fails")
+    assert stats["count"] == 1 and stats["errors"] == 1
+
+
+async def test_async_with_records_the_awaited_time(registry: MetricsRegistry) -> None:
+    async with timed("awaits", registry=registry):
+        await asyncio.sleep(0.05)
+    assert _seconds(registry, "awaits") >= 0.05
+
+
+def test_decorated_function_keeps_name_and_result_and_records(registry: MetricsRegistry) -> None:
+    @timed("double", registry=registry)
+    def double(x: int) -> int:
+        """Doc."""
+        return 2 * x
+
+    assert double(21) == 42
+    assert double.__name__ == "double" and double.__doc__ == "Doc."
+    assert _op(registry, "double")["count"] == 1
+
+
+async def test_async_def_records_awaited_time_not_coroutine_creation(registry: MetricsRegistry) -> None:
+    """prometheus_client records ~1 µs for an async def (client_python#535); we record the await."""
+
+    @timed("coro", registry=registry)
+    async def slow() -> str:
+        await asyncio.sleep(0.05)
+        return "done"
+
+    assert asyncio.iscoroutinefunction(slow)
+    assert await slow() == "done"
+    assert _seconds(registry, "coro") >= 0.05
+
+
+async def test_async_def_exception_counts_as_error(registry: MetricsRegistry) -> None:
+    @timed("coro_fail", registry=registry)
+    async def boom() -> None:
+        raise KeyError("k")
+
+    with pytest.raises(KeyError):
+        await boom()
+    assert _op(registry, "coro_fail")["errors"] == 1
+
+
+def test_generator_is_timed_until_exhausted_and_send_is_forwarded(registry: MetricsRegistry) -> None:
+    import time
+
+    @timed("gen", registry=registry)
+    def gen() -> Iterator[int]:
+        got = yield 1
+        time.sleep(0.03)
+        yield got * 10
+
+    g = gen()
+    assert next(g) == 1
+    assert "gen" not in registry.get_stats()  # not finished: nothing recorded yet
+    assert g.send(4) == 40
+    with pytest.raises(StopIteration):
+        next(g)
+    assert _op(registry, "gen")["count"] == 1
+    assert _seconds(registry, "gen") >= 0.03
+
+
+def test_generator_closed_early_is_recorded_but_not_an_error(registry: MetricsRegistry) -> None:
+    @timed("gen_closed", registry=registry)
+    def gen() -> Iterator[int]:
+        yield from range(10)
+
+    g = gen()
+    next(g)
+    g.close()
+    stats = _op(registry, "gen_closed")
+    assert stats["count"] == 1 and stats["errors"] == 0
+
+
+def test_generator_exception_is_an_error(registry: MetricsRegistry) -> None:
+    @timed("gen_fail", registry=registry)
+    def gen() -> Iterator[int]:
+        yield 1
+        raise RuntimeError("mid-stream")
+
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        list(gen())
+    assert _op(registry, "gen_fail")["errors"] == 1
+
+
+async def test_async_generator_is_timed_until_exhausted(registry: MetricsRegistry) -> None:
+    @timed("agen", registry=registry)
+    async def agen() -> AsyncIterator[int]:
+        yield 1
+        await asyncio.sleep(0.03)
+        yield 2
+
+    assert [x async for x in agen()] == [1, 2]
+    assert _op(registry, "agen")["count"] == 1
+    assert _seconds(registry, "agen") >= 0.03
+
+
+async def test_async_generator_forwards_asend_athrow_and_aclose(registry: MetricsRegistry) -> None:
+    seen: list[object] = []
+
+    @timed("agen_fwd", registry=registry)
+    async def agen() -> AsyncIterator[object]:
+        while True:
+            try:
+                got = yield len(seen)
+                seen.append(got)
+            except LookupError as exc:
+                seen.append(f"caught {exc!r}")
+
+    g = agen()
+    assert await g.__anext__() == 0
+    assert await g.asend("a") == 1
+    assert await g.athrow(KeyError("x")) == 2
+    await g.aclose()
+    assert seen == ["a", "caught KeyError('x')"]
+    stats = _op(registry, "agen_fwd")
+    assert stats["count"] == 1 and stats["errors"] == 0
+
+
+async def test_async_generator_exception_is_an_error(registry: MetricsRegistry) -> None:
+    @timed("agen_fail", registry=registry)
+    async def agen() -> AsyncIterator[int]:
+        yield 1
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        async for _ in agen():
+            pass
+    assert _op(registry, "agen_fail")["errors"] == 1
+
+
+async def test_concurrent_tasks_each_get_their_own_timing(registry: MetricsRegistry) -> None:
+    async def one(d: float) -> None:
+        async with timed("tasks", registry=registry):
+            await asyncio.sleep(d)
+
+    await asyncio.gather(one(0.05), one(0.01), one(0.03))
+    h = registry.get("infra_operation_duration_seconds")
+    sk = h.labels("tasks").sketch()  # type: ignore[union-attr]
+    assert sk.count == 3
+    assert sk.min >= 0.01 and sk.max >= 0.05
+
+
+def test_timed_from_threads_counts_every_use(registry: MetricsRegistry) -> None:
+    def work() -> None:
+        for _ in range(5000):
+            with timed("threads", registry=registry):
+                pass
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert _op(registry, "threads")["count"] == 20_000
+
+
+def test_histogram_time_is_prometheus_client_compatible(registry: MetricsRegistry) -> None:
+    h = registry.histogram("job_seconds")
+    with h.time():
+        pass
+
+    @h.time()
+    def f() -> int:
+        return 1
+
+    assert f() == 1
+    assert h.labels().cumulative()[0][-1] == 2
+
+
+def test_timed_refuses_a_non_string_operation(registry: MetricsRegistry) -> None:
+    with pytest.raises(TypeError, match="operation must be a str"):
+        timed(42, registry=registry)  # type: ignore[arg-type]
