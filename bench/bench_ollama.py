@@ -1,0 +1,246 @@
+"""Side-by-side Ollama client benchmark against the Ollama test server: the raw official client, diskcache
+memoize (what a user would bolt on), and OptimizedOllama.
+
+    python bench/bench_ollama.py            # full run (~1 minute)
+    python bench/bench_ollama.py --quick    # smoke run (a few seconds)
+
+Sections (every client runs in every round, order rotated, so drift hits all alike):
+
+1. cached generate / chat: a repeated call. Raw = a full HTTP round trip to a zero-latency server (the
+   cheapest real call there is); diskcache = ``Cache.memoize`` over the raw call (pickle, SQLite); ours = a hit
+   (key building, L1 lookup, pydantic rebuild). Target: ours p50 <= 50 us.
+2. cached stream, time to first chunk: ours replays a recorded stream; raw streams from the server. <= 1 ms.
+3. uncached overhead at a simulated 50 ms generation: ours misses (key, lookup, call, store) vs raw, alternating
+   call by call, distinct prompts. Target: <= 2 % over raw.
+4. embedding batch: 1000 texts with 50 % repeats through ours (the server counts 500 computed) vs raw (1000).
+
+The timed servers run in their own processes (``python -m infra.testing.ollama_server``) so they don't share
+the clients' GIL; section 4 uses an in-process server to read its counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+LLM = "llama3.2:3b"
+EMBED = "nomic-embed-text:latest"
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "infra.testing.ollama_server", "--port", "0", *args],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"http://127\.0\.0\.1:\d+", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError(f"ollama test server did not start: {line!r}")
+    return proc, m.group(0)
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))] if s else float("nan")
+
+
+def timeit(fn: Callable[[], Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def rounds(clients: dict[str, Callable[[], Any]], n_rounds: int, per_round: int) -> dict[str, list[float]]:
+    """Interleaved rounds, rotating the order each round."""
+    names = list(clients)
+    samples: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(n_rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            samples[name] += timeit(clients[name], per_round)
+    return samples
+
+
+def us(x: float) -> str:
+    return f"{x * 1e6:,.1f} us" if x < 0.01 else f"{x * 1e3:,.2f} ms"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run")
+    args = ap.parse_args()
+    n_rounds, per_round = (2, 200) if args.quick else (5, 2000)
+    slow_calls = 20 if args.quick else 150
+
+    import ollama
+    from diskcache import Cache as DiskCache
+
+    from infra.cache import Cache, CacheSettings
+    from infra.ollama import OllamaSettings, OptimizedOllama
+    from infra.testing.ollama_server import OllamaTestServer, ServerSettings
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    tmp = tempfile.TemporaryDirectory(prefix="bench-ollama-")
+    fast_proc, fast_url = start_server()
+    slow_proc, slow_url = start_server("--token-latency", "0.002")
+    try:
+        cache = Cache(CacheSettings(path=os.path.join(tmp.name, "ours.db")))
+        dc = DiskCache(os.path.join(tmp.name, "diskcache"))
+        raw = ollama.Client(host=fast_url)
+        ours = OptimizedOllama(fast_url, settings=OllamaSettings(), cache=cache)
+        msgs = [{"role": "system", "content": "You analyse reflections."},
+                {"role": "user", "content": "Walked by the river and felt the tension let go."}]
+        prompt = "Walked by the river and felt the tension let go."
+
+        @dc.memoize(name="gen")
+        def dc_generate(model: str, p: str, options: tuple[tuple[str, Any], ...]) -> Any:
+            return raw.generate(model, p, options=dict(options))
+
+        @dc.memoize(name="chat")
+        def dc_chat(model: str, key: str, options: tuple[tuple[str, Any], ...]) -> Any:
+            return raw.chat(model, msgs, options=dict(options))
+
+        opts = {"num_predict": 120, "temperature": 0.3, "num_thread": 6, "num_ctx": 4096}
+        opt_t = tuple(sorted(opts.items()))
+        # prime every cache
+        ours.generate(LLM, prompt, profile="stage1")
+        ours.chat(LLM, msgs, profile="stage2")
+        dc_generate(LLM, prompt, opt_t)
+        dc_chat(LLM, "k", opt_t)
+        assert ours.generate(LLM, prompt, profile="stage1").response == raw.generate(LLM, prompt, options=opts).response
+
+        print(f"1. cached calls ({n_rounds} rounds x {per_round}; raw = one HTTP round trip, zero-latency server)")
+        for label, clients in (
+            ("generate", {"raw ollama": lambda: raw.generate(LLM, prompt, options=opts),
+                          "diskcache memoize": lambda: dc_generate(LLM, prompt, opt_t),
+                          "ours (hit)": lambda: ours.generate(LLM, prompt, profile="stage1")}),
+            ("chat", {"raw ollama": lambda: raw.chat(LLM, msgs, options=opts),
+                      "diskcache memoize": lambda: dc_chat(LLM, "k", opt_t),
+                      "ours (hit)": lambda: ours.chat(LLM, msgs, profile="stage2")}),
+        ):
+            s = rounds(clients, n_rounds, per_round)
+            o = statistics.median(s["ours (hit)"])
+            for name, v in s.items():
+                med = statistics.median(v)
+                print(f"   {label:<9} {name:<18} p50 {us(med):>11}  p99 {us(pct(v, 0.99)):>11}  "
+                      f"ours/this {o / med:6.3f}")
+            rows.append((f"cached {label} p50", us(o), us(statistics.median(s["raw ollama"])),
+                         f"{o / statistics.median(s['raw ollama']):.4f}", "<= 50 us"))
+            rows.append((f"cached {label} p50 vs diskcache", us(o), us(statistics.median(s["diskcache memoize"])),
+                         f"{o / statistics.median(s['diskcache memoize']):.3f}", "-"))
+
+        # L1 off: every hit decoded from SQLite (a fresh worker)
+        cold_l1 = Cache(CacheSettings(path=os.path.join(tmp.name, "ours.db"), memory_items=0))
+        ours_l2 = OptimizedOllama(fast_url, settings=OllamaSettings(), cache=cold_l1)
+        ours_l2.generate(LLM, prompt, profile="stage1")
+        v = timeit(lambda: ours_l2.generate(LLM, prompt, profile="stage1"), per_round)
+        print(f"   generate  ours (SQLite, no L1) p50 {us(statistics.median(v)):>11}  p99 {us(pct(v, 0.99)):>11}")
+        rows.append(("cached generate p50, SQLite read (L1 off)", us(statistics.median(v)), "-", "-", "-"))
+
+        print("2. cached stream, time to first chunk")
+        stream_prompt = "Stream this reflection please."
+        list(ours.generate(LLM, stream_prompt, stream=True, profile="stage1"))
+
+        def ttfc(make: Callable[[], Any]) -> float:
+            t0 = time.perf_counter()
+            it = iter(make())
+            next(it)
+            t = time.perf_counter() - t0
+            for _ in it:
+                pass
+            return t
+
+        ttf: dict[str, list[float]] = {"raw ollama": [], "ours (replay)": []}
+        for r in range(n_rounds):
+            for _ in range(per_round // 10):
+                ttf["raw ollama"].append(ttfc(lambda: raw.generate(LLM, stream_prompt, stream=True, options=opts)))
+                ttf["ours (replay)"].append(
+                    ttfc(lambda: ours.generate(LLM, stream_prompt, stream=True, profile="stage1")))
+        o, rw = statistics.median(ttf["ours (replay)"]), statistics.median(ttf["raw ollama"])
+        for name, vals in ttf.items():
+            print(f"   {name:<18} p50 {us(statistics.median(vals)):>11}  p99 {us(pct(vals, 0.99)):>11}")
+        rows.append(("cached stream time to first chunk p50", us(o), us(rw), f"{o / rw:.4f}", "<= 1 ms"))
+
+        print(f"3. uncached overhead at a simulated 50 ms generation ({slow_calls} calls each, alternating)")
+        raw_slow = ollama.Client(host=slow_url)
+        ours_slow = OptimizedOllama(slow_url, settings=OllamaSettings(runner={}), cache=cache)
+        o50 = {"num_predict": 25, "temperature": 0.3}
+        raw_slow.generate(LLM, "", keep_alive="30m")  # load once
+        t_raw: list[float] = []
+        t_ours: list[float] = []
+        for i in range(slow_calls):
+            pair = [("raw", lambda i=i: raw_slow.generate(LLM, f"raw prompt {i}", options=o50)),
+                    ("ours", lambda i=i: ours_slow.generate(LLM, f"our prompt {i}", options=o50))]
+            for name, fn in (pair if i % 2 == 0 else pair[::-1]):
+                t0 = time.perf_counter()
+                fn()
+                (t_raw if name == "raw" else t_ours).append(time.perf_counter() - t0)
+        mr, mo = statistics.median(t_raw), statistics.median(t_ours)
+        print(f"   raw  p50 {us(mr)}  p99 {us(pct(t_raw, 0.99))}")
+        print(f"   ours p50 {us(mo)}  p99 {us(pct(t_ours, 0.99))}  overhead {100 * (mo - mr) / mr:+.2f} %")
+        rows.append(("uncached generate p50 at 50 ms", us(mo), us(mr), f"{mo / mr:.4f}", "<= 1.02"))
+
+        print("4. embedding batch: 1000 texts, 50 % repeats")
+        texts = [f"reflection number {i % 500}" for i in range(1000)]
+        with OllamaTestServer(ServerSettings()) as srv:
+            raw_e = ollama.Client(host=srv.url)
+            ours_e = OptimizedOllama(srv.url, settings=OllamaSettings(), cache=Cache(
+                CacheSettings(path=os.path.join(tmp.name, "embed.db"))))
+            t0 = time.perf_counter()
+            raw_e.embed(EMBED, texts)
+            t_raw_e = time.perf_counter() - t0
+            raw_count = srv.stats()["embed_inputs"]
+            t0 = time.perf_counter()
+            r = ours_e.embed(EMBED, texts)
+            t_ours_e = time.perf_counter() - t0
+            ours_count = srv.stats()["embed_inputs"] - raw_count
+            t0 = time.perf_counter()
+            ours_e.embed(EMBED, texts)
+            t_hit_e = time.perf_counter() - t0
+            assert len(r.embeddings) == 1000 and r.embeddings[0] == r.embeddings[500]
+            raw_e.close()
+            ours_e.close()
+        print(f"   raw computes {raw_count} in {us(t_raw_e)}; ours computes {ours_count} in {us(t_ours_e)}; "
+              f"all cached: {us(t_hit_e)}")
+        rows.append(("embed 1000 (50 % repeats): items computed", str(ours_count), str(raw_count),
+                     f"{ours_count / raw_count:.2f}", "500"))
+        rows.append(("embed 1000 (50 % repeats): wall", us(t_ours_e), us(t_raw_e), f"{t_ours_e / t_raw_e:.2f}",
+                     "-"))
+        rows.append(("embed 1000, all cached: wall", us(t_hit_e), us(t_raw_e), f"{t_hit_e / t_raw_e:.3f}", "-"))
+        for c in (raw, ours, raw_slow, ours_slow, ours_l2):
+            c.close()
+        cache.close()
+        cold_l1.close()
+        dc.close()
+    finally:
+        for p in (fast_proc, slow_proc):
+            p.terminate()
+            p.wait(10)
+            if p.stdout is not None:
+                p.stdout.close()
+        tmp.cleanup()
+
+    print()
+    print(f"| Ollama ({'quick' if args.quick else 'full'}) | ours | peer | ours/peer | target |")
+    print("|---|---:|---:|---:|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
