@@ -1,0 +1,383 @@
+"""``enable()``: apply perf_config once (cache, metrics, /metrics, torch thread budget, warmup, ``wrap``) and
+hand back an ``IntegrationHandle`` that reports what it did and undoes it.
+
+Order matters and is deliberate:
+
+1. every ``wrap`` entry is resolved and checked first (imports, methods), so a bad entry raises
+   ``WrapError`` naming it before anything in the process has changed;
+2. then the config becomes the process-wide one, the process-wide cache is rebuilt from it, /metrics is
+   served if asked, the thread budget applied, warmup started;
+3. each of those fails open: it's recorded (``infra_integrate_failures_total{part}``, logged once, listed in
+   ``report()``) and the worker goes on.
+
+``enable()`` is idempotent and thread-safe: a second call (with no config, or an equal one) returns the
+same handle; a call with a different config undoes the first and applies the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.errors import WrapError
+from infra.integrate._failures import record_failure
+from infra.integrate._targets import MethodPlan, describe_entry, import_target, plan_methods
+from infra.integrate._wrap import MethodSettings, PatchRecord, _subclass, patch_class_in_place
+
+__all__ = ["IntegrationHandle", "WrappedClasses", "active_handle", "enable", "enable_caching_for_worker", "patch"]
+
+_lock = threading.RLock()
+_active: IntegrationHandle | None = None
+
+
+@dataclass
+class _Target:
+    """One class named by ``wrap`` (several entries may name the same class with different methods)."""
+
+    target: str
+    cls: type
+    entries: list[int] = field(default_factory=list)
+    items: list[tuple[MethodPlan, MethodSettings]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(describe_entry(i, self.target) for i in self.entries)
+
+
+class WrappedClasses(dict[str, type]):
+    """``enable_caching_for_worker()``'s result: class name → class (cached, or the original when the layer
+    is off). Full targets work too: ``classes["pkg.module:Class"]``, needed when two wrapped classes share
+    a name."""
+
+    def __init__(self, by_name: dict[str, type], by_target: dict[str, type], ambiguous: dict[str, list[str]]):
+        super().__init__(by_name)
+        self.by_target = dict(by_target)
+        self._ambiguous = ambiguous
+
+    def __missing__(self, key: str) -> type:
+        if key in self.by_target:
+            return self.by_target[key]
+        if key in self._ambiguous:
+            raise KeyError(f"{key!r} names more than one wrapped class; use one of {self._ambiguous[key]}")
+        known = sorted({*self, *self.by_target})
+        raise KeyError(f"{key!r} is not wrapped by perf_config's 'wrap' list (wrapped: {', '.join(known) or 'none'})")
+
+
+def _resolve_targets(config: Any) -> list[_Target]:
+    """Import and check every ``wrap`` entry; raises WrapError naming the first bad one."""
+    targets: dict[str, _Target] = {}
+    owner_of: dict[tuple[str, str], int] = {}
+    for index, entry in enumerate(config.wrap):
+        where = describe_entry(index, entry.target)
+        cls = import_target(entry.target, where=where)
+        plans = plan_methods(cls, entry.methods, where=where)
+        t = targets.setdefault(entry.target, _Target(entry.target, cls))
+        t.entries.append(index)
+        settings = MethodSettings.from_config(entry)
+        for plan in plans:
+            first = owner_of.setdefault((entry.target, plan.name), index)
+            if first != index:
+                raise WrapError(
+                    f"{where}: method {plan.name!r} is already cached by wrap[{first}]; list each method once"
+                )
+            t.items.append((plan, settings))
+    return list(targets.values())
+
+
+def _resolve_config(config: Any) -> Any:
+    from infra.config import PerfConfig, get_config, load_config
+
+    if config is None:
+        return _active.config if _active is not None else get_config()
+    if isinstance(config, PerfConfig):
+        return config
+    if isinstance(config, str | os.PathLike):
+        return load_config(config)
+    raise TypeError(f"enable(config=...) takes a PerfConfig, a path to perf_config.json or None, got {type(config).__name__}")
+
+
+class IntegrationHandle:
+    """What ``enable()`` did: ``report()`` (text), ``as_dict()``, ``undo()``; the cached classes and patches."""
+
+    def __init__(self, config: Any, targets: list[_Target]) -> None:
+        self.config = config
+        self.targets = targets
+        self.cache: Any = None
+        self.metrics_server: Any = None
+        self.thread_budget: Any = None
+        self.failures: list[str] = []
+        self.actions: list[str] = []
+        self.patches: list[PatchRecord] = []
+        self.undone = False
+        self._classes: WrappedClasses | None = None
+        self._prev_config: Any = None
+        self._prev_cache: Any = None
+        self._env_set: dict[str, str | None] = {}
+        self._warmup: Any = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def layer_on(self) -> bool:
+        """True when wrappers cache: the master switch and the cache are both on."""
+        return bool(self.config.enabled and self.config.cache.enabled)
+
+    def _fail(self, part: str, message: str, exc: BaseException | None = None) -> None:
+        self.failures.append(f"{part}: {message}" + (f" ({exc})" if exc is not None else ""))
+        record_failure(part, message, exc)
+
+    # ------------------------------------------------------------------ apply
+    def _apply(self) -> None:
+        from infra.config import _loader, set_config
+
+        cfg = self.config
+        self._prev_config = getattr(_loader, "_current", None)
+        set_config(cfg)
+        self.actions.append(f"config: {cfg.source or 'given in code'} (enabled: {str(cfg.enabled).lower()})")
+        self._apply_cache()
+        if not cfg.enabled:
+            self.actions.append("layer off (enabled: false): wrappers are the original classes, nothing served")
+            return
+        self._apply_metrics()
+        self._apply_threads()
+        self._apply_warmup()
+
+    def _apply_cache(self) -> None:
+        from infra.cache import Cache, CacheSettings, set_cache
+
+        cfg = self.config
+        try:
+            cache = Cache(CacheSettings.from_config(cfg.cache, enabled=cfg.enabled))
+        except Exception as exc:  # noqa: BLE001 - a cache that can't even be built: run without one
+            self._fail("cache", "cache could not be built; wrapped calls run uncached", exc)
+            cache = Cache(CacheSettings(enabled=False))
+        self.cache = cache
+        self._prev_cache = set_cache(cache)
+        if not cache.enabled:
+            self.actions.append("cache: off (calls pass through)")
+            return
+        where = cfg.cache.path if cfg.cache.backend == "sqlite" else cfg.cache.backend
+        backend_error = getattr(cache, "_backend_error", None)
+        if cache.backend is not None:
+            try:
+                cache.backend.stats()  # opens the store now, so a bad directory shows here, not mid-call
+            except Exception as exc:  # noqa: BLE001
+                backend_error = str(exc)
+        if backend_error:
+            self._fail("cache", f"cache store {cfg.cache.backend} at {where} unavailable; using the in-process L1 only",
+                       Exception(backend_error))
+        else:
+            self.actions.append(f"cache: {cfg.cache.backend} at {where}, L1 {cfg.cache.memory_items} items")
+
+    def _apply_metrics(self) -> None:
+        m = self.config.metrics
+        if not m.enabled:
+            self.actions.append("metrics: off")
+            return
+        if not m.serve:
+            self.actions.append("metrics: recording; /metrics not served (metrics.serve: false)")
+            return
+        try:
+            from infra.server import serve_metrics_from_config
+
+            self.metrics_server = serve_metrics_from_config(m)
+        except OSError as exc:
+            self._fail("metrics_server", f"/metrics could not bind {m.host}:{m.port}; not served", exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - fail open
+            self._fail("metrics_server", "/metrics could not start; not served", exc)
+            return
+        self.actions.append(f"metrics: serving {self.metrics_server.url}")
+
+    def _apply_threads(self) -> None:
+        t = self.config.torch
+        if not t.enabled:
+            self.actions.append("torch thread budget: off")
+            return
+        before = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                  "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+        try:
+            from infra.inference import apply_thread_budget
+
+            # import_torch=False: a worker that never uses torch shouldn't pay seconds to import it; the
+            # environment variables set here reach torch when it loads later.
+            self.thread_budget = apply_thread_budget(self.config, import_torch="torch" in sys.modules)
+        except Exception as exc:  # noqa: BLE001
+            self._fail("torch", "thread budget not applied", exc)
+            return
+        self._env_set = {k: v for k, v in before.items() if os.environ.get(k) != v}
+        b = self.thread_budget
+        self.actions.append(
+            f"threads: torch {b.torch_threads} intra-op / {b.interop_threads} inter-op, "
+            f"{b.ollama_threads} reserved for Ollama of {b.cores} cores"
+            + (f"; set {', '.join(b.applied)}" if b.applied else "; nothing to change")
+        )
+
+    def _apply_warmup(self) -> None:
+        cfg = self.config
+        w = cfg.warmup
+        if not (w.enabled and w.models and cfg.ollama.enabled):
+            return
+        config = cfg
+
+        def run() -> None:
+            try:
+                from infra.ollama import OptimizedOllama
+
+                OptimizedOllama.from_config(config).warmup(list(w.models), system_prompt=w.system_prompt,
+                                                           background=False)
+            except Exception as exc:  # noqa: BLE001
+                record_failure("warmup", "Ollama warmup failed", exc)
+
+        timer = threading.Timer(w.delay, run)
+        timer.daemon = True
+        timer.name = "infra-warmup"
+        timer.start()
+        self._warmup = timer
+        self.actions.append(f"ollama: warming {', '.join(w.models)} in {w.delay:g}s")
+
+    # ------------------------------------------------------------------ wrap
+    def cached_classes(self) -> WrappedClasses:
+        """The ``wrap`` classes, cached (or the originals when the layer is off); built once per handle."""
+        with _lock:
+            if self._classes is None:
+                by_name: dict[str, type] = {}
+                by_target: dict[str, type] = {}
+                seen: dict[str, list[str]] = {}
+                for t in self.targets:
+                    cls = _subclass(t.cls, t.items, cache=None, timing=None) if self.layer_on else t.cls
+                    by_target[t.target] = cls
+                    seen.setdefault(t.cls.__name__, []).append(t.target)
+                    by_name.setdefault(t.cls.__name__, cls)
+                ambiguous = {n: ts for n, ts in seen.items() if len(ts) > 1}
+                for n in ambiguous:
+                    by_name.pop(n, None)
+                self._classes = WrappedClasses(by_name, by_target, ambiguous)
+                state = "cached" if self.layer_on else "original (layer off)"
+                for t in self.targets:
+                    self.actions.append(f"wrap: {t.label}: {', '.join(p.name for p, _ in t.items)} -> {state}")
+            return self._classes
+
+    def patch(self) -> IntegrationHandle:
+        """Cache the ``wrap`` methods on the classes themselves (idempotent; ``undo()`` restores them)."""
+        with _lock:
+            if self.patches or not self.layer_on:
+                if not self.layer_on and not any(a.startswith("patch:") for a in self.actions):
+                    self.actions.append("patch: layer off, nothing patched")
+                return self
+            for t in self.targets:
+                rec = patch_class_in_place(t.cls, t.items, label=t.label)
+                self.patches.append(rec)
+                self.actions.append(f"patch: {t.target}.{{{', '.join(rec.methods)}}} cached in place")
+            return self
+
+    # ------------------------------------------------------------------ report and undo
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready account of what enable() did."""
+        return {
+            "enabled": bool(self.config.enabled),
+            "config": self.config.source,
+            "actions": list(self.actions),
+            "failures": list(self.failures),
+            "metrics_url": self.metrics_server.url if self.metrics_server is not None else None,
+            "wrapped": [t.target for t in self.targets],
+            "patched": [r.label for r in self.patches if not r.undone],
+            "undone": self.undone,
+        }
+
+    def report(self) -> str:
+        """What enable() did, one line per part; failures (the parts running without) last."""
+        lines = ["perf-infra enabled" if not self.undone else "perf-infra integration undone"]
+        lines += [f"  - {a}" for a in self.actions]
+        lines += [f"  ! {f}" for f in self.failures]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        state = "undone" if self.undone else ("on" if self.config.enabled else "off")
+        return f"<IntegrationHandle {state} config={self.config.source!r} wrapped={len(self.targets)}>"
+
+    def undo(self) -> None:
+        """Revert what enable() did: patches, /metrics, the process-wide cache and config, thread env vars.
+
+        Cached classes already handed out keep working (they use whatever cache is process-wide). torch's
+        own thread settings, once changed, stay (torch can't take back its inter-op setting)."""
+        global _active
+        from infra.cache import set_cache
+        from infra.config import reset_config, set_config
+
+        with _lock:
+            if self.undone:
+                return
+            for rec in reversed(self.patches):
+                rec.undo()
+            if self._warmup is not None:
+                self._warmup.cancel()
+            if self.metrics_server is not None:
+                try:
+                    self.metrics_server.close()
+                except Exception as exc:  # noqa: BLE001
+                    record_failure("metrics_server", "closing /metrics failed", exc)
+            ours = set_cache(self._prev_cache)
+            if ours is not None and ours is self.cache:
+                ours.close()
+            for name, value in self._env_set.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            if self._prev_config is not None:
+                set_config(self._prev_config)
+            else:
+                reset_config()
+            self.undone = True
+            self.actions.append("undone")
+            if _active is self:
+                _active = None
+
+
+def enable(config: Any = None) -> IntegrationHandle:
+    """Apply perf_config once and return the handle (see the module docstring).
+
+    ``config``: a ``PerfConfig``, a path to a perf_config.json, or None (the process-wide config:
+    ``$PERF_CONFIG``, then ./config/perf_config.json, then defaults). Raises ``WrapError`` for a ``wrap``
+    entry whose target doesn't import or whose method doesn't exist, ``ConfigError`` for a bad file;
+    everything else fails open.
+    """
+    global _active
+    with _lock:
+        cfg = _resolve_config(config)
+        if _active is not None:
+            if cfg == _active.config:
+                return _active
+            _active.undo()
+        targets = _resolve_targets(cfg)
+        handle = IntegrationHandle(cfg, targets)
+        handle._apply()
+        _active = handle
+        return handle
+
+
+def active_handle() -> IntegrationHandle | None:
+    """The handle of the current ``enable()``, or None."""
+    return _active
+
+
+def enable_caching_for_worker(config: Any = None) -> WrappedClasses:
+    """``enable(config)``, then the classes listed under ``wrap`` in perf_config, cached: a dict from class
+    name (and from ``"pkg.module:Class"``) to class. Seed 004's three-line worker change::
+
+        from infra.enrichment_helpers import enable_caching_for_worker
+        cached_classes = enable_caching_for_worker()
+        HybridScorer = cached_classes["HybridScorer"]
+
+    With ``enabled: false`` the originals come back, so the worker runs exactly as before.
+    """
+    return enable(config).cached_classes()
+
+
+def patch(config: Any = None) -> IntegrationHandle:
+    """``enable(config)``, then cache the ``wrap`` methods on the original classes in place, for workers
+    that can't change their imports (call it before the worker runs). ``handle.undo()`` restores them."""
+    return enable(config).patch()

@@ -1,0 +1,272 @@
+"""``cached_class``: a class whose listed methods go through ``@cached`` (and ``timed``), and the in-place
+variant that ``patch()`` uses.
+
+Two ways to put the cache in front of a user's methods, both built on the one ``infra.cache.cached``
+decorator (so keys, codecs, single-flight and fail-open are the cache's, not a second caching path):
+
+* ``cached_class(cls, methods=[...])`` returns a thin subclass with the same name, module, qualname and
+  docstring whose listed methods are cached; ``isinstance(obj, cls)`` holds, signatures and docstrings
+  are the originals' (``functools.wraps``), ``async def`` stays ``async def``, static and class methods stay
+  what they were. Instances pickle (and copy) as instances of the original class.
+* ``patch_class_in_place(cls, ...)`` sets the cached methods on ``cls`` itself, for workers that can't
+  change their imports; ``PatchRecord.undo()`` puts back exactly what was there.
+
+Keys use the original function's ``module.qualname``, so the subclass, the patched class and a plain
+``@cached`` on the same function all share entries. With the layer off (``enabled: false`` or
+``cache.enabled: false`` when wrapping), ``cached_class`` returns ``cls`` itself: no per-call cost at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from infra.integrate._targets import KIND_CLASS, KIND_STATIC, MethodPlan, describe_entry, plan_methods
+
+__all__ = ["MethodSettings", "PatchRecord", "build_method", "cached_class", "patch_class_in_place"]
+
+C = TypeVar("C", bound=type)
+
+_ABSENT: Any = object()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MethodSettings:
+    """How one method is cached: ``namespace`` (default: the class name), ``ttl`` seconds (None: the
+    namespace's), ``version`` (bump to drop old entries), ``include_self`` (key on the instance's state)."""
+
+    namespace: str | None = None
+    ttl: float | None = None
+    version: str | None = None
+    include_self: bool = False
+
+    def __post_init__(self) -> None:
+        if self.namespace is not None and (not isinstance(self.namespace, str) or not self.namespace):
+            raise ValueError(f"namespace must be a non-empty string or None, got {self.namespace!r}")
+        if self.ttl is not None and (isinstance(self.ttl, bool) or not isinstance(self.ttl, int | float) or self.ttl <= 0):
+            raise ValueError(f"ttl must be a positive number of seconds or None, got {self.ttl!r}")
+
+    @classmethod
+    def from_config(cls, entry: Any) -> MethodSettings:
+        """From a ``WrapEntry`` of perf_config's ``wrap`` list."""
+        return cls(namespace=entry.namespace, ttl=entry.ttl, version=entry.version, include_self=entry.include_self)
+
+
+def build_method(
+    cls: type, plan: MethodPlan, settings: MethodSettings, *, cache: Any = None, timing: bool = True
+) -> Any:
+    """The cached (and timed) replacement for one method, as a class attribute (plain, static or class)."""
+    from infra.cache import cached
+
+    namespace = settings.namespace or cls.__name__
+    fn: Any = cached(
+        namespace=namespace,
+        ttl=settings.ttl,
+        version=settings.version,
+        include_self=settings.include_self and plan.kind != KIND_STATIC,
+        cache=cache,
+    )(plan.function)
+    if timing:
+        fn = _timed(f"{cls.__name__}.{plan.name}", fn)
+    fn.__infra_wrapped__ = plan.function  # lets a second wrap start from the original, never cache twice
+    fn.__infra_namespace__ = namespace
+    if plan.kind == KIND_STATIC:
+        return staticmethod(fn)
+    if plan.kind == KIND_CLASS:
+        return classmethod(fn)
+    return fn
+
+
+def _timed(operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    try:
+        from infra.metrics import timed
+
+        return timed(operation)(fn)  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - metrics failing to register must not stop the cache from working
+        from infra.integrate._failures import record_failure
+
+        record_failure("metrics", f"timing {operation} unavailable")
+        return fn
+
+
+def _layer_off() -> bool:
+    """True when the config says the layer or its cache is off (then wrapping returns the original)."""
+    try:
+        from infra.config import get_config
+
+        cfg = get_config()
+    except Exception:  # noqa: BLE001 - no usable config: the cache itself falls back to defaults
+        return False
+    return not (cfg.enabled and cfg.cache.enabled)
+
+
+def _metrics_on() -> bool:
+    try:
+        from infra.config import get_config
+
+        cfg = get_config()
+        return bool(cfg.enabled and cfg.metrics.enabled)
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def _needs_self_key(cls: type) -> bool:
+    if "__cache_key__" in dir(cls) or dataclasses.is_dataclass(cls):
+        return False
+    return not isinstance(getattr(cls, "model_fields", None), dict)
+
+
+def _state_key(self: Any) -> Any:
+    """Cache-key hook for ``include_self`` on plain classes: the instance's attributes (its ``__dict__``)."""
+    return dict(vars(self))
+
+
+def _reduce_as(original: type) -> Callable[[Any, int], Any]:
+    """``__reduce_ex__`` that names the original class, so pickle (by reference) and copy keep working."""
+
+    def __reduce_ex__(self: Any, protocol: int) -> Any:
+        rv = object.__reduce_ex__(self, max(protocol, 2))
+        if isinstance(rv, tuple) and len(rv) >= 2 and isinstance(rv[1], tuple) and rv[1] and rv[1][0] is type(self):
+            # copyreg.__newobj__ insists on the object's own class; rebuild through _new_as instead.
+            rv = (_new_as, (original, *rv[1][1:]), *rv[2:])
+        return rv
+
+    return __reduce_ex__
+
+
+def _copy_keep_class(self: Any) -> Any:
+    """``copy.copy`` of a cached instance stays cached (pickle, by contrast, names the original class)."""
+    import copy
+
+    return copy._reconstruct(self, None, *object.__reduce_ex__(self, 4))  # type: ignore[attr-defined]
+
+
+def _deepcopy_keep_class(self: Any, memo: dict[int, Any]) -> Any:
+    import copy
+
+    return copy._reconstruct(self, memo, *object.__reduce_ex__(self, 4))  # type: ignore[attr-defined]
+
+
+def _new_as(cls: type, *args: Any) -> Any:
+    """Unpickling helper: a bare instance of ``cls`` (its state is set from the pickle afterwards)."""
+    return cls.__new__(cls, *args)
+
+
+def cached_class(
+    cls: C,
+    methods: Sequence[str],
+    *,
+    namespace: str | None = None,
+    ttl: float | None = None,
+    version: str | None = None,
+    include_self: bool = False,
+    cache: Any = None,
+    per_method: dict[str, MethodSettings] | None = None,
+    timing: bool | None = None,
+    where: str | None = None,
+) -> C:
+    """A subclass of ``cls`` whose ``methods`` are cached through ``infra.cache.cached``.
+
+    ``namespace`` defaults to the class name; ``ttl`` (seconds) to the namespace's; ``version`` keys the
+    entries (bump it when the method's code changes its results); ``include_self`` keys on the instance's
+    state too (its ``__cache_key__()``, dataclass / pydantic fields, or else its ``__dict__``). Results are
+    also timed as ``ClassName.method`` (``timing=False`` turns that off; default: ``metrics.enabled``).
+    ``cache`` is a ``Cache`` to use instead of ``get_cache()``; ``per_method`` overrides settings by name.
+
+    With the layer off in the current config, returns ``cls`` unchanged. Raises ``WrapError`` naming the
+    method when one doesn't exist or can't be cached (a property, a generator, a special method).
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"cached_class() takes a class, got {type(cls).__name__}")
+    label = where or describe_entry(None, f"{cls.__module__}.{cls.__qualname__}")
+    plans = plan_methods(cls, tuple(methods), where=label)
+    if cache is None and _layer_off():
+        return cls
+    base = MethodSettings(namespace=namespace, ttl=ttl, version=version, include_self=include_self)
+    return _subclass(cls, [(p, (per_method or {}).get(p.name, base)) for p in plans], cache=cache, timing=timing)
+
+
+def _subclass(cls: C, items: Iterable[tuple[MethodPlan, MethodSettings]], *, cache: Any, timing: bool | None) -> C:
+    if timing is None:
+        timing = _metrics_on()
+    ns: dict[str, Any] = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+        "__slots__": (),  # adds no __dict__ to a slotted class
+        "__infra_original__": cls,
+    }
+    need_key = False
+    for plan, settings in items:
+        ns[plan.name] = build_method(cls, plan, settings, cache=cache, timing=timing)
+        need_key = need_key or settings.include_self
+    if need_key and _needs_self_key(cls):
+        ns["__cache_key__"] = _state_key
+    if _default_reduce(cls):
+        ns["__reduce_ex__"] = _reduce_as(cls)
+        if not hasattr(cls, "__copy__"):
+            ns["__copy__"] = _copy_keep_class
+        if not hasattr(cls, "__deepcopy__"):
+            ns["__deepcopy__"] = _deepcopy_keep_class
+    # type(cls) keeps a metaclass (ABCMeta, ...) working for the subclass.
+    sub = type(cls)(cls.__name__, (cls,), ns)
+    return sub  # type: ignore[no-any-return]
+
+
+def _default_reduce(cls: type) -> bool:
+    return getattr(cls, "__reduce_ex__", None) is object.__reduce_ex__ and getattr(cls, "__reduce__", None) is object.__reduce__
+
+
+@dataclass
+class PatchRecord:
+    """What ``patch_class_in_place`` changed on one class, to put it back exactly."""
+
+    cls: type
+    label: str
+    saved: dict[str, Any] = field(default_factory=dict)  # attribute -> previous __dict__ entry or _ABSENT
+    undone: bool = False
+
+    @property
+    def methods(self) -> list[str]:
+        return [n for n in self.saved if n != "__cache_key__"]
+
+    def undo(self) -> None:
+        """Restore every attribute this patch set (idempotent)."""
+        if self.undone:
+            return
+        for name, previous in self.saved.items():
+            if previous is _ABSENT:
+                if name in self.cls.__dict__:
+                    delattr(self.cls, name)
+            else:
+                setattr(self.cls, name, previous)
+        self.undone = True
+
+
+def patch_class_in_place(
+    cls: type,
+    items: Sequence[tuple[MethodPlan, MethodSettings]],
+    *,
+    label: str,
+    cache: Any = None,
+    timing: bool | None = None,
+) -> PatchRecord:
+    """Set the cached methods on ``cls`` itself; every name already seen by other modules sees them too."""
+    if timing is None:
+        timing = _metrics_on()
+    record = PatchRecord(cls=cls, label=label)
+    built = [(plan, build_method(cls, plan, settings, cache=cache, timing=timing)) for plan, settings in items]
+    need_key = any(s.include_self for _, s in items) and _needs_self_key(cls)
+    for plan, attr in built:
+        record.saved[plan.name] = cls.__dict__.get(plan.name, _ABSENT)
+        setattr(cls, plan.name, attr)
+    if need_key:
+        record.saved["__cache_key__"] = cls.__dict__.get("__cache_key__", _ABSENT)
+        cls.__cache_key__ = _state_key  # type: ignore[attr-defined]
+    return record
+
+
+def group_settings(plans: list[MethodPlan], settings: MethodSettings) -> list[tuple[MethodPlan, MethodSettings]]:
+    return [(p, settings) for p in plans]
