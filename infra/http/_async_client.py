@@ -14,6 +14,10 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+# Imported here, not on first request: an import inside a call would eat that call's deadline. This
+# module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
+import aiohttp
+
 from infra.http._classify import classify_aiohttp as _classify_aiohttp
 from infra.http._classify import classify_httpx as _classify_httpx
 from infra.http._compat import timeout_at
@@ -168,6 +172,8 @@ class AsyncPerfClient:
         self._stats = _Stats()
         self._closed = False
         self._cache: Any = None
+        if self._settings.http2 or self._settings.http2_hosts:
+            import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
 
     @classmethod
     def from_config(cls, section: Any = None, **overrides: Any) -> AsyncPerfClient:
@@ -233,8 +239,6 @@ class AsyncPerfClient:
             raise RuntimeError("AsyncPerfClient is closed")
         session = self._session
         if session is None:
-            import aiohttp
-
             s = self._settings
             connector = aiohttp.TCPConnector(
                 limit=s.limits.max_connections,

@@ -26,6 +26,7 @@ from infra.http._errors import (
     Attempt,
     CircuitOpenError,
     DeadlineExceeded,
+    PoolTimeout,
     RetryAfterTooLong,
     RetryBudgetExhausted,
     TransportError,
@@ -115,7 +116,7 @@ class Call:
         if kind == DEADLINE:
             raise self._final(DeadlineExceeded, f"deadline exceeded after {now - self.started:.3f}s") from exc
         if kind == POOL:
-            raise self._final(TransportError, f"no connection slot in time ({detail})", kind=POOL) from exc
+            raise self._final(PoolTimeout, f"no connection slot in time ({detail})") from exc
         retryable = kind == CONNECT or (self.retry_ok and (kind == READ or kind == FIRST_BYTE))
         if not retryable or self.retries >= self.policy.attempts:
             raise self._final(TransportError, f"{kind} error ({detail})", kind=kind) from exc

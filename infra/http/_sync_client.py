@@ -16,6 +16,10 @@ from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+# Imported here, not on first request: an import inside a call would eat that call's deadline. This
+# module itself loads only when PerfClient is first used (infra.http's lazy __getattr__).
+import httpx
+
 from infra.http._classify import classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, READ, Call, HostState
 from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
@@ -84,8 +88,6 @@ class _SyncBody:
             chunk = next(self._iter, b"")
         except Exception as exc:
             self.close()
-            import httpx
-
             if isinstance(exc, httpx.ReadTimeout):
                 if self.deadline_at is not None and _monotonic() >= self.deadline_at - _DEADLINE_SLACK:
                     raise DeadlineExceeded("deadline exceeded while streaming the body", origin=self.origin) from exc
@@ -121,6 +123,8 @@ class PerfClient:
         self._global = threading.BoundedSemaphore(self._settings.limits.max_connections)
         self._stats = _Stats()
         self._closed = False
+        # Built now: httpx.Client() loads TLS roots (~100 ms), which must not eat the first call's deadline.
+        self._client("h2" if self._settings.http2 else "h1")
 
     @classmethod
     def from_config(cls, section: Any = None, **overrides: Any) -> PerfClient:
@@ -186,8 +190,6 @@ class PerfClient:
         if client is None:
             if self._closed:
                 raise RuntimeError("PerfClient is closed")
-            import httpx
-
             s = self._settings
             with self._clients_lock:
                 client = self._clients.get(kind)
@@ -333,8 +335,6 @@ class PerfClient:
         resp: Any = None
         handed_over = False
         try:
-            import httpx
-
             first_byte = _left(deadline_at, t.first_byte)
             timeout = httpx.Timeout(connect=_left(deadline_at, t.connect), read=first_byte, write=first_byte, pool=None)
             request = client.build_request(

@@ -299,10 +299,13 @@ class FaultServer:
         self._hit("stall")
         resp = web.StreamResponse()
         await resp.prepare(request)
-        for i in range(int(self._f(request, "chunks", 1))):
-            await resp.write(f"line {i}\n".encode())
-        await asyncio.sleep(self._f(request, "stall", 5.0))
-        await resp.write_eof()
+        try:
+            for i in range(int(self._f(request, "chunks", 1))):
+                await resp.write(f"line {i}\n".encode())
+            await asyncio.sleep(self._f(request, "stall", 5.0))
+            await resp.write_eof()
+        except ConnectionError:  # the client gave up on the stall: expected
+            pass
         return resp
 
     async def _stream(self, request: Any) -> Any:
@@ -314,11 +317,14 @@ class FaultServer:
         await resp.prepare(request)
         interval = self._f(request, "interval", 0)
         pad = b"x" * int(self._f(request, "size", 0))
-        for i in range(int(self._f(request, "chunks", 3))):
-            if interval:
-                await asyncio.sleep(interval)
-            await resp.write(f"line {i}".encode() + pad + b"\n")
-        await resp.write_eof()
+        try:
+            for i in range(int(self._f(request, "chunks", 3))):
+                if interval:
+                    await asyncio.sleep(interval)
+                await resp.write(f"line {i}".encode() + pad + b"\n")
+            await resp.write_eof()
+        except ConnectionError:  # the client closed the stream early: expected
+            pass
         return resp
 
     async def _echo(self, request: Any) -> Any:

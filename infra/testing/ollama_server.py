@@ -35,12 +35,18 @@ __all__ = ["DEFAULT_MODELS", "Fault", "OllamaTestServer", "ServerSettings", "mai
 class OllamaTestServer:
     """Runs the simulated Ollama on its own event loop in a daemon thread, so sync and async tests can use it.
 
-    ``start()`` returns once the socket is bound (``url`` is then ``http://127.0.0.1:<port>``); ``stop()`` shuts
-    it down. Also a context manager, sync and async.
+    ``start()`` returns once the socket is bound (``url`` is then ``http://127.0.0.1:<port>``);
+    ``stop()`` shuts it down. Also a context manager, sync and async.
     """
 
-    def __init__(self, settings: ServerSettings | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        **overrides: Any,
+    ) -> None:
         if settings is None:
             settings = ServerSettings(**overrides)
         elif overrides:
@@ -119,14 +125,17 @@ class OllamaTestServer:
     def __enter__(self) -> OllamaTestServer:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     async def __aenter__(self) -> OllamaTestServer:
         return await asyncio.to_thread(self.start)
 
-    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await asyncio.to_thread(self.stop)
 
     # -- inspection and fault injection -------------------------------------------------------------------
@@ -141,19 +150,34 @@ class OllamaTestServer:
         with self.state.stats._lock:
             return list(self.state.stats.reload_log)
 
-    def fail_next(self, status: int = 500, message: str = "injected failure", *, times: int = 1,
-                  endpoint: str | None = None) -> None:
+    def fail_next(
+        self,
+        status: int = 500,
+        message: str = "injected failure",
+        *,
+        times: int = 1,
+        endpoint: str | None = None,
+    ) -> None:
         """Answer the next ``times`` matching requests with ``status`` and ``{"error": message}``."""
-        self.state.add_fault(Fault(kind="status", status=status, message=message, times=times, endpoint=endpoint))
+        self.state.add_fault(
+            Fault(kind="status", status=status, message=message, times=times, endpoint=endpoint)
+        )
 
-    def error_mid_stream(self, after: int = 3, message: str = "injected stream failure", *, times: int = 1,
-                         endpoint: str | None = None) -> None:
-        """Send ``after`` chunks of the next streamed reply, then an ``{"error"}`` line, and end the stream."""
-        self.state.add_fault(Fault(kind="mid_stream", after=after, message=message, times=times,
-                                   endpoint=endpoint))
+    def error_mid_stream(
+        self,
+        after: int = 3,
+        message: str = "injected stream failure",
+        *,
+        times: int = 1,
+        endpoint: str | None = None,
+    ) -> None:
+        """Send ``after`` chunks of the next streamed reply, then an ``{"error"}`` line; end the stream."""
+        self.state.add_fault(
+            Fault(kind="mid_stream", after=after, message=message, times=times, endpoint=endpoint)
+        )
 
     def stall_next(self, seconds: float, *, times: int = 1, endpoint: str | None = None) -> None:
-        """Hold the next matching request ``seconds`` before any byte is sent (to test timeouts and retries)."""
+        """Hold the next matching request ``seconds`` before any byte is sent (timeouts, retries)."""
         self.state.add_fault(Fault(kind="stall", seconds=seconds, times=times, endpoint=endpoint))
 
     def clear_faults(self) -> None:
@@ -162,7 +186,9 @@ class OllamaTestServer:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m infra.testing.ollama_server --port N``: serve until interrupted."""
-    p = argparse.ArgumentParser(prog="python -m infra.testing.ollama_server", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m infra.testing.ollama_server", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=11434, help="0 lets the OS choose (printed on start)")
     p.add_argument("--model", action="append", dest="models", help="a model to serve (repeatable)")
@@ -176,10 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         settings = ServerSettings(
-            models=tuple(args.models) if args.models else DEFAULT_MODELS, load_time=args.load_time,
-            prompt_eval_latency=args.prompt_eval_latency, token_latency=args.token_latency,
-            embed_latency=args.embed_latency, num_parallel=args.num_parallel, max_queue=args.max_queue,
-            embeddings=args.embeddings)
+            models=tuple(args.models) if args.models else DEFAULT_MODELS,
+            load_time=args.load_time,
+            prompt_eval_latency=args.prompt_eval_latency,
+            token_latency=args.token_latency,
+            embed_latency=args.embed_latency,
+            num_parallel=args.num_parallel,
+            max_queue=args.max_queue,
+            embeddings=args.embeddings,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -189,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"Ollama test server on {server.url} (models: {', '.join(sorted(server.state.models))})", flush=True)
+    print(
+        f"Ollama test server on {server.url} (models: {', '.join(sorted(server.state.models))})", flush=True
+    )
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

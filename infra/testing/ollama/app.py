@@ -1,8 +1,8 @@
-"""aiohttp handlers speaking the Ollama HTTP API (the subset pipelines use), over the I/O-free :mod:`.sim` core.
+"""aiohttp handlers speaking the Ollama HTTP API (the subset pipelines use) over the I/O-free :mod:`.sim`.
 
 Wire details follow what the official ``ollama`` Python client sends and parses (ollama 0.6, ``_client.py`` /
-``_types.py``): NDJSON streaming with ``application/x-ndjson``; ``stream`` defaults to true when absent; errors are
-an HTTP status with ``{"error": ...}``, or an ``{"error"}`` line once a stream has started; durations are
+``_types.py``): NDJSON streaming with ``application/x-ndjson``; ``stream`` defaults to true when absent;
+errors are an HTTP status with ``{"error": ...}``, or an ``{"error"}`` line once a stream has started; durations are
 integer nanoseconds and are left out when zero.
 """
 
@@ -198,7 +198,9 @@ class SimState:
             self.stats.embed_inputs += len(texts)
         if self.settings.embed_latency and texts:
             await asyncio.sleep(self.settings.embed_latency * len(texts))
-        embedder = await asyncio.to_thread(self._real_embedder) if self.settings.embeddings != "hash" else None
+        embedder = (
+            await asyncio.to_thread(self._real_embedder) if self.settings.embeddings != "hash" else None
+        )
         if embedder is not None and texts:
             vecs = await asyncio.to_thread(embedder.encode, texts, normalize_embeddings=True)
             return [[float(x) for x in v] for v in vecs]
@@ -227,10 +229,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text='{"error":"invalid JSON in request body"}', content_type="application/json")
+        raise web.HTTPBadRequest(
+            text='{"error":"invalid JSON in request body"}', content_type="application/json"
+        )
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text='{"error":"request body must be a JSON object"}',
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text='{"error":"request body must be a JSON object"}', content_type="application/json"
+        )
     return body
 
 
@@ -238,7 +243,9 @@ def _state(request: web.Request) -> SimState:
     return request.app[SIM_KEY]
 
 
-def _resolve(state: SimState, body: Mapping[str, Any], endpoint: str) -> tuple[str | None, web.Response | None]:
+def _resolve(
+    state: SimState, body: Mapping[str, Any], endpoint: str
+) -> tuple[str | None, web.Response | None]:
     with state.stats._lock:
         state.stats.requests[endpoint] += 1
     name = body.get("model")
@@ -304,15 +311,18 @@ async def _completion(request: web.Request, endpoint: str) -> web.StreamResponse
             try:
                 if empty:
                     return _final_only(body, model, endpoint, "load", load_ns, stream)
-                return await _produce(request, state, body, model, endpoint, options, stream, started, load_ns)
+                return await _produce(
+                    request, state, body, model, endpoint, options, stream, started, load_ns
+                )
             finally:
                 state.release(model, keep_alive)
     except _Busy:
         return _error(503, BUSY_MESSAGE)
 
 
-def _final_only(body: Mapping[str, Any], model: str, endpoint: str, reason: str, load_ns: int,
-                stream: bool) -> web.StreamResponse:
+def _final_only(
+    body: Mapping[str, Any], model: str, endpoint: str, reason: str, load_ns: int, stream: bool
+) -> web.StreamResponse:
     """Ollama's reply to an empty prompt/messages: load (or unload with keep_alive 0) the model, no tokens."""
     d: dict[str, Any] = {"model": body["model"], "created_at": rfc3339_nanos()}
     if endpoint == "chat":
@@ -327,24 +337,37 @@ def _final_only(body: Mapping[str, Any], model: str, endpoint: str, reason: str,
     return web.json_response(d)
 
 
-async def _produce(request: web.Request, state: SimState, body: Mapping[str, Any], model: str, endpoint: str,
-                   options: Mapping[str, Any], stream: bool, started: int, load_ns: int) -> web.StreamResponse:
+async def _produce(
+    request: web.Request,
+    state: SimState,
+    body: Mapping[str, Any],
+    model: str,
+    endpoint: str,
+    options: Mapping[str, Any],
+    stream: bool,
+    started: int,
+    load_ns: int,
+) -> web.StreamResponse:
     s = state.settings
     chat = endpoint == "chat"
     if chat:
         messages = body.get("messages") or []
-        source: Any = [{k: m.get(k) for k in ("role", "content", "images", "tool_calls", "tool_name")}
-                       for m in messages]
+        source: Any = [
+            {k: m.get(k) for k in ("role", "content", "images", "tool_calls", "tool_name")} for m in messages
+        ]
         prompt_tokens = prompt_token_count(*(str(m.get("content") or "") for m in messages))
         tools = body.get("tools") or None
         last_role = messages[-1].get("role") if messages else None
         use_tools = tools if (tools and last_role == "user") else None
     else:
-        source = {k: body.get(k) for k in ("prompt", "suffix", "system", "template", "context", "raw", "images")}
+        source = {
+            k: body.get(k) for k in ("prompt", "suffix", "system", "template", "context", "raw", "images")
+        }
         prompt_tokens = prompt_token_count(str(body.get("prompt") or ""), str(body.get("system") or ""))
         use_tools = None
-    out = generate_output(s, body["model"], source, options, fmt=body.get("format"), think=body.get("think"),
-                          tools=use_tools)
+    out = generate_output(
+        s, body["model"], source, options, fmt=body.get("format"), think=body.get("think"), tools=use_tools
+    )
     if body.get("context") and not chat:
         prompt_tokens += len(body["context"])
 
@@ -360,8 +383,13 @@ async def _produce(request: web.Request, state: SimState, body: Mapping[str, Any
         if s.token_latency and eval_count:
             await asyncio.sleep(s.token_latency * eval_count)
         eval_ns = max(1, int((time.perf_counter() - t_eval) * 1e9))
-        d = _chunk(name, chat, out.text, thinking="".join(out.thinking) or None,
-                   tool_calls=list(out.tool_calls) or None)
+        d = _chunk(
+            name,
+            chat,
+            out.text,
+            thinking="".join(out.thinking) or None,
+            tool_calls=list(out.tool_calls) or None,
+        )
         _finish(d, out, chat, prompt_tokens, eval_count, started, load_ns, prompt_ns, eval_ns)
         with state.stats._lock:
             state.stats.tokens += eval_count
@@ -404,8 +432,14 @@ async def _produce(request: web.Request, state: SimState, body: Mapping[str, Any
     return resp
 
 
-def _chunk(name: str, chat: bool, text: str, *, thinking: str | None = None,
-           tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _chunk(
+    name: str,
+    chat: bool,
+    text: str,
+    *,
+    thinking: str | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     d: dict[str, Any] = {"model": name, "created_at": rfc3339_nanos()}
     if chat:
         msg: dict[str, Any] = {"role": "assistant", "content": text}
@@ -422,15 +456,30 @@ def _chunk(name: str, chat: bool, text: str, *, thinking: str | None = None,
     return d
 
 
-def _finish(d: dict[str, Any], out: Output, chat: bool, prompt_tokens: int, eval_count: int, started: int,
-            load_ns: int, prompt_ns: int, eval_ns: int) -> None:
+def _finish(
+    d: dict[str, Any],
+    out: Output,
+    chat: bool,
+    prompt_tokens: int,
+    eval_count: int,
+    started: int,
+    load_ns: int,
+    prompt_ns: int,
+    eval_ns: int,
+) -> None:
     d["done"] = True
     d["done_reason"] = out.done_reason
     if not chat:
         d["context"] = [(prompt_tokens * 31 + i * 7919) % 128000 for i in range(prompt_tokens + eval_count)]
-    _durations(d, total_duration=time.perf_counter_ns() - started, load_duration=load_ns,
-               prompt_eval_count=prompt_tokens, prompt_eval_duration=prompt_ns,
-               eval_count=eval_count, eval_duration=eval_ns)
+    _durations(
+        d,
+        total_duration=time.perf_counter_ns() - started,
+        load_duration=load_ns,
+        prompt_eval_count=prompt_tokens,
+        prompt_eval_duration=prompt_ns,
+        eval_count=eval_count,
+        eval_duration=eval_ns,
+    )
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
@@ -476,8 +525,12 @@ async def embed(request: web.Request) -> web.StreamResponse:
         cut = [v[:dims] for v in vectors]
         vectors = [[x / (sum(y * y for y in v) ** 0.5 or 1.0) for x in v] for v in cut]
     d: dict[str, Any] = {"model": body["model"], "embeddings": vectors}
-    _durations(d, total_duration=time.perf_counter_ns() - started, load_duration=load_ns,
-               prompt_eval_count=prompt_token_count(*texts) if texts else 0)
+    _durations(
+        d,
+        total_duration=time.perf_counter_ns() - started,
+        load_duration=load_ns,
+        prompt_eval_count=prompt_token_count(*texts) if texts else 0,
+    )
     return web.json_response(d)
 
 
@@ -513,8 +566,17 @@ async def tags(request: web.Request) -> web.StreamResponse:
     state = _state(request)
     with state.stats._lock:
         state.stats.requests["tags"] += 1
-    models = [{"name": m.name, "model": m.name, "modified_at": _modified_at(), "size": m.size, "digest": m.digest,
-               "details": m.details()} for m in state.models.values()]
+    models = [
+        {
+            "name": m.name,
+            "model": m.name,
+            "modified_at": _modified_at(),
+            "size": m.size,
+            "digest": m.digest,
+            "details": m.details(),
+        }
+        for m in state.models.values()
+    ]
     return web.json_response({"models": models})
 
 
@@ -527,9 +589,18 @@ async def ps(request: web.Request) -> web.StreamResponse:
         m = state.models[name]
         # Ollama shows a far-future expires_at for keep_alive < 0 (never unload).
         wall = expires_wall if math.isfinite(expires_wall) else time.time() + 10 * 365 * 86400
-        out.append({"name": name, "model": name, "size": m.size, "digest": m.digest, "details": m.details(),
-                    "expires_at": rfc3339_nanos(int(wall * 1e9)), "size_vram": m.size,
-                    "context_length": opts[0]})
+        out.append(
+            {
+                "name": name,
+                "model": name,
+                "size": m.size,
+                "digest": m.digest,
+                "details": m.details(),
+                "expires_at": rfc3339_nanos(int(wall * 1e9)),
+                "size_vram": m.size,
+                "context_length": opts[0],
+            }
+        )
     return web.json_response({"models": out})
 
 
@@ -541,12 +612,17 @@ async def show(request: web.Request) -> web.StreamResponse:
         return err
     assert model is not None
     m = state.models[model]
-    return web.json_response({
-        "modelfile": f"FROM {m.name}\n", "parameters": "", "template": "{{ .Prompt }}",
-        "details": m.details(), "model_info": {"general.architecture": m.family},
-        "capabilities": ["embedding"] if m.embedding else ["completion", "tools"],
-        "modified_at": _modified_at(),
-    })
+    return web.json_response(
+        {
+            "modelfile": f"FROM {m.name}\n",
+            "parameters": "",
+            "template": "{{ .Prompt }}",
+            "details": m.details(),
+            "model_info": {"general.architecture": m.family},
+            "capabilities": ["embedding"] if m.embedding else ["completion", "tools"],
+            "modified_at": _modified_at(),
+        }
+    )
 
 
 async def version(request: web.Request) -> web.StreamResponse:

@@ -1,8 +1,8 @@
-"""The I/O-free core of the Ollama test server: what a request produces, how long it takes, which runner it needs.
+"""The I/O-free core of the Ollama test server: what a request produces, how long it takes, what it loads.
 
 Everything here is a plain function or a small state object so the aiohttp layer (:mod:`.app`) stays thin and
-the behaviour can be reasoned about without sockets. Output is a pure function of (model, input, output-affecting
-options): the same request always yields the same tokens, which is what makes cache tests meaningful.
+the behaviour can be reasoned about without sockets. Output is a pure function of (model, input,
+output-affecting options): the same request always yields the same tokens, which is what makes cache tests meaningful.
 """
 
 from __future__ import annotations
@@ -39,7 +39,14 @@ __all__ = [
 ]
 
 #: Options whose change makes Ollama's scheduler reload the runner (server/sched.go ``needsReload``).
-RUNNER_OPTION_NAMES: tuple[str, ...] = ("num_ctx", "num_batch", "num_thread", "num_gpu", "main_gpu", "use_mmap")
+RUNNER_OPTION_NAMES: tuple[str, ...] = (
+    "num_ctx",
+    "num_batch",
+    "num_thread",
+    "num_gpu",
+    "main_gpu",
+    "use_mmap",
+)
 
 #: The values a runner gets when a request leaves the option out. A request that omits ``num_ctx`` after the
 #: model was loaded with 8192 therefore reloads it, exactly as Ollama does: pinning means always sending them.
@@ -52,17 +59,22 @@ RUNNER_DEFAULTS: Mapping[str, Any] = {
     "use_mmap": None,
 }
 
-DEFAULT_MODELS: tuple[str, ...] = ("llama3.2:3b", "qwen2.5:7b", "nomic-embed-text:latest", "all-minilm:latest")
+DEFAULT_MODELS: tuple[str, ...] = (
+    "llama3.2:3b",
+    "qwen2.5:7b",
+    "nomic-embed-text:latest",
+    "all-minilm:latest",
+)
 
 _WORDS = (
-    "the a calm quiet steady warm bright heavy light slow sudden gentle honest tired hopeful anxious grateful "
-    "reflection moment feeling thought memory morning evening walk conversation friend family work rest "
-    "breath pause change growth pattern choice value need fear joy sadness anger relief trust doubt "
-    "notice accept name hold release return begin continue wonder remember learn share listen care "
-    "small large early late often rarely always never today again inside outside together alone "
-    "because while after before until since although however therefore perhaps maybe clearly softly "
-    "energy focus balance tension comfort distance closeness meaning purpose direction progress setback"
-).split()
+    "the a calm quiet steady warm bright heavy light slow sudden gentle honest tired hopeful anxious "
+    "grateful reflection moment feeling thought memory morning evening walk conversation friend family "
+    "work rest breath pause change growth pattern choice value need fear joy sadness anger relief trust "
+    "doubt notice accept name hold release return begin continue wonder remember learn share listen care "
+    "small large early late often rarely always never today again inside outside together alone because "
+    "while after before until since although however therefore perhaps maybe clearly softly energy focus "
+    "balance tension comfort distance closeness meaning purpose direction progress setback"
+).split()  # noqa: SIM905 - a word list reads better as text
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -70,7 +82,7 @@ _WORDS = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
-    """How the simulated Ollama behaves. All latencies are seconds; zero makes the server as fast as it can be.
+    """How the simulated Ollama behaves. Latencies are seconds; zero makes the server as fast as it can be.
 
     ``num_parallel`` mirrors OLLAMA_NUM_PARALLEL (concurrent requests per model) and ``max_queue`` mirrors
     OLLAMA_MAX_QUEUE (requests waiting beyond those; one more is answered 503 "server busy").
@@ -104,7 +116,9 @@ class ServerSettings:
         if not 1 <= self.min_tokens <= self.max_tokens:
             problems.append(f"need 1 <= min_tokens <= max_tokens, got {self.min_tokens}, {self.max_tokens}")
         if self.embeddings not in ("hash", "sentence-transformers", "auto"):
-            problems.append(f"embeddings must be 'hash', 'sentence-transformers' or 'auto', got {self.embeddings!r}")
+            problems.append(
+                f"embeddings must be 'hash', 'sentence-transformers' or 'auto', got {self.embeddings!r}"
+            )
         if problems:
             raise ValueError("invalid ServerSettings: " + "; ".join(problems))
 
@@ -193,7 +207,7 @@ def rfc3339_nanos(epoch_ns: int | None = None) -> str:
 
 
 def runner_options(options: Mapping[str, Any] | None) -> tuple[Any, ...]:
-    """The effective runner-affecting options of a request; a difference from the loaded ones forces a reload."""
+    """The effective runner options of a request; a difference from the loaded ones forces a reload."""
     opts = options or {}
     return tuple(opts[k] if opts.get(k) is not None else RUNNER_DEFAULTS[k] for k in RUNNER_OPTION_NAMES)
 
@@ -227,8 +241,18 @@ class Output:
 
 def output_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     """The options that change what a model writes (everything but the runner-only ones)."""
-    runner_only = {*RUNNER_OPTION_NAMES, "numa", "low_vram", "f16_kv", "vocab_only", "use_mlock", "logits_all"}
-    return {k: v for k, v in (options or {}).items() if k not in runner_only and k != "num_ctx" and v is not None}
+    runner_only = {
+        *RUNNER_OPTION_NAMES,
+        "numa",
+        "low_vram",
+        "f16_kv",
+        "vocab_only",
+        "use_mlock",
+        "logits_all",
+    }
+    return {
+        k: v for k, v in (options or {}).items() if k not in runner_only and k != "num_ctx" and v is not None
+    }
 
 
 def generate_output(
@@ -253,8 +277,13 @@ def generate_output(
     rng = _Stream(digest)
     words = [_WORDS[rng.next() % len(_WORDS)] for _ in range(natural)]
     if fmt:
-        body = json.dumps({"emotion": words[0], "intensity": round((n % 100) / 100, 2),
-                           "summary": " ".join(words[1:natural])})
+        body = json.dumps(
+            {
+                "emotion": words[0],
+                "intensity": round((n % 100) / 100, 2),
+                "summary": " ".join(words[1:natural]),
+            }
+        )
         tokens = [t for t in re.findall(r"\s*\S+", body)]
     else:
         tokens = [(" " if i else "") + w for i, w in enumerate(words)]
@@ -298,7 +327,7 @@ class _Stream:
 
 
 def hash_embedding(model: str, text: str, dim: int) -> list[float]:
-    """A deterministic unit vector for (model, text): same text, same vector; different texts, near-orthogonal."""
+    """A deterministic unit vector for (model, text): same text, same vector; others near-orthogonal."""
     raw = hashlib.shake_256(f"{model}\x00{text}".encode()).digest(dim * 2)
     vals = [(v - 32767.5) / 32767.5 for v in struct.unpack(f"<{dim}H", raw)]
     norm = math.sqrt(sum(v * v for v in vals)) or 1.0
@@ -312,8 +341,8 @@ def hash_embedding(model: str, text: str, dim: int) -> list[float]:
 class Fault:
     """One injected failure, consumed by the next matching request.
 
-    kind: ``"status"`` (answer ``status`` with ``{"error": message}``), ``"mid_stream"`` (send ``after`` chunks,
-    then an ``{"error"}`` line and end the stream), ``"stall"`` (sleep ``seconds`` before answering).
+    kind: ``"status"`` (answer ``status`` with ``{"error": message}``), ``"mid_stream"`` (send ``after``
+    chunks, then an ``{"error"}`` line and end the stream), ``"stall"`` (sleep ``seconds`` before answering).
     """
 
     kind: str

@@ -1,0 +1,256 @@
+"""Pool limits, leak-proofing after cancellation and unconsumed streams, and the one deadline per call."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+import uuid
+
+import pytest
+
+from infra.http import (
+    AsyncPerfClient,
+    BreakerSettings,
+    DeadlineExceeded,
+    Limits,
+    PerfClient,
+    PoolTimeout,
+    RetryPolicy,
+    Timeouts,
+)
+from infra.testing.fault_server import ConcurrencyGauge, FaultServer
+
+
+@pytest.fixture(scope="module")
+def three_servers():
+    total = ConcurrencyGauge()
+    servers = [FaultServer(total_gauge=total).start() for _ in range(3)]
+    yield servers, total
+    for s in servers:
+        s.stop()
+
+
+def reset(servers, total) -> None:
+    for s in servers:
+        s.gauge.reset()
+    total.reset()
+
+
+async def test_ten_thousand_concurrent_callers_respect_per_host_and_total_limits(three_servers) -> None:
+    """10k concurrent callers over three origins: no server sees more than 6 at once, all together ≤ 16."""
+    servers, total = three_servers
+    reset(servers, total)
+    async with AsyncPerfClient() as client:
+        urls = [f"{s.url}/ok?delay=0.001" for s in servers]
+        results = await asyncio.gather(*(client.get(urls[i % 3]) for i in range(10_000)))
+        assert all(r.status == 200 for r in results)
+        assert client.pool_stats() == {"in_use": 0, "aiohttp_acquired": 0}
+    peaks = [s.gauge.peak for s in servers]
+    assert max(peaks) <= 6, peaks
+    assert total.peak <= 16
+    assert total.peak >= 7  # the limit was actually reached across origins, not a serial trickle
+
+
+def test_sync_client_respects_the_same_limits(three_servers) -> None:
+    """64 threads over three origins through one PerfClient: ≤ 6 per origin, ≤ 16 in all."""
+    servers, total = three_servers
+    reset(servers, total)
+    errors: list[BaseException] = []
+    with PerfClient() as client:
+
+        def worker(i: int) -> None:
+            try:
+                for j in range(10):
+                    assert client.get(f"{servers[(i + j) % 3].url}/ok?delay=0.002").status == 200
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors
+        assert client.pool_stats()["in_use"] == 0
+    assert max(s.gauge.peak for s in servers) <= 6
+    assert total.peak <= 16
+
+
+# -- leaks ----------------------------------------------------------------------------------------------
+
+
+def assert_pool_empty(client: AsyncPerfClient) -> None:
+    assert client.pool_stats() == {"in_use": 0, "aiohttp_acquired": 0}
+
+
+async def test_pool_back_to_zero_after_cancellation(three_servers) -> None:
+    """Cancelling calls mid-request (slow first byte) leaves no connection in use."""
+    server = three_servers[0][0]
+    async with AsyncPerfClient() as client:
+        tasks = [asyncio.create_task(client.get(f"{server.url}/slow-first-byte?delay=2")) for _ in range(10)]
+        await asyncio.sleep(0.2)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with pytest.raises(asyncio.CancelledError):
+                await t
+        assert_pool_empty(client)
+        assert (await client.get(f"{server.url}/ok")).status == 200  # and the client still works
+
+
+async def test_pool_back_to_zero_after_double_cancel(three_servers) -> None:
+    """A second cancel, landing while the first is being handled, still leaks nothing."""
+    server = three_servers[0][0]
+    async with AsyncPerfClient() as client:
+        for delay in (0, 0.05, 0.1):
+            tasks = [asyncio.create_task(client.get(f"{server.url}/slow-first-byte?delay=2")) for _ in range(8)]
+            await asyncio.sleep(delay)
+            for t in tasks:
+                t.cancel()
+            await asyncio.sleep(0)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert_pool_empty(client)
+
+
+async def test_pool_back_to_zero_after_cancel_in_the_pool_queue(three_servers) -> None:
+    """Callers cancelled while queued for a slot leave the slots consistent."""
+    server = three_servers[0][0]
+    async with AsyncPerfClient() as client:
+        busy = [asyncio.create_task(client.get(f"{server.url}/ok?delay=0.3")) for _ in range(6)]
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(client.get(f"{server.url}/ok")) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        for t in queued:
+            t.cancel()
+        await asyncio.gather(*queued, return_exceptions=True)
+        assert all(r.status == 200 for r in await asyncio.gather(*busy))
+        assert_pool_empty(client)
+        # all 6 per-host slots are free again: 6 slow calls run at once
+        t0 = time.monotonic()
+        await asyncio.gather(*(client.get(f"{server.url}/ok?delay=0.3") for _ in range(6)))
+        assert time.monotonic() - t0 < 0.6 * 2
+
+
+async def test_unconsumed_and_abandoned_streams_release_their_connection(three_servers) -> None:
+    """Leaving a stream unread, or breaking out after one line, or cancelling mid-stream, leaks nothing."""
+    server = three_servers[0][0]
+    async with AsyncPerfClient() as client:
+        for _ in range(10):
+            async with client.stream("GET", f"{server.url}/stream?chunks=50&interval=0.01"):
+                pass
+        for _ in range(10):
+            async with client.stream("GET", f"{server.url}/stream?chunks=50&interval=0.01") as r:
+                async for _line in r.aiter_lines():
+                    break
+        assert_pool_empty(client)
+
+        async def read_forever() -> None:
+            async with client.stream("GET", f"{server.url}/stall?chunks=1&stall=5") as r:
+                async for _ in r.aiter_bytes():
+                    pass
+
+        tasks = [asyncio.create_task(read_forever()) for _ in range(5)]
+        await asyncio.sleep(0.2)
+        for t in tasks:
+            t.cancel()
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert_pool_empty(client)
+
+
+def test_sync_unconsumed_streams_release_their_connection(three_servers) -> None:
+    server = three_servers[0][0]
+    with PerfClient() as client:
+        for _ in range(10):
+            with client.stream("GET", f"{server.url}/stream?chunks=50&interval=0.01"):
+                pass
+        for _ in range(10):
+            with client.stream("GET", f"{server.url}/stream?chunks=50&interval=0.01") as r:
+                for _line in r.iter_lines():
+                    break
+        assert client.pool_stats() == {"in_use": 0, "httpx_active": 0}
+
+
+# -- the deadline ---------------------------------------------------------------------------------------
+
+
+async def test_deadline_overshoot_is_under_10ms_at_p99(three_servers) -> None:
+    """50 calls with a 50 ms deadline against a 2 s first byte: each fails at its deadline, p99 ≤ 10 ms late."""
+    server = three_servers[0][0]
+    overshoot = []
+    async with AsyncPerfClient() as client:
+        for _ in range(50):
+            t0 = time.monotonic()
+            with pytest.raises(DeadlineExceeded):
+                await client.get(f"{server.url}/slow-first-byte?delay=2", deadline=0.05)
+            overshoot.append(time.monotonic() - t0 - 0.05)
+    overshoot.sort()
+    assert overshoot[0] >= -0.001
+    assert overshoot[int(0.99 * len(overshoot))] <= 0.010, (statistics.median(overshoot), overshoot[-3:])
+
+
+def test_sync_deadline_overshoot_is_under_10ms_at_p99(three_servers) -> None:
+    server = three_servers[0][0]
+    overshoot = []
+    with PerfClient() as client:
+        for _ in range(30):
+            t0 = time.monotonic()
+            with pytest.raises(DeadlineExceeded):
+                client.get(f"{server.url}/slow-first-byte?delay=2", deadline=0.05)
+            overshoot.append(time.monotonic() - t0 - 0.05)
+    overshoot.sort()
+    assert overshoot[int(0.99 * len(overshoot))] <= 0.010, overshoot[-3:]
+
+
+async def test_deadline_covers_the_pool_wait(three_servers) -> None:
+    """A caller queued behind 6 slow calls fails at its deadline, not when a slot frees."""
+    server = three_servers[0][0]
+    async with AsyncPerfClient() as client:
+        busy = [asyncio.create_task(client.get(f"{server.url}/ok?delay=0.5")) for _ in range(6)]
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await client.get(f"{server.url}/ok", deadline=0.1)
+        assert time.monotonic() - t0 < 0.3
+        await asyncio.gather(*busy)
+
+
+async def test_pool_timeout_is_its_own_error(three_servers) -> None:
+    """Timeouts.pool shorter than the deadline: PoolTimeout, not retried."""
+    server = three_servers[0][0]
+    async with AsyncPerfClient(timeouts=Timeouts(pool=0.05), limits=Limits(max_per_host=1)) as client:
+        busy = asyncio.create_task(client.get(f"{server.url}/ok?delay=0.4"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(PoolTimeout):
+            await client.get(f"{server.url}/ok")
+        await busy
+
+
+async def test_deadline_covers_sleeps_between_attempts(three_servers) -> None:
+    """When the next backoff would end past the deadline the call fails at once, without sleeping."""
+    server = three_servers[0][0]
+    policy = RetryPolicy(backoff=(5.0,), jitter=0)
+    async with AsyncPerfClient(retry=policy, breaker=BreakerSettings(enabled=False)) as client:
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as info:
+            await client.get(f"{server.url}/reset-before-headers/{uuid.uuid4().hex}", deadline=1.0)
+        assert time.monotonic() - t0 < 0.5
+        assert info.value.attempts == 1
+
+
+async def test_first_byte_timeout_is_retried_for_get(three_servers) -> None:
+    """No headers within Timeouts.first_byte counts as a read failure: retried, then raised."""
+    server = three_servers[0][0]
+    policy = RetryPolicy(attempts=1, backoff=(0.01,))
+    async with AsyncPerfClient(timeouts=Timeouts(first_byte=0.1), retry=policy) as client:
+        before = server.hits["slow-first-byte"]
+        from infra.http import TransportError
+
+        with pytest.raises(TransportError) as info:
+            await client.get(f"{server.url}/slow-first-byte?delay=1")
+        assert info.value.kind == "first_byte"
+        assert server.hits["slow-first-byte"] - before == 2

@@ -1,0 +1,260 @@
+"""I/O-free rules: value objects, backoff, Retry-After parsing, origins, breaker and budget state machines."""
+
+from __future__ import annotations
+
+import random
+from email.utils import formatdate
+
+import pytest
+
+from infra.http import BreakerSettings, BudgetSettings, HTTPSettings, Limits, RetryPolicy, Timeouts
+from infra.http._breaker import CLOSED, FAILURE, HALF_OPEN, NEUTRAL, OPEN, PROBE, REJECT, SUCCESS, CircuitBreaker
+from infra.http._budget import RetryBudget
+from infra.http._origin import origin_of
+from infra.http._retry_after import parse_retry_after
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def headers(**kw: str):
+    low = {k.replace("_", "-").lower(): v for k, v in kw.items()}
+    return lambda name: low.get(name.lower())
+
+
+# -- value objects ----------------------------------------------------------------------------------------
+
+
+def test_settings_are_immutable_and_compare_by_value() -> None:
+    """Value objects: frozen, equal when their fields are."""
+    assert RetryPolicy(attempts=2) == RetryPolicy(attempts=2)
+    with pytest.raises(AttributeError):
+        RetryPolicy().attempts = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (lambda: RetryPolicy(attempts=-1), "attempts"),
+        (lambda: RetryPolicy(jitter=1.5), "jitter"),
+        (lambda: Timeouts(total=-1), "Timeouts.total"),
+        (lambda: Limits(max_per_host=0), "max_per_host"),
+        (lambda: BreakerSettings(failure_rate=0), "failure_rate"),
+        (lambda: BudgetSettings(ratio=-0.1), "ratio"),
+    ],
+)
+def test_bad_settings_raise_errors_naming_the_field(build, words: str) -> None:
+    """Clear errors that name what is wrong."""
+    with pytest.raises(ValueError, match=words):
+        build()
+
+
+def test_from_config_reads_the_shipped_http_section() -> None:
+    """HTTPSettings.from_config builds every value object from config/perf_config.json's http section."""
+    import json
+    from pathlib import Path
+
+    raw = json.loads((Path(__file__).parents[2] / "config" / "perf_config.json").read_text())["http"]
+    # durations in the file are strings ("5s"); the config loader turns them into floats.
+    raw["timeout"] = {"connect": 5.0, "total": 60.0, "pool": 10.0, "first_byte": 30.0, "idle": 30.0}
+    raw["retry"]["max_backoff"], raw["retry"]["max_retry_after"] = 10.0, 60.0
+    raw["breaker"]["window"], raw["breaker"]["cooldown"] = 10.0, 30.0
+    raw["cache"]["ttl"] = 86400.0
+    s = HTTPSettings.from_config(raw)
+    assert s.limits == Limits(max_connections=16, max_per_host=6)
+    assert s.retry.attempts == 3 and s.retry.backoff == (0.1, 0.3, 0.9) and s.retry.jitter == 0.2
+    assert s.budget == BudgetSettings(ratio=0.2, per_second=10)
+    assert s.breaker.consecutive_failures == 5 and s.breaker.min_requests == 20
+    assert s.cache.enabled is False and s.cache.namespace == "http"
+
+
+def test_from_config_with_the_real_loader() -> None:
+    """With infra.config present, the loaded http section builds the same settings."""
+    config = pytest.importorskip("infra.config")
+    if not hasattr(config, "load_config"):
+        pytest.skip("infra.config.load_config not there yet")
+    s = HTTPSettings.from_config(config.load_config().http)
+    assert s.timeouts.connect == 5.0 and s.timeouts.total == 60.0
+    assert s.breaker.cooldown == 30.0
+
+
+# -- backoff ------------------------------------------------------------------------------------------------
+
+
+def test_backoff_follows_the_schedule_within_jitter() -> None:
+    """0.1 / 0.3 / 0.9 s, each within ±20%, then tripled and capped."""
+    p = RetryPolicy()
+    rng = random.Random(1)
+    for retry, base in [(1, 0.1), (2, 0.3), (3, 0.9)]:
+        for _ in range(200):
+            assert base * 0.8 <= p.backoff_for(retry, rng) <= base * 1.2
+    assert RetryPolicy(jitter=0).backoff_for(4) == pytest.approx(2.7)
+    assert RetryPolicy(jitter=0, max_backoff=1.0).backoff_for(5) == 1.0
+
+
+def test_idempotency_rules() -> None:
+    """Only idempotent methods, or an explicit opt-in, may retry statuses and read errors."""
+    p = RetryPolicy()
+    assert all(p.may_retry_request(m, False) for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"])
+    assert not p.may_retry_request("POST", False)
+    assert not p.may_retry_request("PATCH", False)
+    assert p.may_retry_request("POST", True)
+
+
+# -- Retry-After --------------------------------------------------------------------------------------------
+
+
+def test_retry_after_forms() -> None:
+    """Seconds, 0, HTTP-date, past date, retry-after-ms (which wins), and garbage."""
+    now = 1_700_000_000.0
+    assert parse_retry_after(headers(retry_after="0")) == 0.0
+    assert parse_retry_after(headers(retry_after="7")) == 7.0
+    assert parse_retry_after(headers(retry_after="1.5")) == 1.5
+    assert parse_retry_after(headers(retry_after=formatdate(now + 30, usegmt=True)), now=lambda: now) == 30.0
+    assert parse_retry_after(headers(retry_after=formatdate(now - 30, usegmt=True)), now=lambda: now) == 0.0
+    assert parse_retry_after(headers(retry_after="5", retry_after_ms="250")) == 0.25
+    assert parse_retry_after(headers(retry_after="soon")) is None
+    assert parse_retry_after(headers(retry_after="-3")) == 0.0
+    assert parse_retry_after(headers(retry_after="nan")) is None
+    assert parse_retry_after(headers()) is None
+
+
+# -- origins ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("http://127.0.0.1:8080/v1/x?api_key=SECRET", "http://127.0.0.1:8080"),
+        ("https://user:SECRET@Api.Example.com/v1", "https://api.example.com:443"),
+        ("http://example.com?k=SECRET", "http://example.com:80"),
+        ("http://[::1]:9000/path#frag", "http://[::1]:9000"),
+    ],
+)
+def test_origin_drops_path_query_and_userinfo(url: str, origin: str) -> None:
+    """Only scheme://host:port survives: the parts that never carry a secret."""
+    assert origin_of(url) == origin
+
+
+@pytest.mark.parametrize("url", ["/relative", "ftp://x/y", "http://", "http://h:port/"])
+def test_bad_urls_raise_clear_errors(url: str) -> None:
+    with pytest.raises(ValueError):
+        origin_of(url)
+
+
+# -- breaker ------------------------------------------------------------------------------------------------
+
+
+def make_breaker(**kw: object) -> tuple[CircuitBreaker, Clock, list[str]]:
+    clock = Clock()
+    changes: list[str] = []
+    settings = BreakerSettings(**{"cooldown": 5.0, **kw})  # type: ignore[arg-type]
+    return CircuitBreaker(settings, clock=clock, on_change=changes.append), clock, changes
+
+
+def test_breaker_opens_on_consecutive_failures_then_half_opens_and_closes() -> None:
+    """closed → open after 5 failures in a row → half-open after the cooldown → closed on probe success."""
+    b, clock, changes = make_breaker()
+    for _ in range(4):
+        b.record(FAILURE, b.admit())
+    assert b.state == CLOSED
+    b.record(FAILURE, b.admit())
+    assert b.state == OPEN and b.admit() == REJECT
+    clock.t += 4.9
+    assert b.admit() == REJECT and b.retry_in() == pytest.approx(0.1)
+    clock.t += 0.2
+    probe = b.admit()
+    assert probe == PROBE and b.state == HALF_OPEN
+    assert b.admit() == REJECT  # one probe at a time
+    b.record(SUCCESS, probe)
+    assert b.state == CLOSED and changes == [OPEN, HALF_OPEN, CLOSED]
+
+
+def test_breaker_probe_failure_reopens() -> None:
+    b, clock, changes = make_breaker(consecutive_failures=1)
+    b.record(FAILURE, b.admit())
+    clock.t += 6
+    b.record(FAILURE, b.admit())
+    assert b.state == OPEN and changes == [OPEN, HALF_OPEN, OPEN]
+    assert b.admit() == REJECT
+
+
+def test_breaker_success_resets_the_consecutive_count() -> None:
+    b, _, _ = make_breaker()
+    for _ in range(20):
+        for _ in range(6):  # 40% failures overall: under the rate threshold too
+            b.record(SUCCESS, b.admit())
+        for _ in range(4):
+            b.record(FAILURE, b.admit())
+    assert b.state == CLOSED
+
+
+def test_breaker_opens_on_failure_rate_over_min_requests() -> None:
+    """≥ 50% failures over ≥ 20 requests in the window opens it, though never 5 in a row."""
+    b, clock, _ = make_breaker()
+    for i in range(19):
+        b.record(FAILURE if i % 2 else SUCCESS, b.admit())
+        clock.t += 0.1
+    assert b.state == CLOSED  # 19 requests: below min_requests
+    b.record(FAILURE, b.admit())
+    assert b.state == OPEN
+
+
+def test_breaker_window_forgets_old_failures() -> None:
+    b, clock, _ = make_breaker()
+    for i in range(18):
+        b.record(FAILURE if i % 2 else SUCCESS, b.admit())
+    clock.t += 11  # the window (10 s) has passed
+    for _ in range(3):
+        b.record(FAILURE, b.admit())
+        b.record(SUCCESS, b.admit())
+    assert b.state == CLOSED
+
+
+def test_429_is_neutral_for_the_breaker() -> None:
+    """429 feeds backoff, not the breaker: a hundred of them leave it closed."""
+    b, _, _ = make_breaker()
+    for _ in range(100):
+        b.record(NEUTRAL, b.admit())
+    assert b.state == CLOSED
+
+
+def test_cancelled_probe_frees_its_slot() -> None:
+    b, clock, _ = make_breaker(consecutive_failures=1)
+    b.record(FAILURE, b.admit())
+    clock.t += 6
+    probe = b.admit()
+    b.release(probe)
+    assert b.admit() == PROBE
+
+
+# -- budget -------------------------------------------------------------------------------------------------
+
+
+def test_budget_caps_retries_at_ratio_of_requests() -> None:
+    """With no reserve, 1000 requests allow 200 retries: 1.2x the offered load at most."""
+    clock = Clock()
+    budget = RetryBudget(BudgetSettings(ratio=0.2, per_second=0), clock=clock)
+    allowed = 0
+    for _ in range(1000):
+        budget.deposit()
+        for _ in range(3):
+            allowed += budget.try_withdraw()
+    assert allowed == 200
+    assert budget.denied == 3000 - 200
+
+
+def test_budget_reserve_refills_per_second() -> None:
+    """The per-second reserve lets a trickle of traffic retry, capped at ten seconds' worth."""
+    clock = Clock()
+    budget = RetryBudget(BudgetSettings(ratio=0.0, per_second=10), clock=clock)
+    assert sum(budget.try_withdraw() for _ in range(50)) == 10
+    clock.t += 1
+    assert sum(budget.try_withdraw() for _ in range(50)) == 10
+    clock.t += 3600
+    assert sum(budget.try_withdraw() for _ in range(500)) == 100
