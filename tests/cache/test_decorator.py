@@ -1,0 +1,207 @@
+"""@cached on functions, coroutines and methods: keys from bound arguments, fail-open, off means off."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from infra.cache import Cache, cached
+
+MakeCache = Callable[..., Cache]
+
+
+def test_defaults_and_keywords_share_an_entry(cache: Cache) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    @cached(namespace="inference", cache=cache)
+    def generate(prompt: str, model: str = "llama3", *, temperature: float = 0.0) -> str:
+        calls.append((prompt, model, temperature))
+        return f"{model}:{prompt}:{temperature}"
+
+    assert generate("hi") == "llama3:hi:0.0"
+    assert generate(prompt="hi") == "llama3:hi:0.0"
+    assert generate("hi", "llama3") == "llama3:hi:0.0"
+    assert generate("hi", model="llama3", temperature=0.0) == "llama3:hi:0.0"
+    assert len(calls) == 1
+    assert generate("hi", temperature=0.5) == "llama3:hi:0.5"
+    assert generate("hi", "mistral") == "mistral:hi:0.0"
+    assert generate(" hi") == "llama3: hi:0.0"
+    assert len(calls) == 4
+
+
+def test_argument_types_are_told_apart(cache: Cache) -> None:
+    calls: list[Any] = []
+
+    @cached(cache=cache)
+    def f(x: Any) -> str:
+        calls.append(x)
+        return repr(x)
+
+    for v in (1, True, 1.0, "1", b"1", None, (1,), [1]):
+        assert f(v) == repr(v)
+        assert f(v) == repr(v)
+    assert len(calls) == 8
+
+
+def test_var_args_and_options_dicts(cache: Cache) -> None:
+    calls: list[int] = []
+
+    @cached(cache=cache)
+    def f(*parts: str, **options: Any) -> int:
+        calls.append(1)
+        return len(parts) + len(options)
+
+    assert f("a", "b", num_ctx=4096) == 3
+    assert f("a", "b", num_ctx=4096) == 3
+    assert f("a", "b", num_ctx=8192) == 3
+    assert len(calls) == 2
+
+
+async def test_async_functions(cache: Cache) -> None:
+    calls: list[str] = []
+
+    @cached(cache=cache)
+    async def embed(text: str) -> list[float]:
+        calls.append(text)
+        await asyncio.sleep(0)
+        return [0.25] * 8
+
+    assert await embed("a") == [0.25] * 8
+    assert await embed("a") == [0.25] * 8
+    assert await asyncio.gather(embed("b"), embed("b"), embed("b")) == [[0.25] * 8] * 3
+    assert calls == ["a", "b"]
+
+
+def test_methods_leave_self_out_unless_asked(cache: Cache) -> None:
+    calls: list[str] = []
+
+    class Scorer:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @cached(namespace="scores", cache=cache)
+        def score(self, text: str) -> int:
+            calls.append(self.name)
+            return len(text)
+
+    assert Scorer("a").score("hello") == 5
+    assert Scorer("b").score("hello") == 5  # another instance shares the entry
+    assert calls == ["a"]
+
+    @dataclasses.dataclass
+    class Model:
+        temperature: float
+
+        @cached(namespace="scores", cache=cache, include_self=True)
+        def run(self, text: str) -> str:
+            calls.append(f"run{self.temperature}")
+            return f"{text}@{self.temperature}"
+
+    assert Model(0.1).run("x") == "x@0.1"
+    assert Model(0.1).run("x") == "x@0.1"
+    assert Model(0.9).run("x") == "x@0.9"
+    assert calls == ["a", "run0.1", "run0.9"]
+
+
+def test_version_and_namespace_separate_entries(cache: Cache) -> None:
+    calls: list[int] = []
+
+    def make(version: Any) -> Callable[[int], int]:
+        @cached(cache=cache, version=version)
+        def f(x: int) -> int:
+            calls.append(x)
+            return x * 10
+
+        return f
+
+    assert make(1)(2) == 20 and make(1)(2) == 20 and make(2)(2) == 20
+    assert len(calls) == 2
+
+
+def test_uncacheable_argument_runs_uncached_and_warns_once(cache: Cache, caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+
+    @cached(namespace="ns", cache=cache)
+    def f(x: Any) -> str:
+        calls.append(1)
+        return "ok"
+
+    with caplog.at_level(logging.WARNING, logger="infra.cache"):
+        for _ in range(3):
+            assert f(object()) == "ok"
+    assert len(calls) == 3
+    assert cache.namespace_stats("ns")["uncacheable"] == 3
+    assert sum("not cacheable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_bad_call_raises_the_functions_own_type_error(cache: Cache) -> None:
+    @cached(cache=cache)
+    def f(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError):
+        f(1, 2, 3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        f(y=1)  # type: ignore[call-arg]
+
+
+def test_exceptions_propagate_and_are_not_cached(cache: Cache) -> None:
+    calls: list[int] = []
+
+    @cached(cache=cache)
+    def f(x: int) -> int:
+        calls.append(x)
+        raise ValueError(x)
+
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            f(1)
+    assert len(calls) == 2
+
+
+def test_disabled_cache_just_calls(make_cache: MakeCache) -> None:
+    c = make_cache(enabled=False)
+    calls: list[int] = []
+
+    @cached(cache=c)
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    assert [f(1), f(1)] == [1, 1] and len(calls) == 2
+
+
+def test_cache_key_and_explain_key(cache: Cache) -> None:
+    @cached(namespace="inference", cache=cache, version=3)
+    def f(prompt: str, options: dict[str, Any] | None = None) -> str:
+        return prompt
+
+    assert f.cache_key("a") == f.cache_key(prompt="a", options=None)  # type: ignore[attr-defined]
+    assert f.cache_key("a", {"num_ctx": 1}) != f.cache_key("a", {"num_ctx": 2})  # type: ignore[attr-defined]
+    e = f.explain_key("a")  # type: ignore[attr-defined]
+    assert e["function"].endswith("test_cache_key_and_explain_key.<locals>.f")
+    assert e["arguments"] == {"prompt": {"str": "a"}, "options": {"NoneType": None}}
+    assert e["key"] == f.cache_key("a")  # type: ignore[attr-defined]
+
+
+def test_fast_path_key_equals_full_encoding_key(cache: Cache) -> None:
+    """The per-function memo is only a shortcut: it must produce the same key as the full encoding."""
+
+    @cached(cache=cache)
+    def f(a: Any, b: Any = 2) -> Any:
+        return a
+
+    km = f._keymaker  # type: ignore[attr-defined]
+    for args, kw in [(("x",), {}), ((1, True), {}), ((b"x",), {"b": None}), ((None,), {})]:
+        fast = km.key(args, kw)  # fills the memo
+        assert km.key(args, kw) == fast
+        km.memo.clear()
+        from infra.cache.keys import function_key
+
+        assert fast == function_key("inference", km.qualname, km.plan.arguments(args, kw), None)
+    assert f(1) == 1 and f(True) is True  # 1 and True must not share the memo entry
