@@ -212,19 +212,42 @@ class HistogramChild(_Child):
         """Record one observation (seconds for durations, bytes for sizes)."""
         try:
             s = self._local.s
-            s.bins[floor(log(value) * _MULT)] += 1
-        except (AttributeError, KeyError, ValueError, OverflowError, TypeError):
-            # First call on this thread, a key not seen yet (or a straddling one), zero, or invalid.
-            self._observe_slow(value)
+            k = floor(log(value) * _MULT)
+        except (AttributeError, ValueError, OverflowError, TypeError):
+            # First call on this thread, zero, or not a positive finite number.
+            self._observe_other(value)
             return
+        bins = s.bins
+        c = bins.get(k)
+        if c is None:
+            # A key not seen yet, or a straddling one: no exception on this path (it would cost 5x),
+            # since values clustered at an `le` boundary take it on every call.
+            self._observe_key(s, value, k)
+            return
+        bins[k] = c + 1
         s.sum += value
         if value < s.min:
             s.min = value
         if value > s.max:
             s.max = value
 
-    def _observe_slow(self, value: Any) -> None:
-        if not isinstance(value, Real):
+    def _observe_key(self, s: HistogramShard, v: float, k: int) -> None:
+        inside = self._layout.straddle.get(k)
+        if inside is None or (s.floor is not None and k < s.floor):
+            s.add_key(k)
+        else:
+            parts = s.split.get(k)
+            if parts is None:
+                parts = s.split[k] = [0] * (len(inside) + 1)
+            parts[bisect_left(inside, v)] += 1
+        s.sum += v
+        if v < s.min:
+            s.min = v
+        if v > s.max:
+            s.max = v
+
+    def _observe_other(self, value: Any) -> None:
+        if type(value) is not float and not isinstance(value, Real):
             raise TypeError(f"{self._metric.name}: observe() takes a real number, got {type(value).__name__}")
         v = float(value)
         if v != v or v == _INF or v < 0.0:
@@ -236,21 +259,13 @@ class HistogramChild(_Child):
             s = self._set.add(HistogramShard(threading.current_thread()))
         if v == 0.0:
             s.zero += 1
+            s.sum += v
+            if v < s.min:
+                s.min = v
+            if v > s.max:
+                s.max = v
         else:
-            k = floor(log(v) * _MULT)
-            inside = self._layout.straddle.get(k)
-            if inside is None or (s.floor is not None and k < s.floor):
-                s.add_key(k)
-            else:
-                parts = s.split.get(k)
-                if parts is None:
-                    parts = s.split[k] = [0] * (len(inside) + 1)
-                parts[bisect_left(inside, v)] += 1
-        s.sum += v
-        if v < s.min:
-            s.min = v
-        if v > s.max:
-            s.max = v
+            self._observe_key(s, v, floor(log(v) * _MULT))
 
     def time(self) -> Any:
         """A context manager / decorator recording its duration here (prometheus_client's ``.time()``)."""

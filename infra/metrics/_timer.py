@@ -67,14 +67,20 @@ class Timer:
         v = perf_counter() - self._t0
         if et is not None and self._e is not None and issubclass(et, Exception):
             self._e.inc()
-        # HistogramChild.observe inlined (the call is a quarter of the timer's cost); the fallback is
-        # the full slow path: first use on a thread, a new sketch key, a straddling key, v == 0.
+        # HistogramChild.observe inlined (the call is a quarter of the timer's cost); anything but a
+        # known, non-straddling sketch key on a thread that already has its shard takes the full path.
         try:
             s = self._local.s
-            s.bins[floor(log(v) * _MULT)] += 1
-        except (AttributeError, KeyError, ValueError, OverflowError):
-            self._h._observe_slow(v)
+            k = floor(log(v) * _MULT)
+        except (AttributeError, ValueError):
+            self._h.observe(v)
             return
+        bins = s.bins
+        c = bins.get(k)
+        if c is None:
+            self._h._observe_key(s, v, k)
+            return
+        bins[k] = c + 1
         s.sum += v
         if v < s.min:
             s.min = v

@@ -1,0 +1,244 @@
+"""Metrics hot paths and rendering, side by side with prometheus_client in one run.
+
+    python bench/bench_metrics.py            # full run (~1 minute)
+    python bench/bench_metrics.py --quick    # smoke run (a few seconds)
+
+Cases (issue 2 targets, as ratio ours / prometheus_client):
+  counter_inc          bound child .inc()                                    <= 0.40
+  observe_1_thread     bound child .observe(v)                               <= 0.50
+  observe_2_threads    two threads observing into one child (wall / total)    <= 0.50
+  timer                `with timed("op")` vs `with hist.time()`              <= 0.35
+  render_1000_series   1000 histogram series -> text (generate_latest)       <= 0.30
+  render_1000_counters 1000 counter series -> text (no target; context)
+
+Rounds are interleaved (ours, peer, then peer, ours, ...) so drift on a shared machine hits both
+sides alike; each figure is the median (and p99) over rounds of ns per operation. Micro-benchmarks
+subtract the cost of the bare `for` loop that drives them (same for both sides). Both sides use the
+same bucket boundaries and the same observed values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import prometheus_client as pc  # noqa: E402
+
+from infra.metrics import DEFAULT_BUCKETS, MetricsRegistry, timed  # noqa: E402
+from infra.metrics.exposition import render_text  # noqa: E402
+
+TARGETS = {
+    "counter_inc": 0.40,
+    "observe_1_thread": 0.50,
+    "observe_2_threads": 0.50,
+    "timer": 0.35,
+    "render_1000_series": 0.30,
+    "render_1000_counters": None,
+}
+
+
+def _values(n: int) -> list[float]:
+    rng = random.Random(42)
+    return [rng.lognormvariate(math.log(0.05), 1.2) for _ in range(n)]
+
+
+def _timeit(fn: Callable[[], int]) -> float:
+    """ns per op of fn() (which returns how many ops it did), with the GC off while it runs."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter_ns()
+        ops = fn()
+        return (time.perf_counter_ns() - t0) / ops
+    finally:
+        gc.enable()
+
+
+def build_cases(n: int) -> dict[str, tuple[Callable[[], int], Callable[[], int], Callable[[], int] | None]]:
+    """name -> (ours, peer, loop-overhead baseline or None)."""
+    ours = MetricsRegistry()
+    peer = pc.CollectorRegistry()
+    vals = _values(n)
+
+    oc = ours.counter("bench_c_total", "c", ("a",)).labels("x")
+    pcc = pc.Counter("bench_c", "c", ["a"], registry=peer).labels("x")
+    oh = ours.histogram("bench_h_seconds", "h", ("a",)).labels("x")
+    ph = pc.Histogram("bench_h_seconds", "h", ["a"], registry=peer, buckets=DEFAULT_BUCKETS).labels("x")
+    o2 = ours.histogram("bench_h2_seconds", "h", ("a",)).labels("x")
+    p2 = pc.Histogram("bench_h2_seconds", "h", ["a"], registry=peer, buckets=DEFAULT_BUCKETS).labels("x")
+    pt = pc.Histogram("bench_t_seconds", "t", registry=peer, buckets=DEFAULT_BUCKETS)
+    rng = range(n)
+
+    def loop() -> int:
+        for _ in rng:
+            pass
+        return n
+
+    def loop_vals() -> int:
+        for _ in vals:
+            pass
+        return n
+
+    def inc_ours() -> int:
+        inc = oc.inc
+        for _ in rng:
+            inc()
+        return n
+
+    def inc_peer() -> int:
+        inc = pcc.inc
+        for _ in rng:
+            inc()
+        return n
+
+    def obs_ours() -> int:
+        obs = oh.observe
+        for v in vals:
+            obs(v)
+        return n
+
+    def obs_peer() -> int:
+        obs = ph.observe
+        for v in vals:
+            obs(v)
+        return n
+
+    def two_threads(observe: Callable[[float], None]) -> Callable[[], int]:
+        half = vals[: n // 2]
+
+        def run() -> int:
+            start = threading.Barrier(3)
+
+            def work() -> None:
+                start.wait()
+                for v in half:
+                    observe(v)
+
+            ts = [threading.Thread(target=work) for _ in range(2)]
+            for t in ts:
+                t.start()
+            start.wait()
+            for t in ts:
+                t.join()
+            return 2 * len(half)
+
+        return run
+
+    def timer_ours() -> int:
+        for _ in rng:
+            with timed("bench_op", registry=ours):
+                pass
+        return n
+
+    def timer_peer() -> int:
+        for _ in rng:
+            with pt.time():
+                pass
+        return n
+
+    # 1000 histogram series with the same observations on both sides.
+    oreg, preg = MetricsRegistry(), pc.CollectorRegistry()
+    orh = oreg.histogram("bench_req_seconds", "Requests.", ("route", "code"))
+    prh = pc.Histogram("bench_req_seconds", "Requests.", ["route", "code"], registry=preg, buckets=DEFAULT_BUCKETS)
+    for i in range(1000):
+        a, b = orh.labels(f"/r{i // 5}", str(200 + i % 5)), prh.labels(f"/r{i // 5}", str(200 + i % 5))
+        for v in vals[i % 97 : i % 97 + 5]:
+            a.observe(v)
+            b.observe(v)
+    creg, cpreg = MetricsRegistry(), pc.CollectorRegistry()
+    occ = creg.counter("bench_calls_total", "Calls.", ("route",))
+    pcc2 = pc.Counter("bench_calls", "Calls.", ["route"], registry=cpreg)
+    for i in range(1000):
+        occ.labels(f"/r{i}").inc(i)
+        pcc2.labels(f"/r{i}").inc(i)
+
+    def render(fn: Callable[[], object]) -> Callable[[], int]:
+        def run() -> int:
+            fn()
+            return 1
+
+        return run
+
+    return {
+        "counter_inc": (inc_ours, inc_peer, loop),
+        "observe_1_thread": (obs_ours, obs_peer, loop_vals),
+        "observe_2_threads": (two_threads(o2.observe), two_threads(p2.observe), None),
+        "timer": (timer_ours, timer_peer, loop),
+        "render_1000_series": (render(lambda: render_text(oreg)), render(lambda: pc.generate_latest(preg)), None),
+        "render_1000_counters": (
+            render(lambda: render_text(creg)),
+            render(lambda: pc.generate_latest(cpreg)),
+            None,
+        ),
+    }
+
+
+def _p99(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, math.ceil(0.99 * len(s)) - 1)]
+
+
+def _fmt_ns(ns: float) -> str:
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.0f} ns"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a few small rounds (smoke test)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 15, quick 3)")
+    args = ap.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 15)
+    n = 20_000 if args.quick else 200_000
+    cases = build_cases(n)
+    results: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in cases}
+    for _ in range(2 if not args.quick else 1):  # warm-up: first-touch shards, caches, CPU clocks
+        for ours, peer, _base in cases.values():
+            ours()
+            peer()
+    for r in range(rounds):
+        for name, (ours, peer, base) in cases.items():
+            overhead = _timeit(base) if base else 0.0
+            order = [(0, ours), (1, peer)] if r % 2 == 0 else [(1, peer), (0, ours)]
+            for side, fn in order:
+                results[name][side].append(max(_timeit(fn) - overhead, 1e-9))
+    rows = []
+    for name, (o, p) in results.items():
+        mo, mp = statistics.median(o), statistics.median(p)
+        ratio = mo / mp
+        target = TARGETS[name]
+        verdict = "-" if target is None else ("yes" if ratio <= target else "NO")
+        rows.append((name, mo, _p99(o), mp, _p99(p), ratio, target, verdict))
+    print(f"python {sys.version.split()[0]}, prometheus_client {_pc_version()}, rounds={rounds}, n={n}")
+    print()
+    print("| case | ours (median) | ours (p99) | prometheus_client (median) | peer (p99) | ratio | target | met |")
+    print("|---|---:|---:|---:|---:|---:|---:|:---:|")
+    for name, mo, po, mp, pp, ratio, target, verdict in rows:
+        t = "-" if target is None else f"<= {target:.2f}"
+        print(
+            f"| {name} | {_fmt_ns(mo)} | {_fmt_ns(po)} | {_fmt_ns(mp)} | {_fmt_ns(pp)} | {ratio:.2f}x | {t} | {verdict} |"
+        )
+    return 0
+
+
+def _pc_version() -> str:
+    from importlib.metadata import version
+
+    return version("prometheus_client")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
