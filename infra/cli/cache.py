@@ -1,0 +1,219 @@
+"""``python -m infra cache stats|clear|vacuum|inspect``: look at and manage the cache store from a terminal.
+
+``register(subparsers)`` adds the ``cache`` command group; ``infra.cli`` calls it. Every handler takes the
+parsed args (``args.json``: machine-readable output; ``args.config``: a perf_config.json path or None) and
+returns an exit status: 0 done, 1 the store failed (message on stderr), 2 bad input.
+The store stays a plain SQLite file, readable by ``sqlite3`` and Datasette (table ``entries``, joined to
+``namespaces`` by ``ns = namespaces.id``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import sys
+from typing import Any
+
+__all__ = ["cmd_clear", "cmd_inspect", "cmd_stats", "cmd_vacuum", "register"]
+
+_CODEC_NAMES = {1: "str", 2: "bytes", 3: "json", 4: "tagged-json", 5: "ndarray", 6: "f64list", 7: "pickle"}
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``cache`` and its sub-commands to an argparse subparsers object."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: an option given before the group (``python -m infra --json cache stats``) is kept.
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH", help="perf_config.json to use")
+    p = subparsers.add_parser("cache", help="inspect and manage the cache store", parents=[common])
+    sub = p.add_subparsers(dest="cache_command", metavar="{stats,clear,vacuum,inspect}")
+    sub.required = True
+
+    s = sub.add_parser("stats", help="entries, bytes and hit rates per namespace", parents=[common])
+    s.set_defaults(func=cmd_stats, handler=cmd_stats)
+
+    c = sub.add_parser("clear", help="delete entries (all, or one namespace)", parents=[common])
+    c.add_argument("--namespace", "-n", metavar="N", help="only this namespace")
+    c.set_defaults(func=cmd_clear, handler=cmd_clear)
+
+    v = sub.add_parser("vacuum", help="purge expired entries and give free space back", parents=[common])
+    v.set_defaults(func=cmd_vacuum, handler=cmd_vacuum)
+
+    i = sub.add_parser("inspect", help="list the most recently used entries", parents=[common])
+    i.add_argument("--namespace", "-n", metavar="N", help="only this namespace")
+    i.add_argument("--limit", "-k", type=_positive_int, default=20, metavar="K", help="how many (default 20)")
+    i.set_defaults(func=cmd_inspect, handler=cmd_inspect)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {n}")
+    return n
+
+
+def _open(args: argparse.Namespace) -> Any:
+    """A Cache on the configured store; the CLI opens it even when the config switches caching off."""
+    from infra.cache.core import Cache
+    from infra.cache.settings import CacheSettings
+
+    path = getattr(args, "config", None)
+    try:
+        from infra.config import load_config
+
+        cfg = load_config(path)
+        settings = CacheSettings.from_config(cfg.cache)
+        configured_on = bool(cfg.enabled and cfg.cache.enabled)
+    except ImportError:
+        settings, configured_on = CacheSettings(), True
+    return Cache(dataclasses.replace(settings, enabled=True), export_metrics=False), configured_on
+
+
+def _fail(exc: BaseException) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 1
+
+
+def _size(n: int) -> str:
+    f = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if f < 1024 or unit == "GB":
+            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
+        f /= 1024
+    return f"{n} B"
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return "never"
+    return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    try:
+        cache, configured_on = _open(args)
+    except Exception as exc:  # noqa: BLE001 - one-line error for the terminal
+        return _fail(exc)
+    try:
+        stats = cache.get_stats()
+        stats["enabled"] = configured_on
+        if "backend_error" in stats:
+            if getattr(args, "json", False):
+                print(json.dumps(stats, indent=2, sort_keys=True))
+            return _fail(stats["backend_error"])
+        if getattr(args, "json", False):
+            print(json.dumps(stats, indent=2, sort_keys=True))
+            return 0
+        store = stats.get("store", {})
+        print(f"cache: {'enabled' if configured_on else 'disabled in config'}, backend {stats['backend']}")
+        if store.get("path"):
+            print(f"file:  {store['path']} ({_size(int(store.get('file_bytes', 0)))} on disk)")
+        print(f"total: {stats['total_entries']} entries, {_size(stats['total_bytes'])}")
+        rows = stats["namespaces"]
+        if rows:
+            print()
+            print(f"{'namespace':<20} {'entries':>9} {'bytes':>10}")
+            for name, s in rows.items():
+                print(f"{name:<20} {s['entries']:>9} {_size(s['bytes']):>10}")
+        return 0
+    finally:
+        cache.close()
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    try:
+        cache, _ = _open(args)
+    except Exception as exc:  # noqa: BLE001
+        return _fail(exc)
+    try:
+        n = cache.clear(getattr(args, "namespace", None))
+    except Exception as exc:  # noqa: BLE001
+        return _fail(exc)
+    finally:
+        cache.close()
+    ns = getattr(args, "namespace", None)
+    if getattr(args, "json", False):
+        print(json.dumps({"removed": n, "namespace": ns}))
+    else:
+        print(f"removed {n} entries" + (f" from namespace {ns!r}" if ns else ""))
+    return 0
+
+
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    try:
+        cache, _ = _open(args)
+    except Exception as exc:  # noqa: BLE001
+        return _fail(exc)
+    try:
+        b = cache.backend
+        if b is None:
+            return _fail("no persistent store is configured (backend memory)")
+        purged = 0
+        for _ in range(100_000):  # bounded: the purge cursor wraps after one pass
+            n = b.purge(5000)
+            purged += n
+            if n == 0 and getattr(b, "_purge_cursor", None) in (None, -(1 << 63)):
+                break
+        before = b.stats().extra.get("file_bytes")
+        b.vacuum()
+        after = b.stats().extra.get("file_bytes")
+    except Exception as exc:  # noqa: BLE001
+        return _fail(exc)
+    finally:
+        cache.close()
+    if getattr(args, "json", False):
+        print(json.dumps({"purged": purged, "file_bytes_before": before, "file_bytes_after": after}))
+    else:
+        print(f"purged {purged} expired or stale entries")
+        if before is not None and after is not None:
+            print(f"file: {_size(int(before))} -> {_size(int(after))}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    try:
+        cache, _ = _open(args)
+    except Exception as exc:  # noqa: BLE001
+        return _fail(exc)
+    try:
+        if cache.backend is None:
+            return _fail("no persistent store is configured (backend memory)")
+        rows = cache.backend.inspect(getattr(args, "namespace", None), int(getattr(args, "limit", 20)))
+    except Exception as exc:  # noqa: BLE001
+        return _fail(exc)
+    finally:
+        cache.close()
+    if getattr(args, "json", False):
+        out = []
+        for r in rows:
+            d = dataclasses.asdict(r)
+            d["codec_name"] = _codec_name(r.codec)
+            out.append(d)
+        print(json.dumps(out, indent=2))
+        return 0
+    if not rows:
+        print("no entries")
+        return 0
+    print(f"{'namespace':<14} {'key':<18} {'codec':<16} {'size':>9} {'last used':<19} {'expires':<19} {'cost':>8}")
+    for r in rows:
+        key = r.key if len(r.key) <= 18 else r.key[:15] + "..."
+        print(
+            f"{r.namespace:<14} {key:<18} {_codec_name(r.codec):<16} {_size(r.size):>9} "
+            f"{_when(r.accessed_at):<19} {_when(r.expires_at):<19} {r.cost:>7.3f}s"
+        )
+    return 0
+
+
+def _codec_name(codec: int) -> str:
+    name = _CODEC_NAMES.get(codec & 0x3F, f"codec-{codec & 0x3F}")
+    if codec & 0x40:
+        name += "+zlib"
+    if codec & 0x80:
+        name += "+signed"
+    return name
