@@ -32,10 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import prometheus_client as pc  # noqa: E402
+import prometheus_client as pc
 
-from infra.metrics import DEFAULT_BUCKETS, MetricsRegistry, timed  # noqa: E402
-from infra.metrics.exposition import render_text  # noqa: E402
+from infra.metrics import DEFAULT_BUCKETS, MetricsRegistry, timed
+from infra.metrics.exposition import render_text
 
 TARGETS = {
     "counter_inc": 0.40,
@@ -149,7 +149,9 @@ def build_cases(n: int) -> dict[str, tuple[Callable[[], int], Callable[[], int],
     # 1000 histogram series with the same observations on both sides.
     oreg, preg = MetricsRegistry(), pc.CollectorRegistry()
     orh = oreg.histogram("bench_req_seconds", "Requests.", ("route", "code"))
-    prh = pc.Histogram("bench_req_seconds", "Requests.", ["route", "code"], registry=preg, buckets=DEFAULT_BUCKETS)
+    prh = pc.Histogram(
+        "bench_req_seconds", "Requests.", ["route", "code"], registry=preg, buckets=DEFAULT_BUCKETS
+    )
     for i in range(1000):
         a, b = orh.labels(f"/r{i // 5}", str(200 + i % 5)), prh.labels(f"/r{i // 5}", str(200 + i % 5))
         for v in vals[i % 97 : i % 97 + 5]:
@@ -174,7 +176,11 @@ def build_cases(n: int) -> dict[str, tuple[Callable[[], int], Callable[[], int],
         "observe_1_thread": (obs_ours, obs_peer, loop_vals),
         "observe_2_threads": (two_threads(o2.observe), two_threads(p2.observe), None),
         "timer": (timer_ours, timer_peer, loop),
-        "render_1000_series": (render(lambda: render_text(oreg)), render(lambda: pc.generate_latest(preg)), None),
+        "render_1000_series": (
+            render(lambda: render_text(oreg)),
+            render(lambda: pc.generate_latest(preg)),
+            None,
+        ),
         "render_1000_counters": (
             render(lambda: render_text(creg)),
             render(lambda: pc.generate_latest(cpreg)),
@@ -224,12 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, mo, _p99(o), mp, _p99(p), ratio, target, verdict))
     print(f"python {sys.version.split()[0]}, prometheus_client {_pc_version()}, rounds={rounds}, n={n}")
     print()
-    print("| case | ours (median) | ours (p99) | prometheus_client (median) | peer (p99) | ratio | target | met |")
+    head = ("case", "ours (median)", "ours (p99)", "prometheus_client (median)", "peer (p99)", "ratio")
+    print("| " + " | ".join(head) + " | target | met |")
     print("|---|---:|---:|---:|---:|---:|---:|:---:|")
     for name, mo, po, mp, pp, ratio, target, verdict in rows:
         t = "-" if target is None else f"<= {target:.2f}"
         print(
-            f"| {name} | {_fmt_ns(mo)} | {_fmt_ns(po)} | {_fmt_ns(mp)} | {_fmt_ns(pp)} | {ratio:.2f}x | {t} | {verdict} |"
+            f"| {name} | {_fmt_ns(mo)} | {_fmt_ns(po)} | {_fmt_ns(mp)} | {_fmt_ns(pp)} "
+            f"| {ratio:.2f}x | {t} | {verdict} |"
         )
     return 0
 

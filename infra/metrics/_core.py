@@ -390,7 +390,7 @@ class _Metric:
             if self._dropped is None:
                 self._dropped = self._registry._internal_counter(
                     "infra_metrics_dropped_series_total",
-                    "Label sets refused by the per-metric series limit (counted into the __overflow__ series).",
+                    "Label sets refused by the per-metric series limit (counted in the __overflow__ series).",
                 ).labels(self.name)
             self._dropped.inc()
         return child
@@ -418,7 +418,7 @@ class _Metric:
 
 
 class Counter(_Metric):
-    """A monotonically increasing count. Exposed as ``<name>`` if it ends in ``_total``, else ``<name>_total``."""
+    """A monotonically increasing count (exposed as ``<name>_total``, the suffix added if missing)."""
 
     kind = "counter"
 

@@ -94,7 +94,8 @@ class MetricsRegistry:
             raise ValueError(f"metric {name!r} is already registered as a {m.kind}, not a {cls.kind}")
         if tuple(labelnames) != m.labelnames:
             raise ValueError(
-                f"metric {name!r} is already registered with labels {m.labelnames!r}, not {tuple(labelnames)!r}"
+                f"metric {name!r} is already registered with labels {m.labelnames!r}, "
+                f"not {tuple(labelnames)!r}"
             )
         buckets = kw.get("buckets")
         if buckets is not None and isinstance(m, Histogram):
@@ -102,7 +103,7 @@ class MetricsRegistry:
 
             if _check_buckets(name, buckets) != m.buckets:
                 raise ValueError(f"histogram {name!r} is already registered with buckets {m.buckets!r}")
-        return m
+        return m  # type: ignore[return-value]  # isinstance above narrowed M to Histogram
 
     def counter(self, name: str, documentation: str = "", labelnames: Sequence[str] = ()) -> Counter:
         """Get or create a counter (the same object for the same name)."""
@@ -232,7 +233,8 @@ class MetricsRegistry:
             m._reset()
 
     def __repr__(self) -> str:
-        return f"MetricsRegistry(metrics={len(self._metrics)}, max_series_per_metric={self.max_series_per_metric})"
+        limit = self.max_series_per_metric
+        return f"MetricsRegistry(metrics={len(self._metrics)}, max_series_per_metric={limit})"
 
 
 _registry = MetricsRegistry()

@@ -109,7 +109,7 @@ class ShardSet(Generic[S]):
     __slots__ = ("base", "local", "lock", "shards")
 
     def __init__(self, base: S) -> None:
-        self.base = base
+        self.base: S = base
         self.shards: list[S] = []
         self.local = threading.local()
         self.lock = threading.Lock()
@@ -117,11 +117,11 @@ class ShardSet(Generic[S]):
     def add(self, shard: S) -> S:
         """Register ``shard`` for the calling thread (first touch); fold finished threads' shards."""
         with self.lock:
-            live = []
+            live: list[S] = []
             for s in self.shards:
                 t = s.thread
                 if t is not None and not t.is_alive():
-                    self.base.fold(s)  # type: ignore[arg-type]
+                    self.base.fold(s)
                 else:
                     live.append(s)
             live.append(shard)
@@ -133,7 +133,7 @@ class ShardSet(Generic[S]):
         """Apply ``fn`` to the base and live shards under the lock, so a concurrent fold (which moves a
         dead shard into the base) is never seen half-done or twice. ``fn`` should only copy numbers."""
         with self.lock:
-            return fn([self.base, *self.shards])
+            return fn([self.base, *self.shards])  # type: ignore[list-item]  # mypy splits S's constraints
 
     def clear(self) -> None:
         with self.lock:

@@ -83,9 +83,7 @@ def _prefixes(m: _Metric, child: Any) -> list[str]:
         lbl = child._lbl
         if isinstance(m, Histogram):
             sep = "," if lbl else ""
-            pre = [
-                f'{m.name}_bucket{{{lbl}{sep}le="{format_float(b)}"}} ' for b in (*m.buckets, math.inf)
-            ]
+            pre = [f'{m.name}_bucket{{{lbl}{sep}le="{format_float(b)}"}} ' for b in (*m.buckets, math.inf)]
             tail = f"{{{lbl}}} " if lbl else " "
             pre.append(f"{m.name}_count{tail}")
             pre.append(f"{m.name}_sum{tail}")
@@ -162,7 +160,9 @@ def json_document(registry: MetricsRegistry | None = None) -> dict[str, Any]:
                 cum = list(accumulate(le))
                 st = series_stats(child)
                 entry: dict[str, Any] = {"labels": labels, "count": cum[-1], "sum": total}
-                entry["buckets"] = {format_float(b): c for b, c in zip((*m.buckets, math.inf), cum, strict=True)}
+                entry["buckets"] = {
+                    format_float(b): c for b, c in zip((*m.buckets, math.inf), cum, strict=True)
+                }
                 for k in ("min", "max", "mean", "p50", "p95", "p99", "p999"):
                     entry[k] = _json_value(st[k])
                 series.append(entry)

@@ -97,8 +97,12 @@ def test_le_values_are_canonical_floats() -> None:
         (None, None, "text"),
         ("*/*", None, "text"),
         ("text/plain;version=0.0.4", None, "text"),
-        ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-         "text/plain;version=0.0.4;q=0.5,*/*;q=0.1", None, "openmetrics"),  # what Prometheus sends
+        (
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+            "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            None,
+            "openmetrics",
+        ),  # what Prometheus sends
         ("application/json", None, "json"),
         ("text/html,application/json;q=0.9", None, "json"),
         ("application/openmetrics-text;q=0.2, text/plain;q=0.8", None, "text"),

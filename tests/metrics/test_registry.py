@@ -31,7 +31,9 @@ def test_same_name_returns_the_same_metric_and_conflicts_are_named(registry: Met
         ("ok", "ab", "must be a sequence of names"),
     ],
 )
-def test_invalid_names_are_refused_with_a_message_naming_them(name: str, labels: tuple[str, ...], message: str) -> None:
+def test_invalid_names_are_refused_with_a_message_naming_them(
+    name: str, labels: tuple[str, ...], message: str
+) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         MetricsRegistry().counter(name, "", labels)
 
@@ -39,7 +41,9 @@ def test_invalid_names_are_refused_with_a_message_naming_them(name: str, labels:
 def test_labels_positional_and_keyword_resolve_the_same_child(registry: MetricsRegistry) -> None:
     h = registry.histogram("infra_req_seconds", "", ("origin", "method"))
     assert h.labels("http://127.0.0.1:1", "GET") is h.labels(method="GET", origin="http://127.0.0.1:1")
-    assert registry.counter("c_total", "", ("code",)).labels(200) is registry.counter("c_total", "", ("code",)).labels("200")
+    assert registry.counter("c_total", "", ("code",)).labels(200) is registry.counter(
+        "c_total", "", ("code",)
+    ).labels("200")
     with pytest.raises(ValueError, match="expected 2 label value"):
         h.labels("x")
     with pytest.raises(ValueError, match="expected labels"):
@@ -135,7 +139,18 @@ def test_get_stats_has_the_seed_004_shape(registry: MetricsRegistry) -> None:
     stats = registry.get_stats()
     op = stats["stage1_emotion_scoring"]
     assert op["count"] == 5 and op["errors"] == 1
-    assert set(op) == {"count", "errors", "sum_ms", "min_ms", "max_ms", "mean_ms", "avg_ms", "p50_ms", "p95_ms", "p99_ms"}
+    assert set(op) == {
+        "count",
+        "errors",
+        "sum_ms",
+        "min_ms",
+        "max_ms",
+        "mean_ms",
+        "avg_ms",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+    }
     assert op["avg_ms"] == op["mean_ms"]
     assert op["min_ms"] <= op["p50_ms"] <= op["p95_ms"] <= op["p99_ms"] <= op["max_ms"]
     assert stats["cache"] == {"emotion_scoring": {"hits": 360, "misses": 90, "hit_rate": 80.0}}

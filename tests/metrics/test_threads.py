@@ -106,7 +106,9 @@ def test_render_while_observing_always_parses_and_never_goes_backwards(registry:
             w.join(timeout=60)
 
 
-def test_shards_of_finished_threads_are_folded_so_memory_tracks_live_threads(registry: MetricsRegistry) -> None:
+def test_shards_of_finished_threads_are_folded_so_memory_tracks_live_threads(
+    registry: MetricsRegistry,
+) -> None:
     c = registry.counter("c_total").labels()
     h = registry.histogram("h_seconds").labels()
     for _ in range(40):

@@ -24,7 +24,7 @@ def _seconds(registry: MetricsRegistry, name: str) -> float:
 def test_with_block_records_one_observation(registry: MetricsRegistry) -> None:
     with timed("block", registry=registry) as t:
         pass
-    assert repr(t).startswith("<Timer infra_operation_duration_seconds{operation=\"block\"}")
+    assert repr(t).startswith('<Timer infra_operation_duration_seconds{operation="block"}')
     assert _op(registry, "block")["count"] == 1
 
 

@@ -21,13 +21,15 @@ async def test_asgi_app_mounted_in_starlette_serves_text_openmetrics_json_and_ch
     registry: MetricsRegistry,
 ) -> None:
     app = Starlette(routes=[Mount("/metrics", make_asgi_app(registry, token="tok"))])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+    ) as client:
         r = await client.get("/metrics/")
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
         auth = {"Authorization": "Bearer tok"}
         r = await client.get("/metrics/", headers=auth)
         assert r.status_code == 200 and r.headers["content-type"] == CONTENT_TYPE_TEXT
-        assert "infra_test_latency_seconds_count{op=\"uniform\"} 1000" in r.text
+        assert 'infra_test_latency_seconds_count{op="uniform"} 1000' in r.text
         r = await client.get("/metrics/", headers={**auth, "Accept": "application/openmetrics-text"})
         assert r.headers["content-type"] == CONTENT_TYPE_OPENMETRICS
         list(parse_openmetrics(r.text))
@@ -44,7 +46,9 @@ async def test_asgi_app_renders_large_registries_off_the_event_loop() -> None:
     for i in range(600):
         c.labels(str(i)).inc()
     app = make_asgi_app(reg)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+    ) as client:
         r = await client.get("/")
     assert r.status_code == 200 and r.text.count("many_total{") == 600
 
@@ -68,7 +72,9 @@ async def aiohttp_server_url(registry: MetricsRegistry):  # type: ignore[no-unty
         await runner.cleanup()
 
 
-async def test_aiohttp_handler_serves_negotiated_formats_and_checks_the_token(aiohttp_server_url: str) -> None:
+async def test_aiohttp_handler_serves_negotiated_formats_and_checks_the_token(
+    aiohttp_server_url: str,
+) -> None:
     async with aiohttp.ClientSession() as s:
         async with s.get(aiohttp_server_url) as r:
             assert r.status == 401

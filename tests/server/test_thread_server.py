@@ -17,7 +17,9 @@ from infra.metrics.exposition import CONTENT_TYPE_JSON, CONTENT_TYPE_OPENMETRICS
 from infra.server import MetricsServer, serve_metrics, serve_metrics_from_config
 
 
-def _get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def _get(
+    url: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -81,7 +83,7 @@ def test_close_releases_the_port() -> None:
 
 
 def test_bad_arguments_are_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="port must be in 0..65535"):
+    with pytest.raises(ValueError, match=r"port must be in 0\.\.65535"):
         serve_metrics(port=70000)
     with pytest.raises(ValueError, match="token must be a non-empty string"):
         serve_metrics(port=0, token="")
