@@ -7,11 +7,11 @@ memoize (what a user would bolt on), and OptimizedOllama.
 Sections (every client runs in every round, order rotated, so drift hits all alike):
 
 1. cached generate / chat: a repeated call. Raw = a full HTTP round trip to a zero-latency server (the
-   cheapest real call there is); diskcache = ``Cache.memoize`` over the raw call (pickle, SQLite); ours = a hit
-   (key building, L1 lookup, pydantic rebuild). Target: ours p50 <= 50 us.
+   cheapest real call there is); diskcache = ``Cache.memoize`` over the raw call (pickle, SQLite); ours =
+   a hit (key building, L1 lookup, pydantic rebuild). Target: ours p50 <= 50 us.
 2. cached stream, time to first chunk: ours replays a recorded stream; raw streams from the server. <= 1 ms.
-3. uncached overhead at a simulated 50 ms generation: ours misses (key, lookup, call, store) vs raw, alternating
-   call by call, distinct prompts. Target: <= 2 % over raw.
+3. uncached overhead at a simulated 50 ms generation: ours misses (key, lookup, call, store) vs raw,
+   alternating call by call, distinct prompts. Target: <= 2 % over raw.
 4. embedding batch: 1000 texts with 50 % repeats through ours (the server counts 500 computed) vs raw (1000).
 
 The timed servers run in their own processes (``python -m infra.testing.ollama_server``) so they don't share
@@ -39,8 +39,12 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "infra.testing.ollama_server", "--port", "0", *args],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infra.testing.ollama_server", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     m = re.search(r"http://127\.0\.0\.1:\d+", line)
@@ -69,7 +73,7 @@ def rounds(clients: dict[str, Callable[[], Any]], n_rounds: int, per_round: int)
     names = list(clients)
     samples: dict[str, list[float]] = {k: [] for k in names}
     for r in range(n_rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             samples[name] += timeit(clients[name], per_round)
     return samples
@@ -102,8 +106,10 @@ def main() -> int:
         dc = DiskCache(os.path.join(tmp.name, "diskcache"))
         raw = ollama.Client(host=fast_url)
         ours = OptimizedOllama(fast_url, settings=OllamaSettings(), cache=cache)
-        msgs = [{"role": "system", "content": "You analyse reflections."},
-                {"role": "user", "content": "Walked by the river and felt the tension let go."}]
+        msgs = [
+            {"role": "system", "content": "You analyse reflections."},
+            {"role": "user", "content": "Walked by the river and felt the tension let go."},
+        ]
         prompt = "Walked by the river and felt the tension let go."
 
         @dc.memoize(name="gen")
@@ -121,34 +127,65 @@ def main() -> int:
         ours.chat(LLM, msgs, profile="stage2")
         dc_generate(LLM, prompt, opt_t)
         dc_chat(LLM, "k", opt_t)
-        assert ours.generate(LLM, prompt, profile="stage1").response == raw.generate(LLM, prompt, options=opts).response
+        assert (
+            ours.generate(LLM, prompt, profile="stage1").response
+            == raw.generate(LLM, prompt, options=opts).response
+        )
 
-        print(f"1. cached calls ({n_rounds} rounds x {per_round}; raw = one HTTP round trip, zero-latency server)")
+        print(
+            f"1. cached calls ({n_rounds} rounds x {per_round}; raw = one HTTP round trip, no server latency)"
+        )
         for label, clients in (
-            ("generate", {"raw ollama": lambda: raw.generate(LLM, prompt, options=opts),
-                          "diskcache memoize": lambda: dc_generate(LLM, prompt, opt_t),
-                          "ours (hit)": lambda: ours.generate(LLM, prompt, profile="stage1")}),
-            ("chat", {"raw ollama": lambda: raw.chat(LLM, msgs, options=opts),
-                      "diskcache memoize": lambda: dc_chat(LLM, "k", opt_t),
-                      "ours (hit)": lambda: ours.chat(LLM, msgs, profile="stage2")}),
+            (
+                "generate",
+                {
+                    "raw ollama": lambda: raw.generate(LLM, prompt, options=opts),
+                    "diskcache memoize": lambda: dc_generate(LLM, prompt, opt_t),
+                    "ours (hit)": lambda: ours.generate(LLM, prompt, profile="stage1"),
+                },
+            ),
+            (
+                "chat",
+                {
+                    "raw ollama": lambda: raw.chat(LLM, msgs, options=opts),
+                    "diskcache memoize": lambda: dc_chat(LLM, "k", opt_t),
+                    "ours (hit)": lambda: ours.chat(LLM, msgs, profile="stage2"),
+                },
+            ),
         ):
             s = rounds(clients, n_rounds, per_round)
             o = statistics.median(s["ours (hit)"])
             for name, v in s.items():
                 med = statistics.median(v)
-                print(f"   {label:<9} {name:<18} p50 {us(med):>11}  p99 {us(pct(v, 0.99)):>11}  "
-                      f"ours/this {o / med:6.3f}")
-            rows.append((f"cached {label} p50", us(o), us(statistics.median(s["raw ollama"])),
-                         f"{o / statistics.median(s['raw ollama']):.4f}", "<= 50 us"))
-            rows.append((f"cached {label} p50 vs diskcache", us(o), us(statistics.median(s["diskcache memoize"])),
-                         f"{o / statistics.median(s['diskcache memoize']):.3f}", "-"))
+                print(
+                    f"   {label:<9} {name:<18} p50 {us(med):>11}  p99 {us(pct(v, 0.99)):>11}  "
+                    f"ours/this {o / med:6.3f}"
+                )
+            rows.append(
+                (
+                    f"cached {label} p50",
+                    us(o),
+                    us(statistics.median(s["raw ollama"])),
+                    f"{o / statistics.median(s['raw ollama']):.4f}",
+                    "<= 50 us",
+                )
+            )
+            rows.append(
+                (
+                    f"cached {label} p50 vs diskcache",
+                    us(o),
+                    us(statistics.median(s["diskcache memoize"])),
+                    f"{o / statistics.median(s['diskcache memoize']):.3f}",
+                    "-",
+                )
+            )
 
         # L1 off: every hit decoded from SQLite (a fresh worker)
         cold_l1 = Cache(CacheSettings(path=os.path.join(tmp.name, "ours.db"), memory_items=0))
         ours_l2 = OptimizedOllama(fast_url, settings=OllamaSettings(), cache=cold_l1)
         ours_l2.generate(LLM, prompt, profile="stage1")
         v = timeit(lambda: ours_l2.generate(LLM, prompt, profile="stage1"), per_round)
-        print(f"   generate  ours (SQLite, no L1) p50 {us(statistics.median(v)):>11}  p99 {us(pct(v, 0.99)):>11}")
+        print(f"   generate  ours (SQLite, no L1) p50 {us(statistics.median(v)):>11}  p99 {us(pct(v, 0.99))}")
         rows.append(("cached generate p50, SQLite read (L1 off)", us(statistics.median(v)), "-", "-", "-"))
 
         print("2. cached stream, time to first chunk")
@@ -165,11 +202,13 @@ def main() -> int:
             return t
 
         ttf: dict[str, list[float]] = {"raw ollama": [], "ours (replay)": []}
-        for r in range(n_rounds):
-            for _ in range(per_round // 10):
-                ttf["raw ollama"].append(ttfc(lambda: raw.generate(LLM, stream_prompt, stream=True, options=opts)))
-                ttf["ours (replay)"].append(
-                    ttfc(lambda: ours.generate(LLM, stream_prompt, stream=True, profile="stage1")))
+        for _ in range(n_rounds * (per_round // 10)):
+            ttf["raw ollama"].append(
+                ttfc(lambda: raw.generate(LLM, stream_prompt, stream=True, options=opts))
+            )
+            ttf["ours (replay)"].append(
+                ttfc(lambda: ours.generate(LLM, stream_prompt, stream=True, profile="stage1"))
+            )
         o, rw = statistics.median(ttf["ours (replay)"]), statistics.median(ttf["raw ollama"])
         for name, vals in ttf.items():
             print(f"   {name:<18} p50 {us(statistics.median(vals)):>11}  p99 {us(pct(vals, 0.99)):>11}")
@@ -183,9 +222,11 @@ def main() -> int:
         t_raw: list[float] = []
         t_ours: list[float] = []
         for i in range(slow_calls):
-            pair = [("raw", lambda i=i: raw_slow.generate(LLM, f"raw prompt {i}", options=o50)),
-                    ("ours", lambda i=i: ours_slow.generate(LLM, f"our prompt {i}", options=o50))]
-            for name, fn in (pair if i % 2 == 0 else pair[::-1]):
+            pair = [
+                ("raw", lambda i=i: raw_slow.generate(LLM, f"raw prompt {i}", options=o50)),
+                ("ours", lambda i=i: ours_slow.generate(LLM, f"our prompt {i}", options=o50)),
+            ]
+            for name, fn in pair if i % 2 == 0 else pair[::-1]:
                 t0 = time.perf_counter()
                 fn()
                 (t_raw if name == "raw" else t_ours).append(time.perf_counter() - t0)
@@ -198,8 +239,11 @@ def main() -> int:
         texts = [f"reflection number {i % 500}" for i in range(1000)]
         with OllamaTestServer(ServerSettings()) as srv:
             raw_e = ollama.Client(host=srv.url)
-            ours_e = OptimizedOllama(srv.url, settings=OllamaSettings(), cache=Cache(
-                CacheSettings(path=os.path.join(tmp.name, "embed.db"))))
+            ours_e = OptimizedOllama(
+                srv.url,
+                settings=OllamaSettings(),
+                cache=Cache(CacheSettings(path=os.path.join(tmp.name, "embed.db"))),
+            )
             t0 = time.perf_counter()
             raw_e.embed(EMBED, texts)
             t_raw_e = time.perf_counter() - t0
@@ -214,13 +258,25 @@ def main() -> int:
             assert len(r.embeddings) == 1000 and r.embeddings[0] == r.embeddings[500]
             raw_e.close()
             ours_e.close()
-        print(f"   raw computes {raw_count} in {us(t_raw_e)}; ours computes {ours_count} in {us(t_ours_e)}; "
-              f"all cached: {us(t_hit_e)}")
-        rows.append(("embed 1000 (50 % repeats): items computed", str(ours_count), str(raw_count),
-                     f"{ours_count / raw_count:.2f}", "500"))
-        rows.append(("embed 1000 (50 % repeats): wall", us(t_ours_e), us(t_raw_e), f"{t_ours_e / t_raw_e:.2f}",
-                     "-"))
-        rows.append(("embed 1000, all cached: wall", us(t_hit_e), us(t_raw_e), f"{t_hit_e / t_raw_e:.3f}", "-"))
+        print(
+            f"   raw computes {raw_count} in {us(t_raw_e)}; ours computes {ours_count} in {us(t_ours_e)}; "
+            f"all cached: {us(t_hit_e)}"
+        )
+        rows.append(
+            (
+                "embed 1000 (50 % repeats): items computed",
+                str(ours_count),
+                str(raw_count),
+                f"{ours_count / raw_count:.2f}",
+                "500",
+            )
+        )
+        rows.append(
+            ("embed 1000 (50 % repeats): wall", us(t_ours_e), us(t_raw_e), f"{t_ours_e / t_raw_e:.2f}", "-")
+        )
+        rows.append(
+            ("embed 1000, all cached: wall", us(t_hit_e), us(t_raw_e), f"{t_hit_e / t_raw_e:.3f}", "-")
+        )
         for c in (raw, ours, raw_slow, ours_slow, ours_l2):
             c.close()
         cache.close()

@@ -14,13 +14,20 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run a sample enrichment workload cold then warm; print the speed-up",
-                       description=__doc__)
+    p = sub.add_parser(
+        "demo",
+        help="run a sample enrichment workload cold then warm; print the speed-up",
+        description=__doc__,
+    )
     p.add_argument("--items", type=int, default=24, help="reflections to process per pass (default 24)")
     p.add_argument("--host", default=None, help="Ollama to use (default: $OLLAMA_HOST, then ollama.host)")
-    p.add_argument("--test-server", action="store_true", help="use the in-process test server even if Ollama runs")
+    p.add_argument(
+        "--test-server", action="store_true", help="use the in-process test server even if Ollama runs"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.add_argument("--keep-serving", action="store_true", help="keep /metrics up after the table until Ctrl-C")
+    p.add_argument(
+        "--keep-serving", action="store_true", help="keep /metrics up after the table until Ctrl-C"
+    )
     p.set_defaults(handler=_demo)
 
 
@@ -30,8 +37,13 @@ def _demo(args: argparse.Namespace) -> int:
     if args.items < 1 or args.items > 10_000:
         print(f"perf-infra: error: --items must be in 1..10000, got {args.items}", file=sys.stderr)
         return 2
-    opts = DemoOptions(items=args.items, host=args.host, force_test_server=args.test_server,
-                       config_path=args.config, progress=not args.no_progress)
+    opts = DemoOptions(
+        items=args.items,
+        host=args.host,
+        force_test_server=args.test_server,
+        config_path=args.config,
+        progress=not args.no_progress,
+    )
     if not args.json and not args.no_progress:
         print("perf-infra demo: a seed-004-like enrichment workload, cold then warm", file=sys.stderr)
     report = run_demo(opts, progress_stream=sys.stderr)

@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -53,9 +52,9 @@ def _probe(host: str, timeout: float = 0.5) -> dict[str, Any] | None:
     """GET /api/version and /api/tags; None when nothing that speaks Ollama answers."""
     base = host if "://" in host else f"http://{host}"
     try:
-        with urllib.request.urlopen(f"{base}/api/version", timeout=timeout) as r:  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(f"{base}/api/version", timeout=timeout) as r:
             version = json.loads(r.read()).get("version")
-        with urllib.request.urlopen(f"{base}/api/tags", timeout=timeout * 4) as r:  # noqa: S310
+        with urllib.request.urlopen(f"{base}/api/tags", timeout=timeout * 4) as r:
             models = [m.get("model") or m.get("name") for m in json.loads(r.read()).get("models", [])]
     except (OSError, ValueError, urllib.error.URLError):
         return None
@@ -76,7 +75,7 @@ def _pct(xs: list[float], q: float) -> float:
     if not xs:
         return 0.0
     s = sorted(xs)
-    return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 class _Progress:
@@ -104,8 +103,9 @@ class _Progress:
         if self.stream is None or not self.tty:
             return
         filled = int(self.width * self.done / max(1, self.total))
-        self.stream.write(f"\r  [{'#' * filled}{'.' * (self.width - filled)}] {self.done:>3}/{self.total}"
-                          f"  {self.label:<40}")
+        self.stream.write(
+            f"\r  [{'#' * filled}{'.' * (self.width - filled)}] {self.done:>3}/{self.total}  {self.label:<40}"
+        )
         self.stream.flush()
 
     def finish(self) -> None:
@@ -117,14 +117,19 @@ class _Progress:
 # ------------------------------------------------------------------------------------------------ the run
 
 
-def run_demo(options: DemoOptions | None = None, *, progress_stream: TextIO | None = None,
-             on_metrics_url: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_demo(
+    options: DemoOptions | None = None,
+    *,
+    progress_stream: TextIO | None = None,
+    on_metrics_url: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run cold then warm and return the report (JSON-ready)."""
     return asyncio.run(_run(options or DemoOptions(), progress_stream, on_metrics_url))
 
 
-async def _run(opts: DemoOptions, progress_stream: TextIO | None,
-               on_metrics_url: Callable[[str], None] | None) -> dict[str, Any]:
+async def _run(
+    opts: DemoOptions, progress_stream: TextIO | None, on_metrics_url: Callable[[str], None] | None
+) -> dict[str, Any]:
     from infra.cache import Cache, CacheSettings
     from infra.config import load_config
     from infra.ollama import AsyncOptimizedOllama, OllamaSettings
@@ -139,23 +144,42 @@ async def _run(opts: DemoOptions, progress_stream: TextIO | None,
     picked = _pick_models(found["models"]) if found else None
     if found and picked:
         llm_model, embed_model = picked
-        backend = {"kind": "ollama", "host": host, "version": found["version"],
-                   "note": f"real Ollama {found['version']} at {host}"}
+        backend = {
+            "kind": "ollama",
+            "host": host,
+            "version": found["version"],
+            "note": f"real Ollama {found['version']} at {host}",
+        }
     else:
         from infra.testing.ollama_server import OllamaTestServer, ServerSettings
 
-        why = ("--test-server given" if opts.force_test_server else
-               f"no Ollama answered at {host}" if not found else f"Ollama at {host} has no chat model pulled")
-        server = OllamaTestServer(ServerSettings(
-            models=(TEST_LLM, TEST_EMBED), load_time=opts.load_time, token_latency=opts.token_latency,
-            prompt_eval_latency=opts.prompt_eval_latency, embed_latency=opts.embed_latency,
-            num_parallel=settings.max_concurrency))
+        why = (
+            "--test-server given"
+            if opts.force_test_server
+            else f"no Ollama answered at {host}"
+            if not found
+            else f"Ollama at {host} has no chat model pulled"
+        )
+        server = OllamaTestServer(
+            ServerSettings(
+                models=(TEST_LLM, TEST_EMBED),
+                load_time=opts.load_time,
+                token_latency=opts.token_latency,
+                prompt_eval_latency=opts.prompt_eval_latency,
+                embed_latency=opts.embed_latency,
+                num_parallel=settings.max_concurrency,
+            )
+        )
         await asyncio.to_thread(server.start)
         host = server.url
         llm_model, embed_model = TEST_LLM, TEST_EMBED
-        backend = {"kind": "test-server", "host": host, "version": server.settings.version,
-                   "note": f"in-process Ollama test server at {host} ({why}); simulated load "
-                           f"{opts.load_time}s, {opts.token_latency * 1000:.0f} ms/token"}
+        backend = {
+            "kind": "test-server",
+            "host": host,
+            "version": server.settings.version,
+            "note": f"in-process Ollama test server at {host} ({why}); simulated load "
+            f"{opts.load_time}s, {opts.token_latency * 1000:.0f} ms/token",
+        }
 
     metrics_server = None
     metrics_url = None
@@ -187,8 +211,14 @@ async def _run(opts: DemoOptions, progress_stream: TextIO | None,
                     await llm.warmup([llm_model, embed_model])
                 bar.start(f"{label} pass ({len(items)} reflections)")
                 before = _hit_counts(llm)
-                passes[label] = await run_pass(llm, items, llm_model=llm_model, embed_model=embed_model,
-                                               concurrency=settings.max_concurrency, progress=bar.step)
+                passes[label] = await run_pass(
+                    llm,
+                    items,
+                    llm_model=llm_model,
+                    embed_model=embed_model,
+                    concurrency=settings.max_concurrency,
+                    progress=bar.step,
+                )
                 hits[label] = _hit_rates(before, _hit_counts(llm))
             finally:
                 await llm.close()
@@ -210,7 +240,9 @@ def _hit_counts(llm: Any) -> dict[str, tuple[float, float]]:
     return {op: (float(d["hits"]), float(d["misses"])) for op, d in llm.cache_stats().items()}
 
 
-def _hit_rates(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+def _hit_rates(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
     out = {}
     for op, (h, m) in after.items():
         bh, bm = before.get(op, (0.0, 0.0))
@@ -219,17 +251,31 @@ def _hit_rates(before: dict[str, tuple[float, float]], after: dict[str, tuple[fl
     return out
 
 
-def _report(backend: dict[str, Any], passes: dict[str, StageTimes], hits: dict[str, dict[str, float]],
-            n: int, llm_model: str, embed_model: str, cfg: Any, metrics_url: str | None,
-            stats: dict[str, Any] | None) -> dict[str, Any]:
+def _report(
+    backend: dict[str, Any],
+    passes: dict[str, StageTimes],
+    hits: dict[str, dict[str, float]],
+    n: int,
+    llm_model: str,
+    embed_model: str,
+    cfg: Any,
+    metrics_url: str | None,
+    stats: dict[str, Any] | None,
+) -> dict[str, Any]:
     stages = []
-    for name, attr, op in (("stage1 (generate)", "stage1", "generate"), ("stage2 (chat)", "stage2", "chat"),
-                           ("embed", "embed", "embed"), ("whole item", "item", None)):
+    for name, attr, op in (
+        ("stage1 (generate)", "stage1", "generate"),
+        ("stage2 (chat)", "stage2", "chat"),
+        ("embed", "embed", "embed"),
+        ("whole item", "item", None),
+    ):
         cold, warm = getattr(passes["cold"], attr), getattr(passes["warm"], attr)
-        row = {
+        row: dict[str, Any] = {
             "stage": name,
-            "cold_p50_ms": _pct(cold, 0.5) * 1000, "cold_p95_ms": _pct(cold, 0.95) * 1000,
-            "warm_p50_ms": _pct(warm, 0.5) * 1000, "warm_p95_ms": _pct(warm, 0.95) * 1000,
+            "cold_p50_ms": _pct(cold, 0.5) * 1000,
+            "cold_p95_ms": _pct(cold, 0.95) * 1000,
+            "warm_p50_ms": _pct(warm, 0.5) * 1000,
+            "warm_p95_ms": _pct(warm, 0.95) * 1000,
             "cold_hit_rate": hits["cold"].get(op, 0.0) if op else None,
             "warm_hit_rate": hits["warm"].get(op, 0.0) if op else None,
         }
@@ -243,7 +289,7 @@ def _report(backend: dict[str, Any], passes: dict[str, StageTimes], hits: dict[s
         "unique_items": len(set(build_items(n))),
         "config": getattr(cfg, "source", None) or "built-in defaults",
         "cache": "fresh SQLite file in a temporary directory (cold pass truly cold; deleted afterwards); "
-                 "warm pass = new client + new cache handle on that file, as after a worker restart",
+        "warm pass = new client + new cache handle on that file, as after a worker restart",
         "stages": stages,
         "wall_s": {"cold": cold_wall, "warm": warm_wall},
         "speedup_wall": cold_wall / warm_wall if warm_wall else None,
@@ -261,16 +307,35 @@ def format_report(report: dict[str, Any]) -> str:
     def rate(v: float | None) -> str:
         return "-" if v is None else f"{v * 100:.0f}%"
 
-    headers = ("stage", "cold p50 ms", "cold p95 ms", "warm p50 ms", "warm p95 ms", "hits cold", "hits warm",
-               "speed-up p50")
-    rows = [(s["stage"], ms(s["cold_p50_ms"]), ms(s["cold_p95_ms"]), ms(s["warm_p50_ms"]), ms(s["warm_p95_ms"]),
-             rate(s["cold_hit_rate"]), rate(s["warm_hit_rate"]),
-             "-" if s["speedup_p50"] is None else f"{s['speedup_p50']:,.0f}x") for s in report["stages"]]
+    headers = (
+        "stage",
+        "cold p50 ms",
+        "cold p95 ms",
+        "warm p50 ms",
+        "warm p95 ms",
+        "hits cold",
+        "hits warm",
+        "speed-up p50",
+    )
+    rows = [
+        (
+            s["stage"],
+            ms(s["cold_p50_ms"]),
+            ms(s["cold_p95_ms"]),
+            ms(s["warm_p50_ms"]),
+            ms(s["warm_p95_ms"]),
+            rate(s["cold_hit_rate"]),
+            rate(s["warm_hit_rate"]),
+            "-" if s["speedup_p50"] is None else f"{s['speedup_p50']:,.0f}x",
+        )
+        for s in report["stages"]
+    ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
-                                                                                             strict=True)))
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     b = report["backend"]
     out = [
@@ -288,8 +353,10 @@ def format_report(report: dict[str, Any]) -> str:
         + (f"  ->  {report['speedup_wall']:,.0f}x faster" if report["speedup_wall"] else ""),
     ]
     if report.get("metrics_url"):
-        out.append(f"metrics: served at {report['metrics_url']} while the demo ran "
-                   "(python -m infra metrics serve keeps one up)")
+        out.append(
+            f"metrics: served at {report['metrics_url']} while the demo ran "
+            "(python -m infra metrics serve keeps one up)"
+        )
     return "\n".join(out)
 
 

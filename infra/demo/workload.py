@@ -70,8 +70,15 @@ async def _one(llm: Any, text: str, llm_model: str, embed_model: str, times: Sta
     times.item.append(t3 - t0)
 
 
-async def run_pass(llm: Any, items: list[str], *, llm_model: str, embed_model: str, concurrency: int,
-                   progress: Callable[[], None] | None = None) -> StageTimes:
+async def run_pass(
+    llm: Any,
+    items: list[str],
+    *,
+    llm_model: str,
+    embed_model: str,
+    concurrency: int,
+    progress: Callable[[], None] | None = None,
+) -> StageTimes:
     """Process ``items`` with at most ``concurrency`` in flight (the worker's own pool size)."""
     times = StageTimes()
     sem = asyncio.Semaphore(concurrency)

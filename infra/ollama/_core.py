@@ -41,8 +41,20 @@ class _Noop:
 class Handles:
     """Metric children for one (model, operation), resolved once and kept off the hot path."""
 
-    __slots__ = ("duration_hit", "duration_miss", "errors", "hits", "load", "misses", "n_hits", "n_misses",
-                 "reloads", "retries", "tps", "ttft")
+    __slots__ = (
+        "duration_hit",
+        "duration_miss",
+        "errors",
+        "hits",
+        "load",
+        "misses",
+        "n_hits",
+        "n_misses",
+        "reloads",
+        "retries",
+        "tps",
+        "ttft",
+    )
 
     def __init__(self, model: str, op: str, namespace: str) -> None:
         self.n_hits = 0
@@ -51,36 +63,55 @@ class Handles:
             from infra.metrics import get_metrics
 
             m = get_metrics()
-            dur = m.histogram("infra_ollama_request_duration_seconds",
-                              "Client-measured Ollama call latency, by model, operation and cache result.",
-                              labelnames=("model", "operation", "cache"))
+            dur = m.histogram(
+                "infra_ollama_request_duration_seconds",
+                "Client-measured Ollama call latency, by model, operation and cache result.",
+                labelnames=("model", "operation", "cache"),
+            )
             self.duration_hit: Any = dur.labels(model, op, "hit")
             self.duration_miss: Any = dur.labels(model, op, "miss")
-            self.ttft: Any = m.histogram("infra_ollama_time_to_first_token_seconds",
-                                         "Client-measured time to the first streamed chunk.",
-                                         labelnames=("model", "operation")).labels(model, op)
-            self.tps: Any = m.histogram("infra_ollama_tokens_per_second",
-                                        "Generation speed reported by Ollama (eval_count / eval_duration).",
-                                        labelnames=("model",)).labels(model)
-            self.load: Any = m.histogram("infra_ollama_load_duration_seconds",
-                                         "load_duration reported by Ollama.", labelnames=("model",)).labels(model)
-            self.reloads: Any = m.counter("infra_ollama_unexpected_reloads_total",
-                                          "Calls where a model this client saw loaded was loaded again.",
-                                          labelnames=("model",)).labels(model)
-            self.hits: Any = m.counter("infra_ollama_cache_hits_total", "Ollama responses served from the cache.",
-                                       labelnames=("namespace", "operation")).labels(namespace, op)
-            self.misses: Any = m.counter("infra_ollama_cache_misses_total",
-                                         "Cacheable Ollama calls not found in the cache.",
-                                         labelnames=("namespace", "operation")).labels(namespace, op)
-            self.retries: Any = m.counter("infra_ollama_retries_total", "Retries before the first token.",
-                                          labelnames=("model", "operation")).labels(model, op)
-            self.errors: Any = m.counter("infra_ollama_errors_total", "Ollama calls that raised.",
-                                         labelnames=("model", "operation")).labels(model, op)
+            self.ttft: Any = m.histogram(
+                "infra_ollama_time_to_first_token_seconds",
+                "Client-measured time to the first streamed chunk.",
+                labelnames=("model", "operation"),
+            ).labels(model, op)
+            self.tps: Any = m.histogram(
+                "infra_ollama_tokens_per_second",
+                "Generation speed reported by Ollama (eval_count / eval_duration).",
+                labelnames=("model",),
+            ).labels(model)
+            self.load: Any = m.histogram(
+                "infra_ollama_load_duration_seconds",
+                "load_duration reported by Ollama.",
+                labelnames=("model",),
+            ).labels(model)
+            self.reloads: Any = m.counter(
+                "infra_ollama_unexpected_reloads_total",
+                "Calls where a model this client saw loaded was loaded again.",
+                labelnames=("model",),
+            ).labels(model)
+            self.hits: Any = m.counter(
+                "infra_ollama_cache_hits_total",
+                "Ollama responses served from the cache.",
+                labelnames=("namespace", "operation"),
+            ).labels(namespace, op)
+            self.misses: Any = m.counter(
+                "infra_ollama_cache_misses_total",
+                "Cacheable Ollama calls not found in the cache.",
+                labelnames=("namespace", "operation"),
+            ).labels(namespace, op)
+            self.retries: Any = m.counter(
+                "infra_ollama_retries_total",
+                "Retries before the first token.",
+                labelnames=("model", "operation"),
+            ).labels(model, op)
+            self.errors: Any = m.counter(
+                "infra_ollama_errors_total", "Ollama calls that raised.", labelnames=("model", "operation")
+            ).labels(model, op)
         except Exception:  # metrics must never break a call
             noop = _Noop()
             self.duration_hit = self.duration_miss = self.ttft = self.tps = self.load = noop
             self.reloads = self.hits = self.misses = self.retries = self.errors = noop
-
 
     def hit(self, n: int = 1) -> None:
         self.n_hits += n
@@ -105,7 +136,12 @@ class ClientCore:
         self._logged: set[str] = set()
         self._lock = threading.Lock()
         cs = settings.cache
-        self.enabled_for = {"generate": cs.generate, "chat": cs.chat, "embed": cs.embed, "embeddings": cs.embed}
+        self.enabled_for = {
+            "generate": cs.generate,
+            "chat": cs.chat,
+            "embed": cs.embed,
+            "embeddings": cs.embed,
+        }
 
     # -- configuration -------------------------------------------------------------------------------------
 
@@ -127,7 +163,11 @@ class ClientCore:
     def handles(self, model: str, op: str) -> Handles:
         h = self._handles.get((model, op))
         if h is None:
-            ns = self.settings.cache.embed_namespace if op in ("embed", "embeddings") else self.settings.cache.namespace
+            ns = (
+                self.settings.cache.embed_namespace
+                if op in ("embed", "embeddings")
+                else self.settings.cache.namespace
+            )
             h = self._handles[(model, op)] = Handles(model, op, ns)
         return h
 
@@ -147,14 +187,18 @@ class ClientCore:
         try:
             from infra.metrics import get_metrics
 
-            get_metrics().counter("infra_ollama_layer_errors_total", "Failures of the Ollama layer itself "
-                                  "(cache, metrics), absorbed so calls go on.",
-                                  labelnames=("component",)).labels(what).inc()
+            get_metrics().counter(
+                "infra_ollama_layer_errors_total",
+                "Failures of the Ollama layer itself (cache, metrics), absorbed so calls go on.",
+                labelnames=("component",),
+            ).labels(what).inc()
         except Exception:
             pass
         if what not in self._logged:
             self._logged.add(what)
-            log.warning("infra.ollama: %s failed, continuing without it: %s: %s", what, type(exc).__name__, exc)
+            log.warning(
+                "infra.ollama: %s failed, continuing without it: %s: %s", what, type(exc).__name__, exc
+            )
 
     @property
     def cache(self) -> Any:
@@ -184,8 +228,14 @@ class ClientCore:
                 out[name] = dig
         self.digests = out
 
-    def key(self, endpoint: str, model: str, fields: Mapping[str, Any], options: Mapping[str, Any],
-            use_cache: bool | None) -> str | None:
+    def key(
+        self,
+        endpoint: str,
+        model: str,
+        fields: Mapping[str, Any],
+        options: Mapping[str, Any],
+        use_cache: bool | None,
+    ) -> str | None:
         """The cache key, or None when this call must not touch the cache."""
         if use_cache is False or not (use_cache or self.enabled_for[endpoint]):
             return None
@@ -247,8 +297,12 @@ class ClientCore:
                     h.reloads.inc()
                     if f"reload:{model}" not in self._logged:
                         self._logged.add(f"reload:{model}")
-                        log.warning("infra.ollama: %s was loaded again (load_duration %.2fs); check keep_alive "
-                                    "and that every caller sends the same runner options", model, ld / 1e9)
+                        log.warning(
+                            "infra.ollama: %s was loaded again (load_duration %.2fs); check keep_alive "
+                            "and that every caller sends the same runner options",
+                            model,
+                            ld / 1e9,
+                        )
             self._warm.add(model)
         except Exception as exc:
             self.failure("metrics", exc)
@@ -265,8 +319,16 @@ class ClientCore:
             return exc.status_code in _RETRY_STATUS
         if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
             return False
-        return isinstance(exc, (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                                httpx.RemoteProtocolError))
+        return isinstance(
+            exc,
+            (
+                ConnectionError,
+                httpx.ConnectError,
+                httpx.ConnectTimeout,
+                httpx.PoolTimeout,
+                httpx.RemoteProtocolError,
+            ),
+        )
 
     def backoff(self, attempt: int) -> float:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
@@ -306,7 +368,7 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, 
 
 
 def keep_alive_seconds(value: Any, default: float = 300.0) -> float:
-    """Seconds for an Ollama keep_alive value (number of seconds or "30m"/"1h30m"); negative: forever (inf)."""
+    """Seconds for an Ollama keep_alive (a number of seconds or "30m", "1h30m"); negative: forever (inf)."""
     import math
     import re
 

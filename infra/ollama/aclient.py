@@ -1,4 +1,4 @@
-"""``AsyncOptimizedOllama``: the async twin of :class:`~infra.ollama.OptimizedOllama` over ``ollama.AsyncClient``.
+"""``AsyncOptimizedOllama``: async twin of :class:`~infra.ollama.OptimizedOllama` over ``ollama.AsyncClient``.
 
 Same decisions (they live in :mod:`infra.ollama._core`); only the I/O path differs: ``await`` on the official
 async client and on the cache's ``aget``/``aset``, ``asyncio.Semaphore`` for the concurrency limit, async
@@ -8,6 +8,7 @@ generators for streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -23,8 +24,15 @@ __all__ = ["AsyncKeepWarm", "AsyncOptimizedOllama"]
 class AsyncOptimizedOllama:
     """Drop-in for ``ollama.AsyncClient`` (see :class:`~infra.ollama.OptimizedOllama` for what it adds)."""
 
-    def __init__(self, host: str | None = None, *, settings: OllamaSettings | None = None, cache: Any = None,
-                 client: Any = None, **client_kwargs: Any) -> None:
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        settings: OllamaSettings | None = None,
+        cache: Any = None,
+        client: Any = None,
+        **client_kwargs: Any,
+    ) -> None:
         self.settings = settings or OllamaSettings()
         self._core = ClientCore(self.settings, cache)
         if client is None:
@@ -67,14 +75,30 @@ class AsyncOptimizedOllama:
 
     # -- generate / chat ------------------------------------------------------------------------------------
 
-    async def generate(self, model: str = "", prompt: str | None = None, suffix: str | None = None, *,
-                       system: str | None = None, template: str | None = None,
-                       context: Sequence[int] | None = None, stream: bool = False,
-                       think: bool | str | None = None, logprobs: bool | None = None,
-                       top_logprobs: int | None = None, raw: bool | None = None, format: Any = None,
-                       images: Sequence[Any] | None = None, options: Any = None,
-                       keep_alive: float | str | None = None, width: int | None = None, height: int | None = None,
-                       steps: int | None = None, profile: str | None = None, cache: bool | None = None) -> Any:
+    async def generate(
+        self,
+        model: str = "",
+        prompt: str | None = None,
+        suffix: str | None = None,
+        *,
+        system: str | None = None,
+        template: str | None = None,
+        context: Sequence[int] | None = None,
+        stream: bool = False,
+        think: bool | str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        raw: bool | None = None,
+        format: Any = None,
+        images: Sequence[Any] | None = None,
+        options: Any = None,
+        keep_alive: float | str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
+        profile: str | None = None,
+        cache: bool | None = None,
+    ) -> Any:
         """``ollama.AsyncClient.generate``: a ``GenerateResponse``, or an async iterator when streaming."""
         from ollama import GenerateResponse
 
@@ -82,58 +106,138 @@ class AsyncOptimizedOllama:
         if not self._enabled:
             opts = options if profile is None else {**core.policy.profile(profile), **_opts(options)}
             return await self._client.generate(
-                model, prompt, suffix, system=system, template=template, context=context, stream=stream,
-                think=think, logprobs=logprobs, top_logprobs=top_logprobs, raw=raw, format=format, images=images,
-                options=opts, keep_alive=keep_alive, width=width, height=height, steps=steps)
+                model,
+                prompt,
+                suffix,
+                system=system,
+                template=template,
+                context=context,
+                stream=stream,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                raw=raw,
+                format=format,
+                images=images,
+                options=opts,
+                keep_alive=keep_alive,
+                width=width,
+                height=height,
+                steps=steps,
+            )
         opts = core.policy.merge(model, options, profile)
         ka = core.keep_alive(keep_alive)
 
         def call() -> Awaitable[Any]:
             return self._client.generate(  # type: ignore[no-any-return]
-                model, prompt, suffix, system=system, template=template, context=context, stream=stream,
-                think=think, logprobs=logprobs, top_logprobs=top_logprobs, raw=raw, format=format, images=images,
-                options=opts, keep_alive=ka, width=width, height=height, steps=steps)
+                model,
+                prompt,
+                suffix,
+                system=system,
+                template=template,
+                context=context,
+                stream=stream,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                raw=raw,
+                format=format,
+                images=images,
+                options=opts,
+                keep_alive=ka,
+                width=width,
+                height=height,
+                steps=steps,
+            )
 
         key = None
         if (prompt or images) and (cache or (cache is None and core.enabled_for["generate"])):
             await self._ensure_digests()
             extra = {"width": width, "height": height, "steps": steps} if (width or height or steps) else None
-            fields = generate_fields(prompt=prompt, suffix=suffix, system=system, template=template,
-                                     context=context, raw=raw, fmt=format, images=images, think=think,
-                                     logprobs=logprobs, top_logprobs=top_logprobs, stream=stream, extra=extra)
+            fields = generate_fields(
+                prompt=prompt,
+                suffix=suffix,
+                system=system,
+                template=template,
+                context=context,
+                raw=raw,
+                fmt=format,
+                images=images,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                stream=stream,
+                extra=extra,
+            )
             key = core.key("generate", model, fields, opts, cache)
         h = core.handles(model, "generate")
         if stream:
             return self._stream(call, key, "generate", h, model, GenerateResponse)
         return await self._full(call, key, "generate", h, model, GenerateResponse)
 
-    async def chat(self, model: str = "", messages: Sequence[Any] | None = None, *,
-                   tools: Sequence[Any] | None = None, stream: bool = False, think: bool | str | None = None,
-                   logprobs: bool | None = None, top_logprobs: int | None = None, format: Any = None,
-                   options: Any = None, keep_alive: float | str | None = None, profile: str | None = None,
-                   cache: bool | None = None) -> Any:
+    async def chat(
+        self,
+        model: str = "",
+        messages: Sequence[Any] | None = None,
+        *,
+        tools: Sequence[Any] | None = None,
+        stream: bool = False,
+        think: bool | str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        format: Any = None,
+        options: Any = None,
+        keep_alive: float | str | None = None,
+        profile: str | None = None,
+        cache: bool | None = None,
+    ) -> Any:
         """``ollama.AsyncClient.chat``: a ``ChatResponse``, or an async iterator when streaming."""
         from ollama import ChatResponse
 
         core = self._core
         if not self._enabled:
             opts = options if profile is None else {**core.policy.profile(profile), **_opts(options)}
-            return await self._client.chat(model, messages, tools=tools, stream=stream, think=think,
-                                           logprobs=logprobs, top_logprobs=top_logprobs, format=format,
-                                           options=opts, keep_alive=keep_alive)
+            return await self._client.chat(
+                model,
+                messages,
+                tools=tools,
+                stream=stream,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                format=format,
+                options=opts,
+                keep_alive=keep_alive,
+            )
         opts = core.policy.merge(model, options, profile)
         ka = core.keep_alive(keep_alive)
 
         def call() -> Awaitable[Any]:
             return self._client.chat(  # type: ignore[no-any-return]
-                model, messages, tools=tools, stream=stream, think=think, logprobs=logprobs,
-                top_logprobs=top_logprobs, format=format, options=opts, keep_alive=ka)
+                model,
+                messages,
+                tools=tools,
+                stream=stream,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                format=format,
+                options=opts,
+                keep_alive=ka,
+            )
 
         key = None
         if messages and (cache or (cache is None and core.enabled_for["chat"])):
             await self._ensure_digests()
-            fields = chat_fields(messages=messages, tools=tools, fmt=format, think=think, logprobs=logprobs,
-                                 top_logprobs=top_logprobs, stream=stream)
+            fields = chat_fields(
+                messages=messages,
+                tools=tools,
+                fmt=format,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                stream=stream,
+            )
             key = core.key("chat", model, fields, opts, cache)
         h = core.handles(model, "chat")
         if stream:
@@ -142,9 +246,17 @@ class AsyncOptimizedOllama:
 
     # -- embeddings -----------------------------------------------------------------------------------------
 
-    async def embed(self, model: str = "", input: str | Sequence[str] = "", truncate: bool | None = None,
-                    options: Any = None, keep_alive: float | str | None = None, dimensions: int | None = None, *,
-                    cache: bool | None = None) -> Any:
+    async def embed(
+        self,
+        model: str = "",
+        input: str | Sequence[str] = "",
+        truncate: bool | None = None,
+        options: Any = None,
+        keep_alive: float | str | None = None,
+        dimensions: int | None = None,
+        *,
+        cache: bool | None = None,
+    ) -> Any:
         """``ollama.AsyncClient.embed``, cached per input (see ``OptimizedOllama.embed``)."""
         from ollama import EmbedResponse
 
@@ -160,10 +272,16 @@ class AsyncOptimizedOllama:
         if caching:
             await self._ensure_digests()
             unique = list(dict.fromkeys(texts))
-            keys = [core.key("embed", model, {"input": t, "truncate": truncate, "dimensions": dimensions}, opts, cache)
-                    for t in unique]
+            keys = [
+                core.key(
+                    "embed", model, {"input": t, "truncate": truncate, "dimensions": dimensions}, opts, cache
+                )
+                for t in unique
+            ]
         if not caching or any(k is None for k in keys):
-            return await self._retrying(lambda: self._client.embed(model, input, truncate, opts, ka, dimensions), h)
+            return await self._retrying(
+                lambda: self._client.embed(model, input, truncate, opts, ka, dimensions), h
+            )
         t0 = time.perf_counter()
         ns = core.namespace("embed")
         found = await self._get_many(ns, keys)  # type: ignore[arg-type]
@@ -181,7 +299,9 @@ class AsyncOptimizedOllama:
         resp = None
         if missing:
             h.miss(len(missing))
-            resp = await self._retrying(lambda: self._client.embed(model, missing, truncate, opts, ka, dimensions), h)
+            resp = await self._retrying(
+                lambda: self._client.embed(model, missing, truncate, opts, ka, dimensions), h
+            )
             got = list(resp.embeddings)
             if len(got) != len(missing):
                 return resp
@@ -192,16 +312,25 @@ class AsyncOptimizedOllama:
             core.observe_final(h, model, resp)
         else:
             h.duration_hit.observe(time.perf_counter() - t0)
-        fields: dict[str, Any] = {"model": resp.model if resp is not None else model,
-                                  "embeddings": [vectors[t] for t in texts]}
+        fields: dict[str, Any] = {
+            "model": resp.model if resp is not None else model,
+            "embeddings": [vectors[t] for t in texts],
+        }
         if resp is not None:
             for name in ("total_duration", "load_duration", "prompt_eval_count"):
                 if getattr(resp, name, None) is not None:
                     fields[name] = getattr(resp, name)
         return EmbedResponse.model_construct(**fields)
 
-    async def embeddings(self, model: str = "", prompt: str | None = None, options: Any = None,
-                         keep_alive: float | str | None = None, *, cache: bool | None = None) -> Any:
+    async def embeddings(
+        self,
+        model: str = "",
+        prompt: str | None = None,
+        options: Any = None,
+        keep_alive: float | str | None = None,
+        *,
+        cache: bool | None = None,
+    ) -> Any:
         """The deprecated single-prompt ``embeddings``, cached whole."""
         from ollama import EmbeddingsResponse
 
@@ -215,8 +344,15 @@ class AsyncOptimizedOllama:
             await self._ensure_digests()
             key = core.key("embeddings", model, {"prompt": prompt}, opts, cache)
         h = core.handles(model, "embeddings")
-        return await self._full(lambda: self._client.embeddings(model, prompt, opts, ka), key, "embeddings", h,
-                                model, EmbeddingsResponse, always_store=True)
+        return await self._full(
+            lambda: self._client.embeddings(model, prompt, opts, ka),
+            key,
+            "embeddings",
+            h,
+            model,
+            EmbeddingsResponse,
+            always_store=True,
+        )
 
     # -- warmup ---------------------------------------------------------------------------------------------
 
@@ -238,7 +374,7 @@ class AsyncOptimizedOllama:
         opts = dict(self._core.policy.merge(model, None, None))
         ka = self._core.keep_alive(None)
         if not is_embedding_model(model):
-            msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+            msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
             msgs.append({"role": "user", "content": "ok"})
             try:
                 await self._client.chat(model, msgs, options={**opts, "num_predict": 1}, keep_alive=ka)
@@ -325,8 +461,16 @@ class AsyncOptimizedOllama:
                     h.errors.inc()
                     raise
 
-    async def _full(self, call: Callable[[], Awaitable[Any]], key: str | None, endpoint: str, h: Handles,
-                    model: str, cls: Any, always_store: bool = False) -> Any:
+    async def _full(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        key: str | None,
+        endpoint: str,
+        h: Handles,
+        model: str,
+        cls: Any,
+        always_store: bool = False,
+    ) -> Any:
         core = self._core
         t0 = time.perf_counter()
         ns = core.namespace(endpoint)
@@ -346,8 +490,15 @@ class AsyncOptimizedOllama:
             await self._set(ns, key, core.full_value(resp))
         return resp
 
-    async def _stream(self, call: Callable[[], Awaitable[Any]], key: str | None, endpoint: str, h: Handles,
-                      model: str, cls: Any) -> AsyncIterator[Any]:
+    async def _stream(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        key: str | None,
+        endpoint: str,
+        h: Handles,
+        model: str,
+        cls: Any,
+    ) -> AsyncIterator[Any]:
         core = self._core
         t0 = time.perf_counter()
         ns = core.namespace(endpoint)
@@ -402,7 +553,9 @@ class AsyncOptimizedOllama:
             raise
 
 
-async def _areplay(cls: Any, decoded: tuple[list[dict[str, Any]], list[float]], paced: bool) -> AsyncIterator[Any]:
+async def _areplay(
+    cls: Any, decoded: tuple[list[dict[str, Any]], list[float]], paced: bool
+) -> AsyncIterator[Any]:
     chunks, offsets = decoded
     if not paced:
         for c in chunks:
@@ -420,11 +573,15 @@ async def _areplay(cls: Any, decoded: tuple[list[dict[str, Any]], list[float]], 
 class AsyncKeepWarm:
     """The async keep-warm loop (see :class:`~infra.ollama.client.KeepWarm`); ``await stop()`` ends it."""
 
-    def __init__(self, owner: AsyncOptimizedOllama, models: list[str], *, interval: float | None = None) -> None:
+    def __init__(
+        self, owner: AsyncOptimizedOllama, models: list[str], *, interval: float | None = None
+    ) -> None:
         self._owner = owner
         self.models = models
         ka = keep_alive_seconds(owner.settings.keep_alive)
-        self.interval = interval if interval is not None else max(1.0, min(60.0, ka / 4 if ka != float("inf") else 60))
+        self.interval = (
+            interval if interval is not None else max(1.0, min(60.0, ka / 4 if ka != float("inf") else 60))
+        )
         self._task: asyncio.Task[None] | None = None
         self.refreshes = 0
 
@@ -434,10 +591,8 @@ class AsyncKeepWarm:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     async def _run(self) -> None:

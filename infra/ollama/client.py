@@ -1,9 +1,9 @@
-"""``OptimizedOllama``: the official ``ollama.Client``, tuned and cached, with the same methods and return types.
+"""``OptimizedOllama``: the official ``ollama.Client``, tuned and cached, same methods and return types.
 
-Thin by design: every request goes through the official client (no re-implementation of the API); this class
-only decides the options sent (pinned runner options, profiles, keep_alive), a real timeout, retries before the
-first token, a concurrency limit, and the cache in front (see :mod:`infra.ollama.keys` for what a key covers).
-Anything not overridden here (``list``, ``ps``, ``show``, ``pull``...) is the official client's own method.
+Thin by design: every request goes through the official client (no re-implementation of the API); this
+class only decides the options sent (pinned runner options, profiles, keep_alive), a real timeout, retries
+before the first token, a concurrency limit, and the cache in front (see :mod:`infra.ollama.keys` for what a
+key covers). Anything not overridden (``list``, ``ps``, ``show``, ``pull``...) is the official client's own.
 """
 
 from __future__ import annotations
@@ -35,8 +35,15 @@ class OptimizedOllama:
     ``settings.enabled = False`` makes it a pass-through to the official client with its own defaults.
     """
 
-    def __init__(self, host: str | None = None, *, settings: OllamaSettings | None = None, cache: Any = None,
-                 client: Any = None, **client_kwargs: Any) -> None:
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        settings: OllamaSettings | None = None,
+        cache: Any = None,
+        client: Any = None,
+        **client_kwargs: Any,
+    ) -> None:
         self.settings = settings or OllamaSettings()
         self._core = ClientCore(self.settings, cache)
         if client is None:
@@ -80,71 +87,170 @@ class OptimizedOllama:
 
     # -- generate / chat ------------------------------------------------------------------------------------
 
-    def generate(self, model: str = "", prompt: str | None = None, suffix: str | None = None, *,
-                 system: str | None = None, template: str | None = None, context: Sequence[int] | None = None,
-                 stream: bool = False, think: bool | str | None = None, logprobs: bool | None = None,
-                 top_logprobs: int | None = None, raw: bool | None = None, format: Any = None,
-                 images: Sequence[Any] | None = None, options: Any = None, keep_alive: float | str | None = None,
-                 width: int | None = None, height: int | None = None, steps: int | None = None,
-                 profile: str | None = None, cache: bool | None = None) -> Any:
+    def generate(
+        self,
+        model: str = "",
+        prompt: str | None = None,
+        suffix: str | None = None,
+        *,
+        system: str | None = None,
+        template: str | None = None,
+        context: Sequence[int] | None = None,
+        stream: bool = False,
+        think: bool | str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        raw: bool | None = None,
+        format: Any = None,
+        images: Sequence[Any] | None = None,
+        options: Any = None,
+        keep_alive: float | str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
+        profile: str | None = None,
+        cache: bool | None = None,
+    ) -> Any:
         """``ollama.Client.generate``; returns ``GenerateResponse`` or an iterator of them when streaming."""
         from ollama import GenerateResponse
 
         core = self._core
         if not self._enabled:
             opts = options if profile is None else {**core.policy.profile(profile), **_opts(options)}
-            return self._client.generate(model, prompt, suffix, system=system, template=template, context=context,
-                                         stream=stream, think=think, logprobs=logprobs, top_logprobs=top_logprobs,
-                                         raw=raw, format=format, images=images, options=opts,
-                                         keep_alive=keep_alive, width=width, height=height, steps=steps)
+            return self._client.generate(
+                model,
+                prompt,
+                suffix,
+                system=system,
+                template=template,
+                context=context,
+                stream=stream,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                raw=raw,
+                format=format,
+                images=images,
+                options=opts,
+                keep_alive=keep_alive,
+                width=width,
+                height=height,
+                steps=steps,
+            )
         opts = core.policy.merge(model, options, profile)
         ka = core.keep_alive(keep_alive)
 
         def call() -> Any:
-            return self._client.generate(model, prompt, suffix, system=system, template=template, context=context,
-                                         stream=stream, think=think, logprobs=logprobs, top_logprobs=top_logprobs,
-                                         raw=raw, format=format, images=images, options=opts, keep_alive=ka,
-                                         width=width, height=height, steps=steps)
+            return self._client.generate(
+                model,
+                prompt,
+                suffix,
+                system=system,
+                template=template,
+                context=context,
+                stream=stream,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                raw=raw,
+                format=format,
+                images=images,
+                options=opts,
+                keep_alive=ka,
+                width=width,
+                height=height,
+                steps=steps,
+            )
 
         key = None
         # An empty prompt is Ollama's load/unload request: never cached.
         if (prompt or images) and (cache or (cache is None and core.enabled_for["generate"])):
             self._ensure_digests()
             extra = {"width": width, "height": height, "steps": steps} if (width or height or steps) else None
-            fields = generate_fields(prompt=prompt, suffix=suffix, system=system, template=template,
-                                     context=context, raw=raw, fmt=format, images=images, think=think,
-                                     logprobs=logprobs, top_logprobs=top_logprobs, stream=stream, extra=extra)
+            fields = generate_fields(
+                prompt=prompt,
+                suffix=suffix,
+                system=system,
+                template=template,
+                context=context,
+                raw=raw,
+                fmt=format,
+                images=images,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                stream=stream,
+                extra=extra,
+            )
             key = core.key("generate", model, fields, opts, cache)
         h = core.handles(model, "generate")
         if stream:
             return self._stream(call, key, "generate", h, model, GenerateResponse)
         return self._full(call, key, "generate", h, model, GenerateResponse)
 
-    def chat(self, model: str = "", messages: Sequence[Any] | None = None, *, tools: Sequence[Any] | None = None,
-             stream: bool = False, think: bool | str | None = None, logprobs: bool | None = None,
-             top_logprobs: int | None = None, format: Any = None, options: Any = None,
-             keep_alive: float | str | None = None, profile: str | None = None, cache: bool | None = None) -> Any:
+    def chat(
+        self,
+        model: str = "",
+        messages: Sequence[Any] | None = None,
+        *,
+        tools: Sequence[Any] | None = None,
+        stream: bool = False,
+        think: bool | str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        format: Any = None,
+        options: Any = None,
+        keep_alive: float | str | None = None,
+        profile: str | None = None,
+        cache: bool | None = None,
+    ) -> Any:
         """``ollama.Client.chat``; returns ``ChatResponse`` or an iterator of them when streaming."""
         from ollama import ChatResponse
 
         core = self._core
         if not self._enabled:
             opts = options if profile is None else {**core.policy.profile(profile), **_opts(options)}
-            return self._client.chat(model, messages, tools=tools, stream=stream, think=think, logprobs=logprobs,
-                                     top_logprobs=top_logprobs, format=format, options=opts,
-                                     keep_alive=keep_alive)
+            return self._client.chat(
+                model,
+                messages,
+                tools=tools,
+                stream=stream,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                format=format,
+                options=opts,
+                keep_alive=keep_alive,
+            )
         opts = core.policy.merge(model, options, profile)
         ka = core.keep_alive(keep_alive)
 
         def call() -> Any:
-            return self._client.chat(model, messages, tools=tools, stream=stream, think=think, logprobs=logprobs,
-                                     top_logprobs=top_logprobs, format=format, options=opts, keep_alive=ka)
+            return self._client.chat(
+                model,
+                messages,
+                tools=tools,
+                stream=stream,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                format=format,
+                options=opts,
+                keep_alive=ka,
+            )
 
         key = None
         if messages and (cache or (cache is None and core.enabled_for["chat"])):
             self._ensure_digests()
-            fields = chat_fields(messages=messages, tools=tools, fmt=format, think=think, logprobs=logprobs,
-                                 top_logprobs=top_logprobs, stream=stream)
+            fields = chat_fields(
+                messages=messages,
+                tools=tools,
+                fmt=format,
+                think=think,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                stream=stream,
+            )
             key = core.key("chat", model, fields, opts, cache)
         h = core.handles(model, "chat")
         if stream:
@@ -153,11 +259,19 @@ class OptimizedOllama:
 
     # -- embeddings -----------------------------------------------------------------------------------------
 
-    def embed(self, model: str = "", input: str | Sequence[str] = "", truncate: bool | None = None,
-              options: Any = None, keep_alive: float | str | None = None, dimensions: int | None = None, *,
-              cache: bool | None = None) -> Any:
-        """``ollama.Client.embed``, cached per input: only inputs not in the cache are sent, once each (repeats
-        are deduplicated), in one request; vectors come back in input order."""
+    def embed(
+        self,
+        model: str = "",
+        input: str | Sequence[str] = "",
+        truncate: bool | None = None,
+        options: Any = None,
+        keep_alive: float | str | None = None,
+        dimensions: int | None = None,
+        *,
+        cache: bool | None = None,
+    ) -> Any:
+        """``ollama.Client.embed``, cached per input: only inputs not in the cache are sent, once each
+        (repeats are deduplicated), in one request; vectors come back in input order."""
         from ollama import EmbedResponse
 
         core = self._core
@@ -172,8 +286,12 @@ class OptimizedOllama:
         if caching:
             self._ensure_digests()
             unique = list(dict.fromkeys(texts))
-            keys = [core.key("embed", model, {"input": t, "truncate": truncate, "dimensions": dimensions}, opts, cache)
-                    for t in unique]
+            keys = [
+                core.key(
+                    "embed", model, {"input": t, "truncate": truncate, "dimensions": dimensions}, opts, cache
+                )
+                for t in unique
+            ]
         if not caching or any(k is None for k in keys):
             return self._retrying(lambda: self._client.embed(model, input, truncate, opts, ka, dimensions), h)
         t0 = time.perf_counter()
@@ -193,9 +311,13 @@ class OptimizedOllama:
         resp = None
         if missing:
             h.miss(len(missing))
-            resp = self._retrying(lambda: self._client.embed(model, missing, truncate, opts, ka, dimensions), h)
+            resp = self._retrying(
+                lambda: self._client.embed(model, missing, truncate, opts, ka, dimensions), h
+            )
             got = list(resp.embeddings)
-            if len(got) != len(missing):  # not what we asked for: hand the reply back untouched, store nothing
+            if len(got) != len(
+                missing
+            ):  # not what we asked for: hand the reply back untouched, store nothing
                 return resp
             new = {k: list(v) for k, v in zip(missing_keys, got, strict=True)}
             self._set_many(ns, new)
@@ -205,16 +327,25 @@ class OptimizedOllama:
             core.observe_final(h, model, resp)
         else:
             h.duration_hit.observe(time.perf_counter() - t0)
-        fields: dict[str, Any] = {"model": resp.model if resp is not None else model,
-                                  "embeddings": [vectors[t] for t in texts]}
+        fields: dict[str, Any] = {
+            "model": resp.model if resp is not None else model,
+            "embeddings": [vectors[t] for t in texts],
+        }
         if resp is not None:
             for name in ("total_duration", "load_duration", "prompt_eval_count"):
                 if getattr(resp, name, None) is not None:
                     fields[name] = getattr(resp, name)
         return EmbedResponse.model_construct(**fields)
 
-    def embeddings(self, model: str = "", prompt: str | None = None, options: Any = None,
-                   keep_alive: float | str | None = None, *, cache: bool | None = None) -> Any:
+    def embeddings(
+        self,
+        model: str = "",
+        prompt: str | None = None,
+        options: Any = None,
+        keep_alive: float | str | None = None,
+        *,
+        cache: bool | None = None,
+    ) -> Any:
         """The deprecated single-prompt ``ollama.Client.embeddings``, cached whole."""
         from ollama import EmbeddingsResponse
 
@@ -228,13 +359,21 @@ class OptimizedOllama:
             self._ensure_digests()
             key = core.key("embeddings", model, {"prompt": prompt}, opts, cache)
         h = core.handles(model, "embeddings")
-        return self._full(lambda: self._client.embeddings(model, prompt, opts, ka), key, "embeddings", h, model,
-                          EmbeddingsResponse, always_store=True)
+        return self._full(
+            lambda: self._client.embeddings(model, prompt, opts, ka),
+            key,
+            "embeddings",
+            h,
+            model,
+            EmbeddingsResponse,
+            always_store=True,
+        )
 
     # -- warmup ---------------------------------------------------------------------------------------------
 
-    def warmup(self, models: Sequence[str], *, system_prompt: str | None = None,
-               background: bool = True) -> threading.Thread | None:
+    def warmup(
+        self, models: Sequence[str], *, system_prompt: str | None = None, background: bool = True
+    ) -> threading.Thread | None:
         """Load ``models`` with the pinned runner options through /api/chat with num_predict 1 (so the prompt
         path, and the system prompt's KV cache, are warm too); embedding models through /api/embed.
 
@@ -261,7 +400,7 @@ class OptimizedOllama:
         opts = dict(self._core.policy.merge(model, None, None))
         ka = self._core.keep_alive(None)
         if not is_embedding_model(model):
-            msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+            msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
             msgs.append({"role": "user", "content": "ok"})
             try:
                 self._client.chat(model, msgs, options={**opts, "num_predict": 1}, keep_alive=ka)
@@ -272,7 +411,7 @@ class OptimizedOllama:
         self._client.embed(model, "warmup", None, opts, ka)
 
     def keep_warm(self, models: Sequence[str], *, interval: float | None = None) -> KeepWarm:
-        """Start a daemon thread that reloads ``models`` before their /api/ps ``expires_at``; ``stop()`` it."""
+        """Start a daemon thread reloading ``models`` before their /api/ps ``expires_at``; ``stop()`` it."""
         kw = KeepWarm(self, list(models), interval=interval)
         kw.start()
         return kw
@@ -346,8 +485,16 @@ class OptimizedOllama:
                     h.errors.inc()
                     raise
 
-    def _full(self, call: Callable[[], Any], key: str | None, endpoint: str, h: Handles, model: str, cls: Any,
-              always_store: bool = False) -> Any:
+    def _full(
+        self,
+        call: Callable[[], Any],
+        key: str | None,
+        endpoint: str,
+        h: Handles,
+        model: str,
+        cls: Any,
+        always_store: bool = False,
+    ) -> Any:
         core = self._core
         t0 = time.perf_counter()
         ns = core.namespace(endpoint)
@@ -367,8 +514,9 @@ class OptimizedOllama:
             self._set(ns, key, core.full_value(resp))
         return resp
 
-    def _stream(self, call: Callable[[], Any], key: str | None, endpoint: str, h: Handles, model: str,
-                cls: Any) -> Iterator[Any]:
+    def _stream(
+        self, call: Callable[[], Any], key: str | None, endpoint: str, h: Handles, model: str, cls: Any
+    ) -> Iterator[Any]:
         core = self._core
         t0 = time.perf_counter()
         ns = core.namespace(endpoint)
@@ -477,7 +625,9 @@ class KeepWarm:
         self._owner = owner
         self.models = models
         ka = keep_alive_seconds(owner.settings.keep_alive)
-        self.interval = interval if interval is not None else max(1.0, min(60.0, ka / 4 if ka != float("inf") else 60))
+        self.interval = (
+            interval if interval is not None else max(1.0, min(60.0, ka / 4 if ka != float("inf") else 60))
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ollama-keep-warm", daemon=True)
         self.refreshes = 0

@@ -1,11 +1,11 @@
-"""Cache keys for Ollama calls (no I/O): what goes in, what stays out, and when a call may be cached at all.
+"""Cache keys for Ollama calls (no I/O): what goes in, what stays out, and when a call may be cached.
 
-In: endpoint, model (and its digest when known), prompt / suffix / system / template / context / raw, messages
-(images by SHA-256 of their base64 form), tools, format, think, logprobs, and every option that can change the
-output (temperature, top_k, top_p, min_p, typical_p, repeat_*, penalties, seed, stop, num_predict, num_ctx, and
-any option we don't know, to stay safe). Out: runner-only options (num_thread, num_batch, num_gpu, use_mmap,
-...) and keep_alive, which change speed, not text. The request is canonicalised with sorted-key JSON and hashed
-(SHA-256); the prompt never appears in clear in a key.
+In: endpoint, model (and its digest when known), prompt / suffix / system / template / context / raw,
+messages (images by SHA-256 of their base64 form), tools, format, think, logprobs, and every option that can
+change the output (temperature, top_k, top_p, min_p, typical_p, repeat_*, penalties, seed, stop,
+num_predict, num_ctx, and any option we don't know, to stay safe). Out: runner-only options (num_thread,
+num_batch, num_gpu, use_mmap, ...) and keep_alive, which change speed, not text. The request is
+canonicalised as sorted-key JSON and hashed (SHA-256); the prompt never appears in clear in a key.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from typing import Any
 
 from .runner import RUNNER_ONLY_OPTIONS
 
-__all__ = ["KEY_VERSION", "chat_fields", "generate_fields", "is_deterministic", "key_options", "request_digest"]
+__all__ = [
+    "KEY_VERSION",
+    "chat_fields",
+    "generate_fields",
+    "is_deterministic",
+    "key_options",
+    "request_digest",
+]
 
 #: Bump when what a cached Ollama response means changes (e.g. a different stored shape).
 KEY_VERSION = 1
@@ -56,8 +63,11 @@ def _message(m: Any) -> Any:
     d = dict(_plain(m)) if not isinstance(m, Mapping) else dict(m)
     if d.get("images"):
         d["images"] = [_image_hash(i) for i in d["images"]]
-    return {k: _plain(v) if not isinstance(v, (str, int, float, bool, list, dict)) else v for k, v in d.items()
-            if v is not None}
+    return {
+        k: _plain(v) if not isinstance(v, (str, int, float, bool, list, dict)) else v
+        for k, v in d.items()
+        if v is not None
+    }
 
 
 def _tools(tools: Sequence[Any] | None) -> list[Any] | None:
@@ -73,12 +83,33 @@ def _tools(tools: Sequence[Any] | None) -> list[Any] | None:
     return out
 
 
-def generate_fields(*, prompt: Any, suffix: Any, system: Any, template: Any, context: Any, raw: Any, fmt: Any,
-                    images: Any, think: Any, logprobs: Any, top_logprobs: Any, stream: bool,
-                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def generate_fields(
+    *,
+    prompt: Any,
+    suffix: Any,
+    system: Any,
+    template: Any,
+    context: Any,
+    raw: Any,
+    fmt: Any,
+    images: Any,
+    think: Any,
+    logprobs: Any,
+    top_logprobs: Any,
+    stream: bool,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     d: dict[str, Any] = {"prompt": prompt, "stream": stream}
-    for k, v in (("suffix", suffix), ("system", system), ("template", template), ("raw", raw), ("format", fmt),
-                 ("think", think), ("logprobs", logprobs), ("top_logprobs", top_logprobs)):
+    for k, v in (
+        ("suffix", suffix),
+        ("system", system),
+        ("template", template),
+        ("raw", raw),
+        ("format", fmt),
+        ("think", think),
+        ("logprobs", logprobs),
+        ("top_logprobs", top_logprobs),
+    ):
         if v is not None:
             d[k] = v
     if context:
@@ -90,8 +121,16 @@ def generate_fields(*, prompt: Any, suffix: Any, system: Any, template: Any, con
     return d
 
 
-def chat_fields(*, messages: Sequence[Any] | None, tools: Sequence[Any] | None, fmt: Any, think: Any,
-                logprobs: Any, top_logprobs: Any, stream: bool) -> dict[str, Any]:
+def chat_fields(
+    *,
+    messages: Sequence[Any] | None,
+    tools: Sequence[Any] | None,
+    fmt: Any,
+    think: Any,
+    logprobs: Any,
+    top_logprobs: Any,
+    stream: bool,
+) -> dict[str, Any]:
     d: dict[str, Any] = {"messages": [_message(m) for m in messages or ()], "stream": stream}
     t = _tools(tools)
     if t:
@@ -102,8 +141,9 @@ def chat_fields(*, messages: Sequence[Any] | None, tools: Sequence[Any] | None, 
     return d
 
 
-def request_digest(endpoint: str, model: str, digest: str | None, fields: Mapping[str, Any],
-                   options: Mapping[str, Any]) -> str:
+def request_digest(
+    endpoint: str, model: str, digest: str | None, fields: Mapping[str, Any], options: Mapping[str, Any]
+) -> str:
     """SHA-256 hex over the canonical request; raises TypeError for values JSON can't represent."""
     payload = _dumps([endpoint, model, digest, fields, key_options(options)])
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()

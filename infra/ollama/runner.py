@@ -33,14 +33,28 @@ __all__ = [
 ]
 
 #: Options whose change reloads the model in Ollama's scheduler.
-RELOAD_OPTIONS: frozenset[str] = frozenset({"num_ctx", "num_batch", "num_thread", "num_gpu", "main_gpu", "use_mmap"})
+RELOAD_OPTIONS: frozenset[str] = frozenset(
+    {"num_ctx", "num_batch", "num_thread", "num_gpu", "main_gpu", "use_mmap"}
+)
 
 #: Options that affect where/how fast the model runs but not what it writes: kept out of cache keys.
 #: (num_ctx is NOT here: a smaller context truncates the prompt and changes the output.)
-RUNNER_ONLY_OPTIONS: frozenset[str] = frozenset({
-    "num_thread", "num_batch", "num_gpu", "main_gpu", "use_mmap", "use_mlock", "numa", "low_vram", "f16_kv",
-    "vocab_only", "embedding_only", "logits_all",
-})
+RUNNER_ONLY_OPTIONS: frozenset[str] = frozenset(
+    {
+        "num_thread",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "use_mmap",
+        "use_mlock",
+        "numa",
+        "low_vram",
+        "f16_kv",
+        "vocab_only",
+        "embedding_only",
+        "logits_all",
+    }
+)
 
 
 class RunnerOptionWarning(RuntimeWarning):
@@ -60,10 +74,11 @@ def options_dict(options: Any) -> dict[str, Any]:
 
 
 class RunnerPolicy:
-    """Merges (pinned runner options, profile, call options) into what is sent; warns or raises on conflicts."""
+    """Merges (pinned runner options, profile, call options) into what is sent; warns/raises on conflict."""
 
-    def __init__(self, runner: Mapping[str, Any], profiles: Mapping[str, Mapping[str, Any]], *,
-                 strict: bool = False) -> None:
+    def __init__(
+        self, runner: Mapping[str, Any], profiles: Mapping[str, Mapping[str, Any]], *, strict: bool = False
+    ) -> None:
         self._flat = {k: v for k, v in runner.items() if not isinstance(v, Mapping)}
         self._per_model = {k: dict(v) for k, v in runner.items() if isinstance(v, Mapping)}
         self._profiles = {k: dict(v) for k, v in profiles.items()}
@@ -110,8 +125,10 @@ class RunnerPolicy:
         return merged
 
     def _conflict(self, model: str, name: str, asked: Any, pinned: Any) -> None:
-        msg = (f"{model}: option {name}={asked!r} differs from the pinned {name}={pinned!r} and would reload "
-               f"the model; sending {name}={pinned!r} (change ollama.runner in perf_config to pin another value)")
+        msg = (
+            f"{model}: option {name}={asked!r} differs from the pinned {name}={pinned!r} and would reload "
+            f"the model; sending {name}={pinned!r} (change ollama.runner in perf_config to pin another value)"
+        )
         if self.strict:
             raise OllamaRunnerError(msg)
         with self._lock:

@@ -1,4 +1,4 @@
-"""Settings for the tuned Ollama client: frozen, keyword-only value objects built from perf_config's ``ollama``.
+"""Settings for the tuned Ollama client: frozen keyword-only value objects from perf_config's ``ollama``.
 
 Durations are float seconds (``keep_alive`` may also be an Ollama duration string such as ``"30m"``). Nothing
 downstream reads raw config dicts.
@@ -26,10 +26,12 @@ DEFAULT_KEEP_ALIVE = 1800.0
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_RUNNER: Mapping[str, Any] = MappingProxyType({"num_thread": 6, "num_ctx": 4096})
-DEFAULT_PROFILES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
-    "stage1": MappingProxyType({"num_predict": 120, "temperature": 0.3}),
-    "stage2": MappingProxyType({"num_predict": 160, "temperature": 0.3}),
-})
+DEFAULT_PROFILES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "stage1": MappingProxyType({"num_predict": 120, "temperature": 0.3}),
+        "stage2": MappingProxyType({"num_predict": 160, "temperature": 0.3}),
+    }
+)
 _REPLAY = ("instant", "paced")
 
 
@@ -59,9 +61,15 @@ class OllamaCacheSettings:
 
     @classmethod
     def from_config(cls, section: Any) -> OllamaCacheSettings:
-        return cls(generate=section.generate, chat=section.chat, embed=section.embed,
-                   only_deterministic=section.only_deterministic, namespace=section.namespace,
-                   embed_namespace=section.embed_namespace, replay=section.replay)
+        return cls(
+            generate=section.generate,
+            chat=section.chat,
+            embed=section.embed,
+            only_deterministic=section.only_deterministic,
+            namespace=section.namespace,
+            embed_namespace=section.embed_namespace,
+            replay=section.replay,
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,7 +121,15 @@ class OllamaSettings:
     @classmethod
     def from_config(cls, section: Any) -> OllamaSettings:
         """Build from ``PerfConfig.ollama`` (see config/perf_config.json)."""
-        return cls(enabled=section.enabled, host=section.host, keep_alive=section.keep_alive,
-                   timeout=section.timeout, retries=section.retries, max_concurrency=section.max_concurrency,
-                   strict_runner=section.strict_runner, runner=section.runner, profiles=section.profiles,
-                   cache=OllamaCacheSettings.from_config(section.cache))
+        return cls(
+            enabled=section.enabled,
+            host=section.host,
+            keep_alive=section.keep_alive,
+            timeout=section.timeout,
+            retries=section.retries,
+            max_concurrency=section.max_concurrency,
+            strict_runner=section.strict_runner,
+            runner=section.runner,
+            profiles=section.profiles,
+            cache=OllamaCacheSettings.from_config(section.cache),
+        )

@@ -113,9 +113,9 @@ class OllamaTestServer:
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        addresses = runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
         self._ready.set()
         try:
             await self._stop.wait()

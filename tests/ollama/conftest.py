@@ -1,4 +1,4 @@
-"""Fixtures for the Ollama tests: the Ollama API test server on 127.0.0.1 (port 0) and a real cache in tmp_path."""
+"""Fixtures for tests/ollama: the Ollama API test server on 127.0.0.1 (port 0), a real cache in tmp_path."""
 
 from __future__ import annotations
 

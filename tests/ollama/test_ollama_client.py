@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import statistics
 import threading
@@ -31,10 +32,12 @@ def requests(srv: OllamaTestServer, endpoint: str) -> int:
     return int(srv.stats()["requests"].get(endpoint, 0))
 
 
-# ------------------------------------------------------------------------------------------- cache hits
+# ------------------------------------------------------------------------------------------ cache hits
 
 
-def test_a_cached_generate_equals_the_original_and_skips_the_server(llm: Any, server: OllamaTestServer) -> None:
+def test_a_cached_generate_equals_the_original_and_skips_the_server(
+    llm: Any, server: OllamaTestServer
+) -> None:
     first = llm.generate(LLM, "Reflect on the sea.", profile="stage1")
     again = llm.generate(LLM, "Reflect on the sea.", profile="stage1")
     assert isinstance(again, ollama.GenerateResponse)
@@ -57,7 +60,9 @@ def test_a_cached_stream_replays_the_same_chunks(llm: Any, server: OllamaTestSer
     assert again[-1].done and requests(server, "chat") == 1
 
 
-def test_a_cache_hit_survives_a_new_process_view_of_the_same_store(server: OllamaTestServer, tmp_path: Any) -> None:
+def test_a_cache_hit_survives_a_new_process_view_of_the_same_store(
+    server: OllamaTestServer, tmp_path: Any
+) -> None:
     """Values go through the safe codec to SQLite, and come back as the same pydantic types."""
     from infra.cache import Cache, CacheSettings
 
@@ -74,15 +79,26 @@ def test_a_cache_hit_survives_a_new_process_view_of_the_same_store(server: Ollam
 
 
 OUTPUT_OPTIONS = [
-    ("temperature", 0.9), ("top_k", 5), ("top_p", 0.5), ("min_p", 0.1), ("typical_p", 0.7),
-    ("repeat_penalty", 1.3), ("repeat_last_n", 8), ("presence_penalty", 0.5), ("frequency_penalty", 0.5),
-    ("seed", 42), ("stop", ["\n"]), ("num_predict", 7), ("num_ctx", 8192),
+    ("temperature", 0.9),
+    ("top_k", 5),
+    ("top_p", 0.5),
+    ("min_p", 0.1),
+    ("typical_p", 0.7),
+    ("repeat_penalty", 1.3),
+    ("repeat_last_n", 8),
+    ("presence_penalty", 0.5),
+    ("frequency_penalty", 0.5),
+    ("seed", 42),
+    ("stop", ["\n"]),
+    ("num_predict", 7),
+    ("num_ctx", 8192),
 ]
 
 
 @pytest.mark.parametrize(("name", "value"), OUTPUT_OPTIONS)
-def test_changing_an_output_affecting_option_misses(server: OllamaTestServer, cache: Any, name: str,
-                                                    value: Any) -> None:
+def test_changing_an_output_affecting_option_misses(
+    server: OllamaTestServer, cache: Any, name: str, value: Any
+) -> None:
     # no pinned runner options here, so num_ctx may vary per call
     llm = OptimizedOllama(server.url, settings=settings(runner={}), cache=cache)
     base = {"temperature": 0.3, "num_predict": 20}
@@ -92,12 +108,23 @@ def test_changing_an_output_affecting_option_misses(server: OllamaTestServer, ca
     assert requests(server, "generate") == 2
 
 
-@pytest.mark.parametrize("change", [
-    {"system": "other system"}, {"format": "json"}, {"think": True}, {"template": "{{ .Prompt }}!"},
-    {"suffix": "end"}, {"raw": True}, {"images": [b"\x89PNG fake image"]}, {"prompt": "another prompt"},
-    {"model": "qwen2.5:7b"},
-])
-def test_changing_any_request_field_misses(server: OllamaTestServer, cache: Any, change: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"system": "other system"},
+        {"format": "json"},
+        {"think": True},
+        {"template": "{{ .Prompt }}!"},
+        {"suffix": "end"},
+        {"raw": True},
+        {"images": [b"\x89PNG fake image"]},
+        {"prompt": "another prompt"},
+        {"model": "qwen2.5:7b"},
+    ],
+)
+def test_changing_any_request_field_misses(
+    server: OllamaTestServer, cache: Any, change: dict[str, Any]
+) -> None:
     llm = OptimizedOllama(server.url, settings=settings(), cache=cache)
     call: dict[str, Any] = {"model": LLM, "prompt": "same prompt"}
     llm.generate(**call)
@@ -118,10 +145,12 @@ def test_chat_key_covers_messages_tools_and_images(llm: Any, server: OllamaTestS
     assert requests(server, "chat") == 5
 
 
-@pytest.mark.parametrize("runner_change", [{"num_thread": 2}, {"num_batch": 64}, {"num_gpu": 0},
-                                           {"use_mmap": False}])
-def test_changing_a_runner_only_option_or_keep_alive_hits(server: OllamaTestServer, cache: Any,
-                                                          runner_change: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "runner_change", [{"num_thread": 2}, {"num_batch": 64}, {"num_gpu": 0}, {"use_mmap": False}]
+)
+def test_changing_a_runner_only_option_or_keep_alive_hits(
+    server: OllamaTestServer, cache: Any, runner_change: dict[str, Any]
+) -> None:
     llm = OptimizedOllama(server.url, settings=settings(runner={}), cache=cache)
     first = llm.generate(LLM, "same prompt", options={"temperature": 0.3}, keep_alive="5m")
     again = llm.generate(LLM, "same prompt", options={"temperature": 0.3, **runner_change}, keep_alive="1h")
@@ -138,7 +167,9 @@ def test_the_model_digest_is_part_of_the_key(server: OllamaTestServer, cache: An
     assert requests(server, "generate") == 2
 
 
-def test_only_deterministic_caches_only_temperature_zero_or_a_seed(server: OllamaTestServer, cache: Any) -> None:
+def test_only_deterministic_caches_only_temperature_zero_or_a_seed(
+    server: OllamaTestServer, cache: Any
+) -> None:
     llm = OptimizedOllama(server.url, settings=settings(cache_kw={"only_deterministic": True}), cache=cache)
     for _ in range(2):
         llm.generate(LLM, "sampled", options={"temperature": 0.8})
@@ -151,7 +182,9 @@ def test_only_deterministic_caches_only_temperature_zero_or_a_seed(server: Ollam
     assert requests(server, "generate") == 4
 
 
-def test_cache_false_per_call_and_disabled_endpoints_skip_the_cache(server: OllamaTestServer, cache: Any) -> None:
+def test_cache_false_per_call_and_disabled_endpoints_skip_the_cache(
+    server: OllamaTestServer, cache: Any
+) -> None:
     llm = OptimizedOllama(server.url, settings=settings(cache_kw={"chat": False}), cache=cache)
     llm.generate(LLM, "x", cache=False)
     llm.generate(LLM, "x", cache=False)
@@ -161,7 +194,7 @@ def test_cache_false_per_call_and_disabled_endpoints_skip_the_cache(server: Olla
     assert requests(server, "generate") == 2 and requests(server, "chat") == 2
 
 
-# ------------------------------------------------------------------------------------------- what is never stored
+# -------------------------------------------------------------------------------- what is never stored
 
 
 def test_an_aborted_stream_is_not_stored(llm: Any, server: OllamaTestServer) -> None:
@@ -194,7 +227,7 @@ def test_errors_and_load_replies_are_never_stored(llm: Any, server: OllamaTestSe
     assert requests(server, "generate") == 4
 
 
-# ------------------------------------------------------------------------------------------- replay timing
+# --------------------------------------------------------------------------------------- replay timing
 
 
 def test_paced_replay_keeps_the_recorded_inter_chunk_timing(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
@@ -205,7 +238,7 @@ def test_paced_replay_keeps_the_recorded_inter_chunk_timing(make_server, cache: 
         stamps = []
         for _ in llm.generate(LLM, "pace me", stream=True):
             stamps.append(time.perf_counter())
-        return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(stamps)]
 
     recorded = timed_stream()
     replayed = timed_stream()
@@ -230,11 +263,12 @@ def test_instant_replay_returns_the_chunks_at_once(make_server, cache: Any) -> N
     assert replayed < streamed / 2  # not a benchmark: the recorded stream took >= 10 x 20 ms
 
 
-# ------------------------------------------------------------------------------------------- embeddings
+# ------------------------------------------------------------------------------------------ embeddings
 
 
-def test_a_partially_cached_embed_batch_sends_only_the_missing_items(llm: Any, server: OllamaTestServer,
-                                                                     client: Any) -> None:
+def test_a_partially_cached_embed_batch_sends_only_the_missing_items(
+    llm: Any, server: OllamaTestServer, client: Any
+) -> None:
     llm.embed(EMBED, ["a", "b"])
     before = server.stats()["embed_inputs"]
     r = llm.embed(EMBED, ["a", "c", "b", "d", "c", "a"])
@@ -267,7 +301,7 @@ def test_legacy_embeddings_are_cached(llm: Any, server: OllamaTestServer) -> Non
     assert a == b and isinstance(b, ollama.EmbeddingsResponse) and requests(server, "embeddings") == 1
 
 
-# ------------------------------------------------------------------------------------------- runner pinning
+# -------------------------------------------------------------------------------------- runner pinning
 
 
 def test_pinned_runner_options_mean_zero_reloads_over_200_mixed_calls(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
@@ -316,7 +350,9 @@ def test_a_conflicting_runner_option_warns_and_sends_the_pinned_value(make_serve
 
 def test_strict_runner_raises_before_any_request(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
     srv = make_server()
-    llm = OptimizedOllama(srv.url, settings=settings(runner={"num_ctx": 4096}, strict_runner=True), cache=cache)
+    llm = OptimizedOllama(
+        srv.url, settings=settings(runner={"num_ctx": 4096}, strict_runner=True), cache=cache
+    )
     with pytest.raises(OllamaRunnerError, match="num_ctx"):
         llm.chat(LLM, MSGS, options={"num_ctx": 2048})
     llm.close()
@@ -332,14 +368,17 @@ def test_profiles_set_sampling_options_and_call_options_win(llm: Any) -> None:
 
 
 def test_per_model_runner_overrides(server: OllamaTestServer, cache: Any) -> None:
-    llm = OptimizedOllama(server.url, settings=settings(runner={"num_ctx": 4096, "nomic-embed-text": {"num_ctx": 8192}}),
-                          cache=cache)
+    llm = OptimizedOllama(
+        server.url,
+        settings=settings(runner={"num_ctx": 4096, "nomic-embed-text": {"num_ctx": 8192}}),
+        cache=cache,
+    )
     assert llm._core.policy.pinned(EMBED) == {"num_ctx": 8192}
     assert llm._core.policy.pinned(LLM) == {"num_ctx": 4096}
     llm.close()
 
 
-# ------------------------------------------------------------------------------------------- timeouts, retries, limits
+# --------------------------------------------------------------------------- timeouts, retries, limits
 
 
 def test_the_timeout_is_enforced(server: OllamaTestServer, cache: Any) -> None:
@@ -392,7 +431,7 @@ def test_the_concurrency_limit_bounds_requests_in_flight(make_server, cache: Any
     assert srv.stats()["completed"] == 8 and srv.stats()["max_in_flight"] == 2
 
 
-# ------------------------------------------------------------------------------------------- warmup, off, fail-open
+# ------------------------------------------------------------------------------ warmup, off, fail-open
 
 
 def test_warmup_loads_models_through_chat_with_one_token(server: OllamaTestServer, llm: Any) -> None:
@@ -446,7 +485,7 @@ def test_a_failing_cache_never_changes_the_result(server: OllamaTestServer, capl
     assert sum("cache failed" in r.getMessage() for r in caplog.records) == 1, "logged once"
 
 
-# ------------------------------------------------------------------------------------------- async twin
+# ------------------------------------------------------------------------------------------ async twin
 
 
 async def test_async_cached_calls_equal_the_originals(server: OllamaTestServer, cache: Any) -> None:
@@ -498,7 +537,7 @@ async def test_async_warmup_and_paced_replay(make_server, cache: Any) -> None:  
 
     async def gaps() -> list[float]:
         stamps = [time.perf_counter() async for _ in await llm.generate(LLM, "pace", stream=True)]
-        return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(stamps)]
 
     recorded, replayed = await gaps(), await gaps()
     assert sum(replayed) == pytest.approx(sum(recorded), rel=0.2)

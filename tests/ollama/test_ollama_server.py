@@ -14,24 +14,37 @@ from pathlib import Path
 import httpx
 import ollama
 import pytest
+from ollama_testutil import EMBED, LLM
 
 from infra.testing.ollama.sim import parse_keep_alive
 from infra.testing.ollama_server import OllamaTestServer
 
-from ollama_testutil import EMBED, LLM
-
 RFC3339_NANOS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
-DURATIONS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
-             "eval_duration")
+DURATIONS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
 
 
-def test_generate_returns_a_complete_reply_with_integer_nanosecond_durations(server: OllamaTestServer, client) -> None:
+def test_generate_returns_a_complete_reply_with_integer_nanosecond_durations(
+    server: OllamaTestServer, client
+) -> None:
     r = client(server.url).generate(LLM, "How was your day?")
     assert isinstance(r, ollama.GenerateResponse)
     assert r.done is True and r.done_reason == "stop"
     assert r.response and r.model == LLM
     assert RFC3339_NANOS.match(r.created_at or "")
-    for name in ("total_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"):
+    for name in (
+        "total_duration",
+        "prompt_eval_count",
+        "prompt_eval_duration",
+        "eval_count",
+        "eval_duration",
+    ):
         assert isinstance(getattr(r, name), int) and getattr(r, name) > 0, name
     assert r.context and all(isinstance(t, int) for t in r.context)
 
@@ -206,7 +219,10 @@ def test_parallel_slots_bound_concurrent_work(make_server, client) -> None:  # t
 
 def test_a_client_that_disconnects_mid_stream_counts_as_aborted(make_server) -> None:  # type: ignore[no-untyped-def]
     srv = make_server(token_latency=0.02, min_tokens=30, max_tokens=30)
-    with httpx.Client() as h, h.stream("POST", f"{srv.url}/api/generate", json={"model": LLM, "prompt": "x"}) as r:
+    with (
+        httpx.Client() as h,
+        h.stream("POST", f"{srv.url}/api/generate", json={"model": LLM, "prompt": "x"}) as r,
+    ):
         next(r.iter_lines())
     deadline = time.monotonic() + 5
     while srv.stats()["aborted"] == 0 and time.monotonic() < deadline:
@@ -248,8 +264,12 @@ def test_parse_keep_alive_accepts_numbers_and_go_durations() -> None:
 def test_runs_as_a_module_on_a_chosen_port(client) -> None:
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    with subprocess.Popen([sys.executable, "-m", "infra.testing.ollama_server", "--port", "0"],
-                          stdout=subprocess.PIPE, text=True, env=env) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "infra.testing.ollama_server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()

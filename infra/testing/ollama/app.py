@@ -2,8 +2,8 @@
 
 Wire details follow what the official ``ollama`` Python client sends and parses (ollama 0.6, ``_client.py`` /
 ``_types.py``): NDJSON streaming with ``application/x-ndjson``; ``stream`` defaults to true when absent;
-errors are an HTTP status with ``{"error": ...}``, or an ``{"error"}`` line once a stream has started; durations are
-integer nanoseconds and are left out when zero.
+errors are an HTTP status with ``{"error": ...}``, or an ``{"error"}`` line once a stream has started;
+durations are integer nanoseconds and are left out when zero.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise web.HTTPBadRequest(
             text='{"error":"invalid JSON in request body"}', content_type="application/json"
-        )
+        ) from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(
             text='{"error":"request body must be a JSON object"}', content_type="application/json"

@@ -2,7 +2,7 @@
 
 Everything here is a plain function or a small state object so the aiohttp layer (:mod:`.app`) stays thin and
 the behaviour can be reasoned about without sockets. Output is a pure function of (model, input,
-output-affecting options): the same request always yields the same tokens, which is what makes cache tests meaningful.
+output-affecting options): the same request always yields the same tokens, which makes cache tests meaningful.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "all-minilm:latest",
 )
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 - a word list reads better as text
     "the a calm quiet steady warm bright heavy light slow sudden gentle honest tired hopeful anxious "
     "grateful reflection moment feeling thought memory morning evening walk conversation friend family "
     "work rest breath pause change growth pattern choice value need fear joy sadness anger relief trust "
@@ -74,7 +74,7 @@ _WORDS = (
     "small large early late often rarely always never today again inside outside together alone because "
     "while after before until since although however therefore perhaps maybe clearly softly energy focus "
     "balance tension comfort distance closeness meaning purpose direction progress setback"
-).split()  # noqa: SIM905 - a word list reads better as text
+).split()
 
 
 # --------------------------------------------------------------------------------------------- settings
