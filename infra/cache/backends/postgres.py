@@ -225,6 +225,7 @@ class PostgresBackend(CacheBackend):
         self._closed = False
         self._bg_started = False
         self._listener: Any = None
+        self._wake: asyncio.Event | None = None
 
     @classmethod
     def from_settings(cls, settings: CacheSettings, **overrides: Any) -> PostgresBackend:
@@ -351,6 +352,7 @@ class PostgresBackend(CacheBackend):
 
     async def _background(self) -> None:
         loop = asyncio.get_running_loop()
+        self._bg_stop = asyncio.Event()
         tasks = [loop.create_task(self._maintain_forever())]
         if self._listen_wanted:
             tasks.append(loop.create_task(self._listen_forever()))
@@ -361,24 +363,23 @@ class PostgresBackend(CacheBackend):
         """Keep one LISTEN connection; after a loss, reconnect with backoff (notifications missed meanwhile
         are covered by ``Cache`` polling ``generations()``)."""
         delay = 0.05
-        while not self._closed:
-            lost = asyncio.Event()
+        while not self._bg_stop.is_set():
+            lost = self._wake = asyncio.Event()
             try:
                 conn = await self._connect()
                 conn.add_termination_listener(lambda _c: lost.set())
                 await conn.add_listener(self.sql.channel, self._on_notify)
             except Exception as exc:  # noqa: BLE001 - counted, retried
                 log.debug("postgres cache LISTEN connect failed: %s", exc)
-                await asyncio.sleep(delay)
+                if await _wait(self._bg_stop, delay):
+                    return
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.05
             self._listener = conn
             try:
-                while not lost.is_set() and not self._closed:
-                    try:
-                        await asyncio.wait_for(lost.wait(), 1.0)
-                    except asyncio.TimeoutError:
+                while not lost.is_set() and not self._bg_stop.is_set():
+                    if not await _wait(lost, 1.0):
                         # a dead socket that never said so: a cheap probe notices it
                         try:
                             await conn.execute("SELECT 1", timeout=self._op_timeout)
@@ -387,7 +388,13 @@ class PostgresBackend(CacheBackend):
             finally:
                 self._listener = None
                 if not conn.is_closed():
-                    conn.terminate()
+                    if self._bg_stop.is_set():
+                        try:
+                            await asyncio.wait_for(conn.close(), 1.0)
+                        except Exception:  # noqa: BLE001 - best effort
+                            conn.terminate()
+                    else:
+                        conn.terminate()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         gen, _, ns = payload.partition(":")
@@ -403,8 +410,9 @@ class PostgresBackend(CacheBackend):
 
     async def _maintain_forever(self) -> None:
         idle_rounds = 0
-        while not self._closed:
-            await asyncio.sleep(self._interval)
+        while not self._bg_stop.is_set():
+            if await _wait(self._bg_stop, self._interval):
+                return
             busy = self._writes > 0 or self._n_touches > 0
             idle_rounds = 0 if busy else idle_rounds + 1
             if not busy and idle_rounds % 12:
@@ -679,9 +687,18 @@ class PostgresBackend(CacheBackend):
 
         async def close_private() -> None:
             tasks = list(getattr(self, "_bg_tasks", []))
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            stop = getattr(self, "_bg_stop", None)
+            if stop is not None:
+                stop.set()
+                wake = getattr(self, "_wake", None)
+                if wake is not None:
+                    wake.set()
+            if tasks:
+                # let them finish (a connect in flight can't be cancelled cleanly: asyncpg leaks its socket)
+                _done, pending = await asyncio.wait(tasks, timeout=self._connect_timeout + 1.0)
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
             if private_set is not None:
                 await private_set.aclose()
             # let aborted transports and asyncpg's cancel requests finish before the loop stops
@@ -691,6 +708,15 @@ class PostgresBackend(CacheBackend):
             await asyncio.sleep(0.01)
 
         self._private.stop(close_private)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; True if it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        return event.is_set()
+    return True
 
 
 def _count(status: str) -> int:
