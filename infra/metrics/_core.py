@@ -199,7 +199,7 @@ class HistogramChild(_Child):
     ``_sum`` would also be invalid OpenMetrics).
     """
 
-    __slots__ = ("_layout", "_local", "_metric", "_set")
+    __slots__ = ("_layout", "_local", "_metric", "_set", "_timer_cls")
 
     def __init__(self, metric: Histogram, label_values: tuple[str, ...]) -> None:
         super().__init__(metric.labelnames, label_values)
@@ -207,6 +207,7 @@ class HistogramChild(_Child):
         self._layout = metric.layout
         self._set: ShardSet[HistogramShard] = ShardSet(HistogramShard(None))
         self._local = self._set.local
+        self._timer_cls: Any = None
 
     def observe(self, value: float) -> None:
         """Record one observation (seconds for durations, bytes for sizes)."""
@@ -269,9 +270,11 @@ class HistogramChild(_Child):
 
     def time(self) -> Any:
         """A context manager / decorator recording its duration here (prometheus_client's ``.time()``)."""
-        from ._timer import timer_class
+        if self._timer_cls is None:
+            from ._timer import timer_class
 
-        return timer_class(self, None)()
+            self._timer_cls = timer_class(self, None)
+        return self._timer_cls()
 
     # -- reading (render / stats) -----------------------------------------------------------------
 

@@ -71,6 +71,7 @@ class MetricsRegistry:
         self._lock = threading.Lock()
         # operation -> its Timer subclass (metric children resolved once per operation), for `timed`.
         self._timed: dict[str, type[Timer]] = {}
+        self._timed_overflow: type[Timer] | None = None
 
     @classmethod
     def from_config(cls, section: Any) -> MetricsRegistry:
@@ -143,10 +144,14 @@ class MetricsRegistry:
             e = self.counter(OPERATION_ERRORS, "Timed operations that raised.", ("operation",))
             hc, ec = h.labels(operation), e.labels(operation)
             if hc.label_values != (operation,):
-                # Over the series limit: share the overflow series, and don't cache (bounded memory).
-                return timer_class(hc, ec)
+                # Over the series limit: every further operation shares the overflow series' class,
+                # and isn't cached by name, so memory stays bounded whatever names callers invent.
+                if self._timed_overflow is None:
+                    self._timed_overflow = timer_class(hc, ec)
+                return self._timed_overflow
             cls = timer_class(hc, ec)
-            self._timed = {**self._timed, operation: cls}
+            # In-place item assignment is atomic; two threads racing here build equivalent classes.
+            self._timed[operation] = cls
         return cls
 
     # -- reading ---------------------------------------------------------------------------------

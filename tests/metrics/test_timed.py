@@ -207,3 +207,14 @@ def test_histogram_time_is_prometheus_client_compatible(registry: MetricsRegistr
 def test_timed_refuses_a_non_string_operation(registry: MetricsRegistry) -> None:
     with pytest.raises(TypeError, match="operation must be a str"):
         timed(42, registry=registry)  # type: ignore[arg-type]
+
+
+def test_operations_past_the_series_limit_share_the_overflow_series() -> None:
+    reg = MetricsRegistry(max_series_per_metric=2)
+    for i in range(5):
+        with timed(f"op{i}", registry=reg):
+            pass
+    stats = reg.get_stats()
+    assert stats["op0"]["count"] == 1 and stats["op1"]["count"] == 1
+    assert stats["__overflow__"]["count"] == 3
+    assert len(reg._timed) == 2  # no per-name state kept for the refused names
