@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from infra.http._core import CONNECT, POOL, READ
+from infra.http._core import CLOSED, CONNECT, GOAWAY, POOL, READ
 
 __all__ = ["FATAL", "classify_aiohttp", "classify_httpx"]
 
@@ -34,16 +34,35 @@ def classify_httpx(exc: BaseException) -> str:
         return POOL
     if isinstance(exc, httpx.LocalProtocolError):
         return CONNECT  # h2 refused to send on a connection already closed: nothing reached the server
-    if isinstance(exc, httpx.RemoteProtocolError) and _unprocessed_goaway(exc):
-        return CONNECT
+    if isinstance(exc, httpx.RemoteProtocolError):
+        last_stream_id = _goaway_last_stream_id(exc)
+        if last_stream_id == 0:
+            return GOAWAY
+        if last_stream_id is not None:
+            return CLOSED
+    if isinstance(exc, httpx.WriteError):
+        # Typically the server closed the connection right after a GOAWAY we had not read yet. httpcore
+        # writes for every stream of a connection from whichever stream is reading, so a stream whose
+        # request was sent, and ran, can see this error too: not safe to resend a POST.
+        return CLOSED
     if isinstance(exc, (httpx.TransportError, OSError)):
         return READ
     return FATAL
 
 
-def _unprocessed_goaway(exc: BaseException) -> bool:
-    """A graceful GOAWAY (NO_ERROR) failed this stream: the server promises to finish every stream it
-    accepted, so ours was never processed and is safe to send again, POST included. httpcore retries
-    only part of these itself (stream id above last_stream_id, and not last_stream_id == 0)."""
-    event = exc.args[0] if exc.args else None
-    return type(event).__name__ == "ConnectionTerminated" and int(getattr(event, "error_code", 1) or 0) == 0
+def _goaway_last_stream_id(exc: BaseException) -> int | None:
+    """last_stream_id of a graceful (NO_ERROR) GOAWAY behind this error, or None.
+
+    httpcore resends streams above last_stream_id itself; it raises for the rest, and for those a GOAWAY
+    does not mean "unprocessed": httpcore checks for the GOAWAY before looking for a response that already
+    arrived, so a stream the server answered can fail too (found with tests/http/test_http2.py's rotating
+    server). Only last_stream_id 0 proves that no stream ran.
+    """
+    # httpx re-raises httpcore's error with only its text; the h2 event is on the httpcore error (__cause__).
+    for err in (exc, exc.__cause__, exc.__context__):
+        event = err.args[0] if err is not None and err.args else None
+        if type(event).__name__ == "ConnectionTerminated":
+            if int(getattr(event, "error_code", 1)) != 0:
+                return None
+            return int(getattr(event, "last_stream_id", None) or 0)
+    return None

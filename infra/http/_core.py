@@ -38,7 +38,7 @@ from infra.http._retry_after import parse_retry_after
 if TYPE_CHECKING:
     from infra.http._response import Response
 
-__all__ = ["CONNECT", "DEADLINE", "FIRST_BYTE", "POOL", "READ", "Call", "HostState", "breaker_outcome"]
+__all__ = ["CLOSED", "CONNECT", "DEADLINE", "FIRST_BYTE", "GOAWAY", "POOL", "READ", "Call", "HostState", "breaker_outcome"]
 
 # Error kinds a client maps backend exceptions to.
 CONNECT = "connect"  # nothing reached the server: always safe to retry
@@ -46,6 +46,15 @@ READ = "read"  # the request may have been processed: retry only idempotent requ
 FIRST_BYTE = "first_byte"  # no response headers within Timeouts.first_byte: a read failure
 DEADLINE = "deadline"  # the call's one deadline ran out: final
 POOL = "pool"  # no connection slot within Timeouts.pool: final
+GOAWAY = "goaway"  # an HTTP/2 GOAWAY with last_stream_id 0: the server processed no stream, so any method
+# may be resent; and no sign of trouble (servers rotate connections on purpose): neutral for the breaker
+CLOSED = "closed"  # the connection was closed under the request (graceful GOAWAY, write to a closed
+# socket): the request may have run, so idempotent-only retry; neutral for the breaker (rotation, not illness)
+
+_ALWAYS_RETRYABLE = frozenset({CONNECT, GOAWAY})
+_IDEMPOTENT_RETRYABLE = frozenset({READ, FIRST_BYTE, CLOSED})
+# Not evidence of a sick upstream: our own deadline, and connections a server rotates on purpose.
+_BREAKER_NEUTRAL = frozenset({DEADLINE, GOAWAY, CLOSED})
 
 
 def breaker_outcome(status: int) -> int:
@@ -111,13 +120,13 @@ class Call:
         if kind == POOL:
             self.host.breaker.release(admission)
         else:
-            self.host.breaker.record(NEUTRAL if kind == DEADLINE else FAILURE, admission)
+            self.host.breaker.record(NEUTRAL if kind in _BREAKER_NEUTRAL else FAILURE, admission)
         detail = f"{type(exc).__name__}" + (f": {exc}" if kind != DEADLINE and _safe(exc) else "")
         if kind == DEADLINE:
             raise self._final(DeadlineExceeded, f"deadline exceeded after {now - self.started:.3f}s") from exc
         if kind == POOL:
             raise self._final(PoolTimeout, f"no connection slot in time ({detail})") from exc
-        retryable = kind == CONNECT or (self.retry_ok and (kind == READ or kind == FIRST_BYTE))
+        retryable = kind in _ALWAYS_RETRYABLE or (self.retry_ok and kind in _IDEMPOTENT_RETRYABLE)
         if not retryable or self.retries >= self.policy.attempts:
             raise self._final(TransportError, f"{kind} error ({detail})", kind=kind) from exc
         delay = self.policy.backoff_for(self.retries + 1)
@@ -125,7 +134,7 @@ class Call:
             raise self._final(
                 DeadlineExceeded, f"{kind} error and no time left to retry before the deadline ({detail})"
             ) from exc
-        if not self.host.budget.try_withdraw():
+        if kind != GOAWAY and not self.host.budget.try_withdraw():
             self.host.metrics.budget_denied()
             raise self._final(RetryBudgetExhausted, f"{kind} error; retry budget exhausted ({detail})") from exc
         self.retries += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import threading
 import time
@@ -178,32 +179,36 @@ def test_sync_unconsumed_streams_release_their_connection(three_servers) -> None
 # -- the deadline ---------------------------------------------------------------------------------------
 
 
+def p99(values: list[float]) -> float:
+    """Nearest-rank 99th percentile."""
+    ordered = sorted(values)
+    return ordered[math.ceil(0.99 * len(ordered)) - 1]
+
+
 async def test_deadline_overshoot_is_under_10ms_at_p99(three_servers) -> None:
-    """50 calls with a 50 ms deadline against a 2 s first byte: each fails at its deadline, p99 ≤ 10 ms late."""
+    """100 calls with a 30 ms deadline against a 2 s first byte: each fails at its deadline, p99 ≤ 10 ms late."""
     server = three_servers[0][0]
     overshoot = []
     async with AsyncPerfClient() as client:
-        for _ in range(50):
+        for _ in range(100):
             t0 = time.monotonic()
             with pytest.raises(DeadlineExceeded):
-                await client.get(f"{server.url}/slow-first-byte?delay=2", deadline=0.05)
-            overshoot.append(time.monotonic() - t0 - 0.05)
-    overshoot.sort()
-    assert overshoot[0] >= -0.001
-    assert overshoot[int(0.99 * len(overshoot))] <= 0.010, (statistics.median(overshoot), overshoot[-3:])
+                await client.get(f"{server.url}/slow-first-byte?delay=2", deadline=0.03)
+            overshoot.append(time.monotonic() - t0 - 0.03)
+    assert min(overshoot) >= -0.001
+    assert p99(overshoot) <= 0.010, (statistics.median(overshoot), sorted(overshoot)[-3:])
 
 
 def test_sync_deadline_overshoot_is_under_10ms_at_p99(three_servers) -> None:
     server = three_servers[0][0]
     overshoot = []
     with PerfClient() as client:
-        for _ in range(30):
+        for _ in range(100):
             t0 = time.monotonic()
             with pytest.raises(DeadlineExceeded):
-                client.get(f"{server.url}/slow-first-byte?delay=2", deadline=0.05)
-            overshoot.append(time.monotonic() - t0 - 0.05)
-    overshoot.sort()
-    assert overshoot[int(0.99 * len(overshoot))] <= 0.010, overshoot[-3:]
+                client.get(f"{server.url}/slow-first-byte?delay=2", deadline=0.03)
+            overshoot.append(time.monotonic() - t0 - 0.03)
+    assert p99(overshoot) <= 0.010, (statistics.median(overshoot), sorted(overshoot)[-3:])
 
 
 async def test_deadline_covers_the_pool_wait(three_servers) -> None:

@@ -1,0 +1,200 @@
+"""HTTP/2 servers for the tests, on 127.0.0.1, each in its own thread and event loop.
+
+* ``HypercornH2C``: hypercorn serving a tiny ASGI app; clients speak h2c with prior knowledge.
+* ``RotatingH2Server``: a bare h2 (python-hyper) server that, like nginx's ``keepalive_requests``, answers
+  ``rotate_every`` streams on a connection, then sends GOAWAY (NO_ERROR, last_stream_id = the last stream
+  it answered) and closes; streams the client opened past that are left unprocessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import threading
+from typing import Any
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 10) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    payload = f"{scope['http_version']} {scope['method']} {len(body)}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class HypercornH2C:
+    """``with HypercornH2C() as srv: srv.url``: hypercorn on 127.0.0.1, HTTP/2 over cleartext."""
+
+    def __enter__(self) -> HypercornH2C:
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self.port = self._sock.getsockname()[1]
+        config = Config()
+        config.bind = [f"fd://{self._sock.fileno()}"]
+        config.accesslog = None
+        config.errorlog = None
+        self._lt = _LoopThread()
+        self._stop: asyncio.Event | None = None
+
+        async def make_event() -> asyncio.Event:
+            return asyncio.Event()
+
+        self._stop = self._lt.run(make_event())
+        stop = self._stop
+        self._task = asyncio.run_coroutine_threadsafe(
+            serve(_asgi_app, config, shutdown_trigger=stop.wait), self._lt.loop  # type: ignore[arg-type]
+        )
+        # wait until it accepts
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                import time
+
+                time.sleep(0.05)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._stop is not None
+        self._lt.loop.call_soon_threadsafe(self._stop.set)
+        try:
+            self._task.result(10)
+        except Exception:
+            pass
+        self._lt.stop()
+        try:
+            self._sock.close()
+        except OSError:  # hypercorn closed the fd it was handed
+            pass
+
+
+class _RotatingProtocol(asyncio.Protocol):
+    def __init__(self, server: RotatingH2Server) -> None:
+        import h2.config
+        import h2.connection
+
+        self.server = server
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        self.transport: Any = None
+        self.answered = 0
+        self.closed = False
+        self.bodies: dict[int, int] = {}
+        self.methods: dict[int, str] = {}
+        self.data: dict[int, bytes] = {}
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.server.connections += 1
+        self.conn.initiate_connection()
+        transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        import h2.events
+        import h2.exceptions
+
+        if self.closed:
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self.transport.close()
+            return
+        last = 0
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self.bodies[event.stream_id] = 0
+                self.methods[event.stream_id] = dict(event.headers).get(":method", "?")
+            elif isinstance(event, h2.events.DataReceived):
+                self.bodies[event.stream_id] = self.bodies.get(event.stream_id, 0) + len(event.data)
+                self.data[event.stream_id] = self.data.get(event.stream_id, b"") + event.data
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                if self.answered >= self.server.rotate_every:
+                    self.server.unprocessed += 1  # past the limit: never answered, never processed
+                    continue
+                self.answered += 1
+                self.server.processed += 1
+                self.server.by_method[self.methods.get(event.stream_id, "?")] += 1
+                self.server.bodies_run[self.data.get(event.stream_id, b"")] += 1
+                last = event.stream_id
+                body = b"ok"
+                self.conn.send_headers(
+                    event.stream_id, [(":status", "200"), ("content-length", str(len(body)))]
+                )
+                self.conn.send_data(event.stream_id, body, end_stream=True)
+        if self.answered >= self.server.rotate_every and not self.closed:
+            self.closed = True
+            self.server.rotations += 1
+            self.conn.close_connection(last_stream_id=last)
+            self.transport.write(self.conn.data_to_send())
+            self.transport.close()
+            return
+        self.transport.write(self.conn.data_to_send())
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+
+
+class RotatingH2Server:
+    """h2c server answering ``rotate_every`` streams per connection, then GOAWAY + close."""
+
+    def __init__(self, rotate_every: int = 1000) -> None:
+        self.rotate_every = rotate_every
+        self.connections = 0
+        self.rotations = 0
+        self.processed = 0
+        self.unprocessed = 0
+        self.by_method: collections.Counter[str] = collections.Counter()
+        self.bodies_run: collections.Counter[bytes] = collections.Counter()
+
+    def __enter__(self) -> RotatingH2Server:
+        self._lt = _LoopThread()
+
+        async def start() -> Any:
+            return await self._lt.loop.create_server(lambda: _RotatingProtocol(self), "127.0.0.1", 0)
+
+        self._server = self._lt.run(start())
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            self._server.close()
+
+        self._lt.run(stop())
+        self._lt.stop()
