@@ -202,13 +202,15 @@ def main() -> int:
             return t
 
         ttf: dict[str, list[float]] = {"raw ollama": [], "ours (replay)": []}
-        for _ in range(n_rounds * (per_round // 10)):
-            ttf["raw ollama"].append(
-                ttfc(lambda: raw.generate(LLM, stream_prompt, stream=True, options=opts))
-            )
-            ttf["ours (replay)"].append(
-                ttfc(lambda: ours.generate(LLM, stream_prompt, stream=True, profile="stage1"))
-            )
+        makers: dict[str, Callable[[], Any]] = {
+            "raw ollama": lambda: raw.generate(LLM, stream_prompt, stream=True, options=opts),
+            "ours (replay)": lambda: ours.generate(LLM, stream_prompt, stream=True, profile="stage1"),
+        }
+        # blocks per client per round, as in section 1 (the first call after the other client's stream pays
+        # for that client's garbage and cold caches, which is not the layer's cost)
+        for r in range(n_rounds):
+            for name in list(makers)[r % 2 :] + list(makers)[: r % 2]:
+                ttf[name] += [ttfc(makers[name]) for _ in range(per_round // 10)]
         o, rw = statistics.median(ttf["ours (replay)"]), statistics.median(ttf["raw ollama"])
         for name, vals in ttf.items():
             print(f"   {name:<18} p50 {us(statistics.median(vals)):>11}  p99 {us(pct(vals, 0.99)):>11}")
@@ -221,6 +223,17 @@ def main() -> int:
         raw_slow.generate(LLM, "", keep_alive="30m")  # load once
         t_raw: list[float] = []
         t_ours: list[float] = []
+        inner: list[float] = []
+        official = ours_slow.client.generate
+
+        def timed_official(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return official(*a, **k)
+            finally:
+                inner.append(time.perf_counter() - t0)
+
+        ours_slow.client.generate = timed_official  # measures the layer's own time around the official call
         for i in range(slow_calls):
             pair = [
                 ("raw", lambda i=i: raw_slow.generate(LLM, f"raw prompt {i}", options=o50)),
@@ -231,9 +244,18 @@ def main() -> int:
                 fn()
                 (t_raw if name == "raw" else t_ours).append(time.perf_counter() - t0)
         mr, mo = statistics.median(t_raw), statistics.median(t_ours)
+        layer = [t - c for t, c in zip(t_ours, inner, strict=True)]
+        ml = statistics.median(layer)
         print(f"   raw  p50 {us(mr)}  p99 {us(pct(t_raw, 0.99))}")
-        print(f"   ours p50 {us(mo)}  p99 {us(pct(t_ours, 0.99))}  overhead {100 * (mo - mr) / mr:+.2f} %")
+        print(f"   ours p50 {us(mo)}  p99 {us(pct(t_ours, 0.99))}  end-to-end {100 * (mo - mr) / mr:+.2f} %")
+        print(
+            f"   layer's own time per miss (key, lookup, store, metrics): p50 {us(ml)}  p99 "
+            f"{us(pct(layer, 0.99))} = {100 * ml / mr:.2f} % of the call"
+        )
         rows.append(("uncached generate p50 at 50 ms", us(mo), us(mr), f"{mo / mr:.4f}", "<= 1.02"))
+        rows.append(
+            ("uncached: layer's own time per miss p50", us(ml), us(mr), f"{1 + ml / mr:.4f}", "<= 1.02")
+        )
 
         print("4. embedding batch: 1000 texts, 50 % repeats")
         texts = [f"reflection number {i % 500}" for i in range(1000)]
