@@ -198,3 +198,26 @@ def test_from_config_reads_the_series_limit() -> None:
 
 def test_the_process_wide_registry_is_one_object() -> None:
     assert get_metrics() is get_metrics()
+
+
+def test_a_series_memory_is_the_same_after_1e4_and_1e5_observations(registry: MetricsRegistry) -> None:
+    """Through the real observe path: once every bucket in the range is used, nothing grows."""
+    import random
+    import sys
+
+    rng = random.Random(11)
+    h = registry.histogram("h_seconds").labels()
+
+    def feed(n: int) -> None:
+        for _ in range(n):
+            h.observe(math.exp(rng.uniform(math.log(1e-3), math.log(1.0))))  # 1 ms .. 1 s
+
+    def footprint() -> tuple[int, int, int]:
+        s = h._local.s
+        return len(s.bins) + len(s.split), sys.getsizeof(s.bins), sys.getsizeof(s.split)
+
+    feed(10_000)
+    after_1e4 = footprint()
+    feed(90_000)
+    assert footprint() == after_1e4
+    assert h.cumulative()[0][-1] == 100_000

@@ -51,7 +51,8 @@ def _wait_for(api: str, promql: str, deadline_s: float = 60.0) -> list[dict[str,
 
 
 @pytest.fixture
-def prometheus(prometheus_bin: str, tmp_path: Path, registry: MetricsRegistry) -> Iterator[str]:
+def prometheus(prometheus_bin: str, tmp_path: Path, registry: MetricsRegistry) -> Iterator[tuple[str, str]]:
+    """(Prometheus API base URL, our /metrics URL); Prometheus scrapes us every second with the token."""
     target = serve_metrics(port=0, token=TOKEN, registry=registry)
     port = _free_port()
     config = tmp_path / "prometheus.yml"
@@ -73,7 +74,7 @@ def prometheus(prometheus_bin: str, tmp_path: Path, registry: MetricsRegistry) -
         stderr=subprocess.STDOUT,
     )
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", target.url
     finally:
         proc.terminate()
         try:
@@ -85,15 +86,17 @@ def prometheus(prometheus_bin: str, tmp_path: Path, registry: MetricsRegistry) -
         target.close()
 
 
-def test_real_prometheus_scrapes_up_and_its_p99_matches_the_json_p99(
-    prometheus: str, registry: MetricsRegistry
-) -> None:
-    [up] = _wait_for(prometheus, 'up{job="infra"} == 1')
+def test_real_prometheus_scrapes_up_and_its_p99_matches_the_json_p99(prometheus: tuple[str, str]) -> None:
+    api, metrics_url = prometheus
+    [up] = _wait_for(api, 'up{job="infra"} == 1')
     assert up["value"][1] == "1"  # type: ignore[index]
-    [res] = _wait_for(prometheus, 'histogram_quantile(0.99, infra_test_latency_seconds_bucket{op="uniform"})')
+    [res] = _wait_for(api, 'histogram_quantile(0.99, infra_test_latency_seconds_bucket{op="uniform"})')
     promql_p99 = float(res["value"][1])  # type: ignore[index]
-    [stats] = registry.histogram_stats("infra_test_latency_seconds")
-    json_p99 = stats["p99"]
+    req = urllib.request.Request(metrics_url + "?format=json", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        doc = json.loads(r.read())
+    [fam] = [m for m in doc["metrics"] if m["name"] == "infra_test_latency_seconds"]
+    json_p99 = fam["series"][0]["p99"]
     # 1000 values 1 ms .. 1 s: the p99 (0.99) lies in the (0.75, 1.0] bucket. Prometheus interpolates
     # inside that bucket, our sketch is within 1%: both must agree to the bucket's resolution.
     assert 0.75 < promql_p99 <= 1.0
@@ -101,5 +104,5 @@ def test_real_prometheus_scrapes_up_and_its_p99_matches_the_json_p99(
     assert abs(promql_p99 - json_p99) <= 0.25
     assert json_p99 == pytest.approx(0.99, rel=0.01)
     assert promql_p99 == pytest.approx(0.99, rel=0.01)  # uniform data: linear interpolation is exact
-    [count] = _wait_for(prometheus, 'infra_test_latency_seconds_count{op="uniform"}')
+    [count] = _wait_for(api, 'infra_test_latency_seconds_count{op="uniform"}')
     assert float(count["value"][1]) == 1000  # type: ignore[index]
