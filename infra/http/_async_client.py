@@ -163,7 +163,7 @@ class AsyncPerfClient:
     and a circuit breaker. Responses are our own ``Response`` type whatever backend ran.
     """
 
-    def __init__(self, settings: HTTPSettings | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: HTTPSettings | None = None, *, cache_store: Any = None, **overrides: Any) -> None:
         self._settings = resolve_settings(settings, overrides)
         self._hosts: dict[str, HostState] = {}
         self._session: Any = None
@@ -171,7 +171,8 @@ class AsyncPerfClient:
         self._global: asyncio.Semaphore | None = None
         self._stats = _Stats()
         self._closed = False
-        self._cache: Any = None
+        # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
+        self._cache: Any = cache_store
         if self._settings.http2 or self._settings.http2_hosts:
             import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
 
@@ -295,7 +296,7 @@ class AsyncPerfClient:
         """
         method = method.upper()
         headers, retry_ok = prepare_headers(headers, idempotent)
-        if self._settings.cache.enabled and cache is not False:
+        if cache or (cache is None and self._settings.cache.enabled):
             from infra.http._caching import async_cached_request
 
             return await async_cached_request(

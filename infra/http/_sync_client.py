@@ -114,7 +114,7 @@ class PerfClient:
     can't be cancelled from outside.
     """
 
-    def __init__(self, settings: HTTPSettings | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: HTTPSettings | None = None, *, cache_store: Any = None, **overrides: Any) -> None:
         self._settings = resolve_settings(settings, overrides)
         self._hosts: dict[str, HostState] = {}
         self._hosts_lock = threading.Lock()
@@ -123,6 +123,8 @@ class PerfClient:
         self._global = threading.BoundedSemaphore(self._settings.limits.max_connections)
         self._stats = _Stats()
         self._closed = False
+        # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
+        self._cache: Any = cache_store
         # Built now: httpx.Client() loads TLS roots (~100 ms), which must not eat the first call's deadline.
         self._client("h2" if self._settings.http2 else "h1")
 
@@ -223,7 +225,7 @@ class PerfClient:
         """Send one logical request (with retries) and return the fully read response (see AsyncPerfClient)."""
         method = method.upper()
         headers, retry_ok = prepare_headers(headers, idempotent)
-        if self._settings.cache.enabled and cache is not False:
+        if cache or (cache is None and self._settings.cache.enabled):
             from infra.http._caching import sync_cached_request
 
             return sync_cached_request(

@@ -1,0 +1,185 @@
+"""Response caching through infra.cache (off by default: ``CacheSettings.enabled`` or ``cache=True``).
+
+What is cached: 200 responses to GET, and to POST on routes marked deterministic (the same body always
+gives the same answer: TTS of a text, embeddings), unless the response says ``Cache-Control: no-store``.
+The key is a SHA-256 (``infra.cache.make_key``) over method, URL (query included), body hash and a hash of
+the credentials (Authorization, API-key headers, cookies), so two accounts never share an entry and no
+secret is stored in clear. Cached value: ``{"status", "headers", "body"}`` (safe codec, no pickle).
+Fail open: a cache error is counted in ``failures``, logged once, and the request goes to the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json as _json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from infra.http._policy import CacheSettings
+from infra.http._response import Headers, Response
+
+if TYPE_CHECKING:
+    from infra.http._async_client import AsyncPerfClient
+    from infra.http._sync_client import PerfClient
+
+__all__ = ["async_cached_request", "cache_key", "sync_cached_request"]
+
+log = logging.getLogger("infra.http")
+failures = 0
+_logged = False
+
+#: Request headers that identify the caller; hashed into the key, never stored.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
+#: Request headers that change the representation returned; part of the key.
+VARY_HEADERS = ("accept", "accept-encoding", "accept-language", "content-type")
+#: Response headers not worth replaying from a cache.
+_DROP = frozenset({"set-cookie", "connection", "keep-alive", "transfer-encoding", "date", "content-length"})
+
+
+def _failed(what: str, exc: BaseException) -> None:
+    global failures, _logged
+    failures += 1
+    if not _logged:
+        _logged = True
+        log.warning("infra.http response cache %s failed (counted, request unaffected): %s", what, type(exc).__name__)
+
+
+def _path(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    slash = rest.find("/")
+    path = rest[slash:] if slash != -1 else "/"
+    return path.split("?", 1)[0].split("#", 1)[0]
+
+
+def _deterministic(url: str, routes: tuple[str, ...]) -> bool:
+    path = _path(url)
+    for route in routes:
+        if route.endswith("*"):
+            if path.startswith(route[:-1]) or url.startswith(route[:-1]):
+                return True
+        elif path == route or url.split("?", 1)[0] == route:
+            return True
+    return False
+
+
+def cacheable(method: str, url: str, settings: CacheSettings, force: bool | None) -> bool:
+    """Whether this request may be answered from / stored in the cache."""
+    if force is False:
+        return False
+    if method == "GET":
+        return True
+    return method == "POST" and (force is True or _deterministic(url, settings.deterministic_routes))
+
+
+def cache_key(
+    method: str, url: str, params: Mapping[str, Any] | None, headers: Mapping[str, str] | None,
+    content: bytes | str | None, json: Any, namespace: str,
+) -> str:
+    """SHA-256 key: nothing in it (URL, body, credentials) can be read back out."""
+    from infra.cache import make_key
+
+    low = {k.lower(): str(v) for k, v in (headers or {}).items()}
+    creds = "\n".join(f"{k}:{low[k]}" for k in sorted(CREDENTIAL_HEADERS) if k in low)
+    identity = hashlib.sha256(creds.encode()).hexdigest() if creds else ""
+    if json is not None:
+        body = _json.dumps(json, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    elif isinstance(content, str):
+        body = content.encode()
+    else:
+        body = content or b""
+    query = urlencode(sorted((str(k), str(v)) for k, v in params.items())) if params else ""
+    return make_key(
+        namespace, method, url, query, hashlib.sha256(body).hexdigest(), identity,
+        [low.get(h, "") for h in VARY_HEADERS],
+    )
+
+
+def _storable(response: Response) -> bool:
+    if response.status != 200:
+        return False
+    cc = (response.headers.get("cache-control") or "").lower()
+    return "no-store" not in cc
+
+
+def _to_value(response: Response) -> dict[str, Any]:
+    headers = [[k, v] for k, v in response.headers.raw_items() if k.lower() not in _DROP]
+    return {"status": response.status, "headers": headers, "body": bytes(response.content)}
+
+
+def _from_value(value: Any, response_args: dict[str, Any]) -> Response | None:
+    if not isinstance(value, dict) or not isinstance(value.get("body"), (bytes, bytearray)):
+        return None
+    headers = Headers([(str(k), str(v)) for k, v in value.get("headers", [])])
+    return Response(int(value["status"]), headers, bytes(value["body"]), from_cache=True, **response_args)
+
+
+async def async_cached_request(
+    client: AsyncPerfClient, method: str, url: str, *, params: Any, headers: Any, content: Any, json: Any,
+    retry_ok: bool, deadline: Any, force: bool | None,
+) -> Response:
+    settings = client.settings.cache
+    if not cacheable(method, url, settings, force):
+        return await client._run(method, url, params, headers, content, json, retry_ok, deadline, False)  # type: ignore[return-value]
+    from infra.cache import MISSING
+
+    from infra.http._origin import origin_of
+
+    key = None
+    cache: Any = None
+    try:
+        cache = client._cache if client._cache is not None else _get_cache()
+        key = cache_key(method, url, params, headers, content, json, settings.namespace)
+        hit = await cache.aget(settings.namespace, key, MISSING)
+        if hit is not MISSING:
+            found = _from_value(hit, {"url": url, "method": method, "origin": origin_of(url)})
+            if found is not None:
+                return found
+    except Exception as exc:
+        _failed("lookup", exc)
+    response: Response = await client._run(method, url, params, headers, content, json, retry_ok, deadline, False)  # type: ignore[assignment]
+    if key is not None and _storable(response):
+        try:
+            await cache.aset(settings.namespace, key, _to_value(response), ttl=settings.ttl)
+        except Exception as exc:
+            _failed("store", exc)
+    return response
+
+
+def sync_cached_request(
+    client: PerfClient, method: str, url: str, *, params: Any, headers: Any, content: Any, json: Any,
+    retry_ok: bool, deadline: Any, force: bool | None,
+) -> Response:
+    settings = client.settings.cache
+    if not cacheable(method, url, settings, force):
+        return client._run(method, url, params, headers, content, json, retry_ok, deadline, False)  # type: ignore[no-any-return]
+    from infra.cache import MISSING
+
+    from infra.http._origin import origin_of
+
+    key = None
+    cache: Any = None
+    try:
+        cache = client._cache if client._cache is not None else _get_cache()
+        key = cache_key(method, url, params, headers, content, json, settings.namespace)
+        hit = cache.get(settings.namespace, key, MISSING)
+        if hit is not MISSING:
+            found = _from_value(hit, {"url": url, "method": method, "origin": origin_of(url)})
+            if found is not None:
+                return found
+    except Exception as exc:
+        _failed("lookup", exc)
+    response: Response = client._run(method, url, params, headers, content, json, retry_ok, deadline, False)
+    if key is not None and _storable(response):
+        try:
+            cache.set(settings.namespace, key, _to_value(response), ttl=settings.ttl)
+        except Exception as exc:
+            _failed("store", exc)
+    return response
+
+
+def _get_cache() -> Any:
+    from infra.cache import get_cache
+
+    return get_cache()
