@@ -39,12 +39,20 @@ class EnrichmentWorker:
         songs = self.songs.recommend(emotion["top"], limit=3)
         return {"reflection": reflection, "emotion": emotion, "enrichment": enrichment, "songs": songs}
 
+    def close(self) -> None:
+        self.scorer.close()
+        self.enricher.close()
+        self.songs.close()
+
 
 def main() -> int:
     worker = EnrichmentWorker()
-    for line in sys.stdin:
-        if line.strip():
-            print(json.dumps(worker.process(line.strip())), flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip():
+                print(json.dumps(worker.process(line.strip())), flush=True)
+    finally:
+        worker.close()
     return 0
 
 

@@ -21,6 +21,9 @@ class PostEnricher:
         self.model = model
         self._client = ollama.Client(host=host or os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434"))
 
+    def close(self) -> None:
+        self._client.close()
+
     def enrich(self, text: str, emotion: str) -> dict[str, Any]:
         """Summary, narrative and the tokens both stages generated."""
         r1 = self._client.chat(

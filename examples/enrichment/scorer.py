@@ -48,6 +48,9 @@ class HybridScorer:
             self._anchors = {k: list(v) for k, v in zip(labels, r.embeddings)}
         return self._anchors
 
+    def close(self) -> None:
+        self._client.close()
+
     def score(self, text: str) -> dict[str, Any]:
         """Emotion scores (rounded to 6 places), the top emotion, and the lexicon words found."""
         if not text.strip():

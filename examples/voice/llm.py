@@ -26,3 +26,6 @@ class Responder:
             options={"temperature": 0.3, "num_predict": 60},
         )
         return r.message.content or ""
+
+    async def aclose(self) -> None:
+        await self._client.close()

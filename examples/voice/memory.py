@@ -57,6 +57,9 @@ class OllamaEmbedder:
         r = await self._client.embed(model=self._settings.embed_model, input=text)
         return list(r.embeddings[0])
 
+    async def aclose(self) -> None:
+        await self._client.close()
+
 
 class MemoryExtractor:
     """Assembles the memory block of the prompt from the user's knowledge graph."""

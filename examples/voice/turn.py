@@ -22,7 +22,8 @@ class VoiceTurn:
         self.settings = settings or Settings()
         self.stt = STTClient(self.settings)
         self.store = SearchStore(self.settings)
-        self.memory = MemoryExtractor(self.store, OllamaEmbedder(self.settings), self.settings)
+        self.embedder = OllamaEmbedder(self.settings)
+        self.memory = MemoryExtractor(self.store, self.embedder, self.settings)
         self.responder = Responder(self.settings)
         self.tts = TTSClient(self.settings)
 
@@ -35,6 +36,8 @@ class VoiceTurn:
 
     async def aclose(self) -> None:
         await self.store.aclose()
+        await self.embedder.aclose()
+        await self.responder.aclose()
         await self.tts.aclose()
 
 
