@@ -186,7 +186,7 @@ class BucketLayout:
                 for j, c in enumerate(parts):
                     le[i + j] += c
             total += s.sum
-        return le, total
+        return le, float(total)
 
 
 class HistogramChild(_Child):
@@ -296,7 +296,8 @@ class HistogramChild(_Child):
                 bins = dict(s.bins)
                 for k, parts in tuple(s.split.items()):
                     bins[k] = bins.get(k, 0) + sum(parts)
-                out.append((bins, s.zero, s.sum, s.min, s.max))
+                # float(): observe() stores what it was given (numpy scalars too); reads hand out floats.
+                out.append((bins, s.zero, float(s.sum), float(s.min), float(s.max)))
             return out
 
         sk = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)

@@ -10,9 +10,10 @@ from ..metrics.exposition import negotiate, render
 
 __all__ = ["Response", "authorized", "metrics_response", "series_count"]
 
-# Above this many series a scrape renders on a worker thread instead of the event loop. Rendering
-# 1000 histogram series takes a few ms (bench/bench_metrics.py), so small registries stay inline.
-INLINE_RENDER_MAX_SERIES = 256
+# Above this many series a scrape renders on a worker thread instead of the event loop. Text for 1000
+# histogram series takes ~17-60 ms (bench/bench_metrics.py; more sketch keys per series cost more), so
+# 64 series stay well under a few ms inline, and a thread hop per scrape costs nothing that matters.
+INLINE_RENDER_MAX_SERIES = 64
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 

@@ -138,7 +138,11 @@ def serve_metrics(
         raise ValueError("token must be a non-empty string or None")
     if not _is_loopback(host) and token is None:
         log.warning("serving /metrics on non-loopback %s:%s without a bearer token", host, port)
-    server = _Server((host, int(port)), registry, token)
+    try:
+        server = _Server((host, int(port)), registry, token)
+    except OSError as exc:
+        # Keep errno (callers check EADDRINUSE) but say which address, which the bare error doesn't.
+        raise OSError(exc.errno, f"cannot serve /metrics on {host}:{port}: {exc.strerror}") from exc
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"infra-metrics-{port}", daemon=True
     )

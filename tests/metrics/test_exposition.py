@@ -150,3 +150,20 @@ def test_help_with_quotes_is_escaped_only_where_the_format_requires() -> None:
     reg.gauge("g", 'say "hi"\\ now\nnext')
     assert '# HELP g say "hi"\\\\ now\\nnext' in render_text(reg)
     assert '# HELP g say \\"hi\\"\\\\ now\\nnext' in render_openmetrics(reg)
+
+
+def test_numpy_scalars_observed_render_in_every_format() -> None:
+    """ML pipelines hand over numpy scalars; float32 isn't a float subclass, so reads must convert."""
+    import numpy as np
+
+    reg = MetricsRegistry()
+    h = reg.histogram("h_seconds")
+    h.observe(np.float64(0.5))
+    h.observe(np.float32(0.25))
+    reg.counter("c_total").inc(np.int64(2))
+    reg.gauge("g").set(np.float32(3))
+    assert "h_seconds_sum 0.75" in render_text(reg)
+    list(parse_openmetrics(render_openmetrics(reg)))
+    doc = json.loads(render(reg, "json")[0])
+    [series] = next(m for m in doc["metrics"] if m["name"] == "h_seconds")["series"]
+    assert series["min"] == 0.25 and series["max"] == 0.5

@@ -43,14 +43,14 @@ async def test_asgi_app_renders_large_registries_off_the_event_loop() -> None:
     """Past the inline limit the render runs in the default executor; the answer is the same."""
     reg = MetricsRegistry()
     c = reg.counter("many_total", "", ("i",))
-    for i in range(600):
+    for i in range(200):
         c.labels(str(i)).inc()
     app = make_asgi_app(reg)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
     ) as client:
         r = await client.get("/")
-    assert r.status_code == 200 and r.text.count("many_total{") == 600
+    assert r.status_code == 200 and r.text.count("many_total{") == 200
 
 
 def test_default_app_and_handler_exist_for_the_process_wide_registry() -> None:

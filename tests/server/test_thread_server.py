@@ -102,3 +102,15 @@ def test_from_config_reads_host_port_and_the_token_from_the_named_env_var(
     with srv:
         assert _get(srv.url)[0] == 401
         assert _get(srv.url, {"Authorization": "Bearer from-env"})[0] == 200
+
+
+def test_a_taken_port_raises_oserror_naming_the_address() -> None:
+    import errno
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot serve /metrics on 127.0.0.1:{port}") as info:
+            serve_metrics(port=port)
+        assert info.value.errno == errno.EADDRINUSE
