@@ -1,0 +1,157 @@
+"""The server goes away mid-run: calls still return correct results, errors are counted, the backend fails
+fast while down (no connect timeout per call) and recovers by itself once the server is back.
+
+Redis: our own redis-server, killed and restarted on the same port. PostgreSQL: the shared cluster is never
+stopped; sessions are killed with pg_terminate_backend, and a TCP proxy in front of it is stopped (every
+connection dropped, new ones refused) and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from infra.cache import Cache, CacheSettings
+from infra.cache.backend import CacheBackend, StoredEntry
+from infra.errors import CacheError
+
+from ._servers import RedisServer, TcpProxy
+from .conftest import unique_prefix, via_proxy
+
+pytestmark = pytest.mark.services
+
+NS = "api"
+
+
+def make_cache(backend: CacheBackend) -> Cache:
+    return Cache(CacheSettings(backend=backend.name, signing_key=b"k"), backend=backend, export_metrics=False)
+
+
+def run_calls(cache: Cache, keys: range, calls: list[str]) -> list[Any]:
+    def compute(k: int) -> Callable[[], str]:
+        def f() -> str:
+            calls.append(f"k{k}")
+            return f"value-{k}"
+
+        return f
+
+    return [cache.get_or_compute(NS, f"k{k}", compute(k)) for k in keys]
+
+
+def wait_until_backend_works(backend: CacheBackend, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            backend.set(NS, "probe", StoredEntry(b"p", 1))
+            if backend.get(NS, "probe") is not None:
+                return
+        except CacheError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("backend did not recover")
+        time.sleep(0.05)
+
+
+def check_outage(cache: Cache, backend: CacheBackend, calls: list[str], first: int) -> None:
+    """During an outage: right results, computations run, errors counted, and fast failure."""
+    before = cache.namespace_stats(NS)["errors"]
+    out = run_calls(cache, range(first, first + 10), calls)
+    assert out == [f"value-{k}" for k in range(first, first + 10)]
+    assert calls[-10:] == [f"k{k}" for k in range(first, first + 10)]
+    assert cache.namespace_stats(NS)["errors"] > before
+    assert backend.gate.down  # type: ignore[attr-defined]
+    with pytest.raises(CacheError, match="unavailable"):
+        backend.get(NS, "k0")  # refused by the gate, no connect attempt
+
+
+def check_recovery(cache: Cache, backend: CacheBackend, calls: list[str], first: int) -> None:
+    """Back to normal: computed once, then served from the store to a cache with an empty L1."""
+    wait_until_backend_works(backend)
+    n = len(calls)
+    keys = range(first, first + 5)
+    assert run_calls(cache, keys, calls) == [f"value-{k}" for k in keys]
+    fresh = make_cache(backend)
+    assert run_calls(fresh, keys, calls) == [f"value-{k}" for k in keys]
+    assert len(calls) == n + 5
+
+
+def test_redis_killed_mid_run_then_restarted(own_redis: RedisServer) -> None:
+    from infra.cache.backends.redis import RedisBackend
+
+    backend = RedisBackend(url=own_redis.url, prefix=unique_prefix())
+    cache = make_cache(backend)
+    calls: list[str] = []
+    try:
+        assert run_calls(cache, range(10), calls) == [f"value-{k}" for k in range(10)]
+        own_redis.stop()
+        check_outage(cache, backend, calls, 10)
+        own_redis.start()
+        check_recovery(cache, backend, calls, 100)
+    finally:
+        cache.close()
+
+
+def test_postgres_sessions_terminated_then_proxy_stopped_and_restarted(
+    pg_cache_dsn: str, pg_proxy: TcpProxy
+) -> None:
+    from infra.cache.backends.postgres import PostgresBackend
+
+    backend = PostgresBackend(dsn=via_proxy(pg_cache_dsn, pg_proxy), table=unique_prefix())
+    cache = make_cache(backend)
+    calls: list[str] = []
+    try:
+        assert run_calls(cache, range(10), calls) == [f"value-{k}" for k in range(10)]
+        # 1. the server kills our sessions (admin_shutdown); the server itself stays up
+        asyncio.run(_terminate_sessions(pg_cache_dsn))
+        out = run_calls(cache, range(20, 25), calls)
+        assert out == [f"value-{k}" for k in range(20, 25)]
+        check_recovery(cache, backend, calls, 100)
+        # 2. the server goes away entirely (every connection dropped, new ones refused)
+        pg_proxy.stop()
+        check_outage(cache, backend, calls, 40)
+        pg_proxy.start()
+        check_recovery(cache, backend, calls, 200)
+    finally:
+        cache.close()
+
+
+async def test_postgres_async_path_recovers_on_the_callers_loop(pg_cache_dsn: str, pg_proxy: TcpProxy) -> None:
+    from infra.cache.backends.postgres import PostgresBackend
+
+    backend = PostgresBackend(dsn=via_proxy(pg_cache_dsn, pg_proxy), table=unique_prefix(), listen=False)
+    try:
+        await backend.aset(NS, "k", StoredEntry(b"v", 1))
+        pg_proxy.stop()
+        with pytest.raises(CacheError):
+            await backend.aget(NS, "k")
+        with pytest.raises(CacheError, match="unavailable"):
+            await backend.aget(NS, "k")
+        pg_proxy.start()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                got = await backend.aget(NS, "k")
+                break
+            except CacheError:
+                assert time.monotonic() < deadline, "no recovery"
+                await asyncio.sleep(0.05)
+        assert got is not None and got.payload == b"v"
+    finally:
+        await backend.aclose()
+
+
+async def _terminate_sessions(dsn: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'infra-cache'"
+        )
+    finally:
+        await conn.close()
