@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,7 @@ def import_target(target: str, *, where: str) -> type:
     return obj
 
 
-def plan_methods(cls: type, methods: tuple[str, ...] | list[str], *, where: str) -> list[MethodPlan]:
+def plan_methods(cls: type, methods: Sequence[str], *, where: str) -> list[MethodPlan]:
     """Check each listed method exists on ``cls`` and can be cached; return how to wrap each one."""
     if isinstance(methods, str):
         raise WrapError(f"{where}: methods must be a list of names, got the string {methods!r}")

@@ -181,7 +181,7 @@ def cached_class(
     if not isinstance(cls, type):
         raise TypeError(f"cached_class() takes a class, got {type(cls).__name__}")
     label = where or describe_entry(None, f"{cls.__module__}.{cls.__qualname__}")
-    plans = plan_methods(cls, tuple(methods), where=label)
+    plans = plan_methods(cls, methods if isinstance(methods, str) else tuple(methods), where=label)
     if cache is None and _layer_off():
         return cls
     base = MethodSettings(namespace=namespace, ttl=ttl, version=version, include_self=include_self)
