@@ -10,8 +10,8 @@ Contract every backend keeps (the SQLite backend is the reference implementation
 * **Keys** are ``(namespace, key)``: ``namespace`` a short name, ``key`` an opaque ``str`` (usually the 64-hex
   digest from ``make_key``). The same key in two namespaces is two entries.
 * **Reads never write.** ``get`` / ``get_many`` return only live entries (not expired, current generation);
-  access-time bookkeeping for LRU must be batched off the read path (``touch`` records, a later write or a
-  background step flushes).
+  a backend that keeps LRU access times records hits in memory and writes them later in batches (the SQLite
+  backend's maintenance thread does), never on the read path.
 * **Invalidation is O(1)**: ``invalidate(namespace)`` bumps the namespace's generation; entries of older
   generations are misses from then on and are removed later by ``purge``. Every process (every host, for
   shared backends) sees the new generation; ``generations()`` lets ``Cache`` notice invalidations made
@@ -115,9 +115,6 @@ class CacheBackend(abc.ABC):
             if e is not None:
                 out[k] = e
         return out
-
-    def touch(self, namespace: str, key: str) -> None:  # noqa: B027 - optional hook, default no-op
-        """Record an access for LRU (batched; must not write synchronously). Default: nothing."""
 
     # ------------------------------------------------------------------ writes
     @abc.abstractmethod

@@ -198,6 +198,26 @@ class Cache:
                 self._l1.clear(name)
 
     # ------------------------------------------------------------------ lookups (shared core)
+    def l1_hit(self, namespace: str, key: str) -> Any:
+        """The value if it is a live L1 entry (counted as a hit), else ``MISSING`` and nothing counted.
+
+        The shortest path the cache has: ``@cached`` tries it before ``get_or_compute``. Anything
+        unusual (generation poll due, unknown namespace, expired) is left to the full path.
+        """
+        e = self._l1._data.get((namespace, key))
+        if e is None:
+            return MISSING
+        ns = self._ns.get(namespace)
+        now = _time()
+        if ns is None or now >= self._next_gen_check or e[2] != ns.gen or (e[1] is not None and e[1] <= now):
+            return MISSING
+        try:
+            self._l1._data.move_to_end((namespace, key))
+        except KeyError:  # evicted by another thread meanwhile: still a valid answer
+            pass
+        ns.stats.hit(e[3])
+        return e[0]
+
     def _l1_get(self, ns: _Namespace, key: str, now: float) -> Any:
         e = self._l1.get((ns.name, key))
         if e is not None and e[2] == ns.gen and (e[1] is None or e[1] > now):
@@ -215,10 +235,6 @@ class Cache:
             ns.stats.error("decode", exc)
             return MISSING
         self._l1.set((ns.name, key), (value, se.expires_at, ns.gen, se.cost, len(se.payload)))
-        b = self.backend
-        if b is not None:
-            with contextlib.suppress(Exception):
-                b.touch(ns.name, key)
         ns.stats.hit(se.cost)
         return value
 

@@ -9,10 +9,10 @@ The hit path is kept short because it runs on every call:
 
 * binding plans are computed once per function (no ``inspect.Signature.bind`` for plain positional /
   keyword calls);
-* calls whose arguments are all ``str`` / ``bytes`` / ``int`` / ``bool`` / ``None`` map, through a bounded
-  per-function memo keyed by the exact arguments and their types, straight to their SHA-256 key, so a
-  repeated call skips canonicalisation and hashing (the memo holds keys, never results, so invalidation
-  and TTL are unaffected);
+* calls whose arguments are plain values (str, bytes, int, float, bool, None, and dicts / lists / tuples
+  of them) map, through a bounded per-function memo keyed by the exact arguments and their types,
+  straight to their SHA-256 key, so a repeated call skips canonicalisation and hashing (the memo holds
+  keys, never results, so invalidation and TTL are unaffected);
 * an L1 hit then costs one dict lookup.
 
 An argument with no canonical encoding makes the call run uncached: the ``uncacheable`` counter rises and
@@ -36,9 +36,43 @@ log = logging.getLogger("infra.cache")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_FAST = frozenset({str, bytes, int, bool, type(None)})
 _MEMO_MAX = 1024
 _PK = inspect.Parameter
+
+
+class _NotPlain(Exception):
+    """An argument the key memo can't represent (it then takes the full canonical path)."""
+
+
+_NOT_PLAIN = _NotPlain()
+_SCALARS = frozenset({str, bytes, int, bool, float, type(None)})
+
+
+def _fid(x: Any) -> Any:
+    """Exact, typed, hashable stand-in for a plain value (str, bytes, numbers, None, containers)."""
+    t = type(x)
+    if t is str or t is bytes:
+        return (t, x)
+    if t is int or t is bool or x is None:
+        return (t, x)
+    if t is float:
+        return (float, x if x else x.hex())
+    if t is dict:
+        # Common case (an options dict of scalars) without a call per item: items plus their exact types.
+        # Zero-valued floats (0.0 == -0.0 == 0 == False) and float keys take the per-item path.
+        kt = tuple(map(type, x))
+        vt = tuple(map(type, x.values()))
+        if (
+            _SCALARS.issuperset(vt)
+            and _SCALARS.issuperset(kt)
+            and float not in kt
+            and (float not in vt or 0 not in x.values())
+        ):
+            return (dict, tuple(x.items()), kt, vt)
+        return (dict, tuple([(_fid(k), _fid(v)) for k, v in x.items()]))
+    if t is tuple or t is list:
+        return (t, tuple([_fid(v) for v in x]))
+    raise _NOT_PLAIN
 
 
 class _Plan:
@@ -103,17 +137,21 @@ class _KeyMaker:
         self.warned = False
 
     def fast_id(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Hashable identity of the call when every argument has a simple exact type, else None."""
+        """Hashable identity of the call, or None when an argument is not a plain value.
+
+        Equal identities must mean equal keys, so every value carries its exact type (``1``, ``True`` and
+        ``1.0`` compare equal in Python but key differently), and floats that compare equal yet key
+        differently (``0.0`` / ``-0.0``) go by their hex form. A NaN never equals itself, so a call with
+        one simply misses the memo and takes the full path.
+        """
         a = args[self.skip :] if self.skip else args
-        for x in a:
-            if type(x) not in _FAST:
-                return None
-        if kwargs:
-            for x in kwargs.values():
-                if type(x) not in _FAST:
-                    return None
-            return (tuple(map(type, a)), a, tuple(kwargs.items()), tuple(map(type, kwargs.values())))
-        return (tuple(map(type, a)), a)
+        try:
+            ids = tuple([x if type(x) is str else _fid(x) for x in a])
+            if kwargs:
+                return (ids, tuple([(k, x if type(x) is str else _fid(x)) for k, x in kwargs.items()]))
+        except _NotPlain:
+            return None
+        return ids
 
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         fid = self.fast_id(args, kwargs)
@@ -208,6 +246,9 @@ def cached(
                 k = key_or_none(c, args, kwargs)
                 if k is None:
                     return await func(*args, **kwargs)
+                v = c.l1_hit(namespace, k)
+                if v is not MISSING:
+                    return v
                 return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
 
             wrapper: Any = awrapper
@@ -221,6 +262,9 @@ def cached(
                 k = key_or_none(c, args, kwargs)
                 if k is None:
                     return func(*args, **kwargs)
+                v = c.l1_hit(namespace, k)
+                if v is not MISSING:
+                    return v
                 return c.get_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
 
             wrapper = swrapper
@@ -235,5 +279,3 @@ def cached(
         return decorate(fn)
     return decorate
 
-
-_ = MISSING  # re-exported for callers that compare results of Cache.get

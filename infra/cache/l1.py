@@ -49,8 +49,10 @@ class L1Cache:
         return e
 
     def set(self, k: tuple[str, str], entry: L1Entry) -> None:
+        if self.max_items <= 0:
+            return  # L1 disabled: nothing is ever stored, so nothing to replace
         size = entry[4]
-        if self.max_items <= 0 or size > self.max_bytes:
+        if size > self.max_bytes:
             self.delete(k)
             return
         with self._lock:

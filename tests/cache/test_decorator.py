@@ -205,3 +205,27 @@ def test_fast_path_key_equals_full_encoding_key(cache: Cache) -> None:
 
         assert fast == function_key("inference", km.qualname, km.plan.arguments(args, kw), None)
     assert f(1) == 1 and f(True) is True  # 1 and True must not share the memo entry
+
+
+def test_key_memo_never_merges_values_that_key_differently(cache: Cache) -> None:
+    """1 / True / 1.0, 0.0 / -0.0, tuple / list, dict value types: each its own entry even via the memo."""
+    calls: list[Any] = []
+
+    @cached(cache=cache)
+    def f(x: Any, opts: dict[str, Any] | None = None) -> str:
+        calls.append((x, opts))
+        return repr((x, opts))
+
+    cases = [
+        (1, None), (True, None), (1.0, None), (0.0, None), (-0.0, None), ((1,), None), ([1], None),
+        ("a", {"n": 1}), ("a", {"n": True}), ("a", {"n": 1.0}), ("a", {"n": [1]}), ("a", {"n": (1,)}),
+    ]
+    for _ in range(2):
+        for x, o in cases:
+            assert f(x, opts=o) == repr((x, o))
+    assert len(calls) == len(cases)
+    km = f._keymaker  # type: ignore[attr-defined]
+    for x, o in cases:
+        memo_key = km.key((x,), {"opts": o})
+        km.memo.clear()
+        assert memo_key == km.key((x,), {"opts": o})

@@ -1,0 +1,374 @@
+"""Cache benchmark: infra.cache side by side with diskcache 5.6 and LangChain's SQLiteCache, in one run.
+
+    python bench/bench_cache.py            # full run (about a minute)
+    python bench/bench_cache.py --quick    # smoke run (a few seconds)
+
+Contenders run in interleaved rounds (ours, peer, ours, peer ...) on the same machine state, values of
+100 B - 1 KB. Per-operation times are taken with perf_counter_ns; the timer's own cost (measured on an
+empty call) is subtracted. Prints medians, p99 and ratios ours/peer, then a markdown table.
+
+Targets (issue 3): L2 hit p50 <= 0.8x diskcache get; @cached hit with L1 cold <= 0.7x a diskcache memoize
+hit and with L1 warm <= 2 us; set p50 <= 0.5x diskcache set; two writer processes: set p99 <= 5 ms and
+max <= 50 ms; stats on cost <= 5% of a hit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from infra.cache import Cache, CacheSettings, cached  # noqa: E402
+
+Timer = Callable[[int], Any]
+
+
+def _overhead() -> float:
+    f = lambda i: None  # noqa: E731
+    ts = []
+    for i in range(20000):
+        t = time.perf_counter_ns()
+        f(i)
+        ts.append(time.perf_counter_ns() - t)
+    return float(statistics.median(ts))
+
+
+def _time(fn: Timer, n: int, offset: int, overhead: float) -> list[float]:
+    out = []
+    pc = time.perf_counter_ns
+    for i in range(offset, offset + n):
+        t = pc()
+        fn(i)
+        out.append((pc() - t - overhead) / 1000.0)
+    return out
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+class Result:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.samples: list[float] = []
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p99(self) -> float:
+        return _pct(self.samples, 0.99)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples)
+
+
+def interleave(contenders: dict[str, Timer], rounds: int, n: int, overhead: float, per: dict[str, int] | None = None) -> dict[str, Result]:
+    res = {k: Result(k) for k in contenders}
+    names = list(contenders)
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for k in order:
+            m = (per or {}).get(k, n)
+            res[k].samples += _time(contenders[k], m, r * m, overhead)
+    return res
+
+
+# ---------------------------------------------------------------------------------- contenders
+def _values(count: int, seed: int = 1) -> list[str]:
+    rnd = random.Random(seed)
+    return ["".join(rnd.choice("abcdefghij ") for _ in range(rnd.randint(100, 1024))) for _ in range(count)]
+
+
+def _langchain() -> tuple[Any, Any] | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from langchain_community.cache import SQLiteCache
+            from langchain_core.outputs import Generation
+        return SQLiteCache, Generation
+    except Exception:  # noqa: BLE001 - peer not installed: skipped with a note
+        return None
+
+
+def bench_reads(tmp: str, quick: bool, overhead: float) -> dict[str, dict[str, Result]]:
+    import diskcache
+
+    n_keys = 500 if quick else 2000
+    vals = _values(n_keys)
+    keys = [f"{i:064x}" for i in range(n_keys)]
+    ours_l2 = Cache(CacheSettings(path=f"{tmp}/ours/cache.db", memory_items=0), export_metrics=True)
+    ours_l2_nostats = Cache(CacheSettings(path=f"{tmp}/ours/cache.db", memory_items=0), stats=False)
+    ours_l1 = Cache(CacheSettings(path=f"{tmp}/ours/cache.db"))
+    ours_l1_nostats = Cache(CacheSettings(path=f"{tmp}/ours/cache.db"), stats=False)
+    ours_l2.set_many("bench", dict(zip(keys, vals)))
+    dc = diskcache.Cache(f"{tmp}/dc")
+    dc_stats = diskcache.Cache(f"{tmp}/dc_stats", statistics=True)
+    for k, v in zip(keys, vals):
+        dc.set(k, v)
+        dc_stats.set(k, v)
+    for k in keys:
+        ours_l1.get("bench", k)
+        ours_l1_nostats.get("bench", k)
+    raw = sqlite3.connect(f"{tmp}/raw.db", isolation_level=None)
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+    raw.executemany("INSERT INTO t VALUES (?, ?)", [(i, v.encode()) for i, v in enumerate(vals)])
+    lc = _langchain()
+    contenders: dict[str, Timer] = {
+        "ours L2 get": lambda i: ours_l2.get("bench", keys[i % n_keys]),
+        "diskcache get": lambda i: dc.get(keys[i % n_keys]),
+        "raw sqlite3 PK SELECT": lambda i: raw.execute("SELECT v FROM t WHERE id = ?", (i % n_keys,)).fetchone(),
+    }
+    per: dict[str, int] = {}
+    if lc is not None:
+        SQLiteCache, Generation = lc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lcc = SQLiteCache(database_path=f"{tmp}/lc.db")
+            for k, v in zip(keys[:200], vals[:200]):
+                lcc.update(k, "llm-params", [Generation(text=v)])
+
+        def lc_lookup(i: int) -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return lcc.lookup(keys[i % 200], "llm-params")
+
+        contenders["langchain SQLiteCache lookup"] = lc_lookup
+        per["langchain SQLiteCache lookup"] = 20 if quick else 100
+    rounds, n = (3, 300) if quick else (9, 2000)
+    l2 = interleave(contenders, rounds, n, overhead, per)
+    stats = interleave(
+        {
+            "L1 hit, stats on": lambda i: ours_l1.get("bench", keys[i % n_keys]),
+            "L1 hit, stats off": lambda i: ours_l1_nostats.get("bench", keys[i % n_keys]),
+            "L2 hit, stats on": lambda i: ours_l2.get("bench", keys[i % n_keys]),
+            "L2 hit, stats off": lambda i: ours_l2_nostats.get("bench", keys[i % n_keys]),
+            "diskcache get, statistics on": lambda i: dc_stats.get(keys[i % n_keys]),
+        },
+        rounds, n, overhead,
+    )
+    for c in (ours_l2, ours_l2_nostats, ours_l1, ours_l1_nostats):
+        c.close()
+    dc.close()
+    dc_stats.close()
+    raw.close()
+    return {"l2": l2, "stats": stats}
+
+
+def bench_decorator(tmp: str, quick: bool, overhead: float) -> dict[str, Result]:
+    import diskcache
+
+    cold = Cache(CacheSettings(path=f"{tmp}/deco/cache.db", memory_items=0))
+    warm = Cache(CacheSettings(path=f"{tmp}/deco/cache.db"))
+    dc = diskcache.Cache(f"{tmp}/dc_memo")
+    prompt = _values(1, seed=5)[0].ljust(1000, "x")[:1000]
+    options = {"num_ctx": 4096, "temperature": 0.3, "num_predict": 120}
+
+    def generate(prompt: str, model: str = "llama3", options: dict[str, Any] | None = None) -> str:
+        return "answer " * 50
+
+    ours_cold = cached(namespace="inference", cache=cold)(generate)
+    ours_cold_memo = cached(namespace="inference", cache=cold)(lambda prompt, model="llama3": "answer " * 50)
+    ours_warm = cached(namespace="inference", cache=warm)(generate)
+    dc_memo = dc.memoize()(generate)
+    ours_cold(prompt, options=options)
+    ours_cold_memo(prompt)
+    ours_warm(prompt, options=options)
+    dc_memo(prompt, options=options)
+    rounds, n = (3, 300) if quick else (9, 2000)
+    res = interleave(
+        {
+            "ours @cached hit, L1 cold (dict arg: full canonicalise + SHA-256)": lambda i: ours_cold(prompt, options=options),
+            "ours @cached hit, L1 cold (str args: key memo)": lambda i: ours_cold_memo(prompt),
+            "ours @cached hit, L1 warm": lambda i: ours_warm(prompt, options=options),
+            "diskcache memoize hit": lambda i: dc_memo(prompt, options=options),
+        },
+        rounds, n, overhead,
+    )
+    cold.close()
+    warm.close()
+    dc.close()
+    return res
+
+
+def bench_sets(tmp: str, quick: bool, overhead: float) -> dict[str, Result]:
+    import diskcache
+
+    vals = _values(256, seed=3)
+    ours = Cache(CacheSettings(path=f"{tmp}/set_ours/cache.db", memory_items=0))
+    dc = diskcache.Cache(f"{tmp}/set_dc")
+    lc = _langchain()
+    contenders: dict[str, Timer] = {
+        "ours set": lambda i: ours.set("bench", f"{i:064x}", vals[i % 256]),
+        "diskcache set": lambda i: dc.set(f"{i:064x}", vals[i % 256]),
+    }
+    per: dict[str, int] = {}
+    if lc is not None:
+        SQLiteCache, Generation = lc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lcc = SQLiteCache(database_path=f"{tmp}/lc_set.db")
+
+        def lc_update(i: int) -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                lcc.update(f"{i:064x}", "llm-params", [Generation(text=vals[i % 256])])
+
+        contenders["langchain SQLiteCache update"] = lc_update
+        per["langchain SQLiteCache update"] = 20 if quick else 100
+    rounds, n = (3, 300) if quick else (9, 1000)
+    res = interleave(contenders, rounds, n, overhead, per)
+    ours.close()
+    dc.close()
+    return res
+
+
+_WRITER = r"""
+import json, sys, time, random
+sys.path.insert(0, sys.argv[5])
+kind, path, n, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+vals = ["".join(random.choice("abcdef") for _ in range(random.randint(100, 1024))) for _ in range(64)]
+if kind == "ours":
+    from infra.cache import Cache, CacheSettings
+    c = Cache(CacheSettings(path=path, memory_items=0))
+    op = lambda i: c.set("bench", f"{random.getrandbits(128):064x}", vals[i % 64])
+else:
+    import diskcache
+    c = diskcache.Cache(path)
+    op = lambda i: c.set(f"{random.getrandbits(128):064x}", vals[i % 64])
+op(0)
+while time.time() < start:
+    time.sleep(0.0005)
+out = []
+pc = time.perf_counter_ns
+for i in range(n):
+    t = pc(); op(i); out.append((pc() - t) / 1000.0)
+print(json.dumps(out))
+c.close()
+"""
+
+
+def bench_two_writers(tmp: str, quick: bool) -> dict[str, Result]:
+    res = {"ours set, 2 writer processes": Result("ours"), "diskcache set, 2 writer processes": Result("dc")}
+    n = 500 if quick else 3000
+    rounds = 1 if quick else 3
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for r in range(rounds):
+        for kind, name in (("ours", "ours set, 2 writer processes"), ("dc", "diskcache set, 2 writer processes"))[:: 1 if r % 2 == 0 else -1]:
+            path = f"{tmp}/w_{kind}_{r}/cache.db" if kind == "ours" else f"{tmp}/w_{kind}_{r}"
+            if kind == "ours":
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                Cache(CacheSettings(path=path)).close()
+            else:
+                import diskcache
+
+                diskcache.Cache(path).close()
+            start = time.time() + 1.0
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", _WRITER, kind, path, str(n), str(start), repo], stdout=subprocess.PIPE, text=True
+                )
+                for _ in range(2)
+            ]
+            for p in procs:
+                out, _ = p.communicate(timeout=110)
+                res[name].samples += json.loads(out)
+    return res
+
+
+# ---------------------------------------------------------------------------------- report
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="few rounds, for a smoke run")
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    args = ap.parse_args()
+    import diskcache
+
+    tmp = tempfile.mkdtemp(prefix="bench_cache_")
+    t0 = time.time()
+    try:
+        overhead = _overhead()
+        reads = bench_reads(tmp, args.quick, overhead)
+        deco = bench_decorator(tmp, args.quick, overhead)
+        sets = bench_sets(tmp, args.quick, overhead)
+        writers = bench_two_writers(tmp, args.quick)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lc_note = "" if _langchain() is not None else " (langchain-community not installed: peer skipped)"
+    print(f"# infra.cache vs diskcache {diskcache.__version__}{lc_note}; python {sys.version.split()[0]}, "
+          f"sqlite {sqlite3.sqlite_version}; timer overhead {overhead:.0f} ns subtracted; {time.time() - t0:.0f} s\n")
+
+    rows: list[tuple[str, str, float, float, float, str, str]] = []
+
+    def add(group: str, res: dict[str, Result], base: str | None, target: str = "") -> None:
+        for name, r in res.items():
+            ratio = f"{r.p50 / res[base].p50:.2f}x" if base and name != base else ""
+            rows.append((group, name, r.p50, r.p99, r.max, ratio, target if ratio else ""))
+
+    l2 = reads["l2"]
+    add("L2 hit", l2, "diskcache get", "<= 0.8x diskcache")
+    add("@cached hit", deco, "diskcache memoize hit", "cold <= 0.7x; warm <= 2 us")
+    add("set", sets, "diskcache set", "<= 0.5x diskcache")
+    add("2 writers", writers, "diskcache set, 2 writer processes", "p99 <= 5 ms, max <= 50 ms")
+    st = reads["stats"]
+    add("stats cost", st, None)
+
+    def ratio(a: str, b: str, res: dict[str, Result]) -> float:
+        return res[a].p50 / res[b].p50
+
+    checks = [
+        ("L2 hit p50 / diskcache get p50", ratio("ours L2 get", "diskcache get", l2), 0.8),
+        ("L2 hit p50 / raw sqlite3 PK SELECT p50 (floor)", ratio("ours L2 get", "raw sqlite3 PK SELECT", l2), None),
+        ("@cached L1-cold hit (full key) / diskcache memoize hit",
+         ratio("ours @cached hit, L1 cold (dict arg: full canonicalise + SHA-256)", "diskcache memoize hit", deco), 0.7),
+        ("@cached L1-cold hit (key memo) / diskcache memoize hit",
+         ratio("ours @cached hit, L1 cold (str args: key memo)", "diskcache memoize hit", deco), 0.7),
+        ("@cached L1-warm hit p50 (us)", deco["ours @cached hit, L1 warm"].p50, 2.0),
+        ("set p50 / diskcache set p50", ratio("ours set", "diskcache set", sets), 0.5),
+        ("2 writers: ours set p99 (ms)", writers["ours set, 2 writer processes"].p99 / 1000, 5.0),
+        ("2 writers: ours set max (ms)", writers["ours set, 2 writer processes"].max / 1000, 50.0),
+        ("2 writers: diskcache set max (ms)", writers["diskcache set, 2 writer processes"].max / 1000, None),
+        ("stats cost on an L1 hit (on/off - 1)", ratio("L1 hit, stats on", "L1 hit, stats off", st) - 1, 0.05),
+        ("stats cost on an L2 hit (on/off - 1)", ratio("L2 hit, stats on", "L2 hit, stats off", st) - 1, 0.05),
+        ("diskcache statistics=True get / diskcache get", st["diskcache get, statistics on"].p50 / l2["diskcache get"].p50, None),
+    ]
+    if "langchain SQLiteCache lookup" in l2:
+        checks.insert(1, ("L2 hit p50 / langchain SQLiteCache lookup p50", ratio("ours L2 get", "langchain SQLiteCache lookup", l2), None))
+    if "langchain SQLiteCache update" in sets:
+        checks.append(("set p50 / langchain SQLiteCache update p50", ratio("ours set", "langchain SQLiteCache update", sets), None))
+
+    print("| group | operation | p50 (us) | p99 (us) | max (us) | ratio ours/peer (p50) | target |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for g, name, p50, p99, mx, rt, tg in rows:
+        print(f"| {g} | {name} | {p50:.2f} | {p99:.2f} | {mx:.0f} | {rt} | {tg} |")
+    print("\n| check | value | target | met |")
+    print("|---|---:|---:|---|")
+    for name, value, target in checks:
+        met = "" if target is None else ("yes" if value <= target else "NO")
+        tv = "" if target is None else f"<= {target:g}"
+        print(f"| {name} | {value:.3f} | {tv} | {met} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "checks": checks}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
