@@ -109,6 +109,9 @@ class CounterChild(_Child):
     def _reset(self) -> None:
         self._set.clear()
 
+    def _after_fork(self) -> None:
+        self._set.after_fork()
+
 
 class GaugeChild(_Child):
     """A bound gauge series (lock-protected: ``set`` is last-writer-wins and can't be sharded)."""
@@ -138,6 +141,9 @@ class GaugeChild(_Child):
 
     def _reset(self) -> None:
         self.set(0.0)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
 
 class BucketLayout:
@@ -308,6 +314,9 @@ class HistogramChild(_Child):
     def _reset(self) -> None:
         self._set.clear()
 
+    def _after_fork(self) -> None:
+        self._set.after_fork()
+
 
 class _Metric:
     """Shared by Counter, Gauge, Histogram: label resolution and the cardinality guard."""
@@ -412,6 +421,11 @@ class _Metric:
     def _reset(self) -> None:
         for child in self.children():
             child._reset()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        for child in self.children():
+            child._after_fork()
 
     # Label-less convenience: replaced per instance by the solo child's bound methods.
     def _needs_labels(self, *_: Any, **__: Any) -> None:

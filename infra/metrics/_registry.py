@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +29,9 @@ CACHE_HITS = "infra_cache_hits_total"
 CACHE_MISSES = "infra_cache_misses_total"
 
 M = TypeVar("M", bound=_Metric)
+
+# Every registry, for re-initialising locks in a forked child (weak: registries of tests go away).
+_REGISTRIES: weakref.WeakSet[MetricsRegistry] = weakref.WeakSet()
 
 
 def _round(x: float) -> float:
@@ -72,6 +77,7 @@ class MetricsRegistry:
         # operation -> its Timer subclass (metric children resolved once per operation), for `timed`.
         self._timed: dict[str, type[Timer]] = {}
         self._timed_overflow: type[Timer] | None = None
+        _REGISTRIES.add(self)
 
     @classmethod
     def from_config(cls, section: Any) -> MetricsRegistry:
@@ -244,6 +250,20 @@ class MetricsRegistry:
 
 _registry = MetricsRegistry()
 _timer._default_registry = _registry
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork() stays held forever in the child (that thread doesn't
+    # exist there), and the first scrape or new series would deadlock. Give every lock a fresh one;
+    # the other threads' shards are folded on next use since their Thread objects are dead here.
+    for reg in list(_REGISTRIES):
+        reg._lock = threading.Lock()
+        for m in reg._metrics.values():
+            m._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_metrics() -> MetricsRegistry:

@@ -135,6 +135,10 @@ class ShardSet(Generic[S]):
         with self.lock:
             return fn([self.base, *self.shards])  # type: ignore[list-item]  # mypy splits S's constraints
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread may have held this one at fork time)."""
+        self.lock = threading.Lock()
+
     def clear(self) -> None:
         with self.lock:
             self.base.clear()

@@ -120,3 +120,50 @@ def test_shards_of_finished_threads_are_folded_so_memory_tracks_live_threads(
     assert len(c._set.shards) <= 2 and len(h._set.shards) <= 2
     assert c.get() == 41
     assert h.cumulative()[0][-1] == 41
+
+
+def test_a_forked_child_renders_even_if_another_thread_held_a_lock_at_fork(registry: MetricsRegistry) -> None:
+    """Prefork workers (gunicorn, celery) fork with threads running: the child must not deadlock."""
+    import os
+    import time
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    child = registry.histogram("h_seconds", "", ("a",)).labels("x")
+    child.observe(0.1)
+    gauge = registry.gauge("g").labels()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with child._set.lock, gauge._lock, registry._lock:
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: render, observe, register; exit 0 only if all of it worked
+            code = 1
+            try:
+                child.observe(0.2)
+                gauge.set(1)
+                registry.counter("new_total").inc()
+                code = 0 if 'h_seconds_count{a="x"} 2' in render_text(registry) else 2
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise AssertionError("the forked child deadlocked")
+            time.sleep(0.05)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        release.set()
+        t.join(10)
