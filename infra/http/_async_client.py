@@ -110,7 +110,7 @@ class _HttpxBody:
         self._resp = resp
         self._lease = lease
         self._idle = idle
-        self._iter = resp.aiter_raw()
+        self._iter = resp.aiter_bytes()
         self.deadline_at = deadline_at
         self.done = False
         self.origin = origin
@@ -261,7 +261,9 @@ class AsyncPerfClient:
             import httpx
 
             s = self._settings
-            client = self._httpx[prior_knowledge] = httpx.AsyncClient(
+            # The transport, not httpx.AsyncClient: the client logs every full URL at INFO, query-string
+            # secrets included.
+            client = self._httpx[prior_knowledge] = httpx.AsyncHTTPTransport(
                 http1=not prior_knowledge,
                 http2=True,
                 limits=httpx.Limits(
@@ -269,7 +271,6 @@ class AsyncPerfClient:
                     max_keepalive_connections=s.limits.max_connections,
                     keepalive_expiry=s.limits.keepalive_expiry,
                 ),
-                timeout=httpx.Timeout(connect=s.timeouts.connect, read=None, write=None, pool=None),
             )
         return client
 
@@ -461,6 +462,8 @@ class AsyncPerfClient:
         self, host: HostState, method: str, url: str, params: Any, headers: Any, content: Any, json: Any,
         deadline_at: float | None, stream: bool,
     ) -> Response | AsyncStreamResponse:
+        import httpx
+
         client = self._httpx_client(url.startswith("http:"))
         t = self._settings.timeouts
         now = _monotonic()
@@ -476,8 +479,12 @@ class AsyncPerfClient:
                 phase = FIRST_BYTE
                 when = _earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
                 cm.reschedule(when)
-                request = client.build_request(method, url, params=params, headers=headers, content=content, json=json)
-                resp = await client.send(request, stream=True)
+                request = httpx.Request(
+                    method, url, params=params, headers=headers, content=content, json=json,
+                    extensions={"timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}},
+                )
+                resp = await client.handle_async_request(request)
+                resp.request = request
                 if stream:
                     handed_over = True
                     return AsyncStreamResponse(

@@ -125,7 +125,7 @@ class PerfClient:
         self._closed = False
         # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
         self._cache: Any = cache_store
-        # Built now: httpx.Client() loads TLS roots (~100 ms), which must not eat the first call's deadline.
+        # Built now: an httpx transport loads TLS roots (~100 ms), which must not eat the first call's deadline.
         self._client("h2" if self._settings.http2 else "h1")
 
     @classmethod
@@ -160,7 +160,7 @@ class PerfClient:
         handed out and not yet got back)."""
         active = 0
         for client in list(self._clients.values()):
-            pool = getattr(getattr(client, "_transport", None), "_pool", None)
+            pool = getattr(client, "_pool", None)
             for conn in list(getattr(pool, "connections", ()) or ()):
                 try:
                     if not conn.is_idle() and not conn.is_closed():
@@ -196,7 +196,9 @@ class PerfClient:
             with self._clients_lock:
                 client = self._clients.get(kind)
                 if client is None:
-                    client = self._clients[kind] = httpx.Client(
+                    # The transport, not httpx.Client: Client.send logs every full URL at INFO ("HTTP
+                    # Request: GET https://...?api_key=..."), which would put query-string secrets in logs.
+                    client = self._clients[kind] = httpx.HTTPTransport(
                         http1=kind != "h2c",
                         http2=kind != "h1",
                         limits=httpx.Limits(
@@ -339,11 +341,13 @@ class PerfClient:
         try:
             first_byte = _left(deadline_at, t.first_byte)
             timeout = httpx.Timeout(connect=_left(deadline_at, t.connect), read=first_byte, write=first_byte, pool=None)
-            request = client.build_request(
-                method, url, params=params, headers=headers, content=content, json=json, timeout=timeout
+            request = httpx.Request(
+                method, url, params=params, headers=headers, content=content, json=json,
+                extensions={"timeout": timeout.as_dict()},
             )
             try:
-                resp = client.send(request, stream=True)
+                resp = client.handle_request(request)
+                resp.request = request
                 if stream:
                     handed_over = True
                     return StreamResponse(
