@@ -35,8 +35,8 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 
 OVERFLOW_VALUE = "__overflow__"
 
-_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 # The sketch mapping shared by every histogram shard (1% relative accuracy); kept as module globals so
 # the observe hot path reads them with one global lookup each.
@@ -50,7 +50,7 @@ def _escape_label_value(v: str) -> str:
 
 
 def check_metric_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(f"invalid metric name {name!r}: must match [a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
@@ -59,14 +59,12 @@ def check_labelnames(metric: str, labelnames: Iterable[str]) -> tuple[str, ...]:
         raise TypeError(f"{metric}: labelnames must be a sequence of names, not the string {labelnames!r}")
     names = tuple(labelnames)
     for n in names:
-        if not isinstance(n, str) or not _LABEL_RE.match(n) or n.startswith("__"):
+        if not isinstance(n, str) or not _LABEL_RE.fullmatch(n) or n.startswith("__"):
             raise ValueError(
                 f"{metric}: invalid label name {n!r}: must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __"
             )
     if len(set(names)) != len(names):
         raise ValueError(f"{metric}: duplicate label names in {names!r}")
-    if "le" in names:
-        raise ValueError(f"{metric}: 'le' is reserved for histogram buckets")
     return names
 
 
@@ -504,6 +502,8 @@ class Histogram(_Metric):
         buckets: Sequence[float] | None = None,
         guarded: bool = True,
     ) -> None:
+        if "le" in labelnames:
+            raise ValueError(f"{name}: the label name 'le' is reserved for histogram buckets")
         self.buckets = _check_buckets(name, DEFAULT_BUCKETS if buckets is None else buckets)
         self.layout = BucketLayout(self.buckets)
         super().__init__(name, documentation, labelnames, registry, guarded=guarded)

@@ -29,6 +29,8 @@ def test_same_name_returns_the_same_metric_and_conflicts_are_named(registry: Met
         ("ok", ("__reserved",), "invalid label name"),
         ("ok", ("a", "a"), "duplicate label names"),
         ("ok", "ab", "must be a sequence of names"),
+        ("trailing_newline\n", (), "invalid metric name"),
+        ("ok", ("a\n",), "invalid label name"),
     ],
 )
 def test_invalid_names_are_refused_with_a_message_naming_them(
@@ -36,6 +38,12 @@ def test_invalid_names_are_refused_with_a_message_naming_them(
 ) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         MetricsRegistry().counter(name, "", labels)
+
+
+def test_le_is_reserved_on_histograms_only(registry: MetricsRegistry) -> None:
+    registry.counter("c_total", "", ("le",)).labels("1").inc()
+    with pytest.raises(ValueError, match="'le' is reserved"):
+        registry.histogram("h_seconds", "", ("le",))
 
 
 def test_labels_positional_and_keyword_resolve_the_same_child(registry: MetricsRegistry) -> None:
