@@ -86,6 +86,18 @@ class MetricsRegistry:
             max_series_per_metric=getattr(section, "max_series_per_metric", DEFAULT_MAX_SERIES_PER_METRIC)
         )
 
+    def configure(self, section: Any) -> MetricsRegistry:
+        """Apply the ``metrics`` section of PerfConfig to this (already existing) registry.
+
+        ``get_metrics()`` exists from import time, before any config is read; ``infra.enable()`` calls
+        ``get_metrics().configure(cfg.metrics)``. Only affects series created afterwards.
+        """
+        limit = getattr(section, "max_series_per_metric", DEFAULT_MAX_SERIES_PER_METRIC)
+        if limit is not None and limit < 1:
+            raise ValueError(f"max_series_per_metric must be >= 1 or None, got {limit!r}")
+        self.max_series_per_metric = limit
+        return self
+
     # -- registration --------------------------------------------------------------------------
 
     def _get(self, cls: type[M], name: str, documentation: str, labelnames: Sequence[str], **kw: Any) -> M:

@@ -202,6 +202,8 @@ def test_from_config_reads_the_series_limit() -> None:
         max_series_per_metric = 7
 
     assert MetricsRegistry.from_config(Section()).max_series_per_metric == 7
+    reg = MetricsRegistry()
+    assert reg.configure(Section()) is reg and reg.max_series_per_metric == 7
 
 
 def test_the_process_wide_registry_is_one_object() -> None:
