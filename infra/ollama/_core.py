@@ -147,7 +147,7 @@ class ClientCore:
 
     @property
     def host(self) -> str:
-        return self.settings.host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
+        return os.environ.get("OLLAMA_HOST") or self.settings.host or DEFAULT_HOST
 
     def httpx_timeout(self) -> Any:
         import httpx

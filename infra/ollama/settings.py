@@ -81,7 +81,8 @@ class OllamaSettings:
     ``profiles`` are named sampling-option sets picked per call with ``profile="stage1"``.
     ``timeout`` bounds connect and each read (the official client's default is no timeout at all,
     ollama-python#483); ``retries`` applies only before the first byte/token of a reply.
-    ``host=None`` means ``$OLLAMA_HOST``, else ``DEFAULT_HOST``.
+    ``$OLLAMA_HOST``, when set, wins over ``host`` (as with the official client); then ``DEFAULT_HOST``.
+    ``resolve_digests`` reads /api/tags once per client so keys carry each model's digest.
     """
 
     enabled: bool = True

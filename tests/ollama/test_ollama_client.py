@@ -542,3 +542,44 @@ async def test_async_warmup_and_paced_replay(make_server, cache: Any) -> None:  
     recorded, replayed = await gaps(), await gaps()
     assert sum(replayed) == pytest.approx(sum(recorded), rel=0.2)
     await llm.close()
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+def test_settings_come_from_the_shipped_config() -> None:
+    from infra.config import load_config
+
+    llm = OptimizedOllama.from_config(load_config())
+    s = llm.settings
+    assert (s.keep_alive, s.timeout, s.retries, s.max_concurrency) == (1800.0, 120.0, 2, 4)
+    assert dict(s.runner) == {"num_thread": 6, "num_ctx": 4096}
+    assert dict(s.profiles["stage1"]) == {"num_predict": 120, "temperature": 0.3}
+    assert s.cache.namespace == "inference" and s.cache.embed_namespace == "embeddings"
+    llm.close()
+
+
+def test_ollama_host_env_wins_over_the_configured_host(
+    server: OllamaTestServer, cache: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", server.url)
+    llm = OptimizedOllama(settings=settings(host="http://127.0.0.1:9"), cache=cache)
+    assert llm.generate(LLM, "from the environment").done
+    llm.close()
+
+
+def test_keep_alive_defaults_to_the_configured_value(server: OllamaTestServer, cache: Any) -> None:
+    llm = OptimizedOllama(server.url, settings=settings(keep_alive="45m"), cache=cache)
+    llm.generate(LLM, "keep me")
+    (loaded,) = llm.ps().models
+    assert 2600 < loaded.expires_at.timestamp() - time.time() <= 2700
+    llm.close()
+
+
+def test_bad_settings_name_every_problem() -> None:
+    from infra.ollama import OllamaCacheSettings, OllamaSettings
+
+    with pytest.raises(ValueError, match=r"timeout must be > 0.*retries must be >= 0.*max_concurrency"):
+        OllamaSettings(timeout=0, retries=-1, max_concurrency=0)
+    with pytest.raises(ValueError, match="replay must be one of"):
+        OllamaCacheSettings(replay="fast")
