@@ -155,3 +155,27 @@ async def _terminate_sessions(dsn: str) -> None:
         )
     finally:
         await conn.close()
+
+
+def test_postgres_statement_stuck_past_op_timeout_fails_open(make_pg: Callable[..., Any], pg_cache_dsn: str) -> None:
+    """A hung server (here: a lock another session holds) must not hang the caller: the watchdog terminates
+    the statement after op_timeout and the call raises CacheError; the next call works again."""
+    import asyncpg
+
+    b = make_pg(op_timeout=0.5, listen=False)
+    b.set(NS, "k", StoredEntry(b"v", 1))
+    assert b.get(NS, "k") is not None
+
+    async def hold_lock_then_read() -> None:
+        blocker = await asyncpg.connect(pg_cache_dsn)
+        try:
+            async with blocker.transaction():
+                await blocker.execute(f"LOCK TABLE {b.sql.entries} IN ACCESS EXCLUSIVE MODE")
+                with pytest.raises(CacheError):
+                    await asyncio.get_running_loop().run_in_executor(None, b.get, NS, "k")
+        finally:
+            await blocker.close()
+
+    asyncio.run(hold_lock_then_read())
+    wait_until_backend_works(b)
+    assert b.get(NS, "k") is not None
