@@ -583,3 +583,31 @@ def test_bad_settings_name_every_problem() -> None:
         OllamaSettings(timeout=0, retries=-1, max_concurrency=0)
     with pytest.raises(ValueError, match="replay must be one of"):
         OllamaCacheSettings(replay="fast")
+
+
+def test_metrics_count_hits_misses_retries_and_unexpected_reloads(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    from infra.metrics import get_metrics
+
+    model = "qwen2.5:7b"  # metrics are process-wide: a model no other test uses, and deltas
+    m = get_metrics()
+
+    def val(name: str, labels: tuple[str, ...], *values: str) -> float:
+        return float(m.counter(name, "", labelnames=labels).labels(*values).get())
+
+    probes = {
+        "hits": ("infra_ollama_cache_hits_total", ("namespace", "operation"), "inference", "generate"),
+        "misses": ("infra_ollama_cache_misses_total", ("namespace", "operation"), "inference", "generate"),
+        "retries": ("infra_ollama_retries_total", ("model", "operation"), model, "generate"),
+        "reloads": ("infra_ollama_unexpected_reloads_total", ("model",), model),
+    }
+    before = {k: val(n, lab, *v) for k, (n, lab, *v) in probes.items()}
+    srv = make_server(load_time=0.3)
+    llm = OptimizedOllama(srv.url, settings=settings(runner={}), cache=cache)
+    llm.generate(model, "m1")  # miss; first load is expected
+    llm.generate(model, "m1")  # hit
+    srv.fail_next(503, "busy")
+    llm.generate(model, "m2", options={"num_ctx": 8192})  # miss, one retry, and a reload of a warm model
+    llm.close()
+    delta = {k: val(n, lab, *v) - before[k] for k, (n, lab, *v) in probes.items()}
+    assert delta == {"hits": 1, "misses": 2, "retries": 1, "reloads": 1}
+    assert llm.cache_stats()["generate"] == {"hits": 1, "misses": 2}
