@@ -34,7 +34,9 @@ Fetch = Callable[[str], Awaitable[int]]
 def start_server() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "infra.testing.fault_server"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
         cwd=os.path.join(os.path.dirname(__file__), ".."),
     )
     assert proc.stdout is not None
@@ -84,8 +86,11 @@ class Contender:
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def fetch(self, url: str) -> int: raise NotImplementedError
-    async def ttfb(self, url: str) -> float: raise NotImplementedError
+    async def fetch(self, url: str) -> int:
+        raise NotImplementedError
+
+    async def ttfb(self, url: str) -> float:
+        raise NotImplementedError
 
 
 class Aiohttp(Contender):
@@ -185,7 +190,7 @@ async def main(quick: bool) -> None:
         for c in contenders:  # warm-up: connections, imports, first-request paths
             await run_load(c.fetch, url, 100, conc)
         for r in range(rounds):
-            order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
+            order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
             for c in order:
                 rate, lat, _ = await run_load(c.fetch, url, total, conc)
                 c.rates.append(rate)
@@ -226,15 +231,19 @@ async def main(quick: bool) -> None:
     ref_p99 = pct(ref.latencies, 0.99)
     our_rate = statistics.median(ours.rates)
     our_p99 = pct(ours.latencies, 0.99)
-    print(f"\nbench_http: {rounds} rounds x {total} GETs at concurrency {conc}, loopback, "
-          f"python {sys.version.split()[0]}, {os.cpu_count()} cpus\n")
+    print(
+        f"\nbench_http: {rounds} rounds x {total} GETs at concurrency {conc}, loopback, "
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus\n"
+    )
     print("| client | req/s (median) | p50 ms | p99 ms | ours / client req/s | ours / client p99 |")
     print("|---|---:|---:|---:|---:|---:|")
     for c in contenders:
         rate = statistics.median(c.rates)
         p99 = pct(c.latencies, 0.99)
-        print(f"| {c.name} | {rate:,.0f} | {pct(c.latencies, 0.5) * 1e3:.2f} | {p99 * 1e3:.2f} | "
-              f"{our_rate / rate:.2f}x | {our_p99 / p99:.2f}x |")
+        print(
+            f"| {c.name} | {rate:,.0f} | {pct(c.latencies, 0.5) * 1e3:.2f} | {p99 * 1e3:.2f} | "
+            f"{our_rate / rate:.2f}x | {our_p99 / p99:.2f}x |"
+        )
     print()
     print("| flaky route (every 10th: 503, Retry-After: 0) | success rate |")
     print("|---|---:|")
@@ -247,9 +256,11 @@ async def main(quick: bool) -> None:
     for name, vals in ttfb.items():
         print(f"| {name} | {pct(vals, 0.5) * 1e3:.2f} | {pct(vals, 0.99) * 1e3:.2f} |")
     print()
-    print(f"targets: req/s ours/aiohttp {our_rate / ref_rate:.2f} (>= 0.88); "
-          f"p99 ours/aiohttp {our_p99 / ref_p99:.2f} (<= 1.5); flaky success {flaky[ours.name] * 100:.2f}% "
-          f"(>= 99.9%); TTFB p99 delta {(t_ours - t_raw) * 1e3:+.2f} ms (<= 2 ms)")
+    print(
+        f"targets: req/s ours/aiohttp {our_rate / ref_rate:.2f} (>= 0.88); "
+        f"p99 ours/aiohttp {our_p99 / ref_p99:.2f} (<= 1.5); flaky success {flaky[ours.name] * 100:.2f}% "
+        f"(>= 99.9%); TTFB p99 delta {(t_ours - t_raw) * 1e3:+.2f} ms (<= 2 ms)"
+    )
 
 
 if __name__ == "__main__":

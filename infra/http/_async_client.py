@@ -8,6 +8,7 @@ listed in ``http2_hosts`` (or every origin with ``http2=True``) go through httpx
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -55,7 +56,9 @@ class _AiohttpBody:
 
     __slots__ = ("_idle", "_lease", "_resp", "deadline_at", "done", "origin")
 
-    def __init__(self, resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str) -> None:
+    def __init__(
+        self, resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str
+    ) -> None:
         self._resp = resp
         self._lease = lease
         self._idle = idle
@@ -76,12 +79,18 @@ class _AiohttpBody:
         except TimeoutError as exc:
             self.close()
             if self.deadline_at is not None and when == self.deadline_at:
-                raise DeadlineExceeded("deadline exceeded while streaming the body", origin=self.origin) from exc
-            raise TransportError(f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin) from exc
+                raise DeadlineExceeded(
+                    "deadline exceeded while streaming the body", origin=self.origin
+                ) from exc
+            raise TransportError(
+                f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
+            ) from exc
         except BaseException as exc:
             self.close()
             if isinstance(exc, Exception) and not isinstance(exc, HTTPError):
-                raise TransportError(f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin) from exc
+                raise TransportError(
+                    f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
+                ) from exc
             raise
         if not chunk:
             self.done = True
@@ -106,7 +115,9 @@ class _HttpxBody:
 
     __slots__ = ("_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
 
-    def __init__(self, resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str) -> None:
+    def __init__(
+        self, resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str
+    ) -> None:
         self._resp = resp
         self._lease = lease
         self._idle = idle
@@ -128,11 +139,17 @@ class _HttpxBody:
         except TimeoutError as exc:
             await self.aclose()
             if self.deadline_at is not None and when == self.deadline_at:
-                raise DeadlineExceeded("deadline exceeded while streaming the body", origin=self.origin) from exc
-            raise TransportError(f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin) from exc
+                raise DeadlineExceeded(
+                    "deadline exceeded while streaming the body", origin=self.origin
+                ) from exc
+            raise TransportError(
+                f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
+            ) from exc
         except Exception as exc:
             await self.aclose()
-            raise TransportError(f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin) from exc
+            raise TransportError(
+                f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
+            ) from exc
         if not chunk:
             self.done = True
             await self.aclose()
@@ -141,10 +158,8 @@ class _HttpxBody:
     async def aclose(self) -> None:
         if not self._lease.released:
             self._lease.release()  # slot first: aclose below may be cancelled
-            try:
+            with contextlib.suppress(Exception):
                 await asyncio.shield(self._resp.aclose())
-            except Exception:
-                pass
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:
@@ -163,7 +178,9 @@ class AsyncPerfClient:
     and a circuit breaker. Responses are our own ``Response`` type whatever backend ran.
     """
 
-    def __init__(self, settings: HTTPSettings | None = None, *, cache_store: Any = None, **overrides: Any) -> None:
+    def __init__(
+        self, settings: HTTPSettings | None = None, *, cache_store: Any = None, **overrides: Any
+    ) -> None:
         self._settings = resolve_settings(settings, overrides)
         self._hosts: dict[str, HostState] = {}
         self._session: Any = None
@@ -194,7 +211,9 @@ class AsyncPerfClient:
     async def __aenter__(self) -> AsyncPerfClient:
         return self
 
-    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -224,6 +243,12 @@ class AsyncPerfClient:
 
     def host_state(self, url: str) -> HostState:
         return self._host(origin_of(url))
+
+    def _global_sem(self) -> asyncio.Semaphore:
+        sem = self._global
+        if sem is None:
+            sem = self._global = asyncio.Semaphore(self._settings.limits.max_connections)
+        return sem
 
     def _host(self, origin: str) -> HostState:
         host = self._hosts.get(origin)
@@ -286,7 +311,7 @@ class AsyncPerfClient:
         content: bytes | str | None = None,
         json: Any = None,
         idempotent: bool = False,
-        deadline: float | None | Any = DEFAULT,
+        deadline: float | Any | None = DEFAULT,
         cache: bool | None = None,
     ) -> Response:
         """Send one logical request (with retries) and return the fully read response.
@@ -301,10 +326,18 @@ class AsyncPerfClient:
             from infra.http._caching import async_cached_request
 
             return await async_cached_request(
-                self, method, url, params=params, headers=headers, content=content, json=json,
-                retry_ok=retry_ok, deadline=deadline, force=cache,
+                self,
+                method,
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+                retry_ok=retry_ok,
+                deadline=deadline,
+                force=cache,
             )
-        return await self._run(method, url, params, headers, content, json, retry_ok, deadline, False)  # type: ignore[return-value]
+        return await self._run(method, url, params, headers, content, json, retry_ok, deadline, False)
 
     async def get(self, url: str, **kw: Any) -> Response:
         return await self.request("GET", url, **kw)
@@ -337,7 +370,7 @@ class AsyncPerfClient:
         content: bytes | str | None = None,
         json: Any = None,
         idempotent: bool = False,
-        deadline: float | None | Any = DEFAULT,
+        deadline: float | Any | None = DEFAULT,
     ) -> _StreamContext:
         """``async with client.stream("GET", url) as resp: async for line in resp.aiter_lines(): ...``
 
@@ -370,18 +403,25 @@ class AsyncPerfClient:
         deadline_at = started + total if total is not None else None
         call = Call(s.retry, host, method, retry_ok, started)
         h2 = uses_http2(s, origin)
+        delay: float | None
         while True:
             admission = call.admit()
             t0 = _monotonic()
             try:
                 if h2:
-                    response = await self._once_httpx(host, method, url, params, headers, content, json, deadline_at, stream)
+                    response = await self._once_httpx(
+                        host, method, url, params, headers, content, json, deadline_at, stream
+                    )
                 else:
-                    response = await self._once_aiohttp(host, method, url, params, headers, content, json, deadline_at, stream)
+                    response = await self._once_aiohttp(
+                        host, method, url, params, headers, content, json, deadline_at, stream
+                    )
             except _Failure as failure:
                 now = _monotonic()
                 try:
-                    delay = call.after_error(failure.kind, failure.cause, now - t0, now, deadline_at, admission)
+                    delay = call.after_error(
+                        failure.kind, failure.cause, now - t0, now, deadline_at, admission
+                    )
                 except HTTPError:
                     host.metrics.duration(method, None, now - started)
                     raise
@@ -407,12 +447,20 @@ class AsyncPerfClient:
                     return response
                 if stream:
                     await response._body.aclose()  # type: ignore[union-attr]
-            if delay > 0:
+            if delay:
                 await asyncio.sleep(delay)
 
     async def _once_aiohttp(
-        self, host: HostState, method: str, url: str, params: Any, headers: Any, content: Any, json: Any,
-        deadline_at: float | None, stream: bool,
+        self,
+        host: HostState,
+        method: str,
+        url: str,
+        params: Any,
+        headers: Any,
+        content: Any,
+        json: Any,
+        deadline_at: float | None,
+        stream: bool,
     ) -> Response | AsyncStreamResponse:
         session = self._session or self._aiohttp()
         t = self._settings.timeouts
@@ -424,15 +472,24 @@ class AsyncPerfClient:
         cm: Any = None
         try:
             async with timeout_at(when) as cm:
-                lease = await acquire_async(host.slots, self._global, host.metrics, self._stats)  # type: ignore[arg-type]
+                lease = await acquire_async(host.slots, self._global_sem(), host.metrics, self._stats)
                 phase = FIRST_BYTE
-                when = _earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
+                when = _earliest(
+                    deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None
+                )
                 cm.reschedule(when)
-                resp = await session.request(method, url, params=params, headers=headers, data=content, json=json)
+                resp = await session.request(
+                    method, url, params=params, headers=headers, data=content, json=json
+                )
                 if stream:
                     body = _AiohttpBody(resp, lease, t.idle, deadline_at, host.origin)
                     return AsyncStreamResponse(
-                        resp.status, Headers(resp.headers), None, url=url, method=method, origin=host.origin,  # type: ignore[arg-type]
+                        resp.status,
+                        Headers(resp.headers),
+                        None,
+                        url=url,
+                        method=method,
+                        origin=host.origin,
                         body=body,
                     )
                 phase = DEADLINE
@@ -440,7 +497,9 @@ class AsyncPerfClient:
                 cm.reschedule(when)
                 data = await resp.read()
             lease.release()
-            return Response(resp.status, Headers(resp.headers), data, url=url, method=method, origin=host.origin)
+            return Response(
+                resp.status, Headers(resp.headers), data, url=url, method=method, origin=host.origin
+            )
         except TimeoutError as exc:
             if cm is None or not cm.expired():
                 raise _Failure(_classify_aiohttp(exc), exc) from exc
@@ -459,8 +518,16 @@ class AsyncPerfClient:
                 lease.release()
 
     async def _once_httpx(
-        self, host: HostState, method: str, url: str, params: Any, headers: Any, content: Any, json: Any,
-        deadline_at: float | None, stream: bool,
+        self,
+        host: HostState,
+        method: str,
+        url: str,
+        params: Any,
+        headers: Any,
+        content: Any,
+        json: Any,
+        deadline_at: float | None,
+        stream: bool,
     ) -> Response | AsyncStreamResponse:
         import httpx
 
@@ -475,12 +542,19 @@ class AsyncPerfClient:
         handed_over = False
         try:
             async with timeout_at(when) as cm:
-                lease = await acquire_async(host.slots, self._global, host.metrics, self._stats)  # type: ignore[arg-type]
+                lease = await acquire_async(host.slots, self._global_sem(), host.metrics, self._stats)
                 phase = FIRST_BYTE
-                when = _earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
+                when = _earliest(
+                    deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None
+                )
                 cm.reschedule(when)
                 request = httpx.Request(
-                    method, url, params=params, headers=headers, content=content, json=json,
+                    method,
+                    url,
+                    params=params,
+                    headers=headers,
+                    content=content,
+                    json=json,
                     extensions={"timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}},
                 )
                 resp = await client.handle_async_request(request)
@@ -488,8 +562,13 @@ class AsyncPerfClient:
                 if stream:
                     handed_over = True
                     return AsyncStreamResponse(
-                        resp.status_code, Headers(resp.headers), None, url=url, method=method,  # type: ignore[arg-type]
-                        origin=host.origin, http_version=resp.http_version,
+                        resp.status_code,
+                        Headers(resp.headers),
+                        None,
+                        url=url,
+                        method=method,
+                        origin=host.origin,
+                        http_version=resp.http_version,
                         body=_HttpxBody(resp, lease, t.idle, deadline_at, host.origin),
                     )
                 phase = DEADLINE
@@ -497,7 +576,12 @@ class AsyncPerfClient:
                 cm.reschedule(when)
                 data = await resp.aread()
             return Response(
-                resp.status_code, Headers(resp.headers), data, url=url, method=method, origin=host.origin,
+                resp.status_code,
+                Headers(resp.headers),
+                data,
+                url=url,
+                method=method,
+                origin=host.origin,
                 http_version=resp.http_version,
             )
         except TimeoutError as exc:
@@ -513,10 +597,8 @@ class AsyncPerfClient:
             if lease is not None and not handed_over and not lease.released:
                 lease.release()
                 if resp is not None and not resp.is_closed:
-                    try:
+                    with contextlib.suppress(BaseException):
                         await asyncio.shield(resp.aclose())
-                    except BaseException:
-                        pass
 
 
 class _StreamContext:
@@ -531,10 +613,13 @@ class _StreamContext:
 
     async def __aenter__(self) -> AsyncStreamResponse:
         response = await self._client._run(*self._args)
-        self._response = response  # type: ignore[assignment]
-        return response  # type: ignore[return-value]
+        assert isinstance(response, AsyncStreamResponse)
+        self._response = response
+        return response
 
-    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         response, self._response = self._response, None
         if response is not None:
             await response.aclose()

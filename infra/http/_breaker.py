@@ -10,6 +10,7 @@ which the retry backoff handles.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -171,7 +172,5 @@ class CircuitBreaker:
 
     def _notify(self, state: str) -> None:
         if self._on_change is not None:
-            try:
+            with contextlib.suppress(Exception):  # metrics must never break the call (fail open)
                 self._on_change(state)
-            except Exception:  # metrics must never break the call (fail open)
-                pass

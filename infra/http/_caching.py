@@ -43,7 +43,9 @@ def _failed(what: str, exc: BaseException) -> None:
     failures += 1
     if not _logged:
         _logged = True
-        log.warning("infra.http response cache %s failed (counted, request unaffected): %s", what, type(exc).__name__)
+        log.warning(
+            "infra.http response cache %s failed (counted, request unaffected): %s", what, type(exc).__name__
+        )
 
 
 def _path(url: str) -> str:
@@ -74,8 +76,13 @@ def cacheable(method: str, url: str, settings: CacheSettings, force: bool | None
 
 
 def cache_key(
-    method: str, url: str, params: Mapping[str, Any] | None, headers: Mapping[str, str] | None,
-    content: bytes | str | None, json: Any, namespace: str,
+    method: str,
+    url: str,
+    params: Mapping[str, Any] | None,
+    headers: Mapping[str, str] | None,
+    content: bytes | str | None,
+    json: Any,
+    namespace: str,
 ) -> str:
     """SHA-256 key: nothing in it (URL, body, credentials) can be read back out."""
     from infra.cache import make_key
@@ -91,7 +98,12 @@ def cache_key(
         body = content or b""
     query = urlencode(sorted((str(k), str(v)) for k, v in params.items())) if params else ""
     return make_key(
-        namespace, method, url, query, hashlib.sha256(body).hexdigest(), identity,
+        namespace,
+        method,
+        url,
+        query,
+        hashlib.sha256(body).hexdigest(),
+        identity,
         [low.get(h, "") for h in VARY_HEADERS],
     )
 
@@ -116,14 +128,22 @@ def _from_value(value: Any, response_args: dict[str, Any]) -> Response | None:
 
 
 async def async_cached_request(
-    client: AsyncPerfClient, method: str, url: str, *, params: Any, headers: Any, content: Any, json: Any,
-    retry_ok: bool, deadline: Any, force: bool | None,
+    client: AsyncPerfClient,
+    method: str,
+    url: str,
+    *,
+    params: Any,
+    headers: Any,
+    content: Any,
+    json: Any,
+    retry_ok: bool,
+    deadline: Any,
+    force: bool | None,
 ) -> Response:
     settings = client.settings.cache
     if not cacheable(method, url, settings, force):
-        return await client._run(method, url, params, headers, content, json, retry_ok, deadline, False)  # type: ignore[return-value]
+        return await client._run(method, url, params, headers, content, json, retry_ok, deadline, False)
     from infra.cache import MISSING
-
     from infra.http._origin import origin_of
 
     key = None
@@ -138,7 +158,9 @@ async def async_cached_request(
                 return found
     except Exception as exc:
         _failed("lookup", exc)
-    response: Response = await client._run(method, url, params, headers, content, json, retry_ok, deadline, False)  # type: ignore[assignment]
+    response: Response = await client._run(
+        method, url, params, headers, content, json, retry_ok, deadline, False
+    )
     if key is not None and _storable(response):
         try:
             await cache.aset(settings.namespace, key, _to_value(response), ttl=settings.ttl)
@@ -148,14 +170,22 @@ async def async_cached_request(
 
 
 def sync_cached_request(
-    client: PerfClient, method: str, url: str, *, params: Any, headers: Any, content: Any, json: Any,
-    retry_ok: bool, deadline: Any, force: bool | None,
+    client: PerfClient,
+    method: str,
+    url: str,
+    *,
+    params: Any,
+    headers: Any,
+    content: Any,
+    json: Any,
+    retry_ok: bool,
+    deadline: Any,
+    force: bool | None,
 ) -> Response:
     settings = client.settings.cache
     if not cacheable(method, url, settings, force):
         return client._run(method, url, params, headers, content, json, retry_ok, deadline, False)  # type: ignore[no-any-return]
     from infra.cache import MISSING
-
     from infra.http._origin import origin_of
 
     key = None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from infra.http._breaker import FAILURE, NEUTRAL, NORMAL, REJECT, SUCCESS, CircuitBreaker
+from infra.http._breaker import FAILURE, NEUTRAL, REJECT, SUCCESS, CircuitBreaker
 from infra.http._budget import RetryBudget
 from infra.http._errors import (
     Attempt,
@@ -38,7 +38,18 @@ from infra.http._retry_after import parse_retry_after
 if TYPE_CHECKING:
     from infra.http._response import Response
 
-__all__ = ["CLOSED", "CONNECT", "DEADLINE", "FIRST_BYTE", "GOAWAY", "POOL", "READ", "Call", "HostState", "breaker_outcome"]
+__all__ = [
+    "CLOSED",
+    "CONNECT",
+    "DEADLINE",
+    "FIRST_BYTE",
+    "GOAWAY",
+    "POOL",
+    "READ",
+    "Call",
+    "HostState",
+    "breaker_outcome",
+]
 
 # Error kinds a client maps backend exceptions to.
 CONNECT = "connect"  # nothing reached the server: always safe to retry
@@ -84,7 +95,9 @@ class Call:
 
     __slots__ = ("history", "host", "method", "policy", "retries", "retry_ok", "started")
 
-    def __init__(self, policy: RetryPolicy, host: HostState, method: str, idempotent: bool, started: float) -> None:
+    def __init__(
+        self, policy: RetryPolicy, host: HostState, method: str, idempotent: bool, started: float
+    ) -> None:
         self.policy = policy
         self.host = host
         self.method = method
@@ -110,10 +123,18 @@ class Call:
         return admission
 
     def _final(self, exc_type: type[Any], message: str, **kw: Any) -> Any:
-        return exc_type(message, origin=self.host.origin, method=self.method, history=tuple(self.history), **kw)
+        return exc_type(
+            message, origin=self.host.origin, method=self.method, history=tuple(self.history), **kw
+        )
 
     def after_error(
-        self, kind: str, exc: BaseException, elapsed: float, now: float, deadline_at: float | None, admission: int
+        self,
+        kind: str,
+        exc: BaseException,
+        elapsed: float,
+        now: float,
+        deadline_at: float | None,
+        admission: int,
     ) -> float:
         """A try failed with ``kind``: the sleep before the next try, or raise the final error."""
         self.history.append(Attempt(len(self.history) + 1, None, kind, elapsed))
@@ -136,7 +157,9 @@ class Call:
             ) from exc
         if kind != GOAWAY and not self.host.budget.try_withdraw():
             self.host.metrics.budget_denied()
-            raise self._final(RetryBudgetExhausted, f"{kind} error; retry budget exhausted ({detail})") from exc
+            raise self._final(
+                RetryBudgetExhausted, f"{kind} error; retry budget exhausted ({detail})"
+            ) from exc
         self.retries += 1
         self.host.metrics.retry(kind)
         return delay
@@ -160,7 +183,9 @@ class Call:
         if not self.retry_ok or self.retries >= policy.attempts:
             return None
         if retry_after is not None:
-            if retry_after > policy.max_retry_after or (deadline_at is not None and now + retry_after >= deadline_at):
+            if retry_after > policy.max_retry_after or (
+                deadline_at is not None and now + retry_after >= deadline_at
+            ):
                 limit = "the deadline" if retry_after <= policy.max_retry_after else "max_retry_after"
                 raise self._final(
                     RetryAfterTooLong,

@@ -22,7 +22,9 @@ __all__ = ["AsyncLease", "SyncLease", "acquire_async", "acquire_sync"]
 class AsyncLease:
     __slots__ = ("_global", "_host", "_metrics", "_stats", "released")
 
-    def __init__(self, host_sem: asyncio.Semaphore, global_sem: asyncio.Semaphore, metrics: NullMetrics, stats: Any) -> None:
+    def __init__(
+        self, host_sem: asyncio.Semaphore, global_sem: asyncio.Semaphore, metrics: NullMetrics, stats: Any
+    ) -> None:
         self._host = host_sem
         self._global = global_sem
         self._metrics = metrics
@@ -62,7 +64,9 @@ async def acquire_async(
 class SyncLease:
     __slots__ = ("_global", "_host", "_lock", "_metrics", "_stats", "released")
 
-    def __init__(self, host_sem: threading.Semaphore, global_sem: threading.Semaphore, metrics: NullMetrics, stats: Any) -> None:
+    def __init__(
+        self, host_sem: threading.Semaphore, global_sem: threading.Semaphore, metrics: NullMetrics, stats: Any
+    ) -> None:
         self._host = host_sem
         self._global = global_sem
         self._metrics = metrics

@@ -74,6 +74,14 @@ class NullMetrics:
 class HostMetrics(NullMetrics):
     """Bound metric children for one origin."""
 
+    _budget: Any
+    _breaker_state: Any
+    _pool_wait: Any
+    _active: Any
+    _h_duration: Any
+    _h_ttfb: Any
+    _c_retries: Any
+
     def __init__(self, origin: str) -> None:
         self.origin = origin
         self._duration: dict[tuple[str, int], Any] = {}
@@ -94,7 +102,9 @@ class HostMetrics(NullMetrics):
                 labelnames=("origin", "method"),
             )
             self._c_retries = reg.counter(
-                "infra_http_retries_total", "Retries sent, by origin and reason.", labelnames=("origin", "reason")
+                "infra_http_retries_total",
+                "Retries sent, by origin and reason.",
+                labelnames=("origin", "reason"),
             )
             self._budget = reg.counter(
                 "infra_http_retry_budget_denied_total",
@@ -145,7 +155,9 @@ class HostMetrics(NullMetrics):
         child = self._ttfb.get(method)
         try:
             if child is None:
-                child = self._ttfb[method] = self._h_ttfb.labels(self.origin, method) if self._h_ttfb else _NULL
+                child = self._ttfb[method] = (
+                    self._h_ttfb.labels(self.origin, method) if self._h_ttfb else _NULL
+                )
             child.observe(seconds)
         except Exception as exc:
             _failed(exc)

@@ -86,7 +86,7 @@ class Timeouts:
 
     @classmethod
     def from_config(cls, section: Any) -> Timeouts:
-        return cls(**{n: _get(section, n, getattr(DEFAULT_TIMEOUTS, n)) for n in cls.__slots__})  # type: ignore[attr-defined]
+        return cls(**{n: _get(section, n, getattr(DEFAULT_TIMEOUTS, n)) for n in cls.__slots__})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,7 +158,11 @@ class RetryPolicy:
         """Sleep before retry number ``retry`` (1-based), jittered and capped."""
         if self.backoff:
             i = retry - 1
-            base = self.backoff[i] if i < len(self.backoff) else self.backoff[-1] * 3.0 ** (i - len(self.backoff) + 1)
+            base = (
+                self.backoff[i]
+                if i < len(self.backoff)
+                else self.backoff[-1] * 3.0 ** (i - len(self.backoff) + 1)
+            )
         else:
             base = 0.0
         if self.jitter and base:
@@ -200,7 +204,9 @@ class BudgetSettings:
 
     def __post_init__(self) -> None:
         if self.ratio < 0 or self.per_second < 0:
-            raise ValueError(f"BudgetSettings needs ratio >= 0 and per_second >= 0, got {self.ratio}, {self.per_second}")
+            raise ValueError(
+                f"BudgetSettings needs ratio >= 0 and per_second >= 0, got {self.ratio}, {self.per_second}"
+            )
 
     @classmethod
     def from_config(cls, section: Any) -> BudgetSettings:
@@ -227,7 +233,9 @@ class BreakerSettings:
 
     def __post_init__(self) -> None:
         if self.consecutive_failures < 1 or self.min_requests < 1 or self.half_open_probes < 1:
-            raise ValueError("BreakerSettings counts (consecutive_failures, min_requests, half_open_probes) must be >= 1")
+            raise ValueError(
+                "BreakerSettings counts (consecutive_failures, min_requests, half_open_probes) must be >= 1"
+            )
         if not 0 < self.failure_rate <= 1:
             raise ValueError(f"BreakerSettings.failure_rate must be in (0, 1], got {self.failure_rate}")
         _positive("BreakerSettings.window", self.window, allow_none=False)
@@ -236,7 +244,7 @@ class BreakerSettings:
     @classmethod
     def from_config(cls, section: Any) -> BreakerSettings:
         d = cls()
-        return cls(**{n: _get(section, n, getattr(d, n)) for n in cls.__slots__})  # type: ignore[attr-defined]
+        return cls(**{n: _get(section, n, getattr(d, n)) for n in cls.__slots__})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

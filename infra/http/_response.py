@@ -24,6 +24,7 @@ class Headers(Mapping[str, str]):
     """
 
     __slots__ = ("_src",)
+    _src: Any
 
     def __init__(self, source: Any = None) -> None:
         if source is None or isinstance(source, (dict, list, tuple)):
@@ -46,7 +47,7 @@ class Headers(Mapping[str, str]):
 
     def __iter__(self) -> Iterator[str]:
         seen: set[str] = set()
-        for k in self._src.keys():
+        for k in self._src:
             low = k.lower()
             if low not in seen:
                 seen.add(low)
@@ -113,13 +114,23 @@ def _charset(content_type: str | None) -> str:
 class Response:
     """A response whose body has been read in full."""
 
-    __slots__ = ("_content", "from_cache", "headers", "history", "http_version", "method", "origin", "status", "url")
+    __slots__ = (
+        "_content",
+        "from_cache",
+        "headers",
+        "history",
+        "http_version",
+        "method",
+        "origin",
+        "status",
+        "url",
+    )
 
     def __init__(
         self,
         status: int,
         headers: Headers,
-        content: bytes = b"",
+        content: bytes | None = b"",
         *,
         url: str = "",
         method: str = "GET",
@@ -130,7 +141,7 @@ class Response:
     ) -> None:
         self.status = status
         self.headers = headers
-        self._content = content
+        self._content: bytes | None = content
         self.url = url
         self.method = method
         self.origin = origin
@@ -145,7 +156,7 @@ class Response:
 
     @property
     def content(self) -> bytes:
-        return self._content
+        return self._content or b""
 
     @property
     def text(self) -> str:
@@ -167,7 +178,11 @@ class Response:
         """Raise HTTPStatusError for a 4xx / 5xx response; return ``self`` otherwise (for chaining)."""
         if self.status >= 400:
             raise HTTPStatusError(
-                f"status {self.status}", origin=self.origin, method=self.method, history=self.history, response=self
+                f"status {self.status}",
+                origin=self.origin,
+                method=self.method,
+                history=self.history,
+                response=self,
             )
         return self
 

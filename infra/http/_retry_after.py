@@ -7,8 +7,8 @@ Retry-After, so it wins when both are present. A date in the past, or 0, means "
 from __future__ import annotations
 
 import time
-from datetime import timezone
 from collections.abc import Callable
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 __all__ = ["parse_retry_after"]

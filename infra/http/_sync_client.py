@@ -63,7 +63,9 @@ class _SyncBody:
 
     __slots__ = ("_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
 
-    def __init__(self, resp: Any, lease: SyncLease, idle: float | None, deadline_at: float | None, origin: str) -> None:
+    def __init__(
+        self, resp: Any, lease: SyncLease, idle: float | None, deadline_at: float | None, origin: str
+    ) -> None:
         self._resp = resp
         self._lease = lease
         self._idle = idle
@@ -90,9 +92,15 @@ class _SyncBody:
             self.close()
             if isinstance(exc, httpx.ReadTimeout):
                 if self.deadline_at is not None and _monotonic() >= self.deadline_at - _DEADLINE_SLACK:
-                    raise DeadlineExceeded("deadline exceeded while streaming the body", origin=self.origin) from exc
-                raise TransportError(f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin) from exc
-            raise TransportError(f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin) from exc
+                    raise DeadlineExceeded(
+                        "deadline exceeded while streaming the body", origin=self.origin
+                    ) from exc
+                raise TransportError(
+                    f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
+                ) from exc
+            raise TransportError(
+                f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
+            ) from exc
         if not chunk:
             self.done = True
             self.close()
@@ -114,7 +122,9 @@ class PerfClient:
     can't be cancelled from outside.
     """
 
-    def __init__(self, settings: HTTPSettings | None = None, *, cache_store: Any = None, **overrides: Any) -> None:
+    def __init__(
+        self, settings: HTTPSettings | None = None, *, cache_store: Any = None, **overrides: Any
+    ) -> None:
         self._settings = resolve_settings(settings, overrides)
         self._hosts: dict[str, HostState] = {}
         self._hosts_lock = threading.Lock()
@@ -125,7 +135,7 @@ class PerfClient:
         self._closed = False
         # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
         self._cache: Any = cache_store
-        # Built now: an httpx transport loads TLS roots (~100 ms), which must not eat the first call's deadline.
+        # Built now: an httpx transport loads TLS roots (~100 ms); the first call's deadline mustn't pay.
         self._client("h2" if self._settings.http2 else "h1")
 
     @classmethod
@@ -144,7 +154,9 @@ class PerfClient:
     def __enter__(self) -> PerfClient:
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -221,20 +233,29 @@ class PerfClient:
         content: bytes | str | None = None,
         json: Any = None,
         idempotent: bool = False,
-        deadline: float | None | Any = DEFAULT,
+        deadline: float | Any | None = DEFAULT,
         cache: bool | None = None,
     ) -> Response:
-        """Send one logical request (with retries) and return the fully read response (see AsyncPerfClient)."""
+        """Send one logical request (with retries); return the fully read response (see AsyncPerfClient)."""
         method = method.upper()
         headers, retry_ok = prepare_headers(headers, idempotent)
         if cache or (cache is None and self._settings.cache.enabled):
             from infra.http._caching import sync_cached_request
 
             return sync_cached_request(
-                self, method, url, params=params, headers=headers, content=content, json=json,
-                retry_ok=retry_ok, deadline=deadline, force=cache,
+                self,
+                method,
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+                retry_ok=retry_ok,
+                deadline=deadline,
+                force=cache,
             )
-        return self._run(method, url, params, headers, content, json, retry_ok, deadline, False)
+        response: Response = self._run(method, url, params, headers, content, json, retry_ok, deadline, False)
+        return response
 
     def get(self, url: str, **kw: Any) -> Response:
         return self.request("GET", url, **kw)
@@ -267,7 +288,7 @@ class PerfClient:
         content: bytes | str | None = None,
         json: Any = None,
         idempotent: bool = False,
-        deadline: float | None | Any = DEFAULT,
+        deadline: float | Any | None = DEFAULT,
     ) -> _StreamContext:
         """``with client.stream("GET", url) as resp: for line in resp.iter_lines(): ...``"""
         method = method.upper()
@@ -277,8 +298,16 @@ class PerfClient:
     # -- the loop ----------------------------------------------------------------------------------------
 
     def _run(
-        self, method: str, url: str, params: Any, headers: Any, content: Any, json: Any, retry_ok: bool,
-        deadline: Any, stream: bool,
+        self,
+        method: str,
+        url: str,
+        params: Any,
+        headers: Any,
+        content: Any,
+        json: Any,
+        retry_ok: bool,
+        deadline: Any,
+        stream: bool,
     ) -> Any:
         s = self._settings
         origin = origin_of(url)
@@ -288,15 +317,20 @@ class PerfClient:
         deadline_at = started + total if total is not None else None
         call = Call(s.retry, host, method, retry_ok, started)
         kind = ("h2c" if url.startswith("http:") else "h2") if uses_http2(s, origin) else "h1"
+        delay: float | None
         while True:
             admission = call.admit()
             t0 = _monotonic()
             try:
-                response = self._once(kind, host, method, url, params, headers, content, json, deadline_at, stream)
+                response = self._once(
+                    kind, host, method, url, params, headers, content, json, deadline_at, stream
+                )
             except _Failure as failure:
                 now = _monotonic()
                 try:
-                    delay = call.after_error(failure.kind, failure.cause, now - t0, now, deadline_at, admission)
+                    delay = call.after_error(
+                        failure.kind, failure.cause, now - t0, now, deadline_at, admission
+                    )
                 except HTTPError:
                     host.metrics.duration(method, None, now - started)
                     raise
@@ -322,12 +356,21 @@ class PerfClient:
                     return response
                 if stream:
                     response.close()
-            if delay > 0:
+            if delay:
                 time.sleep(delay)
 
     def _once(
-        self, kind: str, host: HostState, method: str, url: str, params: Any, headers: Any, content: Any,
-        json: Any, deadline_at: float | None, stream: bool,
+        self,
+        kind: str,
+        host: HostState,
+        method: str,
+        url: str,
+        params: Any,
+        headers: Any,
+        content: Any,
+        json: Any,
+        deadline_at: float | None,
+        stream: bool,
     ) -> Any:
         client = self._client(kind)
         t = self._settings.timeouts
@@ -340,9 +383,16 @@ class PerfClient:
         handed_over = False
         try:
             first_byte = _left(deadline_at, t.first_byte)
-            timeout = httpx.Timeout(connect=_left(deadline_at, t.connect), read=first_byte, write=first_byte, pool=None)
+            timeout = httpx.Timeout(
+                connect=_left(deadline_at, t.connect), read=first_byte, write=first_byte, pool=None
+            )
             request = httpx.Request(
-                method, url, params=params, headers=headers, content=content, json=json,
+                method,
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
                 extensions={"timeout": timeout.as_dict()},
             )
             try:
@@ -351,8 +401,13 @@ class PerfClient:
                 if stream:
                     handed_over = True
                     return StreamResponse(
-                        resp.status_code, Headers(resp.headers), None, url=url, method=method,  # type: ignore[arg-type]
-                        origin=host.origin, http_version=resp.http_version,
+                        resp.status_code,
+                        Headers(resp.headers),
+                        None,
+                        url=url,
+                        method=method,
+                        origin=host.origin,
+                        http_version=resp.http_version,
                         body=_SyncBody(resp, lease, t.idle, deadline_at, host.origin),
                     )
                 chunks = []
@@ -371,7 +426,12 @@ class PerfClient:
             except Exception as exc:
                 raise _Failure(classify_httpx(exc), exc) from exc
             return Response(
-                resp.status_code, Headers(resp.headers), data, url=url, method=method, origin=host.origin,
+                resp.status_code,
+                Headers(resp.headers),
+                data,
+                url=url,
+                method=method,
+                origin=host.origin,
                 http_version=resp.http_version,
             )
         finally:
@@ -398,7 +458,9 @@ class _StreamContext:
         self._response = response
         return response
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         response, self._response = self._response, None
         if response is not None:
             response.close()

@@ -9,10 +9,10 @@ Routes (``{key}`` names an independent counter, so tests don't interfere):
 ==================================  ========================================================================
 ``/ok``                             200; ``size`` body bytes, ``delay`` seconds before answering
 ``/status/{code}``                  that status; ``retry_after`` / ``retry_after_ms`` headers copied verbatim
-``/fail/{key}``                     the first ``n`` hits get ``code`` (503) with optional Retry-After, then 200
+``/fail/{key}``                     the first ``n`` hits get ``code`` (503), optional Retry-After; then 200
 ``/flaky``                          every ``every``-th hit (10) gets ``code`` (503) with ``retry_after`` (0)
 ``/reset-before-headers/{key}``     the first ``n`` hits (all) are reset (TCP RST) before any response byte
-``/reset-after-headers/{key}``      the first ``n`` hits (all) get headers and part of the body, then a reset
+``/reset-after-headers/{key}``      the first ``n`` hits (all) get headers, part of the body, then a reset
 ``/slow-first-byte``                waits ``delay`` seconds, then 200
 ``/truncated``                      promises Content-Length 1000, sends 10 bytes and closes
 ``/stall``                          streams ``chunks`` lines, then stalls ``stall`` seconds before the end
@@ -24,6 +24,7 @@ Routes (``{key}`` names an independent counter, so tests don't interfere):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -64,17 +65,17 @@ def _reset(request: Any) -> None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     transport.abort()
 
 
 class FaultServer:
     """``with FaultServer() as server: client.get(server.url + "/flaky?every=10")``."""
 
-    def __init__(self, *, gauge: ConcurrencyGauge | None = None, total_gauge: ConcurrencyGauge | None = None) -> None:
+    def __init__(
+        self, *, gauge: ConcurrencyGauge | None = None, total_gauge: ConcurrencyGauge | None = None
+    ) -> None:
         self.gauge = gauge or ConcurrencyGauge()
         self.total_gauge = total_gauge
         self.hits: Counter[str] = Counter()
@@ -109,10 +110,8 @@ class FaultServer:
         loop = self._loop
         if loop is not None and self._thread is not None:
             fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
-            try:
+            with contextlib.suppress(Exception):
                 fut.result(10)
-            except Exception:
-                pass
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(10)
             self._loop = None
@@ -166,7 +165,7 @@ class FaultServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)
         await site.start()
-        server = site._server
+        server: Any = site._server
         assert server is not None and server.sockets
         self.port = server.sockets[0].getsockname()[1]
 
@@ -335,14 +334,24 @@ class FaultServer:
         body = await request.read()
         self._log(key, request, body)
         return web.Response(
-            text=json.dumps({"n": n, "method": request.method, "body": body.decode("utf-8", "replace"),
-                             "idempotency_key": request.headers.get("Idempotency-Key")}),
+            text=json.dumps(
+                {
+                    "n": n,
+                    "method": request.method,
+                    "body": body.decode("utf-8", "replace"),
+                    "idempotency_key": request.headers.get("Idempotency-Key"),
+                }
+            ),
             content_type="application/json",
         )
 
     def _log(self, key: str, request: Any, body: bytes) -> None:
         self.requests.setdefault(key, []).append(
-            {"method": request.method, "idempotency_key": request.headers.get("Idempotency-Key"), "body": body}
+            {
+                "method": request.method,
+                "idempotency_key": request.headers.get("Idempotency-Key"),
+                "body": body,
+            }
         )
 
 

@@ -40,7 +40,9 @@ class Api:
     async def post(self, url: str, **kw: Any) -> Any:
         return await self.request("POST", url, **kw)
 
-    async def stream_lines(self, method: str, url: str, *, stop_after: int | None = None, **kw: Any) -> list[bytes]:
+    async def stream_lines(
+        self, method: str, url: str, *, stop_after: int | None = None, **kw: Any
+    ) -> list[bytes]:
         """Open a stream, read lines (all, or ``stop_after``), close it."""
         if self.kind == "async":
             out: list[bytes] = []
@@ -83,7 +85,9 @@ async def make_api(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     made: list[Api] = []
 
     def make(settings: HTTPSettings | None = None, **overrides: Any) -> Api:
-        client = AsyncPerfClient(settings, **overrides) if kind == "async" else PerfClient(settings, **overrides)
+        client = (
+            AsyncPerfClient(settings, **overrides) if kind == "async" else PerfClient(settings, **overrides)
+        )
         api = Api(kind, client)
         made.append(api)
         return api

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import threading
 from typing import Any
@@ -68,7 +69,8 @@ class HypercornH2C:
         self._stop = self._lt.run(make_event())
         stop = self._stop
         self._task = asyncio.run_coroutine_threadsafe(
-            serve(_asgi_app, config, shutdown_trigger=stop.wait), self._lt.loop  # type: ignore[arg-type]
+            serve(_asgi_app, config, shutdown_trigger=stop.wait),
+            self._lt.loop,  # type: ignore[arg-type]
         )
         # wait until it accepts
         for _ in range(100):
@@ -88,15 +90,11 @@ class HypercornH2C:
     def __exit__(self, *exc: object) -> None:
         assert self._stop is not None
         self._lt.loop.call_soon_threadsafe(self._stop.set)
-        try:
+        with contextlib.suppress(Exception):
             self._task.result(10)
-        except Exception:
-            pass
         self._lt.stop()
-        try:
+        with contextlib.suppress(OSError):  # hypercorn closed the fd it was handed
             self._sock.close()
-        except OSError:  # hypercorn closed the fd it was handed
-            pass
 
 
 class _RotatingProtocol(asyncio.Protocol):
@@ -105,7 +103,9 @@ class _RotatingProtocol(asyncio.Protocol):
         import h2.connection
 
         self.server = server
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        )
         self.transport: Any = None
         self.answered = 0
         self.closed = False

@@ -7,10 +7,9 @@ import collections
 import threading
 
 import pytest
+from http_h2_servers import HypercornH2C, RotatingH2Server
 
 from infra.http import AsyncPerfClient, PerfClient, TransportError
-
-from http_h2_servers import HypercornH2C, RotatingH2Server
 
 pytest.importorskip("h2")
 
@@ -56,7 +55,9 @@ async def test_goaway_rotation_every_1000_streams_loses_no_request() -> None:
                 async with sem:
                     try:
                         r = await client.request(
-                            method, f"{srv.url}/x", content=b"a" if method == "POST" else None,
+                            method,
+                            f"{srv.url}/x",
+                            content=b"a" if method == "POST" else None,
                             idempotent=method == "POST",
                         )
                         outcomes[str(r.status)] += 1

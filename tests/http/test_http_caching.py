@@ -14,7 +14,8 @@ cache_mod = pytest.importorskip("infra.cache")
 
 @pytest.fixture
 def store(tmp_path: Path):
-    from infra.cache import Cache, CacheSettings as StoreSettings
+    from infra.cache import Cache
+    from infra.cache import CacheSettings as StoreSettings
 
     c = Cache(StoreSettings(path=str(tmp_path / "cache.db")), export_metrics=False)
     yield c
@@ -42,7 +43,9 @@ async def test_get_is_served_from_cache_when_enabled(make_api, server, store) ->
     assert server.hits[f"echo/{key}"] == 1
     assert second.from_cache and not first.from_cache
     assert (second.status, second.content, second.headers["content-type"]) == (
-        first.status, first.content, first.headers["content-type"],
+        first.status,
+        first.content,
+        first.headers["content-type"],
     )
     assert second.json()["n"] == 1
 
@@ -106,7 +109,11 @@ def test_keys_hold_no_secret() -> None:
     """The key is a SHA-256 hex digest: no URL, query or credential readable in it."""
     from infra.http._caching import cache_key
 
-    key = cache_key("GET", "http://h:1/x?api_key=SECRET", None, {"Authorization": "Bearer TOKEN"}, None, None, "http")
+    key = cache_key(
+        "GET", "http://h:1/x?api_key=SECRET", None, {"Authorization": "Bearer TOKEN"}, None, None, "http"
+    )
     assert len(key) == 64 and "SECRET" not in key and "TOKEN" not in key
-    other = cache_key("GET", "http://h:1/x?api_key=SECRET", None, {"Authorization": "Bearer OTHER"}, None, None, "http")
+    other = cache_key(
+        "GET", "http://h:1/x?api_key=SECRET", None, {"Authorization": "Bearer OTHER"}, None, None, "http"
+    )
     assert key != other

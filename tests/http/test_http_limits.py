@@ -106,7 +106,9 @@ async def test_pool_back_to_zero_after_double_cancel(three_servers) -> None:
     server = three_servers[0][0]
     async with AsyncPerfClient() as client:
         for delay in (0, 0.05, 0.1):
-            tasks = [asyncio.create_task(client.get(f"{server.url}/slow-first-byte?delay=2")) for _ in range(8)]
+            tasks = [
+                asyncio.create_task(client.get(f"{server.url}/slow-first-byte?delay=2")) for _ in range(8)
+            ]
             await asyncio.sleep(delay)
             for t in tasks:
                 t.cancel()
@@ -186,7 +188,7 @@ def p99(values: list[float]) -> float:
 
 
 async def test_deadline_overshoot_is_under_10ms_at_p99(three_servers) -> None:
-    """100 calls with a 30 ms deadline against a 2 s first byte: each fails at its deadline, p99 ≤ 10 ms late."""
+    """100 calls, 30 ms deadline, 2 s first byte: each fails at its deadline, p99 ≤ 10 ms late."""
     server = three_servers[0][0]
     overshoot = []
     async with AsyncPerfClient() as client:

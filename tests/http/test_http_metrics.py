@@ -48,7 +48,9 @@ async def test_breaker_transitions_are_counted() -> None:
     from infra.testing.fault_server import FaultServer
 
     with FaultServer() as srv:
-        async with AsyncPerfClient(retry=RetryPolicy(attempts=0), breaker=BreakerSettings(consecutive_failures=1)) as c:
+        async with AsyncPerfClient(
+            retry=RetryPolicy(attempts=0), breaker=BreakerSettings(consecutive_failures=1)
+        ) as c:
             await c.get(f"{srv.url}/status/500")
     text = rendered()
     assert f'infra_http_breaker_transitions_total{{origin="{srv.origin}",state="open"}} 1' in text

@@ -8,7 +8,17 @@ from email.utils import formatdate
 import pytest
 
 from infra.http import BreakerSettings, BudgetSettings, HTTPSettings, Limits, RetryPolicy, Timeouts
-from infra.http._breaker import CLOSED, FAILURE, HALF_OPEN, NEUTRAL, OPEN, PROBE, REJECT, SUCCESS, CircuitBreaker
+from infra.http._breaker import (
+    CLOSED,
+    FAILURE,
+    HALF_OPEN,
+    NEUTRAL,
+    OPEN,
+    PROBE,
+    REJECT,
+    SUCCESS,
+    CircuitBreaker,
+)
 from infra.http._budget import RetryBudget
 from infra.http._origin import origin_of
 from infra.http._retry_after import parse_retry_after

@@ -24,7 +24,9 @@ NO_BREAKER = BreakerSettings(enabled=False)
 
 
 @pytest.mark.parametrize("per_second", [0.0, 10.0])
-async def test_budget_caps_attempts_under_total_failure(make_api, server: FaultServer, per_second: float) -> None:
+async def test_budget_caps_attempts_under_total_failure(
+    make_api, server: FaultServer, per_second: float
+) -> None:
     """Every request fails (503): the server sees at most 1.2x the requests, plus the reserve, not 4x."""
     api = make_api(retry=FAST, breaker=NO_BREAKER, budget=BudgetSettings(ratio=0.2, per_second=per_second))
     n = 500
@@ -83,7 +85,9 @@ async def test_breaker_closed_open_half_open_closed(make_api) -> None:
 
 
 async def test_breaker_reopens_when_the_probe_fails(server: FaultServer) -> None:
-    async with AsyncPerfClient(retry=RetryPolicy(attempts=0), breaker=BreakerSettings(consecutive_failures=2, cooldown=0.2)) as client:
+    async with AsyncPerfClient(
+        retry=RetryPolicy(attempts=0), breaker=BreakerSettings(consecutive_failures=2, cooldown=0.2)
+    ) as client:
         with FaultServer() as own:
             url = f"{own.url}/status/503"
             for _ in range(2):
@@ -118,7 +122,10 @@ async def test_breaker_is_per_origin(make_api) -> None:
 
 def test_open_breaker_rejects_a_retry_mid_call() -> None:
     """A breaker that opens between attempts stops the call's remaining retries."""
-    with FaultServer() as server, PerfClient(retry=FAST, breaker=BreakerSettings(consecutive_failures=2)) as client:
+    with (
+        FaultServer() as server,
+        PerfClient(retry=FAST, breaker=BreakerSettings(consecutive_failures=2)) as client,
+    ):
         with pytest.raises(CircuitOpenError) as info:
             client.get(f"{server.url}/reset-before-headers/{uuid.uuid4().hex}")
         assert [a.error for a in info.value.history] == ["read", "read", "circuit_open"]
