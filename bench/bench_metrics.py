@@ -1,7 +1,8 @@
 """Metrics hot paths and rendering, side by side with prometheus_client in one run.
 
-    python bench/bench_metrics.py            # full run (~1 minute)
+    python bench/bench_metrics.py            # full run (~1 minute): 21 interleaved rounds of 100k ops
     python bench/bench_metrics.py --quick    # smoke run (a few seconds)
+    python bench/bench_metrics.py --only timer --rounds 41   # one case, more rounds
 
 Cases (issue 2 targets, as ratio ours / prometheus_client):
   counter_inc          bound child .inc()                                    <= 0.40
@@ -205,11 +206,15 @@ def _fmt_ns(ns: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few small rounds (smoke test)")
-    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 15, quick 3)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 21, quick 3)")
+    ap.add_argument("--n", type=int, default=None, help="operations per round (default 100000, quick 20000)")
+    ap.add_argument("--only", nargs="*", choices=sorted(TARGETS), help="run only these cases")
     args = ap.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 15)
-    n = 20_000 if args.quick else 200_000
+    rounds = args.rounds or (3 if args.quick else 21)
+    n = args.n or (20_000 if args.quick else 100_000)
     cases = build_cases(n)
+    if args.only:
+        cases = {k: v for k, v in cases.items() if k in args.only}
     results: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in cases}
     for _ in range(2 if not args.quick else 1):  # warm-up: first-touch shards, caches, CPU clocks
         for ours, peer, _base in cases.values():
