@@ -146,6 +146,7 @@ def bench_postgres(res: Results, rounds: int, n: int, notes: dict[str, Any]) -> 
             for c in cs.idle:
                 c.add_query_logger(queries.append)
             got = await a_ours.aget_many(NS, keys100)
+            await asyncio.sleep(0.01)  # query loggers are called with call_soon
             for c in cs.idle:
                 c.remove_query_logger(queries.append)
             notes["pg_batch_hits"] = len(got)

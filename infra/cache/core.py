@@ -288,14 +288,36 @@ class Cache:
     # ------------------------------------------------------------------ sync API
     def get(self, namespace: str, key: str, default: Any = MISSING) -> Any:
         """The cached value, or ``default`` (``MISSING`` unless given) on a miss or any cache failure."""
+        # The shared core (_lookup) spelled out inline: this is the hottest path of the layer.
         if not self.enabled:
             return default
         ns = self._ns.get(namespace) or self._namespace(namespace)
-        v = self._lookup(ns, key)
-        if v is MISSING:
-            ns.stats.miss()
-            return default
-        return v
+        now = _time()
+        if now >= self._next_gen_check:
+            self._check_generations(now)
+        k = (namespace, key)
+        data = self._l1._data
+        e = data.get(k)
+        if e is not None and e[2] == ns.gen and (e[1] is None or e[1] > now):
+            try:
+                data.move_to_end(k)
+            except KeyError:
+                pass
+            ns.stats.hit(e[3])
+            return e[0]
+        b = self.backend
+        if b is not None:
+            try:
+                se = b.get(namespace, key)
+            except Exception as exc:  # noqa: BLE001 - fail open
+                ns.stats.error("read", exc)
+                se = None
+            if se is not None:
+                v = self._accept(ns, key, se)
+                if v is not MISSING:
+                    return v
+        ns.stats.miss()
+        return default
 
     def set(self, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0) -> None:
         """Store ``value`` (``ttl`` seconds; None: the namespace's TTL; 0: never expires). Never raises."""
