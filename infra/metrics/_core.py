@@ -85,20 +85,33 @@ class _Child:
 class CounterChild(_Child):
     """A bound counter series. ``inc`` is lock-free (per-thread cell)."""
 
-    __slots__ = ("_set",)
+    __slots__ = ("_local", "_metric", "_set")
 
-    def __init__(self, labelnames: tuple[str, ...], label_values: tuple[str, ...]) -> None:
-        super().__init__(labelnames, label_values)
+    def __init__(self, metric: Counter, label_values: tuple[str, ...]) -> None:
+        super().__init__(metric.labelnames, label_values)
+        self._metric = metric
         self._set: ShardSet[CounterCell] = ShardSet(CounterCell(None))
+        self._local = self._set.local
 
     def inc(self, amount: float = 1.0) -> None:
-        """Add ``amount`` (>= 0) to the counter."""
-        if amount < 0:
-            raise ValueError(f"counters only go up: inc({amount!r})")
+        """Add ``amount`` (>= 0) to the counter.
+
+        Negative amounts raise ValueError (as in prometheus_client). NaN and infinities are dropped and
+        counted in ``infra_metrics_invalid_observations_total``: one NaN would otherwise poison the
+        counter forever and make every later OpenMetrics scrape invalid.
+        """
+        if not 0 <= amount < _INF:
+            self._bad(amount)
+            return
         try:
-            self._set.local.s.value += amount
+            self._local.s.value += amount
         except AttributeError:  # first call on this thread
             self._set.add(CounterCell(threading.current_thread())).value += amount
+
+    def _bad(self, amount: float) -> None:
+        if amount < 0:
+            raise ValueError(f"{self._metric.name}: counters only go up, got inc({amount!r})")
+        self._metric._invalid()
 
     def get(self) -> float:
         """The current total."""
@@ -409,7 +422,7 @@ class _Metric:
     def _invalid(self) -> None:
         self._registry._internal_counter(
             "infra_metrics_invalid_observations_total",
-            "Observations dropped because they were negative, NaN or infinite.",
+            "Dropped histogram observations (negative, NaN, inf) and counter increments (NaN, inf).",
         ).labels(self.name).inc()
 
     def children(self) -> list[Any]:
@@ -439,7 +452,7 @@ class Counter(_Metric):
     kind = "counter"
 
     def _make_child(self, values: tuple[str, ...]) -> CounterChild:
-        return CounterChild(self.labelnames, values)
+        return CounterChild(self, values)
 
     def _bind_solo(self, child: CounterChild) -> None:
         self.inc = child.inc  # type: ignore[method-assign]

@@ -75,9 +75,16 @@ def test_label_less_metrics_take_inc_set_observe_directly(registry: MetricsRegis
     assert h.labels().cumulative()[0][-1] == 1
 
 
-def test_counters_refuse_to_go_down(registry: MetricsRegistry) -> None:
-    with pytest.raises(ValueError, match="only go up"):
-        registry.counter("c_total").inc(-1)
+def test_counters_refuse_to_go_down_and_drop_nan_and_inf(registry: MetricsRegistry) -> None:
+    c = registry.counter("c_total")
+    with pytest.raises(ValueError, match="c_total: counters only go up"):
+        c.inc(-1)
+    c.inc(math.nan)
+    c.inc(math.inf)
+    c.inc(2)
+    assert c.get() == 2
+    bad = registry.get("infra_metrics_invalid_observations_total")
+    assert bad is not None and bad.labels("c_total").get() == 2  # type: ignore[attr-defined]
 
 
 def test_series_limit_routes_new_label_sets_to_one_overflow_series_and_counts_them() -> None:
