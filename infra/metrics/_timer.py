@@ -21,6 +21,7 @@ Each ``with timed(...)`` creates a small object holding the start time, so concu
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncGenerator, Callable, Generator
 from math import floor, log
 from time import perf_counter
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from ._registry import MetricsRegistry
 
 __all__ = ["Timer", "timed", "timer_class"]
+
+_log = logging.getLogger("infra.metrics")
+_failure_logged = False  # log a recording failure once per process, not once per call
 
 # Set by ``_registry`` once the process-wide registry exists (it imports this module, not the reverse).
 _default_registry: MetricsRegistry | None = None
@@ -66,27 +70,28 @@ class Timer:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         v = perf_counter() - self._t0
-        if et is not None and self._e is not None and issubclass(et, Exception):
-            self._e.inc()
-        # HistogramChild.observe inlined (the call is a quarter of the timer's cost); anything but a
-        # known, non-straddling sketch key on a thread that already has its shard takes the full path.
+        if et is not None:
+            _record(self._h, self._e, v, issubclass(et, Exception), observe=False)
+        # HistogramChild.observe inlined (the call is a quarter of the timer's cost). The first use
+        # on a thread (AttributeError) and v == 0 (ValueError) raise before anything is written and
+        # take the full, guarded path; so would any failure of ours, which must never replace what
+        # the timed block raised or returned (fail open).
         try:
             s = self._local.s
             k = floor(log(v) * _MULT)
-        except (AttributeError, ValueError):
-            self._h.observe(v)
-            return
-        bins = s.bins
-        c = bins.get(k)
-        if c is None:
-            self._h._observe_key(s, v, k)
-            return
-        bins[k] = c + 1
-        s.sum += v
-        if v < s.min:
-            s.min = v
-        if v > s.max:
-            s.max = v
+            bins = s.bins
+            c = bins.get(k)
+            if c is None:
+                self._h._observe_key(s, v, k)
+                return
+            bins[k] = c + 1
+            s.sum += v
+            if v < s.min:
+                s.min = v
+            if v > s.max:
+                s.max = v
+        except Exception:
+            _record(self._h, None, v, False)
 
     async def __aenter__(self) -> Timer:
         self._t0 = perf_counter()
@@ -121,10 +126,20 @@ def timer_class(hist: HistogramChild, errors: CounterChild | None) -> type[Timer
     return type("Timer", (Timer,), {"__slots__": (), "_h": hist, "_local": hist._local, "_e": errors})
 
 
-def _record(h: HistogramChild, e: CounterChild | None, t0: float, failed: bool) -> None:
-    if failed and e is not None:
-        e.inc()
-    h.observe(perf_counter() - t0)
+def _record(
+    h: HistogramChild, e: CounterChild | None, seconds: float, failed: bool, observe: bool = True
+) -> None:
+    """Count the error and record the duration; never raise (the timed code's outcome must stand)."""
+    global _failure_logged
+    try:
+        if failed and e is not None:
+            e.inc()
+        if observe:
+            h.observe(seconds)
+    except Exception:
+        if not _failure_logged:
+            _failure_logged = True
+            _log.exception("timed: recording %s failed; the timed code is unaffected", h._metric.name)
 
 
 def _wrap_function(func: Callable[..., Any], h: HistogramChild, e: CounterChild | None) -> Callable[..., Any]:
@@ -138,7 +153,7 @@ def _wrap_function(func: Callable[..., Any], h: HistogramChild, e: CounterChild 
             failed = True
             raise
         finally:
-            _record(h, e, t0, failed)
+            _record(h, e, perf_counter() - t0, failed)
 
     return wrapper
 
@@ -156,7 +171,7 @@ def _wrap_coroutine(
             failed = True
             raise
         finally:
-            _record(h, e, t0, failed)
+            _record(h, e, perf_counter() - t0, failed)
 
     return wrapper
 
@@ -176,7 +191,7 @@ def _wrap_generator(
             failed = True
             raise
         finally:
-            _record(h, e, t0, failed)
+            _record(h, e, perf_counter() - t0, failed)
 
     return wrapper
 
@@ -213,7 +228,7 @@ def _wrap_asyncgen(func: Callable[..., Any], h: HistogramChild, e: CounterChild 
             failed = True
             raise
         finally:
-            _record(h, e, t0, failed)
+            _record(h, e, perf_counter() - t0, failed)
 
     return wrapper
 

@@ -218,3 +218,31 @@ def test_operations_past_the_series_limit_share_the_overflow_series() -> None:
     assert stats["op0"]["count"] == 1 and stats["op1"]["count"] == 1
     assert stats["__overflow__"]["count"] == 3
     assert len(reg._timed) == 2  # no per-name state kept for the refused names
+
+
+def test_a_failure_while_recording_never_changes_the_outcome(
+    registry: MetricsRegistry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fail open: if recording breaks, the block's result and exception stand; logged once."""
+    from infra.metrics import _timer
+
+    @timed("broken", registry=registry)
+    def f() -> int:
+        return 7
+
+    h = registry.get("infra_operation_duration_seconds").labels("broken")  # type: ignore[union-attr]
+
+    def explode(*_: object) -> None:
+        raise RuntimeError("metrics bug")
+
+    monkeypatch.setattr(_timer, "_failure_logged", False)
+    monkeypatch.setattr(type(h), "observe", explode)
+    monkeypatch.setattr(type(h), "_observe_key", explode)
+    assert f() == 7
+    with pytest.raises(KeyError), timed("broken", registry=registry):
+        raise KeyError("mine")
+    with timed("broken", registry=registry):
+        pass
+    assert [r.message for r in caplog.records].count(
+        "timed: recording infra_operation_duration_seconds failed; the timed code is unaffected"
+    ) == 1
