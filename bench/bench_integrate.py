@@ -2,7 +2,7 @@
 per-call cost of the wrappers (layer off, pass-through, cache hit) next to the plain method and diskcache.
 
     python bench/bench_integrate.py            # full: realistic service latencies (scale 1)
-    python bench/bench_integrate.py --quick    # smoke: latencies x0.1, fewer rounds
+    python bench/bench_integrate.py --quick    # smoke: latencies x0.05, fewer inputs and rounds
 
 Part 1, end to end (seed 004's enrichment worker, seed 000's voice turn) against the Ollama API test server
 and the stub TTS / STT / search / song services: the peer is the same pipeline with no layer. The wrapped
@@ -221,9 +221,9 @@ def _write(tmp: Path, data: dict[str, Any]) -> Path:
 # ------------------------------------------------------------------------------------ main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="latencies x0.1, fewer inputs and rounds")
+    ap.add_argument("--quick", action="store_true", help="latencies x0.05, fewer inputs and rounds")
     args = ap.parse_args()
-    scale, n, unique = (0.1, 24, 8) if args.quick else (1.0, 24, 8)
+    scale, n, unique = (0.05, 16, 6) if args.quick else (1.0, 24, 8)
     rounds, calls = (5, 20000) if args.quick else (15, 100000)
 
     print(f"== per-call cost ({rounds} interleaved rounds x {calls} calls)", flush=True)
