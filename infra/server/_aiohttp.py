@@ -28,6 +28,7 @@ def make_aiohttp_handler(
                 query=request.query_string,
                 authorization=request.headers.get("Authorization"),
                 token=token,
+                accept_encoding=request.headers.get("Accept-Encoding"),
             )
 
         if series_count(reg) > INLINE_RENDER_MAX_SERIES:

@@ -51,6 +51,7 @@ def make_asgi_app(registry: MetricsRegistry | None = None, *, token: str | None 
                     query=scope.get("query_string", b"").decode("latin-1"),
                     authorization=headers.get("authorization"),
                     token=token,
+                    accept_encoding=headers.get("accept-encoding"),
                 )
 
             if series_count(reg) > INLINE_RENDER_MAX_SERIES:

@@ -38,6 +38,7 @@ class _Handler(BaseHTTPRequestHandler):
                 query=query,
                 authorization=self.headers.get("Authorization"),
                 token=self.server.token,
+                accept_encoding=self.headers.get("Accept-Encoding"),
             )
         except Exception:  # the endpoint must never take the process down; say so once per server
             if not self.server.logged_failure:

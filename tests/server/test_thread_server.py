@@ -114,3 +114,27 @@ def test_a_taken_port_raises_oserror_naming_the_address() -> None:
         with pytest.raises(OSError, match=f"cannot serve /metrics on 127.0.0.1:{port}") as info:
             serve_metrics(port=port)
         assert info.value.errno == errno.EADDRINUSE
+
+
+def test_gzip_when_asked_and_the_body_is_large(registry: MetricsRegistry) -> None:
+    import gzip
+
+    with serve_metrics(port=0, registry=registry) as srv:
+        status, headers, body = _get(srv.url, {"Accept-Encoding": "gzip"})
+        assert status == 200 and headers["Content-Encoding"] == "gzip"
+        text = gzip.decompress(body).decode()
+        assert {f.name for f in parse_text(text)} >= {"infra_test_latency_seconds"}
+        assert len(body) < len(text.encode())
+        _, headers, _ = _get(srv.url, {"Accept-Encoding": "gzip;q=0, identity"})
+        assert "Content-Encoding" not in headers
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(None, False), ("", False), ("gzip", True), ("br, gzip;q=0.5", True), ("gzip;q=0", False),
+     ("*", True), ("identity", False), ("deflate, GZIP", True)],
+)  # fmt: skip
+def test_accept_encoding_table(header: str | None, expected: bool) -> None:
+    from infra.server._common import accepts_gzip
+
+    assert accepts_gzip(header) is expected
