@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embed-latency", type=float, default=0.0, help="seconds per embedded input")
     p.add_argument("--num-parallel", type=int, default=4, help="like OLLAMA_NUM_PARALLEL")
     p.add_argument("--max-queue", type=int, default=512, help="like OLLAMA_MAX_QUEUE")
+    p.add_argument("--min-tokens", type=int, default=20, help="shortest natural reply, in tokens")
+    p.add_argument("--max-tokens", type=int, default=140, help="longest natural reply, in tokens")
     p.add_argument("--embeddings", choices=("hash", "sentence-transformers", "auto"), default="hash")
     args = p.parse_args(argv)
     try:
@@ -209,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             embed_latency=args.embed_latency,
             num_parallel=args.num_parallel,
             max_queue=args.max_queue,
+            min_tokens=args.min_tokens,
+            max_tokens=args.max_tokens,
             embeddings=args.embeddings,
         )
     except ValueError as exc:
