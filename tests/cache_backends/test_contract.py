@@ -178,6 +178,13 @@ def test_lease_is_exclusive_until_released(make_backend: Callable[..., Any]) -> 
     assert b.acquire_lease(NS, "k", "owner-b", 30.0) is True
 
 
+def test_lease_is_reentrant_for_its_owner(make_backend: Callable[..., Any]) -> None:
+    b = make_backend()
+    assert b.acquire_lease(NS, "k", "owner-a", 30.0) is True
+    assert b.acquire_lease(NS, "k", "owner-a", 30.0) is True
+    assert b.acquire_lease(NS, "k", "owner-b", 30.0) is False
+
+
 def test_lease_of_a_dead_holder_expires_after_its_timeout(make_backend: Callable[..., Any]) -> None:
     b = make_backend()
     assert b.acquire_lease(NS, "k", "dead-holder", 0.3) is True

@@ -498,8 +498,8 @@ class PostgresBackend(CacheBackend):
 
     # ================================================================== queries (conn first)
     async def _q_get(self, conn: asyncpg.Connection, ns: str, key: str) -> StoredEntry | None:
-        row = await conn.fetchrow(self.sql.get, ns, key, time.time())
-        if row is None:
+        row = await conn.fetchrow(self.sql.get, ns, key)
+        if row is None or (row[2] is not None and row[2] <= time.time()):
             return None
         return StoredEntry(row[1], row[0], row[2], row[3])
 
@@ -595,7 +595,7 @@ class PostgresBackend(CacheBackend):
             tok = id(conn)
             self._inflight[tok] = (conn, cs.loop, time.monotonic())
             try:
-                row = await conn.fetchrow(self._sql_get, namespace, key, time.time())
+                row = await conn.fetchrow(self._sql_get, namespace, key)
             except Exception as exc:
                 self._inflight.pop(tok, None)
                 conn_err = _is_connection_error(exc)
@@ -608,7 +608,9 @@ class PostgresBackend(CacheBackend):
                 cs.idle.append(conn)
             if self.gate._delay:
                 self.gate.ok()
-            e = None if row is None else StoredEntry(row[1], row[0], row[2], row[3])
+            if row is None or (row[2] is not None and row[2] <= time.time()):
+                return None
+            e = StoredEntry(row[1], row[0], row[2], row[3])
         if e is not None and self._n_touches < _MAX_TOUCHES:
             self.register_touch(namespace, key)
         return e

@@ -13,8 +13,8 @@ escaped):
 * ``{p}:g:{ns}`` → the namespace generation (``INCR``); ``{p}:gens`` mirrors every generation in one hash
   so ``generations()`` is one ``HGETALL``. Both are changed by one Lua script that also PUBLISHes
   ``"<generation>:<namespace>"`` on ``{p}:invalidate``.
-* ``{p}:l:{ns}:{key}`` → a single-flight lease: ``SET NX PX`` with the owner's token, released by a Lua
-  script only when the token still matches (a lease that outlived its timeout and was taken over is never
+* ``{p}:l:{ns}:{key}`` → a single-flight lease: set-if-absent with PX and the owner's token (a Lua script, so
+  the same owner may take it again and extend it), released by a Lua script only when the token still matches (a lease that outlived its timeout and was taken over is never
   released by its first owner). A dead holder blocks nobody past the timeout: Redis expires the key.
 
 A read is one ``MGET {p}:g:{ns} {p}:e:{ns}:{key}``: one command, one round trip, and the entry's header
@@ -70,6 +70,19 @@ local g = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], ARGV[1], g)
 redis.call('PUBLISH', ARGV[2], g .. ':' .. ARGV[1])
 return g
+"""
+# re-entrant for the same owner (as the contract and the PostgreSQL lease table are): the owner extends it
+_ACQUIRE_LUA = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
 """
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -224,6 +237,7 @@ class RedisBackend(CacheBackend):
                     redis = _redis()
                     client = redis.Redis.from_url(self._url, **self._client_kwargs())
                     self._release = client.register_script(_RELEASE_LUA)
+                    self._acquire = client.register_script(_ACQUIRE_LUA)
                     self._invalidate_script = client.register_script(_INVALIDATE_LUA)
                     self._client = client
                 c = self._client
@@ -509,7 +523,7 @@ class RedisBackend(CacheBackend):
     def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         lk = self._keys(namespace)[2] + key
         ms = max(1, int(timeout * 1000))
-        return bool(self._call(lambda c: c.set(lk, owner, nx=True, px=ms)))
+        return bool(self._call(lambda c: self._acquire(keys=[lk], args=[owner, ms], client=c)))
 
     def release_lease(self, namespace: str, key: str, owner: str) -> None:
         lk = self._keys(namespace)[2] + key
@@ -518,7 +532,7 @@ class RedisBackend(CacheBackend):
     async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         lk = self._keys(namespace)[2] + key
         ms = max(1, int(timeout * 1000))
-        return bool(await self._acall(lambda c: c.set(lk, owner, nx=True, px=ms)))
+        return bool(await self._acall(lambda c: c.eval(_ACQUIRE_LUA, 1, lk, owner, ms)))
 
     async def arelease_lease(self, namespace: str, key: str, owner: str) -> None:
         lk = self._keys(namespace)[2] + key
