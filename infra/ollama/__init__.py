@@ -28,9 +28,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "AsyncKeepWarm": "infra.ollama.aclient",
+    "AsyncKeepWarm": "infra.ollama.warmup",
     "AsyncOptimizedOllama": "infra.ollama.aclient",
-    "KeepWarm": "infra.ollama.client",
+    "KeepWarm": "infra.ollama.warmup",
     "OptimizedOllama": "infra.ollama.client",
     "OllamaCacheSettings": "infra.ollama.settings",
     "OllamaSettings": "infra.ollama.settings",
@@ -39,10 +39,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from infra.ollama.aclient import AsyncKeepWarm, AsyncOptimizedOllama
-    from infra.ollama.client import KeepWarm, OptimizedOllama
+    from infra.ollama.aclient import AsyncOptimizedOllama
+    from infra.ollama.client import OptimizedOllama
     from infra.ollama.runner import OllamaRunnerError, RunnerOptionWarning
     from infra.ollama.settings import OllamaCacheSettings, OllamaSettings
+    from infra.ollama.warmup import AsyncKeepWarm, KeepWarm
 
 
 def __getattr__(name: str) -> Any:

@@ -10,15 +10,23 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .keys import KEY_VERSION, is_deterministic, request_digest
-from .runner import RunnerPolicy
+from .runner import RunnerPolicy, options_dict
 from .settings import DEFAULT_HOST, OllamaSettings
 
-__all__ = ["RELOAD_THRESHOLD_S", "ClientCore", "Handles", "StreamRecorder"]
+__all__ = [
+    "RELOAD_THRESHOLD_S",
+    "ClientCore",
+    "Handles",
+    "as_found",
+    "call_options",
+    "is_embedding_model",
+    "keep_alive_seconds",
+    "settings_from",
+]
 
 log = logging.getLogger("infra.ollama")
 
@@ -334,36 +342,6 @@ class ClientCore:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
 
 
-class StreamRecorder:
-    """Collects a streamed reply's chunks and their offsets (seconds since the call began) while they pass."""
-
-    __slots__ = ("chunks", "final", "offsets", "t0")
-
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.chunks: list[dict[str, Any]] = []
-        self.offsets: list[float] = []
-        self.final: Any = None
-
-    def add(self, part: Any) -> None:
-        self.offsets.append(time.perf_counter() - self.t0)
-        self.chunks.append(part.model_dump(exclude_unset=True))
-        if getattr(part, "done", False):
-            self.final = part
-
-    def value(self) -> dict[str, Any]:
-        return {"v": 1, "chunks": self.chunks, "t": self.offsets}
-
-
-def replay_delays(offsets: Iterable[float]) -> list[float]:
-    """Offsets relative to the first chunk: paced replay sends chunk i at start + delays[i]."""
-    offs = list(offsets)
-    if not offs:
-        return []
-    first = offs[0]
-    return [max(0.0, t - first) for t in offs]
-
-
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -392,3 +370,31 @@ def is_embedding_model(model: str) -> bool:
     """Name heuristic for warmup: embedding models can't /api/chat (Ollama answers 400 "does not support")."""
     base = model.split(":", 1)[0].lower()
     return any(t in base for t in ("embed", "minilm", "bge", "e5-", "gte-", "mxbai", "arctic-embed"))
+
+
+def call_options(options: Any) -> dict[str, Any]:
+    return options_dict(options)
+
+
+def as_found(keys: list[str], got: Any) -> Mapping[str, Any]:
+    """``get_many`` may return {key: value} for found keys, or a list aligned with ``keys``."""
+    if isinstance(got, Mapping):
+        return got
+    out = {}
+    for k, v in zip(keys, got or (), strict=False):
+        if v is not None and type(v).__name__ != "_Missing":
+            out[k] = v
+    return out
+
+
+def settings_from(config: Any) -> OllamaSettings:
+    if config is None:
+        from infra.config import get_config
+
+        config = get_config()
+    s = OllamaSettings.from_config(config.ollama)
+    if not getattr(config, "enabled", True):
+        import dataclasses
+
+        s = dataclasses.replace(s, enabled=False)
+    return s

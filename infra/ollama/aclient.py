@@ -8,17 +8,17 @@ generators for streams.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from ._core import ClientCore, Handles, StreamRecorder, is_embedding_model, keep_alive_seconds, replay_delays
-from .client import _as_found, _opts, _settings_from
+from ._core import ClientCore, Handles, as_found, call_options, is_embedding_model, settings_from
 from .keys import chat_fields, generate_fields
 from .settings import OllamaSettings
+from .stream import StreamRecorder, areplay
+from .warmup import AsyncKeepWarm
 
-__all__ = ["AsyncKeepWarm", "AsyncOptimizedOllama"]
+__all__ = ["AsyncOptimizedOllama"]
 
 
 class AsyncOptimizedOllama:
@@ -48,7 +48,7 @@ class AsyncOptimizedOllama:
 
     @classmethod
     def from_config(cls, config: Any = None, **kwargs: Any) -> AsyncOptimizedOllama:
-        return cls(settings=_settings_from(config), **kwargs)
+        return cls(settings=settings_from(config), **kwargs)
 
     @property
     def client(self) -> Any:
@@ -104,7 +104,7 @@ class AsyncOptimizedOllama:
 
         core = self._core
         if not self._enabled:
-            opts = options if profile is None else {**core.policy.profile(profile), **_opts(options)}
+            opts = options if profile is None else {**core.policy.profile(profile), **call_options(options)}
             return await self._client.generate(
                 model,
                 prompt,
@@ -196,7 +196,7 @@ class AsyncOptimizedOllama:
 
         core = self._core
         if not self._enabled:
-            opts = options if profile is None else {**core.policy.profile(profile), **_opts(options)}
+            opts = options if profile is None else {**core.policy.profile(profile), **call_options(options)}
             return await self._client.chat(
                 model,
                 messages,
@@ -431,7 +431,7 @@ class AsyncOptimizedOllama:
         if c is None:
             return {}
         try:
-            return _as_found(keys, await c.aget_many(ns, keys))
+            return as_found(keys, await c.aget_many(ns, keys))
         except Exception as exc:
             self._core.failure("cache", exc)
             return {}
@@ -507,7 +507,7 @@ class AsyncOptimizedOllama:
             decoded = core.decode_stream(value) if value is not None else None
             if decoded is not None:
                 h.hit()
-                async for part in _areplay(cls, decoded, self.settings.cache.replay == "paced"):
+                async for part in areplay(cls, decoded, self.settings.cache.replay == "paced"):
                     yield part
                 h.duration_hit.observe(time.perf_counter() - t0)
                 return
@@ -551,61 +551,3 @@ class AsyncOptimizedOllama:
         except Exception:
             h.errors.inc()
             raise
-
-
-async def _areplay(
-    cls: Any, decoded: tuple[list[dict[str, Any]], list[float]], paced: bool
-) -> AsyncIterator[Any]:
-    chunks, offsets = decoded
-    if not paced:
-        for c in chunks:
-            yield cls.model_validate(c)
-        return
-    delays = replay_delays(offsets)
-    start = time.perf_counter()
-    for c, d in zip(chunks, delays, strict=False):
-        wait = start + d - time.perf_counter()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        yield cls.model_validate(c)
-
-
-class AsyncKeepWarm:
-    """The async keep-warm loop (see :class:`~infra.ollama.client.KeepWarm`); ``await stop()`` ends it."""
-
-    def __init__(
-        self, owner: AsyncOptimizedOllama, models: list[str], *, interval: float | None = None
-    ) -> None:
-        self._owner = owner
-        self.models = models
-        ka = keep_alive_seconds(owner.settings.keep_alive)
-        self.interval = (
-            interval if interval is not None else max(1.0, min(60.0, ka / 4 if ka != float("inf") else 60))
-        )
-        self._task: asyncio.Task[None] | None = None
-        self.refreshes = 0
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        owner = self._owner
-        while True:
-            try:
-                loaded = {m.model: m.expires_at for m in (await owner.client.ps()).models}
-                now = time.time()
-                for model in self.models:
-                    exp = loaded.get(model) or loaded.get(f"{model}:latest")
-                    if exp is None or exp.timestamp() - now < 2 * self.interval:
-                        await owner._warm_one(model, None)
-                        self.refreshes += 1
-            except Exception as exc:
-                owner._core.failure("keep_warm", exc)
-            await asyncio.sleep(self.interval)

@@ -13,18 +13,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ._core import (
-    ClientCore,
-    Handles,
-    StreamRecorder,
-    is_embedding_model,
-    keep_alive_seconds,
-    replay_delays,
-)
+from ._core import ClientCore, Handles, as_found, call_options, is_embedding_model, settings_from
 from .keys import chat_fields, generate_fields
 from .settings import OllamaSettings
+from .stream import StreamRecorder, replay
+from .warmup import KeepWarm
 
-__all__ = ["KeepWarm", "OptimizedOllama"]
+__all__ = ["OptimizedOllama"]
 
 
 class OptimizedOllama:
@@ -60,7 +55,7 @@ class OptimizedOllama:
     @classmethod
     def from_config(cls, config: Any = None, **kwargs: Any) -> OptimizedOllama:
         """Built from ``PerfConfig.ollama`` (``infra.config.get_config()`` when ``config`` is None)."""
-        return cls(settings=_settings_from(config), **kwargs)
+        return cls(settings=settings_from(config), **kwargs)
 
     @property
     def client(self) -> Any:
@@ -116,7 +111,7 @@ class OptimizedOllama:
 
         core = self._core
         if not self._enabled:
-            opts = options if profile is None else {**core.policy.profile(profile), **_opts(options)}
+            opts = options if profile is None else {**core.policy.profile(profile), **call_options(options)}
             return self._client.generate(
                 model,
                 prompt,
@@ -209,7 +204,7 @@ class OptimizedOllama:
 
         core = self._core
         if not self._enabled:
-            opts = options if profile is None else {**core.policy.profile(profile), **_opts(options)}
+            opts = options if profile is None else {**core.policy.profile(profile), **call_options(options)}
             return self._client.chat(
                 model,
                 messages,
@@ -455,7 +450,7 @@ class OptimizedOllama:
         if c is None:
             return {}
         try:
-            return _as_found(keys, c.get_many(ns, keys))
+            return as_found(keys, c.get_many(ns, keys))
         except Exception as exc:
             self._core.failure("cache", exc)
             return {}
@@ -525,7 +520,7 @@ class OptimizedOllama:
             decoded = core.decode_stream(value) if value is not None else None
             if decoded is not None:
                 h.hit()
-                yield from _replay(cls, decoded, self.settings.cache.replay == "paced")
+                yield from replay(cls, decoded, self.settings.cache.replay == "paced")
                 h.duration_hit.observe(time.perf_counter() - t0)
                 return
             h.miss()
@@ -570,86 +565,3 @@ class OptimizedOllama:
         except Exception:
             h.errors.inc()
             raise
-
-
-def _replay(cls: Any, decoded: tuple[list[dict[str, Any]], list[float]], paced: bool) -> Iterator[Any]:
-    chunks, offsets = decoded
-    if not paced:
-        for c in chunks:
-            yield cls.model_validate(c)
-        return
-    delays = replay_delays(offsets)
-    start = time.perf_counter()
-    for c, d in zip(chunks, delays, strict=False):
-        wait = start + d - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        yield cls.model_validate(c)
-
-
-def _opts(options: Any) -> dict[str, Any]:
-    from .runner import options_dict
-
-    return options_dict(options)
-
-
-def _as_found(keys: list[str], got: Any) -> Mapping[str, Any]:
-    """``get_many`` may return {key: value} for found keys, or a list aligned with ``keys``."""
-    if isinstance(got, Mapping):
-        return got
-    out = {}
-    for k, v in zip(keys, got or (), strict=False):
-        if v is not None and type(v).__name__ != "_Missing":
-            out[k] = v
-    return out
-
-
-def _settings_from(config: Any) -> OllamaSettings:
-    if config is None:
-        from infra.config import get_config
-
-        config = get_config()
-    s = OllamaSettings.from_config(config.ollama)
-    if not getattr(config, "enabled", True):
-        import dataclasses
-
-        s = dataclasses.replace(s, enabled=False)
-    return s
-
-
-class KeepWarm:
-    """Background keep-warm: every ``interval`` seconds, reload any model whose /api/ps ``expires_at`` is
-    less than two intervals away (or that isn't loaded). Bounded: ``stop()`` ends it within one interval."""
-
-    def __init__(self, owner: OptimizedOllama, models: list[str], *, interval: float | None = None) -> None:
-        self._owner = owner
-        self.models = models
-        ka = keep_alive_seconds(owner.settings.keep_alive)
-        self.interval = (
-            interval if interval is not None else max(1.0, min(60.0, ka / 4 if ka != float("inf") else 60))
-        )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ollama-keep-warm", daemon=True)
-        self.refreshes = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        owner = self._owner
-        while not self._stop.is_set():
-            try:
-                loaded = {m.model: m.expires_at for m in owner.client.ps().models}
-                now = time.time()
-                for model in self.models:
-                    exp = loaded.get(model) or loaded.get(f"{model}:latest")
-                    if exp is None or exp.timestamp() - now < 2 * self.interval:
-                        owner._warm_one(model, None)
-                        self.refreshes += 1
-            except Exception as exc:
-                owner._core.failure("keep_warm", exc)
-            self._stop.wait(self.interval)

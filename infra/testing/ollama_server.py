@@ -61,7 +61,7 @@ class OllamaTestServer:
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
-        from .ollama.app import SimState
+        from .ollama.state import SimState
 
         self.state = SimState(settings)
 

@@ -2,5 +2,6 @@
 
 * :mod:`.sim` - the I/O-free part: settings, deterministic text and embeddings, durations, keep_alive parsing,
   the runner model (loads, reloads, expiry) and the counters tests read.
+* :mod:`.state` - what the handlers share: loaded runners, slots and queue, faults, embeddings, counters.
 * :mod:`.app` - the aiohttp handlers that speak the wire format the official ``ollama`` client parses.
 """

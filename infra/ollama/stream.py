@@ -1,0 +1,77 @@
+"""Streams: record a reply's chunks and their timing while they pass, replay them later from the cache.
+
+A hit replays the stored chunks as the same pydantic types, at once (``instant``) or at the recorded cadence
+(``paced``: the first chunk at once, each later one at its recorded offset from the first, scheduled against
+absolute deadlines so sleep overshoot doesn't accumulate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any
+
+__all__ = ["StreamRecorder", "areplay", "replay", "replay_delays"]
+
+
+class StreamRecorder:
+    """Collects a streamed reply's chunks and their offsets (seconds since the call began) while they pass."""
+
+    __slots__ = ("chunks", "final", "offsets", "t0")
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.chunks: list[dict[str, Any]] = []
+        self.offsets: list[float] = []
+        self.final: Any = None
+
+    def add(self, part: Any) -> None:
+        self.offsets.append(time.perf_counter() - self.t0)
+        self.chunks.append(part.model_dump(exclude_unset=True))
+        if getattr(part, "done", False):
+            self.final = part
+
+    def value(self) -> dict[str, Any]:
+        return {"v": 1, "chunks": self.chunks, "t": self.offsets}
+
+
+def replay_delays(offsets: Iterable[float]) -> list[float]:
+    """Offsets relative to the first chunk: paced replay sends chunk i at start + delays[i]."""
+    offs = list(offsets)
+    if not offs:
+        return []
+    first = offs[0]
+    return [max(0.0, t - first) for t in offs]
+
+
+def replay(cls: Any, decoded: tuple[list[dict[str, Any]], list[float]], paced: bool) -> Iterator[Any]:
+    chunks, offsets = decoded
+    if not paced:
+        for c in chunks:
+            yield cls.model_validate(c)
+        return
+    delays = replay_delays(offsets)
+    start = time.perf_counter()
+    for c, d in zip(chunks, delays, strict=False):
+        wait = start + d - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        yield cls.model_validate(c)
+
+
+async def areplay(
+    cls: Any, decoded: tuple[list[dict[str, Any]], list[float]], paced: bool
+) -> AsyncIterator[Any]:
+    chunks, offsets = decoded
+    if not paced:
+        for c in chunks:
+            yield cls.model_validate(c)
+        return
+    delays = replay_delays(offsets)
+    start = time.perf_counter()
+    for c, d in zip(chunks, delays, strict=False):
+        wait = start + d - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        yield cls.model_validate(c)
