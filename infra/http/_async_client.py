@@ -450,6 +450,22 @@ class AsyncPerfClient:
             if delay:
                 await asyncio.sleep(delay)
 
+    async def _acquire(self, host: HostState, deadline_at: float | None) -> AsyncLease:
+        """A connection slot; the pool timeout and the deadline bound the wait (no timer when none is)."""
+        hs, gs = host.slots, self._global_sem()
+        if not hs.locked() and not gs.locked():
+            return await acquire_async(hs, gs, host.metrics, self._stats)  # returns without waiting
+        pool = self._settings.timeouts.pool
+        when = _earliest(deadline_at, _monotonic() + pool if pool is not None else None)
+        cm: Any = None
+        try:
+            async with timeout_at(when) as cm:
+                return await acquire_async(hs, gs, host.metrics, self._stats)
+        except TimeoutError as exc:
+            if cm is not None and cm.expired():
+                raise _Failure(DEADLINE if when == deadline_at else POOL, exc) from exc
+            raise
+
     async def _once_aiohttp(
         self,
         host: HostState,
@@ -464,20 +480,13 @@ class AsyncPerfClient:
     ) -> Response | AsyncStreamResponse:
         session = self._session or self._aiohttp()
         t = self._settings.timeouts
-        now = _monotonic()
-        when = _earliest(deadline_at, now + t.pool if t.pool is not None else None)
-        phase = POOL
-        lease: AsyncLease | None = None
+        lease: AsyncLease = await self._acquire(host, deadline_at)
         resp: Any = None
         cm: Any = None
+        phase = FIRST_BYTE
+        when = _earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
         try:
             async with timeout_at(when) as cm:
-                lease = await acquire_async(host.slots, self._global_sem(), host.metrics, self._stats)
-                phase = FIRST_BYTE
-                when = _earliest(
-                    deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None
-                )
-                cm.reschedule(when)
                 resp = await session.request(
                     method, url, params=params, headers=headers, data=content, json=json
                 )
@@ -492,10 +501,12 @@ class AsyncPerfClient:
                         origin=host.origin,
                         body=body,
                     )
-                phase = DEADLINE
-                when = deadline_at
-                cm.reschedule(when)
+                if when != deadline_at:  # the body is bounded by the deadline alone
+                    phase = DEADLINE
+                    when = deadline_at
+                    cm.reschedule(when)
                 data = await resp.read()
+            assert lease is not None
             lease.release()
             return Response(
                 resp.status, Headers(resp.headers), data, url=url, method=method, origin=host.origin
@@ -533,21 +544,14 @@ class AsyncPerfClient:
 
         client = self._httpx_client(url.startswith("http:"))
         t = self._settings.timeouts
-        now = _monotonic()
-        when = _earliest(deadline_at, now + t.pool if t.pool is not None else None)
-        phase = POOL
-        lease: AsyncLease | None = None
+        lease: AsyncLease = await self._acquire(host, deadline_at)
         resp: Any = None
         cm: Any = None
         handed_over = False
+        phase = FIRST_BYTE
+        when = _earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
         try:
             async with timeout_at(when) as cm:
-                lease = await acquire_async(host.slots, self._global_sem(), host.metrics, self._stats)
-                phase = FIRST_BYTE
-                when = _earliest(
-                    deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None
-                )
-                cm.reschedule(when)
                 request = httpx.Request(
                     method,
                     url,
@@ -571,9 +575,10 @@ class AsyncPerfClient:
                         http_version=resp.http_version,
                         body=_HttpxBody(resp, lease, t.idle, deadline_at, host.origin),
                     )
-                phase = DEADLINE
-                when = deadline_at
-                cm.reschedule(when)
+                if when != deadline_at:
+                    phase = DEADLINE
+                    when = deadline_at
+                    cm.reschedule(when)
                 data = await resp.aread()
             return Response(
                 resp.status_code,
