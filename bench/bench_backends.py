@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.cache.backend import StoredEntry  # noqa: E402
+from infra.cache.backend import StoredEntry
 
 PG_DSN = os.environ.get("INFRA_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("INFRA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -122,7 +122,9 @@ def bench_postgres(res: Results, rounds: int, n: int, notes: dict[str, Any]) -> 
     async def setup_raw() -> None:
         c = await asyncpg.connect(PG_DSN)
         await c.execute(f"CREATE TABLE {raw_table} (key text PRIMARY KEY, payload bytea NOT NULL)")
-        await c.executemany(f"INSERT INTO {raw_table} VALUES ($1, $2)", [(KEY, PAYLOAD)] + [(k, PAYLOAD) for k in keys100])
+        await c.executemany(
+            f"INSERT INTO {raw_table} VALUES ($1, $2)", [(KEY, PAYLOAD)] + [(k, PAYLOAD) for k in keys100]
+        )
         await c.close()
 
     asyncio.run(setup_raw())
@@ -133,12 +135,17 @@ def bench_postgres(res: Results, rounds: int, n: int, notes: dict[str, Any]) -> 
             a_hop = PostgresBackend(dsn=PG_DSN, table=prefix, async_mode="private_loop")
             conn = await asyncpg.connect(PG_DSN)
             pool = await asyncpg.create_pool(PG_DSN, min_size=1, max_size=2)
-            await async_rounds(res, {
-                "pg async: raw asyncpg conn.fetchrow (peer)": lambda: conn.fetchrow(select, KEY),
-                "pg async: raw asyncpg pool.fetchrow": lambda: pool.fetchrow(select, KEY),
-                "pg async: ours aget (caller's loop)": lambda: a_ours.aget(NS, KEY),
-                "pg async: ours aget (private loop + hop)": lambda: a_hop.aget(NS, KEY),
-            }, rounds, n)
+            await async_rounds(
+                res,
+                {
+                    "pg async: raw asyncpg conn.fetchrow (peer)": lambda: conn.fetchrow(select, KEY),
+                    "pg async: raw asyncpg pool.fetchrow": lambda: pool.fetchrow(select, KEY),
+                    "pg async: ours aget (caller's loop)": lambda: a_ours.aget(NS, KEY),
+                    "pg async: ours aget (private loop + hop)": lambda: a_hop.aget(NS, KEY),
+                },
+                rounds,
+                n,
+            )
             # batch of 100: one statement, counted with asyncpg's query logger
             queries: list[Any] = []
             await a_ours.aget_many(NS, keys100)
@@ -157,11 +164,16 @@ def bench_postgres(res: Results, rounds: int, n: int, notes: dict[str, Any]) -> 
                     await conn.fetchrow(select, k)
 
             batch_select = f"SELECT key, payload FROM {raw_table} WHERE key = ANY($1::text[])"
-            await async_rounds(res, {
-                "pg batch100: raw 100x fetchrow": hundred_singles,
-                "pg batch100: raw fetch ANY($1) (peer)": lambda: conn.fetch(batch_select, keys100),
-                "pg batch100: ours aget_many": lambda: a_ours.aget_many(NS, keys100),
-            }, rounds, max(5, n // 50))
+            await async_rounds(
+                res,
+                {
+                    "pg batch100: raw 100x fetchrow": hundred_singles,
+                    "pg batch100: raw fetch ANY($1) (peer)": lambda: conn.fetch(batch_select, keys100),
+                    "pg batch100: ours aget_many": lambda: a_ours.aget_many(NS, keys100),
+                },
+                rounds,
+                max(5, n // 50),
+            )
             await pool.close()
             await conn.close()
             await a_ours.aclose()
@@ -176,13 +188,21 @@ def bench_postgres(res: Results, rounds: int, n: int, notes: dict[str, Any]) -> 
         t = threading.Thread(target=loop_thread.run_forever, daemon=True)
         t.start()
         c2 = asyncio.run_coroutine_threadsafe(asyncpg.connect(PG_DSN), loop_thread).result()
-        sync_rounds(res, {
-            "pg sync: raw asyncpg run_until_complete (peer)": lambda: own_loop.run_until_complete(c1.fetchrow(select, KEY)),
-            "pg sync: raw asyncpg run_coroutine_threadsafe": lambda: asyncio.run_coroutine_threadsafe(
-                c2.fetchrow(select, KEY), loop_thread).result(),
-            "pg sync: ours get (thread-own loop)": lambda: ours.get(NS, KEY),
-            "pg sync: ours get (private loop + hop)": lambda: ours_hop.get(NS, KEY),
-        }, rounds, n)
+        sync_rounds(
+            res,
+            {
+                "pg sync: raw asyncpg run_until_complete (peer)": lambda: own_loop.run_until_complete(
+                    c1.fetchrow(select, KEY)
+                ),
+                "pg sync: raw asyncpg run_coroutine_threadsafe": lambda: asyncio.run_coroutine_threadsafe(
+                    c2.fetchrow(select, KEY), loop_thread
+                ).result(),
+                "pg sync: ours get (thread-own loop)": lambda: ours.get(NS, KEY),
+                "pg sync: ours get (private loop + hop)": lambda: ours_hop.get(NS, KEY),
+            },
+            rounds,
+            n,
+        )
         own_loop.run_until_complete(c1.close())
         own_loop.close()
         asyncio.run_coroutine_threadsafe(c2.close(), loop_thread).result()
@@ -191,7 +211,8 @@ def bench_postgres(res: Results, rounds: int, n: int, notes: dict[str, Any]) -> 
         loop_thread.close()
 
         notes["pg_invalidate"] = invalidation_latency(
-            lambda: PostgresBackend(dsn=PG_DSN, table=prefix), rounds=max(5, rounds * 2))
+            lambda: PostgresBackend(dsn=PG_DSN, table=prefix), rounds=max(5, rounds * 2)
+        )
     finally:
         ours.close()
         ours_hop.close()
@@ -223,34 +244,50 @@ def bench_redis(res: Results, rounds: int, n: int, notes: dict[str, Any]) -> Non
     ours.set_many(NS, {k: StoredEntry(PAYLOAD, 1, time.time() + 3600) for k in keys100})
     raw.mset({k: PAYLOAD for k in raw_keys100})
     try:
-        sync_rounds(res, {
-            "redis sync: raw redis-py GET (peer)": lambda: raw.get(raw_key),
-            "redis sync: ours get": lambda: ours.get(NS, KEY),
-        }, rounds, n)
+        sync_rounds(
+            res,
+            {
+                "redis sync: raw redis-py GET (peer)": lambda: raw.get(raw_key),
+                "redis sync: ours get": lambda: ours.get(NS, KEY),
+            },
+            rounds,
+            n,
+        )
 
         def hundred_gets() -> None:
             for k in raw_keys100:
                 raw.get(k)
 
-        sync_rounds(res, {
-            "redis batch100: raw 100x GET": hundred_gets,
-            "redis batch100: raw MGET (peer)": lambda: raw.mget(raw_keys100),
-            "redis batch100: ours get_many": lambda: ours.get_many(NS, keys100),
-        }, rounds, max(5, n // 50))
+        sync_rounds(
+            res,
+            {
+                "redis batch100: raw 100x GET": hundred_gets,
+                "redis batch100: raw MGET (peer)": lambda: raw.mget(raw_keys100),
+                "redis batch100: ours get_many": lambda: ours.get_many(NS, keys100),
+            },
+            rounds,
+            max(5, n // 50),
+        )
 
         async def async_part() -> None:
             araw = aredis.Redis.from_url(REDIS_URL)
-            await async_rounds(res, {
-                "redis async: raw redis.asyncio GET (peer)": lambda: araw.get(raw_key),
-                "redis async: ours aget": lambda: ours.aget(NS, KEY),
-            }, rounds, n)
+            await async_rounds(
+                res,
+                {
+                    "redis async: raw redis.asyncio GET (peer)": lambda: araw.get(raw_key),
+                    "redis async: ours aget": lambda: ours.aget(NS, KEY),
+                },
+                rounds,
+                n,
+            )
             await araw.aclose()
             await ours.aclose()
 
         asyncio.run(async_part())
         notes["redis_batch"] = redis_round_trips()
         notes["redis_invalidate"] = invalidation_latency(
-            lambda: RedisBackend(url=REDIS_URL, prefix=prefix), rounds=max(5, rounds * 2))
+            lambda: RedisBackend(url=REDIS_URL, prefix=prefix), rounds=max(5, rounds * 2)
+        )
     finally:
         ours.close()
         keys = list(raw.scan_iter(match=f"{prefix}:*", count=1000))
@@ -271,8 +308,22 @@ def redis_round_trips() -> dict[str, Any]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tmp = tempfile.mkdtemp()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         url = f"redis://127.0.0.1:{port}/0"
         r = redis.Redis.from_url(url)
@@ -333,8 +384,12 @@ def invalidation_latency(make: Callable[[], Any], rounds: int) -> dict[str, floa
         cache.close()
         a.close()
         b.close()
-    return {"push_median_ms": statistics.median(push) * 1e3, "push_max_ms": max(push) * 1e3,
-            "cache_l1_median_ms": statistics.median(poll) * 1e3, "cache_l1_max_ms": max(poll) * 1e3}
+    return {
+        "push_median_ms": statistics.median(push) * 1e3,
+        "push_max_ms": max(push) * 1e3,
+        "cache_l1_median_ms": statistics.median(poll) * 1e3,
+        "cache_l1_max_ms": max(poll) * 1e3,
+    }
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -361,7 +416,10 @@ def report(res: Results, notes: dict[str, Any]) -> None:
     print("\n| ours | peer | ratio p50 (ours/peer) | ratio p99 |\n|---|---|---:|---:|")
     for ours, peer in PAIRS:
         if ours in res.samples and peer in res.samples:
-            print(f"| {ours} | {peer} | {res.med(ours) / res.med(peer):.2f}x | {res.p99(ours) / res.p99(peer):.2f}x |")
+            print(
+                f"| {ours} | {peer} | {res.med(ours) / res.med(peer):.2f}x "
+                f"| {res.p99(ours) / res.p99(peer):.2f}x |"
+            )
     print("\nround trips / notes:")
     for k, v in notes.items():
         print(f"  {k}: {v}")

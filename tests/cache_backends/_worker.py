@@ -15,8 +15,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.cache import Cache, CacheSettings  # noqa: E402
-from infra.cache.backend import CacheBackend  # noqa: E402
+from infra.cache import Cache, CacheSettings
+from infra.cache.backend import CacheBackend
 
 
 def make_cache(args: dict[str, Any]) -> Cache:
@@ -29,7 +29,9 @@ def make_cache(args: dict[str, Any]) -> Cache:
         from infra.cache.backends.redis import RedisBackend
 
         backend = RedisBackend(url=args["url"], prefix=args["prefix"])
-    settings = CacheSettings(backend=args["kind"], signing_key=args.get("key", "k").encode(), lease_timeout=30.0)
+    settings = CacheSettings(
+        backend=args["kind"], signing_key=args.get("key", "k").encode(), lease_timeout=30.0
+    )
     return Cache(settings, backend=backend, export_metrics=False)
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from infra.cache.backend import CacheBackend
-from ._servers import RedisServer, TcpProxy
 
+from ._servers import RedisServer, TcpProxy
 
 
 def _with_db(dsn: str, db: str) -> str:

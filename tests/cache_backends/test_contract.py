@@ -17,11 +17,15 @@ pytestmark = pytest.mark.services
 NS = "inference"
 
 
-def entry(payload: bytes = b"value", codec: int = 1, ttl: float | None = 60.0, cost: float = 0.25) -> StoredEntry:
+def entry(
+    payload: bytes = b"value", codec: int = 1, ttl: float | None = 60.0, cost: float = 0.25
+) -> StoredEntry:
     return StoredEntry(payload, codec, None if ttl is None else time.time() + ttl, cost)
 
 
-def test_set_then_get_returns_the_same_payload_codec_expiry_and_cost(make_backend: Callable[..., Any]) -> None:
+def test_set_then_get_returns_the_same_payload_codec_expiry_and_cost(
+    make_backend: Callable[..., Any],
+) -> None:
     b = make_backend()
     e = entry(b"\x00\xffbinary payload", codec=0x83, cost=1.5)
     b.set(NS, "k1", e)
@@ -93,7 +97,9 @@ def test_invalidate_bumps_generation_and_makes_old_entries_misses(make_backend: 
     assert b.invalidate(NS) == 2
 
 
-def test_invalidation_by_another_client_is_honoured_by_the_next_read(make_backend: Callable[..., Any]) -> None:
+def test_invalidation_by_another_client_is_honoured_by_the_next_read(
+    make_backend: Callable[..., Any],
+) -> None:
     """No notification needed: the read itself compares generations."""
     a, b = make_backend(listen=False), make_backend(listen=False)
     a.set(NS, "k", entry())
@@ -143,7 +149,9 @@ def test_clear_one_namespace_or_all(make_backend: Callable[..., Any]) -> None:
     assert b.stats().entries == 0
 
 
-def test_namespace_with_separator_and_glob_characters_stays_separate(make_backend: Callable[..., Any]) -> None:
+def test_namespace_with_separator_and_glob_characters_stays_separate(
+    make_backend: Callable[..., Any],
+) -> None:
     b = make_backend()
     b.set("a:b", "k", entry(b"1"))
     b.set("a", "b:k", entry(b"2"))
@@ -223,7 +231,7 @@ def test_sync_api_from_many_threads_loses_nothing(make_backend: Callable[..., An
                 b.set(NS, f"t{t}-{i}", entry(f"{t}-{i}".encode()))
                 got = b.get(NS, f"t{t}-{i}")
                 assert got is not None and got.payload == f"{t}-{i}".encode()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]

@@ -1,4 +1,4 @@
-"""Several processes standing for several hosts, through the real ``Cache`` in front of each shared backend."""
+"""Several processes standing for several hosts, through the real ``Cache`` in front of each backend."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache
 
 from .conftest import unique_prefix
 
@@ -49,8 +49,12 @@ def local_cache(args: dict[str, Any], key: str | None = None) -> Cache:
 
 
 def spawn(args: dict[str, Any], **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, WORKER, json.dumps({**args, **kw})], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, WORKER, json.dumps({**args, **kw})],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(p: subprocess.Popen[str], timeout: float = 60) -> list[dict[str, Any]]:
@@ -77,8 +81,19 @@ def test_32_concurrent_misses_over_4_processes_compute_once(host: dict[str, Any]
     counter = tmp_path / "computations"
     counter.touch()
     start_at = time.time() + 2.0  # all four processes imported and connected by then
-    procs = [spawn(host, mode="compute", ns=NS, key_name="hot", threads=8, counter=str(counter),
-                   start_at=start_at, work=0.5) for _ in range(4)]
+    procs = [
+        spawn(
+            host,
+            mode="compute",
+            ns=NS,
+            key_name="hot",
+            threads=8,
+            counter=str(counter),
+            start_at=start_at,
+            work=0.5,
+        )
+        for _ in range(4)
+    ]
     results = [r for p in procs for r in finish(p)[0]["results"]]
     assert len(results) == 32
     assert set(results) == {"computed-once"}
@@ -102,7 +117,10 @@ def test_invalidation_in_one_process_is_seen_by_the_other(host: dict[str, Any]) 
     finally:
         cache.close()
     assert rest[0]["seen"] is not None and rest[0]["value"] is None
-    print(f"\n{host['kind']}: invalidation seen by the other process after {(rest[0]['seen'] - t0) * 1000:.1f} ms")
+    print(
+        f"\n{host['kind']}: invalidation seen by the other process after "
+        f"{(rest[0]['seen'] - t0) * 1000:.1f} ms"
+    )
 
 
 def test_invalidation_is_pushed_to_other_hosts_callbacks(host: dict[str, Any]) -> None:

@@ -119,7 +119,9 @@ def test_postgres_sessions_terminated_then_proxy_stopped_and_restarted(
         cache.close()
 
 
-async def test_postgres_async_path_recovers_on_the_callers_loop(pg_cache_dsn: str, pg_proxy: TcpProxy) -> None:
+async def test_postgres_async_path_recovers_on_the_callers_loop(
+    pg_cache_dsn: str, pg_proxy: TcpProxy
+) -> None:
     from infra.cache.backends.postgres import PostgresBackend
 
     backend = PostgresBackend(dsn=via_proxy(pg_cache_dsn, pg_proxy), table=unique_prefix(), listen=False)
@@ -151,13 +153,16 @@ async def _terminate_sessions(dsn: str) -> None:
     try:
         await conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'infra-cache'"
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name = 'infra-cache'"
         )
     finally:
         await conn.close()
 
 
-def test_postgres_statement_stuck_past_op_timeout_fails_open(make_pg: Callable[..., Any], pg_cache_dsn: str) -> None:
+def test_postgres_statement_stuck_past_op_timeout_fails_open(
+    make_pg: Callable[..., Any], pg_cache_dsn: str
+) -> None:
     """A hung server (here: a lock another session holds) must not hang the caller: the watchdog terminates
     the statement after op_timeout and the call raises CacheError; the next call works again."""
     import asyncpg

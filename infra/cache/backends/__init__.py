@@ -22,7 +22,7 @@ __all__ = ["create_backend"]
 
 
 def create_backend(settings: CacheSettings, **overrides: Any) -> CacheBackend:
-    """Build the shared backend ``settings.backend`` names ("postgres" or "redis"); ``overrides`` are passed on."""
+    """Build the shared backend ``settings.backend`` names ("postgres" or "redis") with ``overrides``."""
     if settings.backend == "postgres":
         from infra.cache.backends.postgres import PostgresBackend
 
@@ -31,4 +31,6 @@ def create_backend(settings: CacheSettings, **overrides: Any) -> CacheBackend:
         from infra.cache.backends.redis import RedisBackend
 
         return RedisBackend.from_settings(settings, **overrides)
-    raise ValueError(f"create_backend builds the shared backends 'postgres' and 'redis', not {settings.backend!r}")
+    raise ValueError(
+        f"create_backend builds the shared backends 'postgres' and 'redis', not {settings.backend!r}"
+    )

@@ -28,7 +28,7 @@ BACKOFF_MAX = 5.0
 
 
 def check_identifier(value: str, what: str) -> str:
-    """A table / key prefix: lower-case letters, digits and ``_``, at most 40 characters (it is quoted too)."""
+    """A table / key prefix: lower-case letters, digits and ``_``, at most 40 characters (also quoted)."""
     if not isinstance(value, str) or not _IDENT.match(value):
         raise ValueError(f"{what} must match [a-z_][a-z0-9_]{{0,39}}, got {value!r}")
     return value
@@ -89,8 +89,12 @@ class ReconnectGate:
                 self._down_until = time.monotonic() + self._delay
                 self._reason = reason
             if first:
-                log.warning("%s cache backend at %s is down (%s); failing open, reconnecting with backoff",
-                            self.name, self.origin, reason)
+                log.warning(
+                    "%s cache backend at %s is down (%s); failing open, reconnecting with backoff",
+                    self.name,
+                    self.origin,
+                    reason,
+                )
         return CacheError(f"{self.name} cache backend at {self.origin} failed: {reason}")
 
     def ok(self) -> None:
@@ -111,8 +115,11 @@ class ReconnectGate:
 
             self._errors = (
                 get_metrics()
-                .counter("infra_cache_backend_errors_total", "Cache backend operations that failed.",
-                         labelnames=("backend",))
+                .counter(
+                    "infra_cache_backend_errors_total",
+                    "Cache backend operations that failed.",
+                    labelnames=("backend",),
+                )
                 .labels(self.name)
             )
         self._errors.inc()
@@ -123,8 +130,11 @@ class ReconnectGate:
 
             self._reconnects = (
                 get_metrics()
-                .counter("infra_cache_backend_reconnects_total", "Cache backend recoveries after an outage.",
-                         labelnames=("backend",))
+                .counter(
+                    "infra_cache_backend_reconnects_total",
+                    "Cache backend recoveries after an outage.",
+                    labelnames=("backend",),
+                )
                 .labels(self.name)
             )
         self._reconnects.inc()

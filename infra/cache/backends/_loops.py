@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -70,17 +71,17 @@ class LoopThread:
         """Run ``coro`` on the private loop and wait for its result (from any thread but the loop's own)."""
         return self.submit(coro).result(timeout)
 
-    def stop(self, closer: Callable[[], Coroutine[Any, Any, Any]] | None = None, timeout: float = 5.0) -> None:
+    def stop(
+        self, closer: Callable[[], Coroutine[Any, Any, Any]] | None = None, timeout: float = 5.0
+    ) -> None:
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
         if closer is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(closer(), loop).result(timeout)
-            except Exception:  # noqa: BLE001 - closing is best effort; the server may be gone
-                pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         if not thread.is_alive():
@@ -147,10 +148,8 @@ class ThreadLoops:
         try:
             if own.loop.is_closed():
                 return
-            try:
+            with contextlib.suppress(Exception):
                 own.loop.run_until_complete(closer(own.loop))
-            except Exception:  # noqa: BLE001 - best effort at close
-                pass
             own.loop.close()
         finally:
             own.lock.release()

@@ -23,7 +23,9 @@ __all__ = ["PgStatements"]
 
 def _lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock id for schema creation of one table prefix."""
-    return int.from_bytes(hashlib.sha256(f"infra.cache.schema:{name}".encode()).digest()[:8], "big", signed=True)
+    return int.from_bytes(
+        hashlib.sha256(f"infra.cache.schema:{name}".encode()).digest()[:8], "big", signed=True
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,7 +111,8 @@ class PgStatements:
 
     # ------------------------------------------------------------------ writes
     _UPSERT = (
-        " ON CONFLICT (namespace, key) DO UPDATE SET generation = EXCLUDED.generation, codec = EXCLUDED.codec, "
+        " ON CONFLICT (namespace, key) DO UPDATE SET generation = EXCLUDED.generation, "
+        "codec = EXCLUDED.codec, "
         "payload = EXCLUDED.payload, size = EXCLUDED.size, created_at = EXCLUDED.created_at, "
         "accessed_at = EXCLUDED.accessed_at, expires_at = EXCLUDED.expires_at, cost = EXCLUDED.cost"
     )
@@ -128,7 +131,8 @@ class PgStatements:
         """$1 ns, $2 keys[], $3 codecs[], $4 payloads[], $5 now, $6 expires[], $7 costs[]."""
         return (
             f"INSERT INTO {self.entries} (namespace, key, generation, codec, payload, size, created_at, "
-            f"accessed_at, expires_at, cost) SELECT $1, u.k, {self._gen()}, u.c, u.p, octet_length(u.p), $5, $5, "
+            f"accessed_at, expires_at, cost) SELECT $1, u.k, {self._gen()}, u.c, u.p, octet_length(u.p), "
+            "$5, $5, "
             "u.x, u.cost FROM unnest($2::text[], $3::int2[], $4::bytea[], $6::float8[], $7::float8[]) "
             "AS u(k, c, p, x, cost)" + self._UPSERT
         )
@@ -162,7 +166,8 @@ class PgStatements:
         return (
             f"DELETE FROM {self.entries} WHERE ctid IN (SELECT e.ctid FROM {self.entries} e "
             f"LEFT JOIN {self.gens} g ON g.namespace = e.namespace "
-            "WHERE (e.expires_at IS NOT NULL AND e.expires_at <= $1) OR e.generation <> COALESCE(g.generation, 0) "
+            "WHERE (e.expires_at IS NOT NULL AND e.expires_at <= $1) "
+            "OR e.generation <> COALESCE(g.generation, 0) "
             "LIMIT $2)"
         )
 
@@ -172,16 +177,18 @@ class PgStatements:
 
     @property
     def usage(self) -> str:
-        return f"SELECT namespace, count(*)::bigint, COALESCE(sum(size), 0)::bigint FROM {self.entries} GROUP BY 1"
+        cols = "namespace, count(*)::bigint, COALESCE(sum(size), 0)::bigint"
+        return f"SELECT {cols} FROM {self.entries} GROUP BY 1"
 
     def evict_lru(self, with_ns: bool) -> str:
-        """$1 bytes to free[, $2 namespace]: the least recently used rows (of one namespace) whose sizes add up
-        to at least $1, at most 5000 per statement; returns their sizes."""
+        """$1 bytes to free[, $2 namespace]: the least recently used rows (of one namespace) whose sizes
+        add up to at least $1, at most 5000 per statement; returns their sizes."""
         where = "WHERE namespace = $2 " if with_ns else ""
         return (
             f"DELETE FROM {self.entries} WHERE ctid IN (SELECT ctid FROM (SELECT ctid, size, "
             "sum(size) OVER (ORDER BY accessed_at, ctid ROWS UNBOUNDED PRECEDING) AS run FROM "
-            f"(SELECT ctid, size, accessed_at FROM {self.entries} {where}ORDER BY accessed_at, ctid LIMIT 5000) o) w "
+            f"(SELECT ctid, size, accessed_at FROM {self.entries} {where}"
+            "ORDER BY accessed_at, ctid LIMIT 5000) o) w "
             "WHERE run - size < $1) RETURNING size"
         )
 
@@ -203,11 +210,13 @@ class PgStatements:
     # ------------------------------------------------------------------ leases
     @property
     def acquire_lease(self) -> str:
-        """$1 ns, $2 key, $3 owner, $4 timeout -> a row iff taken. Server clock, so host clocks don't matter."""
+        """$1 ns, $2 key, $3 owner, $4 timeout -> a row iff taken (server clock: host clocks don't matter)."""
         now = "extract(epoch from clock_timestamp())"
         return (
-            f"INSERT INTO {self.leases} AS l (namespace, key, owner, expires_at) VALUES ($1, $2, $3, {now} + $4) "
-            "ON CONFLICT (namespace, key) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at "
+            f"INSERT INTO {self.leases} AS l (namespace, key, owner, expires_at) "
+            f"VALUES ($1, $2, $3, {now} + $4) "
+            "ON CONFLICT (namespace, key) DO UPDATE SET owner = EXCLUDED.owner, "
+            "expires_at = EXCLUDED.expires_at "
             f"WHERE l.expires_at <= {now} OR l.owner = EXCLUDED.owner RETURNING owner"
         )
 

@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
-import time
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -122,7 +123,7 @@ class _ConnSet:
                     self.release(fut.result())
                 raise
             if conn is not None:
-                return conn  # type: ignore[no-any-return]
+                return conn
 
     def _wake(self, conn: asyncpg.Connection | None) -> bool:
         while self.waiters:
@@ -156,7 +157,7 @@ class _ConnSet:
             self.size -= 1
             try:
                 await asyncio.wait_for(conn.close(), 2.0)
-            except Exception:  # noqa: BLE001 - closing is best effort
+            except Exception:
                 conn.terminate()
         while self._wake(None):
             pass
@@ -245,7 +246,8 @@ class PostgresBackend(CacheBackend):
         return cls(**kw)
 
     def __repr__(self) -> str:
-        return f"PostgresBackend(origin={self.origin!r}, table={self.sql.prefix!r}, unlogged={self.sql.unlogged})"
+        s = self.sql
+        return f"PostgresBackend(origin={self.origin!r}, table={s.prefix!r}, unlogged={s.unlogged})"
 
     # ================================================================== plumbing
     async def _connect(self) -> asyncpg.Connection:
@@ -330,7 +332,9 @@ class PostgresBackend(CacheBackend):
                 except RuntimeError as exc:  # the thread's loop was closed by close()
                     raise CacheError(f"postgres cache backend unusable: {exc}") from exc
         if self._private.in_loop_thread():
-            raise CacheError("sync cache call from the backend's own loop thread (an on_invalidate callback?)")
+            raise CacheError(
+                "sync cache call from the backend's own loop thread (an on_invalidate callback?)"
+            )
         try:
             return self._private.run(self._run(fn, *args), self._op_timeout + self._connect_timeout + 1.0)
         except TimeoutError as exc:
@@ -374,7 +378,7 @@ class PostgresBackend(CacheBackend):
         period = min(0.25, self._op_timeout / 4)
         while not await _wait(self._bg_stop, period):
             limit = time.monotonic() - self._op_timeout
-            for tok, (conn, loop, started) in list(self._inflight.items()):
+            for tok, (_conn, loop, started) in list(self._inflight.items()):
                 if started < limit and not loop.is_closed():
                     loop.call_soon_threadsafe(self._kill_if_stuck, tok, started)
 
@@ -391,9 +395,9 @@ class PostgresBackend(CacheBackend):
             lost = self._wake = asyncio.Event()
             try:
                 conn = await self._connect()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, ev=lost: ev.set())
                 await conn.add_listener(self.sql.channel, self._on_notify)
-            except Exception as exc:  # noqa: BLE001 - counted, retried
+            except Exception as exc:
                 log.debug("postgres cache LISTEN connect failed: %s", exc)
                 if await _wait(self._bg_stop, delay):
                     return
@@ -407,7 +411,7 @@ class PostgresBackend(CacheBackend):
                         # a dead socket that never said so: a cheap probe notices it
                         try:
                             await conn.execute("SELECT 1", timeout=self._op_timeout)
-                        except Exception:  # noqa: BLE001
+                        except Exception:
                             lost.set()
             finally:
                 self._listener = None
@@ -415,7 +419,7 @@ class PostgresBackend(CacheBackend):
                     if self._bg_stop.is_set():
                         try:
                             await asyncio.wait_for(conn.close(), 1.0)
-                        except Exception:  # noqa: BLE001 - best effort
+                        except Exception:
                             conn.terminate()
                     else:
                         conn.terminate()
@@ -429,7 +433,7 @@ class PostgresBackend(CacheBackend):
         for cb in list(self._callbacks):
             try:
                 cb(ns, generation)
-            except Exception:  # noqa: BLE001 - a callback's failure must not stop the listener
+            except Exception:
                 log.exception("on_invalidate callback failed")
 
     async def _maintain_forever(self) -> None:
@@ -441,10 +445,8 @@ class PostgresBackend(CacheBackend):
             idle_rounds = 0 if busy else idle_rounds + 1
             if not busy and idle_rounds % 12:
                 continue
-            try:
+            with contextlib.suppress(CacheError):
                 await self._run(self._maintain)
-            except CacheError:
-                pass
 
     async def _maintain(self, conn: asyncpg.Connection) -> None:
         """Flush LRU touches, enforce byte caps, purge one batch of dead rows."""
@@ -515,8 +517,14 @@ class PostgresBackend(CacheBackend):
         keys = list(items)
         es = [items[k] for k in keys]
         await conn.execute(
-            self.sql.set_many, ns, keys, [e.codec for e in es], [e.payload for e in es], time.time(),
-            [e.expires_at for e in es], [e.cost for e in es],
+            self.sql.set_many,
+            ns,
+            keys,
+            [e.codec for e in es],
+            [e.payload for e in es],
+            time.time(),
+            [e.expires_at for e in es],
+            [e.cost for e in es],
         )
         self._writes += len(keys)
 
@@ -535,7 +543,9 @@ class PostgresBackend(CacheBackend):
             return _count(await conn.execute(self.sql.clear_all))
         return _count(await conn.execute(self.sql.clear_ns, ns))
 
-    async def _q_acquire(self, conn: asyncpg.Connection, ns: str, key: str, owner: str, timeout: float) -> bool:
+    async def _q_acquire(
+        self, conn: asyncpg.Connection, ns: str, key: str, owner: str, timeout: float
+    ) -> bool:
         return await conn.fetchrow(self.sql.acquire_lease, ns, key, owner, float(timeout)) is not None
 
     async def _q_release(self, conn: asyncpg.Connection, ns: str, key: str, owner: str) -> None:
@@ -548,8 +558,13 @@ class PostgresBackend(CacheBackend):
             entries=sum(v[0] for v in by_ns.values()),
             bytes=sum(v[1] for v in by_ns.values()),
             by_namespace=by_ns,
-            extra={"backend": "postgres", "server": self.origin, "table": self.sql.prefix,
-                   "unlogged": self.sql.unlogged, "listening": self._listener is not None},
+            extra={
+                "backend": "postgres",
+                "server": self.origin,
+                "table": self.sql.prefix,
+                "unlogged": self.sql.unlogged,
+                "listening": self._listener is not None,
+            },
         )
 
     async def _q_inspect(self, conn: asyncpg.Connection, ns: str | None, limit: int) -> list[EntryInfo]:

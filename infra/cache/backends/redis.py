@@ -14,8 +14,9 @@ escaped):
   so ``generations()`` is one ``HGETALL``. Both are changed by one Lua script that also PUBLISHes
   ``"<generation>:<namespace>"`` on ``{p}:invalidate``.
 * ``{p}:l:{ns}:{key}`` → a single-flight lease: set-if-absent with PX and the owner's token (a Lua script, so
-  the same owner may take it again and extend it), released by a Lua script only when the token still matches (a lease that outlived its timeout and was taken over is never
-  released by its first owner). A dead holder blocks nobody past the timeout: Redis expires the key.
+  the same owner may take it again and extend it), released by a Lua script only when the token still
+  matches (a lease that outlived its timeout and was taken over is never released by its first owner).
+  A dead holder blocks nobody past the timeout: Redis expires the key.
 
 A read is one ``MGET {p}:g:{ns} {p}:e:{ns}:{key}``: one command, one round trip, and the entry's header
 generation is compared with the namespace's current one right there, so an invalidation is honoured by the
@@ -38,6 +39,7 @@ its cap: O(entries) per pass, run off the hot path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -326,26 +328,20 @@ class RedisBackend(CacheBackend):
                 if time.monotonic() >= next_maint:
                     next_maint = time.monotonic() + self._interval
                     if self._max_bytes or self._ns_caps:
-                        try:
+                        with contextlib.suppress(CacheError):
                             self.maintain()
-                        except CacheError:
-                            pass
             except (redis.RedisError, OSError, CacheError, ValueError) as exc:
                 log.debug("redis cache listener: %s", exc)
                 self._listening = False
                 if pubsub is not None:
-                    try:
+                    with contextlib.suppress(Exception):
                         pubsub.close()
-                    except Exception:  # noqa: BLE001 - already broken
-                        pass
                     pubsub = None
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
         if pubsub is not None:
-            try:
+            with contextlib.suppress(Exception):
                 pubsub.close()
-            except Exception:  # noqa: BLE001
-                pass
 
     def _on_message(self, data: bytes) -> None:
         gen_s, _, ns = data.decode("utf-8", "replace").partition(":")
@@ -358,7 +354,7 @@ class RedisBackend(CacheBackend):
         for cb in list(self._callbacks):
             try:
                 cb(ns, gen)
-            except Exception:  # noqa: BLE001 - a callback's failure must not stop the listener
+            except Exception:
                 log.exception("on_invalidate callback failed")
 
     # ================================================================== reads
@@ -388,7 +384,7 @@ class RedisBackend(CacheBackend):
         gen = self._seen(ns, values[0])
         now = time.time()
         out: dict[str, StoredEntry] = {}
-        for k, v in zip(keys, values[1:]):
+        for k, v in zip(keys, values[1:], strict=False):
             if v is not None:
                 e = unpack(v, gen, now)
                 if e is not None:
@@ -482,8 +478,11 @@ class RedisBackend(CacheBackend):
 
     def invalidate(self, namespace: str) -> int:
         def op(c: Any) -> int:
-            return int(self._invalidate_script(keys=[self._keys(namespace)[0], self._gens_key],
-                                               args=[namespace, self._channel], client=c))
+            return int(
+                self._invalidate_script(
+                    keys=[self._keys(namespace)[0], self._gens_key], args=[namespace, self._channel], client=c
+                )
+            )
 
         gen = self._call(op)
         self._known[namespace] = gen
@@ -491,8 +490,11 @@ class RedisBackend(CacheBackend):
 
     async def ainvalidate(self, namespace: str) -> int:
         async def op(c: Any) -> int:
-            return int(await c.eval(_INVALIDATE_LUA, 2, self._keys(namespace)[0], self._gens_key,
-                                    namespace, self._channel))
+            return int(
+                await c.eval(
+                    _INVALIDATE_LUA, 2, self._keys(namespace)[0], self._gens_key, namespace, self._channel
+                )
+            )
 
         gen = await self._acall(op)
         self._known[namespace] = gen
@@ -514,10 +516,8 @@ class RedisBackend(CacheBackend):
         """Call ``callback(namespace, generation)`` (on the backend's listener thread) for every invalidation
         any host makes, this one included."""
         self._callbacks.append(callback)
-        try:
+        with contextlib.suppress(CacheError):
             self._sync_client()
-        except CacheError:
-            pass
 
     # ================================================================== leases
     def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
@@ -540,8 +540,9 @@ class RedisBackend(CacheBackend):
 
     # ================================================================== housekeeping (SCAN based, bounded)
     def _scan_entries(self, c: Any, ns: str | None) -> Iterable[list[bytes]]:
-        pattern = (f"{self.prefix}:e:{_glob_escape(_quote_ns(ns))}:*" if ns is not None
-                   else f"{self.prefix}:e:*")
+        pattern = (
+            f"{self.prefix}:e:{_glob_escape(_quote_ns(ns))}:*" if ns is not None else f"{self.prefix}:e:*"
+        )
         batch: list[bytes] = []
         for k in c.scan_iter(match=pattern, count=_SCAN_BATCH):
             batch.append(k)
@@ -568,7 +569,7 @@ class RedisBackend(CacheBackend):
                         p.getrange(k, 0, 9)
                     heads = p.execute()
                 stale = []
-                for k, h in zip(batch, heads):
+                for k, h in zip(batch, heads, strict=False):
                     if len(h) >= 10 and struct.unpack_from("!q", h, 2)[0] != gens.get(self._split(k)[0], 0):
                         stale.append(k)
                 stale = stale[: limit - removed]
@@ -615,8 +616,12 @@ class RedisBackend(CacheBackend):
                 entries=sum(v[0] for v in by_ns.values()),
                 bytes=sum(v[1] for v in by_ns.values()),
                 by_namespace=by_ns,
-                extra={"backend": "redis", "server": self.origin, "prefix": self.prefix,
-                       "listening": self._listening},
+                extra={
+                    "backend": "redis",
+                    "server": self.origin,
+                    "prefix": self.prefix,
+                    "listening": self._listening,
+                },
             )
 
         return self._call(op)  # type: ignore[no-any-return]
@@ -630,19 +635,20 @@ class RedisBackend(CacheBackend):
                     p.getrange(k, 0, HEADER.size - 1)
                 heads = p.execute()
             out = []
-            for (k, size, idle), h in zip(rows, heads):
+            for (k, size, idle), h in zip(rows, heads, strict=False):
                 if len(h) < HEADER.size:
                     continue
                 _v, codec, _g, exp, cost, created = HEADER.unpack(h)
                 ns, key = self._split(k)
-                out.append(EntryInfo(ns, key, codec, size, created, now - idle,
-                                     None if exp != exp else exp, cost))
+                out.append(
+                    EntryInfo(ns, key, codec, size, created, now - idle, None if exp != exp else exp, cost)
+                )
             return out
 
         return self._call(op)  # type: ignore[no-any-return]
 
     def maintain(self) -> int:
-        """Enforce the byte caps now (normally periodic, on the background thread); returns entries evicted."""
+        """Enforce the byte caps now (normally periodic, on the background thread); returns #evicted."""
 
         def op(c: Any) -> int:
             evicted = 0
