@@ -378,6 +378,11 @@ class Codec:
 
     def decode(self, payload: bytes, codec: int) -> Any:
         """Decode a stored payload; raises ``DecodeError`` for anything untrusted or unreadable."""
+        if codec == STR and not self._sign:  # the common LLM answer: no flags, nothing to check
+            try:
+                return payload.decode("utf-8", "surrogatepass")
+            except (UnicodeDecodeError, AttributeError) as exc:
+                raise DecodeError(f"cached text can't be decoded: {exc!r}") from exc
         kind = codec & _KIND_MASK
         body = payload
         if codec & FLAG_SIGNED:

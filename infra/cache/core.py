@@ -124,6 +124,8 @@ class Cache:
             else:
                 self.backend = backend
         self._inline = self.backend is not None and type(self.backend).aget is CacheBackend.aget
+        # SQLite's row-tuple fast path for get() (no StoredEntry on the hottest path); others: backend.get
+        self._get_row: Callable[[str, str], Any] | None = getattr(self.backend, "get_row", None)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
@@ -215,7 +217,11 @@ class Cache:
             self._l1._data.move_to_end((namespace, key))
         except KeyError:  # evicted by another thread meanwhile: still a valid answer
             pass
-        ns.stats.hit(e[3])
+        st = ns.stats  # counting inlined: a method call here costs ~15% of an L1 hit
+        if st.counting:
+            st.saved += e[3]
+            if next(st.hits) & 63 == 63 and st.export:
+                st.flush()
         return e[0]
 
     def _l1_get(self, ns: _Namespace, key: str, now: float) -> Any:
@@ -303,19 +309,30 @@ class Cache:
                 data.move_to_end(k)
             except KeyError:
                 pass
-            ns.stats.hit(e[3])
+            st = ns.stats  # counting inlined: a method call here costs ~15% of an L1 hit
+            if st.counting:
+                st.saved += e[3]
+                if next(st.hits) & 63 == 63 and st.export:
+                    st.flush()
             return e[0]
-        b = self.backend
-        if b is not None:
+        row = None
+        try:
+            if self._get_row is not None:
+                row = self._get_row(namespace, key)
+            elif self.backend is not None:
+                row = self.backend.get(namespace, key)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            ns.stats.error("read", exc)
+        if row is not None:
             try:
-                se = b.get(namespace, key)
-            except Exception as exc:  # noqa: BLE001 - fail open
-                ns.stats.error("read", exc)
-                se = None
-            if se is not None:
-                v = self._accept(ns, key, se)
-                if v is not MISSING:
-                    return v
+                v = ns.codec.decode(row[0], row[1])
+            except DecodeError as exc:
+                ns.stats.error("decode", exc)
+            else:
+                if self._l1.max_items > 0:
+                    self._l1.set(k, (v, row[2], ns.gen, row[3], len(row[0])))
+                ns.stats.hit(row[3])
+                return v
         ns.stats.miss()
         return default
 

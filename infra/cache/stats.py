@@ -82,6 +82,7 @@ class NamespaceStats:
         "_children",
         "_err_logged",
         "_flush_lock",
+        "counting",
         "_flushed",
         "errors",
         "export",
@@ -95,6 +96,7 @@ class NamespaceStats:
     def __init__(self, namespace: str, *, export: bool = True) -> None:
         self.namespace = namespace
         self.export = export
+        self.counting = True
         self.hits = itertools.count()
         self.misses = itertools.count()
         self.uncacheable = itertools.count()
@@ -192,6 +194,10 @@ class NullStats(NamespaceStats):
     """Counts nothing (``Cache(stats=False)``): the baseline that shows what counting costs a hit."""
 
     __slots__ = ()
+
+    def __init__(self, namespace: str, *, export: bool = False) -> None:
+        super().__init__(namespace, export=False)
+        self.counting = False
 
     def hit(self, cost: float) -> None:
         pass

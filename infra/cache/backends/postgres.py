@@ -321,6 +321,8 @@ class PostgresBackend(CacheBackend):
 
     def _sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """The sync API: on this thread's own loop, or on the private loop when this thread runs one."""
+        if self._pid != os.getpid():
+            self._after_fork()
         if self._writes or self._n_touches:
             self._ensure_background()
         if not self._sync_private:
@@ -584,6 +586,8 @@ class PostgresBackend(CacheBackend):
 
     # ================================================================== the CacheBackend API (sync)
     def get(self, namespace: str, key: str) -> StoredEntry | None:
+        if self._pid != os.getpid():
+            self._after_fork()  # before touching this thread's loop: its epoll fd is the parent's
         if not self._sync_private and self._bg_started and asyncio._get_running_loop() is None:
             own = self._threads.get()
             # the hit path: this thread's idle loop, one connection, one statement (no extra coroutine layers)
