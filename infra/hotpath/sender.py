@@ -63,6 +63,7 @@ class AudioStreamSender:
 
     Give either ``url`` (connected with ``websockets.asyncio.client.connect(url, **connect_kwargs)``)
     or ``connect``, an async factory returning a connection. ``template`` enables ``send_audio``.
+    ``close_timeout`` bounds a clean close; past it the transport is aborted.
     Use it from one event loop; ``async with`` connects and closes.
     """
 
@@ -78,6 +79,7 @@ class AudioStreamSender:
         on_disconnect: DisconnectHook | None = None,
         name: str | None = None,
         connect_kwargs: dict[str, Any] | None = None,
+        close_timeout: float = 1.0,
     ) -> None:
         if (url is None) == (connect is None):
             raise ValueError("AudioStreamSender needs exactly one of url= or connect=")
@@ -102,6 +104,7 @@ class AudioStreamSender:
         self.overflow: Overflow = overflow
         self.block_timeout = block_timeout
         self.on_disconnect = on_disconnect
+        self.close_timeout = close_timeout
         self.name = name or (_origin(url) if url else "default")
         self._ws: WebSocketLike | None = None
         self._queue: deque[str | bytes] = deque()
@@ -310,9 +313,14 @@ class AudioStreamSender:
                 await writer
         if ws is not None:
             try:
-                await ws.close()
-            except Exception as exc:  # already broken: closing is best effort
-                log.debug("AudioStreamSender %r: close failed: %s", self.name, exc)
+                # Bounded: a peer that stopped reading never acknowledges the close frame, and
+                # websockets' own close can wait on a full write buffer before its close_timeout.
+                await asyncio.wait_for(ws.close(), self.close_timeout)
+            except Exception as exc:  # already broken or stuck: closing is best effort
+                log.debug("AudioStreamSender %r: close failed (%s); aborting", self.name, type(exc).__name__)
+                transport = getattr(ws, "transport", None)
+                if transport is not None:
+                    transport.abort()
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
