@@ -76,8 +76,10 @@ def example_three_line_worker_change() -> dict[str, Any]:
         warm_requests = servers.work()["ollama_requests"] - before
         scorer.close()
         enricher.close()
-        print(f"three-line worker: top emotion {first['top']!r}; Ollama requests cold {cold_requests}, "
-              f"warm {warm_requests}")
+        print(
+            f"three-line worker: top emotion {first['top']!r}; Ollama requests cold {cold_requests}, "
+            f"warm {warm_requests}"
+        )
         return {"top": first["top"], "cold_requests": cold_requests, "warm_requests": warm_requests}
 
 
@@ -106,8 +108,10 @@ def example_patch_without_changing_imports() -> dict[str, Any]:
         after = servers.work()
         patched = [r.label for r in handle.patches]
         handle.undo()
-        print(f"patched {len(patched)} classes; warm turns asked the services "
-              f"{after['stub_requests'] - before['stub_requests']} times; reply: {turns[0]['reply'][:40]!r}...")
+        print(
+            f"patched {len(patched)} classes; warm turns asked the services "
+            f"{after['stub_requests'] - before['stub_requests']} times; reply: {turns[0]['reply'][:40]!r}..."
+        )
         return {"patched": patched, "warm_stub_requests": after["stub_requests"] - before["stub_requests"]}
 
 
@@ -226,14 +230,20 @@ def example_ollama_client() -> dict[str, Any]:
         from infra.ollama import OptimizedOllama
 
         with OptimizedOllama.from_config() as llm:
-            first = llm.generate(model="llama3.2:3b", prompt="I feel grateful for my family", profile="stage1")
+            first = llm.generate(
+                model="llama3.2:3b", prompt="I feel grateful for my family", profile="stage1"
+            )
             before = servers.work()["ollama_requests"]
-            again = llm.generate(model="llama3.2:3b", prompt="I feel grateful for my family", profile="stage1")
+            again = llm.generate(
+                model="llama3.2:3b", prompt="I feel grateful for my family", profile="stage1"
+            )
             hit_requests = servers.work()["ollama_requests"] - before
             vectors = llm.embed(model="nomic-embed-text:latest", input=["calm", "joy", "calm"]).embeddings
         assert again.response == first.response
-        print(f"stage1: {first.response[:40]!r}...; the repeat asked Ollama {hit_requests} times; "
-              f"{len(vectors)} vectors")
+        print(
+            f"stage1: {first.response[:40]!r}...; the repeat asked Ollama {hit_requests} times; "
+            f"{len(vectors)} vectors"
+        )
         return {"hit_requests": hit_requests, "vectors": len(vectors)}
 
 
@@ -275,7 +285,9 @@ def example_metrics_in_fastapi() -> dict[str, Any]:
             from starlette.routing import Route
 
             def stats_route(request: Any) -> JSONResponse:
-                return JSONResponse({"performance": get_metrics().get_stats(), "cache": get_cache().get_stats()})
+                return JSONResponse(
+                    {"performance": get_metrics().get_stats(), "cache": get_cache().get_stats()}
+                )
 
             app = Starlette(routes=[Route("/stats", stats_route)])
             framework = "starlette"
@@ -301,8 +313,8 @@ def example_metrics_in_fastapi() -> dict[str, Any]:
 def example_metrics_in_aiohttp() -> dict[str, Any]:
     """/metrics in an aiohttp app::
 
-        from infra.server import metrics_aiohttp_handler
-        app.router.add_get("/metrics", metrics_aiohttp_handler)
+    from infra.server import metrics_aiohttp_handler
+    app.router.add_get("/metrics", metrics_aiohttp_handler)
     """
     with _sandbox():
         from aiohttp import ClientSession, web
@@ -345,7 +357,7 @@ def example_metrics_thread_server() -> dict[str, Any]:
         from infra.server import serve_metrics
 
         with serve_metrics(port=0) as server:
-            with urllib.request.urlopen(server.url + "?format=json", timeout=5) as r:  # noqa: S310 - 127.0.0.1
+            with urllib.request.urlopen(server.url + "?format=json", timeout=5) as r:
                 body = json.load(r)
             url = server.url
         print(f"served {url}: {len(body)} top-level keys")
@@ -359,20 +371,27 @@ def example_seed_004_stats_snippets() -> dict[str, Any]:
 
         python -c "from infra.cache import get_cache; import json; print(json.dumps(get_cache().get_stats(), indent=2))"
         python -c "from infra.metrics import get_metrics; import json; print(json.dumps(get_metrics().get_stats(), indent=2))"
-    """
+    """  # noqa: E501 - the seed's lines, verbatim
     with _sandbox():
         import io
         from contextlib import redirect_stdout
 
+        # the seed's lines, verbatim (hence their length)
+
         out = {}
         for name, line in (
-            ("cache", "from infra.cache import get_cache; import json; print(json.dumps(get_cache().get_stats(), indent=2))"),
-            ("metrics",
-             "from infra.metrics import get_metrics; import json; print(json.dumps(get_metrics().get_stats(), indent=2))"),
+            (
+                "cache",
+                "from infra.cache import get_cache; import json; print(json.dumps(get_cache().get_stats(), indent=2))",  # noqa: E501
+            ),
+            (
+                "metrics",
+                "from infra.metrics import get_metrics; import json; print(json.dumps(get_metrics().get_stats(), indent=2))",  # noqa: E501
+            ),
         ):
             buf = io.StringIO()
             with redirect_stdout(buf):
-                exec(line, {})  # noqa: S102 - the documented snippet itself, run as written
+                exec(line, {})
             out[name] = json.loads(buf.getvalue())
         print(f"cache stats keys: {sorted(out['cache'])[:5]}...; metrics operations: {len(out['metrics'])}")
         return out
@@ -382,12 +401,12 @@ def example_seed_004_stats_snippets() -> dict[str, Any]:
 def example_hot_path_helpers() -> dict[str, Any]:
     """Seed 000's hot-path patterns as helpers::
 
-        from infra.hotpath import gather_ordered, take_within_budget, AudioFrameTemplate
-        neighbours = await gather_ordered(fetch(e) for e in entities)   # concurrent, results in order
-        parts = take_within_budget(lines, max_tokens=120)               # in order until the budget is spent
-        frame = AudioFrameTemplate({"message_type": "input_audio_chunk", "audio_base_64": None,
-                                    "commit": False, "sample_rate": 16000}, "audio_base_64")
-        await ws.send(frame.encode(chunk))                              # no json.dumps per chunk
+    from infra.hotpath import gather_ordered, take_within_budget, AudioFrameTemplate
+    neighbours = await gather_ordered(fetch(e) for e in entities)   # concurrent, results in order
+    parts = take_within_budget(lines, max_tokens=120)               # in order until the budget is spent
+    frame = AudioFrameTemplate({"message_type": "input_audio_chunk", "audio_base_64": None,
+                                "commit": False, "sample_rate": 16000}, "audio_base_64")
+    await ws.send(frame.encode(chunk))                              # no json.dumps per chunk
     """
     from infra.hotpath import AudioFrameTemplate, gather_ordered, take_within_budget
 
@@ -398,14 +417,23 @@ def example_hot_path_helpers() -> dict[str, Any]:
     neighbours = asyncio.run(gather_ordered([neighbour(i) for i in range(5)], limit=5))
     assert neighbours == [f"  > neighbour of e{i}" for i in range(5)]
     parts = take_within_budget(["- Mina (person): sister", *neighbours, "a long community summary " * 20], 40)
-    fields = {"message_type": "input_audio_chunk", "audio_base_64": None, "commit": False, "sample_rate": 16000}
+    fields = {
+        "message_type": "input_audio_chunk",
+        "audio_base_64": None,
+        "commit": False,
+        "sample_rate": 16000,
+    }
     frame = AudioFrameTemplate(fields, "audio_base_64")
     chunk = b"\x00\x01" * 512
     import base64
 
-    assert frame.encode(chunk) == json.dumps({**fields, "audio_base_64": base64.b64encode(chunk).decode()},
-                                             separators=(",", ":"))
-    print(f"gathered {len(neighbours)} in order; {len(parts)} parts fit the budget; frame {len(frame.encode(chunk))} B")
+    assert frame.encode(chunk) == json.dumps(
+        {**fields, "audio_base_64": base64.b64encode(chunk).decode()}, separators=(",", ":")
+    )
+    print(
+        f"gathered {len(neighbours)} in order; {len(parts)} parts fit the budget; "
+        f"frame {len(frame.encode(chunk))} B"
+    )
     return {"neighbours": len(neighbours), "parts": len(parts)}
 
 
@@ -469,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {fn.__name__}")
         try:
             fn()
-        except Exception as exc:  # noqa: BLE001 - report every example, then the overall status
+        except Exception as exc:
             failed += 1
             print(f"   FAILED: {type(exc).__name__}: {exc}")
     return 1 if failed else 0

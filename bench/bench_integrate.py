@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -41,8 +40,16 @@ def pct(values: list[float], q: float) -> float:
 def inputs(n: int, unique: int) -> list[str]:
     import random
 
-    feelings = ["stressed and overwhelmed", "grateful for family", "happy and excited", "sad and lonely",
-                "calm and rested", "anxious about the deadline", "thankful for my friends", "peaceful after a walk"]
+    feelings = [
+        "stressed and overwhelmed",
+        "grateful for family",
+        "happy and excited",
+        "sad and lonely",
+        "calm and rested",
+        "anxious about the deadline",
+        "thankful for my friends",
+        "peaceful after a walk",
+    ]
     uniq = [f"I feel {feelings[i % len(feelings)]} (day {i})" for i in range(unique)]
     rng = random.Random(7)
     items = uniq + [rng.choice(uniq) for _ in range(n - unique)]
@@ -105,7 +112,9 @@ def end_to_end(scale: float, n: int, unique: int) -> list[dict[str, Any]]:
             assert servers.work() == work, "warm run asked the services for work"
             w.close()
             assert plain == cold == warm, "wrapped outputs differ from the untouched worker's"
-            rows.append(_row("enrichment (seed 004)", plain_lat, plain_wall, cold_lat, cold_wall, warm_lat, warm_wall))
+            rows.append(
+                _row("enrichment (seed 004)", plain_lat, plain_wall, cold_lat, cold_wall, warm_lat, warm_wall)
+            )
 
             # voice: patch() in place, the pipeline unchanged
             audio = [speak(t) for t in texts]
@@ -131,20 +140,39 @@ def end_to_end(scale: float, n: int, unique: int) -> list[dict[str, Any]]:
             assert servers.work() == work, "warm voice run asked the services for work"
             assert vplain == vcold == vwarm, "patched voice turns differ from the untouched pipeline's"
             handle.undo()
-            rows.append(_row("voice turn (seed 000)", vplain_lat, vplain_wall, vcold_lat, vcold_wall, vwarm_lat,
-                             vwarm_wall))
+            rows.append(
+                _row(
+                    "voice turn (seed 000)",
+                    vplain_lat,
+                    vplain_wall,
+                    vcold_lat,
+                    vcold_wall,
+                    vwarm_lat,
+                    vwarm_wall,
+                )
+            )
         finally:
             servers.restore_env(previous)
     return rows
 
 
-def _row(name: str, pl: list[float], pw: float, cl: list[float], cw: float, wl: list[float], ww: float) -> dict[str, Any]:
+def _row(
+    name: str, pl: list[float], pw: float, cl: list[float], cw: float, wl: list[float], ww: float
+) -> dict[str, Any]:
     return {
-        "pipeline": name, "inputs": len(pl),
-        "untouched_p50_ms": statistics.median(pl) * 1e3, "untouched_p99_ms": pct(pl, 0.99) * 1e3, "untouched_s": pw,
-        "cold_mean_ms": statistics.fmean(cl) * 1e3, "cold_s": cw,
-        "warm_p50_ms": statistics.median(wl) * 1e3, "warm_p99_ms": pct(wl, 0.99) * 1e3, "warm_s": ww,
-        "warm_vs_cold": cw / ww, "warm_vs_untouched": pw / ww, "cold_vs_untouched": pw / cw,
+        "pipeline": name,
+        "inputs": len(pl),
+        "untouched_p50_ms": statistics.median(pl) * 1e3,
+        "untouched_p99_ms": pct(pl, 0.99) * 1e3,
+        "untouched_s": pw,
+        "cold_mean_ms": statistics.fmean(cl) * 1e3,
+        "cold_s": cw,
+        "warm_p50_ms": statistics.median(wl) * 1e3,
+        "warm_p99_ms": pct(wl, 0.99) * 1e3,
+        "warm_s": ww,
+        "warm_vs_cold": cw / ww,
+        "warm_vs_untouched": pw / ww,
+        "cold_vs_untouched": pw / cw,
     }
 
 
@@ -162,8 +190,12 @@ def per_call(rounds: int, calls: int) -> dict[str, dict[str, float]]:
     from infra.integrate import cached_class, enable_caching_for_worker
 
     tmp = Path(tempfile.mkdtemp())
-    off = load_config(_write(tmp, {"enabled": False, "wrap": [{"target": "bench_integrate_target:Plain",
-                                                               "methods": ["f"]}]}), use_env=False)
+    off = load_config(
+        _write(
+            tmp, {"enabled": False, "wrap": [{"target": "bench_integrate_target:Plain", "methods": ["f"]}]}
+        ),
+        use_env=False,
+    )
     sys.modules["bench_integrate_target"] = sys.modules[__name__]
     OffCls = enable_caching_for_worker(off)["Plain"]
     assert OffCls is Plain
@@ -195,7 +227,7 @@ def per_call(rounds: int, calls: int) -> dict[str, dict[str, float]]:
     samples: dict[str, list[float]] = {k: [] for k in variants}
     names = list(variants)
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             fn = variants[name]
             t0 = time.perf_counter_ns()
@@ -207,7 +239,11 @@ def per_call(rounds: int, calls: int) -> dict[str, dict[str, float]]:
     base = statistics.median(samples["plain method"])
     out = {}
     for name, s in samples.items():
-        out[name] = {"p50_ns": statistics.median(s), "p99_ns": pct(s, 0.99), "overhead_ns": statistics.median(s) - base}
+        out[name] = {
+            "p50_ns": statistics.median(s),
+            "p99_ns": pct(s, 0.99),
+            "overhead_ns": statistics.median(s) - base,
+        }
     return out
 
 
@@ -230,29 +266,45 @@ def main() -> int:
     pc = per_call(rounds, calls)
     peer = pc["diskcache memoize hit (peer)"]["p50_ns"]
     for name, s in pc.items():
-        print(f"  {name:40s} p50 {s['p50_ns']:8.0f} ns  p99 {s['p99_ns']:8.0f} ns  overhead {s['overhead_ns']:+8.0f} ns")
-    print(f"  cached_class hit / diskcache memoize hit: {pc['cached_class hit, L1 (+timed)']['p50_ns'] / peer:.3f}x")
+        print(
+            f"  {name:40s} p50 {s['p50_ns']:8.0f} ns  p99 {s['p99_ns']:8.0f} ns  "
+            f"overhead {s['overhead_ns']:+8.0f} ns"
+        )
+    hit = pc["cached_class hit, L1 (+timed)"]["p50_ns"]
+    print(f"  cached_class hit / diskcache memoize hit: {hit / peer:.3f}x")
 
     print(f"\n== end to end (latency scale {scale}, {n} inputs, {unique} distinct)", flush=True)
     rows = end_to_end(scale, n, unique)
     for r in rows:
-        print(f"  {r['pipeline']}: untouched {r['untouched_s']:.2f} s, cold {r['cold_s']:.2f} s, warm "
-              f"{r['warm_s'] * 1e3:.2f} ms -> warm is {r['warm_vs_cold']:,.0f}x faster than cold, "
-              f"{r['warm_vs_untouched']:,.0f}x than untouched; per input p50 untouched {r['untouched_p50_ms']:.1f} ms, "
-              f"warm {r['warm_p50_ms'] * 1e3:.0f} us (p99 {r['warm_p99_ms'] * 1e3:.0f} us)")
+        print(
+            f"  {r['pipeline']}: untouched {r['untouched_s']:.2f} s, cold {r['cold_s']:.2f} s, warm "
+            f"{r['warm_s'] * 1e3:.2f} ms -> warm is {r['warm_vs_cold']:,.0f}x faster than cold, "
+            f"{r['warm_vs_untouched']:,.0f}x than untouched; "
+            f"per input p50 untouched {r['untouched_p50_ms']:.1f} ms, "
+            f"warm {r['warm_p50_ms'] * 1e3:.0f} us (p99 {r['warm_p99_ms'] * 1e3:.0f} us)"
+        )
 
-    print("\n| pipeline | untouched p50 | cold mean | warm p50 | warm p99 | end to end untouched / cold / warm | warm vs cold | warm vs untouched |")
+    print(
+        "\n| pipeline | untouched p50 | cold mean | warm p50 | warm p99 | end to end untouched / cold / warm "
+        "| warm vs cold | warm vs untouched |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['pipeline']} ({r['inputs']} inputs) | {r['untouched_p50_ms']:.1f} ms | {r['cold_mean_ms']:.1f} ms | "
-              f"{r['warm_p50_ms'] * 1e3:.0f} µs | {r['warm_p99_ms'] * 1e3:.0f} µs | {r['untouched_s']:.2f} s / "
-              f"{r['cold_s']:.2f} s / {r['warm_s'] * 1e3:.1f} ms | {r['warm_vs_cold']:,.0f}x | {r['warm_vs_untouched']:,.0f}x |")
+        print(
+            f"| {r['pipeline']} ({r['inputs']} inputs) | {r['untouched_p50_ms']:.1f} ms | "
+            f"{r['cold_mean_ms']:.1f} ms | "
+            f"{r['warm_p50_ms'] * 1e3:.0f} µs | {r['warm_p99_ms'] * 1e3:.0f} µs | {r['untouched_s']:.2f} s / "
+            f"{r['cold_s']:.2f} s / {r['warm_s'] * 1e3:.1f} ms | {r['warm_vs_cold']:,.0f}x | "
+            f"{r['warm_vs_untouched']:,.0f}x |"
+        )
     print("\n| per call | p50 | overhead vs plain method | ratio vs diskcache memoize hit |")
     print("| --- | --- | --- | --- |")
     for name, s in pc.items():
         print(f"| {name} | {s['p50_ns']:.0f} ns | {s['overhead_ns']:+.0f} ns | {s['p50_ns'] / peer:.3f}x |")
     off = pc["enabled:false (original class)"]["overhead_ns"]
-    print(f"\nenabled:false per-call overhead {off:+.0f} ns (target <= 2000 ns): the original class is returned")
+    print(
+        f"\nenabled:false per-call overhead {off:+.0f} ns (target <= 2000 ns): the original class is returned"
+    )
     return 0
 
 

@@ -11,7 +11,7 @@ from examples.enrichment.scorer import HybridScorer
 from examples.enrichment.songs import SongClient
 
 # --- perf-infra: seed 004's three-line change; the rest is examples/enrichment/worker.py verbatim ---
-# ruff: noqa: E402, F811, I001
+# ruff: noqa: F811, I001
 import sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent.parent))

@@ -115,12 +115,14 @@ def song_list(mood: str, limit: int) -> list[dict[str, Any]]:
     for i in range(max(0, min(limit, 10))):
         h = hashlib.sha256(seed + bytes([i])).digest()
         title = f"{_WORDS[h[0] % len(_WORDS)].title()} {_WORDS[h[1] % len(_WORDS)]}"
-        songs.append({
-            "title": title,
-            "artist": _ARTISTS[h[2] % len(_ARTISTS)],
-            "youtube_id": base64.urlsafe_b64encode(h[3:11]).decode()[:11],
-            "score": round(struct.unpack(">H", h[11:13])[0] / 65535, 4),
-        })
+        songs.append(
+            {
+                "title": title,
+                "artist": _ARTISTS[h[2] % len(_ARTISTS)],
+                "youtube_id": base64.urlsafe_b64encode(h[3:11]).decode()[:11],
+                "score": round(struct.unpack(">H", h[11:13])[0] / 65535, 4),
+            }
+        )
     return songs
 
 
@@ -157,8 +159,11 @@ class StubServers:
     def work(self) -> dict[str, Any]:
         """Requests per endpoint, their total, and the simulated service seconds spent."""
         with self._lock:
-            return {"requests": dict(self._requests), "total": sum(self._requests.values()),
-                    "seconds": round(self._seconds, 6)}
+            return {
+                "requests": dict(self._requests),
+                "total": sum(self._requests.values()),
+                "seconds": round(self._seconds, 6),
+            }
 
     # -- handlers ---------------------------------------------------------------------------------------
     def _app(self) -> Any:
@@ -216,10 +221,14 @@ class StubServers:
                 if not msg.get("commit"):
                     continue
             elif kind != "commit":
-                await ws.send(json.dumps({"message_type": "error", "error": f"unknown message_type {kind!r}"}))
+                await ws.send(
+                    json.dumps({"message_type": "error", "error": f"unknown message_type {kind!r}"})
+                )
                 continue
             await self._work("stt", self.latency.scaled("stt_commit"))
-            await ws.send(json.dumps({"message_type": "committed_transcript", "text": transcript_of(bytes(audio))}))
+            await ws.send(
+                json.dumps({"message_type": "committed_transcript", "text": transcript_of(bytes(audio))})
+            )
             audio.clear()
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -289,10 +298,15 @@ class ExampleServers:
 
         lat = self.latency
         self.stubs.start()
-        self.ollama = OllamaTestServer(ServerSettings(
-            token_latency=lat.scaled("token"), prompt_eval_latency=lat.scaled("prompt_token"),
-            embed_latency=lat.scaled("embed"), load_time=lat.scaled("load"), num_parallel=4,
-        )).start()
+        self.ollama = OllamaTestServer(
+            ServerSettings(
+                token_latency=lat.scaled("token"),
+                prompt_eval_latency=lat.scaled("prompt_token"),
+                embed_latency=lat.scaled("embed"),
+                load_time=lat.scaled("load"),
+                num_parallel=4,
+            )
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -326,7 +340,7 @@ class ExampleServers:
                 os.environ[k] = v
 
     def work(self) -> dict[str, Any]:
-        """What the services computed: stub requests and seconds, Ollama requests, tokens and embedded inputs."""
+        """What the services computed: stub requests and seconds; Ollama requests, tokens, embedded inputs."""
         stub = self.stubs.work()
         o = self.ollama.stats() if self.ollama is not None else {}
         return {
@@ -341,5 +355,7 @@ class ExampleServers:
     def __enter__(self) -> ExampleServers:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

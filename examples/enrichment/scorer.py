@@ -17,25 +17,38 @@ EMOTION_ANCHORS = {
     "calm": "calm, peaceful and rested",
 }
 LEXICON = {
-    "stressed": "stress", "overwhelmed": "stress", "anxious": "stress", "deadline": "stress",
-    "grateful": "gratitude", "thankful": "gratitude", "family": "gratitude",
-    "happy": "joy", "excited": "joy", "laughed": "joy",
-    "sad": "sadness", "lonely": "sadness", "miss": "sadness",
-    "calm": "calm", "peaceful": "calm", "rested": "calm",
+    "stressed": "stress",
+    "overwhelmed": "stress",
+    "anxious": "stress",
+    "deadline": "stress",
+    "grateful": "gratitude",
+    "thankful": "gratitude",
+    "family": "gratitude",
+    "happy": "joy",
+    "excited": "joy",
+    "laughed": "joy",
+    "sad": "sadness",
+    "lonely": "sadness",
+    "miss": "sadness",
+    "calm": "calm",
+    "peaceful": "calm",
+    "rested": "calm",
 }
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
     na = math.sqrt(sum(x * x for x in a))
     nb = math.sqrt(sum(y * y for y in b))
     return dot / (na * nb) if na and nb else 0.0
 
 
 class HybridScorer:
-    """Scores the five emotions of a reflection: ``alpha`` × embedding similarity + (1 − alpha) × lexicon."""
+    """Scores the five emotions of a reflection: ``alpha`` x embedding similarity + (1 - alpha) x lexicon."""
 
-    def __init__(self, host: str | None = None, *, model: str = "all-minilm:latest", alpha: float = 0.7) -> None:
+    def __init__(
+        self, host: str | None = None, *, model: str = "all-minilm:latest", alpha: float = 0.7
+    ) -> None:
         self.model = model
         self.alpha = alpha
         self._client = ollama.Client(host=host or os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434"))
@@ -45,7 +58,7 @@ class HybridScorer:
         if self._anchors is None:
             labels = list(EMOTION_ANCHORS)
             r = self._client.embed(model=self.model, input=[EMOTION_ANCHORS[k] for k in labels])
-            self._anchors = {k: list(v) for k, v in zip(labels, r.embeddings)}
+            self._anchors = {k: list(v) for k, v in zip(labels, r.embeddings, strict=True)}
         return self._anchors
 
     def close(self) -> None:

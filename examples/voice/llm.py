@@ -6,7 +6,9 @@ import ollama
 
 from examples.voice.settings import Settings
 
-SYSTEM = "You are Leo, a warm voice companion. Answer in at most two sentences.\nWhat you remember:\n{context}"
+SYSTEM = (
+    "You are Leo, a warm voice companion. Answer in at most two sentences.\nWhat you remember:\n{context}"
+)
 
 
 class Responder:

@@ -23,8 +23,12 @@ class SearchStore:
             self._http = httpx.AsyncClient(base_url=self._settings.search_url, timeout=10.0)
         return self._http
 
-    async def search_entities_semantic(self, query_embedding: list[float], top_k: int = 5) -> list[dict[str, Any]]:
-        r = await self._client().post("/v1/entities/search", json={"query_embedding": query_embedding, "top_k": top_k})
+    async def search_entities_semantic(
+        self, query_embedding: list[float], top_k: int = 5
+    ) -> list[dict[str, Any]]:
+        r = await self._client().post(
+            "/v1/entities/search", json={"query_embedding": query_embedding, "top_k": top_k}
+        )
         r.raise_for_status()
         return list(r.json())
 
@@ -64,7 +68,9 @@ class OllamaEmbedder:
 class MemoryExtractor:
     """Assembles the memory block of the prompt from the user's knowledge graph."""
 
-    def __init__(self, store: SearchStore, embedder: OllamaEmbedder, settings: Settings | None = None) -> None:
+    def __init__(
+        self, store: SearchStore, embedder: OllamaEmbedder, settings: Settings | None = None
+    ) -> None:
         self._store = store
         self._embedder = embedder
         self._settings = settings or Settings()
@@ -87,10 +93,10 @@ class MemoryExtractor:
 
         # 1. Entity semantic search + neighbor traversal (concurrent)
         entities = await self._store.search_entities_semantic(query_embedding=query_embedding, top_k=5)
-        neighbor_lists = await asyncio.gather(*(
-            self._store.get_entity_neighbors(entity["id"], max_depth=1) for entity in entities
-        ))
-        for entity, neighbors in zip(entities, neighbor_lists):
+        neighbor_lists = await asyncio.gather(
+            *(self._store.get_entity_neighbors(entity["id"], max_depth=1) for entity in entities)
+        )
+        for entity, neighbors in zip(entities, neighbor_lists, strict=True):
             line = f"- {entity['name']} ({entity['entity_type']}): {entity['description']}"
             if not _add(line):
                 break
@@ -100,7 +106,9 @@ class MemoryExtractor:
                     break
 
         # 2. Community summaries
-        communities = await self._store.search_communities(query_embedding=query_embedding, top_k=settings.rag_top_k)
+        communities = await self._store.search_communities(
+            query_embedding=query_embedding, top_k=settings.rag_top_k
+        )
         for community in communities:
             if not _add(community["summary"]):
                 break

@@ -3,7 +3,7 @@
 ::
 
     import infra
-    handle = infra.enable()                         # config, cache, metrics, /metrics, thread budget; idempotent
+    handle = infra.enable()                         # config, cache, metrics, thread budget; idempotent
     print(handle.report())                          # what it did, and what failed open
     classes = infra.enable_caching_for_worker()     # the classes under "wrap" in perf_config, cached
     HybridScorer = classes["HybridScorer"]

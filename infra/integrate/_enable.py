@@ -27,7 +27,14 @@ from infra.integrate._failures import record_failure
 from infra.integrate._targets import MethodPlan, describe_entry, import_target, plan_methods
 from infra.integrate._wrap import MethodSettings, PatchRecord, _subclass, patch_class_in_place
 
-__all__ = ["IntegrationHandle", "WrappedClasses", "active_handle", "enable", "enable_caching_for_worker", "patch"]
+__all__ = [
+    "IntegrationHandle",
+    "WrappedClasses",
+    "active_handle",
+    "enable",
+    "enable_caching_for_worker",
+    "patch",
+]
 
 _lock = threading.RLock()
 _active: IntegrationHandle | None = None
@@ -47,7 +54,7 @@ class _Target:
         return ", ".join(describe_entry(i, self.target) for i in self.entries)
 
 
-class WrappedClasses(dict[str, type]):
+class WrappedClasses(dict[str, Any]):
     """``enable_caching_for_worker()``'s result: class name → class (cached, or the original when the layer
     is off). Full targets work too: ``classes["pkg.module:Class"]``, needed when two wrapped classes share
     a name."""
@@ -63,7 +70,9 @@ class WrappedClasses(dict[str, type]):
         if key in self._ambiguous:
             raise KeyError(f"{key!r} names more than one wrapped class; use one of {self._ambiguous[key]}")
         known = sorted({*self, *self.by_target})
-        raise KeyError(f"{key!r} is not wrapped by perf_config's 'wrap' list (wrapped: {', '.join(known) or 'none'})")
+        raise KeyError(
+            f"{key!r} is not wrapped by perf_config's 'wrap' list (wrapped: {', '.join(known) or 'none'})"
+        )
 
 
 def _resolve_targets(config: Any) -> list[_Target]:
@@ -96,11 +105,14 @@ def _resolve_config(config: Any) -> Any:
         return config
     if isinstance(config, str | os.PathLike):
         return load_config(config)
-    raise TypeError(f"enable(config=...) takes a PerfConfig, a path to perf_config.json or None, got {type(config).__name__}")
+    raise TypeError(
+        "enable(config=...) takes a PerfConfig, a path to perf_config.json or None, "
+        f"got {type(config).__name__}"
+    )
 
 
 class IntegrationHandle:
-    """What ``enable()`` did: ``report()`` (text), ``as_dict()``, ``undo()``; the cached classes and patches."""
+    """What ``enable()`` did: ``report()`` (text), ``as_dict()``, ``undo()``; cached classes, patches."""
 
     def __init__(self, config: Any, targets: list[_Target]) -> None:
         self.config = config
@@ -138,7 +150,9 @@ class IntegrationHandle:
         self.actions.append(f"config: {cfg.source or 'given in code'} (enabled: {str(cfg.enabled).lower()})")
         self._apply_cache()
         if not cfg.enabled:
-            self.actions.append("layer off (enabled: false): wrappers are the original classes, nothing served")
+            self.actions.append(
+                "layer off (enabled: false): wrappers are the original classes, nothing served"
+            )
             return
         self._apply_metrics()
         self._apply_threads()
@@ -150,7 +164,7 @@ class IntegrationHandle:
         cfg = self.config
         try:
             cache = Cache(CacheSettings.from_config(cfg.cache, enabled=cfg.enabled))
-        except Exception as exc:  # noqa: BLE001 - a cache that can't even be built: run without one
+        except Exception as exc:
             self._fail("cache", "cache could not be built; wrapped calls run uncached", exc)
             cache = Cache(CacheSettings(enabled=False))
         self.cache = cache
@@ -163,11 +177,14 @@ class IntegrationHandle:
         if cache.backend is not None:
             try:
                 cache.backend.stats()  # opens the store now, so a bad directory shows here, not mid-call
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 backend_error = str(exc)
         if backend_error:
-            self._fail("cache", f"cache store {cfg.cache.backend} at {where} unavailable; using the in-process L1 only",
-                       Exception(backend_error))
+            self._fail(
+                "cache",
+                f"cache store {cfg.cache.backend} at {where} unavailable; using the in-process L1 only",
+                Exception(backend_error),
+            )
         else:
             self.actions.append(f"cache: {cfg.cache.backend} at {where}, L1 {cfg.cache.memory_items} items")
 
@@ -186,7 +203,7 @@ class IntegrationHandle:
         except OSError as exc:
             self._fail("metrics_server", f"/metrics could not bind {m.host}:{m.port}; not served", exc)
             return
-        except Exception as exc:  # noqa: BLE001 - fail open
+        except Exception as exc:
             self._fail("metrics_server", "/metrics could not start; not served", exc)
             return
         self.actions.append(f"metrics: serving {self.metrics_server.url}")
@@ -196,15 +213,23 @@ class IntegrationHandle:
         if not t.enabled:
             self.actions.append("torch thread budget: off")
             return
-        before = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                  "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+        before = {
+            k: os.environ.get(k)
+            for k in (
+                "OMP_NUM_THREADS",
+                "MKL_NUM_THREADS",
+                "OPENBLAS_NUM_THREADS",
+                "VECLIB_MAXIMUM_THREADS",
+                "NUMEXPR_NUM_THREADS",
+            )
+        }
         try:
             from infra.inference import apply_thread_budget
 
             # import_torch=False: a worker that never uses torch shouldn't pay seconds to import it; the
             # environment variables set here reach torch when it loads later.
             self.thread_budget = apply_thread_budget(self.config, import_torch="torch" in sys.modules)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail("torch", "thread budget not applied", exc)
             return
         self._env_set = {k: v for k, v in before.items() if os.environ.get(k) != v}
@@ -226,9 +251,10 @@ class IntegrationHandle:
             try:
                 from infra.ollama import OptimizedOllama
 
-                OptimizedOllama.from_config(config).warmup(list(w.models), system_prompt=w.system_prompt,
-                                                           background=False)
-            except Exception as exc:  # noqa: BLE001
+                OptimizedOllama.from_config(config).warmup(
+                    list(w.models), system_prompt=w.system_prompt, background=False
+                )
+            except Exception as exc:
                 record_failure("warmup", "Ollama warmup failed", exc)
 
         timer = threading.Timer(w.delay, run)
@@ -257,7 +283,9 @@ class IntegrationHandle:
                 self._classes = WrappedClasses(by_name, by_target, ambiguous)
                 state = "cached" if self.layer_on else "original (layer off)"
                 for t in self.targets:
-                    self.actions.append(f"wrap: {t.label}: {', '.join(p.name for p, _ in t.items)} -> {state}")
+                    self.actions.append(
+                        f"wrap: {t.label}: {', '.join(p.name for p, _ in t.items)} -> {state}"
+                    )
             return self._classes
 
     def patch(self) -> IntegrationHandle:
@@ -317,7 +345,7 @@ class IntegrationHandle:
             if self.metrics_server is not None:
                 try:
                     self.metrics_server.close()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     record_failure("metrics_server", "closing /metrics failed", exc)
             ours = set_cache(self._prev_cache)
             if ours is not None and ours is self.cache:

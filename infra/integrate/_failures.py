@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+
 __all__ = ["failure_counts", "record_failure", "reset_failures"]
 
 log = logging.getLogger("infra.integrate")
@@ -28,10 +29,10 @@ def record_failure(part: str, message: str, exc: BaseException | None = None) ->
 
         get_metrics().counter(
             "infra_integrate_failures_total",
-            "Parts of the layer that failed to start or apply in infra.enable(); the worker went on without them.",
+            "Parts of the layer that failed to start in infra.enable(); the worker went on without them.",
             labelnames=("part",),
         ).labels(part).inc()
-    except Exception:  # noqa: BLE001, S110 - counting a failure must not become a second failure
+    except Exception:
         pass
     if first:
         detail = f": {exc}" if exc is not None else ""

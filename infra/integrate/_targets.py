@@ -1,4 +1,4 @@
-"""Resolving ``wrap`` entries: ``"package.module:Class"`` → the class, and each listed method → how to wrap it.
+"""Resolving ``wrap`` entries: ``"package.module:Class"`` → the class; each listed method → how to wrap it.
 
 Pure lookups, no patching: everything here runs before ``enable()`` changes anything, so a bad entry is a
 ``WrapError`` naming the entry (``wrap[1] (pkg.mod:Class): no method 'scroe' (did you mean 'score'?)``)
@@ -40,7 +40,7 @@ def describe_entry(index: int | None, target: str) -> str:
 
 
 def import_target(target: str, *, where: str) -> type:
-    """Import ``package.module:Class`` (the class part may be dotted for nested classes) and return the class."""
+    """Import ``package.module:Class`` (``Outer.Inner`` for a nested class) and return the class."""
     module_name, sep, attr_path = target.partition(":")
     if not sep or not module_name or not attr_path:
         raise WrapError(f"{where}: target must look like 'package.module:Class', got {target!r}")
@@ -51,7 +51,9 @@ def import_target(target: str, *, where: str) -> type:
         hint = ""
         if missing == module_name.split(".")[0] or missing == module_name:
             hint = " (is the package on sys.path? run the worker from the project root)"
-        raise WrapError(f"{where}: module {module_name!r} does not import: no module named {missing!r}{hint}") from exc
+        raise WrapError(
+            f"{where}: module {module_name!r} does not import: no module named {missing!r}{hint}"
+        ) from exc
     except Exception as exc:  # the user's module raised while importing: say which entry pulled it in
         raise WrapError(
             f"{where}: importing module {module_name!r} raised {type(exc).__name__}: {exc}"
@@ -93,7 +95,9 @@ def _plan_one(cls: type, name: str, where: str) -> MethodPlan:
         candidates = [n for n in dir(cls) if not n.startswith("__") and callable(getattr(cls, n, None))]
         raise WrapError(f"{where}: no method {name!r}{_did_you_mean(name, candidates)}")
     if name.startswith("__") and name.endswith("__"):
-        raise WrapError(f"{where}: {name!r} is a special method; caching it would change how Python uses the class")
+        raise WrapError(
+            f"{where}: {name!r} is a special method; caching it would change how Python uses the class"
+        )
     kind = KIND_FUNCTION
     fn = raw
     if isinstance(raw, staticmethod):
@@ -104,7 +108,7 @@ def _plan_one(cls: type, name: str, where: str) -> MethodPlan:
         raise WrapError(f"{where}: {name!r} is a property, not a method; only methods can be cached")
     if not inspect.isfunction(fn) and not _is_our_wrapper(fn):
         raise WrapError(
-            f"{where}: {name!r} is a {type(fn).__name__}, not a function defined in Python; only such methods "
+            f"{where}: {name!r} is a {type(fn).__name__}, not a function defined in Python; only those "
             "can be cached"
         )
     inner = _unwrap_ours(fn)

@@ -45,13 +45,17 @@ class MethodSettings:
     def __post_init__(self) -> None:
         if self.namespace is not None and (not isinstance(self.namespace, str) or not self.namespace):
             raise ValueError(f"namespace must be a non-empty string or None, got {self.namespace!r}")
-        if self.ttl is not None and (isinstance(self.ttl, bool) or not isinstance(self.ttl, int | float) or self.ttl <= 0):
+        if self.ttl is not None and (
+            isinstance(self.ttl, bool) or not isinstance(self.ttl, int | float) or self.ttl <= 0
+        ):
             raise ValueError(f"ttl must be a positive number of seconds or None, got {self.ttl!r}")
 
     @classmethod
     def from_config(cls, entry: Any) -> MethodSettings:
         """From a ``WrapEntry`` of perf_config's ``wrap`` list."""
-        return cls(namespace=entry.namespace, ttl=entry.ttl, version=entry.version, include_self=entry.include_self)
+        return cls(
+            namespace=entry.namespace, ttl=entry.ttl, version=entry.version, include_self=entry.include_self
+        )
 
 
 def build_method(
@@ -83,8 +87,8 @@ def _timed(operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     try:
         from infra.metrics import timed
 
-        return timed(operation)(fn)  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - metrics failing to register must not stop the cache from working
+        return timed(operation)(fn)
+    except Exception:
         from infra.integrate._failures import record_failure
 
         record_failure("metrics", f"timing {operation} unavailable")
@@ -97,7 +101,7 @@ def _layer_off() -> bool:
         from infra.config import get_config
 
         cfg = get_config()
-    except Exception:  # noqa: BLE001 - no usable config: the cache itself falls back to defaults
+    except Exception:
         return False
     return not (cfg.enabled and cfg.cache.enabled)
 
@@ -108,7 +112,7 @@ def _metrics_on() -> bool:
 
         cfg = get_config()
         return bool(cfg.enabled and cfg.metrics.enabled)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return True
 
 
@@ -128,7 +132,13 @@ def _reduce_as(original: type) -> Callable[[Any, int], Any]:
 
     def __reduce_ex__(self: Any, protocol: int) -> Any:
         rv = object.__reduce_ex__(self, max(protocol, 2))
-        if isinstance(rv, tuple) and len(rv) >= 2 and isinstance(rv[1], tuple) and rv[1] and rv[1][0] is type(self):
+        if (
+            isinstance(rv, tuple)
+            and len(rv) >= 2
+            and isinstance(rv[1], tuple)
+            and rv[1]
+            and rv[1][0] is type(self)
+        ):
             # copyreg.__newobj__ insists on the object's own class; rebuild through _new_as instead.
             rv = (_new_as, (original, *rv[1][1:]), *rv[2:])
         return rv
@@ -185,10 +195,14 @@ def cached_class(
     if cache is None and _layer_off():
         return cls
     base = MethodSettings(namespace=namespace, ttl=ttl, version=version, include_self=include_self)
-    return _subclass(cls, [(p, (per_method or {}).get(p.name, base)) for p in plans], cache=cache, timing=timing)
+    return _subclass(
+        cls, [(p, (per_method or {}).get(p.name, base)) for p in plans], cache=cache, timing=timing
+    )
 
 
-def _subclass(cls: C, items: Iterable[tuple[MethodPlan, MethodSettings]], *, cache: Any, timing: bool | None) -> C:
+def _subclass(
+    cls: C, items: Iterable[tuple[MethodPlan, MethodSettings]], *, cache: Any, timing: bool | None
+) -> C:
     if timing is None:
         timing = _metrics_on()
     ns: dict[str, Any] = {
@@ -212,11 +226,14 @@ def _subclass(cls: C, items: Iterable[tuple[MethodPlan, MethodSettings]], *, cac
             ns["__deepcopy__"] = _deepcopy_keep_class
     # type(cls) keeps a metaclass (ABCMeta, ...) working for the subclass.
     sub = type(cls)(cls.__name__, (cls,), ns)
-    return sub  # type: ignore[no-any-return]
+    return sub
 
 
 def _default_reduce(cls: type) -> bool:
-    return getattr(cls, "__reduce_ex__", None) is object.__reduce_ex__ and getattr(cls, "__reduce__", None) is object.__reduce__
+    return (
+        getattr(cls, "__reduce_ex__", None) is object.__reduce_ex__
+        and getattr(cls, "__reduce__", None) is object.__reduce__
+    )
 
 
 @dataclass
@@ -257,7 +274,9 @@ def patch_class_in_place(
     if timing is None:
         timing = _metrics_on()
     record = PatchRecord(cls=cls, label=label)
-    built = [(plan, build_method(cls, plan, settings, cache=cache, timing=timing)) for plan, settings in items]
+    built = [
+        (plan, build_method(cls, plan, settings, cache=cache, timing=timing)) for plan, settings in items
+    ]
     need_key = any(s.include_self for _, s in items) and _needs_self_key(cls)
     for plan, attr in built:
         record.saved[plan.name] = cls.__dict__.get(plan.name, _ABSENT)
@@ -268,5 +287,7 @@ def patch_class_in_place(
     return record
 
 
-def group_settings(plans: list[MethodPlan], settings: MethodSettings) -> list[tuple[MethodPlan, MethodSettings]]:
+def group_settings(
+    plans: list[MethodPlan], settings: MethodSettings
+) -> list[tuple[MethodPlan, MethodSettings]]:
     return [(p, settings) for p in plans]

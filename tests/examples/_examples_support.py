@@ -20,8 +20,16 @@ SCALE = 0.02
 N_INPUTS = 200
 N_UNIQUE = 40
 
-_FEELINGS = ["stressed and overwhelmed", "grateful for family", "happy and excited", "sad and lonely",
-             "calm and rested", "anxious about the deadline", "thankful for my friends", "peaceful after a walk"]
+_FEELINGS = [
+    "stressed and overwhelmed",
+    "grateful for family",
+    "happy and excited",
+    "sad and lonely",
+    "calm and rested",
+    "anxious about the deadline",
+    "thankful for my friends",
+    "peaceful after a walk",
+]
 _CONTEXTS = ["at work", "this morning", "after the call with Mina", "before the race", "at the Harbor Cafe"]
 
 
@@ -61,7 +69,6 @@ def tree_digest(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and "__pycache__" not in p.parts
     }
-
 
 
 def example_config(tmp_path: Path, **overrides: Any) -> Any:

@@ -54,7 +54,11 @@ def _load_cached_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config_
 
 
 def test_enrichment_three_line_worker_equals_unwrapped_and_warm_run_does_no_service_work(
-    servers: Any, inputs: list[str], baseline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    servers: Any,
+    inputs: list[str],
+    baseline: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     undo_all: None,
 ) -> None:
     """Seed 004's three-line change: outputs equal the untouched worker's exactly over 200 inputs; the cold
@@ -144,8 +148,10 @@ def test_layer_failures_never_change_outputs_unwritable_cache_dir_and_taken_metr
     taken.listen()
     port = taken.getsockname()[1]
     try:
-        cfg = example_config(tmp_path, **{"cache.path": str(blocker / "sub" / "cache.db"),
-                                          "metrics.serve": True, "metrics.port": port})
+        cfg = example_config(
+            tmp_path,
+            **{"cache.path": str(blocker / "sub" / "cache.db"), "metrics.serve": True, "metrics.port": port},
+        )
         handle = patch(cfg)
         parts = sorted(f.split(":")[0] for f in handle.failures)
         assert parts == ["cache", "metrics_server"], handle.report()
@@ -210,16 +216,37 @@ def test_both_integrated_entry_points_run_as_worker_processes(
     env = {**os.environ, **servers.env(), "PERF_CONFIG": str(tmp_path / "perf_config.json")}
     lines = inputs[:12]
     stdin = "\n".join(lines) + "\n"
-    out = subprocess.run([sys.executable, "-m", "examples.enrichment_worker_cached"], input=stdin, env=env,
-                         cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "examples.enrichment_worker_cached"],
+        input=stdin,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert [json.loads(x) for x in out.stdout.splitlines()] == baseline["enrichment"][:12]
-    out = subprocess.run([sys.executable, "-m", "examples.voice_turn_patched"], input=stdin, env=env,
-                         cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "examples.voice_turn_patched"],
+        input=stdin,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     got = [json.loads(x) for x in out.stdout.splitlines()]
     import hashlib
 
-    want = [{**{k: v for k, v in r.items() if k != "speech"}, "speech_sha256": hashlib.sha256(r["speech"]).hexdigest()}
-            for r in baseline["voice"][:12]]
+    want = [
+        {
+            **{k: v for k, v in r.items() if k != "speech"},
+            "speech_sha256": hashlib.sha256(r["speech"]).hexdigest(),
+        }
+        for r in baseline["voice"][:12]
+    ]
     assert got == want

@@ -14,13 +14,19 @@ from infra.errors import WrapError
 from infra.integrate import cached_class
 
 
-def test_wrapped_class_keeps_isinstance_name_docstrings_and_signatures(sample: Any, private_cache: Any) -> None:
+def test_wrapped_class_keeps_isinstance_name_docstrings_and_signatures(
+    sample: Any, private_cache: Any
+) -> None:
     """isinstance holds; name, qualname, module, docstrings and inspect.signature are the originals'."""
     S = cached_class(sample.Scorer, ["score", "ascore"], cache=private_cache)
     s = S(2.0)
     assert isinstance(s, sample.Scorer) and issubclass(S, sample.Scorer)
     assert (S.__name__, S.__qualname__, S.__module__, S.__doc__) == (
-        "Scorer", "Scorer", sample.__name__, "Scores text.")
+        "Scorer",
+        "Scorer",
+        sample.__name__,
+        "Scores text.",
+    )
     assert inspect.signature(S.score) == inspect.signature(sample.Scorer.score)
     assert inspect.signature(S) == inspect.signature(sample.Scorer)
     assert S.score.__doc__ == "Score one text."
@@ -82,15 +88,17 @@ def test_instances_pickle_and_copy(sample: Any, private_cache: Any) -> None:
     assert type(copy.deepcopy(s)) is S
 
 
-def test_slotted_and_abstract_base_classes_wrap_without_changing_their_shape(sample: Any, private_cache: Any) -> None:
+def test_slotted_and_abstract_base_classes_wrap_without_changing_their_shape(
+    sample: Any, private_cache: Any
+) -> None:
     """A __slots__ class gains no __dict__; an ABC subclass keeps its metaclass; inherited methods wrap."""
     Sl = cached_class(sample.Slotted, ["get"], cache=private_cache)
     obj = Sl(1)
     assert not hasattr(obj, "__dict__")
     assert obj.get(2) == obj.get(2) == [1, 2]
-    I = cached_class(sample.Impl, ["run", "inherited"], cache=private_cache)
-    assert type(I) is type(sample.Impl)
-    assert I().run(1) == I().run(1) == 10 and I().inherited(1) == 2
+    Im = cached_class(sample.Impl, ["run", "inherited"], cache=private_cache)
+    assert type(Im) is type(sample.Impl)
+    assert Im().run(1) == Im().run(1) == 10 and Im().inherited(1) == 2
     assert sample.CALLS == [("slotted", 2), ("run", 1), ("inherited", 1)]
 
 
@@ -142,7 +150,9 @@ def test_wrapping_twice_starts_from_the_original_function(sample: Any, private_c
         (["score", "score"], r"method 'score' is listed twice"),
     ],
 )
-def test_methods_that_cannot_be_cached_are_clear_errors(sample: Any, methods: list[str], message: str) -> None:
+def test_methods_that_cannot_be_cached_are_clear_errors(
+    sample: Any, methods: list[str], message: str
+) -> None:
     with pytest.raises(WrapError, match=message):
         cached_class(sample.Scorer, methods)
 

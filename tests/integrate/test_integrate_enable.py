@@ -85,7 +85,9 @@ def test_two_entries_may_cache_different_methods_of_one_class(sample: Any, make_
     from infra.cache import get_cache
     from infra.integrate import enable_caching_for_worker
 
-    cfg = make_config({"wrap": [_wrap(sample, namespace="a"), _wrap(sample, methods=["plain"], namespace="b")]})
+    cfg = make_config(
+        {"wrap": [_wrap(sample, namespace="a"), _wrap(sample, methods=["plain"], namespace="b")]}
+    )
     S = enable_caching_for_worker(cfg)["Scorer"]
     s = S()
     s.score("x"), s.score("x"), s.plain(1), s.plain(1)
@@ -96,13 +98,19 @@ def test_two_entries_may_cache_different_methods_of_one_class(sample: Any, make_
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"target": "no_such_pkg.mod:Cls", "methods": ["x"]},
-         r"wrap\[0\] \(no_such_pkg\.mod:Cls\): module 'no_such_pkg\.mod' does not import"),
-        ({"target": "{mod}:Scorr", "methods": ["score"]},
-         r"wrap\[0\] \(.*:Scorr\): '.*' has no attribute 'Scorr' \(did you mean 'Scorer'\?\)"),
+        (
+            {"target": "no_such_pkg.mod:Cls", "methods": ["x"]},
+            r"wrap\[0\] \(no_such_pkg\.mod:Cls\): module 'no_such_pkg\.mod' does not import",
+        ),
+        (
+            {"target": "{mod}:Scorr", "methods": ["score"]},
+            r"wrap\[0\] \(.*:Scorr\): '.*' has no attribute 'Scorr' \(did you mean 'Scorer'\?\)",
+        ),
         ({"target": "{mod}:CALLS", "methods": ["score"]}, r"wrap\[0\] .*is a list, not a class"),
-        ({"target": "{mod}:Scorer", "methods": ["scroe"]},
-         r"wrap\[0\] \(.*:Scorer\): no method 'scroe' \(did you mean 'score'\?\)"),
+        (
+            {"target": "{mod}:Scorer", "methods": ["scroe"]},
+            r"wrap\[0\] \(.*:Scorer\): no method 'scroe' \(did you mean 'score'\?\)",
+        ),
         ({"target": "{mod}:Scorer", "methods": []}, r"wrap\[0\] .*methods is empty"),
     ],
 )
@@ -167,8 +175,16 @@ def test_patch_caches_in_place_and_undo_restores_the_class_exactly(sample: Any, 
 
     early = sample.Impl()
     before = {c: dict(c.__dict__) for c in (sample.Scorer, sample.Impl)}
-    handle = patch(make_config({"wrap": [_wrap(sample, methods=["score", "double", "make"]),
-                                         _wrap(sample, "Impl", ["inherited"], include_self=True)]}))
+    handle = patch(
+        make_config(
+            {
+                "wrap": [
+                    _wrap(sample, methods=["score", "double", "make"]),
+                    _wrap(sample, "Impl", ["inherited"], include_self=True),
+                ]
+            }
+        )
+    )
     assert early.inherited(1) == sample.Impl().inherited(1) == 2
     assert sample.Scorer().score("a") == sample.Scorer().score("a")
     assert sample.Scorer.double(2) == sample.Scorer.double(2) == 4
@@ -201,8 +217,9 @@ def test_unwritable_cache_directory_fails_open(sample: Any, make_config: Any, tm
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    S = enable_caching_for_worker(make_config({"cache": {"path": str(blocker / "d" / "c.db")},
-                                               "wrap": [_wrap(sample)]}))["Scorer"]
+    S = enable_caching_for_worker(
+        make_config({"cache": {"path": str(blocker / "d" / "c.db")}, "wrap": [_wrap(sample)]})
+    )["Scorer"]
     handle = active_handle()
     assert handle is not None and [f.split(":")[0] for f in handle.failures] == ["cache"]
     assert S(2.0).score("abc") == S(2.0).score("abc") == {"text": "abc", "value": 6.0}
@@ -215,7 +232,7 @@ def test_metrics_served_when_asked_and_a_taken_port_fails_open(make_config: Any)
 
     handle = enable(make_config({"metrics": {"serve": True, "port": 0}}))
     assert handle.metrics_server is not None
-    with urllib.request.urlopen(handle.metrics_server.url, timeout=5) as r:  # noqa: S310 - 127.0.0.1
+    with urllib.request.urlopen(handle.metrics_server.url, timeout=5) as r:
         assert r.status == 200
     handle.undo()
     taken = socket.socket()

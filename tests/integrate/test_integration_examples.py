@@ -31,7 +31,7 @@ NAMES = [fn.__name__ for fn in MODULE.EXAMPLES]
 
 
 def test_every_example_function_is_listed_and_documented() -> None:
-    """Each example_* function is in EXAMPLES, named in the module docstring, and has a docstring with code."""
+    """Each example_* function is in EXAMPLES, named in the module docstring, with a code-block docstring."""
     defined = [n for n, f in inspect.getmembers(MODULE, inspect.isfunction) if n.startswith("example_")]
     assert sorted(defined) == sorted(NAMES)
     for fn in MODULE.EXAMPLES:
@@ -40,8 +40,16 @@ def test_every_example_function_is_listed_and_documented() -> None:
 
 
 def test_the_issue_topics_are_all_covered() -> None:
-    topics = ["three_line", "cache_any_function", "http_client", "ollama_client", "fastapi", "aiohttp",
-              "thread_server", "hot_path"]
+    topics = [
+        "three_line",
+        "cache_any_function",
+        "http_client",
+        "ollama_client",
+        "fastapi",
+        "aiohttp",
+        "thread_server",
+        "hot_path",
+    ]
     for t in topics:
         assert any(t in n for n in NAMES), t
 
@@ -65,7 +73,13 @@ def test_the_three_line_and_patch_examples_show_no_service_work_when_warm() -> N
 def test_running_the_file_runs_every_example() -> None:
     import subprocess
 
-    out = subprocess.run([sys.executable, str(ROOT / "INTEGRATION_EXAMPLES.py")], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "INTEGRATION_EXAMPLES.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("== example_") == len(NAMES) and "FAILED" not in out.stdout

@@ -16,10 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE_ONE_LINER = (
     "from infra.cache import get_cache; import json; print(json.dumps(get_cache().get_stats(), indent=2))"
 )
-METRICS_ONE_LINER = (
-    "from infra.metrics import get_metrics; import json; print(json.dumps(get_metrics().get_stats(), indent=2))"
-)
-FASTAPI_ROUTE = '''
+METRICS_ONE_LINER = "from infra.metrics import get_metrics; import json; print(json.dumps(get_metrics().get_stats(), indent=2))"  # noqa: E501 - verbatim
+FASTAPI_ROUTE = """
 from infra.metrics import get_metrics
 from infra.cache import get_cache
 
@@ -29,7 +27,7 @@ def metrics():
         "performance": get_metrics().get_stats(),
         "cache": get_cache().get_stats()
     }
-'''
+"""
 
 
 @pytest.mark.parametrize("line", [CACHE_ONE_LINER, METRICS_ONE_LINER], ids=["cache", "metrics"])
@@ -37,8 +35,15 @@ def test_monitoring_one_liner_prints_json(line: str, tmp_path: Path) -> None:
     """`python -c "<the seed's line>"` from the project root exits 0 and prints a JSON object."""
     (tmp_path / "perf.json").write_text(json.dumps({"cache": {"path": str(tmp_path / "c.db")}}))
     env = {**os.environ, "PERF_CONFIG": str(tmp_path / "perf.json")}
-    out = subprocess.run([sys.executable, "-c", line], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", line],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert isinstance(json.loads(out.stdout), dict)
 
@@ -78,7 +83,7 @@ def _run_route(fastapi: Any) -> None:
     import httpx
 
     namespace: dict[str, Any] = {"app": fastapi.FastAPI()}
-    exec(FASTAPI_ROUTE, namespace)  # noqa: S102 - the documented snippet, as written
+    exec(FASTAPI_ROUTE, namespace)
     import asyncio
 
     async def get() -> Any:

@@ -18,8 +18,15 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LABELS = ["Show Cache Stats", "Show Performance Metrics", "Clear Cache", "Serve /metrics", "Run Demo",
-          "Run Tests", "Run Benchmarks"]
+LABELS = [
+    "Show Cache Stats",
+    "Show Performance Metrics",
+    "Clear Cache",
+    "Serve /metrics",
+    "Run Demo",
+    "Run Tests",
+    "Run Benchmarks",
+]
 # The two suite runners are bounded here by narrowing what they run (the command itself is unchanged):
 NARROW = {
     "Run Tests": ["tests/integrate/test_integrate_cached_class.py"],
@@ -51,9 +58,13 @@ def task_env(tmp_path: Path) -> dict[str, str]:
     config = {"cache": {"path": str(tmp_path / "cache" / "c.db")}, "torch": {"enabled": False}}
     (tmp_path / "perf_config.json").write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERF_")}
-    env.update({"PERF_CONFIG": str(tmp_path / "perf_config.json"),
-                "OLLAMA_HOST": f"http://127.0.0.1:{_free_port()}",  # nothing there: the demo uses its test server
-                "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "PERF_CONFIG": str(tmp_path / "perf_config.json"),
+            "OLLAMA_HOST": f"http://127.0.0.1:{_free_port()}",  # nothing there: the demo uses its test server
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -79,8 +90,9 @@ def test_task_command_exits_zero(label: str, task_env: dict[str, str]) -> None:
         server = serve_metrics(port=0)
         task_env["PERF_METRICS_PORT"] = str(server.port)
     try:
-        out = subprocess.run(argv, cwd=ROOT, env=task_env, capture_output=True, text=True, timeout=240,
-                             check=False)
+        out = subprocess.run(
+            argv, cwd=ROOT, env=task_env, capture_output=True, text=True, timeout=240, check=False
+        )
     finally:
         if server is not None:
             server.close()
@@ -90,14 +102,20 @@ def test_task_command_exits_zero(label: str, task_env: dict[str, str]) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="Ctrl-C is sent as SIGINT")
 def test_serve_metrics_task_serves_until_interrupted_then_exits_zero(task_env: dict[str, str]) -> None:
     task_env["PERF_METRICS_PORT"] = "0"
-    proc = subprocess.Popen(_argv(_tasks()["Serve /metrics"]), cwd=ROOT, env=task_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _argv(_tasks()["Serve /metrics"]),
+        cwd=ROOT,
+        env=task_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         m = re.search(r"http://[\d.]+:(\d+)/metrics", line)
         assert m, line
-        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=5) as r:
             assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
         # `metrics serve` prints its URL just before entering its Ctrl-C handler; give it a moment to get
         # there on a loaded machine (a Ctrl-C in that gap exits 130 through the CLI's generic handler).
