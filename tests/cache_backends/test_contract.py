@@ -304,3 +304,27 @@ def test_repr_and_stats_never_show_the_password(make_backend: Callable[..., Any]
     b = make_backend()
     assert "@" not in repr(b)
     assert "://" in b.origin and "@" not in b.origin
+
+
+def test_forked_child_uses_its_own_connections_and_parent_keeps_working(
+    make_backend: Callable[..., Any],
+) -> None:
+    import os
+
+    b = make_backend()
+    b.set(NS, "k", entry(b"before-fork"))
+    assert b.get(NS, "k") is not None  # parent's connections and loops exist now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            got = b.get(NS, "k")
+            b.set(NS, "child", entry(b"from-child"))
+            code = 0 if got is not None and got.payload == b"before-fork" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    got = b.get(NS, "child")
+    assert got is not None and got.payload == b"from-child"
+    assert b.get(NS, "k") is not None

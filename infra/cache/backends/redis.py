@@ -229,7 +229,10 @@ class RedisBackend(CacheBackend):
 
     def _sync_client(self) -> Any:
         if self._pid != os.getpid():
-            self._reset_state()  # redis-py pools re-open after fork by themselves; our thread must too
+            # redis-py pools re-open after fork by themselves; our listener thread must be restarted too.
+            # The parent's clients are kept referenced so no finalizer ever touches the shared sockets.
+            _FORK_GRAVEYARD.append((self._client, self._aclients))
+            self._reset_state()
         c = self._client
         if c is None:
             with self._lock:
@@ -703,6 +706,10 @@ class RedisBackend(CacheBackend):
             if not loop.is_closed() and loop.is_running():
                 asyncio.run_coroutine_threadsafe(ac.aclose(), loop)
         self._aclients.clear()
+
+
+#: per-process state left behind at fork (see ``RedisBackend._sync_client``)
+_FORK_GRAVEYARD: list[Any] = []
 
 
 def from_settings(settings: CacheSettings) -> RedisBackend:
