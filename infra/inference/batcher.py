@@ -36,6 +36,9 @@ __all__ = ["BatcherStats", "MicroBatcher"]
 
 log = logging.getLogger("infra.inference")
 
+# Batch sizes are counts, not seconds: powers of two up to well past any sensible max_batch_size.
+_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -157,7 +160,10 @@ class MicroBatcher(Generic[T, R]):
         self.stats = BatcherStats()
         reg = get_metrics()
         self._m_size = reg.histogram(
-            "infra_batch_size", "Items per batched model call.", labelnames=("batcher",)
+            "infra_batch_size",
+            "Items per batched model call.",
+            labelnames=("batcher",),
+            buckets=_SIZE_BUCKETS,
         ).labels(name)
         self._m_wait = reg.histogram(
             "infra_batch_wait_seconds",
