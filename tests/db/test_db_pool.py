@@ -119,7 +119,7 @@ async def test_unknown_database_is_named(postgres_dsn: str) -> None:
 
 
 async def test_malformed_dsn_is_a_config_error_naming_db_dsn() -> None:
-    with pytest.raises(ConfigError, match="db.dsn") as info:
+    with pytest.raises(ConfigError, match=r"db\.dsn") as info:
         await create_pool("mysql://root@127.0.0.1/x", settings=SETTINGS)
     assert "postgresql" in str(info.value)
 

@@ -1,4 +1,4 @@
-"""DbSettings: mirrors perf_config's db section, seed 003's workload presets, validation, no password in repr."""
+"""DbSettings: the db section of perf_config, seed 003 workload presets, validation, no password in repr."""
 
 from __future__ import annotations
 
