@@ -24,7 +24,7 @@ from infra.http._classify import classify_httpx as _classify_httpx
 from infra.http._compat import timeout_at
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, READ, Call, HostState
 from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
-from infra.http._ident import prepare_headers
+from infra.http._ident import DEFAULT_HEADERS, prepare_headers
 from infra.http._lease import AsyncLease, acquire_async
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
@@ -162,6 +162,14 @@ class _HttpxBody:
                 await asyncio.shield(self._resp.aclose())
 
 
+def _merge_headers(httpx: Any, headers: Any) -> Any:
+    """DEFAULT_HEADERS overridden case-insensitively by the caller's."""
+    merged = httpx.Headers(DEFAULT_HEADERS)
+    if headers:
+        merged.update(headers)
+    return merged
+
+
 def _earliest(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
@@ -275,6 +283,10 @@ class AsyncPerfClient:
             session = self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.timeouts.connect),
+                headers=DEFAULT_HEADERS,
+                # One client serves many callers (and accounts): never replay one caller's cookies to
+                # another. httpx's transport, used for HTTP/2 and by PerfClient, keeps none either.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return session
 
@@ -487,8 +499,16 @@ class AsyncPerfClient:
         when = _earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
         try:
             async with timeout_at(when) as cm:
+                # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to
+                # another origin would run under this origin's slot, breaker and metrics.
                 resp = await session.request(
-                    method, url, params=params, headers=headers, data=content, json=json
+                    method,
+                    url,
+                    params=params,
+                    headers=headers,
+                    data=content,
+                    json=json,
+                    allow_redirects=False,
                 )
                 if stream:
                     body = _AiohttpBody(resp, lease, t.idle, deadline_at, host.origin)
@@ -556,7 +576,7 @@ class AsyncPerfClient:
                     method,
                     url,
                     params=params,
-                    headers=headers,
+                    headers=_merge_headers(httpx, headers),
                     content=content,
                     json=json,
                     extensions={"timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}},

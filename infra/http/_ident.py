@@ -6,9 +6,24 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["IDEMPOTENCY_KEY", "prepare_headers"]
+__all__ = ["DEFAULT_HEADERS", "IDEMPOTENCY_KEY", "prepare_headers"]
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+def _version() -> str:
+    import infra
+
+    return str(getattr(infra, "__version__", "0"))
+
+
+#: Sent by every backend (aiohttp adds its own otherwise, httpx's transport none), so a server sees the
+#: same request whichever client or protocol ran. A caller's header of the same name wins.
+DEFAULT_HEADERS: dict[str, str] = {
+    "User-Agent": f"perf-infra/{_version()}",
+    "Accept": "*/*",
+    "Accept-Encoding": "gzip, deflate",
+}
 
 
 def _find(headers: Mapping[str, Any], name: str) -> str | None:

@@ -23,7 +23,7 @@ import httpx
 from infra.http._classify import classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, READ, Call, HostState
 from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
-from infra.http._ident import prepare_headers
+from infra.http._ident import DEFAULT_HEADERS, prepare_headers
 from infra.http._lease import SyncLease, acquire_sync
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
@@ -386,11 +386,14 @@ class PerfClient:
             timeout = httpx.Timeout(
                 connect=_left(deadline_at, t.connect), read=first_byte, write=first_byte, pool=None
             )
+            merged = httpx.Headers(DEFAULT_HEADERS)
+            if headers:
+                merged.update(headers)  # case-insensitive: the caller's value replaces ours
             request = httpx.Request(
                 method,
                 url,
                 params=params,
-                headers=headers,
+                headers=merged,
                 content=content,
                 json=json,
                 extensions={"timeout": timeout.as_dict()},

@@ -8,7 +8,7 @@ Routes (``{key}`` names an independent counter, so tests don't interfere):
 
 ==================================  ========================================================================
 ``/ok``                             200; ``size`` body bytes, ``delay`` seconds before answering
-``/status/{code}``                  that status; ``retry_after`` / ``retry_after_ms`` headers copied verbatim
+``/status/{code}``                  that status; ``retry_after`` / ``retry_after_ms`` / ``set_cookie`` headers
 ``/fail/{key}``                     the first ``n`` hits get ``code`` (503), optional Retry-After; then 200
 ``/flaky``                          every ``every``-th hit (10) gets ``code`` (503) with ``retry_after`` (0)
 ``/reset-before-headers/{key}``     the first ``n`` hits (all) are reset (TCP RST) before any response byte
@@ -18,6 +18,8 @@ Routes (``{key}`` names an independent counter, so tests don't interfere):
 ``/stall``                          streams ``chunks`` lines, then stalls ``stall`` seconds before the end
 ``/stream``                         streams ``chunks`` lines of ``size`` bytes, ``interval`` seconds apart
 ``/echo/{key}``                     echoes method, body and Idempotency-Key as JSON
+``/redirect``                       302 to ``to`` (/ok)
+``/headers``                        the request headers as JSON (lower-cased names)
 ==================================  ========================================================================
 """
 
@@ -160,6 +162,8 @@ class FaultServer:
         r.add_get("/stall", self._stall)
         r.add_get("/stream", self._stream)
         r.add_route("*", "/echo/{key}", self._echo)
+        r.add_route("*", "/redirect", self._redirect)
+        r.add_route("*", "/headers", self._headers)
         # access_log=None: a log line per request would dominate the benchmarks.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -197,6 +201,8 @@ class FaultServer:
     @staticmethod
     def _retry_headers(request: Any) -> dict[str, str]:
         out = {}
+        if "set_cookie" in request.query:
+            out["Set-Cookie"] = request.query["set_cookie"]
         if "retry_after" in request.query:
             out["Retry-After"] = request.query["retry_after"]
         if "retry_after_ms" in request.query:
@@ -344,6 +350,18 @@ class FaultServer:
             ),
             content_type="application/json",
         )
+
+    async def _redirect(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self._hit("redirect")
+        return web.Response(status=302, headers={"Location": request.query.get("to", "/ok")})
+
+    async def _headers(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self._hit("headers")
+        return web.json_response({k.lower(): v for k, v in request.headers.items()})
 
     def _log(self, key: str, request: Any, body: bytes) -> None:
         self.requests.setdefault(key, []).append(

@@ -249,3 +249,30 @@ async def test_streams_retry_until_headers(api, server: FaultServer) -> None:
     k = key()
     lines = await api.stream_lines("GET", f"{server.url}/fail/{k}?n=2")
     assert lines == [b"3"]
+
+
+async def test_redirects_are_returned_not_followed(api, server: FaultServer) -> None:
+    """Both clients hand back a 3xx (httpx's transport never follows; aiohttp is told not to), so a
+    redirect can't carry a call to another origin under this origin's limits, breaker and metrics."""
+    before = server.hits["ok"]
+    r = await api.get(f"{server.url}/redirect?to=/ok")
+    assert r.status == 302 and r.headers["location"] == "/ok"
+    assert server.hits["ok"] == before
+
+
+async def test_both_clients_send_the_same_default_headers(api, server: FaultServer) -> None:
+    """Same User-Agent / Accept / Accept-Encoding from every backend; a caller's header wins."""
+    sent = (await api.get(f"{server.url}/headers")).json()
+    assert sent["user-agent"].startswith("perf-infra/")
+    assert sent["accept"] == "*/*"
+    assert "gzip" in sent["accept-encoding"]
+    custom = (await api.get(f"{server.url}/headers", headers={"user-agent": "mine"})).json()
+    assert custom["user-agent"] == "mine"
+
+
+async def test_no_cookies_are_kept_between_calls(api, server: FaultServer) -> None:
+    """A shared client never replays one response's Set-Cookie on a later call."""
+    base = f"http://localhost:{server.port}"  # a host name: cookie jars ignore cookies from bare IPs
+    await api.get(f"{base}/status/200?set_cookie=session%3Dalice%3B%20Path%3D%2F")
+    sent = (await api.get(f"{base}/headers")).json()
+    assert "cookie" not in sent
