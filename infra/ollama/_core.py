@@ -20,6 +20,7 @@ from .settings import DEFAULT_HOST, OllamaSettings
 __all__ = [
     "RELOAD_THRESHOLD_S",
     "ClientCore",
+    "Flight",
     "Handles",
     "as_found",
     "call_options",
@@ -50,12 +51,14 @@ class Handles:
     """Metric children for one (model, operation), resolved once and kept off the hot path."""
 
     __slots__ = (
+        "coalesced",
         "duration_hit",
         "duration_miss",
         "errors",
         "hits",
         "load",
         "misses",
+        "n_coalesced",
         "n_hits",
         "n_misses",
         "reloads",
@@ -67,6 +70,7 @@ class Handles:
     def __init__(self, model: str, op: str, namespace: str) -> None:
         self.n_hits = 0
         self.n_misses = 0
+        self.n_coalesced = 0
         try:
             from infra.metrics import get_metrics
 
@@ -116,10 +120,15 @@ class Handles:
             self.errors: Any = m.counter(
                 "infra_ollama_errors_total", "Ollama calls that raised.", labelnames=("model", "operation")
             ).labels(model, op)
+            self.coalesced: Any = m.counter(
+                "infra_ollama_coalesced_total",
+                "Identical concurrent calls served by one request in flight (single-flight).",
+                labelnames=("namespace", "operation"),
+            ).labels(namespace, op)
         except Exception:  # metrics must never break a call
             noop = _Noop()
             self.duration_hit = self.duration_miss = self.ttft = self.tps = self.load = noop
-            self.reloads = self.hits = self.misses = self.retries = self.errors = noop
+            self.reloads = self.hits = self.misses = self.retries = self.errors = self.coalesced = noop
 
     def hit(self, n: int = 1) -> None:
         self.n_hits += n
@@ -128,6 +137,24 @@ class Handles:
     def miss(self, n: int = 1) -> None:
         self.n_misses += n
         self.misses.inc(n)
+
+    def coalesce(self) -> None:
+        self.n_coalesced += 1
+        self.coalesced.inc()
+
+
+class Flight:
+    """One non-streamed call in flight, shared by identical concurrent callers (single-flight).
+
+    The leader stores the reply's cache value in ``value`` (None when it failed or wasn't storable) and
+    then sets ``done``; followers rebuild their own response object from it, or call for themselves.
+    """
+
+    __slots__ = ("done", "value")
+
+    def __init__(self, done: Any) -> None:
+        self.done = done  # threading.Event or asyncio.Future
+        self.value: dict[str, Any] | None = None
 
 
 class ClientCore:
@@ -183,9 +210,10 @@ class ClientCore:
         """Cache hits and misses per operation seen by this client (embed counts items, not calls)."""
         out: dict[str, dict[str, int]] = {}
         for (_, op), h in list(self._handles.items()):
-            d = out.setdefault(op, {"hits": 0, "misses": 0})
+            d = out.setdefault(op, {"hits": 0, "misses": 0, "coalesced": 0})
             d["hits"] += h.n_hits
             d["misses"] += h.n_misses
+            d["coalesced"] += h.n_coalesced
         return out
 
     # -- fail-open helpers ----------------------------------------------------------------------------------
@@ -337,6 +365,13 @@ class ClientCore:
                 httpx.RemoteProtocolError,
             ),
         )
+
+    def flight_wait(self) -> float | None:
+        """How long a coalesced caller waits for the call in flight: as long as that call may take."""
+        t = self.settings.timeout
+        if t is None:
+            return None
+        return t * (self.settings.retries + 1) + 2.0 * (self.settings.retries + 1)
 
     def backoff(self, attempt: int) -> float:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))

@@ -8,11 +8,12 @@ generators for streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from ._core import ClientCore, Handles, as_found, call_options, is_embedding_model, settings_from
+from ._core import ClientCore, Flight, Handles, as_found, call_options, is_embedding_model, settings_from
 from .keys import chat_fields, generate_fields
 from .settings import OllamaSettings
 from .stream import StreamRecorder, areplay
@@ -44,6 +45,7 @@ class AsyncOptimizedOllama:
         self._client = client
         self._enabled = self.settings.enabled
         self._sem = asyncio.Semaphore(self.settings.max_concurrency)
+        self._flights: dict[str, Flight] = {}
         self._digest_lock: asyncio.Lock | None = None
 
     @classmethod
@@ -482,12 +484,41 @@ class AsyncOptimizedOllama:
                     h.hit()
                     h.duration_hit.observe(time.perf_counter() - t0)
                     return hit
+            # single-flight: an identical call already in flight (on this loop) serves this one too
+            loop = asyncio.get_running_loop()
+            flight = self._flights.get(key)
+            leader = flight is None or flight.done.get_loop() is not loop
+            if leader:
+                flight = self._flights[key] = Flight(loop.create_future())
+            else:
+                assert flight is not None
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(flight.done), core.flight_wait())
+                shared = core.decode_full(cls, flight.value) if flight.value is not None else None
+                if shared is not None:
+                    h.coalesce()
+                    h.duration_hit.observe(time.perf_counter() - t0)
+                    return shared
+            assert flight is not None
             h.miss()
+            try:
+                resp = await self._retrying(call, h)
+                h.duration_miss.observe(time.perf_counter() - t0)
+                core.observe_final(h, model, resp)
+                if always_store or core.storable(resp):
+                    value = core.full_value(resp)
+                    flight.value = value
+                    await self._set(ns, key, value)
+                return resp
+            finally:
+                if leader:
+                    if not flight.done.done():
+                        flight.done.set_result(None)
+                    if self._flights.get(key) is flight:
+                        del self._flights[key]
         resp = await self._retrying(call, h)
         h.duration_miss.observe(time.perf_counter() - t0)
         core.observe_final(h, model, resp)
-        if key is not None and (always_store or core.storable(resp)):
-            await self._set(ns, key, core.full_value(resp))
         return resp
 
     async def _stream(

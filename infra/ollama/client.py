@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ._core import ClientCore, Handles, as_found, call_options, is_embedding_model, settings_from
+from ._core import ClientCore, Flight, Handles, as_found, call_options, is_embedding_model, settings_from
 from .keys import chat_fields, generate_fields
 from .settings import OllamaSettings
 from .stream import StreamRecorder, replay
@@ -50,6 +50,8 @@ class OptimizedOllama:
         self._client = client
         self._enabled = self.settings.enabled
         self._sem = threading.BoundedSemaphore(self.settings.max_concurrency)
+        self._flights: dict[str, Flight] = {}
+        self._flight_lock = threading.Lock()
         self._digest_lock = threading.Lock()
 
     @classmethod
@@ -501,12 +503,37 @@ class OptimizedOllama:
                     h.hit()
                     h.duration_hit.observe(time.perf_counter() - t0)
                     return hit
+            # single-flight: an identical call already in flight serves this one too
+            with self._flight_lock:
+                flight = self._flights.get(key)
+                leader = flight is None
+                if flight is None:
+                    flight = self._flights[key] = Flight(threading.Event())
+            if not leader:
+                flight.done.wait(core.flight_wait())
+                shared = core.decode_full(cls, flight.value) if flight.value is not None else None
+                if shared is not None:
+                    h.coalesce()
+                    h.duration_hit.observe(time.perf_counter() - t0)
+                    return shared
             h.miss()
+            try:
+                resp = self._retrying(call, h)
+                h.duration_miss.observe(time.perf_counter() - t0)
+                core.observe_final(h, model, resp)
+                if always_store or core.storable(resp):
+                    value = core.full_value(resp)
+                    flight.value = value
+                    self._set(ns, key, value)
+                return resp
+            finally:
+                if leader:
+                    flight.done.set()
+                    with self._flight_lock:
+                        self._flights.pop(key, None)
         resp = self._retrying(call, h)
         h.duration_miss.observe(time.perf_counter() - t0)
         core.observe_final(h, model, resp)
-        if key is not None and (always_store or core.storable(resp)):
-            self._set(ns, key, core.full_value(resp))
         return resp
 
     def _stream(

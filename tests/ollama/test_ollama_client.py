@@ -610,4 +610,57 @@ def test_metrics_count_hits_misses_retries_and_unexpected_reloads(make_server, c
     llm.close()
     delta = {k: val(n, lab, *v) - before[k] for k, (n, lab, *v) in probes.items()}
     assert delta == {"hits": 1, "misses": 2, "retries": 1, "reloads": 1}
-    assert llm.cache_stats()["generate"] == {"hits": 1, "misses": 2}
+    assert llm.cache_stats()["generate"] == {"hits": 1, "misses": 2, "coalesced": 0}
+
+
+# ---------------------------------------------------------------------------------------------- single-flight
+
+
+def test_identical_concurrent_calls_share_one_request(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server(token_latency=0.01, min_tokens=20, max_tokens=20)
+    llm = OptimizedOllama(srv.url, settings=settings(max_concurrency=8), cache=cache)
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(llm.generate(LLM, "same"))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = llm.cache_stats()["generate"]
+    llm.close()
+    assert requests(srv, "generate") == 1
+    assert len(results) == 6 and all(r == results[0] for r in results)
+    assert len({id(r) for r in results}) == 6, "each caller gets its own object"
+    assert stats["misses"] == 1 and stats["coalesced"] + stats["hits"] == 5
+
+
+def test_when_the_shared_call_fails_each_waiter_calls_for_itself(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server(token_latency=0.01, min_tokens=20, max_tokens=20)
+    llm = OptimizedOllama(srv.url, settings=settings(max_concurrency=8, retries=0), cache=cache)
+    srv.fail_next(500, "first one fails")
+    outcomes: list[str] = []
+
+    def one() -> None:
+        try:
+            llm.chat(LLM, MSGS)
+            outcomes.append("ok")
+        except ollama.ResponseError:
+            outcomes.append("error")
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    llm.close()
+    assert sorted(outcomes) == ["error", "ok", "ok", "ok"]
+
+
+async def test_async_identical_concurrent_calls_share_one_request(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    srv = make_server(token_latency=0.01, min_tokens=20, max_tokens=20)
+    llm = AsyncOptimizedOllama(srv.url, settings=settings(max_concurrency=8), cache=cache)
+    results = await asyncio.gather(*(llm.chat(LLM, MSGS, profile="stage2") for _ in range(5)))
+    assert requests(srv, "chat") == 1 and all(r == results[0] for r in results)
+    assert llm.cache_stats()["chat"]["coalesced"] == 4
+    await llm.close()
