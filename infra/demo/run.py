@@ -237,7 +237,11 @@ async def _run(
 
 
 def _hit_counts(llm: Any) -> dict[str, tuple[float, float]]:
-    return {op: (float(d["hits"]), float(d["misses"])) for op, d in llm.cache_stats().items()}
+    """(served without a request of its own: hits + coalesced, misses) per operation."""
+    return {
+        op: (float(d["hits"] + d.get("coalesced", 0)), float(d["misses"]))
+        for op, d in llm.cache_stats().items()
+    }
 
 
 def _hit_rates(

@@ -444,9 +444,10 @@ def test_warmup_loads_models_through_chat_with_one_token(server: OllamaTestServe
 
 
 def test_keep_warm_reloads_before_expiry(server: OllamaTestServer, cache: Any) -> None:
-    llm = OptimizedOllama(server.url, settings=settings(keep_alive=0.6), cache=cache)
-    kw = llm.keep_warm([LLM], interval=0.2)
-    deadline = time.monotonic() + 5
+    # refreshes come when < 2 intervals (0.6 s) of the 1 s keep_alive remain: 0.4 s of slack each time
+    llm = OptimizedOllama(server.url, settings=settings(keep_alive=1.0), cache=cache)
+    kw = llm.keep_warm([LLM], interval=0.3)
+    deadline = time.monotonic() + 8
     while kw.refreshes < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     kw.stop()
