@@ -260,7 +260,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="latencies x0.05, fewer inputs and rounds")
     args = ap.parse_args()
     scale, n, unique = (0.05, 16, 6) if args.quick else (1.0, 24, 8)
-    rounds, calls = (5, 20000) if args.quick else (15, 100000)
+    rounds, calls = (5, 20000) if args.quick else (11, 50000)
 
     print(f"== per-call cost ({rounds} interleaved rounds x {calls} calls)", flush=True)
     pc = per_call(rounds, calls)
