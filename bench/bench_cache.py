@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from infra.cache import Cache, CacheSettings, cached  # noqa: E402
+from infra.cache import Cache, CacheSettings, cached
 
 Timer = Callable[[int], Any]
 
@@ -79,7 +79,9 @@ class Result:
         return max(self.samples)
 
 
-def interleave(contenders: dict[str, Timer], rounds: int, n: int, overhead: float, per: dict[str, int] | None = None) -> dict[str, Result]:
+def interleave(
+    contenders: dict[str, Timer], rounds: int, n: int, overhead: float, per: dict[str, int] | None = None
+) -> dict[str, Result]:
     res = {k: Result(k) for k in contenders}
     names = list(contenders)
     for r in range(rounds):
@@ -103,7 +105,7 @@ def _langchain() -> tuple[Any, Any] | None:
             from langchain_community.cache import SQLiteCache
             from langchain_core.outputs import Generation
         return SQLiteCache, Generation
-    except Exception:  # noqa: BLE001 - peer not installed: skipped with a note
+    except Exception:
         return None
 
 
@@ -117,10 +119,10 @@ def bench_reads(tmp: str, quick: bool, overhead: float) -> dict[str, dict[str, R
     ours_l2_nostats = Cache(CacheSettings(path=f"{tmp}/ours/cache.db", memory_items=0), stats=False)
     ours_l1 = Cache(CacheSettings(path=f"{tmp}/ours/cache.db"))
     ours_l1_nostats = Cache(CacheSettings(path=f"{tmp}/ours/cache.db"), stats=False)
-    ours_l2.set_many("bench", dict(zip(keys, vals)))
+    ours_l2.set_many("bench", dict(zip(keys, vals, strict=False)))
     dc = diskcache.Cache(f"{tmp}/dc")
     dc_stats = diskcache.Cache(f"{tmp}/dc_stats", statistics=True)
-    for k, v in zip(keys, vals):
+    for k, v in zip(keys, vals, strict=False):
         dc.set(k, v)
         dc_stats.set(k, v)
     for k in keys:
@@ -134,7 +136,9 @@ def bench_reads(tmp: str, quick: bool, overhead: float) -> dict[str, dict[str, R
     contenders: dict[str, Timer] = {
         "ours L2 get": lambda i: ours_l2.get("bench", keys[i % n_keys]),
         "diskcache get": lambda i: dc.get(keys[i % n_keys]),
-        "raw sqlite3 PK SELECT": lambda i: raw.execute("SELECT v FROM t WHERE id = ?", (i % n_keys,)).fetchone(),
+        "raw sqlite3 PK SELECT": lambda i: raw.execute(
+            "SELECT v FROM t WHERE id = ?", (i % n_keys,)
+        ).fetchone(),
     }
     per: dict[str, int] = {}
     if lc is not None:
@@ -142,7 +146,7 @@ def bench_reads(tmp: str, quick: bool, overhead: float) -> dict[str, dict[str, R
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             lcc = SQLiteCache(database_path=f"{tmp}/lc.db")
-            for k, v in zip(keys[:200], vals[:200]):
+            for k, v in zip(keys[:200], vals[:200], strict=False):
                 lcc.update(k, "llm-params", [Generation(text=v)])
 
         def lc_lookup(i: int) -> Any:
@@ -162,7 +166,9 @@ def bench_reads(tmp: str, quick: bool, overhead: float) -> dict[str, dict[str, R
             "L2 hit, stats off": lambda i: ours_l2_nostats.get("bench", keys[i % n_keys]),
             "diskcache get, statistics on": lambda i: dc_stats.get(keys[i % n_keys]),
         },
-        rounds, n, overhead,
+        rounds,
+        n,
+        overhead,
     )
     for c in (ours_l2, ours_l2_nostats, ours_l1, ours_l1_nostats):
         c.close()
@@ -199,14 +205,18 @@ def bench_decorator(tmp: str, quick: bool, overhead: float) -> dict[str, Result]
     res = interleave(
         {
             "ours @cached hit, L1 cold (dict arg: full canonicalise + SHA-256)": lambda i: (
-                memo.clear(), ours_cold(prompt, options=options)),
+                memo.clear(),
+                ours_cold(prompt, options=options),
+            ),
             "ours @cached hit, L1 cold (dict arg, key memo)": lambda i: ours_cold(prompt, options=options),
             "ours @cached hit, L1 cold (str args: key memo)": lambda i: ours_cold_memo(prompt),
             "ours @cached hit, L1 warm (dict arg)": lambda i: ours_warm(prompt, options=options),
             "ours @cached hit, L1 warm (str args)": lambda i: ours_warm_str(prompt),
             "diskcache memoize hit": lambda i: dc_memo(prompt, options=options),
         },
-        rounds, n, overhead,
+        rounds,
+        n,
+        overhead,
     )
     cold.close()
     warm.close()
@@ -277,7 +287,10 @@ def bench_two_writers(tmp: str, quick: bool) -> dict[str, Result]:
     rounds = 1 if quick else 3
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for r in range(rounds):
-        for kind, name in (("ours", "ours set, 2 writer processes"), ("dc", "diskcache set, 2 writer processes"))[:: 1 if r % 2 == 0 else -1]:
+        for kind, name in (
+            ("ours", "ours set, 2 writer processes"),
+            ("dc", "diskcache set, 2 writer processes"),
+        )[:: 1 if r % 2 == 0 else -1]:
             path = f"{tmp}/w_{kind}_{r}/cache.db" if kind == "ours" else f"{tmp}/w_{kind}_{r}"
             if kind == "ours":
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -289,7 +302,9 @@ def bench_two_writers(tmp: str, quick: bool) -> dict[str, Result]:
             start = time.time() + 1.0
             procs = [
                 subprocess.Popen(
-                    [sys.executable, "-c", _WRITER, kind, path, str(n), str(start), repo], stdout=subprocess.PIPE, text=True
+                    [sys.executable, "-c", _WRITER, kind, path, str(n), str(start), repo],
+                    stdout=subprocess.PIPE,
+                    text=True,
                 )
                 for _ in range(2)
             ]
@@ -318,8 +333,11 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     lc_note = "" if _langchain() is not None else " (langchain-community not installed: peer skipped)"
-    print(f"# infra.cache vs diskcache {diskcache.__version__}{lc_note}; python {sys.version.split()[0]}, "
-          f"sqlite {sqlite3.sqlite_version}; timer overhead {overhead:.0f} ns subtracted; {time.time() - t0:.0f} s\n")
+    print(
+        f"# infra.cache vs diskcache {diskcache.__version__}{lc_note}; python {sys.version.split()[0]}, "
+        f"sqlite {sqlite3.sqlite_version}; timer overhead {overhead:.0f} ns subtracted; "
+        f"{time.time() - t0:.0f} s\n"
+    )
 
     rows: list[tuple[str, str, float, float, float, str, str]] = []
 
@@ -341,25 +359,64 @@ def main() -> int:
 
     checks = [
         ("L2 hit p50 / diskcache get p50", ratio("ours L2 get", "diskcache get", l2), 0.8),
-        ("L2 hit p50 / raw sqlite3 PK SELECT p50 (floor)", ratio("ours L2 get", "raw sqlite3 PK SELECT", l2), None),
-        ("@cached L1-cold hit (full key) / diskcache memoize hit",
-         ratio("ours @cached hit, L1 cold (dict arg: full canonicalise + SHA-256)", "diskcache memoize hit", deco), 0.7),
-        ("@cached L1-cold hit (key memo) / diskcache memoize hit",
-         ratio("ours @cached hit, L1 cold (str args: key memo)", "diskcache memoize hit", deco), 0.7),
+        (
+            "L2 hit p50 / raw sqlite3 PK SELECT p50 (floor)",
+            ratio("ours L2 get", "raw sqlite3 PK SELECT", l2),
+            None,
+        ),
+        (
+            "@cached L1-cold hit (full key) / diskcache memoize hit",
+            ratio(
+                "ours @cached hit, L1 cold (dict arg: full canonicalise + SHA-256)",
+                "diskcache memoize hit",
+                deco,
+            ),
+            0.7,
+        ),
+        (
+            "@cached L1-cold hit (key memo) / diskcache memoize hit",
+            ratio("ours @cached hit, L1 cold (str args: key memo)", "diskcache memoize hit", deco),
+            0.7,
+        ),
         ("@cached L1-warm hit p50, dict arg (us)", deco["ours @cached hit, L1 warm (dict arg)"].p50, 2.0),
         ("@cached L1-warm hit p50, str args (us)", deco["ours @cached hit, L1 warm (str args)"].p50, 2.0),
         ("set p50 / diskcache set p50", ratio("ours set", "diskcache set", sets), 0.5),
         ("2 writers: ours set p99 (ms)", writers["ours set, 2 writer processes"].p99 / 1000, 5.0),
         ("2 writers: ours set max (ms)", writers["ours set, 2 writer processes"].max / 1000, 50.0),
         ("2 writers: diskcache set max (ms)", writers["diskcache set, 2 writer processes"].max / 1000, None),
-        ("stats cost on an L1 hit (on/off - 1)", ratio("L1 hit, stats on", "L1 hit, stats off", st) - 1, 0.05),
-        ("stats cost on an L2 hit (on/off - 1)", ratio("L2 hit, stats on", "L2 hit, stats off", st) - 1, 0.05),
-        ("diskcache statistics=True get / diskcache get", st["diskcache get, statistics on"].p50 / l2["diskcache get"].p50, None),
+        (
+            "stats cost on an L1 hit (on/off - 1)",
+            ratio("L1 hit, stats on", "L1 hit, stats off", st) - 1,
+            0.05,
+        ),
+        (
+            "stats cost on an L2 hit (on/off - 1)",
+            ratio("L2 hit, stats on", "L2 hit, stats off", st) - 1,
+            0.05,
+        ),
+        (
+            "diskcache statistics=True get / diskcache get",
+            st["diskcache get, statistics on"].p50 / l2["diskcache get"].p50,
+            None,
+        ),
     ]
     if "langchain SQLiteCache lookup" in l2:
-        checks.insert(1, ("L2 hit p50 / langchain SQLiteCache lookup p50", ratio("ours L2 get", "langchain SQLiteCache lookup", l2), None))
+        checks.insert(
+            1,
+            (
+                "L2 hit p50 / langchain SQLiteCache lookup p50",
+                ratio("ours L2 get", "langchain SQLiteCache lookup", l2),
+                None,
+            ),
+        )
     if "langchain SQLiteCache update" in sets:
-        checks.append(("set p50 / langchain SQLiteCache update p50", ratio("ours set", "langchain SQLiteCache update", sets), None))
+        checks.append(
+            (
+                "set p50 / langchain SQLiteCache update p50",
+                ratio("ours set", "langchain SQLiteCache update", sets),
+                None,
+            )
+        )
 
     print("| group | operation | p50 (us) | p99 (us) | max (us) | ratio ours/peer (p50) | target |")
     print("|---|---|---:|---:|---:|---:|---|")

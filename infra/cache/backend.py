@@ -22,9 +22,9 @@ Contract every backend keeps (the SQLite backend is the reference implementation
   and returns how many it removed.
 * **Leases** give cross-process single-flight: ``acquire_lease`` is an atomic test-and-set with a timeout, so
   a dead holder blocks nobody past ``timeout`` seconds; ``release_lease`` only releases the owner's lease.
-* **Errors**: a backend raises ``infra.errors.CacheError`` (``CacheCorruptError`` when it had to quarantine the
-  store), chained with ``raise ... from exc`` from the driver error. ``Cache`` catches these, counts them and
-  fails open; a backend never needs to swallow errors itself.
+* **Errors**: a backend raises ``infra.errors.CacheError`` (``CacheCorruptError`` when it had to
+  quarantine the store), chained with ``raise ... from exc`` from the driver error. ``Cache`` catches
+  these, counts them and fails open; a backend never needs to swallow errors itself.
 * **Shared stores** (``shared = True``: reachable by other clients) get only signed payloads from ``Cache``;
   the backend has nothing to do for that beyond storing the codec id faithfully.
 * **Sync and async**: the sync methods are abstract. The async twins default to calling the sync method

@@ -156,7 +156,9 @@ def register_type(
         elif isinstance(getattr(cls, "model_fields", None), dict) and hasattr(cls, "model_construct"):
             encode, decode = _pydantic_codec(cls)
         else:
-            raise TypeError(f"register_type({cls!r}) needs encode= and decode= (not a dataclass or pydantic model)")
+            raise TypeError(
+                f"register_type({cls!r}) needs encode= and decode= (not a dataclass or pydantic model)"
+            )
     tname = name or type_name(cls)
     with _registry_lock:
         _by_name[tname] = (cls, encode, decode)
@@ -292,7 +294,7 @@ _FROM: dict[str, Callable[[Any], Any]] = {
 
 def _hook(d: dict[str, Any]) -> Any:
     if len(d) == 1:
-        (k, v), = d.items()
+        ((k, v),) = d.items()
         fn = _FROM.get(k)
         if fn is not None:
             return fn(v)
@@ -411,7 +413,7 @@ class Codec:
                     raise DecodeError("pickle payload in a namespace that does not opt into pickle")
                 import pickle
 
-                return pickle.loads(body)  # noqa: S301 - HMAC verified above, key from the environment
+                return pickle.loads(body)
         except DecodeError:
             raise
         except Exception as exc:  # corrupt body of any kind: a miss, never a crash

@@ -118,9 +118,13 @@ class Cache:
             if backend is _DEFAULT_BACKEND:
                 try:
                     self.backend = make_backend(s)
-                except Exception as exc:  # noqa: BLE001 - fail open: L1 only, reason kept for stats
+                except Exception as exc:
                     self._backend_error = str(exc)
-                    log.error("cache backend %r unavailable (%s); running with the in-process L1 only", s.backend, exc)
+                    log.error(
+                        "cache backend %r unavailable (%s); running with the in-process L1 only",
+                        s.backend,
+                        exc,
+                    )
             else:
                 self.backend = backend
         self._inline = self.backend is not None and type(self.backend).aget is CacheBackend.aget
@@ -148,7 +152,8 @@ class Cache:
             if shared and self._signer is None:
                 log.error(
                     "cache backend %s is shared but %s is not set: values are not signed; set the key",
-                    self.backend, s.signing_key_env,
+                    self.backend,
+                    s.signing_key_env,
                 )
             codec = Codec(
                 signer=self._signer,
@@ -159,14 +164,15 @@ class Cache:
             if nss.codec == "pickle" and self._signer is None:
                 log.warning(
                     "cache namespace %r opts into pickle but %s is unset: only safe-codec values are cached",
-                    name, s.signing_key_env,
+                    name,
+                    s.signing_key_env,
                 )
             gen = 0
             failure: Exception | None = None
             if self.backend is not None:
                 try:
                     gen = self.backend.generations().get(name, 0)
-                except Exception as exc:  # noqa: BLE001 - fail open, counted below
+                except Exception as exc:
                     failure = exc
             ns = _Namespace(name, codec, s.ttl_for(name), s.ttl_jitter, gen, self._export, self._count)
             self._ns[name] = ns
@@ -179,18 +185,22 @@ class Cache:
         if t <= 0 or t == float("inf"):
             return None  # a TTL of 0 (or inf) means "never expires"
         if ns.jitter:
-            t *= 1.0 + random.random() * ns.jitter  # noqa: S311 - spreading expiry, not security
+            t *= 1.0 + random.random() * ns.jitter
         return now + t
 
     def _check_generations(self, now: float) -> None:
         """Notice invalidations made by other processes (polled at most every 0.1 s)."""
         self._next_gen_check = now + GENERATION_POLL_INTERVAL
+        if self._export:
+            # The metrics export rides on this 0.1 s tick: hits only bump in-memory counters.
+            for ns in list(self._ns.values()):
+                ns.stats.flush()
         b = self.backend
         if b is None or not self._ns:
             return
         try:
             gens = b.generations()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             next(iter(self._ns.values())).stats.error("read", exc)
             return
         for name, ns in list(self._ns.items()):
@@ -213,15 +223,14 @@ class Cache:
         now = _time()
         if ns is None or now >= self._next_gen_check or e[2] != ns.gen or (e[1] is not None and e[1] <= now):
             return MISSING
-        try:
+        try:  # noqa: SIM105 - contextlib.suppress costs ~0.3 us here, half an L1 hit
             self._l1._data.move_to_end((namespace, key))
         except KeyError:  # evicted by another thread meanwhile: still a valid answer
             pass
         st = ns.stats  # counting inlined: a method call here costs ~15% of an L1 hit
         if st.counting:
             st.saved += e[3]
-            if next(st.hits) & 63 == 63 and st.export:
-                st.flush()
+            next(st.hits)
         return e[0]
 
     def _l1_get(self, ns: _Namespace, key: str, now: float) -> Any:
@@ -253,7 +262,7 @@ class Cache:
         t0 = _perf() if sample else 0.0
         try:
             se = b.get(ns.name, key)
-        except Exception as exc:  # noqa: BLE001 - fail open
+        except Exception as exc:
             ns.stats.error("read", exc)
             return None
         if sample and self._export:
@@ -276,7 +285,7 @@ class Cache:
             ns.stats.mark_uncacheable()
             ns.stats.error("encode", exc)
             return None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ns.stats.error("encode", exc)
             return None
 
@@ -305,15 +314,12 @@ class Cache:
         data = self._l1._data
         e = data.get(k)
         if e is not None and e[2] == ns.gen and (e[1] is None or e[1] > now):
-            try:
+            with contextlib.suppress(KeyError):
                 data.move_to_end(k)
-            except KeyError:
-                pass
             st = ns.stats  # counting inlined: a method call here costs ~15% of an L1 hit
             if st.counting:
                 st.saved += e[3]
-                if next(st.hits) & 63 == 63 and st.export:
-                    st.flush()
+                next(st.hits)
             return e[0]
         row = None
         try:
@@ -321,7 +327,7 @@ class Cache:
                 row = self._get_row(namespace, key)
             elif self.backend is not None:
                 row = self.backend.get(namespace, key)
-        except Exception as exc:  # noqa: BLE001 - fail open
+        except Exception as exc:
             ns.stats.error("read", exc)
         if row is not None:
             try:
@@ -336,7 +342,9 @@ class Cache:
         ns.stats.miss()
         return default
 
-    def set(self, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0) -> None:
+    def set(
+        self, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0
+    ) -> None:
         """Store ``value`` (``ttl`` seconds; None: the namespace's TTL; 0: never expires). Never raises."""
         if not self.enabled:
             return
@@ -347,7 +355,7 @@ class Cache:
             return
         try:
             b.set(namespace, key, se)
-        except Exception as exc:  # noqa: BLE001 - fail open
+        except Exception as exc:
             ns.stats.error("write", exc)
 
     def delete(self, namespace: str, key: str) -> bool:
@@ -360,7 +368,7 @@ class Cache:
             return False
         try:
             return self.backend.delete(namespace, key)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ns.stats.error("write", exc)
             return False
 
@@ -373,7 +381,7 @@ class Cache:
         if rest and self.backend is not None:
             try:
                 found = self.backend.get_many(namespace, rest)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 ns.stats.error("read", exc)
                 found = {}
             self._many_accept(ns, rest, found, out)
@@ -396,7 +404,9 @@ class Cache:
                 out[k] = v
         return out, rest
 
-    def _many_accept(self, ns: _Namespace, rest: list[str], found: Mapping[str, StoredEntry], out: dict[str, Any]) -> None:
+    def _many_accept(
+        self, ns: _Namespace, rest: list[str], found: Mapping[str, StoredEntry], out: dict[str, Any]
+    ) -> None:
         for k in rest:
             v = self._accept(ns, k, found.get(k))
             if v is MISSING:
@@ -413,10 +423,12 @@ class Cache:
         if items and self.backend is not None:
             try:
                 self.backend.set_many(namespace, items)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 ns.stats.error("write", exc)
 
-    def _prepare_many(self, ns: _Namespace, mapping: Mapping[str, Any], ttl: float | None) -> dict[str, StoredEntry]:
+    def _prepare_many(
+        self, ns: _Namespace, mapping: Mapping[str, Any], ttl: float | None
+    ) -> dict[str, StoredEntry]:
         items: dict[str, StoredEntry] = {}
         for k, v in mapping.items():
             se = self._prepare(ns, k, v, ttl, 0.0)
@@ -432,7 +444,7 @@ class Cache:
         if self.backend is not None:
             try:
                 ns.gen = self.backend.invalidate(namespace)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 ns.stats.error("write", exc)
                 ns.gen += 1
         else:
@@ -497,7 +509,7 @@ class Cache:
             try:
                 if b.acquire_lease(ns.name, key, self._owner, self.settings.lease_timeout):
                     return True, MISSING
-            except Exception as exc:  # noqa: BLE001 - no lease: compute anyway (correct, maybe twice)
+            except Exception as exc:
                 ns.stats.error("lease", exc)
                 return False, MISSING
             if _perf() >= deadline:
@@ -512,7 +524,7 @@ class Cache:
         try:
             assert self.backend is not None
             self.backend.release_lease(ns.name, key, self._owner)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ns.stats.error("lease", exc)
 
     # ------------------------------------------------------------------ async API
@@ -545,11 +557,13 @@ class Cache:
             return self._l2_get(ns, key)
         try:
             return await b.aget(ns.name, key)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ns.stats.error("read", exc)
             return None
 
-    async def aset(self, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0) -> None:
+    async def aset(
+        self, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0
+    ) -> None:
         if not self.enabled:
             return
         if self._inline:
@@ -561,7 +575,7 @@ class Cache:
             return
         try:
             await self.backend.aset(namespace, key, se)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ns.stats.error("write", exc)
 
     async def adelete(self, namespace: str, key: str) -> bool:
@@ -573,7 +587,7 @@ class Cache:
         self._l1.delete((namespace, key))
         try:
             return await self.backend.adelete(namespace, key)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ns.stats.error("write", exc)
             return False
 
@@ -587,7 +601,7 @@ class Cache:
         if rest:
             try:
                 found = await self.backend.aget_many(namespace, rest)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 ns.stats.error("read", exc)
                 found = {}
             self._many_accept(ns, rest, found, out)
@@ -604,7 +618,7 @@ class Cache:
         if items:
             try:
                 await self.backend.aset_many(namespace, items)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 ns.stats.error("write", exc)
 
     async def ainvalidate(self, namespace: str) -> None:
@@ -616,7 +630,7 @@ class Cache:
         ns = self._ns.get(namespace) or self._namespace(namespace)
         try:
             ns.gen = await self.backend.ainvalidate(namespace)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ns.stats.error("write", exc)
             ns.gen += 1
         self._l1.clear(namespace)
@@ -624,10 +638,10 @@ class Cache:
     async def aget_or_compute(
         self, namespace: str, key: str, compute: Callable[[], Awaitable[T] | T], ttl: float | None = None
     ) -> T:
-        """Async ``get_or_compute``; ``compute`` may return a value or an awaitable (awaited by the leader only)."""
+        """Async ``get_or_compute``; ``compute`` may return a value or an awaitable (the leader awaits it)."""
         if not self.enabled:
             r = compute()
-            return await r if inspect.isawaitable(r) else r  # type: ignore[no-any-return]
+            return await r if inspect.isawaitable(r) else r
         ns = self._ns.get(namespace) or self._namespace(namespace)
         v = await self._alookup(ns, key)
         if v is not MISSING:
@@ -680,7 +694,7 @@ class Cache:
                     got = b.acquire_lease(ns.name, key, self._owner, self.settings.lease_timeout)
                 else:
                     got = await b.aacquire_lease(ns.name, key, self._owner, self.settings.lease_timeout)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 ns.stats.error("lease", exc)
                 return False, MISSING
             if got:
@@ -700,7 +714,7 @@ class Cache:
                 self.backend.release_lease(ns.name, key, self._owner)
             else:
                 await self.backend.arelease_lease(ns.name, key, self._owner)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ns.stats.error("lease", exc)
 
     # ------------------------------------------------------------------ stats and lifecycle
@@ -740,7 +754,7 @@ class Cache:
                 by_ns = bs.by_namespace
                 out["total_entries"], out["total_bytes"] = bs.entries, bs.bytes
                 out["store"] = dict(bs.extra)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 out["backend_error"] = str(exc)
         names = sorted(set(by_ns) | set(self._ns))
         fam = None
@@ -808,7 +822,7 @@ def _observe_lookup(namespace: str, seconds: float) -> None:
         from infra.cache.stats import _Exporter
 
         _Exporter.families()["lookup"].labels(namespace=namespace, tier="l2").observe(seconds)
-    except Exception:  # noqa: BLE001, S110 - sampling metrics never break a lookup
+    except Exception:
         pass
 
 
@@ -830,7 +844,7 @@ def _settings_from_config() -> CacheSettings:
         from infra.config import get_config
 
         cfg = get_config()
-    except Exception as exc:  # noqa: BLE001 - config missing or broken: defaults, said once
+    except Exception as exc:
         log.warning("cache: configuration not available (%s); using the built-in defaults", exc)
         return CacheSettings(enabled=not off)
     return CacheSettings.from_config(cfg.cache, enabled=bool(getattr(cfg, "enabled", True)) and not off)

@@ -21,6 +21,7 @@ one warning per function is logged; the call itself is never affected.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -78,7 +79,16 @@ def _fid(x: Any) -> Any:
 class _Plan:
     """Per-function binding plan: turns ``(args, kwargs)`` into the ordered argument mapping of the key."""
 
-    __slots__ = ("defaults", "drop_first", "first_is_cls", "names", "npos", "positional_only", "sig", "simple")
+    __slots__ = (
+        "defaults",
+        "drop_first",
+        "first_is_cls",
+        "names",
+        "npos",
+        "positional_only",
+        "sig",
+        "simple",
+    )
 
     def __init__(self, fn: Callable[..., Any], include_self: bool) -> None:
         self.sig = inspect.signature(fn)
@@ -95,10 +105,10 @@ class _Plan:
 
     def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if self.simple and len(args) <= self.npos:
-            out = dict(zip(self.names, args))
+            out = dict(zip(self.names, args, strict=False))
             if kwargs:
                 for k, v in kwargs.items():
-                    if k in out or k not in self.defaults and k not in self.names:
+                    if k in out or (k not in self.defaults and k not in self.names):
                         return self._slow(args, kwargs)
                     out[k] = v
             if len(out) < len(self.names):
@@ -168,16 +178,18 @@ class _KeyMaker:
         return k
 
     def explain(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        return explain_function_key(self.namespace, self.qualname, self.plan.arguments(args, kwargs), self.version)
+        return explain_function_key(
+            self.namespace, self.qualname, self.plan.arguments(args, kwargs), self.version
+        )
 
     def uncacheable(self, cache: Any, exc: BaseException) -> None:
-        try:
+        with contextlib.suppress(Exception):
             cache.count_uncacheable(self.namespace)
-        except Exception:  # noqa: BLE001, S110 - counting never breaks the call
-            pass
         if not self.warned:
             self.warned = True
-            log.warning("@cached %s: call not cacheable, running uncached (%s); warned once", self.qualname, exc)
+            log.warning(
+                "@cached %s: call not cacheable, running uncached (%s); warned once", self.qualname, exc
+            )
 
 
 @overload
@@ -232,7 +244,7 @@ def cached(
                 km.uncacheable(c, exc)
             except TypeError:
                 return None  # bad call: let the function raise its own TypeError
-            except Exception as exc:  # noqa: BLE001 - fail open
+            except Exception as exc:
                 km.uncacheable(c, exc)
             return None
 
@@ -278,4 +290,3 @@ def cached(
     if fn is not None:
         return decorate(fn)
     return decorate
-

@@ -139,8 +139,8 @@ def _enc_dict(obj: Mapping[Any, Any], out: bytearray, depth: int) -> None:
         pairs.append((bytes(kb), v))
     pairs.sort(key=lambda p: p[0])
     out += b"{" + _len(len(pairs))
-    for kb, v in pairs:
-        out += kb
+    for kb_bytes, v in pairs:
+        out += kb_bytes
         _enc(v, out, depth + 1)
 
 
@@ -255,12 +255,10 @@ def _enc_other(obj: Any, out: bytearray, depth: int) -> None:
         _enc(obj.__cache_key__(), out, depth + 1)
         return
     mod = t.__module__ or ""
-    if mod == "numpy" or mod.startswith("numpy."):
-        if _enc_numpy(obj, out, depth):
-            return
-    if mod == "torch" or mod.startswith("torch."):
-        if _enc_torch(obj, out, depth):
-            return
+    if (mod == "numpy" or mod.startswith("numpy.")) and _enc_numpy(obj, out, depth):
+        return
+    if (mod == "torch" or mod.startswith("torch.")) and _enc_torch(obj, out, depth):
+        return
     if isinstance(obj, enum.Enum):
         out += b"E"
         _enc_name(t, out)
@@ -353,7 +351,11 @@ def _describe(obj: Any, depth: int = 0) -> Any:
     t = type(obj)
     if t is str:
         if len(obj) > 80:
-            return {"str": obj[:60] + "...", "len": len(obj), "sha256": hashlib.sha256(canonical_bytes(obj)).hexdigest()[:16]}
+            return {
+                "str": obj[:60] + "...",
+                "len": len(obj),
+                "sha256": hashlib.sha256(canonical_bytes(obj)).hexdigest()[:16],
+            }
         return {"str": obj}
     if t in (int, bool, type(None)):
         return {t.__name__: obj}
@@ -364,7 +366,12 @@ def _describe(obj: Any, depth: int = 0) -> Any:
     if t in (tuple, list):
         return {t.__name__: [_describe(v, depth + 1) for v in obj]}
     if t is dict:
-        return {"dict": {repr(k): _describe(v, depth + 1) for k, v in sorted(obj.items(), key=lambda kv: canonical_bytes(kv[0]))}}
+        return {
+            "dict": {
+                repr(k): _describe(v, depth + 1)
+                for k, v in sorted(obj.items(), key=lambda kv: canonical_bytes(kv[0]))
+            }
+        }
     enc = canonical_bytes(obj)
     return {type_name(t): len(enc), "sha256": hashlib.sha256(enc).hexdigest()[:16]}
 

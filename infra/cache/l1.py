@@ -42,7 +42,7 @@ class L1Cache:
     def get(self, k: tuple[str, str]) -> L1Entry | None:
         e = self._data.get(k)
         if e is not None:
-            try:
+            try:  # noqa: SIM105 - contextlib.suppress costs ~0.3 us on the hit path
                 self._data.move_to_end(k)
             except KeyError:  # evicted by another thread between the two calls
                 pass

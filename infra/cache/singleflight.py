@@ -9,12 +9,14 @@ are not failed with the leader's cancellation: they start over, and one of them 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import threading
 from collections.abc import Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # asyncio is imported on first async use only: it costs ~35 ms of cold import
+    import asyncio
 
 __all__ = ["Flight", "SingleFlight"]
 
@@ -51,6 +53,8 @@ class Flight:
 
     async def await_result(self) -> Any:
         if not self.done.is_set():
+            import asyncio
+
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[None] = loop.create_future()
             with self._lock:
@@ -94,7 +98,9 @@ class SingleFlight:
             f = self._flights[key] = Flight()
             return f, True
 
-    def finish(self, key: Hashable, flight: Flight, result: Any = None, exc: BaseException | None = None) -> None:
+    def finish(
+        self, key: Hashable, flight: Flight, result: Any = None, exc: BaseException | None = None
+    ) -> None:
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]

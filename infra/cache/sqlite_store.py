@@ -94,14 +94,15 @@ END;
 """
 
 
-
 def _schema_statements() -> list[str]:
     """``_SCHEMA`` split into statements (trigger bodies keep their inner semicolons)."""
     out, cur = [], []
     for line in _SCHEMA.strip().splitlines():
         cur.append(line)
         text = "\n".join(cur)
-        if line.rstrip().endswith(";") and (not text.lstrip().startswith("CREATE TRIGGER") or line.strip() == "END;"):
+        if line.rstrip().endswith(";") and (
+            not text.lstrip().startswith("CREATE TRIGGER") or line.strip() == "END;"
+        ):
             out.append(text)
             cur = []
     return out
@@ -267,7 +268,10 @@ class SQLiteBackend(CacheBackend):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False,
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
             cached_statements=64,
         )
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -392,7 +396,7 @@ class SQLiteBackend(CacheBackend):
                 with self._file_lock():
                     dest = self._quarantine_locked(exc)
                     self._ready = False
-            except Exception as qexc:  # noqa: BLE001 - report the original problem
+            except Exception as qexc:
                 return CacheError(f"cache {what} failed ({exc}); quarantine failed too: {qexc}")
             err: CacheError = CacheCorruptError(f"cache database was corrupt ({exc}); moved to {dest}")
         else:
@@ -405,7 +409,10 @@ class SQLiteBackend(CacheBackend):
         s = self._salts.get(namespace)
         if s is None:
             nsid = namespace_id(namespace)
-            s = self._salts[namespace] = (nsid, int.from_bytes(hashlib.sha256(b"salt\x00" + namespace.encode()).digest()[:8], "big"))
+            s = self._salts[namespace] = (
+                nsid,
+                int.from_bytes(hashlib.sha256(b"salt\x00" + namespace.encode()).digest()[:8], "big"),
+            )
         nsid, salt = s
         if len(key) == 64:  # (the same fast path is spelled out inline in get())
             # A 64-hex key (make_key's digest) is reduced modulo a 64-bit prime, not re-hashed: all 256 bits
@@ -540,7 +547,19 @@ class SQLiteBackend(CacheBackend):
         # generation another process has just bumped is simply invisible, as if invalidated with the rest.
         nsid, rid = self._ids(namespace, key)
         gens = self._gens if now < self._gens_next else self._live_gens(now)
-        return (rid, nsid, gens.get(nsid, 0), key, e.codec, e.expires_at, e.cost, now, now, len(e.payload), e.payload)
+        return (
+            rid,
+            nsid,
+            gens.get(nsid, 0),
+            key,
+            e.codec,
+            e.expires_at,
+            e.cost,
+            now,
+            now,
+            len(e.payload),
+            e.payload,
+        )
 
     def set(self, namespace: str, key: str, entry: StoredEntry) -> None:
         # The hot write: one autocommit UPSERT under the file lock (no BEGIN/COMMIT round trips, no
@@ -598,7 +617,7 @@ class SQLiteBackend(CacheBackend):
         return 0 if row is None else int(row[0])
 
     def enforce_caps(self, namespace: str | None = None) -> int:
-        """Evict (sampled LRU) until the total cap, and ``namespace``'s cap if given, hold. Returns rows evicted."""
+        """Evict (sampled LRU) until the total cap and ``namespace``'s cap hold; returns rows evicted."""
         evicted = 0
         targets: list[tuple[str | None, int]] = [(None, self.max_bytes)]
         if namespace is not None and namespace in self.namespace_max_bytes:
@@ -608,7 +627,7 @@ class SQLiteBackend(CacheBackend):
             totals = [self._totals(conn, ns) for ns, _ in targets]
         except sqlite3.Error as exc:
             raise self._handle(exc, "read") from exc
-        for (ns, cap), total in zip(targets, totals):
+        for (ns, cap), total in zip(targets, totals, strict=False):
             if ns is None:
                 self._bytes_est = total
             if total <= cap:
@@ -659,7 +678,7 @@ class SQLiteBackend(CacheBackend):
         return len(victims)
 
     def delete(self, namespace: str, key: str) -> bool:
-        nsid, rid = self._ids(namespace, key)
+        _nsid, rid = self._ids(namespace, key)
         with self._write("delete") as conn:
             return conn.execute("DELETE FROM entries WHERE h = ? AND key = ?", (rid, key)).rowcount > 0
 
@@ -727,7 +746,10 @@ class SQLiteBackend(CacheBackend):
             row = conn.execute("SELECT owner, expires FROM leases WHERE id = ?", (rid,)).fetchone()
             if row is not None and row[0] != owner and row[1] > now:
                 return False
-            conn.execute("INSERT OR REPLACE INTO leases (id, owner, expires) VALUES (?, ?, ?)", (rid, owner, now + timeout))
+            conn.execute(
+                "INSERT OR REPLACE INTO leases (id, owner, expires) VALUES (?, ?, ?)",
+                (rid, owner, now + timeout),
+            )
             return True
 
     def lease_holder(self, namespace: str, key: str) -> str | None:
@@ -746,10 +768,14 @@ class SQLiteBackend(CacheBackend):
     # ------------------------------------------------------------------ introspection
     def stats(self) -> BackendStats:
         try:
-            rows = self._conn().execute("SELECT name, entries, bytes FROM namespaces ORDER BY name").fetchall()
+            rows = (
+                self._conn().execute("SELECT name, entries, bytes FROM namespaces ORDER BY name").fetchall()
+            )
             size = os.path.getsize(self.path)
         except (sqlite3.Error, OSError) as exc:
-            raise self._handle(exc, "stats") if isinstance(exc, sqlite3.Error) else CacheError(str(exc)) from exc
+            raise (
+                self._handle(exc, "stats") if isinstance(exc, sqlite3.Error) else CacheError(str(exc))
+            ) from exc
         by = {n: (int(e), int(b)) for n, e, b in rows}
         return BackendStats(
             entries=sum(e for e, _ in by.values()),
@@ -813,10 +839,12 @@ class SQLiteBackend(CacheBackend):
                 break
             try:
                 self.maintain()
-            except Exception as exc:  # noqa: BLE001 - a background step never raises; counted and logged once
+            except Exception as exc:
                 self.maintenance_errors += 1
                 if not logged:
-                    log.warning("cache maintenance on %s failed: %s (further failures counted only)", self.path, exc)
+                    log.warning(
+                        "cache maintenance on %s failed: %s (further failures counted only)", self.path, exc
+                    )
                     logged = True
         loc = self._local
         if loc.conn is not None:

@@ -1,8 +1,9 @@
 """Per-namespace cache statistics, counted in memory and exported to the metrics registry in batches.
 
 The hit path pays one ``next()`` on an ``itertools.count`` (atomic under the GIL, no lock) and one float
-add; every 64th hit (and every 8th miss, every error, and each ``Cache.get_stats()``) the deltas are pushed
-to the registry's counters, so Prometheus lags the in-memory figures by at most a few dozen events.
+add. The deltas are pushed to the registry's counters by ``Cache`` at most every 0.1 s (on the same tick
+that polls namespace generations), on every 8th miss, on every error and on ``Cache.get_stats()``, so
+Prometheus lags the in-memory figures by a fraction of a second.
 
 Exported series (``namespace`` label on each; values never carry keys or secrets):
 ``infra_cache_hits_total``, ``infra_cache_misses_total``, ``infra_cache_errors_total{reason}``,
@@ -25,7 +26,7 @@ log = logging.getLogger("infra.cache")
 
 def count_value(c: itertools.count[int]) -> int:
     """Current value of an ``itertools.count`` without advancing it."""
-    return int(c.__reduce__()[1][0])  # type: ignore[index]
+    return int(c.__reduce__()[1][0])
 
 
 class _Exporter:
@@ -43,27 +44,39 @@ class _Exporter:
 
                     m = get_metrics()
                     cls._families = {
-                        "hits": m.counter("infra_cache_hits_total", "Cache hits (L1 or L2).", labelnames=("namespace",)),
-                        "misses": m.counter("infra_cache_misses_total", "Cache misses.", labelnames=("namespace",)),
+                        "hits": m.counter(
+                            "infra_cache_hits_total", "Cache hits (L1 or L2).", labelnames=("namespace",)
+                        ),
+                        "misses": m.counter(
+                            "infra_cache_misses_total", "Cache misses.", labelnames=("namespace",)
+                        ),
                         "errors": m.counter(
-                            "infra_cache_errors_total", "Cache failures (the call ran uncached).",
+                            "infra_cache_errors_total",
+                            "Cache failures (the call ran uncached).",
                             labelnames=("namespace", "reason"),
                         ),
                         "uncacheable": m.counter(
-                            "infra_cache_uncacheable_total", "Calls or results that could not be cached.",
+                            "infra_cache_uncacheable_total",
+                            "Calls or results that could not be cached.",
                             labelnames=("namespace",),
                         ),
                         "saved": m.counter(
-                            "infra_cache_compute_seconds_saved_total", "Computation time hits saved (seconds).",
+                            "infra_cache_compute_seconds_saved_total",
+                            "Computation time hits saved (seconds).",
                             labelnames=("namespace",),
                         ),
                         "evictions": m.counter(
                             "infra_cache_evictions_total", "Entries evicted for space.", labelnames=("tier",)
                         ),
-                        "entries": m.gauge("infra_cache_entries", "Entries in the store.", labelnames=("namespace",)),
-                        "bytes": m.gauge("infra_cache_bytes", "Bytes in the store.", labelnames=("namespace",)),
+                        "entries": m.gauge(
+                            "infra_cache_entries", "Entries in the store.", labelnames=("namespace",)
+                        ),
+                        "bytes": m.gauge(
+                            "infra_cache_bytes", "Bytes in the store.", labelnames=("namespace",)
+                        ),
                         "lookup": m.histogram(
-                            "infra_cache_lookup_duration_seconds", "Cache lookup time (sampled).",
+                            "infra_cache_lookup_duration_seconds",
+                            "Cache lookup time (sampled).",
                             labelnames=("namespace", "tier"),
                         ),
                     }
@@ -82,8 +95,8 @@ class NamespaceStats:
         "_children",
         "_err_logged",
         "_flush_lock",
-        "counting",
         "_flushed",
+        "counting",
         "errors",
         "export",
         "hits",
@@ -110,7 +123,7 @@ class NamespaceStats:
     # ------------------------------------------------------------------ hot path
     def hit(self, cost: float) -> None:
         self.saved += cost
-        if next(self.hits) & 63 == 63 and self.export:
+        if next(self.hits) & 1023 == 1023 and self.export:
             self.flush()
 
     def miss(self) -> None:
@@ -127,8 +140,12 @@ class NamespaceStats:
         if reason not in self._err_logged:
             self._err_logged.add(reason)
             log.warning(
-                "cache %s error in namespace %r: %s (the call ran uncached; further %s errors are counted only)",
-                reason, self.namespace, exc, reason,
+                "cache %s error in namespace %r: %s (the call ran uncached; "
+                "further %s errors are counted only)",
+                reason,
+                self.namespace,
+                exc,
+                reason,
             )
         if self.export:
             self.flush()
@@ -182,7 +199,7 @@ class NamespaceStats:
                 if delta > 0:
                     ch[name].inc(delta)
                     self._flushed[name] = v
-        except Exception as exc:  # noqa: BLE001 - metrics never break the cache
+        except Exception as exc:
             if "metrics" not in self._err_logged:
                 self._err_logged.add("metrics")
                 log.warning("cache metrics export failed: %s", exc)

@@ -25,7 +25,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``cache`` and its sub-commands to an argparse subparsers object."""
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: an option given before the group (``python -m infra --json cache stats``) is kept.
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
     common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH", help="perf_config.json to use")
     p = subparsers.add_parser("cache", help="inspect and manage the cache store", parents=[common])
     sub = p.add_subparsers(dest="cache_command", metavar="{stats,clear,vacuum,inspect}")
@@ -45,7 +47,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     i.add_argument("--namespace", "-n", metavar="N", help="only this namespace")
     i.add_argument("--limit", "-k", type=_positive_int, default=20, metavar="K", help="how many (default 20)")
     i.set_defaults(func=cmd_inspect, handler=cmd_inspect)
-    return p
+    parser: argparse.ArgumentParser = p
+    return parser
 
 
 def _positive_int(text: str) -> int:
@@ -75,7 +78,7 @@ def _open(args: argparse.Namespace) -> Any:
     return Cache(dataclasses.replace(settings, enabled=True), export_metrics=False), configured_on
 
 
-def _fail(exc: BaseException) -> int:
+def _fail(exc: BaseException | str) -> int:
     print(f"error: {exc}", file=sys.stderr)
     return 1
 
@@ -98,7 +101,7 @@ def _when(t: float | None) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     try:
         cache, configured_on = _open(args)
-    except Exception as exc:  # noqa: BLE001 - one-line error for the terminal
+    except Exception as exc:
         return _fail(exc)
     try:
         stats = cache.get_stats()
@@ -129,11 +132,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_clear(args: argparse.Namespace) -> int:
     try:
         cache, _ = _open(args)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _fail(exc)
     try:
         n = cache.clear(getattr(args, "namespace", None))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _fail(exc)
     finally:
         cache.close()
@@ -148,7 +151,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
 def cmd_vacuum(args: argparse.Namespace) -> int:
     try:
         cache, _ = _open(args)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _fail(exc)
     try:
         b = cache.backend
@@ -163,7 +166,7 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
         before = b.stats().extra.get("file_bytes")
         b.vacuum()
         after = b.stats().extra.get("file_bytes")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _fail(exc)
     finally:
         cache.close()
@@ -179,13 +182,13 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         cache, _ = _open(args)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _fail(exc)
     try:
         if cache.backend is None:
             return _fail("no persistent store is configured (backend memory)")
         rows = cache.backend.inspect(getattr(args, "namespace", None), int(getattr(args, "limit", 20)))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _fail(exc)
     finally:
         cache.close()
@@ -200,7 +203,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not rows:
         print("no entries")
         return 0
-    print(f"{'namespace':<14} {'key':<18} {'codec':<16} {'size':>9} {'last used':<19} {'expires':<19} {'cost':>8}")
+    print(
+        f"{'namespace':<14} {'key':<18} {'codec':<16} {'size':>9} "
+        f"{'last used':<19} {'expires':<19} {'cost':>8}"
+    )
     for r in rows:
         key = r.key if len(r.key) <= 18 else r.key[:15] + "..."
         print(

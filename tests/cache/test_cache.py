@@ -1,4 +1,4 @@
-"""The Cache API: get/set/delete, TTL, L1, invalidation across instances, async twins, stats, off means off."""
+"""The Cache API: get/set/delete, TTL, L1, invalidation across instances, async twins, stats, off is off."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import MISSING, Cache, CacheSettings, NamespaceSettings, make_key
+from infra.cache import MISSING, Cache, NamespaceSettings, make_key
 from infra.cache.backend import StoredEntry
 from infra.metrics import get_metrics
 from tests.cache.conftest import PYTHON, subprocess_env
@@ -250,7 +250,16 @@ def test_stats_shape_and_metrics_names(make_cache: MakeCache) -> None:
     c.get_or_compute("embeddings", "e", lambda: time.sleep(0.01) or [0.5] * 8)
     c.get_or_compute("embeddings", "e", lambda: [0.0])
     s = c.get_stats()
-    for field in ("enabled", "total_entries", "total_bytes", "by_type", "hits", "misses", "hit_rate", "errors"):
+    for field in (
+        "enabled",
+        "total_entries",
+        "total_bytes",
+        "by_type",
+        "hits",
+        "misses",
+        "hit_rate",
+        "errors",
+    ):
         assert field in s
     assert s["by_type"] == {"embeddings": 1, "inference": 1}
     inf = s["namespaces"]["inference"]

@@ -31,7 +31,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float):
         return a.hex() == b.hex() or (math.isnan(a) and math.isnan(b))
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=False))
     if isinstance(a, dict):
         return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
     return bool(a == b)
@@ -72,7 +72,9 @@ ROUND_TRIP = [
 ]
 
 
-@pytest.mark.parametrize("value", ROUND_TRIP, ids=[f"{type(v).__name__}-{i}" for i, v in enumerate(ROUND_TRIP)])
+@pytest.mark.parametrize(
+    "value", ROUND_TRIP, ids=[f"{type(v).__name__}-{i}" for i, v in enumerate(ROUND_TRIP)]
+)
 def test_safe_codec_round_trips_exactly(value: Any) -> None:
     c = Codec()
     payload, codec = c.encode(value)
@@ -217,6 +219,11 @@ def test_signer_repr_hides_the_key() -> None:
 
 def test_corrupt_payloads_are_decode_errors() -> None:
     c = Codec()
-    for payload, codec in [(b"\xff\xfe", codecs.STR), (b"{", codecs.JSON), (b"abc", codecs.F64LIST | codecs.FLAG_ZLIB), (b"", 63)]:
+    for payload, codec in [
+        (b"\xff\xfe", codecs.STR),
+        (b"{", codecs.JSON),
+        (b"abc", codecs.F64LIST | codecs.FLAG_ZLIB),
+        (b"", 63),
+    ]:
         with pytest.raises(DecodeError):
             c.decode(payload, codec)

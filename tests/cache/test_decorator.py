@@ -123,7 +123,9 @@ def test_version_and_namespace_separate_entries(cache: Cache) -> None:
     assert len(calls) == 2
 
 
-def test_uncacheable_argument_runs_uncached_and_warns_once(cache: Cache, caplog: pytest.LogCaptureFixture) -> None:
+def test_uncacheable_argument_runs_uncached_and_warns_once(
+    cache: Cache, caplog: pytest.LogCaptureFixture
+) -> None:
     calls: list[int] = []
 
     @cached(namespace="ns", cache=cache)
@@ -217,8 +219,18 @@ def test_key_memo_never_merges_values_that_key_differently(cache: Cache) -> None
         return repr((x, opts))
 
     cases = [
-        (1, None), (True, None), (1.0, None), (0.0, None), (-0.0, None), ((1,), None), ([1], None),
-        ("a", {"n": 1}), ("a", {"n": True}), ("a", {"n": 1.0}), ("a", {"n": [1]}), ("a", {"n": (1,)}),
+        (1, None),
+        (True, None),
+        (1.0, None),
+        (0.0, None),
+        (-0.0, None),
+        ((1,), None),
+        ([1], None),
+        ("a", {"n": 1}),
+        ("a", {"n": True}),
+        ("a", {"n": 1.0}),
+        ("a", {"n": [1]}),
+        ("a", {"n": (1,)}),
     ]
     for _ in range(2):
         for x, o in cases:

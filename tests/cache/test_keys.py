@@ -35,7 +35,10 @@ GOLDEN = {
         ("inference", ({"model": "llama3", "options": {"num_ctx": 4096, "temperature": 0.3}},), {}),
         "dee635b5b27539af7a9aca3f3a4761460b4fca779bbefc03648a160ead16c573",
     ),
-    "named": (("inference", ("hello",), {"model": "llama3"}), "062ca70ba7459d8c09a11a376264154b0fd3fee202a611318b235e1cfe5eb625"),
+    "named": (
+        ("inference", ("hello",), {"model": "llama3"}),
+        "062ca70ba7459d8c09a11a376264154b0fd3fee202a611318b235e1cfe5eb625",
+    ),
     "nan": (("ns", (float("nan"),), {}), "5d570944451923a989ee8dd254310fa2d2aea31abdfa43a96a2bf8d9dfc4e5a6"),
     "negzero": (("ns", (-0.0,), {}), "4e9388743cdf2a9f3f4c99584c2ddc60883fda0a74c031d036201ad4e3bdd4f0"),
     "bigint": (("ns", (2**200,), {}), "93c82c2197a7c1a4fff5d8dba5597717fd2c759b721bfde2c3e567ee5003fb58"),
@@ -44,8 +47,14 @@ GOLDEN = {
         ("ns", (datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),), {}),
         "93c27a21f2ce1da40bb3986df56cbdd377acd9b70374c7c4813392d1f0bfe18c",
     ),
-    "decimal": (("ns", (decimal.Decimal("1.10"),), {}), "a7ecb417bb501048ccc43bb6fbd67de5d7f1d25017c1f51a5437e992b1e828c5"),
-    "uuid": (("ns", (uuid.UUID(int=1),), {}), "3f82aa2c6a01fff6407d074f5ba237a564cae03fcb98ce82739dc92b3dcc5365"),
+    "decimal": (
+        ("ns", (decimal.Decimal("1.10"),), {}),
+        "a7ecb417bb501048ccc43bb6fbd67de5d7f1d25017c1f51a5437e992b1e828c5",
+    ),
+    "uuid": (
+        ("ns", (uuid.UUID(int=1),), {}),
+        "3f82aa2c6a01fff6407d074f5ba237a564cae03fcb98ce82739dc92b3dcc5365",
+    ),
     "unicode": (("ns", ("héllo ✓",), {}), "40ed0a3ef9bf9c4b11bdead6daafff6c339c9abda750da9acfec14abc4367ff7"),
 }
 
@@ -82,7 +91,24 @@ def test_canonical_encoding_is_the_documented_byte_format() -> None:
 
 
 def test_types_are_told_apart() -> None:
-    values: list[Any] = [1, 1.0, True, "1", b"1", bytearray(b"1"), (1,), [1], {1}, frozenset({1}), None, 0, False, 0.0, -0.0, ""]
+    values: list[Any] = [
+        1,
+        1.0,
+        True,
+        "1",
+        b"1",
+        bytearray(b"1"),
+        (1,),
+        [1],
+        {1},
+        frozenset({1}),
+        None,
+        0,
+        False,
+        0.0,
+        -0.0,
+        "",
+    ]
     keys = {make_key("ns", v) for v in values}
     assert len(keys) == len(values)
 
@@ -108,7 +134,9 @@ def test_namespace_and_version_scope_keys() -> None:
 def test_options_such_as_num_ctx_change_the_key() -> None:
     """The LiteLLM bug: provider options left out of the key serve wrong answers."""
     base = {"model": "llama3", "prompt": "hi"}
-    assert make_key("inference", base, options={"num_ctx": 4096}) != make_key("inference", base, options={"num_ctx": 8192})
+    assert make_key("inference", base, options={"num_ctx": 4096}) != make_key(
+        "inference", base, options={"num_ctx": 8192}
+    )
 
 
 @dataclasses.dataclass
@@ -206,7 +234,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float):
         return a.hex() == b.hex()
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=False))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, frozenset):

@@ -1,4 +1,4 @@
-"""Several processes on one SQLite file: no error surfaces, no committed entry is lost, kill -9 is harmless."""
+"""Several processes on one SQLite file: no error surfaces, no committed entry lost, kill -9 harmless."""
 
 from __future__ import annotations
 
@@ -49,7 +49,10 @@ def test_four_processes_two_threads_each_lose_nothing(cache_path: str) -> None:
     procs = [
         subprocess.Popen(
             [PYTHON, "-c", _WORKER, cache_path, str(p), str(n)],
-            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for p in range(4)
     ]
@@ -89,7 +92,10 @@ def test_kill_minus_9_of_a_writer_twenty_times_leaves_a_sound_file(cache_path: s
     rnd = random.Random(7)
     for r in range(20):
         p = subprocess.Popen(
-            [PYTHON, "-c", _WRITER, cache_path, str(r)], env=subprocess_env(), stdout=subprocess.PIPE, text=True
+            [PYTHON, "-c", _WRITER, cache_path, str(r)],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "ready"

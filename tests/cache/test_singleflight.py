@@ -86,7 +86,9 @@ async def test_raising_computation_raises_in_every_task(cache: Cache) -> None:
         await asyncio.sleep(0.05)
         raise KeyError("gone")
 
-    results = await asyncio.gather(*(cache.aget_or_compute("ns", "k", compute) for _ in range(64)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(cache.aget_or_compute("ns", "k", compute) for _ in range(64)), return_exceptions=True
+    )
     assert len(calls) == 1
     assert all(isinstance(r, KeyError) for r in results)
 
@@ -155,7 +157,10 @@ def test_processes_sharing_the_file_compute_once(cache_path: str, tmp_path: obje
     procs = [
         subprocess.Popen(
             [PYTHON, "-c", _LEASE_SCRIPT, cache_path, log, str(start)],
-            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]

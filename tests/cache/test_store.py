@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.cache import Cache, CacheSettings, NamespaceSettings
+from infra.cache import Cache, CacheSettings
 from infra.cache.backend import StoredEntry
 from infra.cache.sqlite_store import SQLiteBackend
 from tests.cache.conftest import PYTHON, subprocess_env
@@ -149,12 +149,15 @@ def test_get_many_and_set_many(store: SQLiteBackend) -> None:
 def test_processes_starting_together_create_the_schema_once(cache_path: str) -> None:
     """diskcache#85: concurrent first opens must not race on CREATE TABLE / journal_mode."""
     script = (
-        "import sys; from infra.cache.sqlite_store import SQLiteBackend; from infra.cache.backend import StoredEntry\n"
+        "import sys\nfrom infra.cache.sqlite_store import SQLiteBackend\n"
+        "from infra.cache.backend import StoredEntry\n"
         "b = SQLiteBackend(sys.argv[1], maintenance_interval=0)\n"
         "b.set('ns', sys.argv[2], StoredEntry(b'v', 1)); b.close()\n"
     )
     procs = [
-        subprocess.Popen([PYTHON, "-c", script, cache_path, f"p{i}"], env=subprocess_env(), stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [PYTHON, "-c", script, cache_path, f"p{i}"], env=subprocess_env(), stderr=subprocess.PIPE
+        )
         for i in range(6)
     ]
     for p in procs:
@@ -184,7 +187,7 @@ def test_corrupt_file_on_open_is_quarantined_and_results_stay_correct(cache_path
         f.write(b"this is not a database" * 500)
     c = Cache(CacheSettings(path=cache_path))
     try:
-        calls, compute = _compute_counter()
+        _calls, compute = _compute_counter()
         assert c.get_or_compute("ns", "k", compute) == "result-1"
         assert c.get_or_compute("ns", "k", compute) == "result-1"
         stats = c.namespace_stats("ns")
@@ -217,7 +220,7 @@ def test_corruption_found_at_run_time_is_quarantined(cache_path: str) -> None:
     b2 = SQLiteBackend(cache_path, quick_check=False, maintenance_interval=0)
     c = Cache(CacheSettings(path=cache_path), backend=b2)
     try:
-        calls, compute = _compute_counter()
+        _calls, compute = _compute_counter()
         results = [c.get_or_compute("ns", f"k{i}", compute) for i in range(0, 300, 30)]
         assert results == [f"result-{i}" for i in range(1, 11)]  # every call ran and returned its own result
         assert c.namespace_stats("ns")["errors"] >= 1
@@ -252,7 +255,7 @@ def test_read_only_directory_fails_open(tmp_path: Path) -> None:
             ro.chmod(0o500)
         c = Cache(CacheSettings(path=str(ro / "sub" / "cache.db")))
         try:
-            calls, compute = _compute_counter()
+            _calls, compute = _compute_counter()
             assert c.get_or_compute("ns", "k", compute) == "result-1"
             c.set("ns", "x", 1)
             assert c.get("ns", "x") == 1  # the L1 still serves this process
@@ -300,7 +303,10 @@ def test_full_disk_fails_open(tmp_path: Path) -> None:
             return
     r = subprocess.run(
         [PYTHON, "-c", _FULL_DISK_SCRIPT, str(tmp_path / "rl" / "cache.db")],
-        env=subprocess_env(), capture_output=True, text=True, timeout=120,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.split()[-1]) >= 1

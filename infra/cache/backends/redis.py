@@ -362,17 +362,24 @@ class RedisBackend(CacheBackend):
 
     # ================================================================== reads
     def get(self, namespace: str, key: str) -> StoredEntry | None:
-        gk, ep, _ = self._keys(namespace)
-        self.gate.check()
+        # the hit path, inlined: every call layer here costs ~0.3 µs of a ~40 µs round trip
+        keys = self._ns_keys.get(namespace) or self._keys(namespace)
+        gate = self.gate
+        if gate._down_until:
+            gate.check()
         client = self._client
         if client is None or self._pid != os.getpid():
             client = self._sync_client()
         try:
-            raw_gen, value = client.mget(gk, ep + key)
+            # execute_command directly: Redis.mget's argument handling costs ~2 µs, 5% of a hit
+            raw_gen, value = client.execute_command("MGET", keys[0], keys[1] + key)
         except Exception as exc:
             raise self._fail(exc) from exc
-        self.gate.ok()
-        gen = self._seen(namespace, raw_gen)
+        if gate._delay:
+            gate.ok()
+        gen = 0 if raw_gen is None else int(raw_gen)
+        if self._known.get(namespace) != gen:
+            self._known[namespace] = gen
         return None if value is None else unpack(value, gen, time.time())
 
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
@@ -399,7 +406,7 @@ class RedisBackend(CacheBackend):
         self.gate.check()
         client = self._aclients.get(asyncio.get_running_loop()) or self._async_client()
         try:
-            raw_gen, value = await client.mget(gk, ep + key)
+            raw_gen, value = await client.execute_command("MGET", gk, ep + key)
         except Exception as exc:
             raise self._fail(exc) from exc
         self.gate.ok()
