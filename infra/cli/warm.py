@@ -1,0 +1,230 @@
+"""``python -m infra warm``: fill a cache namespace ahead of time from a file of phrases (seed 001, PERF-001).
+
+::
+
+    python -m infra warm --file phrases.txt --namespace tts --call myapp.tts:synthesize
+
+Each non-blank line of the file (``#`` starts a comment; ``-`` reads stdin) is one item. For every item
+not cached yet under ``make_key(namespace, item)``, the function is called with the item and its
+result stored there (read it back with ``cache.get(namespace, make_key(namespace, item))``; the same
+key ``infra.hotpath.warm_cache`` uses). The function comes from ``--call module:function``, else from
+a ``wrap`` entry of perf_config whose ``namespace`` matches and whose target is a function. Sync and
+async functions both work. A progress bar goes to stderr (tqdm when installed, else a plain one).
+
+Exit status: 0 every item cached, 1 some items failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+__all__ = ["cmd_warm", "register"]
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``warm`` command to an argparse subparsers object."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH", help="perf_config.json to use")
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "warm",
+        help="fill a cache namespace from a file of phrases, with a progress bar",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        parents=[common],
+    )
+    p.add_argument("--file", "-f", required=True, metavar="PATH", help="one item per line; '-' reads stdin")
+    p.add_argument("--namespace", "-n", required=True, metavar="NS", help="cache namespace, e.g. tts")
+    p.add_argument(
+        "--call",
+        metavar="MODULE:FUNCTION",
+        help="function computing each value (default: a wrap entry for NS)",
+    )
+    p.add_argument(
+        "--concurrency", "-c", type=_positive_int, default=4, metavar="N", help="calls at once (4)"
+    )
+    p.add_argument(
+        "--ttl", type=_positive_float, default=None, metavar="SECONDS", help="TTL (namespace default)"
+    )
+    p.add_argument("--force", action="store_true", help="recompute items that are already cached")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_warm, handler=cmd_warm)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {n}")
+    return n
+
+
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {x}")
+    return x
+
+
+class _UsageError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+def _read_items(path: str) -> list[str]:
+    try:
+        if path == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+    except OSError as exc:
+        raise _UsageError(f"cannot read --file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise _UsageError(f"--file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    items = [line.strip() for line in lines]
+    return list(dict.fromkeys(i for i in items if i and not i.startswith("#")))
+
+
+def _resolve(target: str, what: str) -> Callable[[Any], Any]:
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise _UsageError(f"{what} must look like module:function, got {target!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _UsageError(f"{what} {target!r}: cannot import {module_name!r} ({exc})") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise _UsageError(f"{what} {target!r}: {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj) or isinstance(obj, type):
+        raise _UsageError(f"{what} {target!r} is not a function")
+    return obj  # type: ignore[no-any-return]
+
+
+def _open_cache(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(cache, config or None); the store is opened even when the config switches caching off."""
+    from infra.cache.core import Cache
+    from infra.cache.settings import CacheSettings
+
+    try:
+        from infra.config import load_config
+    except ImportError:  # pragma: no cover - the config package ships with infra
+        return Cache(CacheSettings(), export_metrics=False), None
+    cfg = load_config(getattr(args, "config", None))
+    settings = dataclasses.replace(CacheSettings.from_config(cfg.cache), enabled=True)
+    return Cache(settings, export_metrics=False), cfg
+
+
+def _function_for(args: argparse.Namespace, cfg: Any) -> Callable[[Any], Any]:
+    if args.call:
+        return _resolve(args.call, "--call")
+    for entry in getattr(cfg, "wrap", ()) or ():
+        if entry.namespace == args.namespace and not entry.methods:
+            return _resolve(entry.target, f"wrap entry for namespace {args.namespace!r}")
+    raise _UsageError(
+        f"nothing to call for namespace {args.namespace!r}: pass --call module:function, "
+        "or add a perf_config wrap entry with this namespace whose target is a function"
+    )
+
+
+class _Bar:
+    """A progress bar on stderr: tqdm when installed, else a plain ``[#####.....] 5/10`` line."""
+
+    def __init__(self, total: int, label: str, enabled: bool, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.enabled = enabled and total > 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.label = label
+        self._tqdm: Any = None
+        self._last = -1
+        if not self.enabled:
+            return
+        try:
+            from tqdm import tqdm
+
+            self._tqdm = tqdm(total=total, desc=label, unit="item", file=self.stream, leave=True)
+        except ImportError:
+            self._tqdm = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._tqdm is not None:
+            self._tqdm.update(done - self._tqdm.n)
+            return
+        if done == self._last:
+            return
+        self._last = done
+        width = 30
+        filled = int(width * done / total) if total else width
+        end = "\n" if done >= total else ""
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    """Handler of ``python -m infra warm``."""
+    from infra.cli._output import emit_json
+    from infra.hotpath.warm import WarmStats, warm_cache
+
+    try:
+        items = _read_items(args.file)
+        cache, cfg = _open_cache(args)
+    except _UsageError as exc:
+        print(f"perf-infra: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        try:
+            fn = _function_for(args, cfg)
+        except _UsageError as exc:
+            print(f"perf-infra: error: {exc}", file=sys.stderr)
+            return 2
+        bar = _Bar(len(items), f"warm {args.namespace}", enabled=not args.no_progress)
+        t0 = time.perf_counter()
+        try:
+            stats = warm_cache(
+                items,
+                fn,
+                namespace=args.namespace,
+                cache=cache,
+                ttl=args.ttl,
+                concurrency=args.concurrency,
+                force=args.force,
+                progress=bar,
+                background=False,
+            )
+        finally:
+            bar.close()
+        assert isinstance(stats, WarmStats)
+        stats.seconds = time.perf_counter() - t0
+    finally:
+        cache.close()
+    if args.json:
+        emit_json({"namespace": args.namespace, **stats.to_dict()})
+    else:
+        print(
+            f"namespace {args.namespace}: {stats.ok} warmed, {stats.skipped} already cached, "
+            f"{stats.failed} failed, of {stats.total} items in {stats.seconds:.2f}s"
+        )
+        for line in stats.errors:
+            print(f"  failed: {line}")
+    return 1 if stats.failed else 0
