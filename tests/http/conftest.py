@@ -22,6 +22,46 @@ def server() -> Iterator[FaultServer]:
         yield srv
 
 
+class ExternalServer:
+    """A FaultServer in its own process: for timing-sensitive tests, where a server thread would compete
+    with the client for the GIL."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.testing.fault_server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.proc.kill()
+            raise RuntimeError(f"fault server process did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def external_server() -> Iterator[ExternalServer]:
+    srv = ExternalServer()
+    yield srv
+    srv.close()
+
+
 class Api:
     """The same awaitable calls over AsyncPerfClient or PerfClient."""
 
