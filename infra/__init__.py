@@ -16,6 +16,12 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "ConfigError": "infra.errors",
+    "cached_class": "infra.integrate",
+    "enable": "infra.integrate",
+    "enable_caching_for_worker": "infra.integrate",
+    "metrics_asgi_app": "infra.server",
+    "patch": "infra.integrate",
+    "serve_metrics": "infra.server",
     "PerfConfig": "infra.config",
     "PerfInfraError": "infra.errors",
     "get_config": "infra.config",
@@ -29,6 +35,8 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from infra.config import PerfConfig, get_config, load_config
     from infra.errors import ConfigError, PerfInfraError
+    from infra.integrate import cached_class, enable, enable_caching_for_worker, patch
+    from infra.server import metrics_asgi_app, serve_metrics
     from infra.metrics import get_metrics, timed
 
 

@@ -18,7 +18,7 @@ from infra.errors import ConfigError, PerfInfraError
 __all__ = ["build_parser", "main"]
 
 # Command groups, in help order. A group whose module is missing (not built yet) is simply not offered.
-_GROUPS = ("config", "metrics", "cache", "demo", "warm", "bench", "doctor")
+_GROUPS = ("config", "metrics", "cache", "demo", "warm", "bench", "doctor", "test")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +65,11 @@ def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "command", None) != "test":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.pytest_args = [*extra, *args.pytest_args]  # `test -q -k x`: options belong to pytest
     args.json = getattr(args, "json", False)
     args.config = getattr(args, "config", None)
     handler = getattr(args, "handler", None)

@@ -91,8 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
     port = config.metrics.port if args.port is None else args.port
     token = os.environ.get(config.metrics.token_env) or None
     handle = serve_metrics(host=host, port=port, token=token)
-    print(f"serving /metrics on http://{host}:{handle.port}/metrics (Ctrl-C stops)", flush=True)
-    try:
+    try:  # the print is inside: a Ctrl-C that lands right after it still exits 0
+        print(f"serving /metrics on http://{host}:{handle.port}/metrics (Ctrl-C stops)", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass

@@ -76,7 +76,7 @@ def test_the_seven_tasks_are_portable_python_processes() -> None:
         assert t["type"] == "process", label
         assert t["command"] == "${command:python.interpreterPath}", label
         assert t["args"][0] == "-m" and t["options"]["cwd"] == "${workspaceFolder}", label
-        assert t["args"][1] == ("pytest" if label == "Run Tests" else "infra"), label
+        assert t["args"][1] == "infra", label
     assert tasks["Serve /metrics"]["isBackground"] is True
 
 
