@@ -311,3 +311,24 @@ def test_backend_failure_on_every_call_fails_open(make_cache: MakeCache) -> None
     assert c.get("ns", "k2") is MISSING
     assert c.namespace_stats("ns")["errors"] >= 3
     assert c.get_stats()["backend_error"] == "store is down"
+
+
+def test_connections_are_reopened_after_fork(make_cache: MakeCache) -> None:
+    import os
+
+    c = make_cache()
+    c.set("ns", "parent", "p")
+    assert c.get("ns", "parent") == "p"
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's SQLite connection
+        code = 1
+        try:
+            c._l1.clear()
+            ok = c.get("ns", "parent") == "p"
+            c.set("ns", "child", "c")
+            code = 0 if ok and c.namespace_stats("ns")["errors"] == 0 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert c.get("ns", "child") == "c"
