@@ -8,9 +8,9 @@ its output equals compact ``json.dumps`` of the full dict byte for byte.
 
 from __future__ import annotations
 
-import binascii
 import json
 import secrets
+from binascii import b2a_base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +37,7 @@ class AudioFrameTemplate:
     __slots__ = (
         "_bprefix",
         "_bsuffix",
+        "_codec",
         "_prefix",
         "_suffix",
         "as_bytes",
@@ -72,29 +73,32 @@ class AudioFrameTemplate:
         self._suffix = '"' + after
         self._bprefix = self._prefix.encode("utf-8")
         self._bsuffix = self._suffix.encode("utf-8")
+        # ASCII envelopes (always, with ensure_ascii=True) take the faster ASCII decoder.
+        self._codec = "ascii" if (self._prefix + self._suffix).isascii() else "utf-8"
         for probe in _PROBES:
             self._check(probe)
 
     def _check(self, chunk: bytes) -> None:
         doc = dict(self.fields)
-        doc[self.audio_field] = binascii.b2a_base64(chunk, newline=False).decode("ascii")
+        doc[self.audio_field] = b2a_base64(chunk, newline=False).decode("ascii")
         want = json.dumps(doc, separators=_COMPACT, ensure_ascii=self.ensure_ascii)
         if self.encode_str(chunk) != want or self.encode_bytes(chunk) != want.encode("utf-8"):
             raise ValueError(f"AudioFrameTemplate output differs from json.dumps for fields {list(doc)}")
 
     def encode_str(self, chunk: bytes) -> str:
         """The full JSON text for ``chunk`` as ``str``."""
-        return self._prefix + binascii.b2a_base64(chunk, newline=False).decode("ascii") + self._suffix
+        # One join and one decode: two copies of the payload instead of the three that
+        # prefix + b64.decode() + suffix makes (a measurable share once json.dumps is gone).
+        return b"".join((self._bprefix, b2a_base64(chunk, newline=False), self._bsuffix)).decode(self._codec)
 
     def encode_bytes(self, chunk: bytes) -> bytes:
         """The full JSON text for ``chunk`` as UTF-8 ``bytes`` (no str round trip)."""
-        return self._bprefix + binascii.b2a_base64(chunk, newline=False) + self._bsuffix
+        return b"".join((self._bprefix, b2a_base64(chunk, newline=False), self._bsuffix))
 
     def encode(self, chunk: bytes) -> str | bytes:
         """``encode_bytes(chunk)`` when the template was built with ``as_bytes=True``, else ``encode_str``."""
-        if self.as_bytes:
-            return self._bprefix + binascii.b2a_base64(chunk, newline=False) + self._bsuffix
-        return self._prefix + binascii.b2a_base64(chunk, newline=False).decode("ascii") + self._suffix
+        data = b"".join((self._bprefix, b2a_base64(chunk, newline=False), self._bsuffix))
+        return data if self.as_bytes else data.decode(self._codec)
 
     @property
     def prefix(self) -> str:
