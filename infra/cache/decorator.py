@@ -29,7 +29,13 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from infra.cache._missing import MISSING
-from infra.cache.keys import UncacheableError, explain_function_key, function_key, type_name
+from infra.cache.keys import (
+    UncacheableError,
+    explain_function_key,
+    function_header,
+    function_key_from_header,
+    type_name,
+)
 
 __all__ = ["cached"]
 
@@ -135,13 +141,14 @@ class _Plan:
 class _KeyMaker:
     """Key for a call: memo fast path for simple argument types, full canonical encoding otherwise."""
 
-    __slots__ = ("memo", "namespace", "plan", "qualname", "skip", "version", "warned")
+    __slots__ = ("header", "memo", "namespace", "plan", "qualname", "skip", "version", "warned")
 
     def __init__(self, fn: Callable[..., Any], namespace: str, version: Any, include_self: bool) -> None:
         self.plan = _Plan(fn, include_self)
         self.namespace = namespace
         self.version = version
         self.qualname = f"{fn.__module__}.{fn.__qualname__}"
+        self.header = function_header(namespace, self.qualname, version)  # raises early if version is odd
         self.memo: dict[Any, str] = {}
         self.skip = 1 if self.plan.drop_first else 0
         self.warned = False
@@ -169,7 +176,7 @@ class _KeyMaker:
             k = self.memo.get(fid)
             if k is not None:
                 return k
-        k = function_key(self.namespace, self.qualname, self.plan.arguments(args, kwargs), self.version)
+        k = function_key_from_header(self.header, self.plan.arguments(args, kwargs))
         if fid is not None:
             memo = self.memo
             if len(memo) >= _MEMO_MAX:
