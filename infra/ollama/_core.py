@@ -13,7 +13,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .keys import KEY_VERSION, is_deterministic, request_digest
+from ._writer import WriteBehind
+from .keys import is_deterministic, request_digest
 from .runner import RunnerPolicy, options_dict
 from .settings import DEFAULT_HOST, OllamaSettings
 
@@ -27,6 +28,7 @@ __all__ = [
     "is_embedding_model",
     "keep_alive_seconds",
     "settings_from",
+    "with_pending",
 ]
 
 log = logging.getLogger("infra.ollama")
@@ -170,6 +172,9 @@ class ClientCore:
         self._warm: set[str] = set()
         self._logged: set[str] = set()
         self._lock = threading.Lock()
+        self.writer: WriteBehind | None = None
+        if settings.write_behind:
+            self.writer = WriteBehind(lambda exc: self.failure("cache", exc))
         cs = settings.cache
         self.enabled_for = {
             "generate": cs.generate,
@@ -278,11 +283,9 @@ class ClientCore:
         if self.settings.cache.only_deterministic and not is_deterministic(options):
             return None
         try:
-            digest = request_digest(endpoint, model, self.digest(model), fields, options)
-            ns = self.namespace(endpoint)
-            from infra.cache import make_key
-
-            return make_key(ns, "ollama", endpoint, digest, version=KEY_VERSION)
+            return request_digest(
+                endpoint, model, self.digest(model), fields, options, self.namespace(endpoint)
+            )
         except Exception as exc:
             self.failure("key", exc)
             return None
@@ -409,6 +412,20 @@ def is_embedding_model(model: str) -> bool:
 
 def call_options(options: Any) -> dict[str, Any]:
     return options_dict(options)
+
+
+def with_pending(core: ClientCore, ns: str, keys: list[str], found: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Entries still queued by write-behind count as found (a client reads its own writes)."""
+    w = core.writer
+    if w is None or not w.pending:
+        return found
+    out = dict(found)
+    for k in keys:
+        if k not in out:
+            v = w.get(ns, k)
+            if v is not None:
+                out[k] = v
+    return out
 
 
 def as_found(keys: list[str], got: Any) -> Mapping[str, Any]:

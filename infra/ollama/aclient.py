@@ -13,7 +13,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from ._core import ClientCore, Flight, Handles, as_found, call_options, is_embedding_model, settings_from
+from ._core import (
+    ClientCore,
+    Flight,
+    Handles,
+    as_found,
+    call_options,
+    is_embedding_model,
+    settings_from,
+    with_pending,
+)
 from .keys import chat_fields, generate_fields
 from .settings import OllamaSettings
 from .stream import StreamRecorder, areplay
@@ -66,7 +75,13 @@ class AsyncOptimizedOllama:
             raise AttributeError(name)
         return getattr(self._client, name)
 
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until cache entries queued by write-behind are stored; False if ``timeout`` ran out."""
+        w = self._core.writer
+        return True if w is None else await asyncio.to_thread(w.flush, timeout)
+
     async def close(self) -> None:
+        await self.flush()
         await self._client.close()
 
     async def __aenter__(self) -> AsyncOptimizedOllama:
@@ -413,6 +428,11 @@ class AsyncOptimizedOllama:
         c = self._core.cache
         if c is None:
             return None
+        w = self._core.writer
+        if w is not None and w.pending:
+            v = w.get(ns, key)
+            if v is not None:
+                return v
         try:
             return await c.aget(ns, key, default=None)
         except Exception as exc:
@@ -422,6 +442,9 @@ class AsyncOptimizedOllama:
     async def _set(self, ns: str, key: str, value: Any) -> None:
         c = self._core.cache
         if c is None:
+            return
+        if self._core.writer is not None:
+            self._core.writer.put(c, ns, {key: value})
             return
         try:
             await c.aset(ns, key, value)
@@ -433,7 +456,7 @@ class AsyncOptimizedOllama:
         if c is None:
             return {}
         try:
-            return as_found(keys, await c.aget_many(ns, keys))
+            return with_pending(self._core, ns, keys, as_found(keys, await c.aget_many(ns, keys)))
         except Exception as exc:
             self._core.failure("cache", exc)
             return {}
@@ -441,6 +464,9 @@ class AsyncOptimizedOllama:
     async def _set_many(self, ns: str, items: Mapping[str, Any]) -> None:
         c = self._core.cache
         if c is None or not items:
+            return
+        if self._core.writer is not None:
+            self._core.writer.put(c, ns, dict(items))
             return
         try:
             await c.aset_many(ns, dict(items))

@@ -13,7 +13,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ._core import ClientCore, Flight, Handles, as_found, call_options, is_embedding_model, settings_from
+from ._core import (
+    ClientCore,
+    Flight,
+    Handles,
+    as_found,
+    call_options,
+    is_embedding_model,
+    settings_from,
+    with_pending,
+)
 from .keys import chat_fields, generate_fields
 from .settings import OllamaSettings
 from .stream import StreamRecorder, replay
@@ -73,7 +82,13 @@ class OptimizedOllama:
             raise AttributeError(name)
         return getattr(self._client, name)
 
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until cache entries queued by write-behind are stored; False if ``timeout`` ran out."""
+        w = self._core.writer
+        return True if w is None else w.flush(timeout)
+
     def close(self) -> None:
+        self.flush()
         self._client.close()
 
     def __enter__(self) -> OptimizedOllama:
@@ -432,6 +447,11 @@ class OptimizedOllama:
         c = self._core.cache
         if c is None:
             return None
+        w = self._core.writer
+        if w is not None and w.pending:
+            v = w.get(ns, key)
+            if v is not None:
+                return v
         try:
             return c.get(ns, key, default=None)
         except Exception as exc:
@@ -441,6 +461,9 @@ class OptimizedOllama:
     def _set(self, ns: str, key: str, value: Any) -> None:
         c = self._core.cache
         if c is None:
+            return
+        if self._core.writer is not None:
+            self._core.writer.put(c, ns, {key: value})
             return
         try:
             c.set(ns, key, value)
@@ -452,7 +475,7 @@ class OptimizedOllama:
         if c is None:
             return {}
         try:
-            return as_found(keys, c.get_many(ns, keys))
+            return with_pending(self._core, ns, keys, as_found(keys, c.get_many(ns, keys)))
         except Exception as exc:
             self._core.failure("cache", exc)
             return {}
@@ -460,6 +483,9 @@ class OptimizedOllama:
     def _set_many(self, ns: str, items: Mapping[str, Any]) -> None:
         c = self._core.cache
         if c is None or not items:
+            return
+        if self._core.writer is not None:
+            self._core.writer.put(c, ns, dict(items))
             return
         try:
             c.set_many(ns, dict(items))

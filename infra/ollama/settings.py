@@ -83,6 +83,8 @@ class OllamaSettings:
     ollama-python#483); ``retries`` applies only before the first byte/token of a reply.
     ``$OLLAMA_HOST``, when set, wins over ``host`` (as with the official client); then ``DEFAULT_HOST``.
     ``resolve_digests`` reads /api/tags once per client so keys carry each model's digest.
+    ``write_behind`` stores cache entries from a background thread, off the call's path (a client still
+    reads its own writes at once); ``close()``/``flush()`` wait for them.
     """
 
     enabled: bool = True
@@ -98,6 +100,7 @@ class OllamaSettings:
     profiles: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=lambda: DEFAULT_PROFILES)
     cache: OllamaCacheSettings = dataclasses.field(default_factory=OllamaCacheSettings)
     resolve_digests: bool = True
+    write_behind: bool = True
 
     def __post_init__(self) -> None:
         problems = []

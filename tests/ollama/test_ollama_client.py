@@ -665,3 +665,27 @@ async def test_async_identical_concurrent_calls_share_one_request(make_server, c
     assert requests(srv, "chat") == 1 and all(r == results[0] for r in results)
     assert llm.cache_stats()["chat"]["coalesced"] == 4
     await llm.close()
+
+
+# ---------------------------------------------------------------------------------------------- write-behind
+
+
+@pytest.mark.parametrize("write_behind", [True, False])
+def test_stores_are_visible_to_the_client_at_once_and_to_the_store_after_flush(
+    server: OllamaTestServer, tmp_path: Any, write_behind: bool
+) -> None:
+    from infra.cache import Cache, CacheSettings
+
+    path = str(tmp_path / "wb.db")
+    with Cache(CacheSettings(path=path)) as c1, Cache(CacheSettings(path=path, memory_items=0)) as c2:
+        llm = OptimizedOllama(server.url, settings=settings(write_behind=write_behind), cache=c1)
+        first = llm.generate(LLM, "write me")
+        assert llm.generate(LLM, "write me") == first  # read-your-writes, queued or not
+        e = llm.embed(EMBED, ["w1", "w2"])
+        assert llm.flush(10)
+        other = OptimizedOllama(server.url, settings=settings(), cache=c2)
+        assert other.generate(LLM, "write me") == first
+        assert other.embed(EMBED, ["w2", "w1"]).embeddings == [e.embeddings[1], e.embeddings[0]]
+        other.close()
+        llm.close()
+    assert requests(server, "generate") == 1 and requests(server, "embed") == 1
