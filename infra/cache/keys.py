@@ -26,9 +26,9 @@ import hashlib
 import math
 import pathlib
 import struct
-from operator import itemgetter
 import uuid
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import Any
 
 __all__ = [
