@@ -19,6 +19,7 @@ from typing import Any
 # module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
 import aiohttp
 
+from infra.http._classify import FATAL
 from infra.http._classify import classify_aiohttp as _classify_aiohttp
 from infra.http._classify import classify_httpx as _classify_httpx
 from infra.http._compat import timeout_at
@@ -162,6 +163,17 @@ class _HttpxBody:
                 await asyncio.shield(self._resp.aclose())
 
 
+def _httpx_active(transports: Any) -> int:
+    """Connections of httpx transports' pools that are not idle (in use or still opening)."""
+    active = 0
+    for transport in list(transports):
+        for conn in list(getattr(getattr(transport, "_pool", None), "connections", ()) or ()):
+            with contextlib.suppress(Exception):
+                if not conn.is_idle() and not conn.is_closed():
+                    active += 1
+    return active
+
+
 def _merge_headers(httpx: Any, headers: Any) -> Any:
     """DEFAULT_HEADERS overridden case-insensitively by the caller's."""
     merged = httpx.Headers(DEFAULT_HEADERS)
@@ -235,14 +247,18 @@ class AsyncPerfClient:
             await client.aclose()
 
     def pool_stats(self) -> dict[str, int]:
-        """Connections in use: ``in_use`` (our slots held) and ``aiohttp_acquired`` (the backend's own
-        count of connections handed out, read from its connector; -1 when unavailable)."""
+        """Connections in use: ``in_use`` (our slots held), ``aiohttp_acquired`` (connections the aiohttp
+        connector has handed out; -1 once closed) and, when HTTP/2 ran, ``httpx_active`` (httpx pool
+        connections not idle)."""
         acquired = -1
         if self._session is not None:
             acquired = len(getattr(self._session.connector, "_acquired", ()))
         elif not self._closed:
             acquired = 0
-        return {"in_use": self._stats.in_use, "aiohttp_acquired": acquired}
+        stats = {"in_use": self._stats.in_use, "aiohttp_acquired": acquired}
+        if self._httpx:
+            stats["httpx_active"] = _httpx_active(self._httpx.values())
+        return stats
 
     def breaker_state(self, url: str) -> str:
         """The circuit breaker state ("closed", "open", "half_open") for the origin of ``url``."""
@@ -533,13 +549,16 @@ class AsyncPerfClient:
             )
         except TimeoutError as exc:
             if cm is None or not cm.expired():
-                raise _Failure(_classify_aiohttp(exc), exc) from exc
+                raise _Failure(_classify_aiohttp(exc) or FATAL, exc) from exc
             kind = DEADLINE if (when is not None and when == deadline_at) else phase
             raise _Failure(kind, exc) from exc
         except _Failure:
             raise
         except Exception as exc:
-            raise _Failure(_classify_aiohttp(exc), exc) from exc
+            found = _classify_aiohttp(exc)
+            if found is None:
+                raise
+            raise _Failure(found, exc) from exc
         finally:
             if lease is not None and not stream and not lease.released:
                 if resp is not None:
@@ -611,13 +630,16 @@ class AsyncPerfClient:
             )
         except TimeoutError as exc:
             if cm is None or not cm.expired():
-                raise _Failure(_classify_httpx(exc), exc) from exc
+                raise _Failure(_classify_httpx(exc) or FATAL, exc) from exc
             kind = DEADLINE if (when is not None and when == deadline_at) else phase
             raise _Failure(kind, exc) from exc
         except _Failure:
             raise
         except Exception as exc:
-            raise _Failure(_classify_httpx(exc), exc) from exc
+            found = _classify_httpx(exc)
+            if found is None:
+                raise
+            raise _Failure(found, exc) from exc
         finally:
             if lease is not None and not handed_over and not lease.released:
                 lease.release()

@@ -11,7 +11,9 @@ __all__ = ["FATAL", "classify_aiohttp", "classify_httpx"]
 FATAL = "fatal"  # a failure no retry can fix (bad URL, TLS verification): never retried
 
 
-def classify_aiohttp(exc: BaseException) -> str:
+def classify_aiohttp(exc: BaseException) -> str | None:
+    """The error kind of an aiohttp failure; None for anything that isn't a transport failure (a caller's
+    bad argument, a bug), which the clients let through unchanged."""
     import aiohttp
 
     if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
@@ -22,10 +24,11 @@ def classify_aiohttp(exc: BaseException) -> str:
         return FATAL
     if isinstance(exc, (aiohttp.ClientError, OSError, asyncio.IncompleteReadError)):
         return READ
-    return FATAL
+    return None
 
 
-def classify_httpx(exc: BaseException) -> str:
+def classify_httpx(exc: BaseException) -> str | None:
+    """The error kind of an httpx / httpcore failure; None for anything else (see classify_aiohttp)."""
     import httpx
 
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
@@ -47,7 +50,9 @@ def classify_httpx(exc: BaseException) -> str:
         return CLOSED
     if isinstance(exc, (httpx.TransportError, OSError)):
         return READ
-    return FATAL
+    if isinstance(exc, httpx.HTTPError):
+        return FATAL
+    return None
 
 
 def _goaway_last_stream_id(exc: BaseException) -> int | None:

@@ -20,7 +20,7 @@ from typing import Any
 # module itself loads only when PerfClient is first used (infra.http's lazy __getattr__).
 import httpx
 
-from infra.http._classify import classify_httpx
+from infra.http._classify import FATAL, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, READ, Call, HostState
 from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
 from infra.http._ident import DEFAULT_HEADERS, prepare_headers
@@ -422,12 +422,15 @@ class PerfClient:
             except httpx.TimeoutException as exc:
                 if deadline_at is not None and _monotonic() >= deadline_at - _DEADLINE_SLACK:
                     raise _Failure(DEADLINE, exc) from exc
-                found = classify_httpx(exc)
+                found = classify_httpx(exc) or FATAL
                 raise _Failure(FIRST_BYTE if isinstance(exc, httpx.ReadTimeout) else found, exc) from exc
             except _Failure:
                 raise
             except Exception as exc:
-                raise _Failure(classify_httpx(exc), exc) from exc
+                failed_kind = classify_httpx(exc)
+                if failed_kind is None:
+                    raise
+                raise _Failure(failed_kind, exc) from exc
             return Response(
                 resp.status_code,
                 Headers(resp.headers),

@@ -40,6 +40,11 @@ async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += msg.get("body", b"")
         if not msg.get("more_body"):
             break
+    delay = float(
+        dict(p.split("=") for p in scope["query_string"].decode().split("&") if "=" in p).get("delay", 0)
+    )
+    if delay:
+        await asyncio.sleep(delay)
     payload = f"{scope['http_version']} {scope['method']} {len(body)}".encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": payload})

@@ -36,6 +36,25 @@ async def test_hypercorn_h2c_async_and_sync(hypercorn_h2c: HypercornH2C) -> None
         assert (r.status, r.http_version) == (200, "HTTP/2")
 
 
+async def test_http2_cancellation_and_unread_streams_leak_nothing(hypercorn_h2c: HypercornH2C) -> None:
+    """Over HTTP/2 too: cancelled calls (double cancel included) and unread streams free their slots."""
+    async with AsyncPerfClient(http2=True) as client:
+        tasks = [asyncio.create_task(client.get(f"{hypercorn_h2c.url}/slow?delay=2")) for _ in range(8)]
+        await asyncio.sleep(0.2)
+        for t in tasks:
+            t.cancel()
+        await asyncio.sleep(0)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _ in range(5):
+            async with client.stream("GET", f"{hypercorn_h2c.url}/s"):
+                pass
+        stats = client.pool_stats()
+        assert stats["in_use"] == 0 and stats["httpx_active"] == 0
+        assert (await client.get(f"{hypercorn_h2c.url}/a")).status == 200
+
+
 async def test_http2_hosts_selects_origins(hypercorn_h2c: HypercornH2C, server) -> None:
     """Only hosts listed in http2_hosts go over HTTP/2; the rest stay on aiohttp / HTTP/1.1."""
     async with AsyncPerfClient(http2_hosts=[f"127.0.0.1:{hypercorn_h2c.port}"]) as client:

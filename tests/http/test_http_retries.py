@@ -276,3 +276,11 @@ async def test_no_cookies_are_kept_between_calls(api, server: FaultServer) -> No
     await api.get(f"{base}/status/200?set_cookie=session%3Dalice%3B%20Path%3D%2F")
     sent = (await api.get(f"{base}/headers")).json()
     assert "cookie" not in sent
+
+
+async def test_caller_errors_pass_through_unchanged(api, server: FaultServer) -> None:
+    """A bad argument is the caller's bug, not a transport failure: its own exception, not retried."""
+    with pytest.raises((TypeError, ValueError)):
+        await api.post(f"{server.url}/ok", content=object())
+    with pytest.raises(ValueError, match="scheme"):
+        await api.get("ftp://example.com/x")
