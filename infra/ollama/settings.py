@@ -124,8 +124,18 @@ class OllamaSettings:
 
     @classmethod
     def from_config(cls, section: Any) -> OllamaSettings:
-        """Build from ``PerfConfig.ollama`` (see config/perf_config.json)."""
+        """Build from ``PerfConfig.ollama`` (see config/perf_config.json).
+
+        ``connect_timeout``, ``retry_backoff``, ``resolve_digests`` and ``write_behind`` are read when the
+        config has them (proposed keys) and keep their defaults otherwise.
+        """
+        optional = {
+            name: getattr(section, name)
+            for name in ("connect_timeout", "retry_backoff", "resolve_digests", "write_behind")
+            if getattr(section, name, None) is not None
+        }
         return cls(
+            **optional,
             enabled=section.enabled,
             host=section.host,
             keep_alive=section.keep_alive,
