@@ -42,7 +42,7 @@ _OVERFLOWS = ("block", "drop_oldest", "raise")
 class WebSocketLike(Protocol):
     """What the sender needs from a connection (``websockets.asyncio.client.ClientConnection``)."""
 
-    async def send(self, message: str | bytes, /) -> None: ...
+    async def send(self, message: str | bytes, /, *, text: bool | None = None) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -107,7 +107,8 @@ class AudioStreamSender:
         self.close_timeout = close_timeout
         self.name = name or (_origin(url) if url else "default")
         self._ws: WebSocketLike | None = None
-        self._queue: deque[str | bytes] = deque()
+        # (message, text): text=True sends bytes as a text frame (UTF-8 JSON from a bytes template).
+        self._queue: deque[tuple[str | bytes, bool]] = deque()
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
         self._idle = asyncio.Event()
@@ -184,15 +185,24 @@ class AudioStreamSender:
     # -- sending ---------------------------------------------------------------------------------
 
     async def send_audio(self, chunk: bytes) -> bool:
-        """Encode ``chunk`` with the template and queue it (see ``send``)."""
-        if self.template is None:
-            raise TypeError("send_audio needs AudioStreamSender(template=AudioFrameTemplate(...))")
-        return await self.send(self.template.encode(chunk))
+        """Encode ``chunk`` with the template and queue it as a text frame (see ``send``).
 
-    async def send(self, message: str | bytes) -> bool:
+        With ``AudioFrameTemplate(..., as_bytes=True)`` the UTF-8 JSON goes out as a text frame
+        without a str round trip (websockets would encode a str back to UTF-8 bytes anyway).
+        """
+        template = self.template
+        if template is None:
+            raise TypeError("send_audio needs AudioStreamSender(template=AudioFrameTemplate(...))")
+        if template.as_bytes:
+            return await self.send(template.encode_bytes(chunk), text=True)
+        return await self.send(template.encode_str(chunk))
+
+    async def send(self, message: str | bytes, *, text: bool = False) -> bool:
         """Queue ``message``. True: queued. False: dropped because the stream is disconnected.
 
-        When the queue is full the overflow policy applies (see the module docstring).
+        ``str`` goes out as a text frame, ``bytes`` as a binary frame unless ``text=True`` (the bytes
+        are then UTF-8 text, sent as a text frame). When the queue is full the overflow policy
+        applies (see the module docstring).
         """
         if self._ws is None:
             self.dropped += 1
@@ -214,7 +224,7 @@ class AudioStreamSender:
                     self.dropped += 1
                     self._m_drop_disconnected.inc()
                     return False
-        q.append(message)
+        q.append((message, text))
         self._m_depth.set(len(q))
         self._idle.clear()
         self._wake.set()
@@ -255,12 +265,15 @@ class AudioStreamSender:
                 await self._wake.wait()
                 if self._ws is not ws:
                     return
-            message = q.popleft()
+            message, text = q.popleft()
             self._space.set()
             self._m_depth.set(len(q))
             t0 = clock()
             try:
-                await ws.send(message)
+                if text and isinstance(message, bytes):
+                    await ws.send(message, text=True)
+                else:
+                    await ws.send(message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the transport failed: disconnect cleanly, never raise into senders

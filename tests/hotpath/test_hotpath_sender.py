@@ -45,6 +45,15 @@ async def test_send_audio_uses_the_template(ws_server: WSServer) -> None:
     )
 
 
+async def test_bytes_template_goes_out_as_a_text_frame(ws_server: WSServer) -> None:
+    template = AudioFrameTemplate({"type": "audio"}, "data", as_bytes=True)
+    async with AudioStreamSender(ws_server.url, template=template) as sender:
+        await sender.send_audio(b"\x01\x02\x03")
+        await sender.send(b"\x00binary")
+    await ws_server.wait_for(2)
+    assert ws_server.messages == ['{"type":"audio","data":"AQID"}', b"\x00binary"]  # str: a text frame
+
+
 async def test_send_audio_without_template_is_a_clear_type_error(ws_server: WSServer) -> None:
     sender = AudioStreamSender(ws_server.url)
     with pytest.raises(TypeError, match="template"):
