@@ -569,10 +569,10 @@ class AsyncOptimizedOllama:
                 h.duration_hit.observe(time.perf_counter() - t0)
                 return
             h.miss()
-        rec = StreamRecorder(t0)
+        rec = StreamRecorder(t0, record=key is not None)
         async with self._sem:
             async for part in self._open(call, h):
-                if not rec.chunks:
+                if not rec.n:
                     h.ttft.observe(time.perf_counter() - t0)
                 rec.add(part)
                 yield part

@@ -577,11 +577,11 @@ class OptimizedOllama:
                 h.duration_hit.observe(time.perf_counter() - t0)
                 return
             h.miss()
-        rec = StreamRecorder(t0)
+        rec = StreamRecorder(t0, record=key is not None)
         self._sem.acquire()
         try:
             for part in self._open(call, h):
-                if not rec.chunks:
+                if not rec.n:
                     h.ttft.observe(time.perf_counter() - t0)
                 rec.add(part)
                 yield part

@@ -16,19 +16,26 @@ __all__ = ["StreamRecorder", "areplay", "replay", "replay_delays"]
 
 
 class StreamRecorder:
-    """Collects a streamed reply's chunks and their offsets (seconds since the call began) while they pass."""
+    """Collects a streamed reply's chunks and their offsets (seconds since the call began) while they pass.
 
-    __slots__ = ("chunks", "final", "offsets", "t0")
+    With ``record=False`` (the call isn't cacheable) it only counts chunks and keeps the final one.
+    """
 
-    def __init__(self, t0: float) -> None:
+    __slots__ = ("chunks", "final", "n", "offsets", "record", "t0")
+
+    def __init__(self, t0: float, *, record: bool = True) -> None:
         self.t0 = t0
+        self.record = record
+        self.n = 0
         self.chunks: list[dict[str, Any]] = []
         self.offsets: list[float] = []
         self.final: Any = None
 
     def add(self, part: Any) -> None:
-        self.offsets.append(time.perf_counter() - self.t0)
-        self.chunks.append(part.model_dump(exclude_unset=True))
+        self.n += 1
+        if self.record:
+            self.offsets.append(time.perf_counter() - self.t0)
+            self.chunks.append(part.model_dump(exclude_unset=True))
         if getattr(part, "done", False):
             self.final = part
 
