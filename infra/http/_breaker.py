@@ -11,11 +11,14 @@ which the retry backoff handles.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 from infra.http._policy import BreakerSettings
+
+log = logging.getLogger("infra.http")
 
 __all__ = ["CLOSED", "FAILURE", "HALF_OPEN", "NEUTRAL", "OPEN", "REJECT", "SUCCESS", "CircuitBreaker"]
 
@@ -40,17 +43,21 @@ class CircuitBreaker:
     """State machine for one origin. ``on_change(state)`` is called (outside the lock) on every transition."""
 
     __slots__ = (
+        "_adjusted_at",
         "_buckets",
         "_clock",
         "_consecutive",
         "_lock",
         "_on_change",
         "_opened_at",
+        "_period",
         "_probes",
         "_slot",
         "enabled",
+        "name",
         "settings",
         "state",
+        "threshold",
     )
 
     def __init__(
@@ -59,8 +66,11 @@ class CircuitBreaker:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[str], None] | None = None,
+        name: str = "",
     ) -> None:
         self.settings = settings
+        self.name = name
+        self.threshold = settings.consecutive_failures
         self.enabled = settings.enabled
         self.state = CLOSED
         self._clock = clock
@@ -70,6 +80,8 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probes = 0
         self._slot = settings.window / _BUCKETS
+        self._adjusted_at = clock()
+        self._period = [0, 0]  # requests, failures since the last adaptive check
         # Ring of [bucket index, requests, failures]; a bucket is window/10 seconds wide.
         self._buckets: list[list[float]] = [[-1, 0, 0] for _ in range(_BUCKETS)]
 
@@ -122,9 +134,11 @@ class CircuitBreaker:
             elif outcome != NEUTRAL and self.state == CLOSED:
                 failed = outcome == FAILURE
                 self._count(failed)
+                if self.settings.adaptive:
+                    self._adapt(failed)
                 if failed:
                     self._consecutive += 1
-                    if self._consecutive >= self.settings.consecutive_failures or self._rate_tripped():
+                    if self._consecutive >= self.threshold or self._rate_tripped():
                         changed = self._open()
                 else:
                     self._consecutive = 0
@@ -148,14 +162,48 @@ class CircuitBreaker:
         if failed:
             bucket[2] += 1
 
-    def _rate_tripped(self) -> bool:
+    def _window_counts(self) -> tuple[float, float]:
         oldest = int(self._clock() // self._slot) - _BUCKETS + 1
         requests = failures = 0.0
         for index, req, fail in self._buckets:
             if index >= oldest:
                 requests += req
                 failures += fail
+        return requests, failures
+
+    def _rate_tripped(self) -> bool:
+        requests, failures = self._window_counts()
         return requests >= self.settings.min_requests and failures >= self.settings.failure_rate * requests
+
+    def _adapt(self, failed: bool) -> None:
+        """PERF-010: once per window, move the consecutive-failure threshold with the success rate."""
+        period = self._period
+        period[0] += 1
+        period[1] += failed
+        now = self._clock()
+        if now - self._adjusted_at < self.settings.window:
+            return
+        self._adjusted_at = now
+        requests, failures = period
+        period[0] = period[1] = 0
+        if requests < self.settings.min_requests:
+            return
+        rate = 1.0 - failures / requests
+        s = self.settings
+        before = self.threshold
+        if rate > 0.95:
+            self.threshold = min(self.threshold + 1, s.max_consecutive)
+        elif rate < 0.80:
+            self.threshold = max(self.threshold - 1, s.min_consecutive)
+        if self.threshold != before:
+            log.info(
+                "breaker %s: consecutive-failure threshold %d -> %d (success rate %.1f%% over %.0fs)",
+                self.name,
+                before,
+                self.threshold,
+                rate * 100,
+                s.window,
+            )
 
     def _open(self) -> str:
         self.state = OPEN

@@ -85,7 +85,7 @@ class HostState:
     def __init__(self, origin: str, settings: HTTPSettings, slots: Any = None) -> None:
         self.origin = origin
         self.metrics: NullMetrics = HostMetrics(origin) if settings.metrics else NullMetrics()
-        self.breaker = CircuitBreaker(settings.breaker, on_change=self.metrics.breaker_changed)
+        self.breaker = CircuitBreaker(settings.breaker, on_change=self.metrics.breaker_changed, name=origin)
         self.budget = RetryBudget(settings.budget)
         self.slots = slots
 

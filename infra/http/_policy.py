@@ -221,7 +221,12 @@ class BudgetSettings:
 class BreakerSettings:
     """Per-origin circuit breaker: opens on ``consecutive_failures`` in a row, or on a failure share of at
     least ``failure_rate`` over at least ``min_requests`` within ``window`` seconds; after ``cooldown``
-    it lets ``half_open_probes`` probes through, and closes on their success."""
+    it lets ``half_open_probes`` probes through, and closes on their success.
+
+    ``adaptive`` (PERF-010): once per window, a success rate above 95% raises the consecutive-failure
+    threshold by one (up to ``max_consecutive``), below 80% lowers it (down to ``min_consecutive``), so a
+    reliable upstream isn't cut off by a short burst and a flaky one is cut off sooner. Adjustments are
+    logged at INFO with the origin."""
 
     enabled: bool = True
     consecutive_failures: int = 5
@@ -230,8 +235,16 @@ class BreakerSettings:
     window: float = 10.0
     cooldown: float = 30.0
     half_open_probes: int = 1
+    adaptive: bool = False
+    min_consecutive: int = 3
+    max_consecutive: int = 10
 
     def __post_init__(self) -> None:
+        if not 1 <= self.min_consecutive <= self.max_consecutive:
+            raise ValueError(
+                f"BreakerSettings needs 1 <= min_consecutive <= max_consecutive, got "
+                f"{self.min_consecutive}, {self.max_consecutive}"
+            )
         if self.consecutive_failures < 1 or self.min_requests < 1 or self.half_open_probes < 1:
             raise ValueError(
                 "BreakerSettings counts (consecutive_failures, min_requests, half_open_probes) must be >= 1"

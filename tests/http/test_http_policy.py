@@ -268,3 +268,37 @@ def test_budget_reserve_refills_per_second() -> None:
     assert sum(budget.try_withdraw() for _ in range(50)) == 10
     clock.t += 3600
     assert sum(budget.try_withdraw() for _ in range(500)) == 100
+
+
+def test_adaptive_threshold_follows_the_success_rate(caplog: pytest.LogCaptureFixture) -> None:
+    """PERF-010: > 95% success raises the consecutive-failure threshold once per window (to 10 at most);
+    < 80% lowers it (to 3 at least); each change is logged with the origin."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="infra.http")
+    clock = Clock()
+    b = CircuitBreaker(BreakerSettings(adaptive=True), clock=clock, name="http://api:443")
+    for _ in range(8):  # eight healthy windows
+        for _ in range(30):
+            b.record(SUCCESS, b.admit())
+        clock.t += 10.5
+        b.record(SUCCESS, b.admit())
+    assert b.threshold == 10
+    assert "http://api:443" in caplog.text and "threshold" in caplog.text
+    b2 = CircuitBreaker(BreakerSettings(adaptive=True, consecutive_failures=5), clock=clock)
+    for _ in range(5):  # flaky windows: 25% failures, never 3 in a row
+        for i in range(40):
+            b2.record(FAILURE if i % 4 == 0 else SUCCESS, b2.admit())
+        clock.t += 10.5
+        b2.record(SUCCESS, b2.admit())
+    assert b2.threshold == 3 and b2.state == CLOSED
+
+
+def test_adaptive_off_keeps_the_threshold() -> None:
+    clock = Clock()
+    b = CircuitBreaker(BreakerSettings(), clock=clock)
+    for _ in range(3):
+        for _ in range(30):
+            b.record(SUCCESS, b.admit())
+        clock.t += 11
+    assert b.threshold == 5
