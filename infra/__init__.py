@@ -15,7 +15,9 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "AsyncOptimizedOllama": "infra.ollama",
     "ConfigError": "infra.errors",
+    "OptimizedOllama": "infra.ollama",
     "cached_class": "infra.integrate",
     "enable": "infra.integrate",
     "enable_caching_for_worker": "infra.integrate",
@@ -36,8 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from infra.config import PerfConfig, get_config, load_config
     from infra.errors import ConfigError, PerfInfraError
     from infra.integrate import cached_class, enable, enable_caching_for_worker, patch
-    from infra.server import metrics_asgi_app, serve_metrics
     from infra.metrics import get_metrics, timed
+    from infra.ollama import AsyncOptimizedOllama, OptimizedOllama
+    from infra.server import metrics_asgi_app, serve_metrics
 
 
 def __getattr__(name: str) -> Any:

@@ -31,6 +31,7 @@ __all__ = [
     "CacheError",
     "ConfigError",
     "ConfigProblem",
+    "OllamaRunnerError",
     "PerfInfraError",
     "WrapError",
 ]
@@ -84,6 +85,10 @@ class CacheError(PerfInfraError):
 
 class CacheCorruptError(CacheError):
     """The cache store failed an integrity check; it was moved aside and a fresh one created."""
+
+
+class OllamaRunnerError(PerfInfraError):
+    """A call would change a model's pinned runner options (and reload it) while ``strict_runner`` is on."""
 
 
 class BackpressureError(PerfInfraError):

@@ -14,14 +14,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-try:  # the shared errors tree names it; fall back until infra/errors.py defines it
-    from infra.errors import OllamaRunnerError  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the shared file's state
-    from infra.errors import PerfInfraError
-
-    class OllamaRunnerError(PerfInfraError):  # type: ignore[no-redef]
-        """A call would change a model's pinned runner options (and reload it); ``strict_runner`` is on."""
-
+from infra.errors import OllamaRunnerError
 
 __all__ = [
     "RELOAD_OPTIONS",
