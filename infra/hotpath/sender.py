@@ -242,7 +242,7 @@ class AudioStreamSender:
                 if remaining <= 0:
                     raise TimeoutError
                 await asyncio.wait_for(self._space.wait(), remaining)
-            except TimeoutError:
+            except (asyncio.TimeoutError, TimeoutError):  # distinct classes before Python 3.11
                 raise BackpressureError(
                     f"AudioStreamSender {self.name!r}: send queue stayed full "
                     f"({self.max_queue} messages) for {self.block_timeout}s"

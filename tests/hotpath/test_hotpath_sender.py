@@ -218,3 +218,24 @@ async def test_send_before_connect_is_dropped_not_raised() -> None:
     sender = AudioStreamSender("ws://127.0.0.1:9/x")
     assert await sender.send("x") is False
     assert sender.dropped == 1
+
+
+async def test_send_latency_and_queue_depth_go_to_metrics_labelled_by_origin(ws_server: WSServer) -> None:
+    from infra.metrics import get_metrics
+
+    sender = AudioStreamSender(ws_server.url, name=None)
+    async with sender:
+        for i in range(5):
+            await sender.send(f"m{i}")
+    await ws_server.wait_for(5)
+    series = [
+        s
+        for s in get_metrics().histogram_stats("infra_ws_send_duration_seconds")
+        if s["labels"]["stream"] == sender.name
+    ]
+    assert series and series[0]["count"] >= 5
+    assert all(
+        "secret" not in s["labels"]["stream"]
+        for s in get_metrics().histogram_stats("infra_ws_send_duration_seconds")
+    )
+    assert get_metrics().get("infra_ws_send_queue_depth") is not None
