@@ -8,6 +8,7 @@ without a socket (urllib3's ``Retry`` is the model: immutable policy, history ke
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -307,8 +308,28 @@ class HTTPSettings:
     metrics: bool = True
 
     @classmethod
+    def passthrough(cls, base: HTTPSettings | None = None) -> HTTPSettings:
+        """``enabled: false``: the plain pooled client: no retries, budget, breaker, metrics or caching
+        (limits and timeouts stay: a client needs some)."""
+        b = base or cls()
+        return dataclasses.replace(
+            b,
+            retry=dataclasses.replace(b.retry, attempts=0),
+            budget=dataclasses.replace(b.budget, enabled=False),
+            breaker=dataclasses.replace(b.breaker, enabled=False),
+            cache=dataclasses.replace(b.cache, enabled=False),
+            metrics=False,
+        )
+
+    @classmethod
     def from_config(cls, section: Any) -> HTTPSettings:
-        """Build from ``get_config().http`` (or an equivalent mapping)."""
+        """Build from ``get_config().http`` (or an equivalent mapping); ``enabled: false`` gives
+        ``passthrough()``."""
+        built = cls._build(section)
+        return built if _get(section, "enabled", True) else cls.passthrough(built)
+
+    @classmethod
+    def _build(cls, section: Any) -> HTTPSettings:
         return cls(
             timeouts=Timeouts.from_config(_get(section, "timeout", None)),
             limits=Limits.from_config(section),

@@ -7,7 +7,7 @@ from typing import Any
 
 from infra.http._policy import HTTPSettings
 
-__all__ = ["DEFAULT", "resolve_settings", "uses_http2"]
+__all__ = ["DEFAULT", "resolve_settings", "settings_from_config", "uses_http2"]
 
 
 class _Default:
@@ -54,3 +54,20 @@ def uses_http2(settings: HTTPSettings, origin: str) -> bool:
         if len(_h2_memo) < 4096:
             _h2_memo[key] = found
     return found
+
+
+def settings_from_config(section: Any = None) -> HTTPSettings:
+    """HTTPSettings from an ``http`` config section, or from the process-wide config when None; there the
+    top-level ``enabled`` and ``metrics.enabled`` switches apply too (off means off)."""
+    if section is not None:
+        return HTTPSettings.from_config(section)
+    from infra.config import get_config
+
+    cfg = get_config()
+    settings = HTTPSettings.from_config(cfg.http)
+    if not getattr(cfg, "enabled", True):
+        return HTTPSettings.passthrough(settings)
+    metrics = getattr(cfg, "metrics", None)
+    if metrics is not None and not getattr(metrics, "enabled", True):
+        settings = dataclasses.replace(settings, metrics=False)
+    return settings

@@ -141,11 +141,9 @@ class PerfClient:
     @classmethod
     def from_config(cls, section: Any = None, **overrides: Any) -> PerfClient:
         """Build from the ``http`` section of perf_config (the process-wide config when omitted)."""
-        if section is None:
-            from infra.config import get_config
+        from infra.http._settings_args import settings_from_config
 
-            section = get_config().http
-        return cls(HTTPSettings.from_config(section), **overrides)
+        return cls(settings_from_config(section), **overrides)
 
     @property
     def settings(self) -> HTTPSettings:

@@ -302,3 +302,21 @@ def test_adaptive_off_keeps_the_threshold() -> None:
             b.record(SUCCESS, b.admit())
         clock.t += 11
     assert b.threshold == 5
+
+
+def test_disabled_section_gives_a_passthrough_client() -> None:
+    """``http.enabled: false``: no retries, budget, breaker, metrics or caching; limits and timeouts stay."""
+    s = HTTPSettings.from_config({"enabled": False, "max_per_host": 3, "retry": {"attempts": 5}})
+    assert s.retry.attempts == 0
+    assert not s.budget.enabled and not s.breaker.enabled and not s.cache.enabled and not s.metrics
+    assert s.limits.max_per_host == 3
+
+
+def test_client_from_process_config() -> None:
+    """from_config() with no section reads the process-wide config's http section."""
+    pytest.importorskip("infra.config")
+    from infra.http import PerfClient
+
+    with PerfClient.from_config() as client:
+        assert client.settings.limits == Limits(max_connections=16, max_per_host=6)
+        assert client.settings.retry.attempts == 3
