@@ -37,7 +37,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "warm",
         help="fill a cache namespace from a file of phrases, with a progress bar",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="Fill a cache namespace ahead of time from a file of phrases (one item per line).",
         parents=[common],
     )
     p.add_argument("--file", "-f", required=True, metavar="PATH", help="one item per line; '-' reads stdin")

@@ -27,6 +27,8 @@ log = logging.getLogger("infra.hotpath.warm")
 
 Progress = Callable[[int, int], None]  # (done, total)
 
+_RUNNING: set[asyncio.Task[Any]] = set()
+
 
 @dataclass
 class WarmStats:
@@ -204,7 +206,12 @@ def warm(
     except RuntimeError:
         loop = None
     if loop is not None:
-        handle._task = loop.create_task(main(), name="infra-warm")
+        task = loop.create_task(main(), name="infra-warm")
+        # The loop keeps only weak references to tasks: hold one so a fire-and-forget warm(...)
+        # (handle dropped) isn't garbage-collected mid-run (see the asyncio.create_task docs).
+        _RUNNING.add(task)
+        task.add_done_callback(_RUNNING.discard)
+        handle._task = task
         return handle
 
     def thread_main() -> None:
