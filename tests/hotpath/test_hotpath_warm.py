@@ -146,3 +146,22 @@ async def test_warm_cache_in_the_background_with_an_async_fn(cache: Any) -> None
     stats = await asyncio.wait_for(handle, 10)
     assert stats.ok == 2
     assert await cache.aget("tts", make_key("tts", "b")) == "B"
+
+
+async def test_fire_and_forget_warm_survives_garbage_collection() -> None:
+    """warm(...) without keeping the handle still runs to the end (the task is strongly held)."""
+    import gc
+
+    done = asyncio.Event()
+    seen: list[str] = []
+
+    async def synth(phrase: str) -> None:
+        await asyncio.sleep(0)
+        seen.append(phrase)
+        if len(seen) == 3:
+            done.set()
+
+    warm(["a", "b", "c"], synth, concurrency=1)
+    gc.collect()
+    await asyncio.wait_for(done.wait(), 5)
+    assert sorted(seen) == ["a", "b", "c"]
