@@ -65,17 +65,14 @@ def _fid(x: Any) -> Any:
     if t is float:
         return (float, x if x else x.hex())
     if t is dict:
-        # Common case (an options dict of scalars) without a call per item: items plus their exact types.
-        # Zero-valued floats (0.0 == -0.0 == 0 == False) and float keys take the per-item path.
-        kt = tuple(map(type, x))
+        # Common case (an options dict of str keys and scalar values) without a call per item: items plus
+        # the values' exact types. Zero-valued floats (0.0 == -0.0 == 0 == False) and non-str keys take the
+        # per-item path.
         vt = tuple(map(type, x.values()))
-        if (
-            _SCALARS.issuperset(vt)
-            and _SCALARS.issuperset(kt)
-            and float not in kt
-            and (float not in vt or 0 not in x.values())
-        ):
-            return (dict, tuple(x.items()), kt, vt)
+        if _SCALARS.issuperset(vt):
+            kt = tuple(map(type, x))
+            if kt.count(str) == len(kt) and (float not in vt or 0 not in x.values()):
+                return (dict, tuple(x.items()), vt)  # str keys only: their types need no record
         return (dict, tuple([(_fid(k), _fid(v)) for k, v in x.items()]))
     if t is tuple or t is list:
         return (t, tuple([_fid(v) for v in x]))
@@ -163,8 +160,16 @@ class _KeyMaker:
         """
         a = args[self.skip :] if self.skip else args
         try:
-            ids = tuple([x if type(x) is str else _fid(x) for x in a])
+            # One-argument cases spelled out: a comprehension is a function call of its own in 3.11.
+            if len(a) == 1:
+                x = a[0]
+                ids: tuple[Any, ...] = (x if type(x) is str else _fid(x),)
+            else:
+                ids = tuple([x if type(x) is str else _fid(x) for x in a])
             if kwargs:
+                if len(kwargs) == 1:
+                    ((k, x),) = kwargs.items()
+                    return (ids, ((k, x if type(x) is str else _fid(x)),))
                 return (ids, tuple([(k, x if type(x) is str else _fid(x)) for k, x in kwargs.items()]))
         except _NotPlain:
             return None
@@ -236,6 +241,8 @@ def cached(
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         km = _KeyMaker(func, namespace, version, include_self)
         explicit = cache
+        fast_id = km.fast_id
+        memo = km.memo
 
         def current() -> Any:
             if explicit is not None:
@@ -259,12 +266,15 @@ def cached(
 
             @functools.wraps(func)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                c = current()
+                c = explicit if explicit is not None else current()
                 if not c.enabled:
                     return await func(*args, **kwargs)
-                k = key_or_none(c, args, kwargs)
+                fid = fast_id(args, kwargs)
+                k = memo.get(fid) if fid is not None else None
                 if k is None:
-                    return await func(*args, **kwargs)
+                    k = key_or_none(c, args, kwargs)
+                    if k is None:
+                        return await func(*args, **kwargs)
                 v = c.l1_hit(namespace, k)
                 if v is not MISSING:
                     return v
@@ -278,9 +288,13 @@ def cached(
                 c = explicit if explicit is not None else current()
                 if not c.enabled:
                     return func(*args, **kwargs)
-                k = key_or_none(c, args, kwargs)
+                # key memo looked up inline (two calls fewer on the path every repeated call takes)
+                fid = fast_id(args, kwargs)
+                k = memo.get(fid) if fid is not None else None
                 if k is None:
-                    return func(*args, **kwargs)
+                    k = key_or_none(c, args, kwargs)
+                    if k is None:
+                        return func(*args, **kwargs)
                 v = c.l1_hit(namespace, k)
                 if v is not MISSING:
                     return v
