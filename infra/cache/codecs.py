@@ -329,6 +329,11 @@ class Codec:
         self._sign = sign
         self._threshold = compress_threshold
 
+    @property
+    def signs(self) -> bool:
+        """Whether every payload is signed (and unsigned ones refused)."""
+        return self._sign
+
     def encode(self, value: Any) -> tuple[bytes, int]:
         t = type(value)
         if t is str:

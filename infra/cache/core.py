@@ -69,7 +69,7 @@ def make_backend(settings: CacheSettings) -> CacheBackend | None:
 class _Namespace:
     """Runtime state of one namespace: its codec, TTL, generation and stats."""
 
-    __slots__ = ("codec", "gen", "jitter", "name", "stats", "ttl")
+    __slots__ = ("codec", "gen", "jitter", "name", "plain_text", "stats", "ttl")
 
     def __init__(
         self, name: str, codec: Codec, ttl: float, jitter: float, gen: int, export: bool, count: bool
@@ -80,6 +80,7 @@ class _Namespace:
         self.jitter = jitter
         self.gen = gen
         self.stats = NamespaceStats(name, export=export) if count else NullStats(name, export=False)
+        self.plain_text = not codec.signs  # STR payloads are the raw UTF-8 text: decode without the codec
 
 
 class Cache:
@@ -129,7 +130,7 @@ class Cache:
                 self.backend = backend
         self._inline = self.backend is not None and type(self.backend).aget is CacheBackend.aget
         # SQLite's row-tuple fast path for get() (no StoredEntry on the hottest path); others: backend.get
-        self._get_row: Callable[[str, str], Any] | None = getattr(self.backend, "get_row", None)
+        self._get_row: Callable[..., Any] | None = getattr(self.backend, "get_row", None)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
@@ -324,20 +325,27 @@ class Cache:
         row = None
         try:
             if self._get_row is not None:
-                row = self._get_row(namespace, key)
+                row = self._get_row(namespace, key, now)
             elif self.backend is not None:
                 row = self.backend.get(namespace, key)
         except Exception as exc:
             ns.stats.error("read", exc)
         if row is not None:
             try:
-                v = ns.codec.decode(row[0], row[1])
-            except DecodeError as exc:
+                # Plain text (codec STR, unsigned namespace) decoded inline: the common LLM answer.
+                if row[1] == 1 and ns.plain_text:
+                    v = row[0].decode("utf-8", "surrogatepass")
+                else:
+                    v = ns.codec.decode(row[0], row[1])
+            except (DecodeError, UnicodeDecodeError) as exc:
                 ns.stats.error("decode", exc)
             else:
                 if self._l1.max_items > 0:
                     self._l1.set(k, (v, row[2], ns.gen, row[3], len(row[0])))
-                ns.stats.hit(row[3])
+                st = ns.stats
+                if st.counting:
+                    st.saved += row[3]
+                    next(st.hits)
                 return v
         ns.stats.miss()
         return default

@@ -453,7 +453,9 @@ class SQLiteBackend(CacheBackend):
         row = self.get_row(namespace, key)
         return None if row is None else _make_entry(row)
 
-    def get_row(self, namespace: str, key: str) -> tuple[bytes, int, float | None, float] | None:
+    def get_row(
+        self, namespace: str, key: str, now: float | None = None
+    ) -> tuple[bytes, int, float | None, float] | None:
         """``get`` without the ``StoredEntry`` wrapper: ``(payload, codec, expires_at, cost)`` or None.
 
         ``Cache.get`` calls this directly on its hottest path (an L2 hit), where every allocation shows.
@@ -471,7 +473,8 @@ class SQLiteBackend(CacheBackend):
                     h -= _U64
         if h == -1:
             nsid, h = self._ids(namespace, key)
-        now = time.time()
+        if now is None:
+            now = time.time()
         try:
             loc = self._local
             cur = loc.cur
