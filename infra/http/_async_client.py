@@ -30,7 +30,7 @@ from infra.http._lease import AsyncLease, acquire_async
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
 from infra.http._response import AsyncStreamResponse, Headers, Response
-from infra.http._settings_args import DEFAULT, resolve_settings, uses_http2
+from infra.http._settings_args import DEFAULT, backend_for, resolve_settings
 
 __all__ = ["AsyncPerfClient"]
 
@@ -204,13 +204,13 @@ class AsyncPerfClient:
         self._settings = resolve_settings(settings, overrides)
         self._hosts: dict[str, HostState] = {}
         self._session: Any = None
-        self._httpx: dict[bool, Any] = {}
+        self._httpx: dict[str, Any] = {}
         self._global: asyncio.Semaphore | None = None
         self._stats = _Stats()
         self._closed = False
         # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
         self._cache: Any = cache_store
-        if self._settings.http2 or self._settings.http2_hosts:
+        if self._settings.http2 or self._settings.http2_hosts or self._settings.backend == "httpx":
             import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
 
     @classmethod
@@ -304,19 +304,20 @@ class AsyncPerfClient:
             )
         return session
 
-    def _httpx_client(self, prior_knowledge: bool) -> Any:
+    def _httpx_client(self, kind: str) -> Any:
+        """The httpx transport for ``kind``: "h1" (backend="httpx"), "h2" (ALPN over TLS) or "h2c"."""
         if self._closed:
             raise RuntimeError("AsyncPerfClient is closed")
-        client = self._httpx.get(prior_knowledge)
+        client = self._httpx.get(kind)
         if client is None:
             import httpx
 
             s = self._settings
             # The transport, not httpx.AsyncClient: the client logs every full URL at INFO, query-string
             # secrets included.
-            client = self._httpx[prior_knowledge] = httpx.AsyncHTTPTransport(
-                http1=not prior_knowledge,
-                http2=True,
+            client = self._httpx[kind] = httpx.AsyncHTTPTransport(
+                http1=kind != "h2c",
+                http2=kind != "h1",
                 limits=httpx.Limits(
                     max_connections=s.limits.max_connections,
                     max_keepalive_connections=s.limits.max_connections,
@@ -428,7 +429,8 @@ class AsyncPerfClient:
         total = s.timeouts.total if deadline is DEFAULT else deadline
         deadline_at = started + total if total is not None else None
         call = Call(s.retry, host, method, retry_ok, started)
-        h2 = uses_http2(s, origin)
+        kind = backend_for(s, url, origin)
+        h2 = kind != "aiohttp"
         delay: float | None
         while True:
             admission = call.admit()
@@ -436,7 +438,7 @@ class AsyncPerfClient:
             try:
                 if h2:
                     response = await self._once_httpx(
-                        host, method, url, params, headers, content, json, deadline_at, stream
+                        kind, host, method, url, params, headers, content, json, deadline_at, stream
                     )
                 else:
                     response = await self._once_aiohttp(
@@ -567,6 +569,7 @@ class AsyncPerfClient:
 
     async def _once_httpx(
         self,
+        kind: str,
         host: HostState,
         method: str,
         url: str,
@@ -579,7 +582,7 @@ class AsyncPerfClient:
     ) -> Response | AsyncStreamResponse:
         import httpx
 
-        client = self._httpx_client(url.startswith("http:"))
+        client = self._httpx_client(kind)
         t = self._settings.timeouts
         lease: AsyncLease = await self._acquire(host, deadline_at)
         resp: Any = None

@@ -110,6 +110,7 @@ class Limits:
         return cls(
             max_connections=int(_get(section, "max_connections", 16)),
             max_per_host=int(_get(section, "max_per_host", 6)),
+            keepalive_expiry=float(_get(section, "keepalive_expiry", 30.0)),
         )
 
 
@@ -294,7 +295,8 @@ class HTTPSettings:
     """Everything a client needs, as one value (built from the ``http`` config section or by keywords).
 
     ``http2_hosts`` lists hosts (``host`` or ``host:port``) reached over HTTP/2 through httpx + h2;
-    ``http2=True`` sends every origin that way.
+    ``http2=True`` sends every origin that way. ``backend`` picks AsyncPerfClient's HTTP/1.1 transport:
+    "aiohttp" (default, the fast one) or "httpx" (PerfClient always uses httpx).
     """
 
     timeouts: Timeouts = DEFAULT_TIMEOUTS
@@ -306,6 +308,11 @@ class HTTPSettings:
     http2: bool = False
     http2_hosts: tuple[str, ...] = ()
     metrics: bool = True
+    backend: str = "aiohttp"
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("aiohttp", "httpx"):
+            raise ValueError(f"HTTPSettings.backend must be 'aiohttp' or 'httpx', got {self.backend!r}")
 
     @classmethod
     def passthrough(cls, base: HTTPSettings | None = None) -> HTTPSettings:
@@ -338,4 +345,5 @@ class HTTPSettings:
             breaker=BreakerSettings.from_config(_get(section, "breaker", None)),
             cache=CacheSettings.from_config(_get(section, "cache", None)),
             http2_hosts=tuple(_get(section, "http2_hosts", ())),
+            backend=str(_get(section, "backend", "aiohttp")),
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 from infra.http._policy import HTTPSettings
 
-__all__ = ["DEFAULT", "resolve_settings", "settings_from_config", "uses_http2"]
+__all__ = ["DEFAULT", "backend_for", "resolve_settings", "settings_from_config", "uses_http2"]
 
 
 class _Default:
@@ -54,6 +54,14 @@ def uses_http2(settings: HTTPSettings, origin: str) -> bool:
         if len(_h2_memo) < 4096:
             _h2_memo[key] = found
     return found
+
+
+def backend_for(settings: HTTPSettings, url: str, origin: str) -> str:
+    """Which transport carries a request: "h2c" / "h2" (httpx + h2, cleartext prior knowledge or TLS ALPN)
+    for HTTP/2 origins, else "aiohttp", or "h1" (httpx) when ``backend="httpx"``."""
+    if uses_http2(settings, origin):
+        return "h2c" if url.startswith("http:") else "h2"
+    return "h1" if settings.backend == "httpx" else "aiohttp"
 
 
 def settings_from_config(section: Any = None) -> HTTPSettings:

@@ -28,7 +28,7 @@ from infra.http._lease import SyncLease, acquire_sync
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
 from infra.http._response import Headers, Response, StreamResponse
-from infra.http._settings_args import DEFAULT, resolve_settings, uses_http2
+from infra.http._settings_args import DEFAULT, backend_for, resolve_settings
 
 __all__ = ["PerfClient"]
 
@@ -314,7 +314,9 @@ class PerfClient:
         total = s.timeouts.total if deadline is DEFAULT else deadline
         deadline_at = started + total if total is not None else None
         call = Call(s.retry, host, method, retry_ok, started)
-        kind = ("h2c" if url.startswith("http:") else "h2") if uses_http2(s, origin) else "h1"
+        kind = backend_for(s, url, origin)
+        if kind == "aiohttp":  # the sync client's HTTP/1.1 backend is httpx
+            kind = "h1"
         delay: float | None
         while True:
             admission = call.admit()

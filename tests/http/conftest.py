@@ -118,17 +118,23 @@ class Api:
             self.client.close()
 
 
-@pytest.fixture(params=["async", "sync"])
+@pytest.fixture(params=["async", "sync", "async-httpx"])
 async def make_api(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """``api = make_api(retry=RetryPolicy(...))``: a client of this test's kind with those settings."""
+    """``api = make_api(retry=RetryPolicy(...))``: a client of this test's kind with those settings.
+
+    Kinds: AsyncPerfClient on aiohttp, PerfClient, and AsyncPerfClient with ``backend="httpx"``: one
+    matrix, so every backend must behave the same."""
     kind = request.param
     made: list[Api] = []
 
     def make(settings: HTTPSettings | None = None, **overrides: Any) -> Api:
-        client = (
-            AsyncPerfClient(settings, **overrides) if kind == "async" else PerfClient(settings, **overrides)
-        )
-        api = Api(kind, client)
+        if kind == "sync":
+            client: Any = PerfClient(settings, **overrides)
+        elif kind == "async-httpx":
+            client = AsyncPerfClient(settings, backend="httpx", **overrides)
+        else:
+            client = AsyncPerfClient(settings, **overrides)
+        api = Api("sync" if kind == "sync" else "async", client)
         made.append(api)
         return api
 
