@@ -47,9 +47,9 @@ _LAZY = {
     "CacheSettings": "infra.cache.settings",
     "NamespaceSettings": "infra.cache.settings",
     "Cache": "infra.cache.core",
-    "get_cache": "infra.cache.core",
-    "set_cache": "infra.cache.core",
-    "reset_cache": "infra.cache.core",
+    "get_cache": "infra.cache.process",
+    "set_cache": "infra.cache.process",
+    "reset_cache": "infra.cache.process",
     "cached": "infra.cache.decorator",
     "make_key": "infra.cache.keys",
     "explain_key": "infra.cache.keys",
@@ -60,9 +60,10 @@ if TYPE_CHECKING:
     from infra.cache._missing import MISSING
     from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
     from infra.cache.codecs import register_type
-    from infra.cache.core import Cache, get_cache, reset_cache, set_cache
+    from infra.cache.core import Cache
     from infra.cache.decorator import cached
     from infra.cache.keys import explain_key, make_key
+    from infra.cache.process import get_cache, reset_cache, set_cache
     from infra.cache.settings import CacheSettings, NamespaceSettings
 
 

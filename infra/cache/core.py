@@ -5,15 +5,15 @@ Fail-open: every backend, codec or metrics failure is caught here, counted (``er
 logged once per namespace and reason; ``get`` then misses, ``set`` then stores nothing, and
 ``get_or_compute`` returns exactly what the computation returned or raises exactly what it raised.
 
-Async twins (``aget``, ``aset``, ``aget_or_compute`` ...) take no thread hop: L1 hits are plain dict
-lookups and the SQLite backend answers inline in microseconds. Network backends (issue 8) override the
-backend's async methods and are awaited.
+Async twins (``aget``, ``aset``, ``aget_or_compute`` ...; written in ``infra.cache._async_api``) take no
+thread hop: L1 hits are plain dict lookups and the SQLite backend answers inline in microseconds. Network
+backends (issue 8) override the backend's async methods and are awaited. The process-wide cache
+(``get_cache``) lives in ``infra.cache.process`` and stays importable from here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import random
@@ -21,26 +21,25 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from infra.cache import _async_api
 from infra.cache._missing import MISSING
 from infra.cache.backend import GENERATION_POLL_INTERVAL, CacheBackend, StoredEntry
 from infra.cache.codecs import Codec, DecodeError, EncodeError, Signer
 from infra.cache.l1 import L1Cache
 from infra.cache.settings import CacheSettings
-from infra.cache.singleflight import SingleFlight
+from infra.cache.singleflight import LEASE_POLL_MAX, LEASE_POLL_MIN, SingleFlight
 from infra.cache.stats import NamespaceStats, NullStats
 
-__all__ = ["Cache", "get_cache", "make_backend", "reset_cache", "set_cache"]
+__all__ = ["Cache", "make_backend"]
 
 log = logging.getLogger("infra.cache")
 T = TypeVar("T")
 
 _time = time.time
 _perf = time.perf_counter
-_LEASE_POLL_MIN = 0.005
-_LEASE_POLL_MAX = 0.05
 _DEFAULT_BACKEND: Any = object()  # "build the backend the settings name" (None means: L1 only)
 
 
@@ -512,7 +511,7 @@ class Cache:
         b = self.backend
         assert b is not None
         deadline = _perf() + self.settings.lease_timeout
-        delay = _LEASE_POLL_MIN
+        delay = LEASE_POLL_MIN
         while True:
             try:
                 if b.acquire_lease(ns.name, key, self._owner, self.settings.lease_timeout):
@@ -523,7 +522,7 @@ class Cache:
             if _perf() >= deadline:
                 return False, MISSING
             time.sleep(delay)
-            delay = min(delay * 2, _LEASE_POLL_MAX)
+            delay = min(delay * 2, LEASE_POLL_MAX)
             v = self._accept(ns, key, self._l2_get(ns, key))
             if v is not MISSING:
                 return False, v
@@ -532,196 +531,6 @@ class Cache:
         try:
             assert self.backend is not None
             self.backend.release_lease(ns.name, key, self._owner)
-        except Exception as exc:
-            ns.stats.error("lease", exc)
-
-    # ------------------------------------------------------------------ async API
-    async def aget(self, namespace: str, key: str, default: Any = MISSING) -> Any:
-        if not self.enabled:
-            return default
-        if self._inline:
-            return self.get(namespace, key, default)
-        ns = self._ns.get(namespace) or self._namespace(namespace)
-        v = await self._alookup(ns, key)
-        if v is MISSING:
-            ns.stats.miss()
-            return default
-        return v
-
-    async def _alookup(self, ns: _Namespace, key: str) -> Any:
-        now = _time()
-        if now >= self._next_gen_check:
-            self._check_generations(now)
-        v = self._l1_get(ns, key, now)
-        if v is not MISSING:
-            return v
-        return self._accept(ns, key, await self._al2_get(ns, key))
-
-    async def _al2_get(self, ns: _Namespace, key: str) -> StoredEntry | None:
-        b = self.backend
-        if b is None:
-            return None
-        if self._inline:
-            return self._l2_get(ns, key)
-        try:
-            return await b.aget(ns.name, key)
-        except Exception as exc:
-            ns.stats.error("read", exc)
-            return None
-
-    async def aset(
-        self, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0
-    ) -> None:
-        if not self.enabled:
-            return
-        if self._inline:
-            self.set(namespace, key, value, ttl, cost=cost)
-            return
-        ns = self._ns.get(namespace) or self._namespace(namespace)
-        se = self._prepare(ns, key, value, ttl, cost)
-        if se is None or self.backend is None:
-            return
-        try:
-            await self.backend.aset(namespace, key, se)
-        except Exception as exc:
-            ns.stats.error("write", exc)
-
-    async def adelete(self, namespace: str, key: str) -> bool:
-        if not self.enabled:
-            return False
-        if self._inline or self.backend is None:
-            return self.delete(namespace, key)
-        ns = self._ns.get(namespace) or self._namespace(namespace)
-        self._l1.delete((namespace, key))
-        try:
-            return await self.backend.adelete(namespace, key)
-        except Exception as exc:
-            ns.stats.error("write", exc)
-            return False
-
-    async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
-        if not self.enabled:
-            return {}
-        if self._inline or self.backend is None:
-            return self.get_many(namespace, keys)
-        ns = self._ns.get(namespace) or self._namespace(namespace)
-        out, rest = self._many_l1(ns, keys)
-        if rest:
-            try:
-                found = await self.backend.aget_many(namespace, rest)
-            except Exception as exc:
-                ns.stats.error("read", exc)
-                found = {}
-            self._many_accept(ns, rest, found, out)
-        return out
-
-    async def aset_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
-        if not self.enabled:
-            return
-        if self._inline or self.backend is None:
-            self.set_many(namespace, mapping, ttl)
-            return
-        ns = self._ns.get(namespace) or self._namespace(namespace)
-        items = self._prepare_many(ns, mapping, ttl)
-        if items:
-            try:
-                await self.backend.aset_many(namespace, items)
-            except Exception as exc:
-                ns.stats.error("write", exc)
-
-    async def ainvalidate(self, namespace: str) -> None:
-        if not self.enabled:
-            return
-        if self._inline or self.backend is None:
-            self.invalidate(namespace)
-            return
-        ns = self._ns.get(namespace) or self._namespace(namespace)
-        try:
-            ns.gen = await self.backend.ainvalidate(namespace)
-        except Exception as exc:
-            ns.stats.error("write", exc)
-            ns.gen += 1
-        self._l1.clear(namespace)
-
-    async def aget_or_compute(
-        self, namespace: str, key: str, compute: Callable[[], Awaitable[T] | T], ttl: float | None = None
-    ) -> T:
-        """Async ``get_or_compute``; ``compute`` may return a value or an awaitable (the leader awaits it)."""
-        if not self.enabled:
-            r = compute()
-            return await r if inspect.isawaitable(r) else r
-        ns = self._ns.get(namespace) or self._namespace(namespace)
-        v = await self._alookup(ns, key)
-        if v is not MISSING:
-            return v  # type: ignore[no-any-return]
-        fk = (namespace, key)
-        while True:
-            flight, leader = self._sf.join(fk)
-            if leader:
-                break
-            try:
-                await flight.await_result()
-            except BaseException:
-                if flight.retry:
-                    continue
-                raise
-            if flight.retry:
-                continue
-            ns.stats.hit(0.0)
-            return flight.result  # type: ignore[no-any-return]
-        ns.stats.miss()
-        leased = False
-        try:
-            v = self._accept(ns, key, await self._al2_get(ns, key))
-            if v is MISSING and self.backend is not None:
-                leased, v = await self._alease_or_wait(ns, key)
-            if v is MISSING:
-                t0 = _perf()
-                r = compute()
-                v = await r if inspect.isawaitable(r) else r
-                await self.aset(namespace, key, v, ttl, cost=_perf() - t0)
-        except BaseException as exc:
-            self._sf.finish(fk, flight, None, exc)
-            raise
-        finally:
-            if leased:
-                await self._arelease(ns, key)
-        self._sf.finish(fk, flight, v, None)
-        return v  # type: ignore[no-any-return]
-
-    async def _alease_or_wait(self, ns: _Namespace, key: str) -> tuple[bool, Any]:
-        import asyncio
-
-        b = self.backend
-        assert b is not None
-        deadline = _perf() + self.settings.lease_timeout
-        delay = _LEASE_POLL_MIN
-        while True:
-            try:
-                if self._inline:
-                    got = b.acquire_lease(ns.name, key, self._owner, self.settings.lease_timeout)
-                else:
-                    got = await b.aacquire_lease(ns.name, key, self._owner, self.settings.lease_timeout)
-            except Exception as exc:
-                ns.stats.error("lease", exc)
-                return False, MISSING
-            if got:
-                return True, MISSING
-            if _perf() >= deadline:
-                return False, MISSING
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _LEASE_POLL_MAX)
-            v = self._accept(ns, key, await self._al2_get(ns, key))
-            if v is not MISSING:
-                return False, v
-
-    async def _arelease(self, ns: _Namespace, key: str) -> None:
-        try:
-            assert self.backend is not None
-            if self._inline:
-                self.backend.release_lease(ns.name, key, self._owner)
-            else:
-                await self.backend.arelease_lease(ns.name, key, self._owner)
         except Exception as exc:
             ns.stats.error("lease", exc)
 
@@ -810,13 +619,19 @@ class Cache:
             with contextlib.suppress(Exception):
                 self.backend.close()
 
-    async def aclose(self) -> None:
-        if self._inline or self.backend is None:
-            self.close()
-            return
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self.backend.aclose()
+    # ------------------------------------------------------------------ async twins (infra.cache._async_api)
+    aget = _async_api.aget
+    _alookup = _async_api._alookup
+    _al2_get = _async_api._al2_get
+    aset = _async_api.aset
+    adelete = _async_api.adelete
+    aget_many = _async_api.aget_many
+    aset_many = _async_api.aset_many
+    ainvalidate = _async_api.ainvalidate
+    aget_or_compute = _async_api.aget_or_compute
+    _alease_or_wait = _async_api._alease_or_wait
+    _arelease = _async_api._arelease
+    aclose = _async_api.aclose
 
     def __enter__(self) -> Cache:
         return self
@@ -841,49 +656,13 @@ def _after_fork(ref: weakref.ref[Cache]) -> None:
         c._l1._lock = threading.Lock()
 
 
-# ---------------------------------------------------------------------------------- process-wide
-_global: Cache | None = None
-_global_lock = threading.Lock()
+_PROCESS_NAMES = ("get_cache", "set_cache", "reset_cache")
 
 
-def _settings_from_config() -> CacheSettings:
-    off = os.environ.get("PERF_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
-    try:
-        from infra.config import get_config
+def __getattr__(name: str) -> Any:
+    # The process-wide cache lives in infra.cache.process; these names stay importable from here.
+    if name in _PROCESS_NAMES:
+        from infra.cache import process
 
-        cfg = get_config()
-    except Exception as exc:
-        log.warning("cache: configuration not available (%s); using the built-in defaults", exc)
-        return CacheSettings(enabled=not off)
-    return CacheSettings.from_config(cfg.cache, enabled=bool(getattr(cfg, "enabled", True)) and not off)
-
-
-def get_cache() -> Cache:
-    """The process-wide cache, built on first use from ``infra.config.get_config().cache``."""
-    c = _global
-    if c is not None:
-        return c
-    return _build_global()
-
-
-def _build_global() -> Cache:
-    global _global
-    with _global_lock:
-        if _global is None:
-            _global = Cache(_settings_from_config())
-        return _global
-
-
-def set_cache(cache: Cache | None) -> Cache | None:
-    """Replace the process-wide cache (tests, embedding apps); returns the previous one (not closed)."""
-    global _global
-    with _global_lock:
-        prev, _global = _global, cache
-    return prev
-
-
-def reset_cache() -> None:
-    """Close and forget the process-wide cache; the next ``get_cache()`` rebuilds it from config."""
-    prev = set_cache(None)
-    if prev is not None:
-        prev.close()
+        return getattr(process, name)
+    raise AttributeError(f"module 'infra.cache.core' has no attribute {name!r}")

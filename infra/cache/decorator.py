@@ -247,7 +247,7 @@ def cached(
         def current() -> Any:
             if explicit is not None:
                 return explicit
-            from infra.cache.core import get_cache
+            from infra.cache.process import get_cache
 
             return get_cache()
 

@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # asyncio is imported on first async use only: it costs ~35 ms of cold import
     import asyncio
 
-__all__ = ["Flight", "SingleFlight"]
+__all__ = ["LEASE_POLL_MAX", "LEASE_POLL_MIN", "Flight", "SingleFlight"]
+
+#: first and longest sleep (seconds) between polls while another process holds a key's lease
+LEASE_POLL_MIN = 0.005
+LEASE_POLL_MAX = 0.05
 
 
 class Flight:

@@ -1,0 +1,65 @@
+"""The process-wide cache: ``get_cache()`` builds it once from ``infra.config.get_config().cache``.
+
+``set_cache`` swaps it (tests, embedding applications), ``reset_cache`` closes it so the next
+``get_cache()`` rebuilds it from the (possibly reloaded) configuration. ``PERF_ENABLED=0`` in the
+environment, or ``enabled: false`` in the config, gives a disabled cache: a pure pass-through.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from infra.cache.core import Cache
+from infra.cache.settings import CacheSettings
+
+__all__ = ["get_cache", "reset_cache", "set_cache"]
+
+log = logging.getLogger("infra.cache")
+
+_global: Cache | None = None
+_global_lock = threading.Lock()
+
+
+def _settings_from_config() -> CacheSettings:
+    off = os.environ.get("PERF_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
+    try:
+        from infra.config import get_config
+
+        cfg = get_config()
+    except Exception as exc:
+        log.warning("cache: configuration not available (%s); using the built-in defaults", exc)
+        return CacheSettings(enabled=not off)
+    return CacheSettings.from_config(cfg.cache, enabled=bool(getattr(cfg, "enabled", True)) and not off)
+
+
+def get_cache() -> Cache:
+    """The process-wide cache, built on first use from ``infra.config.get_config().cache``."""
+    c = _global
+    if c is not None:
+        return c
+    return _build_global()
+
+
+def _build_global() -> Cache:
+    global _global
+    with _global_lock:
+        if _global is None:
+            _global = Cache(_settings_from_config())
+        return _global
+
+
+def set_cache(cache: Cache | None) -> Cache | None:
+    """Replace the process-wide cache (tests, embedding apps); returns the previous one (not closed)."""
+    global _global
+    with _global_lock:
+        prev, _global = _global, cache
+    return prev
+
+
+def reset_cache() -> None:
+    """Close and forget the process-wide cache; the next ``get_cache()`` rebuilds it from config."""
+    prev = set_cache(None)
+    if prev is not None:
+        prev.close()
