@@ -1,5 +1,8 @@
 """``SQLiteBackend``: the default L2 store, one SQLite file shared by every process on the machine.
 
+The schema and statements are in ``sqlite_schema``, the housekeeping (caps, purge, checkpoints, the
+maintenance thread) in ``sqlite_maint``; this module opens, reads, writes and recovers.
+
 Engineering notes (each choice has a reason):
 
 * WAL, ``synchronous=NORMAL`` (no fsync per commit; a power cut can lose the last commits, never corrupt),
@@ -40,7 +43,18 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from infra.cache import sqlite_maint as _maint
 from infra.cache.backend import GENERATION_POLL_INTERVAL, BackendStats, CacheBackend, EntryInfo, StoredEntry
+from infra.cache.sqlite_schema import (
+    CHECKPOINT_EVERY,
+    GET,
+    SCHEMA_VERSION,
+    UPSERT,
+    is_corrupt,
+    namespace_id,
+    schema_statements,
+    signed64,
+)
 from infra.errors import CacheCorruptError, CacheError
 
 try:
@@ -50,92 +64,12 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone s
 
 __all__ = ["SQLiteBackend"]
 
-log = logging.getLogger("infra.cache")
-
-SCHEMA_VERSION = 1
-#: writes between WAL checkpoints (run by the maintenance thread, PASSIVE: never blocks a writer)
-CHECKPOINT_EVERY = 256
 _U64 = 1 << 64
 _I63 = 1 << 63
 _P64 = (1 << 64) - 59  # the largest prime below 2**64
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
-CREATE TABLE IF NOT EXISTS namespaces (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    gen INTEGER NOT NULL DEFAULT 0,
-    entries INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY,
-    h INTEGER NOT NULL UNIQUE,
-    ns INTEGER NOT NULL,
-    gen INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    codec INTEGER NOT NULL,
-    expires REAL,
-    cost REAL NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    atime REAL NOT NULL,
-    size INTEGER NOT NULL,
-    value BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
-CREATE TRIGGER IF NOT EXISTS entries_ins AFTER INSERT ON entries BEGIN
-    UPDATE namespaces SET entries = entries + 1, bytes = bytes + new.size WHERE id = new.ns;
-END;
-CREATE TRIGGER IF NOT EXISTS entries_del AFTER DELETE ON entries BEGIN
-    UPDATE namespaces SET entries = entries - 1, bytes = bytes - old.size WHERE id = old.ns;
-END;
-CREATE TRIGGER IF NOT EXISTS entries_upd AFTER UPDATE OF ns, size ON entries BEGIN
-    UPDATE namespaces SET entries = entries - 1, bytes = bytes - old.size WHERE id = old.ns;
-    UPDATE namespaces SET entries = entries + 1, bytes = bytes + new.size WHERE id = new.ns;
-END;
-"""
-
-
-def _schema_statements() -> list[str]:
-    """``_SCHEMA`` split into statements (trigger bodies keep their inner semicolons)."""
-    out, cur = [], []
-    for line in _SCHEMA.strip().splitlines():
-        cur.append(line)
-        text = "\n".join(cur)
-        if line.rstrip().endswith(";") and (
-            not text.lstrip().startswith("CREATE TRIGGER") or line.strip() == "END;"
-        ):
-            out.append(text)
-            cur = []
-    return out
-
-
-_GET = "SELECT value, codec, expires, cost, key, gen FROM entries WHERE h = ?"
-_UPSERT = (
-    "INSERT INTO entries (h, ns, gen, key, codec, expires, cost, created, atime, size, value) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT(h) DO UPDATE SET ns = excluded.ns, gen = excluded.gen, key = excluded.key, "
-    "codec = excluded.codec, expires = excluded.expires, cost = excluded.cost, created = excluded.created, "
-    "atime = excluded.atime, size = excluded.size, value = excluded.value"
-)
-_CORRUPT_MARKERS = ("malformed", "not a database", "file is encrypted", "disk i/o error")
-
-
 _make_entry = StoredEntry._make
 
-
-def _signed(v: int) -> int:
-    return v - _U64 if v >= _I63 else v
-
-
-def namespace_id(namespace: str) -> int:
-    """Deterministic 63-bit id of a namespace (same in every process; no lookup table to keep in sync)."""
-    return int.from_bytes(hashlib.sha256(b"ns\x00" + namespace.encode("utf-8")).digest()[:8], "big") >> 1
-
-
-def _is_corrupt(exc: BaseException) -> bool:
-    msg = str(exc).lower()
-    return isinstance(exc, sqlite3.DatabaseError) and any(m in msg for m in _CORRUPT_MARKERS)
+log = logging.getLogger("infra.cache")
 
 
 class _Local(threading.local):
@@ -325,7 +259,7 @@ class SQLiteBackend(CacheBackend):
                 if mode.lower() != "wal":
                     log.warning("cache database %s: journal_mode is %s, not WAL", self.path, mode)
                 conn.execute("BEGIN IMMEDIATE")
-                for stmt in _schema_statements():
+                for stmt in schema_statements():
                     conn.execute(stmt)
                 conn.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,))
                 conn.execute("COMMIT")
@@ -335,7 +269,7 @@ class SQLiteBackend(CacheBackend):
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
-                if attempt == 0 and _is_corrupt(exc):
+                if attempt == 0 and is_corrupt(exc):
                     self._quarantine_locked(exc)
                     continue
                 raise
@@ -395,7 +329,7 @@ class SQLiteBackend(CacheBackend):
 
     def _handle(self, exc: Exception, what: str) -> CacheError:
         """Map a driver error to CacheError; quarantine the file when it is corrupt."""
-        if _is_corrupt(exc) and "disk i/o" not in str(exc).lower():
+        if is_corrupt(exc) and "disk i/o" not in str(exc).lower():
             try:
                 with self._file_lock():
                     dest = self._quarantine_locked(exc)
@@ -427,9 +361,9 @@ class SQLiteBackend(CacheBackend):
             except ValueError:
                 pass
             else:
-                return nsid, _signed((v % _P64) ^ salt)
+                return nsid, signed64((v % _P64) ^ salt)
         h = int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:8], "big")
-        return nsid, _signed(h ^ salt)
+        return nsid, signed64(h ^ salt)
 
     def _ensure_ns(self, conn: sqlite3.Connection, namespace: str, nsid: int) -> None:
         if nsid not in self._ensured:
@@ -480,7 +414,7 @@ class SQLiteBackend(CacheBackend):
             cur = loc.cur
             if cur is None or loc.epoch != self._epoch:
                 cur = self._cursor()
-            row = cur.execute(_GET, (h,)).fetchone()
+            row = cur.execute(GET, (h,)).fetchone()
             if row is None or row[4] != key:
                 return None
             gens = self._gens if now < self._gens_next else self._live_gens(now)
@@ -581,7 +515,7 @@ class SQLiteBackend(CacheBackend):
                 try:
                     if row[1] not in self._ensured:
                         self._ensure_ns(conn, namespace, row[1])
-                    conn.execute(_UPSERT, row)
+                    conn.execute(UPSERT, row)
                 finally:
                     if fd >= 0:
                         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -601,7 +535,7 @@ class SQLiteBackend(CacheBackend):
             raise self._handle(exc, "write") from exc
         with self._write("write") as conn:
             self._ensure_ns(conn, namespace, rows[0][1])
-            conn.executemany(_UPSERT, rows)
+            conn.executemany(UPSERT, rows)
         self._after_write(namespace, sum(r[9] for r in rows))
 
     def _after_write(self, namespace: str, size: int) -> None:
@@ -620,73 +554,6 @@ class SQLiteBackend(CacheBackend):
             return
         self._writes_since_check = 0
         self.enforce_caps(namespace if cap_ns is not None else None)
-
-    def _totals(self, conn: sqlite3.Connection, namespace: str | None) -> int:
-        if namespace is None:
-            return int(conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM namespaces").fetchone()[0])
-        row = conn.execute("SELECT bytes FROM namespaces WHERE id = ?", (namespace_id(namespace),)).fetchone()
-        return 0 if row is None else int(row[0])
-
-    def enforce_caps(self, namespace: str | None = None) -> int:
-        """Evict (sampled LRU) until the total cap and ``namespace``'s cap hold; returns rows evicted."""
-        evicted = 0
-        targets: list[tuple[str | None, int]] = [(None, self.max_bytes)]
-        if namespace is not None and namespace in self.namespace_max_bytes:
-            targets.insert(0, (namespace, self.namespace_max_bytes[namespace]))
-        try:
-            conn = self._conn()
-            totals = [self._totals(conn, ns) for ns, _ in targets]
-        except sqlite3.Error as exc:
-            raise self._handle(exc, "read") from exc
-        for (ns, cap), total in zip(targets, totals, strict=False):
-            if ns is None:
-                self._bytes_est = total
-            if total <= cap:
-                continue
-            with self._write("evict") as wconn:
-                for _ in range(100_000):
-                    total = self._totals(wconn, ns)
-                    if ns is None:
-                        self._bytes_est = total
-                    if total <= cap:
-                        break
-                    n = self._evict_step(wconn, ns, total - cap)
-                    evicted += n
-                    if n == 0:
-                        break
-        self.evictions += evicted
-        return evicted
-
-    def _evict_step(self, conn: sqlite3.Connection, namespace: str | None, excess: int) -> int:
-        """Delete the least recently used rows of a window of the oldest-inserted ones."""
-        cond, args = ("", []) if namespace is None else (" AND ns = ?", [namespace_id(namespace)])
-        rows = conn.execute(
-            f"SELECT id, atime, size FROM entries WHERE id >= ?{cond} ORDER BY id LIMIT 256",
-            [self._evict_cursor, *args],
-        ).fetchall()
-        if len(rows) < 256:
-            self._evict_cursor = -_I63
-            if len(rows) < 32:
-                rows += conn.execute(
-                    f"SELECT id, atime, size FROM entries WHERE 1{cond} ORDER BY id LIMIT 256", args
-                ).fetchall()
-        else:
-            self._evict_cursor = rows[-1][0]
-        if not rows:
-            return 0
-        rows = sorted(set(rows), key=lambda r: r[1])
-        # Free the excess plus 2% of the cap, least recently used first, so the next sets don't each
-        # pay for an eviction; never more than half a window, so recently used rows in it survive.
-        goal = excess + self.max_bytes // 50
-        victims: list[tuple[int]] = []
-        freed = 0
-        for rid, _, size in rows:
-            if freed >= goal or (victims and len(victims) >= len(rows) // 2):
-                break
-            victims.append((rid,))
-            freed += size
-        conn.executemany("DELETE FROM entries WHERE id = ?", victims)
-        return len(victims)
 
     def delete(self, namespace: str, key: str) -> bool:
         _nsid, rid = self._ids(namespace, key)
@@ -708,27 +575,6 @@ class SQLiteBackend(CacheBackend):
             return {n: g for n, g in self._conn().execute("SELECT name, gen FROM namespaces")}
         except sqlite3.Error as exc:
             raise self._handle(exc, "read") from exc
-
-    def purge(self, limit: int = 1000) -> int:
-        """Walk ``limit`` rows from a rolling cursor, deleting expired and stale-generation ones."""
-        with self._write("purge") as conn:
-            row = conn.execute(
-                "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM entries WHERE id >= ? ORDER BY id LIMIT ?)",
-                (self._purge_cursor, limit),
-            ).fetchone()
-            hi = row[0]
-            if hi is None:
-                self._purge_cursor = -_I63
-                conn.execute("DELETE FROM leases WHERE expires < ?", (time.time(),))
-                return 0
-            n = conn.execute(
-                "DELETE FROM entries WHERE id IN (SELECT e.id FROM entries e LEFT JOIN namespaces n "
-                "ON n.id = e.ns WHERE e.id >= ? AND e.id <= ? AND "
-                "(e.expires <= ? OR n.gen IS NULL OR e.gen <> n.gen))",
-                (self._purge_cursor, hi, time.time()),
-            ).rowcount
-            self._purge_cursor = hi + 1 if row[1] >= limit and hi < _I63 - 1 else -_I63
-            return int(n)
 
     def clear(self, namespace: str | None = None) -> int:
         with self._write("clear") as conn:
@@ -812,62 +658,13 @@ class SQLiteBackend(CacheBackend):
             raise self._handle(exc, "read") from exc
         return [EntryInfo(*r) for r in rows]
 
-    # ------------------------------------------------------------------ maintenance
-    def _start_maintenance(self) -> None:
-        if self._closed or self.maintenance_interval <= 0:
-            return
-        with self._conns_lock:
-            if self._maint is not None:
-                return
-            t = threading.Thread(target=self._maintenance_loop, name="infra-cache-maintenance", daemon=True)
-            self._maint = t
-        t.start()
-
-    def _flush_touches(self) -> None:
-        t, self._touches = self._touches, {}
-        if not t:
-            return
-        with self._write("touch") as conn:
-            conn.executemany("UPDATE entries SET atime = ? WHERE h = ?", [(v, k) for k, v in t.items()])
-
-    def maintain(self) -> None:
-        """One maintenance step: access times, purge, caps, checkpoint. Safe to call from any thread."""
-        self._flush_touches()
-        self.purge(500)
-        for ns in self.namespace_max_bytes:
-            self.enforce_caps(ns)
-        self.enforce_caps(None)
-        self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        self._writes_since_ckpt = 0
-        with contextlib.suppress(sqlite3.OperationalError):
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def _maintenance_loop(self) -> None:
-        logged = False
-        next_full = time.monotonic() + self.maintenance_interval
-        while not self._maint_stop.is_set():
-            self._maint_wake.wait(max(0.0, next_full - time.monotonic()))
-            self._maint_wake.clear()
-            if self._maint_stop.is_set():
-                break
-            try:
-                if time.monotonic() < next_full:
-                    # Woken by a burst of writes: checkpoint only. A WAL left to grow between the 1 s
-                    # rounds made each set ~30% slower here (the file grows, the wal-index fills up).
-                    self._checkpoint()
-                    continue
-                next_full = time.monotonic() + self.maintenance_interval
-                self.maintain()
-            except Exception as exc:
-                self.maintenance_errors += 1
-                if not logged:
-                    log.warning(
-                        "cache maintenance on %s failed: %s (further failures counted only)", self.path, exc
-                    )
-                    logged = True
-        loc = self._local
-        if loc.conn is not None:
-            with contextlib.suppress(Exception):
-                loc.conn.close()
+    # ------------------------------------------------------------------ housekeeping (sqlite_maint.py)
+    _totals = _maint._totals
+    enforce_caps = _maint.enforce_caps
+    _evict_step = _maint._evict_step
+    purge = _maint.purge
+    _start_maintenance = _maint._start_maintenance
+    _flush_touches = _maint._flush_touches
+    maintain = _maint.maintain
+    _checkpoint = _maint._checkpoint
+    _maintenance_loop = _maint._maintenance_loop
