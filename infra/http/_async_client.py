@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -652,14 +651,16 @@ class AsyncPerfClient:
 class _StreamContext:
     """``async with client.stream(...) as response``: closes the response on exit, always."""
 
-    __slots__ = ("_args", "_client", "_response")
+    __slots__ = ("_args", "_client", "_response", "_started")
 
     def __init__(self, client: AsyncPerfClient, args: tuple[Any, ...]) -> None:
         self._client = client
         self._args = args
         self._response: AsyncStreamResponse | None = None
+        self._started = 0.0
 
     async def __aenter__(self) -> AsyncStreamResponse:
+        self._started = _monotonic()
         response = await self._client._run(*self._args)
         assert isinstance(response, AsyncStreamResponse)
         self._response = response
@@ -671,7 +672,7 @@ class _StreamContext:
         response, self._response = self._response, None
         if response is not None:
             await response.aclose()
-
-
-def _replace(settings: HTTPSettings, **kw: Any) -> HTTPSettings:
-    return dataclasses.replace(settings, **kw)
+            # The whole stream, headers to close, is the request's duration (TTFB is recorded apart).
+            host = self._client._hosts.get(response.origin)
+            if host is not None:
+                host.metrics.duration(response.method, response.status, _monotonic() - self._started)

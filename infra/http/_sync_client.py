@@ -452,14 +452,16 @@ class PerfClient:
 class _StreamContext:
     """``with client.stream(...) as response``: closes the response on exit, always."""
 
-    __slots__ = ("_args", "_client", "_response")
+    __slots__ = ("_args", "_client", "_response", "_started")
 
     def __init__(self, client: PerfClient, args: tuple[Any, ...]) -> None:
         self._client = client
         self._args = args
         self._response: StreamResponse | None = None
+        self._started = 0.0
 
     def __enter__(self) -> StreamResponse:
+        self._started = _monotonic()
         response: StreamResponse = self._client._run(*self._args)
         self._response = response
         return response
@@ -470,3 +472,6 @@ class _StreamContext:
         response, self._response = self._response, None
         if response is not None:
             response.close()
+            host = self._client._hosts.get(response.origin)
+            if host is not None:
+                host.metrics.duration(response.method, response.status, _monotonic() - self._started)
