@@ -189,6 +189,55 @@ async def extras(base: str, quick: bool) -> dict[str, float]:
     return out
 
 
+def sync_round(fetch: Callable[[str], int], url: str, total: int, threads: int) -> float:
+    """req/s of ``total`` GETs from ``threads`` threads sharing one sync client."""
+    import threading
+
+    left = [total]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+            fetch(url)
+
+    start = time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return total / (time.perf_counter() - start)
+
+
+def sync_bench(base: str, rounds: int, total: int) -> dict[str, float]:
+    """PerfClient against a bare httpx.Client (the sync peer), 16 threads, interleaved rounds."""
+    import httpx
+
+    from infra.http import PerfClient
+
+    ours = PerfClient()
+    peer = httpx.Client(limits=httpx.Limits(max_connections=16, max_keepalive_connections=16))
+    contenders: dict[str, Callable[[str], int]] = {
+        "httpx.Client": lambda u: peer.get(u).status_code,
+        "ours (PerfClient)": lambda u: ours.get(u).status,
+    }
+    rates: dict[str, list[float]] = {k: [] for k in contenders}
+    url = base + "/ok"
+    for fetch in contenders.values():
+        sync_round(fetch, url, 100, 16)
+    for r in range(rounds):
+        names = list(contenders) if r % 2 == 0 else list(reversed(contenders))
+        for name in names:
+            rates[name].append(sync_round(contenders[name], url, total, 16))
+    ours.close()
+    peer.close()
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
 def have(module: str) -> bool:
     try:
         __import__(module)
@@ -247,6 +296,7 @@ async def main(quick: bool) -> None:
 
                 await asyncio.gather(*(one() for _ in range(n_streams)))
         extra = await extras(base, quick)
+        sync_rates = await asyncio.to_thread(sync_bench, base, rounds, total // 2)
         for c in contenders:
             await c.close()
     finally:
@@ -283,6 +333,12 @@ async def main(quick: bool) -> None:
     print("|---|---:|---:|")
     for name, vals in ttfb.items():
         print(f"| {name} | {pct(vals, 0.5) * 1e3:.2f} | {pct(vals, 0.99) * 1e3:.2f} |")
+    print()
+    print("| sync, 16 threads | req/s (median) | ours / client |")
+    print("|---|---:|---:|")
+    ours_sync = sync_rates["ours (PerfClient)"]
+    for name, rate in sync_rates.items():
+        print(f"| {name} | {rate:,.0f} | {ours_sync / rate:.2f}x |")
     print()
     print(
         f"open breaker: {extra['reject_us']:.1f} us per rejected call (no I/O); deadline 30 ms vs 2 s first "
