@@ -113,6 +113,7 @@ class Cache:
         self._closed = False
         self._backend_error: str | None = None
         self._lookup_tick = 0
+        self._evictions_exported: dict[str, int] = {}
         self.backend: CacheBackend | None = None
         if self.enabled:
             if backend is _DEFAULT_BACKEND:
@@ -195,6 +196,7 @@ class Cache:
             # The metrics export rides on this 0.1 s tick: hits only bump in-memory counters.
             for ns in list(self._ns.values()):
                 ns.stats.flush()
+            self._export_evictions()
         b = self.backend
         if b is None or not self._ns:
             return
@@ -210,6 +212,23 @@ class Cache:
                 self._l1.clear(name)
 
     # ------------------------------------------------------------------ lookups (shared core)
+    def _export_evictions(self) -> None:
+        """Push L1 and store eviction counts to ``infra_cache_evictions_total{tier}`` (deltas)."""
+        try:
+            from infra.cache.stats import _Exporter
+
+            fam = _Exporter.families()["evictions"]
+            for tier, now_count in (
+                ("l1", self._l1.evictions),
+                ("l2", int(getattr(self.backend, "evictions", 0) or 0)),
+            ):
+                delta = now_count - self._evictions_exported.get(tier, 0)
+                if delta > 0:
+                    fam.labels(tier=tier).inc(delta)
+                    self._evictions_exported[tier] = now_count
+        except Exception:  # noqa: BLE001, S110 - metrics never break the cache
+            pass
+
     def l1_hit(self, namespace: str, key: str) -> Any:
         """The value if it is a live L1 entry (counted as a hit), else ``MISSING`` and nothing counted.
 
@@ -564,6 +583,10 @@ class Cache:
             out["backend_error"] = self._backend_error
         if not self.enabled:
             return out
+        if self._export:
+            self._export_evictions()
+        if self.backend is not None:
+            out["l2_evictions"] = int(getattr(self.backend, "evictions", 0) or 0)
         by_ns: Mapping[str, tuple[int, int]] = {}
         if self.backend is not None:
             try:

@@ -275,6 +275,16 @@ def test_stats_shape_and_metrics_names(make_cache: MakeCache) -> None:
     assert _value(hits) >= 3 and _value(misses) >= 1
 
 
+def test_evictions_are_exported_by_tier(make_cache: MakeCache) -> None:
+    c = make_cache(memory_items=2)
+    for i in range(5):
+        c.set("ns", f"k{i}", i)
+    s = c.get_stats()
+    assert s["l1"]["evictions"] == 3
+    fam = get_metrics().counter("infra_cache_evictions_total", labelnames=("tier",))
+    assert _value(fam.labels(tier="l1")) >= 3
+
+
 def _value(child: Any) -> float:
     for attr in ("value", "_value", "get"):
         v = getattr(child, attr, None)
