@@ -14,6 +14,7 @@
     │   ├── CircuitOpenError        the host's breaker is open; no I/O was done
     │   └── RetryBudgetExhausted    the host's retry budget denied a retry
     ├── OllamaRunnerError           a call would change pinned runner options (strict_runner)
+    ├── DatabaseConnectError        create_pool couldn't open its first connections (also a ConnectionError)
     ├── BackpressureError           a bounded queue (MicroBatcher, AudioStreamSender) is full
     └── WrapError                   a ``wrap`` entry names a target or method that doesn't exist
 
@@ -31,6 +32,7 @@ __all__ = [
     "CacheError",
     "ConfigError",
     "ConfigProblem",
+    "DatabaseConnectError",
     "OllamaRunnerError",
     "PerfInfraError",
     "WrapError",
@@ -89,6 +91,11 @@ class CacheCorruptError(CacheError):
 
 class OllamaRunnerError(PerfInfraError):
     """A call would change a model's pinned runner options (and reload it) while ``strict_runner`` is on."""
+
+
+class DatabaseConnectError(PerfInfraError, ConnectionError):
+    """``create_pool`` could not open its first connections; the message names the (redacted) DSN and the
+    reason, and the asyncpg / OS exception is the ``__cause__``."""
 
 
 class BackpressureError(PerfInfraError):

@@ -96,6 +96,7 @@ _DEFAULT_NAMESPACES = {
     "api": NamespaceConfig(ttl=86400.0),
     "http": NamespaceConfig(ttl=86400.0),
     "search": NamespaceConfig(ttl=300.0),
+    "tts": NamespaceConfig(ttl=30 * 86400.0),
 }
 
 

@@ -1,12 +1,5 @@
-"""The DB part's exception (to move into ``infra.errors`` as ``DatabaseConnectError``; see the report)."""
+"""The DB part's exception, defined in the shared tree (``infra.errors``) and re-exported here."""
 
-from __future__ import annotations
-
-from infra.errors import PerfInfraError
+from infra.errors import DatabaseConnectError
 
 __all__ = ["DatabaseConnectError"]
-
-
-class DatabaseConnectError(PerfInfraError, ConnectionError):
-    """``create_pool`` could not open its first connections; the message names the (redacted) DSN
-    and the reason, and the asyncpg / OS exception is the ``__cause__``."""
