@@ -42,6 +42,7 @@ def test_import_infra_works_without_any_extra() -> None:
 
 def test_all_is_sorted_and_every_name_resolves() -> None:
     assert infra.__all__ == sorted(infra.__all__)
+    assert set(infra.__all__) == {*infra._EXPORTS, "__version__"}
     for name in infra.__all__:
         assert getattr(infra, name) is not None, name
     assert set(dir(infra)) >= set(infra.__all__)
