@@ -18,12 +18,13 @@ from typing import Any
 # module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
 import aiohttp
 
+from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest, httpx_active, merge_headers
 from infra.http._classify import FATAL
 from infra.http._classify import classify_aiohttp as _classify_aiohttp
 from infra.http._classify import classify_httpx as _classify_httpx
 from infra.http._compat import timeout_at
-from infra.http._core import DEADLINE, FIRST_BYTE, POOL, READ, Call, HostState
-from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
+from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Call, HostState
+from infra.http._errors import HTTPError
 from infra.http._ident import DEFAULT_HEADERS, prepare_headers
 from infra.http._lease import AsyncLease, acquire_async
 from infra.http._origin import origin_of
@@ -49,144 +50,6 @@ class _Stats:
 
     def __init__(self) -> None:
         self.in_use = 0
-
-
-class _AiohttpBody:
-    """Reads an aiohttp response body chunk by chunk under the idle timeout and the call's deadline."""
-
-    __slots__ = ("_idle", "_lease", "_resp", "deadline_at", "done", "origin")
-
-    def __init__(
-        self, resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str
-    ) -> None:
-        self._resp = resp
-        self._lease = lease
-        self._idle = idle
-        self.deadline_at = deadline_at
-        self.done = False
-        self.origin = origin
-
-    async def next_chunk(self) -> bytes:
-        if self.done:
-            return b""
-        when = _earliest(self.deadline_at, _monotonic() + self._idle if self._idle is not None else None)
-        try:
-            if when is None:
-                chunk = await self._resp.content.readany()
-            else:
-                async with timeout_at(when):
-                    chunk = await self._resp.content.readany()
-        except TimeoutError as exc:
-            self.close()
-            if self.deadline_at is not None and when == self.deadline_at:
-                raise DeadlineExceeded(
-                    "deadline exceeded while streaming the body", origin=self.origin
-                ) from exc
-            raise TransportError(
-                f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
-            ) from exc
-        except BaseException as exc:
-            self.close()
-            if isinstance(exc, Exception) and not isinstance(exc, HTTPError):
-                raise TransportError(
-                    f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
-                ) from exc
-            raise
-        if not chunk:
-            self.done = True
-            self.close()
-        return chunk  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        """Give the connection back (kept alive when the body was read to the end), then the slot."""
-        if not self._lease.released:
-            if self.done:
-                self._resp.release()
-            else:
-                self._resp.close()
-            self._lease.release()
-
-    async def aclose(self) -> None:
-        self.close()
-
-
-class _HttpxBody:
-    """Body reader for an httpx (HTTP/2) streamed response."""
-
-    __slots__ = ("_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
-
-    def __init__(
-        self, resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str
-    ) -> None:
-        self._resp = resp
-        self._lease = lease
-        self._idle = idle
-        self._iter = resp.aiter_bytes()
-        self.deadline_at = deadline_at
-        self.done = False
-        self.origin = origin
-
-    async def next_chunk(self) -> bytes:
-        if self.done:
-            return b""
-        when = _earliest(self.deadline_at, _monotonic() + self._idle if self._idle is not None else None)
-        try:
-            async with timeout_at(when):
-                try:
-                    chunk = await self._iter.__anext__()
-                except StopAsyncIteration:
-                    chunk = b""
-        except TimeoutError as exc:
-            await self.aclose()
-            if self.deadline_at is not None and when == self.deadline_at:
-                raise DeadlineExceeded(
-                    "deadline exceeded while streaming the body", origin=self.origin
-                ) from exc
-            raise TransportError(
-                f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
-            ) from exc
-        except Exception as exc:
-            await self.aclose()
-            raise TransportError(
-                f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
-            ) from exc
-        if not chunk:
-            self.done = True
-            await self.aclose()
-        return chunk  # type: ignore[no-any-return]
-
-    async def aclose(self) -> None:
-        if not self._lease.released:
-            self._lease.release()  # slot first: aclose below may be cancelled
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._resp.aclose())
-
-
-def _httpx_active(transports: Any) -> int:
-    """Connections of httpx transports' pools that are not idle (in use or still opening)."""
-    active = 0
-    for transport in list(transports):
-        for conn in list(getattr(getattr(transport, "_pool", None), "connections", ()) or ()):
-            with contextlib.suppress(Exception):
-                if not conn.is_idle() and not conn.is_closed():
-                    active += 1
-    return active
-
-
-def _merge_headers(httpx: Any, headers: Any) -> Any:
-    """DEFAULT_HEADERS overridden case-insensitively by the caller's."""
-    merged = httpx.Headers(DEFAULT_HEADERS)
-    if headers:
-        merged.update(headers)
-    return merged
-
-
-def _earliest(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if a <= b else b
 
 
 class AsyncPerfClient:
@@ -254,7 +117,7 @@ class AsyncPerfClient:
             acquired = 0
         stats = {"in_use": self._stats.in_use, "aiohttp_acquired": acquired}
         if self._httpx:
-            stats["httpx_active"] = _httpx_active(self._httpx.values())
+            stats["httpx_active"] = httpx_active(self._httpx.values())
         return stats
 
     def breaker_state(self, url: str) -> str:
@@ -483,7 +346,7 @@ class AsyncPerfClient:
         if not hs.locked() and not gs.locked():
             return await acquire_async(hs, gs, host.metrics, self._stats)  # returns without waiting
         pool = self._settings.timeouts.pool
-        when = _earliest(deadline_at, _monotonic() + pool if pool is not None else None)
+        when = earliest(deadline_at, _monotonic() + pool if pool is not None else None)
         cm: Any = None
         try:
             async with timeout_at(when) as cm:
@@ -511,7 +374,7 @@ class AsyncPerfClient:
         resp: Any = None
         cm: Any = None
         phase = FIRST_BYTE
-        when = _earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
+        when = earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
         try:
             async with timeout_at(when) as cm:
                 # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to
@@ -526,7 +389,7 @@ class AsyncPerfClient:
                     allow_redirects=False,
                 )
                 if stream:
-                    body = _AiohttpBody(resp, lease, t.idle, deadline_at, host.origin)
+                    body = AiohttpBody(resp, lease, t.idle, deadline_at, host.origin)
                     return AsyncStreamResponse(
                         resp.status,
                         Headers(resp.headers),
@@ -588,14 +451,14 @@ class AsyncPerfClient:
         cm: Any = None
         handed_over = False
         phase = FIRST_BYTE
-        when = _earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
+        when = earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
         try:
             async with timeout_at(when) as cm:
                 request = httpx.Request(
                     method,
                     url,
                     params=params,
-                    headers=_merge_headers(httpx, headers),
+                    headers=merge_headers(httpx, headers),
                     content=content,
                     json=json,
                     extensions={"timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}},
@@ -612,7 +475,7 @@ class AsyncPerfClient:
                         method=method,
                         origin=host.origin,
                         http_version=resp.http_version,
-                        body=_HttpxBody(resp, lease, t.idle, deadline_at, host.origin),
+                        body=HttpxBody(resp, lease, t.idle, deadline_at, host.origin),
                     )
                 if when != deadline_at:
                     phase = DEADLINE

@@ -1,0 +1,161 @@
+"""Body readers for AsyncPerfClient's streamed responses, and small helpers its backends share.
+
+A reader owns the connection slot (lease) of its response: it gives both back exactly once, when the body
+ends, breaks, times out, or the caller closes the stream, without awaiting the slot release, so cleanup
+survives cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from infra.http._compat import timeout_at
+from infra.http._core import READ
+from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
+from infra.http._ident import DEFAULT_HEADERS
+from infra.http._lease import AsyncLease
+
+__all__ = ["AiohttpBody", "HttpxBody", "earliest", "httpx_active", "merge_headers"]
+
+_monotonic = time.monotonic
+
+
+class AiohttpBody:
+    """Reads an aiohttp response body chunk by chunk under the idle timeout and the call's deadline."""
+
+    __slots__ = ("_idle", "_lease", "_resp", "deadline_at", "done", "origin")
+
+    def __init__(
+        self, resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str
+    ) -> None:
+        self._resp = resp
+        self._lease = lease
+        self._idle = idle
+        self.deadline_at = deadline_at
+        self.done = False
+        self.origin = origin
+
+    async def next_chunk(self) -> bytes:
+        if self.done:
+            return b""
+        when = earliest(self.deadline_at, _monotonic() + self._idle if self._idle is not None else None)
+        try:
+            if when is None:
+                chunk = await self._resp.content.readany()
+            else:
+                async with timeout_at(when):
+                    chunk = await self._resp.content.readany()
+        except TimeoutError as exc:
+            self.close()
+            if self.deadline_at is not None and when == self.deadline_at:
+                raise DeadlineExceeded(
+                    "deadline exceeded while streaming the body", origin=self.origin
+                ) from exc
+            raise TransportError(
+                f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
+            ) from exc
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, Exception) and not isinstance(exc, HTTPError):
+                raise TransportError(
+                    f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
+                ) from exc
+            raise
+        if not chunk:
+            self.done = True
+            self.close()
+        return chunk  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Give the connection back (kept alive when the body was read to the end), then the slot."""
+        if not self._lease.released:
+            if self.done:
+                self._resp.release()
+            else:
+                self._resp.close()
+            self._lease.release()
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+class HttpxBody:
+    """Body reader for an httpx (HTTP/2) streamed response."""
+
+    __slots__ = ("_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
+
+    def __init__(
+        self, resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str
+    ) -> None:
+        self._resp = resp
+        self._lease = lease
+        self._idle = idle
+        self._iter = resp.aiter_bytes()
+        self.deadline_at = deadline_at
+        self.done = False
+        self.origin = origin
+
+    async def next_chunk(self) -> bytes:
+        if self.done:
+            return b""
+        when = earliest(self.deadline_at, _monotonic() + self._idle if self._idle is not None else None)
+        try:
+            async with timeout_at(when):
+                try:
+                    chunk = await self._iter.__anext__()
+                except StopAsyncIteration:
+                    chunk = b""
+        except TimeoutError as exc:
+            await self.aclose()
+            if self.deadline_at is not None and when == self.deadline_at:
+                raise DeadlineExceeded(
+                    "deadline exceeded while streaming the body", origin=self.origin
+                ) from exc
+            raise TransportError(
+                f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
+            ) from exc
+        except Exception as exc:
+            await self.aclose()
+            raise TransportError(
+                f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
+            ) from exc
+        if not chunk:
+            self.done = True
+            await self.aclose()
+        return chunk  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        if not self._lease.released:
+            self._lease.release()  # slot first: aclose below may be cancelled
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._resp.aclose())
+
+
+def httpx_active(transports: Any) -> int:
+    """Connections of httpx transports' pools that are not idle (in use or still opening)."""
+    active = 0
+    for transport in list(transports):
+        for conn in list(getattr(getattr(transport, "_pool", None), "connections", ()) or ()):
+            with contextlib.suppress(Exception):
+                if not conn.is_idle() and not conn.is_closed():
+                    active += 1
+    return active
+
+
+def merge_headers(httpx: Any, headers: Any) -> Any:
+    """DEFAULT_HEADERS overridden case-insensitively by the caller's."""
+    merged = httpx.Headers(DEFAULT_HEADERS)
+    if headers:
+        merged.update(headers)
+    return merged
+
+
+def earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a <= b else b
