@@ -30,7 +30,7 @@ from infra.http._lease import AsyncLease, acquire_async
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
 from infra.http._response import AsyncStreamResponse, Headers, Response
-from infra.http._settings_args import DEFAULT, backend_for, resolve_settings
+from infra.http._settings_args import DEFAULT, backend_for, resolve_settings, tls_context
 
 __all__ = ["AsyncPerfClient"]
 
@@ -61,7 +61,12 @@ class AsyncPerfClient:
     """
 
     def __init__(
-        self, settings: HTTPSettings | None = None, *, cache_store: Any = None, **overrides: Any
+        self,
+        settings: HTTPSettings | None = None,
+        *,
+        cache_store: Any = None,
+        verify: bool | str = True,
+        **overrides: Any,
     ) -> None:
         self._settings = resolve_settings(settings, overrides)
         self._hosts: dict[str, HostState] = {}
@@ -72,6 +77,10 @@ class AsyncPerfClient:
         self._closed = False
         # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
         self._cache: Any = cache_store
+        # TLS for https origins: True verifies against the system CA roots, a path to a CA bundle trusts
+        # that (private) CA, False turns verification off. Each transport gets its own SSLContext
+        # (tls_context): httpx sets ALPN h2 on the context it is given, which would make aiohttp offer h2.
+        self._verify = verify
         if self._settings.http2 or self._settings.http2_hosts or self._settings.backend == "httpx":
             import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
 
@@ -155,6 +164,7 @@ class AsyncPerfClient:
                 limit_per_host=s.limits.max_per_host,
                 keepalive_timeout=s.limits.keepalive_expiry,
                 ttl_dns_cache=300,
+                ssl=tls_context(self._verify),
             )
             session = self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -180,6 +190,7 @@ class AsyncPerfClient:
             client = self._httpx[kind] = httpx.AsyncHTTPTransport(
                 http1=kind != "h2c",
                 http2=kind != "h1",
+                verify=tls_context(self._verify),
                 limits=httpx.Limits(
                     max_connections=s.limits.max_connections,
                     max_keepalive_connections=s.limits.max_connections,

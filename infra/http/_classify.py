@@ -32,7 +32,7 @@ def classify_httpx(exc: BaseException) -> str | None:
     import httpx
 
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-        return CONNECT
+        return FATAL if _cert_failure(exc) else CONNECT
     if isinstance(exc, httpx.PoolTimeout):
         return POOL
     if isinstance(exc, httpx.LocalProtocolError):
@@ -71,3 +71,17 @@ def _goaway_last_stream_id(exc: BaseException) -> int | None:
                 return None
             return int(getattr(event, "last_stream_id", None) or 0)
     return None
+
+
+def _cert_failure(exc: BaseException) -> bool:
+    """Whether a connect error is a certificate that didn't verify: no retry fixes that."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

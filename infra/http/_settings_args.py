@@ -7,7 +7,7 @@ from typing import Any
 
 from infra.http._policy import HTTPSettings
 
-__all__ = ["DEFAULT", "backend_for", "resolve_settings", "settings_from_config", "uses_http2"]
+__all__ = ["DEFAULT", "backend_for", "resolve_settings", "settings_from_config", "tls_context", "uses_http2"]
 
 
 class _Default:
@@ -79,3 +79,18 @@ def settings_from_config(section: Any = None) -> HTTPSettings:
     if metrics is not None and not getattr(metrics, "enabled", True):
         settings = dataclasses.replace(settings, metrics=False)
     return settings
+
+
+def tls_context(verify: bool | str) -> Any:
+    """A fresh SSLContext for one transport: system roots (True), a CA bundle (path), or no verification
+    (False). Fresh per transport because httpx configures ALPN on the context it is handed."""
+    import ssl
+
+    if verify is False:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    if verify is True:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=verify)

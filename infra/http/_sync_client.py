@@ -28,7 +28,7 @@ from infra.http._lease import SyncLease, acquire_sync
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
 from infra.http._response import Headers, Response, StreamResponse
-from infra.http._settings_args import DEFAULT, backend_for, resolve_settings
+from infra.http._settings_args import DEFAULT, backend_for, resolve_settings, tls_context
 
 __all__ = ["PerfClient"]
 
@@ -123,7 +123,12 @@ class PerfClient:
     """
 
     def __init__(
-        self, settings: HTTPSettings | None = None, *, cache_store: Any = None, **overrides: Any
+        self,
+        settings: HTTPSettings | None = None,
+        *,
+        cache_store: Any = None,
+        verify: bool | str = True,
+        **overrides: Any,
     ) -> None:
         self._settings = resolve_settings(settings, overrides)
         self._hosts: dict[str, HostState] = {}
@@ -135,6 +140,10 @@ class PerfClient:
         self._closed = False
         # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
         self._cache: Any = cache_store
+        # TLS for https origins: True verifies against the system CA roots, a path to a CA bundle trusts
+        # that (private) CA, False turns verification off. Each transport gets its own SSLContext
+        # (tls_context): httpx sets ALPN h2 on the context it is given, which would make aiohttp offer h2.
+        self._verify = verify
         # Built now: an httpx transport loads TLS roots (~100 ms); the first call's deadline mustn't pay.
         self._client("h2" if self._settings.http2 else "h1")
 
@@ -211,6 +220,7 @@ class PerfClient:
                     client = self._clients[kind] = httpx.HTTPTransport(
                         http1=kind != "h2c",
                         http2=kind != "h1",
+                        verify=tls_context(self._verify),
                         limits=httpx.Limits(
                             max_connections=s.limits.max_connections,
                             max_keepalive_connections=s.limits.max_connections,

@@ -50,8 +50,53 @@ async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+def self_signed_cert(directory: str) -> tuple[str, str]:
+    """A throwaway certificate for 127.0.0.1 (IP SAN), valid one day: (certfile, keyfile)."""
+    import datetime
+    import ipaddress
+    import os
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(certfile, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(keyfile, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return certfile, keyfile
+
+
 class HypercornH2C:
-    """``with HypercornH2C() as srv: srv.url``: hypercorn on 127.0.0.1, HTTP/2 over cleartext."""
+    """``with HypercornH2C() as srv: srv.url``: hypercorn on 127.0.0.1, HTTP/2 over cleartext, or over TLS
+    (ALPN h2, then http/1.1) when given a certificate."""
+
+    def __init__(self, certfile: str | None = None, keyfile: str | None = None) -> None:
+        self.certfile = certfile
+        self.keyfile = keyfile
 
     def __enter__(self) -> HypercornH2C:
         from hypercorn.asyncio import serve
@@ -65,6 +110,9 @@ class HypercornH2C:
         config.bind = [f"fd://{self._sock.fileno()}"]
         config.accesslog = None
         config.errorlog = None
+        if self.certfile:
+            config.certfile = self.certfile
+            config.keyfile = self.keyfile
         self._lt = _LoopThread()
         self._stop: asyncio.Event | None = None
 
@@ -90,7 +138,7 @@ class HypercornH2C:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.certfile else 'http'}://127.0.0.1:{self.port}"
 
     def __exit__(self, *exc: object) -> None:
         assert self._stop is not None

@@ -7,7 +7,7 @@ import collections
 import threading
 
 import pytest
-from http_h2_servers import HypercornH2C, RotatingH2Server
+from http_h2_servers import HypercornH2C, RotatingH2Server, self_signed_cert
 
 from infra.http import AsyncPerfClient, PerfClient, TransportError
 
@@ -53,6 +53,38 @@ async def test_http2_cancellation_and_unread_streams_leak_nothing(hypercorn_h2c:
         stats = client.pool_stats()
         assert stats["in_use"] == 0 and stats["httpx_active"] == 0
         assert (await client.get(f"{hypercorn_h2c.url}/a")).status == 200
+
+
+@pytest.fixture(scope="module")
+def hypercorn_tls(tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("hypercorn")
+    pytest.importorskip("cryptography")
+    certfile, keyfile = self_signed_cert(str(tmp_path_factory.mktemp("tls")))
+    with HypercornH2C(certfile, keyfile) as srv:
+        yield srv, certfile
+
+
+async def test_tls_h2_by_alpn_and_tls_http11(hypercorn_tls) -> None:
+    """Over TLS, http2=True negotiates h2 by ALPN; the aiohttp path speaks HTTP/1.1 to the same server;
+    PerfClient does both. The private CA comes in through verify=<CA bundle>."""
+    srv, ca = hypercorn_tls
+    async with AsyncPerfClient(http2=True, verify=ca) as client:
+        r = await client.get(f"{srv.url}/a")
+        assert (r.status, r.http_version, r.content) == (200, "HTTP/2", b"2 GET 0")
+    async with AsyncPerfClient(verify=ca) as client:
+        r = await client.get(f"{srv.url}/a")
+        assert (r.status, r.http_version, r.content) == (200, "HTTP/1.1", b"1.1 GET 0")
+    with PerfClient(http2=True, verify=ca) as sync_client:
+        assert sync_client.get(f"{srv.url}/a").http_version == "HTTP/2"
+
+
+async def test_untrusted_certificate_fails_at_once(hypercorn_tls, make_api) -> None:
+    """A certificate that doesn't verify is final: TransportError, one attempt, never retried."""
+    srv, _ = hypercorn_tls
+    api = make_api()
+    with pytest.raises(TransportError) as info:
+        await api.get(f"{srv.url}/a")
+    assert info.value.attempts == 1
 
 
 async def test_http2_hosts_selects_origins(hypercorn_h2c: HypercornH2C, server) -> None:
