@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from email.utils import formatdate
@@ -284,3 +285,33 @@ async def test_caller_errors_pass_through_unchanged(api, server: FaultServer) ->
         await api.post(f"{server.url}/ok", content=object())
     with pytest.raises(ValueError, match="scheme"):
         await api.get("ftp://example.com/x")
+
+
+async def test_connect_timeout_is_a_connect_error_retried_for_any_method(make_api) -> None:
+    """A server whose accept queue is full never completes the handshake: each try stops at
+    Timeouts.connect, and (nothing was sent) even a POST is retried."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):  # fill the accept queue: later SYNs are dropped
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", port))
+            fillers.append(s)
+        api = make_api(timeouts=Timeouts(connect=0.2), retry=RetryPolicy(attempts=1, backoff=(0.01,)))
+        t0 = time.monotonic()
+        with pytest.raises(TransportError) as info:
+            await api.post(f"http://127.0.0.1:{port}/x", content=b"x")
+        assert info.value.kind == "connect"
+        assert [a.error for a in info.value.history] == ["connect", "connect"]
+        assert 0.35 <= time.monotonic() - t0 < 3.0
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
