@@ -30,7 +30,7 @@ async def aget(self: Cache, namespace: str, key: str, default: Any = MISSING) ->
         return default
     if self._inline:
         return self.get(namespace, key, default)
-    ns = self._ns.get(namespace) or self._namespace(namespace)
+    ns = self._ns.get(namespace) or await self._anamespace(namespace)
     v = await self._alookup(ns, key)
     if v is MISSING:
         ns.stats.miss()
@@ -38,14 +38,25 @@ async def aget(self: Cache, namespace: str, key: str, default: Any = MISSING) ->
     return v
 
 
+async def _anamespace(self: Cache, namespace: str) -> _Namespace:
+    """``_namespace`` for the async paths: its generation comes from an awaited poll, not a blocking call."""
+    ns = self._namespace(namespace, fetch=self._inline)
+    if not self._inline and self.backend is not None:
+        self._last_poll = float("-inf")  # poll now, on this loop
+        self._next_gen_check = 0.0
+        await self._acheck_generations(_clock.time())
+    return ns
+
+
 async def _alookup(self: Cache, ns: _Namespace, key: str) -> Any:
     now = _clock.time()
     if now >= self._next_gen_check:
-        self._check_generations(now)
+        await self._acheck_generations(now)
     v = self._l1_get(ns, key, now)
     if v is not MISSING:
         return v
-    return self._accept(ns, key, await self._al2_get(ns, key))
+    gen = ns.gen  # read before L2: see Cache._accept
+    return self._accept(ns, key, await self._al2_get(ns, key), gen)
 
 
 async def _al2_get(self: Cache, ns: _Namespace, key: str) -> StoredEntry | None:
@@ -69,7 +80,7 @@ async def aset(
     if self._inline:
         self.set(namespace, key, value, ttl, cost=cost)
         return
-    ns = self._ns.get(namespace) or self._namespace(namespace)
+    ns = self._ns.get(namespace) or await self._anamespace(namespace)
     se = self._prepare(ns, key, value, ttl, cost)
     if se is None or self.backend is None:
         return
@@ -84,7 +95,7 @@ async def adelete(self: Cache, namespace: str, key: str) -> bool:
         return False
     if self._inline or self.backend is None:
         return self.delete(namespace, key)
-    ns = self._ns.get(namespace) or self._namespace(namespace)
+    ns = self._ns.get(namespace) or await self._anamespace(namespace)
     self._l1.delete((namespace, key))
     try:
         return await self.backend.adelete(namespace, key)
@@ -98,15 +109,19 @@ async def aget_many(self: Cache, namespace: str, keys: Iterable[str]) -> dict[st
         return {}
     if self._inline or self.backend is None:
         return self.get_many(namespace, keys)
-    ns = self._ns.get(namespace) or self._namespace(namespace)
+    ns = self._ns.get(namespace) or await self._anamespace(namespace)
+    now = _clock.time()
+    if now >= self._next_gen_check:
+        await self._acheck_generations(now)  # so that _many_l1 finds no tick due (no blocking poll)
     out, rest = self._many_l1(ns, keys)
     if rest:
+        gen = ns.gen
         try:
             found = await self.backend.aget_many(namespace, rest)
         except Exception as exc:
             ns.stats.error("read", exc)
             found = {}
-        self._many_accept(ns, rest, found, out)
+        self._many_accept(ns, rest, found, out, gen)
     return out
 
 
@@ -118,7 +133,7 @@ async def aset_many(
     if self._inline or self.backend is None:
         self.set_many(namespace, mapping, ttl)
         return
-    ns = self._ns.get(namespace) or self._namespace(namespace)
+    ns = self._ns.get(namespace) or await self._anamespace(namespace)
     items = self._prepare_many(ns, mapping, ttl)
     if items:
         try:
@@ -133,7 +148,7 @@ async def ainvalidate(self: Cache, namespace: str) -> None:
     if self._inline or self.backend is None:
         self.invalidate(namespace)
         return
-    ns = self._ns.get(namespace) or self._namespace(namespace)
+    ns = self._ns.get(namespace) or await self._anamespace(namespace)
     try:
         ns.gen = await self.backend.ainvalidate(namespace)
     except Exception as exc:
@@ -153,7 +168,7 @@ async def aget_or_compute(
     if not self.enabled:
         r = compute()
         return await r if inspect.isawaitable(r) else r
-    ns = self._ns.get(namespace) or self._namespace(namespace)
+    ns = self._ns.get(namespace) or await self._anamespace(namespace)
     v = await self._alookup(ns, key)
     if v is not MISSING:
         return v  # type: ignore[no-any-return]
@@ -175,7 +190,8 @@ async def aget_or_compute(
     ns.stats.miss()
     leased = False
     try:
-        v = self._accept(ns, key, await self._al2_get(ns, key))
+        gen = ns.gen
+        v = self._accept(ns, key, await self._al2_get(ns, key), gen)
         if v is MISSING and self.backend is not None:
             leased, v = await self._alease_or_wait(ns, key)
         if v is MISSING:
@@ -210,12 +226,19 @@ async def _alease_or_wait(self: Cache, ns: _Namespace, key: str) -> tuple[bool, 
             ns.stats.error("lease", exc)
             return False, MISSING
         if got:
-            return True, MISSING
+            # as in Cache._lease_or_wait: the holder may have set and released since our last L2 miss
+            gen = ns.gen
+            v = self._accept(ns, key, await self._al2_get(ns, key), gen)
+            if v is MISSING:
+                return True, MISSING
+            await self._arelease(ns, key)
+            return False, v
         if _clock.perf_counter() >= deadline:
             return False, MISSING
         await asyncio.sleep(delay)
         delay = min(delay * 2, LEASE_POLL_MAX)
-        v = self._accept(ns, key, await self._al2_get(ns, key))
+        gen = ns.gen
+        v = self._accept(ns, key, await self._al2_get(ns, key), gen)
         if v is not MISSING:
             return False, v
 

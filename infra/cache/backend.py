@@ -15,8 +15,11 @@ Contract every backend keeps (the SQLite backend is the reference implementation
 * **Invalidation is O(1)**: ``invalidate(namespace)`` bumps the namespace's generation; entries of older
   generations are misses from then on and are removed later by ``purge``. Every process (every host, for
   shared backends) sees the new generation; ``generations()`` lets ``Cache`` notice invalidations made
-  elsewhere and drop its L1 entries (it polls at most every ``GENERATION_POLL_INTERVAL`` seconds; a backend
-  with push notification may also call the callback given to ``on_invalidate``).
+  elsewhere and drop its L1 entries (it polls at most every ``GENERATION_POLL_INTERVAL`` seconds).
+  A backend with push notification calls the callbacks given to ``on_invalidate`` (from its listener
+  thread or loop) for every invalidation any process makes, and reports its listener through
+  ``push_state()``; while that listener is connected ``Cache`` relies on the push and polls only every
+  ``PUSH_POLL_INTERVAL`` seconds, as a safety net.
 * **Caps**: the backend enforces ``max_bytes`` (total) and the per-namespace caps given at construction,
   evicting least-recently-used entries first; ``purge(limit)`` removes up to ``limit`` expired or stale rows
   and returns how many it removed.
@@ -42,6 +45,7 @@ from typing import Any, ClassVar, NamedTuple
 
 __all__ = [
     "GENERATION_POLL_INTERVAL",
+    "PUSH_POLL_INTERVAL",
     "BackendStats",
     "CacheBackend",
     "EntryInfo",
@@ -50,6 +54,9 @@ __all__ = [
 
 #: How often (seconds) ``Cache`` asks a backend for namespace generations changed by other processes.
 GENERATION_POLL_INTERVAL = 0.1
+#: How often ``Cache`` still polls generations while the backend's push listener is connected (a safety net
+#: for a notification lost in flight; a listener that reconnects makes ``Cache`` poll at once).
+PUSH_POLL_INTERVAL = 1.0
 
 
 class StoredEntry(NamedTuple):
@@ -139,7 +146,17 @@ class CacheBackend(abc.ABC):
         """Current generation of every namespace the store knows (cheap: polled by ``Cache``)."""
 
     def on_invalidate(self, callback: Callable[[str, int], None]) -> None:  # noqa: B027 - optional hook
-        """Register a push callback ``(namespace, generation)`` for invalidations seen from elsewhere."""
+        """Register a push callback ``(namespace, generation)`` for invalidations seen from elsewhere.
+
+        The callback runs on the backend's listener thread or loop: it must be quick and thread-safe, and
+        must not call the backend's sync API (that could wait on the very loop that runs it)."""
+
+    def push_state(self) -> int | None:
+        """The push listener's epoch while it is connected (bumped on every (re)subscribe), else None.
+
+        ``Cache`` polls ``generations()`` often while this is None, seldom while it holds still, and at
+        once when it changes: invalidations made while the listener was away were never pushed."""
+        return None
 
     @abc.abstractmethod
     def purge(self, limit: int = 1000) -> int:
@@ -192,6 +209,9 @@ class CacheBackend(abc.ABC):
 
     async def ainvalidate(self, namespace: str) -> int:
         return self.invalidate(namespace)
+
+    async def agenerations(self) -> dict[str, int]:
+        return self.generations()
 
     async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         return self.acquire_lease(namespace, key, owner, timeout)

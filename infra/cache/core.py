@@ -24,9 +24,9 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from infra.cache import _async_api
+from infra.cache import _async_api, _generations
 from infra.cache._missing import MISSING
-from infra.cache.backend import GENERATION_POLL_INTERVAL, CacheBackend, StoredEntry
+from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend, StoredEntry
 from infra.cache.codecs import Codec, DecodeError, EncodeError, Signer
 from infra.cache.l1 import L1Cache
 from infra.cache.settings import CacheSettings
@@ -87,7 +87,9 @@ class Cache:
 
     ``backend`` overrides the one the settings name (tests, custom stores); ``export_metrics`` turns the
     registry export off (in-memory stats stay); ``stats=False`` counts nothing at all (the baseline the
-    benchmark compares against: counting must cost a hit no more than 5%).
+    benchmark compares against: counting must cost a hit no more than 5%). ``poll_interval`` and
+    ``push_poll_interval``: seconds between polls of the backend's generations without and with a connected
+    push listener (see ``infra.cache._generations``).
     """
 
     def __init__(
@@ -97,7 +99,14 @@ class Cache:
         backend: Any = _DEFAULT_BACKEND,
         export_metrics: bool = True,
         stats: bool = True,
+        poll_interval: float = GENERATION_POLL_INTERVAL,
+        push_poll_interval: float = PUSH_POLL_INTERVAL,
     ) -> None:
+        if not (poll_interval > 0 and push_poll_interval > 0):
+            raise ValueError(
+                "poll_interval and push_poll_interval must be > 0, "
+                f"got {poll_interval!r} and {push_poll_interval!r}"
+            )
         s = settings if settings is not None else CacheSettings()
         self.settings = s
         self.enabled = s.enabled
@@ -110,6 +119,12 @@ class Cache:
         self._sf = SingleFlight()
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._next_gen_check = 0.0
+        self._tick_interval = min(GENERATION_POLL_INTERVAL, poll_interval)
+        self._poll_interval = poll_interval
+        self._push_poll_interval = push_poll_interval
+        self._last_poll = float("-inf")
+        self._push_seq = 0
+        self._push_epoch: int | None = None
         self._closed = False
         self._backend_error: str | None = None
         self._lookup_tick = 0
@@ -131,6 +146,7 @@ class Cache:
         self._inline = self.backend is not None and type(self.backend).aget is CacheBackend.aget
         # SQLite's row-tuple fast path for get() (no StoredEntry on the hottest path); others: backend.get
         self._get_row: Callable[..., Any] | None = getattr(self.backend, "get_row", None)
+        self._register_push()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
@@ -139,7 +155,9 @@ class Cache:
         return f"<Cache {state} backend={self.backend!r} l1={len(self._l1)} items>"
 
     # ------------------------------------------------------------------ namespaces
-    def _namespace(self, name: str) -> _Namespace:
+    def _namespace(self, name: str, *, fetch: bool = True) -> _Namespace:
+        """The namespace's state, created on first use with the store's generation (``fetch=False``: 0
+        for now, and the next tick polls; the async paths use that, see ``_async_api._anamespace``)."""
         ns = self._ns.get(name)
         if ns is not None:
             return ns
@@ -170,7 +188,7 @@ class Cache:
                 )
             gen = 0
             failure: Exception | None = None
-            if self.backend is not None:
+            if self.backend is not None and fetch:
                 try:
                     gen = self.backend.generations().get(name, 0)
                 except Exception as exc:
@@ -188,28 +206,6 @@ class Cache:
         if ns.jitter:
             t *= 1.0 + random.random() * ns.jitter
         return now + t
-
-    def _check_generations(self, now: float) -> None:
-        """Notice invalidations made by other processes (polled at most every 0.1 s)."""
-        self._next_gen_check = now + GENERATION_POLL_INTERVAL
-        if self._export:
-            # The metrics export rides on this 0.1 s tick: hits only bump in-memory counters.
-            for ns in list(self._ns.values()):
-                ns.stats.flush()
-            self._export_evictions()
-        b = self.backend
-        if b is None or not self._ns:
-            return
-        try:
-            gens = b.generations()
-        except Exception as exc:
-            next(iter(self._ns.values())).stats.error("read", exc)
-            return
-        for name, ns in list(self._ns.items()):
-            g = gens.get(name, 0)
-            if g != ns.gen:
-                ns.gen = g
-                self._l1.clear(name)
 
     # ------------------------------------------------------------------ lookups (shared core)
     def _export_evictions(self) -> None:
@@ -259,8 +255,12 @@ class Cache:
             return e[0]
         return MISSING
 
-    def _accept(self, ns: _Namespace, key: str, se: StoredEntry | None) -> Any:
-        """Decode an L2 entry, fill L1, count the hit (or the decode error as a miss)."""
+    def _accept(self, ns: _Namespace, key: str, se: StoredEntry | None, gen: int) -> Any:
+        """Decode an L2 entry, fill L1, count the hit (or the decode error as a miss).
+
+        ``gen`` is the namespace's generation read *before* the L2 lookup: should an invalidation be
+        pushed while the lookup runs, the entry lands in L1 under the old generation and is never served.
+        """
         if se is None:
             return MISSING
         try:
@@ -268,7 +268,7 @@ class Cache:
         except DecodeError as exc:
             ns.stats.error("decode", exc)
             return MISSING
-        self._l1.set((ns.name, key), (value, se.expires_at, ns.gen, se.cost, len(se.payload)))
+        self._l1.set((ns.name, key), (value, se.expires_at, gen, se.cost, len(se.payload)))
         ns.stats.hit(se.cost)
         return value
 
@@ -295,7 +295,8 @@ class Cache:
         v = self._l1_get(ns, key, now)
         if v is not MISSING:
             return v
-        return self._accept(ns, key, self._l2_get(ns, key))
+        gen = ns.gen
+        return self._accept(ns, key, self._l2_get(ns, key), gen)
 
     def _encode(self, ns: _Namespace, value: Any) -> tuple[bytes, int] | None:
         try:
@@ -332,7 +333,8 @@ class Cache:
         k = (namespace, key)
         data = self._l1._data
         e = data.get(k)
-        if e is not None and e[2] == ns.gen and (e[1] is None or e[1] > now):
+        gen = ns.gen  # read before L2: see _accept
+        if e is not None and e[2] == gen and (e[1] is None or e[1] > now):
             with contextlib.suppress(KeyError):
                 data.move_to_end(k)
             st = ns.stats  # counting inlined: a method call here costs ~15% of an L1 hit
@@ -359,7 +361,7 @@ class Cache:
                 ns.stats.error("decode", exc)
             else:
                 if self._l1.max_items > 0:
-                    self._l1.set(k, (v, row[2], ns.gen, row[3], len(row[0])))
+                    self._l1.set(k, (v, row[2], gen, row[3], len(row[0])))
                 st = ns.stats
                 if st.counting:
                     st.saved += row[3]
@@ -405,12 +407,13 @@ class Cache:
         ns = self._ns.get(namespace) or self._namespace(namespace)
         out, rest = self._many_l1(ns, keys)
         if rest and self.backend is not None:
+            gen = ns.gen
             try:
                 found = self.backend.get_many(namespace, rest)
             except Exception as exc:
                 ns.stats.error("read", exc)
                 found = {}
-            self._many_accept(ns, rest, found, out)
+            self._many_accept(ns, rest, found, out, gen)
         elif rest:
             for _ in rest:
                 ns.stats.miss()
@@ -431,10 +434,10 @@ class Cache:
         return out, rest
 
     def _many_accept(
-        self, ns: _Namespace, rest: list[str], found: Mapping[str, StoredEntry], out: dict[str, Any]
+        self, ns: _Namespace, rest: list[str], found: Mapping[str, StoredEntry], out: dict[str, Any], gen: int
     ) -> None:
         for k in rest:
-            v = self._accept(ns, k, found.get(k))
+            v = self._accept(ns, k, found.get(k), gen)
             if v is MISSING:
                 ns.stats.miss()
             else:
@@ -509,7 +512,8 @@ class Cache:
         ns.stats.miss()
         leased = False
         try:
-            v = self._accept(ns, key, self._l2_get(ns, key))  # another process may have just written it
+            gen = ns.gen
+            v = self._accept(ns, key, self._l2_get(ns, key), gen)  # another process may have just written it
             if v is MISSING and self.backend is not None:
                 leased, v = self._lease_or_wait(ns, key)
             if v is MISSING:
@@ -533,16 +537,25 @@ class Cache:
         delay = LEASE_POLL_MIN
         while True:
             try:
-                if b.acquire_lease(ns.name, key, self._owner, self.settings.lease_timeout):
-                    return True, MISSING
+                got = b.acquire_lease(ns.name, key, self._owner, self.settings.lease_timeout)
             except Exception as exc:
                 ns.stats.error("lease", exc)
                 return False, MISSING
+            if got:
+                # A holder may have set and released between our last L2 miss and this acquire: read L2
+                # once more, or we would compute a second time (seen in test_multihost under load).
+                gen = ns.gen
+                v = self._accept(ns, key, self._l2_get(ns, key), gen)
+                if v is MISSING:
+                    return True, MISSING
+                self._release(ns, key)
+                return False, v
             if _perf() >= deadline:
                 return False, MISSING
             time.sleep(delay)
             delay = min(delay * 2, LEASE_POLL_MAX)
-            v = self._accept(ns, key, self._l2_get(ns, key))
+            gen = ns.gen
+            v = self._accept(ns, key, self._l2_get(ns, key), gen)
             if v is not MISSING:
                 return False, v
 
@@ -642,8 +655,15 @@ class Cache:
             with contextlib.suppress(Exception):
                 self.backend.close()
 
+    # ------------------------------------------------------------------ generations (_generations)
+    _register_push = _generations.register_push
+    _push_invalidation = _generations.push_invalidation
+    _check_generations = _generations.check_generations
+    _acheck_generations = _generations.acheck_generations
+
     # ------------------------------------------------------------------ async twins (infra.cache._async_api)
     aget = _async_api.aget
+    _anamespace = _async_api._anamespace
     _alookup = _async_api._alookup
     _al2_get = _async_api._al2_get
     aset = _async_api.aset

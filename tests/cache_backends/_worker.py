@@ -32,11 +32,53 @@ def make_cache(args: dict[str, Any]) -> Cache:
     settings = CacheSettings(
         backend=args["kind"], signing_key=args.get("key", "k").encode(), lease_timeout=30.0
     )
-    return Cache(settings, backend=backend, export_metrics=False)
+    intervals = {k: args[k] for k in ("poll_interval", "push_poll_interval") if k in args}
+    return Cache(settings, backend=backend, export_metrics=False, **intervals)
 
 
 def emit(**kw: Any) -> None:
     print(json.dumps(kw), flush=True)
+
+
+def l1_watch(cache: Cache, args: dict[str, Any]) -> None:
+    """Round after round: hold a value in L1, say so, and report when (and how) it stopped being served.
+
+    The test gives this cache poll intervals far longer than the test, and every generation poll is
+    counted: an invalidation seen with no poll in between was delivered by the backend's push.
+    """
+    ns, key = args["ns"], args["key_name"]
+    b: Any = cache.backend
+    polls = [0]
+    sync_gens, async_gens = b.generations, b.agenerations
+
+    def counted() -> dict[str, int]:
+        polls[0] += 1
+        return sync_gens()  # type: ignore[no-any-return]
+
+    async def acounted() -> dict[str, int]:
+        polls[0] += 1
+        return await async_gens()  # type: ignore[no-any-return]
+
+    b.generations, b.agenerations = counted, acounted
+    deadline = time.time() + 10
+    while b.push_state() is None and time.time() < deadline:
+        cache.get(ns, key)  # connects; the listener subscribes in the background
+        time.sleep(0.01)
+    time.sleep(0.2)  # the subscription is in effect on the server
+    for i in range(args["rounds"]):
+        value = f"value-{i}"
+        cache.set(ns, key, value)
+        assert cache.get(ns, key) == value and (ns, key) in cache._l1._data
+        polls[0] = 0
+        emit(ready=i, push_state=b.push_state())
+        seen = None
+        stop = time.time() + args.get("timeout", 10.0)
+        while time.time() < stop:
+            if cache.get(ns, key, default=None) != value:
+                seen = time.time()
+                break
+            time.sleep(0.001)
+        emit(seen=seen, polls=polls[0], l1_dropped=(ns, key) not in cache._l1._data)
 
 
 def main() -> None:
@@ -85,6 +127,8 @@ def main() -> None:
                 time.sleep(0.002)
             else:
                 emit(seen=None)
+        elif mode == "l1watch":
+            l1_watch(cache, args)
         elif mode == "callback":
             got = threading.Event()
             seen: list[float] = []

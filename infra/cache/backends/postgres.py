@@ -215,6 +215,7 @@ class PostgresBackend(CacheBackend):
         self._sql_get = self.sql.get
         self._callbacks: list[Callable[[str, int], None]] = []
         self._state_lock = threading.Lock()
+        self._listen_epoch = 0  # never reset (not even at fork): Cache compares it to spot a resubscribe
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -354,6 +355,8 @@ class PostgresBackend(CacheBackend):
         # parent's sessions); keep the objects referenced so their finalizers never run, and start afresh.
         _FORK_GRAVEYARD.append((self._sets, self._private, self._threads))
         self._reset_state()
+        if self._callbacks:
+            self._ensure_background()  # the parent's LISTEN connection is not ours: listen afresh
 
     # ================================================================== background: LISTEN + maintenance
     def _ensure_background(self) -> None:
@@ -406,6 +409,7 @@ class PostgresBackend(CacheBackend):
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.05
+            self._listen_epoch += 1
             self._listener = conn
             try:
                 while not lost.is_set() and not self._bg_stop.is_set():
@@ -662,6 +666,9 @@ class PostgresBackend(CacheBackend):
         any host makes, this one included."""
         self._callbacks.append(callback)
         self._ensure_background()
+
+    def push_state(self) -> int | None:
+        return self._listen_epoch if self._listener is not None and self._pid == os.getpid() else None
 
     def purge(self, limit: int = 1000) -> int:
         return self._sync(self._purge, limit)

@@ -174,6 +174,7 @@ class RedisBackend(CacheBackend):
         self._channel = f"{self.prefix}:invalidate"
         self._gens_key = f"{self.prefix}:gens"
         self._ns_keys: dict[str, tuple[str, str, str]] = {}
+        self._listen_epoch = 0  # never reset (not even at fork): Cache compares it to spot a resubscribe
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -320,6 +321,7 @@ class RedisBackend(CacheBackend):
                 if self._listen_wanted and pubsub is None:
                     pubsub = self._sync_client().pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self._channel)
+                    self._listen_epoch += 1
                     self._listening = True
                     delay = 0.05
                 if pubsub is not None:
@@ -528,6 +530,9 @@ class RedisBackend(CacheBackend):
         self._callbacks.append(callback)
         with contextlib.suppress(CacheError):
             self._sync_client()
+
+    def push_state(self) -> int | None:
+        return self._listen_epoch if self._listening and self._pid == os.getpid() else None
 
     # ================================================================== leases
     def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
