@@ -342,6 +342,11 @@ class AsyncPerfClient:
                     if call.history:
                         response.history = tuple(call.history)
                     if stream:
+                        # The configured total deadline bounds a stream up to its headers; its body then
+                        # runs on the idle timeout (LLM / TTS streams outlive any sensible total). An
+                        # explicit deadline= bounds the whole stream.
+                        if deadline is DEFAULT:
+                            response._body.deadline_at = None
                         host.metrics.ttfb(method, now - started)
                     else:
                         host.metrics.duration(method, response.status, now - started)

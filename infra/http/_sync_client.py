@@ -61,7 +61,7 @@ def _left(deadline_at: float | None, cap: float | None) -> float | None:
 class _SyncBody:
     """Reads an httpx response body chunk by chunk; the read timeout becomes the idle timeout."""
 
-    __slots__ = ("_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
+    __slots__ = ("_first", "_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
 
     def __init__(
         self, resp: Any, lease: SyncLease, idle: float | None, deadline_at: float | None, origin: str
@@ -72,17 +72,17 @@ class _SyncBody:
         self.deadline_at = deadline_at
         self.done = False
         self.origin = origin
-        # httpcore reads request.extensions["timeout"] on every body read, so switching "read" from the
-        # first-byte limit to the idle limit here gives streams a separate inter-chunk timeout.
-        timeouts = resp.request.extensions.get("timeout")
-        if isinstance(timeouts, dict):
-            timeouts["read"] = _left(deadline_at, idle)
+        self._first = True
         self._iter: Iterator[bytes] = resp.iter_bytes()
 
     def next_chunk(self) -> bytes:
         if self.done:
             return b""
-        if self.deadline_at is not None:
+        if self._first:
+            # httpcore takes the read timeout from request.extensions when the body starts (at the first
+            # read), so switching it here from the first-byte limit to the idle limit gives streams their
+            # own inter-chunk timeout. Later changes wouldn't be seen: the deadline is checked per chunk.
+            self._first = False
             timeouts = self._resp.request.extensions.get("timeout")
             if isinstance(timeouts, dict):
                 timeouts["read"] = _left(self.deadline_at, self._idle)
@@ -104,6 +104,9 @@ class _SyncBody:
         if not chunk:
             self.done = True
             self.close()
+        elif self.deadline_at is not None and _monotonic() > self.deadline_at:
+            self.close()
+            raise DeadlineExceeded("deadline exceeded while streaming the body", origin=self.origin)
         return chunk
 
     def close(self) -> None:
@@ -360,6 +363,11 @@ class PerfClient:
                     if call.history:
                         response.history = tuple(call.history)
                     if stream:
+                        # The configured total deadline bounds a stream up to its headers; its body then
+                        # runs on the idle timeout (LLM / TTS streams outlive any sensible total). An
+                        # explicit deadline= bounds the whole stream.
+                        if deadline is DEFAULT:
+                            response._body.deadline_at = None
                         host.metrics.ttfb(method, now - started)
                     else:
                         host.metrics.duration(method, response.status, now - started)

@@ -267,3 +267,13 @@ async def test_first_byte_timeout_is_retried_for_get(three_servers) -> None:
             await client.get(f"{server.url}/slow-first-byte?delay=1")
         assert info.value.kind == "first_byte"
         assert server.hits["slow-first-byte"] - before == 2
+
+
+async def test_configured_deadline_bounds_a_stream_up_to_its_headers_only(make_api, server) -> None:
+    """A stream outliving Timeouts.total still completes (its body runs on the idle timeout), while an
+    explicit deadline= bounds the whole stream."""
+    api = make_api(timeouts=Timeouts(total=0.3, idle=1.0))
+    lines = await api.stream_lines("GET", f"{server.url}/stream?chunks=6&interval=0.1")
+    assert len(lines) == 6
+    with pytest.raises(DeadlineExceeded):
+        await api.stream_lines("GET", f"{server.url}/stream?chunks=6&interval=0.1", deadline=0.3)
