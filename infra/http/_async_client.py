@@ -346,7 +346,7 @@ class AsyncPerfClient:
                         # runs on the idle timeout (LLM / TTS streams outlive any sensible total). An
                         # explicit deadline= bounds the whole stream.
                         if deadline is DEFAULT:
-                            response._body.deadline_at = None
+                            response._body.deadline_at = None  # type: ignore[union-attr]
                         host.metrics.ttfb(method, now - started)
                     else:
                         host.metrics.duration(method, response.status, now - started)
