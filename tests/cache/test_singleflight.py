@@ -169,3 +169,55 @@ def test_processes_sharing_the_file_compute_once(cache_path: str, tmp_path: obje
     assert [o.strip() for o, _ in outs] == ["from-one-process"] * 4
     with open(log) as f:
         assert f.read().count("x") == 1
+
+
+def _racy_backend(path: str, before_acquire: Callable[[], None]) -> object:
+    """An SQLite backend that runs ``before_acquire`` once, just before its first lease acquire: the moment
+    another process's holder finishes (sets the value, releases the lease) after our L2 miss."""
+    from infra.cache.sqlite_store import SQLiteBackend
+
+    class Racy(SQLiteBackend):
+        fired = False
+
+        def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
+            if not self.fired:
+                self.fired = True
+                before_acquire()
+            return super().acquire_lease(namespace, key, owner, timeout)
+
+    return Racy(path)
+
+
+def test_lease_won_after_the_holder_finished_rereads_l2_instead_of_computing(
+    make_cache: MakeCache, cache_path: str
+) -> None:
+    """The holder sets and releases between our L2 miss and our acquire: we take the lease, find its value
+    in L2 and return it (lease released); no second computation."""
+    other = make_cache()
+    ours = make_cache(backend_obj=_racy_backend(cache_path, lambda: other.set("ns", "k", "theirs")))
+    calls: list[int] = []
+
+    def compute() -> str:
+        calls.append(1)
+        return "ours"
+
+    assert ours.get_or_compute("ns", "k", compute) == "theirs"
+    assert calls == []
+    assert ours.backend is not None and ours.backend.acquire_lease("ns", "k", "third", 5.0)  # released
+
+
+async def test_async_lease_won_after_the_holder_finished_rereads_l2_instead_of_computing(
+    make_cache: MakeCache, cache_path: str
+) -> None:
+    """The async twin of the lease re-read: no second computation either."""
+    other = make_cache()
+    ours = make_cache(backend_obj=_racy_backend(cache_path, lambda: other.set("ns", "k", "theirs")))
+    calls: list[int] = []
+
+    async def compute() -> str:
+        calls.append(1)
+        return "ours"
+
+    assert await ours.aget_or_compute("ns", "k", compute) == "theirs"
+    assert calls == []
+    assert ours.backend is not None and ours.backend.acquire_lease("ns", "k", "third", 5.0)  # released
