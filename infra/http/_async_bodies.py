@@ -41,6 +41,16 @@ class AiohttpBody:
     async def next_chunk(self) -> bytes:
         if self.done:
             return b""
+        content = self._resp.content
+        # Data already buffered (the first chunk often arrives with the headers): no wait, so no timer.
+        # The deadline still holds: buffered data past it is not handed out.
+        if not content.is_eof() and (self.deadline_at is None or _monotonic() < self.deadline_at):
+            try:
+                chunk = content.read_nowait()
+            except Exception:  # a broken stream: the awaited read below raises it properly
+                chunk = b""
+            if chunk:
+                return chunk  # type: ignore[no-any-return]
         when = earliest(self.deadline_at, _monotonic() + self._idle if self._idle is not None else None)
         try:
             if when is None:
