@@ -83,14 +83,15 @@ def _tick(self: Cache, now: float) -> int | None:
         epoch = b.push_state()
     except Exception:
         epoch = None
+    # ``now >= last + interval``, the form the tick itself uses (``now - last`` can round below it)
     if epoch is None:
         self._push_epoch = None  # so the listener's return, whatever its epoch, triggers a poll
-        due = now - self._last_poll >= self._poll_interval
+        due = now >= self._last_poll + self._poll_interval
     elif epoch != self._push_epoch:
         self._push_epoch = epoch  # (re)subscribed: pushes made while it was away were lost
         due = True
     else:
-        due = now - self._last_poll >= self._push_poll_interval
+        due = now >= self._last_poll + self._push_poll_interval
     if not due:
         return None
     self._last_poll = now
