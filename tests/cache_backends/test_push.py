@@ -182,3 +182,45 @@ def test_a_resubscribed_listener_triggers_a_poll_at_once(
     assert backend.push_state() not in (None, epoch)
     cache._check_generations(t + 1.0)
     assert polls.sync == 1
+
+
+def test_a_forked_child_listens_afresh_even_while_it_answers_from_l1(
+    make_backend: Callable[..., Any], caches: Callable[..., Cache]
+) -> None:
+    """The parent's listener does not survive ``fork``; the child's ``Cache`` answers from L1 and never
+    touches the backend, yet it gets its own listener (re-armed from the tick) and invalidations pushed."""
+    import os
+
+    cache = caches(make_backend(), poll_interval=60.0, push_poll_interval=60.0)
+    cache.set(NS, "k", "v")
+    wait_listening(cache.backend)  # type: ignore[arg-type]
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only os._exit leaves it
+        code = 1
+        try:
+            deadline = time.monotonic() + 10
+            while cache.backend.push_state() is None and time.monotonic() < deadline:  # type: ignore[union-attr]
+                assert cache.get(NS, "k") == "v"  # from L1
+                time.sleep(0.01)
+            time.sleep(0.2)  # subscribed on the server
+            cache.get(NS, "k")  # the tick sees the new epoch (one poll), before the invalidation
+            os.write(ready_w, b"r")
+            deadline = time.monotonic() + 10
+            while (NS, "k") in cache._l1._data and time.monotonic() < deadline:
+                time.sleep(0.001)
+            os.write(done_w, b"1" if (NS, "k") not in cache._l1._data else b"0")
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        assert os.read(ready_r, 1) == b"r"
+        other = make_backend(listen=False)
+        other.invalidate(NS)
+        assert os.read(done_r, 1) == b"1"
+    finally:
+        _, status = os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -350,12 +350,12 @@ class PostgresBackend(CacheBackend):
             return await asyncio.wrap_future(self._private.submit(self._run(fn, *args)))
         return await self._run(fn, *args)
 
-    def _after_fork(self) -> None:
+    def _after_fork(self, *, listen: bool = True) -> None:
         # The parent's sockets are shared with the child: never close them from here (that would end the
         # parent's sessions); keep the objects referenced so their finalizers never run, and start afresh.
         _FORK_GRAVEYARD.append((self._sets, self._private, self._threads))
         self._reset_state()
-        if self._callbacks:
+        if listen and self._callbacks:
             self._ensure_background()  # the parent's LISTEN connection is not ours: listen afresh
 
     # ================================================================== background: LISTEN + maintenance
@@ -668,7 +668,13 @@ class PostgresBackend(CacheBackend):
         self._ensure_background()
 
     def push_state(self) -> int | None:
-        return self._listen_epoch if self._listener is not None and self._pid == os.getpid() else None
+        if self._pid != os.getpid():
+            # a forked child whose Cache answers from L1 might never call us otherwise: listen afresh now
+            # (Cache asks every 0.1 s)
+            if not self._closed:
+                self._after_fork()
+            return None
+        return self._listen_epoch if self._listener is not None else None
 
     def purge(self, limit: int = 1000) -> int:
         return self._sync(self._purge, limit)
@@ -752,7 +758,8 @@ class PostgresBackend(CacheBackend):
             return
         self._closed = True
         if self._pid != os.getpid():
-            self._after_fork()
+            self._after_fork(listen=False)
+            self._closed = True  # (the reset reopened it)
             return
         try:
             current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()

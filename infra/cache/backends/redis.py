@@ -532,7 +532,14 @@ class RedisBackend(CacheBackend):
             self._sync_client()
 
     def push_state(self) -> int | None:
-        return self._listen_epoch if self._listening and self._pid == os.getpid() else None
+        if self._pid != os.getpid():
+            # a forked child whose Cache answers from L1 might never call us otherwise: start its listener
+            # now (Cache asks every 0.1 s)
+            if self._callbacks and not self._closed:
+                with contextlib.suppress(CacheError):
+                    self._sync_client()
+            return None
+        return self._listen_epoch if self._listening else None
 
     # ================================================================== leases
     def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
