@@ -12,11 +12,11 @@ import contextlib
 import time
 from typing import Any
 
-from infra.http._compat import timeout_at
 from infra.http._core import READ
 from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
 from infra.http._ident import DEFAULT_HEADERS
 from infra.http._lease import AsyncLease
+from infra.http._timer import PhaseTimer
 
 __all__ = ["AiohttpBody", "HttpxBody", "earliest", "httpx_active", "merge_headers"]
 
@@ -56,7 +56,7 @@ class AiohttpBody:
             if when is None:
                 chunk = await self._resp.content.readany()
             else:
-                async with timeout_at(when):
+                async with PhaseTimer(when):
                     chunk = await self._resp.content.readany()
         except TimeoutError as exc:
             self.close()
@@ -113,7 +113,7 @@ class HttpxBody:
             return b""
         when = earliest(self.deadline_at, _monotonic() + self._idle if self._idle is not None else None)
         try:
-            async with timeout_at(when):
+            async with PhaseTimer(when):
                 try:
                     chunk = await self._iter.__anext__()
                 except StopAsyncIteration:

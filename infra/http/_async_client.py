@@ -22,7 +22,6 @@ from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest, httpx_act
 from infra.http._classify import FATAL
 from infra.http._classify import classify_aiohttp as _classify_aiohttp
 from infra.http._classify import classify_httpx as _classify_httpx
-from infra.http._compat import timeout_at
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Call, HostState
 from infra.http._errors import HTTPError
 from infra.http._ident import DEFAULT_HEADERS, prepare_headers
@@ -31,6 +30,7 @@ from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
 from infra.http._response import AsyncStreamResponse, Headers, Response
 from infra.http._settings_args import DEFAULT, backend_for, resolve_settings, tls_context
+from infra.http._timer import PhaseTimer
 
 __all__ = ["AsyncPerfClient"]
 
@@ -356,22 +356,6 @@ class AsyncPerfClient:
             if delay:
                 await asyncio.sleep(delay)
 
-    async def _acquire(self, host: HostState, deadline_at: float | None) -> AsyncLease:
-        """A connection slot; the pool timeout and the deadline bound the wait (no timer when none is)."""
-        hs, gs = host.slots, self._global_sem()
-        if not hs.locked() and not gs.locked():
-            return await acquire_async(hs, gs, host.metrics, self._stats)  # returns without waiting
-        pool = self._settings.timeouts.pool
-        when = earliest(deadline_at, _monotonic() + pool if pool is not None else None)
-        cm: Any = None
-        try:
-            async with timeout_at(when) as cm:
-                return await acquire_async(hs, gs, host.metrics, self._stats)
-        except TimeoutError as exc:
-            if cm is not None and cm.expired():
-                raise _Failure(DEADLINE if when == deadline_at else POOL, exc) from exc
-            raise
-
     async def _once_aiohttp(
         self,
         host: HostState,
@@ -386,13 +370,25 @@ class AsyncPerfClient:
     ) -> Response | AsyncStreamResponse:
         session = self._session or self._aiohttp()
         t = self._settings.timeouts
-        lease: AsyncLease = await self._acquire(host, deadline_at)
+        hs, gs = host.slots, self._global_sem()
+        now = _monotonic()
+        if hs.locked() or gs.locked():  # we'll queue for a slot: the pool limit applies first
+            phase = POOL
+            when = earliest(deadline_at, now + t.pool if t.pool is not None else None)
+        else:
+            phase = FIRST_BYTE
+            when = earliest(deadline_at, now + t.first_byte if t.first_byte is not None else None)
+        lease: AsyncLease | None = None
         resp: Any = None
-        cm: Any = None
-        phase = FIRST_BYTE
-        when = earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
+        timer = PhaseTimer(when)
         try:
-            async with timeout_at(when) as cm:
+            async with timer:
+                lease = await acquire_async(hs, gs, host.metrics, self._stats)
+                if phase == POOL:
+                    phase = FIRST_BYTE
+                    fb = t.first_byte
+                    when = earliest(deadline_at, _monotonic() + fb if fb is not None else None)
+                    timer.move(when)
                 # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to
                 # another origin would run under this origin's slot, breaker and metrics.
                 resp = await session.request(
@@ -418,7 +414,7 @@ class AsyncPerfClient:
                 if when != deadline_at:  # the body is bounded by the deadline alone
                     phase = DEADLINE
                     when = deadline_at
-                    cm.reschedule(when)
+                    timer.move(when)
                 data = await resp.read()
             assert lease is not None
             lease.release()
@@ -426,7 +422,7 @@ class AsyncPerfClient:
                 resp.status, Headers(resp.headers), data, url=url, method=method, origin=host.origin
             )
         except TimeoutError as exc:
-            if cm is None or not cm.expired():
+            if not timer.expired():
                 raise _Failure(_classify_aiohttp(exc) or FATAL, exc) from exc
             kind = DEADLINE if (when is not None and when == deadline_at) else phase
             raise _Failure(kind, exc) from exc
@@ -462,14 +458,26 @@ class AsyncPerfClient:
 
         client = self._httpx_client(kind)
         t = self._settings.timeouts
-        lease: AsyncLease = await self._acquire(host, deadline_at)
+        hs, gs = host.slots, self._global_sem()
+        now = _monotonic()
+        if hs.locked() or gs.locked():  # we'll queue for a slot: the pool limit applies first
+            phase = POOL
+            when = earliest(deadline_at, now + t.pool if t.pool is not None else None)
+        else:
+            phase = FIRST_BYTE
+            when = earliest(deadline_at, now + t.first_byte if t.first_byte is not None else None)
+        lease: AsyncLease | None = None
         resp: Any = None
-        cm: Any = None
         handed_over = False
-        phase = FIRST_BYTE
-        when = earliest(deadline_at, _monotonic() + t.first_byte if t.first_byte is not None else None)
+        timer = PhaseTimer(when)
         try:
-            async with timeout_at(when) as cm:
+            async with timer:
+                lease = await acquire_async(hs, gs, host.metrics, self._stats)
+                if phase == POOL:
+                    phase = FIRST_BYTE
+                    fb = t.first_byte
+                    when = earliest(deadline_at, _monotonic() + fb if fb is not None else None)
+                    timer.move(when)
                 request = httpx.Request(
                     method,
                     url,
@@ -496,7 +504,7 @@ class AsyncPerfClient:
                 if when != deadline_at:
                     phase = DEADLINE
                     when = deadline_at
-                    cm.reschedule(when)
+                    timer.move(when)
                 data = await resp.aread()
             return Response(
                 resp.status_code,
@@ -508,7 +516,7 @@ class AsyncPerfClient:
                 http_version=resp.http_version,
             )
         except TimeoutError as exc:
-            if cm is None or not cm.expired():
+            if not timer.expired():
                 raise _Failure(_classify_httpx(exc) or FATAL, exc) from exc
             kind = DEADLINE if (when is not None and when == deadline_at) else phase
             raise _Failure(kind, exc) from exc
