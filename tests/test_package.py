@@ -14,7 +14,9 @@ HEAVY = ["aiohttp", "httpx", "ollama", "torch", "asyncpg", "redis", "numpy", "we
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return set(json.loads(out.splitlines()[-1]))
 
@@ -59,12 +61,19 @@ def test_cli_runs_as_module_and_reports_bad_config_in_one_line(tmp_path) -> None
     bad = tmp_path / "bad.json"
     bad.write_text('{"metrics": {"port": 70000}, "cache": {"default_ttl": -5}}')
     run = subprocess.run(
-        [sys.executable, "-m", "infra", "config", "show", "--config", str(bad)], capture_output=True, text=True
+        [sys.executable, "-m", "infra", "config", "show", "--config", str(bad)],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 2
-    assert run.stderr.count("\n") == 1 and "metrics.port: expected a port number 0-65535, got 70000" in run.stderr
+    assert (
+        run.stderr.count("\n") == 1
+        and "metrics.port: expected a port number 0-65535, got 70000" in run.stderr
+    )
     check = subprocess.run(
-        [sys.executable, "-m", "infra", "--json", "config", "check", "--config", str(bad)], capture_output=True, text=True
+        [sys.executable, "-m", "infra", "--json", "config", "check", "--config", str(bad)],
+        capture_output=True,
+        text=True,
     )
     assert check.returncode == 2
     assert len(json.loads(check.stdout)["problems"]) == 2

@@ -9,6 +9,7 @@ scripts; a bad input is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -22,9 +23,13 @@ _GROUPS = ("config", "metrics", "cache", "demo", "warm", "bench", "doctor", "tes
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     parser.add_argument(
-        "--config", metavar="PATH", default=argparse.SUPPRESS,
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
         help="perf_config.json to use (default: $PERF_CONFIG, then ./config/perf_config.json)",
     )
 
@@ -53,10 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
     """--json and --config work before or after the subcommand (`python -m infra cache stats --json`)."""
-    try:
+    with contextlib.suppress(argparse.ArgumentError):  # the group defined them itself
         _common(parser)
-    except argparse.ArgumentError:
-        pass  # the group defined them itself
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
@@ -80,7 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args))
     except ConfigError as exc:
         problems = exc.problems
-        more = f" (and {len(problems) - 1} more: run `python -m infra config check`)" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more: run `python -m infra config check`)"
+            if len(problems) > 1
+            else ""
+        )
         where = f"{exc.source}: " if exc.source and exc.source != "built-in defaults" else ""
         print(f"perf-infra: error: {where}{problems[0]}{more}", file=sys.stderr)
         return 2

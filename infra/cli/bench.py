@@ -12,7 +12,9 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="run bench/bench_*.py side-by-side benchmarks (from a source checkout)")
+    bench = sub.add_parser(
+        "bench", help="run bench/bench_*.py side-by-side benchmarks (from a source checkout)"
+    )
     bench.add_argument("names", nargs="*", metavar="NAME", help="e.g. metrics cache http (default: all)")
     bench.add_argument("--quick", action="store_true", help="short smoke run")
     bench.add_argument("--list", action="store_true", help="list the benchmarks and exit")
@@ -29,7 +31,10 @@ def _bench_dir() -> Path | None:
 def _bench(args: argparse.Namespace) -> int:
     directory = _bench_dir()
     if directory is None:
-        print("perf-infra: error: no bench/ folder here: benchmarks ship with the source checkout", file=sys.stderr)
+        print(
+            "perf-infra: error: no bench/ folder here: benchmarks ship with the source checkout",
+            file=sys.stderr,
+        )
         return 2
     available = {p.stem.removeprefix("bench_"): p for p in sorted(directory.glob("bench_*.py"))}
     if args.list:
@@ -37,7 +42,9 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     unknown = [n for n in args.names if n not in available]
     if unknown:
-        print(f"perf-infra: error: no benchmark {unknown[0]!r} (have: {', '.join(available)})", file=sys.stderr)
+        print(
+            f"perf-infra: error: no benchmark {unknown[0]!r} (have: {', '.join(available)})", file=sys.stderr
+        )
         return 2
     status = 0
     for name in args.names or list(available):

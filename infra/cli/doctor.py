@@ -1,4 +1,4 @@
-"""``doctor``: is this machine set up for the layer? Config, cache directory, extras, Ollama, /metrics port."""
+"""``doctor``: is this machine set up for the layer? Config, cache dir, extras, Ollama, /metrics port."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ _EXTRAS = {
 
 
 def register(sub: Any) -> None:
-    doctor = sub.add_parser("doctor", help="check the config, the cache directory, the extras and the services")
+    doctor = sub.add_parser(
+        "doctor", help="check the config, the cache directory, the extras and the services"
+    )
     doctor.set_defaults(handler=_doctor)
 
 
@@ -48,14 +50,22 @@ def _doctor(args: argparse.Namespace) -> int:
         checks.append(_check("config", False, f"{len(exc.problems)} problem(s); first: {exc.problems[0]}"))
         config = None
     if config is not None:
-        checks.append(_cache_dir(config.cache.path) if config.cache.backend == "sqlite" else
-                      _check("cache backend", None, f"{config.cache.backend}: see `python -m infra cache stats`"))
+        checks.append(
+            _cache_dir(config.cache.path)
+            if config.cache.backend == "sqlite"
+            else _check("cache backend", None, f"{config.cache.backend}: see `python -m infra cache stats`")
+        )
         checks.append(_ollama(config.ollama.host))
         checks.append(_port(config.metrics.host, config.metrics.port))
     for module, extra in _EXTRAS.items():
         found = importlib.util.find_spec(module) is not None
-        checks.append(_check(f"extra {module}", True if found else None,
-                             "installed" if found else f"missing: pip install 'perf-infra[{extra.split()[0]}]'"))
+        checks.append(
+            _check(
+                f"extra {module}",
+                True if found else None,
+                "installed" if found else f"missing: pip install 'perf-infra[{extra.split()[0]}]'",
+            )
+        )
     failed = any(c["status"] == "FAIL" for c in checks)
     if args.json:
         emit_json({"ok": not failed, "checks": checks})
@@ -71,16 +81,24 @@ def _cache_dir(path: str) -> dict[str, Any]:
         probe = probe.parent
     if os.access(probe, os.W_OK):
         return _check("cache directory", True, f"{directory} writable")
-    return _check("cache directory", False, f"{directory} not writable: the cache will fail open (calls run uncached)")
+    return _check(
+        "cache directory", False, f"{directory} not writable: the cache will fail open (calls run uncached)"
+    )
 
 
 def _ollama(host: str) -> dict[str, Any]:
     base = host if "://" in host else f"http://{host}"
     try:
-        with urllib.request.urlopen(base.rstrip("/") + "/api/version", timeout=1.5) as response:  # noqa: S310
-            return _check("ollama", True, f"{base} answers: {response.read(200).decode(errors='replace').strip()}")
+        with urllib.request.urlopen(base.rstrip("/") + "/api/version", timeout=1.5) as response:
+            return _check(
+                "ollama", True, f"{base} answers: {response.read(200).decode(errors='replace').strip()}"
+            )
     except (urllib.error.URLError, OSError) as exc:
-        return _check("ollama", None, f"{base} doesn't answer ({getattr(exc, 'reason', exc)}); the demo uses its test server")
+        return _check(
+            "ollama",
+            None,
+            f"{base} doesn't answer ({getattr(exc, 'reason', exc)}); the demo uses its test server",
+        )
 
 
 def _port(host: str, port: int) -> dict[str, Any]:
@@ -88,5 +106,7 @@ def _port(host: str, port: int) -> dict[str, Any]:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            return _check("metrics port", None, f"{host}:{port} is taken ({exc.strerror}); /metrics would fail open")
+            return _check(
+                "metrics port", None, f"{host}:{port} is taken ({exc.strerror}); /metrics would fail open"
+            )
     return _check("metrics port", True, f"{host}:{port} free")

@@ -46,7 +46,7 @@ def _show(args: argparse.Namespace) -> int:
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - our own endpoint
+        with urllib.request.urlopen(request, timeout=5) as response:
             stats = json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -69,7 +69,15 @@ def render_stats(stats: dict[str, Any]) -> str:
     lines = []
     if ops:
         rows = [
-            [name, s.get("count"), s.get("errors"), s.get("p50_ms"), s.get("p95_ms"), s.get("p99_ms"), s.get("max_ms")]
+            [
+                name,
+                s.get("count"),
+                s.get("errors"),
+                s.get("p50_ms"),
+                s.get("p95_ms"),
+                s.get("p99_ms"),
+                s.get("max_ms"),
+            ]
             for name, s in sorted(ops.items())
         ]
         lines.append(table(["operation", "count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows))
@@ -77,7 +85,10 @@ def render_stats(stats: dict[str, Any]) -> str:
         lines.append("no operations recorded yet")
     cache = stats.get("cache") or {}
     if cache:
-        rows = [[ns, c.get("hits"), c.get("misses"), f"{c.get('hit_rate', 0):.1f}%"] for ns, c in sorted(cache.items())]
+        rows = [
+            [ns, c.get("hits"), c.get("misses"), f"{c.get('hit_rate', 0):.1f}%"]
+            for ns, c in sorted(cache.items())
+        ]
         lines.append("")
         lines.append(table(["cache namespace", "hits", "misses", "hit rate"], rows))
     return "\n".join(lines)

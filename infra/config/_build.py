@@ -32,7 +32,11 @@ _KIND_WORDS = {
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, (dict, list)) else ("an object" if isinstance(value, dict) else "a list")
+    return (
+        json.dumps(value)
+        if not isinstance(value, (dict, list))
+        else ("an object" if isinstance(value, dict) else "a list")
+    )
 
 
 def _join(path: str, key: str | int) -> str:
@@ -87,7 +91,9 @@ def coerce(spec: Spec, value: Any, path: str, problems: list[ConfigProblem]) -> 
             assert spec.section is not None
             if not isinstance(value, Mapping):
                 raise ValueError(f"expected an object, got {_show(value)}")
-            return freeze({k: build_section(spec.section, v, _join(path, k), problems) for k, v in value.items()})
+            return freeze(
+                {k: build_section(spec.section, v, _join(path, k), problems) for k, v in value.items()}
+            )
         if kind == "map":
             if not isinstance(value, Mapping):
                 raise ValueError(f"expected an object, got {_show(value)}")

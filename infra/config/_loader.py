@@ -168,16 +168,23 @@ def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem])
 def _cross_checks(config: PerfConfig, problems: list[ConfigProblem]) -> None:
     if config.db.min_size > config.db.max_size:
         problems.append(
-            ConfigProblem("db.min_size", f"must not exceed db.max_size ({config.db.max_size}), got {config.db.min_size}")
+            ConfigProblem(
+                "db.min_size", f"must not exceed db.max_size ({config.db.max_size}), got {config.db.min_size}"
+            )
         )
     if config.http.max_per_host > config.http.max_connections:
         problems.append(
             ConfigProblem(
                 "http.max_per_host",
-                f"must not exceed http.max_connections ({config.http.max_connections}), got {config.http.max_per_host}",
+                f"must not exceed http.max_connections ({config.http.max_connections}), "
+                f"got {config.http.max_per_host}",
             )
         )
-    if config.cache.enabled and config.cache.backend == "postgres" and not (config.cache.dsn or config.db.dsn):
+    if (
+        config.cache.enabled
+        and config.cache.backend == "postgres"
+        and not (config.cache.dsn or config.db.dsn)
+    ):
         problems.append(ConfigProblem("cache.dsn", "required when cache.backend is postgres (or set db.dsn)"))
     if config.cache.enabled and config.cache.backend == "redis" and not config.cache.url:
         problems.append(ConfigProblem("cache.url", "required when cache.backend is redis"))

@@ -76,16 +76,17 @@ def _plain(value: Any, *, redact: bool, secret: bool = False) -> Any:
     return value
 
 
-_section = dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-
-
 # --------------------------------------------------------------------------------------------- cache
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class NamespaceConfig(_Section):
     ttl: float | None = field("duration", None, "Time to live; null uses cache.default_ttl.", nullable=True)
-    max_bytes: int | None = field("size", None, "Byte cap for this namespace; null: only the total cap.", nullable=True)
+    max_bytes: int | None = field(
+        "size", None, "Byte cap for this namespace; null: only the total cap.", nullable=True
+    )
     codec: str = field(
-        "str", "safe", "Value codec: 'safe' (no pickle) or 'pickle' (HMAC-signed, needs the signing key).",
+        "str",
+        "safe",
+        "Value codec: 'safe' (no pickle) or 'pickle' (HMAC-signed, needs the signing key).",
         choices=("safe", "pickle"),
     )
 
@@ -100,29 +101,40 @@ _DEFAULT_NAMESPACES = {
 }
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class CacheConfig(_Section):
     enabled: bool = field("bool", True, "Switch the cache on or off (off: every cached call runs uncached).")
     backend: str = field(
-        "str", "sqlite", "Where entries live: sqlite (one machine), postgres or redis (shared), memory (L1 only).",
+        "str",
+        "sqlite",
+        "Where entries live: sqlite (one machine), postgres or redis (shared), memory (L1 only).",
         choices=("sqlite", "postgres", "redis", "memory"),
     )
-    path: str = field("str", ".perf_cache/cache.db", "SQLite file; its directory is created 0700, the file 0600.")
+    path: str = field(
+        "str", ".perf_cache/cache.db", "SQLite file; its directory is created 0700, the file 0600."
+    )
     dsn: str | None = field("str", None, "PostgreSQL DSN for backend postgres.", nullable=True, secret=True)
     url: str | None = field("str", None, "Redis URL for backend redis.", nullable=True, secret=True)
-    max_bytes: int = field("size", 1024**3, "Total byte cap of the L2 store; least recently used entries go first.")
+    max_bytes: int = field(
+        "size", 1024**3, "Total byte cap of the L2 store; least recently used entries go first."
+    )
     memory_items: int = field("int", 10000, "L1 (in-process LRU) item cap; 0 disables L1.", minimum=0)
     memory_bytes: int = field("size", 64 * 1024**2, "L1 byte cap.")
     default_ttl: float = field("duration", 86400.0, "TTL for namespaces that set none.")
     ttl_jitter: float = field(
-        "float", 0.05, "Fraction of the TTL added at random so entries written together don't expire together.",
-        minimum=0, maximum=1,
+        "float",
+        0.05,
+        "Fraction of the TTL added at random so entries written together don't expire together.",
+        minimum=0,
+        maximum=1,
     )
     compress_threshold: int = field("size", 8192, "Values larger than this are zlib-compressed.")
     signing_key_env: str = field(
         "str", "PERF_CACHE_SIGNING_KEY", "Environment variable holding the HMAC key for signed values."
     )
-    lease_timeout: float = field("duration", 30.0, "Cross-process single-flight lease; a dead holder blocks no longer.")
+    lease_timeout: float = field(
+        "duration", 30.0, "Cross-process single-flight lease; a dead holder blocks no longer."
+    )
     namespaces: Mapping[str, NamespaceConfig] = field(
         "section_map", _DEFAULT_NAMESPACES, "Per-namespace settings.", section=NamespaceConfig
     )
@@ -138,16 +150,18 @@ class CacheConfig(_Section):
 
 
 # ---------------------------------------------------------------------------------------------- http
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class TimeoutConfig(_Section):
     connect: float = field("duration", 5.0, "TCP + TLS connect timeout.")
-    total: float = field("duration", 60.0, "One deadline for a logical call: pool wait, every attempt, the sleeps.")
+    total: float = field(
+        "duration", 60.0, "One deadline for a logical call: pool wait, every attempt, the sleeps."
+    )
     pool: float = field("duration", 10.0, "Longest wait for a free pooled connection.")
     first_byte: float = field("duration", 30.0, "Time to the response's first byte.")
     idle: float = field("duration", 30.0, "Longest gap between two chunks of a streamed body.")
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class RetryConfig(_Section):
     attempts: int = field("int", 3, "Attempts in all, the first included.", minimum=1, maximum=20)
     backoff: tuple[float, ...] = field(
@@ -159,13 +173,13 @@ class RetryConfig(_Section):
     max_retry_after: float = field("duration", 60.0, "Cap on a server-requested wait.")
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class RetryBudgetConfig(_Section):
     ratio: float = field("float", 0.2, "Retries allowed per request, per host.", minimum=0, maximum=10)
     per_second: float = field("float", 10.0, "Retries allowed per second on top of the ratio.", minimum=0)
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class BreakerConfig(_Section):
     enabled: bool = field("bool", True, "Per-host circuit breaking.")
     consecutive_failures: int = field("int", 5, "Open after this many failures in a row.", minimum=1)
@@ -176,7 +190,7 @@ class BreakerConfig(_Section):
     half_open_probes: int = field("int", 1, "Probe requests let through when half-open.", minimum=1)
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class HttpCacheConfig(_Section):
     enabled: bool = field("bool", False, "Cache GET responses, and POSTs to deterministic routes.")
     namespace: str = field("str", "http", "Cache namespace for responses.")
@@ -186,11 +200,13 @@ class HttpCacheConfig(_Section):
     )
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class HttpConfig(_Section):
     enabled: bool = field("bool", True, "Retries, breakers and metrics on (off: a plain pooled client).")
     backend: str = field("str", "aiohttp", "Async backend.", choices=("aiohttp", "httpx"))
-    http2_hosts: tuple[str, ...] = field("list", (), "Hosts (host or host:port) spoken to over HTTP/2.", item="str")
+    http2_hosts: tuple[str, ...] = field(
+        "list", (), "Hosts (host or host:port) spoken to over HTTP/2.", item="str"
+    )
     max_connections: int = field("int", 16, "Connection limit in all.", minimum=1)
     max_per_host: int = field("int", 6, "Connection limit per host.", minimum=1)
     timeout: TimeoutConfig = field("section", TimeoutConfig, "Timeouts.", section=TimeoutConfig)
@@ -198,12 +214,14 @@ class HttpConfig(_Section):
     retry_budget: RetryBudgetConfig = field(
         "section", RetryBudgetConfig, "Per-host retry budget.", section=RetryBudgetConfig
     )
-    breaker: BreakerConfig = field("section", BreakerConfig, "Per-host circuit breaker.", section=BreakerConfig)
+    breaker: BreakerConfig = field(
+        "section", BreakerConfig, "Per-host circuit breaker.", section=BreakerConfig
+    )
     cache: HttpCacheConfig = field("section", HttpCacheConfig, "Response caching.", section=HttpCacheConfig)
 
 
 # -------------------------------------------------------------------------------------------- ollama
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class OllamaCacheConfig(_Section):
     generate: bool = field("bool", True, "Cache /api/generate responses.")
     chat: bool = field("bool", True, "Cache /api/chat responses.")
@@ -212,34 +230,45 @@ class OllamaCacheConfig(_Section):
     namespace: str = field("str", "inference", "Namespace for generate / chat.")
     embed_namespace: str = field("str", "embeddings", "Namespace for embeddings.")
     replay: str = field(
-        "str", "instant", "Replay of cached streams: instant, or paced at the recorded cadence.",
+        "str",
+        "instant",
+        "Replay of cached streams: instant, or paced at the recorded cadence.",
         choices=("instant", "paced"),
     )
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class OllamaConfig(_Section):
-    enabled: bool = field("bool", True, "Tuning and caching in OptimizedOllama (off: the plain official client).")
+    enabled: bool = field(
+        "bool", True, "Tuning and caching in OptimizedOllama (off: the plain official client)."
+    )
     host: str = field("str", "http://127.0.0.1:11434", "Ollama server.")
     keep_alive: float = field("duration", 1800.0, "How long Ollama keeps a model loaded after a call.")
     timeout: float = field("duration", 120.0, "Request timeout (the official client has none).")
     retries: int = field("int", 2, "Retries before the first token.", minimum=0, maximum=10)
     max_concurrency: int = field("int", 4, "Concurrent requests; match OLLAMA_NUM_PARALLEL.", minimum=1)
-    strict_runner: bool = field("bool", False, "Raise instead of warn when a call would change runner options.")
+    strict_runner: bool = field(
+        "bool", False, "Raise instead of warn when a call would change runner options."
+    )
     runner: Mapping[str, Any] = field(
         "map", {"num_thread": 6, "num_ctx": 4096}, "Runner options pinned on every call.", item="scalar"
     )
     profiles: Mapping[str, Mapping[str, Any]] = field(
         "map",
-        {"stage1": {"num_predict": 120, "temperature": 0.3}, "stage2": {"num_predict": 160, "temperature": 0.3}},
+        {
+            "stage1": {"num_predict": 120, "temperature": 0.3},
+            "stage2": {"num_predict": 160, "temperature": 0.3},
+        },
         "Named sets of sampling options.",
         item="options",
     )
-    cache: OllamaCacheConfig = field("section", OllamaCacheConfig, "Response caching.", section=OllamaCacheConfig)
+    cache: OllamaCacheConfig = field(
+        "section", OllamaCacheConfig, "Response caching.", section=OllamaCacheConfig
+    )
 
 
 # ------------------------------------------------------------------------------------------- metrics
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class MetricsConfig(_Section):
     enabled: bool = field("bool", True, "Record metrics.")
     serve: bool = field("bool", False, "Serve /metrics in a background thread when infra.enable() runs.")
@@ -250,45 +279,55 @@ class MetricsConfig(_Section):
 
 
 # ------------------------------------------------------------------------------------- db, torch ...
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class DbConfig(_Section):
     dsn: str | None = field("str", None, "asyncpg DSN (else $DATABASE_URL).", nullable=True, secret=True)
     min_size: int = field("int", 2, "Warm connections kept.", minimum=0)
     max_size: int = field("int", 10, "Pool ceiling.", minimum=1)
     max_inactive_connection_lifetime: float = field("duration", 300.0, "Idle connections closed after this.")
     command_timeout: float = field("duration", 30.0, "Default per-query timeout.")
-    statement_cache_size: int = field("int", 100, "asyncpg prepared-statement cache (0 behind pgbouncer).", minimum=0)
+    statement_cache_size: int = field(
+        "int", 100, "asyncpg prepared-statement cache (0 behind pgbouncer).", minimum=0
+    )
     server_settings: Mapping[str, Any] = field("map", {}, "PostgreSQL settings per connection.", item="str")
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class TorchConfig(_Section):
     enabled: bool = field("bool", True, "Apply the thread budget in infra.enable().")
     num_threads: int | None = field(
-        "int", None, "torch intra-op threads (null: cores left after Ollama's num_thread).", nullable=True, minimum=1
+        "int",
+        None,
+        "torch intra-op threads (null: cores left after Ollama's num_thread).",
+        nullable=True,
+        minimum=1,
     )
     interop_threads: int = field("int", 1, "torch inter-op threads.", minimum=1)
     reserve_for_ollama: bool = field("bool", True, "Leave ollama.runner.num_thread cores to a local Ollama.")
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class BatchingConfig(_Section):
     enabled: bool = field("bool", True, "Dynamic micro-batching of local model calls.")
     max_batch_size: int = field("int", 32, "Items per batched call.", minimum=1)
-    max_wait_ms: float = field("float", 2.0, "Longest wait for company after the first queued item (ms).", minimum=0)
+    max_wait_ms: float = field(
+        "float", 2.0, "Longest wait for company after the first queued item (ms).", minimum=0
+    )
     max_queue: int = field("int", 1024, "Queued items before BackpressureError.", minimum=1)
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class WarmupConfig(_Section):
     enabled: bool = field("bool", False, "Warm models and caches in the background at enable().")
     delay: float = field("duration", 5.0, "Wait before warming so start-up isn't slowed.")
     concurrency: int = field("int", 4, "Concurrent warming calls.", minimum=1)
     models: tuple[str, ...] = field("list", (), "Ollama models to load and keep warm.", item="str")
-    system_prompt: str | None = field("str", None, "System prompt to warm the prompt path with.", nullable=True)
+    system_prompt: str | None = field(
+        "str", None, "System prompt to warm the prompt path with.", nullable=True
+    )
 
 
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class WrapEntry(_Section):
     target: str = field(
         "str", "", "Class to wrap, as package.module:Class.", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
@@ -301,24 +340,35 @@ class WrapEntry(_Section):
 
 
 # ---------------------------------------------------------------------------------------------- root
-@_section
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class PerfConfig(_Section):
     enabled: bool = field("bool", True, "Master switch: false makes every part a pass-through.")
     cache: CacheConfig = field("section", CacheConfig, "Content-addressed cache.", section=CacheConfig)
     http: HttpConfig = field("section", HttpConfig, "Pooled retrying HTTP client.", section=HttpConfig)
-    ollama: OllamaConfig = field("section", OllamaConfig, "Tuned, caching Ollama client.", section=OllamaConfig)
-    metrics: MetricsConfig = field("section", MetricsConfig, "Metrics registry and /metrics.", section=MetricsConfig)
+    ollama: OllamaConfig = field(
+        "section", OllamaConfig, "Tuned, caching Ollama client.", section=OllamaConfig
+    )
+    metrics: MetricsConfig = field(
+        "section", MetricsConfig, "Metrics registry and /metrics.", section=MetricsConfig
+    )
     db: DbConfig = field("section", DbConfig, "asyncpg pool.", section=DbConfig)
     torch: TorchConfig = field("section", TorchConfig, "torch thread budget.", section=TorchConfig)
-    batching: BatchingConfig = field("section", BatchingConfig, "Dynamic micro-batching.", section=BatchingConfig)
+    batching: BatchingConfig = field(
+        "section", BatchingConfig, "Dynamic micro-batching.", section=BatchingConfig
+    )
     warmup: WarmupConfig = field("section", WarmupConfig, "Background warming.", section=WarmupConfig)
     wrap: tuple[WrapEntry, ...] = field(
-        "list", (), "Classes whose methods get cached by enable_caching_for_worker().", item="section",
+        "list",
+        (),
+        "Classes whose methods get cached by enable_caching_for_worker().",
+        item="section",
         section=WrapEntry,
     )
     source: str | None = dataclasses.field(default=None, compare=False, metadata={"spec": None})
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         out = {"$schema": "perf_config.schema.json"}
-        out.update(_Section.to_dict(self, redact=redact))  # slots=True rebuilds the class: no zero-arg super()
+        out.update(
+            _Section.to_dict(self, redact=redact)
+        )  # slots=True rebuilds the class: no zero-arg super()
         return out

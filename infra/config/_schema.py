@@ -51,9 +51,9 @@ def _field_schema(spec: Spec) -> dict[str, Any]:
         assert spec.section is not None
         schema = {"type": "object", "additionalProperties": _section_schema(spec.section)}
     elif kind == "map":
-        item: dict[str, Any] = {"type": "object"} if spec.item == "options" else {
-            "type": ["string", "number", "boolean"]
-        }
+        item: dict[str, Any] = (
+            {"type": "object"} if spec.item == "options" else {"type": ["string", "number", "boolean"]}
+        )
         schema = {"type": "object", "additionalProperties": item}
     elif kind == "list":
         if spec.item == "section":

@@ -36,25 +36,23 @@ _SIZE_UNITS = {
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([a-zA-Z]*)\s*$")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def parse_duration(value: object) -> float:
-    """Seconds from a number of seconds or a string such as ``"500ms"``, ``"30s"``, ``"30m"``, ``"24h"``, ``"30d"``.
+    """Seconds from a number or a string such as ``"500ms"``, ``"30s"``, ``"30m"``, ``"24h"``, ``"30d"``.
 
     Negative, NaN and infinite values are rejected: a TTL or timeout of -5 is always a mistake.
     """
-    if _is_number(value):
-        seconds = float(value)  # type: ignore[arg-type]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
     elif isinstance(value, str):
         match = _NUMBER_UNIT.match(value)
         unit = match.group(2).lower() if match else ""
         if not match or (unit and unit not in _DURATION_UNITS):
-            raise ValueError(f'expected a duration such as 30, "500ms", "30s", "30m", "24h" or "30d", got {_show(value)}')
+            raise ValueError(
+                f'expected a duration such as 30, "500ms", "30s", "30m", "24h" or "30d", got {_show(value)}'
+            )
         seconds = float(match.group(1)) * _DURATION_UNITS.get(unit, 1.0)
     else:
-        raise ValueError(f"expected a duration (seconds or a string like \"30m\"), got {_show(value)}")
+        raise ValueError(f'expected a duration (seconds or a string like "30m"), got {_show(value)}')
     if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
         raise ValueError(f"expected a duration, got {_show(value)}")
     return seconds
@@ -62,10 +60,10 @@ def parse_duration(value: object) -> float:
 
 def parse_size(value: object) -> int:
     """Bytes from an integer or a string such as ``"512MB"``, ``"1GB"``, ``"8KB"`` (binary multiples)."""
-    if _is_number(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not value.is_integer():
             raise ValueError(f"expected a size in whole bytes, got {_show(value)}")
-        size = int(value)  # type: ignore[call-overload]
+        size = int(value)
     elif isinstance(value, str):
         match = _NUMBER_UNIT.match(value)
         unit = match.group(2).lower() if match else ""

@@ -13,14 +13,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *argv: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     import os
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("PERF_") and k != "OLLAMA_HOST"}
     base["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-m", "infra", *argv], capture_output=True, text=True, cwd=cwd or REPO,
-        env={**base, **(env or {})}, timeout=60,
+        [sys.executable, "-m", "infra", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env={**base, **(env or {})},
+        timeout=60,
     )
 
 

@@ -72,8 +72,11 @@ def test_shipped_file_spells_out_exactly_the_builtin_defaults() -> None:
 
 def test_shipped_schema_is_generated_from_the_specs_and_validates_the_shipped_file() -> None:
     import jsonschema
+
     committed = json.loads(SCHEMA.read_text())
-    assert committed == json_schema(), "regenerate with: python -m infra config schema > config/perf_config.schema.json"
+    assert committed == json_schema(), (
+        "regenerate with: python -m infra config schema > config/perf_config.schema.json"
+    )
     jsonschema.Draft202012Validator.check_schema(committed)
     jsonschema.validate(json.loads(SHIPPED.read_text()), committed)
     assert json.loads(SHIPPED.read_text())["$schema"] == "perf_config.schema.json"
@@ -117,7 +120,9 @@ def test_lookup_prefers_explicit_path_then_env_then_cwd_then_defaults(
     assert load_config(explicit).metrics.port == 3333
 
 
-def test_missing_explicit_file_is_an_error_not_silent_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_explicit_file_is_an_error_not_silent_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "nope.json")
     monkeypatch.setenv("PERF_CONFIG", str(tmp_path / "typo.json"))
@@ -165,10 +170,20 @@ def test_enabled_false_switches_every_part_off(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------ errors
 ERROR_CASES = [
-    ({"cache": {"namespaces": {"inference": {"ttl": -5}}}}, "cache.namespaces.inference.ttl: expected a duration, got -5"),
-    ({"cache": {"default_ttl": "soon"}}, 'cache.default_ttl: expected a duration such as 30, "500ms", "30s", "30m", "24h" or "30d", got "soon"'),
+    (
+        {"cache": {"namespaces": {"inference": {"ttl": -5}}}},
+        "cache.namespaces.inference.ttl: expected a duration, got -5",
+    ),
+    (
+        {"cache": {"default_ttl": "soon"}},
+        'cache.default_ttl: expected a duration such as 30, "500ms", "30s", "30m", "24h" or "30d", '
+        'got "soon"',
+    ),
     ({"cache": {"default_ttl": "5 fortnights"}}, "cache.default_ttl: expected a duration"),
-    ({"cache": {"max_bytes": "12 parsecs"}}, 'cache.max_bytes: expected a size such as 1048576, "512KB", "64MB" or "1GB", got "12 parsecs"'),
+    (
+        {"cache": {"max_bytes": "12 parsecs"}},
+        'cache.max_bytes: expected a size such as 1048576, "512KB", "64MB" or "1GB", got "12 parsecs"',
+    ),
     ({"cache": {"max_bytes": -1}}, "cache.max_bytes: expected a size, got -1"),
     ({"metrics": {"port": 70000}}, "metrics.port: expected a port number 0-65535, got 70000"),
     ({"metrics": {"port": -1}}, "metrics.port: expected a port number 0-65535, got -1"),
@@ -176,7 +191,10 @@ ERROR_CASES = [
     ({"cache": {"enabled": "yes"}}, 'cache.enabled: expected true or false, got "yes"'),
     ({"cache": {"backnd": "sqlite"}}, "cache.backnd: unknown key (did you mean 'backend'?)"),
     ({"chache": {}}, "chache: unknown key (did you mean 'cache'?)"),
-    ({"cache": {"backend": "mongo"}}, 'cache.backend: expected one of sqlite, postgres, redis, memory, got "mongo"'),
+    (
+        {"cache": {"backend": "mongo"}},
+        'cache.backend: expected one of sqlite, postgres, redis, memory, got "mongo"',
+    ),
     ({"cache": {"backend": "redsi"}}, "(did you mean 'redis'?)"),
     ({"http": {"retry": {"attempts": 0}}}, "http.retry.attempts: expected a value from 1 to 20, got 0"),
     ({"http": {"retry": {"backoff": [0.1, "x"]}}}, "http.retry.backoff[1]: expected a duration"),
@@ -186,9 +204,15 @@ ERROR_CASES = [
     ({"cache": {"ttl_jitter": 2}}, "cache.ttl_jitter: expected a value from 0 to 1, got 2"),
     ({"cache": {"backend": "redis"}}, "cache.url: required when cache.backend is redis"),
     ({"cache": {"backend": "postgres"}}, "cache.dsn: required when cache.backend is postgres"),
-    ({"wrap": [{"target": "no colon here", "methods": ["x"]}]}, "wrap[0].target: \"no colon here\" doesn't have the expected form"),
+    (
+        {"wrap": [{"target": "no colon here", "methods": ["x"]}]},
+        'wrap[0].target: "no colon here" doesn\'t have the expected form',
+    ),
     ({"wrap": [{"target": "a.b:C", "methods": "score"}]}, 'wrap[0].methods: expected a list, got "score"'),
-    ({"ollama": {"runner": {"num_ctx": [1]}}}, "ollama.runner.num_ctx: expected a number, string or boolean, got a list"),
+    (
+        {"ollama": {"runner": {"num_ctx": [1]}}},
+        "ollama.runner.num_ctx: expected a number, string or boolean, got a list",
+    ),
     ([1, 2], "(top level): expected an object, got a list"),
 ]
 
@@ -243,8 +267,19 @@ def test_repr_and_to_dict_hide_passwords(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------- units
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(30, 30.0), (0, 0.0), (1.5, 1.5), ("500ms", 0.5), ("30s", 30.0), ("30m", 1800.0), ("24h", 86400.0),
-     ("30d", 2592000.0), ("2w", 1209600.0), (" 1.5h ", 5400.0), ("10", 10.0)],
+    [
+        (30, 30.0),
+        (0, 0.0),
+        (1.5, 1.5),
+        ("500ms", 0.5),
+        ("30s", 30.0),
+        ("30m", 1800.0),
+        ("24h", 86400.0),
+        ("30d", 2592000.0),
+        ("2w", 1209600.0),
+        (" 1.5h ", 5400.0),
+        ("10", 10.0),
+    ],
 )
 def test_parse_duration(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -258,8 +293,16 @@ def test_parse_duration_rejects(bad: object) -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [(0, 0), (1024, 1024), ("8KB", 8192), ("512MB", 512 * 1024**2), ("1GB", 1024**3), ("1GiB", 1024**3),
-     ("1.5KB", 1536), ("100b", 100)],
+    [
+        (0, 0),
+        (1024, 1024),
+        ("8KB", 8192),
+        ("512MB", 512 * 1024**2),
+        ("1GB", 1024**3),
+        ("1GiB", 1024**3),
+        ("1.5KB", 1536),
+        ("100b", 100),
+    ],
 )
 def test_parse_size(text: object, size: int) -> None:
     assert parse_size(text) == size
