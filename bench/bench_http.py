@@ -358,7 +358,8 @@ async def main(quick: bool) -> None:
     print(
         f"open breaker: {extra['reject_us']:.1f} us per rejected call (no I/O); deadline 30 ms vs 2 s first "
         f"byte: overshoot p50 {extra['over_p50'] * 1e3:.2f} ms, p99 {extra['over_p99'] * 1e3:.2f} ms "
-        f"(PerfClient: p50 {extra['sync_over_p50'] * 1e3:.2f} ms, p99 {extra['sync_over_p99'] * 1e3:.2f} ms)\n"
+        f"(PerfClient: p50 {extra['sync_over_p50'] * 1e3:.2f} ms, "
+        f"p99 {extra['sync_over_p99'] * 1e3:.2f} ms)\n"
     )
     print(
         f"targets: req/s ours/aiohttp {our_rate / ref_rate:.2f} (>= 0.88); "
