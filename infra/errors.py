@@ -8,6 +8,7 @@
     │   └── CacheCorruptError       the store failed an integrity check and was quarantined
     ├── HTTPError                   raised by AsyncPerfClient / PerfClient
     │   ├── TransportError          connect / read / reset, after retries ran out
+    │   │   └── PoolTimeout         no pooled connection came free in time
     │   ├── HTTPStatusError         a final response with a failing status (raise_for_status)
     │   ├── DeadlineExceeded        the one deadline of a logical call ran out
     │   │   └── RetryAfterTooLong   the server asked to wait past the deadline; carries retry_after
@@ -17,6 +18,9 @@
     ├── DatabaseConnectError        create_pool couldn't open its first connections (also a ConnectionError)
     ├── BackpressureError           a bounded queue (MicroBatcher, AudioStreamSender) is full
     └── WrapError                   a ``wrap`` entry names a target or method that doesn't exist
+
+The HTTP classes live in ``infra.http`` (each carries ``history``, the attempts made; ``RetryAfterTooLong``
+carries ``retry_after`` and ``response``; ``CircuitOpenError`` carries ``retry_in``).
 
 Backend exceptions (aiohttp, httpx, sqlite3, asyncpg, redis) are mapped at the boundary with
 ``raise ... from exc`` so the original stays reachable as ``__cause__``.

@@ -163,7 +163,10 @@ class TimeoutConfig(_Section):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class RetryConfig(_Section):
-    attempts: int = field("int", 3, "Attempts in all, the first included.", minimum=1, maximum=20)
+    attempts: int = field(
+        "int", 3, "Retries after the first try (3: up to 4 tries, one backoff step before each retry).",
+        minimum=0, maximum=20,
+    )
     backoff: tuple[float, ...] = field(
         "list", (0.1, 0.3, 0.9), "Sleep before each retry (seconds); the last repeats.", item="duration"
     )
@@ -175,6 +178,7 @@ class RetryConfig(_Section):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class RetryBudgetConfig(_Section):
+    enabled: bool = field("bool", True, "Cap retries per host so a failing upstream sees ~1.2x the load, not 4x.")
     ratio: float = field("float", 0.2, "Retries allowed per request, per host.", minimum=0, maximum=10)
     per_second: float = field("float", 10.0, "Retries allowed per second on top of the ratio.", minimum=0)
 
@@ -188,6 +192,11 @@ class BreakerConfig(_Section):
     window: float = field("duration", 10.0, "Window for the failure rate.")
     cooldown: float = field("duration", 30.0, "Open time before half-open probes.")
     half_open_probes: int = field("int", 1, "Probe requests let through when half-open.", minimum=1)
+    adaptive: bool = field(
+        "bool", False, "Adapt consecutive_failures to the host's recent success rate (seed 001 PERF-010)."
+    )
+    min_consecutive: int = field("int", 3, "Lowest adaptive consecutive-failure threshold.", minimum=1)
+    max_consecutive: int = field("int", 10, "Highest adaptive consecutive-failure threshold.", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
@@ -209,6 +218,7 @@ class HttpConfig(_Section):
     )
     max_connections: int = field("int", 16, "Connection limit in all.", minimum=1)
     max_per_host: int = field("int", 6, "Connection limit per host.", minimum=1)
+    keepalive_expiry: float = field("duration", 30.0, "Idle pooled connections are closed after this.")
     timeout: TimeoutConfig = field("section", TimeoutConfig, "Timeouts.", section=TimeoutConfig)
     retry: RetryConfig = field("section", RetryConfig, "Retry policy.", section=RetryConfig)
     retry_budget: RetryBudgetConfig = field(
@@ -245,6 +255,10 @@ class OllamaConfig(_Section):
     host: str = field("str", "http://127.0.0.1:11434", "Ollama server.")
     keep_alive: float = field("duration", 1800.0, "How long Ollama keeps a model loaded after a call.")
     timeout: float = field("duration", 120.0, "Request timeout (the official client has none).")
+    connect_timeout: float = field("duration", 5.0, "TCP connect timeout to the Ollama server.")
+    retry_backoff: float = field("duration", 0.1, "First backoff step of a retry before the first token.")
+    resolve_digests: bool = field("bool", True, "Read /api/tags once so cache keys carry each model's digest.")
+    write_behind: bool = field("bool", True, "Store cache entries from a background thread, off the call's path.")
     retries: int = field("int", 2, "Retries before the first token.", minimum=0, maximum=10)
     max_concurrency: int = field("int", 4, "Concurrent requests; match OLLAMA_NUM_PARALLEL.", minimum=1)
     strict_runner: bool = field(

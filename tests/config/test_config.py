@@ -196,7 +196,7 @@ ERROR_CASES = [
         'cache.backend: expected one of sqlite, postgres, redis, memory, got "mongo"',
     ),
     ({"cache": {"backend": "redsi"}}, "(did you mean 'redis'?)"),
-    ({"http": {"retry": {"attempts": 0}}}, "http.retry.attempts: expected a value from 1 to 20, got 0"),
+    ({"http": {"retry": {"attempts": -1}}}, "http.retry.attempts: expected a value from 0 to 20, got -1"),
     ({"http": {"retry": {"backoff": [0.1, "x"]}}}, "http.retry.backoff[1]: expected a duration"),
     ({"http": {"retry": "3"}}, 'http.retry: expected an object, got "3"'),
     ({"http": {"max_per_host": 20}}, "http.max_per_host: must not exceed http.max_connections (16), got 20"),
