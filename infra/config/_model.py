@@ -164,8 +164,11 @@ class TimeoutConfig(_Section):
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class RetryConfig(_Section):
     attempts: int = field(
-        "int", 3, "Retries after the first try (3: up to 4 tries, one backoff step before each retry).",
-        minimum=0, maximum=20,
+        "int",
+        3,
+        "Retries after the first try (3: up to 4 tries, one backoff step before each retry).",
+        minimum=0,
+        maximum=20,
     )
     backoff: tuple[float, ...] = field(
         "list", (0.1, 0.3, 0.9), "Sleep before each retry (seconds); the last repeats.", item="duration"
@@ -178,7 +181,9 @@ class RetryConfig(_Section):
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class RetryBudgetConfig(_Section):
-    enabled: bool = field("bool", True, "Cap retries per host so a failing upstream sees ~1.2x the load, not 4x.")
+    enabled: bool = field(
+        "bool", True, "Cap retries per host so a failing upstream sees ~1.2x the load, not 4x."
+    )
     ratio: float = field("float", 0.2, "Retries allowed per request, per host.", minimum=0, maximum=10)
     per_second: float = field("float", 10.0, "Retries allowed per second on top of the ratio.", minimum=0)
 
@@ -257,8 +262,12 @@ class OllamaConfig(_Section):
     timeout: float = field("duration", 120.0, "Request timeout (the official client has none).")
     connect_timeout: float = field("duration", 5.0, "TCP connect timeout to the Ollama server.")
     retry_backoff: float = field("duration", 0.1, "First backoff step of a retry before the first token.")
-    resolve_digests: bool = field("bool", True, "Read /api/tags once so cache keys carry each model's digest.")
-    write_behind: bool = field("bool", True, "Store cache entries from a background thread, off the call's path.")
+    resolve_digests: bool = field(
+        "bool", True, "Read /api/tags once so cache keys carry each model's digest."
+    )
+    write_behind: bool = field(
+        "bool", True, "Store cache entries from a background thread, off the call's path."
+    )
     retries: int = field("int", 2, "Retries before the first token.", minimum=0, maximum=10)
     max_concurrency: int = field("int", 4, "Concurrent requests; match OLLAMA_NUM_PARALLEL.", minimum=1)
     strict_runner: bool = field(
