@@ -45,6 +45,28 @@ class _Failure(Exception):
         self.cause = cause
 
 
+def _attempt_failure(
+    exc: BaseException,
+    classify: Any,
+    timer: PhaseTimer,
+    when: float | None,
+    deadline_at: float | None,
+    phase: str,
+) -> _Failure | None:
+    """Map a backend exception raised during one attempt to a ``_Failure``; None: not ours to map.
+
+    Shared by the aiohttp and httpx attempt paths. A ``TimeoutError`` that our own timer didn't cause
+    is the backend's (classified like any other error); one it caused is the deadline when the timer was
+    armed for the call's deadline, else the phase (pool, first byte, body) that ran out.
+    """
+    if isinstance(exc, TimeoutError):
+        if not timer.expired():
+            return _Failure(classify(exc) or FATAL, exc)
+        return _Failure(DEADLINE if (when is not None and when == deadline_at) else phase, exc)
+    found = classify(exc)
+    return None if found is None else _Failure(found, exc)
+
+
 class _Stats:
     __slots__ = ("in_use",)
 
@@ -421,18 +443,13 @@ class AsyncPerfClient:
             return Response(
                 resp.status, Headers(resp.headers), data, url=url, method=method, origin=host.origin
             )
-        except TimeoutError as exc:
-            if not timer.expired():
-                raise _Failure(_classify_aiohttp(exc) or FATAL, exc) from exc
-            kind = DEADLINE if (when is not None and when == deadline_at) else phase
-            raise _Failure(kind, exc) from exc
         except _Failure:
             raise
-        except Exception as exc:
-            found = _classify_aiohttp(exc)
-            if found is None:
+        except Exception as exc:  # TimeoutError included
+            failure = _attempt_failure(exc, _classify_aiohttp, timer, when, deadline_at, phase)
+            if failure is None:
                 raise
-            raise _Failure(found, exc) from exc
+            raise failure from exc
         finally:
             if lease is not None and not stream and not lease.released:
                 if resp is not None:
@@ -515,18 +532,13 @@ class AsyncPerfClient:
                 origin=host.origin,
                 http_version=resp.http_version,
             )
-        except TimeoutError as exc:
-            if not timer.expired():
-                raise _Failure(_classify_httpx(exc) or FATAL, exc) from exc
-            kind = DEADLINE if (when is not None and when == deadline_at) else phase
-            raise _Failure(kind, exc) from exc
         except _Failure:
             raise
-        except Exception as exc:
-            found = _classify_httpx(exc)
-            if found is None:
+        except Exception as exc:  # TimeoutError included
+            failure = _attempt_failure(exc, _classify_httpx, timer, when, deadline_at, phase)
+            if failure is None:
                 raise
-            raise _Failure(found, exc) from exc
+            raise failure from exc
         finally:
             if lease is not None and not handed_over and not lease.released:
                 lease.release()
