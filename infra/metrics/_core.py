@@ -14,7 +14,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, pairwise
-from math import floor, log
+from math import exp, floor, log
 from numbers import Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -43,6 +43,9 @@ _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _SK = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)
 _MULT = 1.0 / math.log(_SK._gamma)
 _INF = math.inf
+# Timers append their durations to a list and fold them into the sketch in sorted batches of this many
+# (see ``HistogramChild.note``): bounded memory (~50 KB per series) and the sort amortised.
+PENDING_FOLD_AT = 1024
 
 
 def _escape_label_value(v: str) -> str:
@@ -216,7 +219,7 @@ class HistogramChild(_Child):
     ``_sum`` would also be invalid OpenMetrics).
     """
 
-    __slots__ = ("_layout", "_local", "_metric", "_set", "_timer_cls")
+    __slots__ = ("_layout", "_local", "_metric", "_pending", "_set", "_timer_cls")
 
     def __init__(self, metric: Histogram, label_values: tuple[str, ...]) -> None:
         super().__init__(metric.labelnames, label_values)
@@ -225,6 +228,9 @@ class HistogramChild(_Child):
         self._set: ShardSet[HistogramShard] = ShardSet(HistogramShard(None))
         self._local = self._set.local
         self._timer_cls: Any = None
+        # Durations noted by timers, not yet in a shard: ``list.append`` is atomic (one C call under the
+        # GIL, a per-list lock on free-threaded builds), so any thread may append without a lock of ours.
+        self._pending: list[float] = []
 
     def observe(self, value: float) -> None:
         """Record one observation (seconds for durations, bytes for sizes)."""
@@ -254,15 +260,83 @@ class HistogramChild(_Child):
         if inside is None or (s.floor is not None and k < s.floor):
             s.add_key(k)
         else:
-            parts = s.split.get(k)
-            if parts is None:
-                parts = s.split[k] = [0] * (len(inside) + 1)
-            parts[bisect_left(inside, v)] += 1
+            self._count_split(s, inside, k, (v,))
         s.sum += v
         if v < s.min:
             s.min = v
         if v > s.max:
             s.max = v
+
+    @staticmethod
+    def _count_split(s: HistogramShard, inside: tuple[float, ...], k: int, values: Iterable[float]) -> None:
+        """Count values of straddling key ``k`` in the sub-bucket each falls in (exact ``le`` counts)."""
+        parts = s.split.get(k)
+        if parts is None:
+            parts = s.split[k] = [0] * (len(inside) + 1)
+        for v in values:
+            parts[bisect_left(inside, v)] += 1
+
+    # -- timers: note now, fold in sorted batches ---------------------------------------------------
+
+    def note(self, value: float) -> None:
+        """Record a duration a timer measured (a non-negative float from ``perf_counter``).
+
+        The ``with timed(...)`` hot path: one ``list.append`` instead of a sketch update (~0.2 µs
+        less per block). Every ``PENDING_FOLD_AT`` notes the batch is folded into the shards, sorted,
+        with one ``log`` per distinct sketch key instead of one per value; every read folds what is
+        pending first, so what is rendered is exact and complete.
+        """
+        p = self._pending
+        p.append(value)
+        if len(p) >= PENDING_FOLD_AT:
+            self._fold_pending()
+
+    def _fold_pending(self) -> None:
+        pending = self._pending
+        with self._set.lock:  # one folder at a time; readers and dead-shard folds take it too
+            n = len(pending)
+            if not n:
+                return
+            # Slice, then delete the same prefix: values appended meanwhile land past ``n`` and stay.
+            batch = pending[:n]
+            del pending[:n]
+            batch.sort()
+            self._fold_sorted(self._set.base, batch)
+
+    def _fold_sorted(self, s: HistogramShard, c: list[float]) -> None:
+        """Count the sorted, non-negative ``c`` into ``s`` exactly as ``observe`` would, one by one.
+
+        Values sharing a sketch key form one run of ``c``: find the run's end by bisecting for the
+        key's upper edge, then settle it with the key formula itself (``exp``/``log`` rounding may put
+        the edge one value off), so every value lands where ``observe`` would have put it.
+        """
+        n = len(c)
+        i = 0
+        while i < n and c[i] <= 0.0:
+            i += 1
+        s.zero += i
+        straddle = self._layout.straddle
+        while i < n:
+            k = floor(log(c[i]) * _MULT)
+            try:
+                j = bisect_left(c, exp((k + 1) / _MULT), i)
+            except OverflowError:
+                j = n
+            while j < n and floor(log(c[j]) * _MULT) == k:
+                j += 1
+            while j > i + 1 and floor(log(c[j - 1]) * _MULT) != k:
+                j -= 1
+            inside = straddle.get(k)
+            if inside is None or (s.floor is not None and k < s.floor):
+                s.add_key(k, j - i)
+            else:
+                self._count_split(s, inside, k, c[i:j])
+            i = j
+        s.sum += sum(c)
+        if c[0] < s.min:
+            s.min = c[0]
+        if c[-1] > s.max:
+            s.max = c[-1]
 
     def _observe_other(self, value: Any) -> None:
         if type(value) is not float and not isinstance(value, Real):
@@ -297,6 +371,8 @@ class HistogramChild(_Child):
 
     def le_counts(self) -> tuple[list[int], float]:
         """Per-bucket counts (last one is the ``+Inf`` overflow) and the sum, as one snapshot."""
+        if self._pending:
+            self._fold_pending()
         return self._set.read(self._layout.le_counts)
 
     def cumulative(self) -> tuple[list[int], float]:
@@ -317,12 +393,16 @@ class HistogramChild(_Child):
                 out.append((bins, s.zero, float(s.sum), float(s.min), float(s.max)))
             return out
 
+        if self._pending:
+            self._fold_pending()
         sk = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)
         for bins, zero, total, vmin, vmax in self._set.read(read):
             sk.merge_bins(bins, {}, zero, sum(bins.values()) + zero, total, vmin, vmax)
         return sk
 
     def _reset(self) -> None:
+        with self._set.lock:
+            del self._pending[:]
         self._set.clear()
 
     def _after_fork(self) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from infra.metrics import MetricsRegistry, timed
+from infra.metrics import DEFAULT_BUCKETS, MetricsRegistry, timed
+from infra.metrics._core import PENDING_FOLD_AT
 
 
 def _op(registry: MetricsRegistry, name: str) -> dict[str, float]:
@@ -236,9 +240,11 @@ def test_a_failure_while_recording_never_changes_the_outcome(
         raise RuntimeError("metrics bug")
 
     monkeypatch.setattr(_timer, "_failure_logged", False)
-    monkeypatch.setattr(type(h), "observe", explode)
-    monkeypatch.setattr(type(h), "_observe_key", explode)
+    monkeypatch.setattr(type(h), "note", explode)
+    monkeypatch.setattr(type(h), "_fold_pending", explode)
     assert f() == 7
+    # a full batch: the next `with` folds it, and the fold breaks
+    h._pending.extend([1e-3] * (PENDING_FOLD_AT - 1))
     with pytest.raises(KeyError), timed("broken", registry=registry):
         raise KeyError("mine")
     with timed("broken", registry=registry):
@@ -246,3 +252,33 @@ def test_a_failure_while_recording_never_changes_the_outcome(
     assert [r.message for r in caplog.records].count(
         "timed: recording infra_operation_duration_seconds failed; the timed code is unaffected"
     ) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=0.0, max_value=1e4, allow_nan=False),
+            st.sampled_from([0.0, *DEFAULT_BUCKETS]),  # exactly on an `le` boundary
+            st.sampled_from(DEFAULT_BUCKETS).map(lambda b: math.nextafter(b, 0.0)),
+            st.sampled_from(DEFAULT_BUCKETS).map(lambda b: math.nextafter(b, math.inf)),
+            st.floats(min_value=1e-9, max_value=1e-6),  # what `with: pass` measures
+        ),
+        max_size=3 * PENDING_FOLD_AT,
+    )
+)
+def test_timer_batches_count_exactly_what_observe_counts_one_by_one(values: list[float]) -> None:
+    """The sorted batch fold is an optimisation of ``observe``: same `le` counts, sum, min, max and
+    quantile sketch, for any durations, at and beside every bucket boundary."""
+    reg = MetricsRegistry()
+    noted = reg.histogram("noted_seconds").labels()
+    observed = reg.histogram("observed_seconds").labels()
+    for v in values:
+        noted.note(v)
+        observed.observe(v)
+    assert noted.le_counts()[0] == observed.le_counts()[0]
+    assert noted.le_counts()[1] == pytest.approx(observed.le_counts()[1], rel=1e-9, abs=1e-12)
+    a, b = noted.sketch(), observed.sketch()
+    assert (a.count, a.min, a.max) == (b.count, b.min, b.max)
+    for q in (0.5, 0.9, 0.99):
+        assert a.quantile(q) == b.quantile(q) or (math.isnan(a.quantile(q)) and math.isnan(b.quantile(q)))
