@@ -4,6 +4,11 @@ A voice pipeline sends ~31 chunks a second, each ``json.dumps({..static fields..
 Only the base64 payload changes, and base64's alphabet needs no JSON escaping, so the text around
 it can be computed once: ``prefix + b64(chunk) + suffix``. The template checks at construction that
 its output equals compact ``json.dumps`` of the full dict byte for byte.
+
+Once ``json.dumps`` is gone, base64 itself is ~80% of what is left: the stdlib's ``binascii`` encodes
+~1 byte per step. ``pybase64`` (the ``hotpath`` extra; SIMD, with a portable C fallback of its own)
+encodes a 1 KB chunk ~7x faster and returns ``str`` directly, so it is used when installed; without it
+the template falls back to ``binascii`` with the same output (the construction check proves both).
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ from typing import Any
 
 __all__ = ["AudioFrameTemplate"]
 
+try:  # SIMD base64 (optional): same bytes as binascii, ~7x faster on 1 KB
+    from pybase64 import b64encode as _b64
+    from pybase64 import b64encode_as_string as _b64_str
+except ImportError:  # pragma: no cover - exercised by test_the_binascii_fallback_gives_the_same_output
+    _b64 = None
+    _b64_str = None
+
 _COMPACT = (",", ":")
+_join_str = "".join
+_join_bytes = b"".join
 # Covers every byte value and every base64 padding length (len % 3 == 0, 1, 2).
 _PROBES = (b"", b"\x00", b"\xff\xfe", bytes(range(256)), bytes(range(255, -1, -1)) * 3 + b"\x01")
 
@@ -87,18 +101,22 @@ class AudioFrameTemplate:
 
     def encode_str(self, chunk: bytes) -> str:
         """The full JSON text for ``chunk`` as ``str``."""
-        # One join and one decode: two copies of the payload instead of the three that
-        # prefix + b64.decode() + suffix makes (a measurable share once json.dumps is gone).
-        return b"".join((self._bprefix, b2a_base64(chunk, newline=False), self._bsuffix)).decode(self._codec)
+        if _b64_str is not None:
+            return _join_str((self._prefix, _b64_str(chunk), self._suffix))
+        # binascii: one join and one decode, two copies of the payload instead of the three that
+        # prefix + b64.decode() + suffix makes.
+        data = _join_bytes((self._bprefix, b2a_base64(chunk, newline=False), self._bsuffix))
+        return data.decode(self._codec)
 
     def encode_bytes(self, chunk: bytes) -> bytes:
         """The full JSON text for ``chunk`` as UTF-8 ``bytes`` (no str round trip)."""
-        return b"".join((self._bprefix, b2a_base64(chunk, newline=False), self._bsuffix))
+        if _b64 is not None:
+            return _join_bytes((self._bprefix, _b64(chunk), self._bsuffix))
+        return _join_bytes((self._bprefix, b2a_base64(chunk, newline=False), self._bsuffix))
 
     def encode(self, chunk: bytes) -> str | bytes:
         """``encode_bytes(chunk)`` when the template was built with ``as_bytes=True``, else ``encode_str``."""
-        data = b"".join((self._bprefix, b2a_base64(chunk, newline=False), self._bsuffix))
-        return data if self.as_bytes else data.decode(self._codec)
+        return self.encode_bytes(chunk) if self.as_bytes else self.encode_str(chunk)
 
     @property
     def prefix(self) -> str:

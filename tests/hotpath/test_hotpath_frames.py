@@ -100,3 +100,26 @@ def test_fields_are_copied_so_later_changes_do_not_leak_in() -> None:
     t = AudioFrameTemplate(fields, "audio")
     fields["a"] = 2
     assert t.encode(b"") == '{"a":1,"audio":""}'
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_the_binascii_fallback_gives_the_same_output(monkeypatch: pytest.MonkeyPatch, as_bytes: bool) -> None:
+    """Without pybase64 (the optional SIMD encoder) the stdlib path produces the identical frame."""
+    from infra.hotpath import frames
+
+    fields = {"message_type": "input_audio_chunk", "audio_base_64": "", "note": "héllo"}
+    chunk = bytes(range(256)) * 4
+    fast = AudioFrameTemplate(fields, "audio_base_64", as_bytes=as_bytes, ensure_ascii=False)
+    monkeypatch.setattr(frames, "_b64", None)
+    monkeypatch.setattr(frames, "_b64_str", None)
+    slow = AudioFrameTemplate(fields, "audio_base_64", as_bytes=as_bytes, ensure_ascii=False)
+    want = _reference(fields, "audio_base_64", chunk, ensure_ascii=False)
+    assert slow.encode(chunk) == fast.encode(chunk) == (want.encode("utf-8") if as_bytes else want)
+    assert slow.encode_str(chunk) == want and slow.encode_bytes(chunk) == want.encode("utf-8")
+
+
+def test_the_simd_encoder_is_used_when_installed() -> None:
+    """The hotpath extra installs pybase64; CI must exercise the fast path, not silently the fallback."""
+    from infra.hotpath import frames
+
+    assert frames._b64 is not None and frames._b64_str is not None
