@@ -25,16 +25,17 @@ from infra.http._classify import classify_httpx as _classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Call, HostState
 from infra.http._errors import HTTPError
 from infra.http._ident import DEFAULT_HEADERS, prepare_headers
-from infra.http._lease import AsyncLease, acquire_async
+from infra.http._lease import AsyncGate, AsyncLease, release_slots, wait_slots
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
-from infra.http._response import AsyncStreamResponse, Headers, Response
+from infra.http._response import AsyncStreamResponse, Response, backend_headers
 from infra.http._settings_args import DEFAULT, backend_for, resolve_settings, tls_context
-from infra.http._timer import PhaseTimer
+from infra.http._timer import PhaseTimer, TimerWheel
 
 __all__ = ["AsyncPerfClient"]
 
 _monotonic = time.monotonic
+_ROUTES_MAX = 1024
 
 
 class _Failure(Exception):
@@ -94,7 +95,10 @@ class AsyncPerfClient:
         self._hosts: dict[str, HostState] = {}
         self._session: Any = None
         self._httpx: dict[str, Any] = {}
-        self._global: asyncio.Semaphore | None = None
+        self._global: AsyncGate | None = None
+        # url -> (origin state, backend kind): origin_of + two lookups per call become one dict get.
+        self._routes: dict[str, tuple[HostState, str]] = {}
+        self._wheel: TimerWheel | None = None
         self._stats = _Stats()
         self._closed = False
         # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
@@ -159,21 +163,36 @@ class AsyncPerfClient:
     def host_state(self, url: str) -> HostState:
         return self._host(origin_of(url))
 
-    def _global_sem(self) -> asyncio.Semaphore:
-        sem = self._global
-        if sem is None:
-            sem = self._global = asyncio.Semaphore(self._settings.limits.max_connections)
-        return sem
+    def _global_gate(self) -> AsyncGate:
+        gate = self._global
+        if gate is None:
+            gate = self._global = AsyncGate(self._settings.limits.max_connections)
+        return gate
 
     def _host(self, origin: str) -> HostState:
         host = self._hosts.get(origin)
         if host is None:
-            if self._global is None:
-                self._global = asyncio.Semaphore(self._settings.limits.max_connections)
+            self._global_gate()
             host = self._hosts[origin] = HostState(
-                origin, self._settings, asyncio.Semaphore(self._settings.limits.max_per_host)
+                origin, self._settings, AsyncGate(self._settings.limits.max_per_host)
             )
         return host
+
+    def _route(self, url: str) -> tuple[HostState, str]:
+        """The origin state and backend kind for ``url`` (memoised per URL, bounded)."""
+        route = self._routes.get(url)
+        if route is None:
+            origin = origin_of(url)
+            route = (self._host(origin), backend_for(self._settings, url, origin))
+            if len(self._routes) < _ROUTES_MAX:
+                self._routes[url] = route
+        return route
+
+    def _timer_wheel(self) -> TimerWheel:
+        # Bound to the loop of the first call, like the aiohttp session; a timer started on another loop
+        # falls back to a handle of its own (PhaseTimer checks).
+        wheel = self._wheel = TimerWheel(asyncio.get_running_loop())
+        return wheel
 
     def _aiohttp(self) -> Any:
         if self._closed:
@@ -261,26 +280,202 @@ class AsyncPerfClient:
             )
         return await self._run(method, url, params, headers, content, json, retry_ok, deadline, False)
 
-    async def get(self, url: str, **kw: Any) -> Response:
-        return await self.request("GET", url, **kw)
+    async def get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+        idempotent: bool = False,
+        deadline: float | Any | None = DEFAULT,
+        cache: bool | None = None,
+    ) -> Response:
+        """``request("GET", url, ...)``."""
+        if cache or (cache is None and self._settings.cache.enabled):
+            return await self.request(
+                "GET",
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+                idempotent=idempotent,
+                deadline=deadline,
+                cache=cache,
+            )
+        # Straight to the retry loop: one coroutine layer less than going through request().
+        sent, retry_ok = prepare_headers(headers, idempotent)
+        return await self._run("GET", url, params, sent, content, json, retry_ok, deadline, False)
 
-    async def head(self, url: str, **kw: Any) -> Response:
-        return await self.request("HEAD", url, **kw)
+    async def head(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+        idempotent: bool = False,
+        deadline: float | Any | None = DEFAULT,
+        cache: bool | None = None,
+    ) -> Response:
+        """``request("HEAD", url, ...)``."""
+        if cache or (cache is None and self._settings.cache.enabled):
+            return await self.request(
+                "HEAD",
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+                idempotent=idempotent,
+                deadline=deadline,
+                cache=cache,
+            )
+        sent, retry_ok = prepare_headers(headers, idempotent)
+        return await self._run("HEAD", url, params, sent, content, json, retry_ok, deadline, False)
 
-    async def options(self, url: str, **kw: Any) -> Response:
-        return await self.request("OPTIONS", url, **kw)
+    async def options(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+        idempotent: bool = False,
+        deadline: float | Any | None = DEFAULT,
+        cache: bool | None = None,
+    ) -> Response:
+        """``request("OPTIONS", url, ...)``."""
+        if cache or (cache is None and self._settings.cache.enabled):
+            return await self.request(
+                "OPTIONS",
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+                idempotent=idempotent,
+                deadline=deadline,
+                cache=cache,
+            )
+        sent, retry_ok = prepare_headers(headers, idempotent)
+        return await self._run("OPTIONS", url, params, sent, content, json, retry_ok, deadline, False)
 
-    async def post(self, url: str, **kw: Any) -> Response:
-        return await self.request("POST", url, **kw)
+    async def post(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+        idempotent: bool = False,
+        deadline: float | Any | None = DEFAULT,
+        cache: bool | None = None,
+    ) -> Response:
+        """``request("POST", url, ...)``."""
+        if cache or (cache is None and self._settings.cache.enabled):
+            return await self.request(
+                "POST",
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+                idempotent=idempotent,
+                deadline=deadline,
+                cache=cache,
+            )
+        sent, retry_ok = prepare_headers(headers, idempotent)
+        return await self._run("POST", url, params, sent, content, json, retry_ok, deadline, False)
 
-    async def put(self, url: str, **kw: Any) -> Response:
-        return await self.request("PUT", url, **kw)
+    async def put(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+        idempotent: bool = False,
+        deadline: float | Any | None = DEFAULT,
+        cache: bool | None = None,
+    ) -> Response:
+        """``request("PUT", url, ...)``."""
+        if cache or (cache is None and self._settings.cache.enabled):
+            return await self.request(
+                "PUT",
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+                idempotent=idempotent,
+                deadline=deadline,
+                cache=cache,
+            )
+        sent, retry_ok = prepare_headers(headers, idempotent)
+        return await self._run("PUT", url, params, sent, content, json, retry_ok, deadline, False)
 
-    async def patch(self, url: str, **kw: Any) -> Response:
-        return await self.request("PATCH", url, **kw)
+    async def patch(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+        idempotent: bool = False,
+        deadline: float | Any | None = DEFAULT,
+        cache: bool | None = None,
+    ) -> Response:
+        """``request("PATCH", url, ...)``."""
+        if cache or (cache is None and self._settings.cache.enabled):
+            return await self.request(
+                "PATCH",
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+                idempotent=idempotent,
+                deadline=deadline,
+                cache=cache,
+            )
+        sent, retry_ok = prepare_headers(headers, idempotent)
+        return await self._run("PATCH", url, params, sent, content, json, retry_ok, deadline, False)
 
-    async def delete(self, url: str, **kw: Any) -> Response:
-        return await self.request("DELETE", url, **kw)
+    async def delete(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+        idempotent: bool = False,
+        deadline: float | Any | None = DEFAULT,
+        cache: bool | None = None,
+    ) -> Response:
+        """``request("DELETE", url, ...)``."""
+        if cache or (cache is None and self._settings.cache.enabled):
+            return await self.request(
+                "DELETE",
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+                idempotent=idempotent,
+                deadline=deadline,
+                cache=cache,
+            )
+        sent, retry_ok = prepare_headers(headers, idempotent)
+        return await self._run("DELETE", url, params, sent, content, json, retry_ok, deadline, False)
 
     def stream(
         self,
@@ -318,13 +513,11 @@ class AsyncPerfClient:
         stream: bool,
     ) -> Response | AsyncStreamResponse:
         s = self._settings
-        origin = origin_of(url)
-        host = self._hosts.get(origin) or self._host(origin)
+        host, kind = self._routes.get(url) or self._route(url)
         started = _monotonic()
         total = s.timeouts.total if deadline is DEFAULT else deadline
         deadline_at = started + total if total is not None else None
         call = Call(s.retry, host, method, retry_ok, started)
-        kind = backend_for(s, url, origin)
         h2 = kind != "aiohttp"
         delay: float | None
         while True:
@@ -392,71 +585,86 @@ class AsyncPerfClient:
     ) -> Response | AsyncStreamResponse:
         session = self._session or self._aiohttp()
         t = self._settings.timeouts
-        hs, gs = host.slots, self._global_sem()
+        hs, gs = host.slots, self._global or self._global_gate()
         now = _monotonic()
-        if hs.locked() or gs.locked():  # we'll queue for a slot: the pool limit applies first
-            phase = POOL
-            when = earliest(deadline_at, now + t.pool if t.pool is not None else None)
-        else:
-            phase = FIRST_BYTE
-            when = earliest(deadline_at, now + t.first_byte if t.first_byte is not None else None)
-        lease: AsyncLease | None = None
+        # Both slots free: take them below without awaiting. Otherwise we queue, and the pool limit
+        # applies first.
+        free = hs.free > 0 and gs.free > 0
+        phase = FIRST_BYTE if free else POOL
+        limit = t.first_byte if free else t.pool
+        when = deadline_at if limit is None else earliest(deadline_at, now + limit)
+        timer = PhaseTimer(when, self._wheel or self._timer_wheel())
+        timer.start()
+        held = False
         resp: Any = None
-        timer = PhaseTimer(when)
         try:
-            async with timer:
-                lease = await acquire_async(hs, gs, host.metrics, self._stats)
-                if phase == POOL:
-                    phase = FIRST_BYTE
-                    fb = t.first_byte
-                    when = earliest(deadline_at, _monotonic() + fb if fb is not None else None)
-                    timer.move(when)
-                # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to
-                # another origin would run under this origin's slot, breaker and metrics.
-                resp = await session.request(
-                    method,
-                    url,
-                    params=params,
-                    headers=headers,
-                    data=content,
-                    json=json,
-                    allow_redirects=False,
-                )
-                if stream:
-                    body = AiohttpBody(resp, lease, t.idle, deadline_at, host.origin)
-                    return AsyncStreamResponse(
-                        resp.status,
-                        Headers(resp.headers),
-                        None,
-                        url=url,
-                        method=method,
-                        origin=host.origin,
-                        body=body,
-                    )
-                if when != deadline_at:  # the body is bounded by the deadline alone
-                    phase = DEADLINE
-                    when = deadline_at
-                    timer.move(when)
-                data = await resp.read()
-            assert lease is not None
-            lease.release()
-            return Response(
-                resp.status, Headers(resp.headers), data, url=url, method=method, origin=host.origin
+            if free:
+                hs.free -= 1
+                gs.free -= 1
+                self._stats.in_use += 1
+                host.metrics.active(1)
+            else:
+                await wait_slots(hs, gs, host.metrics, self._stats)
+            held = True
+            if phase == POOL:
+                phase = FIRST_BYTE
+                fb = t.first_byte
+                when = earliest(deadline_at, _monotonic() + fb if fb is not None else None)
+                timer.move(when)
+            # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to
+            # another origin would run under this origin's slot, breaker and metrics.
+            resp = await session.request(
+                method,
+                url,
+                params=params,
+                headers=headers,
+                data=content,
+                json=json,
+                allow_redirects=False,
             )
-        except _Failure:
-            raise
-        except Exception as exc:  # TimeoutError included
+            if stream:
+                timer.stop()
+                body = AiohttpBody(
+                    resp, AsyncLease(hs, gs, host.metrics, self._stats), t.idle, deadline_at, host.origin
+                )
+                held = False  # the body reader owns the slots from here
+                return AsyncStreamResponse(
+                    resp.status,
+                    backend_headers(resp.headers),
+                    None,
+                    url=url,
+                    method=method,
+                    origin=host.origin,
+                    body=body,
+                )
+            if when != deadline_at:  # the body is bounded by the deadline alone
+                phase = DEADLINE
+                when = deadline_at
+                timer.move(when)
+            data = await resp.read()
+        except BaseException as exc:
+            ours = timer.stop()
+            if held:
+                if resp is not None:
+                    resp.close()
+                release_slots(hs, gs, host.metrics, self._stats)
+            if ours and isinstance(exc, asyncio.CancelledError):
+                # Our timer's cancel, and no outside one: this phase (or the deadline) ran out.
+                timeout = TimeoutError()
+                timeout.__cause__ = exc
+                failure = _attempt_failure(timeout, _classify_aiohttp, timer, when, deadline_at, phase)
+                raise failure from timeout  # type: ignore[misc]
+            if not isinstance(exc, Exception):
+                raise
             failure = _attempt_failure(exc, _classify_aiohttp, timer, when, deadline_at, phase)
             if failure is None:
                 raise
             raise failure from exc
-        finally:
-            if lease is not None and not stream and not lease.released:
-                if resp is not None:
-                    resp.close()
-                lease.release()
-            elif stream and lease is not None and not lease.released and resp is None:
-                lease.release()
+        timer.stop()
+        release_slots(hs, gs, host.metrics, self._stats)
+        return Response(
+            resp.status, backend_headers(resp.headers), data, url=url, method=method, origin=host.origin
+        )
 
     async def _once_httpx(
         self,
@@ -475,76 +683,94 @@ class AsyncPerfClient:
 
         client = self._httpx_client(kind)
         t = self._settings.timeouts
-        hs, gs = host.slots, self._global_sem()
+        hs, gs = host.slots, self._global or self._global_gate()
         now = _monotonic()
-        if hs.locked() or gs.locked():  # we'll queue for a slot: the pool limit applies first
-            phase = POOL
-            when = earliest(deadline_at, now + t.pool if t.pool is not None else None)
-        else:
-            phase = FIRST_BYTE
-            when = earliest(deadline_at, now + t.first_byte if t.first_byte is not None else None)
-        lease: AsyncLease | None = None
+        free = hs.free > 0 and gs.free > 0
+        phase = FIRST_BYTE if free else POOL
+        limit = t.first_byte if free else t.pool
+        when = deadline_at if limit is None else earliest(deadline_at, now + limit)
+        timer = PhaseTimer(when, self._wheel or self._timer_wheel())
+        timer.start()
+        held = False
         resp: Any = None
-        handed_over = False
-        timer = PhaseTimer(when)
         try:
-            async with timer:
-                lease = await acquire_async(hs, gs, host.metrics, self._stats)
-                if phase == POOL:
-                    phase = FIRST_BYTE
-                    fb = t.first_byte
-                    when = earliest(deadline_at, _monotonic() + fb if fb is not None else None)
-                    timer.move(when)
-                request = httpx.Request(
-                    method,
-                    url,
-                    params=params,
-                    headers=merge_headers(httpx, headers),
-                    content=content,
-                    json=json,
-                    extensions={"timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}},
-                )
-                resp = await client.handle_async_request(request)
-                resp.request = request
-                if stream:
-                    handed_over = True
-                    return AsyncStreamResponse(
-                        resp.status_code,
-                        Headers(resp.headers),
-                        None,
-                        url=url,
-                        method=method,
-                        origin=host.origin,
-                        http_version=resp.http_version,
-                        body=HttpxBody(resp, lease, t.idle, deadline_at, host.origin),
-                    )
-                if when != deadline_at:
-                    phase = DEADLINE
-                    when = deadline_at
-                    timer.move(when)
-                data = await resp.aread()
-            return Response(
-                resp.status_code,
-                Headers(resp.headers),
-                data,
-                url=url,
-                method=method,
-                origin=host.origin,
-                http_version=resp.http_version,
+            if free:
+                hs.free -= 1
+                gs.free -= 1
+                self._stats.in_use += 1
+                host.metrics.active(1)
+            else:
+                await wait_slots(hs, gs, host.metrics, self._stats)
+            held = True
+            if phase == POOL:
+                phase = FIRST_BYTE
+                fb = t.first_byte
+                when = earliest(deadline_at, _monotonic() + fb if fb is not None else None)
+                timer.move(when)
+            request = httpx.Request(
+                method,
+                url,
+                params=params,
+                headers=merge_headers(httpx, headers),
+                content=content,
+                json=json,
+                extensions={"timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}},
             )
-        except _Failure:
-            raise
-        except Exception as exc:  # TimeoutError included
+            resp = await client.handle_async_request(request)
+            resp.request = request
+            if stream:
+                timer.stop()
+                h2body = HttpxBody(
+                    resp, AsyncLease(hs, gs, host.metrics, self._stats), t.idle, deadline_at, host.origin
+                )
+                held = False  # the body reader owns the slots from here
+                return AsyncStreamResponse(
+                    resp.status_code,
+                    backend_headers(resp.headers),
+                    None,
+                    url=url,
+                    method=method,
+                    origin=host.origin,
+                    http_version=resp.http_version,
+                    body=h2body,
+                )
+            if when != deadline_at:
+                phase = DEADLINE
+                when = deadline_at
+                timer.move(when)
+            data = await resp.aread()
+        except BaseException as exc:
+            ours = timer.stop()
+            if held:
+                release_slots(hs, gs, host.metrics, self._stats)
+                if resp is not None and not resp.is_closed:
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(resp.aclose())
+            if ours and isinstance(exc, asyncio.CancelledError):
+                timeout = TimeoutError()
+                timeout.__cause__ = exc
+                failure = _attempt_failure(timeout, _classify_httpx, timer, when, deadline_at, phase)
+                raise failure from timeout  # type: ignore[misc]
+            if not isinstance(exc, Exception):
+                raise
             failure = _attempt_failure(exc, _classify_httpx, timer, when, deadline_at, phase)
             if failure is None:
                 raise
             raise failure from exc
-        finally:
-            if lease is not None and not handed_over and not lease.released:
-                lease.release()
-                if resp is not None and not resp.is_closed:
-                    with contextlib.suppress(BaseException):
-                        await asyncio.shield(resp.aclose())
+        timer.stop()
+        release_slots(hs, gs, host.metrics, self._stats)
+        if not resp.is_closed:  # aread() closes it at the end of the body; never leave one open
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(resp.aclose())
+        return Response(
+            resp.status_code,
+            backend_headers(resp.headers),
+            data,
+            url=url,
+            method=method,
+            origin=host.origin,
+            http_version=resp.http_version,
+        )
 
 
 class _StreamContext:

@@ -43,6 +43,7 @@ class CircuitBreaker:
     """State machine for one origin. ``on_change(state)`` is called (outside the lock) on every transition."""
 
     __slots__ = (
+        "_adaptive",
         "_adjusted_at",
         "_buckets",
         "_clock",
@@ -80,6 +81,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probes = 0
         self._slot = settings.window / _BUCKETS
+        self._adaptive = settings.adaptive
         self._adjusted_at = clock()
         self._period = [0, 0]  # requests, failures since the last adaptive check
         # Ring of [bucket index, requests, failures]; a bucket is window/10 seconds wide.
@@ -121,6 +123,19 @@ class CircuitBreaker:
     def record(self, outcome: int, admission: int = NORMAL) -> None:
         """Feed the outcome of one attempt admitted with ``admission``."""
         if not self.enabled:
+            return
+        if outcome == SUCCESS and admission == NORMAL and not self._adaptive:
+            # The common case, a success while closed, in one short block: what _count does, plus the
+            # reset of the failure run. No state can change on this path.
+            index = int(self._clock() // self._slot)
+            bucket = self._buckets[index % _BUCKETS]
+            with self._lock:
+                if self.state == CLOSED:
+                    if bucket[0] != index:
+                        bucket[0], bucket[1], bucket[2] = index, 1, 0
+                    else:
+                        bucket[1] += 1
+                    self._consecutive = 0
             return
         changed = None
         with self._lock:

@@ -48,7 +48,8 @@ class RetryBudget:
         if not self.enabled:
             return
         with self._lock:
-            self._tokens = min(self._cap, self._tokens + self._ratio)
+            tokens = self._tokens + self._ratio
+            self._tokens = tokens if tokens < self._cap else self._cap
 
     def try_withdraw(self) -> bool:
         """Take a token for one retry; False (and counted in ``denied``) when the budget is spent."""

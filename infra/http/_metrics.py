@@ -42,6 +42,9 @@ class _Null:
     def observe(self, value: float) -> None:
         pass
 
+    def note(self, value: float) -> None:
+        pass
+
 
 _NULL = _Null()
 
@@ -84,7 +87,7 @@ class HostMetrics(NullMetrics):
 
     def __init__(self, origin: str) -> None:
         self.origin = origin
-        self._duration: dict[tuple[str, int], Any] = {}
+        self._duration: dict[tuple[str, int | None], Any] = {}
         self._ttfb: dict[str, Any] = {}
         self._retries: dict[str, Any] = {}
         try:
@@ -139,26 +142,25 @@ class HostMetrics(NullMetrics):
             self._h_duration = self._h_ttfb = self._c_retries = None
 
     def duration(self, method: str, status: int | None, seconds: float) -> None:
-        cls = _CLASSES.get(status // 100, "other") if status is not None else "error"
-        key = (method, status // 100 if status is not None else 0)
-        child = self._duration.get(key)
+        # Keyed by the exact status, and holding the child's ``note`` (a list append, folded into the
+        # sketch in batches and before every read): one dict get and one call per request.
+        record = self._duration.get((method, status))
         try:
-            if child is None:
-                child = self._duration[key] = (
-                    self._h_duration.labels(self.origin, method, cls) if self._h_duration else _NULL
-                )
-            child.observe(seconds)
+            if record is None:
+                cls = _CLASSES.get(status // 100, "other") if status is not None else "error"
+                child = self._h_duration.labels(self.origin, method, cls) if self._h_duration else _NULL
+                record = self._duration[(method, status)] = child.note
+            record(seconds)
         except Exception as exc:
             _failed(exc)
 
     def ttfb(self, method: str, seconds: float) -> None:
-        child = self._ttfb.get(method)
+        record = self._ttfb.get(method)
         try:
-            if child is None:
-                child = self._ttfb[method] = (
-                    self._h_ttfb.labels(self.origin, method) if self._h_ttfb else _NULL
-                )
-            child.observe(seconds)
+            if record is None:
+                child = self._h_ttfb.labels(self.origin, method) if self._h_ttfb else _NULL
+                record = self._ttfb[method] = child.note
+            record(seconds)
         except Exception as exc:
             _failed(exc)
 
@@ -188,7 +190,7 @@ class HostMetrics(NullMetrics):
 
     def pool_wait(self, seconds: float) -> None:
         try:
-            self._pool_wait.observe(seconds)
+            self._pool_wait.note(seconds)
         except Exception as exc:
             _failed(exc)
 

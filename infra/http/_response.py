@@ -13,7 +13,7 @@ from typing import Any
 
 from infra.http._errors import Attempt, HTTPStatusError
 
-__all__ = ["AsyncStreamResponse", "Headers", "LineDecoder", "Response", "StreamResponse"]
+__all__ = ["AsyncStreamResponse", "Headers", "LineDecoder", "Response", "StreamResponse", "backend_headers"]
 
 
 class Headers(Mapping[str, str]):
@@ -74,6 +74,17 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({self.raw_items()!r})"
+
+
+_new = object.__new__
+
+
+def backend_headers(source: Any) -> Headers:
+    """``Headers(source)`` for a backend's own case-insensitive mapping (aiohttp CIMultiDictProxy,
+    httpx.Headers), without the type checks of ``__init__``: the clients build one per response."""
+    headers: Headers = _new(Headers)
+    headers._src = source
+    return headers
 
 
 class _CIDict:

@@ -16,7 +16,7 @@ import sys
 from types import TracebackType
 from typing import Any
 
-__all__ = ["PhaseTimer"]
+__all__ = ["PhaseTimer", "TimerWheel"]
 
 # A handle runs when the loop's clock is within its resolution of the deadline; treat "that close" as
 # reached rather than re-arming for a few microseconds.
@@ -25,31 +25,91 @@ _SLACK = 0.001
 
 if sys.version_info >= (3, 11):
 
-    class PhaseTimer:
-        __slots__ = ("_cancelling", "_done", "_expired", "_handle", "_limit", "_loop", "_task")
+    class TimerWheel:
+        """Coarse buckets for limits far away: one loop handle per bucket, not one per timer.
 
-        def __init__(self, limit: float | None) -> None:
+        Nearly every limit of a healthy call (pool 10 s, first byte 30 s, deadline 60 s) is disarmed long
+        before it is reached, so paying ``loop.call_at`` (a TimerHandle, a heap push whose comparisons run
+        in Python, then a cancel and a later pop) for each is waste: ~1.5 µs an attempt on our machines.
+        A limit at least ``FAR`` seconds away is filed under ``int(limit / GRAIN)`` (a dict insert); the
+        bucket's one handle fires at the bucket's start, never after any limit in it, and every timer still
+        filed then re-arms itself, precisely with ``call_at`` once its limit is near. So expiry is as exact
+        as with one handle per timer; only the bookkeeping for far limits changed. Bound to one loop.
+        """
+
+        GRAIN = 1.0  # seconds per bucket
+        FAR = 2.0  # > GRAIN, so a re-filed timer always lands in a later bucket
+
+        __slots__ = ("_buckets", "loop")
+
+        def __init__(self, loop: Any) -> None:
+            self.loop = loop
+            self._buckets: dict[int, dict[PhaseTimer, None]] = {}
+
+        def add(self, timer: PhaseTimer, when: float) -> dict[PhaseTimer, None]:
+            key = int(when / self.GRAIN)
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = {}
+                self.loop.call_at(key * self.GRAIN, self._fire, key)
+            bucket[timer] = None
+            return bucket
+
+        def _fire(self, key: int) -> None:
+            bucket = self._buckets.pop(key, None)
+            if bucket:
+                for timer in list(bucket):
+                    timer._wake()
+
+    class PhaseTimer:
+        """Use as ``async with PhaseTimer(limit)``, or ``start()`` / ``stop()`` on a hot path (no coroutine
+        objects; ``stop()`` says whether the timer's own cancel is pending, to be reported as a timeout).
+
+        ``wheel``: file far limits in that TimerWheel when it belongs to the running loop.
+        """
+
+        __slots__ = ("_armed", "_cancelling", "_done", "_expired", "_limit", "_loop", "_task", "_wheel")
+
+        def __init__(self, limit: float | None, wheel: TimerWheel | None = None) -> None:
             self._limit = limit
-            self._handle: asyncio.Handle | None = None
+            self._wheel = wheel
+            # The armed asyncio.TimerHandle, or the wheel bucket (a dict) this timer is filed in.
+            self._armed: Any = None
             self._expired = False
             self._done = False
-            self._loop: Any = None
-            self._task: Any = None
-            self._cancelling = 0
 
-        async def __aenter__(self) -> PhaseTimer:
+        def start(self) -> None:
             task = asyncio.current_task()
             if task is None:
                 raise RuntimeError("PhaseTimer must be used inside a task")
             self._task = task
-            self._loop = asyncio.get_running_loop()
             self._cancelling = task.cancelling()
-            if self._limit is not None:
-                self._arm(self._limit)
+            self._loop = loop = asyncio.get_running_loop()
+            limit = self._limit
+            if limit is not None:
+                wheel = self._wheel
+                if wheel is None or wheel.loop is not loop:
+                    self._wheel = None
+                self._arm(limit)
+
+        async def __aenter__(self) -> PhaseTimer:
+            self.start()
             return self
 
         def _arm(self, when: float) -> None:
-            self._handle = self._loop.call_at(when, self._fire)
+            wheel = self._wheel
+            if wheel is not None and when - self._loop.time() >= wheel.FAR:
+                self._armed = wheel.add(self, when)
+            else:
+                self._armed = self._loop.call_at(when, self._fire)
+
+        def _disarm(self) -> None:
+            armed, self._armed = self._armed, None
+            if armed is not None:
+                if type(armed) is dict:
+                    armed.pop(self, None)
+                else:
+                    armed.cancel()
 
         def move(self, limit: float | None) -> None:
             """Set the limit for the next phase (absolute loop time; None: no limit)."""
@@ -57,18 +117,21 @@ if sys.version_info >= (3, 11):
                 return
             old, self._limit = self._limit, limit
             if limit is None:
-                if self._handle is not None:
-                    self._handle.cancel()
-                    self._handle = None
-                return
-            if self._handle is None or old is None or limit < old:
-                if self._handle is not None:
-                    self._handle.cancel()
+                self._disarm()
+            elif self._armed is None or old is None or limit < old:
+                self._disarm()
                 self._arm(limit)
-            # else: a later limit; the armed handle fires at the old one and re-arms (no heap work now)
+            # else: a later limit; the armed handle (or bucket) fires at or before the old one and re-arms
+
+        def _wake(self) -> None:
+            """Our wheel bucket came due (at or before the limit): re-arm, precisely once near."""
+            self._armed = None
+            limit = self._limit
+            if limit is not None and not self._done and not self._expired:
+                self._arm(limit)
 
         def _fire(self) -> None:
-            self._handle = None
+            self._armed = None
             limit = self._limit
             if limit is None or self._done or self._expired:
                 return
@@ -81,26 +144,43 @@ if sys.version_info >= (3, 11):
         def expired(self) -> bool:
             return self._expired
 
+        def stop(self) -> bool:
+            """Disarm. True when this timer expired and its cancel is the only one pending (no outside
+            cancel arrived meanwhile): the CancelledError in flight then means "timed out". Idempotent."""
+            if self._done:
+                return False
+            self._done = True
+            armed = self._armed
+            if armed is not None:
+                self._armed = None
+                if type(armed) is dict:
+                    armed.pop(self, None)
+                else:
+                    armed.cancel()
+            return self._expired and self._task.uncancel() <= self._cancelling
+
         async def __aexit__(
             self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
         ) -> None:
-            self._done = True
-            if self._handle is not None:
-                self._handle.cancel()
-                self._handle = None
-            # Ours is the only pending cancel (no outside one arrived meanwhile): report a timeout.
-            ours = self._expired and self._task.uncancel() <= self._cancelling
-            if ours and exc_type is asyncio.CancelledError:
+            if self.stop() and exc_type is asyncio.CancelledError:
                 raise TimeoutError from exc
             return None
 
 else:  # pragma: no cover - Python 3.10: async_timeout (an aiohttp dependency) does the same job
 
+    class TimerWheel:  # type: ignore[no-redef, unused-ignore]
+        def __init__(self, loop: Any) -> None:
+            self.loop = loop
+
     class PhaseTimer:  # type: ignore[no-redef, unused-ignore]
-        def __init__(self, limit: float | None) -> None:
+        def __init__(self, limit: float | None, wheel: Any = None) -> None:
             from async_timeout import timeout_at
 
             self._cm = timeout_at(limit)
+            self._done = False
+
+        def start(self) -> None:
+            self._cm._do_enter()
 
         async def __aenter__(self) -> PhaseTimer:
             await self._cm.__aenter__()
@@ -115,5 +195,16 @@ else:  # pragma: no cover - Python 3.10: async_timeout (an aiohttp dependency) d
         def expired(self) -> bool:
             return bool(self._cm.expired)
 
+        def stop(self) -> bool:
+            if self._done:
+                return False
+            self._done = True
+            try:
+                self._cm._do_exit(asyncio.CancelledError)
+            except asyncio.TimeoutError:
+                return True
+            return False
+
         async def __aexit__(self, *exc: Any) -> None:
+            self._done = True
             await self._cm.__aexit__(*exc)

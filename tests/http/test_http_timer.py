@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from infra.http._timer import PhaseTimer
+from infra.http._timer import PhaseTimer, TimerWheel
 
 
 async def test_expires_at_its_limit_as_timeout_error() -> None:
@@ -69,3 +69,81 @@ async def test_leaves_no_pending_cancel_after_a_clean_exit() -> None:
     async with PhaseTimer(loop.time() + 0.02):
         pass
     await asyncio.sleep(0.05)  # would raise CancelledError if the timer still fired
+
+
+class _FastWheel(TimerWheel):
+    """The production wheel at a test's time scale (20 ms buckets, filed from 50 ms out)."""
+
+    GRAIN = 0.02
+    FAR = 0.05
+
+
+async def test_a_far_limit_is_filed_in_the_wheel_not_the_loop() -> None:
+    """Far limits cost a dict insert: 200 timers armed and disarmed add at most one loop handle each
+    second of limit (one per bucket), not one each."""
+    loop = asyncio.get_running_loop()
+    wheel = TimerWheel(loop)
+    before = len(loop._scheduled)  # type: ignore[attr-defined]
+    limit = loop.time() + 30
+    for _ in range(200):
+        timer = PhaseTimer(limit, wheel)
+        timer.start()
+        assert type(timer._armed) is dict  # filed in a bucket
+        timer.move(limit + 30)  # later: nothing to do
+        assert not timer.stop()
+    assert len(loop._scheduled) - before <= 1  # type: ignore[attr-defined]
+    near = PhaseTimer(loop.time() + 0.5, wheel)  # nearer than FAR: a precise handle of its own
+    near.start()
+    assert isinstance(near._armed, asyncio.TimerHandle)
+    near.stop()
+
+
+async def test_a_filed_timer_still_expires_at_its_limit() -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    timer = PhaseTimer(start + 0.2, _FastWheel(loop))
+    with pytest.raises(TimeoutError):
+        async with timer:
+            assert type(timer._armed) is dict
+            await asyncio.sleep(5)
+    elapsed = loop.time() - start
+    assert timer.expired()
+    assert 0.2 <= elapsed < 0.3  # the bucket fires early, the precise handle at the limit
+
+
+async def test_a_filed_timer_moved_later_or_earlier_follows_its_limit() -> None:
+    loop = asyncio.get_running_loop()
+    wheel = _FastWheel(loop)
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        async with PhaseTimer(start + 0.1, wheel) as timer:
+            timer.move(start + 0.25)  # later: the bucket fires, re-files or arms precisely
+            await asyncio.sleep(5)
+    assert 0.25 <= loop.time() - start < 0.35
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        async with PhaseTimer(start + 10, wheel) as timer:
+            timer.move(start + 0.06)  # earlier: leaves its bucket at once
+            await asyncio.sleep(5)
+    assert loop.time() - start < 0.15
+
+
+async def test_a_stopped_filed_timer_never_fires() -> None:
+    loop = asyncio.get_running_loop()
+    wheel = _FastWheel(loop)
+    async with PhaseTimer(loop.time() + 0.06, wheel) as timer:
+        bucket = timer._armed
+    assert bucket == {}  # it left its bucket
+    await asyncio.sleep(0.15)  # the bucket's handle fires and finds nobody to cancel
+
+
+async def test_a_wheel_of_another_loop_is_not_used() -> None:
+    other = asyncio.new_event_loop()
+    try:
+        loop = asyncio.get_running_loop()
+        timer = PhaseTimer(loop.time() + 30, TimerWheel(other))
+        timer.start()
+        assert isinstance(timer._armed, asyncio.TimerHandle)
+        timer.stop()
+    finally:
+        other.close()
