@@ -22,7 +22,8 @@ Engineering notes (each choice has a reason):
 * Auto-checkpoint is off on our connections; a background maintenance thread checkpoints (PASSIVE, never
   blocking writers), flushes batched access times, purges expired / stale rows incrementally and enforces
   the byte caps. A hit never writes.
-* Per-namespace entry and byte totals are kept by triggers (exact, no table scan for stats or caps).
+* Per-namespace entry and byte totals are exact with no write per set: stored totals up to a fold mark plus
+  the rows above it, folded in by the maintenance thread (see ``sqlite_schema``).
 * Schema creation and quarantine run under the flock, so processes starting together don't race on
   ``CREATE TABLE`` / ``journal_mode`` (the race of diskcache issue #85).
 * One connection per thread, dropped after ``fork()`` (``os.register_at_fork``).
@@ -49,8 +50,10 @@ from infra.cache.sqlite_schema import (
     CHECKPOINT_EVERY,
     GET,
     SCHEMA_VERSION,
+    STATS,
     UPSERT,
     is_corrupt,
+    migrate_statements,
     namespace_id,
     schema_statements,
     signed64,
@@ -123,6 +126,9 @@ class SQLiteBackend(CacheBackend):
         self._writes_since_check = 0
         self._writes_since_ckpt = 0
         self._bytes_est = 0
+        self._ns_est: dict[
+            str, int
+        ] = {}  # capped namespaces: bytes at the last exact read + own writes since
         self._purge_cursor = -_I63
         self._evict_cursor = -_I63
         self._gens: dict[int, int] = {}
@@ -259,9 +265,14 @@ class SQLiteBackend(CacheBackend):
                 if mode.lower() != "wal":
                     log.warning("cache database %s: journal_mode is %s, not WAL", self.path, mode)
                 conn.execute("BEGIN IMMEDIATE")
+                version = self._schema_version(conn)
+                if version is not None and version < SCHEMA_VERSION:
+                    for stmt in migrate_statements(version):
+                        conn.execute(stmt)
                 for stmt in schema_statements():
                     conn.execute(stmt)
-                conn.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                if version is None or version < SCHEMA_VERSION:
+                    conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,))
                 conn.execute("COMMIT")
                 conn.close()
                 return
@@ -273,6 +284,17 @@ class SQLiteBackend(CacheBackend):
                     self._quarantine_locked(exc)
                     continue
                 raise
+
+    @staticmethod
+    def _schema_version(conn: sqlite3.Connection) -> int | None:
+        """The file's schema version (None: a new file)."""
+        if (
+            conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+            is None
+        ):
+            return None
+        row = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+        return None if row is None else int(row[0])
 
     def _conn(self) -> sqlite3.Connection:
         loc = self._local
@@ -539,7 +561,10 @@ class SQLiteBackend(CacheBackend):
         self._after_write(namespace, sum(r[9] for r in rows))
 
     def _after_write(self, namespace: str, size: int) -> None:
-        """Enforce byte caps (exact totals are read every 64 writes, or on every write near a cap)."""
+        """Enforce byte caps. Exact totals are read every 64 writes (other processes' writes count too) or
+        when this process's own writes may have crossed a cap: an exact read sums the unfolded tail (up to
+        ~50 us), so a store kept at its cap must not pay one per set. Eviction frees 2% of the cap beyond the
+        excess, so the next crossing is many writes away."""
         self._bytes_est += size
         self._writes_since_check += 1
         self._writes_since_ckpt += 1
@@ -549,8 +574,11 @@ class SQLiteBackend(CacheBackend):
             self._writes_since_ckpt = 0
             self._maint_wake.set()  # the maintenance thread checkpoints, off this thread's write path
         cap_ns = self.namespace_max_bytes.get(namespace)
-        near = self._bytes_est > self.max_bytes * 0.9 or cap_ns is not None
-        if not near and self._writes_since_check < 64:
+        over = self._bytes_est > self.max_bytes
+        if cap_ns is not None:
+            est = self._ns_est[namespace] = self._ns_est.get(namespace, cap_ns + 1) + size
+            over = over or est > cap_ns
+        if not over and self._writes_since_check < 64:
             return
         self._writes_since_check = 0
         self.enforce_caps(namespace if cap_ns is not None else None)
@@ -625,9 +653,7 @@ class SQLiteBackend(CacheBackend):
     # ------------------------------------------------------------------ introspection
     def stats(self) -> BackendStats:
         try:
-            rows = (
-                self._conn().execute("SELECT name, entries, bytes FROM namespaces ORDER BY name").fetchall()
-            )
+            rows = self._conn().execute(STATS).fetchall()
             size = os.path.getsize(self.path)
         except (sqlite3.Error, OSError) as exc:
             raise (
@@ -660,6 +686,7 @@ class SQLiteBackend(CacheBackend):
 
     # ------------------------------------------------------------------ housekeeping (sqlite_maint.py)
     _totals = _maint._totals
+    fold = _maint.fold
     enforce_caps = _maint.enforce_caps
     _evict_step = _maint._evict_step
     purge = _maint.purge

@@ -105,11 +105,17 @@ def test_kill_minus_9_of_a_writer_twenty_times_leaves_a_sound_file(cache_path: s
         p.stdout.close()
     with contextlib.closing(sqlite3.connect(cache_path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        recount = conn.execute(
+            "SELECT n.name, COUNT(e.id), COALESCE(SUM(e.size), 0) FROM namespaces n "
+            "LEFT JOIN entries e ON e.ns = n.id GROUP BY n.id"
+        ).fetchall()
     c = Cache(CacheSettings(path=cache_path))
     try:
         # every round's first entry was committed before "ready": none is lost
         assert all(c.get("ns", f"r{r}-first") == r for r in range(20))
         assert c.backend is not None and not c.backend.quarantined  # type: ignore[attr-defined]
+        # the entry and byte totals survived the kills exactly (stored totals plus the unfolded tail)
+        assert c.backend.stats().by_namespace == {name: (n, b) for name, n, b in recount}
         c.set("ns", "after", 1)
         assert c.get("ns", "after") == 1
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sqlite3
 import stat
 import subprocess
@@ -325,3 +326,101 @@ def test_repeated_pattern_hex_keys_do_not_collide(store: SQLiteBackend) -> None:
     keys = [c * 64 for c in "0123456789abcdef"]
     store.set_many("ns", {k: StoredEntry(k.encode(), 2) for k in keys})
     assert len(store.get_many("ns", keys)) == 16
+
+
+def _recount(path: str) -> dict[str, tuple[int, int]]:
+    """Entry and byte totals by a full scan: what the stored totals must always equal."""
+    with contextlib.closing(sqlite3.connect(path)) as c:
+        rows = c.execute(
+            "SELECT n.name, COUNT(e.id), COALESCE(SUM(e.size), 0) FROM namespaces n "
+            "LEFT JOIN entries e ON e.ns = n.id GROUP BY n.id"
+        ).fetchall()
+    return {name: (n, b) for name, n, b in rows}
+
+
+def test_totals_stay_exact_across_folds_deletes_upserts_and_reused_rowids(store: SQLiteBackend) -> None:
+    # Totals are stored up to a fold mark plus the rows above it; every mix of operations on either side of
+    # the mark (and a rowid reused below it once the highest rows are gone) must leave them exact.
+    rnd = random.Random(11)
+    live: set[tuple[str, str]] = set()
+    for step in range(600):
+        ns, key = rnd.choice("abc"), f"k{rnd.randrange(80)}"
+        op = rnd.random()
+        if op < 0.55:
+            store.set(ns, key, StoredEntry(b"x" * rnd.randint(1, 300), 1))
+            live.add((ns, key))
+        elif op < 0.8:
+            store.delete(ns, key)
+            live.discard((ns, key))
+        elif op < 0.9:
+            store.fold()
+        else:  # delete the highest rows, so the next inserts reuse rowids at or below the mark
+            with contextlib.closing(sqlite3.connect(store.path)) as c:
+                c.execute("DELETE FROM entries WHERE id >= (SELECT MAX(id) - 3 FROM entries)")
+                c.commit()
+            live = {(n, k) for n, k in live if store.get(n, k) is not None}
+        if step % 25 == 0:
+            assert store.stats().by_namespace == _recount(store.path)
+    assert store.stats().by_namespace == _recount(store.path)
+    assert store.stats().entries == len(live)
+    store.fold()
+    assert store.stats().by_namespace == _recount(store.path)
+
+
+_SCHEMA_1 = """
+CREATE TABLE meta (k TEXT PRIMARY KEY, v);
+CREATE TABLE namespaces (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, gen INTEGER NOT NULL DEFAULT 0,
+    entries INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE entries (id INTEGER PRIMARY KEY, h INTEGER NOT NULL UNIQUE, ns INTEGER NOT NULL,
+    gen INTEGER NOT NULL, key TEXT NOT NULL, codec INTEGER NOT NULL, expires REAL,
+    cost REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL, atime REAL NOT NULL, size INTEGER NOT NULL, value BLOB NOT NULL);
+CREATE TABLE leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TRIGGER entries_ins AFTER INSERT ON entries BEGIN
+    UPDATE namespaces SET entries = entries + 1, bytes = bytes + new.size WHERE id = new.ns; END;
+CREATE TRIGGER entries_del AFTER DELETE ON entries BEGIN
+    UPDATE namespaces SET entries = entries - 1, bytes = bytes - old.size WHERE id = old.ns; END;
+CREATE TRIGGER entries_upd AFTER UPDATE OF ns, size ON entries BEGIN
+    UPDATE namespaces SET entries = entries - 1, bytes = bytes - old.size WHERE id = old.ns;
+    UPDATE namespaces SET entries = entries + 1, bytes = bytes + new.size WHERE id = new.ns; END;
+INSERT INTO meta VALUES ('schema', 1);
+"""
+
+
+def test_a_schema_1_file_is_migrated_and_its_entries_and_totals_kept(cache_path: str) -> None:
+    os.makedirs(os.path.dirname(cache_path), mode=0o700)
+    old = SQLiteBackend(
+        cache_path + ".tmp", maintenance_interval=0
+    )  # rows written the way schema 1 wrote them
+    try:
+        for i in range(20):
+            old.set("ns", f"k{i}", StoredEntry(b"v" * (i + 1), 1))
+        rows = (
+            sqlite3.connect(old.path)
+            .execute("SELECT h, ns, gen, key, codec, expires, cost, created, atime, size, value FROM entries")
+            .fetchall()
+        )
+    finally:
+        old.close()
+    with contextlib.closing(sqlite3.connect(cache_path)) as c:
+        c.executescript(_SCHEMA_1)
+        c.execute("INSERT INTO namespaces (id, name) VALUES (?, 'ns')", (rows[0][1],))
+        c.executemany(
+            "INSERT INTO entries (h, ns, gen, key, codec, expires, cost, created, atime, size, value) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        c.commit()
+    b = SQLiteBackend(cache_path, maintenance_interval=0)
+    try:
+        assert b.get("ns", "k3").payload == b"vvvv"  # type: ignore[union-attr]
+        assert b.stats().by_namespace == {"ns": (20, 210)}
+        b.set("ns", "new", StoredEntry(b"12345", 1))
+        b.delete("ns", "k0")
+        assert b.stats().by_namespace == {"ns": (20, 214)} == _recount(cache_path)
+        b.fold()
+        assert b.stats().by_namespace == {"ns": (20, 214)} == _recount(cache_path)
+        with contextlib.closing(sqlite3.connect(cache_path)) as c:
+            assert c.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone() == (2,)
+    finally:
+        b.close()
