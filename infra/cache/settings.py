@@ -23,6 +23,8 @@ __all__ = [
     "DEFAULT_TTL",
     "CacheSettings",
     "NamespaceSettings",
+    "PostgresOptions",
+    "RedisOptions",
 ]
 
 DEFAULT_PATH = ".perf_cache/cache.db"
@@ -65,6 +67,26 @@ def _ns_map(value: Mapping[str, NamespaceSettings] | None) -> Mapping[str, Names
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class PostgresOptions:
+    """``cache.postgres`` in perf_config: options of the PostgreSQL backend (see ``PostgresBackend``)."""
+
+    table: str = "perf_cache"
+    unlogged: bool = False
+    max_connections: int = 4
+    connect_timeout: float = 2.0
+    op_timeout: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class RedisOptions:
+    """``cache.redis`` in perf_config: options of the Redis backend (see ``RedisBackend``)."""
+
+    prefix: str = "perf_cache"
+    connect_timeout: float = 1.0
+    op_timeout: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class CacheSettings:
     """Everything the cache needs; defaults mirror config/perf_config.json.
 
@@ -77,6 +99,8 @@ class CacheSettings:
     path: str = DEFAULT_PATH
     dsn: str | None = dataclasses.field(default=None, repr=False)
     url: str | None = dataclasses.field(default=None, repr=False)
+    postgres: PostgresOptions = dataclasses.field(default_factory=PostgresOptions)
+    redis: RedisOptions = dataclasses.field(default_factory=RedisOptions)
     max_bytes: int = DEFAULT_MAX_BYTES
     memory_items: int = DEFAULT_MEMORY_ITEMS
     memory_bytes: int = DEFAULT_MEMORY_BYTES
@@ -114,6 +138,8 @@ class CacheSettings:
             path=section.path,
             dsn=section.dsn,
             url=section.url,
+            postgres=PostgresOptions(**section.postgres.to_dict(redact=False)),
+            redis=RedisOptions(**section.redis.to_dict(redact=False)),
             max_bytes=section.max_bytes,
             memory_items=section.memory_items,
             memory_bytes=section.memory_bytes,

@@ -26,6 +26,8 @@ __all__ = [
     "OllamaCacheConfig",
     "OllamaConfig",
     "PerfConfig",
+    "PostgresCacheConfig",
+    "RedisCacheConfig",
     "RetryBudgetConfig",
     "RetryConfig",
     "TimeoutConfig",
@@ -101,6 +103,31 @@ _DEFAULT_NAMESPACES = {
 }
 
 
+_IDENTIFIER = r"^[a-z_][a-z0-9_]{0,39}$"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+class PostgresCacheConfig(_Section):
+    table: str = field(
+        "str", "perf_cache", "Table name prefix (tables <prefix>_entries, ...).", pattern=_IDENTIFIER
+    )
+    unlogged: bool = field(
+        "bool", False, "Create the tables UNLOGGED: faster writes, emptied by a server crash."
+    )
+    max_connections: int = field("int", 4, "Connections per event loop.", minimum=1)
+    connect_timeout: float = field("duration", 2.0, "Connect timeout; past it the call runs uncached.")
+    op_timeout: float = field(
+        "duration", 5.0, "Longest a statement may run before the connection is dropped (fail open)."
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+class RedisCacheConfig(_Section):
+    prefix: str = field("str", "perf_cache", "Key prefix (keys <prefix>:...).", pattern=_IDENTIFIER)
+    connect_timeout: float = field("duration", 1.0, "Connect timeout; past it the call runs uncached.")
+    op_timeout: float = field("duration", 2.0, "Per-command timeout; past it the call runs uncached.")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class CacheConfig(_Section):
     enabled: bool = field("bool", True, "Switch the cache on or off (off: every cached call runs uncached).")
@@ -115,6 +142,12 @@ class CacheConfig(_Section):
     )
     dsn: str | None = field("str", None, "PostgreSQL DSN for backend postgres.", nullable=True, secret=True)
     url: str | None = field("str", None, "Redis URL for backend redis.", nullable=True, secret=True)
+    postgres: PostgresCacheConfig = field(
+        "section", PostgresCacheConfig, "Options of backend postgres.", section=PostgresCacheConfig
+    )
+    redis: RedisCacheConfig = field(
+        "section", RedisCacheConfig, "Options of backend redis.", section=RedisCacheConfig
+    )
     max_bytes: int = field(
         "size", 1024**3, "Total byte cap of the L2 store; least recently used entries go first."
     )

@@ -235,8 +235,15 @@ class PostgresBackend(CacheBackend):
 
     @classmethod
     def from_settings(cls, settings: CacheSettings, **overrides: Any) -> PostgresBackend:
-        """Build from ``CacheSettings`` (dsn, total and per-namespace byte caps); ``overrides`` win."""
+        """Build from ``CacheSettings`` (dsn, ``cache.postgres`` options, total and per-namespace byte caps);
+        ``overrides`` win."""
+        o = settings.postgres
         kw: dict[str, Any] = {
+            "table": o.table,
+            "unlogged": o.unlogged,
+            "max_connections": o.max_connections,
+            "connect_timeout": o.connect_timeout,
+            "op_timeout": o.op_timeout,
             "dsn": settings.dsn,
             "max_bytes": settings.max_bytes or None,
             "namespace_max_bytes": {

@@ -189,8 +189,13 @@ class RedisBackend(CacheBackend):
 
     @classmethod
     def from_settings(cls, settings: CacheSettings, **overrides: Any) -> RedisBackend:
-        """Build from ``CacheSettings`` (url, total and per-namespace byte caps); ``overrides`` win."""
+        """Build from ``CacheSettings`` (url, ``cache.redis`` options, total and per-namespace byte caps);
+        ``overrides`` win."""
+        o = settings.redis
         kw: dict[str, Any] = {
+            "prefix": o.prefix,
+            "connect_timeout": o.connect_timeout,
+            "op_timeout": o.op_timeout,
             "url": settings.url,
             "max_bytes": settings.max_bytes or None,
             "namespace_max_bytes": {
