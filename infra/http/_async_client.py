@@ -35,6 +35,7 @@ from infra.http._timer import PhaseTimer, TimerWheel
 __all__ = ["AsyncPerfClient"]
 
 _monotonic = time.monotonic
+get_running_loop = asyncio.get_running_loop
 _ROUTES_MAX = 1024
 
 
@@ -513,45 +514,146 @@ class AsyncPerfClient:
         stream: bool,
     ) -> Response | AsyncStreamResponse:
         s = self._settings
+        t = s.timeouts
         host, kind = self._routes.get(url) or self._route(url)
         started = _monotonic()
-        total = s.timeouts.total if deadline is DEFAULT else deadline
+        total = t.total if deadline is DEFAULT else deadline
         deadline_at = started + total if total is not None else None
         call = Call(s.retry, host, method, retry_ok, started)
+        metrics = host.metrics
         h2 = kind != "aiohttp"
+        response: Response | AsyncStreamResponse
         delay: float | None
         while True:
             admission = call.admit()
             t0 = _monotonic()
-            try:
-                if h2:
+            failure: _Failure | None = None
+            if h2:
+                try:
                     response = await self._once_httpx(
                         kind, host, method, url, params, headers, content, json, deadline_at, stream
                     )
-                else:
-                    response = await self._once_aiohttp(
-                        host, method, url, params, headers, content, json, deadline_at, stream
+                except _Failure as failed:
+                    failure = failed
+                except BaseException:
+                    host.breaker.release(admission)
+                    raise
+            else:
+                # One attempt over aiohttp, written out here rather than in a method of its own: a coroutine
+                # layer costs a frame on every resume, and this is the hot path. _once_httpx takes the same
+                # steps over httpx.
+                hs, gs = host.slots, self._global or self._global_gate()
+                timer: PhaseTimer | None = None
+                held = False
+                resp: Any = None
+                phase = POOL
+                when = deadline_at
+                try:
+                    session = self._session or self._aiohttp()
+                    # Both slots free: taken below without awaiting. Otherwise we queue, and the pool limit
+                    # applies first.
+                    free = hs.free > 0 and gs.free > 0
+                    if free:
+                        phase = FIRST_BYTE
+                        limit = t.first_byte
+                    else:
+                        limit = t.pool
+                    if limit is not None:
+                        when = earliest(deadline_at, t0 + limit)
+                    loop = get_running_loop()
+                    timer = PhaseTimer(when, self._wheel or self._timer_wheel())
+                    timer.start(loop)
+                    if free:
+                        hs.free -= 1
+                        gs.free -= 1
+                        self._stats.in_use += 1
+                        metrics.active(1)
+                    else:
+                        await wait_slots(hs, gs, metrics, self._stats, loop)
+                    held = True
+                    if phase == POOL:
+                        phase = FIRST_BYTE
+                        fb = t.first_byte
+                        when = earliest(deadline_at, _monotonic() + fb if fb is not None else None)
+                        timer.move(when)
+                    # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to
+                    # another origin would run under this origin's slot, breaker and metrics.
+                    resp = await session.request(
+                        method,
+                        url,
+                        params=params,
+                        headers=headers,
+                        data=content,
+                        json=json,
+                        allow_redirects=False,
                     )
-            except _Failure as failure:
-                now = _monotonic()
+                    if stream:
+                        timer.stop()
+                        body = AiohttpBody(
+                            resp, AsyncLease(hs, gs, metrics, self._stats), t.idle, deadline_at, host.origin
+                        )
+                        held = False  # the body reader owns the slots from here
+                        response = AsyncStreamResponse(
+                            resp.status,
+                            backend_headers(resp.headers),
+                            None,
+                            url=url,
+                            method=method,
+                            origin=host.origin,
+                            body=body,
+                        )
+                    else:
+                        if when != deadline_at:  # the body is bounded by the deadline alone
+                            phase = DEADLINE
+                            when = deadline_at
+                            timer.move(when)
+                        data = await resp.read()
+                        timer.stop()
+                        held = False
+                        release_slots(hs, gs, metrics, self._stats)
+                        response = Response(
+                            resp.status,
+                            backend_headers(resp.headers),
+                            data,
+                            url=url,
+                            method=method,
+                            origin=host.origin,
+                        )
+                except BaseException as exc:
+                    ours = timer.stop() if timer is not None else False
+                    if held:
+                        if resp is not None:
+                            resp.close()
+                        release_slots(hs, gs, metrics, self._stats)
+                    if ours and isinstance(exc, asyncio.CancelledError):
+                        # Our timer's cancel, and no outside one: this phase (or the deadline) ran out.
+                        timeout = TimeoutError()
+                        timeout.__cause__ = exc
+                        assert timer is not None
+                        failure = _attempt_failure(
+                            timeout, _classify_aiohttp, timer, when, deadline_at, phase
+                        )
+                    elif isinstance(exc, Exception) and timer is not None:
+                        failure = _attempt_failure(exc, _classify_aiohttp, timer, when, deadline_at, phase)
+                    if failure is None:
+                        host.breaker.release(admission)
+                        raise
+            now = _monotonic()
+            if failure is not None:
                 try:
                     delay = call.after_error(
                         failure.kind, failure.cause, now - t0, now, deadline_at, admission
                     )
                 except HTTPError:
-                    host.metrics.duration(method, None, now - started)
+                    metrics.duration(method, None, now - started)
                     raise
-            except BaseException:
-                host.breaker.release(admission)
-                raise
             else:
-                now = _monotonic()
                 try:
                     delay = call.after_response(response, now - t0, now, deadline_at, admission)
                 except HTTPError:
                     if stream:
                         await response._body.aclose()  # type: ignore[union-attr]
-                    host.metrics.duration(method, response.status, now - started)
+                    metrics.duration(method, response.status, now - started)
                     raise
                 if delay is None:
                     if call.history:
@@ -562,109 +664,14 @@ class AsyncPerfClient:
                         # explicit deadline= bounds the whole stream.
                         if deadline is DEFAULT:
                             response._body.deadline_at = None  # type: ignore[union-attr]
-                        host.metrics.ttfb(method, now - started)
+                        metrics.ttfb(method, now - started)
                     else:
-                        host.metrics.duration(method, response.status, now - started)
+                        metrics.duration(method, response.status, now - started)
                     return response
                 if stream:
                     await response._body.aclose()  # type: ignore[union-attr]
             if delay:
                 await asyncio.sleep(delay)
-
-    async def _once_aiohttp(
-        self,
-        host: HostState,
-        method: str,
-        url: str,
-        params: Any,
-        headers: Any,
-        content: Any,
-        json: Any,
-        deadline_at: float | None,
-        stream: bool,
-    ) -> Response | AsyncStreamResponse:
-        session = self._session or self._aiohttp()
-        t = self._settings.timeouts
-        hs, gs = host.slots, self._global or self._global_gate()
-        now = _monotonic()
-        # Both slots free: take them below without awaiting. Otherwise we queue, and the pool limit
-        # applies first.
-        free = hs.free > 0 and gs.free > 0
-        phase = FIRST_BYTE if free else POOL
-        limit = t.first_byte if free else t.pool
-        when = deadline_at if limit is None else earliest(deadline_at, now + limit)
-        timer = PhaseTimer(when, self._wheel or self._timer_wheel())
-        timer.start()
-        held = False
-        resp: Any = None
-        try:
-            if free:
-                hs.free -= 1
-                gs.free -= 1
-                self._stats.in_use += 1
-                host.metrics.active(1)
-            else:
-                await wait_slots(hs, gs, host.metrics, self._stats)
-            held = True
-            if phase == POOL:
-                phase = FIRST_BYTE
-                fb = t.first_byte
-                when = earliest(deadline_at, _monotonic() + fb if fb is not None else None)
-                timer.move(when)
-            # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to
-            # another origin would run under this origin's slot, breaker and metrics.
-            resp = await session.request(
-                method,
-                url,
-                params=params,
-                headers=headers,
-                data=content,
-                json=json,
-                allow_redirects=False,
-            )
-            if stream:
-                timer.stop()
-                body = AiohttpBody(
-                    resp, AsyncLease(hs, gs, host.metrics, self._stats), t.idle, deadline_at, host.origin
-                )
-                held = False  # the body reader owns the slots from here
-                return AsyncStreamResponse(
-                    resp.status,
-                    backend_headers(resp.headers),
-                    None,
-                    url=url,
-                    method=method,
-                    origin=host.origin,
-                    body=body,
-                )
-            if when != deadline_at:  # the body is bounded by the deadline alone
-                phase = DEADLINE
-                when = deadline_at
-                timer.move(when)
-            data = await resp.read()
-        except BaseException as exc:
-            ours = timer.stop()
-            if held:
-                if resp is not None:
-                    resp.close()
-                release_slots(hs, gs, host.metrics, self._stats)
-            if ours and isinstance(exc, asyncio.CancelledError):
-                # Our timer's cancel, and no outside one: this phase (or the deadline) ran out.
-                timeout = TimeoutError()
-                timeout.__cause__ = exc
-                failure = _attempt_failure(timeout, _classify_aiohttp, timer, when, deadline_at, phase)
-                raise failure from timeout  # type: ignore[misc]
-            if not isinstance(exc, Exception):
-                raise
-            failure = _attempt_failure(exc, _classify_aiohttp, timer, when, deadline_at, phase)
-            if failure is None:
-                raise
-            raise failure from exc
-        timer.stop()
-        release_slots(hs, gs, host.metrics, self._stats)
-        return Response(
-            resp.status, backend_headers(resp.headers), data, url=url, method=method, origin=host.origin
-        )
 
     async def _once_httpx(
         self,

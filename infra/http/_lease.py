@@ -87,15 +87,18 @@ def release_slots(host_gate: AsyncGate, global_gate: AsyncGate, metrics: NullMet
     metrics.active(-1)
 
 
-async def wait_slots(host_gate: AsyncGate, global_gate: AsyncGate, metrics: NullMetrics, stats: Any) -> None:
+async def wait_slots(
+    host_gate: AsyncGate, global_gate: AsyncGate, metrics: NullMetrics, stats: Any, loop: Any = None
+) -> None:
     """Take a per-host then a global slot (always in that order, so waiters can't deadlock), queueing
     for whichever is busy. The caller's fast path takes both at once when both are free. (AsyncGate.wait
-    inlined: one coroutine per queued call instead of two.)"""
+    inlined: one coroutine per queued call instead of two.) ``loop``: the running loop, if the caller has
+    it at hand."""
     start = time.monotonic()
     if host_gate.free > 0:
         host_gate.free -= 1
     else:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = (loop or asyncio.get_running_loop()).create_future()
         host_gate.waiters.append(fut)
         try:
             await fut
