@@ -559,7 +559,9 @@ class AsyncPerfClient:
                     else:
                         limit = t.pool
                     if limit is not None:
-                        when = earliest(deadline_at, t0 + limit)
+                        when = t0 + limit
+                        if deadline_at is not None and deadline_at < when:
+                            when = deadline_at
                     loop = get_running_loop()
                     timer = PhaseTimer(when, self._wheel or self._timer_wheel())
                     timer.start(loop)
@@ -610,7 +612,14 @@ class AsyncPerfClient:
                         data = await resp.read()
                         timer.stop()
                         held = False
-                        release_slots(hs, gs, metrics, self._stats)
+                        # release_slots, written out: the global gate rarely has callers queued
+                        if gs.waiters:
+                            gs.release()
+                        else:
+                            gs.free += 1
+                        hs.release()
+                        self._stats.in_use -= 1
+                        metrics.active(-1)
                         response = Response(
                             resp.status,
                             backend_headers(resp.headers),
