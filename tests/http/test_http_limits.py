@@ -277,3 +277,24 @@ async def test_configured_deadline_bounds_a_stream_up_to_its_headers_only(make_a
     assert len(lines) == 6
     with pytest.raises(DeadlineExceeded):
         await api.stream_lines("GET", f"{server.url}/stream?chunks=6&interval=0.1", deadline=0.3)
+
+
+async def test_a_slot_handed_to_a_queued_call_cancelled_before_it_ran_passes_on(three_servers) -> None:
+    """The client's own slot queue: a caller granted a slot and cancelled before it could run hands the slot
+    to the next caller instead of leaking it."""
+    server = three_servers[0][0]
+    async with AsyncPerfClient(limits=Limits(max_connections=16, max_per_host=1)) as client:
+        assert (await client.get(f"{server.url}/ok")).status == 200
+        slots = client.host_state(server.url).slots
+        slots.free -= 1  # the one per-host slot is held (as by a call in flight)
+        first = asyncio.create_task(client.get(f"{server.url}/ok"))
+        second = asyncio.create_task(client.get(f"{server.url}/ok"))
+        await asyncio.sleep(0.01)
+        assert len(slots.waiters) == 2
+        slots.release()  # granted to `first` ...
+        first.cancel()  # ... cancelled before it resumes
+        assert (await asyncio.wait_for(second, 5)).status == 200
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert slots.free == 1 and not slots.waiters
+        assert_pool_empty(client)
