@@ -153,7 +153,7 @@ def acquire_sync(
     stats: Any,
     timeout: float | None,
 ) -> SyncLease | None:
-    """Blocking twin of acquire_async; None when no slot freed up within ``timeout`` seconds."""
+    """Blocking twin of wait_slots; None when no slot freed up within ``timeout`` seconds."""
     if host_sem.acquire(blocking=False):
         if global_sem.acquire(blocking=False):
             return SyncLease(host_sem, global_sem, metrics, stats)

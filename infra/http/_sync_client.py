@@ -27,7 +27,7 @@ from infra.http._ident import DEFAULT_HEADERS, prepare_headers
 from infra.http._lease import SyncLease, acquire_sync
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
-from infra.http._response import Headers, Response, StreamResponse
+from infra.http._response import Response, StreamResponse, backend_headers
 from infra.http._settings_args import DEFAULT, backend_for, resolve_settings, tls_context
 
 __all__ = ["PerfClient"]
@@ -423,7 +423,7 @@ class PerfClient:
                     handed_over = True
                     return StreamResponse(
                         resp.status_code,
-                        Headers(resp.headers),
+                        backend_headers(resp.headers),
                         None,
                         url=url,
                         method=method,
@@ -451,7 +451,7 @@ class PerfClient:
                 raise _Failure(failed_kind, exc) from exc
             return Response(
                 resp.status_code,
-                Headers(resp.headers),
+                backend_headers(resp.headers),
                 data,
                 url=url,
                 method=method,

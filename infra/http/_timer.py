@@ -7,6 +7,10 @@ on our machines, a tenth of the layer's whole per-request budget). Here moving t
 attribute write: the armed handle fires at the old limit, sees the new one and re-arms itself. Only a
 limit moved *earlier* touches the loop. Expiry cancels the task and surfaces as TimeoutError on exit,
 with the same cancel/uncancel bookkeeping as ``asyncio.timeout`` (a concurrent outside cancel wins).
+
+Two more savings for the client's hot path: limits far away (the usual 10 s pool, 30 s first byte, 60 s
+deadline) go into a per-client ``TimerWheel`` instead of the loop's heap, and ``start()`` / ``stop()``
+replace ``async with`` (whose ``__aenter__`` / ``__aexit__`` are two coroutine objects per attempt).
 """
 
 from __future__ import annotations
