@@ -44,8 +44,9 @@ _SK = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)
 _MULT = 1.0 / math.log(_SK._gamma)
 _INF = math.inf
 # Timers append their durations to a list and fold them into the sketch in sorted batches of this many
-# (see ``HistogramChild.note``): bounded memory (~50 KB per series) and the sort amortised.
-PENDING_FOLD_AT = 1024
+# (see ``HistogramChild.note``): bounded memory (~65 KB per series) and the sort amortised.
+PENDING_FOLD_AT = 2048
+_EDGE_HI, _EDGE_LO = 1.0 + 1e-12, 1.0 - 1e-12
 
 
 def _escape_label_value(v: str) -> str:
@@ -319,12 +320,17 @@ class HistogramChild(_Child):
         while i < n:
             k = floor(log(c[i]) * _MULT)
             try:
-                j = bisect_left(c, exp((k + 1) / _MULT), i)
+                edge = exp((k + 1) / _MULT)
             except OverflowError:
-                j = n
-            while j < n and floor(log(c[j]) * _MULT) == k:
+                edge = _INF
+            j = bisect_left(c, edge, i)
+            # Only a value within ~1e-12 of the edge can be misplaced by rounding (the key's own error is
+            # ~1e-13 of a key step): check those with the exact formula, trust the bisect elsewhere. Near
+            # the subnormal range ``exp`` loses precision: check every value there.
+            hi, lo = (edge * _EDGE_HI, edge * _EDGE_LO) if edge > 1e-290 else (_INF, 0.0)
+            while j < n and c[j] <= hi and floor(log(c[j]) * _MULT) == k:
                 j += 1
-            while j > i + 1 and floor(log(c[j - 1]) * _MULT) != k:
+            while j > i + 1 and c[j - 1] >= lo and floor(log(c[j - 1]) * _MULT) != k:
                 j -= 1
             inside = straddle.get(k)
             if inside is None or (s.floor is not None and k < s.floor):
