@@ -76,6 +76,42 @@ class _Stats:
         self.in_use = 0
 
 
+def _verb(method: str) -> Any:
+    """``AsyncPerfClient.get`` and its siblings: ``request(method, url, ...)`` on the fast path."""
+
+    async def verb(
+        self: AsyncPerfClient,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+        idempotent: bool = False,
+        deadline: float | Any | None = DEFAULT,
+        cache: bool | None = None,
+    ) -> Response:
+        if cache or (cache is None and self._settings.cache.enabled):
+            return await self.request(
+                method,
+                url,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+                idempotent=idempotent,
+                deadline=deadline,
+                cache=cache,
+            )
+        sent, retry_ok = prepare_headers(headers, idempotent)
+        return await self._run(method, url, params, sent, content, json, retry_ok, deadline, False)
+
+    verb.__name__ = method.lower()
+    verb.__qualname__ = f"AsyncPerfClient.{verb.__name__}"
+    verb.__doc__ = f"``request({method!r}, url, ...)``."
+    return verb
+
+
 class AsyncPerfClient:
     """Pooled, retrying async HTTP client. Use as ``async with AsyncPerfClient() as client:``.
 
@@ -281,202 +317,15 @@ class AsyncPerfClient:
             )
         return await self._run(method, url, params, headers, content, json, retry_ok, deadline, False)
 
-    async def get(
-        self,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        idempotent: bool = False,
-        deadline: float | Any | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
-        """``request("GET", url, ...)``."""
-        if cache or (cache is None and self._settings.cache.enabled):
-            return await self.request(
-                "GET",
-                url,
-                params=params,
-                headers=headers,
-                content=content,
-                json=json,
-                idempotent=idempotent,
-                deadline=deadline,
-                cache=cache,
-            )
-        # Straight to the retry loop: one coroutine layer less than going through request().
-        sent, retry_ok = prepare_headers(headers, idempotent)
-        return await self._run("GET", url, params, sent, content, json, retry_ok, deadline, False)
-
-    async def head(
-        self,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        idempotent: bool = False,
-        deadline: float | Any | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
-        """``request("HEAD", url, ...)``."""
-        if cache or (cache is None and self._settings.cache.enabled):
-            return await self.request(
-                "HEAD",
-                url,
-                params=params,
-                headers=headers,
-                content=content,
-                json=json,
-                idempotent=idempotent,
-                deadline=deadline,
-                cache=cache,
-            )
-        sent, retry_ok = prepare_headers(headers, idempotent)
-        return await self._run("HEAD", url, params, sent, content, json, retry_ok, deadline, False)
-
-    async def options(
-        self,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        idempotent: bool = False,
-        deadline: float | Any | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
-        """``request("OPTIONS", url, ...)``."""
-        if cache or (cache is None and self._settings.cache.enabled):
-            return await self.request(
-                "OPTIONS",
-                url,
-                params=params,
-                headers=headers,
-                content=content,
-                json=json,
-                idempotent=idempotent,
-                deadline=deadline,
-                cache=cache,
-            )
-        sent, retry_ok = prepare_headers(headers, idempotent)
-        return await self._run("OPTIONS", url, params, sent, content, json, retry_ok, deadline, False)
-
-    async def post(
-        self,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        idempotent: bool = False,
-        deadline: float | Any | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
-        """``request("POST", url, ...)``."""
-        if cache or (cache is None and self._settings.cache.enabled):
-            return await self.request(
-                "POST",
-                url,
-                params=params,
-                headers=headers,
-                content=content,
-                json=json,
-                idempotent=idempotent,
-                deadline=deadline,
-                cache=cache,
-            )
-        sent, retry_ok = prepare_headers(headers, idempotent)
-        return await self._run("POST", url, params, sent, content, json, retry_ok, deadline, False)
-
-    async def put(
-        self,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        idempotent: bool = False,
-        deadline: float | Any | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
-        """``request("PUT", url, ...)``."""
-        if cache or (cache is None and self._settings.cache.enabled):
-            return await self.request(
-                "PUT",
-                url,
-                params=params,
-                headers=headers,
-                content=content,
-                json=json,
-                idempotent=idempotent,
-                deadline=deadline,
-                cache=cache,
-            )
-        sent, retry_ok = prepare_headers(headers, idempotent)
-        return await self._run("PUT", url, params, sent, content, json, retry_ok, deadline, False)
-
-    async def patch(
-        self,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        idempotent: bool = False,
-        deadline: float | Any | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
-        """``request("PATCH", url, ...)``."""
-        if cache or (cache is None and self._settings.cache.enabled):
-            return await self.request(
-                "PATCH",
-                url,
-                params=params,
-                headers=headers,
-                content=content,
-                json=json,
-                idempotent=idempotent,
-                deadline=deadline,
-                cache=cache,
-            )
-        sent, retry_ok = prepare_headers(headers, idempotent)
-        return await self._run("PATCH", url, params, sent, content, json, retry_ok, deadline, False)
-
-    async def delete(
-        self,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        idempotent: bool = False,
-        deadline: float | Any | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
-        """``request("DELETE", url, ...)``."""
-        if cache or (cache is None and self._settings.cache.enabled):
-            return await self.request(
-                "DELETE",
-                url,
-                params=params,
-                headers=headers,
-                content=content,
-                json=json,
-                idempotent=idempotent,
-                deadline=deadline,
-                cache=cache,
-            )
-        sent, retry_ok = prepare_headers(headers, idempotent)
-        return await self._run("DELETE", url, params, sent, content, json, retry_ok, deadline, False)
+    # The verbs go straight to the retry loop (one coroutine layer less than through request()) unless
+    # response caching applies; one definition, made per method by _verb below.
+    get = _verb("GET")
+    head = _verb("HEAD")
+    options = _verb("OPTIONS")
+    post = _verb("POST")
+    put = _verb("PUT")
+    patch = _verb("PATCH")
+    delete = _verb("DELETE")
 
     def stream(
         self,

@@ -7,6 +7,7 @@ one call probes the server again. ``Cache`` counts the error and runs the wrappe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -25,6 +26,19 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 #: first and largest delay (seconds) between reconnect attempts once the server is seen down
 BACKOFF_INITIAL = 0.05
 BACKOFF_MAX = 5.0
+
+
+def backend_kwargs(settings: Any, options: Any, **kw: Any) -> dict[str, Any]:
+    """Constructor arguments of a shared backend from ``CacheSettings``: its ``cache.<backend>`` options
+    (field names are the constructor's), the byte caps, then ``kw`` (the dsn / url and overrides)."""
+    return {
+        **dataclasses.asdict(options),
+        "max_bytes": settings.max_bytes or None,
+        "namespace_max_bytes": {
+            n: ns.max_bytes for n, ns in settings.namespaces.items() if ns.max_bytes is not None
+        },
+        **kw,
+    }
 
 
 def check_identifier(value: str, what: str) -> str:

@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import ReconnectGate, check_identifier, origin_of
+from infra.cache.backends._common import ReconnectGate, backend_kwargs, check_identifier, origin_of
 from infra.cache.backends._loops import LoopThread, ThreadLoops
 from infra.cache.backends._pgsql import PgStatements
 from infra.errors import CacheError
@@ -237,21 +237,7 @@ class PostgresBackend(CacheBackend):
     def from_settings(cls, settings: CacheSettings, **overrides: Any) -> PostgresBackend:
         """Build from ``CacheSettings`` (dsn, ``cache.postgres`` options, total and per-namespace byte caps);
         ``overrides`` win."""
-        o = settings.postgres
-        kw: dict[str, Any] = {
-            "table": o.table,
-            "unlogged": o.unlogged,
-            "max_connections": o.max_connections,
-            "connect_timeout": o.connect_timeout,
-            "op_timeout": o.op_timeout,
-            "dsn": settings.dsn,
-            "max_bytes": settings.max_bytes or None,
-            "namespace_max_bytes": {
-                n: ns.max_bytes for n, ns in settings.namespaces.items() if ns.max_bytes is not None
-            },
-        }
-        kw.update(overrides)
-        return cls(**kw)
+        return cls(**backend_kwargs(settings, settings.postgres, **{"dsn": settings.dsn, **overrides}))
 
     def __repr__(self) -> str:
         s = self.sql

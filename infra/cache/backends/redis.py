@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import ReconnectGate, check_identifier, origin_of
+from infra.cache.backends._common import ReconnectGate, backend_kwargs, check_identifier, origin_of
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -191,19 +191,7 @@ class RedisBackend(CacheBackend):
     def from_settings(cls, settings: CacheSettings, **overrides: Any) -> RedisBackend:
         """Build from ``CacheSettings`` (url, ``cache.redis`` options, total and per-namespace byte caps);
         ``overrides`` win."""
-        o = settings.redis
-        kw: dict[str, Any] = {
-            "prefix": o.prefix,
-            "connect_timeout": o.connect_timeout,
-            "op_timeout": o.op_timeout,
-            "url": settings.url,
-            "max_bytes": settings.max_bytes or None,
-            "namespace_max_bytes": {
-                n: ns.max_bytes for n, ns in settings.namespaces.items() if ns.max_bytes is not None
-            },
-        }
-        kw.update(overrides)
-        return cls(**kw)
+        return cls(**backend_kwargs(settings, settings.redis, **{"url": settings.url, **overrides}))
 
     def __repr__(self) -> str:
         return f"RedisBackend(origin={self.origin!r}, prefix={self.prefix!r})"
