@@ -164,23 +164,48 @@ def test_postgres_statement_stuck_past_op_timeout_fails_open(
     make_pg: Callable[..., Any], pg_cache_dsn: str
 ) -> None:
     """A hung server (here: a lock another session holds) must not hang the caller: the watchdog terminates
-    the statement after op_timeout and the call raises CacheError; the next call works again."""
+    the statement after op_timeout and the call raises CacheError; the next call works again.
+
+    The reading thread has read once before, so the stuck read is the hit path's prepared statement on an
+    open connection: what the watchdog (which costs the hit path nothing) has to catch."""
+    import concurrent.futures
+
     import asyncpg
+
+    from infra.cache.backends import postgres
 
     b = make_pg(op_timeout=0.5, listen=False)
     b.set(NS, "k", StoredEntry(b"v", 1))
     assert b.get(NS, "k") is not None
+    reader = concurrent.futures.ThreadPoolExecutor(1)
+    assert reader.submit(b.get, NS, "k").result() is not None  # that thread's connection, prepared
+    busy_seen: list[int] = []
+    real_busy = postgres._ConnSet.busy
+
+    def busy(cs: Any) -> list[tuple[Any, int]]:
+        found = real_busy(cs)
+        busy_seen.extend(started for _, started in found)
+        return found
 
     async def hold_lock_then_read() -> None:
         blocker = await asyncpg.connect(pg_cache_dsn)
         try:
             async with blocker.transaction():
                 await blocker.execute(f"LOCK TABLE {b.sql.entries} IN ACCESS EXCLUSIVE MODE")
+                t0 = time.monotonic()
                 with pytest.raises(CacheError):
-                    await asyncio.get_running_loop().run_in_executor(None, b.get, NS, "k")
+                    # bounded: a watchdog that never fires fails the test instead of hanging it
+                    await asyncio.wait_for(asyncio.wrap_future(reader.submit(b.get, NS, "k")), 10)
+                assert time.monotonic() - t0 < 0.5 + 1.0  # op_timeout, plus at most a few watchdog ticks
         finally:
             await blocker.close()
 
-    asyncio.run(hold_lock_then_read())
+    try:
+        postgres._ConnSet.busy = busy  # type: ignore[method-assign]
+        asyncio.run(hold_lock_then_read())
+    finally:
+        postgres._ConnSet.busy = real_busy  # type: ignore[method-assign]
+        reader.shutdown()
+    assert busy_seen and all(n > 0 for n in busy_seen)  # asyncpg's statement count is there to compare
     wait_until_backend_works(b)
     assert b.get(NS, "k") is not None

@@ -9,8 +9,11 @@ Tables (``{p}`` is the prefix, ``perf_cache`` by default):
 * ``{p}_generations``: ``namespace -> generation``; a namespace with no row is at generation 0.
 * ``{p}_leases``: single-flight leases, always UNLOGGED (a lease never needs to survive a crash).
 
-Reads check the generation in the same statement (a sub-select on the generations primary key), so an
-invalidation made on any host is honoured by the very next read everywhere, whatever the notifications do.
+Reads come in two forms. The exact one checks the generation in the same statement (a sub-select on the
+generations primary key), so an invalidation made on any host is honoured by the very next read, whatever
+the notifications do. The hot one (``get_hot``) returns the row's generation and lets the backend compare
+it with the generations it keeps from LISTEN/NOTIFY; it is used only while that listener is connected and
+loaded (see ``PostgresBackend``), and saves the sub-select (~3.5 µs of server time per hit).
 """
 
 from __future__ import annotations
@@ -98,6 +101,15 @@ class PgStatements:
         return (
             f"SELECT e.codec, e.payload, e.expires_at, e.cost FROM {self.entries} e "
             f"WHERE e.namespace = $1 AND e.key = $2 AND e.generation = {self._gen()}"
+        )
+
+    @property
+    def get_hot(self) -> str:
+        """$1 namespace, $2 key -> (codec, payload, expires_at, cost, generation): no generation sub-select;
+        the caller compares the row's generation with the one it knows."""
+        return (
+            f"SELECT codec, payload, expires_at, cost, generation FROM {self.entries} "
+            "WHERE namespace = $1 AND key = $2"
         )
 
     @property

@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import struct
 import threading
 import time
@@ -50,7 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import ReconnectGate, backend_kwargs, check_identifier, origin_of
+from infra.cache.backends._common import FORKS, ReconnectGate, backend_kwargs, check_identifier, origin_of
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -178,7 +177,7 @@ class RedisBackend(CacheBackend):
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._pid = os.getpid()
+        self._fork = FORKS[0]
         self._client: Any = None
         self._aclients: dict[asyncio.AbstractEventLoop, Any] = {}
         self._known: dict[str, int] = {}  # generation last seen per namespace
@@ -222,7 +221,7 @@ class RedisBackend(CacheBackend):
         }
 
     def _sync_client(self) -> Any:
-        if self._pid != os.getpid():
+        if self._fork != FORKS[0]:
             # redis-py pools re-open after fork by themselves; our listener thread must be restarted too.
             # The parent's clients are kept referenced so no finalizer ever touches the shared sockets.
             _FORK_GRAVEYARD.append((self._client, self._aclients))
@@ -363,7 +362,7 @@ class RedisBackend(CacheBackend):
         if gate._down_until:
             gate.check()
         client = self._client
-        if client is None or self._pid != os.getpid():
+        if client is None or self._fork != FORKS[0]:
             client = self._sync_client()
         try:
             # execute_command directly: Redis.mget's argument handling costs ~2 µs, 5% of a hit
@@ -525,7 +524,7 @@ class RedisBackend(CacheBackend):
             self._sync_client()
 
     def push_state(self) -> int | None:
-        if self._pid != os.getpid():
+        if self._fork != FORKS[0]:
             # a forked child whose Cache answers from L1 might never call us otherwise: start its listener
             # now (Cache asks every 0.1 s)
             if self._callbacks and not self._closed:
