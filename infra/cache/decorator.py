@@ -25,6 +25,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import marshal
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -53,17 +54,43 @@ class _NotPlain(Exception):
 
 _NOT_PLAIN = _NotPlain()
 _SCALARS = frozenset({str, bytes, int, bool, float, type(None)})
+_marshal = marshal.dumps
+#: containers whose marshal form is longer than this are walked instead (see ``_fid``)
+_MARSHAL_MAX = 1024
 
 
 def _fid(x: Any) -> Any:
-    """Exact, typed, hashable stand-in for a plain value (str, bytes, numbers, None, containers)."""
+    """Exact, typed, hashable stand-in for a plain value (str, bytes, numbers, None, containers).
+
+    Containers (an options dict, a list of messages) go through ``marshal`` format 2 when that is small:
+    one C call (~0.3 µs for a 3-key options dict, against ~0.9 µs walking it here). Its bytes are exact
+    about types and values (``True`` / ``1`` / ``1.0``, ``0.0`` / ``-0.0``, tuple / list and str / bytes
+    each encode differently), it refuses subclasses (an IntEnum, a str subclass: ValueError), and format 2
+    has no back-references, so equal bytes always mean the same value with the same types: the memo's
+    one requirement. Equal values may still give different bytes (dict order): that only costs a memo
+    entry. Large containers (big documents in messages) take the walk below instead, where the strings'
+    cached hashes spare re-hashing their text on every call.
+    """
     t = type(x)
+    if t is dict or t is list or t is tuple:
+        try:
+            m = _marshal(x, 2)
+        except ValueError:
+            raise _NOT_PLAIN from None
+        if len(m) <= _MARSHAL_MAX:
+            return m
+        return _walk(x, t)
     if t is str or t is bytes:
         return (t, x)
     if t is int or t is bool or x is None:
         return (t, x)
     if t is float:
         return (float, x if x else x.hex())
+    raise _NOT_PLAIN
+
+
+def _walk(x: Any, t: type) -> Any:
+    """``_fid`` of a large container, element by element (no bytes object as big as the container)."""
     if t is dict:
         # Common case (an options dict of str keys and scalar values) without a call per item: items plus
         # the values' exact types. Zero-valued floats (0.0 == -0.0 == 0 == False) and non-str keys take the
@@ -74,9 +101,7 @@ def _fid(x: Any) -> Any:
             if kt.count(str) == len(kt) and (float not in vt or 0 not in x.values()):
                 return (dict, tuple(x.items()), vt)  # str keys only: their types need no record
         return (dict, tuple([(_fid(k), _fid(v)) for k, v in x.items()]))
-    if t is tuple or t is list:
-        return (t, tuple([_fid(v) for v in x]))
-    raise _NOT_PLAIN
+    return (t, tuple([_fid(v) for v in x]))
 
 
 class _Plan:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infra.cache import Cache, cached
 
@@ -241,3 +243,64 @@ def test_key_memo_never_merges_values_that_key_differently(cache: Cache) -> None
         memo_key = km.key((x,), {"opts": o})
         km.memo.clear()
         assert memo_key == km.key((x,), {"opts": o})
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+)
+_plain = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=4).map(tuple)
+        | st.dictionaries(st.text(max_size=4) | st.integers(-3, 3), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_plain, _plain)
+def test_key_memo_identity_implies_equal_keys(a: Any, b: Any) -> None:
+    """Whatever plain values two calls carry (nested, mixed types, big ints, NaN, -0.0), one memo identity
+    means one key; and each call's memoised key is the key the full encoding gives."""
+    from infra.cache.decorator import _KeyMaker
+    from infra.cache.keys import function_key
+
+    def f(x: Any) -> None: ...
+
+    km = _KeyMaker(f, "inference", None, False)
+
+    def full(x: Any) -> str:
+        return function_key("inference", km.qualname, {"x": x}, None)
+
+    ia, ib = km.fast_id((a,), {}), km.fast_id((b,), {})
+    if ia is not None and ia == ib:
+        assert full(a) == full(b)
+    for x in (a, b):
+        assert km.key((x,), {}) == full(x)  # through the memo when it applies
+        assert km.key((x,), {}) == full(x)  # and again, now from the memo
+
+
+def test_key_memo_refuses_subclasses_and_walks_large_containers() -> None:
+    import enum
+
+    from infra.cache.decorator import _MARSHAL_MAX, _KeyMaker
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    def f(x: Any) -> None: ...
+
+    km = _KeyMaker(f, "inference", None, False)
+    assert km.fast_id(({"level": Level.LOW},), {}) is None  # an IntEnum is not the int 1: full path
+    assert km.fast_id(({"level": 1},), {}) != km.fast_id(({"level": True},), {})
+    big = [{"role": "user", "content": "x" * _MARSHAL_MAX}]
+    fid = km.fast_id((big,), {})
+    assert isinstance(fid[0], tuple)  # walked: no copy of the document in the memo
+    assert fid == km.fast_id(([{"role": "user", "content": "x" * _MARSHAL_MAX}],), {})
