@@ -76,6 +76,9 @@ def _tick(self: Cache, now: float) -> int | None:
         for ns in list(self._ns.values()):
             ns.stats.flush()
         self._export_evictions()
+    else:
+        for ns in list(self._ns.values()):
+            ns.stats.fold()  # keeps the pending hits to a tick's worth (see infra.cache.stats)
     b = self.backend
     if b is None or not self._ns:
         return None

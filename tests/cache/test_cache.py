@@ -241,6 +241,41 @@ async def test_async_twins(cache: Cache) -> None:
     assert await cache.aget("ns", "c") is MISSING
 
 
+def test_hit_counts_and_saved_time_are_exact_with_readers_folding_concurrently(make_cache: MakeCache) -> None:
+    """Hits are appended on the hot path and folded into the totals by readers and the tick: with four
+    threads hitting (L1 and L2 caches) while another reads the stats in a loop, nothing is lost or doubled."""
+    import threading
+
+    for memory_items in (10_000, 0):
+        c = make_cache(memory_items=memory_items)
+        c.set("inference", "a", "x", cost=0.25)
+        stop = threading.Event()
+        seen: list[int] = []
+
+        def reader(c: Cache = c, stop: threading.Event = stop, seen: list[int] = seen) -> None:
+            while not stop.is_set():
+                seen.append(c.get_stats()["namespaces"]["inference"]["hits"])
+
+        def hitter(c: Cache = c) -> None:
+            for _ in range(5000):
+                assert c.get("inference", "a") == "x"
+
+        r = threading.Thread(target=reader)
+        r.start()
+        hitters = [threading.Thread(target=hitter) for _ in range(4)]
+        for t in hitters:
+            t.start()
+        for t in hitters:
+            t.join()
+        stop.set()
+        r.join()
+        inf = c.get_stats()["namespaces"]["inference"]
+        assert inf["hits"] == 20_000
+        assert inf["compute_seconds_saved"] == pytest.approx(20_000 * 0.25)
+        assert seen == sorted(seen)  # never went backwards while folding
+        assert len(c._ns["inference"].stats.hit_costs) == 0  # folded by the read
+
+
 def test_stats_shape_and_metrics_names(make_cache: MakeCache) -> None:
     c = make_cache()
     c.set("inference", "a", "x" * 10)
