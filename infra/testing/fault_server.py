@@ -139,6 +139,13 @@ class FaultServer:
         try:
             loop.run_forever()
         finally:
+            # handlers still sleeping on a slow route whose client gave up: cancel them here, or they are
+            # reported as "Task was destroyed but it is pending" when the interpreter exits
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -165,7 +172,8 @@ class FaultServer:
         r.add_route("*", "/redirect", self._redirect)
         r.add_route("*", "/headers", self._headers)
         # access_log=None: a log line per request would dominate the benchmarks.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # shutdown_timeout: stop() waits for in-flight handlers this long, not aiohttp's default 60 s
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)
         await site.start()
