@@ -268,9 +268,12 @@ async def connection_rtts(*conns: Any) -> list[float]:
 def bench_redis(res: Results, rounds: int, n: int, notes: dict[str, Any]) -> None:
     import redis
     import redis.asyncio as aredis
+    import redis.utils
 
     from infra.cache.backends.redis import RedisBackend
 
+    # both contenders parse replies with it when it is installed (the redis extra brings it)
+    notes["redis_reply_parser"] = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "pure Python"
     prefix = "bench_" + secrets.token_hex(4)
     ours = RedisBackend(url=REDIS_URL, prefix=prefix)
     raw = redis.Redis.from_url(REDIS_URL)

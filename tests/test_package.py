@@ -77,3 +77,11 @@ def test_cli_runs_as_module_and_reports_bad_config_in_one_line(tmp_path) -> None
     )
     assert check.returncode == 2
     assert len(json.loads(check.stdout)["problems"]) == 2
+
+
+def test_the_redis_extra_brings_the_c_reply_parser() -> None:
+    """``perf-infra[redis]`` installs hiredis, which redis-py picks up by itself; CI must measure and test
+    the Redis backend with it (a hit costs ~4 µs more without), not silently with the pure-Python parser."""
+    import redis.utils
+
+    assert redis.utils.HIREDIS_AVAILABLE
