@@ -172,7 +172,7 @@ def test_postgres_statement_stuck_past_op_timeout_fails_open(
 
     import asyncpg
 
-    from infra.cache.backends import postgres
+    from infra.cache.backends import _pgconns
 
     b = make_pg(op_timeout=0.5, listen=False)
     b.set(NS, "k", StoredEntry(b"v", 1))
@@ -180,7 +180,7 @@ def test_postgres_statement_stuck_past_op_timeout_fails_open(
     reader = concurrent.futures.ThreadPoolExecutor(1)
     assert reader.submit(b.get, NS, "k").result() is not None  # that thread's connection, prepared
     busy_seen: list[int] = []
-    real_busy = postgres._ConnSet.busy
+    real_busy = _pgconns.ConnSet.busy
 
     def busy(cs: Any) -> list[tuple[Any, int]]:
         found = real_busy(cs)
@@ -201,10 +201,10 @@ def test_postgres_statement_stuck_past_op_timeout_fails_open(
             await blocker.close()
 
     try:
-        postgres._ConnSet.busy = busy  # type: ignore[method-assign]
+        _pgconns.ConnSet.busy = busy  # type: ignore[method-assign]
         asyncio.run(hold_lock_then_read())
     finally:
-        postgres._ConnSet.busy = real_busy  # type: ignore[method-assign]
+        _pgconns.ConnSet.busy = real_busy  # type: ignore[method-assign]
         reader.shutdown()
     assert busy_seen and all(n > 0 for n in busy_seen)  # asyncpg's statement count is there to compare
     wait_until_backend_works(b)

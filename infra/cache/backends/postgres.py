@@ -52,6 +52,7 @@ from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEnt
 from infra.cache.backends._common import FORKS, ReconnectGate, backend_kwargs, check_identifier, origin_of
 from infra.cache.backends._genview import GenerationView
 from infra.cache.backends._loops import LoopThread, ThreadLoops
+from infra.cache.backends._pgconns import ConnSet, asyncpg_module, is_connection_error, kill_if_stuck
 from infra.cache.backends._pgsql import PgStatements
 from infra.errors import CacheError
 
@@ -65,130 +66,10 @@ __all__ = ["PostgresBackend", "from_settings"]
 log = logging.getLogger("infra.cache")
 T = TypeVar("T")
 
-_INSTALL_HINT = "the postgres cache backend needs asyncpg: pip install 'perf-infra[postgres]'"
 #: rows per housekeeping batch (purge / eviction), so no statement holds locks for long
 _BATCH = 500
 #: up to this many pending LRU touches are kept; older ones are dropped (LRU becomes approximate, never wrong)
 _MAX_TOUCHES = 50_000
-
-
-def _asyncpg() -> Any:
-    try:
-        import asyncpg
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise CacheError(_INSTALL_HINT) from exc
-    return asyncpg
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """Errors after which the connection is not trusted again and the server is treated as down."""
-    apg = _asyncpg()
-    if isinstance(exc, (OSError, asyncio.TimeoutError, apg.InterfaceError, apg.PostgresConnectionError)):
-        return True
-    # 57P01 admin_shutdown (pg_terminate_backend), 57P02 crash_shutdown, 57P03 cannot_connect_now
-    return isinstance(exc, apg.PostgresError) and str(getattr(exc, "sqlstate", "")).startswith(("57P", "08"))
-
-
-class _ConnSet:
-    """Connections of one event loop: a free list, grown up to ``max_size``, waiters served in order."""
-
-    __slots__ = ("backend", "closed", "conns", "idle", "loop", "max_size", "size", "waiters")
-
-    def __init__(self, backend: PostgresBackend, loop: asyncio.AbstractEventLoop, max_size: int) -> None:
-        self.backend = backend
-        self.loop = loop
-        self.max_size = max_size
-        self.idle: list[asyncpg.Connection] = []
-        # open connections, idle or busy (the watchdog looks here), each with its prepared hit statements
-        # (exact, hot): a PreparedStatement skips asyncpg's statement-cache lookup, ~0.8 µs per hit
-        self.conns: dict[asyncpg.Connection, tuple[Any, Any]] = {}
-        self.size = 0
-        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self.closed = False
-
-    async def acquire(self) -> asyncpg.Connection:
-        while True:
-            if self.idle:
-                return self.idle.pop()
-            if self.closed:
-                raise CacheError("postgres cache backend is closed")
-            if self.size < self.max_size:
-                self.size += 1
-                try:
-                    conn = await self.backend._connect()
-                    try:
-                        self.conns[conn] = await self.backend._prepare(conn)
-                    except BaseException:
-                        conn.terminate()
-                        raise
-                    self.backend._ensure_background()  # the statement watchdog runs there
-                    return conn
-                except BaseException:
-                    self.size -= 1
-                    self._wake(None)
-                    raise
-            fut: asyncio.Future[Any] = self.loop.create_future()
-            self.waiters.append(fut)
-            try:
-                conn = await asyncio.wait_for(fut, self.backend._op_timeout)
-            except BaseException:
-                if fut.done() and not fut.cancelled() and fut.result() is not None:
-                    self.release(fut.result())
-                raise
-            if conn is not None:
-                return conn
-
-    def _wake(self, conn: asyncpg.Connection | None) -> bool:
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(conn)
-                return True
-        return False
-
-    def release(self, conn: asyncpg.Connection) -> None:
-        if self.closed or conn.is_closed():
-            self.conns.pop(conn, None)
-            self.size -= 1
-            self._wake(None)
-            if not conn.is_closed():
-                conn.terminate()
-            return
-        if not self._wake(conn):
-            self.idle.append(conn)
-
-    def discard(self, conn: asyncpg.Connection) -> None:
-        """Drop a connection that failed: never reused."""
-        self.conns.pop(conn, None)
-        self.size -= 1
-        if not conn.is_closed():
-            conn.terminate()
-        self._wake(None)
-
-    async def aclose(self) -> None:
-        self.closed = True
-        idle, self.idle = self.idle, []
-        for conn in idle:
-            self.conns.pop(conn, None)
-            self.size -= 1
-            try:
-                await asyncio.wait_for(conn.close(), 2.0)
-            except Exception:
-                conn.terminate()
-        while self._wake(None):
-            pass
-
-    def terminate(self) -> None:
-        self.closed = True
-        idle, self.idle = self.idle, []
-        for conn in idle:
-            self.conns.pop(conn, None)
-            conn.terminate()
-
-    def busy(self) -> list[tuple[asyncpg.Connection, int]]:
-        """Connections running a statement now, each with asyncpg's count of statements it has started.
-        (Called from the private loop's thread: the set and list copies are single C calls under the GIL.)"""
-        return [(c, _started(c)) for c in set(self.conns).difference(self.idle)]
 
 
 class PostgresBackend(CacheBackend):
@@ -243,7 +124,7 @@ class PostgresBackend(CacheBackend):
 
     def _reset_state(self) -> None:
         self._fork = FORKS[0]
-        self._sets: dict[asyncio.AbstractEventLoop, _ConnSet] = {}
+        self._sets: dict[asyncio.AbstractEventLoop, ConnSet] = {}
         self._private = LoopThread("infra-cache-postgres")
         self._threads = ThreadLoops()
         self._schema_ready = False
@@ -270,7 +151,7 @@ class PostgresBackend(CacheBackend):
 
     # ================================================================== plumbing
     async def _connect(self) -> asyncpg.Connection:
-        apg = _asyncpg()
+        apg = asyncpg_module()
         conn = await apg.connect(
             self._dsn,
             timeout=self._connect_timeout,
@@ -294,17 +175,17 @@ class PostgresBackend(CacheBackend):
                 await conn.prepare(self._sql_get, timeout=t),
                 await conn.prepare(self._sql_get_hot, timeout=t),
             )
-        except _asyncpg().UndefinedTableError:
+        except asyncpg_module().UndefinedTableError:
             self._schema_ready = False  # dropped under us: recreate on the next connection
             raise
 
-    def _hit_failed(self, cs: _ConnSet, conn: asyncpg.Connection, exc: Exception) -> CacheError:
+    def _hit_failed(self, cs: ConnSet, conn: asyncpg.Connection, exc: Exception) -> CacheError:
         """A hit path's statement failed: the connection goes (its prepared statements may be what broke:
         a table dropped or altered), and the error is counted by the gate."""
         cs.discard(conn)
-        if isinstance(exc, _asyncpg().UndefinedTableError):
+        if isinstance(exc, asyncpg_module().UndefinedTableError):
             self._schema_ready = False
-        return self.gate.failed(exc, connection=_is_connection_error(exc))
+        return self.gate.failed(exc, connection=is_connection_error(exc))
 
     async def _create_schema(self, conn: asyncpg.Connection) -> None:
         async with conn.transaction():
@@ -314,7 +195,7 @@ class PostgresBackend(CacheBackend):
                 await conn.execute(stmt)
         self._schema_ready = True
 
-    def _conn_set(self, loop: asyncio.AbstractEventLoop) -> _ConnSet:
+    def _conn_set(self, loop: asyncio.AbstractEventLoop) -> ConnSet:
         cs = self._sets.get(loop)
         if cs is None:
             with self._state_lock:
@@ -322,7 +203,7 @@ class PostgresBackend(CacheBackend):
                     del self._sets[old]  # its loop is gone: nothing more can be done with its sockets
                 cs = self._sets.get(loop)
                 if cs is None:
-                    cs = self._sets[loop] = _ConnSet(self, loop, self._max_conns)
+                    cs = self._sets[loop] = ConnSet(self, loop, self._max_conns)
         return cs
 
     async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -342,12 +223,12 @@ class PostgresBackend(CacheBackend):
         try:
             result = await fn(conn, *args)
         except Exception as exc:
-            conn_err = _is_connection_error(exc)
+            conn_err = is_connection_error(exc)
             if conn_err:
                 cs.discard(conn)
             else:
                 cs.release(conn)
-                if isinstance(exc, _asyncpg().UndefinedTableError):
+                if isinstance(exc, asyncpg_module().UndefinedTableError):
                     self._schema_ready = False  # dropped under us: recreate on the next connection
             raise self.gate.failed(exc, connection=conn_err) from exc
         cs.release(conn)
@@ -429,7 +310,7 @@ class PostgresBackend(CacheBackend):
                 for conn, started in cs.busy():
                     first = seen[conn, started] = self._stuck.get((conn, started), now)
                     if now - first >= self._op_timeout:
-                        cs.loop.call_soon_threadsafe(_kill_if_stuck, cs, conn, started)
+                        cs.loop.call_soon_threadsafe(kill_if_stuck, cs, conn, started)
             self._stuck = seen
 
     async def _listen_forever(self) -> None:
@@ -922,17 +803,6 @@ def _current(view: GenerationView, namespace: str, generation: int) -> bool | No
     if generation < known:
         return False  # generations only grow (a reload winds the view back if the server lost them)
     return None
-
-
-def _started(conn: Any) -> int:
-    """How many statements asyncpg has started on ``conn`` (its protocol counts them; a test pins it)."""
-    return conn._protocol.queries_count  # type: ignore[no-any-return]
-
-
-def _kill_if_stuck(cs: _ConnSet, conn: Any, started: int) -> None:
-    """On the connection's own loop: terminate it if it is still running the statement the watchdog saw."""
-    if conn not in cs.idle and not conn.is_closed() and _started(conn) == started:
-        conn.terminate()
 
 
 def _count(status: str) -> int:
