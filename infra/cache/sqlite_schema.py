@@ -129,7 +129,8 @@ def schema_statements() -> list[str]:
     return out
 
 
-GET = "SELECT value, codec, expires, cost, key, gen FROM entries WHERE h = ?"
+#: A hit (parameters: hash, key, the namespace's live generation): (payload, codec, expires, cost).
+GET = "SELECT value, codec, expires, cost FROM entries WHERE h = ? AND key = ? AND gen = ?"
 UPSERT = (
     "INSERT INTO entries (h, ns, gen, key, codec, expires, cost, created, atime, size, value) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

@@ -328,6 +328,52 @@ def test_repeated_pattern_hex_keys_do_not_collide(store: SQLiteBackend) -> None:
     assert len(store.get_many("ns", keys)) == 16
 
 
+@pytest.mark.parametrize("keys", [("a" * 64, "b" * 64), ("short-key-1", "short-key-2")])
+def test_a_hash_collision_is_a_miss_never_the_other_keys_value(
+    store: SQLiteBackend, keys: tuple[str, str]
+) -> None:
+    # A real 64-bit collision can't be found; move k1's row onto k2's hash slot instead, which is what a
+    # lookup of k2 would meet if the two collided.
+    k1, k2 = keys
+    store.set("ns", k1, StoredEntry(b"value of k1", 1))
+    with contextlib.closing(sqlite3.connect(store.path)) as c:
+        c.execute("UPDATE entries SET h = ? WHERE key = ?", (store._ids("ns", k2)[1], k1))
+        c.commit()
+    assert store.get("ns", k2) is None
+    assert store.get_many("ns", [k2]) == {}
+    assert store.get("ns", k1) is None  # not at its own slot any more: a miss too
+
+
+def test_a_key_sqlite_cannot_store_is_a_miss_not_an_error(store: SQLiteBackend) -> None:
+    store.set("ns", "k", StoredEntry(b"v", 1))
+    assert store.get("ns", "lone surrogate \ud800") is None
+    assert store.get("ns", "k").payload == b"v"  # type: ignore[union-attr]
+
+
+def test_a_thread_reconnects_after_the_store_closed_its_connections(store: SQLiteBackend) -> None:
+    # Quarantine closes every thread's connection; a thread that had one must open a fresh one, not reuse
+    # the closed one.
+    import threading
+
+    store.set("ns", "k", StoredEntry(b"v", 1))
+    results: list[object] = []
+    go, done = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        results.append(store.get("ns", "k"))
+        done.set()
+        go.wait(5)
+        results.append(store.get("ns", "k"))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    done.wait(5)
+    store._close_conns()
+    go.set()
+    t.join(5)
+    assert [r.payload if isinstance(r, StoredEntry) else r for r in results] == [b"v", b"v"]
+
+
 def _recount(path: str) -> dict[str, tuple[int, int]]:
     """Entry and byte totals by a full scan: what the stored totals must always equal."""
     with contextlib.closing(sqlite3.connect(path)) as c:
