@@ -417,17 +417,16 @@ class SQLiteBackend(CacheBackend):
         ``Cache.get`` calls this directly on its hottest path (an L2 hit), where every allocation shows.
         """
         s = self._salts.get(namespace)
-        h = -1
         if s is not None and len(key) == 64:
             try:
                 h = (int(key, 16) % _P64) ^ s[1]
             except ValueError:
-                h = -1
+                nsid, h = self._ids(namespace, key)
             else:
                 nsid = s[0]
                 if h >= _I63:
                     h -= _U64
-        if h == -1:
+        else:
             nsid, h = self._ids(namespace, key)
         if now is None:
             now = time.time()
