@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
-#: writes between WAL checkpoints (run by the maintenance thread, PASSIVE: never blocks a writer)
+#: writes between WAL checkpoints (by the maintenance thread, under the writers' file lock: _checkpoint)
 CHECKPOINT_EVERY = 256
 _U64 = 1 << 64
 _I63 = 1 << 63

@@ -21,9 +21,10 @@ Engineering notes (each choice has a reason):
   a description of every result column on every execute (~0.15 us each), a bound parameter costs less.
 * LRU eviction is sampled, as Redis does it: a window of the oldest-inserted rows is read and its least
   recently used entries go first. No atime index: it would cost a page write per set and per flush.
-* Auto-checkpoint is off on our connections; a background maintenance thread checkpoints (PASSIVE, never
-  blocking writers), flushes batched access times, purges expired / stale rows incrementally and enforces
-  the byte caps. A hit never writes.
+* Auto-checkpoint is off on our connections; a background maintenance thread checkpoints (every 256
+  writes, under the writers' file lock so it completes and the WAL starts over: a checkpoint racing the
+  sets never caught up, the WAL grew without bound and sets slowed by a third), flushes batched access
+  times, purges expired / stale rows incrementally and enforces the byte caps. A hit never writes.
 * Per-namespace entry and byte totals are exact with no write per set: stored totals up to a fold mark plus
   the rows above it, folded in by the maintenance thread (see ``sqlite_schema``).
 * Schema creation and quarantine run under the flock, so processes starting together don't race on
