@@ -331,11 +331,13 @@ class Cache:
             self._check_generations(now)
         k = (namespace, key)
         data = self._l1._data
-        e = data.get(k)
+        e = data.get(k) if data else None  # (an L1 that is off or empty costs no lookup)
         gen = ns.gen  # read before L2: see _accept
         if e is not None and e[2] == gen and (e[1] is None or e[1] > now):
-            with contextlib.suppress(KeyError):
+            try:  # noqa: SIM105 - contextlib.suppress costs ~0.3 us here, a quarter of an L1 hit
                 data.move_to_end(k)
+            except KeyError:  # evicted by another thread meanwhile: still a valid answer
+                pass
             st = ns.stats  # counting inlined: a method call here costs ~15% of an L1 hit
             if st.counting:
                 st.hit_costs.append(e[3])
