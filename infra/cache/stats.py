@@ -134,14 +134,19 @@ class NamespaceStats:
             self.flush()
 
     def fold(self) -> None:
-        """Move the pending hits into ``hits`` and ``saved``. A hit appended by another thread while the
-        list is swapped lands in one list or the other, never in neither (the GIL orders the two)."""
-        if not self.hit_costs:
+        """Move the pending hits into ``hits`` and ``saved``. The list object is never replaced (``Cache``
+        holds its bound ``append``): the first ``n`` items are copied, then deleted, each one C call under
+        the GIL, so a hit appended by another thread meanwhile lands after them and waits for the next fold.
+        """
+        pending = self.hit_costs
+        if not pending:
             return
         with self._fold_lock:
-            pending, self.hit_costs = self.hit_costs, []
-            self.hits += len(pending)
-            self.saved += sum(pending)
+            n = len(pending)
+            done = pending[:n]
+            del pending[:n]
+            self.hits += n
+            self.saved += sum(done)
 
     def miss(self) -> None:
         if next(self.misses) & 7 == 7 and self.export:
