@@ -394,9 +394,6 @@ class PostgresBackend(CacheBackend):
             await self._enforce_caps(conn)
         await self._purge(conn, _BATCH)
 
-    def register_touch(self, namespace: str, key: str) -> None:
-        self._touches.append((namespace, key))
-
     async def _flush_touches(self, conn: asyncpg.Connection) -> None:
         q = self._touches
         if not q:
@@ -581,7 +578,8 @@ class PostgresBackend(CacheBackend):
         return e
 
     async def _get_slow(self, namespace: str, key: str) -> StoredEntry | None:
-        e = await self._run(self._q_get, namespace, key)
+        """``aget``'s general path: the exact statement through the usual plumbing."""
+        e = await self._async(self._q_get, namespace, key)
         if e is not None:
             self._touches.append((namespace, key))
         return e
@@ -591,7 +589,7 @@ class PostgresBackend(CacheBackend):
         return self._sync(self._q_get_many, namespace, keys) if keys else {}
 
     def touch(self, namespace: str, key: str) -> None:
-        self.register_touch(namespace, key)
+        self._touches.append((namespace, key))
 
     def set(self, namespace: str, key: str, entry: StoredEntry) -> None:
         self._sync(self._q_set, namespace, key, entry)
@@ -653,10 +651,7 @@ class PostgresBackend(CacheBackend):
     # ================================================================== async twins (native, caller's loop)
     async def aget(self, namespace: str, key: str) -> StoredEntry | None:
         if self._async_private or not self._bg_started:
-            e = await self._async(self._q_get, namespace, key)
-            if e is not None:
-                self._touches.append((namespace, key))
-            return e
+            return await self._get_slow(namespace, key)
         # the hit path, plumbing inlined (one coroutine: ours around the driver's); anything unusual takes
         # the general path
         cs = self._sets.get(asyncio.get_running_loop())
