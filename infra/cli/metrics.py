@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from infra.cli._output import emit_json, table
@@ -24,7 +26,7 @@ def register(sub: Any) -> None:
     show = cmds.add_parser("show", help="p50/p95/p99, errors and hit rates from a running /metrics endpoint")
     show.add_argument("--url", help="endpoint (default: http://<metrics.host>:<metrics.port>/metrics)")
     show.set_defaults(handler=_show)
-    serve = cmds.add_parser("serve", help="serve /metrics in the foreground (Ctrl-C stops)")
+    serve = cmds.add_parser("serve", help="serve /metrics in the foreground (Ctrl-C or SIGTERM stops)")
     serve.add_argument("--host", help="bind address (default: metrics.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: metrics.port, 9464)")
     serve.set_defaults(handler=_serve)
@@ -102,11 +104,41 @@ def _serve(args: argparse.Namespace) -> int:
     port = config.metrics.port if args.port is None else args.port
     token = os.environ.get(config.metrics.token_env) or None
     handle = serve_metrics(host=host, port=port, token=token)
-    try:  # the print is inside: a Ctrl-C that lands right after it still exits 0
-        print(f"serving /metrics on http://{host}:{handle.port}/metrics (Ctrl-C stops)", flush=True)
-        threading.Event().wait()
+    stop = threading.Event()
+    restore = _stop_on_signals(stop)
+    try:
+        # Printed only once the handlers are in place: whoever reads this line may signal at once.
+        url = f"http://{host}:{handle.port}/metrics"
+        print(f"serving /metrics on {url} (Ctrl-C or SIGTERM stops)", flush=True)
+        while not stop.wait(3600):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
+        restore()
         handle.close()
     return 0
+
+
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Make SIGTERM (what service managers send) and SIGINT set ``stop``; return the undo.
+
+    A SIGINT the process inherited as ignored (a job started with ``cmd &`` from a non-interactive shell)
+    stays ignored, as the shell intended: such a server is stopped with SIGTERM.
+    """
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        current = signal.getsignal(sig)
+        if sig == signal.SIGINT and current is signal.SIG_IGN:
+            continue
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

@@ -206,10 +206,16 @@ class RedisBackend(CacheBackend):
                 self._ns_keys[ns] = k
         return k
 
-    def _client_kwargs(self) -> dict[str, Any]:
+    def _client_kwargs(self, *, asynchronous: bool = False) -> dict[str, Any]:
         _redis()
         from redis.backoff import NoBackoff
-        from redis.retry import Retry
+
+        # redis.asyncio clients take the asyncio Retry (redis-py 8.2 warns on the sync one; both exist
+        # from 4.2 on, so every redis-py the extra allows gets the matching class).
+        if asynchronous:
+            from redis.asyncio.retry import Retry
+        else:
+            from redis.retry import Retry  # type: ignore[assignment]
 
         return {
             "socket_connect_timeout": self._connect_timeout,
@@ -253,7 +259,7 @@ class RedisBackend(CacheBackend):
             with self._lock:
                 for old in [lp for lp in self._aclients if lp.is_closed()]:
                     del self._aclients[old]
-                c = aredis.Redis.from_url(self._url, **self._client_kwargs())
+                c = aredis.Redis.from_url(self._url, **self._client_kwargs(asynchronous=True))
                 self._aclients[loop] = c
             self._start_thread()
         return c
@@ -698,7 +704,7 @@ class RedisBackend(CacheBackend):
         """Close this loop's client, then everything else (``close``)."""
         c = self._aclients.pop(asyncio.get_running_loop(), None)
         if c is not None:
-            await c.aclose()
+            await _aclose_client(c)
         self.close()
 
     def close(self) -> None:
@@ -715,8 +721,15 @@ class RedisBackend(CacheBackend):
             c.close()
         for loop, ac in list(self._aclients.items()):
             if not loop.is_closed() and loop.is_running():
-                asyncio.run_coroutine_threadsafe(ac.aclose(), loop)
+                asyncio.run_coroutine_threadsafe(_aclose_client(ac), loop)
         self._aclients.clear()
+
+
+async def _aclose_client(client: Any) -> None:
+    """Close a ``redis.asyncio`` client: ``aclose()`` from redis-py 5.0.1 on, ``close()`` in 5.0.0 (the
+    oldest the extra allows; 5.0.1 deprecated it)."""
+    close = getattr(client, "aclose", None)
+    await (close() if close is not None else client.close())
 
 
 #: per-process state left behind at fork (see ``RedisBackend._sync_client``)
