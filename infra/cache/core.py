@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from infra.cache import _async_api, _generations
+from infra.cache import _async_api, _generations, fleet_stats
 from infra.cache._missing import MISSING
 from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend, StoredEntry
 from infra.cache.codecs import Codec, DecodeError, EncodeError, Signer
@@ -152,6 +152,7 @@ class Cache:
         self._gauges_at = float("-inf")
         if self._export:
             track_for_collect(self)  # the registry folds our counts before every read (push_metrics)
+            fleet_stats.track(self)  # and the store keeps every process's totals (infra.cache.fleet_stats)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
@@ -685,6 +686,8 @@ class Cache:
         for ns in list(self._ns.values()):
             if self._export:
                 ns.stats.flush()
+        if self._export:
+            fleet_stats.close(self)
         if self.backend is not None:
             with contextlib.suppress(Exception):
                 self.backend.close()
