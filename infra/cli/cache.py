@@ -41,7 +41,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument(
         "--reset",
         action="store_true",
-        help="zero the fleet-wide hit/miss/error counters (after showing them)",
+        help="zero the fleet-wide counters (after showing them)",
     )
     s.set_defaults(func=cmd_stats, handler=cmd_stats)
 
