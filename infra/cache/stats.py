@@ -95,11 +95,18 @@ class _Exporter:
                         "evictions": m.counter(
                             "infra_cache_evictions_total", "Entries evicted for space.", labelnames=("tier",)
                         ),
+                        # Every worker reads the same store: combined by max, not summed N times.
                         "entries": m.gauge(
-                            "infra_cache_entries", "Entries in the store.", labelnames=("namespace",)
+                            "infra_cache_entries",
+                            "Entries in the store.",
+                            labelnames=("namespace",),
+                            aggregate="max",
                         ),
                         "bytes": m.gauge(
-                            "infra_cache_bytes", "Bytes in the store.", labelnames=("namespace",)
+                            "infra_cache_bytes",
+                            "Bytes in the store.",
+                            labelnames=("namespace",),
+                            aggregate="max",
                         ),
                         "lookup": m.histogram(
                             "infra_cache_lookup_duration_seconds",

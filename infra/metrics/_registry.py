@@ -117,6 +117,7 @@ class MetricsRegistry:
         self._views: tuple[OperationView, ...] = DEFAULT_VIEWS
         self._hooks: tuple[Callable[[], None], ...] = ()
         self._hook_failed: set[Callable[[], None]] = set()
+        self._combiner: Any = None  # infra.metrics.multiprocess.MultiProcess when that mode is on
         _REGISTRIES.add(self)
 
     @classmethod
@@ -156,6 +157,9 @@ class MetricsRegistry:
                 f"metric {name!r} is already registered with labels {m.labelnames!r}, "
                 f"not {tuple(labelnames)!r}"
             )
+        aggregate = kw.get("aggregate")
+        if aggregate is not None and isinstance(m, Gauge) and aggregate != m.aggregate:
+            raise ValueError(f"gauge {name!r} is already registered with aggregate {m.aggregate!r}")
         buckets = kw.get("buckets")
         if buckets is not None and isinstance(m, Histogram):
             from ._core import _check_buckets
@@ -168,9 +172,11 @@ class MetricsRegistry:
         """Get or create a counter (the same object for the same name)."""
         return self._get(Counter, name, documentation, labelnames)
 
-    def gauge(self, name: str, documentation: str = "", labelnames: Sequence[str] = ()) -> Gauge:
-        """Get or create a gauge."""
-        return self._get(Gauge, name, documentation, labelnames)
+    def gauge(
+        self, name: str, documentation: str = "", labelnames: Sequence[str] = (), *, aggregate: str = "sum"
+    ) -> Gauge:
+        """Get or create a gauge; ``aggregate`` ("sum", "max", "min"): how worker processes combine."""
+        return self._get(Gauge, name, documentation, labelnames, aggregate=aggregate)
 
     def histogram(
         self,
@@ -251,6 +257,20 @@ class MetricsRegistry:
         operation literally named "cache" is reported under "operations" instead, so it can't hide the
         cache section. Collect hooks (the cache's pending counts) run first, so the figures are current.
         """
+        return self.combined_view()._local_stats()
+
+    def combined_view(self) -> MetricsRegistry:
+        """This registry; with multi-process mode on (``infra.metrics.multiprocess``), a new registry
+        combining every worker's series. /metrics renders this, and ``get_stats()`` reads it."""
+        c = self._combiner
+        return self if c is None else c.combined()
+
+    @property
+    def multiprocess(self) -> bool:
+        """True when reads combine the series of every worker process (``infra.metrics.multiprocess``)."""
+        return self._combiner is not None
+
+    def _local_stats(self) -> dict[str, Any]:
         self._run_collect_hooks()
         out: dict[str, Any] = {}
         for view in self._views:
@@ -391,3 +411,8 @@ if hasattr(os, "register_at_fork"):  # POSIX only
 def get_metrics() -> MetricsRegistry:
     """The process-wide registry every part of the layer reports into."""
     return _registry
+
+
+if os.environ.get("INFRA_METRICS_MULTIPROC_DIR"):
+    # A worker of a multi-process server: publish and combine from the start (see multiprocess).
+    from . import multiprocess as _multiprocess  # noqa: F401
