@@ -171,6 +171,9 @@ class MultiProcess:
         self._pid = os.getpid()
         self._start = _start_time(self._pid)
         self._failed_logged = False
+        # One publish at a time: the exit's final snapshot must not be overwritten by an older one the
+        # publishing thread took just before.
+        self._publish_lock = threading.Lock()
 
     # -- publishing -----------------------------------------------------------------------------------
     @property
@@ -187,6 +190,10 @@ class MultiProcess:
 
     def publish(self) -> None:
         """Write this process's snapshot now (skipped when nothing changed since the last write)."""
+        with self._publish_lock:
+            self._publish()
+
+    def _publish(self) -> None:
         try:
             doc = snapshot(self.registry)
             doc["pid"], doc["start"] = self._pid, self._start
@@ -210,6 +217,7 @@ class MultiProcess:
         self._start = _start_time(self._pid)
         self._last = None
         self._stop = threading.Event()
+        self._publish_lock = threading.Lock()
         self.start()
 
     # -- combining ------------------------------------------------------------------------------------
