@@ -59,7 +59,9 @@ _LIVE = "live-"
 # ---------------------------------------------------------------------------------------- snapshots
 def _shard_state(sh: HistogramShard) -> dict[str, Any]:
     return {
-        "b": {str(k): c for k, c in sh.bins.items()},
+        # keys and counts as two lists: JSON parses them several times faster than a dict of str keys
+        "k": list(sh.bins),
+        "c": list(sh.bins.values()),
         "s": {str(k): list(p) for k, p in sh.split.items()},
         "z": sh.zero,
         "sum": sh.sum,
@@ -70,7 +72,7 @@ def _shard_state(sh: HistogramShard) -> dict[str, Any]:
 
 def _shard_from(state: dict[str, Any]) -> HistogramShard:
     sh = HistogramShard(None)
-    sh.bins = {int(k): int(c) for k, c in state["b"].items()}
+    sh.bins = dict(zip(state["k"], state["c"], strict=True))
     sh.split = {int(k): [int(x) for x in p] for k, p in state["s"].items()}
     sh.zero = int(state["z"])
     sh.sum = float(state["sum"])
@@ -174,6 +176,7 @@ class MultiProcess:
         # One publish at a time: the exit's final snapshot must not be overwritten by an older one the
         # publishing thread took just before.
         self._publish_lock = threading.Lock()
+        self._archive: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
     # -- publishing -----------------------------------------------------------------------------------
     @property
@@ -244,8 +247,7 @@ class MultiProcess:
     def combined(self) -> MetricsRegistry:
         """A new registry holding every worker's series: this one's live, the others' last snapshots,
         the dead ones' archive (dead workers found now are folded into it first)."""
-        out = MetricsRegistry(max_series_per_metric=None)
-        seen: set[Any] = set()
+        live: list[dict[str, Any]] = []
         with self._locked():
             dead: list[tuple[Path, dict[str, Any]]] = []
             for path in sorted(self.directory.glob(f"{_LIVE}*.json")):
@@ -253,18 +255,40 @@ class MultiProcess:
                 if snap is None or snap.get("pid") == self._pid:
                     continue
                 if _alive(int(snap["pid"]), snap.get("start")):
-                    load_snapshot(out, snap, seen=seen)
+                    live.append(snap)
                 else:
                     dead.append((path, snap))
-            archive = self._read(self.directory / _ARCHIVE)
+            archive = self._read_archive()
             if dead:
                 archive = self._fold(archive, [snap for _, snap in dead])
                 for path, _ in dead:
                     path.unlink(missing_ok=True)
-            if archive is not None:
-                load_snapshot(out, archive, gauges=False)
+        out = MetricsRegistry(max_series_per_metric=None)
+        if archive is not None:
+            # First, into the empty registry: its histogram buckets are copied in one C call per series
+            # rather than added key by key, so the archive of any number of dead workers costs a scrape
+            # less than one live worker does (and it is parsed once per version of the file).
+            load_snapshot(out, archive, gauges=False)
+        seen: set[Any] = set()
+        for snap in live:
+            load_snapshot(out, snap, seen=seen)
         load_snapshot(out, snapshot(self.registry), seen=seen)
         return out
+
+    def _read_archive(self) -> dict[str, Any] | None:
+        """The archive, parsed once per version of the file (it changes only when a worker dies)."""
+        path = self.directory / _ARCHIVE
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._archive is not None and self._archive[0] == version:
+            return self._archive[1]
+        doc = self._read(path)
+        if doc is not None:
+            self._archive = (version, doc)
+        return doc
 
     def _fold(self, archive: dict[str, Any] | None, dead: list[dict[str, Any]]) -> dict[str, Any]:
         reg = MetricsRegistry(max_series_per_metric=None)
