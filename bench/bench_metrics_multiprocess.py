@@ -103,13 +103,16 @@ def _scrape_pc(directory: str) -> Callable[[], int]:
     return scrape
 
 
-def _median_ms(fn: Callable[[], int], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+def _interleaved_ms(fns: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
+    """Median ms per call of each fn, rounds interleaved (so a loaded box's drift hits all alike)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeats):
+        order = list(fns) if r % 2 == 0 else list(reversed(fns))
+        for k in order:
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append((time.perf_counter() - t0) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 class Fleet:
@@ -158,36 +161,40 @@ def main(argv: list[str] | None = None) -> int:
     restarts = 20 if args.quick else 200
     rows: list[tuple[str, float, float]] = []
     for workers in (1, 4, 8):
-        res = {}
-        for side in ("ours", "pc"):
-            d = _dir(side)
-            fleet = Fleet(side, d, workers)
-            scrape = _scrape_ours(d) if side == "ours" else _scrape_pc(d)
-            scrape()
-            res[side] = _median_ms(scrape, repeats)
-            fleet.close()
+        dirs = {side: _dir(side) for side in ("ours", "pc")}
+        fleets = [Fleet(side, dirs[side], workers) for side in ("ours", "pc")]
+        scrapes = {"ours": _scrape_ours(dirs["ours"]), "pc": _scrape_pc(dirs["pc"])}
+        for fn in scrapes.values():
+            fn()
+        res = _interleaved_ms(scrapes, repeats)
+        for f in fleets:
+            f.close()
+        shutil.rmtree(dirs["ours"], ignore_errors=True)
         rows.append((f"scrape, {workers} live worker(s)", res["ours"], res["pc"]))
-    files: dict[str, int] = {}
+    dirs = {side: _dir(side) for side in ("ours", "pc")}
+    fleets = [Fleet(side, dirs[side], 4) for side in ("ours", "pc")]
+    scrapes = {"ours": _scrape_ours(dirs["ours"]), "pc": _scrape_pc(dirs["pc"])}
+    for fn in scrapes.values():
+        fn()
+    before = _interleaved_ms(scrapes, repeats)
     first_after: dict[str, float] = {}
-    before: dict[str, float] = {}
-    after: dict[str, float] = {}
     for side in ("ours", "pc"):
-        d = _dir(side)
-        fleet = Fleet(side, d, 4)
-        scrape = _scrape_ours(d) if side == "ours" else _scrape_pc(d)
-        scrape()
-        before[side] = _median_ms(scrape, repeats)
-        _restart(side, d, restarts)
+        _restart(side, dirs[side], restarts)
+    for side in ("ours", "pc"):
         t0 = time.perf_counter()
-        scrape()
+        scrapes[side]()
         first_after[side] = (time.perf_counter() - t0) * 1000
-        after[side] = _median_ms(scrape, repeats)
-        files[side] = sum(1 for f in Path(d).iterdir() if not f.name.startswith("."))
-        fleet.close()
-        if side == "ours":
-            shutil.rmtree(d, ignore_errors=True)
+    after = _interleaved_ms(scrapes, repeats)
+    files = {
+        side: sum(1 for f in Path(d).iterdir() if not f.name.startswith(".")) for side, d in dirs.items()
+    }
+    for f in fleets:
+        f.close()
+    shutil.rmtree(dirs["ours"], ignore_errors=True)
     rows.append(("scrape, 4 live workers, before restarts", before["ours"], before["pc"]))
-    rows.append((f"first scrape after {restarts} restarts", first_after["ours"], first_after["pc"]))
+    rows.append(
+        (f"first scrape after {restarts} restarts (ours folds them)", first_after["ours"], first_after["pc"])
+    )
     rows.append((f"scrape after {restarts} restarts", after["ours"], after["pc"]))
     print(f"python {sys.version.split()[0]}, prometheus_client {pc_version()}, repeats={repeats}")
     print()
@@ -198,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for side, label in (("ours", "ours"), ("pc", "prometheus_client")):
         growth = after[side] / before[side]
-        print(f"{label}: after {restarts} restarts the scrape takes {growth:.2f}x the first; files {files[side]}")
+        print(
+            f"{label}: after {restarts} restarts a scrape takes {growth:.2f}x the first; files {files[side]}"
+        )
     shutil.rmtree(PC_DIR, ignore_errors=True)
     return 0
 
