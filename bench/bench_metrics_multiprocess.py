@@ -10,13 +10,14 @@ A scrape is what /metrics does in one worker: ours ``MultiProcess.combined()`` +
 prometheus_client ``MultiProcessCollector`` + ``generate_latest``. Restarts: 4 live workers, then 200
 short-lived workers come and go (prometheus_client's documented ``mark_process_dead`` is called for
 each, as its gunicorn ``child_exit`` hook does); the scrape is timed again with the same 4 live workers.
-Figures: median over repeats of ms per scrape (the first scrape after the restarts, which folds the dead
-workers' snapshots into the archive, is reported on its own).
+Figures: median over interleaved repeats of ms per scrape, each after a ``gc.collect()`` (the first scrape
+after the restarts, which folds the dead workers' snapshots into the archive, is reported on its own).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing as mp
 import os
 import shutil
@@ -109,6 +110,7 @@ def _interleaved_ms(fns: dict[str, Callable[[], int]], repeats: int) -> dict[str
     for r in range(repeats):
         order = list(fns) if r % 2 == 0 else list(reversed(fns))
         for k in order:
+            gc.collect()  # one side's garbage (prometheus_client makes plenty) is not the other's cost
             t0 = time.perf_counter()
             fns[k]()
             times[k].append((time.perf_counter() - t0) * 1000)

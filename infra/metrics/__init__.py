@@ -12,7 +12,8 @@ Contract used by every other part of the layer::
     g = reg.gauge("infra_http_active_connections", "...", labelnames=("origin",))
     g.labels(origin).set(3); g.labels(origin).inc(); g.labels(origin).dec()
     with timed("stage1_emotion_scoring"): ...            # also async with / decorator
-    reg.get_stats()                                       # JSON-ready dict (seed 004 shape)
+    reg.get_stats()                                       # JSON-ready dict (seed 004 shape), current:
+                                                          # collect hooks run before every read
 
 Registering the same name twice returns the same metric (so modules can register at import or first use);
 the same name with another type, other label names or other buckets raises ValueError.
@@ -30,6 +31,7 @@ from ._core import DEFAULT_BUCKETS, Counter, CounterChild, Gauge, GaugeChild, Hi
 from ._registry import DEFAULT_MAX_SERIES_PER_METRIC, MetricsRegistry, get_metrics
 from ._sketch import QuantileSketch
 from ._timer import Timer, timed
+from ._views import OperationView
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -41,6 +43,7 @@ __all__ = [
     "Histogram",
     "HistogramChild",
     "MetricsRegistry",
+    "OperationView",
     "QuantileSketch",
     "Timer",
     "get_metrics",
