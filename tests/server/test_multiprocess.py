@@ -183,3 +183,35 @@ def test_live_gauges_combine_by_their_rule_and_histograms_merge_exactly() -> Non
     [got], [want] = out.histogram_stats("lat_seconds"), one.histogram_stats("lat_seconds")
     assert got == {**want, "sum": pytest.approx(want["sum"]), "mean": pytest.approx(want["mean"])}
     assert merged.labels().cumulative()[0] == h1.labels().cumulative()[0]
+
+
+FORKER = """
+import os, sys
+from infra.metrics import get_metrics
+from infra.metrics.multiprocess import enable
+mp = enable(sys.argv[1])
+c = get_metrics().counter("fork_events_total", "", ())
+c.inc(5)                      # the parent's own
+pid = os.fork()
+if pid == 0:                  # a forked worker starts from zero: it must not re-count the parent's 5
+    c.inc(3)
+    mp.close()
+    os._exit(0)
+os.waitpid(pid, 0)
+print(get_metrics().get_stats() and int(get_metrics().combined_view().counter("fork_events_total").get()))
+"""
+
+
+def test_a_forked_worker_counts_only_what_it_did(tmp_path: Path) -> None:
+    """multiprocessing / prefork: parent 5 + child 3 combine to 8, not 5 + (5 + 3)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("INFRA_METRICS_MULTIPROC_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-c", FORKER, str(tmp_path / "mp")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "8"
