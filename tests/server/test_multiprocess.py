@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -35,22 +36,17 @@ def _get(url: str) -> bytes:
         return r.read()  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def gunicorn(tmp_path: Path) -> Iterator[str]:
-    pytest.importorskip("gunicorn")
-    port = _free_port()
+@contextlib.contextmanager
+def _server(tmp_path: Path, argv: list[str], port: int) -> Iterator[str]:
+    """A multi-process server (``argv``) with INFRA_METRICS_MULTIPROC_DIR set, once it answers."""
     env = {
         **os.environ,
         "PYTHONPATH": f"{REPO}{os.pathsep}{HERE}",
         "INFRA_METRICS_MULTIPROC_DIR": str(tmp_path / "mp"),
         "MP_CACHE_PATH": str(tmp_path / "cache.db"),
     }
-    log = (tmp_path / "gunicorn.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", "4", "-b", f"127.0.0.1:{port}", "--max-requests", "60",
-         "--graceful-timeout", "10", "mp_app:app"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-    )  # fmt: skip
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -60,7 +56,7 @@ def gunicorn(tmp_path: Path) -> Iterator[str]:
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError((tmp_path / "gunicorn.log").read_text()) from None
+                    raise AssertionError((tmp_path / "server.log").read_text()) from None
                 time.sleep(0.1)
         yield url
     finally:
@@ -70,6 +66,57 @@ def gunicorn(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[str]:
+    pytest.importorskip("gunicorn")
+    port = _free_port()
+    argv = [sys.executable, "-m", "gunicorn", "-w", "4", "-b", f"127.0.0.1:{port}", "--max-requests", "60",
+            "--graceful-timeout", "10", "mp_app:app"]  # fmt: skip
+    with _server(tmp_path, argv, port) as url:
+        yield url
+
+
+@pytest.fixture
+def uvicorn_workers(tmp_path: Path) -> Iterator[str]:
+    pytest.importorskip("uvicorn")
+    port = _free_port()
+    argv = [sys.executable, "-m", "uvicorn", "--workers", "3", "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "mp_app:asgi_app"]  # fmt: skip
+    with _server(tmp_path, argv, port) as url:
+        yield url
+
+
+def _wait_combined(url: str, total: int) -> dict[str, Any]:
+    """The combined JSON document once it shows ``total`` timed requests (others' snapshots lag <= 0.5 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        doc = _combined(url)
+        timed_count = _value(doc, "infra_operation_duration_seconds", {"operation": "mp_work"}, "count")
+        hits = _value(doc, "infra_cache_hits_total", {"namespace": "mp"})
+        misses = _value(doc, "infra_cache_misses_total", {"namespace": "mp"})
+        if (timed_count, hits + misses) == (total, total) or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.2)
+
+
+def _load(url: str, n_threads: int, per_thread: int) -> Counter[str]:
+    pids: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def run(t: int) -> None:
+        for i in range(per_thread):
+            pid = _get(f"{url}/?k{(t * per_thread + i) % 50}").decode()
+            with lock:
+                pids[pid] += 1
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return pids
 
 
 def _combined(url: str) -> dict[str, Any]:
@@ -88,35 +135,14 @@ def _value(doc: dict[str, Any], name: str, labels: dict[str, str], field: str = 
 def test_gunicorn_4_workers_with_restarts_one_combined_metrics_equals_every_request(gunicorn: str) -> None:
     """800 requests over 4 workers recycled every 60 requests: the combined counts are exactly the
     requests served (plus the warm-up one), from whichever worker answers the scrape."""
-    n_threads, per_thread = 8, 100
-    pids: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def load(t: int) -> None:
-        for i in range(per_thread):
-            pid = _get(f"{gunicorn}/?k{(t * per_thread + i) % 50}").decode()
-            with lock:
-                pids[pid] += 1
-
-    threads = [threading.Thread(target=load, args=(t,)) for t in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    total = n_threads * per_thread + 1  # + the fixture's warm-up request
-    assert sum(pids.values()) == total - 1
+    pids = _load(gunicorn, 8, 100)
+    total = 800 + 1  # + the fixture's warm-up request
+    assert sum(pids.values()) == 800
     assert len(pids) > 4, "workers were recycled (max-requests 60), so more than 4 pids served"
-    deadline = time.monotonic() + 30  # other workers' snapshots are up to 0.5 s old
-    while True:
-        doc = _combined(gunicorn)
-        timed_count = _value(doc, "infra_operation_duration_seconds", {"operation": "mp_work"}, "count")
-        hits = _value(doc, "infra_cache_hits_total", {"namespace": "mp"})
-        misses = _value(doc, "infra_cache_misses_total", {"namespace": "mp"})
-        if (timed_count, hits + misses) == (total, total) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert timed_count == total
-    assert hits + misses == total
+    doc = _wait_combined(gunicorn, total)
+    assert _value(doc, "infra_operation_duration_seconds", {"operation": "mp_work"}, "count") == total
+    hits = _value(doc, "infra_cache_hits_total", {"namespace": "mp"})
+    assert hits + _value(doc, "infra_cache_misses_total", {"namespace": "mp"}) == total
     stats = doc["stats"]
     assert stats["mp_work"]["count"] == total
     assert stats["cache"]["mp"]["hits"] + stats["cache"]["mp"]["misses"] == total
@@ -125,6 +151,15 @@ def test_gunicorn_4_workers_with_restarts_one_combined_metrics_equals_every_requ
     prefix = 'infra_operation_duration_seconds_count{operation="mp_work"}'
     [line] = [ln for ln in text.splitlines() if ln.startswith(prefix)]
     assert float(line.rsplit(" ", 1)[1]) == total
+
+
+def test_uvicorn_workers_spawned_not_forked_combine_too(uvicorn_workers: str) -> None:
+    pids = _load(uvicorn_workers, 6, 50)
+    total = 300 + 1
+    assert sum(pids.values()) == 300
+    doc = _wait_combined(uvicorn_workers, total)
+    assert doc["stats"]["mp_work"]["count"] == total
+    assert doc["stats"]["cache"]["mp"]["hits"] + doc["stats"]["cache"]["mp"]["misses"] == total
 
 
 WORKER = """
