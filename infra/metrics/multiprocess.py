@@ -345,4 +345,9 @@ if hasattr(os, "register_at_fork"):
 
 _env_dir = os.environ.get(ENV)
 if _env_dir:
-    enable(_env_dir)
+    try:
+        enable(_env_dir)
+    except OSError as _exc:  # fail open: the worker runs, with its own numbers only
+        log.error(
+            "metrics: %s=%s is unusable (%s); this worker's /metrics shows only itself", ENV, _env_dir, _exc
+        )

@@ -250,3 +250,14 @@ def test_a_forked_worker_counts_only_what_it_did(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "8"
+
+
+def test_an_unusable_directory_fails_open_with_one_error_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "INFRA_METRICS_MULTIPROC_DIR": str(blocker / "mp")}
+    code = "import infra.metrics as m; m.timed('x').__enter__(); print(m.get_metrics().multiprocess)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    assert "INFRA_METRICS_MULTIPROC_DIR" in out.stderr and "Traceback" not in out.stderr
