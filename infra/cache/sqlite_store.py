@@ -659,7 +659,7 @@ class SQLiteBackend(CacheBackend):
             conn.execute("DELETE FROM leases WHERE id = ? AND owner = ?", (rid, owner))
 
     # ------------------------------------------------------------------ introspection
-    # -- fleet-wide counters (infra.cache.fleet_stats): one small table, written at most once a second
+    # -- fleet-wide counters (infra.cache.fleet_stats): one small table, written at most twice a second
     def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
         with self._write("write") as conn:
             _fleet.sqlite_add(conn, deltas)

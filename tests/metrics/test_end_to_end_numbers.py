@@ -198,7 +198,7 @@ def _check_cli(w: World, metrics_url: str) -> None:
     shown = _cli("metrics", "show", "--json", "--url", metrics_url)["cache"]
     for part, ns in w.ns.items():
         assert (shown[ns]["hits"], shown[ns]["misses"]) == w.truth(part), part
-    # `cache stats` in another process reads the store's fleet counters (pushed once a second);
+    # `cache stats` in another process reads the store's fleet counters (pushed twice a second);
     # polled with a 10x margin for a loaded box.
     want = {p: w.truth(p) for p in w.ns}
     deadline = time.monotonic() + 10

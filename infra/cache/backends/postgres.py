@@ -644,7 +644,7 @@ class PostgresBackend(CacheBackend):
     def release_lease(self, namespace: str, key: str, owner: str) -> None:
         self._sync(self._q_release, namespace, key, owner)
 
-    # -- fleet-wide counters (infra.cache.fleet_stats): table {prefix}_fleet_stats, a push a second
+    # -- fleet-wide counters (infra.cache.fleet_stats): table {prefix}_fleet_stats, <= 2 pushes a second
     def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
         self._sync(_fleet.pg_add, self.sql.prefix, deltas)
 

@@ -627,7 +627,7 @@ class RedisBackend(CacheBackend):
                     out.append((k, max(0, size - HEADER.size), idle if isinstance(idle, int) else 0))
         return out
 
-    # -- fleet-wide counters (infra.cache.fleet_stats): hash {prefix}:fleet, a MULTI a second per process
+    # -- fleet-wide counters (infra.cache.fleet_stats): hash {prefix}:fleet, <= 2 MULTIs a second
     def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
         self._call(_fleet.redis_add, f"{self.prefix}:fleet", deltas)
 
