@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infra.metrics import MetricsRegistry
 from infra.metrics.multiprocess import MultiProcess, load_snapshot, snapshot
@@ -261,3 +263,30 @@ def test_an_unusable_directory_fails_open_with_one_error_line(tmp_path: Path) ->
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
     assert "INFRA_METRICS_MULTIPROC_DIR" in out.stderr and "Traceback" not in out.stderr
+
+
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=1e4, allow_nan=False), max_size=200),
+    st.lists(st.floats(min_value=0.0, max_value=1e4, allow_nan=False), max_size=200),
+)
+@settings(max_examples=60, deadline=None)
+def test_combining_two_workers_equals_one_stream_of_both(left: list[float], right: list[float]) -> None:
+    """Exactness of the merge: the combined histogram (sketch, le counts, count, sum) is the one a single
+    process observing both streams builds, whatever the values (boundaries, zeros, duplicates)."""
+    bounds = (0.0, 0.001, 0.01, 0.1, 1.0, 10.0)
+    workers = [MetricsRegistry(), MetricsRegistry()]
+    for reg, values in zip(workers, (left, right), strict=True):
+        h = reg.histogram("lat_seconds", "", ("op",), buckets=bounds)
+        for v in values:
+            h.labels("x").observe(v)
+        h.labels("x").note(0.5)  # a timer's pending note travels too
+    one = MetricsRegistry()
+    h1 = one.histogram("lat_seconds", "", ("op",), buckets=bounds)
+    for v in [*left, *right, 0.5, 0.5]:
+        h1.labels("x").observe(v)
+    out = MetricsRegistry()
+    for reg in workers:
+        load_snapshot(out, snapshot(reg))
+    got = out.histogram("lat_seconds", "", ("op",), buckets=bounds).labels("x")
+    assert got.sketch() == h1.labels("x").sketch()
+    assert got.cumulative()[0] == h1.labels("x").cumulative()[0]
