@@ -223,3 +223,25 @@ def test_gauge_aggregate_rule_is_checked_and_kept() -> None:
     with pytest.raises(ValueError, match="aggregate must be one of"):
         reg.gauge("other", aggregate="avg")
     assert reg.gauge("store_entries") is g  # looked up without a rule: no conflict
+
+
+async def test_async_single_flight_followers_of_a_failed_leader_are_misses(cache: Cache) -> None:
+    import asyncio
+
+    ns = _ns()
+    started = asyncio.Event()
+
+    async def failing() -> int:
+        started.set()
+        await asyncio.sleep(0.05)
+        raise RuntimeError("boom")
+
+    async def call() -> None:
+        with pytest.raises(RuntimeError):
+            await cache.aget_or_compute(ns, "k", failing)
+
+    leader = asyncio.create_task(call())
+    await started.wait()
+    await asyncio.gather(leader, *(call() for _ in range(9)))
+    st = cache.namespace_stats(ns)
+    assert (st["hits"], st["misses"]) == (0, 10)
