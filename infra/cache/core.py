@@ -31,7 +31,7 @@ from infra.cache.codecs import Codec, DecodeError, EncodeError, Signer
 from infra.cache.l1 import L1Cache
 from infra.cache.settings import CacheSettings
 from infra.cache.singleflight import LEASE_POLL_MAX, LEASE_POLL_MIN, SingleFlight
-from infra.cache.stats import NamespaceStats, NullStats, track_for_collect
+from infra.cache.stats import NamespaceStats, NullStats
 
 __all__ = ["Cache", "make_backend"]
 
@@ -151,6 +151,8 @@ class Cache:
         self._register_push()
         self._gauges_at = float("-inf")
         if self._export:
+            from infra.cache.stats import track_for_collect
+
             track_for_collect(self)  # the registry folds our counts before every read (push_metrics)
             fleet_stats.track(self)  # and the store keeps every process's totals (infra.cache.fleet_stats)
         ref = weakref.ref(self)

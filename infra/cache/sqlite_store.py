@@ -50,7 +50,6 @@ from typing import Any
 from infra.cache import fleet_stats as _fleet
 from infra.cache import sqlite_maint as _maint
 from infra.cache.backend import GENERATION_POLL_INTERVAL, BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.fleet_stats import FleetCounts
 from infra.cache.sqlite_schema import (
     CHECKPOINT_EVERY,
     GET,
@@ -660,11 +659,11 @@ class SQLiteBackend(CacheBackend):
 
     # ------------------------------------------------------------------ introspection
     # -- fleet-wide counters (infra.cache.fleet_stats): one small table, written at most twice a second
-    def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
+    def fleet_add(self, deltas: Mapping[str, _fleet.FleetCounts]) -> None:
         with self._write("write") as conn:
             _fleet.sqlite_add(conn, deltas)
 
-    def fleet_read(self) -> dict[str, FleetCounts]:
+    def fleet_read(self) -> dict[str, _fleet.FleetCounts]:
         try:
             return _fleet.sqlite_read(self._conn())
         except sqlite3.Error as exc:

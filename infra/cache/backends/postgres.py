@@ -55,7 +55,6 @@ from infra.cache.backends._genview import GenerationView
 from infra.cache.backends._loops import LoopThread, ThreadLoops
 from infra.cache.backends._pgconns import ConnSet, asyncpg_module, is_connection_error, kill_if_stuck
 from infra.cache.backends._pgsql import PgStatements
-from infra.cache.fleet_stats import FleetCounts
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -645,10 +644,10 @@ class PostgresBackend(CacheBackend):
         self._sync(self._q_release, namespace, key, owner)
 
     # -- fleet-wide counters (infra.cache.fleet_stats): table {prefix}_fleet_stats, <= 2 pushes a second
-    def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
+    def fleet_add(self, deltas: Mapping[str, _fleet.FleetCounts]) -> None:
         self._sync(_fleet.pg_add, self.sql.prefix, deltas)
 
-    def fleet_read(self) -> dict[str, FleetCounts]:
+    def fleet_read(self) -> dict[str, _fleet.FleetCounts]:
         return self._sync(_fleet.pg_read, self.sql.prefix)
 
     def fleet_reset(self, namespace: str | None = None) -> None:

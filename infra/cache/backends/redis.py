@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from infra.cache import fleet_stats as _fleet
 from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
 from infra.cache.backends._common import FORKS, ReconnectGate, backend_kwargs, check_identifier, origin_of
-from infra.cache.fleet_stats import FleetCounts
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -628,10 +627,10 @@ class RedisBackend(CacheBackend):
         return out
 
     # -- fleet-wide counters (infra.cache.fleet_stats): hash {prefix}:fleet, <= 2 MULTIs a second
-    def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
+    def fleet_add(self, deltas: Mapping[str, _fleet.FleetCounts]) -> None:
         self._call(_fleet.redis_add, f"{self.prefix}:fleet", deltas)
 
-    def fleet_read(self) -> dict[str, FleetCounts]:
+    def fleet_read(self) -> dict[str, _fleet.FleetCounts]:
         return dict(self._call(_fleet.redis_read, f"{self.prefix}:fleet"))
 
     def fleet_reset(self, namespace: str | None = None) -> None:
