@@ -259,15 +259,6 @@ async def aclose(self: Cache) -> None:
     if self._inline or self.backend is None:
         self.close()
         return
-    if self._export and not self._closed:
-        import asyncio
-
-        from infra.cache import fleet_stats
-
-        for ns in list(self._ns.values()):
-            ns.stats.flush()
-        with contextlib.suppress(Exception):  # the last fleet deltas, off the event loop
-            await asyncio.to_thread(fleet_stats.close, self)
     self._closed = True
     with contextlib.suppress(Exception):
         await self.backend.aclose()

@@ -244,11 +244,14 @@ class _Pusher:
         for cache in list(self.caches.keys()):
             self.push(cache)
 
-    def push(self, cache: Any) -> None:
-        """Add what ``cache`` counted since its last push to the store (kept for the next try on failure)."""
+    def push(self, cache: Any, *, closing: bool = False) -> None:
+        """Add what ``cache`` counted since its last push to the store (kept for the next try on failure).
+
+        A cache closed other than through ``close()`` (``aclose()`` of a network backend) is skipped: its
+        backend is gone, and its counts up to the last tick were pushed."""
         backend = getattr(cache, "backend", None)
         add = getattr(backend, "fleet_add", None)
-        if add is None:
+        if add is None or (getattr(cache, "_closed", False) and not closing):
             return
         with self.lock:
             pushed = self.caches.get(cache)
@@ -306,7 +309,7 @@ def push_now(cache: Any) -> None:
 
 def close(cache: Any) -> None:
     """Push ``cache``'s last deltas and stop tracking it (``Cache.close()``, before the backend closes)."""
-    _PUSHER.push(cache)
+    _PUSHER.push(cache, closing=True)
     with _PUSHER.lock:
         _PUSHER.caches.pop(cache, None)
 
