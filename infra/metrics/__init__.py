@@ -23,6 +23,9 @@ Design (details in the submodules): bound children write per-thread shards, so `
 take no lock (``_shards``); histograms keep fixed ``le`` buckets for Prometheus plus a DDSketch-style
 log-bucketed sketch with 1% relative accuracy, bounded memory and exact merging (``_sketch``);
 exposition renders Prometheus text 0.0.4, OpenMetrics 1.0.0 and JSON from a snapshot (``exposition``).
+Every read runs the registry's collect hooks first (``add_collect_hook``: the cache folds its pending hits
+there), so what is read is current. ``get_stats()`` rows come from operation views (``OperationView``).
+With ``INFRA_METRICS_MULTIPROC_DIR`` set, reads combine every worker process (``infra.metrics.multiprocess``).
 """
 
 from __future__ import annotations
