@@ -184,8 +184,21 @@ class MultiProcess:
         return self.directory / f"{_LIVE}{self._pid}.json"
 
     def start(self) -> None:
+        self._fold_previous_owner()
         self._thread = threading.Thread(target=self._run, name="infra-metrics-publish", daemon=True)
         self._thread.start()
+
+    def _fold_previous_owner(self) -> None:
+        """A file under this pid left by an earlier process (the pid was reused): archive it before our
+        first publish would overwrite it, or that worker's counts would be lost."""
+        try:
+            with self._locked():
+                snap = self._read(self.path)
+                if snap is not None and snap.get("start") != self._start:
+                    self._fold(self._read_archive(), [snap])
+                    self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("metrics: could not check %s for an earlier worker's snapshot: %s", self.path, exc)
 
     def _run(self) -> None:
         while not self._stop.wait(PUBLISH_INTERVAL):

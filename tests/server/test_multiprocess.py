@@ -290,3 +290,22 @@ def test_combining_two_workers_equals_one_stream_of_both(left: list[float], righ
     got = out.histogram("lat_seconds", "", ("op",), buckets=bounds).labels("x")
     assert got.sketch() == h1.labels("x").sketch()
     assert got.cumulative()[0] == h1.labels("x").cumulative()[0]
+
+
+def test_a_reused_pid_does_not_lose_the_earlier_worker_s_counts(tmp_path: Path) -> None:
+    """A worker whose pid equals a dead one's: the dead one's snapshot is archived, not overwritten."""
+    d = tmp_path / "mp"
+    d.mkdir()
+    old = MetricsRegistry()
+    old.counter("reused_total").inc(7)
+    doc = snapshot(old)
+    doc["pid"], doc["start"] = os.getpid(), "an earlier process"
+    (d / f"live-{os.getpid()}.json").write_text(json.dumps(doc))
+    mine = MetricsRegistry()
+    mine.counter("reused_total").inc(2)
+    mp = MultiProcess(d, mine)
+    mp.start()
+    try:
+        assert mp.combined().counter("reused_total").get() == 9
+    finally:
+        mp.close()
