@@ -392,7 +392,18 @@ class WrapEntry(_Section):
     namespace: str | None = field("str", None, "Cache namespace (default: the class name).", nullable=True)
     ttl: float | None = field("duration", None, "TTL (default: the namespace's).", nullable=True)
     version: str | None = field("str", None, "Bump to drop entries made by older code.", nullable=True)
-    include_self: bool = field("bool", False, "Key on the instance's state too (its __dict__).")
+    include_self: bool = field(
+        "bool", False, "Kept for compatibility: instances are keyed by their configuration by default."
+    )
+    key_attrs: tuple[str, ...] | None = field(
+        "list",
+        None,
+        "Instance attributes (dotted paths allowed) that define the results; null: the instance's "
+        "configuration (public attributes and constructor settings, clients/locks/loggers skipped); "
+        "[]: instances share entries.",
+        item="str",
+        nullable=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- root

@@ -79,7 +79,7 @@ async def test_async_functions(cache: Cache) -> None:
     assert calls == ["a", "b"]
 
 
-def test_methods_leave_self_out_unless_asked(cache: Cache) -> None:
+def test_methods_key_on_the_instance_configuration_unless_key_attrs_is_empty(cache: Cache) -> None:
     calls: list[str] = []
 
     class Scorer:
@@ -91,9 +91,18 @@ def test_methods_leave_self_out_unless_asked(cache: Cache) -> None:
             calls.append(self.name)
             return len(text)
 
+        @cached(namespace="scores", cache=cache, key_attrs=[])
+        def shared(self, text: str) -> int:
+            calls.append(f"shared-{self.name}")
+            return len(text)
+
     assert Scorer("a").score("hello") == 5
-    assert Scorer("b").score("hello") == 5  # another instance shares the entry
-    assert calls == ["a"]
+    assert Scorer("b").score("hello") == 5  # configured differently: its own entry
+    assert Scorer("a").score("hello") == 5  # configured the same: shares
+    assert calls == ["a", "b"]
+    assert Scorer("a").shared("hello") == Scorer("b").shared("hello") == 5  # key_attrs=[]: one entry
+    assert calls == ["a", "b", "shared-a"]
+    del calls[:]
 
     @dataclasses.dataclass
     class Model:
@@ -107,7 +116,7 @@ def test_methods_leave_self_out_unless_asked(cache: Cache) -> None:
     assert Model(0.1).run("x") == "x@0.1"
     assert Model(0.1).run("x") == "x@0.1"
     assert Model(0.9).run("x") == "x@0.9"
-    assert calls == ["a", "run0.1", "run0.9"]
+    assert calls == ["run0.1", "run0.9"]
 
 
 def test_version_and_namespace_separate_entries(cache: Cache) -> None:

@@ -1,0 +1,191 @@
+"""Issue 14 item 1: a cached method's key covers the instance's configuration (not its clients, locks or
+loggers), a later change of a keyed attribute is honoured, and ``key_attrs`` overrides the rule per
+decorator and per ``wrap`` entry."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.cache import Cache, CacheSettings, cached
+from infra.cache.identity import MethodIdentity, is_resource
+
+WORKER = textwrap.dedent("""
+    import logging
+    import threading
+
+    import ollama
+
+    CALLS = []
+
+
+    class HybridScorer:
+        def __init__(self, weight=1.0, model="llama3.2:3b", host="http://127.0.0.1:9"):
+            self.weight = weight
+            self._model = model                      # a constructor setting kept privately: keyed
+            self._client = ollama.Client(host=host)  # a client: skipped
+            self._lock = threading.Lock()            # a lock: skipped
+            self.log = logging.getLogger("worker")   # a logger: skipped
+            self._calls = 0                          # internal state: skipped
+
+        def score(self, text):
+            self._calls += 1
+            CALLS.append((self.weight, self._model, text))
+            return len(text) * self.weight
+
+        def label(self, text):
+            CALLS.append(("label", self._model, text))
+            return f"{self._model}:{text}"
+""")
+
+
+@pytest.fixture
+def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import importlib
+
+    name = f"identity_worker_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(WORKER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    yield module
+    sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Any:
+    c = Cache(CacheSettings(path=str(tmp_path / "c.db")))
+    yield c
+    c.close()
+
+
+def test_option1_differently_configured_instances_never_share(worker: Any, make_config: Any) -> None:
+    """Seed 004's Option 1: weight=1 and weight=10 give 4.0 and 40.0, as the originals do (main: 4.0 twice);
+    an instance holding an ollama.Client, a lock and a logger is still cached."""
+    from infra.integrate import enable_caching_for_worker
+
+    classes = enable_caching_for_worker(
+        make_config({"wrap": [{"target": f"{worker.__name__}:HybridScorer", "methods": ["score"]}]})
+    )
+    HybridScorer = classes["HybridScorer"]
+    assert HybridScorer(weight=1.0).score("abcd") == 4.0
+    assert HybridScorer(weight=10.0).score("abcd") == 40.0
+    assert HybridScorer(weight=1.0).score("abcd") == 4.0  # a hit: same configuration, another instance
+    assert len(worker.CALLS) == 2
+    qwen = HybridScorer(model="qwen2.5:7b")
+    assert qwen.score("abcd") == 4.0 and len(worker.CALLS) == 3  # the model setting is keyed too
+    assert qwen._calls == 1  # internal counters are not part of the key: the next call is a hit
+    assert qwen.score("abcd") == 4.0 and len(worker.CALLS) == 3
+
+
+def test_a_keyed_attribute_changed_after_construction_is_honoured(worker: Any, cache: Any) -> None:
+    calls: list[float] = []
+
+    class Scorer:
+        def __init__(self, weight: float) -> None:
+            self.weight = weight
+
+        @cached(namespace="s", cache=cache)
+        def score(self, text: str) -> float:
+            calls.append(self.weight)
+            return len(text) * self.weight
+
+    s = Scorer(1.0)
+    assert s.score("ab") == 2.0
+    s.weight = 3.0
+    assert s.score("ab") == 6.0
+    s.weight = 1.0
+    assert s.score("ab") == 2.0
+    assert calls == [1.0, 3.0]
+
+
+def test_key_attrs_per_wrap_entry(worker: Any, make_config: Any) -> None:
+    """``key_attrs: ["_model"]``: weight is declared irrelevant for ``label``; ``[]`` shares across all."""
+    from infra.integrate import enable_caching_for_worker
+
+    target = f"{worker.__name__}:HybridScorer"
+    classes = enable_caching_for_worker(
+        make_config({"wrap": [{"target": target, "methods": ["label"], "key_attrs": ["_model"]}]})
+    )
+    H = classes["HybridScorer"]
+    assert H(weight=1.0).label("x") == H(weight=9.0).label("x") == "llama3.2:3b:x"
+    assert H(model="other").label("x") == "other:x"
+    assert len(worker.CALLS) == 2
+
+
+def test_key_attrs_per_decorator_with_a_dotted_path(cache: Any) -> None:
+    class Llm:
+        def __init__(self, model: str) -> None:
+            self.model = model
+            self.session = object()  # not a setting, and unencodable: the dotted path avoids it
+
+    calls: list[str] = []
+
+    class Summarizer:
+        def __init__(self, model: str) -> None:
+            self.llm = Llm(model)
+            self.ready = threading.Event()
+
+        @cached(namespace="s", cache=cache, key_attrs=["llm.model"])
+        def summarize(self, text: str) -> str:
+            calls.append(self.llm.model)
+            return f"{self.llm.model}/{text}"
+
+    a, b = Summarizer("llama3.2:3b"), Summarizer("qwen2.5:7b")
+    assert a.summarize("t") == "llama3.2:3b/t" and b.summarize("t") == "qwen2.5:7b/t"
+    assert Summarizer("llama3.2:3b").summarize("t") == "llama3.2:3b/t"
+    assert calls == ["llama3.2:3b", "qwen2.5:7b"]
+
+
+def test_nested_member_objects_are_keyed_by_their_own_settings(cache: Any) -> None:
+    class Tokenizer:
+        def __init__(self, lowercase: bool) -> None:
+            self.lowercase = lowercase
+
+    class Counter:
+        def __init__(self, lowercase: bool) -> None:
+            self.tok = Tokenizer(lowercase)
+            self.lock = threading.RLock()
+            self.logger = logging.LoggerAdapter(logging.getLogger("x"), {})
+
+        @cached(namespace="s", cache=cache)
+        def words(self, text: str) -> list[str]:
+            return (text.lower() if self.tok.lowercase else text).split()
+
+    assert Counter(True).words("A b") == ["a", "b"]
+    assert Counter(False).words("A b") == ["A", "b"]
+
+
+def test_a_member_with_no_key_form_runs_uncached_and_says_which(cache: Any, caplog: Any) -> None:
+    """An opaque member that is no known resource can't be keyed: the call runs uncached (never a wrong
+    shared answer), and the warning names the member and the way out (key_attrs)."""
+    calls: list[int] = []
+
+    class Odd:
+        def __init__(self) -> None:
+            self.opaque = iter([1, 2])  # a list_iterator: no attributes, no encoding
+
+        @cached(namespace="s", cache=cache)
+        def f(self, x: int) -> int:
+            calls.append(x)
+            return x
+
+    with caplog.at_level(logging.WARNING, logger="infra.cache"):
+        assert Odd().f(1) == 1 and Odd().f(1) == 1
+    assert calls == [1, 1]
+    assert "opaque" in caplog.text and "key_attrs" in caplog.text
+
+
+def test_resource_classification() -> None:
+    import ollama
+
+    assert is_resource(ollama.Client(host="http://127.0.0.1:9"))
+    assert is_resource(threading.Lock()) and is_resource(logging.getLogger("x"))
+    assert not is_resource(1.5) and not is_resource({"a": 1})
+    with pytest.raises(TypeError):
+        MethodIdentity("weight")  # a string, not a list: refused at decoration time
