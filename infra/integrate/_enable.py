@@ -25,7 +25,7 @@ from typing import Any
 from infra.errors import WrapError
 from infra.integrate._failures import record_failure
 from infra.integrate._targets import MethodPlan, describe_entry, import_target, plan_methods
-from infra.integrate._wrap import MethodSettings, PatchRecord, _subclass, patch_class_in_place
+from infra.integrate._wrap import MethodSettings, PatchRecord, patch_class_in_place
 
 __all__ = [
     "IntegrationHandle",
@@ -59,10 +59,18 @@ class WrappedClasses(dict[str, Any]):
     is off). Full targets work too: ``classes["pkg.module:Class"]``, needed when two wrapped classes share
     a name."""
 
-    def __init__(self, by_name: dict[str, type], by_target: dict[str, type], ambiguous: dict[str, list[str]]):
+    def __init__(
+        self,
+        by_name: dict[str, type],
+        by_target: dict[str, type],
+        ambiguous: dict[str, list[str]],
+        *,
+        source: str = "built-in defaults",
+    ):
         super().__init__(by_name)
         self.by_target = dict(by_target)
         self._ambiguous = ambiguous
+        self.source = source
 
     def __missing__(self, key: str) -> type:
         if key in self.by_target:
@@ -71,7 +79,7 @@ class WrappedClasses(dict[str, Any]):
             raise KeyError(f"{key!r} names more than one wrapped class; use one of {self._ambiguous[key]}")
         known = sorted({*self, *self.by_target})
         raise KeyError(
-            f"{key!r} is not wrapped by perf_config's 'wrap' list (wrapped: {', '.join(known) or 'none'})"
+            f"{key!r} is not wrapped by the 'wrap' list of {self.source} (wrapped: {', '.join(known) or 'none'})"
         )
 
 
@@ -132,6 +140,11 @@ class IntegrationHandle:
 
     # ------------------------------------------------------------------ state
     @property
+    def config_label(self) -> str:
+        """The config file in use, ``built-in defaults``, or ``a config given in code``."""
+        return str(self.config.source or "a config given in code")
+
+    @property
     def layer_on(self) -> bool:
         """True when wrappers cache: the master switch and the cache are both on."""
         return bool(self.config.enabled and self.config.cache.enabled)
@@ -147,7 +160,7 @@ class IntegrationHandle:
         cfg = self.config
         self._prev_config = getattr(_loader, "_current", None)
         set_config(cfg)
-        self.actions.append(f"config: {cfg.source or 'given in code'} (enabled: {str(cfg.enabled).lower()})")
+        self.actions.append(f"config: {self.config_label} (enabled: {str(cfg.enabled).lower()})")
         self._apply_cache()
         if not cfg.enabled:
             self.actions.append(
@@ -266,22 +279,28 @@ class IntegrationHandle:
 
     # ------------------------------------------------------------------ wrap
     def cached_classes(self) -> WrappedClasses:
-        """The ``wrap`` classes, cached (or the originals when the layer is off); built once per handle."""
+        """The ``wrap`` classes themselves, their listed methods cached in place (the originals, untouched,
+        when the layer is off); built once per handle.
+
+        In place, like ``patch()``: every reference to the class sees the cache, wherever it was reached
+        (imported before or after the three lines, inside a function, ``from x import Y`` elsewhere), and
+        ``cached_classes["Name"]`` is that same class, so seed 004's name replacement keeps working."""
         with _lock:
             if self._classes is None:
+                if self.layer_on:
+                    self.patch()
                 by_name: dict[str, type] = {}
                 by_target: dict[str, type] = {}
                 seen: dict[str, list[str]] = {}
                 for t in self.targets:
-                    cls = _subclass(t.cls, t.items, cache=None, timing=None) if self.layer_on else t.cls
-                    by_target[t.target] = cls
+                    by_target[t.target] = t.cls
                     seen.setdefault(t.cls.__name__, []).append(t.target)
-                    by_name.setdefault(t.cls.__name__, cls)
+                    by_name.setdefault(t.cls.__name__, t.cls)
                 ambiguous = {n: ts for n, ts in seen.items() if len(ts) > 1}
                 for n in ambiguous:
                     by_name.pop(n, None)
-                self._classes = WrappedClasses(by_name, by_target, ambiguous)
-                state = "cached" if self.layer_on else "original (layer off)"
+                self._classes = WrappedClasses(by_name, by_target, ambiguous, source=self.config_label)
+                state = "cached in place" if self.layer_on else "original (layer off)"
                 for t in self.targets:
                     self.actions.append(
                         f"wrap: {t.label}: {', '.join(p.name for p, _ in t.items)} -> {state}"
