@@ -79,7 +79,8 @@ class WrappedClasses(dict[str, Any]):
             raise KeyError(f"{key!r} names more than one wrapped class; use one of {self._ambiguous[key]}")
         known = sorted({*self, *self.by_target})
         raise KeyError(
-            f"{key!r} is not wrapped by the 'wrap' list of {self.source} (wrapped: {', '.join(known) or 'none'})"
+            f"{key!r} is not wrapped by the 'wrap' list of {self.source} "
+            f"(wrapped: {', '.join(known) or 'none'})"
         )
 
 
