@@ -16,6 +16,7 @@ same handle; a call with a different config undoes the first and applies the new
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.errors import WrapError
+from infra.integrate._check import resolve_wrap
 from infra.integrate._failures import record_failure
-from infra.integrate._targets import MethodPlan, describe_entry, import_target, plan_methods
+from infra.integrate._targets import MethodPlan, describe_entry
 from infra.integrate._wrap import MethodSettings, PatchRecord, patch_class_in_place
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "patch",
 ]
 
+log = logging.getLogger("infra.integrate")
 _lock = threading.RLock()
 _active: IntegrationHandle | None = None
 
@@ -84,25 +87,28 @@ class WrappedClasses(dict[str, Any]):
         )
 
 
-def _resolve_targets(config: Any) -> list[_Target]:
-    """Import and check every ``wrap`` entry; raises WrapError naming the first bad one."""
+def _resolve_targets(config: Any) -> tuple[list[_Target], list[str]]:
+    """Import and check every ``wrap`` entry (``resolve_wrap``). With the layer on, any problem is a
+    ``WrapError`` listing them all by JSON path and naming the config file; with it off (``enabled`` or
+    ``cache.enabled`` false) each is a logged warning and the entries that import are handed back as they
+    are: a worker with the layer switched off must run whatever its wrap list says."""
+    resolved, problems = resolve_wrap(config)
+    source = str(config.source or "a config given in code")
+    if problems and config.enabled and config.cache.enabled:
+        raise WrapError(f"{'; '.join(map(str, problems))} (config: {source})")
+    ignored = [f"{p} (config: {source}; ignored, the layer is off)" for p in problems]
+    for line in ignored:
+        log.warning("perf-infra: wrap entry problem: %s", line)
     targets: dict[str, _Target] = {}
-    owner_of: dict[tuple[str, str], int] = {}
-    for index, entry in enumerate(config.wrap):
-        where = describe_entry(index, entry.target)
-        cls = import_target(entry.target, where=where)
-        plans = plan_methods(cls, entry.methods, where=where)
-        t = targets.setdefault(entry.target, _Target(entry.target, cls))
-        t.entries.append(index)
-        settings = MethodSettings.from_config(entry)
-        for plan in plans:
-            first = owner_of.setdefault((entry.target, plan.name), index)
-            if first != index:
-                raise WrapError(
-                    f"{where}: method {plan.name!r} is already cached by wrap[{first}]; list each method once"
-                )
-            t.items.append((plan, settings))
-    return list(targets.values())
+    for r in resolved:
+        if r.cls is None:
+            continue
+        t = targets.setdefault(r.entry.target, _Target(r.entry.target, r.cls))
+        t.entries.append(r.index)
+        settings = MethodSettings.from_config(r.entry) if r.entry.ttl is None or r.entry.ttl > 0 else None
+        if settings is not None:
+            t.items.extend((plan, settings) for plan in r.plans)
+    return list(targets.values()), ignored
 
 
 def _resolve_config(config: Any) -> Any:
@@ -389,9 +395,11 @@ def enable(config: Any = None) -> IntegrationHandle:
     """Apply perf_config once and return the handle (see the module docstring).
 
     ``config``: a ``PerfConfig``, a path to a perf_config.json, or None (the process-wide config:
-    ``$PERF_CONFIG``, then ./config/perf_config.json, then defaults). Raises ``WrapError`` for a ``wrap``
-    entry whose target doesn't import or whose method doesn't exist, ``ConfigError`` for a bad file;
-    everything else fails open.
+    ``$PERF_CONFIG``, then the nearest config/perf_config.json above the working directory or the main
+    script, then defaults). With the layer on, raises ``WrapError`` (every problem by JSON path, and the
+    config file) for a ``wrap`` entry whose target doesn't import, whose method doesn't exist or whose
+    ttl isn't positive; with it off those are logged warnings. ``ConfigError`` for a bad file; everything
+    else fails open.
     """
     global _active
     with _lock:
@@ -400,9 +408,10 @@ def enable(config: Any = None) -> IntegrationHandle:
             if cfg == _active.config:
                 return _active
             _active.undo()
-        targets = _resolve_targets(cfg)
+        targets, ignored = _resolve_targets(cfg)
         handle = IntegrationHandle(cfg, targets)
         handle._apply()
+        handle.actions.extend(f"wrap: {line}" for line in ignored)
         _active = handle
         return handle
 

@@ -48,8 +48,8 @@ def import_target(target: str, *, where: str) -> type:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or module_name
-        hint = ""
-        if missing == module_name.split(".")[0] or missing == module_name:
+        hint = _did_you_mean(missing.rpartition(".")[2], _sibling_modules(missing))
+        if not hint and (missing == module_name.split(".")[0] or missing == module_name):
             hint = " (is the package on sys.path? run the worker from the project root)"
         raise WrapError(
             f"{where}: module {module_name!r} does not import: no module named {missing!r}{hint}"
@@ -136,6 +136,20 @@ def _unwrap_ours(fn: Any) -> Any:
     while _is_our_wrapper(fn):
         fn = fn.__infra_wrapped__
     return fn
+
+
+def _sibling_modules(missing: str) -> list[str]:
+    """Module names next to ``missing`` (in its parent package, or top-level), for a did-you-mean."""
+    import pkgutil
+
+    parent, _, _ = missing.rpartition(".")
+    try:
+        if parent:
+            path = getattr(importlib.import_module(parent), "__path__", None)
+            return [m.name for m in pkgutil.iter_modules(path)] if path is not None else []
+        return [m.name for m in pkgutil.iter_modules()]
+    except Exception:
+        return []
 
 
 def _did_you_mean(name: str, candidates: list[str]) -> str:

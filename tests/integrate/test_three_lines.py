@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-SCORER = textwrap.dedent('''
+SCORER = textwrap.dedent("""
     CALLS = []
 
 
@@ -23,23 +23,23 @@ SCORER = textwrap.dedent('''
         def score(self, text):
             CALLS.append(text)
             return {"text": text, "value": len(text) * self.weight}
-''')
+""")
 
 # A second module of the user's code that took the name before the worker's three lines ran.
-PIPELINE = textwrap.dedent('''
+PIPELINE = textwrap.dedent("""
     from {pkg}.scorer import HybridScorer
 
 
     def run(text):
         return HybridScorer(weight=2.0).score(text)
-''')
+""")
 
-FACTORY = textwrap.dedent('''
+FACTORY = textwrap.dedent("""
     def make_scorer(weight):
         from {pkg}.scorer import HybridScorer  # imported inside a function, as the public worker does
 
         return HybridScorer(weight=weight)
-''')
+""")
 
 
 @pytest.fixture
