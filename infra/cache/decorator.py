@@ -37,6 +37,7 @@ from infra.cache.keys import (
     function_key_from_header,
     type_name,
 )
+from infra.cache.settings import parse_ttl
 
 __all__ = ["cached"]
 
@@ -239,7 +240,7 @@ def cached(
     /,
     *,
     namespace: str = "inference",
-    ttl: float | None = None,
+    ttl: float | str | None = None,
     version: Any = None,
     include_self: bool = False,
     cache: Any = None,
@@ -251,17 +252,21 @@ def cached(
     /,
     *,
     namespace: str = "inference",
-    ttl: float | None = None,
+    ttl: float | str | None = None,
     version: Any = None,
     include_self: bool = False,
     cache: Any = None,
 ) -> Any:
     """Cache ``fn``'s results by its arguments. Works on sync and async functions and methods.
 
-    ``ttl``: seconds (None: the namespace's TTL); ``version``: bump to drop every old entry of the
-    function; ``cache``: a ``Cache`` to use instead of ``get_cache()``. The wrapper has ``cache_key(*a,
-    **kw)``, ``explain_key(*a, **kw)`` and ``__wrapped__`` (the uncached function).
+    ``ttl``: seconds or a duration string as config takes it (``"1h"``, ``"30d"``; None: the namespace's
+    TTL; 0: never expires), checked here: a bad one raises ``ValueError`` at decoration; ``version``: bump
+    to drop every old entry of the function; ``cache``: a ``Cache`` to use instead of ``get_cache()``.
+    The wrapper has ``cache_key(*a, **kw)``, ``explain_key(*a, **kw)`` and ``__wrapped__`` (the uncached
+    function).
     """
+
+    ttl_s = parse_ttl(ttl, what="@cached(ttl=...)")  # fails at decoration, never after the work is done
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         km = _KeyMaker(func, namespace, version, include_self)
@@ -303,7 +308,7 @@ def cached(
                 v = c.l1_hit(namespace, k)
                 if v is not MISSING:
                     return v
-                return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
+                return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl_s)
 
             wrapper: Any = awrapper
         else:
@@ -323,7 +328,7 @@ def cached(
                 v = c.l1_hit(namespace, k)
                 if v is not MISSING:
                     return v
-                return c.get_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
+                return c.get_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl_s)
 
             wrapper = swrapper
 
