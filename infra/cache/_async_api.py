@@ -76,7 +76,7 @@ async def _al2_get(self: Cache, ns: _Namespace, key: str) -> StoredEntry | None:
 async def aset(
     self: Cache, namespace: str, key: str, value: Any, ttl: float | str | None = None, *, cost: float = 0.0
 ) -> None:
-    if ttl is not None and type(ttl) is not float:
+    if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
         ttl = parse_ttl(ttl)
     if not self.enabled:
         return
@@ -131,7 +131,7 @@ async def aget_many(self: Cache, namespace: str, keys: Iterable[str]) -> dict[st
 async def aset_many(
     self: Cache, namespace: str, mapping: Mapping[str, Any], ttl: float | str | None = None
 ) -> None:
-    if ttl is not None and type(ttl) is not float:
+    if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
         ttl = parse_ttl(ttl)
     if not self.enabled:
         return
@@ -170,7 +170,7 @@ async def aget_or_compute(
     ttl: float | str | None = None,
 ) -> T:
     """Async ``get_or_compute``; ``compute`` may return a value or an awaitable (the leader awaits it)."""
-    if ttl is not None and type(ttl) is not float:
+    if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
         ttl = parse_ttl(ttl)
     if not self.enabled:
         r = compute()

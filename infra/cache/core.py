@@ -403,7 +403,7 @@ class Cache:
     ) -> None:
         """Store ``value`` (``ttl`` seconds or ``"1h"``-style; None: the namespace's TTL; 0: never expires).
         Cache failures never raise; a malformed ``ttl`` is a ``ValueError``."""
-        if ttl is not None and type(ttl) is not float:
+        if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
             ttl = parse_ttl(ttl)
         if not self.enabled:
             return
@@ -476,7 +476,7 @@ class Cache:
 
     def set_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | str | None = None) -> None:
         """Store many values in one transaction / round trip."""
-        if ttl is not None and type(ttl) is not float:
+        if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
             ttl = parse_ttl(ttl)
         if not self.enabled:
             return
@@ -527,7 +527,7 @@ class Cache:
         """The cached value, or ``compute()``'s result stored and returned; one computation per key at a time
         across threads (and across processes sharing the store, through a lease). A malformed ``ttl``
         raises ``ValueError`` before ``compute`` runs."""
-        if ttl is not None and type(ttl) is not float:
+        if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
             ttl = parse_ttl(ttl)
         if not self.enabled:
             return compute()
