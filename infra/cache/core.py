@@ -14,6 +14,7 @@ backends (issue 8) override the backend's async methods and are awaited. The pro
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -29,9 +30,10 @@ from infra.cache._missing import MISSING
 from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend, StoredEntry
 from infra.cache.codecs import Codec, DecodeError, EncodeError, Signer
 from infra.cache.l1 import L1Cache
-from infra.cache.settings import CacheSettings
+from infra.cache.settings import CacheSettings, parse_ttl
 from infra.cache.singleflight import LEASE_POLL_MAX, LEASE_POLL_MIN, SingleFlight
 from infra.cache.stats import NamespaceStats, NullStats
+from infra.cache.values import Thaw, freeze_encoded, freeze_plain
 
 __all__ = ["Cache", "make_backend"]
 
@@ -247,14 +249,31 @@ class Cache:
         count = ns.count_hit  # counting inlined: a method call here costs ~15% of an L1 hit
         if count is not None:
             count(e[3])
-        return e[0]
+        how = e[5]  # a copy of its own unless the value is immutable (infra.cache.values)
+        return e[0] if how is None else how(e[0])
 
     def _l1_get(self, ns: _Namespace, key: str, now: float) -> Any:
         e = self._l1.get((ns.name, key))
         if e is not None and e[2] == ns.gen and (e[1] is None or e[1] > now):
             ns.stats.hit(e[3])
-            return e[0]
+            how = e[5]
+            return e[0] if how is None else how(e[0])
         return MISSING
+
+    @staticmethod
+    def _l1_form(ns: _Namespace, value: Any, payload: bytes, codec: int) -> tuple[Any, Thaw]:
+        """What the L1 keeps for ``value`` (stored as ``payload``): see ``infra.cache.values``."""
+        if type(value) is str:
+            return value, None
+        return freeze_encoded(value, codec & 0x3F, payload, functools.partial(ns.codec.decode, codec=codec))
+
+    def _shared(self, ns: _Namespace, key: str, value: Any) -> tuple[Any, Thaw]:
+        """The leader's result in a form each single-flight follower thaws into its own copy: the L1 entry
+        just written when there is one, else a copy made before the leader hands ``value`` out."""
+        e = self._l1._data.get((ns.name, key))
+        if e is not None and e[2] == ns.gen:
+            return e[0], e[5]
+        return freeze_plain(value)
 
     def _accept(self, ns: _Namespace, key: str, se: StoredEntry | None, gen: int) -> Any:
         """Decode an L2 entry, fill L1, count the hit (or the decode error as a miss).
@@ -269,7 +288,9 @@ class Cache:
         except DecodeError as exc:
             ns.stats.error("decode", exc)
             return MISSING
-        self._l1.set((ns.name, key), (value, se.expires_at, gen, se.cost, len(se.payload)))
+        if self._l1.max_items > 0:
+            stored, how = self._l1_form(ns, value, se.payload, se.codec)
+            self._l1.set((ns.name, key), (stored, se.expires_at, gen, se.cost, len(se.payload), how))
         ns.stats.hit(se.cost)
         return value
 
@@ -318,7 +339,9 @@ class Cache:
             return None
         now = _time()
         se = StoredEntry(enc[0], enc[1], self._expires(ns, ttl, now), cost)
-        self._l1.set((ns.name, key), (value, se.expires_at, ns.gen, cost, len(enc[0])))
+        if self._l1.max_items > 0:
+            stored, how = self._l1_form(ns, value, enc[0], enc[1])
+            self._l1.set((ns.name, key), (stored, se.expires_at, ns.gen, cost, len(enc[0]), how))
         return se
 
     # ------------------------------------------------------------------ sync API
@@ -344,7 +367,8 @@ class Cache:
                 count = ns.count_hit  # counting inlined: a method call here costs ~15% of an L1 hit
                 if count is not None:
                     count(e[3])
-                return e[0]
+                how = e[5]  # a copy of its own unless the value is immutable (infra.cache.values)
+                return e[0] if how is None else how(e[0])
         row = None
         try:
             get_row = self._get_row
@@ -365,7 +389,8 @@ class Cache:
                 ns.stats.error("decode", exc)
             else:
                 if self._l1.max_items > 0:
-                    self._l1.set((namespace, key), (v, row[2], gen, row[3], len(row[0])))
+                    stored, how = (v, None) if type(v) is str else self._l1_form(ns, v, row[0], row[1])
+                    self._l1.set((namespace, key), (stored, row[2], gen, row[3], len(row[0]), how))
                 count = ns.count_hit
                 if count is not None:
                     count(row[3])
@@ -374,9 +399,12 @@ class Cache:
         return default
 
     def set(
-        self, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0
+        self, namespace: str, key: str, value: Any, ttl: float | str | None = None, *, cost: float = 0.0
     ) -> None:
-        """Store ``value`` (``ttl`` seconds; None: the namespace's TTL; 0: never expires). Never raises."""
+        """Store ``value`` (``ttl`` seconds or ``"1h"``-style; None: the namespace's TTL; 0: never expires).
+        Cache failures never raise; a malformed ``ttl`` is a ``ValueError``."""
+        if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
+            ttl = parse_ttl(ttl)
         if not self.enabled:
             return
         ns = self._ns.get(namespace) or self._namespace(namespace)
@@ -446,8 +474,10 @@ class Cache:
             else:
                 out[k] = v
 
-    def set_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+    def set_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | str | None = None) -> None:
         """Store many values in one transaction / round trip."""
+        if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
+            ttl = parse_ttl(ttl)
         if not self.enabled:
             return
         ns = self._ns.get(namespace) or self._namespace(namespace)
@@ -492,10 +522,13 @@ class Cache:
 
     # ------------------------------------------------------------------ single-flight
     def get_or_compute(
-        self, namespace: str, key: str, compute: Callable[[], T], ttl: float | None = None
+        self, namespace: str, key: str, compute: Callable[[], T], ttl: float | str | None = None
     ) -> T:
         """The cached value, or ``compute()``'s result stored and returned; one computation per key at a time
-        across threads (and across processes sharing the store, through a lease)."""
+        across threads (and across processes sharing the store, through a lease). A malformed ``ttl``
+        raises ``ValueError`` before ``compute`` runs."""
+        if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
+            ttl = parse_ttl(ttl)
         if not self.enabled:
             return compute()
         ns = self._ns.get(namespace) or self._namespace(namespace)
@@ -511,7 +544,8 @@ class Cache:
             if flight.retry:
                 continue
             ns.stats.hit(0.0)
-            return flight.wait()  # type: ignore[no-any-return]
+            stored, how = flight.wait()  # the leader's result, as a form each follower copies
+            return stored if how is None else how(stored)  # type: ignore[no-any-return]
         ns.stats.miss()
         leased = False
         try:
@@ -529,7 +563,7 @@ class Cache:
         finally:
             if leased:
                 self._release(ns, key)
-        self._sf.finish(fk, flight, v, None)
+        self._sf.finish(fk, flight, self._shared(ns, key, v), None)
         return v  # type: ignore[no-any-return]
 
     def _lease_or_wait(self, ns: _Namespace, key: str) -> tuple[bool, Any]:

@@ -39,6 +39,7 @@ from infra.cache.keys import (
     function_key_from_header,
     type_name,
 )
+from infra.cache.settings import parse_ttl
 
 __all__ = ["cached"]
 
@@ -259,7 +260,7 @@ def cached(
     /,
     *,
     namespace: str = "inference",
-    ttl: float | None = None,
+    ttl: float | str | None = None,
     version: Any = None,
     include_self: bool = False,
     cache: Any = None,
@@ -272,7 +273,7 @@ def cached(
     /,
     *,
     namespace: str = "inference",
-    ttl: float | None = None,
+    ttl: float | str | None = None,
     version: Any = None,
     include_self: bool = False,
     cache: Any = None,
@@ -280,13 +281,17 @@ def cached(
 ) -> Any:
     """Cache ``fn``'s results by its arguments. Works on sync and async functions and methods.
 
-    ``ttl``: seconds (None: the namespace's TTL); ``version``: bump to drop every old entry of the
-    function; ``cache``: a ``Cache`` to use instead of ``get_cache()``. On a method, ``key_attrs`` lists the
-    instance attributes (dotted paths allowed) that determine its result; None (default) keys on the
-    instance's configuration (see ``infra.cache.identity``), ``[]`` leaves the instance out.
-    ``include_self`` is accepted for compatibility: instances are always keyed unless ``key_attrs=[]``.
-    The wrapper has ``cache_key(*a, **kw)``, ``explain_key(*a, **kw)`` and ``__wrapped__``.
+    ``ttl``: seconds or a duration string as config takes it (``"1h"``, ``"30d"``; None: the namespace's
+    TTL; 0: never expires), checked here: a bad one raises ``ValueError`` at decoration; ``version``: bump
+    to drop every old entry of the function; ``cache``: a ``Cache`` to use instead of ``get_cache()``.
+    On a method, ``key_attrs`` lists the instance attributes (dotted paths allowed) that determine its
+    result; None (default) keys on the instance's configuration (see ``infra.cache.identity``), ``[]``
+    leaves the instance out. ``include_self`` is accepted for compatibility: instances are always keyed
+    unless ``key_attrs=[]``. The wrapper has ``cache_key(*a, **kw)``, ``explain_key(*a, **kw)`` and
+    ``__wrapped__`` (the uncached function).
     """
+
+    ttl_s = parse_ttl(ttl, what="@cached(ttl=...)")  # fails at decoration, never after the work is done
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         km = _KeyMaker(func, namespace, version, key_attrs)
@@ -328,7 +333,7 @@ def cached(
                 v = c.l1_hit(namespace, k)
                 if v is not MISSING:
                     return v
-                return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
+                return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl_s)
 
             wrapper: Any = awrapper
         else:
@@ -348,7 +353,7 @@ def cached(
                 v = c.l1_hit(namespace, k)
                 if v is not MISSING:
                     return v
-                return c.get_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
+                return c.get_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl_s)
 
             wrapper = swrapper
 

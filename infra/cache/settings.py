@@ -25,6 +25,7 @@ __all__ = [
     "NamespaceSettings",
     "PostgresOptions",
     "RedisOptions",
+    "parse_ttl",
 ]
 
 DEFAULT_PATH = ".perf_cache/cache.db"
@@ -38,6 +39,27 @@ DEFAULT_SIGNING_KEY_ENV = "PERF_CACHE_SIGNING_KEY"
 DEFAULT_LEASE_TIMEOUT = 30.0
 
 _CODECS = ("safe", "pickle")
+
+
+def parse_ttl(ttl: float | str | None, *, what: str = "ttl") -> float | None:
+    """Seconds from a TTL as the API takes it: None (the namespace's TTL), seconds, or a duration string as
+    config takes it (``"90s"``, ``"30m"``, ``"1h"``, ``"30d"``); 0 means "never expires".
+
+    Raises ``ValueError`` naming ``what`` for anything else (negative, NaN, a bool, an unknown unit), so a
+    bad TTL fails where it is written (``@cached(ttl=...)`` at decoration), never after the work is done.
+    """
+    if ttl is None or (type(ttl) is float and ttl >= 0.0):  # (inf: never expires, as 0)
+        return ttl
+    from infra.config._units import parse_duration
+
+    if type(ttl) is int and ttl >= 0:
+        return float(ttl)
+    try:
+        return parse_duration(ttl)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
 _BACKENDS = ("sqlite", "memory", "postgres", "redis")
 
 

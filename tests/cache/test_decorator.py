@@ -313,3 +313,37 @@ def test_key_memo_refuses_subclasses_and_walks_large_containers() -> None:
     fid = km.fast_id((big,), {})
     assert isinstance(fid[0], tuple)  # walked: no copy of the document in the memo
     assert fid == km.fast_id(([{"role": "user", "content": "x" * _MARSHAL_MAX}],), {})
+
+
+def test_ttl_takes_duration_strings_as_config_does(cache: Cache) -> None:
+    """Issue 14, item 9: ``@cached(ttl="1h")`` stores with a one-hour expiry (it used to run the function,
+    then raise TypeError)."""
+    import time
+
+    calls: list[int] = []
+
+    @cached(namespace="ttl_str", ttl="1h", cache=cache)
+    def f(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    t0 = time.time()
+    assert f(3) == 6 and f(3) == 6 and calls == [3]
+    (info,) = cache.backend.inspect("ttl_str")  # type: ignore[union-attr]
+    assert info.expires_at is not None and 3600 <= info.expires_at - t0 <= 3600 * 1.06 + 5  # (jitter 5%)
+
+
+@pytest.mark.parametrize("bad", ["1 hour", "-5s", "soon", -1, float("nan"), True, [1]])
+def test_a_bad_ttl_fails_at_decoration_before_any_work(cache: Cache, bad: Any) -> None:
+    calls: list[int] = []
+    with pytest.raises(ValueError, match=r"@cached\(ttl=...\)"):
+
+        @cached(namespace="ttl_bad", ttl=bad, cache=cache)
+        def f(x: int) -> int:
+            calls.append(x)
+            return x
+
+    assert calls == []
+    with pytest.raises(ValueError):
+        cache.get_or_compute("ttl_bad", "k", lambda: calls.append(1), ttl=bad)
+    assert calls == []
