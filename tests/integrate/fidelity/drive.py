@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 WORDS = ["calm", "stressed", "grateful", "family", "race", "boom", "tired", "joy", "work", "rain"]
-# 200 inputs, 120 distinct (repeats are what a cache is for); every 10th contains "boom" (check raises)
+# 200 inputs, 120 distinct (repeats are what a cache is for); some contain "boom" (check raises on them)
 INPUTS = [
     " ".join(WORDS[(i * k) % len(WORDS)] for k in range(1, 2 + i % 4)) + f" #{i % 120}" for i in range(200)
 ]
