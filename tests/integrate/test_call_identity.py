@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from infra.cache import Cache, CacheSettings, cached
-from infra.cache.identity import MethodIdentity, is_resource
 
 WORKER = textwrap.dedent("""
     import logging
@@ -183,6 +182,8 @@ def test_a_member_with_no_key_form_runs_uncached_and_says_which(cache: Any, capl
 
 def test_resource_classification() -> None:
     import ollama
+
+    from infra.cache.identity import MethodIdentity, is_resource
 
     assert is_resource(ollama.Client(host="http://127.0.0.1:9"))
     assert is_resource(threading.Lock()) and is_resource(logging.getLogger("x"))
