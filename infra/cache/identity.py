@@ -115,9 +115,12 @@ def _is_resource_type(t: type) -> bool:
 class _TypePlan:
     """Per class: the private attribute names that hold constructor arguments, and the slot names."""
 
-    __slots__ = ("init_private", "slots")
+    __slots__ = ("has_hook", "init_private", "skip", "slots")
 
     def __init__(self, t: type) -> None:
+        self.has_hook = getattr(t, "__cache_key__", None) is not None
+        #: (attribute name, value type) -> left out by the default rule? (memo for the hot path)
+        self.skip: dict[tuple[str, type], bool] = {}
         names: set[str] = set()
         try:
             for p in inspect.signature(t).parameters.values():
@@ -256,10 +259,31 @@ class MethodIdentity:
         plain-value id (``fid`` raises for non-plain values; then None, and the caller takes the slow
         path)."""
         t = type(obj)
-        if getattr(t, "__cache_key__", None) is not None:
+        plan = _plans.get(t) or _plan(t)
+        if plan.has_hook:
             return None
         try:
+            if self.key_attrs is None and not plan.slots:
+                return self._fast_default(obj, t, plan, fid)
             members = _members(obj) if self.key_attrs is None else self._explicit(obj)
             return (t, tuple([(n, v if type(v) is str else fid(v)) for n, v in members]))
         except Exception:  # not plain, or a missing key_attr: the slow path says what is wrong
             return None
+
+    @staticmethod
+    def _fast_default(obj: Any, t: type, plan: _TypePlan, fid: Callable[[Any], Any]) -> Any:
+        """``_members`` for a plain ``__dict__`` instance, with the keep/skip decision memoised per
+        (name, value type): the loop every cached method call runs."""
+        out: list[Any] = [t]
+        skip = plan.skip
+        for name, v in obj.__dict__.items():
+            vt = type(v)
+            s = skip.get((name, vt))
+            if s is None:
+                s = skip[(name, vt)] = (name[:1] == "_" and name not in plan.init_private) or (
+                    vt not in _PLAIN and is_resource(v)
+                )
+            if not s:
+                out.append(name)
+                out.append(v if vt is str else fid(v))
+        return tuple(out)
