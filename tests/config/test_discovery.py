@@ -32,6 +32,7 @@ WORKER = textwrap.dedent("""
 
     from infra.integrate import active_handle
     print("CONFIG", active_handle().config.source)
+    print(active_handle().report())
     print("SCORE", HybridScorer(weight=10.0).score("abcd"))
 """)
 
@@ -81,6 +82,7 @@ def test_worker_started_from_its_own_folder_finds_the_projects_config(tmp_path: 
     run = _run(leo / "enrichment-worker", "worker.py")
     assert run.returncode == 0, run.stderr
     assert f"CONFIG {leo / 'config' / 'perf_config.json'}" in run.stdout
+    assert f"config: {leo / 'config' / 'perf_config.json'} (enabled: true)" in run.stdout  # report()
     assert "SCORE 40.0" in run.stdout
 
 
