@@ -12,7 +12,8 @@ Kinds:
 * ``TAGGED``: JSON with one-key ``{"$tag": ...}`` objects for what JSON can't say: tuple, bytes, set,
   frozenset, non-finite floats, dicts with non-str keys, datetime / date / time / timedelta, Decimal, UUID,
   complex, numpy arrays, and typed records: dataclasses, pydantic v2 models (the ``ollama`` response
-  types and LangChain messages are such models), enums, NamedTuples, and types given to ``register_type``.
+  types and LangChain messages are such models), enums, NamedTuples, subclasses of str / int / float
+  (kept as their base value), and types given to ``register_type``.
   Round trips are exact: a tuple comes back a tuple, ``-0.0`` stays ``-0.0``, ``nan`` stays ``nan``, a
   model keeps its set fields and extras.
 * ``NDARRAY``: a numpy array as dtype + shape + raw bytes; decodes with ``np.frombuffer`` in about a
@@ -215,6 +216,24 @@ def _namedtuple_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], 
     return list, dec
 
 
+#: a subclass of one of these (LangChain's ``TextAccessor`` is a str) is stored as its base value
+_SCALAR_BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (str, str.__str__),  # the base type's own slot: an exact str, whatever the subclass overrides
+    (int, int.__int__),
+    (float, float.__float__),
+)
+
+
+def _scalar_subclass_codec(cls: type, base: type, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
+    def dec(v: Any) -> Any:
+        if type(v) is not base and not (base is float and type(v) is int):
+            raise DecodeError(f"cached {type_name(cls)} holds a {type(v).__name__}, not a {base.__name__}")
+        new: Any = base.__new__
+        return new(cls, v)  # the base's __new__: no code of the subclass runs
+
+    return exact, dec
+
+
 def _record_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]] | None:
     """Encode / decode of a type the codec stores as a record, or None."""
     if not isinstance(cls, type):
@@ -227,6 +246,9 @@ def _record_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]
         return _enum_codec(cls)
     if issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple):
         return _namedtuple_codec(cls)
+    for base, exact in _SCALAR_BASES:
+        if issubclass(cls, base) and cls is not base and cls is not bool:
+            return _scalar_subclass_codec(cls, base, exact)
     return None
 
 
