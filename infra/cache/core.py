@@ -183,6 +183,7 @@ class Cache:
                 pickle=nss.codec == "pickle",
                 sign=bool(shared and self._signer is not None),
                 compress_threshold=s.compress_threshold,
+                trusted_modules=s.trusted_modules,
             )
             if nss.codec == "pickle" and self._signer is None:
                 log.warning(

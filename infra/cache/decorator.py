@@ -1,5 +1,8 @@
 """``@cached``: cache a sync or async function or method by its bound arguments.
 
+Generator functions (sync and async) are cached as streams: their chunks are recorded and replayed (see
+``infra.cache._streams``).
+
 The key is ``function_key(namespace, module.qualname, arguments-with-defaults, version)`` (see
 ``infra.cache.keys``), so ``f(1)``, ``f(x=1)`` and ``f(1, flag=False)`` (the default) share one entry.
 A method's ``self`` goes in by its configuration (``infra.cache.identity``: public attributes and
@@ -317,7 +320,16 @@ def cached(
                 km.uncacheable(c, exc)
             return None
 
-        if inspect.iscoroutinefunction(func):
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            from infra.cache import _streams
+
+            make = (
+                _streams.stream_wrapper
+                if inspect.isgeneratorfunction(func)
+                else _streams.async_stream_wrapper
+            )
+            wrapper: Any = make(func, key_or_none, current, namespace, ttl_s)  # type: ignore[arg-type]
+        elif inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
@@ -335,7 +347,7 @@ def cached(
                     return v
                 return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl_s)
 
-            wrapper: Any = awrapper
+            wrapper = awrapper
         else:
 
             @functools.wraps(func)

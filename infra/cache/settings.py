@@ -50,10 +50,10 @@ def parse_ttl(ttl: float | str | None, *, what: str = "ttl") -> float | None:
     """
     if ttl is None or (type(ttl) is float and ttl >= 0.0):  # (inf: never expires, as 0)
         return ttl
-    from infra.config._units import parse_duration
-
     if type(ttl) is int and ttl >= 0:
         return float(ttl)
+    from infra.config._units import parse_duration  # (imports infra.config: only for strings and errors)
+
     try:
         return parse_duration(ttl)
     except ValueError as exc:
@@ -133,6 +133,8 @@ class CacheSettings:
     signing_key: bytes | None = dataclasses.field(default=None, repr=False)
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT
     namespaces: Mapping[str, NamespaceSettings] = dataclasses.field(default_factory=lambda: _ns_map(None))
+    #: module prefixes whose record types a decode may import (see ``infra.cache.codecs``)
+    trusted_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.backend not in _BACKENDS:
@@ -171,6 +173,7 @@ class CacheSettings:
             signing_key_env=section.signing_key_env,
             lease_timeout=section.lease_timeout,
             namespaces={k: NamespaceSettings.from_config(v) for k, v in section.namespaces.items()},
+            trusted_modules=tuple(section.trusted_modules),
         )
 
     def namespace(self, name: str) -> NamespaceSettings:

@@ -168,6 +168,13 @@ class CacheConfig(_Section):
     lease_timeout: float = field(
         "duration", 30.0, "Cross-process single-flight lease; a dead holder blocks no longer."
     )
+    trusted_modules: tuple[str, ...] = field(
+        "list",
+        (),
+        "Module prefixes whose dataclasses / models / enums a cache read may import to rebuild a stored "
+        "value (pydantic, ollama and langchain_core are built in; modules already imported always are).",
+        item="str",
+    )
     namespaces: Mapping[str, NamespaceConfig] = field(
         "section_map", _DEFAULT_NAMESPACES, "Per-namespace settings.", section=NamespaceConfig
     )

@@ -111,12 +111,7 @@ def _plan_one(cls: type, name: str, where: str) -> MethodPlan:
             f"{where}: {name!r} is a {type(fn).__name__}, not a function defined in Python; only those "
             "can be cached"
         )
-    inner = _unwrap_ours(fn)
-    if inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner):
-        raise WrapError(
-            f"{where}: {name!r} is a generator; its results stream and can't be cached as one value "
-            "(cache the function that consumes the stream, or use OptimizedOllama for LLM streams)"
-        )
+    inner = _unwrap_ours(fn)  # (a generator is cached as a recorded stream: infra.cache._streams)
     return MethodPlan(name=name, function=inner, kind=kind, owner=owner)
 
 
