@@ -27,24 +27,6 @@ N_DISTINCT_CALLS = len({(i % 3, t, 1 + i % 2) for i, t in enumerate(INPUTS)})
 N_BOOM = sum("boom" in t for t in INPUTS)
 
 
-def _streams_supported() -> bool:
-    """cache14's item 4 (generators cached by recording chunks): without it, listing a generator is a
-    WrapError, so the streaming part of the harness is marked xfail."""
-    from fidelity_worker import FidelityWorker
-
-    from infra.errors import WrapError
-    from infra.integrate import cached_class
-
-    try:
-        cached_class(FidelityWorker, ["stream"], cache=object())
-    except WrapError:
-        return False
-    return True
-
-
-STREAMS = _streams_supported()
-
-
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERF_")}
     env["PYTHONPATH"] = str(REPO)
@@ -54,14 +36,14 @@ def _env() -> dict[str, str]:
 def _run(mode: str, out: Path, config: Path | None = None, *, cwd: Path | None = None) -> dict[str, Any]:
     argv = [sys.executable, str(HERE / "run.py"), mode, str(out)]
     argv += [str(config)] if config is not None else []
-    argv += ["--streams"] if STREAMS else []
+    argv += ["--streams"]  # the streaming method is driven too
     run = subprocess.run(argv, cwd=cwd or REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
 def _config(path: Path, cache: Path, methods: list[str] | None = None) -> Path:
-    methods = methods or ["score", "analyse", "check"] + (["stream"] if STREAMS else [])
+    methods = methods or ["score", "analyse", "check", "stream"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         json.dumps(
@@ -95,8 +77,9 @@ def _check_pair(cold: dict[str, Any], warm: dict[str, Any], baseline: dict[str, 
 
 
 def _check_models_across_processes(warm: dict[str, Any]) -> None:
-    if warm["computed"].get("analyse", 0):
-        pytest.xfail("pydantic results recomputed in a new process: needs cache14's item 3 (typed values)")
+    """Pydantic results and streams written by the first process are read back, not recomputed."""
+    assert warm["computed"].get("analyse", 0) == 0
+    assert warm["computed"].get("stream", 0) == 0
 
 
 @pytest.mark.parametrize("mode", ["patch", "three_lines"])
@@ -106,8 +89,6 @@ def test_two_processes_equal_the_plain_worker(mode: str, tmp_path: Path, baselin
     warm = _run(mode, tmp_path / "warm.json", config)
     _check_pair(cold, warm, baseline)
     _check_models_across_processes(warm)
-    if not STREAMS:
-        pytest.xfail("streams not wrapped: needs cache14's item 4 (generators)")
 
 
 WORKER_PY = textwrap.dedent("""
@@ -141,7 +122,7 @@ def test_seed_004_layout_from_the_workers_folder(tmp_path: Path, baseline: dict[
     _config(leo / "config" / "perf_config.json", tmp_path / "cache" / "c.db")
     results = []
     for name in ("cold.json", "warm.json"):
-        argv = [sys.executable, "worker.py", str(tmp_path / name)] + (["--streams"] if STREAMS else [])
+        argv = [sys.executable, "worker.py", str(tmp_path / name), "--streams"]
         run = subprocess.run(argv, cwd=folder, env=_env(), capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
         results.append(json.loads((tmp_path / name).read_text()))
