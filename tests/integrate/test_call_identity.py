@@ -190,3 +190,18 @@ def test_resource_classification() -> None:
     assert not is_resource(1.5) and not is_resource({"a": 1})
     with pytest.raises(TypeError):
         MethodIdentity("weight")  # a string, not a list: refused at decoration time
+
+
+def test_include_self_with_a_client_member_is_cached(worker: Any, make_config: Any) -> None:
+    """main: ``include_self: true`` made every call of an instance holding an ollama.Client uncacheable
+    (``cannot build a cache key from a ollama._client.Client``); now it is keyed like the default."""
+    from infra.integrate import enable_caching_for_worker
+
+    target = f"{worker.__name__}:HybridScorer"
+    classes = enable_caching_for_worker(
+        make_config({"wrap": [{"target": target, "methods": ["score"], "include_self": True}]})
+    )
+    H = classes["HybridScorer"]
+    assert [H(weight=2.0).score("abc") for _ in range(3)] == [6.0, 6.0, 6.0]
+    assert H(weight=3.0).score("abc") == 9.0
+    assert len(worker.CALLS) == 2
