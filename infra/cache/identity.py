@@ -24,6 +24,8 @@ its fast path and for the encodable value that goes into the key on its slow pat
 from __future__ import annotations
 
 import inspect
+import itertools
+import operator
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -115,12 +117,14 @@ def _is_resource_type(t: type) -> bool:
 class _TypePlan:
     """Per class: the private attribute names that hold constructor arguments, and the slot names."""
 
-    __slots__ = ("has_hook", "init_private", "skip", "slots")
+    __slots__ = ("has_hook", "init_private", "layout", "slots")
 
     def __init__(self, t: type) -> None:
         self.has_hook = getattr(t, "__cache_key__", None) is not None
-        #: (attribute name, value type) -> left out by the default rule? (memo for the hot path)
-        self.skip: dict[tuple[str, type], bool] = {}
+        #: the last instance layout seen: (attribute names, value types, picker of the kept values,
+        #: whether the kept values are all scalars, a process-unique number); most instances of a class
+        #: share one
+        self.layout: tuple[tuple[str, ...], tuple[type, ...], Callable[[Any], Any], bool, int] | None = None
         names: set[str] = set()
         try:
             for p in inspect.signature(t).parameters.values():
@@ -272,18 +276,45 @@ class MethodIdentity:
 
     @staticmethod
     def _fast_default(obj: Any, t: type, plan: _TypePlan, fid: Callable[[Any], Any]) -> Any:
-        """``_members`` for a plain ``__dict__`` instance, with the keep/skip decision memoised per
-        (name, value type): the loop every cached method call runs."""
-        out: list[Any] = [t]
-        skip = plan.skip
-        for name, v in obj.__dict__.items():
-            vt = type(v)
-            s = skip.get((name, vt))
-            if s is None:
-                s = skip[(name, vt)] = (name[:1] == "_" and name not in plan.init_private) or (
-                    vt not in _PLAIN and is_resource(v)
-                )
-            if not s:
-                out.append(name)
-                out.append(v if vt is str else fid(v))
-        return tuple(out)
+        """The default rule's fingerprint for a plain ``__dict__`` instance, on every cached call.
+
+        The names and value types (taken in C: ``tuple(map(type, ...))``) select a cached layout, which
+        says which values are kept; scalars then go in as they are, since the types tuple already tells
+        ``1`` from ``True`` from ``1.0``. The one scalar equality that isn't key equality is ``0.0 ==
+        -0.0``: any zero among the kept values takes the exact per-value path (``fid``)."""
+        d = obj.__dict__
+        keys = tuple(d)
+        values = tuple(d.values())
+        types = tuple(map(type, values))
+        layout = plan.layout
+        if layout is None or layout[0] != keys or layout[1] != types:
+            layout = plan.layout = _layout(plan, keys, values, types)
+        kept = layout[2](values)
+        if not layout[3] or 0 in kept:
+            kept = tuple([v if type(v) is str else fid(v) for v in kept])
+        return (t, layout[4], kept)  # the layout's number stands for its names and types (cheap to hash)
+
+
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+_layout_numbers = itertools.count()
+
+
+def _layout(
+    plan: _TypePlan, keys: tuple[str, ...], values: tuple[Any, ...], types: tuple[type, ...]
+) -> tuple[tuple[str, ...], tuple[type, ...], Callable[[Any], Any], bool, int]:
+    """Which of an instance's attributes the default rule keeps (the same decision as ``_members``).
+    Each layout built gets a new number, so equal numbers always mean equal names and types."""
+    keep = [
+        i
+        for i, (name, value) in enumerate(zip(keys, values, strict=True))
+        if not (name[:1] == "_" and name not in plan.init_private)
+        and not (types[i] not in _PLAIN and is_resource(value))
+    ]
+    if not keep:
+        pick: Callable[[Any], Any] = lambda v: ()  # noqa: E731
+    elif len(keep) == 1:
+        i = keep[0]
+        pick = lambda v: (v[i],)  # noqa: E731
+    else:
+        pick = operator.itemgetter(*keep)
+    return keys, types, pick, all(types[i] in _SCALAR_TYPES for i in keep), next(_layout_numbers)

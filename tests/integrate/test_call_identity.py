@@ -205,3 +205,18 @@ def test_include_self_with_a_client_member_is_cached(worker: Any, make_config: A
     assert [H(weight=2.0).score("abc") for _ in range(3)] == [6.0, 6.0, 6.0]
     assert H(weight=3.0).score("abc") == 9.0
     assert len(worker.CALLS) == 2
+
+
+def test_settings_that_compare_equal_but_differ_are_keyed_apart(cache: Any) -> None:
+    """The hot path's fingerprint is exact: 0.0 / -0.0 and 1 / True / 1.0 are different settings."""
+
+    class W:
+        def __init__(self, w: Any) -> None:
+            self.w = w
+
+        @cached(namespace="z", cache=cache)
+        def f(self, x: int) -> str:
+            return repr(self.w)
+
+    values = [0.0, -0.0, 0.0, 1, True, 1.0, 1, -0.0]
+    assert [W(v).f(1) for v in values] == [repr(v) for v in values]
