@@ -6,8 +6,8 @@ scores differently from ``HybridScorer(weight=1)``), so by default the key cover
 
 * the public attributes in the instance's ``__dict__`` (and ``__slots__``), plus the private ones named
   after a constructor parameter (``__init__(self, model)`` storing ``self._model``);
-* skipping members that can't define a result: clients, sessions, connections, pools, locks, threads,
-  loggers, sockets, files, executors, event loops, modules (see ``is_resource``), so an instance holding an
+* skipping members that can't define a result: clients, connections, pools, locks, threads, loggers,
+  sockets, files, executors, event loops, modules (see ``is_resource``), so an instance holding an
   ``ollama.Client`` or a lock is still cached;
 * other private attributes (``self._calls``, ``self._memo``) are taken as internal state and left out;
 * a member that is an object of its own (a tokenizer with settings) is keyed the same way, recursively;
@@ -23,6 +23,8 @@ its fast path and for the encodable value that goes into the key on its slow pat
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import inspect
 import itertools
 import operator
@@ -81,11 +83,11 @@ _RESOURCE_MODULES = (
     "infra.metrics",
     "infra.hotpath",
 )
-#: a class (or a base) named like this is a handle whatever package it comes from
-_RESOURCE_NAME = re.compile(
-    r"(Client|Session|Connection|Conn|Pool|Engine|Cursor|Lock|RLock|Semaphore|Condition|Event|Logger|"
-    r"LoggerAdapter|Handler|Socket|Thread|Executor|Transport|Channel|Loop|Queue)$"
-)
+#: a class (or a base) named like this is a handle whatever package it comes from. Deliberately narrow:
+#: a member wrongly taken for a handle is left out of the key (a wrong shared answer), one wrongly kept
+#: only costs a miss, so words that also name data (Session, Event, Engine, Queue) are not here; the
+#: standard library's and the known client packages' handles are caught by package above.
+_RESOURCE_NAME = re.compile(r"(Client|Connection|Pool|Cursor|Lock|Logger|Socket|Thread|Executor|Transport)$")
 _PLAIN = frozenset({str, bytes, int, float, bool, type(None)})
 _MAX_DEPTH = 8
 _resource_memo: dict[type, bool] = {}
@@ -102,6 +104,13 @@ def is_resource(value: Any) -> bool:
 
 def _is_resource_type(t: type) -> bool:
     if t in _PLAIN or t in (list, tuple, dict, set, frozenset):
+        return False
+    # data types are settings whatever package defines them (``ollama.Options``, an httpx-free dataclass)
+    if (
+        dataclasses.is_dataclass(t)
+        or issubclass(t, enum.Enum)
+        or isinstance(getattr(t, "model_fields", None), dict)
+    ):
         return False
     if inspect.ismodule(t) or t.__name__ in ("module", "generator", "coroutine", "async_generator", "frame"):
         return True

@@ -187,7 +187,18 @@ def test_resource_classification() -> None:
 
     assert is_resource(ollama.Client(host="http://127.0.0.1:9"))
     assert is_resource(threading.Lock()) and is_resource(logging.getLogger("x"))
+    assert is_resource(threading.Event())  # by package: the standard library's handles
     assert not is_resource(1.5) and not is_resource({"a": 1})
+    # data is configuration whatever package defines it, and a user's class named like data is kept
+    assert not is_resource(ollama.Options(temperature=0.3))
+
+    class CalendarEvent:
+        pass
+
+    class ChatSession:
+        pass
+
+    assert not is_resource(CalendarEvent()) and not is_resource(ChatSession())
     with pytest.raises(TypeError):
         MethodIdentity("weight")  # a string, not a list: refused at decoration time
 
