@@ -238,5 +238,9 @@ class CacheBackend(abc.ABC):
     async def astats(self) -> BackendStats:
         return self.stats()
 
+    async def arelease_loop(self) -> None:  # noqa: B027 - optional hook
+        """Close what belongs to the running event loop (its connections, its client); the backend stays
+        usable from other loops and from sync code. ``Cache.aclose`` calls this."""
+
     async def aclose(self) -> None:
         self.close()

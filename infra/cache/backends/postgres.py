@@ -712,12 +712,15 @@ class PostgresBackend(CacheBackend):
         return await self._async(self._q_stats)
 
     # ================================================================== closing
-    async def aclose(self) -> None:
-        """Close this loop's connections gracefully, then everything else (``close``)."""
-        loop = asyncio.get_running_loop()
-        cs = self._sets.pop(loop, None)
+    async def arelease_loop(self) -> None:
+        """Close this loop's connections gracefully; the backend stays usable (sync, and other loops)."""
+        cs = self._sets.pop(asyncio.get_running_loop(), None)
         if cs is not None:
             await cs.aclose()
+
+    async def aclose(self) -> None:
+        """Close this loop's connections gracefully, then everything else (``close``)."""
+        await self.arelease_loop()
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def close(self) -> None:
