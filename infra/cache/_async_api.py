@@ -7,8 +7,8 @@ their async methods. The lookup rules, codecs and stats are the sync core's, sha
 
 from __future__ import annotations
 
-import contextlib
 import inspect
+import logging
 import time as _clock
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["aclose", "adelete", "aget", "aget_many", "aget_or_compute", "ainvalidate", "aset", "aset_many"]
 
 T = TypeVar("T")
+log = logging.getLogger("infra.cache")
 
 
 async def aget(self: Cache, namespace: str, key: str, default: Any = MISSING) -> Any:
@@ -263,9 +264,17 @@ async def _arelease(self: Cache, ns: _Namespace, key: str) -> None:
 
 
 async def aclose(self: Cache) -> None:
-    if self._inline or self.backend is None:
-        self.close()
+    """Close what belongs to the calling event loop (a network backend's connections opened on it) and
+    flush the stats; the cache itself stays open for other loops and for sync code (issue 14: ``await
+    get_cache().aclose()`` at the end of one ``asyncio.run`` used to turn the process-wide cache off).
+    ``close()`` closes the cache for good."""
+    if self._export:
+        for ns in list(self._ns.values()):
+            ns.stats.flush()
+    b = self.backend
+    if b is None or self._closed:
         return
-    self._closed = True
-    with contextlib.suppress(Exception):
-        await self.backend.aclose()
+    try:
+        await b.arelease_loop()
+    except Exception as exc:
+        log.debug("cache backend %r: releasing this loop's connections failed: %s", b, exc)

@@ -70,16 +70,25 @@ def make_backend(settings: CacheSettings) -> CacheBackend | None:
 class _Namespace:
     """Runtime state of one namespace: its codec, TTL, generation and stats."""
 
-    __slots__ = ("codec", "count_hit", "gen", "jitter", "name", "plain_text", "stats", "ttl")
+    __slots__ = ("changes", "codec", "count_hit", "gen", "jitter", "name", "plain_text", "stats", "ttl")
 
     def __init__(
-        self, name: str, codec: Codec, ttl: float, jitter: float, gen: int, export: bool, count: bool
+        self,
+        name: str,
+        codec: Codec,
+        ttl: float,
+        jitter: float,
+        gen: int,
+        export: bool,
+        count: bool,
+        changes: int = 0,
     ) -> None:
         self.name = name
         self.codec = codec
         self.ttl = ttl
         self.jitter = jitter
         self.gen = gen
+        self.changes = changes  # the store's count of deletes / clears / overwrites, as last polled
         self.stats = NamespaceStats(name, export=export) if count else NullStats(name, export=False)
         # a hit, counted: the stats' pending list's bound append (the list is never replaced), or None
         self.count_hit = self.stats.hit_costs.append if count else None
@@ -92,8 +101,9 @@ class Cache:
     ``backend`` overrides the one the settings name (tests, custom stores); ``export_metrics`` turns the
     registry export off (in-memory stats stay); ``stats=False`` counts nothing at all (the baseline the
     benchmark compares against: counting must cost a hit no more than 5%). ``poll_interval`` and
-    ``push_poll_interval``: seconds between polls of the backend's generations without and with a connected
-    push listener (see ``infra.cache._generations``).
+    ``push_poll_interval``: seconds between polls of the backend's versions (generations and change counts)
+    without and with a connected push listener (see ``infra.cache._generations``); by default derived from
+    ``settings.sync_interval``, the longest another process's change may go unseen by this L1.
     """
 
     def __init__(
@@ -103,15 +113,20 @@ class Cache:
         backend: Any = _DEFAULT_BACKEND,
         export_metrics: bool = True,
         stats: bool = True,
-        poll_interval: float = GENERATION_POLL_INTERVAL,
-        push_poll_interval: float = PUSH_POLL_INTERVAL,
+        poll_interval: float | None = None,
+        push_poll_interval: float | None = None,
     ) -> None:
+        s = settings if settings is not None else CacheSettings()
+        # A tick (0.1 s at most apart while calls come) plus a poll interval stays within sync_interval.
+        if poll_interval is None:
+            poll_interval = min(GENERATION_POLL_INTERVAL, s.sync_interval / 2)
+        if push_poll_interval is None:
+            push_poll_interval = min(PUSH_POLL_INTERVAL, max(poll_interval, s.sync_interval / 2))
         if not (poll_interval > 0 and push_poll_interval > 0):
             raise ValueError(
                 "poll_interval and push_poll_interval must be > 0, "
                 f"got {poll_interval!r} and {push_poll_interval!r}"
             )
-        s = settings if settings is not None else CacheSettings()
         self.settings = s
         self.enabled = s.enabled
         self._export = export_metrics and stats
@@ -191,14 +206,16 @@ class Cache:
                     name,
                     s.signing_key_env,
                 )
-            gen = 0
+            gen = changes = 0
             failure: Exception | None = None
             if self.backend is not None and fetch:
                 try:
-                    gen = self.backend.generations().get(name, 0)
+                    gen, changes = self.backend.versions().get(name, (0, 0))
                 except Exception as exc:
                     failure = exc
-            ns = _Namespace(name, codec, s.ttl_for(name), s.ttl_jitter, gen, self._export, self._count)
+            ns = _Namespace(
+                name, codec, s.ttl_for(name), s.ttl_jitter, gen, self._export, self._count, changes
+            )
             self._ns[name] = ns
         if failure is not None:
             ns.stats.error("read", failure)

@@ -37,6 +37,7 @@ DEFAULT_TTL_JITTER = 0.05
 DEFAULT_COMPRESS_THRESHOLD = 8192
 DEFAULT_SIGNING_KEY_ENV = "PERF_CACHE_SIGNING_KEY"
 DEFAULT_LEASE_TIMEOUT = 30.0
+DEFAULT_SYNC_INTERVAL = 1.0
 
 _CODECS = ("safe", "pickle")
 
@@ -135,6 +136,8 @@ class CacheSettings:
     namespaces: Mapping[str, NamespaceSettings] = dataclasses.field(default_factory=lambda: _ns_map(None))
     #: module prefixes whose record types a decode may import (see ``infra.cache.codecs``)
     trusted_modules: tuple[str, ...] = ()
+    #: longest time another process's delete / set / clear / invalidate goes unseen by this L1 (seconds)
+    sync_interval: float = DEFAULT_SYNC_INTERVAL
 
     def __post_init__(self) -> None:
         if self.backend not in _BACKENDS:
@@ -144,6 +147,8 @@ class CacheSettings:
         for name in ("max_bytes", "memory_items", "memory_bytes", "compress_threshold"):
             if getattr(self, name) < 0:
                 raise ValueError(f"cache {name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.sync_interval > 0:
+            raise ValueError(f"sync_interval must be > 0 seconds, got {self.sync_interval!r}")
         if self.lease_timeout <= 0:
             raise ValueError(f"lease_timeout must be > 0 seconds, got {self.lease_timeout!r}")
         if not isinstance(self.namespaces, MappingProxyType):
@@ -174,6 +179,7 @@ class CacheSettings:
             lease_timeout=section.lease_timeout,
             namespaces={k: NamespaceSettings.from_config(v) for k, v in section.namespaces.items()},
             trusted_modules=tuple(section.trusted_modules),
+            sync_interval=section.sync_interval,
         )
 
     def namespace(self, name: str) -> NamespaceSettings:

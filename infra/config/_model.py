@@ -175,6 +175,13 @@ class CacheConfig(_Section):
         "value (pydantic, ollama and langchain_core are built in; modules already imported always are).",
         item="str",
     )
+    sync_interval: float = field(
+        "duration",
+        1.0,
+        "Longest time a delete, set, clear or invalidate made by another process (or the CLI) goes unseen "
+        "by this process's in-memory L1.",
+        minimum=0.01,
+    )
     namespaces: Mapping[str, NamespaceConfig] = field(
         "section_map", _DEFAULT_NAMESPACES, "Per-namespace settings.", section=NamespaceConfig
     )
