@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from infra.cache import Cache, CacheSettings, cached
+
+_NO_CACHE = Cache(CacheSettings(enabled=False))  # keys only: the property test never stores anything
 
 WORKER = textwrap.dedent("""
     import logging
@@ -231,3 +235,51 @@ def test_settings_that_compare_equal_but_differ_are_keyed_apart(cache: Any) -> N
 
     values = [0.0, -0.0, 0.0, 1, True, 1.0, 1, -0.0]
     assert [W(v).f(1) for v in values] == [repr(v) for v in values]
+
+
+_scalar_values = st.sampled_from([None, False, True, 0, 1, 0.0, -0.0, 1.0, float("inf"), "", "a"])
+_values = _scalar_values | st.lists(_scalar_values, max_size=2) | st.tuples(_scalar_values)
+_names = st.sampled_from(["weight", "model", "_model", "_calls", "opts", "_lock"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_names, min_size=1, max_size=2, unique=True),
+    st.lists(_values, min_size=2, max_size=8),
+    st.integers(0, 1),
+)
+@example(names=["weight"], pool=[0.0, -0.0], x=0)
+@example(names=["weight", "opts"], pool=[1, True, 1.0, [1], (1,)], x=1)
+def test_the_fast_fingerprint_agrees_with_the_full_encoding(
+    names: list[str], pool: list[Any], x: int
+) -> None:
+    """The hot path (a per-class layout picking kept values, scalars taken as they are) is a shortcut for
+    ``identity.key_value``: with the memo holding every state's entry, each state still gets the key of its
+    own full encoding, so no two states that key differently ever share a memo entry (0.0 / -0.0, 1 / True,
+    [1] / (1,) included). The written-out twin checked against the plain one."""
+
+    class Worker:
+        def __init__(self, model: str = "m") -> None:
+            self._model = model
+
+        @cached(namespace="prop", cache=_NO_CACHE)
+        def run(self, x: int) -> int:
+            return x
+
+    km = Worker.run._keymaker  # type: ignore[attr-defined]
+    # every combination of a few values over one or two attributes: states that differ in one place only
+    import itertools
+
+    states = [dict(zip(names, combo, strict=True)) for combo in itertools.product(pool, repeat=len(names))]
+    objs = []
+    for state in states:
+        w = Worker.__new__(Worker)
+        w.__dict__.update(state)
+        objs.append(w)
+    full = []
+    for w in objs:
+        km.memo.clear()
+        full.append(km.key((w, x), {}))
+    for w in objs:  # every state's entry in the memo
+        km.key((w, x), {})
+    assert [km.key((w, x), {}) for w in objs] == full
