@@ -128,3 +128,14 @@ def test_aclose_inside_one_loop_leaves_the_cache_working(config: Path, reader: C
         assert other.get("inference", "after") == "still on"
     finally:
         other.close()
+
+
+def test_sync_interval_is_read_from_config_and_a_bad_one_is_named_by_path(tmp_path: Path) -> None:
+    from infra.config import load_config
+    from infra.errors import ConfigError
+
+    good = write_config(tmp_path, sync_interval="250ms")
+    assert CacheSettings.from_config(load_config(str(good)).cache).sync_interval == 0.25
+    bad = write_config(tmp_path, sync_interval=0)
+    with pytest.raises(ConfigError, match=r"cache\.sync_interval"):
+        load_config(str(bad))
