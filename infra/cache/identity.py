@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import inspect
 import itertools
 import operator
@@ -126,7 +127,7 @@ def _is_resource_type(t: type) -> bool:
 class _TypePlan:
     """Per class: the private attribute names that hold constructor arguments, and the slot names."""
 
-    __slots__ = ("has_hook", "init_private", "layout", "slots")
+    __slots__ = ("derived", "has_hook", "init_private", "layout", "slots")
 
     def __init__(self, t: type) -> None:
         self.has_hook = getattr(t, "__cache_key__", None) is not None
@@ -149,6 +150,14 @@ class _TypePlan:
                 if name not in ("__dict__", "__weakref__") and name not in slots:
                     slots.append(name)
         self.slots = tuple(slots)
+        # functools.cached_property values land in __dict__ on first use; they derive from the settings,
+        # and keying on them would change the key after the first access
+        self.derived = frozenset(
+            name
+            for klass in t.__mro__
+            for name, attr in vars(klass).items()
+            if isinstance(attr, functools.cached_property)
+        )
 
 
 _plans: dict[type, _TypePlan] = {}
@@ -172,7 +181,7 @@ def _members(obj: Any) -> list[tuple[str, Any]]:
     if d is not None:
         private_ok = plan.init_private
         for name, value in d.items():
-            if name[:1] == "_" and name not in private_ok:
+            if (name[:1] == "_" and name not in private_ok) or name in plan.derived:
                 continue
             if type(value) not in _PLAIN and is_resource(value):
                 continue
@@ -317,6 +326,7 @@ def _layout(
         i
         for i, (name, value) in enumerate(zip(keys, values, strict=True))
         if not (name[:1] == "_" and name not in plan.init_private)
+        and name not in plan.derived
         and not (types[i] not in _PLAIN and is_resource(value))
     ]
     if not keep:

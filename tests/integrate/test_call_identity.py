@@ -283,3 +283,26 @@ def test_the_fast_fingerprint_agrees_with_the_full_encoding(
     for w in objs:  # every state's entry in the memo
         km.key((w, x), {})
     assert [km.key((w, x), {}) for w in objs] == full
+
+
+def test_a_cached_property_filled_on_first_use_does_not_change_the_key(cache: Any) -> None:
+    import functools
+
+    calls: list[str] = []
+
+    class Prompter:
+        def __init__(self, style: str) -> None:
+            self.style = style
+
+        @functools.cached_property
+        def template(self) -> str:
+            return f"[{self.style}] {{}}"
+
+        @cached(namespace="s", cache=cache)
+        def render(self, text: str) -> str:
+            calls.append(text)
+            return self.template.format(text)
+
+    p = Prompter("calm")
+    assert p.render("a") == p.render("a") == "[calm] a"
+    assert calls == ["a"]
