@@ -9,7 +9,8 @@ scores differently from ``HybridScorer(weight=1)``), so by default the key cover
 * skipping members that can't define a result: clients, connections, pools, locks, threads, loggers,
   sockets, files, executors, event loops, modules (see ``is_resource``), so an instance holding an
   ``ollama.Client`` or a lock is still cached;
-* other private attributes (``self._calls``, ``self._memo``) are taken as internal state and left out;
+* other private attributes (``self._calls``, ``self._memo``) are taken as internal state and left out, and
+  so are ``functools.cached_property`` values (derived from the settings);
 * a member that is an object of its own (a tokenizer with settings) is keyed the same way, recursively;
   one with no encodable form and no attributes makes the call run uncached (counted, warned once).
 
