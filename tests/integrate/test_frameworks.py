@@ -194,3 +194,59 @@ def test_an_abandoned_stream_is_never_stored(server: OllamaTestServer, transport
     w1 = _work(server)
     assert [c.content for c in cached.stream("a long answer please")] == full
     assert _inference(w1, _work(server))["chat"] == 0
+
+
+RESTARTED = """
+import json, sys
+from infra.cache import Cache, CacheSettings
+from infra.integrate import CachedOllamaTransport
+from langchain_ollama import ChatOllama, OllamaEmbeddings
+
+url, path, prompts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+cache = Cache(CacheSettings(path=path))
+t = CachedOllamaTransport(cache=cache)
+chat = ChatOllama(model="llama3.2:3b", base_url=url, temperature=0, client_kwargs={"transport": t})
+emb = OllamaEmbeddings(model="nomic-embed-text", base_url=url, client_kwargs={"transport": t})
+out = {
+    "messages": [chat.invoke(p).model_dump(exclude={"id"}) for p in prompts],
+    "vectors": emb.embed_documents(prompts),
+}
+t.close()
+cache.close()
+print(json.dumps(out))
+"""
+
+
+def test_a_restarted_process_reads_the_answers_back(server: OllamaTestServer, tmp_path: Path) -> None:
+    """The stored bytes are plain data: a new process gets the same messages and vectors, asking nothing."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from langchain_ollama import ChatOllama, OllamaEmbeddings
+
+    path = str(tmp_path / "shared.db")
+    cache = Cache(CacheSettings(path=path))
+    t = CachedOllamaTransport(cache=cache)
+    chat = ChatOllama(model="llama3.2:3b", base_url=server.url, temperature=0, client_kwargs={"transport": t})
+    emb = OllamaEmbeddings(model="nomic-embed-text", base_url=server.url, client_kwargs={"transport": t})
+    first = {
+        "messages": [chat.invoke(p).model_dump(exclude={"id"}) for p in PROMPTS],
+        "vectors": emb.embed_documents(PROMPTS),
+    }
+    t.close()
+    cache.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERF_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    w0 = _work(server)
+    run = subprocess.run(
+        [sys.executable, "-c", RESTARTED, server.url, path, json.dumps(PROMPTS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout) == json.loads(json.dumps(first))
+    assert set(_inference(w0, _work(server)).values()) == {0}
