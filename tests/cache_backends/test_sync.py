@@ -139,3 +139,25 @@ def test_sync_interval_is_read_from_config_and_a_bad_one_is_named_by_path(tmp_pa
     bad = write_config(tmp_path, sync_interval=0)
     with pytest.raises(ConfigError, match=r"cache\.sync_interval"):
         load_config(str(bad))
+
+
+def test_hits_are_independent_on_every_backend(config: Path, reader: Cache) -> None:
+    """Issue 14, item 2 on the shared stores too: sync and async, L1 and L2 (a second Cache, cold L1)."""
+    reader.set("inference", "dict", {"items": [1], "m": {"k": "v"}})
+    a = reader.get("inference", "dict")
+    a["items"].append(9)
+    assert reader.get("inference", "dict") == {"items": [1], "m": {"k": "v"}}
+
+    async def twice() -> None:
+        b = await reader.aget("inference", "dict")
+        b["m"]["k"] = "edited"
+        assert await reader.aget("inference", "dict") == {"items": [1], "m": {"k": "v"}}
+
+    asyncio.run(twice())
+    cold = Cache(_settings(config))
+    try:
+        c = cold.get("inference", "dict")  # from the store
+        c["items"].clear()
+        assert cold.get("inference", "dict") == {"items": [1], "m": {"k": "v"}}  # from the L1 it filled
+    finally:
+        cold.close()

@@ -166,6 +166,22 @@ def test_a_generator_method_is_cached_as_a_recorded_stream(sample: Any, private_
     assert list(S().stream(3)) == [0, 1, 2]
     assert private_cache.namespace_stats("Scorer")["hits"] == 1
 
+    class Streamer:
+        async def words(self, text: str) -> Any:
+            for w in text.split():
+                yield w
+
+    import asyncio
+
+    A = cached_class(Streamer, ["words"], cache=private_cache)
+    assert inspect.isasyncgenfunction(A.words)
+
+    async def collect() -> list[str]:
+        return [w async for w in A().words("a b")]
+
+    assert asyncio.run(collect()) == asyncio.run(collect()) == ["a", "b"]
+    assert private_cache.namespace_stats("Streamer")["hits"] == 1
+
 
 def test_a_string_instead_of_a_method_list_is_an_error(sample: Any) -> None:
     with pytest.raises(WrapError, match="must be a list of names"):
