@@ -10,10 +10,15 @@ the backend's listener:
   Thread-safe: the generation is one attribute store (atomic under the GIL) made *before* L1 is cleared,
   and readers capture the generation *before* their L2 read, so a value read before the invalidation
   is stored in L1 under the old generation and never served again.
-* **Poll** (every backend): ``generations()`` every ``poll_interval`` (0.1 s) while no push listener is
-  connected, every ``push_poll_interval`` (1 s) while one is, and at once when the listener's epoch changes
-  (it reconnected: invalidations made while it was away were never pushed). Async paths await
-  ``agenerations()``: a network backend's sync call would block the event loop for a round trip.
+* **Poll** (every backend): ``versions()`` (generations and change counts) every ``poll_interval`` (0.1 s)
+  while no push listener is connected, every ``push_poll_interval`` (0.5 s with the default
+  ``sync_interval`` of 1 s) while one is, and at once when the listener's epoch changes (it reconnected:
+  invalidations made while it was away were never pushed). Async paths await ``aversions()``: a network
+  backend's sync call would block the event loop for a round trip.
+* **Changes** (issue 14): a ``delete``, a ``clear`` or a ``set`` that replaces a live entry, in any process
+  or from the CLI, bumps the namespace's change count in the store; a poll that sees the count move drops
+  that namespace's L1 entries (the next reads go to the store, which has the change). So every process's L1
+  follows such changes within ``sync_interval`` (default 1 s): a poll interval plus at most one tick.
 * **Metrics export** rides the same 0.1 s tick: hits only bump in-memory counters.
 
 A poll that was in flight while a push arrived is discarded (its answer may predate the push) and retried
@@ -101,14 +106,16 @@ def _tick(self: Cache, now: float) -> int | None:
     return self._push_seq
 
 
-def _apply(self: Cache, gens: dict[str, int], seq: int) -> None:
+def _apply(self: Cache, versions: dict[str, tuple[int, int]], seq: int) -> None:
     if seq != self._push_seq:
         self._last_poll = _NEVER  # a push landed meanwhile: this answer may be older; ask again next tick
         return
     for name, ns in list(self._ns.items()):
-        g = gens.get(name, 0)
-        if g != ns.gen:
+        g, changes = versions.get(name, (0, 0))
+        if g != ns.gen or changes != ns.changes:
+            # invalidated, or an entry deleted / replaced / cleared by some process: drop what L1 holds
             ns.gen = g
+            ns.changes = changes
             self._l1.clear(name)
 
 
@@ -126,11 +133,11 @@ def check_generations(self: Cache, now: float) -> None:
     b = self.backend
     assert b is not None
     try:
-        gens = b.generations()
+        versions = b.versions()
     except Exception as exc:
         _failed(self, exc)
         return
-    _apply(self, gens, seq)
+    _apply(self, versions, seq)
 
 
 async def acheck_generations(self: Cache, now: float) -> None:
@@ -140,9 +147,9 @@ async def acheck_generations(self: Cache, now: float) -> None:
         return
     b: Any = self.backend
     try:
-        agen = getattr(b, "agenerations", None)
-        gens = await agen() if agen is not None else b.generations()
+        aversions = getattr(b, "aversions", None)
+        versions = await aversions() if aversions is not None else b.versions()
     except Exception as exc:
         _failed(self, exc)
         return
-    _apply(self, gens, seq)
+    _apply(self, versions, seq)

@@ -168,6 +168,20 @@ class CacheConfig(_Section):
     lease_timeout: float = field(
         "duration", 30.0, "Cross-process single-flight lease; a dead holder blocks no longer."
     )
+    trusted_modules: tuple[str, ...] = field(
+        "list",
+        (),
+        "Module prefixes whose dataclasses / models / enums a cache read may import to rebuild a stored "
+        "value (pydantic, ollama and langchain_core are built in; modules already imported always are).",
+        item="str",
+    )
+    sync_interval: float = field(
+        "duration",
+        1.0,
+        "Longest time a delete, set, clear or invalidate made by another process (or the CLI) goes unseen "
+        "by this process's in-memory L1.",
+        minimum=0.01,
+    )
     namespaces: Mapping[str, NamespaceConfig] = field(
         "section_map", _DEFAULT_NAMESPACES, "Per-namespace settings.", section=NamespaceConfig
     )
@@ -392,7 +406,18 @@ class WrapEntry(_Section):
     namespace: str | None = field("str", None, "Cache namespace (default: the class name).", nullable=True)
     ttl: float | None = field("duration", None, "TTL (default: the namespace's).", nullable=True)
     version: str | None = field("str", None, "Bump to drop entries made by older code.", nullable=True)
-    include_self: bool = field("bool", False, "Key on the instance's state too (its __dict__).")
+    include_self: bool = field(
+        "bool", False, "Kept for compatibility: instances are keyed by their configuration by default."
+    )
+    key_attrs: tuple[str, ...] | None = field(
+        "list",
+        None,
+        "Instance attributes (dotted paths allowed) that define the results; null: the instance's "
+        "configuration (public attributes and constructor settings, clients/locks/loggers skipped); "
+        "[]: instances share entries.",
+        item="str",
+        nullable=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- root

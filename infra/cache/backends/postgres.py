@@ -479,7 +479,7 @@ class PostgresBackend(CacheBackend):
         self._writes += len(keys)
 
     async def _q_delete(self, conn: asyncpg.Connection, ns: str, key: str) -> bool:
-        return _count(await conn.execute(self.sql.delete, ns, key)) > 0
+        return int(await conn.fetchval(self.sql.delete, ns, key)) > 0
 
     async def _q_invalidate(self, conn: asyncpg.Connection, ns: str) -> int:
         row = await conn.fetchrow(self.sql.invalidate, ns, self.sql.channel)
@@ -490,10 +490,13 @@ class PostgresBackend(CacheBackend):
     async def _q_generations(self, conn: asyncpg.Connection) -> dict[str, int]:
         return {r[0]: int(r[1]) for r in await conn.fetch(self.sql.generations)}
 
+    async def _q_versions(self, conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
+        return {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(self.sql.versions)}
+
     async def _q_clear(self, conn: asyncpg.Connection, ns: str | None) -> int:
         if ns is None:
-            return _count(await conn.execute(self.sql.clear_all))
-        return _count(await conn.execute(self.sql.clear_ns, ns))
+            return int(await conn.fetchval(self.sql.clear_all))
+        return int(await conn.fetchval(self.sql.clear_ns, ns))
 
     async def _q_acquire(
         self, conn: asyncpg.Connection, ns: str, key: str, owner: str, timeout: float
@@ -607,6 +610,9 @@ class PostgresBackend(CacheBackend):
     def generations(self) -> dict[str, int]:
         return self._sync(self._q_generations)
 
+    def versions(self) -> dict[str, tuple[int, int]]:
+        return self._sync(self._q_versions)
+
     def on_invalidate(self, callback: Callable[[str, int], None]) -> None:
         """Call ``callback(namespace, generation)`` (on the backend's private thread) for every invalidation
         any host makes, this one included."""
@@ -699,6 +705,9 @@ class PostgresBackend(CacheBackend):
     async def agenerations(self) -> dict[str, int]:
         return await self._async(self._q_generations)
 
+    async def aversions(self) -> dict[str, tuple[int, int]]:
+        return await self._async(self._q_versions)
+
     async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         return await self._async(self._q_acquire, namespace, key, owner, timeout)
 
@@ -712,12 +721,15 @@ class PostgresBackend(CacheBackend):
         return await self._async(self._q_stats)
 
     # ================================================================== closing
-    async def aclose(self) -> None:
-        """Close this loop's connections gracefully, then everything else (``close``)."""
-        loop = asyncio.get_running_loop()
-        cs = self._sets.pop(loop, None)
+    async def arelease_loop(self) -> None:
+        """Close this loop's connections gracefully; the backend stays usable (sync, and other loops)."""
+        cs = self._sets.pop(asyncio.get_running_loop(), None)
         if cs is not None:
             await cs.aclose()
+
+    async def aclose(self) -> None:
+        """Close this loop's connections gracefully, then everything else (``close``)."""
+        await self.arelease_loop()
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def close(self) -> None:
