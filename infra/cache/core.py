@@ -570,6 +570,16 @@ class Cache:
             ns.stats.error("lease", exc)
 
     # ------------------------------------------------------------------ stats and lifecycle
+    def record_hit(self, namespace: str, cost: float = 0.0) -> None:
+        """Count a hit answered outside ``get`` for this namespace (e.g. from a caller's write-behind queue of
+        entries not yet stored), saving ``cost`` compute seconds, exactly as ``get`` counts one."""
+        if not self.enabled:
+            return
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        count = ns.count_hit
+        if count is not None:
+            count(cost)
+
     def namespace_stats(self, namespace: str) -> dict[str, Any]:
         """In-memory counters of one namespace (hits, misses, hit_rate, errors, uncacheable, saved)."""
         return self._namespace(namespace).stats.snapshot()

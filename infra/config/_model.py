@@ -304,10 +304,13 @@ class OllamaConfig(_Section):
     retries: int = field("int", 2, "Retries before the first token.", minimum=0, maximum=10)
     max_concurrency: int = field("int", 4, "Concurrent requests; match OLLAMA_NUM_PARALLEL.", minimum=1)
     strict_runner: bool = field(
-        "bool", False, "Raise instead of warn when a call would change runner options."
+        "bool", False, "Raise when a call's runner option differs from the pinned one (else log once)."
     )
     runner: Mapping[str, Any] = field(
-        "map", {"num_thread": 6, "num_ctx": 4096}, "Runner options pinned on every call.", item="scalar"
+        "map",
+        {"num_thread": "auto", "num_ctx": 4096},
+        "Runner options sent when a call leaves them out (num_thread auto: physical cores).",
+        item="scalar",
     )
     profiles: Mapping[str, Mapping[str, Any]] = field(
         "map",
