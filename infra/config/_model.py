@@ -291,7 +291,12 @@ class OllamaConfig(_Section):
         "bool", True, "Tuning and caching in OptimizedOllama (off: the plain official client)."
     )
     host: str = field("str", "http://127.0.0.1:11434", "Ollama server.")
-    keep_alive: float = field("duration", 1800.0, "How long Ollama keeps a model loaded after a call.")
+    keep_alive: float | None = field(
+        "duration",
+        1800.0,
+        "How long Ollama keeps a model loaded, sent when a call has none (null: send none).",
+        nullable=True,
+    )
     timeout: float = field("duration", 120.0, "Request timeout (the official client has none).")
     connect_timeout: float = field("duration", 5.0, "TCP connect timeout to the Ollama server.")
     retry_backoff: float = field("duration", 0.1, "First backoff step of a retry before the first token.")
