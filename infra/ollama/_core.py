@@ -10,6 +10,7 @@ the official ``_request``, reading and writing the cache, sleeping, locking.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 import os
 import threading
@@ -32,6 +33,7 @@ __all__ = [
     "Handles",
     "Plan",
     "is_embedding_model",
+    "official_signature",
     "keep_alive_seconds",
     "settings_from",
 ]
@@ -382,6 +384,21 @@ class ClientCore:
 
     def backoff(self, attempt: int) -> float:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
+
+
+def official_signature(official: Any, *extra: str) -> Any:
+    """Give a method the official one's signature (and docstring) plus the layer's keyword-only ``extra``
+    keywords, so ``inspect.signature`` (frameworks, ollama-python's own annotation tests) sees the official
+    parameters, annotations included, rather than ``*args, **kwargs``."""
+
+    def apply(fn: Any) -> Any:
+        sig = inspect.signature(official)
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in extra]
+        fn.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *added])
+        fn.__doc__ = (fn.__doc__ or "") + "\n\n" + inspect.cleandoc(official.__doc__ or "")
+        return fn
+
+    return apply
 
 
 def _has_input(op: str, body: Mapping[str, Any]) -> bool:

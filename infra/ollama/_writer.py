@@ -15,7 +15,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["WriteBehind"]
+__all__ = ["WriteBehind", "flush_all"]
+
+_ALL: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
+
+
+def flush_all(timeout: float = 10.0) -> bool:
+    """Wait for every live write-behind queue in the process (tests, shutdown hooks); False if one timed out."""
+    return all(w.flush(timeout) for w in list(_ALL))
 
 
 class WriteBehind:
@@ -33,6 +40,7 @@ class WriteBehind:
         self._idle = threading.Event()
         self._idle.set()
         self._thread: threading.Thread | None = None
+        _ALL.add(self)
 
     def put(self, cache: Any, ns: str, items: dict[str, Any], cost: float = 0.0) -> None:
         if not items:

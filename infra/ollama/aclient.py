@@ -25,6 +25,7 @@ from ._core import (
     Handles,
     Plan,
     is_embedding_model,
+    official_signature,
     settings_from,
 )
 from .digests import BOOK
@@ -86,6 +87,7 @@ class AsyncOptimizedOllama(_Official):
 
     # -- the layer's per-call keywords ----------------------------------------------------------------------
 
+    @official_signature(_Official.generate, "profile", "cache")
     async def generate(
         self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
     ) -> Any:
@@ -98,6 +100,7 @@ class AsyncOptimizedOllama(_Official):
         finally:
             EXTRAS.reset(token)
 
+    @official_signature(_Official.chat, "profile", "cache")
     async def chat(
         self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
     ) -> Any:
@@ -110,6 +113,7 @@ class AsyncOptimizedOllama(_Official):
         finally:
             EXTRAS.reset(token)
 
+    @official_signature(_Official.embed, "cache")
     async def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
         """``ollama.AsyncClient.embed``, cached per input: only inputs the cache lacks are sent, once."""
         if cache is None:
@@ -120,6 +124,7 @@ class AsyncOptimizedOllama(_Official):
         finally:
             EXTRAS.reset(token)
 
+    @official_signature(_Official.embeddings, "cache")
     async def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
         """The deprecated single-prompt ``ollama.AsyncClient.embeddings``, cached whole."""
         if cache is None:

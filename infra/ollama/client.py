@@ -26,6 +26,7 @@ from ._core import (
     Handles,
     Plan,
     is_embedding_model,
+    official_signature,
     settings_from,
 )
 from .digests import BOOK
@@ -94,6 +95,7 @@ class OptimizedOllama(_Official):
 
     # -- the layer's per-call keywords ----------------------------------------------------------------------
 
+    @official_signature(_Official.generate, "profile", "cache")
     def generate(
         self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
     ) -> Any:
@@ -106,6 +108,7 @@ class OptimizedOllama(_Official):
         finally:
             EXTRAS.reset(token)
 
+    @official_signature(_Official.chat, "profile", "cache")
     def chat(self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any) -> Any:
         """``ollama.Client.chat`` (``ChatResponse``, or an iterator of them when streaming)."""
         if profile is None and cache is None:
@@ -116,6 +119,7 @@ class OptimizedOllama(_Official):
         finally:
             EXTRAS.reset(token)
 
+    @official_signature(_Official.embed, "cache")
     def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
         """``ollama.Client.embed``, cached per input: only inputs not in the cache are sent, once each."""
         if cache is None:
@@ -126,6 +130,7 @@ class OptimizedOllama(_Official):
         finally:
             EXTRAS.reset(token)
 
+    @official_signature(_Official.embeddings, "cache")
     def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
         """The deprecated single-prompt ``ollama.Client.embeddings``, cached whole."""
         if cache is None:
