@@ -14,8 +14,8 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ._handles import Handles
 from ._writer import WriteBehind
@@ -33,12 +33,13 @@ __all__ = [
     "Handles",
     "Plan",
     "is_embedding_model",
-    "official_signature",
     "keep_alive_seconds",
+    "official_signature",
     "settings_from",
 ]
 
 log = logging.getLogger("infra.ollama")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: The paths the layer plans (tunes, keys, caches), by operation name.
 ENDPOINTS = {
@@ -386,15 +387,15 @@ class ClientCore:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
 
 
-def official_signature(official: Any, *extra: str) -> Any:
+def official_signature(official: Any, *extra: str) -> Callable[[_F], _F]:
     """Give a method the official one's signature (and docstring) plus the layer's keyword-only ``extra``
     keywords, so ``inspect.signature`` (frameworks, ollama-python's own annotation tests) sees the official
     parameters, annotations included, rather than ``*args, **kwargs``."""
 
-    def apply(fn: Any) -> Any:
+    def apply(fn: _F) -> _F:
         sig = inspect.signature(official)
         added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in extra]
-        fn.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *added])
+        fn.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *added])  # type: ignore[attr-defined]
         fn.__doc__ = (fn.__doc__ or "") + "\n\n" + inspect.cleandoc(official.__doc__ or "")
         return fn
 

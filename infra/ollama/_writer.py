@@ -21,7 +21,7 @@ _ALL: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
 
 
 def flush_all(timeout: float = 10.0) -> bool:
-    """Wait for every live write-behind queue in the process (tests, shutdown hooks); False if one timed out."""
+    """Wait for every live write-behind queue in the process (tests, shutdown); False if one timed out."""
     return all(w.flush(timeout) for w in list(_ALL))
 
 

@@ -1,5 +1,5 @@
-"""Route code that uses the official names through the layer: ``ollama.Client``, ``ollama.AsyncClient`` and the
-module-level functions (``ollama.chat``, ``ollama.generate``, ``ollama.embed``, ...), reversibly::
+"""Route code that uses the official names through the layer: ``ollama.Client``, ``ollama.AsyncClient`` and
+the module-level functions (``ollama.chat``, ``ollama.generate``, ``ollama.embed``, ...), reversibly::
 
     import infra.ollama
     routing = infra.ollama.route_official()     # perf_config's ollama section
@@ -97,7 +97,7 @@ def route_official(*, settings: OllamaSettings | None = None, cache: Any = None)
         saved = {name: ollama.__dict__.get(name, _MISSING) for name in names}
         ollama.Client = OptimizedOllama  # type: ignore[misc]
         ollama.AsyncClient = AsyncOptimizedOllama  # type: ignore[misc]
-        ollama._client = client  # type: ignore[attr-defined]  # the package's default-client attribute
+        ollama._client = client  # the package's default-client attribute
         for name in MODULE_FUNCTIONS:
             if hasattr(client, name):
                 setattr(ollama, name, getattr(client, name))

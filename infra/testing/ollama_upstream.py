@@ -29,7 +29,6 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-
 __all__ = ["SHIPPED_DIFFERENCES", "SKIPPED_EXAMPLES", "fetch_sdist", "main", "run_examples", "run_tests"]
 
 ROOT = Path(__file__).resolve().parents[2]
