@@ -33,6 +33,9 @@ from infra.cache.settings import CacheSettings
 from infra.cache.singleflight import LEASE_POLL_MAX, LEASE_POLL_MIN, SingleFlight
 from infra.cache.stats import NamespaceStats, NullStats
 
+#: TTL jitter draws from its own generator: the layer must not advance the caller's ``random`` sequence.
+_JITTER = random.Random()
+
 __all__ = ["Cache", "make_backend"]
 
 log = logging.getLogger("infra.cache")
@@ -206,7 +209,7 @@ class Cache:
         if t <= 0 or t == float("inf"):
             return None  # a TTL of 0 (or inf) means "never expires"
         if ns.jitter:
-            t *= 1.0 + random.random() * ns.jitter
+            t *= 1.0 + _JITTER.random() * ns.jitter
         return now + t
 
     # ------------------------------------------------------------------ lookups (shared core)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -80,6 +81,7 @@ SKIPPED_EXAMPLES: dict[str, str] = {
     "web-search-gpt-oss.py": "internet: ollama.com's web search/fetch API with an OLLAMA_API_KEY",
     "web-search-mcp.py": "an MCP client/server (and the internet behind it)",
     "web_search_gpt_oss_helper.py": "a helper module imported by web-search-gpt-oss.py, not an example",
+    "multimodal-generate.py": "internet: downloads an xkcd comic (httpx.get('https://xkcd.com/...'))",
     "chat-with-history.py": "interactive: a chat loop reading input()",
     "multimodal-chat.py": "interactive: asks for an image path with input()",
     "structured-outputs-image.py": "interactive: asks for an image path with input()",
@@ -189,16 +191,59 @@ def run_tests(directory: Path, modes: list[str]) -> bool:
 
 # ---------------------------------------------------------------------------------------------- examples
 
-_ROUTED = (
-    "import runpy, sys, infra.ollama as o; r = o.route_official(); sys.argv = [sys.argv[1]]; "
-    "runpy.run_path(sys.argv[0], run_name='__main__'); r.undo()"
+#: The models the examples name, pulled through the server's /api/pull first (as a user runs
+#: ``ollama pull`` before an example); ``pull.py`` and ``create.py`` exercise the rest of model management.
+EXAMPLE_MODELS = (
+    "gemma4",
+    "llama3.1",
+    "llama3.1:8b",
+    "llama3.2",
+    "deepseek-r1",
+    "qwen3",
+    "gpt-oss:20b",
+    "codellama:7b-code",
+    "llava",
+    "x/z-image-turbo",
+    "nimble",
+)
+
+#: Output that changes from run to run on any Ollama (wall-clock timestamps, measured durations, the temp
+#: dir): normalized before plain and routed outputs are compared.
+_VOLATILE = (
+    (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?"), "<time>"),
+    (re.compile(r"(duration\S*[=:]\s*)\d+"), r"\1<ns>"),
+)
+
+
+def normalized(text: str) -> str:
+    for pattern, repl in _VOLATILE:
+        text = pattern.sub(repl, text)
+    return text
+
+
+# Both runs go through the same launcher: ``random`` seeded (gpt-oss-tools*.py draw their tools' results with
+# random.choice, which would differ between any two runs), then the example run as __main__, unchanged.
+_LAUNCH = (
+    "import random, runpy, sys; random.seed(15); path = sys.argv[1]; sys.argv = [path]; r = None\n"
+    "if {routed}:\n    import infra.ollama as o; r = o.route_official()\n"
+    "runpy.run_path(path, run_name='__main__')\n"
+    "if r is not None: r.undo()"
 )
 _INFERENCE = ("generate", "chat", "embed", "embeddings")
 
 
 def _run_example(path: Path, env: dict[str, str], routed: bool) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", _ROUTED, str(path)] if routed else [sys.executable, str(path)]
+    cmd = [sys.executable, "-c", _LAUNCH.format(routed=routed), str(path)]
     return subprocess.run(cmd, cwd=path.parent, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _diff(a: str, b: str) -> str:
+    import difflib
+
+    lines = difflib.unified_diff(
+        normalized(a).splitlines(), normalized(b).splitlines(), "plain", "routed", n=1
+    )
+    return "\n".join(list(lines)[:40])
 
 
 def run_examples(directory: Path, only: list[str] | None = None) -> bool:
@@ -210,6 +255,12 @@ def run_examples(directory: Path, only: list[str] | None = None) -> bool:
     ok = True
     passed = 0
     with OllamaTestServer(ServerSettings(min_tokens=8, max_tokens=24)) as srv:
+        import ollama
+
+        puller = ollama.Client(srv.url)
+        for model in EXAMPLE_MODELS:
+            puller.pull(model)
+        puller.close()  # type: ignore[no-untyped-call]
         for name in todo:
             path = sdist / "examples" / name
             cache = Path(tempfile.mkdtemp(prefix="ex-", dir=directory)) / "cache.db"
@@ -229,14 +280,11 @@ def run_examples(directory: Path, only: list[str] | None = None) -> bool:
             problems = []
             for label, proc in (("plain", plain), ("routed", routed), ("routed again", again)):
                 if proc.returncode != 0:
-                    problems.append(f"{label} exited {proc.returncode}: {proc.stderr.strip()[-1500:]}")
+                    problems.append(f"{label} exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
             if not problems:
-                if routed.stdout != plain.stdout:
-                    problems.append(
-                        f"routed output differs:\n{plain.stdout[-800:]}\n---\n{routed.stdout[-800:]}"
-                    )
-                if again.stdout != plain.stdout:
-                    problems.append(f"second routed output differs:\n{again.stdout[-800:]}")
+                for label, proc in (("routed", routed), ("second routed", again)):
+                    if normalized(proc.stdout) != normalized(plain.stdout):
+                        problems.append(f"{label} output differs:\n" + _diff(plain.stdout, proc.stdout))
                 if sent:
                     problems.append(f"second routed run still sent inference requests: {sent}")
             if problems:
