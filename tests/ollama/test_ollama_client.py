@@ -113,9 +113,9 @@ def test_changing_an_output_affecting_option_misses(
     [
         {"system": "other system"},
         {"format": "json"},
-        {"think": True},
+        {"think": True},  # on a thinking model (see below)
         {"template": "{{ .Prompt }}!"},
-        {"suffix": "end"},
+        {"suffix": "end"},  # on a fill-in-middle model (see below)
         {"raw": True},
         {"images": [b"\x89PNG fake image"]},
         {"prompt": "another prompt"},
@@ -126,7 +126,10 @@ def test_changing_any_request_field_misses(
     server: OllamaTestServer, cache: Any, change: dict[str, Any]
 ) -> None:
     llm = OptimizedOllama(server.url, settings=settings(), cache=cache)
-    call: dict[str, Any] = {"model": LLM, "prompt": "same prompt"}
+    # the server refuses think / suffix for models lacking "thinking" / "insert", as Ollama does
+    model = {"think": "qwen3:8b", "suffix": "codellama:7b-code"}.get(next(iter(change)), LLM)
+    llm.pull(model)
+    call: dict[str, Any] = {"model": model, "prompt": "same prompt"}
     llm.generate(**call)
     llm.generate(**{**call, **change})
     llm.close()
@@ -158,13 +161,20 @@ def test_changing_a_runner_only_option_or_keep_alive_hits(
     assert again == first and requests(server, "generate") == 1
 
 
-def test_the_model_digest_is_part_of_the_key(server: OllamaTestServer, cache: Any) -> None:
+def test_an_entry_from_another_model_digest_is_a_miss(server: OllamaTestServer, cache: Any) -> None:
+    """Re-creating the model (a new digest) through the client makes its old entries misses."""
+    from infra.ollama.digests import BOOK
+
+    BOOK.forget()
     llm = OptimizedOllama(server.url, settings=settings(), cache=cache)
+    first = llm.generate(LLM, "digest")
+    assert llm.generate(LLM, "digest") == first and requests(server, "generate") == 1
+    llm.create(model=LLM, from_=LLM, system="You are brief.")  # a new manifest: a new digest
     llm.generate(LLM, "digest")
-    llm._core.digests = {LLM: "0" * 64}  # the model was re-pulled: a different digest
+    assert requests(server, "generate") == 2, "the entry tagged with the old digest was not served"
     llm.generate(LLM, "digest")
     llm.close()
-    assert requests(server, "generate") == 2
+    assert requests(server, "generate") == 2 and requests(server, "tags") == 2, "one read per listing"
 
 
 def test_only_deterministic_caches_only_temperature_zero_or_a_seed(
@@ -336,8 +346,8 @@ def test_without_pinning_mixed_calls_do_reload(make_server, client: Any) -> None
 
 
 def test_a_callers_runner_option_is_sent_as_given_and_logged_once(
-    make_server, cache: Any, caplog: Any
-) -> None:  # type: ignore[no-untyped-def]
+    make_server: Any, cache: Any, caplog: Any
+) -> None:
     """Issue 15: a caller's num_ctx (e.g. LlamaIndex's 3900) is never replaced by the pinned 4096."""
     srv = make_server()
     llm = OptimizedOllama(srv.url, settings=settings(runner={"num_ctx": 4096}), cache=cache)
