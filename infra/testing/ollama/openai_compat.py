@@ -161,9 +161,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not isinstance(messages, list) or not messages:
         return _error(400, "messages is required")
     name = body["model"]
+    # the native API's input shape, so one conversation gets one answer on both APIs
     source = [
-        {"role": m.get("role"), "content": _text(m.get("content"))} for m in messages if isinstance(m, dict)
-    ]
+        {"role": m.get("role"), "content": _text(m.get("content")), "images": None, "tool_calls": None,
+         "tool_name": m.get("name")}
+        for m in messages
+        if isinstance(m, dict)
+    ]  # fmt: skip
     tools = body.get("tools") or None
     use_tools = tools if (tools and source and source[-1]["role"] == "user") else None
     opts = _options(body)
@@ -215,7 +219,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if not isinstance(prompt, str):
         return _error(400, "prompt is required")
     name = body["model"]
-    source = {"prompt": prompt, "suffix": body.get("suffix")}
+    source = {"prompt": prompt, "suffix": body.get("suffix"), "system": None, "template": None,
+              "context": None, "raw": None, "images": None}  # fmt: skip
     opts = _options(body)
     try:
         out, _ = await _generate(state, model, name, source, opts)
