@@ -26,12 +26,15 @@ from .settings import DEFAULT_HOST, OllamaSettings
 __all__ = [
     "ENDPOINTS",
     "EXTRAS",
+    "MEMO",
     "MODEL_CHANGING",
     "RELOAD_THRESHOLD_S",
     "ClientCore",
     "Flight",
     "Handles",
+    "MemoEntry",
     "Plan",
+    "detached",
     "is_embedding_model",
     "keep_alive_seconds",
     "official_signature",
@@ -55,6 +58,14 @@ MODEL_CHANGING = frozenset({"/api/pull", "/api/push", "/api/create", "/api/copy"
 EXTRAS: contextvars.ContextVar[tuple[str | None, bool | None] | None] = contextvars.ContextVar(
     "infra_ollama_extras", default=None
 )
+
+#: The key memo's slot for the call being planned: (memo key) set by a public method whose arguments can be
+#: memoized, read by ``_request`` once the plan has a key (see ``ClientCore.memo``).
+MEMO: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar(
+    "infra_ollama_memo", default=None
+)
+_PRIMITIVE = frozenset({str, int, float, bool, type(None)})
+_MEMO_MAX = 4096
 
 #: A load_duration above this, on a model this client already saw loaded, counts as an unexpected reload.
 #: (A warm Ollama reports a few milliseconds of load_duration on every call.)
@@ -88,6 +99,19 @@ class Plan:
         return {**self.body, "input": texts}
 
 
+class MemoEntry:
+    """What a memoized call's plan decided: enough to serve a hit without building the body again."""
+
+    __slots__ = ("cls", "h", "key", "model", "ns")
+
+    def __init__(self, plan: Plan, key: str, cls: Any) -> None:
+        self.key = key
+        self.ns = plan.ns
+        self.model = plan.model
+        self.h = plan.h
+        self.cls = cls
+
+
 class Flight:
     """One non-streamed call in flight, shared by identical concurrent callers (single-flight).
 
@@ -118,6 +142,14 @@ class ClientCore:
         self.writer: WriteBehind | None = None
         if settings.write_behind:
             self.writer = WriteBehind(lambda exc: self.failure("cache", exc))
+        #: key memo (issue 18): (op, profile, keyword names, argument values) of calls whose arguments are all
+        #: str/int/float/bool/None (chat: messages as dicts of those) -> the plan's key. Sound because the
+        #: official body is a pure function of such arguments (no file paths or images, which are read at
+        #: call time, no callables) and the settings are frozen.
+        self.memo: dict[tuple[Any, ...], MemoEntry] = {}
+        #: the response last built from each cached value, reused (as a copy) while the cache hands back the
+        #: same value object: no re-validation of a reply the layer already built
+        self._built: dict[str, tuple[Any, Any]] = {}
         cs = settings.cache
         self.enabled_for = {
             "generate": cs.generate,
@@ -201,6 +233,53 @@ class ClientCore:
         except Exception as exc:
             self.failure("key", exc)
         return p
+
+    # -- the key memo -------------------------------------------------------------------------------------
+
+    def memo_key(self, op: str, profile: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The memo key of a non-streamed call whose arguments are primitives (or, for chat, a list of
+        message dicts of primitives), else None."""
+        if not self.enabled or kwargs.get("stream"):
+            return None
+        prim = _PRIMITIVE
+        frozen: list[Any] = []
+        for v in (*args, *kwargs.values()):
+            t = type(v)
+            if t in prim:
+                frozen.append(v)
+            elif t is list:
+                msgs = []
+                for m in v:
+                    if type(m) is not dict:
+                        return None
+                    for x in m.values():
+                        if type(x) not in prim:
+                            return None
+                    msgs.append(tuple(m.items()))
+                frozen.append(tuple(msgs))
+            else:
+                return None
+        return (op, profile, tuple(kwargs), tuple(frozen))
+
+    def remember(self, mk: Any, plan: Plan, cls: Any) -> None:
+        if len(self.memo) >= _MEMO_MAX:
+            self.memo.clear()
+        if plan.key is not None:
+            self.memo[mk] = MemoEntry(plan, plan.key, cls)
+
+    def rebuild(self, cls: Any, key: str, value: Any) -> Any:
+        """The response for a stored value: a copy of the one built from this very value object before,
+        else built (validated) as the official client builds it; None for another shape."""
+        prior = self._built.get(key)
+        if prior is not None and prior[0] is value:
+            return detached(prior[1])
+        resp = self.decode_full(cls, value)
+        if resp is not None:
+            if len(self._built) >= _MEMO_MAX:
+                self._built.clear()
+            self._built[key] = (value, resp)
+            return detached(resp)
+        return None
 
     # -- fail-open helpers ----------------------------------------------------------------------------------
 
@@ -385,6 +464,37 @@ class ClientCore:
 
     def backoff(self, attempt: int) -> float:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
+
+
+def detached(obj: Any) -> Any:
+    """A copy sharing nothing mutable with ``obj``: pydantic models and lists are copied all the way down
+    (a caller mutating its reply must not change the next caller's); str/int/float are immutable."""
+    cls = type(obj)
+    if cls is list:
+        return [detached(v) for v in obj] if obj and type(obj[0]) not in _PRIMITIVE else obj.copy()
+    if cls is dict:
+        return {k: detached(v) for k, v in obj.items()}
+    d = getattr(obj, "__dict__", None)
+    if d is None or not hasattr(obj, "__pydantic_fields_set__"):
+        return obj
+    # what pydantic's model_copy does, minus its generic machinery (a third of a hit's time)
+    nd = d.copy()
+    for k, v in d.items():
+        if type(v) not in _PRIMITIVE:
+            nd[k] = detached(v)
+    new = object.__new__(cls)
+    _set(new, "__dict__", nd)
+    _set(new, "__pydantic_fields_set__", set(obj.__pydantic_fields_set__))
+    _set(new, "__pydantic_extra__", None if obj.__pydantic_extra__ is None else dict(obj.__pydantic_extra__))
+    _set(
+        new,
+        "__pydantic_private__",
+        None if obj.__pydantic_private__ is None else dict(obj.__pydantic_private__),
+    )
+    return new
+
+
+_set = object.__setattr__
 
 
 def official_signature(official: Any, *extra: str) -> Callable[[_F], _F]:

@@ -20,10 +20,12 @@ from ollama._client import Client as _Official
 
 from ._core import (
     EXTRAS,
+    MEMO,
     MODEL_CHANGING,
     ClientCore,
     Flight,
     Handles,
+    MemoEntry,
     Plan,
     is_embedding_model,
     official_signature,
@@ -100,23 +102,47 @@ class OptimizedOllama(_Official):
         self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
     ) -> Any:
         """``ollama.Client.generate`` (``GenerateResponse``, or an iterator of them when streaming)."""
-        if profile is None and cache is None:
+        core = self._core
+        mk = core.memo_key("generate", profile, args, kwargs) if cache is None else None
+        looked_up = False
+        if mk is not None:
+            entry = core.memo.get(mk)
+            if entry is not None:  # the key is known: serve a hit without building the body again
+                hit = self._memo_hit(entry)
+                if hit is not None:
+                    return hit
+                looked_up = True  # a miss: the plan below must not look it up (and count it) twice
+        if profile is None and cache is None and mk is None:
             return super().generate(*args, **kwargs)
         token = EXTRAS.set((profile, cache))
+        memo_token = MEMO.set((mk, looked_up) if mk is not None else None)
         try:
             return super().generate(*args, **kwargs)
         finally:
+            MEMO.reset(memo_token)
             EXTRAS.reset(token)
 
     @official_signature(_Official.chat, "profile", "cache")
     def chat(self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any) -> Any:
         """``ollama.Client.chat`` (``ChatResponse``, or an iterator of them when streaming)."""
-        if profile is None and cache is None:
+        core = self._core
+        mk = core.memo_key("chat", profile, args, kwargs) if cache is None else None
+        looked_up = False
+        if mk is not None:
+            entry = core.memo.get(mk)
+            if entry is not None:  # the key is known: serve a hit without building the body again
+                hit = self._memo_hit(entry)
+                if hit is not None:
+                    return hit
+                looked_up = True  # a miss: the plan below must not look it up (and count it) twice
+        if profile is None and cache is None and mk is None:
             return super().chat(*args, **kwargs)
         token = EXTRAS.set((profile, cache))
+        memo_token = MEMO.set((mk, looked_up) if mk is not None else None)
         try:
             return super().chat(*args, **kwargs)
         finally:
+            MEMO.reset(memo_token)
             EXTRAS.reset(token)
 
     @official_signature(_Official.embed, "cache")
@@ -157,11 +183,16 @@ class OptimizedOllama(_Official):
         def call(body: dict[str, Any]) -> Any:
             return _Official._request(self, cls, *args, stream=stream, **{**kwargs, "json": body})
 
+        memo = MEMO.get()
+        looked_up = False
+        if memo is not None and plan.key is not None and not stream:
+            core.remember(memo[0], plan, cls)
+            looked_up = memo[1]
         if plan.items is not None:
             return self._embed(cls, call, plan)
         if stream:
             return self._stream(cls, call, plan)
-        return self._full(cls, call, plan)
+        return self._full(cls, call, plan, looked_up)
 
     # -- warmup ---------------------------------------------------------------------------------------------
 
@@ -222,6 +253,17 @@ class OptimizedOllama(_Official):
                 BOOK.failed(host)
                 log.debug("infra.ollama: reading model digests from %s failed: %r", host, exc)
         return BOOK.digest(host, model)
+
+    def _memo_hit(self, e: MemoEntry) -> Any:
+        t0 = time.perf_counter()
+        value = self._get(e.ns, e.key)
+        if value is None or not self._fresh(value, e.model):
+            return None
+        hit = self._core.rebuild(e.cls, e.key, value)
+        if hit is not None:
+            e.h.hit()
+            e.h.duration_hit.observe(time.perf_counter() - t0)
+        return hit
 
     def _fresh(self, value: Any, model: str) -> bool:
         return self._core.tagged(value) and value["d"] == self._digest(model)
@@ -291,7 +333,9 @@ class OptimizedOllama(_Official):
                     h.errors.inc()
                     raise
 
-    def _full(self, cls: Any, call: Callable[[dict[str, Any]], Any], plan: Plan) -> Any:
+    def _full(
+        self, cls: Any, call: Callable[[dict[str, Any]], Any], plan: Plan, looked_up: bool = False
+    ) -> Any:
         core, h, key = self._core, plan.h, plan.key
         t0 = time.perf_counter()
         if key is None:
@@ -299,9 +343,9 @@ class OptimizedOllama(_Official):
             h.duration_miss.observe(time.perf_counter() - t0)
             core.observe_final(h, plan.model, resp)
             return resp
-        value = self._get(plan.ns, key)
+        value = None if looked_up else self._get(plan.ns, key)
         if value is not None and self._fresh(value, plan.model):
-            hit = core.decode_full(cls, value)
+            hit = core.rebuild(cls, key, value)
             if hit is not None:
                 h.hit()
                 h.duration_hit.observe(time.perf_counter() - t0)

@@ -233,3 +233,49 @@ def test_importing_infra_ollama_stays_lazy() -> None:
     code = "import sys, infra.ollama; print(sorted({'ollama','httpx'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_memoized_hits_are_detached_copies_equal_to_the_first_reply(
+    server: OllamaTestServer, cache: Any
+) -> None:
+    """Issue 18: the key memo and the reused response never hand one caller's mutations to the next."""
+    llm = OptimizedOllama(server.url, settings=settings(), cache=cache)
+    first = llm.generate(LLM, "memo", profile="stage1")
+    a = llm.generate(LLM, "memo", profile="stage1")
+    a.context.append(-1)
+    a.response = "changed"
+    b = llm.generate(LLM, "memo", profile="stage1")
+    assert b == first and b.model_fields_set == first.model_fields_set and b is not a
+    c1 = llm.chat(LLM, MSGS)
+    c2 = llm.chat(LLM, [dict(m) for m in MSGS])
+    c2.message.content = "changed"
+    assert llm.chat(LLM, MSGS) == c1
+    llm.close()
+    assert requests(server, "generate") == 1 and requests(server, "chat") == 1
+    assert llm.cache_stats()["generate"] == {"hits": 2, "misses": 1, "coalesced": 0}
+
+
+def test_a_memoized_miss_is_counted_once_by_the_cache(server: OllamaTestServer, tmp_path: Any) -> None:
+    from infra.cache import Cache, CacheSettings
+
+    with Cache(CacheSettings(path=str(tmp_path / "m.db"))) as c:
+        llm = OptimizedOllama(server.url, settings=settings(write_behind=False), cache=c)
+        llm.generate(LLM, "once")  # a miss: the memo learns the key
+        c.clear()
+        llm.generate(LLM, "once")  # the memo's lookup misses; the plan must not look up again
+        llm.close()
+        stats = c.get_stats()
+    ns = stats.get("namespaces", {}).get("inference", stats)
+    assert ns["misses"] == 2 and requests(server, "generate") == 2
+
+
+def test_calls_that_read_files_are_not_memoized(server: OllamaTestServer, cache: Any, tmp_path: Any) -> None:
+    """An image given as a path is read at call time: a changed file must be a new request."""
+    img = tmp_path / "img.png"
+    img.write_bytes(b"\x89PNG first")
+    llm = OptimizedOllama(server.url, settings=settings(), cache=cache)
+    llm.generate(LLM, "describe", images=[str(img)])
+    img.write_bytes(b"\x89PNG second")
+    llm.generate(LLM, "describe", images=[str(img)])
+    llm.close()
+    assert requests(server, "generate") == 2
