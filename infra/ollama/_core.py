@@ -10,14 +10,15 @@ the official ``_request``, reading and writing the cache, sleeping, locking.
 from __future__ import annotations
 
 import contextvars
-import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from ._handles import Handles
+from ._helpers import PRIMITIVE as _PRIMITIVE
+from ._helpers import detached, is_embedding_model, keep_alive_seconds, official_signature
 from ._writer import WriteBehind
 from .keys import NOT_KEYED, is_deterministic, request_digest
 from .runner import RunnerPolicy
@@ -34,6 +35,7 @@ __all__ = [
     "Handles",
     "MemoEntry",
     "Plan",
+    "Scope",
     "detached",
     "is_embedding_model",
     "keep_alive_seconds",
@@ -42,7 +44,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("infra.ollama")
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: The paths the layer plans (tunes, keys, caches), by operation name.
 ENDPOINTS = {
@@ -64,7 +65,6 @@ EXTRAS: contextvars.ContextVar[tuple[str | None, bool | None] | None] = contextv
 MEMO: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar(
     "infra_ollama_memo", default=None
 )
-_PRIMITIVE = frozenset({str, int, float, bool, type(None)})
 _MEMO_MAX = 4096
 
 #: A load_duration above this, on a model this client already saw loaded, counts as an unexpected reload.
@@ -82,7 +82,7 @@ class Plan:
     pairs each distinct input text with its key and ``texts`` keeps the caller's order (repeats included).
     """
 
-    __slots__ = ("body", "h", "items", "key", "model", "ns", "op", "texts")
+    __slots__ = ("body", "h", "items", "key", "looked_up", "model", "ns", "op", "texts")
 
     def __init__(self, op: str, model: str, body: dict[str, Any], ns: str, h: Handles) -> None:
         self.op = op
@@ -93,10 +93,38 @@ class Plan:
         self.key: str | None = None
         self.items: list[tuple[str, str]] | None = None
         self.texts: list[str] = []
+        self.looked_up = False  # the key memo already looked this key up (and missed)
 
     def embed_body(self, texts: list[str]) -> dict[str, Any]:
         """The body with ``input`` narrowed to the texts the cache did not have."""
         return {**self.body, "input": texts}
+
+
+class Scope:
+    """One public call's layer state, from the public method to ``_request`` (no I/O): the memo entry that
+    may answer it (``entry``), and, as a context manager, the context variables that carry ``profile``,
+    ``cache`` and the memo key to the plan."""
+
+    __slots__ = ("cache", "entry", "looked_up", "mk", "profile", "tokens")
+
+    def __init__(self, mk: Any, entry: MemoEntry | None, profile: str | None, cache: bool | None) -> None:
+        self.mk = mk
+        self.entry = entry
+        self.profile = profile
+        self.cache = cache
+        self.looked_up = False
+        self.tokens: tuple[Any, Any] | None = None
+
+    def __enter__(self) -> Scope:
+        if self.profile is not None or self.cache is not None or self.mk is not None:
+            memo = (self.mk, self.looked_up) if self.mk is not None else None
+            self.tokens = (EXTRAS.set((self.profile, self.cache)), MEMO.set(memo))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tokens is not None:
+            EXTRAS.reset(self.tokens[0])
+            MEMO.reset(self.tokens[1])
 
 
 class MemoEntry:
@@ -260,6 +288,43 @@ class ClientCore:
             else:
                 return None
         return (op, profile, tuple(kwargs), tuple(frozen))
+
+    def scope(
+        self, op: str, profile: str | None, cache: bool | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Scope:
+        mk = self.memo_key(op, profile, args, kwargs) if cache is None else None
+        return Scope(mk, self.memo.get(mk) if mk is not None else None, profile, cache)
+
+    def prepare(
+        self, host: str, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stream: bool
+    ) -> Plan | None:
+        """``_request``'s decision: the plan (remembered by the key memo when the public method asked),
+        or None to send the call unchanged (a model-changing call first forgets the host's digests)."""
+        path = args[1] if len(args) > 1 else ""
+        plan = self.plan(path, kwargs.get("json"), stream) if self.enabled else None
+        if plan is None:
+            if path in MODEL_CHANGING:
+                from .digests import BOOK
+
+                BOOK.forget(host)
+            return None
+        memo = MEMO.get()
+        if memo is not None and plan.key is not None and not stream:
+            self.remember(memo[0], plan, cls)
+            plan.looked_up = memo[1]
+        return plan
+
+    def pending_many(self, ns: str, keys: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """Embed: the values still queued by write-behind (counted as hits) and the keys to ask the cache."""
+        found: dict[str, Any] = {}
+        rest: list[str] = []
+        for k in keys:
+            v = self.pending(ns, k)
+            if v is None:
+                rest.append(k)
+            else:
+                found[k] = v
+        return found, rest
 
     def remember(self, mk: Any, plan: Plan, cls: Any) -> None:
         if len(self.memo) >= _MEMO_MAX:
@@ -466,52 +531,6 @@ class ClientCore:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
 
 
-def detached(obj: Any) -> Any:
-    """A copy sharing nothing mutable with ``obj``: pydantic models and lists are copied all the way down
-    (a caller mutating its reply must not change the next caller's); str/int/float are immutable."""
-    cls = type(obj)
-    if cls is list:
-        return [detached(v) for v in obj] if obj and type(obj[0]) not in _PRIMITIVE else obj.copy()
-    if cls is dict:
-        return {k: detached(v) for k, v in obj.items()}
-    d = getattr(obj, "__dict__", None)
-    if d is None or not hasattr(obj, "__pydantic_fields_set__"):
-        return obj
-    # what pydantic's model_copy does, minus its generic machinery (a third of a hit's time)
-    nd = d.copy()
-    for k, v in d.items():
-        if type(v) not in _PRIMITIVE:
-            nd[k] = detached(v)
-    new = object.__new__(cls)
-    _set(new, "__dict__", nd)
-    _set(new, "__pydantic_fields_set__", set(obj.__pydantic_fields_set__))
-    _set(new, "__pydantic_extra__", None if obj.__pydantic_extra__ is None else dict(obj.__pydantic_extra__))
-    _set(
-        new,
-        "__pydantic_private__",
-        None if obj.__pydantic_private__ is None else dict(obj.__pydantic_private__),
-    )
-    return new
-
-
-_set = object.__setattr__
-
-
-def official_signature(official: Any, *extra: str) -> Callable[[_F], _F]:
-    """Give a method the official one's signature (and docstring) plus the layer's keyword-only ``extra``
-    keywords, so ``inspect.signature`` (frameworks, ollama-python's own annotation tests) sees the official
-    parameters, annotations included, rather than ``*args, **kwargs``."""
-
-    def apply(fn: _F) -> _F:
-        sig = inspect.signature(official)
-        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in extra]
-        fn.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *added])  # type: ignore[attr-defined]
-        fn.__doc__ = (fn.__doc__ or "") + "\n\n" + inspect.cleandoc(official.__doc__ or "")
-        return fn
-
-    return apply
-
-
 def _has_input(op: str, body: Mapping[str, Any]) -> bool:
     """An empty generate prompt is Ollama's load/unload request and an empty input has nothing to cache."""
     if op == "generate":
@@ -521,36 +540,6 @@ def _has_input(op: str, body: Mapping[str, Any]) -> bool:
     if op == "embed":
         return bool(body.get("input"))
     return bool(body.get("prompt"))
-
-
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def keep_alive_seconds(value: Any, default: float = 300.0) -> float:
-    """Seconds for an Ollama keep_alive (a number of seconds or "30m", "1h30m"); negative: forever (inf)."""
-    import math
-    import re
-
-    if value is None or value == "":
-        return default
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        s = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            s = float(text)
-        except ValueError:
-            parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text.lstrip("+-"))
-            if not parts:
-                raise ValueError(f"invalid keep_alive {value!r}") from None
-            s = sum(float(n) * _UNITS[u] for n, u in parts) * (-1 if text.startswith("-") else 1)
-    return math.inf if s < 0 else s
-
-
-def is_embedding_model(model: str) -> bool:
-    """Name heuristic for warmup: embedding models can't /api/chat (Ollama answers 400 "does not support")."""
-    base = model.split(":", 1)[0].lower()
-    return any(t in base for t in ("embed", "minilm", "bge", "e5-", "gte-", "mxbai", "arctic-embed"))
 
 
 def settings_from(config: Any) -> OllamaSettings:

@@ -18,14 +18,11 @@ from typing import Any
 from ollama._client import AsyncClient as _Official
 
 from ._core import (
-    EXTRAS,
-    MEMO,
-    MODEL_CHANGING,
     ClientCore,
     Flight,
     Handles,
-    MemoEntry,
     Plan,
+    Scope,
     is_embedding_model,
     official_signature,
     settings_from,
@@ -94,99 +91,54 @@ class AsyncOptimizedOllama(_Official):
         self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
     ) -> Any:
         """``ollama.AsyncClient.generate`` (``GenerateResponse``, or an async iterator when streaming)."""
-        core = self._core
-        mk = core.memo_key("generate", profile, args, kwargs) if cache is None else None
-        looked_up = False
-        if mk is not None:
-            entry = core.memo.get(mk)
-            if entry is not None:  # the key is known: serve a hit without building the body again
-                hit = await self._memo_hit(entry)
-                if hit is not None:
-                    return hit
-                looked_up = True  # a miss: the plan below must not look it up (and count it) twice
-        if profile is None and cache is None and mk is None:
+        scope = self._core.scope("generate", profile, cache, args, kwargs)
+        if scope.entry is not None:  # the key is known: a hit needs no body built
+            hit = await self._memo_hit(scope)
+            if hit is not None:
+                return hit
+        with scope:
             return await super().generate(*args, **kwargs)
-        token = EXTRAS.set((profile, cache))
-        memo_token = MEMO.set((mk, looked_up) if mk is not None else None)
-        try:
-            return await super().generate(*args, **kwargs)
-        finally:
-            MEMO.reset(memo_token)
-            EXTRAS.reset(token)
 
     @official_signature(_Official.chat, "profile", "cache")
     async def chat(
         self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
     ) -> Any:
         """``ollama.AsyncClient.chat`` (``ChatResponse``, or an async iterator when streaming)."""
-        core = self._core
-        mk = core.memo_key("chat", profile, args, kwargs) if cache is None else None
-        looked_up = False
-        if mk is not None:
-            entry = core.memo.get(mk)
-            if entry is not None:  # the key is known: serve a hit without building the body again
-                hit = await self._memo_hit(entry)
-                if hit is not None:
-                    return hit
-                looked_up = True  # a miss: the plan below must not look it up (and count it) twice
-        if profile is None and cache is None and mk is None:
+        scope = self._core.scope("chat", profile, cache, args, kwargs)
+        if scope.entry is not None:  # the key is known: a hit needs no body built
+            hit = await self._memo_hit(scope)
+            if hit is not None:
+                return hit
+        with scope:
             return await super().chat(*args, **kwargs)
-        token = EXTRAS.set((profile, cache))
-        memo_token = MEMO.set((mk, looked_up) if mk is not None else None)
-        try:
-            return await super().chat(*args, **kwargs)
-        finally:
-            MEMO.reset(memo_token)
-            EXTRAS.reset(token)
 
     @official_signature(_Official.embed, "cache")
     async def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
         """``ollama.AsyncClient.embed``, cached per input: only inputs the cache lacks are sent, once."""
-        if cache is None:
+        with self._core.scope("embed", None, cache, (), {}):
             return await super().embed(*args, **kwargs)
-        token = EXTRAS.set((None, cache))
-        try:
-            return await super().embed(*args, **kwargs)
-        finally:
-            EXTRAS.reset(token)
 
     @official_signature(_Official.embeddings, "cache")
     async def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
         """The deprecated single-prompt ``ollama.AsyncClient.embeddings``, cached whole."""
-        if cache is None:
+        with self._core.scope("embeddings", None, cache, (), {}):
             return await super().embeddings(*args, **kwargs)
-        token = EXTRAS.set((None, cache))
-        try:
-            return await super().embeddings(*args, **kwargs)
-        finally:
-            EXTRAS.reset(token)
 
     # -- the one place the layer meets the official client --------------------------------------------------
 
     async def _request(self, cls: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
-        core = self._core
-        if not core.enabled:
-            return await _Official._request(self, cls, *args, stream=stream, **kwargs)
-        path = args[1] if len(args) > 1 else ""
-        plan = core.plan(path, kwargs.get("json"), stream)
+        plan = self._core.prepare(self._book_host, cls, args, kwargs, stream)
         if plan is None:
-            if path in MODEL_CHANGING:
-                BOOK.forget(self._book_host)
             return await _Official._request(self, cls, *args, stream=stream, **kwargs)
 
-        def call(body: dict[str, Any]) -> Awaitable[Any]:
+        def call(body: dict[str, Any]) -> Any:
             return _Official._request(self, cls, *args, stream=stream, **{**kwargs, "json": body})
 
-        memo = MEMO.get()
-        looked_up = False
-        if memo is not None and plan.key is not None and not stream:
-            core.remember(memo[0], plan, cls)
-            looked_up = memo[1]
         if plan.items is not None:
             return await self._embed(cls, call, plan)
         if stream:
             return self._stream(cls, call, plan)
-        return await self._full(cls, call, plan, looked_up)
+        return await self._full(cls, call, plan)
 
     # -- warmup ---------------------------------------------------------------------------------------------
 
@@ -236,10 +188,13 @@ class AsyncOptimizedOllama(_Official):
                 log.debug("infra.ollama: reading model digests from %s failed: %r", host, exc)
         return BOOK.digest(host, model)
 
-    async def _memo_hit(self, e: MemoEntry) -> Any:
+    async def _memo_hit(self, scope: Scope) -> Any:
+        e = scope.entry
+        assert e is not None
         t0 = time.perf_counter()
         value = await self._get(e.ns, e.key)
         if value is None or not await self._fresh(value, e.model):
+            scope.looked_up = True  # the plan must not look it up (and count a miss) twice
             return None
         hit = self._core.rebuild(e.cls, e.key, value)
         if hit is not None:
@@ -280,14 +235,7 @@ class AsyncOptimizedOllama(_Official):
 
     async def _get_many(self, ns: str, keys: list[str]) -> dict[str, Any]:
         core = self._core
-        out: dict[str, Any] = {}
-        rest = []
-        for k in keys:
-            v = core.pending(ns, k)
-            if v is None:
-                rest.append(k)
-            else:
-                out[k] = v
+        out, rest = core.pending_many(ns, keys)
         c = core.cache
         if c is None or not rest:
             return out
@@ -330,7 +278,7 @@ class AsyncOptimizedOllama(_Official):
             h.duration_miss.observe(time.perf_counter() - t0)
             core.observe_final(h, plan.model, resp)
             return resp
-        value = None if looked_up else await self._get(plan.ns, key)
+        value = None if plan.looked_up else await self._get(plan.ns, key)
         if value is not None and await self._fresh(value, plan.model):
             hit = core.rebuild(cls, key, value)
             if hit is not None:

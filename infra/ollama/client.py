@@ -19,14 +19,11 @@ from typing import Any
 from ollama._client import Client as _Official
 
 from ._core import (
-    EXTRAS,
-    MEMO,
-    MODEL_CHANGING,
     ClientCore,
     Flight,
     Handles,
-    MemoEntry,
     Plan,
+    Scope,
     is_embedding_model,
     official_signature,
     settings_from,
@@ -102,97 +99,52 @@ class OptimizedOllama(_Official):
         self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
     ) -> Any:
         """``ollama.Client.generate`` (``GenerateResponse``, or an iterator of them when streaming)."""
-        core = self._core
-        mk = core.memo_key("generate", profile, args, kwargs) if cache is None else None
-        looked_up = False
-        if mk is not None:
-            entry = core.memo.get(mk)
-            if entry is not None:  # the key is known: serve a hit without building the body again
-                hit = self._memo_hit(entry)
-                if hit is not None:
-                    return hit
-                looked_up = True  # a miss: the plan below must not look it up (and count it) twice
-        if profile is None and cache is None and mk is None:
+        scope = self._core.scope("generate", profile, cache, args, kwargs)
+        if scope.entry is not None:  # the key is known: a hit needs no body built
+            hit = self._memo_hit(scope)
+            if hit is not None:
+                return hit
+        with scope:
             return super().generate(*args, **kwargs)
-        token = EXTRAS.set((profile, cache))
-        memo_token = MEMO.set((mk, looked_up) if mk is not None else None)
-        try:
-            return super().generate(*args, **kwargs)
-        finally:
-            MEMO.reset(memo_token)
-            EXTRAS.reset(token)
 
     @official_signature(_Official.chat, "profile", "cache")
     def chat(self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any) -> Any:
         """``ollama.Client.chat`` (``ChatResponse``, or an iterator of them when streaming)."""
-        core = self._core
-        mk = core.memo_key("chat", profile, args, kwargs) if cache is None else None
-        looked_up = False
-        if mk is not None:
-            entry = core.memo.get(mk)
-            if entry is not None:  # the key is known: serve a hit without building the body again
-                hit = self._memo_hit(entry)
-                if hit is not None:
-                    return hit
-                looked_up = True  # a miss: the plan below must not look it up (and count it) twice
-        if profile is None and cache is None and mk is None:
+        scope = self._core.scope("chat", profile, cache, args, kwargs)
+        if scope.entry is not None:  # the key is known: a hit needs no body built
+            hit = self._memo_hit(scope)
+            if hit is not None:
+                return hit
+        with scope:
             return super().chat(*args, **kwargs)
-        token = EXTRAS.set((profile, cache))
-        memo_token = MEMO.set((mk, looked_up) if mk is not None else None)
-        try:
-            return super().chat(*args, **kwargs)
-        finally:
-            MEMO.reset(memo_token)
-            EXTRAS.reset(token)
 
     @official_signature(_Official.embed, "cache")
     def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
         """``ollama.Client.embed``, cached per input: only inputs not in the cache are sent, once each."""
-        if cache is None:
+        with self._core.scope("embed", None, cache, (), {}):
             return super().embed(*args, **kwargs)
-        token = EXTRAS.set((None, cache))
-        try:
-            return super().embed(*args, **kwargs)
-        finally:
-            EXTRAS.reset(token)
 
     @official_signature(_Official.embeddings, "cache")
     def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
         """The deprecated single-prompt ``ollama.Client.embeddings``, cached whole."""
-        if cache is None:
+        with self._core.scope("embeddings", None, cache, (), {}):
             return super().embeddings(*args, **kwargs)
-        token = EXTRAS.set((None, cache))
-        try:
-            return super().embeddings(*args, **kwargs)
-        finally:
-            EXTRAS.reset(token)
 
     # -- the one place the layer meets the official client --------------------------------------------------
 
     def _request(self, cls: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
-        core = self._core
-        if not core.enabled:
-            return _Official._request(self, cls, *args, stream=stream, **kwargs)
-        path = args[1] if len(args) > 1 else ""
-        plan = core.plan(path, kwargs.get("json"), stream)
+        plan = self._core.prepare(self._book_host, cls, args, kwargs, stream)
         if plan is None:
-            if path in MODEL_CHANGING:
-                BOOK.forget(self._book_host)
             return _Official._request(self, cls, *args, stream=stream, **kwargs)
 
         def call(body: dict[str, Any]) -> Any:
             return _Official._request(self, cls, *args, stream=stream, **{**kwargs, "json": body})
 
-        memo = MEMO.get()
-        looked_up = False
-        if memo is not None and plan.key is not None and not stream:
-            core.remember(memo[0], plan, cls)
-            looked_up = memo[1]
         if plan.items is not None:
             return self._embed(cls, call, plan)
         if stream:
             return self._stream(cls, call, plan)
-        return self._full(cls, call, plan, looked_up)
+        return self._full(cls, call, plan)
 
     # -- warmup ---------------------------------------------------------------------------------------------
 
@@ -254,10 +206,13 @@ class OptimizedOllama(_Official):
                 log.debug("infra.ollama: reading model digests from %s failed: %r", host, exc)
         return BOOK.digest(host, model)
 
-    def _memo_hit(self, e: MemoEntry) -> Any:
+    def _memo_hit(self, scope: Scope) -> Any:
+        e = scope.entry
+        assert e is not None
         t0 = time.perf_counter()
         value = self._get(e.ns, e.key)
         if value is None or not self._fresh(value, e.model):
+            scope.looked_up = True  # the plan must not look it up (and count a miss) twice
             return None
         hit = self._core.rebuild(e.cls, e.key, value)
         if hit is not None:
@@ -298,14 +253,7 @@ class OptimizedOllama(_Official):
 
     def _get_many(self, ns: str, keys: list[str]) -> dict[str, Any]:
         core = self._core
-        out: dict[str, Any] = {}
-        rest = []
-        for k in keys:
-            v = core.pending(ns, k)
-            if v is None:
-                rest.append(k)
-            else:
-                out[k] = v
+        out, rest = core.pending_many(ns, keys)
         c = core.cache
         if c is None or not rest:
             return out
@@ -343,7 +291,7 @@ class OptimizedOllama(_Official):
             h.duration_miss.observe(time.perf_counter() - t0)
             core.observe_final(h, plan.model, resp)
             return resp
-        value = None if looked_up else self._get(plan.ns, key)
+        value = None if plan.looked_up else self._get(plan.ns, key)
         if value is not None and self._fresh(value, plan.model):
             hit = core.rebuild(cls, key, value)
             if hit is not None:
