@@ -18,7 +18,7 @@ from typing import Any
 
 from ._handles import Handles
 from ._helpers import PRIMITIVE as _PRIMITIVE
-from ._helpers import detached, is_embedding_model, keep_alive_seconds, official_signature
+from ._helpers import detacher, is_embedding_model, keep_alive_seconds, official_signature
 from ._writer import WriteBehind
 from .keys import NOT_KEYED, is_deterministic, request_digest
 from .runner import RunnerPolicy
@@ -36,7 +36,6 @@ __all__ = [
     "MemoEntry",
     "Plan",
     "Scope",
-    "detached",
     "is_embedding_model",
     "keep_alive_seconds",
     "official_signature",
@@ -101,18 +100,17 @@ class Plan:
 
 
 class Scope:
-    """One public call's layer state, from the public method to ``_request`` (no I/O): the memo entry that
-    may answer it (``entry``), and, as a context manager, the context variables that carry ``profile``,
-    ``cache`` and the memo key to the plan."""
+    """One public call's layer state on its way from the public method to ``_request`` (no I/O): as a
+    context manager, the context variables that carry ``profile``, ``cache``, the memo key and whether the
+    memo already looked the key up (a miss must not be looked up and counted twice)."""
 
-    __slots__ = ("cache", "entry", "looked_up", "mk", "profile", "tokens")
+    __slots__ = ("cache", "looked_up", "mk", "profile", "tokens")
 
-    def __init__(self, mk: Any, entry: MemoEntry | None, profile: str | None, cache: bool | None) -> None:
+    def __init__(self, mk: Any, looked_up: bool, profile: str | None, cache: bool | None) -> None:
         self.mk = mk
-        self.entry = entry
+        self.looked_up = looked_up
         self.profile = profile
         self.cache = cache
-        self.looked_up = False
         self.tokens: tuple[Any, Any] | None = None
 
     def __enter__(self) -> Scope:
@@ -270,6 +268,17 @@ class ClientCore:
         if not self.enabled or kwargs.get("stream"):
             return None
         prim = _PRIMITIVE
+        for v in args:  # the common case first: primitives only, the arguments are the key as they are
+            if type(v) not in prim:
+                break
+        else:
+            if not kwargs:
+                return (op, profile, args)
+            for v in kwargs.values():
+                if type(v) not in prim:
+                    break
+            else:
+                return (op, profile, args, tuple(kwargs.items()))
         frozen: list[Any] = []
         for v in (*args, *kwargs.values()):
             t = type(v)
@@ -287,13 +296,7 @@ class ClientCore:
                 frozen.append(tuple(msgs))
             else:
                 return None
-        return (op, profile, tuple(kwargs), tuple(frozen))
-
-    def scope(
-        self, op: str, profile: str | None, cache: bool | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Scope:
-        mk = self.memo_key(op, profile, args, kwargs) if cache is None else None
-        return Scope(mk, self.memo.get(mk) if mk is not None else None, profile, cache)
+        return (op, profile, tuple(kwargs), tuple(frozen), None)  # (5 items: never equal to the above)
 
     def prepare(
         self, host: str, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stream: bool
@@ -337,13 +340,14 @@ class ClientCore:
         else built (validated) as the official client builds it; None for another shape."""
         prior = self._built.get(key)
         if prior is not None and prior[0] is value:
-            return detached(prior[1])
+            return prior[1]()
         resp = self.decode_full(cls, value)
         if resp is not None:
             if len(self._built) >= _MEMO_MAX:
                 self._built.clear()
-            self._built[key] = (value, resp)
-            return detached(resp)
+            copier = detacher(resp)
+            self._built[key] = (value, copier)
+            return copier()
         return None
 
     # -- fail-open helpers ----------------------------------------------------------------------------------

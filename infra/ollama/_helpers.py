@@ -7,7 +7,14 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["PRIMITIVE", "detached", "is_embedding_model", "keep_alive_seconds", "official_signature"]
+__all__ = [
+    "PRIMITIVE",
+    "detached",
+    "detacher",
+    "is_embedding_model",
+    "keep_alive_seconds",
+    "official_signature",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 PRIMITIVE = frozenset({str, int, float, bool, type(None)})
@@ -43,6 +50,31 @@ def detached(obj: Any) -> Any:
 
 
 _set = object.__setattr__
+
+
+def detacher(model: Any) -> Callable[[], Any]:
+    """A function returning ``detached(model)`` quickly: the fields that need copying (the mutable ones)
+    are found once, so each call copies only those (a cached reply is handed out on every hit)."""
+    cls = type(model)
+    d = model.__dict__
+    mutable = tuple(k for k, v in d.items() if type(v) not in _PRIMITIVE)
+    fields_set = model.__pydantic_fields_set__
+    extra, private = model.__pydantic_extra__, model.__pydantic_private__
+    if extra is not None or private is not None:
+        return lambda: detached(model)
+
+    def copy() -> Any:
+        nd = d.copy()
+        for k in mutable:
+            nd[k] = detached(d[k])
+        new = object.__new__(cls)
+        _set(new, "__dict__", nd)
+        _set(new, "__pydantic_fields_set__", set(fields_set))
+        _set(new, "__pydantic_extra__", None)
+        _set(new, "__pydantic_private__", None)
+        return new
+
+    return copy
 
 
 def official_signature(official: Any, *extra: str) -> Callable[[_F], _F]:

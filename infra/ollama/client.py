@@ -22,6 +22,7 @@ from ._core import (
     ClientCore,
     Flight,
     Handles,
+    MemoEntry,
     Plan,
     Scope,
     is_embedding_model,
@@ -99,35 +100,39 @@ class OptimizedOllama(_Official):
         self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
     ) -> Any:
         """``ollama.Client.generate`` (``GenerateResponse``, or an iterator of them when streaming)."""
-        scope = self._core.scope("generate", profile, cache, args, kwargs)
-        if scope.entry is not None:  # the key is known: a hit needs no body built
-            hit = self._memo_hit(scope)
+        core = self._core
+        mk = core.memo_key("generate", profile, args, kwargs) if cache is None else None
+        entry = core.memo.get(mk) if mk is not None else None
+        if entry is not None:  # the key is known: a hit needs no body built
+            hit = self._memo_hit(entry)
             if hit is not None:
                 return hit
-        with scope:
+        with Scope(mk, entry is not None, profile, cache):  # (a memo entry that missed: looked up once)
             return super().generate(*args, **kwargs)
 
     @official_signature(_Official.chat, "profile", "cache")
     def chat(self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any) -> Any:
         """``ollama.Client.chat`` (``ChatResponse``, or an iterator of them when streaming)."""
-        scope = self._core.scope("chat", profile, cache, args, kwargs)
-        if scope.entry is not None:  # the key is known: a hit needs no body built
-            hit = self._memo_hit(scope)
+        core = self._core
+        mk = core.memo_key("chat", profile, args, kwargs) if cache is None else None
+        entry = core.memo.get(mk) if mk is not None else None
+        if entry is not None:  # the key is known: a hit needs no body built
+            hit = self._memo_hit(entry)
             if hit is not None:
                 return hit
-        with scope:
+        with Scope(mk, entry is not None, profile, cache):  # (a memo entry that missed: looked up once)
             return super().chat(*args, **kwargs)
 
     @official_signature(_Official.embed, "cache")
     def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
         """``ollama.Client.embed``, cached per input: only inputs not in the cache are sent, once each."""
-        with self._core.scope("embed", None, cache, (), {}):
+        with Scope(None, False, None, cache):
             return super().embed(*args, **kwargs)
 
     @official_signature(_Official.embeddings, "cache")
     def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
         """The deprecated single-prompt ``ollama.Client.embeddings``, cached whole."""
-        with self._core.scope("embeddings", None, cache, (), {}):
+        with Scope(None, False, None, cache):
             return super().embeddings(*args, **kwargs)
 
     # -- the one place the layer meets the official client --------------------------------------------------
@@ -206,13 +211,10 @@ class OptimizedOllama(_Official):
                 log.debug("infra.ollama: reading model digests from %s failed: %r", host, exc)
         return BOOK.digest(host, model)
 
-    def _memo_hit(self, scope: Scope) -> Any:
-        e = scope.entry
-        assert e is not None
+    def _memo_hit(self, e: MemoEntry) -> Any:
         t0 = time.perf_counter()
         value = self._get(e.ns, e.key)
         if value is None or not self._fresh(value, e.model):
-            scope.looked_up = True  # the plan must not look it up (and count a miss) twice
             return None
         hit = self._core.rebuild(e.cls, e.key, value)
         if hit is not None:

@@ -12,6 +12,7 @@ import httpx
 import ollama
 import pytest
 from ollama_testutil import EMBED, LLM, settings
+from pydantic import BaseModel
 from pytest_httpserver import HTTPServer
 
 from infra.ollama import AsyncOptimizedOllama, OllamaSettings, OptimizedOllama, route_official
@@ -279,3 +280,32 @@ def test_calls_that_read_files_are_not_memoized(server: OllamaTestServer, cache:
     llm.generate(LLM, "describe", images=[str(img)])
     llm.close()
     assert requests(server, "generate") == 2
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        ollama.GenerateResponse(model="m", response="r", done=True, context=[1, 2, 3], eval_count=3),
+        ollama.ChatResponse(
+            model="m",
+            done=True,
+            message={
+                "role": "assistant",
+                "content": "c",
+                "tool_calls": [{"function": {"name": "f", "arguments": {"a": [1]}}}],
+            },
+            logprobs=[{"token": "c", "logprob": -0.1, "top_logprobs": [{"token": "c", "logprob": -0.1}]}],
+        ),
+    ],
+)
+def test_the_fast_reply_copy_agrees_with_its_reference(reply: Any) -> None:
+    """detacher (the hot path's written-out copy) against detached and pydantic's deep copy."""
+    from infra.ollama._helpers import detached, detacher
+
+    fast = detacher(reply)()
+    for copy in (fast, detached(reply)):
+        assert copy == reply == reply.model_copy(deep=True) and copy is not reply
+        assert copy.model_fields_set == reply.model_fields_set
+        assert copy.model_dump_json() == reply.model_dump_json()
+    mutable = [k for k, v in reply.__dict__.items() if isinstance(v, (list, dict, BaseModel))]
+    assert mutable and all(getattr(fast, k) is not getattr(reply, k) for k in mutable), "nothing shared"
