@@ -304,7 +304,17 @@ class ClientCore:
         """``_request``'s decision: the plan (remembered by the key memo when the public method asked),
         or None to send the call unchanged (a model-changing call first forgets the host's digests)."""
         path = args[1] if len(args) > 1 else ""
-        plan = self.plan(path, kwargs.get("json"), stream) if self.enabled else None
+        if not self.enabled:
+            extras = EXTRAS.get()
+            body = kwargs.get("json")
+            if extras is not None and extras[0] is not None and path in ENDPOINTS and type(body) is dict:
+                # layer off: a profile still means its sampling options (the call's own win), nothing else
+                kwargs["json"] = {
+                    **body,
+                    "options": {**self.policy.profile(extras[0]), **(body.get("options") or {})},
+                }
+            return None
+        plan = self.plan(path, kwargs.get("json"), stream)
         if plan is None:
             if path in MODEL_CHANGING:
                 from .digests import BOOK

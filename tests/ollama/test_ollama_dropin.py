@@ -309,3 +309,13 @@ def test_the_fast_reply_copy_agrees_with_its_reference(reply: Any) -> None:
         assert copy.model_dump_json() == reply.model_dump_json()
     mutable = [k for k, v in reply.__dict__.items() if isinstance(v, (list, dict, BaseModel))]
     assert mutable and all(getattr(fast, k) is not getattr(reply, k) for k in mutable), "nothing shared"
+
+
+def test_with_the_layer_off_a_profile_still_means_its_sampling_options(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/api/chat").respond_with_json(REPLY)
+    llm = OptimizedOllama(httpserver.url_for("/"), settings=settings(enabled=False))
+    llm.chat("dummy", MSGS, profile="stage1", options={"temperature": 0.9})
+    llm.close()
+    ((req, _),) = httpserver.log
+    body = json.loads(req.get_data())
+    assert body["options"] == {"num_predict": 120, "temperature": 0.9} and "keep_alive" not in body
