@@ -191,28 +191,44 @@ def test_route_official_reaches_classes_and_module_functions_and_undoes(
 
 
 def test_write_behind_hits_are_counted_by_the_cache_with_the_time_they_save(
-    server: OllamaTestServer, cache: Any
+    server: OllamaTestServer, tmp_path: Any
 ) -> None:
-    """Issue 16 (Ollama part): hits served from the write-behind queue reach the cache's counters."""
+    """Issue 16 (Ollama part): hits served from the write-behind queue reach the cache's own counters, with
+    the compute time the entry saves. The store is held shut, so every hit comes from the queue."""
+    import threading
+
+    from infra.cache import Cache, CacheSettings
     from infra.metrics import get_metrics
 
-    def ollama_hits() -> float:
+    gate = threading.Event()
+
+    class HeldStore(Cache):
+        def set(self, *a: Any, **k: Any) -> None:
+            gate.wait(10)
+            super().set(*a, **k)
+
+    def ollama_hits(ns: str, op: str) -> float:
         fam = get_metrics().counter(
             "infra_ollama_cache_hits_total", "", labelnames=("namespace", "operation")
         )
-        return float(fam.labels("inference", "generate").get())
+        return float(fam.labels(ns, op).get())
 
-    before_ollama = ollama_hits()
-    llm = OptimizedOllama(server.url, settings=settings(write_behind=True), cache=cache)
-    llm.generate(LLM, "count me")
-    for _ in range(5):
-        llm.generate(LLM, "count me")  # some from the queue, some from the cache once written
-    llm.close()
-    stats = cache.get_stats()
-    ns = stats.get("namespaces", {}).get("inference", stats)
-    assert ollama_hits() - before_ollama == 5
-    assert ns["hits"] == 5, stats
-    assert ns["compute_seconds_saved"] > 0, "the call's time is stored with the entry"
+    before = (ollama_hits("inference", "generate"), ollama_hits("embeddings", "embed"))
+    with HeldStore(CacheSettings(path=str(tmp_path / "wb.db"))) as cache:
+        llm = OptimizedOllama(server.url, settings=settings(write_behind=True), cache=cache)
+        llm.generate(LLM, "count me")
+        llm.embed(EMBED, ["a", "b"])
+        for _ in range(5):
+            llm.generate(LLM, "count me")
+        llm.embed(EMBED, ["b", "a", "c"])  # two hits from the queue, one miss
+        gate.set()
+        llm.close()
+        stats = cache.get_stats()["namespaces"]
+    assert requests(server, "generate") == 1
+    assert ollama_hits("inference", "generate") - before[0] == 5 == stats["inference"]["hits"]
+    assert ollama_hits("embeddings", "embed") - before[1] == 2 == stats["embeddings"]["hits"]
+    assert stats["inference"]["compute_seconds_saved"] > 0, "the call's time is stored with the entry"
+    assert stats["embeddings"]["compute_seconds_saved"] > 0
 
 
 def test_the_layer_does_not_advance_the_callers_random_sequence(server: OllamaTestServer, cache: Any) -> None:
