@@ -209,9 +209,7 @@ def main() -> int:
             per_round,
         )
         oc, cc = statistics.median(s["ours (hit)"]), statistics.median(s["@cached hit"])
-        print(
-            f"   generate  ours (hit) p50 {us(oc)} vs a warm @cached hit, same arguments {us(cc)}: {oc / cc:.1f}x"
-        )
+        print(f"   generate  ours (hit) p50 {us(oc)} vs a warm @cached hit {us(cc)}: {oc / cc:.1f}x")
         rows.append(
             ("cached generate p50 vs warm @cached hit", us(oc), us(cc), f"{oc / cc:.2f}", "<= 4 (issue 18)")
         )
