@@ -18,7 +18,6 @@ from typing import Any
 from ollama._client import AsyncClient as _Official
 
 from ._core import (
-    ClientCore,
     Flight,
     Handles,
     MemoEntry,
@@ -26,8 +25,8 @@ from ._core import (
     Scope,
     is_embedding_model,
     official_signature,
-    settings_from,
 )
+from ._layer import LayerMixin
 from .digests import BOOK
 from .settings import OllamaSettings
 from .stream import StreamRecorder, areplay
@@ -38,7 +37,7 @@ __all__ = ["AsyncOptimizedOllama"]
 log = logging.getLogger("infra.ollama")
 
 
-class AsyncOptimizedOllama(_Official):
+class AsyncOptimizedOllama(LayerMixin, _Official):
     """``ollama.AsyncClient`` with perf_config's tuning and caching (see ``OptimizedOllama``)."""
 
     def __init__(
@@ -49,32 +48,9 @@ class AsyncOptimizedOllama(_Official):
         cache: Any = None,
         **kwargs: Any,
     ) -> None:
-        s = settings if settings is not None else settings_from(None)
-        core = ClientCore(s, cache)
-        if s.enabled:
-            host = host or core.host
-            if "timeout" not in kwargs:
-                kwargs["timeout"] = core.httpx_timeout()
-        super().__init__(host, **kwargs)
-        self.settings = s
-        self._core = core
-        self._book_host = str(self._client.base_url)
+        super().__init__(host, settings=settings, cache=cache, **kwargs)
         self._sem: asyncio.Semaphore | None = None  # made on first use, on the loop that uses it
         self._flights: dict[str, Flight] = {}
-
-    @classmethod
-    def from_config(cls, config: Any = None, **kwargs: Any) -> AsyncOptimizedOllama:
-        """Built from ``PerfConfig.ollama`` (``infra.config.get_config()`` when ``config`` is None)."""
-        return cls(settings=settings_from(config), **kwargs)
-
-    @property
-    def client(self) -> AsyncOptimizedOllama:
-        """This client (kept for code written when the layer wrapped an official client)."""
-        return self
-
-    def cache_stats(self) -> dict[str, dict[str, int]]:
-        """Cache hits and misses per operation (generate, chat, embed: per item, embeddings) so far."""
-        return self._core.cache_stats()
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until cache entries queued by write-behind are stored; False if ``timeout`` ran out."""

@@ -19,7 +19,6 @@ from typing import Any
 from ollama._client import Client as _Official
 
 from ._core import (
-    ClientCore,
     Flight,
     Handles,
     MemoEntry,
@@ -27,8 +26,8 @@ from ._core import (
     Scope,
     is_embedding_model,
     official_signature,
-    settings_from,
 )
+from ._layer import LayerMixin
 from .digests import BOOK
 from .settings import OllamaSettings
 from .stream import StreamRecorder, replay
@@ -39,7 +38,7 @@ __all__ = ["OptimizedOllama"]
 log = logging.getLogger("infra.ollama")
 
 
-class OptimizedOllama(_Official):
+class OptimizedOllama(LayerMixin, _Official):
     """``ollama.Client`` with perf_config's tuning and caching (``isinstance(x, ollama.Client)`` holds).
 
     Takes what ``ollama.Client`` takes (``host``, ``headers``, ``timeout``, httpx keywords) plus ``settings``
@@ -56,33 +55,10 @@ class OptimizedOllama(_Official):
         cache: Any = None,
         **kwargs: Any,
     ) -> None:
-        s = settings if settings is not None else settings_from(None)
-        core = ClientCore(s, cache)
-        if s.enabled:
-            host = host or core.host
-            if "timeout" not in kwargs:
-                kwargs["timeout"] = core.httpx_timeout()
-        super().__init__(host, **kwargs)
-        self.settings = s
-        self._core = core
-        self._book_host = str(self._client.base_url)
-        self._sem = threading.BoundedSemaphore(s.max_concurrency)
+        super().__init__(host, settings=settings, cache=cache, **kwargs)
+        self._sem = threading.BoundedSemaphore(self.settings.max_concurrency)
         self._flights: dict[str, Flight] = {}
         self._flight_lock = threading.Lock()
-
-    @classmethod
-    def from_config(cls, config: Any = None, **kwargs: Any) -> OptimizedOllama:
-        """Built from ``PerfConfig.ollama`` (``infra.config.get_config()`` when ``config`` is None)."""
-        return cls(settings=settings_from(config), **kwargs)
-
-    @property
-    def client(self) -> OptimizedOllama:
-        """This client (kept for code written when the layer wrapped an official client)."""
-        return self
-
-    def cache_stats(self) -> dict[str, dict[str, int]]:
-        """Cache hits and misses per operation (generate, chat, embed: per item, embeddings) so far."""
-        return self._core.cache_stats()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until cache entries queued by write-behind are stored; False if ``timeout`` ran out."""
