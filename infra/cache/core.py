@@ -35,6 +35,9 @@ from infra.cache.singleflight import LEASE_POLL_MAX, LEASE_POLL_MIN, SingleFligh
 from infra.cache.stats import NamespaceStats, NullStats
 from infra.cache.values import Thaw, freeze_encoded, freeze_plain
 
+#: TTL jitter draws from its own generator: the layer must not advance the caller's ``random`` sequence.
+_JITTER = random.Random()
+
 __all__ = ["Cache", "make_backend"]
 
 log = logging.getLogger("infra.cache")
@@ -226,7 +229,7 @@ class Cache:
         if t <= 0 or t == float("inf"):
             return None  # a TTL of 0 (or inf) means "never expires"
         if ns.jitter:
-            t *= 1.0 + random.random() * ns.jitter
+            t *= 1.0 + _JITTER.random() * ns.jitter
         return now + t
 
     # ------------------------------------------------------------------ lookups (shared core)
@@ -622,6 +625,16 @@ class Cache:
             ns.stats.error("lease", exc)
 
     # ------------------------------------------------------------------ stats and lifecycle
+    def record_hit(self, namespace: str, cost: float = 0.0) -> None:
+        """Count a hit answered outside ``get`` for this namespace (e.g. from a caller's write-behind queue of
+        entries not yet stored), saving ``cost`` compute seconds, exactly as ``get`` counts one."""
+        if not self.enabled:
+            return
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        count = ns.count_hit
+        if count is not None:
+            count(cost)
+
     def namespace_stats(self, namespace: str) -> dict[str, Any]:
         """In-memory counters of one namespace (hits, misses, hit_rate, errors, uncacheable, saved)."""
         return self._namespace(namespace).stats.snapshot()

@@ -305,7 +305,12 @@ class OllamaConfig(_Section):
         "bool", True, "Tuning and caching in OptimizedOllama (off: the plain official client)."
     )
     host: str = field("str", "http://127.0.0.1:11434", "Ollama server.")
-    keep_alive: float = field("duration", 1800.0, "How long Ollama keeps a model loaded after a call.")
+    keep_alive: float | None = field(
+        "duration",
+        1800.0,
+        "How long Ollama keeps a model loaded, sent when a call has none (null: send none).",
+        nullable=True,
+    )
     timeout: float = field("duration", 120.0, "Request timeout (the official client has none).")
     connect_timeout: float = field("duration", 5.0, "TCP connect timeout to the Ollama server.")
     retry_backoff: float = field("duration", 0.1, "First backoff step of a retry before the first token.")
@@ -318,10 +323,13 @@ class OllamaConfig(_Section):
     retries: int = field("int", 2, "Retries before the first token.", minimum=0, maximum=10)
     max_concurrency: int = field("int", 4, "Concurrent requests; match OLLAMA_NUM_PARALLEL.", minimum=1)
     strict_runner: bool = field(
-        "bool", False, "Raise instead of warn when a call would change runner options."
+        "bool", False, "Raise when a call's runner option differs from the pinned one (else log once)."
     )
     runner: Mapping[str, Any] = field(
-        "map", {"num_thread": 6, "num_ctx": 4096}, "Runner options pinned on every call.", item="scalar"
+        "map",
+        {"num_thread": "auto", "num_ctx": 4096},
+        "Runner options sent when a call leaves them out (num_thread auto: physical cores).",
+        item="scalar",
     )
     profiles: Mapping[str, Mapping[str, Any]] = field(
         "map",
