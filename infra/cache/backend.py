@@ -159,6 +159,11 @@ class CacheBackend(abc.ABC):
         The callback runs on the backend's listener thread or loop: it must be quick and thread-safe, and
         must not call the backend's sync API (that could wait on the very loop that runs it)."""
 
+    def on_change(self, callback: Callable[[str, int], None]) -> None:  # noqa: B027 - optional hook
+        """Register a push callback ``(namespace, change count)`` for deletes, clears and replacing sets made
+        anywhere (the count ``versions()`` reports); same rules as ``on_invalidate``. Without it the
+        counts still arrive by polling."""
+
     def push_state(self) -> int | None:
         """The push listener's epoch while it is connected (bumped on every (re)subscribe), else None.
 

@@ -726,6 +726,7 @@ class Cache:
     # ------------------------------------------------------------------ generations (_generations)
     _register_push = _generations.register_push
     _push_invalidation = _generations.push_invalidation
+    _push_change = _generations.push_change
     _check_generations = _generations.check_generations
     _acheck_generations = _generations.acheck_generations
 
