@@ -37,11 +37,20 @@ __all__ = [
 ]
 
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)[^@/]*@")
+#: a password passed as a parameter: ``?password=`` / ``&sslpassword=`` in a URL's query (libpq and asyncpg
+#: read both), or ``password=...`` in a libpq key/value DSN (quoted or not)
+_PASSWORD_PARAM = re.compile(
+    r"(?P<head>(?:^|[?&;\s])(?:ssl)?pass(?:word|wd)?\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^&#;\s]*)",
+    re.IGNORECASE,
+)
 
 
 def redact_url(url: str) -> str:
-    """``postgresql://u:secret@h/db`` → ``postgresql://u:***@h/db``; anything else unchanged."""
-    return _PASSWORD_IN_URL.sub(r"\g<head>***@", url)
+    """Hide every password in a DSN / URL: ``postgresql://u:secret@h/db`` → ``postgresql://u:***@h/db``,
+    ``...?password=secret&x=1`` → ``...?password=***&x=1``, ``host=h password=secret`` →
+    ``host=h password=***``; anything else unchanged."""
+    url = _PASSWORD_IN_URL.sub(r"\g<head>***@", url)
+    return _PASSWORD_PARAM.sub(r"\g<head>***", url)
 
 
 class _Section:
