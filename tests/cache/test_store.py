@@ -485,3 +485,31 @@ def test_the_wal_stays_bounded_under_a_steady_stream_of_sets(cache_path: str) ->
         assert all(store.get("inference", f"{i:064x}") is not None for i in range(0, 4000, 97))
     finally:
         store.close()
+
+
+def test_a_decompression_bomb_is_refused_without_inflating_it(cache_path: str) -> None:
+    """Issue 17 item 12: a ~40 KB row that inflates to 40 MB was decoded in full on every read. The
+    decoded size is bounded by the store's own byte cap: a miss (counted), and the read never allocates it."""
+    import tracemalloc
+    import zlib
+
+    from infra.cache.codecs import BYTES, FLAG_ZLIB
+
+    bomb = zlib.compress(b"\0" * (40 * 1024**2), 9)
+    assert len(bomb) < 100_000
+    cache = Cache(CacheSettings(path=cache_path, max_bytes=8 * 1024**2), export_metrics=False)
+    try:
+        assert cache.backend is not None
+        cache.backend.set("ns", "bomb", StoredEntry(bomb, BYTES | FLAG_ZLIB))
+        cache.set("ns", "fine", b"\0" * (1024**2))  # a compressible value under the cap still round-trips
+        tracemalloc.start()
+        try:
+            assert cache.get("ns", "bomb", default="MISS") == "MISS"
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 24 * 1024**2, peak  # (zlib may hold up to twice its output; the bomb is 40 MB)
+        assert cache.namespace_stats("ns")["errors"] == 1
+        assert cache.get("ns", "fine") == b"\0" * (1024**2)
+    finally:
+        cache.close()
