@@ -54,6 +54,7 @@ def make_backend(settings: CacheSettings) -> CacheBackend | None:
             settings.path,
             max_bytes=settings.max_bytes,
             namespace_max_bytes={k: v.max_bytes for k, v in settings.namespaces.items()},
+            budget=settings.store_budget,
         )
     import importlib
 
@@ -707,6 +708,8 @@ def _after_fork(ref: weakref.ref[Cache]) -> None:
     if c is not None:
         c._ns_lock = threading.Lock()
         c._l1._lock = threading.Lock()
+        # the child is another lease holder (its pid tells stores whether it is alive): never the parent
+        c._owner = f"{socket.gethostname()}:{os.getpid()}:{id(c):x}"
 
 
 _PROCESS_NAMES = ("get_cache", "set_cache", "reset_cache")

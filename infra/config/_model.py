@@ -177,6 +177,14 @@ class CacheConfig(_Section):
     lease_timeout: float = field(
         "duration", 30.0, "Cross-process single-flight lease; a dead holder blocks no longer."
     )
+    store_budget: float = field(
+        "duration",
+        0.05,
+        "Longest a cached call waits on the L2 store (per operation: a hung, refused, slow or locked store);"
+        " past it the store is skipped (fail open) until it answers again.",
+        minimum=0.001,
+        maximum=10.0,
+    )
     namespaces: Mapping[str, NamespaceConfig] = field(
         "section_map", _DEFAULT_NAMESPACES, "Per-namespace settings.", section=NamespaceConfig
     )

@@ -47,6 +47,7 @@ def backend_kwargs(settings: Any, options: Any, **kw: Any) -> dict[str, Any]:
     return {
         **dataclasses.asdict(options),
         "max_bytes": settings.max_bytes or None,
+        "budget": settings.store_budget,
         "namespace_max_bytes": {
             n: ns.max_bytes for n, ns in settings.namespaces.items() if ns.max_bytes is not None
         },
