@@ -149,7 +149,7 @@ def holder_is_dead(owner: str) -> bool:
 class DiskGuard:
     """Says whether the store may grow by a write; counts the writes it refused (``skipped``)."""
 
-    __slots__ = ("_budget", "_directory", "_lock", "_next", "_short", "floor", "skipped")
+    __slots__ = ("_budget", "_directory", "_lock", "_next", "_short", "floor", "headroom", "skipped")
 
     def __init__(self, directory: str, floor: int | None = None) -> None:
         self._directory = directory
@@ -159,6 +159,8 @@ class DiskGuard:
         self._budget = 0  # bytes we may still write before the next reading
         self._short = False
         self.skipped = 0
+        #: free bytes over the floor at the last reading (the WAL is checkpointed well before it eats this)
+        self.headroom = 1 << 62
 
     def _read(self) -> None:
         try:
@@ -174,6 +176,7 @@ class DiskGuard:
         )
         was = self._short
         self._short = free < floor
+        self.headroom = max(0, free - floor)
         # a quarter of the headroom: the WAL holds a second copy of each page until a checkpoint
         self._budget = max(0, (free - floor) // 4)
         if self._short and not was:
@@ -189,6 +192,11 @@ class DiskGuard:
                 "cache directory %s: free space is back over the floor; the cache grows again",
                 self._directory,
             )
+
+    @property
+    def short(self) -> bool:
+        """Free space was under the floor at the last reading."""
+        return self._short
 
     def allow(self, size: int) -> bool:
         """Whether a write of about ``size`` bytes may go ahead; False (counted) while space is short."""

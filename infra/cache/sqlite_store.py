@@ -82,6 +82,8 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone s
 
 __all__ = ["SQLiteBackend"]
 
+#: WAL bytes between checkpoints at most (fewer while free disk space is short: see ``_after_write``)
+CHECKPOINT_BYTES = 16 * 1024**2
 _U64 = 1 << 64
 _I63 = 1 << 63
 _P64 = (1 << 64) - 59  # the largest prime below 2**64
@@ -150,6 +152,7 @@ class SQLiteBackend(CacheBackend):
         self._touches: dict[int, float] = {}
         self._writes_since_check = 0
         self._writes_since_ckpt = 0
+        self._bytes_since_ckpt = 0
         self._bytes_est = 0
         self._ns_est: dict[
             str, int
@@ -625,10 +628,15 @@ class SQLiteBackend(CacheBackend):
         self._bytes_est += size
         self._writes_since_check += 1
         self._writes_since_ckpt += 1
+        self._bytes_since_ckpt += size
         if self._maint is None:
             self._start_maintenance()
-        elif self._writes_since_ckpt >= CHECKPOINT_EVERY:
-            self._writes_since_ckpt = 0
+        elif self._writes_since_ckpt >= CHECKPOINT_EVERY or self._bytes_since_ckpt > min(
+            CHECKPOINT_BYTES, self.disk.headroom // 4
+        ):
+            # by bytes too: a WAL of large values must be copied back (and restarted) while the disk still
+            # has room for the copy (the WAL holds a second copy of every page until then)
+            self._writes_since_ckpt = self._bytes_since_ckpt = 0
             self._maint_wake.set()  # the maintenance thread checkpoints, off this thread's write path
         cap_ns = self.namespace_max_bytes.get(namespace)
         over = self._bytes_est > self.max_bytes
@@ -682,6 +690,11 @@ class SQLiteBackend(CacheBackend):
 
     # ------------------------------------------------------------------ leases
     def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
+        if not self.disk.allow(0):
+            # Free space is short: even a lease row costs WAL pages, so none is written; the caller computes
+            # without cross-process single-flight (counted in ``skipped_low_disk``), never waits.
+            self._maint_wake.set()  # a checkpoint lets the WAL start over in the space it already has
+            return True
         _, rid = self._ids(namespace, key)
         now = time.time()
         with self._write("lease") as conn:
