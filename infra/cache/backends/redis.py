@@ -30,6 +30,12 @@ see bench/bench_backends.py); the async twins use a ``redis.asyncio`` client per
 connections belong to the loop that opened them: call ``await backend.aclose()`` before closing a loop).
 A daemon thread listens for invalidations (reconnecting with backoff) and runs the housekeeping.
 
+Time bounds (issue 17 item 6): calls on a cached call's path (reads, writes, leases, generations) use a
+client whose connect and socket timeouts are the store budget (``cache.store_budget``, 50 ms); a hung, slow
+or refusing server costs a call at most that once, then the gate skips the store while a background thread
+PINGs it with backoff until it answers. Housekeeping (SCANs, stats, purge, clear), the listener and writes of
+more than ``BIG_WRITE`` bytes use a second client bounded by ``op_timeout``.
+
 Byte caps: Redis evicts by itself when the server has ``maxmemory`` with an LRU policy, which is the
 recommended setting for a shared cache. ``max_bytes`` / per-namespace caps are also enforced here
 approximately, by a periodic SCAN that drops the most idle entries (``OBJECT IDLETIME``) of a namespace over
@@ -49,7 +55,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import FORKS, ReconnectGate, backend_kwargs, check_identifier, origin_of
+from infra.cache.backends._common import (
+    BIG_WRITE,
+    FORKS,
+    ReconnectGate,
+    backend_kwargs,
+    check_identifier,
+    origin_of,
+)
+from infra.cache.settings import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -155,9 +169,13 @@ class RedisBackend(CacheBackend):
         op_timeout: float = 2.0,
         maintenance_interval: float = 30.0,
         listen: bool = True,
+        budget: float = DEFAULT_STORE_BUDGET,
     ) -> None:
         if not url:
             raise ValueError("the redis cache backend needs a url (cache.url in perf_config.json)")
+        if not budget > 0:
+            raise ValueError(f"budget must be > 0 seconds, got {budget!r}")
+        self._budget = budget
         self._url = url
         self.prefix = check_identifier(prefix, "redis cache key prefix")
         self.origin = origin_of(url)
@@ -167,7 +185,7 @@ class RedisBackend(CacheBackend):
         self._op_timeout = op_timeout
         self._interval = maintenance_interval
         self._listen_wanted = listen
-        self.gate = ReconnectGate("redis", self.origin)
+        self.gate = ReconnectGate("redis", self.origin, probe=self._probe)
         self._callbacks: list[Callable[[str, int], None]] = []
         self._lock = threading.Lock()
         self._channel = f"{self.prefix}:invalidate"
@@ -178,8 +196,9 @@ class RedisBackend(CacheBackend):
 
     def _reset_state(self) -> None:
         self._fork = FORKS[0]
-        self._client: Any = None
-        self._aclients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._client: Any = None  # bounded by the budget: the cached call's path
+        self._admin: Any = None  # bounded by op_timeout: housekeeping, the listener, big writes
+        self._aclients: dict[tuple[asyncio.AbstractEventLoop, bool], Any] = {}
         self._known: dict[str, int] = {}  # generation last seen per namespace
         self._closed = False
         self._stop = threading.Event()
@@ -206,7 +225,7 @@ class RedisBackend(CacheBackend):
                 self._ns_keys[ns] = k
         return k
 
-    def _client_kwargs(self, *, asynchronous: bool = False) -> dict[str, Any]:
+    def _client_kwargs(self, *, asynchronous: bool = False, admin: bool = False) -> dict[str, Any]:
         _redis()
         from redis.backoff import NoBackoff
 
@@ -217,9 +236,10 @@ class RedisBackend(CacheBackend):
         else:
             from redis.retry import Retry  # type: ignore[assignment]
 
+        timeout = self._op_timeout if admin else self._budget
         return {
-            "socket_connect_timeout": self._connect_timeout,
-            "socket_timeout": self._op_timeout,
+            "socket_connect_timeout": min(self._connect_timeout, timeout),
+            "socket_timeout": timeout,
             # no driver retries: a failure is reported at once and the gate backs off (fail-open)
             "retry": Retry(NoBackoff(), 0),
             "retry_on_error": [],
@@ -230,7 +250,7 @@ class RedisBackend(CacheBackend):
         if self._fork != FORKS[0]:
             # redis-py pools re-open after fork by themselves; our listener thread must be restarted too.
             # The parent's clients are kept referenced so no finalizer ever touches the shared sockets.
-            _FORK_GRAVEYARD.append((self._client, self._aclients))
+            _FORK_GRAVEYARD.append((self._client, self._admin, self._aclients))
             self._reset_state()
         c = self._client
         if c is None:
@@ -248,19 +268,38 @@ class RedisBackend(CacheBackend):
             self._start_thread()
         return c
 
-    def _async_client(self) -> Any:
+    def _admin_client(self) -> Any:
+        """The client bounded by ``op_timeout`` (housekeeping, the listener, big writes)."""
+        self._sync_client()  # (fork check, closed check, listener)
+        c = self._admin
+        if c is None:
+            with self._lock:
+                if self._admin is None:
+                    self._admin = _redis().Redis.from_url(self._url, **self._client_kwargs(admin=True))
+                c = self._admin
+        return c
+
+    def _probe(self) -> None:
+        """The gate's background probe: a PING on a fresh connection, bounded by the long timeouts."""
+        client = _redis().Redis.from_url(self._url, **self._client_kwargs(admin=True))
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    def _async_client(self, admin: bool = False) -> Any:
         loop = asyncio.get_running_loop()
-        c = self._aclients.get(loop)
+        c = self._aclients.get((loop, admin))
         if c is None:
             if self._closed:
                 raise CacheError("redis cache backend is closed")
             import redis.asyncio as aredis
 
             with self._lock:
-                for old in [lp for lp in self._aclients if lp.is_closed()]:
+                for old in [k for k in self._aclients if k[0].is_closed()]:
                     del self._aclients[old]
-                c = aredis.Redis.from_url(self._url, **self._client_kwargs(asynchronous=True))
-                self._aclients[loop] = c
+                c = aredis.Redis.from_url(self._url, **self._client_kwargs(asynchronous=True, admin=admin))
+                self._aclients[loop, admin] = c
             self._start_thread()
         return c
 
@@ -269,9 +308,9 @@ class RedisBackend(CacheBackend):
         conn = isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
         return self.gate.failed(exc, connection=conn)
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, fn: Callable[..., Any], *args: Any, admin: bool = False) -> Any:
         self.gate.check()
-        client = self._sync_client()
+        client = self._admin_client() if admin else self._sync_client()
         try:
             out = fn(client, *args)
         except CacheError:
@@ -281,9 +320,9 @@ class RedisBackend(CacheBackend):
         self.gate.ok()
         return out
 
-    async def _acall(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _acall(self, fn: Callable[..., Any], *args: Any, admin: bool = False) -> Any:
         self.gate.check()
-        client = self._async_client()
+        client = self._async_client(admin)
         try:
             out = await fn(client, *args)
         except CacheError:
@@ -317,7 +356,7 @@ class RedisBackend(CacheBackend):
         while not self._stop.is_set():
             try:
                 if self._listen_wanted and pubsub is None:
-                    pubsub = self._sync_client().pubsub(ignore_subscribe_messages=True)
+                    pubsub = self._admin_client().pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self._channel)
                     self._listen_epoch += 1
                     self._listening = True
@@ -404,7 +443,7 @@ class RedisBackend(CacheBackend):
     async def aget(self, namespace: str, key: str) -> StoredEntry | None:
         gk, ep, _ = self._keys(namespace)
         self.gate.check()
-        client = self._aclients.get(asyncio.get_running_loop()) or self._async_client()
+        client = self._aclients.get((asyncio.get_running_loop(), False)) or self._async_client()
         try:
             raw_gen, value = await client.execute_command("MGET", gk, ep + key)
         except Exception as exc:
@@ -440,7 +479,7 @@ class RedisBackend(CacheBackend):
             gen = self._generation_for_write(c, namespace)
             c.set(self._keys(namespace)[1] + key, pack(entry, gen, now), px=_px(entry, now))
 
-        self._call(op)
+        self._call(op, admin=len(entry.payload) > BIG_WRITE)
 
     def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
         if not items:
@@ -455,7 +494,7 @@ class RedisBackend(CacheBackend):
                     p.set(ep + k, pack(e, gen, now), px=_px(e, now))
                 p.execute()
 
-        self._call(op)
+        self._call(op, admin=sum(len(e.payload) for e in items.values()) > BIG_WRITE)
 
     async def aset(self, namespace: str, key: str, entry: StoredEntry) -> None:
         async def op(c: Any) -> None:
@@ -463,7 +502,7 @@ class RedisBackend(CacheBackend):
             gen = await self._agen_for_write(c, namespace)
             await c.set(self._keys(namespace)[1] + key, pack(entry, gen, now), px=_px(entry, now))
 
-        await self._acall(op)
+        await self._acall(op, admin=len(entry.payload) > BIG_WRITE)
 
     async def aset_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
         if not items:
@@ -478,7 +517,7 @@ class RedisBackend(CacheBackend):
                     p.set(ep + k, pack(e, gen, now), px=_px(e, now))
                 await p.execute()
 
-        await self._acall(op)
+        await self._acall(op, admin=sum(len(e.payload) for e in items.values()) > BIG_WRITE)
 
     def delete(self, namespace: str, key: str) -> bool:
         return bool(self._call(lambda c: c.delete(self._keys(namespace)[1] + key)))
@@ -599,7 +638,7 @@ class RedisBackend(CacheBackend):
                     break
             return removed
 
-        return int(self._call(op))
+        return int(self._call(op, admin=True))
 
     def clear(self, namespace: str | None = None) -> int:
         def op(c: Any) -> int:
@@ -608,7 +647,7 @@ class RedisBackend(CacheBackend):
                 n += int(c.unlink(*batch))
             return n
 
-        return int(self._call(op))
+        return int(self._call(op, admin=True))
 
     def _usage(self, c: Any, ns: str | None = None) -> list[tuple[bytes, int, int]]:
         """(raw key, payload bytes, idle seconds) of every entry (of one namespace)."""
@@ -644,7 +683,7 @@ class RedisBackend(CacheBackend):
                 },
             )
 
-        return self._call(op)  # type: ignore[no-any-return]
+        return self._call(op, admin=True)  # type: ignore[no-any-return]
 
     def inspect(self, namespace: str | None = None, limit: int = 20) -> list[EntryInfo]:
         def op(c: Any) -> list[EntryInfo]:
@@ -665,7 +704,7 @@ class RedisBackend(CacheBackend):
                 )
             return out
 
-        return self._call(op)  # type: ignore[no-any-return]
+        return self._call(op, admin=True)  # type: ignore[no-any-return]
 
     def maintain(self) -> int:
         """Enforce the byte caps now (normally periodic, on the background thread); returns #evicted."""
@@ -697,14 +736,16 @@ class RedisBackend(CacheBackend):
                 evicted += int(c.unlink(*doomed[i : i + _SCAN_BATCH]))
             return evicted
 
-        return int(self._call(op))
+        return int(self._call(op, admin=True))
 
     # ================================================================== closing
     async def aclose(self) -> None:
         """Close this loop's client, then everything else (``close``)."""
-        c = self._aclients.pop(asyncio.get_running_loop(), None)
-        if c is not None:
-            await _aclose_client(c)
+        loop = asyncio.get_running_loop()
+        for admin in (False, True):
+            c = self._aclients.pop((loop, admin), None)
+            if c is not None:
+                await _aclose_client(c)
         self.close()
 
     def close(self) -> None:
@@ -713,13 +754,15 @@ class RedisBackend(CacheBackend):
             return
         self._closed = True
         self._stop.set()
+        self.gate.close()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(2.0)
-        c, self._client = self._client, None
-        if c is not None:
-            c.close()
-        for loop, ac in list(self._aclients.items()):
+        for c in (self._client, self._admin):
+            if c is not None:
+                c.close()
+        self._client = self._admin = None
+        for (loop, _admin), ac in list(self._aclients.items()):
             if not loop.is_closed() and loop.is_running():
                 asyncio.run_coroutine_threadsafe(_aclose_client(ac), loop)
         self._aclients.clear()
