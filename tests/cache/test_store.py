@@ -152,7 +152,7 @@ def test_processes_starting_together_create_the_schema_once(cache_path: str) -> 
     script = (
         "import sys\nfrom infra.cache.sqlite_store import SQLiteBackend\n"
         "from infra.cache.backend import StoredEntry\n"
-        "b = SQLiteBackend(sys.argv[1], maintenance_interval=0)\n"
+        "b = SQLiteBackend(sys.argv[1], maintenance_interval=0, budget=5.0)\n"  # (about races, not speed)
         "b.set('ns', sys.argv[2], StoredEntry(b'v', 1)); b.close()\n"
     )
     procs = [
