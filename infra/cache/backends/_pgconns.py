@@ -185,11 +185,14 @@ def _terminate_result(task: asyncio.Task[Any]) -> None:
 
 
 def started(conn: Any) -> int:
-    """How many statements asyncpg has started on ``conn`` (its protocol counts them; a test pins it)."""
-    return conn._protocol.queries_count  # type: ignore[no-any-return]
+    """How many statements asyncpg has started on ``conn`` (its protocol counts them; a test pins it); -1
+    once the connection has been terminated (asyncpg then drops its protocol)."""
+    protocol = conn._protocol
+    count: int = -1 if protocol is None else protocol.queries_count
+    return count
 
 
 def kill_if_stuck(cs: ConnSet, conn: Any, count: int) -> None:
     """On the connection's own loop: terminate it if it is still running the statement the watchdog saw."""
-    if conn not in cs.idle and not conn.is_closed() and started(conn) == count:
+    if count >= 0 and conn not in cs.idle and not conn.is_closed() and started(conn) == count:
         conn.terminate()
