@@ -74,8 +74,10 @@ class ConnSet:
         self.backend._ensure_background()  # the statement watchdog runs there
         return conn
 
-    async def acquire(self) -> asyncpg.Connection:
-        budget = self.backend._budget
+    async def acquire(self, wait: float | None = None) -> asyncpg.Connection:
+        """An idle connection, a new one, or one released by another task; waits at most ``wait`` seconds
+        (default: the store budget) for a connect or a release."""
+        budget = self.backend._budget if wait is None else wait
         while True:
             if self.idle:
                 return self.idle.pop()
@@ -88,9 +90,7 @@ class ConnSet:
                     task = self.pending = self.loop.create_task(self._open())
                 await asyncio.wait((task,), timeout=budget)  # never cancels the connect
                 if not task.done():
-                    raise TimeoutError(
-                        f"no connection within the {budget * 1000:.0f} ms budget (still connecting)"
-                    )
+                    raise TimeoutError(f"no connection within {budget * 1000:.0f} ms (still connecting)")
                 if self.pending is not task:
                     continue  # another waiter on this loop took it (or its failure): look again
                 self.pending = None

@@ -245,7 +245,8 @@ class PostgresBackend(CacheBackend):
             raise CacheError("postgres cache backend is closed")
         cs = self._conn_set(asyncio.get_running_loop())
         try:
-            conn = await cs.acquire()
+            # housekeeping (and a CLI's first command) may wait for a connect as long as a connect may take
+            conn = await cs.acquire(self._connect_timeout + self._op_timeout if long else None)
         except CacheError:
             raise
         except Exception as exc:
