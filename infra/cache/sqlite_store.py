@@ -548,6 +548,8 @@ class SQLiteBackend(CacheBackend):
                 try:
                     yield conn
                     conn.execute("COMMIT")
+                    if self.gate._delay:
+                        self.gate.ok()
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
@@ -603,6 +605,8 @@ class SQLiteBackend(CacheBackend):
             raise
         except (sqlite3.Error, OSError) as exc:
             raise self._handle(exc, "write") from exc
+        if self.gate._delay:
+            self.gate.ok()  # the write lock is ours again: close the gate (logged once)
         self._after_write(namespace, row[9])
 
     def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:

@@ -544,9 +544,20 @@ def test_another_program_holding_the_write_lock_stalls_a_miss_one_budget_at_most
         # budget 50 ms; 20x margin for a loaded 2-core box (main: 5.7 s per miss)
         assert worst < 1.0, worst
         assert c.namespace_stats("ns")["errors"] >= 1
-    finally:
         assert holder.stdin is not None
         holder.stdin.close()
+        holder.wait(10)
+        deadline = time.monotonic() + 10  # the lock is free again: writes go through after the backoff
+        while True:
+            c.set("ns", "after", 1)
+            assert c.backend is not None
+            if c.backend.get("ns", "after") is not None:
+                break
+            assert time.monotonic() < deadline, "the store was not written again"
+            time.sleep(0.02)
+    finally:
+        if holder.stdin is not None and not holder.stdin.closed:
+            holder.stdin.close()
         holder.wait(10)
         if holder.stdout is not None:
             holder.stdout.close()
