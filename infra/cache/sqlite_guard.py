@@ -7,18 +7,14 @@
   non-blocking call; a contended one polls with short sleeps (50 µs doubling to 1 ms: a writer holds the lock
   for one statement, so the next one gets it within about a millisecond of its release) until the budget is
   spent. A blocking ``flock`` can't time out, and a stopped or hung peer would hold every caller forever.
-* ``holder_is_dead``: a lease owner names its host and pid (``host:pid:...``); on this host a pid that no
-  longer exists is a dead holder, so its lease is taken over at once instead of after ``lease_timeout``.
 * ``DiskGuard``: the store stops growing while the file system's free space is under a floor (10 % of the
   file system, at most 256 MiB): writes are skipped, counted, and logged once per shortage.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import socket
 import stat
 import threading
 import time
@@ -30,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["DiskGuard", "holder_is_dead", "lock_within", "secure_paths"]
+__all__ = ["DiskGuard", "lock_within", "secure_paths"]
 
 log = logging.getLogger("infra.cache")
 
@@ -116,33 +112,6 @@ def lock_within(fd: int, budget: float) -> bool:
             return True
         except BlockingIOError:
             continue
-
-
-# ---------------------------------------------------------------------------------- lease holders
-_HOST = socket.gethostname()
-
-
-def holder_is_dead(owner: str) -> bool:
-    """True when ``owner`` (``host:pid:...``, as ``Cache`` names itself) is a process of this host that no
-    longer exists. Unknown forms, other hosts and live pids are not dead (a reused pid only delays a
-    takeover until the lease times out: never two holders at once)."""
-    host, sep, _ = owner.rpartition(":")
-    host, sep2, pid_s = host.rpartition(":")
-    if not (sep and sep2) or host != _HOST:
-        return False
-    try:
-        pid = int(pid_s)
-    except ValueError:
-        return False
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError as exc:  # EPERM: it exists (another user's)
-        return exc.errno == errno.ESRCH
-    return False
 
 
 # ---------------------------------------------------------------------------------- free disk space

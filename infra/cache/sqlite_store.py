@@ -58,9 +58,9 @@ from typing import Any
 
 from infra.cache import sqlite_maint as _maint
 from infra.cache.backend import GENERATION_POLL_INTERVAL, BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import ReconnectGate
+from infra.cache.backends._common import ReconnectGate, holder_is_dead
 from infra.cache.settings import DEFAULT_STORE_BUDGET
-from infra.cache.sqlite_guard import DiskGuard, holder_is_dead, lock_within, secure_paths
+from infra.cache.sqlite_guard import DiskGuard, lock_within, secure_paths
 from infra.cache.sqlite_schema import (
     CHECKPOINT_EVERY,
     GET,

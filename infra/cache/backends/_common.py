@@ -1,4 +1,6 @@
-"""What the shared backends have in common, free of driver imports: the reconnect gate, names, origins.
+"""What the backends have in common, free of driver imports: the reconnect gate, names, origins, and
+whether a lease holder is a dead process of this host (its owner is ``host:pid:...``, as ``Cache`` names
+itself: such a lease is taken over at once instead of after its timeout; issue 17 item 7).
 
 The gate is the fail-open half that belongs to a backend: while the server is unreachable every call raises
 ``CacheError`` at once (no connect attempt, no timeout to wait out). With a ``probe`` (the shared backends),
@@ -11,10 +13,12 @@ runs the wrapped call.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import math
 import os
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -23,7 +27,15 @@ from typing import Any
 
 from infra.errors import CacheError
 
-__all__ = ["BIG_WRITE", "FORKS", "ReconnectGate", "backend_kwargs", "check_identifier", "origin_of"]
+__all__ = [
+    "BIG_WRITE",
+    "FORKS",
+    "ReconnectGate",
+    "backend_kwargs",
+    "check_identifier",
+    "holder_is_dead",
+    "origin_of",
+]
 
 log = logging.getLogger("infra.cache")
 
@@ -82,6 +94,32 @@ def origin_of(url: str | None) -> str:
     except ValueError:
         return "invalid-url"
     return f"{parts.scheme}://{host}:{port}" if port else f"{parts.scheme}://{host}"
+
+
+_HOST = socket.gethostname()  # (a host renamed while running keeps taking over its own dead holders)
+
+
+def holder_is_dead(owner: str) -> bool:
+    """True when ``owner`` (``host:pid:...``, as ``Cache`` names itself) is a process of this host that no
+    longer exists. Unknown forms, other hosts and live pids are not dead (a reused pid only delays a
+    takeover until the lease times out: never two holders at once)."""
+    host, sep, _ = owner.rpartition(":")
+    host, sep2, pid_s = host.rpartition(":")
+    if not (sep and sep2) or host != _HOST:
+        return False
+    try:
+        pid = int(pid_s)
+    except ValueError:
+        return False
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError as exc:  # EPERM: it exists (another user's)
+        return exc.errno == errno.ESRCH
+    return False
 
 
 class ReconnectGate:

@@ -59,6 +59,7 @@ from infra.cache.backends._common import (
     ReconnectGate,
     backend_kwargs,
     check_identifier,
+    holder_is_dead,
     origin_of,
 )
 from infra.cache.backends._genview import GenerationView
@@ -548,7 +549,15 @@ class PostgresBackend(CacheBackend):
     async def _q_acquire(
         self, conn: asyncpg.Connection, ns: str, key: str, owner: str, timeout: float
     ) -> bool:
-        return await conn.fetchrow(self.sql.acquire_lease, ns, key, owner, float(timeout)) is not None
+        if await conn.fetchrow(self.sql.acquire_lease, ns, key, owner, float(timeout)) is not None:
+            return True
+        holder = await conn.fetchval(self.sql.lease_owner, ns, key)
+        if holder is None or not holder_is_dead(holder):
+            return False
+        # its holder is a process of this host that has died: take it now, not after the timeout
+        return (
+            await conn.fetchrow(self.sql.takeover_lease, ns, key, owner, float(timeout), holder) is not None
+        )
 
     async def _q_release(self, conn: asyncpg.Connection, ns: str, key: str, owner: str) -> None:
         await conn.execute(self.sql.release_lease, ns, key, owner)

@@ -61,6 +61,7 @@ from infra.cache.backends._common import (
     ReconnectGate,
     backend_kwargs,
     check_identifier,
+    holder_is_dead,
     origin_of,
 )
 from infra.cache.settings import DEFAULT_STORE_BUDGET
@@ -86,7 +87,8 @@ redis.call('HSET', KEYS[2], ARGV[1], g)
 redis.call('PUBLISH', ARGV[2], g .. ':' .. ARGV[1])
 return g
 """
-# re-entrant for the same owner (as the contract and the PostgreSQL lease table are): the owner extends it
+# re-entrant for the same owner (as the contract and the PostgreSQL lease table are): the owner extends it;
+# when another owner holds it, its name comes back (a dead process of this host is taken over at once)
 _ACQUIRE_LUA = """
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -95,6 +97,14 @@ if not v then
 end
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return v
+"""
+# take the lease from a holder known dead, only if that holder still has it
+_TAKEOVER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
@@ -143,6 +153,14 @@ def unpack(value: bytes, generation: int, now: float) -> StoredEntry | None:
     if exp <= now:
         return None
     return StoredEntry(value[HEADER.size :], codec, exp, cost)
+
+
+def _dead_holder(reply: Any) -> str | None:
+    """The holder named by ``_ACQUIRE_LUA``'s reply if it is a dead process of this host, else None."""
+    if not isinstance(reply, bytes):
+        return None
+    holder = reply.decode("utf-8", "replace")
+    return holder if holder_is_dead(holder) else None
 
 
 def _px(entry: StoredEntry, now: float) -> int | None:
@@ -582,7 +600,13 @@ class RedisBackend(CacheBackend):
     def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         lk = self._keys(namespace)[2] + key
         ms = max(1, int(timeout * 1000))
-        return bool(self._call(lambda c: self._acquire(keys=[lk], args=[owner, ms], client=c)))
+        got = self._call(lambda c: self._acquire(keys=[lk], args=[owner, ms], client=c))
+        if got == 1:
+            return True
+        holder = _dead_holder(got)
+        if holder is None:
+            return False
+        return bool(self._call(lambda c: c.eval(_TAKEOVER_LUA, 1, lk, holder, owner, ms)))
 
     def release_lease(self, namespace: str, key: str, owner: str) -> None:
         lk = self._keys(namespace)[2] + key
@@ -591,7 +615,13 @@ class RedisBackend(CacheBackend):
     async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         lk = self._keys(namespace)[2] + key
         ms = max(1, int(timeout * 1000))
-        return bool(await self._acall(lambda c: c.eval(_ACQUIRE_LUA, 1, lk, owner, ms)))
+        got = await self._acall(lambda c: c.eval(_ACQUIRE_LUA, 1, lk, owner, ms))
+        if got == 1:
+            return True
+        holder = _dead_holder(got)
+        if holder is None:
+            return False
+        return bool(await self._acall(lambda c: c.eval(_TAKEOVER_LUA, 1, lk, holder, owner, ms)))
 
     async def arelease_lease(self, namespace: str, key: str, owner: str) -> None:
         lk = self._keys(namespace)[2] + key
