@@ -2,7 +2,9 @@
 
 * ``secure_paths``: the 0700 directory / 0600 files promise holds for paths that already exist: modes are
   tightened on what this user owns; a symlink, a non-regular file, or a path another user owns (where we
-  could not tighten it, or someone else could swap it) is refused with a clear ``CacheError``.
+  could not tighten it, or someone else could swap it) is refused with a clear ``CacheError``. A loose
+  directory is tightened only when it holds nothing but the store's own files (``cache.db*``): a cache
+  pointed at a shared folder (``path: "cache.db"`` in a project directory) is refused, never chmod-ed.
 * ``lock_within``: the writers' ``flock`` taken within the store budget. The uncontended case is one
   non-blocking call; a contended one polls with short sleeps (50 µs doubling to 1 ms: a writer holds the lock
   for one statement, so the next one gets it within about a millisecond of its release) until the budget is
@@ -45,9 +47,18 @@ def _refuse(path: str, why: str) -> CacheError:
     return CacheError(f"refusing the cache path {path!r}: {why}")
 
 
-def _tighten(path: str, st: os.stat_result, mode: int, what: str) -> None:
+def _tighten(path: str, st: os.stat_result, mode: int, what: str, store: str | None = None) -> None:
     if stat.S_IMODE(st.st_mode) & ~mode == 0:
         return
+    if store is not None:
+        others = sorted(n for n in os.listdir(path) if not n.startswith(store))
+        if others:
+            raise _refuse(
+                path,
+                f"the directory has mode {stat.S_IMODE(st.st_mode):04o} and holds other files too "
+                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): others could read or "
+                "replace cached values; give the cache a directory of its own (the default is .perf_cache/)",
+            )
     if st.st_uid != os.geteuid():
         raise _refuse(
             path,
@@ -70,7 +81,7 @@ def secure_paths(path: str) -> None:
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700, exist_ok=True)
     st = os.stat(directory)
-    _tighten(directory, st, 0o700, "directory")
+    _tighten(directory, st, 0o700, "directory", store=os.path.basename(path))
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:

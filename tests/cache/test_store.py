@@ -728,3 +728,21 @@ def test_the_cache_stops_growing_while_disk_space_is_short(
             assert sum("stops growing" in r.getMessage() for r in caplog.records) == 1
         finally:
             c.close()
+
+
+def test_a_loose_directory_holding_other_files_is_refused_not_chmodded(tmp_path: Path) -> None:
+    """Item 9: a cache pointed at a shared folder is refused with a clear error; the folder is left alone."""
+    from infra.errors import CacheError
+
+    d = tmp_path / "project"
+    d.mkdir()
+    d.chmod(0o755)
+    (d / "README.md").write_text("not the cache's")
+    b = SQLiteBackend(str(d / "cache.db"), maintenance_interval=0)
+    try:
+        with pytest.raises(CacheError, match=r"holds other files too \(README\.md\)"):
+            b.set("ns", "k", StoredEntry(b"v", 2))
+    finally:
+        b.close()
+    assert stat.S_IMODE(d.stat().st_mode) == 0o755
+    assert not (d / "cache.db").exists()
