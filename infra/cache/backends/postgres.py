@@ -135,6 +135,7 @@ class PostgresBackend(CacheBackend):
         self._sql_get = self.sql.get
         self._sql_get_hot = self.sql.get_hot
         self._callbacks: list[Callable[[str, int], None]] = []
+        self._change_callbacks: list[Callable[[str, int], None]] = []
         self._state_lock = threading.Lock()
         self._listen_epoch = 0  # never reset (not even at fork): Cache compares it to spot a resubscribe
         self._reset_state()
@@ -414,6 +415,17 @@ class PostgresBackend(CacheBackend):
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         gen, _, ns = payload.partition(":")
+        if gen.startswith("c"):  # a change count (delete, clear, replacing set), not a generation
+            try:
+                count = int(gen[1:])
+            except ValueError:
+                return
+            for ccb in list(self._change_callbacks):
+                try:
+                    ccb(ns, count)
+                except Exception:
+                    log.exception("on_change callback failed")
+            return
         try:
             generation = int(gen)
         except ValueError:
@@ -511,7 +523,9 @@ class PostgresBackend(CacheBackend):
         return {r[0]: StoredEntry(r[2], r[1], r[3], r[4]) for r in rows}
 
     async def _q_set(self, conn: asyncpg.Connection, ns: str, key: str, e: StoredEntry) -> None:
-        await conn.execute(self.sql.set, ns, key, e.codec, e.payload, time.time(), e.expires_at, e.cost)
+        await conn.execute(
+            self.sql.set, ns, key, e.codec, e.payload, time.time(), e.expires_at, e.cost, self.sql.channel
+        )
         self._writes += 1
 
     async def _q_set_many(self, conn: asyncpg.Connection, ns: str, items: Mapping[str, StoredEntry]) -> None:
@@ -526,11 +540,12 @@ class PostgresBackend(CacheBackend):
             time.time(),
             [e.expires_at for e in es],
             [e.cost for e in es],
+            self.sql.channel,
         )
         self._writes += len(keys)
 
     async def _q_delete(self, conn: asyncpg.Connection, ns: str, key: str) -> bool:
-        return _count(await conn.execute(self.sql.delete, ns, key)) > 0
+        return int(await conn.fetchval(self.sql.delete, ns, key, self.sql.channel)) > 0
 
     async def _q_invalidate(self, conn: asyncpg.Connection, ns: str) -> int:
         row = await conn.fetchrow(self.sql.invalidate, ns, self.sql.channel)
@@ -541,10 +556,13 @@ class PostgresBackend(CacheBackend):
     async def _q_generations(self, conn: asyncpg.Connection) -> dict[str, int]:
         return {r[0]: int(r[1]) for r in await conn.fetch(self.sql.generations)}
 
+    async def _q_versions(self, conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
+        return {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(self.sql.versions)}
+
     async def _q_clear(self, conn: asyncpg.Connection, ns: str | None) -> int:
         if ns is None:
-            return _count(await conn.execute(self.sql.clear_all))
-        return _count(await conn.execute(self.sql.clear_ns, ns))
+            return int(await conn.fetchval(self.sql.clear_all, self.sql.channel))
+        return int(await conn.fetchval(self.sql.clear_ns, ns, self.sql.channel))
 
     async def _q_acquire(
         self, conn: asyncpg.Connection, ns: str, key: str, owner: str, timeout: float
@@ -667,11 +685,19 @@ class PostgresBackend(CacheBackend):
     def generations(self) -> dict[str, int]:
         return self._sync(self._q_generations)
 
+    def versions(self) -> dict[str, tuple[int, int]]:
+        return self._sync(self._q_versions)
+
     def on_invalidate(self, callback: Callable[[str, int], None]) -> None:
         """Call ``callback(namespace, generation)`` (on the backend's private thread) for every invalidation
         any host makes, this one included."""
         self._callbacks.append(callback)
         self._ensure_background()
+
+    def on_change(self, callback: Callable[[str, int], None]) -> None:
+        """Call ``callback(namespace, change count)`` (on the backend's private thread) for every delete,
+        clear and replacing set any host makes, this one included."""
+        self._change_callbacks.append(callback)
 
     def push_state(self) -> int | None:
         if self._fork != FORKS[0]:
@@ -760,6 +786,9 @@ class PostgresBackend(CacheBackend):
     async def agenerations(self) -> dict[str, int]:
         return await self._async(self._q_generations)
 
+    async def aversions(self) -> dict[str, tuple[int, int]]:
+        return await self._async(self._q_versions)
+
     async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         return await self._async(self._q_acquire, namespace, key, owner, timeout)
 
@@ -773,12 +802,15 @@ class PostgresBackend(CacheBackend):
         return await self._async(self._q_stats, long=True)
 
     # ================================================================== closing
-    async def aclose(self) -> None:
-        """Close this loop's connections gracefully, then everything else (``close``)."""
-        loop = asyncio.get_running_loop()
-        cs = self._sets.pop(loop, None)
+    async def arelease_loop(self) -> None:
+        """Close this loop's connections gracefully; the backend stays usable (sync, and other loops)."""
+        cs = self._sets.pop(asyncio.get_running_loop(), None)
         if cs is not None:
             await cs.aclose()
+
+    async def aclose(self) -> None:
+        """Close this loop's connections gracefully, then everything else (``close``)."""
+        await self.arelease_loop()
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def close(self) -> None:
