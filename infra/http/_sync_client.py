@@ -24,7 +24,7 @@ from infra.http._classify import FATAL, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, READ, Call, HostState
 from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
 from infra.http._ident import DEFAULT_HEADERS, prepare_headers
-from infra.http._lease import SyncLease, acquire_sync
+from infra.http._lease import SyncGate, SyncLease, acquire_sync
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
 from infra.http._response import Response, StreamResponse, backend_headers
@@ -138,7 +138,7 @@ class PerfClient:
         self._hosts_lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
-        self._global = threading.BoundedSemaphore(self._settings.limits.max_connections)
+        self._global = SyncGate(self._settings.limits.max_connections)
         self._stats = _Stats()
         self._closed = False
         # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
@@ -205,7 +205,7 @@ class PerfClient:
                 host = self._hosts.get(origin)
                 if host is None:
                     host = self._hosts[origin] = HostState(
-                        origin, self._settings, threading.BoundedSemaphore(self._settings.limits.max_per_host)
+                        origin, self._settings, SyncGate(self._settings.limits.max_per_host)
                     )
         return host
 
@@ -348,7 +348,7 @@ class PerfClient:
                     host.metrics.duration(method, None, now - started)
                     raise
             except BaseException:
-                host.breaker.release(admission)
+                call.release()
                 raise
             else:
                 now = _monotonic()
