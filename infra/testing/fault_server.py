@@ -9,8 +9,8 @@ Routes (``{key}`` names an independent counter, so tests don't interfere):
 
 ==================================  ========================================================================
 ``/ok``                             200; ``size`` body bytes, ``delay`` seconds before answering
-``/status/{code}``                  that status; ``retry_after`` / ``retry_after_ms`` / ``set_cookie`` headers,
-                                    after ``delay`` seconds
+``/status/{code}``                  that status after ``delay`` seconds; ``retry_after`` / ``retry_after_ms``
+                                    / ``set_cookie`` headers
 ``/fail/{key}``                     the first ``n`` hits get ``code`` (503), optional Retry-After; then 200
                                     (``delay`` seconds before answering)
 ``/flaky``                          every ``every``-th hit (10) gets ``code`` (503) with ``retry_after`` (0)

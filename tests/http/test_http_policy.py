@@ -285,7 +285,7 @@ def test_budget_accounting_is_exact(ratio: float, per_retry: int) -> None:
 
 
 def test_budget_reserve_is_a_floor_not_an_addition() -> None:
-    """A 10 s storm at 1000 requests/s earns 0.2 x 10,000 = 2000 retries, and not one more for the 10/s reserve
+    """A 10 s storm at 1000 requests/s earns 0.2 x 10,000 = 2000 retries, not one more for the 10/s reserve
     (it used to add 10 + 100: 1.21x the offered load); a trickle of 1 request/s still retries 3 times each."""
     clock = Clock()
     budget = RetryBudget(BudgetSettings(ratio=0.2, per_second=10), clock=clock)
