@@ -268,12 +268,19 @@ class CacheSettings:
 
     GETs with a 200 are cached; a POST only when its URL path is listed in ``deterministic_routes`` (the
     same body always gives the same answer: TTS of a text, embeddings), keyed on a hash of the body.
+    Every request header is part of the key except a short list known not to change the response
+    (``infra.http._caching.UNKEYED_HEADERS``: request ids, trace context, transport headers);
+    ``unkeyed_headers`` names more of your own (per-request ids a cache must not split on).
     """
 
     enabled: bool = False
     namespace: str = "http"
     ttl: float | None = 86400.0
     deterministic_routes: tuple[str, ...] = ()
+    unkeyed_headers: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unkeyed_headers", frozenset(h.lower() for h in self.unkeyed_headers))
 
     @classmethod
     def from_config(cls, section: Any) -> CacheSettings:
@@ -282,6 +289,7 @@ class CacheSettings:
             namespace=str(_get(section, "namespace", "http")),
             ttl=_get(section, "ttl", 86400.0),
             deterministic_routes=tuple(_get(section, "deterministic_routes", ())),
+            unkeyed_headers=frozenset(_get(section, "unkeyed_headers", ())),
         )
 
 
