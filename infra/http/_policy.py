@@ -198,7 +198,9 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetSettings:
-    """Per-origin retry budget: retries may use ``ratio`` of requests plus ``per_second`` (a reserve)."""
+    """Per-origin retry budget: each request earns ``ratio`` of a retry (exactly: 0.1 is 1/10); when traffic
+    is too thin for that, a reserve of ``per_second`` retries a second applies instead (a floor, never added
+    on top), so N failing requests make at most N x (1 + ratio) tries."""
 
     ratio: float = 0.2
     per_second: float = 10.0
