@@ -551,6 +551,15 @@ class AsyncPerfClient:
                     await response._body.aclose()  # type: ignore[union-attr]
             if delay:
                 await asyncio.sleep(delay)
+            answered = failure is None and not stream
+            try:
+                last = call.after_sleep(response if answered else None)
+            except HTTPError:
+                metrics.duration(method, response.status if answered else None, _monotonic() - started)
+                raise
+            if last is not None:  # the breaker opened meanwhile: this response is the call's answer
+                metrics.duration(method, last.status, _monotonic() - started)
+                return last  # type: ignore[no-any-return]
 
     async def _once_httpx(
         self,

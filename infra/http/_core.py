@@ -108,6 +108,7 @@ class Call:
         "history",
         "host",
         "method",
+        "pending",
         "policy",
         "retries",
         "retry_ok",
@@ -127,6 +128,7 @@ class Call:
         self.started = started
         self.admission: int | None = None
         self.failed = False  # some try ended in a breaker failure
+        self.pending = NEUTRAL  # the breaker outcome of the last try, while a retry is due
         self.settled = False
         host.budget.deposit()
 
@@ -170,6 +172,18 @@ class Call:
             if self.admission is not None:
                 self.host.breaker.release(self.admission)
 
+    def after_sleep(self, last: Any) -> Any:
+        """After the backoff sleep, before the retry: None to send it. A breaker opened meanwhile (by other
+        calls) ends the call instead: it returns ``last`` (the last try's response, its history set), or,
+        when there is none to hand back (a failed try, a closed stream), raises CircuitOpenError."""
+        if self.host.breaker.allows_retry(self.admission):
+            return None
+        self._settle(self.pending)
+        if last is not None:
+            last.history = tuple(self.history)
+            return last
+        raise self._circuit_open()
+
     def _final(self, exc_type: type[Any], message: str, **kw: Any) -> Any:
         return exc_type(
             message, origin=self.host.origin, method=self.method, history=tuple(self.history), **kw
@@ -192,10 +206,12 @@ class Call:
         elif outcome == FAILURE:
             self.failed = True
         try:
-            return self._retry_after_error(kind, exc, now, deadline_at)
+            delay = self._retry_after_error(kind, exc, now, deadline_at)
         except BaseException:
             self._settle(outcome)
             raise
+        self.pending = outcome
+        return delay
 
     def _retry_after_error(
         self, kind: str, exc: BaseException, now: float, deadline_at: float | None
@@ -253,6 +269,8 @@ class Call:
             raise
         if delay is None:
             self._settle(outcome)
+        else:
+            self.pending = outcome
         return delay
 
     def _retry_after_response(

@@ -334,6 +334,7 @@ class PerfClient:
         while True:
             admission = call.admit()
             t0 = _monotonic()
+            answered = None  # the response to hand back if the breaker stops the retry
             try:
                 response = self._once(
                     kind, host, method, url, params, headers, content, json, deadline_at, stream
@@ -374,8 +375,19 @@ class PerfClient:
                     return response
                 if stream:
                     response.close()
+                else:
+                    answered = response
             if delay:
                 time.sleep(delay)
+            try:
+                last = call.after_sleep(answered)
+            except HTTPError:
+                status = answered.status if answered is not None else None
+                host.metrics.duration(method, status, _monotonic() - started)
+                raise
+            if last is not None:  # the breaker opened meanwhile: this response is the call's answer
+                host.metrics.duration(method, last.status, _monotonic() - started)
+                return last
 
     def _once(
         self,

@@ -202,3 +202,18 @@ async def test_amplification_under_total_failure_is_at_most_the_budget_ratio(mak
         await asyncio.gather(*(one() for _ in range(n)))
         received = server.hits[counter]
         assert n <= received <= 1.2 * n, received
+
+
+async def test_a_breaker_opened_during_the_backoff_sleep_stops_the_retry(make_api) -> None:
+    """Call A got a 503 and sleeps 1.5 s before its retry; meanwhile call B's failure opens the breaker. A
+    wakes, sends nothing more and returns its 503; B's own 500 was returned too."""
+    with FaultServer() as server:
+        slow = RetryPolicy(backoff=(1.5,), jitter=0)
+        api = make_api(retry=slow, breaker=BreakerSettings(consecutive_failures=1), budget=NO_BUDGET)
+        a = asyncio.create_task(api.get(f"{server.url}/status/503"))
+        await _until(lambda: server.hits["status/503"] == 1, "call A's first try")
+        b = await api.get(f"{server.url}/status/500", deadline=0.5)  # no time to retry: ends on its 500
+        assert b.status == 500 and api.client.breaker_state(server.url) == "open"
+        r = await a
+        assert r.status == 503 and [x.status for x in r.history] == [503]
+        assert server.hits["status/503"] == 1
