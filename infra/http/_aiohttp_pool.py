@@ -4,11 +4,12 @@ Two things aiohttp does by default that break what the client promises:
 
 * **Silent replays.** ``ClientSession`` resends an idempotent request once, unseen, when a reused
   keep-alive connection fails (RFC 9112 §9.3.1.1, ``retry_persistent_connection`` in aiohttp's
-  ``ClientSession._request``, since 3.9). Under a retry policy that doubles every try behind our back: a
-  call with ``attempts=0`` reached a resetting server twice, and ``history`` (what we report) undercounted
-  what the server received. Our retry loop already decides, with the budget and the breaker, whether a
-  request may go again, so aiohttp's own retry is turned off (``_retry_connection``, the switch aiohttp's
-  own ``test_utils.TestClient`` uses for the same reason).
+  ``ClientSession._request``, since 3.10). Under a retry policy that doubles every try behind our back:
+  a call with ``attempts=0`` reached a resetting server twice, and ``history`` (what we report)
+  undercounted what the server received. Our retry loop already decides, with the budget and the
+  breaker, whether a request may go again, so aiohttp's own retry is turned off (``_retry_connection``,
+  the switch aiohttp's own ``test_utils.TestClient`` uses for the same reason; it exists since 3.11,
+  hence ``aiohttp>=3.11``).
 * **Idle connections outside the limit.** ``TCPConnector(limit=...)`` counts connections handed out, not
   the idle keep-alive ones it holds, so four busy origins kept 24 sockets open under a limit of 16.
   ``_BoundedConnector`` closes the least recently used idle connections (any origin) before it opens a
@@ -55,8 +56,11 @@ class _BoundedConnector(aiohttp.TCPConnector):
                 closed += 1
         if self._limit:
             excess = open_connections(self) - self._limit
-            while excess > 0 and conns:
-                oldest = min(conns, key=lambda k: conns[k][0][1])
+            while excess > 0:
+                keys = [k for k, idle in conns.items() if idle]
+                if not keys:
+                    break
+                oldest = min(keys, key=lambda k: conns[k][0][1])
                 self._close_idle(oldest, conns[oldest])
                 closed += 1
                 excess -= 1
