@@ -182,7 +182,10 @@ async def test_amplification_under_total_failure_is_at_most_the_budget_ratio(mak
     """500 calls, every try fails (reset, 503, or 429 with Retry-After: 0), budget on with its defaults
     (ratio 0.2, 10/s reserve), breaker off: the server receives at most 1.2x the calls. The reserve is a
     floor, not an addition (it used to add its 10/s on top: 1.21x for 429), and aiohttp no longer resends
-    each try (2.43x under resets)."""
+    each try (2.43x under resets). The floor decides only below 50 calls/s (10/s = 0.2 x 50), which a
+    loaded box can reach: the bound says so rather than hoping the run is fast."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with FaultServer() as server:
         api = make_api(retry=FAST, breaker=NO_BREAKER, budget=BudgetSettings())
         k = uuid.uuid4().hex
@@ -193,15 +196,25 @@ async def test_amplification_under_total_failure_is_at_most_the_budget_ratio(mak
         }[fault]
         n = 500
         sem = asyncio.Semaphore(20)
+        threads = ThreadPoolExecutor(20)  # the sync client's calls (asyncio's default executor has cpu + 4)
+        asyncio.get_running_loop().set_default_executor(threads)
 
         async def one() -> None:
             async with sem:
                 with contextlib.suppress(HTTPError):
                     await api.get(server.url + path)
 
-        await asyncio.gather(*(one() for _ in range(n)))
+        t0 = time.monotonic()
+        try:
+            await asyncio.gather(*(one() for _ in range(n)))
+        finally:
+            threads.shutdown()
+        elapsed = time.monotonic() - t0
         received = server.hits[counter]
-        assert n <= received <= 1.2 * n, received
+        floor = 10 * (1 + elapsed)  # the reserve: one second to start, then 10/s
+        assert n <= received <= n + max(0.2 * n, floor), (received, elapsed)
+        if elapsed < 9:  # faster than 50 calls/s: the ratio decides, and that is the goal
+            assert received <= 1.2 * n, received
 
 
 async def test_a_breaker_opened_during_the_backoff_sleep_stops_the_retry(make_api) -> None:
