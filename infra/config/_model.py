@@ -249,7 +249,9 @@ class RetryBudgetConfig(_Section):
         "bool", True, "Cap retries per host so a failing upstream sees ~1.2x the load, not 4x."
     )
     ratio: float = field("float", 0.2, "Retries allowed per request, per host.", minimum=0, maximum=10)
-    per_second: float = field("float", 10.0, "Retries allowed per second on top of the ratio.", minimum=0)
+    per_second: float = field(
+        "float", 10.0, "Retries per second: a floor under the ratio, not added to it.", minimum=0
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
