@@ -51,8 +51,9 @@ def _work(cache: Cache, ns: str, hits: int, misses: int) -> None:
 
 def test_two_caches_on_one_store_add_up_and_reset_zeroes(make_backend: Callable[[], Any]) -> None:
     ns = "n" + uuid.uuid4().hex[:8]
-    a = Cache(CacheSettings(), backend=make_backend())
-    b = Cache(CacheSettings(), backend=make_backend())
+    settings = CacheSettings(signing_key=b"fleet-test-key-0123456789abcdef")  # shared stores need one
+    a = Cache(settings, backend=make_backend())
+    b = Cache(settings, backend=make_backend())
     _work(a, ns, 7, 3)
     _work(b, ns, 5, 2)
     a.close()
