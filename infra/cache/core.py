@@ -726,7 +726,21 @@ class Cache:
         total = out["hits"] + out["misses"]
         out["hit_rate"] = round(out["hits"] / total, 6) if total else 0.0
         out["compute_seconds_saved"] = round(out["compute_seconds_saved"], 6)
+        self._add_fleet(out)
         return out
+
+    def _add_fleet(self, out: dict[str, Any]) -> None:
+        """``fleet``: every process's counts per namespace since the last ``cache stats --reset``, from the
+        store (this process's pushed first); the figures above are this process's (issue 16)."""
+        if not self._export or self.backend is None:
+            return
+        try:
+            totals = fleet_stats.fleet_totals(self)
+        except Exception as exc:
+            out["fleet_error"] = str(exc)
+            return
+        if totals is not None:
+            out["fleet"] = {name: c.to_dict() for name, c in sorted(totals.items())}
 
     def push_metrics(self) -> None:
         """Push pending counts, evictions and the store's entries and bytes per namespace into the metrics

@@ -22,13 +22,13 @@ def _sqlite(tmp_path: Path) -> Callable[[], Any]:
 def _postgres(dsn: str, table: str) -> Callable[[], Any]:
     from infra.cache.backends.postgres import PostgresBackend
 
-    return lambda: PostgresBackend(dsn=dsn, table=table)
+    return lambda: PostgresBackend(dsn=dsn, table=table, budget=1.0)  # a loaded box: not the 50 ms default
 
 
 def _redis(url: str, prefix: str) -> Callable[[], Any]:
     from infra.cache.backends.redis import RedisBackend
 
-    return lambda: RedisBackend(url=url, prefix=prefix)
+    return lambda: RedisBackend(url=url, prefix=prefix, budget=1.0)
 
 
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
@@ -98,3 +98,21 @@ def test_a_live_idle_process_has_pushed_within_a_tick(tmp_path: Path) -> None:
     finally:
         reader.close()
         cache.close()
+
+
+def test_get_stats_shows_this_process_and_every_process(tmp_path: Path) -> None:
+    """get_cache().get_stats(): hits/misses are this process's; "fleet" holds every process's."""
+    ns = "both"
+    other = Cache(CacheSettings(path=str(tmp_path / "f.db")))
+    _work(other, ns, 4, 1)
+    other.close()
+    mine = Cache(CacheSettings(path=str(tmp_path / "f.db")))
+    try:
+        for _ in range(3):
+            assert mine.get(ns, "k") == "v"
+        st = mine.get_stats()
+        assert (st["namespaces"][ns]["hits"], st["namespaces"][ns]["misses"]) == (3, 0)
+        assert (st["fleet"][ns]["hits"], st["fleet"][ns]["misses"]) == (7, 1)
+        assert st["fleet"][ns]["hit_rate"] == 0.875
+    finally:
+        mine.close()

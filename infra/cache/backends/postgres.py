@@ -729,15 +729,16 @@ class PostgresBackend(CacheBackend):
     def release_lease(self, namespace: str, key: str, owner: str) -> None:
         self._sync(self._q_release, namespace, key, owner)
 
-    # -- fleet-wide counters (infra.cache.fleet_stats): table {prefix}_fleet_stats, <= 2 pushes a second
+    # -- fleet-wide counters (infra.cache.fleet_stats): table {prefix}_fleet_stats, <= 2 pushes a second;
+    # housekeeping, so the long timeouts (not the cached call's budget)
     def fleet_add(self, deltas: Mapping[str, _fleet.FleetCounts]) -> None:
-        self._sync(_fleet.pg_add, self.sql.prefix, deltas)
+        self._sync(_fleet.pg_add, self.sql.prefix, deltas, long=True)
 
     def fleet_read(self) -> dict[str, _fleet.FleetCounts]:
-        return self._sync(_fleet.pg_read, self.sql.prefix)
+        return self._sync(_fleet.pg_read, self.sql.prefix, long=True)
 
     def fleet_reset(self, namespace: str | None = None) -> None:
-        self._sync(_fleet.pg_reset, self.sql.prefix, namespace)
+        self._sync(_fleet.pg_reset, self.sql.prefix, namespace, long=True)
 
     def stats(self) -> BackendStats:
         return self._sync(self._q_stats, long=True)

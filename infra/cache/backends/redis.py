@@ -787,15 +787,16 @@ class RedisBackend(CacheBackend):
                     out.append((k, max(0, size - HEADER.size), idle if isinstance(idle, int) else 0))
         return out
 
-    # -- fleet-wide counters (infra.cache.fleet_stats): hash {prefix}:fleet, <= 2 MULTIs a second
+    # -- fleet-wide counters (infra.cache.fleet_stats): hash {prefix}:fleet, <= 2 MULTIs a second;
+    # housekeeping, so on the admin client (long timeouts, not the cached call's budget)
     def fleet_add(self, deltas: Mapping[str, _fleet.FleetCounts]) -> None:
-        self._call(_fleet.redis_add, f"{self.prefix}:fleet", deltas)
+        self._call(_fleet.redis_add, f"{self.prefix}:fleet", deltas, admin=True)
 
     def fleet_read(self) -> dict[str, _fleet.FleetCounts]:
-        return dict(self._call(_fleet.redis_read, f"{self.prefix}:fleet"))
+        return dict(self._call(_fleet.redis_read, f"{self.prefix}:fleet", admin=True))
 
     def fleet_reset(self, namespace: str | None = None) -> None:
-        self._call(_fleet.redis_reset, f"{self.prefix}:fleet", namespace)
+        self._call(_fleet.redis_reset, f"{self.prefix}:fleet", namespace, admin=True)
 
     def stats(self) -> BackendStats:
         def op(c: Any) -> BackendStats:
