@@ -10,6 +10,7 @@ from infra.config._loader import (
     find_config_file,
     get_config,
     load_config,
+    project_root,
     reset_config,
     set_config,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_size",
+    "project_root",
     "redact_url",
     "reset_config",
     "set_config",

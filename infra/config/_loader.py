@@ -8,6 +8,7 @@ common switches (table ``ENV_OVERRIDES``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -21,7 +22,15 @@ from infra.config._model import PerfConfig
 from infra.config._spec import Spec, section_fields
 from infra.errors import ConfigError, ConfigProblem
 
-__all__ = ["ENV_OVERRIDES", "find_config_file", "get_config", "load_config", "reset_config", "set_config"]
+__all__ = [
+    "ENV_OVERRIDES",
+    "find_config_file",
+    "get_config",
+    "load_config",
+    "project_root",
+    "reset_config",
+    "set_config",
+]
 
 DEFAULT_LOCATION = Path("config") / "perf_config.json"
 
@@ -73,6 +82,29 @@ def find_config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
         if found is not None:
             return found
     return None
+
+
+def project_root(config_file: str | os.PathLike[str]) -> Path:
+    """The folder a config file's relative paths (``cache.path``) resolve against, absolute.
+
+    A file inside a folder named ``config`` belongs to the project holding that folder (seed 004's
+    ``Leo/config/perf_config.json`` → ``Leo``); any other file, to its own folder. Resolving against the
+    file, not the working directory, is what makes ``cd enrichment-worker && python worker.py``,
+    ``python enrichment-worker/worker.py`` and ``python -m infra cache clear`` from ``Leo`` share one store.
+    """
+    folder = Path(config_file).resolve().parent
+    return folder.parent if folder.name == DEFAULT_LOCATION.parent.name else folder
+
+
+def _resolve_cache_path(config: PerfConfig, file: Path | None, from_env: bool) -> PerfConfig:
+    """A relative ``cache.path`` from a config file (its own value or the default it left in place) made
+    absolute against ``project_root``; ``$PERF_CACHE_PATH`` is typed in a shell, so it keeps the working
+    directory, as do the built-in defaults (no file)."""
+    path = config.cache.path
+    if file is None or from_env or Path(path).expanduser().is_absolute():
+        return config
+    resolved = str(project_root(file) / path)
+    return dataclasses.replace(config, cache=dataclasses.replace(config.cache, path=resolved))
 
 
 def _search_starts() -> list[Path]:
@@ -246,7 +278,8 @@ def load_config(
         _cross_checks(config, problems)
     if problems:
         raise ConfigError(problems, source=source)
-    return config
+    from_env = use_env and (os.environ if environ is None else environ).get("PERF_CACHE_PATH") is not None
+    return _resolve_cache_path(config, file, from_env)
 
 
 _current: PerfConfig | None = None

@@ -147,7 +147,11 @@ class CacheConfig(_Section):
         choices=("sqlite", "postgres", "redis", "memory"),
     )
     path: str = field(
-        "str", ".perf_cache/cache.db", "SQLite file; its directory is created 0700, the file 0600."
+        "str",
+        ".perf_cache/cache.db",
+        "SQLite file; its directory is created 0700, the file 0600. Relative to the project root when read "
+        "from a config file (the folder holding config/ for a file in config/, else the file's folder), "
+        "to the working directory for $PERF_CACHE_PATH and the built-in defaults.",
     )
     dsn: str | None = field("str", None, "PostgreSQL DSN for backend postgres.", nullable=True, secret=True)
     url: str | None = field("str", None, "Redis URL for backend redis.", nullable=True, secret=True)
