@@ -7,6 +7,8 @@ override the common switches. Every problem is reported at once in one ``ConfigE
 
 from infra.config._loader import (
     ENV_OVERRIDES,
+    ConfigDiagnosis,
+    diagnose_config,
     find_config_file,
     get_config,
     load_config,
@@ -44,6 +46,7 @@ __all__ = [
     "BatchingConfig",
     "BreakerConfig",
     "CacheConfig",
+    "ConfigDiagnosis",
     "ConfigError",
     "ConfigProblem",
     "DbConfig",
@@ -62,6 +65,7 @@ __all__ = [
     "TorchConfig",
     "WarmupConfig",
     "WrapEntry",
+    "diagnose_config",
     "find_config_file",
     "format_duration",
     "format_size",

@@ -18,12 +18,14 @@ from typing import Any
 
 from infra.config._build import build_config, coerce
 from infra.config._depth import depth_problem_in_text
-from infra.config._model import PerfConfig
+from infra.config._model import PerfConfig, WrapEntry
 from infra.config._spec import Spec, section_fields
 from infra.errors import ConfigError, ConfigProblem
 
 __all__ = [
     "ENV_OVERRIDES",
+    "ConfigDiagnosis",
+    "diagnose_config",
     "find_config_file",
     "get_config",
     "load_config",
@@ -280,6 +282,53 @@ def load_config(
         raise ConfigError(problems, source=source)
     from_env = use_env and (os.environ if environ is None else environ).get("PERF_CACHE_PATH") is not None
     return _resolve_cache_path(config, file, from_env)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ConfigDiagnosis:
+    """Everything ``config check`` and ``doctor`` report, gathered without raising.
+
+    ``config`` is what the file builds to with each bad field left at its default (None when the file
+    can't be read or parsed); ``wrap`` holds the entries of the ``wrap`` list that built cleanly, with
+    their index, so their targets can be checked even while other fields have problems."""
+
+    source: str
+    config: PerfConfig | None
+    problems: tuple[ConfigProblem, ...]
+    wrap: tuple[tuple[int, WrapEntry], ...]
+
+
+def diagnose_config(path: str | os.PathLike[str] | None = None, *, environ: Any = None) -> ConfigDiagnosis:
+    """``load_config``'s checks, every problem at once and the partial result kept (see ConfigDiagnosis)."""
+    from infra.config._build import build_section
+
+    try:
+        file = find_config_file(path)
+        data: Any = read_json(file) if file is not None else {}
+    except ConfigError as exc:
+        return ConfigDiagnosis(
+            source=exc.source or str(path or "config"), config=None, problems=tuple(exc.problems), wrap=()
+        )
+    source = str(file) if file is not None else "built-in defaults"
+    problems: list[ConfigProblem] = []
+    env = os.environ if environ is None else environ
+    if isinstance(data, dict):
+        apply_env(data, env, problems)
+    config = build_config(data, problems, source=source)
+    if not problems:
+        _cross_checks(config, problems)
+    config = _resolve_cache_path(config, file, env.get("PERF_CACHE_PATH") is not None)
+    wrap: list[tuple[int, WrapEntry]] = []
+    raw = data.get("wrap") if isinstance(data, dict) else None
+    if isinstance(raw, list) and len(raw) == len(config.wrap):
+        wrap = list(enumerate(config.wrap))  # the list built: its own entries
+    elif isinstance(raw, list):  # a bad field dropped the list: check the entries that build on their own
+        for i, item in enumerate(raw):
+            scratch: list[ConfigProblem] = []
+            entry = build_section(WrapEntry, item, f"wrap[{i}]", scratch)
+            if not scratch:
+                wrap.append((i, entry))
+    return ConfigDiagnosis(source=source, config=config, problems=tuple(problems), wrap=tuple(wrap))
 
 
 _current: PerfConfig | None = None
