@@ -431,7 +431,11 @@ class WarmupConfig(_Section):
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class WrapEntry(_Section):
     target: str = field(
-        "str", "", "Class to wrap, as package.module:Class.", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+        "str",
+        "",
+        "Class to wrap, as package.module:Class, or a module-level function (package.module:function: "
+        "cached as a whole and replaced in its module; no methods).",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
     )
     methods: tuple[str, ...] = field("list", (), "Methods whose results are cached.", item="str")
     namespace: str | None = field("str", None, "Cache namespace (default: the class name).", nullable=True)
@@ -472,7 +476,7 @@ class PerfConfig(_Section):
     wrap: tuple[WrapEntry, ...] = field(
         "list",
         (),
-        "Classes whose methods get cached by enable_caching_for_worker().",
+        "Classes whose methods (or module-level functions) get cached by enable_caching_for_worker().",
         item="section",
         section=WrapEntry,
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.errors import ConfigProblem, WrapError
-from infra.integrate._targets import MethodPlan, import_target, plan_methods
+from infra.integrate._targets import MethodPlan, import_class_or_function, plan_methods
 
 __all__ = ["ResolvedEntry", "check_wrap", "resolve_wrap"]
 
@@ -32,6 +32,7 @@ class ResolvedEntry:
     entry: Any
     cls: type | None = None
     plans: list[MethodPlan] = field(default_factory=list)
+    function: Any = None  # a module-level function target (cached as a whole; no methods)
 
 
 def _message(exc: WrapError, where: str) -> str:
@@ -49,6 +50,7 @@ def resolve_wrap(
     problems: list[ConfigProblem] = []
     resolved: list[ResolvedEntry] = []
     owner_of: dict[tuple[str, str], int] = {}
+    functions_seen: set[str] = set()
     for i, entry in enumerate(config.wrap) if entries is None else entries:
         r = ResolvedEntry(i, entry)
         resolved.append(r)
@@ -65,10 +67,25 @@ def resolve_wrap(
             if not all(part.isidentifier() for part in name.split(".")):
                 problems.append(ConfigProblem(f"{path}.key_attrs[{j}]", f"{name!r} is not an attribute name"))
         try:
-            r.cls = import_target(entry.target, where=f"{path}.target")
+            obj = import_class_or_function(entry.target, where=f"{path}.target")
         except WrapError as exc:
             problems.append(ConfigProblem(f"{path}.target", _message(exc, f"{path}.target")))
             continue
+        if not isinstance(obj, type):
+            if entry.methods:
+                problems.append(
+                    ConfigProblem(
+                        f"{path}.methods",
+                        f"{entry.target} is a function: it is cached as a whole, leave 'methods' out",
+                    )
+                )
+            elif entry.target in functions_seen:
+                problems.append(ConfigProblem(f"{path}.target", f"function {entry.target} is listed twice"))
+            else:
+                functions_seen.add(entry.target)
+                r.function = obj
+            continue
+        r.cls = obj
         if not entry.methods:
             problems.append(
                 ConfigProblem(f"{path}.methods", "is empty: list the methods whose results should be cached")

@@ -274,6 +274,55 @@ class PatchRecord:
         self.undone = True
 
 
+@dataclass
+class FunctionPatch:
+    """A module-level function replaced in its module by its cached wrapper; ``undo()`` puts it back."""
+
+    module: Any
+    name: str
+    original: Any
+    label: str
+    undone: bool = False
+
+    @property
+    def methods(self) -> list[str]:
+        return [self.name]
+
+    def undo(self) -> None:
+        if not self.undone:
+            setattr(self.module, self.name, self.original)
+        self.undone = True
+
+
+def cache_function_in_place(
+    target: str, function: Any, settings: MethodSettings, *, label: str, cache: Any = None
+) -> tuple[Any, FunctionPatch]:
+    """Replace a module-level function in its module with ``cached(...)(function)``.
+
+    Callers that look it up through the module (``mod.fn()``, or ``from mod import fn`` run after this)
+    get the cache; a ``from mod import fn`` done earlier holds the original (a function object can't be
+    changed in place as a class can), so call ``enable()`` before the worker's imports. The namespace
+    defaults to the function's name; the key is the one ``@cached`` makes, so ``python -m infra warm``
+    fills exactly these entries."""
+    import sys
+
+    from infra.cache import cached
+
+    module_name, _, name = target.partition(":")
+    module = sys.modules[module_name]
+    record = FunctionPatch(module=module, name=name, original=getattr(module, name), label=label)
+    if callable(getattr(function, "cache_key", None)):  # already @cached: caching it twice gains nothing
+        return function, record
+    wrapper = cached(
+        namespace=settings.namespace or name,
+        ttl=settings.ttl,
+        version=settings.version,
+        cache=cache,
+    )(function)
+    setattr(module, name, wrapper)
+    return wrapper, record
+
+
 def patch_class_in_place(
     cls: type,
     items: Sequence[tuple[MethodPlan, MethodSettings]],
