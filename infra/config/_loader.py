@@ -214,8 +214,10 @@ def _env_value(spec: Spec, raw: str) -> Any:
     return text
 
 
-def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem]) -> None:
-    """Write environment overrides into the raw JSON data (before it's built), checking each value."""
+def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem]) -> list[str]:
+    """Write environment overrides into the raw JSON data (before it's built), checking each value;
+    returns the variables applied."""
+    applied: list[str] = []
     for var, path in ENV_OVERRIDES.items():
         raw = environ.get(var)
         if raw is None:
@@ -234,6 +236,8 @@ def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem])
                 child = node[head] = {}
             node = child
         node[last] = value
+        applied.append(var)
+    return applied
 
 
 def _cross_checks(config: PerfConfig, problems: list[ConfigProblem]) -> None:
@@ -273,9 +277,12 @@ def load_config(
     data: Any = read_json(file) if file is not None else {}
     source = str(file) if file is not None else "built-in defaults"
     problems: list[ConfigProblem] = []
+    applied: list[str] = []
     if use_env and isinstance(data, dict):
-        apply_env(data, os.environ if environ is None else environ, problems)
+        applied = apply_env(data, os.environ if environ is None else environ, problems)
     config = build_config(data, problems, source=source)
+    if applied:
+        config = dataclasses.replace(config, env_overrides=tuple(applied))
     if not problems:
         _cross_checks(config, problems)
     if problems:

@@ -481,6 +481,22 @@ class PerfConfig(_Section):
         section=WrapEntry,
     )
     source: str | None = dataclasses.field(default=None, compare=False, metadata={"spec": None})
+    # the environment variables (ENV_OVERRIDES) that set a value, so a report can say where a switch came from
+    env_overrides: tuple[str, ...] = dataclasses.field(default=(), compare=False, metadata={"spec": None})
+
+    def switched_off_by(self, section: str | None = None) -> str | None:
+        """Why the layer (or ``section``, e.g. "ollama") is off, naming the environment variable or the
+        config field that did it; None when it is on."""
+        if not self.enabled:
+            if "PERF_ENABLED" in self.env_overrides:
+                return "PERF_ENABLED in the environment switches the layer off"
+            return f"enabled: false in {self.source or 'the config'}"
+        if section is None or getattr(self, section).enabled:
+            return None
+        var = f"PERF_{section.upper()}_ENABLED"
+        if var in self.env_overrides:
+            return f"{var} in the environment switches {section} off"
+        return f"{section}.enabled: false in {self.source or 'the config'}"
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         out = {"$schema": "perf_config.schema.json"}

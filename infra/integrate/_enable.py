@@ -201,7 +201,7 @@ class IntegrationHandle:
         self._apply_cache()
         if not cfg.enabled:
             self.actions.append(
-                "layer off (enabled: false): wrappers are the original classes, nothing served"
+                f"layer off ({cfg.switched_off_by()}): wrappers are the original classes, nothing served"
             )
             return
         self._apply_metrics()
@@ -387,7 +387,13 @@ class IntegrationHandle:
 
     def report(self) -> str:
         """What enable() did, one line per part; failures (the parts running without) last."""
-        lines = ["perf-infra enabled" if not self.undone else "perf-infra integration undone"]
+        if self.undone:
+            head = "perf-infra integration undone"
+        elif not self.config.enabled:
+            head = f"perf-infra OFF: {self.config.switched_off_by()}; every part passes calls through"
+        else:
+            head = "perf-infra enabled"
+        lines = [head]
         lines += [f"  - {a}" for a in self.actions]
         lines += [f"  ! {f}" for f in self.failures]
         return "\n".join(lines)
