@@ -10,7 +10,6 @@ import pytest
 import infra
 from infra.cache import Cache, CacheSettings
 
-
 CALLS: list[str] = []
 
 
