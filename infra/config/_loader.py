@@ -273,22 +273,13 @@ def load_config(
     Raises ConfigError listing every problem found: syntax errors by file:line:column, bad values and
     unknown keys by JSON path, bad environment overrides by variable name.
     """
-    file = find_config_file(path)
-    data: Any = read_json(file) if file is not None else {}
-    source = str(file) if file is not None else "built-in defaults"
-    problems: list[ConfigProblem] = []
-    applied: list[str] = []
-    if use_env and isinstance(data, dict):
-        applied = apply_env(data, os.environ if environ is None else environ, problems)
-    config = build_config(data, problems, source=source)
-    if applied:
-        config = dataclasses.replace(config, env_overrides=tuple(applied))
-    if not problems:
-        _cross_checks(config, problems)
-    if problems:
-        raise ConfigError(problems, source=source)
-    from_env = use_env and (os.environ if environ is None else environ).get("PERF_CACHE_PATH") is not None
-    return _resolve_cache_path(config, file, from_env)
+    diagnosis = diagnose_config(path, environ=environ, use_env=use_env)
+    if diagnosis.error is not None:
+        raise diagnosis.error
+    if diagnosis.problems:
+        raise ConfigError(list(diagnosis.problems), source=diagnosis.source)
+    assert diagnosis.config is not None
+    return diagnosis.config
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -296,17 +287,22 @@ class ConfigDiagnosis:
     """Everything ``config check`` and ``doctor`` report, gathered without raising.
 
     ``config`` is what the file builds to with each bad field left at its default (None when the file
-    can't be read or parsed); ``wrap`` holds the entries of the ``wrap`` list that built cleanly, with
-    their index, so their targets can be checked even while other fields have problems."""
+    can't be found, read or parsed: ``error`` holds why); ``wrap`` holds the entries of the ``wrap`` list
+    that built cleanly, with their index, so their targets can be checked even while other fields have
+    problems."""
 
     source: str
     config: PerfConfig | None
     problems: tuple[ConfigProblem, ...]
     wrap: tuple[tuple[int, WrapEntry], ...]
+    error: ConfigError | None = None
 
 
-def diagnose_config(path: str | os.PathLike[str] | None = None, *, environ: Any = None) -> ConfigDiagnosis:
-    """``load_config``'s checks, every problem at once and the partial result kept (see ConfigDiagnosis)."""
+def diagnose_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Any = None, use_env: bool = True
+) -> ConfigDiagnosis:
+    """``load_config``'s work without raising: every problem at once and the partial result kept (see
+    ConfigDiagnosis)."""
     from infra.config._build import build_section
 
     try:
@@ -314,17 +310,22 @@ def diagnose_config(path: str | os.PathLike[str] | None = None, *, environ: Any 
         data: Any = read_json(file) if file is not None else {}
     except ConfigError as exc:
         return ConfigDiagnosis(
-            source=exc.source or str(path or "config"), config=None, problems=tuple(exc.problems), wrap=()
+            source=exc.source or str(path or "config"),
+            config=None,
+            problems=tuple(exc.problems),
+            wrap=(),
+            error=exc,
         )
     source = str(file) if file is not None else "built-in defaults"
     problems: list[ConfigProblem] = []
     env = os.environ if environ is None else environ
-    if isinstance(data, dict):
-        apply_env(data, env, problems)
+    applied = apply_env(data, env, problems) if use_env and isinstance(data, dict) else []
     config = build_config(data, problems, source=source)
+    if applied:
+        config = dataclasses.replace(config, env_overrides=tuple(applied))
     if not problems:
         _cross_checks(config, problems)
-    config = _resolve_cache_path(config, file, env.get("PERF_CACHE_PATH") is not None)
+    config = _resolve_cache_path(config, file, "PERF_CACHE_PATH" in applied)
     wrap: list[tuple[int, WrapEntry]] = []
     raw = data.get("wrap") if isinstance(data, dict) else None
     if isinstance(raw, list) and len(raw) == len(config.wrap):
