@@ -80,8 +80,8 @@ class _FunctionTarget:
 
 class WrappedClasses(dict[str, Any]):
     """``enable_caching_for_worker()``'s result: class name → class (cached, or the original when the layer
-    is off). Full targets work too: ``classes["pkg.module:Class"]``, needed when two wrapped classes share
-    a name."""
+    is off), and for a function target, function name → its cached wrapper (or the original). Full targets
+    work too: ``classes["pkg.module:Class"]``, needed when two wrapped classes share a name."""
 
     def __init__(
         self,
