@@ -157,6 +157,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         path = _store_path(cache.settings)
         if path is not None:
             stats["path"] = path  # absolute: which store this is, whatever folder the command ran in
+            stats["exists"] = True
         if "backend_error" in stats:
             if getattr(args, "json", False):
                 print(json.dumps(stats, indent=2, sort_keys=True))

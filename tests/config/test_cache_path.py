@@ -91,6 +91,8 @@ def test_worker_from_two_folders_and_the_cli_share_one_store(tmp_path: Path) -> 
     stats = _run(project, "-m", "infra", "cache", "stats")
     assert stats.returncode == 0, stats.stderr
     assert f"no cache at {store}" in stats.stdout
+    missing = json.loads(_run(project, "-m", "infra", "cache", "stats", "--json").stdout)
+    assert missing["path"] == str(store) and missing["exists"] is False
     assert not (project / ".perf_cache").exists(), "a read-only command created the store"
 
     first = _run(project / "enrichment-worker", "worker.py", "7")
@@ -105,7 +107,7 @@ def test_worker_from_two_folders_and_the_cli_share_one_store(tmp_path: Path) -> 
     as_json = json.loads(
         _run(project / "enrichment-worker", "-m", "infra", "cache", "stats", "--json").stdout
     )
-    assert as_json["path"] == str(store)
+    assert as_json["path"] == str(store) and as_json["exists"] is True
     assert as_json["total_entries"] == 1
 
     cleared = _run(project, "-m", "infra", "cache", "clear")
