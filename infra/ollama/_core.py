@@ -16,6 +16,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from ._embed_fields import reply_fields, summed_prompt_eval_count
 from ._handles import Handles
 from ._helpers import PRIMITIVE as _PRIMITIVE
 from ._helpers import detacher, is_embedding_model, keep_alive_seconds, official_signature
@@ -517,7 +518,7 @@ class ClientCore:
             for name in ("total_duration", "load_duration"):
                 if getattr(resp, name, None) is not None:
                     fields[name] = getattr(resp, name)
-        count = _prompt_eval_count(plan, resp)
+        count = summed_prompt_eval_count(plan.texts, plan.meta, plan.fetched, resp)
         if count is not None:
             fields["prompt_eval_count"] = count
         return cls.model_construct(**fields)
@@ -602,35 +603,3 @@ def settings_from(config: Any) -> OllamaSettings:
 
         s = dataclasses.replace(s, enabled=False)
     return s
-
-
-def reply_fields(resp: Any) -> dict[str, Any]:
-    """An embed reply's fields other than the vectors and the model, None values left out."""
-    dump = getattr(resp, "model_dump", None)
-    if dump is None:
-        return {}
-    try:
-        data = dump(exclude={"embeddings", "model"})
-    except Exception:  # a reply type of another shape: record nothing rather than fail the call
-        return {}
-    return {k: v for k, v in data.items() if v is not None and type(v) in (str, int, float, bool)}
-
-
-def _prompt_eval_count(plan: Plan, resp: Any) -> int | None:
-    """The reassembled reply's prompt_eval_count: the recorded count of each cached text, plus the fetch's
-    own count for the texts it covered together; None when any share is unknown."""
-    counts = {t: m.get("prompt_eval_count") for t, m in plan.meta.items()}
-    batch = [t for t in plan.fetched if type(counts.get(t)) is not int]  # fetched together, no own count
-    total = 0
-    for text in plan.texts:
-        c = counts.get(text)
-        if type(c) is int:
-            total += c
-        elif text not in batch:
-            return None  # a cached text whose count was never known
-    if batch:
-        fetched_count = getattr(resp, "prompt_eval_count", None)
-        if type(fetched_count) is not int or sum(t in batch for t in plan.texts) != len(batch):
-            return None  # no count, or a batch text repeated in the input: its own share is unknown
-        total += fetched_count
-    return total
