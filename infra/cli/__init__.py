@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -67,7 +68,32 @@ def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
                 _add_common_everywhere(child)
 
 
+# Exit status of a command whose reader went away (``... | head``): what a shell reports for a process
+# killed by SIGPIPE (128 + 13), as ``cat`` and ``grep`` end in the same pipe.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a closed stdout (``perf-infra cache stats --json | head``) ends it quietly."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at interpreter exit, where a broken pipe can only print a warning
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush doesn't report the closed pipe again
+    (the recipe of the Python docs' "Note on SIGPIPE")."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

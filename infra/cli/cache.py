@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
+import os
 import sys
 from typing import Any
 
@@ -70,21 +71,66 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def _open(args: argparse.Namespace) -> Any:
-    """A Cache on the configured store; the CLI opens it even when the config switches caching off."""
-    from infra.cache.core import Cache
+class _NoStore(Exception):
+    """The configured SQLite file doesn't exist: a command that only reads says so instead of creating it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no cache at {path}")
+        self.path = path
+
+
+def _settings(args: argparse.Namespace) -> tuple[Any, bool]:
     from infra.cache.settings import CacheSettings
 
-    path = getattr(args, "config", None)
     try:
         from infra.config import load_config
 
-        cfg = load_config(path)
+        cfg = load_config(getattr(args, "config", None))
         settings = CacheSettings.from_config(cfg.cache)
         configured_on = bool(cfg.enabled and cfg.cache.enabled)
     except ImportError:
         settings, configured_on = CacheSettings(), True
+    return settings, configured_on
+
+
+def _store_path(settings: Any) -> str | None:
+    """The absolute path of the SQLite file the settings name (None for the other backends)."""
+    if settings.backend != "sqlite":
+        return None
+    return os.path.abspath(os.path.expanduser(str(settings.path)))
+
+
+def _missing(path: str) -> bool:
+    """No file there, and nothing in the way of one (a path under a regular file is an error to report)."""
+    if os.path.lexists(path):
+        return False
+    folder = os.path.dirname(path)
+    while not os.path.lexists(folder) and folder != os.path.dirname(folder):
+        folder = os.path.dirname(folder)
+    return os.path.isdir(folder)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    """A Cache on the configured store; the CLI opens it even when the config switches caching off.
+
+    Every command here reads or trims what exists: a missing SQLite file raises ``_NoStore`` rather than
+    being created empty (``cache stats`` run from the wrong folder must not leave a stray store behind)."""
+    from infra.cache.core import Cache
+
+    settings, configured_on = _settings(args)
+    path = _store_path(settings)
+    if path is not None and _missing(path):
+        raise _NoStore(path)
     return Cache(dataclasses.replace(settings, enabled=True), export_metrics=False), configured_on
+
+
+def _no_store(args: argparse.Namespace, missing: _NoStore, **fields: Any) -> int:
+    """Nothing to read: one line (or a JSON object with ``exists: false``), exit 0."""
+    if getattr(args, "json", False):
+        print(json.dumps({"backend": "sqlite", "path": missing.path, "exists": False, **fields}, indent=2))
+    else:
+        print(str(missing))
+    return 0
 
 
 def _fail(exc: BaseException | str) -> int:
@@ -110,11 +156,17 @@ def _when(t: float | None) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     try:
         cache, configured_on = _open(args)
+    except _NoStore as missing:
+        return _no_store(args, missing, total_entries=0, total_bytes=0, namespaces={})
     except Exception as exc:
         return _fail(exc)
     try:
         stats = cache.get_stats()
         stats["enabled"] = configured_on
+        path = _store_path(cache.settings)
+        if path is not None:
+            stats["path"] = path  # absolute: which store this is, whatever folder the command ran in
+            stats["exists"] = True
         if "backend_error" in stats:
             if getattr(args, "json", False):
                 print(json.dumps(stats, indent=2, sort_keys=True))
@@ -166,8 +218,8 @@ def _print_stats(stats: dict[str, Any], configured_on: bool) -> None:
 
     store = stats.get("store", {})
     print(f"cache: {'enabled' if configured_on else 'disabled in config'}, backend {stats['backend']}")
-    if store.get("path"):
-        print(f"file:  {store['path']} ({_size(int(store.get('file_bytes', 0)))} on disk)")
+    if stats.get("path"):
+        print(f"file:  {stats['path']} ({_size(int(store.get('file_bytes', 0)))} on disk)")
     print(f"total: {stats['total_entries']} entries, {_size(stats['total_bytes'])}")
     if stats.get("counts") == "fleet":
         print(
@@ -207,6 +259,8 @@ def _pct(fraction: float) -> str:
 def cmd_clear(args: argparse.Namespace) -> int:
     try:
         cache, _ = _open(args)
+    except _NoStore as missing:
+        return _no_store(args, missing, removed=0, namespace=getattr(args, "namespace", None))
     except Exception as exc:
         return _fail(exc)
     try:
@@ -226,6 +280,8 @@ def cmd_clear(args: argparse.Namespace) -> int:
 def cmd_vacuum(args: argparse.Namespace) -> int:
     try:
         cache, _ = _open(args)
+    except _NoStore as missing:
+        return _no_store(args, missing, purged=0)
     except Exception as exc:
         return _fail(exc)
     try:
@@ -259,6 +315,12 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         cache, _ = _open(args)
+    except _NoStore as missing:
+        if getattr(args, "json", False):  # a list of entries: an empty one, the why on stderr
+            print("[]")
+            print(str(missing), file=sys.stderr)
+            return 0
+        return _no_store(args, missing)
     except Exception as exc:
         return _fail(exc)
     try:

@@ -8,8 +8,7 @@ import sys
 from typing import Any
 
 from infra.cli._output import emit_json
-from infra.config import load_config
-from infra.errors import ConfigError
+from infra.config import diagnose_config, load_config
 
 __all__ = ["register"]
 
@@ -27,22 +26,24 @@ def register(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-        # the wrap list too: its modules, classes and methods as the worker would import them
-        from infra.integrate._check import check_wrap
+    """Schema problems and wrap-target problems together: one run lists everything to fix."""
+    from infra.integrate._check import check_wrap
 
-        problems = check_wrap(config)
-        if problems:
-            raise ConfigError(problems, source=config.source)
-    except ConfigError as exc:
+    diagnosis = diagnose_config(args.config)
+    problems = list(diagnosis.problems)
+    config = diagnosis.config
+    if config is not None:
+        # the wrap list too: its modules, classes and methods as the worker would import them
+        problems += check_wrap(config, diagnosis.wrap)
+    if problems:
         if args.json:
-            emit_json({"ok": False, "source": exc.source, "problems": [str(p) for p in exc.problems]})
+            emit_json({"ok": False, "source": diagnosis.source, "problems": [str(p) for p in problems]})
         else:
-            print(f"{exc.source or 'config'}: {len(exc.problems)} problem(s)", file=sys.stderr)
-            for problem in exc.problems:
+            print(f"{diagnosis.source}: {len(problems)} problem(s)", file=sys.stderr)
+            for problem in problems:
                 print(f"  {problem}", file=sys.stderr)
         return 2
+    assert config is not None
     if args.json:
         emit_json({"ok": True, "source": config.source, "problems": []})
     else:

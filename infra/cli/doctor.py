@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.cli._output import emit_json, table
-from infra.config import load_config
-from infra.errors import ConfigError
+from infra.config import PerfConfig, diagnose_config
 
 __all__ = ["register"]
 
@@ -43,27 +42,31 @@ def _check(name: str, ok: bool | None, detail: str) -> dict[str, Any]:
 
 def _doctor(args: argparse.Namespace) -> int:
     checks: list[dict[str, Any]] = []
-    try:
-        config = load_config(args.config)
+    diagnosis = diagnose_config(args.config)
+    config = diagnosis.config
+    if not diagnosis.problems and config is not None:
         checks.append(_check("config", True, f"{config.source}; layer {'on' if config.enabled else 'OFF'}"))
-    except ConfigError as exc:
+    else:
+        first = diagnosis.problems[0]
         checks.append(
             _check(
                 "config",
                 False,
-                f"{exc.source or 'config'}: {len(exc.problems)} problem(s); first: {exc.problems[0]}",
+                f"{diagnosis.source}: {len(diagnosis.problems)} problem(s); first: {first}"
+                " (run `python -m infra config check` for all)",
             )
         )
-        config = None
-    if config is not None:
-        checks.append(_wrap(config))
-        checks.append(
-            _cache_dir(config.cache.path)
-            if config.cache.backend == "sqlite"
-            else _check("cache backend", None, f"{config.cache.backend}: see `python -m infra cache stats`")
-        )
-        checks.append(_ollama(config.ollama.host))
-        checks.append(_port(config.metrics.host, config.metrics.port))
+    # the other checks go on after a config failure: bad fields are left at their defaults (an
+    # unreadable file: the built-in defaults), so the cache, Ollama and the port still get looked at
+    usable = config if config is not None else PerfConfig()
+    checks.append(_wrap(usable, diagnosis.wrap))
+    checks.append(
+        _cache_dir(usable.cache.path)
+        if usable.cache.backend == "sqlite"
+        else _check("cache backend", None, f"{usable.cache.backend}: see `python -m infra cache stats`")
+    )
+    checks.append(_ollama(usable.ollama.host))
+    checks.append(_port(usable.metrics.host, usable.metrics.port))
     for module, extra in _EXTRAS.items():
         found = importlib.util.find_spec(module) is not None
         checks.append(
@@ -81,14 +84,14 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _wrap(config: Any) -> dict[str, Any]:
+def _wrap(config: Any, entries: Any) -> dict[str, Any]:
     """The ``wrap`` list, checked as ``config check`` does: a failure with the layer on (enable() would
     raise), a warning with it off (enable() logs and goes on)."""
     from infra.integrate._check import check_wrap
 
-    problems = check_wrap(config)
+    problems = check_wrap(config, entries)
     if not problems:
-        n = len(config.wrap)
+        n = len(entries)
         return _check(
             "wrap", True, f"{n} entr{'y' if n == 1 else 'ies'} import and resolve ({config.source})"
         )

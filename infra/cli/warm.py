@@ -5,11 +5,14 @@
     python -m infra warm --file phrases.txt --namespace tts --call myapp.tts:synthesize
 
 Each non-blank line of the file (``#`` starts a comment; ``-`` reads stdin) is one item. For every item
-not cached yet under ``make_key(namespace, item)``, the function is called with the item and its
-result stored there (read it back with ``cache.get(namespace, make_key(namespace, item))``; the same
-key ``infra.hotpath.warm_cache`` uses). The function comes from ``--call module:function``, else from
-a ``wrap`` entry of perf_config whose ``namespace`` matches and whose target is a function. Sync and
-async functions both work. A progress bar goes to stderr (tqdm when installed, else a plain one).
+not cached yet, the function is called with the item and its result stored under the key
+``cached(namespace=NS)(function)`` computes for ``function(item)``: a worker calling the function
+through ``@cached(namespace=NS)`` (or through a ``wrap`` entry naming it) hits what was warmed. A
+function already decorated with ``@cached`` keys (and namespaces) as its decorator says. The function
+comes from ``--call module:function``, else from a ``wrap`` entry of perf_config whose ``namespace``
+matches and whose target is a function (its ``version`` keys the entries as the worker's wrapper does).
+Sync and async functions both work. A progress bar goes to stderr (tqdm when installed, else a plain
+one).
 
 Exit status: 0 every item cached, 1 some items failed, 2 bad input.
 """
@@ -130,12 +133,40 @@ def _open_cache(args: argparse.Namespace) -> tuple[Any, Any]:
     return Cache(settings, export_metrics=False), cfg
 
 
-def _function_for(args: argparse.Namespace, cfg: Any) -> Callable[[Any], Any]:
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What warm calls (the plain function), under which namespace, and the key of each item."""
+
+    fn: Callable[[Any], Any]
+    namespace: str
+    key: Callable[[str], str]
+
+
+def _plan(fn: Callable[[Any], Any], namespace: str, version: Any, cache: Any) -> _Plan:
+    """Keys exactly as the decorator makes them for ``fn(item)``: an ``@cached`` function by its own
+    decorator, a plain one as ``cached(namespace=NS, version=...)`` would wrap it."""
+    import inspect
+
+    from infra.cache import cached
+
+    if callable(getattr(fn, "cache_key", None)) and hasattr(fn, "__wrapped__"):
+        plain, decorated, ns = fn.__wrapped__, fn, str(getattr(fn, "cache_namespace", namespace))
+    else:
+        plain, decorated, ns = fn, cached(namespace=namespace, version=version, cache=cache)(fn), namespace
+    if inspect.isgeneratorfunction(plain) or inspect.isasyncgenfunction(plain):
+        raise _UsageError(
+            f"{getattr(plain, '__qualname__', plain)!r} streams (a generator): warm fills plain results only"
+        )
+    return _Plan(fn=plain, namespace=ns, key=decorated.cache_key)  # type: ignore[attr-defined]
+
+
+def _function_for(args: argparse.Namespace, cfg: Any) -> tuple[Callable[[Any], Any], Any]:
+    """(function, version) from ``--call`` or the wrap entry for the namespace."""
     if args.call:
-        return _resolve(args.call, "--call")
+        return _resolve(args.call, "--call"), None
     for entry in getattr(cfg, "wrap", ()) or ():
         if entry.namespace == args.namespace and not entry.methods:
-            return _resolve(entry.target, f"wrap entry for namespace {args.namespace!r}")
+            return _resolve(entry.target, f"wrap entry for namespace {args.namespace!r}"), entry.version
     raise _UsageError(
         f"nothing to call for namespace {args.namespace!r}: pass --call module:function, "
         "or add a perf_config wrap entry with this namespace whose target is a function"
@@ -194,7 +225,8 @@ def cmd_warm(args: argparse.Namespace) -> int:
         return 2
     try:
         try:
-            fn = _function_for(args, cfg)
+            fn, version = _function_for(args, cfg)
+            plan = _plan(fn, args.namespace, version, cache)
         except _UsageError as exc:
             print(f"perf-infra: error: {exc}", file=sys.stderr)
             return 2
@@ -203,8 +235,9 @@ def cmd_warm(args: argparse.Namespace) -> int:
         try:
             stats = warm_cache(
                 items,
-                fn,
-                namespace=args.namespace,
+                plan.fn,
+                namespace=plan.namespace,
+                key=plan.key,
                 cache=cache,
                 ttl=args.ttl,
                 concurrency=args.concurrency,

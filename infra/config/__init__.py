@@ -7,9 +7,12 @@ override the common switches. Every problem is reported at once in one ``ConfigE
 
 from infra.config._loader import (
     ENV_OVERRIDES,
+    ConfigDiagnosis,
+    diagnose_config,
     find_config_file,
     get_config,
     load_config,
+    project_root,
     reset_config,
     set_config,
 )
@@ -43,6 +46,7 @@ __all__ = [
     "BatchingConfig",
     "BreakerConfig",
     "CacheConfig",
+    "ConfigDiagnosis",
     "ConfigError",
     "ConfigProblem",
     "DbConfig",
@@ -61,6 +65,7 @@ __all__ = [
     "TorchConfig",
     "WarmupConfig",
     "WrapEntry",
+    "diagnose_config",
     "find_config_file",
     "format_duration",
     "format_size",
@@ -68,6 +73,7 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_size",
+    "project_root",
     "redact_url",
     "reset_config",
     "set_config",

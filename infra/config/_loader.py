@@ -8,6 +8,7 @@ common switches (table ``ENV_OVERRIDES``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -17,11 +18,21 @@ from typing import Any
 
 from infra.config._build import build_config, coerce
 from infra.config._depth import depth_problem_in_text
-from infra.config._model import PerfConfig
+from infra.config._model import PerfConfig, WrapEntry
 from infra.config._spec import Spec, section_fields
 from infra.errors import ConfigError, ConfigProblem
 
-__all__ = ["ENV_OVERRIDES", "find_config_file", "get_config", "load_config", "reset_config", "set_config"]
+__all__ = [
+    "ENV_OVERRIDES",
+    "ConfigDiagnosis",
+    "diagnose_config",
+    "find_config_file",
+    "get_config",
+    "load_config",
+    "project_root",
+    "reset_config",
+    "set_config",
+]
 
 DEFAULT_LOCATION = Path("config") / "perf_config.json"
 
@@ -73,6 +84,29 @@ def find_config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
         if found is not None:
             return found
     return None
+
+
+def project_root(config_file: str | os.PathLike[str]) -> Path:
+    """The folder a config file's relative paths (``cache.path``) resolve against, absolute.
+
+    A file inside a folder named ``config`` belongs to the project holding that folder (seed 004's
+    ``Leo/config/perf_config.json`` → ``Leo``); any other file, to its own folder. Resolving against the
+    file, not the working directory, is what makes ``cd enrichment-worker && python worker.py``,
+    ``python enrichment-worker/worker.py`` and ``python -m infra cache clear`` from ``Leo`` share one store.
+    """
+    folder = Path(config_file).resolve().parent
+    return folder.parent if folder.name == DEFAULT_LOCATION.parent.name else folder
+
+
+def _resolve_cache_path(config: PerfConfig, file: Path | None, from_env: bool) -> PerfConfig:
+    """A relative ``cache.path`` from a config file (its own value or the default it left in place) made
+    absolute against ``project_root``; ``$PERF_CACHE_PATH`` is typed in a shell, so it keeps the working
+    directory, as do the built-in defaults (no file)."""
+    path = config.cache.path
+    if file is None or from_env or Path(path).expanduser().is_absolute():
+        return config
+    resolved = str(project_root(file) / path)
+    return dataclasses.replace(config, cache=dataclasses.replace(config.cache, path=resolved))
 
 
 def _search_starts() -> list[Path]:
@@ -180,8 +214,10 @@ def _env_value(spec: Spec, raw: str) -> Any:
     return text
 
 
-def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem]) -> None:
-    """Write environment overrides into the raw JSON data (before it's built), checking each value."""
+def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem]) -> list[str]:
+    """Write environment overrides into the raw JSON data (before it's built), checking each value;
+    returns the variables applied."""
+    applied: list[str] = []
     for var, path in ENV_OVERRIDES.items():
         raw = environ.get(var)
         if raw is None:
@@ -200,6 +236,8 @@ def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem])
                 child = node[head] = {}
             node = child
         node[last] = value
+        applied.append(var)
+    return applied
 
 
 def _cross_checks(config: PerfConfig, problems: list[ConfigProblem]) -> None:
@@ -235,18 +273,70 @@ def load_config(
     Raises ConfigError listing every problem found: syntax errors by file:line:column, bad values and
     unknown keys by JSON path, bad environment overrides by variable name.
     """
-    file = find_config_file(path)
-    data: Any = read_json(file) if file is not None else {}
+    diagnosis = diagnose_config(path, environ=environ, use_env=use_env)
+    if diagnosis.error is not None:
+        raise diagnosis.error
+    if diagnosis.problems:
+        raise ConfigError(list(diagnosis.problems), source=diagnosis.source)
+    assert diagnosis.config is not None
+    return diagnosis.config
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ConfigDiagnosis:
+    """Everything ``config check`` and ``doctor`` report, gathered without raising.
+
+    ``config`` is what the file builds to with each bad field left at its default (None when the file
+    can't be found, read or parsed: ``error`` holds why); ``wrap`` holds the entries of the ``wrap`` list
+    that built cleanly, with their index, so their targets can be checked even while other fields have
+    problems."""
+
+    source: str
+    config: PerfConfig | None
+    problems: tuple[ConfigProblem, ...]
+    wrap: tuple[tuple[int, WrapEntry], ...]
+    error: ConfigError | None = None
+
+
+def diagnose_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Any = None, use_env: bool = True
+) -> ConfigDiagnosis:
+    """``load_config``'s work without raising: every problem at once and the partial result kept (see
+    ConfigDiagnosis)."""
+    from infra.config._build import build_section
+
+    try:
+        file = find_config_file(path)
+        data: Any = read_json(file) if file is not None else {}
+    except ConfigError as exc:
+        return ConfigDiagnosis(
+            source=exc.source or str(path or "config"),
+            config=None,
+            problems=tuple(exc.problems),
+            wrap=(),
+            error=exc,
+        )
     source = str(file) if file is not None else "built-in defaults"
     problems: list[ConfigProblem] = []
-    if use_env and isinstance(data, dict):
-        apply_env(data, os.environ if environ is None else environ, problems)
+    env = os.environ if environ is None else environ
+    applied = apply_env(data, env, problems) if use_env and isinstance(data, dict) else []
     config = build_config(data, problems, source=source)
+    if applied:
+        config = dataclasses.replace(config, env_overrides=tuple(applied))
     if not problems:
         _cross_checks(config, problems)
-    if problems:
-        raise ConfigError(problems, source=source)
-    return config
+    config = _resolve_cache_path(config, file, "PERF_CACHE_PATH" in applied)
+    wrap: list[tuple[int, WrapEntry]] = []
+    raw = data.get("wrap") if isinstance(data, dict) else None
+    if isinstance(raw, list) and len(raw) == len(config.wrap):
+        wrap = list(enumerate(config.wrap))  # the list built: its own entries
+    elif isinstance(raw, list):  # a bad field dropped the list: check the entries that build on their own
+        for i, item in enumerate(raw):
+            scratch: list[ConfigProblem] = []
+            entry = build_section(WrapEntry, item, f"wrap[{i}]", scratch)
+            if not scratch:
+                wrap.append((i, entry))
+    return ConfigDiagnosis(source=source, config=config, problems=tuple(problems), wrap=tuple(wrap))
 
 
 _current: PerfConfig | None = None

@@ -147,7 +147,11 @@ class CacheConfig(_Section):
         choices=("sqlite", "postgres", "redis", "memory"),
     )
     path: str = field(
-        "str", ".perf_cache/cache.db", "SQLite file; its directory is created 0700, the file 0600."
+        "str",
+        ".perf_cache/cache.db",
+        "SQLite file; its directory is created 0700, the file 0600. Relative to the project root when read "
+        "from a config file (the folder holding config/ for a file in config/, else the file's folder), "
+        "to the working directory for $PERF_CACHE_PATH and the built-in defaults.",
     )
     dsn: str | None = field("str", None, "PostgreSQL DSN for backend postgres.", nullable=True, secret=True)
     url: str | None = field("str", None, "Redis URL for backend redis.", nullable=True, secret=True)
@@ -427,7 +431,11 @@ class WarmupConfig(_Section):
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class WrapEntry(_Section):
     target: str = field(
-        "str", "", "Class to wrap, as package.module:Class.", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+        "str",
+        "",
+        "Class to wrap, as package.module:Class, or a module-level function (package.module:function: "
+        "cached as a whole and replaced in its module; no methods).",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
     )
     methods: tuple[str, ...] = field("list", (), "Methods whose results are cached.", item="str")
     namespace: str | None = field("str", None, "Cache namespace (default: the class name).", nullable=True)
@@ -468,11 +476,27 @@ class PerfConfig(_Section):
     wrap: tuple[WrapEntry, ...] = field(
         "list",
         (),
-        "Classes whose methods get cached by enable_caching_for_worker().",
+        "Classes whose methods (or module-level functions) get cached by enable_caching_for_worker().",
         item="section",
         section=WrapEntry,
     )
     source: str | None = dataclasses.field(default=None, compare=False, metadata={"spec": None})
+    # the environment variables (ENV_OVERRIDES) that set a value, so a report can say where a switch came from
+    env_overrides: tuple[str, ...] = dataclasses.field(default=(), compare=False, metadata={"spec": None})
+
+    def switched_off_by(self, section: str | None = None) -> str | None:
+        """Why the layer (or ``section``, e.g. "ollama") is off, naming the environment variable or the
+        config field that did it; None when it is on."""
+        if not self.enabled:
+            if "PERF_ENABLED" in self.env_overrides:
+                return "PERF_ENABLED in the environment switches the layer off"
+            return f"enabled: false in {self.source or 'the config'}"
+        if section is None or getattr(self, section).enabled:
+            return None
+        var = f"PERF_{section.upper()}_ENABLED"
+        if var in self.env_overrides:
+            return f"{var} in the environment switches {section} off"
+        return f"{section}.enabled: false in {self.source or 'the config'}"
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         out = {"$schema": "perf_config.schema.json"}

@@ -6,7 +6,8 @@ after an optional ``delay`` so the app finishes starting first. A failing item i
 logged, never raised: warming is an optimisation, and its failure must not take the app down.
 
 ``warm_cache(items, fn, namespace=...)`` is the cache-filling form used by ``python -m infra warm``:
-it skips items already cached under ``make_key(namespace, item)`` and stores ``fn(item)`` there.
+it skips items already cached under their key (``make_key(namespace, item)``, or the key a ``@cached``
+function would use, see ``key``) and stores ``fn(item)`` there.
 """
 
 from __future__ import annotations
@@ -267,16 +268,20 @@ def warm_cache(
     progress: Progress | None = None,
     background: bool = True,
     delay: float = 0.0,
+    key: Callable[[str], str] | None = None,
 ) -> WarmHandle | WarmStats:
-    """Store ``fn(item)`` under ``make_key(namespace, item)`` for each item not cached yet.
+    """Store ``fn(item)`` under ``key(item)`` for each item not cached yet.
 
-    Read them back with ``cache.get(namespace, make_key(namespace, item))``. With ``background=True``
+    ``key`` defaults to ``make_key(namespace, item)`` (read back with ``cache.get(namespace,
+    make_key(namespace, item))``); pass ``cached(namespace=...)(fn).cache_key`` to fill the entries a
+    ``@cached`` function looks up, as ``python -m infra warm`` does. With ``background=True``
     (default) this is ``warm(...)`` and returns a handle; ``background=False`` runs to completion in
     this thread (no running loop allowed) and returns the stats, as the CLI does.
     """
     from infra.cache import get_cache, make_key
 
-    todo = [_Item(key=make_key(namespace, text), text=text) for text in items]
+    key_of = key if key is not None else (lambda text: make_key(namespace, text))
+    todo = [_Item(key=key_of(text), text=text) for text in items]
     store = cache if cache is not None else get_cache()
     keys = [it.key for it in todo]
 

@@ -27,7 +27,13 @@ from infra.errors import WrapError
 from infra.integrate._check import resolve_wrap
 from infra.integrate._failures import record_failure
 from infra.integrate._targets import MethodPlan, describe_entry
-from infra.integrate._wrap import MethodSettings, PatchRecord, patch_class_in_place
+from infra.integrate._wrap import (
+    FunctionPatch,
+    MethodSettings,
+    PatchRecord,
+    cache_function_in_place,
+    patch_class_in_place,
+)
 
 __all__ = [
     "IntegrationHandle",
@@ -57,10 +63,25 @@ class _Target:
         return ", ".join(describe_entry(i, self.target) for i in self.entries)
 
 
+@dataclass
+class _FunctionTarget:
+    """A module-level function named by ``wrap``: cached as a whole, replaced in its module."""
+
+    target: str
+    function: Any
+    index: int
+    settings: MethodSettings | None
+    cached: Any = None  # the wrapper once patched
+
+    @property
+    def label(self) -> str:
+        return describe_entry(self.index, self.target)
+
+
 class WrappedClasses(dict[str, Any]):
     """``enable_caching_for_worker()``'s result: class name → class (cached, or the original when the layer
-    is off). Full targets work too: ``classes["pkg.module:Class"]``, needed when two wrapped classes share
-    a name."""
+    is off), and for a function target, function name → its cached wrapper (or the original). Full targets
+    work too: ``classes["pkg.module:Class"]``, needed when two wrapped classes share a name."""
 
     def __init__(
         self,
@@ -87,7 +108,7 @@ class WrappedClasses(dict[str, Any]):
         )
 
 
-def _resolve_targets(config: Any) -> tuple[list[_Target], list[str]]:
+def _resolve_targets(config: Any) -> tuple[list[_Target], list[_FunctionTarget], list[str]]:
     """Import and check every ``wrap`` entry (``resolve_wrap``). With the layer on, any problem is a
     ``WrapError`` listing them all by JSON path and naming the config file; with it off (``enabled`` or
     ``cache.enabled`` false) each is a logged warning and the entries that import are handed back as they
@@ -100,7 +121,13 @@ def _resolve_targets(config: Any) -> tuple[list[_Target], list[str]]:
     for line in ignored:
         log.warning("perf-infra: wrap entry problem: %s", line)
     targets: dict[str, _Target] = {}
+    functions: list[_FunctionTarget] = []
     for r in resolved:
+        if r.function is not None:
+            ok = r.entry.ttl is None or r.entry.ttl > 0
+            settings = MethodSettings.from_config(r.entry) if ok else None
+            functions.append(_FunctionTarget(r.entry.target, r.function, r.index, settings))
+            continue
         if r.cls is None:
             continue
         t = targets.setdefault(r.entry.target, _Target(r.entry.target, r.cls))
@@ -108,7 +135,7 @@ def _resolve_targets(config: Any) -> tuple[list[_Target], list[str]]:
         settings = MethodSettings.from_config(r.entry) if r.entry.ttl is None or r.entry.ttl > 0 else None
         if settings is not None:
             t.items.extend((plan, settings) for plan in r.plans)
-    return list(targets.values()), ignored
+    return list(targets.values()), functions, ignored
 
 
 def _resolve_config(config: Any) -> Any:
@@ -129,15 +156,18 @@ def _resolve_config(config: Any) -> Any:
 class IntegrationHandle:
     """What ``enable()`` did: ``report()`` (text), ``as_dict()``, ``undo()``; cached classes, patches."""
 
-    def __init__(self, config: Any, targets: list[_Target]) -> None:
+    def __init__(
+        self, config: Any, targets: list[_Target], functions: list[_FunctionTarget] | None = None
+    ) -> None:
         self.config = config
         self.targets = targets
+        self.functions = list(functions or ())
         self.cache: Any = None
         self.metrics_server: Any = None
         self.thread_budget: Any = None
         self.failures: list[str] = []
         self.actions: list[str] = []
-        self.patches: list[PatchRecord] = []
+        self.patches: list[PatchRecord | FunctionPatch] = []
         self.undone = False
         self._classes: WrappedClasses | None = None
         self._prev_config: Any = None
@@ -171,7 +201,7 @@ class IntegrationHandle:
         self._apply_cache()
         if not cfg.enabled:
             self.actions.append(
-                "layer off (enabled: false): wrappers are the original classes, nothing served"
+                f"layer off ({cfg.switched_off_by()}): wrappers are the original classes, nothing served"
             )
             return
         self._apply_metrics()
@@ -303,6 +333,12 @@ class IntegrationHandle:
                     by_target[t.target] = t.cls
                     seen.setdefault(t.cls.__name__, []).append(t.target)
                     by_name.setdefault(t.cls.__name__, t.cls)
+                for f in self.functions:  # the cached wrapper (the original with the layer off)
+                    fn = f.cached if f.cached is not None else f.function
+                    name = f.target.partition(":")[2]
+                    by_target[f.target] = fn
+                    seen.setdefault(name, []).append(f.target)
+                    by_name.setdefault(name, fn)
                 ambiguous = {n: ts for n, ts in seen.items() if len(ts) > 1}
                 for n in ambiguous:
                     by_name.pop(n, None)
@@ -312,6 +348,8 @@ class IntegrationHandle:
                     self.actions.append(
                         f"wrap: {t.label}: {', '.join(p.name for p, _ in t.items)} -> {state}"
                     )
+                for f in self.functions:
+                    self.actions.append(f"wrap: {f.label}: function -> {state}")
             return self._classes
 
     def patch(self) -> IntegrationHandle:
@@ -325,6 +363,12 @@ class IntegrationHandle:
                 rec = patch_class_in_place(t.cls, t.items, label=t.label)
                 self.patches.append(rec)
                 self.actions.append(f"patch: {t.target}.{{{', '.join(rec.methods)}}} cached in place")
+            for f in self.functions:
+                if f.settings is None:
+                    continue
+                f.cached, frec = cache_function_in_place(f.target, f.function, f.settings, label=f.label)
+                self.patches.append(frec)
+                self.actions.append(f"patch: {f.target} cached in its module")
             return self
 
     # ------------------------------------------------------------------ report and undo
@@ -336,14 +380,20 @@ class IntegrationHandle:
             "actions": list(self.actions),
             "failures": list(self.failures),
             "metrics_url": self.metrics_server.url if self.metrics_server is not None else None,
-            "wrapped": [t.target for t in self.targets],
+            "wrapped": [t.target for t in self.targets] + [f.target for f in self.functions],
             "patched": [r.label for r in self.patches if not r.undone],
             "undone": self.undone,
         }
 
     def report(self) -> str:
         """What enable() did, one line per part; failures (the parts running without) last."""
-        lines = ["perf-infra enabled" if not self.undone else "perf-infra integration undone"]
+        if self.undone:
+            head = "perf-infra integration undone"
+        elif not self.config.enabled:
+            head = f"perf-infra OFF: {self.config.switched_off_by()}; every part passes calls through"
+        else:
+            head = "perf-infra enabled"
+        lines = [head]
         lines += [f"  - {a}" for a in self.actions]
         lines += [f"  ! {f}" for f in self.failures]
         return "\n".join(lines)
@@ -408,8 +458,8 @@ def enable(config: Any = None) -> IntegrationHandle:
             if cfg == _active.config:
                 return _active
             _active.undo()
-        targets, ignored = _resolve_targets(cfg)
-        handle = IntegrationHandle(cfg, targets)
+        targets, functions, ignored = _resolve_targets(cfg)
+        handle = IntegrationHandle(cfg, targets, functions)
         handle._apply()
         handle.actions.extend(f"wrap: {line}" for line in ignored)
         _active = handle

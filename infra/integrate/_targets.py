@@ -16,7 +16,14 @@ from typing import Any
 
 from infra.errors import WrapError
 
-__all__ = ["MethodPlan", "describe_entry", "import_target", "plan_methods"]
+__all__ = [
+    "MethodPlan",
+    "describe_entry",
+    "import_class_or_function",
+    "import_object",
+    "import_target",
+    "plan_methods",
+]
 
 # How a listed attribute is stored on the class, and so how it must be re-wrapped.
 KIND_FUNCTION = "function"  # plain ``def`` / ``async def`` (self is the first argument)
@@ -41,6 +48,30 @@ def describe_entry(index: int | None, target: str) -> str:
 
 def import_target(target: str, *, where: str) -> type:
     """Import ``package.module:Class`` (``Outer.Inner`` for a nested class) and return the class."""
+    obj = import_object(target, where=where)
+    if not isinstance(obj, type):
+        raise WrapError(f"{where}: {target!r} is a {type(obj).__name__}, not a class")
+    return obj
+
+
+def import_class_or_function(target: str, *, where: str) -> Any:
+    """A ``wrap`` target: a class (its listed methods get cached) or a module-level function (cached as
+    a whole, replaced in its module); anything else is a ``WrapError``."""
+    obj = import_object(target, where=where)
+    if isinstance(obj, type):
+        return obj
+    if inspect.isfunction(obj) or (callable(obj) and hasattr(obj, "__wrapped__")):
+        if "." in target.partition(":")[2]:
+            raise WrapError(
+                f"{where}: {target!r} is a function inside a class: list it under 'methods' of a "
+                "'package.module:Class' target instead"
+            )
+        return obj
+    raise WrapError(f"{where}: {target!r} is a {type(obj).__name__}, not a class or a function")
+
+
+def import_object(target: str, *, where: str) -> Any:
+    """Import ``package.module:Name`` (dotted after the colon for nested names) and return the object."""
     module_name, sep, attr_path = target.partition(":")
     if not sep or not module_name or not attr_path:
         raise WrapError(f"{where}: target must look like 'package.module:Class', got {target!r}")
@@ -66,8 +97,6 @@ def import_target(target: str, *, where: str) -> type:
             raise WrapError(f"{where}: {walked!r} has no attribute {part!r}{_did_you_mean(part, names)}")
         obj = getattr(obj, part)
         walked = f"{walked}.{part}" if walked != module_name else f"{module_name}:{part}"
-    if not isinstance(obj, type):
-        raise WrapError(f"{where}: {target!r} is a {type(obj).__name__}, not a class")
     return obj
 
 

@@ -39,7 +39,7 @@ class MethodSettings:
     share entries). ``include_self`` is kept for compatibility (instances are keyed by default)."""
 
     namespace: str | None = None
-    ttl: float | None = None
+    ttl: float | str | None = None
     version: str | None = None
     include_self: bool = False
     key_attrs: tuple[str, ...] | None = None
@@ -47,10 +47,18 @@ class MethodSettings:
     def __post_init__(self) -> None:
         if self.namespace is not None and (not isinstance(self.namespace, str) or not self.namespace):
             raise ValueError(f"namespace must be a non-empty string or None, got {self.namespace!r}")
-        if self.ttl is not None and (
-            isinstance(self.ttl, bool) or not isinstance(self.ttl, int | float) or self.ttl <= 0
-        ):
-            raise ValueError(f"ttl must be a positive number of seconds or None, got {self.ttl!r}")
+        if self.ttl is not None:
+            # the one parser @cached and config use: seconds or "90s" / "30m" / "1h" / "30d", checked here,
+            # where the class is wrapped, never after a call did its work
+            from infra.cache.settings import parse_ttl
+
+            seconds = parse_ttl(self.ttl, what="ttl")
+            if seconds is None or seconds <= 0:
+                raise ValueError(
+                    'ttl must be a positive duration (seconds or a string like "1h") or None, '
+                    f"got {self.ttl!r}"
+                )
+            object.__setattr__(self, "ttl", seconds)
         if isinstance(self.key_attrs, str):
             raise ValueError(
                 f"key_attrs must be a list of attribute names, got the string {self.key_attrs!r}"
@@ -168,7 +176,7 @@ def cached_class(
     methods: Sequence[str],
     *,
     namespace: str | None = None,
-    ttl: float | None = None,
+    ttl: float | str | None = None,
     version: str | None = None,
     include_self: bool = False,
     key_attrs: Sequence[str] | None = None,
@@ -179,7 +187,8 @@ def cached_class(
 ) -> C:
     """A subclass of ``cls`` whose ``methods`` are cached through ``infra.cache.cached``.
 
-    ``namespace`` defaults to the class name; ``ttl`` (seconds) to the namespace's; ``version`` keys the
+    ``namespace`` defaults to the class name; ``ttl`` (seconds or a duration string as ``@cached`` and
+    config take it: ``"1h"``, ``"30d"``) to the namespace's; ``version`` keys the
     entries (bump it when the method's code changes its results); ``key_attrs`` names the instance
     attributes that define the results (default: the instance's configuration, see
     ``infra.cache.identity``; ``[]``: instances share entries). Results are
@@ -193,15 +202,15 @@ def cached_class(
         raise TypeError(f"cached_class() takes a class, got {type(cls).__name__}")
     label = where or describe_entry(None, f"{cls.__module__}.{cls.__qualname__}")
     plans = plan_methods(cls, methods if isinstance(methods, str) else tuple(methods), where=label)
-    if cache is None and _layer_off():
-        return cls
-    base = MethodSettings(
+    base = MethodSettings(  # a bad ttl or namespace fails here, as @cached fails at decoration
         namespace=namespace,
         ttl=ttl,
         version=version,
         include_self=include_self,
         key_attrs=None if key_attrs is None else tuple(key_attrs),
     )
+    if cache is None and _layer_off():
+        return cls
     return _subclass(
         cls, [(p, (per_method or {}).get(p.name, base)) for p in plans], cache=cache, timing=timing
     )
@@ -263,6 +272,55 @@ class PatchRecord:
             else:
                 setattr(self.cls, name, previous)
         self.undone = True
+
+
+@dataclass
+class FunctionPatch:
+    """A module-level function replaced in its module by its cached wrapper; ``undo()`` puts it back."""
+
+    module: Any
+    name: str
+    original: Any
+    label: str
+    undone: bool = False
+
+    @property
+    def methods(self) -> list[str]:
+        return [self.name]
+
+    def undo(self) -> None:
+        if not self.undone:
+            setattr(self.module, self.name, self.original)
+        self.undone = True
+
+
+def cache_function_in_place(
+    target: str, function: Any, settings: MethodSettings, *, label: str, cache: Any = None
+) -> tuple[Any, FunctionPatch]:
+    """Replace a module-level function in its module with ``cached(...)(function)``.
+
+    Callers that look it up through the module (``mod.fn()``, or ``from mod import fn`` run after this)
+    get the cache; a ``from mod import fn`` done earlier holds the original (a function object can't be
+    changed in place as a class can), so call ``enable()`` before the worker's imports. The namespace
+    defaults to the function's name; the key is the one ``@cached`` makes, so ``python -m infra warm``
+    fills exactly these entries."""
+    import sys
+
+    from infra.cache import cached
+
+    module_name, _, name = target.partition(":")
+    module = sys.modules[module_name]
+    record = FunctionPatch(module=module, name=name, original=getattr(module, name), label=label)
+    if callable(getattr(function, "cache_key", None)):  # already @cached: caching it twice gains nothing
+        return function, record
+    wrapper = cached(
+        namespace=settings.namespace or name,
+        ttl=settings.ttl,
+        version=settings.version,
+        cache=cache,
+    )(function)
+    setattr(module, name, wrapper)
+    return wrapper, record
 
 
 def patch_class_in_place(

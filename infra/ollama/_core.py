@@ -16,6 +16,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from ._embed_fields import reply_fields, summed_prompt_eval_count
 from ._handles import Handles
 from ._helpers import PRIMITIVE as _PRIMITIVE
 from ._helpers import detacher, is_embedding_model, keep_alive_seconds, official_signature
@@ -81,7 +82,7 @@ class Plan:
     pairs each distinct input text with its key and ``texts`` keeps the caller's order (repeats included).
     """
 
-    __slots__ = ("body", "h", "items", "key", "looked_up", "model", "ns", "op", "texts")
+    __slots__ = ("body", "fetched", "h", "items", "key", "looked_up", "meta", "model", "ns", "op", "texts")
 
     def __init__(self, op: str, model: str, body: dict[str, Any], ns: str, h: Handles) -> None:
         self.op = op
@@ -93,6 +94,8 @@ class Plan:
         self.items: list[tuple[str, str]] | None = None
         self.texts: list[str] = []
         self.looked_up = False  # the key memo already looked this key up (and missed)
+        self.meta: dict[str, dict[str, Any]] = {}  # embed: the reply fields recorded with each text's entry
+        self.fetched: list[str] = []  # embed: the texts this call sent to the server
 
     def embed_body(self, texts: list[str]) -> dict[str, Any]:
         """The body with ``input`` narrowed to the texts the cache did not have."""
@@ -228,7 +231,11 @@ class ClientCore:
         extras = EXTRAS.get()
         profile, use_cache = extras if extras is not None else (None, None)
         model = body.get("model") or ""
-        opts = self.policy.merge(model, body.get("options"), profile)
+        # Embedding calls get the model's own runner entry only, not the flat options meant for chat and
+        # generate models: num_ctx=4096 sent to an embedding model that plain clients load with its
+        # default would make Ollama reload it on every switch between them (issue 16 trial, item 6).
+        embedding = op in ("embed", "embeddings")
+        opts = self.policy.merge(model, body.get("options"), profile, flat=not embedding)
         send = dict(body)
         if opts:
             send["options"] = opts
@@ -460,31 +467,60 @@ class ClientCore:
             v = found.get(k)
             if type(v) is dict and v.get("d") == digest and isinstance(v.get("e"), list):
                 vectors[text] = list(v["e"])
+                if type(v.get("m")) is dict:
+                    plan.meta[text] = v["m"]
             else:
                 missing.append((text, k))
         return vectors, missing
 
     def fill_vectors(
-        self, vectors: dict[str, Any], missing: list[tuple[str, str]], resp: Any, digest: str | None
+        self,
+        vectors: dict[str, Any],
+        missing: list[tuple[str, str]],
+        resp: Any,
+        digest: str | None,
+        plan: Plan | None = None,
     ) -> dict[str, Any]:
-        """Embed: put the fetched vectors in ``vectors``; return the cache entries to store."""
+        """Embed: put the fetched vectors in ``vectors``; return the cache entries to store (and note on
+        ``plan`` what was fetched and recorded, for ``embed_response``)."""
         out: dict[str, Any] = {}
+        # A text fetched on its own owns the whole reply: its fields (prompt_eval_count, durations, ...) are
+        # recorded with the vector, so a hit replays what the plain client got. A text fetched in a batch
+        # can't know its share of the reply's counts, so nothing is recorded for it.
+        meta = reply_fields(resp) if len(missing) == 1 else None
+        if plan is not None:
+            plan.fetched = [text for text, _ in missing]
         for (text, k), v in zip(missing, resp.embeddings, strict=True):
             vectors[text] = v
             out[k] = self.vector_value(v, digest)
+            if meta:
+                out[k]["m"] = meta
+                if plan is not None:
+                    plan.meta[text] = meta
         return out
 
     @staticmethod
     def embed_response(cls: Any, plan: Plan, vectors: Mapping[str, Any], resp: Any) -> Any:
-        """Embed: the reply in the caller's input order, with the fetched part's durations if any."""
+        """Embed: the reply in the caller's input order.
+
+        One text, served from the cache: every field recorded with it (see ``fill_vectors``), as the plain
+        client got them. Reassembled from several entries (or from entries and a fetch): the durations are
+        this call's fetch's (none when nothing was fetched: no timing belongs to the whole), and
+        ``prompt_eval_count`` is the sum over the inputs when each input's count is known (Ollama counts
+        each input's tokens and adds them), else left out."""
         fields: dict[str, Any] = {
             "model": resp.model if resp is not None else plan.model,
             "embeddings": [vectors[t] for t in plan.texts],
         }
+        if resp is None and len(plan.texts) == 1 and plan.texts[0] in plan.meta:
+            return cls.model_construct(**{**plan.meta[plan.texts[0]], **fields})
         if resp is not None:
-            for name in ("total_duration", "load_duration", "prompt_eval_count"):
+            for name in ("total_duration", "load_duration"):
                 if getattr(resp, name, None) is not None:
                     fields[name] = getattr(resp, name)
+        count = summed_prompt_eval_count(plan.texts, plan.meta, plan.fetched, resp)
+        if count is not None:
+            fields["prompt_eval_count"] = count
         return cls.model_construct(**fields)
 
     # -- metrics from replies -------------------------------------------------------------------------------

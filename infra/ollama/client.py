@@ -376,7 +376,7 @@ class OptimizedOllama(LayerMixin, _Official):
             if len(resp.embeddings) != len(missing):  # not what we asked for: hand it back, store nothing
                 return resp
             digest = self._digest(plan.model)
-            self._set(plan.ns, core.fill_vectors(vectors, missing, resp, digest), spent / len(missing))
+            self._set(plan.ns, core.fill_vectors(vectors, missing, resp, digest, plan), spent / len(missing))
             h.duration_miss.observe(spent)
             core.observe_final(h, plan.model, resp)
         else:

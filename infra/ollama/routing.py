@@ -48,17 +48,38 @@ _lock = threading.Lock()
 
 
 class Routing:
-    """What :func:`route_official` replaced; ``undo()`` puts it back (idempotent)."""
+    """What :func:`route_official` replaced; ``undo()`` puts it back (idempotent).
 
-    def __init__(self, client: OptimizedOllama, saved: dict[str, Any]) -> None:
-        self.client = client  #: the routed default client behind the module-level functions
+    With the layer or its ``ollama`` part off nothing is replaced: ``client`` is None, ``off_reason`` says
+    why, ``undo()`` does nothing and ``report()`` says so."""
+
+    def __init__(
+        self, client: OptimizedOllama | None, saved: dict[str, Any], *, off_reason: str | None = None
+    ) -> None:
+        self.client = client  #: the routed default client behind the module-level functions (None: off)
         self._saved = saved
-        self.active = True
+        self.active = client is not None
+        self.off_reason = off_reason
+
+    def report(self) -> str:
+        """One line: what is routed, or why nothing is."""
+        if self.client is None:
+            return (
+                f"ollama routing: nothing routed ({self.off_reason}); ollama.Client, ollama.AsyncClient "
+                "and the module-level functions are the official ones"
+            )
+        state = "routed" if self.active else "undone"
+        return (
+            f"ollama routing: {state}: ollama.Client, ollama.AsyncClient and {len(MODULE_FUNCTIONS)} "
+            f"module-level functions through OptimizedOllama ({self.client._book_host})"
+        )
 
     def undo(self) -> None:
         """Restore every name this routing replaced; close the routed default client."""
         import ollama
 
+        if self.client is None:
+            return  # nothing was replaced
         with _lock:
             if not self.active:
                 return
@@ -79,6 +100,8 @@ class Routing:
         self.undo()
 
     def __repr__(self) -> str:
+        if self.client is None:
+            return f"<Routing off: {self.off_reason}>"
         return f"<Routing {'active' if self.active else 'undone'} host={self.client._book_host}>"
 
 
@@ -86,11 +109,22 @@ def route_official(*, settings: OllamaSettings | None = None, cache: Any = None)
     """Make ``ollama.Client`` / ``ollama.AsyncClient`` the layer's classes and bind the module-level functions
     to one :class:`OptimizedOllama` (host from ``$OLLAMA_HOST`` or settings, as the official default client).
 
-    ``settings`` default to perf_config's ``ollama`` section (off there: the layer passes requests through
-    unchanged). Returns a :class:`Routing`; ``undo()`` restores the previous names (routings nest).
+    ``settings`` default to perf_config's ``ollama`` section. With the layer off (``PERF_ENABLED=0``,
+    ``enabled: false``) or ``ollama.enabled`` false, nothing is touched: the official names stay, and the
+    :class:`Routing` returned is a no-op whose ``report()`` says why. Otherwise ``undo()`` restores the
+    previous names (routings nest).
     """
     import ollama
 
+    if settings is None:
+        from infra.config import get_config
+
+        config = get_config()
+        reason = config.switched_off_by("ollama")
+        if reason is not None:
+            return Routing(None, {}, off_reason=reason)
+    elif not settings.enabled:
+        return Routing(None, {}, off_reason="the OllamaSettings given are disabled (enabled=False)")
     client = OptimizedOllama(settings=settings, cache=cache)
     names = ("Client", "AsyncClient", "_client", *MODULE_FUNCTIONS)
     with _lock:

@@ -79,13 +79,14 @@ class RunnerPolicy:
         self._per_model = {k: dict(v) for k, v in runner.items() if isinstance(v, Mapping)}
         self._profiles = {k: dict(v) for k, v in profiles.items()}
         self.strict = strict
-        self._base: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self._base: dict[tuple[str, str | None, bool], dict[str, Any]] = {}
         self._warned: set[tuple[str, str, Any]] = set()
         self._lock = threading.Lock()
 
-    def pinned(self, model: str) -> dict[str, Any]:
-        """The runner options sent with every call for ``model``."""
-        out = dict(self._flat)
+    def pinned(self, model: str, *, flat: bool = True) -> dict[str, Any]:
+        """The runner options sent with every call for ``model``: the flat ones (``flat=False``: left
+        out, as for embedding calls) then the model's own entry."""
+        out = dict(self._flat) if flat else {}
         base = model.split(":", 1)[0]
         for name in (base, model):
             out.update(self._per_model.get(name, {}))
@@ -100,21 +101,24 @@ class RunnerPolicy:
             known = ", ".join(sorted(self._profiles)) or "none configured"
             raise ValueError(f"unknown Ollama profile {name!r} (known: {known})") from None
 
-    def merge(self, model: str, options: Any, profile: str | None = None) -> dict[str, Any]:
+    def merge(
+        self, model: str, options: Any, profile: str | None = None, *, flat: bool = True
+    ) -> dict[str, Any]:
         """Options to send: the profile's, then the call's own (which win), then each pinned runner option
         that neither set. The caller's value is never replaced: a differing runner option is sent as given
-        and logged once (it reloads the model), or raises with ``strict``. The result for (model, profile)
-        without call options is computed once and shared: callers must not mutate it."""
+        and logged once (it reloads the model), or raises with ``strict``. ``flat=False`` pins only the
+        model's own runner entry (embedding calls, see ``ClientCore.plan``). The result for (model,
+        profile) without call options is computed once and shared: callers must not mutate it."""
         if options is None:
-            key = (model, profile)
+            key = (model, profile, flat)
             base = self._base.get(key)
             if base is None:
-                base = {**self.profile(profile), **self.pinned(model)}
+                base = {**self.profile(profile), **self.pinned(model, flat=flat)}
                 self._base[key] = base
             return base
         call = options_dict(options)
         merged = {**self.profile(profile), **call}
-        for name, value in self.pinned(model).items():
+        for name, value in self.pinned(model, flat=flat).items():
             asked = call.get(name)
             if asked is None:
                 merged[name] = value

@@ -143,7 +143,8 @@ def fetch_sdist(directory: Path) -> Path:
 def _config(directory: Path, mode: str) -> dict[str, str]:
     """Environment for one mode: its config file, a fresh cache, this tree on the path."""
     shipped = json.loads((ROOT / "config" / "perf_config.json").read_text())
-    env = {"PYTHONPATH": str(ROOT), "PERF_CACHE_PATH": str(directory / f"cache-{mode}.db")}
+    # a directory of its own: the cache refuses a 0755 folder shared with other files (sqlite_guard)
+    env = {"PYTHONPATH": str(ROOT), "PERF_CACHE_PATH": str(directory / f"cache-{mode}" / "cache.db")}
     if mode == "off":
         env["PERF_ENABLED"] = "0"
     elif mode == "cache":
@@ -171,7 +172,7 @@ def run_tests(directory: Path, modes: list[str]) -> bool:
     for mode in modes:
         junit = directory / f"junit-{mode}.xml"
         env = {**os.environ, **_config(directory, mode)}
-        for stale in Path(env["PERF_CACHE_PATH"]).parent.glob(f"cache-{mode}.db*"):
+        for stale in Path(env["PERF_CACHE_PATH"]).parent.glob("cache.db*"):
             stale.unlink()
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",

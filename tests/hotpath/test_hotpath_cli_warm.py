@@ -45,11 +45,31 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return {"config": str(config), "phrases": str(phrases), "db": str(tmp_path / "cache.db")}
 
 
-def _cached(setup: dict[str, Any], namespace: str, item: str) -> Any:
-    from infra.cache import Cache, CacheSettings, make_key
+def _cached(setup: dict[str, Any], namespace: str, item: str, fn: str = "synth") -> Any:
+    """What the store holds under the key ``@cached(namespace=...)`` would look up for ``fn(item)``."""
+    import warm_target_mod  # type: ignore[import-not-found]
+
+    from infra.cache import Cache, CacheSettings, cached
 
     with Cache(CacheSettings(path=setup["db"]), export_metrics=False) as c:
-        return c.get(namespace, make_key(namespace, item))
+        return c.get(namespace, cached(namespace=namespace)(getattr(warm_target_mod, fn)).cache_key(item))
+
+
+def test_a_worker_using_cached_hits_what_warm_stored(setup: dict[str, Any]) -> None:
+    """Main stored under ``make_key(namespace, item)``, which ``cached(namespace='tts')(synth)`` never
+    looks up: the worker recomputed every warmed phrase."""
+    import warm_target_mod
+
+    from infra.cache import Cache, CacheSettings, cached
+
+    argv = ["warm", "-f", setup["phrases"], "-n", "tts", "--call", "warm_target_mod:synth", "--no-progress"]
+    assert main([*argv, "--config", setup["config"]]) == 0
+    warm_target_mod.CALLS.clear()
+    with Cache(CacheSettings(path=setup["db"]), export_metrics=False) as c:
+        synthesize = cached(namespace="tts", cache=c)(warm_target_mod.synth)
+        assert synthesize("hello") == b"AUDIO:hello"
+        assert synthesize("take a breath") == b"AUDIO:take a breath"
+    assert warm_target_mod.CALLS == []
 
 
 def test_warm_fills_the_namespace_and_a_second_run_skips_everything(
@@ -94,7 +114,7 @@ def test_function_comes_from_a_wrap_entry_with_the_namespace(setup: dict[str, An
         ["warm", "-f", setup["phrases"], "-n", "greetings", "--config", setup["config"], "--no-progress"]
     )
     assert rc == 0
-    assert _cached(setup, "greetings", "hello") == "HELLO"
+    assert _cached(setup, "greetings", "hello", fn="asynth") == "HELLO"
 
 
 def test_plain_progress_bar_without_tqdm(
