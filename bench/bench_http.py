@@ -2,6 +2,8 @@
 
     python bench/bench_http.py            # full: 5 interleaved rounds of 2000 GETs at concurrency 50
     python bench/bench_http.py --quick    # smoke: 2 rounds of 300 GETs
+    python bench/bench_http.py --peers    # every peer (pyreqwest, rnet, curl_cffi, niquests, aiohttp,
+                                          # httpx) at c=50 and c=500, then the HTTP/2 section; 3 rounds
 
 The fault server runs in its own process (``python -m infra.testing.fault_server``) so it doesn't share
 the clients' GIL. Every client runs in every round, in rotated order, so drift (thermal, neighbours on the
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -154,7 +156,7 @@ class Ours(Contender):
         await self.c.aclose()
 
     async def fetch(self, url: str) -> int:
-        return (await self.c.get(url)).status
+        return int((await self.c.get(url)).status)
 
     async def ttfb(self, url: str) -> float:
         t0 = time.perf_counter()
@@ -384,9 +386,108 @@ async def main(quick: bool, rounds: int = 0) -> None:
     )
 
 
+async def field(contenders: list[Any], url: str, rounds: int, total: int, conc: int) -> list[Row]:
+    """Every contender ``rounds`` times in rotated order (so drift on the machine hits all alike);
+    returns (name, median req/s, p50 s, p99 s) sorted fastest first."""
+    failed: dict[str, int] = {}
+    for c in contenders:
+        c.rates, c.latencies = [], []
+        failed[c.name] = 0
+        await run_load(c.fetch, url, min(total, 500), conc)  # warm-up: connections, first-request paths
+    for r in range(rounds):
+        for c in contenders[r % len(contenders) :] + contenders[: r % len(contenders)]:
+            rate, lat, ok = await run_load(c.fetch, url, total, conc)
+            failed[c.name] += total - ok
+            c.rates.append(rate)
+            c.latencies.extend(lat)
+    rows = [
+        Row(c.name, statistics.median(c.rates), pct(c.latencies, 0.5), pct(c.latencies, 0.99), failed[c.name])
+        for c in contenders
+    ]
+    return sorted(rows, key=lambda row: -row.rate)
+
+
+class Row(NamedTuple):
+    name: str
+    rate: float
+    p50: float
+    p99: float
+    failed: int
+
+
+def print_field(title: str, rows: list[Row], ours: str) -> None:
+    """The table, fastest first; a run's failed requests are counted in its rate (they finished), so a
+    peer that failed requests is shown with the count."""
+    mine = next(row for row in rows if row.name == ours)
+    print(f"\n{title}\n")
+    print("| client | req/s (median) | p50 ms | p99 ms | failed | ours / client req/s | ours / client p99 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row.name} | {row.rate:,.0f} | {row.p50 * 1e3:.2f} | {row.p99 * 1e3:.2f} | {row.failed} | "
+            f"{mine.rate / row.rate:.2f}x | {mine.p99 / row.p99:.2f}x |"
+        )
+
+
+async def peers_main(rounds: int, quick: bool) -> None:
+    """HTTP/1.1 against every installed peer at c=50 and c=500, then HTTP/2 (h2c) to hypercorn."""
+    from http_peers import Ours, Pyreqwest, h1_peers, h2_peers, missing, start_h2c_server
+
+    print(f"bench_http --peers: {rounds} rounds, loadavg {os.getloadavg()[0]:.2f}, {os.cpu_count()} cpus")
+    h1, skipped = h1_peers()
+    for line in skipped:
+        print(line)
+    ours = Ours("ours (AsyncPerfClient, all features, 16/6)")
+    h1.append(ours)
+    proc, base = start_server()
+    try:
+        for c in h1:
+            await c.open()
+        for conc, total in ((50, 600 if quick else 2000), (500, 1000 if quick else 3000)):
+            rows = await field(h1, base + "/ok", rounds, total, conc)
+            print_field(f"HTTP/1.1, aiohttp fault server, c={conc}, {total} GETs a run", rows, ours.name)
+        for c in h1:
+            await c.close()
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(10)
+
+    proc, base = start_h2c_server()
+    try:
+        hostport = base.split("//", 1)[1]
+        h2, skipped = h2_peers(hostport)
+        ours_h2 = h2[-1]
+        for line in skipped:
+            print(line)
+        # The server alone: the same client over HTTP/1.1 and HTTP/2 to the same hypercorn shows the
+        # server's own HTTP/2 cost; ours over HTTP/1.1 to it is the floor the h2 path is held to.
+        h2.append(Ours("ours (HTTP/1.1 to the same server)"))
+        if missing("pyreqwest") is None:
+            h2.append(Pyreqwest("pyreqwest (HTTP/1.1 to the same server)", False))
+        for c in h2:
+            await c.open()
+        for conc, total in ((50, 300 if quick else 1500), (500, 500 if quick else 2000)):
+            rows = await field(h2, base + "/ok", rounds, total, conc)
+            title = f"HTTP/2 h2c (hypercorn, own process), c={conc}, {total} GETs a run"
+            print_field(title, rows, ours_h2.name)
+        for c in h2:
+            await c.close()
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(10)
+    print(f"\nloadavg at the end {os.getloadavg()[0]:.2f}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 rounds of 300 requests (smoke run)")
-    ap.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5)")
+    ap.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5; --peers: 3)")
+    ap.add_argument("--peers", action="store_true", help="every peer at c=50/500, then HTTP/2 (h2c)")
     args = ap.parse_args()
-    asyncio.run(main(args.quick, args.rounds))
+    if args.peers:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        asyncio.run(peers_main(args.rounds or (2 if args.quick else 3), args.quick))
+    else:
+        asyncio.run(main(args.quick, args.rounds))
