@@ -67,11 +67,14 @@ def enforce_caps(self: SQLiteBackend, namespace: str | None = None) -> int:
         _note(self, ns, total)
         if total <= cap:
             continue
+        # Once over, evict down to 2% under the cap (not just under it), so the next eviction is many
+        # writes away: a store held at its cap evicts once per ~2% of the cap written, not every few sets.
+        floor = cap - cap // 50
         with self._write("evict") as wconn:
             for _ in range(100_000):
                 total = self._totals(wconn, ns)
                 _note(self, ns, total)
-                if total <= cap:
+                if total <= floor:
                     break
                 n = self._evict_step(wconn, ns, total - cap)
                 evicted += n
@@ -79,6 +82,12 @@ def enforce_caps(self: SQLiteBackend, namespace: str | None = None) -> int:
                     break
     self.evictions += evicted
     return evicted
+
+
+def _enforce_due(self: SQLiteBackend) -> None:
+    """Enforce the caps the write path found due, on the maintenance thread."""
+    while self._caps_due:
+        self.enforce_caps(self._caps_due.pop())
 
 
 def _note(self: SQLiteBackend, namespace: str | None, total: int) -> None:
@@ -197,10 +206,14 @@ def _maintenance_loop(self: SQLiteBackend) -> None:
             break
         try:
             if time.monotonic() < next_full:
-                # Woken by a burst of writes: fold the totals (keeps the tail that reads of them sum
-                # short) and checkpoint, so the WAL starts over (see _checkpoint).
-                self.fold()
-                self._checkpoint()
+                # Woken by the write path: caps it found due (see SQLiteBackend._after_write), or a burst
+                # of writes: fold the totals (keeps the tail that reads of them sum short) and checkpoint,
+                # so the WAL starts over (see _checkpoint).
+                if self._caps_due:
+                    _enforce_due(self)  # a checkpoint due at the same wake waits for the next one
+                else:
+                    self.fold()
+                    self._checkpoint()
                 continue
             next_full = time.monotonic() + self.maintenance_interval
             self.maintain()
