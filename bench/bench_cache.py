@@ -424,7 +424,8 @@ def main() -> int:
     ap.add_argument(
         "--only",
         metavar="GROUPS",
-        help="comma-separated subset of: reads (L2 / L1 hit, stats cost), deco, independent, sets, cap, writers",
+        help="comma-separated subset of: reads (L2 / L1 hit, stats cost), deco, independent, sets, cap "
+        "(sets at the byte cap), writers",
     )
     args = ap.parse_args()
     only = (
