@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, pairwise
 from math import exp, floor, log
@@ -42,8 +42,6 @@ _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # the observe hot path reads them with one global lookup each.
 _SK = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)
 _MULT = 1.0 / math.log(_SK._gamma)
-# A shard with more sketch keys than this is summed per slot in C calls (BucketLayout._add_sorted).
-_SORTED_FROM = 32
 _INF = math.inf
 # Timers append their durations to a list and fold them into the sketch in sorted batches of this many
 # (see ``HistogramChild.note``): bounded memory (~65 KB per series) and the sort amortised.
@@ -192,58 +190,18 @@ class BucketLayout:
         return i
 
     def le_counts(self, shards: Iterable[HistogramShard]) -> tuple[list[int], float]:
-        """Per-``le``-slot counts (last = +Inf overflow) and the sum over ``shards``.
-
-        A shard with many sketch keys (a series under steady load holds hundreds: ~360 for a lognormal
-        spread over two decades) is summed per slot in C calls: sort its keys, accumulate their counts,
-        and cut the running total at each boundary key; one Python step per key made a scrape of 1,000
-        busy series 1.8x its idle figure before the observing threads' share of the GIL (issue 18).
-        ``le_counts_reference`` is the plain per-key loop, and a test shows the two agree.
-        """
+        """Per-``le``-slot counts (last = +Inf overflow) and the sum over ``shards``."""
         le = [0] * (len(self.bounds) + 1)
         index = self._index
         total = 0.0
         for s in shards:
             le[0] += s.zero
-            bins = s.bins
-            if len(bins) > _SORTED_FROM:
-                self._add_sorted(bins, le)
-            else:
-                # Copy the items in one C call before iterating: the owning thread may add keys meanwhile.
-                for k, c in tuple(bins.items()):
-                    i = index.get(k)
-                    if i is None:
-                        i = self.index(k)
-                    le[i] += c
-            for k, parts in tuple(s.split.items()):
-                i = self.index(k)
-                for j, c in enumerate(parts):
-                    le[i + j] += c
-            total += s.sum
-        return le, float(total)
-
-    def _add_sorted(self, bins: dict[int, int], le: list[int]) -> None:
-        """Add ``bins`` into ``le`` in C calls. Slot of key ``k``: ``n_zero`` + how many boundary keys are
-        below ``k`` (as ``index``), so slot ``n_zero + j`` holds the keys in ``(keys[j-1], keys[j]]``."""
-        snap = dict(bins)  # one C copy: the owning thread may add keys meanwhile
-        ks = sorted(snap)
-        cum = [0, *accumulate(map(snap.__getitem__, ks))]
-        base = self.n_zero
-        below = 0
-        for j, bk in enumerate(self.keys):
-            upto = cum[bisect_right(ks, bk)]
-            le[base + j] += upto - below
-            below = upto
-        le[base + len(self.keys)] += cum[-1] - below
-
-    def le_counts_reference(self, shards: Iterable[HistogramShard]) -> tuple[list[int], float]:
-        """``le_counts`` as one plain step per key: the reference ``le_counts``' sorted path must match."""
-        le = [0] * (len(self.bounds) + 1)
-        total = 0.0
-        for s in shards:
-            le[0] += s.zero
+            # Copy the items in one C call before iterating: the owning thread may add keys meanwhile.
             for k, c in tuple(s.bins.items()):
-                le[self.index(k)] += c
+                i = index.get(k)
+                if i is None:
+                    i = self.index(k)
+                le[i] += c
             for k, parts in tuple(s.split.items()):
                 i = self.index(k)
                 for j, c in enumerate(parts):
