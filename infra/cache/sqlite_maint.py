@@ -209,9 +209,10 @@ def _maintenance_loop(self: SQLiteBackend) -> None:
                 # Woken by the write path: caps it found due (see SQLiteBackend._after_write), or a burst
                 # of writes: fold the totals (keeps the tail that reads of them sum short) and checkpoint,
                 # so the WAL starts over (see _checkpoint).
-                if self._caps_due:
-                    _enforce_due(self)  # a checkpoint due at the same wake waits for the next one
-                else:
+                had_caps = bool(self._caps_due)
+                _enforce_due(self)
+                if self._ckpt_due or not had_caps:
+                    self._ckpt_due = False
                     self.fold()
                     self._checkpoint()
                 continue

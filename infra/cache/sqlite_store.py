@@ -140,6 +140,7 @@ class SQLiteBackend(CacheBackend):
         self.evictions = 0
         # Caps found due on the write path, for the maintenance thread to enforce (None: the total cap).
         self._caps_due: set[str | None] = set()
+        self._ckpt_due = False  # a checkpoint the write path asked for (it may share a wake with caps)
         self._maint: threading.Thread | None = None
         self._maint_stop = threading.Event()
         self._maint_wake = threading.Event()
@@ -588,6 +589,7 @@ class SQLiteBackend(CacheBackend):
             self._start_maintenance()
         elif self._writes_since_ckpt >= CHECKPOINT_EVERY:
             self._writes_since_ckpt = 0
+            self._ckpt_due = True
             self._maint_wake.set()  # the maintenance thread checkpoints, off this thread's write path
         cap_ns = self.namespace_max_bytes.get(namespace)
         over = self._bytes_est > self.max_bytes
