@@ -452,14 +452,17 @@ def print_field(title: str, rows: list[Row], ours: str) -> None:
         )
 
 
-async def peers_main(rounds: int, quick: bool) -> None:
-    """HTTP/1.1 against every installed peer at c=50 and c=500, then HTTP/2 (h2c) to hypercorn."""
+async def peers_main(rounds: int, quick: bool, only: list[str], with_h2: bool) -> None:
+    """HTTP/1.1 against every installed peer at c=50 and c=500, then HTTP/2 (h2c) to hypercorn; ``only``
+    keeps the HTTP/1.1 peers whose name contains one of its strings (more rounds of the front runners)."""
     from http_peers import Ours, Pyreqwest, h1_peers, h2_peers, missing, start_h2c_server
 
     print(f"bench_http --peers: {rounds} rounds, loadavg {os.getloadavg()[0]:.2f}, {os.cpu_count()} cpus")
     h1, skipped = h1_peers()
     for line in skipped:
         print(line)
+    if only:
+        h1 = [c for c in h1 if any(o in c.name for o in only)]
     ours = Ours("ours (AsyncPerfClient, all features, 16/6)")
     h1.append(ours)
     proc, base = start_server()
@@ -481,6 +484,8 @@ async def peers_main(rounds: int, quick: bool) -> None:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(10)
+    if not with_h2:
+        return
 
     proc, base = start_h2c_server()
     try:
@@ -514,9 +519,14 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="2 rounds of 300 requests (smoke run)")
     ap.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5; --peers: 3)")
     ap.add_argument("--peers", action="store_true", help="every peer at c=50/500, then HTTP/2 (h2c)")
+    ap.add_argument(
+        "--only", default="", help="--peers: comma-separated name parts of the HTTP/1.1 peers to run"
+    )
+    ap.add_argument("--no-h2", action="store_true", help="--peers: skip the HTTP/2 section")
     args = ap.parse_args()
     if args.peers:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        asyncio.run(peers_main(args.rounds or (2 if args.quick else 3), args.quick))
+        only = [o for o in args.only.split(",") if o]
+        asyncio.run(peers_main(args.rounds or (2 if args.quick else 3), args.quick, only, not args.no_h2))
     else:
         asyncio.run(main(args.quick, args.rounds))
