@@ -182,14 +182,18 @@ class Ours(Contender):
     """AsyncPerfClient with every feature on (its defaults: limits 16/6, retries, budget, breaker,
     deadline, metrics); ``http2_host`` lists the server's host:port in ``http2_hosts``."""
 
-    def __init__(self, name: str, http2_host: str | None = None) -> None:
+    def __init__(
+        self, name: str, http2_host: str | None = None, limits: tuple[int, int] | None = None
+    ) -> None:
         super().__init__(name)
-        self.http2_host = http2_host
+        self.http2_host, self.limits = http2_host, limits
 
     async def open(self) -> None:
-        from infra.http import AsyncPerfClient
+        from infra.http import AsyncPerfClient, Limits
 
         kw: dict[str, Any] = {"http2_hosts": (self.http2_host,)} if self.http2_host else {}
+        if self.limits:
+            kw["limits"] = Limits(max_connections=self.limits[0], max_per_host=self.limits[1])
         self.c = AsyncPerfClient(**kw)
 
     async def close(self) -> None:
@@ -219,6 +223,8 @@ def h1_peers() -> tuple[list[Contender], list[str]]:
         ("niquests", [Niquests("niquests (16 hosts x 6)", True), Niquests("niquests (defaults)", False)]),
         ("aiohttp", [Aiohttp("aiohttp (16/6)", True), Aiohttp("aiohttp (defaults: 100)", False)]),
         ("httpx", [Httpx("httpx (defaults: 100)")]),
+        # Ours at aiohttp's default limits: how much of a gap to a peer at its defaults is the limits.
+        ("aiohttp", [Ours("ours, all features, limits 100/100", limits=(100, 100))]),
     ]
     for module, contenders in table:
         why = missing(module)
