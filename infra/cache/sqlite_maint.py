@@ -85,9 +85,11 @@ def enforce_caps(self: SQLiteBackend, namespace: str | None = None) -> int:
 
 
 def _enforce_due(self: SQLiteBackend) -> None:
-    """Enforce the caps the write path found due, on the maintenance thread."""
-    while self._caps_due:
-        self.enforce_caps(self._caps_due.pop())
+    """Enforce the caps the write path found due, on the maintenance thread. Caps flagged meanwhile stay
+    for the next wake, so that wake counts as a cap wake (no extra checkpoint)."""
+    due, self._caps_due = self._caps_due, set()
+    for namespace in due:
+        self.enforce_caps(namespace)
 
 
 def _note(self: SQLiteBackend, namespace: str | None, total: int) -> None:
@@ -211,7 +213,7 @@ def _maintenance_loop(self: SQLiteBackend) -> None:
                 # so the WAL starts over (see _checkpoint).
                 had_caps = bool(self._caps_due)
                 _enforce_due(self)
-                if self._ckpt_due or not had_caps:
+                if self._ckpt_due or not had_caps:  # asked for, or a wake for no cap (invalidate)
                     self._ckpt_due = False
                     self.fold()
                     self._checkpoint()
