@@ -71,15 +71,18 @@ def enforce_caps(self: SQLiteBackend, namespace: str | None = None) -> int:
         # writes away: a store held at its cap evicts once per ~2% of the cap written, not every few sets.
         floor = cap - cap // 50
         with self._write("evict") as wconn:
+            # One exact read under the lock, then the sizes deleted are subtracted: a totals read sums
+            # the unfolded tail, and the lock is held for all of it (sets wait).
+            total = self._totals(wconn, ns)
             for _ in range(100_000):
-                total = self._totals(wconn, ns)
-                _note(self, ns, total)
                 if total <= floor:
                     break
-                n = self._evict_step(wconn, ns, total - cap)
+                n, freed = self._evict_step(wconn, ns, total - cap)
                 evicted += n
+                total -= freed
                 if n == 0:
                     break
+            _note(self, ns, total)
     self.evictions += evicted
     return evicted
 
@@ -100,8 +103,10 @@ def _note(self: SQLiteBackend, namespace: str | None, total: int) -> None:
         self._ns_est[namespace] = total
 
 
-def _evict_step(self: SQLiteBackend, conn: sqlite3.Connection, namespace: str | None, excess: int) -> int:
-    """Delete the least recently used rows of a window of the oldest-inserted ones."""
+def _evict_step(
+    self: SQLiteBackend, conn: sqlite3.Connection, namespace: str | None, excess: int
+) -> tuple[int, int]:
+    """Delete the least recently used rows of a window of the oldest-inserted ones: (rows, bytes) deleted."""
     cond, args = ("", []) if namespace is None else (" AND ns = ?", [namespace_id(namespace)])
     rows = conn.execute(
         f"SELECT id, atime, size FROM entries WHERE id >= ?{cond} ORDER BY id LIMIT 256",
@@ -116,7 +121,7 @@ def _evict_step(self: SQLiteBackend, conn: sqlite3.Connection, namespace: str | 
     else:
         self._evict_cursor = rows[-1][0]
     if not rows:
-        return 0
+        return 0, 0
     rows = sorted(set(rows), key=lambda r: r[1])
     # Free the excess plus 2% of the cap, least recently used first, so the next sets don't each
     # pay for an eviction; never more than half a window, so recently used rows in it survive.
@@ -129,7 +134,7 @@ def _evict_step(self: SQLiteBackend, conn: sqlite3.Connection, namespace: str | 
         victims.append((rid,))
         freed += size
     conn.executemany("DELETE FROM entries WHERE id = ?", victims)
-    return len(victims)
+    return len(victims), freed
 
 
 def purge(self: SQLiteBackend, limit: int = 1000) -> int:
