@@ -70,20 +70,25 @@ def enforce_caps(self: SQLiteBackend, namespace: str | None = None) -> int:
         # Once over, evict down to 2% under the cap (not just under it), so the next eviction is many
         # writes away: a store held at its cap evicts once per ~2% of the cap written, not every few sets.
         floor = cap - cap // 50
-        with self._write("evict") as wconn:
-            # One exact read under the lock, then the sizes deleted are subtracted: a totals read sums
-            # the unfolded tail, and the lock is held for all of it (sets wait).
-            total = self._totals(wconn, ns)
-            for _ in range(100_000):
-                if total <= floor:
-                    break
-                n, freed = self._evict_step(wconn, ns, total - cap)
-                evicted += n
-                total -= freed
-                if n == 0:
-                    break
-            _note(self, ns, total)
-    self.evictions += evicted
+        evicted_here = 0
+        # The writers' thread lock (re-entrant; _write takes it too) also covers the count after COMMIT:
+        # the set path and the maintenance thread both evict, and a rolled-back eviction counts nothing.
+        with self._wlock:
+            with self._write("evict") as wconn:
+                # One exact read under the lock, then the sizes deleted are subtracted: a totals read
+                # sums the unfolded tail, and the lock is held for all of it (sets wait).
+                total = self._totals(wconn, ns)
+                for _ in range(100_000):
+                    if total <= floor:
+                        break
+                    n, freed = self._evict_step(wconn, ns, total - cap)
+                    evicted_here += n
+                    total -= freed
+                    if n == 0:
+                        break
+                _note(self, ns, total)
+            self.evictions += evicted_here
+        evicted += evicted_here
     return evicted
 
 

@@ -95,8 +95,10 @@ def test_cap_held_by_the_maintenance_thread_within_ten_percent(cache_path: str) 
         deadline = time.monotonic() + 30
         while b.stats().bytes > 50_000 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert b.stats().bytes <= 50_000
-        assert b.evictions >= 340
+        stats = b.stats()
+        assert stats.bytes <= 50_000
+        # Every row written and no longer there was evicted, and counted once (both threads evict).
+        assert b.evictions == 400 - stats.entries
         assert b.get("ns", "k399") is not None  # the newest survive
     finally:
         b.close()
