@@ -511,7 +511,46 @@ async def peers_main(rounds: int, quick: bool, only: list[str], with_h2: bool) -
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(10)
+    await rotation_check()
     print(f"\nloadavg at the end {os.getloadavg()[0]:.2f}")
+
+
+async def rotation_check(n: int = 1000, conc: int = 50) -> None:
+    """Every HTTP/2 client against a server that rotates connections (GOAWAY after 100 streams, as nginx's
+    ``keepalive_requests``; the tests' ``RotatingH2Server``, in a thread of this process: a correctness
+    check, not a timing): how many of ``n`` GETs come back 200."""
+    import collections
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "http"))
+    from http_h2_servers import RotatingH2Server
+    from http_peers import h2_peers
+
+    print(f"\nHTTP/2, server rotating connections every 100 streams: {n} GETs at c={conc} each\n")
+    print("| client | 200s | errors | server: rotations / streams processed / left unprocessed |")
+    print("|---|---:|---|---:|")
+    names = [c.name for c in h2_peers("127.0.0.1:1")[0]]
+    for i, name in enumerate(names):
+        with RotatingH2Server(rotate_every=100) as srv:
+            c = h2_peers(f"127.0.0.1:{srv.port}")[0][i]
+            await c.open()
+            errs: collections.Counter[str] = collections.Counter()
+            ok = 0
+            sem = asyncio.Semaphore(conc)
+
+            async def one(c: Any = c, sem: asyncio.Semaphore = sem, errs: Any = errs) -> None:
+                nonlocal ok
+                async with sem:
+                    try:
+                        status = await c.fetch(srv.url + "/a")
+                    except Exception as exc:
+                        errs[type(exc).__name__] += 1
+                        return
+                    ok += status == 200
+
+            await asyncio.gather(*(one() for _ in range(n)))
+            await c.close()
+            shown = ", ".join(f"{k} {v}" for k, v in errs.items()) or "none"
+            print(f"| {name} | {ok} | {shown} | {srv.rotations} / {srv.processed} / {srv.unprocessed} |")
 
 
 if __name__ == "__main__":
