@@ -190,13 +190,13 @@ async def aget_or_compute(
         except BaseException:
             if flight.retry:
                 continue
+            ns.stats.miss()  # the leader's exception: nothing came from the cache (see get_or_compute)
             raise
         if flight.retry:
             continue
         ns.stats.hit(0.0)
         stored, how = flight.result  # the leader's result, as a form each follower copies
         return stored if how is None else how(stored)  # type: ignore[no-any-return]
-    ns.stats.miss()
     leased = False
     try:
         gen = ns.gen
@@ -204,6 +204,7 @@ async def aget_or_compute(
         if v is MISSING and self.backend is not None:
             leased, v = await self._alease_or_wait(ns, key)
         if v is MISSING:
+            ns.stats.miss()  # counted once per call: see Cache.get_or_compute
             t0 = _clock.perf_counter()
             r = compute()
             v = await r if inspect.isawaitable(r) else r

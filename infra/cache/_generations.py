@@ -19,6 +19,8 @@ the backend's listener:
   or from the CLI, bumps the namespace's change count in the store; a poll that sees the count move drops
   that namespace's L1 entries (the next reads go to the store, which has the change). So every process's L1
   follows such changes within ``sync_interval`` (default 1 s): a poll interval plus at most one tick.
+  PostgreSQL and Redis also push the new count (``"c<count>:<namespace>"`` on the invalidation channel),
+  which ``push_change`` applies within milliseconds.
 * **Metrics export** rides the same 0.1 s tick: hits only bump in-memory counters.
 
 A poll that was in flight while a push arrived is discarded (its answer may predate the push) and retried
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from infra.cache.core import Cache
 
-__all__ = ["acheck_generations", "check_generations", "push_invalidation", "register_push"]
+__all__ = ["acheck_generations", "check_generations", "push_change", "push_invalidation", "register_push"]
 
 log = logging.getLogger("infra.cache")
 
@@ -58,8 +60,14 @@ def register_push(self: Cache) -> None:
         if c is not None:
             c._push_invalidation(namespace, generation)
 
+    def on_change(namespace: str, count: int) -> None:
+        c = ref()
+        if c is not None:
+            c._push_change(namespace, count)
+
     try:
         b.on_invalidate(on_push)
+        b.on_change(on_change)
     except Exception as exc:
         log.warning("cache backend %r: push invalidation unavailable (%s); polling instead", b, exc)
 
@@ -71,6 +79,17 @@ def push_invalidation(self: Cache, namespace: str, generation: int) -> None:
     if ns is None or ns.gen == generation:
         return  # unused here (its first use reads the generation), or our own invalidation's echo
     ns.gen = generation  # first: a reader that captures the generation after this reads L2 afresh
+    self._l1.clear(namespace)
+
+
+def push_change(self: Cache, namespace: str, count: int) -> None:
+    """The listener saw ``namespace``'s change count move to ``count`` (a delete, clear or replacing set
+    anywhere, this process included): drop that namespace's L1 entries now rather than at the next poll."""
+    self._push_seq += 1
+    ns = self._ns.get(namespace)
+    if ns is None or ns.changes == count:
+        return
+    ns.changes = count
     self._l1.clear(namespace)
 
 

@@ -128,18 +128,32 @@ def async_stream_wrapper(
         agen = func(*args, **kwargs)
         rec = _Recorder()
         sent: Any = None
+        thrown: BaseException | None = None
         try:
             while True:
                 try:
-                    chunk = await (agen.asend(sent) if sent is not None else agen.__anext__())
+                    if thrown is not None:
+                        exc, thrown = thrown, None
+                        chunk = await agen.athrow(exc)
+                    elif sent is not None:
+                        chunk = await agen.asend(sent)
+                    else:
+                        chunk = await agen.__anext__()
                 except StopAsyncIteration:
                     break
                 if k is not None:
                     rec.add(chunk)
-                sent = yield chunk
+                sent = None
+                try:
+                    sent = yield chunk
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: the source decides; not stored
+                    rec.ok = False
+                    thrown = exc
                 if sent is not None:
                     rec.ok = False
-        except BaseException:  # raised, thrown in, closed or cancelled: nothing stored
+        except BaseException:  # the source raised, or the consumer closed or cancelled: nothing stored
             await agen.aclose()
             raise
         if k is not None and rec.ok:

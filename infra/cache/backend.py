@@ -25,6 +25,10 @@ Contract every backend keeps (the SQLite backend is the reference implementation
   and returns how many it removed.
 * **Leases** give cross-process single-flight: ``acquire_lease`` is an atomic test-and-set with a timeout, so
   a dead holder blocks nobody past ``timeout`` seconds; ``release_lease`` only releases the owner's lease.
+  An owner named ``host:pid:...`` (as ``Cache`` names itself) that is a process of this host no longer
+  alive is taken over at once (``backends._common.holder_is_dead``).
+* **Time**: an operation on a cached call's path waits at most the store budget (``cache.store_budget``)
+  on a hung, slow or locked store, then raises ``CacheError``; housekeeping may take longer.
 * **Errors**: a backend raises ``infra.errors.CacheError`` (``CacheCorruptError`` when it had to
   quarantine the store), chained with ``raise ... from exc`` from the driver error. ``Cache`` catches
   these, counts them and fails open; a backend never needs to swallow errors itself.
@@ -158,6 +162,11 @@ class CacheBackend(abc.ABC):
 
         The callback runs on the backend's listener thread or loop: it must be quick and thread-safe, and
         must not call the backend's sync API (that could wait on the very loop that runs it)."""
+
+    def on_change(self, callback: Callable[[str, int], None]) -> None:  # noqa: B027 - optional hook
+        """Register a push callback ``(namespace, change count)`` for deletes, clears and replacing sets made
+        anywhere (the count ``versions()`` reports); same rules as ``on_invalidate``. Without it the
+        counts still arrive by polling."""
 
     def push_state(self) -> int | None:
         """The push listener's epoch while it is connected (bumped on every (re)subscribe), else None.

@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from infra.cache import _async_api, _generations
+from infra.cache import _async_api, _generations, fleet_stats
 from infra.cache._missing import MISSING
 from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend, StoredEntry
 from infra.cache.codecs import Codec, DecodeError, EncodeError, Signer
@@ -59,6 +59,7 @@ def make_backend(settings: CacheSettings) -> CacheBackend | None:
             settings.path,
             max_bytes=settings.max_bytes,
             namespace_max_bytes={k: v.max_bytes for k, v in settings.namespaces.items()},
+            budget=settings.store_budget,
         )
     import importlib
 
@@ -165,10 +166,28 @@ class Cache:
                     )
             else:
                 self.backend = backend
+        if self.backend is not None and self.backend.shared and self._signer is None:
+            # Issue 17 item 11: other clients can write a shared store, so its rows are trusted only when
+            # signed; without a key nothing can be verified (nor signed): the store is not used at all.
+            self._backend_error = (
+                f"cache backend {self.backend.name!r} is shared but {s.signing_key_env} is not set: "
+                "its rows can't be verified, so it is not used (set the key)"
+            )
+            log.error("%s; running with the in-process L1 only", self._backend_error)
+            if backend is _DEFAULT_BACKEND:
+                with contextlib.suppress(Exception):
+                    self.backend.close()
+            self.backend = None
         self._inline = self.backend is not None and type(self.backend).aget is CacheBackend.aget
         # SQLite's row-tuple fast path for get() (no StoredEntry on the hottest path); others: backend.get
         self._get_row: Callable[..., Any] | None = getattr(self.backend, "get_row", None)
         self._register_push()
+        self._gauges_at = float("-inf")
+        if self._export:
+            from infra.cache.stats import track_for_collect
+
+            track_for_collect(self)  # the registry folds our counts before every read (push_metrics)
+            fleet_stats.track(self)  # and the store keeps every process's totals (infra.cache.fleet_stats)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
@@ -189,18 +208,13 @@ class Cache:
                 return ns
             s = self.settings
             nss = s.namespace(name)
-            shared = self.backend is not None and self.backend.shared
-            if shared and self._signer is None:
-                log.error(
-                    "cache backend %s is shared but %s is not set: values are not signed; set the key",
-                    self.backend,
-                    s.signing_key_env,
-                )
+            shared = self.backend is not None and self.backend.shared  # (only ever with a signer)
             codec = Codec(
                 signer=self._signer,
                 pickle=nss.codec == "pickle",
                 sign=bool(shared and self._signer is not None),
                 compress_threshold=s.compress_threshold,
+                max_decoded=nss.max_bytes or s.max_bytes or None,  # the store's own limit bounds inflation
                 trusted_modules=s.trusted_modules,
             )
             if nss.codec == "pickle" and self._signer is None:
@@ -564,10 +578,10 @@ class Cache:
             flight.done.wait()
             if flight.retry:
                 continue
-            ns.stats.hit(0.0)
+            # A follower handed the leader's exception got nothing from the cache: a miss, not a hit.
+            ns.stats.hit(0.0) if flight.exc is None else ns.stats.miss()
             stored, how = flight.wait()  # the leader's result, as a form each follower copies
             return stored if how is None else how(stored)  # type: ignore[no-any-return]
-        ns.stats.miss()
         leased = False
         try:
             gen = ns.gen
@@ -575,6 +589,9 @@ class Cache:
             if v is MISSING and self.backend is not None:
                 leased, v = self._lease_or_wait(ns, key)
             if v is MISSING:
+                # Counted here, not before the re-reads above: one that finds the entry counts a hit
+                # (in _accept), and a call must count once (a miss then a hit was 80,002 of 80,000).
+                ns.stats.miss()
                 t0 = _perf()
                 v = compute()
                 self.set(namespace, key, v, ttl, cost=_perf() - t0)
@@ -709,7 +726,50 @@ class Cache:
         total = out["hits"] + out["misses"]
         out["hit_rate"] = round(out["hits"] / total, 6) if total else 0.0
         out["compute_seconds_saved"] = round(out["compute_seconds_saved"], 6)
+        self._add_fleet(out)
         return out
+
+    def _add_fleet(self, out: dict[str, Any]) -> None:
+        """``fleet``: every process's counts per namespace since the last ``cache stats --reset``, from the
+        store (this process's pushed first); the figures above are this process's (issue 16)."""
+        if not self._export or self.backend is None:
+            return
+        try:
+            totals = fleet_stats.fleet_totals(self)
+        except Exception as exc:
+            out["fleet_error"] = str(exc)
+            return
+        if totals is not None:
+            out["fleet"] = {name: c.to_dict() for name, c in sorted(totals.items())}
+
+    def push_metrics(self) -> None:
+        """Push pending counts, evictions and the store's entries and bytes per namespace into the metrics
+        registry; the registry calls this before every read (a collect hook), so /metrics and
+        ``get_metrics().get_stats()`` are current even while no cache call runs. The store is asked at most
+        every 0.5 s, and never more than 1/20 of the time (a Redis store is counted by SCAN)."""
+        if not self._export or self._closed:
+            return
+        for ns in list(self._ns.values()):
+            ns.stats.flush()
+        self._export_evictions()
+        now = _perf()
+        if self.backend is None or now < self._gauges_at:
+            return
+        from infra.cache.stats import _Exporter
+
+        fam = _Exporter.families()
+        try:
+            by_ns = self.backend.stats().by_namespace
+        except Exception:
+            self._gauges_at = now + 5.0
+            return  # counted by the calls that fail; a scrape must not fail for it
+        finally:
+            if self._gauges_at <= now:
+                self._gauges_at = now + max(0.5, 20 * (_perf() - now))
+        for name in sorted(set(by_ns) | set(self._ns)):
+            entries, nbytes = by_ns.get(name, (0, 0))
+            fam["entries"].labels(namespace=name).set(entries)
+            fam["bytes"].labels(namespace=name).set(nbytes)
 
     def close(self) -> None:
         """Flush stats and close the backend; idempotent."""
@@ -719,6 +779,8 @@ class Cache:
         for ns in list(self._ns.values()):
             if self._export:
                 ns.stats.flush()
+        if self._export:
+            fleet_stats.close(self)
         if self.backend is not None:
             with contextlib.suppress(Exception):
                 self.backend.close()
@@ -726,6 +788,7 @@ class Cache:
     # ------------------------------------------------------------------ generations (_generations)
     _register_push = _generations.register_push
     _push_invalidation = _generations.push_invalidation
+    _push_change = _generations.push_change
     _check_generations = _generations.check_generations
     _acheck_generations = _generations.acheck_generations
 
@@ -765,6 +828,8 @@ def _after_fork(ref: weakref.ref[Cache]) -> None:
     if c is not None:
         c._ns_lock = threading.Lock()
         c._l1._lock = threading.Lock()
+        # the child is another lease holder (its pid tells stores whether it is alive): never the parent
+        c._owner = f"{socket.gethostname()}:{os.getpid()}:{id(c):x}"
 
 
 _PROCESS_NAMES = ("get_cache", "set_cache", "reset_cache")

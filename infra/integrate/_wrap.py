@@ -187,7 +187,7 @@ def cached_class(
     ``cache`` is a ``Cache`` to use instead of ``get_cache()``; ``per_method`` overrides settings by name.
 
     With the layer off in the current config, returns ``cls`` unchanged. Raises ``WrapError`` naming the
-    method when one doesn't exist or can't be cached (a property, a generator, a special method).
+    method when one doesn't exist or can't be cached (a property, a special method).
     """
     if not isinstance(cls, type):
         raise TypeError(f"cached_class() takes a class, got {type(cls).__name__}")

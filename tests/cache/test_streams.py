@@ -192,3 +192,44 @@ def test_model_chunks_replay_as_equal_models(make_cache: MakeCache) -> None:
     again = list(build(make_cache(), runs)("hello there"))  # cold L1: read from the store
     assert runs == [1]
     assert again == first and [type(c) for c in again] == [type(c) for c in first]
+
+
+def test_values_sent_or_thrown_in_reach_the_source_and_nothing_is_stored(cache: Cache) -> None:
+    runs: list[int] = []
+
+    @cached(namespace="streams", cache=cache)
+    def echo(n: int) -> Any:
+        runs.append(n)
+        got = None
+        for _ in range(n):
+            try:
+                got = yield got
+            except KeyError:
+                got = "handled"
+
+    g = echo(3)
+    assert next(g) is None
+    assert g.send("a") == "a"
+    assert g.throw(KeyError()) == "handled"
+    g.close()
+
+    @cached(namespace="streams", cache=cache)
+    async def aecho(n: int) -> Any:
+        runs.append(n)
+        got = None
+        for _ in range(n):
+            try:
+                got = yield got
+            except KeyError:
+                got = "handled"
+
+    async def main() -> None:
+        ag = aecho(3)
+        assert await ag.__anext__() is None
+        assert await ag.asend("b") == "b"
+        assert await ag.athrow(KeyError()) == "handled"
+        await ag.aclose()
+
+    asyncio.run(main())
+    assert list(echo(2)) == [None, None]  # ran again: nothing was stored for the interactive runs
+    assert runs == [3, 3, 2]

@@ -161,3 +161,31 @@ def test_hits_are_independent_on_every_backend(config: Path, reader: Cache) -> N
         assert cold.get("inference", "dict") == {"items": [1], "m": {"k": "v"}}  # from the L1 it filled
     finally:
         cold.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "redis"])
+def test_changes_are_pushed_not_only_polled(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """With the safety-net poll an hour apart, another process's delete, replacing set and clear still
+    reach this L1: PostgreSQL NOTIFY / Redis pub/sub carry the change count."""
+    if backend == "postgres":
+        config = write_config(tmp_path, backend="postgres", dsn=request.getfixturevalue("pg_cache_dsn"))
+    else:
+        config = write_config(tmp_path, backend="redis", url=request.getfixturevalue("own_redis").url)
+    c = Cache(_settings(config), push_poll_interval=3600.0)
+    try:
+        _in_l1(c, "inference", "k", "old")
+        _in_l1(c, "inference", "gone", "x")
+        t0 = time.monotonic()
+        while c.backend.push_state() is None and time.monotonic() - t0 < BOUND:  # type: ignore[union-attr]
+            time.sleep(0.01)
+        c.get("inference", "k")  # a tick sees the listener's epoch (one poll), then polls no more
+        _other_process(config, "c.set('inference', 'k', 'new'); c.delete('inference', 'gone')")
+        _until(c, "inference", "k", lambda v: v == "new")
+        _until(c, "inference", "gone", lambda v: v is MISSING)
+        _in_l1(c, "inference", "k2", "y")
+        assert cli(config, "cache", "clear", "--namespace", "inference").returncode == 0
+        _until(c, "inference", "k2", lambda v: v is MISSING)
+    finally:
+        c.close()

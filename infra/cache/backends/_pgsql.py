@@ -141,21 +141,31 @@ class PgStatements:
     )
 
     def _bump(self, rows: str) -> str:
-        """INSERT counting one change of each namespace that ``rows`` (a SELECT of namespaces) yields."""
+        """INSERT counting one change of each namespace that ``rows`` (a SELECT of namespaces) yields,
+        returning the new counts (pushed by ``_notify``)."""
         return (
             f"INSERT INTO {self.changes} AS c (namespace, changes) {rows} "
-            "ON CONFLICT (namespace) DO UPDATE SET changes = c.changes + 1"
+            "ON CONFLICT (namespace) DO UPDATE SET changes = c.changes + 1 RETURNING namespace, changes"
         )
 
+    @staticmethod
+    def _notify(channel: str) -> str:
+        """A scalar sub-select that NOTIFYs ``c<count>:<namespace>`` for each row of CTE ``b`` (delivered at
+        commit); a plain SELECT CTE would never run unless read, so it is read here."""
+        return f"(SELECT count(pg_notify({channel}, 'c' || b.changes || ':' || b.namespace)) FROM b)"
+
     def _counting_replacements(self, upsert: str) -> str:
-        """``upsert``, plus one change counted when it replaced a row (``xmax`` is 0 only on an insert)."""
-        return f"WITH u AS ({upsert} RETURNING NOT (xmax = 0) AS replaced) " + self._bump(
-            "SELECT $1::text, 1 WHERE EXISTS (SELECT 1 FROM u WHERE u.replaced)"
+        """``upsert``, plus one change counted (and pushed on channel $8) when it replaced a row (``xmax``
+        is 0 only on an insert)."""
+        return (
+            f"WITH u AS ({upsert} RETURNING NOT (xmax = 0) AS replaced), b AS ("
+            + self._bump("SELECT $1::text, 1 WHERE EXISTS (SELECT 1 FROM u WHERE u.replaced)")
+            + f") SELECT {self._notify('$8')}"
         )
 
     @property
     def set(self) -> str:
-        """$1 ns, $2 key, $3 codec, $4 payload, $5 now, $6 expires_at, $7 cost."""
+        """$1 ns, $2 key, $3 codec, $4 payload, $5 now, $6 expires_at, $7 cost, $8 channel."""
         return self._counting_replacements(
             f"INSERT INTO {self.entries} (namespace, key, generation, codec, payload, size, created_at, "
             f"accessed_at, expires_at, cost) VALUES ($1, $2, {self._gen()}, $3::int2, $4::bytea, "
@@ -164,7 +174,7 @@ class PgStatements:
 
     @property
     def set_many(self) -> str:
-        """$1 ns, $2 keys[], $3 codecs[], $4 payloads[], $5 now, $6 expires[], $7 costs[]."""
+        """$1 ns, $2 keys[], $3 codecs[], $4 payloads[], $5 now, $6 expires[], $7 costs[], $8 channel."""
         return self._counting_replacements(
             f"INSERT INTO {self.entries} (namespace, key, generation, codec, payload, size, created_at, "
             f"accessed_at, expires_at, cost) SELECT $1, u.k, {self._gen()}, u.c, u.p, octet_length(u.p), "
@@ -175,11 +185,11 @@ class PgStatements:
 
     @property
     def delete(self) -> str:
-        """$1 ns, $2 key -> rows deleted (0 or 1); a delete counts a change."""
+        """$1 ns, $2 key, $3 channel -> (rows deleted (0 or 1), _); a delete counts and pushes a change."""
         return (
             f"WITH d AS (DELETE FROM {self.entries} WHERE namespace = $1 AND key = $2 RETURNING 1), "
             f"b AS ({self._bump('SELECT $1::text, 1 WHERE EXISTS (SELECT 1 FROM d)')}) "
-            "SELECT count(*) FROM d"
+            f"SELECT (SELECT count(*) FROM d), {self._notify('$3')}"
         )
 
     @property
@@ -243,22 +253,23 @@ class PgStatements:
 
     @property
     def clear_all(self) -> str:
-        """-> rows deleted; a change is counted in every namespace known to the store."""
+        """$1 channel -> (rows deleted, _); a change counted and pushed in every namespace the store knows."""
         known = (
             f"SELECT namespace, 1 FROM (SELECT namespace FROM d UNION SELECT namespace FROM {self.gens} "
             f"UNION SELECT namespace FROM {self.changes}) n"
         )
         return (
             f"WITH d AS (DELETE FROM {self.entries} RETURNING namespace), b AS ({self._bump(known)}) "
-            "SELECT count(*) FROM d"
+            f"SELECT (SELECT count(*) FROM d), {self._notify('$1')}"
         )
 
     @property
     def clear_ns(self) -> str:
-        """$1 ns -> rows deleted; a clear counts a change."""
+        """$1 ns, $2 channel -> (rows deleted, _); a clear counts and pushes a change."""
         return (
             f"WITH d AS (DELETE FROM {self.entries} WHERE namespace = $1 RETURNING 1), "
-            f"b AS ({self._bump('SELECT $1::text, 1')}) SELECT count(*) FROM d"
+            f"b AS ({self._bump('SELECT $1::text, 1')}) "
+            f"SELECT (SELECT count(*) FROM d), {self._notify('$2')}"
         )
 
     def inspect(self, with_ns: bool) -> str:
@@ -279,6 +290,19 @@ class PgStatements:
             "ON CONFLICT (namespace, key) DO UPDATE SET owner = EXCLUDED.owner, "
             "expires_at = EXCLUDED.expires_at "
             f"WHERE l.expires_at <= {now} OR l.owner = EXCLUDED.owner RETURNING owner"
+        )
+
+    @property
+    def lease_owner(self) -> str:
+        return f"SELECT owner FROM {self.leases} WHERE namespace = $1 AND key = $2"
+
+    @property
+    def takeover_lease(self) -> str:
+        """$1 ns, $2 key, $3 owner, $4 timeout, $5 the dead holder -> a row iff taken from it."""
+        now = "extract(epoch from clock_timestamp())"
+        return (
+            f"UPDATE {self.leases} SET owner = $3, expires_at = {now} + $4 "
+            "WHERE namespace = $1 AND key = $2 AND owner = $5 RETURNING owner"
         )
 
     @property
