@@ -12,6 +12,10 @@ Cases (issue 2 targets, as ratio ours / prometheus_client):
   render_1000_series   1000 histogram series -> text (generate_latest)       <= 0.30
   render_1000_counters 1000 counter series -> text (no target; context)
 
+Then (``--only scrape_under_load`` runs just this): a scrape of 1000 histogram series while two threads
+observe into them, against the idle scrape of the same registry before the load (5 observations a series)
+and after it (same state: hundreds of sketch keys a series); issue 18 target: under load <= 3x idle.
+
 Rounds are interleaved (ours, peer, then peer, ours, ...) so drift on a shared machine hits both
 sides alike; each figure is the median (and p99) over rounds of ns per operation. Micro-benchmarks
 subtract the cost of the bare `for` loop that drives them (same for both sides). Both sides use the
@@ -208,8 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few small rounds (smoke test)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 21, quick 3)")
     ap.add_argument("--n", type=int, default=None, help="operations per round (default 100000, quick 20000)")
-    ap.add_argument("--only", nargs="*", choices=sorted(TARGETS), help="run only these cases")
+    ap.add_argument(
+        "--only", nargs="*", choices=[*sorted(TARGETS), "scrape_under_load"], help="run only these cases"
+    )
     args = ap.parse_args(argv)
+    if args.only == ["scrape_under_load"]:
+        scrape_under_load(args.rounds or (2 if args.quick else 5), args.quick)
+        return 0
     rounds = args.rounds or (3 if args.quick else 21)
     n = args.n or (20_000 if args.quick else 100_000)
     cases = build_cases(n)
@@ -244,7 +253,74 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {_fmt_ns(mo)} | {_fmt_ns(po)} | {_fmt_ns(mp)} | {_fmt_ns(pp)} "
             f"| {ratio:.2f}x | {t} | {verdict} |"
         )
+    if not args.only or "scrape_under_load" in args.only:
+        scrape_under_load(args.rounds or (2 if args.quick else 5), args.quick)
     return 0
+
+
+def scrape_under_load(rounds: int, quick: bool) -> None:
+    """Scrape 1000 histogram series while 2 threads observe into them; ours and prometheus_client in
+    turn (rounds alternate who goes first), each against its own idle scrape."""
+    vals = _values(10_000)
+    res: dict[str, dict[str, list[float]]] = {}
+
+    def scrape_ms(fn: Callable[[], object], n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1e3)
+        return out
+
+    def one(side: str) -> None:
+        if side == "ours":
+            reg = MetricsRegistry()
+            h = reg.histogram("bench_req_seconds", "Requests.", ("route", "code"))
+            render: Callable[[], object] = lambda: render_text(reg)  # noqa: E731
+        else:
+            preg = pc.CollectorRegistry()
+            h = pc.Histogram(
+                "bench_req_seconds", "Requests.", ["route", "code"], registry=preg, buckets=DEFAULT_BUCKETS
+            )
+            render = lambda: pc.generate_latest(preg)  # noqa: E731
+        kids = [h.labels(f"/r{i // 5}", str(200 + i % 5)) for i in range(1000)]
+        for i, k in enumerate(kids):
+            for v in vals[i % 97 : i % 97 + 5]:
+                k.observe(v)
+        n = 3 if quick else 7
+        got = res.setdefault(side, {"idle before": [], "under load": [], "idle after": []})
+        got["idle before"] += scrape_ms(render, n)
+        stop = threading.Event()
+
+        def work(off: int) -> None:
+            i = off
+            while not stop.is_set():
+                for k in kids:
+                    k.observe(vals[i % 10_000])
+                    i += 7
+
+        ts = [threading.Thread(target=work, args=(j,)) for j in range(2)]
+        for t in ts:
+            t.start()
+        time.sleep(0.5)  # every series has seen a few hundred values from each thread
+        got["under load"] += scrape_ms(render, n)
+        stop.set()
+        for t in ts:
+            t.join()
+        got["idle after"] += scrape_ms(render, n)
+
+    for r in range(rounds):
+        for side in ("ours", "prometheus_client") if r % 2 == 0 else ("prometheus_client", "ours"):
+            one(side)
+    print()
+    print(
+        "| scrape, 1000 histogram series | idle before (ms) | under load, 2 observing threads (ms) | "
+        "idle after, same state (ms) | load / idle before | load / idle after |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for side, got in res.items():
+        b, u, a = (statistics.median(got[k]) for k in ("idle before", "under load", "idle after"))
+        print(f"| {side} | {b:.1f} | {u:.1f} | {a:.1f} | {u / b:.2f}x | {u / a:.2f}x |")
 
 
 def _pc_version() -> str:

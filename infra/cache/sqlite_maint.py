@@ -67,18 +67,37 @@ def enforce_caps(self: SQLiteBackend, namespace: str | None = None) -> int:
         _note(self, ns, total)
         if total <= cap:
             continue
-        with self._write("evict") as wconn:
-            for _ in range(100_000):
+        # Once over, evict down to 2% under the cap (not just under it), so the next eviction is many
+        # writes away: a store held at its cap evicts once per ~2% of the cap written, not every few sets.
+        floor = cap - cap // 50
+        evicted_here = 0
+        # The writers' thread lock (re-entrant; _write takes it too) also covers the count after COMMIT:
+        # the set path and the maintenance thread both evict, and a rolled-back eviction counts nothing.
+        with self._wlock:
+            with self._write("evict") as wconn:
+                # One exact read under the lock, then the sizes deleted are subtracted: a totals read
+                # sums the unfolded tail, and the lock is held for all of it (sets wait).
                 total = self._totals(wconn, ns)
+                for _ in range(100_000):
+                    if total <= floor:
+                        break
+                    n, freed = self._evict_step(wconn, ns, total - cap)
+                    evicted_here += n
+                    total -= freed
+                    if n == 0:
+                        break
                 _note(self, ns, total)
-                if total <= cap:
-                    break
-                n = self._evict_step(wconn, ns, total - cap)
-                evicted += n
-                if n == 0:
-                    break
-    self.evictions += evicted
+            self.evictions += evicted_here
+        evicted += evicted_here
     return evicted
+
+
+def _enforce_due(self: SQLiteBackend) -> None:
+    """Enforce the caps the write path found due, on the maintenance thread. Caps flagged meanwhile stay
+    for the next wake, so that wake counts as a cap wake (no extra checkpoint)."""
+    due, self._caps_due = self._caps_due, set()
+    for namespace in due:
+        self.enforce_caps(namespace)
 
 
 def _note(self: SQLiteBackend, namespace: str | None, total: int) -> None:
@@ -89,8 +108,10 @@ def _note(self: SQLiteBackend, namespace: str | None, total: int) -> None:
         self._ns_est[namespace] = total
 
 
-def _evict_step(self: SQLiteBackend, conn: sqlite3.Connection, namespace: str | None, excess: int) -> int:
-    """Delete the least recently used rows of a window of the oldest-inserted ones."""
+def _evict_step(
+    self: SQLiteBackend, conn: sqlite3.Connection, namespace: str | None, excess: int
+) -> tuple[int, int]:
+    """Delete the least recently used rows of a window of the oldest-inserted ones: (rows, bytes) deleted."""
     cond, args = ("", []) if namespace is None else (" AND ns = ?", [namespace_id(namespace)])
     rows = conn.execute(
         f"SELECT id, atime, size FROM entries WHERE id >= ?{cond} ORDER BY id LIMIT 256",
@@ -105,7 +126,7 @@ def _evict_step(self: SQLiteBackend, conn: sqlite3.Connection, namespace: str | 
     else:
         self._evict_cursor = rows[-1][0]
     if not rows:
-        return 0
+        return 0, 0
     rows = sorted(set(rows), key=lambda r: r[1])
     # Free the excess plus 2% of the cap, least recently used first, so the next sets don't each
     # pay for an eviction; never more than half a window, so recently used rows in it survive.
@@ -118,7 +139,7 @@ def _evict_step(self: SQLiteBackend, conn: sqlite3.Connection, namespace: str | 
         victims.append((rid,))
         freed += size
     conn.executemany("DELETE FROM entries WHERE id = ?", victims)
-    return len(victims)
+    return len(victims), freed
 
 
 def purge(self: SQLiteBackend, limit: int = 1000) -> int:
@@ -197,10 +218,15 @@ def _maintenance_loop(self: SQLiteBackend) -> None:
             break
         try:
             if time.monotonic() < next_full:
-                # Woken by a burst of writes: fold the totals (keeps the tail that reads of them sum
-                # short) and checkpoint, so the WAL starts over (see _checkpoint).
-                self.fold()
-                self._checkpoint()
+                # Woken by the write path: caps it found due (see SQLiteBackend._after_write), or a burst
+                # of writes: fold the totals (keeps the tail that reads of them sum short) and checkpoint,
+                # so the WAL starts over (see _checkpoint).
+                had_caps = bool(self._caps_due)
+                _enforce_due(self)
+                if self._ckpt_due or not had_caps:  # asked for, or a wake for no cap (invalidate)
+                    self._ckpt_due = False
+                    self.fold()
+                    self._checkpoint()
                 continue
             next_full = time.monotonic() + self.maintenance_interval
             self.maintain()
