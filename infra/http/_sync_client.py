@@ -20,6 +20,7 @@ from typing import Any
 # module itself loads only when PerfClient is first used (infra.http's lazy __getattr__).
 import httpx
 
+from infra.http._affinity import Affinity
 from infra.http._classify import FATAL, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, READ, Call, HostState
 from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
@@ -58,13 +59,43 @@ def _left(deadline_at: float | None, cap: float | None) -> float | None:
     return left if cap is None or left < cap else cap
 
 
+class _Held:
+    """A call's slots (``SyncLease``) and its place on its origin's connections (``Affinity``), given back
+    together, exactly once: the connection first, so a caller waiting for it is woken before the slots
+    pass on."""
+
+    __slots__ = ("_affinity", "_key", "_lease")
+
+    def __init__(self, lease: SyncLease, affinity: Affinity) -> None:
+        self._lease = lease
+        self._affinity = affinity
+        self._key: Any = None
+
+    def wait_turn(self, url: httpx.URL, timeout: float | None) -> None:
+        self._key = self._affinity.enter(url, timeout)
+
+    @property
+    def released(self) -> bool:
+        return self._lease.released
+
+    def release(self) -> None:
+        if self._lease.released:
+            return
+        try:
+            if self._key is not None:
+                self._affinity.leave(self._key)
+                self._key = None
+        finally:
+            self._lease.release()
+
+
 class _SyncBody:
     """Reads an httpx response body chunk by chunk; the read timeout becomes the idle timeout."""
 
     __slots__ = ("_first", "_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
 
     def __init__(
-        self, resp: Any, lease: SyncLease, idle: float | None, deadline_at: float | None, origin: str
+        self, resp: Any, lease: _Held, idle: float | None, deadline_at: float | None, origin: str
     ) -> None:
         self._resp = resp
         self._lease = lease
@@ -137,6 +168,7 @@ class PerfClient:
         self._hosts: dict[str, HostState] = {}
         self._hosts_lock = threading.Lock()
         self._clients: dict[str, Any] = {}
+        self._affinity: dict[str, Affinity] = {}  # per transport: see _affinity
         self._clients_lock = threading.Lock()
         self._global = SyncGate(self._settings.limits.max_connections)
         self._stats = _Stats()
@@ -230,6 +262,7 @@ class PerfClient:
                             keepalive_expiry=s.limits.keepalive_expiry,
                         ),
                     )
+                    self._affinity[kind] = Affinity(client._pool, s.limits.max_connections)
         return client
 
     # -- public calls ------------------------------------------------------------------------------------
@@ -405,10 +438,12 @@ class PerfClient:
         client = self._client(kind)
         t = self._settings.timeouts
         pool_wait = _left(deadline_at, t.pool)
-        lease = acquire_sync(host.slots, self._global, host.metrics, self._stats, pool_wait)
-        if lease is None:
+        t0 = _monotonic()
+        slots = acquire_sync(host.slots, self._global, host.metrics, self._stats, pool_wait)
+        if slots is None:
             expired = deadline_at is not None and _monotonic() >= deadline_at - _DEADLINE_SLACK
             raise _Failure(DEADLINE if expired else POOL, TimeoutError("no connection slot in time"))
+        lease = _Held(slots, self._affinity[kind])
         resp: Any = None
         handed_over = False
         try:
@@ -428,6 +463,9 @@ class PerfClient:
                 json=json,
                 extensions={"timeout": timeout.as_dict()},
             )
+            # The pool timeout covers the slot wait and the wait for this origin's connection together.
+            turn_wait = None if pool_wait is None else max(0.0, pool_wait - (_monotonic() - t0))
+            lease.wait_turn(request.url, turn_wait)
             try:
                 resp = client.handle_request(request)
                 resp.request = request

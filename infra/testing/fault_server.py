@@ -24,6 +24,7 @@ Routes (``{key}`` names an independent counter, so tests don't interfere):
 ``/echo/{key}``                     echoes method, body and Idempotency-Key as JSON
 ``/redirect``                       302 to ``to`` (/ok)
 ``/headers``                        the request headers as JSON (lower-cased names)
+``/hold/{key}``                     held until ``server.release(key)``, then 200 (arrivals: ``hits``)
 ==================================  ========================================================================
 """
 
@@ -170,6 +171,7 @@ class FaultServer:
         self._runner: Any = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._holds: dict[str, asyncio.Event] = {}
 
     @property
     def url(self) -> str:
@@ -253,6 +255,7 @@ class FaultServer:
         r.add_route("*", "/echo/{key}", self._echo)
         r.add_route("*", "/redirect", self._redirect)
         r.add_route("*", "/headers", self._headers)
+        r.add_route("*", "/hold/{key}", self._hold)
         # access_log=None: a log line per request would dominate the benchmarks.
         # shutdown_timeout: stop() waits for in-flight handlers this long, not aiohttp's default 60 s
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -308,7 +311,29 @@ class FaultServer:
             out["retry-after-ms"] = request.query["retry_after_ms"]
         return out
 
+    def release(self, key: str) -> None:
+        """Answer every request held at ``/hold/{key}``, and from now on answer that key at once."""
+        loop = self._loop
+        assert loop is not None, "server not started"
+        loop.call_soon_threadsafe(lambda: self._hold_event(key).set())
+
+    def _hold_event(self, key: str) -> asyncio.Event:
+        event = self._holds.get(key)
+        if event is None:
+            event = self._holds[key] = asyncio.Event()
+        return event
+
     # -- routes ------------------------------------------------------------------------------------------
+
+    async def _hold(self, request: Any) -> Any:
+        """Held until the test calls ``release(key)`` (ordering by the test, not by sleeps); ``hits``
+        counts arrivals as ``hold/{key}``."""
+        from aiohttp import web
+
+        key = request.match_info["key"]
+        self._hit(f"hold/{key}")
+        await self._hold_event(key).wait()
+        return web.Response(text="held")
 
     async def _ok(self, request: Any) -> Any:
         from aiohttp import web
