@@ -64,15 +64,20 @@ class _Held:
     together, exactly once: the connection first, so a caller waiting for it is woken before the slots
     pass on."""
 
-    __slots__ = ("_affinity", "_key", "_lease")
+    __slots__ = ("_affinity", "_key", "_lease", "_streamed")
 
     def __init__(self, lease: SyncLease, affinity: Affinity) -> None:
         self._lease = lease
         self._affinity = affinity
         self._key: Any = None
+        self._streamed = False
 
     def wait_turn(self, url: httpx.URL, timeout: float | None) -> None:
         self._key = self._affinity.enter(url, timeout)
+
+    def streaming(self) -> None:
+        self._affinity.streaming(self._key)
+        self._streamed = True
 
     @property
     def released(self) -> bool:
@@ -83,7 +88,7 @@ class _Held:
             return
         try:
             if self._key is not None:
-                self._affinity.leave(self._key)
+                self._affinity.leave(self._key, self._streamed)
                 self._key = None
         finally:
             self._lease.release()
@@ -471,6 +476,7 @@ class PerfClient:
                 resp.request = request
                 if stream:
                     handed_over = True
+                    lease.streaming()
                     return StreamResponse(
                         resp.status_code,
                         backend_headers(resp.headers),

@@ -96,3 +96,17 @@ async def test_a_lease_gives_its_slots_back_once() -> None:
     lease.release()
     lease.release()
     assert (host.free, everyone.free, stats.in_use) == (1, 1, 0)
+
+
+def test_affinity_decision_waits_only_for_a_connection_of_its_own_origin_that_will_come_back() -> None:
+    """The sync client's choice before a request goes to httpcore (``_affinity.decide``): reuse, open, wait
+    for its own origin's busy connection, or -- when none will come back -- close another origin's."""
+    from infra.http._affinity import GO, WAIT, decide
+
+    # idle_same, open_total, cap, returning_same, queued_same
+    assert decide(1, 16, 16, 5, 3) is GO  # an idle connection of its own: reuse it
+    assert decide(0, 10, 16, 2, 0) is GO  # room in the pool: open one, nothing closed
+    assert decide(0, 10, 16, 2, 1) is WAIT  # others wait for this origin already: FIFO behind them
+    assert decide(0, 16, 16, 2, 0) is WAIT  # pool full, one of ours will come back: wait for it
+    assert decide(0, 16, 16, 0, 0) is GO  # none of ours will come back (none, or streams): evict and go
+    assert decide(0, 16, 16, 0, 2) is GO
