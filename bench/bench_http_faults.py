@@ -10,7 +10,8 @@ Sections (servers on 127.0.0.1, everything counted at the server):
   server received exactly the tries the calls reported (``history``).
 * connections: calls over 4 origins, 48 at a time: most TCP connections open at once, idle keep-alive ones
   included (goal <= max_connections 16 in all, <= max_per_host 6 per origin), and connections opened;
-  then the sync client's churn: 40 requests over 4 hosts from 16 threads, connections opened (8 runs).
+  then the sync client's churn: 40 requests over 4 hosts from 16 threads, connections opened (8 runs),
+  and 800 requests the same way: connections opened and wall time (5 runs).
 * memory: rounds of 10,000 calls queued and then cancelled: Python heap (tracemalloc) and RSS per round.
 * /metrics threads: threads the endpoint runs while 200 connections sit half-open.
 
@@ -154,6 +155,18 @@ async def connections(n: int) -> None:
         print(
             f"sync client, 40 requests over 4 hosts from 16 threads, 8 runs: connections opened "
             f"median {statistics.median(opened):g}, min {min(opened)}, max {max(opened)}"
+        )
+        opened, took = [], []
+        for _ in range(5):
+            total.reset()
+            with PerfClient() as sync, ThreadPoolExecutor(16) as pool:
+                t0 = time.perf_counter()
+                list(pool.map(lambda j: sync.get(f"{servers[j % 4].url}/ok?delay=0.01"), range(800)))
+                took.append(time.perf_counter() - t0)
+            opened.append(total.opened)
+        print(
+            f"sync client, 800 requests (10 ms each) over 4 hosts from 16 threads, 5 runs: connections "
+            f"opened median {statistics.median(opened):g}, wall median {statistics.median(took):.3f} s"
         )
     finally:
         for s in servers:
