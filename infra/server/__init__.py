@@ -8,6 +8,8 @@ OpenMetrics 1.0.0 when the Accept header asks for ``application/openmetrics-text
     srv = serve_metrics()                     # 127.0.0.1:9464, daemon thread
     app.mount("/metrics", metrics_asgi_app)   # FastAPI / Starlette
     app.router.add_get("/metrics", metrics_aiohttp_handler)  # aiohttp
+    app.mount("/dashboard", dashboard_asgi_app)                                 # the charts (dashboard.py)
+    app.router.add_get("/dashboard{tail:.*}", dashboard_aiohttp_handler)
 
 Importing this package imports no web framework: the aiohttp handler imports aiohttp when it runs.
 """
@@ -20,11 +22,21 @@ if TYPE_CHECKING:
     from ._aiohttp import make_aiohttp_handler, metrics_aiohttp_handler
     from ._asgi import make_asgi_app, metrics_asgi_app
     from ._thread import MetricsServer, serve_metrics, serve_metrics_from_config
+    from .dashboard import (
+        dashboard_aiohttp_handler,
+        dashboard_asgi_app,
+        make_dashboard_aiohttp_handler,
+        make_dashboard_asgi_app,
+    )
 
 __all__ = [
     "MetricsServer",
+    "dashboard_aiohttp_handler",
+    "dashboard_asgi_app",
     "make_aiohttp_handler",
     "make_asgi_app",
+    "make_dashboard_aiohttp_handler",
+    "make_dashboard_asgi_app",
     "metrics_aiohttp_handler",
     "metrics_asgi_app",
     "serve_metrics",
@@ -40,6 +52,10 @@ _WHERE = {
     "metrics_asgi_app": "._asgi",
     "make_aiohttp_handler": "._aiohttp",
     "metrics_aiohttp_handler": "._aiohttp",
+    "dashboard_asgi_app": ".dashboard",
+    "dashboard_aiohttp_handler": ".dashboard",
+    "make_dashboard_asgi_app": ".dashboard",
+    "make_dashboard_aiohttp_handler": ".dashboard",
 }
 
 
