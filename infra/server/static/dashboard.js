@@ -92,7 +92,7 @@
     }
     if (unit === "s" && v >= 120) return (v / 60).toFixed(1) + " min";
     const a = Math.abs(v);
-    const s = a >= 1000 ? v.toFixed(0) : a >= 100 ? v.toFixed(1) : a >= 1 ? v.toFixed(2) : a === 0 ? "0" : v.toPrecision(2);
+    const s = Number.isInteger(v) ? String(v) : a >= 1000 ? v.toFixed(0) : a >= 100 ? v.toFixed(1) : a >= 1 ? v.toFixed(2) : a === 0 ? "0" : v.toPrecision(2);
     return unit ? s + " " + unit : s;
   }
 
