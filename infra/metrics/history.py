@@ -69,7 +69,7 @@ class MetricsHistory:
 
     def __init__(
         self,
-        sample: Callable[[], Mapping[str, float]],
+        sample: Callable[[], Mapping[str, float] | None],
         *,
         interval: float = DEFAULT_HISTORY_INTERVAL,
         window: float = DEFAULT_HISTORY_WINDOW,
@@ -124,13 +124,19 @@ class MetricsHistory:
             return self._seq
 
     def sample_now(self) -> int | None:
-        """Take one sample through ``sample`` and record it; None (and counted) if sampling raised."""
+        """Take one sample through ``sample`` and record it; None (and counted) if sampling raised.
+
+        ``sample`` returning None means its source is gone (a registry collected): sampling stops.
+        """
         try:
             values = self._sample()
         except Exception:  # the observed process must never notice: count it, log the first
             self.failed_samples += 1
             if self.failed_samples == 1:
                 log.exception("metrics history: taking a sample failed (logged once)")
+            return None
+        if values is None:
+            self._stop.set()
             return None
         return self.record(values)
 

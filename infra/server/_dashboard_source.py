@@ -19,6 +19,7 @@ Column names are ``kind|group|label``; the page parses them (``dashboard.js``, `
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -96,7 +97,12 @@ def _latency_series(reg: MetricsRegistry) -> dict[tuple[str, str], tuple[list[Qu
         for child in m.children():
             lv = child.label_values
             sk = child.sketch()
-            add("http", f"{lv[i_method]} {lv[i_origin]}", sk, sk.count if lv[i_code] in _HTTP_ERROR_CLASSES else 0)
+            add(
+                "http",
+                f"{lv[i_method]} {lv[i_origin]}",
+                sk,
+                sk.count if lv[i_code] in _HTTP_ERROR_CLASSES else 0,
+            )
     m = reg.get("infra_db_query_duration_seconds")
     if isinstance(m, Histogram) and "statement" in m.labelnames:
         i_st = m.labelnames.index("statement")
@@ -121,11 +127,14 @@ class ColumnSampler:
     """Callable giving one history row per call; remembers the last sketches for interval quantiles."""
 
     def __init__(self, registry: MetricsRegistry) -> None:
-        self.registry = registry
+        # Weak: the history ring is kept per registry and must not keep a test's registry alive.
+        self._registry = weakref.ref(registry)
         self._last: dict[tuple[str, str], _Window] = {}
 
-    def __call__(self) -> dict[str, float]:
-        reg = self.registry
+    def __call__(self) -> dict[str, float] | None:
+        reg = self._registry()
+        if reg is None:
+            return None  # the registry is gone: the ring stops sampling
         row: dict[str, float] = {}
         for kind, name in (
             ("hits", "infra_cache_hits_total"),

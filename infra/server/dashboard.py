@@ -80,7 +80,7 @@ def history_for(registry: MetricsRegistry | None = None, *, start: bool = True) 
 def _asset(name: str) -> bytes:
     body = _assets.get(name)
     if body is None:
-        body = _assets[name] = resources.files("infra.server").joinpath("static", name).read_bytes()
+        body = _assets[name] = (resources.files("infra.server") / "static" / name).read_bytes()
     return body
 
 
@@ -141,13 +141,22 @@ def dashboard_response(
         name = subpath[len("/static/") :]
         if name not in _STATIC:
             return 404, text, b"404 Not Found\n"
-        return 200, [("Content-Type", _STATIC[name]), ("Cache-Control", "no-cache"), *_COMMON_HEADERS], _asset(name)
+        return (
+            200,
+            [("Content-Type", _STATIC[name]), ("Cache-Control", "no-cache"), *_COMMON_HEADERS],
+            _asset(name),
+        )
     if subpath != "/data":
         return 404, text, b"404 Not Found: the dashboard is at /dashboard\n"
     params = parse_qs(query) if query else {}
     given = params.get("token", [None])[0]
-    if not (authorized(authorization, token) or (token is not None and given is not None and authorized(f"Bearer {given}", token))):
-        headers = [("Content-Type", "application/json"), ("WWW-Authenticate", 'Bearer realm="metrics"'), *_COMMON_HEADERS]
+    from_query = token is not None and given is not None and authorized(f"Bearer {given}", token)
+    if not (from_query or authorized(authorization, token)):
+        headers = [
+            ("Content-Type", "application/json"),
+            ("WWW-Authenticate", 'Bearer realm="metrics"'),
+            *_COMMON_HEADERS,
+        ]
         return 401, headers, b'{"error":"unauthorized: open the dashboard with ?token=<the metrics token>"}'
     try:
         since = int(params.get("since", ["0"])[0])
@@ -206,7 +215,11 @@ def make_dashboard_asgi_app(registry: MetricsRegistry | None = None, *, token: s
         # Starlette's Mount keeps the full path in "path" and the mount point in "root_path".
         subpath = path[len(root) :] if root and path.startswith(root) else path
         if scope.get("method", "GET") not in ("GET", "HEAD"):
-            status, hdrs, body = 405, [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")], b""
+            status, hdrs, body = (
+                405,
+                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
+                b"",
+            )
         else:
             status, hdrs, body = dashboard_response(
                 registry,

@@ -11,6 +11,7 @@ It returns what it did itself (``Counts``), so callers can compare what a view s
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,11 @@ class Scorer:
         return float(len(text) % 7) / 7.0
 
 
+def _slow_answer() -> str:
+    time.sleep(0.003)
+    return "an answer"
+
+
 def run_workload(tmp_dir: str | Path, *, rounds: int = 1, ollama: bool = True, http: bool = True) -> Counts:
     """Run every path once per round (~1 s a round); see the module docstring."""
     from infra.cache import Cache, CacheSettings
@@ -55,8 +61,7 @@ def run_workload(tmp_dir: str | Path, *, rounds: int = 1, ollama: bool = True, h
             for text in texts:
                 scorer.score(text)
             for i in range(12):
-                key = f"prompt-{i % 4}"
-                cache.get_or_compute("inference", key, lambda k=key: (time.sleep(0.003), k)[1])
+                cache.get_or_compute("inference", f"prompt-{i % 4}", _slow_answer)
             for i in range(30):
                 stage = "stage1_emotion_scoring" if i % 2 else "stage2_insight_generation"
                 counts.stage_calls[stage] = counts.stage_calls.get(stage, 0) + 1
@@ -81,15 +86,14 @@ def _http(counts: Counts) -> None:
     from infra.http import HTTPStatusError, PerfClient, RetryPolicy
     from infra.testing.fault_server import FaultServer
 
-    with FaultServer() as srv, PerfClient(retry=RetryPolicy(attempts=1, backoff=(0.005,), jitter=0.0)) as client:
+    retry = RetryPolicy(attempts=1, backoff=(0.005,), jitter=0.0)
+    with FaultServer() as srv, PerfClient(retry=retry) as client:
         for i in range(10):
             counts.http_calls += 1
             if i % 5 == 4:
                 counts.http_errors += 1
-                try:
+                with contextlib.suppress(HTTPStatusError):
                     client.get(f"{srv.url}/status/503").raise_for_status()
-                except HTTPStatusError:
-                    pass
             else:
                 client.get(f"{srv.url}/ok", params={"delay": "0.002"})
 

@@ -46,9 +46,13 @@ class Page:
         self._ids = itertools.count(1)
         self.errors: list[str] = []
 
-    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
         msg_id = next(self._ids)
-        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params or {}, "sessionId": self.session}))
+        self.ws.send(
+            json.dumps({"id": msg_id, "method": method, "params": params or {}, "sessionId": self.session})
+        )
         end = time.monotonic() + timeout
         while True:
             left = end - time.monotonic()
@@ -64,7 +68,9 @@ class Page:
     def _event(self, msg: dict[str, Any]) -> None:
         method, params = msg.get("method"), msg.get("params", {})
         if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            self.errors.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+            self.errors.append(
+                "console: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+            )
         elif method == "Runtime.exceptionThrown":
             d = params["exceptionDetails"]
             self.errors.append("exception: " + str(d.get("exception", {}).get("description", d.get("text"))))
@@ -73,7 +79,9 @@ class Page:
             self.errors.append(f"log ({e.get('source')}): {e.get('text')} {e.get('url', '')}")
 
     def evaluate(self, expression: str) -> Any:
-        res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        res = self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
         if "exceptionDetails" in res:
             raise RuntimeError(f"{expression!r} raised: {res['exceptionDetails']}")
         return res["result"].get("value")
@@ -120,7 +128,9 @@ def chromium_page(binary: str, profile: Path, timeout: float = 60.0) -> Iterator
         while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
             if proc.poll() is not None or time.monotonic() > end:
                 log.flush()
-                raise RuntimeError(f"chromium did not start: {(profile.parent / 'chromium.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"chromium did not start: {(profile.parent / 'chromium.log').read_text()[-2000:]}"
+                )
             time.sleep(0.1)
         port, path = port_file.read_text().splitlines()[:2]
         with connect(f"ws://127.0.0.1:{port}{path}", max_size=64 * 1024 * 1024, open_timeout=timeout) as ws:
