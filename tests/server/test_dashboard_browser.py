@@ -53,9 +53,7 @@ def test_dashboard_draws_every_chart_with_the_numbers_get_stats_reports(
     try:
         # Two rounds with a sample around each: every rate and interval quantile has two rows to span.
         history.sample_now()
-        run_workload(tmp_path / "work")
-        history.sample_now()
-        run_workload(tmp_path / "work")
+        run_workload(tmp_path / "work", rounds=2, between_rounds=lambda _: history.sample_now())
         history.sample_now()
         stats = get_metrics().get_stats()
         url = f"http://127.0.0.1:{server.port}/dashboard?token={TOKEN}"
