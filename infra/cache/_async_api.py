@@ -182,12 +182,12 @@ async def aget_or_compute(
         except BaseException:
             if flight.retry:
                 continue
+            ns.stats.miss()  # the leader's exception: nothing came from the cache (see get_or_compute)
             raise
         if flight.retry:
             continue
         ns.stats.hit(0.0)
         return flight.result  # type: ignore[no-any-return]
-    ns.stats.miss()
     leased = False
     try:
         gen = ns.gen
@@ -195,6 +195,7 @@ async def aget_or_compute(
         if v is MISSING and self.backend is not None:
             leased, v = await self._alease_or_wait(ns, key)
         if v is MISSING:
+            ns.stats.miss()  # counted once per call: see Cache.get_or_compute
             t0 = _clock.perf_counter()
             r = compute()
             v = await r if inspect.isawaitable(r) else r
@@ -258,6 +259,15 @@ async def aclose(self: Cache) -> None:
     if self._inline or self.backend is None:
         self.close()
         return
+    if self._export and not self._closed:
+        import asyncio
+
+        from infra.cache import fleet_stats
+
+        for ns in list(self._ns.values()):
+            ns.stats.flush()
+        with contextlib.suppress(Exception):  # the last fleet deltas, off the event loop
+            await asyncio.to_thread(fleet_stats.close, self)
     self._closed = True
     with contextlib.suppress(Exception):
         await self.backend.aclose()

@@ -24,14 +24,14 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from infra.cache import _async_api, _generations
+from infra.cache import _async_api, _generations, fleet_stats
 from infra.cache._missing import MISSING
 from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend, StoredEntry
 from infra.cache.codecs import Codec, DecodeError, EncodeError, Signer
 from infra.cache.l1 import L1Cache
 from infra.cache.settings import CacheSettings
 from infra.cache.singleflight import LEASE_POLL_MAX, LEASE_POLL_MIN, SingleFlight
-from infra.cache.stats import NamespaceStats, NullStats
+from infra.cache.stats import NamespaceStats, NullStats, track_for_collect
 
 __all__ = ["Cache", "make_backend"]
 
@@ -149,6 +149,10 @@ class Cache:
         # SQLite's row-tuple fast path for get() (no StoredEntry on the hottest path); others: backend.get
         self._get_row: Callable[..., Any] | None = getattr(self.backend, "get_row", None)
         self._register_push()
+        self._gauges_at = float("-inf")
+        if self._export:
+            track_for_collect(self)  # the registry folds our counts before every read (push_metrics)
+            fleet_stats.track(self)  # and the store keeps every process's totals (infra.cache.fleet_stats)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
@@ -510,9 +514,9 @@ class Cache:
             flight.done.wait()
             if flight.retry:
                 continue
-            ns.stats.hit(0.0)
+            # A follower handed the leader's exception got nothing from the cache: a miss, not a hit.
+            ns.stats.hit(0.0) if flight.exc is None else ns.stats.miss()
             return flight.wait()  # type: ignore[no-any-return]
-        ns.stats.miss()
         leased = False
         try:
             gen = ns.gen
@@ -520,6 +524,9 @@ class Cache:
             if v is MISSING and self.backend is not None:
                 leased, v = self._lease_or_wait(ns, key)
             if v is MISSING:
+                # Counted here, not before the re-reads above: one that finds the entry counts a hit
+                # (in _accept), and a call must count once (a miss then a hit was 80,002 of 80,000).
+                ns.stats.miss()
                 t0 = _perf()
                 v = compute()
                 self.set(namespace, key, v, ttl, cost=_perf() - t0)
@@ -646,6 +653,31 @@ class Cache:
         out["compute_seconds_saved"] = round(out["compute_seconds_saved"], 6)
         return out
 
+    def push_metrics(self) -> None:
+        """Push pending counts, evictions and (at most every 0.5 s) the store's entries and bytes per
+        namespace into the metrics registry; the registry calls this before every read (a collect hook),
+        so /metrics and ``get_metrics().get_stats()`` are current even while no cache call runs."""
+        if not self._export or self._closed:
+            return
+        for ns in list(self._ns.values()):
+            ns.stats.flush()
+        self._export_evictions()
+        now = _perf()
+        if self.backend is None or now - self._gauges_at < 0.5:
+            return
+        self._gauges_at = now
+        from infra.cache.stats import _Exporter
+
+        fam = _Exporter.families()
+        try:
+            by_ns = self.backend.stats().by_namespace
+        except Exception:
+            return  # counted by the calls that fail; a scrape must not fail for it
+        for name in sorted(set(by_ns) | set(self._ns)):
+            entries, nbytes = by_ns.get(name, (0, 0))
+            fam["entries"].labels(namespace=name).set(entries)
+            fam["bytes"].labels(namespace=name).set(nbytes)
+
     def close(self) -> None:
         """Flush stats and close the backend; idempotent."""
         if self._closed:
@@ -654,6 +686,8 @@ class Cache:
         for ns in list(self._ns.values()):
             if self._export:
                 ns.stats.flush()
+        if self._export:
+            fleet_stats.close(self)
         if self.backend is not None:
             with contextlib.suppress(Exception):
                 self.backend.close()

@@ -47,8 +47,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from infra.cache import fleet_stats as _fleet
 from infra.cache import sqlite_maint as _maint
 from infra.cache.backend import GENERATION_POLL_INTERVAL, BackendStats, CacheBackend, EntryInfo, StoredEntry
+from infra.cache.fleet_stats import FleetCounts
 from infra.cache.sqlite_schema import (
     CHECKPOINT_EVERY,
     GET,
@@ -657,6 +659,21 @@ class SQLiteBackend(CacheBackend):
             conn.execute("DELETE FROM leases WHERE id = ? AND owner = ?", (rid, owner))
 
     # ------------------------------------------------------------------ introspection
+    # -- fleet-wide counters (infra.cache.fleet_stats): one small table, written at most once a second
+    def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
+        with self._write("write") as conn:
+            _fleet.sqlite_add(conn, deltas)
+
+    def fleet_read(self) -> dict[str, FleetCounts]:
+        try:
+            return _fleet.sqlite_read(self._conn())
+        except sqlite3.Error as exc:
+            raise self._handle(exc, "read") from exc
+
+    def fleet_reset(self, namespace: str | None = None) -> None:
+        with self._write("write") as conn:
+            _fleet.sqlite_reset(conn, namespace)
+
     def stats(self) -> BackendStats:
         try:
             rows = self._conn().execute(STATS).fetchall()

@@ -5,7 +5,9 @@ half of what a counter bump plus a float add cost, which was ~6 % of an L1 hit. 
 into the totals (hits = their number, compute time saved = their sum) on every 0.1 s tick, and before any
 read, so the list holds at most a tick's worth of hits. The deltas are pushed to the registry's counters by
 ``Cache`` at most every 0.1 s (on the same tick that polls namespace generations), on every 8th miss, on
-every error and on ``Cache.get_stats()``, so Prometheus lags the in-memory figures by a fraction of a second.
+every error, on ``Cache.get_stats()`` and, through the registry's collect hook (``push_all``), before every
+read of the registry (a scrape, ``get_metrics().get_stats()``): every view is current even while the
+process makes no cache call, and the hit path pays nothing for it.
 
 Exported series (``namespace`` label on each; values never carry keys or secrets):
 ``infra_cache_hits_total``, ``infra_cache_misses_total``, ``infra_cache_errors_total{reason}``,
@@ -19,9 +21,10 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import weakref
 from typing import Any
 
-__all__ = ["NamespaceStats", "NullStats", "count_value"]
+__all__ = ["NamespaceStats", "NullStats", "count_value", "push_all", "track_for_collect"]
 
 log = logging.getLogger("infra.cache")
 
@@ -29,6 +32,27 @@ log = logging.getLogger("infra.cache")
 def count_value(c: itertools.count[int]) -> int:
     """Current value of an ``itertools.count`` without advancing it."""
     return int(c.__reduce__()[1][0])
+
+
+# Caches that export metrics, for the registry's collect hook (weak: a closed, dropped cache goes away).
+_TRACKED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track_for_collect(cache: Any) -> None:
+    """Have the registry call ``cache.push_metrics()`` before every read (render, ``get_stats``)."""
+    _TRACKED.add(cache)
+    try:
+        from infra.metrics import get_metrics
+
+        get_metrics().add_collect_hook(push_all)
+    except Exception as exc:  # metrics must never break the cache
+        log.warning("cache metrics collect hook not installed: %s", exc)
+
+
+def push_all() -> None:
+    """The collect hook: every tracked cache pushes its pending counts into the registry."""
+    for cache in list(_TRACKED):
+        cache.push_metrics()
 
 
 class _Exporter:
@@ -45,6 +69,7 @@ class _Exporter:
                     from infra.metrics import get_metrics
 
                     m = get_metrics()
+                    m.add_collect_hook(push_all)
                     cls._families = {
                         "hits": m.counter(
                             "infra_cache_hits_total", "Cache hits (L1 or L2).", labelnames=("namespace",)
@@ -70,11 +95,18 @@ class _Exporter:
                         "evictions": m.counter(
                             "infra_cache_evictions_total", "Entries evicted for space.", labelnames=("tier",)
                         ),
+                        # Every worker reads the same store: combined by max, not summed N times.
                         "entries": m.gauge(
-                            "infra_cache_entries", "Entries in the store.", labelnames=("namespace",)
+                            "infra_cache_entries",
+                            "Entries in the store.",
+                            labelnames=("namespace",),
+                            aggregate="max",
                         ),
                         "bytes": m.gauge(
-                            "infra_cache_bytes", "Bytes in the store.", labelnames=("namespace",)
+                            "infra_cache_bytes",
+                            "Bytes in the store.",
+                            labelnames=("namespace",),
+                            aggregate="max",
                         ),
                         "lookup": m.histogram(
                             "infra_cache_lookup_duration_seconds",

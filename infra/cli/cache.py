@@ -33,7 +33,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cache_command", metavar="{stats,clear,vacuum,inspect}")
     sub.required = True
 
-    s = sub.add_parser("stats", help="entries, bytes and hit rates per namespace", parents=[common])
+    s = sub.add_parser(
+        "stats",
+        help="entries, bytes and hit rates per namespace (every process's counts, from the store)",
+        parents=[common],
+    )
+    s.add_argument(
+        "--reset",
+        action="store_true",
+        help="zero the fleet-wide counters (after showing them)",
+    )
     s.set_defaults(func=cmd_stats, handler=cmd_stats)
 
     c = sub.add_parser("clear", help="delete entries (all, or one namespace)", parents=[common])
@@ -110,23 +119,89 @@ def cmd_stats(args: argparse.Namespace) -> int:
             if getattr(args, "json", False):
                 print(json.dumps(stats, indent=2, sort_keys=True))
             return _fail(stats["backend_error"])
+        try:
+            _add_fleet_counts(cache, stats)
+            if getattr(args, "reset", False):
+                if stats["counts"] != "fleet":
+                    return _fail(f"the {stats['backend']} backend keeps no fleet-wide counters to reset")
+                cache.backend.fleet_reset(None)
+                stats["reset"] = True
+        except Exception as exc:
+            return _fail(f"reading the fleet-wide counters failed: {exc}")
         if getattr(args, "json", False):
             print(json.dumps(stats, indent=2, sort_keys=True))
             return 0
-        store = stats.get("store", {})
-        print(f"cache: {'enabled' if configured_on else 'disabled in config'}, backend {stats['backend']}")
-        if store.get("path"):
-            print(f"file:  {store['path']} ({_size(int(store.get('file_bytes', 0)))} on disk)")
-        print(f"total: {stats['total_entries']} entries, {_size(stats['total_bytes'])}")
-        rows = stats["namespaces"]
-        if rows:
-            print()
-            print(f"{'namespace':<20} {'entries':>9} {'bytes':>10}")
-            for name, s in rows.items():
-                print(f"{name:<20} {s['entries']:>9} {_size(s['bytes']):>10}")
+        _print_stats(stats, configured_on)
         return 0
     finally:
         cache.close()
+
+
+def _add_fleet_counts(cache: Any, stats: dict[str, Any]) -> None:
+    """Put every process's counts (the store's fleet counters) in place of this process's zeros.
+
+    ``counts`` says where the hit/miss figures come from: ``fleet`` (every process since the last
+    ``--reset``) or ``none`` (a memory-only cache keeps no counters a terminal could read).
+    """
+    from infra.cache.fleet_stats import FleetCounts, fleet_totals
+
+    totals = fleet_totals(cache) if cache.backend is not None else None
+    if totals is None:
+        stats["counts"] = "none"
+        return
+    stats["counts"] = "fleet"
+    rows = stats["namespaces"]
+    for name in totals:
+        rows.setdefault(name, {"entries": 0, "bytes": 0})
+    agg = FleetCounts()
+    for name, row in rows.items():
+        c = totals.get(name, FleetCounts())
+        agg = agg + c
+        row.update(c.to_dict())
+    stats.update(agg.to_dict())
+
+
+def _print_stats(stats: dict[str, Any], configured_on: bool) -> None:
+    from infra.cli._output import table
+
+    store = stats.get("store", {})
+    print(f"cache: {'enabled' if configured_on else 'disabled in config'}, backend {stats['backend']}")
+    if store.get("path"):
+        print(f"file:  {store['path']} ({_size(int(store.get('file_bytes', 0)))} on disk)")
+    print(f"total: {stats['total_entries']} entries, {_size(stats['total_bytes'])}")
+    if stats.get("counts") == "fleet":
+        print(
+            f"hits:  {stats['hits']} of {stats['hits'] + stats['misses']} lookups "
+            f"({_pct(stats['hit_rate'])}) by every process since the last `cache stats --reset`"
+        )
+    rows = stats["namespaces"]
+    if rows:
+        print()
+        print(
+            table(
+                ["namespace", "entries", "bytes", "hits", "misses", "hit rate", "errors", "saved s"],
+                [
+                    [
+                        name,
+                        s["entries"],
+                        _size(s["bytes"]),
+                        s["hits"],
+                        s["misses"],
+                        _pct(s["hit_rate"]) if s["hits"] + s["misses"] else "-",
+                        s["errors"],
+                        round(float(s["compute_seconds_saved"]), 3),
+                    ]
+                    for name, s in sorted(rows.items())
+                ],
+            )
+        )
+    if stats.get("reset"):
+        print("\nfleet-wide counters reset to zero")
+
+
+def _pct(fraction: float) -> str:
+    """A hit rate (a fraction everywhere in the layer) as people read it."""
+    return f"{100.0 * fraction:.1f}%"
 
 
 def cmd_clear(args: argparse.Namespace) -> int:

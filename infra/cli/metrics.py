@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import signal
@@ -43,21 +44,27 @@ def _endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def _show(args: argparse.Namespace) -> int:
     url, token = _endpoint(args)
-    request = urllib.request.Request(url + ("&" if "?" in url else "?") + "format=json")
-    request.add_header("Accept", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
     try:
+        request = urllib.request.Request(url + ("&" if "?" in url else "?") + "format=json")
+        request.add_header("Accept", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
         with urllib.request.urlopen(request, timeout=5) as response:
-            stats = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+            doc = json.load(response)
+    except urllib.error.HTTPError as exc:
+        return _error(args, url, f"the endpoint answered HTTP {exc.code} {exc.reason}")
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
-        print(
-            f"perf-infra: error: no /metrics endpoint answers at {url} ({reason}); start one with "
-            "`python -m infra metrics serve`, or set metrics.serve: true for infra.enable()",
-            file=sys.stderr,
+        return _error(
+            args,
+            url,
+            f"no /metrics endpoint answers there ({reason}); start one with `python -m infra metrics serve`, "
+            "or set metrics.serve: true for infra.enable()",
         )
-        return 1
+    # The endpoint's JSON document is {"metrics": [...], "stats": get_stats()}: the tables read "stats".
+    stats = doc.get("stats") if isinstance(doc, dict) else None
+    if not isinstance(stats, dict):
+        return _error(args, url, "the answer is not an infra /metrics JSON document (no 'stats' object)")
     if args.json:
         emit_json(stats)
         return 0
@@ -65,9 +72,21 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error(args: argparse.Namespace, url: str, message: str) -> int:
+    """One line on stderr, or with --json one JSON object on stdout; exit status 1."""
+    if getattr(args, "json", False):
+        emit_json({"error": message, "url": url})
+    else:
+        print(f"perf-infra: error: {url}: {message}", file=sys.stderr)
+    return 1
+
+
 def render_stats(stats: dict[str, Any]) -> str:
     """The human view of get_stats(): one row per operation, then cache hit rates."""
     ops = {k: v for k, v in stats.items() if isinstance(v, dict) and "count" in v}
+    nested = stats.get("operations")
+    if isinstance(nested, dict):  # operations whose names would shadow a section ("cache")
+        ops.update({k: v for k, v in nested.items() if isinstance(v, dict) and "count" in v})
     lines = []
     if ops:
         rows = [
@@ -88,11 +107,18 @@ def render_stats(stats: dict[str, Any]) -> str:
     cache = stats.get("cache") or {}
     if cache:
         rows = [
-            [ns, c.get("hits"), c.get("misses"), f"{c.get('hit_rate', 0):.1f}%"]
+            [
+                ns,
+                c.get("hits"),
+                c.get("misses"),
+                f"{100.0 * float(c.get('hit_rate') or 0.0):.1f}%",  # a fraction in every view
+                c.get("errors"),
+                c.get("compute_seconds_saved"),
+            ]
             for ns, c in sorted(cache.items())
         ]
         lines.append("")
-        lines.append(table(["cache namespace", "hits", "misses", "hit rate"], rows))
+        lines.append(table(["cache namespace", "hits", "misses", "hit rate", "errors", "saved s"], rows))
     return "\n".join(lines)
 
 

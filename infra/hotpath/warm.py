@@ -280,12 +280,16 @@ def warm_cache(
     store = cache if cache is not None else get_cache()
     keys = [it.key for it in todo]
 
+    # Each entry records what computing it cost, so later hits count compute_seconds_saved (issue 16).
     async def fill_async(item: _Item) -> None:
+        t0 = time.perf_counter()
         value = await fn(item.text)
-        await store.aset(namespace, item.key, value, ttl=ttl)
+        await store.aset(namespace, item.key, value, ttl=ttl, cost=time.perf_counter() - t0)
 
     def fill_sync(item: _Item) -> None:
-        store.set(namespace, item.key, fn(item.text), ttl=ttl)
+        t0 = time.perf_counter()
+        value = fn(item.text)
+        store.set(namespace, item.key, value, ttl=ttl, cost=time.perf_counter() - t0)
 
     filler: Callable[[Any], Any] = fill_async if inspect.iscoroutinefunction(fn) else fill_sync
     skip = None if force else _cache_skip(store, namespace, keys)

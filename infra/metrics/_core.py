@@ -406,6 +406,25 @@ class HistogramChild(_Child):
             sk.merge_bins(bins, {}, zero, sum(bins.values()) + zero, total, vmin, vmax)
         return sk
 
+    def state(self) -> HistogramShard:
+        """All shards (and pending notes) folded into one new shard: what a snapshot of this series
+        carries to another process (``infra.metrics.multiprocess``)."""
+        if self._pending:
+            self._fold_pending()
+
+        def read(shards: list[HistogramShard]) -> HistogramShard:
+            out = HistogramShard(None)
+            for sh in shards:
+                out.fold(sh)
+            return out
+
+        return self._set.read(read)
+
+    def merge_state(self, shard: HistogramShard) -> None:
+        """Add a shard made by ``state()`` (same buckets) into this series; exact, as shards fold."""
+        with self._set.lock:
+            self._set.base.fold(shard)
+
     def _reset(self) -> None:
         with self._set.lock:
             del self._pending[:]
@@ -555,10 +574,33 @@ class Counter(_Metric):
         return 0.0
 
 
+GAUGE_AGGREGATES = ("sum", "max", "min")
+
+
 class Gauge(_Metric):
-    """A value that goes up and down (connections open, queue depth)."""
+    """A value that goes up and down (connections open, queue depth).
+
+    ``aggregate`` says how the processes of a multi-process server combine (``infra.metrics.multiprocess``):
+    ``"sum"`` (default: connections in use, queue depths add up) or ``"max"`` / ``"min"`` (a value every
+    process reads from the same place, as the cache store's entry count, would be counted N times by a sum).
+    """
 
     kind = "gauge"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: MetricsRegistry,
+        *,
+        aggregate: str = "sum",
+        guarded: bool = True,
+    ) -> None:
+        if aggregate not in GAUGE_AGGREGATES:
+            raise ValueError(f"{name}: aggregate must be one of {GAUGE_AGGREGATES}, got {aggregate!r}")
+        self.aggregate = aggregate
+        super().__init__(name, documentation, labelnames, registry, guarded=guarded)
 
     def _make_child(self, values: tuple[str, ...]) -> GaugeChild:
         return GaugeChild(self.labelnames, values)

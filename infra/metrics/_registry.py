@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from . import _timer
 from ._core import Counter, Gauge, Histogram, HistogramChild, _Metric
+from ._sketch import QuantileSketch
 from ._timer import Timer, timer_class
+from ._views import DEFAULT_VIEWS, OperationView
 
 __all__ = [
+    "CACHE_ERRORS",
     "CACHE_HITS",
     "CACHE_MISSES",
+    "CACHE_SAVED",
     "DEFAULT_MAX_SERIES_PER_METRIC",
     "OPERATION_DURATION",
     "OPERATION_ERRORS",
     "MetricsRegistry",
     "get_metrics",
+    "hit_rate",
 ]
 
 DEFAULT_MAX_SERIES_PER_METRIC = 2000
@@ -27,6 +33,11 @@ OPERATION_DURATION = "infra_operation_duration_seconds"
 OPERATION_ERRORS = "infra_operation_errors_total"
 CACHE_HITS = "infra_cache_hits_total"
 CACHE_MISSES = "infra_cache_misses_total"
+CACHE_ERRORS = "infra_cache_errors_total"
+CACHE_SAVED = "infra_cache_compute_seconds_saved_total"
+
+_log = logging.getLogger("infra.metrics")
+_in_hook = threading.local()  # a hook that reads the registry must not run the hooks again
 
 M = TypeVar("M", bound=_Metric)
 
@@ -37,6 +48,32 @@ _REGISTRIES: weakref.WeakSet[MetricsRegistry] = weakref.WeakSet()
 def _round(x: float) -> float:
     # Stats are for people and dashboards: microsecond resolution in milliseconds is plenty.
     return round(x, 3)
+
+
+def hit_rate(hits: float, misses: float) -> float:
+    """Hits over lookups as a fraction (0.8 for 80 %), 0.0 before any lookup: the one unit every view uses."""
+    total = hits + misses
+    return round(hits / total, 6) if total else 0.0
+
+
+def _row(sk: QuantileSketch, errors: int) -> dict[str, Any]:
+    """One ``get_stats()`` operation row (milliseconds) from a merged sketch of seconds."""
+    n = sk.count
+    entry: dict[str, Any] = {"count": n, "errors": errors}
+    if n == 0:
+        for k in ("sum_ms", "min_ms", "max_ms", "mean_ms", "avg_ms", "p50_ms", "p95_ms", "p99_ms"):
+            entry[k] = 0.0 if k == "sum_ms" else None
+        return entry
+    p50, p95, p99 = sk.quantiles((0.5, 0.95, 0.99))
+    entry["sum_ms"] = _round(sk.sum * 1000.0)
+    entry["min_ms"] = _round(sk.min * 1000.0)
+    entry["max_ms"] = _round(sk.max * 1000.0)
+    entry["mean_ms"] = _round(sk.sum / n * 1000.0)
+    entry["avg_ms"] = entry["mean_ms"]  # seed 004's README calls the mean avg_ms
+    entry["p50_ms"] = _round(p50 * 1000.0)
+    entry["p95_ms"] = _round(p95 * 1000.0)
+    entry["p99_ms"] = _round(p99 * 1000.0)
+    return entry
 
 
 def series_stats(child: HistogramChild, scale: float = 1.0) -> dict[str, Any]:
@@ -77,6 +114,10 @@ class MetricsRegistry:
         # operation -> its Timer subclass (metric children resolved once per operation), for `timed`.
         self._timed: dict[str, type[Timer]] = {}
         self._timed_overflow: type[Timer] | None = None
+        self._views: tuple[OperationView, ...] = DEFAULT_VIEWS
+        self._hooks: tuple[Callable[[], None], ...] = ()
+        self._hook_failed: set[Callable[[], None]] = set()
+        self._combiner: Any = None  # infra.metrics.multiprocess.MultiProcess when that mode is on
         _REGISTRIES.add(self)
 
     @classmethod
@@ -116,6 +157,9 @@ class MetricsRegistry:
                 f"metric {name!r} is already registered with labels {m.labelnames!r}, "
                 f"not {tuple(labelnames)!r}"
             )
+        aggregate = kw.get("aggregate")
+        if aggregate is not None and isinstance(m, Gauge) and aggregate != m.aggregate:
+            raise ValueError(f"gauge {name!r} is already registered with aggregate {m.aggregate!r}")
         buckets = kw.get("buckets")
         if buckets is not None and isinstance(m, Histogram):
             from ._core import _check_buckets
@@ -128,9 +172,11 @@ class MetricsRegistry:
         """Get or create a counter (the same object for the same name)."""
         return self._get(Counter, name, documentation, labelnames)
 
-    def gauge(self, name: str, documentation: str = "", labelnames: Sequence[str] = ()) -> Gauge:
-        """Get or create a gauge."""
-        return self._get(Gauge, name, documentation, labelnames)
+    def gauge(
+        self, name: str, documentation: str = "", labelnames: Sequence[str] = (), *, aggregate: str = "sum"
+    ) -> Gauge:
+        """Get or create a gauge; ``aggregate`` ("sum", "max", "min"): how worker processes combine."""
+        return self._get(Gauge, name, documentation, labelnames, aggregate=aggregate)
 
     def histogram(
         self,
@@ -175,7 +221,9 @@ class MetricsRegistry:
     # -- reading ---------------------------------------------------------------------------------
 
     def collect(self) -> list[_Metric]:
-        """The registered metrics, sorted by name (a snapshot; safe while others register)."""
+        """The registered metrics, sorted by name (a snapshot; safe while others register), after the
+        collect hooks ran."""
+        self._run_collect_hooks()
         return [m for _, m in sorted(self._metrics.items())]
 
     def get(self, name: str) -> _Metric | None:
@@ -201,35 +249,80 @@ class MetricsRegistry:
         """JSON-ready summary, the shape of seed 004's README.
 
         ``{operation: {count, errors, sum_ms, min_ms, max_ms, mean_ms, avg_ms, p50_ms, p95_ms, p99_ms},
-        ..., "cache": {namespace: {hits, misses, hit_rate}}}`` where operations come from ``timed``
-        and hit_rate is a percentage (80.0). An operation literally named "cache" is reported under
-        "operations" instead, so it can't hide the cache section.
+        ..., "cache": {namespace: {hits, misses, hit_rate, errors, compute_seconds_saved}}}``. Operations
+        come from the operation views (``timed`` blocks and wrapped methods by name, ``http METHOD
+        ORIGIN``, ``ollama OPERATION MODEL``, ``db STATEMENT``; see ``add_operation_view``). ``hit_rate``
+        is a fraction (0.8 for 80 %), as in ``get_cache().get_stats()`` and ``cache stats --json``.
+        Quantiles follow ``QuantileSketch.quantiles`` (numpy ``method="higher"``, within 1 %). An
+        operation literally named "cache" is reported under "operations" instead, so it can't hide the
+        cache section. Collect hooks (the cache's pending counts) run first, so the figures are current.
         """
+        return self.combined_view()._local_stats()
+
+    def combined_view(self) -> MetricsRegistry:
+        """This registry; with multi-process mode on (``infra.metrics.multiprocess``), a new registry
+        combining every worker's series. /metrics renders this, and ``get_stats()`` reads it."""
+        c = self._combiner
+        return self if c is None else c.combined()
+
+    @property
+    def multiprocess(self) -> bool:
+        """True when reads combine the series of every worker process (``infra.metrics.multiprocess``)."""
+        return self._combiner is not None
+
+    def _local_stats(self) -> dict[str, Any]:
+        self._run_collect_hooks()
         out: dict[str, Any] = {}
-        errors: dict[str, float] = {}
-        em = self._metrics.get(OPERATION_ERRORS)
-        if isinstance(em, Counter):
-            for c in em.children():
-                errors[c.label_values[0]] = c.get()
-        hm = self._metrics.get(OPERATION_DURATION)
-        if isinstance(hm, Histogram):
-            for child in hm.children():
-                op = child.label_values[0]
-                st = series_stats(child, 1000.0)
-                if st["count"] == 0 and not errors.get(op):
-                    continue
-                entry: dict[str, Any] = {"count": st["count"], "errors": int(errors.get(op, 0))}
-                for k in ("sum", "min", "max", "mean"):
-                    entry[f"{k}_ms"] = None if st[k] is None else _round(st[k])
-                entry["avg_ms"] = entry["mean_ms"]  # seed 004's README calls the mean avg_ms
-                for k in ("p50", "p95", "p99"):
-                    entry[f"{k}_ms"] = None if st[k] is None else _round(st[k])
-                if op == "cache":
-                    out.setdefault("operations", {})[op] = entry
+        for view in self._views:
+            for name, entry in self._view_rows(view).items():
+                if name == "cache" or name == "operations":
+                    out.setdefault("operations", {})[name] = entry
                 else:
-                    out[op] = entry
+                    out[name] = entry
         out["cache"] = self._cache_stats()
         return out
+
+    def add_operation_view(self, view: OperationView) -> None:
+        """Show histogram ``view.histogram`` as rows of ``get_stats()`` (see ``OperationView``)."""
+        if not isinstance(view, OperationView):
+            raise TypeError(f"add_operation_view takes an OperationView, got {type(view).__name__}")
+        with self._lock:
+            if view not in self._views:
+                self._views = (*self._views, view)
+
+    def _view_rows(self, view: OperationView) -> dict[str, dict[str, Any]]:
+        hm = self._metrics.get(view.histogram)
+        if not isinstance(hm, Histogram):
+            return {}
+        wanted = view.row_labels
+        if not set(wanted) <= set(hm.labelnames):
+            return {}
+        sketches: dict[str, QuantileSketch] = {}
+        errors: dict[str, float] = {}
+        for child in hm.children():
+            labels = dict(zip(hm.labelnames, child.label_values, strict=False))
+            name = view.row_name(labels)
+            sk = child.sketch()
+            mine = sketches.get(name)
+            if mine is None:
+                sketches[name] = sk
+            else:
+                mine.merge(sk)
+            if view.error_label is not None and labels.get(view.error_label) in view.error_values:
+                errors[name] = errors.get(name, 0.0) + sk.count
+        em = self._metrics.get(view.error_counter) if view.error_counter else None
+        if isinstance(em, Counter) and set(wanted) <= set(em.labelnames):
+            for c in em.children():
+                name = view.row_name(dict(zip(em.labelnames, c.label_values, strict=False)))
+                errors[name] = errors.get(name, 0.0) + c.get()
+        rows: dict[str, dict[str, Any]] = {}
+        for name in sorted(set(sketches) | set(errors)):
+            sk = sketches.get(name) or QuantileSketch()
+            n_err = int(errors.get(name, 0))
+            if sk.count == 0 and not n_err:
+                continue
+            rows[name] = _row(sk, n_err)
+        return rows
 
     def _cache_stats(self) -> dict[str, dict[str, Any]]:
         def by_ns(name: str) -> Mapping[str, float]:
@@ -244,11 +337,48 @@ class MetricsRegistry:
             return acc
 
         hits, misses = by_ns(CACHE_HITS), by_ns(CACHE_MISSES)
+        errors, saved = by_ns(CACHE_ERRORS), by_ns(CACHE_SAVED)
         cache: dict[str, dict[str, Any]] = {}
-        for ns in sorted(set(hits) | set(misses)):
+        for ns in sorted(set(hits) | set(misses) | set(errors)):
             h, m = int(hits.get(ns, 0)), int(misses.get(ns, 0))
-            cache[ns] = {"hits": h, "misses": m, "hit_rate": round(100.0 * h / (h + m), 1) if h + m else 0.0}
+            cache[ns] = {
+                "hits": h,
+                "misses": m,
+                "hit_rate": hit_rate(h, m),
+                "errors": int(errors.get(ns, 0)),
+                "compute_seconds_saved": round(saved.get(ns, 0.0), 6),
+            }
         return cache
+
+    # -- collect hooks -------------------------------------------------------------------------------
+
+    def add_collect_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` before every read (render, ``get_stats``): a part of the layer that counts in
+        its own structures on the hot path (the cache) pushes them into its metrics there, so every
+        view is current whether or not the process is still making calls. Added once per callable;
+        a hook that raises is logged once and skipped (a scrape never fails for it)."""
+        with self._lock:
+            if hook not in self._hooks:
+                self._hooks = (*self._hooks, hook)
+
+    def remove_collect_hook(self, hook: Callable[[], None]) -> None:
+        with self._lock:
+            self._hooks = tuple(h for h in self._hooks if h != hook)
+
+    def _run_collect_hooks(self) -> None:
+        if not self._hooks or getattr(_in_hook, "on", False):
+            return
+        _in_hook.on = True
+        try:
+            for hook in self._hooks:
+                try:
+                    hook()
+                except Exception as exc:
+                    if hook not in self._hook_failed:
+                        self._hook_failed.add(hook)
+                        _log.warning("metrics collect hook %r failed: %s", hook, exc)
+        finally:
+            _in_hook.on = False
 
     def reset(self) -> None:
         """Zero every series in place (for tests). Bound children kept by callers stay valid."""
@@ -281,3 +411,8 @@ if hasattr(os, "register_at_fork"):  # POSIX only
 def get_metrics() -> MetricsRegistry:
     """The process-wide registry every part of the layer reports into."""
     return _registry
+
+
+if os.environ.get("INFRA_METRICS_MULTIPROC_DIR"):
+    # A worker of a multi-process server: publish and combine from the start (see multiprocess).
+    from . import multiprocess as _multiprocess  # noqa: F401

@@ -76,8 +76,20 @@ class HistogramShard:
             self.bins, self.floor = _collapse(bins, DEFAULT_MAX_BINS)
 
     def fold(self, other: HistogramShard) -> None:
-        for k, c in other.bins.items():
-            self.add_key(k, c)
+        if self.floor is None and other.floor is None:
+            # Neither has collapsed (real latencies never do): add the counts, check the bound once.
+            bins = self.bins
+            if not bins:
+                bins.update(other.bins)
+            else:
+                get = bins.get
+                for k, c in other.bins.items():
+                    bins[k] = get(k, 0) + c
+            if len(bins) > DEFAULT_MAX_BINS:
+                self.bins, self.floor = _collapse(bins, DEFAULT_MAX_BINS)
+        else:
+            for k, c in other.bins.items():
+                self.add_key(k, c)
         for k, parts in other.split.items():
             mine = self.split.get(k)
             if mine is None:

@@ -1,4 +1,4 @@
-"""The /metrics endpoint: a background-thread server, an ASGI app and an aiohttp handler.
+"""The /metrics endpoint: a background-thread server, an ASGI app, a WSGI app and an aiohttp handler.
 
 All three serve the same thing (see ``infra.metrics.exposition``): Prometheus text 0.0.4 by default,
 OpenMetrics 1.0.0 when the Accept header asks for ``application/openmetrics-text``, JSON with
@@ -8,8 +8,9 @@ OpenMetrics 1.0.0 when the Accept header asks for ``application/openmetrics-text
     srv = serve_metrics()                     # 127.0.0.1:9464, daemon thread
     app.mount("/metrics", metrics_asgi_app)   # FastAPI / Starlette
     app.router.add_get("/metrics", metrics_aiohttp_handler)  # aiohttp
-    app.mount("/dashboard", dashboard_asgi_app)                                 # the charts (dashboard.py)
-    app.router.add_get("/dashboard{tail:.*}", dashboard_aiohttp_handler)
+    metrics_wsgi_app                          # gunicorn / Flask / Django (WSGI)
+    app.mount("/dashboard", dashboard_asgi_app)                           # the charts (dashboard.py)
+    app.router.add_get("/dashboard{tail:.*}", dashboard_aiohttp_handler)  # the same in aiohttp
 
 Importing this package imports no web framework: the aiohttp handler imports aiohttp when it runs.
 """
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ._aiohttp import make_aiohttp_handler, metrics_aiohttp_handler
     from ._asgi import make_asgi_app, metrics_asgi_app
     from ._thread import MetricsServer, serve_metrics, serve_metrics_from_config
+    from ._wsgi import make_wsgi_app, metrics_wsgi_app
     from .dashboard import (
         dashboard_aiohttp_handler,
         dashboard_asgi_app,
@@ -37,8 +39,10 @@ __all__ = [
     "make_asgi_app",
     "make_dashboard_aiohttp_handler",
     "make_dashboard_asgi_app",
+    "make_wsgi_app",
     "metrics_aiohttp_handler",
     "metrics_asgi_app",
+    "metrics_wsgi_app",
     "serve_metrics",
     "serve_metrics_from_config",
 ]
@@ -52,6 +56,8 @@ _WHERE = {
     "metrics_asgi_app": "._asgi",
     "make_aiohttp_handler": "._aiohttp",
     "metrics_aiohttp_handler": "._aiohttp",
+    "make_wsgi_app": "._wsgi",
+    "metrics_wsgi_app": "._wsgi",
     "dashboard_asgi_app": ".dashboard",
     "dashboard_aiohttp_handler": ".dashboard",
     "make_dashboard_asgi_app": ".dashboard",

@@ -54,7 +54,8 @@ def make_asgi_app(registry: MetricsRegistry | None = None, *, token: str | None 
                     accept_encoding=headers.get("accept-encoding"),
                 )
 
-            if series_count(reg) > INLINE_RENDER_MAX_SERIES:
+            # Combining workers reads their snapshot files: never on the event loop.
+            if reg.multiprocess or series_count(reg) > INLINE_RENDER_MAX_SERIES:
                 import asyncio
 
                 status, hdrs, body = await asyncio.get_running_loop().run_in_executor(None, respond)

@@ -61,7 +61,8 @@ def metrics_response(
         kind = negotiate(accept, fmt)
     except ValueError as exc:
         return 400, [("Content-Type", "text/plain; charset=utf-8")], f"400 Bad Request: {exc}\n".encode()
-    body, ctype = render(registry or get_metrics(), kind)
+    # With multi-process mode on, every worker answers with the combined series of all workers.
+    body, ctype = render((registry or get_metrics()).combined_view(), kind)
     headers = [("Content-Type", ctype), ("Cache-Control", "no-store"), ("Vary", "Accept, Accept-Encoding")]
     if len(body) >= GZIP_MIN_BYTES and accepts_gzip(accept_encoding):
         import gzip

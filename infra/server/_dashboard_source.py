@@ -1,8 +1,10 @@
 """The dashboard's one adapter to the metrics: which series it draws and how they are read.
 
 Everything the /dashboard page shows comes through here, from the registry's public reading API
-(``collect``/``get``, ``children()``, ``child.get()``, ``child.sketch()``, ``get_stats()``). If the
-metric names or the stats' shape change, this module is the one to adjust.
+(``combined_view``, ``collect``, ``children()``, ``child.get()``, ``child.sketch()``, ``get_stats()``).
+If the metric names or the stats' shape change, this module is the one to adjust. Under several
+worker processes (``infra.metrics.multiprocess``) it reads the combined view, so every worker's
+dashboard shows the whole fleet.
 
 Two products:
 
@@ -60,14 +62,20 @@ def _sum_by(m: Any, keep: Iterable[str]) -> dict[tuple[str, ...], float]:
     return out
 
 
-def _counter(reg: MetricsRegistry, name: str, keep: Iterable[str]) -> dict[tuple[str, ...], float]:
+def _current(registry: MetricsRegistry) -> dict[str, Any]:
+    """The metrics to read, by name: the combined view of every worker where multi-process mode is
+    on, after the collect hooks ran (``collect()`` runs them: the cache's pending counts are in)."""
+    return {m.name: m for m in registry.combined_view().collect()}
+
+
+def _counter(reg: dict[str, Any], name: str, keep: Iterable[str]) -> dict[tuple[str, ...], float]:
     m = reg.get(name)
     if not isinstance(m, (Counter, Gauge)) or not set(keep) <= set(m.labelnames):
         return {}
     return _sum_by(m, keep)
 
 
-def _latency_series(reg: MetricsRegistry) -> dict[tuple[str, str], tuple[list[QuantileSketch], float]]:
+def _latency_series(reg: dict[str, Any]) -> dict[tuple[str, str], tuple[list[QuantileSketch], float]]:
     """``(group, label) -> (the sketches that make it up, errors so far)`` for every timed operation."""
     out: dict[tuple[str, str], tuple[list[QuantileSketch], float]] = {}
 
@@ -132,9 +140,10 @@ class ColumnSampler:
         self._last: dict[tuple[str, str], _Window] = {}
 
     def __call__(self) -> dict[str, float] | None:
-        reg = self._registry()
-        if reg is None:
+        registry = self._registry()
+        if registry is None:
             return None  # the registry is gone: the ring stops sampling
+        reg = _current(registry)
         row: dict[str, float] = {}
         for kind, name in (
             ("hits", "infra_cache_hits_total"),
@@ -184,16 +193,17 @@ def current_view(registry: MetricsRegistry) -> dict[str, Any]:
     """What the tiles show now: get_stats()'s cache section as it stands, plus the store's gauges."""
     stats = registry.get_stats()
     cache = stats.get("cache") or {}
-    saved = _counter(registry, "infra_cache_compute_seconds_saved_total", ("namespace",))
-    entries = _counter(registry, "infra_cache_entries", ("namespace",))
-    nbytes = _counter(registry, "infra_cache_bytes", ("namespace",))
+    reg = _current(registry)
+    saved = _counter(reg, "infra_cache_compute_seconds_saved_total", ("namespace",))
+    entries = _counter(reg, "infra_cache_entries", ("namespace",))
+    nbytes = _counter(reg, "infra_cache_bytes", ("namespace",))
     namespaces = sorted(set(cache) | {k[0] for k in (*saved, *entries, *nbytes)})
     return {
         "cache": {
             ns: {
                 "hits": (cache.get(ns) or {}).get("hits", 0),
                 "misses": (cache.get(ns) or {}).get("misses", 0),
-                # get_stats() reports a percentage (80.0): shown as it is, so the page equals it.
+                # get_stats() reports a fraction (0.8): passed on as it is, the page shows 80.0 %.
                 "hit_rate": (cache.get(ns) or {}).get("hit_rate"),
                 "compute_seconds_saved": saved.get((ns,)),
                 "entries": entries.get((ns,)),
@@ -201,6 +211,7 @@ def current_view(registry: MetricsRegistry) -> dict[str, Any]:
             }
             for ns in namespaces
         },
-        "breakers": {o: v for (o,), v in _counter(registry, "infra_http_breaker_state", ("origin",)).items()},
+        "breakers": {o: v for (o,), v in _counter(reg, "infra_http_breaker_state", ("origin",)).items()},
+        "multiprocess": registry.multiprocess,
         "groups": [{"id": g, "title": t} for g, t in GROUPS],
     }

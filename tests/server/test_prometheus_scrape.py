@@ -1,18 +1,23 @@
-"""A real Prometheus server scrapes serve_metrics on 127.0.0.1: up == 1, histogram_quantile agrees."""
+"""A real Prometheus server scrapes serve_metrics on 127.0.0.1: up == 1, histogram_quantile agrees, and the
+cache hit counter it stores equals the hits made."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from infra.cache import MISSING, Cache, CacheSettings
 from infra.metrics import MetricsRegistry
 from infra.server import serve_metrics
 
@@ -50,10 +55,9 @@ def _wait_for(api: str, promql: str, deadline_s: float = 60.0) -> list[dict[str,
     raise AssertionError(f"Prometheus never answered {promql!r} (last: {last!r})")
 
 
-@pytest.fixture
-def prometheus(prometheus_bin: str, tmp_path: Path, registry: MetricsRegistry) -> Iterator[tuple[str, str]]:
-    """(Prometheus API base URL, our /metrics URL); Prometheus scrapes us every second with the token."""
-    target = serve_metrics(port=0, token=TOKEN, registry=registry)
+@contextlib.contextmanager
+def _prometheus(prometheus_bin: str, tmp_path: Path, target: Any) -> Iterator[tuple[str, str]]:
+    """A real Prometheus scraping ``target`` (a MetricsServer) every second with the token."""
     port = _free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -83,6 +87,16 @@ def prometheus(prometheus_bin: str, tmp_path: Path, registry: MetricsRegistry) -
             proc.kill()
             proc.wait(timeout=5)
         log.close()
+
+
+@pytest.fixture
+def prometheus(prometheus_bin: str, tmp_path: Path, registry: MetricsRegistry) -> Iterator[tuple[str, str]]:
+    """(Prometheus API base URL, our /metrics URL); Prometheus scrapes us every second with the token."""
+    target = serve_metrics(port=0, token=TOKEN, registry=registry)
+    try:
+        with _prometheus(prometheus_bin, tmp_path, target) as urls:
+            yield urls
+    finally:
         target.close()
 
 
@@ -106,3 +120,29 @@ def test_real_prometheus_scrapes_up_and_its_p99_matches_the_json_p99(prometheus:
     assert promql_p99 == pytest.approx(0.99, rel=0.01)  # uniform data: linear interpolation is exact
     [count] = _wait_for(api, 'infra_test_latency_seconds_count{op="uniform"}')
     assert float(count["value"][1]) == 1000  # type: ignore[index]
+
+
+def test_real_prometheus_sees_exactly_the_cache_hits_made_before_it_scraped(
+    prometheus_bin: str, tmp_path: Path
+) -> None:
+    """37 hits and 3 misses on a real cache, then no further cache call: Prometheus' scrapes of the
+    process-wide registry show exactly 37 and 3 (the pending hits are folded on every scrape)."""
+    ns = "prom" + uuid.uuid4().hex[:8]
+    cache = Cache(CacheSettings(path=str(tmp_path / "cache.db")))
+    for i in range(3):
+        cache.set(ns, f"k{i}", i)
+        assert cache.get(ns, f"missing{i}") is MISSING
+    for i in range(37):
+        assert cache.get(ns, f"k{i % 3}") == i % 3
+    target = serve_metrics(port=0, token=TOKEN)
+    try:
+        with _prometheus(prometheus_bin, tmp_path, target) as (api, _):
+            [hits] = _wait_for(api, f'infra_cache_hits_total{{namespace="{ns}"}}')
+            [misses] = _wait_for(api, f'infra_cache_misses_total{{namespace="{ns}"}}')
+            assert float(hits["value"][1]) == 37  # type: ignore[index]
+            assert float(misses["value"][1]) == 3  # type: ignore[index]
+            [entries] = _wait_for(api, f'infra_cache_entries{{namespace="{ns}"}}')
+            assert float(entries["value"][1]) == 3  # type: ignore[index]
+    finally:
+        target.close()
+        cache.close()

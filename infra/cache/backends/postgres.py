@@ -48,12 +48,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from infra.cache import fleet_stats as _fleet
 from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
 from infra.cache.backends._common import FORKS, ReconnectGate, backend_kwargs, check_identifier, origin_of
 from infra.cache.backends._genview import GenerationView
 from infra.cache.backends._loops import LoopThread, ThreadLoops
 from infra.cache.backends._pgconns import ConnSet, asyncpg_module, is_connection_error, kill_if_stuck
 from infra.cache.backends._pgsql import PgStatements
+from infra.cache.fleet_stats import FleetCounts
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -641,6 +643,16 @@ class PostgresBackend(CacheBackend):
 
     def release_lease(self, namespace: str, key: str, owner: str) -> None:
         self._sync(self._q_release, namespace, key, owner)
+
+    # -- fleet-wide counters (infra.cache.fleet_stats): table {prefix}_fleet_stats, a push a second
+    def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
+        self._sync(_fleet.pg_add, self.sql.prefix, deltas)
+
+    def fleet_read(self) -> dict[str, FleetCounts]:
+        return self._sync(_fleet.pg_read, self.sql.prefix)
+
+    def fleet_reset(self, namespace: str | None = None) -> None:
+        self._sync(_fleet.pg_reset, self.sql.prefix, namespace)
 
     def stats(self) -> BackendStats:
         return self._sync(self._q_stats)

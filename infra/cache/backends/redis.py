@@ -48,8 +48,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from infra.cache import fleet_stats as _fleet
 from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
 from infra.cache.backends._common import FORKS, ReconnectGate, backend_kwargs, check_identifier, origin_of
+from infra.cache.fleet_stats import FleetCounts
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -624,6 +626,16 @@ class RedisBackend(CacheBackend):
                 if isinstance(size, int) and size > 0:
                     out.append((k, max(0, size - HEADER.size), idle if isinstance(idle, int) else 0))
         return out
+
+    # -- fleet-wide counters (infra.cache.fleet_stats): hash {prefix}:fleet, a MULTI a second per process
+    def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
+        self._call(_fleet.redis_add, f"{self.prefix}:fleet", deltas)
+
+    def fleet_read(self) -> dict[str, FleetCounts]:
+        return dict(self._call(_fleet.redis_read, f"{self.prefix}:fleet"))
+
+    def fleet_reset(self, namespace: str | None = None) -> None:
+        self._call(_fleet.redis_reset, f"{self.prefix}:fleet", namespace)
 
     def stats(self) -> BackendStats:
         def op(c: Any) -> BackendStats:

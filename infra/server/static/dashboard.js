@@ -206,7 +206,9 @@
       const c = cur.cache[ns];
       const tile = el("div", { class: "tile", "data-namespace": ns });
       tile.append(el("div", { class: "name" }, "hit rate · " + ns));
-      tile.append(el("div", { class: "big hit-rate", "data-value": c.hit_rate ?? "" }, fmt(c.hit_rate, "%")));
+      // hit_rate is get_stats()'s fraction (0.8); data-value keeps it exactly as reported
+      const pct = c.hit_rate === null || c.hit_rate === undefined ? null : 100 * c.hit_rate;
+      tile.append(el("div", { class: "big hit-rate", "data-value": c.hit_rate ?? "" }, fmt(pct, "%")));
       tile.append(el("div", { class: "small" }, `${c.hits} hits · ${c.misses} misses`));
       const extra = [];
       if (c.compute_seconds_saved !== null && c.compute_seconds_saved !== undefined) extra.push(fmt(c.compute_seconds_saved, "s") + " saved");

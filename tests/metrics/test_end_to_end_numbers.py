@@ -1,0 +1,218 @@
+"""Issue 16, end to end: drive every cached path, count the real calls here, and compare every view.
+
+Paths: ``@cached`` sync and async functions, a cached method, ``get_or_compute``, HTTP response caching
+(a real server on 127.0.0.1 counts the requests it served), ``warm``. For each namespace the truth is
+``misses == real calls`` and ``hits == calls - real calls``. Views compared: ``get_cache().get_stats()``,
+``get_metrics().get_stats()``, a live /metrics endpoint in text, OpenMetrics and JSON; immediately, after an
+idle second, and from second processes through the CLI (``cache stats --json`` reads the store's fleet
+counters, ``metrics show --json`` the endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.cache import Cache, CacheSettings, cached, make_key, set_cache
+from infra.metrics import get_metrics
+from infra.server import serve_metrics
+from infra.testing.fault_server import FaultServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*argv: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERF_")}
+    env["PYTHONPATH"] = str(REPO)
+    r = subprocess.run(
+        [sys.executable, "-m", "infra", *argv], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def _scrape(url: str, accept: str) -> str:
+    req = urllib.request.Request(url, headers={"Accept": accept})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read().decode()  # type: ignore[no-any-return]
+
+
+def _sample(text: str, name: str, ns: str) -> float:
+    prefix = f'{name}{{namespace="{ns}"}} '
+    found = [float(ln[len(prefix) :]) for ln in text.splitlines() if ln.startswith(prefix)]
+    return found[0] if found else 0.0
+
+
+class World:
+    """Everything the test drives, and what it counted."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.ns = {p: f"e2e_{p}_{tag}" for p in ("fn", "async", "method", "goc", "http", "warm")}
+        self.calls: dict[str, int] = dict.fromkeys(self.ns, 0)  # every call made through the layer
+        self.real: dict[str, int] = dict.fromkeys(self.ns, 0)  # calls that really ran
+        self.config = tmp_path / "perf_config.json"
+        self.config.write_text(json.dumps({"cache": {"path": str(tmp_path / "cache.db")}}))
+        self.cache = Cache(CacheSettings(path=str(tmp_path / "cache.db")))
+
+    def truth(self, part: str) -> tuple[int, int]:
+        """(hits, misses) that must show for ``part``'s namespace."""
+        return self.calls[part] - self.real[part], self.real[part]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    previous = set_cache(w.cache)
+    try:
+        yield w
+    finally:
+        set_cache(previous)
+        w.cache.close()
+
+
+def _drive(w: World, http_url: str, http_hits: Any) -> None:
+    @cached(namespace=w.ns["fn"])
+    def double(x: int) -> int:
+        w.real["fn"] += 1
+        return 2 * x
+
+    for i in range(20):
+        assert double(i % 5) == 2 * (i % 5)
+        w.calls["fn"] += 1
+
+    @cached(namespace=w.ns["async"])
+    async def square(x: int) -> int:
+        w.real["async"] += 1
+        await asyncio.sleep(0)
+        return x * x
+
+    async def run_async() -> None:
+        for i in range(12):
+            assert await square(i % 3) == (i % 3) ** 2
+            w.calls["async"] += 1
+
+    asyncio.run(run_async())
+
+    class Service:
+        @cached(namespace=w.ns["method"])
+        def describe(self, item: str) -> str:
+            w.real["method"] += 1
+            return item.upper()
+
+    svc = Service()
+    for i in range(10):
+        assert svc.describe(f"i{i % 2}") == f"I{i % 2}"
+        w.calls["method"] += 1
+
+    def compute(k: str) -> str:
+        w.real["goc"] += 1
+        return k * 2
+
+    for i in range(9):
+        assert (
+            w.cache.get_or_compute(w.ns["goc"], f"g{i % 3}", lambda i=i: compute(f"g{i % 3}"))
+            == f"g{i % 3}" * 2
+        )
+        w.calls["goc"] += 1
+
+    from infra.http import CacheSettings as HttpCacheSettings
+    from infra.http import PerfClient
+
+    with PerfClient(
+        cache=HttpCacheSettings(enabled=True, namespace=w.ns["http"]), cache_store=w.cache
+    ) as http:
+        for i in range(8):
+            assert http.get(f"{http_url}/echo/{w.ns['http']}-{i % 2}").status == 200
+            w.calls["http"] += 1
+    w.real["http"] = sum(http_hits[f"echo/{w.ns['http']}-{j}"] for j in range(2))
+
+    from infra.hotpath.warm import warm_cache
+
+    items = ["alpha", "beta", "gamma", "delta"]
+
+    def synth(text: str) -> str:
+        w.real["warm"] += 1
+        time.sleep(0.01)  # a cost worth saving: compute_seconds_saved must show it
+        return text[::-1]
+
+    warm_cache(items, synth, namespace=w.ns["warm"], cache=w.cache, background=False)
+    w.calls["warm"] += len(items)  # warm's own lookups: one miss per item it had to compute
+    for _ in range(3):
+        for item in items:
+            assert w.cache.get(w.ns["warm"], make_key(w.ns["warm"], item)) == item[::-1]
+            w.calls["warm"] += 1
+
+
+def _check_in_process(w: World, metrics_url: str) -> None:
+    cache_view = w.cache.get_stats()["namespaces"]
+    metrics_view = get_metrics().get_stats()["cache"]
+    text = _scrape(metrics_url, "text/plain")
+    om = _scrape(metrics_url, "application/openmetrics-text; version=1.0.0")
+    doc = json.loads(_scrape(metrics_url, "application/json"))
+    for part, ns in w.ns.items():
+        hits, misses = w.truth(part)
+        assert (cache_view[ns]["hits"], cache_view[ns]["misses"]) == (hits, misses), part
+        assert (metrics_view[ns]["hits"], metrics_view[ns]["misses"]) == (hits, misses), part
+        assert metrics_view[ns]["hit_rate"] == cache_view[ns]["hit_rate"] == round(hits / (hits + misses), 6)
+        for rendered in (text, om):
+            assert _sample(rendered, "infra_cache_hits_total", ns) == hits, part
+            assert _sample(rendered, "infra_cache_misses_total", ns) == misses, part
+        assert (doc["stats"]["cache"][ns]["hits"], doc["stats"]["cache"][ns]["misses"]) == (hits, misses)
+        assert _sample(text, "infra_cache_entries", ns) == cache_view[ns]["entries"] > 0
+    saved = metrics_view[w.ns["warm"]]["compute_seconds_saved"]
+    assert saved >= 12 * 0.01 * 0.9 and saved == pytest.approx(
+        cache_view[w.ns["warm"]]["compute_seconds_saved"]
+    )
+
+
+def test_every_view_equals_the_calls_counted_here(world: World) -> None:
+    srv = serve_metrics(port=0)
+    try:
+        with FaultServer() as http_server:
+            _drive(world, http_server.url, http_server.hits)
+        assert all(world.real[p] > 0 and world.calls[p] > world.real[p] for p in world.ns)
+        _check_in_process(world, srv.url)  # immediately
+        time.sleep(1.0)  # an idle second: nothing may go stale or missing
+        _check_in_process(world, srv.url)
+        shown = _cli("metrics", "show", "--json", "--url", srv.url)["cache"]
+        for part, ns in world.ns.items():
+            assert (shown[ns]["hits"], shown[ns]["misses"]) == world.truth(part), part
+        # `cache stats` in another process reads the store's fleet counters (pushed once a second);
+        # polled with a 10x margin for a loaded box.
+        deadline = time.monotonic() + 10
+        while True:
+            rows = _cli("cache", "stats", "--json", "--config", str(world.config))["namespaces"]
+            got = {
+                p: (rows.get(ns, {}).get("hits"), rows.get(ns, {}).get("misses"))
+                for p, ns in world.ns.items()
+            }
+            if got == {p: world.truth(p) for p in world.ns} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert got == {p: world.truth(p) for p in world.ns}
+        assert rows[world.ns["warm"]]["compute_seconds_saved"] > 0
+    finally:
+        srv.close()
+
+
+@pytest.mark.xfail(
+    reason="Ollama generate/chat/embed with write-behind on: counting its hits in the cache is "
+    "helper ollama15's part of issue 16 (infra/ollama) and has not landed on this branch",
+    strict=False,
+)
+def test_ollama_write_behind_hits_count_in_every_view() -> None:
+    from infra.ollama import OllamaClient  # noqa: F401  # the path this test will drive once it lands
+
+    raise AssertionError("not driven yet: waits for ollama15's write-behind hit counting")

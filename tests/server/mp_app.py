@@ -1,0 +1,31 @@
+"""A WSGI app for the multi-process tests: every request is one timed get_or_compute; /metrics combined."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from infra.cache import Cache, CacheSettings
+from infra.metrics import timed
+from infra.server import metrics_wsgi_app
+
+_cache: Cache | None = None
+
+
+def _get_cache() -> Cache:
+    global _cache
+    if _cache is None:  # built in the worker, after the fork
+        _cache = Cache(CacheSettings(path=os.environ["MP_CACHE_PATH"]))
+    return _cache
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    if environ.get("PATH_INFO") == "/metrics":
+        return metrics_wsgi_app(environ, start_response)
+    key = environ.get("QUERY_STRING", "") or "none"
+    with timed("mp_work"):
+        _get_cache().get_or_compute("mp", key, lambda: key)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
