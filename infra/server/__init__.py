@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         dashboard_asgi_app,
         make_dashboard_aiohttp_handler,
         make_dashboard_asgi_app,
+        make_dashboard_wsgi_app,
     )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "make_asgi_app",
     "make_dashboard_aiohttp_handler",
     "make_dashboard_asgi_app",
+    "make_dashboard_wsgi_app",
     "make_wsgi_app",
     "metrics_aiohttp_handler",
     "metrics_asgi_app",
@@ -62,6 +64,7 @@ _WHERE = {
     "dashboard_aiohttp_handler": ".dashboard",
     "make_dashboard_asgi_app": ".dashboard",
     "make_dashboard_aiohttp_handler": ".dashboard",
+    "make_dashboard_wsgi_app": ".dashboard",
 }
 
 

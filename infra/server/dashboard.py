@@ -2,7 +2,8 @@
 
 Served next to /metrics by the same servers (the thread server routes ``/dashboard...`` here; for
 FastAPI/Starlette mount ``dashboard_asgi_app``, for aiohttp add ``dashboard_aiohttp_handler`` on
-``/dashboard{tail:.*}``), behind the same bearer token. Three kinds of request:
+``/dashboard{tail:.*}``, for WSGI mount ``make_dashboard_wsgi_app()``), behind the same bearer token.
+Three kinds of request:
 
 - ``/dashboard`` (or ``/dashboard/``): the HTML page. It holds no numbers, so it needs no token.
 - ``/dashboard/static/<file>``: the page's script and style, shipped in the package (no CDN).
@@ -40,6 +41,7 @@ __all__ = [
     "history_for",
     "make_dashboard_aiohttp_handler",
     "make_dashboard_asgi_app",
+    "make_dashboard_wsgi_app",
 ]
 
 # The page asks for new rows this often. The ring samples every 2 s; 5 s keeps the page's own cost on
@@ -265,6 +267,44 @@ def make_dashboard_aiohttp_handler(
         return web.Response(status=status, body=body, headers=dict(headers))
 
     return handler
+
+
+# -- WSGI (gunicorn / Flask / Django) ---------------------------------------------------------------
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+def make_dashboard_wsgi_app(
+    registry: MetricsRegistry | None = None, *, token: str | None = None
+) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+    """A WSGI app serving the dashboard where it is mounted (``SCRIPT_NAME``), e.g. with werkzeug's
+    ``DispatcherMiddleware(app, {"/dashboard": make_dashboard_wsgi_app()})``."""
+    history_for(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            status, headers, body = (
+                405,
+                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
+                b"",
+            )
+        else:
+            status, headers, body = dashboard_response(
+                registry,
+                subpath=environ.get("PATH_INFO", ""),
+                base=environ.get("SCRIPT_NAME", "").rstrip("/"),
+                query=environ.get("QUERY_STRING", ""),
+                authorization=environ.get("HTTP_AUTHORIZATION"),
+                token=token,
+                accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
+            )
+        start_response(
+            f"{status} {_REASONS.get(status, 'Error')}", [*headers, ("Content-Length", str(len(body)))]
+        )
+        return [b"" if method == "HEAD" else body]
+
+    return app
 
 
 class _Lazy:

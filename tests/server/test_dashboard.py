@@ -19,7 +19,12 @@ from starlette.routing import Mount
 
 from infra.metrics import MetricsRegistry
 from infra.metrics.history import MetricsHistory
-from infra.server import make_dashboard_aiohttp_handler, make_dashboard_asgi_app, serve_metrics
+from infra.server import (
+    make_dashboard_aiohttp_handler,
+    make_dashboard_asgi_app,
+    make_dashboard_wsgi_app,
+    serve_metrics,
+)
 from infra.server._dashboard_source import ColumnSampler
 from infra.server.dashboard import history_for
 
@@ -210,3 +215,34 @@ async def test_aiohttp_handler_serves_the_dashboard(reg: MetricsRegistry) -> Non
                 assert r.status == 200 and doc["current"]["cache"]["inference"]["misses"] == 3
     finally:
         await runner.cleanup()
+
+
+def test_wsgi_app_serves_the_dashboard_under_its_script_name(reg: MetricsRegistry) -> None:
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    app = make_dashboard_wsgi_app(reg, token="tok")
+
+    def mounted(environ: dict[str, Any], start_response: Any) -> Any:  # what a dispatcher does
+        path = environ["PATH_INFO"]
+        if not path.startswith("/dashboard"):
+            start_response("404 Not Found", [("Content-Length", "0")])
+            return [b""]
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = "/dashboard", path[len("/dashboard") :]
+        return app(environ, start_response)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with make_server("127.0.0.1", 0, mounted, handler_class=Quiet) as httpd:
+        t = threading.Thread(target=httpd.serve_forever, daemon=True)
+        t.start()
+        try:
+            base = f"http://127.0.0.1:{httpd.server_port}"
+            status, _, body = _get(base + "/dashboard")
+            assert status == 200 and b'src="/dashboard/static/dashboard.js"' in body
+            assert _get(base + "/dashboard/data")[0] == 401
+            status, _, body = _get(base + "/dashboard/data", {"Authorization": "Bearer tok"})
+            assert status == 200 and json.loads(body)["current"]["cache"]["inference"]["hits"] == 7
+        finally:
+            httpd.shutdown()
