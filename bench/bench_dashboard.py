@@ -43,7 +43,7 @@ from infra.metrics import get_metrics  # noqa: E402
 from infra.metrics.history import MetricsHistory  # noqa: E402
 from infra.server import serve_metrics  # noqa: E402
 from infra.server._dashboard_source import ColumnSampler  # noqa: E402
-from infra.server.dashboard import DEFAULT_REFRESH_SECONDS, history_for  # noqa: E402
+from infra.server.dashboard import DEFAULT_REFRESH_SECONDS, history_for, rows_json  # noqa: E402
 from infra.testing.dashboard_workload import run_workload  # noqa: E402
 
 STATIC = ROOT / "infra" / "server" / "static"
@@ -100,16 +100,35 @@ class urllib_open:  # a tiny context manager returning the body
         pass
 
 
-def ring_memory(columns: dict[str, float], capacity_rows: int) -> dict[str, int]:
-    """A ring filled with ``capacity_rows`` samples of this row: its own count and tracemalloc's."""
+def ring_memory(columns: dict[str, float], capacity_rows: int) -> dict[str, float]:
+    """A ring filled with ``capacity_rows`` samples like this row (counters growing, latencies moving):
+    its own count and tracemalloc's, and what opening the page on a full hour sends and costs."""
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     h = MetricsHistory(lambda: columns)
+    t0 = time.time() - capacity_rows * h.interval
     for i in range(capacity_rows):
-        h.record(columns, t=float(i))
+        row = {
+            k: (v + i if k.split("|")[0] in COUNTERS else v * (1 + 0.1 * (i % 7))) for k, v in columns.items()
+        }
+        h.record(row, t=t0 + i * h.interval)
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    return {"columns": len(columns), "nbytes": h.nbytes(), "traced": after - before, "max": h.max_nbytes()}
+    c = time.process_time()
+    body = json.dumps(rows_json(h.since(0)), separators=(",", ":"), allow_nan=False).encode()
+    first_cpu = time.process_time() - c
+    return {
+        "columns": len(columns),
+        "nbytes": h.nbytes(),
+        "traced": after - before,
+        "max": h.max_nbytes(),
+        "hour_json": len(body),
+        "hour_gzip": len(gzip.compress(body, 1)),
+        "hour_cpu_ms": first_cpu * 1000,
+    }
+
+
+COUNTERS = {"hits", "misses", "cache_errors", "saved", "calls", "errors", "denied"}
 
 
 def browser_cpu(url: str, seconds: float) -> float | None:
@@ -201,6 +220,11 @@ def main() -> int:
     print(
         f"| /data: first load (whole history) / one refresh | {weight['data_first'] / kib:.1f} KiB / "
         f"{weight['data_refresh'] / kib:.1f} KiB |"
+    )
+    print(
+        f"| opening the page on a full hour ({mem['columns']} columns x {history.capacity} rows) | "
+        f"{mem['hour_json'] / kib:.0f} KiB JSON ({mem['hour_gzip'] / kib:.0f} KiB gzip), "
+        f"{mem['hour_cpu_ms']:.0f} ms CPU, once per page load |"
     )
     print(
         f"| ring, {mem['columns']} columns x {history.capacity} rows | {mem['nbytes'] / kib:.0f} KiB arrays, "

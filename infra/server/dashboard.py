@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ..metrics import MetricsRegistry, get_metrics
-from ..metrics.history import DEFAULT_HISTORY_INTERVAL, MetricsHistory
+from ..metrics.history import DEFAULT_HISTORY_INTERVAL, HistoryPage, MetricsHistory
 from ._common import Response, accepts_gzip, authorized
 from ._dashboard_source import ColumnSampler, current_view
 
@@ -96,7 +96,23 @@ def _page(base: str) -> bytes:
 
 
 def _json_number(v: float) -> float | None:
-    return v if math.isfinite(v) else None
+    # Six significant digits: a chart is ~300 px tall, and repr's 17 digits would triple the JSON of
+    # an hour's history. Counters stay exact (integers print whole; 6 digits only cut fractions).
+    if not math.isfinite(v):
+        return None
+    if v.is_integer() and abs(v) < 2**53:
+        return v
+    return float(f"{v:.6g}")
+
+
+def rows_json(page: HistoryPage) -> dict[str, Any]:
+    """A history page as the page reads it: times (ms resolution) and columns (null for no value)."""
+    return {
+        "seq": page.seq,
+        "reset": page.reset,
+        "t": [round(t, 3) for t in page.t],
+        "columns": {k: [_json_number(v) for v in vs] for k, vs in page.columns.items()},
+    }
 
 
 def data_document(registry: MetricsRegistry, since: int) -> dict[str, Any]:
@@ -104,16 +120,12 @@ def data_document(registry: MetricsRegistry, since: int) -> dict[str, Any]:
     history = history_for(registry)
     if history.seq == 0:  # a page opened in the first interval: show the numbers at once
         history.sample_now()
-    page = history.since(since)
     return {
-        "seq": page.seq,
-        "reset": page.reset,
+        **rows_json(history.since(since)),
         "interval": history.interval,
         "window": history.window,
         "refresh": DEFAULT_REFRESH_SECONDS,
         "now": time.time(),
-        "t": page.t,
-        "columns": {k: [_json_number(v) for v in vs] for k, vs in page.columns.items()},
         "current": current_view(registry),
     }
 
