@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from headless_chromium import chromium_page, chromium_path
+from headless_chromium import chromium_page
 
 from infra.metrics import get_metrics
 from infra.server import serve_metrics
@@ -35,19 +35,8 @@ TILES_JS = """JSON.stringify(Object.fromEntries([...document.querySelectorAll('#
                          t.querySelector('.hit-rate').dataset.value]])))"""
 
 
-@pytest.fixture
-def chromium() -> str:
-    path = chromium_path()
-    if path is None:
-        from conftest import need_service
-
-        need_service("Chromium", False, "no `chromium` on PATH (Debian package chromium)")
-    assert path is not None
-    return path
-
-
 def test_dashboard_draws_every_chart_with_the_numbers_get_stats_reports(
-    chromium: str, tmp_path: Path
+    chromium_bin: str, tmp_path: Path
 ) -> None:
     server = serve_metrics(port=0, token=TOKEN)
     history = history_for()
@@ -58,7 +47,7 @@ def test_dashboard_draws_every_chart_with_the_numbers_get_stats_reports(
         history.sample_now()
         stats = get_metrics().get_stats()
         url = f"http://127.0.0.1:{server.port}/dashboard?token={TOKEN}"
-        with chromium_page(chromium, tmp_path / "profile") as page:
+        with chromium_page(chromium_bin, tmp_path / "profile") as page:
             page.send("Page.navigate", {"url": url})
             page.wait_for("document.body.dataset.seq && document.querySelectorAll('.chart').length > 8")
             charts = json.loads(page.evaluate(CHARTS_JS))
