@@ -153,7 +153,8 @@
     if (!series.length) {
       svg.append(el("svg:text", { class: "nodata", x: W / 2, y: H / 2, "text-anchor": "middle" }, "no data yet"));
     }
-    series.forEach((s, i) => {
+    // drawn last-first, so the first series (p50 of p50/p95/p99) lies on top where lines coincide
+    series.map((s, i) => [s, i]).reverse().forEach(([s, i]) => {
       const cls = "s" + (s.color ?? i) % COLORS;
       let d = "";
       let prev = null;
