@@ -5,9 +5,15 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -246,3 +252,60 @@ def test_wsgi_app_serves_the_dashboard_under_its_script_name(reg: MetricsRegistr
             assert status == 200 and json.loads(body)["current"]["cache"]["inference"]["hits"] == 7
         finally:
             httpd.shutdown()
+
+
+def test_under_several_workers_each_workers_dashboard_shows_the_combined_numbers(tmp_path: Path) -> None:
+    """gunicorn, 3 workers: whichever answers /dashboard/data shows every worker's calls and hits."""
+    pytest.importorskip("gunicorn")
+    here = Path(__file__).resolve().parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{here.parents[1]}{os.pathsep}{here}",
+        "INFRA_METRICS_MULTIPROC_DIR": str(tmp_path / "mp"),
+        "MP_CACHE_PATH": str(tmp_path / "cache.db"),
+    }
+    log = (tmp_path / "gunicorn.log").open("w")
+    cmd = [sys.executable, "-m", "gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}", "mp_dashboard_app:app"]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while _get_or_none(base + "/?warmup") is None:
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "gunicorn.log"
+            ).read_text()
+            time.sleep(0.1)
+        pids = {_get(f"{base}/?k{i % 10}")[2] for i in range(60)}  # 10 keys: 10 misses, 50 hits
+        calls = 61  # with the warm-up request
+        # Every worker's page converges on the fleet's totals (snapshots publish every 0.5 s, the
+        # ring samples every 2 s): poll until several answers in a row show them.
+        agreeing = 0
+        deadline = time.monotonic() + 60
+        doc: dict[str, Any] = {}
+        while agreeing < 6:
+            assert time.monotonic() < deadline, f"no agreement; last: {doc.get('current')}"
+            doc = json.loads(_get(base + "/dashboard/data")[2])
+            mp = doc["current"]["cache"].get("mp", {})
+            latest = [v for v in doc["columns"].get("calls|stage|mp_work", []) if v is not None]
+            ok = mp.get("hits") == 50 and mp.get("misses") == 11 and latest and latest[-1] == calls
+            agreeing = agreeing + 1 if ok else 0
+            time.sleep(0.3)
+        assert doc["current"]["multiprocess"] is True
+        assert len(pids) >= 2, pids  # the requests really were spread over workers
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _get_or_none(url: str) -> bytes | None:
+    try:
+        return _get(url)[2]
+    except OSError:
+        return None
