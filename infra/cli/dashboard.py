@@ -88,7 +88,11 @@ def _dashboard(args: argparse.Namespace) -> int:
     from infra.cli.metrics import _stop_on_signals
     from infra.server import serve_metrics
 
-    handle = serve_metrics(host=host, port=port, token=token)
+    try:
+        handle = serve_metrics(host=host, port=port, token=token)
+    except OSError as exc:  # the port is taken by something that isn't a perf-infra endpoint
+        print(f"perf-infra: error: {exc}; choose another with --port", file=sys.stderr)
+        return 1
     stop = threading.Event()
     restore = _stop_on_signals(stop)
     try:

@@ -97,6 +97,9 @@ class MetricsHistory:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._pid = os.getpid()
+        # Names this ring's life: a reader holding a ``seq`` from another ring (a restarted worker
+        # behind the same URL) sees a different epoch and starts over instead of mixing the two.
+        self.epoch = f"{os.getpid()}-{time.time_ns()}"
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -176,6 +179,7 @@ class MetricsHistory:
         with self._lock:
             if os.getpid() != self._pid:  # forked: the parent's thread and lock state didn't come along
                 self._pid = os.getpid()
+                self.epoch = f"{os.getpid()}-{time.time_ns()}"
                 self._thread = None
                 self._stop = threading.Event()
             if self._thread is not None and self._thread.is_alive():

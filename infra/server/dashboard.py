@@ -122,6 +122,7 @@ def data_document(registry: MetricsRegistry, since: int) -> dict[str, Any]:
         history.sample_now()
     return {
         **rows_json(history.since(since)),
+        "epoch": history.epoch,
         "interval": history.interval,
         "window": history.window,
         "refresh": DEFAULT_REFRESH_SECONDS,

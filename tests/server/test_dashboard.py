@@ -165,6 +165,10 @@ def test_thread_server_serves_page_assets_and_data_behind_the_token(reg: Metrics
         status, headers, body = _get(base + "/dashboard")
         assert status == 200 and headers["Content-Type"].startswith("text/html")
         assert "script-src 'self'" in headers["Content-Security-Policy"]
+        # VS Code's Simple Browser shows the page in a frame: nothing may forbid framing it
+        assert (
+            "X-Frame-Options" not in headers and "frame-ancestors" not in headers["Content-Security-Policy"]
+        )
         assert b'src="/dashboard/static/dashboard.js"' in body and b"http" not in body.split(b"<body")[0]
         for asset, ctype in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
             status, headers, _ = _get(f"{base}/dashboard/static/{asset}")
@@ -176,6 +180,7 @@ def test_thread_server_serves_page_assets_and_data_behind_the_token(reg: Metrics
         status, _, body = _get(base + "/dashboard/data?since=0", {"Authorization": "Bearer tok"})
         doc = json.loads(body)
         assert status == 200 and doc["seq"] >= 1 and doc["columns"]["hits|cache|inference"][-1] == 7
+        assert doc["epoch"] == history_for(reg).epoch  # a restarted process answers with another
         assert (
             doc["current"]["cache"]["inference"]["hit_rate"]
             == reg.get_stats()["cache"]["inference"]["hit_rate"]

@@ -10,7 +10,7 @@
   const COLORS = 8;
   const base = document.body.dataset.base || "";
   const token = new URLSearchParams(location.search).get("token");
-  const state = { seq: 0, t: [], cols: {}, current: null, window: 3600, refresh: 5, timer: null };
+  const state = { seq: 0, epoch: null, t: [], cols: {}, current: null, window: 3600, refresh: 5, timer: null };
 
   // ---------------------------------------------------------------------------------- data
 
@@ -289,7 +289,14 @@
         return;
       }
       if (!r.ok) throw new Error("HTTP " + r.status);
-      merge(await r.json());
+      const doc = await r.json();
+      if (state.epoch !== null && doc.epoch !== state.epoch && state.seq !== 0) {
+        // another process answers at this URL now (a restart): its rows don't continue ours
+        state.seq = 0; state.epoch = null; state.t = []; state.cols = {};
+        return poll();
+      }
+      state.epoch = doc.epoch;
+      merge(doc);
       render();
       document.body.dataset.seq = String(state.seq);
       setStatus(`live · refreshed ${clock(Date.now() / 1000)} · every ${state.refresh} s`);
