@@ -320,20 +320,24 @@ def make_dashboard_wsgi_app(
     return app
 
 
-class _Lazy:
-    """Module-level apps that start the process-wide history only when first used, not on import."""
-
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self._factory = factory
-        self._made: Any = None
-
-    def __call__(self, *args: Any) -> Any:
-        if self._made is None:
-            self._made = self._factory()
-        return self._made(*args)
+_defaults: dict[str, Any] = {}
 
 
-dashboard_asgi_app: ASGIApp = _Lazy(make_dashboard_asgi_app)
-"""The process-wide registry's dashboard, no token: ``app.mount("/dashboard", dashboard_asgi_app)``."""
-dashboard_aiohttp_handler: Callable[[Any], Awaitable[Any]] = _Lazy(make_dashboard_aiohttp_handler)
-"""The process-wide registry's dashboard, no token: ``app.router.add_get("/dashboard{tail:.*}", ...)``."""
+async def dashboard_asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The process-wide registry's dashboard, no token: ``app.mount("/dashboard", dashboard_asgi_app)``.
+
+    Built on first use, so importing this module starts no history thread."""
+    app = _defaults.get("asgi")
+    if app is None:
+        app = _defaults["asgi"] = make_dashboard_asgi_app()
+    await app(scope, receive, send)
+
+
+async def dashboard_aiohttp_handler(request: Any) -> Any:
+    """The process-wide registry's dashboard, no token: ``app.router.add_get("/dashboard{tail:.*}", ...)``.
+
+    A coroutine function (aiohttp deprecates other handlers), built on first use."""
+    handler = _defaults.get("aiohttp")
+    if handler is None:
+        handler = _defaults["aiohttp"] = make_dashboard_aiohttp_handler()
+    return await handler(request)

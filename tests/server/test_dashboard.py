@@ -314,3 +314,28 @@ def _get_or_none(url: str) -> bytes | None:
         return _get(url)[2]
     except OSError:
         return None
+
+
+async def test_the_process_wide_app_and_handler_are_coroutine_functions_aiohttp_takes_without_warning() -> (
+    None
+):
+    import inspect
+
+    from infra.server import dashboard_aiohttp_handler, dashboard_asgi_app
+
+    assert inspect.iscoroutinefunction(dashboard_aiohttp_handler)
+    assert inspect.iscoroutinefunction(dashboard_asgi_app)
+    app = web.Application()
+    app.router.add_get("/dashboard{tail:.*}", dashboard_aiohttp_handler)  # filterwarnings=error: no warning
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{runner.addresses[0][1]}/dashboard/") as r,
+        ):
+            assert r.status == 200 and 'src="/dashboard/static/dashboard.js"' in await r.text()
+    finally:
+        await runner.cleanup()
