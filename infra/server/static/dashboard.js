@@ -255,7 +255,8 @@
     const latency = document.getElementById("latency");
     latency.replaceChildren();
     for (const g of cur.groups) {
-      const ops = columns("calls", g.id);
+      // an operation without a call in the window has no latency to draw: no empty chart for it
+      const ops = columns("calls", g.id).filter((op) => ["p50", "p95", "p99"].some((q) => raw(`${q}|${g.id}|${op.label}`).length));
       if (!ops.length) continue;
       latency.append(el("h2", {}, "Latency · " + g.title + " (p50 / p95 / p99 of the calls in each interval, ms)"));
       const grid = el("section", { class: "charts", "data-group": g.id });
