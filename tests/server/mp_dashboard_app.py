@@ -4,6 +4,7 @@ is served by whichever worker gets the request (a plain module: tests/ has no pa
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,6 +28,7 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     if _cache is None:
         _cache = Cache(CacheSettings(path=os.environ["MP_CACHE_PATH"]), export_metrics=True)
     key = environ.get("QUERY_STRING", "") or "none"
+    time.sleep(0.02)  # a sync worker is busy meanwhile: concurrent requests spread over the workers
     with timed("mp_work"):
         _cache.get_or_compute("mp", key, lambda: key)
     body = str(os.getpid()).encode()

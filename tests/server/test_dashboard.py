@@ -283,7 +283,10 @@ def test_under_several_workers_each_workers_dashboard_shows_the_combined_numbers
                 tmp_path / "gunicorn.log"
             ).read_text()
             time.sleep(0.1)
-        pids = {_get(f"{base}/?k{i % 10}")[2] for i in range(60)}  # 10 keys: 10 misses, 50 hits
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(6) as pool:  # 10 keys, so mostly hits; spread over the workers
+            pids = set(pool.map(lambda i: _get(f"{base}/?k{i % 10}")[2], range(60)))
         calls = 61  # with the warm-up request
         # Every worker's page converges on the fleet's totals (snapshots publish every 0.5 s, the
         # ring samples every 2 s): poll until several answers in a row show them.
@@ -295,7 +298,9 @@ def test_under_several_workers_each_workers_dashboard_shows_the_combined_numbers
             doc = json.loads(_get(base + "/dashboard/data")[2])
             mp = doc["current"]["cache"].get("mp", {})
             latest = [v for v in doc["columns"].get("calls|stage|mp_work", []) if v is not None]
-            ok = mp.get("hits") == 50 and mp.get("misses") == 11 and latest and latest[-1] == calls
+            # every lookup of every worker (two workers may both miss one key: only the sum is fixed)
+            lookups = mp.get("hits", 0) + mp.get("misses", 0)
+            ok = lookups == calls and mp.get("hits", 0) >= 40 and latest and latest[-1] == calls
             agreeing = agreeing + 1 if ok else 0
             time.sleep(0.3)
         assert doc["current"]["multiprocess"] is True
