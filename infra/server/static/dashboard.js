@@ -53,16 +53,16 @@
   }
 
   function raw(name) {
-    const col = state.cols[name], pts = [];
-    for (let i = 0; i < state.t.length; i++) if (col[i] !== null) pts.push([state.t[i], col[i]]);
+    const col = state.cols[name] || [], pts = [];
+    for (let i = 0; i < col.length; i++) if (col[i] !== null) pts.push([state.t[i], col[i]]);
     return pts;
   }
 
   // Per-second rate of a cumulative counter between consecutive rows where both have a value.
   function rate(name) {
-    const col = state.cols[name], pts = [];
+    const col = state.cols[name] || [], pts = [];
     for (let i = 1; i < state.t.length; i++) {
-      const a = col[i - 1], b = col[i], dt = state.t[i] - state.t[i - 1];
+      const a = col[i - 1] ?? null, b = col[i] ?? null, dt = state.t[i] - state.t[i - 1];
       if (a === null || b === null || dt <= 0) continue;
       pts.push([state.t[i], Math.max(0, b - a) / dt]);  // a counter reset reads 0, not negative
     }
@@ -280,6 +280,7 @@
 
   async function poll() {
     const headers = token ? { Authorization: "Bearer " + token } : {};
+    let doc;
     try {
       const r = await fetch(`${base}/data?since=${state.seq}`, { headers, cache: "no-store" });
       if (r.status === 401) {
@@ -290,21 +291,29 @@
         return;
       }
       if (!r.ok) throw new Error("HTTP " + r.status);
-      const doc = await r.json();
-      if (state.epoch !== null && doc.epoch !== state.epoch && state.seq !== 0) {
-        // another process answers at this URL now (a restart): its rows don't continue ours
-        state.seq = 0; state.epoch = null; state.t = []; state.cols = {};
-        return poll();
-      }
+      doc = await r.json();
+    } catch (err) {
+      setStatus("cannot reach the process (" + (err && err.message ? err.message : err) + "); retrying", true);
+      state.timer = setTimeout(poll, state.refresh * 1000);
+      return;
+    }
+    if (state.epoch !== null && doc.epoch !== state.epoch && state.seq !== 0) {
+      // another process answers at this URL now (a restart): its rows don't continue ours
+      state.seq = 0; state.epoch = null; state.t = []; state.cols = {};
+      return poll();
+    }
+    try {
       state.epoch = doc.epoch;
       merge(doc);
       render();
       document.body.dataset.seq = String(state.seq);
       setStatus(`live · refreshed ${clock(Date.now() / 1000)} · every ${state.refresh} s`);
     } catch (err) {
-      setStatus("cannot reach the process (" + (err && err.message ? err.message : err) + "); retrying", true);
+      console.error("perf-infra dashboard: drawing failed", err);  // a bug here, not the network
+      setStatus("drawing failed: " + (err && err.message ? err.message : err), true);
+    } finally {
+      state.timer = setTimeout(poll, state.refresh * 1000);
     }
-    state.timer = setTimeout(poll, state.refresh * 1000);
   }
 
   poll();
