@@ -94,6 +94,10 @@ def test_dashboard_draws_every_chart_with_the_numbers_get_stats_reports(
             assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(30, 30, 30)"
             page.screenshot(tmp_path / "dashboard-dark.png")
             assert page.errors == [], page.errors
+            # ?theme=light wins over a dark preference (an editor whose theme the frame can't see)
+            page.send("Page.navigate", {"url": url + "&theme=light"})
+            page.wait_for("document.body && document.body.dataset.seq")
+            assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
 
             # Without the token the page says what to do instead of drawing nothing.
             page.send("Page.navigate", {"url": f"http://127.0.0.1:{server.port}/dashboard"})

@@ -9,7 +9,10 @@
   const W = 360, H = 150, PAD_L = 44, PAD_R = 8, PAD_T = 8, PAD_B = 20;
   const COLORS = 8;
   const base = document.body.dataset.base || "";
-  const token = new URLSearchParams(location.search).get("token");
+  const params = new URLSearchParams(location.search);
+  const token = params.get("token");
+  const theme = params.get("theme");  // "dark" / "light" override the editor's or OS's preference
+  if (theme === "dark" || theme === "light") document.documentElement.dataset.theme = theme;
   const state = { seq: 0, epoch: null, t: [], cols: {}, current: null, window: 3600, refresh: 5, timer: null };
 
   // ---------------------------------------------------------------------------------- data
