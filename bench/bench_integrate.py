@@ -182,6 +182,26 @@ class Plain:
         return x
 
 
+class Configured:
+    """A worker-like instance: three settings, a client, a lock, a logger and a counter (issue 14's call
+    identity keys on the settings only; this measures what reading them costs on every hit)."""
+
+    def __init__(self, weight: float = 1.0, model: str = "llama3.2:3b", top_k: int = 3) -> None:
+        import logging
+        import threading
+
+        import httpx
+
+        self.weight, self.model, self._top_k = weight, model, top_k
+        self._client = httpx.Client()
+        self._lock = threading.Lock()
+        self.log = logging.getLogger("bench")
+        self._calls = 0
+
+    def f(self, x: int) -> int:
+        return x
+
+
 def per_call(rounds: int, calls: int) -> dict[str, dict[str, float]]:
     import diskcache
 
@@ -207,6 +227,9 @@ def per_call(rounds: int, calls: int) -> dict[str, dict[str, float]]:
     hit_cache = Cache(CacheSettings(path=str(tmp / "hit.db")))
     Hit = cached_class(Plain, ["f"], cache=hit_cache, timing=True)
     HitNoTiming = cached_class(Plain, ["f"], cache=hit_cache, timing=False)
+    Keyed = cached_class(Configured, ["f"], cache=hit_cache, timing=False)
+    Shared = cached_class(Configured, ["f"], cache=hit_cache, timing=False, key_attrs=[], namespace="shared")
+    keyed, shared = Keyed(), Shared()
     dc = diskcache.Cache(str(tmp / "dc"))
 
     @dc.memoize()
@@ -219,6 +242,8 @@ def per_call(rounds: int, calls: int) -> dict[str, dict[str, float]]:
         "cache off at run time (@cached+timed)": PassThrough().f,
         "cached_class hit, L1 (+timed)": Hit().f,
         "cached_class hit, L1 (no timing)": HitNoTiming().f,
+        "configured instance hit, keyed on its settings": keyed.f,
+        "configured instance hit, key_attrs=[] (shared)": shared.f,
         "diskcache memoize hit (peer)": dc_f,
     }
     for fn in variants.values():
@@ -236,6 +261,8 @@ def per_call(rounds: int, calls: int) -> dict[str, dict[str, float]]:
             samples[name].append((time.perf_counter_ns() - t0) / calls)
     dc.close()
     hit_cache.close()
+    keyed._client.close()
+    shared._client.close()
     base = statistics.median(samples["plain method"])
     out = {}
     for name, s in samples.items():

@@ -7,16 +7,18 @@ multiprocess mode, on the same load, for 1, 4 and 8 live workers and after 200 w
 Each worker is a forked process that does the same load on both sides (10 counter series, 10 histogram
 series x 200 observations, one gauge), publishes, and stays alive until the scrape timings are done.
 A scrape is what /metrics does in one worker: ours ``MultiProcess.combined()`` + text rendering;
-prometheus_client ``MultiProcessCollector`` + ``generate_latest``. Restarts: 4 live workers, then 200
-short-lived workers come and go (prometheus_client's documented ``mark_process_dead`` is called for
-each, as its gunicorn ``child_exit`` hook does); the scrape is timed again with the same 4 live workers.
-Figures: median over repeats of ms per scrape (the first scrape after the restarts, which folds the dead
-workers' snapshots into the archive, is reported on its own).
+prometheus_client ``MultiProcessCollector`` + ``generate_latest``. Restarts: two directories with 4 live
+workers each; in one, 200 short-lived workers then come and go (prometheus_client's documented
+``mark_process_dead`` is called for each, as its gunicorn ``child_exit`` hook does); both are scraped
+interleaved, so "after / before" is measured in the same moments of a shared machine.
+Figures: median over interleaved repeats of ms per scrape, each after a ``gc.collect()`` (the first scrape
+after the restarts, which folds the dead workers' snapshots into the archive, is reported on its own).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing as mp
 import os
 import shutil
@@ -30,15 +32,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-PC_DIR = tempfile.mkdtemp(prefix="bench-pc-mp-")
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = PC_DIR  # read when prometheus_client creates its values
+# prometheus_client picks its value class at import: multiprocess mode needs the variable set by then
+# (each worker points it at its own directory before making its metrics).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.gettempdir())
 
-import prometheus_client as pc  # noqa: E402
-from prometheus_client import multiprocess as pc_mp  # noqa: E402
+import prometheus_client as pc
+from prometheus_client import multiprocess as pc_mp
 
-from infra.metrics import MetricsRegistry  # noqa: E402
-from infra.metrics.exposition import render_text  # noqa: E402
-from infra.metrics.multiprocess import MultiProcess, enable  # noqa: E402
+from infra.metrics import MetricsRegistry
+from infra.metrics.exposition import render_text
+from infra.metrics.multiprocess import MultiProcess, enable
 
 N_SERIES = 10
 N_OBS = 200
@@ -59,7 +62,8 @@ def _load_ours(directory: str) -> None:
     m.close()
 
 
-def _load_pc() -> None:
+def _load_pc(directory: str) -> None:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # in this worker only: read as its values are made
     c = pc.Counter("bench_requests_total", "Requests.", ("route",))
     h = pc.Histogram("bench_latency_seconds", "Latency.", ("route",))
     g = pc.Gauge("bench_inflight", "In flight.", multiprocess_mode="livesum")
@@ -75,7 +79,7 @@ def _worker(side: str, directory: str, ready: Any, stop: Any) -> None:
     if side == "ours":
         _load_ours(directory)
     else:
-        _load_pc()
+        _load_pc(directory)
     ready.set()
     stop.wait()
     os._exit(0)
@@ -85,7 +89,7 @@ def _short_worker(side: str, directory: str) -> None:
     if side == "ours":
         _load_ours(directory)
     else:
-        _load_pc()
+        _load_pc(directory)
     os._exit(0)
 
 
@@ -103,13 +107,17 @@ def _scrape_pc(directory: str) -> Callable[[], int]:
     return scrape
 
 
-def _median_ms(fn: Callable[[], int], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+def _interleaved_ms(fns: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
+    """Median ms per call of each fn, rounds interleaved (so a loaded box's drift hits all alike)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeats):
+        order = list(fns) if r % 2 == 0 else list(reversed(fns))
+        for k in order:
+            gc.collect()  # one side's garbage (prometheus_client makes plenty) is not the other's cost
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append((time.perf_counter() - t0) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 class Fleet:
@@ -133,11 +141,7 @@ class Fleet:
 
 
 def _dir(side: str) -> str:
-    if side == "pc":
-        for f in Path(PC_DIR).iterdir():
-            f.unlink()
-        return PC_DIR
-    return tempfile.mkdtemp(prefix="bench-ours-mp-")
+    return tempfile.mkdtemp(prefix=f"bench-{side}-mp-")
 
 
 def _restart(side: str, directory: str, n: int) -> None:
@@ -158,37 +162,46 @@ def main(argv: list[str] | None = None) -> int:
     restarts = 20 if args.quick else 200
     rows: list[tuple[str, float, float]] = []
     for workers in (1, 4, 8):
-        res = {}
-        for side in ("ours", "pc"):
-            d = _dir(side)
-            fleet = Fleet(side, d, workers)
-            scrape = _scrape_ours(d) if side == "ours" else _scrape_pc(d)
-            scrape()
-            res[side] = _median_ms(scrape, repeats)
-            fleet.close()
+        dirs = {side: _dir(side) for side in ("ours", "pc")}
+        fleets = [Fleet(side, dirs[side], workers) for side in ("ours", "pc")]
+        scrapes = {"ours": _scrape_ours(dirs["ours"]), "pc": _scrape_pc(dirs["pc"])}
+        for fn in scrapes.values():
+            fn()
+        res = _interleaved_ms(scrapes, repeats)
+        for f in fleets:
+            f.close()
+        for d in dirs.values():
+            shutil.rmtree(d, ignore_errors=True)
         rows.append((f"scrape, {workers} live worker(s)", res["ours"], res["pc"]))
-    files: dict[str, int] = {}
-    first_after: dict[str, float] = {}
+    # Restarts: per side, two directories with 4 live workers each, one of which then sees `restarts`
+    # workers come and go; the two are scraped interleaved, so the ratio is immune to the box's drift.
     before: dict[str, float] = {}
     after: dict[str, float] = {}
+    first_after: dict[str, float] = {}
+    files: dict[str, int] = {}
     for side in ("ours", "pc"):
-        d = _dir(side)
-        fleet = Fleet(side, d, 4)
-        scrape = _scrape_ours(d) if side == "ours" else _scrape_pc(d)
-        scrape()
-        before[side] = _median_ms(scrape, repeats)
-        _restart(side, d, restarts)
+        fresh, churned = _dir(side), _dir(side)
+        fleets = [Fleet(side, fresh, 4), Fleet(side, churned, 4)]
+        make = _scrape_ours if side == "ours" else _scrape_pc
+        scrapes = {"fresh": make(fresh), "churned": make(churned)}
+        scrapes["fresh"]()
+        scrapes["churned"]()
+        _restart(side, churned, restarts)
         t0 = time.perf_counter()
-        scrape()
+        scrapes["churned"]()
         first_after[side] = (time.perf_counter() - t0) * 1000
-        after[side] = _median_ms(scrape, repeats)
-        files[side] = sum(1 for f in Path(d).iterdir() if not f.name.startswith("."))
-        fleet.close()
-        if side == "ours":
-            shutil.rmtree(d, ignore_errors=True)
-    rows.append(("scrape, 4 live workers, before restarts", before["ours"], before["pc"]))
-    rows.append((f"first scrape after {restarts} restarts", first_after["ours"], first_after["pc"]))
-    rows.append((f"scrape after {restarts} restarts", after["ours"], after["pc"]))
+        res = _interleaved_ms(scrapes, repeats)
+        before[side], after[side] = res["fresh"], res["churned"]
+        files[side] = sum(1 for f in Path(churned).iterdir() if not f.name.startswith("."))
+        for f in fleets:
+            f.close()
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.rmtree(churned, ignore_errors=True)
+    rows.append(("scrape, 4 live workers, no restarts", before["ours"], before["pc"]))
+    rows.append(
+        (f"first scrape after {restarts} restarts (ours folds them)", first_after["ours"], first_after["pc"])
+    )
+    rows.append((f"scrape, 4 live workers, after {restarts} restarts", after["ours"], after["pc"]))
     print(f"python {sys.version.split()[0]}, prometheus_client {pc_version()}, repeats={repeats}")
     print()
     print("| case | ours ms | prometheus_client ms | ratio |")
@@ -198,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for side, label in (("ours", "ours"), ("pc", "prometheus_client")):
         growth = after[side] / before[side]
-        print(f"{label}: after {restarts} restarts the scrape takes {growth:.2f}x the first; files {files[side]}")
-    shutil.rmtree(PC_DIR, ignore_errors=True)
+        print(
+            f"{label}: after {restarts} restarts a scrape takes {growth:.2f}x the first; files {files[side]}"
+        )
     return 0
 
 

@@ -7,14 +7,15 @@ their async methods. The lookup rules, codecs and stats are the sync core's, sha
 
 from __future__ import annotations
 
-import contextlib
 import inspect
+import logging
 import time as _clock
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from infra.cache._missing import MISSING
 from infra.cache.backend import StoredEntry
+from infra.cache.settings import parse_ttl
 from infra.cache.singleflight import LEASE_POLL_MAX, LEASE_POLL_MIN
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["aclose", "adelete", "aget", "aget_many", "aget_or_compute", "ainvalidate", "aset", "aset_many"]
 
 T = TypeVar("T")
+log = logging.getLogger("infra.cache")
 
 
 async def aget(self: Cache, namespace: str, key: str, default: Any = MISSING) -> Any:
@@ -73,8 +75,10 @@ async def _al2_get(self: Cache, ns: _Namespace, key: str) -> StoredEntry | None:
 
 
 async def aset(
-    self: Cache, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0
+    self: Cache, namespace: str, key: str, value: Any, ttl: float | str | None = None, *, cost: float = 0.0
 ) -> None:
+    if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
+        ttl = parse_ttl(ttl)
     if not self.enabled:
         return
     if self._inline:
@@ -126,8 +130,10 @@ async def aget_many(self: Cache, namespace: str, keys: Iterable[str]) -> dict[st
 
 
 async def aset_many(
-    self: Cache, namespace: str, mapping: Mapping[str, Any], ttl: float | None = None
+    self: Cache, namespace: str, mapping: Mapping[str, Any], ttl: float | str | None = None
 ) -> None:
+    if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
+        ttl = parse_ttl(ttl)
     if not self.enabled:
         return
     if self._inline or self.backend is None:
@@ -162,9 +168,11 @@ async def aget_or_compute(
     namespace: str,
     key: str,
     compute: Callable[[], Awaitable[T] | T],
-    ttl: float | None = None,
+    ttl: float | str | None = None,
 ) -> T:
     """Async ``get_or_compute``; ``compute`` may return a value or an awaitable (the leader awaits it)."""
+    if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
+        ttl = parse_ttl(ttl)
     if not self.enabled:
         r = compute()
         return await r if inspect.isawaitable(r) else r
@@ -187,7 +195,8 @@ async def aget_or_compute(
         if flight.retry:
             continue
         ns.stats.hit(0.0)
-        return flight.result  # type: ignore[no-any-return]
+        stored, how = flight.result  # the leader's result, as a form each follower copies
+        return stored if how is None else how(stored)  # type: ignore[no-any-return]
     leased = False
     try:
         gen = ns.gen
@@ -206,7 +215,7 @@ async def aget_or_compute(
     finally:
         if leased:
             await self._arelease(ns, key)
-    self._sf.finish(fk, flight, v, None)
+    self._sf.finish(fk, flight, self._shared(ns, key, v), None)
     return v  # type: ignore[no-any-return]
 
 
@@ -256,18 +265,17 @@ async def _arelease(self: Cache, ns: _Namespace, key: str) -> None:
 
 
 async def aclose(self: Cache) -> None:
-    if self._inline or self.backend is None:
-        self.close()
-        return
-    if self._export and not self._closed:
-        import asyncio
-
-        from infra.cache import fleet_stats
-
+    """Close what belongs to the calling event loop (a network backend's connections opened on it) and
+    flush the stats; the cache itself stays open for other loops and for sync code (issue 14: ``await
+    get_cache().aclose()`` at the end of one ``asyncio.run`` used to turn the process-wide cache off).
+    ``close()`` closes the cache for good."""
+    if self._export:
         for ns in list(self._ns.values()):
             ns.stats.flush()
-        with contextlib.suppress(Exception):  # the last fleet deltas, off the event loop
-            await asyncio.to_thread(fleet_stats.close, self)
-    self._closed = True
-    with contextlib.suppress(Exception):
-        await self.backend.aclose()
+    b = self.backend
+    if b is None or self._closed:
+        return
+    try:
+        await b.arelease_loop()
+    except Exception as exc:
+        log.debug("cache backend %r: releasing this loop's connections failed: %s", b, exc)

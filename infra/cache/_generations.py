@@ -10,10 +10,17 @@ the backend's listener:
   Thread-safe: the generation is one attribute store (atomic under the GIL) made *before* L1 is cleared,
   and readers capture the generation *before* their L2 read, so a value read before the invalidation
   is stored in L1 under the old generation and never served again.
-* **Poll** (every backend): ``generations()`` every ``poll_interval`` (0.1 s) while no push listener is
-  connected, every ``push_poll_interval`` (1 s) while one is, and at once when the listener's epoch changes
-  (it reconnected: invalidations made while it was away were never pushed). Async paths await
-  ``agenerations()``: a network backend's sync call would block the event loop for a round trip.
+* **Poll** (every backend): ``versions()`` (generations and change counts) every ``poll_interval`` (0.1 s)
+  while no push listener is connected, every ``push_poll_interval`` (0.5 s with the default
+  ``sync_interval`` of 1 s) while one is, and at once when the listener's epoch changes (it reconnected:
+  invalidations made while it was away were never pushed). Async paths await ``aversions()``: a network
+  backend's sync call would block the event loop for a round trip.
+* **Changes** (issue 14): a ``delete``, a ``clear`` or a ``set`` that replaces a live entry, in any process
+  or from the CLI, bumps the namespace's change count in the store; a poll that sees the count move drops
+  that namespace's L1 entries (the next reads go to the store, which has the change). So every process's L1
+  follows such changes within ``sync_interval`` (default 1 s): a poll interval plus at most one tick.
+  PostgreSQL and Redis also push the new count (``"c<count>:<namespace>"`` on the invalidation channel),
+  which ``push_change`` applies within milliseconds.
 * **Metrics export** rides the same 0.1 s tick: hits only bump in-memory counters.
 
 A poll that was in flight while a push arrived is discarded (its answer may predate the push) and retried
@@ -29,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from infra.cache.core import Cache
 
-__all__ = ["acheck_generations", "check_generations", "push_invalidation", "register_push"]
+__all__ = ["acheck_generations", "check_generations", "push_change", "push_invalidation", "register_push"]
 
 log = logging.getLogger("infra.cache")
 
@@ -53,8 +60,14 @@ def register_push(self: Cache) -> None:
         if c is not None:
             c._push_invalidation(namespace, generation)
 
+    def on_change(namespace: str, count: int) -> None:
+        c = ref()
+        if c is not None:
+            c._push_change(namespace, count)
+
     try:
         b.on_invalidate(on_push)
+        b.on_change(on_change)
     except Exception as exc:
         log.warning("cache backend %r: push invalidation unavailable (%s); polling instead", b, exc)
 
@@ -66,6 +79,17 @@ def push_invalidation(self: Cache, namespace: str, generation: int) -> None:
     if ns is None or ns.gen == generation:
         return  # unused here (its first use reads the generation), or our own invalidation's echo
     ns.gen = generation  # first: a reader that captures the generation after this reads L2 afresh
+    self._l1.clear(namespace)
+
+
+def push_change(self: Cache, namespace: str, count: int) -> None:
+    """The listener saw ``namespace``'s change count move to ``count`` (a delete, clear or replacing set
+    anywhere, this process included): drop that namespace's L1 entries now rather than at the next poll."""
+    self._push_seq += 1
+    ns = self._ns.get(namespace)
+    if ns is None or ns.changes == count:
+        return
+    ns.changes = count
     self._l1.clear(namespace)
 
 
@@ -101,14 +125,16 @@ def _tick(self: Cache, now: float) -> int | None:
     return self._push_seq
 
 
-def _apply(self: Cache, gens: dict[str, int], seq: int) -> None:
+def _apply(self: Cache, versions: dict[str, tuple[int, int]], seq: int) -> None:
     if seq != self._push_seq:
         self._last_poll = _NEVER  # a push landed meanwhile: this answer may be older; ask again next tick
         return
     for name, ns in list(self._ns.items()):
-        g = gens.get(name, 0)
-        if g != ns.gen:
+        g, changes = versions.get(name, (0, 0))
+        if g != ns.gen or changes != ns.changes:
+            # invalidated, or an entry deleted / replaced / cleared by some process: drop what L1 holds
             ns.gen = g
+            ns.changes = changes
             self._l1.clear(name)
 
 
@@ -126,11 +152,11 @@ def check_generations(self: Cache, now: float) -> None:
     b = self.backend
     assert b is not None
     try:
-        gens = b.generations()
+        versions = b.versions()
     except Exception as exc:
         _failed(self, exc)
         return
-    _apply(self, gens, seq)
+    _apply(self, versions, seq)
 
 
 async def acheck_generations(self: Cache, now: float) -> None:
@@ -140,9 +166,9 @@ async def acheck_generations(self: Cache, now: float) -> None:
         return
     b: Any = self.backend
     try:
-        agen = getattr(b, "agenerations", None)
-        gens = await agen() if agen is not None else b.generations()
+        aversions = getattr(b, "aversions", None)
+        versions = await aversions() if aversions is not None else b.versions()
     except Exception as exc:
         _failed(self, exc)
         return
-    _apply(self, gens, seq)
+    _apply(self, versions, seq)

@@ -145,11 +145,24 @@ class CacheBackend(abc.ABC):
     def generations(self) -> dict[str, int]:
         """Current generation of every namespace the store knows (cheap: polled by ``Cache``)."""
 
+    def versions(self) -> dict[str, tuple[int, int]]:
+        """``{namespace: (generation, changes)}`` in one read (polled by ``Cache`` instead of
+        ``generations()``). ``changes`` counts the namespace's deletes, clears and sets that replaced a
+        live entry, made by any process: ``Cache`` drops its L1 entries of a namespace whose count moved,
+        so another process's ``delete`` / ``set`` / ``clear`` reaches every L1 (issue 14). A backend that
+        keeps no count reports 0 (then only ``invalidate`` reaches other processes' L1)."""
+        return {n: (g, 0) for n, g in self.generations().items()}
+
     def on_invalidate(self, callback: Callable[[str, int], None]) -> None:  # noqa: B027 - optional hook
         """Register a push callback ``(namespace, generation)`` for invalidations seen from elsewhere.
 
         The callback runs on the backend's listener thread or loop: it must be quick and thread-safe, and
         must not call the backend's sync API (that could wait on the very loop that runs it)."""
+
+    def on_change(self, callback: Callable[[str, int], None]) -> None:  # noqa: B027 - optional hook
+        """Register a push callback ``(namespace, change count)`` for deletes, clears and replacing sets made
+        anywhere (the count ``versions()`` reports); same rules as ``on_invalidate``. Without it the
+        counts still arrive by polling."""
 
     def push_state(self) -> int | None:
         """The push listener's epoch while it is connected (bumped on every (re)subscribe), else None.
@@ -213,6 +226,11 @@ class CacheBackend(abc.ABC):
     async def agenerations(self) -> dict[str, int]:
         return self.generations()
 
+    async def aversions(self) -> dict[str, tuple[int, int]]:
+        if type(self).versions is CacheBackend.versions:  # no counts: the (maybe awaited) generations
+            return {n: (g, 0) for n, g in (await self.agenerations()).items()}
+        return self.versions()
+
     async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         return self.acquire_lease(namespace, key, owner, timeout)
 
@@ -224,6 +242,10 @@ class CacheBackend(abc.ABC):
 
     async def astats(self) -> BackendStats:
         return self.stats()
+
+    async def arelease_loop(self) -> None:  # noqa: B027 - optional hook
+        """Close what belongs to the running event loop (its connections, its client); the backend stays
+        usable from other loops and from sync code. ``Cache.aclose`` calls this."""
 
     async def aclose(self) -> None:
         self.close()

@@ -11,8 +11,11 @@ Kinds:
   decoded by ``json.loads`` alone.
 * ``TAGGED``: JSON with one-key ``{"$tag": ...}`` objects for what JSON can't say: tuple, bytes, set,
   frozenset, non-finite floats, dicts with non-str keys, datetime / date / time / timedelta, Decimal, UUID,
-  complex, numpy arrays, and registered dataclasses / pydantic models (``register_type``). Round trips are
-  exact: a tuple comes back a tuple, ``-0.0`` stays ``-0.0``, ``nan`` stays ``nan``.
+  complex, numpy arrays, and typed records: dataclasses, pydantic v2 models (the ``ollama`` response
+  types and LangChain messages are such models), enums, NamedTuples, subclasses of str / int / float
+  (kept as their base value), and types given to ``register_type``.
+  Round trips are exact: a tuple comes back a tuple, ``-0.0`` stays ``-0.0``, ``nan`` stays ``nan``, a
+  model keeps its set fields and extras.
 * ``NDARRAY``: a numpy array as dtype + shape + raw bytes; decodes with ``np.frombuffer`` in about a
   microsecond (a 768-dim float32 vector as JSON takes ~140 µs). The array comes back read-only, since the
   L1 hands the same object to every caller.
@@ -21,8 +24,23 @@ Kinds:
 * ``PICKLE``: only for namespaces that opt in (``codec: "pickle"``) and only signed; an unsigned pickle
   payload is never loaded, and a bad signature is a ``DecodeError`` (counted as a miss), never a load.
 
-Decoding reconstructs dataclasses / pydantic models only for types registered in this process (encoding an
-instance registers its type), never by importing a name read from the store.
+Which stored type names a decode may turn into a class (issue 14, item 3). A store is written by other
+processes, so a name read from it must never make this process import or run code it would not run anyway:
+
+1. a type registered here (``register_type``, or encoded once by this process) resolves at once;
+2. a type whose module is **already imported** resolves by attribute lookup on that module: no import, no
+   module code runs, so a fresh worker that imported its own types reads what another process wrote;
+3. a module under a **trusted prefix** may be imported: built in, ``pydantic``, ``ollama`` and
+   ``langchain_core`` (libraries with side-effect-free modules whose types users cache:
+   ``ollama.EmbedResponse``, ``AIMessage``), plus the user's ``cache.trusted_modules``;
+4. a **signed** payload (HMAC over the bytes, ``FLAG_SIGNED``) may name any module: only a holder of the
+   key wrote it.
+
+Whatever resolves must be a dataclass, a pydantic model, an enum or a NamedTuple whose own name matches
+the stored one; anything else is refused. Records are rebuilt without running user code: dataclasses and
+NamedTuples from their stored fields (``object.__new__`` and field assignment, as pickle does; no
+``__init__`` / ``__post_init__``), models by ``model_construct`` (no validators), enums by member name. An
+unresolved type raises ``UnresolvedTypeError`` (a ``DecodeError``): the cache counts a miss and logs it.
 """
 
 from __future__ import annotations
@@ -31,11 +49,14 @@ import base64
 import dataclasses
 import datetime as _dt
 import decimal
+import enum
 import hashlib
 import hmac
+import importlib
 import json
 import math
 import struct
+import sys
 import threading
 import uuid
 import zlib
@@ -54,10 +75,12 @@ __all__ = [
     "PICKLE",
     "STR",
     "TAGGED",
+    "TRUSTED_MODULES",
     "Codec",
     "DecodeError",
     "EncodeError",
     "Signer",
+    "UnresolvedTypeError",
     "register_type",
 ]
 
@@ -74,6 +97,23 @@ class EncodeError(TypeError):
 
 class DecodeError(ValueError):
     """A stored payload can't be trusted or read: bad signature, unknown type, corrupt bytes."""
+
+
+class UnresolvedTypeError(DecodeError):
+    """A stored value names a type this process may not resolve (see the module docstring)."""
+
+    def __init__(self, tname: str) -> None:
+        self.type_name = tname
+        super().__init__(
+            f"cached value is a {tname}, which is not registered and may not be resolved here: no such "
+            "dataclass, pydantic model, enum or NamedTuple in an already imported module, its module is "
+            "not under cache.trusted_modules and the payload is not signed; nothing was imported, counted "
+            "as a miss (import its module first, or add its package to cache.trusted_modules)"
+        )
+
+
+#: module prefixes whose types a decode may import (besides the user's ``cache.trusted_modules``)
+TRUSTED_MODULES = ("pydantic", "ollama", "langchain_core")
 
 
 class Signer:
@@ -111,15 +151,25 @@ _by_type: dict[type, tuple[str, Callable[[Any], Any]]] = {}
 
 def _dataclass_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
 
     def enc(obj: Any) -> Any:
-        return {f.name: getattr(obj, f.name) for f in fields}
+        return {n: getattr(obj, n) for n in names}
 
     def dec(data: Any) -> Any:
-        obj = cls(**{f.name: data[f.name] for f in fields if f.init and f.name in data})
+        # As pickle does: no __init__ / __post_init__ runs (the values were built by them the first time,
+        # and a store another process writes must not make this one run code with chosen arguments).
+        obj: Any = object.__new__(cls)
         for f in fields:
-            if not f.init and f.name in data:
-                object.__setattr__(obj, f.name, data[f.name])
+            if f.name in data:
+                v = data[f.name]
+            elif f.default is not dataclasses.MISSING:
+                v = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                v = f.default_factory()
+            else:
+                raise DecodeError(f"cached {type_name(cls)} lacks its field {f.name!r}")
+            object.__setattr__(obj, f.name, v)
         return obj
 
     return enc, dec
@@ -129,13 +179,77 @@ def _pydantic_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], An
     names = list(cls.model_fields)  # type: ignore[attr-defined]
 
     def enc(obj: Any) -> Any:
-        return {n: getattr(obj, n) for n in names}
+        data = {n: getattr(obj, n) for n in names}
+        extra = getattr(obj, "__pydantic_extra__", None)
+        if extra:
+            data.update(extra)
+        fields_set = obj.model_fields_set
+        if len(fields_set) == len(names) and not extra:
+            return data
+        # which fields were set matters to model_dump(exclude_unset=True) (the ollama client's streams)
+        return {"$model": [data, sorted(fields_set)]}
 
     def dec(data: Any) -> Any:
         # model_construct: values were validated when first built; no validators rerun on a hit
+        if type(data) is dict and len(data) == 1 and "$model" in data:
+            values, fields_set = data["$model"]
+            return cls.model_construct(_fields_set=set(fields_set), **values)  # type: ignore[attr-defined]
         return cls.model_construct(**data)  # type: ignore[attr-defined]
 
     return enc, dec
+
+
+def _enum_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    def dec(name: Any) -> Any:
+        try:
+            return cls[name]  # type: ignore[index]
+        except KeyError:
+            raise DecodeError(f"{type_name(cls)} has no member {name!r}") from None
+
+    return (lambda obj: obj.name), dec
+
+
+def _namedtuple_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    def dec(values: Any) -> Any:
+        return tuple.__new__(cls, values)  # (its __new__ is generated code; the fields are positional)
+
+    return list, dec
+
+
+#: a subclass of one of these (LangChain's ``TextAccessor`` is a str) is stored as its base value
+_SCALAR_BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (str, str.__str__),  # the base type's own slot: an exact str, whatever the subclass overrides
+    (int, int.__int__),
+    (float, float.__float__),
+)
+
+
+def _scalar_subclass_codec(cls: type, base: type, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
+    def dec(v: Any) -> Any:
+        if type(v) is not base and not (base is float and type(v) is int):
+            raise DecodeError(f"cached {type_name(cls)} holds a {type(v).__name__}, not a {base.__name__}")
+        new: Any = base.__new__
+        return new(cls, v)  # the base's __new__: no code of the subclass runs
+
+    return exact, dec
+
+
+def _record_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]] | None:
+    """Encode / decode of a type the codec stores as a record, or None."""
+    if not isinstance(cls, type):
+        return None
+    if dataclasses.is_dataclass(cls):
+        return _dataclass_codec(cls)
+    if isinstance(getattr(cls, "model_fields", None), dict) and hasattr(cls, "model_construct"):
+        return _pydantic_codec(cls)
+    if issubclass(cls, enum.Enum):
+        return _enum_codec(cls)
+    if issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple):
+        return _namedtuple_codec(cls)
+    for base, exact in _SCALAR_BASES:
+        if issubclass(cls, base) and cls is not base and cls is not bool:
+            return _scalar_subclass_codec(cls, base, exact)
+    return None
 
 
 def register_type(
@@ -151,14 +265,13 @@ def register_type(
     Usable as a class decorator. Returns ``cls``.
     """
     if encode is None or decode is None:
-        if dataclasses.is_dataclass(cls):
-            encode, decode = _dataclass_codec(cls)
-        elif isinstance(getattr(cls, "model_fields", None), dict) and hasattr(cls, "model_construct"):
-            encode, decode = _pydantic_codec(cls)
-        else:
+        codec = _record_codec(cls)
+        if codec is None:
             raise TypeError(
-                f"register_type({cls!r}) needs encode= and decode= (not a dataclass or pydantic model)"
+                f"register_type({cls!r}) needs encode= and decode= (not a dataclass, pydantic model, enum "
+                "or NamedTuple)"
             )
+        encode, decode = codec
     tname = name or type_name(cls)
     with _registry_lock:
         _by_name[tname] = (cls, encode, decode)
@@ -167,12 +280,45 @@ def register_type(
 
 
 def _auto_register(cls: type) -> tuple[str, Callable[[Any], Any]] | None:
-    if dataclasses.is_dataclass(cls) or (
-        isinstance(getattr(cls, "model_fields", None), dict) and hasattr(cls, "model_construct")
-    ):
+    if _record_codec(cls) is not None:
         register_type(cls)
         return _by_type[cls]
     return None
+
+
+def resolve_type(tname: str, *, may_import: Callable[[str], bool]) -> bool:
+    """Register the record type named ``tname`` if the rules in the module docstring allow; True if done.
+
+    ``tname`` is ``module.QualName``; the split is unknown, so every split is tried, longest module first.
+    Modules already imported are looked up without importing; others are imported only when
+    ``may_import(module)``. The class found must be a record type whose own name is ``tname``.
+    """
+    parts = tname.split(".")
+    splits = [(".".join(parts[:i]), parts[i:]) for i in range(len(parts) - 1, 0, -1)]
+    for importing in (False, True):
+        for mod_name, attrs in splits:
+            mod = sys.modules.get(mod_name)
+            if mod is None:
+                if not importing or not may_import(mod_name):
+                    continue
+                try:
+                    mod = importlib.import_module(mod_name)
+                except Exception:  # not importable here: try the next split
+                    continue
+            obj: Any = mod
+            for a in attrs:  # attribute lookups only (no import, no call)
+                obj = getattr(obj, a, None)
+                if obj is None:
+                    break
+            if isinstance(obj, type) and type_name(obj) == tname and _record_codec(obj) is not None:
+                register_type(obj)
+                return True
+    return False
+
+
+def trusted(module: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``module`` is one of ``prefixes`` or inside one (``ollama`` covers ``ollama._types``)."""
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
 # ---------------------------------------------------------------------------------- tagged JSON
@@ -255,7 +401,7 @@ def _time_(v: Any) -> _dt.time:
 def _obj(v: Any) -> Any:
     reg = _by_name.get(v[0])
     if reg is None:
-        raise DecodeError(f"cached value is a {v[0]}, which is not registered in this process")
+        raise UnresolvedTypeError(v[0])  # Codec.decode resolves it under its policy and decodes again
     return reg[2](v[1])
 
 
@@ -309,10 +455,12 @@ class Codec:
     """Encodes values to ``(payload, codec_id)`` and back, for one namespace's policy.
 
     ``pickle``: the namespace opted into the signed pickle codec (needs ``signer``); ``sign``: sign every
-    payload (shared stores); ``compress_threshold``: zlib above this many bytes (0 disables).
+    payload (shared stores); ``compress_threshold``: zlib above this many bytes (0 disables);
+    ``trusted_modules``: module prefixes whose record types a decode may import, besides
+    ``TRUSTED_MODULES`` (see the module docstring).
     """
 
-    __slots__ = ("_pickle", "_sign", "_signer", "_threshold")
+    __slots__ = ("_pickle", "_sign", "_signer", "_threshold", "_trusted")
 
     def __init__(
         self,
@@ -321,6 +469,7 @@ class Codec:
         pickle: bool = False,
         sign: bool = False,
         compress_threshold: int = 8192,
+        trusted_modules: tuple[str, ...] = (),
     ) -> None:
         if sign and signer is None:
             raise ValueError("sign=True needs a signer (set the signing key environment variable)")
@@ -328,6 +477,7 @@ class Codec:
         self._pickle = bool(pickle and signer is not None)
         self._sign = sign
         self._threshold = compress_threshold
+        self._trusted = TRUSTED_MODULES + tuple(trusted_modules)
 
     @property
     def signs(self) -> bool:
@@ -408,7 +558,7 @@ class Codec:
             if kind == JSON:
                 return json.loads(body)
             if kind == TAGGED:
-                return json.loads(body, object_hook=_hook)
+                return self._tagged(body, signed=bool(codec & FLAG_SIGNED))
             if kind == F64LIST:
                 return list(struct.unpack(f"<{len(body) // 8}d", body))
             if kind == NDARRAY:
@@ -424,6 +574,20 @@ class Codec:
         except Exception as exc:  # corrupt body of any kind: a miss, never a crash
             raise DecodeError(f"cached value of codec {codec} can't be decoded: {exc!r}") from exc
         raise DecodeError(f"unknown codec id {codec}")
+
+    def _tagged(self, body: bytes, *, signed: bool) -> Any:
+        """Tagged JSON; a record type not yet known here is resolved under the policy, then decoded again."""
+        seen: set[str] = set()
+        while True:
+            try:
+                return json.loads(body, object_hook=_hook)
+            except UnresolvedTypeError as exc:
+                tname = exc.type_name
+                if tname in seen or not resolve_type(
+                    tname, may_import=lambda mod: signed or trusted(mod, self._trusted)
+                ):
+                    raise
+                seen.add(tname)
 
     @staticmethod
     def _nd_decode(body: bytes) -> Any:

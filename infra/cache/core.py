@@ -14,6 +14,7 @@ backends (issue 8) override the backend's async methods and are awaited. The pro
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -29,9 +30,13 @@ from infra.cache._missing import MISSING
 from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend, StoredEntry
 from infra.cache.codecs import Codec, DecodeError, EncodeError, Signer
 from infra.cache.l1 import L1Cache
-from infra.cache.settings import CacheSettings
+from infra.cache.settings import CacheSettings, parse_ttl
 from infra.cache.singleflight import LEASE_POLL_MAX, LEASE_POLL_MIN, SingleFlight
-from infra.cache.stats import NamespaceStats, NullStats, track_for_collect
+from infra.cache.stats import NamespaceStats, NullStats
+from infra.cache.values import Thaw, freeze_encoded, freeze_plain
+
+#: TTL jitter draws from its own generator: the layer must not advance the caller's ``random`` sequence.
+_JITTER = random.Random()
 
 __all__ = ["Cache", "make_backend"]
 
@@ -68,16 +73,25 @@ def make_backend(settings: CacheSettings) -> CacheBackend | None:
 class _Namespace:
     """Runtime state of one namespace: its codec, TTL, generation and stats."""
 
-    __slots__ = ("codec", "count_hit", "gen", "jitter", "name", "plain_text", "stats", "ttl")
+    __slots__ = ("changes", "codec", "count_hit", "gen", "jitter", "name", "plain_text", "stats", "ttl")
 
     def __init__(
-        self, name: str, codec: Codec, ttl: float, jitter: float, gen: int, export: bool, count: bool
+        self,
+        name: str,
+        codec: Codec,
+        ttl: float,
+        jitter: float,
+        gen: int,
+        export: bool,
+        count: bool,
+        changes: int = 0,
     ) -> None:
         self.name = name
         self.codec = codec
         self.ttl = ttl
         self.jitter = jitter
         self.gen = gen
+        self.changes = changes  # the store's count of deletes / clears / overwrites, as last polled
         self.stats = NamespaceStats(name, export=export) if count else NullStats(name, export=False)
         # a hit, counted: the stats' pending list's bound append (the list is never replaced), or None
         self.count_hit = self.stats.hit_costs.append if count else None
@@ -90,8 +104,9 @@ class Cache:
     ``backend`` overrides the one the settings name (tests, custom stores); ``export_metrics`` turns the
     registry export off (in-memory stats stay); ``stats=False`` counts nothing at all (the baseline the
     benchmark compares against: counting must cost a hit no more than 5%). ``poll_interval`` and
-    ``push_poll_interval``: seconds between polls of the backend's generations without and with a connected
-    push listener (see ``infra.cache._generations``).
+    ``push_poll_interval``: seconds between polls of the backend's versions (generations and change counts)
+    without and with a connected push listener (see ``infra.cache._generations``); by default derived from
+    ``settings.sync_interval``, the longest another process's change may go unseen by this L1.
     """
 
     def __init__(
@@ -101,15 +116,20 @@ class Cache:
         backend: Any = _DEFAULT_BACKEND,
         export_metrics: bool = True,
         stats: bool = True,
-        poll_interval: float = GENERATION_POLL_INTERVAL,
-        push_poll_interval: float = PUSH_POLL_INTERVAL,
+        poll_interval: float | None = None,
+        push_poll_interval: float | None = None,
     ) -> None:
+        s = settings if settings is not None else CacheSettings()
+        # A tick (0.1 s at most apart while calls come) plus a poll interval stays within sync_interval.
+        if poll_interval is None:
+            poll_interval = min(GENERATION_POLL_INTERVAL, s.sync_interval / 2)
+        if push_poll_interval is None:
+            push_poll_interval = min(PUSH_POLL_INTERVAL, max(poll_interval, s.sync_interval / 2))
         if not (poll_interval > 0 and push_poll_interval > 0):
             raise ValueError(
                 "poll_interval and push_poll_interval must be > 0, "
                 f"got {poll_interval!r} and {push_poll_interval!r}"
             )
-        s = settings if settings is not None else CacheSettings()
         self.settings = s
         self.enabled = s.enabled
         self._export = export_metrics and stats
@@ -151,6 +171,8 @@ class Cache:
         self._register_push()
         self._gauges_at = float("-inf")
         if self._export:
+            from infra.cache.stats import track_for_collect
+
             track_for_collect(self)  # the registry folds our counts before every read (push_metrics)
             fleet_stats.track(self)  # and the store keeps every process's totals (infra.cache.fleet_stats)
         ref = weakref.ref(self)
@@ -185,6 +207,7 @@ class Cache:
                 pickle=nss.codec == "pickle",
                 sign=bool(shared and self._signer is not None),
                 compress_threshold=s.compress_threshold,
+                trusted_modules=s.trusted_modules,
             )
             if nss.codec == "pickle" and self._signer is None:
                 log.warning(
@@ -192,14 +215,16 @@ class Cache:
                     name,
                     s.signing_key_env,
                 )
-            gen = 0
+            gen = changes = 0
             failure: Exception | None = None
             if self.backend is not None and fetch:
                 try:
-                    gen = self.backend.generations().get(name, 0)
+                    gen, changes = self.backend.versions().get(name, (0, 0))
                 except Exception as exc:
                     failure = exc
-            ns = _Namespace(name, codec, s.ttl_for(name), s.ttl_jitter, gen, self._export, self._count)
+            ns = _Namespace(
+                name, codec, s.ttl_for(name), s.ttl_jitter, gen, self._export, self._count, changes
+            )
             self._ns[name] = ns
         if failure is not None:
             ns.stats.error("read", failure)
@@ -210,7 +235,7 @@ class Cache:
         if t <= 0 or t == float("inf"):
             return None  # a TTL of 0 (or inf) means "never expires"
         if ns.jitter:
-            t *= 1.0 + random.random() * ns.jitter
+            t *= 1.0 + _JITTER.random() * ns.jitter
         return now + t
 
     # ------------------------------------------------------------------ lookups (shared core)
@@ -251,14 +276,31 @@ class Cache:
         count = ns.count_hit  # counting inlined: a method call here costs ~15% of an L1 hit
         if count is not None:
             count(e[3])
-        return e[0]
+        how = e[5]  # a copy of its own unless the value is immutable (infra.cache.values)
+        return e[0] if how is None else how(e[0])
 
     def _l1_get(self, ns: _Namespace, key: str, now: float) -> Any:
         e = self._l1.get((ns.name, key))
         if e is not None and e[2] == ns.gen and (e[1] is None or e[1] > now):
             ns.stats.hit(e[3])
-            return e[0]
+            how = e[5]
+            return e[0] if how is None else how(e[0])
         return MISSING
+
+    @staticmethod
+    def _l1_form(ns: _Namespace, value: Any, payload: bytes, codec: int) -> tuple[Any, Thaw]:
+        """What the L1 keeps for ``value`` (stored as ``payload``): see ``infra.cache.values``."""
+        if type(value) is str:
+            return value, None
+        return freeze_encoded(value, codec & 0x3F, payload, functools.partial(ns.codec.decode, codec=codec))
+
+    def _shared(self, ns: _Namespace, key: str, value: Any) -> tuple[Any, Thaw]:
+        """The leader's result in a form each single-flight follower thaws into its own copy: the L1 entry
+        just written when there is one, else a copy made before the leader hands ``value`` out."""
+        e = self._l1._data.get((ns.name, key))
+        if e is not None and e[2] == ns.gen:
+            return e[0], e[5]
+        return freeze_plain(value)
 
     def _accept(self, ns: _Namespace, key: str, se: StoredEntry | None, gen: int) -> Any:
         """Decode an L2 entry, fill L1, count the hit (or the decode error as a miss).
@@ -273,7 +315,9 @@ class Cache:
         except DecodeError as exc:
             ns.stats.error("decode", exc)
             return MISSING
-        self._l1.set((ns.name, key), (value, se.expires_at, gen, se.cost, len(se.payload)))
+        if self._l1.max_items > 0:
+            stored, how = self._l1_form(ns, value, se.payload, se.codec)
+            self._l1.set((ns.name, key), (stored, se.expires_at, gen, se.cost, len(se.payload), how))
         ns.stats.hit(se.cost)
         return value
 
@@ -322,7 +366,9 @@ class Cache:
             return None
         now = _time()
         se = StoredEntry(enc[0], enc[1], self._expires(ns, ttl, now), cost)
-        self._l1.set((ns.name, key), (value, se.expires_at, ns.gen, cost, len(enc[0])))
+        if self._l1.max_items > 0:
+            stored, how = self._l1_form(ns, value, enc[0], enc[1])
+            self._l1.set((ns.name, key), (stored, se.expires_at, ns.gen, cost, len(enc[0]), how))
         return se
 
     # ------------------------------------------------------------------ sync API
@@ -348,7 +394,8 @@ class Cache:
                 count = ns.count_hit  # counting inlined: a method call here costs ~15% of an L1 hit
                 if count is not None:
                     count(e[3])
-                return e[0]
+                how = e[5]  # a copy of its own unless the value is immutable (infra.cache.values)
+                return e[0] if how is None else how(e[0])
         row = None
         try:
             get_row = self._get_row
@@ -369,7 +416,8 @@ class Cache:
                 ns.stats.error("decode", exc)
             else:
                 if self._l1.max_items > 0:
-                    self._l1.set((namespace, key), (v, row[2], gen, row[3], len(row[0])))
+                    stored, how = (v, None) if type(v) is str else self._l1_form(ns, v, row[0], row[1])
+                    self._l1.set((namespace, key), (stored, row[2], gen, row[3], len(row[0]), how))
                 count = ns.count_hit
                 if count is not None:
                     count(row[3])
@@ -378,9 +426,12 @@ class Cache:
         return default
 
     def set(
-        self, namespace: str, key: str, value: Any, ttl: float | None = None, *, cost: float = 0.0
+        self, namespace: str, key: str, value: Any, ttl: float | str | None = None, *, cost: float = 0.0
     ) -> None:
-        """Store ``value`` (``ttl`` seconds; None: the namespace's TTL; 0: never expires). Never raises."""
+        """Store ``value`` (``ttl`` seconds or ``"1h"``-style; None: the namespace's TTL; 0: never expires).
+        Cache failures never raise; a malformed ``ttl`` is a ``ValueError``."""
+        if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
+            ttl = parse_ttl(ttl)
         if not self.enabled:
             return
         ns = self._ns.get(namespace) or self._namespace(namespace)
@@ -450,8 +501,10 @@ class Cache:
             else:
                 out[k] = v
 
-    def set_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+    def set_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | str | None = None) -> None:
         """Store many values in one transaction / round trip."""
+        if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
+            ttl = parse_ttl(ttl)
         if not self.enabled:
             return
         ns = self._ns.get(namespace) or self._namespace(namespace)
@@ -496,10 +549,13 @@ class Cache:
 
     # ------------------------------------------------------------------ single-flight
     def get_or_compute(
-        self, namespace: str, key: str, compute: Callable[[], T], ttl: float | None = None
+        self, namespace: str, key: str, compute: Callable[[], T], ttl: float | str | None = None
     ) -> T:
         """The cached value, or ``compute()``'s result stored and returned; one computation per key at a time
-        across threads (and across processes sharing the store, through a lease)."""
+        across threads (and across processes sharing the store, through a lease). A malformed ``ttl``
+        raises ``ValueError`` before ``compute`` runs."""
+        if ttl is not None and not (type(ttl) is float and ttl >= 0.0):
+            ttl = parse_ttl(ttl)
         if not self.enabled:
             return compute()
         ns = self._ns.get(namespace) or self._namespace(namespace)
@@ -516,7 +572,8 @@ class Cache:
                 continue
             # A follower handed the leader's exception got nothing from the cache: a miss, not a hit.
             ns.stats.hit(0.0) if flight.exc is None else ns.stats.miss()
-            return flight.wait()  # type: ignore[no-any-return]
+            stored, how = flight.wait()  # the leader's result, as a form each follower copies
+            return stored if how is None else how(stored)  # type: ignore[no-any-return]
         leased = False
         try:
             gen = ns.gen
@@ -536,7 +593,7 @@ class Cache:
         finally:
             if leased:
                 self._release(ns, key)
-        self._sf.finish(fk, flight, v, None)
+        self._sf.finish(fk, flight, self._shared(ns, key, v), None)
         return v  # type: ignore[no-any-return]
 
     def _lease_or_wait(self, ns: _Namespace, key: str) -> tuple[bool, Any]:
@@ -577,6 +634,16 @@ class Cache:
             ns.stats.error("lease", exc)
 
     # ------------------------------------------------------------------ stats and lifecycle
+    def record_hit(self, namespace: str, cost: float = 0.0) -> None:
+        """Count a hit answered outside ``get`` for this namespace (e.g. from a caller's write-behind queue of
+        entries not yet stored), saving ``cost`` compute seconds, exactly as ``get`` counts one."""
+        if not self.enabled:
+            return
+        ns = self._ns.get(namespace) or self._namespace(namespace)
+        count = ns.count_hit
+        if count is not None:
+            count(cost)
+
     def namespace_stats(self, namespace: str) -> dict[str, Any]:
         """In-memory counters of one namespace (hits, misses, hit_rate, errors, uncacheable, saved)."""
         return self._namespace(namespace).stats.snapshot()
@@ -654,25 +721,29 @@ class Cache:
         return out
 
     def push_metrics(self) -> None:
-        """Push pending counts, evictions and (at most every 0.5 s) the store's entries and bytes per
-        namespace into the metrics registry; the registry calls this before every read (a collect hook),
-        so /metrics and ``get_metrics().get_stats()`` are current even while no cache call runs."""
+        """Push pending counts, evictions and the store's entries and bytes per namespace into the metrics
+        registry; the registry calls this before every read (a collect hook), so /metrics and
+        ``get_metrics().get_stats()`` are current even while no cache call runs. The store is asked at most
+        every 0.5 s, and never more than 1/20 of the time (a Redis store is counted by SCAN)."""
         if not self._export or self._closed:
             return
         for ns in list(self._ns.values()):
             ns.stats.flush()
         self._export_evictions()
         now = _perf()
-        if self.backend is None or now - self._gauges_at < 0.5:
+        if self.backend is None or now < self._gauges_at:
             return
-        self._gauges_at = now
         from infra.cache.stats import _Exporter
 
         fam = _Exporter.families()
         try:
             by_ns = self.backend.stats().by_namespace
         except Exception:
+            self._gauges_at = now + 5.0
             return  # counted by the calls that fail; a scrape must not fail for it
+        finally:
+            if self._gauges_at <= now:
+                self._gauges_at = now + max(0.5, 20 * (_perf() - now))
         for name in sorted(set(by_ns) | set(self._ns)):
             entries, nbytes = by_ns.get(name, (0, 0))
             fam["entries"].labels(namespace=name).set(entries)
@@ -695,6 +766,7 @@ class Cache:
     # ------------------------------------------------------------------ generations (_generations)
     _register_push = _generations.register_push
     _push_invalidation = _generations.push_invalidation
+    _push_change = _generations.push_change
     _check_generations = _generations.check_generations
     _acheck_generations = _generations.acheck_generations
 

@@ -1,9 +1,13 @@
 """``@cached``: cache a sync or async function or method by its bound arguments.
 
+Generator functions (sync and async) are cached as streams: their chunks are recorded and replayed (see
+``infra.cache._streams``).
+
 The key is ``function_key(namespace, module.qualname, arguments-with-defaults, version)`` (see
 ``infra.cache.keys``), so ``f(1)``, ``f(x=1)`` and ``f(1, flag=False)`` (the default) share one entry.
-``self`` is left out of the key unless ``include_self=True`` (then it must be encodable: a dataclass,
-pydantic model, or an object with ``__cache_key__``); ``cls`` of a classmethod goes in by its name.
+A method's ``self`` goes in by its configuration (``infra.cache.identity``: public attributes and
+constructor settings, clients / locks / loggers skipped, read at call time), or by the attributes named
+in ``key_attrs``; ``key_attrs=[]`` leaves it out. ``cls`` of a classmethod goes in by its name.
 
 The hit path is kept short because it runs on every call:
 
@@ -26,10 +30,11 @@ import functools
 import inspect
 import logging
 import marshal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from infra.cache._missing import MISSING
+from infra.cache.identity import MethodIdentity
 from infra.cache.keys import (
     UncacheableError,
     explain_function_key,
@@ -37,6 +42,7 @@ from infra.cache.keys import (
     function_key_from_header,
     type_name,
 )
+from infra.cache.settings import parse_ttl
 
 __all__ = ["cached"]
 
@@ -111,6 +117,7 @@ class _Plan:
         "defaults",
         "drop_first",
         "first_is_cls",
+        "identity",
         "names",
         "npos",
         "positional_only",
@@ -118,12 +125,16 @@ class _Plan:
         "simple",
     )
 
-    def __init__(self, fn: Callable[..., Any], include_self: bool) -> None:
+    def __init__(self, fn: Callable[..., Any], key_attrs: Any) -> None:
         self.sig = inspect.signature(fn)
         params = list(self.sig.parameters.values())
         first = params[0].name if params else None
         is_method = "." in fn.__qualname__.replace(".<locals>.", "") and first in ("self", "cls")
-        self.drop_first = is_method and first == "self" and not include_self
+        # ``self`` is keyed by the instance's configuration (infra.cache.identity), or left out with
+        # key_attrs=[] (every instance shares entries)
+        ident = MethodIdentity(key_attrs) if is_method and first == "self" else None
+        self.identity = None if ident is None or ident.shares_instances else ident
+        self.drop_first = ident is not None and ident.shares_instances
         self.first_is_cls = is_method and first == "cls"
         self.simple = all(p.kind in (_PK.POSITIONAL_OR_KEYWORD, _PK.KEYWORD_ONLY) for p in params)
         self.names = [p.name for p in params]
@@ -150,6 +161,8 @@ class _Plan:
             out = self._slow(args, kwargs)
         if self.drop_first:
             out.pop(self.names[0], None)
+        elif self.identity is not None and self.names[0] in out:
+            out[self.names[0]] = self.identity.key_value(out[self.names[0]])
         elif self.first_is_cls and "cls" in out and isinstance(out["cls"], type):
             out["cls"] = type_name(out["cls"])
         return out
@@ -163,19 +176,30 @@ class _Plan:
 class _KeyMaker:
     """Key for a call: memo fast path for simple argument types, full canonical encoding otherwise."""
 
-    __slots__ = ("header", "memo", "namespace", "plan", "qualname", "skip", "version", "warned")
+    __slots__ = ("header", "ident", "memo", "namespace", "plan", "qualname", "skip", "version", "warned")
 
-    def __init__(self, fn: Callable[..., Any], namespace: str, version: Any, include_self: bool) -> None:
-        self.plan = _Plan(fn, include_self)
+    def __init__(self, fn: Callable[..., Any], namespace: str, version: Any, key_attrs: Any = None) -> None:
+        self.plan = _Plan(fn, key_attrs)
+        self.ident = self.plan.identity
         self.namespace = namespace
         self.version = version
         self.qualname = f"{fn.__module__}.{fn.__qualname__}"
         self.header = function_header(namespace, self.qualname, version)  # raises early if version is odd
         self.memo: dict[Any, str] = {}
-        self.skip = 1 if self.plan.drop_first else 0
+        self.skip = 1 if self.plan.drop_first or self.ident is not None else 0
         self.warned = False
 
     def fast_id(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``_args_id``, with the instance's fingerprint first for a method keyed on its instance."""
+        if self.ident is None:
+            return self._args_id(args, kwargs)
+        fp = self.ident.fingerprint(args[0], _fid) if args else None
+        if fp is None:
+            return None
+        ids = self._args_id(args, kwargs)
+        return None if ids is None else (fp, ids)
+
+    def _args_id(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Hashable identity of the call, or None when an argument is not a plain value.
 
         Equal identities must mean equal keys, so every value carries its exact type (``1``, ``True`` and
@@ -239,10 +263,11 @@ def cached(
     /,
     *,
     namespace: str = "inference",
-    ttl: float | None = None,
+    ttl: float | str | None = None,
     version: Any = None,
     include_self: bool = False,
     cache: Any = None,
+    key_attrs: Sequence[str] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -251,20 +276,28 @@ def cached(
     /,
     *,
     namespace: str = "inference",
-    ttl: float | None = None,
+    ttl: float | str | None = None,
     version: Any = None,
     include_self: bool = False,
     cache: Any = None,
+    key_attrs: Sequence[str] | None = None,
 ) -> Any:
     """Cache ``fn``'s results by its arguments. Works on sync and async functions and methods.
 
-    ``ttl``: seconds (None: the namespace's TTL); ``version``: bump to drop every old entry of the
-    function; ``cache``: a ``Cache`` to use instead of ``get_cache()``. The wrapper has ``cache_key(*a,
-    **kw)``, ``explain_key(*a, **kw)`` and ``__wrapped__`` (the uncached function).
+    ``ttl``: seconds or a duration string as config takes it (``"1h"``, ``"30d"``; None: the namespace's
+    TTL; 0: never expires), checked here: a bad one raises ``ValueError`` at decoration; ``version``: bump
+    to drop every old entry of the function; ``cache``: a ``Cache`` to use instead of ``get_cache()``.
+    On a method, ``key_attrs`` lists the instance attributes (dotted paths allowed) that determine its
+    result; None (default) keys on the instance's configuration (see ``infra.cache.identity``), ``[]``
+    leaves the instance out. ``include_self`` is accepted for compatibility: instances are always keyed
+    unless ``key_attrs=[]``. The wrapper has ``cache_key(*a, **kw)``, ``explain_key(*a, **kw)`` and
+    ``__wrapped__`` (the uncached function).
     """
 
+    ttl_s = parse_ttl(ttl, what="@cached(ttl=...)")  # fails at decoration, never after the work is done
+
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
-        km = _KeyMaker(func, namespace, version, include_self)
+        km = _KeyMaker(func, namespace, version, key_attrs)
         explicit = cache
         fast_id = km.fast_id
         memo = km.memo
@@ -287,7 +320,16 @@ def cached(
                 km.uncacheable(c, exc)
             return None
 
-        if inspect.iscoroutinefunction(func):
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            from infra.cache import _streams
+
+            make = (
+                _streams.stream_wrapper
+                if inspect.isgeneratorfunction(func)
+                else _streams.async_stream_wrapper
+            )
+            wrapper: Any = make(func, key_or_none, current, namespace, ttl_s)  # type: ignore[arg-type]
+        elif inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
@@ -303,9 +345,9 @@ def cached(
                 v = c.l1_hit(namespace, k)
                 if v is not MISSING:
                     return v
-                return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
+                return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl_s)
 
-            wrapper: Any = awrapper
+            wrapper = awrapper
         else:
 
             @functools.wraps(func)
@@ -323,7 +365,7 @@ def cached(
                 v = c.l1_hit(namespace, k)
                 if v is not MISSING:
                     return v
-                return c.get_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
+                return c.get_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl_s)
 
             wrapper = swrapper
 

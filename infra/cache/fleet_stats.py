@@ -5,16 +5,17 @@ call) could never show a hit rate. Here every process that counts adds its *delt
 namespace in the store the processes share, and any process reads the totals:
 
 * **Batched**: a daemon thread per process pushes what every tracked ``Cache`` counted since its last push,
-  once a second (``PUSH_INTERVAL``) and only when something changed; ``Cache.close()`` and interpreter exit
+  twice a second (``PUSH_INTERVAL``) and only when something changed; ``Cache.close()`` and interpreter exit
   push the rest. The hit path does nothing more than it did (a hit is still one ``list.append``): a busy
-  process writes one small transaction a second, never one per hit.
+  process writes at most two small transactions a second (so another process sees its counts within a
+  second), never one per hit.
 * **Additive**: a push is ``hits = hits + ?`` (SQLite/PostgreSQL UPSERT, Redis ``HINCRBY``), so any number
   of processes and hosts add up without coordination, and a failed push is retried with the deltas kept.
 * **Reset**: ``cache stats --reset`` deletes the rows; each process goes on adding its deltas since its
   last push, so the totals are "every process since the last reset".
 * **Fork**: a forked child starts from what the parent had counted (the parent pushes its own deltas).
 
-A process killed with SIGKILL loses at most its last second of counts. Backends take part through three
+A process killed with SIGKILL loses at most its last half second of counts. Backends take part through three
 small methods, ``fleet_add(deltas)``, ``fleet_read()`` and ``fleet_reset(namespace)``, built on the
 helpers below (SQLite, PostgreSQL, Redis); a backend without them (memory) has no fleet counters.
 """
@@ -51,7 +52,7 @@ __all__ = [
 log = logging.getLogger("infra.cache")
 
 #: seconds between two pushes of one process's deltas
-PUSH_INTERVAL = 1.0
+PUSH_INTERVAL = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,11 +244,14 @@ class _Pusher:
         for cache in list(self.caches.keys()):
             self.push(cache)
 
-    def push(self, cache: Any) -> None:
-        """Add what ``cache`` counted since its last push to the store (kept for the next try on failure)."""
+    def push(self, cache: Any, *, closing: bool = False) -> None:
+        """Add what ``cache`` counted since its last push to the store (kept for the next try on failure).
+
+        A cache closed other than through ``close()`` (``aclose()`` of a network backend) is skipped: its
+        backend is gone, and its counts up to the last tick were pushed."""
         backend = getattr(cache, "backend", None)
         add = getattr(backend, "fleet_add", None)
-        if add is None:
+        if add is None or (getattr(cache, "_closed", False) and not closing):
             return
         with self.lock:
             pushed = self.caches.get(cache)
@@ -293,7 +297,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def track(cache: Any) -> None:
-    """Push ``cache``'s counts to its store's fleet counters (once a second, at close and at exit)."""
+    """Push ``cache``'s counts to its store's fleet counters (twice a second, at close and at exit)."""
     if getattr(getattr(cache, "backend", None), "fleet_add", None) is not None:
         _PUSHER.track(cache)
 
@@ -305,7 +309,7 @@ def push_now(cache: Any) -> None:
 
 def close(cache: Any) -> None:
     """Push ``cache``'s last deltas and stop tracking it (``Cache.close()``, before the backend closes)."""
-    _PUSHER.push(cache)
+    _PUSHER.push(cache, closing=True)
     with _PUSHER.lock:
         _PUSHER.caches.pop(cache, None)
 

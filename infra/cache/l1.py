@@ -1,10 +1,10 @@
 """L1: the in-process LRU in front of the store, bounded by item count and by encoded bytes.
 
-Entries are ``(value, expires_at, generation, cost, size)`` tuples keyed by ``(namespace, key)``. Reads
-take no lock (``OrderedDict`` operations are single C calls under the GIL; a racing eviction shows up as a
-``KeyError`` we treat as a miss); writes and evictions take one lock. The decoded value is shared by every
-caller, as with ``functools.lru_cache``: don't mutate what the cache returns (numpy arrays come back
-read-only for that reason).
+Entries are ``(stored, expires_at, generation, cost, size, thaw)`` tuples keyed by ``(namespace, key)``.
+Reads take no lock (``OrderedDict`` operations are single C calls under the GIL; a racing eviction shows up
+as a ``KeyError`` we treat as a miss); writes and evictions take one lock. A hit hands back ``stored``
+when ``thaw`` is None (an immutable value) and ``thaw(stored)`` otherwise, a copy of its own: callers may
+edit what they get without changing what the next caller gets (see ``infra.cache.values``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 __all__ = ["L1Cache", "L1Entry"]
 
-#: (value, expires_at or None, generation, cost seconds, encoded size in bytes)
-L1Entry = tuple[Any, "float | None", int, float, int]
+#: (stored form, expires_at or None, generation, cost seconds, encoded size in bytes, thaw or None)
+L1Entry = tuple[Any, "float | None", int, float, int, Any]
 
 
 class L1Cache:

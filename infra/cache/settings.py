@@ -25,6 +25,7 @@ __all__ = [
     "NamespaceSettings",
     "PostgresOptions",
     "RedisOptions",
+    "parse_ttl",
 ]
 
 DEFAULT_PATH = ".perf_cache/cache.db"
@@ -36,8 +37,30 @@ DEFAULT_TTL_JITTER = 0.05
 DEFAULT_COMPRESS_THRESHOLD = 8192
 DEFAULT_SIGNING_KEY_ENV = "PERF_CACHE_SIGNING_KEY"
 DEFAULT_LEASE_TIMEOUT = 30.0
+DEFAULT_SYNC_INTERVAL = 1.0
 
 _CODECS = ("safe", "pickle")
+
+
+def parse_ttl(ttl: float | str | None, *, what: str = "ttl") -> float | None:
+    """Seconds from a TTL as the API takes it: None (the namespace's TTL), seconds, or a duration string as
+    config takes it (``"90s"``, ``"30m"``, ``"1h"``, ``"30d"``); 0 means "never expires".
+
+    Raises ``ValueError`` naming ``what`` for anything else (negative, NaN, a bool, an unknown unit), so a
+    bad TTL fails where it is written (``@cached(ttl=...)`` at decoration), never after the work is done.
+    """
+    if ttl is None or (type(ttl) is float and ttl >= 0.0):  # (inf: never expires, as 0)
+        return ttl
+    if type(ttl) is int and ttl >= 0:
+        return float(ttl)
+    from infra.config._units import parse_duration  # (imports infra.config: only for strings and errors)
+
+    try:
+        return parse_duration(ttl)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
 _BACKENDS = ("sqlite", "memory", "postgres", "redis")
 
 
@@ -111,6 +134,10 @@ class CacheSettings:
     signing_key: bytes | None = dataclasses.field(default=None, repr=False)
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT
     namespaces: Mapping[str, NamespaceSettings] = dataclasses.field(default_factory=lambda: _ns_map(None))
+    #: module prefixes whose record types a decode may import (see ``infra.cache.codecs``)
+    trusted_modules: tuple[str, ...] = ()
+    #: longest time another process's delete / set / clear / invalidate goes unseen by this L1 (seconds)
+    sync_interval: float = DEFAULT_SYNC_INTERVAL
 
     def __post_init__(self) -> None:
         if self.backend not in _BACKENDS:
@@ -120,6 +147,8 @@ class CacheSettings:
         for name in ("max_bytes", "memory_items", "memory_bytes", "compress_threshold"):
             if getattr(self, name) < 0:
                 raise ValueError(f"cache {name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.sync_interval > 0:
+            raise ValueError(f"sync_interval must be > 0 seconds, got {self.sync_interval!r}")
         if self.lease_timeout <= 0:
             raise ValueError(f"lease_timeout must be > 0 seconds, got {self.lease_timeout!r}")
         if not isinstance(self.namespaces, MappingProxyType):
@@ -149,6 +178,8 @@ class CacheSettings:
             signing_key_env=section.signing_key_env,
             lease_timeout=section.lease_timeout,
             namespaces={k: NamespaceSettings.from_config(v) for k, v in section.namespaces.items()},
+            trusted_modules=tuple(section.trusted_modules),
+            sync_interval=section.sync_interval,
         )
 
     def namespace(self, name: str) -> NamespaceSettings:

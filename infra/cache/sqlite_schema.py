@@ -13,6 +13,13 @@ writes no ``namespaces`` page (schema 1's insert trigger cost ~3.4 us and a 4 KB
 the totals stay exact through a kill -9 at any point: every change is transactional. The triggers keep
 the invariant for rows at or below the mark: a delete or an update there adjusts the totals, and so does
 an insert there (a rowid is reused after the highest rows are deleted, or chosen at random near 2**63).
+
+Change counts (issue 14): ``changes`` counts, per namespace, the deletes and clears (written by
+``SQLiteBackend``) and the sets that replace a live entry (the ``entries_replaced`` trigger: a set that
+inserts, or that replaces an expired or stale-generation row, which no L1 still serves, counts nothing, so
+the common set costs nothing more). Every process polls the counts with the generations (``VERSIONS``) and
+drops its L1 entries of a namespace whose count moved. Created with ``IF NOT EXISTS`` on every open, so
+files of schema 2 gain them without a migration; processes running older code ignore them.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import hashlib
 import sqlite3
 
 __all__ = [
+    "BUMP_ALL_CHANGES",
+    "BUMP_CHANGES",
     "CHECKPOINT_EVERY",
     "GET",
     "SCHEMA_VERSION",
@@ -28,6 +37,7 @@ __all__ = [
     "TOTALS_ALL",
     "TOTALS_NS",
     "UPSERT",
+    "VERSIONS",
     "is_corrupt",
     "migrate_statements",
     "namespace_id",
@@ -66,6 +76,12 @@ CREATE TABLE IF NOT EXISTS entries (
     value BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (ns INTEGER PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0);
+CREATE TRIGGER IF NOT EXISTS entries_replaced AFTER UPDATE OF value ON entries
+WHEN old.gen = new.gen AND (old.expires IS NULL OR old.expires > (julianday('now') - 2440587.5) * 86400.0)
+BEGIN
+    INSERT INTO changes (ns, n) VALUES (new.ns, 1) ON CONFLICT (ns) DO UPDATE SET n = n + 1;
+END;
 INSERT OR IGNORE INTO meta (k, v) VALUES ('folded', (SELECT COALESCE(MAX(id), 0) FROM entries));
 CREATE TRIGGER IF NOT EXISTS entries_ins AFTER INSERT ON entries
 WHEN new.id <= (SELECT v FROM meta WHERE k = 'folded') BEGIN
@@ -129,6 +145,15 @@ def schema_statements() -> list[str]:
     return out
 
 
+#: (name, generation, change count) of every namespace: what ``Cache`` polls.
+VERSIONS = "SELECT n.name, n.gen, COALESCE(c.n, 0) FROM namespaces n LEFT JOIN changes c ON c.ns = n.id"
+#: Count a change (parameter: the namespace id): a delete or a clear.
+BUMP_CHANGES = "INSERT INTO changes (ns, n) VALUES (?, 1) ON CONFLICT (ns) DO UPDATE SET n = n + 1"
+#: Count a change in every namespace (a clear of the whole store).
+BUMP_ALL_CHANGES = (
+    "INSERT INTO changes (ns, n) SELECT id, 1 FROM namespaces WHERE true "
+    "ON CONFLICT (ns) DO UPDATE SET n = n + 1"
+)
 #: A hit (parameters: hash, key, the namespace's live generation): (payload, codec, expires, cost).
 GET = "SELECT value, codec, expires, cost FROM entries WHERE h = ? AND key = ? AND gen = ?"
 UPSERT = (

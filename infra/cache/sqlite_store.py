@@ -50,13 +50,15 @@ from typing import Any
 from infra.cache import fleet_stats as _fleet
 from infra.cache import sqlite_maint as _maint
 from infra.cache.backend import GENERATION_POLL_INTERVAL, BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.fleet_stats import FleetCounts
 from infra.cache.sqlite_schema import (
+    BUMP_ALL_CHANGES,
+    BUMP_CHANGES,
     CHECKPOINT_EVERY,
     GET,
     SCHEMA_VERSION,
     STATS,
     UPSERT,
+    VERSIONS,
     is_corrupt,
     migrate_statements,
     namespace_id,
@@ -592,9 +594,12 @@ class SQLiteBackend(CacheBackend):
         self.enforce_caps(namespace if cap_ns is not None else None)
 
     def delete(self, namespace: str, key: str) -> bool:
-        _nsid, rid = self._ids(namespace, key)
+        nsid, rid = self._ids(namespace, key)
         with self._write("delete") as conn:
-            return conn.execute("DELETE FROM entries WHERE h = ? AND key = ?", (rid, key)).rowcount > 0
+            gone = conn.execute("DELETE FROM entries WHERE h = ? AND key = ?", (rid, key)).rowcount > 0
+            if gone:
+                conn.execute(BUMP_CHANGES, (nsid,))  # other processes drop their L1 copies (issue 14)
+            return gone
 
     def invalidate(self, namespace: str) -> int:
         nsid = namespace_id(namespace)
@@ -612,13 +617,23 @@ class SQLiteBackend(CacheBackend):
         except sqlite3.Error as exc:
             raise self._handle(exc, "read") from exc
 
+    def versions(self) -> dict[str, tuple[int, int]]:
+        try:
+            return {n: (g, c) for n, g, c in self._conn().execute(VERSIONS)}
+        except sqlite3.Error as exc:
+            raise self._handle(exc, "read") from exc
+
     def clear(self, namespace: str | None = None) -> int:
         with self._write("clear") as conn:
             if namespace is None:
                 n = conn.execute("DELETE FROM entries").rowcount
                 conn.execute("DELETE FROM leases")
+                conn.execute(BUMP_ALL_CHANGES)
             else:
-                n = conn.execute("DELETE FROM entries WHERE ns = ?", (namespace_id(namespace),)).rowcount
+                nsid = namespace_id(namespace)
+                n = conn.execute("DELETE FROM entries WHERE ns = ?", (nsid,)).rowcount
+                self._ensure_ns(conn, namespace, nsid)
+                conn.execute(BUMP_CHANGES, (nsid,))
         return int(n)
 
     def vacuum(self) -> None:
@@ -659,12 +674,12 @@ class SQLiteBackend(CacheBackend):
             conn.execute("DELETE FROM leases WHERE id = ? AND owner = ?", (rid, owner))
 
     # ------------------------------------------------------------------ introspection
-    # -- fleet-wide counters (infra.cache.fleet_stats): one small table, written at most once a second
-    def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
+    # -- fleet-wide counters (infra.cache.fleet_stats): one small table, written at most twice a second
+    def fleet_add(self, deltas: Mapping[str, _fleet.FleetCounts]) -> None:
         with self._write("write") as conn:
             _fleet.sqlite_add(conn, deltas)
 
-    def fleet_read(self) -> dict[str, FleetCounts]:
+    def fleet_read(self) -> dict[str, _fleet.FleetCounts]:
         try:
             return _fleet.sqlite_read(self._conn())
         except sqlite3.Error as exc:

@@ -30,7 +30,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--config",
         metavar="PATH",
         default=argparse.SUPPRESS,
-        help="perf_config.json to use (default: $PERF_CONFIG, then ./config/perf_config.json)",
+        help="perf_config.json to use (default: $PERF_CONFIG, then the nearest config/perf_config.json "
+        "above the working directory)",
     )
 
 

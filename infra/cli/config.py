@@ -29,6 +29,12 @@ def register(sub: Any) -> None:
 def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        # the wrap list too: its modules, classes and methods as the worker would import them
+        from infra.integrate._check import check_wrap
+
+        problems = check_wrap(config)
+        if problems:
+            raise ConfigError(problems, source=config.source)
     except ConfigError as exc:
         if args.json:
             emit_json({"ok": False, "source": exc.source, "problems": [str(p) for p in exc.problems]})

@@ -47,9 +47,16 @@ def _doctor(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         checks.append(_check("config", True, f"{config.source}; layer {'on' if config.enabled else 'OFF'}"))
     except ConfigError as exc:
-        checks.append(_check("config", False, f"{len(exc.problems)} problem(s); first: {exc.problems[0]}"))
+        checks.append(
+            _check(
+                "config",
+                False,
+                f"{exc.source or 'config'}: {len(exc.problems)} problem(s); first: {exc.problems[0]}",
+            )
+        )
         config = None
     if config is not None:
+        checks.append(_wrap(config))
         checks.append(
             _cache_dir(config.cache.path)
             if config.cache.backend == "sqlite"
@@ -72,6 +79,22 @@ def _doctor(args: argparse.Namespace) -> int:
     else:
         print(table(["check", "status", "detail"], [[c["check"], c["status"], c["detail"]] for c in checks]))
     return 1 if failed else 0
+
+
+def _wrap(config: Any) -> dict[str, Any]:
+    """The ``wrap`` list, checked as ``config check`` does: a failure with the layer on (enable() would
+    raise), a warning with it off (enable() logs and goes on)."""
+    from infra.integrate._check import check_wrap
+
+    problems = check_wrap(config)
+    if not problems:
+        n = len(config.wrap)
+        return _check(
+            "wrap", True, f"{n} entr{'y' if n == 1 else 'ies'} import and resolve ({config.source})"
+        )
+    layer_on = config.enabled and config.cache.enabled
+    detail = f"{config.source}: {len(problems)} problem(s): " + "; ".join(map(str, problems))
+    return _check("wrap", False if layer_on else None, detail)
 
 
 def _cache_dir(path: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,13 @@ def _endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def _show(args: argparse.Namespace) -> int:
     url, token = _endpoint(args)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - parses the port: "http://h:x" raises here, not deep in urllib
+    except ValueError as exc:
+        return _error(args, url, f"not a valid URL ({exc})")
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return _error(args, url, "not an http:// or https:// URL (e.g. http://127.0.0.1:9464/metrics)")
     try:
         request = urllib.request.Request(url + ("&" if "?" in url else "?") + "format=json")
         request.add_header("Accept", "application/json")

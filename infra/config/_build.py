@@ -81,7 +81,9 @@ def coerce(spec: Spec, value: Any, path: str, problems: list[ConfigProblem]) -> 
                 raise ValueError(f"{_show(value)} doesn't have the expected form ({spec.description})")
             return value
         if kind == "duration":
-            return parse_duration(value)
+            seconds = parse_duration(value)
+            _check_range(spec, seconds)
+            return seconds
         if kind == "size":
             return parse_size(value)
         if kind == "section":

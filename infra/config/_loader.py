@@ -1,13 +1,16 @@
 """Finding, reading and overriding perf_config.json; the only I/O the config package does.
 
-Lookup order: an explicit path, ``$PERF_CONFIG``, ``./config/perf_config.json``, the built-in defaults.
-Environment variables then override the common switches (table ``ENV_OVERRIDES``).
+Lookup order: an explicit path, ``$PERF_CONFIG``, the nearest ``config/perf_config.json`` walking up from
+the working directory, then walking up from the main script's folder (seed 004's layout: ``Leo/config/``
+found from ``Leo/enrichment-worker/``), the built-in defaults. Environment variables then override the
+common switches (table ``ENV_OVERRIDES``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,8 @@ def find_config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
     """The file the lookup order picks, or None for the built-in defaults.
 
     An explicit path or ``$PERF_CONFIG`` that doesn't exist is an error (a typo shouldn't silently mean
-    defaults); a missing ./config/perf_config.json just means defaults.
+    defaults); finding no config/perf_config.json above the working directory or the main script just
+    means defaults.
     """
     if path is not None:
         candidate = Path(path)
@@ -63,7 +67,36 @@ def find_config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
         if not candidate.is_file():
             raise ConfigError([ConfigProblem(f"$PERF_CONFIG={env}", "no such config file")])
         return candidate
-    return DEFAULT_LOCATION if DEFAULT_LOCATION.is_file() else None
+    for start in _search_starts():
+        found = _nearest(start)
+        if found is not None:
+            return found
+    return None
+
+
+def _search_starts() -> list[Path]:
+    """The working directory, then the folder of the script Python was started with (``python worker.py``).
+
+    A module run with ``-m`` or a console script inside the interpreter's prefix (``pytest``, ``pip``) is a
+    tool, not the worker: its folder says nothing about where the worker's config lives."""
+    starts = [Path.cwd()]
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if script and getattr(main, "__spec__", None) is None:
+        folder = Path(script).resolve().parent
+        prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+        if not any(folder == p or p in folder.parents for p in prefixes) and folder not in starts:
+            starts.append(folder)
+    return starts
+
+
+def _nearest(start: Path) -> Path | None:
+    """``config/perf_config.json`` in ``start`` or the closest folder above it."""
+    for folder in (start, *start.parents):
+        candidate = folder / DEFAULT_LOCATION
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

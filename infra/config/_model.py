@@ -168,6 +168,20 @@ class CacheConfig(_Section):
     lease_timeout: float = field(
         "duration", 30.0, "Cross-process single-flight lease; a dead holder blocks no longer."
     )
+    trusted_modules: tuple[str, ...] = field(
+        "list",
+        (),
+        "Module prefixes whose dataclasses / models / enums a cache read may import to rebuild a stored "
+        "value (pydantic, ollama and langchain_core are built in; modules already imported always are).",
+        item="str",
+    )
+    sync_interval: float = field(
+        "duration",
+        1.0,
+        "Longest time a delete, set, clear or invalidate made by another process (or the CLI) goes unseen "
+        "by this process's in-memory L1.",
+        minimum=0.01,
+    )
     namespaces: Mapping[str, NamespaceConfig] = field(
         "section_map", _DEFAULT_NAMESPACES, "Per-namespace settings.", section=NamespaceConfig
     )
@@ -291,7 +305,12 @@ class OllamaConfig(_Section):
         "bool", True, "Tuning and caching in OptimizedOllama (off: the plain official client)."
     )
     host: str = field("str", "http://127.0.0.1:11434", "Ollama server.")
-    keep_alive: float = field("duration", 1800.0, "How long Ollama keeps a model loaded after a call.")
+    keep_alive: float | None = field(
+        "duration",
+        1800.0,
+        "How long Ollama keeps a model loaded, sent when a call has none (null: send none).",
+        nullable=True,
+    )
     timeout: float = field("duration", 120.0, "Request timeout (the official client has none).")
     connect_timeout: float = field("duration", 5.0, "TCP connect timeout to the Ollama server.")
     retry_backoff: float = field("duration", 0.1, "First backoff step of a retry before the first token.")
@@ -304,10 +323,13 @@ class OllamaConfig(_Section):
     retries: int = field("int", 2, "Retries before the first token.", minimum=0, maximum=10)
     max_concurrency: int = field("int", 4, "Concurrent requests; match OLLAMA_NUM_PARALLEL.", minimum=1)
     strict_runner: bool = field(
-        "bool", False, "Raise instead of warn when a call would change runner options."
+        "bool", False, "Raise when a call's runner option differs from the pinned one (else log once)."
     )
     runner: Mapping[str, Any] = field(
-        "map", {"num_thread": 6, "num_ctx": 4096}, "Runner options pinned on every call.", item="scalar"
+        "map",
+        {"num_thread": "auto", "num_ctx": 4096},
+        "Runner options sent when a call leaves them out (num_thread auto: physical cores).",
+        item="scalar",
     )
     profiles: Mapping[str, Mapping[str, Any]] = field(
         "map",
@@ -392,7 +414,18 @@ class WrapEntry(_Section):
     namespace: str | None = field("str", None, "Cache namespace (default: the class name).", nullable=True)
     ttl: float | None = field("duration", None, "TTL (default: the namespace's).", nullable=True)
     version: str | None = field("str", None, "Bump to drop entries made by older code.", nullable=True)
-    include_self: bool = field("bool", False, "Key on the instance's state too (its __dict__).")
+    include_self: bool = field(
+        "bool", False, "Kept for compatibility: instances are keyed by their configuration by default."
+    )
+    key_attrs: tuple[str, ...] | None = field(
+        "list",
+        None,
+        "Instance attributes (dotted paths allowed) that define the results; null: the instance's "
+        "configuration (public attributes and constructor settings, clients/locks/loggers skipped); "
+        "[]: instances share entries.",
+        item="str",
+        nullable=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- root

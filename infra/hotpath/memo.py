@@ -5,7 +5,9 @@ repeating themselves) skip the vector search. Bounded by ``max_entries`` (least 
 first) and by ``ttl``: an entry is never returned once ``ttl`` seconds have passed since it was
 stored, measured on the monotonic clock, so wall-clock jumps can't resurrect a stale result.
 
-Values are returned as stored (no copy): treat them as read-only.
+Every hit hands back a value of its own, equal to what was stored (issue 14): a caller that edits a
+result doesn't change what the next caller gets. Immutable values are shared; plain containers come back
+through ``marshal``, anything else through ``copy.deepcopy`` (see ``infra.cache.values``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, ParamSpec, TypeVar, cast
+
+from infra.cache.values import Thaw, freeze_plain
 
 __all__ = ["TimedMemo", "timed_memo"]
 
@@ -50,9 +54,9 @@ class TimedMemo(Generic[K, V]):
         self.ttl = float(ttl)
         self.max_entries = max_entries
         self._clock = clock
-        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._data: OrderedDict[K, tuple[float, Any, Thaw]] = OrderedDict()  # (expires, stored, thaw)
         self._lock = threading.Lock()
-        self._inflight: dict[K, asyncio.Future[V]] = {}
+        self._inflight: dict[K, asyncio.Future[tuple[Any, Thaw]]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -70,16 +74,23 @@ class TimedMemo(Generic[K, V]):
                 if entry[0] > now:
                     self._data.move_to_end(key)
                     self.hits += 1
-                    return entry[1]
+                    how = entry[2]
+                    return entry[1] if how is None else how(entry[1])
                 del self._data[key]
             self.misses += 1
             return default
 
     def set(self, key: K, value: V) -> None:
-        """Store ``value`` for ``ttl`` seconds, evicting the least recently used beyond ``max_entries``."""
+        """Store ``value`` for ``ttl`` seconds, evicting the least recently used beyond ``max_entries``.
+
+        What is kept is a copy (or the value itself when immutable): later edits to ``value`` don't reach it.
+        """
+        self._put(key, freeze_plain(value))
+
+    def _put(self, key: K, frozen: tuple[Any, Thaw]) -> None:
         expires = self._clock() + self.ttl
         with self._lock:
-            self._data[key] = (expires, value)
+            self._data[key] = (expires, frozen[0], frozen[1])
             self._data.move_to_end(key)
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
@@ -97,7 +108,7 @@ class TimedMemo(Generic[K, V]):
     def __len__(self) -> int:
         now = self._clock()
         with self._lock:
-            return sum(1 for exp, _ in self._data.values() if exp > now)
+            return sum(1 for exp, _, _ in self._data.values() if exp > now)
 
     def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
         """The live value for ``key``, else ``compute()`` stored and returned."""
@@ -115,7 +126,8 @@ class TimedMemo(Generic[K, V]):
             return cast(V, value)
         fut = self._inflight.get(key)
         if fut is not None and fut.get_loop() is asyncio.get_running_loop():
-            return await asyncio.shield(fut)
+            stored, how = await asyncio.shield(fut)  # the leader's result; each waiter gets its own copy
+            return cast(V, stored if how is None else how(stored))
         fut = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
@@ -128,8 +140,9 @@ class TimedMemo(Generic[K, V]):
             fut.exception()  # mark retrieved: no "exception was never retrieved" log without waiters
             raise
         else:
-            self.set(key, computed)
-            fut.set_result(computed)
+            frozen = freeze_plain(computed)
+            self._put(key, frozen)
+            fut.set_result(frozen)
             return computed
         finally:
             if self._inflight.get(key) is fut:

@@ -124,6 +124,7 @@ class HostMetrics(NullMetrics):
                 "infra_http_breaker_state",
                 "Circuit breaker state by origin: 0 closed, 1 half-open, 2 open.",
                 labelnames=("origin",),
+                aggregate="max",  # several workers: the worst state any of them is in, not a sum
             ).labels(origin)
             self._pool_wait = reg.histogram(
                 "infra_http_pool_wait_seconds",

@@ -146,7 +146,8 @@ def apply_thread_budget(
     if ollama_threads is None and ollama_cfg is not None:
         runner = getattr(ollama_cfg, "runner", None) or {}
         value = runner.get("num_thread")
-        ollama_threads = int(value) if value is not None else None
+        # "auto" (Ollama's own default, the physical cores) reserves nothing: only a pinned count does
+        ollama_threads = int(value) if value is not None and value != "auto" else None
     plan = plan_thread_budget(
         cores=cores if cores is not None else available_cores(),
         num_threads=num_threads,

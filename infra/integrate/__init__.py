@@ -20,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "CachedOllamaTransport",
     "IntegrationHandle",
     "MethodSettings",
     "WrappedClasses",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "CachedOllamaTransport": "infra.integrate.ollama_transport",
     "IntegrationHandle": "infra.integrate._enable",
     "WrappedClasses": "infra.integrate._enable",
     "active_handle": "infra.integrate._enable",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
         patch,
     )
     from infra.integrate._wrap import MethodSettings, cached_class
+    from infra.integrate.ollama_transport import CachedOllamaTransport
 
 
 def __getattr__(name: str) -> Any:

@@ -16,6 +16,7 @@ same handle; a call with a different config undoes the first and applies the new
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -23,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.errors import WrapError
+from infra.integrate._check import resolve_wrap
 from infra.integrate._failures import record_failure
-from infra.integrate._targets import MethodPlan, describe_entry, import_target, plan_methods
-from infra.integrate._wrap import MethodSettings, PatchRecord, _subclass, patch_class_in_place
+from infra.integrate._targets import MethodPlan, describe_entry
+from infra.integrate._wrap import MethodSettings, PatchRecord, patch_class_in_place
 
 __all__ = [
     "IntegrationHandle",
@@ -36,6 +38,7 @@ __all__ = [
     "patch",
 ]
 
+log = logging.getLogger("infra.integrate")
 _lock = threading.RLock()
 _active: IntegrationHandle | None = None
 
@@ -59,10 +62,18 @@ class WrappedClasses(dict[str, Any]):
     is off). Full targets work too: ``classes["pkg.module:Class"]``, needed when two wrapped classes share
     a name."""
 
-    def __init__(self, by_name: dict[str, type], by_target: dict[str, type], ambiguous: dict[str, list[str]]):
+    def __init__(
+        self,
+        by_name: dict[str, type],
+        by_target: dict[str, type],
+        ambiguous: dict[str, list[str]],
+        *,
+        source: str = "built-in defaults",
+    ):
         super().__init__(by_name)
         self.by_target = dict(by_target)
         self._ambiguous = ambiguous
+        self.source = source
 
     def __missing__(self, key: str) -> type:
         if key in self.by_target:
@@ -71,29 +82,33 @@ class WrappedClasses(dict[str, Any]):
             raise KeyError(f"{key!r} names more than one wrapped class; use one of {self._ambiguous[key]}")
         known = sorted({*self, *self.by_target})
         raise KeyError(
-            f"{key!r} is not wrapped by perf_config's 'wrap' list (wrapped: {', '.join(known) or 'none'})"
+            f"{key!r} is not wrapped by the 'wrap' list of {self.source} "
+            f"(wrapped: {', '.join(known) or 'none'})"
         )
 
 
-def _resolve_targets(config: Any) -> list[_Target]:
-    """Import and check every ``wrap`` entry; raises WrapError naming the first bad one."""
+def _resolve_targets(config: Any) -> tuple[list[_Target], list[str]]:
+    """Import and check every ``wrap`` entry (``resolve_wrap``). With the layer on, any problem is a
+    ``WrapError`` listing them all by JSON path and naming the config file; with it off (``enabled`` or
+    ``cache.enabled`` false) each is a logged warning and the entries that import are handed back as they
+    are: a worker with the layer switched off must run whatever its wrap list says."""
+    resolved, problems = resolve_wrap(config)
+    source = str(config.source or "a config given in code")
+    if problems and config.enabled and config.cache.enabled:
+        raise WrapError(f"{'; '.join(map(str, problems))} (config: {source})")
+    ignored = [f"{p} (config: {source}; ignored, the layer is off)" for p in problems]
+    for line in ignored:
+        log.warning("perf-infra: wrap entry problem: %s", line)
     targets: dict[str, _Target] = {}
-    owner_of: dict[tuple[str, str], int] = {}
-    for index, entry in enumerate(config.wrap):
-        where = describe_entry(index, entry.target)
-        cls = import_target(entry.target, where=where)
-        plans = plan_methods(cls, entry.methods, where=where)
-        t = targets.setdefault(entry.target, _Target(entry.target, cls))
-        t.entries.append(index)
-        settings = MethodSettings.from_config(entry)
-        for plan in plans:
-            first = owner_of.setdefault((entry.target, plan.name), index)
-            if first != index:
-                raise WrapError(
-                    f"{where}: method {plan.name!r} is already cached by wrap[{first}]; list each method once"
-                )
-            t.items.append((plan, settings))
-    return list(targets.values())
+    for r in resolved:
+        if r.cls is None:
+            continue
+        t = targets.setdefault(r.entry.target, _Target(r.entry.target, r.cls))
+        t.entries.append(r.index)
+        settings = MethodSettings.from_config(r.entry) if r.entry.ttl is None or r.entry.ttl > 0 else None
+        if settings is not None:
+            t.items.extend((plan, settings) for plan in r.plans)
+    return list(targets.values()), ignored
 
 
 def _resolve_config(config: Any) -> Any:
@@ -132,6 +147,11 @@ class IntegrationHandle:
 
     # ------------------------------------------------------------------ state
     @property
+    def config_label(self) -> str:
+        """The config file in use, ``built-in defaults``, or ``a config given in code``."""
+        return str(self.config.source or "a config given in code")
+
+    @property
     def layer_on(self) -> bool:
         """True when wrappers cache: the master switch and the cache are both on."""
         return bool(self.config.enabled and self.config.cache.enabled)
@@ -147,7 +167,7 @@ class IntegrationHandle:
         cfg = self.config
         self._prev_config = getattr(_loader, "_current", None)
         set_config(cfg)
-        self.actions.append(f"config: {cfg.source or 'given in code'} (enabled: {str(cfg.enabled).lower()})")
+        self.actions.append(f"config: {self.config_label} (enabled: {str(cfg.enabled).lower()})")
         self._apply_cache()
         if not cfg.enabled:
             self.actions.append(
@@ -266,22 +286,28 @@ class IntegrationHandle:
 
     # ------------------------------------------------------------------ wrap
     def cached_classes(self) -> WrappedClasses:
-        """The ``wrap`` classes, cached (or the originals when the layer is off); built once per handle."""
+        """The ``wrap`` classes themselves, their listed methods cached in place (the originals, untouched,
+        when the layer is off); built once per handle.
+
+        In place, like ``patch()``: every reference to the class sees the cache, wherever it was reached
+        (imported before or after the three lines, inside a function, ``from x import Y`` elsewhere), and
+        ``cached_classes["Name"]`` is that same class, so seed 004's name replacement keeps working."""
         with _lock:
             if self._classes is None:
+                if self.layer_on:
+                    self.patch()
                 by_name: dict[str, type] = {}
                 by_target: dict[str, type] = {}
                 seen: dict[str, list[str]] = {}
                 for t in self.targets:
-                    cls = _subclass(t.cls, t.items, cache=None, timing=None) if self.layer_on else t.cls
-                    by_target[t.target] = cls
+                    by_target[t.target] = t.cls
                     seen.setdefault(t.cls.__name__, []).append(t.target)
-                    by_name.setdefault(t.cls.__name__, cls)
+                    by_name.setdefault(t.cls.__name__, t.cls)
                 ambiguous = {n: ts for n, ts in seen.items() if len(ts) > 1}
                 for n in ambiguous:
                     by_name.pop(n, None)
-                self._classes = WrappedClasses(by_name, by_target, ambiguous)
-                state = "cached" if self.layer_on else "original (layer off)"
+                self._classes = WrappedClasses(by_name, by_target, ambiguous, source=self.config_label)
+                state = "cached in place" if self.layer_on else "original (layer off)"
                 for t in self.targets:
                     self.actions.append(
                         f"wrap: {t.label}: {', '.join(p.name for p, _ in t.items)} -> {state}"
@@ -369,9 +395,11 @@ def enable(config: Any = None) -> IntegrationHandle:
     """Apply perf_config once and return the handle (see the module docstring).
 
     ``config``: a ``PerfConfig``, a path to a perf_config.json, or None (the process-wide config:
-    ``$PERF_CONFIG``, then ./config/perf_config.json, then defaults). Raises ``WrapError`` for a ``wrap``
-    entry whose target doesn't import or whose method doesn't exist, ``ConfigError`` for a bad file;
-    everything else fails open.
+    ``$PERF_CONFIG``, then the nearest config/perf_config.json above the working directory or the main
+    script, then defaults). With the layer on, raises ``WrapError`` (every problem by JSON path, and the
+    config file) for a ``wrap`` entry whose target doesn't import, whose method doesn't exist or whose
+    ttl isn't positive; with it off those are logged warnings. ``ConfigError`` for a bad file; everything
+    else fails open.
     """
     global _active
     with _lock:
@@ -380,9 +408,10 @@ def enable(config: Any = None) -> IntegrationHandle:
             if cfg == _active.config:
                 return _active
             _active.undo()
-        targets = _resolve_targets(cfg)
+        targets, ignored = _resolve_targets(cfg)
         handle = IntegrationHandle(cfg, targets)
         handle._apply()
+        handle.actions.extend(f"wrap: {line}" for line in ignored)
         _active = handle
         return handle
 

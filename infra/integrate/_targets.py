@@ -48,8 +48,8 @@ def import_target(target: str, *, where: str) -> type:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or module_name
-        hint = ""
-        if missing == module_name.split(".")[0] or missing == module_name:
+        hint = _did_you_mean(missing.rpartition(".")[2], _sibling_modules(missing))
+        if not hint and (missing == module_name.split(".")[0] or missing == module_name):
             hint = " (is the package on sys.path? run the worker from the project root)"
         raise WrapError(
             f"{where}: module {module_name!r} does not import: no module named {missing!r}{hint}"
@@ -111,12 +111,7 @@ def _plan_one(cls: type, name: str, where: str) -> MethodPlan:
             f"{where}: {name!r} is a {type(fn).__name__}, not a function defined in Python; only those "
             "can be cached"
         )
-    inner = _unwrap_ours(fn)
-    if inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner):
-        raise WrapError(
-            f"{where}: {name!r} is a generator; its results stream and can't be cached as one value "
-            "(cache the function that consumes the stream, or use OptimizedOllama for LLM streams)"
-        )
+    inner = _unwrap_ours(fn)  # (a generator is cached as a recorded stream: infra.cache._streams)
     return MethodPlan(name=name, function=inner, kind=kind, owner=owner)
 
 
@@ -136,6 +131,20 @@ def _unwrap_ours(fn: Any) -> Any:
     while _is_our_wrapper(fn):
         fn = fn.__infra_wrapped__
     return fn
+
+
+def _sibling_modules(missing: str) -> list[str]:
+    """Module names next to ``missing`` (in its parent package, or top-level), for a did-you-mean."""
+    import pkgutil
+
+    parent, _, _ = missing.rpartition(".")
+    try:
+        if parent:
+            path = getattr(importlib.import_module(parent), "__path__", None)
+            return [m.name for m in pkgutil.iter_modules(path)] if path is not None else []
+        return [m.name for m in pkgutil.iter_modules()]
+    except Exception:
+        return []
 
 
 def _did_you_mean(name: str, candidates: list[str]) -> str:

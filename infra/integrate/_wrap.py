@@ -18,7 +18,6 @@ Keys use the original function's ``module.qualname``, so the subclass, the patch
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -35,12 +34,15 @@ _ABSENT: Any = object()
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MethodSettings:
     """How one method is cached: ``namespace`` (default: the class name), ``ttl`` seconds (None: the
-    namespace's), ``version`` (bump to drop old entries), ``include_self`` (key on the instance's state)."""
+    namespace's), ``version`` (bump to drop old entries), ``key_attrs`` (the instance attributes that
+    define the result; None: its configuration, see ``infra.cache.identity``; ``()``: none, instances
+    share entries). ``include_self`` is kept for compatibility (instances are keyed by default)."""
 
     namespace: str | None = None
     ttl: float | None = None
     version: str | None = None
     include_self: bool = False
+    key_attrs: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.namespace is not None and (not isinstance(self.namespace, str) or not self.namespace):
@@ -49,12 +51,20 @@ class MethodSettings:
             isinstance(self.ttl, bool) or not isinstance(self.ttl, int | float) or self.ttl <= 0
         ):
             raise ValueError(f"ttl must be a positive number of seconds or None, got {self.ttl!r}")
+        if isinstance(self.key_attrs, str):
+            raise ValueError(
+                f"key_attrs must be a list of attribute names, got the string {self.key_attrs!r}"
+            )
 
     @classmethod
     def from_config(cls, entry: Any) -> MethodSettings:
         """From a ``WrapEntry`` of perf_config's ``wrap`` list."""
         return cls(
-            namespace=entry.namespace, ttl=entry.ttl, version=entry.version, include_self=entry.include_self
+            namespace=entry.namespace,
+            ttl=entry.ttl,
+            version=entry.version,
+            include_self=entry.include_self,
+            key_attrs=getattr(entry, "key_attrs", None),
         )
 
 
@@ -69,7 +79,7 @@ def build_method(
         namespace=namespace,
         ttl=settings.ttl,
         version=settings.version,
-        include_self=settings.include_self and plan.kind != KIND_STATIC,
+        key_attrs=settings.key_attrs,
         cache=cache,
     )(plan.function)
     if timing:
@@ -114,17 +124,6 @@ def _metrics_on() -> bool:
         return bool(cfg.enabled and cfg.metrics.enabled)
     except Exception:
         return True
-
-
-def _needs_self_key(cls: type) -> bool:
-    if "__cache_key__" in dir(cls) or dataclasses.is_dataclass(cls):
-        return False
-    return not isinstance(getattr(cls, "model_fields", None), dict)
-
-
-def _state_key(self: Any) -> Any:
-    """Cache-key hook for ``include_self`` on plain classes: the instance's attributes (its ``__dict__``)."""
-    return dict(vars(self))
 
 
 def _reduce_as(original: type) -> Callable[[Any, int], Any]:
@@ -172,6 +171,7 @@ def cached_class(
     ttl: float | None = None,
     version: str | None = None,
     include_self: bool = False,
+    key_attrs: Sequence[str] | None = None,
     cache: Any = None,
     per_method: dict[str, MethodSettings] | None = None,
     timing: bool | None = None,
@@ -180,13 +180,14 @@ def cached_class(
     """A subclass of ``cls`` whose ``methods`` are cached through ``infra.cache.cached``.
 
     ``namespace`` defaults to the class name; ``ttl`` (seconds) to the namespace's; ``version`` keys the
-    entries (bump it when the method's code changes its results); ``include_self`` keys on the instance's
-    state too (its ``__cache_key__()``, dataclass / pydantic fields, or else its ``__dict__``). Results are
+    entries (bump it when the method's code changes its results); ``key_attrs`` names the instance
+    attributes that define the results (default: the instance's configuration, see
+    ``infra.cache.identity``; ``[]``: instances share entries). Results are
     also timed as ``ClassName.method`` (``timing=False`` turns that off; default: ``metrics.enabled``).
     ``cache`` is a ``Cache`` to use instead of ``get_cache()``; ``per_method`` overrides settings by name.
 
     With the layer off in the current config, returns ``cls`` unchanged. Raises ``WrapError`` naming the
-    method when one doesn't exist or can't be cached (a property, a generator, a special method).
+    method when one doesn't exist or can't be cached (a property, a special method).
     """
     if not isinstance(cls, type):
         raise TypeError(f"cached_class() takes a class, got {type(cls).__name__}")
@@ -194,7 +195,13 @@ def cached_class(
     plans = plan_methods(cls, methods if isinstance(methods, str) else tuple(methods), where=label)
     if cache is None and _layer_off():
         return cls
-    base = MethodSettings(namespace=namespace, ttl=ttl, version=version, include_self=include_self)
+    base = MethodSettings(
+        namespace=namespace,
+        ttl=ttl,
+        version=version,
+        include_self=include_self,
+        key_attrs=None if key_attrs is None else tuple(key_attrs),
+    )
     return _subclass(
         cls, [(p, (per_method or {}).get(p.name, base)) for p in plans], cache=cache, timing=timing
     )
@@ -212,12 +219,8 @@ def _subclass(
         "__slots__": (),  # adds no __dict__ to a slotted class
         "__infra_original__": cls,
     }
-    need_key = False
     for plan, settings in items:
         ns[plan.name] = build_method(cls, plan, settings, cache=cache, timing=timing)
-        need_key = need_key or settings.include_self
-    if need_key and _needs_self_key(cls):
-        ns["__cache_key__"] = _state_key
     if _default_reduce(cls):
         ns["__reduce_ex__"] = _reduce_as(cls)
         if not hasattr(cls, "__copy__"):
@@ -277,13 +280,9 @@ def patch_class_in_place(
     built = [
         (plan, build_method(cls, plan, settings, cache=cache, timing=timing)) for plan, settings in items
     ]
-    need_key = any(s.include_self for _, s in items) and _needs_self_key(cls)
     for plan, attr in built:
         record.saved[plan.name] = cls.__dict__.get(plan.name, _ABSENT)
         setattr(cls, plan.name, attr)
-    if need_key:
-        record.saved["__cache_key__"] = cls.__dict__.get("__cache_key__", _ABSENT)
-        cls.__cache_key__ = _state_key  # type: ignore[attr-defined]
     return record
 
 

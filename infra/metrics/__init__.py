@@ -12,7 +12,8 @@ Contract used by every other part of the layer::
     g = reg.gauge("infra_http_active_connections", "...", labelnames=("origin",))
     g.labels(origin).set(3); g.labels(origin).inc(); g.labels(origin).dec()
     with timed("stage1_emotion_scoring"): ...            # also async with / decorator
-    reg.get_stats()                                       # JSON-ready dict (seed 004 shape)
+    reg.get_stats()                                       # JSON-ready dict (seed 004 shape), current:
+                                                          # collect hooks run before every read
 
 Registering the same name twice returns the same metric (so modules can register at import or first use);
 the same name with another type, other label names or other buckets raises ValueError.
@@ -22,6 +23,9 @@ Design (details in the submodules): bound children write per-thread shards, so `
 take no lock (``_shards``); histograms keep fixed ``le`` buckets for Prometheus plus a DDSketch-style
 log-bucketed sketch with 1% relative accuracy, bounded memory and exact merging (``_sketch``);
 exposition renders Prometheus text 0.0.4, OpenMetrics 1.0.0 and JSON from a snapshot (``exposition``).
+Every read runs the registry's collect hooks first (``add_collect_hook``: the cache folds its pending hits
+there), so what is read is current. ``get_stats()`` rows come from operation views (``OperationView``).
+With ``INFRA_METRICS_MULTIPROC_DIR`` set, reads combine every worker process (``infra.metrics.multiprocess``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ._core import DEFAULT_BUCKETS, Counter, CounterChild, Gauge, GaugeChild, Hi
 from ._registry import DEFAULT_MAX_SERIES_PER_METRIC, MetricsRegistry, get_metrics
 from ._sketch import QuantileSketch
 from ._timer import Timer, timed
+from ._views import OperationView
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -41,6 +46,7 @@ __all__ = [
     "Histogram",
     "HistogramChild",
     "MetricsRegistry",
+    "OperationView",
     "QuantileSketch",
     "Timer",
     "get_metrics",

@@ -173,9 +173,17 @@ class MetricsRegistry:
         return self._get(Counter, name, documentation, labelnames)
 
     def gauge(
-        self, name: str, documentation: str = "", labelnames: Sequence[str] = (), *, aggregate: str = "sum"
+        self,
+        name: str,
+        documentation: str = "",
+        labelnames: Sequence[str] = (),
+        *,
+        aggregate: str | None = None,
     ) -> Gauge:
-        """Get or create a gauge; ``aggregate`` ("sum", "max", "min"): how worker processes combine."""
+        """Get or create a gauge; ``aggregate`` ("sum" when created without one, "max", "min"): how the
+        processes of a multi-process server combine it. Given for an existing gauge, it must match."""
+        if aggregate is None:
+            return self._get(Gauge, name, documentation, labelnames)
         return self._get(Gauge, name, documentation, labelnames, aggregate=aggregate)
 
     def histogram(

@@ -38,6 +38,8 @@ import math
 import os
 import threading
 from collections.abc import Iterator
+from itertools import compress, count
+from operator import add
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +59,20 @@ _LIVE = "live-"
 
 
 # ---------------------------------------------------------------------------------------- snapshots
+# A histogram series travels as its sketch counts over a *dense* run of keys (``lo`` and a list, zeros
+# included): combining N workers is then one ``map(add, ...)`` over aligned lists per series (C speed)
+# instead of a dict update per key, which is what keeps an archive of dead workers cheap to add in.
+
+
 def _shard_state(sh: HistogramShard) -> dict[str, Any]:
+    bins = sh.bins
+    lo = min(bins) if bins else 0
+    dense = [0] * ((max(bins) - lo + 1) if bins else 0)
+    for k, c in bins.items():
+        dense[k - lo] = c
     return {
-        # keys and counts as two lists: JSON parses them several times faster than a dict of str keys
-        "k": list(sh.bins),
-        "c": list(sh.bins.values()),
+        "lo": lo,
+        "d": dense,
         "s": {str(k): list(p) for k, p in sh.split.items()},
         "z": sh.zero,
         "sum": sh.sum,
@@ -70,15 +81,145 @@ def _shard_state(sh: HistogramShard) -> dict[str, Any]:
     }
 
 
-def _shard_from(state: dict[str, Any]) -> HistogramShard:
-    sh = HistogramShard(None)
-    sh.bins = dict(zip(state["k"], state["c"], strict=True))
-    sh.split = {int(k): [int(x) for x in p] for k, p in state["s"].items()}
-    sh.zero = int(state["z"])
-    sh.sum = float(state["sum"])
-    sh.min = math.inf if state["min"] is None else float(state["min"])
-    sh.max = -math.inf if state["max"] is None else float(state["max"])
-    return sh
+class _HistAcc:
+    """One histogram series of many snapshots, added up."""
+
+    __slots__ = ("dense", "lo", "max", "min", "split", "sum", "zero")
+
+    def __init__(self) -> None:
+        self.lo = 0
+        self.dense: list[int] = []
+        self.split: dict[int, list[int]] = {}
+        self.zero = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, st: dict[str, Any]) -> None:
+        d, lo = st["d"], int(st["lo"])
+        if d:
+            acc = self.dense
+            if not acc:
+                self.lo, self.dense = lo, list(d)
+            else:
+                new_lo = min(self.lo, lo)
+                new_hi = max(self.lo + len(acc), lo + len(d))
+                if new_lo < self.lo:
+                    acc[:0] = [0] * (self.lo - new_lo)
+                    self.lo = new_lo
+                if len(acc) < new_hi - new_lo:
+                    acc.extend([0] * (new_hi - new_lo - len(acc)))
+                off = lo - new_lo
+                acc[off : off + len(d)] = map(add, acc[off : off + len(d)], d)
+        for k, parts in st["s"].items():
+            mine = self.split.get(int(k))
+            self.split[int(k)] = list(parts) if mine is None else list(map(add, mine, parts))
+        self.zero += int(st["z"])
+        self.sum += float(st["sum"])
+        if st["min"] is not None and st["min"] < self.min:
+            self.min = float(st["min"])
+        if st["max"] is not None and st["max"] > self.max:
+            self.max = float(st["max"])
+
+    def shard(self) -> HistogramShard:
+        sh = HistogramShard(None)
+        d = self.dense
+        sh.bins = dict(compress(zip(count(self.lo), d), d))  # the non-zero keys, built in C
+        sh.split = self.split
+        sh.zero, sh.sum, sh.min, sh.max = self.zero, self.sum, self.min, self.max
+        return sh
+
+    def state(self) -> dict[str, Any]:
+        st = _shard_state(self.shard())
+        return st
+
+
+class _Combine:
+    """Snapshots added up in plain containers, then built into a registry (or a snapshot) once."""
+
+    def __init__(self) -> None:
+        self.meta: dict[str, dict[str, Any]] = {}
+        self.series: dict[str, dict[tuple[str, ...], Any]] = {}
+
+    def add(self, snap: dict[str, Any], *, gauges: bool = True) -> None:
+        for name, e in snap.get("metrics", {}).items():
+            kind = e["kind"]
+            if kind == "gauge" and not gauges:
+                continue
+            meta = self.meta.get(name)
+            if meta is None:
+                meta = self.meta[name] = {k: v for k, v in e.items() if k != "series"}
+                self.series[name] = {}
+            elif (meta["kind"], meta["labels"], meta.get("buckets")) != (kind, e["labels"], e.get("buckets")):
+                # two workers disagree about a metric (a deploy half-way): keep the first definition
+                log.warning("metrics: a worker's %s (%s) differs from another's; not combined", name, kind)
+                continue
+            out = self.series[name]
+            if kind == "histogram":
+                for lv, st in e["series"]:
+                    key = tuple(lv)
+                    acc = out.get(key)
+                    if acc is None:
+                        acc = out[key] = _HistAcc()
+                    acc.add(st)
+            elif kind == "counter":
+                for lv, v in e["series"]:
+                    key = tuple(lv)
+                    out[key] = out.get(key, 0.0) + v
+            else:
+                rule = meta.get("aggregate", "sum")
+                for lv, v in e["series"]:
+                    key = tuple(lv)
+                    old = out.get(key)
+                    if old is None:
+                        out[key] = v
+                    elif rule == "sum":
+                        out[key] = old + v
+                    elif rule == "max":
+                        out[key] = max(old, v)
+                    else:
+                        out[key] = min(old, v)
+
+    def into(self, reg: MetricsRegistry, seen: set[Any] | None = None) -> MetricsRegistry:
+        """Add everything into ``reg`` (counters and histograms add; gauges by their rule, ``seen``
+        holding the gauge series already set there)."""
+        seen = set() if seen is None else seen
+        for name, meta in self.meta.items():
+            kind, doc, labels = meta["kind"], meta.get("doc", ""), tuple(meta["labels"])
+            try:
+                if kind == "counter":
+                    c = reg.counter(name, doc, labels)
+                    for lv, v in self.series[name].items():
+                        c.labels(*lv).inc(v)
+                elif kind == "histogram":
+                    h = reg.histogram(name, doc, labels, buckets=meta["buckets"])
+                    for lv, acc in self.series[name].items():
+                        h.labels(*lv).merge_state(acc.shard())
+                else:
+                    rule = meta.get("aggregate", "sum")
+                    g = reg.gauge(name, doc, labels, aggregate=rule)
+                    for lv, v in self.series[name].items():
+                        child = g.labels(*lv)
+                        key = (name, lv)
+                        if rule == "sum":
+                            child.inc(v)
+                        elif key not in seen or (v > child.get() if rule == "max" else v < child.get()):
+                            child.set(v)
+                        seen.add(key)
+            except ValueError as exc:
+                log.warning("metrics: %s not combined: %s", name, exc)
+        return reg
+
+    def snapshot(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        for name, meta in self.meta.items():
+            series = self.series[name]
+            if meta["kind"] == "histogram":
+                rows = [[list(lv), acc.state()] for lv, acc in series.items()]
+            else:
+                rows = [[list(lv), v] for lv, v in series.items()]
+            metrics[name] = {**meta, "series": rows}
+        return {"metrics": metrics}
 
 
 def snapshot(registry: MetricsRegistry, *, gauges: bool = True) -> dict[str, Any]:
@@ -110,32 +251,9 @@ def load_snapshot(
 ) -> None:
     """Add a snapshot's series into ``into``: counters and histograms add; gauges combine by their rule
     (``seen`` holds the gauge series already set in this combine, for "max" and "min")."""
-    seen = set() if seen is None else seen
-    for name, e in snap.get("metrics", {}).items():
-        kind, doc, labels = e["kind"], e.get("doc", ""), tuple(e["labels"])
-        try:
-            if kind == "counter":
-                c = into.counter(name, doc, labels)
-                for lv, v in e["series"]:
-                    if v:
-                        c.labels(*lv).inc(v)
-            elif kind == "histogram":
-                h = into.histogram(name, doc, labels, buckets=e["buckets"])
-                for lv, st in e["series"]:
-                    h.labels(*lv).merge_state(_shard_from(st))
-            elif kind == "gauge" and gauges:
-                rule = e.get("aggregate", "sum")
-                g = into.gauge(name, doc, labels, aggregate=rule)
-                for lv, v in e["series"]:
-                    child = g.labels(*lv)
-                    key = (name, tuple(lv))
-                    if rule == "sum":
-                        child.inc(v)
-                    elif key not in seen or (v > child.get() if rule == "max" else v < child.get()):
-                        child.set(v)
-                    seen.add(key)
-        except ValueError as exc:  # two workers disagree about a metric (a deploy mid-way): keep the first
-            log.warning("metrics: snapshot of %s not combined: %s", name, exc)
+    comb = _Combine()
+    comb.add(snap, gauges=gauges)
+    comb.into(into, seen)
 
 
 # ------------------------------------------------------------------------------------------- liveness
@@ -184,8 +302,21 @@ class MultiProcess:
         return self.directory / f"{_LIVE}{self._pid}.json"
 
     def start(self) -> None:
+        self._fold_previous_owner()
         self._thread = threading.Thread(target=self._run, name="infra-metrics-publish", daemon=True)
         self._thread.start()
+
+    def _fold_previous_owner(self) -> None:
+        """A file under this pid left by an earlier process (the pid was reused): archive it before our
+        first publish would overwrite it, or that worker's counts would be lost."""
+        try:
+            with self._locked():
+                snap = self._read(self.path)
+                if snap is not None and snap.get("start") != self._start:
+                    self._fold(self._read_archive(), [snap])
+                    self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("metrics: could not check %s for an earlier worker's snapshot: %s", self.path, exc)
 
     def _run(self) -> None:
         while not self._stop.wait(PUBLISH_INTERVAL):
@@ -263,17 +394,13 @@ class MultiProcess:
                 archive = self._fold(archive, [snap for _, snap in dead])
                 for path, _ in dead:
                     path.unlink(missing_ok=True)
-        out = MetricsRegistry(max_series_per_metric=None)
+        comb = _Combine()
         if archive is not None:
-            # First, into the empty registry: its histogram buckets are copied in one C call per series
-            # rather than added key by key, so the archive of any number of dead workers costs a scrape
-            # less than one live worker does (and it is parsed once per version of the file).
-            load_snapshot(out, archive, gauges=False)
-        seen: set[Any] = set()
+            comb.add(archive, gauges=False)
         for snap in live:
-            load_snapshot(out, snap, seen=seen)
-        load_snapshot(out, snapshot(self.registry), seen=seen)
-        return out
+            comb.add(snap)
+        comb.add(snapshot(self.registry))
+        return comb.into(MetricsRegistry(max_series_per_metric=None))
 
     def _read_archive(self) -> dict[str, Any] | None:
         """The archive, parsed once per version of the file (it changes only when a worker dies)."""
@@ -291,12 +418,12 @@ class MultiProcess:
         return doc
 
     def _fold(self, archive: dict[str, Any] | None, dead: list[dict[str, Any]]) -> dict[str, Any]:
-        reg = MetricsRegistry(max_series_per_metric=None)
+        comb = _Combine()
         if archive is not None:
-            load_snapshot(reg, archive, gauges=False)
+            comb.add(archive, gauges=False)
         for snap in dead:
-            load_snapshot(reg, snap, gauges=False)
-        doc = snapshot(reg, gauges=False)
+            comb.add(snap, gauges=False)
+        doc = comb.snapshot()
         path = self.directory / _ARCHIVE
         tmp = self.directory / f".tmp-archive-{self._pid}"
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
@@ -345,4 +472,9 @@ if hasattr(os, "register_at_fork"):
 
 _env_dir = os.environ.get(ENV)
 if _env_dir:
-    enable(_env_dir)
+    try:
+        enable(_env_dir)
+    except OSError as _exc:  # fail open: the worker runs, with its own numbers only
+        log.error(
+            "metrics: %s=%s is unusable (%s); this worker's /metrics shows only itself", ENV, _env_dir, _exc
+        )

@@ -1,12 +1,16 @@
 """The tuned, caching Ollama client: ``OptimizedOllama`` / ``AsyncOptimizedOllama``.
 
-Same methods and return types as ``ollama.Client`` / ``ollama.AsyncClient`` (they wrap them), plus pinned
-runner options, named profiles, keep_alive, a real timeout, retries before the first token, a concurrency
-limit, per-item embedding cache, recorded/replayed streams, warmup and keep-warm, and metrics::
+Subclasses of ``ollama.Client`` / ``ollama.AsyncClient`` (same constructor, methods, request bodies and
+return types), plus runner options and keep_alive filled in where a call leaves them out, named profiles, a
+real timeout, retries before the first token, a concurrency limit, per-item embedding cache,
+recorded/replayed streams, warmup and keep-warm, and metrics::
 
     from infra.ollama import OptimizedOllama
-    llm = OptimizedOllama.from_config()          # perf_config's "ollama" section
+    llm = OptimizedOllama()                      # perf_config's "ollama" section
     r = llm.generate(model="llama3.2:3b", prompt=text, profile="stage1")
+
+    routing = infra.ollama.route_official()      # ollama.Client, ollama.chat, ... through the layer
+    routing.undo()
 
 Importing this package imports neither ``ollama`` nor ``httpx``; they load on first construction.
 """
@@ -24,7 +28,9 @@ __all__ = [
     "OllamaRunnerError",
     "OllamaSettings",
     "OptimizedOllama",
+    "Routing",
     "RunnerOptionWarning",
+    "route_official",
 ]
 
 _LAZY = {
@@ -36,11 +42,14 @@ _LAZY = {
     "OllamaSettings": "infra.ollama.settings",
     "OllamaRunnerError": "infra.ollama.runner",
     "RunnerOptionWarning": "infra.ollama.runner",
+    "Routing": "infra.ollama.routing",
+    "route_official": "infra.ollama.routing",
 }
 
 if TYPE_CHECKING:
     from infra.ollama.aclient import AsyncOptimizedOllama
     from infra.ollama.client import OptimizedOllama
+    from infra.ollama.routing import Routing, route_official
     from infra.ollama.runner import OllamaRunnerError, RunnerOptionWarning
     from infra.ollama.settings import OllamaCacheSettings, OllamaSettings
     from infra.ollama.warmup import AsyncKeepWarm, KeepWarm

@@ -1,37 +1,70 @@
-"""The I/O-free core shared by OptimizedOllama and AsyncOptimizedOllama: options, keys, cache values, metrics.
+"""The I/O-free planning core shared by OptimizedOllama and AsyncOptimizedOllama.
 
-The sync and async clients repeat only the thin I/O path (calling the official client, sleeping, locking);
-every decision - what to send, whether to look up or store, what a cache value looks like, what to count - is
-made here once.
+The official client serializes each call's body; :meth:`ClientCore.plan` decides, from that body alone, what
+is sent (options and keep_alive filled in where the call left them out), the cache key(s), the namespace and
+the metric handles. The cache values' shapes, the digest tags, what may be stored, what is retried and how
+long a coalesced caller waits are decided here too. The sync and async clients repeat only the I/O: calling
+the official ``_request``, reading and writing the cache, sleeping, locking.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from ._handles import Handles
+from ._helpers import PRIMITIVE as _PRIMITIVE
+from ._helpers import detacher, is_embedding_model, keep_alive_seconds, official_signature
 from ._writer import WriteBehind
-from .keys import is_deterministic, request_digest
-from .runner import RunnerPolicy, options_dict
+from .keys import NOT_KEYED, is_deterministic, request_digest
+from .runner import RunnerPolicy
 from .settings import DEFAULT_HOST, OllamaSettings
 
 __all__ = [
+    "ENDPOINTS",
+    "EXTRAS",
+    "MEMO",
+    "MODEL_CHANGING",
     "RELOAD_THRESHOLD_S",
     "ClientCore",
     "Flight",
     "Handles",
-    "as_found",
-    "call_options",
+    "MemoEntry",
+    "Plan",
+    "Scope",
     "is_embedding_model",
     "keep_alive_seconds",
+    "official_signature",
     "settings_from",
-    "with_pending",
 ]
 
 log = logging.getLogger("infra.ollama")
+
+#: The paths the layer plans (tunes, keys, caches), by operation name.
+ENDPOINTS = {
+    "/api/generate": "generate",
+    "/api/chat": "chat",
+    "/api/embed": "embed",
+    "/api/embeddings": "embeddings",
+}
+#: Calls after which a host's model digests are read again.
+MODEL_CHANGING = frozenset({"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"})
+
+#: The layer's per-call keywords (``profile``, ``cache``), carried from the public method to ``_request``.
+EXTRAS: contextvars.ContextVar[tuple[str | None, bool | None] | None] = contextvars.ContextVar(
+    "infra_ollama_extras", default=None
+)
+
+#: The key memo's slot for the call being planned: (memo key) set by a public method whose arguments can be
+#: memoized, read by ``_request`` once the plan has a key (see ``ClientCore.memo``).
+MEMO: contextvars.ContextVar[tuple[Any, ...] | None] = contextvars.ContextVar(
+    "infra_ollama_memo", default=None
+)
+_MEMO_MAX = 4096
 
 #: A load_duration above this, on a model this client already saw loaded, counts as an unexpected reload.
 #: (A warm Ollama reports a few milliseconds of load_duration on every call.)
@@ -41,108 +74,68 @@ _STORABLE = ("stop", "length")
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 
 
-class _Noop:
-    """Stands in for a metric child when the metrics layer fails (fail open)."""
+class Plan:
+    """What one planned call sends and how it meets the cache.
 
-    def inc(self, amount: float = 1.0) -> None: ...
-    def observe(self, value: float) -> None: ...
-    def set(self, value: float) -> None: ...
+    ``key`` is the cache key of a generate/chat/embeddings call (None: not cached). For embed, ``items``
+    pairs each distinct input text with its key and ``texts`` keeps the caller's order (repeats included).
+    """
+
+    __slots__ = ("body", "h", "items", "key", "looked_up", "model", "ns", "op", "texts")
+
+    def __init__(self, op: str, model: str, body: dict[str, Any], ns: str, h: Handles) -> None:
+        self.op = op
+        self.model = model
+        self.body = body
+        self.ns = ns
+        self.h = h
+        self.key: str | None = None
+        self.items: list[tuple[str, str]] | None = None
+        self.texts: list[str] = []
+        self.looked_up = False  # the key memo already looked this key up (and missed)
+
+    def embed_body(self, texts: list[str]) -> dict[str, Any]:
+        """The body with ``input`` narrowed to the texts the cache did not have."""
+        return {**self.body, "input": texts}
 
 
-class Handles:
-    """Metric children for one (model, operation), resolved once and kept off the hot path."""
+class Scope:
+    """One public call's layer state on its way from the public method to ``_request`` (no I/O): as a
+    context manager, the context variables that carry ``profile``, ``cache``, the memo key and whether the
+    memo already looked the key up (a miss must not be looked up and counted twice)."""
 
-    __slots__ = (
-        "coalesced",
-        "duration_hit",
-        "duration_miss",
-        "errors",
-        "hits",
-        "load",
-        "misses",
-        "n_coalesced",
-        "n_hits",
-        "n_misses",
-        "reloads",
-        "retries",
-        "tps",
-        "ttft",
-    )
+    __slots__ = ("cache", "looked_up", "mk", "profile", "tokens")
 
-    def __init__(self, model: str, op: str, namespace: str) -> None:
-        self.n_hits = 0
-        self.n_misses = 0
-        self.n_coalesced = 0
-        try:
-            from infra.metrics import get_metrics
+    def __init__(self, mk: Any, looked_up: bool, profile: str | None, cache: bool | None) -> None:
+        self.mk = mk
+        self.looked_up = looked_up
+        self.profile = profile
+        self.cache = cache
+        self.tokens: tuple[Any, Any] | None = None
 
-            m = get_metrics()
-            dur = m.histogram(
-                "infra_ollama_request_duration_seconds",
-                "Client-measured Ollama call latency, by model, operation and cache result.",
-                labelnames=("model", "operation", "cache"),
-            )
-            self.duration_hit: Any = dur.labels(model, op, "hit")
-            self.duration_miss: Any = dur.labels(model, op, "miss")
-            self.ttft: Any = m.histogram(
-                "infra_ollama_time_to_first_token_seconds",
-                "Client-measured time to the first streamed chunk.",
-                labelnames=("model", "operation"),
-            ).labels(model, op)
-            self.tps: Any = m.histogram(
-                "infra_ollama_tokens_per_second",
-                "Generation speed reported by Ollama (eval_count / eval_duration).",
-                labelnames=("model",),
-            ).labels(model)
-            self.load: Any = m.histogram(
-                "infra_ollama_load_duration_seconds",
-                "load_duration reported by Ollama.",
-                labelnames=("model",),
-            ).labels(model)
-            self.reloads: Any = m.counter(
-                "infra_ollama_unexpected_reloads_total",
-                "Calls where a model this client saw loaded was loaded again.",
-                labelnames=("model",),
-            ).labels(model)
-            self.hits: Any = m.counter(
-                "infra_ollama_cache_hits_total",
-                "Ollama responses served from the cache.",
-                labelnames=("namespace", "operation"),
-            ).labels(namespace, op)
-            self.misses: Any = m.counter(
-                "infra_ollama_cache_misses_total",
-                "Cacheable Ollama calls not found in the cache.",
-                labelnames=("namespace", "operation"),
-            ).labels(namespace, op)
-            self.retries: Any = m.counter(
-                "infra_ollama_retries_total",
-                "Retries before the first token.",
-                labelnames=("model", "operation"),
-            ).labels(model, op)
-            self.errors: Any = m.counter(
-                "infra_ollama_errors_total", "Ollama calls that raised.", labelnames=("model", "operation")
-            ).labels(model, op)
-            self.coalesced: Any = m.counter(
-                "infra_ollama_coalesced_total",
-                "Identical concurrent calls served by one request in flight (single-flight).",
-                labelnames=("namespace", "operation"),
-            ).labels(namespace, op)
-        except Exception:  # metrics must never break a call
-            noop = _Noop()
-            self.duration_hit = self.duration_miss = self.ttft = self.tps = self.load = noop
-            self.reloads = self.hits = self.misses = self.retries = self.errors = self.coalesced = noop
+    def __enter__(self) -> Scope:
+        if self.profile is not None or self.cache is not None or self.mk is not None:
+            memo = (self.mk, self.looked_up) if self.mk is not None else None
+            self.tokens = (EXTRAS.set((self.profile, self.cache)), MEMO.set(memo))
+        return self
 
-    def hit(self, n: int = 1) -> None:
-        self.n_hits += n
-        self.hits.inc(n)
+    def __exit__(self, *exc: object) -> None:
+        if self.tokens is not None:
+            EXTRAS.reset(self.tokens[0])
+            MEMO.reset(self.tokens[1])
 
-    def miss(self, n: int = 1) -> None:
-        self.n_misses += n
-        self.misses.inc(n)
 
-    def coalesce(self) -> None:
-        self.n_coalesced += 1
-        self.coalesced.inc()
+class MemoEntry:
+    """What a memoized call's plan decided: enough to serve a hit without building the body again."""
+
+    __slots__ = ("cls", "h", "key", "model", "ns")
+
+    def __init__(self, plan: Plan, key: str, cls: Any) -> None:
+        self.key = key
+        self.ns = plan.ns
+        self.model = plan.model
+        self.h = plan.h
+        self.cls = cls
 
 
 class Flight:
@@ -164,17 +157,25 @@ class ClientCore:
 
     def __init__(self, settings: OllamaSettings, cache: Any = None) -> None:
         self.settings = settings
+        self.enabled = settings.enabled
         self.policy = RunnerPolicy(settings.runner, settings.profiles, strict=settings.strict_runner)
         self._cache = cache
         self._cache_failed = False
         self._handles: dict[tuple[str, str], Handles] = {}
-        self.digests: dict[str, str] | None = None if settings.resolve_digests else {}
         self._warm: set[str] = set()
         self._logged: set[str] = set()
         self._lock = threading.Lock()
         self.writer: WriteBehind | None = None
         if settings.write_behind:
             self.writer = WriteBehind(lambda exc: self.failure("cache", exc))
+        #: key memo (issue 18): (op, profile, keyword names, argument values) of calls whose arguments are all
+        #: str/int/float/bool/None (chat: messages as dicts of those) -> the plan's key. Sound because the
+        #: official body is a pure function of such arguments (no file paths or images, which are read at
+        #: call time, no callables) and the settings are frozen.
+        self.memo: dict[tuple[Any, ...], MemoEntry] = {}
+        #: the response last built from each cached value, reused (as a copy) while the cache hands back the
+        #: same value object: no re-validation of a reply the layer already built
+        self._built: dict[str, tuple[Any, Any]] = {}
         cs = settings.cache
         self.enabled_for = {
             "generate": cs.generate,
@@ -197,19 +198,15 @@ class ClientCore:
             return None
         return httpx.Timeout(t, connect=min(t, self.settings.connect_timeout))
 
-    def keep_alive(self, value: Any) -> Any:
-        return self.settings.keep_alive if value is None else value
-
     def handles(self, model: str, op: str) -> Handles:
         h = self._handles.get((model, op))
         if h is None:
-            ns = (
-                self.settings.cache.embed_namespace
-                if op in ("embed", "embeddings")
-                else self.settings.cache.namespace
-            )
-            h = self._handles[(model, op)] = Handles(model, op, ns)
+            h = self._handles[(model, op)] = Handles(model, op, self.namespace(op))
         return h
+
+    def namespace(self, op: str) -> str:
+        cs = self.settings.cache
+        return cs.embed_namespace if op in ("embed", "embeddings") else cs.namespace
 
     def cache_stats(self) -> dict[str, dict[str, int]]:
         """Cache hits and misses per operation seen by this client (embed counts items, not calls)."""
@@ -220,6 +217,148 @@ class ClientCore:
             d["misses"] += h.n_misses
             d["coalesced"] += h.n_coalesced
         return out
+
+    # -- planning -------------------------------------------------------------------------------------------
+
+    def plan(self, path: str, body: Any, stream: bool) -> Plan | None:
+        """The plan for a call to ``path`` with the official client's ``body``; None: send it unchanged."""
+        op = ENDPOINTS.get(path)
+        if op is None or type(body) is not dict:
+            return None
+        extras = EXTRAS.get()
+        profile, use_cache = extras if extras is not None else (None, None)
+        model = body.get("model") or ""
+        opts = self.policy.merge(model, body.get("options"), profile)
+        send = dict(body)
+        if opts:
+            send["options"] = opts
+        ka = self.settings.keep_alive
+        if ka is not None and send.get("keep_alive") is None:
+            send["keep_alive"] = ka
+        ns = self.namespace(op)
+        p = Plan(op, model, send, ns, self.handles(model, op))
+        if use_cache is False or not (use_cache or self.enabled_for[op]) or not _has_input(op, send):
+            return p
+        if self.settings.cache.only_deterministic and not is_deterministic(opts):
+            return p
+        try:
+            if op == "embed":
+                inp = send.get("input")
+                texts = [inp] if isinstance(inp, str) else list(inp or ())
+                if not all(isinstance(t, str) for t in texts):
+                    return p
+                rest = {k: v for k, v in send.items() if k not in NOT_KEYED and k != "input"}
+                p.texts = texts
+                p.items = [
+                    (t, request_digest(op, model, {**rest, "input": t}, opts, ns))
+                    for t in dict.fromkeys(texts)
+                ]
+            else:
+                fields = {k: v for k, v in send.items() if k not in NOT_KEYED}
+                p.key = request_digest(op, model, fields, opts, ns)
+        except Exception as exc:
+            self.failure("key", exc)
+        return p
+
+    # -- the key memo -------------------------------------------------------------------------------------
+
+    def memo_key(self, op: str, profile: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The memo key of a non-streamed call whose arguments are primitives (or, for chat, a list of
+        message dicts of primitives), else None."""
+        if not self.enabled or kwargs.get("stream"):
+            return None
+        prim = _PRIMITIVE
+        for v in args:  # the common case first: primitives only, the arguments are the key as they are
+            if type(v) not in prim:
+                break
+        else:
+            if not kwargs:
+                return (op, profile, args)
+            for v in kwargs.values():
+                if type(v) not in prim:
+                    break
+            else:
+                return (op, profile, args, tuple(kwargs.items()))
+        frozen: list[Any] = []
+        for v in (*args, *kwargs.values()):
+            t = type(v)
+            if t in prim:
+                frozen.append(v)
+            elif t is list:
+                msgs = []
+                for m in v:
+                    if type(m) is not dict:
+                        return None
+                    for x in m.values():
+                        if type(x) not in prim:
+                            return None
+                    msgs.append(tuple(m.items()))
+                frozen.append(tuple(msgs))
+            else:
+                return None
+        return (op, profile, tuple(kwargs), tuple(frozen), None)  # (5 items: never equal to the above)
+
+    def prepare(
+        self, host: str, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stream: bool
+    ) -> Plan | None:
+        """``_request``'s decision: the plan (remembered by the key memo when the public method asked),
+        or None to send the call unchanged (a model-changing call first forgets the host's digests)."""
+        path = args[1] if len(args) > 1 else ""
+        if not self.enabled:
+            extras = EXTRAS.get()
+            body = kwargs.get("json")
+            if extras is not None and extras[0] is not None and path in ENDPOINTS and type(body) is dict:
+                # layer off: a profile still means its sampling options (the call's own win), nothing else
+                kwargs["json"] = {
+                    **body,
+                    "options": {**self.policy.profile(extras[0]), **(body.get("options") or {})},
+                }
+            return None
+        plan = self.plan(path, kwargs.get("json"), stream)
+        if plan is None:
+            if path in MODEL_CHANGING:
+                from .digests import BOOK
+
+                BOOK.forget(host)
+            return None
+        memo = MEMO.get()
+        if memo is not None and plan.key is not None and not stream:
+            self.remember(memo[0], plan, cls)
+            plan.looked_up = memo[1]
+        return plan
+
+    def pending_many(self, ns: str, keys: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """Embed: the values still queued by write-behind (counted as hits) and the keys to ask the cache."""
+        found: dict[str, Any] = {}
+        rest: list[str] = []
+        for k in keys:
+            v = self.pending(ns, k)
+            if v is None:
+                rest.append(k)
+            else:
+                found[k] = v
+        return found, rest
+
+    def remember(self, mk: Any, plan: Plan, cls: Any) -> None:
+        if len(self.memo) >= _MEMO_MAX:
+            self.memo.clear()
+        if plan.key is not None:
+            self.memo[mk] = MemoEntry(plan, plan.key, cls)
+
+    def rebuild(self, cls: Any, key: str, value: Any) -> Any:
+        """The response for a stored value: a copy of the one built from this very value object before,
+        else built (validated) as the official client builds it; None for another shape."""
+        prior = self._built.get(key)
+        if prior is not None and prior[0] is value:
+            return prior[1]()
+        resp = self.decode_full(cls, value)
+        if resp is not None:
+            if len(self._built) >= _MEMO_MAX:
+                self._built.clear()
+            copier = detacher(resp)
+            self._built[key] = (value, copier)
+            return copier()
+        return None
 
     # -- fail-open helpers ----------------------------------------------------------------------------------
 
@@ -253,52 +392,25 @@ class ClientCore:
                 self.failure("cache", exc)
         return self._cache
 
-    # -- keys -----------------------------------------------------------------------------------------------
-
-    def digest(self, model: str) -> str | None:
-        d = self.digests
-        if not d:
+    def pending(self, ns: str, key: str) -> Any:
+        """A value still queued by write-behind (a client reads its own writes), counted as the cache's hit
+        (with the compute time it saves) through the cache's public ``record_hit``; else None."""
+        w = self.writer
+        if w is None or not w.pending:
             return None
-        return d.get(model) or d.get(model if ":" in model else f"{model}:latest")
-
-    def set_digests(self, listing: Any) -> None:
-        out: dict[str, str] = {}
-        for m in getattr(listing, "models", ()) or ():
-            name, dig = getattr(m, "model", None), getattr(m, "digest", None)
-            if name and dig:
-                out[name] = dig
-        self.digests = out
-
-    def key(
-        self,
-        endpoint: str,
-        model: str,
-        fields: Mapping[str, Any],
-        options: Mapping[str, Any],
-        use_cache: bool | None,
-    ) -> str | None:
-        """The cache key, or None when this call must not touch the cache."""
-        if use_cache is False or not (use_cache or self.enabled_for[endpoint]):
+        got = w.get(ns, key)
+        if got is None:
             return None
-        if self.settings.cache.only_deterministic and not is_deterministic(options):
-            return None
-        try:
-            return request_digest(
-                endpoint, model, self.digest(model), fields, options, self.namespace(endpoint)
-            )
-        except Exception as exc:
-            self.failure("key", exc)
-            return None
-
-    def namespace(self, endpoint: str) -> str:
-        cs = self.settings.cache
-        return cs.embed_namespace if endpoint in ("embed", "embeddings") else cs.namespace
+        value, cost = got
+        record = getattr(self._cache, "record_hit", None)
+        if record is not None:
+            try:
+                record(ns, cost)
+            except Exception as exc:
+                self.failure("cache", exc)
+        return value
 
     # -- cache values ---------------------------------------------------------------------------------------
-
-    @staticmethod
-    def dump(resp: Any) -> dict[str, Any]:
-        return resp.model_dump(exclude_unset=True)  # type: ignore[no-any-return]
 
     @staticmethod
     def storable(final: Any) -> bool:
@@ -306,21 +418,74 @@ class ClientCore:
         return bool(getattr(final, "done", False)) and getattr(final, "done_reason", None) in _STORABLE
 
     @staticmethod
-    def full_value(resp: Any) -> dict[str, Any]:
-        return {"v": 1, "full": ClientCore.dump(resp)}
+    def full_value(resp: Any, digest: str | None) -> dict[str, Any]:
+        return {"v": 2, "full": resp.model_dump(exclude_unset=True), "d": digest}
+
+    @staticmethod
+    def stream_value(
+        chunks: list[dict[str, Any]], offsets: list[float], digest: str | None
+    ) -> dict[str, Any]:
+        return {"v": 2, "chunks": chunks, "t": offsets, "d": digest}
+
+    @staticmethod
+    def vector_value(vector: Any, digest: str | None) -> dict[str, Any]:
+        return {"e": list(vector), "d": digest}
+
+    @staticmethod
+    def tagged(value: Any) -> bool:
+        """A value of this version's shape (anything else is a miss)."""
+        return type(value) is dict and "d" in value
 
     @staticmethod
     def decode_full(cls: Any, value: Any) -> Any:
-        """A stored non-streamed reply, or None if the value has another shape (then it's a miss)."""
-        if type(value) is dict and "full" in value:
-            return cls.model_validate(value["full"])
-        return None
+        """A stored non-streamed reply, built as the official client builds one; None for another shape."""
+        full = value.get("full") if type(value) is dict else None
+        return cls(**full) if type(full) is dict else None
 
     @staticmethod
     def decode_stream(value: Any) -> tuple[list[dict[str, Any]], list[float]] | None:
         if type(value) is dict and "chunks" in value and "t" in value:
             return value["chunks"], value["t"]
         return None
+
+    def split_found(
+        self, plan: Plan, found: Mapping[str, Any], digest: str | None
+    ) -> tuple[dict[str, list[float]], list[tuple[str, str]]]:
+        """Embed: the cached vectors by text (copies: the caller may mutate them, the L1 entry must not
+        change) and the (text, key) pairs still to fetch."""
+        vectors: dict[str, list[float]] = {}
+        missing: list[tuple[str, str]] = []
+        assert plan.items is not None
+        for text, k in plan.items:
+            v = found.get(k)
+            if type(v) is dict and v.get("d") == digest and isinstance(v.get("e"), list):
+                vectors[text] = list(v["e"])
+            else:
+                missing.append((text, k))
+        return vectors, missing
+
+    def fill_vectors(
+        self, vectors: dict[str, Any], missing: list[tuple[str, str]], resp: Any, digest: str | None
+    ) -> dict[str, Any]:
+        """Embed: put the fetched vectors in ``vectors``; return the cache entries to store."""
+        out: dict[str, Any] = {}
+        for (text, k), v in zip(missing, resp.embeddings, strict=True):
+            vectors[text] = v
+            out[k] = self.vector_value(v, digest)
+        return out
+
+    @staticmethod
+    def embed_response(cls: Any, plan: Plan, vectors: Mapping[str, Any], resp: Any) -> Any:
+        """Embed: the reply in the caller's input order, with the fetched part's durations if any."""
+        fields: dict[str, Any] = {
+            "model": resp.model if resp is not None else plan.model,
+            "embeddings": [vectors[t] for t in plan.texts],
+        }
+        if resp is not None:
+            for name in ("total_duration", "load_duration", "prompt_eval_count"):
+                if getattr(resp, name, None) is not None:
+                    fields[name] = getattr(resp, name)
+        return cls.model_construct(**fields)
 
     # -- metrics from replies -------------------------------------------------------------------------------
 
@@ -380,63 +545,15 @@ class ClientCore:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
 
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def keep_alive_seconds(value: Any, default: float = 300.0) -> float:
-    """Seconds for an Ollama keep_alive (a number of seconds or "30m", "1h30m"); negative: forever (inf)."""
-    import math
-    import re
-
-    if value is None or value == "":
-        return default
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        s = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            s = float(text)
-        except ValueError:
-            parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text.lstrip("+-"))
-            if not parts:
-                raise ValueError(f"invalid keep_alive {value!r}") from None
-            s = sum(float(n) * _UNITS[u] for n, u in parts) * (-1 if text.startswith("-") else 1)
-    return math.inf if s < 0 else s
-
-
-def is_embedding_model(model: str) -> bool:
-    """Name heuristic for warmup: embedding models can't /api/chat (Ollama answers 400 "does not support")."""
-    base = model.split(":", 1)[0].lower()
-    return any(t in base for t in ("embed", "minilm", "bge", "e5-", "gte-", "mxbai", "arctic-embed"))
-
-
-def call_options(options: Any) -> dict[str, Any]:
-    return options_dict(options)
-
-
-def with_pending(core: ClientCore, ns: str, keys: list[str], found: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Entries still queued by write-behind count as found (a client reads its own writes)."""
-    w = core.writer
-    if w is None or not w.pending:
-        return found
-    out = dict(found)
-    for k in keys:
-        if k not in out:
-            v = w.get(ns, k)
-            if v is not None:
-                out[k] = v
-    return out
-
-
-def as_found(keys: list[str], got: Any) -> Mapping[str, Any]:
-    """``get_many`` may return {key: value} for found keys, or a list aligned with ``keys``."""
-    if isinstance(got, Mapping):
-        return got
-    out = {}
-    for k, v in zip(keys, got or (), strict=False):
-        if v is not None and type(v).__name__ != "_Missing":
-            out[k] = v
-    return out
+def _has_input(op: str, body: Mapping[str, Any]) -> bool:
+    """An empty generate prompt is Ollama's load/unload request and an empty input has nothing to cache."""
+    if op == "generate":
+        return bool(body.get("prompt") or body.get("images"))
+    if op == "chat":
+        return bool(body.get("messages"))
+    if op == "embed":
+        return bool(body.get("input"))
+    return bool(body.get("prompt"))
 
 
 def settings_from(config: Any) -> OllamaSettings:

@@ -15,30 +15,42 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["WriteBehind"]
+__all__ = ["WriteBehind", "flush_all"]
+
+_ALL: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
+
+
+def flush_all(timeout: float = 10.0) -> bool:
+    """Wait for every live write-behind queue in the process (tests, shutdown); False if one timed out."""
+    return all(w.flush(timeout) for w in list(_ALL))
 
 
 class WriteBehind:
-    """A queue of (cache, namespace, {key: value}) written by one daemon thread, started on first use."""
+    """A queue of (cache, namespace, {key: value}, cost) written by one daemon thread, started on first use.
+
+    ``cost`` is the compute seconds each entry saves on a hit; it is stored with the entry (``Cache.set``'s
+    ``cost``) so the cache's ``compute_seconds_saved`` counts Ollama hits too.
+    """
 
     def __init__(self, on_error: Callable[[BaseException], None]) -> None:
         self._on_error = on_error
-        self._q: queue.SimpleQueue[tuple[Any, str, dict[str, Any]]] = queue.SimpleQueue()
-        self.pending: dict[tuple[str, str], Any] = {}
+        self._q: queue.SimpleQueue[tuple[Any, str, dict[str, Any], float]] = queue.SimpleQueue()
+        self.pending: dict[tuple[str, str], tuple[Any, float]] = {}
         self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
         self._thread: threading.Thread | None = None
+        _ALL.add(self)
 
-    def put(self, cache: Any, ns: str, items: dict[str, Any]) -> None:
+    def put(self, cache: Any, ns: str, items: dict[str, Any], cost: float = 0.0) -> None:
         if not items:
             return
         with self._lock:
             for k, v in items.items():
-                self.pending[(ns, k)] = v
+                self.pending[(ns, k)] = (v, cost)
             self._idle.clear()
             # under the lock: the writer can't see an empty queue between clear() and put()
-            self._q.put((cache, ns, items))
+            self._q.put((cache, ns, items, cost))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="infra-ollama-cache-writer", daemon=True
@@ -47,8 +59,8 @@ class WriteBehind:
                 ref = weakref.ref(self)
                 atexit.register(_flush_at_exit, ref)
 
-    def get(self, ns: str, key: str) -> Any:
-        """The queued value for (ns, key), or None."""
+    def get(self, ns: str, key: str) -> tuple[Any, float] | None:
+        """The queued (value, cost) for (ns, key), or None."""
         return self.pending.get((ns, key)) if self.pending else None
 
     def flush(self, timeout: float | None = 10.0) -> bool:
@@ -57,18 +69,19 @@ class WriteBehind:
 
     def _run(self) -> None:
         while True:
-            cache, ns, items = self._q.get()
+            cache, ns, items, cost = self._q.get()
             try:
-                if len(items) == 1:
-                    ((k, v),) = items.items()
-                    cache.set(ns, k, v)
+                if len(items) == 1 or cost:  # set_many has no cost: one set per entry (off the call path)
+                    for k, v in items.items():
+                        cache.set(ns, k, v, cost=cost)
                 else:
                     cache.set_many(ns, items)
             except Exception as exc:  # fail open: counted and logged once by the owner
                 self._on_error(exc)
             with self._lock:
                 for k, v in items.items():
-                    if self.pending.get((ns, k)) is v:
+                    queued = self.pending.get((ns, k))
+                    if queued is not None and queued[0] is v:
                         del self.pending[(ns, k)]
                 if self._q.empty():
                     self._idle.set()

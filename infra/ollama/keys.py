@@ -1,10 +1,12 @@
 """Cache keys for Ollama calls (no I/O): what goes in, what stays out, and when a call may be cached.
 
-In: endpoint, model (and its digest when known), prompt / suffix / system / template / context / raw,
-messages (images by SHA-256 of their base64 form), tools, format, think, logprobs, and every option that can
-change the output (temperature, top_k, top_p, min_p, typical_p, repeat_*, penalties, seed, stop,
-num_predict, num_ctx, and any option we don't know, to stay safe). Out: runner-only options (num_thread,
-num_batch, num_gpu, use_mmap, ...) and keep_alive, which change speed, not text. The request is
+A key is built from the request body the official client itself serialized (so it covers exactly what is
+sent): endpoint, model, prompt / suffix / system / template / context / raw / images (their base64 form),
+messages, tools, format, think, logprobs, stream, and every option that can change the output (temperature,
+top_k, top_p, min_p, typical_p, repeat_*, penalties, seed, stop, num_predict, num_ctx, and any option we don't
+know, to stay safe). Out: runner-only options (num_thread, num_batch, num_gpu, use_mmap, ...) and keep_alive,
+which change speed, not text. The model's digest is not in the key: it tags the stored entry instead
+(see :mod:`infra.ollama.digests`), so the first call needs no /api/tags before its request. The request is
 canonicalised as sorted-key JSON and hashed (SHA-256); the prompt never appears in clear in a key.
 """
 
@@ -12,22 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from .runner import RUNNER_ONLY_OPTIONS
 
-__all__ = [
-    "KEY_VERSION",
-    "chat_fields",
-    "generate_fields",
-    "is_deterministic",
-    "key_options",
-    "request_digest",
-]
+__all__ = ["KEY_VERSION", "NOT_KEYED", "is_deterministic", "key_options", "request_digest"]
 
-#: Bump when what a cached Ollama response means changes (e.g. a different stored shape).
-KEY_VERSION = 1
+#: Bump when what a cached Ollama response means changes (2: keys from the official body, digest tags).
+KEY_VERSION = 2
+
+#: Body fields that never reach the key: the model is keyed on its own, options through ``key_options``.
+NOT_KEYED = frozenset({"model", "options", "keep_alive"})
 
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode
 
@@ -43,111 +41,8 @@ def is_deterministic(options: Mapping[str, Any]) -> bool:
     return options.get("temperature") == 0 or (seed is not None and seed != -1)
 
 
-def _image_hash(image: Any) -> str:
-    from ollama import Image
-
-    b64 = image.model_dump() if isinstance(image, Image) else Image(value=image).model_dump()
-    return hashlib.sha256(str(b64).encode()).hexdigest()
-
-
-def _plain(obj: Any) -> Any:
-    dump = getattr(obj, "model_dump", None)
-    if dump is not None:
-        return dump(exclude_none=True, by_alias=True)
-    return obj
-
-
-def _message(m: Any) -> Any:
-    if type(m) is dict and not m.get("images"):
-        return m
-    d = dict(_plain(m)) if not isinstance(m, Mapping) else dict(m)
-    if d.get("images"):
-        d["images"] = [_image_hash(i) for i in d["images"]]
-    return {
-        k: _plain(v) if not isinstance(v, (str, int, float, bool, list, dict)) else v
-        for k, v in d.items()
-        if v is not None
-    }
-
-
-def _tools(tools: Sequence[Any] | None) -> list[Any] | None:
-    if not tools:
-        return None
-    out = []
-    for t in tools:
-        if callable(t) and not isinstance(t, Mapping):
-            from ollama._utils import convert_function_to_tool
-
-            t = convert_function_to_tool(t)
-        out.append(_plain(t))
-    return out
-
-
-def generate_fields(
-    *,
-    prompt: Any,
-    suffix: Any,
-    system: Any,
-    template: Any,
-    context: Any,
-    raw: Any,
-    fmt: Any,
-    images: Any,
-    think: Any,
-    logprobs: Any,
-    top_logprobs: Any,
-    stream: bool,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    d: dict[str, Any] = {"prompt": prompt, "stream": stream}
-    for k, v in (
-        ("suffix", suffix),
-        ("system", system),
-        ("template", template),
-        ("raw", raw),
-        ("format", fmt),
-        ("think", think),
-        ("logprobs", logprobs),
-        ("top_logprobs", top_logprobs),
-    ):
-        if v is not None:
-            d[k] = v
-    if context:
-        d["context"] = list(context)
-    if images:
-        d["images"] = [_image_hash(i) for i in images]
-    if extra:
-        d.update({k: v for k, v in extra.items() if v is not None})
-    return d
-
-
-def chat_fields(
-    *,
-    messages: Sequence[Any] | None,
-    tools: Sequence[Any] | None,
-    fmt: Any,
-    think: Any,
-    logprobs: Any,
-    top_logprobs: Any,
-    stream: bool,
-) -> dict[str, Any]:
-    d: dict[str, Any] = {"messages": [_message(m) for m in messages or ()], "stream": stream}
-    t = _tools(tools)
-    if t:
-        d["tools"] = t
-    for k, v in (("format", fmt), ("think", think), ("logprobs", logprobs), ("top_logprobs", top_logprobs)):
-        if v is not None:
-            d[k] = v
-    return d
-
-
 def request_digest(
-    endpoint: str,
-    model: str,
-    digest: str | None,
-    fields: Mapping[str, Any],
-    options: Mapping[str, Any],
-    namespace: str = "",
+    endpoint: str, model: str, fields: Mapping[str, Any], options: Mapping[str, Any], namespace: str = ""
 ) -> str:
     """The cache key: SHA-256 hex over the namespace, ``KEY_VERSION`` and the canonical request.
 
@@ -155,6 +50,6 @@ def request_digest(
     sorted-key JSON runs in C, which halves the key's share of a miss; the key is just as content-addressed.)
     """
     payload = _dumps(
-        ["perf-infra/ollama", KEY_VERSION, namespace, endpoint, model, digest, fields, key_options(options)]
+        ["perf-infra/ollama", KEY_VERSION, namespace, endpoint, model, fields, key_options(options)]
     )
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()

@@ -2,19 +2,21 @@
 
 Ollama reloads a loaded model whenever num_ctx, num_batch, num_thread, num_gpu, main_gpu or use_mmap differ
 from the ones it was loaded with (server/sched.go ``needsReload``), and a request that leaves one out gets the
-default, which is a difference too. A reload costs seconds. So the pinned values are sent on every call, and a
-call that asks for a different value gets a warning (its value is ignored) or, with ``strict_runner``, an
-:class:`OllamaRunnerError` - never a silent reload.
+default, which is a difference too. A reload costs seconds. So the pinned values are sent with every call that
+leaves them out. A call's own value always wins (it may change the output, e.g. num_ctx); when it differs from
+the pinned one it is logged once, or with ``strict_runner`` raises :class:`OllamaRunnerError`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from infra.errors import OllamaRunnerError
+
+log = logging.getLogger("infra.ollama")
 
 __all__ = [
     "RELOAD_OPTIONS",
@@ -51,7 +53,8 @@ RUNNER_ONLY_OPTIONS: frozenset[str] = frozenset(
 
 
 class RunnerOptionWarning(RuntimeWarning):
-    """A call asked for a runner option different from the pinned one; the pinned value was sent instead."""
+    """Kept for imports written against earlier versions; no longer emitted (a differing runner option is
+    now sent as the caller gave it and logged once)."""
 
 
 def options_dict(options: Any) -> dict[str, Any]:
@@ -98,8 +101,10 @@ class RunnerPolicy:
             raise ValueError(f"unknown Ollama profile {name!r} (known: {known})") from None
 
     def merge(self, model: str, options: Any, profile: str | None = None) -> dict[str, Any]:
-        """Options to send. The result for (model, profile) without call options is computed once and shared:
-        callers must not mutate it."""
+        """Options to send: the profile's, then the call's own (which win), then each pinned runner option
+        that neither set. The caller's value is never replaced: a differing runner option is sent as given
+        and logged once (it reloads the model), or raises with ``strict``. The result for (model, profile)
+        without call options is computed once and shared: callers must not mutate it."""
         if options is None:
             key = (model, profile)
             base = self._base.get(key)
@@ -108,24 +113,24 @@ class RunnerPolicy:
                 self._base[key] = base
             return base
         call = options_dict(options)
-        pinned = self.pinned(model)
         merged = {**self.profile(profile), **call}
-        for name, value in pinned.items():
+        for name, value in self.pinned(model).items():
             asked = call.get(name)
-            if asked is not None and asked != value:
+            if asked is None:
+                merged[name] = value
+            elif asked != value:
                 self._conflict(model, name, asked, value)
-            merged[name] = value
         return merged
 
     def _conflict(self, model: str, name: str, asked: Any, pinned: Any) -> None:
         msg = (
-            f"{model}: option {name}={asked!r} differs from the pinned {name}={pinned!r} and would reload "
-            f"the model; sending {name}={pinned!r} (change ollama.runner in perf_config to pin another value)"
+            f"{model}: the call's {name}={asked!r} differs from the pinned {name}={pinned!r}; sending the "
+            f"call's value, which reloads the model if another caller sends {pinned!r}"
         )
         if self.strict:
-            raise OllamaRunnerError(msg)
+            raise OllamaRunnerError(msg + " (strict_runner is on)")
         with self._lock:
             if (model, name, asked) in self._warned:
                 return
             self._warned.add((model, name, asked))
-        warnings.warn(msg, RunnerOptionWarning, stacklevel=4)
+        log.warning("infra.ollama: %s", msg)

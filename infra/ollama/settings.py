@@ -19,13 +19,16 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "OllamaCacheSettings",
     "OllamaSettings",
+    "physical_cores",
 ]
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_KEEP_ALIVE = 1800.0
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
-DEFAULT_RUNNER: Mapping[str, Any] = MappingProxyType({"num_thread": 6, "num_ctx": 4096})
+#: ``"auto"`` for num_thread means this machine's physical cores (what Ollama itself would pick), resolved
+#: once when the settings are built, so every call sends the same value (a differing one reloads the model).
+DEFAULT_RUNNER: Mapping[str, Any] = MappingProxyType({"num_thread": "auto", "num_ctx": 4096})
 DEFAULT_PROFILES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         "stage1": MappingProxyType({"num_predict": 120, "temperature": 0.3}),
@@ -33,6 +36,51 @@ DEFAULT_PROFILES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     }
 )
 _REPLAY = ("instant", "paced")
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: psutil when installed, else Linux's /proc/cpuinfo (distinct
+    (physical id, core id) pairs), capped by the CPU affinity; ``os.cpu_count()`` where neither tells."""
+    import os
+
+    try:
+        logical = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        logical = os.cpu_count() or 1
+    phys: int | None = None
+    try:
+        import psutil
+
+        phys = psutil.cpu_count(logical=False)
+    except Exception:
+        try:
+            pairs = set()
+            pid = core = ""
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    name, _, value = line.partition(":")
+                    name = name.strip()
+                    if name == "physical id":
+                        pid = value.strip()
+                    elif name == "core id":
+                        core = value.strip()
+                        pairs.add((pid, core))
+            phys = len(pairs) or None
+        except OSError:
+            phys = None
+    return max(1, min(logical, phys or logical))
+
+
+def _resolve_runner(runner: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in runner.items():
+        if isinstance(v, Mapping):
+            out[k] = _resolve_runner(v)
+        elif k == "num_thread" and v == "auto":
+            out[k] = physical_cores()
+        else:
+            out[k] = v
+    return out
 
 
 def _frozen(m: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -76,13 +124,16 @@ class OllamaCacheSettings:
 class OllamaSettings:
     """Tuning for :class:`~infra.ollama.OptimizedOllama`.
 
-    ``runner`` pins load-time options: flat keys apply to every model, a nested mapping under a model name
-    overrides them for that model (``{"num_ctx": 4096, "nomic-embed-text": {"num_ctx": 8192}}``).
+    ``runner`` holds load-time options sent with every call that leaves them out (a caller's own value is
+    always sent as given): flat keys apply to every model, a nested mapping under a model name overrides them
+    for that model (``{"num_ctx": 4096, "nomic-embed-text": {"num_ctx": 8192}}``); ``num_thread: "auto"`` is
+    this machine's physical cores. ``keep_alive`` likewise fills only a call that has none.
     ``profiles`` are named sampling-option sets picked per call with ``profile="stage1"``.
     ``timeout`` bounds connect and each read (the official client's default is no timeout at all,
     ollama-python#483); ``retries`` applies only before the first byte/token of a reply.
     ``$OLLAMA_HOST``, when set, wins over ``host`` (as with the official client); then ``DEFAULT_HOST``.
-    ``resolve_digests`` reads /api/tags once per client so keys carry each model's digest.
+    ``resolve_digests`` reads /api/tags once per host per process (after the first cacheable reply, never
+    before a request) and tags each entry with its model's digest; an entry from another digest is a miss.
     ``write_behind`` stores cache entries from a background thread, off the call's path (a client still
     reads its own writes at once); ``close()``/``flush()`` wait for them.
     """
@@ -119,7 +170,7 @@ class OllamaSettings:
                 problems.append(f"profiles.{name} must be a mapping of options, got {type(prof).__name__}")
         if problems:
             raise ValueError("invalid OllamaSettings: " + "; ".join(problems))
-        object.__setattr__(self, "runner", _frozen(self.runner))
+        object.__setattr__(self, "runner", _frozen(_resolve_runner(self.runner)))
         object.__setattr__(self, "profiles", _frozen(self.profiles))
 
     @classmethod

@@ -39,9 +39,6 @@ class StreamRecorder:
         if getattr(part, "done", False):
             self.final = part
 
-    def value(self) -> dict[str, Any]:
-        return {"v": 1, "chunks": self.chunks, "t": self.offsets}
-
 
 def replay_delays(offsets: Iterable[float]) -> list[float]:
     """Offsets relative to the first chunk: paced replay sends chunk i at start + delays[i]."""

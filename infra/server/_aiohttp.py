@@ -31,7 +31,7 @@ def make_aiohttp_handler(
                 accept_encoding=request.headers.get("Accept-Encoding"),
             )
 
-        if series_count(reg) > INLINE_RENDER_MAX_SERIES:
+        if reg.multiprocess or series_count(reg) > INLINE_RENDER_MAX_SERIES:  # combining reads files
             import asyncio
 
             status, headers, body = await asyncio.get_running_loop().run_in_executor(None, respond)

@@ -1,7 +1,12 @@
 """A faithful-enough Ollama HTTP API server for tests, benchmarks and the demo, with no model and no GPU.
 
-The official ``ollama`` client (sync and async) works against it unchanged: POST /api/generate, /api/chat,
-/api/embed, /api/embeddings, /api/show; GET /api/tags, /api/ps, /api/version, /. Output is deterministic in
+The official ``ollama`` client (sync and async) and the ``openai`` SDK work against it unchanged (Ollama's
+docs/api.md and docs/openai.md): POST /api/generate, /api/chat, /api/embed, /api/embeddings, /api/show,
+/api/pull, /api/push, /api/create, /api/copy, /api/blobs/:digest (HEAD too), /v1/systemone; DELETE
+/api/delete; GET /api/tags, /api/ps, /api/version, /; and the OpenAI-compatible POST /v1/chat/completions,
+/v1/completions, /v1/embeddings, GET /v1/models[/:model] (SSE streams). Structured outputs and tool-call
+arguments are valid against the JSON schemas given; ``logprobs``; a model's /api/show capabilities decide
+what it refuses (think, tools, suffix: 400, as Ollama). Output is deterministic in
 (model, input, output options); latency (model load, prompt eval, per token), parallel slots with a queue,
 reloads on runner-option changes and keep_alive expiry are simulated, and the server counts what it did
 (``stats()``) so tests can assert on work actually done: reloads, embedded inputs, aborted streams.

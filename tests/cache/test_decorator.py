@@ -79,7 +79,7 @@ async def test_async_functions(cache: Cache) -> None:
     assert calls == ["a", "b"]
 
 
-def test_methods_leave_self_out_unless_asked(cache: Cache) -> None:
+def test_methods_key_on_the_instance_configuration_unless_key_attrs_is_empty(cache: Cache) -> None:
     calls: list[str] = []
 
     class Scorer:
@@ -91,9 +91,18 @@ def test_methods_leave_self_out_unless_asked(cache: Cache) -> None:
             calls.append(self.name)
             return len(text)
 
+        @cached(namespace="scores", cache=cache, key_attrs=[])
+        def shared(self, text: str) -> int:
+            calls.append(f"shared-{self.name}")
+            return len(text)
+
     assert Scorer("a").score("hello") == 5
-    assert Scorer("b").score("hello") == 5  # another instance shares the entry
-    assert calls == ["a"]
+    assert Scorer("b").score("hello") == 5  # configured differently: its own entry
+    assert Scorer("a").score("hello") == 5  # configured the same: shares
+    assert calls == ["a", "b"]
+    assert Scorer("a").shared("hello") == Scorer("b").shared("hello") == 5  # key_attrs=[]: one entry
+    assert calls == ["a", "b", "shared-a"]
+    del calls[:]
 
     @dataclasses.dataclass
     class Model:
@@ -107,7 +116,7 @@ def test_methods_leave_self_out_unless_asked(cache: Cache) -> None:
     assert Model(0.1).run("x") == "x@0.1"
     assert Model(0.1).run("x") == "x@0.1"
     assert Model(0.9).run("x") == "x@0.9"
-    assert calls == ["a", "run0.1", "run0.9"]
+    assert calls == ["run0.1", "run0.9"]
 
 
 def test_version_and_namespace_separate_entries(cache: Cache) -> None:
@@ -304,3 +313,37 @@ def test_key_memo_refuses_subclasses_and_walks_large_containers() -> None:
     fid = km.fast_id((big,), {})
     assert isinstance(fid[0], tuple)  # walked: no copy of the document in the memo
     assert fid == km.fast_id(([{"role": "user", "content": "x" * _MARSHAL_MAX}],), {})
+
+
+def test_ttl_takes_duration_strings_as_config_does(cache: Cache) -> None:
+    """Issue 14, item 9: ``@cached(ttl="1h")`` stores with a one-hour expiry (it used to run the function,
+    then raise TypeError)."""
+    import time
+
+    calls: list[int] = []
+
+    @cached(namespace="ttl_str", ttl="1h", cache=cache)
+    def f(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    t0 = time.time()
+    assert f(3) == 6 and f(3) == 6 and calls == [3]
+    (info,) = cache.backend.inspect("ttl_str")  # type: ignore[union-attr]
+    assert info.expires_at is not None and 3600 <= info.expires_at - t0 <= 3600 * 1.06 + 5  # (jitter 5%)
+
+
+@pytest.mark.parametrize("bad", ["1 hour", "-5s", "soon", -1, float("nan"), True, [1]])
+def test_a_bad_ttl_fails_at_decoration_before_any_work(cache: Cache, bad: Any) -> None:
+    calls: list[int] = []
+    with pytest.raises(ValueError, match=r"@cached\(ttl=...\)"):
+
+        @cached(namespace="ttl_bad", ttl=bad, cache=cache)
+        def f(x: int) -> int:
+            calls.append(x)
+            return x
+
+    assert calls == []
+    with pytest.raises(ValueError):
+        cache.get_or_compute("ttl_bad", "k", lambda: calls.append(1), ttl=bad)
+    assert calls == []

@@ -22,22 +22,22 @@ NS = "inference"
 
 
 class Polls:
-    """Counts a backend's generation polls, sync and async apart."""
+    """Counts a backend's version polls (generations and change counts), sync and async apart."""
 
     def __init__(self, backend: Any) -> None:
         self.sync = 0
         self.asyn = 0
-        real_sync, real_async = backend.generations, backend.agenerations
+        real_sync, real_async = backend.versions, backend.aversions
 
-        def gens() -> dict[str, int]:
+        def versions() -> dict[str, tuple[int, int]]:
             self.sync += 1
             return real_sync()  # type: ignore[no-any-return]
 
-        async def agens() -> dict[str, int]:
+        async def aversions() -> dict[str, tuple[int, int]]:
             self.asyn += 1
             return await real_async()  # type: ignore[no-any-return]
 
-        backend.generations, backend.agenerations = gens, agens
+        backend.versions, backend.aversions = versions, aversions
 
 
 @pytest.fixture

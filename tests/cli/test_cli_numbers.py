@@ -121,7 +121,9 @@ def test_metrics_show_prints_the_operations_and_cache_tables_of_a_live_endpoint(
     assert stats["cache"][ns]["hit_rate"] == 0.8
 
 
-@pytest.mark.parametrize("url", ["notaurl", "http://127.0.0.1:1/metrics", "http://[::1"])
+@pytest.mark.parametrize(
+    "url", ["notaurl", "http://127.0.0.1:1/metrics", "http://[::1", "http://h:x/m", "ftp://h/m"]
+)
 def test_metrics_show_bad_url_is_one_line_and_json_under_json(url: str) -> None:
     plain = run("metrics", "show", "--url", url)
     assert plain.returncode == 1

@@ -84,7 +84,7 @@ def test_shipped_schema_is_generated_from_the_specs_and_validates_the_shipped_fi
 
 def test_seed_tuned_values_are_the_defaults() -> None:
     cfg = PerfConfig()
-    assert cfg.ollama.runner["num_thread"] == 6
+    assert cfg.ollama.runner["num_thread"] == "auto"  # issue 15: the machine's physical cores, not a fixed 6
     assert cfg.ollama.profiles["stage1"] == {"num_predict": 120, "temperature": 0.3}
     assert cfg.ollama.profiles["stage2"] == {"num_predict": 160, "temperature": 0.3}
     assert cfg.ollama.keep_alive == 1800

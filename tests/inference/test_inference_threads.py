@@ -77,7 +77,7 @@ def test_apply_with_the_shipped_config_and_keywords_winning(
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     plan = apply_thread_budget(load_config(), num_threads=1, set_env=False)
     assert plan.torch_threads == 1 and torch.get_num_threads() == 1
-    assert plan.ollama_threads == 6  # ollama.runner.num_thread in the shipped config
+    assert plan.ollama_threads == 0  # num_thread "auto" in the shipped config reserves nothing (issue 15)
     assert "OMP_NUM_THREADS" not in __import__("os").environ
 
 

@@ -144,7 +144,6 @@ def test_wrapping_twice_starts_from_the_original_function(sample: Any, private_c
     [
         (["scroe"], r"no method 'scroe' \(did you mean 'score'\?\)"),
         (["label"], r"'label' is a property"),
-        (["stream"], r"'stream' is a generator"),
         (["__init__"], r"'__init__' is a special method"),
         ([], r"methods is empty"),
         (["score", "score"], r"method 'score' is listed twice"),
@@ -155,6 +154,33 @@ def test_methods_that_cannot_be_cached_are_clear_errors(
 ) -> None:
     with pytest.raises(WrapError, match=message):
         cached_class(sample.Scorer, methods)
+
+
+def test_a_generator_method_is_cached_as_a_recorded_stream(sample: Any, private_cache: Any) -> None:
+    """Issue 14, item 4: a streaming method is wrapped (it used to be refused) and replayed on a hit."""
+    import inspect
+
+    S = cached_class(sample.Scorer, ["stream"], cache=private_cache)
+    assert inspect.isgeneratorfunction(S.stream)
+    assert list(S().stream(3)) == [0, 1, 2]
+    assert list(S().stream(3)) == [0, 1, 2]
+    assert private_cache.namespace_stats("Scorer")["hits"] == 1
+
+    class Streamer:
+        async def words(self, text: str) -> Any:
+            for w in text.split():
+                yield w
+
+    import asyncio
+
+    A = cached_class(Streamer, ["words"], cache=private_cache)
+    assert inspect.isasyncgenfunction(A.words)
+
+    async def collect() -> list[str]:
+        return [w async for w in A().words("a b")]
+
+    assert asyncio.run(collect()) == asyncio.run(collect()) == ["a", "b"]
+    assert private_cache.namespace_stats("Streamer")["hits"] == 1
 
 
 def test_a_string_instead_of_a_method_list_is_an_error(sample: Any) -> None:

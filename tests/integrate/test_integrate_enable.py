@@ -100,18 +100,18 @@ def test_two_entries_may_cache_different_methods_of_one_class(sample: Any, make_
     [
         (
             {"target": "no_such_pkg.mod:Cls", "methods": ["x"]},
-            r"wrap\[0\] \(no_such_pkg\.mod:Cls\): module 'no_such_pkg\.mod' does not import",
+            r"wrap\[0\]\.target: module 'no_such_pkg\.mod' does not import.*\(config: .*perf_config_",
         ),
         (
             {"target": "{mod}:Scorr", "methods": ["score"]},
-            r"wrap\[0\] \(.*:Scorr\): '.*' has no attribute 'Scorr' \(did you mean 'Scorer'\?\)",
+            r"wrap\[0\]\.target: '.*' has no attribute 'Scorr' \(did you mean 'Scorer'\?\)",
         ),
-        ({"target": "{mod}:CALLS", "methods": ["score"]}, r"wrap\[0\] .*is a list, not a class"),
+        ({"target": "{mod}:CALLS", "methods": ["score"]}, r"wrap\[0\]\.target: .*is a list, not a class"),
         (
             {"target": "{mod}:Scorer", "methods": ["scroe"]},
-            r"wrap\[0\] \(.*:Scorer\): no method 'scroe' \(did you mean 'score'\?\)",
+            r"wrap\[0\]\.methods\[0\]: .*:Scorer: no method 'scroe' \(did you mean 'score'\?\)",
         ),
-        ({"target": "{mod}:Scorer", "methods": []}, r"wrap\[0\] .*methods is empty"),
+        ({"target": "{mod}:Scorer", "methods": []}, r"wrap\[0\]\.methods: is empty"),
     ],
 )
 def test_bad_wrap_entries_fail_at_enable_time_naming_the_entry(
@@ -127,14 +127,14 @@ def test_bad_wrap_entries_fail_at_enable_time_naming_the_entry(
 def test_the_failing_entry_is_named_by_its_index(sample: Any, make_config: Any) -> None:
     from infra.integrate import enable
 
-    with pytest.raises(WrapError, match=r"^wrap\[1\] \("):
+    with pytest.raises(WrapError, match=r"^wrap\[1\]\.methods\[0\]: "):
         enable(make_config({"wrap": [_wrap(sample), _wrap(sample, "Impl", ["runn"])]}))
 
 
 def test_a_method_listed_by_two_entries_is_an_error(sample: Any, make_config: Any) -> None:
     from infra.integrate import enable
 
-    with pytest.raises(WrapError, match=r"wrap\[1\].*already cached by wrap\[0\]"):
+    with pytest.raises(WrapError, match=r"wrap\[1\]\.methods\[0\]: .*already cached by wrap\[0\]"):
         enable(make_config({"wrap": [_wrap(sample), _wrap(sample)]}))
 
 

@@ -178,3 +178,70 @@ def test_http_ollama_and_db_latencies_are_operations_of_get_stats() -> None:
     assert (st["db get_user"]["count"], st["db get_user"]["errors"]) == (2, 1)
     for row in (v for k, v in st.items() if k != "cache"):
         assert {"count", "errors", "p50_ms", "p95_ms", "p99_ms", "avg_ms"} <= set(row)
+
+
+def test_a_custom_operation_view_adds_rows_and_a_failing_collect_hook_never_breaks_a_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from infra.metrics import OperationView
+
+    reg = MetricsRegistry()
+    h = reg.histogram("app_step_seconds", "", ("step", "result"))
+    h.labels("parse", "ok").observe(0.002)
+    h.labels("parse", "failed").observe(0.004)
+    reg.add_operation_view(
+        OperationView(
+            histogram="app_step_seconds",
+            row="step {step}",
+            error_label="result",
+            error_values=frozenset({"failed"}),
+        )
+    )
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("hook down")
+
+    reg.add_collect_hook(broken)
+    reg.add_collect_hook(broken)  # once per callable
+    st = reg.get_stats()
+    assert (st["step parse"]["count"], st["step parse"]["errors"]) == (2, 1)
+    assert "app_step_seconds" in render_text(reg)
+    assert len(calls) == 2  # get_stats and render each ran it once
+    assert sum("hook down" in r.getMessage() for r in caplog.records) == 1  # logged once
+    with pytest.raises(ValueError, match="go together"):
+        OperationView(histogram="x", row="{a}", error_label="a")
+
+
+def test_gauge_aggregate_rule_is_checked_and_kept() -> None:
+    reg = MetricsRegistry()
+    g = reg.gauge("store_entries", aggregate="max")
+    assert g.aggregate == "max" and reg.gauge("store_entries", aggregate="max") is g
+    with pytest.raises(ValueError, match="aggregate"):
+        reg.gauge("store_entries", aggregate="sum")
+    with pytest.raises(ValueError, match="aggregate must be one of"):
+        reg.gauge("other", aggregate="avg")
+    assert reg.gauge("store_entries") is g  # looked up without a rule: no conflict
+
+
+async def test_async_single_flight_followers_of_a_failed_leader_are_misses(cache: Cache) -> None:
+    import asyncio
+
+    ns = _ns()
+    started = asyncio.Event()
+
+    async def failing() -> int:
+        started.set()
+        await asyncio.sleep(0.05)
+        raise RuntimeError("boom")
+
+    async def call() -> None:
+        with pytest.raises(RuntimeError):
+            await cache.aget_or_compute(ns, "k", failing)
+
+    leader = asyncio.create_task(call())
+    await started.wait()
+    await asyncio.gather(leader, *(call() for _ in range(9)))
+    st = cache.namespace_stats(ns)
+    assert (st["hits"], st["misses"]) == (0, 10)

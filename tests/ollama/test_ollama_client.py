@@ -7,7 +7,6 @@ import logging
 import statistics
 import threading
 import time
-import warnings
 from typing import Any
 
 import httpx
@@ -15,7 +14,8 @@ import ollama
 import pytest
 from ollama_testutil import EMBED, LLM, settings
 
-from infra.ollama import AsyncOptimizedOllama, OllamaRunnerError, OptimizedOllama, RunnerOptionWarning
+from infra.ollama import AsyncOptimizedOllama, OllamaRunnerError, OptimizedOllama
+from infra.ollama.settings import physical_cores
 from infra.testing.ollama_server import OllamaTestServer
 
 MSGS = [{"role": "system", "content": "You are kind."}, {"role": "user", "content": "I walked by the sea."}]
@@ -113,9 +113,9 @@ def test_changing_an_output_affecting_option_misses(
     [
         {"system": "other system"},
         {"format": "json"},
-        {"think": True},
+        {"think": True},  # on a thinking model (see below)
         {"template": "{{ .Prompt }}!"},
-        {"suffix": "end"},
+        {"suffix": "end"},  # on a fill-in-middle model (see below)
         {"raw": True},
         {"images": [b"\x89PNG fake image"]},
         {"prompt": "another prompt"},
@@ -126,7 +126,10 @@ def test_changing_any_request_field_misses(
     server: OllamaTestServer, cache: Any, change: dict[str, Any]
 ) -> None:
     llm = OptimizedOllama(server.url, settings=settings(), cache=cache)
-    call: dict[str, Any] = {"model": LLM, "prompt": "same prompt"}
+    # the server refuses think / suffix for models lacking "thinking" / "insert", as Ollama does
+    model = {"think": "qwen3:8b", "suffix": "codellama:7b-code"}.get(next(iter(change)), LLM)
+    llm.pull(model)
+    call: dict[str, Any] = {"model": model, "prompt": "same prompt"}
     llm.generate(**call)
     llm.generate(**{**call, **change})
     llm.close()
@@ -158,13 +161,20 @@ def test_changing_a_runner_only_option_or_keep_alive_hits(
     assert again == first and requests(server, "generate") == 1
 
 
-def test_the_model_digest_is_part_of_the_key(server: OllamaTestServer, cache: Any) -> None:
+def test_an_entry_from_another_model_digest_is_a_miss(server: OllamaTestServer, cache: Any) -> None:
+    """Re-creating the model (a new digest) through the client makes its old entries misses."""
+    from infra.ollama.digests import BOOK
+
+    BOOK.forget()
     llm = OptimizedOllama(server.url, settings=settings(), cache=cache)
+    first = llm.generate(LLM, "digest")
+    assert llm.generate(LLM, "digest") == first and requests(server, "generate") == 1
+    llm.create(model=LLM, from_=LLM, system="You are brief.")  # a new manifest: a new digest
     llm.generate(LLM, "digest")
-    llm._core.digests = {LLM: "0" * 64}  # the model was re-pulled: a different digest
+    assert requests(server, "generate") == 2, "the entry tagged with the old digest was not served"
     llm.generate(LLM, "digest")
     llm.close()
-    assert requests(server, "generate") == 2
+    assert requests(server, "generate") == 2 and requests(server, "tags") == 2, "one read per listing"
 
 
 def test_only_deterministic_caches_only_temperature_zero_or_a_seed(
@@ -335,17 +345,22 @@ def test_without_pinning_mixed_calls_do_reload(make_server, client: Any) -> None
     assert srv.stats()["reloads"] == 2
 
 
-def test_a_conflicting_runner_option_warns_and_sends_the_pinned_value(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
+def test_a_callers_runner_option_is_sent_as_given_and_logged_once(
+    make_server: Any, cache: Any, caplog: Any
+) -> None:
+    """Issue 15: a caller's num_ctx (e.g. LlamaIndex's 3900) is never replaced by the pinned 4096."""
     srv = make_server()
     llm = OptimizedOllama(srv.url, settings=settings(runner={"num_ctx": 4096}), cache=cache)
-    llm.generate(LLM, "first")
-    with pytest.warns(RunnerOptionWarning, match="num_ctx=8192 differs from the pinned num_ctx=4096"):
-        llm.generate(LLM, "second", options={"num_ctx": 8192})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        llm.generate(LLM, "third", options={"num_ctx": 8192})  # warned once per (model, option, value)
+    with caplog.at_level(logging.WARNING, logger="infra.ollama"):
+        llm.generate(LLM, "second", options={"num_ctx": 3900})
+        (loaded,) = llm.ps().models
+        assert loaded.context_length == 3900, "the caller's value was sent"
+        llm.generate(LLM, "third", options={"num_ctx": 3900})
+        llm.generate(LLM, "fourth")
+        (loaded,) = llm.ps().models
+        assert loaded.context_length == 4096, "a call without num_ctx gets the pinned value"
     llm.close()
-    assert srv.stats()["reloads"] == 0
+    assert sum("num_ctx=3900 differs" in r.getMessage() for r in caplog.records) == 1, "logged once"
 
 
 def test_strict_runner_raises_before_any_request(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]
@@ -362,7 +377,11 @@ def test_strict_runner_raises_before_any_request(make_server, cache: Any) -> Non
 def test_profiles_set_sampling_options_and_call_options_win(llm: Any) -> None:
     core = llm._core
     merged = core.policy.merge(LLM, {"temperature": 0.9}, "stage1")
-    assert merged == {"num_predict": 120, "temperature": 0.9, "num_thread": 6, "num_ctx": 4096}
+    assert merged == {"num_predict": 120, "temperature": 0.9, "num_thread": physical_cores(), "num_ctx": 4096}
+    assert core.policy.merge(LLM, {"num_ctx": 2048, "num_thread": 1}, None) == {
+        "num_ctx": 2048,
+        "num_thread": 1,
+    }
     with pytest.raises(ValueError, match="unknown Ollama profile 'stage9'"):
         llm.generate(LLM, "x", profile="stage9")
 
@@ -554,7 +573,9 @@ def test_settings_come_from_the_shipped_config() -> None:
     llm = OptimizedOllama.from_config(load_config())
     s = llm.settings
     assert (s.keep_alive, s.timeout, s.retries, s.max_concurrency) == (1800.0, 120.0, 2, 4)
-    assert dict(s.runner) == {"num_thread": 6, "num_ctx": 4096}
+    assert dict(s.runner) == {"num_thread": physical_cores(), "num_ctx": 4096}, (
+        "num_thread auto: the machine's"
+    )
     assert dict(s.profiles["stage1"]) == {"num_predict": 120, "temperature": 0.3}
     assert s.cache.namespace == "inference" and s.cache.embed_namespace == "embeddings"
     llm.close()

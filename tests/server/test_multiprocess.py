@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infra.metrics import MetricsRegistry
 from infra.metrics.multiprocess import MultiProcess, load_snapshot, snapshot
@@ -35,22 +38,17 @@ def _get(url: str) -> bytes:
         return r.read()  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def gunicorn(tmp_path: Path) -> Iterator[str]:
-    pytest.importorskip("gunicorn")
-    port = _free_port()
+@contextlib.contextmanager
+def _server(tmp_path: Path, argv: list[str], port: int) -> Iterator[str]:
+    """A multi-process server (``argv``) with INFRA_METRICS_MULTIPROC_DIR set, once it answers."""
     env = {
         **os.environ,
         "PYTHONPATH": f"{REPO}{os.pathsep}{HERE}",
         "INFRA_METRICS_MULTIPROC_DIR": str(tmp_path / "mp"),
         "MP_CACHE_PATH": str(tmp_path / "cache.db"),
     }
-    log = (tmp_path / "gunicorn.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", "4", "-b", f"127.0.0.1:{port}", "--max-requests", "60",
-         "--graceful-timeout", "10", "mp_app:app"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-    )  # fmt: skip
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -60,7 +58,7 @@ def gunicorn(tmp_path: Path) -> Iterator[str]:
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError((tmp_path / "gunicorn.log").read_text()) from None
+                    raise AssertionError((tmp_path / "server.log").read_text()) from None
                 time.sleep(0.1)
         yield url
     finally:
@@ -70,6 +68,57 @@ def gunicorn(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[str]:
+    pytest.importorskip("gunicorn")
+    port = _free_port()
+    argv = [sys.executable, "-m", "gunicorn", "-w", "4", "-b", f"127.0.0.1:{port}", "--max-requests", "60",
+            "--graceful-timeout", "10", "mp_app:app"]  # fmt: skip
+    with _server(tmp_path, argv, port) as url:
+        yield url
+
+
+@pytest.fixture
+def uvicorn_workers(tmp_path: Path) -> Iterator[str]:
+    pytest.importorskip("uvicorn")
+    port = _free_port()
+    argv = [sys.executable, "-m", "uvicorn", "--workers", "3", "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "mp_app:asgi_app"]  # fmt: skip
+    with _server(tmp_path, argv, port) as url:
+        yield url
+
+
+def _wait_combined(url: str, total: int) -> dict[str, Any]:
+    """The combined JSON document once it shows ``total`` timed requests (others' snapshots lag <= 0.5 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        doc = _combined(url)
+        timed_count = _value(doc, "infra_operation_duration_seconds", {"operation": "mp_work"}, "count")
+        hits = _value(doc, "infra_cache_hits_total", {"namespace": "mp"})
+        misses = _value(doc, "infra_cache_misses_total", {"namespace": "mp"})
+        if (timed_count, hits + misses) == (total, total) or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.2)
+
+
+def _load(url: str, n_threads: int, per_thread: int) -> Counter[str]:
+    pids: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def run(t: int) -> None:
+        for i in range(per_thread):
+            pid = _get(f"{url}/?k{(t * per_thread + i) % 50}").decode()
+            with lock:
+                pids[pid] += 1
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return pids
 
 
 def _combined(url: str) -> dict[str, Any]:
@@ -88,35 +137,14 @@ def _value(doc: dict[str, Any], name: str, labels: dict[str, str], field: str = 
 def test_gunicorn_4_workers_with_restarts_one_combined_metrics_equals_every_request(gunicorn: str) -> None:
     """800 requests over 4 workers recycled every 60 requests: the combined counts are exactly the
     requests served (plus the warm-up one), from whichever worker answers the scrape."""
-    n_threads, per_thread = 8, 100
-    pids: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def load(t: int) -> None:
-        for i in range(per_thread):
-            pid = _get(f"{gunicorn}/?k{(t * per_thread + i) % 50}").decode()
-            with lock:
-                pids[pid] += 1
-
-    threads = [threading.Thread(target=load, args=(t,)) for t in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    total = n_threads * per_thread + 1  # + the fixture's warm-up request
-    assert sum(pids.values()) == total - 1
+    pids = _load(gunicorn, 8, 100)
+    total = 800 + 1  # + the fixture's warm-up request
+    assert sum(pids.values()) == 800
     assert len(pids) > 4, "workers were recycled (max-requests 60), so more than 4 pids served"
-    deadline = time.monotonic() + 30  # other workers' snapshots are up to 0.5 s old
-    while True:
-        doc = _combined(gunicorn)
-        timed_count = _value(doc, "infra_operation_duration_seconds", {"operation": "mp_work"}, "count")
-        hits = _value(doc, "infra_cache_hits_total", {"namespace": "mp"})
-        misses = _value(doc, "infra_cache_misses_total", {"namespace": "mp"})
-        if (timed_count, hits + misses) == (total, total) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert timed_count == total
-    assert hits + misses == total
+    doc = _wait_combined(gunicorn, total)
+    assert _value(doc, "infra_operation_duration_seconds", {"operation": "mp_work"}, "count") == total
+    hits = _value(doc, "infra_cache_hits_total", {"namespace": "mp"})
+    assert hits + _value(doc, "infra_cache_misses_total", {"namespace": "mp"}) == total
     stats = doc["stats"]
     assert stats["mp_work"]["count"] == total
     assert stats["cache"]["mp"]["hits"] + stats["cache"]["mp"]["misses"] == total
@@ -125,6 +153,15 @@ def test_gunicorn_4_workers_with_restarts_one_combined_metrics_equals_every_requ
     prefix = 'infra_operation_duration_seconds_count{operation="mp_work"}'
     [line] = [ln for ln in text.splitlines() if ln.startswith(prefix)]
     assert float(line.rsplit(" ", 1)[1]) == total
+
+
+def test_uvicorn_workers_spawned_not_forked_combine_too(uvicorn_workers: str) -> None:
+    pids = _load(uvicorn_workers, 6, 50)
+    total = 300 + 1
+    assert sum(pids.values()) == 300
+    doc = _wait_combined(uvicorn_workers, total)
+    assert doc["stats"]["mp_work"]["count"] == total
+    assert doc["stats"]["cache"]["mp"]["hits"] + doc["stats"]["cache"]["mp"]["misses"] == total
 
 
 WORKER = """
@@ -183,3 +220,92 @@ def test_live_gauges_combine_by_their_rule_and_histograms_merge_exactly() -> Non
     [got], [want] = out.histogram_stats("lat_seconds"), one.histogram_stats("lat_seconds")
     assert got == {**want, "sum": pytest.approx(want["sum"]), "mean": pytest.approx(want["mean"])}
     assert merged.labels().cumulative()[0] == h1.labels().cumulative()[0]
+
+
+FORKER = """
+import os, sys
+from infra.metrics import get_metrics
+from infra.metrics.multiprocess import enable
+mp = enable(sys.argv[1])
+c = get_metrics().counter("fork_events_total", "", ())
+c.inc(5)                      # the parent's own
+pid = os.fork()
+if pid == 0:                  # a forked worker starts from zero: it must not re-count the parent's 5
+    c.inc(3)
+    mp.close()
+    os._exit(0)
+os.waitpid(pid, 0)
+print(get_metrics().get_stats() and int(get_metrics().combined_view().counter("fork_events_total").get()))
+"""
+
+
+def test_a_forked_worker_counts_only_what_it_did(tmp_path: Path) -> None:
+    """multiprocessing / prefork: parent 5 + child 3 combine to 8, not 5 + (5 + 3)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("INFRA_METRICS_MULTIPROC_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-c", FORKER, str(tmp_path / "mp")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "8"
+
+
+def test_an_unusable_directory_fails_open_with_one_error_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "INFRA_METRICS_MULTIPROC_DIR": str(blocker / "mp")}
+    code = "import infra.metrics as m; m.timed('x').__enter__(); print(m.get_metrics().multiprocess)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    assert "INFRA_METRICS_MULTIPROC_DIR" in out.stderr and "Traceback" not in out.stderr
+
+
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=1e4, allow_nan=False), max_size=200),
+    st.lists(st.floats(min_value=0.0, max_value=1e4, allow_nan=False), max_size=200),
+)
+@settings(max_examples=60, deadline=None)
+def test_combining_two_workers_equals_one_stream_of_both(left: list[float], right: list[float]) -> None:
+    """Exactness of the merge: the combined histogram (sketch, le counts, count, sum) is the one a single
+    process observing both streams builds, whatever the values (boundaries, zeros, duplicates)."""
+    bounds = (0.0, 0.001, 0.01, 0.1, 1.0, 10.0)
+    workers = [MetricsRegistry(), MetricsRegistry()]
+    for reg, values in zip(workers, (left, right), strict=True):
+        h = reg.histogram("lat_seconds", "", ("op",), buckets=bounds)
+        for v in values:
+            h.labels("x").observe(v)
+        h.labels("x").note(0.5)  # a timer's pending note travels too
+    one = MetricsRegistry()
+    h1 = one.histogram("lat_seconds", "", ("op",), buckets=bounds)
+    for v in [*left, *right, 0.5, 0.5]:
+        h1.labels("x").observe(v)
+    out = MetricsRegistry()
+    for reg in workers:
+        load_snapshot(out, snapshot(reg))
+    got = out.histogram("lat_seconds", "", ("op",), buckets=bounds).labels("x")
+    assert got.sketch() == h1.labels("x").sketch()
+    assert got.cumulative()[0] == h1.labels("x").cumulative()[0]
+
+
+def test_a_reused_pid_does_not_lose_the_earlier_worker_s_counts(tmp_path: Path) -> None:
+    """A worker whose pid equals a dead one's: the dead one's snapshot is archived, not overwritten."""
+    d = tmp_path / "mp"
+    d.mkdir()
+    old = MetricsRegistry()
+    old.counter("reused_total").inc(7)
+    doc = snapshot(old)
+    doc["pid"], doc["start"] = os.getpid(), "an earlier process"
+    (d / f"live-{os.getpid()}.json").write_text(json.dumps(doc))
+    mine = MetricsRegistry()
+    mine.counter("reused_total").inc(2)
+    mp = MultiProcess(d, mine)
+    mp.start()
+    try:
+        assert mp.combined().counter("reused_total").get() == 9
+    finally:
+        mp.close()

@@ -8,6 +8,10 @@ Tables (``{p}`` is the prefix, ``perf_cache`` by default):
   right for a cache).
 * ``{p}_generations``: ``namespace -> generation``; a namespace with no row is at generation 0.
 * ``{p}_leases``: single-flight leases, always UNLOGGED (a lease never needs to survive a crash).
+* ``{p}_changes``: ``namespace -> changes``, how many deletes, clears and sets that replaced an entry the
+  namespace has seen (issue 14). Each is counted by the statement that makes it (a data-modifying CTE), and
+  ``versions`` reads generations and counts together: ``Cache`` drops its L1 entries of a namespace whose
+  count moved, so another host's delete / set / clear reaches every L1.
 
 Reads come in two forms. The exact one checks the generation in the same statement (a sub-select on the
 generations primary key), so an invalidation made on any host is honoured by the very next read, whatever
@@ -47,6 +51,10 @@ class PgStatements:
         return f'"{self.prefix}_generations"'
 
     @property
+    def changes(self) -> str:
+        return f'"{self.prefix}_changes"'
+
+    @property
     def leases(self) -> str:
         return f'"{self.prefix}_leases"'
 
@@ -82,6 +90,9 @@ class PgStatements:
             f"""CREATE TABLE IF NOT EXISTS {self.gens} (
                 namespace  text PRIMARY KEY,
                 generation bigint NOT NULL)""",
+            f"""CREATE TABLE IF NOT EXISTS {self.changes} (
+                namespace text PRIMARY KEY,
+                changes   bigint NOT NULL)""",
             f"""CREATE UNLOGGED TABLE IF NOT EXISTS {self.leases} (
                 namespace  text NOT NULL,
                 key        text NOT NULL,
@@ -129,10 +140,33 @@ class PgStatements:
         "accessed_at = EXCLUDED.accessed_at, expires_at = EXCLUDED.expires_at, cost = EXCLUDED.cost"
     )
 
+    def _bump(self, rows: str) -> str:
+        """INSERT counting one change of each namespace that ``rows`` (a SELECT of namespaces) yields,
+        returning the new counts (pushed by ``_notify``)."""
+        return (
+            f"INSERT INTO {self.changes} AS c (namespace, changes) {rows} "
+            "ON CONFLICT (namespace) DO UPDATE SET changes = c.changes + 1 RETURNING namespace, changes"
+        )
+
+    @staticmethod
+    def _notify(channel: str) -> str:
+        """A scalar sub-select that NOTIFYs ``c<count>:<namespace>`` for each row of CTE ``b`` (delivered at
+        commit); a plain SELECT CTE would never run unless read, so it is read here."""
+        return f"(SELECT count(pg_notify({channel}, 'c' || b.changes || ':' || b.namespace)) FROM b)"
+
+    def _counting_replacements(self, upsert: str) -> str:
+        """``upsert``, plus one change counted (and pushed on channel $8) when it replaced a row (``xmax``
+        is 0 only on an insert)."""
+        return (
+            f"WITH u AS ({upsert} RETURNING NOT (xmax = 0) AS replaced), b AS ("
+            + self._bump("SELECT $1::text, 1 WHERE EXISTS (SELECT 1 FROM u WHERE u.replaced)")
+            + f") SELECT {self._notify('$8')}"
+        )
+
     @property
     def set(self) -> str:
-        """$1 ns, $2 key, $3 codec, $4 payload, $5 now, $6 expires_at, $7 cost."""
-        return (
+        """$1 ns, $2 key, $3 codec, $4 payload, $5 now, $6 expires_at, $7 cost, $8 channel."""
+        return self._counting_replacements(
             f"INSERT INTO {self.entries} (namespace, key, generation, codec, payload, size, created_at, "
             f"accessed_at, expires_at, cost) VALUES ($1, $2, {self._gen()}, $3::int2, $4::bytea, "
             "octet_length($4::bytea), $5::float8, $5::float8, $6::float8, $7::float8)" + self._UPSERT
@@ -140,8 +174,8 @@ class PgStatements:
 
     @property
     def set_many(self) -> str:
-        """$1 ns, $2 keys[], $3 codecs[], $4 payloads[], $5 now, $6 expires[], $7 costs[]."""
-        return (
+        """$1 ns, $2 keys[], $3 codecs[], $4 payloads[], $5 now, $6 expires[], $7 costs[], $8 channel."""
+        return self._counting_replacements(
             f"INSERT INTO {self.entries} (namespace, key, generation, codec, payload, size, created_at, "
             f"accessed_at, expires_at, cost) SELECT $1, u.k, {self._gen()}, u.c, u.p, octet_length(u.p), "
             "$5, $5, "
@@ -151,7 +185,12 @@ class PgStatements:
 
     @property
     def delete(self) -> str:
-        return f"DELETE FROM {self.entries} WHERE namespace = $1 AND key = $2"
+        """$1 ns, $2 key, $3 channel -> (rows deleted (0 or 1), _); a delete counts and pushes a change."""
+        return (
+            f"WITH d AS (DELETE FROM {self.entries} WHERE namespace = $1 AND key = $2 RETURNING 1), "
+            f"b AS ({self._bump('SELECT $1::text, 1 WHERE EXISTS (SELECT 1 FROM d)')}) "
+            f"SELECT (SELECT count(*) FROM d), {self._notify('$3')}"
+        )
 
     @property
     def invalidate(self) -> str:
@@ -165,6 +204,14 @@ class PgStatements:
     @property
     def generations(self) -> str:
         return f"SELECT namespace, generation FROM {self.gens}"
+
+    @property
+    def versions(self) -> str:
+        """-> (namespace, generation, changes) of every namespace with either."""
+        return (
+            "SELECT COALESCE(g.namespace, c.namespace), COALESCE(g.generation, 0), COALESCE(c.changes, 0) "
+            f"FROM {self.gens} g FULL OUTER JOIN {self.changes} c ON c.namespace = g.namespace"
+        )
 
     @property
     def touch(self) -> str:
@@ -206,11 +253,24 @@ class PgStatements:
 
     @property
     def clear_all(self) -> str:
-        return f"DELETE FROM {self.entries}"
+        """$1 channel -> (rows deleted, _); a change counted and pushed in every namespace the store knows."""
+        known = (
+            f"SELECT namespace, 1 FROM (SELECT namespace FROM d UNION SELECT namespace FROM {self.gens} "
+            f"UNION SELECT namespace FROM {self.changes}) n"
+        )
+        return (
+            f"WITH d AS (DELETE FROM {self.entries} RETURNING namespace), b AS ({self._bump(known)}) "
+            f"SELECT (SELECT count(*) FROM d), {self._notify('$1')}"
+        )
 
     @property
     def clear_ns(self) -> str:
-        return f"DELETE FROM {self.entries} WHERE namespace = $1"
+        """$1 ns, $2 channel -> (rows deleted, _); a clear counts and pushes a change."""
+        return (
+            f"WITH d AS (DELETE FROM {self.entries} WHERE namespace = $1 RETURNING 1), "
+            f"b AS ({self._bump('SELECT $1::text, 1')}) "
+            f"SELECT (SELECT count(*) FROM d), {self._notify('$2')}"
+        )
 
     def inspect(self, with_ns: bool) -> str:
         where = "WHERE namespace = $2 " if with_ns else ""

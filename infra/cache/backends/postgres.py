@@ -55,7 +55,6 @@ from infra.cache.backends._genview import GenerationView
 from infra.cache.backends._loops import LoopThread, ThreadLoops
 from infra.cache.backends._pgconns import ConnSet, asyncpg_module, is_connection_error, kill_if_stuck
 from infra.cache.backends._pgsql import PgStatements
-from infra.cache.fleet_stats import FleetCounts
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -120,6 +119,7 @@ class PostgresBackend(CacheBackend):
         self._sql_get = self.sql.get
         self._sql_get_hot = self.sql.get_hot
         self._callbacks: list[Callable[[str, int], None]] = []
+        self._change_callbacks: list[Callable[[str, int], None]] = []
         self._state_lock = threading.Lock()
         self._listen_epoch = 0  # never reset (not even at fork): Cache compares it to spot a resubscribe
         self._reset_state()
@@ -365,6 +365,17 @@ class PostgresBackend(CacheBackend):
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         gen, _, ns = payload.partition(":")
+        if gen.startswith("c"):  # a change count (delete, clear, replacing set), not a generation
+            try:
+                count = int(gen[1:])
+            except ValueError:
+                return
+            for ccb in list(self._change_callbacks):
+                try:
+                    ccb(ns, count)
+                except Exception:
+                    log.exception("on_change callback failed")
+            return
         try:
             generation = int(gen)
         except ValueError:
@@ -462,7 +473,9 @@ class PostgresBackend(CacheBackend):
         return {r[0]: StoredEntry(r[2], r[1], r[3], r[4]) for r in rows}
 
     async def _q_set(self, conn: asyncpg.Connection, ns: str, key: str, e: StoredEntry) -> None:
-        await conn.execute(self.sql.set, ns, key, e.codec, e.payload, time.time(), e.expires_at, e.cost)
+        await conn.execute(
+            self.sql.set, ns, key, e.codec, e.payload, time.time(), e.expires_at, e.cost, self.sql.channel
+        )
         self._writes += 1
 
     async def _q_set_many(self, conn: asyncpg.Connection, ns: str, items: Mapping[str, StoredEntry]) -> None:
@@ -477,11 +490,12 @@ class PostgresBackend(CacheBackend):
             time.time(),
             [e.expires_at for e in es],
             [e.cost for e in es],
+            self.sql.channel,
         )
         self._writes += len(keys)
 
     async def _q_delete(self, conn: asyncpg.Connection, ns: str, key: str) -> bool:
-        return _count(await conn.execute(self.sql.delete, ns, key)) > 0
+        return int(await conn.fetchval(self.sql.delete, ns, key, self.sql.channel)) > 0
 
     async def _q_invalidate(self, conn: asyncpg.Connection, ns: str) -> int:
         row = await conn.fetchrow(self.sql.invalidate, ns, self.sql.channel)
@@ -492,10 +506,13 @@ class PostgresBackend(CacheBackend):
     async def _q_generations(self, conn: asyncpg.Connection) -> dict[str, int]:
         return {r[0]: int(r[1]) for r in await conn.fetch(self.sql.generations)}
 
+    async def _q_versions(self, conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
+        return {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(self.sql.versions)}
+
     async def _q_clear(self, conn: asyncpg.Connection, ns: str | None) -> int:
         if ns is None:
-            return _count(await conn.execute(self.sql.clear_all))
-        return _count(await conn.execute(self.sql.clear_ns, ns))
+            return int(await conn.fetchval(self.sql.clear_all, self.sql.channel))
+        return int(await conn.fetchval(self.sql.clear_ns, ns, self.sql.channel))
 
     async def _q_acquire(
         self, conn: asyncpg.Connection, ns: str, key: str, owner: str, timeout: float
@@ -609,11 +626,19 @@ class PostgresBackend(CacheBackend):
     def generations(self) -> dict[str, int]:
         return self._sync(self._q_generations)
 
+    def versions(self) -> dict[str, tuple[int, int]]:
+        return self._sync(self._q_versions)
+
     def on_invalidate(self, callback: Callable[[str, int], None]) -> None:
         """Call ``callback(namespace, generation)`` (on the backend's private thread) for every invalidation
         any host makes, this one included."""
         self._callbacks.append(callback)
         self._ensure_background()
+
+    def on_change(self, callback: Callable[[str, int], None]) -> None:
+        """Call ``callback(namespace, change count)`` (on the backend's private thread) for every delete,
+        clear and replacing set any host makes, this one included."""
+        self._change_callbacks.append(callback)
 
     def push_state(self) -> int | None:
         if self._fork != FORKS[0]:
@@ -644,11 +669,11 @@ class PostgresBackend(CacheBackend):
     def release_lease(self, namespace: str, key: str, owner: str) -> None:
         self._sync(self._q_release, namespace, key, owner)
 
-    # -- fleet-wide counters (infra.cache.fleet_stats): table {prefix}_fleet_stats, a push a second
-    def fleet_add(self, deltas: Mapping[str, FleetCounts]) -> None:
+    # -- fleet-wide counters (infra.cache.fleet_stats): table {prefix}_fleet_stats, <= 2 pushes a second
+    def fleet_add(self, deltas: Mapping[str, _fleet.FleetCounts]) -> None:
         self._sync(_fleet.pg_add, self.sql.prefix, deltas)
 
-    def fleet_read(self) -> dict[str, FleetCounts]:
+    def fleet_read(self) -> dict[str, _fleet.FleetCounts]:
         return self._sync(_fleet.pg_read, self.sql.prefix)
 
     def fleet_reset(self, namespace: str | None = None) -> None:
@@ -711,6 +736,9 @@ class PostgresBackend(CacheBackend):
     async def agenerations(self) -> dict[str, int]:
         return await self._async(self._q_generations)
 
+    async def aversions(self) -> dict[str, tuple[int, int]]:
+        return await self._async(self._q_versions)
+
     async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         return await self._async(self._q_acquire, namespace, key, owner, timeout)
 
@@ -724,12 +752,15 @@ class PostgresBackend(CacheBackend):
         return await self._async(self._q_stats)
 
     # ================================================================== closing
-    async def aclose(self) -> None:
-        """Close this loop's connections gracefully, then everything else (``close``)."""
-        loop = asyncio.get_running_loop()
-        cs = self._sets.pop(loop, None)
+    async def arelease_loop(self) -> None:
+        """Close this loop's connections gracefully; the backend stays usable (sync, and other loops)."""
+        cs = self._sets.pop(asyncio.get_running_loop(), None)
         if cs is not None:
             await cs.aclose()
+
+    async def aclose(self) -> None:
+        """Close this loop's connections gracefully, then everything else (``close``)."""
+        await self.arelease_loop()
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def close(self) -> None:

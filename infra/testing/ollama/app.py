@@ -24,6 +24,7 @@ from .sim import (
     parse_keep_alive,
     prompt_token_count,
     rfc3339_nanos,
+    token_logprobs,
 )
 from .state import BUSY_MESSAGE, Busy, SimState
 
@@ -112,6 +113,9 @@ async def _completion(request: web.Request, endpoint: str) -> web.StreamResponse
         return _error(400, "options must be a JSON object")
     chat = endpoint == "chat"
     stream = body.get("stream", True) is not False
+    refused = _refusal(state.models[model], body, endpoint)
+    if refused is not None:
+        return refused
     messages = body.get("messages") or []
     if chat:
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
@@ -145,6 +149,24 @@ async def _completion(request: web.Request, endpoint: str) -> web.StreamResponse
         return _error(503, BUSY_MESSAGE)
 
 
+def _refusal(info: Any, body: Mapping[str, Any], endpoint: str) -> web.Response | None:
+    """Ollama's 400 for a request the model's capabilities (/api/show) can't serve."""
+    caps = info.capabilities
+    name = body.get("model")
+    think = body.get("think")
+    if "image" in caps and endpoint == "generate":
+        return None
+    if "completion" not in caps:
+        return _error(400, f'"{name}" does not support {endpoint}')
+    if think not in (None, False) and "thinking" not in caps:
+        return _error(400, f'"{name}" does not support thinking')
+    if body.get("tools") and "tools" not in caps:
+        return _error(400, f'"{name}" does not support tools')
+    if endpoint == "generate" and body.get("suffix") and "insert" not in caps:
+        return _error(400, f'"{name}" does not support insert')
+    return None
+
+
 def _final_only(
     body: Mapping[str, Any], model: str, endpoint: str, reason: str, load_ns: int, stream: bool
 ) -> web.StreamResponse:
@@ -175,6 +197,8 @@ async def _produce(
 ) -> web.StreamResponse:
     s = state.settings
     chat = endpoint == "chat"
+    if not chat and "image" in state.models[model].capabilities:
+        return await _image(request, body, stream, started, load_ns)
     if chat:
         messages = body.get("messages") or []
         source: Any = [
@@ -202,6 +226,10 @@ async def _produce(
     prompt_ns = max(1, int((time.perf_counter() - t_prompt) * 1e9))
     eval_count = len(out.tokens) + len(out.thinking) + (1 if out.tool_calls else 0)
     name = body["model"]
+    logprobs = None
+    if body.get("logprobs"):
+        top = body.get("top_logprobs") or 0
+        logprobs = token_logprobs(out.tokens, int(top), json.dumps([name, out.text]).encode())
 
     if not stream:
         t_eval = time.perf_counter()
@@ -215,6 +243,8 @@ async def _produce(
             thinking="".join(out.thinking) or None,
             tool_calls=list(out.tool_calls) or None,
         )
+        if logprobs is not None:
+            d["logprobs"] = logprobs
         _finish(d, out, chat, prompt_tokens, eval_count, started, load_ns, prompt_ns, eval_ns)
         with state.stats._lock:
             state.stats.tokens += eval_count
@@ -229,7 +259,10 @@ async def _produce(
         t_eval = time.perf_counter()
         pieces: list[dict[str, Any]] = []
         pieces += [_chunk(name, chat, "", thinking=t) for t in out.thinking]
-        pieces += [_chunk(name, chat, t) for t in out.tokens]
+        for i, t in enumerate(out.tokens):
+            pieces.append(_chunk(name, chat, t))
+            if logprobs is not None:
+                pieces[-1]["logprobs"] = [logprobs[i]]
         if out.tool_calls:
             pieces.append(_chunk(name, chat, "", tool_calls=list(out.tool_calls)))
         for i, piece in enumerate(pieces):
@@ -305,6 +338,52 @@ def _finish(
         eval_count=eval_count,
         eval_duration=eval_ns,
     )
+
+
+def _png(seed: bytes, size: int = 8) -> bytes:
+    """A small deterministic RGB PNG (the "generated image")."""
+    import struct
+    import zlib
+
+    rows = b"".join(
+        b"\x00" + bytes(seed[(y * size + x) % len(seed)] for x in range(size * 3)) for y in range(size)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def _image(
+    request: web.Request, body: Mapping[str, Any], stream: bool, started: int, load_ns: int
+) -> web.StreamResponse:
+    """Image generation (``x/z-image-turbo``): progress chunks ``{completed, total}``, then ``image``."""
+    import base64
+    import hashlib
+
+    steps: int = body["steps"] if isinstance(body.get("steps"), int) and body["steps"] > 0 else 4
+    name = body["model"]
+    image = base64.b64encode(_png(hashlib.sha256(json.dumps([name, body.get("prompt")]).encode()).digest()))
+    final = {"model": name, "created_at": rfc3339_nanos(), "image": image.decode(), "done": True}
+    final["done_reason"] = "stop"
+    _durations(final, total_duration=time.perf_counter_ns() - started, load_duration=load_ns)
+    if not stream:
+        return web.json_response(final)
+    resp = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
+    await resp.prepare(request)
+    for i in range(1, steps + 1):
+        step = {"model": name, "created_at": rfc3339_nanos(), "done": False, "completed": i, "total": steps}
+        await resp.write((json.dumps(step) + "\n").encode())
+    await resp.write((json.dumps(final) + "\n").encode())
+    await resp.write_eof()
+    return resp
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
@@ -439,12 +518,12 @@ async def show(request: web.Request) -> web.StreamResponse:
     m = state.models[model]
     return web.json_response(
         {
-            "modelfile": f"FROM {m.name}\n",
-            "parameters": "",
-            "template": "{{ .Prompt }}",
+            "modelfile": f"FROM {m.name}\n" + (f'SYSTEM """{m.system}"""\n' if m.system else ""),
+            "parameters": m.parameters,
+            "template": m.template,
             "details": m.details(),
-            "model_info": {"general.architecture": m.family},
-            "capabilities": ["embedding"] if m.embedding else ["completion", "tools"],
+            "model_info": {"general.architecture": m.family, "general.parameter_count": m.size},
+            "capabilities": list(m.capabilities),
             "modified_at": _modified_at(),
         }
     )
@@ -474,4 +553,8 @@ def build_app(state: SimState) -> web.Application:
     app.router.add_get("/api/ps", ps)
     app.router.add_get("/api/version", version)
     app.router.add_get("/", root)
+    from . import manage, openai_compat
+
+    manage.add_routes(app)
+    openai_compat.add_routes(app)
     return app

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .schema import instance
+
 __all__ = [
     "DEFAULT_MODELS",
     "RUNNER_DEFAULTS",
@@ -28,6 +30,7 @@ __all__ = [
     "Output",
     "ServerSettings",
     "ServerStats",
+    "capabilities_for",
     "generate_output",
     "hash_embedding",
     "model_digest",
@@ -36,6 +39,7 @@ __all__ = [
     "prompt_token_count",
     "rfc3339_nanos",
     "runner_options",
+    "token_logprobs",
 ]
 
 #: Options whose change makes Ollama's scheduler reload the runner (server/sched.go ``needsReload``).
@@ -133,16 +137,24 @@ class ModelInfo:
     family: str
     parameter_size: str
     embedding: bool
+    capabilities: tuple[str, ...] = ("completion",)
+    system: str = ""
+    template: str = "{{ .Prompt }}"
+    parameters: str = ""
 
     @classmethod
-    def for_name(cls, name: str) -> ModelInfo:
-        base = name.split(":", 1)[0]
-        embedding = "embed" in base or "minilm" in base
+    def for_name(cls, name: str, *, system: str = "", parameters: str = "", salt: str = "") -> ModelInfo:
+        """The model a registry would serve under ``name``; ``salt`` (a created model's recipe) changes
+        its digest, as a different manifest does."""
+        base = name.rsplit("/", 1)[-1].split(":", 1)[0]
+        caps = capabilities_for(name)
+        embedding = caps == ("embedding",)
         family = re.sub(r"[^a-z]+.*$", "", base) or base
         m = re.search(r":(\d+(?:\.\d+)?)b$", name)
         params = f"{m.group(1)}B" if m else ("137M" if embedding else "3.2B")
         size = int(float(params[:-1]) * (1e9 if params.endswith("B") else 1e6) * 0.6)
-        return cls(name, model_digest(name), size, family, params, embedding)
+        digest = model_digest(name + salt)
+        return cls(name, digest, size, family, params, embedding, caps, system, parameters=parameters)
 
     def details(self) -> dict[str, Any]:
         return {
@@ -153,6 +165,30 @@ class ModelInfo:
             "parameter_size": self.parameter_size,
             "quantization_level": "F16" if self.embedding else "Q4_K_M",
         }
+
+
+_THINKING = ("qwen3", "deepseek-r1", "gpt-oss", "magistral", "phi4-reasoning", "cogito")
+_VISION = ("gemma3", "gemma4", "llava", "llama3.2-vision", "qwen2.5vl", "minicpm-v", "moondream", "bakllava")
+_INSERT = ("codellama", "qwen2.5-coder", "starcoder", "deepseek-coder", "codegemma", "codestral")
+
+
+def capabilities_for(name: str) -> tuple[str, ...]:
+    """/api/show ``capabilities`` by model family, as the real models declare them."""
+    base = name.rsplit("/", 1)[-1].split(":", 1)[0].lower()
+    if "embed" in base or "minilm" in base or base.startswith(("bge", "mxbai", "snowflake-arctic-embed")):
+        return ("embedding",)
+    if name.startswith("x/") and "image" in base:
+        return ("image",)
+    caps = ["completion"]
+    if base.startswith(_VISION):
+        caps.append("vision")
+    if not base.startswith(("codellama", "llava")):
+        caps.append("tools")
+    if base.startswith(_THINKING):
+        caps.append("thinking")
+    if base.startswith(_INSERT) or (":" in name and "code" in name.split(":", 1)[1]):
+        caps.append("insert")
+    return tuple(caps)
 
 
 def normalize_model_name(name: str) -> str:
@@ -270,20 +306,21 @@ def generate_output(
     digest = _seed(model, source, opts, fmt, think, tools)
     n = int.from_bytes(digest[:4], "big")
     natural = settings.min_tokens + n % (settings.max_tokens - settings.min_tokens + 1)
-    if tools:
-        first = tools[0].get("function") or {}
-        name = first.get("name") or "tool"
-        return Output((), (), "stop", ({"function": {"name": name, "arguments": {"seed": n % 1000}}},))
     rng = _Stream(digest)
+    if tools:
+        return Output((), (), "stop", tuple(_tool_call(t, rng) for t in _tools_to_call(tools, n)))
     words = [_WORDS[rng.next() % len(_WORDS)] for _ in range(natural)]
     if fmt:
-        body = json.dumps(
-            {
+        schema = fmt if isinstance(fmt, Mapping) and fmt else None
+        if schema is not None:  # structured outputs: a value valid against the given JSON schema
+            value: Any = instance(schema, rng.next, _WORDS)
+        else:  # format "json": some JSON object
+            value = {
                 "emotion": words[0],
                 "intensity": round((n % 100) / 100, 2),
-                "summary": " ".join(words[1:natural]),
+                "summary": " ".join(words[1:]),
             }
-        )
+        body = json.dumps(value)
         tokens = [t for t in re.findall(r"\s*\S+", body)]
     else:
         tokens = [(" " if i else "") + w for i, w in enumerate(words)]
@@ -304,6 +341,45 @@ def generate_output(
         tokens = tokens[:limit]
         done_reason = "length"
     return Output(tuple(tokens), thinking, done_reason)
+
+
+def _tools_to_call(tools: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
+    """The tools a model "decides" to call: each of them when there are several (parallel tool calls, as
+    the multi-tool examples expect), else the one."""
+    return list(tools) if len(tools) > 1 and n % 2 == 0 else [tools[n % len(tools)]]
+
+
+def _tool_call(tool: Mapping[str, Any], rng: _Stream) -> dict[str, Any]:
+    """A call whose arguments validate against the tool's ``parameters`` schema."""
+    fn = tool.get("function") or {}
+    params = fn.get("parameters") if isinstance(fn.get("parameters"), Mapping) else {"type": "object"}
+    args = instance(params, rng.next, _WORDS)
+    return {
+        "function": {"name": fn.get("name") or "tool", "arguments": args if isinstance(args, dict) else {}}
+    }
+
+
+def token_logprobs(tokens: Sequence[str], top: int, seed: bytes) -> list[dict[str, Any]]:
+    """Deterministic ``logprobs`` entries (token, logprob, bytes, ``top`` alternatives incl. the token)."""
+    rng = _Stream(hashlib.sha256(b"logprobs" + seed).digest())
+    out = []
+    for tok in tokens:
+        lp = -round((rng.next() % 2000) / 1000, 4)
+        entry: dict[str, Any] = {"token": tok, "logprob": lp, "bytes": list(tok.encode())}
+        if top > 0:
+            alts = [{"token": tok, "logprob": lp, "bytes": list(tok.encode())}]
+            for i in range(top - 1):
+                w = (" " if tok.startswith(" ") else "") + _WORDS[rng.next() % len(_WORDS)]
+                alts.append(
+                    {
+                        "token": w,
+                        "logprob": round(lp - 0.5 - i - (rng.next() % 100) / 100, 4),
+                        "bytes": list(w.encode()),
+                    }
+                )
+            entry["top_logprobs"] = alts
+        out.append(entry)
+    return out
 
 
 class _Stream:

@@ -57,6 +57,7 @@ class SimState:
         self._faults_lock = threading.Lock()
         self._embedder: Any = None
         self._embedder_lock = threading.Lock()
+        self.blobs: set[str] = set()  # digests uploaded through POST /api/blobs (model management)
 
     # -- faults (called from any thread) ------------------------------------------------------------------
 
@@ -109,6 +110,7 @@ class SimState:
     async def ensure_loaded(self, model: str, options: Mapping[str, Any] | None) -> int:
         """Load (or reload, when runner options differ) the model; returns the load time in nanoseconds."""
         wanted = runner_options(options)
+        entered = time.perf_counter_ns()
         lock = self._load_locks.get(model)
         if lock is None:
             lock = self._load_locks[model] = asyncio.Lock()
@@ -120,7 +122,8 @@ class SimState:
                 r = None
             if r is not None and r.opts == wanted:
                 r.active += 1
-                return 0
+                # already loaded: a real Ollama still reports the scheduling time as load_duration
+                return max(1, time.perf_counter_ns() - entered)
             t0 = time.perf_counter_ns()
             if self.settings.load_time:
                 await asyncio.sleep(self.settings.load_time)

@@ -1,0 +1,340 @@
+"""Call identity of a method: which part of the instance goes into a cached method's key.
+
+A method's result depends on its arguments *and* on the instance it runs on (``HybridScorer(weight=10)``
+scores differently from ``HybridScorer(weight=1)``), so by default the key covers the instance's
+*configuration*, read at call time (a setting changed after construction is honoured):
+
+* the public attributes in the instance's ``__dict__`` (and ``__slots__``), plus the private ones named
+  after a constructor parameter (``__init__(self, model)`` storing ``self._model``);
+* skipping members that can't define a result: clients, connections, pools, locks, threads, loggers,
+  sockets, files, executors, event loops, modules (see ``is_resource``), so an instance holding an
+  ``ollama.Client`` or a lock is still cached;
+* other private attributes (``self._calls``, ``self._memo``) are taken as internal state and left out, and
+  so are ``functools.cached_property`` values (derived from the settings);
+* a member that is an object of its own (a tokenizer with settings) is keyed the same way, recursively;
+  one with no encodable form and no attributes makes the call run uncached (counted, warned once).
+
+A class with ``__cache_key__()`` is keyed by that instead. ``key_attrs=[...]`` (per decorator and per
+``wrap`` entry) replaces the rule with an explicit list of attribute names (dotted paths reach into
+members: ``"llm.model"``); ``key_attrs=[]`` leaves the instance out, so every instance shares entries.
+
+No I/O here: ``@cached`` (``infra.cache.decorator``) asks ``MethodIdentity`` for a hashable fingerprint on
+its fast path and for the encodable value that goes into the key on its slow path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import inspect
+import itertools
+import operator
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from infra.cache.keys import UncacheableError, canonical_bytes, type_name
+
+__all__ = ["MethodIdentity", "instance_config", "is_resource"]
+
+#: top-level packages whose objects are I/O handles, never settings
+_RESOURCE_PACKAGES = frozenset(
+    {
+        "aiohttp",
+        "anthropic",
+        "asyncpg",
+        "boto3",
+        "botocore",
+        "grpc",
+        "httpcore",
+        "httpx",
+        "ollama",
+        "openai",
+        "psycopg",
+        "psycopg2",
+        "pymongo",
+        "redis",
+        "requests",
+        "socket",
+        "sqlalchemy",
+        "sqlite3",
+        "ssl",
+        "threading",
+        "urllib3",
+        "websockets",
+        "_thread",
+        "_io",
+        "io",
+        "logging",
+        "concurrent",
+        "asyncio",
+        "multiprocessing",
+        "queue",
+        "selectors",
+        "subprocess",
+        "weakref",
+    }
+)
+#: this project's own handles (the cache, clients, metrics, pools) are resources too
+_RESOURCE_MODULES = (
+    "infra.cache",
+    "infra.http",
+    "infra.ollama",
+    "infra.db",
+    "infra.metrics",
+    "infra.hotpath",
+)
+#: a class (or a base) named like this is a handle whatever package it comes from. Deliberately narrow:
+#: a member wrongly taken for a handle is left out of the key (a wrong shared answer), one wrongly kept
+#: only costs a miss, so words that also name data (Session, Event, Engine, Queue) are not here; the
+#: standard library's and the known client packages' handles are caught by package above.
+_RESOURCE_NAME = re.compile(r"(Client|Connection|Pool|Cursor|Lock|Logger|Socket|Thread|Executor|Transport)$")
+_PLAIN = frozenset({str, bytes, int, float, bool, type(None)})
+_MAX_DEPTH = 8
+_resource_memo: dict[type, bool] = {}
+
+
+def is_resource(value: Any) -> bool:
+    """True for members that can't define a result: clients, connections, locks, loggers, threads..."""
+    t = type(value)
+    hit = _resource_memo.get(t)
+    if hit is None:
+        hit = _resource_memo[t] = _is_resource_type(t)
+    return hit
+
+
+def _is_resource_type(t: type) -> bool:
+    if t in _PLAIN or t in (list, tuple, dict, set, frozenset):
+        return False
+    # data types are settings whatever package defines them (``ollama.Options``, an httpx-free dataclass)
+    if (
+        dataclasses.is_dataclass(t)
+        or issubclass(t, enum.Enum)
+        or isinstance(getattr(t, "model_fields", None), dict)
+    ):
+        return False
+    if inspect.ismodule(t) or t.__name__ in ("module", "generator", "coroutine", "async_generator", "frame"):
+        return True
+    for klass in t.__mro__[:-1]:  # object itself says nothing
+        module = klass.__module__ or ""
+        if module.partition(".")[0] in _RESOURCE_PACKAGES or module.startswith(_RESOURCE_MODULES):
+            return True
+        if _RESOURCE_NAME.search(klass.__name__):
+            return True
+    return False
+
+
+class _TypePlan:
+    """Per class: the private attribute names that hold constructor arguments, and the slot names."""
+
+    __slots__ = ("derived", "has_hook", "init_private", "layout", "slots")
+
+    def __init__(self, t: type) -> None:
+        self.has_hook = getattr(t, "__cache_key__", None) is not None
+        #: the last instance layout seen: (attribute names, value types, picker of the kept values,
+        #: whether the kept values are all scalars, a process-unique number); most instances of a class
+        #: share one
+        self.layout: tuple[tuple[str, ...], tuple[type, ...], Callable[[Any], Any], bool, int] | None = None
+        names: set[str] = set()
+        try:
+            for p in inspect.signature(t).parameters.values():
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                    names.add(p.name)
+        except (TypeError, ValueError):
+            pass
+        self.init_private = frozenset({f"_{n}" for n in names} | {n for n in names if n.startswith("_")})
+        slots: list[str] = []
+        for klass in t.__mro__:
+            s = klass.__dict__.get("__slots__", ())
+            for name in (s,) if isinstance(s, str) else s:
+                if name not in ("__dict__", "__weakref__") and name not in slots:
+                    slots.append(name)
+        self.slots = tuple(slots)
+        # functools.cached_property values land in __dict__ on first use; they derive from the settings,
+        # and keying on them would change the key after the first access
+        self.derived = frozenset(
+            name
+            for klass in t.__mro__
+            for name, attr in vars(klass).items()
+            if isinstance(attr, functools.cached_property)
+        )
+
+
+_plans: dict[type, _TypePlan] = {}
+
+
+def _plan(t: type) -> _TypePlan:
+    plan = _plans.get(t)
+    if plan is None:
+        plan = _plans[t] = _TypePlan(t)
+    return plan
+
+
+_NO_VALUE: Any = object()
+
+
+def _members(obj: Any) -> list[tuple[str, Any]]:
+    """The (name, value) pairs the default rule keys on, resources left out, in attribute order."""
+    plan = _plan(type(obj))
+    out: list[tuple[str, Any]] = []
+    d = getattr(obj, "__dict__", None)
+    if d is not None:
+        private_ok = plan.init_private
+        for name, value in d.items():
+            if (name[:1] == "_" and name not in private_ok) or name in plan.derived:
+                continue
+            if type(value) not in _PLAIN and is_resource(value):
+                continue
+            out.append((name, value))
+    for name in plan.slots:
+        if name[:1] == "_" and name not in plan.init_private:
+            continue
+        value = getattr(obj, name, _NO_VALUE)
+        if value is _NO_VALUE or (type(value) not in _PLAIN and is_resource(value)):
+            continue
+        out.append((name, value))
+    return out
+
+
+def instance_config(obj: Any, *, _depth: int = 0, _path: str = "") -> dict[str, Any]:
+    """The configuration of ``obj`` under the default rule, as an encodable dict (nested objects keyed
+    the same way). Raises ``UncacheableError`` naming the member that has no encodable form."""
+    return {name: _value(v, _depth + 1, f"{_path}{name}") for name, v in _members(obj)}
+
+
+def _value(v: Any, depth: int, path: str) -> Any:
+    """``v`` itself when it encodes; containers walked; an object keyed by its own configuration."""
+    t = type(v)
+    if t in _PLAIN:
+        return v
+    if depth > _MAX_DEPTH:
+        raise UncacheableError(f"member {path!r} nests objects deeper than {_MAX_DEPTH} levels (a cycle?)")
+    if t is list or t is tuple:
+        return t(_value(x, depth + 1, f"{path}[{i}]") for i, x in enumerate(v))
+    if t is dict:
+        return {k: _value(x, depth + 1, f"{path}[{k!r}]") for k, x in v.items()}
+    if is_resource(v):
+        return ("resource", type_name(t))  # inside a container: its presence, not its state
+    if inspect.isfunction(v) or inspect.isbuiltin(v) or isinstance(v, type):
+        return ("callable", f"{getattr(v, '__module__', '')}.{getattr(v, '__qualname__', repr(v))}")
+    if inspect.ismethod(v):
+        owner = v.__self__
+        state = None if is_resource(owner) or isinstance(owner, type) else _value(owner, depth + 1, path)
+        return ("method", f"{v.__func__.__module__}.{v.__func__.__qualname__}", state)
+    try:
+        canonical_bytes(v)
+        return v
+    except UncacheableError:
+        pass
+    if hasattr(v, "__dict__") or _plan(t).slots:
+        return ("object", type_name(t), instance_config(v, _depth=depth, _path=f"{path}."))
+    raise UncacheableError(
+        f"instance member {path!r} is a {type_name(t)}, which has no cache-key form; list the attributes "
+        "that define the result in key_attrs, or give the class a __cache_key__() method"
+    )
+
+
+class MethodIdentity:
+    """How one cached method keys its instance: the default rule, or an explicit ``key_attrs`` list."""
+
+    __slots__ = ("key_attrs", "paths")
+
+    def __init__(self, key_attrs: Sequence[str] | None = None) -> None:
+        if isinstance(key_attrs, str):
+            raise TypeError(f"key_attrs must be a list of attribute names, got the string {key_attrs!r}")
+        self.key_attrs = None if key_attrs is None else tuple(key_attrs)
+        for name in self.key_attrs or ():
+            if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".")):
+                raise ValueError(f"key_attrs: {name!r} is not an attribute name (or dotted path)")
+        self.paths = tuple(tuple(n.split(".")) for n in self.key_attrs or ())
+
+    @property
+    def shares_instances(self) -> bool:
+        """``key_attrs=[]``: the instance is left out of the key (every instance shares entries)."""
+        return self.key_attrs == ()
+
+    def _explicit(self, obj: Any) -> list[tuple[str, Any]]:
+        out = []
+        for name, parts in zip(self.key_attrs or (), self.paths, strict=True):
+            value = obj
+            for part in parts:
+                value = getattr(value, part, _NO_VALUE)
+                if value is _NO_VALUE:
+                    raise UncacheableError(
+                        f"key_attrs names {name!r}, but the {type_name(type(obj))} has no attribute {part!r}"
+                    )
+            out.append((name, value))
+        return out
+
+    def key_value(self, obj: Any) -> Any:
+        """What goes into the key in place of ``self`` (raises ``UncacheableError``)."""
+        if getattr(type(obj), "__cache_key__", None) is not None:
+            return obj  # the key encoder calls the class's own hook
+        if self.key_attrs is None:
+            config = instance_config(obj)
+        else:
+            config = {n: _value(v, 1, n) for n, v in self._explicit(obj)}
+        return ("perf-infra/instance", type_name(type(obj)), config)
+
+    def fingerprint(self, obj: Any, fid: Callable[[Any], Any]) -> Any:
+        """A hashable stand-in, equal only when ``key_value`` is: the type plus each keyed member's exact
+        plain-value id (``fid`` raises for non-plain values; then None, and the caller takes the slow
+        path)."""
+        t = type(obj)
+        plan = _plans.get(t) or _plan(t)
+        if plan.has_hook:
+            return None
+        try:
+            if self.key_attrs is None and not plan.slots:
+                return self._fast_default(obj, t, plan, fid)
+            members = _members(obj) if self.key_attrs is None else self._explicit(obj)
+            return (t, tuple([(n, v if type(v) is str else fid(v)) for n, v in members]))
+        except Exception:  # not plain, or a missing key_attr: the slow path says what is wrong
+            return None
+
+    @staticmethod
+    def _fast_default(obj: Any, t: type, plan: _TypePlan, fid: Callable[[Any], Any]) -> Any:
+        """The default rule's fingerprint for a plain ``__dict__`` instance, on every cached call.
+
+        The names and value types (taken in C: ``tuple(map(type, ...))``) select a cached layout, which
+        says which values are kept; scalars then go in as they are, since the types tuple already tells
+        ``1`` from ``True`` from ``1.0``. The one scalar equality that isn't key equality is ``0.0 ==
+        -0.0``: any zero among the kept values takes the exact per-value path (``fid``)."""
+        d = obj.__dict__
+        keys = tuple(d)
+        values = tuple(d.values())
+        types = tuple(map(type, values))
+        layout = plan.layout
+        if layout is None or layout[0] != keys or layout[1] != types:
+            layout = plan.layout = _layout(plan, keys, values, types)
+        kept = layout[2](values)
+        if not layout[3] or 0 in kept:
+            kept = tuple([v if type(v) is str else fid(v) for v in kept])
+        return (t, layout[4], kept)  # the layout's number stands for its names and types (cheap to hash)
+
+
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+_layout_numbers = itertools.count()
+
+
+def _layout(
+    plan: _TypePlan, keys: tuple[str, ...], values: tuple[Any, ...], types: tuple[type, ...]
+) -> tuple[tuple[str, ...], tuple[type, ...], Callable[[Any], Any], bool, int]:
+    """Which of an instance's attributes the default rule keeps (the same decision as ``_members``).
+    Each layout built gets a new number, so equal numbers always mean equal names and types."""
+    keep = [
+        i
+        for i, (name, value) in enumerate(zip(keys, values, strict=True))
+        if not (name[:1] == "_" and name not in plan.init_private)
+        and name not in plan.derived
+        and not (types[i] not in _PLAIN and is_resource(value))
+    ]
+    if not keep:
+        pick: Callable[[Any], Any] = lambda v: ()  # noqa: E731
+    elif len(keep) == 1:
+        i = keep[0]
+        pick = lambda v: (v[i],)  # noqa: E731
+    else:
+        pick = operator.itemgetter(*keep)
+    return keys, types, pick, all(types[i] in _SCALAR_TYPES for i in keep), next(_layout_numbers)

@@ -1,0 +1,104 @@
+"""Route code that uses the official names through the layer: ``ollama.Client``, ``ollama.AsyncClient`` and
+the module-level functions (``ollama.chat``, ``ollama.generate``, ``ollama.embed``, ...), reversibly::
+
+    import infra.ollama
+    routing = infra.ollama.route_official()     # perf_config's ollama section
+    from ollama import chat                     # now OptimizedOllama's chat
+    ...
+    routing.undo()                              # every name back to what it was
+
+Also a context manager (``with infra.ollama.route_official(): ...``). For workers and frameworks that build
+the official client themselves (LlamaIndex, LangChain's ``ChatOllama``, ollama-python's examples). Code that
+imported a name before the call keeps its own reference: route first, then import.
+``ollama._client.Client`` (the module, not the package) is left alone: it is the classes' base.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import Any
+
+from .aclient import AsyncOptimizedOllama
+from .client import OptimizedOllama
+from .settings import OllamaSettings
+
+__all__ = ["MODULE_FUNCTIONS", "Routing", "route_official"]
+
+#: The package-level functions ollama-python binds to its default client (``ollama/__init__.py``).
+MODULE_FUNCTIONS = (
+    "generate",
+    "chat",
+    "embed",
+    "embeddings",
+    "pull",
+    "push",
+    "create",
+    "delete",
+    "list",
+    "copy",
+    "show",
+    "ps",
+    "web_search",
+    "web_fetch",
+    "systemone",
+)
+_MISSING = object()
+_lock = threading.Lock()
+
+
+class Routing:
+    """What :func:`route_official` replaced; ``undo()`` puts it back (idempotent)."""
+
+    def __init__(self, client: OptimizedOllama, saved: dict[str, Any]) -> None:
+        self.client = client  #: the routed default client behind the module-level functions
+        self._saved = saved
+        self.active = True
+
+    def undo(self) -> None:
+        """Restore every name this routing replaced; close the routed default client."""
+        import ollama
+
+        with _lock:
+            if not self.active:
+                return
+            self.active = False
+            for name, value in self._saved.items():
+                if value is _MISSING:
+                    ollama.__dict__.pop(name, None)
+                else:
+                    setattr(ollama, name, value)
+        self.client.close()
+
+    def __enter__(self) -> Routing:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.undo()
+
+    def __repr__(self) -> str:
+        return f"<Routing {'active' if self.active else 'undone'} host={self.client._book_host}>"
+
+
+def route_official(*, settings: OllamaSettings | None = None, cache: Any = None) -> Routing:
+    """Make ``ollama.Client`` / ``ollama.AsyncClient`` the layer's classes and bind the module-level functions
+    to one :class:`OptimizedOllama` (host from ``$OLLAMA_HOST`` or settings, as the official default client).
+
+    ``settings`` default to perf_config's ``ollama`` section (off there: the layer passes requests through
+    unchanged). Returns a :class:`Routing`; ``undo()`` restores the previous names (routings nest).
+    """
+    import ollama
+
+    client = OptimizedOllama(settings=settings, cache=cache)
+    names = ("Client", "AsyncClient", "_client", *MODULE_FUNCTIONS)
+    with _lock:
+        saved = {name: ollama.__dict__.get(name, _MISSING) for name in names}
+        ollama.Client = OptimizedOllama  # type: ignore[misc]
+        ollama.AsyncClient = AsyncOptimizedOllama  # type: ignore[misc]
+        ollama._client = client  # the package's default-client attribute
+        for name in MODULE_FUNCTIONS:
+            if hasattr(client, name):
+                setattr(ollama, name, getattr(client, name))
+    return Routing(client, saved)
