@@ -71,8 +71,8 @@ def history_for(registry: MetricsRegistry | None = None, *, start: bool = True) 
     """The history ring of ``registry`` (default: the process-wide one), started unless ``start=False``.
 
     Once started it samples for the life of the process (or of the registry), whether or not a server
-    still runs: ~0.1 ms of CPU every 2 s (BENCHMARKS.md), and the next server to start finds the hour
-    it missed nothing of. ``history_for(reg).stop()`` ends it.
+    still runs: ~0.1 ms of CPU every 2 s (BENCHMARKS.md), so a server started later still shows the
+    whole last hour. ``history_for(reg).stop()`` ends it.
     """
     reg = registry or get_metrics()
     with _histories_lock:
