@@ -136,6 +136,7 @@ def bench_postgres(res: Results, rounds: int, n: int, notes: dict[str, Any]) -> 
     raw_table = f'"{prefix}_raw"'
     ours = PostgresBackend(dsn=PG_DSN, table=prefix)
     ours_hop = PostgresBackend(dsn=PG_DSN, table=prefix, sync_mode="private_loop")
+    ours.stats()  # connects and creates the tables (housekeeping may wait longer than the 50 ms store budget)
     ours.set(NS, KEY, StoredEntry(PAYLOAD, 1, time.time() + 3600, 0.1))
     keys100 = [f"{i:064x}" for i in range(100)]
     ours.set_many(NS, {k: StoredEntry(PAYLOAD, 1, time.time() + 3600) for k in keys100})

@@ -25,6 +25,10 @@ Contract every backend keeps (the SQLite backend is the reference implementation
   and returns how many it removed.
 * **Leases** give cross-process single-flight: ``acquire_lease`` is an atomic test-and-set with a timeout, so
   a dead holder blocks nobody past ``timeout`` seconds; ``release_lease`` only releases the owner's lease.
+  An owner named ``host:pid:...`` (as ``Cache`` names itself) that is a process of this host no longer
+  alive is taken over at once (``backends._common.holder_is_dead``).
+* **Time**: an operation on a cached call's path waits at most the store budget (``cache.store_budget``)
+  on a hung, slow or locked store, then raises ``CacheError``; housekeeping may take longer.
 * **Errors**: a backend raises ``infra.errors.CacheError`` (``CacheCorruptError`` when it had to
   quarantine the store), chained with ``raise ... from exc`` from the driver error. ``Cache`` catches
   these, counts them and fails open; a backend never needs to swallow errors itself.

@@ -448,6 +448,20 @@ def _hook(d: dict[str, Any]) -> Any:
 
 
 # ---------------------------------------------------------------------------------- the codec
+def inflate(body: bytes, limit: int | None) -> bytes:
+    """zlib-decompress ``body``, refusing (``DecodeError``) output longer than ``limit`` bytes without ever
+    holding more than ``limit + 1`` of it: a small row can't make a read allocate gigabytes."""
+    if limit is None:
+        return zlib.decompress(body)
+    d = zlib.decompressobj()
+    out = d.decompress(body, limit + 1)
+    if len(out) > limit or d.unconsumed_tail:
+        raise DecodeError(f"compressed value inflates past the store's limit ({limit} bytes): refused")
+    if not d.eof:
+        raise DecodeError("compressed value is truncated")
+    return out
+
+
 _HDR = struct.Struct("<B")
 
 
@@ -460,7 +474,7 @@ class Codec:
     ``TRUSTED_MODULES`` (see the module docstring).
     """
 
-    __slots__ = ("_pickle", "_sign", "_signer", "_threshold", "_trusted")
+    __slots__ = ("_max", "_pickle", "_sign", "_signer", "_threshold", "_trusted")
 
     def __init__(
         self,
@@ -469,6 +483,7 @@ class Codec:
         pickle: bool = False,
         sign: bool = False,
         compress_threshold: int = 8192,
+        max_decoded: int | None = None,
         trusted_modules: tuple[str, ...] = (),
     ) -> None:
         if sign and signer is None:
@@ -477,6 +492,9 @@ class Codec:
         self._pickle = bool(pickle and signer is not None)
         self._sign = sign
         self._threshold = compress_threshold
+        # the store's own byte limit (issue 17 item 12): no value larger is ever written, so a compressed
+        # payload that inflates past it is a decompression bomb and is refused before it is allocated
+        self._max = max_decoded or None
         self._trusted = TRUSTED_MODULES + tuple(trusted_modules)
 
     @property
@@ -514,6 +532,8 @@ class Codec:
             except (TypeError, ValueError, RecursionError) as exc:
                 raise EncodeError(f"value can't be encoded: {exc}") from exc
         codec = kind
+        if self._max is not None and len(body) > self._max:
+            raise EncodeError(f"value of {len(body)} bytes is over the store's limit ({self._max} bytes)")
         if self._threshold and len(body) > self._threshold:
             packed = zlib.compress(body, 3)
             if len(packed) < len(body):
@@ -550,7 +570,7 @@ class Codec:
             raise DecodeError("unsigned value where only signed ones are accepted (never unpickled)")
         try:
             if codec & FLAG_ZLIB:
-                body = zlib.decompress(body)
+                body = inflate(body, self._max)
             if kind == STR:
                 return body.decode("utf-8", "surrogatepass") if type(body) is bytes else bytes(body).decode()
             if kind == BYTES:

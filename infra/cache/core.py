@@ -59,6 +59,7 @@ def make_backend(settings: CacheSettings) -> CacheBackend | None:
             settings.path,
             max_bytes=settings.max_bytes,
             namespace_max_bytes={k: v.max_bytes for k, v in settings.namespaces.items()},
+            budget=settings.store_budget,
         )
     import importlib
 
@@ -165,6 +166,18 @@ class Cache:
                     )
             else:
                 self.backend = backend
+        if self.backend is not None and self.backend.shared and self._signer is None:
+            # Issue 17 item 11: other clients can write a shared store, so its rows are trusted only when
+            # signed; without a key nothing can be verified (nor signed): the store is not used at all.
+            self._backend_error = (
+                f"cache backend {self.backend.name!r} is shared but {s.signing_key_env} is not set: "
+                "its rows can't be verified, so it is not used (set the key)"
+            )
+            log.error("%s; running with the in-process L1 only", self._backend_error)
+            if backend is _DEFAULT_BACKEND:
+                with contextlib.suppress(Exception):
+                    self.backend.close()
+            self.backend = None
         self._inline = self.backend is not None and type(self.backend).aget is CacheBackend.aget
         # SQLite's row-tuple fast path for get() (no StoredEntry on the hottest path); others: backend.get
         self._get_row: Callable[..., Any] | None = getattr(self.backend, "get_row", None)
@@ -195,18 +208,13 @@ class Cache:
                 return ns
             s = self.settings
             nss = s.namespace(name)
-            shared = self.backend is not None and self.backend.shared
-            if shared and self._signer is None:
-                log.error(
-                    "cache backend %s is shared but %s is not set: values are not signed; set the key",
-                    self.backend,
-                    s.signing_key_env,
-                )
+            shared = self.backend is not None and self.backend.shared  # (only ever with a signer)
             codec = Codec(
                 signer=self._signer,
                 pickle=nss.codec == "pickle",
                 sign=bool(shared and self._signer is not None),
                 compress_threshold=s.compress_threshold,
+                max_decoded=nss.max_bytes or s.max_bytes or None,  # the store's own limit bounds inflation
                 trusted_modules=s.trusted_modules,
             )
             if nss.codec == "pickle" and self._signer is None:
@@ -718,7 +726,21 @@ class Cache:
         total = out["hits"] + out["misses"]
         out["hit_rate"] = round(out["hits"] / total, 6) if total else 0.0
         out["compute_seconds_saved"] = round(out["compute_seconds_saved"], 6)
+        self._add_fleet(out)
         return out
+
+    def _add_fleet(self, out: dict[str, Any]) -> None:
+        """``fleet``: every process's counts per namespace since the last ``cache stats --reset``, from the
+        store (this process's pushed first); the figures above are this process's (issue 16)."""
+        if not self._export or self.backend is None:
+            return
+        try:
+            totals = fleet_stats.fleet_totals(self)
+        except Exception as exc:
+            out["fleet_error"] = str(exc)
+            return
+        if totals is not None:
+            out["fleet"] = {name: c.to_dict() for name, c in sorted(totals.items())}
 
     def push_metrics(self) -> None:
         """Push pending counts, evictions and the store's entries and bytes per namespace into the metrics
@@ -806,6 +828,8 @@ def _after_fork(ref: weakref.ref[Cache]) -> None:
     if c is not None:
         c._ns_lock = threading.Lock()
         c._l1._lock = threading.Lock()
+        # the child is another lease holder (its pid tells stores whether it is alive): never the parent
+        c._owner = f"{socket.gethostname()}:{os.getpid()}:{id(c):x}"
 
 
 _PROCESS_NAMES = ("get_cache", "set_cache", "reset_cache")

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_MEMORY_ITEMS",
     "DEFAULT_PATH",
     "DEFAULT_SIGNING_KEY_ENV",
+    "DEFAULT_STORE_BUDGET",
     "DEFAULT_TTL",
     "CacheSettings",
     "NamespaceSettings",
@@ -37,6 +38,11 @@ DEFAULT_TTL_JITTER = 0.05
 DEFAULT_COMPRESS_THRESHOLD = 8192
 DEFAULT_SIGNING_KEY_ENV = "PERF_CACHE_SIGNING_KEY"
 DEFAULT_LEASE_TIMEOUT = 30.0
+#: Longest a cached call waits on the L2 store per operation before skipping it (issue 17 item 6). A healthy
+#: store answers in 0.01-1 ms (SQLite in-process, Redis / PostgreSQL on a LAN), so 50 ms is 50-5000x a
+#: healthy operation and never fires on a working store, even on a loaded machine; yet it is short enough
+#: that a store gone wrong costs a call at most a few frames' time, once (then it is skipped).
+DEFAULT_STORE_BUDGET = 0.05
 DEFAULT_SYNC_INTERVAL = 1.0
 
 _CODECS = ("safe", "pickle")
@@ -133,6 +139,7 @@ class CacheSettings:
     signing_key_env: str = DEFAULT_SIGNING_KEY_ENV
     signing_key: bytes | None = dataclasses.field(default=None, repr=False)
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT
+    store_budget: float = DEFAULT_STORE_BUDGET
     namespaces: Mapping[str, NamespaceSettings] = dataclasses.field(default_factory=lambda: _ns_map(None))
     #: module prefixes whose record types a decode may import (see ``infra.cache.codecs``)
     trusted_modules: tuple[str, ...] = ()
@@ -147,6 +154,8 @@ class CacheSettings:
         for name in ("max_bytes", "memory_items", "memory_bytes", "compress_threshold"):
             if getattr(self, name) < 0:
                 raise ValueError(f"cache {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.store_budget <= 10:
+            raise ValueError(f"store_budget must be within (0, 10] seconds, got {self.store_budget!r}")
         if not self.sync_interval > 0:
             raise ValueError(f"sync_interval must be > 0 seconds, got {self.sync_interval!r}")
         if self.lease_timeout <= 0:
@@ -177,6 +186,7 @@ class CacheSettings:
             compress_threshold=section.compress_threshold,
             signing_key_env=section.signing_key_env,
             lease_timeout=section.lease_timeout,
+            store_budget=section.store_budget,
             namespaces={k: NamespaceSettings.from_config(v) for k, v in section.namespaces.items()},
             trusted_modules=tuple(section.trusted_modules),
             sync_interval=section.sync_interval,

@@ -182,7 +182,7 @@ def _checkpoint(self: SQLiteBackend) -> None:
     here), and every set paid for appending to fresh file blocks. Writers wait for the lock in the kernel
     for the checkpoint's length (a few ms, once per ``CHECKPOINT_EVERY`` writes), never in SQLite's
     sleeping busy handler."""
-    self._writes_since_ckpt = 0
+    self._writes_since_ckpt = self._bytes_since_ckpt = 0
     with contextlib.suppress(sqlite3.OperationalError), self._file_lock():
         self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 

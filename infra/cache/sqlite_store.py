@@ -6,9 +6,12 @@ maintenance thread) in ``sqlite_maint``; this module opens, reads, writes and re
 Engineering notes (each choice has a reason):
 
 * WAL, ``synchronous=NORMAL`` (no fsync per commit; a power cut can lose the last commits, never corrupt),
-  ``busy_timeout`` for the rare non-cooperating writer (the CLI, a sqlite3 shell).
+  ``busy_timeout`` = the store budget (50 ms) for a non-cooperating writer (a sqlite3 shell holding the
+  write lock): past it the write is skipped and writes fail fast for a backoff (``ReconnectGate``), so a miss
+  waits at most one budget, not 5 s per statement (issue 17 item 7).
 * Writers serialise on an ``flock`` of ``<path>.lock`` plus a thread lock, then ``BEGIN IMMEDIATE``:
-  the kernel wakes the next writer as soon as the lock drops, where SQLite's own busy handler sleeps
+  the lock is taken within the budget (``sqlite_guard.lock_within``: a blocking flock can't time out, and a
+  stopped peer would hold everyone), polled at most 1 ms apart where SQLite's own busy handler sleeps
   1, 2, 5, 10 ... ms between retries; that sleep schedule is what gives diskcache its 100+ ms set tail.
 * Rows are appended in insertion order (sequential rowid) and found through a UNIQUE index on a 64-bit
   hash of (namespace, key). Measured here, placing rows by their hash instead (rowid = hash) made sets
@@ -31,8 +34,14 @@ Engineering notes (each choice has a reason):
   ``CREATE TABLE`` / ``journal_mode`` (the race of diskcache issue #85).
 * One connection per thread, dropped after ``fork()`` (``os.register_at_fork``).
 * ``PRAGMA quick_check`` once per process on open; a failed check, or a "malformed" / "not a database"
-  error at run time, moves the file aside as ``<path>.corrupt-<unix time>`` and starts a fresh one.
-* The directory is created 0700 and the database 0600 (SQLite gives -wal / -shm the same mode).
+  error at run time, moves the file aside as ``<path>.corrupt-<unix time>`` and starts a fresh one. Only the
+  file that was checked is moved: its (st_dev, st_ino) is compared first, under the lock, so a process still
+  holding the old file never moves the fresh one another process made (issue 17 item 8).
+* The directory is 0700 and the files 0600, existing ones included: modes are tightened, symlinks and other
+  users' paths refused (``sqlite_guard.secure_paths``; SQLite gives -wal / -shm the database's mode).
+* The store stops growing while free disk space is short (``sqlite_guard.DiskGuard``): writes skipped and
+  counted, one log line per shortage.
+* A lease held by a process of this host that has died is taken over at once (its pid is checked).
 """
 
 from __future__ import annotations
@@ -50,6 +59,9 @@ from typing import Any
 from infra.cache import fleet_stats as _fleet
 from infra.cache import sqlite_maint as _maint
 from infra.cache.backend import GENERATION_POLL_INTERVAL, BackendStats, CacheBackend, EntryInfo, StoredEntry
+from infra.cache.backends._common import ReconnectGate, holder_is_dead
+from infra.cache.settings import DEFAULT_STORE_BUDGET
+from infra.cache.sqlite_guard import DiskGuard, lock_within, secure_paths
 from infra.cache.sqlite_schema import (
     BUMP_ALL_CHANGES,
     BUMP_CHANGES,
@@ -74,12 +86,18 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone s
 
 __all__ = ["SQLiteBackend"]
 
+#: WAL bytes between checkpoints at most (fewer while free disk space is short: see ``_after_write``)
+CHECKPOINT_BYTES = 16 * 1024**2
 _U64 = 1 << 64
 _I63 = 1 << 63
 _P64 = (1 << 64) - 59  # the largest prime below 2**64
 _make_entry = StoredEntry._make
 
 log = logging.getLogger("infra.cache")
+
+
+class _LockBusy(CacheError):
+    """The writers' lock stayed busy for the whole budget (this operation is skipped)."""
 
 
 class _Local(threading.local):
@@ -103,15 +121,23 @@ class SQLiteBackend(CacheBackend):
         *,
         max_bytes: int = 1024**3,
         namespace_max_bytes: Mapping[str, int | None] | None = None,
-        busy_timeout: float = 5.0,
+        busy_timeout: float | None = None,
         quick_check: bool = True,
         maintenance_interval: float = 1.0,
         retry_open_after: float = 5.0,
+        budget: float = DEFAULT_STORE_BUDGET,
+        min_free_bytes: int | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.max_bytes = max_bytes
         self.namespace_max_bytes = {k: v for k, v in (namespace_max_bytes or {}).items() if v is not None}
-        self.busy_timeout = busy_timeout
+        #: longest a caller waits for the write lock (ours or SQLite's); see the module docstring
+        self.budget = budget
+        self.busy_timeout = budget if busy_timeout is None else busy_timeout
+        self.gate = ReconnectGate("sqlite", self.path)
+        #: ``min_free_bytes``: the free-space floor (None: 10 % of the file system, at most 256 MiB)
+        self.disk = DiskGuard(os.path.dirname(os.path.abspath(self.path)), min_free_bytes)
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file this process checked
         self.quick_check = quick_check
         self.maintenance_interval = maintenance_interval
         self.retry_open_after = retry_open_after
@@ -130,6 +156,7 @@ class SQLiteBackend(CacheBackend):
         self._touches: dict[int, float] = {}
         self._writes_since_check = 0
         self._writes_since_ckpt = 0
+        self._bytes_since_ckpt = 0
         self._bytes_est = 0
         self._ns_est: dict[
             str, int
@@ -189,13 +216,6 @@ class SQLiteBackend(CacheBackend):
                 c.close()
 
     # ------------------------------------------------------------------ opening
-    def _ensure_dir(self) -> None:
-        d = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(d):
-            os.makedirs(d, mode=0o700, exist_ok=True)
-            with contextlib.suppress(OSError):
-                os.chmod(d, 0o700)
-
     def _lockfd(self) -> int:
         if self._lock_fd is None:
             self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -208,11 +228,20 @@ class SQLiteBackend(CacheBackend):
                 yield
                 return
             fd = self._lockfd()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_or_fail(fd)
             try:
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_or_fail(self, fd: int) -> None:
+        """The writers' flock within the budget, or ``CacheError``. Only our own writers take this lock, and
+        they pass it on every statement: a timeout here is contention (or a stopped peer), so it skips this
+        write only and opens no gate (a gate made one slow moment cost every write of its backoff)."""
+        if not lock_within(fd, self.budget):
+            raise _LockBusy(
+                f"cache write skipped: the writers' lock stayed busy for {self.budget * 1000:.0f} ms"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -236,13 +265,12 @@ class SQLiteBackend(CacheBackend):
         if self._open_error is not None and now - self._open_failed_at < self.retry_open_after:
             raise self._open_error
         try:
-            self._ensure_dir()
-            if not os.path.exists(self.path):
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-                os.close(fd)
+            secure_paths(self.path)
             before = len(self.quarantined)
             with self._file_lock():
                 self._init_schema()
+        except _LockBusy:
+            raise  # a peer is opening (or writing) right now: the next call tries again, not 5 s later
         except CacheError as exc:
             self._open_error, self._open_failed_at = exc, now
             raise
@@ -261,6 +289,8 @@ class SQLiteBackend(CacheBackend):
         for attempt in range(2):
             conn: sqlite3.Connection | None = None
             try:
+                st = os.stat(self.path)  # under the lock: the file we check is the one a quarantine may move
+                self._ident = (st.st_dev, st.st_ino)
                 conn = self._connect()
                 if self.quick_check:
                     row = conn.execute("PRAGMA quick_check").fetchone()
@@ -329,9 +359,18 @@ class SQLiteBackend(CacheBackend):
         return cur
 
     # ------------------------------------------------------------------ corruption
-    def _quarantine_locked(self, exc: BaseException) -> str:
-        """Move the corrupt file (and its -wal / -shm) aside; caller holds the file lock."""
+    def _quarantine_locked(self, exc: BaseException) -> str | None:
+        """Move the corrupt file (and its -wal / -shm) aside; caller holds the file lock. None when the file
+        at ``path`` is no longer the one this process checked (another process moved it aside and started a
+        fresh one, which is not ours to judge: it is checked again on reopening)."""
         self._close_conns()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and self._ident is not None and (st.st_dev, st.st_ino) != self._ident:
+            log.warning("cache database %s was replaced by another process; reopening it", self.path)
+            return None
         stamp = f"{time.time():.0f}"
         dest = f"{self.path}.corrupt-{stamp}"
         n = 0
@@ -347,8 +386,10 @@ class SQLiteBackend(CacheBackend):
                 else:
                     with contextlib.suppress(OSError):
                         os.unlink(self.path + suffix)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        st = os.fstat(fd)
         os.close(fd)
+        self._ident = (st.st_dev, st.st_ino)
         self._ensured.clear()
         self.quarantined.append(dest)
         log.error("cache database %s was corrupt (%s); moved aside to %s", self.path, exc, dest)
@@ -363,7 +404,13 @@ class SQLiteBackend(CacheBackend):
                     self._ready = False
             except Exception as qexc:
                 return CacheError(f"cache {what} failed ({exc}); quarantine failed too: {qexc}")
-            err: CacheError = CacheCorruptError(f"cache database was corrupt ({exc}); moved to {dest}")
+            if dest is None:
+                err: CacheError = CacheError(f"cache {what} failed ({exc}); the file was replaced meanwhile")
+            else:
+                err = CacheCorruptError(f"cache database was corrupt ({exc}); moved to {dest}")
+        elif isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower():
+            # another program holds SQLite's write lock past the budget: fail fast for a backoff
+            return self.gate.failed(exc)
         else:
             err = CacheError(f"cache {what} failed: {exc}")
         err.__cause__ = exc
@@ -497,6 +544,7 @@ class SQLiteBackend(CacheBackend):
     # ------------------------------------------------------------------ writes
     @contextlib.contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        self.gate.check()
         try:
             conn = self._conn()
             with self._file_lock():
@@ -504,6 +552,8 @@ class SQLiteBackend(CacheBackend):
                 try:
                     yield conn
                     conn.execute("COMMIT")
+                    if self.gate._delay:
+                        self.gate.ok()
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
@@ -535,6 +585,10 @@ class SQLiteBackend(CacheBackend):
     def set(self, namespace: str, key: str, entry: StoredEntry) -> None:
         # The hot write: one autocommit UPSERT under the file lock (no BEGIN/COMMIT round trips, no
         # context-manager frames); cap enforcement, when due, runs as its own transaction afterwards.
+        if self.gate._down_until:
+            self.gate.check()
+        if not self.disk.allow(len(entry.payload)):
+            return  # free space is short: the store doesn't grow (counted in disk.skipped, logged once)
         try:
             row = self._row(namespace, key, entry, time.time())
             cur = self._local.cur  # this thread's cursor: conn.execute would build a new one per set
@@ -543,7 +597,7 @@ class SQLiteBackend(CacheBackend):
             with self._wlock:
                 fd = self._lockfd() if fcntl is not None else -1
                 if fd >= 0:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    self._lock_or_fail(fd)
                 try:
                     if row[1] not in self._ensured:
                         self._ensure_ns(cur.connection, namespace, row[1])
@@ -555,12 +609,16 @@ class SQLiteBackend(CacheBackend):
             raise
         except (sqlite3.Error, OSError) as exc:
             raise self._handle(exc, "write") from exc
+        if self.gate._delay:
+            self.gate.ok()  # the write lock is ours again: close the gate (logged once)
         self._after_write(namespace, row[9])
 
     def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
         if not items:
             return
         now = time.time()
+        if not self.disk.allow(sum(len(e.payload) for e in items.values())):
+            return
         try:
             rows = [self._row(namespace, k, e, now) for k, e in items.items()]
         except sqlite3.Error as exc:
@@ -578,10 +636,15 @@ class SQLiteBackend(CacheBackend):
         self._bytes_est += size
         self._writes_since_check += 1
         self._writes_since_ckpt += 1
+        self._bytes_since_ckpt += size
         if self._maint is None:
             self._start_maintenance()
-        elif self._writes_since_ckpt >= CHECKPOINT_EVERY:
-            self._writes_since_ckpt = 0
+        elif self._writes_since_ckpt >= CHECKPOINT_EVERY or self._bytes_since_ckpt > min(
+            CHECKPOINT_BYTES, self.disk.headroom // 4
+        ):
+            # by bytes too: a WAL of large values must be copied back (and restarted) while the disk still
+            # has room for the copy (the WAL holds a second copy of every page until then)
+            self._writes_since_ckpt = self._bytes_since_ckpt = 0
             self._maint_wake.set()  # the maintenance thread checkpoints, off this thread's write path
         cap_ns = self.namespace_max_bytes.get(namespace)
         over = self._bytes_est > self.max_bytes
@@ -648,11 +711,16 @@ class SQLiteBackend(CacheBackend):
 
     # ------------------------------------------------------------------ leases
     def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
+        if not self.disk.allow(0):
+            # Free space is short: even a lease row costs WAL pages, so none is written; the caller computes
+            # without cross-process single-flight (counted in ``skipped_low_disk``), never waits.
+            self._maint_wake.set()  # a checkpoint lets the WAL start over in the space it already has
+            return True
         _, rid = self._ids(namespace, key)
         now = time.time()
         with self._write("lease") as conn:
             row = conn.execute("SELECT owner, expires FROM leases WHERE id = ?", (rid,)).fetchone()
-            if row is not None and row[0] != owner and row[1] > now:
+            if row is not None and row[0] != owner and row[1] > now and not holder_is_dead(row[0]):
                 return False
             conn.execute(
                 "INSERT OR REPLACE INTO leases (id, owner, expires) VALUES (?, ?, ?)",
@@ -702,7 +770,12 @@ class SQLiteBackend(CacheBackend):
             entries=sum(e for e, _ in by.values()),
             bytes=sum(b for _, b in by.values()),
             by_namespace=by,
-            extra={"path": self.path, "file_bytes": size, "max_bytes": self.max_bytes},
+            extra={
+                "path": self.path,
+                "file_bytes": size,
+                "max_bytes": self.max_bytes,
+                "skipped_low_disk": self.disk.skipped,
+            },
         )
 
     def inspect(self, namespace: str | None = None, limit: int = 20) -> list[EntryInfo]:

@@ -231,7 +231,9 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
     try:
         b = cache.backend
         if b is None:
-            return _fail("no persistent store is configured (backend memory)")
+            return _fail(
+                cache.get_stats().get("backend_error") or "no persistent store is configured (backend memory)"
+            )
         purged = 0
         for _ in range(100_000):  # bounded: the purge cursor wraps after one pass
             n = b.purge(5000)
@@ -261,7 +263,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return _fail(exc)
     try:
         if cache.backend is None:
-            return _fail("no persistent store is configured (backend memory)")
+            return _fail(
+                cache.get_stats().get("backend_error") or "no persistent store is configured (backend memory)"
+            )
         rows = cache.backend.inspect(getattr(args, "namespace", None), int(getattr(args, "limit", 20)))
     except Exception as exc:
         return _fail(exc)

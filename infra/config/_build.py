@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from infra.config._depth import depth_problem_in_data
 from infra.config._model import PerfConfig
 from infra.config._spec import Spec, freeze, section_fields
 from infra.config._units import parse_duration, parse_size
@@ -186,6 +187,10 @@ def build_section(cls: type[T], data: Any, path: str, problems: list[ConfigProbl
 
 def build_config(data: Any, problems: list[ConfigProblem], *, source: str | None = None) -> PerfConfig:
     """PerfConfig from parsed JSON. A top-level ``enabled: false`` switches every part off."""
+    too_deep = depth_problem_in_data(data)  # the builders below recurse: never hand them a RecursionError
+    if too_deep is not None:
+        problems.append(too_deep)
+        return finalize(PerfConfig(), source=source)
     config = build_section(PerfConfig, data, "", problems)
     return finalize(config, source=source)
 

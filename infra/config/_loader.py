@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.config._build import build_config, coerce
+from infra.config._depth import depth_problem_in_text
 from infra.config._model import PerfConfig
 from infra.config._spec import Spec, section_fields
 from infra.errors import ConfigError, ConfigProblem
@@ -122,6 +123,9 @@ def read_json(path: Path) -> Any:
         raise ConfigError([ConfigProblem(str(path), f"can't read: {exc.strerror or exc}")]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(str(path), f"not UTF-8 text: {exc.reason}")]) from exc
+    too_deep = depth_problem_in_text(text)  # before json.loads, which would raise RecursionError
+    if too_deep is not None:
+        raise ConfigError([too_deep], source=str(path))
     try:
         return json.loads(text, object_pairs_hook=_reject_duplicates)
     except json.JSONDecodeError as exc:

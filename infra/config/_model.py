@@ -37,11 +37,20 @@ __all__ = [
 ]
 
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)[^@/]*@")
+#: a password passed as a parameter: ``?password=`` / ``&sslpassword=`` in a URL's query (libpq and asyncpg
+#: read both), or ``password=...`` in a libpq key/value DSN (quoted or not)
+_PASSWORD_PARAM = re.compile(
+    r"(?P<head>(?:^|[?&;\s])(?:ssl)?pass(?:word|wd)?\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^&#;\s]*)",
+    re.IGNORECASE,
+)
 
 
 def redact_url(url: str) -> str:
-    """``postgresql://u:secret@h/db`` → ``postgresql://u:***@h/db``; anything else unchanged."""
-    return _PASSWORD_IN_URL.sub(r"\g<head>***@", url)
+    """Hide every password in a DSN / URL: ``postgresql://u:secret@h/db`` → ``postgresql://u:***@h/db``,
+    ``...?password=secret&x=1`` → ``...?password=***&x=1``, ``host=h password=secret`` →
+    ``host=h password=***``; anything else unchanged."""
+    url = _PASSWORD_IN_URL.sub(r"\g<head>***@", url)
+    return _PASSWORD_PARAM.sub(r"\g<head>***", url)
 
 
 class _Section:
@@ -168,6 +177,14 @@ class CacheConfig(_Section):
     lease_timeout: float = field(
         "duration", 30.0, "Cross-process single-flight lease; a dead holder blocks no longer."
     )
+    store_budget: float = field(
+        "duration",
+        0.05,
+        "Longest a cached call waits on the L2 store (per operation: a hung, refused, slow or locked store);"
+        " past it the store is skipped (fail open) until it answers again.",
+        minimum=0.001,
+        maximum=10.0,
+    )
     trusted_modules: tuple[str, ...] = field(
         "list",
         (),
@@ -232,7 +249,9 @@ class RetryBudgetConfig(_Section):
         "bool", True, "Cap retries per host so a failing upstream sees ~1.2x the load, not 4x."
     )
     ratio: float = field("float", 0.2, "Retries allowed per request, per host.", minimum=0, maximum=10)
-    per_second: float = field("float", 10.0, "Retries allowed per second on top of the ratio.", minimum=0)
+    per_second: float = field(
+        "float", 10.0, "Retries per second: a floor under the ratio, not added to it.", minimum=0
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)

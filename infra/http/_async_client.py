@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-# Imported here, not on first request: an import inside a call would eat that call's deadline. This
-# module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
-import aiohttp
-
+# _aiohttp_pool imports aiohttp here, not on first request: an import inside a call would eat that call's
+# deadline. This module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
+from infra.http._aiohttp_pool import make_session
 from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest, httpx_active, merge_headers
 from infra.http._classify import FATAL
 from infra.http._classify import classify_aiohttp as _classify_aiohttp
@@ -25,7 +24,7 @@ from infra.http._classify import classify_httpx as _classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Call, HostState
 from infra.http._errors import HTTPError
 from infra.http._ident import DEFAULT_HEADERS, prepare_headers
-from infra.http._lease import AsyncGate, AsyncLease, release_slots, wait_slots
+from infra.http._lease import AsyncGate, AsyncLease, pass_on, release_slots, wait_slots
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
 from infra.http._response import AsyncStreamResponse, Response, backend_headers
@@ -237,20 +236,13 @@ class AsyncPerfClient:
         session = self._session
         if session is None:
             s = self._settings
-            connector = aiohttp.TCPConnector(
+            session = self._session = make_session(
                 limit=s.limits.max_connections,
                 limit_per_host=s.limits.max_per_host,
-                keepalive_timeout=s.limits.keepalive_expiry,
-                ttl_dns_cache=300,
+                keepalive=s.limits.keepalive_expiry,
+                connect=s.timeouts.connect,
                 ssl=tls_context(self._verify),
-            )
-            session = self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.timeouts.connect),
                 headers=DEFAULT_HEADERS,
-                # One client serves many callers (and accounts): never replay one caller's cookies to
-                # another. httpx's transport, used for HTTP/2 and by PerfClient, keeps none either.
-                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return session
 
@@ -385,7 +377,7 @@ class AsyncPerfClient:
                 except _Failure as failed:
                     failure = failed
                 except BaseException:
-                    host.breaker.release(admission)
+                    call.release()
                     raise
             else:
                 # One attempt over aiohttp, written out here rather than in a method of its own: a coroutine
@@ -422,25 +414,31 @@ class AsyncPerfClient:
                     else:
                         # wait_slots, written out: under load nearly every call queues here, and a coroutine
                         # layer costs a frame on each resume. Per-host slot first, then a global one.
+                        both = False  # handed the global slot with the host's (see _lease.pass_on)
                         if hs.free > 0:
                             hs.free -= 1
                         else:
                             fut = loop.create_future()
                             hs.waiters.append(fut)
                             try:
-                                await fut
+                                both = await fut
                             except BaseException:
                                 if fut.done() and not fut.cancelled():
-                                    hs.release()  # handed over, then cancelled before it ran: pass it on
+                                    # handed over, then cancelled before it ran: pass it on
+                                    if fut.result():
+                                        pass_on(hs, gs)
+                                    else:
+                                        hs.release()
                                 raise
-                        try:
-                            if gs.free > 0:
-                                gs.free -= 1
-                            else:
-                                await gs.wait()
-                        except BaseException:
-                            hs.release()
-                            raise
+                        if not both:
+                            try:
+                                if gs.free > 0:
+                                    gs.free -= 1
+                                else:
+                                    await gs.wait()
+                            except BaseException:
+                                hs.release()
+                                raise
                         self._stats.in_use += 1
                         metrics.active(1)
                         metrics.pool_wait(_monotonic() - t0)
@@ -484,14 +482,14 @@ class AsyncPerfClient:
                         data = await resp.read()
                         timer.stop()
                         held = False
-                        # release_slots, written out: the global gate rarely has callers queued
-                        if gs.waiters:
-                            gs.release()
-                        else:
-                            gs.free += 1
-                        hs.release()
+                        # release_slots, written out: the common case is nobody queued
                         self._stats.in_use -= 1
                         metrics.active(-1)
+                        if hs.waiters or gs.waiters:
+                            pass_on(hs, gs)
+                        else:
+                            gs.free += 1
+                            hs.free += 1
                         response = Response(
                             resp.status,
                             backend_headers(resp.headers),
@@ -517,7 +515,7 @@ class AsyncPerfClient:
                     elif isinstance(exc, Exception) and timer is not None:
                         failure = _attempt_failure(exc, _classify_aiohttp, timer, when, deadline_at, phase)
                     if failure is None:
-                        host.breaker.release(admission)
+                        call.release()
                         raise
             now = _monotonic()
             if failure is not None:
@@ -553,6 +551,15 @@ class AsyncPerfClient:
                     await response._body.aclose()  # type: ignore[union-attr]
             if delay:
                 await asyncio.sleep(delay)
+            answered = failure is None and not stream
+            try:
+                last = call.after_sleep(response if answered else None)
+            except HTTPError:
+                metrics.duration(method, response.status if answered else None, _monotonic() - started)
+                raise
+            if last is not None:  # the breaker opened meanwhile: this response is the call's answer
+                metrics.duration(method, last.status, _monotonic() - started)
+                return last  # type: ignore[no-any-return]
 
     async def _once_httpx(
         self,

@@ -1,11 +1,12 @@
 """Per-origin circuit breaker: closed → open → half-open → closed, decided without I/O.
 
-Opens on ``consecutive_failures`` failures in a row, or when at least ``min_requests`` requests within
-``window`` seconds failed at a share of ``failure_rate`` or more. While open every call is rejected at
-once (no lock, no I/O: one attribute read and a clock read). After ``cooldown`` the next calls become
-half-open probes (at most ``half_open_probes`` in flight); a probe's success closes the breaker, its
-failure re-opens it for another cooldown. 429 is neutral: the upstream is alive and asked us to slow down,
-which the retry backoff handles.
+What it counts is logical calls, one outcome each when the call ends (``_core.Call``), not attempts: one
+call's retries can't open it alone. Opens on ``consecutive_failures`` failed calls in a row, or when at
+least ``min_requests`` calls within ``window`` seconds failed at a share of ``failure_rate`` or more.
+While open every call is rejected at once (no lock, no I/O: one attribute read and a clock read). After
+``cooldown`` the next calls become half-open probes (at most ``half_open_probes`` in flight); a probe's
+success closes the breaker, its failure re-opens it for another cooldown. 429 is neutral: the upstream
+is alive and asked us to slow down, which the retry backoff handles.
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ from infra.http._policy import BreakerSettings
 
 log = logging.getLogger("infra.http")
 
-__all__ = ["CLOSED", "FAILURE", "HALF_OPEN", "NEUTRAL", "OPEN", "REJECT", "SUCCESS", "CircuitBreaker"]
+__all__ = [
+    "CLOSED",
+    "FAILURE",
+    "HALF_OPEN",
+    "NEUTRAL",
+    "NORMAL",
+    "OPEN",
+    "PROBE",
+    "REJECT",
+    "SUCCESS",
+    "CircuitBreaker",
+]
 
 CLOSED = "closed"
 OPEN = "open"
@@ -111,6 +123,12 @@ class CircuitBreaker:
         if changed is not None:
             self._notify(changed)
         return result
+
+    def allows_retry(self, admission: int | None) -> bool:
+        """Whether a call admitted with ``admission`` may send another try: the breaker is closed (or off),
+        or the call is the half-open probe itself. A breaker opened meanwhile by other calls stops it."""
+        state = self.state
+        return state == CLOSED or not self.enabled or (admission == PROBE and state == HALF_OPEN)
 
     def retry_in(self) -> float:
         """Seconds until an open breaker lets a probe through (0 when half-open or closed)."""

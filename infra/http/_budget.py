@@ -1,10 +1,18 @@
-"""Per-origin retry budget: a failing upstream sees at most ~(1 + ratio) times the offered load.
+"""Per-origin retry budget: a failing upstream sees at most (1 + ratio) times the offered load.
 
 Without a budget, 3 retries turn an outage into 4x the traffic exactly when the upstream can least take
-it. The budget is a token bucket (the shape of Finagle's RetryBudget): every request deposits ``ratio``
-tokens, a reserve refills at ``per_second`` tokens a second (so a trickle of traffic can still retry),
-every retry withdraws one. The balance is capped at ten seconds' worth of reserve, so a long healthy spell
-doesn't bank a storm. Thread-safe: the sync client calls it from many threads.
+it. The budget is a token bucket (the shape of Finagle's RetryBudget): every request earns ``ratio`` of a
+retry, every retry spends one. So that a trickle of traffic can still retry, a reserve accrues
+``per_second`` retries a second, but as a *floor*, not on top: over any stretch the bucket earns the
+larger of what the requests earned and what the reserve accrued, never their sum. Under a storm of N
+requests the upstream therefore sees at most N x (1 + ratio) tries however long the storm runs (a fresh
+budget's one second of reserve is an advance on that, not extra); the reserve only decides at rates
+below ``per_second / ratio`` requests a second. The balance is capped at ten seconds' worth of reserve,
+so a long healthy spell doesn't bank a storm.
+
+Exact: tokens are integers in units of 1/denominator of ``ratio`` (0.1 is exactly 1/10: ten requests
+earn exactly one retry; float sums made ten deposits of 0.1 worth 0.9999999999999999, which refused the
+retry). Thread-safe: the sync client calls it from many threads.
 """
 
 from __future__ import annotations
@@ -12,61 +20,107 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from fractions import Fraction
 
 from infra.http._policy import BudgetSettings
 
-__all__ = ["RetryBudget"]
+__all__ = ["RetryBudget", "exact_ratio"]
 
-_CAP_SECONDS = 10.0
+_CAP_SECONDS = 10
+# A ratio is read as the nearest fraction with a denominator up to this (0.1 -> 1/10, 0.333... -> 1/3).
+_MAX_DENOMINATOR = 1_000_000
+
+
+def exact_ratio(ratio: float) -> Fraction:
+    """``ratio`` as the fraction the user meant: its shortest decimal form, then the nearest simple one."""
+    return Fraction(repr(float(ratio))).limit_denominator(_MAX_DENOMINATOR)
 
 
 class RetryBudget:
     """Token bucket deciding whether one more retry may go to an origin."""
 
-    __slots__ = ("_cap", "_clock", "_lock", "_per_second", "_ratio", "_stamp", "_tokens", "denied", "enabled")
+    __slots__ = (
+        "_cap",
+        "_clock",
+        "_cost",
+        "_earn",
+        "_lead",
+        "_lead_max",
+        "_lock",
+        "_rate",
+        "_stamp",
+        "_tokens",
+        "denied",
+        "enabled",
+    )
 
     def __init__(self, settings: BudgetSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = settings.enabled
-        self._ratio = settings.ratio
-        self._per_second = settings.per_second
-        # At least one token of headroom above the reserve, so ratio deposits can accumulate to a retry.
-        self._cap = max(settings.per_second * _CAP_SECONDS, 1.0)
+        ratio = exact_ratio(settings.ratio)
+        self._cost = ratio.denominator  # units per retry
+        self._earn = ratio.numerator  # units a request earns
+        self._rate = settings.per_second * self._cost  # units the reserve accrues a second
+        reserve = int(self._rate)  # one second of reserve, in units
+        # At least one retry of headroom, so ratio deposits can accumulate to a retry.
+        self._cap = max(reserve * _CAP_SECONDS, self._cost)
+        # (what requests earned) - (what the reserve accrued), kept within one second of reserve either way:
+        # the bucket grows by max(earned, accrued), and a long spell of either is forgotten within a second.
+        self._lead_max = max(reserve, self._cost)
+        # A fresh budget starts with one second of reserve, as if that second had passed: the requests then
+        # pay it back before they add (the advance is not extra on top of ratio x requests).
+        self._tokens = reserve
+        self._lead = -reserve
         self._clock = clock
         self._lock = threading.Lock()
-        self._tokens = settings.per_second  # one second of reserve to start with
         self._stamp = clock()
         self.denied = 0
 
+    def _add(self, units: int) -> None:
+        tokens = self._tokens + units
+        self._tokens = tokens if tokens < self._cap else self._cap
+
+    # The bucket grows by the change in max(earned, accrued) = accrued + max(0, lead):
+    #   a deposit of e: max(0, lead + e) - max(0, lead);  a refill of r: r + max(0, lead - r) - max(0, lead).
+
     def _refill(self, now: float) -> None:
-        elapsed = now - self._stamp
-        if elapsed > 0:
-            self._tokens = min(self._cap, self._tokens + elapsed * self._per_second)
-            self._stamp = now
+        units = int((now - self._stamp) * self._rate)
+        if units <= 0:
+            return
+        self._stamp += units / self._rate
+        lead = self._lead
+        if lead < units:
+            self._add(units - lead if lead > 0 else units)
+        lead -= units
+        self._lead = lead if lead > -self._lead_max else -self._lead_max
 
     def deposit(self) -> None:
         """Record one new logical request (not a retry)."""
         if not self.enabled:
             return
         with self._lock:
-            tokens = self._tokens + self._ratio
-            self._tokens = tokens if tokens < self._cap else self._cap
+            lead = self._lead
+            after = lead + self._earn
+            if after > 0:
+                self._add(after - lead if lead > 0 else after)
+            self._lead = after if after < self._lead_max else self._lead_max
 
     def try_withdraw(self) -> bool:
         """Take a token for one retry; False (and counted in ``denied``) when the budget is spent."""
         if not self.enabled:
             return True
         with self._lock:
-            if self._per_second:
+            if self._rate:
                 self._refill(self._clock())
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
+            if self._tokens >= self._cost:
+                self._tokens -= self._cost
                 return True
             self.denied += 1
             return False
 
     @property
-    def balance(self) -> float:
+    def balance(self) -> Fraction:
+        """Retries the budget would allow now (exact)."""
         with self._lock:
-            if self._per_second:
+            if self._rate:
                 self._refill(self._clock())
-            return self._tokens
+            return Fraction(self._tokens, self._cost)

@@ -3,8 +3,12 @@
 What is cached: 200 responses to GET, and to POST on routes marked deterministic (the same body always
 gives the same answer: TTS of a text, embeddings), unless the response says ``Cache-Control: no-store``.
 The key is a SHA-256 (``infra.cache.make_key``) over method, URL (query included), body hash and a hash of
-the credentials (Authorization, API-key headers, cookies), so two accounts never share an entry and no
-secret is stored in clear. Cached value: ``{"status", "headers", "body"}`` (safe codec, no pickle).
+the request headers. Secure by default: *every* request header the caller sends is part of the key
+(hashed, so no secret is stored in clear), except the few on ``UNKEYED_HEADERS``, known not to change the
+response (per-request ids and trace context, which would make every key unique, and transport headers).
+A list of known credential headers missed any it didn't know (``X-Auth-Token``, ``Private-Token``...) and
+let two accounts share an entry. ``CacheSettings.unkeyed_headers`` adds a caller's own per-request headers.
+Cached value: ``{"status", "headers", "body"}`` (safe codec, no pickle).
 Fail open: a cache error is counted in ``failures``, logged once, and the request goes to the network.
 """
 
@@ -24,16 +28,43 @@ if TYPE_CHECKING:
     from infra.http._async_client import AsyncPerfClient
     from infra.http._sync_client import PerfClient
 
-__all__ = ["async_cached_request", "cache_key", "sync_cached_request"]
+__all__ = ["UNKEYED_HEADERS", "async_cached_request", "cache_key", "sync_cached_request"]
 
 log = logging.getLogger("infra.http")
 failures = 0
 _logged = False
 
-#: Request headers that identify the caller; hashed into the key, never stored.
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
-#: Request headers that change the representation returned; part of the key.
-VARY_HEADERS = ("accept", "accept-encoding", "accept-language", "content-type")
+#: Request headers left out of the key: known not to change the response. Per-request ids and trace
+#: context differ on every call (keyed, nothing would ever hit: Idempotency-Key is a fresh UUID per call);
+#: the transport headers are derived from the URL and body, which are keyed themselves.
+UNKEYED_HEADERS = frozenset(
+    {
+        # per-request identity and tracing
+        "idempotency-key",
+        "x-request-id",
+        "x-correlation-id",
+        "request-id",
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "sentry-trace",
+        "x-amzn-trace-id",
+        "x-cloud-trace-context",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+        "x-b3-flags",
+        # transport: framing and hop-by-hop
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "te",
+        "date",
+    }
+)
 #: Response headers not worth replaying from a cache.
 _DROP = frozenset({"set-cookie", "connection", "keep-alive", "transfer-encoding", "date", "content-length"})
 
@@ -83,13 +114,22 @@ def cache_key(
     content: bytes | str | None,
     json: Any,
     namespace: str,
+    unkeyed: frozenset[str] = frozenset(),
 ) -> str:
-    """SHA-256 key: nothing in it (URL, body, credentials) can be read back out."""
+    """SHA-256 key: nothing in it (URL, body, header values) can be read back out.
+
+    Every request header counts (names case-insensitively, values exactly) but those on
+    ``UNKEYED_HEADERS`` and ``unkeyed`` (lower-case names)."""
     from infra.cache import make_key
 
-    low = {k.lower(): str(v) for k, v in (headers or {}).items()}
-    creds = "\n".join(f"{k}:{low[k]}" for k in sorted(CREDENTIAL_HEADERS) if k in low)
-    identity = hashlib.sha256(creds.encode()).hexdigest() if creds else ""
+    keyed = sorted(
+        (k.lower(), str(v))
+        for k, v in (headers or {}).items()
+        if k.lower() not in UNKEYED_HEADERS and k.lower() not in unkeyed
+    )
+    # Length-prefixed, so no choice of names and values can make two header sets encode alike.
+    encoded = "".join(f"{len(k)}:{k}{len(v)}:{v}" for k, v in keyed)
+    identity = hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest() if keyed else ""
     if json is not None:
         body = _json.dumps(json, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     elif isinstance(content, str):
@@ -97,15 +137,7 @@ def cache_key(
     else:
         body = content or b""
     query = urlencode(sorted((str(k), str(v)) for k, v in params.items())) if params else ""
-    return make_key(
-        namespace,
-        method,
-        url,
-        query,
-        hashlib.sha256(body).hexdigest(),
-        identity,
-        [low.get(h, "") for h in VARY_HEADERS],
-    )
+    return make_key(namespace, method, url, query, hashlib.sha256(body).hexdigest(), identity)
 
 
 def _storable(response: Response) -> bool:
@@ -150,7 +182,9 @@ async def async_cached_request(
     cache: Any = None
     try:
         cache = client._cache if client._cache is not None else _get_cache()
-        key = cache_key(method, url, params, headers, content, json, settings.namespace)
+        key = cache_key(
+            method, url, params, headers, content, json, settings.namespace, settings.unkeyed_headers
+        )
         hit = await cache.aget(settings.namespace, key, MISSING)
         if hit is not MISSING:
             found = _from_value(hit, {"url": url, "method": method, "origin": origin_of(url)})
@@ -192,7 +226,9 @@ def sync_cached_request(
     cache: Any = None
     try:
         cache = client._cache if client._cache is not None else _get_cache()
-        key = cache_key(method, url, params, headers, content, json, settings.namespace)
+        key = cache_key(
+            method, url, params, headers, content, json, settings.namespace, settings.unkeyed_headers
+        )
         hit = cache.get(settings.namespace, key, MISSING)
         if hit is not MISSING:
             found = _from_value(hit, {"url": url, "method": method, "origin": origin_of(url)})

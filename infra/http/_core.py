@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from infra.http._breaker import FAILURE, NEUTRAL, REJECT, SUCCESS, CircuitBreaker
+from infra.http._breaker import FAILURE, NEUTRAL, NORMAL, REJECT, SUCCESS, CircuitBreaker
 from infra.http._budget import RetryBudget
 from infra.http._errors import (
     Attempt,
@@ -91,9 +91,30 @@ class HostState:
 
 
 class Call:
-    """Retry state of one logical call. Pure: decisions from outcomes, the clock passed in."""
+    """Retry state of one logical call. Pure: decisions from outcomes, the clock passed in.
 
-    __slots__ = ("history", "host", "method", "policy", "retries", "retry_ok", "started")
+    The breaker counts logical calls, not attempts: a call asks it once, before its first try, and feeds
+    it one outcome when it ends (``_settle``): a failure if it ended on a breaker-failure status (5xx) or a
+    transport error, a success if it ended on any other status but 429, neutral otherwise (429, our own
+    deadline, a connection the server rotated). So one call can't open the breaker alone, however many
+    retries it makes. A breaker that opens while a call is between tries (other calls' failures) stops its
+    retries: the call ends with what it has, its last response returned like any failing status, or, if
+    its last try got no response, CircuitOpenError.
+    """
+
+    __slots__ = (
+        "admission",
+        "failed",
+        "history",
+        "host",
+        "method",
+        "pending",
+        "policy",
+        "retries",
+        "retry_ok",
+        "settled",
+        "started",
+    )
 
     def __init__(
         self, policy: RetryPolicy, host: HostState, method: str, idempotent: bool, started: float
@@ -105,22 +126,63 @@ class Call:
         self.retries = 0
         self.history: list[Attempt] = []
         self.started = started
+        self.admission: int | None = None
+        self.failed = False  # some try ended in a breaker failure
+        self.pending = NEUTRAL  # the breaker outcome of the last try, while a retry is due
+        self.settled = False
         host.budget.deposit()
 
     def admit(self) -> int:
-        """Ask the breaker; CircuitOpenError (no I/O done) when it refuses."""
+        """Before each try: the first asks the breaker (CircuitOpenError, no I/O done, when it refuses);
+        a retry goes under the same admission (after_* already checked the breaker allows it)."""
+        admission = self.admission
+        if admission is not None:
+            return admission
         admission = self.host.breaker.admit()
         if admission == REJECT:
-            breaker = self.host.breaker
-            self.history.append(Attempt(len(self.history) + 1, None, "circuit_open", 0.0))
-            raise CircuitOpenError(
-                f"circuit breaker is {breaker.state}; retry in {breaker.retry_in():.2f}s",
-                retry_in=breaker.retry_in(),
-                origin=self.host.origin,
-                method=self.method,
-                history=tuple(self.history),
-            )
+            self.settled = True
+            raise self._circuit_open()
+        self.admission = admission
         return admission
+
+    def _circuit_open(self) -> CircuitOpenError:
+        breaker = self.host.breaker
+        self.history.append(Attempt(len(self.history) + 1, None, "circuit_open", 0.0))
+        error: CircuitOpenError = self._final(
+            CircuitOpenError,
+            f"circuit breaker is {breaker.state}; retry in {breaker.retry_in():.2f}s",
+            retry_in=breaker.retry_in(),
+        )
+        return error
+
+    def _settle(self, outcome: int) -> None:
+        """Feed the breaker this call's one outcome (once; the last try's, a failure if any try failed
+        and the call did not end in a success)."""
+        if self.settled:
+            return
+        self.settled = True
+        if outcome != SUCCESS and self.failed:
+            outcome = FAILURE
+        self.host.breaker.record(outcome, NORMAL if self.admission is None else self.admission)
+
+    def release(self) -> None:
+        """The call ended without an outcome (cancelled, a caller's error): free a probe slot it held."""
+        if not self.settled:
+            self.settled = True
+            if self.admission is not None:
+                self.host.breaker.release(self.admission)
+
+    def after_sleep(self, last: Any) -> Any:
+        """After the backoff sleep, before the retry: None to send it. A breaker opened meanwhile (by other
+        calls) ends the call instead: it returns ``last`` (the last try's response, its history set), or,
+        when there is none to hand back (a failed try, a closed stream), raises CircuitOpenError."""
+        if self.host.breaker.allows_retry(self.admission):
+            return None
+        self._settle(self.pending)
+        if last is not None:
+            last.history = tuple(self.history)
+            return last
+        raise self._circuit_open()
 
     def _final(self, exc_type: type[Any], message: str, **kw: Any) -> Any:
         return exc_type(
@@ -138,10 +200,22 @@ class Call:
     ) -> float:
         """A try failed with ``kind``: the sleep before the next try, or raise the final error."""
         self.history.append(Attempt(len(self.history) + 1, None, kind, elapsed))
+        outcome = NEUTRAL if kind in _BREAKER_NEUTRAL else FAILURE
         if kind == POOL:
-            self.host.breaker.release(admission)
-        else:
-            self.host.breaker.record(NEUTRAL if kind in _BREAKER_NEUTRAL else FAILURE, admission)
+            outcome = NEUTRAL  # nothing reached the upstream: our own queue was full
+        elif outcome == FAILURE:
+            self.failed = True
+        try:
+            delay = self._retry_after_error(kind, exc, now, deadline_at)
+        except BaseException:
+            self._settle(outcome)
+            raise
+        self.pending = outcome
+        return delay
+
+    def _retry_after_error(
+        self, kind: str, exc: BaseException, now: float, deadline_at: float | None
+    ) -> float:
         detail = f"{type(exc).__name__}" + (f": {exc}" if kind != DEADLINE and _safe(exc) else "")
         if kind == DEADLINE:
             raise self._final(DeadlineExceeded, f"deadline exceeded after {now - self.started:.3f}s") from exc
@@ -155,6 +229,8 @@ class Call:
             raise self._final(
                 DeadlineExceeded, f"{kind} error and no time left to retry before the deadline ({detail})"
             ) from exc
+        if not self.host.breaker.allows_retry(self.admission):
+            raise self._circuit_open() from exc
         if kind != GOAWAY and not self.host.budget.try_withdraw():
             self.host.metrics.budget_denied()
             raise self._final(
@@ -172,14 +248,35 @@ class Call:
         Raises RetryAfterTooLong when the server asks to wait past the deadline or the policy's cap.
         """
         status = response.status
-        # breaker_outcome(status), inlined: this runs once per request.
-        outcome = FAILURE if status in BREAKER_FAILURE_STATUSES else NEUTRAL if status == 429 else SUCCESS
-        self.host.breaker.record(outcome, admission)
         policy = self.policy
         if status not in policy.retry_statuses:
             if self.history:
                 self.history.append(Attempt(len(self.history) + 1, status, None, elapsed))
+            # _settle, inlined: this runs once per request (a call that gets here is admitted, not settled).
+            self.settled = True
+            self.host.breaker.record(
+                FAILURE if status in BREAKER_FAILURE_STATUSES else SUCCESS,
+                NORMAL if self.admission is None else self.admission,
+            )
             return None
+        outcome = FAILURE if status in BREAKER_FAILURE_STATUSES else NEUTRAL if status == 429 else SUCCESS
+        if outcome == FAILURE:
+            self.failed = True
+        try:
+            delay = self._retry_after_response(response, status, elapsed, now, deadline_at)
+        except BaseException:
+            self._settle(outcome)
+            raise
+        if delay is None:
+            self._settle(outcome)
+        else:
+            self.pending = outcome
+        return delay
+
+    def _retry_after_response(
+        self, response: Response, status: int, elapsed: float, now: float, deadline_at: float | None
+    ) -> float | None:
+        policy = self.policy
         retry_after = parse_retry_after(response.headers.get) if policy.respect_retry_after else None
         self.history.append(Attempt(len(self.history) + 1, status, None, elapsed, retry_after))
         if not self.retry_ok or self.retries >= policy.attempts:
@@ -205,6 +302,8 @@ class Call:
             delay = policy.backoff_for(self.retries + 1)
             if deadline_at is not None and now + delay >= deadline_at:
                 return None  # no time for another try: the caller gets this response
+        if not self.host.breaker.allows_retry(self.admission):
+            return None  # opened meanwhile (other calls): this response is the call's answer
         if not self.host.budget.try_withdraw():
             self.host.metrics.budget_denied()
             return None

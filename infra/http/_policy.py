@@ -198,7 +198,9 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetSettings:
-    """Per-origin retry budget: retries may use ``ratio`` of requests plus ``per_second`` (a reserve)."""
+    """Per-origin retry budget: each request earns ``ratio`` of a retry (exactly: 0.1 is 1/10); when traffic
+    is too thin for that, a reserve of ``per_second`` retries a second applies instead (a floor, never added
+    on top), so N failing requests make at most N x (1 + ratio) tries."""
 
     ratio: float = 0.2
     per_second: float = 10.0
@@ -268,12 +270,19 @@ class CacheSettings:
 
     GETs with a 200 are cached; a POST only when its URL path is listed in ``deterministic_routes`` (the
     same body always gives the same answer: TTS of a text, embeddings), keyed on a hash of the body.
+    Every request header is part of the key except a short list known not to change the response
+    (``infra.http._caching.UNKEYED_HEADERS``: request ids, trace context, transport headers);
+    ``unkeyed_headers`` names more of your own (per-request ids a cache must not split on).
     """
 
     enabled: bool = False
     namespace: str = "http"
     ttl: float | None = 86400.0
     deterministic_routes: tuple[str, ...] = ()
+    unkeyed_headers: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unkeyed_headers", frozenset(h.lower() for h in self.unkeyed_headers))
 
     @classmethod
     def from_config(cls, section: Any) -> CacheSettings:
@@ -282,6 +291,7 @@ class CacheSettings:
             namespace=str(_get(section, "namespace", "http")),
             ttl=_get(section, "ttl", 86400.0),
             deterministic_routes=tuple(_get(section, "deterministic_routes", ())),
+            unkeyed_headers=frozenset(_get(section, "unkeyed_headers", ())),
         )
 
 

@@ -24,7 +24,7 @@ from infra.http._classify import FATAL, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, READ, Call, HostState
 from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
 from infra.http._ident import DEFAULT_HEADERS, prepare_headers
-from infra.http._lease import SyncLease, acquire_sync
+from infra.http._lease import SyncGate, SyncLease, acquire_sync
 from infra.http._origin import origin_of
 from infra.http._policy import HTTPSettings
 from infra.http._response import Response, StreamResponse, backend_headers
@@ -138,7 +138,7 @@ class PerfClient:
         self._hosts_lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
-        self._global = threading.BoundedSemaphore(self._settings.limits.max_connections)
+        self._global = SyncGate(self._settings.limits.max_connections)
         self._stats = _Stats()
         self._closed = False
         # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
@@ -205,7 +205,7 @@ class PerfClient:
                 host = self._hosts.get(origin)
                 if host is None:
                     host = self._hosts[origin] = HostState(
-                        origin, self._settings, threading.BoundedSemaphore(self._settings.limits.max_per_host)
+                        origin, self._settings, SyncGate(self._settings.limits.max_per_host)
                     )
         return host
 
@@ -334,6 +334,7 @@ class PerfClient:
         while True:
             admission = call.admit()
             t0 = _monotonic()
+            answered = None  # the response to hand back if the breaker stops the retry
             try:
                 response = self._once(
                     kind, host, method, url, params, headers, content, json, deadline_at, stream
@@ -348,7 +349,7 @@ class PerfClient:
                     host.metrics.duration(method, None, now - started)
                     raise
             except BaseException:
-                host.breaker.release(admission)
+                call.release()
                 raise
             else:
                 now = _monotonic()
@@ -374,8 +375,19 @@ class PerfClient:
                     return response
                 if stream:
                     response.close()
+                else:
+                    answered = response
             if delay:
                 time.sleep(delay)
+            try:
+                last = call.after_sleep(answered)
+            except HTTPError:
+                status = answered.status if answered is not None else None
+                host.metrics.duration(method, status, _monotonic() - started)
+                raise
+            if last is not None:  # the breaker opened meanwhile: this response is the call's answer
+                host.metrics.duration(method, last.status, _monotonic() - started)
+                return last
 
     def _once(
         self,

@@ -65,6 +65,14 @@ if sys.version_info >= (3, 11):
                 for timer in list(bucket):
                     timer._wake()
 
+    def _unfile(bucket: dict[PhaseTimer, None], timer: PhaseTimer) -> None:
+        """Take a timer out of its wheel bucket. The bucket stays filed until its handle fires (up to the
+        deadline, 60 s, away), and a dict never shrinks as keys are popped: a bucket that held 10,000
+        callers, all cancelled, kept its 10,000-slot table, ~1 MB a round. ``clear()`` frees the table."""
+        bucket.pop(timer, None)
+        if not bucket:
+            bucket.clear()
+
     class PhaseTimer:
         """Use as ``async with PhaseTimer(limit)``, or ``start()`` / ``stop()`` on a hot path (no coroutine
         objects; ``stop()`` says whether the timer's own cancel is pending, to be reported as a timeout).
@@ -114,7 +122,7 @@ if sys.version_info >= (3, 11):
             armed, self._armed = self._armed, None
             if armed is not None:
                 if type(armed) is dict:
-                    armed.pop(self, None)
+                    _unfile(armed, self)
                 else:
                     armed.cancel()
 
@@ -161,7 +169,7 @@ if sys.version_info >= (3, 11):
             if armed is not None:
                 self._armed = None
                 if type(armed) is dict:
-                    armed.pop(self, None)
+                    _unfile(armed, self)
                 else:
                     armed.cancel()
             return self._expired and self._task.uncancel() <= self._cancelling

@@ -2,16 +2,20 @@
 
 It runs its own event loop in a daemon thread, so sync code (PerfClient, benchmarks of sync clients) and
 async code (on any loop) can both call it, and a client stalled by a fault never stalls the server.
-Counters (``hits``, ``in_flight``, ``max_in_flight``) are read from the calling thread.
+Counters (``hits``, ``gauge``: requests in flight, ``connections``: TCP connections open, idle keep-alive
+ones included) are read from the calling thread.
 
 Routes (``{key}`` names an independent counter, so tests don't interfere):
 
 ==================================  ========================================================================
 ``/ok``                             200; ``size`` body bytes, ``delay`` seconds before answering
-``/status/{code}``                  that status; ``retry_after`` / ``retry_after_ms`` / ``set_cookie`` headers
+``/status/{code}``                  that status after ``delay`` seconds; ``retry_after`` / ``retry_after_ms``
+                                    / ``set_cookie`` headers
 ``/fail/{key}``                     the first ``n`` hits get ``code`` (503), optional Retry-After; then 200
+                                    (``delay`` seconds before answering)
 ``/flaky``                          every ``every``-th hit (10) gets ``code`` (503) with ``retry_after`` (0)
 ``/reset-before-headers/{key}``     the first ``n`` hits (all) are reset (TCP RST) before any response byte
+                                    (after ``delay`` seconds)
 ``/reset-after-headers/{key}``      the first ``n`` hits (all) get headers, part of the body, then a reset
 ``/slow-first-byte``                waits ``delay`` seconds, then 200
 ``/truncated``                      promises Content-Length 1000, sends 10 bytes and closes
@@ -28,13 +32,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import struct
 import threading
 from collections import Counter
 from typing import Any
 
-__all__ = ["ConcurrencyGauge", "FaultServer"]
+__all__ = ["ConcurrencyGauge", "ConnectionGauge", "FaultServer"]
 
 
 class ConcurrencyGauge:
@@ -60,6 +65,76 @@ class ConcurrencyGauge:
             self.peak = self.now
 
 
+def _socket_open(transport: Any) -> bool:
+    """Whether the client still holds this connection open: no FIN or RST waits in its receive queue.
+
+    Peeks (MSG_PEEK, non-blocking) on a duplicate of the socket, so the server's own reads are untouched.
+    """
+    if transport.is_closing():
+        return False
+    sock = transport.get_extra_info("socket")
+    fd = sock.fileno() if sock is not None else -1
+    if fd < 0:
+        return False
+    try:
+        dup = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return False
+    try:
+        return dup.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True  # open, nothing to read: an idle keep-alive connection
+    except OSError:
+        return False  # reset
+    finally:
+        dup.close()
+
+
+class ConnectionGauge:
+    """Counts TCP connections open to one or more servers (share one across servers to see the total).
+
+    Counted at the server, exactly: when a new connection's first request arrives, every connection seen
+    before is checked for a FIN or RST the client already sent (a peek), so a connection the client
+    closed before opening the new one never counts, and an idle keep-alive connection always does.
+    ``opened``: connections ever seen; ``peak``: most open at once; ``open_now()``: open at this moment.
+    """
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.peak = 0
+        self._live: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def _prune(self) -> None:
+        for key, transport in list(self._live.items()):
+            if not _socket_open(transport):
+                del self._live[key]
+
+    def seen(self, transport: Any) -> None:
+        if transport is None:
+            return
+        key = id(transport)
+        with self._lock:
+            if self._live.get(key) is transport:
+                return
+            self._prune()
+            self._live[key] = transport
+            self.opened += 1
+            if len(self._live) > self.peak:
+                self.peak = len(self._live)
+
+    def open_now(self) -> int:
+        with self._lock:
+            self._prune()
+            return len(self._live)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._prune()
+            self.opened = 0
+            self.peak = len(self._live)
+
+
 def _reset(request: Any) -> None:
     """Close the connection with a TCP RST (SO_LINGER 0), the way a crashed upstream looks."""
     transport = request.transport
@@ -76,10 +151,17 @@ class FaultServer:
     """``with FaultServer() as server: client.get(server.url + "/flaky?every=10")``."""
 
     def __init__(
-        self, *, gauge: ConcurrencyGauge | None = None, total_gauge: ConcurrencyGauge | None = None
+        self,
+        *,
+        gauge: ConcurrencyGauge | None = None,
+        total_gauge: ConcurrencyGauge | None = None,
+        connections: ConnectionGauge | None = None,
+        total_connections: ConnectionGauge | None = None,
     ) -> None:
         self.gauge = gauge or ConcurrencyGauge()
         self.total_gauge = total_gauge
+        self.connections = connections or ConnectionGauge()
+        self.total_connections = total_connections
         self.hits: Counter[str] = Counter()
         self.requests: dict[str, list[dict[str, Any]]] = {}
         self.port = 0
@@ -188,6 +270,9 @@ class FaultServer:
     # -- helpers -----------------------------------------------------------------------------------------
 
     async def _wrapped(self, request: Any, handler: Any) -> Any:
+        self.connections.seen(request.transport)
+        if self.total_connections is not None:
+            self.total_connections.seen(request.transport)
         self.gauge.enter()
         if self.total_gauge is not None:
             self.total_gauge.enter()
@@ -205,6 +290,12 @@ class FaultServer:
     @staticmethod
     def _f(request: Any, name: str, default: float) -> float:
         return float(request.query.get(name, default))
+
+    @staticmethod
+    async def _delay(request: Any) -> None:
+        delay = float(request.query.get("delay", 0))
+        if delay:
+            await asyncio.sleep(delay)
 
     @staticmethod
     def _retry_headers(request: Any) -> dict[str, str]:
@@ -234,6 +325,7 @@ class FaultServer:
 
         code = int(request.match_info["code"])
         self._hit(f"status/{code}")
+        await self._delay(request)
         return web.Response(status=code, text=str(code), headers=self._retry_headers(request))
 
     async def _fail(self, request: Any) -> Any:
@@ -242,6 +334,7 @@ class FaultServer:
         key = "fail/" + request.match_info["key"]
         n = self._hit(key)
         await request.read()
+        await self._delay(request)
         if n <= int(self._f(request, "n", 1)):
             code = int(self._f(request, "code", 503))
             return web.Response(status=code, text="fail", headers=self._retry_headers(request))
@@ -262,6 +355,7 @@ class FaultServer:
         key = "reset-before-headers/" + request.match_info["key"]
         n = self._hit(key)
         await request.read()
+        await self._delay(request)
         self._log(key, request, b"")
         if n <= int(self._f(request, "n", 1e9)):
             _reset(request)

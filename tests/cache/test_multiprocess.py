@@ -19,7 +19,9 @@ _WORKER = r"""
 import random, sys, threading
 from infra.cache import MISSING, Cache, CacheSettings
 path, proc, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-c = Cache(CacheSettings(path=path, memory_items=0))  # no L1: every read goes to the file
+# no L1: every read goes to the file; a budget with 10x margin for a loaded 2-core box (this test is about
+# losing nothing; under the default 50 ms budget an overloaded machine may skip a write, by design)
+c = Cache(CacheSettings(path=path, memory_items=0, store_budget=1.0))
 failures = []
 def work(t):
     rnd = random.Random(proc * 100 + t)

@@ -4,16 +4,24 @@
 * ``TcpProxy``: a tiny asyncio forwarder on 127.0.0.1 in front of the shared PostgreSQL; ``stop()`` closes
   the listener and every forwarded connection (to clients it looks like the server went away), ``start()``
   listens on the same port again.
+* ``ProxyProcess``: the same forwarder in a process of its own, so it can be SIGSTOPped: to its clients that
+  is exactly a hung server (the kernel still accepts connections into the backlog, nothing ever answers),
+  without stopping the shared PostgreSQL.
+* ``hung(proc)``: SIGSTOP a process for the ``with`` block (always SIGCONT after).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -72,9 +80,9 @@ class RedisServer:
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
         self.target = (target_host, target_port)
-        self.port = free_port()
+        self.port = port or free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -129,3 +137,47 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
+
+
+class ProxyProcess:
+    """``TcpProxy`` in a child process (``python _servers.py HOST PORT LISTEN_PORT``)."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, target_host, str(target_port), str(self.port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "listening":
+            raise RuntimeError("proxy process did not start")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.proc.kill()
+        self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@contextlib.contextmanager
+def hung(pid: int) -> Iterator[None]:
+    """The process is SIGSTOPped inside the block: a server that accepts connections and never answers."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+if __name__ == "__main__":
+    proxy = TcpProxy(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    proxy.start()
+    print("listening", flush=True)
+    threading.Event().wait()

@@ -24,11 +24,12 @@ def make_cache(args: dict[str, Any]) -> Cache:
     if args["kind"] == "postgres":
         from infra.cache.backends.postgres import PostgresBackend
 
-        backend = PostgresBackend(dsn=args["dsn"], table=args["prefix"])
+        # (a store budget with margin for a loaded 2-core box: these tests are about sharing, not speed)
+        backend = PostgresBackend(dsn=args["dsn"], table=args["prefix"], budget=1.0)
     else:
         from infra.cache.backends.redis import RedisBackend
 
-        backend = RedisBackend(url=args["url"], prefix=args["prefix"])
+        backend = RedisBackend(url=args["url"], prefix=args["prefix"], budget=1.0)
     settings = CacheSettings(
         backend=args["kind"], signing_key=args.get("key", "k").encode(), lease_timeout=30.0
     )

@@ -55,8 +55,12 @@ def config(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 def test_cli_stats_inspect_clear_on_a_shared_backend(config: Path) -> None:
     from infra.config import load_config
 
+    # the writer gets a budget with margin for a loaded box (a cold backend's first connect creates the
+    # tables); the CLI runs with the config's default 50 ms: its housekeeping commands wait for a connect
     settings = dataclasses.replace(
-        CacheSettings.from_config(load_config(str(config)).cache), signing_key=b"cli-test-key"
+        CacheSettings.from_config(load_config(str(config)).cache),
+        signing_key=b"cli-test-key",
+        store_budget=1.0,
     )
     cache = Cache(settings)
     try:

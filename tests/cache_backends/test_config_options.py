@@ -22,7 +22,9 @@ def _signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _settings(tmp_path: Path, cache: dict[str, object]) -> CacheSettings:
     path = tmp_path / "perf_config.json"
-    path.write_text(json.dumps({"cache": {"signing_key_env": "INFRA_TEST_SIGNING_KEY", **cache}}))
+    # (a store budget with margin for a loaded box: these tests are about the options, not speed)
+    body = {"signing_key_env": "INFRA_TEST_SIGNING_KEY", "store_budget": "1s", **cache}
+    path.write_text(json.dumps({"cache": body}))
     return CacheSettings.from_config(load_config(path, use_env=False).cache)
 
 

@@ -206,6 +206,40 @@ def test_lease_of_a_dead_holder_expires_after_its_timeout(make_backend: Callable
     assert b.acquire_lease(NS, "k", "third", 30.0) is False
 
 
+def _dead_pid() -> int:
+    import subprocess
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+async def test_a_lease_held_by_a_dead_process_of_this_host_is_taken_over_at_once(
+    make_backend: Callable[..., Any],
+) -> None:
+    """Issue 17 item 7: a holder that died blocked its key for the rest of the lease (28.5 s of 30 s). An
+    owner is ``host:pid:...`` (as ``Cache`` names itself): a pid of this host that no longer exists is dead.
+    Live pids and other hosts are never judged; a late release by the dead owner frees nothing."""
+    import os
+    import socket
+
+    b = make_backend()
+    host = socket.gethostname()
+    dead = f"{host}:{_dead_pid()}:cafe"
+    assert b.acquire_lease(NS, "k", dead, 30.0) is True
+    assert b.acquire_lease(NS, "k", f"{host}:{os.getpid()}:beef", 30.0) is True  # taken over at once
+    b.release_lease(NS, "k", dead)
+    assert b.acquire_lease(NS, "k", "third", 30.0) is False  # (the new holder still has it)
+    assert b.acquire_lease(NS, "live", f"{host}:{os.getppid()}:1", 30.0) is True  # a live process
+    assert b.acquire_lease(NS, "live", "waiter", 30.0) is False
+    assert b.acquire_lease(NS, "remote", f"other-host:{_dead_pid()}:1", 30.0) is True  # another host's
+    assert b.acquire_lease(NS, "remote", "waiter", 30.0) is False
+    dead2 = f"{host}:{_dead_pid()}:cafe"
+    assert await b.aacquire_lease(NS, "k2", dead2, 30.0) is True  # and the async twin does the same
+    assert await b.aacquire_lease(NS, "k2", "async-waiter", 30.0) is True
+    await b.aclose()
+
+
 def test_concurrent_lease_attempts_have_exactly_one_winner(make_backend: Callable[..., Any]) -> None:
     b = make_backend()
     wins: list[str] = []

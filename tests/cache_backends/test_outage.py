@@ -20,7 +20,7 @@ from infra.cache.backend import CacheBackend, StoredEntry
 from infra.errors import CacheError
 
 from ._servers import RedisServer, TcpProxy
-from .conftest import unique_prefix, via_proxy
+from .conftest import TEST_BUDGET, unique_prefix, via_proxy
 
 pytestmark = pytest.mark.services
 
@@ -82,7 +82,7 @@ def check_recovery(cache: Cache, backend: CacheBackend, calls: list[str], first:
 def test_redis_killed_mid_run_then_restarted(own_redis: RedisServer) -> None:
     from infra.cache.backends.redis import RedisBackend
 
-    backend = RedisBackend(url=own_redis.url, prefix=unique_prefix())
+    backend = RedisBackend(url=own_redis.url, prefix=unique_prefix(), budget=TEST_BUDGET)
     cache = make_cache(backend)
     calls: list[str] = []
     try:
@@ -100,7 +100,9 @@ def test_postgres_sessions_terminated_then_proxy_stopped_and_restarted(
 ) -> None:
     from infra.cache.backends.postgres import PostgresBackend
 
-    backend = PostgresBackend(dsn=via_proxy(pg_cache_dsn, pg_proxy), table=unique_prefix())
+    backend = PostgresBackend(
+        dsn=via_proxy(pg_cache_dsn, pg_proxy), table=unique_prefix(), budget=TEST_BUDGET
+    )
     cache = make_cache(backend)
     calls: list[str] = []
     try:
@@ -124,7 +126,9 @@ async def test_postgres_async_path_recovers_on_the_callers_loop(
 ) -> None:
     from infra.cache.backends.postgres import PostgresBackend
 
-    backend = PostgresBackend(dsn=via_proxy(pg_cache_dsn, pg_proxy), table=unique_prefix(), listen=False)
+    backend = PostgresBackend(
+        dsn=via_proxy(pg_cache_dsn, pg_proxy), table=unique_prefix(), listen=False, budget=TEST_BUDGET
+    )
     try:
         await backend.aset(NS, "k", StoredEntry(b"v", 1))
         pg_proxy.stop()

@@ -319,3 +319,98 @@ def test_format_round_trips() -> None:
         assert parse_duration(format_duration(seconds)) == seconds
     for size in (1, 1000, 8192, 1024**3):
         assert parse_size(format_size(size)) == size
+
+
+# ------------------------------------------------------------------------------------- issue 17
+QUERY_DSN = "postgresql://app@db:5432/x?sslmode=disable&password=s3cret&application_name=a"
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        QUERY_DSN,
+        "postgresql://app@db/x?PASSWORD=s3cret",
+        "postgresql://app@db/x?sslpassword=s3cret",
+        "host=db user=app password=s3cret dbname=x",
+        "host=db user=app password='s3 cret' dbname=x",
+        "redis://db:6379/0?password=s3cret",
+    ],
+)
+def test_a_password_given_as_a_dsn_parameter_is_redacted_too(tmp_path: Path, dsn: str) -> None:
+    """Issue 17 item 13: ``?password=`` (and libpq's ``password=`` keyword) showed in clear."""
+    cfg = load_config(write(tmp_path, {"db": {"dsn": dsn}, "cache": {"dsn": dsn, "url": dsn}}))
+    for shown in (repr(cfg), repr(cfg.cache), json.dumps(cfg.to_dict())):
+        assert "s3cret" not in shown and "s3 cret" not in shown
+    assert "***" in repr(cfg.db)
+    assert cfg.db.dsn == dsn  # the real value is untouched
+
+
+def test_config_show_never_prints_a_dsn_password(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = write(tmp_path, {"db": {"dsn": QUERY_DSN}})
+    out = subprocess.run(
+        [sys.executable, "-m", "infra", "config", "show", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
+    assert "s3cret" not in out.stdout + out.stderr
+    assert "password=***" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('{"enabled": ' + "[" * 5000 + "]" * 5000 + "}", "enabled[0][0]"),
+        (
+            '{"cache": {"namespaces": {"a": ' + '{"x": ' * 900 + "1" + "}" * 900 + "}}}",
+            "cache.namespaces.a.x.x",
+        ),
+        (
+            '{"integrate": {"wrap": [{"options": ' + "[" * 70 + "]" * 70 + "}]}}",
+            "integrate.wrap[0].options[0]",
+        ),
+        ("[" * 100_000, "[0][0]"),
+    ],
+)
+def test_deep_nesting_is_a_config_error_naming_the_path(tmp_path: Path, text: str, where: str) -> None:
+    """Issue 17 item 15: RecursionError from json.loads / the builders became a ConfigError at the path."""
+    path = tmp_path / "deep.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert len(info.value.problems) == 1
+    assert str(info.value.problems[0]).startswith(where)
+    assert "nested more than 64 levels" in str(info.value)
+
+
+def test_deep_python_data_is_a_config_error_not_recursion() -> None:
+    from infra.config._build import build_config
+    from infra.errors import ConfigProblem
+
+    value: object = 1
+    for _ in range(5000):
+        value = {"x": value}
+    problems: list[ConfigProblem] = []
+    build_config({"cache": {"namespaces": {"a": value}}}, problems)
+    assert [p.where for p in problems] == ["cache.namespaces.a" + ".x" * 61]
+
+
+def test_config_check_reports_deep_nesting_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "deep.json"
+    path.write_text('{"enabled": ' + "[" * 5000 + "]" * 5000 + "}")
+    out = subprocess.run(
+        [sys.executable, "-m", "infra", "config", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and "RecursionError" not in out.stderr
+    assert "enabled[0]" in out.stderr

@@ -136,3 +136,10 @@ async def test_user_init_still_runs_alongside_the_timer(postgres_dsn: str) -> No
         assert seen
     finally:
         await p.close()
+
+
+async def test_refused_connection_hides_a_password_given_as_a_query_parameter() -> None:
+    """Issue 17 item 13: ``?password=`` came out in clear in the connection error."""
+    with pytest.raises(DatabaseConnectError, match="connection refused") as info:
+        await create_pool("postgresql://postgres@127.0.0.1:1/test?password=hunter2", settings=SETTINGS)
+    assert "hunter2" not in str(info.value) and "password=***" in str(info.value)

@@ -117,3 +117,41 @@ def test_keys_hold_no_secret() -> None:
         "GET", "http://h:1/x?api_key=SECRET", None, {"Authorization": "Bearer OTHER"}, None, None, "http"
     )
     assert key != other
+
+
+@pytest.mark.parametrize(
+    "header", ["X-Auth-Token", "X-Goog-Api-Key", "Api-Token", "Private-Token", "X-Tenant", "Accept-Language"]
+)
+async def test_every_request_header_separates_entries(make_api, store, header: str) -> None:
+    """Secure by default: a header the cache knows nothing about (a credential of any name, a tenant) is part
+    of the key, so user B never gets user A's cached response (it did for these four credential headers)."""
+    from infra.testing.fault_server import FaultServer
+
+    api = make_api(cache=CacheSettings(enabled=True), cache_store=store)
+    with FaultServer() as own:
+        a = await api.get(f"{own.url}/headers", headers={header: "alice"})
+        b = await api.get(f"{own.url}/headers", headers={header: "bob"})
+        a2 = await api.get(f"{own.url}/headers", headers={header: "alice"})
+        assert own.hits["headers"] == 2
+        assert a.json()[header.lower()] == "alice" and not a.from_cache
+        assert b.json()[header.lower()] == "bob" and not b.from_cache
+        assert a2.from_cache and a2.json()[header.lower()] == "alice"
+
+
+async def test_per_request_ids_and_trace_context_stay_out_of_the_key(make_api, store) -> None:
+    """The documented short list (Idempotency-Key, request ids, trace context) doesn't split entries, and
+    CacheSettings.unkeyed_headers adds a caller's own: these calls all share one entry."""
+    from infra.http._caching import UNKEYED_HEADERS
+    from infra.testing.fault_server import FaultServer
+
+    assert {"idempotency-key", "traceparent", "x-request-id"} <= UNKEYED_HEADERS
+    assert "authorization" not in UNKEYED_HEADERS and len(UNKEYED_HEADERS) < 30
+    settings = CacheSettings(enabled=True, unkeyed_headers=frozenset({"X-Sent-At"}))
+    api = make_api(cache=settings, cache_store=store)
+    with FaultServer() as own:
+        for i in range(4):
+            trace = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+            headers = {"traceparent": trace, "X-Request-Id": str(i), "X-Sent-At": str(i), "X-Tenant": "t1"}
+            r = await api.get(f"{own.url}/headers", headers=headers)
+            assert r.from_cache == (i > 0)
+        assert own.hits["headers"] == 1

@@ -266,6 +266,45 @@ def test_budget_reserve_refills_per_second() -> None:
     assert sum(budget.try_withdraw() for _ in range(500)) == 100
 
 
+@pytest.mark.parametrize(("ratio", "per_retry"), [(0.1, 10), (0.2, 5), (0.05, 20), (1 / 3, 3), (0.25, 4)])
+def test_budget_accounting_is_exact(ratio: float, per_retry: int) -> None:
+    """ratio=0.1: exactly ten requests earn one retry (float sums made ten deposits 0.9999999999999999 and
+    refused it: an effective ratio of 1/11); the same holds over a thousand rounds, with nothing left over."""
+    budget = RetryBudget(BudgetSettings(ratio=ratio, per_second=0), clock=Clock())
+    for _ in range(per_retry - 1):
+        budget.deposit()
+    assert not budget.try_withdraw()
+    budget.deposit()
+    assert budget.try_withdraw() and not budget.try_withdraw()
+    granted = 0
+    for _ in range(1000):
+        for _ in range(per_retry):
+            budget.deposit()
+        granted += budget.try_withdraw()
+    assert granted == 1000 and budget.balance == 0
+
+
+def test_budget_reserve_is_a_floor_not_an_addition() -> None:
+    """A 10 s storm at 1000 requests/s earns 0.2 x 10,000 = 2000 retries, not one more for the 10/s reserve
+    (it used to add 10 + 100: 1.21x the offered load); a trickle of 1 request/s still retries 3 times each."""
+    clock = Clock()
+    budget = RetryBudget(BudgetSettings(ratio=0.2, per_second=10), clock=clock)
+    allowed = 0
+    for _ in range(10_000):
+        clock.t += 0.001
+        budget.deposit()
+        for _ in range(3):
+            allowed += budget.try_withdraw()
+    assert allowed == 2000
+    clock.t += 60  # the storm is over; the reserve refills (capped at ten seconds' worth)
+    assert budget.balance == 100
+    trickle = RetryBudget(BudgetSettings(ratio=0.2, per_second=10), clock=clock)
+    for _ in range(20):
+        clock.t += 1
+        trickle.deposit()
+        assert sum(trickle.try_withdraw() for _ in range(3)) == 3
+
+
 def test_adaptive_threshold_follows_the_success_rate(caplog: pytest.LogCaptureFixture) -> None:
     """PERF-010: > 95% success raises the consecutive-failure threshold once per window (to 10 at most);
     < 80% lowers it (to 3 at least); each change is logged with the origin."""

@@ -11,6 +11,7 @@ import pytest
 
 from infra.http import (
     BreakerSettings,
+    BudgetSettings,
     DeadlineExceeded,
     RetryAfterTooLong,
     RetryPolicy,
@@ -315,3 +316,25 @@ async def test_connect_timeout_is_a_connect_error_retried_for_any_method(make_ap
         for s in fillers:
             s.close()
         listener.close()
+
+
+@pytest.mark.parametrize("attempts", [0, 3])
+async def test_the_server_receives_exactly_the_tries_reported(make_api, attempts: int) -> None:
+    """On a reused keep-alive connection that resets, every backend sends each try once: the server counts
+    as many requests as the call's history reports (aiohttp on its own resent each one: 2 for attempts=0,
+    8 for attempts=3)."""
+    with FaultServer() as server:
+        api = make_api(
+            retry=RetryPolicy(attempts=attempts, backoff=(0.001,), jitter=0),
+            breaker=NO_BREAKER,
+            budget=BudgetSettings(enabled=False),
+        )
+        assert (await api.get(f"{server.url}/ok")).status == 200  # a keep-alive connection to reuse
+        k = key()
+        with pytest.raises(TransportError) as info:
+            await api.get(f"{server.url}/reset-before-headers/{k}")
+        assert len(info.value.history) == attempts + 1
+        assert server.hits[f"reset-before-headers/{k}"] == attempts + 1
+        assert (await api.get(f"{server.url}/ok")).status == 200
+        r = await api.get(f"{server.url}/fail/{k}?n=9&code=503")
+        assert r.status == 503 and server.hits[f"fail/{k}"] == len(r.history or [r]) == attempts + 1

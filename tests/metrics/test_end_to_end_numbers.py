@@ -225,6 +225,9 @@ def test_ollama_generate_chat_embed_with_write_behind_count_in_every_view(tmp_pa
     from infra.testing.ollama_server import OllamaTestServer, ServerSettings
 
     w = World(tmp_path, ("ollama", "ollama_embed"))
+    rows = {"generate": "ollama generate llama3.2:3b", "chat": "ollama chat llama3.2:3b"}
+    rows["embed"] = "ollama embed nomic-embed-text:latest"
+    before = {op: get_metrics().get_stats().get(row, {}).get("count", 0) for op, row in rows.items()}
     srv = serve_metrics(port=0)
     try:
         with OllamaTestServer(ServerSettings(min_tokens=8, max_tokens=24)) as ollama_server:
@@ -251,6 +254,11 @@ def test_ollama_generate_chat_embed_with_write_behind_count_in_every_view(tmp_pa
         w.real["ollama_embed"] = int(served.get("embed", 0))
         assert w.real == {"ollama": 5, "ollama_embed": 4}
         w.saved_at_least["ollama"] = 1e-6
+        # every call is an operation row of get_stats() (per model and operation), with its latencies
+        stats = get_metrics().get_stats()
+        for op, n in (("generate", 12), ("chat", 6), ("embed", 8)):
+            assert stats[rows[op]]["count"] - before[op] == n, op
+            assert stats[rows[op]]["p99_ms"] >= stats[rows[op]]["p50_ms"] > 0, op
         _check_in_process(w, srv.url)
         time.sleep(1.0)
         _check_in_process(w, srv.url)

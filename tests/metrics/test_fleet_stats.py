@@ -22,13 +22,13 @@ def _sqlite(tmp_path: Path) -> Callable[[], Any]:
 def _postgres(dsn: str, table: str) -> Callable[[], Any]:
     from infra.cache.backends.postgres import PostgresBackend
 
-    return lambda: PostgresBackend(dsn=dsn, table=table)
+    return lambda: PostgresBackend(dsn=dsn, table=table, budget=1.0)  # a loaded box: not the 50 ms default
 
 
 def _redis(url: str, prefix: str) -> Callable[[], Any]:
     from infra.cache.backends.redis import RedisBackend
 
-    return lambda: RedisBackend(url=url, prefix=prefix)
+    return lambda: RedisBackend(url=url, prefix=prefix, budget=1.0)
 
 
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
@@ -51,8 +51,9 @@ def _work(cache: Cache, ns: str, hits: int, misses: int) -> None:
 
 def test_two_caches_on_one_store_add_up_and_reset_zeroes(make_backend: Callable[[], Any]) -> None:
     ns = "n" + uuid.uuid4().hex[:8]
-    a = Cache(CacheSettings(), backend=make_backend())
-    b = Cache(CacheSettings(), backend=make_backend())
+    settings = CacheSettings(signing_key=b"fleet-test-key-0123456789abcdef")  # shared stores need one
+    a = Cache(settings, backend=make_backend())
+    b = Cache(settings, backend=make_backend())
     _work(a, ns, 7, 3)
     _work(b, ns, 5, 2)
     a.close()
@@ -97,3 +98,21 @@ def test_a_live_idle_process_has_pushed_within_a_tick(tmp_path: Path) -> None:
     finally:
         reader.close()
         cache.close()
+
+
+def test_get_stats_shows_this_process_and_every_process(tmp_path: Path) -> None:
+    """get_cache().get_stats(): hits/misses are this process's; "fleet" holds every process's."""
+    ns = "both"
+    other = Cache(CacheSettings(path=str(tmp_path / "f.db")))
+    _work(other, ns, 4, 1)
+    other.close()
+    mine = Cache(CacheSettings(path=str(tmp_path / "f.db")))
+    try:
+        for _ in range(3):
+            assert mine.get(ns, "k") == "v"
+        st = mine.get_stats()
+        assert (st["namespaces"][ns]["hits"], st["namespaces"][ns]["misses"]) == (3, 0)
+        assert (st["fleet"][ns]["hits"], st["fleet"][ns]["misses"]) == (7, 1)
+        assert st["fleet"][ns]["hit_rate"] == 0.875
+    finally:
+        mine.close()

@@ -43,7 +43,7 @@ def is_connection_error(exc: BaseException) -> bool:
 class ConnSet:
     """Connections of one event loop: a free list, grown up to ``max_size``, waiters served in order."""
 
-    __slots__ = ("backend", "closed", "conns", "idle", "loop", "max_size", "size", "waiters")
+    __slots__ = ("backend", "closed", "conns", "idle", "loop", "max_size", "pending", "size", "waiters")
 
     def __init__(self, backend: PostgresBackend, loop: asyncio.AbstractEventLoop, max_size: int) -> None:
         self.backend = backend
@@ -56,24 +56,46 @@ class ConnSet:
         self.size = 0
         self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.closed = False
+        # A connect that outlived a caller's budget: it goes on (on this loop, whenever the loop runs) and
+        # the next caller waits for it in turn, so a slow but working server does get connected.
+        self.pending: asyncio.Task[Any] | None = None
 
-    async def acquire(self) -> asyncpg.Connection:
+    async def _open(self) -> asyncpg.Connection:
+        conn = await self.backend._connect()
+        try:
+            self.conns[conn] = await self.backend._prepare(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        if self.closed:
+            self.conns.pop(conn, None)
+            conn.terminate()
+            raise CacheError("postgres cache backend is closed")
+        self.backend._ensure_background()  # the statement watchdog runs there
+        return conn
+
+    async def acquire(self, wait: float | None = None) -> asyncpg.Connection:
+        """An idle connection, a new one, or one released by another task; waits at most ``wait`` seconds
+        (default: the store budget) for a connect or a release."""
+        budget = self.backend._budget if wait is None else wait
         while True:
             if self.idle:
                 return self.idle.pop()
             if self.closed:
                 raise CacheError("postgres cache backend is closed")
-            if self.size < self.max_size:
-                self.size += 1
+            task = self.pending
+            if task is not None or self.size < self.max_size:
+                if task is None:
+                    self.size += 1
+                    task = self.pending = self.loop.create_task(self._open())
+                await asyncio.wait((task,), timeout=budget)  # never cancels the connect
+                if not task.done():
+                    raise TimeoutError(f"no connection within {budget * 1000:.0f} ms (still connecting)")
+                if self.pending is not task:
+                    continue  # another waiter on this loop took it (or its failure): look again
+                self.pending = None
                 try:
-                    conn = await self.backend._connect()
-                    try:
-                        self.conns[conn] = await self.backend._prepare(conn)
-                    except BaseException:
-                        conn.terminate()
-                        raise
-                    self.backend._ensure_background()  # the statement watchdog runs there
-                    return conn
+                    return task.result()
                 except BaseException:
                     self.size -= 1
                     self._wake(None)
@@ -81,7 +103,7 @@ class ConnSet:
             fut: asyncio.Future[Any] = self.loop.create_future()
             self.waiters.append(fut)
             try:
-                conn = await asyncio.wait_for(fut, self.backend._op_timeout)
+                conn = await asyncio.wait_for(fut, budget)
             except BaseException:
                 if fut.done() and not fut.cancelled() and fut.result() is not None:
                     self.release(fut.result())
@@ -116,8 +138,22 @@ class ConnSet:
             conn.terminate()
         self._wake(None)
 
+    def _drop_pending(self) -> asyncio.Task[Any] | None:
+        """Forget the connect in flight; it terminates its connection when it completes (cancelling an
+        asyncpg connect midway leaks its socket). Returns the task if it is still running."""
+        task, self.pending = self.pending, None
+        if task is None:
+            return None
+        task.add_done_callback(_terminate_result)
+        return None if task.done() else task
+
     async def aclose(self) -> None:
         self.closed = True
+        task = self._drop_pending()
+        if task is not None:  # let it finish on this loop (bounded by its connect timeout), then it closes
+            await asyncio.wait((task,), timeout=self.backend._connect_timeout + 1.0)
+            if not task.done():
+                task.cancel()
         idle, self.idle = self.idle, []
         for conn in idle:
             self.conns.pop(conn, None)
@@ -131,6 +167,7 @@ class ConnSet:
 
     def terminate(self) -> None:
         self.closed = True
+        self._drop_pending()
         idle, self.idle = self.idle, []
         for conn in idle:
             self.conns.pop(conn, None)
@@ -142,12 +179,20 @@ class ConnSet:
         return [(c, started(c)) for c in set(self.conns).difference(self.idle)]
 
 
+def _terminate_result(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().terminate()
+
+
 def started(conn: Any) -> int:
-    """How many statements asyncpg has started on ``conn`` (its protocol counts them; a test pins it)."""
-    return conn._protocol.queries_count  # type: ignore[no-any-return]
+    """How many statements asyncpg has started on ``conn`` (its protocol counts them; a test pins it); -1
+    once the connection has been terminated (asyncpg then drops its protocol)."""
+    protocol = conn._protocol
+    count: int = -1 if protocol is None else protocol.queries_count
+    return count
 
 
 def kill_if_stuck(cs: ConnSet, conn: Any, count: int) -> None:
     """On the connection's own loop: terminate it if it is still running the statement the watchdog saw."""
-    if conn not in cs.idle and not conn.is_closed() and started(conn) == count:
+    if count >= 0 and conn not in cs.idle and not conn.is_closed() and started(conn) == count:
         conn.terminate()

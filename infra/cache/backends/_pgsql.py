@@ -293,5 +293,18 @@ class PgStatements:
         )
 
     @property
+    def lease_owner(self) -> str:
+        return f"SELECT owner FROM {self.leases} WHERE namespace = $1 AND key = $2"
+
+    @property
+    def takeover_lease(self) -> str:
+        """$1 ns, $2 key, $3 owner, $4 timeout, $5 the dead holder -> a row iff taken from it."""
+        now = "extract(epoch from clock_timestamp())"
+        return (
+            f"UPDATE {self.leases} SET owner = $3, expires_at = {now} + $4 "
+            "WHERE namespace = $1 AND key = $2 AND owner = $5 RETURNING owner"
+        )
+
+    @property
     def release_lease(self) -> str:
         return f"DELETE FROM {self.leases} WHERE namespace = $1 AND key = $2 AND owner = $3"

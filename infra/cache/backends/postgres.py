@@ -33,8 +33,12 @@ Design (the numbers behind each choice are in bench/bench_backends.py):
 * **Housekeeping off the hot path**: access times (LRU) are gathered in memory and written in batches;
   byte caps, expired and stale rows are handled by a maintenance task on the private loop
   (``DELETE .. WHERE ctid IN (SELECT .. LIMIT n)`` batches).
-* **Fail-open**: short connect and statement timeouts; once the server is seen down every call raises
-  ``CacheError`` at once until a backoff delay (50 ms doubling to 5 s) has passed.
+* **Fail-open within the store budget** (``cache.store_budget``, 50 ms; issue 17 item 6): a cached call
+  waits at most the budget for a connection (a connect still running after it is left to finish in the
+  background, on the loop that owns it, and picked up by a later call) and a watchdog terminates a statement
+  running past it (past ``op_timeout`` for housekeeping and writes over ``BIG_WRITE`` bytes). Once the server
+  is seen down every call raises ``CacheError`` at once, while a background probe (connect + ``SELECT 1``,
+  with backoff from 50 ms to 5 s) tries the server until it answers.
 """
 
 from __future__ import annotations
@@ -50,11 +54,20 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from infra.cache import fleet_stats as _fleet
 from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import FORKS, ReconnectGate, backend_kwargs, check_identifier, origin_of
+from infra.cache.backends._common import (
+    BIG_WRITE,
+    FORKS,
+    ReconnectGate,
+    backend_kwargs,
+    check_identifier,
+    holder_is_dead,
+    origin_of,
+)
 from infra.cache.backends._genview import GenerationView
 from infra.cache.backends._loops import LoopThread, ThreadLoops
 from infra.cache.backends._pgconns import ConnSet, asyncpg_module, is_connection_error, kill_if_stuck
 from infra.cache.backends._pgsql import PgStatements
+from infra.cache.settings import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -94,6 +107,7 @@ class PostgresBackend(CacheBackend):
         listen: bool = True,
         sync_mode: str = "thread_loop",
         async_mode: str = "caller_loop",
+        budget: float = DEFAULT_STORE_BUDGET,
     ) -> None:
         if not dsn:
             raise ValueError("the postgres cache backend needs a dsn (cache.dsn in perf_config.json)")
@@ -103,6 +117,9 @@ class PostgresBackend(CacheBackend):
             raise ValueError(f"async_mode must be 'caller_loop' or 'private_loop', got {async_mode!r}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        if not budget > 0:
+            raise ValueError(f"budget must be > 0 seconds, got {budget!r}")
+        self._budget = budget
         self._dsn = dsn
         self.sql = PgStatements(check_identifier(table, "postgres cache table prefix"), unlogged)
         self.origin = origin_of(dsn)
@@ -115,7 +132,7 @@ class PostgresBackend(CacheBackend):
         self._listen_wanted = listen
         self._sync_private = sync_mode == "private_loop"
         self._async_private = async_mode == "private_loop"
-        self.gate = ReconnectGate("postgres", self.origin)
+        self.gate = ReconnectGate("postgres", self.origin, probe=self._probe)
         self._sql_get = self.sql.get
         self._sql_get_hot = self.sql.get_hot
         self._callbacks: list[Callable[[str, int], None]] = []
@@ -137,6 +154,7 @@ class PostgresBackend(CacheBackend):
         self._closed = False
         self._bg_started = False
         self._stuck: dict[tuple[Any, int], float] = {}  # (connection, statements started) -> first seen busy
+        self._long: set[Any] = set()  # connections running a statement allowed op_timeout, not the budget
         self._listener: Any = None
         self._wake: asyncio.Event | None = None
         self._view = GenerationView()  # not live until this process's listener has loaded it
@@ -168,6 +186,18 @@ class PostgresBackend(CacheBackend):
                 conn.terminate()
                 raise
         return conn
+
+    def _probe(self) -> None:
+        """The gate's background probe (its own thread and loop): connect, ``SELECT 1``, close."""
+
+        async def probe() -> None:
+            conn = await asyncpg_module().connect(self._dsn, timeout=self._connect_timeout)
+            try:
+                await conn.fetchval("SELECT 1", timeout=self._op_timeout)
+            finally:
+                conn.terminate()
+
+        asyncio.run(probe())
 
     async def _prepare(self, conn: asyncpg.Connection) -> tuple[Any, Any]:
         try:
@@ -208,8 +238,9 @@ class PostgresBackend(CacheBackend):
                     cs = self._sets[loop] = ConnSet(self, loop, self._max_conns)
         return cs
 
-    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on the running loop's connection set; map driver errors to CacheError."""
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, long: bool = False) -> T:
+        """Run ``fn(conn, *args)`` on the running loop's connection set; map driver errors to CacheError.
+        ``long``: the statement may run for ``op_timeout`` (housekeeping, big writes), not the budget."""
         if self._fork != FORKS[0]:
             self._after_fork()
         self.gate.check()
@@ -217,14 +248,18 @@ class PostgresBackend(CacheBackend):
             raise CacheError("postgres cache backend is closed")
         cs = self._conn_set(asyncio.get_running_loop())
         try:
-            conn = await cs.acquire()
+            # housekeeping (and a CLI's first command) may wait for a connect as long as a connect may take
+            conn = await cs.acquire(self._connect_timeout + self._op_timeout if long else None)
         except CacheError:
             raise
         except Exception as exc:
             raise self.gate.failed(exc, connection=True) from exc
+        if long:
+            self._long.add(conn)
         try:
             result = await fn(conn, *args)
         except Exception as exc:
+            self._long.discard(conn)
             conn_err = is_connection_error(exc)
             if conn_err:
                 cs.discard(conn)
@@ -233,11 +268,13 @@ class PostgresBackend(CacheBackend):
                 if isinstance(exc, asyncpg_module().UndefinedTableError):
                     self._schema_ready = False  # dropped under us: recreate on the next connection
             raise self.gate.failed(exc, connection=conn_err) from exc
+        if long:
+            self._long.discard(conn)
         cs.release(conn)
         self.gate.ok()
         return result
 
-    def _sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    def _sync(self, fn: Callable[..., Awaitable[T]], *args: Any, long: bool = False) -> T:
         """The sync API: on this thread's own loop, or on the private loop when this thread runs one."""
         if self._fork != FORKS[0]:
             self._after_fork()
@@ -248,24 +285,26 @@ class PostgresBackend(CacheBackend):
                 asyncio.get_running_loop()
             except RuntimeError:
                 try:
-                    return self._threads.run(self._run(fn, *args))
+                    return self._threads.run(self._run(fn, *args, long=long))
                 except RuntimeError as exc:  # the thread's loop was closed by close()
                     raise CacheError(f"postgres cache backend unusable: {exc}") from exc
         if self._private.in_loop_thread():
             raise CacheError(
                 "sync cache call from the backend's own loop thread (an on_invalidate callback?)"
             )
+        # the statement and the connection wait are bounded already; this bounds the hand-off as well
+        limit = self._op_timeout + self._connect_timeout + 1.0 if long else 2 * self._budget + 0.05
         try:
-            return self._private.run(self._run(fn, *args), self._op_timeout + self._connect_timeout + 1.0)
+            return self._private.run(self._run(fn, *args, long=long), limit)
         except TimeoutError as exc:
             raise self.gate.failed(exc) from exc
 
-    async def _async(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _async(self, fn: Callable[..., Awaitable[T]], *args: Any, long: bool = False) -> T:
         if self._writes or self._touches:
             self._ensure_background()
         if self._async_private:
-            return await asyncio.wrap_future(self._private.submit(self._run(fn, *args)))
-        return await self._run(fn, *args)
+            return await asyncio.wrap_future(self._private.submit(self._run(fn, *args, long=long)))
+        return await self._run(fn, *args, long=long)
 
     def _after_fork(self, *, listen: bool = True) -> None:
         # The parent's sockets are shared with the child: never close them from here (that would end the
@@ -295,25 +334,37 @@ class PostgresBackend(CacheBackend):
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _watchdog(self) -> None:
-        """Terminate connections whose statement has run past ``op_timeout`` (a hung server): the caller
-        then gets ``CacheError`` and fails open.
+        """Terminate connections whose statement has run past the budget (``op_timeout`` for long ones: a
+        hung server): the caller then gets ``CacheError`` and fails open.
 
         Costs the hit path nothing: asyncpg's per-statement timer costs ~9 µs, and even noting each
         statement's start here cost ~0.8 µs per hit on this kind of VM. Instead, every tick looks at the
         connections that are out of their idle lists together with the count of statements each has started
         (asyncpg's protocol counts them); one seen busy with the same count for ``op_timeout`` is stuck."""
-        period = min(0.25, self._op_timeout / 4)
+        # a tick every eighth of the budget (6.25 ms by default: one look at a few connections, ~160 cheap
+        # wake-ups a second on the private loop); a statement is cut once seen busy for the budget less one
+        # tick, i.e. between 7/8 and 9/8 of the budget after it started
+        period = min(0.25, self._budget / 8, self._op_timeout / 8)
         while not await _wait(self._bg_stop, period):
-            now = time.monotonic()
-            seen: dict[tuple[Any, int], float] = {}
-            for cs in list(self._sets.values()):
-                if cs.loop.is_closed():
-                    continue
-                for conn, started in cs.busy():
-                    first = seen[conn, started] = self._stuck.get((conn, started), now)
-                    if now - first >= self._op_timeout:
-                        cs.loop.call_soon_threadsafe(kill_if_stuck, cs, conn, started)
-            self._stuck = seen
+            try:
+                self._watch_tick(period)
+            except Exception:  # the watchdog must outlive anything a tick meets (it once died on a
+                log.debug("postgres cache watchdog tick failed", exc_info=True)  # terminated connection)
+
+    def _watch_tick(self, period: float) -> None:
+        now = time.monotonic()
+        seen: dict[tuple[Any, int], float] = {}
+        long = self._long
+        for cs in list(self._sets.values()):
+            if cs.loop.is_closed():
+                continue
+            for conn, started in cs.busy():
+                if started < 0:
+                    continue  # terminated already
+                first = seen[conn, started] = self._stuck.get((conn, started), now)
+                if now - first >= (self._op_timeout if conn in long else self._budget) - period:
+                    cs.loop.call_soon_threadsafe(kill_if_stuck, cs, conn, started)
+        self._stuck = seen
 
     async def _listen_forever(self) -> None:
         """Keep one LISTEN connection; after a loss, reconnect with backoff (notifications missed meanwhile
@@ -397,7 +448,7 @@ class PostgresBackend(CacheBackend):
             if not busy and idle_rounds % 12:
                 continue
             with contextlib.suppress(CacheError):
-                await self._run(self._maintain)
+                await self._run(self._maintain, long=True)
 
     async def _maintain(self, conn: asyncpg.Connection) -> None:
         """Flush LRU touches, enforce byte caps, purge one batch of dead rows."""
@@ -517,7 +568,15 @@ class PostgresBackend(CacheBackend):
     async def _q_acquire(
         self, conn: asyncpg.Connection, ns: str, key: str, owner: str, timeout: float
     ) -> bool:
-        return await conn.fetchrow(self.sql.acquire_lease, ns, key, owner, float(timeout)) is not None
+        if await conn.fetchrow(self.sql.acquire_lease, ns, key, owner, float(timeout)) is not None:
+            return True
+        holder = await conn.fetchval(self.sql.lease_owner, ns, key)
+        if holder is None or not holder_is_dead(holder):
+            return False
+        # its holder is a process of this host that has died: take it now, not after the timeout
+        return (
+            await conn.fetchrow(self.sql.takeover_lease, ns, key, owner, float(timeout), holder) is not None
+        )
 
     async def _q_release(self, conn: asyncpg.Connection, ns: str, key: str, owner: str) -> None:
         await conn.execute(self.sql.release_lease, ns, key, owner)
@@ -611,11 +670,12 @@ class PostgresBackend(CacheBackend):
         self._touches.append((namespace, key))
 
     def set(self, namespace: str, key: str, entry: StoredEntry) -> None:
-        self._sync(self._q_set, namespace, key, entry)
+        self._sync(self._q_set, namespace, key, entry, long=len(entry.payload) > BIG_WRITE)
 
     def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
         if items:
-            self._sync(self._q_set_many, namespace, items)
+            big = sum(len(e.payload) for e in items.values()) > BIG_WRITE
+            self._sync(self._q_set_many, namespace, items, long=big)
 
     def delete(self, namespace: str, key: str) -> bool:
         return self._sync(self._q_delete, namespace, key)
@@ -650,18 +710,18 @@ class PostgresBackend(CacheBackend):
         return self._listen_epoch if self._listener is not None else None
 
     def purge(self, limit: int = 1000) -> int:
-        return self._sync(self._purge, limit)
+        return self._sync(self._purge, limit, long=True)
 
     def clear(self, namespace: str | None = None) -> int:
-        return self._sync(self._q_clear, namespace)
+        return self._sync(self._q_clear, namespace, long=True)
 
     def vacuum(self) -> None:
-        self._sync(self._q_vacuum)
+        self._sync(self._q_vacuum, long=True)
 
     def maintain(self) -> int:
         """Flush LRU touches and enforce the byte caps now (normally done in the background); returns the
         number of entries evicted."""
-        return self._sync(self._q_maintain)
+        return self._sync(self._q_maintain, long=True)
 
     def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         return self._sync(self._q_acquire, namespace, key, owner, timeout)
@@ -669,21 +729,22 @@ class PostgresBackend(CacheBackend):
     def release_lease(self, namespace: str, key: str, owner: str) -> None:
         self._sync(self._q_release, namespace, key, owner)
 
-    # -- fleet-wide counters (infra.cache.fleet_stats): table {prefix}_fleet_stats, <= 2 pushes a second
+    # -- fleet-wide counters (infra.cache.fleet_stats): table {prefix}_fleet_stats, <= 2 pushes a second;
+    # housekeeping, so the long timeouts (not the cached call's budget)
     def fleet_add(self, deltas: Mapping[str, _fleet.FleetCounts]) -> None:
-        self._sync(_fleet.pg_add, self.sql.prefix, deltas)
+        self._sync(_fleet.pg_add, self.sql.prefix, deltas, long=True)
 
     def fleet_read(self) -> dict[str, _fleet.FleetCounts]:
-        return self._sync(_fleet.pg_read, self.sql.prefix)
+        return self._sync(_fleet.pg_read, self.sql.prefix, long=True)
 
     def fleet_reset(self, namespace: str | None = None) -> None:
-        self._sync(_fleet.pg_reset, self.sql.prefix, namespace)
+        self._sync(_fleet.pg_reset, self.sql.prefix, namespace, long=True)
 
     def stats(self) -> BackendStats:
-        return self._sync(self._q_stats)
+        return self._sync(self._q_stats, long=True)
 
     def inspect(self, namespace: str | None = None, limit: int = 20) -> list[EntryInfo]:
-        return self._sync(self._q_inspect, namespace, limit)
+        return self._sync(self._q_inspect, namespace, limit, long=True)
 
     # ================================================================== async twins (native, caller's loop)
     async def aget(self, namespace: str, key: str) -> StoredEntry | None:
@@ -721,11 +782,12 @@ class PostgresBackend(CacheBackend):
         return await self._async(self._q_get_many, namespace, keys) if keys else {}
 
     async def aset(self, namespace: str, key: str, entry: StoredEntry) -> None:
-        await self._async(self._q_set, namespace, key, entry)
+        await self._async(self._q_set, namespace, key, entry, long=len(entry.payload) > BIG_WRITE)
 
     async def aset_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
         if items:
-            await self._async(self._q_set_many, namespace, items)
+            big = sum(len(e.payload) for e in items.values()) > BIG_WRITE
+            await self._async(self._q_set_many, namespace, items, long=big)
 
     async def adelete(self, namespace: str, key: str) -> bool:
         return await self._async(self._q_delete, namespace, key)
@@ -746,10 +808,10 @@ class PostgresBackend(CacheBackend):
         await self._async(self._q_release, namespace, key, owner)
 
     async def apurge(self, limit: int = 1000) -> int:
-        return await self._async(self._purge, limit)
+        return await self._async(self._purge, limit, long=True)
 
     async def astats(self) -> BackendStats:
-        return await self._async(self._q_stats)
+        return await self._async(self._q_stats, long=True)
 
     # ================================================================== closing
     async def arelease_loop(self) -> None:
@@ -768,6 +830,7 @@ class PostgresBackend(CacheBackend):
         if self._closed:
             return
         self._closed = True
+        self.gate.close()
         if self._fork != FORKS[0]:
             self._after_fork(listen=False)
             self._closed = True  # (the reset reopened it)

@@ -33,6 +33,12 @@ see bench/bench_backends.py); the async twins use a ``redis.asyncio`` client per
 connections belong to the loop that opened them: call ``await backend.aclose()`` before closing a loop).
 A daemon thread listens for invalidations (reconnecting with backoff) and runs the housekeeping.
 
+Time bounds (issue 17 item 6): calls on a cached call's path (reads, writes, leases, generations) use a
+client whose connect and socket timeouts are the store budget (``cache.store_budget``, 50 ms); a hung, slow
+or refusing server costs a call at most that once, then the gate skips the store while a background thread
+PINGs it with backoff until it answers. Housekeeping (SCANs, stats, purge, clear), the listener and writes of
+more than ``BIG_WRITE`` bytes use a second client bounded by ``op_timeout``.
+
 Byte caps: Redis evicts by itself when the server has ``maxmemory`` with an LRU policy, which is the
 recommended setting for a shared cache. ``max_bytes`` / per-namespace caps are also enforced here
 approximately, by a periodic SCAN that drops the most idle entries (``OBJECT IDLETIME``) of a namespace over
@@ -53,7 +59,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from infra.cache import fleet_stats as _fleet
 from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import FORKS, ReconnectGate, backend_kwargs, check_identifier, origin_of
+from infra.cache.backends._common import (
+    BIG_WRITE,
+    FORKS,
+    ReconnectGate,
+    backend_kwargs,
+    check_identifier,
+    holder_is_dead,
+    origin_of,
+)
+from infra.cache.settings import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -101,7 +116,8 @@ if n > 0 then
 end
 return n
 """
-# re-entrant for the same owner (as the contract and the PostgreSQL lease table are): the owner extends it
+# re-entrant for the same owner (as the contract and the PostgreSQL lease table are): the owner extends it;
+# when another owner holds it, its name comes back (a dead process of this host is taken over at once)
 _ACQUIRE_LUA = """
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -110,6 +126,14 @@ if not v then
 end
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return v
+"""
+# take the lease from a holder known dead, only if that holder still has it
+_TAKEOVER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
@@ -160,6 +184,14 @@ def unpack(value: bytes, generation: int, now: float) -> StoredEntry | None:
     return StoredEntry(value[HEADER.size :], codec, exp, cost)
 
 
+def _dead_holder(reply: Any) -> str | None:
+    """The holder named by ``_ACQUIRE_LUA``'s reply if it is a dead process of this host, else None."""
+    if not isinstance(reply, bytes):
+        return None
+    holder = reply.decode("utf-8", "replace")
+    return holder if holder_is_dead(holder) else None
+
+
 def _px(entry: StoredEntry, now: float) -> int | None:
     """Milliseconds to live for SET PX (None: no expiry); at least 1 so an entry due now still expires."""
     if entry.expires_at is None:
@@ -184,9 +216,13 @@ class RedisBackend(CacheBackend):
         op_timeout: float = 2.0,
         maintenance_interval: float = 30.0,
         listen: bool = True,
+        budget: float = DEFAULT_STORE_BUDGET,
     ) -> None:
         if not url:
             raise ValueError("the redis cache backend needs a url (cache.url in perf_config.json)")
+        if not budget > 0:
+            raise ValueError(f"budget must be > 0 seconds, got {budget!r}")
+        self._budget = budget
         self._url = url
         self.prefix = check_identifier(prefix, "redis cache key prefix")
         self.origin = origin_of(url)
@@ -196,7 +232,7 @@ class RedisBackend(CacheBackend):
         self._op_timeout = op_timeout
         self._interval = maintenance_interval
         self._listen_wanted = listen
-        self.gate = ReconnectGate("redis", self.origin)
+        self.gate = ReconnectGate("redis", self.origin, probe=self._probe)
         self._callbacks: list[Callable[[str, int], None]] = []
         self._change_callbacks: list[Callable[[str, int], None]] = []
         self._lock = threading.Lock()
@@ -209,8 +245,9 @@ class RedisBackend(CacheBackend):
 
     def _reset_state(self) -> None:
         self._fork = FORKS[0]
-        self._client: Any = None
-        self._aclients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._client: Any = None  # bounded by the budget: the cached call's path
+        self._admin: Any = None  # bounded by op_timeout: housekeeping, the listener, big writes
+        self._aclients: dict[tuple[asyncio.AbstractEventLoop, bool], Any] = {}
         self._known: dict[str, int] = {}  # generation last seen per namespace
         self._closed = False
         self._stop = threading.Event()
@@ -237,7 +274,7 @@ class RedisBackend(CacheBackend):
                 self._ns_keys[ns] = k
         return k
 
-    def _client_kwargs(self, *, asynchronous: bool = False) -> dict[str, Any]:
+    def _client_kwargs(self, *, asynchronous: bool = False, admin: bool = False) -> dict[str, Any]:
         _redis()
         from redis.backoff import NoBackoff
 
@@ -248,9 +285,10 @@ class RedisBackend(CacheBackend):
         else:
             from redis.retry import Retry  # type: ignore[assignment]
 
+        timeout = self._op_timeout if admin else self._budget
         return {
-            "socket_connect_timeout": self._connect_timeout,
-            "socket_timeout": self._op_timeout,
+            "socket_connect_timeout": min(self._connect_timeout, timeout),
+            "socket_timeout": timeout,
             # no driver retries: a failure is reported at once and the gate backs off (fail-open)
             "retry": Retry(NoBackoff(), 0),
             "retry_on_error": [],
@@ -261,7 +299,7 @@ class RedisBackend(CacheBackend):
         if self._fork != FORKS[0]:
             # redis-py pools re-open after fork by themselves; our listener thread must be restarted too.
             # The parent's clients are kept referenced so no finalizer ever touches the shared sockets.
-            _FORK_GRAVEYARD.append((self._client, self._aclients))
+            _FORK_GRAVEYARD.append((self._client, self._admin, self._aclients))
             self._reset_state()
         c = self._client
         if c is None:
@@ -280,19 +318,38 @@ class RedisBackend(CacheBackend):
             self._start_thread()
         return c
 
-    def _async_client(self) -> Any:
+    def _admin_client(self) -> Any:
+        """The client bounded by ``op_timeout`` (housekeeping, the listener, big writes)."""
+        self._sync_client()  # (fork check, closed check, listener)
+        c = self._admin
+        if c is None:
+            with self._lock:
+                if self._admin is None:
+                    self._admin = _redis().Redis.from_url(self._url, **self._client_kwargs(admin=True))
+                c = self._admin
+        return c
+
+    def _probe(self) -> None:
+        """The gate's background probe: a PING on a fresh connection, bounded by the long timeouts."""
+        client = _redis().Redis.from_url(self._url, **self._client_kwargs(admin=True))
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    def _async_client(self, admin: bool = False) -> Any:
         loop = asyncio.get_running_loop()
-        c = self._aclients.get(loop)
+        c = self._aclients.get((loop, admin))
         if c is None:
             if self._closed:
                 raise CacheError("redis cache backend is closed")
             import redis.asyncio as aredis
 
             with self._lock:
-                for old in [lp for lp in self._aclients if lp.is_closed()]:
+                for old in [k for k in self._aclients if k[0].is_closed()]:
                     del self._aclients[old]
-                c = aredis.Redis.from_url(self._url, **self._client_kwargs(asynchronous=True))
-                self._aclients[loop] = c
+                c = aredis.Redis.from_url(self._url, **self._client_kwargs(asynchronous=True, admin=admin))
+                self._aclients[loop, admin] = c
             self._start_thread()
         return c
 
@@ -301,9 +358,9 @@ class RedisBackend(CacheBackend):
         conn = isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
         return self.gate.failed(exc, connection=conn)
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, fn: Callable[..., Any], *args: Any, admin: bool = False) -> Any:
         self.gate.check()
-        client = self._sync_client()
+        client = self._admin_client() if admin else self._sync_client()
         try:
             out = fn(client, *args)
         except CacheError:
@@ -313,9 +370,9 @@ class RedisBackend(CacheBackend):
         self.gate.ok()
         return out
 
-    async def _acall(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _acall(self, fn: Callable[..., Any], *args: Any, admin: bool = False) -> Any:
         self.gate.check()
-        client = self._async_client()
+        client = self._async_client(admin)
         try:
             out = await fn(client, *args)
         except CacheError:
@@ -349,7 +406,7 @@ class RedisBackend(CacheBackend):
         while not self._stop.is_set():
             try:
                 if self._listen_wanted and pubsub is None:
-                    pubsub = self._sync_client().pubsub(ignore_subscribe_messages=True)
+                    pubsub = self._admin_client().pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self._channel)
                     self._listen_epoch += 1
                     self._listening = True
@@ -439,7 +496,7 @@ class RedisBackend(CacheBackend):
     async def aget(self, namespace: str, key: str) -> StoredEntry | None:
         gk, ep, _ = self._keys(namespace)
         self.gate.check()
-        client = self._aclients.get(asyncio.get_running_loop()) or self._async_client()
+        client = self._aclients.get((asyncio.get_running_loop(), False)) or self._async_client()
         try:
             raw_gen, value = await client.execute_command("MGET", gk, ep + key)
         except Exception as exc:
@@ -480,7 +537,7 @@ class RedisBackend(CacheBackend):
             keys = [self._keys(namespace)[1] + key, self._changes_key]
             _eval(c, _SET_LUA, keys, self._set_args(namespace, entry, gen, now))
 
-        self._call(op)
+        self._call(op, admin=len(entry.payload) > BIG_WRITE)
 
     def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
         if not items:
@@ -499,7 +556,7 @@ class RedisBackend(CacheBackend):
                     )
                 p.execute()
 
-        self._call(op)
+        self._call(op, admin=sum(len(e.payload) for e in items.values()) > BIG_WRITE)
 
     async def aset(self, namespace: str, key: str, entry: StoredEntry) -> None:
         async def op(c: Any) -> None:
@@ -508,7 +565,7 @@ class RedisBackend(CacheBackend):
             keys = [self._keys(namespace)[1] + key, self._changes_key]
             await _aeval(c, _SET_LUA, keys, self._set_args(namespace, entry, gen, now))
 
-        await self._acall(op)
+        await self._acall(op, admin=len(entry.payload) > BIG_WRITE)
 
     async def aset_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
         if not items:
@@ -523,7 +580,7 @@ class RedisBackend(CacheBackend):
                     p.eval(_SET_LUA, 2, ep + k, self._changes_key, *self._set_args(namespace, e, gen, now))
                 await p.execute()
 
-        await self._acall(op)
+        await self._acall(op, admin=sum(len(e.payload) for e in items.values()) > BIG_WRITE)
 
     def delete(self, namespace: str, key: str) -> bool:
         keys = [self._keys(namespace)[1] + key, self._changes_key]
@@ -621,7 +678,13 @@ class RedisBackend(CacheBackend):
     def acquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         lk = self._keys(namespace)[2] + key
         ms = max(1, int(timeout * 1000))
-        return bool(self._call(lambda c: self._acquire(keys=[lk], args=[owner, ms], client=c)))
+        got = self._call(lambda c: self._acquire(keys=[lk], args=[owner, ms], client=c))
+        if got == 1:
+            return True
+        holder = _dead_holder(got)
+        if holder is None:
+            return False
+        return bool(self._call(lambda c: c.eval(_TAKEOVER_LUA, 1, lk, holder, owner, ms)))
 
     def release_lease(self, namespace: str, key: str, owner: str) -> None:
         lk = self._keys(namespace)[2] + key
@@ -630,7 +693,13 @@ class RedisBackend(CacheBackend):
     async def aacquire_lease(self, namespace: str, key: str, owner: str, timeout: float) -> bool:
         lk = self._keys(namespace)[2] + key
         ms = max(1, int(timeout * 1000))
-        return bool(await self._acall(lambda c: c.eval(_ACQUIRE_LUA, 1, lk, owner, ms)))
+        got = await self._acall(lambda c: c.eval(_ACQUIRE_LUA, 1, lk, owner, ms))
+        if got == 1:
+            return True
+        holder = _dead_holder(got)
+        if holder is None:
+            return False
+        return bool(await self._acall(lambda c: c.eval(_TAKEOVER_LUA, 1, lk, holder, owner, ms)))
 
     async def arelease_lease(self, namespace: str, key: str, owner: str) -> None:
         lk = self._keys(namespace)[2] + key
@@ -677,7 +746,7 @@ class RedisBackend(CacheBackend):
                     break
             return removed
 
-        return int(self._call(op))
+        return int(self._call(op, admin=True))
 
     def clear(self, namespace: str | None = None) -> int:
         def op(c: Any) -> int:
@@ -701,7 +770,7 @@ class RedisBackend(CacheBackend):
                 p.execute()
             return n
 
-        return int(self._call(op))
+        return int(self._call(op, admin=True))
 
     def _usage(self, c: Any, ns: str | None = None) -> list[tuple[bytes, int, int]]:
         """(raw key, payload bytes, idle seconds) of every entry (of one namespace)."""
@@ -718,15 +787,16 @@ class RedisBackend(CacheBackend):
                     out.append((k, max(0, size - HEADER.size), idle if isinstance(idle, int) else 0))
         return out
 
-    # -- fleet-wide counters (infra.cache.fleet_stats): hash {prefix}:fleet, <= 2 MULTIs a second
+    # -- fleet-wide counters (infra.cache.fleet_stats): hash {prefix}:fleet, <= 2 MULTIs a second;
+    # housekeeping, so on the admin client (long timeouts, not the cached call's budget)
     def fleet_add(self, deltas: Mapping[str, _fleet.FleetCounts]) -> None:
-        self._call(_fleet.redis_add, f"{self.prefix}:fleet", deltas)
+        self._call(_fleet.redis_add, f"{self.prefix}:fleet", deltas, admin=True)
 
     def fleet_read(self) -> dict[str, _fleet.FleetCounts]:
-        return dict(self._call(_fleet.redis_read, f"{self.prefix}:fleet"))
+        return dict(self._call(_fleet.redis_read, f"{self.prefix}:fleet", admin=True))
 
     def fleet_reset(self, namespace: str | None = None) -> None:
-        self._call(_fleet.redis_reset, f"{self.prefix}:fleet", namespace)
+        self._call(_fleet.redis_reset, f"{self.prefix}:fleet", namespace, admin=True)
 
     def stats(self) -> BackendStats:
         def op(c: Any) -> BackendStats:
@@ -747,7 +817,7 @@ class RedisBackend(CacheBackend):
                 },
             )
 
-        return self._call(op)  # type: ignore[no-any-return]
+        return self._call(op, admin=True)  # type: ignore[no-any-return]
 
     def inspect(self, namespace: str | None = None, limit: int = 20) -> list[EntryInfo]:
         def op(c: Any) -> list[EntryInfo]:
@@ -768,7 +838,7 @@ class RedisBackend(CacheBackend):
                 )
             return out
 
-        return self._call(op)  # type: ignore[no-any-return]
+        return self._call(op, admin=True)  # type: ignore[no-any-return]
 
     def maintain(self) -> int:
         """Enforce the byte caps now (normally periodic, on the background thread); returns #evicted."""
@@ -800,14 +870,16 @@ class RedisBackend(CacheBackend):
                 evicted += int(c.unlink(*doomed[i : i + _SCAN_BATCH]))
             return evicted
 
-        return int(self._call(op))
+        return int(self._call(op, admin=True))
 
     # ================================================================== closing
     async def arelease_loop(self) -> None:
-        """Close this loop's client only; the backend stays usable (sync, and from other loops)."""
-        c = self._aclients.pop(asyncio.get_running_loop(), None)
-        if c is not None:
-            await _aclose_client(c)
+        """Close this loop's clients only; the backend stays usable (sync, and from other loops)."""
+        loop = asyncio.get_running_loop()
+        for admin in (False, True):
+            c = self._aclients.pop((loop, admin), None)
+            if c is not None:
+                await _aclose_client(c)
 
     async def aclose(self) -> None:
         """Close this loop's client, then everything else (``close``)."""
@@ -820,13 +892,15 @@ class RedisBackend(CacheBackend):
             return
         self._closed = True
         self._stop.set()
+        self.gate.close()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(2.0)
-        c, self._client = self._client, None
-        if c is not None:
-            c.close()
-        for loop, ac in list(self._aclients.items()):
+        for c in (self._client, self._admin):
+            if c is not None:
+                c.close()
+        self._client = self._admin = None
+        for (loop, _admin), ac in list(self._aclients.items()):
             if not loop.is_closed() and loop.is_running():
                 asyncio.run_coroutine_threadsafe(_aclose_client(ac), loop)
         self._aclients.clear()

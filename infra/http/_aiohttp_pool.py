@@ -1,0 +1,99 @@
+"""The aiohttp session behind AsyncPerfClient: every request sent once, and idle connections inside the limit.
+
+Two things aiohttp does by default that break what the client promises:
+
+* **Silent replays.** ``ClientSession`` resends an idempotent request once, unseen, when a reused
+  keep-alive connection fails (RFC 9112 §9.3.1.1, ``retry_persistent_connection`` in aiohttp's
+  ``ClientSession._request``, since 3.10). Under a retry policy that doubles every try behind our back:
+  a call with ``attempts=0`` reached a resetting server twice, and ``history`` (what we report)
+  undercounted what the server received. Our retry loop already decides, with the budget and the
+  breaker, whether a request may go again, so aiohttp's own retry is turned off (``_retry_connection``,
+  the switch aiohttp's own ``test_utils.TestClient`` uses for the same reason; it exists since 3.11,
+  hence ``aiohttp>=3.11``).
+* **Idle connections outside the limit.** ``TCPConnector(limit=...)`` counts connections handed out, not
+  the idle keep-alive ones it holds, so four busy origins kept 24 sockets open under a limit of 16.
+  ``_BoundedConnector`` closes the least recently used idle connections (any origin) before it opens a
+  new one, so at no moment are more than ``limit`` connections open in all, or ``limit_per_host`` to one
+  origin, idle ones included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+__all__ = ["make_session", "open_connections"]
+
+
+def open_connections(connector: Any) -> int:
+    """Connections the connector holds open: handed out plus idle keep-alive ones."""
+    return len(connector._acquired) + sum(len(idle) for idle in connector._conns.values())
+
+
+class _BoundedConnector(aiohttp.TCPConnector):
+    """A TCPConnector whose limits count idle keep-alive connections too."""
+
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        # connect() has put this connection's placeholder in _acquired already: it counts as open.
+        key = req.connection_key
+        closed = self._make_room(key)
+        if closed:
+            # transport.close() closes the socket on the loop's next turn: let it, so the server sees the old
+            # connection end before the new one starts (never limit + 1 open, even for a moment).
+            await asyncio.sleep(0)
+        return await super()._create_connection(req, traces, timeout)
+
+    def _make_room(self, key: Any) -> int:
+        """Close idle connections, least recently used first, until one more fits both limits."""
+        conns: dict[Any, Any] = self._conns
+        closed = 0
+        if self._limit_per_host:
+            own = conns.get(key)
+            while own and len(self._acquired_per_host.get(key, ())) + len(own) > self._limit_per_host:
+                self._close_idle(key, own)
+                closed += 1
+        if self._limit:
+            excess = open_connections(self) - self._limit
+            while excess > 0:
+                keys = [k for k, idle in conns.items() if idle]
+                if not keys:
+                    break
+                oldest = min(keys, key=lambda k: conns[k][0][1])
+                self._close_idle(oldest, conns[oldest])
+                closed += 1
+                excess -= 1
+        return closed
+
+    def _close_idle(self, key: Any, idle: Any) -> None:
+        proto, _ = idle.popleft()
+        if not idle:
+            del self._conns[key]
+        transport = proto.transport
+        proto.close()
+        if transport is not None and key.is_ssl:
+            transport.abort()  # no TLS close_notify round trip: the socket goes now
+
+
+def make_session(
+    *, limit: int, limit_per_host: int, keepalive: float, connect: float | None, ssl: Any, headers: Any
+) -> aiohttp.ClientSession:
+    connector = _BoundedConnector(
+        limit=limit,
+        limit_per_host=limit_per_host,
+        keepalive_timeout=keepalive,
+        ttl_dns_cache=300,
+        ssl=ssl,
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect),
+        headers=headers,
+        # One client serves many callers (and accounts): never replay one caller's cookies to another.
+        # httpx's transport, used for HTTP/2 and by PerfClient, keeps none either.
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+    # Every try is ours to decide and to report (see the module docstring).
+    session._retry_connection = False
+    return session
