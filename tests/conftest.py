@@ -51,3 +51,11 @@ def prometheus_bin() -> str:
     need_service("Prometheus", path is not None, "no `prometheus` binary on PATH (Debian package prometheus)")
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium_bin() -> str:
+    path = shutil.which("chromium")
+    need_service("Chromium", path is not None, "no `chromium` on PATH (Debian package chromium)")
+    assert path is not None
+    return path

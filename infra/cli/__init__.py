@@ -20,7 +20,7 @@ from infra.errors import ConfigError, PerfInfraError
 __all__ = ["build_parser", "main"]
 
 # Command groups, in help order. A group whose module is missing (not built yet) is simply not offered.
-_GROUPS = ("config", "metrics", "cache", "demo", "warm", "bench", "doctor", "test")
+_GROUPS = ("config", "metrics", "dashboard", "cache", "demo", "warm", "bench", "doctor", "test")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

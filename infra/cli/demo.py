@@ -26,7 +26,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument(
-        "--keep-serving", action="store_true", help="keep /metrics up after the table until Ctrl-C"
+        "--keep-serving",
+        action="store_true",
+        help="keep /metrics and /dashboard (the passes, charted) up after the table until Ctrl-C",
     )
     p.set_defaults(handler=_demo)
 
@@ -56,7 +58,11 @@ def _demo(args: argparse.Namespace) -> int:
         else:
             print(format_report(report))
         if args.keep_serving and metrics_server is not None:
-            print(f"serving {report['metrics_url']} until Ctrl-C", file=sys.stderr)
+            print(
+                f"serving {report['dashboard_url']} (the cold and warm passes) and {report['metrics_url']} "
+                "until Ctrl-C",
+                file=sys.stderr,
+            )
             import threading
 
             threading.Event().wait()

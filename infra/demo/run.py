@@ -202,6 +202,7 @@ async def _run(
     try:
         passes: dict[str, StageTimes] = {}
         hits: dict[str, dict[str, float]] = {}
+        mark = _pass_marker(metrics_server is not None)
         for label in ("cold", "warm"):
             cache = Cache(CacheSettings(path=cache_path), export_metrics=True)
             llm = AsyncOptimizedOllama(host, settings=settings, cache=cache)
@@ -210,6 +211,7 @@ async def _run(
                     bar.start("warming up the models")
                     await llm.warmup([llm_model, embed_model])
                 bar.start(f"{label} pass ({len(items)} reflections)")
+                mark()  # a dashboard sample at each pass's start and end: each pass is its own interval
                 before = _hit_counts(llm)
                 passes[label] = await run_pass(
                     llm,
@@ -220,6 +222,7 @@ async def _run(
                     progress=bar.step,
                 )
                 hits[label] = _hit_rates(before, _hit_counts(llm))
+                mark()
             finally:
                 await llm.close()
                 cache.close()
@@ -234,6 +237,21 @@ async def _run(
     if metrics_server is not None:
         report["_metrics_server"] = metrics_server  # the CLI may keep serving; dropped from JSON
     return report
+
+
+def _pass_marker(serving: bool) -> Callable[[], None]:
+    """Take a /dashboard history sample now (when the demo serves one), so the charts' points fall on
+    the passes' boundaries rather than wherever the 2 s sampling clock happens to be."""
+    if not serving:
+        return lambda: None
+    from infra.server.dashboard import history_for
+
+    history = history_for()
+
+    def mark() -> None:
+        history.sample_now()
+
+    return mark
 
 
 def _hit_counts(llm: Any) -> dict[str, tuple[float, float]]:
@@ -298,6 +316,7 @@ def _report(
         "wall_s": {"cold": cold_wall, "warm": warm_wall},
         "speedup_wall": cold_wall / warm_wall if warm_wall else None,
         "metrics_url": metrics_url,
+        "dashboard_url": metrics_url[: -len("/metrics")] + "/dashboard" if metrics_url else None,
         "server_stats": stats,
     }
 
@@ -360,6 +379,11 @@ def format_report(report: dict[str, Any]) -> str:
         out.append(
             f"metrics: served at {report['metrics_url']} while the demo ran "
             "(python -m infra metrics serve keeps one up)"
+        )
+    if report.get("dashboard_url"):
+        out.append(
+            f"see it: {report['dashboard_url']} charts the cold and warm passes "
+            "(python -m infra demo --keep-serving keeps it up to look at)"
         )
     return "\n".join(out)
 

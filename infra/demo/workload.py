@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra.metrics import timed
+
 __all__ = ["REFLECTIONS", "StageTimes", "build_items", "run_pass"]
 
 REFLECTIONS = (
@@ -53,16 +55,20 @@ class StageTimes:
 
 
 async def _one(llm: Any, text: str, llm_model: str, embed_model: str, times: StageTimes) -> None:
+    # Timed under seed 004's stage names, as a worker would: get_stats() and /dashboard show them.
     t0 = time.perf_counter()
-    r1 = await llm.generate(llm_model, text, system=STAGE1_SYSTEM, format="json", profile="stage1")
+    async with timed("stage1_emotion_scoring"):
+        r1 = await llm.generate(llm_model, text, system=STAGE1_SYSTEM, format="json", profile="stage1")
     t1 = time.perf_counter()
     messages = [
         {"role": "system", "content": STAGE2_SYSTEM},
         {"role": "user", "content": f"Reflection: {text}\nAnalysis: {r1.response}"},
     ]
-    await llm.chat(llm_model, messages, profile="stage2")
+    async with timed("stage2_insight_generation"):
+        await llm.chat(llm_model, messages, profile="stage2")
     t2 = time.perf_counter()
-    await llm.embed(embed_model, text)
+    async with timed("embedding"):
+        await llm.embed(embed_model, text)
     t3 = time.perf_counter()
     times.stage1.append(t1 - t0)
     times.stage2.append(t2 - t1)

@@ -9,6 +9,8 @@ OpenMetrics 1.0.0 when the Accept header asks for ``application/openmetrics-text
     app.mount("/metrics", metrics_asgi_app)   # FastAPI / Starlette
     app.router.add_get("/metrics", metrics_aiohttp_handler)  # aiohttp
     metrics_wsgi_app                          # gunicorn / Flask / Django (WSGI)
+    app.mount("/dashboard", dashboard_asgi_app)                           # the charts (dashboard.py)
+    app.router.add_get("/dashboard{tail:.*}", dashboard_aiohttp_handler)  # the same in aiohttp
 
 Importing this package imports no web framework: the aiohttp handler imports aiohttp when it runs.
 """
@@ -22,11 +24,23 @@ if TYPE_CHECKING:
     from ._asgi import make_asgi_app, metrics_asgi_app
     from ._thread import MetricsServer, serve_metrics, serve_metrics_from_config
     from ._wsgi import make_wsgi_app, metrics_wsgi_app
+    from .dashboard import (
+        dashboard_aiohttp_handler,
+        dashboard_asgi_app,
+        make_dashboard_aiohttp_handler,
+        make_dashboard_asgi_app,
+        make_dashboard_wsgi_app,
+    )
 
 __all__ = [
     "MetricsServer",
+    "dashboard_aiohttp_handler",
+    "dashboard_asgi_app",
     "make_aiohttp_handler",
     "make_asgi_app",
+    "make_dashboard_aiohttp_handler",
+    "make_dashboard_asgi_app",
+    "make_dashboard_wsgi_app",
     "make_wsgi_app",
     "metrics_aiohttp_handler",
     "metrics_asgi_app",
@@ -46,6 +60,11 @@ _WHERE = {
     "metrics_aiohttp_handler": "._aiohttp",
     "make_wsgi_app": "._wsgi",
     "metrics_wsgi_app": "._wsgi",
+    "dashboard_asgi_app": ".dashboard",
+    "dashboard_aiohttp_handler": ".dashboard",
+    "make_dashboard_asgi_app": ".dashboard",
+    "make_dashboard_aiohttp_handler": ".dashboard",
+    "make_dashboard_wsgi_app": ".dashboard",
 }
 
 

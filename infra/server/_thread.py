@@ -29,6 +29,7 @@ from typing import Any
 
 from ..metrics import MetricsRegistry
 from ._common import metrics_response
+from .dashboard import dashboard_route, history_for
 
 __all__ = ["MetricsServer", "serve_metrics", "serve_metrics_from_config"]
 
@@ -69,11 +70,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
-        if path not in ("/metrics", "/"):
+        dashboard = path == "/dashboard" or path.startswith("/dashboard/")  # see dashboard.py
+        if path not in ("/metrics", "/") and not dashboard:
             self._send(404, [("Content-Type", "text/plain; charset=utf-8")], b"404 Not Found: try /metrics\n")
             return
         try:
-            status, headers, body = metrics_response(
+            render = dashboard_route(path) if dashboard else metrics_response
+            status, headers, body = render(
                 self.server.registry,
                 accept=self.headers.get("Accept"),
                 query=query,
@@ -366,6 +369,7 @@ def serve_metrics(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"infra-metrics-{port}", daemon=True
     )
     thread.start()
+    history_for(registry)  # the /dashboard charts draw from this ring: sample from the server's start
     return MetricsServer(server, thread)
 
 

@@ -1,5 +1,6 @@
-""".vscode/tasks.json: the seven tasks exist, are portable `python -m ...` processes, and each one's command
-runs and exits 0 (Serve /metrics: started, scraped once, stopped with Ctrl-C)."""
+""".vscode/tasks.json: the eight tasks exist, are portable `python -m ...` processes, and each one's command
+runs and exits 0 (Serve /metrics: started, scraped once, stopped with Ctrl-C; Open Dashboard: finds the
+running endpoint, or serves one until stopped)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ LABELS = [
     "Show Performance Metrics",
     "Clear Cache",
     "Serve /metrics",
+    "Open Dashboard",
     "Run Demo",
     "Run Tests",
     "Run Benchmarks",
@@ -62,12 +64,13 @@ def task_env(tmp_path: Path) -> dict[str, str]:
             "PERF_CONFIG": str(tmp_path / "perf_config.json"),
             "OLLAMA_HOST": f"http://127.0.0.1:{_free_port()}",  # nothing there: the demo uses its test server
             "PYTHONUNBUFFERED": "1",
+            "BROWSER": "true",  # Open Dashboard on a desktop would start a browser: `true <url>` instead
         }
     )
     return env
 
 
-def test_the_seven_tasks_are_portable_python_processes() -> None:
+def test_the_eight_tasks_are_portable_python_processes() -> None:
     """Every task runs the workspace's interpreter as a process (no shell) from the workspace folder."""
     tasks = _tasks()
     assert list(tasks) == LABELS
@@ -77,13 +80,14 @@ def test_the_seven_tasks_are_portable_python_processes() -> None:
         assert t["args"][0] == "-m" and t["options"]["cwd"] == "${workspaceFolder}", label
         assert t["args"][1] == "infra", label
     assert tasks["Serve /metrics"]["isBackground"] is True
+    assert tasks["Open Dashboard"]["isBackground"] is True  # serves until stopped when nothing else does
 
 
 @pytest.mark.parametrize("label", [lb for lb in LABELS if lb != "Serve /metrics"])
 def test_task_command_exits_zero(label: str, task_env: dict[str, str]) -> None:
     argv = _argv(_tasks()[label]) + NARROW.get(label, [])
     server = None
-    if label == "Show Performance Metrics":  # it reads a running endpoint, as the task describes
+    if label in ("Show Performance Metrics", "Open Dashboard"):  # they read a running endpoint
         from infra.server import serve_metrics
 
         server = serve_metrics(port=0)
@@ -96,6 +100,8 @@ def test_task_command_exits_zero(label: str, task_env: dict[str, str]) -> None:
         if server is not None:
             server.close()
     assert out.returncode == 0, f"{label}: {argv}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+    if label == "Open Dashboard":  # found the running endpoint: printed its page's URL, served nothing
+        assert server is not None and f"http://127.0.0.1:{server.port}/dashboard" in out.stdout
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="Ctrl-C is sent as SIGINT")
@@ -140,6 +146,40 @@ def test_serve_metrics_task_serves_until_signalled_then_exits_zero(
         with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/metrics", timeout=5) as r:
             assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
         proc.send_signal(stop_with)
+        assert proc.wait(timeout=15) == 0
+        assert proc.stderr is not None
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_open_dashboard_task_serves_the_dashboard_until_sigterm_when_nothing_else_does(
+    task_env: dict[str, str],
+) -> None:
+    task_env["PERF_METRICS_PORT"] = "0"
+    proc = subprocess.Popen(
+        _argv(_tasks()["Open Dashboard"]),
+        cwd=ROOT,
+        env=task_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once the signal handlers are in
+        m = re.search(r"http://[\d.]+:(\d+)/dashboard", line)
+        assert m and "served by this process" in line, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/dashboard", timeout=5) as r:
+            assert r.status == 200 and b"perf-infra dashboard" in r.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/dashboard/data", timeout=5) as r:
+            assert "current" in json.loads(r.read())
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         assert proc.stderr is not None
         assert "Traceback" not in proc.stderr.read()

@@ -59,6 +59,28 @@ def test_the_demo_reports_where_metrics_are_served() -> None:
         with urllib.request.urlopen(seen[0], timeout=5) as r:
             body = r.read().decode()
         assert "infra_ollama_request_duration_seconds" in body
+        # The demo ends by pointing at the dashboard, whose history holds a sample at each pass's
+        # start and end: the cold pass shows as an interval of misses only, the warm one of hits only.
+        assert report["dashboard_url"] == seen[0].replace("/metrics", "/dashboard")
+        assert report["dashboard_url"] in format_report(report)
+        with urllib.request.urlopen(report["dashboard_url"] + "/data", timeout=5) as r:
+            doc = json.loads(r.read())
+        cols = doc["columns"]
+        assert "calls|stage|stage1_emotion_scoring" in cols and "p95|llm|generate llama3.2:3b" in cols
+
+        def total(kind: str) -> list[float]:
+            series = [v for k, v in cols.items() if k.startswith(f"{kind}|cache|")]
+            return [sum(x or 0.0 for x in row) for row in zip(*series, strict=True)]
+
+        hits, misses, saved = total("hits"), total("misses"), total("saved")
+        steps = [
+            (hits[i] - hits[i - 1], misses[i] - misses[i - 1], saved[i] - saved[i - 1])
+            for i in range(1, len(hits))
+        ]
+        assert any(dm > 0 and dh == 0 for dh, dm, _ in steps), "the cold pass: an interval of misses only"
+        assert any(dh > 0 and dm == 0 and ds > 0 for dh, dm, ds in steps), (
+            "the warm pass: hits only, time saved"
+        )
     finally:
         server.close()
 
