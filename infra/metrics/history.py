@@ -5,8 +5,11 @@ keeps the last ``window`` seconds of what it returned (a flat ``{column: number}
 columnar: one ``array('d')`` of ``capacity = window / interval`` slots per column plus one for the
 timestamps, written round-robin. Memory is therefore fixed up front by ``capacity`` and ``max_columns``
 (``nbytes()`` says what it holds; BENCHMARKS.md has the figures), whatever the process does: a column
-that appears later reads NaN for the samples before it, and columns past ``max_columns`` are dropped
-and counted in ``dropped_columns`` rather than growing the ring.
+that appears later reads NaN for the samples before it. When a new column arrives and ``max_columns``
+are held, it takes the place of the column whose value has stayed the same longest (a series that
+stopped moving, e.g. an operation not called since, shows nothing a chart needs); only when every held
+column changed in this very sample is the new one dropped and counted in ``dropped_columns``. A
+long-lived process therefore keeps charting what it does now, not what it did first.
 
 Readers ask for what is new since the sequence number they last saw (``since``), so a page refreshing
 every few seconds costs the observed process a copy of a few rows, not of the whole hour.
@@ -91,6 +94,10 @@ class MetricsHistory:
         self._lock = threading.Lock()
         self._t = array("d", [_NAN]) * self.capacity
         self._columns: dict[str, array[float]] = {}
+        # seq of the sample in which each column's value last changed (or the column appeared): the
+        # column flat the longest is the one a new column replaces when the ring is full.
+        self._changed: dict[str, int] = {}
+        self.evicted_columns = 0
         self._seq = 0  # samples recorded so far; the newest sits at slot (_seq - 1) % capacity
         self.dropped_columns = 0
         self.failed_samples = 0
@@ -110,13 +117,18 @@ class MetricsHistory:
             slot = self._seq % self.capacity
             self._t[slot] = now
             seen = 0
+            prev = (self._seq - 1) % self.capacity
+            changed = self._changed
             for name, value in values.items():
                 col = self._columns.get(name)
                 if col is None:
-                    if len(self._columns) >= self.max_columns:
+                    if len(self._columns) >= self.max_columns and not self._evict_flattest():
                         self.dropped_columns += 1
                         continue
                     col = self._columns[name] = array("d", [_NAN]) * self.capacity
+                    changed[name] = self._seq
+                elif col[prev] != value:  # NaN != NaN: a column coming back counts as a change
+                    changed[name] = self._seq
                 col[slot] = value
                 seen += 1
             if seen < len(self._columns):  # a column this sample didn't mention reads NaN here
@@ -125,6 +137,16 @@ class MetricsHistory:
                         col[slot] = _NAN
             self._seq += 1
             return self._seq
+
+    def _evict_flattest(self) -> bool:
+        """Drop the column unchanged the longest, unless every column changed in this sample (caller
+        holds the lock)."""
+        name = min(self._changed, key=self._changed.__getitem__, default=None)
+        if name is None or self._changed[name] >= self._seq:
+            return False
+        del self._columns[name], self._changed[name]
+        self.evicted_columns += 1
+        return True
 
     def sample_now(self) -> int | None:
         """Take one sample through ``sample`` and record it; None (and counted) if sampling raised.

@@ -64,6 +64,22 @@ def test_ring_memory_is_fixed_by_capacity_and_max_columns_whatever_is_reported()
     assert h.nbytes() == 11 * 1800 * 8 == h.max_nbytes()
 
 
+def test_a_full_ring_makes_room_for_a_new_series_by_dropping_the_one_flat_the_longest() -> None:
+    """A long-lived process keeps charting what it does now: once ``max_columns`` are held, a new series
+    replaces the one whose value stopped moving first; only when all moved in this sample is it dropped."""
+    h = MetricsHistory(lambda: {}, interval=1.0, window=100.0, max_columns=3)
+    h.record({"old": 1.0, "busy": 1.0, "idle": 5.0}, t=0.0)
+    h.record({"old": 1.0, "busy": 2.0, "idle": 5.0}, t=1.0)  # old and idle flat since sample 0
+    h.record({"old": 1.0, "busy": 3.0, "idle": 6.0}, t=2.0)  # idle moved: old is the flattest
+    h.record({"old": 1.0, "busy": 4.0, "idle": 6.0, "new": 7.0}, t=3.0)
+    cols = h.since(0).columns
+    assert set(cols) == {"busy", "idle", "new"} and cols["new"][-1] == 7.0
+    assert h.evicted_columns == 1 and h.dropped_columns == 0
+    # every held column moves in the sample that brings a fourth: nothing is evictable, it is dropped
+    h.record({"busy": 5.0, "idle": 7.0, "new": 8.0, "late": 1.0}, t=4.0)
+    assert "late" not in h.since(0).columns and h.dropped_columns == 1
+
+
 def test_ring_samples_on_its_thread_survives_a_failing_sample_and_stops() -> None:
     calls = 0
     third = threading.Event()
