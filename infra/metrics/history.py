@@ -51,6 +51,11 @@ DEFAULT_HISTORY_MAX_COLUMNS = 400
 _NAN = math.nan
 
 
+def _same(a: float, b: float) -> bool:
+    """Equal, counting NaN (no value in this interval) as equal to NaN."""
+    return a == b or (a != a and b != b)
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     """Samples newer than a reader's last ``seq``, oldest first.
@@ -97,6 +102,7 @@ class MetricsHistory:
         # seq of the sample in which each column's value last changed (or the column appeared): the
         # column flat the longest is the one a new column replaces when the ring is full.
         self._changed: dict[str, int] = {}
+        self._evicted: dict[str, float] = {}  # name -> value when it made room (see _evict_flattest)
         self.evicted_columns = 0
         self._seq = 0  # samples recorded so far; the newest sits at slot (_seq - 1) % capacity
         self.dropped_columns = 0
@@ -118,16 +124,20 @@ class MetricsHistory:
             self._t[slot] = now
             seen = 0
             prev = (self._seq - 1) % self.capacity
-            changed = self._changed
+            changed, evicted = self._changed, self._evicted
             for name, value in values.items():
                 col = self._columns.get(name)
                 if col is None:
+                    if name in evicted:
+                        if _same(evicted[name], value):
+                            continue  # still flat since it made room: stays out
+                        del evicted[name]
                     if len(self._columns) >= self.max_columns and not self._evict_flattest():
                         self.dropped_columns += 1
                         continue
                     col = self._columns[name] = array("d", [_NAN]) * self.capacity
                     changed[name] = self._seq
-                elif col[prev] != value:  # NaN != NaN: a column coming back counts as a change
+                elif not _same(col[prev], value):
                     changed[name] = self._seq
                 col[slot] = value
                 seen += 1
@@ -144,7 +154,13 @@ class MetricsHistory:
         name = min(self._changed, key=self._changed.__getitem__, default=None)
         if name is None or self._changed[name] >= self._seq:
             return False
-        del self._columns[name], self._changed[name]
+        col = self._columns.pop(name)
+        del self._changed[name]
+        # Remember its last value: it comes back only once it moves, or a flat series evicted now would
+        # return next sample and push out another (bounded: the oldest tombstones go first).
+        self._evicted[name] = col[(self._seq - 1) % self.capacity]
+        if len(self._evicted) > 10 * self.max_columns:
+            del self._evicted[next(iter(self._evicted))]
         self.evicted_columns += 1
         return True
 

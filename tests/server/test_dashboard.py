@@ -78,6 +78,14 @@ def test_a_full_ring_makes_room_for_a_new_series_by_dropping_the_one_flat_the_lo
     # every held column moves in the sample that brings a fourth: nothing is evictable, it is dropped
     h.record({"busy": 5.0, "idle": 7.0, "new": 8.0, "late": 1.0}, t=4.0)
     assert "late" not in h.since(0).columns and h.dropped_columns == 1
+    # the evicted series, still reported but still flat, stays out (no thrashing among flat series);
+    # NaN (an interval with no calls) to NaN is flat too
+    for t in (5.0, 6.0):
+        h.record({"old": 1.0, "busy": t, "idle": t, "new": math.nan}, t=t)
+    assert "old" not in h.since(0).columns and h.evicted_columns == 1
+    h.record({"old": 2.0, "busy": 8.0, "idle": 8.0, "new": math.nan}, t=7.0)  # old moves: back in
+    cols = h.since(0).columns
+    assert cols["old"][-1] == 2.0 and "new" not in cols and h.evicted_columns == 2
 
 
 def test_ring_samples_on_its_thread_survives_a_failing_sample_and_stops() -> None:
