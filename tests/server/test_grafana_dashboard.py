@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_process import running_prometheus
 
 from infra.metrics import get_metrics
 from infra.server import serve_metrics
@@ -29,12 +28,6 @@ JOB = "perf-infra-worker"
 # What Grafana substitutes before sending a query: the rate window (4 x our 1 s scrape interval is
 # Grafana's own floor for $__rate_interval) and the job variable (here: the one job).
 VARIABLES = {"$__rate_interval": "1m", "$job": JOB}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _targets() -> list[tuple[str, str, str]]:
@@ -96,34 +89,10 @@ def test_dashboard_json_is_an_importable_grafana_dashboard() -> None:
 def prometheus(prometheus_bin: str, tmp_path: Path) -> Iterator[str]:
     """Prometheus scraping this process's /metrics every second as job JOB; yields its API base URL."""
     target = serve_metrics(port=0)
-    port = _free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        f"scrape_configs:\n  - job_name: {JOB}\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{target.port}']\n"
-    )
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            prometheus_bin,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        yield f"http://127.0.0.1:{port}"
+        with running_prometheus(prometheus_bin, tmp_path, target.port, job=JOB) as api:
+            yield api
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
         target.close()
 
 

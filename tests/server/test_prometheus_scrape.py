@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_process import running_prometheus
 
 from infra.cache import MISSING, Cache, CacheSettings
 from infra.metrics import MetricsRegistry
@@ -24,12 +23,6 @@ from infra.server import serve_metrics
 pytestmark = pytest.mark.services
 
 TOKEN = "scrape-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _query(api: str, promql: str) -> list[dict[str, object]]:
@@ -58,35 +51,8 @@ def _wait_for(api: str, promql: str, deadline_s: float = 60.0) -> list[dict[str,
 @contextlib.contextmanager
 def _prometheus(prometheus_bin: str, tmp_path: Path, target: Any) -> Iterator[tuple[str, str]]:
     """A real Prometheus scraping ``target`` (a MetricsServer) every second with the token."""
-    port = _free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        "scrape_configs:\n  - job_name: infra\n"
-        f"    authorization:\n      credentials: {TOKEN}\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{target.port}']\n"
-    )
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            prometheus_bin,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}", target.url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
+    with running_prometheus(prometheus_bin, tmp_path, target.port, job="infra", token=TOKEN) as api:
+        yield api, target.url
 
 
 @pytest.fixture
