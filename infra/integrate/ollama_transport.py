@@ -110,12 +110,18 @@ class CachedOllamaTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             if hit is not None:
                 return hit
         response = self._sync.handle_request(request)
-        if cache is None or not cache.enabled or response.status_code != 200:
+        return self._recorded(request, response, cache, key, _Recording)
+
+    def _recorded(
+        self, request: httpx.Request, response: httpx.Response, cache: Any, key: str | None, recording: Any
+    ) -> httpx.Response:
+        """``response`` as it came, or (a 200 that may be stored) one whose body is recorded as it streams."""
+        if cache is None or key is None or not cache.enabled or response.status_code != 200:
             return response
         return httpx.Response(
             response.status_code,
             headers=response.headers,
-            stream=_Recording(self, cache, key, response),
+            stream=recording(self, cache, key, response),
             extensions=response.extensions,
             request=request,
         )
@@ -142,15 +148,7 @@ class CachedOllamaTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             if hit is not None:
                 return hit
         response = await self._async.handle_async_request(request)
-        if cache is None or not cache.enabled or response.status_code != 200:
-            return response
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_AsyncRecording(self, cache, key, response),
-            extensions=response.extensions,
-            request=request,
-        )
+        return self._recorded(request, response, cache, key, _AsyncRecording)
 
     async def aclose(self) -> None:
         """Close the async connection pool; call it on the loop that used it (a later request, on any
