@@ -8,8 +8,9 @@ are public modules too.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from infra._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -43,57 +44,32 @@ _EXPORTS: dict[str, str] = {
     "warm": "infra.hotpath",
 }
 
-__all__ = [
-    "AsyncOptimizedOllama",
-    "AsyncPerfClient",
-    "AudioFrameTemplate",
-    "AudioStreamSender",
-    "CachedEmbedder",
-    "ConfigError",
-    "MicroBatcher",
-    "OptimizedOllama",
-    "PerfClient",
-    "PerfConfig",
-    "PerfInfraError",
-    "__version__",
-    "apply_thread_budget",
-    "cached",
-    "cached_class",
-    "enable",
-    "enable_caching_for_worker",
-    "gather_ordered",
-    "get_cache",
-    "get_config",
-    "get_metrics",
-    "load_config",
-    "metrics_asgi_app",
-    "patch",
-    "serve_metrics",
-    "timed",
-    "warm",
-]
-
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from infra.cache import cached, get_cache
-    from infra.config import PerfConfig, get_config, load_config
-    from infra.errors import ConfigError, PerfInfraError
-    from infra.hotpath import AudioFrameTemplate, AudioStreamSender, gather_ordered, warm
-    from infra.http import AsyncPerfClient, PerfClient
-    from infra.inference import CachedEmbedder, MicroBatcher, apply_thread_budget
-    from infra.integrate import cached_class, enable, enable_caching_for_worker, patch
-    from infra.metrics import get_metrics, timed
-    from infra.ollama import AsyncOptimizedOllama, OptimizedOllama
-    from infra.server import metrics_asgi_app, serve_metrics
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'infra' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # next access skips __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    from infra.cache import cached as cached
+    from infra.cache import get_cache as get_cache
+    from infra.config import PerfConfig as PerfConfig
+    from infra.config import get_config as get_config
+    from infra.config import load_config as load_config
+    from infra.errors import ConfigError as ConfigError
+    from infra.errors import PerfInfraError as PerfInfraError
+    from infra.hotpath import AudioFrameTemplate as AudioFrameTemplate
+    from infra.hotpath import AudioStreamSender as AudioStreamSender
+    from infra.hotpath import gather_ordered as gather_ordered
+    from infra.hotpath import warm as warm
+    from infra.http import AsyncPerfClient as AsyncPerfClient
+    from infra.http import PerfClient as PerfClient
+    from infra.inference import CachedEmbedder as CachedEmbedder
+    from infra.inference import MicroBatcher as MicroBatcher
+    from infra.inference import apply_thread_budget as apply_thread_budget
+    from infra.integrate import cached_class as cached_class
+    from infra.integrate import enable as enable
+    from infra.integrate import enable_caching_for_worker as enable_caching_for_worker
+    from infra.integrate import patch as patch
+    from infra.metrics import get_metrics as get_metrics
+    from infra.metrics import timed as timed
+    from infra.ollama import AsyncOptimizedOllama as AsyncOptimizedOllama
+    from infra.ollama import OptimizedOllama as OptimizedOllama
+    from infra.server import metrics_asgi_app as metrics_asgi_app
+    from infra.server import serve_metrics as serve_metrics
+else:
+    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, eager=["__version__"])

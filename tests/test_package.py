@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import infra
 
@@ -42,17 +47,45 @@ def test_import_infra_works_without_any_extra() -> None:
     _modules_after(blocker)
 
 
+FRONT_DOORS = ["infra", "infra.cache", "infra.http", "infra.integrate", "infra.ollama", "infra.server"]
+
+
+def _type_checking_imports(package: str) -> dict[str, str]:
+    """The ``if TYPE_CHECKING:`` imports of a front door (what mypy sees): name -> defining module."""
+    tree = ast.parse(Path(importlib.import_module(package).__file__ or "").read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    names: dict[str, str] = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom) and node.module, ast.unparse(node)
+        for alias in node.names:
+            assert alias.asname == alias.name, f"{package}: write 'import {alias.name} as {alias.name}'"
+            names[alias.name] = node.module
+    return names
+
+
 def test_all_is_sorted_and_every_name_resolves() -> None:
     assert infra.__all__ == sorted(infra.__all__)
-    assert set(infra.__all__) == {*infra._EXPORTS, "__version__"}
     for name in infra.__all__:
         assert getattr(infra, name) is not None, name
     assert set(dir(infra)) >= set(infra.__all__)
 
 
-def test_unknown_attribute_is_an_attribute_error() -> None:
-    import pytest
+@pytest.mark.parametrize("package", FRONT_DOORS)
+def test_what_mypy_sees_is_what_the_front_door_serves(package: str) -> None:
+    """Each lazy front door's TYPE_CHECKING imports name exactly its ``__all__``, as the same objects."""
+    code = (
+        f"import importlib, {package} as p\n"
+        "assert p.__all__ == sorted(p.__all__)\n"
+        f"want = {_type_checking_imports(package)!r}\n"
+        "assert set(p.__all__) - {'__version__'} == set(want), set(p.__all__) ^ set(want)\n"
+        "for name, mod in want.items():\n"
+        "    assert getattr(p, name) is getattr(importlib.import_module(mod), name), name\n"
+        "    assert name in dir(p)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)  # a fresh process: nothing preloaded
 
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         infra.nope  # noqa: B018
 

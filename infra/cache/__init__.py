@@ -17,28 +17,11 @@ Imports stay light: the SQLite store, numpy and torch support load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "MISSING",
-    "BackendStats",
-    "Cache",
-    "CacheBackend",
-    "CacheSettings",
-    "EntryInfo",
-    "NamespaceSettings",
-    "StoredEntry",
-    "cached",
-    "explain_key",
-    "get_cache",
-    "make_key",
-    "register_type",
-    "reset_cache",
-    "set_cache",
-]
+from infra._lazy import lazy_exports
 
-_LAZY = {
+_EXPORTS = {
     "MISSING": "infra.cache._missing",
     "BackendStats": "infra.cache.backend",
     "CacheBackend": "infra.cache.backend",
@@ -57,24 +40,20 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from infra.cache._missing import MISSING
-    from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-    from infra.cache.codecs import register_type
-    from infra.cache.core import Cache
-    from infra.cache.decorator import cached
-    from infra.cache.keys import explain_key, make_key
-    from infra.cache.process import get_cache, reset_cache, set_cache
-    from infra.cache.settings import CacheSettings, NamespaceSettings
-
-
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'infra.cache' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    from infra.cache._missing import MISSING as MISSING
+    from infra.cache.backend import BackendStats as BackendStats
+    from infra.cache.backend import CacheBackend as CacheBackend
+    from infra.cache.backend import EntryInfo as EntryInfo
+    from infra.cache.backend import StoredEntry as StoredEntry
+    from infra.cache.codecs import register_type as register_type
+    from infra.cache.core import Cache as Cache
+    from infra.cache.decorator import cached as cached
+    from infra.cache.keys import explain_key as explain_key
+    from infra.cache.keys import make_key as make_key
+    from infra.cache.process import get_cache as get_cache
+    from infra.cache.process import reset_cache as reset_cache
+    from infra.cache.process import set_cache as set_cache
+    from infra.cache.settings import CacheSettings as CacheSettings
+    from infra.cache.settings import NamespaceSettings as NamespaceSettings
+else:
+    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

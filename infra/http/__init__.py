@@ -16,68 +16,57 @@ The clients (and aiohttp / httpx behind them) load on first use, so ``import inf
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from infra.http._errors import (
-    Attempt,
-    CircuitOpenError,
-    DeadlineExceeded,
-    HTTPError,
-    HTTPStatusError,
-    PoolTimeout,
-    RetryAfterTooLong,
-    RetryBudgetExhausted,
-    TransportError,
-)
-from infra.http._policy import (
-    BreakerSettings,
-    BudgetSettings,
-    CacheSettings,
-    HTTPSettings,
-    Limits,
-    RetryPolicy,
-    Timeouts,
-)
-from infra.http._response import AsyncStreamResponse, Headers, Response, StreamResponse
+from infra._lazy import lazy_exports
+
+_EXPORTS = {
+    "Attempt": "infra.http._errors",
+    "CircuitOpenError": "infra.http._errors",
+    "DeadlineExceeded": "infra.http._errors",
+    "HTTPError": "infra.http._errors",
+    "HTTPStatusError": "infra.http._errors",
+    "PoolTimeout": "infra.http._errors",
+    "RetryAfterTooLong": "infra.http._errors",
+    "RetryBudgetExhausted": "infra.http._errors",
+    "TransportError": "infra.http._errors",
+    "BreakerSettings": "infra.http._policy",
+    "BudgetSettings": "infra.http._policy",
+    "CacheSettings": "infra.http._policy",
+    "HTTPSettings": "infra.http._policy",
+    "Limits": "infra.http._policy",
+    "RetryPolicy": "infra.http._policy",
+    "Timeouts": "infra.http._policy",
+    "AsyncStreamResponse": "infra.http._response",
+    "Headers": "infra.http._response",
+    "Response": "infra.http._response",
+    "StreamResponse": "infra.http._response",
+    "AsyncPerfClient": "infra.http._async_client",
+    "PerfClient": "infra.http._sync_client",
+}
 
 if TYPE_CHECKING:
-    from infra.http._async_client import AsyncPerfClient
-    from infra.http._sync_client import PerfClient
-
-__all__ = [
-    "AsyncPerfClient",
-    "AsyncStreamResponse",
-    "Attempt",
-    "BreakerSettings",
-    "BudgetSettings",
-    "CacheSettings",
-    "CircuitOpenError",
-    "DeadlineExceeded",
-    "HTTPError",
-    "HTTPSettings",
-    "HTTPStatusError",
-    "Headers",
-    "Limits",
-    "PerfClient",
-    "PoolTimeout",
-    "Response",
-    "RetryAfterTooLong",
-    "RetryBudgetExhausted",
-    "RetryPolicy",
-    "StreamResponse",
-    "Timeouts",
-    "TransportError",
-]
-
-_LAZY = {"AsyncPerfClient": "infra.http._async_client", "PerfClient": "infra.http._sync_client"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'infra.http' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    from infra.http._async_client import AsyncPerfClient as AsyncPerfClient
+    from infra.http._errors import Attempt as Attempt
+    from infra.http._errors import CircuitOpenError as CircuitOpenError
+    from infra.http._errors import DeadlineExceeded as DeadlineExceeded
+    from infra.http._errors import HTTPError as HTTPError
+    from infra.http._errors import HTTPStatusError as HTTPStatusError
+    from infra.http._errors import PoolTimeout as PoolTimeout
+    from infra.http._errors import RetryAfterTooLong as RetryAfterTooLong
+    from infra.http._errors import RetryBudgetExhausted as RetryBudgetExhausted
+    from infra.http._errors import TransportError as TransportError
+    from infra.http._policy import BreakerSettings as BreakerSettings
+    from infra.http._policy import BudgetSettings as BudgetSettings
+    from infra.http._policy import CacheSettings as CacheSettings
+    from infra.http._policy import HTTPSettings as HTTPSettings
+    from infra.http._policy import Limits as Limits
+    from infra.http._policy import RetryPolicy as RetryPolicy
+    from infra.http._policy import Timeouts as Timeouts
+    from infra.http._response import AsyncStreamResponse as AsyncStreamResponse
+    from infra.http._response import Headers as Headers
+    from infra.http._response import Response as Response
+    from infra.http._response import StreamResponse as StreamResponse
+    from infra.http._sync_client import PerfClient as PerfClient
+else:
+    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

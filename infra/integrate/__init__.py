@@ -16,22 +16,11 @@ Nothing heavy is imported here; the cache, metrics and server load when ``enable
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "CachedOllamaTransport",
-    "IntegrationHandle",
-    "MethodSettings",
-    "WrappedClasses",
-    "active_handle",
-    "cached_class",
-    "enable",
-    "enable_caching_for_worker",
-    "patch",
-]
+from infra._lazy import lazy_exports
 
-_LAZY = {
+_EXPORTS = {
     "CachedOllamaTransport": "infra.integrate.ollama_transport",
     "IntegrationHandle": "infra.integrate._enable",
     "WrappedClasses": "infra.integrate._enable",
@@ -44,26 +33,14 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from infra.integrate._enable import (
-        IntegrationHandle,
-        WrappedClasses,
-        active_handle,
-        enable,
-        enable_caching_for_worker,
-        patch,
-    )
-    from infra.integrate._wrap import MethodSettings, cached_class
-    from infra.integrate.ollama_transport import CachedOllamaTransport
-
-
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'infra.integrate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    from infra.integrate._enable import IntegrationHandle as IntegrationHandle
+    from infra.integrate._enable import WrappedClasses as WrappedClasses
+    from infra.integrate._enable import active_handle as active_handle
+    from infra.integrate._enable import enable as enable
+    from infra.integrate._enable import enable_caching_for_worker as enable_caching_for_worker
+    from infra.integrate._enable import patch as patch
+    from infra.integrate._wrap import MethodSettings as MethodSettings
+    from infra.integrate._wrap import cached_class as cached_class
+    from infra.integrate.ollama_transport import CachedOllamaTransport as CachedOllamaTransport
+else:
+    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

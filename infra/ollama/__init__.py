@@ -17,23 +17,11 @@ Importing this package imports neither ``ollama`` nor ``httpx``; they load on fi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "AsyncKeepWarm",
-    "AsyncOptimizedOllama",
-    "KeepWarm",
-    "OllamaCacheSettings",
-    "OllamaRunnerError",
-    "OllamaSettings",
-    "OptimizedOllama",
-    "Routing",
-    "RunnerOptionWarning",
-    "route_official",
-]
+from infra._lazy import lazy_exports
 
-_LAZY = {
+_EXPORTS = {
     "AsyncKeepWarm": "infra.ollama.warmup",
     "AsyncOptimizedOllama": "infra.ollama.aclient",
     "KeepWarm": "infra.ollama.warmup",
@@ -47,22 +35,15 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from infra.ollama.aclient import AsyncOptimizedOllama
-    from infra.ollama.client import OptimizedOllama
-    from infra.ollama.routing import Routing, route_official
-    from infra.ollama.runner import OllamaRunnerError, RunnerOptionWarning
-    from infra.ollama.settings import OllamaCacheSettings, OllamaSettings
-    from infra.ollama.warmup import AsyncKeepWarm, KeepWarm
-
-
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'infra.ollama' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    from infra.ollama.aclient import AsyncOptimizedOllama as AsyncOptimizedOllama
+    from infra.ollama.client import OptimizedOllama as OptimizedOllama
+    from infra.ollama.routing import Routing as Routing
+    from infra.ollama.routing import route_official as route_official
+    from infra.ollama.runner import OllamaRunnerError as OllamaRunnerError
+    from infra.ollama.runner import RunnerOptionWarning as RunnerOptionWarning
+    from infra.ollama.settings import OllamaCacheSettings as OllamaCacheSettings
+    from infra.ollama.settings import OllamaSettings as OllamaSettings
+    from infra.ollama.warmup import AsyncKeepWarm as AsyncKeepWarm
+    from infra.ollama.warmup import KeepWarm as KeepWarm
+else:
+    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -17,67 +17,42 @@ Importing this package imports no web framework: the aiohttp handler imports aio
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ._aiohttp import make_aiohttp_handler, metrics_aiohttp_handler
-    from ._asgi import make_asgi_app, metrics_asgi_app
-    from ._thread import MetricsServer, serve_metrics, serve_metrics_from_config
-    from ._wsgi import make_wsgi_app, metrics_wsgi_app
-    from .dashboard import (
-        dashboard_aiohttp_handler,
-        dashboard_asgi_app,
-        make_dashboard_aiohttp_handler,
-        make_dashboard_asgi_app,
-        make_dashboard_wsgi_app,
-    )
-
-__all__ = [
-    "MetricsServer",
-    "dashboard_aiohttp_handler",
-    "dashboard_asgi_app",
-    "make_aiohttp_handler",
-    "make_asgi_app",
-    "make_dashboard_aiohttp_handler",
-    "make_dashboard_asgi_app",
-    "make_dashboard_wsgi_app",
-    "make_wsgi_app",
-    "metrics_aiohttp_handler",
-    "metrics_asgi_app",
-    "metrics_wsgi_app",
-    "serve_metrics",
-    "serve_metrics_from_config",
-]
+from infra._lazy import lazy_exports
 
 # Lazy: `import infra.server` stays cheap (http.server pulls in email.*; most processes never serve).
-_WHERE = {
-    "MetricsServer": "._thread",
-    "serve_metrics": "._thread",
-    "serve_metrics_from_config": "._thread",
-    "make_asgi_app": "._asgi",
-    "metrics_asgi_app": "._asgi",
-    "make_aiohttp_handler": "._aiohttp",
-    "metrics_aiohttp_handler": "._aiohttp",
-    "make_wsgi_app": "._wsgi",
-    "metrics_wsgi_app": "._wsgi",
-    "dashboard_asgi_app": ".dashboard",
-    "dashboard_aiohttp_handler": ".dashboard",
-    "make_dashboard_asgi_app": ".dashboard",
-    "make_dashboard_aiohttp_handler": ".dashboard",
-    "make_dashboard_wsgi_app": ".dashboard",
+_EXPORTS = {
+    "MetricsServer": "infra.server._thread",
+    "serve_metrics": "infra.server._thread",
+    "serve_metrics_from_config": "infra.server._thread",
+    "make_asgi_app": "infra.server._asgi",
+    "metrics_asgi_app": "infra.server._asgi",
+    "make_aiohttp_handler": "infra.server._aiohttp",
+    "metrics_aiohttp_handler": "infra.server._aiohttp",
+    "make_wsgi_app": "infra.server._wsgi",
+    "metrics_wsgi_app": "infra.server._wsgi",
+    "dashboard_asgi_app": "infra.server.dashboard",
+    "dashboard_aiohttp_handler": "infra.server.dashboard",
+    "make_dashboard_asgi_app": "infra.server.dashboard",
+    "make_dashboard_aiohttp_handler": "infra.server.dashboard",
+    "make_dashboard_wsgi_app": "infra.server.dashboard",
 }
 
-
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module 'infra.server' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(where, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+if TYPE_CHECKING:
+    from infra.server._aiohttp import make_aiohttp_handler as make_aiohttp_handler
+    from infra.server._aiohttp import metrics_aiohttp_handler as metrics_aiohttp_handler
+    from infra.server._asgi import make_asgi_app as make_asgi_app
+    from infra.server._asgi import metrics_asgi_app as metrics_asgi_app
+    from infra.server._thread import MetricsServer as MetricsServer
+    from infra.server._thread import serve_metrics as serve_metrics
+    from infra.server._thread import serve_metrics_from_config as serve_metrics_from_config
+    from infra.server._wsgi import make_wsgi_app as make_wsgi_app
+    from infra.server._wsgi import metrics_wsgi_app as metrics_wsgi_app
+    from infra.server.dashboard import dashboard_aiohttp_handler as dashboard_aiohttp_handler
+    from infra.server.dashboard import dashboard_asgi_app as dashboard_asgi_app
+    from infra.server.dashboard import make_dashboard_aiohttp_handler as make_dashboard_aiohttp_handler
+    from infra.server.dashboard import make_dashboard_asgi_app as make_dashboard_asgi_app
+    from infra.server.dashboard import make_dashboard_wsgi_app as make_dashboard_wsgi_app
+else:
+    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
