@@ -14,16 +14,16 @@ asyncpg itself loads on the first ``create_pool`` call.
 
 from __future__ import annotations
 
+from infra.config.sections.runtime import WORKLOADS, DbConfig
 from infra.db.concurrent import Query, fetch_concurrently
 from infra.db.errors import DatabaseConnectError
 from infra.db.pool import create_pool, default_timer
-from infra.db.settings import WORKLOADS, DbSettings
 from infra.db.timing import StatementTimer, statement_label
 
 __all__ = [
     "WORKLOADS",
     "DatabaseConnectError",
-    "DbSettings",
+    "DbConfig",
     "Query",
     "StatementTimer",
     "create_pool",

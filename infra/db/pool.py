@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from infra.config.sections.runtime import DbConfig
 from infra.db.errors import DatabaseConnectError
-from infra.db.settings import DbSettings
 from infra.db.timing import StatementTimer
 from infra.errors import ConfigError, ConfigProblem
 
@@ -28,16 +29,16 @@ def default_timer() -> StatementTimer:
     return _default_timer
 
 
-def _settings_from_config() -> DbSettings:
+def _settings_from_config() -> DbConfig:
     try:
         from infra.config import get_config
 
-        return DbSettings.from_config(get_config().db)
+        return get_config().db
     except ConfigError:
         raise
     except Exception as exc:  # no config module / file: the built-in defaults are the shipped ones
-        log.debug("create_pool: using built-in DbSettings (%s)", exc)
-        return DbSettings()
+        log.debug("create_pool: using built-in db settings (%s)", exc)
+        return DbConfig()
 
 
 def _where(dsn: str | None) -> str:
@@ -51,7 +52,7 @@ def _where(dsn: str | None) -> str:
 async def create_pool(
     dsn: str | None = None,
     *,
-    settings: DbSettings | None = None,
+    settings: DbConfig | None = None,
     workload: str | None = None,
     timer: StatementTimer | None = None,
     timing: bool = True,
@@ -60,7 +61,7 @@ async def create_pool(
 ) -> Any:
     """Create and open an ``asyncpg.Pool`` tuned from perf_config's ``db`` section.
 
-    Precedence: ``overrides`` (any ``DbSettings`` field, e.g. ``max_size=20``) over ``workload``
+    Precedence: ``overrides`` (any ``DbConfig`` field, e.g. ``max_size=20``) over ``workload``
     (seed 003's ``"light"``/``"medium"``/``"heavy"`` sizes) over ``settings`` (default: from
     ``infra.config.get_config().db``). The DSN is ``dsn``, else the settings', else
     ``$DATABASE_URL``. Other keywords (``init``, ``setup``, ``record_class``, ...) go to
@@ -81,12 +82,12 @@ async def create_pool(
     base = settings if settings is not None else _settings_from_config()
     if workload is not None:
         base = base.for_workload(workload)
-    fields = {name for name in DbSettings.__dataclass_fields__ if name != "dsn"}
+    fields = {f.name for f in dataclasses.fields(DbConfig) if f.name != "dsn"}
     mine = {k: overrides.pop(k) for k in list(overrides) if k in fields}
     if dsn is not None:
         mine["dsn"] = dsn
     if mine:
-        base = base.replace(**mine)
+        base = dataclasses.replace(base, **mine)
     target = base.resolved_dsn()
 
     kwargs = base.pool_kwargs()

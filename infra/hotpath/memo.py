@@ -60,11 +60,6 @@ class TimedMemo(Generic[K, V]):
         self.hits = 0
         self.misses = 0
 
-    @classmethod
-    def from_config(cls, section: Any, *, max_entries: int = 1024) -> TimedMemo[Any, Any]:
-        """Build from a cache namespace section (``cfg.cache.namespaces["search"]``: its ``ttl``)."""
-        return cls(ttl=float(section.ttl), max_entries=max_entries)
-
     def get(self, key: K, default: Any = None) -> Any:
         """The live value for ``key``, or ``default`` (expired entries are dropped on the way)."""
         now = self._clock()

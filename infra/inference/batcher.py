@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from infra.config.sections.runtime import BatchingConfig
 from infra.errors import BackpressureError
 from infra.metrics import get_metrics
 
@@ -43,36 +44,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class _SyncSink:
-    """Results for one blocking caller (one or many items)."""
+class _Sink:
+    """Results for one caller (one or many items); the worker thread is the only writer."""
 
-    __slots__ = ("done", "errors", "remaining", "results")
+    __slots__ = ("errors", "remaining", "results")
 
     def __init__(self, n: int) -> None:
-        self.results: list[Any] = [None] * n
-        self.errors: list[BaseException | None] = [None] * n
-        self.remaining = n
-        self.done = threading.Event()
-
-    def deliver(self, out: list[tuple[int, bool, Any]]) -> None:
-        for index, ok, value in out:
-            if ok:
-                self.results[index] = value
-            else:
-                self.errors[index] = value
-        self.remaining -= len(out)  # only the worker thread writes
-        if self.remaining <= 0:
-            self.done.set()
-
-
-class _AsyncSink:
-    """Results for one awaiting caller: delivered onto its own loop with one thread-safe call."""
-
-    __slots__ = ("errors", "future", "loop", "remaining", "results")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
         self.results: list[Any] = [None] * n
         self.errors: list[BaseException | None] = [None] * n
         self.remaining = n
@@ -85,9 +62,39 @@ class _AsyncSink:
                 self.errors[index] = value
         self.remaining -= len(out)
         if self.remaining <= 0:
-            # RuntimeError: the caller's loop is closed, nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(self._finish)
+            self._wake()
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+
+class _SyncSink(_Sink):
+    """Results for one blocking caller."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.done = threading.Event()
+
+    def _wake(self) -> None:
+        self.done.set()
+
+
+class _AsyncSink(_Sink):
+    """Results for one awaiting caller: delivered onto its own loop with one thread-safe call."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        super().__init__(n)
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+
+    def _wake(self) -> None:
+        # RuntimeError: the caller's loop is closed, nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._finish)
 
     def _finish(self) -> None:
         if not self.future.done():
@@ -97,7 +104,7 @@ class _AsyncSink:
 class _Pending:
     __slots__ = ("index", "item", "sink", "t")
 
-    def __init__(self, item: Any, sink: _SyncSink | _AsyncSink, index: int, t: float) -> None:
+    def __init__(self, item: Any, sink: _Sink, index: int, t: float) -> None:
         self.item = item
         self.sink = sink
         self.index = index
@@ -134,18 +141,28 @@ class MicroBatcher(Generic[T, R]):
 
     ``fn`` is synchronous and runs on the batcher's own worker thread (one call at a time); it must
     return one result per item, in order. Usable from many threads and event loops at once.
+    ``config`` is perf_config's ``batching`` section (default: its built-in values); the keywords
+    override single fields of it.
     """
 
     def __init__(
         self,
         fn: Callable[[list[T]], Sequence[R]],
+        config: BatchingConfig | None = None,
         *,
-        max_batch_size: int = 32,
-        max_wait_ms: float = 2.0,
-        max_queue: int = 1024,
+        max_batch_size: int | None = None,
+        max_wait_ms: float | None = None,
+        max_queue: int | None = None,
         isolate_errors: bool = True,
         name: str = "default",
     ) -> None:
+        section = config if config is not None else BatchingConfig()
+        if max_batch_size is None:
+            max_batch_size = section.max_batch_size
+        if max_wait_ms is None:
+            max_wait_ms = float(section.max_wait_ms)
+        if max_queue is None:
+            max_queue = section.max_queue
         self._check(max_batch_size, max_wait_ms, max_queue)
         self.fn = fn
         self.name = name
@@ -191,19 +208,6 @@ class MicroBatcher(Generic[T, R]):
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, not {max_queue!r}")
 
-    @classmethod
-    def from_config(
-        cls, section: Any, fn: Callable[[list[T]], Sequence[R]], *, name: str = "default"
-    ) -> MicroBatcher[T, R]:
-        """From ``PerfConfig.batching`` (``max_batch_size``, ``max_wait_ms``, ``max_queue``)."""
-        return cls(
-            fn,
-            max_batch_size=section.max_batch_size,
-            max_wait_ms=float(section.max_wait_ms),
-            max_queue=section.max_queue,
-            name=name,
-        )
-
     # -- settings --------------------------------------------------------------------------------
 
     @property
@@ -236,7 +240,7 @@ class MicroBatcher(Generic[T, R]):
 
     # -- submitting ------------------------------------------------------------------------------
 
-    def _enqueue(self, items: Sequence[T], sink: _SyncSink | _AsyncSink) -> None:
+    def _enqueue(self, items: Sequence[T], sink: _Sink) -> None:
         n = len(items)
         now = time.monotonic()
         with self._cond:
@@ -261,7 +265,7 @@ class MicroBatcher(Generic[T, R]):
             self._m_depth.set(len(q))
 
     @staticmethod
-    def _outcome(sink: _SyncSink | _AsyncSink) -> list[Any]:
+    def _outcome(sink: _Sink) -> list[Any]:
         for err in sink.errors:
             if err is not None:
                 raise err
@@ -361,7 +365,7 @@ class MicroBatcher(Generic[T, R]):
             else:
                 outcomes = [(False, exc)] * len(items)
         self._m_call.observe(time.monotonic() - t0)
-        by_sink: dict[int, tuple[_SyncSink | _AsyncSink, list[tuple[int, bool, Any]]]] = {}
+        by_sink: dict[int, tuple[_Sink, list[tuple[int, bool, Any]]]] = {}
         for p, (ok, value) in zip(batch, outcomes, strict=True):
             entry = by_sink.get(id(p.sink))
             if entry is None:
@@ -380,6 +384,11 @@ class MicroBatcher(Generic[T, R]):
             worker = self._worker
         if wait and worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for a batch (not counting the batch being called)."""
+        return len(self._queue)
 
     @property
     def closed(self) -> bool:

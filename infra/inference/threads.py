@@ -13,8 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from infra.config.sections.runtime import TorchConfig
+
+if TYPE_CHECKING:
+    from infra.config import PerfConfig
 
 __all__ = ["ThreadBudget", "apply_thread_budget", "available_cores", "plan_thread_budget"]
 
@@ -106,12 +112,15 @@ def plan_thread_budget(
     )
 
 
-def _section(config: Any, name: str) -> Any:
-    return getattr(config, name, None) if config is not None else None
+def _pinned_ollama_threads(runner: Mapping[str, Any]) -> int | None:
+    """Ollama's ``num_thread`` runner option when pinned to a count; "auto" (Ollama's own default, the
+    physical cores) reserves nothing."""
+    value = runner.get("num_thread")
+    return int(value) if value is not None and value != "auto" else None
 
 
 def apply_thread_budget(
-    config: Any = None,
+    config: PerfConfig | None = None,
     *,
     num_threads: int | None = None,
     interop_threads: int | None = None,
@@ -135,19 +144,15 @@ def apply_thread_budget(
             config = get_config()
         except Exception as exc:  # fail open: defaults
             log.debug("apply_thread_budget: no config (%s); using defaults", exc)
-    torch_cfg = _section(config, "torch")
-    ollama_cfg = _section(config, "ollama")
-    if num_threads is None and torch_cfg is not None:
+    torch_cfg = config.torch if config is not None else TorchConfig()
+    if num_threads is None:
         num_threads = torch_cfg.num_threads
     if interop_threads is None:
-        interop_threads = torch_cfg.interop_threads if torch_cfg is not None else 1
+        interop_threads = torch_cfg.interop_threads
     if reserve_for_ollama is None:
-        reserve_for_ollama = torch_cfg.reserve_for_ollama if torch_cfg is not None else True
-    if ollama_threads is None and ollama_cfg is not None:
-        runner = getattr(ollama_cfg, "runner", None) or {}
-        value = runner.get("num_thread")
-        # "auto" (Ollama's own default, the physical cores) reserves nothing: only a pinned count does
-        ollama_threads = int(value) if value is not None and value != "auto" else None
+        reserve_for_ollama = torch_cfg.reserve_for_ollama
+    if ollama_threads is None and config is not None:
+        ollama_threads = _pinned_ollama_threads(config.ollama.runner)
     plan = plan_thread_budget(
         cores=cores if cores is not None else available_cores(),
         num_threads=num_threads,

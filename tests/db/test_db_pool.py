@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from infra.db import DatabaseConnectError, DbSettings, Query, StatementTimer, create_pool, fetch_concurrently
+from infra.db import DatabaseConnectError, DbConfig, Query, StatementTimer, create_pool, fetch_concurrently
 from infra.errors import ConfigError
 
 pytestmark = pytest.mark.services
 
-SETTINGS = DbSettings(min_size=1, max_size=4, command_timeout=10)
+SETTINGS = DbConfig(min_size=1, max_size=4, command_timeout=10)
 
 # Each row: which backend ran it, and the server's clock when the query started and ended.
 SLEEP_SQL = (

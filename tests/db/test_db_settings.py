@@ -1,21 +1,21 @@
-"""DbSettings: the db section of perf_config, seed 003 workload presets, validation, no password in repr."""
+"""The db section (``DbConfig``) as create_pool reads it: seed 003 workload presets, validation, no
+password in repr."""
 
 from __future__ import annotations
 
 import pytest
 
-from infra.db import WORKLOADS, DbSettings
+from infra.db import WORKLOADS, DbConfig
 
 
-def test_from_config_mirrors_the_shipped_db_section() -> None:
+def test_the_shipped_db_section_gives_the_pool_its_defaults() -> None:
     from infra.config import load_config
 
     db = load_config().db
-    s = DbSettings.from_config(db)
-    assert (s.min_size, s.max_size) == (db.min_size, db.max_size) == (2, 10)
-    assert s.max_inactive_connection_lifetime == 300.0
-    assert s.command_timeout == 30.0 and s.statement_cache_size == 100
-    kwargs = s.pool_kwargs()
+    assert (db.min_size, db.max_size) == (2, 10)
+    kwargs = db.pool_kwargs()
+    assert kwargs["max_inactive_connection_lifetime"] == 300.0
+    assert kwargs["command_timeout"] == 30.0 and kwargs["statement_cache_size"] == 100
     assert kwargs["min_size"] == 2 and kwargs["server_settings"] is None
 
 
@@ -23,32 +23,32 @@ def test_from_config_mirrors_the_shipped_db_section() -> None:
     ("workload", "sizes"), [("light", (1, 5, 600.0)), ("medium", (2, 10, 300.0)), ("heavy", (5, 20, 120.0))]
 )
 def test_workload_presets_follow_seed_003(workload: str, sizes: tuple[int, int, float]) -> None:
-    s = DbSettings().for_workload(workload)
+    s = DbConfig().for_workload(workload)
     assert (s.min_size, s.max_size, s.max_inactive_connection_lifetime) == sizes == WORKLOADS[workload]
 
 
 def test_unknown_workload_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="heavy"):
-        DbSettings().for_workload("huge")
+        DbConfig().for_workload("huge")
 
 
 def test_every_invalid_setting_is_reported_together() -> None:
+    bad = DbConfig(min_size=5, max_size=2, statement_cache_size=-1, command_timeout=0)
     with pytest.raises(ValueError) as info:
-        DbSettings(min_size=5, max_size=2, statement_cache_size=-1, command_timeout=0)
+        bad.pool_kwargs()
     text = str(info.value)
     assert "min_size (5) must not exceed max_size (2)" in text
     assert "statement_cache_size" in text and "command_timeout" in text
 
 
-def test_replace_rejects_unknown_fields_by_name() -> None:
-    with pytest.raises(TypeError, match="max_sise"):
-        DbSettings().replace(max_sise=3)
+def test_no_command_timeout_is_allowed() -> None:
+    assert DbConfig(command_timeout=None).pool_kwargs()["command_timeout"] is None  # type: ignore[arg-type]
 
 
 def test_repr_hides_the_password_and_env_supplies_the_dsn(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = DbSettings(dsn="postgresql://app:hunter2@db:5432/prod", server_settings={"application_name": "voice"})
+    s = DbConfig(dsn="postgresql://app:hunter2@db:5432/prod", server_settings={"application_name": "voice"})
     assert "hunter2" not in repr(s) and "***" in repr(s)
     assert s.pool_kwargs()["server_settings"] == {"application_name": "voice"}
     monkeypatch.setenv("DATABASE_URL", "postgresql://x@h/db")
-    assert DbSettings().resolved_dsn() == "postgresql://x@h/db"
+    assert DbConfig().resolved_dsn() == "postgresql://x@h/db"
     assert s.resolved_dsn() == "postgresql://app:hunter2@db:5432/prod"

@@ -171,9 +171,9 @@ def test_bad_settings_name_the_parameter(kwargs: dict[str, float], word: str) ->
         TimedMemo(**kwargs)  # type: ignore[arg-type]
 
 
-def test_from_config_uses_the_namespace_ttl() -> None:
+def test_a_cache_namespace_gives_the_memo_its_ttl() -> None:
     from infra.config import load_config
 
     cfg = load_config()
-    memo = TimedMemo.from_config(cfg.cache.namespaces["search"], max_entries=5)
+    memo: TimedMemo[str, str] = TimedMemo(ttl=cfg.cache.namespaces["search"].ttl, max_entries=5)
     assert memo.ttl == cfg.cache.namespaces["search"].ttl == 300.0

@@ -113,7 +113,7 @@ def test_full_queue_raises_backpressure_error_naming_the_limit() -> None:
     for t in waiting:
         t.start()
     for _ in range(1000):  # bounded: until both are queued
-        if b._queue and len(b._queue) == 2:
+        if b.queued == 2:
             break
         threading.Event().wait(0.001)
     with pytest.raises(BackpressureError, match="max_queue=2"):
@@ -180,7 +180,7 @@ def test_close_finishes_queued_items_and_refuses_new_ones() -> None:
     t = threading.Thread(target=lambda: out.extend(b.submit_many([1, 2])))
     t.start()
     for _ in range(1000):  # bounded: until queued
-        if b._queue:
+        if b.queued:
             break
         threading.Event().wait(0.001)
     b.close()  # the half-full batch goes now instead of waiting a minute
@@ -190,12 +190,17 @@ def test_close_finishes_queued_items_and_refuses_new_ones() -> None:
         b.submit(3)
 
 
-def test_from_config_reads_the_batching_section() -> None:
+def test_the_batching_section_sets_the_batcher_and_keywords_override_it() -> None:
+    import dataclasses
+
     from infra.config import load_config
 
     section = load_config().batching
-    b = MicroBatcher.from_config(section, Recorder(), name="t-config")
+    b = MicroBatcher(Recorder(), section, name="t-config")
     assert (b.max_batch_size, b.max_wait_ms, b.max_queue) == (32, 2.0, 1024)
+    b.close()
+    b = MicroBatcher(Recorder(), dataclasses.replace(section, max_queue=7), max_batch_size=4, name="t-config")
+    assert (b.max_batch_size, b.max_wait_ms, b.max_queue) == (4, 2.0, 7)
     b.close()
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import pytest
 
+from infra.config import TorchConfig, load_config
 from infra.inference import apply_thread_budget, available_cores, plan_thread_budget
 
 
@@ -54,9 +55,11 @@ def test_apply_sets_env_and_torch_from_config(
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NUMEXPR_NUM_THREADS", "7")  # the user's own setting wins
-    config = SimpleNamespace(
-        torch=SimpleNamespace(num_threads=None, interop_threads=1, reserve_for_ollama=True),
-        ollama=SimpleNamespace(runner={"num_thread": 3}),
+    shipped = load_config()
+    config = dataclasses.replace(
+        shipped,
+        torch=TorchConfig(num_threads=None, interop_threads=1, reserve_for_ollama=True),
+        ollama=dataclasses.replace(shipped.ollama, runner={"num_thread": 3}),
     )
     plan = apply_thread_budget(config, cores=5)
     assert plan.torch_threads == 2 and plan.ollama_threads == 3

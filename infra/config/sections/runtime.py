@@ -4,13 +4,24 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from infra.config._spec import field
 from infra.config.sections._base import _Section
 
-__all__ = ["BatchingConfig", "DbConfig", "TorchConfig", "WarmupConfig"]
+__all__ = ["WORKLOADS", "BatchingConfig", "DbConfig", "TorchConfig", "WarmupConfig"]
+
+# Seed 003, "Tuning Guidelines": (min_size, max_size, max_idle seconds) per workload.
+WORKLOADS: Mapping[str, tuple[int, int, float]] = MappingProxyType(
+    {
+        "light": (1, 5, 600.0),  # < 10 req/s
+        "medium": (2, 10, 300.0),  # 10-50 req/s (the shipped defaults)
+        "heavy": (5, 20, 120.0),  # > 50 req/s
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
@@ -19,11 +30,56 @@ class DbConfig(_Section):
     min_size: int = field("int", 2, "Warm connections kept.", minimum=0)
     max_size: int = field("int", 10, "Pool ceiling.", minimum=1)
     max_inactive_connection_lifetime: float = field("duration", 300.0, "Idle connections closed after this.")
+    # create_pool(command_timeout=None) (no timeout, asyncpg's own default) is accepted too
     command_timeout: float = field("duration", 30.0, "Default per-query timeout.")
     statement_cache_size: int = field(
         "int", 100, "asyncpg prepared-statement cache (0 behind pgbouncer).", minimum=0
     )
     server_settings: Mapping[str, Any] = field("map", {}, "PostgreSQL settings per connection.", item="str")
+
+    def for_workload(self, workload: str) -> DbConfig:
+        """A copy with seed 003's pool sizes for ``"light"``, ``"medium"`` or ``"heavy"``."""
+        try:
+            lo, hi, idle = WORKLOADS[workload]
+        except KeyError:
+            raise ValueError(f"unknown workload {workload!r}; expected one of {sorted(WORKLOADS)}") from None
+        return dataclasses.replace(self, min_size=lo, max_size=hi, max_inactive_connection_lifetime=idle)
+
+    def resolved_dsn(self) -> str | None:
+        """The DSN to use: this one, else ``$DATABASE_URL``; None lets asyncpg use libpq's PG* variables."""
+        return self.dsn or os.environ.get("DATABASE_URL") or None
+
+    def problems(self) -> list[str]:
+        """What asyncpg would refuse, every problem at once (the loader checks single fields only)."""
+        problems = []
+        if self.min_size < 0:
+            problems.append(f"min_size must be >= 0, not {self.min_size}")
+        if self.max_size < 1:
+            problems.append(f"max_size must be >= 1, not {self.max_size}")
+        if self.min_size > self.max_size:
+            problems.append(f"min_size ({self.min_size}) must not exceed max_size ({self.max_size})")
+        if self.max_inactive_connection_lifetime < 0:
+            problems.append("max_inactive_connection_lifetime must be >= 0 (0 keeps idle connections)")
+        if self.command_timeout is not None and self.command_timeout <= 0:
+            problems.append("command_timeout must be > 0 seconds or None")
+        if self.statement_cache_size < 0:
+            problems.append("statement_cache_size must be >= 0 (0 behind pgbouncer in transaction mode)")
+        return problems
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``asyncpg.create_pool`` (the DSN excluded); ``ValueError`` naming every
+        problem when asyncpg would refuse them."""
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid db settings: " + "; ".join(problems))
+        return {
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "max_inactive_connection_lifetime": float(self.max_inactive_connection_lifetime),
+            "command_timeout": None if self.command_timeout is None else float(self.command_timeout),
+            "statement_cache_size": self.statement_cache_size,
+            "server_settings": {str(k): str(v) for k, v in self.server_settings.items()} or None,
+        }
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
