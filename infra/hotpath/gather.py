@@ -76,15 +76,34 @@ async def gather_ordered(
     and on timeout each unfinished item's slot holds a ``TimeoutError``. Nothing is raised except
     the caller's own cancellation.
     """
+    _check(on_error, limit, timeout)
+    items = list(aws)
+    if not items:
+        return []
+    tasks = await _start(items, limit)
+    when = asyncio.ALL_COMPLETED if on_error == "capture" else asyncio.FIRST_EXCEPTION
+    try:
+        _done, pending = await asyncio.wait(tasks, timeout=timeout, return_when=when)
+    except BaseException:
+        # Our caller was cancelled: take the children down with us.
+        await _cancel_all(tasks)
+        raise
+    if on_error == "capture":
+        return await _captured(tasks, pending, timeout)
+    return await _results_or_first_failure(tasks, pending, timeout)
+
+
+def _check(on_error: str, limit: int | None, timeout: float | None) -> None:
     if on_error not in ("cancel", "capture"):
         raise ValueError(f"on_error must be 'cancel' or 'capture', not {on_error!r}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, not {limit!r}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
-    items = list(aws)
-    if not items:
-        return []
+
+
+async def _start(items: list[Awaitable[Any]], limit: int | None) -> list[asyncio.Future[Any]]:
+    """One task per item, behind a semaphore when ``limit`` is below the item count."""
     sem = asyncio.Semaphore(limit) if limit is not None and limit < len(items) else None
     tasks: list[asyncio.Future[Any]] = []
     try:
@@ -100,29 +119,32 @@ async def gather_ordered(
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    return tasks
 
-    when = asyncio.ALL_COMPLETED if on_error == "capture" else asyncio.FIRST_EXCEPTION
-    try:
-        _done, pending = await asyncio.wait(tasks, timeout=timeout, return_when=when)
-    except BaseException:
-        # Our caller was cancelled: take the children down with us.
-        await _cancel_all(tasks)
-        raise
 
-    if on_error == "capture":
-        if pending:
-            await _cancel_all(pending)
-        out: list[Any] = []
-        for t in tasks:
-            if t in pending:
-                out.append(TimeoutError(f"gather_ordered: item unfinished after {timeout}s"))
-            elif t.cancelled():
-                out.append(asyncio.CancelledError())
-            else:
-                exc = t.exception()
-                out.append(exc if exc is not None else t.result())
-        return out
+async def _captured(
+    tasks: list[asyncio.Future[Any]], pending: set[asyncio.Future[Any]], timeout: float | None
+) -> list[Any]:
+    """``on_error="capture"``: each slot holds its result, its exception or a ``TimeoutError``."""
+    if pending:
+        await _cancel_all(pending)
+    out: list[Any] = []
+    for t in tasks:
+        if t in pending:
+            out.append(TimeoutError(f"gather_ordered: item unfinished after {timeout}s"))
+        elif t.cancelled():
+            out.append(asyncio.CancelledError())
+        else:
+            exc = t.exception()
+            out.append(exc if exc is not None else t.result())
+    return out
 
+
+async def _results_or_first_failure(
+    tasks: list[asyncio.Future[Any]], pending: set[asyncio.Future[Any]], timeout: float | None
+) -> list[Any]:
+    """``on_error="cancel"``: the results, or (after cancelling the rest) the earliest failure in input
+    order, or ``TimeoutError`` when items are still unfinished."""
     failed = [t for t in tasks if t.done() and (t.cancelled() or t.exception() is not None)]
     if failed or pending:
         await _cancel_all(tasks)
