@@ -130,94 +130,142 @@ def run_demo(
 async def _run(
     opts: DemoOptions, progress_stream: TextIO | None, on_metrics_url: Callable[[str], None] | None
 ) -> dict[str, Any]:
-    from infra.cache import Cache, CacheSettings
     from infra.config import load_config
-    from infra.ollama import AsyncOptimizedOllama, OllamaSettings
+    from infra.ollama import OllamaSettings
 
     cfg = load_config(opts.config_path)
     settings = dataclasses.replace(OllamaSettings.from_config(cfg.ollama), enabled=True)
     host = opts.host or os.environ.get("OLLAMA_HOST") or settings.host or "http://127.0.0.1:11434"
+    backend = await _pick_backend(opts, host, settings.max_concurrency)
+    metrics_server, metrics_url = _serve_metrics(opts, cfg.metrics.host, backend.info, on_metrics_url)
+    items = build_items(opts.items)
+    bar = _Progress(2 * len(items), progress_stream if opts.progress else None)
+    try:
+        passes, hits = await _cold_then_warm(
+            backend, settings, items, bar, _pass_marker(metrics_server is not None)
+        )
+    finally:
+        if backend.server is not None:
+            await asyncio.to_thread(backend.server.stop)
 
-    backend: dict[str, Any]
-    server = None
+    stats = backend.server.stats() if backend.server is not None else None
+    report = _report(
+        backend.info,
+        passes,
+        hits,
+        len(items),
+        backend.llm_model,
+        backend.embed_model,
+        cfg,
+        metrics_url,
+        stats,
+    )
+    if metrics_server is not None:
+        report["_metrics_server"] = metrics_server  # the CLI may keep serving; dropped from JSON
+    return report
+
+
+@dataclass(slots=True)
+class _Backend:
+    """The Ollama the demo talks to: its URL, the two models, what the report says of it, and the
+    in-process test server when one was started (stopped by ``_run``)."""
+
+    host: str
+    llm_model: str
+    embed_model: str
+    info: dict[str, Any]
+    server: Any = None
+
+
+async def _pick_backend(opts: DemoOptions, host: str, num_parallel: int) -> _Backend:
+    """A real Ollama at ``host`` with a chat model pulled, else a started in-process test server."""
     found = None if opts.force_test_server else await asyncio.to_thread(_probe, host)
     picked = _pick_models(found["models"]) if found else None
     if found and picked:
-        llm_model, embed_model = picked
-        backend = {
-            "kind": "ollama",
-            "host": host,
-            "version": found["version"],
-            "note": f"real Ollama {found['version']} at {host}",
-        }
-    else:
-        from infra.testing.ollama_server import OllamaTestServer, ServerSettings
+        note = f"real Ollama {found['version']} at {host}"
+        info = {"kind": "ollama", "host": host, "version": found["version"], "note": note}
+        return _Backend(host, picked[0], picked[1], info)
 
-        why = (
-            "--test-server given"
-            if opts.force_test_server
-            else f"no Ollama answered at {host}"
-            if not found
-            else f"Ollama at {host} has no chat model pulled"
-        )
-        server = OllamaTestServer(
-            ServerSettings(
-                models=(TEST_LLM, TEST_EMBED),
-                load_time=opts.load_time,
-                token_latency=opts.token_latency,
-                prompt_eval_latency=opts.prompt_eval_latency,
-                embed_latency=opts.embed_latency,
-                num_parallel=settings.max_concurrency,
-            )
-        )
-        await asyncio.to_thread(server.start)
-        host = server.url
-        llm_model, embed_model = TEST_LLM, TEST_EMBED
-        backend = {
-            "kind": "test-server",
-            "host": host,
-            "version": server.settings.version,
-            "note": f"in-process Ollama test server at {host} ({why}); simulated load "
-            f"{opts.load_time}s, {opts.token_latency * 1000:.0f} ms/token",
-        }
+    from infra.testing.ollama_server import OllamaTestServer, ServerSettings
 
+    why = (
+        "--test-server given"
+        if opts.force_test_server
+        else f"no Ollama answered at {host}"
+        if not found
+        else f"Ollama at {host} has no chat model pulled"
+    )
+    server = OllamaTestServer(
+        ServerSettings(
+            models=(TEST_LLM, TEST_EMBED),
+            load_time=opts.load_time,
+            token_latency=opts.token_latency,
+            prompt_eval_latency=opts.prompt_eval_latency,
+            embed_latency=opts.embed_latency,
+            num_parallel=num_parallel,
+        )
+    )
+    await asyncio.to_thread(server.start)
+    info = {
+        "kind": "test-server",
+        "host": server.url,
+        "version": server.settings.version,
+        "note": f"in-process Ollama test server at {server.url} ({why}); simulated load "
+        f"{opts.load_time}s, {opts.token_latency * 1000:.0f} ms/token",
+    }
+    return _Backend(server.url, TEST_LLM, TEST_EMBED, info, server)
+
+
+def _serve_metrics(
+    opts: DemoOptions,
+    bind: str,
+    backend_info: dict[str, Any],
+    on_metrics_url: Callable[[str], None] | None,
+) -> tuple[Any, str | None]:
+    """(the /metrics server, its URL) on a free port, or (None, None); a failure to serve goes into
+    ``backend_info`` and the demo runs without /metrics rather than not at all."""
     metrics_server = None
-    metrics_url = None
-    if opts.serve_metrics:
-        try:
-            from infra.server import serve_metrics
-
-            metrics_server = serve_metrics(cfg.metrics.host, 0)
-            metrics_url = f"http://{cfg.metrics.host}:{metrics_server.port}/metrics"
-            if on_metrics_url is not None:
-                on_metrics_url(metrics_url)
-        except Exception as exc:  # the demo runs without /metrics rather than not at all
-            metrics_url = None
-            backend["metrics_error"] = f"{type(exc).__name__}: {exc}"
-
-    items = build_items(opts.items)
-    tmp = tempfile.TemporaryDirectory(prefix="perf-infra-demo-")
-    cache_path = os.path.join(tmp.name, "cache.db")
-    bar = _Progress(2 * len(items), progress_stream if opts.progress else None)
+    if not opts.serve_metrics:
+        return None, None
     try:
-        passes: dict[str, StageTimes] = {}
-        hits: dict[str, dict[str, float]] = {}
-        mark = _pass_marker(metrics_server is not None)
+        from infra.server import serve_metrics
+
+        metrics_server = serve_metrics(bind, 0)
+        metrics_url = f"http://{bind}:{metrics_server.port}/metrics"
+        if on_metrics_url is not None:
+            on_metrics_url(metrics_url)
+    except Exception as exc:
+        backend_info["metrics_error"] = f"{type(exc).__name__}: {exc}"
+        return metrics_server, None
+    return metrics_server, metrics_url
+
+
+async def _cold_then_warm(
+    backend: _Backend, settings: Any, items: list[str], bar: _Progress, mark: Callable[[], None]
+) -> tuple[dict[str, StageTimes], dict[str, dict[str, float]]]:
+    """Both passes, each with a new client and cache handle on one fresh cache file (deleted after)."""
+    from infra.cache import Cache, CacheSettings
+    from infra.ollama import AsyncOptimizedOllama
+
+    passes: dict[str, StageTimes] = {}
+    hits: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="perf-infra-demo-") as tmp:
+        cache_path = os.path.join(tmp, "cache.db")
         for label in ("cold", "warm"):
             cache = Cache(CacheSettings(path=cache_path), export_metrics=True)
-            llm = AsyncOptimizedOllama(host, settings=settings, cache=cache)
+            llm = AsyncOptimizedOllama(backend.host, settings=settings, cache=cache)
             try:
                 if label == "cold":
                     bar.start("warming up the models")
-                    await llm.warmup([llm_model, embed_model])
+                    await llm.warmup([backend.llm_model, backend.embed_model])
                 bar.start(f"{label} pass ({len(items)} reflections)")
                 mark()  # a dashboard sample at each pass's start and end: each pass is its own interval
                 before = _hit_counts(llm)
                 passes[label] = await run_pass(
                     llm,
                     items,
-                    llm_model=llm_model,
-                    embed_model=embed_model,
+                    llm_model=backend.llm_model,
+                    embed_model=backend.embed_model,
                     concurrency=settings.max_concurrency,
                     progress=bar.step,
                 )
@@ -227,16 +275,7 @@ async def _run(
                 await llm.close()
                 cache.close()
         bar.finish()
-    finally:
-        tmp.cleanup()
-        if server is not None:
-            await asyncio.to_thread(server.stop)
-
-    stats = server.stats() if server is not None else None
-    report = _report(backend, passes, hits, len(items), llm_model, embed_model, cfg, metrics_url, stats)
-    if metrics_server is not None:
-        report["_metrics_server"] = metrics_server  # the CLI may keep serving; dropped from JSON
-    return report
+    return passes, hits
 
 
 def _pass_marker(serving: bool) -> Callable[[], None]:
