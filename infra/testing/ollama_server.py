@@ -152,8 +152,7 @@ class OllamaTestServer:
 
     def reload_log(self) -> list[tuple[str, tuple[Any, ...], tuple[Any, ...]]]:
         """(model, old runner options, new runner options) for each reload, for clear test failures."""
-        with self.state.stats._lock:
-            return list(self.state.stats.reload_log)
+        return self.state.stats.reloads_seen()
 
     def fail_next(
         self,

@@ -13,12 +13,14 @@ import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from .sim import (
     Output,
+    ServerSettings,
     generate_output,
     normalize_model_name,
     parse_keep_alive,
@@ -27,20 +29,15 @@ from .sim import (
     token_logprobs,
 )
 from .state import BUSY_MESSAGE, Busy, SimState
+from .wire import SIM_KEY, state_of
+from .wire import native_error as _error
 
 __all__ = ["SIM_KEY", "SimState", "build_app"]
 
 NDJSON = "application/x-ndjson"
 
 
-SIM_KEY: web.AppKey[SimState] = web.AppKey("sim", SimState)
-
-
 # ------------------------------------------------------------------------------------------------- helpers
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 def _durations(d: dict[str, Any], **values: int) -> dict[str, Any]:
@@ -65,15 +62,10 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _state(request: web.Request) -> SimState:
-    return request.app[SIM_KEY]
-
-
 def _resolve(
     state: SimState, body: Mapping[str, Any], endpoint: str
 ) -> tuple[str | None, web.Response | None]:
-    with state.stats._lock:
-        state.stats.requests[endpoint] += 1
+    state.stats.count_request(endpoint)
     name = body.get("model")
     if not name or not isinstance(name, str):
         return None, _error(400, "model is required")
@@ -98,7 +90,7 @@ async def _sleep_until(deadline: float) -> None:
 
 async def _completion(request: web.Request, endpoint: str) -> web.StreamResponse:
     """Shared body of /api/generate and /api/chat: they differ only in how input and chunks are shaped."""
-    state = _state(request)
+    state = state_of(request)
     body = await _body(request)
     model, err = _resolve(state, body, endpoint)
     if err is not None:
@@ -199,6 +191,25 @@ async def _produce(
     chat = endpoint == "chat"
     if not chat and "image" in state.models[model].capabilities:
         return await _image(request, body, stream, started, load_ns)
+    out, prompt_tokens = _generate(s, body, options, chat)
+    t_prompt = time.perf_counter()
+    if s.prompt_eval_latency:
+        await asyncio.sleep(s.prompt_eval_latency * prompt_tokens)
+    prompt_ns = max(1, int((time.perf_counter() - t_prompt) * 1e9))
+    logprobs = None
+    if body.get("logprobs"):
+        top = body.get("top_logprobs") or 0
+        logprobs = token_logprobs(out.tokens, int(top), json.dumps([body["model"], out.text]).encode())
+    g = _Generation(body["model"], chat, out, prompt_tokens, started, load_ns, prompt_ns, logprobs)
+    if not stream:
+        return await _whole(state, g)
+    return await _streamed(request, state, endpoint, g)
+
+
+def _generate(
+    s: ServerSettings, body: Mapping[str, Any], options: Mapping[str, Any], chat: bool
+) -> tuple[Output, int]:
+    """The deterministic output for a generate/chat body, and its prompt's token count."""
     if chat:
         messages = body.get("messages") or []
         source: Any = [
@@ -219,38 +230,69 @@ async def _produce(
     )
     if body.get("context") and not chat:
         prompt_tokens += len(body["context"])
+    return out, prompt_tokens
 
-    t_prompt = time.perf_counter()
-    if s.prompt_eval_latency:
-        await asyncio.sleep(s.prompt_eval_latency * prompt_tokens)
-    prompt_ns = max(1, int((time.perf_counter() - t_prompt) * 1e9))
-    eval_count = len(out.tokens) + len(out.thinking) + (1 if out.tool_calls else 0)
-    name = body["model"]
-    logprobs = None
-    if body.get("logprobs"):
-        top = body.get("top_logprobs") or 0
-        logprobs = token_logprobs(out.tokens, int(top), json.dumps([name, out.text]).encode())
 
-    if not stream:
-        t_eval = time.perf_counter()
-        if s.token_latency and eval_count:
-            await asyncio.sleep(s.token_latency * eval_count)
-        eval_ns = max(1, int((time.perf_counter() - t_eval) * 1e9))
-        d = _chunk(
-            name,
-            chat,
-            out.text,
-            thinking="".join(out.thinking) or None,
-            tool_calls=list(out.tool_calls) or None,
+@dataclass(slots=True)
+class _Generation:
+    """One generate/chat call's output and the figures its final chunk reports."""
+
+    name: str
+    chat: bool
+    out: Output
+    prompt_tokens: int
+    started: int
+    load_ns: int
+    prompt_ns: int
+    logprobs: list[dict[str, Any]] | None
+
+    @property
+    def eval_count(self) -> int:
+        return len(self.out.tokens) + len(self.out.thinking) + (1 if self.out.tool_calls else 0)
+
+    def finish(self, d: dict[str, Any], eval_ns: int) -> None:
+        _finish(
+            d,
+            self.out,
+            self.chat,
+            self.prompt_tokens,
+            self.eval_count,
+            self.started,
+            self.load_ns,
+            self.prompt_ns,
+            eval_ns,
         )
-        if logprobs is not None:
-            d["logprobs"] = logprobs
-        _finish(d, out, chat, prompt_tokens, eval_count, started, load_ns, prompt_ns, eval_ns)
-        with state.stats._lock:
-            state.stats.tokens += eval_count
-            state.stats.completed += 1
-        return web.json_response(d)
 
+
+async def _whole(state: SimState, g: _Generation) -> web.StreamResponse:
+    """``stream: false``: one JSON reply after the whole evaluation time."""
+    s = state.settings
+    t_eval = time.perf_counter()
+    if s.token_latency and g.eval_count:
+        await asyncio.sleep(s.token_latency * g.eval_count)
+    eval_ns = max(1, int((time.perf_counter() - t_eval) * 1e9))
+    out = g.out
+    d = _chunk(
+        g.name,
+        g.chat,
+        out.text,
+        thinking="".join(out.thinking) or None,
+        tool_calls=list(out.tool_calls) or None,
+    )
+    if g.logprobs is not None:
+        d["logprobs"] = g.logprobs
+    g.finish(d, eval_ns)
+    state.stats.add(tokens=g.eval_count, completed=1)
+    return web.json_response(d)
+
+
+async def _streamed(
+    request: web.Request, state: SimState, endpoint: str, g: _Generation
+) -> web.StreamResponse:
+    """NDJSON: thinking, then one chunk per token at ``token_latency`` pace, then tool calls and the final
+    chunk; a queued ``mid_stream`` fault ends the stream with an ``{"error"}`` line."""
+    s = state.settings
+    name, chat, out = g.name, g.chat, g.out
     resp = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
     mid = state.take_fault(endpoint, ("mid_stream",))
     sent = 0
@@ -261,8 +303,8 @@ async def _produce(
         pieces += [_chunk(name, chat, "", thinking=t) for t in out.thinking]
         for i, t in enumerate(out.tokens):
             pieces.append(_chunk(name, chat, t))
-            if logprobs is not None:
-                pieces[-1]["logprobs"] = [logprobs[i]]
+            if g.logprobs is not None:
+                pieces[-1]["logprobs"] = [g.logprobs[i]]
         if out.tool_calls:
             pieces.append(_chunk(name, chat, "", tool_calls=list(out.tool_calls)))
         for i, piece in enumerate(pieces):
@@ -276,17 +318,13 @@ async def _produce(
             sent += 1
         eval_ns = max(1, int((time.perf_counter() - t_eval) * 1e9))
         final = _chunk(name, chat, "")
-        _finish(final, out, chat, prompt_tokens, eval_count, started, load_ns, prompt_ns, eval_ns)
+        g.finish(final, eval_ns)
         await resp.write((json.dumps(final) + "\n").encode())
         await resp.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
-        with state.stats._lock:
-            state.stats.aborted += 1
-            state.stats.tokens += sent
+        state.stats.add(aborted=1, tokens=sent)
         raise
-    with state.stats._lock:
-        state.stats.tokens += eval_count
-        state.stats.completed += 1
+    state.stats.add(tokens=g.eval_count, completed=1)
     return resp
 
 
@@ -395,7 +433,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 
 async def embed(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
+    state = state_of(request)
     body = await _body(request)
     model, err = _resolve(state, body, "embed")
     if err is not None:
@@ -440,7 +478,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     """The legacy single-prompt endpoint (``Client.embeddings``): ``{"prompt"}`` in, ``{"embedding"}`` out."""
-    state = _state(request)
+    state = state_of(request)
     body = await _body(request)
     model, err = _resolve(state, body, "embeddings")
     if err is not None:
@@ -467,9 +505,8 @@ def _modified_at() -> str:
 
 
 async def tags(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    with state.stats._lock:
-        state.stats.requests["tags"] += 1
+    state = state_of(request)
+    state.stats.count_request("tags")
     models = [
         {
             "name": m.name,
@@ -485,9 +522,8 @@ async def tags(request: web.Request) -> web.StreamResponse:
 
 
 async def ps(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    with state.stats._lock:
-        state.stats.requests["ps"] += 1
+    state = state_of(request)
+    state.stats.count_request("ps")
     out = []
     for name, expires_wall, opts in state.loaded():
         m = state.models[name]
@@ -509,7 +545,7 @@ async def ps(request: web.Request) -> web.StreamResponse:
 
 
 async def show(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
+    state = state_of(request)
     body = await _body(request)
     model, err = _resolve(state, body, "show")
     if err is not None:
@@ -530,9 +566,8 @@ async def show(request: web.Request) -> web.StreamResponse:
 
 
 async def version(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    with state.stats._lock:
-        state.stats.requests["version"] += 1
+    state = state_of(request)
+    state.stats.count_request("version")
     return web.json_response({"version": state.settings.version})
 
 

@@ -20,6 +20,8 @@ from aiohttp import web
 
 from .sim import ModelInfo, normalize_model_name
 from .state import SimState
+from .wire import json_object, state_of
+from .wire import native_error as _error
 
 __all__ = ["add_routes"]
 
@@ -29,27 +31,25 @@ _NAME = re.compile(
 )
 
 
-def _state(request: web.Request) -> SimState:
-    from .app import SIM_KEY
-
-    return request.app[SIM_KEY]
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+async def _begin(request: web.Request, endpoint: str) -> tuple[SimState, dict[str, Any]] | web.Response:
+    """Count the call and read its JSON object body (or the 400 reply)."""
+    state = state_of(request)
+    state.stats.count_request(endpoint)
+    body = await json_object(request)
+    return body if isinstance(body, web.Response) else (state, body)
 
 
-async def _json(request: web.Request) -> dict[str, Any] | web.Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "invalid JSON in request body")
-    return body if isinstance(body, dict) else _error(400, "request body must be a JSON object")
-
-
-def _count(state: SimState, endpoint: str) -> None:
-    with state.stats._lock:
-        state.stats.requests[endpoint] += 1
+async def _begin_named(
+    request: web.Request, endpoint: str
+) -> tuple[SimState, dict[str, Any], str] | web.Response:
+    """``_begin``, and the body's well-formed model name (or the 400 reply)."""
+    begun = await _begin(request, endpoint)
+    if isinstance(begun, web.Response):
+        return begun
+    name = _model_name(begun[1])
+    if name is None:
+        return _error(400, "invalid model name")
+    return (*begun, name)
 
 
 async def _progress(request: web.Request, steps: list[dict[str, Any]], stream: bool) -> web.StreamResponse:
@@ -83,14 +83,10 @@ def _model_name(body: Mapping[str, Any]) -> str | None:
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    _count(state, "pull")
-    body = await _json(request)
-    if isinstance(body, web.Response):
-        return body
-    name = _model_name(body)
-    if name is None:
-        return _error(400, "invalid model name")
+    begun = await _begin_named(request, "pull")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body, name = begun
     full = normalize_model_name(name)
     info = state.models.get(full) or ModelInfo.for_name(full)
     steps = [{"status": "pulling manifest"}, *_layer("pulling", info.digest, info.size)]
@@ -100,14 +96,10 @@ async def pull(request: web.Request) -> web.StreamResponse:
 
 
 async def push(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    _count(state, "push")
-    body = await _json(request)
-    if isinstance(body, web.Response):
-        return body
-    name = _model_name(body)
-    if name is None:
-        return _error(400, "invalid model name")
+    begun = await _begin_named(request, "push")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body, name = begun
     info = state.models.get(normalize_model_name(name))
     if info is None:
         return _error(404, f"model '{name}' not found")
@@ -117,14 +109,10 @@ async def push(request: web.Request) -> web.StreamResponse:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    _count(state, "create")
-    body = await _json(request)
-    if isinstance(body, web.Response):
-        return body
-    name = _model_name(body)
-    if name is None:
-        return _error(400, "invalid model name")
+    begun = await _begin_named(request, "create")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body, name = begun
     parent_name = body.get("from")
     files = body.get("files") or {}
     if not parent_name and not files:
@@ -162,11 +150,10 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 
 async def copy(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    _count(state, "copy")
-    body = await _json(request)
-    if isinstance(body, web.Response):
-        return body
+    begun = await _begin(request, "copy")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body = begun
     src, dst = body.get("source"), body.get("destination")
     if not isinstance(src, str) or not isinstance(dst, str) or not _NAME.match(dst):
         return _error(400, "source and destination are required")
@@ -178,11 +165,10 @@ async def copy(request: web.Request) -> web.StreamResponse:
 
 
 async def delete(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    _count(state, "delete")
-    body = await _json(request)
-    if isinstance(body, web.Response):
-        return body
+    begun = await _begin(request, "delete")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body = begun
     name = _model_name(body)
     full = normalize_model_name(name) if name else ""
     if full not in state.models:
@@ -193,11 +179,11 @@ async def delete(request: web.Request) -> web.StreamResponse:
 
 
 async def blob_head(request: web.Request) -> web.StreamResponse:
-    return web.Response(status=200 if request.match_info["digest"] in _state(request).blobs else 404)
+    return web.Response(status=200 if request.match_info["digest"] in state_of(request).blobs else 404)
 
 
 async def blob_post(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
+    state = state_of(request)
     digest = request.match_info["digest"]
     data = await request.read()
     if "sha256:" + hashlib.sha256(data).hexdigest() != digest.replace("sha256-", "sha256:"):
@@ -208,11 +194,10 @@ async def blob_post(request: web.Request) -> web.StreamResponse:
 
 async def systemone(request: web.Request) -> web.StreamResponse:
     """Deterministic answers of each question's type (choice / noul / score) for the given state."""
-    state = _state(request)
-    _count(state, "systemone")
-    body = await _json(request)
-    if isinstance(body, web.Response):
-        return body
+    begun = await _begin(request, "systemone")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body = begun
     name = body.get("model")
     if not isinstance(name, str) or normalize_model_name(name) not in state.models:
         return _error(404, f"model '{name}' not found")

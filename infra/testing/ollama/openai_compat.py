@@ -21,16 +21,11 @@ from aiohttp import web
 
 from .sim import Output, generate_output, normalize_model_name, prompt_token_count
 from .state import BUSY_MESSAGE, Busy, SimState
+from .wire import json_object, state_of
 
 __all__ = ["add_routes"]
 
 _CREATED = 1767225600  # 2026-01-01T00:00:00Z: what /v1/models reports as each model's creation time
-
-
-def _state(request: web.Request) -> SimState:
-    from .app import SIM_KEY
-
-    return request.app[SIM_KEY]
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
@@ -38,17 +33,8 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> we
     return web.json_response({"error": err}, status=status)
 
 
-async def _json(request: web.Request) -> dict[str, Any] | web.Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "invalid JSON in request body")
-    return body if isinstance(body, dict) else _error(400, "request body must be a JSON object")
-
-
 def _model(state: SimState, body: Mapping[str, Any], endpoint: str) -> tuple[str | None, web.Response | None]:
-    with state.stats._lock:
-        state.stats.requests[endpoint] += 1
+    state.stats.count_request(endpoint)
     name = body.get("model")
     if not isinstance(name, str) or not name:
         return None, _error(400, "model is required")
@@ -108,9 +94,7 @@ async def _generate(
                 await asyncio.sleep(s.token_latency * n)
         finally:
             state.release(model, s.default_keep_alive)
-    with state.stats._lock:
-        state.stats.tokens += len(out.tokens)
-        state.stats.completed += 1
+    state.stats.add(tokens=len(out.tokens), completed=1)
     return out, load_ns
 
 
@@ -149,8 +133,8 @@ async def _sse(request: web.Request, events: list[dict[str, Any]]) -> web.Stream
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    body = await _json(request)
+    state = state_of(request)
+    body = await json_object(request, _error)
     if isinstance(body, web.Response):
         return body
     model, err = _model(state, body, "v1/chat/completions")
@@ -205,8 +189,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    body = await _json(request)
+    state = state_of(request)
+    body = await json_object(request, _error)
     if isinstance(body, web.Response):
         return body
     model, err = _model(state, body, "v1/completions")
@@ -250,8 +234,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    body = await _json(request)
+    state = state_of(request)
+    body = await json_object(request, _error)
     if isinstance(body, web.Response):
         return body
     model, err = _model(state, body, "v1/embeddings")
@@ -298,14 +282,13 @@ def _model_entry(name: str) -> dict[str, Any]:
 
 
 async def models(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
-    with state.stats._lock:
-        state.stats.requests["v1/models"] += 1
+    state = state_of(request)
+    state.stats.count_request("v1/models")
     return web.json_response({"object": "list", "data": [_model_entry(m) for m in state.models]})
 
 
 async def model(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
+    state = state_of(request)
     name = request.match_info["model"]
     if normalize_model_name(name) not in state.models:
         return _error(404, f'model "{name}" not found', "api_error")

@@ -448,6 +448,35 @@ class ServerStats:
     reload_log: list[tuple[str, tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def count_request(self, endpoint: str) -> None:
+        with self._lock:
+            self.requests[endpoint] += 1
+
+    def add(self, **counts: int) -> None:
+        """Add to several counters at once, under the lock: ``add(tokens=n, completed=1)``."""
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def saw_in_flight(self, n: int) -> None:
+        """``n`` requests hold a slot now; keeps the maximum."""
+        with self._lock:
+            self.max_in_flight = max(self.max_in_flight, n)
+
+    def count_load(self, model: str, old: tuple[Any, ...] | None, new: tuple[Any, ...]) -> None:
+        """A runner load (``old`` None) or a reload from runner options ``old`` to ``new``."""
+        with self._lock:
+            if old is None:
+                self.loads += 1
+            else:
+                self.reloads += 1
+                self.reload_log.append((model, old, new))
+
+    def reloads_seen(self) -> list[tuple[str, tuple[Any, ...], tuple[Any, ...]]]:
+        """(model, old runner options, new runner options) for each reload so far."""
+        with self._lock:
+            return list(self.reload_log)
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {

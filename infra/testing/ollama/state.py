@@ -76,8 +76,7 @@ class SimState:
                     f.times -= 1
                     if f.times <= 0:
                         self._faults.remove(f)
-                    with self.stats._lock:
-                        self.stats.faults += 1
+                    self.stats.add(faults=1)
                     return f
         return None
 
@@ -88,8 +87,7 @@ class SimState:
         """A parallel slot for ``model`` (OLLAMA_NUM_PARALLEL); past the queue limit the request gets 503."""
         s = self.settings
         if self._pending >= s.num_parallel + s.max_queue:
-            with self.stats._lock:
-                self.stats.busy += 1
+            self.stats.add(busy=1)
             raise Busy
         sem = self._slots.get(model)
         if sem is None:
@@ -98,8 +96,7 @@ class SimState:
         try:
             async with sem:
                 self._in_flight += 1
-                with self.stats._lock:
-                    self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+                self.stats.saw_in_flight(self._in_flight)
                 try:
                     yield
                 finally:
@@ -127,12 +124,7 @@ class SimState:
             t0 = time.perf_counter_ns()
             if self.settings.load_time:
                 await asyncio.sleep(self.settings.load_time)
-            with self.stats._lock:
-                if r is None:
-                    self.stats.loads += 1
-                else:
-                    self.stats.reloads += 1
-                    self.stats.reload_log.append((model, r.opts, wanted))
+            self.stats.count_load(model, r.opts if r is not None else None, wanted)
             active = r.active if r is not None else 0
             self._runners[model] = _Runner(wanted, active=active + 1)
             return max(1, time.perf_counter_ns() - t0)
@@ -144,16 +136,14 @@ class SimState:
         r.active = max(0, r.active - 1)
         if keep_alive == 0 and r.active == 0:
             del self._runners[model]
-            with self.stats._lock:
-                self.stats.unloads += 1
+            self.stats.add(unloads=1)
             return
         r.expires_mono = time.monotonic() + keep_alive
         r.expires_wall = time.time() + keep_alive
 
     def unload(self, model: str) -> None:
         if self._runners.pop(model, None) is not None:
-            with self.stats._lock:
-                self.stats.unloads += 1
+            self.stats.add(unloads=1)
 
     def loaded(self) -> list[tuple[str, float, tuple[Any, ...]]]:
         now = time.monotonic()
@@ -185,8 +175,7 @@ class SimState:
             return self._embedder or None
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
-        with self.stats._lock:
-            self.stats.embed_inputs += len(texts)
+        self.stats.add(embed_inputs=len(texts))
         if self.settings.embed_latency and texts:
             await asyncio.sleep(self.settings.embed_latency * len(texts))
         embedder = (
