@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from infra.errors import ConfigError, PerfInfraError
 
@@ -36,8 +37,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that keeps the subcommand actions it creates (argparse keeps them only among
+    its private ``_actions``), so ``build_parser`` can reach every subcommand's parser; its subparsers are
+    ``_Parser`` too (argparse's default ``parser_class`` is the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subcommand_actions: list[Any] = []
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        action = super().add_subparsers(**kwargs)
+        self.subcommand_actions.append(action)
+        return action
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m infra",
         description="perf-infra: cache, metrics and tuned clients for AI and voice pipelines.",
     )
@@ -62,10 +78,9 @@ def _add_common_everywhere(parser: argparse.ArgumentParser) -> None:
     """--json and --config work before or after the subcommand (`python -m infra cache stats --json`)."""
     with contextlib.suppress(argparse.ArgumentError):  # the group defined them itself
         _common(parser)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                _add_common_everywhere(child)
+    for action in parser.subcommand_actions if isinstance(parser, _Parser) else ():
+        for child in action.choices.values():
+            _add_common_everywhere(child)
 
 
 # Exit status of a command whose reader went away (``... | head``): what a shell reports for a process

@@ -19,7 +19,7 @@ from binascii import b2a_base64
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["AudioFrameTemplate"]
+__all__ = ["SIMD_BASE64", "AudioFrameTemplate"]
 
 _b64: Callable[[bytes], bytes] | None
 _b64_str: Callable[[bytes], str] | None
@@ -28,6 +28,9 @@ try:  # SIMD base64 (optional): same bytes as binascii, ~7x faster on 1 KB
     from pybase64 import b64encode_as_string as _b64_str
 except ImportError:  # pragma: no cover - exercised by test_the_binascii_fallback_gives_the_same_output
     _b64 = _b64_str = None
+
+#: True when templates encode with pybase64 (SIMD), False when they fall back to binascii.
+SIMD_BASE64 = _b64 is not None
 
 _COMPACT = (",", ":")
 _join_str = "".join
