@@ -17,6 +17,8 @@ import os
 import sys
 from typing import Any
 
+from infra.cli._shared import positive_int
+
 __all__ = ["cmd_clear", "cmd_inspect", "cmd_stats", "cmd_vacuum", "register"]
 
 _CODEC_NAMES = {1: "str", 2: "bytes", 3: "json", 4: "tagged-json", 5: "ndarray", 6: "f64list", 7: "pickle"}
@@ -55,20 +57,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="list the most recently used entries", parents=[common])
     i.add_argument("--namespace", "-n", metavar="N", help="only this namespace")
-    i.add_argument("--limit", "-k", type=_positive_int, default=20, metavar="K", help="how many (default 20)")
+    i.add_argument("--limit", "-k", type=positive_int, default=20, metavar="K", help="how many (default 20)")
     i.set_defaults(func=cmd_inspect, handler=cmd_inspect)
     parser: argparse.ArgumentParser = p
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {n}")
-    return n
 
 
 class _NoStore(Exception):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import urllib.error
 import urllib.request
 from typing import Any
@@ -85,7 +84,7 @@ def _dashboard(args: argparse.Namespace) -> int:
             _open(private)
         return 0
 
-    from infra.cli.metrics import _stop_on_signals
+    from infra.cli._shared import serve_until_stopped
     from infra.server import serve_metrics
 
     try:
@@ -93,11 +92,9 @@ def _dashboard(args: argparse.Namespace) -> int:
     except OSError as exc:  # the port is taken by something that isn't a perf-infra endpoint
         print(f"perf-infra: error: {exc}; choose another with --port", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    restore = _stop_on_signals(stop)
-    try:
+
+    def announce() -> None:
         url, private = url_for(handle.port)
-        # Printed once the handlers are in: whoever reads this line may signal at once.
         if args.json:
             from infra.cli._output import emit_json
 
@@ -107,11 +104,5 @@ def _dashboard(args: argparse.Namespace) -> int:
             print(f"dashboard: {url}{hint}; served by this process (Ctrl-C or SIGTERM stops)", flush=True)
         if not args.no_browser and _has_display():
             _open(private)
-        while not stop.wait(3600):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        restore()
-        handle.close()
-    return 0
+
+    return serve_until_stopped(handle, announce)

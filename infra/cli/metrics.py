@@ -6,16 +6,14 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import sys
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 from infra.cli._output import emit_json, table
+from infra.cli._shared import serve_until_stopped
 from infra.config import load_config
 
 __all__ = ["register"]
@@ -138,41 +136,9 @@ def _serve(args: argparse.Namespace) -> int:
     port = config.metrics.port if args.port is None else args.port
     token = os.environ.get(config.metrics.token_env) or None
     handle = serve_metrics(host=host, port=port, token=token)
-    stop = threading.Event()
-    restore = _stop_on_signals(stop)
-    try:
-        # Printed only once the handlers are in place: whoever reads this line may signal at once.
+
+    def announce() -> None:
         url = f"http://{host}:{handle.port}/metrics"
         print(f"serving /metrics on {url} (Ctrl-C or SIGTERM stops)", flush=True)
-        while not stop.wait(3600):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        restore()
-        handle.close()
-    return 0
 
-
-def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
-    """Make SIGTERM (what service managers send) and SIGINT set ``stop``; return the undo.
-
-    A SIGINT the process inherited as ignored (a job started with ``cmd &`` from a non-interactive shell)
-    stays ignored, as the shell intended: such a server is stopped with SIGTERM.
-    """
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        current = signal.getsignal(sig)
-        if sig == signal.SIGINT and current is signal.SIG_IGN:
-            continue
-        previous[sig] = signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
+    return serve_until_stopped(handle, announce)

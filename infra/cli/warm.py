@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from infra.cli._shared import positive_float, positive_int
+
 __all__ = ["cmd_warm", "register"]
 
 
@@ -50,36 +52,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="MODULE:FUNCTION",
         help="function computing each value (default: a wrap entry for NS)",
     )
+    p.add_argument("--concurrency", "-c", type=positive_int, default=4, metavar="N", help="calls at once (4)")
     p.add_argument(
-        "--concurrency", "-c", type=_positive_int, default=4, metavar="N", help="calls at once (4)"
-    )
-    p.add_argument(
-        "--ttl", type=_positive_float, default=None, metavar="SECONDS", help="TTL (namespace default)"
+        "--ttl", type=positive_float, default=None, metavar="SECONDS", help="TTL (namespace default)"
     )
     p.add_argument("--force", action="store_true", help="recompute items that are already cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_warm, handler=cmd_warm)
     return p
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {n}")
-    return n
-
-
-def _positive_float(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if x <= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {x}")
-    return x
 
 
 class _UsageError(Exception):

@@ -1,0 +1,80 @@
+"""What several command groups share: argument types, and serving in the foreground until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["positive_float", "positive_int", "serve_until_stopped", "stop_on_signals"]
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {n}")
+    return n
+
+
+def positive_float(text: str) -> float:
+    """Seconds above 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {x}")
+    return x
+
+
+def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Make SIGTERM (what service managers send) and SIGINT set ``stop``; return the undo.
+
+    A SIGINT the process inherited as ignored (a job started with ``cmd &`` from a non-interactive shell)
+    stays ignored, as the shell intended: such a server is stopped with SIGTERM.
+    """
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        current = signal.getsignal(sig)
+        if sig == signal.SIGINT and current is signal.SIG_IGN:
+            continue
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def serve_until_stopped(handle: _Closable, announce: Callable[[], None]) -> int:
+    """Block until SIGTERM, SIGINT or Ctrl-C, then close ``handle``; exit status 0.
+
+    ``announce`` (print the URL, open a browser) runs once the signal handlers are in place: whoever
+    reads its line may signal at once.
+    """
+    stop = threading.Event()
+    restore = stop_on_signals(stop)
+    try:
+        announce()
+        while not stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        restore()
+        handle.close()
+    return 0
