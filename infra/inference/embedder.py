@@ -190,8 +190,25 @@ class CachedEmbedder:
         self.stats.deduped += len(texts) - len(uniq)
         return uniq
 
-    def _assemble(self, texts: Sequence[str], uniq: list[str], got: dict[str, Vector]) -> list[Vector]:
-        return [got[t] for t in texts]
+    def _found(self, uniq: list[str], keys: list[str], found: Any) -> dict[str, Vector]:
+        """The cached vectors of ``uniq`` among what a ``get_many`` returned."""
+        hits = self._hits(found, keys)
+        return {t: hits[k] for t, k in zip(uniq, keys, strict=True) if k in hits}
+
+    def _misses(self, uniq: list[str], got: dict[str, Vector]) -> list[str]:
+        """The texts to compute; counts hits and misses."""
+        misses = [t for t in uniq if t not in got]
+        self.stats.hits += len(uniq) - len(misses)
+        self.stats.misses += len(misses)
+        return misses
+
+    @staticmethod
+    def _entries(uniq: list[str], keys: list[str], new: dict[str, Vector]) -> dict[str, Vector]:
+        """The cache entries (key -> vector) of the freshly computed texts."""
+        key_of = dict(zip(uniq, keys, strict=True))
+        return {key_of[t]: v for t, v in new.items()}
+
+    # Sync and async differ only in the awaiting: the decisions are the helpers above.
 
     def embed(self, texts: Sequence[str]) -> list[Vector]:
         """One vector per text, in order (blocking; from threads or sync code)."""
@@ -204,24 +221,19 @@ class CachedEmbedder:
         if store is not None:
             try:
                 keys = self._keys(uniq)
-                hits = self._hits(store.get_many(self.namespace, keys), keys)
-                got = {t: hits[k] for t, k in zip(uniq, keys, strict=True) if k in hits}
+                got = self._found(uniq, keys, store.get_many(self.namespace, keys))
             except Exception as exc:
                 self._cache_failed(exc, "cache lookup")
-        misses = [t for t in uniq if t not in got]
-        self.stats.hits += len(uniq) - len(misses)
-        self.stats.misses += len(misses)
+        misses = self._misses(uniq, got)
         if misses:
-            vecs = self.batcher.submit_many(misses)
-            new = dict(zip(misses, vecs, strict=True))
+            new = dict(zip(misses, self.batcher.submit_many(misses), strict=True))
             got.update(new)
             if store is not None and keys:
                 try:
-                    key_of = dict(zip(uniq, keys, strict=True))
-                    store.set_many(self.namespace, {key_of[t]: v for t, v in new.items()}, ttl=self.ttl)
+                    store.set_many(self.namespace, self._entries(uniq, keys, new), ttl=self.ttl)
                 except Exception as exc:
                     self._cache_failed(exc, "cache store")
-        return self._assemble(texts, uniq, got)
+        return [got[t] for t in texts]
 
     async def aembed(self, texts: Sequence[str]) -> list[Vector]:
         """Async ``embed``: the model runs on the batcher's thread; the loop never blocks on it."""
@@ -234,26 +246,19 @@ class CachedEmbedder:
         if store is not None:
             try:
                 keys = self._keys(uniq)
-                hits = self._hits(await store.aget_many(self.namespace, keys), keys)
-                got = {t: hits[k] for t, k in zip(uniq, keys, strict=True) if k in hits}
+                got = self._found(uniq, keys, await store.aget_many(self.namespace, keys))
             except Exception as exc:
                 self._cache_failed(exc, "cache lookup")
-        misses = [t for t in uniq if t not in got]
-        self.stats.hits += len(uniq) - len(misses)
-        self.stats.misses += len(misses)
+        misses = self._misses(uniq, got)
         if misses:
-            vecs = await self.batcher.asubmit_many(misses)
-            new = dict(zip(misses, vecs, strict=True))
+            new = dict(zip(misses, await self.batcher.asubmit_many(misses), strict=True))
             got.update(new)
             if store is not None and keys:
                 try:
-                    key_of = dict(zip(uniq, keys, strict=True))
-                    await store.aset_many(
-                        self.namespace, {key_of[t]: v for t, v in new.items()}, ttl=self.ttl
-                    )
+                    await store.aset_many(self.namespace, self._entries(uniq, keys, new), ttl=self.ttl)
                 except Exception as exc:
                     self._cache_failed(exc, "cache store")
-        return self._assemble(texts, uniq, got)
+        return [got[t] for t in texts]
 
     def embed_one(self, text: str) -> Vector:
         """The vector of one text."""

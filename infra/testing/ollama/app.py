@@ -79,6 +79,16 @@ def _keep_alive(state: SimState, body: Mapping[str, Any]) -> float:
     return parse_keep_alive(body.get("keep_alive"), state.settings.default_keep_alive)
 
 
+async def _injected(state: SimState, endpoint: str) -> web.Response | None:
+    """A queued ``status`` fault's reply; a queued ``stall`` sleeps here and the call goes on (None)."""
+    fault = state.take_fault(endpoint, ("status", "stall"))
+    if fault is not None and fault.kind == "status":
+        return _error(fault.status, fault.message)
+    if fault is not None and fault.kind == "stall":
+        await asyncio.sleep(fault.seconds)
+    return None
+
+
 async def _sleep_until(deadline: float) -> None:
     delay = deadline - time.perf_counter()
     if delay > 0:
@@ -116,11 +126,9 @@ async def _completion(request: web.Request, endpoint: str) -> web.StreamResponse
     else:
         empty = not body.get("prompt") and not body.get("images")
 
-    fault = state.take_fault(endpoint, ("status", "stall"))
-    if fault is not None and fault.kind == "status":
-        return _error(fault.status, fault.message)
-    if fault is not None and fault.kind == "stall":
-        await asyncio.sleep(fault.seconds)
+    injected = await _injected(state, endpoint)
+    if injected is not None:
+        return injected
 
     started = time.perf_counter_ns()
     try:
@@ -447,11 +455,9 @@ async def embed(request: web.Request) -> web.StreamResponse:
         keep_alive = _keep_alive(state, body)
     except ValueError as exc:
         return _error(400, str(exc))
-    fault = state.take_fault("embed", ("status", "stall"))
-    if fault is not None and fault.kind == "status":
-        return _error(fault.status, fault.message)
-    if fault is not None and fault.kind == "stall":
-        await asyncio.sleep(fault.seconds)
+    injected = await _injected(state, "embed")
+    if injected is not None:
+        return injected
     started = time.perf_counter_ns()
     try:
         async with state.slot(model):
