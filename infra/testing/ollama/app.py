@@ -259,16 +259,20 @@ class _Generation:
         return len(self.out.tokens) + len(self.out.thinking) + (1 if self.out.tool_calls else 0)
 
     def finish(self, d: dict[str, Any], eval_ns: int) -> None:
-        _finish(
+        """Make ``d`` the final chunk: done, the reason, the context (generate) and the durations."""
+        d["done"] = True
+        d["done_reason"] = self.out.done_reason
+        n, count = self.prompt_tokens, self.eval_count
+        if not self.chat:
+            d["context"] = [(n * 31 + i * 7919) % 128000 for i in range(n + count)]
+        _durations(
             d,
-            self.out,
-            self.chat,
-            self.prompt_tokens,
-            self.eval_count,
-            self.started,
-            self.load_ns,
-            self.prompt_ns,
-            eval_ns,
+            total_duration=time.perf_counter_ns() - self.started,
+            load_duration=self.load_ns,
+            prompt_eval_count=n,
+            prompt_eval_duration=self.prompt_ns,
+            eval_count=count,
+            eval_duration=eval_ns,
         )
 
 
@@ -358,32 +362,6 @@ def _chunk(
             d["thinking"] = thinking
     d["done"] = False
     return d
-
-
-def _finish(
-    d: dict[str, Any],
-    out: Output,
-    chat: bool,
-    prompt_tokens: int,
-    eval_count: int,
-    started: int,
-    load_ns: int,
-    prompt_ns: int,
-    eval_ns: int,
-) -> None:
-    d["done"] = True
-    d["done_reason"] = out.done_reason
-    if not chat:
-        d["context"] = [(prompt_tokens * 31 + i * 7919) % 128000 for i in range(prompt_tokens + eval_count)]
-    _durations(
-        d,
-        total_duration=time.perf_counter_ns() - started,
-        load_duration=load_ns,
-        prompt_eval_count=prompt_tokens,
-        prompt_eval_duration=prompt_ns,
-        eval_count=eval_count,
-        eval_duration=eval_ns,
-    )
 
 
 def _png(seed: bytes, size: int = 8) -> bytes:
