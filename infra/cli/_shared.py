@@ -6,30 +6,31 @@ import argparse
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 __all__ = ["positive_float", "positive_int", "serve_until_stopped", "stop_on_signals"]
 
+N = TypeVar("N", int, float)
+
 
 def positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {n}")
-    return n
+    """A whole number above 0."""
+    return _above_zero(int, text, "a whole number", "a number")
 
 
 def positive_float(text: str) -> float:
     """Seconds above 0."""
+    return _above_zero(float, text, "seconds", "seconds")
+
+
+def _above_zero(parse: Callable[[str], N], text: str, what: str, unit: str) -> N:
     try:
-        x = float(text)
+        value = parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if x <= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {x}")
-    return x
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected {unit} above 0, got {value}")
+    return value
 
 
 def stop_on_signals(stop: threading.Event) -> Callable[[], None]:
