@@ -33,12 +33,17 @@ def _settings_from_config() -> DbConfig:
     try:
         from infra.config import get_config
 
-        return get_config().db
+        section = get_config().db
     except ConfigError:
         raise
     except Exception as exc:  # no config module / file: the built-in defaults are the shipped ones
         log.debug("create_pool: using built-in db settings (%s)", exc)
         return DbConfig()
+    problems = section.problems()
+    if problems:  # as before the section became the settings: a section asyncpg would refuse -> defaults
+        log.debug("create_pool: using built-in db settings (%s)", "; ".join(problems))
+        return DbConfig()
+    return section
 
 
 def _where(dsn: str | None) -> str:
