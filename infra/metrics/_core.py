@@ -9,15 +9,24 @@ last-writer-wins and cannot be sharded, use a lock (they are not on hot paths).
 from __future__ import annotations
 
 import math
-import re
 import threading
-from bisect import bisect_left
-from collections.abc import Iterable, Sequence
-from itertools import accumulate, pairwise
-from math import exp, floor, log
+from collections.abc import Sequence
+from itertools import accumulate
+from math import floor, log
 from numbers import Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._layout import KEY_MULT as _MULT
+from ._layout import BucketLayout
+from ._names import (
+    DEFAULT_BUCKETS,
+    GAUGE_AGGREGATES,
+    OVERFLOW_VALUE,
+    check_buckets,
+    check_labelnames,
+    check_metric_name,
+    escape_label_value,
+)
 from ._shards import CounterCell, HistogramShard, ShardSet
 from ._sketch import DEFAULT_RELATIVE_ACCURACY, QuantileSketch
 
@@ -26,50 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_BUCKETS", "Counter", "CounterChild", "Gauge", "GaugeChild", "Histogram", "HistogramChild"]
 
-# prometheus_client's defaults (5 ms .. 10 s), extended down to 1 ms and up to 10 minutes because voice
-# and LLM pipelines span both ends (a cache hit is sub-millisecond, a cold model load takes minutes).
-DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
-    1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-)  # fmt: skip
-
-OVERFLOW_VALUE = "__overflow__"
-
-_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-
-# The sketch mapping shared by every histogram shard (1% relative accuracy); kept as module globals so
-# the observe hot path reads them with one global lookup each.
-_SK = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)
-_MULT = 1.0 / math.log(_SK._gamma)
 _INF = math.inf
 # Timers append their durations to a list and fold them into the sketch in sorted batches of this many
 # (see ``HistogramChild.note``): bounded memory (~65 KB per series) and the sort amortised.
 PENDING_FOLD_AT = 2048
-_EDGE_HI, _EDGE_LO = 1.0 + 1e-12, 1.0 - 1e-12
-
-
-def _escape_label_value(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def check_metric_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValueError(f"invalid metric name {name!r}: must match [a-zA-Z_:][a-zA-Z0-9_:]*")
-
-
-def check_labelnames(metric: str, labelnames: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(labelnames, str):
-        raise TypeError(f"{metric}: labelnames must be a sequence of names, not the string {labelnames!r}")
-    names = tuple(labelnames)
-    for n in names:
-        if not isinstance(n, str) or not _LABEL_RE.fullmatch(n) or n.startswith("__"):
-            raise ValueError(
-                f"{metric}: invalid label name {n!r}: must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __"
-            )
-    if len(set(names)) != len(names):
-        raise ValueError(f"{metric}: duplicate label names in {names!r}")
-    return names
 
 
 class _Child:
@@ -82,7 +51,7 @@ class _Child:
         self._expo: list[str] | None = None  # exposition line prefixes, filled by the first render
         # Rendered once: exposition then only concatenates (render speed, see bench_metrics).
         self._lbl = ",".join(
-            f'{n}="{_escape_label_value(v)}"' for n, v in zip(labelnames, label_values, strict=False)
+            f'{n}="{escape_label_value(v)}"' for n, v in zip(labelnames, label_values, strict=False)
         )
 
 
@@ -161,55 +130,6 @@ class GaugeChild(_Child):
         self._lock = threading.Lock()
 
 
-class BucketLayout:
-    """Where the ``le`` boundaries of a histogram fall on the sketch's key grid (computed once).
-
-    Sketch key ``k`` holds values in ``[g**k, g**(k+1))``. Since ``log`` and ``floor`` are monotonic, a
-    value whose key is below ``key(b)`` is below ``b`` and one whose key is above is above it; only the
-    key containing ``b`` itself (a *straddling* key) is ambiguous, and the slow path splits it exactly.
-    So the ``le`` counts are exact, and ``observe`` pays for no bisect.
-    """
-
-    __slots__ = ("_index", "bounds", "keys", "n_zero", "straddle")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.n_zero = sum(1 for b in bounds if b == 0.0)  # a 0 boundary: zeros at or below it
-        self.keys = [floor(log(b) * _MULT) for b in bounds if b > 0.0]
-        straddle: dict[int, tuple[float, ...]] = {}
-        for k, b in zip(self.keys, (b for b in bounds if b > 0.0), strict=False):
-            straddle[k] = (*straddle.get(k, ()), b)
-        self.straddle = straddle
-        self._index: dict[int, int] = {}
-
-    def index(self, k: int) -> int:
-        """The ``le`` slot of sketch key ``k`` (for a straddling key: of its lowest sub-bucket)."""
-        i = self._index.get(k)
-        if i is None:
-            i = self._index[k] = self.n_zero + bisect_left(self.keys, k)
-        return i
-
-    def le_counts(self, shards: Iterable[HistogramShard]) -> tuple[list[int], float]:
-        """Per-``le``-slot counts (last = +Inf overflow) and the sum over ``shards``."""
-        le = [0] * (len(self.bounds) + 1)
-        index = self._index
-        total = 0.0
-        for s in shards:
-            le[0] += s.zero
-            # Copy the items in one C call before iterating: the owning thread may add keys meanwhile.
-            for k, c in tuple(s.bins.items()):
-                i = index.get(k)
-                if i is None:
-                    i = self.index(k)
-                le[i] += c
-            for k, parts in tuple(s.split.items()):
-                i = self.index(k)
-                for j, c in enumerate(parts):
-                    le[i + j] += c
-            total += s.sum
-        return le, float(total)
-
-
 class HistogramChild(_Child):
     """A bound histogram series: exact ``le`` counts for Prometheus plus a 1% quantile sketch.
 
@@ -261,21 +181,12 @@ class HistogramChild(_Child):
         if inside is None or (s.floor is not None and k < s.floor):
             s.add_key(k)
         else:
-            self._count_split(s, inside, k, (v,))
+            self._layout.count_split(s, inside, k, (v,))
         s.sum += v
         if v < s.min:
             s.min = v
         if v > s.max:
             s.max = v
-
-    @staticmethod
-    def _count_split(s: HistogramShard, inside: tuple[float, ...], k: int, values: Iterable[float]) -> None:
-        """Count values of straddling key ``k`` in the sub-bucket each falls in (exact ``le`` counts)."""
-        parts = s.split.get(k)
-        if parts is None:
-            parts = s.split[k] = [0] * (len(inside) + 1)
-        for v in values:
-            parts[bisect_left(inside, v)] += 1
 
     # -- timers: note now, fold in sorted batches ---------------------------------------------------
 
@@ -302,47 +213,7 @@ class HistogramChild(_Child):
             batch = pending[:n]
             del pending[:n]
             batch.sort()
-            self._fold_sorted(self._set.base, batch)
-
-    def _fold_sorted(self, s: HistogramShard, c: list[float]) -> None:
-        """Count the sorted, non-negative ``c`` into ``s`` exactly as ``observe`` would, one by one.
-
-        Values sharing a sketch key form one run of ``c``: find the run's end by bisecting for the
-        key's upper edge, then settle it with the key formula itself (``exp``/``log`` rounding may put
-        the edge one value off), so every value lands where ``observe`` would have put it.
-        """
-        n = len(c)
-        i = 0
-        while i < n and c[i] <= 0.0:
-            i += 1
-        s.zero += i
-        straddle = self._layout.straddle
-        while i < n:
-            k = floor(log(c[i]) * _MULT)
-            try:
-                edge = exp((k + 1) / _MULT)
-            except OverflowError:
-                edge = _INF
-            j = bisect_left(c, edge, i)
-            # Only a value within ~1e-12 of the edge can be misplaced by rounding (the key's own error is
-            # ~1e-13 of a key step): check those with the exact formula, trust the bisect elsewhere. Near
-            # the subnormal range ``exp`` loses precision: check every value there.
-            hi, lo = (edge * _EDGE_HI, edge * _EDGE_LO) if edge > 1e-290 else (_INF, 0.0)
-            while j < n and c[j] <= hi and floor(log(c[j]) * _MULT) == k:
-                j += 1
-            while j > i + 1 and c[j - 1] >= lo and floor(log(c[j - 1]) * _MULT) != k:
-                j -= 1
-            inside = straddle.get(k)
-            if inside is None or (s.floor is not None and k < s.floor):
-                s.add_key(k, j - i)
-            else:
-                self._count_split(s, inside, k, c[i:j])
-            i = j
-        s.sum += sum(c)
-        if c[0] < s.min:
-            s.min = c[0]
-        if c[-1] > s.max:
-            s.max = c[-1]
+            self._layout.fold_sorted(self._set.base, batch)
 
     def _observe_other(self, value: Any) -> None:
         if type(value) is not float and not isinstance(value, Real):
@@ -574,9 +445,6 @@ class Counter(_Metric):
         return 0.0
 
 
-GAUGE_AGGREGATES = ("sum", "max", "min")
-
-
 class Gauge(_Metric):
     """A value that goes up and down (connections open, queue depth).
 
@@ -645,7 +513,7 @@ class Histogram(_Metric):
     ) -> None:
         if "le" in labelnames:
             raise ValueError(f"{name}: the label name 'le' is reserved for histogram buckets")
-        self.buckets = _check_buckets(name, DEFAULT_BUCKETS if buckets is None else buckets)
+        self.buckets = check_buckets(name, DEFAULT_BUCKETS if buckets is None else buckets)
         self.layout = BucketLayout(self.buckets)
         super().__init__(name, documentation, labelnames, registry, guarded=guarded)
 
@@ -664,18 +532,3 @@ class Histogram(_Metric):
 
     def time(self) -> Any:
         self._needs_labels()
-
-
-def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
-    b = [float(x) for x in buckets]
-    if b and b[-1] == _INF:
-        b.pop()  # +Inf is always there; accept it spelled out, as prometheus_client does
-    if not b:
-        raise ValueError(f"{name}: a histogram needs at least one finite bucket boundary")
-    if any(not math.isfinite(x) for x in b):
-        raise ValueError(f"{name}: bucket boundaries must be finite (got {buckets!r})")
-    if any(x < 0 for x in b):
-        raise ValueError(f"{name}: bucket boundaries must be >= 0 (got {buckets!r})")
-    if any(a >= c for a, c in pairwise(b)):
-        raise ValueError(f"{name}: bucket boundaries must be strictly increasing (got {buckets!r})")
-    return tuple(b)

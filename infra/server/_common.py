@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import importlib
 from urllib.parse import parse_qs
 
+# The cache's get_stats() section: present (empty) before the first cache call, as the page expects.
+from ..cache import observability as _cache_observability  # noqa: F401
 from ..metrics import MetricsRegistry, get_metrics
 from ..metrics.exposition import negotiate, render
 
@@ -17,6 +21,24 @@ INLINE_RENDER_MAX_SERIES = 64
 GZIP_MIN_BYTES = 1024
 
 Response = tuple[int, list[tuple[str, str]], bytes]
+
+# Where the parts declare their get_stats() views (beside the histograms they read). A process serving a
+# fleet (multi-process mode, e.g. ``python -m infra metrics serve`` beside the workers) shows series of
+# parts it may never have imported itself, so it imports these declarations; a worker imported them
+# when it made its calls.
+PART_DECLARATIONS = ("infra.http._metrics", "infra.ollama._handles", "infra.db.timing")
+
+
+def declare_parts(registry: MetricsRegistry) -> None:
+    """Import every part's view declarations when ``registry`` combines a fleet (see above)."""
+    if registry.multiprocess:
+        for module in PART_DECLARATIONS:
+            # A part whose optional dependency is missing has no series either.
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+
+
+declare_parts(get_metrics())
 
 
 def authorized(header: str | None, token: str | None) -> bool:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+import infra.cache.observability  # noqa: F401  (the cache declares its get_stats() section there)
 from infra.metrics import DEFAULT_BUCKETS, MetricsRegistry, get_metrics, timed
 
 

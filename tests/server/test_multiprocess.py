@@ -235,7 +235,8 @@ if pid == 0:                  # a forked worker starts from zero: it must not re
     mp.close()
     os._exit(0)
 os.waitpid(pid, 0)
-print(get_metrics().get_stats() and int(get_metrics().combined_view().counter("fork_events_total").get()))
+get_metrics().get_stats()      # a read: combines the worker's final snapshot
+print(int(get_metrics().combined_view().counter("fork_events_total").get()))
 """
 
 
