@@ -42,15 +42,16 @@ PENDING_FOLD_AT = 2048
 
 
 class _Child:
-    """What every child knows: its label values and their rendered ``{...}`` fragment (cached)."""
+    """What every child knows: its label values, their rendered ``{...}`` fragment (``label_text``) and
+    the line prefixes exposition made from them (``render_cache``, filled by the first render)."""
 
-    __slots__ = ("_expo", "_lbl", "label_values")
+    __slots__ = ("label_text", "label_values", "render_cache")
 
     def __init__(self, labelnames: tuple[str, ...], label_values: tuple[str, ...]) -> None:
         self.label_values = label_values
-        self._expo: list[str] | None = None  # exposition line prefixes, filled by the first render
+        self.render_cache: list[str] | None = None  # exposition line prefixes, filled by the first render
         # Rendered once: exposition then only concatenates (render speed, see bench_metrics).
-        self._lbl = ",".join(
+        self.label_text = ",".join(
             f'{n}="{escape_label_value(v)}"' for n, v in zip(labelnames, label_values, strict=False)
         )
 
@@ -58,11 +59,11 @@ class _Child:
 class CounterChild(_Child):
     """A bound counter series. ``inc`` is lock-free (per-thread cell)."""
 
-    __slots__ = ("_local", "_metric", "_set")
+    __slots__ = ("_local", "_set", "metric")
 
     def __init__(self, metric: Counter, label_values: tuple[str, ...]) -> None:
         super().__init__(metric.labelnames, label_values)
-        self._metric = metric
+        self.metric = metric
         self._set: ShardSet[CounterCell] = ShardSet(CounterCell(None))
         self._local = self._set.local
 
@@ -83,17 +84,17 @@ class CounterChild(_Child):
 
     def _bad(self, amount: float) -> None:
         if amount < 0:
-            raise ValueError(f"{self._metric.name}: counters only go up, got inc({amount!r})")
-        self._metric._invalid()
+            raise ValueError(f"{self.metric.name}: counters only go up, got inc({amount!r})")
+        self.metric._invalid()
 
     def get(self) -> float:
         """The current total."""
         return self._set.read(lambda cells: math.fsum(c.value for c in cells))
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         self._set.clear()
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         self._set.after_fork()
 
 
@@ -123,10 +124,10 @@ class GaugeChild(_Child):
     def get(self) -> float:
         return self._value
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         self.set(0.0)
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         self._lock = threading.Lock()
 
 
@@ -140,11 +141,11 @@ class HistogramChild(_Child):
     ``_sum`` would also be invalid OpenMetrics).
     """
 
-    __slots__ = ("_layout", "_local", "_metric", "_pending", "_set", "_timer_cls")
+    __slots__ = ("_layout", "_local", "_pending", "_set", "_timer_cls", "metric")
 
     def __init__(self, metric: Histogram, label_values: tuple[str, ...]) -> None:
         super().__init__(metric.labelnames, label_values)
-        self._metric = metric
+        self.metric = metric
         self._layout = metric.layout
         self._set: ShardSet[HistogramShard] = ShardSet(HistogramShard(None))
         self._local = self._set.local
@@ -201,9 +202,15 @@ class HistogramChild(_Child):
         p = self._pending
         p.append(value)
         if len(p) >= PENDING_FOLD_AT:
-            self._fold_pending()
+            self.fold_pending()
 
-    def _fold_pending(self) -> None:
+    @property
+    def pending(self) -> list[float]:
+        """The list timers append their durations to (``note``); one object for the child's life."""
+        return self._pending
+
+    def fold_pending(self) -> None:
+        """Fold the durations timers noted (``note``) into the shards, in one sorted batch."""
         pending = self._pending
         with self._set.lock:  # one folder at a time; readers and dead-shard folds take it too
             n = len(pending)
@@ -217,10 +224,10 @@ class HistogramChild(_Child):
 
     def _observe_other(self, value: Any) -> None:
         if type(value) is not float and not isinstance(value, Real):
-            raise TypeError(f"{self._metric.name}: observe() takes a real number, got {type(value).__name__}")
+            raise TypeError(f"{self.metric.name}: observe() takes a real number, got {type(value).__name__}")
         v = float(value)
         if v != v or v == _INF or v < 0.0:
-            self._metric._invalid()
+            self.metric._invalid()
             return
         try:
             s = self._local.s
@@ -249,7 +256,7 @@ class HistogramChild(_Child):
     def le_counts(self) -> tuple[list[int], float]:
         """Per-bucket counts (last one is the ``+Inf`` overflow) and the sum, as one snapshot."""
         if self._pending:
-            self._fold_pending()
+            self.fold_pending()
         return self._set.read(self._layout.le_counts)
 
     def cumulative(self) -> tuple[list[int], float]:
@@ -271,7 +278,7 @@ class HistogramChild(_Child):
             return out
 
         if self._pending:
-            self._fold_pending()
+            self.fold_pending()
         sk = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)
         for bins, zero, total, vmin, vmax in self._set.read(read):
             sk.merge_bins(bins, {}, zero, sum(bins.values()) + zero, total, vmin, vmax)
@@ -281,7 +288,7 @@ class HistogramChild(_Child):
         """All shards (and pending notes) folded into one new shard: what a snapshot of this series
         carries to another process (``infra.metrics.multiprocess``)."""
         if self._pending:
-            self._fold_pending()
+            self.fold_pending()
 
         def read(shards: list[HistogramShard]) -> HistogramShard:
             out = HistogramShard(None)
@@ -296,12 +303,12 @@ class HistogramChild(_Child):
         with self._set.lock:
             self._set.base.fold(shard)
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         with self._set.lock:
             del self._pending[:]
         self._set.clear()
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         self._set.after_fork()
 
 
@@ -388,7 +395,7 @@ class _Metric:
                 self._n_series += 1
         if dropped:
             if self._dropped is None:
-                self._dropped = self._registry._internal_counter(
+                self._dropped = self._registry.internal_counter(
                     "infra_metrics_dropped_series_total",
                     "Label sets refused by the per-metric series limit (counted in the __overflow__ series).",
                 ).labels(self.name)
@@ -396,23 +403,27 @@ class _Metric:
         return child
 
     def _invalid(self) -> None:
-        self._registry._internal_counter(
+        self._registry.internal_counter(
             "infra_metrics_invalid_observations_total",
             "Dropped histogram observations (negative, NaN, inf) and counter increments (NaN, inf).",
         ).labels(self.name).inc()
+
+    def series_count(self) -> int:
+        """How many series (children) the metric holds."""
+        return len(self._children)
 
     def children(self) -> list[Any]:
         """A snapshot of the children (safe to iterate while others create series)."""
         return list(self._children.values())
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         for child in self.children():
-            child._reset()
+            child.reset()
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         self._lock = threading.Lock()
         for child in self.children():
-            child._after_fork()
+            child.after_fork()
 
     # Label-less convenience: replaced per instance by the solo child's bound methods.
     def _needs_labels(self, *_: Any, **__: Any) -> None:

@@ -9,7 +9,6 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from . import _timer
 from ._core import Counter, Gauge, Histogram, HistogramChild, _Metric
 from ._names import check_buckets
 from ._sketch import QuantileSketch
@@ -29,6 +28,7 @@ __all__ = [
     "OPERATION_ERRORS",
     "MetricsRegistry",
     "get_metrics",
+    "timed",
 ]
 
 DEFAULT_MAX_SERIES_PER_METRIC = 2000
@@ -186,8 +186,9 @@ class MetricsRegistry:
         """Get or create a histogram; ``buckets`` are the ``le`` boundaries (default DEFAULT_BUCKETS)."""
         return self._get(Histogram, name, documentation, labelnames, buckets=buckets)
 
-    def _internal_counter(self, name: str, documentation: str) -> Counter:
-        # The layer's own bookkeeping is exempt from the guard (it is bounded by the number of metrics).
+    def internal_counter(self, name: str, documentation: str) -> Counter:
+        """A counter of the layer's own bookkeeping, by ``metric``: exempt from the series guard (it is
+        bounded by the number of metrics)."""
         m = self._metrics.get(name)
         if m is None:
             with self._lock:
@@ -370,7 +371,7 @@ class MetricsRegistry:
     def reset(self) -> None:
         """Zero every series in place (for tests). Bound children kept by callers stay valid."""
         for m in self.collect():
-            m._reset()
+            m.reset()
 
     def __repr__(self) -> str:
         limit = self.max_series_per_metric
@@ -378,7 +379,21 @@ class MetricsRegistry:
 
 
 _registry = MetricsRegistry()
-_timer._default_registry = _registry
+
+
+def timed(operation: str, *, registry: MetricsRegistry | None = None) -> Timer:
+    """Time ``operation`` into ``registry`` (default: the process-wide one); see ``_timer``.
+
+    ``with timed("stage1"): ...``, ``async with timed("stage1"): ...``, ``@timed("stage1")``.
+    """
+    if registry is None:
+        registry = _registry
+    cls = registry._timed.get(operation)
+    if cls is None:
+        if not isinstance(operation, str):
+            raise TypeError(f"timed(): operation must be a str, got {type(operation).__name__}")
+        cls = registry._timer_class(operation)
+    return cls()
 
 
 def _after_fork_in_child() -> None:
@@ -388,7 +403,7 @@ def _after_fork_in_child() -> None:
     for reg in list(_REGISTRIES):
         reg._lock = threading.Lock()
         for m in reg._metrics.values():
-            m._after_fork()
+            m.after_fork()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX only

@@ -78,9 +78,9 @@ def _family_openmetrics(m: _Metric) -> str:
 
 def _prefixes(m: _Metric, child: Any) -> list[str]:
     """The cached line prefixes (name + labels + space) of ``child``'s samples."""
-    pre: list[str] | None = child._expo
+    pre: list[str] | None = child.render_cache
     if pre is None:
-        lbl = child._lbl
+        lbl = child.label_text
         if isinstance(m, Histogram):
             sep = "," if lbl else ""
             pre = [f'{m.name}_bucket{{{lbl}{sep}le="{format_float(b)}"}} ' for b in (*m.buckets, math.inf)]
@@ -89,7 +89,7 @@ def _prefixes(m: _Metric, child: Any) -> list[str]:
             pre.append(f"{m.name}_sum{tail}")
         else:
             pre = [f"{_sample_name(m)}{{{lbl}}} " if lbl else f"{_sample_name(m)} "]
-        child._expo = pre
+        child.render_cache = pre
     return pre
 
 

@@ -54,7 +54,7 @@ def authorized(header: str | None, token: str | None) -> bool:
 
 
 def series_count(registry: MetricsRegistry) -> int:
-    return sum(len(m._children) for m in registry.collect())
+    return sum(m.series_count() for m in registry.collect())
 
 
 def metrics_response(
