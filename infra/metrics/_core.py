@@ -103,8 +103,8 @@ class GaugeChild(_Child):
 
     __slots__ = ("_lock", "_value")
 
-    def __init__(self, labelnames: tuple[str, ...], label_values: tuple[str, ...]) -> None:
-        super().__init__(labelnames, label_values)
+    def __init__(self, metric: Gauge, label_values: tuple[str, ...]) -> None:
+        super().__init__(metric.labelnames, label_values)
         self._lock = threading.Lock()
         self._value = 0.0
 
@@ -316,6 +316,8 @@ class _Metric:
     """Shared by Counter, Gauge, Histogram: label resolution and the cardinality guard."""
 
     kind: ClassVar[str] = "untyped"
+    _child_class: ClassVar[type[Any]]  # the class of its children, made as ``_child_class(metric, values)``
+    _solo_methods: ClassVar[tuple[str, ...]] = ()  # a label-less metric takes these from its one child
 
     def __init__(
         self,
@@ -345,10 +347,11 @@ class _Metric:
             self._bind_solo(self._solo)
 
     def _make_child(self, values: tuple[str, ...]) -> Any:
-        raise NotImplementedError
+        return self._child_class(self, values)
 
     def _bind_solo(self, child: Any) -> None:
-        raise NotImplementedError
+        for name in self._solo_methods:
+            setattr(self, name, getattr(child, name))
 
     def labels(self, *values: Any, **kw: Any) -> Any:
         """The child for these label values (positional in ``labelnames`` order, or by keyword)."""
@@ -438,12 +441,8 @@ class Counter(_Metric):
 
     kind = "counter"
 
-    def _make_child(self, values: tuple[str, ...]) -> CounterChild:
-        return CounterChild(self, values)
-
-    def _bind_solo(self, child: CounterChild) -> None:
-        self.inc = child.inc  # type: ignore[method-assign]
-        self.get = child.get  # type: ignore[method-assign]
+    _child_class = CounterChild
+    _solo_methods = ("inc", "get")
 
     def labels(self, *values: Any, **kw: Any) -> CounterChild:
         return super().labels(*values, **kw)  # type: ignore[no-any-return]
@@ -481,14 +480,8 @@ class Gauge(_Metric):
         self.aggregate = aggregate
         super().__init__(name, documentation, labelnames, registry, guarded=guarded)
 
-    def _make_child(self, values: tuple[str, ...]) -> GaugeChild:
-        return GaugeChild(self.labelnames, values)
-
-    def _bind_solo(self, child: GaugeChild) -> None:
-        self.inc = child.inc  # type: ignore[method-assign]
-        self.dec = child.dec  # type: ignore[method-assign]
-        self.set = child.set  # type: ignore[method-assign]
-        self.get = child.get  # type: ignore[method-assign]
+    _child_class = GaugeChild
+    _solo_methods = ("inc", "dec", "set", "get")
 
     def labels(self, *values: Any, **kw: Any) -> GaugeChild:
         return super().labels(*values, **kw)  # type: ignore[no-any-return]
@@ -528,12 +521,8 @@ class Histogram(_Metric):
         self.layout = BucketLayout(self.buckets)
         super().__init__(name, documentation, labelnames, registry, guarded=guarded)
 
-    def _make_child(self, values: tuple[str, ...]) -> HistogramChild:
-        return HistogramChild(self, values)
-
-    def _bind_solo(self, child: HistogramChild) -> None:
-        self.observe = child.observe  # type: ignore[method-assign]
-        self.time = child.time  # type: ignore[method-assign]
+    _child_class = HistogramChild
+    _solo_methods = ("observe", "time")
 
     def labels(self, *values: Any, **kw: Any) -> HistogramChild:
         return super().labels(*values, **kw)  # type: ignore[no-any-return]

@@ -22,14 +22,27 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
 from ..metrics import MetricsRegistry, get_metrics
 from ..metrics.history import DEFAULT_HISTORY_INTERVAL, HistoryPage, MetricsHistory
-from ._common import Response, accepts_gzip, authorized
+from ._common import (
+    METHOD_NOT_ALLOWED,
+    ASGIApp,
+    Receive,
+    Response,
+    Scope,
+    Send,
+    accepts_gzip,
+    asgi_headers,
+    asgi_lifespan,
+    asgi_reply,
+    authorized,
+    wsgi_reply,
+)
 from ._dashboard_source import ColumnSampler, current_view
 
 __all__ = [
@@ -205,11 +218,6 @@ def dashboard_route(path: str) -> Callable[..., Response]:
 
 # -- ASGI (FastAPI / Starlette) ----------------------------------------------------------------------
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 
 def make_dashboard_asgi_app(registry: MetricsRegistry | None = None, *, token: str | None = None) -> ASGIApp:
     """An ASGI app serving the dashboard: ``app.mount("/dashboard", make_dashboard_asgi_app(token=...))``.
@@ -219,29 +227,18 @@ def make_dashboard_asgi_app(registry: MetricsRegistry | None = None, *, token: s
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    history_for(registry)
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await asgi_lifespan(receive, send, lambda: history_for(registry))
         if scope["type"] != "http":
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers = asgi_headers(scope)
         path: str = scope.get("path", "/")
         root: str = scope.get("root_path", "")
         # Starlette's Mount keeps the full path in "path" and the mount point in "root_path".
         subpath = path[len(root) :] if root and path.startswith(root) else path
         if scope.get("method", "GET") not in ("GET", "HEAD"):
-            status, hdrs, body = (
-                405,
-                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
-                b"",
-            )
+            response = METHOD_NOT_ALLOWED
         else:
-            status, hdrs, body = dashboard_response(
+            response = dashboard_response(
                 registry,
                 subpath=subpath,
                 base=root.rstrip("/"),
@@ -250,10 +247,7 @@ def make_dashboard_asgi_app(registry: MetricsRegistry | None = None, *, token: s
                 token=token,
                 accept_encoding=headers.get("accept-encoding"),
             )
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in hdrs]
-        raw.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
+        await asgi_reply(send, scope, response)
 
     return app
 
@@ -289,8 +283,6 @@ def make_dashboard_aiohttp_handler(
 
 # -- WSGI (gunicorn / Flask / Django) ---------------------------------------------------------------
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
-
 
 def make_dashboard_wsgi_app(
     registry: MetricsRegistry | None = None, *, token: str | None = None
@@ -302,25 +294,17 @@ def make_dashboard_wsgi_app(
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
-            status, headers, body = (
-                405,
-                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
-                b"",
-            )
-        else:
-            status, headers, body = dashboard_response(
-                registry,
-                subpath=environ.get("PATH_INFO", ""),
-                base=environ.get("SCRIPT_NAME", "").rstrip("/"),
-                query=environ.get("QUERY_STRING", ""),
-                authorization=environ.get("HTTP_AUTHORIZATION"),
-                token=token,
-                accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
-            )
-        start_response(
-            f"{status} {_REASONS.get(status, 'Error')}", [*headers, ("Content-Length", str(len(body)))]
+            return wsgi_reply(start_response, method, METHOD_NOT_ALLOWED)
+        response = dashboard_response(
+            registry,
+            subpath=environ.get("PATH_INFO", ""),
+            base=environ.get("SCRIPT_NAME", "").rstrip("/"),
+            query=environ.get("QUERY_STRING", ""),
+            authorization=environ.get("HTTP_AUTHORIZATION"),
+            token=token,
+            accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
         )
-        return [b"" if method == "HEAD" else body]
+        return wsgi_reply(start_response, method, response)
 
     return app
 
