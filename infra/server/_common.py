@@ -22,7 +22,9 @@ __all__ = [
     "Response",
     "Scope",
     "Send",
+    "WSGIApp",
     "accepts_gzip",
+    "asgi_app",
     "asgi_headers",
     "asgi_lifespan",
     "asgi_reply",
@@ -30,6 +32,7 @@ __all__ = [
     "metrics_response",
     "respond_off_loop",
     "series_count",
+    "wsgi_app",
     "wsgi_reply",
 ]
 
@@ -44,6 +47,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
 
 METHOD_NOT_ALLOWED: Response = (
     405,
@@ -153,6 +157,17 @@ async def respond_off_loop(registry: MetricsRegistry, respond: Callable[[], Resp
     return respond()
 
 
+def wsgi_app(respond: Callable[[dict[str, Any]], Response]) -> WSGIApp:
+    """A WSGI app answering GET and HEAD with ``respond(environ)``, other methods with 405."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        response = respond(environ) if method in ("GET", "HEAD") else METHOD_NOT_ALLOWED
+        return wsgi_reply(start_response, method, response)
+
+    return app
+
+
 def wsgi_reply(start_response: Callable[..., Any], method: str, response: Response) -> list[bytes]:
     """Send ``response`` through WSGI's ``start_response`` (no body for HEAD)."""
     status, headers, body = response
@@ -160,6 +175,27 @@ def wsgi_reply(start_response: Callable[..., Any], method: str, response: Respon
         f"{status} {_REASONS.get(status, 'Error')}", [*headers, ("Content-Length", str(len(body)))]
     )
     return [b"" if method == "HEAD" else body]
+
+
+def asgi_app(
+    respond: Callable[[Scope, dict[str, str]], Awaitable[Response]],
+    on_startup: Callable[[], object] | None = None,
+) -> ASGIApp:
+    """An ASGI app answering GET and HEAD with ``await respond(scope, headers)`` (header names
+    lower-cased), other methods with 405, and the lifespan protocol (``on_startup`` at startup)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await asgi_lifespan(receive, send, on_startup)
+        if scope["type"] != "http":
+            return
+        if scope.get("method", "GET") not in ("GET", "HEAD"):
+            response = METHOD_NOT_ALLOWED
+        else:
+            response = await respond(scope, asgi_headers(scope))
+        await asgi_reply(send, scope, response)
+
+    return app
 
 
 def asgi_headers(scope: Scope) -> dict[str, str]:

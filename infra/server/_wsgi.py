@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..metrics import MetricsRegistry, get_metrics
-from ._common import METHOD_NOT_ALLOWED, metrics_response, wsgi_reply
+from ._common import Response, metrics_response, wsgi_app
 
 __all__ = ["make_wsgi_app", "metrics_wsgi_app"]
 
@@ -22,11 +22,8 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 def make_wsgi_app(registry: MetricsRegistry | None = None, *, token: str | None = None) -> WSGIApp:
     """A WSGI app answering GET with the metrics of ``registry`` (default: the process-wide one)."""
 
-    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method not in ("GET", "HEAD"):
-            return wsgi_reply(start_response, method, METHOD_NOT_ALLOWED)
-        response = metrics_response(
+    def respond(environ: dict[str, Any]) -> Response:
+        return metrics_response(
             registry or get_metrics(),
             accept=environ.get("HTTP_ACCEPT"),
             query=environ.get("QUERY_STRING", ""),
@@ -34,9 +31,8 @@ def make_wsgi_app(registry: MetricsRegistry | None = None, *, token: str | None 
             token=token,
             accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
         )
-        return wsgi_reply(start_response, method, response)
 
-    return app
+    return wsgi_app(respond)
 
 
 metrics_wsgi_app: WSGIApp = make_wsgi_app()

@@ -30,18 +30,15 @@ from urllib.parse import parse_qs
 from ..metrics import MetricsRegistry, get_metrics
 from ..metrics.history import DEFAULT_HISTORY_INTERVAL, HistoryPage, MetricsHistory
 from ._common import (
-    METHOD_NOT_ALLOWED,
     ASGIApp,
     Receive,
     Response,
     Scope,
     Send,
     accepts_gzip,
-    asgi_headers,
-    asgi_lifespan,
-    asgi_reply,
+    asgi_app,
     authorized,
-    wsgi_reply,
+    wsgi_app,
 )
 from ._dashboard_source import ColumnSampler, current_view
 
@@ -225,31 +222,22 @@ def make_dashboard_asgi_app(registry: MetricsRegistry | None = None, *, token: s
     Starts the registry's history ring when it starts up (lifespan) or serves its first request.
     """
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await asgi_lifespan(receive, send, lambda: history_for(registry))
-        if scope["type"] != "http":
-            return
-        headers = asgi_headers(scope)
+    async def respond(scope: Scope, headers: dict[str, str]) -> Response:
         path: str = scope.get("path", "/")
         root: str = scope.get("root_path", "")
         # Starlette's Mount keeps the full path in "path" and the mount point in "root_path".
         subpath = path[len(root) :] if root and path.startswith(root) else path
-        if scope.get("method", "GET") not in ("GET", "HEAD"):
-            response = METHOD_NOT_ALLOWED
-        else:
-            response = dashboard_response(
-                registry,
-                subpath=subpath,
-                base=root.rstrip("/"),
-                query=scope.get("query_string", b"").decode("latin-1"),
-                authorization=headers.get("authorization"),
-                token=token,
-                accept_encoding=headers.get("accept-encoding"),
-            )
-        await asgi_reply(send, scope, response)
+        return dashboard_response(
+            registry,
+            subpath=subpath,
+            base=root.rstrip("/"),
+            query=scope.get("query_string", b"").decode("latin-1"),
+            authorization=headers.get("authorization"),
+            token=token,
+            accept_encoding=headers.get("accept-encoding"),
+        )
 
-    return app
+    return asgi_app(respond, lambda: history_for(registry))
 
 
 # -- aiohttp -----------------------------------------------------------------------------------------
@@ -291,11 +279,8 @@ def make_dashboard_wsgi_app(
     ``DispatcherMiddleware(app, {"/dashboard": make_dashboard_wsgi_app()})``."""
     history_for(registry)
 
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method not in ("GET", "HEAD"):
-            return wsgi_reply(start_response, method, METHOD_NOT_ALLOWED)
-        response = dashboard_response(
+    def respond(environ: dict[str, Any]) -> Response:
+        return dashboard_response(
             registry,
             subpath=environ.get("PATH_INFO", ""),
             base=environ.get("SCRIPT_NAME", "").rstrip("/"),
@@ -304,9 +289,8 @@ def make_dashboard_wsgi_app(
             token=token,
             accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
         )
-        return wsgi_reply(start_response, method, response)
 
-    return app
+    return wsgi_app(respond)
 
 
 _defaults: dict[str, Any] = {}
