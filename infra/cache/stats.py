@@ -24,6 +24,8 @@ import threading
 import weakref
 from typing import Any
 
+from infra.cache import observability as _observability  # noqa: F401  (registers the cache's stats section)
+
 __all__ = ["NamespaceStats", "NullStats", "count_value", "push_all", "track_for_collect"]
 
 log = logging.getLogger("infra.cache")

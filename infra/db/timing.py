@@ -19,9 +19,19 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from infra.metrics import get_metrics
+from infra.metrics import OperationView, get_metrics, register_operation_view
 
 __all__ = ["StatementTimer", "statement_label"]
+
+# get_stats() shows each statement label as a row; series with outcome="error" are the failed queries.
+register_operation_view(
+    OperationView(
+        histogram="infra_db_query_duration_seconds",
+        row="db {statement}",
+        error_label="outcome",
+        error_values=frozenset({"error"}),
+    )
+)
 
 _WS = re.compile(r"\s+")
 _VERB = re.compile(r"[A-Za-z]+")

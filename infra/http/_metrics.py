@@ -10,7 +10,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from infra.metrics import OperationView, register_operation_view
+
 __all__ = ["HostMetrics", "NullMetrics"]
+
+# get_stats() shows each method and origin as a row (its status classes merge through their sketches);
+# a call that ended in a transport error or a 5xx answer (after retries) failed.
+register_operation_view(
+    OperationView(
+        histogram="infra_http_request_duration_seconds",
+        row="http {method} {origin}",
+        error_label="code",
+        error_values=frozenset({"5xx", "error"}),
+    )
+)
 
 log = logging.getLogger("infra.http")
 

@@ -9,15 +9,24 @@ last-writer-wins and cannot be sharded, use a lock (they are not on hot paths).
 from __future__ import annotations
 
 import math
-import re
 import threading
-from bisect import bisect_left
-from collections.abc import Iterable, Sequence
-from itertools import accumulate, pairwise
-from math import exp, floor, log
+from collections.abc import Sequence
+from itertools import accumulate
+from math import floor, log
 from numbers import Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._layout import KEY_MULT as _MULT
+from ._layout import BucketLayout
+from ._names import (
+    DEFAULT_BUCKETS,
+    GAUGE_AGGREGATES,
+    OVERFLOW_VALUE,
+    check_buckets,
+    check_labelnames,
+    check_metric_name,
+    escape_label_value,
+)
 from ._shards import CounterCell, HistogramShard, ShardSet
 from ._sketch import DEFAULT_RELATIVE_ACCURACY, QuantileSketch
 
@@ -26,74 +35,35 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_BUCKETS", "Counter", "CounterChild", "Gauge", "GaugeChild", "Histogram", "HistogramChild"]
 
-# prometheus_client's defaults (5 ms .. 10 s), extended down to 1 ms and up to 10 minutes because voice
-# and LLM pipelines span both ends (a cache hit is sub-millisecond, a cold model load takes minutes).
-DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
-    1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-)  # fmt: skip
-
-OVERFLOW_VALUE = "__overflow__"
-
-_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-
-# The sketch mapping shared by every histogram shard (1% relative accuracy); kept as module globals so
-# the observe hot path reads them with one global lookup each.
-_SK = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)
-_MULT = 1.0 / math.log(_SK._gamma)
 _INF = math.inf
 # Timers append their durations to a list and fold them into the sketch in sorted batches of this many
 # (see ``HistogramChild.note``): bounded memory (~65 KB per series) and the sort amortised.
 PENDING_FOLD_AT = 2048
-_EDGE_HI, _EDGE_LO = 1.0 + 1e-12, 1.0 - 1e-12
-
-
-def _escape_label_value(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def check_metric_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValueError(f"invalid metric name {name!r}: must match [a-zA-Z_:][a-zA-Z0-9_:]*")
-
-
-def check_labelnames(metric: str, labelnames: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(labelnames, str):
-        raise TypeError(f"{metric}: labelnames must be a sequence of names, not the string {labelnames!r}")
-    names = tuple(labelnames)
-    for n in names:
-        if not isinstance(n, str) or not _LABEL_RE.fullmatch(n) or n.startswith("__"):
-            raise ValueError(
-                f"{metric}: invalid label name {n!r}: must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __"
-            )
-    if len(set(names)) != len(names):
-        raise ValueError(f"{metric}: duplicate label names in {names!r}")
-    return names
 
 
 class _Child:
-    """What every child knows: its label values and their rendered ``{...}`` fragment (cached)."""
+    """What every child knows: its label values, their rendered ``{...}`` fragment (``label_text``) and
+    the line prefixes exposition made from them (``render_cache``, filled by the first render)."""
 
-    __slots__ = ("_expo", "_lbl", "label_values")
+    __slots__ = ("label_text", "label_values", "render_cache")
 
     def __init__(self, labelnames: tuple[str, ...], label_values: tuple[str, ...]) -> None:
         self.label_values = label_values
-        self._expo: list[str] | None = None  # exposition line prefixes, filled by the first render
+        self.render_cache: list[str] | None = None  # exposition line prefixes, filled by the first render
         # Rendered once: exposition then only concatenates (render speed, see bench_metrics).
-        self._lbl = ",".join(
-            f'{n}="{_escape_label_value(v)}"' for n, v in zip(labelnames, label_values, strict=False)
+        self.label_text = ",".join(
+            f'{n}="{escape_label_value(v)}"' for n, v in zip(labelnames, label_values, strict=False)
         )
 
 
 class CounterChild(_Child):
     """A bound counter series. ``inc`` is lock-free (per-thread cell)."""
 
-    __slots__ = ("_local", "_metric", "_set")
+    __slots__ = ("_local", "_set", "metric")
 
     def __init__(self, metric: Counter, label_values: tuple[str, ...]) -> None:
         super().__init__(metric.labelnames, label_values)
-        self._metric = metric
+        self.metric = metric
         self._set: ShardSet[CounterCell] = ShardSet(CounterCell(None))
         self._local = self._set.local
 
@@ -114,17 +84,17 @@ class CounterChild(_Child):
 
     def _bad(self, amount: float) -> None:
         if amount < 0:
-            raise ValueError(f"{self._metric.name}: counters only go up, got inc({amount!r})")
-        self._metric._invalid()
+            raise ValueError(f"{self.metric.name}: counters only go up, got inc({amount!r})")
+        self.metric._invalid()
 
     def get(self) -> float:
         """The current total."""
         return self._set.read(lambda cells: math.fsum(c.value for c in cells))
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         self._set.clear()
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         self._set.after_fork()
 
 
@@ -133,8 +103,8 @@ class GaugeChild(_Child):
 
     __slots__ = ("_lock", "_value")
 
-    def __init__(self, labelnames: tuple[str, ...], label_values: tuple[str, ...]) -> None:
-        super().__init__(labelnames, label_values)
+    def __init__(self, metric: Gauge, label_values: tuple[str, ...]) -> None:
+        super().__init__(metric.labelnames, label_values)
         self._lock = threading.Lock()
         self._value = 0.0
 
@@ -154,60 +124,11 @@ class GaugeChild(_Child):
     def get(self) -> float:
         return self._value
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         self.set(0.0)
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         self._lock = threading.Lock()
-
-
-class BucketLayout:
-    """Where the ``le`` boundaries of a histogram fall on the sketch's key grid (computed once).
-
-    Sketch key ``k`` holds values in ``[g**k, g**(k+1))``. Since ``log`` and ``floor`` are monotonic, a
-    value whose key is below ``key(b)`` is below ``b`` and one whose key is above is above it; only the
-    key containing ``b`` itself (a *straddling* key) is ambiguous, and the slow path splits it exactly.
-    So the ``le`` counts are exact, and ``observe`` pays for no bisect.
-    """
-
-    __slots__ = ("_index", "bounds", "keys", "n_zero", "straddle")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.n_zero = sum(1 for b in bounds if b == 0.0)  # a 0 boundary: zeros at or below it
-        self.keys = [floor(log(b) * _MULT) for b in bounds if b > 0.0]
-        straddle: dict[int, tuple[float, ...]] = {}
-        for k, b in zip(self.keys, (b for b in bounds if b > 0.0), strict=False):
-            straddle[k] = (*straddle.get(k, ()), b)
-        self.straddle = straddle
-        self._index: dict[int, int] = {}
-
-    def index(self, k: int) -> int:
-        """The ``le`` slot of sketch key ``k`` (for a straddling key: of its lowest sub-bucket)."""
-        i = self._index.get(k)
-        if i is None:
-            i = self._index[k] = self.n_zero + bisect_left(self.keys, k)
-        return i
-
-    def le_counts(self, shards: Iterable[HistogramShard]) -> tuple[list[int], float]:
-        """Per-``le``-slot counts (last = +Inf overflow) and the sum over ``shards``."""
-        le = [0] * (len(self.bounds) + 1)
-        index = self._index
-        total = 0.0
-        for s in shards:
-            le[0] += s.zero
-            # Copy the items in one C call before iterating: the owning thread may add keys meanwhile.
-            for k, c in tuple(s.bins.items()):
-                i = index.get(k)
-                if i is None:
-                    i = self.index(k)
-                le[i] += c
-            for k, parts in tuple(s.split.items()):
-                i = self.index(k)
-                for j, c in enumerate(parts):
-                    le[i + j] += c
-            total += s.sum
-        return le, float(total)
 
 
 class HistogramChild(_Child):
@@ -220,11 +141,11 @@ class HistogramChild(_Child):
     ``_sum`` would also be invalid OpenMetrics).
     """
 
-    __slots__ = ("_layout", "_local", "_metric", "_pending", "_set", "_timer_cls")
+    __slots__ = ("_layout", "_local", "_pending", "_set", "_timer_cls", "metric")
 
     def __init__(self, metric: Histogram, label_values: tuple[str, ...]) -> None:
         super().__init__(metric.labelnames, label_values)
-        self._metric = metric
+        self.metric = metric
         self._layout = metric.layout
         self._set: ShardSet[HistogramShard] = ShardSet(HistogramShard(None))
         self._local = self._set.local
@@ -261,21 +182,12 @@ class HistogramChild(_Child):
         if inside is None or (s.floor is not None and k < s.floor):
             s.add_key(k)
         else:
-            self._count_split(s, inside, k, (v,))
+            self._layout.count_split(s, inside, k, (v,))
         s.sum += v
         if v < s.min:
             s.min = v
         if v > s.max:
             s.max = v
-
-    @staticmethod
-    def _count_split(s: HistogramShard, inside: tuple[float, ...], k: int, values: Iterable[float]) -> None:
-        """Count values of straddling key ``k`` in the sub-bucket each falls in (exact ``le`` counts)."""
-        parts = s.split.get(k)
-        if parts is None:
-            parts = s.split[k] = [0] * (len(inside) + 1)
-        for v in values:
-            parts[bisect_left(inside, v)] += 1
 
     # -- timers: note now, fold in sorted batches ---------------------------------------------------
 
@@ -290,9 +202,15 @@ class HistogramChild(_Child):
         p = self._pending
         p.append(value)
         if len(p) >= PENDING_FOLD_AT:
-            self._fold_pending()
+            self.fold_pending()
 
-    def _fold_pending(self) -> None:
+    @property
+    def pending(self) -> list[float]:
+        """The list timers append their durations to (``note``); one object for the child's life."""
+        return self._pending
+
+    def fold_pending(self) -> None:
+        """Fold the durations timers noted (``note``) into the shards, in one sorted batch."""
         pending = self._pending
         with self._set.lock:  # one folder at a time; readers and dead-shard folds take it too
             n = len(pending)
@@ -302,54 +220,14 @@ class HistogramChild(_Child):
             batch = pending[:n]
             del pending[:n]
             batch.sort()
-            self._fold_sorted(self._set.base, batch)
-
-    def _fold_sorted(self, s: HistogramShard, c: list[float]) -> None:
-        """Count the sorted, non-negative ``c`` into ``s`` exactly as ``observe`` would, one by one.
-
-        Values sharing a sketch key form one run of ``c``: find the run's end by bisecting for the
-        key's upper edge, then settle it with the key formula itself (``exp``/``log`` rounding may put
-        the edge one value off), so every value lands where ``observe`` would have put it.
-        """
-        n = len(c)
-        i = 0
-        while i < n and c[i] <= 0.0:
-            i += 1
-        s.zero += i
-        straddle = self._layout.straddle
-        while i < n:
-            k = floor(log(c[i]) * _MULT)
-            try:
-                edge = exp((k + 1) / _MULT)
-            except OverflowError:
-                edge = _INF
-            j = bisect_left(c, edge, i)
-            # Only a value within ~1e-12 of the edge can be misplaced by rounding (the key's own error is
-            # ~1e-13 of a key step): check those with the exact formula, trust the bisect elsewhere. Near
-            # the subnormal range ``exp`` loses precision: check every value there.
-            hi, lo = (edge * _EDGE_HI, edge * _EDGE_LO) if edge > 1e-290 else (_INF, 0.0)
-            while j < n and c[j] <= hi and floor(log(c[j]) * _MULT) == k:
-                j += 1
-            while j > i + 1 and c[j - 1] >= lo and floor(log(c[j - 1]) * _MULT) != k:
-                j -= 1
-            inside = straddle.get(k)
-            if inside is None or (s.floor is not None and k < s.floor):
-                s.add_key(k, j - i)
-            else:
-                self._count_split(s, inside, k, c[i:j])
-            i = j
-        s.sum += sum(c)
-        if c[0] < s.min:
-            s.min = c[0]
-        if c[-1] > s.max:
-            s.max = c[-1]
+            self._layout.fold_sorted(self._set.base, batch)
 
     def _observe_other(self, value: Any) -> None:
         if type(value) is not float and not isinstance(value, Real):
-            raise TypeError(f"{self._metric.name}: observe() takes a real number, got {type(value).__name__}")
+            raise TypeError(f"{self.metric.name}: observe() takes a real number, got {type(value).__name__}")
         v = float(value)
         if v != v or v == _INF or v < 0.0:
-            self._metric._invalid()
+            self.metric._invalid()
             return
         try:
             s = self._local.s
@@ -378,7 +256,7 @@ class HistogramChild(_Child):
     def le_counts(self) -> tuple[list[int], float]:
         """Per-bucket counts (last one is the ``+Inf`` overflow) and the sum, as one snapshot."""
         if self._pending:
-            self._fold_pending()
+            self.fold_pending()
         return self._set.read(self._layout.le_counts)
 
     def cumulative(self) -> tuple[list[int], float]:
@@ -400,7 +278,7 @@ class HistogramChild(_Child):
             return out
 
         if self._pending:
-            self._fold_pending()
+            self.fold_pending()
         sk = QuantileSketch(relative_accuracy=DEFAULT_RELATIVE_ACCURACY)
         for bins, zero, total, vmin, vmax in self._set.read(read):
             sk.merge_bins(bins, {}, zero, sum(bins.values()) + zero, total, vmin, vmax)
@@ -410,7 +288,7 @@ class HistogramChild(_Child):
         """All shards (and pending notes) folded into one new shard: what a snapshot of this series
         carries to another process (``infra.metrics.multiprocess``)."""
         if self._pending:
-            self._fold_pending()
+            self.fold_pending()
 
         def read(shards: list[HistogramShard]) -> HistogramShard:
             out = HistogramShard(None)
@@ -425,12 +303,12 @@ class HistogramChild(_Child):
         with self._set.lock:
             self._set.base.fold(shard)
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         with self._set.lock:
             del self._pending[:]
         self._set.clear()
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         self._set.after_fork()
 
 
@@ -438,6 +316,8 @@ class _Metric:
     """Shared by Counter, Gauge, Histogram: label resolution and the cardinality guard."""
 
     kind: ClassVar[str] = "untyped"
+    _child_class: ClassVar[type[Any]]  # the class of its children, made as ``_child_class(metric, values)``
+    _solo_methods: ClassVar[tuple[str, ...]] = ()  # a label-less metric takes these from its one child
 
     def __init__(
         self,
@@ -467,10 +347,11 @@ class _Metric:
             self._bind_solo(self._solo)
 
     def _make_child(self, values: tuple[str, ...]) -> Any:
-        raise NotImplementedError
+        return self._child_class(self, values)
 
     def _bind_solo(self, child: Any) -> None:
-        raise NotImplementedError
+        for name in self._solo_methods:
+            setattr(self, name, getattr(child, name))
 
     def labels(self, *values: Any, **kw: Any) -> Any:
         """The child for these label values (positional in ``labelnames`` order, or by keyword)."""
@@ -517,7 +398,7 @@ class _Metric:
                 self._n_series += 1
         if dropped:
             if self._dropped is None:
-                self._dropped = self._registry._internal_counter(
+                self._dropped = self._registry.internal_counter(
                     "infra_metrics_dropped_series_total",
                     "Label sets refused by the per-metric series limit (counted in the __overflow__ series).",
                 ).labels(self.name)
@@ -525,23 +406,27 @@ class _Metric:
         return child
 
     def _invalid(self) -> None:
-        self._registry._internal_counter(
+        self._registry.internal_counter(
             "infra_metrics_invalid_observations_total",
             "Dropped histogram observations (negative, NaN, inf) and counter increments (NaN, inf).",
         ).labels(self.name).inc()
+
+    def series_count(self) -> int:
+        """How many series (children) the metric holds."""
+        return len(self._children)
 
     def children(self) -> list[Any]:
         """A snapshot of the children (safe to iterate while others create series)."""
         return list(self._children.values())
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         for child in self.children():
-            child._reset()
+            child.reset()
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         self._lock = threading.Lock()
         for child in self.children():
-            child._after_fork()
+            child.after_fork()
 
     # Label-less convenience: replaced per instance by the solo child's bound methods.
     def _needs_labels(self, *_: Any, **__: Any) -> None:
@@ -556,12 +441,8 @@ class Counter(_Metric):
 
     kind = "counter"
 
-    def _make_child(self, values: tuple[str, ...]) -> CounterChild:
-        return CounterChild(self, values)
-
-    def _bind_solo(self, child: CounterChild) -> None:
-        self.inc = child.inc  # type: ignore[method-assign]
-        self.get = child.get  # type: ignore[method-assign]
+    _child_class = CounterChild
+    _solo_methods = ("inc", "get")
 
     def labels(self, *values: Any, **kw: Any) -> CounterChild:
         return super().labels(*values, **kw)  # type: ignore[no-any-return]
@@ -572,9 +453,6 @@ class Counter(_Metric):
     def get(self) -> float:
         self._needs_labels()
         return 0.0
-
-
-GAUGE_AGGREGATES = ("sum", "max", "min")
 
 
 class Gauge(_Metric):
@@ -602,14 +480,8 @@ class Gauge(_Metric):
         self.aggregate = aggregate
         super().__init__(name, documentation, labelnames, registry, guarded=guarded)
 
-    def _make_child(self, values: tuple[str, ...]) -> GaugeChild:
-        return GaugeChild(self.labelnames, values)
-
-    def _bind_solo(self, child: GaugeChild) -> None:
-        self.inc = child.inc  # type: ignore[method-assign]
-        self.dec = child.dec  # type: ignore[method-assign]
-        self.set = child.set  # type: ignore[method-assign]
-        self.get = child.get  # type: ignore[method-assign]
+    _child_class = GaugeChild
+    _solo_methods = ("inc", "dec", "set", "get")
 
     def labels(self, *values: Any, **kw: Any) -> GaugeChild:
         return super().labels(*values, **kw)  # type: ignore[no-any-return]
@@ -645,16 +517,12 @@ class Histogram(_Metric):
     ) -> None:
         if "le" in labelnames:
             raise ValueError(f"{name}: the label name 'le' is reserved for histogram buckets")
-        self.buckets = _check_buckets(name, DEFAULT_BUCKETS if buckets is None else buckets)
+        self.buckets = check_buckets(name, DEFAULT_BUCKETS if buckets is None else buckets)
         self.layout = BucketLayout(self.buckets)
         super().__init__(name, documentation, labelnames, registry, guarded=guarded)
 
-    def _make_child(self, values: tuple[str, ...]) -> HistogramChild:
-        return HistogramChild(self, values)
-
-    def _bind_solo(self, child: HistogramChild) -> None:
-        self.observe = child.observe  # type: ignore[method-assign]
-        self.time = child.time  # type: ignore[method-assign]
+    _child_class = HistogramChild
+    _solo_methods = ("observe", "time")
 
     def labels(self, *values: Any, **kw: Any) -> HistogramChild:
         return super().labels(*values, **kw)  # type: ignore[no-any-return]
@@ -664,18 +532,3 @@ class Histogram(_Metric):
 
     def time(self) -> Any:
         self._needs_labels()
-
-
-def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
-    b = [float(x) for x in buckets]
-    if b and b[-1] == _INF:
-        b.pop()  # +Inf is always there; accept it spelled out, as prometheus_client does
-    if not b:
-        raise ValueError(f"{name}: a histogram needs at least one finite bucket boundary")
-    if any(not math.isfinite(x) for x in b):
-        raise ValueError(f"{name}: bucket boundaries must be finite (got {buckets!r})")
-    if any(x < 0 for x in b):
-        raise ValueError(f"{name}: bucket boundaries must be >= 0 (got {buckets!r})")
-    if any(a >= c for a, c in pairwise(b)):
-        raise ValueError(f"{name}: bucket boundaries must be strictly increasing (got {buckets!r})")
-    return tuple(b)

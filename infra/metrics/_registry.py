@@ -9,32 +9,29 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from . import _timer
 from ._core import Counter, Gauge, Histogram, HistogramChild, _Metric
+from ._names import check_buckets
 from ._sketch import QuantileSketch
 from ._timer import Timer, timer_class
-from ._views import DEFAULT_VIEWS, OperationView
+from ._views import (
+    OPERATION_DURATION,
+    OPERATION_ERRORS,
+    OperationView,
+    StatsSection,
+    default_sections,
+    default_views,
+)
 
 __all__ = [
-    "CACHE_ERRORS",
-    "CACHE_HITS",
-    "CACHE_MISSES",
-    "CACHE_SAVED",
     "DEFAULT_MAX_SERIES_PER_METRIC",
     "OPERATION_DURATION",
     "OPERATION_ERRORS",
     "MetricsRegistry",
     "get_metrics",
-    "hit_rate",
+    "timed",
 ]
 
 DEFAULT_MAX_SERIES_PER_METRIC = 2000
-OPERATION_DURATION = "infra_operation_duration_seconds"
-OPERATION_ERRORS = "infra_operation_errors_total"
-CACHE_HITS = "infra_cache_hits_total"
-CACHE_MISSES = "infra_cache_misses_total"
-CACHE_ERRORS = "infra_cache_errors_total"
-CACHE_SAVED = "infra_cache_compute_seconds_saved_total"
 
 _log = logging.getLogger("infra.metrics")
 _in_hook = threading.local()  # a hook that reads the registry must not run the hooks again
@@ -48,12 +45,6 @@ _REGISTRIES: weakref.WeakSet[MetricsRegistry] = weakref.WeakSet()
 def _round(x: float) -> float:
     # Stats are for people and dashboards: microsecond resolution in milliseconds is plenty.
     return round(x, 3)
-
-
-def hit_rate(hits: float, misses: float) -> float:
-    """Hits over lookups as a fraction (0.8 for 80 %), 0.0 before any lookup: the one unit every view uses."""
-    total = hits + misses
-    return round(hits / total, 6) if total else 0.0
 
 
 def _row(sk: QuantileSketch, errors: int) -> dict[str, Any]:
@@ -114,9 +105,10 @@ class MetricsRegistry:
         # operation -> its Timer subclass (metric children resolved once per operation), for `timed`.
         self._timed: dict[str, type[Timer]] = {}
         self._timed_overflow: type[Timer] | None = None
-        self._views: tuple[OperationView, ...] = DEFAULT_VIEWS
+        self._views: tuple[OperationView, ...] = ()  # this registry's own, after default_views()
+        self._sections: dict[str, StatsSection] = {}  # this registry's own, over default_sections()
         self._hooks: tuple[Callable[[], None], ...] = ()
-        self._hook_failed: set[Callable[[], None]] = set()
+        self._hook_failed: set[object] = set()  # hooks and sections logged once
         self._combiner: Any = None  # infra.metrics.multiprocess.MultiProcess when that mode is on
         _REGISTRIES.add(self)
 
@@ -161,12 +153,9 @@ class MetricsRegistry:
         if aggregate is not None and isinstance(m, Gauge) and aggregate != m.aggregate:
             raise ValueError(f"gauge {name!r} is already registered with aggregate {m.aggregate!r}")
         buckets = kw.get("buckets")
-        if buckets is not None and isinstance(m, Histogram):
-            from ._core import _check_buckets
-
-            if _check_buckets(name, buckets) != m.buckets:
-                raise ValueError(f"histogram {name!r} is already registered with buckets {m.buckets!r}")
-        return m  # type: ignore[return-value]  # isinstance above narrowed M to Histogram
+        if buckets is not None and isinstance(m, Histogram) and check_buckets(name, buckets) != m.buckets:
+            raise ValueError(f"histogram {name!r} is already registered with buckets {m.buckets!r}")
+        return m
 
     def counter(self, name: str, documentation: str = "", labelnames: Sequence[str] = ()) -> Counter:
         """Get or create a counter (the same object for the same name)."""
@@ -197,8 +186,9 @@ class MetricsRegistry:
         """Get or create a histogram; ``buckets`` are the ``le`` boundaries (default DEFAULT_BUCKETS)."""
         return self._get(Histogram, name, documentation, labelnames, buckets=buckets)
 
-    def _internal_counter(self, name: str, documentation: str) -> Counter:
-        # The layer's own bookkeeping is exempt from the guard (it is bounded by the number of metrics).
+    def internal_counter(self, name: str, documentation: str) -> Counter:
+        """A counter of the layer's own bookkeeping, by ``metric``: exempt from the series guard (it is
+        bounded by the number of metrics)."""
         m = self._metrics.get(name)
         if m is None:
             with self._lock:
@@ -257,15 +247,17 @@ class MetricsRegistry:
         """JSON-ready summary, the shape of seed 004's README.
 
         ``{operation: {count, errors, sum_ms, min_ms, max_ms, mean_ms, avg_ms, p50_ms, p95_ms, p99_ms},
-        ..., "cache": {namespace: {hits, misses, hit_rate, errors, compute_seconds_saved}}}``. Operations
-        come from the operation views (``timed`` blocks and wrapped methods by name, ``http METHOD
-        ORIGIN``, ``ollama OPERATION MODEL``, ``db STATEMENT``; see ``add_operation_view``). ``hit_rate``
-        is a fraction (0.8 for 80 %), as in ``get_cache().get_stats()`` and ``cache stats --json``.
-        Quantiles follow ``QuantileSketch.quantiles`` (numpy ``method="higher"``, within 1 %). An
-        operation literally named "cache" is reported under "operations" instead, so it can't hide the
-        cache section. Collect hooks (the cache's pending counts) run first, so the figures are current.
+        ..., section: {...}}``. Operations come from the operation views (``timed`` blocks and wrapped
+        methods by name, and what the parts registered: ``http METHOD ORIGIN``, ...; see
+        ``add_operation_view``); sections from the parts' stats sections (the cache's hit rates per
+        namespace under "cache"; see ``add_stats_section``). Quantiles follow
+        ``QuantileSketch.quantiles`` (numpy ``method="higher"``, within 1 %). An operation named like a
+        section (or "operations") is reported under "operations" instead, so it can't hide the section.
+        Collect hooks (the cache's pending counts) run first, so the figures are current. With
+        multi-process mode on, this registry's views and sections read the combined series.
         """
-        return self.combined_view()._local_stats()
+        sections = {**default_sections(), **self._sections}
+        return self.combined_view()._stats((*default_views(), *self._views), sections)
 
     def combined_view(self) -> MetricsRegistry:
         """This registry; with multi-process mode on (``infra.metrics.multiprocess``), a new registry
@@ -278,16 +270,24 @@ class MetricsRegistry:
         """True when reads combine the series of every worker process (``infra.metrics.multiprocess``)."""
         return self._combiner is not None
 
-    def _local_stats(self) -> dict[str, Any]:
+    def _stats(
+        self, views: tuple[OperationView, ...], sections: Mapping[str, StatsSection]
+    ) -> dict[str, Any]:
         self._run_collect_hooks()
         out: dict[str, Any] = {}
-        for view in self._views:
+        for view in views:
             for name, entry in self._view_rows(view).items():
-                if name == "cache" or name == "operations":
+                if name in sections or name == "operations":
                     out.setdefault("operations", {})[name] = entry
                 else:
                     out[name] = entry
-        out["cache"] = self._cache_stats()
+        for name, build in sections.items():
+            try:
+                out[name] = build(self)
+            except Exception as exc:  # a part's section never fails a read
+                if build not in self._hook_failed:
+                    self._hook_failed.add(build)
+                    _log.warning("metrics stats section %r failed: %s", name, exc)
         return out
 
     def add_operation_view(self, view: OperationView) -> None:
@@ -332,31 +332,11 @@ class MetricsRegistry:
             rows[name] = _row(sk, n_err)
         return rows
 
-    def _cache_stats(self) -> dict[str, dict[str, Any]]:
-        def by_ns(name: str) -> Mapping[str, float]:
-            m = self._metrics.get(name)
-            if not isinstance(m, Counter) or "namespace" not in m.labelnames:
-                return {}
-            i = m.labelnames.index("namespace")
-            acc: dict[str, float] = {}
-            for c in m.children():
-                ns = c.label_values[i]
-                acc[ns] = acc.get(ns, 0.0) + c.get()
-            return acc
-
-        hits, misses = by_ns(CACHE_HITS), by_ns(CACHE_MISSES)
-        errors, saved = by_ns(CACHE_ERRORS), by_ns(CACHE_SAVED)
-        cache: dict[str, dict[str, Any]] = {}
-        for ns in sorted(set(hits) | set(misses) | set(errors)):
-            h, m = int(hits.get(ns, 0)), int(misses.get(ns, 0))
-            cache[ns] = {
-                "hits": h,
-                "misses": m,
-                "hit_rate": hit_rate(h, m),
-                "errors": int(errors.get(ns, 0)),
-                "compute_seconds_saved": round(saved.get(ns, 0.0), 6),
-            }
-        return cache
+    def add_stats_section(self, name: str, build: StatsSection) -> None:
+        """Show ``build(registry)`` as ``get_stats()[name]`` for this registry (over a section of the
+        same name registered for every registry with ``register_stats_section``)."""
+        with self._lock:
+            self._sections = {**self._sections, name: build}
 
     # -- collect hooks -------------------------------------------------------------------------------
 
@@ -391,7 +371,7 @@ class MetricsRegistry:
     def reset(self) -> None:
         """Zero every series in place (for tests). Bound children kept by callers stay valid."""
         for m in self.collect():
-            m._reset()
+            m.reset()
 
     def __repr__(self) -> str:
         limit = self.max_series_per_metric
@@ -399,7 +379,21 @@ class MetricsRegistry:
 
 
 _registry = MetricsRegistry()
-_timer._default_registry = _registry
+
+
+def timed(operation: str, *, registry: MetricsRegistry | None = None) -> Timer:
+    """Time ``operation`` into ``registry`` (default: the process-wide one); see ``_timer``.
+
+    ``with timed("stage1"): ...``, ``async with timed("stage1"): ...``, ``@timed("stage1")``.
+    """
+    if registry is None:
+        registry = _registry
+    cls = registry._timed.get(operation)
+    if cls is None:
+        if not isinstance(operation, str):
+            raise TypeError(f"timed(): operation must be a str, got {type(operation).__name__}")
+        cls = registry._timer_class(operation)
+    return cls()
 
 
 def _after_fork_in_child() -> None:
@@ -409,7 +403,7 @@ def _after_fork_in_child() -> None:
     for reg in list(_REGISTRIES):
         reg._lock = threading.Lock()
         for m in reg._metrics.values():
-            m._after_fork()
+            m.after_fork()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX only

@@ -106,6 +106,11 @@ class QuantileSketch:
         """The representative value of bucket ``key`` (within relative accuracy of all its members)."""
         return math.exp(key / self._mult) * self._rep
 
+    @property
+    def key_multiplier(self) -> float:
+        """``1 / log(gamma)``: ``key(v)`` is ``floor(log(v) * key_multiplier)`` (for code inlining it)."""
+        return self._mult
+
     # -- adding ----------------------------------------------------------------------------------
 
     def add(self, value: float, count: int = 1) -> None:

@@ -31,15 +31,11 @@ from ._core import PENDING_FOLD_AT
 
 if TYPE_CHECKING:
     from ._core import CounterChild, HistogramChild
-    from ._registry import MetricsRegistry
 
-__all__ = ["Timer", "timed", "timer_class"]
+__all__ = ["Timer", "timer_class"]
 
 _log = logging.getLogger("infra.metrics")
 _failure_logged = False  # log a recording failure once per process, not once per call
-
-# Set by ``_registry`` once the process-wide registry exists (it imports this module, not the reverse).
-_default_registry: MetricsRegistry | None = None
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,7 +74,7 @@ class Timer:
         p.append(v)
         if len(p) >= PENDING_FOLD_AT:
             try:
-                self._h._fold_pending()
+                self._h.fold_pending()
             except Exception:
                 _record_failed(self._h)
 
@@ -107,12 +103,12 @@ class Timer:
         return _wrap_function(func, h, e)  # type: ignore[return-value]
 
     def __repr__(self) -> str:
-        return f"<Timer {self._h._metric.name}{{{self._h._lbl}}}>"
+        return f"<Timer {self._h.metric.name}{{{self._h.label_text}}}>"
 
 
 def timer_class(hist: HistogramChild, errors: CounterChild | None) -> type[Timer]:
     """The Timer subclass bound to these children (callers cache it: one per operation)."""
-    return type("Timer", (Timer,), {"__slots__": (), "_h": hist, "_pending": hist._pending, "_e": errors})
+    return type("Timer", (Timer,), {"__slots__": (), "_h": hist, "_pending": hist.pending, "_e": errors})
 
 
 def _record(
@@ -132,7 +128,7 @@ def _record_failed(h: HistogramChild) -> None:
     global _failure_logged
     if not _failure_logged:
         _failure_logged = True
-        _log.exception("timed: recording %s failed; the timed code is unaffected", h._metric.name)
+        _log.exception("timed: recording %s failed; the timed code is unaffected", h.metric.name)
 
 
 def _wrap_function(func: Callable[..., Any], h: HistogramChild, e: CounterChild | None) -> Callable[..., Any]:
@@ -224,19 +220,3 @@ def _wrap_asyncgen(func: Callable[..., Any], h: HistogramChild, e: CounterChild 
             _record(h, e, perf_counter() - t0, failed)
 
     return wrapper
-
-
-def timed(operation: str, *, registry: MetricsRegistry | None = None) -> Timer:
-    """Time ``operation`` into ``registry`` (default: the process-wide one).
-
-    ``with timed("stage1"): ...``, ``async with timed("stage1"): ...``, ``@timed("stage1")``.
-    """
-    if registry is None:
-        registry = _default_registry
-        assert registry is not None
-    cls = registry._timed.get(operation)
-    if cls is None:
-        if not isinstance(operation, str):
-            raise TypeError(f"timed(): operation must be a str, got {type(operation).__name__}")
-        cls = registry._timer_class(operation)
-    return cls()

@@ -1,22 +1,44 @@
 """Operation views: how ``get_stats()`` turns duration histograms into one row per operation.
 
 Every operation the layer runs is timed into some histogram (``timed`` blocks and wrapped methods into
-``infra_operation_duration_seconds{operation}``, HTTP calls into ``infra_http_request_duration_seconds``,
-Ollama calls, asyncpg statements). A view names one such histogram, how its labels make a row name
-(``"http {method} {origin}"``: the series of all status classes of one origin and method merge into one
-row through their sketches, exactly), and where its errors are counted: in series whose label says so
-(``outcome="error"``) or in a counter with the same key labels. The registry holds the views as data
-(``MetricsRegistry.add_operation_view``), so a part of the layer or an application adds its own without
-the registry knowing its metrics.
+``infra_operation_duration_seconds{operation}``; the parts' calls into their own). A view names one
+such histogram, how its labels make a row name (``"http {method} {origin}"``: the series of all status
+classes of one origin and method merge into one row through their sketches, exactly), and where its
+errors are counted: in series whose label says so (``outcome="error"``) or in a counter with the same
+key labels. The registry holds the views as data, so a part of the layer or an application adds its
+own without the registry knowing its metrics.
+
+A part whose numbers are not operation rows (the cache's hit rates per namespace) contributes a *stats
+section*: a function from a registry to one JSON-ready mapping, shown under its name in ``get_stats()``.
+What a part declares with ``register_operation_view`` / ``register_stats_section`` shows in every
+registry of the process (the part declares it once, where it names its metrics: the cache in
+``infra.cache.observability``); ``MetricsRegistry.add_operation_view`` / ``add_stats_section`` add to
+one registry only. The layer's own view (``timed`` blocks) is the only one defined here; HTTP's, Ollama's
+and asyncpg's are declared beside the histograms they read (``infra.http._metrics``,
+``infra.ollama._handles``, ``infra.db.timing``).
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-__all__ = ["DEFAULT_VIEWS", "OperationView"]
+if TYPE_CHECKING:
+    from ._registry import MetricsRegistry
+
+__all__ = [
+    "OPERATION_DURATION",
+    "OPERATION_ERRORS",
+    "OperationView",
+    "StatsSection",
+    "default_sections",
+    "default_views",
+    "register_operation_view",
+    "register_stats_section",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,28 +70,46 @@ class OperationView:
         return self.row.format_map(labels)
 
 
-DEFAULT_VIEWS: tuple[OperationView, ...] = (
+StatsSection = Callable[["MetricsRegistry"], Mapping[str, object]]
+"""Builds one section of ``get_stats()`` from a registry's series (read through its public API)."""
+
+OPERATION_DURATION = "infra_operation_duration_seconds"  # what ``timed`` records
+OPERATION_ERRORS = "infra_operation_errors_total"  # what ``timed`` counts when the timed code raises
+
+_lock = threading.Lock()
+# The layer's own metric: ``timed`` blocks and wrapped methods, one row per operation.
+_views: tuple[OperationView, ...] = (
     OperationView(
-        histogram="infra_operation_duration_seconds",
+        histogram=OPERATION_DURATION,
         row="{operation}",
-        error_counter="infra_operation_errors_total",
-    ),
-    # An HTTP call that ended in a transport error or a 5xx answer (after retries) failed.
-    OperationView(
-        histogram="infra_http_request_duration_seconds",
-        row="http {method} {origin}",
-        error_label="code",
-        error_values=frozenset({"5xx", "error"}),
-    ),
-    OperationView(
-        histogram="infra_ollama_request_duration_seconds",
-        row="ollama {operation} {model}",
-        error_counter="infra_ollama_errors_total",
-    ),
-    OperationView(
-        histogram="infra_db_query_duration_seconds",
-        row="db {statement}",
-        error_label="outcome",
-        error_values=frozenset({"error"}),
+        error_counter=OPERATION_ERRORS,
     ),
 )
+_sections: dict[str, StatsSection] = {}
+
+
+def register_operation_view(view: OperationView) -> None:
+    """Show ``view`` in ``get_stats()`` of every registry of the process (once per view)."""
+    if not isinstance(view, OperationView):
+        raise TypeError(f"register_operation_view takes an OperationView, got {type(view).__name__}")
+    global _views
+    with _lock:
+        if view not in _views:
+            _views = (*_views, view)
+
+
+def register_stats_section(name: str, build: StatsSection) -> None:
+    """Show ``build(registry)`` as ``get_stats()[name]`` in every registry of the process (the last
+    registration of a name wins, so a module re-imported in a test replaces its own section)."""
+    with _lock:
+        _sections[name] = build
+
+
+def default_views() -> tuple[OperationView, ...]:
+    """The views every registry shows (the layer's own and those the parts registered)."""
+    return _views
+
+
+def default_sections() -> dict[str, StatsSection]:
+    """The sections every registry shows, by name (a copy)."""
+    return dict(_sections)

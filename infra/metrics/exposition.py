@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import accumulate
 from typing import Any
 
@@ -78,9 +78,9 @@ def _family_openmetrics(m: _Metric) -> str:
 
 def _prefixes(m: _Metric, child: Any) -> list[str]:
     """The cached line prefixes (name + labels + space) of ``child``'s samples."""
-    pre: list[str] | None = child._expo
+    pre: list[str] | None = child.render_cache
     if pre is None:
-        lbl = child._lbl
+        lbl = child.label_text
         if isinstance(m, Histogram):
             sep = "," if lbl else ""
             pre = [f'{m.name}_bucket{{{lbl}{sep}le="{format_float(b)}"}} ' for b in (*m.buckets, math.inf)]
@@ -89,7 +89,7 @@ def _prefixes(m: _Metric, child: Any) -> list[str]:
             pre.append(f"{m.name}_sum{tail}")
         else:
             pre = [f"{_sample_name(m)}{{{lbl}}} " if lbl else f"{_sample_name(m)} "]
-        child._expo = pre
+        child.render_cache = pre
     return pre
 
 
@@ -107,36 +107,31 @@ def _samples(m: _Metric, out: list[str]) -> None:
             out.append(_prefixes(m, child)[0] + format_float(child.get()))
 
 
-def _kind(m: _Metric) -> str:
-    return m.kind
+def _render(
+    registry: MetricsRegistry | None,
+    family: Callable[[_Metric], str],
+    help_text: Callable[[str], str],
+    end: str,
+) -> str:
+    out: list[str] = []
+    for m in (registry or get_metrics()).collect():
+        name = family(m)
+        if m.documentation:
+            out.append(f"# HELP {name} {help_text(m.documentation)}")
+        out.append(f"# TYPE {name} {m.kind}")
+        _samples(m, out)
+    out.append(end)
+    return "\n".join(out)
 
 
 def render_text(registry: MetricsRegistry | None = None) -> str:
     """Prometheus text exposition format 0.0.4."""
-    reg = registry or get_metrics()
-    out: list[str] = []
-    for m in reg.collect():
-        family = _sample_name(m)
-        if m.documentation:
-            out.append(f"# HELP {family} {_help_text(m.documentation)}")
-        out.append(f"# TYPE {family} {_kind(m)}")
-        _samples(m, out)
-    out.append("")
-    return "\n".join(out)
+    return _render(registry, _sample_name, _help_text, "")
 
 
 def render_openmetrics(registry: MetricsRegistry | None = None) -> str:
     """OpenMetrics 1.0.0 text format (ends with ``# EOF``)."""
-    reg = registry or get_metrics()
-    out: list[str] = []
-    for m in reg.collect():
-        family = _family_openmetrics(m)
-        if m.documentation:
-            out.append(f"# HELP {family} {_help_openmetrics(m.documentation)}")
-        out.append(f"# TYPE {family} {_kind(m)}")
-        _samples(m, out)
-    out.append("# EOF\n")
-    return "\n".join(out)
+    return _render(registry, _family_openmetrics, _help_openmetrics, "# EOF\n")
 
 
 def _json_value(v: float) -> float | str | None:

@@ -238,6 +238,14 @@ class MetricsHistory:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and os.getpid() == self._pid
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the sampling thread to end (it ends by itself once its
+        registry is gone, or after ``stop``); True if no thread runs now."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        return not self.running
+
     def _run(self) -> None:
         # Sample on the interval's grid (not interval after the last sample ended), so samples stay
         # evenly spaced however long one takes.

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from infra.metrics import OperationView, register_operation_view
+
 __all__ = ["Handles"]
+
+# get_stats() shows each (operation, model) as a row; failed calls are counted in the errors counter.
+register_operation_view(
+    OperationView(
+        histogram="infra_ollama_request_duration_seconds",
+        row="ollama {operation} {model}",
+        error_counter="infra_ollama_errors_total",
+    )
+)
 
 
 class _Noop:

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..metrics import MetricsRegistry, get_metrics
-from ._common import INLINE_RENDER_MAX_SERIES, metrics_response, series_count
+from ._common import Response, metrics_response, respond_off_loop
 
 __all__ = ["make_aiohttp_handler", "metrics_aiohttp_handler"]
 
@@ -21,7 +21,7 @@ def make_aiohttp_handler(
 
         reg = registry or get_metrics()
 
-        def respond() -> tuple[int, list[tuple[str, str]], bytes]:
+        def respond() -> Response:
             return metrics_response(
                 reg,
                 accept=request.headers.get("Accept"),
@@ -31,12 +31,7 @@ def make_aiohttp_handler(
                 accept_encoding=request.headers.get("Accept-Encoding"),
             )
 
-        if reg.multiprocess or series_count(reg) > INLINE_RENDER_MAX_SERIES:  # combining reads files
-            import asyncio
-
-            status, headers, body = await asyncio.get_running_loop().run_in_executor(None, respond)
-        else:
-            status, headers, body = respond()
+        status, headers, body = await respond_off_loop(reg, respond)
         hdrs = dict(headers)
         ctype = hdrs.pop("Content-Type")
         # aiohttp wants content_type and charset apart; keep the version parameter in the header.

@@ -1,14 +1,40 @@
-"""What every /metrics front end shares: bearer-token check and the response for a request."""
+"""What every /metrics and /dashboard front end shares: the bearer-token check, the response for a
+request, and the thin WSGI / ASGI edges that send a response (each front end only maps its request)."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import importlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 from urllib.parse import parse_qs
 
+# The cache's get_stats() section: present (empty) before the first cache call, as the page expects.
+from ..cache import observability as _cache_observability  # noqa: F401
 from ..metrics import MetricsRegistry, get_metrics
 from ..metrics.exposition import negotiate, render
 
-__all__ = ["Response", "accepts_gzip", "authorized", "metrics_response", "series_count"]
+__all__ = [
+    "METHOD_NOT_ALLOWED",
+    "ASGIApp",
+    "Receive",
+    "Response",
+    "Scope",
+    "Send",
+    "WSGIApp",
+    "accepts_gzip",
+    "asgi_app",
+    "asgi_headers",
+    "asgi_lifespan",
+    "asgi_reply",
+    "authorized",
+    "metrics_response",
+    "respond_off_loop",
+    "series_count",
+    "wsgi_app",
+    "wsgi_reply",
+]
 
 # Above this many series a scrape renders on a worker thread instead of the event loop. Text for 1000
 # histogram series takes ~17-60 ms (bench/bench_metrics.py; more sketch keys per series cost more), so
@@ -17,6 +43,36 @@ INLINE_RENDER_MAX_SERIES = 64
 GZIP_MIN_BYTES = 1024
 
 Response = tuple[int, list[tuple[str, str]], bytes]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
+
+METHOD_NOT_ALLOWED: Response = (
+    405,
+    [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
+    b"",
+)
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
+
+# Where the parts declare their get_stats() views (beside the histograms they read). A process serving a
+# fleet (multi-process mode, e.g. ``python -m infra metrics serve`` beside the workers) shows series of
+# parts it may never have imported itself, so it imports these declarations; a worker imported them
+# when it made its calls.
+PART_DECLARATIONS = ("infra.http._metrics", "infra.ollama._handles", "infra.db.timing")
+
+
+def declare_parts(registry: MetricsRegistry) -> None:
+    """Import every part's view declarations when ``registry`` combines a fleet (see above)."""
+    if registry.multiprocess:
+        for module in PART_DECLARATIONS:
+            # A part whose optional dependency is missing has no series either.
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+
+
+declare_parts(get_metrics())
 
 
 def authorized(header: str | None, token: str | None) -> bool:
@@ -32,7 +88,7 @@ def authorized(header: str | None, token: str | None) -> bool:
 
 
 def series_count(registry: MetricsRegistry) -> int:
-    return sum(len(m._children) for m in registry.collect())
+    return sum(m.series_count() for m in registry.collect())
 
 
 def metrics_response(
@@ -89,3 +145,81 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
                 return False
         return True
     return False
+
+
+async def respond_off_loop(registry: MetricsRegistry, respond: Callable[[], Response]) -> Response:
+    """``respond()``, on a worker thread when it would hold the event loop: a large registry, or one
+    combining the workers of a multi-process server (that reads their snapshot files)."""
+    if registry.multiprocess or series_count(registry) > INLINE_RENDER_MAX_SERIES:
+        import asyncio  # lazy: importing the server stays free of an event loop
+
+        return await asyncio.get_running_loop().run_in_executor(None, respond)
+    return respond()
+
+
+def wsgi_app(respond: Callable[[dict[str, Any]], Response]) -> WSGIApp:
+    """A WSGI app answering GET and HEAD with ``respond(environ)``, other methods with 405."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        response = respond(environ) if method in ("GET", "HEAD") else METHOD_NOT_ALLOWED
+        return wsgi_reply(start_response, method, response)
+
+    return app
+
+
+def wsgi_reply(start_response: Callable[..., Any], method: str, response: Response) -> list[bytes]:
+    """Send ``response`` through WSGI's ``start_response`` (no body for HEAD)."""
+    status, headers, body = response
+    start_response(
+        f"{status} {_REASONS.get(status, 'Error')}", [*headers, ("Content-Length", str(len(body)))]
+    )
+    return [b"" if method == "HEAD" else body]
+
+
+def asgi_app(
+    respond: Callable[[Scope, dict[str, str]], Awaitable[Response]],
+    on_startup: Callable[[], object] | None = None,
+) -> ASGIApp:
+    """An ASGI app answering GET and HEAD with ``await respond(scope, headers)`` (header names
+    lower-cased), other methods with 405, and the lifespan protocol (``on_startup`` at startup)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await asgi_lifespan(receive, send, on_startup)
+        if scope["type"] != "http":
+            return
+        if scope.get("method", "GET") not in ("GET", "HEAD"):
+            response = METHOD_NOT_ALLOWED
+        else:
+            response = await respond(scope, asgi_headers(scope))
+        await asgi_reply(send, scope, response)
+
+    return app
+
+
+def asgi_headers(scope: Scope) -> dict[str, str]:
+    """The request headers of an ASGI ``scope``, names lower-cased."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+async def asgi_lifespan(receive: Receive, send: Send, on_startup: Callable[[], object] | None = None) -> None:
+    """Answer an ASGI lifespan scope until shutdown, calling ``on_startup`` at startup."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            if on_startup is not None:
+                on_startup()
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def asgi_reply(send: Send, scope: Scope, response: Response) -> None:
+    """Send ``response`` over ASGI (no body for HEAD)."""
+    status, headers, body = response
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})

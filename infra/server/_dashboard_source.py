@@ -2,7 +2,10 @@
 
 Everything the /dashboard page shows comes through here, from the registry's public reading API
 (``combined_view``, ``collect``, ``children()``, ``child.get()``, ``child.sketch()``, ``get_stats()``).
-If the metric names or the stats' shape change, this module is the one to adjust. Under several
+It is the one module of the layer that knows the parts' metric names (the cache's it takes from
+``infra.cache.observability``, where the cache declares them): choosing what a page draws is its job,
+as choosing what ``get_stats()`` shows is each part's. If the names or the stats' shape change, this
+module is the one to adjust. Under several
 worker processes (``infra.metrics.multiprocess``) it reads the combined view, so every worker's
 dashboard shows the whole fleet.
 
@@ -26,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..cache import observability as cache_names
 from ..metrics import Counter, Gauge, Histogram, MetricsRegistry, QuantileSketch
 
 __all__ = ["GROUPS", "ColumnSampler", "current_view"]
@@ -146,12 +150,12 @@ class ColumnSampler:
         reg = _current(registry)
         row: dict[str, float] = {}
         for kind, name in (
-            ("hits", "infra_cache_hits_total"),
-            ("misses", "infra_cache_misses_total"),
-            ("cache_errors", "infra_cache_errors_total"),
-            ("saved", "infra_cache_compute_seconds_saved_total"),
-            ("entries", "infra_cache_entries"),
-            ("bytes", "infra_cache_bytes"),
+            ("hits", cache_names.HITS),
+            ("misses", cache_names.MISSES),
+            ("cache_errors", cache_names.ERRORS),
+            ("saved", cache_names.COMPUTE_SECONDS_SAVED),
+            ("entries", cache_names.ENTRIES),
+            ("bytes", cache_names.BYTES),
         ):
             for (ns,), v in _counter(reg, name, ("namespace",)).items():
                 row[f"{kind}|cache|{ns}"] = v
@@ -192,11 +196,11 @@ class ColumnSampler:
 def current_view(registry: MetricsRegistry) -> dict[str, Any]:
     """What the tiles show now: get_stats()'s cache section as it stands, plus the store's gauges."""
     stats = registry.get_stats()
-    cache = stats.get("cache") or {}
+    cache = stats.get(cache_names.SECTION) or {}
     reg = _current(registry)
-    saved = _counter(reg, "infra_cache_compute_seconds_saved_total", ("namespace",))
-    entries = _counter(reg, "infra_cache_entries", ("namespace",))
-    nbytes = _counter(reg, "infra_cache_bytes", ("namespace",))
+    saved = _counter(reg, cache_names.COMPUTE_SECONDS_SAVED, ("namespace",))
+    entries = _counter(reg, cache_names.ENTRIES, ("namespace",))
+    nbytes = _counter(reg, cache_names.BYTES, ("namespace",))
     namespaces = sorted(set(cache) | {k[0] for k in (*saved, *entries, *nbytes)})
     return {
         "cache": {

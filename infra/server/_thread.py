@@ -304,6 +304,12 @@ class MetricsServer:
         self.port: int = server.server_address[1]
 
     @property
+    def bound_address(self) -> tuple[str, int]:
+        """The address the listening socket is bound to, as the operating system reports it."""
+        host, port = self._server.socket.getsockname()[:2]
+        return host, port
+
+    @property
     def aborted(self) -> int:
         """Responses cut short because the client hung up (closed quietly, never a traceback)."""
         return self._server.aborted

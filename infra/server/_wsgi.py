@@ -11,41 +11,28 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..metrics import MetricsRegistry, get_metrics
-from ._common import metrics_response
+from ._common import Response, metrics_response, wsgi_app
 
 __all__ = ["make_wsgi_app", "metrics_wsgi_app"]
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed"}
-
 
 def make_wsgi_app(registry: MetricsRegistry | None = None, *, token: str | None = None) -> WSGIApp:
     """A WSGI app answering GET with the metrics of ``registry`` (default: the process-wide one)."""
 
-    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method not in ("GET", "HEAD"):
-            status, headers, body = (
-                405,
-                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
-                b"",
-            )
-        else:
-            status, headers, body = metrics_response(
-                registry or get_metrics(),
-                accept=environ.get("HTTP_ACCEPT"),
-                query=environ.get("QUERY_STRING", ""),
-                authorization=environ.get("HTTP_AUTHORIZATION"),
-                token=token,
-                accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
-            )
-        headers = [*headers, ("Content-Length", str(len(body)))]
-        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
-        return [b"" if method == "HEAD" else body]
+    def respond(environ: dict[str, Any]) -> Response:
+        return metrics_response(
+            registry or get_metrics(),
+            accept=environ.get("HTTP_ACCEPT"),
+            query=environ.get("QUERY_STRING", ""),
+            authorization=environ.get("HTTP_AUTHORIZATION"),
+            token=token,
+            accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
+        )
 
-    return app
+    return wsgi_app(respond)
 
 
 metrics_wsgi_app: WSGIApp = make_wsgi_app()

@@ -22,14 +22,24 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
 from ..metrics import MetricsRegistry, get_metrics
 from ..metrics.history import DEFAULT_HISTORY_INTERVAL, HistoryPage, MetricsHistory
-from ._common import Response, accepts_gzip, authorized
+from ._common import (
+    ASGIApp,
+    Receive,
+    Response,
+    Scope,
+    Send,
+    accepts_gzip,
+    asgi_app,
+    authorized,
+    wsgi_app,
+)
 from ._dashboard_source import ColumnSampler, current_view
 
 __all__ = [
@@ -205,11 +215,6 @@ def dashboard_route(path: str) -> Callable[..., Response]:
 
 # -- ASGI (FastAPI / Starlette) ----------------------------------------------------------------------
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 
 def make_dashboard_asgi_app(registry: MetricsRegistry | None = None, *, token: str | None = None) -> ASGIApp:
     """An ASGI app serving the dashboard: ``app.mount("/dashboard", make_dashboard_asgi_app(token=...))``.
@@ -217,45 +222,22 @@ def make_dashboard_asgi_app(registry: MetricsRegistry | None = None, *, token: s
     Starts the registry's history ring when it starts up (lifespan) or serves its first request.
     """
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    history_for(registry)
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    async def respond(scope: Scope, headers: dict[str, str]) -> Response:
         path: str = scope.get("path", "/")
         root: str = scope.get("root_path", "")
         # Starlette's Mount keeps the full path in "path" and the mount point in "root_path".
         subpath = path[len(root) :] if root and path.startswith(root) else path
-        if scope.get("method", "GET") not in ("GET", "HEAD"):
-            status, hdrs, body = (
-                405,
-                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
-                b"",
-            )
-        else:
-            status, hdrs, body = dashboard_response(
-                registry,
-                subpath=subpath,
-                base=root.rstrip("/"),
-                query=scope.get("query_string", b"").decode("latin-1"),
-                authorization=headers.get("authorization"),
-                token=token,
-                accept_encoding=headers.get("accept-encoding"),
-            )
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in hdrs]
-        raw.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
+        return dashboard_response(
+            registry,
+            subpath=subpath,
+            base=root.rstrip("/"),
+            query=scope.get("query_string", b"").decode("latin-1"),
+            authorization=headers.get("authorization"),
+            token=token,
+            accept_encoding=headers.get("accept-encoding"),
+        )
 
-    return app
+    return asgi_app(respond, lambda: history_for(registry))
 
 
 # -- aiohttp -----------------------------------------------------------------------------------------
@@ -289,8 +271,6 @@ def make_dashboard_aiohttp_handler(
 
 # -- WSGI (gunicorn / Flask / Django) ---------------------------------------------------------------
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
-
 
 def make_dashboard_wsgi_app(
     registry: MetricsRegistry | None = None, *, token: str | None = None
@@ -299,30 +279,18 @@ def make_dashboard_wsgi_app(
     ``DispatcherMiddleware(app, {"/dashboard": make_dashboard_wsgi_app()})``."""
     history_for(registry)
 
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method not in ("GET", "HEAD"):
-            status, headers, body = (
-                405,
-                [("Content-Type", "text/plain; charset=utf-8"), ("Allow", "GET, HEAD")],
-                b"",
-            )
-        else:
-            status, headers, body = dashboard_response(
-                registry,
-                subpath=environ.get("PATH_INFO", ""),
-                base=environ.get("SCRIPT_NAME", "").rstrip("/"),
-                query=environ.get("QUERY_STRING", ""),
-                authorization=environ.get("HTTP_AUTHORIZATION"),
-                token=token,
-                accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
-            )
-        start_response(
-            f"{status} {_REASONS.get(status, 'Error')}", [*headers, ("Content-Length", str(len(body)))]
+    def respond(environ: dict[str, Any]) -> Response:
+        return dashboard_response(
+            registry,
+            subpath=environ.get("PATH_INFO", ""),
+            base=environ.get("SCRIPT_NAME", "").rstrip("/"),
+            query=environ.get("QUERY_STRING", ""),
+            authorization=environ.get("HTTP_AUTHORIZATION"),
+            token=token,
+            accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
         )
-        return [b"" if method == "HEAD" else body]
 
-    return app
+    return wsgi_app(respond)
 
 
 _defaults: dict[str, Any] = {}

@@ -117,6 +117,7 @@ def test_shards_of_finished_threads_are_folded_so_memory_tracks_live_threads(
         t.join()
     c.inc()  # a new thread's first touch (here: this one) folds the dead ones
     h.observe(0.1)
+    # seam: the per-thread shard lists (no public API tells how many shards a series holds)
     assert len(c._set.shards) <= 2 and len(h._set.shards) <= 2
     assert c.get() == 41
     assert h.cumulative()[0][-1] == 41
@@ -135,6 +136,7 @@ def test_a_forked_child_renders_even_if_another_thread_held_a_lock_at_fork(regis
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
+        # seam: the very locks a thread may hold at fork (only holding them shows the child survives it)
         with child._set.lock, gauge._lock, registry._lock:
             held.set()
             release.wait(30)

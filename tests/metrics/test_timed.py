@@ -221,7 +221,7 @@ def test_operations_past_the_series_limit_share_the_overflow_series() -> None:
     stats = reg.get_stats()
     assert stats["op0"]["count"] == 1 and stats["op1"]["count"] == 1
     assert stats["__overflow__"]["count"] == 3
-    assert len(reg._timed) == 2  # no per-name state kept for the refused names
+    assert len(reg._timed) == 2  # seam: the per-name class cache keeps nothing for the refused names
 
 
 def test_a_failure_while_recording_never_changes_the_outcome(
@@ -241,10 +241,10 @@ def test_a_failure_while_recording_never_changes_the_outcome(
 
     monkeypatch.setattr(_timer, "_failure_logged", False)
     monkeypatch.setattr(type(h), "note", explode)
-    monkeypatch.setattr(type(h), "_fold_pending", explode)
+    monkeypatch.setattr(type(h), "fold_pending", explode)
     assert f() == 7
     # a full batch: the next `with` folds it, and the fold breaks
-    h._pending.extend([1e-3] * (PENDING_FOLD_AT - 1))
+    h.pending.extend([1e-3] * (PENDING_FOLD_AT - 1))
     with pytest.raises(KeyError), timed("broken", registry=registry):
         raise KeyError("mine")
     with timed("broken", registry=registry):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from infra.cache import MISSING, Cache, CacheSettings
-from infra.metrics import MetricsRegistry, QuantileSketch, get_metrics
+from infra.metrics import MetricsRegistry, QuantileSketch, get_metrics, timed
 from infra.metrics.exposition import json_document, render_openmetrics, render_text
 
 
@@ -157,6 +157,12 @@ def test_p99_agrees_with_prometheus_histogram_quantile_over_the_same_series() ->
 
 
 def test_http_ollama_and_db_latencies_are_operations_of_get_stats() -> None:
+    """Each part declares its view beside its histogram (the metrics layer knows none of them)."""
+    import infra.db
+    import infra.http
+    import infra.ollama
+
+    assert infra.db.StatementTimer and infra.http.AsyncPerfClient and infra.ollama.OptimizedOllama  # loaded
     reg = MetricsRegistry()
     http = reg.histogram("infra_http_request_duration_seconds", "", ("origin", "method", "code"))
     http.labels("http://127.0.0.1:1", "GET", "2xx").observe(0.01)
@@ -245,3 +251,39 @@ async def test_async_single_flight_followers_of_a_failed_leader_are_misses(cache
     await asyncio.gather(leader, *(call() for _ in range(9)))
     st = cache.namespace_stats(ns)
     assert (st["hits"], st["misses"]) == (0, 10)
+
+
+def test_a_stats_section_is_a_part_s_own_and_a_failing_one_never_breaks_a_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from infra.cache.observability import cache_section
+
+    reg = MetricsRegistry()
+    reg.counter("infra_cache_hits_total", "", ("namespace",)).labels("ns").inc(3)
+    reg.counter("infra_cache_misses_total", "", ("namespace",)).labels("ns").inc()
+    assert reg.get_stats()["cache"] == cache_section(reg)
+    assert cache_section(reg)["ns"] == {
+        "hits": 3, "misses": 1, "hit_rate": 0.75, "errors": 0, "compute_seconds_saved": 0.0
+    }  # fmt: skip
+
+    def broken(_: MetricsRegistry) -> dict[str, int]:
+        raise RuntimeError("section down")
+
+    reg.add_stats_section("mine", broken)
+    with timed("mine", registry=reg):  # an operation named like a section goes under "operations"
+        pass
+    st = reg.get_stats()
+    assert "mine" not in st and st["operations"]["mine"]["count"] == 1 and "ns" in st["cache"]
+    reg.get_stats()
+    assert sum("section down" in r.getMessage() for r in caplog.records) == 1  # logged once
+
+
+def test_the_metrics_layer_names_no_part_s_metric() -> None:
+    """The registry knows the layer's own names only; each part declares its own (issue 19)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "infra" / "metrics"
+    own = re.compile(r"infra_(metrics|operation)_\w+")
+    for path in root.glob("*.py"):
+        names = set(re.findall(r"infra_[a-z]+_\w+", path.read_text()))
+        assert {n for n in names if not own.fullmatch(n)} == set(), path.name

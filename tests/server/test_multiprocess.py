@@ -235,7 +235,8 @@ if pid == 0:                  # a forked worker starts from zero: it must not re
     mp.close()
     os._exit(0)
 os.waitpid(pid, 0)
-print(get_metrics().get_stats() and int(get_metrics().combined_view().counter("fork_events_total").get()))
+get_metrics().get_stats()      # a read: combines the worker's final snapshot
+print(int(get_metrics().combined_view().counter("fork_events_total").get()))
 """
 
 
@@ -309,3 +310,39 @@ def test_a_reused_pid_does_not_lose_the_earlier_worker_s_counts(tmp_path: Path) 
         assert mp.combined().counter("reused_total").get() == 9
     finally:
         mp.close()
+
+
+def test_a_process_serving_a_fleet_shows_every_part_s_rows_without_having_made_their_calls(
+    tmp_path: Path,
+) -> None:
+    """A worker made HTTP calls and cache lookups; `metrics serve` beside it never imported either, yet
+    its get_stats() has the HTTP row and the cache section (it imports the parts' declarations)."""
+    worker = (
+        "import sys\n"
+        "import infra.cache.observability\n"
+        "from infra.metrics import get_metrics\n"
+        "from infra.metrics.multiprocess import enable\n"
+        "mp = enable(sys.argv[1])\n"
+        "r = get_metrics()\n"
+        "r.histogram('infra_http_request_duration_seconds', '', ('origin', 'method', 'code'))"
+        ".labels('http://127.0.0.1:1', 'GET', '5xx').observe(0.01)\n"
+        "r.counter('infra_cache_hits_total', '', ('namespace',)).labels('ns').inc(2)\n"
+        "mp.close()\n"
+    )
+    server = (
+        "import json, sys\n"
+        "import infra.server._common\n"
+        "from infra.metrics import get_metrics\n"
+        "print(json.dumps(get_metrics().get_stats()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("INFRA_METRICS_MULTIPROC_DIR", None)
+    mp_dir = tmp_path / "mp"
+    subprocess.run([sys.executable, "-c", worker, str(mp_dir)], env=env, check=True, timeout=60)
+    env["INFRA_METRICS_MULTIPROC_DIR"] = str(mp_dir)
+    out = subprocess.run(
+        [sys.executable, "-c", server], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    stats = json.loads(out.stdout)
+    assert stats["http GET http://127.0.0.1:1"]["errors"] == 1
+    assert stats["cache"]["ns"]["hits"] == 2

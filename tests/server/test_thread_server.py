@@ -33,7 +33,7 @@ def test_binds_loopback_by_default() -> None:
     assert inspect.signature(serve_metrics).parameters["port"].default == 9464
     with serve_metrics(port=0) as srv:
         assert srv.host == "127.0.0.1"
-        assert srv._server.socket.getsockname()[0] == "127.0.0.1"
+        assert srv.bound_address[0] == "127.0.0.1"
         assert srv.url == f"http://127.0.0.1:{srv.port}/metrics"
 
 
