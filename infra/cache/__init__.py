@@ -40,10 +40,10 @@ __all__ = [
 
 _LAZY = {
     "MISSING": "infra.cache._missing",
-    "BackendStats": "infra.cache.backend",
-    "CacheBackend": "infra.cache.backend",
-    "EntryInfo": "infra.cache.backend",
-    "StoredEntry": "infra.cache.backend",
+    "BackendStats": "infra.cache.backends.base",
+    "CacheBackend": "infra.cache.backends.base",
+    "EntryInfo": "infra.cache.backends.base",
+    "StoredEntry": "infra.cache.backends.base",
     "CacheSettings": "infra.cache.settings",
     "NamespaceSettings": "infra.cache.settings",
     "Cache": "infra.cache.core",
@@ -58,7 +58,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from infra.cache._missing import MISSING
-    from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
+    from infra.cache.backends.base import BackendStats, CacheBackend, EntryInfo, StoredEntry
     from infra.cache.codecs import register_type
     from infra.cache.core import Cache
     from infra.cache.decorator import cached

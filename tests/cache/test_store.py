@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from infra.cache import Cache, CacheSettings
-from infra.cache.backend import StoredEntry
-from infra.cache.sqlite_store import SQLiteBackend
+from infra.cache.backends.base import StoredEntry
+from infra.cache.backends.sqlite.store import SQLiteBackend
 from tests.cache.conftest import PYTHON, subprocess_env
 
 
@@ -171,8 +171,8 @@ def test_get_many_and_set_many(store: SQLiteBackend) -> None:
 def test_processes_starting_together_create_the_schema_once(cache_path: str) -> None:
     """diskcache#85: concurrent first opens must not race on CREATE TABLE / journal_mode."""
     script = (
-        "import sys\nfrom infra.cache.sqlite_store import SQLiteBackend\n"
-        "from infra.cache.backend import StoredEntry\n"
+        "import sys\nfrom infra.cache.backends.sqlite.store import SQLiteBackend\n"
+        "from infra.cache.backends.base import StoredEntry\n"
         "b = SQLiteBackend(sys.argv[1], maintenance_interval=0, budget=5.0)\n"  # (about races, not speed)
         "b.set('ns', sys.argv[2], StoredEntry(b'v', 1)); b.close()\n"
     )

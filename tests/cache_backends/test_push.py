@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from infra.cache import Cache, CacheSettings
-from infra.cache.backend import CacheBackend
+from infra.cache.backends.base import CacheBackend
 
 pytestmark = pytest.mark.services
 

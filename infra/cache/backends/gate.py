@@ -1,125 +1,30 @@
-"""What the backends have in common, free of driver imports: the reconnect gate, names, origins, and
-whether a lease holder is a dead process of this host (its owner is ``host:pid:...``, as ``Cache`` names
-itself: such a lease is taken over at once instead of after its timeout; issue 17 item 7).
+"""The reconnect gate: the fail-open half that belongs to a backend.
 
-The gate is the fail-open half that belongs to a backend: while the server is unreachable every call raises
-``CacheError`` at once (no connect attempt, no timeout to wait out). With a ``probe`` (the shared backends),
-a background thread tries the server with backoff until it answers, and only then lets calls through again:
-no caller ever pays for finding out that a hung server is still hung (issue 17 item 6). Without one (the
-SQLite store's busy lock), the first call after the backoff delay tries again. ``Cache`` counts the error and
-runs the wrapped call.
+While the server is unreachable every call raises ``CacheError`` at once (no connect attempt, no timeout to
+wait out). With a ``probe`` (the shared backends), a background thread tries the server with backoff until it
+answers, and only then lets calls through again: no caller ever pays for finding out that a hung server is
+still hung (issue 17 item 6). Without one (the SQLite store's busy lock), the first call after the backoff
+delay tries again. ``Cache`` counts the error and runs the wrapped call.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import errno
 import logging
 import math
-import os
-import re
-import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 from infra.errors import CacheError
 
-__all__ = [
-    "BIG_WRITE",
-    "FORKS",
-    "ReconnectGate",
-    "backend_kwargs",
-    "check_identifier",
-    "holder_is_dead",
-    "origin_of",
-]
+__all__ = ["BACKOFF_INITIAL", "BACKOFF_MAX", "ReconnectGate"]
 
 log = logging.getLogger("infra.cache")
-
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
-
-#: ``FORKS[0]`` counts the forks this process came out of: a backend notes it when it opens connections and
-#: compares it on every call to spot that it now runs in a child (whose sockets are the parent's). One list
-#: read, where ``os.getpid()`` is a system call (~0.1 µs, twice per hit).
-FORKS = [0]
-
-
-def _count_fork() -> None:
-    FORKS[0] += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
 
 #: first and largest delay (seconds) between reconnect attempts once the server is seen down
 BACKOFF_INITIAL = 0.05
 BACKOFF_MAX = 5.0
-#: a write of more payload bytes than this may take the backend's ``op_timeout`` instead of the store budget:
-#: 1 MiB in 50 ms is 20 MB/s, which a LAN link to a healthy server can fall short of, and a value that large
-#: usually stands for far more work than the wait
-BIG_WRITE = 1024**2
-
-
-def backend_kwargs(settings: Any, options: Any, **kw: Any) -> dict[str, Any]:
-    """Constructor arguments of a shared backend from ``CacheSettings``: its ``cache.<backend>`` options
-    (field names are the constructor's), the byte caps, then ``kw`` (the dsn / url and overrides)."""
-    return {
-        **dataclasses.asdict(options),
-        "max_bytes": settings.max_bytes or None,
-        "budget": settings.store_budget,
-        "namespace_max_bytes": {
-            n: ns.max_bytes for n, ns in settings.namespaces.items() if ns.max_bytes is not None
-        },
-        **kw,
-    }
-
-
-def check_identifier(value: str, what: str) -> str:
-    """A table / key prefix: lower-case letters, digits and ``_``, at most 40 characters (also quoted)."""
-    if not isinstance(value, str) or not _IDENT.match(value):
-        raise ValueError(f"{what} must match [a-z_][a-z0-9_]{{0,39}}, got {value!r}")
-    return value
-
-
-def origin_of(url: str | None) -> str:
-    """``scheme://host:port`` of a DSN / URL: never the user, password, database or query string."""
-    if not url:
-        return "unset"
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = parts.port
-    except ValueError:
-        return "invalid-url"
-    return f"{parts.scheme}://{host}:{port}" if port else f"{parts.scheme}://{host}"
-
-
-_HOST = socket.gethostname()  # (a host renamed while running keeps taking over its own dead holders)
-
-
-def holder_is_dead(owner: str) -> bool:
-    """True when ``owner`` (``host:pid:...``, as ``Cache`` names itself) is a process of this host that no
-    longer exists. Unknown forms, other hosts and live pids are not dead (a reused pid only delays a
-    takeover until the lease times out: never two holders at once)."""
-    host, sep, _ = owner.rpartition(":")
-    host, sep2, pid_s = host.rpartition(":")
-    if not (sep and sep2) or host != _HOST:
-        return False
-    try:
-        pid = int(pid_s)
-    except ValueError:
-        return False
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError as exc:  # EPERM: it exists (another user's)
-        return exc.errno == errno.ESRCH
-    return False
 
 
 class ReconnectGate:

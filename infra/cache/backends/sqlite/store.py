@@ -1,7 +1,7 @@
 """``SQLiteBackend``: the default L2 store, one SQLite file shared by every process on the machine.
 
-The schema and statements are in ``sqlite_schema``, the housekeeping (caps, purge, checkpoints, the
-maintenance thread) in ``sqlite_maint``; this module opens, reads, writes and recovers.
+The schema and statements are in ``schema``, the housekeeping (caps, purge, checkpoints, the
+maintenance thread) in ``maint``; this module opens, reads, writes and recovers.
 
 Engineering notes (each choice has a reason):
 
@@ -10,7 +10,7 @@ Engineering notes (each choice has a reason):
   write lock): past it the write is skipped and writes fail fast for a backoff (``ReconnectGate``), so a miss
   waits at most one budget, not 5 s per statement (issue 17 item 7).
 * Writers serialise on an ``flock`` of ``<path>.lock`` plus a thread lock, then ``BEGIN IMMEDIATE``:
-  the lock is taken within the budget (``sqlite_guard.lock_within``: a blocking flock can't time out, and a
+  the lock is taken within the budget (``guard.lock_within``: a blocking flock can't time out, and a
   stopped peer would hold everyone), polled at most 1 ms apart where SQLite's own busy handler sleeps
   1, 2, 5, 10 ... ms between retries; that sleep schedule is what gives diskcache its 100+ ms set tail.
 * Rows are appended in insertion order (sequential rowid) and found through a UNIQUE index on a 64-bit
@@ -29,7 +29,7 @@ Engineering notes (each choice has a reason):
   sets never caught up, the WAL grew without bound and sets slowed by a third), flushes batched access
   times, purges expired / stale rows incrementally and enforces the byte caps. A hit never writes.
 * Per-namespace entry and byte totals are exact with no write per set: stored totals up to a fold mark plus
-  the rows above it, folded in by the maintenance thread (see ``sqlite_schema``).
+  the rows above it, folded in by the maintenance thread (see ``schema``).
 * Schema creation and quarantine run under the flock, so processes starting together don't race on
   ``CREATE TABLE`` / ``journal_mode`` (the race of diskcache issue #85).
 * One connection per thread, dropped after ``fork()`` (``os.register_at_fork``).
@@ -38,8 +38,8 @@ Engineering notes (each choice has a reason):
   file that was checked is moved: its (st_dev, st_ino) is compared first, under the lock, so a process still
   holding the old file never moves the fresh one another process made (issue 17 item 8).
 * The directory is 0700 and the files 0600, existing ones included: modes are tightened, symlinks and other
-  users' paths refused (``sqlite_guard.secure_paths``; SQLite gives -wal / -shm the database's mode).
-* The store stops growing while free disk space is short (``sqlite_guard.DiskGuard``): writes skipped and
+  users' paths refused (``guard.secure_paths``; SQLite gives -wal / -shm the database's mode).
+* The store stops growing while free disk space is short (``guard.DiskGuard``): writes skipped and
   counted, one log line per shortage.
 * A lease held by a process of this host that has died is taken over at once (its pid is checked).
 """
@@ -57,12 +57,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from infra.cache import fleet_stats as _fleet
-from infra.cache import sqlite_maint as _maint
-from infra.cache.backend import GENERATION_POLL_INTERVAL, BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import ReconnectGate, holder_is_dead
-from infra.cache.settings import DEFAULT_STORE_BUDGET
-from infra.cache.sqlite_guard import DiskGuard, lock_within, secure_paths
-from infra.cache.sqlite_schema import (
+from infra.cache.backends.base import (
+    GENERATION_POLL_INTERVAL,
+    BackendStats,
+    CacheBackend,
+    EntryInfo,
+    StoredEntry,
+    holder_is_dead,
+)
+from infra.cache.backends.gate import ReconnectGate
+from infra.cache.backends.sqlite import maint as _maint
+from infra.cache.backends.sqlite.guard import DiskGuard, lock_within, secure_paths
+from infra.cache.backends.sqlite.schema import (
     BUMP_ALL_CHANGES,
     BUMP_CHANGES,
     CHECKPOINT_EVERY,
@@ -77,6 +83,7 @@ from infra.cache.sqlite_schema import (
     schema_statements,
     signed64,
 )
+from infra.cache.settings import DEFAULT_STORE_BUDGET
 from infra.errors import CacheCorruptError, CacheError
 
 try:
@@ -815,7 +822,7 @@ class SQLiteBackend(CacheBackend):
             raise self._handle(exc, "read") from exc
         return [EntryInfo(*r) for r in rows]
 
-    # ------------------------------------------------------------------ housekeeping (sqlite_maint.py)
+    # ------------------------------------------------------------------ housekeeping (maint.py)
     _totals = _maint._totals
     fold = _maint.fold
     enforce_caps = _maint.enforce_caps

@@ -53,20 +53,23 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from infra.cache import fleet_stats as _fleet
-from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import (
+from infra.cache.backends.base import (
     BIG_WRITE,
     FORKS,
-    ReconnectGate,
+    BackendStats,
+    CacheBackend,
+    EntryInfo,
+    StoredEntry,
     backend_kwargs,
     check_identifier,
     holder_is_dead,
     origin_of,
 )
-from infra.cache.backends._genview import GenerationView
-from infra.cache.backends._loops import LoopThread, ThreadLoops
-from infra.cache.backends._pgconns import ConnSet, asyncpg_module, is_connection_error, kill_if_stuck
-from infra.cache.backends._pgsql import PgStatements
+from infra.cache.backends.gate import ReconnectGate
+from infra.cache.backends.postgres.conns import ConnSet, asyncpg_module, is_connection_error, kill_if_stuck
+from infra.cache.backends.postgres.genview import GenerationView
+from infra.cache.backends.postgres.loops import LoopThread, ThreadLoops
+from infra.cache.backends.postgres.sql import PgStatements
 from infra.cache.settings import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 

@@ -12,10 +12,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from infra.cache.sqlite_schema import TOTALS_ALL, TOTALS_NS, namespace_id
+from infra.cache.backends.sqlite.schema import TOTALS_ALL, TOTALS_NS, namespace_id
 
 if TYPE_CHECKING:
-    from infra.cache.sqlite_store import SQLiteBackend
+    from infra.cache.backends.sqlite.store import SQLiteBackend
 
 __all__ = ["enforce_caps", "fold", "maintain", "purge"]
 

@@ -58,16 +58,19 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from infra.cache import fleet_stats as _fleet
-from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import (
+from infra.cache.backends.base import (
     BIG_WRITE,
     FORKS,
-    ReconnectGate,
+    BackendStats,
+    CacheBackend,
+    EntryInfo,
+    StoredEntry,
     backend_kwargs,
     check_identifier,
     holder_is_dead,
     origin_of,
 )
+from infra.cache.backends.gate import ReconnectGate
 from infra.cache.settings import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 
