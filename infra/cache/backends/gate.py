@@ -37,8 +37,6 @@ class ReconnectGate:
     """
 
     __slots__ = (
-        "_delay",
-        "_down_until",
         "_errors",
         "_lock",
         "_probe",
@@ -46,6 +44,8 @@ class ReconnectGate:
         "_reason",
         "_reconnects",
         "_stop",
+        "delay",
+        "down_until",
         "name",
         "origin",
     )
@@ -54,8 +54,8 @@ class ReconnectGate:
         self.name = name
         self.origin = origin
         self._lock = threading.Lock()
-        self._down_until = 0.0
-        self._delay = 0.0
+        self.down_until = 0.0
+        self.delay = 0.0
         self._reason = ""
         self._errors: Any = None
         self._reconnects: Any = None
@@ -65,11 +65,11 @@ class ReconnectGate:
 
     @property
     def down(self) -> bool:
-        return self._delay > 0.0
+        return self.delay > 0.0
 
     def check(self) -> None:
         """Raise ``CacheError`` at once while the server is in backoff."""
-        if self._down_until and time.monotonic() < self._down_until:
+        if self.down_until and time.monotonic() < self.down_until:
             if self._probe is not None:
                 self._ensure_prober()  # (a forked child inherits an open gate but not the thread)
                 raise CacheError(
@@ -78,7 +78,7 @@ class ReconnectGate:
                 )
             raise CacheError(
                 f"{self.name} cache backend at {self.origin} is unavailable ({self._reason}); "
-                f"next attempt in {self._down_until - time.monotonic():.2f}s"
+                f"next attempt in {self.down_until - time.monotonic():.2f}s"
             )
 
     def failed(self, exc: BaseException, *, connection: bool = True) -> CacheError:
@@ -87,9 +87,9 @@ class ReconnectGate:
         reason = f"{type(exc).__name__}: {exc}"[:200]
         if connection:
             with self._lock:
-                first = self._delay == 0.0
-                self._delay = BACKOFF_INITIAL if first else min(self._delay * 2, BACKOFF_MAX)
-                self._down_until = math.inf if self._probe is not None else time.monotonic() + self._delay
+                first = self.delay == 0.0
+                self.delay = BACKOFF_INITIAL if first else min(self.delay * 2, BACKOFF_MAX)
+                self.down_until = math.inf if self._probe is not None else time.monotonic() + self.delay
                 self._reason = reason
             if self._probe is not None:
                 self._ensure_prober()
@@ -105,7 +105,7 @@ class ReconnectGate:
     def _ensure_prober(self) -> None:
         with self._lock:
             t = self._prober
-            if (t is not None and t.is_alive()) or self._stop.is_set() or not self._delay:
+            if (t is not None and t.is_alive()) or self._stop.is_set() or not self.delay:
                 return
             t = self._prober = threading.Thread(
                 target=self._probe_until_up, name=f"infra-cache-{self.name}-probe", daemon=True
@@ -132,11 +132,11 @@ class ReconnectGate:
 
     def ok(self) -> None:
         """The server answered: close the gate (cheap when it was closed)."""
-        if self._delay:
+        if self.delay:
             with self._lock:
-                was = self._delay
-                self._delay = 0.0
-                self._down_until = 0.0
+                was = self.delay
+                self.delay = 0.0
+                self.down_until = 0.0
             if was:
                 self._count_reconnect()
                 log.warning("%s cache backend at %s is back", self.name, self.origin)
