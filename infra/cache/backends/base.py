@@ -45,11 +45,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 import errno
+import logging
 import os
 import re
 import socket
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 __all__ = [
@@ -63,9 +64,12 @@ __all__ = [
     "StoredEntry",
     "backend_kwargs",
     "check_identifier",
+    "deliver_push",
     "holder_is_dead",
     "origin_of",
 ]
+
+log = logging.getLogger("infra.cache")
 
 #: How often (seconds) ``Cache`` asks a backend for namespace generations changed by other processes.
 GENERATION_POLL_INTERVAL = 0.1
@@ -345,3 +349,28 @@ def holder_is_dead(owner: str) -> bool:
     except OSError as exc:  # EPERM: it exists (another user's)
         return exc.errno == errno.ESRCH
     return False
+
+
+def deliver_push(
+    message: str,
+    on_invalidate: Sequence[Callable[[str, int], None]],
+    on_change: Sequence[Callable[[str, int], None]],
+    heard: Callable[[str, int], None],
+) -> None:
+    """Act on one push message of a shared backend's channel (I/O-free; PostgreSQL NOTIFY and Redis
+    PUBLISH carry the same text): ``"<generation>:<namespace>"`` (an invalidation: ``heard`` first, then the
+    ``on_invalidate`` callbacks) or ``"c<count>:<namespace>"`` (a delete, clear or replacing set: the
+    ``on_change`` callbacks). A malformed number is ignored; a failing callback is logged, not raised."""
+    head, _, ns = message.partition(":")
+    change = head.startswith("c")
+    try:
+        n = int(head[1:] if change else head)
+    except ValueError:
+        return
+    if not change:
+        heard(ns, n)
+    for cb in list(on_change if change else on_invalidate):
+        try:
+            cb(ns, n)
+        except Exception:
+            log.exception("on_change callback failed" if change else "on_invalidate callback failed")

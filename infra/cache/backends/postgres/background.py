@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from infra.cache.backends.base import FORKS
+from infra.cache.backends.base import FORKS, deliver_push
 from infra.cache.backends.gate import ReconnectGate
 from infra.cache.backends.postgres.conns import ConnSet, kill_if_stuck
 from infra.cache.backends.postgres.genview import GenerationView
@@ -163,28 +163,7 @@ class PgBackground(PgQueries):
         view.load({r[0]: int(r[1]) for r in rows}, mark)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        gen, _, ns = payload.partition(":")
-        if gen.startswith("c"):  # a change count (delete, clear, replacing set), not a generation
-            try:
-                count = int(gen[1:])
-            except ValueError:
-                return
-            for ccb in list(self._change_callbacks):
-                try:
-                    ccb(ns, count)
-                except Exception:
-                    log.exception("on_change callback failed")
-            return
-        try:
-            generation = int(gen)
-        except ValueError:
-            return
-        self._view.bump(ns, generation)
-        for cb in list(self._callbacks):
-            try:
-                cb(ns, generation)
-            except Exception:
-                log.exception("on_invalidate callback failed")
+        deliver_push(payload, self._callbacks, self._change_callbacks, self._view.bump)
 
     async def _maintain_forever(self) -> None:
         idle_rounds = 0
