@@ -356,9 +356,13 @@ def test_a_hash_collision_is_a_miss_never_the_other_keys_value(
     # A real 64-bit collision can't be found; move k1's row onto k2's hash slot instead, which is what a
     # lookup of k2 would meet if the two collided.
     k1, k2 = keys
+    store.set("ns", k2, StoredEntry(b"placeholder", 1))  # (only to learn k2's slot)
+    with contextlib.closing(sqlite3.connect(store.path)) as c:
+        (slot,) = c.execute("SELECT h FROM entries WHERE key = ?", (k2,)).fetchone()
+    assert store.delete("ns", k2)
     store.set("ns", k1, StoredEntry(b"value of k1", 1))
     with contextlib.closing(sqlite3.connect(store.path)) as c:
-        c.execute("UPDATE entries SET h = ? WHERE key = ?", (store._ids("ns", k2)[1], k1))
+        c.execute("UPDATE entries SET h = ? WHERE key = ?", (slot, k1))
         c.commit()
     assert store.get("ns", k2) is None
     assert store.get_many("ns", [k2]) == {}
@@ -389,7 +393,7 @@ def test_a_thread_reconnects_after_the_store_closed_its_connections(store: SQLit
     t = threading.Thread(target=reader)
     t.start()
     done.wait(5)
-    store._close_conns()
+    store.close_connections()
     go.set()
     t.join(5)
     assert [r.payload if isinstance(r, StoredEntry) else r for r in results] == [b"v", b"v"]

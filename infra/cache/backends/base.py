@@ -65,6 +65,7 @@ __all__ = [
     "backend_kwargs",
     "check_identifier",
     "deliver_push",
+    "entry_from_row",
     "holder_is_dead",
     "origin_of",
 ]
@@ -94,6 +95,11 @@ class StoredEntry(NamedTuple):
     @property
     def size(self) -> int:
         return len(self.payload)
+
+
+#: A ``StoredEntry`` from a ``(payload, codec, expires_at, cost)`` row as a store read it, without unpacking
+#: it into arguments (an L2 hit's cost).
+entry_from_row = StoredEntry._make
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -183,6 +183,29 @@ class PostgresBackend(PgBackground, CacheBackend):
         s = self.sql
         return f"PostgresBackend(origin={self.origin!r}, table={s.prefix!r}, unlogged={s.unlogged})"
 
+    @property
+    def max_connections(self) -> int:
+        """Connections per event loop at most."""
+        return self._plan.max_size
+
+    @property
+    def op_timeout(self) -> float:
+        """How long housekeeping and big writes may take (a cached call's own wait is the budget)."""
+        return self._op_timeout
+
+    @property
+    def generation_view(self) -> GenerationView:
+        """The namespace generations as this process last heard them (``live`` while they can be
+        trusted: the LISTEN connection is up and its snapshot loaded)."""
+        return self._view
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The server process of the LISTEN connection, None while not listening (to find it among the
+        server's sessions)."""
+        conn = self._listener
+        return None if conn is None else int(conn.get_server_pid())
+
     # ================================================================== plumbing
     async def _connect(self) -> asyncpg.Connection:
         apg = asyncpg_module()
@@ -358,12 +381,15 @@ class PostgresBackend(PgBackground, CacheBackend):
                     own.lock.release()
                 if self.gate.delay:
                     self.gate.ok()
-                if row is None or (row[2] is not None and row[2] <= time.time()):
+                if row is None:
                     return None
-                if not hot or (row[4] == view.gens.get(namespace, 0) and view.live):
+                expires_at = row["expires_at"]  # (asyncpg records: columns by name)
+                if expires_at is not None and expires_at <= time.time():
+                    return None
+                if not hot or (row["generation"] == view.gens.get(namespace, 0) and view.live):
                     self._touches.append((namespace, key))
-                    return StoredEntry(row[1], row[0], row[2], row[3])
-                if current(view, namespace, row[4]) is False:
+                    return StoredEntry(row["payload"], row["codec"], expires_at, row["cost"])
+                if current(view, namespace, row["generation"]) is False:
                     return None
                 # the view can't tell: the exact statement below can
         e = self._sync(self._q_get, namespace, key)
@@ -484,14 +510,17 @@ class PostgresBackend(PgBackground, CacheBackend):
             cs.idle.append(conn)
         if self.gate.delay:
             self.gate.ok()
-        if row is None or (row[2] is not None and row[2] <= time.time()):
+        if row is None:
             return None
-        if hot and (row[4] != view.gens.get(namespace, 0) or not view.live):
-            if current(view, namespace, row[4]) is False:
+        expires_at = row["expires_at"]  # (asyncpg records: columns by name)
+        if expires_at is not None and expires_at <= time.time():
+            return None
+        if hot and (row["generation"] != view.gens.get(namespace, 0) or not view.live):
+            if current(view, namespace, row["generation"]) is False:
                 return None  # a generation the view knows is over
             return await self._get_slow(namespace, key)  # the view can't tell: the exact statement can
         self._touches.append((namespace, key))
-        return StoredEntry(row[1], row[0], row[2], row[3])
+        return StoredEntry(row["payload"], row["codec"], expires_at, row["cost"])
 
     async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
         keys = list(keys)

@@ -160,7 +160,7 @@ class PgBackground(PgQueries):
     async def _load_view(self, conn: asyncpg.Connection, view: GenerationView) -> None:
         mark = view.mark()
         rows = await conn.fetch(self.sql.generations, timeout=self._op_timeout)
-        view.load({r[0]: int(r[1]) for r in rows}, mark)
+        view.load({r["namespace"]: int(r["generation"]) for r in rows}, mark)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         deliver_push(payload, self._callbacks, self._change_callbacks, self._view.bump)

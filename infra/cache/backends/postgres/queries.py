@@ -61,7 +61,7 @@ class PgQueries:
             await conn.execute(self.sql.touch, ns, list(keys), now)
 
     async def _enforce_caps(self, conn: asyncpg.Connection) -> int:
-        usage = {r[0]: int(r[2]) for r in await conn.fetch(self.sql.usage)}
+        usage = {r["namespace"]: int(r["bytes"]) for r in await conn.fetch(self.sql.usage)}
         evicted = 0
         for ns, cap in self._ns_caps.items():
             for _ in range(100):  # bounded: 5000 rows per statement
@@ -70,7 +70,7 @@ class PgQueries:
                 sizes = await conn.fetch(self.sql.evict_lru(True), usage[ns] - cap, ns)
                 if not sizes:
                     break
-                usage[ns] -= sum(r[0] for r in sizes)
+                usage[ns] -= sum(r["size"] for r in sizes)
                 evicted += len(sizes)
         if self._max_bytes:
             total = sum(usage.values())
@@ -80,7 +80,7 @@ class PgQueries:
                 sizes = await conn.fetch(self.sql.evict_lru(False), total - self._max_bytes)
                 if not sizes:
                     break
-                total -= sum(r[0] for r in sizes)
+                total -= sum(r["size"] for r in sizes)
                 evicted += len(sizes)
         return evicted
 
@@ -94,21 +94,27 @@ class PgQueries:
         view = self._view
         if view.live:
             row = await conn.fetchrow(self._sql_get_hot, ns, key)
-            if row is None or (row[2] is not None and row[2] <= time.time()):
+            if row is None:
                 return None
-            verdict = current(view, ns, row[4])
+            expires_at = row["expires_at"]  # (asyncpg records: columns by name)
+            if expires_at is not None and expires_at <= time.time():
+                return None
+            verdict = current(view, ns, row["generation"])
             if verdict:
-                return StoredEntry(row[1], row[0], row[2], row[3])
+                return StoredEntry(row["payload"], row["codec"], expires_at, row["cost"])
             if verdict is not None:
                 return None
         row = await conn.fetchrow(self._sql_get, ns, key)
-        if row is None or (row[2] is not None and row[2] <= time.time()):
+        if row is None:
             return None
-        return StoredEntry(row[1], row[0], row[2], row[3])
+        expires_at = row["expires_at"]  # (asyncpg records: columns by name)
+        if expires_at is not None and expires_at <= time.time():
+            return None
+        return StoredEntry(row["payload"], row["codec"], expires_at, row["cost"])
 
     async def _q_get_many(self, conn: asyncpg.Connection, ns: str, keys: list[str]) -> dict[str, StoredEntry]:
         rows = await conn.fetch(self.sql.get_many, ns, keys, time.time())
-        return {r[0]: StoredEntry(r[2], r[1], r[3], r[4]) for r in rows}
+        return {r["key"]: StoredEntry(r["payload"], r["codec"], r["expires_at"], r["cost"]) for r in rows}
 
     async def _q_set(self, conn: asyncpg.Connection, ns: str, key: str, e: StoredEntry) -> None:
         await conn.execute(
@@ -137,15 +143,16 @@ class PgQueries:
 
     async def _q_invalidate(self, conn: asyncpg.Connection, ns: str) -> int:
         row = await conn.fetchrow(self.sql.invalidate, ns, self.sql.channel)
-        gen = int(row[0])
+        gen = int(row["generation"])
         self._view.bump(ns, gen)  # before returning: our own next read must not serve the old generation
         return gen
 
     async def _q_generations(self, conn: asyncpg.Connection) -> dict[str, int]:
-        return {r[0]: int(r[1]) for r in await conn.fetch(self.sql.generations)}
+        return {r["namespace"]: int(r["generation"]) for r in await conn.fetch(self.sql.generations)}
 
     async def _q_versions(self, conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
-        return {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(self.sql.versions)}
+        rows = await conn.fetch(self.sql.versions)
+        return {r["namespace"]: (int(r["generation"]), int(r["changes"])) for r in rows}
 
     async def _q_clear(self, conn: asyncpg.Connection, ns: str | None) -> int:
         if ns is None:
@@ -170,7 +177,7 @@ class PgQueries:
 
     async def _q_stats(self, conn: asyncpg.Connection) -> BackendStats:
         rows = await conn.fetch(self.sql.usage)
-        by_ns = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+        by_ns = {r["namespace"]: (int(r["entries"]), int(r["bytes"])) for r in rows}
         return BackendStats(
             entries=sum(v[0] for v in by_ns.values()),
             bytes=sum(v[1] for v in by_ns.values()),
@@ -189,7 +196,7 @@ class PgQueries:
             rows = await conn.fetch(self.sql.inspect(False), limit)
         else:
             rows = await conn.fetch(self.sql.inspect(True), limit, ns)
-        return [EntryInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        return [EntryInfo(**dict(r.items())) for r in rows]
 
     async def _q_vacuum(self, conn: asyncpg.Connection) -> None:
         for t in (self.sql.entries, self.sql.gens, self.sql.leases):

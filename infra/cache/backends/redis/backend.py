@@ -138,6 +138,11 @@ class RedisBackend(RedisListener, CacheBackend):
     def __repr__(self) -> str:
         return f"RedisBackend(origin={self.origin!r}, prefix={self.prefix!r})"
 
+    @property
+    def op_timeout(self) -> float:
+        """How long housekeeping, the listener and big writes may take (a cached call waits the budget)."""
+        return self._op_timeout
+
     # ================================================================== plumbing
     def _keys(self, ns: str) -> tuple[str, str, str]:
         """(generation key, entry key prefix, lease key prefix) of a namespace, memoised."""

@@ -70,7 +70,8 @@ class SQLiteFile:
     _ident: tuple[int, int] | None
     _ensured: set[int]
 
-    def _close_conns(self) -> None:
+    def close_connections(self) -> None:
+        """Close every thread's connection; each thread opens a fresh one on its next call."""
         with self._conns_lock:
             # A fresh thread-local: every thread's next call opens a new connection (no per-call check).
             conns, self._conns = self._conns, []
@@ -227,7 +228,7 @@ class SQLiteFile:
         """Move the corrupt file (and its -wal / -shm) aside; caller holds the file lock. None when the file
         at ``path`` is no longer the one this process checked (another process moved it aside and started a
         fresh one, which is not ours to judge: it is checked again on reopening)."""
-        self._close_conns()
+        self.close_connections()
         try:
             st = os.stat(self.path)
         except FileNotFoundError:

@@ -63,6 +63,7 @@ from infra.cache.backends.base import (
     CacheBackend,
     EntryInfo,
     StoredEntry,
+    entry_from_row,
     holder_is_dead,
 )
 from infra.cache.backends.gate import ReconnectGate
@@ -77,6 +78,7 @@ from infra.cache.backends.sqlite.schema import (
     STATS,
     UPSERT,
     VERSIONS,
+    EntryRow,
     namespace_id,
     signed64,
 )
@@ -90,7 +92,6 @@ CHECKPOINT_BYTES = 16 * 1024**2
 _U64 = 1 << 64
 _I63 = 1 << 63
 _P64 = (1 << 64) - 59  # the largest prime below 2**64
-_make_entry = StoredEntry._make
 
 log = logging.getLogger("infra.cache")
 
@@ -193,7 +194,7 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
         with contextlib.suppress(Exception):
             if self._touches and self._ready:
                 self._flush_touches()
-        self._close_conns()
+        self.close_connections()
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
@@ -242,7 +243,7 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
 
     def get(self, namespace: str, key: str) -> StoredEntry | None:
         row = self.get_row(namespace, key)
-        return None if row is None else _make_entry(row)
+        return None if row is None else entry_from_row(row)
 
     def get_row(
         self, namespace: str, key: str, now: float | None = None
@@ -325,12 +326,12 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
                 self._start_maintenance()
 
     # ------------------------------------------------------------------ writes
-    def _row(self, namespace: str, key: str, e: StoredEntry, now: float) -> tuple[Any, ...]:
+    def _row(self, namespace: str, key: str, e: StoredEntry, now: float) -> EntryRow:
         # The generation written is this process's copy (at most 0.1 s old): a row written under a
         # generation another process has just bumped is simply invisible, as if invalidated with the rest.
         nsid, rid = self._ids(namespace, key)
         gens = self._gens if now < self._gens_next else self._live_gens(now)
-        return (
+        return EntryRow(
             rid,
             nsid,
             gens.get(nsid, 0),
@@ -361,8 +362,8 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
                 if fd >= 0:
                     self._lock_or_fail(fd)
                 try:
-                    if row[1] not in self._ensured:
-                        self._ensure_ns(cur.connection, namespace, row[1])
+                    if row.ns not in self._ensured:
+                        self._ensure_ns(cur.connection, namespace, row.ns)
                     cur.execute(UPSERT, row)
                 finally:
                     if fd >= 0:
@@ -373,7 +374,7 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
             raise self._handle(exc, "write") from exc
         if self.gate.delay:
             self.gate.ok()  # the write lock is ours again: close the gate (logged once)
-        self._after_write(namespace, row[9])
+        self._after_write(namespace, row.size)
 
     def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
         if not items:
@@ -386,9 +387,9 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
         except sqlite3.Error as exc:
             raise self._handle(exc, "write") from exc
         with self._write("write") as conn:
-            self._ensure_ns(conn, namespace, rows[0][1])
+            self._ensure_ns(conn, namespace, rows[0].ns)
             conn.executemany(UPSERT, rows)
-        self._after_write(namespace, sum(r[9] for r in rows))
+        self._after_write(namespace, sum(r.size for r in rows))
 
     def _after_write(self, namespace: str, size: int) -> None:
         """Enforce byte caps. Exact totals are read every 64 writes (other processes' writes count too) or
