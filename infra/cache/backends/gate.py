@@ -144,30 +144,21 @@ class ReconnectGate:
     # metrics are resolved on first use (the registry import stays off the import path)
     def _count_error(self) -> None:
         if self._errors is None:
-            from infra.metrics import get_metrics
-
-            self._errors = (
-                get_metrics()
-                .counter(
-                    "infra_cache_backend_errors_total",
-                    "Cache backend operations that failed.",
-                    labelnames=("backend",),
-                )
-                .labels(self.name)
+            self._errors = _backend_counter(
+                "infra_cache_backend_errors_total", "Cache backend operations that failed.", self.name
             )
         self._errors.inc()
 
     def _count_reconnect(self) -> None:
         if self._reconnects is None:
-            from infra.metrics import get_metrics
-
-            self._reconnects = (
-                get_metrics()
-                .counter(
-                    "infra_cache_backend_reconnects_total",
-                    "Cache backend recoveries after an outage.",
-                    labelnames=("backend",),
-                )
-                .labels(self.name)
+            self._reconnects = _backend_counter(
+                "infra_cache_backend_reconnects_total", "Cache backend recoveries after an outage.", self.name
             )
         self._reconnects.inc()
+
+
+def _backend_counter(name: str, help_text: str, backend: str) -> Any:
+    """The registry's counter ``name`` labelled with ``backend``."""
+    from infra.metrics import get_metrics
+
+    return get_metrics().counter(name, help_text, labelnames=("backend",)).labels(backend)

@@ -47,7 +47,6 @@ import asyncio
 import collections
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -73,7 +72,7 @@ from infra.cache.backends.postgres.conns import (
 )
 from infra.cache.backends.postgres.genview import GenerationView
 from infra.cache.backends.postgres.loops import LoopThread, ThreadLoops
-from infra.cache.backends.postgres.queries import current
+from infra.cache.backends.postgres.queries import Ask, hot_entry, live_entry
 from infra.cache.backends.postgres.sql import PgStatements
 from infra.cache.settings import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
@@ -355,6 +354,8 @@ class PostgresBackend(PgBackground, CacheBackend):
     def get(self, namespace: str, key: str) -> StoredEntry | None:
         if self._fork != FORKS[0]:
             self._after_fork()  # before touching this thread's loop: its epoll fd is the parent's
+        # Seam: asyncio._get_running_loop() is the C accessor get_running_loop() wraps; the public one
+        # raises RuntimeError when no loop runs, i.e. on every call of this (sync) path: ~1 µs a hit.
         if not self._sync_private and self._bg_started and asyncio._get_running_loop() is None:
             # The hit path: this thread's idle loop runs the driver's coroutine itself, as a user's own
             # run_until_complete(conn.fetchrow(...)) would: no coroutine of ours around it. The lock is only
@@ -381,16 +382,11 @@ class PostgresBackend(PgBackground, CacheBackend):
                     own.lock.release()
                 if self.gate.delay:
                     self.gate.ok()
-                if row is None:
-                    return None
-                expires_at = row["expires_at"]  # (asyncpg records: columns by name)
-                if expires_at is not None and expires_at <= time.time():
-                    return None
-                if not hot or (row["generation"] == view.gens.get(namespace, 0) and view.live):
-                    self._touches.append((namespace, key))
-                    return StoredEntry(row["payload"], row["codec"], expires_at, row["cost"])
-                if current(view, namespace, row["generation"]) is False:
-                    return None
+                got = hot_entry(row, view, namespace) if hot else live_entry(row)
+                if got is not Ask.SERVER:
+                    if got is not None:
+                        self._touches.append((namespace, key))
+                    return got
                 # the view can't tell: the exact statement below can
         e = self._sync(self._q_get, namespace, key)
         if e is not None:
@@ -510,17 +506,12 @@ class PostgresBackend(PgBackground, CacheBackend):
             cs.idle.append(conn)
         if self.gate.delay:
             self.gate.ok()
-        if row is None:
-            return None
-        expires_at = row["expires_at"]  # (asyncpg records: columns by name)
-        if expires_at is not None and expires_at <= time.time():
-            return None
-        if hot and (row["generation"] != view.gens.get(namespace, 0) or not view.live):
-            if current(view, namespace, row["generation"]) is False:
-                return None  # a generation the view knows is over
+        got = hot_entry(row, view, namespace) if hot else live_entry(row)
+        if got is Ask.SERVER:
             return await self._get_slow(namespace, key)  # the view can't tell: the exact statement can
-        self._touches.append((namespace, key))
-        return StoredEntry(row["payload"], row["codec"], expires_at, row["cost"])
+        if got is not None:
+            self._touches.append((namespace, key))
+        return got
 
     async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
         keys = list(keys)

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from infra.cache.backends.base import import_driver
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
@@ -20,15 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnPlan", "ConnSet", "asyncpg_module", "is_connection_error", "kill_if_stuck", "started"]
 
-_INSTALL_HINT = "the postgres cache backend needs asyncpg: pip install 'perf-infra[postgres]'"
-
 
 def asyncpg_module() -> Any:
-    try:
-        import asyncpg
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise CacheError(_INSTALL_HINT) from exc
-    return asyncpg
+    return import_driver("asyncpg", "postgres")
 
 
 def is_connection_error(exc: BaseException) -> bool:

@@ -6,18 +6,19 @@ introspection and the housekeeping steps. ``PgQueries`` is a base of ``PostgresB
 from __future__ import annotations
 
 import collections
+import enum
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from infra.cache.backends.base import BackendStats, EntryInfo, StoredEntry, holder_is_dead
+from infra.cache.backends.base import BackendStats, EntryInfo, StoredEntry, holder_is_dead, usage_stats
 from infra.cache.backends.postgres.genview import GenerationView
 from infra.cache.backends.postgres.sql import PgStatements
 
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["BATCH", "PgQueries", "current"]
+__all__ = ["BATCH", "Ask", "PgQueries", "current", "hot_entry", "live_entry"]
 
 #: rows per housekeeping batch (purge / eviction), so no statement holds locks for long
 BATCH = 500
@@ -93,24 +94,10 @@ class PgQueries:
     async def _q_get(self, conn: asyncpg.Connection, ns: str, key: str) -> StoredEntry | None:
         view = self._view
         if view.live:
-            row = await conn.fetchrow(self._sql_get_hot, ns, key)
-            if row is None:
-                return None
-            expires_at = row["expires_at"]  # (asyncpg records: columns by name)
-            if expires_at is not None and expires_at <= time.time():
-                return None
-            verdict = current(view, ns, row["generation"])
-            if verdict:
-                return StoredEntry(row["payload"], row["codec"], expires_at, row["cost"])
-            if verdict is not None:
-                return None
-        row = await conn.fetchrow(self._sql_get, ns, key)
-        if row is None:
-            return None
-        expires_at = row["expires_at"]  # (asyncpg records: columns by name)
-        if expires_at is not None and expires_at <= time.time():
-            return None
-        return StoredEntry(row["payload"], row["codec"], expires_at, row["cost"])
+            got = hot_entry(await conn.fetchrow(self._sql_get_hot, ns, key), view, ns)
+            if got is not Ask.SERVER:
+                return got
+        return live_entry(await conn.fetchrow(self._sql_get, ns, key))
 
     async def _q_get_many(self, conn: asyncpg.Connection, ns: str, keys: list[str]) -> dict[str, StoredEntry]:
         rows = await conn.fetch(self.sql.get_many, ns, keys, time.time())
@@ -178,11 +165,9 @@ class PgQueries:
     async def _q_stats(self, conn: asyncpg.Connection) -> BackendStats:
         rows = await conn.fetch(self.sql.usage)
         by_ns = {r["namespace"]: (int(r["entries"]), int(r["bytes"])) for r in rows}
-        return BackendStats(
-            entries=sum(v[0] for v in by_ns.values()),
-            bytes=sum(v[1] for v in by_ns.values()),
-            by_namespace=by_ns,
-            extra={
+        return usage_stats(
+            by_ns,
+            {
                 "backend": "postgres",
                 "server": self.origin,
                 "table": self.sql.prefix,
@@ -205,6 +190,36 @@ class PgQueries:
     async def _q_maintain(self, conn: asyncpg.Connection) -> int:
         await self._flush_touches(conn)
         return await self._enforce_caps(conn)
+
+
+class Ask(enum.Enum):
+    """``hot_entry``'s third answer: the view can't tell, ask the server (the exact statement)."""
+
+    SERVER = "server"
+
+
+def live_entry(row: Any) -> StoredEntry | None:
+    """The entry of a hit statement's row (asyncpg records: columns by name), None when there is no row
+    or it has expired (the statements leave that to the caller: one parameter less to encode)."""
+    if row is None:
+        return None
+    expires_at = row["expires_at"]
+    if expires_at is not None and expires_at <= time.time():
+        return None
+    return StoredEntry(row["payload"], row["codec"], expires_at, row["cost"])
+
+
+def hot_entry(row: Any, view: GenerationView, namespace: str) -> StoredEntry | Ask | None:
+    """A row of the hot statement judged by its generation: the entry when the view says it is current,
+    None when the view knows it is over (or there is no live row), ``Ask.SERVER`` when the view can't tell.
+    The one decision behind ``get``, ``aget`` and the general path (I/O-free)."""
+    entry = live_entry(row)
+    if entry is None:
+        return None
+    generation = row["generation"]
+    if generation != view.gens.get(namespace, 0) or not view.live:
+        return None if current(view, namespace, generation) is False else Ask.SERVER
+    return entry
 
 
 def current(view: GenerationView, namespace: str, generation: int) -> bool | None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from infra.cache import fleet_stats as _fleet
-from infra.cache.backends.base import BackendStats, EntryInfo
+from infra.cache.backends.base import BackendStats, EntryInfo, usage_stats
 from infra.cache.backends.redis.layout import HEADER, SCAN_BATCH, glob_escape, quote_ns, unquote_ns
 
 __all__ = ["KeyUsage", "RedisHousekeeping"]
@@ -139,17 +139,8 @@ class RedisHousekeeping:
                 ns = self._split(k)[0]
                 n, b = by_ns.get(ns, (0, 0))
                 by_ns[ns] = (n + 1, b + size)
-            return BackendStats(
-                entries=sum(v[0] for v in by_ns.values()),
-                bytes=sum(v[1] for v in by_ns.values()),
-                by_namespace=by_ns,
-                extra={
-                    "backend": "redis",
-                    "server": self.origin,
-                    "prefix": self.prefix,
-                    "listening": self._listening,
-                },
-            )
+            extra = {"backend": "redis", "server": self.origin, "prefix": self.prefix}
+            return usage_stats(by_ns, {**extra, "listening": self._listening})
 
         return self._call(op, admin=True)  # type: ignore[no-any-return]
 

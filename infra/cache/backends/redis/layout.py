@@ -32,8 +32,7 @@ import math
 import struct
 from typing import Any
 
-from infra.cache.backends.base import StoredEntry, holder_is_dead
-from infra.errors import CacheError
+from infra.cache.backends.base import StoredEntry, holder_is_dead, import_driver
 
 __all__ = [
     "ACQUIRE_LUA",
@@ -57,7 +56,6 @@ __all__ = [
     "unquote_ns",
 ]
 
-_INSTALL_HINT = "the redis cache backend needs redis-py: pip install 'perf-infra[redis]'"
 #: entry header: format version, codec, generation, expires_at (NaN: never), cost, created_at
 HEADER = struct.Struct("!BBqddd")
 FORMAT_VERSION = 1
@@ -124,11 +122,7 @@ return 0
 
 
 def redis_module() -> Any:
-    try:
-        import redis
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise CacheError(_INSTALL_HINT) from exc
-    return redis
+    return import_driver("redis", "redis", "redis-py")
 
 
 def quote_ns(ns: str) -> str:
