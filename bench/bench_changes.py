@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from infra.cache import Cache, CacheSettings
 from infra.cache._missing import MISSING
-from infra.cache.backend import StoredEntry
+from infra.cache.backends.base import StoredEntry
 
 PG = os.environ.get("INFRA_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = "redis://127.0.0.1:6379/15"

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from infra.cache import Cache, CacheSettings  # noqa: E402
-from infra.cache.backend import CacheBackend  # noqa: E402
+from infra.cache.backends.base import CacheBackend  # noqa: E402
 from tests.cache_backends._servers import ProxyProcess, RedisServer, hung  # noqa: E402
 
 DSN = os.environ.get("PERF_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -65,7 +65,7 @@ def worst_of(cache: Cache, keys: range) -> float:
 
 
 def recovery(backend: CacheBackend) -> float:
-    from infra.cache.backend import StoredEntry
+    from infra.cache.backends.base import StoredEntry
 
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < 60:

@@ -23,10 +23,10 @@ from infra._lazy import lazy_exports
 
 _EXPORTS = {
     "MISSING": "infra.cache._missing",
-    "BackendStats": "infra.cache.backend",
-    "CacheBackend": "infra.cache.backend",
-    "EntryInfo": "infra.cache.backend",
-    "StoredEntry": "infra.cache.backend",
+    "BackendStats": "infra.cache.backends.base",
+    "CacheBackend": "infra.cache.backends.base",
+    "EntryInfo": "infra.cache.backends.base",
+    "StoredEntry": "infra.cache.backends.base",
     "CacheSettings": "infra.cache.settings",
     "NamespaceSettings": "infra.cache.settings",
     "Cache": "infra.cache.core",
@@ -41,10 +41,10 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from infra.cache._missing import MISSING as MISSING
-    from infra.cache.backend import BackendStats as BackendStats
-    from infra.cache.backend import CacheBackend as CacheBackend
-    from infra.cache.backend import EntryInfo as EntryInfo
-    from infra.cache.backend import StoredEntry as StoredEntry
+    from infra.cache.backends.base import BackendStats as BackendStats
+    from infra.cache.backends.base import CacheBackend as CacheBackend
+    from infra.cache.backends.base import EntryInfo as EntryInfo
+    from infra.cache.backends.base import StoredEntry as StoredEntry
     from infra.cache.codecs import register_type as register_type
     from infra.cache.core import Cache as Cache
     from infra.cache.decorator import cached as cached

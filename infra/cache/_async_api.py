@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from infra.cache._missing import MISSING
-from infra.cache.backend import StoredEntry
+from infra.cache.backends.base import StoredEntry
 from infra.cache.settings import parse_ttl
 from infra.cache.singleflight import LEASE_POLL_MAX, LEASE_POLL_MIN
 

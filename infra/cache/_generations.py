@@ -48,7 +48,7 @@ def register_push(self: Cache) -> None:
     b = self.backend
     if b is None:
         return
-    from infra.cache.backend import CacheBackend
+    from infra.cache.backends.base import CacheBackend
 
     hook = getattr(type(b), "on_invalidate", None)
     if hook is None or hook is CacheBackend.on_invalidate:

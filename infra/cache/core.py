@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from infra.cache import _async_api, _generations, fleet_stats
 from infra.cache._missing import MISSING
-from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend, StoredEntry
+from infra.cache.backends.base import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend, StoredEntry
 from infra.cache.codecs import Codec, DecodeError, EncodeError, Signer
 from infra.cache.l1 import L1Cache
 from infra.cache.settings import CacheSettings, parse_ttl
@@ -53,7 +53,7 @@ def make_backend(settings: CacheSettings) -> CacheBackend | None:
     if settings.backend == "memory":
         return None
     if settings.backend == "sqlite":
-        from infra.cache.sqlite_store import SQLiteBackend
+        from infra.cache.backends.sqlite.store import SQLiteBackend
 
         return SQLiteBackend(
             settings.path,

@@ -143,7 +143,7 @@ def fetch_sdist(directory: Path) -> Path:
 def _config(directory: Path, mode: str) -> dict[str, str]:
     """Environment for one mode: its config file, a fresh cache, this tree on the path."""
     shipped = json.loads((ROOT / "config" / "perf_config.json").read_text())
-    # a directory of its own: the cache refuses a 0755 folder shared with other files (sqlite_guard)
+    # a directory of its own: the cache refuses a 0755 folder shared with other files (sqlite/guard.py)
     env = {"PYTHONPATH": str(ROOT), "PERF_CACHE_PATH": str(directory / f"cache-{mode}" / "cache.db")}
     if mode == "off":
         env["PERF_ENABLED"] = "0"

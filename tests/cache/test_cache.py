@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from infra.cache import MISSING, Cache, NamespaceSettings, make_key
-from infra.cache.backend import StoredEntry
+from infra.cache.backends.base import StoredEntry
 from infra.metrics import get_metrics
 from tests.cache.conftest import PYTHON, subprocess_env
 
@@ -329,7 +329,7 @@ def _value(child: Any) -> float:
 
 
 def test_backend_failure_on_every_call_fails_open(make_cache: MakeCache) -> None:
-    from infra.cache.backend import CacheBackend
+    from infra.cache.backends.base import CacheBackend
     from infra.errors import CacheError
 
     class Broken(CacheBackend):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from infra.cache import Cache, CacheSettings
-from infra.cache.backend import StoredEntry
+from infra.cache.backends.base import StoredEntry
 from infra.cache.codecs import Codec, DecodeError, Signer, UnresolvedTypeError, register_type
 from tests.cache.conftest import PYTHON, subprocess_env
 

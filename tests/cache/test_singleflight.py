@@ -174,7 +174,7 @@ def test_processes_sharing_the_file_compute_once(cache_path: str, tmp_path: obje
 def _racy_backend(path: str, before_acquire: Callable[[], None]) -> object:
     """An SQLite backend that runs ``before_acquire`` once, just before its first lease acquire: the moment
     another process's holder finishes (sets the value, releases the lease) after our L2 miss."""
-    from infra.cache.sqlite_store import SQLiteBackend
+    from infra.cache.backends.sqlite.store import SQLiteBackend
 
     class Racy(SQLiteBackend):
         fired = False

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from infra.cache import Cache, CacheSettings
-from infra.cache.backend import StoredEntry
-from infra.cache.sqlite_store import SQLiteBackend
+from infra.cache.backends.base import StoredEntry
+from infra.cache.backends.sqlite.store import SQLiteBackend
 from tests.cache.conftest import PYTHON, subprocess_env
 
 
@@ -171,8 +171,8 @@ def test_get_many_and_set_many(store: SQLiteBackend) -> None:
 def test_processes_starting_together_create_the_schema_once(cache_path: str) -> None:
     """diskcache#85: concurrent first opens must not race on CREATE TABLE / journal_mode."""
     script = (
-        "import sys\nfrom infra.cache.sqlite_store import SQLiteBackend\n"
-        "from infra.cache.backend import StoredEntry\n"
+        "import sys\nfrom infra.cache.backends.sqlite.store import SQLiteBackend\n"
+        "from infra.cache.backends.base import StoredEntry\n"
         "b = SQLiteBackend(sys.argv[1], maintenance_interval=0, budget=5.0)\n"  # (about races, not speed)
         "b.set('ns', sys.argv[2], StoredEntry(b'v', 1)); b.close()\n"
     )
@@ -356,9 +356,13 @@ def test_a_hash_collision_is_a_miss_never_the_other_keys_value(
     # A real 64-bit collision can't be found; move k1's row onto k2's hash slot instead, which is what a
     # lookup of k2 would meet if the two collided.
     k1, k2 = keys
+    store.set("ns", k2, StoredEntry(b"placeholder", 1))  # (only to learn k2's slot)
+    with contextlib.closing(sqlite3.connect(store.path)) as c:
+        (slot,) = c.execute("SELECT h FROM entries WHERE key = ?", (k2,)).fetchone()
+    assert store.delete("ns", k2)
     store.set("ns", k1, StoredEntry(b"value of k1", 1))
     with contextlib.closing(sqlite3.connect(store.path)) as c:
-        c.execute("UPDATE entries SET h = ? WHERE key = ?", (store._ids("ns", k2)[1], k1))
+        c.execute("UPDATE entries SET h = ? WHERE key = ?", (slot, k1))
         c.commit()
     assert store.get("ns", k2) is None
     assert store.get_many("ns", [k2]) == {}
@@ -389,7 +393,7 @@ def test_a_thread_reconnects_after_the_store_closed_its_connections(store: SQLit
     t = threading.Thread(target=reader)
     t.start()
     done.wait(5)
-    store._close_conns()
+    store.close_connections()
     go.set()
     t.join(5)
     assert [r.payload if isinstance(r, StoredEntry) else r for r in results] == [b"v", b"v"]

@@ -16,7 +16,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from infra.cache import Cache, CacheSettings
-from infra.cache.backend import CacheBackend
+from infra.cache.backends.base import CacheBackend
 
 
 def make_cache(args: dict[str, Any]) -> Cache:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache.backend import CacheBackend
+from infra.cache.backends.base import CacheBackend
 
 from ._servers import RedisServer, TcpProxy
 

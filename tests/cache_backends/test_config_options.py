@@ -45,7 +45,7 @@ def test_postgres_options_from_perf_config_shape_the_tables(tmp_path: Path, pg_c
         cache.set("api", "k", "v")
         assert cache.get("api", "k") == "v"
         b = cache.backend
-        assert b is not None and b._max_conns == 2 and b._op_timeout == 0.75  # type: ignore[attr-defined]
+        assert b is not None and b.max_connections == 2 and b.op_timeout == 0.75  # type: ignore[attr-defined]
 
         async def persistence() -> str:
             conn = await asyncpg.connect(pg_cache_dsn)
@@ -73,7 +73,7 @@ def test_redis_prefix_from_perf_config_names_the_keys(tmp_path: Path, redis_url:
     try:
         cache.set("api", "k", "v")
         assert cache.get("api", "k") == "v"
-        assert cache.backend is not None and cache.backend._op_timeout == 1.5  # type: ignore[attr-defined]
+        assert cache.backend is not None and cache.backend.op_timeout == 1.5  # type: ignore[attr-defined]
         keys = list(r.scan_iter(match=f"{prefix}:*"))
         assert keys, "nothing written under the configured prefix"
     finally:

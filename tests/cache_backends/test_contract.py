@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache.backend import StoredEntry
+from infra.cache.backends.base import StoredEntry
 
 pytestmark = pytest.mark.services
 

@@ -7,7 +7,7 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.cache.backends._genview import GenerationView
+from infra.cache.backends.postgres.genview import GenerationView
 
 
 def test_not_live_until_a_snapshot_is_loaded_and_not_after_the_listener_is_lost() -> None:

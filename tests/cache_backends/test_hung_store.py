@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from infra.cache import Cache, CacheSettings
-from infra.cache.backend import CacheBackend, StoredEntry
+from infra.cache.backends.base import CacheBackend, StoredEntry
 from infra.errors import CacheError
 
 from ._servers import ProxyProcess, hung

@@ -183,7 +183,7 @@ def test_value_written_without_the_signing_key_is_never_decoded(host: dict[str, 
     __reduce__ would create a marker file. All are misses (counted as errors); nothing is unpickled."""
     import pickle
 
-    from infra.cache.backend import StoredEntry
+    from infra.cache.backends.base import StoredEntry
     from infra.cache.codecs import FLAG_SIGNED, PICKLE, STR
 
     marker = tmp_path / "pwned"

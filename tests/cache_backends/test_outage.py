@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from infra.cache import Cache, CacheSettings
-from infra.cache.backend import CacheBackend, StoredEntry
+from infra.cache.backends.base import CacheBackend, StoredEntry
 from infra.errors import CacheError
 
 from ._servers import RedisServer, TcpProxy
@@ -176,7 +176,7 @@ def test_postgres_statement_stuck_past_op_timeout_fails_open(
 
     import asyncpg
 
-    from infra.cache.backends import _pgconns
+    from infra.cache.backends.postgres import conns as pgconns
 
     b = make_pg(op_timeout=0.5, listen=False)
     b.set(NS, "k", StoredEntry(b"v", 1))
@@ -184,7 +184,7 @@ def test_postgres_statement_stuck_past_op_timeout_fails_open(
     reader = concurrent.futures.ThreadPoolExecutor(1)
     assert reader.submit(b.get, NS, "k").result() is not None  # that thread's connection, prepared
     busy_seen: list[int] = []
-    real_busy = _pgconns.ConnSet.busy
+    real_busy = pgconns.ConnSet.busy
 
     def busy(cs: Any) -> list[tuple[Any, int]]:
         found = real_busy(cs)
@@ -205,10 +205,10 @@ def test_postgres_statement_stuck_past_op_timeout_fails_open(
             await blocker.close()
 
     try:
-        _pgconns.ConnSet.busy = busy  # type: ignore[method-assign]
+        pgconns.ConnSet.busy = busy  # type: ignore[method-assign]
         asyncio.run(hold_lock_then_read())
     finally:
-        _pgconns.ConnSet.busy = real_busy  # type: ignore[method-assign]
+        pgconns.ConnSet.busy = real_busy  # type: ignore[method-assign]
         reader.shutdown()
     assert busy_seen and all(n > 0 for n in busy_seen)  # asyncpg's statement count is there to compare
     wait_until_backend_works(b)

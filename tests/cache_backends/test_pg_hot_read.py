@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache.backend import StoredEntry
+from infra.cache.backends.base import StoredEntry
 
 pytestmark = pytest.mark.services
 
@@ -31,18 +31,18 @@ def live(b: Any, timeout: float = 10.0) -> Any:
     """Wait for the listener to be connected and its view loaded."""
     b.get(NS, "warm")  # starts the background tasks
     deadline = time.monotonic() + timeout
-    while not b._view.live:
+    while not b.generation_view.live:
         assert time.monotonic() < deadline, "the listener never loaded its view"
         time.sleep(0.01)
     return b
 
 
-def sql(b: Any, statement: str, *args: Any) -> Any:
+def sql(dsn: str, statement: str, *args: Any) -> Any:
     """Run one statement on a connection of its own (another client: no NOTIFY unless it sends one)."""
     import asyncpg
 
     async def run() -> Any:
-        conn = await asyncpg.connect(b._dsn)
+        conn = await asyncpg.connect(dsn)
         try:
             return await conn.execute(statement, *args)
         finally:
@@ -51,9 +51,9 @@ def sql(b: Any, statement: str, *args: Any) -> Any:
     return asyncio.run(run())
 
 
-def set_generation_silently(b: Any, generation: int) -> None:
+def set_generation_silently(b: Any, dsn: str, generation: int) -> None:
     sql(
-        b,
+        dsn,
         f"INSERT INTO {b.sql.gens} (namespace, generation) VALUES ($1, $2) "
         "ON CONFLICT (namespace) DO UPDATE SET generation = EXCLUDED.generation",
         NS,
@@ -84,7 +84,7 @@ async def test_our_own_invalidation_is_honoured_by_the_very_next_async_read(
     b = make_pg()
     await b.aget(NS, "warm")
     deadline = time.monotonic() + 10
-    while not b._view.live:
+    while not b.generation_view.live:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
     for _ in range(20):
@@ -104,41 +104,49 @@ def test_another_hosts_invalidation_is_honoured_once_its_notify_arrives(make_pg:
         assert until(lambda: a.get(NS, "k") is None, 1.0) < 0.1
 
 
-def test_a_generation_changed_without_a_notify_is_caught_by_the_reload(make_pg: Callable[..., Any]) -> None:
+def test_a_generation_changed_without_a_notify_is_caught_by_the_reload(
+    make_pg: Callable[..., Any], pg_cache_dsn: str
+) -> None:
     """No NOTIFY at all (someone updated the table by hand): the view's reload, every second, catches it."""
     b = live(make_pg())
     b.set(NS, "k", entry())
     assert b.get(NS, "k") is not None
-    set_generation_silently(b, 5)
+    set_generation_silently(b, pg_cache_dsn, 5)
     until(lambda: b.get(NS, "k") is None, 3.0)
-    assert b._view.gens[NS] == 5
+    assert b.generation_view.gens[NS] == 5
 
 
 def test_a_row_newer_than_the_view_is_checked_with_the_server_not_dropped(
-    make_pg: Callable[..., Any],
+    make_pg: Callable[..., Any], pg_cache_dsn: str
 ) -> None:
     """The view lags the server (a bump it has not heard of yet); an entry written since is current."""
     b = live(make_pg())
-    set_generation_silently(b, 7)
+    set_generation_silently(b, pg_cache_dsn, 7)
     b.set(NS, "k", entry(b"new"))  # stamped with the server's generation, 7, inside the INSERT
-    assert b._view.gens.get(NS, 0) < 7  # (the reload has not run yet: the next one is up to 1 s away)
+    assert (
+        b.generation_view.gens.get(NS, 0) < 7
+    )  # (the reload has not run yet: the next one is up to 1 s away)
     got = b.get(NS, "k")
     assert got is not None and got.payload == b"new"
 
 
-def test_a_generation_the_server_lost_is_wound_back_by_the_reload(make_pg: Callable[..., Any]) -> None:
+def test_a_generation_the_server_lost_is_wound_back_by_the_reload(
+    make_pg: Callable[..., Any], pg_cache_dsn: str
+) -> None:
     """The generations table emptied under us (tables dropped and made again): rows are written at 0 again
     while the view still says 1. A miss until the next reload, then hits: never a permanent miss."""
     b = live(make_pg())
     b.invalidate(NS)
-    assert b._view.gens[NS] == 1
-    sql(b, f"DELETE FROM {b.sql.gens}")
+    assert b.generation_view.gens[NS] == 1
+    sql(pg_cache_dsn, f"DELETE FROM {b.sql.gens}")
     b.set(NS, "k", entry())
     until(lambda: b.get(NS, "k") is not None, 3.0)
-    assert b._view.gens.get(NS, 0) == 0
+    assert b.generation_view.gens.get(NS, 0) == 0
 
 
-def test_after_the_listener_is_cut_the_view_reloads_what_it_missed(make_pg: Callable[..., Any]) -> None:
+def test_after_the_listener_is_cut_the_view_reloads_what_it_missed(
+    make_pg: Callable[..., Any], pg_cache_dsn: str
+) -> None:
     """Cut the LISTEN connection and bump the generation without a NOTIFY while it is away: the view is not
     trusted meanwhile (reads check the generation in the statement), and the snapshot it loads after
     listening again has the bump."""
@@ -147,10 +155,10 @@ def test_after_the_listener_is_cut_the_view_reloads_what_it_missed(make_pg: Call
     b = live(make_pg())
     b.set(NS, "k", entry())
     epoch = b.push_state()
-    pid = b._listener.get_server_pid()
+    pid = b.listener_pid
 
     async def cut_and_bump() -> None:
-        conn = await asyncpg.connect(b._dsn)
+        conn = await asyncpg.connect(pg_cache_dsn)
         try:
             assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
             await conn.execute(
@@ -162,6 +170,6 @@ def test_after_the_listener_is_cut_the_view_reloads_what_it_missed(make_pg: Call
             await conn.close()
 
     asyncio.run(cut_and_bump())
-    until(lambda: b.push_state() not in (None, epoch) and b._view.live, 10.0)
-    assert b._view.gens[NS] == 3
+    until(lambda: b.push_state() not in (None, epoch) and b.generation_view.live, 10.0)
+    assert b.generation_view.gens[NS] == 3
     assert b.get(NS, "k") is None

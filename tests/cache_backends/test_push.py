@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from infra.cache import Cache, CacheSettings
-from infra.cache.backend import CacheBackend
+from infra.cache.backends.base import CacheBackend
 
 pytestmark = pytest.mark.services
 
@@ -136,12 +136,12 @@ async def test_async_paths_await_agenerations_never_the_blocking_call(
     assert polls.asyn >= 5
 
 
-def _drop_listener(backend: Any) -> None:
-    """Cut the backend's push connection from the server side."""
+def _drop_listener(backend: Any, server: str) -> None:
+    """Cut the backend's push connection from the server side (``server``: its URL / DSN)."""
     if backend.name == "redis":
         import redis
 
-        r = redis.Redis.from_url(backend._url)
+        r = redis.Redis.from_url(server)
         try:
             assert r.client_kill_filter(_type="pubsub") >= 1
         finally:
@@ -149,10 +149,10 @@ def _drop_listener(backend: Any) -> None:
         return
     import asyncpg
 
-    pid = backend._listener.get_server_pid()
+    pid = backend.listener_pid
 
     async def kill() -> None:
-        conn = await asyncpg.connect(backend._dsn)
+        conn = await asyncpg.connect(server)
         try:
             assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
         finally:
@@ -162,7 +162,7 @@ def _drop_listener(backend: Any) -> None:
 
 
 def test_a_resubscribed_listener_triggers_a_poll_at_once(
-    make_backend: Callable[..., Any], caches: Callable[..., Cache]
+    make_backend: Callable[..., Any], caches: Callable[..., Cache], request: pytest.FixtureRequest
 ) -> None:
     """Invalidations made while the listener was away were never pushed: its new epoch makes the next
     tick poll at once, without waiting for ``push_poll_interval``."""
@@ -175,7 +175,9 @@ def test_a_resubscribed_listener_triggers_a_poll_at_once(
     polls = Polls(backend)
     cache._check_generations(t + 0.5)
     assert polls.sync == 0  # listener up, same epoch: nothing due for 60 s
-    _drop_listener(backend)
+    _drop_listener(
+        backend, request.getfixturevalue("redis_url" if backend.name == "redis" else "pg_cache_dsn")
+    )
     deadline = time.monotonic() + 10
     while backend.push_state() in (None, epoch) and time.monotonic() < deadline:
         time.sleep(0.01)

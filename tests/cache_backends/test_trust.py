@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from infra.cache import Cache, CacheSettings
-from infra.cache.backend import StoredEntry
+from infra.cache.backends.base import StoredEntry
 from infra.cache.codecs import FLAG_ZLIB, JSON
 
 pytestmark = pytest.mark.services

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from infra.cache import MISSING, Cache, CacheSettings
+from infra.cache.backends.sqlite.store import SQLiteBackend
 from infra.cache.fleet_stats import PUSH_INTERVAL, FleetCounts
-from infra.cache.sqlite_store import SQLiteBackend
 
 
 def _sqlite(tmp_path: Path) -> Callable[[], Any]:

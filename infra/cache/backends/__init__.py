@@ -1,8 +1,8 @@
 """Shared (multi-host) cache backends: PostgreSQL (asyncpg) and Redis (redis-py).
 
-Both implement ``infra.cache.backend.CacheBackend`` with ``shared = True`` (``Cache`` signs every payload it
-stores in them). Each module imports its driver only when a backend is built, so ``import infra.cache`` stays
-free of asyncpg and redis::
+Both implement ``infra.cache.backends.base.CacheBackend`` with ``shared = True`` (``Cache`` signs every
+payload it stores in them). Each imports its driver only when a backend is built, so ``import infra.cache``
+stays free of asyncpg and redis::
 
     from infra.cache.backends import create_backend
     backend = create_backend(settings)          # settings.backend == "postgres" (dsn) or "redis" (url)
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from infra.cache.backend import CacheBackend
+    from infra.cache.backends.base import CacheBackend
     from infra.cache.settings import CacheSettings
 
 __all__ = ["create_backend"]

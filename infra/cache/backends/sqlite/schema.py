@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from typing import NamedTuple
 
 __all__ = [
     "BUMP_ALL_CHANGES",
@@ -38,6 +39,7 @@ __all__ = [
     "TOTALS_NS",
     "UPSERT",
     "VERSIONS",
+    "EntryRow",
     "is_corrupt",
     "migrate_statements",
     "namespace_id",
@@ -156,6 +158,25 @@ BUMP_ALL_CHANGES = (
 )
 #: A hit (parameters: hash, key, the namespace's live generation): (payload, codec, expires, cost).
 GET = "SELECT value, codec, expires, cost FROM entries WHERE h = ? AND key = ? AND gen = ?"
+
+
+class EntryRow(NamedTuple):
+    """One row of ``entries`` in ``UPSERT``'s parameter order."""
+
+    h: int  # the row id: 64-bit hash of (namespace salt, key)
+    ns: int  # namespace id
+    gen: int  # the namespace generation it was written in
+    key: str
+    codec: int
+    expires: float | None
+    cost: float
+    created: float
+    atime: float
+    size: int  # len(value)
+    value: bytes
+
+
+#: Store one row (parameters: an ``EntryRow``).
 UPSERT = (
     "INSERT INTO entries (h, ns, gen, key, codec, expires, cost, created, atime, size, value) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

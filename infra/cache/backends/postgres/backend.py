@@ -45,28 +45,35 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from infra.cache import fleet_stats as _fleet
-from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import (
+from infra.cache.backends.base import (
     BIG_WRITE,
     FORKS,
-    ReconnectGate,
+    BackendStats,
+    CacheBackend,
+    EntryInfo,
+    StoredEntry,
     backend_kwargs,
     check_identifier,
-    holder_is_dead,
     origin_of,
 )
-from infra.cache.backends._genview import GenerationView
-from infra.cache.backends._loops import LoopThread, ThreadLoops
-from infra.cache.backends._pgconns import ConnSet, asyncpg_module, is_connection_error, kill_if_stuck
-from infra.cache.backends._pgsql import PgStatements
+from infra.cache.backends.gate import ReconnectGate
+from infra.cache.backends.postgres.background import PgBackground
+from infra.cache.backends.postgres.conns import (
+    ConnPlan,
+    ConnSet,
+    asyncpg_module,
+    is_connection_error,
+)
+from infra.cache.backends.postgres.genview import GenerationView
+from infra.cache.backends.postgres.loops import LoopThread, ThreadLoops
+from infra.cache.backends.postgres.queries import Ask, hot_entry, live_entry
+from infra.cache.backends.postgres.sql import PgStatements
 from infra.cache.settings import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 
@@ -80,13 +87,11 @@ __all__ = ["PostgresBackend", "from_settings"]
 log = logging.getLogger("infra.cache")
 T = TypeVar("T")
 
-#: rows per housekeeping batch (purge / eviction), so no statement holds locks for long
-_BATCH = 500
 #: up to this many pending LRU touches are kept; older ones are dropped (LRU becomes approximate, never wrong)
 _MAX_TOUCHES = 50_000
 
 
-class PostgresBackend(CacheBackend):
+class PostgresBackend(PgBackground, CacheBackend):
     """The ``"postgres"`` backend. See the module docstring for the design and its reasons."""
 
     name: ClassVar[str] = "postgres"
@@ -139,6 +144,14 @@ class PostgresBackend(CacheBackend):
         self._change_callbacks: list[Callable[[str, int], None]] = []
         self._state_lock = threading.Lock()
         self._listen_epoch = 0  # never reset (not even at fork): Cache compares it to spot a resubscribe
+        self._plan = ConnPlan(
+            connect=self._connect,
+            prepare=self._prepare,
+            opened=self._ensure_background,
+            budget=budget,
+            connect_timeout=connect_timeout,
+            max_size=max_connections,
+        )
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -168,6 +181,29 @@ class PostgresBackend(CacheBackend):
     def __repr__(self) -> str:
         s = self.sql
         return f"PostgresBackend(origin={self.origin!r}, table={s.prefix!r}, unlogged={s.unlogged})"
+
+    @property
+    def max_connections(self) -> int:
+        """Connections per event loop at most."""
+        return self._plan.max_size
+
+    @property
+    def op_timeout(self) -> float:
+        """How long housekeeping and big writes may take (a cached call's own wait is the budget)."""
+        return self._op_timeout
+
+    @property
+    def generation_view(self) -> GenerationView:
+        """The namespace generations as this process last heard them (``live`` while they can be
+        trusted: the LISTEN connection is up and its snapshot loaded)."""
+        return self._view
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The server process of the LISTEN connection, None while not listening (to find it among the
+        server's sessions)."""
+        conn = self._listener
+        return None if conn is None else int(conn.get_server_pid())
 
     # ================================================================== plumbing
     async def _connect(self) -> asyncpg.Connection:
@@ -235,7 +271,7 @@ class PostgresBackend(CacheBackend):
                     del self._sets[old]  # its loop is gone: nothing more can be done with its sockets
                 cs = self._sets.get(loop)
                 if cs is None:
-                    cs = self._sets[loop] = ConnSet(self, loop, self._max_conns)
+                    cs = self._sets[loop] = ConnSet(self._plan, loop)
         return cs
 
     async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, long: bool = False) -> T:
@@ -314,308 +350,12 @@ class PostgresBackend(CacheBackend):
         if listen and self._callbacks:
             self._ensure_background()  # the parent's LISTEN connection is not ours: listen afresh
 
-    # ================================================================== background: LISTEN + maintenance
-    def _ensure_background(self) -> None:
-        if self._bg_started or self._closed:
-            return
-        with self._state_lock:
-            if self._bg_started:
-                return
-            self._bg_started = True
-        self._private.submit(self._background())
-
-    async def _background(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._bg_stop = asyncio.Event()
-        tasks = [loop.create_task(self._maintain_forever()), loop.create_task(self._watchdog())]
-        if self._listen_wanted:
-            tasks.append(loop.create_task(self._listen_forever()))
-        self._bg_tasks = tasks
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _watchdog(self) -> None:
-        """Terminate connections whose statement has run past the budget (``op_timeout`` for long ones: a
-        hung server): the caller then gets ``CacheError`` and fails open.
-
-        Costs the hit path nothing: asyncpg's per-statement timer costs ~9 µs, and even noting each
-        statement's start here cost ~0.8 µs per hit on this kind of VM. Instead, every tick looks at the
-        connections that are out of their idle lists together with the count of statements each has started
-        (asyncpg's protocol counts them); one seen busy with the same count for ``op_timeout`` is stuck."""
-        # a tick every eighth of the budget (6.25 ms by default: one look at a few connections, ~160 cheap
-        # wake-ups a second on the private loop); a statement is cut once seen busy for the budget less one
-        # tick, i.e. between 7/8 and 9/8 of the budget after it started
-        period = min(0.25, self._budget / 8, self._op_timeout / 8)
-        while not await _wait(self._bg_stop, period):
-            try:
-                self._watch_tick(period)
-            except Exception:  # the watchdog must outlive anything a tick meets (it once died on a
-                log.debug("postgres cache watchdog tick failed", exc_info=True)  # terminated connection)
-
-    def _watch_tick(self, period: float) -> None:
-        now = time.monotonic()
-        seen: dict[tuple[Any, int], float] = {}
-        long = self._long
-        for cs in list(self._sets.values()):
-            if cs.loop.is_closed():
-                continue
-            for conn, started in cs.busy():
-                if started < 0:
-                    continue  # terminated already
-                first = seen[conn, started] = self._stuck.get((conn, started), now)
-                if now - first >= (self._op_timeout if conn in long else self._budget) - period:
-                    cs.loop.call_soon_threadsafe(kill_if_stuck, cs, conn, started)
-        self._stuck = seen
-
-    async def _listen_forever(self) -> None:
-        """Keep one LISTEN connection; after a loss, reconnect with backoff (notifications missed meanwhile
-        are covered by ``Cache`` polling ``generations()``)."""
-        delay = 0.05
-        while not self._bg_stop.is_set():
-            lost = self._wake = asyncio.Event()
-            view = self._view
-            try:
-                conn = await self._connect()
-                conn.add_termination_listener(lambda _c, ev=lost, v=view: (v.lost(), ev.set()))
-                await conn.add_listener(self.sql.channel, self._on_notify)
-                await self._load_view(conn, view)  # after LISTEN: nothing committed since can be missed
-            except Exception as exc:
-                view.lost()
-                log.debug("postgres cache LISTEN connect failed: %s", exc)
-                if await _wait(self._bg_stop, delay):
-                    return
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.05
-            self._listen_epoch += 1
-            self._listener = conn
-            try:
-                while not lost.is_set() and not self._bg_stop.is_set():
-                    if not await _wait(lost, 1.0):
-                        # a dead socket that never said so: the reload notices it (and catches a
-                        # generation the server lost, tables dropped and made again, which no NOTIFY tells)
-                        try:
-                            await self._load_view(conn, view)
-                        except Exception:
-                            lost.set()
-            finally:
-                view.lost()
-                self._listener = None
-                if not conn.is_closed():
-                    if self._bg_stop.is_set():
-                        try:
-                            await asyncio.wait_for(conn.close(), 1.0)
-                        except Exception:
-                            conn.terminate()
-                    else:
-                        conn.terminate()
-
-    async def _load_view(self, conn: asyncpg.Connection, view: GenerationView) -> None:
-        mark = view.mark()
-        rows = await conn.fetch(self.sql.generations, timeout=self._op_timeout)
-        view.load({r[0]: int(r[1]) for r in rows}, mark)
-
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        gen, _, ns = payload.partition(":")
-        if gen.startswith("c"):  # a change count (delete, clear, replacing set), not a generation
-            try:
-                count = int(gen[1:])
-            except ValueError:
-                return
-            for ccb in list(self._change_callbacks):
-                try:
-                    ccb(ns, count)
-                except Exception:
-                    log.exception("on_change callback failed")
-            return
-        try:
-            generation = int(gen)
-        except ValueError:
-            return
-        self._view.bump(ns, generation)
-        for cb in list(self._callbacks):
-            try:
-                cb(ns, generation)
-            except Exception:
-                log.exception("on_invalidate callback failed")
-
-    async def _maintain_forever(self) -> None:
-        idle_rounds = 0
-        while not self._bg_stop.is_set():
-            if await _wait(self._bg_stop, self._interval):
-                return
-            busy = self._writes > 0 or len(self._touches) > 0
-            idle_rounds = 0 if busy else idle_rounds + 1
-            if not busy and idle_rounds % 12:
-                continue
-            with contextlib.suppress(CacheError):
-                await self._run(self._maintain, long=True)
-
-    async def _maintain(self, conn: asyncpg.Connection) -> None:
-        """Flush LRU touches, enforce byte caps, purge one batch of dead rows."""
-        await self._flush_touches(conn)
-        self._writes = 0
-        if self._max_bytes or self._ns_caps:
-            await self._enforce_caps(conn)
-        await self._purge(conn, _BATCH)
-
-    async def _flush_touches(self, conn: asyncpg.Connection) -> None:
-        q = self._touches
-        if not q:
-            return
-        touches: dict[str, set[str]] = {}
-        for _ in range(len(q)):  # popleft is atomic: hits on other threads keep appending meanwhile
-            try:
-                ns, key = q.popleft()
-            except IndexError:
-                break
-            touches.setdefault(ns, set()).add(key)
-        now = time.time()
-        for ns, keys in touches.items():
-            await conn.execute(self.sql.touch, ns, list(keys), now)
-
-    async def _enforce_caps(self, conn: asyncpg.Connection) -> int:
-        usage = {r[0]: int(r[2]) for r in await conn.fetch(self.sql.usage)}
-        evicted = 0
-        for ns, cap in self._ns_caps.items():
-            for _ in range(100):  # bounded: 5000 rows per statement
-                if usage.get(ns, 0) <= cap:
-                    break
-                sizes = await conn.fetch(self.sql.evict_lru(True), usage[ns] - cap, ns)
-                if not sizes:
-                    break
-                usage[ns] -= sum(r[0] for r in sizes)
-                evicted += len(sizes)
-        if self._max_bytes:
-            total = sum(usage.values())
-            for _ in range(100):
-                if total <= self._max_bytes:
-                    break
-                sizes = await conn.fetch(self.sql.evict_lru(False), total - self._max_bytes)
-                if not sizes:
-                    break
-                total -= sum(r[0] for r in sizes)
-                evicted += len(sizes)
-        return evicted
-
-    async def _purge(self, conn: asyncpg.Connection, limit: int) -> int:
-        status = await conn.execute(self.sql.purge, time.time(), limit)
-        await conn.execute(self.sql.purge_leases)
-        return _count(status)
-
-    # ================================================================== queries (conn first)
-    async def _q_get(self, conn: asyncpg.Connection, ns: str, key: str) -> StoredEntry | None:
-        view = self._view
-        if view.live:
-            row = await conn.fetchrow(self._sql_get_hot, ns, key)
-            if row is None or (row[2] is not None and row[2] <= time.time()):
-                return None
-            verdict = _current(view, ns, row[4])
-            if verdict:
-                return StoredEntry(row[1], row[0], row[2], row[3])
-            if verdict is not None:
-                return None
-        row = await conn.fetchrow(self._sql_get, ns, key)
-        if row is None or (row[2] is not None and row[2] <= time.time()):
-            return None
-        return StoredEntry(row[1], row[0], row[2], row[3])
-
-    async def _q_get_many(self, conn: asyncpg.Connection, ns: str, keys: list[str]) -> dict[str, StoredEntry]:
-        rows = await conn.fetch(self.sql.get_many, ns, keys, time.time())
-        return {r[0]: StoredEntry(r[2], r[1], r[3], r[4]) for r in rows}
-
-    async def _q_set(self, conn: asyncpg.Connection, ns: str, key: str, e: StoredEntry) -> None:
-        await conn.execute(
-            self.sql.set, ns, key, e.codec, e.payload, time.time(), e.expires_at, e.cost, self.sql.channel
-        )
-        self._writes += 1
-
-    async def _q_set_many(self, conn: asyncpg.Connection, ns: str, items: Mapping[str, StoredEntry]) -> None:
-        keys = list(items)
-        es = [items[k] for k in keys]
-        await conn.execute(
-            self.sql.set_many,
-            ns,
-            keys,
-            [e.codec for e in es],
-            [e.payload for e in es],
-            time.time(),
-            [e.expires_at for e in es],
-            [e.cost for e in es],
-            self.sql.channel,
-        )
-        self._writes += len(keys)
-
-    async def _q_delete(self, conn: asyncpg.Connection, ns: str, key: str) -> bool:
-        return int(await conn.fetchval(self.sql.delete, ns, key, self.sql.channel)) > 0
-
-    async def _q_invalidate(self, conn: asyncpg.Connection, ns: str) -> int:
-        row = await conn.fetchrow(self.sql.invalidate, ns, self.sql.channel)
-        gen = int(row[0])
-        self._view.bump(ns, gen)  # before returning: our own next read must not serve the old generation
-        return gen
-
-    async def _q_generations(self, conn: asyncpg.Connection) -> dict[str, int]:
-        return {r[0]: int(r[1]) for r in await conn.fetch(self.sql.generations)}
-
-    async def _q_versions(self, conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
-        return {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(self.sql.versions)}
-
-    async def _q_clear(self, conn: asyncpg.Connection, ns: str | None) -> int:
-        if ns is None:
-            return int(await conn.fetchval(self.sql.clear_all, self.sql.channel))
-        return int(await conn.fetchval(self.sql.clear_ns, ns, self.sql.channel))
-
-    async def _q_acquire(
-        self, conn: asyncpg.Connection, ns: str, key: str, owner: str, timeout: float
-    ) -> bool:
-        if await conn.fetchrow(self.sql.acquire_lease, ns, key, owner, float(timeout)) is not None:
-            return True
-        holder = await conn.fetchval(self.sql.lease_owner, ns, key)
-        if holder is None or not holder_is_dead(holder):
-            return False
-        # its holder is a process of this host that has died: take it now, not after the timeout
-        return (
-            await conn.fetchrow(self.sql.takeover_lease, ns, key, owner, float(timeout), holder) is not None
-        )
-
-    async def _q_release(self, conn: asyncpg.Connection, ns: str, key: str, owner: str) -> None:
-        await conn.execute(self.sql.release_lease, ns, key, owner)
-
-    async def _q_stats(self, conn: asyncpg.Connection) -> BackendStats:
-        rows = await conn.fetch(self.sql.usage)
-        by_ns = {r[0]: (int(r[1]), int(r[2])) for r in rows}
-        return BackendStats(
-            entries=sum(v[0] for v in by_ns.values()),
-            bytes=sum(v[1] for v in by_ns.values()),
-            by_namespace=by_ns,
-            extra={
-                "backend": "postgres",
-                "server": self.origin,
-                "table": self.sql.prefix,
-                "unlogged": self.sql.unlogged,
-                "listening": self._listener is not None,
-            },
-        )
-
-    async def _q_inspect(self, conn: asyncpg.Connection, ns: str | None, limit: int) -> list[EntryInfo]:
-        if ns is None:
-            rows = await conn.fetch(self.sql.inspect(False), limit)
-        else:
-            rows = await conn.fetch(self.sql.inspect(True), limit, ns)
-        return [EntryInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
-
-    async def _q_vacuum(self, conn: asyncpg.Connection) -> None:
-        for t in (self.sql.entries, self.sql.gens, self.sql.leases):
-            await conn.execute(f"VACUUM {t}")
-
-    async def _q_maintain(self, conn: asyncpg.Connection) -> int:
-        await self._flush_touches(conn)
-        return await self._enforce_caps(conn)
-
     # ================================================================== the CacheBackend API (sync)
     def get(self, namespace: str, key: str) -> StoredEntry | None:
         if self._fork != FORKS[0]:
             self._after_fork()  # before touching this thread's loop: its epoll fd is the parent's
+        # Seam: asyncio._get_running_loop() is the C accessor get_running_loop() wraps; the public one
+        # raises RuntimeError when no loop runs, i.e. on every call of this (sync) path: ~1 µs a hit.
         if not self._sync_private and self._bg_started and asyncio._get_running_loop() is None:
             # The hit path: this thread's idle loop runs the driver's coroutine itself, as a user's own
             # run_until_complete(conn.fetchrow(...)) would: no coroutine of ours around it. The lock is only
@@ -623,7 +363,7 @@ class PostgresBackend(CacheBackend):
             # level costs ~0.3 µs on a loop that just woke from epoll).
             own = self._threads.get()
             cs = self._sets.get(own.loop)
-            if cs is not None and cs.idle and not self.gate._down_until and own.lock.acquire(blocking=False):
+            if cs is not None and cs.idle and not self.gate.down_until and own.lock.acquire(blocking=False):
                 try:
                     if self._closed or cs.closed or not cs.idle:
                         raise CacheError("postgres cache backend is closed")
@@ -640,15 +380,13 @@ class PostgresBackend(CacheBackend):
                         cs.idle.append(conn)  # no waiters: nothing else runs on this thread's loop now
                 finally:
                     own.lock.release()
-                if self.gate._delay:
+                if self.gate.delay:
                     self.gate.ok()
-                if row is None or (row[2] is not None and row[2] <= time.time()):
-                    return None
-                if not hot or (row[4] == view.gens.get(namespace, 0) and view.live):
-                    self._touches.append((namespace, key))
-                    return StoredEntry(row[1], row[0], row[2], row[3])
-                if _current(view, namespace, row[4]) is False:
-                    return None
+                got = hot_entry(row, view, namespace) if hot else live_entry(row)
+                if got is not Ask.SERVER:
+                    if got is not None:
+                        self._touches.append((namespace, key))
+                    return got
                 # the view can't tell: the exact statement below can
         e = self._sync(self._q_get, namespace, key)
         if e is not None:
@@ -753,7 +491,7 @@ class PostgresBackend(CacheBackend):
         # the hit path, plumbing inlined (one coroutine: ours around the driver's); anything unusual takes
         # the general path
         cs = self._sets.get(asyncio.get_running_loop())
-        if cs is None or not cs.idle or self.gate._down_until or self._fork != FORKS[0] or self._closed:
+        if cs is None or not cs.idle or self.gate.down_until or self._fork != FORKS[0] or self._closed:
             return await self._get_slow(namespace, key)
         view = self._view
         hot = view.live
@@ -766,16 +504,14 @@ class PostgresBackend(CacheBackend):
             cs.release(conn)
         else:
             cs.idle.append(conn)
-        if self.gate._delay:
+        if self.gate.delay:
             self.gate.ok()
-        if row is None or (row[2] is not None and row[2] <= time.time()):
-            return None
-        if hot and (row[4] != view.gens.get(namespace, 0) or not view.live):
-            if _current(view, namespace, row[4]) is False:
-                return None  # a generation the view knows is over
+        got = hot_entry(row, view, namespace) if hot else live_entry(row)
+        if got is Ask.SERVER:
             return await self._get_slow(namespace, key)  # the view can't tell: the exact statement can
-        self._touches.append((namespace, key))
-        return StoredEntry(row[1], row[0], row[2], row[3])
+        if got is not None:
+            self._touches.append((namespace, key))
+        return got
 
     async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, StoredEntry]:
         keys = list(keys)
@@ -824,94 +560,6 @@ class PostgresBackend(CacheBackend):
         """Close this loop's connections gracefully, then everything else (``close``)."""
         await self.arelease_loop()
         await asyncio.get_running_loop().run_in_executor(None, self.close)
-
-    def close(self) -> None:
-        """Stop the background tasks and close every connection this backend opened. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self.gate.close()
-        if self._fork != FORKS[0]:
-            self._after_fork(listen=False)
-            self._closed = True  # (the reset reopened it)
-            return
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        private = self._private.loop if self._private.started else None
-        with self._state_lock:
-            sets, self._sets = self._sets, {}
-        for loop, cs in sets.items():
-            if loop.is_closed() or loop is private:
-                continue
-            if loop is current:
-                cs.terminate()
-            elif loop.is_running():
-                loop.call_soon_threadsafe(cs.terminate)
-        thread_sets = {lp: cs for lp, cs in sets.items() if not lp.is_running() and not lp.is_closed()}
-
-        async def close_thread_loop(loop: asyncio.AbstractEventLoop) -> None:
-            cs = thread_sets.get(loop)
-            if cs is not None:
-                await cs.aclose()
-
-        self._threads.close_all(close_thread_loop)
-        private_set = sets.get(private) if private is not None else None
-
-        async def close_private() -> None:
-            tasks = list(getattr(self, "_bg_tasks", []))
-            stop = getattr(self, "_bg_stop", None)
-            if stop is not None:
-                stop.set()
-                wake = getattr(self, "_wake", None)
-                if wake is not None:
-                    wake.set()
-            if tasks:
-                # let them finish (a connect in flight can't be cancelled cleanly: asyncpg leaks its socket)
-                _done, pending = await asyncio.wait(tasks, timeout=self._connect_timeout + 1.0)
-                for t in pending:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            if private_set is not None:
-                await private_set.aclose()
-            # let aborted transports and asyncpg's cancel requests finish before the loop stops
-            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            if others:
-                await asyncio.wait(others, timeout=1.0)
-            await asyncio.sleep(0.01)
-
-        self._private.stop(close_private)
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> bool:
-    """Wait for ``event`` at most ``timeout`` seconds; True if it was set."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except asyncio.TimeoutError:
-        return event.is_set()
-    return True
-
-
-def _current(view: GenerationView, namespace: str, generation: int) -> bool | None:
-    """Is a row of ``generation`` current by the view? None: ask the server (the view is no longer live,
-    or the row is newer than what the view has heard: a notification still in flight)."""
-    if not view.live:
-        return None
-    known = view.gens.get(namespace, 0)
-    if generation == known:
-        return True
-    if generation < known:
-        return False  # generations only grow (a reload winds the view back if the server lost them)
-    return None
-
-
-def _count(status: str) -> int:
-    """Row count from a command status such as ``DELETE 3``."""
-    try:
-        return int(status.rsplit(" ", 1)[-1])
-    except (ValueError, IndexError):
-        return 0
 
 
 #: per-process state left behind at fork (see ``PostgresBackend._after_fork``)

@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from infra.cache.backends.base import import_driver
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
     import asyncpg
 
-    from infra.cache.backends.postgres import PostgresBackend
-
-__all__ = ["ConnSet", "asyncpg_module", "is_connection_error", "kill_if_stuck", "started"]
-
-_INSTALL_HINT = "the postgres cache backend needs asyncpg: pip install 'perf-infra[postgres]'"
+__all__ = ["ConnPlan", "ConnSet", "asyncpg_module", "is_connection_error", "kill_if_stuck", "started"]
 
 
 def asyncpg_module() -> Any:
-    try:
-        import asyncpg
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise CacheError(_INSTALL_HINT) from exc
-    return asyncpg
+    return import_driver("asyncpg", "postgres")
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -40,15 +35,31 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, apg.PostgresError) and str(getattr(exc, "sqlstate", "")).startswith(("57P", "08"))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnPlan:
+    """What a ``ConnSet`` needs from its backend, named: how to open a connection and prepare its hit
+    statements, what to do once one is open, and how long a caller may wait."""
+
+    #: connect (creating the schema if needed), then prepare the hit statements (exact, hot)
+    connect: Callable[[], Awaitable[asyncpg.Connection]]
+    prepare: Callable[[asyncpg.Connection], Awaitable[tuple[Any, Any]]]
+    #: called once a connection is open (the backend starts its statement watchdog there)
+    opened: Callable[[], None]
+    #: how long a cached call waits for a connection (the store budget), a connect at most, and how many
+    budget: float
+    connect_timeout: float
+    max_size: int
+
+
 class ConnSet:
     """Connections of one event loop: a free list, grown up to ``max_size``, waiters served in order."""
 
-    __slots__ = ("backend", "closed", "conns", "idle", "loop", "max_size", "pending", "size", "waiters")
+    __slots__ = ("closed", "conns", "idle", "loop", "max_size", "pending", "plan", "size", "waiters")
 
-    def __init__(self, backend: PostgresBackend, loop: asyncio.AbstractEventLoop, max_size: int) -> None:
-        self.backend = backend
+    def __init__(self, plan: ConnPlan, loop: asyncio.AbstractEventLoop) -> None:
+        self.plan = plan
         self.loop = loop
-        self.max_size = max_size
+        self.max_size = plan.max_size
         self.idle: list[asyncpg.Connection] = []
         # open connections, idle or busy (the watchdog looks here), each with its prepared hit statements
         # (exact, hot): a PreparedStatement skips asyncpg's statement-cache lookup, ~0.8 µs per hit
@@ -61,9 +72,10 @@ class ConnSet:
         self.pending: asyncio.Task[Any] | None = None
 
     async def _open(self) -> asyncpg.Connection:
-        conn = await self.backend._connect()
+        plan = self.plan
+        conn = await plan.connect()
         try:
-            self.conns[conn] = await self.backend._prepare(conn)
+            self.conns[conn] = await plan.prepare(conn)
         except BaseException:
             conn.terminate()
             raise
@@ -71,13 +83,13 @@ class ConnSet:
             self.conns.pop(conn, None)
             conn.terminate()
             raise CacheError("postgres cache backend is closed")
-        self.backend._ensure_background()  # the statement watchdog runs there
+        plan.opened()  # the statement watchdog runs there
         return conn
 
     async def acquire(self, wait: float | None = None) -> asyncpg.Connection:
         """An idle connection, a new one, or one released by another task; waits at most ``wait`` seconds
         (default: the store budget) for a connect or a release."""
-        budget = self.backend._budget if wait is None else wait
+        budget = self.plan.budget if wait is None else wait
         while True:
             if self.idle:
                 return self.idle.pop()
@@ -151,7 +163,7 @@ class ConnSet:
         self.closed = True
         task = self._drop_pending()
         if task is not None:  # let it finish on this loop (bounded by its connect timeout), then it closes
-            await asyncio.wait((task,), timeout=self.backend._connect_timeout + 1.0)
+            await asyncio.wait((task,), timeout=self.plan.connect_timeout + 1.0)
             if not task.done():
                 task.cancel()
         idle, self.idle = self.idle, []

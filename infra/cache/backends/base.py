@@ -26,7 +26,7 @@ Contract every backend keeps (the SQLite backend is the reference implementation
 * **Leases** give cross-process single-flight: ``acquire_lease`` is an atomic test-and-set with a timeout, so
   a dead holder blocks nobody past ``timeout`` seconds; ``release_lease`` only releases the owner's lease.
   An owner named ``host:pid:...`` (as ``Cache`` names itself) that is a process of this host no longer
-  alive is taken over at once (``backends._common.holder_is_dead``).
+  alive is taken over at once (``holder_is_dead`` below).
 * **Time**: an operation on a cached call's path waits at most the store budget (``cache.store_budget``)
   on a hung, slow or locked store, then raises ``CacheError``; housekeeping may take longer.
 * **Errors**: a backend raises ``infra.errors.CacheError`` (``CacheCorruptError`` when it had to
@@ -44,17 +44,39 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+import errno
+import functools
+import importlib
+import logging
+import os
+import re
+import socket
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
+from infra.errors import CacheError
+
 __all__ = [
+    "BIG_WRITE",
+    "FORKS",
     "GENERATION_POLL_INTERVAL",
     "PUSH_POLL_INTERVAL",
     "BackendStats",
     "CacheBackend",
     "EntryInfo",
     "StoredEntry",
+    "backend_kwargs",
+    "check_identifier",
+    "deliver_push",
+    "entry_from_row",
+    "holder_is_dead",
+    "import_driver",
+    "origin_of",
+    "usage_stats",
 ]
+
+log = logging.getLogger("infra.cache")
 
 #: How often (seconds) ``Cache`` asks a backend for namespace generations changed by other processes.
 GENERATION_POLL_INTERVAL = 0.1
@@ -81,6 +103,11 @@ class StoredEntry(NamedTuple):
         return len(self.payload)
 
 
+#: A ``StoredEntry`` from a ``(payload, codec, expires_at, cost)`` row as a store read it: one C call (no
+#: unpacking into arguments, no Python frame), on an L2 hit's path. The row must have the four fields.
+entry_from_row: Callable[[Iterable[Any]], StoredEntry] = functools.partial(tuple.__new__, StoredEntry)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class EntryInfo:
     """One row as ``inspect`` shows it (no payload, only its size)."""
@@ -103,6 +130,16 @@ class BackendStats:
     bytes: int
     by_namespace: Mapping[str, tuple[int, int]]
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def usage_stats(by_namespace: Mapping[str, tuple[int, int]], extra: Mapping[str, Any]) -> BackendStats:
+    """``BackendStats`` whose totals are the sums of ``{ns: (entries, bytes)}``."""
+    return BackendStats(
+        entries=sum(n for n, _ in by_namespace.values()),
+        bytes=sum(b for _, b in by_namespace.values()),
+        by_namespace=by_namespace,
+        extra=extra,
+    )
 
 
 class CacheBackend(abc.ABC):
@@ -253,3 +290,119 @@ class CacheBackend(abc.ABC):
 
     async def aclose(self) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------- helpers every backend shares
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+
+#: ``FORKS[0]`` counts the forks this process came out of: a backend notes it when it opens connections and
+#: compares it on every call to spot that it now runs in a child (whose sockets are the parent's). One list
+#: read, where ``os.getpid()`` is a system call (~0.1 µs, twice per hit).
+FORKS = [0]
+
+
+def _count_fork() -> None:
+    FORKS[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+#: a write of more payload bytes than this may take the backend's ``op_timeout`` instead of the store budget:
+#: 1 MiB in 50 ms is 20 MB/s, which a LAN link to a healthy server can fall short of, and a value that large
+#: usually stands for far more work than the wait
+BIG_WRITE = 1024**2
+
+
+def backend_kwargs(settings: Any, options: Any, **kw: Any) -> dict[str, Any]:
+    """Constructor arguments of a shared backend from ``CacheSettings``: its ``cache.<backend>`` options
+    (field names are the constructor's), the byte caps, then ``kw`` (the dsn / url and overrides)."""
+    return {
+        **dataclasses.asdict(options),
+        "max_bytes": settings.max_bytes or None,
+        "budget": settings.store_budget,
+        "namespace_max_bytes": {
+            n: ns.max_bytes for n, ns in settings.namespaces.items() if ns.max_bytes is not None
+        },
+        **kw,
+    }
+
+
+def check_identifier(value: str, what: str) -> str:
+    """A table / key prefix: lower-case letters, digits and ``_``, at most 40 characters (also quoted)."""
+    if not isinstance(value, str) or not _IDENT.match(value):
+        raise ValueError(f"{what} must match [a-z_][a-z0-9_]{{0,39}}, got {value!r}")
+    return value
+
+
+def origin_of(url: str | None) -> str:
+    """``scheme://host:port`` of a DSN / URL: never the user, password, database or query string."""
+    if not url:
+        return "unset"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = parts.port
+    except ValueError:
+        return "invalid-url"
+    return f"{parts.scheme}://{host}:{port}" if port else f"{parts.scheme}://{host}"
+
+
+_HOST = socket.gethostname()  # (a host renamed while running keeps taking over its own dead holders)
+
+
+def holder_is_dead(owner: str) -> bool:
+    """True when ``owner`` (``host:pid:...``, as ``Cache`` names itself) is a process of this host that no
+    longer exists. Unknown forms, other hosts and live pids are not dead (a reused pid only delays a
+    takeover until the lease times out: never two holders at once)."""
+    host, sep, _ = owner.rpartition(":")
+    host, sep2, pid_s = host.rpartition(":")
+    if not (sep and sep2) or host != _HOST:
+        return False
+    try:
+        pid = int(pid_s)
+    except ValueError:
+        return False
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError as exc:  # EPERM: it exists (another user's)
+        return exc.errno == errno.ESRCH
+    return False
+
+
+def deliver_push(
+    message: str,
+    on_invalidate: Sequence[Callable[[str, int], None]],
+    on_change: Sequence[Callable[[str, int], None]],
+    heard: Callable[[str, int], None],
+) -> None:
+    """Act on one push message of a shared backend's channel (I/O-free; PostgreSQL NOTIFY and Redis
+    PUBLISH carry the same text): ``"<generation>:<namespace>"`` (an invalidation: ``heard`` first, then the
+    ``on_invalidate`` callbacks) or ``"c<count>:<namespace>"`` (a delete, clear or replacing set: the
+    ``on_change`` callbacks). A malformed number is ignored; a failing callback is logged, not raised."""
+    head, _, ns = message.partition(":")
+    change = head.startswith("c")
+    try:
+        n = int(head[1:] if change else head)
+    except ValueError:
+        return
+    if not change:
+        heard(ns, n)
+    for cb in list(on_change if change else on_invalidate):
+        try:
+            cb(ns, n)
+        except Exception:
+            log.exception("on_change callback failed" if change else "on_invalidate callback failed")
+
+
+def import_driver(module: str, extra: str, package: str | None = None) -> Any:
+    """The driver ``module`` of the ``extra`` backend, or ``CacheError`` naming what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise CacheError(
+            f"the {extra} cache backend needs {package or module}: pip install 'perf-infra[{extra}]'"
+        ) from exc

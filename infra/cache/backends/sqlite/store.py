@@ -1,7 +1,7 @@
 """``SQLiteBackend``: the default L2 store, one SQLite file shared by every process on the machine.
 
-The schema and statements are in ``sqlite_schema``, the housekeeping (caps, purge, checkpoints, the
-maintenance thread) in ``sqlite_maint``; this module opens, reads, writes and recovers.
+The schema and statements are in ``schema``, the housekeeping (caps, purge, checkpoints, the
+maintenance thread) in ``maint``; this module opens, reads, writes and recovers.
 
 Engineering notes (each choice has a reason):
 
@@ -10,7 +10,7 @@ Engineering notes (each choice has a reason):
   write lock): past it the write is skipped and writes fail fast for a backoff (``ReconnectGate``), so a miss
   waits at most one budget, not 5 s per statement (issue 17 item 7).
 * Writers serialise on an ``flock`` of ``<path>.lock`` plus a thread lock, then ``BEGIN IMMEDIATE``:
-  the lock is taken within the budget (``sqlite_guard.lock_within``: a blocking flock can't time out, and a
+  the lock is taken within the budget (``guard.lock_within``: a blocking flock can't time out, and a
   stopped peer would hold everyone), polled at most 1 ms apart where SQLite's own busy handler sleeps
   1, 2, 5, 10 ... ms between retries; that sleep schedule is what gives diskcache its 100+ ms set tail.
 * Rows are appended in insertion order (sequential rowid) and found through a UNIQUE index on a 64-bit
@@ -29,7 +29,7 @@ Engineering notes (each choice has a reason):
   sets never caught up, the WAL grew without bound and sets slowed by a third), flushes batched access
   times, purges expired / stale rows incrementally and enforces the byte caps. A hit never writes.
 * Per-namespace entry and byte totals are exact with no write per set: stored totals up to a fold mark plus
-  the rows above it, folded in by the maintenance thread (see ``sqlite_schema``).
+  the rows above it, folded in by the maintenance thread (see ``schema``).
 * Schema creation and quarantine run under the flock, so processes starting together don't race on
   ``CREATE TABLE`` / ``journal_mode`` (the race of diskcache issue #85).
 * One connection per thread, dropped after ``fork()`` (``os.register_at_fork``).
@@ -38,8 +38,8 @@ Engineering notes (each choice has a reason):
   file that was checked is moved: its (st_dev, st_ino) is compared first, under the lock, so a process still
   holding the old file never moves the fresh one another process made (issue 17 item 8).
 * The directory is 0700 and the files 0600, existing ones included: modes are tightened, symlinks and other
-  users' paths refused (``sqlite_guard.secure_paths``; SQLite gives -wal / -shm the database's mode).
-* The store stops growing while free disk space is short (``sqlite_guard.DiskGuard``): writes skipped and
+  users' paths refused (``guard.secure_paths``; SQLite gives -wal / -shm the database's mode).
+* The store stops growing while free disk space is short (``guard.DiskGuard``): writes skipped and
   counted, one log line per shortage.
 * A lease held by a process of this host that has died is taken over at once (its pid is checked).
 """
@@ -53,36 +53,37 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from infra.cache import fleet_stats as _fleet
-from infra.cache import sqlite_maint as _maint
-from infra.cache.backend import GENERATION_POLL_INTERVAL, BackendStats, CacheBackend, EntryInfo, StoredEntry
-from infra.cache.backends._common import ReconnectGate, holder_is_dead
-from infra.cache.settings import DEFAULT_STORE_BUDGET
-from infra.cache.sqlite_guard import DiskGuard, lock_within, secure_paths
-from infra.cache.sqlite_schema import (
+from infra.cache.backends.base import (
+    GENERATION_POLL_INTERVAL,
+    BackendStats,
+    CacheBackend,
+    EntryInfo,
+    StoredEntry,
+    entry_from_row,
+    holder_is_dead,
+)
+from infra.cache.backends.gate import ReconnectGate
+from infra.cache.backends.sqlite.files import LocalConn, fcntl
+from infra.cache.backends.sqlite.guard import DiskGuard
+from infra.cache.backends.sqlite.maint import SQLiteHousekeeping
+from infra.cache.backends.sqlite.schema import (
     BUMP_ALL_CHANGES,
     BUMP_CHANGES,
     CHECKPOINT_EVERY,
     GET,
-    SCHEMA_VERSION,
     STATS,
     UPSERT,
     VERSIONS,
-    is_corrupt,
-    migrate_statements,
+    EntryRow,
     namespace_id,
-    schema_statements,
     signed64,
 )
-from infra.errors import CacheCorruptError, CacheError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone serialises writers
-    fcntl = None  # type: ignore[assignment]
+from infra.cache.settings import DEFAULT_STORE_BUDGET
+from infra.errors import CacheError
 
 __all__ = ["SQLiteBackend"]
 
@@ -91,21 +92,11 @@ CHECKPOINT_BYTES = 16 * 1024**2
 _U64 = 1 << 64
 _I63 = 1 << 63
 _P64 = (1 << 64) - 59  # the largest prime below 2**64
-_make_entry = StoredEntry._make
 
 log = logging.getLogger("infra.cache")
 
 
-class _LockBusy(CacheError):
-    """The writers' lock stayed busy for the whole budget (this operation is skipped)."""
-
-
-class _Local(threading.local):
-    conn: sqlite3.Connection | None = None
-    cur: sqlite3.Cursor | None = None
-
-
-class SQLiteBackend(CacheBackend):
+class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
     """SQLite L2 store at ``path`` with a total byte cap and optional per-namespace caps.
 
     Opening is lazy and retried at most every ``retry_open_after`` seconds, so an unwritable directory
@@ -141,7 +132,7 @@ class SQLiteBackend(CacheBackend):
         self.quick_check = quick_check
         self.maintenance_interval = maintenance_interval
         self.retry_open_after = retry_open_after
-        self._local = _Local()
+        self._local = LocalConn()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._wlock = threading.RLock()
@@ -179,7 +170,7 @@ class SQLiteBackend(CacheBackend):
     # ------------------------------------------------------------------ lifecycle
     def _after_fork(self) -> None:
         # The parent's connections and lock fd must not be used by the child (SQLite forbids it).
-        self._local = _Local()
+        self._local = LocalConn()
         self._conns = []
         self._conns_lock = threading.Lock()
         self._wlock = threading.RLock()
@@ -203,221 +194,11 @@ class SQLiteBackend(CacheBackend):
         with contextlib.suppress(Exception):
             if self._touches and self._ready:
                 self._flush_touches()
-        self._close_conns()
+        self.close_connections()
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
             self._lock_fd = None
-
-    def _close_conns(self) -> None:
-        with self._conns_lock:
-            # A fresh thread-local: every thread's next call opens a new connection (no per-call check).
-            conns, self._conns = self._conns, []
-            self._local = _Local()
-        for c in conns:
-            with contextlib.suppress(Exception):
-                c.close()
-
-    # ------------------------------------------------------------------ opening
-    def _lockfd(self) -> int:
-        if self._lock_fd is None:
-            self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        return self._lock_fd
-
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        with self._wlock:
-            if fcntl is None:
-                yield
-                return
-            fd = self._lockfd()
-            self._lock_or_fail(fd)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _lock_or_fail(self, fd: int) -> None:
-        """The writers' flock within the budget, or ``CacheError``. Only our own writers take this lock, and
-        they pass it on every statement: a timeout here is contention (or a stopped peer), so it skips this
-        write only and opens no gate (a gate made one slow moment cost every write of its backoff)."""
-        if not lock_within(fd, self.budget):
-            raise _LockBusy(
-                f"cache write skipped: the writers' lock stayed busy for {self.budget * 1000:.0f} ms"
-            )
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self.busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=64,
-        )
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA cache_size=-8192")
-        conn.execute("PRAGMA mmap_size=67108864")
-        conn.execute("PRAGMA journal_size_limit=67108864")  # a WAL reset truncates the file to 64 MB
-        return conn
-
-    def _open(self) -> None:
-        """Create / check the file once per process (under the file lock)."""
-        now = time.monotonic()
-        if self._open_error is not None and now - self._open_failed_at < self.retry_open_after:
-            raise self._open_error
-        try:
-            secure_paths(self.path)
-            before = len(self.quarantined)
-            with self._file_lock():
-                self._init_schema()
-        except _LockBusy:
-            raise  # a peer is opening (or writing) right now: the next call tries again, not 5 s later
-        except CacheError as exc:
-            self._open_error, self._open_failed_at = exc, now
-            raise
-        except (OSError, sqlite3.Error) as exc:
-            err = CacheError(f"cannot open the cache database {self.path!r}: {exc}")
-            err.__cause__ = exc
-            self._open_error, self._open_failed_at = err, now
-            raise err from exc
-        self._open_error = None
-        self._ready = True
-        if len(self.quarantined) > before:
-            # Report the quarantine once (counted by Cache as an error); the fresh file serves from now on.
-            raise CacheCorruptError(f"cache database was corrupt; moved aside to {self.quarantined[-1]}")
-
-    def _init_schema(self) -> None:
-        for attempt in range(2):
-            conn: sqlite3.Connection | None = None
-            try:
-                st = os.stat(self.path)  # under the lock: the file we check is the one a quarantine may move
-                self._ident = (st.st_dev, st.st_ino)
-                conn = self._connect()
-                if self.quick_check:
-                    row = conn.execute("PRAGMA quick_check").fetchone()
-                    if row is None or row[0] != "ok":
-                        raise sqlite3.DatabaseError(f"database disk image is malformed (quick_check: {row})")
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    log.warning("cache database %s: journal_mode is %s, not WAL", self.path, mode)
-                conn.execute("BEGIN IMMEDIATE")
-                version = self._schema_version(conn)
-                if version is not None and version < SCHEMA_VERSION:
-                    for stmt in migrate_statements(version):
-                        conn.execute(stmt)
-                for stmt in schema_statements():
-                    conn.execute(stmt)
-                if version is None or version < SCHEMA_VERSION:
-                    conn.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,))
-                conn.execute("COMMIT")
-                conn.close()
-                return
-            except sqlite3.DatabaseError as exc:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                if attempt == 0 and is_corrupt(exc):
-                    self._quarantine_locked(exc)
-                    continue
-                raise
-
-    @staticmethod
-    def _schema_version(conn: sqlite3.Connection) -> int | None:
-        """The file's schema version (None: a new file)."""
-        if (
-            conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
-            is None
-        ):
-            return None
-        row = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
-        return None if row is None else int(row[0])
-
-    def _conn(self) -> sqlite3.Connection:
-        c = self._local.conn
-        if c is not None:
-            return c
-        if self._closed:
-            raise CacheError("the cache backend is closed")
-        if not self._ready:
-            with self._ready_lock:
-                if not self._ready:
-                    self._open()
-        try:
-            c = self._connect()
-        except (OSError, sqlite3.Error) as exc:
-            raise CacheError(f"cannot open the cache database {self.path!r}: {exc}") from exc
-        with self._conns_lock:
-            self._conns.append(c)
-            loc = self._local  # read under the lock: a concurrent close may have just replaced it
-            loc.conn, loc.cur = c, c.cursor()
-        return c
-
-    def _cursor(self) -> sqlite3.Cursor:
-        """This thread's reusable cursor (one less allocation per read than ``conn.execute``)."""
-        self._conn()
-        cur = self._local.cur
-        assert cur is not None
-        return cur
-
-    # ------------------------------------------------------------------ corruption
-    def _quarantine_locked(self, exc: BaseException) -> str | None:
-        """Move the corrupt file (and its -wal / -shm) aside; caller holds the file lock. None when the file
-        at ``path`` is no longer the one this process checked (another process moved it aside and started a
-        fresh one, which is not ours to judge: it is checked again on reopening)."""
-        self._close_conns()
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            st = None
-        if st is not None and self._ident is not None and (st.st_dev, st.st_ino) != self._ident:
-            log.warning("cache database %s was replaced by another process; reopening it", self.path)
-            return None
-        stamp = f"{time.time():.0f}"
-        dest = f"{self.path}.corrupt-{stamp}"
-        n = 0
-        while os.path.exists(dest):
-            n += 1
-            dest = f"{self.path}.corrupt-{stamp}-{n}"
-        if os.path.exists(self.path):
-            os.replace(self.path, dest)
-        for suffix in ("-wal", "-shm"):
-            if os.path.exists(self.path + suffix):
-                if suffix == "-wal":
-                    os.replace(self.path + suffix, dest + suffix)
-                else:
-                    with contextlib.suppress(OSError):
-                        os.unlink(self.path + suffix)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        st = os.fstat(fd)
-        os.close(fd)
-        self._ident = (st.st_dev, st.st_ino)
-        self._ensured.clear()
-        self.quarantined.append(dest)
-        log.error("cache database %s was corrupt (%s); moved aside to %s", self.path, exc, dest)
-        return dest
-
-    def _handle(self, exc: Exception, what: str) -> CacheError:
-        """Map a driver error to CacheError; quarantine the file when it is corrupt."""
-        if is_corrupt(exc) and "disk i/o" not in str(exc).lower():
-            try:
-                with self._file_lock():
-                    dest = self._quarantine_locked(exc)
-                    self._ready = False
-            except Exception as qexc:
-                return CacheError(f"cache {what} failed ({exc}); quarantine failed too: {qexc}")
-            if dest is None:
-                err: CacheError = CacheError(f"cache {what} failed ({exc}); the file was replaced meanwhile")
-            else:
-                err = CacheCorruptError(f"cache database was corrupt ({exc}); moved to {dest}")
-        elif isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower():
-            # another program holds SQLite's write lock past the budget: fail fast for a backoff
-            return self.gate.failed(exc)
-        else:
-            err = CacheError(f"cache {what} failed: {exc}")
-        err.__cause__ = exc
-        return err
 
     # ------------------------------------------------------------------ ids
     def _ids(self, namespace: str, key: str) -> tuple[int, int]:
@@ -462,7 +243,7 @@ class SQLiteBackend(CacheBackend):
 
     def get(self, namespace: str, key: str) -> StoredEntry | None:
         row = self.get_row(namespace, key)
-        return None if row is None else _make_entry(row)
+        return None if row is None else entry_from_row(row)
 
     def get_row(
         self, namespace: str, key: str, now: float | None = None
@@ -545,33 +326,12 @@ class SQLiteBackend(CacheBackend):
                 self._start_maintenance()
 
     # ------------------------------------------------------------------ writes
-    @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        self.gate.check()
-        try:
-            conn = self._conn()
-            with self._file_lock():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                    if self.gate._delay:
-                        self.gate.ok()
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    raise
-        except CacheError:
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            raise self._handle(exc, what) from exc
-
-    def _row(self, namespace: str, key: str, e: StoredEntry, now: float) -> tuple[Any, ...]:
+    def _row(self, namespace: str, key: str, e: StoredEntry, now: float) -> EntryRow:
         # The generation written is this process's copy (at most 0.1 s old): a row written under a
         # generation another process has just bumped is simply invisible, as if invalidated with the rest.
         nsid, rid = self._ids(namespace, key)
         gens = self._gens if now < self._gens_next else self._live_gens(now)
-        return (
+        return EntryRow(
             rid,
             nsid,
             gens.get(nsid, 0),
@@ -588,7 +348,7 @@ class SQLiteBackend(CacheBackend):
     def set(self, namespace: str, key: str, entry: StoredEntry) -> None:
         # The hot write: one autocommit UPSERT under the file lock (no BEGIN/COMMIT round trips, no
         # context-manager frames); cap enforcement, when due, runs as its own transaction afterwards.
-        if self.gate._down_until:
+        if self.gate.down_until:
             self.gate.check()
         if not self.disk.allow(len(entry.payload)):
             return  # free space is short: the store doesn't grow (counted in disk.skipped, logged once)
@@ -602,8 +362,8 @@ class SQLiteBackend(CacheBackend):
                 if fd >= 0:
                     self._lock_or_fail(fd)
                 try:
-                    if row[1] not in self._ensured:
-                        self._ensure_ns(cur.connection, namespace, row[1])
+                    if row.ns not in self._ensured:
+                        self._ensure_ns(cur.connection, namespace, row.ns)
                     cur.execute(UPSERT, row)
                 finally:
                     if fd >= 0:
@@ -612,9 +372,9 @@ class SQLiteBackend(CacheBackend):
             raise
         except (sqlite3.Error, OSError) as exc:
             raise self._handle(exc, "write") from exc
-        if self.gate._delay:
+        if self.gate.delay:
             self.gate.ok()  # the write lock is ours again: close the gate (logged once)
-        self._after_write(namespace, row[9])
+        self._after_write(namespace, row.size)
 
     def set_many(self, namespace: str, items: Mapping[str, StoredEntry]) -> None:
         if not items:
@@ -627,9 +387,9 @@ class SQLiteBackend(CacheBackend):
         except sqlite3.Error as exc:
             raise self._handle(exc, "write") from exc
         with self._write("write") as conn:
-            self._ensure_ns(conn, namespace, rows[0][1])
+            self._ensure_ns(conn, namespace, rows[0].ns)
             conn.executemany(UPSERT, rows)
-        self._after_write(namespace, sum(r[9] for r in rows))
+        self._after_write(namespace, sum(r.size for r in rows))
 
     def _after_write(self, namespace: str, size: int) -> None:
         """Enforce byte caps. Exact totals are read every 64 writes (other processes' writes count too) or
@@ -814,15 +574,3 @@ class SQLiteBackend(CacheBackend):
         except sqlite3.Error as exc:
             raise self._handle(exc, "read") from exc
         return [EntryInfo(*r) for r in rows]
-
-    # ------------------------------------------------------------------ housekeeping (sqlite_maint.py)
-    _totals = _maint._totals
-    fold = _maint.fold
-    enforce_caps = _maint.enforce_caps
-    _evict_step = _maint._evict_step
-    purge = _maint.purge
-    _start_maintenance = _maint._start_maintenance
-    _flush_touches = _maint._flush_touches
-    maintain = _maint.maintain
-    _checkpoint = _maint._checkpoint
-    _maintenance_loop = _maint._maintenance_loop

@@ -209,7 +209,8 @@ class PgStatements:
     def versions(self) -> str:
         """-> (namespace, generation, changes) of every namespace with either."""
         return (
-            "SELECT COALESCE(g.namespace, c.namespace), COALESCE(g.generation, 0), COALESCE(c.changes, 0) "
+            "SELECT COALESCE(g.namespace, c.namespace) AS namespace, "
+            "COALESCE(g.generation, 0) AS generation, COALESCE(c.changes, 0) AS changes "
             f"FROM {self.gens} g FULL OUTER JOIN {self.changes} c ON c.namespace = g.namespace"
         )
 
@@ -236,7 +237,7 @@ class PgStatements:
 
     @property
     def usage(self) -> str:
-        cols = "namespace, count(*)::bigint, COALESCE(sum(size), 0)::bigint"
+        cols = "namespace, count(*)::bigint AS entries, COALESCE(sum(size), 0)::bigint AS bytes"
         return f"SELECT {cols} FROM {self.entries} GROUP BY 1"
 
     def evict_lru(self, with_ns: bool) -> str:
