@@ -28,11 +28,17 @@ BOUND = 10.0  # seconds: 10x the 1 s promise
 
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def config(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    # a generous store budget: what is tested is that a change reaches the other L1, not fail-open; the
+    # 50 ms default let a fresh process on a loaded box skip its (cold) connect and so skip the change
+    budget = "10s"
     if request.param == "sqlite":
-        return write_config(tmp_path, backend="sqlite", path=str(tmp_path / "store" / "cache.db"))
+        path = str(tmp_path / "store" / "cache.db")
+        return write_config(tmp_path, backend="sqlite", path=path, store_budget=budget)
     if request.param == "postgres":
-        return write_config(tmp_path, backend="postgres", dsn=request.getfixturevalue("pg_cache_dsn"))
-    return write_config(tmp_path, backend="redis", url=request.getfixturevalue("own_redis").url)
+        dsn = request.getfixturevalue("pg_cache_dsn")
+        return write_config(tmp_path, backend="postgres", dsn=dsn, store_budget=budget)
+    url = request.getfixturevalue("own_redis").url
+    return write_config(tmp_path, backend="redis", url=url, store_budget=budget)
 
 
 def _settings(config: Path) -> CacheSettings:
@@ -169,10 +175,13 @@ def test_changes_are_pushed_not_only_polled(
 ) -> None:
     """With the safety-net poll an hour apart, another process's delete, replacing set and clear still
     reach this L1: PostgreSQL NOTIFY / Redis pub/sub carry the change count."""
+    budget = "10s"  # as in config(): the push is tested, not fail-open
     if backend == "postgres":
-        config = write_config(tmp_path, backend="postgres", dsn=request.getfixturevalue("pg_cache_dsn"))
+        dsn = request.getfixturevalue("pg_cache_dsn")
+        config = write_config(tmp_path, backend="postgres", dsn=dsn, store_budget=budget)
     else:
-        config = write_config(tmp_path, backend="redis", url=request.getfixturevalue("own_redis").url)
+        url = request.getfixturevalue("own_redis").url
+        config = write_config(tmp_path, backend="redis", url=url, store_budget=budget)
     c = Cache(_settings(config), push_poll_interval=3600.0)
     try:
         _in_l1(c, "inference", "k", "old")
