@@ -132,10 +132,10 @@ async def _run(
 ) -> dict[str, Any]:
     from infra.cache import Cache, CacheSettings
     from infra.config import load_config
-    from infra.ollama import AsyncOptimizedOllama, OllamaSettings
+    from infra.ollama import AsyncOptimizedOllama
 
     cfg = load_config(opts.config_path)
-    settings = dataclasses.replace(OllamaSettings.from_config(cfg.ollama), enabled=True)
+    settings = dataclasses.replace(cfg.ollama, enabled=True)
     host = opts.host or os.environ.get("OLLAMA_HOST") or settings.host or "http://127.0.0.1:11434"
 
     backend: dict[str, Any]

@@ -301,7 +301,7 @@ class IntegrationHandle:
             try:
                 from infra.ollama import OptimizedOllama
 
-                OptimizedOllama.from_config(config).warmup(
+                OptimizedOllama(config.ollama).warmup(
                     list(w.models), system_prompt=w.system_prompt, background=False
                 )
             except Exception as exc:

@@ -7,6 +7,7 @@ recorded/replayed streams, warmup and keep-warm, and metrics::
 
     from infra.ollama import OptimizedOllama
     llm = OptimizedOllama()                      # perf_config's "ollama" section
+    llm = OptimizedOllama(config.ollama)         # or a section given (OllamaConfig(timeout=10.0, ...))
     r = llm.generate(model="llama3.2:3b", prompt=text, profile="stage1")
 
     routing = infra.ollama.route_official()      # ollama.Client, ollama.chat, ... through the layer
@@ -24,9 +25,9 @@ __all__ = [
     "AsyncKeepWarm",
     "AsyncOptimizedOllama",
     "KeepWarm",
-    "OllamaCacheSettings",
+    "OllamaCacheConfig",
+    "OllamaConfig",
     "OllamaRunnerError",
-    "OllamaSettings",
     "OptimizedOllama",
     "Routing",
     "RunnerOptionWarning",
@@ -38,8 +39,8 @@ _LAZY = {
     "AsyncOptimizedOllama": "infra.ollama.aclient",
     "KeepWarm": "infra.ollama.warmup",
     "OptimizedOllama": "infra.ollama.client",
-    "OllamaCacheSettings": "infra.ollama.settings",
-    "OllamaSettings": "infra.ollama.settings",
+    "OllamaCacheConfig": "infra.config.sections.ollama",
+    "OllamaConfig": "infra.config.sections.ollama",
     "OllamaRunnerError": "infra.ollama.runner",
     "RunnerOptionWarning": "infra.ollama.runner",
     "Routing": "infra.ollama.routing",
@@ -47,11 +48,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from infra.config.sections.ollama import OllamaCacheConfig, OllamaConfig
     from infra.ollama.aclient import AsyncOptimizedOllama
     from infra.ollama.client import OptimizedOllama
     from infra.ollama.routing import Routing, route_official
     from infra.ollama.runner import OllamaRunnerError, RunnerOptionWarning
-    from infra.ollama.settings import OllamaCacheSettings, OllamaSettings
     from infra.ollama.warmup import AsyncKeepWarm, KeepWarm
 
 

@@ -16,14 +16,15 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ._embed_fields import reply_fields, summed_prompt_eval_count
+from infra.config.sections.ollama import OllamaConfig
+
 from ._handles import Handles
 from ._helpers import PRIMITIVE as _PRIMITIVE
 from ._helpers import detacher, is_embedding_model, keep_alive_seconds, official_signature
+from ._values import decode_full
 from ._writer import WriteBehind
 from .keys import NOT_KEYED, is_deterministic, request_digest
-from .runner import RunnerPolicy
-from .settings import DEFAULT_HOST, OllamaSettings
+from .runner import RunnerPolicy, resolve_runner
 
 __all__ = [
     "ENDPOINTS",
@@ -40,7 +41,6 @@ __all__ = [
     "is_embedding_model",
     "keep_alive_seconds",
     "official_signature",
-    "settings_from",
 ]
 
 log = logging.getLogger("infra.ollama")
@@ -71,7 +71,6 @@ _MEMO_MAX = 4096
 #: (A warm Ollama reports a few milliseconds of load_duration on every call.)
 RELOAD_THRESHOLD_S = 0.25
 _RELOAD_NS = int(RELOAD_THRESHOLD_S * 1e9)
-_STORABLE = ("stop", "length")
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 
 
@@ -158,10 +157,12 @@ class Flight:
 class ClientCore:
     """State and decisions shared by the sync and async clients."""
 
-    def __init__(self, settings: OllamaSettings, cache: Any = None) -> None:
+    def __init__(self, settings: OllamaConfig, cache: Any = None) -> None:
         self.settings = settings
         self.enabled = settings.enabled
-        self.policy = RunnerPolicy(settings.runner, settings.profiles, strict=settings.strict_runner)
+        self.policy = RunnerPolicy(
+            resolve_runner(settings.runner), settings.profiles, strict=settings.strict_runner
+        )
         self._cache = cache
         self._cache_failed = False
         self._handles: dict[tuple[str, str], Handles] = {}
@@ -191,14 +192,12 @@ class ClientCore:
 
     @property
     def host(self) -> str:
-        return os.environ.get("OLLAMA_HOST") or self.settings.host or DEFAULT_HOST
+        return os.environ.get("OLLAMA_HOST") or self.settings.host
 
     def httpx_timeout(self) -> Any:
         import httpx
 
         t = self.settings.timeout
-        if t is None:
-            return None
         return httpx.Timeout(t, connect=min(t, self.settings.connect_timeout))
 
     def handles(self, model: str, op: str) -> Handles:
@@ -358,7 +357,7 @@ class ClientCore:
         prior = self._built.get(key)
         if prior is not None and prior[0] is value:
             return prior[1]()
-        resp = self.decode_full(cls, value)
+        resp = decode_full(cls, value)
         if resp is not None:
             if len(self._built) >= _MEMO_MAX:
                 self._built.clear()
@@ -417,112 +416,6 @@ class ClientCore:
                 self.failure("cache", exc)
         return value
 
-    # -- cache values ---------------------------------------------------------------------------------------
-
-    @staticmethod
-    def storable(final: Any) -> bool:
-        """Only complete replies: done with stop or length. Errors, aborts and load/unload never."""
-        return bool(getattr(final, "done", False)) and getattr(final, "done_reason", None) in _STORABLE
-
-    @staticmethod
-    def full_value(resp: Any, digest: str | None) -> dict[str, Any]:
-        return {"v": 2, "full": resp.model_dump(exclude_unset=True), "d": digest}
-
-    @staticmethod
-    def stream_value(
-        chunks: list[dict[str, Any]], offsets: list[float], digest: str | None
-    ) -> dict[str, Any]:
-        return {"v": 2, "chunks": chunks, "t": offsets, "d": digest}
-
-    @staticmethod
-    def vector_value(vector: Any, digest: str | None) -> dict[str, Any]:
-        return {"e": list(vector), "d": digest}
-
-    @staticmethod
-    def tagged(value: Any) -> bool:
-        """A value of this version's shape (anything else is a miss)."""
-        return type(value) is dict and "d" in value
-
-    @staticmethod
-    def decode_full(cls: Any, value: Any) -> Any:
-        """A stored non-streamed reply, built as the official client builds one; None for another shape."""
-        full = value.get("full") if type(value) is dict else None
-        return cls(**full) if type(full) is dict else None
-
-    @staticmethod
-    def decode_stream(value: Any) -> tuple[list[dict[str, Any]], list[float]] | None:
-        if type(value) is dict and "chunks" in value and "t" in value:
-            return value["chunks"], value["t"]
-        return None
-
-    def split_found(
-        self, plan: Plan, found: Mapping[str, Any], digest: str | None
-    ) -> tuple[dict[str, list[float]], list[tuple[str, str]]]:
-        """Embed: the cached vectors by text (copies: the caller may mutate them, the L1 entry must not
-        change) and the (text, key) pairs still to fetch."""
-        vectors: dict[str, list[float]] = {}
-        missing: list[tuple[str, str]] = []
-        assert plan.items is not None
-        for text, k in plan.items:
-            v = found.get(k)
-            if type(v) is dict and v.get("d") == digest and isinstance(v.get("e"), list):
-                vectors[text] = list(v["e"])
-                if type(v.get("m")) is dict:
-                    plan.meta[text] = v["m"]
-            else:
-                missing.append((text, k))
-        return vectors, missing
-
-    def fill_vectors(
-        self,
-        vectors: dict[str, Any],
-        missing: list[tuple[str, str]],
-        resp: Any,
-        digest: str | None,
-        plan: Plan | None = None,
-    ) -> dict[str, Any]:
-        """Embed: put the fetched vectors in ``vectors``; return the cache entries to store (and note on
-        ``plan`` what was fetched and recorded, for ``embed_response``)."""
-        out: dict[str, Any] = {}
-        # A text fetched on its own owns the whole reply: its fields (prompt_eval_count, durations, ...) are
-        # recorded with the vector, so a hit replays what the plain client got. A text fetched in a batch
-        # can't know its share of the reply's counts, so nothing is recorded for it.
-        meta = reply_fields(resp) if len(missing) == 1 else None
-        if plan is not None:
-            plan.fetched = [text for text, _ in missing]
-        for (text, k), v in zip(missing, resp.embeddings, strict=True):
-            vectors[text] = v
-            out[k] = self.vector_value(v, digest)
-            if meta:
-                out[k]["m"] = meta
-                if plan is not None:
-                    plan.meta[text] = meta
-        return out
-
-    @staticmethod
-    def embed_response(cls: Any, plan: Plan, vectors: Mapping[str, Any], resp: Any) -> Any:
-        """Embed: the reply in the caller's input order.
-
-        One text, served from the cache: every field recorded with it (see ``fill_vectors``), as the plain
-        client got them. Reassembled from several entries (or from entries and a fetch): the durations are
-        this call's fetch's (none when nothing was fetched: no timing belongs to the whole), and
-        ``prompt_eval_count`` is the sum over the inputs when each input's count is known (Ollama counts
-        each input's tokens and adds them), else left out."""
-        fields: dict[str, Any] = {
-            "model": resp.model if resp is not None else plan.model,
-            "embeddings": [vectors[t] for t in plan.texts],
-        }
-        if resp is None and len(plan.texts) == 1 and plan.texts[0] in plan.meta:
-            return cls.model_construct(**{**plan.meta[plan.texts[0]], **fields})
-        if resp is not None:
-            for name in ("total_duration", "load_duration"):
-                if getattr(resp, name, None) is not None:
-                    fields[name] = getattr(resp, name)
-        count = summed_prompt_eval_count(plan.texts, plan.meta, plan.fetched, resp)
-        if count is not None:
-            fields["prompt_eval_count"] = count
-        return cls.model_construct(**fields)
-
     # -- metrics from replies -------------------------------------------------------------------------------
 
     def observe_final(self, h: Handles, model: str, final: Any) -> None:
@@ -570,12 +463,9 @@ class ClientCore:
             ),
         )
 
-    def flight_wait(self) -> float | None:
+    def flight_wait(self) -> float:
         """How long a coalesced caller waits for the call in flight: as long as that call may take."""
-        t = self.settings.timeout
-        if t is None:
-            return None
-        return t * (self.settings.retries + 1) + 2.0 * (self.settings.retries + 1)
+        return (self.settings.timeout + 2.0) * (self.settings.retries + 1)
 
     def backoff(self, attempt: int) -> float:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
@@ -590,16 +480,3 @@ def _has_input(op: str, body: Mapping[str, Any]) -> bool:
     if op == "embed":
         return bool(body.get("input"))
     return bool(body.get("prompt"))
-
-
-def settings_from(config: Any) -> OllamaSettings:
-    if config is None:
-        from infra.config import get_config
-
-        config = get_config()
-    s = OllamaSettings.from_config(config.ollama)
-    if not getattr(config, "enabled", True):
-        import dataclasses
-
-        s = dataclasses.replace(s, enabled=False)
-    return s

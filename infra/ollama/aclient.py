@@ -27,8 +27,18 @@ from ._core import (
     official_signature,
 )
 from ._layer import LayerMixin
+from ._values import (
+    decode_full,
+    decode_stream,
+    embed_response,
+    fill_vectors,
+    full_value,
+    split_found,
+    storable,
+    stream_value,
+    tagged,
+)
 from .digests import BOOK
-from .settings import OllamaSettings
 from .stream import StreamRecorder, areplay
 from .warmup import AsyncKeepWarm
 
@@ -40,15 +50,7 @@ log = logging.getLogger("infra.ollama")
 class AsyncOptimizedOllama(LayerMixin, _Official):
     """``ollama.AsyncClient`` with perf_config's tuning and caching (see ``OptimizedOllama``)."""
 
-    def __init__(
-        self,
-        host: str | None = None,
-        *,
-        settings: OllamaSettings | None = None,
-        cache: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(host, settings=settings, cache=cache, **kwargs)
+    def _init_io(self) -> None:
         self._sem: asyncio.Semaphore | None = None  # made on first use, on the loop that uses it
         self._flights: dict[str, Flight] = {}
 
@@ -108,7 +110,7 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
     # -- the one place the layer meets the official client --------------------------------------------------
 
     async def _request(self, cls: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
-        plan = self._core.prepare(self._book_host, cls, args, kwargs, stream)
+        plan = self._core.prepare(self._base_url, cls, args, kwargs, stream)
         if plan is None:
             return await _Official._request(self, cls, *args, stream=stream, **kwargs)
 
@@ -134,7 +136,7 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
 
         await asyncio.gather(*(one(m) for m in models))
 
-    async def _warm_one(self, model: str, system_prompt: str | None) -> None:
+    async def _warm_one(self, model: str, system_prompt: str | None = None) -> None:
         from ollama import ResponseError
 
         if not is_embedding_model(model):
@@ -150,7 +152,9 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
 
     def keep_warm(self, models: Sequence[str], *, interval: float | None = None) -> AsyncKeepWarm:
         """Start a task reloading ``models`` before their /api/ps ``expires_at``; ``await stop()`` it."""
-        kw = AsyncKeepWarm(self, list(models), interval=interval)
+        kw = AsyncKeepWarm(
+            self.ps, self._warm_one, self._core.failure, list(models), interval=self._interval(interval)
+        )
         kw.start()
         return kw
 
@@ -160,7 +164,7 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
         """The model's current digest: /api/tags read once per host per process (see ``digests``)."""
         if not self.settings.resolve_digests:
             return None
-        host = self._book_host
+        host = self._base_url
         if BOOK.needs_read(host):
             try:
                 BOOK.apply(host, await _Official.list(self))
@@ -181,7 +185,7 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
         return hit
 
     async def _fresh(self, value: Any, model: str) -> bool:
-        return self._core.tagged(value) and value["d"] == await self._digest(model)
+        return tagged(value) and value["d"] == await self._digest(model)
 
     async def _get(self, ns: str, key: str) -> Any:
         core = self._core
@@ -273,7 +277,7 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
             assert flight is not None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(flight.done), core.flight_wait())
-            shared = core.decode_full(cls, flight.value) if flight.value is not None else None
+            shared = decode_full(cls, flight.value) if flight.value is not None else None
             if shared is not None:
                 h.coalesce()
                 h.duration_hit.observe(time.perf_counter() - t0)
@@ -285,8 +289,8 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
             spent = time.perf_counter() - t0
             h.duration_miss.observe(spent)
             core.observe_final(h, plan.model, resp)
-            if plan.op == "embeddings" or core.storable(resp):
-                value = core.full_value(resp, await self._digest(plan.model))
+            if plan.op == "embeddings" or storable(resp):
+                value = full_value(resp, await self._digest(plan.model))
                 flight.value = value
                 await self._set(plan.ns, {key: value}, spent)
             return resp
@@ -305,7 +309,7 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
         if key is not None:
             value = await self._get(plan.ns, key)
             fresh = value is not None and await self._fresh(value, plan.model)
-            decoded = core.decode_stream(value) if fresh else None
+            decoded = decode_stream(value) if fresh else None
             if decoded is not None:
                 h.hit()
                 async for part in areplay(cls, decoded, self.settings.cache.replay == "paced"):
@@ -324,8 +328,8 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
         h.duration_miss.observe(spent)
         if rec.final is not None:
             core.observe_final(h, plan.model, rec.final)
-            if key is not None and core.storable(rec.final):
-                value = core.stream_value(rec.chunks, rec.offsets, await self._digest(plan.model))
+            if key is not None and storable(rec.final):
+                value = stream_value(rec.chunks, rec.offsets, await self._digest(plan.model))
                 await self._set(plan.ns, {key: value}, spent)
 
     async def _open(self, call: Callable[[], Awaitable[Any]], h: Handles) -> AsyncIterator[Any]:
@@ -361,7 +365,7 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
         t0 = time.perf_counter()
         found = await self._get_many(plan.ns, [k for _, k in plan.items])
         digest = await self._digest(plan.model) if found else None
-        vectors, missing = core.split_found(plan, found, digest)
+        vectors, missing = split_found(plan, found, digest)
         h.hit(len(plan.items) - len(missing))
         resp = None
         if missing:
@@ -371,11 +375,9 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
             if len(resp.embeddings) != len(missing):  # not what we asked for: hand it back, store nothing
                 return resp
             digest = await self._digest(plan.model)
-            await self._set(
-                plan.ns, core.fill_vectors(vectors, missing, resp, digest, plan), spent / len(missing)
-            )
+            await self._set(plan.ns, fill_vectors(vectors, missing, resp, digest, plan), spent / len(missing))
             h.duration_miss.observe(spent)
             core.observe_final(h, plan.model, resp)
         else:
             h.duration_hit.observe(time.perf_counter() - t0)
-        return core.embed_response(cls, plan, vectors, resp)
+        return embed_response(cls, plan, vectors, resp)

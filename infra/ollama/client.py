@@ -5,7 +5,7 @@ layer sits in ``_request``, where the body the official client serialized is pla
 core (:meth:`~infra.ollama._core.ClientCore.plan`): runner options and keep_alive filled in only where the
 call left them out, the cache key, a real timeout, retries before the first token, a concurrency limit and
 single-flight. With the layer off (``PERF_ENABLED=0``, ``ollama.enabled: false`` or
-``OllamaSettings(enabled=False)``) ``_request`` is the official one and requests are byte-identical.
+``OllamaConfig(enabled=False)``) ``_request`` is the official one and requests are byte-identical.
 """
 
 from __future__ import annotations
@@ -28,8 +28,18 @@ from ._core import (
     official_signature,
 )
 from ._layer import LayerMixin
+from ._values import (
+    decode_full,
+    decode_stream,
+    embed_response,
+    fill_vectors,
+    full_value,
+    split_found,
+    storable,
+    stream_value,
+    tagged,
+)
 from .digests import BOOK
-from .settings import OllamaSettings
 from .stream import StreamRecorder, replay
 from .warmup import KeepWarm
 
@@ -47,15 +57,7 @@ class OptimizedOllama(LayerMixin, _Official):
     to force or skip the cache for one call). ``warmup`` and ``keep_warm`` load models ahead of use.
     """
 
-    def __init__(
-        self,
-        host: str | None = None,
-        *,
-        settings: OllamaSettings | None = None,
-        cache: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(host, settings=settings, cache=cache, **kwargs)
+    def _init_io(self) -> None:
         self._sem = threading.BoundedSemaphore(self.settings.max_concurrency)
         self._flights: dict[str, Flight] = {}
         self._flight_lock = threading.Lock()
@@ -114,7 +116,7 @@ class OptimizedOllama(LayerMixin, _Official):
     # -- the one place the layer meets the official client --------------------------------------------------
 
     def _request(self, cls: Any, *args: Any, stream: bool = False, **kwargs: Any) -> Any:
-        plan = self._core.prepare(self._book_host, cls, args, kwargs, stream)
+        plan = self._core.prepare(self._base_url, cls, args, kwargs, stream)
         if plan is None:
             return _Official._request(self, cls, *args, stream=stream, **kwargs)
 
@@ -152,7 +154,7 @@ class OptimizedOllama(LayerMixin, _Official):
         t.start()
         return t
 
-    def _warm_one(self, model: str, system_prompt: str | None) -> None:
+    def _warm_one(self, model: str, system_prompt: str | None = None) -> None:
         from ollama import ResponseError
 
         if not is_embedding_model(model):
@@ -168,7 +170,9 @@ class OptimizedOllama(LayerMixin, _Official):
 
     def keep_warm(self, models: Sequence[str], *, interval: float | None = None) -> KeepWarm:
         """Start a daemon thread reloading ``models`` before their /api/ps ``expires_at``; ``stop()`` it."""
-        kw = KeepWarm(self, list(models), interval=interval)
+        kw = KeepWarm(
+            self.ps, self._warm_one, self._core.failure, list(models), interval=self._interval(interval)
+        )
         kw.start()
         return kw
 
@@ -178,7 +182,7 @@ class OptimizedOllama(LayerMixin, _Official):
         """The model's current digest: /api/tags read once per host per process (see ``digests``)."""
         if not self.settings.resolve_digests:
             return None
-        host = self._book_host
+        host = self._base_url
         if BOOK.needs_read(host):
             try:
                 BOOK.apply(host, _Official.list(self))
@@ -199,7 +203,7 @@ class OptimizedOllama(LayerMixin, _Official):
         return hit
 
     def _fresh(self, value: Any, model: str) -> bool:
-        return self._core.tagged(value) and value["d"] == self._digest(model)
+        return tagged(value) and value["d"] == self._digest(model)
 
     def _get(self, ns: str, key: str) -> Any:
         core = self._core
@@ -283,7 +287,7 @@ class OptimizedOllama(LayerMixin, _Official):
                 flight = self._flights[key] = Flight(threading.Event())
         if not leader:
             flight.done.wait(core.flight_wait())
-            shared = core.decode_full(cls, flight.value) if flight.value is not None else None
+            shared = decode_full(cls, flight.value) if flight.value is not None else None
             if shared is not None:
                 h.coalesce()
                 h.duration_hit.observe(time.perf_counter() - t0)
@@ -294,8 +298,8 @@ class OptimizedOllama(LayerMixin, _Official):
             spent = time.perf_counter() - t0
             h.duration_miss.observe(spent)
             core.observe_final(h, plan.model, resp)
-            if plan.op == "embeddings" or core.storable(resp):
-                value = core.full_value(resp, self._digest(plan.model))
+            if plan.op == "embeddings" or storable(resp):
+                value = full_value(resp, self._digest(plan.model))
                 flight.value = value
                 self._set(plan.ns, {key: value}, spent)
             return resp
@@ -310,9 +314,7 @@ class OptimizedOllama(LayerMixin, _Official):
         t0 = time.perf_counter()
         if key is not None:
             value = self._get(plan.ns, key)
-            decoded = (
-                core.decode_stream(value) if value is not None and self._fresh(value, plan.model) else None
-            )
+            decoded = decode_stream(value) if value is not None and self._fresh(value, plan.model) else None
             if decoded is not None:
                 h.hit()
                 yield from replay(cls, decoded, self.settings.cache.replay == "paced")
@@ -330,8 +332,8 @@ class OptimizedOllama(LayerMixin, _Official):
         h.duration_miss.observe(spent)
         if rec.final is not None:
             core.observe_final(h, plan.model, rec.final)
-            if key is not None and core.storable(rec.final):
-                value = core.stream_value(rec.chunks, rec.offsets, self._digest(plan.model))
+            if key is not None and storable(rec.final):
+                value = stream_value(rec.chunks, rec.offsets, self._digest(plan.model))
                 self._set(plan.ns, {key: value}, spent)
 
     def _open(self, call: Callable[[], Any], h: Handles) -> Iterator[Any]:
@@ -366,7 +368,7 @@ class OptimizedOllama(LayerMixin, _Official):
         t0 = time.perf_counter()
         found = self._get_many(plan.ns, [k for _, k in plan.items])
         digest = self._digest(plan.model) if found else None
-        vectors, missing = core.split_found(plan, found, digest)
+        vectors, missing = split_found(plan, found, digest)
         h.hit(len(plan.items) - len(missing))
         resp = None
         if missing:
@@ -376,9 +378,9 @@ class OptimizedOllama(LayerMixin, _Official):
             if len(resp.embeddings) != len(missing):  # not what we asked for: hand it back, store nothing
                 return resp
             digest = self._digest(plan.model)
-            self._set(plan.ns, core.fill_vectors(vectors, missing, resp, digest, plan), spent / len(missing))
+            self._set(plan.ns, fill_vectors(vectors, missing, resp, digest, plan), spent / len(missing))
             h.duration_miss.observe(spent)
             core.observe_final(h, plan.model, resp)
         else:
             h.duration_hit.observe(time.perf_counter() - t0)
-        return core.embed_response(cls, plan, vectors, resp)
+        return embed_response(cls, plan, vectors, resp)

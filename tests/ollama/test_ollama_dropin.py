@@ -15,9 +15,9 @@ from ollama_testutil import EMBED, LLM, settings
 from pydantic import BaseModel
 from pytest_httpserver import HTTPServer
 
-from infra.ollama import AsyncOptimizedOllama, OllamaSettings, OptimizedOllama, route_official
+from infra.ollama import AsyncOptimizedOllama, OllamaConfig, OptimizedOllama, route_official
 from infra.ollama.digests import BOOK
-from infra.ollama.settings import physical_cores
+from infra.ollama.runner import physical_cores, resolve_runner
 from infra.testing.ollama_server import OllamaTestServer
 
 MSGS = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -106,9 +106,10 @@ def test_runner_options_and_keep_alive_fill_only_what_the_call_left_out(
 
 
 def test_num_thread_defaults_to_the_machines_physical_cores() -> None:
-    assert OllamaSettings(runner={"num_thread": "auto"}).runner["num_thread"] == physical_cores()
+    auto = OllamaConfig(runner={"num_thread": "auto"}).runner
+    assert resolve_runner(auto)["num_thread"] == physical_cores()
     assert 1 <= physical_cores() <= (__import__("os").cpu_count() or 1)
-    assert OllamaSettings(runner={"num_thread": 3}).runner["num_thread"] == 3
+    assert resolve_runner(OllamaConfig(runner={"num_thread": 3}).runner)["num_thread"] == 3
 
 
 def test_digests_are_read_once_per_host_and_after_the_first_reply(
