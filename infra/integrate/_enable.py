@@ -32,6 +32,7 @@ from infra.integrate._wrap import (
     MethodSettings,
     PatchRecord,
     cache_function_in_place,
+    entry_settings,
     patch_class_in_place,
 )
 
@@ -124,15 +125,13 @@ def _resolve_targets(config: Any) -> tuple[list[_Target], list[_FunctionTarget],
     functions: list[_FunctionTarget] = []
     for r in resolved:
         if r.function is not None:
-            ok = r.entry.ttl is None or r.entry.ttl > 0
-            settings = MethodSettings.from_config(r.entry) if ok else None
-            functions.append(_FunctionTarget(r.entry.target, r.function, r.index, settings))
+            functions.append(_FunctionTarget(r.entry.target, r.function, r.index, entry_settings(r.entry)))
             continue
         if r.cls is None:
             continue
         t = targets.setdefault(r.entry.target, _Target(r.entry.target, r.cls))
         t.entries.append(r.index)
-        settings = MethodSettings.from_config(r.entry) if r.entry.ttl is None or r.entry.ttl > 0 else None
+        settings = entry_settings(r.entry)
         if settings is not None:
             t.items.extend((plan, settings) for plan in r.plans)
     return list(targets.values()), functions, ignored
