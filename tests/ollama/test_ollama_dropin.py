@@ -8,7 +8,6 @@ import logging
 import sys
 from typing import Any
 
-import httpx
 import ollama
 import pytest
 from ollama_testutil import EMBED, LLM, settings
@@ -28,14 +27,23 @@ def requests(srv: OllamaTestServer, endpoint: str) -> int:
     return int(srv.stats()["requests"].get(endpoint, 0))
 
 
-def test_the_layers_clients_are_the_official_clients() -> None:
+def test_the_layers_clients_are_the_official_clients(httpserver: HTTPServer) -> None:
+    """Is-a, and the official constructor's keywords reach the wire: headers (plus the official
+    user-agent) are sent, ``follow_redirects`` is honoured (the official default follows)."""
     sync, aio = OptimizedOllama("http://127.0.0.1:9"), AsyncOptimizedOllama("http://127.0.0.1:9")
     assert isinstance(sync, ollama.Client) and isinstance(aio, ollama.AsyncClient)
-    assert isinstance(sync._client, httpx.Client) and isinstance(aio._client, httpx.AsyncClient)
-    c = OptimizedOllama("http://127.0.0.1:9", headers={"X-Custom": "v"}, follow_redirects=False)
-    assert c._client.headers["x-custom"] == "v" and c._client.follow_redirects is False
-    assert c._client.headers["user-agent"].startswith("ollama-python/")
-    for x in (sync, c):
+    httpserver.expect_request("/api/tags").respond_with_data("", status=307, headers={"Location": "/moved"})
+    httpserver.expect_request("/moved").respond_with_json({"models": []})
+    url = httpserver.url_for("/")
+    follows = OptimizedOllama(url)
+    assert follows.list().models == []
+    c = OptimizedOllama(url, headers={"X-Custom": "v"}, follow_redirects=False)
+    with pytest.raises(ollama.ResponseError) as ei:
+        c.list()
+    assert ei.value.status_code == 307
+    sent = httpserver.log[-1][0].headers
+    assert sent["X-Custom"] == "v" and sent["User-Agent"].startswith("ollama-python/")
+    for x in (sync, follows, c):
         x.close()
 
 
