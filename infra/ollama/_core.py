@@ -13,6 +13,7 @@ import contextvars
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -188,7 +189,7 @@ class ClientCore:
             "embeddings": cs.embed,
         }
 
-    # -- configuration -------------------------------------------------------------------------------------
+    # -- configuration ---------------------------------------------------------------------------------------
 
     @property
     def host(self) -> str:
@@ -220,7 +221,7 @@ class ClientCore:
             d["coalesced"] += h.n_coalesced
         return out
 
-    # -- planning -------------------------------------------------------------------------------------------
+    # -- planning --------------------------------------------------------------------------------------------
 
     def plan(self, path: str, body: Any, stream: bool) -> Plan | None:
         """The plan for a call to ``path`` with the official client's ``body``; None: send it unchanged."""
@@ -266,7 +267,7 @@ class ClientCore:
             self.failure("key", exc)
         return p
 
-    # -- the key memo -------------------------------------------------------------------------------------
+    # -- the key memo ----------------------------------------------------------------------------------------
 
     def memo_key(self, op: str, profile: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The memo key of a non-streamed call whose arguments are primitives (or, for chat, a list of
@@ -366,7 +367,7 @@ class ClientCore:
             return copier()
         return None
 
-    # -- fail-open helpers ----------------------------------------------------------------------------------
+    # -- fail-open helpers -----------------------------------------------------------------------------------
 
     def failure(self, what: str, exc: BaseException) -> None:
         """Count and log (once per kind) a failure of the layer itself; the call goes on."""
@@ -416,7 +417,40 @@ class ClientCore:
                 self.failure("cache", exc)
         return value
 
-    # -- metrics from replies -------------------------------------------------------------------------------
+    # -- where a cache read or write goes (the clients ask here, then do the I/O) ----------------------------
+
+    def source(self, ns: str, key: str) -> tuple[Any, Any]:
+        """Where a read of ``key`` is answered: ``(value, None)`` from write-behind's queue, else ``(None,
+        cache)``: the cache to ask (None without one)."""
+        v = self.pending(ns, key)
+        return (v, None) if v is not None else (None, self.cache)
+
+    def source_many(self, ns: str, keys: list[str]) -> tuple[dict[str, Any], list[str], Any]:
+        """Embed: the values found in write-behind's queue, the keys left, and the cache to ask for them
+        (None: nothing left to ask, or no cache)."""
+        found, rest = self.pending_many(ns, keys)
+        return found, rest, (self.cache if rest else None)
+
+    def direct_store(self, ns: str, items: dict[str, Any], cost: float) -> Any:
+        """The cache to write ``items`` to now; None when there is nothing left to do (no cache, no items,
+        or write-behind has queued them)."""
+        c = self.cache
+        if c is None or not items:
+            return None
+        if self.writer is not None:
+            self.writer.put(c, ns, items, cost)
+            return None
+        return c
+
+    def served(self, e: MemoEntry, value: Any, t0: float) -> Any:
+        """A memoized call's hit from a fresh ``value``: the reply rebuilt (and counted), or None."""
+        hit = self.rebuild(e.cls, e.key, value)
+        if hit is not None:
+            e.h.hit()
+            e.h.duration_hit.observe(time.perf_counter() - t0)
+        return hit
+
+    # -- metrics from replies --------------------------------------------------------------------------------
 
     def observe_final(self, h: Handles, model: str, final: Any) -> None:
         try:
@@ -440,7 +474,7 @@ class ClientCore:
         except Exception as exc:
             self.failure("metrics", exc)
 
-    # -- retries --------------------------------------------------------------------------------------------
+    # -- retries ---------------------------------------------------------------------------------------------
 
     def retryable(self, exc: BaseException) -> bool:
         """Failures that happen before any token: connection refused/reset, server busy. Never a read timeout
@@ -469,6 +503,15 @@ class ClientCore:
 
     def backoff(self, attempt: int) -> float:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
+
+    def next_delay(self, exc: BaseException, attempt: int, h: Handles) -> float | None:
+        """After failed attempt number ``attempt`` (0-based): the sleep before the next one, or None to give
+        up (counted as an error; the caller raises)."""
+        if attempt < self.settings.retries and self.retryable(exc):
+            h.retries.inc()
+            return self.backoff(attempt)
+        h.errors.inc()
+        return None
 
 
 def _has_input(op: str, body: Mapping[str, Any]) -> bool:
