@@ -157,22 +157,22 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
                 failed = exc
 
     async def _perform(self, effect: Effect, call: Callable[[dict[str, Any]], Awaitable[Any]]) -> Any:
-        kind = type(effect)
-        if kind is Get:
-            return await self._get(*effect)
-        if kind is Digest:
-            return await self._digest(*effect)
-        if kind is Send:
-            body, plan = effect
-            return await self._retrying(lambda: call(body), plan.h)
-        if kind is Put:
-            return await self._set(*effect)
-        if kind is GetMany:
-            return await self._get_many(*effect)
-        if kind is Share:
-            return await self._share(*effect)
-        assert kind is Land
-        return self._land(*effect)
+        match effect:
+            case Get(ns, key):
+                return await self._get(ns, key)
+            case Digest(model):
+                return await self._digest(model)
+            case Send(body, plan):
+                return await self._retrying(lambda: call(body), plan.h)
+            case Put(ns, items, cost):
+                return await self._set(ns, items, cost)
+            case GetMany(ns, keys):
+                return await self._get_many(ns, keys)
+            case Share(key):
+                return await self._share(key)
+            case Land(key, flight):
+                return self._land(key, flight)
+        raise AssertionError(f"unknown effect {effect!r}")
 
     async def _digest(self, model: str) -> str | None:
         """The model's current digest: /api/tags read once per host per process (see ``digests``)."""

@@ -176,22 +176,22 @@ class OptimizedOllama(LayerMixin, _Official):
                 failed = exc
 
     def _perform(self, effect: Effect, call: Callable[[dict[str, Any]], Any]) -> Any:
-        kind = type(effect)
-        if kind is Get:
-            return self._get(*effect)
-        if kind is Digest:
-            return self._digest(*effect)
-        if kind is Send:
-            body, plan = effect
-            return self._retrying(lambda: call(body), plan.h)
-        if kind is Put:
-            return self._set(*effect)
-        if kind is GetMany:
-            return self._get_many(*effect)
-        if kind is Share:
-            return self._share(*effect)
-        assert kind is Land
-        return self._land(*effect)
+        match effect:
+            case Get(ns, key):
+                return self._get(ns, key)
+            case Digest(model):
+                return self._digest(model)
+            case Send(body, plan):
+                return self._retrying(lambda: call(body), plan.h)
+            case Put(ns, items, cost):
+                return self._set(ns, items, cost)
+            case GetMany(ns, keys):
+                return self._get_many(ns, keys)
+            case Share(key):
+                return self._share(key)
+            case Land(key, flight):
+                return self._land(key, flight)
+        raise AssertionError(f"unknown effect {effect!r}")
 
     def _digest(self, model: str) -> str | None:
         """The model's current digest: /api/tags read once per host per process (see ``digests``)."""

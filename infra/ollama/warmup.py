@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ._helpers import keep_alive_seconds
 
@@ -42,17 +42,18 @@ def _expiries(ps: ProcessResponse) -> dict[str, datetime | None]:
     return {m.model or "": m.expires_at for m in ps.models}
 
 
-class KeepWarm:
-    """Background keep-warm: every ``interval`` seconds, reload any model whose /api/ps ``expires_at`` is
-    less than two intervals away (or that isn't loaded). Bounded: ``stop()`` ends it within one interval.
+_Ps = TypeVar("_Ps")
+_Warmed = TypeVar("_Warmed")
 
-    ``ps`` reads /api/ps, ``warm`` reloads one model, ``failed`` reports a failed round (the client's own
-    methods, handed over by ``OptimizedOllama.keep_warm``)."""
+
+class _Loop(Generic[_Ps, _Warmed]):
+    """What both keep-warm loops hold: ``ps`` reads /api/ps, ``warm`` reloads one model, ``failed`` reports
+    a failed round (the client's own methods, handed over by its ``keep_warm``), and the count of reloads."""
 
     def __init__(
         self,
-        ps: Callable[[], ProcessResponse],
-        warm: Callable[[str], object],
+        ps: Callable[[], _Ps],
+        warm: Callable[[str], _Warmed],
         failed: Callable[[str, BaseException], None],
         models: list[str],
         *,
@@ -61,16 +62,24 @@ class KeepWarm:
         self._ps, self._warm, self._failed = ps, warm, failed
         self.models = models
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ollama-keep-warm", daemon=True)
         self.refreshes = 0
 
+
+class KeepWarm(_Loop["ProcessResponse", object]):
+    """Background keep-warm: every ``interval`` seconds, reload any model whose /api/ps ``expires_at`` is
+    less than two intervals away (or that isn't loaded). Bounded: ``stop()`` ends it within one interval."""
+
+    _thread: threading.Thread | None = None
+
     def start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ollama-keep-warm", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -83,23 +92,10 @@ class KeepWarm:
             self._stop.wait(self.interval)
 
 
-class AsyncKeepWarm:
+class AsyncKeepWarm(_Loop["Awaitable[ProcessResponse]", Awaitable[object]]):
     """The async keep-warm loop (see :class:`KeepWarm`); ``await stop()`` ends it."""
 
-    def __init__(
-        self,
-        ps: Callable[[], Awaitable[ProcessResponse]],
-        warm: Callable[[str], Awaitable[object]],
-        failed: Callable[[str, BaseException], None],
-        models: list[str],
-        *,
-        interval: float,
-    ) -> None:
-        self._ps, self._warm, self._failed = ps, warm, failed
-        self.models = models
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-        self.refreshes = 0
+    _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
