@@ -33,6 +33,7 @@ __all__ = [
     "MEMO",
     "MODEL_CHANGING",
     "RELOAD_THRESHOLD_S",
+    "Attempts",
     "ClientCore",
     "Flight",
     "Handles",
@@ -504,14 +505,27 @@ class ClientCore:
     def backoff(self, attempt: int) -> float:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
 
-    def next_delay(self, exc: BaseException, attempt: int, h: Handles) -> float | None:
-        """After failed attempt number ``attempt`` (0-based): the sleep before the next one, or None to give
-        up (counted as an error; the caller raises)."""
-        if attempt < self.settings.retries and self.retryable(exc):
-            h.retries.inc()
-            return self.backoff(attempt)
-        h.errors.inc()
-        return None
+
+class Attempts:
+    """The attempts of one call before its first byte/token: ``delay(exc)`` after a failed one is the sleep
+    before the next (a retry, counted), or re-raises ``exc`` (counted as an error) when it can't be retried
+    or none is left."""
+
+    __slots__ = ("core", "h", "n")
+
+    def __init__(self, core: ClientCore, h: Handles) -> None:
+        self.core = core
+        self.h = h
+        self.n = 0
+
+    def delay(self, exc: Exception) -> float:
+        core = self.core
+        if self.n < core.settings.retries and core.retryable(exc):
+            self.h.retries.inc()
+            self.n += 1
+            return core.backoff(self.n - 1)
+        self.h.errors.inc()
+        raise exc
 
 
 def _has_input(op: str, body: Mapping[str, Any]) -> bool:

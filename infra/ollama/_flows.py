@@ -36,6 +36,7 @@ __all__ = [
     "GetMany",
     "Land",
     "Put",
+    "Run",
     "Send",
     "Share",
     "embed",
@@ -96,6 +97,28 @@ class Put(NamedTuple):
 Effect = Get | GetMany | Digest | Send | Share | Land | Put
 #: A flow: yields effects, is sent their answers, returns the call's result.
 Flow = Generator[Effect, Any, Any]
+
+
+class Run:
+    """One flow being driven: ``step()`` hands back the next effect (None when the flow has returned its
+    ``result``); the driver sets ``answer`` or ``failed`` (an exception the effect raised, thrown into the
+    flow so its finally blocks run) before the next step."""
+
+    __slots__ = ("answer", "failed", "flow", "result")
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.answer: Any = None
+        self.failed: BaseException | None = None
+        self.result: Any = None
+
+    def step(self) -> Effect | None:
+        failed, self.failed = self.failed, None
+        try:
+            return self.flow.send(self.answer) if failed is None else self.flow.throw(failed)
+        except StopIteration as done:
+            self.result = done.value
+            return None
 
 
 def full(core: ClientCore, cls: Any, plan: Plan) -> Flow:

@@ -17,8 +17,8 @@ from typing import Any
 from ollama import ResponseError
 from ollama._client import AsyncClient as _Official
 
-from ._core import Flight, Handles, MemoEntry, Plan, Scope, official_signature
-from ._flows import Digest, Effect, Flow, Get, GetMany, Land, Put, Send, Share, embed, full, stream_end
+from ._core import Attempts, Flight, Handles, MemoEntry, Plan, Scope, official_signature
+from ._flows import Digest, Effect, Flow, Get, GetMany, Land, Put, Run, Send, Share, embed, full, stream_end
 from ._helpers import WARM_OPTIONS, warm_messages
 from ._layer import LayerMixin
 from ._values import decode_stream, tagged
@@ -143,18 +143,13 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
 
     async def _drive(self, flow: Flow, call: Callable[[dict[str, Any]], Awaitable[Any]]) -> Any:
         """Run ``flow`` (see ``_flows``), awaiting each effect it yields; its return value is the call's."""
-        answer: Any = None
-        failed: BaseException | None = None
-        while True:
+        run = Run(flow)
+        while (effect := run.step()) is not None:
             try:
-                effect = flow.send(answer) if failed is None else flow.throw(failed)
-            except StopIteration as done:
-                return done.value
-            answer, failed = None, None
-            try:
-                answer = await self._perform(effect, call)
+                run.answer = await self._perform(effect, call)
             except BaseException as exc:  # handed to the flow, whose finally blocks still run
-                failed = exc
+                run.failed = exc
+        return run.result
 
     async def _perform(self, effect: Effect, call: Callable[[dict[str, Any]], Awaitable[Any]]) -> Any:
         match effect:
@@ -254,17 +249,13 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
         return self._sem
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]], h: Handles) -> Any:
-        attempt = 0
+        attempts = Attempts(self._core, h)
         async with self._semaphore():
             while True:
                 try:
                     return await call()
                 except Exception as exc:
-                    delay = self._core.next_delay(exc, attempt, h)
-                    if delay is None:
-                        raise
-                    await asyncio.sleep(delay)
-                    attempt += 1
+                    await asyncio.sleep(attempts.delay(exc))
 
     async def _stream(
         self, cls: Any, call: Callable[[dict[str, Any]], Awaitable[Any]], plan: Plan
@@ -291,7 +282,7 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
 
     async def _open(self, call: Callable[[], Awaitable[Any]], h: Handles) -> AsyncIterator[Any]:
         """The official stream, retried only until its first chunk arrives."""
-        attempt = 0
+        attempts = Attempts(self._core, h)
         while True:
             it = (await call()).__aiter__()
             try:
@@ -299,11 +290,7 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
             except StopAsyncIteration:
                 return
             except Exception as exc:
-                delay = self._core.next_delay(exc, attempt, h)
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
-                attempt += 1
+                await asyncio.sleep(attempts.delay(exc))
                 continue
             break
         yield first

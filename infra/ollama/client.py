@@ -18,8 +18,8 @@ from typing import Any
 from ollama import ResponseError
 from ollama._client import Client as _Official
 
-from ._core import Flight, Handles, MemoEntry, Plan, Scope, official_signature
-from ._flows import Digest, Effect, Flow, Get, GetMany, Land, Put, Send, Share, embed, full, stream_end
+from ._core import Attempts, Flight, Handles, MemoEntry, Plan, Scope, official_signature
+from ._flows import Digest, Effect, Flow, Get, GetMany, Land, Put, Run, Send, Share, embed, full, stream_end
 from ._helpers import WARM_OPTIONS, warm_messages
 from ._layer import LayerMixin
 from ._values import decode_stream, tagged
@@ -162,18 +162,13 @@ class OptimizedOllama(LayerMixin, _Official):
 
     def _drive(self, flow: Flow, call: Callable[[dict[str, Any]], Any]) -> Any:
         """Run ``flow`` (see ``_flows``), performing each effect it yields; its return value is the call's."""
-        answer: Any = None
-        failed: BaseException | None = None
-        while True:
+        run = Run(flow)
+        while (effect := run.step()) is not None:
             try:
-                effect = flow.send(answer) if failed is None else flow.throw(failed)
-            except StopIteration as done:
-                return done.value
-            answer, failed = None, None
-            try:
-                answer = self._perform(effect, call)
+                run.answer = self._perform(effect, call)
             except BaseException as exc:  # handed to the flow, whose finally blocks still run
-                failed = exc
+                run.failed = exc
+        return run.result
 
     def _perform(self, effect: Effect, call: Callable[[dict[str, Any]], Any]) -> Any:
         match effect:
@@ -263,17 +258,13 @@ class OptimizedOllama(LayerMixin, _Official):
             self._flights.pop(key, None)
 
     def _retrying(self, call: Callable[[], Any], h: Handles) -> Any:
-        attempt = 0
+        attempts = Attempts(self._core, h)
         with self._sem:
             while True:
                 try:
                     return call()
                 except Exception as exc:
-                    delay = self._core.next_delay(exc, attempt, h)
-                    if delay is None:
-                        raise
-                    time.sleep(delay)
-                    attempt += 1
+                    time.sleep(attempts.delay(exc))
 
     def _stream(self, cls: Any, call: Callable[[dict[str, Any]], Any], plan: Plan) -> Iterator[Any]:
         h, key = plan.h, plan.key
@@ -296,7 +287,7 @@ class OptimizedOllama(LayerMixin, _Official):
 
     def _open(self, call: Callable[[], Any], h: Handles) -> Iterator[Any]:
         """The official stream, retried only until its first chunk arrives."""
-        attempt = 0
+        attempts = Attempts(self._core, h)
         while True:
             it = iter(call())
             try:
@@ -304,11 +295,7 @@ class OptimizedOllama(LayerMixin, _Official):
             except StopIteration:
                 return
             except Exception as exc:
-                delay = self._core.next_delay(exc, attempt, h)
-                if delay is None:
-                    raise
-                time.sleep(delay)
-                attempt += 1
+                time.sleep(attempts.delay(exc))
                 continue
             break
         yield first
