@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama import ResponseError
 from ollama._client import AsyncClient as _Official
@@ -25,6 +25,13 @@ from ._values import decode_stream, tagged
 from .digests import BOOK
 from .stream import StreamRecorder, areplay
 from .warmup import AsyncKeepWarm
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from ollama import ChatResponse, EmbeddingsResponse, EmbedResponse, GenerateResponse
+
+    from ._verbs import Chat, Embed, Embeddings, Generate
 
 __all__ = ["AsyncOptimizedOllama"]
 
@@ -47,31 +54,40 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
 
     # -- the layer's per-call keywords -----------------------------------------------------------------------
 
-    @official_signature(_Official.generate, "profile", "cache")
-    async def generate(
-        self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
-    ) -> Any:
-        """``ollama.AsyncClient.generate`` (``GenerateResponse``, or an async iterator when streaming)."""
-        return await self._layered("generate", _Official.generate, profile, cache, args, kwargs)
+    if TYPE_CHECKING:  # the official signatures plus the layer's keywords, typed once in _verbs
+        generate: Generate[
+            Coroutine[Any, Any, GenerateResponse], Coroutine[Any, Any, AsyncIterator[GenerateResponse]]
+        ]
+        chat: Chat[Coroutine[Any, Any, ChatResponse], Coroutine[Any, Any, AsyncIterator[ChatResponse]]]
+        embed: Embed[Coroutine[Any, Any, EmbedResponse]]
+        embeddings: Embeddings[Coroutine[Any, Any, EmbeddingsResponse]]
+    else:
 
-    @official_signature(_Official.chat, "profile", "cache")
-    async def chat(
-        self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
-    ) -> Any:
-        """``ollama.AsyncClient.chat`` (``ChatResponse``, or an async iterator when streaming)."""
-        return await self._layered("chat", _Official.chat, profile, cache, args, kwargs)
+        @official_signature(_Official.generate, "profile", "cache")
+        async def generate(
+            self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
+        ) -> Any:
+            """``ollama.AsyncClient.generate`` (``GenerateResponse``, or an async iterator when streaming)."""
+            return await self._layered("generate", _Official.generate, profile, cache, args, kwargs)
 
-    @official_signature(_Official.embed, "cache")
-    async def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
-        """``ollama.AsyncClient.embed``, cached per input: only inputs the cache lacks are sent, once."""
-        with Scope(None, False, None, cache):
-            return await super().embed(*args, **kwargs)
+        @official_signature(_Official.chat, "profile", "cache")
+        async def chat(
+            self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
+        ) -> Any:
+            """``ollama.AsyncClient.chat`` (``ChatResponse``, or an async iterator when streaming)."""
+            return await self._layered("chat", _Official.chat, profile, cache, args, kwargs)
 
-    @official_signature(_Official.embeddings, "cache")
-    async def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
-        """The deprecated single-prompt ``ollama.AsyncClient.embeddings``, cached whole."""
-        with Scope(None, False, None, cache):
-            return await super().embeddings(*args, **kwargs)
+        @official_signature(_Official.embed, "cache")
+        async def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
+            """``ollama.AsyncClient.embed``, cached per input: only inputs the cache lacks are sent, once."""
+            with Scope(None, False, None, cache):
+                return await super().embed(*args, **kwargs)
+
+        @official_signature(_Official.embeddings, "cache")
+        async def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
+            """The deprecated single-prompt ``ollama.AsyncClient.embeddings``, cached whole."""
+            with Scope(None, False, None, cache):
+                return await super().embeddings(*args, **kwargs)
 
     async def _layered(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama import ResponseError
 from ollama._client import Client as _Official
@@ -26,6 +26,11 @@ from ._values import decode_stream, tagged
 from .digests import BOOK
 from .stream import StreamRecorder, replay
 from .warmup import KeepWarm
+
+if TYPE_CHECKING:
+    from ollama import ChatResponse, EmbeddingsResponse, EmbedResponse, GenerateResponse
+
+    from ._verbs import Chat, Embed, Embeddings, Generate
 
 __all__ = ["OptimizedOllama"]
 
@@ -55,29 +60,38 @@ class OptimizedOllama(LayerMixin, _Official):
 
     # -- the layer's per-call keywords -----------------------------------------------------------------------
 
-    @official_signature(_Official.generate, "profile", "cache")
-    def generate(
-        self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
-    ) -> Any:
-        """``ollama.Client.generate`` (``GenerateResponse``, or an iterator of them when streaming)."""
-        return self._layered("generate", _Official.generate, profile, cache, args, kwargs)
+    if TYPE_CHECKING:  # the official signatures plus the layer's keywords, typed once in _verbs
+        generate: Generate[GenerateResponse, Iterator[GenerateResponse]]
+        chat: Chat[ChatResponse, Iterator[ChatResponse]]
+        embed: Embed[EmbedResponse]
+        embeddings: Embeddings[EmbeddingsResponse]
+    else:
 
-    @official_signature(_Official.chat, "profile", "cache")
-    def chat(self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any) -> Any:
-        """``ollama.Client.chat`` (``ChatResponse``, or an iterator of them when streaming)."""
-        return self._layered("chat", _Official.chat, profile, cache, args, kwargs)
+        @official_signature(_Official.generate, "profile", "cache")
+        def generate(
+            self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
+        ) -> Any:
+            """``ollama.Client.generate`` (``GenerateResponse``, or an iterator of them when streaming)."""
+            return self._layered("generate", _Official.generate, profile, cache, args, kwargs)
 
-    @official_signature(_Official.embed, "cache")
-    def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
-        """``ollama.Client.embed``, cached per input: only inputs not in the cache are sent, once each."""
-        with Scope(None, False, None, cache):
-            return super().embed(*args, **kwargs)
+        @official_signature(_Official.chat, "profile", "cache")
+        def chat(
+            self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
+        ) -> Any:
+            """``ollama.Client.chat`` (``ChatResponse``, or an iterator of them when streaming)."""
+            return self._layered("chat", _Official.chat, profile, cache, args, kwargs)
 
-    @official_signature(_Official.embeddings, "cache")
-    def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
-        """The deprecated single-prompt ``ollama.Client.embeddings``, cached whole."""
-        with Scope(None, False, None, cache):
-            return super().embeddings(*args, **kwargs)
+        @official_signature(_Official.embed, "cache")
+        def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
+            """``ollama.Client.embed``, cached per input: only inputs not in the cache are sent, once each."""
+            with Scope(None, False, None, cache):
+                return super().embed(*args, **kwargs)
+
+        @official_signature(_Official.embeddings, "cache")
+        def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
+            """The deprecated single-prompt ``ollama.Client.embeddings``, cached whole."""
+            with Scope(None, False, None, cache):
+                return super().embeddings(*args, **kwargs)
 
     def _layered(
         self,
