@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from infra.config.sections.wrap import WrapEntry
 from infra.integrate._targets import KIND_CLASS, KIND_STATIC, MethodPlan, describe_entry, plan_methods
+
+if TYPE_CHECKING:
+    from infra.cache import Cache
 
 __all__ = [
     "MethodSettings",
@@ -199,7 +202,7 @@ def cached_class(
     version: str | None = None,
     include_self: bool = False,
     key_attrs: Sequence[str] | None = None,
-    cache: Any = None,
+    cache: Cache | None = None,
     per_method: dict[str, MethodSettings] | None = None,
     timing: bool | None = None,
     where: str | None = None,

@@ -32,11 +32,14 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from infra.cache.keys import make_key
+
+if TYPE_CHECKING:
+    from infra.cache import Cache
 
 __all__ = ["CACHED_PATHS", "CachedOllamaTransport"]
 
@@ -50,7 +53,7 @@ class CachedOllamaTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     def __init__(
         self,
         *,
-        cache: Any = None,
+        cache: Cache | None = None,
         namespace: str = "ollama_http",
         ttl: float | str | None = None,
         transport: httpx.BaseTransport | None = None,
