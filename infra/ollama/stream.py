@@ -8,7 +8,6 @@ absolute deadlines so sleep overshoot doesn't accumulate).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
@@ -54,30 +53,40 @@ def replay_delays(offsets: Iterable[float]) -> list[float]:
     return [max(0.0, t - first) for t in offs]
 
 
-def pacing(offsets: list[float], paced: bool) -> Iterator[float]:
-    """The wait before each replayed chunk: none when instant; paced, the time left until the chunk's
-    deadline (start + its delay), computed as each chunk comes up, from the start of the replay."""
-    if not paced:
-        yield from itertools.repeat(0.0)  # (zip with the chunks ends it)
-        return
+def pacing(offsets: list[float]) -> Iterator[float]:
+    """Paced replay: the wait before each chunk, the time left until its deadline (start + its delay),
+    computed as each chunk comes up, from the start of the replay."""
     start = time.perf_counter()
     for d in replay_delays(offsets):
         yield start + d - time.perf_counter()
 
 
 def replay(cls: Any, decoded: tuple[list[dict[str, Any]], list[float]], paced: bool) -> Iterator[Any]:
+    """A stored stream's chunks as ``cls``: at once (the hot path: nothing but validation), or paced."""
     chunks, offsets = decoded
-    for c, wait in zip(chunks, pacing(offsets, paced), strict=False):
+    return _paced(cls, chunks, offsets) if paced else (cls.model_validate(c) for c in chunks)
+
+
+def _paced(cls: Any, chunks: list[dict[str, Any]], offsets: list[float]) -> Iterator[Any]:
+    for c, wait in zip(chunks, pacing(offsets), strict=False):
         if wait > 0:
             time.sleep(wait)
         yield cls.model_validate(c)
 
 
-async def areplay(
-    cls: Any, decoded: tuple[list[dict[str, Any]], list[float]], paced: bool
-) -> AsyncIterator[Any]:
+def areplay(cls: Any, decoded: tuple[list[dict[str, Any]], list[float]], paced: bool) -> AsyncIterator[Any]:
+    """``replay`` for the async client."""
     chunks, offsets = decoded
-    for c, wait in zip(chunks, pacing(offsets, paced), strict=False):
+    return _apaced(cls, chunks, offsets) if paced else _instant(cls, chunks)
+
+
+async def _instant(cls: Any, chunks: list[dict[str, Any]]) -> AsyncIterator[Any]:
+    for c in chunks:
+        yield cls.model_validate(c)
+
+
+async def _apaced(cls: Any, chunks: list[dict[str, Any]], offsets: list[float]) -> AsyncIterator[Any]:
+    for c, wait in zip(chunks, pacing(offsets), strict=False):
         if wait > 0:
             await asyncio.sleep(wait)
         yield cls.model_validate(c)
