@@ -223,13 +223,13 @@ def example_ollama_client() -> dict[str, Any]:
     timeout, retries before the first token) and caching of complete responses::
 
         from infra.ollama import OptimizedOllama
-        llm = OptimizedOllama.from_config()
+        llm = OptimizedOllama()            # perf_config's "ollama" section; or OptimizedOllama(config.ollama)
         r = llm.generate(model="llama3.2:3b", prompt=text, profile="stage1")   # num_predict 120, temp 0.3
     """
     with _sandbox() as servers:
         from infra.ollama import OptimizedOllama
 
-        with OptimizedOllama.from_config() as llm:
+        with OptimizedOllama() as llm:
             first = llm.generate(
                 model="llama3.2:3b", prompt="I feel grateful for my family", profile="stage1"
             )

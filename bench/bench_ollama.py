@@ -95,7 +95,7 @@ def main() -> int:
     from diskcache import Cache as DiskCache
 
     from infra.cache import Cache, CacheSettings
-    from infra.ollama import OllamaSettings, OptimizedOllama
+    from infra.ollama import OllamaConfig, OptimizedOllama
     from infra.testing.ollama_server import OllamaTestServer, ServerSettings
 
     rows: list[tuple[str, str, str, str, str]] = []
@@ -107,7 +107,7 @@ def main() -> int:
         cache = Cache(CacheSettings(path=os.path.join(tmp.name, "ours.db")))
         dc = DiskCache(os.path.join(tmp.name, "diskcache"))
         raw = ollama.Client(host=fast_url)
-        ours = OptimizedOllama(fast_url, settings=OllamaSettings(), cache=cache)
+        ours = OptimizedOllama(fast_url, settings=OllamaConfig(), cache=cache)
         msgs = [
             {"role": "system", "content": "You analyse reflections."},
             {"role": "user", "content": "Walked by the river and felt the tension let go."},
@@ -122,7 +122,7 @@ def main() -> int:
         def dc_chat(model: str, key: str, options: tuple[tuple[str, Any], ...]) -> Any:
             return raw.chat(model, msgs, options=dict(options))
 
-        from infra.ollama.settings import physical_cores
+        from infra.ollama.runner import physical_cores
 
         opts = {"num_predict": 120, "temperature": 0.3, "num_thread": physical_cores(), "num_ctx": 4096}
         opt_t = tuple(sorted(opts.items()))
@@ -186,7 +186,7 @@ def main() -> int:
 
         # L1 off: every hit decoded from SQLite (a fresh worker)
         cold_l1 = Cache(CacheSettings(path=os.path.join(tmp.name, "ours.db"), memory_items=0))
-        ours_l2 = OptimizedOllama(fast_url, settings=OllamaSettings(), cache=cold_l1)
+        ours_l2 = OptimizedOllama(fast_url, settings=OllamaConfig(), cache=cold_l1)
         ours_l2.generate(LLM, prompt, profile="stage1")
         v = timeit(lambda: ours_l2.generate(LLM, prompt, profile="stage1"), per_round)
         print(f"   generate  ours (SQLite, no L1) p50 {us(statistics.median(v)):>11}  p99 {us(pct(v, 0.99))}")
@@ -249,7 +249,7 @@ def main() -> int:
         # the same official client with the timeout ours sets: CPython socket timeouts poll before each
         # read, which costs a little on every call; this peer separates that from the layer's own work
         raw_timeout = ollama.Client(host=slow_url, timeout=httpx.Timeout(120.0, connect=5.0))
-        ours_slow = OptimizedOllama(slow_url, settings=OllamaSettings(runner={}), cache=cache)
+        ours_slow = OptimizedOllama(slow_url, settings=OllamaConfig(runner={}), cache=cache)
         o50 = {"num_predict": 25, "temperature": 0.3}
         raw_slow.generate(LLM, "", keep_alive="30m")  # load once
         t3: dict[str, list[float]] = {"raw": [], "raw + timeout": [], "ours": []}
@@ -314,7 +314,7 @@ def main() -> int:
             raw_e = ollama.Client(host=srv.url)
             ours_e = OptimizedOllama(
                 srv.url,
-                settings=OllamaSettings(),
+                settings=OllamaConfig(),
                 cache=Cache(CacheSettings(path=os.path.join(tmp.name, "embed.db"))),
             )
             t0 = time.perf_counter()

@@ -131,10 +131,9 @@ async def _run(
     opts: DemoOptions, progress_stream: TextIO | None, on_metrics_url: Callable[[str], None] | None
 ) -> dict[str, Any]:
     from infra.config import load_config
-    from infra.ollama import OllamaSettings
 
     cfg = load_config(opts.config_path)
-    settings = dataclasses.replace(OllamaSettings.from_config(cfg.ollama), enabled=True)
+    settings = dataclasses.replace(cfg.ollama, enabled=True)
     host = opts.host or os.environ.get("OLLAMA_HOST") or settings.host or "http://127.0.0.1:11434"
     backend = await _pick_backend(opts, host, settings.max_concurrency)
     metrics_server, metrics_url = _serve_metrics(opts, cfg.metrics.host, backend.info, on_metrics_url)

@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from infra.errors import WrapError
 from infra.integrate._check import resolve_wrap
@@ -32,8 +32,15 @@ from infra.integrate._wrap import (
     MethodSettings,
     PatchRecord,
     cache_function_in_place,
+    entry_settings,
     patch_class_in_place,
 )
+
+if TYPE_CHECKING:
+    from infra.config import PerfConfig
+
+#: What ``enable()`` takes: a ``PerfConfig``, a path to a perf_config.json, or None (the process-wide config).
+ConfigSource: TypeAlias = "PerfConfig | str | os.PathLike[str] | None"
 
 __all__ = [
     "IntegrationHandle",
@@ -124,21 +131,19 @@ def _resolve_targets(config: Any) -> tuple[list[_Target], list[_FunctionTarget],
     functions: list[_FunctionTarget] = []
     for r in resolved:
         if r.function is not None:
-            ok = r.entry.ttl is None or r.entry.ttl > 0
-            settings = MethodSettings.from_config(r.entry) if ok else None
-            functions.append(_FunctionTarget(r.entry.target, r.function, r.index, settings))
+            functions.append(_FunctionTarget(r.entry.target, r.function, r.index, entry_settings(r.entry)))
             continue
         if r.cls is None:
             continue
         t = targets.setdefault(r.entry.target, _Target(r.entry.target, r.cls))
         t.entries.append(r.index)
-        settings = MethodSettings.from_config(r.entry) if r.entry.ttl is None or r.entry.ttl > 0 else None
+        settings = entry_settings(r.entry)
         if settings is not None:
             t.items.extend((plan, settings) for plan in r.plans)
     return list(targets.values()), functions, ignored
 
 
-def _resolve_config(config: Any) -> Any:
+def _resolve_config(config: ConfigSource) -> PerfConfig:
     from infra.config import PerfConfig, get_config, load_config
 
     if config is None:
@@ -301,7 +306,7 @@ class IntegrationHandle:
             try:
                 from infra.ollama import OptimizedOllama
 
-                OptimizedOllama.from_config(config).warmup(
+                OptimizedOllama(config.ollama).warmup(
                     list(w.models), system_prompt=w.system_prompt, background=False
                 )
             except Exception as exc:
@@ -441,7 +446,7 @@ class IntegrationHandle:
                 _active = None
 
 
-def enable(config: Any = None) -> IntegrationHandle:
+def enable(config: ConfigSource = None) -> IntegrationHandle:
     """Apply perf_config once and return the handle (see the module docstring).
 
     ``config``: a ``PerfConfig``, a path to a perf_config.json, or None (the process-wide config:
@@ -471,7 +476,7 @@ def active_handle() -> IntegrationHandle | None:
     return _active
 
 
-def enable_caching_for_worker(config: Any = None) -> WrappedClasses:
+def enable_caching_for_worker(config: ConfigSource = None) -> WrappedClasses:
     """``enable(config)``, then the classes listed under ``wrap`` in perf_config, cached: a dict from class
     name (and from ``"pkg.module:Class"``) to class. Seed 004's three-line worker change::
 
@@ -484,7 +489,7 @@ def enable_caching_for_worker(config: Any = None) -> WrappedClasses:
     return enable(config).cached_classes()
 
 
-def patch(config: Any = None) -> IntegrationHandle:
+def patch(config: ConfigSource = None) -> IntegrationHandle:
     """``enable(config)``, then cache the ``wrap`` methods on the original classes in place, for workers
     that can't change their imports (call it before the worker runs). ``handle.undo()`` restores them."""
     return enable(config).patch()

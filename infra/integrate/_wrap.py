@@ -20,11 +20,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from infra.config.sections.wrap import WrapEntry
 from infra.integrate._targets import KIND_CLASS, KIND_STATIC, MethodPlan, describe_entry, plan_methods
 
-__all__ = ["MethodSettings", "PatchRecord", "build_method", "cached_class", "patch_class_in_place"]
+if TYPE_CHECKING:
+    from infra.cache import Cache
+
+__all__ = [
+    "MethodSettings",
+    "PatchRecord",
+    "build_method",
+    "cached_class",
+    "entry_settings",
+    "patch_class_in_place",
+]
 
 C = TypeVar("C", bound=type)
 
@@ -64,16 +75,18 @@ class MethodSettings:
                 f"key_attrs must be a list of attribute names, got the string {self.key_attrs!r}"
             )
 
-    @classmethod
-    def from_config(cls, entry: Any) -> MethodSettings:
-        """From a ``WrapEntry`` of perf_config's ``wrap`` list."""
-        return cls(
-            namespace=entry.namespace,
-            ttl=entry.ttl,
-            version=entry.version,
-            include_self=entry.include_self,
-            key_attrs=getattr(entry, "key_attrs", None),
-        )
+
+def entry_settings(entry: WrapEntry) -> MethodSettings | None:
+    """How a ``wrap`` entry's methods are cached; None for an entry with ``ttl: 0`` (listed, not cached)."""
+    if entry.ttl is not None and entry.ttl <= 0:
+        return None
+    return MethodSettings(
+        namespace=entry.namespace,
+        ttl=entry.ttl,
+        version=entry.version,
+        include_self=entry.include_self,
+        key_attrs=entry.key_attrs,
+    )
 
 
 def build_method(
@@ -155,15 +168,24 @@ def _reduce_as(original: type) -> Callable[[Any, int], Any]:
 
 def _copy_keep_class(self: Any) -> Any:
     """``copy.copy`` of a cached instance stays cached (pickle, by contrast, names the original class)."""
-    import copy
-
-    return copy._reconstruct(self, None, *object.__reduce_ex__(self, 4))  # type: ignore[attr-defined]
+    return _reconstruct(self, None)
 
 
 def _deepcopy_keep_class(self: Any, memo: dict[int, Any]) -> Any:
+    return _reconstruct(self, memo)
+
+
+def _reconstruct(obj: Any, memo: dict[int, Any] | None) -> Any:
+    """A copy of ``obj`` of its own (cached) class, as ``copy.copy`` / ``copy.deepcopy`` build one from
+    ``object.__reduce_ex__``: the named seam into the standard library's private ``copy._reconstruct``.
+    Why: the class's ``__reduce_ex__`` names the original class (for pickle), so the public ``copy``
+    functions would hand back an uncached instance; rebuilding the reduce value by hand would repeat
+    ``_reconstruct``'s state, slot and memo handling (a deep copy registers the new object in ``memo``
+    before copying its state, which keeps self-references working)."""
     import copy
 
-    return copy._reconstruct(self, memo, *object.__reduce_ex__(self, 4))  # type: ignore[attr-defined]
+    rebuild = copy._reconstruct  # type: ignore[attr-defined]
+    return rebuild(obj, memo, *object.__reduce_ex__(obj, 4))
 
 
 def _new_as(cls: type, *args: Any) -> Any:
@@ -180,7 +202,7 @@ def cached_class(
     version: str | None = None,
     include_self: bool = False,
     key_attrs: Sequence[str] | None = None,
-    cache: Any = None,
+    cache: Cache | None = None,
     per_method: dict[str, MethodSettings] | None = None,
     timing: bool | None = None,
     where: str | None = None,

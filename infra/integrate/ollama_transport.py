@@ -32,11 +32,14 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from infra.cache.keys import make_key
+
+if TYPE_CHECKING:
+    from infra.cache import Cache
 
 __all__ = ["CACHED_PATHS", "CachedOllamaTransport"]
 
@@ -50,7 +53,7 @@ class CachedOllamaTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     def __init__(
         self,
         *,
-        cache: Any = None,
+        cache: Cache | None = None,
         namespace: str = "ollama_http",
         ttl: float | str | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -86,6 +89,18 @@ class CachedOllamaTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         except Exception:
             return None
 
+    def _target(self, request: httpx.Request) -> tuple[str | None, Any]:
+        """``request``'s cache key and the cache to ask and store in: None for a call that isn't cached, or
+        with the cache off or unavailable (fail open: the request goes out as it is)."""
+        key = self.key(request)
+        if key is None:
+            return None, None
+        try:
+            cache = self.cache()
+            return key, (cache if cache.enabled else None)
+        except Exception:
+            return key, None
+
     @staticmethod
     def _replay(request: httpx.Request, stored: Any) -> httpx.Response | None:
         if not isinstance(stored, dict) or not isinstance(stored.get("body"), bytes):
@@ -99,12 +114,10 @@ class CachedOllamaTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self._sync is None:
             self._sync = httpx.HTTPTransport()
-        key = self.key(request)
-        cache = None
-        if key is not None:
+        key, cache = self._target(request)
+        if key is not None and cache is not None:
             try:
-                cache = self.cache()
-                hit = self._replay(request, cache.get(self.namespace, key, None)) if cache.enabled else None
+                hit = self._replay(request, cache.get(self.namespace, key, None))
             except Exception:
                 cache, hit = None, None
             if hit is not None:
@@ -136,13 +149,10 @@ class CachedOllamaTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._async is None:
             self._async = httpx.AsyncHTTPTransport()
-        key = self.key(request)
-        cache = None
-        if key is not None:
+        key, cache = self._target(request)
+        if key is not None and cache is not None:
             try:
-                cache = self.cache()
-                stored = await cache.aget(self.namespace, key, None) if cache.enabled else None
-                hit = self._replay(request, stored)
+                hit = self._replay(request, await cache.aget(self.namespace, key, None))
             except Exception:
                 cache, hit = None, None
             if hit is not None:

@@ -7,6 +7,7 @@ recorded/replayed streams, warmup and keep-warm, and metrics::
 
     from infra.ollama import OptimizedOllama
     llm = OptimizedOllama()                      # perf_config's "ollama" section
+    llm = OptimizedOllama(config.ollama)         # or a section given (OllamaConfig(timeout=10.0, ...))
     r = llm.generate(model="llama3.2:3b", prompt=text, profile="stage1")
 
     routing = infra.ollama.route_official()      # ollama.Client, ollama.chat, ... through the layer
@@ -26,8 +27,8 @@ _EXPORTS = {
     "AsyncOptimizedOllama": "infra.ollama.aclient",
     "KeepWarm": "infra.ollama.warmup",
     "OptimizedOllama": "infra.ollama.client",
-    "OllamaCacheSettings": "infra.ollama.settings",
-    "OllamaSettings": "infra.ollama.settings",
+    "OllamaCacheConfig": "infra.config.sections.ollama",
+    "OllamaConfig": "infra.config.sections.ollama",
     "OllamaRunnerError": "infra.ollama.runner",
     "RunnerOptionWarning": "infra.ollama.runner",
     "Routing": "infra.ollama.routing",
@@ -35,14 +36,14 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from infra.config.sections.ollama import OllamaCacheConfig as OllamaCacheConfig
+    from infra.config.sections.ollama import OllamaConfig as OllamaConfig
     from infra.ollama.aclient import AsyncOptimizedOllama as AsyncOptimizedOllama
     from infra.ollama.client import OptimizedOllama as OptimizedOllama
     from infra.ollama.routing import Routing as Routing
     from infra.ollama.routing import route_official as route_official
     from infra.ollama.runner import OllamaRunnerError as OllamaRunnerError
     from infra.ollama.runner import RunnerOptionWarning as RunnerOptionWarning
-    from infra.ollama.settings import OllamaCacheSettings as OllamaCacheSettings
-    from infra.ollama.settings import OllamaSettings as OllamaSettings
     from infra.ollama.warmup import AsyncKeepWarm as AsyncKeepWarm
     from infra.ollama.warmup import KeepWarm as KeepWarm
 else:

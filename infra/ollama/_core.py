@@ -13,17 +13,19 @@ import contextvars
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._embed_fields import reply_fields, summed_prompt_eval_count
+from infra.config.sections.ollama import OllamaConfig
+
 from ._handles import Handles
 from ._helpers import PRIMITIVE as _PRIMITIVE
 from ._helpers import detacher, is_embedding_model, keep_alive_seconds, official_signature
+from ._values import decode_full
 from ._writer import WriteBehind
 from .keys import NOT_KEYED, is_deterministic, request_digest
-from .runner import RunnerPolicy
-from .settings import DEFAULT_HOST, OllamaSettings
+from .runner import RunnerPolicy, resolve_runner
 
 __all__ = [
     "ENDPOINTS",
@@ -31,6 +33,7 @@ __all__ = [
     "MEMO",
     "MODEL_CHANGING",
     "RELOAD_THRESHOLD_S",
+    "Attempts",
     "ClientCore",
     "Flight",
     "Handles",
@@ -40,7 +43,6 @@ __all__ = [
     "is_embedding_model",
     "keep_alive_seconds",
     "official_signature",
-    "settings_from",
 ]
 
 log = logging.getLogger("infra.ollama")
@@ -71,7 +73,6 @@ _MEMO_MAX = 4096
 #: (A warm Ollama reports a few milliseconds of load_duration on every call.)
 RELOAD_THRESHOLD_S = 0.25
 _RELOAD_NS = int(RELOAD_THRESHOLD_S * 1e9)
-_STORABLE = ("stop", "length")
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 
 
@@ -158,10 +159,12 @@ class Flight:
 class ClientCore:
     """State and decisions shared by the sync and async clients."""
 
-    def __init__(self, settings: OllamaSettings, cache: Any = None) -> None:
+    def __init__(self, settings: OllamaConfig, cache: Any = None) -> None:
         self.settings = settings
         self.enabled = settings.enabled
-        self.policy = RunnerPolicy(settings.runner, settings.profiles, strict=settings.strict_runner)
+        self.policy = RunnerPolicy(
+            resolve_runner(settings.runner), settings.profiles, strict=settings.strict_runner
+        )
         self._cache = cache
         self._cache_failed = False
         self._handles: dict[tuple[str, str], Handles] = {}
@@ -187,18 +190,16 @@ class ClientCore:
             "embeddings": cs.embed,
         }
 
-    # -- configuration -------------------------------------------------------------------------------------
+    # -- configuration ---------------------------------------------------------------------------------------
 
     @property
     def host(self) -> str:
-        return os.environ.get("OLLAMA_HOST") or self.settings.host or DEFAULT_HOST
+        return os.environ.get("OLLAMA_HOST") or self.settings.host
 
     def httpx_timeout(self) -> Any:
         import httpx
 
         t = self.settings.timeout
-        if t is None:
-            return None
         return httpx.Timeout(t, connect=min(t, self.settings.connect_timeout))
 
     def handles(self, model: str, op: str) -> Handles:
@@ -221,7 +222,7 @@ class ClientCore:
             d["coalesced"] += h.n_coalesced
         return out
 
-    # -- planning -------------------------------------------------------------------------------------------
+    # -- planning --------------------------------------------------------------------------------------------
 
     def plan(self, path: str, body: Any, stream: bool) -> Plan | None:
         """The plan for a call to ``path`` with the official client's ``body``; None: send it unchanged."""
@@ -267,7 +268,7 @@ class ClientCore:
             self.failure("key", exc)
         return p
 
-    # -- the key memo -------------------------------------------------------------------------------------
+    # -- the key memo ----------------------------------------------------------------------------------------
 
     def memo_key(self, op: str, profile: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The memo key of a non-streamed call whose arguments are primitives (or, for chat, a list of
@@ -358,7 +359,7 @@ class ClientCore:
         prior = self._built.get(key)
         if prior is not None and prior[0] is value:
             return prior[1]()
-        resp = self.decode_full(cls, value)
+        resp = decode_full(cls, value)
         if resp is not None:
             if len(self._built) >= _MEMO_MAX:
                 self._built.clear()
@@ -367,7 +368,7 @@ class ClientCore:
             return copier()
         return None
 
-    # -- fail-open helpers ----------------------------------------------------------------------------------
+    # -- fail-open helpers -----------------------------------------------------------------------------------
 
     def failure(self, what: str, exc: BaseException) -> None:
         """Count and log (once per kind) a failure of the layer itself; the call goes on."""
@@ -417,113 +418,40 @@ class ClientCore:
                 self.failure("cache", exc)
         return value
 
-    # -- cache values ---------------------------------------------------------------------------------------
+    # -- where a cache read or write goes (the clients ask here, then do the I/O) ----------------------------
 
-    @staticmethod
-    def storable(final: Any) -> bool:
-        """Only complete replies: done with stop or length. Errors, aborts and load/unload never."""
-        return bool(getattr(final, "done", False)) and getattr(final, "done_reason", None) in _STORABLE
+    def source(self, ns: str, key: str) -> tuple[Any, Any]:
+        """Where a read of ``key`` is answered: ``(value, None)`` from write-behind's queue, else ``(None,
+        cache)``: the cache to ask (None without one)."""
+        v = self.pending(ns, key)
+        return (v, None) if v is not None else (None, self.cache)
 
-    @staticmethod
-    def full_value(resp: Any, digest: str | None) -> dict[str, Any]:
-        return {"v": 2, "full": resp.model_dump(exclude_unset=True), "d": digest}
+    def source_many(self, ns: str, keys: list[str]) -> tuple[dict[str, Any], list[str], Any]:
+        """Embed: the values found in write-behind's queue, the keys left, and the cache to ask for them
+        (None: nothing left to ask, or no cache)."""
+        found, rest = self.pending_many(ns, keys)
+        return found, rest, (self.cache if rest else None)
 
-    @staticmethod
-    def stream_value(
-        chunks: list[dict[str, Any]], offsets: list[float], digest: str | None
-    ) -> dict[str, Any]:
-        return {"v": 2, "chunks": chunks, "t": offsets, "d": digest}
+    def direct_store(self, ns: str, items: dict[str, Any], cost: float) -> Any:
+        """The cache to write ``items`` to now; None when there is nothing left to do (no cache, no items,
+        or write-behind has queued them)."""
+        c = self.cache
+        if c is None or not items:
+            return None
+        if self.writer is not None:
+            self.writer.put(c, ns, items, cost)
+            return None
+        return c
 
-    @staticmethod
-    def vector_value(vector: Any, digest: str | None) -> dict[str, Any]:
-        return {"e": list(vector), "d": digest}
+    def served(self, e: MemoEntry, value: Any, t0: float) -> Any:
+        """A memoized call's hit from a fresh ``value``: the reply rebuilt (and counted), or None."""
+        hit = self.rebuild(e.cls, e.key, value)
+        if hit is not None:
+            e.h.hit()
+            e.h.duration_hit.observe(time.perf_counter() - t0)
+        return hit
 
-    @staticmethod
-    def tagged(value: Any) -> bool:
-        """A value of this version's shape (anything else is a miss)."""
-        return type(value) is dict and "d" in value
-
-    @staticmethod
-    def decode_full(cls: Any, value: Any) -> Any:
-        """A stored non-streamed reply, built as the official client builds one; None for another shape."""
-        full = value.get("full") if type(value) is dict else None
-        return cls(**full) if type(full) is dict else None
-
-    @staticmethod
-    def decode_stream(value: Any) -> tuple[list[dict[str, Any]], list[float]] | None:
-        if type(value) is dict and "chunks" in value and "t" in value:
-            return value["chunks"], value["t"]
-        return None
-
-    def split_found(
-        self, plan: Plan, found: Mapping[str, Any], digest: str | None
-    ) -> tuple[dict[str, list[float]], list[tuple[str, str]]]:
-        """Embed: the cached vectors by text (copies: the caller may mutate them, the L1 entry must not
-        change) and the (text, key) pairs still to fetch."""
-        vectors: dict[str, list[float]] = {}
-        missing: list[tuple[str, str]] = []
-        assert plan.items is not None
-        for text, k in plan.items:
-            v = found.get(k)
-            if type(v) is dict and v.get("d") == digest and isinstance(v.get("e"), list):
-                vectors[text] = list(v["e"])
-                if type(v.get("m")) is dict:
-                    plan.meta[text] = v["m"]
-            else:
-                missing.append((text, k))
-        return vectors, missing
-
-    def fill_vectors(
-        self,
-        vectors: dict[str, Any],
-        missing: list[tuple[str, str]],
-        resp: Any,
-        digest: str | None,
-        plan: Plan | None = None,
-    ) -> dict[str, Any]:
-        """Embed: put the fetched vectors in ``vectors``; return the cache entries to store (and note on
-        ``plan`` what was fetched and recorded, for ``embed_response``)."""
-        out: dict[str, Any] = {}
-        # A text fetched on its own owns the whole reply: its fields (prompt_eval_count, durations, ...) are
-        # recorded with the vector, so a hit replays what the plain client got. A text fetched in a batch
-        # can't know its share of the reply's counts, so nothing is recorded for it.
-        meta = reply_fields(resp) if len(missing) == 1 else None
-        if plan is not None:
-            plan.fetched = [text for text, _ in missing]
-        for (text, k), v in zip(missing, resp.embeddings, strict=True):
-            vectors[text] = v
-            out[k] = self.vector_value(v, digest)
-            if meta:
-                out[k]["m"] = meta
-                if plan is not None:
-                    plan.meta[text] = meta
-        return out
-
-    @staticmethod
-    def embed_response(cls: Any, plan: Plan, vectors: Mapping[str, Any], resp: Any) -> Any:
-        """Embed: the reply in the caller's input order.
-
-        One text, served from the cache: every field recorded with it (see ``fill_vectors``), as the plain
-        client got them. Reassembled from several entries (or from entries and a fetch): the durations are
-        this call's fetch's (none when nothing was fetched: no timing belongs to the whole), and
-        ``prompt_eval_count`` is the sum over the inputs when each input's count is known (Ollama counts
-        each input's tokens and adds them), else left out."""
-        fields: dict[str, Any] = {
-            "model": resp.model if resp is not None else plan.model,
-            "embeddings": [vectors[t] for t in plan.texts],
-        }
-        if resp is None and len(plan.texts) == 1 and plan.texts[0] in plan.meta:
-            return cls.model_construct(**{**plan.meta[plan.texts[0]], **fields})
-        if resp is not None:
-            for name in ("total_duration", "load_duration"):
-                if getattr(resp, name, None) is not None:
-                    fields[name] = getattr(resp, name)
-        count = summed_prompt_eval_count(plan.texts, plan.meta, plan.fetched, resp)
-        if count is not None:
-            fields["prompt_eval_count"] = count
-        return cls.model_construct(**fields)
-
-    # -- metrics from replies -------------------------------------------------------------------------------
+    # -- metrics from replies --------------------------------------------------------------------------------
 
     def observe_final(self, h: Handles, model: str, final: Any) -> None:
         try:
@@ -547,7 +475,7 @@ class ClientCore:
         except Exception as exc:
             self.failure("metrics", exc)
 
-    # -- retries --------------------------------------------------------------------------------------------
+    # -- retries ---------------------------------------------------------------------------------------------
 
     def retryable(self, exc: BaseException) -> bool:
         """Failures that happen before any token: connection refused/reset, server busy. Never a read timeout
@@ -570,15 +498,34 @@ class ClientCore:
             ),
         )
 
-    def flight_wait(self) -> float | None:
+    def flight_wait(self) -> float:
         """How long a coalesced caller waits for the call in flight: as long as that call may take."""
-        t = self.settings.timeout
-        if t is None:
-            return None
-        return t * (self.settings.retries + 1) + 2.0 * (self.settings.retries + 1)
+        return (self.settings.timeout + 2.0) * (self.settings.retries + 1)
 
     def backoff(self, attempt: int) -> float:
         return float(min(2.0, self.settings.retry_backoff * (2**attempt)))
+
+
+class Attempts:
+    """The attempts of one call before its first byte/token: ``delay(exc)`` after a failed one is the sleep
+    before the next (a retry, counted), or re-raises ``exc`` (counted as an error) when it can't be retried
+    or none is left."""
+
+    __slots__ = ("core", "h", "n")
+
+    def __init__(self, core: ClientCore, h: Handles) -> None:
+        self.core = core
+        self.h = h
+        self.n = 0
+
+    def delay(self, exc: Exception) -> float:
+        core = self.core
+        if self.n < core.settings.retries and core.retryable(exc):
+            self.h.retries.inc()
+            self.n += 1
+            return core.backoff(self.n - 1)
+        self.h.errors.inc()
+        raise exc
 
 
 def _has_input(op: str, body: Mapping[str, Any]) -> bool:
@@ -590,16 +537,3 @@ def _has_input(op: str, body: Mapping[str, Any]) -> bool:
     if op == "embed":
         return bool(body.get("input"))
     return bool(body.get("prompt"))
-
-
-def settings_from(config: Any) -> OllamaSettings:
-    if config is None:
-        from infra.config import get_config
-
-        config = get_config()
-    s = OllamaSettings.from_config(config.ollama)
-    if not getattr(config, "enabled", True):
-        import dataclasses
-
-        s = dataclasses.replace(s, enabled=False)
-    return s

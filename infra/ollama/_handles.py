@@ -18,6 +18,54 @@ register_operation_view(
 )
 
 
+_DURATION = "infra_ollama_request_duration_seconds"
+_DURATION_HELP = "Client-measured Ollama call latency, by model, operation and cache result."
+_MODEL_OP = ("model", "operation")
+_NS_OP = ("namespace", "operation")
+#: The metric child each attribute holds: (kind, name, help, label names), labelled by this (model, op).
+_FAMILIES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "ttft": (
+        "histogram",
+        "infra_ollama_time_to_first_token_seconds",
+        "Client-measured time to the first streamed chunk.",
+        _MODEL_OP,
+    ),
+    "tps": (
+        "histogram",
+        "infra_ollama_tokens_per_second",
+        "Generation speed reported by Ollama (eval_count / eval_duration).",
+        ("model",),
+    ),
+    "load": (
+        "histogram",
+        "infra_ollama_load_duration_seconds",
+        "load_duration reported by Ollama.",
+        ("model",),
+    ),
+    "reloads": (
+        "counter",
+        "infra_ollama_unexpected_reloads_total",
+        "Calls where a model this client saw loaded was loaded again.",
+        ("model",),
+    ),
+    "hits": ("counter", "infra_ollama_cache_hits_total", "Ollama responses served from the cache.", _NS_OP),
+    "misses": (
+        "counter",
+        "infra_ollama_cache_misses_total",
+        "Cacheable Ollama calls not found in the cache.",
+        _NS_OP,
+    ),
+    "retries": ("counter", "infra_ollama_retries_total", "Retries before the first token.", _MODEL_OP),
+    "errors": ("counter", "infra_ollama_errors_total", "Ollama calls that raised.", _MODEL_OP),
+    "coalesced": (
+        "counter",
+        "infra_ollama_coalesced_total",
+        "Identical concurrent calls served by one request in flight (single-flight).",
+        _NS_OP,
+    ),
+}
+
+
 class _Noop:
     """Stands in for a metric child when the metrics layer fails (fail open)."""
 
@@ -50,64 +98,34 @@ class Handles:
         self.n_hits = 0
         self.n_misses = 0
         self.n_coalesced = 0
+        values = {"model": model, "operation": op, "namespace": namespace}
         try:
             from infra.metrics import get_metrics
 
             m = get_metrics()
-            dur = m.histogram(
-                "infra_ollama_request_duration_seconds",
-                "Client-measured Ollama call latency, by model, operation and cache result.",
-                labelnames=("model", "operation", "cache"),
-            )
+            dur = m.histogram(_DURATION, _DURATION_HELP, labelnames=("model", "operation", "cache"))
             self.duration_hit: Any = dur.labels(model, op, "hit")
             self.duration_miss: Any = dur.labels(model, op, "miss")
-            self.ttft: Any = m.histogram(
-                "infra_ollama_time_to_first_token_seconds",
-                "Client-measured time to the first streamed chunk.",
-                labelnames=("model", "operation"),
-            ).labels(model, op)
-            self.tps: Any = m.histogram(
-                "infra_ollama_tokens_per_second",
-                "Generation speed reported by Ollama (eval_count / eval_duration).",
-                labelnames=("model",),
-            ).labels(model)
-            self.load: Any = m.histogram(
-                "infra_ollama_load_duration_seconds",
-                "load_duration reported by Ollama.",
-                labelnames=("model",),
-            ).labels(model)
-            self.reloads: Any = m.counter(
-                "infra_ollama_unexpected_reloads_total",
-                "Calls where a model this client saw loaded was loaded again.",
-                labelnames=("model",),
-            ).labels(model)
-            self.hits: Any = m.counter(
-                "infra_ollama_cache_hits_total",
-                "Ollama responses served from the cache.",
-                labelnames=("namespace", "operation"),
-            ).labels(namespace, op)
-            self.misses: Any = m.counter(
-                "infra_ollama_cache_misses_total",
-                "Cacheable Ollama calls not found in the cache.",
-                labelnames=("namespace", "operation"),
-            ).labels(namespace, op)
-            self.retries: Any = m.counter(
-                "infra_ollama_retries_total",
-                "Retries before the first token.",
-                labelnames=("model", "operation"),
-            ).labels(model, op)
-            self.errors: Any = m.counter(
-                "infra_ollama_errors_total", "Ollama calls that raised.", labelnames=("model", "operation")
-            ).labels(model, op)
-            self.coalesced: Any = m.counter(
-                "infra_ollama_coalesced_total",
-                "Identical concurrent calls served by one request in flight (single-flight).",
-                labelnames=("namespace", "operation"),
-            ).labels(namespace, op)
+            for attr, (kind, name, doc, labels) in _FAMILIES.items():
+                make: Any = m.histogram if kind == "histogram" else m.counter
+                family = make(name, doc, labelnames=labels)
+                setattr(self, attr, family.labels(*(values[label] for label in labels)))
         except Exception:  # metrics must never break a call
             noop = _Noop()
-            self.duration_hit = self.duration_miss = self.ttft = self.tps = self.load = noop
-            self.reloads = self.hits = self.misses = self.retries = self.errors = self.coalesced = noop
+            self.duration_hit = self.duration_miss = noop
+            for attr in _FAMILIES:
+                setattr(self, attr, noop)
+
+    # the metric children, set from _FAMILIES in __init__
+    ttft: Any
+    tps: Any
+    load: Any
+    reloads: Any
+    hits: Any
+    misses: Any
+    retries: Any
+    errors: Any
+    coalesced: Any
 
     def hit(self, n: int = 1) -> None:
         self.n_hits += n

@@ -9,11 +9,13 @@ from typing import Any, TypeVar
 
 __all__ = [
     "PRIMITIVE",
+    "WARM_OPTIONS",
     "detached",
     "detacher",
     "is_embedding_model",
     "keep_alive_seconds",
     "official_signature",
+    "warm_messages",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -114,6 +116,20 @@ def keep_alive_seconds(value: Any, default: float = 300.0) -> float:
                 raise ValueError(f"invalid keep_alive {value!r}") from None
             s = sum(float(n) * _UNITS[u] for n, u in parts) * (-1 if text.startswith("-") else 1)
     return math.inf if s < 0 else s
+
+
+#: A warmup chat's options: one token is enough to load the model and fill the prompt's KV cache.
+WARM_OPTIONS = {"num_predict": 1}
+
+
+def warm_messages(model: str, system_prompt: str | None) -> list[dict[str, str]] | None:
+    """The messages of a warmup chat for ``model`` (the system prompt first, so its KV cache is warm too);
+    None for an embedding model, warmed through /api/embed instead."""
+    if is_embedding_model(model):
+        return None
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    msgs.append({"role": "user", "content": "ok"})
+    return msgs
 
 
 def is_embedding_model(model: str) -> bool:

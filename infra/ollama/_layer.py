@@ -1,5 +1,6 @@
 """What ``OptimizedOllama`` and ``AsyncOptimizedOllama`` share that involves no awaiting: construction from
-settings (default: perf_config), ``from_config``, ``client``, ``cache_stats`` and the memo key of a call.
+settings (default: perf_config's ``ollama`` section), ``client``, ``base_url``, ``runner_policy``,
+``cache_stats``.
 
 A mixin placed before the official base (``class OptimizedOllama(LayerMixin, ollama.Client)``), so its
 ``__init__`` computes the layer's arguments and hands the rest to the official constructor.
@@ -7,36 +8,52 @@ A mixin placed before the official base (``class OptimizedOllama(LayerMixin, oll
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._core import ClientCore, settings_from
-from .settings import OllamaSettings
+from infra.config.sections.ollama import OllamaConfig
 
-__all__ = ["LayerMixin"]
+from ._core import ClientCore
+from .warmup import default_interval
+
+if TYPE_CHECKING:
+    from .runner import RunnerPolicy
+
+__all__ = ["LayerMixin", "configured_settings"]
 
 _L = TypeVar("_L", bound="LayerMixin")
 
 
+def configured_settings() -> OllamaConfig:
+    """perf_config's ``ollama`` section (the master switch already applied by the loader)."""
+    from infra.config import get_config
+
+    return get_config().ollama
+
+
 class LayerMixin:
     """Takes what the official client takes (``host``, ``headers``, ``timeout``, httpx keywords) plus
-    ``settings`` (default: perf_config's ``ollama`` section, read now) and ``cache`` (default:
-    ``infra.cache.get_cache()``). With the layer on, ``host`` defaults to ``$OLLAMA_HOST`` or the configured
-    host and ``timeout`` to the configured one (the official default is none)."""
+    ``settings`` (an :class:`~infra.config.OllamaConfig`; default: perf_config's ``ollama`` section, read now)
+    and ``cache`` (default: ``infra.cache.get_cache()``). The settings may also come first, in the host's
+    place: ``OptimizedOllama(config.ollama)``. With the layer on, ``host`` defaults to ``$OLLAMA_HOST`` or the
+    configured host and ``timeout`` to the configured one (the official default is none)."""
 
-    settings: OllamaSettings
+    settings: OllamaConfig
     _core: ClientCore
-    _book_host: str
     _client: Any
 
     def __init__(
         self,
-        host: str | None = None,
+        host: str | OllamaConfig | None = None,
         *,
-        settings: OllamaSettings | None = None,
+        settings: OllamaConfig | None = None,
         cache: Any = None,
         **kwargs: Any,
     ) -> None:
-        s = settings if settings is not None else settings_from(None)
+        if isinstance(host, OllamaConfig):
+            if settings is not None:
+                raise TypeError("settings given twice (as the first argument and as settings=)")
+            host, settings = None, host
+        s = settings if settings is not None else configured_settings()
         core = ClientCore(s, cache)
         if s.enabled:
             host = host or core.host
@@ -45,17 +62,30 @@ class LayerMixin:
         super().__init__(host, **kwargs)  # type: ignore[call-arg]  # the official client is next in the MRO
         self.settings = s
         self._core = core
-        self._book_host = str(self._client.base_url)
+        self._base_url = str(self._client.base_url)
+        self._init_io()
 
-    @classmethod
-    def from_config(cls: type[_L], config: Any = None, **kwargs: Any) -> _L:
-        """Built from ``PerfConfig.ollama`` (``infra.config.get_config()`` when ``config`` is None)."""
-        return cls(settings=settings_from(config), **kwargs)
+    def _init_io(self) -> None:
+        """The I/O side's own state (locks, semaphores, flights), made by each client."""
 
     @property
     def client(self: _L) -> _L:
         """This client (kept for code written when the layer wrapped an official client)."""
         return self
+
+    @property
+    def base_url(self) -> str:
+        """The Ollama server this client talks to (its digests are booked under this URL)."""
+        return self._base_url
+
+    @property
+    def runner_policy(self) -> RunnerPolicy:
+        """The pinned runner options and profiles: what ``options`` each call really sends."""
+        return self._core.policy
+
+    def _interval(self, interval: float | None) -> float:
+        """A keep-warm loop's interval: the one asked for, else derived from keep_alive."""
+        return interval if interval is not None else default_interval(self.settings.keep_alive)
 
     def cache_stats(self) -> dict[str, dict[str, int]]:
         """Cache hits and misses per operation (generate, chat, embed: per item, embeddings) so far."""

@@ -10,6 +10,7 @@ create, copy, delete) forgets that host's listing; a failed read is retried afte
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 __all__ = ["BOOK", "RETRY_AFTER_S", "DigestBook"]
 
 RETRY_AFTER_S = 60.0
+
+log = logging.getLogger("infra.ollama")
 
 
 class DigestBook:
@@ -54,7 +57,11 @@ class DigestBook:
             self._failed.pop(host, None)
             self.reads += 1
 
-    def failed(self, host: str) -> None:
+    def failed(self, host: str, exc: BaseException | None = None) -> None:
+        """A read of ``host``'s listing failed: retried after ``RETRY_AFTER_S`` (the call itself reports a
+        down server; until then entries just can't be tagged)."""
+        if exc is not None:
+            log.debug("infra.ollama: reading model digests from %s failed: %r", host, exc)
         with self._lock:
             self._failed[host] = time.monotonic()
 

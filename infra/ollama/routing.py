@@ -19,9 +19,10 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from infra.config.sections.ollama import OllamaConfig
+
 from .aclient import AsyncOptimizedOllama
 from .client import OptimizedOllama
-from .settings import OllamaSettings
 
 __all__ = ["MODULE_FUNCTIONS", "Routing", "route_official"]
 
@@ -71,7 +72,7 @@ class Routing:
         state = "routed" if self.active else "undone"
         return (
             f"ollama routing: {state}: ollama.Client, ollama.AsyncClient and {len(MODULE_FUNCTIONS)} "
-            f"module-level functions through OptimizedOllama ({self.client._book_host})"
+            f"module-level functions through OptimizedOllama ({self.client.base_url})"
         )
 
     def undo(self) -> None:
@@ -102,10 +103,10 @@ class Routing:
     def __repr__(self) -> str:
         if self.client is None:
             return f"<Routing off: {self.off_reason}>"
-        return f"<Routing {'active' if self.active else 'undone'} host={self.client._book_host}>"
+        return f"<Routing {'active' if self.active else 'undone'} host={self.client.base_url}>"
 
 
-def route_official(*, settings: OllamaSettings | None = None, cache: Any = None) -> Routing:
+def route_official(*, settings: OllamaConfig | None = None, cache: Any = None) -> Routing:
     """Make ``ollama.Client`` / ``ollama.AsyncClient`` the layer's classes and bind the module-level functions
     to one :class:`OptimizedOllama` (host from ``$OLLAMA_HOST`` or settings, as the official default client).
 
@@ -124,7 +125,7 @@ def route_official(*, settings: OllamaSettings | None = None, cache: Any = None)
         if reason is not None:
             return Routing(None, {}, off_reason=reason)
     elif not settings.enabled:
-        return Routing(None, {}, off_reason="the OllamaSettings given are disabled (enabled=False)")
+        return Routing(None, {}, off_reason="the OllamaConfig given is disabled (enabled=False)")
     client = OptimizedOllama(settings=settings, cache=cache)
     names = ("Client", "AsyncClient", "_client", *MODULE_FUNCTIONS)
     with _lock:

@@ -25,6 +25,8 @@ __all__ = [
     "RunnerOptionWarning",
     "RunnerPolicy",
     "options_dict",
+    "physical_cores",
+    "resolve_runner",
 ]
 
 #: Options whose change reloads the model in Ollama's scheduler.
@@ -50,6 +52,54 @@ RUNNER_ONLY_OPTIONS: frozenset[str] = frozenset(
         "logits_all",
     }
 )
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: psutil when installed, else Linux's /proc/cpuinfo (distinct
+    (physical id, core id) pairs), capped by the CPU affinity; ``os.cpu_count()`` where neither tells."""
+    import os
+
+    try:
+        logical = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        logical = os.cpu_count() or 1
+    phys: int | None = None
+    try:
+        import psutil
+
+        phys = psutil.cpu_count(logical=False)
+    except Exception:
+        try:
+            pairs = set()
+            pid = core = ""
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    name, _, value = line.partition(":")
+                    name = name.strip()
+                    if name == "physical id":
+                        pid = value.strip()
+                    elif name == "core id":
+                        core = value.strip()
+                        pairs.add((pid, core))
+            phys = len(pairs) or None
+        except OSError:
+            phys = None
+    return max(1, min(logical, phys or logical))
+
+
+def resolve_runner(runner: Mapping[str, Any]) -> dict[str, Any]:
+    """The configured runner options as sent: ``num_thread: "auto"`` (flat or under a model) becomes this
+    machine's physical cores (what Ollama itself would pick), resolved once per client so every call sends
+    the same value (a differing one reloads the model)."""
+    out: dict[str, Any] = {}
+    for k, v in runner.items():
+        if isinstance(v, Mapping):
+            out[k] = resolve_runner(v)
+        elif k == "num_thread" and v == "auto":
+            out[k] = physical_cores()
+        else:
+            out[k] = v
+    return out
 
 
 class RunnerOptionWarning(RuntimeWarning):

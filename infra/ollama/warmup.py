@@ -10,15 +10,16 @@ import asyncio
 import contextlib
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ._core import keep_alive_seconds
+from ._helpers import keep_alive_seconds
 
 if TYPE_CHECKING:
-    from .aclient import AsyncOptimizedOllama
-    from .client import OptimizedOllama
+    from ollama import ProcessResponse
 
-__all__ = ["AsyncKeepWarm", "KeepWarm", "default_interval"]
+__all__ = ["AsyncKeepWarm", "KeepWarm", "default_interval", "due"]
 
 
 def default_interval(keep_alive: object) -> float:
@@ -27,52 +28,74 @@ def default_interval(keep_alive: object) -> float:
     return max(1.0, min(60.0, ka / 4 if ka != float("inf") else 60.0))
 
 
-class KeepWarm:
+def due(models: list[str], loaded: Mapping[str, datetime | None], now: float, interval: float) -> list[str]:
+    """The models to reload now: not loaded (by name or ``name:latest``), or expiring within two intervals."""
+    out = []
+    for model in models:
+        exp = loaded.get(model) or loaded.get(f"{model}:latest")
+        if exp is None or exp.timestamp() - now < 2 * interval:
+            out.append(model)
+    return out
+
+
+def _expiries(ps: ProcessResponse) -> dict[str, datetime | None]:
+    return {m.model or "": m.expires_at for m in ps.models}
+
+
+_Ps = TypeVar("_Ps")
+_Warmed = TypeVar("_Warmed")
+
+
+class _Loop(Generic[_Ps, _Warmed]):
+    """What both keep-warm loops hold: ``ps`` reads /api/ps, ``warm`` reloads one model, ``failed`` reports
+    a failed round (the client's own methods, handed over by its ``keep_warm``), and the count of reloads."""
+
+    def __init__(
+        self,
+        ps: Callable[[], _Ps],
+        warm: Callable[[str], _Warmed],
+        failed: Callable[[str, BaseException], None],
+        models: list[str],
+        *,
+        interval: float,
+    ) -> None:
+        self._ps, self._warm, self._failed = ps, warm, failed
+        self.models = models
+        self.interval = interval
+        self.refreshes = 0
+
+
+class KeepWarm(_Loop["ProcessResponse", object]):
     """Background keep-warm: every ``interval`` seconds, reload any model whose /api/ps ``expires_at`` is
     less than two intervals away (or that isn't loaded). Bounded: ``stop()`` ends it within one interval."""
 
-    def __init__(self, owner: OptimizedOllama, models: list[str], *, interval: float | None = None) -> None:
-        self._owner = owner
-        self.models = models
-        self.interval = interval if interval is not None else default_interval(owner.settings.keep_alive)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ollama-keep-warm", daemon=True)
-        self.refreshes = 0
+    _thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ollama-keep-warm", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout)
 
     def _run(self) -> None:
-        owner = self._owner
         while not self._stop.is_set():
             try:
-                loaded = {m.model: m.expires_at for m in owner.client.ps().models}
-                now = time.time()
-                for model in self.models:
-                    exp = loaded.get(model) or loaded.get(f"{model}:latest")
-                    if exp is None or exp.timestamp() - now < 2 * self.interval:
-                        owner._warm_one(model, None)
-                        self.refreshes += 1
+                for model in due(self.models, _expiries(self._ps()), time.time(), self.interval):
+                    self._warm(model)
+                    self.refreshes += 1
             except Exception as exc:
-                owner._core.failure("keep_warm", exc)
+                self._failed("keep_warm", exc)
             self._stop.wait(self.interval)
 
 
-class AsyncKeepWarm:
-    """The async keep-warm loop (see :class:`~infra.ollama.client.KeepWarm`); ``await stop()`` ends it."""
+class AsyncKeepWarm(_Loop["Awaitable[ProcessResponse]", Awaitable[object]]):
+    """The async keep-warm loop (see :class:`KeepWarm`); ``await stop()`` ends it."""
 
-    def __init__(
-        self, owner: AsyncOptimizedOllama, models: list[str], *, interval: float | None = None
-    ) -> None:
-        self._owner = owner
-        self.models = models
-        self.interval = interval if interval is not None else default_interval(owner.settings.keep_alive)
-        self._task: asyncio.Task[None] | None = None
-        self.refreshes = 0
+    _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -85,16 +108,11 @@ class AsyncKeepWarm:
             self._task = None
 
     async def _run(self) -> None:
-        owner = self._owner
         while True:
             try:
-                loaded = {m.model: m.expires_at for m in (await owner.client.ps()).models}
-                now = time.time()
-                for model in self.models:
-                    exp = loaded.get(model) or loaded.get(f"{model}:latest")
-                    if exp is None or exp.timestamp() - now < 2 * self.interval:
-                        await owner._warm_one(model, None)
-                        self.refreshes += 1
+                for model in due(self.models, _expiries(await self._ps()), time.time(), self.interval):
+                    await self._warm(model)
+                    self.refreshes += 1
             except Exception as exc:
-                owner._core.failure("keep_warm", exc)
+                self._failed("keep_warm", exc)
             await asyncio.sleep(self.interval)

@@ -128,14 +128,14 @@ class _Ollama:
     LLM, EMBED = "llama3.2:3b", "nomic-embed-text:latest"
 
     def __init__(self, stack: contextlib.ExitStack, cache: Any) -> None:
-        from infra.ollama import OllamaSettings, OptimizedOllama
+        from infra.ollama import OllamaConfig, OptimizedOllama
         from infra.testing.ollama_server import OllamaTestServer, ServerSettings
 
         server = stack.enter_context(
             OllamaTestServer(ServerSettings(models=(self.LLM, self.EMBED), min_tokens=4, max_tokens=8))
         )
         self.llm = OptimizedOllama(
-            server.url, settings=OllamaSettings(timeout=10.0, retry_backoff=0.01), cache=cache
+            server.url, settings=OllamaConfig(timeout=10.0, retry_backoff=0.01), cache=cache
         )
         close = getattr(self.llm, "close", None)
         if close is not None:

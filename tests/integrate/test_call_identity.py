@@ -82,6 +82,7 @@ def test_option1_differently_configured_instances_never_share(worker: Any, make_
     assert len(worker.CALLS) == 2
     qwen = HybridScorer(model="qwen2.5:7b")
     assert qwen.score("abcd") == 4.0 and len(worker.CALLS) == 3  # the model setting is keyed too
+    # named seam: the worker's own private counter, read to show it changed and is still not keyed
     assert qwen._calls == 1  # internal counters are not part of the key: the next call is a hit
     assert qwen.score("abcd") == 4.0 and len(worker.CALLS) == 3
 
@@ -266,6 +267,8 @@ def test_the_fast_fingerprint_agrees_with_the_full_encoding(
         def run(self, x: int) -> int:
             return x
 
+    # named seam: @cached's key memo (infra.cache.decorator sets it for tests and bench_cache), the
+    # written-out twin this test checks against the plain identity.key_value
     km = Worker.run._keymaker  # type: ignore[attr-defined]
     # every combination of a few values over one or two attributes: states that differ in one place only
     import itertools

@@ -221,7 +221,7 @@ def test_ollama_generate_chat_embed_with_write_behind_count_in_every_view(tmp_pa
             "counting Ollama hits answered from the write-behind queue (Cache.record_hit) is helper "
             "ollama15's part of issue 16 (infra/ollama) and has not landed on this branch"
         )
-    from infra.ollama import OllamaCacheSettings, OllamaSettings, OptimizedOllama
+    from infra.ollama import OllamaCacheConfig, OllamaConfig, OptimizedOllama
     from infra.testing.ollama_server import OllamaTestServer, ServerSettings
 
     w = World(tmp_path, ("ollama", "ollama_embed"))
@@ -231,8 +231,8 @@ def test_ollama_generate_chat_embed_with_write_behind_count_in_every_view(tmp_pa
     srv = serve_metrics(port=0)
     try:
         with OllamaTestServer(ServerSettings(min_tokens=8, max_tokens=24)) as ollama_server:
-            settings = OllamaSettings(
-                cache=OllamaCacheSettings(namespace=w.ns["ollama"], embed_namespace=w.ns["ollama_embed"]),
+            settings = OllamaConfig(
+                cache=OllamaCacheConfig(namespace=w.ns["ollama"], embed_namespace=w.ns["ollama_embed"]),
                 write_behind=True,
                 timeout=10.0,
                 retry_backoff=0.01,

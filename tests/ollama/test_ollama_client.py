@@ -15,7 +15,7 @@ import pytest
 from ollama_testutil import EMBED, LLM, settings
 
 from infra.ollama import AsyncOptimizedOllama, OllamaRunnerError, OptimizedOllama
-from infra.ollama.settings import physical_cores
+from infra.ollama.runner import physical_cores
 from infra.testing.ollama_server import OllamaTestServer
 
 MSGS = [{"role": "system", "content": "You are kind."}, {"role": "user", "content": "I walked by the sea."}]
@@ -375,10 +375,10 @@ def test_strict_runner_raises_before_any_request(make_server, cache: Any) -> Non
 
 
 def test_profiles_set_sampling_options_and_call_options_win(llm: Any) -> None:
-    core = llm._core
-    merged = core.policy.merge(LLM, {"temperature": 0.9}, "stage1")
+    policy = llm.runner_policy
+    merged = policy.merge(LLM, {"temperature": 0.9}, "stage1")
     assert merged == {"num_predict": 120, "temperature": 0.9, "num_thread": physical_cores(), "num_ctx": 4096}
-    assert core.policy.merge(LLM, {"num_ctx": 2048, "num_thread": 1}, None) == {
+    assert policy.merge(LLM, {"num_ctx": 2048, "num_thread": 1}, None) == {
         "num_ctx": 2048,
         "num_thread": 1,
     }
@@ -392,8 +392,8 @@ def test_per_model_runner_overrides(server: OllamaTestServer, cache: Any) -> Non
         settings=settings(runner={"num_ctx": 4096, "nomic-embed-text": {"num_ctx": 8192}}),
         cache=cache,
     )
-    assert llm._core.policy.pinned(EMBED) == {"num_ctx": 8192}
-    assert llm._core.policy.pinned(LLM) == {"num_ctx": 4096}
+    assert llm.runner_policy.pinned(EMBED) == {"num_ctx": 8192}
+    assert llm.runner_policy.pinned(LLM) == {"num_ctx": 4096}
     llm.close()
 
 
@@ -570,10 +570,10 @@ async def test_async_warmup_and_paced_replay(make_server, cache: Any) -> None:  
 def test_settings_come_from_the_shipped_config() -> None:
     from infra.config import load_config
 
-    llm = OptimizedOllama.from_config(load_config())
+    llm = OptimizedOllama(load_config().ollama)
     s = llm.settings
     assert (s.keep_alive, s.timeout, s.retries, s.max_concurrency) == (1800.0, 120.0, 2, 4)
-    assert dict(s.runner) == {"num_thread": physical_cores(), "num_ctx": 4096}, (
+    assert llm.runner_policy.pinned(LLM) == {"num_thread": physical_cores(), "num_ctx": 4096}, (
         "num_thread auto: the machine's"
     )
     assert dict(s.profiles["stage1"]) == {"num_predict": 120, "temperature": 0.3}
@@ -599,12 +599,12 @@ def test_keep_alive_defaults_to_the_configured_value(server: OllamaTestServer, c
 
 
 def test_bad_settings_name_every_problem() -> None:
-    from infra.ollama import OllamaCacheSettings, OllamaSettings
+    from infra.ollama import OllamaCacheConfig, OllamaConfig
 
-    with pytest.raises(ValueError, match=r"timeout must be > 0.*retries must be >= 0.*max_concurrency"):
-        OllamaSettings(timeout=0, retries=-1, max_concurrency=0)
-    with pytest.raises(ValueError, match="replay must be one of"):
-        OllamaCacheSettings(replay="fast")
+    with pytest.raises(ValueError, match=r"(?s)ollama\.timeout.*ollama\.retries.*ollama\.max_concurrency"):
+        OllamaConfig(timeout=0, retries=-1, max_concurrency=0)
+    with pytest.raises(ValueError, match=r"ollama\.cache\.replay: expected one of instant, paced"):
+        OllamaCacheConfig(replay="fast")
 
 
 def test_metrics_count_hits_misses_retries_and_unexpected_reloads(make_server, cache: Any) -> None:  # type: ignore[no-untyped-def]

@@ -8,16 +8,15 @@ import logging
 import sys
 from typing import Any
 
-import httpx
 import ollama
 import pytest
 from ollama_testutil import EMBED, LLM, settings
 from pydantic import BaseModel
 from pytest_httpserver import HTTPServer
 
-from infra.ollama import AsyncOptimizedOllama, OllamaSettings, OptimizedOllama, route_official
+from infra.ollama import AsyncOptimizedOllama, OllamaConfig, OptimizedOllama, route_official
 from infra.ollama.digests import BOOK
-from infra.ollama.settings import physical_cores
+from infra.ollama.runner import physical_cores, resolve_runner
 from infra.testing.ollama_server import OllamaTestServer
 
 MSGS = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -28,14 +27,23 @@ def requests(srv: OllamaTestServer, endpoint: str) -> int:
     return int(srv.stats()["requests"].get(endpoint, 0))
 
 
-def test_the_layers_clients_are_the_official_clients() -> None:
+def test_the_layers_clients_are_the_official_clients(httpserver: HTTPServer) -> None:
+    """Is-a, and the official constructor's keywords reach the wire: headers (plus the official
+    user-agent) are sent, ``follow_redirects`` is honoured (the official default follows)."""
     sync, aio = OptimizedOllama("http://127.0.0.1:9"), AsyncOptimizedOllama("http://127.0.0.1:9")
     assert isinstance(sync, ollama.Client) and isinstance(aio, ollama.AsyncClient)
-    assert isinstance(sync._client, httpx.Client) and isinstance(aio._client, httpx.AsyncClient)
-    c = OptimizedOllama("http://127.0.0.1:9", headers={"X-Custom": "v"}, follow_redirects=False)
-    assert c._client.headers["x-custom"] == "v" and c._client.follow_redirects is False
-    assert c._client.headers["user-agent"].startswith("ollama-python/")
-    for x in (sync, c):
+    httpserver.expect_request("/api/tags").respond_with_data("", status=307, headers={"Location": "/moved"})
+    httpserver.expect_request("/moved").respond_with_json({"models": []})
+    url = httpserver.url_for("/")
+    follows = OptimizedOllama(url)
+    assert follows.list().models == []
+    c = OptimizedOllama(url, headers={"X-Custom": "v"}, follow_redirects=False)
+    with pytest.raises(ollama.ResponseError) as ei:
+        c.list()
+    assert ei.value.status_code == 307
+    sent = httpserver.log[-1][0].headers
+    assert sent["X-Custom"] == "v" and sent["User-Agent"].startswith("ollama-python/")
+    for x in (sync, follows, c):
         x.close()
 
 
@@ -106,9 +114,10 @@ def test_runner_options_and_keep_alive_fill_only_what_the_call_left_out(
 
 
 def test_num_thread_defaults_to_the_machines_physical_cores() -> None:
-    assert OllamaSettings(runner={"num_thread": "auto"}).runner["num_thread"] == physical_cores()
+    auto = OllamaConfig(runner={"num_thread": "auto"}).runner
+    assert resolve_runner(auto)["num_thread"] == physical_cores()
     assert 1 <= physical_cores() <= (__import__("os").cpu_count() or 1)
-    assert OllamaSettings(runner={"num_thread": 3}).runner["num_thread"] == 3
+    assert resolve_runner(OllamaConfig(runner={"num_thread": 3}).runner)["num_thread"] == 3
 
 
 def test_digests_are_read_once_per_host_and_after_the_first_reply(

@@ -200,6 +200,8 @@ def test_requests_past_the_queue_get_503_server_busy(make_server, client) -> Non
     t.start()
     started.wait()
     deadline = time.monotonic() + 5
+    # named seam: the simulator's count of requests holding or waiting for a slot (infra.testing's
+    # OllamaTestServer has no public reading of it)
     while srv.state._pending == 0 and time.monotonic() < deadline:
         time.sleep(0.005)
     with pytest.raises(ollama.ResponseError) as ei:

@@ -1,4 +1,9 @@
-"""Settings of the tuned Ollama client (infra.ollama): the ``ollama`` section."""
+"""Settings of the tuned Ollama client (infra.ollama): the ``ollama`` section, THE client's settings.
+
+``OptimizedOllama(config.ollama)`` takes it as loaded; ``OptimizedOllama(settings=OllamaConfig(timeout=10))``
+builds one in code, checked by the same Specs the loader uses (every problem named at once, as a
+:class:`~infra.errors.ConfigError`) and normalised as the loader would (durations in seconds, maps frozen).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,31 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from infra.config._spec import field
+from infra.config._spec import field, freeze, section_fields
 from infra.config.sections._base import _Section
 
 __all__ = ["OllamaCacheConfig", "OllamaConfig"]
+
+
+def _check(section: _Section, path: str) -> None:
+    """Check and normalise a section built in code by its fields' Specs (a no-op for one the loader built,
+    whose values are already checked); raise one ConfigError naming every problem."""
+    from infra.config._build import coerce
+    from infra.errors import ConfigError, ConfigProblem
+
+    problems: list[ConfigProblem] = []
+    for name, spec in section_fields(type(section)):
+        if spec.kind == "section":
+            continue
+        value = getattr(section, name)
+        if spec.kind == "map":
+            # frozen first, as the loader freezes JSON; a per-model runner entry (a nested map, documented
+            # in infra.ollama.runner) is then accepted in code as it always was
+            value = freeze(value)
+        value = coerce(spec, value, f"{path}.{name}", problems)
+        object.__setattr__(section, name, value)
+    if problems:
+        raise ConfigError(problems)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
@@ -18,14 +44,17 @@ class OllamaCacheConfig(_Section):
     chat: bool = field("bool", True, "Cache /api/chat responses.")
     embed: bool = field("bool", True, "Cache embeddings per input text.")
     only_deterministic: bool = field("bool", False, "Cache only temperature 0 or fixed-seed calls.")
-    namespace: str = field("str", "inference", "Namespace for generate / chat.")
-    embed_namespace: str = field("str", "embeddings", "Namespace for embeddings.")
+    namespace: str = field("str", "inference", "Namespace for generate / chat.", pattern=".")
+    embed_namespace: str = field("str", "embeddings", "Namespace for embeddings.", pattern=".")
     replay: str = field(
         "str",
         "instant",
         "Replay of cached streams: instant, or paced at the recorded cadence.",
         choices=("instant", "paced"),
     )
+
+    def __post_init__(self) -> None:
+        _check(self, "ollama.cache")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
@@ -40,8 +69,12 @@ class OllamaConfig(_Section):
         "How long Ollama keeps a model loaded, sent when a call has none (null: send none).",
         nullable=True,
     )
-    timeout: float = field("duration", 120.0, "Request timeout (the official client has none).")
-    connect_timeout: float = field("duration", 5.0, "TCP connect timeout to the Ollama server.")
+    timeout: float = field(
+        "duration", 120.0, "Request timeout (the official client has none).", minimum=0.001
+    )
+    connect_timeout: float = field(
+        "duration", 5.0, "TCP connect timeout to the Ollama server.", minimum=0.001
+    )
     retry_backoff: float = field("duration", 0.1, "First backoff step of a retry before the first token.")
     resolve_digests: bool = field(
         "bool", True, "Read /api/tags once so cache keys carry each model's digest."
@@ -72,3 +105,6 @@ class OllamaConfig(_Section):
     cache: OllamaCacheConfig = field(
         "section", OllamaCacheConfig, "Response caching.", section=OllamaCacheConfig
     )
+
+    def __post_init__(self) -> None:
+        _check(self, "ollama")
