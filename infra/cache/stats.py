@@ -24,7 +24,7 @@ import threading
 import weakref
 from typing import Any
 
-__all__ = ["NamespaceStats", "NullStats", "count_value", "push_all", "track_for_collect"]
+__all__ = ["NamespaceStats", "NullStats", "count_value", "metric_families", "push_all", "track_for_collect"]
 
 log = logging.getLogger("infra.cache")
 
@@ -53,6 +53,11 @@ def push_all() -> None:
     """The collect hook: every tracked cache pushes its pending counts into the registry."""
     for cache in list(_TRACKED):
         cache.push_metrics()
+
+
+def metric_families() -> dict[str, Any]:
+    """The cache's metric families in the registry (registered on first use): name -> family."""
+    return _Exporter.families()
 
 
 class _Exporter:
