@@ -32,17 +32,17 @@ from typing import Any, Literal, TypeVar
 
 from infra.cache import fleet_stats
 from infra.cache._missing import MISSING
-from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend, StoredEntry
+from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend
 from infra.cache.changes import ChangeTracker
 from infra.cache.codecs import DecodeError, Signer
 from infra.cache.l1 import L1Cache
 from infra.cache.leases import Leases
 from infra.cache.namespaces import Namespace, build_namespace
-from infra.cache.report import CacheReport, observe_lookup
+from infra.cache.report import CacheReport
 from infra.cache.settings import CacheSettings, parse_ttl
 from infra.cache.singleflight import Flight, SingleFlight
 from infra.cache.stats import NamespaceStats
-from infra.cache.values import Thaw, freeze_plain
+from infra.cache.tiers import Tiers
 
 __all__ = ["Cache", "make_backend"]
 
@@ -129,9 +129,9 @@ class Cache:
         self._report = CacheReport(export=self._export)
         self._closed = False
         self._backend_error: str | None = None
-        self._lookup_tick = 0
         self.backend = self._open_backend(backend) if self.enabled else None
-        self._inline = self.backend is not None and type(self.backend).aget is CacheBackend.aget
+        self._tiers = Tiers(self._l1, self.backend, export=self._export)
+        self._inline = self._tiers.inline
         # SQLite's row-tuple fast path for get() (no StoredEntry on the hottest path); others: backend.get
         self._get_row: Callable[..., Any] | None = getattr(self.backend, "get_row", None)
         self._leases: Leases | None = None
@@ -225,7 +225,7 @@ class Cache:
         return ns
 
     async def _anamespace(self, namespace: str) -> Namespace:
-        """``_namespace`` for the async paths: the store's generation from an awaited poll, not a blocking one."""
+        """``_namespace`` for the async paths: the generation comes from an awaited poll."""
         ns = self._namespace(namespace, fetch=self._inline)
         if not self._inline and self.backend is not None:
             self._changes.poll_soon()  # poll now, on this loop
@@ -298,109 +298,19 @@ class Cache:
         how = e[5]  # L1Entry.thaw: a copy of its own unless the value is immutable (infra.cache.values)
         return e[0] if how is None else how(e[0])
 
-    def _l1_get(self, ns: Namespace, key: str, now: float) -> Any:
-        return self._l1.probe((ns.name, key), ns.gen, now, ns.stats.hit)
-
-    def _shared(self, ns: Namespace, key: str, value: Any) -> tuple[Any, Thaw]:
-        """The leader's result in a form each single-flight follower thaws into its own copy: the L1 entry
-        just written when there is one, else a copy made before the leader hands ``value`` out."""
-        e = self._l1.peek((ns.name, key), ns.gen, float("-inf"))
-        if e is not None:
-            return e.stored, e.thaw
-        return freeze_plain(value)
-
-    def _accept(self, ns: Namespace, key: str, se: StoredEntry | None, gen: int) -> Any:
-        """Decode an L2 entry, fill L1, count the hit (or the decode error as a miss).
-
-        ``gen`` is the namespace's generation read *before* the L2 lookup: should an invalidation be
-        pushed while the lookup runs, the entry lands in L1 under the old generation and is never served.
-        """
-        if se is None:
-            return MISSING
-        try:
-            value = ns.codec.decode(se.payload, se.codec)
-        except DecodeError as exc:
-            ns.stats.error("decode", exc)
-            return MISSING
-        if self._l1.enabled:
-            self._l1.set(
-                (ns.name, key), ns.l1_entry(value, se.payload, se.codec, se.expires_at, gen, se.cost)
-            )
-        ns.stats.hit(se.cost)
-        return value
-
-    def _l2_get(self, ns: Namespace, key: str) -> StoredEntry | None:
-        b = self.backend
-        if b is None:
-            return None
-        self._lookup_tick += 1
-        sample = not self._lookup_tick & 15
-        t0 = _perf() if sample else 0.0
-        try:
-            se = b.get(ns.name, key)
-        except Exception as exc:
-            ns.stats.error("read", exc)
-            return None
-        if sample and self._export:
-            observe_lookup(ns.name, _perf() - t0)
-        return se
-
-    async def _al2_get(self, ns: Namespace, key: str) -> StoredEntry | None:
-        b = self.backend
-        if b is None:
-            return None
-        if self._inline:
-            return self._l2_get(ns, key)
-        try:
-            return await b.aget(ns.name, key)
-        except Exception as exc:
-            ns.stats.error("read", exc)
-            return None
-
-    def _reread(self, ns: Namespace, key: str) -> Any:
-        """The store's entry, accepted into L1 (``MISSING`` if absent); the generation is read first."""
-        gen = ns.gen
-        return self._accept(ns, key, self._l2_get(ns, key), gen)
-
-    async def _areread(self, ns: Namespace, key: str) -> Any:
-        gen = ns.gen
-        return self._accept(ns, key, await self._al2_get(ns, key), gen)
-
     def _lookup(self, ns: Namespace, key: str) -> Any:
         now = _time()
         if now >= self._next_gen_check:
             self._check_generations(now)
-        v = self._l1_get(ns, key, now)
-        return v if v is not MISSING else self._reread(ns, key)
+        v = self._tiers.l1_get(ns, key, now)
+        return v if v is not MISSING else self._tiers.reread(ns, key)
 
     async def _alookup(self, ns: Namespace, key: str) -> Any:
         now = _time()
         if now >= self._next_gen_check:
             await self._acheck_generations(now)
-        v = self._l1_get(ns, key, now)
-        return v if v is not MISSING else await self._areread(ns, key)
-
-    def _prepare(
-        self, ns: Namespace, key: str, value: Any, ttl: float | None, cost: float
-    ) -> StoredEntry | None:
-        """The store's form of ``value`` (None: uncacheable, counted); the L1 gets its own form now."""
-        enc = ns.encode(value)
-        if enc is None:
-            return None
-        se = StoredEntry(enc[0], enc[1], ns.expires_at(ttl, _time()), cost)
-        if self._l1.enabled:
-            self._l1.set((ns.name, key), ns.l1_entry(value, enc[0], enc[1], se.expires_at, ns.gen, cost))
-        return se
-
-    def _prepare_many(
-        self, ns: Namespace, mapping: Mapping[str, Any], ttl: float | None
-    ) -> dict[str, StoredEntry]:
-        items: dict[str, StoredEntry] = {}
-        for k, v in mapping.items():
-            se = self._prepare(ns, k, v, ttl, 0.0)
-            if se is not None:
-                items[k] = se
-        return items
+        v = self._tiers.l1_get(ns, key, now)
+        return v if v is not MISSING else await self._tiers.areread(ns, key)
 
     # ------------------------------------------------------------------ the API, sync and async
     def get(self, namespace: str, key: str, default: Any = MISSING) -> Any:
@@ -479,7 +389,7 @@ class Cache:
         if not self.enabled:
             return
         ns = self._ns.get(namespace) or self._namespace(namespace)
-        se = self._prepare(ns, key, value, ttl, cost)
+        se = self._tiers.prepare(ns, key, value, ttl, cost)
         b = self.backend
         if se is None or b is None:
             return
@@ -497,7 +407,7 @@ class Cache:
             self.set(namespace, key, value, ttl, cost=cost)
             return
         ns = self._ns.get(namespace) or await self._anamespace(namespace)
-        se = self._prepare(ns, key, value, ttl, cost)
+        se = self._tiers.prepare(ns, key, value, ttl, cost)
         if se is None or self.backend is None:
             return
         try:
@@ -539,7 +449,7 @@ class Cache:
         now = _time()
         if now >= self._next_gen_check:
             self._check_generations(now)
-        out, rest = self._many_l1(ns, keys, now)
+        out, rest = self._tiers.many_l1(ns, keys, now)
         if rest and self.backend is not None:
             gen = ns.gen
             try:
@@ -547,7 +457,7 @@ class Cache:
             except Exception as exc:
                 ns.stats.error("read", exc)
                 found = {}
-            self._many_accept(ns, rest, found, out, gen)
+            self._tiers.many_accept(ns, rest, found, out, gen)
         elif rest:
             for _ in rest:
                 ns.stats.miss()
@@ -561,7 +471,7 @@ class Cache:
         now = _time()
         if now >= self._next_gen_check:
             await self._acheck_generations(now)
-        out, rest = self._many_l1(ns, keys, now)
+        out, rest = self._tiers.many_l1(ns, keys, now)
         if rest:
             gen = ns.gen
             try:
@@ -569,29 +479,8 @@ class Cache:
             except Exception as exc:
                 ns.stats.error("read", exc)
                 found = {}
-            self._many_accept(ns, rest, found, out, gen)
+            self._tiers.many_accept(ns, rest, found, out, gen)
         return out
-
-    def _many_l1(self, ns: Namespace, keys: Iterable[str], now: float) -> tuple[dict[str, Any], list[str]]:
-        out: dict[str, Any] = {}
-        rest: list[str] = []
-        for k in keys:
-            v = self._l1_get(ns, k, now)
-            if v is MISSING:
-                rest.append(k)
-            else:
-                out[k] = v
-        return out, rest
-
-    def _many_accept(
-        self, ns: Namespace, rest: list[str], found: Mapping[str, StoredEntry], out: dict[str, Any], gen: int
-    ) -> None:
-        for k in rest:
-            v = self._accept(ns, k, found.get(k), gen)
-            if v is MISSING:
-                ns.stats.miss()
-            else:
-                out[k] = v
 
     def set_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | str | None = None) -> None:
         """Store many values in one transaction / round trip."""
@@ -599,7 +488,7 @@ class Cache:
         if not self.enabled:
             return
         ns = self._ns.get(namespace) or self._namespace(namespace)
-        items = self._prepare_many(ns, mapping, ttl)
+        items = self._tiers.prepare_many(ns, mapping, ttl)
         if items and self.backend is not None:
             try:
                 self.backend.set_many(namespace, items)
@@ -615,7 +504,7 @@ class Cache:
             self.set_many(namespace, mapping, ttl)
             return
         ns = self._ns.get(namespace) or await self._anamespace(namespace)
-        items = self._prepare_many(ns, mapping, ttl)
+        items = self._tiers.prepare_many(ns, mapping, ttl)
         if items:
             try:
                 await self.backend.aset_many(namespace, items)
@@ -681,9 +570,9 @@ class Cache:
                 return self._follow(ns, flight, flight.exc is None)  # type: ignore[no-any-return]
         leased = False
         try:
-            v = self._reread(ns, key)  # another process may have just written it
+            v = self._tiers.reread(ns, key)  # another process may have just written it
             if v is MISSING and self._leases is not None:
-                leased, v = self._leases.take_or_wait(ns, key, lambda: self._reread(ns, key))
+                leased, v = self._leases.take_or_wait(ns, key, lambda: self._tiers.reread(ns, key))
             if v is MISSING:
                 # Counted here, not before the re-reads above: one that finds the entry counts a hit
                 # (in _accept), and a call must count once (a miss then a hit was 80,002 of 80,000).
@@ -698,7 +587,7 @@ class Cache:
             if leased:
                 assert self._leases is not None
                 self._leases.release(ns, key)
-        self._sf.finish(fk, flight, self._shared(ns, key, v), None)
+        self._sf.finish(fk, flight, self._tiers.shared(ns, key, v), None)
         return v  # type: ignore[no-any-return]
 
     async def aget_or_compute(
@@ -733,9 +622,9 @@ class Cache:
                 return self._follow(ns, flight, True)  # type: ignore[no-any-return]
         leased = False
         try:
-            v = await self._areread(ns, key)
+            v = await self._tiers.areread(ns, key)
             if v is MISSING and self._leases is not None:
-                leased, v = await self._leases.atake_or_wait(ns, key, lambda: self._areread(ns, key))
+                leased, v = await self._leases.atake_or_wait(ns, key, lambda: self._tiers.areread(ns, key))
             if v is MISSING:
                 ns.stats.miss()  # counted once per call: see get_or_compute
                 t0 = _perf()
@@ -749,7 +638,7 @@ class Cache:
             if leased:
                 assert self._leases is not None
                 await self._leases.arelease(ns, key)
-        self._sf.finish(fk, flight, self._shared(ns, key, v), None)
+        self._sf.finish(fk, flight, self._tiers.shared(ns, key, v), None)
         return v  # type: ignore[no-any-return]
 
     @staticmethod
