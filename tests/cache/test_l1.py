@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infra.cache import MISSING, Cache, CacheSettings
@@ -41,7 +41,7 @@ def _hits(c: Cache) -> int:
     return int(c.namespace_stats(NS)["hits"])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(entry=entries, bumps=st.integers(0, 2), now=st.floats(NOW - 3, NOW + 3))
 def test_the_written_out_probes_agree_with_the_reference(
     mem_cache: Cache, entry: L1Entry, bumps: int, now: float
