@@ -25,9 +25,9 @@ __all__ = [
     "BackendStats",
     "Cache",
     "CacheBackend",
-    "CacheSettings",
+    "CacheConfig",
     "EntryInfo",
-    "NamespaceSettings",
+    "NamespaceConfig",
     "StoredEntry",
     "cached",
     "explain_key",
@@ -44,8 +44,8 @@ _LAZY = {
     "CacheBackend": "infra.cache.backend",
     "EntryInfo": "infra.cache.backend",
     "StoredEntry": "infra.cache.backend",
-    "CacheSettings": "infra.cache.settings",
-    "NamespaceSettings": "infra.cache.settings",
+    "CacheConfig": "infra.config.sections.cache",
+    "NamespaceConfig": "infra.config.sections.cache",
     "Cache": "infra.cache.core",
     "get_cache": "infra.cache.process",
     "set_cache": "infra.cache.process",
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from infra.cache.decorator import cached
     from infra.cache.keys import explain_key, make_key
     from infra.cache.process import get_cache, reset_cache, set_cache
-    from infra.cache.settings import CacheSettings, NamespaceSettings
+    from infra.config.sections.cache import CacheConfig, NamespaceConfig
 
 
 def __getattr__(name: str) -> Any:

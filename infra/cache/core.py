@@ -39,10 +39,12 @@ from infra.cache.l1 import L1Cache
 from infra.cache.leases import Leases
 from infra.cache.namespaces import Namespace, build_namespace
 from infra.cache.report import CacheReport
-from infra.cache.settings import CacheSettings, parse_ttl
 from infra.cache.singleflight import Flight, SingleFlight
 from infra.cache.stats import NamespaceStats
+from infra.cache.store_choice import make_backend, open_backend
 from infra.cache.tiers import Tiers
+from infra.cache.ttl import parse_ttl
+from infra.config.sections.cache import CacheConfig
 
 __all__ = ["Cache", "make_backend"]
 
@@ -57,51 +59,31 @@ class _Default(enum.Enum):
     BACKEND = "the backend the settings name"  # (None means: L1 only)
 
 
-def make_backend(settings: CacheSettings) -> CacheBackend | None:
-    """The L2 backend the settings name (None: L1 only). Network backends load lazily (issue 8)."""
-    if settings.backend == "memory":
-        return None
-    if settings.backend == "sqlite":
-        from infra.cache.sqlite_store import SQLiteBackend
-
-        return SQLiteBackend(
-            settings.path,
-            max_bytes=settings.max_bytes,
-            namespace_max_bytes={k: v.max_bytes for k, v in settings.namespaces.items()},
-            budget=settings.store_budget,
-        )
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"infra.cache.backends.{settings.backend}")
-    except ImportError as exc:
-        raise ValueError(f"cache backend {settings.backend!r} is not available: {exc}") from exc
-    factory: Callable[[CacheSettings], CacheBackend] = mod.from_settings
-    return factory(settings)
-
-
 class Cache:
-    """The cache. Build one with ``Cache(CacheSettings(...))`` or use ``get_cache()``.
+    """The cache. Build one with ``Cache(config.cache)`` (a ``CacheConfig``, the ``cache`` section of
+    perf_config) or use ``get_cache()``.
 
-    ``backend`` overrides the one the settings name (tests, custom stores); ``export_metrics`` turns the
+    ``signing_key`` overrides the key read from the variable ``config.signing_key_env``; ``backend``
+    overrides the one the settings name (tests, custom stores); ``export_metrics`` turns the
     registry export off (in-memory stats stay); ``stats=False`` counts nothing at all (the baseline the
     benchmark compares against: counting must cost a hit no more than 5%). ``poll_interval`` and
     ``push_poll_interval``: seconds between polls of the backend's versions (generations and change counts)
     without and with a connected push listener (see ``infra.cache.changes``); by default derived from
-    ``settings.sync_interval``, the longest another process's change may go unseen by this L1.
+    ``config.sync_interval``, the longest another process's change may go unseen by this L1.
     """
 
     def __init__(
         self,
-        settings: CacheSettings | None = None,
+        config: CacheConfig | None = None,
         *,
+        signing_key: bytes | None = None,
         backend: CacheBackend | Literal[_Default.BACKEND] | None = _Default.BACKEND,
         export_metrics: bool = True,
         stats: bool = True,
         poll_interval: float | None = None,
         push_poll_interval: float | None = None,
     ) -> None:
-        s = settings if settings is not None else CacheSettings()
+        s = config if config is not None else CacheConfig()
         # A tick (0.1 s at most apart while calls come) plus a poll interval stays within sync_interval.
         if poll_interval is None:
             poll_interval = min(GENERATION_POLL_INTERVAL, s.sync_interval / 2)
@@ -117,7 +99,8 @@ class Cache:
         self._export = export_metrics and stats
         self._count = stats
         self._l1 = L1Cache(max_items=s.memory_items, max_bytes=s.memory_bytes)
-        self._signer = Signer(s.signing_key) if s.signing_key else None
+        key = signing_key if signing_key is not None else s.signing_key()
+        self._signer = Signer(key) if key else None
         self._ns: dict[str, Namespace] = {}
         self._ns_lock = threading.Lock()
         self._sf = SingleFlight()
@@ -128,8 +111,15 @@ class Cache:
         )
         self._report = CacheReport(export=self._export)
         self._closed = False
+        self.backend: CacheBackend | None = None
         self._backend_error: str | None = None
-        self.backend = self._open_backend(backend) if self.enabled else None
+        if self.enabled:
+            self.backend, self._backend_error = open_backend(
+                s,
+                None if backend is _Default.BACKEND else backend,
+                build=backend is _Default.BACKEND,
+                signed=self._signer is not None,
+            )
         self._tiers = Tiers(self._l1, self.backend, export=self._export)
         self._inline = self._tiers.inline
         # SQLite's row-tuple fast path for get() (no StoredEntry on the hottest path); others: backend.get
@@ -145,35 +135,6 @@ class Cache:
             fleet_stats.track(self)  # and the store keeps every process's totals (infra.cache.fleet_stats)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
-
-    def _open_backend(self, given: CacheBackend | Literal[_Default.BACKEND] | None) -> CacheBackend | None:
-        """The store: the one given, or the one the settings name; None (L1 only) where it can't be used."""
-        s = self.settings
-        backend: CacheBackend | None
-        if given is _Default.BACKEND:
-            try:
-                backend = make_backend(s)
-            except Exception as exc:
-                self._backend_error = str(exc)
-                log.error(
-                    "cache backend %r unavailable (%s); running with the in-process L1 only", s.backend, exc
-                )
-                return None
-        else:
-            backend = given
-        if backend is not None and backend.shared and self._signer is None:
-            # Issue 17 item 11: other clients can write a shared store, so its rows are trusted only when
-            # signed; without a key nothing can be verified (nor signed): the store is not used at all.
-            self._backend_error = (
-                f"cache backend {backend.name!r} is shared but {s.signing_key_env} is not set: "
-                "its rows can't be verified, so it is not used (set the key)"
-            )
-            log.error("%s; running with the in-process L1 only", self._backend_error)
-            if given is _Default.BACKEND:
-                with contextlib.suppress(Exception):
-                    backend.close()
-            return None
-        return backend
 
     @property
     def l1(self) -> L1Cache:

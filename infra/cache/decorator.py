@@ -42,7 +42,7 @@ from infra.cache.keys import (
     function_key_from_header,
     type_name,
 )
-from infra.cache.settings import parse_ttl
+from infra.cache.ttl import parse_ttl
 
 __all__ = ["cached"]
 

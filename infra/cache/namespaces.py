@@ -15,9 +15,9 @@ from typing import Any
 
 from infra.cache.codecs import Codec, EncodeError, Signer
 from infra.cache.l1 import L1Entry
-from infra.cache.settings import CacheSettings
 from infra.cache.stats import NamespaceStats, NullStats
 from infra.cache.values import freeze_encoded
+from infra.config.sections.cache import CacheConfig
 
 __all__ = ["Namespace", "build_namespace"]
 
@@ -89,7 +89,7 @@ class Namespace:
 
 def build_namespace(
     name: str,
-    settings: CacheSettings,
+    settings: CacheConfig,
     *,
     signer: Signer | None,
     shared: bool,

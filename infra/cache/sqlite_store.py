@@ -60,7 +60,6 @@ from infra.cache import fleet_stats as _fleet
 from infra.cache import sqlite_maint as _maint
 from infra.cache.backend import GENERATION_POLL_INTERVAL, BackendStats, CacheBackend, EntryInfo, StoredEntry
 from infra.cache.backends._common import ReconnectGate, holder_is_dead
-from infra.cache.settings import DEFAULT_STORE_BUDGET
 from infra.cache.sqlite_guard import DiskGuard, lock_within, secure_paths
 from infra.cache.sqlite_schema import (
     BUMP_ALL_CHANGES,
@@ -77,6 +76,7 @@ from infra.cache.sqlite_schema import (
     schema_statements,
     signed64,
 )
+from infra.config.sections.cache import DEFAULT_STORE_BUDGET
 from infra.errors import CacheCorruptError, CacheError
 
 try:

@@ -130,7 +130,7 @@ def run_demo(
 async def _run(
     opts: DemoOptions, progress_stream: TextIO | None, on_metrics_url: Callable[[str], None] | None
 ) -> dict[str, Any]:
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
     from infra.config import load_config
     from infra.ollama import AsyncOptimizedOllama, OllamaSettings
 
@@ -204,7 +204,7 @@ async def _run(
         hits: dict[str, dict[str, float]] = {}
         mark = _pass_marker(metrics_server is not None)
         for label in ("cold", "warm"):
-            cache = Cache(CacheSettings(path=cache_path), export_metrics=True)
+            cache = Cache(CacheConfig(path=cache_path), export_metrics=True)
             llm = AsyncOptimizedOllama(host, settings=settings, cache=cache)
             try:
                 if label == "cold":

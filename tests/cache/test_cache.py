@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import MISSING, Cache, NamespaceSettings, make_key
+from infra.cache import MISSING, Cache, NamespaceConfig, make_key
 from infra.cache.backend import StoredEntry
 from infra.metrics import get_metrics
 from tests.cache.conftest import PYTHON, subprocess_env
@@ -50,7 +50,7 @@ def test_ttl_expiry_in_l1_and_l2(make_cache: MakeCache) -> None:
 
 
 def test_namespace_ttl_and_jitter(make_cache: MakeCache) -> None:
-    c = make_cache(namespaces={"search": NamespaceSettings(ttl=100)}, ttl_jitter=0.5)
+    c = make_cache(namespaces={"search": NamespaceConfig(ttl=100)}, ttl_jitter=0.5)
     now = time.time()
     for i in range(20):
         c.set("search", f"k{i}", i)
@@ -95,8 +95,8 @@ def test_invalidation_from_another_process(make_cache: MakeCache, cache_path: st
     c.set("ns", "k", "old")
     assert c.get("ns", "k") == "old"
     script = (
-        "import sys\nfrom infra.cache import Cache, CacheSettings\n"
-        "c = Cache(CacheSettings(path=sys.argv[1])); c.invalidate('ns'); c.close()\n"
+        "import sys\nfrom infra.cache import Cache, CacheConfig\n"
+        "c = Cache(CacheConfig(path=sys.argv[1])); c.invalidate('ns'); c.close()\n"
     )
     subprocess.run([PYTHON, "-c", script, cache_path], env=subprocess_env(), check=True, timeout=60)
     time.sleep(0.15)
@@ -150,11 +150,11 @@ def test_signed_pickle_namespace_round_trips_and_rejects_tampering(
     make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     monkeypatch.setenv("PERF_CACHE_SIGNING_KEY", "test-signing-key")
-    c = make_cache(namespaces={"objs": NamespaceSettings(codec="pickle")})
+    c = make_cache(namespaces={"objs": NamespaceConfig(codec="pickle")})
 
     class_value = ValueError("an exception object: pickle only")
     c.set("objs", "k", class_value)
-    fresh = make_cache(namespaces={"objs": NamespaceSettings(codec="pickle")})
+    fresh = make_cache(namespaces={"objs": NamespaceConfig(codec="pickle")})
     out = fresh.get("objs", "k")
     assert type(out) is ValueError and out.args == class_value.args
     # an attacker with write access to the file but not the key

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra.cache import MISSING, Cache, CacheSettings
+from infra.cache import MISSING, Cache, CacheConfig
 from infra.cache import core as cache_core
 from infra.cache.l1 import L1Cache, L1Entry
 
@@ -21,7 +21,7 @@ NS = "n"
 
 @pytest.fixture(scope="module")
 def mem_cache() -> Iterator[Cache]:
-    c = Cache(CacheSettings(backend="memory"), export_metrics=False)
+    c = Cache(CacheConfig(backend="memory"), export_metrics=False)
     yield c
     c.close()
 

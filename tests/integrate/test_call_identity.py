@@ -15,9 +15,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from infra.cache import Cache, CacheSettings, cached
+from infra.cache import Cache, CacheConfig, cached
 
-_NO_CACHE = Cache(CacheSettings(enabled=False))  # keys only: the property test never stores anything
+_NO_CACHE = Cache(CacheConfig(enabled=False))  # keys only: the property test never stores anything
 
 WORKER = textwrap.dedent("""
     import logging
@@ -62,7 +62,7 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.fixture
 def cache(tmp_path: Path) -> Any:
-    c = Cache(CacheSettings(path=str(tmp_path / "c.db")))
+    c = Cache(CacheConfig(path=str(tmp_path / "c.db")))
     yield c
     c.close()
 

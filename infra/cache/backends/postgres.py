@@ -67,13 +67,13 @@ from infra.cache.backends._genview import GenerationView
 from infra.cache.backends._loops import LoopThread, ThreadLoops
 from infra.cache.backends._pgconns import ConnSet, asyncpg_module, is_connection_error, kill_if_stuck
 from infra.cache.backends._pgsql import PgStatements
-from infra.cache.settings import DEFAULT_STORE_BUDGET
+from infra.config.sections.cache import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
     import asyncpg
 
-    from infra.cache.settings import CacheSettings
+    from infra.config.sections.cache import CacheConfig
 
 __all__ = ["PostgresBackend", "from_settings"]
 
@@ -160,8 +160,8 @@ class PostgresBackend(CacheBackend):
         self._view = GenerationView()  # not live until this process's listener has loaded it
 
     @classmethod
-    def from_settings(cls, settings: CacheSettings, **overrides: Any) -> PostgresBackend:
-        """Build from ``CacheSettings`` (dsn, ``cache.postgres`` options, total and per-namespace byte caps);
+    def from_settings(cls, settings: CacheConfig, **overrides: Any) -> PostgresBackend:
+        """Build from ``CacheConfig`` (dsn, ``cache.postgres`` options, total and per-namespace byte caps);
         ``overrides`` win."""
         return cls(**backend_kwargs(settings, settings.postgres, **{"dsn": settings.dsn, **overrides}))
 
@@ -918,6 +918,6 @@ def _count(status: str) -> int:
 _FORK_GRAVEYARD: list[Any] = []
 
 
-def from_settings(settings: CacheSettings) -> PostgresBackend:
+def from_settings(settings: CacheConfig) -> PostgresBackend:
     """The factory ``infra.cache.core.make_backend`` calls for ``"backend": "postgres"``."""
     return PostgresBackend.from_settings(settings)
