@@ -31,15 +31,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from infra.cache.backend import CacheBackend
+from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend
 from infra.cache.l1 import L1Cache
 from infra.cache.namespaces import Namespace
 
-__all__ = ["ChangeTracker"]
+__all__ = ["ChangeTracker", "poll_intervals"]
 
 log = logging.getLogger("infra.cache")
 
 _NEVER = float("-inf")
+
+
+def poll_intervals(
+    sync_interval: float, poll_interval: float | None, push_poll_interval: float | None
+) -> tuple[float, float]:
+    """``(poll_interval, push_poll_interval)``: the ones given, else derived from ``sync_interval`` so that
+    a tick (0.1 s at most apart while calls come) plus a poll interval stays within it."""
+    if poll_interval is None:
+        poll_interval = min(GENERATION_POLL_INTERVAL, sync_interval / 2)
+    if push_poll_interval is None:
+        push_poll_interval = min(PUSH_POLL_INTERVAL, max(poll_interval, sync_interval / 2))
+    if not (poll_interval > 0 and push_poll_interval > 0):
+        raise ValueError(
+            "poll_interval and push_poll_interval must be > 0, "
+            f"got {poll_interval!r} and {push_poll_interval!r}"
+        )
+    return poll_interval, push_poll_interval
 
 
 class ChangeTracker:
@@ -129,6 +146,25 @@ class ChangeTracker:
             return None
         self._last_poll = now
         return self._push_seq
+
+    def poll(self, backend: CacheBackend, seq: int) -> None:
+        """Ask the store for its versions (under push sequence ``seq``, from ``due``) and take the answer."""
+        try:
+            versions = backend.versions()
+        except Exception as exc:
+            self.failed(exc)
+            return
+        self.apply(versions, seq)
+
+    async def apoll(self, backend: CacheBackend, seq: int) -> None:
+        """``poll`` on an event loop: awaits ``aversions()`` where the backend has it (no blocking call)."""
+        try:
+            aversions = getattr(backend, "aversions", None)
+            versions = await aversions() if aversions is not None else backend.versions()
+        except Exception as exc:
+            self.failed(exc)
+            return
+        self.apply(versions, seq)
 
     def apply(self, versions: Mapping[str, tuple[int, int]], seq: int) -> None:
         """Take a poll's answer (``{namespace: (generation, changes)}``) asked under push sequence ``seq``."""

@@ -6,14 +6,14 @@ logged once per namespace and reason; ``get`` then misses, ``set`` then stores n
 ``get_or_compute`` returns exactly what the computation returned or raises exactly what it raised.
 
 ``Cache`` holds its collaborators, each a concept of its own module: the L1 and its probe (``l1``), the
-namespaces' codecs, TTLs and counters (``namespaces``), what this process has seen of changes made
-elsewhere (``changes.ChangeTracker``), the store's per-key leases (``leases``), in-process single-flight
-(``singleflight``) and what it reports (``report``).
+namespaces' codecs, TTLs and counters (``namespaces``), an entry's way between store and L1 (``tiers``),
+which store to use (``store_choice``), what this process has seen of changes made elsewhere
+(``changes``), the store's per-key leases (``leases``), in-process single-flight (``singleflight``) and
+what it reports (``report``). The process-wide cache (``get_cache``) lives in ``infra.cache.process``.
 
 Async twins (``aget``, ``aset``, ``aget_or_compute`` ...) take no thread hop: L1 hits are plain dict
 lookups and the SQLite backend answers inline in microseconds (``_inline``: they call the sync path).
-Network backends (issue 8) override the backend's async methods and are awaited. The process-wide cache
-(``get_cache``) lives in ``infra.cache.process`` and stays importable from here.
+Network backends (issue 8) override the backend's async methods and are awaited.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import enum
 import inspect
 import logging
 import os
-import socket
 import threading
 import time
 import weakref
@@ -32,11 +31,11 @@ from typing import Any, Literal, TypeVar
 
 from infra.cache import fleet_stats
 from infra.cache._missing import MISSING
-from infra.cache.backend import GENERATION_POLL_INTERVAL, PUSH_POLL_INTERVAL, CacheBackend
-from infra.cache.changes import ChangeTracker
+from infra.cache.backend import GENERATION_POLL_INTERVAL, CacheBackend
+from infra.cache.changes import ChangeTracker, poll_intervals
 from infra.cache.codecs import DecodeError, Signer
 from infra.cache.l1 import L1Cache
-from infra.cache.leases import Leases
+from infra.cache.leases import Leases, holder_name
 from infra.cache.namespaces import Namespace, build_namespace
 from infra.cache.report import CacheReport
 from infra.cache.singleflight import Flight, SingleFlight
@@ -84,16 +83,7 @@ class Cache:
         push_poll_interval: float | None = None,
     ) -> None:
         s = config if config is not None else CacheConfig()
-        # A tick (0.1 s at most apart while calls come) plus a poll interval stays within sync_interval.
-        if poll_interval is None:
-            poll_interval = min(GENERATION_POLL_INTERVAL, s.sync_interval / 2)
-        if push_poll_interval is None:
-            push_poll_interval = min(PUSH_POLL_INTERVAL, max(poll_interval, s.sync_interval / 2))
-        if not (poll_interval > 0 and push_poll_interval > 0):
-            raise ValueError(
-                "poll_interval and push_poll_interval must be > 0, "
-                f"got {poll_interval!r} and {push_poll_interval!r}"
-            )
+        poll_interval, push_poll_interval = poll_intervals(s.sync_interval, poll_interval, push_poll_interval)
         self.settings = s
         self.enabled = s.enabled
         self._export = export_metrics and stats
@@ -126,7 +116,7 @@ class Cache:
         self._get_row: Callable[..., Any] | None = getattr(self.backend, "get_row", None)
         self._leases: Leases | None = None
         if self.backend is not None:
-            self._leases = Leases(self.backend, _owner(self), s.lease_timeout, inline=self._inline)
+            self._leases = Leases(self.backend, holder_name(self), s.lease_timeout, inline=self._inline)
             self._changes.subscribe(self.backend)
         if self._export:
             from infra.cache.stats import track_for_collect
@@ -163,26 +153,16 @@ class Cache:
             return ns
         with self._ns_lock:
             ns = self._ns.get(name)
-            if ns is not None:
-                return ns
-            versions = (0, 0)
-            failure: Exception | None = None
-            if self.backend is not None and fetch:
-                try:
-                    versions = self.backend.versions().get(name, (0, 0))
-                except Exception as exc:
-                    failure = exc
-            ns = self._ns[name] = build_namespace(
-                name,
-                self.settings,
-                signer=self._signer,
-                shared=self.backend is not None and self.backend.shared,  # (only ever with a signer)
-                export=self._export,
-                count=self._count,
-                versions=versions,
-            )
-        if failure is not None:
-            ns.stats.error("read", failure)
+            if ns is None:
+                ns = self._ns[name] = build_namespace(
+                    name,
+                    self.settings,
+                    self.backend if fetch else None,
+                    signer=self._signer,
+                    shared=self.backend is not None and self.backend.shared,  # (only ever with a signer)
+                    export=self._export,
+                    count=self._count,
+                )
         return ns
 
     async def _anamespace(self, namespace: str) -> Namespace:
@@ -198,41 +178,30 @@ class Cache:
         """Metrics export, then whether a poll of the store's versions is due (see ``infra.cache.changes``):
         the push sequence to poll under, or None."""
         self._next_gen_check = now + self._tick_interval
+        self._flush()
         if self._export:
-            for ns in list(self._ns.values()):
-                ns.stats.flush()
             self._report.export_evictions(self._l1, self.backend)
-        else:
-            for ns in list(self._ns.values()):
-                ns.stats.fold()  # keeps the pending hits to a tick's worth (see infra.cache.stats)
         return None if self.backend is None else self._changes.due(self.backend, now)
+
+    def _flush(self) -> None:
+        """Pending counts into the registry (exporting), else folded: a tick's worth at most (see stats)."""
+        for ns in list(self._ns.values()):
+            if self._export:
+                ns.stats.flush()
+            else:
+                ns.stats.fold()
 
     def _check_generations(self, now: float) -> None:
         """The sync tick: export metrics; poll the store's ``versions()`` when due."""
         seq = self._tick(now)
-        if seq is None:
-            return
-        assert self.backend is not None
-        try:
-            versions = self.backend.versions()
-        except Exception as exc:
-            self._changes.failed(exc)
-            return
-        self._changes.apply(versions, seq)
+        if seq is not None and self.backend is not None:
+            self._changes.poll(self.backend, seq)
 
     async def _acheck_generations(self, now: float) -> None:
         """The async tick: as ``_check_generations``, awaiting ``aversions()`` (no blocking round trip)."""
         seq = self._tick(now)
-        if seq is None:
-            return
-        b: Any = self.backend
-        try:
-            aversions = getattr(b, "aversions", None)
-            versions = await aversions() if aversions is not None else b.versions()
-        except Exception as exc:
-            self._changes.failed(exc)
-            return
-        self._changes.apply(versions, seq)
+        if seq is not None and self.backend is not None:
+            await self._changes.apoll(self.backend, seq)
 
     # ------------------------------------------------------------------ lookups (shared core)
     def l1_hit(self, namespace: str, key: str) -> Any:
@@ -263,15 +232,13 @@ class Cache:
         now = _time()
         if now >= self._next_gen_check:
             self._check_generations(now)
-        v = self._tiers.l1_get(ns, key, now)
-        return v if v is not MISSING else self._tiers.reread(ns, key)
+        return self._tiers.lookup(ns, key, now)
 
     async def _alookup(self, ns: Namespace, key: str) -> Any:
         now = _time()
         if now >= self._next_gen_check:
             await self._acheck_generations(now)
-        v = self._tiers.l1_get(ns, key, now)
-        return v if v is not MISSING else await self._tiers.areread(ns, key)
+        return await self._tiers.alookup(ns, key, now)
 
     # ------------------------------------------------------------------ the API, sync and async
     def get(self, namespace: str, key: str, default: Any = MISSING) -> Any:
@@ -347,17 +314,8 @@ class Cache:
         """Store ``value`` (``ttl`` seconds or ``"1h"``-style; None: the namespace's TTL; 0: never expires).
         Cache failures never raise; a malformed ``ttl`` is a ``ValueError``."""
         ttl = parse_ttl(ttl)
-        if not self.enabled:
-            return
-        ns = self._ns.get(namespace) or self._namespace(namespace)
-        se = self._tiers.prepare(ns, key, value, ttl, cost)
-        b = self.backend
-        if se is None or b is None:
-            return
-        try:
-            b.set(namespace, key, se)
-        except Exception as exc:
-            ns.stats.error("write", exc)
+        if self.enabled:
+            self._tiers.write(self._ns.get(namespace) or self._namespace(namespace), key, value, ttl, cost)
 
     async def aset(
         self, namespace: str, key: str, value: Any, ttl: float | str | None = None, *, cost: float = 0.0
@@ -366,41 +324,19 @@ class Cache:
         ttl = parse_ttl(ttl)
         if not self.enabled or self._inline:
             self.set(namespace, key, value, ttl, cost=cost)
-            return
-        ns = self._ns.get(namespace) or await self._anamespace(namespace)
-        se = self._tiers.prepare(ns, key, value, ttl, cost)
-        if se is None or self.backend is None:
-            return
-        try:
-            await self.backend.aset(namespace, key, se)
-        except Exception as exc:
-            ns.stats.error("write", exc)
+        else:
+            ns = self._ns.get(namespace) or await self._anamespace(namespace)
+            await self._tiers.awrite(ns, key, value, ttl, cost)
 
     def delete(self, namespace: str, key: str) -> bool:
         """Remove one entry from L1 and the store; True if the store had it."""
-        if not self.enabled:
-            return False
-        ns = self._ns.get(namespace) or self._namespace(namespace)
-        self._l1.delete((namespace, key))
-        if self.backend is None:
-            return False
-        try:
-            return self.backend.delete(namespace, key)
-        except Exception as exc:
-            ns.stats.error("write", exc)
-            return False
+        return self.enabled and self._tiers.delete(self._ns.get(namespace) or self._namespace(namespace), key)
 
     async def adelete(self, namespace: str, key: str) -> bool:
         """``delete`` on an event loop."""
         if not self.enabled or self._inline or self.backend is None:
             return self.delete(namespace, key)
-        ns = self._ns.get(namespace) or await self._anamespace(namespace)
-        self._l1.delete((namespace, key))
-        try:
-            return await self.backend.adelete(namespace, key)
-        except Exception as exc:
-            ns.stats.error("write", exc)
-            return False
+        return await self._tiers.adelete(self._ns.get(namespace) or await self._anamespace(namespace), key)
 
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
         """Values of the keys that hit (one store round trip for the L1 misses)."""
@@ -410,19 +346,7 @@ class Cache:
         now = _time()
         if now >= self._next_gen_check:
             self._check_generations(now)
-        out, rest = self._tiers.many_l1(ns, keys, now)
-        if rest and self.backend is not None:
-            gen = ns.gen
-            try:
-                found = self.backend.get_many(namespace, rest)
-            except Exception as exc:
-                ns.stats.error("read", exc)
-                found = {}
-            self._tiers.many_accept(ns, rest, found, out, gen)
-        elif rest:
-            for _ in rest:
-                ns.stats.miss()
-        return out
+        return self._tiers.read_many(ns, keys, now)
 
     async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
         """``get_many`` on an event loop."""
@@ -432,29 +356,13 @@ class Cache:
         now = _time()
         if now >= self._next_gen_check:
             await self._acheck_generations(now)
-        out, rest = self._tiers.many_l1(ns, keys, now)
-        if rest:
-            gen = ns.gen
-            try:
-                found = await self.backend.aget_many(namespace, rest)
-            except Exception as exc:
-                ns.stats.error("read", exc)
-                found = {}
-            self._tiers.many_accept(ns, rest, found, out, gen)
-        return out
+        return await self._tiers.aread_many(ns, keys, now)
 
     def set_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | str | None = None) -> None:
         """Store many values in one transaction / round trip."""
         ttl = parse_ttl(ttl)
-        if not self.enabled:
-            return
-        ns = self._ns.get(namespace) or self._namespace(namespace)
-        items = self._tiers.prepare_many(ns, mapping, ttl)
-        if items and self.backend is not None:
-            try:
-                self.backend.set_many(namespace, items)
-            except Exception as exc:
-                ns.stats.error("write", exc)
+        if self.enabled:
+            self._tiers.write_many(self._ns.get(namespace) or self._namespace(namespace), mapping, ttl)
 
     async def aset_many(
         self, namespace: str, mapping: Mapping[str, Any], ttl: float | str | None = None
@@ -463,14 +371,9 @@ class Cache:
         ttl = parse_ttl(ttl)
         if not self.enabled or self._inline or self.backend is None:
             self.set_many(namespace, mapping, ttl)
-            return
-        ns = self._ns.get(namespace) or await self._anamespace(namespace)
-        items = self._tiers.prepare_many(ns, mapping, ttl)
-        if items:
-            try:
-                await self.backend.aset_many(namespace, items)
-            except Exception as exc:
-                ns.stats.error("write", exc)
+        else:
+            ns = self._ns.get(namespace) or await self._anamespace(namespace)
+            await self._tiers.awrite_many(ns, mapping, ttl)
 
     def invalidate(self, namespace: str) -> None:
         """Drop every entry of ``namespace`` in O(1) (generation bump), in this and every other process."""
@@ -655,9 +558,8 @@ class Cache:
         if self._closed:
             return
         self._closed = True
+        self._flush()
         if self._export:
-            for ns in list(self._ns.values()):
-                ns.stats.flush()
             fleet_stats.close(self)
         if self.backend is not None:
             with contextlib.suppress(Exception):
@@ -668,9 +570,7 @@ class Cache:
         flush the stats; the cache itself stays open for other loops and for sync code (issue 14: ``await
         get_cache().aclose()`` at the end of one ``asyncio.run`` used to turn the process-wide cache off).
         ``close()`` closes the cache for good."""
-        if self._export:
-            for ns in list(self._ns.values()):
-                ns.stats.flush()
+        self._flush()
         b = self.backend
         if b is None or self._closed:
             return
@@ -686,27 +586,10 @@ class Cache:
         self.close()
 
 
-def _owner(c: Cache) -> str:
-    """This cache's name as a lease holder: host, pid (stores check it is alive) and the object."""
-    return f"{socket.gethostname()}:{os.getpid()}:{id(c):x}"
-
-
 def _after_fork(ref: weakref.ref[Cache]) -> None:
     c = ref()
     if c is not None:
         c._ns_lock = threading.Lock()
         c._l1.after_fork()
         if c._leases is not None:  # the child is another lease holder: never the parent
-            c._leases.owner = _owner(c)
-
-
-_PROCESS_NAMES = ("get_cache", "set_cache", "reset_cache")
-
-
-def __getattr__(name: str) -> Any:
-    # The process-wide cache lives in infra.cache.process; these names stay importable from here.
-    if name in _PROCESS_NAMES:
-        from infra.cache import process
-
-        return getattr(process, name)
-    raise AttributeError(f"module 'infra.cache.core' has no attribute {name!r}")
+            c._leases.owner = holder_name(c)

@@ -9,6 +9,8 @@ failure is counted on the namespace and treated as "no lease": the caller comput
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,9 +20,14 @@ from infra.cache.backend import CacheBackend
 from infra.cache.namespaces import Namespace
 from infra.cache.singleflight import LEASE_POLL_MAX, LEASE_POLL_MIN
 
-__all__ = ["Leases"]
+__all__ = ["Leases", "holder_name"]
 
 _perf = time.perf_counter
+
+
+def holder_name(holder: object) -> str:
+    """A lease holder's name: host, pid (stores check that it is alive) and the holding object."""
+    return f"{socket.gethostname()}:{os.getpid()}:{id(holder):x}"
 
 
 class _Waiting:

@@ -13,6 +13,7 @@ import logging
 import random
 from typing import Any
 
+from infra.cache.backend import CacheBackend
 from infra.cache.codecs import Codec, EncodeError, Signer
 from infra.cache.l1 import L1Entry
 from infra.cache.stats import NamespaceStats, NullStats
@@ -90,15 +91,21 @@ class Namespace:
 def build_namespace(
     name: str,
     settings: CacheConfig,
+    backend: CacheBackend | None,
     *,
     signer: Signer | None,
     shared: bool,
     export: bool,
     count: bool,
-    versions: tuple[int, int] = (0, 0),
 ) -> Namespace:
-    """The namespace ``name`` as ``settings`` describe it, at the store's ``versions`` (generation, changes).
-    ``shared``: the store is shared, so values are signed (a shared store is only used with a signer)."""
+    """The namespace ``name`` as ``settings`` describe it, at ``backend``'s generation and change count (0
+    without one, or if the store fails: counted). ``shared``: the store is shared, so values are signed."""
+    versions, failure = (0, 0), None
+    if backend is not None:
+        try:
+            versions = backend.versions().get(name, (0, 0))
+        except Exception as exc:
+            failure = exc
     nss = settings.namespace(name)
     codec = Codec(
         signer=signer,
@@ -115,4 +122,7 @@ def build_namespace(
             settings.signing_key_env,
         )
     gen, changes = versions
-    return Namespace(name, codec, settings.ttl_for(name), settings.ttl_jitter, gen, export, count, changes)
+    ns = Namespace(name, codec, settings.ttl_for(name), settings.ttl_jitter, gen, export, count, changes)
+    if failure is not None:
+        ns.stats.error("read", failure)
+    return ns

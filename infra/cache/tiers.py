@@ -10,6 +10,8 @@ read and write path needs (the hottest ones, ``Cache.get`` and ``Cache.l1_hit``,
   and is never served (see ``infra.cache.changes``).
 * ``prepare``: the store's form of a value (None: uncacheable, counted); the L1 gets its own form.
 * ``shared``: a single-flight leader's result in the form each follower thaws into its own copy.
+* ``write`` / ``delete`` / ``read_many`` / ``write_many`` and their async twins: the store's half of
+  ``Cache``'s verbs, failures counted (``write`` / ``read`` errors), never raised.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ class Tiers:
     def l1_get(self, ns: Namespace, key: str, now: float) -> Any:
         """The L1's live value (a hit counted), else ``MISSING``."""
         return self.l1.probe((ns.name, key), ns.gen, now, ns.stats.hit)
+
+    def lookup(self, ns: Namespace, key: str, now: float) -> Any:
+        """The L1's live value, else the store's (accepted into L1), else ``MISSING``; a hit counted."""
+        v = self.l1_get(ns, key, now)
+        return v if v is not MISSING else self.reread(ns, key)
+
+    async def alookup(self, ns: Namespace, key: str, now: float) -> Any:
+        v = self.l1_get(ns, key, now)
+        return v if v is not MISSING else await self.areread(ns, key)
 
     def shared(self, ns: Namespace, key: str, value: Any) -> tuple[Any, Thaw]:
         """The leader's result in a form each single-flight follower thaws into its own copy: the L1 entry
@@ -152,3 +163,88 @@ class Tiers:
                 ns.stats.miss()
             else:
                 out[k] = v
+
+    # ------------------------------------------------------------------ the store's half of the verbs
+    def write(self, ns: Namespace, key: str, value: Any, ttl: float | None, cost: float) -> None:
+        se = self.prepare(ns, key, value, ttl, cost)
+        if se is not None and self.backend is not None:
+            try:
+                self.backend.set(ns.name, key, se)
+            except Exception as exc:
+                ns.stats.error("write", exc)
+
+    async def awrite(self, ns: Namespace, key: str, value: Any, ttl: float | None, cost: float) -> None:
+        se = self.prepare(ns, key, value, ttl, cost)
+        if se is not None and self.backend is not None:
+            try:
+                await self.backend.aset(ns.name, key, se)
+            except Exception as exc:
+                ns.stats.error("write", exc)
+
+    def write_many(self, ns: Namespace, mapping: Mapping[str, Any], ttl: float | None) -> None:
+        items = self.prepare_many(ns, mapping, ttl)
+        if items and self.backend is not None:
+            try:
+                self.backend.set_many(ns.name, items)
+            except Exception as exc:
+                ns.stats.error("write", exc)
+
+    async def awrite_many(self, ns: Namespace, mapping: Mapping[str, Any], ttl: float | None) -> None:
+        items = self.prepare_many(ns, mapping, ttl)
+        if items and self.backend is not None:
+            try:
+                await self.backend.aset_many(ns.name, items)
+            except Exception as exc:
+                ns.stats.error("write", exc)
+
+    def delete(self, ns: Namespace, key: str) -> bool:
+        """Drop ``key`` from L1 and the store; True if the store had it."""
+        self.l1.delete((ns.name, key))
+        if self.backend is None:
+            return False
+        try:
+            return self.backend.delete(ns.name, key)
+        except Exception as exc:
+            ns.stats.error("write", exc)
+            return False
+
+    async def adelete(self, ns: Namespace, key: str) -> bool:
+        self.l1.delete((ns.name, key))
+        if self.backend is None:
+            return False
+        try:
+            return await self.backend.adelete(ns.name, key)
+        except Exception as exc:
+            ns.stats.error("write", exc)
+            return False
+
+    def read_many(self, ns: Namespace, keys: Iterable[str], now: float) -> dict[str, Any]:
+        """The values of ``keys`` that hit: L1 first, one store round trip for the rest."""
+        out, rest = self.many_l1(ns, keys, now)
+        if rest and self.backend is not None:
+            gen = ns.gen
+            try:
+                found = self.backend.get_many(ns.name, rest)
+            except Exception as exc:
+                ns.stats.error("read", exc)
+                found = {}
+            self.many_accept(ns, rest, found, out, gen)
+        elif rest:
+            for _ in rest:
+                ns.stats.miss()
+        return out
+
+    async def aread_many(self, ns: Namespace, keys: Iterable[str], now: float) -> dict[str, Any]:
+        out, rest = self.many_l1(ns, keys, now)
+        if rest and self.backend is not None:
+            gen = ns.gen
+            try:
+                found = await self.backend.aget_many(ns.name, rest)
+            except Exception as exc:
+                ns.stats.error("read", exc)
+                found = {}
+            self.many_accept(ns, rest, found, out, gen)
+        elif rest:
+            for _ in rest:
+                ns.stats.miss()
+        return out

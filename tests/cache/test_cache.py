@@ -198,18 +198,18 @@ def test_disabled_cache_is_a_pure_pass_through(make_cache: MakeCache, cache_path
 
 
 def test_perf_enabled_0_disables_the_process_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from infra.cache import core
+    from infra.cache import get_cache, reset_cache, set_cache
 
     monkeypatch.setenv("PERF_ENABLED", "0")
     monkeypatch.chdir(tmp_path)
-    prev = core.set_cache(None)
+    prev = set_cache(None)
     try:
-        c = core.get_cache()
+        c = get_cache()
         assert not c.enabled
         assert c.get_or_compute("ns", "k", lambda: 3) == 3
     finally:
-        core.reset_cache()
-        core.set_cache(prev)
+        reset_cache()
+        set_cache(prev)
 
 
 def test_memory_backend_is_l1_only(make_cache: MakeCache, cache_path: str) -> None:
