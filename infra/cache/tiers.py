@@ -77,7 +77,7 @@ class Tiers:
         except DecodeError as exc:
             ns.stats.error("decode", exc)
             return MISSING
-        if self.l1.enabled:
+        if self.l1.max_items > 0:
             self.l1.set((ns.name, key), ns.l1_entry(value, se.payload, se.codec, se.expires_at, gen, se.cost))
         ns.stats.hit(se.cost)
         return value
@@ -126,9 +126,10 @@ class Tiers:
         enc = ns.encode(value)
         if enc is None:
             return None
-        se = StoredEntry(enc[0], enc[1], ns.expires_at(ttl, _time()), cost)
-        if self.l1.enabled:
-            self.l1.set((ns.name, key), ns.l1_entry(value, enc[0], enc[1], se.expires_at, ns.gen, cost))
+        payload, codec = enc
+        se = StoredEntry(payload, codec, ns.expires_at(ttl, _time()), cost)
+        if self.l1.max_items > 0:
+            self.l1.set((ns.name, key), ns.l1_entry(value, payload, codec, se.expires_at, ns.gen, cost))
         return se
 
     def prepare_many(
