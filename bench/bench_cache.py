@@ -208,7 +208,7 @@ def bench_decorator(tmp: str, quick: bool, overhead: float) -> dict[str, Result]
     ours_cold = cached(namespace="inference", cache=cold)(generate)
     ours_cold_memo = cached(namespace="inference", cache=cold)(lambda prompt, model="llama3": "answer " * 50)
     ours_warm = cached(namespace="inference", cache=warm)(generate)
-    memo = ours_cold._keymaker.memo  # type: ignore[attr-defined]  # cleared per call: no key memo at all
+    memo = ours_cold.key_maker.memo  # type: ignore[attr-defined]  # cleared per call: no key memo at all
     ours_warm_str = cached(namespace="inference", cache=warm)(lambda prompt, model="llama3": "answer " * 50)
     ours_warm_str(prompt)
     dc_memo = dc.memoize()(generate)

@@ -273,7 +273,7 @@ def test_hit_counts_and_saved_time_are_exact_with_readers_folding_concurrently(m
         assert inf["hits"] == 20_000
         assert inf["compute_seconds_saved"] == pytest.approx(20_000 * 0.25)
         assert seen == sorted(seen)  # never went backwards while folding
-        assert len(c._ns["inference"].stats.hit_costs) == 0  # folded by the read
+        assert len(c.namespace_counters()["inference"].hit_costs) == 0  # folded by the read
 
 
 def test_stats_shape_and_metrics_names(make_cache: MakeCache) -> None:
@@ -368,7 +368,7 @@ def test_connections_are_reopened_after_fork(make_cache: MakeCache) -> None:
     if pid == 0:  # child: must not reuse the parent's SQLite connection
         code = 1
         try:
-            c._l1.clear()
+            c.l1.clear()
             ok = c.get("ns", "parent") == "p"
             c.set("ns", "child", "c")
             code = 0 if ok and c.namespace_stats("ns")["errors"] == 0 else 2

@@ -266,7 +266,7 @@ def test_the_fast_fingerprint_agrees_with_the_full_encoding(
         def run(self, x: int) -> int:
             return x
 
-    km = Worker.run._keymaker  # type: ignore[attr-defined]
+    km = Worker.run.key_maker  # type: ignore[attr-defined]
     # every combination of a few values over one or two attributes: states that differ in one place only
     import itertools
 
