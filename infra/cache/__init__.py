@@ -53,17 +53,17 @@ _LAZY = {
     "cached": "infra.cache.decorator",
     "make_key": "infra.cache.keys",
     "explain_key": "infra.cache.keys",
-    "register_type": "infra.cache.codecs",
+    "register_type": "infra.cache.record_types",
 }
 
 if TYPE_CHECKING:
     from infra.cache._missing import MISSING
     from infra.cache.backend import BackendStats, CacheBackend, EntryInfo, StoredEntry
-    from infra.cache.codecs import register_type
     from infra.cache.core import Cache
     from infra.cache.decorator import cached
     from infra.cache.keys import explain_key, make_key
     from infra.cache.process import get_cache, reset_cache, set_cache
+    from infra.cache.record_types import register_type
     from infra.config.sections.cache import CacheConfig, NamespaceConfig
 
 
