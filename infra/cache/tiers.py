@@ -222,30 +222,28 @@ class Tiers:
     def read_many(self, ns: Namespace, keys: Iterable[str], now: float) -> dict[str, Any]:
         """The values of ``keys`` that hit: L1 first, one store round trip for the rest."""
         out, rest = self.many_l1(ns, keys, now)
-        if rest and self.backend is not None:
-            gen = ns.gen
-            try:
-                found = self.backend.get_many(ns.name, rest)
-            except Exception as exc:
-                ns.stats.error("read", exc)
-                found = {}
-            self.many_accept(ns, rest, found, out, gen)
-        elif rest:
-            for _ in rest:
-                ns.stats.miss()
+        if rest:
+            gen = ns.gen  # read before the store: see accept
+            self.many_accept(ns, rest, self._found(ns, rest), out, gen)
         return out
 
     async def aread_many(self, ns: Namespace, keys: Iterable[str], now: float) -> dict[str, Any]:
         out, rest = self.many_l1(ns, keys, now)
-        if rest and self.backend is not None:
+        if rest:
             gen = ns.gen
-            try:
-                found = await self.backend.aget_many(ns.name, rest)
-            except Exception as exc:
-                ns.stats.error("read", exc)
-                found = {}
-            self.many_accept(ns, rest, found, out, gen)
-        elif rest:
-            for _ in rest:
-                ns.stats.miss()
+            self.many_accept(ns, rest, await self._afound(ns, rest), out, gen)
         return out
+
+    def _found(self, ns: Namespace, keys: list[str]) -> Mapping[str, StoredEntry]:
+        try:
+            return {} if self.backend is None else self.backend.get_many(ns.name, keys)
+        except Exception as exc:
+            ns.stats.error("read", exc)
+            return {}
+
+    async def _afound(self, ns: Namespace, keys: list[str]) -> Mapping[str, StoredEntry]:
+        try:
+            return {} if self.backend is None else await self.backend.aget_many(ns.name, keys)
+        except Exception as exc:
+            ns.stats.error("read", exc)
+            return {}
