@@ -204,7 +204,7 @@ class Cache:
             await self._changes.apoll(self.backend, seq)
 
     # ------------------------------------------------------------------ lookups (shared core)
-    def l1_hit(self, namespace: str, key: str) -> Any:
+    def l1_hit(self, namespace: str, key: str) -> object:
         """The value if it is a live L1 entry (counted as a hit), else ``MISSING`` and nothing counted.
 
         The shortest path the cache has: ``@cached`` tries it before ``get_or_compute``. Anything
@@ -242,7 +242,7 @@ class Cache:
         return await self._tiers.alookup(ns, key, now)
 
     # ------------------------------------------------------------------ the API, sync and async
-    def get(self, namespace: str, key: str, default: Any = MISSING) -> Any:
+    def get(self, namespace: str, key: str, default: object = MISSING) -> object:
         """The cached value, or ``default`` (``MISSING`` unless given) on a miss or any cache failure."""
         if not self.enabled:
             return default
@@ -296,7 +296,7 @@ class Cache:
         ns.stats.miss()
         return default
 
-    async def aget(self, namespace: str, key: str, default: Any = MISSING) -> Any:
+    async def aget(self, namespace: str, key: str, default: object = MISSING) -> object:
         """``get`` on an event loop."""
         if not self.enabled:
             return default
@@ -310,7 +310,7 @@ class Cache:
         return v
 
     def set(
-        self, namespace: str, key: str, value: Any, ttl: float | str | None = None, *, cost: float = 0.0
+        self, namespace: str, key: str, value: object, ttl: float | str | None = None, *, cost: float = 0.0
     ) -> None:
         """Store ``value`` (``ttl`` seconds or ``"1h"``-style; None: the namespace's TTL; 0: never expires).
         Cache failures never raise; a malformed ``ttl`` is a ``ValueError``."""
@@ -319,7 +319,7 @@ class Cache:
             self._tiers.write(self._ns.get(namespace) or self._namespace(namespace), key, value, ttl, cost)
 
     async def aset(
-        self, namespace: str, key: str, value: Any, ttl: float | str | None = None, *, cost: float = 0.0
+        self, namespace: str, key: str, value: object, ttl: float | str | None = None, *, cost: float = 0.0
     ) -> None:
         """``set`` on an event loop."""
         ttl = parse_ttl(ttl)
@@ -339,7 +339,7 @@ class Cache:
             return self.delete(namespace, key)
         return await self._tiers.adelete(self._ns.get(namespace) or await self._anamespace(namespace), key)
 
-    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, object]:
         """Values of the keys that hit (one store round trip for the L1 misses)."""
         if not self.enabled:
             return {}
@@ -349,7 +349,7 @@ class Cache:
             self._check_generations(now)
         return self._tiers.read_many(ns, keys, now)
 
-    async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+    async def aget_many(self, namespace: str, keys: Iterable[str]) -> dict[str, object]:
         """``get_many`` on an event loop."""
         if not self.enabled or self._inline or self.backend is None:
             return self.get_many(namespace, keys)
@@ -359,14 +359,14 @@ class Cache:
             await self._acheck_generations(now)
         return await self._tiers.aread_many(ns, keys, now)
 
-    def set_many(self, namespace: str, mapping: Mapping[str, Any], ttl: float | str | None = None) -> None:
+    def set_many(self, namespace: str, mapping: Mapping[str, object], ttl: float | str | None = None) -> None:
         """Store many values in one transaction / round trip."""
         ttl = parse_ttl(ttl)
         if self.enabled:
             self._tiers.write_many(self._ns.get(namespace) or self._namespace(namespace), mapping, ttl)
 
     async def aset_many(
-        self, namespace: str, mapping: Mapping[str, Any], ttl: float | str | None = None
+        self, namespace: str, mapping: Mapping[str, object], ttl: float | str | None = None
     ) -> None:
         """``set_many`` on an event loop."""
         ttl = parse_ttl(ttl)
@@ -530,7 +530,7 @@ class Cache:
         """The namespace's generation as this process knows it (``invalidate`` moves it on)."""
         return self._namespace(namespace).gen
 
-    def namespace_stats(self, namespace: str) -> dict[str, Any]:
+    def namespace_stats(self, namespace: str) -> dict[str, object]:
         """In-memory counters of one namespace (hits, misses, hit_rate, errors, uncacheable, saved)."""
         return self._namespace(namespace).stats.snapshot()
 
@@ -541,7 +541,7 @@ class Cache:
     def count_uncacheable(self, namespace: str) -> None:
         (self._ns.get(namespace) or self._namespace(namespace)).stats.mark_uncacheable()
 
-    def get_stats(self) -> dict[str, Any]:
+    def get_stats(self) -> dict[str, object]:
         """JSON-ready stats: ``enabled, backend, total_entries, total_bytes, by_type {namespace: entries}``,
         totals of hits / misses / hit_rate / errors, and ``namespaces {name: {...}}`` with per-namespace
         hits, misses, hit_rate, errors, uncacheable, entries, bytes and compute_seconds_saved; ``fleet``:
