@@ -9,7 +9,7 @@ what the next caller gets (see ``infra.cache.values``).
 **The probe.** ``L1Cache.probe`` is the one rule for "is this a live entry": same generation, not expired;
 a hit refreshes the LRU order, counts the entry's cost and hands out the value. The two hottest paths of
 the layer, ``Cache.get``'s L1 step and ``Cache.l1_hit`` (``@cached``'s first try), write it out over
-``entries`` instead of calling it: the call alone costs ~30 ns, 5-8 % of an L1 hit (BENCHMARKS.md,
+``entries`` instead of calling it: the call alone costs ~30 ns, 5-8 % of an L1 hit (measured
 issue 19). ``probe`` is their plain reference twin and a hypothesis test
 (tests/cache/test_l1.py) checks that both agree with it on every entry, generation and clock.
 """
