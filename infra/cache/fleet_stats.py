@@ -163,7 +163,7 @@ async def pg_read(conn: Any, prefix: str) -> dict[str, FleetCounts]:
     if exists is None:
         return {}
     rows = await conn.fetch(f"SELECT namespace, hits, misses, errors, saved FROM {_pg_table(prefix)}")
-    return {r[0]: FleetCounts(int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows}
+    return {ns: FleetCounts(int(h), int(m), int(e), float(saved)) for ns, h, m, e, saved in rows}
 
 
 async def pg_reset(conn: Any, prefix: str, namespace: str | None) -> None:
