@@ -176,30 +176,36 @@ def _f(v: str) -> float:
 
 
 def _dt_(v: Any) -> _dt.datetime:
-    return _dt.datetime.fromisoformat(v[0]).replace(fold=v[1])
+    iso, fold = v
+    return _dt.datetime.fromisoformat(iso).replace(fold=fold)
 
 
 def _time_(v: Any) -> _dt.time:
-    return _dt.time.fromisoformat(v[0]).replace(fold=v[1])
+    iso, fold = v
+    return _dt.time.fromisoformat(iso).replace(fold=fold)
 
 
 def _obj(v: Any) -> Any:
-    reg = decoder_for(v[0])
+    tname, data = v
+    reg = decoder_for(tname)
     if reg is None:
-        raise UnresolvedTypeError(v[0])  # Codec.decode resolves it under its policy and decodes again
-    return reg[2](v[1])
+        raise UnresolvedTypeError(tname)  # Codec.decode resolves it under its policy and decodes again
+    _cls, _encode, decode = reg
+    return decode(data)
 
 
 def _nd(v: Any) -> Any:
     import numpy as np
 
-    return np.frombuffer(base64.b64decode(v[2]), dtype=np.dtype(v[0])).reshape(v[1])
+    dtype, shape, b64 = v
+    return np.frombuffer(base64.b64decode(b64), dtype=np.dtype(dtype)).reshape(shape)
 
 
 def _np_scalar(v: Any) -> Any:
     import numpy as np
 
-    return np.frombuffer(base64.b64decode(v[1]), dtype=np.dtype(v[0]))[0]
+    dtype, b64 = v
+    return np.frombuffer(base64.b64decode(b64), dtype=np.dtype(dtype))[0]
 
 
 _FROM: dict[str, Callable[[Any], Any]] = {
@@ -213,10 +219,10 @@ _FROM: dict[str, Callable[[Any], Any]] = {
     "$datetime": _dt_,
     "$date": _dt.date.fromisoformat,
     "$time": _time_,
-    "$timedelta": lambda v: _dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+    "$timedelta": lambda v: _dt.timedelta(*v),  # [days, seconds, microseconds]
     "$decimal": decimal.Decimal,
     "$uuid": uuid.UUID,
-    "$complex": lambda v: complex(v[0], v[1]),
+    "$complex": lambda v: complex(*v),  # [real, imag]
     "$obj": _obj,
     "$nd": _nd,
     "$np": _np_scalar,
