@@ -83,12 +83,9 @@ class ChangeTracker:
         poll_interval: float,
         push_poll_interval: float,
     ) -> None:
-        self._namespaces = namespaces
-        self._l1 = l1
-        self._poll_interval = poll_interval
-        self._push_poll_interval = push_poll_interval
-        self._last_poll = _NEVER
-        self._push_seq = 0
+        self._namespaces, self._l1 = namespaces, l1
+        self._poll_interval, self._push_poll_interval = poll_interval, push_poll_interval
+        self._last_poll, self._push_seq = _NEVER, 0
         self._push_epoch: int | None = None
 
     def subscribe(self, backend: CacheBackend) -> None:

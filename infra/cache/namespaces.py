@@ -44,10 +44,7 @@ class Namespace:
         count: bool,
         changes: int = 0,
     ) -> None:
-        self.name = name
-        self.codec = codec
-        self.ttl = ttl
-        self.jitter = jitter
+        self.name, self.codec, self.ttl, self.jitter = name, codec, ttl, jitter
         self.gen = gen
         self.changes = changes  # the store's count of deletes / clears / overwrites, as last polled
         self.stats = NamespaceStats(name, export=export) if count else NullStats(name, export=False)
