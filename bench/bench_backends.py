@@ -397,7 +397,7 @@ def redis_round_trips() -> dict[str, Any]:
 def invalidation_latency(make: Callable[[], Any], rounds: int) -> dict[str, float]:
     """ms from ``invalidate`` on backend A to (1) B's on_invalidate callback, (2) a Cache on C (warm L1, its
     own connection, generation polling only) no longer serving the value."""
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
 
     a, b, c = make(), make(), make()
     ev = threading.Event()
@@ -406,7 +406,7 @@ def invalidation_latency(make: Callable[[], Any], rounds: int) -> dict[str, floa
     deadline = time.time() + 10
     while not b.stats().extra.get("listening") and time.time() < deadline:
         time.sleep(0.01)
-    cache = Cache(CacheSettings(backend=c.name, signing_key=b"k"), backend=c, export_metrics=False)
+    cache = Cache(CacheConfig(backend=c.name), signing_key=b"k", backend=c, export_metrics=False)
     push, poll = [], []
     try:
         for i in range(rounds):

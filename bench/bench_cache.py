@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from infra.cache import Cache, CacheSettings, cached
+from infra.cache import Cache, CacheConfig, cached
 
 Timer = Callable[[int], Any]
 
@@ -129,10 +129,10 @@ def bench_reads(tmp: str, quick: bool, overhead: float) -> dict[str, dict[str, R
     n_keys = 500 if quick else 2000
     vals = _values(n_keys)
     keys = [f"{i:064x}" for i in range(n_keys)]
-    ours_l2 = Cache(CacheSettings(path=f"{tmp}/ours/cache.db", memory_items=0), export_metrics=True)
-    ours_l2_nostats = Cache(CacheSettings(path=f"{tmp}/ours/cache.db", memory_items=0), stats=False)
-    ours_l1 = Cache(CacheSettings(path=f"{tmp}/ours/cache.db"))
-    ours_l1_nostats = Cache(CacheSettings(path=f"{tmp}/ours/cache.db"), stats=False)
+    ours_l2 = Cache(CacheConfig(path=f"{tmp}/ours/cache.db", memory_items=0), export_metrics=True)
+    ours_l2_nostats = Cache(CacheConfig(path=f"{tmp}/ours/cache.db", memory_items=0), stats=False)
+    ours_l1 = Cache(CacheConfig(path=f"{tmp}/ours/cache.db"))
+    ours_l1_nostats = Cache(CacheConfig(path=f"{tmp}/ours/cache.db"), stats=False)
     ours_l2.set_many("bench", dict(zip(keys, vals, strict=False)))
     dc = diskcache.Cache(f"{tmp}/dc")
     dc_stats = diskcache.Cache(f"{tmp}/dc_stats", statistics=True)
@@ -196,8 +196,8 @@ def bench_reads(tmp: str, quick: bool, overhead: float) -> dict[str, dict[str, R
 def bench_decorator(tmp: str, quick: bool, overhead: float) -> dict[str, Result]:
     import diskcache
 
-    cold = Cache(CacheSettings(path=f"{tmp}/deco/cache.db", memory_items=0))
-    warm = Cache(CacheSettings(path=f"{tmp}/deco/cache.db"))
+    cold = Cache(CacheConfig(path=f"{tmp}/deco/cache.db", memory_items=0))
+    warm = Cache(CacheConfig(path=f"{tmp}/deco/cache.db"))
     dc = diskcache.Cache(f"{tmp}/dc_memo")
     prompt = _values(1, seed=5)[0].ljust(1000, "x")[:1000]
     options = {"num_ctx": 4096, "temperature": 0.3, "num_predict": 120}
@@ -208,7 +208,7 @@ def bench_decorator(tmp: str, quick: bool, overhead: float) -> dict[str, Result]
     ours_cold = cached(namespace="inference", cache=cold)(generate)
     ours_cold_memo = cached(namespace="inference", cache=cold)(lambda prompt, model="llama3": "answer " * 50)
     ours_warm = cached(namespace="inference", cache=warm)(generate)
-    memo = ours_cold._keymaker.memo  # type: ignore[attr-defined]  # cleared per call: no key memo at all
+    memo = ours_cold.key_maker.memo  # type: ignore[attr-defined]  # cleared per call: no key memo at all
     ours_warm_str = cached(namespace="inference", cache=warm)(lambda prompt, model="llama3": "answer " * 50)
     ours_warm_str(prompt)
     dc_memo = dc.memoize()(generate)
@@ -264,7 +264,7 @@ def bench_independent(tmp: str, quick: bool, overhead: float) -> dict[str, Resul
     target: at most 0.5x a diskcache memoize hit of the same function, measured in the same run."""
     import diskcache
 
-    warm = Cache(CacheSettings(path=f"{tmp}/indep/cache.db"))
+    warm = Cache(CacheConfig(path=f"{tmp}/indep/cache.db"))
     dc = diskcache.Cache(f"{tmp}/dc_indep")
     value = _kb_dict()
     assert 900 <= len(json.dumps(value)) <= 1300, len(json.dumps(value))
@@ -298,7 +298,7 @@ def bench_sets(tmp: str, quick: bool, overhead: float) -> dict[str, Result]:
     import diskcache
 
     vals = _values(256, seed=3)
-    ours = Cache(CacheSettings(path=f"{tmp}/set_ours/cache.db", memory_items=0))
+    ours = Cache(CacheConfig(path=f"{tmp}/set_ours/cache.db", memory_items=0))
     dc = diskcache.Cache(f"{tmp}/set_dc")
     lc = _langchain()
     contenders: dict[str, Timer] = {
@@ -335,8 +335,8 @@ def bench_at_cap(tmp: str, quick: bool, overhead: float) -> dict[str, Result]:
 
     cap = 2 * 1024**2 if quick else 8 * 1024**2
     vals = _values(256, seed=5)
-    ours_cap = Cache(CacheSettings(path=f"{tmp}/cap_ours/cache.db", memory_items=0, max_bytes=cap))
-    ours_free = Cache(CacheSettings(path=f"{tmp}/free_ours/cache.db", memory_items=0))
+    ours_cap = Cache(CacheConfig(path=f"{tmp}/cap_ours/cache.db", memory_items=0, max_bytes=cap))
+    ours_free = Cache(CacheConfig(path=f"{tmp}/free_ours/cache.db", memory_items=0))
     dc_cap = diskcache.Cache(f"{tmp}/cap_dc", size_limit=cap)
     dc_free = diskcache.Cache(f"{tmp}/free_dc")
     fill = 3 * cap // 560  # values average ~560 B: three caps' worth, so both stores sit at their caps
@@ -364,8 +364,8 @@ sys.path.insert(0, sys.argv[5])
 kind, path, n, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 vals = ["".join(random.choice("abcdef") for _ in range(random.randint(100, 1024))) for _ in range(64)]
 if kind == "ours":
-    from infra.cache import Cache, CacheSettings
-    c = Cache(CacheSettings(path=path, memory_items=0))
+    from infra.cache import Cache, CacheConfig
+    c = Cache(CacheConfig(path=path, memory_items=0))
     op = lambda i: c.set("bench", f"{random.getrandbits(128):064x}", vals[i % 64])
 else:
     import diskcache
@@ -396,7 +396,7 @@ def bench_two_writers(tmp: str, quick: bool) -> dict[str, Result]:
             path = f"{tmp}/w_{kind}_{r}/cache.db" if kind == "ours" else f"{tmp}/w_{kind}_{r}"
             if kind == "ours":
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                Cache(CacheSettings(path=path)).close()
+                Cache(CacheConfig(path=path)).close()
             else:
                 import diskcache
 

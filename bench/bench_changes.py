@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.cache._missing import MISSING
 from infra.cache.backends.base import StoredEntry
 
@@ -42,18 +42,16 @@ def _p50(fn: Callable[[int], Any], n: int) -> float:
     return statistics.median(ts)
 
 
-def _settings(kind: str, prefix: str, tmp: str) -> CacheSettings:
+def _settings(kind: str, prefix: str, tmp: str) -> CacheConfig:
     if kind == "sqlite":
-        return CacheSettings(path=f"{tmp}/c.db")
+        return CacheConfig(path=f"{tmp}/c.db")
     if kind == "postgres":
-        from infra.cache.settings import PostgresOptions
+        from infra.config.sections.cache import PostgresCacheConfig
 
-        return CacheSettings(
-            backend="postgres", dsn=PG, postgres=PostgresOptions(table=prefix), signing_key=b"k"
-        )
-    from infra.cache.settings import RedisOptions
+        return CacheConfig(backend="postgres", dsn=PG, postgres=PostgresCacheConfig(table=prefix))
+    from infra.config.sections.cache import RedisCacheConfig
 
-    return CacheSettings(backend="redis", url=REDIS, redis=RedisOptions(prefix=prefix), signing_key=b"k")
+    return CacheConfig(backend="redis", url=REDIS, redis=RedisCacheConfig(prefix=prefix))
 
 
 def _raw_writer(kind: str, prefix: str) -> tuple[Callable[[str, bytes], None], Callable[[], None]]:
@@ -107,8 +105,8 @@ def bench(kind: str, n: int, trials: int) -> list[tuple[str, float]]:
     prefix = "bc" + secrets.token_hex(4)
     tmp = tempfile.mkdtemp(prefix="bench_changes_")
     out: list[tuple[str, float]] = []
-    reader = Cache(_settings(kind, prefix, tmp))
-    writer = Cache(_settings(kind, prefix, tmp))
+    reader = Cache(_settings(kind, prefix, tmp), signing_key=b"k")
+    writer = Cache(_settings(kind, prefix, tmp), signing_key=b"k")
     try:
         b = writer.backend
         assert b is not None

@@ -205,7 +205,7 @@ class Configured:
 def per_call(rounds: int, calls: int) -> dict[str, dict[str, float]]:
     import diskcache
 
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
     from infra.config import load_config
     from infra.integrate import cached_class, enable_caching_for_worker
 
@@ -222,9 +222,9 @@ def per_call(rounds: int, calls: int) -> dict[str, dict[str, float]]:
     from infra.integrate import active_handle
 
     active_handle().undo()  # type: ignore[union-attr]
-    disabled_cache = Cache(CacheSettings(enabled=False))
+    disabled_cache = Cache(CacheConfig(enabled=False))
     PassThrough = cached_class(Plain, ["f"], cache=disabled_cache, timing=True)
-    hit_cache = Cache(CacheSettings(path=str(tmp / "hit.db")))
+    hit_cache = Cache(CacheConfig(path=str(tmp / "hit.db")))
     Hit = cached_class(Plain, ["f"], cache=hit_cache, timing=True)
     HitNoTiming = cached_class(Plain, ["f"], cache=hit_cache, timing=False)
     Keyed = cached_class(Configured, ["f"], cache=hit_cache, timing=False)

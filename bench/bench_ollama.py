@@ -94,7 +94,7 @@ def main() -> int:
     import ollama
     from diskcache import Cache as DiskCache
 
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
     from infra.ollama import OllamaConfig, OptimizedOllama
     from infra.testing.ollama_server import OllamaTestServer, ServerSettings
 
@@ -104,7 +104,7 @@ def main() -> int:
     # every reply exactly 25 tokens x 2 ms = 50 ms, whatever the prompt
     slow_proc, slow_url = start_server("--token-latency", "0.002", "--min-tokens", "25", "--max-tokens", "25")
     try:
-        cache = Cache(CacheSettings(path=os.path.join(tmp.name, "ours.db")))
+        cache = Cache(CacheConfig(path=os.path.join(tmp.name, "ours.db")))
         dc = DiskCache(os.path.join(tmp.name, "diskcache"))
         raw = ollama.Client(host=fast_url)
         ours = OptimizedOllama(fast_url, settings=OllamaConfig(), cache=cache)
@@ -185,7 +185,7 @@ def main() -> int:
             )
 
         # L1 off: every hit decoded from SQLite (a fresh worker)
-        cold_l1 = Cache(CacheSettings(path=os.path.join(tmp.name, "ours.db"), memory_items=0))
+        cold_l1 = Cache(CacheConfig(path=os.path.join(tmp.name, "ours.db"), memory_items=0))
         ours_l2 = OptimizedOllama(fast_url, settings=OllamaConfig(), cache=cold_l1)
         ours_l2.generate(LLM, prompt, profile="stage1")
         v = timeit(lambda: ours_l2.generate(LLM, prompt, profile="stage1"), per_round)
@@ -315,7 +315,7 @@ def main() -> int:
             ours_e = OptimizedOllama(
                 srv.url,
                 settings=OllamaConfig(),
-                cache=Cache(CacheSettings(path=os.path.join(tmp.name, "embed.db"))),
+                cache=Cache(CacheConfig(path=os.path.join(tmp.name, "embed.db"))),
             )
             t0 = time.perf_counter()
             raw_e.embed(EMBED, texts)

@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from infra.cache import Cache, CacheSettings  # noqa: E402
+from infra.cache import Cache, CacheConfig  # noqa: E402
 from infra.cache.backends.base import CacheBackend  # noqa: E402
 from tests.cache_backends._servers import ProxyProcess, RedisServer, hung  # noqa: E402
 
@@ -48,7 +48,8 @@ NS = "bench"
 
 def cache_on(backend: CacheBackend) -> Cache:
     return Cache(
-        CacheSettings(backend=backend.name, signing_key=b"k" * 32, memory_items=0),
+        CacheConfig(backend=backend.name, memory_items=0),
+        signing_key=b"k" * 32,
         backend=backend,
         export_metrics=False,
     )
@@ -105,8 +106,8 @@ _HOLD = (
     "c.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.read()\n"
 )
 _DIE = (
-    "import os, sys\nfrom infra.cache import Cache, CacheSettings\n"
-    "c = Cache(CacheSettings(path=sys.argv[1]))\n"
+    "import os, sys\nfrom infra.cache import Cache, CacheConfig\n"
+    "c = Cache(CacheConfig(path=sys.argv[1]))\n"
     "def f():\n    os._exit(9)\n"
     "c.get_or_compute('ns', 'k', f)\n"
 )
@@ -115,7 +116,7 @@ _DIE = (
 def sqlite_scenarios(tmp: str) -> dict[str, float]:
     out: dict[str, float] = {}
     path = os.path.join(tmp, "locked", "cache.db")
-    cache = Cache(CacheSettings(path=path), export_metrics=False)
+    cache = Cache(CacheConfig(path=path), export_metrics=False)
     cache.set("ns", "warm", 1)
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLD, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -132,7 +133,7 @@ def sqlite_scenarios(tmp: str) -> dict[str, float]:
     path = os.path.join(tmp, "dead", "cache.db")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-c", _DIE, path], env=env, check=False)
-    cache = Cache(CacheSettings(path=path), export_metrics=False)
+    cache = Cache(CacheConfig(path=path), export_metrics=False)
     try:
         t0 = time.perf_counter()
         cache.get_or_compute("ns", "k", lambda: "computed")

@@ -37,12 +37,12 @@ def main() -> int:
     from llama_index.embeddings.ollama import OllamaEmbedding
     from llama_index.llms.ollama import Ollama
 
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
     from infra.integrate import CachedOllamaTransport
     from infra.testing.ollama_server import OllamaTestServer
 
     with tempfile.TemporaryDirectory() as tmp, OllamaTestServer(token_latency=0.002) as srv:
-        cache = Cache(CacheSettings(path=str(Path(tmp) / "cache.db")))
+        cache = Cache(CacheConfig(path=str(Path(tmp) / "cache.db")))
         t = CachedOllamaTransport(cache=cache)  # the one seam: an httpx transport, sync and async
         url = srv.url
         chat = ChatOllama(model="llama3.2:3b", base_url=url, temperature=0, client_kwargs={"transport": t})

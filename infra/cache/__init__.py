@@ -27,8 +27,8 @@ _EXPORTS = {
     "CacheBackend": "infra.cache.backends.base",
     "EntryInfo": "infra.cache.backends.base",
     "StoredEntry": "infra.cache.backends.base",
-    "CacheSettings": "infra.cache.settings",
-    "NamespaceSettings": "infra.cache.settings",
+    "CacheConfig": "infra.config.sections.cache",
+    "NamespaceConfig": "infra.config.sections.cache",
     "Cache": "infra.cache.core",
     "get_cache": "infra.cache.process",
     "set_cache": "infra.cache.process",
@@ -36,7 +36,7 @@ _EXPORTS = {
     "cached": "infra.cache.decorator",
     "make_key": "infra.cache.keys",
     "explain_key": "infra.cache.keys",
-    "register_type": "infra.cache.codecs",
+    "register_type": "infra.cache.record_types",
 }
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from infra.cache.backends.base import CacheBackend as CacheBackend
     from infra.cache.backends.base import EntryInfo as EntryInfo
     from infra.cache.backends.base import StoredEntry as StoredEntry
-    from infra.cache.codecs import register_type as register_type
     from infra.cache.core import Cache as Cache
     from infra.cache.decorator import cached as cached
     from infra.cache.keys import explain_key as explain_key
@@ -53,7 +52,8 @@ if TYPE_CHECKING:
     from infra.cache.process import get_cache as get_cache
     from infra.cache.process import reset_cache as reset_cache
     from infra.cache.process import set_cache as set_cache
-    from infra.cache.settings import CacheSettings as CacheSettings
-    from infra.cache.settings import NamespaceSettings as NamespaceSettings
+    from infra.cache.record_types import register_type as register_type
+    from infra.config.sections.cache import CacheConfig as CacheConfig
+    from infra.config.sections.cache import NamespaceConfig as NamespaceConfig
 else:
     __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -70,8 +70,9 @@ def stream_wrapper(
             return (yield from func(*args, **kwargs))
         hit = c.get(namespace, k)
         if hit is not MISSING and _replayable(hit):
-            yield from hit[0]
-            return hit[1]
+            chunks, returned = hit
+            yield from chunks
+            return returned
         rec = _Recorder()
         gen = func(*args, **kwargs)
         sent: Any = None
@@ -122,7 +123,8 @@ def async_stream_wrapper(
         if k is not None:
             hit = await c.aget(namespace, k)
             if hit is not MISSING and _replayable(hit):
-                for chunk in hit[0]:
+                chunks, _ = hit
+                for chunk in chunks:
                     yield chunk
                 return
         agen = func(*args, **kwargs)

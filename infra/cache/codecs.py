@@ -24,46 +24,34 @@ Kinds:
 * ``PICKLE``: only for namespaces that opt in (``codec: "pickle"``) and only signed; an unsigned pickle
   payload is never loaded, and a bad signature is a ``DecodeError`` (counted as a miss), never a load.
 
-Which stored type names a decode may turn into a class (issue 14, item 3). A store is written by other
-processes, so a name read from it must never make this process import or run code it would not run anyway:
-
-1. a type registered here (``register_type``, or encoded once by this process) resolves at once;
-2. a type whose module is **already imported** resolves by attribute lookup on that module: no import, no
-   module code runs, so a fresh worker that imported its own types reads what another process wrote;
-3. a module under a **trusted prefix** may be imported: built in, ``pydantic``, ``ollama`` and
-   ``langchain_core`` (libraries with side-effect-free modules whose types users cache:
-   ``ollama.EmbedResponse``, ``AIMessage``), plus the user's ``cache.trusted_modules``;
-4. a **signed** payload (HMAC over the bytes, ``FLAG_SIGNED``) may name any module: only a holder of the
-   key wrote it.
-
-Whatever resolves must be a dataclass, a pydantic model, an enum or a NamedTuple whose own name matches
-the stored one; anything else is refused. Records are rebuilt without running user code: dataclasses and
-NamedTuples from their stored fields (``object.__new__`` and field assignment, as pickle does; no
-``__init__`` / ``__post_init__``), models by ``model_construct`` (no validators), enums by member name. An
-unresolved type raises ``UnresolvedTypeError`` (a ``DecodeError``): the cache counts a miss and logs it.
+Which stored type names a decode may turn into a class (issue 14, item 3): see ``infra.cache.record_types``.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime as _dt
 import decimal
-import enum
 import hashlib
 import hmac
-import importlib
 import json
 import math
 import struct
-import sys
-import threading
 import uuid
 import zlib
 from collections.abc import Callable
 from typing import Any
 
+from infra.cache.codec_errors import DecodeError, EncodeError, UnresolvedTypeError
 from infra.cache.keys import type_name
+from infra.cache.record_types import (
+    TRUSTED_MODULES,
+    decoder_for,
+    encoder_for,
+    register_type,
+    resolve_type,
+    trusted,
+)
 
 __all__ = [
     "BYTES",
@@ -91,31 +79,6 @@ _KIND_MASK = 0x3F
 _MIN_F64LIST = 8
 
 
-class EncodeError(TypeError):
-    """The value can't be stored by this namespace's codec (it is returned uncached, never lost)."""
-
-
-class DecodeError(ValueError):
-    """A stored payload can't be trusted or read: bad signature, unknown type, corrupt bytes."""
-
-
-class UnresolvedTypeError(DecodeError):
-    """A stored value names a type this process may not resolve (see the module docstring)."""
-
-    def __init__(self, tname: str) -> None:
-        self.type_name = tname
-        super().__init__(
-            f"cached value is a {tname}, which is not registered and may not be resolved here: no such "
-            "dataclass, pydantic model, enum or NamedTuple in an already imported module, its module is "
-            "not under cache.trusted_modules and the payload is not signed; nothing was imported, counted "
-            "as a miss (import its module first, or add its package to cache.trusted_modules)"
-        )
-
-
-#: module prefixes whose types a decode may import (besides the user's ``cache.trusted_modules``)
-TRUSTED_MODULES = ("pydantic", "ollama", "langchain_core")
-
-
 class Signer:
     """HMAC-SHA256 signing of payloads. The key comes from the environment; ``repr`` never shows it."""
 
@@ -141,184 +104,6 @@ class Signer:
         if not hmac.compare_digest(mac, good):
             raise DecodeError("bad signature on a cached value (tampered, or written with another key)")
         return body
-
-
-# ---------------------------------------------------------------------------------- registered types
-_registry_lock = threading.Lock()
-_by_name: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = {}
-_by_type: dict[type, tuple[str, Callable[[Any], Any]]] = {}
-
-
-def _dataclass_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    fields = dataclasses.fields(cls)
-    names = [f.name for f in fields]
-
-    def enc(obj: Any) -> Any:
-        return {n: getattr(obj, n) for n in names}
-
-    def dec(data: Any) -> Any:
-        # As pickle does: no __init__ / __post_init__ runs (the values were built by them the first time,
-        # and a store another process writes must not make this one run code with chosen arguments).
-        obj: Any = object.__new__(cls)
-        for f in fields:
-            if f.name in data:
-                v = data[f.name]
-            elif f.default is not dataclasses.MISSING:
-                v = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                v = f.default_factory()
-            else:
-                raise DecodeError(f"cached {type_name(cls)} lacks its field {f.name!r}")
-            object.__setattr__(obj, f.name, v)
-        return obj
-
-    return enc, dec
-
-
-def _pydantic_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    names = list(cls.model_fields)  # type: ignore[attr-defined]
-
-    def enc(obj: Any) -> Any:
-        data = {n: getattr(obj, n) for n in names}
-        extra = getattr(obj, "__pydantic_extra__", None)
-        if extra:
-            data.update(extra)
-        fields_set = obj.model_fields_set
-        if len(fields_set) == len(names) and not extra:
-            return data
-        # which fields were set matters to model_dump(exclude_unset=True) (the ollama client's streams)
-        return {"$model": [data, sorted(fields_set)]}
-
-    def dec(data: Any) -> Any:
-        # model_construct: values were validated when first built; no validators rerun on a hit
-        if type(data) is dict and len(data) == 1 and "$model" in data:
-            values, fields_set = data["$model"]
-            return cls.model_construct(_fields_set=set(fields_set), **values)  # type: ignore[attr-defined]
-        return cls.model_construct(**data)  # type: ignore[attr-defined]
-
-    return enc, dec
-
-
-def _enum_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    def dec(name: Any) -> Any:
-        try:
-            return cls[name]  # type: ignore[index]
-        except KeyError:
-            raise DecodeError(f"{type_name(cls)} has no member {name!r}") from None
-
-    return (lambda obj: obj.name), dec
-
-
-def _namedtuple_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    def dec(values: Any) -> Any:
-        return tuple.__new__(cls, values)  # (its __new__ is generated code; the fields are positional)
-
-    return list, dec
-
-
-#: a subclass of one of these (LangChain's ``TextAccessor`` is a str) is stored as its base value
-_SCALAR_BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
-    (str, str.__str__),  # the base type's own slot: an exact str, whatever the subclass overrides
-    (int, int.__int__),
-    (float, float.__float__),
-)
-
-
-def _scalar_subclass_codec(cls: type, base: type, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
-    def dec(v: Any) -> Any:
-        if type(v) is not base and not (base is float and type(v) is int):
-            raise DecodeError(f"cached {type_name(cls)} holds a {type(v).__name__}, not a {base.__name__}")
-        new: Any = base.__new__
-        return new(cls, v)  # the base's __new__: no code of the subclass runs
-
-    return exact, dec
-
-
-def _record_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]] | None:
-    """Encode / decode of a type the codec stores as a record, or None."""
-    if not isinstance(cls, type):
-        return None
-    if dataclasses.is_dataclass(cls):
-        return _dataclass_codec(cls)
-    if isinstance(getattr(cls, "model_fields", None), dict) and hasattr(cls, "model_construct"):
-        return _pydantic_codec(cls)
-    if issubclass(cls, enum.Enum):
-        return _enum_codec(cls)
-    if issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple):
-        return _namedtuple_codec(cls)
-    for base, exact in _SCALAR_BASES:
-        if issubclass(cls, base) and cls is not base and cls is not bool:
-            return _scalar_subclass_codec(cls, base, exact)
-    return None
-
-
-def register_type(
-    cls: type,
-    *,
-    name: str | None = None,
-    encode: Callable[[Any], Any] | None = None,
-    decode: Callable[[Any], Any] | None = None,
-) -> type:
-    """Let the safe codec store instances of ``cls`` (dataclass, pydantic model, or with encode/decode).
-
-    ``encode(obj)`` must return something the safe codec can store; ``decode(data)`` rebuilds the object.
-    Usable as a class decorator. Returns ``cls``.
-    """
-    if encode is None or decode is None:
-        codec = _record_codec(cls)
-        if codec is None:
-            raise TypeError(
-                f"register_type({cls!r}) needs encode= and decode= (not a dataclass, pydantic model, enum "
-                "or NamedTuple)"
-            )
-        encode, decode = codec
-    tname = name or type_name(cls)
-    with _registry_lock:
-        _by_name[tname] = (cls, encode, decode)
-        _by_type[cls] = (tname, encode)
-    return cls
-
-
-def _auto_register(cls: type) -> tuple[str, Callable[[Any], Any]] | None:
-    if _record_codec(cls) is not None:
-        register_type(cls)
-        return _by_type[cls]
-    return None
-
-
-def resolve_type(tname: str, *, may_import: Callable[[str], bool]) -> bool:
-    """Register the record type named ``tname`` if the rules in the module docstring allow; True if done.
-
-    ``tname`` is ``module.QualName``; the split is unknown, so every split is tried, longest module first.
-    Modules already imported are looked up without importing; others are imported only when
-    ``may_import(module)``. The class found must be a record type whose own name is ``tname``.
-    """
-    parts = tname.split(".")
-    splits = [(".".join(parts[:i]), parts[i:]) for i in range(len(parts) - 1, 0, -1)]
-    for importing in (False, True):
-        for mod_name, attrs in splits:
-            mod = sys.modules.get(mod_name)
-            if mod is None:
-                if not importing or not may_import(mod_name):
-                    continue
-                try:
-                    mod = importlib.import_module(mod_name)
-                except Exception:  # not importable here: try the next split
-                    continue
-            obj: Any = mod
-            for a in attrs:  # attribute lookups only (no import, no call)
-                obj = getattr(obj, a, None)
-                if obj is None:
-                    break
-            if isinstance(obj, type) and type_name(obj) == tname and _record_codec(obj) is not None:
-                register_type(obj)
-                return True
-    return False
-
-
-def trusted(module: str, prefixes: tuple[str, ...]) -> bool:
-    """Whether ``module`` is one of ``prefixes`` or inside one (``ollama`` covers ``ollama._types``)."""
-    return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
 # ---------------------------------------------------------------------------------- tagged JSON
@@ -372,7 +157,7 @@ def _to(obj: Any, tagged: list[bool], depth: int = 0) -> Any:
         return {"$uuid": str(obj)}
     if t is complex:
         return {"$complex": [_to(obj.real, tagged), _to(obj.imag, tagged)]}
-    reg = _by_type.get(t) or _auto_register(t)
+    reg = encoder_for(t)
     if reg is not None:
         tname, enc = reg
         return {"$obj": [tname, _to(enc(obj), tagged, depth + 1)]}
@@ -391,30 +176,36 @@ def _f(v: str) -> float:
 
 
 def _dt_(v: Any) -> _dt.datetime:
-    return _dt.datetime.fromisoformat(v[0]).replace(fold=v[1])
+    iso, fold = v
+    return _dt.datetime.fromisoformat(iso).replace(fold=fold)
 
 
 def _time_(v: Any) -> _dt.time:
-    return _dt.time.fromisoformat(v[0]).replace(fold=v[1])
+    iso, fold = v
+    return _dt.time.fromisoformat(iso).replace(fold=fold)
 
 
 def _obj(v: Any) -> Any:
-    reg = _by_name.get(v[0])
+    tname, data = v
+    reg = decoder_for(tname)
     if reg is None:
-        raise UnresolvedTypeError(v[0])  # Codec.decode resolves it under its policy and decodes again
-    return reg[2](v[1])
+        raise UnresolvedTypeError(tname)  # Codec.decode resolves it under its policy and decodes again
+    _cls, _encode, decode = reg
+    return decode(data)
 
 
 def _nd(v: Any) -> Any:
     import numpy as np
 
-    return np.frombuffer(base64.b64decode(v[2]), dtype=np.dtype(v[0])).reshape(v[1])
+    dtype, shape, b64 = v
+    return np.frombuffer(base64.b64decode(b64), dtype=np.dtype(dtype)).reshape(shape)
 
 
 def _np_scalar(v: Any) -> Any:
     import numpy as np
 
-    return np.frombuffer(base64.b64decode(v[1]), dtype=np.dtype(v[0]))[0]
+    dtype, b64 = v
+    return np.frombuffer(base64.b64decode(b64), dtype=np.dtype(dtype))[0]
 
 
 _FROM: dict[str, Callable[[Any], Any]] = {
@@ -428,10 +219,10 @@ _FROM: dict[str, Callable[[Any], Any]] = {
     "$datetime": _dt_,
     "$date": _dt.date.fromisoformat,
     "$time": _time_,
-    "$timedelta": lambda v: _dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+    "$timedelta": lambda v: _dt.timedelta(*v),  # [days, seconds, microseconds]
     "$decimal": decimal.Decimal,
     "$uuid": uuid.UUID,
-    "$complex": lambda v: complex(v[0], v[1]),
+    "$complex": lambda v: complex(*v),  # [real, imag]
     "$obj": _obj,
     "$nd": _nd,
     "$np": _np_scalar,

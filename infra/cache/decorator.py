@@ -31,7 +31,7 @@ import inspect
 import logging
 import marshal
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from infra.cache._missing import MISSING
 from infra.cache.identity import MethodIdentity
@@ -39,12 +39,16 @@ from infra.cache.keys import (
     UncacheableError,
     explain_function_key,
     function_header,
+    function_key,
     function_key_from_header,
     type_name,
 )
-from infra.cache.settings import parse_ttl
+from infra.cache.ttl import parse_ttl
 
-__all__ = ["cached"]
+if TYPE_CHECKING:
+    from infra.cache.core import Cache
+
+__all__ = ["KeyMaker", "cached"]
 
 log = logging.getLogger("infra.cache")
 P = ParamSpec("P")
@@ -173,12 +177,16 @@ class _Plan:
         return dict(bound.arguments)
 
 
-class _KeyMaker:
-    """Key for a call: memo fast path for simple argument types, full canonical encoding otherwise."""
+class KeyMaker:
+    """Key for a call: memo fast path for simple argument types, full canonical encoding otherwise.
+
+    ``full_key`` is the reference the memo must agree with (``infra.cache.keys.function_key``, no memo)."""
 
     __slots__ = ("header", "ident", "memo", "namespace", "plan", "qualname", "skip", "version", "warned")
 
-    def __init__(self, fn: Callable[..., Any], namespace: str, version: Any, key_attrs: Any = None) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], namespace: str, version: object, key_attrs: Sequence[str] | None = None
+    ) -> None:
         self.plan = _Plan(fn, key_attrs)
         self.ident = self.plan.identity
         self.namespace = namespace
@@ -238,12 +246,19 @@ class _KeyMaker:
             memo[fid] = k
         return k
 
+    def full_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The call's key by the full canonical path: no memo, no precomputed header."""
+        return function_key(self.namespace, self.qualname, self.plan.arguments(args, kwargs), self.version)
+
+    def clear_memo(self) -> None:
+        self.memo.clear()
+
     def explain(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return explain_function_key(
             self.namespace, self.qualname, self.plan.arguments(args, kwargs), self.version
         )
 
-    def uncacheable(self, cache: Any, exc: BaseException) -> None:
+    def uncacheable(self, cache: Cache, exc: BaseException) -> None:
         with contextlib.suppress(Exception):
             cache.count_uncacheable(self.namespace)
         if not self.warned:
@@ -251,6 +266,87 @@ class _KeyMaker:
             log.warning(
                 "@cached %s: call not cacheable, running uncached (%s); warned once", self.qualname, exc
             )
+
+
+def _current(explicit: Cache | None) -> Callable[[], Cache]:
+    """The cache a wrapper uses: the one given to ``@cached``, else ``get_cache()`` at call time."""
+    if explicit is not None:
+        return lambda: explicit
+
+    def current() -> Cache:
+        from infra.cache.process import get_cache
+
+        return get_cache()
+
+    return current
+
+
+def _keyer(km: KeyMaker) -> Callable[[Cache, tuple[Any, ...], dict[str, Any]], str | None]:
+    """The full key path of a wrapper: the call's key, or None (uncacheable: counted and warned once;
+    a bad call: the function then raises its own ``TypeError``)."""
+
+    def key_or_none(c: Cache, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        try:
+            return km.key(args, kwargs)
+        except (UncacheableError, RecursionError) as exc:
+            km.uncacheable(c, exc)
+        except TypeError:
+            return None  # bad call: let the function raise its own TypeError
+        except Exception as exc:
+            km.uncacheable(c, exc)
+        return None
+
+    return key_or_none
+
+
+def _sync_wrapper(
+    func: Callable[..., Any], km: KeyMaker, explicit: Cache | None, namespace: str, ttl: float | None
+) -> Callable[..., Any]:
+    current, key_or_none, fast_id, memo = _current(explicit), _keyer(km), km.fast_id, km.memo
+
+    @functools.wraps(func)
+    def swrapper(*args: Any, **kwargs: Any) -> Any:
+        c = explicit if explicit is not None else current()
+        if not c.enabled:
+            return func(*args, **kwargs)
+        # key memo looked up inline (two calls fewer on the path every repeated call takes)
+        fid = fast_id(args, kwargs)
+        k = memo.get(fid) if fid is not None else None
+        if k is None:
+            k = key_or_none(c, args, kwargs)
+            if k is None:
+                return func(*args, **kwargs)
+        v = c.l1_hit(namespace, k)
+        if v is not MISSING:
+            return v
+        return c.get_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
+
+    return swrapper
+
+
+def _async_wrapper(
+    func: Callable[..., Any], km: KeyMaker, explicit: Cache | None, namespace: str, ttl: float | None
+) -> Callable[..., Any]:
+    """``_sync_wrapper`` for a coroutine function: the same steps, the computation awaited."""
+    current, key_or_none, fast_id, memo = _current(explicit), _keyer(km), km.fast_id, km.memo
+
+    @functools.wraps(func)
+    async def awrapper(*args: Any, **kwargs: Any) -> Any:
+        c = explicit if explicit is not None else current()
+        if not c.enabled:
+            return await func(*args, **kwargs)
+        fid = fast_id(args, kwargs)
+        k = memo.get(fid) if fid is not None else None
+        if k is None:
+            k = key_or_none(c, args, kwargs)
+            if k is None:
+                return await func(*args, **kwargs)
+        v = c.l1_hit(namespace, k)
+        if v is not MISSING:
+            return v
+        return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl)
+
+    return awrapper
 
 
 @overload
@@ -264,9 +360,9 @@ def cached(
     *,
     namespace: str = "inference",
     ttl: float | str | None = None,
-    version: Any = None,
+    version: object = None,
     include_self: bool = False,
-    cache: Any = None,
+    cache: Cache | None = None,
     key_attrs: Sequence[str] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
@@ -277,11 +373,11 @@ def cached(
     *,
     namespace: str = "inference",
     ttl: float | str | None = None,
-    version: Any = None,
+    version: object = None,
     include_self: bool = False,
-    cache: Any = None,
+    cache: Cache | None = None,
     key_attrs: Sequence[str] | None = None,
-) -> Any:
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Cache ``fn``'s results by its arguments. Works on sync and async functions and methods.
 
     ``ttl``: seconds or a duration string as config takes it (``"1h"``, ``"30d"``; None: the namespace's
@@ -290,89 +386,29 @@ def cached(
     On a method, ``key_attrs`` lists the instance attributes (dotted paths allowed) that determine its
     result; None (default) keys on the instance's configuration (see ``infra.cache.identity``), ``[]``
     leaves the instance out. ``include_self`` is accepted for compatibility: instances are always keyed
-    unless ``key_attrs=[]``. The wrapper has ``cache_key(*a, **kw)``, ``explain_key(*a, **kw)`` and
-    ``__wrapped__`` (the uncached function).
+    unless ``key_attrs=[]``. The wrapper has ``cache_key(*a, **kw)``, ``explain_key(*a, **kw)``,
+    ``cache_namespace``, ``key_maker`` (its ``KeyMaker``) and ``__wrapped__`` (the uncached function).
     """
 
     ttl_s = parse_ttl(ttl, what="@cached(ttl=...)")  # fails at decoration, never after the work is done
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
-        km = _KeyMaker(func, namespace, version, key_attrs)
-        explicit = cache
-        fast_id = km.fast_id
-        memo = km.memo
-
-        def current() -> Any:
-            if explicit is not None:
-                return explicit
-            from infra.cache.process import get_cache
-
-            return get_cache()
-
-        def key_or_none(c: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-            try:
-                return km.key(args, kwargs)
-            except (UncacheableError, RecursionError) as exc:
-                km.uncacheable(c, exc)
-            except TypeError:
-                return None  # bad call: let the function raise its own TypeError
-            except Exception as exc:
-                km.uncacheable(c, exc)
-            return None
-
+        km = KeyMaker(func, namespace, version, key_attrs)
+        wrapper: Any
         if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
             from infra.cache import _streams
 
-            make = (
-                _streams.stream_wrapper
-                if inspect.isgeneratorfunction(func)
-                else _streams.async_stream_wrapper
-            )
-            wrapper: Any = make(func, key_or_none, current, namespace, ttl_s)  # type: ignore[arg-type]
+            gen = inspect.isgeneratorfunction(func)
+            make = _streams.stream_wrapper if gen else _streams.async_stream_wrapper
+            wrapper = make(func, _keyer(km), _current(cache), namespace, ttl_s)  # type: ignore[arg-type]
         elif inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                c = explicit if explicit is not None else current()
-                if not c.enabled:
-                    return await func(*args, **kwargs)
-                fid = fast_id(args, kwargs)
-                k = memo.get(fid) if fid is not None else None
-                if k is None:
-                    k = key_or_none(c, args, kwargs)
-                    if k is None:
-                        return await func(*args, **kwargs)
-                v = c.l1_hit(namespace, k)
-                if v is not MISSING:
-                    return v
-                return await c.aget_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl_s)
-
-            wrapper = awrapper
+            wrapper = _async_wrapper(func, km, cache, namespace, ttl_s)
         else:
-
-            @functools.wraps(func)
-            def swrapper(*args: Any, **kwargs: Any) -> Any:
-                c = explicit if explicit is not None else current()
-                if not c.enabled:
-                    return func(*args, **kwargs)
-                # key memo looked up inline (two calls fewer on the path every repeated call takes)
-                fid = fast_id(args, kwargs)
-                k = memo.get(fid) if fid is not None else None
-                if k is None:
-                    k = key_or_none(c, args, kwargs)
-                    if k is None:
-                        return func(*args, **kwargs)
-                v = c.l1_hit(namespace, k)
-                if v is not MISSING:
-                    return v
-                return c.get_or_compute(namespace, k, lambda: func(*args, **kwargs), ttl_s)
-
-            wrapper = swrapper
-
+            wrapper = _sync_wrapper(func, km, cache, namespace, ttl_s)
         wrapper.cache_key = lambda *a, **kw: km.key(a, kw)
         wrapper.explain_key = lambda *a, **kw: km.explain(a, kw)
         wrapper.cache_namespace = namespace
-        wrapper._keymaker = km  # tests and bench/bench_cache.py reach the key memo through this
+        wrapper.key_maker = km  # the key memo's seam (tests, bench/bench_cache.py)
         return wrapper  # type: ignore[no-any-return]
 
     if fn is not None:

@@ -163,7 +163,7 @@ async def pg_read(conn: Any, prefix: str) -> dict[str, FleetCounts]:
     if exists is None:
         return {}
     rows = await conn.fetch(f"SELECT namespace, hits, misses, errors, saved FROM {_pg_table(prefix)}")
-    return {r[0]: FleetCounts(int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows}
+    return {ns: FleetCounts(int(h), int(m), int(e), float(saved)) for ns, h, m, e, saved in rows}
 
 
 async def pg_reset(conn: Any, prefix: str, namespace: str | None) -> None:
@@ -251,7 +251,7 @@ class _Pusher:
         backend is gone, and its counts up to the last tick were pushed."""
         backend = getattr(cache, "backend", None)
         add = getattr(backend, "fleet_add", None)
-        if add is None or (getattr(cache, "_closed", False) and not closing):
+        if add is None or (cache.closed and not closing):
             return
         with self.lock:
             pushed = self.caches.get(cache)
@@ -259,10 +259,10 @@ class _Pusher:
                 return
             deltas: dict[str, FleetCounts] = {}
             now: dict[str, FleetCounts] = {}
-            for name, ns in list(cache._ns.items()):
-                if not ns.stats.counting:
+            for name, stats in cache.namespace_counters().items():
+                if not stats.counting:
                     continue
-                total = now[name] = _totals(ns.stats)
+                total = now[name] = _totals(stats)
                 d = total - pushed.get(name, FleetCounts())
                 if d:
                     deltas[name] = d
@@ -282,9 +282,9 @@ class _Pusher:
         self.lock = threading.Lock()
         self.thread = None
         for cache, pushed in list(self.caches.items()):
-            for name, ns in list(getattr(cache, "_ns", {}).items()):
-                if ns.stats.counting:
-                    pushed[name] = _totals(ns.stats)
+            for name, stats in cache.namespace_counters().items():
+                if stats.counting:
+                    pushed[name] = _totals(stats)
         if self.caches:
             self.thread = threading.Thread(target=self._run, name="infra-cache-fleet-stats", daemon=True)
             self.thread.start()

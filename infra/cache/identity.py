@@ -132,10 +132,8 @@ class _TypePlan:
 
     def __init__(self, t: type) -> None:
         self.has_hook = getattr(t, "__cache_key__", None) is not None
-        #: the last instance layout seen: (attribute names, value types, picker of the kept values,
-        #: whether the kept values are all scalars, a process-unique number); most instances of a class
-        #: share one
-        self.layout: tuple[tuple[str, ...], tuple[type, ...], Callable[[Any], Any], bool, int] | None = None
+        #: the last instance layout seen; most instances of a class share one
+        self.layout: _Layout | None = None
         names: set[str] = set()
         try:
             for p in inspect.signature(t).parameters.values():
@@ -306,21 +304,32 @@ class MethodIdentity:
         values = tuple(d.values())
         types = tuple(map(type, values))
         layout = plan.layout
-        if layout is None or layout[0] != keys or layout[1] != types:
+        if layout is None or layout.keys != keys or layout.types != types:
             layout = plan.layout = _layout(plan, keys, values, types)
-        kept = layout[2](values)
-        if not layout[3] or 0 in kept:
+        kept = layout.pick(values)
+        if not layout.scalars or 0 in kept:
             kept = tuple([v if type(v) is str else fid(v) for v in kept])
-        return (t, layout[4], kept)  # the layout's number stands for its names and types (cheap to hash)
+        return (t, layout.number, kept)  # the layout's number stands for its names and types (cheap to hash)
 
 
 _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 _layout_numbers = itertools.count()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Layout:
+    """An instance layout the default rule has seen, and which of its values it keeps."""
+
+    keys: tuple[str, ...]  # the attribute names, in ``__dict__`` order
+    types: tuple[type, ...]  # their values' exact types
+    pick: Callable[[Any], Any]  # the kept values out of ``tuple(__dict__.values())``
+    scalars: bool  # every kept value is a plain scalar (goes into the fingerprint as it is)
+    number: int  # unique per layout built: stands for names and types in the fingerprint
+
+
 def _layout(
     plan: _TypePlan, keys: tuple[str, ...], values: tuple[Any, ...], types: tuple[type, ...]
-) -> tuple[tuple[str, ...], tuple[type, ...], Callable[[Any], Any], bool, int]:
+) -> _Layout:
     """Which of an instance's attributes the default rule keeps (the same decision as ``_members``).
     Each layout built gets a new number, so equal numbers always mean equal names and types."""
     keep = [
@@ -337,4 +346,4 @@ def _layout(
         pick = lambda v: (v[i],)  # noqa: E731
     else:
         pick = operator.itemgetter(*keep)
-    return keys, types, pick, all(types[i] in _SCALAR_TYPES for i in keep), next(_layout_numbers)
+    return _Layout(keys, types, pick, all(types[i] in _SCALAR_TYPES for i in keep), next(_layout_numbers))

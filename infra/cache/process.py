@@ -7,12 +7,13 @@ environment, or ``enabled: false`` in the config, gives a disabled cache: a pure
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 
 from infra.cache.core import Cache
-from infra.cache.settings import CacheSettings
+from infra.config.sections.cache import CacheConfig
 
 __all__ = ["get_cache", "reset_cache", "set_cache"]
 
@@ -22,16 +23,16 @@ _global: Cache | None = None
 _global_lock = threading.Lock()
 
 
-def _settings_from_config() -> CacheSettings:
+def _settings_from_config() -> CacheConfig:
     off = os.environ.get("PERF_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
     try:
         from infra.config import get_config
 
-        cfg = get_config()
+        section = get_config().cache  # (the loader applied the top-level switch to it)
     except Exception as exc:
         log.warning("cache: configuration not available (%s); using the built-in defaults", exc)
-        return CacheSettings(enabled=not off)
-    return CacheSettings.from_config(cfg.cache, enabled=bool(getattr(cfg, "enabled", True)) and not off)
+        section = CacheConfig()
+    return dataclasses.replace(section, enabled=False) if off else section
 
 
 def get_cache() -> Cache:

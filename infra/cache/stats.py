@@ -26,7 +26,7 @@ from typing import Any
 
 from infra.cache import observability as _observability  # noqa: F401  (registers the cache's stats section)
 
-__all__ = ["NamespaceStats", "NullStats", "count_value", "push_all", "track_for_collect"]
+__all__ = ["NamespaceStats", "NullStats", "count_value", "metric_families", "push_all", "track_for_collect"]
 
 log = logging.getLogger("infra.cache")
 
@@ -55,6 +55,11 @@ def push_all() -> None:
     """The collect hook: every tracked cache pushes its pending counts into the registry."""
     for cache in list(_TRACKED):
         cache.push_metrics()
+
+
+def metric_families() -> dict[str, Any]:
+    """The cache's metric families in the registry (registered on first use): name -> family."""
+    return _Exporter.families()
 
 
 class _Exporter:

@@ -72,16 +72,16 @@ class _NoStore(Exception):
 
 
 def _settings(args: argparse.Namespace) -> tuple[Any, bool]:
-    from infra.cache.settings import CacheSettings
+    from infra.config.sections.cache import CacheConfig
 
     try:
         from infra.config import load_config
 
         cfg = load_config(getattr(args, "config", None))
-        settings = CacheSettings.from_config(cfg.cache)
+        settings = cfg.cache
         configured_on = bool(cfg.enabled and cfg.cache.enabled)
     except ImportError:
-        settings, configured_on = CacheSettings(), True
+        settings, configured_on = CacheConfig(), True
     return settings, configured_on
 
 

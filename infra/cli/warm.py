@@ -102,14 +102,14 @@ def _resolve(target: str, what: str) -> Callable[[Any], Any]:
 def _open_cache(args: argparse.Namespace) -> tuple[Any, Any]:
     """(cache, config or None); the store is opened even when the config switches caching off."""
     from infra.cache.core import Cache
-    from infra.cache.settings import CacheSettings
+    from infra.config.sections.cache import CacheConfig
 
     try:
         from infra.config import load_config
     except ImportError:  # pragma: no cover - the config package ships with infra
-        return Cache(CacheSettings(), export_metrics=False), None
+        return Cache(CacheConfig(), export_metrics=False), None
     cfg = load_config(getattr(args, "config", None))
-    settings = dataclasses.replace(CacheSettings.from_config(cfg.cache), enabled=True)
+    settings = dataclasses.replace(cfg.cache, enabled=True)
     return Cache(settings, export_metrics=False), cfg
 
 

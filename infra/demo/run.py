@@ -243,7 +243,7 @@ async def _cold_then_warm(
     backend: _Backend, settings: Any, items: list[str], bar: _Progress, mark: Callable[[], None]
 ) -> tuple[dict[str, StageTimes], dict[str, dict[str, float]]]:
     """Both passes, each with a new client and cache handle on one fresh cache file (deleted after)."""
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
     from infra.ollama import AsyncOptimizedOllama
 
     passes: dict[str, StageTimes] = {}
@@ -251,7 +251,7 @@ async def _cold_then_warm(
     with tempfile.TemporaryDirectory(prefix="perf-infra-demo-") as tmp:
         cache_path = os.path.join(tmp, "cache.db")
         for label in ("cold", "warm"):
-            cache = Cache(CacheSettings(path=cache_path), export_metrics=True)
+            cache = Cache(CacheConfig(path=cache_path), export_metrics=True)
             llm = AsyncOptimizedOllama(backend.host, settings=settings, cache=cache)
             try:
                 if label == "cold":

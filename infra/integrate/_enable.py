@@ -214,14 +214,14 @@ class IntegrationHandle:
         self._apply_warmup()
 
     def _apply_cache(self) -> None:
-        from infra.cache import Cache, CacheSettings, set_cache
+        from infra.cache import Cache, CacheConfig, set_cache
 
         cfg = self.config
         try:
-            cache = Cache(CacheSettings.from_config(cfg.cache, enabled=cfg.enabled))
+            cache = Cache(cfg.cache)  # (the loader applied the top-level switch)
         except Exception as exc:
             self._fail("cache", "cache could not be built; wrapped calls run uncached", exc)
-            cache = Cache(CacheSettings(enabled=False))
+            cache = Cache(CacheConfig(enabled=False))
         self.cache = cache
         self._prev_cache = set_cache(cache)
         if not cache.enabled:

@@ -61,7 +61,7 @@ class MethodSettings:
         if self.ttl is not None:
             # the one parser @cached and config use: seconds or "90s" / "30m" / "1h" / "30d", checked here,
             # where the class is wrapped, never after a call did its work
-            from infra.cache.settings import parse_ttl
+            from infra.cache.ttl import parse_ttl
 
             seconds = parse_ttl(self.ttl, what="ttl")
             if seconds is None or seconds <= 0:

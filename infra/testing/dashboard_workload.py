@@ -57,13 +57,13 @@ def run_workload(
     local servers, so every series grows in every round: a Prometheus ``rate()`` over a window holding
     two rounds has an increase to show. ``between_rounds(n)`` runs after round ``n`` (not the last).
     """
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
     from infra.integrate import cached_class
 
     tmp = Path(tmp_dir)
     counts = Counts()
     with contextlib.ExitStack() as stack:
-        cache = Cache(CacheSettings(path=str(tmp / "dashboard-cache.db")), export_metrics=True)
+        cache = Cache(CacheConfig(path=str(tmp / "dashboard-cache.db")), export_metrics=True)
         stack.callback(cache.close)
         scorer_cls: Any = cached_class(Scorer, methods=["score"], namespace="emotion_scoring", cache=cache)
         scorer = scorer_cls()

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import pydantic
 
-from infra.cache import Cache, CacheSettings, cached
+from infra.cache import Cache, CacheConfig, cached
 
 RUNS: list[str] = []
 
@@ -123,7 +123,7 @@ def describe(v: Any) -> Any:
 
 
 def main(db: str, out: str) -> None:
-    cache = Cache(CacheSettings(path=db))
+    cache = Cache(CacheConfig(path=db))
     fns = build(cache)
     results = {name: describe(fn(7)) for name, fn in fns.items()}
     errors = cache.namespace_stats("records")["errors"]

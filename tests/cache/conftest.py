@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def make_cache(cache_path: str) -> Iterator[Callable[..., Cache]]:
     def make(**kw: Any) -> Cache:
         kw.setdefault("path", cache_path)
         backend = kw.pop("backend_obj", None)
-        settings = CacheSettings(**kw)
+        settings = CacheConfig(**kw)
         c = Cache(settings, backend=backend) if backend is not None else Cache(settings)
         made.append(c)
         return c

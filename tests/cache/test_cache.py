@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import MISSING, Cache, NamespaceSettings, make_key
+from infra.cache import MISSING, Cache, NamespaceConfig, make_key
 from infra.cache.backends.base import StoredEntry
 from infra.metrics import get_metrics
 from tests.cache.conftest import PYTHON, subprocess_env
@@ -50,7 +50,7 @@ def test_ttl_expiry_in_l1_and_l2(make_cache: MakeCache) -> None:
 
 
 def test_namespace_ttl_and_jitter(make_cache: MakeCache) -> None:
-    c = make_cache(namespaces={"search": NamespaceSettings(ttl=100)}, ttl_jitter=0.5)
+    c = make_cache(namespaces={"search": NamespaceConfig(ttl=100)}, ttl_jitter=0.5)
     now = time.time()
     for i in range(20):
         c.set("search", f"k{i}", i)
@@ -95,8 +95,8 @@ def test_invalidation_from_another_process(make_cache: MakeCache, cache_path: st
     c.set("ns", "k", "old")
     assert c.get("ns", "k") == "old"
     script = (
-        "import sys\nfrom infra.cache import Cache, CacheSettings\n"
-        "c = Cache(CacheSettings(path=sys.argv[1])); c.invalidate('ns'); c.close()\n"
+        "import sys\nfrom infra.cache import Cache, CacheConfig\n"
+        "c = Cache(CacheConfig(path=sys.argv[1])); c.invalidate('ns'); c.close()\n"
     )
     subprocess.run([PYTHON, "-c", script, cache_path], env=subprocess_env(), check=True, timeout=60)
     time.sleep(0.15)
@@ -150,11 +150,11 @@ def test_signed_pickle_namespace_round_trips_and_rejects_tampering(
     make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     monkeypatch.setenv("PERF_CACHE_SIGNING_KEY", "test-signing-key")
-    c = make_cache(namespaces={"objs": NamespaceSettings(codec="pickle")})
+    c = make_cache(namespaces={"objs": NamespaceConfig(codec="pickle")})
 
     class_value = ValueError("an exception object: pickle only")
     c.set("objs", "k", class_value)
-    fresh = make_cache(namespaces={"objs": NamespaceSettings(codec="pickle")})
+    fresh = make_cache(namespaces={"objs": NamespaceConfig(codec="pickle")})
     out = fresh.get("objs", "k")
     assert type(out) is ValueError and out.args == class_value.args
     # an attacker with write access to the file but not the key
@@ -198,18 +198,18 @@ def test_disabled_cache_is_a_pure_pass_through(make_cache: MakeCache, cache_path
 
 
 def test_perf_enabled_0_disables_the_process_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from infra.cache import core
+    from infra.cache import get_cache, reset_cache, set_cache
 
     monkeypatch.setenv("PERF_ENABLED", "0")
     monkeypatch.chdir(tmp_path)
-    prev = core.set_cache(None)
+    prev = set_cache(None)
     try:
-        c = core.get_cache()
+        c = get_cache()
         assert not c.enabled
         assert c.get_or_compute("ns", "k", lambda: 3) == 3
     finally:
-        core.reset_cache()
-        core.set_cache(prev)
+        reset_cache()
+        set_cache(prev)
 
 
 def test_memory_backend_is_l1_only(make_cache: MakeCache, cache_path: str) -> None:
@@ -273,7 +273,7 @@ def test_hit_counts_and_saved_time_are_exact_with_readers_folding_concurrently(m
         assert inf["hits"] == 20_000
         assert inf["compute_seconds_saved"] == pytest.approx(20_000 * 0.25)
         assert seen == sorted(seen)  # never went backwards while folding
-        assert len(c._ns["inference"].stats.hit_costs) == 0  # folded by the read
+        assert len(c.namespace_counters()["inference"].hit_costs) == 0  # folded by the read
 
 
 def test_stats_shape_and_metrics_names(make_cache: MakeCache) -> None:
@@ -368,7 +368,7 @@ def test_connections_are_reopened_after_fork(make_cache: MakeCache) -> None:
     if pid == 0:  # child: must not reuse the parent's SQLite connection
         code = 1
         try:
-            c._l1.clear()
+            c.l1.clear()
             ok = c.get("ns", "parent") == "p"
             c.set("ns", "child", "c")
             code = 0 if ok and c.namespace_stats("ns")["errors"] == 0 else 2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.cli import cache as cli_cache
 
 
@@ -27,7 +27,7 @@ def config(tmp_path: Path) -> str:
     db = tmp_path / "store" / "cache.db"
     cfg = tmp_path / "perf_config.json"
     cfg.write_text(json.dumps({"cache": {"path": str(db)}}))
-    c = Cache(CacheSettings(path=str(db)))
+    c = Cache(CacheConfig(path=str(db)))
     c.set("inference", "a" * 64, "hello")
     c.set("inference", "b" * 64, "world", ttl=0.001)
     c.set("embeddings", "e", [0.5] * 10)

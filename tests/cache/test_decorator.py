@@ -209,14 +209,12 @@ def test_fast_path_key_equals_full_encoding_key(cache: Cache) -> None:
     def f(a: Any, b: Any = 2) -> Any:
         return a
 
-    km = f._keymaker  # type: ignore[attr-defined]
+    km = f.key_maker  # type: ignore[attr-defined]
     for args, kw in [(("x",), {}), ((1, True), {}), ((b"x",), {"b": None}), ((None,), {})]:
         fast = km.key(args, kw)  # fills the memo
         assert km.key(args, kw) == fast
-        km.memo.clear()
-        from infra.cache.keys import function_key
-
-        assert fast == function_key("inference", km.qualname, km.plan.arguments(args, kw), None)
+        km.clear_memo()
+        assert fast == km.full_key(args, kw)
     assert f(1) == 1 and f(True) is True  # 1 and True must not share the memo entry
 
 
@@ -247,10 +245,10 @@ def test_key_memo_never_merges_values_that_key_differently(cache: Cache) -> None
         for x, o in cases:
             assert f(x, opts=o) == repr((x, o))
     assert len(calls) == len(cases)
-    km = f._keymaker  # type: ignore[attr-defined]
+    km = f.key_maker  # type: ignore[attr-defined]
     for x, o in cases:
         memo_key = km.key((x,), {"opts": o})
-        km.memo.clear()
+        km.clear_memo()
         assert memo_key == km.key((x,), {"opts": o})
 
 
@@ -278,12 +276,12 @@ _plain = st.recursive(
 def test_key_memo_identity_implies_equal_keys(a: Any, b: Any) -> None:
     """Whatever plain values two calls carry (nested, mixed types, big ints, NaN, -0.0), one memo identity
     means one key; and each call's memoised key is the key the full encoding gives."""
-    from infra.cache.decorator import _KeyMaker
+    from infra.cache.decorator import KeyMaker
     from infra.cache.keys import function_key
 
     def f(x: Any) -> None: ...
 
-    km = _KeyMaker(f, "inference", None, False)
+    km = KeyMaker(f, "inference", None)
 
     def full(x: Any) -> str:
         return function_key("inference", km.qualname, {"x": x}, None)
@@ -299,14 +297,14 @@ def test_key_memo_identity_implies_equal_keys(a: Any, b: Any) -> None:
 def test_key_memo_refuses_subclasses_and_walks_large_containers() -> None:
     import enum
 
-    from infra.cache.decorator import _MARSHAL_MAX, _KeyMaker
+    from infra.cache.decorator import _MARSHAL_MAX, KeyMaker
 
     class Level(enum.IntEnum):
         LOW = 1
 
     def f(x: Any) -> None: ...
 
-    km = _KeyMaker(f, "inference", None, False)
+    km = KeyMaker(f, "inference", None)
     assert km.fast_id(({"level": Level.LOW},), {}) is None  # an IntEnum is not the int 1: full path
     assert km.fast_id(({"level": 1},), {}) != km.fast_id(({"level": True},), {})
     big = [{"role": "user", "content": "x" * _MARSHAL_MAX}]

@@ -12,16 +12,16 @@ import time
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from tests.cache.conftest import PYTHON, subprocess_env
 
 _WORKER = r"""
 import random, sys, threading
-from infra.cache import MISSING, Cache, CacheSettings
+from infra.cache import MISSING, Cache, CacheConfig
 path, proc, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 # no L1: every read goes to the file; a budget with 10x margin for a loaded 2-core box (this test is about
 # losing nothing; under the default 50 ms budget an overloaded machine may skip a write, by design)
-c = Cache(CacheSettings(path=path, memory_items=0, store_budget=1.0))
+c = Cache(CacheConfig(path=path, memory_items=0, store_budget=1.0))
 failures = []
 def work(t):
     rnd = random.Random(proc * 100 + t)
@@ -47,7 +47,7 @@ c.close()
 
 def test_four_processes_two_threads_each_lose_nothing(cache_path: str) -> None:
     n = 150
-    Cache(CacheSettings(path=cache_path)).close()  # create the file first, like a running app would
+    Cache(CacheConfig(path=cache_path)).close()  # create the file first, like a running app would
     procs = [
         subprocess.Popen(
             [PYTHON, "-c", _WORKER, cache_path, str(p), str(n)],
@@ -62,7 +62,7 @@ def test_four_processes_two_threads_each_lose_nothing(cache_path: str) -> None:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         assert out.split() == ["0", "0"], (out, err)  # no failed read-back, no counted error
-    c = Cache(CacheSettings(path=cache_path, memory_items=0))
+    c = Cache(CacheConfig(path=cache_path, memory_items=0))
     try:
         got = c.get_many("ns", [f"p{p}-t{t}-{i}" for p in range(4) for t in range(2) for i in range(n)])
         assert len(got) == 4 * 2 * n
@@ -73,8 +73,8 @@ def test_four_processes_two_threads_each_lose_nothing(cache_path: str) -> None:
 
 _WRITER = r"""
 import os, sys
-from infra.cache import Cache, CacheSettings
-c = Cache(CacheSettings(path=sys.argv[1], memory_items=0))
+from infra.cache import Cache, CacheConfig
+c = Cache(CacheConfig(path=sys.argv[1], memory_items=0))
 r = int(sys.argv[2])
 c.set("ns", f"r{r}-first", r)
 print("ready", flush=True)
@@ -111,7 +111,7 @@ def test_kill_minus_9_of_a_writer_twenty_times_leaves_a_sound_file(cache_path: s
             "SELECT n.name, COUNT(e.id), COALESCE(SUM(e.size), 0) FROM namespaces n "
             "LEFT JOIN entries e ON e.ns = n.id GROUP BY n.id"
         ).fetchall()
-    c = Cache(CacheSettings(path=cache_path))
+    c = Cache(CacheConfig(path=cache_path))
     try:
         # every round's first entry was committed before "ready": none is lost
         assert all(c.get("ns", f"r{r}-first") == r for r in range(20))

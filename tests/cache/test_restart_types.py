@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.cache.backends.base import StoredEntry
 from infra.cache.codecs import Codec, DecodeError, Signer, UnresolvedTypeError, register_type
 from tests.cache.conftest import PYTHON, subprocess_env
@@ -39,9 +39,9 @@ def test_a_fresh_process_reads_records_another_wrote_without_recomputing(tmp_pat
 
 def _write_secretive(db: str, marker: Path) -> None:
     code = (
-        "import sys; from infra.cache import Cache, CacheSettings; "
+        "import sys; from infra.cache import Cache, CacheConfig; "
         "from tests.cache._side_effect import Secretive; "
-        "c = Cache(CacheSettings(path=sys.argv[1])); c.set('records', 'k', Secretive('x')); c.close()"
+        "c = Cache(CacheConfig(path=sys.argv[1])); c.set('records', 'k', Secretive('x')); c.close()"
     )
     env = subprocess_env() | {"SIDE_EFFECT_MARKER": str(marker)}
     subprocess.run([PYTHON, "-c", code, db], env=env, check=True, timeout=60)
@@ -49,8 +49,8 @@ def _write_secretive(db: str, marker: Path) -> None:
 
 _READ = (
     "import sys, json, logging; logging.basicConfig(level=logging.WARNING); "
-    "from infra.cache import Cache, CacheSettings; "
-    "c = Cache(CacheSettings(path=sys.argv[1], trusted_modules=tuple(json.loads(sys.argv[2])))); "
+    "from infra.cache import Cache, CacheConfig; "
+    "c = Cache(CacheConfig(path=sys.argv[1], trusted_modules=tuple(json.loads(sys.argv[2])))); "
     "v = c.get('records', 'k', None); s = c.namespace_stats('records'); "
     "print(json.dumps({'value': repr(v), 'misses': s['misses'], 'errors': s['errors'], "
     "'imported': 'tests.cache._side_effect' in sys.modules})); c.close()"
@@ -124,7 +124,7 @@ def test_only_record_types_resolve_and_records_are_rebuilt_without_running_init(
 
 
 def test_an_unresolved_type_never_raises_from_the_cache(tmp_path: Path, caplog: Any) -> None:
-    c = Cache(CacheSettings(path=str(tmp_path / "c.db")))
+    c = Cache(CacheConfig(path=str(tmp_path / "c.db")))
     try:
         entry = StoredEntry(b'{"$obj":["no_such_pkg.Thing",{}]}', 4, None, 0.0)
         c.backend.set("records", "k", entry)  # type: ignore[union-attr]

@@ -133,8 +133,8 @@ async def test_cancelled_leader_does_not_fail_waiters(cache: Cache) -> None:
 
 _LEASE_SCRIPT = r"""
 import sys, time
-from infra.cache import Cache, CacheSettings
-c = Cache(CacheSettings(path=sys.argv[1]))
+from infra.cache import Cache, CacheConfig
+c = Cache(CacheConfig(path=sys.argv[1]))
 log = sys.argv[2]
 def compute():
     with open(log, "a") as f:

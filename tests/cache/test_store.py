@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.cache.backends.base import StoredEntry
 from infra.cache.backends.sqlite.store import SQLiteBackend
 from tests.cache.conftest import PYTHON, subprocess_env
@@ -207,7 +207,7 @@ def test_corrupt_file_on_open_is_quarantined_and_results_stay_correct(cache_path
     os.makedirs(os.path.dirname(cache_path), exist_ok=True)
     with open(cache_path, "wb") as f:
         f.write(b"this is not a database" * 500)
-    c = Cache(CacheSettings(path=cache_path))
+    c = Cache(CacheConfig(path=cache_path))
     try:
         _calls, compute = _compute_counter()
         assert c.get_or_compute("ns", "k", compute) == "result-1"
@@ -221,7 +221,7 @@ def test_corrupt_file_on_open_is_quarantined_and_results_stay_correct(cache_path
         c.set("ns", "k2", "v2")
     finally:
         c.close()
-    c2 = Cache(CacheSettings(path=cache_path))  # the fresh file is healthy and kept
+    c2 = Cache(CacheConfig(path=cache_path))  # the fresh file is healthy and kept
     try:
         assert c2.get("ns", "k2") == "v2"
     finally:
@@ -240,7 +240,7 @@ def test_corruption_found_at_run_time_is_quarantined(cache_path: str) -> None:
         f.seek(8192)
         f.write(b"\xa5" * (size - 8192))
     b2 = SQLiteBackend(cache_path, quick_check=False, maintenance_interval=0)
-    c = Cache(CacheSettings(path=cache_path), backend=b2)
+    c = Cache(CacheConfig(path=cache_path), backend=b2)
     try:
         _calls, compute = _compute_counter()
         results = [c.get_or_compute("ns", f"k{i}", compute) for i in range(0, 300, 30)]
@@ -275,7 +275,7 @@ def test_read_only_directory_fails_open(tmp_path: Path) -> None:
             if os.geteuid() == 0:
                 pytest.skip("cannot mount a read-only tmpfs and root ignores directory modes")
             ro.chmod(0o500)
-        c = Cache(CacheSettings(path=str(ro / "sub" / "cache.db")))
+        c = Cache(CacheConfig(path=str(ro / "sub" / "cache.db")))
         try:
             _calls, compute = _compute_counter()
             assert c.get_or_compute("ns", "k", compute) == "result-1"
@@ -291,10 +291,10 @@ def test_read_only_directory_fails_open(tmp_path: Path) -> None:
 
 _FULL_DISK_SCRIPT = r"""
 import os, resource, signal, sys
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 path = sys.argv[1]
-c = Cache(CacheSettings(path=path))
+c = Cache(CacheConfig(path=path))
 c.set("ns", "early", "kept")
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 for i in range(400):
@@ -311,7 +311,7 @@ def test_full_disk_fails_open(tmp_path: Path) -> None:
     small = tmp_path / "small"
     with _mounted_tmpfs(small, "size=256k") as mounted:
         if mounted:
-            c = Cache(CacheSettings(path=str(small / "cache.db")))
+            c = Cache(CacheConfig(path=str(small / "cache.db")))
             try:
                 c.set("ns", "early", "kept")
                 for i in range(400):
@@ -522,7 +522,7 @@ def test_a_decompression_bomb_is_refused_without_inflating_it(cache_path: str) -
 
     bomb = zlib.compress(b"\0" * (40 * 1024**2), 9)
     assert len(bomb) < 100_000
-    cache = Cache(CacheSettings(path=cache_path, max_bytes=8 * 1024**2), export_metrics=False)
+    cache = Cache(CacheConfig(path=cache_path, max_bytes=8 * 1024**2), export_metrics=False)
     try:
         assert cache.backend is not None
         cache.backend.set("ns", "bomb", StoredEntry(bomb, BYTES | FLAG_ZLIB))
@@ -554,7 +554,7 @@ def test_another_program_holding_the_write_lock_stalls_a_miss_one_budget_at_most
     """Item 7: a sqlite3 program holding the write lock (BEGIN IMMEDIATE) made each miss wait 5.7 s
     (busy_timeout, per statement: lease, set, release). Now the first write waits one budget, then writes
     fail fast for a backoff; the call returns its own result."""
-    c = Cache(CacheSettings(path=cache_path), export_metrics=False)
+    c = Cache(CacheConfig(path=cache_path), export_metrics=False)
     c.set("ns", "warm", 1)  # the file exists and is open
     holder = subprocess.Popen(
         [PYTHON, "-c", _HOLD_WRITE_LOCK, cache_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -591,8 +591,8 @@ def test_another_program_holding_the_write_lock_stalls_a_miss_one_budget_at_most
 
 _DIE_HOLDING_THE_LEASE = r"""
 import os, sys
-from infra.cache import Cache, CacheSettings
-c = Cache(CacheSettings(path=sys.argv[1], lease_timeout=30.0))
+from infra.cache import Cache, CacheConfig
+c = Cache(CacheConfig(path=sys.argv[1], lease_timeout=30.0))
 def compute():
     print("holding", flush=True)
     os._exit(9)  # dies inside the computation: the lease row stays behind
@@ -612,7 +612,7 @@ def test_a_dead_holder_on_this_host_is_detected_at_once_by_its_pid(cache_path: s
     assert out.stdout.strip() == "holding" and out.returncode == 9
     b = SQLiteBackend(cache_path, maintenance_interval=0)
     assert b.lease_holder("ns", "k") is not None  # the dead process's row is still there
-    c = Cache(CacheSettings(path=cache_path, lease_timeout=30.0), backend=b, export_metrics=False)
+    c = Cache(CacheConfig(path=cache_path, lease_timeout=30.0), backend=b, export_metrics=False)
     try:
         t0 = time.perf_counter()
         assert c.get_or_compute("ns", "k", lambda: "computed") == "computed"
@@ -705,7 +705,7 @@ def test_a_symlinked_database_is_refused(tmp_path: Path) -> None:
         b.close()
     with contextlib.closing(sqlite3.connect(other)) as conn:
         assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["precious"]
-    c = Cache(CacheSettings(path=str(d / "cache.db")), export_metrics=False)  # and the cache fails open
+    c = Cache(CacheConfig(path=str(d / "cache.db")), export_metrics=False)  # and the cache fails open
     try:
         assert c.get_or_compute("ns", "k", lambda: "computed") == "computed"
     finally:
@@ -739,7 +739,7 @@ def test_the_cache_stops_growing_while_disk_space_is_short(
     with _mounted_tmpfs(small, "size=8m") as mounted:
         if not mounted:
             pytest.skip("needs root to mount a tmpfs (a full disk can't be faked for statvfs otherwise)")
-        c = Cache(CacheSettings(path=str(small / "cache.db")), export_metrics=False)
+        c = Cache(CacheConfig(path=str(small / "cache.db")), export_metrics=False)
         try:
             for i in range(400):  # 400 x 40 KB of incompressible values: 16 MB for an 8 MB disk
                 v = c.get_or_compute("ns", f"k{i}", lambda i=i: os.urandom(40_000).hex()[:40_000] + str(i))

@@ -15,7 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.cache.backends.base import CacheBackend
 
 
@@ -30,11 +30,10 @@ def make_cache(args: dict[str, Any]) -> Cache:
         from infra.cache.backends.redis import RedisBackend
 
         backend = RedisBackend(url=args["url"], prefix=args["prefix"], budget=1.0)
-    settings = CacheSettings(
-        backend=args["kind"], signing_key=args.get("key", "k").encode(), lease_timeout=30.0
-    )
+    settings = CacheConfig(backend=args["kind"], lease_timeout=30.0)
     intervals = {k: args[k] for k in ("poll_interval", "push_poll_interval") if k in args}
-    return Cache(settings, backend=backend, export_metrics=False, **intervals)
+    key = args.get("key", "k").encode()
+    return Cache(settings, signing_key=key, backend=backend, export_metrics=False, **intervals)
 
 
 def emit(**kw: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache
 
 from ._servers import RedisServer
 
@@ -58,11 +58,10 @@ def test_cli_stats_inspect_clear_on_a_shared_backend(config: Path) -> None:
     # the writer gets a budget with margin for a loaded box (a cold backend's first connect creates the
     # tables); the CLI runs with the config's default 50 ms: its housekeeping commands wait for a connect
     settings = dataclasses.replace(
-        CacheSettings.from_config(load_config(str(config)).cache),
-        signing_key=b"cli-test-key",
+        load_config(str(config)).cache,
         store_budget=1.0,
     )
-    cache = Cache(settings)
+    cache = Cache(settings, signing_key=b"cli-test-key")
     try:
         cache.set("api", "k1", {"a": 1})
         cache.set("inference", "k2", "hello")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.config import load_config
 from infra.errors import ConfigError
 
@@ -20,12 +20,12 @@ def _signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFRA_TEST_SIGNING_KEY", "k" * 32)  # shared stores take signed values only
 
 
-def _settings(tmp_path: Path, cache: dict[str, object]) -> CacheSettings:
+def _settings(tmp_path: Path, cache: dict[str, object]) -> CacheConfig:
     path = tmp_path / "perf_config.json"
     # (a store budget with margin for a loaded box: these tests are about the options, not speed)
     body = {"signing_key_env": "INFRA_TEST_SIGNING_KEY", "store_budget": "1s", **cache}
     path.write_text(json.dumps({"cache": body}))
-    return CacheSettings.from_config(load_config(path, use_env=False).cache)
+    return load_config(path, use_env=False).cache
 
 
 def test_postgres_options_from_perf_config_shape_the_tables(tmp_path: Path, pg_cache_dsn: str) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.cache.backends.base import CacheBackend, StoredEntry
 from infra.errors import CacheError
 
@@ -64,9 +64,9 @@ def hangable(request: pytest.FixtureRequest) -> tuple[Callable[[], CacheBackend]
 
 def make_cache(backend: CacheBackend) -> Cache:
     """No L1: every call goes to the store, so every call meets the hung server."""
-    settings = CacheSettings(backend=backend.name, signing_key=b"k" * 32, memory_items=0)
+    settings = CacheConfig(backend=backend.name, memory_items=0)
     assert settings.store_budget == 0.05
-    return Cache(settings, backend=backend, export_metrics=False)
+    return Cache(settings, signing_key=b"k" * 32, backend=backend, export_metrics=False)
 
 
 def timed_calls(cache: Cache, keys: range) -> float:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.cache.backends.base import CacheBackend, StoredEntry
 from infra.errors import CacheError
 
@@ -28,7 +28,7 @@ NS = "api"
 
 
 def make_cache(backend: CacheBackend) -> Cache:
-    return Cache(CacheSettings(backend=backend.name, signing_key=b"k"), backend=backend, export_metrics=False)
+    return Cache(CacheConfig(backend=backend.name), signing_key=b"k", backend=backend, export_metrics=False)
 
 
 def run_calls(cache: Cache, keys: range, calls: list[str]) -> list[Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.cache.backends.base import CacheBackend
 
 pytestmark = pytest.mark.services
@@ -46,7 +46,7 @@ def caches() -> Iterator[Callable[..., Cache]]:
 
     def make(backend: CacheBackend, **kw: Any) -> Cache:
         c = Cache(
-            CacheSettings(backend=backend.name, signing_key=b"k"), backend=backend, export_metrics=False, **kw
+            CacheConfig(backend=backend.name), signing_key=b"k", backend=backend, export_metrics=False, **kw
         )
         made.append(c)
         return c

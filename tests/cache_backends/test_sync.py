@@ -7,7 +7,6 @@ The bound asserted is 10x the promise (a loaded two-core box); bench/ measures t
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.cache._missing import MISSING
 
 from .test_cli import REPO, cli, write_config
@@ -41,15 +40,15 @@ def config(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     return write_config(tmp_path, backend="redis", url=url, store_budget=budget)
 
 
-def _settings(config: Path) -> CacheSettings:
+def _settings(config: Path) -> CacheConfig:
     from infra.config import load_config
 
-    return dataclasses.replace(CacheSettings.from_config(load_config(str(config)).cache), signing_key=KEY)
+    return load_config(str(config)).cache
 
 
 @pytest.fixture
 def reader(config: Path) -> Iterator[Cache]:
-    c = Cache(_settings(config))
+    c = Cache(_settings(config), signing_key=KEY)
     yield c
     c.close()
 
@@ -60,9 +59,9 @@ def _other_process(config: Path, code: str) -> None:
 
     prog = (
         "import sys, dataclasses\n"
-        "from infra.cache import Cache, CacheSettings\n"
+        "from infra.cache import Cache, CacheConfig\n"
         "from infra.config import load_config\n"
-        "s = CacheSettings.from_config(load_config(sys.argv[1]).cache)\n"
+        "s = load_config(sys.argv[1]).cache\n"
         "c = Cache(s)\n" + code + "\nc.close()\n"
     )
     env = {**os.environ, "PERF_CACHE_SIGNING_KEY": KEY.decode(), "PYTHONPATH": str(REPO)}
@@ -129,7 +128,7 @@ def test_aclose_inside_one_loop_leaves_the_cache_working(config: Path, reader: C
     assert asyncio.run(reader.aget_or_compute("inference", "ac", compute)) == 42
     assert calls == [1]
     assert asyncio.run(reader.aget("inference", "after")) == "still on"
-    other = Cache(_settings(config))  # the write reached the store, not only this L1
+    other = Cache(_settings(config), signing_key=KEY)  # the write reached the store, not only this L1
     try:
         assert other.get("inference", "after") == "still on"
     finally:
@@ -141,7 +140,7 @@ def test_sync_interval_is_read_from_config_and_a_bad_one_is_named_by_path(tmp_pa
     from infra.errors import ConfigError
 
     good = write_config(tmp_path, sync_interval="250ms")
-    assert CacheSettings.from_config(load_config(str(good)).cache).sync_interval == 0.25
+    assert load_config(str(good)).cache.sync_interval == 0.25
     bad = write_config(tmp_path, sync_interval=0)
     with pytest.raises(ConfigError, match=r"cache\.sync_interval"):
         load_config(str(bad))
@@ -160,7 +159,7 @@ def test_hits_are_independent_on_every_backend(config: Path, reader: Cache) -> N
         assert await reader.aget("inference", "dict") == {"items": [1], "m": {"k": "v"}}
 
     asyncio.run(twice())
-    cold = Cache(_settings(config))
+    cold = Cache(_settings(config), signing_key=KEY)
     try:
         c = cold.get("inference", "dict")  # from the store
         c["items"].clear()
@@ -180,9 +179,8 @@ def test_changes_are_pushed_not_only_polled(
         dsn = request.getfixturevalue("pg_cache_dsn")
         config = write_config(tmp_path, backend="postgres", dsn=dsn, store_budget=budget)
     else:
-        url = request.getfixturevalue("own_redis").url
-        config = write_config(tmp_path, backend="redis", url=url, store_budget=budget)
-    c = Cache(_settings(config), push_poll_interval=3600.0)
+        config = write_config(tmp_path, backend="redis", url=request.getfixturevalue("own_redis").url)
+    c = Cache(_settings(config), signing_key=KEY, push_poll_interval=3600.0)
     try:
         _in_l1(c, "inference", "k", "old")
         _in_l1(c, "inference", "gone", "x")

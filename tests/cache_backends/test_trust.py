@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.cache.backends.base import StoredEntry
 from infra.cache.codecs import FLAG_ZLIB, JSON
 
@@ -26,7 +26,7 @@ def test_a_shared_store_without_a_signing_key_serves_no_forged_row(
     monkeypatch.delenv("PERF_CACHE_SIGNING_KEY", raising=False)
     backend = make_backend()
     backend.set(NS, "k", StoredEntry(json.dumps({"legit": 666}).encode(), JSON))
-    cache = Cache(CacheSettings(backend=backend.name), backend=backend, export_metrics=False)
+    cache = Cache(CacheConfig(backend=backend.name), backend=backend, export_metrics=False)
     calls: list[int] = []
     try:
         assert cache.get(NS, "k", default="MISS") == "MISS"
@@ -44,13 +44,14 @@ def test_a_signed_bomb_is_refused_past_the_namespace_cap(make_backend: Callable[
     """Even a row signed with our key (a trusted writer with other settings) can't make a read inflate more
     than the store's limit for the namespace."""
     backend = make_backend()
-    settings = CacheSettings(backend=backend.name, signing_key=b"k" * 32, max_bytes=4 * 1024**2)
+    settings = CacheConfig(backend=backend.name, max_bytes=4 * 1024**2)
     writer = Cache(
-        CacheSettings(backend=backend.name, signing_key=b"k" * 32, max_bytes=0),
+        CacheConfig(backend=backend.name, max_bytes=0),
+        signing_key=b"k" * 32,
         backend=backend,
         export_metrics=False,
     )
-    reader = Cache(settings, backend=backend, export_metrics=False)
+    reader = Cache(settings, signing_key=b"k" * 32, backend=backend, export_metrics=False)
     try:
         writer.set(NS, "bomb", b"\0" * (40 * 1024**2))  # ~40 KB stored
         got = backend.get(NS, "bomb")

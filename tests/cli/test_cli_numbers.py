@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import MISSING, Cache, CacheSettings
+from infra.cache import MISSING, Cache, CacheConfig
 from infra.metrics import timed
 from infra.server import serve_metrics
 
@@ -30,8 +30,8 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 WORKER = """
 import sys
-from infra.cache import Cache, CacheSettings, MISSING
-c = Cache(CacheSettings(path=sys.argv[1]))
+from infra.cache import Cache, CacheConfig, MISSING
+c = Cache(CacheConfig(path=sys.argv[1]))
 ns, hits, misses = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 for i in range(misses):
     assert c.get(ns, f"m{i}") is MISSING
@@ -88,7 +88,7 @@ def test_cache_stats_from_another_process_shows_every_process_s_hits(config: Pat
 @pytest.fixture
 def live_endpoint(tmp_path: Path) -> Iterator[tuple[str, str]]:
     ns = _ns()
-    cache = Cache(CacheSettings(path=str(tmp_path / "live.db")))
+    cache = Cache(CacheConfig(path=str(tmp_path / "live.db")))
     assert cache.get(ns, "k") is MISSING
     cache.set(ns, "k", 1)
     for _ in range(4):

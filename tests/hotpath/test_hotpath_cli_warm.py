@@ -49,9 +49,9 @@ def _cached(setup: dict[str, Any], namespace: str, item: str, fn: str = "synth")
     """What the store holds under the key ``@cached(namespace=...)`` would look up for ``fn(item)``."""
     import warm_target_mod  # type: ignore[import-not-found]
 
-    from infra.cache import Cache, CacheSettings, cached
+    from infra.cache import Cache, CacheConfig, cached
 
-    with Cache(CacheSettings(path=setup["db"]), export_metrics=False) as c:
+    with Cache(CacheConfig(path=setup["db"]), export_metrics=False) as c:
         return c.get(namespace, cached(namespace=namespace)(getattr(warm_target_mod, fn)).cache_key(item))
 
 
@@ -60,12 +60,12 @@ def test_a_worker_using_cached_hits_what_warm_stored(setup: dict[str, Any]) -> N
     looks up: the worker recomputed every warmed phrase."""
     import warm_target_mod
 
-    from infra.cache import Cache, CacheSettings, cached
+    from infra.cache import Cache, CacheConfig, cached
 
     argv = ["warm", "-f", setup["phrases"], "-n", "tts", "--call", "warm_target_mod:synth", "--no-progress"]
     assert main([*argv, "--config", setup["config"]]) == 0
     warm_target_mod.CALLS.clear()
-    with Cache(CacheSettings(path=setup["db"]), export_metrics=False) as c:
+    with Cache(CacheConfig(path=setup["db"]), export_metrics=False) as c:
         synthesize = cached(namespace="tts", cache=c)(warm_target_mod.synth)
         assert synthesize("hello") == b"AUDIO:hello"
         assert synthesize("take a breath") == b"AUDIO:take a breath"

@@ -18,9 +18,9 @@ from infra.hotpath import WarmStats, warm, warm_cache
 
 @pytest.fixture
 def cache(tmp_path: Path) -> Iterator[Any]:
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
 
-    c = Cache(CacheSettings(path=str(tmp_path / "cache.db")), export_metrics=False)
+    c = Cache(CacheConfig(path=str(tmp_path / "cache.db")), export_metrics=False)
     yield c
     c.close()
 

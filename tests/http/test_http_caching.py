@@ -15,7 +15,7 @@ cache_mod = pytest.importorskip("infra.cache")
 @pytest.fixture
 def store(tmp_path: Path):
     from infra.cache import Cache
-    from infra.cache import CacheSettings as StoreSettings
+    from infra.cache import CacheConfig as StoreSettings
 
     c = Cache(StoreSettings(path=str(tmp_path / "cache.db")), export_metrics=False)
     yield c

@@ -124,9 +124,9 @@ def make_config(tmp_path: Path) -> Any:
 
 @pytest.fixture
 def private_cache(tmp_path: Path) -> Iterator[Any]:
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
 
-    cache = Cache(CacheSettings(path=str(tmp_path / "private" / "c.db")))
+    cache = Cache(CacheConfig(path=str(tmp_path / "private" / "c.db")))
     yield cache
     cache.close()
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import infra
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 
 CALLS: list[str] = []
 
@@ -21,7 +21,7 @@ class Scorer:
 
 @pytest.fixture
 def cache(tmp_path: Any) -> Any:
-    c = Cache(CacheSettings(path=str(tmp_path / "c.db")), export_metrics=False)
+    c = Cache(CacheConfig(path=str(tmp_path / "c.db")), export_metrics=False)
     yield c
     c.close()
 

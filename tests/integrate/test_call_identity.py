@@ -15,9 +15,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from infra.cache import Cache, CacheSettings, cached
+from infra.cache import Cache, CacheConfig, cached
 
-_NO_CACHE = Cache(CacheSettings(enabled=False))  # keys only: the property test never stores anything
+_NO_CACHE = Cache(CacheConfig(enabled=False))  # keys only: the property test never stores anything
 
 WORKER = textwrap.dedent("""
     import logging
@@ -62,7 +62,7 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.fixture
 def cache(tmp_path: Path) -> Any:
-    c = Cache(CacheSettings(path=str(tmp_path / "c.db")))
+    c = Cache(CacheConfig(path=str(tmp_path / "c.db")))
     yield c
     c.close()
 
@@ -267,9 +267,7 @@ def test_the_fast_fingerprint_agrees_with_the_full_encoding(
         def run(self, x: int) -> int:
             return x
 
-    # named seam: @cached's key memo (infra.cache.decorator sets it for tests and bench_cache), the
-    # written-out twin this test checks against the plain identity.key_value
-    km = Worker.run._keymaker  # type: ignore[attr-defined]
+    km = Worker.run.key_maker  # type: ignore[attr-defined]
     # every combination of a few values over one or two attributes: states that differ in one place only
     import itertools
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.integrate import CachedOllamaTransport
 from infra.testing.ollama_server import OllamaTestServer
 
@@ -31,7 +31,7 @@ def server() -> Iterator[OllamaTestServer]:
 
 @pytest.fixture
 def transport(tmp_path: Path) -> Iterator[CachedOllamaTransport]:
-    cache = Cache(CacheSettings(path=str(tmp_path / "c.db")))
+    cache = Cache(CacheConfig(path=str(tmp_path / "c.db")))
     t = CachedOllamaTransport(cache=cache)
     yield t
     t.close()
@@ -198,12 +198,12 @@ def test_an_abandoned_stream_is_never_stored(server: OllamaTestServer, transport
 
 RESTARTED = """
 import json, sys
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.integrate import CachedOllamaTransport
 from langchain_ollama import ChatOllama, OllamaEmbeddings
 
 url, path, prompts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-cache = Cache(CacheSettings(path=path))
+cache = Cache(CacheConfig(path=path))
 t = CachedOllamaTransport(cache=cache)
 chat = ChatOllama(model="llama3.2:3b", base_url=url, temperature=0, client_kwargs={"transport": t})
 emb = OllamaEmbeddings(model="nomic-embed-text", base_url=url, client_kwargs={"transport": t})
@@ -227,7 +227,7 @@ def test_a_restarted_process_reads_the_answers_back(server: OllamaTestServer, tm
     from langchain_ollama import ChatOllama, OllamaEmbeddings
 
     path = str(tmp_path / "shared.db")
-    cache = Cache(CacheSettings(path=path))
+    cache = Cache(CacheConfig(path=path))
     t = CachedOllamaTransport(cache=cache)
     chat = ChatOllama(model="llama3.2:3b", base_url=server.url, temperature=0, client_kwargs={"transport": t})
     emb = OllamaEmbeddings(model="nomic-embed-text", base_url=server.url, client_kwargs={"transport": t})

@@ -50,9 +50,9 @@ def test_monitoring_one_liner_prints_json(line: str, tmp_path: Path) -> None:
 
 def test_cache_stats_have_the_seed_shape_after_cached_work(tmp_path: Path) -> None:
     """enabled, total_entries, total_bytes and by_type per namespace, as the seed's example output shows."""
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
 
-    cache = Cache(CacheSettings(path=str(tmp_path / "c.db")))
+    cache = Cache(CacheConfig(path=str(tmp_path / "c.db")))
     try:
         cache.set("emotion_scoring", "k", {"top": "stress"})
         stats = cache.get_stats()

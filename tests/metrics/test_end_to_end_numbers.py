@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import Cache, CacheSettings, cached, make_key, set_cache
+from infra.cache import Cache, CacheConfig, cached, make_key, set_cache
 from infra.metrics import get_metrics
 from infra.server import serve_metrics
 from infra.testing.fault_server import FaultServer
@@ -65,7 +65,7 @@ class World:
         self.real: dict[str, int] = dict.fromkeys(self.ns, 0)  # calls that really ran
         self.config = tmp_path / "perf_config.json"
         self.config.write_text(json.dumps({"cache": {"path": str(tmp_path / "cache.db")}}))
-        self.cache = Cache(CacheSettings(path=str(tmp_path / "cache.db")))
+        self.cache = Cache(CacheConfig(path=str(tmp_path / "cache.db")))
         self.saved_at_least: dict[str, float] = {}  # compute seconds the hits must have saved, per part
 
     def truth(self, part: str) -> tuple[int, int]:

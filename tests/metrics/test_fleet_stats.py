@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infra.cache import MISSING, Cache, CacheSettings
+from infra.cache import MISSING, Cache, CacheConfig
 from infra.cache.backends.sqlite.store import SQLiteBackend
 from infra.cache.fleet_stats import PUSH_INTERVAL, FleetCounts
 
@@ -51,9 +51,9 @@ def _work(cache: Cache, ns: str, hits: int, misses: int) -> None:
 
 def test_two_caches_on_one_store_add_up_and_reset_zeroes(make_backend: Callable[[], Any]) -> None:
     ns = "n" + uuid.uuid4().hex[:8]
-    settings = CacheSettings(signing_key=b"fleet-test-key-0123456789abcdef")  # shared stores need one
-    a = Cache(settings, backend=make_backend())
-    b = Cache(settings, backend=make_backend())
+    key = b"fleet-test-key-0123456789abcdef"  # shared stores need one
+    a = Cache(CacheConfig(), signing_key=key, backend=make_backend())
+    b = Cache(CacheConfig(), signing_key=key, backend=make_backend())
     _work(a, ns, 7, 3)
     _work(b, ns, 5, 2)
     a.close()
@@ -76,7 +76,7 @@ def test_a_busy_process_writes_one_push_a_tick_not_one_per_hit(tmp_path: Path) -
             super().fleet_add(deltas)
 
     ns = "busy"
-    cache = Cache(CacheSettings(), backend=Counting(str(tmp_path / "b.db")))
+    cache = Cache(CacheConfig(), backend=Counting(str(tmp_path / "b.db")))
     t0 = time.monotonic()
     _work(cache, ns, 20_000, 1)
     elapsed = time.monotonic() - t0
@@ -87,7 +87,7 @@ def test_a_busy_process_writes_one_push_a_tick_not_one_per_hit(tmp_path: Path) -
 
 def test_a_live_idle_process_has_pushed_within_a_tick(tmp_path: Path) -> None:
     ns = "idle"
-    cache = Cache(CacheSettings(), backend=SQLiteBackend(str(tmp_path / "i.db")))
+    cache = Cache(CacheConfig(), backend=SQLiteBackend(str(tmp_path / "i.db")))
     reader = SQLiteBackend(str(tmp_path / "i.db"))
     try:
         _work(cache, ns, 9, 1)
@@ -103,10 +103,10 @@ def test_a_live_idle_process_has_pushed_within_a_tick(tmp_path: Path) -> None:
 def test_get_stats_shows_this_process_and_every_process(tmp_path: Path) -> None:
     """get_cache().get_stats(): hits/misses are this process's; "fleet" holds every process's."""
     ns = "both"
-    other = Cache(CacheSettings(path=str(tmp_path / "f.db")))
+    other = Cache(CacheConfig(path=str(tmp_path / "f.db")))
     _work(other, ns, 4, 1)
     other.close()
-    mine = Cache(CacheSettings(path=str(tmp_path / "f.db")))
+    mine = Cache(CacheConfig(path=str(tmp_path / "f.db")))
     try:
         for _ in range(3):
             assert mine.get(ns, "k") == "v"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infra.cache import MISSING, Cache, CacheSettings
+from infra.cache import MISSING, Cache, CacheConfig
 from infra.metrics import MetricsRegistry, QuantileSketch, get_metrics, timed
 from infra.metrics.exposition import json_document, render_openmetrics, render_text
 
@@ -30,7 +30,7 @@ def _sample(text: str, line_start: str) -> float:
 
 @pytest.fixture
 def cache(tmp_path: Path) -> Iterator[Cache]:
-    c = Cache(CacheSettings(path=str(tmp_path / "c.db")))
+    c = Cache(CacheConfig(path=str(tmp_path / "c.db")))
     yield c
     c.close()
 

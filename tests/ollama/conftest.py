@@ -36,9 +36,9 @@ def make_server() -> Iterator[Any]:
 
 
 def _real_cache(path: Path) -> Any:
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
 
-    return Cache(CacheSettings(path=str(path / "cache.db")))
+    return Cache(CacheConfig(path=str(path / "cache.db")))
 
 
 @pytest.fixture

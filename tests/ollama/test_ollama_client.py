@@ -64,14 +64,14 @@ def test_a_cache_hit_survives_a_new_process_view_of_the_same_store(
     server: OllamaTestServer, tmp_path: Any
 ) -> None:
     """Values go through the safe codec to SQLite, and come back as the same pydantic types."""
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
 
     path = str(tmp_path / "shared.db")
-    with Cache(CacheSettings(path=path)) as c1:
+    with Cache(CacheConfig(path=path)) as c1:
         a = OptimizedOllama(server.url, settings=settings(), cache=c1)
         first = a.generate(LLM, "persist me")
         a.close()
-    with Cache(CacheSettings(path=path)) as c2:
+    with Cache(CacheConfig(path=path)) as c2:
         b = OptimizedOllama(server.url, settings=settings(), cache=c2)
         again = b.generate(LLM, "persist me")
         b.close()
@@ -695,10 +695,10 @@ async def test_async_identical_concurrent_calls_share_one_request(make_server, c
 def test_stores_are_visible_to_the_client_at_once_and_to_the_store_after_flush(
     server: OllamaTestServer, tmp_path: Any, write_behind: bool
 ) -> None:
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
 
     path = str(tmp_path / "wb.db")
-    with Cache(CacheSettings(path=path)) as c1, Cache(CacheSettings(path=path, memory_items=0)) as c2:
+    with Cache(CacheConfig(path=path)) as c1, Cache(CacheConfig(path=path, memory_items=0)) as c2:
         llm = OptimizedOllama(server.url, settings=settings(write_behind=write_behind), cache=c1)
         first = llm.generate(LLM, "write me")
         assert llm.generate(LLM, "write me") == first  # read-your-writes, queued or not

@@ -206,7 +206,7 @@ def test_write_behind_hits_are_counted_by_the_cache_with_the_time_they_save(
     the compute time the entry saves. The store is held shut, so every hit comes from the queue."""
     import threading
 
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
     from infra.metrics import get_metrics
 
     gate = threading.Event()
@@ -223,7 +223,7 @@ def test_write_behind_hits_are_counted_by_the_cache_with_the_time_they_save(
         return float(fam.labels(ns, op).get())
 
     before = (ollama_hits("inference", "generate"), ollama_hits("embeddings", "embed"))
-    with HeldStore(CacheSettings(path=str(tmp_path / "wb.db"))) as cache:
+    with HeldStore(CacheConfig(path=str(tmp_path / "wb.db"))) as cache:
         llm = OptimizedOllama(server.url, settings=settings(write_behind=True), cache=cache)
         llm.generate(LLM, "count me")
         llm.embed(EMBED, ["a", "b"])
@@ -282,9 +282,9 @@ def test_memoized_hits_are_detached_copies_equal_to_the_first_reply(
 
 
 def test_a_memoized_miss_is_counted_once_by_the_cache(server: OllamaTestServer, tmp_path: Any) -> None:
-    from infra.cache import Cache, CacheSettings
+    from infra.cache import Cache, CacheConfig
 
-    with Cache(CacheSettings(path=str(tmp_path / "m.db"))) as c:
+    with Cache(CacheConfig(path=str(tmp_path / "m.db"))) as c:
         llm = OptimizedOllama(server.url, settings=settings(write_behind=False), cache=c)
         llm.generate(LLM, "once")  # a miss: the memo learns the key
         c.clear()

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.metrics import timed
 from infra.server import metrics_wsgi_app
 
@@ -16,7 +16,7 @@ _cache: Cache | None = None
 def _get_cache() -> Cache:
     global _cache
     if _cache is None:  # built in the worker, after the fork
-        _cache = Cache(CacheSettings(path=os.environ["MP_CACHE_PATH"]))
+        _cache = Cache(CacheConfig(path=os.environ["MP_CACHE_PATH"]))
     return _cache
 
 

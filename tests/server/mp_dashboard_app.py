@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from infra.cache import Cache, CacheSettings
+from infra.cache import Cache, CacheConfig
 from infra.metrics import timed
 
 _cache: Cache | None = None
@@ -26,7 +26,7 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         environ["SCRIPT_NAME"], environ["PATH_INFO"] = "/dashboard", path[len("/dashboard") :]
         return _dashboard(environ, start_response)  # type: ignore[no-any-return]
     if _cache is None:
-        _cache = Cache(CacheSettings(path=os.environ["MP_CACHE_PATH"]), export_metrics=True)
+        _cache = Cache(CacheConfig(path=os.environ["MP_CACHE_PATH"]), export_metrics=True)
     key = environ.get("QUERY_STRING", "") or "none"
     time.sleep(0.02)  # a sync worker is busy meanwhile: concurrent requests spread over the workers
     with timed("mp_work"):

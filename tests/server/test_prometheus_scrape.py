@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_process import running_prometheus
 
-from infra.cache import MISSING, Cache, CacheSettings
+from infra.cache import MISSING, Cache, CacheConfig
 from infra.metrics import MetricsRegistry
 from infra.server import serve_metrics
 
@@ -94,7 +94,7 @@ def test_real_prometheus_sees_exactly_the_cache_hits_made_before_it_scraped(
     """37 hits and 3 misses on a real cache, then no further cache call: Prometheus' scrapes of the
     process-wide registry show exactly 37 and 3 (the pending hits are folded on every scrape)."""
     ns = "prom" + uuid.uuid4().hex[:8]
-    cache = Cache(CacheSettings(path=str(tmp_path / "cache.db")))
+    cache = Cache(CacheConfig(path=str(tmp_path / "cache.db")))
     for i in range(3):
         cache.set(ns, f"k{i}", i)
         assert cache.get(ns, f"missing{i}") is MISSING

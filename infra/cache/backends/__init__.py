@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from infra.cache.backends.base import CacheBackend
-    from infra.cache.settings import CacheSettings
+    from infra.config.sections.cache import CacheConfig
 
 __all__ = ["create_backend"]
 
 
-def create_backend(settings: CacheSettings, **overrides: Any) -> CacheBackend:
+def create_backend(settings: CacheConfig, **overrides: Any) -> CacheBackend:
     """Build the shared backend ``settings.backend`` names ("postgres" or "redis") with ``overrides``."""
     if settings.backend == "postgres":
         from infra.cache.backends.postgres import PostgresBackend

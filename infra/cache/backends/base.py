@@ -314,7 +314,7 @@ BIG_WRITE = 1024**2
 
 
 def backend_kwargs(settings: Any, options: Any, **kw: Any) -> dict[str, Any]:
-    """Constructor arguments of a shared backend from ``CacheSettings``: its ``cache.<backend>`` options
+    """Constructor arguments of a shared backend from ``CacheConfig``: its ``cache.<backend>`` options
     (field names are the constructor's), the byte caps, then ``kw`` (the dsn / url and overrides)."""
     return {
         **dataclasses.asdict(options),

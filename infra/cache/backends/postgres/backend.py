@@ -74,13 +74,13 @@ from infra.cache.backends.postgres.genview import GenerationView
 from infra.cache.backends.postgres.loops import LoopThread, ThreadLoops
 from infra.cache.backends.postgres.queries import Ask, hot_entry, live_entry
 from infra.cache.backends.postgres.sql import PgStatements
-from infra.cache.settings import DEFAULT_STORE_BUDGET
+from infra.config.sections.cache import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
     import asyncpg
 
-    from infra.cache.settings import CacheSettings
+    from infra.config.sections.cache import CacheConfig
 
 __all__ = ["PostgresBackend", "from_settings"]
 
@@ -173,8 +173,8 @@ class PostgresBackend(PgBackground, CacheBackend):
         self._view = GenerationView()  # not live until this process's listener has loaded it
 
     @classmethod
-    def from_settings(cls, settings: CacheSettings, **overrides: Any) -> PostgresBackend:
-        """Build from ``CacheSettings`` (dsn, ``cache.postgres`` options, total and per-namespace byte caps);
+    def from_settings(cls, settings: CacheConfig, **overrides: Any) -> PostgresBackend:
+        """Build from ``CacheConfig`` (dsn, ``cache.postgres`` options, total and per-namespace byte caps);
         ``overrides`` win."""
         return cls(**backend_kwargs(settings, settings.postgres, **{"dsn": settings.dsn, **overrides}))
 
@@ -566,6 +566,6 @@ class PostgresBackend(PgBackground, CacheBackend):
 _FORK_GRAVEYARD: list[Any] = []
 
 
-def from_settings(settings: CacheSettings) -> PostgresBackend:
+def from_settings(settings: CacheConfig) -> PostgresBackend:
     """The factory ``infra.cache.core.make_backend`` calls for ``"backend": "postgres"``."""
     return PostgresBackend.from_settings(settings)

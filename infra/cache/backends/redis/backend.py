@@ -63,11 +63,11 @@ from infra.cache.backends.redis.layout import (
     unpack,
 )
 from infra.cache.backends.redis.listener import RedisListener
-from infra.cache.settings import DEFAULT_STORE_BUDGET
+from infra.config.sections.cache import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
-    from infra.cache.settings import CacheSettings
+    from infra.config.sections.cache import CacheConfig
 
 __all__ = ["HEADER", "RedisBackend", "from_settings", "pack", "unpack"]
 
@@ -130,8 +130,8 @@ class RedisBackend(RedisListener, CacheBackend):
         self._listening = False
 
     @classmethod
-    def from_settings(cls, settings: CacheSettings, **overrides: Any) -> RedisBackend:
-        """Build from ``CacheSettings`` (url, ``cache.redis`` options, total and per-namespace byte caps);
+    def from_settings(cls, settings: CacheConfig, **overrides: Any) -> RedisBackend:
+        """Build from ``CacheConfig`` (url, ``cache.redis`` options, total and per-namespace byte caps);
         ``overrides`` win."""
         return cls(**backend_kwargs(settings, settings.redis, **{"url": settings.url, **overrides}))
 
@@ -537,6 +537,6 @@ class RedisBackend(RedisListener, CacheBackend):
 _FORK_GRAVEYARD: list[Any] = []
 
 
-def from_settings(settings: CacheSettings) -> RedisBackend:
+def from_settings(settings: CacheConfig) -> RedisBackend:
     """The factory ``infra.cache.core.make_backend`` calls for ``"backend": "redis"``."""
     return RedisBackend.from_settings(settings)

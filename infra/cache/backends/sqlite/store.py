@@ -82,7 +82,7 @@ from infra.cache.backends.sqlite.schema import (
     namespace_id,
     signed64,
 )
-from infra.cache.settings import DEFAULT_STORE_BUDGET
+from infra.config.sections.cache import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 
 __all__ = ["SQLiteBackend"]
