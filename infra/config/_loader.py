@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,7 @@ def _env_value(spec: Spec, raw: str) -> Any:
     return text
 
 
-def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem]) -> list[str]:
+def apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[ConfigProblem]) -> list[str]:
     """Write environment overrides into the raw JSON data (before it's built), checking each value;
     returns the variables applied."""
     applied: list[str] = []
@@ -266,7 +267,10 @@ def _cross_checks(config: PerfConfig, problems: list[ConfigProblem]) -> None:
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, *, environ: Any = None, use_env: bool = True
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    use_env: bool = True,
 ) -> PerfConfig:
     """Load the configuration (see the module docstring for the lookup order).
 
@@ -299,7 +303,10 @@ class ConfigDiagnosis:
 
 
 def diagnose_config(
-    path: str | os.PathLike[str] | None = None, *, environ: Any = None, use_env: bool = True
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    use_env: bool = True,
 ) -> ConfigDiagnosis:
     """``load_config``'s work without raising: every problem at once and the partial result kept (see
     ConfigDiagnosis)."""

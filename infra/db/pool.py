@@ -7,12 +7,15 @@ import dataclasses
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.config.sections.runtime import DbConfig
 from infra.db.errors import DatabaseConnectError
 from infra.db.timing import StatementTimer
 from infra.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:  # asyncpg loads on the first create_pool call
+    import asyncpg
 
 __all__ = ["create_pool", "default_timer"]
 
@@ -62,15 +65,16 @@ async def create_pool(
     timer: StatementTimer | None = None,
     timing: bool = True,
     connect_timeout: float = 10.0,
-    **overrides: Any,
-) -> Any:
+    init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    **overrides: object,
+) -> asyncpg.Pool:
     """Create and open an ``asyncpg.Pool`` tuned from perf_config's ``db`` section.
 
     Precedence: ``overrides`` (any ``DbConfig`` field, e.g. ``max_size=20``) over ``workload``
     (seed 003's ``"light"``/``"medium"``/``"heavy"`` sizes) over ``settings`` (default: from
     ``infra.config.get_config().db``). The DSN is ``dsn``, else the settings', else
-    ``$DATABASE_URL``. Other keywords (``init``, ``setup``, ``record_class``, ...) go to
-    ``asyncpg.create_pool`` unchanged.
+    ``$DATABASE_URL``. ``init`` runs on each new connection (after the timer is attached). Other
+    keywords (``setup``, ``record_class``, ...) go to ``asyncpg.create_pool`` unchanged.
 
     Each connection gets a ``StatementTimer`` query logger (``timing=False`` to skip) that records
     ``infra_db_query_duration_seconds{statement,outcome}``.
@@ -88,30 +92,34 @@ async def create_pool(
     if workload is not None:
         base = base.for_workload(workload)
     fields = {f.name for f in dataclasses.fields(DbConfig) if f.name != "dsn"}
-    mine = {k: overrides.pop(k) for k in list(overrides) if k in fields}
+    # DbConfig's own fields; their values are checked by DbConfig.problems() below (pool_kwargs)
+    mine: dict[str, Any] = {k: overrides.pop(k) for k in list(overrides) if k in fields}
     if dsn is not None:
         mine["dsn"] = dsn
     if mine:
         base = dataclasses.replace(base, **mine)
     target = base.resolved_dsn()
 
-    kwargs = base.pool_kwargs()
+    kwargs: dict[str, object] = dict(base.pool_kwargs())
     if timing:
         t = timer if timer is not None else default_timer()
-        user_init: Callable[[Any], Awaitable[None]] | None = overrides.pop("init", None)
+        user_init = init
 
-        async def init(conn: Any) -> None:
+        async def timed_init(conn: asyncpg.Connection) -> None:
             t.attach(conn)
             if user_init is not None:
                 await user_init(conn)
 
+        kwargs["init"] = timed_init
+    elif init is not None:
         kwargs["init"] = init
     kwargs.update(overrides)
     kwargs.setdefault("timeout", connect_timeout)
 
     where = _where(target)
     try:
-        return await asyncpg.create_pool(target, **kwargs)
+        pool: asyncpg.Pool = await asyncpg.create_pool(target, **kwargs)
+        return pool
     except asyncpg.ClientConfigurationError as exc:
         raise ConfigError([ConfigProblem("db.dsn", f"{where}: {exc}")]) from exc
     except asyncpg.InvalidCatalogNameError as exc:

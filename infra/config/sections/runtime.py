@@ -7,7 +7,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TypedDict
 
 from infra.config._spec import field
 from infra.config.sections._base import _Section
@@ -24,6 +24,17 @@ WORKLOADS: Mapping[str, tuple[int, int, float]] = MappingProxyType(
 )
 
 
+class PoolOptions(TypedDict):
+    """``DbConfig.pool_kwargs()``: the keywords ``asyncpg.create_pool`` takes from the section."""
+
+    min_size: int
+    max_size: int
+    max_inactive_connection_lifetime: float
+    command_timeout: float | None
+    statement_cache_size: int
+    server_settings: dict[str, str] | None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class DbConfig(_Section):
     dsn: str | None = field("str", None, "asyncpg DSN (else $DATABASE_URL).", nullable=True, secret=True)
@@ -35,7 +46,7 @@ class DbConfig(_Section):
     statement_cache_size: int = field(
         "int", 100, "asyncpg prepared-statement cache (0 behind pgbouncer).", minimum=0
     )
-    server_settings: Mapping[str, Any] = field("map", {}, "PostgreSQL settings per connection.", item="str")
+    server_settings: Mapping[str, str] = field("map", {}, "PostgreSQL settings per connection.", item="str")
 
     def for_workload(self, workload: str) -> DbConfig:
         """A copy with seed 003's pool sizes for ``"light"``, ``"medium"`` or ``"heavy"``."""
@@ -66,7 +77,7 @@ class DbConfig(_Section):
             problems.append("statement_cache_size must be >= 0 (0 behind pgbouncer in transaction mode)")
         return problems
 
-    def pool_kwargs(self) -> dict[str, Any]:
+    def pool_kwargs(self) -> PoolOptions:
         """Keyword arguments for ``asyncpg.create_pool`` (the DSN excluded); ``ValueError`` naming every
         problem when asyncpg would refuse them."""
         problems = self.problems()
