@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -19,8 +18,6 @@ if TYPE_CHECKING:  # asyncpg loads on the first create_pool call
 
 __all__ = ["create_pool", "default_timer"]
 
-log = logging.getLogger("infra.db")
-
 _default_timer: StatementTimer | None = None
 
 
@@ -33,20 +30,17 @@ def default_timer() -> StatementTimer:
 
 
 def _settings_from_config() -> DbConfig:
-    try:
-        from infra.config import get_config
+    """The process config's db section. The loader reports a section asyncpg would refuse as a
+    ``ConfigError`` at ``db.<field>``; a config built in code (``set_config``) gets the same error here,
+    never a silent fall-back to the built-in settings."""
+    from infra.config import get_config
 
-        section = get_config().db
-    except ConfigError:
-        raise
-    except Exception as exc:  # no config module / file: the built-in defaults are the shipped ones
-        log.debug("create_pool: using built-in db settings (%s)", exc)
-        return DbConfig()
-    problems = section.problems()
-    if problems:  # as before the section became the settings: a section asyncpg would refuse -> defaults
-        log.debug("create_pool: using built-in db settings (%s)", "; ".join(problems))
-        return DbConfig()
-    return section
+    config = get_config()
+    problems = config.db.problems()
+    if problems:
+        where = [ConfigProblem(f"db.{field}", message) for field, message in problems]
+        raise ConfigError(where, source=config.source)
+    return config.db
 
 
 def _where(dsn: str | None) -> str:
