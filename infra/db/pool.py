@@ -51,6 +51,22 @@ def _where(dsn: str | None) -> str:
     return f"PostgreSQL at {redact_url(dsn)}"
 
 
+def _settings(
+    dsn: str | None, settings: DbConfig | None, workload: str | None, overrides: dict[str, object]
+) -> DbConfig:
+    """The pool's section: ``settings`` (else the config's), then ``workload``, then the ``DbConfig``
+    fields among ``overrides`` (taken out of it; the rest go to asyncpg), then ``dsn``."""
+    base = settings if settings is not None else _settings_from_config()
+    if workload is not None:
+        base = base.for_workload(workload)
+    fields = {f.name for f in dataclasses.fields(DbConfig) if f.name != "dsn"}
+    # their values are checked by DbConfig.problems() (pool_kwargs)
+    mine: dict[str, Any] = {k: overrides.pop(k) for k in list(overrides) if k in fields}
+    if dsn is not None:
+        mine["dsn"] = dsn
+    return dataclasses.replace(base, **mine) if mine else base
+
+
 async def create_pool(
     dsn: str | None = None,
     *,
@@ -82,16 +98,7 @@ async def create_pool(
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("infra.db needs asyncpg: pip install 'perf-infra[postgres]'") from exc
 
-    base = settings if settings is not None else _settings_from_config()
-    if workload is not None:
-        base = base.for_workload(workload)
-    fields = {f.name for f in dataclasses.fields(DbConfig) if f.name != "dsn"}
-    # DbConfig's own fields; their values are checked by DbConfig.problems() below (pool_kwargs)
-    mine: dict[str, Any] = {k: overrides.pop(k) for k in list(overrides) if k in fields}
-    if dsn is not None:
-        mine["dsn"] = dsn
-    if mine:
-        base = dataclasses.replace(base, **mine)
+    base = _settings(dsn, settings, workload, overrides)
     target = base.resolved_dsn()
 
     kwargs: dict[str, object] = dict(base.pool_kwargs())

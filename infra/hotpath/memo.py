@@ -77,7 +77,8 @@ class TimedMemo(Generic[K, V]):
                     self._data.move_to_end(key)
                     self.hits += 1
                     how = entry[2]
-                    return cast(V, entry[1] if how is None else how(entry[1]))
+                    value: V = entry[1] if how is None else how(entry[1])  # no cast() call on a hit
+                    return value
                 del self._data[key]
             self.misses += 1
             return default

@@ -15,11 +15,15 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, cast
 
 from infra.inference.batcher import MicroBatcher
 
 if TYPE_CHECKING:
+    # typing.Unpack is 3.11+; mypy knows typing_extensions without it installed, and the annotation is
+    # never evaluated at run time (from __future__ import annotations)
+    from typing_extensions import Unpack
+
     from infra.cache import Cache
 
 __all__ = ["CachedEmbedder", "EmbedderStats"]
@@ -62,6 +66,18 @@ class OllamaEmbedClient(Protocol):
     """What ``for_ollama`` calls: a sync ``ollama.Client``'s ``embed``."""
 
     def embed(self, *, model: str, input: list[str]) -> _EmbedResponse | Mapping[str, object]: ...
+
+
+class EmbedderOptions(TypedDict, total=False):
+    """The ``CachedEmbedder`` keywords the ``for_*`` constructors pass through (see ``__init__``)."""
+
+    namespace: str
+    cache: Cache | Literal[False] | None
+    ttl: float | None
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue: int
+    name: str | None
 
 
 def _to_list(vec: object) -> Vector:
@@ -140,14 +156,8 @@ class CachedEmbedder:
         *,
         model_id: str,
         normalize: bool = False,
-        namespace: str = "embeddings",
-        cache: Cache | Literal[False] | None = None,
-        ttl: float | None = None,
-        max_batch_size: int = 32,
-        max_wait_ms: float = 2.0,
-        max_queue: int = 1024,
         inference_mode: bool = True,
-        name: str | None = None,
+        **options: Unpack[EmbedderOptions],
     ) -> CachedEmbedder:
         """Wrap a ``sentence_transformers.SentenceTransformer`` (one ``encode`` call per batch).
 
@@ -164,32 +174,15 @@ class CachedEmbedder:
                 show_progress_bar=False,
             )
 
-        return cls(
-            embed,
-            model_id=model_id + (":normalized" if normalize else ""),
-            namespace=namespace,
-            cache=cache,
-            ttl=ttl,
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            max_queue=max_queue,
-            inference_mode=inference_mode,
-            name=name,
-        )
+        model_id += ":normalized" if normalize else ""
+        return cls(embed, model_id=model_id, inference_mode=inference_mode, **options)
 
     @classmethod
     def for_ollama(
         cls,
         client: OllamaEmbedClient,
         model: str,
-        *,
-        namespace: str = "embeddings",
-        cache: Cache | Literal[False] | None = None,
-        ttl: float | None = None,
-        max_batch_size: int = 32,
-        max_wait_ms: float = 2.0,
-        max_queue: int = 1024,
-        name: str | None = None,
+        **options: Unpack[EmbedderOptions],
     ) -> CachedEmbedder:
         """Wrap a sync ``ollama.Client`` (its ``embed(model=..., input=[...])``); the other keywords
         are the constructor's."""
@@ -198,18 +191,7 @@ class CachedEmbedder:
             response = client.embed(model=model, input=texts)
             return cast(Vectors, response["embeddings"])
 
-        return cls(
-            embed,
-            model_id=f"ollama:{model}",
-            namespace=namespace,
-            cache=cache,
-            ttl=ttl,
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            max_queue=max_queue,
-            inference_mode=False,
-            name=name,
-        )
+        return cls(embed, model_id=f"ollama:{model}", inference_mode=False, **options)
 
     # -- the batched call ------------------------------------------------------------------------
 
