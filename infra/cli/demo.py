@@ -49,7 +49,8 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.json and not args.no_progress:
         print("perf-infra demo: a seed-004-like enrichment workload, cold then warm", file=sys.stderr)
     report = run_demo(opts, progress_stream=sys.stderr)
-    metrics_server = report.pop("_metrics_server", None)
+    # the running metrics server, if any (a MetricsServer; kept out of the JSON)
+    metrics_server: Any = report.pop("_metrics_server", None)
     try:
         if args.json:
             from infra.cli._output import emit_json

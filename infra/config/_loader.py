@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,7 @@ def _env_value(spec: Spec, raw: str) -> Any:
     return text
 
 
-def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem]) -> list[str]:
+def apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[ConfigProblem]) -> list[str]:
     """Write environment overrides into the raw JSON data (before it's built), checking each value;
     returns the variables applied."""
     applied: list[str] = []
@@ -240,13 +241,16 @@ def apply_env(data: dict[str, Any], environ: Any, problems: list[ConfigProblem])
     return applied
 
 
+def _db_checks(config: PerfConfig, problems: list[ConfigProblem]) -> None:
+    """What asyncpg would refuse in a db section whose fields each passed (``DbConfig.problems()``, the
+    check create_pool applies too), at ``db.<field>``. Skipped when a db field already has a problem: it
+    was left at its default, so a combination check would report a value the file doesn't hold."""
+    if any(p.where.startswith("db.") or "(db." in p.where for p in problems):
+        return
+    problems.extend(ConfigProblem(f"db.{field}", message) for field, message in config.db.problems())
+
+
 def _cross_checks(config: PerfConfig, problems: list[ConfigProblem]) -> None:
-    if config.db.min_size > config.db.max_size:
-        problems.append(
-            ConfigProblem(
-                "db.min_size", f"must not exceed db.max_size ({config.db.max_size}), got {config.db.min_size}"
-            )
-        )
     if config.http.max_per_host > config.http.max_connections:
         problems.append(
             ConfigProblem(
@@ -266,7 +270,10 @@ def _cross_checks(config: PerfConfig, problems: list[ConfigProblem]) -> None:
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, *, environ: Any = None, use_env: bool = True
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    use_env: bool = True,
 ) -> PerfConfig:
     """Load the configuration (see the module docstring for the lookup order).
 
@@ -299,7 +306,10 @@ class ConfigDiagnosis:
 
 
 def diagnose_config(
-    path: str | os.PathLike[str] | None = None, *, environ: Any = None, use_env: bool = True
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    use_env: bool = True,
 ) -> ConfigDiagnosis:
     """``load_config``'s work without raising: every problem at once and the partial result kept (see
     ConfigDiagnosis)."""
@@ -323,7 +333,9 @@ def diagnose_config(
     config = build_config(data, problems, source=source)
     if applied:
         config = dataclasses.replace(config, env_overrides=tuple(applied))
-    if not problems:
+    clean = not problems
+    _db_checks(config, problems)
+    if clean:
         _cross_checks(config, problems)
     config = _resolve_cache_path(config, file, "PERF_CACHE_PATH" in applied)
     wrap: list[tuple[int, WrapEntry]] = []

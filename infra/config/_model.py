@@ -8,7 +8,6 @@ spells every one of them out; a test keeps the two identical).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from infra.config._spec import field
 from infra.config.sections._base import _Section, redact_url
@@ -93,8 +92,8 @@ class PerfConfig(_Section):
             return f"{var} in the environment switches {section} off"
         return f"{section}.enabled: false in {self.source or 'the config'}"
 
-    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
-        out = {"$schema": "perf_config.schema.json"}
+    def to_dict(self, *, redact: bool = True) -> dict[str, object]:
+        out: dict[str, object] = {"$schema": "perf_config.schema.json"}
         out.update(
             _Section.to_dict(self, redact=redact)
         )  # slots=True rebuilds the class: no zero-arg super()

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.config.sections.runtime import DbConfig
 from infra.db.errors import DatabaseConnectError
 from infra.db.timing import StatementTimer
 from infra.errors import ConfigError, ConfigProblem
 
-__all__ = ["create_pool", "default_timer"]
+if TYPE_CHECKING:  # asyncpg loads on the first create_pool call
+    import asyncpg
 
-log = logging.getLogger("infra.db")
+__all__ = ["create_pool", "default_timer"]
 
 _default_timer: StatementTimer | None = None
 
@@ -30,20 +30,17 @@ def default_timer() -> StatementTimer:
 
 
 def _settings_from_config() -> DbConfig:
-    try:
-        from infra.config import get_config
+    """The process config's db section. The loader reports a section asyncpg would refuse as a
+    ``ConfigError`` at ``db.<field>``; a config built in code (``set_config``) gets the same error here,
+    never a silent fall-back to the built-in settings."""
+    from infra.config import get_config
 
-        section = get_config().db
-    except ConfigError:
-        raise
-    except Exception as exc:  # no config module / file: the built-in defaults are the shipped ones
-        log.debug("create_pool: using built-in db settings (%s)", exc)
-        return DbConfig()
-    problems = section.problems()
-    if problems:  # as before the section became the settings: a section asyncpg would refuse -> defaults
-        log.debug("create_pool: using built-in db settings (%s)", "; ".join(problems))
-        return DbConfig()
-    return section
+    config = get_config()
+    problems = config.db.problems()
+    if problems:
+        where = [ConfigProblem(f"db.{field}", message) for field, message in problems]
+        raise ConfigError(where, source=config.source)
+    return config.db
 
 
 def _where(dsn: str | None) -> str:
@@ -54,6 +51,22 @@ def _where(dsn: str | None) -> str:
     return f"PostgreSQL at {redact_url(dsn)}"
 
 
+def _settings(
+    dsn: str | None, settings: DbConfig | None, workload: str | None, overrides: dict[str, object]
+) -> DbConfig:
+    """The pool's section: ``settings`` (else the config's), then ``workload``, then the ``DbConfig``
+    fields among ``overrides`` (taken out of it; the rest go to asyncpg), then ``dsn``."""
+    base = settings if settings is not None else _settings_from_config()
+    if workload is not None:
+        base = base.for_workload(workload)
+    fields = {f.name for f in dataclasses.fields(DbConfig) if f.name != "dsn"}
+    # their values are checked by DbConfig.problems() (pool_kwargs)
+    mine: dict[str, Any] = {k: overrides.pop(k) for k in list(overrides) if k in fields}
+    if dsn is not None:
+        mine["dsn"] = dsn
+    return dataclasses.replace(base, **mine) if mine else base
+
+
 async def create_pool(
     dsn: str | None = None,
     *,
@@ -62,15 +75,16 @@ async def create_pool(
     timer: StatementTimer | None = None,
     timing: bool = True,
     connect_timeout: float = 10.0,
-    **overrides: Any,
-) -> Any:
+    init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    **overrides: object,
+) -> asyncpg.Pool:
     """Create and open an ``asyncpg.Pool`` tuned from perf_config's ``db`` section.
 
     Precedence: ``overrides`` (any ``DbConfig`` field, e.g. ``max_size=20``) over ``workload``
     (seed 003's ``"light"``/``"medium"``/``"heavy"`` sizes) over ``settings`` (default: from
     ``infra.config.get_config().db``). The DSN is ``dsn``, else the settings', else
-    ``$DATABASE_URL``. Other keywords (``init``, ``setup``, ``record_class``, ...) go to
-    ``asyncpg.create_pool`` unchanged.
+    ``$DATABASE_URL``. ``init`` runs on each new connection (after the timer is attached). Other
+    keywords (``setup``, ``record_class``, ...) go to ``asyncpg.create_pool`` unchanged.
 
     Each connection gets a ``StatementTimer`` query logger (``timing=False`` to skip) that records
     ``infra_db_query_duration_seconds{statement,outcome}``.
@@ -84,34 +98,29 @@ async def create_pool(
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("infra.db needs asyncpg: pip install 'perf-infra[postgres]'") from exc
 
-    base = settings if settings is not None else _settings_from_config()
-    if workload is not None:
-        base = base.for_workload(workload)
-    fields = {f.name for f in dataclasses.fields(DbConfig) if f.name != "dsn"}
-    mine = {k: overrides.pop(k) for k in list(overrides) if k in fields}
-    if dsn is not None:
-        mine["dsn"] = dsn
-    if mine:
-        base = dataclasses.replace(base, **mine)
+    base = _settings(dsn, settings, workload, overrides)
     target = base.resolved_dsn()
 
-    kwargs = base.pool_kwargs()
+    kwargs: dict[str, object] = dict(base.pool_kwargs())
     if timing:
         t = timer if timer is not None else default_timer()
-        user_init: Callable[[Any], Awaitable[None]] | None = overrides.pop("init", None)
+        user_init = init
 
-        async def init(conn: Any) -> None:
+        async def timed_init(conn: asyncpg.Connection) -> None:
             t.attach(conn)
             if user_init is not None:
                 await user_init(conn)
 
+        kwargs["init"] = timed_init
+    elif init is not None:
         kwargs["init"] = init
     kwargs.update(overrides)
     kwargs.setdefault("timeout", connect_timeout)
 
     where = _where(target)
     try:
-        return await asyncpg.create_pool(target, **kwargs)
+        pool: asyncpg.Pool = await asyncpg.create_pool(target, **kwargs)
+        return pool
     except asyncpg.ClientConfigurationError as exc:
         raise ConfigError([ConfigProblem("db.dsn", f"{where}: {exc}")]) from exc
     except asyncpg.InvalidCatalogNameError as exc:

@@ -17,9 +17,13 @@ import hashlib
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.metrics import OperationView, get_metrics, register_operation_view
+
+if TYPE_CHECKING:
+    import asyncpg
+    from asyncpg.connection import LoggedQuery
 
 __all__ = ["StatementTimer", "statement_label"]
 
@@ -86,7 +90,7 @@ class StatementTimer:
                 self._labels[sql] = label
         return label
 
-    def __call__(self, record: Any) -> None:
+    def __call__(self, record: LoggedQuery) -> None:
         """asyncpg query-logger entry point (called on the loop after each query)."""
         try:
             outcome = "ok" if record.exception is None else "error"
@@ -99,6 +103,6 @@ class StatementTimer:
         except Exception:  # pragma: no cover - fail open: timing never breaks a query
             pass
 
-    def attach(self, conn: Any) -> None:
+    def attach(self, conn: asyncpg.Connection) -> None:
         """Add this timer to an asyncpg connection (idempotent)."""
         conn.add_query_logger(self)

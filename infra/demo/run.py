@@ -16,9 +16,9 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from .workload import StageTimes, build_items, run_pass
 
@@ -122,8 +122,9 @@ def run_demo(
     *,
     progress_stream: TextIO | None = None,
     on_metrics_url: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Run cold then warm and return the report (JSON-ready)."""
+) -> dict[str, object]:
+    """Run cold then warm and return the report (JSON-ready; its shape is what ``format_report``
+    reads and tests/ollama/test_ollama_demo.py pins)."""
     return asyncio.run(_run(options or DemoOptions(), progress_stream, on_metrics_url))
 
 
@@ -359,8 +360,9 @@ def _report(
     }
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """The side-by-side table for people."""
+def format_report(report: Mapping[str, object]) -> str:
+    """The side-by-side table for people, from ``run_demo``'s report."""
+    r = cast("Mapping[str, Any]", report)  # the JSON document run_demo builds (_report)
 
     def ms(v: float) -> str:
         return f"{v:,.1f}" if v >= 1 else f"{v:.3f}"
@@ -389,7 +391,7 @@ def format_report(report: dict[str, Any]) -> str:
             rate(s["warm_hit_rate"]),
             "-" if s["speedup_p50"] is None else f"{s['speedup_p50']:,.0f}x",
         )
-        for s in report["stages"]
+        for s in r["stages"]
     ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
@@ -398,29 +400,29 @@ def format_report(report: dict[str, Any]) -> str:
             c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
 
-    b = report["backend"]
+    b = r["backend"]
     out = [
         f"Ollama:  {b['note']}",
-        f"models:  {report['models']['llm']} (stages 1-2), {report['models']['embed']} (embeddings)",
-        f"config:  {report['config']}",
-        f"cache:   {report['cache']}",
-        f"work:    {report['items']} reflections ({report['unique_items']} distinct), cold then warm",
+        f"models:  {r['models']['llm']} (stages 1-2), {r['models']['embed']} (embeddings)",
+        f"config:  {r['config']}",
+        f"cache:   {r['cache']}",
+        f"work:    {r['items']} reflections ({r['unique_items']} distinct), cold then warm",
         "",
         line(headers),
         line(tuple("-" * w for w in widths)),
         *(line(r) for r in rows),
         "",
-        f"wall time: cold {report['wall_s']['cold']:.2f} s, warm {report['wall_s']['warm']:.3f} s"
-        + (f"  ->  {report['speedup_wall']:,.0f}x faster" if report["speedup_wall"] else ""),
+        f"wall time: cold {r['wall_s']['cold']:.2f} s, warm {r['wall_s']['warm']:.3f} s"
+        + (f"  ->  {r['speedup_wall']:,.0f}x faster" if r["speedup_wall"] else ""),
     ]
-    if report.get("metrics_url"):
+    if r.get("metrics_url"):
         out.append(
-            f"metrics: served at {report['metrics_url']} while the demo ran "
+            f"metrics: served at {r['metrics_url']} while the demo ran "
             "(python -m infra metrics serve keeps one up)"
         )
-    if report.get("dashboard_url"):
+    if r.get("dashboard_url"):
         out.append(
-            f"see it: {report['dashboard_url']} charts the cold and warm passes "
+            f"see it: {r['dashboard_url']} charts the cold and warm passes "
             "(python -m infra demo --keep-serving keeps it up to look at)"
         )
     return "\n".join(out)

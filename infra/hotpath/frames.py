@@ -17,7 +17,6 @@ import json
 import secrets
 from binascii import b2a_base64
 from collections.abc import Callable, Mapping
-from typing import Any
 
 __all__ = ["SIMD_BASE64", "AudioFrameTemplate"]
 
@@ -66,7 +65,7 @@ class AudioFrameTemplate:
 
     def __init__(
         self,
-        fields: Mapping[str, Any],
+        fields: Mapping[str, object],
         audio_field: str,
         *,
         as_bytes: bool = False,
@@ -74,7 +73,7 @@ class AudioFrameTemplate:
     ) -> None:
         if not isinstance(audio_field, str):
             raise TypeError(f"audio_field must be a str, not {type(audio_field).__name__}")
-        self.fields: dict[str, Any] = dict(fields)
+        self.fields: dict[str, object] = dict(fields)
         self.audio_field = audio_field
         self.as_bytes = as_bytes
         self.ensure_ascii = ensure_ascii

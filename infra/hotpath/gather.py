@@ -56,12 +56,12 @@ async def gather_ordered(
 
 
 async def gather_ordered(
-    aws: Iterable[Awaitable[Any]],
+    aws: Iterable[Awaitable[T]],
     *,
     limit: int | None = None,
     timeout: float | None = None,
     on_error: OnError = "cancel",
-) -> list[Any]:
+) -> list[T] | list[T | BaseException]:
     """Run ``aws`` concurrently and return their results in input order.
 
     ``limit``: at most this many run at once (coroutines beyond it start as slots free up; tasks and

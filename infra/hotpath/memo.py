@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, Generic, ParamSpec, TypeVar, cast
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from infra.cache.values import Thaw, freeze_plain
 
@@ -29,6 +29,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 P = ParamSpec("P")
 R = TypeVar("R")
+D = TypeVar("D")
 
 _MISS: Any = object()
 
@@ -60,7 +61,13 @@ class TimedMemo(Generic[K, V]):
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: K, default: Any = None) -> Any:
+    @overload
+    def get(self, key: K) -> V | None: ...
+
+    @overload
+    def get(self, key: K, default: D) -> V | D: ...
+
+    def get(self, key: K, default: D | None = None) -> V | D | None:
         """The live value for ``key``, or ``default`` (expired entries are dropped on the way)."""
         now = self._clock()
         with self._lock:
@@ -70,7 +77,8 @@ class TimedMemo(Generic[K, V]):
                     self._data.move_to_end(key)
                     self.hits += 1
                     how = entry[2]
-                    return entry[1] if how is None else how(entry[1])
+                    value: V = entry[1] if how is None else how(entry[1])  # no cast() call on a hit
+                    return value
                 del self._data[key]
             self.misses += 1
             return default

@@ -23,7 +23,7 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -78,7 +78,7 @@ class AudioStreamSender:
         block_timeout: float | None = None,
         on_disconnect: DisconnectHook | None = None,
         name: str | None = None,
-        connect_kwargs: dict[str, Any] | None = None,
+        connect_kwargs: Mapping[str, object] | None = None,
         close_timeout: float = 1.0,
     ) -> None:
         if (url is None) == (connect is None):
@@ -88,7 +88,8 @@ class AudioStreamSender:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, not {max_queue!r}")
         if url is not None:
-            kwargs = dict(connect_kwargs or {})
+            # websockets checks these keywords itself (a TypeError names a bad one)
+            kwargs: dict[str, Any] = dict(connect_kwargs or {})
             target = url
 
             async def _connect() -> WebSocketLike:

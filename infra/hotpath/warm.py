@@ -20,13 +20,17 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:
+    from infra.cache import Cache
 
 __all__ = ["WarmHandle", "WarmStats", "run_warm", "warm", "warm_cache"]
 
 log = logging.getLogger("infra.hotpath.warm")
 
 Progress = Callable[[int, int], None]  # (done, total)
+T = TypeVar("T")
 
 _RUNNING: set[asyncio.Task[Any]] = set()
 
@@ -46,7 +50,7 @@ class WarmStats:
     def done(self) -> int:
         return self.ok + self.failed + self.skipped
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, int | float | list[str]]:
         return {
             "total": self.total,
             "ok": self.ok,
@@ -61,12 +65,12 @@ _MAX_ERRORS = 5
 
 
 async def run_warm(
-    items: Iterable[Any],
-    fn: Callable[[Any], Any],
+    items: Iterable[T],
+    fn: Callable[[T], object],
     *,
     concurrency: int = 4,
     progress: Progress | None = None,
-    skip: Callable[[Sequence[Any]], Awaitable[set[int]] | set[int]] | None = None,
+    skip: Callable[[Sequence[T]], Awaitable[set[int]] | set[int]] | None = None,
     stats: WarmStats | None = None,
 ) -> WarmStats:
     """Call ``fn(item)`` for each item, ``concurrency`` at a time, in the current loop; never raises
@@ -97,7 +101,7 @@ async def run_warm(
         async with sem:
             try:
                 if is_async:
-                    await fn(item)
+                    await cast("Awaitable[object]", fn(item))
                 else:
                     result = await asyncio.to_thread(fn, item)
                     if inspect.isawaitable(result):
@@ -169,13 +173,13 @@ class WarmHandle:
 
 
 def warm(
-    items: Iterable[Any],
-    fn: Callable[[Any], Any],
+    items: Iterable[T],
+    fn: Callable[[T], object],
     *,
     concurrency: int = 4,
     delay: float = 0.0,
     progress: Progress | None = None,
-    skip: Callable[[Sequence[Any]], Awaitable[set[int]] | set[int]] | None = None,
+    skip: Callable[[Sequence[T]], Awaitable[set[int]] | set[int]] | None = None,
 ) -> WarmHandle:
     """Start warming in the background and return at once (never blocks start-up).
 
@@ -242,8 +246,8 @@ class _Item:
         return self.text
 
 
-def _cache_skip(cache: Any, namespace: str, keys: list[str]) -> Callable[[Sequence[Any]], set[int]]:
-    def skip(_items: Sequence[Any]) -> set[int]:
+def _cache_skip(cache: Cache, namespace: str, keys: list[str]) -> Callable[[Sequence[_Item]], set[int]]:
+    def skip(_items: Sequence[_Item]) -> set[int]:
         from infra.cache import MISSING
 
         try:
@@ -258,10 +262,10 @@ def _cache_skip(cache: Any, namespace: str, keys: list[str]) -> Callable[[Sequen
 
 def warm_cache(
     items: Iterable[str],
-    fn: Callable[[str], Any],
+    fn: Callable[[str], object],
     *,
     namespace: str,
-    cache: Any = None,
+    cache: Cache | None = None,
     ttl: float | None = None,
     concurrency: int = 4,
     force: bool = False,
@@ -288,7 +292,7 @@ def warm_cache(
     # Each entry records what computing it cost, so later hits count compute_seconds_saved (issue 16).
     async def fill_async(item: _Item) -> None:
         t0 = time.perf_counter()
-        value = await fn(item.text)
+        value = await cast("Awaitable[object]", fn(item.text))
         await store.aset(namespace, item.key, value, ttl=ttl, cost=time.perf_counter() - t0)
 
     def fill_sync(item: _Item) -> None:
@@ -296,7 +300,7 @@ def warm_cache(
         value = fn(item.text)
         store.set(namespace, item.key, value, ttl=ttl, cost=time.perf_counter() - t0)
 
-    filler: Callable[[Any], Any] = fill_async if inspect.iscoroutinefunction(fn) else fill_sync
+    filler: Callable[[_Item], object] = fill_async if inspect.iscoroutinefunction(fn) else fill_sync
     skip = None if force else _cache_skip(store, namespace, keys)
     if background:
         return warm(todo, filler, concurrency=concurrency, delay=delay, progress=progress, skip=skip)

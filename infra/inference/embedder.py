@@ -14,25 +14,78 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, cast
 
 from infra.inference.batcher import MicroBatcher
+
+if TYPE_CHECKING:
+    # typing.Unpack is 3.11+; mypy knows typing_extensions without it installed, and the annotation is
+    # never evaluated at run time (from __future__ import annotations)
+    from typing_extensions import Unpack
+
+    from infra.cache import Cache
 
 __all__ = ["CachedEmbedder", "EmbedderStats"]
 
 log = logging.getLogger("infra.inference")
 
-EmbedFn = Callable[[list[str]], Sequence[Any]]
 Vector = list[float]
 
 
-def _to_list(vec: Any) -> Vector:
+class Vectors(Protocol):
+    """What an embed function returns: one vector per text, sized and iterable (a list of lists of
+    floats, a 2-D numpy array, a list of torch tensors)."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[object]: ...
+
+
+EmbedFn = Callable[[list[str]], Vectors]
+
+
+class SentenceEncoder(Protocol):
+    """What ``for_sentence_transformer`` calls: ``SentenceTransformer.encode``."""
+
+    def encode(
+        self,
+        sentences: list[str],
+        *,
+        batch_size: int = ...,
+        show_progress_bar: bool = ...,
+        convert_to_numpy: bool = ...,
+        normalize_embeddings: bool = ...,
+    ) -> object: ...
+
+
+class _EmbedResponse(Protocol):
+    def __getitem__(self, key: str, /) -> object: ...
+
+
+class OllamaEmbedClient(Protocol):
+    """What ``for_ollama`` calls: a sync ``ollama.Client``'s ``embed``."""
+
+    def embed(self, *, model: str, input: list[str]) -> _EmbedResponse | Mapping[str, object]: ...
+
+
+class EmbedderOptions(TypedDict, total=False):
+    """The ``CachedEmbedder`` keywords the ``for_*`` constructors pass through (see ``__init__``)."""
+
+    namespace: str
+    cache: Cache | Literal[False] | None
+    ttl: float | None
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue: int
+    name: str | None
+
+
+def _to_list(vec: object) -> Vector:
     """numpy / torch vectors and plain sequences → ``list[float]`` (JSON-safe for any cache codec)."""
     tolist = getattr(vec, "tolist", None)
     if tolist is not None:
         return list(tolist())
-    return [float(x) for x in vec]
+    return [float(x) for x in cast("Sequence[float]", vec)]
 
 
 class EmbedderStats:
@@ -67,7 +120,7 @@ class CachedEmbedder:
         *,
         model_id: str,
         namespace: str = "embeddings",
-        cache: Any = None,
+        cache: Cache | Literal[False] | None = None,
         ttl: float | None = None,
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
@@ -98,16 +151,22 @@ class CachedEmbedder:
 
     @classmethod
     def for_sentence_transformer(
-        cls, model: Any, *, model_id: str, normalize: bool = False, **kwargs: Any
+        cls,
+        model: SentenceEncoder,
+        *,
+        model_id: str,
+        normalize: bool = False,
+        inference_mode: bool = True,
+        **options: Unpack[EmbedderOptions],
     ) -> CachedEmbedder:
         """Wrap a ``sentence_transformers.SentenceTransformer`` (one ``encode`` call per batch).
 
         ``model_id`` names the model in the cache keys (its name or path; add a revision if you
-        swap weights under the same name).
+        swap weights under the same name). The other keywords are the constructor's.
         """
 
-        def embed(texts: list[str]) -> Any:
-            return model.encode(
+        def embed(texts: list[str]) -> Vectors:
+            return model.encode(  # type: ignore[return-value]  # an ndarray: sized and iterable
                 texts,
                 batch_size=max(1, len(texts)),
                 convert_to_numpy=True,
@@ -115,17 +174,24 @@ class CachedEmbedder:
                 show_progress_bar=False,
             )
 
-        return cls(embed, model_id=model_id + (":normalized" if normalize else ""), **kwargs)
+        model_id += ":normalized" if normalize else ""
+        return cls(embed, model_id=model_id, inference_mode=inference_mode, **options)
 
     @classmethod
-    def for_ollama(cls, client: Any, model: str, **kwargs: Any) -> CachedEmbedder:
-        """Wrap a sync ``ollama.Client`` (its ``embed(model=..., input=[...])``)."""
+    def for_ollama(
+        cls,
+        client: OllamaEmbedClient,
+        model: str,
+        **options: Unpack[EmbedderOptions],
+    ) -> CachedEmbedder:
+        """Wrap a sync ``ollama.Client`` (its ``embed(model=..., input=[...])``); the other keywords
+        are the constructor's."""
 
-        def embed(texts: list[str]) -> Any:
+        def embed(texts: list[str]) -> Vectors:
             response = client.embed(model=model, input=texts)
-            return response["embeddings"]
+            return cast(Vectors, response["embeddings"])
 
-        return cls(embed, model_id=f"ollama:{model}", inference_mode=False, **kwargs)
+        return cls(embed, model_id=f"ollama:{model}", inference_mode=False, **options)
 
     # -- the batched call ------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ class ThreadBudget:
     notes: tuple[str, ...] = ()
     applied: tuple[str, ...] = ()  # what apply_thread_budget actually changed
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "cores": self.cores,
             "torch_threads": self.torch_threads,

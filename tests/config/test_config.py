@@ -208,6 +208,8 @@ ERROR_CASES = [
     ({"http": {"retry": "3"}}, 'http.retry: expected an object, got "3"'),
     ({"http": {"max_per_host": 20}}, "http.max_per_host: must not exceed http.max_connections (16), got 20"),
     ({"db": {"min_size": 20}}, "db.min_size: must not exceed db.max_size (10), got 20"),
+    ({"db": {"min_size": 5, "max_size": 2}}, "db.min_size: must not exceed db.max_size (2), got 5"),
+    ({"db": {"command_timeout": 0}}, "db.command_timeout: must be > 0 seconds or null, got 0.0"),
     ({"cache": {"ttl_jitter": 2}}, "cache.ttl_jitter: expected a value from 0 to 1, got 2"),
     ({"cache": {"backend": "redis"}}, "cache.url: required when cache.backend is redis"),
     ({"cache": {"backend": "postgres"}}, "cache.dsn: required when cache.backend is postgres"),
@@ -237,6 +239,24 @@ def test_one_error_lists_every_problem_at_once(tmp_path: Path) -> None:
         load_config(write(tmp_path, {"cache": {"default_ttl": -1}, "metrics": {"port": 1e6}}))
     text = str(info.value)
     assert "cache.default_ttl" in text and "metrics.port" in text and str(tmp_path / "perf.json") in text
+
+
+def test_a_db_section_asyncpg_would_refuse_is_reported_with_the_other_problems(tmp_path: Path) -> None:
+    """Not a silent fall-back to the built-in pool settings: every db problem by its JSON path, in the
+    same ConfigError as the file's other problems."""
+    data = {"db": {"min_size": 5, "max_size": 2, "command_timeout": "0s"}, "metrics": {"port": -1}}
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data))
+    where = {p.where for p in info.value.problems}
+    assert where == {"db.min_size", "db.command_timeout", "metrics.port"}
+    assert "db.min_size: must not exceed db.max_size (2), got 5" in str(info.value)
+
+
+def test_a_bad_db_field_is_not_also_reported_as_a_combination(tmp_path: Path) -> None:
+    """A db field with its own problem is left at its default; checking min_size against that default
+    would report a value the file doesn't hold."""
+    found = problems_of(tmp_path, {"db": {"min_size": 20, "max_size": "many"}})
+    assert found == ['db.max_size: expected an integer, got "many"'], found
 
 
 def test_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:

@@ -3,9 +3,13 @@ password in repr."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from infra.db import WORKLOADS, DbConfig
+from infra.errors import ConfigError
 
 
 def test_the_shipped_db_section_gives_the_pool_its_defaults() -> None:
@@ -37,7 +41,7 @@ def test_every_invalid_setting_is_reported_together() -> None:
     with pytest.raises(ValueError) as info:
         bad.pool_kwargs()
     text = str(info.value)
-    assert "min_size (5) must not exceed max_size (2)" in text
+    assert "db.min_size: must not exceed db.max_size (2), got 5" in text
     assert "statement_cache_size" in text and "command_timeout" in text
 
 
@@ -52,3 +56,34 @@ def test_repr_hides_the_password_and_env_supplies_the_dsn(monkeypatch: pytest.Mo
     monkeypatch.setenv("DATABASE_URL", "postgresql://x@h/db")
     assert DbConfig().resolved_dsn() == "postgresql://x@h/db"
     assert s.resolved_dsn() == "postgresql://app:hunter2@db:5432/prod"
+
+
+async def test_create_pool_reports_a_bad_db_section_instead_of_using_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's problem reaches the caller by its JSON path, before any connection is tried."""
+    from infra.config import reset_config
+    from infra.db import create_pool
+
+    path = tmp_path / "perf_config.json"
+    path.write_text(json.dumps({"db": {"min_size": 8, "max_size": 3}}), encoding="utf-8")
+    monkeypatch.setenv("PERF_CONFIG", str(path))
+    reset_config()
+    try:
+        with pytest.raises(ConfigError, match=r"db\.min_size: must not exceed db\.max_size \(3\), got 8"):
+            await create_pool("postgresql://nobody@127.0.0.1:1/none")
+    finally:
+        reset_config()
+
+
+async def test_create_pool_reports_a_bad_db_section_built_in_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config set in code gets the same error the loader gives a file (set_config skips the loader)."""
+    from infra.config import PerfConfig, reset_config, set_config
+    from infra.db import create_pool
+
+    set_config(PerfConfig(db=DbConfig(min_size=1, max_size=4, command_timeout=0)))
+    try:
+        with pytest.raises(ConfigError, match=r"db\.command_timeout"):
+            await create_pool("postgresql://nobody@127.0.0.1:1/none")
+    finally:
+        reset_config()

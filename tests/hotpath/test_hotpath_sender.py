@@ -159,43 +159,54 @@ async def test_failed_send_disconnects_cleanly_and_later_sends_return_false(
 
 
 async def test_reconnect_hook_returning_true_resumes_on_a_new_connection(ws_server: WSServer) -> None:
-    first = True
+    """Ordered by events, not by sleeps (it once failed under load): the server closes the first
+    connection and says so; one send then fails on the client, the hook asks for a reconnect, and the
+    connect factory signals the second connection as it hands it over, so the sender holds it before the
+    test looks. The waits are bounded as hang guards only."""
+    from websockets.asyncio.client import connect
+
+    first_closed = asyncio.Event()
 
     async def handler(ws: Any, seen: list[str | bytes]) -> None:
-        nonlocal first
-        if first:
-            first = False
+        if len(ws_server.connections) == 1:
             seen.append(await ws.recv())
             ws_server.got_message.set()
-            await ws.close()
+            await ws.close()  # returns once the client answered the close: its state is no longer OPEN
+            first_closed.set()
             return
         async for m in ws:
             seen.append(m)
             ws_server.got_message.set()
 
     ws_server.handler = handler
-    reconnected = asyncio.Event()
+    opened = 0
+    reopened = asyncio.Event()
+    hook_calls: list[BaseException] = []
+
+    async def factory() -> Any:
+        nonlocal opened
+        ws = await connect(ws_server.url)
+        opened += 1
+        if opened == 2:
+            reopened.set()  # the sender stores ws in the same step, before the test task runs again
+        return ws
 
     async def on_disconnect(exc: BaseException) -> bool:
-        reconnected.set()
+        hook_calls.append(exc)
         return True
 
-    sender = AudioStreamSender(ws_server.url, on_disconnect=on_disconnect)
+    sender = AudioStreamSender(connect=factory, on_disconnect=on_disconnect)
     await sender.connect()
     await sender.send("one")
-    await ws_server.wait_for(1)
-    for i in range(50):  # bounded
-        if reconnected.is_set():
-            break
-        await sender.send(f"lost{i}")
-        await asyncio.sleep(0.01)
-    await asyncio.wait_for(reconnected.wait(), 5)
-    assert sender.connected
+    await asyncio.wait_for(first_closed.wait(), 10)
+    assert await sender.send("lost") is True  # queued; the writer's send fails on the closed connection
+    await asyncio.wait_for(reopened.wait(), 10)
+    assert sender.connected and len(hook_calls) == 1 and sender.failures == 1
     await sender.send("two")
     await sender.close()
+    await ws_server.wait_for(2, timeout=10)
     assert len(ws_server.connections) == 2
-    await ws_server.wait_for(2)
-    assert ws_server.connections[1][-1] == "two"
+    assert ws_server.connections == [["one"], ["two"]]
 
 
 async def test_connect_factory_and_argument_checks(ws_server: WSServer) -> None:

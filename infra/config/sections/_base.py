@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from infra.config._spec import section_fields
 
@@ -41,15 +40,15 @@ class Section:
             parts.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
-    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
+    def to_dict(self, *, redact: bool = True) -> dict[str, object]:
         """Plain JSON types: sections become dicts, durations stay seconds, secrets redacted by default."""
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for name, spec in section_fields(type(self)):
             out[name] = _plain(getattr(self, name), redact=redact, secret=spec.secret)
         return out
 
 
-def _plain(value: Any, *, redact: bool, secret: bool = False) -> Any:
+def _plain(value: object, *, redact: bool, secret: bool = False) -> object:
     if isinstance(value, Section):
         return value.to_dict(redact=redact)
     if isinstance(value, Mapping):

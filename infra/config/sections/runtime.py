@@ -7,7 +7,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TypedDict
 
 from infra.config._spec import field
 from infra.config.sections._base import _Section
@@ -24,6 +24,17 @@ WORKLOADS: Mapping[str, tuple[int, int, float]] = MappingProxyType(
 )
 
 
+class PoolOptions(TypedDict):
+    """``DbConfig.pool_kwargs()``: the keywords ``asyncpg.create_pool`` takes from the section."""
+
+    min_size: int
+    max_size: int
+    max_inactive_connection_lifetime: float
+    command_timeout: float | None
+    statement_cache_size: int
+    server_settings: dict[str, str] | None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class DbConfig(_Section):
     dsn: str | None = field("str", None, "asyncpg DSN (else $DATABASE_URL).", nullable=True, secret=True)
@@ -35,7 +46,7 @@ class DbConfig(_Section):
     statement_cache_size: int = field(
         "int", 100, "asyncpg prepared-statement cache (0 behind pgbouncer).", minimum=0
     )
-    server_settings: Mapping[str, Any] = field("map", {}, "PostgreSQL settings per connection.", item="str")
+    server_settings: Mapping[str, str] = field("map", {}, "PostgreSQL settings per connection.", item="str")
 
     def for_workload(self, workload: str) -> DbConfig:
         """A copy with seed 003's pool sizes for ``"light"``, ``"medium"`` or ``"heavy"``."""
@@ -49,29 +60,32 @@ class DbConfig(_Section):
         """The DSN to use: this one, else ``$DATABASE_URL``; None lets asyncpg use libpq's PG* variables."""
         return self.dsn or os.environ.get("DATABASE_URL") or None
 
-    def problems(self) -> list[str]:
-        """What asyncpg would refuse, every problem at once (the loader checks single fields only)."""
-        problems = []
+    def problems(self) -> list[tuple[str, str]]:
+        """What asyncpg would refuse, every problem at once, as ``(field, message)``: the one check that
+        the config loader (which reports them at ``db.<field>``) and ``pool_kwargs`` share."""
+        problems: list[tuple[str, str]] = []
         if self.min_size < 0:
-            problems.append(f"min_size must be >= 0, not {self.min_size}")
+            problems.append(("min_size", f"must be >= 0, got {self.min_size}"))
         if self.max_size < 1:
-            problems.append(f"max_size must be >= 1, not {self.max_size}")
+            problems.append(("max_size", f"must be >= 1, got {self.max_size}"))
         if self.min_size > self.max_size:
-            problems.append(f"min_size ({self.min_size}) must not exceed max_size ({self.max_size})")
+            problems.append(
+                ("min_size", f"must not exceed db.max_size ({self.max_size}), got {self.min_size}")
+            )
         if self.max_inactive_connection_lifetime < 0:
-            problems.append("max_inactive_connection_lifetime must be >= 0 (0 keeps idle connections)")
+            problems.append(("max_inactive_connection_lifetime", "must be >= 0 (0 keeps idle connections)"))
         if self.command_timeout is not None and self.command_timeout <= 0:
-            problems.append("command_timeout must be > 0 seconds or None")
+            problems.append(("command_timeout", f"must be > 0 seconds or null, got {self.command_timeout}"))
         if self.statement_cache_size < 0:
-            problems.append("statement_cache_size must be >= 0 (0 behind pgbouncer in transaction mode)")
+            problems.append(("statement_cache_size", "must be >= 0 (0 behind pgbouncer in transaction mode)"))
         return problems
 
-    def pool_kwargs(self) -> dict[str, Any]:
+    def pool_kwargs(self) -> PoolOptions:
         """Keyword arguments for ``asyncpg.create_pool`` (the DSN excluded); ``ValueError`` naming every
         problem when asyncpg would refuse them."""
         problems = self.problems()
         if problems:
-            raise ValueError("invalid db settings: " + "; ".join(problems))
+            raise ValueError("invalid db settings: " + "; ".join(f"db.{f}: {m}" for f, m in problems))
         return {
             "min_size": self.min_size,
             "max_size": self.max_size,
