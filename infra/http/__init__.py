@@ -5,7 +5,7 @@ circuit breaker, per-origin metrics, and optional response caching through infra
 ::
 
     from infra.http import AsyncPerfClient
-    async with AsyncPerfClient() as client:                 # or AsyncPerfClient.from_config()
+    async with AsyncPerfClient(get_config().http) as client:   # or AsyncPerfClient(): the defaults
         r = await client.get("http://127.0.0.1:8080/v1/voices")
         r.raise_for_status().json()
         async with client.stream("POST", url, json=body, idempotent=True) as s:
@@ -18,6 +18,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from infra.config.sections.http import (
+    BreakerConfig,
+    HttpCacheConfig,
+    HttpConfig,
+    RetryBudgetConfig,
+    RetryConfig,
+    TimeoutConfig,
+)
 from infra.http._errors import (
     Attempt,
     CircuitOpenError,
@@ -29,15 +37,6 @@ from infra.http._errors import (
     RetryBudgetExhausted,
     TransportError,
 )
-from infra.http._policy import (
-    BreakerSettings,
-    BudgetSettings,
-    CacheSettings,
-    HTTPSettings,
-    Limits,
-    RetryPolicy,
-    Timeouts,
-)
 from infra.http._response import AsyncStreamResponse, Headers, Response, StreamResponse
 
 if TYPE_CHECKING:
@@ -48,24 +47,23 @@ __all__ = [
     "AsyncPerfClient",
     "AsyncStreamResponse",
     "Attempt",
-    "BreakerSettings",
-    "BudgetSettings",
-    "CacheSettings",
+    "BreakerConfig",
     "CircuitOpenError",
     "DeadlineExceeded",
     "HTTPError",
-    "HTTPSettings",
     "HTTPStatusError",
     "Headers",
-    "Limits",
+    "HttpCacheConfig",
+    "HttpConfig",
     "PerfClient",
     "PoolTimeout",
     "Response",
     "RetryAfterTooLong",
+    "RetryBudgetConfig",
     "RetryBudgetExhausted",
-    "RetryPolicy",
+    "RetryConfig",
     "StreamResponse",
-    "Timeouts",
+    "TimeoutConfig",
     "TransportError",
 ]
 
