@@ -4,15 +4,14 @@ Why aiohttp on the hot path: on loopback, 2000 GETs at concurrency 50, aiohttp d
 0.28 306 req/s (its pool scans connections O(N²), encode/httpx#3215). HTTP/2 needs httpx + h2, so origins
 listed in ``http2_hosts`` (or every origin with ``http2=True``) go through httpx instead.
 
-The retry loop (``_run``) is PerfClient's loop with ``await``: every decision is ``_core.Call``'s. An
-attempt (``_once_aiohttp``, ``_once_httpx``) takes the slots under the pool limit, sends, and reads the
-body or hands it to a stream; ``AttemptClock`` is its one timer, moved from phase to phase.
+The retry loop (``_run``) is PerfClient's loop with ``await``: every decision is ``_core.Call``'s. One
+attempt (``_once``) takes the slots under the pool limit, sends, and reads the body or hands it to a
+stream, the same steps over either backend (``_attempt.AiohttpBackend`` / ``HttpxBackend``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
@@ -21,11 +20,8 @@ from typing import TYPE_CHECKING, Any
 # _aiohttp_pool imports aiohttp here, not on first request: an import inside a call would eat that call's
 # deadline. This module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._aiohttp_pool import handed_out, make_session
-from infra.http._async_bodies import AiohttpBody, HttpxBody, merge_headers
-from infra.http._attempt import Failure, take_slots
+from infra.http._attempt import AiohttpBackend, Backend, Failure, HttpxBackend, take_slots
 from infra.http._caching import async_cached_request
-from infra.http._classify import classify_aiohttp as _classify_aiohttp
-from infra.http._classify import classify_httpx as _classify_httpx
 from infra.http._core import DEADLINE, Call, HostState
 from infra.http._ident import DEFAULT_HEADERS, prepare_headers
 from infra.http._lease import AsyncGate, AsyncLease, release_slots
@@ -34,6 +30,7 @@ from infra.http._response import AsyncStreamResponse, Response, backend_headers
 from infra.http._routing import (
     DEFAULT,
     Default,
+    HttpOverrides,
     Params,
     active_connections,
     backend_for,
@@ -45,6 +42,8 @@ from infra.http._routing import (
 from infra.http._timer import TimerWheel
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from infra.cache import Cache
     from infra.config import PerfConfig
     from infra.config.sections.http import HttpConfig
@@ -79,13 +78,15 @@ class AsyncPerfClient:
         *,
         cache_store: Cache | None = None,
         verify: bool | str = True,
-        **overrides: object,
+        **overrides: Unpack[HttpOverrides],
     ) -> None:
         self._settings = build_settings(settings, overrides)
         self._cache_on = self._settings.cache.enabled
         self._hosts: dict[str, HostState] = {}
         self._session: Any = None
         self._httpx: dict[str, Any] = {}
+        self._aiohttp_backend: AiohttpBackend | None = None
+        self._httpx_backend: HttpxBackend | None = None
         self._global: AsyncGate | None = None
         # url -> (origin state, backend kind): origin_of + two lookups per call become one dict get.
         self._routes: dict[str, tuple[HostState, str]] = {}
@@ -126,6 +127,7 @@ class AsyncPerfClient:
     async def aclose(self) -> None:
         """Close every connection. Idempotent."""
         self._closed = True
+        self._aiohttp_backend = None
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -186,21 +188,28 @@ class AsyncPerfClient:
         wheel = self._wheel = TimerWheel(asyncio.get_running_loop())
         return wheel
 
-    def _aiohttp(self) -> Any:
+    def _backend(self, kind: str) -> Backend:
+        """The backend for a route's kind: aiohttp, or httpx for "h1" / "h2" / "h2c" (opened on first use)."""
+        if kind == "aiohttp":
+            return self._aiohttp_backend or self._open_aiohttp()
+        if self._httpx_backend is None:
+            self._httpx_backend = HttpxBackend(self._httpx_client, self._settings.timeout.connect)
+        return self._httpx_backend
+
+    def _open_aiohttp(self) -> AiohttpBackend:
         if self._closed:
             raise RuntimeError("AsyncPerfClient is closed")
-        session = self._session
-        if session is None:
-            s = self._settings
-            session = self._session = make_session(
-                limit=s.max_connections,
-                limit_per_host=s.max_per_host,
-                keepalive=s.keepalive_expiry,
-                connect=s.timeout.connect,
-                ssl=tls_context(self._verify),
-                headers=DEFAULT_HEADERS,
-            )
-        return session
+        s = self._settings
+        self._session = make_session(
+            limit=s.max_connections,
+            limit_per_host=s.max_per_host,
+            keepalive=s.keepalive_expiry,
+            connect=s.timeout.connect,
+            ssl=tls_context(self._verify),
+            headers=DEFAULT_HEADERS,
+        )
+        backend = self._aiohttp_backend = AiohttpBackend(self._session)
+        return backend
 
     def _httpx_client(self, kind: str) -> Any:
         """The httpx transport for ``kind``: "h1" (backend="httpx"), "h2" (ALPN over TLS) or "h2c"."""
@@ -407,7 +416,7 @@ class AsyncPerfClient:
         total: float | None = self._settings.timeout.total if deadline is DEFAULT else deadline
         deadline_at = started + total if total is not None else None
         call = Call(self._settings.retry, host, method, retry_ok, started)
-        once = self._once_aiohttp if kind == "aiohttp" else self._once_httpx
+        backend = self._backend(kind)
         response: Response | AsyncStreamResponse
         delay: float | None
         while True:
@@ -415,8 +424,8 @@ class AsyncPerfClient:
             t0 = _monotonic()
             answered = None  # the response to hand back if the breaker stops the retry
             try:
-                response = await once(
-                    kind, host, method, url, params, headers, content, json, deadline_at, stream
+                response = await self._once(
+                    backend, kind, host, method, url, params, headers, content, json, deadline_at, stream
                 )
             except Failure as failure:
                 delay = call.on_error(failure.kind, failure.cause, t0, _monotonic(), deadline_at, admission)
@@ -447,8 +456,9 @@ class AsyncPerfClient:
             if last is not None:  # the breaker opened meanwhile: this response is the call's answer
                 return last
 
-    async def _once_aiohttp(
+    async def _once(
         self,
+        backend: Backend,
         kind: str,
         host: HostState,
         method: str,
@@ -460,126 +470,55 @@ class AsyncPerfClient:
         deadline_at: float | None,
         stream: bool,
     ) -> Response | AsyncStreamResponse:
-        """One attempt over aiohttp: slots, request, then the body read (or handed to a stream)."""
-        session = self._session or self._aiohttp()
+        """One attempt: slots, request, then the body read (or handed to a stream); a failure it can name
+        raised as ``Failure``."""
         t = self._settings.timeout
         hs, gs = host.slots, self._global or self._global_gate()
         clock = await take_slots(host, gs, self._stats, self._wheel or self._timer_wheel(), deadline_at, t)
         held = True
         resp: Any = None
         try:
-            # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to
-            # another origin would run under this origin's slot, breaker and metrics.
-            resp = await session.request(
-                method, url, params=params, headers=headers, data=content, json=json, allow_redirects=False
-            )
+            resp = await backend.send(kind, method, url, params, headers, content, json)
             if stream:
                 clock.timer.stop()
-                lease = AsyncLease(hs, gs, host.metrics, self._stats)
-                body = AiohttpBody(resp, lease, t.idle, deadline_at, host.origin)
+                body = backend.body(
+                    resp, AsyncLease(hs, gs, host.metrics, self._stats), t.idle, deadline_at, host.origin
+                )
                 held = False  # the body reader owns the slots from here
                 return AsyncStreamResponse(
-                    resp.status,
+                    backend.status(resp),
                     backend_headers(resp.headers),
                     None,
                     url=url,
                     method=method,
                     origin=host.origin,
+                    http_version=backend.version(resp),
                     body=body,
                 )
             clock.enter(DEADLINE, None)  # the body is bounded by the deadline alone
-            data = await resp.read()
-            clock.timer.stop()
-            held = False
-            release_slots(hs, gs, host.metrics, self._stats)
-            return Response(
-                resp.status, backend_headers(resp.headers), data, url=url, method=method, origin=host.origin
-            )
+            data = await backend.read(resp)
         except BaseException as exc:
             ours = clock.timer.stop()
             if held:
+                release_slots(hs, gs, host.metrics, self._stats)  # slots first: the drop may be cancelled
                 if resp is not None:
-                    resp.close()
-                release_slots(hs, gs, host.metrics, self._stats)
-            failure = clock.failure(exc, ours, _classify_aiohttp)
-            if failure is None:
-                raise
-            raise failure from exc
-
-    async def _once_httpx(
-        self,
-        kind: str,
-        host: HostState,
-        method: str,
-        url: str,
-        params: Any,
-        headers: Any,
-        content: Any,
-        json: Any,
-        deadline_at: float | None,
-        stream: bool,
-    ) -> Response | AsyncStreamResponse:
-        """One attempt over httpx (HTTP/2, or backend="httpx"): the same steps as ``_once_aiohttp``."""
-        import httpx
-
-        client = self._httpx_client(kind)
-        t = self._settings.timeout
-        hs, gs = host.slots, self._global or self._global_gate()
-        clock = await take_slots(host, gs, self._stats, self._wheel or self._timer_wheel(), deadline_at, t)
-        held = True
-        resp: Any = None
-        try:
-            request = httpx.Request(
-                method,
-                url,
-                params=params,
-                headers=merge_headers(httpx, headers),
-                content=content,
-                json=json,
-                extensions={"timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}},
-            )
-            resp = await client.handle_async_request(request)
-            resp.request = request
-            if stream:
-                clock.timer.stop()
-                lease = AsyncLease(hs, gs, host.metrics, self._stats)
-                held = False  # the body reader owns the slots from here
-                return AsyncStreamResponse(
-                    resp.status_code,
-                    backend_headers(resp.headers),
-                    None,
-                    url=url,
-                    method=method,
-                    origin=host.origin,
-                    http_version=resp.http_version,
-                    body=HttpxBody(resp, lease, t.idle, deadline_at, host.origin),
-                )
-            clock.enter(DEADLINE, None)
-            data = await resp.aread()
-        except BaseException as exc:
-            ours = clock.timer.stop()
-            if held:
-                release_slots(hs, gs, host.metrics, self._stats)
-                if resp is not None and not resp.is_closed:
-                    with contextlib.suppress(BaseException):
-                        await asyncio.shield(resp.aclose())
-            failure = clock.failure(exc, ours, _classify_httpx)
+                    await backend.drop(resp)
+            failure = clock.failure(exc, ours, backend.classify)
             if failure is None:
                 raise
             raise failure from exc
         clock.timer.stop()
         release_slots(hs, gs, host.metrics, self._stats)
-        if not resp.is_closed:  # aread() closes it at the end of the body; never leave one open
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(resp.aclose())
+        if not backend.closes_itself:
+            await backend.drop(resp)
         return Response(
-            resp.status_code,
+            backend.status(resp),
             backend_headers(resp.headers),
             data,
             url=url,
             method=method,
             origin=host.origin,
-            http_version=resp.http_version,
+            http_version=backend.version(resp),
         )
 
     def _record_stream(self, response: AsyncStreamResponse, started: float) -> None:

@@ -1,27 +1,31 @@
-"""One async attempt's clock: the timer that bounds its current phase, and how its failures are named.
+"""One async attempt: its clock, its slots, and the two backends it runs over.
 
 An attempt runs in phases (the wait for a pool slot, the wait for the first byte, the body under the
 call's deadline); one ``PhaseTimer`` per attempt is moved from phase to phase, and when it fires the
-exception it caused is mapped to the phase that ran out (``_core``'s error kinds).
+exception it caused is mapped to the phase that ran out (``_core``'s error kinds). ``AsyncPerfClient``
+takes the same steps over either backend; what differs (how a request is sent, read and dropped) is
+``AiohttpBackend`` / ``HttpxBackend``, whose methods return the backend's own awaitables, so the
+adapter adds no coroutine layer to the hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from infra.http._async_bodies import earliest
-from infra.http._classify import FATAL
+from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest, merge_headers
+from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, HostState
-from infra.http._lease import AsyncGate, take_now, wait_slots
+from infra.http._lease import AsyncGate, AsyncLease, take_now, wait_slots
 from infra.http._timer import PhaseTimer, TimerWheel
 
 if TYPE_CHECKING:
     from infra.config.sections.http import TimeoutConfig
 
-__all__ = ["AttemptClock", "Classify", "Failure", "take_slots"]
+__all__ = ["AiohttpBackend", "AttemptClock", "Classify", "Failure", "HttpxBackend", "take_slots"]
 
 _monotonic = time.monotonic
 Classify = Callable[[BaseException], "str | None"]
@@ -109,3 +113,102 @@ async def take_slots(
         raise failure from exc
     clock.enter(FIRST_BYTE, timeout.first_byte)
     return clock
+
+
+class AiohttpBackend:
+    """HTTP/1.1 over an aiohttp session (the fast path)."""
+
+    __slots__ = ("session",)
+
+    classify = staticmethod(classify_aiohttp)
+    closes_itself = True  # read() leaves nothing open
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def send(
+        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+    ) -> Any:
+        # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to another
+        # origin would run under this origin's slot, breaker and metrics.
+        return self.session.request(
+            method, url, params=params, headers=headers, data=content, json=json, allow_redirects=False
+        )
+
+    @staticmethod
+    def status(resp: Any) -> int:
+        return int(resp.status)
+
+    @staticmethod
+    def version(resp: Any) -> str:
+        return "HTTP/1.1"
+
+    @staticmethod
+    def read(resp: Any) -> Awaitable[bytes]:
+        return resp.read()  # type: ignore[no-any-return]
+
+    @staticmethod
+    def body(resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str) -> Any:
+        return AiohttpBody(resp, lease, idle, deadline_at, origin)
+
+    @staticmethod
+    async def drop(resp: Any) -> None:
+        resp.close()
+
+
+class HttpxBackend:
+    """HTTP/2 (and HTTP/1.1 with ``backend="httpx"``) over httpx transports, one per kind."""
+
+    __slots__ = ("connect", "httpx", "transport_for")
+
+    classify = staticmethod(classify_httpx)
+    closes_itself = False  # aread() closes at the end of the body; never leave one open
+
+    def __init__(self, transport_for: Callable[[str], Any], connect: float | None) -> None:
+        import httpx
+
+        self.httpx = httpx
+        self.transport_for = transport_for
+        self.connect = connect
+
+    async def send(
+        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+    ) -> Any:
+        httpx = self.httpx
+        request = httpx.Request(
+            method,
+            url,
+            params=params,
+            headers=merge_headers(httpx, headers),
+            content=content,
+            json=json,
+            extensions={"timeout": {"connect": self.connect, "read": None, "write": None, "pool": None}},
+        )
+        resp = await self.transport_for(kind).handle_async_request(request)
+        resp.request = request
+        return resp
+
+    @staticmethod
+    def status(resp: Any) -> int:
+        return int(resp.status_code)
+
+    @staticmethod
+    def version(resp: Any) -> str:
+        return str(resp.http_version)
+
+    @staticmethod
+    def read(resp: Any) -> Awaitable[bytes]:
+        return resp.aread()  # type: ignore[no-any-return]
+
+    @staticmethod
+    def body(resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str) -> Any:
+        return HttpxBody(resp, lease, idle, deadline_at, origin)
+
+    @staticmethod
+    async def drop(resp: Any) -> None:
+        if not resp.is_closed:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(resp.aclose())
+
+
+Backend = AiohttpBackend | HttpxBackend

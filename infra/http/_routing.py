@@ -6,10 +6,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ssl
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
-from infra.config.sections.http import HttpConfig
+from infra.config.sections.http import (
+    BreakerConfig,
+    HttpCacheConfig,
+    HttpConfig,
+    RetryBudgetConfig,
+    RetryConfig,
+    TimeoutConfig,
+)
 
 if TYPE_CHECKING:
     from infra.config import PerfConfig
@@ -17,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT",
     "Default",
+    "HttpOverrides",
     "Params",
     "active_connections",
     "backend_for",
@@ -27,6 +35,25 @@ __all__ = [
     "transport_pool",
     "uses_http2",
 ]
+
+
+class HttpOverrides(TypedDict, total=False):
+    """The keywords a client takes to build its settings: HttpConfig's fields (a test keeps them equal)."""
+
+    enabled: bool
+    backend: str
+    http2: bool
+    http2_hosts: Sequence[str]
+    metrics: bool
+    max_connections: int
+    max_per_host: int
+    keepalive_expiry: float
+    timeout: TimeoutConfig
+    retry: RetryConfig
+    retry_budget: RetryBudgetConfig
+    breaker: BreakerConfig
+    cache: HttpCacheConfig
+
 
 #: Query parameters: names to values (each sent as ``str(value)``).
 Params = Mapping[str, object]
@@ -46,16 +73,17 @@ DEFAULT: Final = Default()
 _FIELDS = frozenset(f.name for f in dataclasses.fields(HttpConfig))
 
 
-def build_settings(settings: HttpConfig | None, overrides: dict[str, object]) -> HttpConfig:
+def build_settings(settings: HttpConfig | None, overrides: HttpOverrides) -> HttpConfig:
     """``AsyncPerfClient(retry=RetryConfig(attempts=1), http2=True)`` → the one HttpConfig the client
     runs with (``enabled: false`` made the plain pooled client: ``HttpConfig.effective``)."""
     base = settings if settings is not None else HttpConfig()
-    unknown = set(overrides) - _FIELDS
+    fields: dict[str, object] = dict(overrides)
+    unknown = set(fields) - _FIELDS
     if unknown:
         raise TypeError(f"unknown client setting(s) {sorted(unknown)}; expected some of {sorted(_FIELDS)}")
     if "http2_hosts" in overrides:
-        overrides["http2_hosts"] = tuple(overrides["http2_hosts"])  # type: ignore[arg-type]
-    built = dataclasses.replace(base, **overrides) if overrides else base  # type: ignore[arg-type]
+        fields["http2_hosts"] = tuple(overrides["http2_hosts"])
+    built = dataclasses.replace(base, **fields) if fields else base  # type: ignore[arg-type]
     return built.effective()
 
 

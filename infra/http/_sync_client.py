@@ -31,6 +31,7 @@ from infra.http._response import Response, StreamResponse, backend_headers
 from infra.http._routing import (
     DEFAULT,
     Default,
+    HttpOverrides,
     Params,
     active_connections,
     backend_for,
@@ -42,6 +43,8 @@ from infra.http._routing import (
 from infra.http._sync_bodies import DEADLINE_SLACK, Held, SyncBody, left
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from infra.cache import Cache
     from infra.config import PerfConfig
     from infra.config.sections.http import HttpConfig
@@ -79,7 +82,7 @@ class PerfClient:
         *,
         cache_store: Cache | None = None,
         verify: bool | str = True,
-        **overrides: object,
+        **overrides: Unpack[HttpOverrides],
     ) -> None:
         self._settings = build_settings(settings, overrides)
         self._hosts: dict[str, HostState] = {}

@@ -15,7 +15,6 @@ from infra.http import (
     AsyncPerfClient,
     BreakerConfig,
     DeadlineExceeded,
-
     PerfClient,
     PoolTimeout,
     RetryConfig,

@@ -371,3 +371,12 @@ def test_client_from_process_config() -> None:
     with PerfClient.from_config() as client:
         assert client.settings.max_connections == 16 and client.settings.max_per_host == 6
         assert client.settings.retry.attempts == 3
+
+
+def test_client_keywords_are_the_settings_fields() -> None:
+    """The keywords the clients take (typed for mypy) are exactly HttpConfig's fields."""
+    import dataclasses
+
+    from infra.http._routing import HttpOverrides
+
+    assert set(HttpOverrides.__annotations__) == {f.name for f in dataclasses.fields(HttpConfig)}

@@ -11,9 +11,9 @@ import pytest
 
 from infra.http import (
     BreakerConfig,
-    RetryBudgetConfig,
     DeadlineExceeded,
     RetryAfterTooLong,
+    RetryBudgetConfig,
     RetryConfig,
     TimeoutConfig,
     TransportError,

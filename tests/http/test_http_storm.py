@@ -12,9 +12,9 @@ import pytest
 from infra.http import (
     AsyncPerfClient,
     BreakerConfig,
-    RetryBudgetConfig,
     CircuitOpenError,
     HTTPError,
+    RetryBudgetConfig,
     RetryBudgetExhausted,
     RetryConfig,
 )
@@ -30,7 +30,9 @@ async def test_budget_caps_attempts_under_total_failure(
     make_api, server: FaultServer, per_second: float
 ) -> None:
     """Every request fails (503): the server sees at most 1.2x the requests, plus the reserve, not 4x."""
-    api = make_api(retry=FAST, breaker=NO_BREAKER, retry_budget=RetryBudgetConfig(ratio=0.2, per_second=per_second))
+    api = make_api(
+        retry=FAST, breaker=NO_BREAKER, retry_budget=RetryBudgetConfig(ratio=0.2, per_second=per_second)
+    )
     n = 500
     code = 503
     before = server.hits[f"status/{code}"]

@@ -129,7 +129,7 @@ def _drive(w: World, http_url: str, http_hits: Any) -> None:
         )
         w.calls["goc"] += 1
 
-    from infra.http import CacheSettings as HttpCacheSettings
+    from infra.http import HttpCacheConfig as HttpCacheSettings
     from infra.http import PerfClient
 
     with PerfClient(
