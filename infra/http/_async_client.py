@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 # _aiohttp_pool imports aiohttp here, not on first request: an import inside a call would eat that call's
 # deadline. This module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._aiohttp_pool import handed_out, make_session
-from infra.http._attempt import AiohttpBackend, Backend, Failure, HttpxBackend, take_slots
+from infra.http._attempt import AiohttpBackend, Backend, HttpxBackend, take_slots
 from infra.http._caching import async_cached_request
-from infra.http._core import DEADLINE, Call, HostState
+from infra.http._core import DEADLINE, Call, Failure, HostState
 from infra.http._ident import DEFAULT_HEADERS, prepare_headers
 from infra.http._lease import AsyncGate, AsyncLease, release_slots
 from infra.http._origin import origin_of
@@ -32,11 +32,14 @@ from infra.http._routing import (
     Default,
     HttpOverrides,
     Params,
+    RequestOptions,
+    StreamOptions,
     active_connections,
     backend_for,
     build_settings,
     httpx_transport,
     settings_of,
+    stream_args,
     tls_context,
 )
 from infra.http._timer import TimerWheel
@@ -222,7 +225,16 @@ class AsyncPerfClient:
 
     # -- public calls ------------------------------------------------------------------------------------
 
-    async def request(
+    async def request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> Response:
+        """Send one logical request (with retries) and return the fully read response.
+
+        A failing status is returned, not raised (call ``raise_for_status()``); transport failures that
+        outlive their retries raise TransportError, and the deadline DeadlineExceeded. The keywords:
+        ``RequestOptions`` (params, headers, content, json, idempotent, deadline, cache).
+        """
+        return await self._send(method.upper(), url, **options)
+
+    def _send(
         self,
         method: str,
         url: str,
@@ -234,28 +246,6 @@ class AsyncPerfClient:
         idempotent: bool = False,
         deadline: float | Default | None = DEFAULT,
         cache: bool | None = None,
-    ) -> Response:
-        """Send one logical request (with retries) and return the fully read response.
-
-        A failing status is returned, not raised (call ``raise_for_status()``); transport failures that
-        outlive their retries raise TransportError, and the deadline DeadlineExceeded.
-        ``idempotent=True`` lets a POST / PATCH be retried, under one Idempotency-Key for all attempts.
-        """
-        return await self._send(
-            method.upper(), url, params, headers, content, json, idempotent, deadline, cache
-        )
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        params: Params | None,
-        headers: Mapping[str, str] | None,
-        content: bytes | str | None,
-        json: object,
-        idempotent: bool,
-        deadline: float | Default | None,
-        cache: bool | None,
     ) -> Coroutine[Any, Any, Response]:
         """The coroutine that answers a request: through the response cache when it applies, else the
         retry loop itself (so a verb adds no coroutine layer of its own)."""
@@ -270,131 +260,41 @@ class AsyncPerfClient:
             )
         return self._run(method, url, params, sent, content, json, retry_ok, deadline, False)
 
-    async def get(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    async def get(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("GET", url, ...)``."""
-        return await self._send("GET", url, params, headers, content, json, idempotent, deadline, cache)
+        return await self._send("GET", url, **options)
 
-    async def head(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    async def head(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("HEAD", url, ...)``."""
-        return await self._send("HEAD", url, params, headers, content, json, idempotent, deadline, cache)
+        return await self._send("HEAD", url, **options)
 
-    async def options(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    async def options(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("OPTIONS", url, ...)``."""
-        return await self._send("OPTIONS", url, params, headers, content, json, idempotent, deadline, cache)
+        return await self._send("OPTIONS", url, **options)
 
-    async def post(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    async def post(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("POST", url, ...)``."""
-        return await self._send("POST", url, params, headers, content, json, idempotent, deadline, cache)
+        return await self._send("POST", url, **options)
 
-    async def put(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    async def put(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("PUT", url, ...)``."""
-        return await self._send("PUT", url, params, headers, content, json, idempotent, deadline, cache)
+        return await self._send("PUT", url, **options)
 
-    async def patch(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    async def patch(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("PATCH", url, ...)``."""
-        return await self._send("PATCH", url, params, headers, content, json, idempotent, deadline, cache)
+        return await self._send("PATCH", url, **options)
 
-    async def delete(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    async def delete(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("DELETE", url, ...)``."""
-        return await self._send("DELETE", url, params, headers, content, json, idempotent, deadline, cache)
+        return await self._send("DELETE", url, **options)
 
-    def stream(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-    ) -> _StreamContext:
+    def stream(self, method: str, url: str, **options: Unpack[StreamOptions]) -> _StreamContext:
         """``async with client.stream("GET", url) as resp: async for line in resp.aiter_lines(): ...``
 
         Retries happen only until the response headers arrive; once the caller holds the stream nothing
         is retried. The connection is released on exit whatever happened (cancellation included).
         """
-        method = method.upper()
-        sent, retry_ok = prepare_headers(headers, idempotent)
-        return _StreamContext(self, (method, url, params, sent, content, json, retry_ok, deadline, True))
+        return _StreamContext(self, stream_args(method, url, **options))
 
     # -- the loop ----------------------------------------------------------------------------------------
 

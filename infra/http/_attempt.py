@@ -18,25 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest, merge_headers
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
-from infra.http._core import DEADLINE, FIRST_BYTE, POOL, HostState
+from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
 from infra.http._lease import AsyncGate, AsyncLease, take_now, wait_slots
 from infra.http._timer import PhaseTimer, TimerWheel
 
 if TYPE_CHECKING:
     from infra.config.sections.http import TimeoutConfig
 
-__all__ = ["AiohttpBackend", "AttemptClock", "Classify", "Failure", "HttpxBackend", "take_slots"]
+__all__ = ["AiohttpBackend", "AttemptClock", "Backend", "Classify", "HttpxBackend", "take_slots"]
 
 _monotonic = time.monotonic
 Classify = Callable[[BaseException], "str | None"]
-
-
-class Failure(Exception):
-    """One attempt failed with ``kind``; ``cause`` is the backend exception."""
-
-    def __init__(self, kind: str, cause: BaseException) -> None:
-        self.kind = kind
-        self.cause = cause
 
 
 class AttemptClock:

@@ -51,6 +51,7 @@ __all__ = [
     "POOL",
     "READ",
     "Call",
+    "Failure",
     "HostState",
     "breaker_outcome",
 ]
@@ -74,6 +75,15 @@ _ALWAYS_RETRYABLE = frozenset({CONNECT, GOAWAY})
 _IDEMPOTENT_RETRYABLE = frozenset({READ, FIRST_BYTE, CLOSED})
 # Not evidence of a sick upstream: our own deadline, and connections a server rotates on purpose.
 _BREAKER_NEUTRAL = frozenset({DEADLINE, GOAWAY, CLOSED})
+
+
+class Failure(Exception):
+    """An attempt failed with ``kind`` (one of the error kinds above); ``cause`` is the backend exception.
+    Raised by a client's attempt, caught by its loop, which hands both to ``Call.on_error``."""
+
+    def __init__(self, kind: str, cause: BaseException) -> None:
+        self.kind = kind
+        self.cause = cause
 
 
 def breaker_outcome(status: int) -> int:

@@ -17,6 +17,7 @@ from infra.config.sections.http import (
     RetryConfig,
     TimeoutConfig,
 )
+from infra.http._ident import prepare_headers
 
 if TYPE_CHECKING:
     from infra.config import PerfConfig
@@ -26,11 +27,14 @@ __all__ = [
     "Default",
     "HttpOverrides",
     "Params",
+    "RequestOptions",
+    "StreamOptions",
     "active_connections",
     "backend_for",
     "build_settings",
     "httpx_transport",
     "settings_of",
+    "stream_args",
     "tls_context",
     "transport_pool",
     "uses_http2",
@@ -57,6 +61,28 @@ class HttpOverrides(TypedDict, total=False):
 
 #: Query parameters: names to values (each sent as ``str(value)``).
 Params = Mapping[str, object]
+
+
+class StreamOptions(TypedDict, total=False):
+    """The keywords of ``stream()`` (and, with ``cache``, of ``request()`` and every verb):
+
+    ``params`` the query, ``headers`` the caller's (over our defaults, case-insensitively), ``content`` or
+    ``json`` the body, ``idempotent=True`` lets a POST / PATCH be retried under one Idempotency-Key,
+    ``deadline`` this call's one deadline in seconds (None: none; default: ``timeout.total``)."""
+
+    params: Params | None
+    headers: Mapping[str, str] | None
+    content: bytes | str | None
+    json: object
+    idempotent: bool
+    deadline: float | Default | None
+
+
+class RequestOptions(StreamOptions, total=False):
+    """``stream()``'s keywords, and ``cache``: True / False to force response caching on / off for this
+    call (default: ``cache.enabled``)."""
+
+    cache: bool | None
 
 
 class Default:
@@ -176,3 +202,19 @@ def active_connections(transports: Iterable[Any]) -> int:
                 if not conn.is_idle() and not conn.is_closed():
                     active += 1
     return active
+
+
+def stream_args(
+    method: str,
+    url: str,
+    *,
+    params: Params | None = None,
+    headers: Mapping[str, str] | None = None,
+    content: bytes | str | None = None,
+    json: object = None,
+    idempotent: bool = False,
+    deadline: float | Default | None = DEFAULT,
+) -> tuple[Any, ...]:
+    """The retry loop's arguments for ``stream(method, url, **options)`` (both clients')."""
+    sent, retry_ok = prepare_headers(headers, idempotent)
+    return (method.upper(), url, params, sent, content, json, retry_ok, deadline, True)

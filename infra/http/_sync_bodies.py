@@ -1,5 +1,6 @@
-"""PerfClient's per-call holdings: its slots and connection turn (``Held``), and a streamed body's reader
-(``SyncBody``), under the idle timeout and the call's deadline."""
+"""PerfClient's attempt pieces: the request it sends (``build_request``), how a failure is named
+(``failure_of``), its slots and connection turn (``Held``), and a streamed body's reader (``SyncBody``),
+under the idle timeout and the call's deadline."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from typing import Any
 
 import httpx
 
+from infra.config.sections.http import TimeoutConfig
 from infra.http._affinity import Affinity
-from infra.http._core import READ
+from infra.http._classify import FATAL, classify_httpx
+from infra.http._core import DEADLINE, FIRST_BYTE, READ, Failure
 from infra.http._errors import DeadlineExceeded, TransportError
+from infra.http._ident import DEFAULT_HEADERS
 from infra.http._lease import SyncLease
 
-__all__ = ["DEADLINE_SLACK", "Held", "SyncBody", "left"]
+__all__ = ["DEADLINE_SLACK", "Held", "SyncBody", "build_request", "failure_of", "left"]
 
 _monotonic = time.monotonic
 # A read timeout this close to the deadline is the deadline's doing, not the first-byte limit's.
@@ -120,3 +124,46 @@ class SyncBody:
                 self._resp.close()
             finally:
                 self._lease.release()
+
+
+def build_request(
+    method: str,
+    url: str,
+    params: Any,
+    headers: Any,
+    content: Any,
+    json: Any,
+    deadline_at: float | None,
+    t: TimeoutConfig,
+) -> httpx.Request:
+    """The httpx request of one attempt: our default headers under the caller's (case-insensitively), and
+    connect / first-byte timeouts cut to what the deadline leaves (the deadline of a blocking call)."""
+    first_byte = left(deadline_at, t.first_byte)
+    timeout = httpx.Timeout(
+        connect=left(deadline_at, t.connect), read=first_byte, write=first_byte, pool=None
+    )
+    merged = httpx.Headers(DEFAULT_HEADERS)
+    if headers:
+        merged.update(headers)  # case-insensitive: the caller's value replaces ours
+    return httpx.Request(
+        method,
+        url,
+        params=params,
+        headers=merged,
+        content=content,
+        json=json,
+        extensions={"timeout": timeout.as_dict()},
+    )
+
+
+def failure_of(exc: Exception, deadline_at: float | None) -> Failure | None:
+    """Name an exception raised while sending or reading (None: not ours to name). A timeout this close to
+    the deadline is the deadline's; a read timeout before it, the first-byte limit's."""
+    if isinstance(exc, httpx.TimeoutException):
+        if deadline_at is not None and _monotonic() >= deadline_at - DEADLINE_SLACK:
+            return Failure(DEADLINE, exc)
+        return Failure(
+            FIRST_BYTE if isinstance(exc, httpx.ReadTimeout) else classify_httpx(exc) or FATAL, exc
+        )
+    kind = classify_httpx(exc)
+    return None if kind is None else Failure(kind, exc)

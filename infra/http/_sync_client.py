@@ -18,13 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 # Imported here, not on first request: an import inside a call would eat that call's deadline. This
 # module itself loads only when PerfClient is first used (infra.http's lazy __getattr__).
-import httpx
-
 from infra.http._affinity import Affinity
 from infra.http._caching import sync_cached_request
-from infra.http._classify import FATAL, classify_httpx
-from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Call, HostState
-from infra.http._ident import DEFAULT_HEADERS, prepare_headers
+from infra.http._core import DEADLINE, POOL, Call, Failure, HostState
+from infra.http._ident import prepare_headers
 from infra.http._lease import SyncGate, acquire_sync
 from infra.http._origin import origin_of
 from infra.http._response import Response, StreamResponse, backend_headers
@@ -33,14 +30,17 @@ from infra.http._routing import (
     Default,
     HttpOverrides,
     Params,
+    RequestOptions,
+    StreamOptions,
     active_connections,
     backend_for,
     build_settings,
     httpx_transport,
     settings_of,
+    stream_args,
     transport_pool,
 )
-from infra.http._sync_bodies import DEADLINE_SLACK, Held, SyncBody, left
+from infra.http._sync_bodies import DEADLINE_SLACK, Held, SyncBody, build_request, failure_of, left
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -52,12 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["PerfClient"]
 
 _monotonic = time.monotonic
-
-
-class _Failure(Exception):
-    def __init__(self, kind: str, cause: BaseException) -> None:
-        self.kind = kind
-        self.cause = cause
 
 
 class _Stats:
@@ -169,7 +163,11 @@ class PerfClient:
 
     # -- public calls ------------------------------------------------------------------------------------
 
-    def request(
+    def request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> Response:
+        """Send one logical request (with retries); return the fully read response (see AsyncPerfClient)."""
+        return self._request(method.upper(), url, **options)
+
+    def _request(
         self,
         method: str,
         url: str,
@@ -181,21 +179,6 @@ class PerfClient:
         idempotent: bool = False,
         deadline: float | Default | None = DEFAULT,
         cache: bool | None = None,
-    ) -> Response:
-        """Send one logical request (with retries); return the fully read response (see AsyncPerfClient)."""
-        return self._request(method.upper(), url, params, headers, content, json, idempotent, deadline, cache)
-
-    def _request(
-        self,
-        method: str,
-        url: str,
-        params: Params | None,
-        headers: Mapping[str, str] | None,
-        content: bytes | str | None,
-        json: object,
-        idempotent: bool,
-        deadline: float | Default | None,
-        cache: bool | None,
     ) -> Response:
         sent, retry_ok = prepare_headers(headers, idempotent)
 
@@ -211,129 +194,37 @@ class PerfClient:
             )
         return send()
 
-    def get(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    def get(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("GET", url, ...)``."""
-        return self._request("GET", url, params, headers, content, json, idempotent, deadline, cache)
+        return self._request("GET", url, **options)
 
-    def head(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    def head(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("HEAD", url, ...)``."""
-        return self._request("HEAD", url, params, headers, content, json, idempotent, deadline, cache)
+        return self._request("HEAD", url, **options)
 
-    def options(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    def options(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("OPTIONS", url, ...)``."""
-        return self._request("OPTIONS", url, params, headers, content, json, idempotent, deadline, cache)
+        return self._request("OPTIONS", url, **options)
 
-    def post(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    def post(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("POST", url, ...)``."""
-        return self._request("POST", url, params, headers, content, json, idempotent, deadline, cache)
+        return self._request("POST", url, **options)
 
-    def put(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    def put(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("PUT", url, ...)``."""
-        return self._request("PUT", url, params, headers, content, json, idempotent, deadline, cache)
+        return self._request("PUT", url, **options)
 
-    def patch(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    def patch(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("PATCH", url, ...)``."""
-        return self._request("PATCH", url, params, headers, content, json, idempotent, deadline, cache)
+        return self._request("PATCH", url, **options)
 
-    def delete(
-        self,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    def delete(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("DELETE", url, ...)``."""
-        return self._request("DELETE", url, params, headers, content, json, idempotent, deadline, cache)
+        return self._request("DELETE", url, **options)
 
-    def stream(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-    ) -> _StreamContext:
+    def stream(self, method: str, url: str, **options: Unpack[StreamOptions]) -> _StreamContext:
         """``with client.stream("GET", url) as resp: for line in resp.iter_lines(): ...``"""
-        method = method.upper()
-        sent, retry_ok = prepare_headers(headers, idempotent)
-        return _StreamContext(self, (method, url, params, sent, content, json, retry_ok, deadline, True))
-
-    # -- the loop ----------------------------------------------------------------------------------------
+        return _StreamContext(self, stream_args(method, url, **options))
 
     def _run(
         self,
@@ -366,7 +257,7 @@ class PerfClient:
                 response = self._once(
                     kind, host, method, url, params, headers, content, json, deadline_at, stream
                 )
-            except _Failure as failure:
+            except Failure as failure:
                 delay = call.on_error(failure.kind, failure.cause, t0, _monotonic(), deadline_at, admission)
             except BaseException:
                 call.release()
@@ -415,30 +306,16 @@ class PerfClient:
         slots = acquire_sync(host.slots, self._global, host.metrics, self._stats, pool_wait)
         if slots is None:
             expired = deadline_at is not None and _monotonic() >= deadline_at - DEADLINE_SLACK
-            raise _Failure(DEADLINE if expired else POOL, TimeoutError("no connection slot in time"))
+            raise Failure(DEADLINE if expired else POOL, TimeoutError("no connection slot in time"))
         lease = Held(slots, self._affinity[kind])
         resp: Any = None
         handed_over = False
         try:
-            first_byte = left(deadline_at, t.first_byte)
-            timeout = httpx.Timeout(
-                connect=left(deadline_at, t.connect), read=first_byte, write=first_byte, pool=None
-            )
-            merged = httpx.Headers(DEFAULT_HEADERS)
-            if headers:
-                merged.update(headers)  # case-insensitive: the caller's value replaces ours
-            request = httpx.Request(
-                method,
-                url,
-                params=params,
-                headers=merged,
-                content=content,
-                json=json,
-                extensions={"timeout": timeout.as_dict()},
-            )
+            request = build_request(method, url, params, headers, content, json, deadline_at, t)
             # The pool timeout covers the slot wait and the wait for this origin's connection together.
-            turn_wait = None if pool_wait is None else max(0.0, pool_wait - (_monotonic() - t0))
-            lease.wait_turn(request.url, turn_wait)
+            lease.wait_turn(
+                request.url, None if pool_wait is None else max(0.0, pool_wait - (_monotonic() - t0))
+            )
             try:
                 resp = client.handle_request(request)
                 resp.request = request
@@ -459,20 +336,15 @@ class PerfClient:
                 for chunk in resp.iter_bytes():
                     chunks.append(chunk)
                     if deadline_at is not None and _monotonic() > deadline_at:
-                        raise _Failure(DEADLINE, TimeoutError("deadline passed while reading the body"))
+                        raise Failure(DEADLINE, TimeoutError("deadline passed while reading the body"))
                 data = b"".join(chunks)
-            except httpx.TimeoutException as exc:
-                if deadline_at is not None and _monotonic() >= deadline_at - DEADLINE_SLACK:
-                    raise _Failure(DEADLINE, exc) from exc
-                found = classify_httpx(exc) or FATAL
-                raise _Failure(FIRST_BYTE if isinstance(exc, httpx.ReadTimeout) else found, exc) from exc
-            except _Failure:
+            except Failure:
                 raise
             except Exception as exc:
-                failed_kind = classify_httpx(exc)
-                if failed_kind is None:
+                failure = failure_of(exc, deadline_at)
+                if failure is None:
                     raise
-                raise _Failure(failed_kind, exc) from exc
+                raise failure from exc
             return Response(
                 resp.status_code,
                 backend_headers(resp.headers),
