@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -23,23 +23,23 @@ from infra.http._aiohttp_pool import handed_out, make_session
 from infra.http._attempt import AiohttpBackend, Backend, HttpxBackend, take_slots
 from infra.http._caching import async_cached_request
 from infra.http._core import DEADLINE, Call, Failure, HostState
-from infra.http._ident import DEFAULT_HEADERS, prepare_headers
+from infra.http._ident import DEFAULT_HEADERS
 from infra.http._lease import AsyncGate, AsyncLease, release_slots
 from infra.http._origin import origin_of
 from infra.http._response import AsyncStreamResponse, Response, backend_headers
 from infra.http._routing import (
     DEFAULT,
+    CallArgs,
     Default,
     HttpOverrides,
-    Params,
     RequestOptions,
     StreamOptions,
     active_connections,
     backend_for,
     build_settings,
+    call_args,
     httpx_transport,
     settings_of,
-    stream_args,
     tls_context,
 )
 from infra.http._timer import TimerWheel
@@ -235,30 +235,14 @@ class AsyncPerfClient:
         return await self._send(method.upper(), url, **options)
 
     def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
+        self, method: str, url: str, **options: Unpack[RequestOptions]
     ) -> Coroutine[Any, Any, Response]:
         """The coroutine that answers a request: through the response cache when it applies, else the
         retry loop itself (so a verb adds no coroutine layer of its own)."""
-        sent, retry_ok = prepare_headers(headers, idempotent)
+        args, cache = call_args(method, url, False, **options)
         if cache or (cache is None and self._cache_on):
-
-            def send() -> Coroutine[Any, Any, Response]:
-                return self._run(method, url, params, sent, content, json, retry_ok, deadline, False)
-
-            return async_cached_request(
-                self._cache_store, self._settings.cache, method, url, params, sent, content, json, cache, send
-            )
-        return self._run(method, url, params, sent, content, json, retry_ok, deadline, False)
+            return async_cached_request(self._cache_store, self._settings.cache, args, cache, self._run)
+        return self._run(args)
 
     async def get(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("GET", url, ...)``."""
@@ -294,26 +278,18 @@ class AsyncPerfClient:
         Retries happen only until the response headers arrive; once the caller holds the stream nothing
         is retried. The connection is released on exit whatever happened (cancellation included).
         """
-        return _StreamContext(self, stream_args(method, url, **options))
+        return _StreamContext(self, call_args(method.upper(), url, True, **options)[0])
 
     # -- the loop ----------------------------------------------------------------------------------------
 
-    async def _run(
-        self,
-        method: str,
-        url: str,
-        params: Any,
-        headers: Any,
-        content: Any,
-        json: Any,
-        retry_ok: bool,
-        deadline: Any,
-        stream: bool,
-    ) -> Response | AsyncStreamResponse:
+    async def _run(self, args: CallArgs) -> Response:
         """One logical call: PerfClient._run with ``await`` (every decision is ``Call``'s)."""
+        method, url, params, headers, content, json, retry_ok, deadline, stream = args
         host, kind = self._routes.get(url) or self._route(url)
         started = _monotonic()
-        total: float | None = self._settings.timeout.total if deadline is DEFAULT else deadline
+        total: float | None = self._settings.timeout.total
+        if not isinstance(deadline, Default):
+            total = deadline
         deadline_at = started + total if total is not None else None
         call = Call(self._settings.retry, host, method, retry_ok, started)
         backend = self._backend(kind)
@@ -433,7 +409,7 @@ class _StreamContext:
 
     __slots__ = ("_args", "_client", "_response", "_started")
 
-    def __init__(self, client: AsyncPerfClient, args: tuple[Any, ...]) -> None:
+    def __init__(self, client: AsyncPerfClient, args: CallArgs) -> None:
         self._client = client
         self._args = args
         self._response: AsyncStreamResponse | None = None
@@ -441,7 +417,7 @@ class _StreamContext:
 
     async def __aenter__(self) -> AsyncStreamResponse:
         self._started = _monotonic()
-        response = await self._client._run(*self._args)
+        response = await self._client._run(self._args)
         assert isinstance(response, AsyncStreamResponse)
         self._response = response
         return response

@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 from infra.config.sections.http import HttpCacheConfig
 from infra.http._origin import origin_of
 from infra.http._response import Headers, Response
+from infra.http._routing import CallArgs
 
 if TYPE_CHECKING:
     from infra.cache import Cache
@@ -184,18 +185,9 @@ class _Plan:
         return _to_value(response) if self.key is not None and _storable(response) else None
 
 
-def _plan(
-    store: Cache | None,
-    settings: HttpCacheConfig,
-    method: str,
-    url: str,
-    params: Mapping[str, object] | None,
-    headers: Mapping[str, str] | None,
-    content: bytes | str | None,
-    json: object,
-    force: bool | None,
-) -> _Plan | None:
+def _plan(store: Cache | None, settings: HttpCacheConfig, args: CallArgs, force: bool | None) -> _Plan | None:
     """The plan for a request, or None when it isn't cacheable (it goes straight to the network)."""
+    method, url, params, headers, content, json = args[:6]
     if not cacheable(method, url, settings, force):
         return None
     plan = _Plan(settings, {"url": url, "method": method, "origin": origin_of(url)})
@@ -211,19 +203,14 @@ def _plan(
 async def async_cached_request(
     store: Cache | None,
     settings: HttpCacheConfig,
-    method: str,
-    url: str,
-    params: Mapping[str, object] | None,
-    headers: Mapping[str, str] | None,
-    content: bytes | str | None,
-    json: object,
+    args: CallArgs,
     force: bool | None,
-    send: Callable[[], Awaitable[Response]],
+    send: Callable[[CallArgs], Awaitable[Response]],
 ) -> Response:
-    """A response from the cache, or ``send()``'s (stored when storable)."""
-    plan = _plan(store, settings, method, url, params, headers, content, json, force)
+    """A response from the cache, or ``send(args)``'s (stored when storable)."""
+    plan = _plan(store, settings, args, force)
     if plan is None:
-        return await send()
+        return await send(args)
     if plan.key is not None:
         try:
             found = plan.found(await plan.cache.aget(settings.namespace, plan.key, _missing()))
@@ -232,7 +219,7 @@ async def async_cached_request(
         else:
             if found is not None:
                 return found
-    response = await send()
+    response = await send(args)
     value = plan.value(response)
     if value is not None:
         try:
@@ -245,19 +232,14 @@ async def async_cached_request(
 def sync_cached_request(
     store: Cache | None,
     settings: HttpCacheConfig,
-    method: str,
-    url: str,
-    params: Mapping[str, object] | None,
-    headers: Mapping[str, str] | None,
-    content: bytes | str | None,
-    json: object,
+    args: CallArgs,
     force: bool | None,
-    send: Callable[[], Response],
+    send: Callable[[CallArgs], Response],
 ) -> Response:
     """``async_cached_request`` without the awaiting."""
-    plan = _plan(store, settings, method, url, params, headers, content, json, force)
+    plan = _plan(store, settings, args, force)
     if plan is None:
-        return send()
+        return send(args)
     if plan.key is not None:
         try:
             found = plan.found(plan.cache.get(settings.namespace, plan.key, _missing()))
@@ -266,7 +248,7 @@ def sync_cached_request(
         else:
             if found is not None:
                 return found
-    response = send()
+    response = send(args)
     value = plan.value(response)
     if value is not None:
         try:

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypedDict
 
 from infra.config.sections.http import (
     BreakerConfig,
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT",
+    "CallArgs",
     "Default",
     "HttpOverrides",
     "Params",
@@ -32,9 +33,9 @@ __all__ = [
     "active_connections",
     "backend_for",
     "build_settings",
+    "call_args",
     "httpx_transport",
     "settings_of",
-    "stream_args",
     "tls_context",
     "transport_pool",
     "uses_http2",
@@ -204,9 +205,25 @@ def active_connections(transports: Iterable[Any]) -> int:
     return active
 
 
-def stream_args(
+class CallArgs(NamedTuple):
+    """One logical call as a client's retry loop takes it (``headers``: the caller's, with an
+    Idempotency-Key when ``idempotent``; ``retry_ok``: statuses and read errors may be retried)."""
+
+    method: str
+    url: str
+    params: Params | None
+    headers: Mapping[str, str] | None
+    content: bytes | str | None
+    json: object
+    retry_ok: bool
+    deadline: float | Default | None
+    stream: bool
+
+
+def call_args(
     method: str,
     url: str,
+    stream: bool,
     *,
     params: Params | None = None,
     headers: Mapping[str, str] | None = None,
@@ -214,7 +231,9 @@ def stream_args(
     json: object = None,
     idempotent: bool = False,
     deadline: float | Default | None = DEFAULT,
-) -> tuple[Any, ...]:
-    """The retry loop's arguments for ``stream(method, url, **options)`` (both clients')."""
+    cache: bool | None = None,
+) -> tuple[CallArgs, bool | None]:
+    """A verb's keywords (``RequestOptions``) as the loop's arguments, and the call's ``cache`` choice;
+    the one place both clients read them."""
     sent, retry_ok = prepare_headers(headers, idempotent)
-    return (method.upper(), url, params, sent, content, json, retry_ok, deadline, True)
+    return CallArgs(method, url, params, sent, content, json, retry_ok, deadline, stream), cache

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -21,23 +20,22 @@ from typing import TYPE_CHECKING, Any
 from infra.http._affinity import Affinity
 from infra.http._caching import sync_cached_request
 from infra.http._core import DEADLINE, POOL, Call, Failure, HostState
-from infra.http._ident import prepare_headers
 from infra.http._lease import SyncGate, acquire_sync
 from infra.http._origin import origin_of
 from infra.http._response import Response, StreamResponse, backend_headers
 from infra.http._routing import (
     DEFAULT,
+    CallArgs,
     Default,
     HttpOverrides,
-    Params,
     RequestOptions,
     StreamOptions,
     active_connections,
     backend_for,
     build_settings,
+    call_args,
     httpx_transport,
     settings_of,
-    stream_args,
     transport_pool,
 )
 from infra.http._sync_bodies import DEADLINE_SLACK, Held, SyncBody, build_request, failure_of, left
@@ -167,32 +165,11 @@ class PerfClient:
         """Send one logical request (with retries); return the fully read response (see AsyncPerfClient)."""
         return self._request(method.upper(), url, **options)
 
-    def _request(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Params | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: object = None,
-        idempotent: bool = False,
-        deadline: float | Default | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
-        sent, retry_ok = prepare_headers(headers, idempotent)
-
-        def send() -> Response:
-            response: Response = self._run(
-                method, url, params, sent, content, json, retry_ok, deadline, False
-            )
-            return response
-
+    def _request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> Response:
+        args, cache = call_args(method, url, False, **options)
         if cache or (cache is None and self._settings.cache.enabled):
-            return sync_cached_request(
-                self._cache_store, self._settings.cache, method, url, params, sent, content, json, cache, send
-            )
-        return send()
+            return sync_cached_request(self._cache_store, self._settings.cache, args, cache, self._run)
+        return self._run(args)
 
     def get(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("GET", url, ...)``."""
@@ -224,25 +201,17 @@ class PerfClient:
 
     def stream(self, method: str, url: str, **options: Unpack[StreamOptions]) -> _StreamContext:
         """``with client.stream("GET", url) as resp: for line in resp.iter_lines(): ...``"""
-        return _StreamContext(self, stream_args(method, url, **options))
+        return _StreamContext(self, call_args(method.upper(), url, True, **options)[0])
 
-    def _run(
-        self,
-        method: str,
-        url: str,
-        params: Any,
-        headers: Any,
-        content: Any,
-        json: Any,
-        retry_ok: bool,
-        deadline: Any,
-        stream: bool,
-    ) -> Any:
+    def _run(self, args: CallArgs) -> Response:
         """One logical call: AsyncPerfClient._run without ``await`` (every decision is ``Call``'s)."""
+        method, url, params, headers, content, json, retry_ok, deadline, stream = args
         origin = origin_of(url)
         host = self._hosts.get(origin) or self._host(origin)
         started = _monotonic()
-        total: float | None = self._settings.timeout.total if deadline is DEFAULT else deadline
+        total: float | None = self._settings.timeout.total
+        if not isinstance(deadline, Default):
+            total = deadline
         deadline_at = started + total if total is not None else None
         call = Call(self._settings.retry, host, method, retry_ok, started)
         kind = backend_for(self._settings, url, origin)
@@ -266,17 +235,17 @@ class PerfClient:
                 try:
                     delay = call.on_response(response, t0, _monotonic(), deadline_at, admission, stream)
                 except BaseException:
-                    if stream:
+                    if isinstance(response, StreamResponse):
                         response.close()
                     raise
                 if delay is None:
-                    if stream and deadline is DEFAULT:
+                    if isinstance(response, StreamResponse) and deadline is DEFAULT:
                         # The configured total deadline bounds a stream up to its headers; its body then
                         # runs on the idle timeout (LLM / TTS streams outlive any sensible total). An
                         # explicit deadline= bounds the whole stream.
                         response.drop_deadline()
                     return response
-                if stream:
+                if isinstance(response, StreamResponse):
                     response.close()
                 else:
                     answered = response
@@ -298,7 +267,9 @@ class PerfClient:
         json: Any,
         deadline_at: float | None,
         stream: bool,
-    ) -> Any:
+    ) -> Response:
+        """One attempt over httpx: slots, this origin's turn on the pool, request, then the body read (or
+        handed to a stream); a failure it can name raised as ``Failure``."""
         client = self._client(kind)
         t = self._settings.timeout
         pool_wait = left(deadline_at, t.pool)
@@ -374,7 +345,7 @@ class _StreamContext:
 
     __slots__ = ("_args", "_client", "_response", "_started")
 
-    def __init__(self, client: PerfClient, args: tuple[Any, ...]) -> None:
+    def __init__(self, client: PerfClient, args: CallArgs) -> None:
         self._client = client
         self._args = args
         self._response: StreamResponse | None = None
@@ -382,7 +353,8 @@ class _StreamContext:
 
     def __enter__(self) -> StreamResponse:
         self._started = _monotonic()
-        response: StreamResponse = self._client._run(*self._args)
+        response = self._client._run(self._args)
+        assert isinstance(response, StreamResponse)
         self._response = response
         return response
 
