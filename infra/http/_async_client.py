@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 # _aiohttp_pool imports aiohttp here, not on first request: an import inside a call would eat that call's
 # deadline. This module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._aiohttp_pool import handed_out, make_session
-from infra.http._attempt import AiohttpBackend, Backend, HttpxBackend, take_slots
+from infra.http._attempt import AiohttpBackend, Backend, HttpxBackend, free_slots, queue_for_slots
 from infra.http._caching import async_cached_request
 from infra.http._core import DEADLINE, Call, Failure, HostState
 from infra.http._ident import DEFAULT_HEADERS
@@ -232,11 +232,9 @@ class AsyncPerfClient:
         outlive their retries raise TransportError, and the deadline DeadlineExceeded. The keywords:
         ``RequestOptions`` (params, headers, content, json, idempotent, deadline, cache).
         """
-        return await self._send(method.upper(), url, **options)
+        return await self._send(method.upper(), url, options)
 
-    def _send(
-        self, method: str, url: str, **options: Unpack[RequestOptions]
-    ) -> Coroutine[Any, Any, Response]:
+    def _send(self, method: str, url: str, options: RequestOptions) -> Coroutine[Any, Any, Response]:
         """The coroutine that answers a request: through the response cache when it applies, else the
         retry loop itself (so a verb adds no coroutine layer of its own)."""
         args, cache = call_args(method, url, False, **options)
@@ -246,31 +244,31 @@ class AsyncPerfClient:
 
     async def get(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("GET", url, ...)``."""
-        return await self._send("GET", url, **options)
+        return await self._send("GET", url, options)
 
     async def head(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("HEAD", url, ...)``."""
-        return await self._send("HEAD", url, **options)
+        return await self._send("HEAD", url, options)
 
     async def options(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("OPTIONS", url, ...)``."""
-        return await self._send("OPTIONS", url, **options)
+        return await self._send("OPTIONS", url, options)
 
     async def post(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("POST", url, ...)``."""
-        return await self._send("POST", url, **options)
+        return await self._send("POST", url, options)
 
     async def put(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("PUT", url, ...)``."""
-        return await self._send("PUT", url, **options)
+        return await self._send("PUT", url, options)
 
     async def patch(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("PATCH", url, ...)``."""
-        return await self._send("PATCH", url, **options)
+        return await self._send("PATCH", url, options)
 
     async def delete(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("DELETE", url, ...)``."""
-        return await self._send("DELETE", url, **options)
+        return await self._send("DELETE", url, options)
 
     def stream(self, method: str, url: str, **options: Unpack[StreamOptions]) -> _StreamContext:
         """``async with client.stream("GET", url) as resp: async for line in resp.aiter_lines(): ...``
@@ -350,7 +348,10 @@ class AsyncPerfClient:
         raised as ``Failure``."""
         t = self._settings.timeout
         hs, gs = host.slots, self._global or self._global_gate()
-        clock = await take_slots(host, gs, self._stats, self._wheel or self._timer_wheel(), deadline_at, t)
+        wheel = self._wheel or self._timer_wheel()
+        clock = free_slots(host, gs, self._stats, wheel, deadline_at, t) or await queue_for_slots(
+            host, gs, self._stats, wheel, deadline_at, t
+        )
         held = True
         resp: Any = None
         try:

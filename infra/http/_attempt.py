@@ -25,7 +25,15 @@ from infra.http._timer import PhaseTimer, TimerWheel
 if TYPE_CHECKING:
     from infra.config.sections.http import TimeoutConfig
 
-__all__ = ["AiohttpBackend", "AttemptClock", "Backend", "Classify", "HttpxBackend", "take_slots"]
+__all__ = [
+    "AiohttpBackend",
+    "AttemptClock",
+    "Backend",
+    "Classify",
+    "HttpxBackend",
+    "free_slots",
+    "queue_for_slots",
+]
 
 _monotonic = time.monotonic
 Classify = Callable[[BaseException], "str | None"]
@@ -78,7 +86,24 @@ def _no_backend(exc: BaseException) -> str | None:
     return None  # nothing but our own timer can fail a wait for a slot
 
 
-async def take_slots(
+def free_slots(
+    host: HostState,
+    global_gate: AsyncGate,
+    stats: Any,
+    wheel: TimerWheel,
+    deadline_at: float | None,
+    timeout: TimeoutConfig,
+) -> AttemptClock | None:
+    """An attempt's first phase when a host and a global slot are both free: taken, no await, and its
+    clock armed for the first byte. None: the call must queue (``queue_for_slots``)."""
+    if not take_now(host.slots, global_gate, host.metrics, stats):
+        return None
+    clock = AttemptClock(wheel, deadline_at, FIRST_BYTE, timeout.first_byte, _monotonic())
+    clock.timer.start()
+    return clock
+
+
+async def queue_for_slots(
     host: HostState,
     global_gate: AsyncGate,
     stats: Any,
@@ -86,15 +111,9 @@ async def take_slots(
     deadline_at: float | None,
     timeout: TimeoutConfig,
 ) -> AttemptClock:
-    """An attempt's first phase: a host and a global slot, then its clock armed for the first byte. Both
-    are taken at once when free; else the call queues under the pool limit (the clock's cancel ends the
-    wait, raised as a ``Failure``)."""
-    now = _monotonic()
-    if take_now(host.slots, global_gate, host.metrics, stats):
-        clock = AttemptClock(wheel, deadline_at, FIRST_BYTE, timeout.first_byte, now)
-        clock.timer.start()
-        return clock
-    clock = AttemptClock(wheel, deadline_at, POOL, timeout.pool, now)
+    """An attempt's first phase when it must queue: under the pool limit (the clock's cancel ends the
+    wait, raised as a ``Failure``), then the clock moved on to the first byte."""
+    clock = AttemptClock(wheel, deadline_at, POOL, timeout.pool, _monotonic())
     clock.timer.start()
     try:
         await wait_slots(host.slots, global_gate, host.metrics, stats)

@@ -163,9 +163,9 @@ class PerfClient:
 
     def request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> Response:
         """Send one logical request (with retries); return the fully read response (see AsyncPerfClient)."""
-        return self._request(method.upper(), url, **options)
+        return self._request(method.upper(), url, options)
 
-    def _request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> Response:
+    def _request(self, method: str, url: str, options: RequestOptions) -> Response:
         args, cache = call_args(method, url, False, **options)
         if cache or (cache is None and self._settings.cache.enabled):
             return sync_cached_request(self._cache_store, self._settings.cache, args, cache, self._run)
@@ -173,31 +173,31 @@ class PerfClient:
 
     def get(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("GET", url, ...)``."""
-        return self._request("GET", url, **options)
+        return self._request("GET", url, options)
 
     def head(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("HEAD", url, ...)``."""
-        return self._request("HEAD", url, **options)
+        return self._request("HEAD", url, options)
 
     def options(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("OPTIONS", url, ...)``."""
-        return self._request("OPTIONS", url, **options)
+        return self._request("OPTIONS", url, options)
 
     def post(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("POST", url, ...)``."""
-        return self._request("POST", url, **options)
+        return self._request("POST", url, options)
 
     def put(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("PUT", url, ...)``."""
-        return self._request("PUT", url, **options)
+        return self._request("PUT", url, options)
 
     def patch(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("PATCH", url, ...)``."""
-        return self._request("PATCH", url, **options)
+        return self._request("PATCH", url, options)
 
     def delete(self, url: str, **options: Unpack[RequestOptions]) -> Response:
         """``request("DELETE", url, ...)``."""
-        return self._request("DELETE", url, **options)
+        return self._request("DELETE", url, options)
 
     def stream(self, method: str, url: str, **options: Unpack[StreamOptions]) -> _StreamContext:
         """``with client.stream("GET", url) as resp: for line in resp.iter_lines(): ...``"""
