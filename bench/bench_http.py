@@ -170,11 +170,11 @@ class Ours(Contender):
 
 async def extras(base: str, quick: bool) -> dict[str, float]:
     """Open-breaker rejection cost, and deadline overshoot against a slow first byte."""
-    from infra.http import AsyncPerfClient, BreakerSettings, CircuitOpenError, DeadlineExceeded, RetryPolicy
+    from infra.http import AsyncPerfClient, BreakerConfig, CircuitOpenError, DeadlineExceeded, RetryConfig
 
     out: dict[str, float] = {}
-    breaker = BreakerSettings(consecutive_failures=1, cooldown=600)
-    async with AsyncPerfClient(retry=RetryPolicy(attempts=0), breaker=breaker) as client:
+    breaker = BreakerConfig(consecutive_failures=1, cooldown=600)
+    async with AsyncPerfClient(retry=RetryConfig(attempts=0), breaker=breaker) as client:
         await client.get(base + "/status/500")
         n = 2000 if quick else 20000
         t0 = time.perf_counter()

@@ -38,16 +38,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from infra.http import (
     AsyncPerfClient,
-    BreakerSettings,
-    BudgetSettings,
+    BreakerConfig,
     HTTPError,
     PerfClient,
-    RetryPolicy,
+    RetryBudgetConfig,
+    RetryConfig,
 )
 from infra.testing.fault_server import ConnectionGauge, FaultServer
 
 BACKENDS = ("aiohttp", "httpx (async)", "sync")
-FAST = RetryPolicy(backoff=(0.001, 0.002, 0.004), jitter=0)
+FAST = RetryConfig(backoff=(0.001, 0.002, 0.004), jitter=0)
 
 
 def make(backend: str, **kw: Any) -> Any:
@@ -90,7 +90,10 @@ async def amplification(n: int) -> None:
         for fault in ("reset", "503", "429 Retry-After 0"):
             with FaultServer() as server:
                 client = make(
-                    backend, retry=FAST, breaker=BreakerSettings(enabled=False), budget=BudgetSettings()
+                    backend,
+                    retry=FAST,
+                    breaker=BreakerConfig(enabled=False),
+                    retry_budget=RetryBudgetConfig(),
                 )
                 key = f"{fault[:3]}{backend[:3]}"
                 path, counter = {

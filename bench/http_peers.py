@@ -1,7 +1,7 @@
 """The clients a user could pick instead of ours, for ``bench_http.py --peers``.
 
 Each peer runs twice where it has limits to set: at our limits (16 connections in all, 6 per host, as
-``HTTPSettings`` defaults) and at its own defaults. Where a peer has no per-host limit its name says what
+``HttpConfig`` defaults) and at its own defaults. Where a peer has no per-host limit its name says what
 it ran with. A peer whose package is not installed (``pip install -e '.[bench]'``) is skipped with the
 reason printed, so the script runs anywhere.
 
@@ -17,7 +17,7 @@ import subprocess
 import sys
 from typing import Any
 
-LIMIT, PER_HOST = 16, 6  # HTTPSettings' defaults: the limits ours runs with
+LIMIT, PER_HOST = 16, 6  # HttpConfig's defaults: the limits ours runs with
 
 
 class Contender:
@@ -189,11 +189,11 @@ class Ours(Contender):
         self.http2_host, self.limits = http2_host, limits
 
     async def open(self) -> None:
-        from infra.http import AsyncPerfClient, Limits
+        from infra.http import AsyncPerfClient
 
         kw: dict[str, Any] = {"http2_hosts": (self.http2_host,)} if self.http2_host else {}
         if self.limits:
-            kw["limits"] = Limits(max_connections=self.limits[0], max_per_host=self.limits[1])
+            kw.update(max_connections=self.limits[0], max_per_host=self.limits[1])
         self.c = AsyncPerfClient(**kw)
 
     async def close(self) -> None:

@@ -5,7 +5,7 @@ circuit breaker, per-origin metrics, and optional response caching through infra
 ::
 
     from infra.http import AsyncPerfClient
-    async with AsyncPerfClient() as client:                 # or AsyncPerfClient.from_config()
+    async with AsyncPerfClient(get_config().http) as client:   # or AsyncPerfClient(): the defaults
         r = await client.get("http://127.0.0.1:8080/v1/voices")
         r.raise_for_status().json()
         async with client.stream("POST", url, json=body, idempotent=True) as s:
@@ -30,13 +30,12 @@ _EXPORTS = {
     "RetryAfterTooLong": "infra.http._errors",
     "RetryBudgetExhausted": "infra.http._errors",
     "TransportError": "infra.http._errors",
-    "BreakerSettings": "infra.http._policy",
-    "BudgetSettings": "infra.http._policy",
-    "CacheSettings": "infra.http._policy",
-    "HTTPSettings": "infra.http._policy",
-    "Limits": "infra.http._policy",
-    "RetryPolicy": "infra.http._policy",
-    "Timeouts": "infra.http._policy",
+    "BreakerConfig": "infra.config.sections.http",
+    "HttpCacheConfig": "infra.config.sections.http",
+    "HttpConfig": "infra.config.sections.http",
+    "RetryBudgetConfig": "infra.config.sections.http",
+    "RetryConfig": "infra.config.sections.http",
+    "TimeoutConfig": "infra.config.sections.http",
     "AsyncStreamResponse": "infra.http._response",
     "Headers": "infra.http._response",
     "Response": "infra.http._response",
@@ -46,6 +45,12 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from infra.config.sections.http import BreakerConfig as BreakerConfig
+    from infra.config.sections.http import HttpCacheConfig as HttpCacheConfig
+    from infra.config.sections.http import HttpConfig as HttpConfig
+    from infra.config.sections.http import RetryBudgetConfig as RetryBudgetConfig
+    from infra.config.sections.http import RetryConfig as RetryConfig
+    from infra.config.sections.http import TimeoutConfig as TimeoutConfig
     from infra.http._async_client import AsyncPerfClient as AsyncPerfClient
     from infra.http._errors import Attempt as Attempt
     from infra.http._errors import CircuitOpenError as CircuitOpenError
@@ -56,13 +61,6 @@ if TYPE_CHECKING:
     from infra.http._errors import RetryAfterTooLong as RetryAfterTooLong
     from infra.http._errors import RetryBudgetExhausted as RetryBudgetExhausted
     from infra.http._errors import TransportError as TransportError
-    from infra.http._policy import BreakerSettings as BreakerSettings
-    from infra.http._policy import BudgetSettings as BudgetSettings
-    from infra.http._policy import CacheSettings as CacheSettings
-    from infra.http._policy import HTTPSettings as HTTPSettings
-    from infra.http._policy import Limits as Limits
-    from infra.http._policy import RetryPolicy as RetryPolicy
-    from infra.http._policy import Timeouts as Timeouts
     from infra.http._response import AsyncStreamResponse as AsyncStreamResponse
     from infra.http._response import Headers as Headers
     from infra.http._response import Response as Response

@@ -24,12 +24,21 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["make_session", "open_connections"]
+__all__ = ["handed_out", "make_session", "open_connections"]
+
+
+# The seam into aiohttp's connector: its private ``_acquired`` (connections handed out) and ``_conns``
+# (idle keep-alive ones per key) are read here and nowhere else; aiohttp has no public count of either.
+
+
+def handed_out(connector: Any) -> int:
+    """Connections the connector has handed out and not yet got back."""
+    return len(connector._acquired)
 
 
 def open_connections(connector: Any) -> int:
     """Connections the connector holds open: handed out plus idle keep-alive ones."""
-    return len(connector._acquired) + sum(len(idle) for idle in connector._conns.values())
+    return handed_out(connector) + sum(len(idle) for idle in connector._conns.values())
 
 
 class _BoundedConnector(aiohttp.TCPConnector):

@@ -18,7 +18,7 @@ from infra.http._ident import DEFAULT_HEADERS
 from infra.http._lease import AsyncLease
 from infra.http._timer import PhaseTimer
 
-__all__ = ["AiohttpBody", "HttpxBody", "earliest", "httpx_active", "merge_headers"]
+__all__ = ["AiohttpBody", "HttpxBody", "earliest", "merge_headers"]
 
 _monotonic = time.monotonic
 
@@ -142,17 +142,6 @@ class HttpxBody:
             self._lease.release()  # slot first: aclose below may be cancelled
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._resp.aclose())
-
-
-def httpx_active(transports: Any) -> int:
-    """Connections of httpx transports' pools that are not idle (in use or still opening)."""
-    active = 0
-    for transport in list(transports):
-        for conn in list(getattr(getattr(transport, "_pool", None), "connections", ()) or ()):
-            with contextlib.suppress(Exception):
-                if not conn.is_idle() and not conn.is_closed():
-                    active += 1
-    return active
 
 
 def merge_headers(httpx: Any, headers: Any) -> Any:

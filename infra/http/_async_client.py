@@ -3,69 +3,59 @@
 Why aiohttp on the hot path: on loopback, 2000 GETs at concurrency 50, aiohttp did 11.5k req/s and httpx
 0.28 306 req/s (its pool scans connections O(N²), encode/httpx#3215). HTTP/2 needs httpx + h2, so origins
 listed in ``http2_hosts`` (or every origin with ``http2=True``) go through httpx instead.
+
+The retry loop (``_run``) is PerfClient's loop with ``await``: every decision is ``_core.Call``'s. One
+attempt (``_once``) takes the slots under the pool limit, sends, and reads the body or hands it to a
+stream, the same steps over either backend (``_attempt.AiohttpBackend`` / ``HttpxBackend``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # _aiohttp_pool imports aiohttp here, not on first request: an import inside a call would eat that call's
 # deadline. This module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
-from infra.http._aiohttp_pool import make_session
-from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest, httpx_active, merge_headers
-from infra.http._classify import FATAL
-from infra.http._classify import classify_aiohttp as _classify_aiohttp
-from infra.http._classify import classify_httpx as _classify_httpx
-from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Call, HostState
-from infra.http._errors import HTTPError
-from infra.http._ident import DEFAULT_HEADERS, prepare_headers
-from infra.http._lease import AsyncGate, AsyncLease, pass_on, release_slots, wait_slots
+from infra.http._aiohttp_pool import handed_out, make_session
+from infra.http._attempt import AiohttpBackend, Backend, HttpxBackend, free_slots, queue_for_slots
+from infra.http._caching import async_cached_request
+from infra.http._core import DEADLINE, Call, Failure, HostState
+from infra.http._ident import DEFAULT_HEADERS
+from infra.http._lease import AsyncGate, AsyncLease, release_slots
 from infra.http._origin import origin_of
-from infra.http._policy import HTTPSettings
 from infra.http._response import AsyncStreamResponse, Response, backend_headers
-from infra.http._settings_args import DEFAULT, backend_for, resolve_settings, tls_context
-from infra.http._timer import PhaseTimer, TimerWheel
+from infra.http._routing import (
+    DEFAULT,
+    CallArgs,
+    Default,
+    HttpOverrides,
+    RequestOptions,
+    StreamOptions,
+    active_connections,
+    backend_for,
+    build_settings,
+    call_args,
+    httpx_transport,
+    settings_of,
+    tls_context,
+)
+from infra.http._timer import TimerWheel
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from infra.cache import Cache
+    from infra.config import PerfConfig
+    from infra.config.sections.http import HttpConfig
 
 __all__ = ["AsyncPerfClient"]
 
 _monotonic = time.monotonic
 get_running_loop = asyncio.get_running_loop
 _ROUTES_MAX = 1024
-
-
-class _Failure(Exception):
-    """Internal: one attempt failed with ``kind``; ``cause`` is the backend exception."""
-
-    def __init__(self, kind: str, cause: BaseException) -> None:
-        self.kind = kind
-        self.cause = cause
-
-
-def _attempt_failure(
-    exc: BaseException,
-    classify: Any,
-    timer: PhaseTimer,
-    when: float | None,
-    deadline_at: float | None,
-    phase: str,
-) -> _Failure | None:
-    """Map a backend exception raised during one attempt to a ``_Failure``; None: not ours to map.
-
-    Shared by the aiohttp and httpx attempt paths. A ``TimeoutError`` that our own timer didn't cause
-    is the backend's (classified like any other error); one it caused is the deadline when the timer was
-    armed for the call's deadline, else the phase (pool, first byte, body) that ran out.
-    """
-    if isinstance(exc, TimeoutError):
-        if not timer.expired():
-            return _Failure(classify(exc) or FATAL, exc)
-        return _Failure(DEADLINE if (when is not None and when == deadline_at) else phase, exc)
-    found = classify(exc)
-    return None if found is None else _Failure(found, exc)
 
 
 class _Stats:
@@ -75,62 +65,31 @@ class _Stats:
         self.in_use = 0
 
 
-def _verb(method: str) -> Any:
-    """``AsyncPerfClient.get`` and its siblings: ``request(method, url, ...)`` on the fast path."""
-
-    async def verb(
-        self: AsyncPerfClient,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        idempotent: bool = False,
-        deadline: float | Any | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
-        if cache or (cache is None and self._settings.cache.enabled):
-            return await self.request(
-                method,
-                url,
-                params=params,
-                headers=headers,
-                content=content,
-                json=json,
-                idempotent=idempotent,
-                deadline=deadline,
-                cache=cache,
-            )
-        sent, retry_ok = prepare_headers(headers, idempotent)
-        return await self._run(method, url, params, sent, content, json, retry_ok, deadline, False)
-
-    verb.__name__ = method.lower()
-    verb.__qualname__ = f"AsyncPerfClient.{verb.__name__}"
-    verb.__doc__ = f"``request({method!r}, url, ...)``."
-    return verb
-
-
 class AsyncPerfClient:
     """Pooled, retrying async HTTP client. Use as ``async with AsyncPerfClient() as client:``.
 
-    Every call has one deadline (``Timeouts.total`` or ``deadline=``) covering the pool wait, every
-    attempt and the sleeps between; retries follow ``RetryPolicy``, limited per origin by a retry budget
-    and a circuit breaker. Responses are our own ``Response`` type whatever backend ran.
+    Takes the ``http`` settings section (``AsyncPerfClient(config.http)``) and/or keywords naming its fields
+    (``AsyncPerfClient(retry=RetryConfig(attempts=1), http2=True)``). Every call has one deadline
+    (``timeout.total`` or ``deadline=``) covering the pool wait, every attempt and the sleeps between;
+    retries follow ``retry``, limited per origin by a retry budget and a circuit breaker. Responses are
+    our own ``Response`` type whatever backend ran.
     """
 
     def __init__(
         self,
-        settings: HTTPSettings | None = None,
+        settings: HttpConfig | None = None,
         *,
-        cache_store: Any = None,
+        cache_store: Cache | None = None,
         verify: bool | str = True,
-        **overrides: Any,
+        **overrides: Unpack[HttpOverrides],
     ) -> None:
-        self._settings = resolve_settings(settings, overrides)
+        self._settings = build_settings(settings, overrides)
+        self._cache_on = self._settings.cache.enabled
         self._hosts: dict[str, HostState] = {}
         self._session: Any = None
         self._httpx: dict[str, Any] = {}
+        self._aiohttp_backend: AiohttpBackend | None = None
+        self._httpx_backend: HttpxBackend | None = None
         self._global: AsyncGate | None = None
         # url -> (origin state, backend kind): origin_of + two lookups per call become one dict get.
         self._routes: dict[str, tuple[HostState, str]] = {}
@@ -138,7 +97,7 @@ class AsyncPerfClient:
         self._stats = _Stats()
         self._closed = False
         # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
-        self._cache: Any = cache_store
+        self._cache_store = cache_store
         # TLS for https origins: True verifies against the system CA roots, a path to a CA bundle trusts
         # that (private) CA, False turns verification off. Each transport gets its own SSLContext
         # (tls_context): httpx sets ALPN h2 on the context it is given, which would make aiohttp offer h2.
@@ -147,14 +106,15 @@ class AsyncPerfClient:
             import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
 
     @classmethod
-    def from_config(cls, section: Any = None, **overrides: Any) -> AsyncPerfClient:
-        """Build from the ``http`` section of perf_config (the process-wide config when omitted)."""
-        from infra.http._settings_args import settings_from_config
-
-        return cls(settings_from_config(section), **overrides)
+    def from_config(
+        cls, config: PerfConfig | None = None, *, cache_store: Cache | None = None, verify: bool | str = True
+    ) -> AsyncPerfClient:
+        """``AsyncPerfClient(config.http)`` for the process-wide config (or ``config``), with its
+        ``metrics.enabled`` switch applied."""
+        return cls(settings_of(config), cache_store=cache_store, verify=verify)
 
     @property
-    def settings(self) -> HTTPSettings:
+    def settings(self) -> HttpConfig:
         return self._settings
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -170,6 +130,7 @@ class AsyncPerfClient:
     async def aclose(self) -> None:
         """Close every connection. Idempotent."""
         self._closed = True
+        self._aiohttp_backend = None
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -183,12 +144,12 @@ class AsyncPerfClient:
         connections not idle)."""
         acquired = -1
         if self._session is not None:
-            acquired = len(getattr(self._session.connector, "_acquired", ()))
+            acquired = handed_out(self._session.connector)
         elif not self._closed:
             acquired = 0
         stats = {"in_use": self._stats.in_use, "aiohttp_acquired": acquired}
         if self._httpx:
-            stats["httpx_active"] = httpx_active(self._httpx.values())
+            stats["httpx_active"] = active_connections(self._httpx.values())
         return stats
 
     def breaker_state(self, url: str) -> str:
@@ -202,7 +163,7 @@ class AsyncPerfClient:
     def _global_gate(self) -> AsyncGate:
         gate = self._global
         if gate is None:
-            gate = self._global = AsyncGate(self._settings.limits.max_connections)
+            gate = self._global = AsyncGate(self._settings.max_connections)
         return gate
 
     def _host(self, origin: str) -> HostState:
@@ -210,7 +171,7 @@ class AsyncPerfClient:
         if host is None:
             self._global_gate()
             host = self._hosts[origin] = HostState(
-                origin, self._settings, AsyncGate(self._settings.limits.max_per_host)
+                origin, self._settings, AsyncGate(self._settings.max_per_host)
             )
         return host
 
@@ -230,21 +191,28 @@ class AsyncPerfClient:
         wheel = self._wheel = TimerWheel(asyncio.get_running_loop())
         return wheel
 
-    def _aiohttp(self) -> Any:
+    def _backend(self, kind: str) -> Backend:
+        """The backend for a route's kind: aiohttp, or httpx for "h1" / "h2" / "h2c" (opened on first use)."""
+        if kind == "aiohttp":
+            return self._aiohttp_backend or self._open_aiohttp()
+        if self._httpx_backend is None:
+            self._httpx_backend = HttpxBackend(self._httpx_client, self._settings.timeout.connect)
+        return self._httpx_backend
+
+    def _open_aiohttp(self) -> AiohttpBackend:
         if self._closed:
             raise RuntimeError("AsyncPerfClient is closed")
-        session = self._session
-        if session is None:
-            s = self._settings
-            session = self._session = make_session(
-                limit=s.limits.max_connections,
-                limit_per_host=s.limits.max_per_host,
-                keepalive=s.limits.keepalive_expiry,
-                connect=s.timeouts.connect,
-                ssl=tls_context(self._verify),
-                headers=DEFAULT_HEADERS,
-            )
-        return session
+        s = self._settings
+        self._session = make_session(
+            limit=s.max_connections,
+            limit_per_host=s.max_per_host,
+            keepalive=s.keepalive_expiry,
+            connect=s.timeout.connect,
+            ssl=tls_context(self._verify),
+            headers=DEFAULT_HEADERS,
+        )
+        backend = self._aiohttp_backend = AiohttpBackend(self._session)
+        return backend
 
     def _httpx_client(self, kind: str) -> Any:
         """The httpx transport for ``kind``: "h1" (backend="httpx"), "h2" (ALPN over TLS) or "h2c"."""
@@ -252,317 +220,119 @@ class AsyncPerfClient:
             raise RuntimeError("AsyncPerfClient is closed")
         client = self._httpx.get(kind)
         if client is None:
-            import httpx
-
-            s = self._settings
-            # The transport, not httpx.AsyncClient: the client logs every full URL at INFO, query-string
-            # secrets included.
-            client = self._httpx[kind] = httpx.AsyncHTTPTransport(
-                http1=kind != "h2c",
-                http2=kind != "h1",
-                verify=tls_context(self._verify),
-                limits=httpx.Limits(
-                    max_connections=s.limits.max_connections,
-                    max_keepalive_connections=s.limits.max_connections,
-                    keepalive_expiry=s.limits.keepalive_expiry,
-                ),
-            )
+            client = self._httpx[kind] = httpx_transport(self._settings, kind, self._verify, sync=False)
         return client
 
     # -- public calls ------------------------------------------------------------------------------------
 
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        idempotent: bool = False,
-        deadline: float | Any | None = DEFAULT,
-        cache: bool | None = None,
-    ) -> Response:
+    async def request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> Response:
         """Send one logical request (with retries) and return the fully read response.
 
         A failing status is returned, not raised (call ``raise_for_status()``); transport failures that
-        outlive their retries raise TransportError, and the deadline DeadlineExceeded.
-        ``idempotent=True`` lets a POST / PATCH be retried, under one Idempotency-Key for all attempts.
+        outlive their retries raise TransportError, and the deadline DeadlineExceeded. The keywords:
+        ``RequestOptions`` (params, headers, content, json, idempotent, deadline, cache).
         """
-        method = method.upper()
-        headers, retry_ok = prepare_headers(headers, idempotent)
-        if cache or (cache is None and self._settings.cache.enabled):
-            from infra.http._caching import async_cached_request
+        return await self._send(method.upper(), url, options)
 
-            return await async_cached_request(
-                self,
-                method,
-                url,
-                params=params,
-                headers=headers,
-                content=content,
-                json=json,
-                retry_ok=retry_ok,
-                deadline=deadline,
-                force=cache,
-            )
-        return await self._run(method, url, params, headers, content, json, retry_ok, deadline, False)
+    def _send(self, method: str, url: str, options: RequestOptions) -> Coroutine[Any, Any, Response]:
+        """The coroutine that answers a request: through the response cache when it applies, else the
+        retry loop itself (so a verb adds no coroutine layer of its own)."""
+        args, cache = call_args(method, url, False, **options)
+        if cache or (cache is None and self._cache_on):
+            return async_cached_request(self._cache_store, self._settings.cache, args, cache, self._run)
+        return self._run(args)
 
-    # The verbs go straight to the retry loop (one coroutine layer less than through request()) unless
-    # response caching applies; one definition, made per method by _verb below.
-    get = _verb("GET")
-    head = _verb("HEAD")
-    options = _verb("OPTIONS")
-    post = _verb("POST")
-    put = _verb("PUT")
-    patch = _verb("PATCH")
-    delete = _verb("DELETE")
+    async def get(self, url: str, **options: Unpack[RequestOptions]) -> Response:
+        """``request("GET", url, ...)``."""
+        return await self._send("GET", url, options)
 
-    def stream(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | str | None = None,
-        json: Any = None,
-        idempotent: bool = False,
-        deadline: float | Any | None = DEFAULT,
-    ) -> _StreamContext:
+    async def head(self, url: str, **options: Unpack[RequestOptions]) -> Response:
+        """``request("HEAD", url, ...)``."""
+        return await self._send("HEAD", url, options)
+
+    async def options(self, url: str, **options: Unpack[RequestOptions]) -> Response:
+        """``request("OPTIONS", url, ...)``."""
+        return await self._send("OPTIONS", url, options)
+
+    async def post(self, url: str, **options: Unpack[RequestOptions]) -> Response:
+        """``request("POST", url, ...)``."""
+        return await self._send("POST", url, options)
+
+    async def put(self, url: str, **options: Unpack[RequestOptions]) -> Response:
+        """``request("PUT", url, ...)``."""
+        return await self._send("PUT", url, options)
+
+    async def patch(self, url: str, **options: Unpack[RequestOptions]) -> Response:
+        """``request("PATCH", url, ...)``."""
+        return await self._send("PATCH", url, options)
+
+    async def delete(self, url: str, **options: Unpack[RequestOptions]) -> Response:
+        """``request("DELETE", url, ...)``."""
+        return await self._send("DELETE", url, options)
+
+    def stream(self, method: str, url: str, **options: Unpack[StreamOptions]) -> _StreamContext:
         """``async with client.stream("GET", url) as resp: async for line in resp.aiter_lines(): ...``
 
         Retries happen only until the response headers arrive; once the caller holds the stream nothing
         is retried. The connection is released on exit whatever happened (cancellation included).
         """
-        method = method.upper()
-        headers, retry_ok = prepare_headers(headers, idempotent)
-        return _StreamContext(self, (method, url, params, headers, content, json, retry_ok, deadline, True))
+        return _StreamContext(self, call_args(method.upper(), url, True, **options)[0])
 
     # -- the loop ----------------------------------------------------------------------------------------
 
-    async def _run(
-        self,
-        method: str,
-        url: str,
-        params: Any,
-        headers: Any,
-        content: Any,
-        json: Any,
-        retry_ok: bool,
-        deadline: Any,
-        stream: bool,
-    ) -> Response | AsyncStreamResponse:
-        s = self._settings
-        t = s.timeouts
+    async def _run(self, args: CallArgs) -> Response:
+        """One logical call: PerfClient._run with ``await`` (every decision is ``Call``'s)."""
+        method, url, params, headers, content, json, retry_ok, deadline, stream = args
         host, kind = self._routes.get(url) or self._route(url)
         started = _monotonic()
-        total = t.total if deadline is DEFAULT else deadline
+        total: float | None = self._settings.timeout.total
+        if not isinstance(deadline, Default):
+            total = deadline
         deadline_at = started + total if total is not None else None
-        call = Call(s.retry, host, method, retry_ok, started)
-        metrics = host.metrics
-        h2 = kind != "aiohttp"
+        call = Call(self._settings.retry, host, method, retry_ok, started)
+        backend = self._backend(kind)
         response: Response | AsyncStreamResponse
         delay: float | None
         while True:
             admission = call.admit()
             t0 = _monotonic()
-            failure: _Failure | None = None
-            if h2:
+            answered = None  # the response to hand back if the breaker stops the retry
+            try:
+                response = await self._once(
+                    backend, kind, host, method, url, params, headers, content, json, deadline_at, stream
+                )
+            except Failure as failure:
+                delay = call.on_error(failure.kind, failure.cause, t0, _monotonic(), deadline_at, admission)
+            except BaseException:
+                call.release()
+                raise
+            else:
                 try:
-                    response = await self._once_httpx(
-                        kind, host, method, url, params, headers, content, json, deadline_at, stream
-                    )
-                except _Failure as failed:
-                    failure = failed
+                    delay = call.on_response(response, t0, _monotonic(), deadline_at, admission, stream)
                 except BaseException:
-                    call.release()
-                    raise
-            else:
-                # One attempt over aiohttp, written out here rather than in a method of its own: a coroutine
-                # layer costs a frame on every resume, and this is the hot path. _once_httpx takes the same
-                # steps over httpx.
-                hs, gs = host.slots, self._global or self._global_gate()
-                timer: PhaseTimer | None = None
-                held = False
-                resp: Any = None
-                phase = POOL
-                when = deadline_at
-                try:
-                    session = self._session or self._aiohttp()
-                    # Both slots free: taken below without awaiting. Otherwise we queue, and the pool limit
-                    # applies first.
-                    free = hs.free > 0 and gs.free > 0
-                    if free:
-                        phase = FIRST_BYTE
-                        limit = t.first_byte
-                    else:
-                        limit = t.pool
-                    if limit is not None:
-                        when = t0 + limit
-                        if deadline_at is not None and deadline_at < when:
-                            when = deadline_at
-                    loop = get_running_loop()
-                    timer = PhaseTimer(when, self._wheel or self._timer_wheel())
-                    timer.start(loop)
-                    if free:
-                        hs.free -= 1
-                        gs.free -= 1
-                        self._stats.in_use += 1
-                        metrics.active(1)
-                    else:
-                        # wait_slots, written out: under load nearly every call queues here, and a coroutine
-                        # layer costs a frame on each resume. Per-host slot first, then a global one.
-                        both = False  # handed the global slot with the host's (see _lease.pass_on)
-                        if hs.free > 0:
-                            hs.free -= 1
-                        else:
-                            fut = loop.create_future()
-                            hs.waiters.append(fut)
-                            try:
-                                both = await fut
-                            except BaseException:
-                                if fut.done() and not fut.cancelled():
-                                    # handed over, then cancelled before it ran: pass it on
-                                    if fut.result():
-                                        pass_on(hs, gs)
-                                    else:
-                                        hs.release()
-                                raise
-                        if not both:
-                            try:
-                                if gs.free > 0:
-                                    gs.free -= 1
-                                else:
-                                    await gs.wait()
-                            except BaseException:
-                                hs.release()
-                                raise
-                        self._stats.in_use += 1
-                        metrics.active(1)
-                        metrics.pool_wait(_monotonic() - t0)
-                    held = True
-                    if phase == POOL:
-                        phase = FIRST_BYTE
-                        fb = t.first_byte
-                        when = earliest(deadline_at, _monotonic() + fb if fb is not None else None)
-                        timer.move(when)
-                    # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to
-                    # another origin would run under this origin's slot, breaker and metrics.
-                    resp = await session.request(
-                        method,
-                        url,
-                        params=params,
-                        headers=headers,
-                        data=content,
-                        json=json,
-                        allow_redirects=False,
-                    )
-                    if stream:
-                        timer.stop()
-                        body = AiohttpBody(
-                            resp, AsyncLease(hs, gs, metrics, self._stats), t.idle, deadline_at, host.origin
-                        )
-                        held = False  # the body reader owns the slots from here
-                        response = AsyncStreamResponse(
-                            resp.status,
-                            backend_headers(resp.headers),
-                            None,
-                            url=url,
-                            method=method,
-                            origin=host.origin,
-                            body=body,
-                        )
-                    else:
-                        if when != deadline_at:  # the body is bounded by the deadline alone
-                            phase = DEADLINE
-                            when = deadline_at
-                            timer.move(when)
-                        data = await resp.read()
-                        timer.stop()
-                        held = False
-                        # release_slots, written out: the common case is nobody queued
-                        self._stats.in_use -= 1
-                        metrics.active(-1)
-                        if hs.waiters or gs.waiters:
-                            pass_on(hs, gs)
-                        else:
-                            gs.free += 1
-                            hs.free += 1
-                        response = Response(
-                            resp.status,
-                            backend_headers(resp.headers),
-                            data,
-                            url=url,
-                            method=method,
-                            origin=host.origin,
-                        )
-                except BaseException as exc:
-                    ours = timer.stop() if timer is not None else False
-                    if held:
-                        if resp is not None:
-                            resp.close()
-                        release_slots(hs, gs, metrics, self._stats)
-                    if ours and isinstance(exc, asyncio.CancelledError):
-                        # Our timer's cancel, and no outside one: this phase (or the deadline) ran out.
-                        timeout = TimeoutError()
-                        timeout.__cause__ = exc
-                        assert timer is not None
-                        failure = _attempt_failure(
-                            timeout, _classify_aiohttp, timer, when, deadline_at, phase
-                        )
-                    elif isinstance(exc, Exception) and timer is not None:
-                        failure = _attempt_failure(exc, _classify_aiohttp, timer, when, deadline_at, phase)
-                    if failure is None:
-                        call.release()
-                        raise
-            now = _monotonic()
-            if failure is not None:
-                try:
-                    delay = call.after_error(
-                        failure.kind, failure.cause, now - t0, now, deadline_at, admission
-                    )
-                except HTTPError:
-                    metrics.duration(method, None, now - started)
-                    raise
-            else:
-                try:
-                    delay = call.after_response(response, now - t0, now, deadline_at, admission)
-                except HTTPError:
-                    if stream:
-                        await response._body.aclose()  # type: ignore[union-attr]
-                    metrics.duration(method, response.status, now - started)
+                    if isinstance(response, AsyncStreamResponse):
+                        await response.aclose()
                     raise
                 if delay is None:
-                    if call.history:
-                        response.history = tuple(call.history)
-                    if stream:
+                    if isinstance(response, AsyncStreamResponse) and deadline is DEFAULT:
                         # The configured total deadline bounds a stream up to its headers; its body then
                         # runs on the idle timeout (LLM / TTS streams outlive any sensible total). An
                         # explicit deadline= bounds the whole stream.
-                        if deadline is DEFAULT:
-                            response._body.deadline_at = None  # type: ignore[union-attr]
-                        metrics.ttfb(method, now - started)
-                    else:
-                        metrics.duration(method, response.status, now - started)
+                        response.drop_deadline()
                     return response
-                if stream:
-                    await response._body.aclose()  # type: ignore[union-attr]
+                if isinstance(response, AsyncStreamResponse):
+                    await response.aclose()
+                else:
+                    answered = response
             if delay:
                 await asyncio.sleep(delay)
-            answered = failure is None and not stream
-            try:
-                last = call.after_sleep(response if answered else None)
-            except HTTPError:
-                metrics.duration(method, response.status if answered else None, _monotonic() - started)
-                raise
+            last = call.on_wake(answered, _monotonic())
             if last is not None:  # the breaker opened meanwhile: this response is the call's answer
-                metrics.duration(method, last.status, _monotonic() - started)
-                return last  # type: ignore[no-any-return]
+                return last
 
-    async def _once_httpx(
+    async def _once(
         self,
+        backend: Backend,
         kind: str,
         host: HostState,
         method: str,
@@ -574,98 +344,65 @@ class AsyncPerfClient:
         deadline_at: float | None,
         stream: bool,
     ) -> Response | AsyncStreamResponse:
-        import httpx
-
-        client = self._httpx_client(kind)
-        t = self._settings.timeouts
+        """One attempt: slots, request, then the body read (or handed to a stream); a failure it can name
+        raised as ``Failure``."""
+        t = self._settings.timeout
         hs, gs = host.slots, self._global or self._global_gate()
-        now = _monotonic()
-        free = hs.free > 0 and gs.free > 0
-        phase = FIRST_BYTE if free else POOL
-        limit = t.first_byte if free else t.pool
-        when = deadline_at if limit is None else earliest(deadline_at, now + limit)
-        timer = PhaseTimer(when, self._wheel or self._timer_wheel())
-        timer.start()
-        held = False
+        wheel = self._wheel or self._timer_wheel()
+        clock = free_slots(host, gs, self._stats, wheel, deadline_at, t) or await queue_for_slots(
+            host, gs, self._stats, wheel, deadline_at, t
+        )
+        held = True
         resp: Any = None
         try:
-            if free:
-                hs.free -= 1
-                gs.free -= 1
-                self._stats.in_use += 1
-                host.metrics.active(1)
-            else:
-                await wait_slots(hs, gs, host.metrics, self._stats)
-            held = True
-            if phase == POOL:
-                phase = FIRST_BYTE
-                fb = t.first_byte
-                when = earliest(deadline_at, _monotonic() + fb if fb is not None else None)
-                timer.move(when)
-            request = httpx.Request(
-                method,
-                url,
-                params=params,
-                headers=merge_headers(httpx, headers),
-                content=content,
-                json=json,
-                extensions={"timeout": {"connect": t.connect, "read": None, "write": None, "pool": None}},
-            )
-            resp = await client.handle_async_request(request)
-            resp.request = request
+            resp = await backend.send(kind, method, url, params, headers, content, json)
             if stream:
-                timer.stop()
-                h2body = HttpxBody(
+                clock.timer.stop()
+                body = backend.body(
                     resp, AsyncLease(hs, gs, host.metrics, self._stats), t.idle, deadline_at, host.origin
                 )
                 held = False  # the body reader owns the slots from here
                 return AsyncStreamResponse(
-                    resp.status_code,
+                    backend.status(resp),
                     backend_headers(resp.headers),
                     None,
                     url=url,
                     method=method,
                     origin=host.origin,
-                    http_version=resp.http_version,
-                    body=h2body,
+                    http_version=backend.version(resp),
+                    body=body,
                 )
-            if when != deadline_at:
-                phase = DEADLINE
-                when = deadline_at
-                timer.move(when)
-            data = await resp.aread()
+            clock.enter(DEADLINE, None)  # the body is bounded by the deadline alone
+            data = await backend.read(resp)
         except BaseException as exc:
-            ours = timer.stop()
+            ours = clock.timer.stop()
             if held:
-                release_slots(hs, gs, host.metrics, self._stats)
-                if resp is not None and not resp.is_closed:
-                    with contextlib.suppress(BaseException):
-                        await asyncio.shield(resp.aclose())
-            if ours and isinstance(exc, asyncio.CancelledError):
-                timeout = TimeoutError()
-                timeout.__cause__ = exc
-                failure = _attempt_failure(timeout, _classify_httpx, timer, when, deadline_at, phase)
-                raise failure from timeout  # type: ignore[misc]
-            if not isinstance(exc, Exception):
-                raise
-            failure = _attempt_failure(exc, _classify_httpx, timer, when, deadline_at, phase)
+                release_slots(hs, gs, host.metrics, self._stats)  # slots first: the drop may be cancelled
+                if resp is not None:
+                    await backend.drop(resp)
+            failure = clock.failure(exc, ours, backend.classify)
             if failure is None:
                 raise
             raise failure from exc
-        timer.stop()
+        clock.timer.stop()
         release_slots(hs, gs, host.metrics, self._stats)
-        if not resp.is_closed:  # aread() closes it at the end of the body; never leave one open
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(resp.aclose())
+        if not backend.closes_itself:
+            await backend.drop(resp)
         return Response(
-            resp.status_code,
+            backend.status(resp),
             backend_headers(resp.headers),
             data,
             url=url,
             method=method,
             origin=host.origin,
-            http_version=resp.http_version,
+            http_version=backend.version(resp),
         )
+
+    def _record_stream(self, response: AsyncStreamResponse, started: float) -> None:
+        """A stream closed: the whole stream, headers to close, is the request's duration (TTFB apart)."""
+        host = self._hosts.get(response.origin)
+        if host is not None:
+            host.metrics.duration(response.method, response.status, _monotonic() - started)
 
 
 class _StreamContext:
@@ -673,7 +410,7 @@ class _StreamContext:
 
     __slots__ = ("_args", "_client", "_response", "_started")
 
-    def __init__(self, client: AsyncPerfClient, args: tuple[Any, ...]) -> None:
+    def __init__(self, client: AsyncPerfClient, args: CallArgs) -> None:
         self._client = client
         self._args = args
         self._response: AsyncStreamResponse | None = None
@@ -681,7 +418,7 @@ class _StreamContext:
 
     async def __aenter__(self) -> AsyncStreamResponse:
         self._started = _monotonic()
-        response = await self._client._run(*self._args)
+        response = await self._client._run(self._args)
         assert isinstance(response, AsyncStreamResponse)
         self._response = response
         return response
@@ -692,7 +429,4 @@ class _StreamContext:
         response, self._response = self._response, None
         if response is not None:
             await response.aclose()
-            # The whole stream, headers to close, is the request's duration (TTFB is recorded apart).
-            host = self._client._hosts.get(response.origin)
-            if host is not None:
-                host.metrics.duration(response.method, response.status, _monotonic() - self._started)
+            self._client._record_stream(response, self._started)

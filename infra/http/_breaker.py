@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from infra.http._policy import BreakerSettings
+from infra.config.sections.http import BreakerConfig
 
 log = logging.getLogger("infra.http")
 
@@ -75,7 +75,7 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        settings: BreakerSettings,
+        settings: BreakerConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[str], None] | None = None,

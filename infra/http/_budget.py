@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from fractions import Fraction
 
-from infra.http._policy import BudgetSettings
+from infra.config.sections.http import RetryBudgetConfig
 
 __all__ = ["RetryBudget", "exact_ratio"]
 
@@ -54,7 +54,7 @@ class RetryBudget:
         "enabled",
     )
 
-    def __init__(self, settings: BudgetSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: RetryBudgetConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = settings.enabled
         ratio = exact_ratio(settings.ratio)
         self._cost = ratio.denominator  # units per retry

@@ -1,4 +1,4 @@
-"""Response caching through infra.cache (off by default: ``CacheSettings.enabled`` or ``cache=True``).
+"""Response caching through infra.cache (off by default: ``HttpCacheConfig.enabled`` or ``cache=True``).
 
 What is cached: 200 responses to GET, and to POST on routes marked deterministic (the same body always
 gives the same answer: TTS of a text, embeddings), unless the response says ``Cache-Control: no-store``.
@@ -7,9 +7,11 @@ the request headers. Secure by default: *every* request header the caller sends 
 (hashed, so no secret is stored in clear), except the few on ``UNKEYED_HEADERS``, known not to change the
 response (per-request ids and trace context, which would make every key unique, and transport headers).
 A list of known credential headers missed any it didn't know (``X-Auth-Token``, ``Private-Token``...) and
-let two accounts share an entry. ``CacheSettings.unkeyed_headers`` adds a caller's own per-request headers.
+let two accounts share an entry. ``HttpCacheConfig.unkeyed_headers`` adds a caller's own per-request headers.
 Cached value: ``{"status", "headers", "body"}`` (safe codec, no pickle).
 Fail open: a cache error is counted in ``failures``, logged once, and the request goes to the network.
+The sync and async paths differ only in awaiting: what to look up, what a hit is and what to store is
+decided once (``_Plan``).
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from __future__ import annotations
 import hashlib
 import json as _json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from infra.http._policy import CacheSettings
+from infra.config.sections.http import HttpCacheConfig
+from infra.http._origin import origin_of
 from infra.http._response import Headers, Response
+from infra.http._routing import CallArgs
 
 if TYPE_CHECKING:
-    from infra.http._async_client import AsyncPerfClient
-    from infra.http._sync_client import PerfClient
+    from infra.cache import Cache
 
 __all__ = ["UNKEYED_HEADERS", "async_cached_request", "cache_key", "sync_cached_request"]
 
@@ -97,7 +100,7 @@ def _deterministic(url: str, routes: tuple[str, ...]) -> bool:
     return False
 
 
-def cacheable(method: str, url: str, settings: CacheSettings, force: bool | None) -> bool:
+def cacheable(method: str, url: str, settings: HttpCacheConfig, force: bool | None) -> bool:
     """Whether this request may be answered from / stored in the cache."""
     if force is False:
         return False
@@ -159,90 +162,106 @@ def _from_value(value: Any, response_args: dict[str, Any]) -> Response | None:
     return Response(int(value["status"]), headers, bytes(value["body"]), from_cache=True, **response_args)
 
 
-async def async_cached_request(
-    client: AsyncPerfClient,
-    method: str,
-    url: str,
-    *,
-    params: Any,
-    headers: Any,
-    content: Any,
-    json: Any,
-    retry_ok: bool,
-    deadline: Any,
-    force: bool | None,
-) -> Response:
-    settings = client.settings.cache
-    if not cacheable(method, url, settings, force):
-        return await client._run(method, url, params, headers, content, json, retry_ok, deadline, False)
-    from infra.cache import MISSING
-    from infra.http._origin import origin_of
+class _Plan:
+    """What one cacheable request looks up and may store: decided here, so the sync and async paths only
+    await (or not) the cache's get and set."""
 
-    key = None
-    cache: Any = None
+    __slots__ = ("args", "cache", "key", "settings")
+
+    def __init__(self, settings: HttpCacheConfig, args: dict[str, Any]) -> None:
+        self.settings = settings
+        self.args = args
+        self.cache: Any = None
+        self.key: str | None = None  # None: the lookup failed before a key was made; nothing is stored
+
+    def found(self, value: object) -> Response | None:
+        """The cached response a looked-up value makes (None: a miss, or a value we can't read)."""
+        from infra.cache import MISSING
+
+        return None if value is MISSING else _from_value(value, self.args)
+
+    def value(self, response: Response) -> dict[str, Any] | None:
+        """What to store for ``response``, or None when it isn't stored."""
+        return _to_value(response) if self.key is not None and _storable(response) else None
+
+
+def _plan(store: Cache | None, settings: HttpCacheConfig, args: CallArgs, force: bool | None) -> _Plan | None:
+    """The plan for a request, or None when it isn't cacheable (it goes straight to the network)."""
+    method, url, params, headers, content, json = args[:6]
+    if not cacheable(method, url, settings, force):
+        return None
+    plan = _Plan(settings, {"url": url, "method": method, "origin": origin_of(url)})
     try:
-        cache = client._cache if client._cache is not None else _get_cache()
-        key = cache_key(
-            method, url, params, headers, content, json, settings.namespace, settings.unkeyed_headers
-        )
-        hit = await cache.aget(settings.namespace, key, MISSING)
-        if hit is not MISSING:
-            found = _from_value(hit, {"url": url, "method": method, "origin": origin_of(url)})
-            if found is not None:
-                return found
+        plan.cache = store if store is not None else _get_cache()
+        unkeyed = frozenset(h.lower() for h in settings.unkeyed_headers)
+        plan.key = cache_key(method, url, params, headers, content, json, settings.namespace, unkeyed)
     except Exception as exc:
         _failed("lookup", exc)
-    response: Response = await client._run(
-        method, url, params, headers, content, json, retry_ok, deadline, False
-    )
-    if key is not None and _storable(response):
+    return plan
+
+
+async def async_cached_request(
+    store: Cache | None,
+    settings: HttpCacheConfig,
+    args: CallArgs,
+    force: bool | None,
+    send: Callable[[CallArgs], Awaitable[Response]],
+) -> Response:
+    """A response from the cache, or ``send(args)``'s (stored when storable)."""
+    plan = _plan(store, settings, args, force)
+    if plan is None:
+        return await send(args)
+    if plan.key is not None:
         try:
-            await cache.aset(settings.namespace, key, _to_value(response), ttl=settings.ttl)
+            found = plan.found(await plan.cache.aget(settings.namespace, plan.key, _missing()))
+        except Exception as exc:
+            _failed("lookup", exc)
+        else:
+            if found is not None:
+                return found
+    response = await send(args)
+    value = plan.value(response)
+    if value is not None:
+        try:
+            await plan.cache.aset(settings.namespace, plan.key, value, ttl=settings.ttl)
         except Exception as exc:
             _failed("store", exc)
     return response
 
 
 def sync_cached_request(
-    client: PerfClient,
-    method: str,
-    url: str,
-    *,
-    params: Any,
-    headers: Any,
-    content: Any,
-    json: Any,
-    retry_ok: bool,
-    deadline: Any,
+    store: Cache | None,
+    settings: HttpCacheConfig,
+    args: CallArgs,
     force: bool | None,
+    send: Callable[[CallArgs], Response],
 ) -> Response:
-    settings = client.settings.cache
-    if not cacheable(method, url, settings, force):
-        return client._run(method, url, params, headers, content, json, retry_ok, deadline, False)  # type: ignore[no-any-return]
-    from infra.cache import MISSING
-    from infra.http._origin import origin_of
-
-    key = None
-    cache: Any = None
-    try:
-        cache = client._cache if client._cache is not None else _get_cache()
-        key = cache_key(
-            method, url, params, headers, content, json, settings.namespace, settings.unkeyed_headers
-        )
-        hit = cache.get(settings.namespace, key, MISSING)
-        if hit is not MISSING:
-            found = _from_value(hit, {"url": url, "method": method, "origin": origin_of(url)})
+    """``async_cached_request`` without the awaiting."""
+    plan = _plan(store, settings, args, force)
+    if plan is None:
+        return send(args)
+    if plan.key is not None:
+        try:
+            found = plan.found(plan.cache.get(settings.namespace, plan.key, _missing()))
+        except Exception as exc:
+            _failed("lookup", exc)
+        else:
             if found is not None:
                 return found
-    except Exception as exc:
-        _failed("lookup", exc)
-    response: Response = client._run(method, url, params, headers, content, json, retry_ok, deadline, False)
-    if key is not None and _storable(response):
+    response = send(args)
+    value = plan.value(response)
+    if value is not None:
         try:
-            cache.set(settings.namespace, key, _to_value(response), ttl=settings.ttl)
+            plan.cache.set(settings.namespace, plan.key, value, ttl=settings.ttl)
         except Exception as exc:
             _failed("store", exc)
     return response
+
+
+def _missing() -> object:
+    from infra.cache import MISSING
+
+    return MISSING
 
 
 def _get_cache() -> Any:

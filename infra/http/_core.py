@@ -1,44 +1,48 @@
 """The I/O-free core both clients share: per-origin state and the retry decisions of one logical call.
 
-A client's loop is only I/O::
+A client's loop is only I/O (the sync and async loops are this, one with ``await``)::
 
-    call = Call(settings.retry, host, method, idempotent)
+    call = Call(settings.retry, host, method, idempotent, started)
     while True:
         admission = call.admit()               # breaker: raises CircuitOpenError, no I/O
         try:   response = <one attempt>
-        except <backend error> as exc:
-            delay = call.after_error(kind, exc, now, deadline_at, admission)   # raises when final
+        except <attempt failure> as f:
+            delay = call.on_error(f.kind, f.cause, t0, now, deadline_at, admission)  # raises when final
         else:
-            delay = call.after_response(response, now, deadline_at, admission)  # None: return it
+            delay = call.on_response(response, t0, now, deadline_at, admission, stream)  # None: return it
             if delay is None: return response
         <sleep delay>
+        last = call.on_wake(answered, now)     # the breaker opened meanwhile: end with ``last``
 
-so the retry rules, the budget and the breaker behave identically in PerfClient and AsyncPerfClient.
+so the retry rules, the budget, the breaker and the call's metrics behave identically in PerfClient and
+AsyncPerfClient.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from infra.config.sections.http import RETRY_STATUSES, HttpConfig, RetryConfig
 from infra.http._breaker import FAILURE, NEUTRAL, NORMAL, REJECT, SUCCESS, CircuitBreaker
 from infra.http._budget import RetryBudget
 from infra.http._errors import (
     Attempt,
     CircuitOpenError,
     DeadlineExceeded,
+    HTTPError,
     PoolTimeout,
     RetryAfterTooLong,
     RetryBudgetExhausted,
     TransportError,
 )
 from infra.http._metrics import HostMetrics, NullMetrics
-from infra.http._policy import BREAKER_FAILURE_STATUSES, HTTPSettings, RetryPolicy
 from infra.http._retry_after import parse_retry_after
 
 if TYPE_CHECKING:
     from infra.http._response import Response
 
 __all__ = [
+    "BREAKER_FAILURE_STATUSES",
     "CLOSED",
     "CONNECT",
     "DEADLINE",
@@ -47,16 +51,21 @@ __all__ = [
     "POOL",
     "READ",
     "Call",
+    "Failure",
     "HostState",
     "breaker_outcome",
 ]
 
+#: Statuses that count as an upstream failure for the breaker. 429 is deliberately absent: the server is
+#: healthy and asked us to slow down, which backoff handles; opening the breaker would shed good traffic.
+BREAKER_FAILURE_STATUSES: frozenset[int] = frozenset({500, 502, 503, 504})
+
 # Error kinds a client maps backend exceptions to.
 CONNECT = "connect"  # nothing reached the server: always safe to retry
 READ = "read"  # the request may have been processed: retry only idempotent requests
-FIRST_BYTE = "first_byte"  # no response headers within Timeouts.first_byte: a read failure
+FIRST_BYTE = "first_byte"  # no response headers within TimeoutConfig.first_byte: a read failure
 DEADLINE = "deadline"  # the call's one deadline ran out: final
-POOL = "pool"  # no connection slot within Timeouts.pool: final
+POOL = "pool"  # no connection slot within TimeoutConfig.pool: final
 GOAWAY = "goaway"  # an HTTP/2 GOAWAY with last_stream_id 0: the server processed no stream, so any method
 # may be resent; and no sign of trouble (servers rotate connections on purpose): neutral for the breaker
 CLOSED = "closed"  # the connection was closed under the request (graceful GOAWAY, write to a closed
@@ -66,6 +75,15 @@ _ALWAYS_RETRYABLE = frozenset({CONNECT, GOAWAY})
 _IDEMPOTENT_RETRYABLE = frozenset({READ, FIRST_BYTE, CLOSED})
 # Not evidence of a sick upstream: our own deadline, and connections a server rotates on purpose.
 _BREAKER_NEUTRAL = frozenset({DEADLINE, GOAWAY, CLOSED})
+
+
+class Failure(Exception):
+    """An attempt failed with ``kind`` (one of the error kinds above); ``cause`` is the backend exception.
+    Raised by a client's attempt, caught by its loop, which hands both to ``Call.on_error``."""
+
+    def __init__(self, kind: str, cause: BaseException) -> None:
+        self.kind = kind
+        self.cause = cause
 
 
 def breaker_outcome(status: int) -> int:
@@ -82,11 +100,11 @@ class HostState:
 
     __slots__ = ("breaker", "budget", "metrics", "origin", "slots")
 
-    def __init__(self, origin: str, settings: HTTPSettings, slots: Any = None) -> None:
+    def __init__(self, origin: str, settings: HttpConfig, slots: Any = None) -> None:
         self.origin = origin
         self.metrics: NullMetrics = HostMetrics(origin) if settings.metrics else NullMetrics()
         self.breaker = CircuitBreaker(settings.breaker, on_change=self.metrics.breaker_changed, name=origin)
-        self.budget = RetryBudget(settings.budget)
+        self.budget = RetryBudget(settings.retry_budget)
         self.slots = slots
 
 
@@ -117,7 +135,7 @@ class Call:
     )
 
     def __init__(
-        self, policy: RetryPolicy, host: HostState, method: str, idempotent: bool, started: float
+        self, policy: RetryConfig, host: HostState, method: str, idempotent: bool, started: float
     ) -> None:
         self.policy = policy
         self.host = host
@@ -184,6 +202,63 @@ class Call:
             return last
         raise self._circuit_open()
 
+    # -- the loop's three steps, with the call's metrics: what both clients run after each attempt ---------
+
+    def on_error(
+        self,
+        kind: str,
+        cause: BaseException,
+        t0: float,
+        now: float,
+        deadline_at: float | None,
+        admission: int,
+    ) -> float:
+        """An attempt failed: the sleep before the next, or raise the final error (its duration recorded)."""
+        try:
+            return self.after_error(kind, cause, now - t0, now, deadline_at, admission)
+        except HTTPError:
+            self.host.metrics.duration(self.method, None, now - self.started)
+            raise
+
+    def on_response(
+        self,
+        response: Response,
+        t0: float,
+        now: float,
+        deadline_at: float | None,
+        admission: int,
+        stream: bool,
+    ) -> float | None:
+        """An attempt got a response: None when it is the call's answer (history set, its duration, or for
+        a stream the time to first byte, recorded), else the sleep before retrying. The caller closes a
+        streamed response it won't return (on a raise too)."""
+        try:
+            delay = self.after_response(response, now - t0, now, deadline_at, admission)
+        except HTTPError:
+            self.host.metrics.duration(self.method, response.status, now - self.started)
+            raise
+        if delay is None:
+            if self.history:
+                response.history = tuple(self.history)
+            if stream:
+                self.host.metrics.ttfb(self.method, now - self.started)
+            else:
+                self.host.metrics.duration(self.method, response.status, now - self.started)
+        return delay
+
+    def on_wake(self, answered: Response | None, now: float) -> Response | None:
+        """After the sleep: None to try again, or the call's answer when the breaker opened meanwhile
+        (``after_sleep``), its duration recorded either way the call ends."""
+        status = answered.status if answered is not None else None
+        try:
+            last: Response | None = self.after_sleep(answered)
+        except HTTPError:
+            self.host.metrics.duration(self.method, status, now - self.started)
+            raise
+        if last is not None:
+            self.host.metrics.duration(self.method, last.status, now - self.started)
+        return last
+
     def _final(self, exc_type: type[Any], message: str, **kw: Any) -> Any:
         return exc_type(
             message, origin=self.host.origin, method=self.method, history=tuple(self.history), **kw
@@ -248,8 +323,7 @@ class Call:
         Raises RetryAfterTooLong when the server asks to wait past the deadline or the policy's cap.
         """
         status = response.status
-        policy = self.policy
-        if status not in policy.retry_statuses:
+        if status not in RETRY_STATUSES:
             if self.history:
                 self.history.append(Attempt(len(self.history) + 1, status, None, elapsed))
             # _settle, inlined: this runs once per request (a call that gets here is admitted, not settled).

@@ -32,6 +32,7 @@ __all__ = [
     "acquire_sync",
     "pass_on",
     "release_slots",
+    "take_now",
     "wait_slots",
 ]
 
@@ -229,6 +230,18 @@ def release_slots(host_gate: AsyncGate, global_gate: AsyncGate, metrics: NullMet
     else:
         global_gate.free += 1
         host_gate.free += 1
+
+
+def take_now(host_gate: AsyncGate, global_gate: AsyncGate, metrics: NullMetrics, stats: Any) -> bool:
+    """Take a host and a global slot without awaiting when both are free (the fast path); False: queue
+    with ``wait_slots``."""
+    if host_gate.free > 0 and global_gate.free > 0:
+        host_gate.free -= 1
+        global_gate.free -= 1
+        stats.in_use += 1
+        metrics.active(1)
+        return True
+    return False
 
 
 async def wait_slots(

@@ -262,6 +262,11 @@ class AsyncStreamResponse(Response):
     async def aclose(self) -> None:
         await self._body.aclose()
 
+    def drop_deadline(self) -> None:
+        """The configured total deadline bounded the wait for the headers; the body now runs on the idle
+        timeout alone."""
+        self._body.deadline_at = None
+
 
 class StreamResponse(Response):
     """Sync twin of AsyncStreamResponse: ``iter_bytes``, ``iter_lines``, ``read``, ``close``."""
@@ -298,3 +303,8 @@ class StreamResponse(Response):
 
     def close(self) -> None:
         self._body.close()
+
+    def drop_deadline(self) -> None:
+        """The configured total deadline bounded the wait for the headers; the body now runs on the idle
+        timeout alone."""
+        self._body.deadline_at = None

@@ -44,11 +44,12 @@ if sys.version_info >= (3, 11):
         GRAIN = 1.0  # seconds per bucket
         FAR = 2.0  # > GRAIN, so a re-filed timer always lands in a later bucket
 
-        __slots__ = ("_buckets", "loop")
+        __slots__ = ("_buckets", "handles", "loop")
 
         def __init__(self, loop: Any) -> None:
             self.loop = loop
             self._buckets: dict[int, dict[PhaseTimer, None]] = {}
+            self.handles = 0  # loop handles this wheel has armed, one per bucket (what it saves is visible)
 
         def add(self, timer: PhaseTimer, when: float) -> dict[PhaseTimer, None]:
             key = int(when / self.GRAIN)
@@ -56,8 +57,13 @@ if sys.version_info >= (3, 11):
             if bucket is None:
                 bucket = self._buckets[key] = {}
                 self.loop.call_at(key * self.GRAIN, self._fire, key)
+                self.handles += 1
             bucket[timer] = None
             return bucket
+
+        def filed(self) -> int:
+            """Timers filed in its buckets now (a stopped timer leaves its bucket at once)."""
+            return sum(len(bucket) for bucket in self._buckets.values())
 
         def _fire(self, key: int) -> None:
             bucket = self._buckets.pop(key, None)
@@ -158,6 +164,14 @@ if sys.version_info >= (3, 11):
 
         def expired(self) -> bool:
             return self._expired
+
+        @property
+        def armed_in(self) -> str | None:
+            """Where the timer waits: "wheel" (filed in a bucket), "loop" (a handle of its own) or None."""
+            armed = self._armed
+            if armed is None:
+                return None
+            return "wheel" if type(armed) is dict else "loop"
 
         def stop(self) -> bool:
             """Disarm. True when this timer expired and its cancel is the only one pending (no outside

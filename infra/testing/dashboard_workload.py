@@ -102,11 +102,11 @@ class _Http:
     """A local FaultServer and a PerfClient to it, for every round (one origin throughout)."""
 
     def __init__(self, stack: contextlib.ExitStack) -> None:
-        from infra.http import PerfClient, RetryPolicy
+        from infra.http import PerfClient, RetryConfig
         from infra.testing.fault_server import FaultServer
 
         self.server = stack.enter_context(FaultServer())
-        retry = RetryPolicy(attempts=1, backoff=(0.005,), jitter=0.0)
+        retry = RetryConfig(attempts=1, backoff=(0.005,), jitter=0.0)
         self.client = stack.enter_context(PerfClient(retry=retry))
 
     def round(self, counts: Counts) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infra.http import AsyncPerfClient, HTTPSettings, PerfClient
+from infra.http import AsyncPerfClient, HttpConfig, PerfClient
 from infra.testing.fault_server import FaultServer
 
 
@@ -120,14 +120,14 @@ class Api:
 
 @pytest.fixture(params=["async", "sync", "async-httpx"])
 async def make_api(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """``api = make_api(retry=RetryPolicy(...))``: a client of this test's kind with those settings.
+    """``api = make_api(retry=RetryConfig(...))``: a client of this test's kind with those settings.
 
     Kinds: AsyncPerfClient on aiohttp, PerfClient, and AsyncPerfClient with ``backend="httpx"``: one
     matrix, so every backend must behave the same."""
     kind = request.param
     made: list[Api] = []
 
-    def make(settings: HTTPSettings | None = None, **overrides: Any) -> Api:
+    def make(settings: HttpConfig | None = None, **overrides: Any) -> Api:
         if kind == "sync":
             client: Any = PerfClient(settings, **overrides)
         elif kind == "async-httpx":
@@ -146,6 +146,6 @@ async def make_api(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
 @pytest.fixture
 def api(make_api: Any) -> Api:
     """A client with default settings except a fast backoff (the rules, not the waits, are under test)."""
-    from infra.http import RetryPolicy
+    from infra.http import RetryConfig
 
-    return make_api(retry=RetryPolicy(backoff=(0.01, 0.02, 0.04)))
+    return make_api(retry=RetryConfig(backoff=(0.01, 0.02, 0.04)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.http import CacheSettings
+from infra.http import HttpCacheConfig
 
 cache_mod = pytest.importorskip("infra.cache")
 
@@ -36,7 +36,7 @@ async def test_caching_is_off_by_default(make_api, server, store) -> None:
 
 async def test_get_is_served_from_cache_when_enabled(make_api, server, store) -> None:
     """The second identical GET is a cache hit: same status, headers and body, no request sent."""
-    api = make_api(cache=CacheSettings(enabled=True), cache_store=store)
+    api = make_api(cache=HttpCacheConfig(enabled=True), cache_store=store)
     key = k()
     first = await api.get(f"{server.url}/echo/{key}")
     second = await api.get(f"{server.url}/echo/{key}")
@@ -52,7 +52,7 @@ async def test_get_is_served_from_cache_when_enabled(make_api, server, store) ->
 
 async def test_authorization_separates_entries(make_api, server, store) -> None:
     """Two accounts never share an entry: the key includes a hash of the Authorization header."""
-    api = make_api(cache=CacheSettings(enabled=True), cache_store=store)
+    api = make_api(cache=HttpCacheConfig(enabled=True), cache_store=store)
     key = k()
     a = await api.get(f"{server.url}/echo/{key}", headers={"Authorization": "Bearer alice"})
     b = await api.get(f"{server.url}/echo/{key}", headers={"Authorization": "Bearer bob"})
@@ -64,7 +64,7 @@ async def test_authorization_separates_entries(make_api, server, store) -> None:
 async def test_post_cached_only_on_deterministic_routes(make_api, server, store) -> None:
     """POST is cached, keyed on the body hash, only where the route is marked deterministic."""
     det = k()
-    settings = CacheSettings(enabled=True, deterministic_routes=(f"/echo/{det}",))
+    settings = HttpCacheConfig(enabled=True, deterministic_routes=(f"/echo/{det}",))
     api = make_api(cache=settings, cache_store=store)
     for _ in range(2):
         await api.post(f"{server.url}/echo/{det}", json={"text": "hello"})
@@ -77,7 +77,7 @@ async def test_post_cached_only_on_deterministic_routes(make_api, server, store)
 
 
 async def test_failures_are_not_cached(make_api, server, store) -> None:
-    api = make_api(cache=CacheSettings(enabled=True), cache_store=store)
+    api = make_api(cache=HttpCacheConfig(enabled=True), cache_store=store)
     for _ in range(2):
         assert (await api.get(f"{server.url}/status/404")).status == 404
     assert server.hits["status/404"] >= 2
@@ -99,7 +99,7 @@ async def test_cache_failure_fails_open(make_api, server) -> None:
         async def aset(self, *a, **kw):
             raise RuntimeError("store down")
 
-    api = make_api(cache=CacheSettings(enabled=True), cache_store=Broken())
+    api = make_api(cache=HttpCacheConfig(enabled=True), cache_store=Broken())
     key = k()
     r = await api.get(f"{server.url}/echo/{key}")
     assert r.status == 200 and r.json()["n"] == 1
@@ -127,7 +127,7 @@ async def test_every_request_header_separates_entries(make_api, store, header: s
     of the key, so user B never gets user A's cached response (it did for these four credential headers)."""
     from infra.testing.fault_server import FaultServer
 
-    api = make_api(cache=CacheSettings(enabled=True), cache_store=store)
+    api = make_api(cache=HttpCacheConfig(enabled=True), cache_store=store)
     with FaultServer() as own:
         a = await api.get(f"{own.url}/headers", headers={header: "alice"})
         b = await api.get(f"{own.url}/headers", headers={header: "bob"})
@@ -140,13 +140,13 @@ async def test_every_request_header_separates_entries(make_api, store, header: s
 
 async def test_per_request_ids_and_trace_context_stay_out_of_the_key(make_api, store) -> None:
     """The documented short list (Idempotency-Key, request ids, trace context) doesn't split entries, and
-    CacheSettings.unkeyed_headers adds a caller's own: these calls all share one entry."""
+    HttpCacheConfig.unkeyed_headers adds a caller's own: these calls all share one entry."""
     from infra.http._caching import UNKEYED_HEADERS
     from infra.testing.fault_server import FaultServer
 
     assert {"idempotency-key", "traceparent", "x-request-id"} <= UNKEYED_HEADERS
     assert "authorization" not in UNKEYED_HEADERS and len(UNKEYED_HEADERS) < 30
-    settings = CacheSettings(enabled=True, unkeyed_headers=frozenset({"X-Sent-At"}))
+    settings = HttpCacheConfig(enabled=True, unkeyed_headers=("X-Sent-At",))
     api = make_api(cache=settings, cache_store=store)
     with FaultServer() as own:
         for i in range(4):

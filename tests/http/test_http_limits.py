@@ -13,13 +13,12 @@ import pytest
 
 from infra.http import (
     AsyncPerfClient,
-    BreakerSettings,
+    BreakerConfig,
     DeadlineExceeded,
-    Limits,
     PerfClient,
     PoolTimeout,
-    RetryPolicy,
-    Timeouts,
+    RetryConfig,
+    TimeoutConfig,
 )
 from infra.testing.fault_server import ConcurrencyGauge, ConnectionGauge, FaultServer
 
@@ -308,9 +307,9 @@ async def test_deadline_covers_the_pool_wait(three_servers) -> None:
 
 
 async def test_pool_timeout_is_its_own_error(three_servers) -> None:
-    """Timeouts.pool shorter than the deadline: PoolTimeout, not retried."""
+    """timeout.pool shorter than the deadline: PoolTimeout, not retried."""
     server = three_servers[0][0]
-    async with AsyncPerfClient(timeouts=Timeouts(pool=0.05), limits=Limits(max_per_host=1)) as client:
+    async with AsyncPerfClient(timeout=TimeoutConfig(pool=0.05), max_per_host=1) as client:
         busy = asyncio.create_task(client.get(f"{server.url}/ok?delay=0.4"))
         await asyncio.sleep(0.05)
         with pytest.raises(PoolTimeout):
@@ -321,8 +320,8 @@ async def test_pool_timeout_is_its_own_error(three_servers) -> None:
 async def test_deadline_covers_sleeps_between_attempts(three_servers) -> None:
     """When the next backoff would end past the deadline the call fails at once, without sleeping."""
     server = three_servers[0][0]
-    policy = RetryPolicy(backoff=(5.0,), jitter=0)
-    async with AsyncPerfClient(retry=policy, breaker=BreakerSettings(enabled=False)) as client:
+    policy = RetryConfig(backoff=(5.0,), jitter=0)
+    async with AsyncPerfClient(retry=policy, breaker=BreakerConfig(enabled=False)) as client:
         t0 = time.monotonic()
         with pytest.raises(DeadlineExceeded) as info:
             await client.get(f"{server.url}/reset-before-headers/{uuid.uuid4().hex}", deadline=1.0)
@@ -331,10 +330,10 @@ async def test_deadline_covers_sleeps_between_attempts(three_servers) -> None:
 
 
 async def test_first_byte_timeout_is_retried_for_get(three_servers) -> None:
-    """No headers within Timeouts.first_byte counts as a read failure: retried, then raised."""
+    """No headers within timeout.first_byte counts as a read failure: retried, then raised."""
     server = three_servers[0][0]
-    policy = RetryPolicy(attempts=1, backoff=(0.01,))
-    async with AsyncPerfClient(timeouts=Timeouts(first_byte=0.1), retry=policy) as client:
+    policy = RetryConfig(attempts=1, backoff=(0.01,))
+    async with AsyncPerfClient(timeout=TimeoutConfig(first_byte=0.1), retry=policy) as client:
         before = server.hits["slow-first-byte"]
         from infra.http import TransportError
 
@@ -345,9 +344,9 @@ async def test_first_byte_timeout_is_retried_for_get(three_servers) -> None:
 
 
 async def test_configured_deadline_bounds_a_stream_up_to_its_headers_only(make_api, server) -> None:
-    """A stream outliving Timeouts.total still completes (its body runs on the idle timeout), while an
+    """A stream outliving timeout.total still completes (its body runs on the idle timeout), while an
     explicit deadline= bounds the whole stream."""
-    api = make_api(timeouts=Timeouts(total=0.3, idle=1.0))
+    api = make_api(timeout=TimeoutConfig(total=0.3, idle=1.0))
     lines = await api.stream_lines("GET", f"{server.url}/stream?chunks=6&interval=0.1")
     assert len(lines) == 6
     with pytest.raises(DeadlineExceeded):
@@ -358,7 +357,7 @@ async def test_a_slot_handed_to_a_queued_call_cancelled_before_it_ran_passes_on(
     """The client's own slot queue: a caller granted a slot and cancelled before it could run hands the slot
     to the next caller instead of leaking it."""
     server = three_servers[0][0]
-    async with AsyncPerfClient(limits=Limits(max_connections=16, max_per_host=1)) as client:
+    async with AsyncPerfClient(max_connections=16, max_per_host=1) as client:
         assert (await client.get(f"{server.url}/ok")).status == 200
         slots = client.host_state(server.url).slots
         slots.free -= 1  # the one per-host slot is held (as by a call in flight)
@@ -433,7 +432,7 @@ def test_sync_client_reuses_its_own_origins_connections_instead_of_churning(
             time.sleep(0.005)
         return True
 
-    with PerfClient(retry=RetryPolicy(attempts=0)) as client:
+    with PerfClient(retry=RetryConfig(attempts=0)) as client:
 
         def run(calls: list[tuple[FaultServer, str]], ready) -> None:
             for server, key in calls:
@@ -477,7 +476,7 @@ def test_sync_client_waits_for_its_origin_only_briefly_then_reconnects(four_serv
     servers, total = four_servers
     reset_connections(servers, total)
     key = f"busy-{uuid.uuid4().hex}"
-    with PerfClient(retry=RetryPolicy(attempts=0), timeouts=Timeouts(pool=30.0, total=30.0)) as client:
+    with PerfClient(retry=RetryConfig(attempts=0), timeout=TimeoutConfig(pool=30.0, total=30.0)) as client:
         fill_pool(client, servers, 4)
         assert total.opened == 16
         held = [

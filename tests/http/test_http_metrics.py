@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from infra.http import AsyncPerfClient, BreakerSettings, HTTPError, PerfClient, RetryPolicy
+from infra.http import AsyncPerfClient, BreakerConfig, HTTPError, PerfClient, RetryConfig
 from infra.metrics import get_metrics
 
 SECRET = "sk-live-" + uuid.uuid4().hex
@@ -32,7 +32,7 @@ def label_values() -> set[str]:
 
 async def test_metrics_are_per_origin_and_count_retries(server) -> None:
     """Duration by origin / method / status class, and retries by reason, land in the registry."""
-    async with AsyncPerfClient(retry=RetryPolicy(backoff=(0.001,))) as client:
+    async with AsyncPerfClient(retry=RetryConfig(backoff=(0.001,))) as client:
         await client.get(f"{server.url}/fail/{uuid.uuid4().hex}?n=1&code=503&retry_after=0")
         async with client.stream("GET", f"{server.url}/stream") as s:
             await s.aread()
@@ -49,7 +49,7 @@ async def test_breaker_transitions_are_counted() -> None:
 
     with FaultServer() as srv:
         async with AsyncPerfClient(
-            retry=RetryPolicy(attempts=0), breaker=BreakerSettings(consecutive_failures=1)
+            retry=RetryConfig(attempts=0), breaker=BreakerConfig(consecutive_failures=1)
         ) as c:
             await c.get(f"{srv.url}/status/500")
     text = rendered()
@@ -69,13 +69,13 @@ async def test_no_secret_in_metrics_or_logs(server, caplog: pytest.LogCaptureFix
     ]
     headers = {"Authorization": f"Bearer {TOKEN}", "X-Api-Key": TOKEN}
     messages: list[str] = []
-    async with AsyncPerfClient(retry=RetryPolicy(backoff=(0.001,))) as client:
+    async with AsyncPerfClient(retry=RetryConfig(backoff=(0.001,))) as client:
         for url in urls:
             try:
                 await client.get(url, headers=headers)
             except (HTTPError, ValueError) as exc:  # aiohttp refuses userinfo + Authorization: ValueError
                 messages.append(str(exc))
-    with PerfClient(retry=RetryPolicy(backoff=(0.001,))) as sync_client:
+    with PerfClient(retry=RetryConfig(backoff=(0.001,))) as sync_client:
         for url in urls:
             try:
                 sync_client.get(url, headers=headers)

@@ -7,7 +7,7 @@ from email.utils import formatdate
 
 import pytest
 
-from infra.http import BreakerSettings, BudgetSettings, HTTPSettings, Limits, RetryPolicy, Timeouts
+from infra.http import BreakerConfig, HttpConfig, RetryBudgetConfig, RetryConfig, TimeoutConfig
 from infra.http._breaker import (
     CLOSED,
     FAILURE,
@@ -42,20 +42,20 @@ def headers(**kw: str):
 
 def test_settings_are_immutable_and_compare_by_value() -> None:
     """Value objects: frozen, equal when their fields are."""
-    assert RetryPolicy(attempts=2) == RetryPolicy(attempts=2)
+    assert RetryConfig(attempts=2) == RetryConfig(attempts=2)
     with pytest.raises(AttributeError):
-        RetryPolicy().attempts = 5  # type: ignore[misc]
+        RetryConfig().attempts = 5  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
     ("build", "words"),
     [
-        (lambda: RetryPolicy(attempts=-1), "attempts"),
-        (lambda: RetryPolicy(jitter=1.5), "jitter"),
-        (lambda: Timeouts(total=-1), "Timeouts.total"),
-        (lambda: Limits(max_per_host=0), "max_per_host"),
-        (lambda: BreakerSettings(failure_rate=0), "failure_rate"),
-        (lambda: BudgetSettings(ratio=-0.1), "ratio"),
+        (lambda: RetryConfig(attempts=-1), "attempts"),
+        (lambda: RetryConfig(jitter=1.5), "jitter"),
+        (lambda: TimeoutConfig(total=-1), "TimeoutConfig.total"),
+        (lambda: HttpConfig(max_per_host=0), "max_per_host"),
+        (lambda: BreakerConfig(failure_rate=1.5), "failure_rate"),
+        (lambda: RetryBudgetConfig(ratio=-0.1), "ratio"),
     ],
 )
 def test_bad_settings_raise_errors_naming_the_field(build, words: str) -> None:
@@ -64,29 +64,21 @@ def test_bad_settings_raise_errors_naming_the_field(build, words: str) -> None:
         build()
 
 
-def test_from_config_reads_the_shipped_http_section() -> None:
-    """HTTPSettings.from_config builds every value object from config/perf_config.json's http section."""
+def test_the_shipped_http_section_is_the_client_settings() -> None:
+    """config/perf_config.json's http section loads as the HttpConfig the client takes, defaults included."""
     from pathlib import Path
 
     from infra.config import load_config
 
-    raw = load_config(Path(__file__).parents[2] / "config" / "perf_config.json", use_env=False).http
-    s = HTTPSettings.from_config(raw)
-    assert s.limits == Limits(max_connections=16, max_per_host=6)
+    s = load_config(Path(__file__).parents[2] / "config" / "perf_config.json", use_env=False).http
+    assert s.max_connections == 16 and s.max_per_host == 6
     assert s.retry.attempts == 3 and s.retry.backoff == (0.1, 0.3, 0.9) and s.retry.jitter == 0.2
-    assert s.budget == BudgetSettings(ratio=0.2, per_second=10)
+    assert s.retry_budget == RetryBudgetConfig(ratio=0.2, per_second=10)
     assert s.breaker.consecutive_failures == 5 and s.breaker.min_requests == 20
     assert s.cache.enabled is False and s.cache.namespace == "http"
-
-
-def test_from_config_with_the_real_loader() -> None:
-    """With infra.config present, the loaded http section builds the same settings."""
-    config = pytest.importorskip("infra.config")
-    if not hasattr(config, "load_config"):
-        pytest.skip("infra.config.load_config not there yet")
-    s = HTTPSettings.from_config(config.load_config().http)
-    assert s.timeouts.connect == 5.0 and s.timeouts.total == 60.0
-    assert s.breaker.cooldown == 30.0
+    assert s.timeout.connect == 5.0 and s.timeout.total == 60.0 and s.breaker.cooldown == 30.0
+    assert s.metrics is True and s.http2 is False
+    assert s == HttpConfig()
 
 
 # -- backoff ------------------------------------------------------------------------------------------------
@@ -94,18 +86,18 @@ def test_from_config_with_the_real_loader() -> None:
 
 def test_backoff_follows_the_schedule_within_jitter() -> None:
     """0.1 / 0.3 / 0.9 s, each within ±20%, then tripled and capped."""
-    p = RetryPolicy()
+    p = RetryConfig()
     rng = random.Random(1)
     for retry, base in [(1, 0.1), (2, 0.3), (3, 0.9)]:
         for _ in range(200):
             assert base * 0.8 <= p.backoff_for(retry, rng) <= base * 1.2
-    assert RetryPolicy(jitter=0).backoff_for(4) == pytest.approx(2.7)
-    assert RetryPolicy(jitter=0, max_backoff=1.0).backoff_for(5) == 1.0
+    assert RetryConfig(jitter=0).backoff_for(4) == pytest.approx(2.7)
+    assert RetryConfig(jitter=0, max_backoff=1.0).backoff_for(5) == 1.0
 
 
 def test_idempotency_rules() -> None:
     """Only idempotent methods, or an explicit opt-in, may retry statuses and read errors."""
-    p = RetryPolicy()
+    p = RetryConfig()
     assert all(p.may_retry_request(m, False) for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"])
     assert not p.may_retry_request("POST", False)
     assert not p.may_retry_request("PATCH", False)
@@ -159,7 +151,7 @@ def test_bad_urls_raise_clear_errors(url: str) -> None:
 def make_breaker(**kw: object) -> tuple[CircuitBreaker, Clock, list[str]]:
     clock = Clock()
     changes: list[str] = []
-    settings = BreakerSettings(**{"cooldown": 5.0, **kw})  # type: ignore[arg-type]
+    settings = BreakerConfig(**{"cooldown": 5.0, **kw})  # type: ignore[arg-type]
     return CircuitBreaker(settings, clock=clock, on_change=changes.append), clock, changes
 
 
@@ -245,7 +237,7 @@ def test_cancelled_probe_frees_its_slot() -> None:
 def test_budget_caps_retries_at_ratio_of_requests() -> None:
     """With no reserve, 1000 requests allow 200 retries: 1.2x the offered load at most."""
     clock = Clock()
-    budget = RetryBudget(BudgetSettings(ratio=0.2, per_second=0), clock=clock)
+    budget = RetryBudget(RetryBudgetConfig(ratio=0.2, per_second=0), clock=clock)
     allowed = 0
     for _ in range(1000):
         budget.deposit()
@@ -258,7 +250,7 @@ def test_budget_caps_retries_at_ratio_of_requests() -> None:
 def test_budget_reserve_refills_per_second() -> None:
     """The per-second reserve lets a trickle of traffic retry, capped at ten seconds' worth."""
     clock = Clock()
-    budget = RetryBudget(BudgetSettings(ratio=0.0, per_second=10), clock=clock)
+    budget = RetryBudget(RetryBudgetConfig(ratio=0.0, per_second=10), clock=clock)
     assert sum(budget.try_withdraw() for _ in range(50)) == 10
     clock.t += 1
     assert sum(budget.try_withdraw() for _ in range(50)) == 10
@@ -270,7 +262,7 @@ def test_budget_reserve_refills_per_second() -> None:
 def test_budget_accounting_is_exact(ratio: float, per_retry: int) -> None:
     """ratio=0.1: exactly ten requests earn one retry (float sums made ten deposits 0.9999999999999999 and
     refused it: an effective ratio of 1/11); the same holds over a thousand rounds, with nothing left over."""
-    budget = RetryBudget(BudgetSettings(ratio=ratio, per_second=0), clock=Clock())
+    budget = RetryBudget(RetryBudgetConfig(ratio=ratio, per_second=0), clock=Clock())
     for _ in range(per_retry - 1):
         budget.deposit()
     assert not budget.try_withdraw()
@@ -288,7 +280,7 @@ def test_budget_reserve_is_a_floor_not_an_addition() -> None:
     """A 10 s storm at 1000 requests/s earns 0.2 x 10,000 = 2000 retries, not one more for the 10/s reserve
     (it used to add 10 + 100: 1.21x the offered load); a trickle of 1 request/s still retries 3 times each."""
     clock = Clock()
-    budget = RetryBudget(BudgetSettings(ratio=0.2, per_second=10), clock=clock)
+    budget = RetryBudget(RetryBudgetConfig(ratio=0.2, per_second=10), clock=clock)
     allowed = 0
     for _ in range(10_000):
         clock.t += 0.001
@@ -298,7 +290,7 @@ def test_budget_reserve_is_a_floor_not_an_addition() -> None:
     assert allowed == 2000
     clock.t += 60  # the storm is over; the reserve refills (capped at ten seconds' worth)
     assert budget.balance == 100
-    trickle = RetryBudget(BudgetSettings(ratio=0.2, per_second=10), clock=clock)
+    trickle = RetryBudget(RetryBudgetConfig(ratio=0.2, per_second=10), clock=clock)
     for _ in range(20):
         clock.t += 1
         trickle.deposit()
@@ -312,7 +304,7 @@ def test_adaptive_threshold_follows_the_success_rate(caplog: pytest.LogCaptureFi
 
     caplog.set_level(logging.INFO, logger="infra.http")
     clock = Clock()
-    b = CircuitBreaker(BreakerSettings(adaptive=True), clock=clock, name="http://api:443")
+    b = CircuitBreaker(BreakerConfig(adaptive=True), clock=clock, name="http://api:443")
     for _ in range(8):  # eight healthy windows
         for _ in range(30):
             b.record(SUCCESS, b.admit())
@@ -320,7 +312,7 @@ def test_adaptive_threshold_follows_the_success_rate(caplog: pytest.LogCaptureFi
         b.record(SUCCESS, b.admit())
     assert b.threshold == 10
     assert "http://api:443" in caplog.text and "threshold" in caplog.text
-    b2 = CircuitBreaker(BreakerSettings(adaptive=True, consecutive_failures=5), clock=clock)
+    b2 = CircuitBreaker(BreakerConfig(adaptive=True, consecutive_failures=5), clock=clock)
     for _ in range(5):  # flaky windows: 25% failures, never 3 in a row
         for i in range(40):
             b2.record(FAILURE if i % 4 == 0 else SUCCESS, b2.admit())
@@ -331,7 +323,7 @@ def test_adaptive_threshold_follows_the_success_rate(caplog: pytest.LogCaptureFi
 
 def test_adaptive_off_keeps_the_threshold() -> None:
     clock = Clock()
-    b = CircuitBreaker(BreakerSettings(), clock=clock)
+    b = CircuitBreaker(BreakerConfig(), clock=clock)
     for _ in range(3):
         for _ in range(30):
             b.record(SUCCESS, b.admit())
@@ -340,18 +332,51 @@ def test_adaptive_off_keeps_the_threshold() -> None:
 
 
 def test_disabled_section_gives_a_passthrough_client() -> None:
-    """``http.enabled: false``: no retries, budget, breaker, metrics or caching; limits and timeouts stay."""
-    s = HTTPSettings.from_config({"enabled": False, "max_per_host": 3, "retry": {"attempts": 5}})
+    """``http.enabled: false``: a plain pooled client: no retries, budget, breaker, metrics or caching;
+    limits and timeouts stay."""
+    from infra.http import PerfClient
+
+    section = HttpConfig(enabled=False, max_per_host=3, retry=RetryConfig(attempts=5))
+    with PerfClient(section) as client:
+        s = client.settings
     assert s.retry.attempts == 0
-    assert not s.budget.enabled and not s.breaker.enabled and not s.cache.enabled and not s.metrics
-    assert s.limits.max_per_host == 3
+    assert not s.retry_budget.enabled and not s.breaker.enabled and not s.cache.enabled and not s.metrics
+    assert s.max_per_host == 3
+
+
+def test_the_loaders_master_switch_gives_a_passthrough_client(tmp_path) -> None:
+    """A config file with ``enabled: false`` at the top gives a client that does no retries."""
+    from infra.config import load_config
+    from infra.http import PerfClient
+
+    path = tmp_path / "perf_config.json"
+    path.write_text('{"enabled": false}')
+    with PerfClient(load_config(str(path), use_env=False).http) as client:
+        assert client.settings.retry.attempts == 0 and not client.settings.metrics
+
+
+def test_unknown_client_keywords_are_refused() -> None:
+    """Keywords build the settings: a name that is no HttpConfig field is a TypeError naming it."""
+    from infra.http import PerfClient
+
+    with pytest.raises(TypeError, match="tmeout"):
+        PerfClient(tmeout=TimeoutConfig())
 
 
 def test_client_from_process_config() -> None:
-    """from_config() with no section reads the process-wide config's http section."""
+    """from_config() with no config reads the process-wide config's http section."""
     pytest.importorskip("infra.config")
     from infra.http import PerfClient
 
     with PerfClient.from_config() as client:
-        assert client.settings.limits == Limits(max_connections=16, max_per_host=6)
+        assert client.settings.max_connections == 16 and client.settings.max_per_host == 6
         assert client.settings.retry.attempts == 3
+
+
+def test_client_keywords_are_the_settings_fields() -> None:
+    """The keywords the clients take (typed for mypy) are exactly HttpConfig's fields."""
+    import dataclasses
+
+    from infra.http._routing import HttpOverrides
+
+    assert set(HttpOverrides.__annotations__) == {f.name for f in dataclasses.fields(HttpConfig)}

@@ -10,18 +10,18 @@ from email.utils import formatdate
 import pytest
 
 from infra.http import (
-    BreakerSettings,
-    BudgetSettings,
+    BreakerConfig,
     DeadlineExceeded,
     RetryAfterTooLong,
-    RetryPolicy,
-    Timeouts,
+    RetryBudgetConfig,
+    RetryConfig,
+    TimeoutConfig,
     TransportError,
 )
 from infra.testing.fault_server import FaultServer
 
-NO_BREAKER = BreakerSettings(enabled=False)
-FAST = RetryPolicy(backoff=(0.01, 0.02, 0.04))
+NO_BREAKER = BreakerConfig(enabled=False)
+FAST = RetryConfig(backoff=(0.01, 0.02, 0.04))
 
 
 def key() -> str:
@@ -133,7 +133,7 @@ async def test_reset_after_headers_is_retried_for_get(api, server: FaultServer) 
 
 async def test_retry_after_zero_retries_at_once(make_api, server: FaultServer) -> None:
     """Retry-After: 0 replaces the (here 5 s) backoff: the retry follows immediately."""
-    api = make_api(retry=RetryPolicy(backoff=(5.0,), jitter=0.0))
+    api = make_api(retry=RetryConfig(backoff=(5.0,), jitter=0.0))
     k = key()
     t0 = time.monotonic()
     r = await api.get(f"{server.url}/fail/{k}?n=1&retry_after=0")
@@ -156,7 +156,7 @@ async def test_retry_after_seconds_is_waited(make_api, server: FaultServer) -> N
 
 async def test_retry_after_ms_is_honoured(make_api, server: FaultServer) -> None:
     """retry-after-ms (OpenAI / Azure style) is honoured with its finer grain."""
-    api = make_api(retry=RetryPolicy(backoff=(5.0,), jitter=0.0))
+    api = make_api(retry=RetryConfig(backoff=(5.0,), jitter=0.0))
     k = key()
     t0 = time.monotonic()
     r = await api.get(f"{server.url}/fail/{k}?n=1&code=503&retry_after_ms=300")
@@ -192,7 +192,7 @@ async def test_retry_after_past_the_deadline_fails_at_once(api, server: FaultSer
 
 async def test_retry_after_over_the_cap_fails_at_once(make_api, server: FaultServer) -> None:
     """Retry-After above max_retry_after fails at once even when the deadline would allow the wait."""
-    api = make_api(retry=RetryPolicy(max_retry_after=5.0))
+    api = make_api(retry=RetryConfig(max_retry_after=5.0))
     k = key()
     with pytest.raises(RetryAfterTooLong) as info:
         await api.get(f"{server.url}/fail/{k}?n=1&code=503&retry_after=20", deadline=60)
@@ -201,7 +201,7 @@ async def test_retry_after_over_the_cap_fails_at_once(make_api, server: FaultSer
 
 async def test_retry_after_ignored_when_not_respected(make_api, server: FaultServer) -> None:
     """respect_retry_after=False falls back to the backoff."""
-    api = make_api(retry=RetryPolicy(backoff=(0.01,), respect_retry_after=False))
+    api = make_api(retry=RetryConfig(backoff=(0.01,), respect_retry_after=False))
     k = key()
     t0 = time.monotonic()
     r = await api.get(f"{server.url}/fail/{k}?n=1&code=503&retry_after=30")
@@ -211,7 +211,7 @@ async def test_retry_after_ignored_when_not_respected(make_api, server: FaultSer
 
 async def test_stream_is_never_retried_once_bytes_reached_the_caller(make_api, server: FaultServer) -> None:
     """A stream that stalls after its first line fails with the idle timeout; it is not sent again."""
-    api = make_api(timeouts=Timeouts(idle=0.3), retry=FAST)
+    api = make_api(timeout=TimeoutConfig(idle=0.3), retry=FAST)
     before = server.hits["stall"]
     lines: list[bytes] = []
     with pytest.raises(TransportError) as info:
@@ -290,7 +290,7 @@ async def test_caller_errors_pass_through_unchanged(api, server: FaultServer) ->
 
 async def test_connect_timeout_is_a_connect_error_retried_for_any_method(make_api) -> None:
     """A server whose accept queue is full never completes the handshake: each try stops at
-    Timeouts.connect, and (nothing was sent) even a POST is retried."""
+    timeout.connect, and (nothing was sent) even a POST is retried."""
     import socket
 
     listener = socket.socket()
@@ -305,7 +305,7 @@ async def test_connect_timeout_is_a_connect_error_retried_for_any_method(make_ap
             with contextlib.suppress(BlockingIOError):
                 s.connect(("127.0.0.1", port))
             fillers.append(s)
-        api = make_api(timeouts=Timeouts(connect=0.2), retry=RetryPolicy(attempts=1, backoff=(0.01,)))
+        api = make_api(timeout=TimeoutConfig(connect=0.2), retry=RetryConfig(attempts=1, backoff=(0.01,)))
         t0 = time.monotonic()
         with pytest.raises(TransportError) as info:
             await api.post(f"http://127.0.0.1:{port}/x", content=b"x")
@@ -325,9 +325,9 @@ async def test_the_server_receives_exactly_the_tries_reported(make_api, attempts
     8 for attempts=3)."""
     with FaultServer() as server:
         api = make_api(
-            retry=RetryPolicy(attempts=attempts, backoff=(0.001,), jitter=0),
+            retry=RetryConfig(attempts=attempts, backoff=(0.001,), jitter=0),
             breaker=NO_BREAKER,
-            budget=BudgetSettings(enabled=False),
+            retry_budget=RetryBudgetConfig(enabled=False),
         )
         assert (await api.get(f"{server.url}/ok")).status == 200  # a keep-alive connection to reuse
         k = key()

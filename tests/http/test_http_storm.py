@@ -11,18 +11,18 @@ import pytest
 
 from infra.http import (
     AsyncPerfClient,
-    BreakerSettings,
-    BudgetSettings,
+    BreakerConfig,
     CircuitOpenError,
     HTTPError,
+    RetryBudgetConfig,
     RetryBudgetExhausted,
-    RetryPolicy,
+    RetryConfig,
 )
 from infra.testing.fault_server import FaultServer
 
-FAST = RetryPolicy(backoff=(0.001, 0.001, 0.001), jitter=0)
-NO_BREAKER = BreakerSettings(enabled=False)
-NO_BUDGET = BudgetSettings(enabled=False)
+FAST = RetryConfig(backoff=(0.001, 0.001, 0.001), jitter=0)
+NO_BREAKER = BreakerConfig(enabled=False)
+NO_BUDGET = RetryBudgetConfig(enabled=False)
 
 
 @pytest.mark.parametrize("per_second", [0.0, 10.0])
@@ -30,7 +30,9 @@ async def test_budget_caps_attempts_under_total_failure(
     make_api, server: FaultServer, per_second: float
 ) -> None:
     """Every request fails (503): the server sees at most 1.2x the requests, plus the reserve, not 4x."""
-    api = make_api(retry=FAST, breaker=NO_BREAKER, budget=BudgetSettings(ratio=0.2, per_second=per_second))
+    api = make_api(
+        retry=FAST, breaker=NO_BREAKER, retry_budget=RetryBudgetConfig(ratio=0.2, per_second=per_second)
+    )
     n = 500
     code = 503
     before = server.hits[f"status/{code}"]
@@ -54,8 +56,8 @@ async def test_budget_caps_attempts_under_total_failure(
 
 async def test_budget_denial_of_a_transport_retry_raises(server: FaultServer) -> None:
     """When the budget refuses a retry after a transport error, RetryBudgetExhausted says so."""
-    budget = BudgetSettings(ratio=0.0, per_second=0.0)
-    async with AsyncPerfClient(retry=FAST, breaker=NO_BREAKER, budget=budget) as client:
+    budget = RetryBudgetConfig(ratio=0.0, per_second=0.0)
+    async with AsyncPerfClient(retry=FAST, breaker=NO_BREAKER, retry_budget=budget) as client:
         with pytest.raises(RetryBudgetExhausted) as info:
             await client.get(f"{server.url}/reset-before-headers/{uuid.uuid4().hex}")
         assert info.value.attempts == 1
@@ -67,7 +69,7 @@ async def test_breaker_closed_open_half_open_closed(make_api) -> None:
     # or the breaker half-opens mid-loop and lets a probe through.
     cooldown = 2.0
     with FaultServer() as server:  # its own origin, so no other test's traffic touches this breaker
-        api = make_api(retry=RetryPolicy(attempts=0), breaker=BreakerSettings(cooldown=cooldown))
+        api = make_api(retry=RetryConfig(attempts=0), breaker=BreakerConfig(cooldown=cooldown))
         k = uuid.uuid4().hex
         url = f"{server.url}/fail/{k}?n=5&code=500"
         for _ in range(5):
@@ -91,7 +93,7 @@ async def test_breaker_closed_open_half_open_closed(make_api) -> None:
 
 async def test_breaker_reopens_when_the_probe_fails(server: FaultServer) -> None:
     async with AsyncPerfClient(
-        retry=RetryPolicy(attempts=0), breaker=BreakerSettings(consecutive_failures=2, cooldown=0.2)
+        retry=RetryConfig(attempts=0), breaker=BreakerConfig(consecutive_failures=2, cooldown=0.2)
     ) as client:
         with FaultServer() as own:
             url = f"{own.url}/status/503"
@@ -108,7 +110,7 @@ async def test_breaker_reopens_when_the_probe_fails(server: FaultServer) -> None
 async def test_429_does_not_open_the_breaker(make_api) -> None:
     """A server shedding load with 429 is slowed down by backoff, never cut off by the breaker."""
     with FaultServer() as server:
-        api = make_api(retry=RetryPolicy(attempts=0))
+        api = make_api(retry=RetryConfig(attempts=0))
         for _ in range(30):
             assert (await api.get(f"{server.url}/status/429")).status == 429
         assert api.client.breaker_state(server.url) == "closed"
@@ -117,7 +119,7 @@ async def test_429_does_not_open_the_breaker(make_api) -> None:
 async def test_breaker_is_per_origin(make_api) -> None:
     """One origin's open breaker leaves another origin alone."""
     with FaultServer() as bad, FaultServer() as good:
-        api = make_api(retry=RetryPolicy(attempts=0))
+        api = make_api(retry=RetryConfig(attempts=0))
         for _ in range(5):
             await api.get(f"{bad.url}/status/503")
         with pytest.raises(CircuitOpenError):
@@ -139,7 +141,7 @@ async def test_one_call_cannot_open_the_breaker_alone(make_api) -> None:
     """consecutive_failures=3 and a call making 4 tries that all fail: the breaker counts the call once, so it
     stays closed, and the call returns its 503 (the server got 4 requests), never CircuitOpenError."""
     with FaultServer() as server:
-        api = make_api(retry=FAST, breaker=BreakerSettings(consecutive_failures=3), budget=NO_BUDGET)
+        api = make_api(retry=FAST, breaker=BreakerConfig(consecutive_failures=3), retry_budget=NO_BUDGET)
         r = await api.get(f"{server.url}/status/503")
         assert r.status == 503 and len(r.history) == 4
         assert server.hits["status/503"] == 4
@@ -153,7 +155,7 @@ async def test_a_breaker_opened_mid_call_returns_the_status_it_got(make_api) -> 
     """Call A is waiting on a slow 503 when call B's failure opens the breaker: A's retry is not sent and A
     returns its 503 (README: failing statuses are returned), it does not raise CircuitOpenError."""
     with FaultServer() as server:
-        api = make_api(retry=FAST, breaker=BreakerSettings(consecutive_failures=1), budget=NO_BUDGET)
+        api = make_api(retry=FAST, breaker=BreakerConfig(consecutive_failures=1), retry_budget=NO_BUDGET)
         a = asyncio.create_task(api.get(f"{server.url}/status/503?delay=1.5"))
         await _until(lambda: server.hits["status/503"] == 1, "call A to reach the server")
         b = await api.get(f"{server.url}/status/500")  # 4 tries, one failed call: opens the breaker
@@ -169,7 +171,7 @@ async def test_a_breaker_opened_mid_call_stops_a_transport_retry(make_api) -> No
     """The same with a reset instead of a status: no retry goes out, and with no response to return the call
     raises CircuitOpenError, its history the failed try then the refusal."""
     with FaultServer() as server:
-        api = make_api(retry=FAST, breaker=BreakerSettings(consecutive_failures=1), budget=NO_BUDGET)
+        api = make_api(retry=FAST, breaker=BreakerConfig(consecutive_failures=1), retry_budget=NO_BUDGET)
         key = uuid.uuid4().hex
         a = asyncio.create_task(api.get(f"{server.url}/reset-before-headers/{key}?delay=1.5"))
         await _until(lambda: server.hits[f"reset-before-headers/{key}"] == 1, "call A to reach the server")
@@ -190,7 +192,7 @@ async def test_amplification_under_total_failure_is_at_most_the_budget_ratio(mak
     from concurrent.futures import ThreadPoolExecutor
 
     with FaultServer() as server:
-        api = make_api(retry=FAST, breaker=NO_BREAKER, budget=BudgetSettings())
+        api = make_api(retry=FAST, breaker=NO_BREAKER, retry_budget=RetryBudgetConfig())
         k = uuid.uuid4().hex
         path, counter = {
             "reset": (f"/reset-before-headers/{k}", f"reset-before-headers/{k}"),
@@ -224,8 +226,8 @@ async def test_a_breaker_opened_during_the_backoff_sleep_stops_the_retry(make_ap
     """Call A got a 503 and sleeps 1.5 s before its retry; meanwhile call B's failure opens the breaker. A
     wakes, sends nothing more and returns its 503; B's own 500 was returned too."""
     with FaultServer() as server:
-        slow = RetryPolicy(backoff=(1.5,), jitter=0)
-        api = make_api(retry=slow, breaker=BreakerSettings(consecutive_failures=1), budget=NO_BUDGET)
+        slow = RetryConfig(backoff=(1.5,), jitter=0)
+        api = make_api(retry=slow, breaker=BreakerConfig(consecutive_failures=1), retry_budget=NO_BUDGET)
         a = asyncio.create_task(api.get(f"{server.url}/status/503"))
         await _until(lambda: server.hits["status/503"] == 1, "call A's first try")
         b = await api.get(f"{server.url}/status/500", deadline=0.5)  # no time to retry: ends on its 500

@@ -83,19 +83,20 @@ async def test_a_far_limit_is_filed_in_the_wheel_not_the_loop() -> None:
     second of limit (one per bucket), not one each."""
     loop = asyncio.get_running_loop()
     wheel = TimerWheel(loop)
-    before = len(loop._scheduled)  # type: ignore[attr-defined]
     limit = loop.time() + 30
     for _ in range(200):
         timer = PhaseTimer(limit, wheel)
         timer.start()
-        assert type(timer._armed) is dict  # filed in a bucket
+        assert timer.armed_in == "wheel"  # filed in a bucket
         timer.move(limit + 30)  # later: nothing to do
+        assert timer.armed_in == "wheel"
         assert not timer.stop()
-    assert len(loop._scheduled) - before <= 1  # type: ignore[attr-defined]
+    assert wheel.handles <= 1 and wheel.filed() == 0
     near = PhaseTimer(loop.time() + 0.5, wheel)  # nearer than FAR: a precise handle of its own
     near.start()
-    assert isinstance(near._armed, asyncio.TimerHandle)
+    assert near.armed_in == "loop"
     near.stop()
+    assert near.armed_in is None
 
 
 async def test_a_filed_timer_still_expires_at_its_limit() -> None:
@@ -104,7 +105,7 @@ async def test_a_filed_timer_still_expires_at_its_limit() -> None:
     timer = PhaseTimer(start + 0.2, _FastWheel(loop))
     with pytest.raises(TimeoutError):
         async with timer:
-            assert type(timer._armed) is dict
+            assert timer.armed_in == "wheel"
             await asyncio.sleep(5)
     elapsed = loop.time() - start
     assert timer.expired()
@@ -132,8 +133,8 @@ async def test_a_stopped_filed_timer_never_fires() -> None:
     loop = asyncio.get_running_loop()
     wheel = _FastWheel(loop)
     async with PhaseTimer(loop.time() + 0.06, wheel) as timer:
-        bucket = timer._armed
-    assert bucket == {}  # it left its bucket
+        assert timer.armed_in == "wheel" and wheel.filed() == 1
+    assert wheel.filed() == 0  # it left its bucket
     await asyncio.sleep(0.15)  # the bucket's handle fires and finds nobody to cancel
 
 
@@ -143,7 +144,7 @@ async def test_a_wheel_of_another_loop_is_not_used() -> None:
         loop = asyncio.get_running_loop()
         timer = PhaseTimer(loop.time() + 30, TimerWheel(other))
         timer.start()
-        assert isinstance(timer._armed, asyncio.TimerHandle)
+        assert timer.armed_in == "loop"
         timer.stop()
     finally:
         other.close()

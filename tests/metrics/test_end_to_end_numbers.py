@@ -129,11 +129,11 @@ def _drive(w: World, http_url: str, http_hits: Any) -> None:
         )
         w.calls["goc"] += 1
 
-    from infra.http import CacheSettings as HttpCacheSettings
+    from infra.http import HttpCacheConfig
     from infra.http import PerfClient
 
     with PerfClient(
-        cache=HttpCacheSettings(enabled=True, namespace=w.ns["http"]), cache_store=w.cache
+        cache=HttpCacheConfig(enabled=True, namespace=w.ns["http"]), cache_store=w.cache
     ) as http:
         for i in range(8):
             assert http.get(f"{http_url}/echo/{w.ns['http']}-{i % 2}").status == 200

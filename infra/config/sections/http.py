@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
-from infra.config._spec import field
+from infra.config._spec import field, section_fields
 from infra.config.sections._base import _Section
 
 __all__ = [
+    "IDEMPOTENT_METHODS",
+    "RETRY_STATUSES",
     "BreakerConfig",
     "HttpCacheConfig",
     "HttpConfig",
@@ -17,8 +20,33 @@ __all__ = [
 ]
 
 
+#: Methods RFC 9110 §9.2.2 calls idempotent (TRACE left out: nobody retries it on purpose).
+IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Statuses worth another try: the request may succeed later (RFC 9110 §15, RFC 8470 for 425).
+RETRY_STATUSES: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class _Checked(_Section):
+    """A section built by keywords in code (``RetryConfig(attempts=-1)``) is checked against the bounds its
+    Specs declare, as the loader checks a file's values; a bad value raises ValueError naming the field."""
+
+    __slots__ = ()
+
+    def __post_init__(self) -> None:
+        for name, spec in section_fields(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if spec.minimum is not None and value < spec.minimum:
+                raise ValueError(f"{type(self).__name__}.{name} must be >= {spec.minimum}, got {value!r}")
+            if spec.maximum is not None and value > spec.maximum:
+                raise ValueError(f"{type(self).__name__}.{name} must be <= {spec.maximum}, got {value!r}")
+            if spec.kind == "duration" and value < 0:
+                raise ValueError(f"{type(self).__name__}.{name} must be >= 0, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class TimeoutConfig(_Section):
+class TimeoutConfig(_Checked):
     connect: float = field("duration", 5.0, "TCP + TLS connect timeout.")
     total: float = field(
         "duration", 60.0, "One deadline for a logical call: pool wait, every attempt, the sleeps."
@@ -29,7 +57,7 @@ class TimeoutConfig(_Section):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class RetryConfig(_Section):
+class RetryConfig(_Checked):
     attempts: int = field(
         "int",
         3,
@@ -45,9 +73,46 @@ class RetryConfig(_Section):
     respect_retry_after: bool = field("bool", True, "Honour Retry-After / retry-after-ms from the server.")
     max_retry_after: float = field("duration", 60.0, "Cap on a server-requested wait.")
 
+    # When and how long to wait before trying again (urllib3's Retry is the model: the policy is a value,
+    # the history is kept by the caller). Connect errors are always retried (nothing reached the server);
+    # retry statuses and read errors only for idempotent methods or requests carrying an Idempotency-Key.
+    # A server's Retry-After replaces the backoff when ``respect_retry_after``; asking for more than
+    # ``max_retry_after`` (or more than the deadline leaves) fails at once with RetryAfterTooLong.
+
+    @property
+    def max_tries(self) -> int:
+        """The first try plus every retry."""
+        return self.attempts + 1
+
+    def backoff_for(self, retry: int, rng: random.Random | None = None) -> float:
+        """Sleep before retry number ``retry`` (1-based), jittered and capped; past the end of ``backoff``
+        the last entry is tripled each time."""
+        if self.backoff:
+            i = retry - 1
+            n = len(self.backoff)
+            base = self.backoff[i] if i < n else self.backoff[-1] * 3.0 ** (i - n + 1)
+        else:
+            base = 0.0
+        if self.jitter and base:
+            base *= 1.0 + (rng or random).uniform(-self.jitter, self.jitter)
+        return min(base, self.max_backoff)
+
+    def retry_after_jitter(self, retry: int, rng: random.Random | None = None) -> float:
+        """Extra wait added on top of a server's Retry-After: uniform in [0, jitter x backoff step), so
+        clients told the same wait don't come back in lockstep."""
+        if not self.jitter or not self.backoff:
+            return 0.0
+        i = retry - 1
+        step = self.backoff[i] if i < len(self.backoff) else self.backoff[-1]
+        return min((rng or random).uniform(0.0, self.jitter * step), self.max_backoff)
+
+    def may_retry_request(self, method: str, idempotent: bool) -> bool:
+        """Whether a status or read failure may be retried for this request (connect errors always may)."""
+        return idempotent or method in IDEMPOTENT_METHODS
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class RetryBudgetConfig(_Section):
+class RetryBudgetConfig(_Checked):
     enabled: bool = field(
         "bool", True, "Cap retries per host so a failing upstream sees ~1.2x the load, not 4x."
     )
@@ -58,7 +123,7 @@ class RetryBudgetConfig(_Section):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class BreakerConfig(_Section):
+class BreakerConfig(_Checked):
     enabled: bool = field("bool", True, "Per-host circuit breaking.")
     consecutive_failures: int = field("int", 5, "Open after this many failures in a row.", minimum=1)
     failure_rate: float = field("float", 0.5, "…or this failure rate over the window.", minimum=0, maximum=1)
@@ -74,22 +139,30 @@ class BreakerConfig(_Section):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class HttpCacheConfig(_Section):
+class HttpCacheConfig(_Checked):
     enabled: bool = field("bool", False, "Cache GET responses, and POSTs to deterministic routes.")
     namespace: str = field("str", "http", "Cache namespace for responses.")
     ttl: float = field("duration", 86400.0, "TTL of cached responses.")
     deterministic_routes: tuple[str, ...] = field(
         "list", (), "URL prefixes (origin + path) whose POST responses depend only on the body.", item="str"
     )
+    unkeyed_headers: tuple[str, ...] = field(
+        "list",
+        (),
+        "Request headers left out of the cache key besides the built-in list (per-request ids).",
+        item="str",
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class HttpConfig(_Section):
+class HttpConfig(_Checked):
     enabled: bool = field("bool", True, "Retries, breakers and metrics on (off: a plain pooled client).")
     backend: str = field("str", "aiohttp", "Async backend.", choices=("aiohttp", "httpx"))
+    http2: bool = field("bool", False, "Speak HTTP/2 (httpx + h2) to every origin, not only http2_hosts.")
     http2_hosts: tuple[str, ...] = field(
         "list", (), "Hosts (host or host:port) spoken to over HTTP/2.", item="str"
     )
+    metrics: bool = field("bool", True, "Record per-origin request metrics.")
     max_connections: int = field("int", 16, "Connection limit in all.", minimum=1)
     max_per_host: int = field("int", 6, "Connection limit per host.", minimum=1)
     keepalive_expiry: float = field("duration", 30.0, "Idle pooled connections are closed after this.")
@@ -102,3 +175,17 @@ class HttpConfig(_Section):
         "section", BreakerConfig, "Per-host circuit breaker.", section=BreakerConfig
     )
     cache: HttpCacheConfig = field("section", HttpCacheConfig, "Response caching.", section=HttpCacheConfig)
+
+    def effective(self) -> HttpConfig:
+        """What the client runs with: itself, or with ``enabled: false`` the plain pooled client (no
+        retries, budget, breaker, metrics or caching; limits and timeouts stay: a client needs some)."""
+        if self.enabled:
+            return self
+        return dataclasses.replace(
+            self,
+            retry=dataclasses.replace(self.retry, attempts=0),
+            retry_budget=dataclasses.replace(self.retry_budget, enabled=False),
+            breaker=dataclasses.replace(self.breaker, enabled=False),
+            cache=dataclasses.replace(self.cache, enabled=False),
+            metrics=False,
+        )

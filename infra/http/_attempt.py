@@ -1,0 +1,225 @@
+"""One async attempt: its clock, its slots, and the two backends it runs over.
+
+An attempt runs in phases (the wait for a pool slot, the wait for the first byte, the body under the
+call's deadline); one ``PhaseTimer`` per attempt is moved from phase to phase, and when it fires the
+exception it caused is mapped to the phase that ran out (``_core``'s error kinds). ``AsyncPerfClient``
+takes the same steps over either backend; what differs (how a request is sent, read and dropped) is
+``AiohttpBackend`` / ``HttpxBackend``, whose methods return the backend's own awaitables, so the
+adapter adds no coroutine layer to the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest, merge_headers
+from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
+from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
+from infra.http._lease import AsyncGate, AsyncLease, take_now, wait_slots
+from infra.http._timer import PhaseTimer, TimerWheel
+
+if TYPE_CHECKING:
+    from infra.config.sections.http import TimeoutConfig
+
+__all__ = [
+    "AiohttpBackend",
+    "AttemptClock",
+    "Backend",
+    "Classify",
+    "HttpxBackend",
+    "free_slots",
+    "queue_for_slots",
+]
+
+_monotonic = time.monotonic
+Classify = Callable[[BaseException], "str | None"]
+
+
+class AttemptClock:
+    """One attempt's timer and the phase it times (pool wait, first byte, body under the deadline)."""
+
+    __slots__ = ("deadline_at", "phase", "timer", "when")
+
+    def __init__(
+        self, wheel: TimerWheel, deadline_at: float | None, phase: str, limit: float | None, now: float
+    ) -> None:
+        self.deadline_at = deadline_at
+        self.phase = phase
+        self.when = deadline_at if limit is None else earliest(deadline_at, now + limit)
+        self.timer = PhaseTimer(self.when, wheel)
+
+    def enter(self, phase: str, limit: float | None) -> None:
+        """Move to ``phase``: ``limit`` seconds from now, never past the deadline."""
+        self.phase = phase
+        when = self.deadline_at if limit is None else earliest(self.deadline_at, _monotonic() + limit)
+        if when != self.when:
+            self.when = when
+            self.timer.move(when)
+
+    def failure(self, exc: BaseException, ours: bool, classify: Classify) -> Failure | None:
+        """Map an exception raised during the attempt to a ``Failure``; None: not ours to map.
+
+        A cancel our timer caused (and no outside one) is this phase running out: the deadline when the
+        timer was armed for it, else the phase (pool, first byte). A ``TimeoutError`` our timer didn't
+        cause is the backend's, classified like any other error.
+        """
+        if ours and isinstance(exc, asyncio.CancelledError):
+            timeout = TimeoutError()
+            timeout.__cause__ = exc
+            exc = timeout
+        elif not isinstance(exc, Exception):
+            return None
+        if isinstance(exc, TimeoutError):
+            if not self.timer.expired():
+                return Failure(classify(exc) or FATAL, exc)
+            deadline = self.when is not None and self.when == self.deadline_at
+            return Failure(DEADLINE if deadline else self.phase, exc)
+        found = classify(exc)
+        return None if found is None else Failure(found, exc)
+
+
+def _no_backend(exc: BaseException) -> str | None:
+    return None  # nothing but our own timer can fail a wait for a slot
+
+
+def free_slots(
+    host: HostState,
+    global_gate: AsyncGate,
+    stats: Any,
+    wheel: TimerWheel,
+    deadline_at: float | None,
+    timeout: TimeoutConfig,
+) -> AttemptClock | None:
+    """An attempt's first phase when a host and a global slot are both free: taken, no await, and its
+    clock armed for the first byte. None: the call must queue (``queue_for_slots``)."""
+    if not take_now(host.slots, global_gate, host.metrics, stats):
+        return None
+    clock = AttemptClock(wheel, deadline_at, FIRST_BYTE, timeout.first_byte, _monotonic())
+    clock.timer.start()
+    return clock
+
+
+async def queue_for_slots(
+    host: HostState,
+    global_gate: AsyncGate,
+    stats: Any,
+    wheel: TimerWheel,
+    deadline_at: float | None,
+    timeout: TimeoutConfig,
+) -> AttemptClock:
+    """An attempt's first phase when it must queue: under the pool limit (the clock's cancel ends the
+    wait, raised as a ``Failure``), then the clock moved on to the first byte."""
+    clock = AttemptClock(wheel, deadline_at, POOL, timeout.pool, _monotonic())
+    clock.timer.start()
+    try:
+        await wait_slots(host.slots, global_gate, host.metrics, stats)
+    except BaseException as exc:
+        failure = clock.failure(exc, clock.timer.stop(), _no_backend)
+        if failure is None:
+            raise
+        raise failure from exc
+    clock.enter(FIRST_BYTE, timeout.first_byte)
+    return clock
+
+
+class AiohttpBackend:
+    """HTTP/1.1 over an aiohttp session (the fast path)."""
+
+    __slots__ = ("session",)
+
+    classify = staticmethod(classify_aiohttp)
+    closes_itself = True  # read() leaves nothing open
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def send(
+        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+    ) -> Any:
+        # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to another
+        # origin would run under this origin's slot, breaker and metrics.
+        return self.session.request(
+            method, url, params=params, headers=headers, data=content, json=json, allow_redirects=False
+        )
+
+    @staticmethod
+    def status(resp: Any) -> int:
+        return int(resp.status)
+
+    @staticmethod
+    def version(resp: Any) -> str:
+        return "HTTP/1.1"
+
+    @staticmethod
+    def read(resp: Any) -> Awaitable[bytes]:
+        return resp.read()  # type: ignore[no-any-return]
+
+    @staticmethod
+    def body(resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str) -> Any:
+        return AiohttpBody(resp, lease, idle, deadline_at, origin)
+
+    @staticmethod
+    async def drop(resp: Any) -> None:
+        resp.close()
+
+
+class HttpxBackend:
+    """HTTP/2 (and HTTP/1.1 with ``backend="httpx"``) over httpx transports, one per kind."""
+
+    __slots__ = ("connect", "httpx", "transport_for")
+
+    classify = staticmethod(classify_httpx)
+    closes_itself = False  # aread() closes at the end of the body; never leave one open
+
+    def __init__(self, transport_for: Callable[[str], Any], connect: float | None) -> None:
+        import httpx
+
+        self.httpx = httpx
+        self.transport_for = transport_for
+        self.connect = connect
+
+    async def send(
+        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+    ) -> Any:
+        httpx = self.httpx
+        request = httpx.Request(
+            method,
+            url,
+            params=params,
+            headers=merge_headers(httpx, headers),
+            content=content,
+            json=json,
+            extensions={"timeout": {"connect": self.connect, "read": None, "write": None, "pool": None}},
+        )
+        resp = await self.transport_for(kind).handle_async_request(request)
+        resp.request = request
+        return resp
+
+    @staticmethod
+    def status(resp: Any) -> int:
+        return int(resp.status_code)
+
+    @staticmethod
+    def version(resp: Any) -> str:
+        return str(resp.http_version)
+
+    @staticmethod
+    def read(resp: Any) -> Awaitable[bytes]:
+        return resp.aread()  # type: ignore[no-any-return]
+
+    @staticmethod
+    def body(resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str) -> Any:
+        return HttpxBody(resp, lease, idle, deadline_at, origin)
+
+    @staticmethod
+    async def drop(resp: Any) -> None:
+        if not resp.is_closed:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(resp.aclose())
+
+
+Backend = AiohttpBackend | HttpxBackend

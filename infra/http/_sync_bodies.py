@@ -1,0 +1,169 @@
+"""PerfClient's attempt pieces: the request it sends (``build_request``), how a failure is named
+(``failure_of``), its slots and connection turn (``Held``), and a streamed body's reader (``SyncBody``),
+under the idle timeout and the call's deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from infra.config.sections.http import TimeoutConfig
+from infra.http._affinity import Affinity
+from infra.http._classify import FATAL, classify_httpx
+from infra.http._core import DEADLINE, FIRST_BYTE, READ, Failure
+from infra.http._errors import DeadlineExceeded, TransportError
+from infra.http._ident import DEFAULT_HEADERS
+from infra.http._lease import SyncLease
+
+__all__ = ["DEADLINE_SLACK", "Held", "SyncBody", "build_request", "failure_of", "left"]
+
+_monotonic = time.monotonic
+# A read timeout this close to the deadline is the deadline's doing, not the first-byte limit's.
+DEADLINE_SLACK = 0.002
+
+
+def left(deadline_at: float | None, cap: float | None) -> float | None:
+    if deadline_at is None:
+        return cap
+    left = max(0.0, deadline_at - _monotonic())
+    return left if cap is None or left < cap else cap
+
+
+class Held:
+    """A call's slots (``SyncLease``) and its place on its origin's connections (``Affinity``), given back
+    together, exactly once: the connection first, so a caller waiting for it is woken before the slots
+    pass on."""
+
+    __slots__ = ("_affinity", "_key", "_lease", "_streamed")
+
+    def __init__(self, lease: SyncLease, affinity: Affinity) -> None:
+        self._lease = lease
+        self._affinity = affinity
+        self._key: Any = None
+        self._streamed = False
+
+    def wait_turn(self, url: httpx.URL, timeout: float | None) -> None:
+        self._key = self._affinity.enter(url, timeout)
+
+    def streaming(self) -> None:
+        self._affinity.streaming(self._key)
+        self._streamed = True
+
+    @property
+    def released(self) -> bool:
+        return self._lease.released
+
+    def release(self) -> None:
+        if self._lease.released:
+            return
+        try:
+            if self._key is not None:
+                self._affinity.leave(self._key, self._streamed)
+                self._key = None
+        finally:
+            self._lease.release()
+
+
+class SyncBody:
+    """Reads an httpx response body chunk by chunk; the read timeout becomes the idle timeout."""
+
+    __slots__ = ("_first", "_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
+
+    def __init__(
+        self, resp: Any, lease: Held, idle: float | None, deadline_at: float | None, origin: str
+    ) -> None:
+        self._resp = resp
+        self._lease = lease
+        self._idle = idle
+        self.deadline_at = deadline_at
+        self.done = False
+        self.origin = origin
+        self._first = True
+        self._iter: Iterator[bytes] = resp.iter_bytes()
+
+    def next_chunk(self) -> bytes:
+        if self.done:
+            return b""
+        if self._first:
+            # httpcore takes the read timeout from request.extensions when the body starts (at the first
+            # read), so switching it here from the first-byte limit to the idle limit gives streams their
+            # own inter-chunk timeout. Later changes wouldn't be seen: the deadline is checked per chunk.
+            self._first = False
+            timeouts = self._resp.request.extensions.get("timeout")
+            if isinstance(timeouts, dict):
+                timeouts["read"] = left(self.deadline_at, self._idle)
+        try:
+            chunk = next(self._iter, b"")
+        except Exception as exc:
+            self.close()
+            if isinstance(exc, httpx.ReadTimeout):
+                if self.deadline_at is not None and _monotonic() >= self.deadline_at - DEADLINE_SLACK:
+                    raise DeadlineExceeded(
+                        "deadline exceeded while streaming the body", origin=self.origin
+                    ) from exc
+                raise TransportError(
+                    f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
+                ) from exc
+            raise TransportError(
+                f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
+            ) from exc
+        if not chunk:
+            self.done = True
+            self.close()
+        elif self.deadline_at is not None and _monotonic() > self.deadline_at:
+            self.close()
+            raise DeadlineExceeded("deadline exceeded while streaming the body", origin=self.origin)
+        return chunk
+
+    def close(self) -> None:
+        if not self._lease.released:
+            try:
+                self._resp.close()
+            finally:
+                self._lease.release()
+
+
+def build_request(
+    method: str,
+    url: str,
+    params: Any,
+    headers: Any,
+    content: Any,
+    json: Any,
+    deadline_at: float | None,
+    t: TimeoutConfig,
+) -> httpx.Request:
+    """The httpx request of one attempt: our default headers under the caller's (case-insensitively), and
+    connect / first-byte timeouts cut to what the deadline leaves (the deadline of a blocking call)."""
+    first_byte = left(deadline_at, t.first_byte)
+    timeout = httpx.Timeout(
+        connect=left(deadline_at, t.connect), read=first_byte, write=first_byte, pool=None
+    )
+    merged = httpx.Headers(DEFAULT_HEADERS)
+    if headers:
+        merged.update(headers)  # case-insensitive: the caller's value replaces ours
+    return httpx.Request(
+        method,
+        url,
+        params=params,
+        headers=merged,
+        content=content,
+        json=json,
+        extensions={"timeout": timeout.as_dict()},
+    )
+
+
+def failure_of(exc: Exception, deadline_at: float | None) -> Failure | None:
+    """Name an exception raised while sending or reading (None: not ours to name). A timeout this close to
+    the deadline is the deadline's; a read timeout before it, the first-byte limit's."""
+    if isinstance(exc, httpx.TimeoutException):
+        if deadline_at is not None and _monotonic() >= deadline_at - DEADLINE_SLACK:
+            return Failure(DEADLINE, exc)
+        return Failure(
+            FIRST_BYTE if isinstance(exc, httpx.ReadTimeout) else classify_httpx(exc) or FATAL, exc
+        )
+    kind = classify_httpx(exc)
+    return None if kind is None else Failure(kind, exc)
