@@ -129,12 +129,9 @@ def _drive(w: World, http_url: str, http_hits: Any) -> None:
         )
         w.calls["goc"] += 1
 
-    from infra.http import HttpCacheConfig
-    from infra.http import PerfClient
+    from infra.http import HttpCacheConfig, PerfClient
 
-    with PerfClient(
-        cache=HttpCacheConfig(enabled=True, namespace=w.ns["http"]), cache_store=w.cache
-    ) as http:
+    with PerfClient(cache=HttpCacheConfig(enabled=True, namespace=w.ns["http"]), cache_store=w.cache) as http:
         for i in range(8):
             assert http.get(f"{http_url}/echo/{w.ns['http']}-{i % 2}").status == 200
             w.calls["http"] += 1
