@@ -56,24 +56,23 @@ class L1Entry:
 class L1Cache:
     """LRU bounded by ``max_items`` and ``max_bytes`` (0 items: disabled, every get misses)."""
 
-    __slots__ = ("_bytes", "_data", "_lock", "entries", "evictions", "max_bytes", "max_items")
+    __slots__ = ("_bytes", "_lock", "entries", "evictions", "max_bytes", "max_items")
 
     def __init__(self, *, max_items: int, max_bytes: int) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
         #: the entries, least recently used first: read (never written) by the written-out probes
         self.entries: OrderedDict[tuple[str, str], L1Entry] = OrderedDict()
-        self._data = self.entries
         self._bytes = 0
         self._lock = threading.Lock()
         self.evictions = 0
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self.entries)
 
     def __contains__(self, k: tuple[str, str]) -> bool:
         """Whether an entry is held for ``(namespace, key)`` (live or not); no LRU refresh."""
-        return k in self._data
+        return k in self.entries
 
     @property
     def enabled(self) -> bool:
@@ -89,7 +88,7 @@ class L1Cache:
 
     def probe(self, k: tuple[str, str], gen: int, now: float, count: HitCounter) -> Any:
         """The value of a live entry (LRU refreshed, its cost passed to ``count``), else ``MISSING``."""
-        entry = self._data.get(k)
+        entry = self.entries.get(k)
         if entry is None or not entry.live(gen, now):
             return MISSING
         self.touch(k)
@@ -99,13 +98,13 @@ class L1Cache:
 
     def peek(self, k: tuple[str, str], gen: int, now: float) -> L1Entry | None:
         """The entry if it is live under ``gen`` at ``now``; no LRU refresh, nothing counted."""
-        e = self._data.get(k)
+        e = self.entries.get(k)
         return e if e is not None and e.live(gen, now) else None
 
     def touch(self, k: tuple[str, str]) -> None:
         """Mark ``k`` most recently used (no-op if it is gone)."""
         try:  # noqa: SIM105 - contextlib.suppress costs ~0.3 us, a third of an L1 hit
-            self._data.move_to_end(k)
+            self.entries.move_to_end(k)
         except KeyError:
             pass
 
@@ -117,12 +116,12 @@ class L1Cache:
             self.delete(k)
             return
         with self._lock:
-            old = self._data.pop(k, None)
+            old = self.entries.pop(k, None)
             if old is not None:
                 self._bytes -= old.size
-            self._data[k] = entry
+            self.entries[k] = entry
             self._bytes += size
-            data = self._data
+            data = self.entries
             while len(data) > self.max_items or self._bytes > self.max_bytes:
                 _, ev = data.popitem(last=False)
                 self._bytes -= ev.size
@@ -130,15 +129,15 @@ class L1Cache:
 
     def delete(self, k: tuple[str, str]) -> None:
         with self._lock:
-            old = self._data.pop(k, None)
+            old = self.entries.pop(k, None)
             if old is not None:
                 self._bytes -= old.size
 
     def clear(self, namespace: str | None = None) -> None:
         with self._lock:
             if namespace is None:
-                self._data.clear()
+                self.entries.clear()
                 self._bytes = 0
                 return
-            for k in [k for k in self._data if k[0] == namespace]:
-                self._bytes -= self._data.pop(k).size
+            for k in [k for k in self.entries if k[0] == namespace]:
+                self._bytes -= self.entries.pop(k).size

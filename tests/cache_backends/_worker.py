@@ -68,7 +68,7 @@ def l1_watch(cache: Cache, args: dict[str, Any]) -> None:
     for i in range(args["rounds"]):
         value = f"value-{i}"
         cache.set(ns, key, value)
-        assert cache.get(ns, key) == value and (ns, key) in cache._l1._data
+        assert cache.get(ns, key) == value and (ns, key) in cache.l1
         polls[0] = 0
         emit(ready=i, push_state=b.push_state())
         seen = None
@@ -78,7 +78,7 @@ def l1_watch(cache: Cache, args: dict[str, Any]) -> None:
                 seen = time.time()
                 break
             time.sleep(0.001)
-        emit(seen=seen, polls=polls[0], l1_dropped=(ns, key) not in cache._l1._data)
+        emit(seen=seen, polls=polls[0], l1_dropped=(ns, key) not in cache.l1)
 
 
 def main() -> None:

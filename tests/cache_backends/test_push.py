@@ -73,18 +73,18 @@ def test_a_cache_subscribes_to_its_backends_push(
     wait_listening(cache.backend)  # type: ignore[arg-type]
     cache.set(NS, "k", "v")
     cache.set("embeddings", "k", "other namespace")
-    gen = cache._ns[NS].gen
+    gen = cache.namespace_generation(NS)
     other = make_backend()
     try:
         new = other.invalidate(NS)
     finally:
         other.close()
     deadline = time.monotonic() + 10
-    while (NS, "k") in cache._l1._data and time.monotonic() < deadline:
+    while (NS, "k") in cache.l1 and time.monotonic() < deadline:
         time.sleep(0.001)
-    assert (NS, "k") not in cache._l1._data
-    assert cache._ns[NS].gen == new != gen
-    assert ("embeddings", "k") in cache._l1._data
+    assert (NS, "k") not in cache.l1
+    assert cache.namespace_generation(NS) == new != gen
+    assert ("embeddings", "k") in cache.l1
 
 
 def test_polls_seldom_while_the_listener_is_up(
@@ -210,9 +210,9 @@ def test_a_forked_child_listens_afresh_even_while_it_answers_from_l1(
             cache.get(NS, "k")  # the tick sees the new epoch (one poll), before the invalidation
             os.write(ready_w, b"r")
             deadline = time.monotonic() + 10
-            while (NS, "k") in cache._l1._data and time.monotonic() < deadline:
+            while (NS, "k") in cache.l1 and time.monotonic() < deadline:
                 time.sleep(0.001)
-            os.write(done_w, b"1" if (NS, "k") not in cache._l1._data else b"0")
+            os.write(done_w, b"1" if (NS, "k") not in cache.l1 else b"0")
             code = 0
         finally:
             os._exit(code)

@@ -71,7 +71,7 @@ def _other_process(config: Path, code: str) -> None:
 def _in_l1(c: Cache, ns: str, key: str, value: Any) -> None:
     c.set(ns, key, value)
     assert c.get(ns, key) == value
-    assert (ns, key) in c._l1._data  # the seam this test is about: the value is served from L1
+    assert (ns, key) in c.l1  # the seam this test is about: the value is served from L1
 
 
 def _until(c: Cache, ns: str, key: str, want: Callable[[Any], bool]) -> float:
