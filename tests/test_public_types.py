@@ -48,6 +48,9 @@ import infra
 FRONT_DOORS = (
     "infra.cache",
     "infra.cache.backends",
+    "infra.cache.backends.postgres",
+    "infra.cache.backends.redis",
+    "infra.cache.backends.sqlite",
     "infra.cli",
     "infra.config",
     "infra.db",
