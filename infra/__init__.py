@@ -14,35 +14,6 @@ from infra._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
-_EXPORTS: dict[str, str] = {
-    "AsyncOptimizedOllama": "infra.ollama",
-    "AsyncPerfClient": "infra.http",
-    "AudioFrameTemplate": "infra.hotpath",
-    "AudioStreamSender": "infra.hotpath",
-    "CachedEmbedder": "infra.inference",
-    "ConfigError": "infra.errors",
-    "MicroBatcher": "infra.inference",
-    "OptimizedOllama": "infra.ollama",
-    "PerfClient": "infra.http",
-    "PerfConfig": "infra.config",
-    "PerfInfraError": "infra.errors",
-    "apply_thread_budget": "infra.inference",
-    "cached": "infra.cache",
-    "cached_class": "infra.integrate",
-    "enable": "infra.integrate",
-    "enable_caching_for_worker": "infra.integrate",
-    "gather_ordered": "infra.hotpath",
-    "get_cache": "infra.cache",
-    "get_config": "infra.config",
-    "get_metrics": "infra.metrics",
-    "load_config": "infra.config",
-    "metrics_asgi_app": "infra.server",
-    "patch": "infra.integrate",
-    "serve_metrics": "infra.server",
-    "timed": "infra.metrics",
-    "warm": "infra.hotpath",
-}
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from infra.cache import cached as cached
@@ -72,4 +43,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from infra.server import metrics_asgi_app as metrics_asgi_app
     from infra.server import serve_metrics as serve_metrics
 else:
-    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, eager=["__version__"])
+    __all__, __getattr__, __dir__ = lazy_exports(__name__, eager=["__version__"])

@@ -21,24 +21,6 @@ from typing import TYPE_CHECKING
 
 from infra._lazy import lazy_exports
 
-_EXPORTS = {
-    "MISSING": "infra.cache._missing",
-    "BackendStats": "infra.cache.backends.base",
-    "CacheBackend": "infra.cache.backends.base",
-    "EntryInfo": "infra.cache.backends.base",
-    "StoredEntry": "infra.cache.backends.base",
-    "CacheConfig": "infra.config.sections.cache",
-    "NamespaceConfig": "infra.config.sections.cache",
-    "Cache": "infra.cache.core",
-    "get_cache": "infra.cache.process",
-    "set_cache": "infra.cache.process",
-    "reset_cache": "infra.cache.process",
-    "cached": "infra.cache.decorator",
-    "make_key": "infra.cache.keys",
-    "explain_key": "infra.cache.keys",
-    "register_type": "infra.cache.record_types",
-}
-
 if TYPE_CHECKING:
     from infra.cache._missing import MISSING as MISSING
     from infra.cache.backends.base import BackendStats as BackendStats
@@ -56,4 +38,4 @@ if TYPE_CHECKING:
     from infra.config.sections.cache import CacheConfig as CacheConfig
     from infra.config.sections.cache import NamespaceConfig as NamespaceConfig
 else:
-    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+    __all__, __getattr__, __dir__ = lazy_exports(__name__)

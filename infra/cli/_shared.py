@@ -1,4 +1,4 @@
-"""What several command groups share: argument types, and serving in the foreground until a signal."""
+"""What several command groups share: the group parser, argument types, serving until a signal."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["positive_float", "positive_int", "serve_until_stopped", "stop_on_signals"]
+__all__ = ["action_group", "positive_float", "positive_int", "serve_until_stopped", "stop_on_signals"]
 
 N = TypeVar("N", int, float)
+
+
+def action_group(sub: Any, name: str, help: str) -> Any:
+    """A command group ``name`` whose action (``python -m infra NAME ACTION``) is required; its subparsers."""
+    group = sub.add_parser(name, help=help)
+    actions = group.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+    actions.required = True
+    return actions
 
 
 def positive_int(text: str) -> int:

@@ -8,15 +8,14 @@ import sys
 from typing import Any
 
 from infra.cli._output import emit_json
+from infra.cli._shared import action_group
 from infra.config import diagnose_config, load_config
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("config", help="check or show perf_config.json")
-    cmds = group.add_subparsers(dest="config_command", metavar="ACTION")
-    cmds.required = True
+    cmds = action_group(sub, "config", "check or show perf_config.json")
     check = cmds.add_parser("check", help="validate the config file and environment; list every problem")
     check.set_defaults(handler=_check)
     show = cmds.add_parser("show", help="print the effective config (file + defaults + environment)")

@@ -13,16 +13,14 @@ import urllib.request
 from typing import Any
 
 from infra.cli._output import emit_json, table
-from infra.cli._shared import serve_until_stopped
+from infra.cli._shared import action_group, serve_until_stopped
 from infra.config import load_config
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("metrics", help="show or serve the metrics")
-    cmds = group.add_subparsers(dest="metrics_command", metavar="ACTION")
-    cmds.required = True
+    cmds = action_group(sub, "metrics", "show or serve the metrics")
     show = cmds.add_parser("show", help="p50/p95/p99, errors and hit rates from a running /metrics endpoint")
     show.add_argument("--url", help="endpoint (default: http://<metrics.host>:<metrics.port>/metrics)")
     show.set_defaults(handler=_show)

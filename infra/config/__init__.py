@@ -16,29 +16,22 @@ from infra.config._loader import (
     reset_config,
     set_config,
 )
-from infra.config._model import (
-    BatchingConfig,
+from infra.config._model import PerfConfig
+from infra.config._units import format_duration, format_size, parse_duration, parse_size
+from infra.config.sections._base import redact_url
+from infra.config.sections.cache import CacheConfig, NamespaceConfig, PostgresCacheConfig, RedisCacheConfig
+from infra.config.sections.http import (
     BreakerConfig,
-    CacheConfig,
-    DbConfig,
     HttpCacheConfig,
     HttpConfig,
-    MetricsConfig,
-    NamespaceConfig,
-    OllamaCacheConfig,
-    OllamaConfig,
-    PerfConfig,
-    PostgresCacheConfig,
-    RedisCacheConfig,
     RetryBudgetConfig,
     RetryConfig,
     TimeoutConfig,
-    TorchConfig,
-    WarmupConfig,
-    WrapEntry,
-    redact_url,
 )
-from infra.config._units import format_duration, format_size, parse_duration, parse_size
+from infra.config.sections.metrics import MetricsConfig
+from infra.config.sections.ollama import OllamaCacheConfig, OllamaConfig
+from infra.config.sections.runtime import BatchingConfig, DbConfig, TorchConfig, WarmupConfig
+from infra.config.sections.wrap import WrapEntry
 from infra.errors import ConfigError, ConfigProblem
 
 __all__ = [

@@ -19,8 +19,9 @@ from typing import Any
 
 from infra.config._build import build_config, coerce
 from infra.config._depth import depth_problem_in_text
-from infra.config._model import PerfConfig, WrapEntry
+from infra.config._model import PerfConfig
 from infra.config._spec import Spec, section_fields
+from infra.config.sections.wrap import WrapEntry
 from infra.errors import ConfigError, ConfigProblem
 
 __all__ = [

@@ -10,43 +10,17 @@ from __future__ import annotations
 import dataclasses
 
 from infra.config._spec import field
-from infra.config.sections._base import _Section, redact_url
-from infra.config.sections.cache import CacheConfig, NamespaceConfig, PostgresCacheConfig, RedisCacheConfig
+from infra.config.sections._base import _Section
+from infra.config.sections.cache import CacheConfig
 from infra.config.sections.http import (
-    BreakerConfig,
-    HttpCacheConfig,
     HttpConfig,
-    RetryBudgetConfig,
-    RetryConfig,
-    TimeoutConfig,
 )
 from infra.config.sections.metrics import MetricsConfig
-from infra.config.sections.ollama import OllamaCacheConfig, OllamaConfig
+from infra.config.sections.ollama import OllamaConfig
 from infra.config.sections.runtime import BatchingConfig, DbConfig, TorchConfig, WarmupConfig
 from infra.config.sections.wrap import WrapEntry
 
-__all__ = [
-    "BatchingConfig",
-    "BreakerConfig",
-    "CacheConfig",
-    "DbConfig",
-    "HttpCacheConfig",
-    "HttpConfig",
-    "MetricsConfig",
-    "NamespaceConfig",
-    "OllamaCacheConfig",
-    "OllamaConfig",
-    "PerfConfig",
-    "PostgresCacheConfig",
-    "RedisCacheConfig",
-    "RetryBudgetConfig",
-    "RetryConfig",
-    "TimeoutConfig",
-    "TorchConfig",
-    "WarmupConfig",
-    "WrapEntry",
-    "redact_url",
-]
+__all__ = ["PerfConfig"]  # the sections are public from infra.config, imported from their homes
 
 
 # ---------------------------------------------------------------------------------------------- root

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import threading
@@ -51,14 +52,7 @@ class WarmStats:
         return self.ok + self.failed + self.skipped
 
     def to_dict(self) -> dict[str, int | float | list[str]]:
-        return {
-            "total": self.total,
-            "ok": self.ok,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "seconds": round(self.seconds, 3),
-            "errors": list(self.errors),
-        }
+        return {**dataclasses.asdict(self), "seconds": round(self.seconds, 3)}
 
 
 _MAX_ERRORS = 5

@@ -10,6 +10,7 @@ start, so call it early) and, when torch is installed, ``torch.set_num_threads``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -56,15 +57,7 @@ class ThreadBudget:
     applied: tuple[str, ...] = ()  # what apply_thread_budget actually changed
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "cores": self.cores,
-            "torch_threads": self.torch_threads,
-            "interop_threads": self.interop_threads,
-            "ollama_threads": self.ollama_threads,
-            "env": dict(self.env),
-            "notes": list(self.notes),
-            "applied": list(self.applied),
-        }
+        return {**dataclasses.asdict(self), "notes": list(self.notes), "applied": list(self.applied)}
 
 
 def plan_thread_budget(

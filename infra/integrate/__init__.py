@@ -20,18 +20,6 @@ from typing import TYPE_CHECKING
 
 from infra._lazy import lazy_exports
 
-_EXPORTS = {
-    "CachedOllamaTransport": "infra.integrate.ollama_transport",
-    "IntegrationHandle": "infra.integrate._enable",
-    "WrappedClasses": "infra.integrate._enable",
-    "active_handle": "infra.integrate._enable",
-    "enable": "infra.integrate._enable",
-    "enable_caching_for_worker": "infra.integrate._enable",
-    "patch": "infra.integrate._enable",
-    "MethodSettings": "infra.integrate._wrap",
-    "cached_class": "infra.integrate._wrap",
-}
-
 if TYPE_CHECKING:
     from infra.integrate._enable import IntegrationHandle as IntegrationHandle
     from infra.integrate._enable import WrappedClasses as WrappedClasses
@@ -43,4 +31,4 @@ if TYPE_CHECKING:
     from infra.integrate._wrap import cached_class as cached_class
     from infra.integrate.ollama_transport import CachedOllamaTransport as CachedOllamaTransport
 else:
-    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+    __all__, __getattr__, __dir__ = lazy_exports(__name__)

@@ -24,16 +24,14 @@ def record_failure(part: str, message: str, exc: BaseException | None = None) ->
         _counts[part] = _counts.get(part, 0) + 1
         first = part not in _logged
         _logged.add(part)
-    try:
-        from infra.metrics import get_metrics
+    from infra.metrics import count_failure
 
-        get_metrics().counter(
-            "infra_integrate_failures_total",
-            "Parts of the layer that failed to start in infra.enable(); the worker went on without them.",
-            labelnames=("part",),
-        ).labels(part).inc()
-    except Exception:
-        pass
+    count_failure(
+        "infra_integrate_failures_total",
+        "Parts of the layer that failed to start in infra.enable(); the worker went on without them.",
+        "part",
+        part,
+    )
     if first:
         detail = f": {exc}" if exc is not None else ""
         log.warning("perf-infra: %s%s (continuing without it; logged once)", message, detail)

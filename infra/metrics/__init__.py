@@ -33,7 +33,7 @@ With ``INFRA_METRICS_MULTIPROC_DIR`` set, reads combine every worker process (``
 from __future__ import annotations
 
 from ._core import DEFAULT_BUCKETS, Counter, CounterChild, Gauge, GaugeChild, Histogram, HistogramChild
-from ._registry import DEFAULT_MAX_SERIES_PER_METRIC, MetricsRegistry, get_metrics, timed
+from ._registry import DEFAULT_MAX_SERIES_PER_METRIC, MetricsRegistry, count_failure, get_metrics, timed
 from ._sketch import QuantileSketch
 from ._timer import Timer
 from ._views import OperationView, StatsSection, register_operation_view, register_stats_section
@@ -52,6 +52,7 @@ __all__ = [
     "QuantileSketch",
     "StatsSection",
     "Timer",
+    "count_failure",
     "get_metrics",
     "register_operation_view",
     "register_stats_section",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -413,6 +414,13 @@ if hasattr(os, "register_at_fork"):  # POSIX only
 def get_metrics() -> MetricsRegistry:
     """The process-wide registry every part of the layer reports into."""
     return _registry
+
+
+def count_failure(name: str, documentation: str, label: str, value: str) -> None:
+    """Add 1 to the counter ``name{label=value}``, never raising: for fail-open parts that count their own
+    failures (a broken metrics layer must not break the call that reports to it)."""
+    with contextlib.suppress(Exception):
+        get_metrics().counter(name, documentation, labelnames=(label,)).labels(value).inc()
 
 
 if os.environ.get("INFRA_METRICS_MULTIPROC_DIR"):

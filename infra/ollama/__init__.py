@@ -22,19 +22,6 @@ from typing import TYPE_CHECKING
 
 from infra._lazy import lazy_exports
 
-_EXPORTS = {
-    "AsyncKeepWarm": "infra.ollama.warmup",
-    "AsyncOptimizedOllama": "infra.ollama.aclient",
-    "KeepWarm": "infra.ollama.warmup",
-    "OptimizedOllama": "infra.ollama.client",
-    "OllamaCacheConfig": "infra.config.sections.ollama",
-    "OllamaConfig": "infra.config.sections.ollama",
-    "OllamaRunnerError": "infra.ollama.runner",
-    "RunnerOptionWarning": "infra.ollama.runner",
-    "Routing": "infra.ollama.routing",
-    "route_official": "infra.ollama.routing",
-}
-
 if TYPE_CHECKING:
     from infra.config.sections.ollama import OllamaCacheConfig as OllamaCacheConfig
     from infra.config.sections.ollama import OllamaConfig as OllamaConfig
@@ -47,4 +34,4 @@ if TYPE_CHECKING:
     from infra.ollama.warmup import AsyncKeepWarm as AsyncKeepWarm
     from infra.ollama.warmup import KeepWarm as KeepWarm
 else:
-    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+    __all__, __getattr__, __dir__ = lazy_exports(__name__)

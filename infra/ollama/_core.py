@@ -372,16 +372,14 @@ class ClientCore:
 
     def failure(self, what: str, exc: BaseException) -> None:
         """Count and log (once per kind) a failure of the layer itself; the call goes on."""
-        try:
-            from infra.metrics import get_metrics
+        from infra.metrics import count_failure
 
-            get_metrics().counter(
-                "infra_ollama_layer_errors_total",
-                "Failures of the Ollama layer itself (cache, metrics), absorbed so calls go on.",
-                labelnames=("component",),
-            ).labels(what).inc()
-        except Exception:
-            pass
+        count_failure(
+            "infra_ollama_layer_errors_total",
+            "Failures of the Ollama layer itself (cache, metrics), absorbed so calls go on.",
+            "component",
+            what,
+        )
         if what not in self._logged:
             self._logged.add(what)
             log.warning(

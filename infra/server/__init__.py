@@ -22,23 +22,6 @@ from typing import TYPE_CHECKING
 from infra._lazy import lazy_exports
 
 # Lazy: `import infra.server` stays cheap (http.server pulls in email.*; most processes never serve).
-_EXPORTS = {
-    "MetricsServer": "infra.server._thread",
-    "serve_metrics": "infra.server._thread",
-    "serve_metrics_from_config": "infra.server._thread",
-    "make_asgi_app": "infra.server._asgi",
-    "metrics_asgi_app": "infra.server._asgi",
-    "make_aiohttp_handler": "infra.server._aiohttp",
-    "metrics_aiohttp_handler": "infra.server._aiohttp",
-    "make_wsgi_app": "infra.server._wsgi",
-    "metrics_wsgi_app": "infra.server._wsgi",
-    "dashboard_asgi_app": "infra.server.dashboard",
-    "dashboard_aiohttp_handler": "infra.server.dashboard",
-    "make_dashboard_asgi_app": "infra.server.dashboard",
-    "make_dashboard_aiohttp_handler": "infra.server.dashboard",
-    "make_dashboard_wsgi_app": "infra.server.dashboard",
-}
-
 if TYPE_CHECKING:
     from infra.server._aiohttp import make_aiohttp_handler as make_aiohttp_handler
     from infra.server._aiohttp import metrics_aiohttp_handler as metrics_aiohttp_handler
@@ -55,4 +38,4 @@ if TYPE_CHECKING:
     from infra.server.dashboard import make_dashboard_asgi_app as make_dashboard_asgi_app
     from infra.server.dashboard import make_dashboard_wsgi_app as make_dashboard_wsgi_app
 else:
-    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+    __all__, __getattr__, __dir__ = lazy_exports(__name__)

@@ -62,17 +62,18 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _resolve(
-    state: SimState, body: Mapping[str, Any], endpoint: str
-) -> tuple[str | None, web.Response | None]:
+async def _begin(request: web.Request, endpoint: str) -> tuple[SimState, dict[str, Any], str] | web.Response:
+    """A model request's state, JSON body and full model name; or the error response to send instead."""
+    state = state_of(request)
+    body = await _body(request)
     state.stats.count_request(endpoint)
     name = body.get("model")
     if not name or not isinstance(name, str):
-        return None, _error(400, "model is required")
+        return _error(400, "model is required")
     full = normalize_model_name(name)
     if full not in state.models:
-        return None, _error(404, f"model '{name}' not found")
-    return full, None
+        return _error(404, f"model '{name}' not found")
+    return state, body, full
 
 
 def _keep_alive(state: SimState, body: Mapping[str, Any]) -> float:
@@ -100,12 +101,10 @@ async def _sleep_until(deadline: float) -> None:
 
 async def _completion(request: web.Request, endpoint: str) -> web.StreamResponse:
     """Shared body of /api/generate and /api/chat: they differ only in how input and chunks are shaped."""
-    state = state_of(request)
-    body = await _body(request)
-    model, err = _resolve(state, body, endpoint)
-    if err is not None:
-        return err
-    assert model is not None
+    begun = await _begin(request, endpoint)
+    if isinstance(begun, web.Response):
+        return begun
+    state, body, model = begun
     try:
         keep_alive = _keep_alive(state, body)
     except ValueError as exc:
@@ -419,12 +418,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 
 async def embed(request: web.Request) -> web.StreamResponse:
-    state = state_of(request)
-    body = await _body(request)
-    model, err = _resolve(state, body, "embed")
-    if err is not None:
-        return err
-    assert model is not None
+    begun = await _begin(request, "embed")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body, model = begun
     raw = body.get("input", [])
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -462,12 +459,10 @@ async def embed(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     """The legacy single-prompt endpoint (``Client.embeddings``): ``{"prompt"}`` in, ``{"embedding"}`` out."""
-    state = state_of(request)
-    body = await _body(request)
-    model, err = _resolve(state, body, "embeddings")
-    if err is not None:
-        return err
-    assert model is not None
+    begun = await _begin(request, "embeddings")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body, model = begun
     prompt = body.get("prompt") or ""
     try:
         keep_alive = _keep_alive(state, body)
@@ -529,12 +524,10 @@ async def ps(request: web.Request) -> web.StreamResponse:
 
 
 async def show(request: web.Request) -> web.StreamResponse:
-    state = state_of(request)
-    body = await _body(request)
-    model, err = _resolve(state, body, "show")
-    if err is not None:
-        return err
-    assert model is not None
+    begun = await _begin(request, "show")
+    if isinstance(begun, web.Response):
+        return begun
+    state, _, model = begun
     m = state.models[model]
     return web.json_response(
         {

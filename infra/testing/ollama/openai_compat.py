@@ -33,15 +33,20 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> we
     return web.json_response({"error": err}, status=status)
 
 
-def _model(state: SimState, body: Mapping[str, Any], endpoint: str) -> tuple[str | None, web.Response | None]:
+async def _begin(request: web.Request, endpoint: str) -> tuple[SimState, dict[str, Any], str] | web.Response:
+    """A model request's state, JSON body and full model name; or the error response to send instead."""
+    state = state_of(request)
+    body = await json_object(request, _error)
+    if isinstance(body, web.Response):
+        return body
     state.stats.count_request(endpoint)
     name = body.get("model")
     if not isinstance(name, str) or not name:
-        return None, _error(400, "model is required")
+        return _error(400, "model is required")
     full = normalize_model_name(name)
     if full not in state.models:
-        return None, _error(404, f'model "{name}" not found, try pulling it first', "api_error")
-    return full, None
+        return _error(404, f'model "{name}" not found, try pulling it first', "api_error")
+    return state, body, full
 
 
 def _options(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,14 +138,10 @@ async def _sse(request: web.Request, events: list[dict[str, Any]]) -> web.Stream
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    state = state_of(request)
-    body = await json_object(request, _error)
-    if isinstance(body, web.Response):
-        return body
-    model, err = _model(state, body, "v1/chat/completions")
-    if err is not None:
-        return err
-    assert model is not None
+    begun = await _begin(request, "v1/chat/completions")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body, model = begun
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return _error(400, "messages is required")
@@ -189,14 +190,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    state = state_of(request)
-    body = await json_object(request, _error)
-    if isinstance(body, web.Response):
-        return body
-    model, err = _model(state, body, "v1/completions")
-    if err is not None:
-        return err
-    assert model is not None
+    begun = await _begin(request, "v1/completions")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body, model = begun
     prompt = body.get("prompt")
     if isinstance(prompt, list):
         prompt = "".join(p for p in prompt if isinstance(p, str))
@@ -234,14 +231,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    state = state_of(request)
-    body = await json_object(request, _error)
-    if isinstance(body, web.Response):
-        return body
-    model, err = _model(state, body, "v1/embeddings")
-    if err is not None:
-        return err
-    assert model is not None
+    begun = await _begin(request, "v1/embeddings")
+    if isinstance(begun, web.Response):
+        return begun
+    state, body, model = begun
     raw = body.get("input")
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
