@@ -20,30 +20,6 @@ from typing import TYPE_CHECKING
 
 from infra._lazy import lazy_exports
 
-_EXPORTS = {
-    "Attempt": "infra.http._errors",
-    "CircuitOpenError": "infra.http._errors",
-    "DeadlineExceeded": "infra.http._errors",
-    "HTTPError": "infra.http._errors",
-    "HTTPStatusError": "infra.http._errors",
-    "PoolTimeout": "infra.http._errors",
-    "RetryAfterTooLong": "infra.http._errors",
-    "RetryBudgetExhausted": "infra.http._errors",
-    "TransportError": "infra.http._errors",
-    "BreakerConfig": "infra.config.sections.http",
-    "HttpCacheConfig": "infra.config.sections.http",
-    "HttpConfig": "infra.config.sections.http",
-    "RetryBudgetConfig": "infra.config.sections.http",
-    "RetryConfig": "infra.config.sections.http",
-    "TimeoutConfig": "infra.config.sections.http",
-    "AsyncStreamResponse": "infra.http._response",
-    "Headers": "infra.http._response",
-    "Response": "infra.http._response",
-    "StreamResponse": "infra.http._response",
-    "AsyncPerfClient": "infra.http._async_client",
-    "PerfClient": "infra.http._sync_client",
-}
-
 if TYPE_CHECKING:
     from infra.config.sections.http import BreakerConfig as BreakerConfig
     from infra.config.sections.http import HttpCacheConfig as HttpCacheConfig
@@ -67,4 +43,4 @@ if TYPE_CHECKING:
     from infra.http._response import StreamResponse as StreamResponse
     from infra.http._sync_client import PerfClient as PerfClient
 else:
-    __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+    __all__, __getattr__, __dir__ = lazy_exports(__name__)
