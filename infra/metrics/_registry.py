@@ -8,7 +8,10 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from infra.config.sections.metrics import MetricsConfig
 
 from ._core import Counter, Gauge, Histogram, HistogramChild, _Metric
 from ._names import check_buckets
@@ -114,13 +117,13 @@ class MetricsRegistry:
         _REGISTRIES.add(self)
 
     @classmethod
-    def from_config(cls, section: Any) -> MetricsRegistry:
+    def from_config(cls, section: MetricsConfig | None) -> MetricsRegistry:
         """Build from the ``metrics`` section of PerfConfig (reads ``max_series_per_metric``)."""
         return cls(
             max_series_per_metric=getattr(section, "max_series_per_metric", DEFAULT_MAX_SERIES_PER_METRIC)
         )
 
-    def configure(self, section: Any) -> MetricsRegistry:
+    def configure(self, section: MetricsConfig | None) -> MetricsRegistry:
         """Apply the ``metrics`` section of PerfConfig to this (already existing) registry.
 
         ``get_metrics()`` exists from import time, before any config is read; ``infra.enable()`` calls

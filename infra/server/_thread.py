@@ -25,11 +25,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..metrics import MetricsRegistry
 from ._common import metrics_response
 from .dashboard import dashboard_route, history_for
+
+if TYPE_CHECKING:
+    from infra.config.sections.metrics import MetricsConfig
 
 __all__ = ["MetricsServer", "serve_metrics", "serve_metrics_from_config"]
 
@@ -379,7 +382,9 @@ def serve_metrics(
     return MetricsServer(server, thread)
 
 
-def serve_metrics_from_config(section: Any, *, registry: MetricsRegistry | None = None) -> MetricsServer:
+def serve_metrics_from_config(
+    section: MetricsConfig | None, *, registry: MetricsRegistry | None = None
+) -> MetricsServer:
     """``serve_metrics`` with the ``metrics`` section of PerfConfig (host, port, token from ``token_env``)."""
     token_env = getattr(section, "token_env", None)
     token = os.environ.get(token_env) if token_env else None

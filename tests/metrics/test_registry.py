@@ -216,12 +216,12 @@ def test_reset_zeroes_everything_in_place_and_bound_children_keep_working(regist
 
 
 def test_from_config_reads_the_series_limit() -> None:
-    class Section:
-        max_series_per_metric = 7
+    from infra.config import MetricsConfig
 
-    assert MetricsRegistry.from_config(Section()).max_series_per_metric == 7
+    section = MetricsConfig(max_series_per_metric=7)
+    assert MetricsRegistry.from_config(section).max_series_per_metric == 7
     reg = MetricsRegistry()
-    assert reg.configure(Section()) is reg and reg.max_series_per_metric == 7
+    assert reg.configure(section) is reg and reg.max_series_per_metric == 7
 
 
 def test_the_process_wide_registry_is_one_object() -> None:

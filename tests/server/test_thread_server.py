@@ -92,13 +92,11 @@ def test_bad_arguments_are_refused_by_name() -> None:
 def test_from_config_reads_host_port_and_the_token_from_the_named_env_var(
     monkeypatch: pytest.MonkeyPatch, registry: MetricsRegistry
 ) -> None:
-    class Section:
-        host = "127.0.0.1"
-        port = 0
-        token_env = "INFRA_TEST_METRICS_TOKEN"
+    from infra.config import MetricsConfig
 
+    section = MetricsConfig(host="127.0.0.1", port=0, token_env="INFRA_TEST_METRICS_TOKEN")
     monkeypatch.setenv("INFRA_TEST_METRICS_TOKEN", "from-env")
-    srv: MetricsServer = serve_metrics_from_config(Section(), registry=registry)
+    srv: MetricsServer = serve_metrics_from_config(section, registry=registry)
     with srv:
         assert _get(srv.url)[0] == 401
         assert _get(srv.url, {"Authorization": "Bearer from-env"})[0] == 200
