@@ -156,7 +156,6 @@ class Flight:
         self.value: dict[str, Any] | None = None
 
 
-
 #: ``OllamaConfig().host``: the host of a section that names none.
 DEFAULT_HOST: str = OllamaConfig().host
 
