@@ -198,6 +198,8 @@ def example_http_client() -> dict[str, Any]:
             songs = client.get(url, params={"mood": "calm"}).raise_for_status().json()
         async with AsyncPerfClient.from_config() as client:
             r = await client.get(url)
+        # or settings built in code (from infra import HttpConfig, RetryConfig): the section, or its keywords
+        AsyncPerfClient(HttpConfig(max_per_host=2)); AsyncPerfClient(retry=RetryConfig(attempts=1))
     """
     with _sandbox() as servers:
         from infra.http import AsyncPerfClient, PerfClient
@@ -224,6 +226,7 @@ def example_ollama_client() -> dict[str, Any]:
 
         from infra.ollama import OptimizedOllama
         llm = OptimizedOllama()            # perf_config's "ollama" section; or OptimizedOllama(config.ollama)
+        llm = OptimizedOllama(host, settings=OllamaConfig(timeout=30))   # from infra import OllamaConfig
         r = llm.generate(model="llama3.2:3b", prompt=text, profile="stage1")   # num_predict 120, temp 0.3
     """
     with _sandbox() as servers:

@@ -13,12 +13,19 @@ that a warm, cached run asked the services for nothing. ``ExampleServers`` start
 
     with ExampleServers(scale=0.2) as servers:
         env = servers.env()          # OLLAMA_HOST, EXAMPLE_TTS_URL, EXAMPLE_STT_URL, ...
+
+From a shell, ``python -m examples.stubs CMD ...`` starts them, runs CMD with that environment (stdin passed
+through) and stops them; with no CMD it prints the ``export`` lines and serves until Ctrl-C::
+
+    echo "I walked by the river" | PERF_CONFIG=examples/perf_config.json \
+        python -m examples.stubs python -m examples.enrichment_worker_cached
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +36,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ExampleServers", "StubLatency", "StubServers"]
+__all__ = ["ExampleServers", "StubLatency", "StubServers", "main"]
 
 
 @dataclass(frozen=True)
@@ -359,3 +366,30 @@ class ExampleServers:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m examples.stubs [CMD ...]``: with CMD, run it with the stubs' environment (stdin passed
+    through; its exit status is returned), then stop them; without, print the ``export`` lines and serve
+    until Ctrl-C."""
+    import shlex
+    import subprocess
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--"]:
+        args = args[1:]
+    with ExampleServers() as servers:
+        env = servers.env()
+        if args:
+            return subprocess.call(args, env={**os.environ, **env})
+        for name, value in env.items():
+            print(f"export {name}={shlex.quote(value)}", flush=True)
+        print("# example stubs serving; Ctrl-C stops them", file=sys.stderr, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,8 +2,9 @@
 
 The front door. Everything here is imported lazily (PEP 562 ``__getattr__``), so ``import infra`` costs a
 few milliseconds and pulls in none of aiohttp, httpx, ollama, torch, asyncpg or redis; each name loads its
-module on first use. ``infra.cache``, ``infra.metrics``, ``infra.db`` and ``infra.enrichment_helpers``
-are public modules too.
+module on first use. The settings sections (``HttpConfig``, ``CacheConfig``, ``OllamaConfig``,
+``DbConfig``, ...) are here too: each is THE settings of its part (``AsyncPerfClient(HttpConfig(...))``).
+``infra.cache``, ``infra.metrics``, ``infra.db`` and ``infra.enrichment_helpers`` are public modules too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,24 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from infra.cache import cached as cached
     from infra.cache import get_cache as get_cache
+    from infra.config import BatchingConfig as BatchingConfig
+    from infra.config import BreakerConfig as BreakerConfig
+    from infra.config import CacheConfig as CacheConfig
+    from infra.config import DbConfig as DbConfig
+    from infra.config import HttpCacheConfig as HttpCacheConfig
+    from infra.config import HttpConfig as HttpConfig
+    from infra.config import MetricsConfig as MetricsConfig
+    from infra.config import NamespaceConfig as NamespaceConfig
+    from infra.config import OllamaCacheConfig as OllamaCacheConfig
+    from infra.config import OllamaConfig as OllamaConfig
     from infra.config import PerfConfig as PerfConfig
+    from infra.config import PostgresCacheConfig as PostgresCacheConfig
+    from infra.config import RedisCacheConfig as RedisCacheConfig
+    from infra.config import RetryBudgetConfig as RetryBudgetConfig
+    from infra.config import RetryConfig as RetryConfig
+    from infra.config import TimeoutConfig as TimeoutConfig
+    from infra.config import TorchConfig as TorchConfig
+    from infra.config import WarmupConfig as WarmupConfig
     from infra.config import get_config as get_config
     from infra.config import load_config as load_config
     from infra.errors import ConfigError as ConfigError

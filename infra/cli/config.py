@@ -55,7 +55,8 @@ def _show(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     data = config.to_dict()
     if args.json:
-        emit_json(data)
+        # which file was read (and which environment variables overrode it) beside the values
+        emit_json({"source": config.source, "env_overrides": list(config.env_overrides), "config": data})
     else:
         print(f"# effective configuration from {config.source} (durations in seconds, sizes in bytes)")
         print(json.dumps(data, indent=2))

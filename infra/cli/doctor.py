@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shlex
 import socket
 import urllib.error
 import urllib.request
@@ -40,6 +41,11 @@ def _check(name: str, ok: bool | None, detail: str) -> dict[str, Any]:
     return {"check": name, "status": {True: "ok", False: "FAIL", None: "warn"}[ok], "detail": detail}
 
 
+def _config_check_command(path: str | None) -> str:
+    """The ``config check`` command that reads the file this doctor run read."""
+    return "python -m infra config check" + (f" --config {shlex.quote(path)}" if path else "")
+
+
 def _doctor(args: argparse.Namespace) -> int:
     checks: list[dict[str, Any]] = []
     diagnosis = diagnose_config(args.config)
@@ -53,7 +59,7 @@ def _doctor(args: argparse.Namespace) -> int:
                 "config",
                 False,
                 f"{diagnosis.source}: {len(diagnosis.problems)} problem(s); first: {first}"
-                " (run `python -m infra config check` for all)",
+                f" (run `{_config_check_command(args.config)}` for all)",
             )
         )
     # the other checks go on after a config failure: bad fields are left at their defaults (an

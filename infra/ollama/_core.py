@@ -156,6 +156,20 @@ class Flight:
         self.value: dict[str, Any] | None = None
 
 
+#: ``OllamaConfig().host``: the host of a section that names none.
+DEFAULT_HOST: str = OllamaConfig().host
+
+
+def resolve_host(configured: str, environ: Mapping[str, str]) -> str:
+    """The Ollama server when the caller passed no ``host``: the section's host when it names one (set in
+    code, or read from the file, where the loader has already let ``$OLLAMA_HOST`` override it), else
+    ``$OLLAMA_HOST``, else the default. An explicit ``host`` argument beats all of these, as in
+    ``ollama.Client``. A section whose host equals the default counts as naming none."""
+    if configured != DEFAULT_HOST:
+        return configured
+    return environ.get("OLLAMA_HOST") or configured
+
+
 class ClientCore:
     """State and decisions shared by the sync and async clients."""
 
@@ -194,7 +208,8 @@ class ClientCore:
 
     @property
     def host(self) -> str:
-        return os.environ.get("OLLAMA_HOST") or self.settings.host
+        """The server when the caller named none: see :func:`resolve_host`."""
+        return resolve_host(self.settings.host, os.environ)
 
     def httpx_timeout(self) -> Any:
         import httpx

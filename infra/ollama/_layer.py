@@ -34,8 +34,10 @@ class LayerMixin:
     """Takes what the official client takes (``host``, ``headers``, ``timeout``, httpx keywords) plus
     ``settings`` (an :class:`~infra.config.OllamaConfig`; default: perf_config's ``ollama`` section, read now)
     and ``cache`` (default: ``infra.cache.get_cache()``). The settings may also come first, in the host's
-    place: ``OptimizedOllama(config.ollama)``. With the layer on, ``host`` defaults to ``$OLLAMA_HOST`` or the
-    configured host and ``timeout`` to the configured one (the official default is none)."""
+    place: ``OptimizedOllama(config.ollama)``. With the layer on, the server is the ``host`` argument, else
+    the section's host (set in code, or the file's, which ``$OLLAMA_HOST`` overrides in the loader), else
+    ``$OLLAMA_HOST``, else the default (see ``_core.resolve_host``); ``timeout`` defaults to the configured
+    one (the official default is none)."""
 
     settings: OllamaConfig
     _core: ClientCore

@@ -56,6 +56,17 @@ def test_doctor_fails_on_bad_config(tmp_path: Path) -> None:
     bad.write_text('{"cache": {"memory_items": -1}}')
     result = run("doctor", "--config", str(bad))
     assert result.returncode == 1 and "cache.memory_items" in result.stdout
+    assert f"python -m infra config check --config {bad}" in result.stdout, "the hint reads the same file"
+
+
+def test_config_show_json_names_the_file_it_read(tmp_path: Path) -> None:
+    path = tmp_path / "my.json"
+    path.write_text('{"cache": {"memory_items": 10}}')
+    result = run("--json", "config", "show", "--config", str(path), env={"PERF_CACHE_PATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["source"] == str(path) and shown["env_overrides"] == ["PERF_CACHE_PATH"]
+    assert shown["config"]["cache"]["memory_items"] == 10
 
 
 def test_doctor_warns_when_the_metrics_port_is_taken(tmp_path: Path) -> None:

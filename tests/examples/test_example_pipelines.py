@@ -251,3 +251,24 @@ def test_both_integrated_entry_points_run_as_worker_processes(
         for r in baseline["voice"][:12]
     ]
     assert got == want
+
+
+def test_the_stubs_command_runs_a_pipeline_with_their_environment(tmp_path: Path) -> None:
+    """README's command: `echo ... | PERF_CONFIG=... python -m examples.stubs python -m examples.X` starts the
+    stubs, hands the command their endpoints and its stdin, and returns its exit status."""
+    example_config(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "OLLAMA_HOST" and not k.startswith("EXAMPLE_")}
+    env["PERF_CONFIG"] = str(tmp_path / "perf_config.json")
+    out = subprocess.run(
+        [sys.executable, "-m", "examples.stubs", sys.executable, "-m", "examples.enrichment_worker_cached"],
+        input="I walked by the river this morning\n",
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    (line,) = out.stdout.splitlines()
+    assert json.loads(line)["reflection"] == "I walked by the river this morning"

@@ -581,15 +581,6 @@ def test_settings_come_from_the_shipped_config() -> None:
     llm.close()
 
 
-def test_ollama_host_env_wins_over_the_configured_host(
-    server: OllamaTestServer, cache: Any, monkeypatch: Any
-) -> None:
-    monkeypatch.setenv("OLLAMA_HOST", server.url)
-    llm = OptimizedOllama(settings=settings(host="http://127.0.0.1:9"), cache=cache)
-    assert llm.generate(LLM, "from the environment").done
-    llm.close()
-
-
 def test_keep_alive_defaults_to_the_configured_value(server: OllamaTestServer, cache: Any) -> None:
     llm = OptimizedOllama(server.url, settings=settings(keep_alive="45m"), cache=cache)
     llm.generate(LLM, "keep me")
