@@ -239,11 +239,31 @@ def _from_code(spec: Spec, value: Any, path: str, problems: list[ConfigProblem])
     elif kind == "map" and isinstance(value, Mapping):
         # frozen first, as the loader freezes JSON (a nested map, e.g. a per-model runner entry, stays valid)
         value = freeze(value)
-    elif (kind == "bool" and type(value) is bool) or (
-        kind == "str" and type(value) is str and not spec.choices and not spec.pattern
-    ):
-        return value  # nothing to check or convert: the common case, kept cheap
+    elif _normal(spec, value):
+        return value  # in its final form and in bounds: the common case, kept cheap
     return coerce(spec, value, path, problems)
+
+
+def _normal(spec: Spec, value: Any) -> bool:
+    """Whether ``value`` is already what ``coerce`` would make of it (so it can be kept as it is)."""
+    kind, t = spec.kind, type(value)
+    if value is None:
+        return spec.nullable
+    if t is bool:
+        return kind == "bool"
+    if t is str:
+        return kind == "str" and not spec.choices and not spec.pattern
+    if t is int:
+        if kind not in ("int", "port", "size") or (kind == "size" and value < 0):
+            return False
+    elif t is float:
+        finite = math.isfinite(value)
+        if kind not in ("float", "duration") or not finite or (kind == "duration" and value < 0):
+            return False
+    else:
+        return False
+    low, high = spec.minimum, spec.maximum
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
 def _nested(cls: type[T], value: Any, path: str, problems: list[ConfigProblem]) -> T:
