@@ -7,15 +7,17 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from infra.config._depth import depth_problem_in_data
 from infra.config._model import PerfConfig
 from infra.config._spec import Spec, freeze, section_fields
 from infra.config._units import parse_duration, parse_size
-from infra.errors import ConfigProblem
+from infra.config.sections._base import Section, loading
+from infra.errors import ConfigError, ConfigProblem
 
-__all__ = ["build_config", "build_section", "coerce"]
+__all__ = ["build_config", "build_section", "check_section", "coerce"]
 
 T = TypeVar("T")
 
@@ -182,7 +184,120 @@ def build_section(cls: type[T], data: Any, path: str, problems: list[ConfigProbl
         coerced = coerce(spec, value, _join(path, key), problems)
         if len(problems) == before:
             kwargs[key] = coerced
-    return cls(**kwargs)
+    with loading():  # every value checked above: the section's own check would only repeat it
+        return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------------ sections built in code
+def check_section(section: Section) -> None:
+    """Check and normalise a section built in code by its fields' Specs, as ``build_section`` reads a file
+    (durations and sizes from strings, lists to tuples, maps frozen, nested dicts built into their
+    sections), then its cross-field ``problems()``; raise one ConfigError naming every problem by JSON
+    path. Runs from ``Section.__post_init__``; sections the loader builds skip it (``loading()``)."""
+    path = _home(type(section))
+    problems: list[ConfigProblem] = []
+    for name, spec in section_fields(type(section)):
+        value = getattr(section, name)
+        before = len(problems)
+        checked = _from_code(spec, value, _join(path, name), problems)
+        if checked is not value and len(problems) == before:
+            object.__setattr__(section, name, checked)  # frozen: normalised once, before anyone sees it
+    if not problems:
+        problems.extend(ConfigProblem(_join(path, f), m) for f, m in section.problems())
+    else:  # the rules between fields too, where they can be judged, so one error names every problem
+        seen = {p.where for p in problems}
+        try:
+            cross = section.problems()
+        except (TypeError, ValueError):  # a field left as given (a string where a number goes)
+            cross = []
+        problems.extend(ConfigProblem(_join(path, f), m) for f, m in cross if _join(path, f) not in seen)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _from_code(spec: Spec, value: Any, path: str, problems: list[ConfigProblem]) -> Any:
+    """One field's value as given in code → its normalised value (problems recorded at ``path``)."""
+    kind, cls = spec.kind, spec.section
+    if kind == "section" and cls is not None:
+        return value if isinstance(value, cls) else _nested(cls, value, path, problems)
+    if kind == "section_map" and cls is not None and isinstance(value, Mapping):
+        if isinstance(value, MappingProxyType) and all(isinstance(v, cls) for v in value.values()):
+            return value  # the loader's (or the default's) frozen map of sections
+        return freeze(
+            {
+                k: v if isinstance(v, cls) else _nested(cls, v, _join(path, k), problems)
+                for k, v in value.items()
+            }
+        )
+    if kind == "list" and isinstance(value, (tuple, list)):
+        if spec.item == "section" and cls is not None:
+            return tuple(
+                v if isinstance(v, cls) else _nested(cls, v, _join(path, i), problems)
+                for i, v in enumerate(value)
+            )
+        value = list(value)
+    elif kind == "map" and isinstance(value, Mapping):
+        # frozen first, as the loader freezes JSON (a nested map, e.g. a per-model runner entry, stays valid)
+        value = freeze(value)
+    elif _normal(spec, value):
+        return value  # in its final form and in bounds: the common case, kept cheap
+    return coerce(spec, value, path, problems)
+
+
+def _normal(spec: Spec, value: Any) -> bool:
+    """Whether ``value`` is already what ``coerce`` would make of it (so it can be kept as it is)."""
+    kind, t = spec.kind, type(value)
+    if value is None:
+        return spec.nullable
+    if t is bool:
+        return kind == "bool"
+    if t is str:
+        return kind == "str" and not spec.choices and not spec.pattern
+    if t is int:
+        if kind not in ("int", "port", "size") or (kind == "size" and value < 0):
+            return False
+    elif t is float:
+        finite = math.isfinite(value)
+        if kind not in ("float", "duration") or not finite or (kind == "duration" and value < 0):
+            return False
+    else:
+        return False
+    low, high = spec.minimum, spec.maximum
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _nested(cls: type[T], value: Any, path: str, problems: list[ConfigProblem]) -> T:
+    """A nested section given as a dict in code: built as the loader builds it, then its own rules."""
+    before = len(problems)
+    built = build_section(cls, value, path, problems)
+    if len(problems) == before and isinstance(built, Section):
+        problems.extend(ConfigProblem(_join(path, f), m) for f, m in built.problems())
+    return built
+
+
+_HOMES: dict[type, str] = {}
+
+
+def _home(cls: type) -> str:
+    """The JSON path of a section class in perf_config.json (``http.timeout``; ``cache.namespaces.<name>``
+    for a map entry, ``wrap[<i>]`` for a list entry), found once by walking PerfConfig's Specs."""
+    if not _HOMES:
+        homes: dict[type, str] = {PerfConfig: ""}
+        todo: list[tuple[type, str]] = [(PerfConfig, "")]
+        while todo:
+            owner, at = todo.pop()
+            for name, spec in section_fields(owner):
+                if spec.section is None or spec.section in homes:
+                    continue
+                where = _join(at, name)
+                if spec.kind == "section_map":
+                    where += ".<name>"
+                elif spec.kind == "list":
+                    where += "[<i>]"
+                homes[spec.section] = where
+                todo.append((spec.section, where))
+        _HOMES.update(homes)
+    return _HOMES.get(cls, cls.__name__)
 
 
 def build_config(data: Any, problems: list[ConfigProblem], *, source: str | None = None) -> PerfConfig:
@@ -196,13 +311,17 @@ def build_config(data: Any, problems: list[ConfigProblem], *, source: str | None
 
 
 def finalize(config: PerfConfig, *, source: str | None) -> PerfConfig:
-    """Apply cross-field rules: the master switch, and the source path for messages."""
+    """Apply the master switches (``enabled: false`` turns every part off; ``metrics.enabled: false`` turns
+    off the parts' own metrics: ``http.metrics``), and the source path for messages."""
     import dataclasses
 
-    if not config.enabled:
-        off = {
-            name: dataclasses.replace(getattr(config, name), enabled=False)
-            for name in ("cache", "http", "ollama", "metrics", "torch", "batching", "warmup")
-        }
-        config = dataclasses.replace(config, **off)
-    return dataclasses.replace(config, source=source)
+    with loading():
+        if not config.enabled:
+            off = {
+                name: dataclasses.replace(getattr(config, name), enabled=False)
+                for name in ("cache", "http", "ollama", "metrics", "torch", "batching", "warmup")
+            }
+            config = dataclasses.replace(config, **off)
+        if not config.metrics.enabled and config.http.metrics:
+            config = dataclasses.replace(config, http=dataclasses.replace(config.http, metrics=False))
+        return dataclasses.replace(config, source=source)

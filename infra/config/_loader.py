@@ -21,6 +21,7 @@ from infra.config._build import build_config, coerce
 from infra.config._depth import depth_problem_in_text
 from infra.config._model import PerfConfig
 from infra.config._spec import Spec, section_fields
+from infra.config.sections._base import loading
 from infra.config.sections.wrap import WrapEntry
 from infra.errors import ConfigError, ConfigProblem
 
@@ -108,7 +109,8 @@ def _resolve_cache_path(config: PerfConfig, file: Path | None, from_env: bool) -
     if file is None or from_env or Path(path).expanduser().is_absolute():
         return config
     resolved = str(project_root(file) / path)
-    return dataclasses.replace(config, cache=dataclasses.replace(config.cache, path=resolved))
+    with loading():  # the loader's own sections, checked already
+        return dataclasses.replace(config, cache=dataclasses.replace(config.cache, path=resolved))
 
 
 def _search_starts() -> list[Path]:
@@ -252,14 +254,7 @@ def _db_checks(config: PerfConfig, problems: list[ConfigProblem]) -> None:
 
 
 def _cross_checks(config: PerfConfig, problems: list[ConfigProblem]) -> None:
-    if config.http.max_per_host > config.http.max_connections:
-        problems.append(
-            ConfigProblem(
-                "http.max_per_host",
-                f"must not exceed http.max_connections ({config.http.max_connections}), "
-                f"got {config.http.max_per_host}",
-            )
-        )
+    problems.extend(ConfigProblem(f"http.{field}", message) for field, message in config.http.problems())
     if (
         config.cache.enabled
         and config.cache.backend == "postgres"
@@ -333,7 +328,8 @@ def diagnose_config(
     applied = apply_env(data, env, problems) if use_env and isinstance(data, dict) else []
     config = build_config(data, problems, source=source)
     if applied:
-        config = dataclasses.replace(config, env_overrides=tuple(applied))
+        with loading():
+            config = dataclasses.replace(config, env_overrides=tuple(applied))
     clean = not problems
     _db_checks(config, problems)
     if clean:

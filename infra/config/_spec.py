@@ -54,9 +54,17 @@ def field(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def section_fields(cls: type) -> list[tuple[str, Spec]]:
-    """The (name, Spec) pairs of a section dataclass, in declaration order (bookkeeping fields left out)."""
-    return [(f.name, f.metadata["spec"]) for f in dataclasses.fields(cls) if f.metadata.get("spec")]
+_FIELDS: dict[type, tuple[tuple[str, Spec], ...]] = {}
+
+
+def section_fields(cls: type) -> tuple[tuple[str, Spec], ...]:
+    """The (name, Spec) pairs of a section dataclass, in declaration order (bookkeeping fields left out);
+    read once per class (every section built in code is checked through them)."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = tuple((f.name, f.metadata["spec"]) for f in dataclasses.fields(cls) if f.metadata.get("spec"))
+        _FIELDS[cls] = found
+    return found
 
 
 def freeze(value: Any) -> Any:

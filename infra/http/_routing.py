@@ -103,7 +103,7 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(HttpConfig))
 def build_settings(settings: HttpConfig | None, overrides: HttpOverrides) -> HttpConfig:
     """``AsyncPerfClient(retry=RetryConfig(attempts=1), http2=True)`` → the one HttpConfig the client
     runs with (``enabled: false`` made the plain pooled client: ``HttpConfig.effective``)."""
-    base = settings if settings is not None else HttpConfig()
+    base = settings if settings is not None else _default_settings()
     fields: dict[str, object] = dict(overrides)
     unknown = set(fields) - _FIELDS
     if unknown:
@@ -112,6 +112,14 @@ def build_settings(settings: HttpConfig | None, overrides: HttpOverrides) -> Htt
         fields["http2_hosts"] = tuple(overrides["http2_hosts"])
     built = dataclasses.replace(base, **fields) if fields else base  # type: ignore[arg-type]
     return built.effective()
+
+
+def _default_settings() -> HttpConfig:
+    """``AsyncPerfClient()``: the built-in defaults, recording metrics only while the process-wide
+    ``metrics.enabled`` switch is on (``PERF_METRICS_ENABLED=0`` silences every client)."""
+    from infra.config import get_config
+
+    return HttpConfig() if get_config().metrics.enabled else HttpConfig(metrics=False)
 
 
 _h2_memo: dict[tuple[tuple[str, ...], str], bool] = {}

@@ -52,7 +52,7 @@ def test_settings_are_immutable_and_compare_by_value() -> None:
     [
         (lambda: RetryConfig(attempts=-1), "attempts"),
         (lambda: RetryConfig(jitter=1.5), "jitter"),
-        (lambda: TimeoutConfig(total=-1), "TimeoutConfig.total"),
+        (lambda: TimeoutConfig(total=-1), r"http\.timeout\.total"),
         (lambda: HttpConfig(max_per_host=0), "max_per_host"),
         (lambda: BreakerConfig(failure_rate=1.5), "failure_rate"),
         (lambda: RetryBudgetConfig(ratio=-0.1), "ratio"),

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from infra.config._spec import section_fields
 
-__all__ = ["Section", "redact_url"]
+__all__ = ["Section", "loading", "redact_url"]
+
+#: True while the loader builds sections from values it has checked already (``loading()``)
+_LOADING: ContextVar[bool] = ContextVar("infra_config_loading", default=False)
+
+
+@contextmanager
+def loading() -> Iterator[None]:
+    """Sections built inside are taken as given: the loader checked (and normalised) every value itself and
+    collects the problems it finds rather than raising on the first section."""
+    token = _LOADING.set(True)
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
+
 
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)[^@/]*@")
 #: a password passed as a parameter: ``?password=`` / ``&sslpassword=`` in a URL's query (libpq and asyncpg
@@ -30,6 +47,20 @@ class Section:
     """Shared behaviour of every section: a repr that hides secrets, and a JSON-ready ``to_dict``."""
 
     __slots__ = ()
+
+    def __post_init__(self) -> None:
+        """A section built in code (``HttpConfig(timeout={"connect": "2s"})``) is checked and normalised by
+        its fields' Specs exactly as the loader checks a file: durations and sizes read from strings, maps
+        frozen, nested dicts built into their sections, then the cross-field rules of ``problems()``. One
+        ConfigError names every problem by its JSON path (``http.timeout.connect``)."""
+        if not _LOADING.get():
+            from infra.config._build import check_section
+
+            check_section(self)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Rules between fields (each field already valid on its own), as ``(field, message)``; none here."""
+        return []
 
     def __repr__(self) -> str:
         parts = []

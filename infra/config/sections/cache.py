@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 
 from infra.config._spec import field
-from infra.config.sections._base import _Section
+from infra.config.sections._base import _Section, loading
 
 __all__ = [
     "DEFAULT_STORE_BUDGET",
@@ -39,14 +39,15 @@ class NamespaceConfig(_Section):
     )
 
 
-_DEFAULT_NAMESPACES = {
-    "inference": NamespaceConfig(ttl=30 * 86400.0),
-    "embeddings": NamespaceConfig(ttl=30 * 86400.0),
-    "api": NamespaceConfig(ttl=86400.0),
-    "http": NamespaceConfig(ttl=86400.0),
-    "search": NamespaceConfig(ttl=300.0),
-    "tts": NamespaceConfig(ttl=30 * 86400.0),
-}
+with loading():  # built while infra.config imports, before the check it would run is importable
+    _DEFAULT_NAMESPACES = {
+        "inference": NamespaceConfig(ttl=30 * 86400.0),
+        "embeddings": NamespaceConfig(ttl=30 * 86400.0),
+        "api": NamespaceConfig(ttl=86400.0),
+        "http": NamespaceConfig(ttl=86400.0),
+        "search": NamespaceConfig(ttl=300.0),
+        "tts": NamespaceConfig(ttl=30 * 86400.0),
+    }
 
 
 _IDENTIFIER = r"^[a-z_][a-z0-9_]{0,39}$"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from infra.config._spec import field, section_fields
+from infra.config._spec import field
 from infra.config.sections._base import _Section
 
 __all__ = [
@@ -26,27 +26,8 @@ IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "PUT",
 RETRY_STATUSES: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-class _Checked(_Section):
-    """A section built by keywords in code (``RetryConfig(attempts=-1)``) is checked against the bounds its
-    Specs declare, as the loader checks a file's values; a bad value raises ValueError naming the field."""
-
-    __slots__ = ()
-
-    def __post_init__(self) -> None:
-        for name, spec in section_fields(type(self)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if spec.minimum is not None and value < spec.minimum:
-                raise ValueError(f"{type(self).__name__}.{name} must be >= {spec.minimum}, got {value!r}")
-            if spec.maximum is not None and value > spec.maximum:
-                raise ValueError(f"{type(self).__name__}.{name} must be <= {spec.maximum}, got {value!r}")
-            if spec.kind == "duration" and value < 0:
-                raise ValueError(f"{type(self).__name__}.{name} must be >= 0, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class TimeoutConfig(_Checked):
+class TimeoutConfig(_Section):
     connect: float = field("duration", 5.0, "TCP + TLS connect timeout.")
     total: float = field(
         "duration", 60.0, "One deadline for a logical call: pool wait, every attempt, the sleeps."
@@ -57,7 +38,7 @@ class TimeoutConfig(_Checked):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class RetryConfig(_Checked):
+class RetryConfig(_Section):
     attempts: int = field(
         "int",
         3,
@@ -112,7 +93,7 @@ class RetryConfig(_Checked):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class RetryBudgetConfig(_Checked):
+class RetryBudgetConfig(_Section):
     enabled: bool = field(
         "bool", True, "Cap retries per host so a failing upstream sees ~1.2x the load, not 4x."
     )
@@ -123,7 +104,7 @@ class RetryBudgetConfig(_Checked):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class BreakerConfig(_Checked):
+class BreakerConfig(_Section):
     enabled: bool = field("bool", True, "Per-host circuit breaking.")
     consecutive_failures: int = field("int", 5, "Open after this many failures in a row.", minimum=1)
     failure_rate: float = field("float", 0.5, "…or this failure rate over the window.", minimum=0, maximum=1)
@@ -139,7 +120,7 @@ class BreakerConfig(_Checked):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class HttpCacheConfig(_Checked):
+class HttpCacheConfig(_Section):
     enabled: bool = field("bool", False, "Cache GET responses, and POSTs to deterministic routes.")
     namespace: str = field("str", "http", "Cache namespace for responses.")
     ttl: float = field("duration", 86400.0, "TTL of cached responses.")
@@ -155,7 +136,7 @@ class HttpCacheConfig(_Checked):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class HttpConfig(_Checked):
+class HttpConfig(_Section):
     enabled: bool = field("bool", True, "Retries, breakers and metrics on (off: a plain pooled client).")
     backend: str = field("str", "aiohttp", "Async backend.", choices=("aiohttp", "httpx"))
     http2: bool = field("bool", False, "Speak HTTP/2 (httpx + h2) to every origin, not only http2_hosts.")
@@ -175,6 +156,17 @@ class HttpConfig(_Checked):
         "section", BreakerConfig, "Per-host circuit breaker.", section=BreakerConfig
     )
     cache: HttpCacheConfig = field("section", HttpCacheConfig, "Response caching.", section=HttpCacheConfig)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """The rule between fields: a host can't have more connections than the pool holds."""
+        if self.max_per_host > self.max_connections:
+            return [
+                (
+                    "max_per_host",
+                    f"must not exceed http.max_connections ({self.max_connections}), got {self.max_per_host}",
+                )
+            ]
+        return []
 
     def effective(self) -> HttpConfig:
         """What the client runs with: itself, or with ``enabled: false`` the plain pooled client (no

@@ -11,31 +11,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from infra.config._spec import field, freeze, section_fields
+from infra.config._spec import field
 from infra.config.sections._base import _Section
 
 __all__ = ["OllamaCacheConfig", "OllamaConfig"]
-
-
-def _check(section: _Section, path: str) -> None:
-    """Check and normalise a section built in code by its fields' Specs (a no-op for one the loader built,
-    whose values are already checked); raise one ConfigError naming every problem."""
-    from infra.config._build import coerce
-    from infra.errors import ConfigError, ConfigProblem
-
-    problems: list[ConfigProblem] = []
-    for name, spec in section_fields(type(section)):
-        if spec.kind == "section":
-            continue
-        value = getattr(section, name)
-        if spec.kind == "map":
-            # frozen first, as the loader freezes JSON; a per-model runner entry (a nested map, documented
-            # in infra.ollama.runner) is then accepted in code as it always was
-            value = freeze(value)
-        value = coerce(spec, value, f"{path}.{name}", problems)
-        object.__setattr__(section, name, value)
-    if problems:
-        raise ConfigError(problems)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
@@ -52,9 +31,6 @@ class OllamaCacheConfig(_Section):
         "Replay of cached streams: instant, or paced at the recorded cadence.",
         choices=("instant", "paced"),
     )
-
-    def __post_init__(self) -> None:
-        _check(self, "ollama.cache")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
@@ -105,6 +81,3 @@ class OllamaConfig(_Section):
     cache: OllamaCacheConfig = field(
         "section", OllamaCacheConfig, "Response caching.", section=OllamaCacheConfig
     )
-
-    def __post_init__(self) -> None:
-        _check(self, "ollama")

@@ -41,8 +41,9 @@ class DbConfig(_Section):
     min_size: int = field("int", 2, "Warm connections kept.", minimum=0)
     max_size: int = field("int", 10, "Pool ceiling.", minimum=1)
     max_inactive_connection_lifetime: float = field("duration", 300.0, "Idle connections closed after this.")
-    # create_pool(command_timeout=None) (no timeout, asyncpg's own default) is accepted too
-    command_timeout: float = field("duration", 30.0, "Default per-query timeout.")
+    command_timeout: float | None = field(
+        "duration", 30.0, "Default per-query timeout (null: none, asyncpg's own default).", nullable=True
+    )
     statement_cache_size: int = field(
         "int", 100, "asyncpg prepared-statement cache (0 behind pgbouncer).", minimum=0
     )
