@@ -9,11 +9,58 @@ from __future__ import annotations
 
 import json as _json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeAlias, TypeVar, overload
 
 from infra.http._errors import Attempt, HTTPStatusError
 
-__all__ = ["AsyncStreamResponse", "Headers", "LineDecoder", "Response", "StreamResponse", "backend_headers"]
+__all__ = [
+    "AsyncBodyReader",
+    "AsyncStreamResponse",
+    "BodyReader",
+    "Headers",
+    "JSONValue",
+    "LineDecoder",
+    "Response",
+    "StreamResponse",
+    "backend_headers",
+]
+
+#: What ``Response.json()`` returns: a JSON document as ``json.loads`` builds it. httpx, requests and
+#: aiohttp return ``Any`` here, which under ``mypy --strict`` lets ``r.json()["choices"][0]["txt"]``
+#: (a typo, a missing key, a list taken for a dict) through unchecked and spreads ``Any`` into the caller's
+#: own types. This alias is the truth about the value instead: the caller narrows (``isinstance``), casts to
+#: its own ``TypedDict``, or hands it to a validator (pydantic's ``model_validate`` takes it as is).
+JSONValue: TypeAlias = dict[str, "JSONValue"] | list["JSONValue"] | str | int | float | bool | None
+
+_T = TypeVar("_T")
+
+
+class AsyncBodyReader(Protocol):
+    """What ``AsyncStreamResponse`` reads its body from (the client's aiohttp / httpx body reader)."""
+
+    deadline_at: float | None
+
+    async def next_chunk(self) -> bytes:
+        """The next chunk of the body; ``b""`` at its end."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection (drops it when the body was not read to its end)."""
+        ...
+
+
+class BodyReader(Protocol):
+    """What ``StreamResponse`` reads its body from (the sync client's httpx body reader)."""
+
+    deadline_at: float | None
+
+    def next_chunk(self) -> bytes:
+        """The next chunk of the body; ``b""`` at its end."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection (drops it when the body was not read to its end)."""
+        ...
 
 
 class Headers(Mapping[str, str]):
@@ -26,14 +73,23 @@ class Headers(Mapping[str, str]):
     __slots__ = ("_src",)
     _src: Any
 
-    def __init__(self, source: Any = None) -> None:
+    def __init__(
+        self, source: Mapping[str, str] | list[tuple[str, str]] | tuple[tuple[str, str], ...] | None = None
+    ) -> None:
+        # a dict / pairs are copied into our own mapping; a backend's mapping (aiohttp CIMultiDictProxy,
+        # httpx.Headers) is wrapped as is
         if source is None or isinstance(source, (dict, list, tuple)):
-            source = _CIDict(source or ())
+            self._src = _CIDict(source or ())
         elif isinstance(source, Headers):
-            source = source._src
-        self._src = source
+            self._src = source._src
+        else:
+            self._src = source
 
-    def get(self, key: str, default: Any = None) -> Any:
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str | _T) -> str | _T: ...
+    def get(self, key: str, default: object = None) -> object:
         return self._src.get(key, default)
 
     def __getitem__(self, key: str) -> str:
@@ -173,8 +229,9 @@ class Response:
     def text(self) -> str:
         return self.content.decode(_charset(self.headers.get("content-type")), errors="replace")
 
-    def json(self) -> Any:
-        return _json.loads(self.content)
+    def json(self) -> JSONValue:
+        """The body parsed as JSON (see ``JSONValue`` for why not ``Any``)."""
+        return _json.loads(self.content)  # type: ignore[no-any-return]
 
     @property
     def is_success(self) -> bool:
@@ -229,8 +286,31 @@ class AsyncStreamResponse(Response):
 
     __slots__ = ("_body",)
 
-    def __init__(self, *args: Any, body: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        content: bytes | None = b"",
+        *,
+        body: AsyncBodyReader,
+        url: str = "",
+        method: str = "GET",
+        origin: str = "",
+        history: tuple[Attempt, ...] = (),
+        http_version: str = "HTTP/1.1",
+        from_cache: bool = False,
+    ) -> None:
+        super().__init__(
+            status,
+            headers,
+            content,
+            url=url,
+            method=method,
+            origin=origin,
+            history=history,
+            http_version=http_version,
+            from_cache=from_cache,
+        )
         self._body = body  # the client's reader: async next_chunk() -> bytes (b"" at end), aclose()
 
     @property
@@ -273,8 +353,31 @@ class StreamResponse(Response):
 
     __slots__ = ("_body",)
 
-    def __init__(self, *args: Any, body: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        content: bytes | None = b"",
+        *,
+        body: BodyReader,
+        url: str = "",
+        method: str = "GET",
+        origin: str = "",
+        history: tuple[Attempt, ...] = (),
+        http_version: str = "HTTP/1.1",
+        from_cache: bool = False,
+    ) -> None:
+        super().__init__(
+            status,
+            headers,
+            content,
+            url=url,
+            method=method,
+            origin=origin,
+            history=history,
+            http_version=http_version,
+            from_cache=from_cache,
+        )
         self._body = body  # next_chunk() -> bytes (b"" at end), close()
 
     @property
