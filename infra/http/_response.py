@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json as _json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any, Protocol, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypedDict, TypeVar, overload
 
 from infra.http._errors import Attempt, HTTPStatusError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "AsyncBodyReader",
@@ -21,6 +24,7 @@ __all__ = [
     "JSONValue",
     "LineDecoder",
     "Response",
+    "ResponseKeywords",
     "StreamResponse",
     "backend_headers",
 ]
@@ -61,6 +65,9 @@ class BodyReader(Protocol):
     def close(self) -> None:
         """Release the connection (drops it when the body was not read to its end)."""
         ...
+
+
+_Body = TypeVar("_Body", AsyncBodyReader, BodyReader)
 
 
 class Headers(Mapping[str, str]):
@@ -277,14 +284,22 @@ class LineDecoder:
         return [rest[:-1] if rest.endswith(b"\r") else rest] if rest else []
 
 
-class AsyncStreamResponse(Response):
-    """A response whose body is read as it arrives (``client.stream(...)``). Iterate once.
+class ResponseKeywords(TypedDict, total=False):
+    """``Response``'s keyword-only arguments, which the stream responses pass on (a test keeps them equal)."""
 
-    ``aiter_bytes`` / ``aiter_lines`` yield body chunks / lines (bytes). ``aread()`` reads the rest.
-    Once a byte has reached the caller the call is never retried.
-    """
+    url: str
+    method: str
+    origin: str
+    history: tuple[Attempt, ...]
+    http_version: str
+    from_cache: bool
+
+
+class _Streamed(Response, Generic[_Body]):
+    """What both stream responses share: ``Response``'s keywords plus the client's body reader."""
 
     __slots__ = ("_body",)
+    _read_call: ClassVar[str]  # how the caller reads the rest, named when ``content`` is read too early
 
     def __init__(
         self,
@@ -292,32 +307,33 @@ class AsyncStreamResponse(Response):
         headers: Headers,
         content: bytes | None = b"",
         *,
-        body: AsyncBodyReader,
-        url: str = "",
-        method: str = "GET",
-        origin: str = "",
-        history: tuple[Attempt, ...] = (),
-        http_version: str = "HTTP/1.1",
-        from_cache: bool = False,
+        body: _Body,
+        **response: Unpack[ResponseKeywords],
     ) -> None:
-        super().__init__(
-            status,
-            headers,
-            content,
-            url=url,
-            method=method,
-            origin=origin,
-            history=history,
-            http_version=http_version,
-            from_cache=from_cache,
-        )
-        self._body = body  # the client's reader: async next_chunk() -> bytes (b"" at end), aclose()
+        super().__init__(status, headers, content, **response)
+        self._body: _Body = body
 
     @property
     def content(self) -> bytes:
         if self._content is None:
-            raise RuntimeError("stream not read yet: call `await response.aread()` first")
+            raise RuntimeError(f"stream not read yet: call `{self._read_call}` first")
         return self._content
+
+    def drop_deadline(self) -> None:
+        """The configured total deadline bounded the wait for the headers; the body now runs on the idle
+        timeout alone."""
+        self._body.deadline_at = None
+
+
+class AsyncStreamResponse(_Streamed[AsyncBodyReader]):
+    """A response whose body is read as it arrives (``client.stream(...)``). Iterate once.
+
+    ``aiter_bytes`` / ``aiter_lines`` yield body chunks / lines (bytes). ``aread()`` reads the rest.
+    Once a byte has reached the caller the call is never retried.
+    """
+
+    __slots__ = ()
+    _read_call = "await response.aread()"
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         while True:
@@ -342,49 +358,12 @@ class AsyncStreamResponse(Response):
     async def aclose(self) -> None:
         await self._body.aclose()
 
-    def drop_deadline(self) -> None:
-        """The configured total deadline bounded the wait for the headers; the body now runs on the idle
-        timeout alone."""
-        self._body.deadline_at = None
 
-
-class StreamResponse(Response):
+class StreamResponse(_Streamed[BodyReader]):
     """Sync twin of AsyncStreamResponse: ``iter_bytes``, ``iter_lines``, ``read``, ``close``."""
 
-    __slots__ = ("_body",)
-
-    def __init__(
-        self,
-        status: int,
-        headers: Headers,
-        content: bytes | None = b"",
-        *,
-        body: BodyReader,
-        url: str = "",
-        method: str = "GET",
-        origin: str = "",
-        history: tuple[Attempt, ...] = (),
-        http_version: str = "HTTP/1.1",
-        from_cache: bool = False,
-    ) -> None:
-        super().__init__(
-            status,
-            headers,
-            content,
-            url=url,
-            method=method,
-            origin=origin,
-            history=history,
-            http_version=http_version,
-            from_cache=from_cache,
-        )
-        self._body = body  # next_chunk() -> bytes (b"" at end), close()
-
-    @property
-    def content(self) -> bytes:
-        if self._content is None:
-            raise RuntimeError("stream not read yet: call `response.read()` first")
-        return self._content
+    __slots__ = ()
+    _read_call = "response.read()"
 
     def iter_bytes(self) -> Iterator[bytes]:
         while True:
@@ -406,8 +385,3 @@ class StreamResponse(Response):
 
     def close(self) -> None:
         self._body.close()
-
-    def drop_deadline(self) -> None:
-        """The configured total deadline bounded the wait for the headers; the body now runs on the idle
-        timeout alone."""
-        self._body.deadline_at = None

@@ -19,7 +19,6 @@ from infra.http import (
     RetryConfig,
     StreamResponse,
 )
-from infra.http._response import BodyReader
 
 
 async def async_verbs(c: AsyncPerfClient) -> None:
@@ -54,11 +53,24 @@ def settings() -> None:
     HttpConfig(max_per_hst=2)  # type: ignore[call-arg]
 
 
-def responses(r: Response, s: StreamResponse, body: BodyReader) -> None:
+class SyncReader:
+    """A sync body reader, as ``StreamResponse`` takes one (``infra.http._response.BodyReader``)."""
+
+    deadline_at: float | None = None
+
+    def next_chunk(self) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+def responses(r: Response, s: StreamResponse, body: SyncReader) -> None:
     Headers(sorce={})  # type: ignore[call-arg]
     Headers({"a": 1})  # type: ignore[dict-item]
     Headers().get("a", defualt="")  # type: ignore[call-overload]
     Headers().get("a").lower()  # type: ignore[union-attr]  # str | None: a missing header is None
+    StreamResponse(200, Headers(), None, body=body)
     StreamResponse(200, Headers(), None, bdy=body)  # type: ignore[call-arg]
     AsyncStreamResponse(200, Headers(), None, body=body)  # type: ignore[arg-type]  # a sync reader
     # JSONValue, not Any: the caller narrows before indexing (httpx / requests would let this through)
