@@ -74,7 +74,6 @@ _LABELS = "label values: any value, each turned into str() (as prometheus_client
 _CHILDREN = "the metric's children, CounterChild / GaugeChild / HistogramChild, from one base-class method"
 _TIMER = "a Timer (context manager and decorator) of a subclass _timer.timer_class makes per histogram child"
 _TIMER += " on first use; infra.metrics._timer.Timer is private, so it is not yet named in the signature"
-_METRICS_SECTION = "the metrics section (MetricsConfig) or any object: read with getattr() and defaults"
 _ASGI = "ASGI scope / receive / send: the ASGI spec's own untyped event dicts (MutableMapping[str, Any])"
 _WSGI = "WSGI environ and start_response as PEP 3333 leaves them (typeshed types the environ dict[str, Any])"
 _AIOHTTP = "aiohttp's web.Request -> web.Response: aiohttp is an optional extra, imported inside the handler"
@@ -109,8 +108,6 @@ ALLOWED: dict[str, str] = {
     "infra.metrics.Histogram.labels": _LABELS,
     "infra.metrics.Histogram.time": _TIMER,
     "infra.metrics.HistogramChild.time": _TIMER,
-    "infra.metrics.MetricsRegistry.configure": _METRICS_SECTION,
-    "infra.metrics.MetricsRegistry.from_config": _METRICS_SECTION,
     "infra.metrics.MetricsRegistry.get_stats": _JSON,
     "infra.metrics.MetricsRegistry.histogram_stats": _JSON,
     "infra.ollama.AsyncOptimizedOllama.__init__": _OLLAMA_INIT,
@@ -136,7 +133,6 @@ ALLOWED: dict[str, str] = {
     "infra.server.metrics_aiohttp_handler": _AIOHTTP,
     "infra.server.metrics_asgi_app": _ASGI,
     "infra.server.metrics_wsgi_app": _WSGI,
-    "infra.server.serve_metrics_from_config": _METRICS_SECTION,
 }
 
 
