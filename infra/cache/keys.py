@@ -29,10 +29,11 @@ import struct
 import uuid
 from collections.abc import Callable, Mapping
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypedDict
 
 __all__ = [
     "KEY_SCHEMA",
+    "KeyExplanation",
     "UncacheableError",
     "canonical_bytes",
     "explain_key",
@@ -342,7 +343,7 @@ def _header(namespace: str, version: Any, qualname: str) -> bytearray:
     return out
 
 
-def make_key(namespace: str, *parts: Any, version: Any = None, **named: Any) -> str:
+def make_key(namespace: str, *parts: object, version: object = None, **named: object) -> str:
     """64-hex SHA-256 key for ``parts`` and ``named`` values in ``namespace``.
 
     ``version`` (any encodable value) changes every key at once when what a computation means changes.
@@ -369,6 +370,17 @@ def function_key_from_header(header: bytes, arguments: Mapping[str, Any]) -> str
     out = bytearray(header)
     _enc_dict(arguments, out, 0)
     return hashlib.sha256(out).hexdigest()
+
+
+class KeyExplanation(TypedDict):
+    """What ``explain_key`` returns: the key and, as JSON-ready typed descriptions, what went into it."""
+
+    key: str
+    schema: int
+    namespace: str
+    version: object
+    parts: list[object]
+    named: dict[str, object]
 
 
 def _describe(obj: Any, depth: int = 0) -> Any:
@@ -403,7 +415,7 @@ def _describe(obj: Any, depth: int = 0) -> Any:
     return {type_name(t): len(enc), "sha256": hashlib.sha256(enc).hexdigest()[:16]}
 
 
-def explain_key(namespace: str, *parts: Any, version: Any = None, **named: Any) -> dict[str, Any]:
+def explain_key(namespace: str, *parts: object, version: object = None, **named: object) -> KeyExplanation:
     """What goes into ``make_key(namespace, *parts, version=version, **named)``, with the key itself.
 
     Returns a JSON-ready dict: ``key``, ``schema``, ``namespace``, ``version``, ``parts`` and ``named`` as

@@ -27,7 +27,7 @@ import importlib
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from infra.cache.codec_errors import DecodeError
 from infra.cache.keys import type_name
@@ -40,6 +40,7 @@ TRUSTED_MODULES = ("pydantic", "ollama", "langchain_core")
 _registry_lock = threading.Lock()
 _by_name: dict[str, tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = {}
 _by_type: dict[type, tuple[str, Callable[[Any], Any]]] = {}
+_T = TypeVar("_T")
 
 
 def _dataclass_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
@@ -146,12 +147,12 @@ def _record_codec(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]
 
 
 def register_type(
-    cls: type,
+    cls: type[_T],
     *,
     name: str | None = None,
-    encode: Callable[[Any], Any] | None = None,
-    decode: Callable[[Any], Any] | None = None,
-) -> type:
+    encode: Callable[[_T], object] | None = None,
+    decode: Callable[[object], _T] | None = None,
+) -> type[_T]:
     """Let the safe codec store instances of ``cls`` (dataclass, pydantic model, or with encode/decode).
 
     ``encode(obj)`` must return something the safe codec can store; ``decode(data)`` rebuilds the object.

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from infra.http._errors import TransportError as TransportError
     from infra.http._response import AsyncStreamResponse as AsyncStreamResponse
     from infra.http._response import Headers as Headers
+    from infra.http._response import JSONValue as JSONValue
     from infra.http._response import Response as Response
     from infra.http._response import StreamResponse as StreamResponse
     from infra.http._sync_client import PerfClient as PerfClient

@@ -9,11 +9,65 @@ from __future__ import annotations
 
 import json as _json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypedDict, TypeVar, overload
 
 from infra.http._errors import Attempt, HTTPStatusError
 
-__all__ = ["AsyncStreamResponse", "Headers", "LineDecoder", "Response", "StreamResponse", "backend_headers"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "AsyncBodyReader",
+    "AsyncStreamResponse",
+    "BodyReader",
+    "Headers",
+    "JSONValue",
+    "LineDecoder",
+    "Response",
+    "ResponseKeywords",
+    "StreamResponse",
+    "backend_headers",
+]
+
+#: What ``Response.json()`` returns: a JSON document as ``json.loads`` builds it. httpx, requests and
+#: aiohttp return ``Any`` here, which under ``mypy --strict`` lets ``r.json()["choices"][0]["txt"]``
+#: (a typo, a missing key, a list taken for a dict) through unchecked and spreads ``Any`` into the caller's
+#: own types. This alias is the truth about the value instead: the caller narrows (``isinstance``), casts to
+#: its own ``TypedDict``, or hands it to a validator (pydantic's ``model_validate`` takes it as is).
+JSONValue: TypeAlias = dict[str, "JSONValue"] | list["JSONValue"] | str | int | float | bool | None
+
+_T = TypeVar("_T")
+
+
+class AsyncBodyReader(Protocol):
+    """What ``AsyncStreamResponse`` reads its body from (the client's aiohttp / httpx body reader)."""
+
+    deadline_at: float | None
+
+    async def next_chunk(self) -> bytes:
+        """The next chunk of the body; ``b""`` at its end."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection (drops it when the body was not read to its end)."""
+        ...
+
+
+class BodyReader(Protocol):
+    """What ``StreamResponse`` reads its body from (the sync client's httpx body reader)."""
+
+    deadline_at: float | None
+
+    def next_chunk(self) -> bytes:
+        """The next chunk of the body; ``b""`` at its end."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection (drops it when the body was not read to its end)."""
+        ...
+
+
+_Body = TypeVar("_Body", AsyncBodyReader, BodyReader)
 
 
 class Headers(Mapping[str, str]):
@@ -26,14 +80,23 @@ class Headers(Mapping[str, str]):
     __slots__ = ("_src",)
     _src: Any
 
-    def __init__(self, source: Any = None) -> None:
+    def __init__(
+        self, source: Mapping[str, str] | list[tuple[str, str]] | tuple[tuple[str, str], ...] | None = None
+    ) -> None:
+        # a dict / pairs are copied into our own mapping; a backend's mapping (aiohttp CIMultiDictProxy,
+        # httpx.Headers) is wrapped as is
         if source is None or isinstance(source, (dict, list, tuple)):
-            source = _CIDict(source or ())
+            self._src = _CIDict(source or ())
         elif isinstance(source, Headers):
-            source = source._src
-        self._src = source
+            self._src = source._src
+        else:
+            self._src = source
 
-    def get(self, key: str, default: Any = None) -> Any:
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str | _T) -> str | _T: ...
+    def get(self, key: str, default: object = None) -> object:
         return self._src.get(key, default)
 
     def __getitem__(self, key: str) -> str:
@@ -173,8 +236,9 @@ class Response:
     def text(self) -> str:
         return self.content.decode(_charset(self.headers.get("content-type")), errors="replace")
 
-    def json(self) -> Any:
-        return _json.loads(self.content)
+    def json(self) -> JSONValue:
+        """The body parsed as JSON (see ``JSONValue`` for why not ``Any``)."""
+        return _json.loads(self.content)  # type: ignore[no-any-return]
 
     @property
     def is_success(self) -> bool:
@@ -220,24 +284,56 @@ class LineDecoder:
         return [rest[:-1] if rest.endswith(b"\r") else rest] if rest else []
 
 
-class AsyncStreamResponse(Response):
+class ResponseKeywords(TypedDict, total=False):
+    """``Response``'s keyword-only arguments, which the stream responses pass on (a test keeps them equal)."""
+
+    url: str
+    method: str
+    origin: str
+    history: tuple[Attempt, ...]
+    http_version: str
+    from_cache: bool
+
+
+class _Streamed(Response, Generic[_Body]):
+    """What both stream responses share: ``Response``'s keywords plus the client's body reader."""
+
+    __slots__ = ("_body",)
+    _read_call: ClassVar[str]  # how the caller reads the rest, named when ``content`` is read too early
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        content: bytes | None = b"",
+        *,
+        body: _Body,
+        **response: Unpack[ResponseKeywords],
+    ) -> None:
+        super().__init__(status, headers, content, **response)
+        self._body: _Body = body
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise RuntimeError(f"stream not read yet: call `{self._read_call}` first")
+        return self._content
+
+    def drop_deadline(self) -> None:
+        """The configured total deadline bounded the wait for the headers; the body now runs on the idle
+        timeout alone."""
+        self._body.deadline_at = None
+
+
+class AsyncStreamResponse(_Streamed[AsyncBodyReader]):
     """A response whose body is read as it arrives (``client.stream(...)``). Iterate once.
 
     ``aiter_bytes`` / ``aiter_lines`` yield body chunks / lines (bytes). ``aread()`` reads the rest.
     Once a byte has reached the caller the call is never retried.
     """
 
-    __slots__ = ("_body",)
-
-    def __init__(self, *args: Any, body: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self._body = body  # the client's reader: async next_chunk() -> bytes (b"" at end), aclose()
-
-    @property
-    def content(self) -> bytes:
-        if self._content is None:
-            raise RuntimeError("stream not read yet: call `await response.aread()` first")
-        return self._content
+    __slots__ = ()
+    _read_call = "await response.aread()"
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         while True:
@@ -262,26 +358,12 @@ class AsyncStreamResponse(Response):
     async def aclose(self) -> None:
         await self._body.aclose()
 
-    def drop_deadline(self) -> None:
-        """The configured total deadline bounded the wait for the headers; the body now runs on the idle
-        timeout alone."""
-        self._body.deadline_at = None
 
-
-class StreamResponse(Response):
+class StreamResponse(_Streamed[BodyReader]):
     """Sync twin of AsyncStreamResponse: ``iter_bytes``, ``iter_lines``, ``read``, ``close``."""
 
-    __slots__ = ("_body",)
-
-    def __init__(self, *args: Any, body: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self._body = body  # next_chunk() -> bytes (b"" at end), close()
-
-    @property
-    def content(self) -> bytes:
-        if self._content is None:
-            raise RuntimeError("stream not read yet: call `response.read()` first")
-        return self._content
+    __slots__ = ()
+    _read_call = "response.read()"
 
     def iter_bytes(self) -> Iterator[bytes]:
         while True:
@@ -303,8 +385,3 @@ class StreamResponse(Response):
 
     def close(self) -> None:
         self._body.close()
-
-    def drop_deadline(self) -> None:
-        """The configured total deadline bounded the wait for the headers; the body now runs on the idle
-        timeout alone."""
-        self._body.deadline_at = None

@@ -199,10 +199,12 @@ def test_disabled_cache_is_a_pure_pass_through(make_cache: MakeCache, cache_path
 
 def test_perf_enabled_0_disables_the_process_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     from infra.cache import get_cache, reset_cache, set_cache
+    from infra.config import reset_config
 
     monkeypatch.setenv("PERF_ENABLED", "0")
     monkeypatch.chdir(tmp_path)
     prev = set_cache(None)
+    reset_config()
     try:
         c = get_cache()
         assert not c.enabled
@@ -210,6 +212,7 @@ def test_perf_enabled_0_disables_the_process_cache(monkeypatch: pytest.MonkeyPat
     finally:
         reset_cache()
         set_cache(prev)
+        reset_config()  # get_cache() loaded the process config with PERF_ENABLED=0: later tests reread it
 
 
 def test_memory_backend_is_l1_only(make_cache: MakeCache, cache_path: str) -> None:

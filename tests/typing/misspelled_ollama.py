@@ -7,12 +7,12 @@ from infra.ollama import AsyncOptimizedOllama, OptimizedOllama
 
 
 def sync_verbs(c: OptimizedOllama) -> None:
-    c.generate(model="m", promt="hi")  # type: ignore[call-arg]
-    c.chat(model="m", mesages=[])  # type: ignore[call-arg]
+    c.generate(model="m", promt="hi")  # type: ignore[call-overload]
+    c.chat(model="m", mesages=[])  # type: ignore[call-overload]
     c.embed(model="m", imput="hi")  # type: ignore[call-arg]
 
 
 async def async_verbs(c: AsyncOptimizedOllama) -> None:
-    await c.generate(model="m", promt="hi")  # type: ignore[call-arg]
-    await c.chat(model="m", mesages=[])  # type: ignore[call-arg]
+    await c.generate(model="m", promt="hi")  # type: ignore[call-overload]
+    await c.chat(model="m", mesages=[])  # type: ignore[call-overload]
     await c.embed(model="m", imput="hi")  # type: ignore[call-arg]

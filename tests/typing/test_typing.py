@@ -48,13 +48,7 @@ def test_every_misspelled_file_was_checked() -> None:
     [
         "misspelled_http.py",
         "misspelled_cache.py",
-        pytest.param(
-            "misspelled_ollama.py",
-            # OptimizedOllama / AsyncOptimizedOllama take ``*args: Any, **kwargs: Any`` (their runtime
-            # signature is the official one, set by ``official_signature``, which mypy doesn't see), so a
-            # misspelled keyword type-checks. strict: this fails as soon as they are typed, to drop the mark.
-            marks=pytest.mark.xfail(strict=True, reason="Ollama verbs are typed **kwargs: Any"),
-        ),
+        "misspelled_ollama.py",  # typed for mypy through infra/ollama/_verbs.py's overloaded protocols
     ],
 )
 def test_a_misspelled_keyword_to_a_public_verb_is_a_type_error(

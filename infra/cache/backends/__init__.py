@@ -12,17 +12,21 @@ stays free of asyncpg and redis::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from infra.cache.backends.base import CacheBackend
+    from infra.cache.backends.options import SharedBackendOverrides
     from infra.config.sections.cache import CacheConfig
 
 __all__ = ["create_backend"]
 
 
-def create_backend(settings: CacheConfig, **overrides: Any) -> CacheBackend:
-    """Build the shared backend ``settings.backend`` names ("postgres" or "redis") with ``overrides``."""
+def create_backend(settings: CacheConfig, **overrides: Unpack[SharedBackendOverrides]) -> CacheBackend:
+    """Build the shared backend ``settings.backend`` names ("postgres" or "redis") with ``overrides``
+    (the keywords both take: for ``table`` / ``prefix`` / ..., call that backend's ``from_settings``)."""
     if settings.backend == "postgres":
         from infra.cache.backends.postgres import PostgresBackend
 

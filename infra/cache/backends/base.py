@@ -129,7 +129,7 @@ class BackendStats:
     entries: int
     bytes: int
     by_namespace: Mapping[str, tuple[int, int]]
-    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    extra: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
 
 def usage_stats(by_namespace: Mapping[str, tuple[int, int]], extra: Mapping[str, Any]) -> BackendStats:

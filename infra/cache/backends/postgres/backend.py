@@ -79,7 +79,9 @@ from infra.errors import CacheError
 
 if TYPE_CHECKING:
     import asyncpg
+    from typing_extensions import Unpack
 
+    from infra.cache.backends.options import PostgresOverrides
     from infra.config.sections.cache import CacheConfig
 
 __all__ = ["PostgresBackend", "from_settings"]
@@ -173,7 +175,7 @@ class PostgresBackend(PgBackground, CacheBackend):
         self._view = GenerationView()  # not live until this process's listener has loaded it
 
     @classmethod
-    def from_settings(cls, settings: CacheConfig, **overrides: Any) -> PostgresBackend:
+    def from_settings(cls, settings: CacheConfig, **overrides: Unpack[PostgresOverrides]) -> PostgresBackend:
         """Build from ``CacheConfig`` (dsn, ``cache.postgres`` options, total and per-namespace byte caps);
         ``overrides`` win."""
         return cls(**backend_kwargs(settings, settings.postgres, **{"dsn": settings.dsn, **overrides}))

@@ -67,6 +67,9 @@ from infra.config.sections.cache import DEFAULT_STORE_BUDGET
 from infra.errors import CacheError
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from infra.cache.backends.options import RedisOverrides
     from infra.config.sections.cache import CacheConfig
 
 __all__ = ["HEADER", "RedisBackend", "from_settings", "pack", "unpack"]
@@ -130,7 +133,7 @@ class RedisBackend(RedisListener, CacheBackend):
         self._listening = False
 
     @classmethod
-    def from_settings(cls, settings: CacheConfig, **overrides: Any) -> RedisBackend:
+    def from_settings(cls, settings: CacheConfig, **overrides: Unpack[RedisOverrides]) -> RedisBackend:
         """Build from ``CacheConfig`` (url, ``cache.redis`` options, total and per-namespace byte caps);
         ``overrides`` win."""
         return cls(**backend_kwargs(settings, settings.redis, **{"url": settings.url, **overrides}))
