@@ -364,7 +364,9 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
                 try:
                     if row.ns not in self._ensured:
                         self._ensure_ns(cur.connection, namespace, row.ns)
-                    cur.execute(UPSERT, row)
+                    # an exact tuple: sqlite3 binds a tuple subclass item by item through the sequence
+                    # protocol (~11k instructions a set, +13 %; measured with callgrind)
+                    cur.execute(UPSERT, tuple(row))
                 finally:
                     if fd >= 0:
                         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -388,7 +390,7 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
             raise self._handle(exc, "write") from exc
         with self._write("write") as conn:
             self._ensure_ns(conn, namespace, rows[0].ns)
-            conn.executemany(UPSERT, rows)
+            conn.executemany(UPSERT, [tuple(r) for r in rows])  # exact tuples bind fast (see set)
         self._after_write(namespace, sum(r.size for r in rows))
 
     def _after_write(self, namespace: str, size: int) -> None:
