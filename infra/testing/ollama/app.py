@@ -29,12 +29,15 @@ from .sim import (
     token_logprobs,
 )
 from .state import BUSY_MESSAGE, Busy, SimState
-from .wire import SIM_KEY, state_of
+from .wire import SIM_KEY, ModelCall, opened, state_of
 from .wire import native_error as _error
 
 __all__ = ["SIM_KEY", "SimState", "build_app"]
 
 NDJSON = "application/x-ndjson"
+
+#: The native API's handlers below, each under its method and path.
+routes = web.RouteTableDef()
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -62,7 +65,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _begin(request: web.Request, endpoint: str) -> tuple[SimState, dict[str, Any], str] | web.Response:
+async def _begin(request: web.Request, endpoint: str) -> ModelCall | web.Response:
     """A model request's state, JSON body and full model name; or the error response to send instead."""
     state = state_of(request)
     body = await _body(request)
@@ -99,11 +102,8 @@ async def _sleep_until(deadline: float) -> None:
 # ------------------------------------------------------------------------------------------------- handlers
 
 
-async def _completion(request: web.Request, endpoint: str) -> web.StreamResponse:
+async def _completion(request: web.Request, begun: ModelCall, endpoint: str) -> web.StreamResponse:
     """Shared body of /api/generate and /api/chat: they differ only in how input and chunks are shaped."""
-    begun = await _begin(request, endpoint)
-    if isinstance(begun, web.Response):
-        return begun
     state, body, model = begun
     try:
         keep_alive = _keep_alive(state, body)
@@ -409,18 +409,21 @@ async def _image(
     return resp
 
 
-async def generate(request: web.Request) -> web.StreamResponse:
-    return await _completion(request, "generate")
+@routes.post("/api/generate")
+@opened(_begin, "generate")
+async def generate(request: web.Request, begun: ModelCall) -> web.StreamResponse:
+    return await _completion(request, begun, "generate")
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
-    return await _completion(request, "chat")
+@routes.post("/api/chat")
+@opened(_begin, "chat")
+async def chat(request: web.Request, begun: ModelCall) -> web.StreamResponse:
+    return await _completion(request, begun, "chat")
 
 
-async def embed(request: web.Request) -> web.StreamResponse:
-    begun = await _begin(request, "embed")
-    if isinstance(begun, web.Response):
-        return begun
+@routes.post("/api/embed")
+@opened(_begin, "embed")
+async def embed(request: web.Request, begun: ModelCall) -> web.StreamResponse:
     state, body, model = begun
     raw = body.get("input", [])
     texts = [raw] if isinstance(raw, str) else raw
@@ -457,11 +460,10 @@ async def embed(request: web.Request) -> web.StreamResponse:
     return web.json_response(d)
 
 
-async def embeddings(request: web.Request) -> web.StreamResponse:
+@routes.post("/api/embeddings")
+@opened(_begin, "embeddings")
+async def embeddings(request: web.Request, begun: ModelCall) -> web.StreamResponse:
     """The legacy single-prompt endpoint (``Client.embeddings``): ``{"prompt"}`` in, ``{"embedding"}`` out."""
-    begun = await _begin(request, "embeddings")
-    if isinstance(begun, web.Response):
-        return begun
     state, body, model = begun
     prompt = body.get("prompt") or ""
     try:
@@ -483,6 +485,7 @@ def _modified_at() -> str:
     return "2026-01-01T00:00:00.000000000Z"
 
 
+@routes.get("/api/tags")
 async def tags(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     state.stats.count_request("tags")
@@ -500,6 +503,7 @@ async def tags(request: web.Request) -> web.StreamResponse:
     return web.json_response({"models": models})
 
 
+@routes.get("/api/ps")
 async def ps(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     state.stats.count_request("ps")
@@ -523,10 +527,9 @@ async def ps(request: web.Request) -> web.StreamResponse:
     return web.json_response({"models": out})
 
 
-async def show(request: web.Request) -> web.StreamResponse:
-    begun = await _begin(request, "show")
-    if isinstance(begun, web.Response):
-        return begun
+@routes.post("/api/show")
+@opened(_begin, "show")
+async def show(request: web.Request, begun: ModelCall) -> web.StreamResponse:
     state, _, model = begun
     m = state.models[model]
     return web.json_response(
@@ -542,12 +545,14 @@ async def show(request: web.Request) -> web.StreamResponse:
     )
 
 
+@routes.get("/api/version")
 async def version(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     state.stats.count_request("version")
     return web.json_response({"version": state.settings.version})
 
 
+@routes.get("/")
 async def root(request: web.Request) -> web.StreamResponse:
     return web.Response(text="Ollama is running")
 
@@ -556,17 +561,8 @@ def build_app(state: SimState) -> web.Application:
     """The aiohttp application; ``app[SIM_KEY]`` is the shared :class:`SimState`."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[SIM_KEY] = state
-    app.router.add_post("/api/generate", generate)
-    app.router.add_post("/api/chat", chat)
-    app.router.add_post("/api/embed", embed)
-    app.router.add_post("/api/embeddings", embeddings)
-    app.router.add_post("/api/show", show)
-    app.router.add_get("/api/tags", tags)
-    app.router.add_get("/api/ps", ps)
-    app.router.add_get("/api/version", version)
-    app.router.add_get("/", root)
     from . import manage, openai_compat
 
-    manage.add_routes(app)
-    openai_compat.add_routes(app)
+    for table in (routes, manage.routes, openai_compat.routes):
+        app.add_routes(table)
     return app

@@ -19,11 +19,13 @@ from typing import Any
 from aiohttp import web
 
 from .sim import ModelInfo, normalize_model_name
-from .state import SimState
-from .wire import json_object, state_of
+from .wire import Call, ModelCall, json_object, opened, state_of
 from .wire import native_error as _error
 
-__all__ = ["add_routes"]
+__all__ = ["routes"]
+
+#: The handlers below, each under its method and path (``build_app`` adds them).
+routes = web.RouteTableDef()
 
 NDJSON = "application/x-ndjson"
 _NAME = re.compile(
@@ -31,7 +33,7 @@ _NAME = re.compile(
 )
 
 
-async def _begin(request: web.Request, endpoint: str) -> tuple[SimState, dict[str, Any]] | web.Response:
+async def _begin(request: web.Request, endpoint: str) -> Call | web.Response:
     """Count the call and read its JSON object body (or the 400 reply)."""
     state = state_of(request)
     state.stats.count_request(endpoint)
@@ -39,9 +41,7 @@ async def _begin(request: web.Request, endpoint: str) -> tuple[SimState, dict[st
     return body if isinstance(body, web.Response) else (state, body)
 
 
-async def _begin_named(
-    request: web.Request, endpoint: str
-) -> tuple[SimState, dict[str, Any], str] | web.Response:
+async def _begin_named(request: web.Request, endpoint: str) -> ModelCall | web.Response:
     """``_begin``, and the body's well-formed model name (or the 400 reply)."""
     begun = await _begin(request, endpoint)
     if isinstance(begun, web.Response):
@@ -82,10 +82,9 @@ def _model_name(body: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) and _NAME.match(name) else None
 
 
-async def pull(request: web.Request) -> web.StreamResponse:
-    begun = await _begin_named(request, "pull")
-    if isinstance(begun, web.Response):
-        return begun
+@routes.post("/api/pull")
+@opened(_begin_named, "pull")
+async def pull(request: web.Request, begun: ModelCall) -> web.StreamResponse:
     state, body, name = begun
     full = normalize_model_name(name)
     info = state.models.get(full) or ModelInfo.for_name(full)
@@ -95,10 +94,9 @@ async def pull(request: web.Request) -> web.StreamResponse:
     return await _progress(request, steps, body.get("stream", True) is not False)
 
 
-async def push(request: web.Request) -> web.StreamResponse:
-    begun = await _begin_named(request, "push")
-    if isinstance(begun, web.Response):
-        return begun
+@routes.post("/api/push")
+@opened(_begin_named, "push")
+async def push(request: web.Request, begun: ModelCall) -> web.StreamResponse:
     state, body, name = begun
     info = state.models.get(normalize_model_name(name))
     if info is None:
@@ -108,10 +106,9 @@ async def push(request: web.Request) -> web.StreamResponse:
     return await _progress(request, steps, body.get("stream", True) is not False)
 
 
-async def create(request: web.Request) -> web.StreamResponse:
-    begun = await _begin_named(request, "create")
-    if isinstance(begun, web.Response):
-        return begun
+@routes.post("/api/create")
+@opened(_begin_named, "create")
+async def create(request: web.Request, begun: ModelCall) -> web.StreamResponse:
     state, body, name = begun
     parent_name = body.get("from")
     files = body.get("files") or {}
@@ -149,10 +146,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     return await _progress(request, steps, body.get("stream", True) is not False)
 
 
-async def copy(request: web.Request) -> web.StreamResponse:
-    begun = await _begin(request, "copy")
-    if isinstance(begun, web.Response):
-        return begun
+@routes.post("/api/copy")
+@opened(_begin, "copy")
+async def copy(request: web.Request, begun: Call) -> web.StreamResponse:
     state, body = begun
     src, dst = body.get("source"), body.get("destination")
     if not isinstance(src, str) or not isinstance(dst, str) or not _NAME.match(dst):
@@ -164,10 +160,9 @@ async def copy(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
-async def delete(request: web.Request) -> web.StreamResponse:
-    begun = await _begin(request, "delete")
-    if isinstance(begun, web.Response):
-        return begun
+@routes.delete("/api/delete")
+@opened(_begin, "delete")
+async def delete(request: web.Request, begun: Call) -> web.StreamResponse:
     state, body = begun
     name = _model_name(body)
     full = normalize_model_name(name) if name else ""
@@ -178,10 +173,12 @@ async def delete(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
+@routes.head("/api/blobs/{digest}")
 async def blob_head(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200 if request.match_info["digest"] in state_of(request).blobs else 404)
 
 
+@routes.post("/api/blobs/{digest}")
 async def blob_post(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     digest = request.match_info["digest"]
@@ -192,11 +189,10 @@ async def blob_post(request: web.Request) -> web.StreamResponse:
     return web.Response(status=201)
 
 
-async def systemone(request: web.Request) -> web.StreamResponse:
+@routes.post("/v1/systemone")
+@opened(_begin, "systemone")
+async def systemone(request: web.Request, begun: Call) -> web.StreamResponse:
     """Deterministic answers of each question's type (choice / noul / score) for the given state."""
-    begun = await _begin(request, "systemone")
-    if isinstance(begun, web.Response):
-        return begun
     state, body = begun
     name = body.get("model")
     if not isinstance(name, str) or normalize_model_name(name) not in state.models:
@@ -244,14 +240,3 @@ def _probabilities(labels: list[str], h: bytes) -> dict[str, float]:
     weights = [h[i % len(h)] + 1 for i in range(len(labels))]
     total = sum(weights)
     return {k: round(w / total, 4) for k, w in zip(labels, weights, strict=True)}
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/pull", pull)
-    app.router.add_post("/api/push", push)
-    app.router.add_post("/api/create", create)
-    app.router.add_post("/api/copy", copy)
-    app.router.add_delete("/api/delete", delete)
-    app.router.add_head("/api/blobs/{digest}", blob_head)
-    app.router.add_post("/api/blobs/{digest}", blob_post)
-    app.router.add_post("/v1/systemone", systemone)

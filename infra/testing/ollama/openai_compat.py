@@ -21,9 +21,12 @@ from aiohttp import web
 
 from .sim import Output, generate_output, normalize_model_name, prompt_token_count
 from .state import BUSY_MESSAGE, Busy, SimState
-from .wire import json_object, state_of
+from .wire import ModelCall, json_object, opened, state_of
 
-__all__ = ["add_routes"]
+__all__ = ["routes"]
+
+#: The handlers below, each under its method and path (``build_app`` adds them).
+routes = web.RouteTableDef()
 
 _CREATED = 1767225600  # 2026-01-01T00:00:00Z: what /v1/models reports as each model's creation time
 
@@ -33,7 +36,7 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> we
     return web.json_response({"error": err}, status=status)
 
 
-async def _begin(request: web.Request, endpoint: str) -> tuple[SimState, dict[str, Any], str] | web.Response:
+async def _begin(request: web.Request, endpoint: str) -> ModelCall | web.Response:
     """A model request's state, JSON body and full model name; or the error response to send instead."""
     state = state_of(request)
     body = await json_object(request, _error)
@@ -137,10 +140,9 @@ async def _sse(request: web.Request, events: list[dict[str, Any]]) -> web.Stream
     return resp
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    begun = await _begin(request, "v1/chat/completions")
-    if isinstance(begun, web.Response):
-        return begun
+@routes.post("/v1/chat/completions")
+@opened(_begin, "v1/chat/completions")
+async def chat_completions(request: web.Request, begun: ModelCall) -> web.StreamResponse:
     state, body, model = begun
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -189,10 +191,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return web.json_response({**head, "object": "chat.completion", "choices": [choice], "usage": usage})
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    begun = await _begin(request, "v1/completions")
-    if isinstance(begun, web.Response):
-        return begun
+@routes.post("/v1/completions")
+@opened(_begin, "v1/completions")
+async def completions(request: web.Request, begun: ModelCall) -> web.StreamResponse:
     state, body, model = begun
     prompt = body.get("prompt")
     if isinstance(prompt, list):
@@ -230,10 +231,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return web.json_response({**head, "object": "text_completion", "choices": [choice], "usage": usage})
 
 
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    begun = await _begin(request, "v1/embeddings")
-    if isinstance(begun, web.Response):
-        return begun
+@routes.post("/v1/embeddings")
+@opened(_begin, "v1/embeddings")
+async def embeddings(request: web.Request, begun: ModelCall) -> web.StreamResponse:
     state, body, model = begun
     raw = body.get("input")
     texts = [raw] if isinstance(raw, str) else raw
@@ -274,23 +274,17 @@ def _model_entry(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": _CREATED, "owned_by": "library"}
 
 
+@routes.get("/v1/models")
 async def models(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     state.stats.count_request("v1/models")
     return web.json_response({"object": "list", "data": [_model_entry(m) for m in state.models]})
 
 
+@routes.get("/v1/models/{model:.+}")
 async def model(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     name = request.match_info["model"]
     if normalize_model_name(name) not in state.models:
         return _error(404, f'model "{name}" not found', "api_error")
     return web.json_response(_model_entry(name))
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/v1/models/{model:.+}", model)
