@@ -40,6 +40,8 @@ import threading
 from collections import Counter
 from typing import Any
 
+from ._serve import serve_until
+
 __all__ = ["ConcurrencyGauge", "ConnectionGauge", "FaultServer"]
 
 
@@ -505,13 +507,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server = FaultServer().start()
     print(f"PORT {server.port}", flush=True)
-    try:
-        sys.stdin.read()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    return serve_until(server, sys.stdin.read)
 
 
 if __name__ == "__main__":

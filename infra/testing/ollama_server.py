@@ -32,6 +32,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from ._serve import serve_until
 from .ollama.sim import DEFAULT_MODELS, Fault, ServerSettings
 
 __all__ = ["DEFAULT_MODELS", "Fault", "OllamaTestServer", "ServerSettings", "main"]
@@ -231,13 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Ollama test server on {server.url} (models: {', '.join(sorted(server.state.models))})", flush=True
     )
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    return serve_until(server, threading.Event().wait)
 
 
 if __name__ == "__main__":
