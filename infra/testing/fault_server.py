@@ -181,7 +181,8 @@ class FaultServer:
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """The ``origin`` label the HTTP client's metrics give this server: its base URL (it has no path)."""
+        return self.url
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
