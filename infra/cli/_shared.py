@@ -1,4 +1,5 @@
-"""What several command groups share: the group parser, argument types, serving until a signal."""
+"""What several command groups share: a command's parser, the group parser, argument types, serving until
+a signal."""
 
 from __future__ import annotations
 
@@ -8,9 +9,30 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["action_group", "positive_float", "positive_int", "serve_until_stopped", "stop_on_signals"]
+__all__ = [
+    "action_group",
+    "command",
+    "positive_float",
+    "positive_int",
+    "serve_until_stopped",
+    "stop_on_signals",
+]
 
 N = TypeVar("N", int, float)
+
+
+def command(
+    sub: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    help: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """The parser of command ``name`` (for its own arguments), which ``handler`` runs with the parsed
+    namespace; ``sub`` is the subparsers object of ``python -m infra`` or of a command group."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def action_group(sub: Any, name: str, help: str) -> Any:

@@ -8,17 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infra.cli._shared import command
+
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    bench = sub.add_parser(
-        "bench", help="run bench/bench_*.py side-by-side benchmarks (from a source checkout)"
+    bench = command(
+        sub, "bench", _bench, "run bench/bench_*.py side-by-side benchmarks (from a source checkout)"
     )
     bench.add_argument("names", nargs="*", metavar="NAME", help="e.g. metrics cache http (default: all)")
     bench.add_argument("--quick", action="store_true", help="short smoke run")
     bench.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-    bench.set_defaults(handler=_bench)
 
 
 def _bench_dir() -> Path | None:

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from infra.cli._output import emit_json
-from infra.cli._shared import action_group
+from infra.cli._shared import action_group, command
 from infra.config import diagnose_config, load_config
 
 __all__ = ["register"]
@@ -16,12 +16,9 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     cmds = action_group(sub, "config", "check or show perf_config.json")
-    check = cmds.add_parser("check", help="validate the config file and environment; list every problem")
-    check.set_defaults(handler=_check)
-    show = cmds.add_parser("show", help="print the effective config (file + defaults + environment)")
-    show.set_defaults(handler=_show)
-    schema = cmds.add_parser("schema", help="print the JSON Schema (config/perf_config.schema.json)")
-    schema.set_defaults(handler=_schema)
+    command(cmds, "check", _check, "validate the config file and environment; list every problem")
+    command(cmds, "show", _show, "print the effective config (file + defaults + environment)")
+    command(cmds, "schema", _schema, "print the JSON Schema (config/perf_config.schema.json)")
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -15,21 +15,23 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from infra.cli._shared import command
 from infra.config import load_config
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "dashboard",
-        help="open the live dashboard (hit rates, p50/p95/p99, errors, savings, breakers)",
-        description=__doc__,
+        _dashboard,
+        "open the live dashboard (hit rates, p50/p95/p99, errors, savings, breakers)",
+        __doc__,
     )
     p.add_argument("--host", help="address of the endpoint (default: metrics.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="its port (default: metrics.port, 9464)")
     p.add_argument("--no-browser", action="store_true", help="only print the URL")
-    p.set_defaults(handler=_dashboard)
 
 
 def _is_dashboard(base: str) -> bool:

@@ -10,14 +10,14 @@ import argparse
 import sys
 from typing import Any
 
+from infra.cli._shared import command
+
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="run a sample enrichment workload cold then warm; print the speed-up",
-        description=__doc__,
+    p = command(
+        sub, "demo", _demo, "run a sample enrichment workload cold then warm; print the speed-up", __doc__
     )
     p.add_argument("--items", type=int, default=24, help="reflections to process per pass (default 24)")
     p.add_argument("--host", default=None, help="Ollama to use (default: $OLLAMA_HOST, then ollama.host)")
@@ -30,7 +30,6 @@ def register(sub: Any) -> None:
         action="store_true",
         help="keep /metrics and /dashboard (the passes, charted) up after the table until Ctrl-C",
     )
-    p.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.cli._output import emit_json, table
+from infra.cli._shared import command
 from infra.config import PerfConfig, diagnose_config
 
 __all__ = ["register"]
@@ -31,10 +32,7 @@ _EXTRAS = {
 
 
 def register(sub: Any) -> None:
-    doctor = sub.add_parser(
-        "doctor", help="check the config, the cache directory, the extras and the services"
-    )
-    doctor.set_defaults(handler=_doctor)
+    command(sub, "doctor", _doctor, "check the config, the cache directory, the extras and the services")
 
 
 def _check(name: str, ok: bool | None, detail: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import urllib.request
 from typing import Any
 
 from infra.cli._output import emit_json, table
-from infra.cli._shared import action_group, serve_until_stopped
+from infra.cli._shared import action_group, command, serve_until_stopped
 from infra.config import load_config
 
 __all__ = ["register"]
@@ -21,13 +21,11 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     cmds = action_group(sub, "metrics", "show or serve the metrics")
-    show = cmds.add_parser("show", help="p50/p95/p99, errors and hit rates from a running /metrics endpoint")
+    show = command(cmds, "show", _show, "p50/p95/p99, errors and hit rates from a running /metrics endpoint")
     show.add_argument("--url", help="endpoint (default: http://<metrics.host>:<metrics.port>/metrics)")
-    show.set_defaults(handler=_show)
-    serve = cmds.add_parser("serve", help="serve /metrics in the foreground (Ctrl-C or SIGTERM stops)")
+    serve = command(cmds, "serve", _serve, "serve /metrics in the foreground (Ctrl-C or SIGTERM stops)")
     serve.add_argument("--host", help="bind address (default: metrics.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: metrics.port, 9464)")
-    serve.set_defaults(handler=_serve)
 
 
 def _endpoint(args: argparse.Namespace) -> tuple[str, str | None]:

@@ -7,13 +7,14 @@ import subprocess
 import sys
 from typing import Any
 
+from infra.cli._shared import command
+
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    test = sub.add_parser("test", help="run the test suite (python -m pytest; extra arguments go to pytest)")
+    test = command(sub, "test", _test, "run the test suite (python -m pytest; extra arguments go to pytest)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest as they are")
-    test.set_defaults(handler=_test)
 
 
 def _test(args: argparse.Namespace) -> int:
