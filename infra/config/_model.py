@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from infra.config._spec import field
+from infra.config._spec import field, subsection
 from infra.config.sections._base import _Section
 from infra.config.sections.cache import CacheConfig
-from infra.config.sections.http import (
-    HttpConfig,
-)
+from infra.config.sections.http import HttpConfig
 from infra.config.sections.metrics import MetricsConfig
 from infra.config.sections.ollama import OllamaConfig
 from infra.config.sections.runtime import BatchingConfig, DbConfig, TorchConfig, WarmupConfig
@@ -27,20 +25,14 @@ __all__ = ["PerfConfig"]  # the sections are public from infra.config, imported 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class PerfConfig(_Section):
     enabled: bool = field("bool", True, "Master switch: false makes every part a pass-through.")
-    cache: CacheConfig = field("section", CacheConfig, "Content-addressed cache.", section=CacheConfig)
-    http: HttpConfig = field("section", HttpConfig, "Pooled retrying HTTP client.", section=HttpConfig)
-    ollama: OllamaConfig = field(
-        "section", OllamaConfig, "Tuned, caching Ollama client.", section=OllamaConfig
-    )
-    metrics: MetricsConfig = field(
-        "section", MetricsConfig, "Metrics registry and /metrics.", section=MetricsConfig
-    )
-    db: DbConfig = field("section", DbConfig, "asyncpg pool.", section=DbConfig)
-    torch: TorchConfig = field("section", TorchConfig, "torch thread budget.", section=TorchConfig)
-    batching: BatchingConfig = field(
-        "section", BatchingConfig, "Dynamic micro-batching.", section=BatchingConfig
-    )
-    warmup: WarmupConfig = field("section", WarmupConfig, "Background warming.", section=WarmupConfig)
+    cache: CacheConfig = subsection(CacheConfig, "Content-addressed cache.")
+    http: HttpConfig = subsection(HttpConfig, "Pooled retrying HTTP client.")
+    ollama: OllamaConfig = subsection(OllamaConfig, "Tuned, caching Ollama client.")
+    metrics: MetricsConfig = subsection(MetricsConfig, "Metrics registry and /metrics.")
+    db: DbConfig = subsection(DbConfig, "asyncpg pool.")
+    torch: TorchConfig = subsection(TorchConfig, "torch thread budget.")
+    batching: BatchingConfig = subsection(BatchingConfig, "Dynamic micro-batching.")
+    warmup: WarmupConfig = subsection(WarmupConfig, "Background warming.")
     wrap: tuple[WrapEntry, ...] = field(
         "list",
         (),

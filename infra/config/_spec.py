@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["Spec", "field", "freeze", "section_fields"]
+__all__ = ["Spec", "field", "freeze", "section_fields", "subsection"]
+
+S = TypeVar("S")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,12 @@ def field(
     if callable(default) and not isinstance(default, (bool, int, float, str, tuple)):
         return dataclasses.field(default_factory=default, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def subsection(section: type[S], description: str) -> S:
+    """A field holding one ``section`` (a section dataclass), by default with that section's defaults."""
+    made: S = field("section", section, description, section=section)
+    return made
 
 
 _FIELDS: dict[type, tuple[tuple[str, Spec], ...]] = {}

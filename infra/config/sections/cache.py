@@ -6,7 +6,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
-from infra.config._spec import field
+from infra.config._spec import field, subsection
 from infra.config.sections._base import _Section, loading
 
 __all__ = [
@@ -93,12 +93,8 @@ class CacheConfig(_Section):
     )
     dsn: str | None = field("str", None, "PostgreSQL DSN for backend postgres.", nullable=True, secret=True)
     url: str | None = field("str", None, "Redis URL for backend redis.", nullable=True, secret=True)
-    postgres: PostgresCacheConfig = field(
-        "section", PostgresCacheConfig, "Options of backend postgres.", section=PostgresCacheConfig
-    )
-    redis: RedisCacheConfig = field(
-        "section", RedisCacheConfig, "Options of backend redis.", section=RedisCacheConfig
-    )
+    postgres: PostgresCacheConfig = subsection(PostgresCacheConfig, "Options of backend postgres.")
+    redis: RedisCacheConfig = subsection(RedisCacheConfig, "Options of backend redis.")
     max_bytes: int = field(
         "size", 1024**3, "Total byte cap of the L2 store; least recently used entries go first."
     )
