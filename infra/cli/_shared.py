@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 __all__ = [
     "action_group",
     "command",
+    "json_and_config",
     "positive_float",
     "positive_int",
     "serve_until_stopped",
@@ -33,6 +34,19 @@ def command(
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
     parser.set_defaults(handler=handler)
     return parser
+
+
+def json_and_config() -> argparse.ArgumentParser:
+    """A parent parser (``parents=[...]``) giving a command ``--json`` and ``--config`` after its name.
+
+    SUPPRESS: the same option given before the command (``python -m infra --json cache stats``) is kept.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH", help="perf_config.json to use")
+    return common
 
 
 def action_group(sub: Any, name: str, help: str) -> Any:

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from infra.cli._shared import positive_int
+from infra.cli._shared import json_and_config, positive_int
 
 __all__ = ["cmd_clear", "cmd_inspect", "cmd_stats", "cmd_vacuum", "register"]
 
@@ -26,12 +26,7 @@ _CODEC_NAMES = {1: "str", 2: "bytes", 3: "json", 4: "tagged-json", 5: "ndarray",
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``cache`` and its sub-commands to an argparse subparsers object."""
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: an option given before the group (``python -m infra --json cache stats``) is kept.
-    common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
-    )
-    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH", help="perf_config.json to use")
+    common = json_and_config()
     p = subparsers.add_parser("cache", help="inspect and manage the cache store", parents=[common])
     sub = p.add_subparsers(dest="cache_command", metavar="{stats,clear,vacuum,inspect}")
     sub.required = True

@@ -27,18 +27,14 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from infra.cli._shared import positive_float, positive_int
+from infra.cli._shared import json_and_config, positive_float, positive_int
 
 __all__ = ["cmd_warm", "register"]
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``warm`` command to an argparse subparsers object."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
-    )
-    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH", help="perf_config.json to use")
+    common = json_and_config()
     p: argparse.ArgumentParser = subparsers.add_parser(
         "warm",
         help="fill a cache namespace from a file of phrases, with a progress bar",
