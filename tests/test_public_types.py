@@ -70,13 +70,6 @@ FRONT_DOORS = (
 # Any. Prune an entry when its signature is typed (a stale one fails the test); never add one without a reason
 # that is true of the code.
 _JSON = "returns a JSON-ready report (nested dicts of numbers / strings / lists), built for json.dumps"
-_LABELS = "label values: any value, each turned into str() (as prometheus_client's labels() takes them)"
-_CHILDREN = "the metric's children, CounterChild / GaugeChild / HistogramChild, from one base-class method"
-_TIMER = "a Timer (context manager and decorator) of a subclass _timer.timer_class makes per histogram child"
-_TIMER += " on first use; infra.metrics._timer.Timer is private, so it is not yet named in the signature"
-_ASGI = "ASGI scope / receive / send: the ASGI spec's own untyped event dicts (MutableMapping[str, Any])"
-_WSGI = "WSGI environ and start_response as PEP 3333 leaves them (typeshed types the environ dict[str, Any])"
-_AIOHTTP = "aiohttp's web.Request -> web.Response: aiohttp is an optional extra, imported inside the handler"
 _OLLAMA_VERB = (
     "typed for mypy by infra/ollama/_verbs.py's protocols (under TYPE_CHECKING: the official signature plus"
     " profile/cache); the runtime function forwards *args/**kwargs to ollama's own method and returns its"
@@ -100,16 +93,6 @@ ALLOWED: dict[str, str] = {
     "infra.integrate.CachedOllamaTransport.cache": _TRANSPORT_CACHE,
     "infra.integrate.IntegrationHandle.__init__": _HANDLE_CONFIG,
     "infra.integrate.IntegrationHandle.as_dict": _JSON,
-    "infra.metrics.Counter.children": _CHILDREN,
-    "infra.metrics.Counter.labels": _LABELS,
-    "infra.metrics.Gauge.children": _CHILDREN,
-    "infra.metrics.Gauge.labels": _LABELS,
-    "infra.metrics.Histogram.children": _CHILDREN,
-    "infra.metrics.Histogram.labels": _LABELS,
-    "infra.metrics.Histogram.time": _TIMER,
-    "infra.metrics.HistogramChild.time": _TIMER,
-    "infra.metrics.MetricsRegistry.get_stats": _JSON,
-    "infra.metrics.MetricsRegistry.histogram_stats": _JSON,
     "infra.ollama.AsyncOptimizedOllama.__init__": _OLLAMA_INIT,
     "infra.ollama.AsyncOptimizedOllama.chat": _OLLAMA_VERB,
     "infra.ollama.AsyncOptimizedOllama.embed": _OLLAMA_VERB,
@@ -122,17 +105,6 @@ ALLOWED: dict[str, str] = {
     "infra.ollama.OptimizedOllama.generate": _OLLAMA_VERB,
     "infra.ollama.Routing.__init__": _OLLAMA_SAVED,
     "infra.ollama.route_official": _OLLAMA_CACHE,
-    "infra.server.dashboard_aiohttp_handler": _AIOHTTP,
-    "infra.server.dashboard_asgi_app": _ASGI,
-    "infra.server.make_aiohttp_handler": _AIOHTTP,
-    "infra.server.make_asgi_app": _ASGI,
-    "infra.server.make_dashboard_aiohttp_handler": _AIOHTTP,
-    "infra.server.make_dashboard_asgi_app": _ASGI,
-    "infra.server.make_dashboard_wsgi_app": _WSGI,
-    "infra.server.make_wsgi_app": _WSGI,
-    "infra.server.metrics_aiohttp_handler": _AIOHTTP,
-    "infra.server.metrics_asgi_app": _ASGI,
-    "infra.server.metrics_wsgi_app": _WSGI,
 }
 
 
