@@ -32,16 +32,8 @@ With ``INFRA_METRICS_MULTIPROC_DIR`` set, reads combine every worker process (``
 
 from __future__ import annotations
 
-from ._core import (
-    DEFAULT_BUCKETS,
-    Counter,
-    CounterChild,
-    Gauge,
-    GaugeChild,
-    Histogram,
-    HistogramChild,
-    Metric,
-)
+from ._core import Counter, CounterChild, Gauge, GaugeChild, Histogram, HistogramChild, Metric
+from ._names import DEFAULT_BUCKETS
 from ._registry import (
     DEFAULT_MAX_SERIES_PER_METRIC,
     HistogramSeriesStats,

@@ -34,16 +34,7 @@ if TYPE_CHECKING:
     from ._registry import MetricsRegistry
     from ._timer import Timer
 
-__all__ = [
-    "DEFAULT_BUCKETS",
-    "Counter",
-    "CounterChild",
-    "Gauge",
-    "GaugeChild",
-    "Histogram",
-    "HistogramChild",
-    "Metric",
-]
+__all__ = ["Counter", "CounterChild", "Gauge", "GaugeChild", "Histogram", "HistogramChild", "Metric"]
 
 _INF = math.inf
 # Timers append their durations to a list and fold them into the sketch in sorted batches of this many
