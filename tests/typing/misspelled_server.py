@@ -3,8 +3,7 @@ the frameworks take them (see test_typing.py). ``well_typed_calls_stay_clean`` c
 
 from __future__ import annotations
 
-from wsgiref.types import WSGIApplication
-
+from _typeshed.wsgi import WSGIApplication  # typeshed only: mypy reads it, nothing imports it
 from aiohttp import web
 from starlette.applications import Starlette
 from starlette.routing import Mount
