@@ -21,8 +21,8 @@ running that module's ``TYPE_CHECKING`` imports, and the front doors' exported n
 hint that still doesn't resolve fails the test with its name: a skip would hide exactly the annotation
 that is wrong.
 
-``ALLOWED`` lists signatures that still have ``Any``, each with what the ``Any`` stands for; an entry
-that no longer has ``Any`` (or no longer exists) fails the test, so the list only shrinks.
+There is no allowlist: every public signature is typed without ``Any`` (the last 37 exceptions were typed
+in issue 19). Where a value really is anything, ``object`` says so (label values, forwarded keywords).
 """
 
 from __future__ import annotations
@@ -65,75 +65,6 @@ FRONT_DOORS = (
     "infra.enrichment_helpers",
     "infra",
 )
-
-# qualified name (front door + exported name [+ . method]) -> what its Any stands for, and why it is still
-# Any. Prune an entry when its signature is typed (a stale one fails the test); never add one without a reason
-# that is true of the code.
-_JSON = "returns a JSON-ready report (nested dicts of numbers / strings / lists), built for json.dumps"
-_LABELS = "label values: any value, each turned into str() (as prometheus_client's labels() takes them)"
-_CHILDREN = "the metric's children, CounterChild / GaugeChild / HistogramChild, from one base-class method"
-_TIMER = "a Timer (context manager and decorator) of a subclass _timer.timer_class makes per histogram child"
-_TIMER += " on first use; infra.metrics._timer.Timer is private, so it is not yet named in the signature"
-_ASGI = "ASGI scope / receive / send: the ASGI spec's own untyped event dicts (MutableMapping[str, Any])"
-_WSGI = "WSGI environ and start_response as PEP 3333 leaves them (typeshed types the environ dict[str, Any])"
-_AIOHTTP = "aiohttp's web.Request -> web.Response: aiohttp is an optional extra, imported inside the handler"
-_OLLAMA_VERB = (
-    "typed for mypy by infra/ollama/_verbs.py's protocols (under TYPE_CHECKING: the official signature plus"
-    " profile/cache); the runtime function forwards *args/**kwargs to ollama's own method and returns its"
-    " reply (official_signature gives it the official __signature__, which this scan does not read)"
-)
-_OLLAMA_INIT = (
-    "cache: the Cache the layer reads and writes (None: get_cache() on first use), not yet written"
-    " Cache | None; **kwargs: forwarded to ollama.Client / AsyncClient, whose own **kwargs (httpx's) are Any"
-)
-_OLLAMA_CACHE = "cache: the Cache the routed client uses (None: get_cache() at first use), not yet typed"
-_OLLAMA_SAVED = "the ollama module attributes route_official replaced (any value or a marker), for undo()"
-_OLLAMA_OPTIONS = (
-    "runner / profiles: Ollama runner options as perf_config.json gives them (num_ctx 4096, num_thread"
-    ' "auto", temperature 0.3: several value types per key), as ollama types Options Mapping[str, Any]'
-)
-_TRANSPORT_CACHE = "returns the Cache it reads and writes (get_cache() when none was given), not yet Cache"
-_HANDLE_CONFIG = "config: the PerfConfig enable() resolved (only enable() builds one), not yet PerfConfig"
-
-ALLOWED: dict[str, str] = {
-    "infra.config.OllamaConfig.__init__": _OLLAMA_OPTIONS,
-    "infra.integrate.CachedOllamaTransport.cache": _TRANSPORT_CACHE,
-    "infra.integrate.IntegrationHandle.__init__": _HANDLE_CONFIG,
-    "infra.integrate.IntegrationHandle.as_dict": _JSON,
-    "infra.metrics.Counter.children": _CHILDREN,
-    "infra.metrics.Counter.labels": _LABELS,
-    "infra.metrics.Gauge.children": _CHILDREN,
-    "infra.metrics.Gauge.labels": _LABELS,
-    "infra.metrics.Histogram.children": _CHILDREN,
-    "infra.metrics.Histogram.labels": _LABELS,
-    "infra.metrics.Histogram.time": _TIMER,
-    "infra.metrics.HistogramChild.time": _TIMER,
-    "infra.metrics.MetricsRegistry.get_stats": _JSON,
-    "infra.metrics.MetricsRegistry.histogram_stats": _JSON,
-    "infra.ollama.AsyncOptimizedOllama.__init__": _OLLAMA_INIT,
-    "infra.ollama.AsyncOptimizedOllama.chat": _OLLAMA_VERB,
-    "infra.ollama.AsyncOptimizedOllama.embed": _OLLAMA_VERB,
-    "infra.ollama.AsyncOptimizedOllama.embeddings": _OLLAMA_VERB,
-    "infra.ollama.AsyncOptimizedOllama.generate": _OLLAMA_VERB,
-    "infra.ollama.OptimizedOllama.__init__": _OLLAMA_INIT,
-    "infra.ollama.OptimizedOllama.chat": _OLLAMA_VERB,
-    "infra.ollama.OptimizedOllama.embed": _OLLAMA_VERB,
-    "infra.ollama.OptimizedOllama.embeddings": _OLLAMA_VERB,
-    "infra.ollama.OptimizedOllama.generate": _OLLAMA_VERB,
-    "infra.ollama.Routing.__init__": _OLLAMA_SAVED,
-    "infra.ollama.route_official": _OLLAMA_CACHE,
-    "infra.server.dashboard_aiohttp_handler": _AIOHTTP,
-    "infra.server.dashboard_asgi_app": _ASGI,
-    "infra.server.make_aiohttp_handler": _AIOHTTP,
-    "infra.server.make_asgi_app": _ASGI,
-    "infra.server.make_dashboard_aiohttp_handler": _AIOHTTP,
-    "infra.server.make_dashboard_asgi_app": _ASGI,
-    "infra.server.make_dashboard_wsgi_app": _WSGI,
-    "infra.server.make_wsgi_app": _WSGI,
-    "infra.server.metrics_aiohttp_handler": _AIOHTTP,
-    "infra.server.metrics_asgi_app": _ASGI,
-    "infra.server.metrics_wsgi_app": _WSGI,
-}
 
 
 def _type_checking_namespace(module: ModuleType) -> dict[str, object]:
@@ -284,16 +215,11 @@ def test_the_check_sees_nested_any() -> None:
 
 
 def test_no_any_in_public_signatures() -> None:
-    unexpected = {name: where for name, where in _with_any().items() if name not in ALLOWED}
-    lines = [f"  {name}: {', '.join(where)}" for name, where in sorted(unexpected.items())]
-    assert not unexpected, "Any in a public signature (parameters; 'return' = the result):\n" + "\n".join(
+    offenders = _with_any()
+    lines = [f"  {name}: {', '.join(where)}" for name, where in sorted(offenders.items())]
+    assert not offenders, "Any in a public signature (parameters; 'return' = the result):\n" + "\n".join(
         lines
     )
-
-
-def test_the_allowlist_has_no_stale_entries() -> None:
-    stale = sorted(set(ALLOWED) - set(_with_any()))
-    assert not stale, f"typed now (or gone): remove from ALLOWED in {__file__}: {stale}"
 
 
 def test_the_scan_covers_every_front_door() -> None:

@@ -22,6 +22,7 @@ from infra._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from infra.integrate._enable import IntegrationHandle as IntegrationHandle
+    from infra.integrate._enable import IntegrationReport as IntegrationReport
     from infra.integrate._enable import WrappedClasses as WrappedClasses
     from infra.integrate._enable import active_handle as active_handle
     from infra.integrate._enable import enable as enable

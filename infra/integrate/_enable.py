@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 from infra.errors import WrapError
 from infra.integrate._check import resolve_wrap
@@ -44,6 +44,7 @@ ConfigSource: TypeAlias = "PerfConfig | str | os.PathLike[str] | None"
 
 __all__ = [
     "IntegrationHandle",
+    "IntegrationReport",
     "WrappedClasses",
     "active_handle",
     "enable",
@@ -158,11 +159,24 @@ def _resolve_config(config: ConfigSource) -> PerfConfig:
     )
 
 
+class IntegrationReport(TypedDict):
+    """``IntegrationHandle.as_dict()``: what ``enable()`` did, ready for ``json.dumps``."""
+
+    enabled: bool
+    config: str | None  # the config file in use (None: built-in defaults or a config given in code)
+    actions: list[str]
+    failures: list[str]
+    metrics_url: str | None  # the /metrics server's URL, when enable() started one
+    wrapped: list[str]  # the "wrap" targets, classes then functions
+    patched: list[str]  # the patches in place (not undone)
+    undone: bool
+
+
 class IntegrationHandle:
     """What ``enable()`` did: ``report()`` (text), ``as_dict()``, ``undo()``; cached classes, patches."""
 
     def __init__(
-        self, config: Any, targets: list[_Target], functions: list[_FunctionTarget] | None = None
+        self, config: PerfConfig, targets: list[_Target], functions: list[_FunctionTarget] | None = None
     ) -> None:
         self.config = config
         self.targets = targets
@@ -377,7 +391,7 @@ class IntegrationHandle:
             return self
 
     # ------------------------------------------------------------------ report and undo
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> IntegrationReport:
         """JSON-ready account of what enable() did."""
         return {
             "enabled": bool(self.config.enabled),

@@ -66,7 +66,7 @@ class CachedOllamaTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self._async = async_transport
 
     # ------------------------------------------------------------------ decisions (no I/O)
-    def cache(self) -> Any:
+    def cache(self) -> Cache:
         if self._cache is not None:
             return self._cache
         from infra.cache import get_cache

@@ -32,8 +32,18 @@ With ``INFRA_METRICS_MULTIPROC_DIR`` set, reads combine every worker process (``
 
 from __future__ import annotations
 
-from ._core import DEFAULT_BUCKETS, Counter, CounterChild, Gauge, GaugeChild, Histogram, HistogramChild
-from ._registry import DEFAULT_MAX_SERIES_PER_METRIC, MetricsRegistry, count_failure, get_metrics, timed
+from ._core import Counter, CounterChild, Gauge, GaugeChild, Histogram, HistogramChild, Metric
+from ._names import DEFAULT_BUCKETS
+from ._registry import (
+    DEFAULT_MAX_SERIES_PER_METRIC,
+    HistogramSeriesStats,
+    MetricsRegistry,
+    OperationRow,
+    SeriesStats,
+    count_failure,
+    get_metrics,
+    timed,
+)
 from ._sketch import QuantileSketch
 from ._timer import Timer
 from ._views import OperationView, StatsSection, register_operation_view, register_stats_section
@@ -47,9 +57,13 @@ __all__ = [
     "GaugeChild",
     "Histogram",
     "HistogramChild",
+    "HistogramSeriesStats",
+    "Metric",
     "MetricsRegistry",
+    "OperationRow",
     "OperationView",
     "QuantileSketch",
+    "SeriesStats",
     "StatsSection",
     "Timer",
     "count_failure",

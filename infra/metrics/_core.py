@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from itertools import accumulate
 from math import floor, log
 from numbers import Real
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeAlias, TypeVar, cast
 
 from ._layout import KEY_MULT as _MULT
 from ._layout import BucketLayout
@@ -32,8 +32,9 @@ from ._sketch import DEFAULT_RELATIVE_ACCURACY, QuantileSketch
 
 if TYPE_CHECKING:
     from ._registry import MetricsRegistry
+    from ._timer import Timer
 
-__all__ = ["DEFAULT_BUCKETS", "Counter", "CounterChild", "Gauge", "GaugeChild", "Histogram", "HistogramChild"]
+__all__ = ["Counter", "CounterChild", "Gauge", "GaugeChild", "Histogram", "HistogramChild", "Metric"]
 
 _INF = math.inf
 # Timers append their durations to a list and fold them into the sketch in sorted batches of this many
@@ -149,7 +150,7 @@ class HistogramChild(_Child):
         self._layout = metric.layout
         self._set: ShardSet[HistogramShard] = ShardSet(HistogramShard(None))
         self._local = self._set.local
-        self._timer_cls: Any = None
+        self._timer_cls: type[Timer] | None = None
         # Durations noted by timers, not yet in a shard: ``list.append`` is atomic (one C call under the
         # GIL, a per-list lock on free-threaded builds), so any thread may append without a lock of ours.
         self._pending: list[float] = []
@@ -243,7 +244,7 @@ class HistogramChild(_Child):
         else:
             self._observe_key(s, v, floor(log(v) * _MULT))
 
-    def time(self) -> Any:
+    def time(self) -> Timer:
         """A context manager / decorator recording its duration here (prometheus_client's ``.time()``)."""
         if self._timer_cls is None:
             from ._timer import timer_class
@@ -312,8 +313,12 @@ class HistogramChild(_Child):
         self._set.after_fork()
 
 
-class _Metric:
-    """Shared by Counter, Gauge, Histogram: label resolution and the cardinality guard."""
+C = TypeVar("C", bound="CounterChild | GaugeChild | HistogramChild")  # a metric's child type
+
+
+class _Metric(Generic[C]):
+    """Shared by Counter, Gauge, Histogram (each over its child type ``C``): label resolution and the
+    cardinality guard."""
 
     kind: ClassVar[str] = "untyped"
     _child_class: ClassVar[type[Any]]  # the class of its children, made as ``_child_class(metric, values)``
@@ -334,9 +339,9 @@ class _Metric:
         self.labelnames = check_labelnames(name, labelnames)
         self._registry = registry
         self._guarded = guarded
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[str, ...], C] = {}
         self._lock = threading.Lock()
-        self._overflow: Any = None
+        self._overflow: C | None = None
         self._n_series = 0
         self._dropped: CounterChild | None = None
         if not self.labelnames:
@@ -346,15 +351,16 @@ class _Metric:
             self._n_series = 1
             self._bind_solo(self._solo)
 
-    def _make_child(self, values: tuple[str, ...]) -> Any:
-        return self._child_class(self, values)
+    def _make_child(self, values: tuple[str, ...]) -> C:
+        return cast(C, self._child_class(self, values))
 
-    def _bind_solo(self, child: Any) -> None:
+    def _bind_solo(self, child: C) -> None:
         for name in self._solo_methods:
             setattr(self, name, getattr(child, name))
 
-    def labels(self, *values: Any, **kw: Any) -> Any:
-        """The child for these label values (positional in ``labelnames`` order, or by keyword)."""
+    def labels(self, *values: object, **kw: object) -> C:
+        """The child for these label values (positional in ``labelnames`` order, or by keyword); each
+        value is turned into ``str()``, as prometheus_client's ``labels()`` does."""
         if kw:
             if values:
                 raise ValueError(f"{self.name}: pass label values positionally or by keyword, not both")
@@ -375,7 +381,7 @@ class _Metric:
             child = self._new_series(key)
         return child
 
-    def _new_series(self, key: tuple[str, ...]) -> Any:
+    def _new_series(self, key: tuple[str, ...]) -> C:
         dropped = False
         with self._lock:
             child = self._children.get(key)
@@ -415,7 +421,7 @@ class _Metric:
         """How many series (children) the metric holds."""
         return len(self._children)
 
-    def children(self) -> list[Any]:
+    def children(self) -> list[C]:
         """A snapshot of the children (safe to iterate while others create series)."""
         return list(self._children.values())
 
@@ -429,14 +435,14 @@ class _Metric:
             child.after_fork()
 
     # Label-less convenience: replaced per instance by the solo child's bound methods.
-    def _needs_labels(self, *_: Any, **__: Any) -> None:
+    def _needs_labels(self, *_: object, **__: object) -> NoReturn:
         raise ValueError(f"{self.name} has labels {self.labelnames!r}: call .labels(...) first")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, labelnames={self.labelnames!r})"
 
 
-class Counter(_Metric):
+class Counter(_Metric[CounterChild]):
     """A monotonically increasing count (exposed as ``<name>_total``, the suffix added if missing)."""
 
     kind = "counter"
@@ -444,18 +450,14 @@ class Counter(_Metric):
     _child_class = CounterChild
     _solo_methods = ("inc", "get")
 
-    def labels(self, *values: Any, **kw: Any) -> CounterChild:
-        return super().labels(*values, **kw)  # type: ignore[no-any-return]
-
     def inc(self, amount: float = 1.0) -> None:
         self._needs_labels()
 
     def get(self) -> float:
         self._needs_labels()
-        return 0.0
 
 
-class Gauge(_Metric):
+class Gauge(_Metric[GaugeChild]):
     """A value that goes up and down (connections open, queue depth).
 
     ``aggregate`` says how the processes of a multi-process server combine (``infra.metrics.multiprocess``):
@@ -483,9 +485,6 @@ class Gauge(_Metric):
     _child_class = GaugeChild
     _solo_methods = ("inc", "dec", "set", "get")
 
-    def labels(self, *values: Any, **kw: Any) -> GaugeChild:
-        return super().labels(*values, **kw)  # type: ignore[no-any-return]
-
     def inc(self, amount: float = 1.0) -> None:
         self._needs_labels()
 
@@ -497,10 +496,9 @@ class Gauge(_Metric):
 
     def get(self) -> float:
         self._needs_labels()
-        return 0.0
 
 
-class Histogram(_Metric):
+class Histogram(_Metric[HistogramChild]):
     """Distribution of durations or sizes: ``le`` buckets for Prometheus, a 1% sketch for quantiles."""
 
     kind = "histogram"
@@ -524,11 +522,12 @@ class Histogram(_Metric):
     _child_class = HistogramChild
     _solo_methods = ("observe", "time")
 
-    def labels(self, *values: Any, **kw: Any) -> HistogramChild:
-        return super().labels(*values, **kw)  # type: ignore[no-any-return]
-
     def observe(self, value: float) -> None:
         self._needs_labels()
 
-    def time(self) -> Any:
+    def time(self) -> Timer:
         self._needs_labels()
+
+
+Metric: TypeAlias = Counter | Gauge | Histogram
+"""Any registered metric (what ``MetricsRegistry.collect()`` and ``get()`` return)."""

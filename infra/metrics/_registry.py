@@ -8,12 +8,12 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 if TYPE_CHECKING:
     from infra.config.sections.metrics import MetricsConfig
 
-from ._core import Counter, Gauge, Histogram, HistogramChild, _Metric
+from ._core import Counter, Gauge, Histogram, HistogramChild, Metric
 from ._names import check_buckets
 from ._sketch import QuantileSketch
 from ._timer import Timer, timer_class
@@ -30,7 +30,10 @@ __all__ = [
     "DEFAULT_MAX_SERIES_PER_METRIC",
     "OPERATION_DURATION",
     "OPERATION_ERRORS",
+    "HistogramSeriesStats",
     "MetricsRegistry",
+    "OperationRow",
+    "SeriesStats",
     "get_metrics",
     "timed",
 ]
@@ -40,7 +43,7 @@ DEFAULT_MAX_SERIES_PER_METRIC = 2000
 _log = logging.getLogger("infra.metrics")
 _in_hook = threading.local()  # a hook that reads the registry must not run the hooks again
 
-M = TypeVar("M", bound=_Metric)
+M = TypeVar("M", bound=Metric)
 
 # Every registry, for re-initialising locks in a forked child (weak: registries of tests go away).
 _REGISTRIES: weakref.WeakSet[MetricsRegistry] = weakref.WeakSet()
@@ -51,27 +54,64 @@ def _round(x: float) -> float:
     return round(x, 3)
 
 
-def _row(sk: QuantileSketch, errors: int) -> dict[str, Any]:
+class OperationRow(TypedDict):
+    """One operation row of ``get_stats()``: durations in milliseconds (None before the first call)."""
+
+    count: int
+    errors: int
+    sum_ms: float
+    min_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+    avg_ms: float | None  # the mean again: seed 004's README calls it avg_ms
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class SeriesStats(TypedDict):
+    """count, sum, min, max, mean and quantiles of one histogram series (None while it is empty)."""
+
+    count: int
+    sum: float
+    min: float | None
+    max: float | None
+    mean: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    p999: float | None
+
+
+class HistogramSeriesStats(SeriesStats):
+    """One series of ``MetricsRegistry.histogram_stats()``: its stats and its labels by name."""
+
+    labels: dict[str, str]
+
+
+def _row(sk: QuantileSketch, errors: int) -> OperationRow:
     """One ``get_stats()`` operation row (milliseconds) from a merged sketch of seconds."""
     n = sk.count
-    entry: dict[str, Any] = {"count": n, "errors": errors}
     if n == 0:
-        for k in ("sum_ms", "min_ms", "max_ms", "mean_ms", "avg_ms", "p50_ms", "p95_ms", "p99_ms"):
-            entry[k] = 0.0 if k == "sum_ms" else None
-        return entry
+        return {"count": n, "errors": errors, "sum_ms": 0.0, "min_ms": None, "max_ms": None, "mean_ms": None,
+                "avg_ms": None, "p50_ms": None, "p95_ms": None, "p99_ms": None}  # fmt: skip
     p50, p95, p99 = sk.quantiles((0.5, 0.95, 0.99))
-    entry["sum_ms"] = _round(sk.sum * 1000.0)
-    entry["min_ms"] = _round(sk.min * 1000.0)
-    entry["max_ms"] = _round(sk.max * 1000.0)
-    entry["mean_ms"] = _round(sk.sum / n * 1000.0)
-    entry["avg_ms"] = entry["mean_ms"]  # seed 004's README calls the mean avg_ms
-    entry["p50_ms"] = _round(p50 * 1000.0)
-    entry["p95_ms"] = _round(p95 * 1000.0)
-    entry["p99_ms"] = _round(p99 * 1000.0)
-    return entry
+    mean = _round(sk.sum / n * 1000.0)
+    return {
+        "count": n,
+        "errors": errors,
+        "sum_ms": _round(sk.sum * 1000.0),
+        "min_ms": _round(sk.min * 1000.0),
+        "max_ms": _round(sk.max * 1000.0),
+        "mean_ms": mean,
+        "avg_ms": mean,
+        "p50_ms": _round(p50 * 1000.0),
+        "p95_ms": _round(p95 * 1000.0),
+        "p99_ms": _round(p99 * 1000.0),
+    }
 
 
-def series_stats(child: HistogramChild, scale: float = 1.0) -> dict[str, Any]:
+def series_stats(child: HistogramChild, scale: float = 1.0) -> SeriesStats:
     """count, sum, min, max, mean, p50, p95, p99, p999 of one histogram series, times ``scale``."""
     sk = child.sketch()
     n = sk.count
@@ -104,7 +144,7 @@ class MetricsRegistry:
         if max_series_per_metric is not None and max_series_per_metric < 1:
             raise ValueError(f"max_series_per_metric must be >= 1 or None, got {max_series_per_metric!r}")
         self.max_series_per_metric = max_series_per_metric
-        self._metrics: dict[str, _Metric] = {}
+        self._metrics: dict[str, Metric] = {}
         self._lock = threading.Lock()
         # operation -> its Timer subclass (metric children resolved once per operation), for `timed`.
         self._timed: dict[str, type[Timer]] = {}
@@ -222,17 +262,17 @@ class MetricsRegistry:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def collect(self) -> list[_Metric]:
+    def collect(self) -> list[Metric]:
         """The registered metrics, sorted by name (a snapshot; safe while others register), after the
         collect hooks ran."""
         self._run_collect_hooks()
         return [m for _, m in sorted(self._metrics.items())]
 
-    def get(self, name: str) -> _Metric | None:
+    def get(self, name: str) -> Metric | None:
         """The metric registered under ``name``, if any."""
         return self._metrics.get(name)
 
-    def histogram_stats(self, name: str, *, scale: float = 1.0) -> list[dict[str, Any]]:
+    def histogram_stats(self, name: str, *, scale: float = 1.0) -> list[HistogramSeriesStats]:
         """Per series of histogram ``name``: {"labels": {...}, count, sum, min, max, mean, p50, p95, p99,
         p999}, values times ``scale`` (1000 for ms from seconds). Empty list if not registered."""
         m = self._metrics.get(name)
@@ -240,14 +280,14 @@ class MetricsRegistry:
             return []
         if not isinstance(m, Histogram):
             raise ValueError(f"metric {name!r} is a {m.kind}, not a histogram")
-        out = []
-        for child in m.children():
-            st = series_stats(child, scale)
-            st["labels"] = dict(zip(m.labelnames, child.label_values, strict=False))
-            out.append(st)
-        return out
+        return [
+            HistogramSeriesStats(
+                **series_stats(child, scale), labels=dict(zip(m.labelnames, child.label_values, strict=False))
+            )
+            for child in m.children()
+        ]
 
-    def get_stats(self) -> dict[str, Any]:
+    def get_stats(self) -> dict[str, Mapping[str, object]]:
         """JSON-ready summary, the shape of seed 004's README.
 
         ``{operation: {count, errors, sum_ms, min_ms, max_ms, mean_ms, avg_ms, p50_ms, p95_ms, p99_ms},
@@ -276,13 +316,17 @@ class MetricsRegistry:
 
     def _stats(
         self, views: tuple[OperationView, ...], sections: Mapping[str, StatsSection]
-    ) -> dict[str, Any]:
+    ) -> dict[str, Mapping[str, object]]:
         self._run_collect_hooks()
-        out: dict[str, Any] = {}
+        out: dict[str, Mapping[str, object]] = {}
+        hidden: dict[str, OperationRow] | None = None  # out["operations"]: rows named like a section
         for view in views:
             for name, entry in self._view_rows(view).items():
                 if name in sections or name == "operations":
-                    out.setdefault("operations", {})[name] = entry
+                    if hidden is None:
+                        hidden = {}
+                        out["operations"] = hidden
+                    hidden[name] = entry
                 else:
                     out[name] = entry
         for name, build in sections.items():
@@ -302,7 +346,7 @@ class MetricsRegistry:
             if view not in self._views:
                 self._views = (*self._views, view)
 
-    def _view_rows(self, view: OperationView) -> dict[str, dict[str, Any]]:
+    def _view_rows(self, view: OperationView) -> dict[str, OperationRow]:
         hm = self._metrics.get(view.histogram)
         if not isinstance(hm, Histogram):
             return {}
@@ -327,7 +371,7 @@ class MetricsRegistry:
             for c in em.children():
                 name = view.row_name(dict(zip(em.labelnames, c.label_values, strict=False)))
                 errors[name] = errors.get(name, 0.0) + c.get()
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, OperationRow] = {}
         for name in sorted(set(sketches) | set(errors)):
             sk = sketches.get(name) or QuantileSketch()
             n_err = int(errors.get(name, 0))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from itertools import accumulate
 from typing import Any
 
-from ._core import Counter, Gauge, Histogram, _Metric
+from ._core import Counter, Histogram, Metric
 from ._registry import MetricsRegistry, get_metrics, series_stats
 
 __all__ = [
@@ -63,20 +63,20 @@ def _help_openmetrics(doc: str) -> str:
     return doc.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _sample_name(m: _Metric) -> str:
+def _sample_name(m: Metric) -> str:
     if isinstance(m, Counter) and not m.name.endswith("_total"):
         return m.name + "_total"
     return m.name
 
 
-def _family_openmetrics(m: _Metric) -> str:
+def _family_openmetrics(m: Metric) -> str:
     # OpenMetrics names a counter family without `_total`; its sample adds it.
     if isinstance(m, Counter) and m.name.endswith("_total"):
         return m.name[: -len("_total")]
     return m.name
 
 
-def _prefixes(m: _Metric, child: Any) -> list[str]:
+def _prefixes(m: Metric, child: Any) -> list[str]:
     """The cached line prefixes (name + labels + space) of ``child``'s samples."""
     pre: list[str] | None = child.render_cache
     if pre is None:
@@ -93,7 +93,7 @@ def _prefixes(m: _Metric, child: Any) -> list[str]:
     return pre
 
 
-def _samples(m: _Metric, out: list[str]) -> None:
+def _samples(m: Metric, out: list[str]) -> None:
     if isinstance(m, Histogram):
         for child in m.children():
             pre = _prefixes(m, child)
@@ -103,13 +103,13 @@ def _samples(m: _Metric, out: list[str]) -> None:
             out.append(pre[-2] + str(cum[-1]))
             out.append(pre[-1] + format_float(total))
     else:
-        for child in m.children():
-            out.append(_prefixes(m, child)[0] + format_float(child.get()))
+        for plain in m.children():
+            out.append(_prefixes(m, plain)[0] + format_float(plain.get()))
 
 
 def _render(
     registry: MetricsRegistry | None,
-    family: Callable[[_Metric], str],
+    family: Callable[[Metric], str],
     help_text: Callable[[str], str],
     end: str,
 ) -> str:
@@ -134,7 +134,7 @@ def render_openmetrics(registry: MetricsRegistry | None = None) -> str:
     return _render(registry, _family_openmetrics, _help_openmetrics, "# EOF\n")
 
 
-def _json_value(v: float) -> float | str | None:
+def _json_value(v: float | None) -> float | str | None:
     if v is None:
         return None
     if math.isfinite(v):
@@ -148,9 +148,9 @@ def json_document(registry: MetricsRegistry | None = None) -> dict[str, Any]:
     metrics: list[dict[str, Any]] = []
     for m in reg.collect():
         series: list[dict[str, Any]] = []
-        for child in m.children():
-            labels = dict(zip(m.labelnames, child.label_values, strict=True))
-            if isinstance(m, Histogram):
+        if isinstance(m, Histogram):
+            for child in m.children():
+                labels = dict(zip(m.labelnames, child.label_values, strict=True))
                 le, total = child.le_counts()
                 cum = list(accumulate(le))
                 st = series_stats(child)
@@ -161,9 +161,10 @@ def json_document(registry: MetricsRegistry | None = None) -> dict[str, Any]:
                 for k in ("min", "max", "mean", "p50", "p95", "p99", "p999"):
                     entry[k] = _json_value(st[k])
                 series.append(entry)
-            else:
-                assert isinstance(m, (Counter, Gauge))
-                series.append({"labels": labels, "value": _json_value(child.get())})
+        else:
+            for plain in m.children():
+                labels = dict(zip(m.labelnames, plain.label_values, strict=True))
+                series.append({"labels": labels, "value": _json_value(plain.get())})
         metrics.append({"name": m.name, "type": m.kind, "help": m.documentation, "series": series})
     return {"metrics": metrics, "stats": reg.get_stats()}
 

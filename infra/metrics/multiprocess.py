@@ -239,8 +239,8 @@ def snapshot(registry: MetricsRegistry, *, gauges: bool = True) -> dict[str, Any
         else:
             if isinstance(m, Gauge):
                 entry["aggregate"] = m.aggregate
-            for child in m.children():
-                series.append([list(child.label_values), child.get()])
+            for plain in m.children():
+                series.append([list(plain.label_values), plain.get()])
         entry["series"] = series
         metrics[m.name] = entry
     return {"metrics": metrics}

@@ -16,6 +16,8 @@ from ._core import ClientCore
 from .warmup import default_interval
 
 if TYPE_CHECKING:
+    from infra.cache import Cache
+
     from .runner import RunnerPolicy
 
 __all__ = ["LayerMixin", "configured_settings"]
@@ -37,7 +39,8 @@ class LayerMixin:
     place: ``OptimizedOllama(config.ollama)``. With the layer on, the server is the ``host`` argument, else
     the section's host (set in code, or the file's, which ``$OLLAMA_HOST`` overrides in the loader), else
     ``$OLLAMA_HOST``, else the default (see ``_core.resolve_host``); ``timeout`` defaults to the configured
-    one (the official default is none)."""
+    one (the official default is none). The other keywords (``follow_redirects``, ``timeout``, ``headers``,
+    httpx.Client's) go to the official constructor as given."""
 
     settings: OllamaConfig
     _core: ClientCore
@@ -48,8 +51,8 @@ class LayerMixin:
         host: str | OllamaConfig | None = None,
         *,
         settings: OllamaConfig | None = None,
-        cache: Any = None,
-        **kwargs: Any,
+        cache: Cache | None = None,
+        **kwargs: object,
     ) -> None:
         if isinstance(host, OllamaConfig):
             if settings is not None:

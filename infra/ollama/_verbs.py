@@ -7,24 +7,25 @@ generic over what a call returns, so ``OptimizedOllama`` declares ``Generate[Gen
 Iterator[GenerateResponse]]`` and ``AsyncOptimizedOllama`` the same wrapped in coroutines: a misspelled
 keyword to either fails type checking (tests/typing). At run time the verbs take ``*args, **kwargs`` and
 hand them on as they are (see ``official_signature``), so nothing here is imported outside type checking.
-The payload types (``Mapping[str, Any]`` options and messages, a JSON schema ``format``) are ollama-python's.
+The payload types are ollama-python's with ``object`` where it writes ``Any`` (options and messages as
+``Mapping[str, object]``, a JSON schema ``format`` as a mapping, tools as any callable): every value its
+types accept still type-checks, since a mapping's values are read only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Protocol, TypeVar, overload
+from typing import Literal, Protocol, TypeVar, overload
 
 from ollama import Image, Message, Options, Tool
-from pydantic.json_schema import JsonSchemaValue
 
 __all__ = ["Chat", "Embed", "Embeddings", "Generate"]
 
 _R = TypeVar("_R", covariant=True)
 _S = TypeVar("_S", covariant=True)
 
-_Format = Literal["", "json"] | JsonSchemaValue | None
-_Options = Mapping[str, Any] | Options | None
+_Format = Literal["", "json"] | Mapping[str, object] | None  # ollama-python: pydantic's JsonSchemaValue
+_Options = Mapping[str, object] | Options | None
 
 
 class Generate(Protocol[_R, _S]):
@@ -90,9 +91,9 @@ class Chat(Protocol[_R, _S]):
     def __call__(
         self,
         model: str = "",
-        messages: Sequence[Mapping[str, Any] | Message] | None = None,
+        messages: Sequence[Mapping[str, object] | Message] | None = None,
         *,
-        tools: Sequence[Mapping[str, Any] | Tool | Callable[..., Any]] | None = None,
+        tools: Sequence[Mapping[str, object] | Tool | Callable[..., object]] | None = None,
         stream: Literal[False] = False,
         think: bool | str | None = None,
         logprobs: bool | None = None,
@@ -108,9 +109,9 @@ class Chat(Protocol[_R, _S]):
     def __call__(
         self,
         model: str = "",
-        messages: Sequence[Mapping[str, Any] | Message] | None = None,
+        messages: Sequence[Mapping[str, object] | Message] | None = None,
         *,
-        tools: Sequence[Mapping[str, Any] | Tool | Callable[..., Any]] | None = None,
+        tools: Sequence[Mapping[str, object] | Tool | Callable[..., object]] | None = None,
         stream: Literal[True] = True,
         think: bool | str | None = None,
         logprobs: bool | None = None,

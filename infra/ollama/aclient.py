@@ -65,26 +65,28 @@ class AsyncOptimizedOllama(LayerMixin, _Official):
 
         @official_signature(_Official.generate, "profile", "cache")
         async def generate(
-            self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
-        ) -> Any:
+            self, *args: object, profile: str | None = None, cache: bool | None = None, **kwargs: object
+        ) -> GenerateResponse | AsyncIterator[GenerateResponse]:
             """``ollama.AsyncClient.generate`` (``GenerateResponse``, or an async iterator when streaming)."""
             return await self._layered("generate", _Official.generate, profile, cache, args, kwargs)
 
         @official_signature(_Official.chat, "profile", "cache")
         async def chat(
-            self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
-        ) -> Any:
+            self, *args: object, profile: str | None = None, cache: bool | None = None, **kwargs: object
+        ) -> ChatResponse | AsyncIterator[ChatResponse]:
             """``ollama.AsyncClient.chat`` (``ChatResponse``, or an async iterator when streaming)."""
             return await self._layered("chat", _Official.chat, profile, cache, args, kwargs)
 
         @official_signature(_Official.embed, "cache")
-        async def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
+        async def embed(self, *args: object, cache: bool | None = None, **kwargs: object) -> EmbedResponse:
             """``ollama.AsyncClient.embed``, cached per input: only inputs the cache lacks are sent, once."""
             with Scope(None, False, None, cache):
                 return await super().embed(*args, **kwargs)
 
         @official_signature(_Official.embeddings, "cache")
-        async def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
+        async def embeddings(
+            self, *args: object, cache: bool | None = None, **kwargs: object
+        ) -> EmbeddingsResponse:
             """The deprecated single-prompt ``ollama.AsyncClient.embeddings``, cached whole."""
             with Scope(None, False, None, cache):
                 return await super().embeddings(*args, **kwargs)

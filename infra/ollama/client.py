@@ -69,26 +69,28 @@ class OptimizedOllama(LayerMixin, _Official):
 
         @official_signature(_Official.generate, "profile", "cache")
         def generate(
-            self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
-        ) -> Any:
+            self, *args: object, profile: str | None = None, cache: bool | None = None, **kwargs: object
+        ) -> GenerateResponse | Iterator[GenerateResponse]:
             """``ollama.Client.generate`` (``GenerateResponse``, or an iterator of them when streaming)."""
             return self._layered("generate", _Official.generate, profile, cache, args, kwargs)
 
         @official_signature(_Official.chat, "profile", "cache")
         def chat(
-            self, *args: Any, profile: str | None = None, cache: bool | None = None, **kwargs: Any
-        ) -> Any:
+            self, *args: object, profile: str | None = None, cache: bool | None = None, **kwargs: object
+        ) -> ChatResponse | Iterator[ChatResponse]:
             """``ollama.Client.chat`` (``ChatResponse``, or an iterator of them when streaming)."""
             return self._layered("chat", _Official.chat, profile, cache, args, kwargs)
 
         @official_signature(_Official.embed, "cache")
-        def embed(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
+        def embed(self, *args: object, cache: bool | None = None, **kwargs: object) -> EmbedResponse:
             """``ollama.Client.embed``, cached per input: only inputs not in the cache are sent, once each."""
             with Scope(None, False, None, cache):
                 return super().embed(*args, **kwargs)
 
         @official_signature(_Official.embeddings, "cache")
-        def embeddings(self, *args: Any, cache: bool | None = None, **kwargs: Any) -> Any:
+        def embeddings(
+            self, *args: object, cache: bool | None = None, **kwargs: object
+        ) -> EmbeddingsResponse:
             """The deprecated single-prompt ``ollama.Client.embeddings``, cached whole."""
             with Scope(None, False, None, cache):
                 return super().embeddings(*args, **kwargs)

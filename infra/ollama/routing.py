@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from infra.config.sections.ollama import OllamaConfig
 
 from .aclient import AsyncOptimizedOllama
 from .client import OptimizedOllama
+
+if TYPE_CHECKING:
+    from infra.cache import Cache
 
 __all__ = ["MODULE_FUNCTIONS", "Routing", "route_official"]
 
@@ -55,7 +58,7 @@ class Routing:
     why, ``undo()`` does nothing and ``report()`` says so."""
 
     def __init__(
-        self, client: OptimizedOllama | None, saved: dict[str, Any], *, off_reason: str | None = None
+        self, client: OptimizedOllama | None, saved: dict[str, object], *, off_reason: str | None = None
     ) -> None:
         self.client = client  #: the routed default client behind the module-level functions (None: off)
         self._saved = saved
@@ -106,7 +109,7 @@ class Routing:
         return f"<Routing {'active' if self.active else 'undone'} host={self.client.base_url}>"
 
 
-def route_official(*, settings: OllamaConfig | None = None, cache: Any = None) -> Routing:
+def route_official(*, settings: OllamaConfig | None = None, cache: Cache | None = None) -> Routing:
     """Make ``ollama.Client`` / ``ollama.AsyncClient`` the layer's classes and bind the module-level functions
     to one :class:`OptimizedOllama` (host from ``$OLLAMA_HOST`` or settings, as the official default client).
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..metrics import MetricsRegistry, get_metrics
 from ._common import Response, metrics_response, respond_off_loop
+
+if TYPE_CHECKING:  # aiohttp is an optional extra, imported by the handler when it runs
+    from aiohttp import web
 
 __all__ = ["make_aiohttp_handler", "metrics_aiohttp_handler"]
 
 
 def make_aiohttp_handler(
     registry: MetricsRegistry | None = None, *, token: str | None = None
-) -> Callable[[Any], Awaitable[Any]]:
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp request handler for ``registry`` (default: the process-wide one)."""
 
-    async def handler(request: Any) -> Any:
+    async def handler(request: web.Request) -> web.Response:
         from aiohttp import web  # lazy: only apps that use aiohttp pay for importing it
 
         reg = registry or get_metrics()

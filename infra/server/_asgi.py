@@ -7,7 +7,7 @@ event loop is never held for long.
 from __future__ import annotations
 
 from ..metrics import MetricsRegistry, get_metrics
-from ._common import ASGIApp, Response, Scope, asgi_app, metrics_response, respond_off_loop
+from ._common import ASGIApp, Response, Scope, asgi_app, metrics_response, respond_off_loop, scope_query
 
 __all__ = ["make_asgi_app", "metrics_asgi_app"]
 
@@ -22,7 +22,7 @@ def make_asgi_app(registry: MetricsRegistry | None = None, *, token: str | None 
             return metrics_response(
                 reg,
                 accept=headers.get("accept"),
-                query=scope.get("query_string", b"").decode("latin-1"),
+                query=scope_query(scope),
                 authorization=headers.get("authorization"),
                 token=token,
                 accept_encoding=headers.get("accept-encoding"),

@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import hmac
 import importlib
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Protocol, cast
 from urllib.parse import parse_qs
 
 # The cache's get_stats() section: present (empty) before the first cache call, as the page expects.
@@ -43,11 +43,32 @@ INLINE_RENDER_MAX_SERIES = 64
 GZIP_MIN_BYTES = 1024
 
 Response = tuple[int, list[tuple[str, str]], bytes]
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# ASGI as the spec gives it (asgiref.typing's names): the apps only read the scope and the events they
+# receive, so any mapping will do for those (Starlette's MutableMapping[str, Any], asgiref's TypedDicts);
+# the events they send are plain dicts, which a send taking MutableMapping[str, Any] (Starlette's) accepts.
+Scope = Mapping[str, object]
+"""An ASGI connection scope (``type``, ``path``, ``headers``, ...), read only."""
+Receive = Callable[[], Awaitable[Mapping[str, object]]]
+"""ASGI ``receive``: awaits the next event from the server."""
+Send = Callable[[MutableMapping[str, object]], Awaitable[None]]
+"""ASGI ``send``: hands an event to the server."""
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
+"""An ASGI 3 application."""
+
+Environ = Mapping[str, object]
+"""A WSGI environ (PEP 3333), read only: typeshed's ``dict[str, Any]`` passes."""
+
+
+class StartResponse(Protocol):
+    """WSGI's ``start_response`` as these apps call it: status line and headers (typeshed's
+    ``wsgiref.types.StartResponse``, which also takes ``exc_info``, satisfies it)."""
+
+    def __call__(self, status: str, headers: list[tuple[str, str]], /) -> object: ...
+
+
+WSGIApp = Callable[[Environ, StartResponse], list[bytes]]
+"""A WSGI application (PEP 3333) answering with one body chunk."""
 
 METHOD_NOT_ALLOWED: Response = (
     405,
@@ -157,18 +178,38 @@ async def respond_off_loop(registry: MetricsRegistry, respond: Callable[[], Resp
     return respond()
 
 
-def wsgi_app(respond: Callable[[dict[str, Any]], Response]) -> WSGIApp:
+def wsgi_app(respond: Callable[[Environ], Response]) -> WSGIApp:
     """A WSGI app answering GET and HEAD with ``respond(environ)``, other methods with 405."""
 
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        method = environ_str(environ, "REQUEST_METHOD", "GET")
         response = respond(environ) if method in ("GET", "HEAD") else METHOD_NOT_ALLOWED
         return wsgi_reply(start_response, method, response)
 
     return app
 
 
-def wsgi_reply(start_response: Callable[..., Any], method: str, response: Response) -> list[bytes]:
+def environ_str(environ: Environ, key: str, default: str) -> str:
+    """``environ[key]`` (a str, as PEP 3333 has it for CGI variables) or ``default``."""
+    return cast(str, environ.get(key, default))
+
+
+def environ_opt(environ: Environ, key: str) -> str | None:
+    """``environ[key]``, None when absent (an ``HTTP_*`` header the request did not send)."""
+    return cast("str | None", environ.get(key))
+
+
+def scope_str(scope: Scope, key: str, default: str) -> str:
+    """``scope[key]`` (a str in the ASGI spec: ``path``, ``method``, ...) or ``default``."""
+    return cast(str, scope.get(key, default))
+
+
+def scope_query(scope: Scope) -> str:
+    """The ASGI ``query_string`` (bytes), decoded as latin-1."""
+    return cast(bytes, scope.get("query_string", b"")).decode("latin-1")
+
+
+def wsgi_reply(start_response: StartResponse, method: str, response: Response) -> list[bytes]:
     """Send ``response`` through WSGI's ``start_response`` (no body for HEAD)."""
     status, headers, body = response
     start_response(
@@ -200,7 +241,8 @@ def asgi_app(
 
 def asgi_headers(scope: Scope) -> dict[str, str]:
     """The request headers of an ASGI ``scope``, names lower-cased."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    headers = cast("Iterable[tuple[bytes, bytes]]", scope.get("headers", []))
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
 
 
 async def asgi_lifespan(receive: Receive, send: Send, on_startup: Callable[[], object] | None = None) -> None:

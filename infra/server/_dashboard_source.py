@@ -25,7 +25,7 @@ Column names are ``kind|group|label``; the page parses them (``dashboard.js``, `
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,10 +205,10 @@ def current_view(registry: MetricsRegistry) -> dict[str, Any]:
     return {
         "cache": {
             ns: {
-                "hits": (cache.get(ns) or {}).get("hits", 0),
-                "misses": (cache.get(ns) or {}).get("misses", 0),
+                "hits": _row(cache, ns).get("hits", 0),
+                "misses": _row(cache, ns).get("misses", 0),
                 # get_stats() reports a fraction (0.8): passed on as it is, the page shows 80.0 %.
-                "hit_rate": (cache.get(ns) or {}).get("hit_rate"),
+                "hit_rate": _row(cache, ns).get("hit_rate"),
                 "compute_seconds_saved": saved.get((ns,)),
                 "entries": entries.get((ns,)),
                 "bytes": nbytes.get((ns,)),
@@ -219,3 +219,9 @@ def current_view(registry: MetricsRegistry) -> dict[str, Any]:
         "multiprocess": registry.multiprocess,
         "groups": [{"id": g, "title": t} for g, t in GROUPS],
     }
+
+
+def _row(section: Mapping[str, object], key: str) -> Mapping[str, object]:
+    """``section[key]`` when it is a mapping (a namespace's row of the cache's section), else empty."""
+    row = section.get(key)
+    return row if isinstance(row, Mapping) else {}

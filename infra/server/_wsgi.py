@@ -7,29 +7,23 @@ every worker answers with the combined series of all workers (``infra.metrics.mu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
 from ..metrics import MetricsRegistry, get_metrics
-from ._common import Response, metrics_response, wsgi_app
+from ._common import Environ, Response, WSGIApp, environ_opt, environ_str, metrics_response, wsgi_app
 
 __all__ = ["make_wsgi_app", "metrics_wsgi_app"]
-
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def make_wsgi_app(registry: MetricsRegistry | None = None, *, token: str | None = None) -> WSGIApp:
     """A WSGI app answering GET with the metrics of ``registry`` (default: the process-wide one)."""
 
-    def respond(environ: dict[str, Any]) -> Response:
+    def respond(environ: Environ) -> Response:
         return metrics_response(
             registry or get_metrics(),
-            accept=environ.get("HTTP_ACCEPT"),
-            query=environ.get("QUERY_STRING", ""),
-            authorization=environ.get("HTTP_AUTHORIZATION"),
+            accept=environ_opt(environ, "HTTP_ACCEPT"),
+            query=environ_str(environ, "QUERY_STRING", ""),
+            authorization=environ_opt(environ, "HTTP_AUTHORIZATION"),
             token=token,
-            accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
+            accept_encoding=environ_opt(environ, "HTTP_ACCEPT_ENCODING"),
         )
 
     return wsgi_app(respond)

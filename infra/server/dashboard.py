@@ -24,23 +24,32 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from ..metrics import MetricsRegistry, get_metrics
 from ..metrics.history import DEFAULT_HISTORY_INTERVAL, HistoryPage, MetricsHistory
 from ._common import (
     ASGIApp,
+    Environ,
     Receive,
     Response,
     Scope,
     Send,
+    WSGIApp,
     accepts_gzip,
     asgi_app,
     authorized,
+    environ_opt,
+    environ_str,
+    scope_query,
+    scope_str,
     wsgi_app,
 )
 from ._dashboard_source import ColumnSampler, current_view
+
+if TYPE_CHECKING:  # aiohttp is an optional extra, imported by the handler when it runs
+    from aiohttp import web
 
 __all__ = [
     "DEFAULT_REFRESH_SECONDS",
@@ -223,15 +232,15 @@ def make_dashboard_asgi_app(registry: MetricsRegistry | None = None, *, token: s
     """
 
     async def respond(scope: Scope, headers: dict[str, str]) -> Response:
-        path: str = scope.get("path", "/")
-        root: str = scope.get("root_path", "")
+        path = scope_str(scope, "path", "/")
+        root = scope_str(scope, "root_path", "")
         # Starlette's Mount keeps the full path in "path" and the mount point in "root_path".
         subpath = path[len(root) :] if root and path.startswith(root) else path
         return dashboard_response(
             registry,
             subpath=subpath,
             base=root.rstrip("/"),
-            query=scope.get("query_string", b"").decode("latin-1"),
+            query=scope_query(scope),
             authorization=headers.get("authorization"),
             token=token,
             accept_encoding=headers.get("accept-encoding"),
@@ -245,11 +254,11 @@ def make_dashboard_asgi_app(registry: MetricsRegistry | None = None, *, token: s
 
 def make_dashboard_aiohttp_handler(
     registry: MetricsRegistry | None = None, *, token: str | None = None
-) -> Callable[[Any], Awaitable[Any]]:
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler: ``app.router.add_get("/dashboard{tail:.*}", make_dashboard_aiohttp_handler())``."""
     history_for(registry)
 
-    async def handler(request: Any) -> Any:
+    async def handler(request: web.Request) -> web.Response:
         from aiohttp import web  # lazy: only apps that use aiohttp pay for importing it
 
         tail = request.match_info.get("tail", "")
@@ -272,22 +281,20 @@ def make_dashboard_aiohttp_handler(
 # -- WSGI (gunicorn / Flask / Django) ---------------------------------------------------------------
 
 
-def make_dashboard_wsgi_app(
-    registry: MetricsRegistry | None = None, *, token: str | None = None
-) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+def make_dashboard_wsgi_app(registry: MetricsRegistry | None = None, *, token: str | None = None) -> WSGIApp:
     """A WSGI app serving the dashboard where it is mounted (``SCRIPT_NAME``), e.g. with werkzeug's
     ``DispatcherMiddleware(app, {"/dashboard": make_dashboard_wsgi_app()})``."""
     history_for(registry)
 
-    def respond(environ: dict[str, Any]) -> Response:
+    def respond(environ: Environ) -> Response:
         return dashboard_response(
             registry,
-            subpath=environ.get("PATH_INFO", ""),
-            base=environ.get("SCRIPT_NAME", "").rstrip("/"),
-            query=environ.get("QUERY_STRING", ""),
-            authorization=environ.get("HTTP_AUTHORIZATION"),
+            subpath=environ_str(environ, "PATH_INFO", ""),
+            base=environ_str(environ, "SCRIPT_NAME", "").rstrip("/"),
+            query=environ_str(environ, "QUERY_STRING", ""),
+            authorization=environ_opt(environ, "HTTP_AUTHORIZATION"),
             token=token,
-            accept_encoding=environ.get("HTTP_ACCEPT_ENCODING"),
+            accept_encoding=environ_opt(environ, "HTTP_ACCEPT_ENCODING"),
         )
 
     return wsgi_app(respond)
@@ -306,7 +313,7 @@ async def dashboard_asgi_app(scope: Scope, receive: Receive, send: Send) -> None
     await app(scope, receive, send)
 
 
-async def dashboard_aiohttp_handler(request: Any) -> Any:
+async def dashboard_aiohttp_handler(request: web.Request) -> web.Response:
     """The process-wide registry's dashboard, no token: ``app.router.add_get("/dashboard{tail:.*}", ...)``.
 
     A coroutine function (aiohttp deprecates other handlers), built on first use."""

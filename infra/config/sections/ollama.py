@@ -8,13 +8,22 @@ builds one in code, checked by the same Specs the loader uses (every problem nam
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TypeAlias
 
 from infra.config._spec import field
 from infra.config.sections._base import _Section
 
-__all__ = ["OllamaCacheConfig", "OllamaConfig"]
+__all__ = ["OllamaCacheConfig", "OllamaConfig", "OllamaOption", "RunnerOption"]
+
+OllamaOption: TypeAlias = str | int | float | bool | Sequence[str]
+"""One Ollama option's value, as ``ollama.Options`` has them (``num_ctx`` 4096, ``temperature`` 0.3,
+``stop`` a list of strings, given as a tuple once the section is built) or as the layer reads them
+(``num_thread`` ``"auto"``: this machine's physical cores)."""
+
+RunnerOption: TypeAlias = OllamaOption | Mapping[str, OllamaOption]
+"""One entry of ``runner``: an option for every model, or a model's own options
+(``{"llama3.1:8b": {"num_ctx": 8192}}``)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
@@ -63,13 +72,13 @@ class OllamaConfig(_Section):
     strict_runner: bool = field(
         "bool", False, "Raise when a call's runner option differs from the pinned one (else log once)."
     )
-    runner: Mapping[str, Any] = field(
+    runner: Mapping[str, RunnerOption] = field(
         "map",
         {"num_thread": "auto", "num_ctx": 4096},
         "Runner options sent when a call leaves them out (num_thread auto: physical cores).",
         item="scalar",
     )
-    profiles: Mapping[str, Mapping[str, Any]] = field(
+    profiles: Mapping[str, Mapping[str, OllamaOption]] = field(
         "map",
         {
             "stage1": {"num_predict": 120, "temperature": 0.3},
