@@ -28,7 +28,6 @@ its cap: O(entries) per pass, run off the hot path.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -73,8 +72,6 @@ if TYPE_CHECKING:
     from infra.config.sections.cache import CacheConfig
 
 __all__ = ["HEADER", "RedisBackend", "from_settings", "pack", "unpack"]
-
-log = logging.getLogger("infra.cache")
 
 
 class RedisBackend(RedisListener, CacheBackend):
