@@ -32,11 +32,14 @@ _IMMUTABLE_CHUNKS = (str, bytes)
 class _Recorder:
     """The chunks of one run, each kept as a copy taken before the consumer sees it, and what the consumer
     asked of the source last (a value sent in, an exception thrown in): the decisions both wrappers share.
-    """
+    ``throw`` / ``send`` / ``nxt`` are the source's methods (an async source's return awaitables)."""
 
-    __slots__ = ("frozen", "ok", "sent", "t0", "thrown")
+    __slots__ = ("_next", "_send", "_throw", "frozen", "ok", "sent", "t0", "thrown")
 
-    def __init__(self) -> None:
+    def __init__(
+        self, throw: Callable[[BaseException], Any], send: Callable[[Any], Any], nxt: Callable[[], Any]
+    ) -> None:
+        self._throw, self._send, self._next = throw, send, nxt
         self.frozen: list[Any] = []
         self.ok = True  # False once a value is sent in: the run is not a function of its arguments alone
         self.t0 = _perf()
@@ -49,17 +52,14 @@ class _Recorder:
         else:
             self.frozen.append(freeze_plain(chunk))
 
-    def pull(
-        self, throw: Callable[[BaseException], Any], send: Callable[[Any], Any], nxt: Callable[[], Any]
-    ) -> Any:
+    def pull(self) -> Any:
         """Advance the source as the consumer asked: throw in what it threw, send what it sent, else take
-        the next chunk. Returns what the chosen method returns (a chunk; from an async source, an
-        awaitable of one)."""
+        the next chunk. Returns what the source's method returns (a chunk, or an awaitable of one)."""
         exc, sent = self.thrown, self.sent
+        if exc is None and sent is None:  # plain iteration: the common case
+            return self._next()
         self.thrown = self.sent = None
-        if exc is not None:
-            return throw(exc)
-        return nxt() if sent is None else send(sent)
+        return self._throw(exc) if exc is not None else self._send(sent)
 
     def answered(self, sent: Any) -> None:
         """The consumer resumed the stream with ``sent`` (None: plain iteration)."""
@@ -100,11 +100,11 @@ def stream_wrapper(
             chunks, returned = hit
             yield from chunks
             return returned
-        rec = _Recorder()
         gen = func(*args, **kwargs)
+        rec = _Recorder(gen.throw, gen.send, gen.__next__)
         while True:
             try:
-                chunk = rec.pull(gen.throw, gen.send, gen.__next__)
+                chunk = rec.pull()
             except StopIteration as stop:
                 if rec.ok:
                     c.set(namespace, k, rec.value(stop.value), ttl, cost=_perf() - rec.t0)
@@ -143,11 +143,11 @@ def async_stream_wrapper(
                     yield chunk
                 return
         agen = func(*args, **kwargs)
-        rec = _Recorder()
+        rec = _Recorder(agen.athrow, agen.asend, agen.__anext__)
         try:
             while True:
                 try:
-                    chunk = await rec.pull(agen.athrow, agen.asend, agen.__anext__)
+                    chunk = await rec.pull()
                 except StopAsyncIteration:
                     break
                 if k is not None:
