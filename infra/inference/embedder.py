@@ -11,7 +11,6 @@ is counted in ``stats`` and logged once. Vectors are returned and cached as ``li
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -109,13 +108,15 @@ class _FailOpen:
     """The embedder's cache, failing open: opened on first use (``get_cache()`` unless one was given); a
     failure is counted in ``cache_errors``, logged once, and the call goes on uncached."""
 
-    __slots__ = ("_cache", "_logged", "_model_id", "_stats")
+    __slots__ = ("_cache", "_logged", "_model_id", "_stats", "reading", "writing")
 
     def __init__(self, cache: Cache | Literal[False] | None, model_id: str, stats: EmbedderStats) -> None:
         self._cache: Cache | Literal[False] | None = cache
         self._logged = False
         self._model_id = model_id
         self._stats = stats
+        self.reading = self.fail_open("cache lookup")  # built once: they hold no state of a call
+        self.writing = self.fail_open("cache store")
 
     def store(self) -> Any:
         """The cache, or None (none wanted, or opening it failed)."""
@@ -128,57 +129,76 @@ class _FailOpen:
                 self._cache = False
         return self._cache or None
 
-    @contextlib.contextmanager
-    def fail_open(self, what: str) -> Iterator[None]:
-        """Run the block; an ``Exception`` in it is counted and logged (the first only), not raised."""
-        try:
-            yield
-        except Exception as exc:
-            self._stats.cache_errors += 1
-            if not self._logged:
-                self._logged = True
-                log.warning(
-                    "CachedEmbedder %r: %s failed (%s: %s); embedding uncached",
-                    self._model_id,
-                    what,
-                    type(exc).__name__,
-                    exc,
-                )
+    def fail_open(self, what: str) -> _FailingOpen:
+        """A context manager: an ``Exception`` in its block is counted and logged (the first only), not
+        raised."""
+        return _FailingOpen(self, what)
+
+    def failed(self, exc: Exception, what: str) -> None:
+        self._stats.cache_errors += 1
+        if not self._logged:
+            self._logged = True
+            log.warning(
+                "CachedEmbedder %r: %s failed (%s: %s); embedding uncached",
+                self._model_id,
+                what,
+                type(exc).__name__,
+                exc,
+            )
+
+
+class _FailingOpen:
+    """``_FailOpen.fail_open``'s context manager (a class: a generator-based one cost ~1 us a use, a tenth
+    of a cached ``embed_one``)."""
+
+    __slots__ = ("owner", "what")
+
+    def __init__(self, owner: _FailOpen, what: str) -> None:
+        self.owner = owner
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, Exception):
+            self.owner.failed(exc, self.what)
+            return True
+        return False
 
 
 class _Call:
     """One ``embed`` call's decisions, I/O-free: the texts deduplicated, their keys, the vectors found,
-    the texts to compute, the entries to store and the answer in input order. ``store`` is the cache
-    to read and write, or None (no cache, or its keys couldn't be made)."""
+    the texts to compute, the entries to store and the answer in input order. ``store`` is the cache to
+    read, or None; the call writes to it only once its keys were made (``keys``)."""
 
-    __slots__ = ("got", "key_of", "keys", "stats", "store", "texts", "uniq")
+    __slots__ = ("got", "keys", "stats", "store", "texts", "uniq")
 
-    def __init__(self, stats: EmbedderStats, texts: Sequence[str]) -> None:
+    def __init__(self, stats: EmbedderStats, texts: Sequence[str], store: Any) -> None:
         self.stats = stats
         self.texts = texts
         self.uniq = list(dict.fromkeys(texts))
         stats.deduped += len(texts) - len(self.uniq)
-        self.store: Any = None
+        self.store: Any = store if self.uniq else None
         self.keys: list[str] = []
-        self.key_of: dict[str, str] = {}
         self.got: dict[str, Vector] = {}
 
-    def keyed(self, store: Any, namespace: str, model_id: str) -> None:
-        """Make the texts' keys; only then is ``store`` used (a failure leaves the call uncached)."""
+    def keyed(self, namespace: str, model_id: str) -> list[str]:
+        """The texts' keys (kept: a call whose keys couldn't be made stores nothing)."""
         from infra.cache import make_key
 
         self.keys = [make_key(namespace, model_id, t) for t in self.uniq]
-        self.key_of = dict(zip(self.uniq, self.keys, strict=True))
-        self.store = store
+        return self.keys
 
     def found(self, found: Mapping[str, Any]) -> None:
         """The cached vectors among what a ``get_many`` returned."""
         from infra.cache import MISSING
 
-        for t, k in self.key_of.items():
+        got = self.got
+        for t, k in zip(self.uniq, self.keys, strict=True):
             v = found.get(k, MISSING)
             if v is not MISSING:
-                self.got[t] = v
+                got[t] = v
 
     def misses(self) -> list[str]:
         """The texts to compute; counts hits and misses."""
@@ -191,8 +211,10 @@ class _Call:
         """Take the computed vectors; the cache entries (key -> vector) to store, none without a store."""
         new = dict(zip(misses, vectors, strict=True))
         self.got.update(new)
-        key_of = self.key_of
-        return {key_of[t]: v for t, v in new.items()} if self.store is not None else {}
+        if not self.keys:
+            return {}
+        key_of = dict(zip(self.uniq, self.keys, strict=True))
+        return {key_of[t]: v for t, v in new.items()}
 
     def result(self) -> list[Vector]:
         got = self.got
@@ -306,17 +328,10 @@ class CachedEmbedder:
     # -- public API ------------------------------------------------------------------------------
 
     def _lookup(self, texts: Sequence[str]) -> _Call:
-        """The call's texts, deduplicated, and their keys when a cache is there (none if the keys
-        can't be made: the call then goes uncached)."""
+        """The call: its texts deduplicated and the cache to read (None: none, or no texts)."""
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts; use embed_one() for a single text")
-        call = _Call(self.stats, texts)
-        if call.uniq:
-            store = self._cache.store()
-            if store is not None:
-                with self._cache.fail_open("cache lookup"):
-                    call.keyed(store, self.namespace, self.model_id)
-        return call
+        return _Call(self.stats, texts, self._cache.store() if texts else None)
 
     # Sync and async differ only in the awaiting: the decisions are _Call's, the failures _FailOpen's.
 
@@ -324,13 +339,14 @@ class CachedEmbedder:
         """One vector per text, in order (blocking; from threads or sync code)."""
         call = self._lookup(texts)
         if call.store is not None:
-            with self._cache.fail_open("cache lookup"):
-                call.found(call.store.get_many(self.namespace, call.keys))
+            with self._cache.reading:
+                keys = call.keyed(self.namespace, self.model_id)
+                call.found(call.store.get_many(self.namespace, keys))
         misses = call.misses()
         if misses:
             entries = call.computed(misses, self.batcher.submit_many(misses))
             if entries:
-                with self._cache.fail_open("cache store"):
+                with self._cache.writing:
                     call.store.set_many(self.namespace, entries, ttl=self.ttl)
         return call.result()
 
@@ -338,13 +354,14 @@ class CachedEmbedder:
         """Async ``embed``: the model runs on the batcher's thread; the loop never blocks on it."""
         call = self._lookup(texts)
         if call.store is not None:
-            with self._cache.fail_open("cache lookup"):
-                call.found(await call.store.aget_many(self.namespace, call.keys))
+            with self._cache.reading:
+                keys = call.keyed(self.namespace, self.model_id)
+                call.found(await call.store.aget_many(self.namespace, keys))
         misses = call.misses()
         if misses:
             entries = call.computed(misses, await self.batcher.asubmit_many(misses))
             if entries:
-                with self._cache.fail_open("cache store"):
+                with self._cache.writing:
                     await call.store.aset_many(self.namespace, entries, ttl=self.ttl)
         return call.result()
 
