@@ -30,20 +30,47 @@ _IMMUTABLE_CHUNKS = (str, bytes)
 
 
 class _Recorder:
-    """The chunks of one run, each kept as a copy taken before the consumer sees it."""
+    """The chunks of one run, each kept as a copy taken before the consumer sees it, and what the consumer
+    asked of the source last (a value sent in, an exception thrown in): the decisions both wrappers share.
+    ``throw`` / ``send`` / ``nxt`` are the source's methods (an async source's return awaitables)."""
 
-    __slots__ = ("frozen", "ok", "t0")
+    __slots__ = ("_next", "_send", "_throw", "frozen", "ok", "sent", "t0", "thrown")
 
-    def __init__(self) -> None:
+    def __init__(
+        self, throw: Callable[[BaseException], Any], send: Callable[[Any], Any], nxt: Callable[[], Any]
+    ) -> None:
+        self._throw, self._send, self._next = throw, send, nxt
         self.frozen: list[Any] = []
         self.ok = True  # False once a value is sent in: the run is not a function of its arguments alone
         self.t0 = _perf()
+        self.sent: Any = None
+        self.thrown: BaseException | None = None
 
     def add(self, chunk: Any) -> None:
         if type(chunk) in _IMMUTABLE_CHUNKS:  # the common LLM token: nothing to copy
             self.frozen.append((chunk, None))
         else:
             self.frozen.append(freeze_plain(chunk))
+
+    def pull(self) -> Any:
+        """Advance the source as the consumer asked: throw in what it threw, send what it sent, else take
+        the next chunk. Returns what the source's method returns (a chunk, or an awaitable of one)."""
+        exc, sent = self.thrown, self.sent
+        if exc is None and sent is None:  # plain iteration: the common case
+            return self._next()
+        self.thrown = self.sent = None
+        return self._throw(exc) if exc is not None else self._send(sent)
+
+    def answered(self, sent: Any) -> None:
+        """The consumer resumed the stream with ``sent`` (None: plain iteration)."""
+        if sent is not None:
+            self.ok = False  # the chunks now depend on more than the arguments: not stored
+            self.sent = sent
+
+    def threw(self, exc: BaseException) -> None:
+        """The consumer threw ``exc`` in: the source decides what follows; nothing is stored."""
+        self.ok = False
+        self.thrown = exc
 
     def value(self, returned: Any) -> list[Any]:
         return [[s if how is None else how(s) for s, how in self.frozen], returned]
@@ -73,35 +100,23 @@ def stream_wrapper(
             chunks, returned = hit
             yield from chunks
             return returned
-        rec = _Recorder()
         gen = func(*args, **kwargs)
-        sent: Any = None
-        thrown: BaseException | None = None
+        rec = _Recorder(gen.throw, gen.send, gen.__next__)
         while True:
             try:
-                if thrown is not None:
-                    exc, thrown = thrown, None
-                    chunk = gen.throw(exc)
-                elif sent is not None:
-                    chunk = gen.send(sent)
-                else:
-                    chunk = next(gen)
+                chunk = rec.pull()
             except StopIteration as stop:
                 if rec.ok:
                     c.set(namespace, k, rec.value(stop.value), ttl, cost=_perf() - rec.t0)
                 return stop.value
             rec.add(chunk)
-            sent = None
             try:
-                sent = yield chunk
+                rec.answered((yield chunk))
             except GeneratorExit:
                 gen.close()  # abandoned: nothing stored
                 raise
-            except BaseException as exc:  # thrown in by the consumer: the source decides; nothing stored
-                rec.ok = False
-                thrown = exc
-            if sent is not None:
-                rec.ok = False
+            except BaseException as exc:  # thrown in by the consumer
+                rec.threw(exc)
 
     return gen_wrapper
 
@@ -128,33 +143,21 @@ def async_stream_wrapper(
                     yield chunk
                 return
         agen = func(*args, **kwargs)
-        rec = _Recorder()
-        sent: Any = None
-        thrown: BaseException | None = None
+        rec = _Recorder(agen.athrow, agen.asend, agen.__anext__)
         try:
             while True:
                 try:
-                    if thrown is not None:
-                        exc, thrown = thrown, None
-                        chunk = await agen.athrow(exc)
-                    elif sent is not None:
-                        chunk = await agen.asend(sent)
-                    else:
-                        chunk = await agen.__anext__()
+                    chunk = await rec.pull()
                 except StopAsyncIteration:
                     break
                 if k is not None:
                     rec.add(chunk)
-                sent = None
                 try:
-                    sent = yield chunk
+                    rec.answered((yield chunk))
                 except GeneratorExit:
                     raise
-                except BaseException as exc:  # thrown in by the consumer: the source decides; not stored
-                    rec.ok = False
-                    thrown = exc
-                if sent is not None:
-                    rec.ok = False
+                except BaseException as exc:  # thrown in by the consumer
+                    rec.threw(exc)
         except BaseException:  # the source raised, or the consumer closed or cancelled: nothing stored
             await agen.aclose()
             raise

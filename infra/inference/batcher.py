@@ -22,18 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
 from infra.config.sections.runtime import BatchingConfig
 from infra.errors import BackpressureError
 from infra.metrics import get_metrics
 
-__all__ = ["BatcherStats", "MicroBatcher"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["BatcherStats", "BatchingOverrides", "MicroBatcher"]
 
 log = logging.getLogger("infra.inference")
 
@@ -42,6 +46,21 @@ _SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class BatchingOverrides(TypedDict, total=False):
+    """Keywords that override single fields of the ``batching`` section (None: the section's value)."""
+
+    max_batch_size: int | None
+    max_wait_ms: float | None
+    max_queue: int | None
+
+
+def _overridden(section: BatchingConfig, overrides: BatchingOverrides) -> BatchingConfig:
+    """``section`` with the given fields replaced, checked by its Specs as any section is (a
+    ``ConfigError``, which is a ``ValueError``, naming each bad setting)."""
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(section, **given) if given else section
 
 
 class _Sink:
@@ -127,13 +146,8 @@ class BatcherStats:
         return self.items / self.batches if self.batches else 0.0
 
     def to_dict(self) -> dict[str, float]:
-        return {
-            "batches": self.batches,
-            "items": self.items,
-            "rejected": self.rejected,
-            "max_batch_seen": self.max_batch_seen,
-            "mean_batch_size": round(self.mean_batch_size, 3),
-        }
+        counts: dict[str, float] = {name: getattr(self, name) for name in self.__slots__}
+        return {**counts, "mean_batch_size": round(self.mean_batch_size, 3)}
 
 
 class MicroBatcher(Generic[T, R]):
@@ -150,26 +164,14 @@ class MicroBatcher(Generic[T, R]):
         fn: Callable[[list[T]], Sequence[R]],
         config: BatchingConfig | None = None,
         *,
-        max_batch_size: int | None = None,
-        max_wait_ms: float | None = None,
-        max_queue: int | None = None,
         isolate_errors: bool = True,
         name: str = "default",
+        **overrides: Unpack[BatchingOverrides],
     ) -> None:
-        section = config if config is not None else BatchingConfig()
-        if max_batch_size is None:
-            max_batch_size = section.max_batch_size
-        if max_wait_ms is None:
-            max_wait_ms = float(section.max_wait_ms)
-        if max_queue is None:
-            max_queue = section.max_queue
-        self._check(max_batch_size, max_wait_ms, max_queue)
+        self._use(_overridden(config if config is not None else BatchingConfig(), overrides))
         self.fn = fn
         self.name = name
         self.isolate_errors = isolate_errors
-        self._max_batch_size = max_batch_size
-        self._max_wait = max_wait_ms / 1000.0
-        self._max_queue = max_queue
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[_Pending] = deque()
         self._closed = False
@@ -199,16 +201,14 @@ class MicroBatcher(Generic[T, R]):
             "infra_batch_rejected_total", "Items refused because the queue was full.", labelnames=("batcher",)
         ).labels(name)
 
-    @staticmethod
-    def _check(max_batch_size: int, max_wait_ms: float, max_queue: int) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, not {max_batch_size!r}")
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, not {max_wait_ms!r}")
-        if max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1, not {max_queue!r}")
-
     # -- settings --------------------------------------------------------------------------------
+
+    def _use(self, section: BatchingConfig) -> None:
+        """Take ``section``'s settings (the worker reads the three plain attributes)."""
+        self._settings = section
+        self._max_batch_size = section.max_batch_size
+        self._max_wait = section.max_wait_ms / 1000.0
+        self._max_queue = section.max_queue
 
     @property
     def max_batch_size(self) -> int:
@@ -222,20 +222,11 @@ class MicroBatcher(Generic[T, R]):
     def max_queue(self) -> int:
         return self._max_queue
 
-    def configure(
-        self,
-        *,
-        max_batch_size: int | None = None,
-        max_wait_ms: float | None = None,
-        max_queue: int | None = None,
-    ) -> None:
-        """Change settings at run time; the next batch uses them (a batch being collected re-reads them)."""
+    def configure(self, **overrides: Unpack[BatchingOverrides]) -> None:
+        """Change settings at run time; the next batch uses them (a batch being collected re-reads them).
+        A bad value raises (a ``ValueError``) and leaves every setting as it was."""
         with self._cond:
-            bs = self._max_batch_size if max_batch_size is None else max_batch_size
-            wait = self.max_wait_ms if max_wait_ms is None else max_wait_ms
-            mq = self._max_queue if max_queue is None else max_queue
-            self._check(bs, wait, mq)
-            self._max_batch_size, self._max_wait, self._max_queue = bs, wait / 1000.0, mq
+            self._use(_overridden(self._settings, overrides))
             self._cond.notify_all()
 
     # -- submitting ------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, cast
 
@@ -105,6 +104,123 @@ class EmbedderStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+class _FailOpen:
+    """The embedder's cache, failing open: opened on first use (``get_cache()`` unless one was given); a
+    failure is counted in ``cache_errors``, logged once, and the call goes on uncached."""
+
+    __slots__ = ("_cache", "_logged", "_model_id", "_stats", "reading", "writing")
+
+    def __init__(self, cache: Cache | Literal[False] | None, model_id: str, stats: EmbedderStats) -> None:
+        self._cache: Cache | Literal[False] | None = cache
+        self._logged = False
+        self._model_id = model_id
+        self._stats = stats
+        self.reading = self.fail_open("cache lookup")  # built once: they hold no state of a call
+        self.writing = self.fail_open("cache store")
+
+    def store(self) -> Any:
+        """The cache, or None (none wanted, or opening it failed)."""
+        if self._cache is None:
+            with self.fail_open("opening the cache"):
+                from infra.cache import get_cache
+
+                self._cache = get_cache()
+            if self._cache is None:  # it failed: don't try again
+                self._cache = False
+        return self._cache or None
+
+    def fail_open(self, what: str) -> _FailingOpen:
+        """A context manager: an ``Exception`` in its block is counted and logged (the first only), not
+        raised."""
+        return _FailingOpen(self, what)
+
+    def failed(self, exc: Exception, what: str) -> None:
+        self._stats.cache_errors += 1
+        if not self._logged:
+            self._logged = True
+            log.warning(
+                "CachedEmbedder %r: %s failed (%s: %s); embedding uncached",
+                self._model_id,
+                what,
+                type(exc).__name__,
+                exc,
+            )
+
+
+class _FailingOpen:
+    """``_FailOpen.fail_open``'s context manager (a class: a generator-based one cost ~1 us a use, a tenth
+    of a cached ``embed_one``)."""
+
+    __slots__ = ("owner", "what")
+
+    def __init__(self, owner: _FailOpen, what: str) -> None:
+        self.owner = owner
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, Exception):
+            self.owner.failed(exc, self.what)
+            return True
+        return False
+
+
+class _Call:
+    """One ``embed`` call's decisions, I/O-free: the texts deduplicated, their keys, the vectors found,
+    the texts to compute, the entries to store and the answer in input order. ``store`` is the cache to
+    read, or None; the call writes to it only once its keys were made (``keys``)."""
+
+    __slots__ = ("got", "keys", "stats", "store", "texts", "uniq")
+
+    def __init__(self, stats: EmbedderStats, texts: Sequence[str], store: Any) -> None:
+        self.stats = stats
+        self.texts = texts
+        self.uniq = list(dict.fromkeys(texts))
+        stats.deduped += len(texts) - len(self.uniq)
+        self.store: Any = store if self.uniq else None
+        self.keys: list[str] = []
+        self.got: dict[str, Vector] = {}
+
+    def keyed(self, namespace: str, model_id: str) -> list[str]:
+        """The texts' keys (kept: a call whose keys couldn't be made stores nothing)."""
+        from infra.cache import make_key
+
+        self.keys = [make_key(namespace, model_id, t) for t in self.uniq]
+        return self.keys
+
+    def found(self, found: Mapping[str, Any]) -> None:
+        """The cached vectors among what a ``get_many`` returned."""
+        from infra.cache import MISSING
+
+        got = self.got
+        for t, k in zip(self.uniq, self.keys, strict=True):
+            v = found.get(k, MISSING)
+            if v is not MISSING:
+                got[t] = v
+
+    def misses(self) -> list[str]:
+        """The texts to compute; counts hits and misses."""
+        misses = [t for t in self.uniq if t not in self.got]
+        self.stats.hits += len(self.uniq) - len(misses)
+        self.stats.misses += len(misses)
+        return misses
+
+    def computed(self, misses: list[str], vectors: list[Vector]) -> dict[str, Vector]:
+        """Take the computed vectors; the cache entries (key -> vector) to store, none without a store."""
+        new = dict(zip(misses, vectors, strict=True))
+        self.got.update(new)
+        if not self.keys:
+            return {}
+        key_of = dict(zip(self.uniq, self.keys, strict=True))
+        return {key_of[t]: v for t, v in new.items()}
+
+    def result(self) -> list[Vector]:
+        got = self.got
+        return [got[t] for t in self.texts]
+
+
 class CachedEmbedder:
     """Embed texts with caching and dynamic batching around ``embed_fn(list[str]) -> vectors``.
 
@@ -135,10 +251,8 @@ class CachedEmbedder:
         self.namespace = namespace
         self.ttl = ttl
         self.inference_mode = inference_mode
-        self._cache = cache
-        self._cache_failed_logged = False
-        self._lock = threading.Lock()
         self.stats = EmbedderStats()
+        self._cache = _FailOpen(cache, model_id, self.stats)
         self.batcher: MicroBatcher[str, Vector] = MicroBatcher(
             self._batched,
             max_batch_size=max_batch_size,
@@ -211,120 +325,45 @@ class CachedEmbedder:
         by_text = {t: _to_list(v) for t, v in zip(uniq, vecs, strict=True)}
         return [by_text[t] for t in texts]
 
-    # -- cache (fail open) -----------------------------------------------------------------------
-
-    def _store(self) -> Any:
-        if self._cache is None:
-            try:
-                from infra.cache import get_cache
-
-                self._cache = get_cache()
-            except Exception as exc:
-                self._cache_failed(exc, "opening the cache")
-                self._cache = False
-        return self._cache or None
-
-    def _cache_failed(self, exc: BaseException, what: str) -> None:
-        self.stats.cache_errors += 1
-        if not self._cache_failed_logged:
-            self._cache_failed_logged = True
-            log.warning(
-                "CachedEmbedder %r: %s failed (%s: %s); embedding uncached",
-                self.model_id,
-                what,
-                type(exc).__name__,
-                exc,
-            )
-
-    def _keys(self, uniq: list[str]) -> list[str]:
-        from infra.cache import make_key
-
-        return [make_key(self.namespace, self.model_id, t) for t in uniq]
-
-    @staticmethod
-    def _hits(found: Any, keys: list[str]) -> dict[str, Any]:
-        from infra.cache import MISSING
-
-        return {k: found[k] for k in keys if k in found and found[k] is not MISSING}
-
     # -- public API ------------------------------------------------------------------------------
 
-    def _plan(self, texts: Sequence[str]) -> list[str]:
+    def _lookup(self, texts: Sequence[str]) -> _Call:
+        """The call: its texts deduplicated and the cache to read (None: none, or no texts)."""
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts; use embed_one() for a single text")
-        uniq = list(dict.fromkeys(texts))
-        self.stats.deduped += len(texts) - len(uniq)
-        return uniq
+        return _Call(self.stats, texts, self._cache.store() if texts else None)
 
-    def _found(self, uniq: list[str], keys: list[str], found: Any) -> dict[str, Vector]:
-        """The cached vectors of ``uniq`` among what a ``get_many`` returned."""
-        hits = self._hits(found, keys)
-        return {t: hits[k] for t, k in zip(uniq, keys, strict=True) if k in hits}
-
-    def _misses(self, uniq: list[str], got: dict[str, Vector]) -> list[str]:
-        """The texts to compute; counts hits and misses."""
-        misses = [t for t in uniq if t not in got]
-        self.stats.hits += len(uniq) - len(misses)
-        self.stats.misses += len(misses)
-        return misses
-
-    @staticmethod
-    def _entries(uniq: list[str], keys: list[str], new: dict[str, Vector]) -> dict[str, Vector]:
-        """The cache entries (key -> vector) of the freshly computed texts."""
-        key_of = dict(zip(uniq, keys, strict=True))
-        return {key_of[t]: v for t, v in new.items()}
-
-    # Sync and async differ only in the awaiting: the decisions are the helpers above.
+    # Sync and async differ only in the awaiting: the decisions are _Call's, the failures _FailOpen's.
 
     def embed(self, texts: Sequence[str]) -> list[Vector]:
         """One vector per text, in order (blocking; from threads or sync code)."""
-        uniq = self._plan(texts)
-        if not uniq:
-            return []
-        store = self._store()
-        got: dict[str, Vector] = {}
-        keys: list[str] = []
-        if store is not None:
-            try:
-                keys = self._keys(uniq)
-                got = self._found(uniq, keys, store.get_many(self.namespace, keys))
-            except Exception as exc:
-                self._cache_failed(exc, "cache lookup")
-        misses = self._misses(uniq, got)
+        call = self._lookup(texts)
+        if call.store is not None:
+            with self._cache.reading:
+                keys = call.keyed(self.namespace, self.model_id)
+                call.found(call.store.get_many(self.namespace, keys))
+        misses = call.misses()
         if misses:
-            new = dict(zip(misses, self.batcher.submit_many(misses), strict=True))
-            got.update(new)
-            if store is not None and keys:
-                try:
-                    store.set_many(self.namespace, self._entries(uniq, keys, new), ttl=self.ttl)
-                except Exception as exc:
-                    self._cache_failed(exc, "cache store")
-        return [got[t] for t in texts]
+            entries = call.computed(misses, self.batcher.submit_many(misses))
+            if entries:
+                with self._cache.writing:
+                    call.store.set_many(self.namespace, entries, ttl=self.ttl)
+        return call.result()
 
     async def aembed(self, texts: Sequence[str]) -> list[Vector]:
         """Async ``embed``: the model runs on the batcher's thread; the loop never blocks on it."""
-        uniq = self._plan(texts)
-        if not uniq:
-            return []
-        store = self._store()
-        got: dict[str, Vector] = {}
-        keys: list[str] = []
-        if store is not None:
-            try:
-                keys = self._keys(uniq)
-                got = self._found(uniq, keys, await store.aget_many(self.namespace, keys))
-            except Exception as exc:
-                self._cache_failed(exc, "cache lookup")
-        misses = self._misses(uniq, got)
+        call = self._lookup(texts)
+        if call.store is not None:
+            with self._cache.reading:
+                keys = call.keyed(self.namespace, self.model_id)
+                call.found(await call.store.aget_many(self.namespace, keys))
+        misses = call.misses()
         if misses:
-            new = dict(zip(misses, await self.batcher.asubmit_many(misses), strict=True))
-            got.update(new)
-            if store is not None and keys:
-                try:
-                    await store.aset_many(self.namespace, self._entries(uniq, keys, new), ttl=self.ttl)
-                except Exception as exc:
-                    self._cache_failed(exc, "cache store")
-        return [got[t] for t in texts]
+            entries = call.computed(misses, await self.batcher.asubmit_many(misses))
+            if entries:
+                with self._cache.writing:
+                    await call.store.aset_many(self.namespace, entries, ttl=self.ttl)
+        return call.result()
 
     def embed_one(self, text: str) -> Vector:
         """The vector of one text."""

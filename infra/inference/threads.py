@@ -178,12 +178,4 @@ def apply_thread_budget(
                 notes.append(f"inter-op threads stay {torch.get_num_interop_threads()}: {exc}")
     for note in notes:
         log.warning("thread budget: %s", note)
-    return ThreadBudget(
-        cores=plan.cores,
-        torch_threads=plan.torch_threads,
-        interop_threads=plan.interop_threads,
-        ollama_threads=plan.ollama_threads,
-        env=plan.env,
-        notes=tuple(notes),
-        applied=tuple(applied),
-    )
+    return dataclasses.replace(plan, notes=tuple(notes), applied=tuple(applied))

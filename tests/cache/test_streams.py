@@ -235,3 +235,57 @@ def test_values_sent_or_thrown_in_reach_the_source_and_nothing_is_stored(cache: 
     asyncio.run(main())
     assert list(echo(2)) == [None, None]  # ran again: nothing was stored for the interactive runs
     assert runs == [3, 3, 2]
+
+
+def test_a_stream_run_to_its_end_after_a_send_or_a_throw_is_not_stored(cache: Cache) -> None:
+    """The consumer's last request (a value sent, an exception thrown) reaches the source once; plain
+    iteration after it sends None again; a run that took either is not stored even when it ends."""
+    runs: list[int] = []
+    seen: list[Any] = []
+
+    @cached(namespace="streams", cache=cache)
+    def echo(n: int) -> Any:
+        runs.append(n)
+        got = None
+        for _ in range(n):
+            try:
+                got = yield got
+            except KeyError:
+                got = "handled"
+            seen.append(got)
+        return "end"
+
+    g = echo(4)
+    assert next(g) is None
+    assert g.send("a") == "a"
+    assert next(g) is None  # the sent value is not sent again
+    assert g.throw(KeyError()) == "handled"
+    with pytest.raises(StopIteration) as stop:
+        next(g)
+    assert stop.value.value == "end" and seen == ["a", None, "handled", None]
+
+    @cached(namespace="streams", cache=cache)
+    async def aecho(n: int) -> Any:
+        runs.append(n)
+        got = None
+        for _ in range(n):
+            try:
+                got = yield got
+            except KeyError:
+                got = "handled"
+            seen.append(got)
+
+    async def main() -> list[Any]:
+        ag = aecho(3)
+        out = [await ag.__anext__(), await ag.athrow(KeyError()), await ag.asend("b")]
+        with pytest.raises(StopAsyncIteration):
+            await ag.__anext__()
+        return out
+
+    assert asyncio.run(main()) == [None, "handled", "b"]
+    assert list(echo(4)) == [None] * 4 and runs == [4, 3, 4]  # ran again: neither run was stored
+    assert asyncio.run(_collect(aecho(3))) == [None] * 3 and runs == [4, 3, 4, 3]
+
+
+async def _collect(ag: Any) -> list[Any]:
+    return [x async for x in ag]

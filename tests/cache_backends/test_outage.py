@@ -213,3 +213,31 @@ def test_postgres_statement_stuck_past_op_timeout_fails_open(
     assert busy_seen and all(n > 0 for n in busy_seen)  # asyncpg's statement count is there to compare
     wait_until_backend_works(b)
     assert b.get(NS, "k") is not None
+
+
+def test_redis_a_command_error_is_a_cache_error_and_leaves_the_gate_closed(
+    make_redis: Callable[..., Any], redis_url: str
+) -> None:
+    """The server answered with an error (not a lost connection): both twins raise the gate's
+    ``CacheError`` naming it, the gate stays closed, and the next good answer goes through."""
+    import redis
+
+    backend = make_redis()
+    r = redis.Redis.from_url(redis_url)
+    r.set(f"{backend.prefix}:gens", "not a hash")  # HGETALL on it: WRONGTYPE
+
+    async def both_twins() -> None:
+        try:
+            with pytest.raises(CacheError, match="WRONGTYPE"):
+                backend.generations()
+            with pytest.raises(CacheError, match="WRONGTYPE"):
+                await backend.agenerations()
+            assert not backend.gate.down
+            r.delete(f"{backend.prefix}:gens")
+            assert backend.generations() == {} and await backend.agenerations() == {}
+        finally:
+            await backend.aclose()
+            r.delete(f"{backend.prefix}:gens")
+            r.close()
+
+    asyncio.run(both_twins())

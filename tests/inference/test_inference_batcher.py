@@ -208,3 +208,23 @@ def test_the_batching_section_sets_the_batcher_and_keywords_override_it() -> Non
 def test_bad_settings_raise_naming_the_setting(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         MicroBatcher(Recorder(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_stats_to_dict_lists_every_counter_and_the_mean() -> None:
+    with MicroBatcher(Recorder(), max_batch_size=4, max_wait_ms=0, name="t-stats") as b:
+        b.submit_many([1, 2, 3, 4])
+        b.submit_many([5, 6])
+    assert b.stats.to_dict() == {
+        "batches": 2,
+        "items": 6,
+        "max_batch_seen": 4,
+        "rejected": 0,
+        "mean_batch_size": 3.0,
+    }
+
+
+def test_keywords_given_as_none_keep_the_sections_values() -> None:
+    with MicroBatcher(Recorder(), max_batch_size=None, max_wait_ms=None, max_queue=5, name="t-none") as b:
+        assert (b.max_batch_size, b.max_wait_ms, b.max_queue) == (32, 2.0, 5)
+        b.configure(max_queue=None, max_wait_ms=7)
+        assert (b.max_batch_size, b.max_wait_ms, b.max_queue) == (32, 7.0, 5)

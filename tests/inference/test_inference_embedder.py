@@ -118,6 +118,46 @@ def test_a_failing_cache_fails_open(caplog: pytest.LogCaptureFixture) -> None:
     assert sum("embedding uncached" in r.getMessage() for r in caplog.records) == 1
 
 
+class BrokenAsyncCache(BrokenCache):
+    """The same store, reached from an event loop: the async twins fail too."""
+
+    async def aget_many(self, namespace: str, keys: list[str]) -> dict[str, Any]:
+        raise OSError("disk I/O error")
+
+    async def aset_many(self, namespace: str, mapping: dict[str, Any], ttl: float | None = None) -> None:
+        raise OSError("disk I/O error")
+
+
+async def test_a_failing_cache_fails_open_from_an_event_loop(caplog: pytest.LogCaptureFixture) -> None:
+    model = ToyModel()
+    with CachedEmbedder(model, model_id="toy", cache=BrokenAsyncCache()) as emb:
+        assert await emb.aembed(["ok", "ok", "no"]) == model(["ok", "ok", "no"])
+        assert await emb.aembed_one("ok") == model(["ok"])[0]
+    assert emb.stats.cache_errors == 4 and emb.stats.deduped == 1 and emb.stats.misses == 3
+    assert sum("embedding uncached" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_cache_that_cannot_be_opened_is_tried_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import infra.cache
+
+    opened: list[int] = []
+
+    def get_cache() -> Any:
+        opened.append(1)
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(infra.cache, "get_cache", get_cache)
+    model = ToyModel()
+    with CachedEmbedder(model, model_id="toy") as emb:
+        assert emb.embed(["a"]) == emb.embed(["a"]) == model(["a"])
+    assert opened == [1] and emb.stats.cache_errors == 1 and model.computed == ["a", "a", "a"]
+    assert [r.getMessage() for r in caplog.records if "uncached" in r.getMessage()] == [
+        "CachedEmbedder 'toy': opening the cache failed (OSError: read-only file system); embedding uncached"
+    ]
+
+
 def test_no_cache_and_argument_errors() -> None:
     model = ToyModel()
     with CachedEmbedder(model, model_id="toy", cache=False) as emb:

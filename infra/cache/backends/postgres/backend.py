@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -86,7 +85,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresBackend", "from_settings"]
 
-log = logging.getLogger("infra.cache")
 T = TypeVar("T")
 
 #: up to this many pending LRU touches are kept; older ones are dropped (LRU becomes approximate, never wrong)

@@ -28,7 +28,6 @@ its cap: O(entries) per pass, run off the hot path.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -74,7 +73,27 @@ if TYPE_CHECKING:
 
 __all__ = ["HEADER", "RedisBackend", "from_settings", "pack", "unpack"]
 
-log = logging.getLogger("infra.cache")
+
+class _Answered:
+    """Around one operation on the server: an answer closes the gate; a driver's exception becomes the
+    gate's ``CacheError`` (``fail`` tells a connection failure, which opens it, from another); a
+    ``CacheError`` or a ``BaseException`` (cancellation) passes as it is. A class, not a generator-based
+    context manager: it runs on every write, and this costs two plain calls."""
+
+    __slots__ = ("fail", "gate")
+
+    def __init__(self, gate: ReconnectGate, fail: Callable[[Exception], CacheError]) -> None:
+        self.gate = gate
+        self.fail = fail
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            self.gate.ok()
+        elif isinstance(exc, Exception) and not isinstance(exc, CacheError):
+            raise self.fail(exc) from exc
 
 
 class RedisBackend(RedisListener, CacheBackend):
@@ -111,6 +130,7 @@ class RedisBackend(RedisListener, CacheBackend):
         self._interval = maintenance_interval
         self._listen_wanted = listen
         self.gate = ReconnectGate("redis", self.origin, probe=self._probe)
+        self._answered = _Answered(self.gate, self._fail)
         self._callbacks: list[Callable[[str, int], None]] = []
         self._change_callbacks: list[Callable[[str, int], None]] = []
         self._lock = threading.Lock()
@@ -241,29 +261,19 @@ class RedisBackend(RedisListener, CacheBackend):
         conn = isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
         return self.gate.failed(exc, connection=conn)
 
+    # Every verb but the written-out get / aget: the client's operation inside ``_Answered`` (one rule for
+    # both twins, which differ only in the client and the awaiting).
     def _call(self, fn: Callable[..., Any], *args: Any, admin: bool = False) -> Any:
         self.gate.check()
         client = self._admin_client() if admin else self._sync_client()
-        try:
-            out = fn(client, *args)
-        except CacheError:
-            raise
-        except Exception as exc:
-            raise self._fail(exc) from exc
-        self.gate.ok()
-        return out
+        with self._answered:
+            return fn(client, *args)
 
     async def _acall(self, fn: Callable[..., Any], *args: Any, admin: bool = False) -> Any:
         self.gate.check()
         client = self._async_client(admin)
-        try:
-            out = await fn(client, *args)
-        except CacheError:
-            raise
-        except Exception as exc:
-            raise self._fail(exc) from exc
-        self.gate.ok()
-        return out
+        with self._answered:
+            return await fn(client, *args)
 
     def _seen(self, ns: str, raw: Any) -> int:
         gen = int(raw) if raw is not None else 0
