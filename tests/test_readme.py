@@ -38,7 +38,9 @@ from typing import Any
 
 import pytest
 
+import infra
 from infra.cli import build_parser
+from infra.config import ENV_OVERRIDES
 from infra.testing.ollama_server import OllamaTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -396,6 +398,10 @@ def test_infra_names_classes_and_keywords_exist() -> None:
         bare = re.fullmatch(r"([A-Z]\w*(?:Config|Error|TooLong))(?:\(.*\))?", span)
         if bare and find_home(bare[1]) is None:
             problems.append(where(p, f"`{bare[1]}` exists in none of {', '.join(HOMES)}"))
+        if bare and bare[1].endswith("Config") and not hasattr(infra, bare[1]):
+            problems.append(
+                where(p, f"`{bare[1]}`: README says every settings section is exported from infra")
+            )
         call = _call(span)
         if call is None:
             continue
@@ -508,6 +514,19 @@ def test_environment_variables_exist() -> None:
     assert len(names) > 10
     problems = [where(p, f"`{name}`: infra never reads it") for p, name in names if f'"{name}"' not in source]
     assert not problems, "\n".join(problems)
+
+
+def test_environment_overrides_are_all_listed() -> None:
+    first = next(i for i, p in enumerate(PROSE) if p.text.startswith("Environment overrides:"))
+    listed: dict[str, Prose] = {}
+    for p in PROSE[first:]:
+        if not p.text.strip():
+            break
+        listed |= dict.fromkeys(_SPAN.findall(p.text), p)
+    missing = sorted(set(ENV_OVERRIDES) - set(listed))
+    assert not missing, where(PROSE[first], f"overrides infra reads that README doesn't list: {missing}")
+    extra = [where(p, name) for name, p in listed.items() if name not in ENV_OVERRIDES]
+    assert not extra, f"listed as environment overrides but not in infra.config.ENV_OVERRIDES: {extra}"
 
 
 def test_modules_files_and_links_exist() -> None:
