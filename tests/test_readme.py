@@ -422,7 +422,8 @@ def test_infra_names_classes_and_keywords_exist() -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_config_fields_exist() -> None:
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "infra", "config", "schema"],
         capture_output=True,
@@ -431,7 +432,49 @@ def test_config_fields_exist() -> None:
         timeout=TIMEOUT,
         env=base_env("http://127.0.0.1:11434"),
     ).stdout
-    schema = json.loads(out)
+    loaded: dict[str, Any] = json.loads(out)
+    return loaded
+
+
+def _words(node: Any) -> Iterator[str]:
+    """Every property name and enum value in a schema subtree."""
+    if isinstance(node, dict):
+        yield from node.get("properties", {})
+        yield from (v for v in node.get("enum", []) if isinstance(v, str))
+        for child in node.values():
+            yield from _words(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _words(child)
+
+
+def test_config_keys_in_json_and_the_section_table_exist(schema: dict[str, Any]) -> None:
+    """`"codec": "pickle"` in prose names a real key; `trusted_modules`, `sqlite` in the section table's
+    description column are keys or values of that section."""
+    problems, seen = [], 0
+    everywhere = set(_words(schema))
+    for p, span in spans():
+        key = re.match(r'^"(\w+)":', span)
+        if key:
+            seen += 1
+            if key[1] not in everywhere:
+                problems.append(where(p, f"`{span}`: no key `{key[1]}` in `infra config schema`"))
+    for p in PROSE:
+        cells = p.text.strip("|").split("|")
+        names = _SPAN.findall(cells[0])
+        if len(cells) < 2 or not names or not all(n in schema["properties"] for n in names):
+            continue
+        inside = set().union(*(_words(schema["properties"][n]) for n in names))
+        for word in _SPAN.findall("|".join(cells[1:])):
+            if re.fullmatch(r"[a-z][a-z0-9_]*", word) and word not in ("true", "false"):
+                seen += 1
+                if word not in inside:
+                    problems.append(where(p, f"`{word}`: neither a key nor a value under {', '.join(names)}"))
+    assert seen > 8, "README's config keys no longer found: this check would pass vacuously"
+    assert not problems, "\n".join(problems)
+
+
+def test_config_fields_exist(schema: dict[str, Any]) -> None:
     problems = []
     fields = [(p, s) for p, s in spans() if _FIELD.match(s) and not _FILE.search(s)]
     in_table = False
