@@ -228,7 +228,9 @@ def _three_lines_project(tmp_path: Path) -> tuple[Path, str]:
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "perf_config.json").write_text(json.dumps(config))
     call = f"{cls}(weight=2.0).{entry['methods'][0]}('calm river')"
-    epilogue = (
+    epilogue = (  # README: the classes are cached in place, so every import of them sees the cache
+        f"import {module}\n"
+        f"assert cached_classes[{cls!r}] is {module}.{cls}\n"
         f"assert {call} == {{'text': 'calm river', 'score': 20.0}}\n"
         f"assert {call} == {{'text': 'calm river', 'score': 20.0}}\n"
         f"assert {cls}.computed == 1, {cls}.computed  # the second call, by another instance, was a hit\n"
