@@ -161,9 +161,14 @@ def where(p: Prose | Block, what: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def ollama_url() -> Iterator[str]:
+def ollama_server() -> Iterator[OllamaTestServer]:
     with OllamaTestServer() as server:
-        yield server.url
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ollama_url(ollama_server: OllamaTestServer) -> str:
+    return ollama_server.url
 
 
 def base_env(ollama_host: str) -> dict[str, str]:
@@ -246,8 +251,13 @@ SECTION_SETUP: dict[str, Callable[[Path], tuple[Path, str]]] = {
 }
 
 
+#: Sections whose code README says answers a second run from the cache ("run it twice: the second answer
+#: is a cache hit"): run twice in one folder, the second run must send the test server nothing.
+RUN_TWICE = {"LangChain and LlamaIndex"}
+
+
 @pytest.mark.parametrize("section", PY_SECTIONS)
-def test_python_blocks_run(section: str, tmp_path: Path, ollama_url: str) -> None:
+def test_python_blocks_run(section: str, tmp_path: Path, ollama_server: OllamaTestServer) -> None:
     blocks = [b for b in BLOCKS if b.section == section and b.lang == "python"]
     cwd, epilogue = SECTION_SETUP[section](tmp_path) if section in SECTION_SETUP else (tmp_path, "")
     spec = {
@@ -259,9 +269,18 @@ def test_python_blocks_run(section: str, tmp_path: Path, ollama_url: str) -> Non
     # and is where config discovery looks after the working directory (not this repository's config/).
     script = cwd / "readme_blocks.py"
     script.write_text(RUNNER.read_text(encoding="utf-8"))
-    done = run([sys.executable, str(script), str(tmp_path / "blocks.json")], cwd, base_env(ollama_url))
+    command = [sys.executable, str(script), str(tmp_path / "blocks.json")]
+    done = run(command, cwd, base_env(ollama_server.url))
     lines = ", ".join(str(b.line) for b in blocks)
     assert done.returncode == 0, f"README.md python blocks at lines {lines}:\n{done.stdout}{done.stderr}"
+    if section in RUN_TWICE:
+        sent = json.dumps(ollama_server.stats()["requests"], sort_keys=True)
+        again = run(command, cwd, base_env(ollama_server.url))
+        assert again.returncode == 0, f"second run of README.md lines {lines}:\n{again.stdout}{again.stderr}"
+        assert again.stdout == done.stdout
+        assert json.dumps(ollama_server.stats()["requests"], sort_keys=True) == sent, (
+            f"README.md lines {lines}: the second run sent requests; README says the cache answers it"
+        )
 
 
 def test_three_lines_config_passes_config_check(tmp_path: Path, ollama_url: str) -> None:
