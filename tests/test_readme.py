@@ -3,8 +3,9 @@
 The project promises that README.md stays true. This file holds it to that, as a doctest for markdown:
 
 * every ```python block runs (the blocks of one section in order, in one namespace, in a fresh process)
-  with ``OLLAMA_HOST`` pointed at the project's Ollama API test server and a temporary working directory
-  for cache files; a traceback names the README line that failed (tests/docs/run_python_blocks.py);
+  with ``OLLAMA_HOST`` pointed at the project's Ollama API test server, ``TTS_URL`` (the service of the
+  HTTP example) at the loopback fault server, and a temporary working directory for cache files; a
+  traceback names the README line that failed (tests/docs/run_python_blocks.py);
 * every ```bash block runs from the repository root with its cache in a temporary directory, unless it is
   listed in SKIPPED below with its reason; a listed skip that matches no block fails, so the list can't rot;
 * the Quick start's main job (``python -m infra demo`` on embedded defaults, no Ollama answering) runs;
@@ -43,6 +44,7 @@ import pytest
 import infra
 from infra.cli import build_parser
 from infra.config import ENV_OVERRIDES
+from infra.testing.fault_server import FaultServer
 from infra.testing.ollama_server import OllamaTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +173,12 @@ def ollama_url(ollama_server: OllamaTestServer) -> str:
     return ollama_server.url
 
 
+@pytest.fixture(scope="module")
+def fault_server() -> Iterator[FaultServer]:
+    with FaultServer() as server:
+        yield server
+
+
 def base_env(ollama_host: str) -> dict[str, str]:
     """The environment of a reader's shell: no perf-infra settings of ours, Ollama at the given host."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PERF_", "INFRA_METRICS"))}
@@ -256,8 +264,23 @@ SECTION_SETUP: dict[str, Callable[[Path], tuple[Path, str]]] = {
 RUN_TWICE = {"LangChain and LlamaIndex"}
 
 
+def _tts_call_retried_once(done: subprocess.CompletedProcess[str], fault: FaultServer, key: str) -> None:
+    """README's HTTP example, pointed at a service that fails once: the server saw exactly the two tries
+    the response's history reports (README: "a server receives exactly the tries in a call's history")."""
+    assert "200 2 [(1, 503), (2, 200)]" in done.stdout, done.stdout
+    assert fault.hits[key] == 2, fault.hits[key]
+
+
+#: Checks after a section's blocks ran: (the run, the loopback HTTP server, TTS_URL's counter there).
+AFTER_RUN: dict[str, Callable[[subprocess.CompletedProcess[str], FaultServer, str], None]] = {
+    "HTTP, Ollama and the hot path": _tts_call_retried_once,
+}
+
+
 @pytest.mark.parametrize("section", PY_SECTIONS)
-def test_python_blocks_run(section: str, tmp_path: Path, ollama_server: OllamaTestServer) -> None:
+def test_python_blocks_run(
+    section: str, tmp_path: Path, ollama_server: OllamaTestServer, fault_server: FaultServer
+) -> None:
     blocks = [b for b in BLOCKS if b.section == section and b.lang == "python"]
     cwd, epilogue = SECTION_SETUP[section](tmp_path) if section in SECTION_SETUP else (tmp_path, "")
     spec = {
@@ -270,12 +293,17 @@ def test_python_blocks_run(section: str, tmp_path: Path, ollama_server: OllamaTe
     script = cwd / "readme_blocks.py"
     script.write_text(RUNNER.read_text(encoding="utf-8"))
     command = [sys.executable, str(script), str(tmp_path / "blocks.json")]
-    done = run(command, cwd, base_env(ollama_server.url))
+    # $TTS_URL, the service README's HTTP example calls: the loopback fault server, failing the first try.
+    key = f"fail/{tmp_path.name}"
+    env = base_env(ollama_server.url) | {"TTS_URL": f"{fault_server.url}/{key}?n=1"}
+    done = run(command, cwd, env)
     lines = ", ".join(str(b.line) for b in blocks)
     assert done.returncode == 0, f"README.md python blocks at lines {lines}:\n{done.stdout}{done.stderr}"
+    if section in AFTER_RUN:
+        AFTER_RUN[section](done, fault_server, key)
     if section in RUN_TWICE:
         sent = json.dumps(ollama_server.stats()["requests"], sort_keys=True)
-        again = run(command, cwd, base_env(ollama_server.url))
+        again = run(command, cwd, env)
         assert again.returncode == 0, f"second run of README.md lines {lines}:\n{again.stdout}{again.stderr}"
         assert again.stdout == done.stdout
         assert json.dumps(ollama_server.stats()["requests"], sort_keys=True) == sent, (
