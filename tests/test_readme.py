@@ -23,8 +23,6 @@ The project promises that README.md stays true. This file holds it to that, as a
 from __future__ import annotations
 
 import ast
-import contextlib
-import importlib
 import inspect
 import json
 import os
@@ -33,9 +31,7 @@ import shlex
 import socket
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +42,25 @@ from infra.cli import build_parser
 from infra.config import ENV_OVERRIDES
 from infra.testing.fault_server import FaultServer
 from infra.testing.ollama_server import OllamaTestServer
+from tests.docs.readme import (
+    BLOCKS,
+    HOMES,
+    PROSE,
+    README,
+    ROOT,
+    SPAN,
+    Block,
+    Prose,
+    call_parts,
+    find_home,
+    heading_slugs,
+    migration_table,
+    resolves,
+    schema_words,
+    spans,
+    where,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
 RUNNER = ROOT / "tests" / "docs" / "run_python_blocks.py"
 TIMEOUT = 60
 
@@ -72,91 +84,18 @@ TRANSCRIPT_FILES: dict[str, dict[str, str]] = {
     },
 }
 
-#: Where README's bare class names (`WrapError`, `HttpConfig`) may live.
-HOMES = (
-    "infra",
-    "infra.errors",
-    "infra.http",
-    "infra.cache",
-    "infra.ollama",
-    "infra.db",
-    "infra.server",
-    "builtins",
-)
 
 #: Repository-looking paths README names that are another project's files, with whose.
 NOT_OURS = {"tests/test_client.py": "ollama-python's own suite, run by infra.testing.ollama_upstream"}
 
-_NOT_RUN = re.compile(r"<!--\s*not-run:\s*(.+?)\s*-->")
-_SPAN = re.compile(r"`([^`\n]+)`")
 _REPO_DIRS = r"tests|infra|config|examples|grafana|bench|\.vscode|\.ci"
 _SECTIONS = ("enabled", "cache", "http", "ollama", "metrics", "db", "torch", "batching", "warmup", "wrap")
 _FILE = re.compile(r"\.(?:db|json|py|md|txt)$")  # `cache.db` is a file name, not the field cache.db
 _FIELD = re.compile(rf"^(?:{'|'.join(_SECTIONS)})(?:\.[a-z_0-9]+)+(?::\s.*)?$")
 
 
-@dataclass(frozen=True)
-class Block:
-    section: str
-    ordinal: int
-    lang: str
-    line: int  # README line of the block's first line of code
-    code: str
-    not_run: str | None
-
-    @property
-    def anchor(self) -> str:
-        return f"{self.section} #{self.ordinal}"
-
-
-@dataclass(frozen=True)
-class Prose:
-    line: int
-    section: str
-    text: str
-
-
-def parse(text: str) -> tuple[list[Block], list[Prose]]:
-    """README's fenced blocks and its other lines, each with its section heading and line number."""
-    blocks: list[Block] = []
-    prose: list[Prose] = []
-    lines = text.splitlines()
-    section = ""
-    count: Counter[str] = Counter()
-    i = 0
-    while i < len(lines):
-        fence = re.match(r"^```(\S*)\s*$", lines[i])
-        if fence is None:
-            heading = re.match(r"^#{1,6}\s+(.+?)\s*$", lines[i])
-            if heading:
-                section = heading.group(1)
-            prose.append(Prose(i + 1, section, lines[i]))
-            i += 1
-            continue
-        end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
-        assert end is not None, f"README.md:{i + 1}: code fence never closed"
-        before = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
-        mark = _NOT_RUN.search(before)
-        count[section] += 1
-        code = "\n".join(lines[i + 1 : end]) + "\n"
-        blocks.append(Block(section, count[section], fence.group(1) or "text", i + 2, code, mark and mark[1]))
-        i = end + 1
-    return blocks, prose
-
-
-BLOCKS, PROSE = parse(README.read_text(encoding="utf-8"))
 PY_SECTIONS = list(dict.fromkeys(b.section for b in BLOCKS if b.lang == "python"))
 RUN_BASH = [b for b in BLOCKS if b.lang in ("bash", "sh") and b.anchor not in SKIPPED and not b.not_run]
-
-
-def spans() -> Iterator[tuple[Prose, str]]:
-    for p in PROSE:
-        for span in _SPAN.findall(p.text):
-            yield p, span
-
-
-def where(p: Prose | Block, what: str) -> str:
-    return f"README.md:{p.line}: {what}"
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------
@@ -365,51 +304,13 @@ def test_json_blocks_parse() -> None:
 # -- names, fields and commands README mentions -------------------------------------------------------------
 
 
-def resolve(dotted: str) -> object:
-    """The object a dotted name reaches (longest importable module, then attributes); AttributeError or
-    ImportError when it doesn't exist."""
-    parts = dotted.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj: object = importlib.import_module(".".join(parts[:i]))
-        except ModuleNotFoundError:
-            continue
-        for attr in parts[i:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(dotted)
-
-
-def find_home(name: str) -> object | None:
-    for home in HOMES:
-        with contextlib.suppress(AttributeError, ImportError):
-            return resolve(f"{home}.{name}")
-    return None
-
-
-def migration_table() -> list[tuple[Prose, str, str]]:
-    """The rows (line, before, now) of README's table of renamed settings classes."""
-    rows: list[tuple[Prose, str, str]] = []
-    inside = False
-    for p in PROSE:
-        if re.match(r"^\|\s*before\s*\|\s*now\s*\|", p.text):
-            inside = True
-        elif inside and p.text.startswith("|"):
-            cells = [c.strip() for c in p.text.strip("|").split("|")]
-            if not set(cells[0]) <= set("-: "):
-                rows.append((p, cells[0], cells[1]))
-        else:
-            inside = False
-    return rows
-
-
 def test_migration_table_old_names_are_gone_and_new_ones_exist() -> None:
     rows = migration_table()
     assert len(rows) >= 6, "README's before/now table of settings classes is gone or changed shape"
     problems = []
     for p, before, now in rows:
         for name in re.findall(r"\b(?:infra(?:\.\w+)+|[A-Z][A-Za-z]+(?=[`(]))", before):
-            found = find_home(name) if "." not in name else _resolves(name)
+            found = find_home(name) if "." not in name else resolves(name)
             if found is not None and name != "X":
                 problems.append(where(p, f"`{name}` is listed as gone but still exists"))
         for name in re.findall(r"\b[A-Z][A-Za-z]+(?=[`(])", now):
@@ -418,33 +319,14 @@ def test_migration_table_old_names_are_gone_and_new_ones_exist() -> None:
     assert not problems, "\n".join(problems)
 
 
-def _resolves(dotted: str) -> object | None:
-    with contextlib.suppress(AttributeError, ImportError):
-        return resolve(dotted)
-    return None
-
-
-def _call(span: str) -> tuple[str, str] | None:
-    """`name(args)` (or `@name(args)`) as (name, args) when the span is one call and nothing after it."""
-    head = re.match(r"^@?([A-Za-z_][\w.]*)\(", span)
-    if head is None:
-        return None
-    depth = 0
-    for i in range(head.end() - 1, len(span)):
-        depth += {"(": 1, ")": -1}.get(span[i], 0)
-        if depth == 0:
-            return (head[1], span[head.end() : i]) if i == len(span) - 1 else None
-    return None
-
-
 def test_infra_names_classes_and_keywords_exist() -> None:
-    now = {p.line: _SPAN.findall(cell) for p, _, cell in migration_table()}
+    now = {p.line: SPAN.findall(cell) for p, _, cell in migration_table()}
     problems = []
     for p, span in spans():
         if p.line in now and span not in now[p.line]:
             continue  # the "before" column names what is gone; checked above
         for dotted in re.findall(r"\binfra(?:\.[A-Za-z_]\w*)+", span):
-            if _resolves(dotted) is None:
+            if resolves(dotted) is None:
                 problems.append(where(p, f"`{dotted}` does not exist"))
         bare = re.fullmatch(r"([A-Z]\w*(?:Config|Error|TooLong))(?:\(.*\))?", span)
         if bare and find_home(bare[1]) is None:
@@ -453,11 +335,11 @@ def test_infra_names_classes_and_keywords_exist() -> None:
             problems.append(
                 where(p, f"`{bare[1]}`: README says every settings section is exported from infra")
             )
-        call = _call(span)
+        call = call_parts(span)
         if call is None:
             continue
         name, args = call
-        target = _resolves(name) if name.startswith("infra.") else find_home(name)
+        target = resolves(name) if name.startswith("infra.") else find_home(name)
         if target is None or not callable(target):
             continue
         params = inspect.signature(target).parameters
@@ -487,23 +369,11 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def _words(node: Any) -> Iterator[str]:
-    """Every property name and enum value in a schema subtree."""
-    if isinstance(node, dict):
-        yield from node.get("properties", {})
-        yield from (v for v in node.get("enum", []) if isinstance(v, str))
-        for child in node.values():
-            yield from _words(child)
-    elif isinstance(node, list):
-        for child in node:
-            yield from _words(child)
-
-
 def test_config_keys_in_json_and_the_section_table_exist(schema: dict[str, Any]) -> None:
     """`"codec": "pickle"` in prose names a real key; `trusted_modules`, `sqlite` in the section table's
     description column are keys or values of that section."""
     problems, seen = [], 0
-    everywhere = set(_words(schema))
+    everywhere = set(schema_words(schema))
     for p, span in spans():
         key = re.match(r'^"(\w+)":', span)
         if key:
@@ -512,11 +382,11 @@ def test_config_keys_in_json_and_the_section_table_exist(schema: dict[str, Any])
                 problems.append(where(p, f"`{span}`: no key `{key[1]}` in `infra config schema`"))
     for p in PROSE:
         cells = p.text.strip("|").split("|")
-        names = _SPAN.findall(cells[0])
+        names = SPAN.findall(cells[0])
         if len(cells) < 2 or not names or not all(n in schema["properties"] for n in names):
             continue
-        inside = set().union(*(_words(schema["properties"][n]) for n in names))
-        for word in _SPAN.findall("|".join(cells[1:])):
+        inside = set().union(*(schema_words(schema["properties"][n]) for n in names))
+        for word in SPAN.findall("|".join(cells[1:])):
             if re.fullmatch(r"[a-z][a-z0-9_]*", word) and word not in ("true", "false"):
                 seen += 1
                 if word not in inside:
@@ -533,7 +403,7 @@ def test_config_fields_exist(schema: dict[str, Any]) -> None:
         if re.match(r"^\|\s*section\s*\|", p.text):
             in_table = True
         elif in_table and p.text.startswith("| `"):
-            fields += [(p, name) for name in _SPAN.findall(p.text.split("|")[1])]
+            fields += [(p, name) for name in SPAN.findall(p.text.split("|")[1])]
         else:
             in_table = False
     assert len(fields) > 15, "README's config fields no longer found: this check would pass vacuously"
@@ -561,7 +431,7 @@ def _commands() -> Iterator[tuple[Prose | Block, str]]:
             yield p, span.removeprefix("python -m infra ")
     for p in PROSE:  # the command table's first column: `a` / `b` per row
         if p.section == "Command line" and p.text.startswith("| `"):
-            for span in _SPAN.findall(p.text.split("|")[1]):
+            for span in SPAN.findall(p.text.split("|")[1]):
                 yield p, span
     for b in BLOCKS:
         if b.lang in ("bash", "sh", "text"):
@@ -616,7 +486,7 @@ def test_environment_overrides_are_all_listed() -> None:
     for p in PROSE[first:]:
         if not p.text.strip():
             break
-        listed |= dict.fromkeys(_SPAN.findall(p.text), p)
+        listed |= dict.fromkeys(SPAN.findall(p.text), p)
     missing = sorted(set(ENV_OVERRIDES) - set(listed))
     assert not missing, where(PROSE[first], f"overrides infra reads that README doesn't list: {missing}")
     extra = [where(p, name) for name, p in listed.items() if name not in ENV_OVERRIDES]
@@ -640,19 +510,13 @@ def test_modules_files_and_links_exist() -> None:
             path = ROOT / file if file else README
             if not path.exists():
                 problems.append(where(p, f"link to `{file}`: no such file"))
-            elif anchor and anchor not in _slugs(path):
+            elif anchor and anchor not in heading_slugs(path):
                 problems.append(where(p, f"link to `{target}`: no such heading in {path.name}"))
-        for span in _SPAN.findall(p.text):
+        for span in SPAN.findall(p.text):
             for file in re.findall(rf"(?:^|\s)((?:{_REPO_DIRS})/[\w./-]+)", span):
                 if not (ROOT / file).exists() and file not in NOT_OURS:
                     problems.append(where(p, f"`{file}`: no such file in the repository"))
     assert not problems, "\n".join(problems)
-
-
-def _slugs(markdown: Path) -> set[str]:
-    """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
-    heads = re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown.read_text(encoding="utf-8"), re.MULTILINE)
-    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
 
 
 def test_not_run_python_blocks_still_compile() -> None:
