@@ -55,6 +55,7 @@ from tests.docs.readme import (
     find_home,
     heading_slugs,
     migration_table,
+    parse,
     resolves,
     schema_words,
     spans,
@@ -192,9 +193,38 @@ def _three_lines_project(tmp_path: Path) -> tuple[Path, str]:
     return tmp_path, epilogue
 
 
+_DASHBOARD_SERVED = """
+import asyncio
+from wsgiref.util import setup_testing_defaults
+
+from aiohttp.test_utils import TestClient as AiohttpClient, TestServer
+from starlette.testclient import TestClient
+
+with TestClient(app) as client:
+    page = client.get("/dashboard/")
+    assert page.status_code == 200 and "<html" in page.text, page.status_code
+
+
+async def from_aiohttp():
+    async with AiohttpClient(TestServer(aiohttp_app)) as client:
+        page = await client.get("/dashboard")
+        assert page.status == 200 and "<html" in await page.text(), page.status
+
+
+asyncio.run(from_aiohttp())
+environ = {"SCRIPT_NAME": "/dashboard", "PATH_INFO": "/"}
+setup_testing_defaults(environ)
+statuses = []
+body = b"".join(wsgi_dashboard(environ, lambda status, headers, *exc: statuses.append(status)))
+assert statuses == ["200 OK"] and b"<html" in body, statuses
+"""
+
+
 #: A section whose blocks need a place to run other than an empty folder: (cwd, epilogue the test adds).
 SECTION_SETUP: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "Add it to a worker: three lines": _three_lines_project,
+    # the three mounts serve the page: FastAPI, aiohttp and WSGI each answer /dashboard/ with it
+    "Dashboard": lambda tmp_path: (tmp_path, _DASHBOARD_SERVED),
 }
 
 
@@ -290,6 +320,14 @@ def test_transcripts_match(block: Block, tmp_path: Path, ollama_url: str) -> Non
     done = run(["bash", "-c", command.removeprefix("$ ")], tmp_path, base_env(ollama_url))
     got = (done.stdout + done.stderr).rstrip("\n").split("\n")
     assert got == expected, where(block, f"`{command}` printed:\n" + "\n".join(got))
+
+
+def test_not_run_marker_is_read_from_the_line_before_a_fence() -> None:
+    """README has no illustrative block today; the marker must still work when one is added."""
+    text = "## A\n\n<!-- not-run: why -->\n```python\nx\n```\n```python\ny\n```\n"
+    (marked, plain), _ = parse(text)
+    assert (marked.anchor, marked.not_run, marked.line) == ("A #1", "why", 5)
+    assert (plain.anchor, plain.not_run, plain.code) == ("A #2", None, "y\n")
 
 
 def test_json_blocks_parse() -> None:
