@@ -366,6 +366,10 @@ def test_infra_names_classes_and_keywords_exist() -> None:
         for dotted in re.findall(r"\binfra(?:\.[A-Za-z_]\w*)+", span):
             if resolves(dotted) is None:
                 problems.append(where(p, f"`{dotted}` does not exist"))
+        imported = re.fullmatch(r"from (infra[\w.]*) import ([\w, ]+)", span)
+        for name in imported[2].split(",") if imported else ():
+            if resolves(f"{imported[1]}.{name.strip()}") is None:
+                problems.append(where(p, f"`{span}`: {imported[1]} has no `{name.strip()}`"))
         bare = re.fullmatch(r"([A-Z]\w*(?:Config|Error|TooLong))(?:\(.*\))?", span)
         if bare and find_home(bare[1]) is None:
             problems.append(where(p, f"`{bare[1]}` exists in none of {', '.join(HOMES)}"))

@@ -83,9 +83,19 @@ def parse(text: str) -> tuple[list[Block], list[Prose]]:
 
 
 def spans() -> Iterator[tuple[Prose, str]]:
-    for p in PROSE:
-        for span in SPAN.findall(p.text):
-            yield p, span
+    """Every inline code span of the prose with the line it starts on. Spans are found per paragraph, not
+    per line: one that wraps (`AsyncPerfClient(retry=...,` / `max_per_host=2)`) is one span, its line
+    break read as a space, and doesn't pair the backticks after it wrongly."""
+    paragraph: list[Prose] = []
+    for p in [*PROSE, Prose(-1, "", "")]:
+        if p.text.strip() and (not paragraph or p.line == paragraph[-1].line + 1):
+            paragraph.append(p)
+            continue
+        text = "\n".join(q.text for q in paragraph)
+        for match in re.finditer(r"`([^`]+)`", text):
+            line = paragraph[text.count("\n", 0, match.start())]
+            yield line, " ".join(match[1].split())
+        paragraph = [p] if p.text.strip() else []
 
 
 def where(p: Prose | Block, what: str) -> str:
