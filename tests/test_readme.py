@@ -120,10 +120,12 @@ def fault_server() -> Iterator[FaultServer]:
 
 
 def base_env(ollama_host: str) -> dict[str, str]:
-    """The environment of a reader's shell: no perf-infra settings of ours, Ollama at the given host."""
+    """The environment of a reader's shell, with the project's environment activated: `python` is this
+    interpreter, no perf-infra settings of ours, Ollama at the given host."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PERF_", "INFRA_METRICS"))}
     env["OLLAMA_HOST"] = ollama_host
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
     return env
 
 
