@@ -5,7 +5,9 @@ The project promises that README.md stays true. This file holds it to that, as a
 * every ```python block runs (the blocks of one section in order, in one namespace, in a fresh process)
   with ``OLLAMA_HOST`` pointed at the project's Ollama API test server, ``TTS_URL`` (the service of the
   HTTP example) at the loopback fault server, and a temporary working directory for cache files; a
-  traceback names the README line that failed (tests/docs/run_python_blocks.py);
+  traceback names the README line that failed (tests/docs/run_python_blocks.py); where README promises an
+  effect, the test checks it (SECTION_SETUP, AFTER_RUN, RUN_TWICE: the wrapped class hits, the HTTP call
+  retried exactly once, the framework recipe's second run sends nothing, the dashboard page is served);
 * every ```bash block runs from the repository root with its cache in a temporary directory, unless it is
   listed in SKIPPED below with its reason; a listed skip that matches no block fails, so the list can't rot;
 * the Quick start's main job (``python -m infra demo`` on embedded defaults, no Ollama answering) runs;
