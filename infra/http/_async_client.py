@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 # _aiohttp_pool imports aiohttp here, not on first request: an import inside a call would eat that call's
 # deadline. This module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._aiohttp_pool import handed_out, make_session
-from infra.http._attempt import AiohttpBackend, Backend, HttpxBackend, free_slots, queue_for_slots
+from infra.http._attempt import AiohttpBackend, AttemptClock, Backend, HttpxBackend, slots_clock
 from infra.http._caching import async_cached_request
-from infra.http._core import DEADLINE, Call, Failure, HostState
+from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Call, Failure, HostState, steps
 from infra.http._ident import DEFAULT_HEADERS
-from infra.http._lease import AsyncGate, AsyncLease, release_slots
+from infra.http._lease import AsyncGate, AsyncLease, release_slots, take_now, wait_slots
 from infra.http._origin import origin_of
 from infra.http._response import AsyncStreamResponse, Response, backend_headers
 from infra.http._routing import (
@@ -281,7 +281,116 @@ class AsyncPerfClient:
     # -- the loop ----------------------------------------------------------------------------------------
 
     async def _run(self, args: CallArgs) -> Response:
-        """One logical call: PerfClient._run with ``await`` (every decision is ``Call``'s)."""
+        """One logical call, written out for speed: ``_run_reference`` (the shared ``steps`` loop over
+        ``_once``) with both inlined, so a request resumes one coroutine frame of ours instead of two and
+        runs no generator (callgrind: ~12k fewer instructions a request, see BENCHMARKS.md).
+        tests/http/test_http_hot_path.py holds the two to the same answers; change them together."""
+        method, url, params, headers, content, json, retry_ok, deadline, stream = args
+        host, kind = self._routes.get(url) or self._route(url)
+        started = _monotonic()
+        total: float | None = self._settings.timeout.total
+        if not isinstance(deadline, Default):
+            total = deadline
+        deadline_at = started + total if total is not None else None
+        call = Call(self._settings.retry, host, method, retry_ok, started)
+        backend = (self._aiohttp_backend if kind == "aiohttp" else None) or self._backend(kind)
+        t = self._settings.timeout
+        hs, gs, stats, metrics = host.slots, self._global or self._global_gate(), self._stats, host.metrics
+        wheel = self._wheel or self._timer_wheel()
+        response: Response | AsyncStreamResponse
+        delay: float | None
+        while True:
+            admission = call.admit()
+            t0 = _monotonic()
+            # -- one attempt: _once ----------------------------------------------------------------------
+            held = take_now(hs, gs, metrics, stats)  # slots_clock, written out
+            if held:
+                clock = AttemptClock(wheel, deadline_at, FIRST_BYTE, t.first_byte, t0)
+            else:
+                clock = AttemptClock(wheel, deadline_at, POOL, t.pool, t0)
+            clock.timer.start()
+            resp: Any = None
+            failure = None
+            try:
+                if not held:
+                    await wait_slots(hs, gs, metrics, stats)
+                    held = True
+                    clock.enter(FIRST_BYTE, t.first_byte)
+                resp = await backend.send(kind, method, url, params, headers, content, json)
+                if stream:
+                    clock.timer.stop()
+                    body = backend.body(
+                        resp, AsyncLease(hs, gs, metrics, stats), t.idle, deadline_at, host.origin
+                    )
+                    held = False  # the body reader owns the slots from here
+                    response = AsyncStreamResponse(
+                        backend.status(resp),
+                        backend_headers(resp.headers),
+                        None,
+                        url=url,
+                        method=method,
+                        origin=host.origin,
+                        http_version=backend.version(resp),
+                        body=body,
+                    )
+                else:
+                    if clock.when != deadline_at:  # the body is bounded by the deadline alone (enter)
+                        clock.phase, clock.when = DEADLINE, deadline_at
+                        clock.timer.move(deadline_at)
+                    data = await backend.read(resp)
+            except BaseException as exc:
+                ours = clock.timer.stop()
+                if held:
+                    release_slots(hs, gs, metrics, stats)  # slots first: the drop may be cancelled
+                    if resp is not None:
+                        await backend.drop(resp)
+                failure = clock.failure(exc, ours, backend.classify)
+                if failure is None:
+                    call.release()
+                    raise
+            else:
+                if not stream:
+                    clock.timer.stop()
+                    release_slots(hs, gs, metrics, stats)
+                    if not backend.closes_itself:
+                        await backend.drop(resp)
+                    response = Response(
+                        backend.status(resp),
+                        backend_headers(resp.headers),
+                        data,
+                        url=url,
+                        method=method,
+                        origin=host.origin,
+                        http_version=backend.version(resp),
+                    )
+            # -- what follows it: steps ------------------------------------------------------------------
+            answered = None  # the response to hand back if the breaker stops the retry
+            if failure is not None:
+                delay = call.on_error(failure.kind, failure.cause, t0, _monotonic(), deadline_at, admission)
+            else:
+                try:
+                    delay = call.on_response(response, t0, _monotonic(), deadline_at, admission, stream)
+                except BaseException:
+                    if stream:
+                        await response.aclose()  # type: ignore[union-attr]
+                    raise
+                if delay is None:
+                    if stream and deadline is DEFAULT:
+                        response.drop_deadline()  # type: ignore[union-attr]
+                    return response
+                if stream:
+                    await response.aclose()  # type: ignore[union-attr]
+                else:
+                    answered = response
+            if delay:
+                await asyncio.sleep(delay)
+            last = call.on_wake(answered, _monotonic())
+            if last is not None:
+                return last
+
+    async def _run_reference(self, args: CallArgs) -> Response:
+        """One logical call, the plain twin of ``_run``: PerfClient._run with ``await`` (the ``steps`` loop
+        over one attempt, ``_once``; every decision is ``Call``'s)."""
         method, url, params, headers, content, json, retry_ok, deadline, stream = args
         host, kind = self._routes.get(url) or self._route(url)
         started = _monotonic()
@@ -291,44 +400,28 @@ class AsyncPerfClient:
         deadline_at = started + total if total is not None else None
         call = Call(self._settings.retry, host, method, retry_ok, started)
         backend = self._backend(kind)
-        response: Response | AsyncStreamResponse
-        delay: float | None
+        flow = steps(call, deadline_at, stream, deadline is DEFAULT)
+        effect = flow.send(None)  # the breaker's admission, then the first attempt
         while True:
-            admission = call.admit()
-            t0 = _monotonic()
-            answered = None  # the response to hand back if the breaker stops the retry
-            try:
-                response = await self._once(
-                    backend, kind, host, method, url, params, headers, content, json, deadline_at, stream
-                )
-            except Failure as failure:
-                delay = call.on_error(failure.kind, failure.cause, t0, _monotonic(), deadline_at, admission)
-            except BaseException:
-                call.release()
-                raise
-            else:
+            outcome: Any = None
+            if effect is None:
                 try:
-                    delay = call.on_response(response, t0, _monotonic(), deadline_at, admission, stream)
+                    outcome = await self._once(
+                        backend, kind, host, method, url, params, headers, content, json, deadline_at, stream
+                    )
+                except Failure as failure:
+                    outcome = failure
                 except BaseException:
-                    if isinstance(response, AsyncStreamResponse):
-                        await response.aclose()
+                    call.release()
                     raise
-                if delay is None:
-                    if isinstance(response, AsyncStreamResponse) and deadline is DEFAULT:
-                        # The configured total deadline bounds a stream up to its headers; its body then
-                        # runs on the idle timeout (LLM / TTS streams outlive any sensible total). An
-                        # explicit deadline= bounds the whole stream.
-                        response.drop_deadline()
-                    return response
-                if isinstance(response, AsyncStreamResponse):
-                    await response.aclose()
-                else:
-                    answered = response
-            if delay:
-                await asyncio.sleep(delay)
-            last = call.on_wake(answered, _monotonic())
-            if last is not None:  # the breaker opened meanwhile: this response is the call's answer
-                return last
+            elif effect.__class__ is float:
+                await asyncio.sleep(effect)
+            else:
+                await effect.aclose()
+            try:
+                effect = flow.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     async def _once(
         self,
@@ -349,12 +442,14 @@ class AsyncPerfClient:
         t = self._settings.timeout
         hs, gs = host.slots, self._global or self._global_gate()
         wheel = self._wheel or self._timer_wheel()
-        clock = free_slots(host, gs, self._stats, wheel, deadline_at, t) or await queue_for_slots(
-            host, gs, self._stats, wheel, deadline_at, t
-        )
-        held = True
+        clock = slots_clock(host, gs, self._stats, wheel, deadline_at, t)
+        held = clock.phase is not POOL
         resp: Any = None
         try:
+            if not held:
+                await wait_slots(hs, gs, host.metrics, self._stats)
+                held = True
+                clock.enter(FIRST_BYTE, t.first_byte)
             resp = await backend.send(kind, method, url, params, headers, content, json)
             if stream:
                 clock.timer.stop()

@@ -12,9 +12,9 @@ import httpx
 
 from infra.config.sections.http import TimeoutConfig
 from infra.http._affinity import Affinity
+from infra.http._body import Body
 from infra.http._classify import FATAL, classify_httpx
-from infra.http._core import DEADLINE, FIRST_BYTE, READ, Failure
-from infra.http._errors import DeadlineExceeded, TransportError
+from infra.http._core import DEADLINE, FIRST_BYTE, Failure
 from infra.http._ident import DEFAULT_HEADERS
 from infra.http._lease import SyncLease
 
@@ -67,20 +67,15 @@ class Held:
             self._lease.release()
 
 
-class SyncBody:
+class SyncBody(Body):
     """Reads an httpx response body chunk by chunk; the read timeout becomes the idle timeout."""
 
-    __slots__ = ("_first", "_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
+    __slots__ = ("_first", "_iter")
 
     def __init__(
         self, resp: Any, lease: Held, idle: float | None, deadline_at: float | None, origin: str
     ) -> None:
-        self._resp = resp
-        self._lease = lease
-        self._idle = idle
-        self.deadline_at = deadline_at
-        self.done = False
-        self.origin = origin
+        super().__init__(resp, lease, idle, deadline_at, origin)
         self._first = True
         self._iter: Iterator[bytes] = resp.iter_bytes()
 
@@ -100,22 +95,15 @@ class SyncBody:
         except Exception as exc:
             self.close()
             if isinstance(exc, httpx.ReadTimeout):
-                if self.deadline_at is not None and _monotonic() >= self.deadline_at - DEADLINE_SLACK:
-                    raise DeadlineExceeded(
-                        "deadline exceeded while streaming the body", origin=self.origin
-                    ) from exc
-                raise TransportError(
-                    f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
-                ) from exc
-            raise TransportError(
-                f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
-            ) from exc
+                expired = self.deadline_at is not None and _monotonic() >= self.deadline_at - DEADLINE_SLACK
+                raise self.ran_out(expired) from exc
+            raise self.broke(exc) from exc
         if not chunk:
             self.done = True
             self.close()
         elif self.deadline_at is not None and _monotonic() > self.deadline_at:
             self.close()
-            raise DeadlineExceeded("deadline exceeded while streaming the body", origin=self.origin)
+            raise self.ran_out(True)
         return chunk
 
     def close(self) -> None:

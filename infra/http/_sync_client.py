@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 # module itself loads only when PerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._affinity import Affinity
 from infra.http._caching import sync_cached_request
-from infra.http._core import DEADLINE, POOL, Call, Failure, HostState
+from infra.http._core import DEADLINE, POOL, Call, Failure, HostState, steps
 from infra.http._lease import SyncGate, acquire_sync
 from infra.http._origin import origin_of
 from infra.http._response import Response, StreamResponse, backend_headers
@@ -217,43 +217,28 @@ class PerfClient:
         kind = backend_for(self._settings, url, origin)
         if kind == "aiohttp":  # the sync client's HTTP/1.1 backend is httpx
             kind = "h1"
-        delay: float | None
+        flow = steps(call, deadline_at, stream, deadline is DEFAULT)
+        effect = flow.send(None)  # the breaker's admission, then the first attempt
         while True:
-            admission = call.admit()
-            t0 = _monotonic()
-            answered = None  # the response to hand back if the breaker stops the retry
-            try:
-                response = self._once(
-                    kind, host, method, url, params, headers, content, json, deadline_at, stream
-                )
-            except Failure as failure:
-                delay = call.on_error(failure.kind, failure.cause, t0, _monotonic(), deadline_at, admission)
-            except BaseException:
-                call.release()
-                raise
-            else:
+            outcome: Any = None
+            if effect is None:
                 try:
-                    delay = call.on_response(response, t0, _monotonic(), deadline_at, admission, stream)
+                    outcome = self._once(
+                        kind, host, method, url, params, headers, content, json, deadline_at, stream
+                    )
+                except Failure as failure:
+                    outcome = failure
                 except BaseException:
-                    if isinstance(response, StreamResponse):
-                        response.close()
+                    call.release()
                     raise
-                if delay is None:
-                    if isinstance(response, StreamResponse) and deadline is DEFAULT:
-                        # The configured total deadline bounds a stream up to its headers; its body then
-                        # runs on the idle timeout (LLM / TTS streams outlive any sensible total). An
-                        # explicit deadline= bounds the whole stream.
-                        response.drop_deadline()
-                    return response
-                if isinstance(response, StreamResponse):
-                    response.close()
-                else:
-                    answered = response
-            if delay:
-                time.sleep(delay)
-            last = call.on_wake(answered, _monotonic())
-            if last is not None:  # the breaker opened meanwhile: this response is the call's answer
-                return last
+            elif effect.__class__ is float:
+                time.sleep(effect)
+            else:
+                effect.close()
+            try:
+                effect = flow.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     def _once(
         self,
