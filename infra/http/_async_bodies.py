@@ -14,11 +14,10 @@ from typing import Any
 
 from infra.http._body import Body
 from infra.http._errors import HTTPError
-from infra.http._ident import DEFAULT_HEADERS
 from infra.http._lease import AsyncLease
 from infra.http._timer import PhaseTimer
 
-__all__ = ["AiohttpBody", "HttpxBody", "earliest", "merge_headers"]
+__all__ = ["AiohttpBody", "HttpxBody", "earliest"]
 
 _monotonic = time.monotonic
 
@@ -111,14 +110,6 @@ class HttpxBody(Body):
             self._lease.release()  # slot first: aclose below may be cancelled
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._resp.aclose())
-
-
-def merge_headers(httpx: Any, headers: Any) -> Any:
-    """DEFAULT_HEADERS overridden case-insensitively by the caller's."""
-    merged = httpx.Headers(DEFAULT_HEADERS)
-    if headers:
-        merged.update(headers)
-    return merged
 
 
 def earliest(a: float | None, b: float | None) -> float | None:

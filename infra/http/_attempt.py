@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest, merge_headers
+from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
 from infra.http._lease import AsyncGate, take_now
+from infra.http._routing import CallArgs, httpx_request
 from infra.http._timer import PhaseTimer, TimerWheel
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ class AiohttpBackend:
 class HttpxBackend:
     """HTTP/2 (and HTTP/1.1 with ``backend="httpx"``) over httpx transports, one per kind."""
 
-    __slots__ = ("connect", "httpx", "transport_for")
+    __slots__ = ("httpx", "timeout", "transport_for")
 
     classify = staticmethod(classify_httpx)
     closes_itself = False  # aread() closes at the end of the body; never leave one open
@@ -150,21 +151,13 @@ class HttpxBackend:
 
         self.httpx = httpx
         self.transport_for = transport_for
-        self.connect = connect
+        self.timeout = {"connect": connect, "read": None, "write": None, "pool": None}
 
     async def send(
         self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
     ) -> Any:
-        httpx = self.httpx
-        request = httpx.Request(
-            method,
-            url,
-            params=params,
-            headers=merge_headers(httpx, headers),
-            content=content,
-            json=json,
-            extensions={"timeout": {"connect": self.connect, "read": None, "write": None, "pool": None}},
-        )
+        args = CallArgs(method, url, params, headers, content, json, False, None, False)
+        request = httpx_request(self.httpx, args, self.timeout)
         resp = await self.transport_for(kind).handle_async_request(request)
         resp.request = request
         return resp

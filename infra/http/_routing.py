@@ -17,7 +17,7 @@ from infra.config.sections.http import (
     RetryConfig,
     TimeoutConfig,
 )
-from infra.http._ident import prepare_headers
+from infra.http._ident import DEFAULT_HEADERS, prepare_headers
 
 if TYPE_CHECKING:
     from infra.config import PerfConfig
@@ -34,6 +34,7 @@ __all__ = [
     "backend_for",
     "build_settings",
     "call_args",
+    "httpx_request",
     "httpx_transport",
     "settings_of",
     "tls_context",
@@ -245,3 +246,21 @@ def call_args(
     the one place both clients read them."""
     sent, retry_ok = prepare_headers(headers, idempotent)
     return CallArgs(method, url, params, sent, content, json, retry_ok, deadline, stream), cache
+
+
+def httpx_request(httpx: Any, args: CallArgs, timeout: Mapping[str, float | None]) -> Any:
+    """The httpx request of one attempt, as both clients send it over an httpx transport: our default
+    headers under the caller's (case-insensitively: the caller's value replaces ours), and the attempt's
+    timeouts in its extensions (where httpcore reads them)."""
+    merged = httpx.Headers(DEFAULT_HEADERS)
+    if args.headers:
+        merged.update(args.headers)
+    return httpx.Request(
+        args.method,
+        args.url,
+        params=args.params,
+        headers=merged,
+        content=args.content,
+        json=args.json,
+        extensions={"timeout": dict(timeout)},
+    )

@@ -1,4 +1,4 @@
-"""PerfClient's attempt pieces: the request it sends (``build_request``), how a failure is named
+"""PerfClient's attempt pieces: its timeouts (``timeouts``), how a failure is named
 (``failure_of``), its slots and connection turn (``Held``), and a streamed body's reader (``SyncBody``),
 under the idle timeout and the call's deadline."""
 
@@ -15,10 +15,9 @@ from infra.http._affinity import Affinity
 from infra.http._body import Body
 from infra.http._classify import FATAL, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, Failure
-from infra.http._ident import DEFAULT_HEADERS
 from infra.http._lease import SyncLease
 
-__all__ = ["DEADLINE_SLACK", "Held", "SyncBody", "build_request", "failure_of", "left"]
+__all__ = ["DEADLINE_SLACK", "Held", "SyncBody", "failure_of", "left", "timeouts"]
 
 _monotonic = time.monotonic
 # A read timeout this close to the deadline is the deadline's doing, not the first-byte limit's.
@@ -114,34 +113,11 @@ class SyncBody(Body):
                 self._lease.release()
 
 
-def build_request(
-    method: str,
-    url: str,
-    params: Any,
-    headers: Any,
-    content: Any,
-    json: Any,
-    deadline_at: float | None,
-    t: TimeoutConfig,
-) -> httpx.Request:
-    """The httpx request of one attempt: our default headers under the caller's (case-insensitively), and
-    connect / first-byte timeouts cut to what the deadline leaves (the deadline of a blocking call)."""
+def timeouts(deadline_at: float | None, t: TimeoutConfig) -> dict[str, float | None]:
+    """An attempt's httpx timeouts: connect and first byte cut to what the deadline leaves (the deadline
+    of a blocking call)."""
     first_byte = left(deadline_at, t.first_byte)
-    timeout = httpx.Timeout(
-        connect=left(deadline_at, t.connect), read=first_byte, write=first_byte, pool=None
-    )
-    merged = httpx.Headers(DEFAULT_HEADERS)
-    if headers:
-        merged.update(headers)  # case-insensitive: the caller's value replaces ours
-    return httpx.Request(
-        method,
-        url,
-        params=params,
-        headers=merged,
-        content=content,
-        json=json,
-        extensions={"timeout": timeout.as_dict()},
-    )
+    return {"connect": left(deadline_at, t.connect), "read": first_byte, "write": first_byte, "pool": None}
 
 
 def failure_of(exc: Exception, deadline_at: float | None) -> Failure | None:
