@@ -25,7 +25,7 @@ from infra.http._caching import async_cached_request
 from infra.http._client_base import ClientBase, StreamContext
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Call, Failure, HostState, steps
 from infra.http._ident import DEFAULT_HEADERS
-from infra.http._lease import AsyncGate, AsyncLease, pass_on, release_slots, take_now, wait_slots
+from infra.http._lease import AsyncGate, AsyncLease, pass_on, release_slots, wait_slots
 from infra.http._origin import origin_of
 from infra.http._response import AsyncStreamResponse, Response, backend_headers
 from infra.http._routing import (
@@ -263,8 +263,12 @@ class AsyncPerfClient(ClientBase):
             admission = call.admit()
             t0 = _monotonic()
             # -- one attempt: _once ----------------------------------------------------------------------
-            held = take_now(hs, gs, metrics, stats)  # slots_clock, written out
+            held = hs.free > 0 and gs.free > 0  # slots_clock and take_now, written out
             if held:
+                hs.free -= 1
+                gs.free -= 1
+                stats.in_use += 1
+                metrics.active(1)
                 clock = AttemptClock(wheel, deadline_at, FIRST_BYTE, t.first_byte, t0)
             else:
                 clock = AttemptClock(wheel, deadline_at, POOL, t.pool, t0)
@@ -339,7 +343,13 @@ class AsyncPerfClient(ClientBase):
             else:
                 if not stream:
                     clock.timer.stop()
-                    release_slots(hs, gs, metrics, stats)
+                    stats.in_use -= 1  # release_slots, written out: most often nobody queues
+                    metrics.active(-1)
+                    if hs.waiters or gs.waiters:
+                        pass_on(hs, gs)
+                    else:
+                        gs.free += 1
+                        hs.free += 1
                     if not backend.closes_itself:
                         await backend.drop(resp)
                     response = Response(

@@ -21,7 +21,7 @@ from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
 from infra.http._lease import AsyncGate, take_now
-from infra.http._routing import CallArgs, httpx_request
+from infra.http._routing import httpx_request
 from infra.http._timer import PhaseTimer, TimerWheel
 
 if TYPE_CHECKING:
@@ -50,7 +50,10 @@ class AttemptClock:
     ) -> None:
         self.deadline_at = deadline_at
         self.phase = phase
-        self.when = deadline_at if limit is None else earliest(deadline_at, now + limit)
+        when = deadline_at if limit is None else now + limit  # earliest(), inlined: once per attempt
+        if deadline_at is not None and when is not None and deadline_at < when:
+            when = deadline_at
+        self.when = when
         self.timer = PhaseTimer(self.when, wheel)
 
     def enter(self, phase: str, limit: float | None) -> None:
@@ -156,8 +159,7 @@ class HttpxBackend:
     async def send(
         self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
     ) -> Any:
-        args = CallArgs(method, url, params, headers, content, json, False, None, False)
-        request = httpx_request(self.httpx, args, self.timeout)
+        request = httpx_request(self.httpx, method, url, params, headers, content, json, dict(self.timeout))
         resp = await self.transport_for(kind).handle_async_request(request)
         resp.request = request
         return resp

@@ -224,19 +224,30 @@ class Call:
         """An attempt got a response: None when it is the call's answer (history set, its duration, or for
         a stream the time to first byte, recorded), else the sleep before retrying. The caller closes a
         streamed response it won't return (on a raise too)."""
-        try:
-            delay = self.after_response(response, now - t0, now, deadline_at, admission)
-        except HTTPError:
-            self.host.metrics.duration(self.method, response.status, now - self.started)
-            raise
-        if delay is None:
+        status = response.status
+        if status in RETRY_STATUSES:
+            try:
+                delay = self._after_retry_status(response, status, now - t0, now, deadline_at)
+            except HTTPError:
+                self.host.metrics.duration(self.method, status, now - self.started)
+                raise
+            if delay is not None:
+                return delay
+        else:  # the call's answer (the common case, so _settle is inlined: admitted, not yet settled)
             if self.history:
-                response.history = tuple(self.history)
-            if stream:
-                self.host.metrics.ttfb(self.method, now - self.started)
-            else:
-                self.host.metrics.duration(self.method, response.status, now - self.started)
-        return delay
+                self.history.append(Attempt(len(self.history) + 1, status, None, now - t0))
+            self.settled = True
+            self.host.breaker.record(
+                FAILURE if status in BREAKER_FAILURE_STATUSES else SUCCESS,
+                NORMAL if self.admission is None else self.admission,
+            )
+        if self.history:
+            response.history = tuple(self.history)
+        if stream:
+            self.host.metrics.ttfb(self.method, now - self.started)
+        else:
+            self.host.metrics.duration(self.method, status, now - self.started)
+        return None
 
     def on_wake(self, answered: Response | None, now: float) -> Response | None:
         """After the sleep: None to try again, or the call's answer when the breaker opened meanwhile
@@ -307,24 +318,12 @@ class Call:
         self.host.metrics.retry(kind)
         return delay
 
-    def after_response(
-        self, response: Response, elapsed: float, now: float, deadline_at: float | None, admission: int
+    def _after_retry_status(
+        self, response: Response, status: int, elapsed: float, now: float, deadline_at: float | None
     ) -> float | None:
-        """A try got a response: None to hand it to the caller, or the sleep before retrying.
-
-        Raises RetryAfterTooLong when the server asks to wait past the deadline or the policy's cap.
+        """A try got a status that may be retried: the sleep before the next try, or None to hand it to the
+        caller. Raises RetryAfterTooLong when the server asks to wait past the deadline or the policy's cap.
         """
-        status = response.status
-        if status not in RETRY_STATUSES:
-            if self.history:
-                self.history.append(Attempt(len(self.history) + 1, status, None, elapsed))
-            # _settle, inlined: this runs once per request (a call that gets here is admitted, not settled).
-            self.settled = True
-            self.host.breaker.record(
-                FAILURE if status in BREAKER_FAILURE_STATUSES else SUCCESS,
-                NORMAL if self.admission is None else self.admission,
-            )
-            return None
         outcome = FAILURE if status in BREAKER_FAILURE_STATUSES else NEUTRAL if status == 429 else SUCCESS
         if outcome == FAILURE:
             self.failed = True

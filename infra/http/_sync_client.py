@@ -197,7 +197,7 @@ class PerfClient(ClientBase):
     def _once(self, kind: str, host: HostState, args: CallArgs, deadline_at: float | None) -> Response:
         """One attempt over httpx: slots, this origin's turn on the pool, request, then the body read (or
         handed to a stream); a failure it can name raised as ``Failure``."""
-        method, url, _, _, _, _, _, _, stream = args
+        method, url, params, headers, content, json, _, _, stream = args
         client = self._client(kind)
         t = self._settings.timeout
         pool_wait = left(deadline_at, t.pool)
@@ -210,7 +210,8 @@ class PerfClient(ClientBase):
         resp: Any = None
         handed_over = False
         try:
-            request = httpx_request(httpx, args, timeouts(deadline_at, t))
+            timeout = timeouts(deadline_at, t)
+            request = httpx_request(httpx, method, url, params, headers, content, json, timeout)
             # The pool timeout covers the slot wait and the wait for this origin's connection together.
             lease.wait_turn(
                 request.url, None if pool_wait is None else max(0.0, pool_wait - (_monotonic() - t0))
