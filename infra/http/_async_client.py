@@ -4,9 +4,11 @@ Why aiohttp on the hot path: on loopback, 2000 GETs at concurrency 50, aiohttp d
 0.28 306 req/s (its pool scans connections O(N²), encode/httpx#3215). HTTP/2 needs httpx + h2, so origins
 listed in ``http2_hosts`` (or every origin with ``http2=True``) go through httpx instead.
 
-The retry loop (``_run``) is PerfClient's loop with ``await``: every decision is ``_core.Call``'s. One
-attempt (``_once``) takes the slots under the pool limit, sends, and reads the body or hands it to a
-stream, the same steps over either backend (``_attempt.AiohttpBackend`` / ``HttpxBackend``).
+The retry loop is ``_core.steps``, the same generator PerfClient runs: ``_run_reference`` performs its
+effects with ``await`` (every decision is ``_core.Call``'s). One attempt (``_once``) takes the slots
+under the pool limit, sends, and reads the body or hands it to a stream, the same steps over either
+backend (``_attempt.AiohttpBackend`` / ``HttpxBackend``). ``_run``, what the verbs run, is those two
+written out in one coroutine for speed (a listed hot path, held to its twin by a test).
 """
 
 from __future__ import annotations
@@ -242,8 +244,9 @@ class AsyncPerfClient(ClientBase):
 
     async def _run(self, args: CallArgs) -> Response:
         """One logical call, written out for speed: ``_run_reference`` (the shared ``steps`` loop over
-        ``_once``) with both inlined, so a request resumes one coroutine frame of ours instead of two and
-        runs no generator (callgrind: ~12k fewer instructions a request, see BENCHMARKS.md).
+        ``_once``) with both inlined, and the host-slot queue of ``wait_slots``, so a request resumes one
+        coroutine frame of ours instead of three and runs no generator (callgrind, bench/callgrind_http.py:
+        ~15k fewer instructions a request, 1.09x -> 1.05x of aiohttp's; BENCHMARKS.md).
         tests/http/test_http_hot_path.py holds the two to the same answers; change them together."""
         method, url, params, headers, content, json, retry_ok, deadline, stream = args
         host, kind = self._routes.get(url) or self._route(url)
@@ -272,7 +275,8 @@ class AsyncPerfClient(ClientBase):
                 clock = AttemptClock(wheel, deadline_at, FIRST_BYTE, t.first_byte, t0)
             else:
                 clock = AttemptClock(wheel, deadline_at, POOL, t.pool, t0)
-            clock.timer.start()
+            loop = get_running_loop()
+            clock.timer.start(loop)
             resp: Any = None
             failure = None
             try:
@@ -283,7 +287,7 @@ class AsyncPerfClient(ClientBase):
                     if hs.free > 0:
                         hs.free -= 1
                     else:
-                        fut = get_running_loop().create_future()
+                        fut = loop.create_future()
                         hs.waiters.append(fut)
                         try:
                             both = await fut

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest
+from infra.http._async_bodies import AiohttpBody, HttpxBody
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
 from infra.http._lease import AsyncGate, take_now
@@ -59,7 +59,10 @@ class AttemptClock:
     def enter(self, phase: str, limit: float | None) -> None:
         """Move to ``phase``: ``limit`` seconds from now, never past the deadline."""
         self.phase = phase
-        when = self.deadline_at if limit is None else earliest(self.deadline_at, _monotonic() + limit)
+        deadline_at = self.deadline_at
+        when = deadline_at if limit is None else _monotonic() + limit
+        if deadline_at is not None and when is not None and deadline_at < when:
+            when = deadline_at
         if when != self.when:
             self.when = when
             self.timer.move(when)

@@ -5,7 +5,8 @@ Why httpx here: threaded workers run a handful of calls at once, where httpx's O
 HTTP/2 through h2; and it lets each request carry its own connect / read / pool timeouts, which the one
 deadline per call needs. urllib3 was the alternative: per-host pools but no global limit and no HTTP/2.
 httpx has no per-host limit either, so the slots (``_lease``) are ours, the same as the async client's.
-The retry rules, budget and breaker are the shared I/O-free core (``_core.Call``).
+The retry rules, budget and breaker are the shared I/O-free core (``_core.Call``), and the loop is
+``_core.steps``, whose effects ``_run`` performs plainly (AsyncPerfClient's twin awaits them).
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ class PerfClient(ClientBase):
         return _StreamContext(self, call_args(method.upper(), url, True, **options)[0])
 
     def _run(self, args: CallArgs) -> Response:
-        """One logical call: AsyncPerfClient._run without ``await`` (every decision is ``Call``'s)."""
+        """One logical call: ``steps`` performed plainly, AsyncPerfClient._run_reference without ``await``
+        (every decision is ``Call``'s)."""
         origin = origin_of(args.url)
         host = self._hosts.get(origin) or self._host(origin)
         call, deadline_at = self._begin(args, host)
