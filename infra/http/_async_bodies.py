@@ -12,31 +12,20 @@ import contextlib
 import time
 from typing import Any
 
-from infra.http._core import READ
-from infra.http._errors import DeadlineExceeded, HTTPError, TransportError
-from infra.http._ident import DEFAULT_HEADERS
+from infra.http._body import Body
+from infra.http._errors import HTTPError
 from infra.http._lease import AsyncLease
 from infra.http._timer import PhaseTimer
 
-__all__ = ["AiohttpBody", "HttpxBody", "earliest", "merge_headers"]
+__all__ = ["AiohttpBody", "HttpxBody", "earliest"]
 
 _monotonic = time.monotonic
 
 
-class AiohttpBody:
+class AiohttpBody(Body):
     """Reads an aiohttp response body chunk by chunk under the idle timeout and the call's deadline."""
 
-    __slots__ = ("_idle", "_lease", "_resp", "deadline_at", "done", "origin")
-
-    def __init__(
-        self, resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str
-    ) -> None:
-        self._resp = resp
-        self._lease = lease
-        self._idle = idle
-        self.deadline_at = deadline_at
-        self.done = False
-        self.origin = origin
+    __slots__ = ()
 
     async def next_chunk(self) -> bytes:
         if self.done:
@@ -60,19 +49,11 @@ class AiohttpBody:
                     chunk = await self._resp.content.readany()
         except TimeoutError as exc:
             self.close()
-            if self.deadline_at is not None and when == self.deadline_at:
-                raise DeadlineExceeded(
-                    "deadline exceeded while streaming the body", origin=self.origin
-                ) from exc
-            raise TransportError(
-                f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
-            ) from exc
+            raise self.ran_out(self.deadline_at is not None and when == self.deadline_at) from exc
         except BaseException as exc:
             self.close()
             if isinstance(exc, Exception) and not isinstance(exc, HTTPError):
-                raise TransportError(
-                    f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
-                ) from exc
+                raise self.broke(exc) from exc
             raise
         if not chunk:
             self.done = True
@@ -92,21 +73,16 @@ class AiohttpBody:
         self.close()
 
 
-class HttpxBody:
+class HttpxBody(Body):
     """Body reader for an httpx (HTTP/2) streamed response."""
 
-    __slots__ = ("_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
+    __slots__ = ("_iter",)
 
     def __init__(
         self, resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str
     ) -> None:
-        self._resp = resp
-        self._lease = lease
-        self._idle = idle
+        super().__init__(resp, lease, idle, deadline_at, origin)
         self._iter = resp.aiter_bytes()
-        self.deadline_at = deadline_at
-        self.done = False
-        self.origin = origin
 
     async def next_chunk(self) -> bytes:
         if self.done:
@@ -120,18 +96,10 @@ class HttpxBody:
                     chunk = b""
         except TimeoutError as exc:
             await self.aclose()
-            if self.deadline_at is not None and when == self.deadline_at:
-                raise DeadlineExceeded(
-                    "deadline exceeded while streaming the body", origin=self.origin
-                ) from exc
-            raise TransportError(
-                f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
-            ) from exc
+            raise self.ran_out(self.deadline_at is not None and when == self.deadline_at) from exc
         except Exception as exc:
             await self.aclose()
-            raise TransportError(
-                f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
-            ) from exc
+            raise self.broke(exc) from exc
         if not chunk:
             self.done = True
             await self.aclose()
@@ -142,14 +110,6 @@ class HttpxBody:
             self._lease.release()  # slot first: aclose below may be cancelled
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._resp.aclose())
-
-
-def merge_headers(httpx: Any, headers: Any) -> Any:
-    """DEFAULT_HEADERS overridden case-insensitively by the caller's."""
-    merged = httpx.Headers(DEFAULT_HEADERS)
-    if headers:
-        merged.update(headers)
-    return merged
 
 
 def earliest(a: float | None, b: float | None) -> float | None:

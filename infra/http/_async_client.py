@@ -4,9 +4,11 @@ Why aiohttp on the hot path: on loopback, 2000 GETs at concurrency 50, aiohttp d
 0.28 306 req/s (its pool scans connections O(N²), encode/httpx#3215). HTTP/2 needs httpx + h2, so origins
 listed in ``http2_hosts`` (or every origin with ``http2=True``) go through httpx instead.
 
-The retry loop (``_run``) is PerfClient's loop with ``await``: every decision is ``_core.Call``'s. One
-attempt (``_once``) takes the slots under the pool limit, sends, and reads the body or hands it to a
-stream, the same steps over either backend (``_attempt.AiohttpBackend`` / ``HttpxBackend``).
+The retry loop is ``_core.steps``, the same generator PerfClient runs: ``_run_reference`` performs its
+effects with ``await`` (every decision is ``_core.Call``'s). One attempt (``_once``) takes the slots
+under the pool limit, sends, and reads the body or hands it to a stream, the same steps over either
+backend (``_attempt.AiohttpBackend`` / ``HttpxBackend``). ``_run``, what the verbs run, is those two
+written out in one coroutine for speed (a listed hot path, held to its twin by a test).
 """
 
 from __future__ import annotations
@@ -20,26 +22,24 @@ from typing import TYPE_CHECKING, Any
 # _aiohttp_pool imports aiohttp here, not on first request: an import inside a call would eat that call's
 # deadline. This module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._aiohttp_pool import handed_out, make_session
-from infra.http._attempt import AiohttpBackend, Backend, HttpxBackend, free_slots, queue_for_slots
+from infra.http._attempt import AiohttpBackend, AttemptClock, Backend, HttpxBackend, slots_clock
 from infra.http._caching import async_cached_request
-from infra.http._core import DEADLINE, Call, Failure, HostState
+from infra.http._client_base import ClientBase, StreamContext
+from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Call, Failure, HostState, steps
 from infra.http._ident import DEFAULT_HEADERS
-from infra.http._lease import AsyncGate, AsyncLease, release_slots
+from infra.http._lease import AsyncGate, AsyncLease, pass_on, release_slots, wait_slots
 from infra.http._origin import origin_of
 from infra.http._response import AsyncStreamResponse, Response, backend_headers
 from infra.http._routing import (
     DEFAULT,
     CallArgs,
     Default,
-    HttpOverrides,
     RequestOptions,
     StreamOptions,
     active_connections,
     backend_for,
-    build_settings,
     call_args,
     httpx_transport,
-    settings_of,
     tls_context,
 )
 from infra.http._timer import TimerWheel
@@ -47,9 +47,6 @@ from infra.http._timer import TimerWheel
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from infra.cache import Cache
-    from infra.config import PerfConfig
-    from infra.config.sections.http import HttpConfig
 
 __all__ = ["AsyncPerfClient"]
 
@@ -65,27 +62,19 @@ class _Stats:
         self.in_use = 0
 
 
-class AsyncPerfClient:
+class AsyncPerfClient(ClientBase):
     """Pooled, retrying async HTTP client. Use as ``async with AsyncPerfClient() as client:``.
 
     Takes the ``http`` settings section (``AsyncPerfClient(config.http)``) and/or keywords naming its fields
-    (``AsyncPerfClient(retry=RetryConfig(attempts=1), http2=True)``). Every call has one deadline
-    (``timeout.total`` or ``deadline=``) covering the pool wait, every attempt and the sleeps between;
-    retries follow ``retry``, limited per origin by a retry budget and a circuit breaker. Responses are
-    our own ``Response`` type whatever backend ran.
+    (``AsyncPerfClient(retry=RetryConfig(attempts=1), http2=True)``); also ``cache_store=`` (an
+    ``infra.cache.Cache`` for the response cache) and ``verify=`` (TLS: True, a CA bundle path, or False).
+    Every call has one deadline (``timeout.total`` or ``deadline=``) covering the pool wait, every attempt
+    and the sleeps between; retries follow ``retry``, limited per origin by a retry budget and a circuit
+    breaker. Responses are our own ``Response`` type whatever backend ran.
     """
 
-    def __init__(
-        self,
-        settings: HttpConfig | None = None,
-        *,
-        cache_store: Cache | None = None,
-        verify: bool | str = True,
-        **overrides: Unpack[HttpOverrides],
-    ) -> None:
-        self._settings = build_settings(settings, overrides)
+    def _open(self) -> None:
         self._cache_on = self._settings.cache.enabled
-        self._hosts: dict[str, HostState] = {}
         self._session: Any = None
         self._httpx: dict[str, Any] = {}
         self._aiohttp_backend: AiohttpBackend | None = None
@@ -95,27 +84,8 @@ class AsyncPerfClient:
         self._routes: dict[str, tuple[HostState, str]] = {}
         self._wheel: TimerWheel | None = None
         self._stats = _Stats()
-        self._closed = False
-        # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
-        self._cache_store = cache_store
-        # TLS for https origins: True verifies against the system CA roots, a path to a CA bundle trusts
-        # that (private) CA, False turns verification off. Each transport gets its own SSLContext
-        # (tls_context): httpx sets ALPN h2 on the context it is given, which would make aiohttp offer h2.
-        self._verify = verify
         if self._settings.http2 or self._settings.http2_hosts or self._settings.backend == "httpx":
             import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
-
-    @classmethod
-    def from_config(
-        cls, config: PerfConfig | None = None, *, cache_store: Cache | None = None, verify: bool | str = True
-    ) -> AsyncPerfClient:
-        """``AsyncPerfClient(config.http)`` for the process-wide config (or ``config``), with its
-        ``metrics.enabled`` switch applied."""
-        return cls(settings_of(config), cache_store=cache_store, verify=verify)
-
-    @property
-    def settings(self) -> HttpConfig:
-        return self._settings
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -151,14 +121,6 @@ class AsyncPerfClient:
         if self._httpx:
             stats["httpx_active"] = active_connections(self._httpx.values())
         return stats
-
-    def breaker_state(self, url: str) -> str:
-        """The circuit breaker state ("closed", "open", "half_open") for the origin of ``url``."""
-        host = self._hosts.get(origin_of(url))
-        return host.breaker.state if host is not None else "closed"
-
-    def host_state(self, url: str) -> HostState:
-        return self._host(origin_of(url))
 
     def _global_gate(self) -> AsyncGate:
         gate = self._global
@@ -281,7 +243,11 @@ class AsyncPerfClient:
     # -- the loop ----------------------------------------------------------------------------------------
 
     async def _run(self, args: CallArgs) -> Response:
-        """One logical call: PerfClient._run with ``await`` (every decision is ``Call``'s)."""
+        """One logical call, written out for speed: ``_run_reference`` (the shared ``steps`` loop over
+        ``_once``) with both inlined, and the host-slot queue of ``wait_slots``, so a request resumes one
+        coroutine frame of ours instead of three and runs no generator (callgrind, bench/callgrind_http.py:
+        ~15k fewer instructions a request, 1.09x -> 1.05x of aiohttp's; BENCHMARKS.md).
+        tests/http/test_http_hot_path.py holds the two to the same answers; change them together."""
         method, url, params, headers, content, json, retry_ok, deadline, stream = args
         host, kind = self._routes.get(url) or self._route(url)
         started = _monotonic()
@@ -290,71 +256,184 @@ class AsyncPerfClient:
             total = deadline
         deadline_at = started + total if total is not None else None
         call = Call(self._settings.retry, host, method, retry_ok, started)
-        backend = self._backend(kind)
+        backend = (self._aiohttp_backend if kind == "aiohttp" else None) or self._backend(kind)
+        t = self._settings.timeout
+        hs, gs, stats, metrics = host.slots, self._global or self._global_gate(), self._stats, host.metrics
+        wheel = self._wheel or self._timer_wheel()
         response: Response | AsyncStreamResponse
         delay: float | None
         while True:
             admission = call.admit()
             t0 = _monotonic()
-            answered = None  # the response to hand back if the breaker stops the retry
+            # -- one attempt: _once ----------------------------------------------------------------------
+            held = hs.free > 0 and gs.free > 0  # slots_clock and take_now, written out
+            if held:
+                hs.free -= 1
+                gs.free -= 1
+                stats.in_use += 1
+                metrics.active(1)
+                clock = AttemptClock(wheel, deadline_at, FIRST_BYTE, t.first_byte, t0)
+            else:
+                clock = AttemptClock(wheel, deadline_at, POOL, t.pool, t0)
+            loop = get_running_loop()
+            clock.timer.start(loop)
+            resp: Any = None
+            failure = None
             try:
-                response = await self._once(
-                    backend, kind, host, method, url, params, headers, content, json, deadline_at, stream
-                )
-            except Failure as failure:
+                if not held:
+                    # wait_slots, written out (its host-slot queue): at c=50 on 6 slots nearly every call
+                    # queues here, and a coroutine layer costs a frame on each resume.
+                    both = False
+                    if hs.free > 0:
+                        hs.free -= 1
+                    else:
+                        fut = loop.create_future()
+                        hs.waiters.append(fut)
+                        try:
+                            both = await fut
+                        except BaseException:
+                            if fut.done() and not fut.cancelled():  # handed over, then cancelled: pass it on
+                                if fut.result():
+                                    pass_on(hs, gs)
+                                else:
+                                    hs.release()
+                            raise
+                    if not both:
+                        try:
+                            if gs.free > 0:
+                                gs.free -= 1
+                            else:
+                                await gs.wait()
+                        except BaseException:
+                            hs.release()
+                            raise
+                    stats.in_use += 1
+                    metrics.active(1)
+                    metrics.pool_wait(_monotonic() - t0)
+                    held = True
+                    clock.enter(FIRST_BYTE, t.first_byte)
+                resp = await backend.send(kind, method, url, params, headers, content, json)
+                if stream:
+                    clock.timer.stop()
+                    body = backend.body(
+                        resp, AsyncLease(hs, gs, metrics, stats), t.idle, deadline_at, host.origin
+                    )
+                    held = False  # the body reader owns the slots from here
+                    response = AsyncStreamResponse(
+                        backend.status(resp),
+                        backend_headers(resp.headers),
+                        None,
+                        url=url,
+                        method=method,
+                        origin=host.origin,
+                        http_version=backend.version(resp),
+                        body=body,
+                    )
+                else:
+                    if clock.when != deadline_at:  # the body is bounded by the deadline alone (enter)
+                        clock.phase, clock.when = DEADLINE, deadline_at
+                        clock.timer.move(deadline_at)
+                    data = await backend.read(resp)
+            except BaseException as exc:
+                ours = clock.timer.stop()
+                if held:
+                    release_slots(hs, gs, metrics, stats)  # slots first: the drop may be cancelled
+                    if resp is not None:
+                        await backend.drop(resp)
+                failure = clock.failure(exc, ours, backend.classify)
+                if failure is None:
+                    call.release()
+                    raise
+            else:
+                if not stream:
+                    clock.timer.stop()
+                    stats.in_use -= 1  # release_slots, written out: most often nobody queues
+                    metrics.active(-1)
+                    if hs.waiters or gs.waiters:
+                        pass_on(hs, gs)
+                    else:
+                        gs.free += 1
+                        hs.free += 1
+                    if not backend.closes_itself:
+                        await backend.drop(resp)
+                    response = Response(
+                        backend.status(resp),
+                        backend_headers(resp.headers),
+                        data,
+                        url=url,
+                        method=method,
+                        origin=host.origin,
+                        http_version=backend.version(resp),
+                    )
+            # -- what follows it: steps ------------------------------------------------------------------
+            answered = None  # the response to hand back if the breaker stops the retry
+            if failure is not None:
                 delay = call.on_error(failure.kind, failure.cause, t0, _monotonic(), deadline_at, admission)
-            except BaseException:
-                call.release()
-                raise
             else:
                 try:
                     delay = call.on_response(response, t0, _monotonic(), deadline_at, admission, stream)
                 except BaseException:
-                    if isinstance(response, AsyncStreamResponse):
-                        await response.aclose()
+                    if stream:
+                        await response.aclose()  # type: ignore[union-attr]
                     raise
                 if delay is None:
-                    if isinstance(response, AsyncStreamResponse) and deadline is DEFAULT:
-                        # The configured total deadline bounds a stream up to its headers; its body then
-                        # runs on the idle timeout (LLM / TTS streams outlive any sensible total). An
-                        # explicit deadline= bounds the whole stream.
-                        response.drop_deadline()
+                    if stream and deadline is DEFAULT:
+                        response.drop_deadline()  # type: ignore[union-attr]
                     return response
-                if isinstance(response, AsyncStreamResponse):
-                    await response.aclose()
+                if stream:
+                    await response.aclose()  # type: ignore[union-attr]
                 else:
                     answered = response
             if delay:
                 await asyncio.sleep(delay)
             last = call.on_wake(answered, _monotonic())
-            if last is not None:  # the breaker opened meanwhile: this response is the call's answer
+            if last is not None:
                 return last
 
+    async def _run_reference(self, args: CallArgs) -> Response:
+        """One logical call, the plain twin of ``_run``: PerfClient._run with ``await`` (the ``steps`` loop
+        over one attempt, ``_once``; every decision is ``Call``'s)."""
+        host, kind = self._routes.get(args.url) or self._route(args.url)
+        call, deadline_at = self._begin(args, host)
+        backend = self._backend(kind)
+        flow = steps(call, deadline_at, args.stream, args.deadline is DEFAULT)
+        effect = flow.send(None)  # the breaker's admission, then the first attempt
+        while True:
+            outcome: Any = None
+            if effect is None:
+                try:
+                    outcome = await self._once(backend, kind, host, args, deadline_at)
+                except Failure as failure:
+                    outcome = failure
+                except BaseException:
+                    call.release()
+                    raise
+            elif effect.__class__ is float:
+                await asyncio.sleep(effect)
+            else:
+                await effect.aclose()
+            try:
+                effect = flow.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
     async def _once(
-        self,
-        backend: Backend,
-        kind: str,
-        host: HostState,
-        method: str,
-        url: str,
-        params: Any,
-        headers: Any,
-        content: Any,
-        json: Any,
-        deadline_at: float | None,
-        stream: bool,
+        self, backend: Backend, kind: str, host: HostState, args: CallArgs, deadline_at: float | None
     ) -> Response | AsyncStreamResponse:
         """One attempt: slots, request, then the body read (or handed to a stream); a failure it can name
         raised as ``Failure``."""
+        method, url, params, headers, content, json, _, _, stream = args
         t = self._settings.timeout
         hs, gs = host.slots, self._global or self._global_gate()
         wheel = self._wheel or self._timer_wheel()
-        clock = free_slots(host, gs, self._stats, wheel, deadline_at, t) or await queue_for_slots(
-            host, gs, self._stats, wheel, deadline_at, t
-        )
-        held = True
+        clock = slots_clock(host, gs, self._stats, wheel, deadline_at, t)
+        held = clock.phase is not POOL
         resp: Any = None
         try:
+            if not held:
+                await wait_slots(hs, gs, host.metrics, self._stats)
+                held = True
+                clock.enter(FIRST_BYTE, t.first_byte)
             resp = await backend.send(kind, method, url, params, headers, content, json)
             if stream:
                 clock.timer.stop()
@@ -398,23 +477,11 @@ class AsyncPerfClient:
             http_version=backend.version(resp),
         )
 
-    def _record_stream(self, response: AsyncStreamResponse, started: float) -> None:
-        """A stream closed: the whole stream, headers to close, is the request's duration (TTFB apart)."""
-        host = self._hosts.get(response.origin)
-        if host is not None:
-            host.metrics.duration(response.method, response.status, _monotonic() - started)
 
-
-class _StreamContext:
+class _StreamContext(StreamContext):
     """``async with client.stream(...) as response``: closes the response on exit, always."""
 
-    __slots__ = ("_args", "_client", "_response", "_started")
-
-    def __init__(self, client: AsyncPerfClient, args: CallArgs) -> None:
-        self._client = client
-        self._args = args
-        self._response: AsyncStreamResponse | None = None
-        self._started = 0.0
+    __slots__ = ()
 
     async def __aenter__(self) -> AsyncStreamResponse:
         self._started = _monotonic()
@@ -426,7 +493,7 @@ class _StreamContext:
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        response, self._response = self._response, None
+        response = self._closing()
         if response is not None:
             await response.aclose()
-            self._client._record_stream(response, self._started)
+            self._closed(response)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from infra.http._async_bodies import AiohttpBody, HttpxBody, earliest, merge_headers
+from infra.http._async_bodies import AiohttpBody, HttpxBody
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
-from infra.http._lease import AsyncGate, AsyncLease, take_now, wait_slots
+from infra.http._lease import AsyncGate, take_now
+from infra.http._routing import httpx_request
 from infra.http._timer import PhaseTimer, TimerWheel
 
 if TYPE_CHECKING:
@@ -31,8 +33,7 @@ __all__ = [
     "Backend",
     "Classify",
     "HttpxBackend",
-    "free_slots",
-    "queue_for_slots",
+    "slots_clock",
 ]
 
 _monotonic = time.monotonic
@@ -49,13 +50,19 @@ class AttemptClock:
     ) -> None:
         self.deadline_at = deadline_at
         self.phase = phase
-        self.when = deadline_at if limit is None else earliest(deadline_at, now + limit)
+        when = deadline_at if limit is None else now + limit  # earliest(), inlined: once per attempt
+        if deadline_at is not None and when is not None and deadline_at < when:
+            when = deadline_at
+        self.when = when
         self.timer = PhaseTimer(self.when, wheel)
 
     def enter(self, phase: str, limit: float | None) -> None:
         """Move to ``phase``: ``limit`` seconds from now, never past the deadline."""
         self.phase = phase
-        when = self.deadline_at if limit is None else earliest(self.deadline_at, _monotonic() + limit)
+        deadline_at = self.deadline_at
+        when = deadline_at if limit is None else _monotonic() + limit
+        if deadline_at is not None and when is not None and deadline_at < when:
+            when = deadline_at
         if when != self.when:
             self.when = when
             self.timer.move(when)
@@ -82,28 +89,7 @@ class AttemptClock:
         return None if found is None else Failure(found, exc)
 
 
-def _no_backend(exc: BaseException) -> str | None:
-    return None  # nothing but our own timer can fail a wait for a slot
-
-
-def free_slots(
-    host: HostState,
-    global_gate: AsyncGate,
-    stats: Any,
-    wheel: TimerWheel,
-    deadline_at: float | None,
-    timeout: TimeoutConfig,
-) -> AttemptClock | None:
-    """An attempt's first phase when a host and a global slot are both free: taken, no await, and its
-    clock armed for the first byte. None: the call must queue (``queue_for_slots``)."""
-    if not take_now(host.slots, global_gate, host.metrics, stats):
-        return None
-    clock = AttemptClock(wheel, deadline_at, FIRST_BYTE, timeout.first_byte, _monotonic())
-    clock.timer.start()
-    return clock
-
-
-async def queue_for_slots(
+def slots_clock(
     host: HostState,
     global_gate: AsyncGate,
     stats: Any,
@@ -111,19 +97,20 @@ async def queue_for_slots(
     deadline_at: float | None,
     timeout: TimeoutConfig,
 ) -> AttemptClock:
-    """An attempt's first phase when it must queue: under the pool limit (the clock's cancel ends the
-    wait, raised as a ``Failure``), then the clock moved on to the first byte."""
-    clock = AttemptClock(wheel, deadline_at, POOL, timeout.pool, _monotonic())
+    """An attempt's clock, started. When a host and a global slot are both free they are taken here, no
+    await, and the clock times the first byte; otherwise it times the pool wait (phase ``POOL``) and the
+    attempt queues (``wait_slots``) under it, then moves it on to the first byte. Either way the
+    attempt's one ``except`` maps what the clock's cancel caused."""
+    if take_now(host.slots, global_gate, host.metrics, stats):
+        clock = AttemptClock(wheel, deadline_at, FIRST_BYTE, timeout.first_byte, _monotonic())
+    else:
+        clock = AttemptClock(wheel, deadline_at, POOL, timeout.pool, _monotonic())
     clock.timer.start()
-    try:
-        await wait_slots(host.slots, global_gate, host.metrics, stats)
-    except BaseException as exc:
-        failure = clock.failure(exc, clock.timer.stop(), _no_backend)
-        if failure is None:
-            raise
-        raise failure from exc
-    clock.enter(FIRST_BYTE, timeout.first_byte)
     return clock
+
+
+def _http11(resp: Any) -> str:
+    return "HTTP/1.1"
 
 
 class AiohttpBackend:
@@ -146,21 +133,11 @@ class AiohttpBackend:
             method, url, params=params, headers=headers, data=content, json=json, allow_redirects=False
         )
 
-    @staticmethod
-    def status(resp: Any) -> int:
-        return int(resp.status)
-
-    @staticmethod
-    def version(resp: Any) -> str:
-        return "HTTP/1.1"
-
-    @staticmethod
-    def read(resp: Any) -> Awaitable[bytes]:
-        return resp.read()  # type: ignore[no-any-return]
-
-    @staticmethod
-    def body(resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str) -> Any:
-        return AiohttpBody(resp, lease, idle, deadline_at, origin)
+    # C-level callables (no Python frame per request): resp.status, "HTTP/1.1", resp.read(), AiohttpBody(...)
+    status = operator.attrgetter("status")
+    version = staticmethod(_http11)
+    read = operator.methodcaller("read")
+    body = AiohttpBody
 
     @staticmethod
     async def drop(resp: Any) -> None:
@@ -170,7 +147,7 @@ class AiohttpBackend:
 class HttpxBackend:
     """HTTP/2 (and HTTP/1.1 with ``backend="httpx"``) over httpx transports, one per kind."""
 
-    __slots__ = ("connect", "httpx", "transport_for")
+    __slots__ = ("httpx", "timeout", "transport_for")
 
     classify = staticmethod(classify_httpx)
     closes_itself = False  # aread() closes at the end of the body; never leave one open
@@ -180,40 +157,20 @@ class HttpxBackend:
 
         self.httpx = httpx
         self.transport_for = transport_for
-        self.connect = connect
+        self.timeout = {"connect": connect, "read": None, "write": None, "pool": None}
 
     async def send(
         self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
     ) -> Any:
-        httpx = self.httpx
-        request = httpx.Request(
-            method,
-            url,
-            params=params,
-            headers=merge_headers(httpx, headers),
-            content=content,
-            json=json,
-            extensions={"timeout": {"connect": self.connect, "read": None, "write": None, "pool": None}},
-        )
+        request = httpx_request(self.httpx, method, url, params, headers, content, json, dict(self.timeout))
         resp = await self.transport_for(kind).handle_async_request(request)
         resp.request = request
         return resp
 
-    @staticmethod
-    def status(resp: Any) -> int:
-        return int(resp.status_code)
-
-    @staticmethod
-    def version(resp: Any) -> str:
-        return str(resp.http_version)
-
-    @staticmethod
-    def read(resp: Any) -> Awaitable[bytes]:
-        return resp.aread()  # type: ignore[no-any-return]
-
-    @staticmethod
-    def body(resp: Any, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str) -> Any:
-        return HttpxBody(resp, lease, idle, deadline_at, origin)
+    status = operator.attrgetter("status_code")
+    version = operator.attrgetter("http_version")
+    read = operator.methodcaller("aread")
+    body = HttpxBody
 
     @staticmethod
     async def drop(resp: Any) -> None:

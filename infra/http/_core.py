@@ -1,25 +1,16 @@
 """The I/O-free core both clients share: per-origin state and the retry decisions of one logical call.
 
-A client's loop is only I/O (the sync and async loops are this, one with ``await``)::
-
-    call = Call(settings.retry, host, method, idempotent, started)
-    while True:
-        admission = call.admit()               # breaker: raises CircuitOpenError, no I/O
-        try:   response = <one attempt>
-        except <attempt failure> as f:
-            delay = call.on_error(f.kind, f.cause, t0, now, deadline_at, admission)  # raises when final
-        else:
-            delay = call.on_response(response, t0, now, deadline_at, admission, stream)  # None: return it
-            if delay is None: return response
-        <sleep delay>
-        last = call.on_wake(answered, now)     # the breaker opened meanwhile: end with ``last``
-
-so the retry rules, the budget, the breaker and the call's metrics behave identically in PerfClient and
-AsyncPerfClient.
+The loop of a logical call is written once, as a generator (``steps``, sans-I/O like the Ollama
+clients' flows): it yields an *effect* wherever I/O is due (``None``: run one attempt and send back its
+response or the ``Failure`` it raised; a float: sleep that long; a stream response: close it) and returns
+the call's answer. PerfClient and AsyncPerfClient only perform the effects, one plainly, one with
+``await``, so the retry rules, the budget, the breaker and the call's metrics behave identically in both.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from infra.config.sections.http import RETRY_STATUSES, HttpConfig, RetryConfig
@@ -54,6 +45,7 @@ __all__ = [
     "Failure",
     "HostState",
     "breaker_outcome",
+    "steps",
 ]
 
 #: Statuses that count as an upstream failure for the breaker. 429 is deliberately absent: the server is
@@ -232,19 +224,30 @@ class Call:
         """An attempt got a response: None when it is the call's answer (history set, its duration, or for
         a stream the time to first byte, recorded), else the sleep before retrying. The caller closes a
         streamed response it won't return (on a raise too)."""
-        try:
-            delay = self.after_response(response, now - t0, now, deadline_at, admission)
-        except HTTPError:
-            self.host.metrics.duration(self.method, response.status, now - self.started)
-            raise
-        if delay is None:
+        status = response.status
+        if status in RETRY_STATUSES:
+            try:
+                delay = self._after_retry_status(response, status, now - t0, now, deadline_at)
+            except HTTPError:
+                self.host.metrics.duration(self.method, status, now - self.started)
+                raise
+            if delay is not None:
+                return delay
+        else:  # the call's answer (the common case, so _settle is inlined: admitted, not yet settled)
             if self.history:
-                response.history = tuple(self.history)
-            if stream:
-                self.host.metrics.ttfb(self.method, now - self.started)
-            else:
-                self.host.metrics.duration(self.method, response.status, now - self.started)
-        return delay
+                self.history.append(Attempt(len(self.history) + 1, status, None, now - t0))
+            self.settled = True
+            self.host.breaker.record(
+                FAILURE if status in BREAKER_FAILURE_STATUSES else SUCCESS,
+                NORMAL if self.admission is None else self.admission,
+            )
+        if self.history:
+            response.history = tuple(self.history)
+        if stream:
+            self.host.metrics.ttfb(self.method, now - self.started)
+        else:
+            self.host.metrics.duration(self.method, status, now - self.started)
+        return None
 
     def on_wake(self, answered: Response | None, now: float) -> Response | None:
         """After the sleep: None to try again, or the call's answer when the breaker opened meanwhile
@@ -315,24 +318,12 @@ class Call:
         self.host.metrics.retry(kind)
         return delay
 
-    def after_response(
-        self, response: Response, elapsed: float, now: float, deadline_at: float | None, admission: int
+    def _after_retry_status(
+        self, response: Response, status: int, elapsed: float, now: float, deadline_at: float | None
     ) -> float | None:
-        """A try got a response: None to hand it to the caller, or the sleep before retrying.
-
-        Raises RetryAfterTooLong when the server asks to wait past the deadline or the policy's cap.
+        """A try got a status that may be retried: the sleep before the next try, or None to hand it to the
+        caller. Raises RetryAfterTooLong when the server asks to wait past the deadline or the policy's cap.
         """
-        status = response.status
-        if status not in RETRY_STATUSES:
-            if self.history:
-                self.history.append(Attempt(len(self.history) + 1, status, None, elapsed))
-            # _settle, inlined: this runs once per request (a call that gets here is admitted, not settled).
-            self.settled = True
-            self.host.breaker.record(
-                FAILURE if status in BREAKER_FAILURE_STATUSES else SUCCESS,
-                NORMAL if self.admission is None else self.admission,
-            )
-            return None
         outcome = FAILURE if status in BREAKER_FAILURE_STATUSES else NEUTRAL if status == 429 else SUCCESS
         if outcome == FAILURE:
             self.failed = True
@@ -384,6 +375,46 @@ class Call:
         self.retries += 1
         self.host.metrics.retry(str(status))
         return delay
+
+
+#: What ``steps`` yields: None (an attempt is due), a float (sleep), a stream response (close it).
+Steps = Generator[Any, Any, Any]
+_monotonic = time.monotonic
+
+
+def steps(call: Call, deadline_at: float | None, stream: bool, drop_deadline: bool) -> Steps:
+    """The loop of one logical call: every decision is ``call``'s; what it yields is the I/O its edge
+    performs (see the module's docstring). ``drop_deadline``: a stream handed back runs on its idle
+    timeout alone (the configured total bounds it up to its headers; LLM / TTS streams outlive any
+    sensible total), where an explicit ``deadline=`` bounds the whole stream."""
+    while True:
+        admission = call.admit()
+        t0 = _monotonic()
+        outcome = yield None
+        answered = None  # the response to hand back if the breaker stops the retry
+        delay: float | None
+        if outcome.__class__ is Failure:
+            delay = call.on_error(outcome.kind, outcome.cause, t0, _monotonic(), deadline_at, admission)
+        else:
+            try:
+                delay = call.on_response(outcome, t0, _monotonic(), deadline_at, admission, stream)
+            except BaseException:
+                if stream:
+                    yield outcome  # closed by the edge before the error goes on
+                raise
+            if delay is None:
+                if stream and drop_deadline:
+                    outcome.drop_deadline()
+                return outcome
+            if stream:
+                yield outcome
+            else:
+                answered = outcome
+        if delay:
+            yield float(delay)
+        last = call.on_wake(answered, _monotonic())
+        if last is not None:  # the breaker opened meanwhile: this response is the call's answer
+            return last
 
 
 def _safe(exc: BaseException) -> bool:

@@ -30,6 +30,7 @@ __all__ = [
     "SyncGate",
     "SyncLease",
     "acquire_sync",
+    "may_bypass",
     "pass_on",
     "release_slots",
     "take_now",
@@ -86,12 +87,7 @@ class AsyncGate:
 
     def may_bypass(self) -> bool:
         """Whether one of this gate's slots may go to a caller of another queue (see ``pass_on``)."""
-        if not self.has_waiters():
-            return True
-        if self.bypassed < self.size:
-            self.bypassed += 1
-            return True
-        return False
+        return may_bypass(self, self.has_waiters())
 
     async def wait(self) -> None:
         """Queue for a slot (call only when ``free`` is 0). A slot handed over to a caller cancelled before
@@ -174,12 +170,7 @@ class SyncGate:
 
     def may_bypass(self) -> bool:
         with self._lock:
-            if not self._live():
-                return True
-            if self.bypassed < self.size:
-                self.bypassed += 1
-                return True
-            return False
+            return may_bypass(self, self._live())
 
 
 class _Waiter:
@@ -192,6 +183,17 @@ class _Waiter:
         self.gone = False
 
 
+def may_bypass(gate: AsyncGate | SyncGate, waiting: bool) -> bool:
+    """Whether ``gate``'s next slot may pass its queue over (``waiting``: a live caller queues): yes while
+    none waits, else at most ``size`` times in a row (a release to its own queue resets the count)."""
+    if not waiting:
+        return True
+    if gate.bypassed < gate.size:
+        gate.bypassed += 1
+        return True
+    return False
+
+
 def pass_on(host_gate: Any, global_gate: Any) -> None:
     """Give back one host and one global slot: both to the next caller for this origin when one waits (it
     reuses the connection just freed) and the global gate's head hasn't been passed over too often;
@@ -202,18 +204,22 @@ def pass_on(host_gate: Any, global_gate: Any) -> None:
     host_gate.release()
 
 
-class AsyncLease:
+class _Lease:
+    """One host and one global slot, already taken and counted (by the caller or ``wait_slots``), given
+    back exactly once by ``release``."""
+
     __slots__ = ("_global", "_host", "_metrics", "_stats", "released")
 
-    def __init__(
-        self, host_gate: AsyncGate, global_gate: AsyncGate, metrics: NullMetrics, stats: Any
-    ) -> None:
-        # The slots are already taken and counted (by the caller or wait_slots); this only gives them back.
+    def __init__(self, host_gate: Any, global_gate: Any, metrics: NullMetrics, stats: Any) -> None:
         self._host = host_gate
         self._global = global_gate
         self._metrics = metrics
         self._stats = stats
         self.released = False
+
+
+class AsyncLease(_Lease):
+    __slots__ = ()
 
     def release(self) -> None:
         if not self.released:
@@ -282,16 +288,14 @@ async def wait_slots(
     metrics.pool_wait(time.monotonic() - start)
 
 
-class SyncLease:
-    __slots__ = ("_global", "_host", "_lock", "_metrics", "_stats", "released")
+class SyncLease(_Lease):
+    """Counted here (under the stats' lock), unlike the async lease, whose taker counts it on the loop."""
+
+    __slots__ = ("_lock",)
 
     def __init__(self, host_gate: SyncGate, global_gate: SyncGate, metrics: NullMetrics, stats: Any) -> None:
-        self._host = host_gate
-        self._global = global_gate
-        self._metrics = metrics
-        self._stats = stats
+        super().__init__(host_gate, global_gate, metrics, stats)
         self._lock = stats.lock
-        self.released = False
         with self._lock:
             stats.in_use += 1
         metrics.active(1)

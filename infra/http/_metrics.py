@@ -31,6 +31,7 @@ _logged = False
 failures = 0
 
 _BREAKER_STATE_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+_ORIGIN = ("origin",)
 _CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
@@ -42,21 +43,14 @@ def _failed(exc: BaseException) -> None:
         log.warning("infra.http metrics failed (counted, requests unaffected): %s", type(exc).__name__)
 
 
+def _nothing(*args: object) -> None:
+    pass
+
+
 class _Null:
-    def inc(self, amount: float = 1.0) -> None:
-        pass
+    """A metric child that records nothing (the registry failed: metrics fail open)."""
 
-    def dec(self, amount: float = 1.0) -> None:
-        pass
-
-    def set(self, value: float) -> None:
-        pass
-
-    def observe(self, value: float) -> None:
-        pass
-
-    def note(self, value: float) -> None:
-        pass
+    inc = dec = set = observe = note = staticmethod(_nothing)
 
 
 _NULL = _Null()
@@ -125,7 +119,7 @@ class HostMetrics(NullMetrics):
             self._budget = reg.counter(
                 "infra_http_retry_budget_denied_total",
                 "Retries the per-origin retry budget refused.",
-                labelnames=("origin",),
+                labelnames=_ORIGIN,
             ).labels(origin)
             c_breaker = reg.counter(
                 "infra_http_breaker_transitions_total",
@@ -133,22 +127,18 @@ class HostMetrics(NullMetrics):
                 labelnames=("origin", "state"),
             )
             self._breaker_to = {s: c_breaker.labels(origin, s) for s in _BREAKER_STATE_VALUE}
+            # Several workers' breaker states aggregate to the worst any of them is in, not a sum.
             self._breaker_state = reg.gauge(
                 "infra_http_breaker_state",
                 "Circuit breaker state by origin: 0 closed, 1 half-open, 2 open.",
-                labelnames=("origin",),
-                aggregate="max",  # several workers: the worst state any of them is in, not a sum
+                labelnames=_ORIGIN,
+                aggregate="max",
             ).labels(origin)
-            self._pool_wait = reg.histogram(
-                "infra_http_pool_wait_seconds",
-                "Time a call waited for a free connection slot (only calls that had to wait).",
-                labelnames=("origin",),
-            ).labels(origin)
-            self._active = reg.gauge(
-                "infra_http_active_connections",
-                "Connections in use (requests holding a connection slot), by origin.",
-                labelnames=("origin",),
-            ).labels(origin)
+            wait = "Time a call waited for a free connection slot (only calls that had to wait)."
+            h_wait = reg.histogram("infra_http_pool_wait_seconds", wait, labelnames=_ORIGIN)
+            active = "Connections in use (requests holding a connection slot), by origin."
+            g_active = reg.gauge("infra_http_active_connections", active, labelnames=_ORIGIN)
+            self._pool_wait, self._active = h_wait.labels(origin), g_active.labels(origin)
         except Exception as exc:
             _failed(exc)
             self._budget = self._breaker_state = self._pool_wait = self._active = _NULL

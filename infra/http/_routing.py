@@ -9,15 +9,9 @@ import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypedDict
 
-from infra.config.sections.http import (
-    BreakerConfig,
-    HttpCacheConfig,
-    HttpConfig,
-    RetryBudgetConfig,
-    RetryConfig,
-    TimeoutConfig,
-)
-from infra.http._ident import prepare_headers
+from infra.config.sections import http as section
+from infra.config.sections.http import HttpConfig
+from infra.http._ident import DEFAULT_HEADERS, prepare_headers
 
 if TYPE_CHECKING:
     from infra.config import PerfConfig
@@ -34,6 +28,7 @@ __all__ = [
     "backend_for",
     "build_settings",
     "call_args",
+    "httpx_request",
     "httpx_transport",
     "settings_of",
     "tls_context",
@@ -53,11 +48,11 @@ class HttpOverrides(TypedDict, total=False):
     max_connections: int
     max_per_host: int
     keepalive_expiry: float
-    timeout: TimeoutConfig
-    retry: RetryConfig
-    retry_budget: RetryBudgetConfig
-    breaker: BreakerConfig
-    cache: HttpCacheConfig
+    timeout: section.TimeoutConfig
+    retry: section.RetryConfig
+    retry_budget: section.RetryBudgetConfig
+    breaker: section.BreakerConfig
+    cache: section.HttpCacheConfig
 
 
 #: Query parameters: names to values (each sent as ``str(value)``).
@@ -228,6 +223,9 @@ class CallArgs(NamedTuple):
     stream: bool
 
 
+_tuple_new = tuple.__new__
+
+
 def call_args(
     method: str,
     url: str,
@@ -244,4 +242,26 @@ def call_args(
     """A verb's keywords (``RequestOptions``) as the loop's arguments, and the call's ``cache`` choice;
     the one place both clients read them."""
     sent, retry_ok = prepare_headers(headers, idempotent)
-    return CallArgs(method, url, params, sent, content, json, retry_ok, deadline, stream), cache
+    # tuple.__new__ straight: a NamedTuple's own __new__ is a Python function, a frame on every request.
+    args = _tuple_new(CallArgs, (method, url, params, sent, content, json, retry_ok, deadline, stream))
+    return args, cache
+
+
+def httpx_request(
+    httpx: Any, method: str, url: str, params: Any, headers: Any, content: Any, json: Any, timeout: Any
+) -> Any:
+    """The httpx request of one attempt, as both clients send it over an httpx transport: our default
+    headers under the caller's (case-insensitively: the caller's value replaces ours), and the attempt's
+    timeouts in its extensions (where httpcore reads them)."""
+    merged = httpx.Headers(DEFAULT_HEADERS)
+    if headers:
+        merged.update(headers)
+    return httpx.Request(
+        method,
+        url,
+        params=params,
+        headers=merged,
+        content=content,
+        json=json,
+        extensions={"timeout": timeout},
+    )

@@ -1,4 +1,4 @@
-"""PerfClient's attempt pieces: the request it sends (``build_request``), how a failure is named
+"""PerfClient's attempt pieces: its timeouts (``timeouts``), how a failure is named
 (``failure_of``), its slots and connection turn (``Held``), and a streamed body's reader (``SyncBody``),
 under the idle timeout and the call's deadline."""
 
@@ -12,13 +12,12 @@ import httpx
 
 from infra.config.sections.http import TimeoutConfig
 from infra.http._affinity import Affinity
+from infra.http._body import Body
 from infra.http._classify import FATAL, classify_httpx
-from infra.http._core import DEADLINE, FIRST_BYTE, READ, Failure
-from infra.http._errors import DeadlineExceeded, TransportError
-from infra.http._ident import DEFAULT_HEADERS
+from infra.http._core import DEADLINE, FIRST_BYTE, Failure
 from infra.http._lease import SyncLease
 
-__all__ = ["DEADLINE_SLACK", "Held", "SyncBody", "build_request", "failure_of", "left"]
+__all__ = ["DEADLINE_SLACK", "Held", "SyncBody", "failure_of", "left", "timeouts"]
 
 _monotonic = time.monotonic
 # A read timeout this close to the deadline is the deadline's doing, not the first-byte limit's.
@@ -67,20 +66,15 @@ class Held:
             self._lease.release()
 
 
-class SyncBody:
+class SyncBody(Body):
     """Reads an httpx response body chunk by chunk; the read timeout becomes the idle timeout."""
 
-    __slots__ = ("_first", "_idle", "_iter", "_lease", "_resp", "deadline_at", "done", "origin")
+    __slots__ = ("_first", "_iter")
 
     def __init__(
         self, resp: Any, lease: Held, idle: float | None, deadline_at: float | None, origin: str
     ) -> None:
-        self._resp = resp
-        self._lease = lease
-        self._idle = idle
-        self.deadline_at = deadline_at
-        self.done = False
-        self.origin = origin
+        super().__init__(resp, lease, idle, deadline_at, origin)
         self._first = True
         self._iter: Iterator[bytes] = resp.iter_bytes()
 
@@ -100,22 +94,15 @@ class SyncBody:
         except Exception as exc:
             self.close()
             if isinstance(exc, httpx.ReadTimeout):
-                if self.deadline_at is not None and _monotonic() >= self.deadline_at - DEADLINE_SLACK:
-                    raise DeadlineExceeded(
-                        "deadline exceeded while streaming the body", origin=self.origin
-                    ) from exc
-                raise TransportError(
-                    f"no body data for {self._idle}s (idle timeout)", kind="idle", origin=self.origin
-                ) from exc
-            raise TransportError(
-                f"stream broke: {type(exc).__name__}", kind=READ, origin=self.origin
-            ) from exc
+                expired = self.deadline_at is not None and _monotonic() >= self.deadline_at - DEADLINE_SLACK
+                raise self.ran_out(expired) from exc
+            raise self.broke(exc) from exc
         if not chunk:
             self.done = True
             self.close()
         elif self.deadline_at is not None and _monotonic() > self.deadline_at:
             self.close()
-            raise DeadlineExceeded("deadline exceeded while streaming the body", origin=self.origin)
+            raise self.ran_out(True)
         return chunk
 
     def close(self) -> None:
@@ -126,34 +113,11 @@ class SyncBody:
                 self._lease.release()
 
 
-def build_request(
-    method: str,
-    url: str,
-    params: Any,
-    headers: Any,
-    content: Any,
-    json: Any,
-    deadline_at: float | None,
-    t: TimeoutConfig,
-) -> httpx.Request:
-    """The httpx request of one attempt: our default headers under the caller's (case-insensitively), and
-    connect / first-byte timeouts cut to what the deadline leaves (the deadline of a blocking call)."""
+def timeouts(deadline_at: float | None, t: TimeoutConfig) -> dict[str, float | None]:
+    """An attempt's httpx timeouts: connect and first byte cut to what the deadline leaves (the deadline
+    of a blocking call)."""
     first_byte = left(deadline_at, t.first_byte)
-    timeout = httpx.Timeout(
-        connect=left(deadline_at, t.connect), read=first_byte, write=first_byte, pool=None
-    )
-    merged = httpx.Headers(DEFAULT_HEADERS)
-    if headers:
-        merged.update(headers)  # case-insensitive: the caller's value replaces ours
-    return httpx.Request(
-        method,
-        url,
-        params=params,
-        headers=merged,
-        content=content,
-        json=json,
-        extensions={"timeout": timeout.as_dict()},
-    )
+    return {"connect": left(deadline_at, t.connect), "read": first_byte, "write": first_byte, "pool": None}
 
 
 def failure_of(exc: Exception, deadline_at: float | None) -> Failure | None:

@@ -5,7 +5,8 @@ Why httpx here: threaded workers run a handful of calls at once, where httpx's O
 HTTP/2 through h2; and it lets each request carry its own connect / read / pool timeouts, which the one
 deadline per call needs. urllib3 was the alternative: per-host pools but no global limit and no HTTP/2.
 httpx has no per-host limit either, so the slots (``_lease``) are ours, the same as the async client's.
-The retry rules, budget and breaker are the shared I/O-free core (``_core.Call``).
+The retry rules, budget and breaker are the shared I/O-free core (``_core.Call``), and the loop is
+``_core.steps``, whose effects ``_run`` performs plainly (AsyncPerfClient's twin awaits them).
 """
 
 from __future__ import annotations
@@ -15,37 +16,34 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 # Imported here, not on first request: an import inside a call would eat that call's deadline. This
 # module itself loads only when PerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._affinity import Affinity
 from infra.http._caching import sync_cached_request
-from infra.http._core import DEADLINE, POOL, Call, Failure, HostState
+from infra.http._client_base import ClientBase, StreamContext
+from infra.http._core import DEADLINE, POOL, Failure, HostState, steps
 from infra.http._lease import SyncGate, acquire_sync
 from infra.http._origin import origin_of
 from infra.http._response import Response, StreamResponse, backend_headers
 from infra.http._routing import (
     DEFAULT,
     CallArgs,
-    Default,
-    HttpOverrides,
     RequestOptions,
     StreamOptions,
     active_connections,
     backend_for,
-    build_settings,
     call_args,
+    httpx_request,
     httpx_transport,
-    settings_of,
     transport_pool,
 )
-from infra.http._sync_bodies import DEADLINE_SLACK, Held, SyncBody, build_request, failure_of, left
+from infra.http._sync_bodies import DEADLINE_SLACK, Held, SyncBody, failure_of, left, timeouts
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from infra.cache import Cache
-    from infra.config import PerfConfig
-    from infra.config.sections.http import HttpConfig
 
 __all__ = ["PerfClient"]
 
@@ -60,7 +58,7 @@ class _Stats:
         self.lock = threading.Lock()
 
 
-class PerfClient:
+class PerfClient(ClientBase):
     """Pooled, retrying sync HTTP client; thread-safe. Use as ``with PerfClient() as client:``.
 
     Same settings and behaviour as AsyncPerfClient (one deadline per call, retries, budget, breaker,
@@ -68,42 +66,15 @@ class PerfClient:
     blocking call can't be cancelled from outside.
     """
 
-    def __init__(
-        self,
-        settings: HttpConfig | None = None,
-        *,
-        cache_store: Cache | None = None,
-        verify: bool | str = True,
-        **overrides: Unpack[HttpOverrides],
-    ) -> None:
-        self._settings = build_settings(settings, overrides)
-        self._hosts: dict[str, HostState] = {}
+    def _open(self) -> None:
         self._hosts_lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._affinity: dict[str, Affinity] = {}  # per transport: see _affinity
         self._clients_lock = threading.Lock()
         self._global = SyncGate(self._settings.max_connections)
         self._stats = _Stats()
-        self._closed = False
-        # An infra.cache.Cache to use instead of get_cache() (tests, embedding apps).
-        self._cache_store = cache_store
-        # TLS for https origins: True verifies against the system CA roots, a path to a CA bundle trusts
-        # that (private) CA, False turns verification off (each transport gets its own SSLContext).
-        self._verify = verify
         # Built now: an httpx transport loads TLS roots (~100 ms); the first call's deadline mustn't pay.
         self._client("h2" if self._settings.http2 else "h1")
-
-    @classmethod
-    def from_config(
-        cls, config: PerfConfig | None = None, *, cache_store: Cache | None = None, verify: bool | str = True
-    ) -> PerfClient:
-        """``PerfClient(config.http)`` for the process-wide config (or ``config``), with its
-        ``metrics.enabled`` switch applied."""
-        return cls(settings_of(config), cache_store=cache_store, verify=verify)
-
-    @property
-    def settings(self) -> HttpConfig:
-        return self._settings
 
     def __enter__(self) -> PerfClient:
         return self
@@ -125,14 +96,6 @@ class PerfClient:
         """Connections in use: ``in_use`` (our slots held) and ``httpx_active`` (connections httpx has
         handed out and not yet got back)."""
         return {"in_use": self._stats.in_use, "httpx_active": active_connections(self._clients.values())}
-
-    def breaker_state(self, url: str) -> str:
-        """The circuit breaker state ("closed", "open", "half_open") for the origin of ``url``."""
-        host = self._hosts.get(origin_of(url))
-        return host.breaker.state if host is not None else "closed"
-
-    def host_state(self, url: str) -> HostState:
-        return self._host(origin_of(url))
 
     def _host(self, origin: str) -> HostState:
         host = self._hosts.get(origin)
@@ -204,72 +167,39 @@ class PerfClient:
         return _StreamContext(self, call_args(method.upper(), url, True, **options)[0])
 
     def _run(self, args: CallArgs) -> Response:
-        """One logical call: AsyncPerfClient._run without ``await`` (every decision is ``Call``'s)."""
-        method, url, params, headers, content, json, retry_ok, deadline, stream = args
-        origin = origin_of(url)
+        """One logical call: ``steps`` performed plainly, AsyncPerfClient._run_reference without ``await``
+        (every decision is ``Call``'s)."""
+        origin = origin_of(args.url)
         host = self._hosts.get(origin) or self._host(origin)
-        started = _monotonic()
-        total: float | None = self._settings.timeout.total
-        if not isinstance(deadline, Default):
-            total = deadline
-        deadline_at = started + total if total is not None else None
-        call = Call(self._settings.retry, host, method, retry_ok, started)
-        kind = backend_for(self._settings, url, origin)
+        call, deadline_at = self._begin(args, host)
+        kind = backend_for(self._settings, args.url, origin)
         if kind == "aiohttp":  # the sync client's HTTP/1.1 backend is httpx
             kind = "h1"
-        delay: float | None
+        flow = steps(call, deadline_at, args.stream, args.deadline is DEFAULT)
+        effect = flow.send(None)  # the breaker's admission, then the first attempt
         while True:
-            admission = call.admit()
-            t0 = _monotonic()
-            answered = None  # the response to hand back if the breaker stops the retry
-            try:
-                response = self._once(
-                    kind, host, method, url, params, headers, content, json, deadline_at, stream
-                )
-            except Failure as failure:
-                delay = call.on_error(failure.kind, failure.cause, t0, _monotonic(), deadline_at, admission)
-            except BaseException:
-                call.release()
-                raise
-            else:
+            outcome: Any = None
+            if effect is None:
                 try:
-                    delay = call.on_response(response, t0, _monotonic(), deadline_at, admission, stream)
+                    outcome = self._once(kind, host, args, deadline_at)
+                except Failure as failure:
+                    outcome = failure
                 except BaseException:
-                    if isinstance(response, StreamResponse):
-                        response.close()
+                    call.release()
                     raise
-                if delay is None:
-                    if isinstance(response, StreamResponse) and deadline is DEFAULT:
-                        # The configured total deadline bounds a stream up to its headers; its body then
-                        # runs on the idle timeout (LLM / TTS streams outlive any sensible total). An
-                        # explicit deadline= bounds the whole stream.
-                        response.drop_deadline()
-                    return response
-                if isinstance(response, StreamResponse):
-                    response.close()
-                else:
-                    answered = response
-            if delay:
-                time.sleep(delay)
-            last = call.on_wake(answered, _monotonic())
-            if last is not None:  # the breaker opened meanwhile: this response is the call's answer
-                return last
+            elif effect.__class__ is float:
+                time.sleep(effect)
+            else:
+                effect.close()
+            try:
+                effect = flow.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
-    def _once(
-        self,
-        kind: str,
-        host: HostState,
-        method: str,
-        url: str,
-        params: Any,
-        headers: Any,
-        content: Any,
-        json: Any,
-        deadline_at: float | None,
-        stream: bool,
-    ) -> Response:
+    def _once(self, kind: str, host: HostState, args: CallArgs, deadline_at: float | None) -> Response:
         """One attempt over httpx: slots, this origin's turn on the pool, request, then the body read (or
         handed to a stream); a failure it can name raised as ``Failure``."""
+        method, url, params, headers, content, json, _, _, stream = args
         client = self._client(kind)
         t = self._settings.timeout
         pool_wait = left(deadline_at, t.pool)
@@ -282,7 +212,8 @@ class PerfClient:
         resp: Any = None
         handed_over = False
         try:
-            request = build_request(method, url, params, headers, content, json, deadline_at, t)
+            timeout = timeouts(deadline_at, t)
+            request = httpx_request(httpx, method, url, params, headers, content, json, timeout)
             # The pool timeout covers the slot wait and the wait for this origin's connection together.
             lease.wait_turn(
                 request.url, None if pool_wait is None else max(0.0, pool_wait - (_monotonic() - t0))
@@ -333,23 +264,11 @@ class PerfClient:
                 finally:
                     lease.release()
 
-    def _record_stream(self, response: StreamResponse, started: float) -> None:
-        """A stream closed: the whole stream, headers to close, is the request's duration (TTFB apart)."""
-        host = self._hosts.get(response.origin)
-        if host is not None:
-            host.metrics.duration(response.method, response.status, _monotonic() - started)
 
-
-class _StreamContext:
+class _StreamContext(StreamContext):
     """``with client.stream(...) as response``: closes the response on exit, always."""
 
-    __slots__ = ("_args", "_client", "_response", "_started")
-
-    def __init__(self, client: PerfClient, args: CallArgs) -> None:
-        self._client = client
-        self._args = args
-        self._response: StreamResponse | None = None
-        self._started = 0.0
+    __slots__ = ()
 
     def __enter__(self) -> StreamResponse:
         self._started = _monotonic()
@@ -361,7 +280,7 @@ class _StreamContext:
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        response, self._response = self._response, None
+        response = self._closing()
         if response is not None:
             response.close()
-            self._client._record_stream(response, self._started)
+            self._closed(response)
