@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from infra._closing import Closing
+
 # Imported here, not on first request: an import inside a call would eat that call's deadline. This
 # module itself loads only when PerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._affinity import Affinity
@@ -58,7 +60,7 @@ class _Stats:
         self.lock = threading.Lock()
 
 
-class PerfClient(ClientBase):
+class PerfClient(ClientBase, Closing):
     """Pooled, retrying sync HTTP client; thread-safe. Use as ``with PerfClient() as client:``.
 
     Same settings and behaviour as AsyncPerfClient (one deadline per call, retries, budget, breaker,
@@ -75,14 +77,6 @@ class PerfClient(ClientBase):
         self._stats = _Stats()
         # Built now: an httpx transport loads TLS roots (~100 ms); the first call's deadline mustn't pay.
         self._client("h2" if self._settings.http2 else "h1")
-
-    def __enter__(self) -> PerfClient:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close every connection. Idempotent."""

@@ -16,9 +16,9 @@ imported a name before the call keeps its own reference: route first, then impor
 from __future__ import annotations
 
 import threading
-from types import TracebackType
 from typing import TYPE_CHECKING
 
+from infra._closing import Closing
 from infra.config.sections.ollama import OllamaConfig
 
 from .aclient import AsyncOptimizedOllama
@@ -51,7 +51,7 @@ _MISSING = object()
 _lock = threading.Lock()
 
 
-class Routing:
+class Routing(Closing):
     """What :func:`route_official` replaced; ``undo()`` puts it back (idempotent).
 
     With the layer or its ``ollama`` part off nothing is replaced: ``client`` is None, ``off_reason`` says
@@ -95,12 +95,8 @@ class Routing:
                     setattr(ollama, name, value)
         self.client.close()
 
-    def __enter__(self) -> Routing:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def close(self) -> None:
+        """``undo()``: what leaving a ``with route_official(...)`` block does."""
         self.undo()
 
     def __repr__(self) -> str:

@@ -24,9 +24,9 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .._closing import Closing
 from ..metrics import MetricsRegistry
 from ._common import metrics_response
 from .dashboard import dashboard_route, history_for
@@ -297,7 +297,7 @@ def _head_complete(head: bytes) -> bool:
     return b"\r\n\r\n" in head or b"\n\n" in head
 
 
-class MetricsServer:
+class MetricsServer(Closing):
     """Handle of a running endpoint: ``.host``, ``.port``, ``.url``, ``.close()``; a context manager."""
 
     def __init__(self, server: _Server, thread: threading.Thread) -> None:
@@ -328,14 +328,6 @@ class MetricsServer:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"MetricsServer({self.url!r})"
