@@ -14,7 +14,9 @@ Cases (issue 2 targets, as ratio ours / prometheus_client):
 
 Then (``--only scrape_under_load`` runs just this): a scrape of 1000 histogram series while two threads
 observe into them, against the idle scrape of the same registry before the load (5 observations a series)
-and after it (same state: hundreds of sketch keys a series); issue 18 target: under load <= 3x idle.
+and after it (same state: the main thread's shard plus one per observing thread, ~10 keys each: a
+thread steps 7 values per series over 1,000 series, so each series sees the same 10 values from it);
+issue 18 target: under load <= 3x idle.
 
 Rounds are interleaved (ours, peer, then peer, ours, ...) so drift on a shared machine hits both
 sides alike; each figure is the median (and p99) over rounds of ns per operation. Micro-benchmarks

@@ -44,13 +44,14 @@ PENDING_FOLD_AT = 2048
 
 class _Child:
     """What every child knows: its label values, their rendered ``{...}`` fragment (``label_text``) and
-    the line prefixes exposition made from them (``render_cache``, filled by the first render)."""
+    what exposition made from them (``render_cache``, filled by the first render: a counter's or gauge's
+    line prefix, a histogram series' text template)."""
 
     __slots__ = ("label_text", "label_values", "render_cache")
 
     def __init__(self, labelnames: tuple[str, ...], label_values: tuple[str, ...]) -> None:
         self.label_values = label_values
-        self.render_cache: list[str] | None = None  # exposition line prefixes, filled by the first render
+        self.render_cache: list[str] | None = None  # see the class docstring
         # Rendered once: exposition then only concatenates (render speed, see bench_metrics).
         self.label_text = ",".join(
             f'{n}="{escape_label_value(v)}"' for n, v in zip(labelnames, label_values, strict=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import accumulate
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from infra.metrics import MetricsRegistry
+from infra.metrics._names import escape_label_value
 from infra.metrics.exposition import (
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_OPENMETRICS,
@@ -167,3 +169,49 @@ def test_numpy_scalars_observed_render_in_every_format() -> None:
     doc = json.loads(render(reg, "json")[0])
     [series] = next(m for m in doc["metrics"] if m["name"] == "h_seconds")["series"]
     assert series["min"] == 0.25 and series["max"] == 0.5
+
+
+def _reference_histogram_lines(reg: MetricsRegistry) -> list[str]:
+    """The histogram sample lines written out one by one from ``le_counts`` (the plain twin of the
+    one-template-per-series rendering exposition does)."""
+    lines = []
+    for m in reg.collect():
+        if m.kind != "histogram":
+            continue
+        for child in m.children():
+            pairs = zip(m.labelnames, child.label_values, strict=True)
+            lbl = ",".join(f'{n}="{escape_label_value(v)}"' for n, v in pairs)
+            le, total = child.le_counts()
+            tail = f"{{{lbl}}}" if lbl else ""
+            for b, c in zip((*m.buckets, math.inf), accumulate(le), strict=True):
+                lines.append(f'{m.name}_bucket{{{lbl}{"," if lbl else ""}le="{format_float(b)}"}} {c}')
+            lines.append(f"{m.name}_count{tail} {sum(le)}")
+            lines.append(f"{m.name}_sum{tail} {format_float(total)}")
+    return lines
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    labels=st.lists(st.text(alphabet='%s{}"\\\n ab', max_size=8), min_size=1, max_size=4, unique=True),
+    values=st.lists(
+        st.one_of(
+            st.floats(min_value=0.0, max_value=1e9, allow_nan=False),
+            st.sampled_from([0.0, 0.005, 0.1, 1.0, 2.5, 999_999.9999999999, 1e6, 5e6]),
+        ),
+        max_size=30,
+    ),
+)
+def test_histogram_text_is_the_line_by_line_rendering(labels: list[str], values: list[float]) -> None:
+    """Byte for byte what writing each line out gives: ``%`` and braces in label values, sums past
+    1e6 (Go's exponent form), zeros, values on boundaries."""
+    reg = MetricsRegistry()
+    h = reg.histogram("prop_seconds", "P.", ("v",))
+    solo = reg.histogram("prop_solo_bytes", "S.", buckets=(0.0, 1.0, 1.005, 1e7))
+    for i, v in enumerate(values):
+        h.labels(labels[i % len(labels)]).observe(v)
+        solo.observe(v)
+    for lbl in labels:
+        h.labels(lbl)
+    got = [ln for ln in render_text(reg).splitlines() if not ln.startswith("#")]
+    assert got == _reference_histogram_lines(reg)
+    assert render_openmetrics(reg).count("prop_seconds_bucket") == len(labels) * (len(h.buckets) + 1)
