@@ -135,6 +135,10 @@ def test_render_returns_the_matching_content_type() -> None:
 
 
 def test_json_document_has_series_buckets_quantiles_and_stats() -> None:
+    # The cache declares its stats section when infra.cache.observability is imported; import it here so
+    # the test doesn't depend on another test having imported the cache first.
+    import infra.cache.observability  # noqa: F401
+
     doc = json_document(_populated())
     by_name = {m["name"]: m for m in doc["metrics"]}
     [series] = by_name["infra_http_request_duration_seconds"]["series"]
