@@ -267,3 +267,13 @@ def test_audio_stream_sender(mode: str) -> None:
     asyncio.run(run())
     assert socket.got == ["hello"]
     watch.check(mode)
+
+
+def test_integrate_failure_counter(mode: str) -> None:
+    from infra.integrate._failures import failure_counts, record_failure
+
+    part = _token("mswitch_part")
+    watch = _Watch("infra_integrate_", part)
+    record_failure(part, "a test failure")
+    assert failure_counts()[part] == 1  # the layer's own count, read by enable().report()
+    watch.check(mode)
