@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from infra.config._model import PerfConfig
     from infra.metrics import MetricsRegistry
 
-__all__ = ["NULL_METRICS", "NullMetrics", "metrics_enabled", "part_metrics"]
+__all__ = ["NULL_METRICS", "NullRegistry", "metrics_enabled", "part_metrics"]
 
 
 def metrics_enabled(config: PerfConfig | None = None) -> bool:
@@ -35,12 +35,12 @@ def metrics_enabled(config: PerfConfig | None = None) -> bool:
     return bool(config.enabled and config.metrics.enabled)
 
 
-class NullMetrics:
-    """Stands in for the registry, a family and a bound child at once: every call records nothing."""
+class NullRegistry:
+    """Stands in for the registry and for every family and bound child it hands out: nothing is recorded."""
 
     __slots__ = ()
 
-    def counter(self, name: str, documentation: str = "", labelnames: Sequence[str] = ()) -> NullMetrics:
+    def counter(self, name: str, documentation: str = "", labelnames: Sequence[str] = ()) -> NullRegistry:
         return self
 
     def gauge(
@@ -50,7 +50,7 @@ class NullMetrics:
         labelnames: Sequence[str] = (),
         *,
         aggregate: str | None = None,
-    ) -> NullMetrics:
+    ) -> NullRegistry:
         return self
 
     def histogram(
@@ -60,10 +60,10 @@ class NullMetrics:
         labelnames: Sequence[str] = (),
         *,
         buckets: Sequence[float] | None = None,
-    ) -> NullMetrics:
+    ) -> NullRegistry:
         return self
 
-    def labels(self, *values: object, **kw: object) -> NullMetrics:
+    def labels(self, *values: object, **kw: object) -> NullRegistry:
         return self
 
     def inc(self, amount: float = 1.0) -> None:
@@ -79,10 +79,10 @@ class NullMetrics:
         pass
 
 
-NULL_METRICS = NullMetrics()
+NULL_METRICS = NullRegistry()
 
 
-def part_metrics(config: PerfConfig | None = None) -> MetricsRegistry | NullMetrics:
+def part_metrics(config: PerfConfig | None = None) -> MetricsRegistry | NullRegistry:
     """Where a part builds its metric handles: the process registry, or ``NULL_METRICS`` while
     ``metrics_enabled(config)`` is false."""
     if not metrics_enabled(config):
