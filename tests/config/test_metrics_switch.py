@@ -100,6 +100,7 @@ def test_cache(mode: str, tmp_path: Path) -> None:
         stats: Any = cache.get_stats()
         # the cache's own accounting, whatever the switch says
         assert stats["namespaces"][ns]["hits"] == 1 and stats["namespaces"][ns]["misses"] == 1
+        assert stats["fleet"][ns]["hits"] == 1  # and the store's fleet counters (``cache stats``)
         watch.check(mode)
     finally:
         cache.close()
