@@ -43,6 +43,7 @@ from infra.cache.stats import NamespaceStats
 from infra.cache.store_choice import make_backend, open_backend
 from infra.cache.tiers import Tiers
 from infra.cache.ttl import parse_ttl
+from infra.config._switch import metrics_enabled
 from infra.config.sections.cache import CacheConfig
 
 __all__ = ["Cache", "make_backend"]
@@ -63,9 +64,9 @@ class Cache:
     perf_config) or use ``get_cache()``.
 
     ``signing_key`` overrides the key read from the variable ``config.signing_key_env``; ``backend``
-    overrides the one the settings name (tests, custom stores); ``export_metrics`` turns the
-    registry export off (in-memory stats stay); ``stats=False`` counts nothing at all (the baseline the
-    benchmark compares against: counting must cost a hit no more than 5%). ``poll_interval`` and
+    overrides the one the settings name (tests, custom stores); ``export_metrics`` turns the registry
+    export off (in-memory stats stay), as ``metrics.enabled: false`` does for every cache; ``stats=False``
+    counts nothing (the benchmark's baseline: counting must cost a hit no more than 5%). ``poll_interval``,
     ``push_poll_interval``: seconds between polls of the backend's versions (generations and change counts)
     without and with a connected push listener (see ``infra.cache.changes``); by default derived from
     ``config.sync_interval``, the longest another process's change may go unseen by this L1.
@@ -86,7 +87,8 @@ class Cache:
         poll_interval, push_poll_interval = poll_intervals(s.sync_interval, poll_interval, push_poll_interval)
         self.settings = s
         self.enabled = s.enabled
-        self._export = export_metrics and stats
+        self._fleet = export_metrics and stats  # the store's counters: the cache's own, kept with metrics off
+        self._export = self._fleet and metrics_enabled()  # the registry export (infra.config._switch)
         self._count = stats
         self._l1 = L1Cache(max_items=s.memory_items, max_bytes=s.memory_bytes)
         key = signing_key if signing_key is not None else s.signing_key()
@@ -99,7 +101,7 @@ class Cache:
         self._changes = ChangeTracker(
             self._ns, self._l1, poll_interval=poll_interval, push_poll_interval=push_poll_interval
         )
-        self._report = CacheReport(export=self._export)
+        self._report = CacheReport(export=self._export, fleet=self._fleet)
         self._closed = False
         self.backend: CacheBackend | None = None
         self._backend_error: str | None = None
@@ -122,7 +124,8 @@ class Cache:
             from infra.cache.stats import track_for_collect
 
             track_for_collect(self)  # the registry folds our counts before every read (push_metrics)
-            fleet_stats.track(self)  # and the store keeps every process's totals (infra.cache.fleet_stats)
+        if self._fleet:
+            fleet_stats.track(self)  # the store keeps every process's totals (infra.cache.fleet_stats)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
 
@@ -561,7 +564,7 @@ class Cache:
             return
         self._closed = True
         self._flush()
-        if self._export:
+        if self._fleet:
             fleet_stats.close(self)
         if self.backend is not None:
             with contextlib.suppress(Exception):

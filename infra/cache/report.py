@@ -37,12 +37,14 @@ def _l2_evictions(backend: CacheBackend | None) -> int:
 
 
 class CacheReport:
-    """The reporting side of one ``Cache`` (``export``: whether it feeds the metrics registry)."""
+    """The reporting side of one ``Cache`` (``export``: whether it feeds the metrics registry; off with
+    ``metrics.enabled: false``, while ``fleet``, the store's counters, stay the cache's own accounting)."""
 
-    __slots__ = ("_evictions_exported", "_gauges_at", "export")
+    __slots__ = ("_evictions_exported", "_gauges_at", "export", "fleet")
 
-    def __init__(self, *, export: bool) -> None:
+    def __init__(self, *, export: bool, fleet: bool) -> None:
         self.export = export
+        self.fleet = fleet  # whether get_stats() reads the store's fleet counters (the cache's own state)
         self._evictions_exported: dict[str, int] = {}
         self._gauges_at = float("-inf")
 
@@ -123,7 +125,7 @@ class CacheReport:
     def _add_fleet(self, cache: Cache, out: dict[str, Any]) -> None:
         """``fleet``: every process's counts per namespace since the last ``cache stats --reset``, from the
         store (this process's pushed first); the figures above are this process's (issue 16)."""
-        if not self.export or cache.backend is None:
+        if not self.fleet or cache.backend is None:
             return
         try:
             totals = fleet_stats.fleet_totals(cache)

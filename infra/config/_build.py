@@ -312,7 +312,8 @@ def build_config(data: Any, problems: list[ConfigProblem], *, source: str | None
 
 def finalize(config: PerfConfig, *, source: str | None) -> PerfConfig:
     """Apply the master switches (``enabled: false`` turns every part off; ``metrics.enabled: false`` turns
-    off the parts' own metrics: ``http.metrics``), and the source path for messages."""
+    off the parts' own metrics: ``http.metrics``; the other parts read it through ``infra.config._switch``),
+    and the source path for messages."""
     import dataclasses
 
     with loading():

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from infra.config._switch import metrics_enabled
 from infra.config.sections.runtime import DbConfig
 from infra.db.errors import DatabaseConnectError
 from infra.db.timing import StatementTimer
@@ -87,7 +88,8 @@ async def create_pool(
     keywords (``setup``, ``record_class``, ...) go to ``asyncpg.create_pool`` unchanged.
 
     Each connection gets a ``StatementTimer`` query logger (``timing=False`` to skip) that records
-    ``infra_db_query_duration_seconds{statement,outcome}``.
+    ``infra_db_query_duration_seconds{statement,outcome}``; with ``metrics.enabled: false`` and no
+    ``timer`` given, none is attached (nothing would be recorded).
 
     Raises ``ConfigError`` for a malformed DSN and ``DatabaseConnectError`` when the first
     connections can't be opened (refused, unknown host, unknown database, authentication); both
@@ -102,7 +104,7 @@ async def create_pool(
     target = base.resolved_dsn()
 
     kwargs: dict[str, object] = dict(base.pool_kwargs())
-    if timing:
+    if timing and (timer is not None or metrics_enabled()):
         t = timer if timer is not None else default_timer()
         user_init = init
 

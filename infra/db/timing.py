@@ -19,7 +19,8 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from infra.metrics import OperationView, get_metrics, register_operation_view
+from infra.config._switch import part_metrics
+from infra.metrics import OperationView, register_operation_view
 
 if TYPE_CHECKING:
     import asyncpg
@@ -62,7 +63,8 @@ class StatementTimer:
         self._labels: dict[str, str] = {}  # raw SQL text -> label (asyncpg hands the same str back)
         self._children: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
-        self._hist = get_metrics().histogram(
+        # records nothing while metrics.enabled is false (``observed`` still counts: the timer's own)
+        self._hist = part_metrics().histogram(
             "infra_db_query_duration_seconds",
             "asyncpg query time by statement label and outcome (ok / error).",
             labelnames=("statement", "outcome"),

@@ -30,9 +30,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
+from infra.config._switch import part_metrics
 from infra.config.sections.runtime import BatchingConfig
 from infra.errors import BackpressureError
-from infra.metrics import get_metrics
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -177,7 +177,7 @@ class MicroBatcher(Generic[T, R]):
         self._closed = False
         self._worker: threading.Thread | None = None
         self.stats = BatcherStats()
-        reg = get_metrics()
+        reg = part_metrics()  # records nothing while metrics.enabled is false; ``stats`` counts either way
         self._m_size = reg.histogram(
             "infra_batch_size",
             "Items per batched model call.",

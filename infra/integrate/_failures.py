@@ -24,14 +24,16 @@ def record_failure(part: str, message: str, exc: BaseException | None = None) ->
         _counts[part] = _counts.get(part, 0) + 1
         first = part not in _logged
         _logged.add(part)
+    from infra.config._switch import metrics_enabled
     from infra.metrics import count_failure
 
-    count_failure(
-        "infra_integrate_failures_total",
-        "Parts of the layer that failed to start in infra.enable(); the worker went on without them.",
-        "part",
-        part,
-    )
+    if metrics_enabled():  # failure_counts() and the log line count either way
+        count_failure(
+            "infra_integrate_failures_total",
+            "Parts of the layer that failed to start in infra.enable(); the worker went on without them.",
+            "part",
+            part,
+        )
     if first:
         detail = f": {exc}" if exc is not None else ""
         log.warning("perf-infra: %s%s (continuing without it; logged once)", message, detail)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from infra.config._switch import metrics_enabled
 from infra.config.sections.wrap import WrapEntry
 from infra.integrate._targets import KIND_CLASS, KIND_STATIC, MethodPlan, describe_entry, plan_methods
 
@@ -137,16 +138,6 @@ def _layer_off() -> bool:
     return not (cfg.enabled and cfg.cache.enabled)
 
 
-def _metrics_on() -> bool:
-    try:
-        from infra.config import get_config
-
-        cfg = get_config()
-        return bool(cfg.enabled and cfg.metrics.enabled)
-    except Exception:
-        return True
-
-
 def _reduce_as(original: type) -> Callable[[Any, int], Any]:
     """``__reduce_ex__`` that names the original class, so pickle (by reference) and copy keep working."""
 
@@ -242,7 +233,7 @@ def _subclass(
     cls: C, items: Iterable[tuple[MethodPlan, MethodSettings]], *, cache: Any, timing: bool | None
 ) -> C:
     if timing is None:
-        timing = _metrics_on()
+        timing = metrics_enabled()
     ns: dict[str, Any] = {
         "__module__": cls.__module__,
         "__qualname__": cls.__qualname__,
@@ -355,7 +346,7 @@ def patch_class_in_place(
 ) -> PatchRecord:
     """Set the cached methods on ``cls`` itself; every name already seen by other modules sees them too."""
     if timing is None:
-        timing = _metrics_on()
+        timing = metrics_enabled()
     record = PatchRecord(cls=cls, label=label)
     built = [
         (plan, build_method(cls, plan, settings, cache=cache, timing=timing)) for plan, settings in items

@@ -387,14 +387,16 @@ class ClientCore:
 
     def failure(self, what: str, exc: BaseException) -> None:
         """Count and log (once per kind) a failure of the layer itself; the call goes on."""
+        from infra.config._switch import metrics_enabled
         from infra.metrics import count_failure
 
-        count_failure(
-            "infra_ollama_layer_errors_total",
-            "Failures of the Ollama layer itself (cache, metrics), absorbed so calls go on.",
-            "component",
-            what,
-        )
+        if metrics_enabled():
+            count_failure(
+                "infra_ollama_layer_errors_total",
+                "Failures of the Ollama layer itself (cache, metrics), absorbed so calls go on.",
+                "component",
+                what,
+            )
         if what not in self._logged:
             self._logged.add(what)
             log.warning(

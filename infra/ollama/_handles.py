@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from infra.config._switch import NULL_METRICS, part_metrics
 from infra.metrics import OperationView, register_operation_view
 
 __all__ = ["Handles"]
@@ -66,14 +67,6 @@ _FAMILIES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
 }
 
 
-class _Noop:
-    """Stands in for a metric child when the metrics layer fails (fail open)."""
-
-    def inc(self, amount: float = 1.0) -> None: ...
-    def observe(self, value: float) -> None: ...
-    def set(self, value: float) -> None: ...
-
-
 class Handles:
     """Metric children for one (model, operation), resolved once and kept off the hot path."""
 
@@ -100,9 +93,7 @@ class Handles:
         self.n_coalesced = 0
         values = {"model": model, "operation": op, "namespace": namespace}
         try:
-            from infra.metrics import get_metrics
-
-            m = get_metrics()
+            m = part_metrics()  # NULL_METRICS while metrics.enabled is false: the n_* counts stay
             dur = m.histogram(_DURATION, _DURATION_HELP, labelnames=("model", "operation", "cache"))
             self.duration_hit: Any = dur.labels(model, op, "hit")
             self.duration_miss: Any = dur.labels(model, op, "miss")
@@ -111,7 +102,7 @@ class Handles:
                 family = make(name, doc, labelnames=labels)
                 setattr(self, attr, family.labels(*(values[label] for label in labels)))
         except Exception:  # metrics must never break a call
-            noop = _Noop()
+            noop = NULL_METRICS
             self.duration_hit = self.duration_miss = noop
             for attr in _FAMILIES:
                 setattr(self, attr, noop)

@@ -158,7 +158,8 @@ class ReconnectGate:
 
 
 def _backend_counter(name: str, help_text: str, backend: str) -> Any:
-    """The registry's counter ``name`` labelled with ``backend``."""
-    from infra.metrics import get_metrics
+    """The registry's counter ``name`` labelled with ``backend`` (one that records nothing while
+    ``metrics.enabled`` is false)."""
+    from infra.config._switch import part_metrics
 
-    return get_metrics().counter(name, help_text, labelnames=("backend",)).labels(backend)
+    return part_metrics().counter(name, help_text, labelnames=("backend",)).labels(backend)

@@ -1,0 +1,92 @@
+"""The ``metrics.enabled`` switch as the parts read it: the one decision point for "record into the registry".
+
+Every part that exports metrics builds its handles (families and bound children) once, off its hot path,
+through ``part_metrics()``: the process registry while the switch is on, else ``NULL_METRICS``, whose
+families and children accept the same calls and record nothing, so no series (not even a family's
+``# HELP`` line) reaches ``/metrics``. A part whose export has its own work to skip (the cache's flush
+and store gauges) asks ``metrics_enabled()`` once, at construction, instead. A part's own counters
+(``Cache.get_stats()``, ``BatcherStats``, the Ollama client's hit / miss counts) are its state, not
+metrics: they keep counting either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from infra.config._model import PerfConfig
+    from infra.metrics import MetricsRegistry
+
+__all__ = ["NULL_METRICS", "NullRegistry", "metrics_enabled", "part_metrics"]
+
+
+def metrics_enabled(config: PerfConfig | None = None) -> bool:
+    """Whether the layer records metrics: ``enabled`` and ``metrics.enabled`` of ``config`` (the
+    process-wide config when None; ``PERF_METRICS_ENABLED=0`` or ``PERF_ENABLED=0`` turn it off). A config
+    that cannot be read leaves metrics on, as the parts' own fail-open paths do."""
+    if config is None:
+        try:
+            from infra.config._loader import get_config
+
+            config = get_config()
+        except Exception:
+            return True
+    return bool(config.enabled and config.metrics.enabled)
+
+
+class NullRegistry:
+    """Stands in for the registry and for every family and bound child it hands out: nothing is recorded."""
+
+    __slots__ = ()
+
+    def counter(self, name: str, documentation: str = "", labelnames: Sequence[str] = ()) -> NullRegistry:
+        return self
+
+    def gauge(
+        self,
+        name: str,
+        documentation: str = "",
+        labelnames: Sequence[str] = (),
+        *,
+        aggregate: str | None = None,
+    ) -> NullRegistry:
+        return self
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str = "",
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float] | None = None,
+    ) -> NullRegistry:
+        return self
+
+    def labels(self, *values: object, **kw: object) -> NullRegistry:
+        return self
+
+    def inc(self, amount: float = 1.0) -> None:
+        pass
+
+    def dec(self, amount: float = 1.0) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, value: float) -> None:
+        pass
+
+
+NULL_METRICS = NullRegistry()
+
+
+def part_metrics(config: PerfConfig | None = None) -> MetricsRegistry | NullRegistry:
+    """Where a part builds its metric handles: the process registry, or ``NULL_METRICS`` while
+    ``metrics_enabled(config)`` is false."""
+    if not metrics_enabled(config):
+        return NULL_METRICS
+    from infra.metrics import get_metrics
+
+    return get_metrics()
