@@ -11,7 +11,6 @@ metrics: they keep counting either way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,47 +35,22 @@ def metrics_enabled(config: PerfConfig | None = None) -> bool:
 
 
 class NullRegistry:
-    """Stands in for the registry and for every family and bound child it hands out: nothing is recorded."""
+    """Stands in for the registry and for every family and bound child it hands out: nothing is recorded.
+
+    Its methods take any arguments: a part holds ``MetricsRegistry | NullRegistry``, so mypy checks each
+    call against the registry's own signatures; the stand-in only has to accept what those accept."""
 
     __slots__ = ()
 
-    def counter(self, name: str, documentation: str = "", labelnames: Sequence[str] = ()) -> NullRegistry:
+    def family(self, *args: object, **kw: object) -> NullRegistry:
+        """A family (``counter`` / ``gauge`` / ``histogram``) or a bound child (``labels``): itself."""
         return self
 
-    def gauge(
-        self,
-        name: str,
-        documentation: str = "",
-        labelnames: Sequence[str] = (),
-        *,
-        aggregate: str | None = None,
-    ) -> NullRegistry:
-        return self
+    def record(self, *args: object) -> None:
+        """``inc`` / ``dec`` / ``set`` / ``observe``: nothing."""
 
-    def histogram(
-        self,
-        name: str,
-        documentation: str = "",
-        labelnames: Sequence[str] = (),
-        *,
-        buckets: Sequence[float] | None = None,
-    ) -> NullRegistry:
-        return self
-
-    def labels(self, *values: object, **kw: object) -> NullRegistry:
-        return self
-
-    def inc(self, amount: float = 1.0) -> None:
-        pass
-
-    def dec(self, amount: float = 1.0) -> None:
-        pass
-
-    def set(self, value: float) -> None:
-        pass
-
-    def observe(self, value: float) -> None:
-        pass
+    counter = gauge = histogram = labels = family
+    inc = dec = set = observe = record
 
 
 NULL_METRICS = NullRegistry()
