@@ -27,7 +27,10 @@ How a process ends decides what it pushes last:
   never waited on), puts ``SIG_DFL`` back and sends SIGTERM again, so the process still dies by the signal
   (exit status -15 / 143 as before). A handler of your own is left alone: if it ends with ``sys.exit()``,
   ``atexit`` pushes; if it ends with ``os._exit()``, call ``Cache.close()`` (or ``get_cache().close()``)
-  first. Set ``INFRA_CACHE_SIGTERM_PUSH=0`` in the environment to install nothing.
+  first. Set ``INFRA_CACHE_SIGTERM_PUSH=0`` in the environment to install nothing. The price of any
+  Python-level handler: Python runs it between bytecodes of the main thread, so a main thread stuck inside
+  one long C call that never returns to the interpreter dies when that call returns (or by the SIGKILL a
+  service manager sends after its grace period), not at once.
 * **SIGKILL, ``os._exit()``, a crash**: no Python code runs; the counts since the last push (at most half a
   second of them) are lost. Call ``Cache.close()`` before ``os._exit()`` to keep them.
 
