@@ -1,4 +1,5 @@
-"""Fleet-wide cache counters: hits, misses, errors and compute-seconds-saved per namespace, kept in the store.
+"""Fleet-wide cache counters: hits, misses, errors, uncacheable calls and compute-seconds-saved per namespace,
+kept in the store.
 
 Counters in memory die with their process, so ``cache stats`` run from a terminal (a process that made no
 call) could never show a hit rate. Here every process that counts adds its *deltas* to one row per
@@ -15,7 +16,25 @@ namespace in the store the processes share, and any process reads the totals:
   last push, so the totals are "every process since the last reset".
 * **Fork**: a forked child starts from what the parent had counted (the parent pushes its own deltas).
 
-A process killed with SIGKILL loses at most its last half second of counts. Backends take part through three
+How a process ends decides what it pushes last:
+
+* **Normal exit, ``sys.exit``, an uncaught exception, SIGINT** (KeyboardInterrupt unwinds to the
+  interpreter's exit): ``atexit`` pushes the rest.
+* **SIGTERM** (``docker stop``, systemd, Kubernetes): its default action kills the process without running
+  ``atexit``. So when the push thread first starts in the main thread and SIGTERM's handler is still the
+  default (``SIG_DFL``), a handler is installed that pushes the rest (on a helper thread, waiting at most
+  ``SIGTERM_PUSH_TIMEOUT`` seconds: a push that needs a lock the interrupted main thread holds is given up,
+  never waited on), puts ``SIG_DFL`` back and sends SIGTERM again, so the process still dies by the signal
+  (exit status -15 / 143 as before). A handler of your own is left alone: if it ends with ``sys.exit()``,
+  ``atexit`` pushes; if it ends with ``os._exit()``, call ``Cache.close()`` (or ``get_cache().close()``)
+  first. Set ``INFRA_CACHE_SIGTERM_PUSH=0`` in the environment to install nothing. The price of any
+  Python-level handler: Python runs it between bytecodes of the main thread, so a main thread stuck inside
+  one long C call that never returns to the interpreter dies when that call returns (or by the SIGKILL a
+  service manager sends after its grace period), not at once.
+* **SIGKILL, ``os._exit()``, a crash**: no Python code runs; the counts since the last push (at most half a
+  second of them) are lost. Call ``Cache.close()`` before ``os._exit()`` to keep them.
+
+Backends take part through three
 small methods, ``fleet_add(deltas)``, ``fleet_read()`` and ``fleet_reset(namespace)``, built on the
 helpers below (SQLite, PostgreSQL, Redis); a backend without them (memory) has no fleet counters.
 """
@@ -25,6 +44,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import threading
 import weakref
 from collections.abc import Mapping
@@ -33,6 +53,8 @@ from typing import Any
 
 __all__ = [
     "PUSH_INTERVAL",
+    "SIGTERM_PUSH_ENV",
+    "SIGTERM_PUSH_TIMEOUT",
     "FleetCounts",
     "close",
     "fleet_totals",
@@ -53,6 +75,10 @@ log = logging.getLogger("infra.cache")
 
 #: seconds between two pushes of one process's deltas
 PUSH_INTERVAL = 0.5
+#: seconds the SIGTERM handler waits for the last push before the process dies (docker stop waits 10 s)
+SIGTERM_PUSH_TIMEOUT = 2.0
+#: environment variable: "0" (or "false", "no", "off") installs no SIGTERM handler
+SIGTERM_PUSH_ENV = "INFRA_CACHE_SIGTERM_PUSH"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +89,10 @@ class FleetCounts:
     misses: int = 0
     errors: int = 0
     compute_seconds_saved: float = 0.0
+    uncacheable: int = 0  # calls that ran uncached: an argument with no canonical key (not lookups)
 
     def __bool__(self) -> bool:
-        return bool(self.hits or self.misses or self.errors or self.compute_seconds_saved)
+        return bool(self.hits or self.misses or self.errors or self.compute_seconds_saved or self.uncacheable)
 
     def __add__(self, other: FleetCounts) -> FleetCounts:
         return FleetCounts(
@@ -73,6 +100,7 @@ class FleetCounts:
             self.misses + other.misses,
             self.errors + other.errors,
             self.compute_seconds_saved + other.compute_seconds_saved,
+            self.uncacheable + other.uncacheable,
         )
 
     def __sub__(self, other: FleetCounts) -> FleetCounts:
@@ -81,6 +109,7 @@ class FleetCounts:
             self.misses - other.misses,
             self.errors - other.errors,
             self.compute_seconds_saved - other.compute_seconds_saved,
+            self.uncacheable - other.uncacheable,
         )
 
     @property
@@ -94,40 +123,67 @@ class FleetCounts:
             "misses": self.misses,
             "hit_rate": self.hit_rate,
             "errors": self.errors,
+            "uncacheable": self.uncacheable,
             "compute_seconds_saved": round(self.compute_seconds_saved, 6),
         }
 
 
 # ---------------------------------------------------------------------------------------------- SQLite
+# ``uncacheable`` came later: a store written before it has the table without the column, which the first
+# push adds (reads take the columns there are).
 SQLITE_TABLE = "fleet_stats"
 _SQLITE_SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {SQLITE_TABLE} (namespace TEXT PRIMARY KEY, hits INTEGER NOT NULL, "
-    "misses INTEGER NOT NULL, errors INTEGER NOT NULL, saved REAL NOT NULL)"
+    "misses INTEGER NOT NULL, errors INTEGER NOT NULL, saved REAL NOT NULL, "
+    "uncacheable INTEGER NOT NULL DEFAULT 0)"
 )
 _SQLITE_ADD = (
-    f"INSERT INTO {SQLITE_TABLE} (namespace, hits, misses, errors, saved) VALUES (?, ?, ?, ?, ?) "
+    f"INSERT INTO {SQLITE_TABLE} (namespace, hits, misses, errors, saved, uncacheable) "
+    "VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(namespace) DO UPDATE SET hits = hits + excluded.hits, misses = misses + excluded.misses, "
-    "errors = errors + excluded.errors, saved = saved + excluded.saved"
+    "errors = errors + excluded.errors, saved = saved + excluded.saved, "
+    "uncacheable = uncacheable + excluded.uncacheable"
 )
+_ADD_UNCACHEABLE = "ALTER TABLE {} ADD COLUMN uncacheable {} NOT NULL DEFAULT 0"
+
+
+def _rows(deltas: Mapping[str, FleetCounts]) -> list[tuple[str, int, int, int, float, int]]:
+    rows = sorted(deltas.items())
+    return [(ns, d.hits, d.misses, d.errors, d.compute_seconds_saved, d.uncacheable) for ns, d in rows]
+
+
+def _counts(row: Mapping[str, Any]) -> FleetCounts:
+    """One stored row (by column name; ``uncacheable`` absent in a store from before it) as counts."""
+    return FleetCounts(
+        int(row["hits"]),
+        int(row["misses"]),
+        int(row["errors"]),
+        float(row["saved"]),
+        int(row.get("uncacheable") or 0),
+    )
 
 
 def sqlite_add(conn: Any, deltas: Mapping[str, FleetCounts]) -> None:
     """Add ``deltas`` inside the caller's write transaction (``conn`` is a sqlite3 connection)."""
     conn.execute(_SQLITE_SCHEMA)
-    conn.executemany(
-        _SQLITE_ADD,
-        [(ns, d.hits, d.misses, d.errors, d.compute_seconds_saved) for ns, d in sorted(deltas.items())],
-    )
+    try:
+        conn.executemany(_SQLITE_ADD, _rows(deltas))
+    except Exception as exc:  # a table from before ``uncacheable``: add the column (same transaction)
+        if "uncacheable" not in str(exc):
+            raise
+        conn.execute(_ADD_UNCACHEABLE.format(SQLITE_TABLE, "INTEGER"))
+        conn.executemany(_SQLITE_ADD, _rows(deltas))
 
 
 def sqlite_read(conn: Any) -> dict[str, FleetCounts]:
     try:
-        rows = conn.execute(f"SELECT namespace, hits, misses, errors, saved FROM {SQLITE_TABLE}").fetchall()
+        cur = conn.execute(f"SELECT * FROM {SQLITE_TABLE}")
     except Exception as exc:  # no push yet: the table does not exist
         if "no such table" in str(exc):
             return {}
         raise
-    return {ns: FleetCounts(int(h), int(m), int(e), float(s)) for ns, h, m, e, s in rows}
+    names = [d[0] for d in cur.description]
+    return {str(row[0]): _counts(dict(zip(names, row, strict=True))) for row in cur.fetchall()}
 
 
 def sqlite_reset(conn: Any, namespace: str | None) -> None:
@@ -147,23 +203,31 @@ async def pg_add(conn: Any, prefix: str, deltas: Mapping[str, FleetCounts]) -> N
     t = _pg_table(prefix)
     await conn.execute(
         f"CREATE TABLE IF NOT EXISTS {t} (namespace text PRIMARY KEY, hits bigint NOT NULL, "
-        "misses bigint NOT NULL, errors bigint NOT NULL, saved double precision NOT NULL)"
+        "misses bigint NOT NULL, errors bigint NOT NULL, saved double precision NOT NULL, "
+        "uncacheable bigint NOT NULL DEFAULT 0)"
     )
-    await conn.executemany(
-        f"INSERT INTO {t} AS f (namespace, hits, misses, errors, saved) VALUES ($1, $2, $3, $4, $5) "
+    add = (
+        f"INSERT INTO {t} AS f (namespace, hits, misses, errors, saved, uncacheable) "
+        "VALUES ($1, $2, $3, $4, $5, $6) "
         "ON CONFLICT (namespace) DO UPDATE SET hits = f.hits + excluded.hits, "
         "misses = f.misses + excluded.misses, errors = f.errors + excluded.errors, "
-        "saved = f.saved + excluded.saved",
-        [(ns, d.hits, d.misses, d.errors, d.compute_seconds_saved) for ns, d in sorted(deltas.items())],
+        "saved = f.saved + excluded.saved, uncacheable = f.uncacheable + excluded.uncacheable"
     )
+    try:
+        await conn.executemany(add, _rows(deltas))
+    except Exception as exc:  # a table from before ``uncacheable`` (SQLSTATE 42703: undefined column)
+        if getattr(exc, "sqlstate", None) != "42703":
+            raise
+        await conn.execute(_ADD_UNCACHEABLE.replace("COLUMN", "COLUMN IF NOT EXISTS").format(t, "bigint"))
+        await conn.executemany(add, _rows(deltas))
 
 
 async def pg_read(conn: Any, prefix: str) -> dict[str, FleetCounts]:
     exists = await conn.fetchval("SELECT to_regclass($1)", _pg_table(prefix))
     if exists is None:
         return {}
-    rows = await conn.fetch(f"SELECT namespace, hits, misses, errors, saved FROM {_pg_table(prefix)}")
-    return {ns: FleetCounts(int(h), int(m), int(e), float(saved)) for ns, h, m, e, saved in rows}
+    rows = await conn.fetch(f"SELECT * FROM {_pg_table(prefix)}")
+    return {str(r["namespace"]): _counts(dict(r.items())) for r in rows}
 
 
 async def pg_reset(conn: Any, prefix: str, namespace: str | None) -> None:
@@ -177,13 +241,13 @@ async def pg_reset(conn: Any, prefix: str, namespace: str | None) -> None:
 
 # ----------------------------------------------------------------------------------------------- Redis
 # One hash, ``{prefix}:fleet``, field ``<namespace>\x1f<counter>``: a push is one MULTI of HINCRBY(FLOAT)s.
-_FIELDS = ("hits", "misses", "errors", "saved")
+_FIELDS = ("hits", "misses", "errors", "uncacheable", "saved")
 
 
 def redis_add(client: Any, key: str, deltas: Mapping[str, FleetCounts]) -> None:
     with client.pipeline(transaction=True) as p:
         for ns, d in sorted(deltas.items()):
-            for name, v in zip(_FIELDS, (d.hits, d.misses, d.errors), strict=False):
+            for name, v in zip(_FIELDS, (d.hits, d.misses, d.errors, d.uncacheable), strict=False):
                 if v:
                     p.hincrby(key, f"{ns}\x1f{name}", int(v))
             if d.compute_seconds_saved:
@@ -197,12 +261,7 @@ def redis_read(client: Any, key: str) -> dict[str, FleetCounts]:
         f = field.decode() if isinstance(field, bytes) else str(field)
         ns, _, name = f.rpartition("\x1f")
         acc.setdefault(ns, {})[name] = float(value)
-    return {
-        ns: FleetCounts(
-            int(v.get("hits", 0)), int(v.get("misses", 0)), int(v.get("errors", 0)), v.get("saved", 0.0)
-        )
-        for ns, v in acc.items()
-    }
+    return {ns: _counts({name: v.get(name, 0) for name in _FIELDS}) for ns, v in acc.items()}
 
 
 def redis_reset(client: Any, key: str, namespace: str | None) -> None:
@@ -216,7 +275,9 @@ def redis_reset(client: Any, key: str, namespace: str | None) -> None:
 def _totals(stats: Any) -> FleetCounts:
     """What one NamespaceStats has counted so far."""
     snap = stats.snapshot()
-    return FleetCounts(snap["hits"], snap["misses"], snap["errors"], snap["compute_seconds_saved"])
+    return FleetCounts(
+        snap["hits"], snap["misses"], snap["errors"], snap["compute_seconds_saved"], snap["uncacheable"]
+    )
 
 
 class _Pusher:
@@ -235,6 +296,7 @@ class _Pusher:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="infra-cache-fleet-stats", daemon=True)
                 self.thread.start()
+        _watch_sigterm()
 
     def _run(self) -> None:
         while not self.wake.wait(PUSH_INTERVAL):
@@ -292,6 +354,39 @@ class _Pusher:
 
 _PUSHER = _Pusher()
 atexit.register(_PUSHER.push_all)
+_sigterm = {"decided": False}  # the SIGTERM handler: installed or declined, once per process
+
+
+def _watch_sigterm() -> None:
+    """Install ``_push_then_die`` for SIGTERM if that signal still has its default action (see the module
+    doc). Only the main thread may set a handler: from another thread this waits for a later ``track``."""
+    if _sigterm["decided"] or threading.current_thread() is not threading.main_thread():
+        return
+    _sigterm["decided"] = True
+    if os.environ.get(SIGTERM_PUSH_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _push_then_die)
+    except (ValueError, OSError, AttributeError) as exc:  # an embedded interpreter, a platform without it
+        log.debug("cache fleet counters: no SIGTERM handler installed: %s", exc)
+
+
+def _push_then_die(signum: int, frame: object) -> None:
+    """SIGTERM with the default action wanted: push every tracked cache's last counts, then die by SIGTERM.
+
+    The handler runs in the main thread between two bytecodes, perhaps while that thread holds the push
+    lock or a backend's lock, so the push runs on a helper thread that this one waits for at most
+    ``SIGTERM_PUSH_TIMEOUT`` seconds: a push that cannot finish is abandoned, never a deadlock."""
+    try:
+        helper = threading.Thread(target=_PUSHER.push_all, name="infra-cache-fleet-sigterm", daemon=True)
+        helper.start()
+        helper.join(SIGTERM_PUSH_TIMEOUT)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_PUSHER.after_fork_in_child)
 

@@ -196,8 +196,18 @@ def _add_fleet_counts(cache: Any, stats: dict[str, Any]) -> None:
     for name, row in rows.items():
         c = totals.get(name, FleetCounts())
         agg = agg + c
-        row.update(c.to_dict())
-    stats.update(agg.to_dict())
+        row.update(_counts(c))
+    stats.update(_counts(agg))
+
+
+def _counts(c: Any) -> dict[str, Any]:
+    """Fleet counts as the command shows them: ``hit_rate`` None (JSON null, "-" in text) before any lookup,
+    where ``get_stats()`` says 0.0 (a float in every library view); a calls-uncached-only namespace has no
+    lookups, and 0 % would read as "every lookup missed"."""
+    out: dict[str, Any] = c.to_dict()
+    if not out["hits"] + out["misses"]:
+        out["hit_rate"] = None
+    return out
 
 
 def _print_stats(stats: dict[str, Any], configured_on: bool) -> None:
@@ -211,14 +221,29 @@ def _print_stats(stats: dict[str, Any], configured_on: bool) -> None:
     if stats.get("counts") == "fleet":
         print(
             f"hits:  {stats['hits']} of {stats['hits'] + stats['misses']} lookups "
-            f"({_pct(stats['hit_rate'])}) by every process since the last `cache stats --reset`"
+            f"({_pct(stats['hit_rate'], stats['hits'] + stats['misses'])}) "
+            "by every process since the last `cache stats --reset`"
         )
+        if stats.get("uncacheable"):
+            print(
+                f"uncacheable: {stats['uncacheable']} calls ran uncached (no cache key from their arguments)"
+            )
     rows = stats["namespaces"]
     if rows:
         print()
         print(
             table(
-                ["namespace", "entries", "bytes", "hits", "misses", "hit rate", "errors", "saved s"],
+                [
+                    "namespace",
+                    "entries",
+                    "bytes",
+                    "hits",
+                    "misses",
+                    "hit rate",
+                    "uncacheable",
+                    "errors",
+                    "saved s",
+                ],
                 [
                     [
                         name,
@@ -226,7 +251,8 @@ def _print_stats(stats: dict[str, Any], configured_on: bool) -> None:
                         _size(s["bytes"]),
                         s["hits"],
                         s["misses"],
-                        _pct(s["hit_rate"]) if s["hits"] + s["misses"] else "-",
+                        _pct(s["hit_rate"], s["hits"] + s["misses"]),
+                        s.get("uncacheable", 0),
                         s["errors"],
                         round(float(s["compute_seconds_saved"]), 3),
                     ]
@@ -238,9 +264,9 @@ def _print_stats(stats: dict[str, Any], configured_on: bool) -> None:
         print("\nfleet-wide counters reset to zero")
 
 
-def _pct(fraction: float) -> str:
-    """A hit rate (a fraction everywhere in the layer) as people read it."""
-    return f"{100.0 * fraction:.1f}%"
+def _pct(fraction: float | None, lookups: int) -> str:
+    """A hit rate (a fraction everywhere in the layer) as people read it; "-" before any lookup."""
+    return "-" if fraction is None or not lookups else f"{100.0 * fraction:.1f}%"
 
 
 def cmd_clear(args: argparse.Namespace) -> int:

@@ -16,7 +16,17 @@ from infra.cli._output import emit_json, table
 from infra.cli._shared import action_group, command, serve_until_stopped
 from infra.config import load_config
 
-__all__ = ["register"]
+__all__ = ["NO_ENDPOINT_ADVICE", "register"]
+
+#: what to do when no endpoint answers: the numbers live in the worker processes, so serve from them
+NO_ENDPOINT_ADVICE = (
+    "To read a worker's numbers, serve /metrics from the worker itself: `metrics.serve: true` in the config "
+    "(infra.enable() starts it), or `infra.serve_metrics()` in the worker's code, or mount "
+    "infra.metrics_asgi_app in its app. A separate `python -m infra metrics serve` shows only its own "
+    "(empty) process, unless every worker runs with INFRA_METRICS_MULTIPROC_DIR set to one shared directory "
+    "and the server too: then it shows them all. The cache hit counts of every process: "
+    "`python -m infra cache stats`."
+)
 
 
 def register(sub: Any) -> None:
@@ -60,8 +70,7 @@ def _show(args: argparse.Namespace) -> int:
         return _error(
             args,
             url,
-            f"no /metrics endpoint answers there ({reason}); start one with `python -m infra metrics serve`, "
-            "or set metrics.serve: true for infra.enable()",
+            f"no /metrics endpoint answers there ({reason}). " + NO_ENDPOINT_ADVICE,
         )
     # The endpoint's JSON document is {"metrics": [...], "stats": get_stats()}: the tables read "stats".
     stats = doc.get("stats") if isinstance(doc, dict) else None
@@ -105,7 +114,12 @@ def render_stats(stats: dict[str, Any]) -> str:
         ]
         lines.append(table(["operation", "count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows))
     else:
-        lines.append("no operations recorded yet")
+        lines.append(
+            "no operations recorded yet by the process(es) behind this endpoint (a standalone "
+            "`python -m infra metrics serve` makes no calls of its own: serve /metrics from the workers "
+            "with metrics.serve: true or infra.serve_metrics(), or give the workers and the server one "
+            "INFRA_METRICS_MULTIPROC_DIR)"
+        )
     cache = stats.get("cache") or {}
     if cache:
         rows = [
@@ -113,7 +127,7 @@ def render_stats(stats: dict[str, Any]) -> str:
                 ns,
                 c.get("hits"),
                 c.get("misses"),
-                f"{100.0 * float(c.get('hit_rate') or 0.0):.1f}%",  # a fraction in every view
+                _rate(c),
                 c.get("errors"),
                 c.get("compute_seconds_saved"),
             ]
@@ -122,6 +136,13 @@ def render_stats(stats: dict[str, Any]) -> str:
         lines.append("")
         lines.append(table(["cache namespace", "hits", "misses", "hit rate", "errors", "saved s"], rows))
     return "\n".join(lines)
+
+
+def _rate(c: dict[str, Any]) -> str:
+    """A namespace's hit rate (a fraction in every view) as a percentage; "-" before any lookup."""
+    if not (c.get("hits") or 0) + (c.get("misses") or 0) or c.get("hit_rate") is None:
+        return "-"
+    return f"{100.0 * float(c['hit_rate']):.1f}%"
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -132,3 +133,99 @@ def test_metrics_show_bad_url_is_one_line_and_json_under_json(url: str) -> None:
     assert as_json.returncode == 1
     doc = json.loads(as_json.stdout)
     assert doc["url"] == url and doc["error"]
+
+
+UNCACHEABLE_WORKER = """
+import sys
+from infra.cache import Cache, CacheConfig, cached
+c = Cache(CacheConfig(path=sys.argv[1]))
+
+@cached(namespace=sys.argv[2], cache=c)
+def f(x):
+    return 1
+
+for _ in range(3):
+    f(iter([1, 2]))  # a list_iterator: no cache key, runs uncached, counted
+assert c.get_stats()["namespaces"][sys.argv[2]]["uncacheable"] == 3
+"""
+
+
+def test_cache_stats_shows_uncacheable_calls_and_no_hit_rate_without_lookups(
+    config: Path, tmp_path: Path
+) -> None:
+    """A worker whose 3 calls were all uncacheable: `cache stats` has its row (uncacheable 3) and a hit
+    rate of "-" (JSON null), not 0 %: no lookup happened, none missed."""
+    _stats(config, "--reset")
+    ns = _ns()
+    subprocess.run([sys.executable, "-c", UNCACHEABLE_WORKER, str(tmp_path / "cache.db"), ns], check=True)
+    st = _stats(config)
+    row = st["namespaces"][ns]
+    assert (row["hits"], row["misses"], row["uncacheable"], row["hit_rate"]) == (0, 0, 3, None)
+    assert (st["hits"], st["misses"], st["uncacheable"], st["hit_rate"]) == (0, 0, 3, None)
+    text = run("cache", "stats", "--config", str(config))
+    assert text.returncode == 0, text.stderr
+    assert "0 of 0 lookups (-)" in text.stdout
+    assert "uncacheable: 3 calls ran uncached" in text.stdout
+    [line] = [ln for ln in text.stdout.splitlines() if ln.startswith(ns)]
+    assert line.split()[4:8] == ["0", "0", "-", "3"]  # hits, misses, hit rate, uncacheable
+
+
+SIGTERM_WORKER = """
+import os, signal, sys
+from infra.cache import Cache, CacheConfig, fleet_stats
+fleet_stats.PUSH_INTERVAL = 3600.0  # only the SIGTERM handler can push the last 30
+c = Cache(CacheConfig(path=sys.argv[1]))
+ns = sys.argv[2]
+c.set(ns, "k", "v")
+for _ in range(50):
+    assert c.get(ns, "k") == "v"
+fleet_stats.push_now(c)
+for _ in range(30):
+    assert c.get(ns, "k") == "v"
+print("ready", flush=True)
+sys.stdin.readline()
+os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+def test_cache_stats_counts_a_worker_stopped_by_sigterm(config: Path, tmp_path: Path) -> None:
+    """The trial of issue (docker stop): 50 hits, 30 more, SIGTERM; `cache stats` shows 80, and the worker
+    still died by SIGTERM."""
+    _stats(config, "--reset")
+    ns = _ns()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_WORKER, str(tmp_path / "cache.db"), ns],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as worker:
+        assert worker.stdout is not None and worker.stdin is not None
+        assert worker.stdout.readline() == "ready\n"
+        assert _stats(config)["namespaces"][ns]["hits"] == 50
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+        assert worker.wait(timeout=60) == -signal.SIGTERM
+    assert _stats(config)["namespaces"][ns]["hits"] == 80
+
+
+def test_metrics_show_without_an_endpoint_says_how_to_serve_the_workers_own_metrics() -> None:
+    result = run("metrics", "show", "--url", "http://127.0.0.1:1/metrics")
+    assert result.returncode == 1
+    advice = result.stderr
+    for words in (
+        "metrics.serve: true",
+        "infra.serve_metrics()",
+        "INFRA_METRICS_MULTIPROC_DIR",
+        "cache stats",
+    ):
+        assert words in advice
+
+
+def test_metrics_show_prints_no_hit_rate_for_a_namespace_without_lookups() -> None:
+    from infra.cli.metrics import render_stats
+
+    text = render_stats({"cache": {"n": {"hits": 0, "misses": 0, "hit_rate": 0.0, "errors": 0}}})
+    [row] = [ln for ln in text.splitlines() if ln.startswith("n ")]
+    assert row.split()[1:4] == ["0", "0", "-"]
