@@ -3,10 +3,11 @@
 ::
 
     from infra.enrichment_helpers import enable_caching_for_worker
-    cached_classes = enable_caching_for_worker()
-    HybridScorer = cached_classes["HybridScorer"]   # with caching; the rest of the worker stays the same
+    cached_classes = enable_caching_for_worker()   # caches the `wrap` classes in place; nothing else changes
 
-The classes come from the ``wrap`` list of perf_config.json; see ``infra.integrate``.
+The classes come from the ``wrap`` list of perf_config.json; see ``infra.integrate``. Seed 004's third line,
+``HybridScorer = cached_classes["HybridScorer"]``, still works (it is the same class) but isn't needed;
+``cached_classes.get_class(HybridScorer)`` is the typed way to get (and check) it.
 """
 
 from __future__ import annotations

@@ -167,9 +167,12 @@ def test_every_block_is_run_or_skipped_with_a_reason() -> None:
 # -- python -------------------------------------------------------------------------------------------------
 
 
-def _three_lines_project(tmp_path: Path) -> tuple[Path, str]:
-    """A worker project for "three lines": the section's `wrap` JSON as its config, and the class it names."""
-    (fragment,) = [b for b in BLOCKS if b.section == "Add it to a worker: three lines" and b.lang == "json"]
+WORKER_SECTION = "Add it to a worker: two lines"
+
+
+def _worker_project(tmp_path: Path) -> tuple[Path, str]:
+    """A worker project for "two lines": the section's `wrap` JSON as its config, and the class it names."""
+    (fragment,) = [b for b in BLOCKS if b.section == WORKER_SECTION and b.lang == "json"]
     config = json.loads("{" + fragment.code + "}")
     (entry,) = config["wrap"]
     module, cls = entry["target"].split(":")
@@ -189,7 +192,8 @@ def _three_lines_project(tmp_path: Path) -> tuple[Path, str]:
     call = f"{cls}(weight=2.0).{entry['methods'][0]}('calm river')"
     epilogue = (  # README: the classes are cached in place, so every import of them sees the cache
         f"import {module}\n"
-        f"assert cached_classes[{cls!r}] is {module}.{cls}\n"
+        f"assert cached_classes.get_class({cls}) is {cls} is {module}.{cls}\n"
+        f"assert cached_classes[{cls!r}] is {cls}  # seed 004's third line: the same class\n"
         f"assert {call} == {{'text': 'calm river', 'score': 20.0}}\n"
         f"assert {call} == {{'text': 'calm river', 'score': 20.0}}\n"
         f"assert {cls}.computed == 1, {cls}.computed  # the second call, by another instance, was a hit\n"
@@ -226,7 +230,7 @@ assert statuses == ["200 OK"] and b"<html" in body, statuses
 
 #: A section whose blocks need a place to run other than an empty folder: (cwd, epilogue the test adds).
 SECTION_SETUP: dict[str, Callable[[Path], tuple[Path, str]]] = {
-    "Add it to a worker: three lines": _three_lines_project,
+    WORKER_SECTION: _worker_project,
     # the three mounts serve the page: FastAPI, aiohttp and WSGI each answer /dashboard/ with it
     "Dashboard": lambda tmp_path: (tmp_path, _DASHBOARD_SERVED),
 }
@@ -284,8 +288,8 @@ def test_python_blocks_run(
         )
 
 
-def test_three_lines_config_passes_config_check(tmp_path: Path, ollama_url: str) -> None:
-    cwd, _ = _three_lines_project(tmp_path)
+def test_worker_config_passes_config_check(tmp_path: Path, ollama_url: str) -> None:
+    cwd, _ = _worker_project(tmp_path)
     done = run([sys.executable, "-m", "infra", "config", "check"], cwd, base_env(ollama_url))
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
@@ -35,6 +36,7 @@ from infra.integrate._wrap import (
     entry_settings,
     patch_class_in_place,
 )
+from infra.integrate._wrapped import Wrapped, WrappedClasses
 
 if TYPE_CHECKING:
     from infra.config import PerfConfig
@@ -84,36 +86,6 @@ class _FunctionTarget:
     @property
     def label(self) -> str:
         return describe_entry(self.index, self.target)
-
-
-class WrappedClasses(dict[str, Any]):
-    """``enable_caching_for_worker()``'s result: class name → class (cached, or the original when the layer
-    is off), and for a function target, function name → its cached wrapper (or the original). Full targets
-    work too: ``classes["pkg.module:Class"]``, needed when two wrapped classes share a name."""
-
-    def __init__(
-        self,
-        by_name: dict[str, type],
-        by_target: dict[str, type],
-        ambiguous: dict[str, list[str]],
-        *,
-        source: str = "built-in defaults",
-    ):
-        super().__init__(by_name)
-        self.by_target = dict(by_target)
-        self._ambiguous = ambiguous
-        self.source = source
-
-    def __missing__(self, key: str) -> type:
-        if key in self.by_target:
-            return self.by_target[key]
-        if key in self._ambiguous:
-            raise KeyError(f"{key!r} names more than one wrapped class; use one of {self._ambiguous[key]}")
-        known = sorted({*self, *self.by_target})
-        raise KeyError(
-            f"{key!r} is not wrapped by the 'wrap' list of {self.source} "
-            f"(wrapped: {', '.join(known) or 'none'})"
-        )
 
 
 def _resolve_targets(config: Any) -> tuple[list[_Target], list[_FunctionTarget], list[str]]:
@@ -339,21 +311,24 @@ class IntegrationHandle:
         when the layer is off); built once per handle.
 
         In place, like ``patch()``: every reference to the class sees the cache, wherever it was reached
-        (imported before or after the three lines, inside a function, ``from x import Y`` elsewhere), and
-        ``cached_classes["Name"]`` is that same class, so seed 004's name replacement keeps working."""
+        (imported before or after ``enable_caching_for_worker()``, inside a function, ``from x import Y``
+        elsewhere), and ``cached_classes["Name"]`` is that same class, so seed 004's name replacement keeps
+        working."""
         with _lock:
             if self._classes is None:
                 if self.layer_on:
                     self.patch()
-                by_name: dict[str, type] = {}
-                by_target: dict[str, type] = {}
+                by_name: dict[str, Wrapped] = {}
+                by_target: dict[str, Wrapped] = {}
                 seen: dict[str, list[str]] = {}
                 for t in self.targets:
                     by_target[t.target] = t.cls
                     seen.setdefault(t.cls.__name__, []).append(t.target)
                     by_name.setdefault(t.cls.__name__, t.cls)
+                wrappers: list[tuple[Callable[..., object], Callable[..., object]]] = []
                 for f in self.functions:  # the cached wrapper (the original with the layer off)
                     fn = f.cached if f.cached is not None else f.function
+                    wrappers.append((f.function, fn))
                     name = f.target.partition(":")[2]
                     by_target[f.target] = fn
                     seen.setdefault(name, []).append(f.target)
@@ -361,7 +336,15 @@ class IntegrationHandle:
                 ambiguous = {n: ts for n, ts in seen.items() if len(ts) > 1}
                 for n in ambiguous:
                     by_name.pop(n, None)
-                self._classes = WrappedClasses(by_name, by_target, ambiguous, source=self.config_label)
+                self._classes = WrappedClasses(
+                    by_name,
+                    by_target,
+                    ambiguous,
+                    source=self.config_label,
+                    layer_off=None if self.layer_on else self._switched_off(),
+                    unresolved=self._unresolved(by_target),
+                    wrappers=wrappers,
+                )
                 state = "cached in place" if self.layer_on else "original (layer off)"
                 for t in self.targets:
                     self.actions.append(
@@ -370,6 +353,22 @@ class IntegrationHandle:
                 for f in self.functions:
                     self.actions.append(f"wrap: {f.label}: function -> {state}")
             return self._classes
+
+    def _switched_off(self) -> str:
+        return self.config.switched_off_by() or self.config.switched_off_by("cache") or "the layer is off"
+
+    def _unresolved(self, by_target: dict[str, Wrapped]) -> dict[str, list[str]]:
+        """The ``wrap`` entries whose target didn't import (the layer off: ``enable()`` only warned), by
+        the name and the target a lookup may use, each with the warnings of its entry."""
+        out: dict[str, list[str]] = {}
+        for i, entry in enumerate(self.config.wrap):
+            if entry.target in by_target:
+                continue
+            prefix = f"wrap: wrap[{i}]."
+            warned = [a[len("wrap: ") :] for a in self.actions if a.startswith(prefix)]
+            for key in (entry.target, entry.target.partition(":")[2].rpartition(".")[2]):
+                out.setdefault(key, []).extend(warned)
+        return out
 
     def patch(self) -> IntegrationHandle:
         """Cache the ``wrap`` methods on the classes themselves (idempotent; ``undo()`` restores them)."""
@@ -491,14 +490,18 @@ def active_handle() -> IntegrationHandle | None:
 
 
 def enable_caching_for_worker(config: ConfigSource = None) -> WrappedClasses:
-    """``enable(config)``, then the classes listed under ``wrap`` in perf_config, cached: a dict from class
-    name (and from ``"pkg.module:Class"``) to class. Seed 004's three-line worker change::
+    """``enable(config)``, then cache the methods the ``wrap`` list of perf_config names on the classes
+    themselves, in place; returns those classes by name (see ``WrappedClasses``). The worker's change::
 
         from infra.enrichment_helpers import enable_caching_for_worker
         cached_classes = enable_caching_for_worker()
-        HybridScorer = cached_classes["HybridScorer"]
 
-    With ``enabled: false`` the originals come back, so the worker runs exactly as before.
+    and every reference to a listed class sees the cache. ``cached_classes.get_class(HybridScorer)`` is
+    ``HybridScorer`` itself, typed, checked to be cached. Seed 004's third line,
+    ``HybridScorer = cached_classes["HybridScorer"]``, still works (the same class) but isn't needed.
+
+    With ``enabled: false`` nothing is patched and a bad ``wrap`` entry is a logged warning, never an error
+    here; only looking up by name a class whose entry didn't import raises (``KeyError``, saying so).
     """
     return enable(config).cached_classes()
 
