@@ -8,7 +8,6 @@ environment, or ``enabled: false`` in the config, gives a disabled cache: a pure
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import threading
 
@@ -17,21 +16,19 @@ from infra.config.sections.cache import CacheConfig
 
 __all__ = ["get_cache", "reset_cache", "set_cache"]
 
-log = logging.getLogger("infra.cache")
-
 _global: Cache | None = None
 _global_lock = threading.Lock()
 
 
 def _settings_from_config() -> CacheConfig:
-    off = os.environ.get("PERF_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
-    try:
-        from infra.config import get_config
+    """The process config's ``cache`` section. ``get_config`` applies the one failure policy: a file
+    that switches the layer or the cache off is obeyed, and an unusable one gives the layer off with one
+    warning (never the built-in defaults, which cache). ``PERF_ENABLED=0`` also wins over a config set in
+    code (``set_config``)."""
+    from infra.config import get_config
 
-        section = get_config().cache  # (the loader applied the top-level switch to it)
-    except Exception as exc:
-        log.warning("cache: configuration not available (%s); using the built-in defaults", exc)
-        section = CacheConfig()
+    section = get_config().cache  # (the loader applied the top-level switch to it)
+    off = os.environ.get("PERF_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
     return dataclasses.replace(section, enabled=False) if off else section
 
 

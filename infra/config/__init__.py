@@ -3,6 +3,11 @@
 ``load_config(path=None)`` looks in this order: an explicit path, ``$PERF_CONFIG``,
 ``./config/perf_config.json``, then built-in defaults; environment variables in ``ENV_OVERRIDES``
 override the common switches. Every problem is reported at once in one ``ConfigError``.
+
+One failure policy for every reader: ``PERF_ENABLED=0`` or a top-level ``"enabled": false`` always wins
+(the file's other problems become one warning); otherwise ``load_config`` and ``get_config(strict=True)``
+(the explicit entry points) raise, and ``get_config()`` (implicit readers) gives the layer off with one
+warning, never the built-in defaults.
 """
 
 from infra.config._loader import (

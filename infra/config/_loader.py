@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from infra.config._build import build_config, coerce
+from infra.config._build import build_config, coerce, finalize
 from infra.config._depth import depth_problem_in_text
 from infra.config._model import PerfConfig
 from infra.config._spec import Spec, section_fields
@@ -36,6 +37,8 @@ __all__ = [
     "reset_config",
     "set_config",
 ]
+
+log = logging.getLogger("infra.config")
 
 DEFAULT_LOCATION = Path("config") / "perf_config.json"
 
@@ -271,18 +274,87 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     use_env: bool = True,
 ) -> PerfConfig:
-    """Load the configuration (see the module docstring for the lookup order).
+    """Load the configuration (see the module docstring for the lookup order), under the one failure
+    policy (``_settle``): a file that switches things off is obeyed, its other problems one warning.
 
-    Raises ConfigError listing every problem found: syntax errors by file:line:column, bad values and
-    unknown keys by JSON path, bad environment overrides by variable name.
+    Raises ConfigError listing every problem found (syntax errors by file:line:column, bad values and
+    unknown keys by JSON path, bad environment overrides by variable name) unless each lies where the
+    file or the environment switched things off: the layer (``PERF_ENABLED=0``, top-level
+    ``"enabled": false``) or the part holding it (``"cache": {"enabled": false, ...}``).
     """
-    diagnosis = diagnose_config(path, environ=environ, use_env=use_env)
-    if diagnosis.error is not None:
-        raise diagnosis.error
-    if diagnosis.problems:
-        raise ConfigError(list(diagnosis.problems), source=diagnosis.source)
-    assert diagnosis.config is not None
-    return diagnosis.config
+    config, error = _settle(diagnose_config(path, environ=environ, use_env=use_env), environ)
+    if error is not None:
+        raise error
+    return config
+
+
+def _switched_off(environ: Mapping[str, str] | None) -> bool:
+    """``PERF_ENABLED`` says off: the emergency switch, read even when the file can't be parsed."""
+    env = os.environ if environ is None else environ
+    return env.get("PERF_ENABLED", "").strip().lower() in _FALSE
+
+
+def _part_off(diagnosis: ConfigDiagnosis, problem: ConfigProblem) -> bool:
+    """Whether ``problem`` lies inside a part that the file or the environment switched off
+    (``cache.max_bytes`` under ``"cache": {"enabled": false}`` or ``PERF_CACHE_ENABLED=0``)."""
+    return problem.where.split(".", 1)[0].split("[", 1)[0] in diagnosis.parts_off
+
+
+def _with_parts_off(config: PerfConfig, parts: frozenset[str]) -> PerfConfig:
+    """``config`` with ``parts`` switched off: a part with a bad field was left at its defaults by the
+    builder, which would turn on what the file turned off."""
+    with loading():
+        off = {name: dataclasses.replace(getattr(config, name), enabled=False) for name in parts}
+        return finalize(dataclasses.replace(config, **off), source=config.source)
+
+
+def _settle(
+    diagnosis: ConfigDiagnosis, environ: Mapping[str, str] | None
+) -> tuple[PerfConfig, ConfigError | None]:
+    """The one failure policy, for every reader: the configuration to run with, and the error an explicit
+    entry point raises (None: nothing to raise).
+
+    * No problems: the file's configuration.
+    * The layer switched off (``PERF_ENABLED`` falsy, or a file that parses with top-level ``"enabled":
+      false``): a disabled configuration and the file's problems as ONE warning; never an error, so the
+      emergency switch always works.
+    * Every problem inside a part the file switched off: the file's configuration (that part off), the
+      problems as one warning.
+    * Otherwise: the error, and beside it the configuration implicit readers fall back to: the layer OFF
+      (plain behaviour), never the built-in defaults, which could turn on what the file turned off.
+    """
+    config = diagnosis.config
+    problems = list(diagnosis.problems)
+    if not problems and config is not None:
+        return config, None
+    error = diagnosis.error or ConfigError(problems, source=diagnosis.source)
+    env_off = _switched_off(environ)
+    if env_off or (config is not None and diagnosis.layer_off):
+        off = config if config is not None and not config.enabled else _disabled(diagnosis.source, env_off)
+        log.warning("perf config: %s; ignored: the layer is switched off", _describe(error))
+        return off, None
+    if config is not None and all(_part_off(diagnosis, p) for p in problems):
+        log.warning("perf config: %s; ignored: each lies in a part that is switched off", _describe(error))
+        return _with_parts_off(config, diagnosis.parts_off), None
+    unusable = f"{diagnosis.source} (unusable: {len(error.problems)} problem(s), so the layer is off)"
+    return _disabled(unusable, False), error
+
+
+def _describe(error: ConfigError) -> str:
+    problems = error.problems
+    listed = "; ".join(f"{p.where}: {p.message}" for p in problems)
+    source = f"{error.source}: " if error.source else ""
+    return f"{source}{len(problems)} problem(s): {listed}"
+
+
+def _disabled(source: str, by_env: bool) -> PerfConfig:
+    """Every part a pass-through: what a switched-off or unusable file gives the implicit readers
+    (``by_env``: ``PERF_ENABLED`` did it, which ``switched_off_by`` then names)."""
+    config = build_config({"enabled": False}, [], source=source)
+    if not by_env:
+        return config
+    with loading():
+        return dataclasses.replace(config, env_overrides=("PERF_ENABLED",))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -299,6 +371,8 @@ class ConfigDiagnosis:
     problems: tuple[ConfigProblem, ...]
     wrap: tuple[tuple[int, WrapEntry], ...]
     error: ConfigError | None = None
+    layer_off: bool = False  # the parsed file (with the environment) says top-level "enabled": false
+    parts_off: frozenset[str] = frozenset()  # the parts whose "enabled" the file (or environment) set false
 
 
 def diagnose_config(
@@ -345,34 +419,71 @@ def diagnose_config(
             entry = build_section(WrapEntry, item, f"wrap[{i}]", scratch)
             if not scratch:
                 wrap.append((i, entry))
-    return ConfigDiagnosis(source=source, config=config, problems=tuple(problems), wrap=tuple(wrap))
+    return ConfigDiagnosis(
+        source=source,
+        config=config,
+        problems=tuple(problems),
+        wrap=tuple(wrap),
+        layer_off=isinstance(data, dict) and data.get("enabled") is False,
+        parts_off=_parts_off(data),
+    )
+
+
+def _parts_off(data: Any) -> frozenset[str]:
+    """The parts (sections with an ``enabled`` switch) whose raw object says ``"enabled": false``."""
+    if not isinstance(data, dict):
+        return frozenset()
+    switchable = {
+        name
+        for name, spec in section_fields(PerfConfig)
+        if spec.section is not None
+        and spec.kind == "section"
+        and "enabled" in dict(section_fields(spec.section))
+    }
+    return frozenset(
+        k for k, v in data.items() if k in switchable and isinstance(v, dict) and v.get("enabled") is False
+    )
 
 
 _current: PerfConfig | None = None
+_current_error: ConfigError | None = None
 _lock = threading.Lock()
 
 
-def get_config() -> PerfConfig:
-    """The process-wide configuration, loaded on first use (thread-safe)."""
-    global _current
+def get_config(*, strict: bool = False) -> PerfConfig:
+    """The process-wide configuration, loaded on first use (thread-safe), under ``load_config``'s policy.
+
+    Implicit readers (the cache behind ``@cached``, ``AsyncPerfClient()``, ``OptimizedOllama()``) call it
+    plain: an unusable file gives the layer OFF (plain behaviour) and one logged warning, never an
+    exception and never the built-in defaults. Explicit entry points (``infra.enable()``) pass
+    ``strict=True``: the same file raises its ConfigError there, every problem listed."""
+    global _current, _current_error
     config = _current
     if config is None:
         with _lock:
             if _current is None:
-                _current = load_config()
+                _current, _current_error = _settle(diagnose_config(), None)
+                if _current_error is not None:
+                    log.warning(
+                        "perf config: %s; the layer is off (plain behaviour) until the file is fixed; "
+                        "infra.enable() and `python -m infra config check` raise this error",
+                        _describe(_current_error),
+                    )
             config = _current
+    if strict and _current_error is not None:
+        raise _current_error
     return config
 
 
 def set_config(config: PerfConfig) -> None:
     """Replace the process-wide configuration (infra.enable() and tests use this)."""
-    global _current
+    global _current, _current_error
     with _lock:
-        _current = config
+        _current, _current_error = config, None
 
 
 def reset_config() -> None:
     """Forget the process-wide configuration; the next get_config() reads it again."""
-    global _current
+    global _current, _current_error
     with _lock:
-        _current = None
+        _current, _current_error = None, None

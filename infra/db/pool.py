@@ -36,7 +36,7 @@ def _settings_from_config() -> DbConfig:
     never a silent fall-back to the built-in settings."""
     from infra.config import get_config
 
-    config = get_config()
+    config = get_config(strict=True)  # create_pool is asked for explicitly: an unusable file raises
     problems = config.db.problems()
     if problems:
         where = [ConfigProblem(f"db.{field}", message) for field, message in problems]

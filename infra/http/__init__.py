@@ -5,7 +5,7 @@ circuit breaker, per-origin metrics, and optional response caching through infra
 ::
 
     from infra.http import AsyncPerfClient
-    async with AsyncPerfClient(get_config().http) as client:   # or AsyncPerfClient(): the defaults
+    async with AsyncPerfClient(get_config().http) as client:   # or AsyncPerfClient(): the same section
         r = await client.get("http://127.0.0.1:8080/v1/voices")
         r.raise_for_status().json()
         async with client.stream("POST", url, json=body, idempotent=True) as s:

@@ -110,11 +110,10 @@ def build_settings(settings: HttpConfig | None, overrides: HttpOverrides) -> Htt
 
 
 def _default_settings() -> HttpConfig:
-    """``AsyncPerfClient()``: the built-in defaults, recording metrics only while the process-wide
-    ``metrics.enabled`` switch is on (``PERF_METRICS_ENABLED=0`` silences every client)."""
-    from infra.config import get_config
-
-    return HttpConfig() if get_config().metrics.enabled else HttpConfig(metrics=False)
+    """``AsyncPerfClient()``: the process config's ``http`` section, master switches applied
+    (``settings_of``): ``enabled: false``, ``PERF_ENABLED=0`` or ``http.enabled: false`` give the plain
+    pooled client, and an unusable file gives it too (``get_config``'s fail-open policy, one warning)."""
+    return settings_of()
 
 
 _h2_memo: dict[tuple[tuple[str, ...], str], bool] = {}

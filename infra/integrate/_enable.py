@@ -120,7 +120,9 @@ def _resolve_config(config: ConfigSource) -> PerfConfig:
     from infra.config import PerfConfig, get_config, load_config
 
     if config is None:
-        return _active.config if _active is not None else get_config()
+        # strict: an unusable file raises here (the explicit entry point), where @cached and the
+        # no-argument clients fall back to the layer off (infra.config's one failure policy)
+        return _active.config if _active is not None else get_config(strict=True)
     if isinstance(config, PerfConfig):
         return config
     if isinstance(config, str | os.PathLike):
