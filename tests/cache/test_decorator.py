@@ -347,3 +347,24 @@ def test_a_bad_ttl_fails_at_decoration_before_any_work(cache: Cache, bad: Any) -
         cache.get_or_compute("ttl_bad", "k", lambda: calls.append(1), ttl=bad)
     assert calls == []
 
+
+def test_explain_key_on_a_method(cache: Cache) -> None:
+    """Through the class with the instance first it works; through a bound method (``a.run.explain_key``)
+    the instance is out of reach (a function's attributes aren't bound, and binding them would cost every
+    cached method call a descriptor call), so the TypeError says how to write it."""
+
+    class A:
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        @cached(namespace="inference", cache=cache)
+        def run(self, x: str) -> str:
+            return x
+
+    a = A(1)
+    e = A.run.explain_key(a, "x")  # type: ignore[attr-defined]
+    assert e["key"] == A.run.cache_key(a, "x") != A.run.cache_key(A(2), "x")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"A\.run\.explain_key\(obj, \.\.\.\), not obj\.run\.explain_key"):
+        a.run.explain_key("x")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"A\.run\.cache_key\(obj, \.\.\.\)"):
+        a.run.cache_key("x")  # type: ignore[attr-defined]
