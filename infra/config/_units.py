@@ -10,7 +10,14 @@ import json
 import math
 import re
 
-__all__ = ["DURATION_FORMS", "format_duration", "format_size", "parse_duration", "parse_size"]
+__all__ = [
+    "DURATION_FORMS",
+    "DURATION_PATTERN",
+    "format_duration",
+    "format_size",
+    "parse_duration",
+    "parse_size",
+]
 
 # Every spelling a duration's unit may take, case-insensitive; the one table config, @cached, Cache.set,
 # wrap entries and the CLI's --ttl read (through parse_duration, or infra.cache.ttl.parse_ttl over it).
@@ -27,6 +34,12 @@ DURATION_FORMS = (
     '"30d", "1w", or a sum such as "1h30m" / "1h 30m"'
 )
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
+# The same grammar as a JSON Schema (ECMA) pattern, for editors: no (?i) there, so each unit's letters are
+# spelled as classes ("[mM][sS]"); config/perf_config.schema.json carries it.
+_ANY_UNIT = "|".join(
+    "".join(f"[{c}{c.upper()}]" for c in u) for u in sorted(_DURATION_UNITS, key=len, reverse=True)
+)
+DURATION_PATTERN = rf"^\s*(?:{_NUMBER}\s*|(?:{_NUMBER}\s*(?:{_ANY_UNIT})\s*)+)$"
 _DURATION_PART = re.compile(rf"({_NUMBER})\s*([a-zA-Z]+)\s*")
 _DURATION_TEXT = re.compile(rf"^\s*(?:{_NUMBER}\s*|(?:{_NUMBER}\s*[a-zA-Z]+\s*)+)$")
 # Sizes use binary multiples (1KB = 1024 bytes), as SQLite, Redis and most caches do; "KiB" forms accepted.

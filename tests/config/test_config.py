@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -475,3 +476,20 @@ def test_config_check_reports_deep_nesting_without_a_traceback(tmp_path: Path) -
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and "RecursionError" not in out.stderr
     assert "enabled[0]" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1h", "30 days", "5 sec", "1 minute", "1h30m", "1h 30m", "1 MIN", "30", "5y", "-5s", "1h30", "soon"],
+)
+def test_the_schema_pattern_accepts_what_the_parser_accepts(text: str) -> None:
+    """config/perf_config.schema.json's duration pattern (what editors check) is the parser's grammar: it
+    allowed only "30d"-style forms, so an editor flagged "30 days" and "1h30m", which the loader reads."""
+    from infra.config._units import DURATION_PATTERN
+
+    try:
+        parse_duration(text)
+        parsed = True
+    except ValueError:
+        parsed = False
+    assert bool(re.match(DURATION_PATTERN, text)) is parsed
