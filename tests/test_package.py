@@ -47,7 +47,15 @@ def test_import_infra_works_without_any_extra() -> None:
     _modules_after(blocker)
 
 
-FRONT_DOORS = ["infra", "infra.cache", "infra.http", "infra.integrate", "infra.ollama", "infra.server"]
+FRONT_DOORS = [
+    "infra",
+    "infra.cache",
+    "infra.http",
+    "infra.integrate",
+    "infra.ollama",
+    "infra.server",
+    "infra.testing",
+]
 
 
 def _type_checking_imports(package: str) -> dict[str, str]:

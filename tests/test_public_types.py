@@ -62,6 +62,7 @@ FRONT_DOORS = (
     "infra.metrics",
     "infra.ollama",
     "infra.server",
+    "infra.testing",
     "infra.enrichment_helpers",
     "infra",
 )

@@ -268,6 +268,28 @@ class KeyMaker:
             )
 
 
+def _helper(km: KeyMaker, do: Callable[[tuple[Any, ...], dict[str, Any]], R], name: str) -> Callable[..., R]:
+    """``cache_key`` / ``explain_key`` on the wrapper. On a method they are reached through the class with the
+    instance first (``A.run.explain_key(a, "x")``): a bound method (``a.run``) hands its function's attributes
+    out unbound, and binding them would cost every cached method call a descriptor call (measured: +115 ns,
+    +16 % of a 0.72 us warm hit), so a call missing the instance says how to write it."""
+    method = km.plan.identity is not None or km.plan.drop_first
+
+    def helper(*a: Any, **kw: Any) -> R:
+        try:
+            return do(a, kw)
+        except TypeError as exc:
+            if not method:
+                raise
+            cls_name, _, meth = km.qualname.rpartition(".")
+            raise TypeError(
+                f"{exc}; on a method call {name} through the class with the instance first: "
+                f"{cls_name.rpartition('.')[2]}.{meth}.{name}(obj, ...), not obj.{meth}.{name}(...)"
+            ) from None
+
+    return helper
+
+
 def _current(explicit: Cache | None) -> Callable[[], Cache]:
     """The cache a wrapper uses: the one given to ``@cached``, else ``get_cache()`` at call time."""
     if explicit is not None:
@@ -405,8 +427,8 @@ def cached(
             wrapper = _async_wrapper(func, km, cache, namespace, ttl_s)
         else:
             wrapper = _sync_wrapper(func, km, cache, namespace, ttl_s)
-        wrapper.cache_key = lambda *a, **kw: km.key(a, kw)
-        wrapper.explain_key = lambda *a, **kw: km.explain(a, kw)
+        wrapper.cache_key = _helper(km, km.key, "cache_key")
+        wrapper.explain_key = _helper(km, km.explain, "explain_key")
         wrapper.cache_namespace = namespace
         wrapper.key_maker = km  # the key memo's seam (tests, bench/bench_cache.py)
         return wrapper  # type: ignore[no-any-return]

@@ -13,7 +13,6 @@ __all__ = [
     "action_group",
     "command",
     "json_and_config",
-    "positive_float",
     "positive_int",
     "serve_until_stopped",
     "stop_on_signals",
@@ -60,11 +59,6 @@ def action_group(sub: Any, name: str, help: str) -> Any:
 def positive_int(text: str) -> int:
     """A whole number above 0."""
     return _above_zero(int, text, "a whole number", "a number")
-
-
-def positive_float(text: str) -> float:
-    """Seconds above 0."""
-    return _above_zero(float, text, "seconds", "seconds")
 
 
 def _above_zero(parse: Callable[[str], N], text: str, what: str, unit: str) -> N:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from infra.cli._shared import json_and_config, positive_float, positive_int
+from infra.cli._shared import json_and_config, positive_int
 
 __all__ = ["cmd_warm", "register"]
 
@@ -50,12 +50,26 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--concurrency", "-c", type=positive_int, default=4, metavar="N", help="calls at once (4)")
     p.add_argument(
-        "--ttl", type=positive_float, default=None, metavar="SECONDS", help="TTL (namespace default)"
+        "--ttl",
+        type=_ttl,
+        default=None,
+        metavar="DURATION",
+        help='TTL: seconds or "90s", "30m", "1h", "1h30m", "30 days"; 0 never expires (namespace default)',
     )
     p.add_argument("--force", action="store_true", help="recompute items that are already cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_warm, handler=cmd_warm)
     return p
+
+
+def _ttl(text: str) -> float | None:
+    """``--ttl`` as the cache reads every TTL (``infra.cache.ttl.parse_ttl``): one rule, one message."""
+    from infra.cache.ttl import parse_ttl
+
+    try:
+        return parse_ttl(text, what="--ttl")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _UsageError(Exception):

@@ -6,13 +6,14 @@ from typing import Any
 
 from infra.config._model import PerfConfig
 from infra.config._spec import Spec, section_fields
+from infra.config._units import DURATION_PATTERN
 
 __all__ = ["json_schema"]
 
 _DURATION = {
     "anyOf": [
         {"type": "number", "minimum": 0},
-        {"type": "string", "pattern": r"^\s*([0-9]+(\.[0-9]+)?|\.[0-9]+)\s*(ms|s|m|min|h|d|w)?\s*$"},
+        {"type": "string", "pattern": DURATION_PATTERN},  # the parser's grammar (infra/config/_units.py)
     ]
 }
 _SIZE = {

@@ -10,17 +10,38 @@ import json
 import math
 import re
 
-__all__ = ["format_duration", "format_size", "parse_duration", "parse_size"]
+__all__ = [
+    "DURATION_FORMS",
+    "DURATION_PATTERN",
+    "format_duration",
+    "format_size",
+    "parse_duration",
+    "parse_size",
+]
 
+# Every spelling a duration's unit may take, case-insensitive; the one table config, @cached, Cache.set,
+# wrap entries and the CLI's --ttl read (through parse_duration, or infra.cache.ttl.parse_ttl over it).
 _DURATION_UNITS = {
-    "ms": 0.001,
-    "s": 1.0,
-    "m": 60.0,
-    "min": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-    "w": 7 * 86400.0,
+    **dict.fromkeys(("ms", "msec", "msecs", "millisecond", "milliseconds"), 0.001),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600.0),
+    **dict.fromkeys(("d", "day", "days"), 86400.0),
+    **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), 7 * 86400.0),
 }
+DURATION_FORMS = (
+    'seconds (30, 1.5) or a number with a unit: "500ms", "30s", "5 sec", "30m", "1 minute", "1h", "2 hours", '
+    '"30d", "1w", or a sum such as "1h30m" / "1h 30m"'
+)
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
+# The same grammar as a JSON Schema (ECMA) pattern, for editors: no (?i) there, so each unit's letters are
+# spelled as classes ("[mM][sS]"); config/perf_config.schema.json carries it.
+_ANY_UNIT = "|".join(
+    "".join(f"[{c}{c.upper()}]" for c in u) for u in sorted(_DURATION_UNITS, key=len, reverse=True)
+)
+DURATION_PATTERN = rf"^\s*(?:{_NUMBER}\s*|(?:{_NUMBER}\s*(?:{_ANY_UNIT})\s*)+)$"
+_DURATION_PART = re.compile(rf"({_NUMBER})\s*([a-zA-Z]+)\s*")
+_DURATION_TEXT = re.compile(rf"^\s*(?:{_NUMBER}\s*|(?:{_NUMBER}\s*[a-zA-Z]+\s*)+)$")
 # Sizes use binary multiples (1KB = 1024 bytes), as SQLite, Redis and most caches do; "KiB" forms accepted.
 _SIZE_UNITS = {
     "b": 1,
@@ -37,24 +58,42 @@ _NUMBER_UNIT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([a-zA-Z]*)\s*$
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as ``"500ms"``, ``"30s"``, ``"30m"``, ``"24h"``, ``"30d"``.
+    """Seconds from a number (seconds) or a string: ``"30"``, ``"500ms"``, ``"5 sec"``, ``"30m"``,
+    ``"1 minute"``, ``"24h"``, ``"2 hours"``, ``"30 days"``, ``"1w"``, or a sum ``"1h30m"`` / ``"1h 30m"``
+    (units case-insensitive; see ``_DURATION_UNITS`` for every spelling).
 
-    Negative, NaN and infinite values are rejected: a TTL or timeout of -5 is always a mistake.
+    Negative, NaN and infinite values are rejected: a TTL or timeout of -5 is always a mistake. 0 is
+    accepted; what it means is the reader's (a cache TTL of 0: never expires).
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str):
-        match = _NUMBER_UNIT.match(value)
-        unit = match.group(2).lower() if match else ""
-        if not match or (unit and unit not in _DURATION_UNITS):
-            raise ValueError(
-                f'expected a duration such as 30, "500ms", "30s", "30m", "24h" or "30d", got {_show(value)}'
-            )
-        seconds = float(match.group(1)) * _DURATION_UNITS.get(unit, 1.0)
+        seconds = _duration_text(value)
     else:
-        raise ValueError(f'expected a duration (seconds or a string like "30m"), got {_show(value)}')
-    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
-        raise ValueError(f"expected a duration, got {_show(value)}")
+        raise ValueError(f"expected a duration: {DURATION_FORMS}; got {_show(value)}")
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"expected a duration, got {_show(value)} (not finite)")
+    if seconds < 0:
+        raise ValueError(f"expected a duration of 0 or more, got {_show(value)}")
+    return seconds
+
+
+def _duration_text(text: str) -> float:
+    if _DURATION_TEXT.match(text) is None:
+        if text.strip().startswith("-"):
+            raise ValueError(f"expected a duration of 0 or more, got {_show(text)}")
+        raise ValueError(f"expected a duration: {DURATION_FORMS}; got {_show(text)}")
+    parts = _DURATION_PART.findall(text)
+    if not parts:  # a bare number: seconds
+        return float(text)
+    seconds = 0.0
+    for number, unit in parts:
+        scale = _DURATION_UNITS.get(unit.lower())
+        if scale is None:
+            raise ValueError(
+                f"expected a duration: {DURATION_FORMS}; got {_show(text)} (unknown unit {unit!r})"
+            )
+        seconds += float(number) * scale
     return seconds
 
 

@@ -55,14 +55,7 @@ def resolve_wrap(
         r = ResolvedEntry(i, entry)
         resolved.append(r)
         path = f"wrap[{i}]"
-        if entry.ttl is not None and entry.ttl <= 0:
-            problems.append(
-                ConfigProblem(
-                    f"{path}.ttl",
-                    f'must be a positive duration (seconds or a string like "30m"), got {entry.ttl:g}; '
-                    "leave it out (null) for the namespace's TTL",
-                )
-            )
+        # (a negative ttl is the config parser's to report; 0 never expires, as wherever a TTL is read)
         for j, name in enumerate(entry.key_attrs or ()):
             if not all(part.isidentifier() for part in name.split(".")):
                 problems.append(ConfigProblem(f"{path}.key_attrs[{j}]", f"{name!r} is not an attribute name"))

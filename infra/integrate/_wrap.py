@@ -60,17 +60,11 @@ class MethodSettings:
         if self.namespace is not None and (not isinstance(self.namespace, str) or not self.namespace):
             raise ValueError(f"namespace must be a non-empty string or None, got {self.namespace!r}")
         if self.ttl is not None:
-            # the one parser @cached and config use: seconds or "90s" / "30m" / "1h" / "30d", checked here,
-            # where the class is wrapped, never after a call did its work
+            # the one parser @cached and config use: seconds or "90s" / "30m" / "1h30m" / "30 days" (0: never
+            # expires), checked here, where the class is wrapped, never after a call did its work
             from infra.cache.ttl import parse_ttl
 
-            seconds = parse_ttl(self.ttl, what="ttl")
-            if seconds is None or seconds <= 0:
-                raise ValueError(
-                    'ttl must be a positive duration (seconds or a string like "1h") or None, '
-                    f"got {self.ttl!r}"
-                )
-            object.__setattr__(self, "ttl", seconds)
+            object.__setattr__(self, "ttl", parse_ttl(self.ttl, what="ttl"))
         if isinstance(self.key_attrs, str):
             raise ValueError(
                 f"key_attrs must be a list of attribute names, got the string {self.key_attrs!r}"
@@ -78,9 +72,8 @@ class MethodSettings:
 
 
 def entry_settings(entry: WrapEntry) -> MethodSettings | None:
-    """How a ``wrap`` entry's methods are cached; None for an entry with ``ttl: 0`` (listed, not cached)."""
-    if entry.ttl is not None and entry.ttl <= 0:
-        return None
+    """How a ``wrap`` entry's methods are cached (``ttl: 0`` never expires, as everywhere the cache reads a
+    TTL; see ``infra.cache.ttl``). Never None now; the Optional is kept for its callers' checks."""
     return MethodSettings(
         namespace=entry.namespace,
         ttl=entry.ttl,

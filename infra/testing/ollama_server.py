@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from ._serve import serve_until
-from .ollama.sim import DEFAULT_MODELS, Fault, ServerSettings
+from .ollama.sim import DEFAULT_MODELS, Fault, ServerSettings, StatsSnapshot
 
 __all__ = ["DEFAULT_MODELS", "Fault", "OllamaTestServer", "ServerSettings", "main"]
 
@@ -51,14 +51,44 @@ class OllamaTestServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        **overrides: Any,
+        models: tuple[str, ...] | None = None,
+        load_time: float | None = None,
+        prompt_eval_latency: float | None = None,
+        token_latency: float | None = None,
+        embed_latency: float | None = None,
+        num_parallel: int | None = None,
+        max_queue: int | None = None,
+        default_keep_alive: float | None = None,
+        min_tokens: int | None = None,
+        max_tokens: int | None = None,
+        embedding_dim: int | None = None,
+        embeddings: str | None = None,
+        version: str | None = None,
     ) -> None:
-        if settings is None:
-            settings = ServerSettings(**overrides)
-        elif overrides:
+        """``settings`` (default ``ServerSettings()``) with any ``ServerSettings`` field given here in place
+        of its value (None: keep it). The fields are spelled out, so a misspelled one is a type error."""
+        given: dict[str, Any] = {  # (each typed above; replace() checks them again)
+            "models": models,
+            "load_time": load_time,
+            "prompt_eval_latency": prompt_eval_latency,
+            "token_latency": token_latency,
+            "embed_latency": embed_latency,
+            "num_parallel": num_parallel,
+            "max_queue": max_queue,
+            "default_keep_alive": default_keep_alive,
+            "min_tokens": min_tokens,
+            "max_tokens": max_tokens,
+            "embedding_dim": embedding_dim,
+            "embeddings": embeddings,
+            "version": version,
+        }
+        overrides = {k: v for k, v in given.items() if v is not None}
+        if overrides:
             from dataclasses import replace
 
-            settings = replace(settings, **overrides)
+            settings = replace(settings or ServerSettings(), **overrides)
+        elif settings is None:
+            settings = ServerSettings()
         self.settings = settings
         self.host = host
         self.port = port
@@ -146,12 +176,12 @@ class OllamaTestServer:
 
     # -- inspection and fault injection -------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StatsSnapshot:
         """Counters: requests per endpoint, loads, reloads, unloads, embed_inputs, tokens, completed, aborted,
         busy (503s), faults, max_in_flight."""
         return self.state.stats.snapshot()
 
-    def reload_log(self) -> list[tuple[str, tuple[Any, ...], tuple[Any, ...]]]:
+    def reload_log(self) -> list[tuple[str, tuple[object, ...], tuple[object, ...]]]:
         """(model, old runner options, new runner options) for each reload, for clear test failures."""
         return self.state.stats.reloads_seen()
 

@@ -331,7 +331,8 @@ def test_ttl_takes_duration_strings_as_config_does(cache: Cache) -> None:
     assert info.expires_at is not None and 3600 <= info.expires_at - t0 <= 3600 * 1.06 + 5  # (jitter 5%)
 
 
-@pytest.mark.parametrize("bad", ["1 hour", "-5s", "soon", -1, float("nan"), True, [1]])
+# ("1 hour" was here: it is a duration since session 14, one parser for every ttl; "1h30" is not)
+@pytest.mark.parametrize("bad", ["1h30", "-5s", "soon", -1, float("nan"), True, [1]])
 def test_a_bad_ttl_fails_at_decoration_before_any_work(cache: Cache, bad: Any) -> None:
     calls: list[int] = []
     with pytest.raises(ValueError, match=r"@cached\(ttl=...\)"):
@@ -345,3 +346,25 @@ def test_a_bad_ttl_fails_at_decoration_before_any_work(cache: Cache, bad: Any) -
     with pytest.raises(ValueError):
         cache.get_or_compute("ttl_bad", "k", lambda: calls.append(1), ttl=bad)
     assert calls == []
+
+
+def test_explain_key_on_a_method(cache: Cache) -> None:
+    """Through the class with the instance first it works; through a bound method (``a.run.explain_key``)
+    the instance is out of reach (a function's attributes aren't bound, and binding them would cost every
+    cached method call a descriptor call), so the TypeError says how to write it."""
+
+    class A:
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        @cached(namespace="inference", cache=cache)
+        def run(self, x: str) -> str:
+            return x
+
+    a = A(1)
+    e = A.run.explain_key(a, "x")  # type: ignore[attr-defined]
+    assert e["key"] == A.run.cache_key(a, "x") != A.run.cache_key(A(2), "x")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"A\.run\.explain_key\(obj, \.\.\.\), not obj\.run\.explain_key"):
+        a.run.explain_key("x")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"A\.run\.cache_key\(obj, \.\.\.\)"):
+        a.run.cache_key("x")  # type: ignore[attr-defined]

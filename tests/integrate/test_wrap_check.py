@@ -1,6 +1,8 @@
 """Issue 14 item 7: wrap entries are validated where users look. ``config check`` and ``doctor`` report
 unknown modules, classes and methods (with did-you-mean) and bad ttl values by JSON path; with the layer
-off a bad entry is a logged warning, never a crash; ``wrap[0].ttl: 0`` is rejected with its path."""
+off a bad entry is a logged warning, never a crash. ``wrap[0].ttl: 0`` was rejected ("must be a positive
+duration"); since session 14 it means "never expires", as for ``@cached(ttl=0)`` and ``Cache.set(ttl=0)``,
+and a negative ttl is the config's error, by JSON path."""
 
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ BAD = [
     {"target": "scoring.hybrid_scorer:HybridScorer", "methods": ["scor"]},
     {"target": "scoring.hybrid_scorr:HybridScorer", "methods": ["score"]},
     {"target": "scoring.hybrid_scorer:HybridScorr", "methods": ["score"]},
-    {"target": "scoring.hybrid_scorer:HybridScorer", "methods": ["__init__"], "ttl": 0},
+    {"target": "scoring.hybrid_scorer:HybridScorer", "methods": ["__init__"]},
 ]
 
 
@@ -76,8 +78,16 @@ def test_config_check_reports_every_wrap_problem_by_json_path(project: Path) -> 
     assert "wrap[1].target: module 'scoring.hybrid_scorr' does not import" in out
     assert "did you mean 'hybrid_scorer'?" in out
     assert "wrap[2].target: " in out and "did you mean 'HybridScorer'?" in out
-    assert "wrap[3].ttl: must be a positive duration" in out
     assert "wrap[3].methods[0]: " in out and "special method" in out
+
+
+def test_config_check_reports_a_negative_ttl_and_takes_zero(project: Path) -> None:
+    entry = {"target": "scoring.hybrid_scorer:HybridScorer", "methods": ["score"]}
+    _write(project, [{**entry, "ttl": -1}, {**entry, "namespace": "other", "ttl": 0}])
+    run = _cli(project, "config", "check")
+    assert run.returncode == 2, run.stdout
+    assert "wrap[0].ttl: expected a duration of 0 or more, got -1" in run.stderr
+    assert "wrap[1]" not in run.stderr
 
 
 def test_config_check_ok_for_a_good_wrap_list(project: Path) -> None:
@@ -106,7 +116,7 @@ def test_layer_off_a_bad_entry_is_a_logged_warning_never_a_crash(
     from infra.integrate import enable_caching_for_worker
 
     monkeypatch.syspath_prepend(str(project))
-    path = _write(project, [{**BAD[0], "ttl": 0}], enabled=False)
+    path = _write(project, [BAD[0]], enabled=False)
     try:
         with caplog.at_level(logging.WARNING, logger="infra.integrate"):
             classes = enable_caching_for_worker(load_config(path, use_env=False))
@@ -114,26 +124,24 @@ def test_layer_off_a_bad_entry_is_a_logged_warning_never_a_crash(
 
         assert classes["HybridScorer"] is HybridScorer and "score" in HybridScorer.__dict__
         assert HybridScorer(weight=2.0).score("ab") == 4.0
-        assert "wrap[0].methods[0]" in caplog.text and "wrap[0].ttl" in caplog.text
+        assert "wrap[0].methods[0]" in caplog.text
         assert str(path) in caplog.text
     finally:
         for name in [m for m in sys.modules if m.startswith("scoring")]:
             sys.modules.pop(name)
 
 
-def test_layer_on_ttl_zero_is_a_wrap_error_with_its_json_path(
-    project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """main: a ValueError with no JSON path, raised after the config was applied."""
+def test_layer_on_ttl_zero_caches_without_expiry(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was a WrapError ("must be a positive duration"): 0 now means what @cached(ttl=0) means."""
     from infra.config import load_config
-    from infra.errors import WrapError
     from infra.integrate import enable_caching_for_worker
 
     monkeypatch.syspath_prepend(str(project))
     path = _write(project, [{"target": "scoring.hybrid_scorer:HybridScorer", "methods": ["score"], "ttl": 0}])
     try:
-        with pytest.raises(WrapError, match=r"wrap\[0\]\.ttl: must be a positive duration.*\(config: "):
-            enable_caching_for_worker(load_config(path, use_env=False))
+        classes = enable_caching_for_worker(load_config(path, use_env=False))
+        scorer = classes["HybridScorer"]
+        assert "score" in scorer.__dict__ and scorer(weight=2.0).score("ab") == 4.0
     finally:
         for name in [m for m in sys.modules if m.startswith("scoring")]:
             sys.modules.pop(name)

@@ -297,3 +297,33 @@ def test_real_sentence_transformers_embeddings_when_asked(make_server, client) -
     dot = lambda x, y: sum(p * q for p, q in zip(x, y, strict=True))  # noqa: E731
     assert len(a) == 384
     assert dot(a, b) > dot(a, c), "real embeddings put similar sentences closer"
+
+
+def test_front_door_exports_the_server_lazily() -> None:
+    """``from infra.testing import OllamaTestServer`` works (it was an ImportError: the class lived only in
+    ``infra.testing.ollama_server``), and importing ``infra.testing`` loads no aiohttp."""
+    code = (
+        "import sys, infra, infra.testing; assert 'aiohttp' not in sys.modules, 'eager';"
+        "from infra.testing import OllamaTestServer, ServerSettings, Fault;"
+        "import infra.testing.ollama_server as m; assert OllamaTestServer is m.OllamaTestServer"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_keywords_are_every_setting_and_override_given_settings() -> None:
+    """The spelled-out keywords (typed, so mypy catches ``token_latncy=``) name every ServerSettings field."""
+    import dataclasses
+    import inspect
+
+    from infra.testing import ServerSettings
+
+    fields = {f.name for f in dataclasses.fields(ServerSettings)}
+    params = set(inspect.signature(OllamaTestServer).parameters) - {"settings", "host", "port"}
+    assert params == fields
+    srv = OllamaTestServer(ServerSettings(min_tokens=3, max_tokens=5), token_latency=0.5)
+    assert (srv.settings.min_tokens, srv.settings.max_tokens, srv.settings.token_latency) == (3, 5, 0.5)
+    assert OllamaTestServer(token_latency=0.25).settings == ServerSettings(token_latency=0.25)
+    assert OllamaTestServer().settings == ServerSettings()
+    with pytest.raises(TypeError):
+        OllamaTestServer(token_latncy=0.1)  # type: ignore[call-arg]

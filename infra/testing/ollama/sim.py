@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from .schema import instance
 
@@ -430,6 +430,22 @@ class Fault:
     times: int = 1
 
 
+class StatsSnapshot(TypedDict):
+    """``OllamaTestServer.stats()``: requests per endpoint and the server's counters."""
+
+    requests: dict[str, int]
+    loads: int
+    reloads: int
+    unloads: int
+    embed_inputs: int
+    tokens: int
+    completed: int
+    aborted: int
+    busy: int
+    faults: int
+    max_in_flight: int
+
+
 @dataclass(slots=True)
 class ServerStats:
     """Counters the tests read: what the server was asked and what it actually computed."""
@@ -445,7 +461,7 @@ class ServerStats:
     busy: int = 0
     faults: int = 0
     max_in_flight: int = 0
-    reload_log: list[tuple[str, tuple[Any, ...], tuple[Any, ...]]] = field(default_factory=list)
+    reload_log: list[tuple[str, tuple[object, ...], tuple[object, ...]]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_request(self, endpoint: str) -> None:
@@ -463,7 +479,7 @@ class ServerStats:
         with self._lock:
             self.max_in_flight = max(self.max_in_flight, n)
 
-    def count_load(self, model: str, old: tuple[Any, ...] | None, new: tuple[Any, ...]) -> None:
+    def count_load(self, model: str, old: tuple[object, ...] | None, new: tuple[object, ...]) -> None:
         """A runner load (``old`` None) or a reload from runner options ``old`` to ``new``."""
         with self._lock:
             if old is None:
@@ -472,12 +488,12 @@ class ServerStats:
                 self.reloads += 1
                 self.reload_log.append((model, old, new))
 
-    def reloads_seen(self) -> list[tuple[str, tuple[Any, ...], tuple[Any, ...]]]:
+    def reloads_seen(self) -> list[tuple[str, tuple[object, ...], tuple[object, ...]]]:
         """(model, old runner options, new runner options) for each reload so far."""
         with self._lock:
             return list(self.reload_log)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> StatsSnapshot:
         with self._lock:
             return {
                 "requests": dict(self.requests),
