@@ -139,7 +139,7 @@ BROKEN_BUT_OFF: list[tuple[str, dict[str, str], str]] = [
     ('{"enabled": true, "cache": {"max_bytes": "lots"}}', {"PERF_ENABLED": "0"}, "cache.max_bytes"),
     ('{"enabled": false, "cache": {"backnd": "sqlite"}}', {}, "cache.backnd"),
     (
-        '{"enabled": false, "wrap": [{"target": "m:C", "methods": ["f"], "ttl": "30 days"}]}',
+        '{"enabled": false, "wrap": [{"target": "m:C", "methods": ["f"], "ttl": "30 dayz"}]}',
         {},
         "wrap[0].ttl",
     ),
