@@ -30,7 +30,7 @@ _I63 = 1 << 63
 #: rows an eviction transaction outside the maintenance pass deletes at most (the lock is let go between two)
 EVICT_CHUNK = 32
 #: rows the maintenance pass's own transaction evicts at most (the rest goes in chunks after it)
-PASS_EVICT_ROWS = 1024
+PASS_EVICT_ROWS = 512
 #: between two chunks the evictor sleeps this long, so a waiting set (or another process, polling the file
 #: lock) takes the lock: a release alone hands it back to this thread before a waiter wakes
 CHUNK_PAUSE = 0.0001
@@ -222,17 +222,29 @@ class SQLiteHousekeeping(SQLiteFile):
         self, conn: sqlite3.Connection, namespace: str | None, goal: int, limit: int, pending: list[Victim]
     ) -> tuple[int, int]:
         """Delete up to ``limit`` rows, least recently used first, until ``goal`` bytes are freed: (rows,
-        bytes). ``pending`` holds candidates left from an earlier call (taken from its end)."""
+        bytes). ``pending`` holds the candidates an earlier transaction read and left (taken from its end),
+        and keeps what this one leaves."""
         n = freed = 0
-        while n < limit and freed < goal:
-            if not pending:
-                pending.extend(reversed(self._candidates(conn, namespace)))
-                if not pending:
-                    break
+        while pending and n < limit and freed < goal:
             rid, atime, size = pending.pop()
+            # read before this transaction: it goes only if no set or touch changed it since
             if conn.execute(_DELETE_VICTIM, (rid, atime)).rowcount:
                 n += 1
                 freed += size
+        while n < limit and freed < goal:
+            fresh = self._candidates(conn, namespace)
+            take = 0
+            for _, _, size in fresh:
+                if n + take >= limit or freed >= goal:
+                    break
+                take += 1
+                freed += size
+            if not take:
+                break
+            # read in this transaction, under the lock: every one is there
+            conn.executemany("DELETE FROM entries WHERE id = ?", [(v[0],) for v in fresh[:take]])
+            n += take
+            pending[:] = fresh[take:][::-1]
         return n, freed
 
     def _candidates(self, conn: sqlite3.Connection, namespace: str | None) -> list[Victim]:
