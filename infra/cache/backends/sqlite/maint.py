@@ -21,7 +21,7 @@ import threading
 import time
 
 from infra.cache.backends.sqlite.files import SQLiteFile
-from infra.cache.backends.sqlite.schema import TOTALS_ALL, TOTALS_NS, namespace_id
+from infra.cache.backends.sqlite.schema import BYTES_ALL, BYTES_NS, namespace_id
 
 __all__ = ["EVICT_CHUNK", "PASS_EVICT_ROWS", "SQLiteHousekeeping"]
 
@@ -66,6 +66,7 @@ class SQLiteHousekeeping(SQLiteFile):
     _purge_cursor: int
     _touches: dict[int, float]
     _writes_since_ckpt: int
+    _writes_since_check: int
     _bytes_since_ckpt: int
     _maint: threading.Thread | None
     _maint_stop: threading.Event
@@ -74,8 +75,8 @@ class SQLiteHousekeeping(SQLiteFile):
     def _totals(self, conn: sqlite3.Connection, namespace: str | None) -> int:
         """Exact bytes of ``namespace`` (None: of the store): folded totals plus the unfolded tail."""
         if namespace is None:
-            return int(conn.execute(TOTALS_ALL).fetchone()[1])
-        return int(conn.execute(TOTALS_NS, (namespace_id(namespace),)).fetchone()[1])
+            return int(conn.execute(BYTES_ALL).fetchone()[0])
+        return int(conn.execute(BYTES_NS, (namespace_id(namespace),)).fetchone()[0])
 
     # ------------------------------------------------------------------ the pieces of a pass
     def fold(self) -> int:
@@ -159,9 +160,11 @@ class SQLiteHousekeeping(SQLiteFile):
         return [(None, self.max_bytes)]
 
     def _note(self, namespace: str | None, total: int) -> None:
-        """Remember an exact total: the write path compares its estimates against the caps between reads."""
+        """Remember an exact total: the write path compares its estimates against the caps between reads
+        (and, for the store's total, counts its writes to the next exact read from here)."""
         if namespace is None:
             self._bytes_est = total
+            self._writes_since_check = 0
         else:
             self._ns_est[namespace] = total
 
