@@ -10,7 +10,7 @@ import pytest
 
 from infra.cache.backends.base import StoredEntry
 from infra.cache.backends.sqlite import files as sqlite_files
-from infra.cache.backends.sqlite.maint import EVICT_CHUNK, floor_of
+from infra.cache.backends.sqlite.maint import EVICT_CHUNK, floor_of, high_water
 from infra.cache.backends.sqlite.store import SQLiteBackend
 
 KB = StoredEntry(b"x" * 1000, 1)
@@ -72,7 +72,8 @@ def test_a_set_completes_between_two_eviction_chunks(cache_path: str) -> None:
 def test_the_maintenance_pass_evicts_before_the_cap_in_one_stop_of_the_writers(
     cache_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past 1 % under the cap a pass evicts down to 2 % under, so a steady stream of sets is met by the
+    """Past 1 % under the cap a pass evicts down to 2 % under (no writes of this process since its last
+    checkpoint here: see the floor test), so a steady stream of sets is met by the
     checkpoint wakes before it crosses the cap; the pass (access times, purge, fold, eviction, checkpoint)
     takes the writers' file lock once: one stop of the sets, not one per step."""
     _fill(cache_path, "ns", 100)  # 100,000 B
@@ -112,3 +113,14 @@ def test_a_pass_that_cannot_evict_enough_at_once_goes_on_in_chunks(cache_path: s
         assert evicted == b.evictions == 1500 - stats.entries
     finally:
         b.close()
+
+
+def test_a_pass_frees_room_for_the_writes_between_two_checkpoints() -> None:
+    """A pass evicts to 2 % under the cap, or further (up to 10 %) when the writes between two checkpoints
+    would otherwise cross the cap before the next pass; it starts halfway from that floor to the cap."""
+    mb = 1024**2
+    assert floor_of(8 * mb) == floor_of(8 * mb, 100_000) == 8 * mb - 8 * mb // 50
+    assert floor_of(2 * mb, 144_000) == 2 * mb - 180_000  # 256 sets of ~560 B: 7 % of a 2 MB cap
+    assert floor_of(1 * mb, 900_000) == 1 * mb - 1 * mb // 10  # never more than 10 % under
+    assert high_water(8 * mb) == 8 * mb - 8 * mb // 100
+    assert high_water(2 * mb, 144_000) == 2 * mb - 90_000

@@ -5,11 +5,11 @@ that runs them: ``SQLiteHousekeeping``, a base of ``SQLiteBackend``.
 Every write the maintenance thread makes stops the sets for a moment (one writer at a time), and a set
 stopped once is one slow set, however long the stop. So the thread gathers its work into one stop per wake
 (issue 18): one transaction flushes the access times, purges, folds the totals and evicts, then the WAL is
-checkpointed, all under one hold of the writers' lock. It starts evicting before the cap (past 1 % under
-it, down to 2 % under), so at a steady stream of sets the wakes for checkpoints (every 256 writes) do the
-eviction too and a set finds the cap crossed only when its writes outrun them. Where more than
-``PASS_EVICT_ROWS`` must go (a burst, a large cap), the rest is evicted in transactions of ``EVICT_CHUNK``
-rows with the lock let go between them, so a set waits for one chunk, never a whole eviction.
+checkpointed, all under one hold of the writers' lock. It starts evicting before the cap (halfway from the
+floor, 2 % under the cap or more: see ``floor_of``), so at a steady stream of sets the wakes for checkpoints
+(every 256 writes) do the eviction too and a set finds the cap crossed only when its writes outrun them.
+Where more than ``PASS_EVICT_ROWS`` must go (a burst, a large cap), the rest is evicted in transactions of
+``EVICT_CHUNK`` rows with the lock let go between them, so a set waits for one chunk, never a whole eviction.
 """
 
 from __future__ import annotations
@@ -40,14 +40,17 @@ _DELETE_VICTIM = "DELETE FROM entries WHERE id = ? AND atime = ?"
 Victim = tuple[int, float, int]  # (id, atime, size)
 
 
-def floor_of(cap: int) -> int:
-    """Eviction frees down to 2 % under the cap, so the next one is many writes away."""
-    return cap - cap // 50
+def floor_of(cap: int, period: int = 0) -> int:
+    """Eviction frees down to 2 % under the cap, so the next one is many writes away; a maintenance pass
+    frees further, up to 10 % under, when the writes between two checkpoints (``period`` bytes) take more
+    than that: otherwise sets would cross the cap between passes, and each crossing is one more stop."""
+    return cap - min(cap // 10, max(cap // 50, period + period // 4))
 
 
-def high_water(cap: int) -> int:
-    """A maintenance pass evicts once the total is past 1 % under the cap (before sets cross it)."""
-    return cap - cap // 100
+def high_water(cap: int, period: int = 0) -> int:
+    """A maintenance pass evicts once the total is past halfway from its floor to the cap (before sets
+    cross it)."""
+    return cap - (cap - floor_of(cap, period)) // 2
 
 
 class SQLiteHousekeeping(SQLiteFile):
@@ -68,6 +71,7 @@ class SQLiteHousekeeping(SQLiteFile):
     _writes_since_ckpt: int
     _writes_since_check: int
     _bytes_since_ckpt: int
+    _period_bytes: int
     _maint: threading.Thread | None
     _maint_stop: threading.Event
     _maint_wake: threading.Event
@@ -294,6 +298,8 @@ class SQLiteHousekeeping(SQLiteFile):
         notes: list[tuple[str | None, int]] = []
         rest: list[tuple[str | None, int]] = []
         evicted = 0
+        # this process's writes between two checkpoint wakes (the last period, or the running one if longer)
+        period = max(self._period_bytes, self._bytes_since_ckpt)
         with self._file_lock():
             with self._write("maintain") as conn:
                 if full:
@@ -302,8 +308,9 @@ class SQLiteHousekeeping(SQLiteFile):
                 self._fold_in(conn)  # first: the totals read below then sum no tail
                 for ns, cap in caps:
                     total = self._totals(conn, ns)
-                    if total > high_water(cap):
-                        n, freed = self._evict_some(conn, ns, total - floor_of(cap), PASS_EVICT_ROWS, [])
+                    if total > high_water(cap, period):
+                        goal = total - floor_of(cap, period)
+                        n, freed = self._evict_some(conn, ns, goal, PASS_EVICT_ROWS, [])
                         evicted += n
                         total -= freed
                         if total > cap:
@@ -344,12 +351,14 @@ class SQLiteHousekeeping(SQLiteFile):
                     next_full = time.monotonic() + self.maintenance_interval
                 # Otherwise woken by the write path: caps it found due (see SQLiteBackend._after_write), a
                 # burst of writes (checkpoint, so the WAL starts over: see _checkpoint) or an invalidation.
-                # Every pass checkpoints: it stops the writers anyway, and a checkpoint in the same stop
-                # saves the next one. Caps found due by sets queued behind the last pass may be met already.
+                # A wake for caps alone skips the checkpoint (its fsyncs, at a small cap crossed often, cost
+                # more than they save); caps found due by sets queued behind the last pass may be met already.
                 ckpt, self._ckpt_due = self._ckpt_due, False
                 due, self._caps_due = self._caps_due, set()
-                if full or ckpt or not due or self._over(due):
+                if full or ckpt or not due:
                     self._pass(full=full, checkpoint=True)
+                elif self._over(due):
+                    self._pass(full=False, checkpoint=False)
             except Exception as exc:
                 self.maintenance_errors += 1
                 if not logged:

@@ -111,14 +111,11 @@ _MIGRATE_1_TO_2 = (
 )
 
 _TAIL = "SELECT ns, size FROM entries WHERE id > (SELECT v FROM meta WHERE k = 'folded')"
-_TAIL_BYTES = (
-    "SELECT COALESCE(SUM(size), 0) FROM entries WHERE id > (SELECT v FROM meta WHERE k = 'folded')"
-)
+_TAIL_BYTES = "SELECT COALESCE(SUM(size), 0) FROM entries WHERE id > (SELECT v FROM meta WHERE k = 'folded')"
 #: Exact bytes of one namespace (parameter: its id), folded total plus the tail. Bytes only: what the
 #: caps compare, and a second pass over the tail for the count cost ~13 us of ~42 (256 rows unfolded).
 BYTES_NS = (
-    "SELECT COALESCE((SELECT bytes FROM namespaces WHERE id = ?1), 0) "
-    "+ (" + _TAIL_BYTES + " AND ns = ?1)"
+    "SELECT COALESCE((SELECT bytes FROM namespaces WHERE id = ?1), 0) + (" + _TAIL_BYTES + " AND ns = ?1)"
 )
 #: Exact bytes of the whole store.
 BYTES_ALL = "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM namespaces) + (" + _TAIL_BYTES + ")"

@@ -150,6 +150,7 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
         self._writes_since_check = 0
         self._writes_since_ckpt = 0
         self._bytes_since_ckpt = 0
+        self._period_bytes = 0  # bytes this process wrote between its last two checkpoint wakes
         self._bytes_est = 0
         self._ns_est: dict[
             str, int
@@ -406,8 +407,9 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
         inline they made the set that crossed the cap, 1 in 50 at the cap, pay 1-5 ms (set p99 12x its
         figure below the cap, issue 18). The cap is then exceeded by at most what is written before the
         thread runs; past 10% over it the set evicts inline, so a stalled thread can't let the file grow. The
-        thread's passes (every ``CHECKPOINT_EVERY`` writes) evict from 1% under the cap on, in the same stop
-        of the writers as the checkpoint (see ``maint``), so at a steady stream of sets a crossing is rare."""
+        thread's passes (every ``CHECKPOINT_EVERY`` writes) evict from 1% under the cap on (more at small
+        caps), in the same stop of the writers as the checkpoint (see ``maint``), so at a steady stream of
+        sets a crossing is rare."""
         self._bytes_est += size
         self._writes_since_check += 1
         self._writes_since_ckpt += 1
@@ -419,6 +421,7 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
         ):
             # by bytes too: a WAL of large values must be copied back (and restarted) while the disk still
             # has room for the copy (the WAL holds a second copy of every page until then)
+            self._period_bytes = self._bytes_since_ckpt  # how far under the cap a pass evicts: floor_of
             self._writes_since_ckpt = self._bytes_since_ckpt = 0
             self._ckpt_due = True
             self._maint_wake.set()  # the maintenance thread checkpoints, off this thread's write path
