@@ -124,3 +124,21 @@ def test_a_pass_frees_room_for_the_writes_between_two_checkpoints() -> None:
     assert floor_of(1 * mb, 900_000) == 1 * mb - 1 * mb // 10  # never more than 10 % under
     assert high_water(8 * mb) == 8 * mb - 8 * mb // 100
     assert high_water(2 * mb, 144_000) == 2 * mb - 90_000
+
+
+def test_a_pass_holds_namespace_caps_and_the_total_in_the_same_stop(cache_path: str) -> None:
+    """A pass looks at every capped namespace and at the store's total; a namespace past its cap goes down
+    to 2 % under it (every eviction counted once), the others are left alone."""
+    _fill(cache_path, "small", 20)
+    _fill(cache_path, "big", 30)
+    b = SQLiteBackend(
+        cache_path, max_bytes=1_000_000, namespace_max_bytes={"small": 10_000}, maintenance_interval=0
+    )
+    try:
+        evicted = b.maintain()
+        by = b.stats().by_namespace
+        assert floor_of(10_000) - 1000 < by["small"][1] <= floor_of(10_000)
+        assert by["big"] == (30, 30_000)
+        assert evicted == b.evictions == 20 - by["small"][0]
+    finally:
+        b.close()

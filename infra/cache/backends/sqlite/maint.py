@@ -293,23 +293,26 @@ class SQLiteHousekeeping(SQLiteFile):
         transaction (access times and purge when ``full``, the fold, up to ``PASS_EVICT_ROWS`` evictions
         for each cap past its high water), then the checkpoint, under one hold of the writers' lock. What
         the pass could not evict goes in chunks after it."""
-        targets = [(ns, cap) for ns, cap in self.namespace_max_bytes.items()]
-        caps: list[tuple[str | None, int]] = [*targets, (None, self.max_bytes)]
+        # The store's cap gets room for this process's writes between two checkpoint wakes (the last period,
+        # or the running one if longer); a namespace's cap the plain 2 % (its share of them is not counted).
+        period = max(self._period_bytes, self._bytes_since_ckpt)
+        caps: list[tuple[str | None, int, int]] = [
+            *((ns, cap, 0) for ns, cap in self.namespace_max_bytes.items()),
+            (None, self.max_bytes, period),
+        ]
         notes: list[tuple[str | None, int]] = []
         rest: list[tuple[str | None, int]] = []
         evicted = 0
-        # this process's writes between two checkpoint wakes (the last period, or the running one if longer)
-        period = max(self._period_bytes, self._bytes_since_ckpt)
         with self._file_lock():
             with self._write("maintain") as conn:
                 if full:
                     self._touches_in(conn)
                     self._purge_in(conn, 500)
                 self._fold_in(conn)  # first: the totals read below then sum no tail
-                for ns, cap in caps:
+                for ns, cap, room in caps:
                     total = self._totals(conn, ns)
-                    if total > high_water(cap, period):
-                        goal = total - floor_of(cap, period)
+                    if total > high_water(cap, room):
+                        goal = total - floor_of(cap, room)
                         n, freed = self._evict_some(conn, ns, goal, PASS_EVICT_ROWS, [])
                         evicted += n
                         total -= freed
