@@ -62,6 +62,7 @@ class SQLiteFile:
     _conns_lock: threading.Lock
     _wlock: threading.RLock
     _lock_fd: int | None
+    _flocked: bool
     _ready: bool
     _ready_lock: threading.Lock
     _open_failed_at: float
@@ -88,15 +89,19 @@ class SQLiteFile:
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
+        """The writers' thread lock and file lock. Re-entrant: the maintenance pass holds it around its
+        transaction and checkpoint, and an inner hold must not let the file lock go."""
         with self._wlock:
-            if fcntl is None:
+            if fcntl is None or self._flocked:
                 yield
                 return
             fd = self._lockfd()
             self._lock_or_fail(fd)
+            self._flocked = True  # (read and written only by the thread holding _wlock)
             try:
                 yield
             finally:
+                self._flocked = False
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _lock_or_fail(self, fd: int) -> None:

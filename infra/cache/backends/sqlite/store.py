@@ -27,7 +27,8 @@ Engineering notes (each choice has a reason):
 * Auto-checkpoint is off on our connections; a background maintenance thread checkpoints (every 256
   writes, under the writers' file lock so it completes and the WAL starts over: a checkpoint racing the
   sets never caught up, the WAL grew without bound and sets slowed by a third), flushes batched access
-  times, purges expired / stale rows incrementally and enforces the byte caps. A hit never writes.
+  times, purges expired / stale rows incrementally and enforces the byte caps, all in one hold of the
+  writers' lock per wake (a set stopped once is one slow set, however long the stop). A hit never writes.
 * Per-namespace entry and byte totals are exact with no write per set: stored totals up to a fold mark plus
   the rows above it, folded in by the maintenance thread (see ``schema``).
 * Schema creation and quarantine run under the flock, so processes starting together don't race on
@@ -137,6 +138,7 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
         self._conns_lock = threading.Lock()
         self._wlock = threading.RLock()
         self._lock_fd: int | None = None
+        self._flocked = False  # this process holds the file lock in _file_lock (see there)
         self._ready = False
         self._ready_lock = threading.Lock()
         self._open_failed_at = 0.0
@@ -148,6 +150,7 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
         self._writes_since_check = 0
         self._writes_since_ckpt = 0
         self._bytes_since_ckpt = 0
+        self._period_bytes = 0  # bytes this process wrote between its last two checkpoint wakes
         self._bytes_est = 0
         self._ns_est: dict[
             str, int
@@ -175,6 +178,7 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
         self._conns_lock = threading.Lock()
         self._wlock = threading.RLock()
         self._lock_fd = None
+        self._flocked = False
         self._maint = None
         self._maint_stop = threading.Event()
         self._maint_wake = threading.Event()
@@ -402,7 +406,10 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
         With the maintenance thread running, the check and the eviction are handed to it (woken at once):
         inline they made the set that crossed the cap, 1 in 50 at the cap, pay 1-5 ms (set p99 12x its
         figure below the cap, issue 18). The cap is then exceeded by at most what is written before the
-        thread runs; past 10% over it the set evicts inline, so a stalled thread can't let the file grow."""
+        thread runs; past 10% over it the set evicts inline, so a stalled thread can't let the file grow. The
+        thread's passes (every ``CHECKPOINT_EVERY`` writes) evict from 1% under the cap on (more at small
+        caps), in the same stop of the writers as the checkpoint (see ``maint``), so at a steady stream of
+        sets a crossing is rare."""
         self._bytes_est += size
         self._writes_since_check += 1
         self._writes_since_ckpt += 1
@@ -414,6 +421,7 @@ class SQLiteBackend(SQLiteHousekeeping, CacheBackend):
         ):
             # by bytes too: a WAL of large values must be copied back (and restarted) while the disk still
             # has room for the copy (the WAL holds a second copy of every page until then)
+            self._period_bytes = self._bytes_since_ckpt  # how far under the cap a pass evicts: floor_of
             self._writes_since_ckpt = self._bytes_since_ckpt = 0
             self._ckpt_due = True
             self._maint_wake.set()  # the maintenance thread checkpoints, off this thread's write path
