@@ -52,6 +52,7 @@ import itertools
 import operator
 import random
 import re
+import threading
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -236,7 +237,25 @@ def _members(obj: Any) -> list[tuple[str, Any]]:
 def instance_config(obj: Any, *, _depth: int = 0, _path: str = "") -> dict[str, Any]:
     """The configuration of ``obj`` under the default rule, as an encodable dict (nested objects keyed
     the same way). Raises ``UncacheableError`` naming the member that has no encodable form."""
-    return {name: _value(v, _depth + 1, f"{_path}{name}") for name, v in _members(obj)}
+    walking = _walking()
+    walking.append(id(obj))
+    try:
+        return {name: _value(v, _depth + 1, f"{_path}{name}") for name, v in _members(obj)}
+    finally:
+        walking.pop()
+
+
+_local = threading.local()
+
+
+def _walking() -> list[int]:
+    """The ids of the objects whose configuration this thread is walking, outermost first: a member that
+    refers back to one of them (``self.post = lambda s: self.fmt(s)``, ``self.handler = self.process``)
+    is keyed as a back-reference to that level, not walked again until the depth limit."""
+    ids: list[int] | None = getattr(_local, "ids", None)
+    if ids is None:
+        ids = _local.ids = []
+    return ids
 
 
 def _value(v: Any, depth: int, path: str) -> Any:
@@ -252,6 +271,9 @@ def _value(v: Any, depth: int, path: str) -> Any:
         return {k: _value(x, depth + 1, f"{path}[{k!r}]") for k, x in v.items()}
     if is_resource(v):
         return ("resource", type_name(t))  # inside a container: its presence, not its state
+    walking = _local.__dict__.get("ids")
+    if walking and id(v) in walking:
+        return ("back-reference", walking.index(id(v)))
     if t is types.FunctionType:
         return _function(v, depth, path)
     if isinstance(v, (functools.partial, functools.partialmethod)):
@@ -424,7 +446,12 @@ class MethodIdentity:
                 return ("perf-infra/instance", type_name(type(obj)), _c_state_value(obj, 0, ""))
             config = instance_config(obj)
         else:
-            config = {n: _value(v, 1, n) for n, v in self._explicit(obj)}
+            walking = _walking()
+            walking.append(id(obj))
+            try:
+                config = {n: _value(v, 1, n) for n, v in self._explicit(obj)}
+            finally:
+                walking.pop()
         return ("perf-infra/instance", type_name(type(obj)), config)
 
     def fingerprint(self, obj: Any, fid: Callable[[Any], Any]) -> Any:
@@ -440,7 +467,12 @@ class MethodIdentity:
                 return self._fast_default(obj, t, plan, fid)
             members = _members(obj) if self.key_attrs is None else self._explicit(obj)
             return (t, tuple([(n, v if type(v) is str else fid(v)) for n, v in members]))
-        except Exception:  # not plain, or a missing key_attr: the slow path says what is wrong
+        except Exception:  # not plain, or a missing key_attr
+            pass
+        try:  # function / partial members over plain values (B.post = make_suffixer("-en")) still memoise
+            members = _members(obj) if self.key_attrs is None else self._explicit(obj)
+            return (t, _CALLABLE_FP, tuple([(n, _callable_fid(v, fid)) for n, v in members]))
+        except Exception:  # the slow path says what is wrong
             return None
 
     @staticmethod
@@ -460,11 +492,45 @@ class MethodIdentity:
             layout = plan.layout = _layout(plan, keys, values, types)
         kept = layout.pick(values)
         if not layout.scalars or 0 in kept:
-            kept = tuple([v if type(v) is str else fid(v) for v in kept])
+            if layout.callables:  # a function / partial member: ids through its cells (no raise first)
+                kept = tuple([_callable_fid(v, fid) for v in kept])
+            else:
+                kept = tuple([v if type(v) is str else fid(v) for v in kept])
         return (t, layout.number, kept)  # the layout's number stands for its names and types (cheap to hash)
 
 
+#: marks a fingerprint taken by ``_callable_fid`` (a form no plain-value id has)
+_CALLABLE_FP: Any = object()
+
+
+def _callable_fid(v: Any, fid: Callable[[Any], Any], depth: int = 0) -> Any:
+    """``fid`` extended to functions and ``functools.partial`` over plain values, for the memo: equal only
+    when ``_value`` is. A function by module, qualname and code object (code equality covers what
+    ``_code_digest`` reads) plus its defaults and closure cells; raises for anything else not plain (an
+    empty cell too), and the caller takes the slow path."""
+    t = type(v)
+    if t is str:
+        return v
+    if depth > 4:
+        raise UncacheableError("nested too deep for the memo")  # (a recursive closure): the slow path
+    if t is types.FunctionType:
+        cells = v.__closure__
+        return (
+            _CALLABLE_FP,
+            v.__module__,
+            v.__qualname__,
+            v.__code__,
+            fid(v.__defaults__),
+            fid(v.__kwdefaults__),
+            tuple([_callable_fid(c.cell_contents, fid, depth + 1) for c in cells]) if cells else (),
+        )
+    if t is functools.partial:
+        return (_CALLABLE_FP, t, _callable_fid(v.func, fid, depth + 1), fid(v.args), fid(v.keywords))
+    return fid(v)
+
+
 _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+_CALLABLE_TYPES = frozenset({types.FunctionType, functools.partial})
 _layout_numbers = itertools.count()
 
 
@@ -476,6 +542,7 @@ class _Layout:
     types: tuple[type, ...]  # their values' exact types
     pick: Callable[[Any], Any]  # the kept values out of ``tuple(__dict__.values())``
     scalars: bool  # every kept value is a plain scalar (goes into the fingerprint as it is)
+    callables: bool  # some kept value is a function or functools.partial (see ``_callable_fid``)
     number: int  # unique per layout built: stands for names and types in the fingerprint
 
 
@@ -498,4 +565,11 @@ def _layout(
         pick = lambda v: (v[i],)  # noqa: E731
     else:
         pick = operator.itemgetter(*keep)
-    return _Layout(keys, types, pick, all(types[i] in _SCALAR_TYPES for i in keep), next(_layout_numbers))
+    return _Layout(
+        keys,
+        types,
+        pick,
+        all(types[i] in _SCALAR_TYPES for i in keep),
+        any(types[i] in _CALLABLE_TYPES for i in keep),
+        next(_layout_numbers),
+    )

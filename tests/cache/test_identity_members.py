@@ -367,3 +367,88 @@ def test_common_members_keep_their_keys() -> None:
         },
     )
     assert ident.key_value(W(True)) != ident.key_value(W(False))
+
+
+def test_members_referring_back_to_the_instance_are_keyed(cache: Cache) -> None:
+    """``self.post = lambda s: self.fmt(s)`` and ``self.handler = self.fmt`` close over the instance itself:
+    keyed as a back-reference to it (its settings are in the key already), not walked until the depth
+    limit (which would make every such worker uncacheable)."""
+    runs: list[str] = []
+
+    class Fmt:
+        def __init__(self, suffix: str) -> None:
+            self.suffix = suffix
+            self.post = lambda s: self.fmt(s)
+            self.handler = self.fmt
+
+        def fmt(self, s: str) -> str:
+            return s + self.suffix
+
+        @cached(namespace="f", cache=cache)
+        def run(self, x: str) -> str:
+            runs.append(x)
+            return str(self.post(x)) + self.handler(x)
+
+    assert Fmt("-en").run("x") == "x-enx-en"
+    assert Fmt("-fr").run("x") == "x-frx-fr"
+    assert Fmt("-en").run("x") == "x-enx-en"
+    assert runs == ["x", "x"]
+
+
+def test_function_and_partial_members_take_the_key_memo_and_agree_with_the_full_key() -> None:
+    """Function / partial members over plain values get a memo fingerprint (no full encoding per hit), and
+    with the memo holding every state's entry each state still gets its own full key: closures differing
+    in a cell value (1 / True / 1.0, 0.0 / -0.0), defaults, partial args, or code (two lambdas), a closure
+    over a mutable list changed in place, and an empty cell (no fingerprint: the slow path)."""
+    from infra.cache.identity import MethodIdentity
+
+    nocache = Cache(CacheConfig(enabled=False))
+
+    class W:
+        def __init__(self, fn: Any) -> None:
+            self.fn = fn
+
+        @cached(namespace="fp", cache=nocache)
+        def run(self, x: int) -> int:
+            return x
+
+    def closure(value: Any) -> Any:
+        return lambda s: (s, value)
+
+    def with_default(value: Any) -> Any:
+        def f(s: Any, d: Any = value) -> Any:
+            return s, d
+
+        return f
+
+    shared: list[int] = [1]
+    objs = [W(closure(v)) for v in (1, True, 1.0, 0.0, -0.0, "1", (1,), [1], None)]
+    objs += [W(with_default(v)) for v in (1, True, 2)]
+    objs += [W(functools.partial(with_default(1), v)) for v in (1, True, "a")]
+    objs += [W(lambda s: s + 1), W(lambda s: s + 2), W(lambda s: shared)]
+    km = W.run.key_maker  # type: ignore[attr-defined]
+    from infra.cache.decorator import _fid
+
+    assert all(MethodIdentity().fingerprint(w, _fid) is not None for w in objs)
+    full = []
+    for w in objs:
+        km.memo.clear()
+        full.append(km.key((w, 0), {}))
+    assert len(set(full)) == len(full)
+    for w in objs:
+        km.key((w, 0), {})
+    assert [km.key((w, 0), {}) for w in objs] == full
+    before = km.key((objs[-1], 0), {})
+    shared.append(2)  # mutated in place: a new key, through the memo
+    km_full = km.full_key((objs[-1], 0), {})
+    assert km.key((objs[-1], 0), {}) == km_full != before
+
+    def empty() -> Any:
+        def f() -> Any:
+            return gone  # noqa: F821 (deleted below: the cell is empty)
+
+        gone = 1
+        del gone
+        return f
+
+    assert MethodIdentity().fingerprint(W(empty()), _fid) is None
