@@ -18,7 +18,9 @@ scores differently from ``HybridScorer(weight=1)``), so by default the key cover
   so a closure over a config object follows that object's settings); a lambda also by a digest of its
   code (every lambda is called ``<lambda>``). An empty closure cell, or a cell whose value has no key
   form, makes the call uncached, naming the member (``post.<closure>[0]``). Globals a function reads are
-  not keyed (as for the method's own code: bump ``version``);
+  not keyed (as for the method's own code: bump ``version``). A member referring back to an instance
+  being walked (``self.post = lambda s: self.fmt(s)``) is keyed as a reference to it. Function and
+  partial members over plain values keep the key memo (``_callable_fid``);
 * ``functools.partial`` / ``partialmethod`` are keyed by ``func``, ``args`` and ``keywords`` (a partial of
   a partial too); a bound method by its function and its owner's configuration; a bound builtin method
   (``", ".join``) by its owner; an ``re.Pattern`` by pattern and flags; ``operator.itemgetter`` /
