@@ -59,10 +59,12 @@ _PK = inspect.Parameter
 
 
 class _NotPlain(Exception):
-    """An argument the key memo can't represent (it then takes the full canonical path)."""
+    """An argument the key memo can't represent (it then takes the full canonical path).
+
+    Raised as a fresh instance each time: a module-level instance raised again and again keeps every
+    raise's traceback chained on its ``__traceback__`` (frames and all) for as long as the module lives."""
 
 
-_NOT_PLAIN = _NotPlain()
 _SCALARS = frozenset({str, bytes, int, bool, float, type(None)})
 _marshal = marshal.dumps
 #: containers whose marshal form is longer than this are walked instead (see ``_fid``)
@@ -86,7 +88,7 @@ def _fid(x: Any) -> Any:
         try:
             m = _marshal(x, 2)
         except ValueError:
-            raise _NOT_PLAIN from None
+            raise _NotPlain from None
         if len(m) <= _MARSHAL_MAX:
             return m
         return _walk(x, t)
@@ -96,7 +98,7 @@ def _fid(x: Any) -> Any:
         return (t, x)
     if t is float:
         return (float, x if x else x.hex())
-    raise _NOT_PLAIN
+    raise _NotPlain
 
 
 def _walk(x: Any, t: type) -> Any:

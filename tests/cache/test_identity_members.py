@@ -452,3 +452,41 @@ def test_function_and_partial_members_take_the_key_memo_and_agree_with_the_full_
         return f
 
     assert MethodIdentity().fingerprint(W(empty()), _fid) is None
+
+
+def test_repeated_slow_path_calls_keep_no_tracebacks(cache: Cache) -> None:
+    """A member the key memo can't represent (a dataclass) sends every call through the memo's refusal;
+    those refusals must not pile up: one reused exception instance kept each raise's traceback (frames
+    included) chained on itself, ~8 entries a call, for the life of the process."""
+    import dataclasses
+    import gc
+    import tracemalloc
+
+    @dataclasses.dataclass
+    class Opts:
+        lang: str
+
+    class Worker:
+        def __init__(self) -> None:
+            self.opts = Opts("en")
+
+        @cached(cache=cache, namespace="tb")
+        def run(self, x: int) -> int:
+            return x
+
+    w = Worker()
+    for _ in range(200):  # warm: the entry stored, the L1 filled, lazy imports done
+        w.run(1)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(5000):
+            assert w.run(1) == 1
+        gc.collect()
+        grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    # 5,000 kept tracebacks of several frames each are megabytes; a steady state is a few kilobytes of
+    # tracemalloc's own bookkeeping and caches
+    assert grown < 256 * 1024, f"{grown} bytes kept by 5,000 hits"
