@@ -226,7 +226,9 @@ def _print_stats(stats: dict[str, Any], configured_on: bool) -> None:
         )
         if stats.get("uncacheable"):
             print(
-                f"uncacheable: {stats['uncacheable']} calls ran uncached (no cache key from their arguments)"
+                f"uncacheable: {stats['uncacheable']} calls ran uncached (no cache key from their arguments "
+                "or, for a method, the instance's members; the worker's log has one '@cached ... not "
+                "cacheable' warning per function naming the argument or member)"
             )
     rows = stats["namespaces"]
     if rows:

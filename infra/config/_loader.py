@@ -141,25 +141,15 @@ def _nearest(start: Path) -> Path | None:
     return None
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            # json.loads would silently keep the last one; a config with two "ttl"s is a mistake.
-            raise _DuplicateKey(key)
-        seen[key] = value
-    return seen
+def read_json(path: Path, problems: list[ConfigProblem] | None = None) -> Any:
+    """Parse a JSON file; a syntax error names the file, line and column.
 
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; a syntax error names the file, line and column."""
+    A UTF-8 byte-order mark (Windows Notepad writes one) is skipped; positions count from the character
+    after it. A key repeated in one object is a problem at ``file:line:column`` appended to ``problems``
+    (raised alone when ``problems`` is None); the LAST value is kept, as ``json.loads`` keeps it, so the
+    rest of the document is still checked and every problem comes at once."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(path), f"can't read: {exc.strerror or exc}")]) from exc
     except UnicodeDecodeError as exc:
@@ -167,25 +157,65 @@ def read_json(path: Path) -> Any:
     too_deep = depth_problem_in_text(text)  # before json.loads, which would raise RecursionError
     if too_deep is not None:
         raise ConfigError([too_deep], source=str(path))
+    duplicates: list[str] = []
+
+    def keep_last(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:  # json.loads would silently keep the last one; two "ttl"s are a mistake
+                duplicates.append(key)
+            seen[key] = value
+        return seen
+
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates)
+        data = json.loads(text, object_pairs_hook=keep_last)
     except json.JSONDecodeError as exc:
         where = f"{path}:{exc.lineno}:{exc.colno}"
         raise ConfigError([ConfigProblem(where, f"JSON syntax error: {exc.msg}")]) from exc
-    except _DuplicateKey as exc:
-        line, col = _locate_key(text, exc.key)
-        raise ConfigError([ConfigProblem(f"{path}:{line}:{col}", f"duplicate key {exc.key!r}")]) from None
+    found = _duplicate_problems(path, text, duplicates)
+    if found and problems is None:
+        raise ConfigError(found)
+    if problems is not None:
+        problems.extend(found)
+    return data
 
 
-def _locate_key(text: str, key: str) -> tuple[int, int]:
-    """Line and column of the second occurrence of ``"key":`` (best effort, for the message)."""
-    needle = json.dumps(key)
-    first = text.find(needle)
-    second = text.find(needle, first + 1)
-    pos = second if second >= 0 else max(first, 0)
-    line = text.count("\n", 0, pos) + 1
-    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    return line, col
+def _duplicate_problems(path: Path, text: str, keys: list[str]) -> list[ConfigProblem]:
+    """A problem at each repeated ``"key"`` (``keys``: what the parse saw repeated; empty skips the scan).
+
+    ``text`` parsed, so a scan of its strings with a stack of the keys each open object holds places
+    every repeat exactly, however often the key is used in other objects."""
+    if not keys:
+        return []
+    found: list[ConfigProblem] = []
+    stack: list[set[str] | None] = []  # one per open object (its keys so far) or array (None)
+    i, end = 0, len(text)
+    while i < end:
+        ch = text[i]
+        if ch == "{":
+            stack.append(set())
+        elif ch == "[":
+            stack.append(None)
+        elif ch in "}]":
+            stack.pop()
+        elif ch == '"':
+            start = i
+            i += 1
+            while text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            after = i + 1
+            while after < end and text[after] in " \t\r\n":
+                after += 1
+            keys_here = stack[-1] if stack else None
+            if keys_here is not None and after < end and text[after] == ":":
+                key = json.loads(text[start : i + 1])
+                if key in keys_here:
+                    line = text.count("\n", 0, start) + 1
+                    col = start - (text.rfind("\n", 0, start) + 1) + 1
+                    found.append(ConfigProblem(f"{path}:{line}:{col}", f"duplicate key {key!r}"))
+                keys_here.add(key)
+        i += 1
+    return found
 
 
 def _spec_at(path: str) -> Spec:
@@ -227,7 +257,7 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[C
     applied: list[str] = []
     for var, path in ENV_OVERRIDES.items():
         raw = environ.get(var)
-        if raw is None:
+        if raw is None or not raw.strip():  # `VAR=${VAR}` in docker-compose with VAR unset gives ""
             continue
         spec = _spec_at(path)
         value = _env_value(spec, raw)
@@ -385,9 +415,10 @@ def diagnose_config(
     ConfigDiagnosis)."""
     from infra.config._build import build_section
 
+    problems: list[ConfigProblem] = []
     try:
         file = find_config_file(path)
-        data: Any = read_json(file) if file is not None else {}
+        data: Any = read_json(file, problems) if file is not None else {}
     except ConfigError as exc:
         return ConfigDiagnosis(
             source=exc.source or str(path or "config"),
@@ -397,14 +428,14 @@ def diagnose_config(
             error=exc,
         )
     source = str(file) if file is not None else "built-in defaults"
-    problems: list[ConfigProblem] = []
+    repeated = len(problems)  # duplicate keys: their last values are real, so the cross checks still run
     env = os.environ if environ is None else environ
     applied = apply_env(data, env, problems) if use_env and isinstance(data, dict) else []
     config = build_config(data, problems, source=source)
     if applied:
         with loading():
             config = dataclasses.replace(config, env_overrides=tuple(applied))
-    clean = not problems
+    clean = len(problems) == repeated
     _db_checks(config, problems)
     if clean:
         _cross_checks(config, problems)

@@ -108,6 +108,13 @@ def build_method(
     return fn
 
 
+def _timing(requested: bool | None) -> bool:
+    """Whether the methods are timed: asked for (None: yes) AND ``metrics_enabled()``. The operator's
+    off switch (``metrics.enabled: false``, ``PERF_METRICS_ENABLED=0``) wins over ``timing=True``, so
+    with metrics off no part adds a series."""
+    return requested is not False and metrics_enabled()
+
+
 def _timed(operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     try:
         from infra.metrics import timed
@@ -198,7 +205,8 @@ def cached_class(
     entries (bump it when the method's code changes its results); ``key_attrs`` names the instance
     attributes that define the results (default: the instance's configuration, see
     ``infra.cache.identity``; ``[]``: instances share entries). Results are
-    also timed as ``ClassName.method`` (``timing=False`` turns that off; default: ``metrics.enabled``).
+    also timed as ``ClassName.method`` while ``metrics.enabled`` is on (``timing=False`` turns that off;
+    ``timing=True`` never turns it on with metrics off: the operator's switch wins).
     ``cache`` is a ``Cache`` to use instead of ``get_cache()``; ``per_method`` overrides settings by name.
 
     With the layer off in the current config, returns ``cls`` unchanged. Raises ``WrapError`` naming the
@@ -225,8 +233,7 @@ def cached_class(
 def _subclass(
     cls: C, items: Iterable[tuple[MethodPlan, MethodSettings]], *, cache: Any, timing: bool | None
 ) -> C:
-    if timing is None:
-        timing = metrics_enabled()
+    timing = _timing(timing)
     ns: dict[str, Any] = {
         "__module__": cls.__module__,
         "__qualname__": cls.__qualname__,
@@ -338,8 +345,7 @@ def patch_class_in_place(
     timing: bool | None = None,
 ) -> PatchRecord:
     """Set the cached methods on ``cls`` itself; every name already seen by other modules sees them too."""
-    if timing is None:
-        timing = metrics_enabled()
+    timing = _timing(timing)
     record = PatchRecord(cls=cls, label=label)
     built = [
         (plan, build_method(cls, plan, settings, cache=cache, timing=timing)) for plan, settings in items

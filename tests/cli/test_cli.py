@@ -59,6 +59,30 @@ def test_doctor_fails_on_bad_config(tmp_path: Path) -> None:
     assert f"python -m infra config check --config {bad}" in result.stdout, "the hint reads the same file"
 
 
+def test_config_check_lists_a_duplicate_key_with_every_other_problem(tmp_path: Path) -> None:
+    """The new-user trial's file: only ``2:33: duplicate key 'backend'`` came out, hiding the rest."""
+    path = tmp_path / "perf.json"
+    path.write_text(
+        '{"enabled": true,\n "cache": {"backend": "memory", "backend": "sqlite", "bakend": 1},\n'
+        ' "http": {"retry": {"attempts": "x"}}}'
+    )
+    result = run("config", "check", "--config", str(path))
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "3 problem(s)" in out, out
+    duplicate = f"{path}:2:33: duplicate key 'backend'"
+    for expected in (duplicate, "cache.bakend: unknown key", "http.retry.attempts"):
+        assert expected in out, out
+
+
+def test_config_check_reads_a_file_with_a_utf8_bom(tmp_path: Path) -> None:
+    path = tmp_path / "perf.json"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"enabled": true, "cache": {"backend": "memory"}}')
+    result = run("config", "check", "--config", str(path), env={"PERF_ENABLED": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok, layer enabled" in result.stdout
+
+
 def test_config_show_json_names_the_file_it_read(tmp_path: Path) -> None:
     path = tmp_path / "my.json"
     path.write_text('{"cache": {"memory_items": 10}}')

@@ -12,6 +12,7 @@ import pytest
 from infra.config import (
     ConfigError,
     PerfConfig,
+    diagnose_config,
     format_duration,
     format_size,
     get_config,
@@ -170,6 +171,33 @@ def test_environment_overrides(var: str, value: str, check: object, tmp_path: Pa
     assert check(cfg)  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("blank", ["", "  ", "\t\n"])
+def test_empty_environment_override_counts_as_unset(blank: str, tmp_path: Path) -> None:
+    """docker-compose's ``PERF_ENABLED=${PERF_ENABLED}`` with the host variable unset sets it to "": that
+    raised ConfigError in ``infra.enable()``. Every override left empty or blank keeps the file's value."""
+    from infra.config import ENV_OVERRIDES
+
+    data = {"cache": {"dsn": "postgresql://u@h/db", "path": "c.db"}, "torch": {"num_threads": 2}}
+    path = write(tmp_path, data)
+    expected = load_config(path, environ={})
+    cfg = load_config(path, environ=dict.fromkeys(ENV_OVERRIDES, blank))
+    assert cfg.env_overrides == ()
+    assert dataclasses.replace(cfg, source=expected.source) == expected
+
+
+def test_empty_perf_enabled_lets_enable_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import infra
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "perf_config.json").write_text('{"metrics": {"serve": false}}', encoding="utf-8")
+    monkeypatch.setenv("PERF_ENABLED", "")
+    infra.enable()
+    try:
+        assert get_config().enabled is True
+    finally:
+        reset_config()
+
+
 def test_enabled_false_switches_every_part_off(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, {"enabled": False, "cache": {"enabled": True}}), environ={})
     for section in ("cache", "http", "ollama", "metrics", "torch", "batching", "warmup"):
@@ -274,6 +302,47 @@ def test_duplicate_key_is_an_error_with_its_position(tmp_path: Path) -> None:
     path = write(tmp_path, '{"cache": {"enabled": true,\n "enabled": false}}')
     with pytest.raises(ConfigError, match=r":2:2: duplicate key 'enabled'"):
         load_config(path)
+
+
+def test_duplicate_key_comes_with_every_other_problem(tmp_path: Path) -> None:
+    """A duplicate key hid the rest: only ``2:33: duplicate key 'backend'`` was reported. Now the
+    document is checked too (the LAST value kept, as json does) and every problem comes at once."""
+    text = (
+        '{"enabled": true,\n "cache": {"backend": "memory", "backend": "sqlite", "bakend": 1},\n'
+        ' "http": {"retry": {"attempts": "x"}}}'
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    found = [str(p) for p in info.value.problems]
+    assert found[0] == f"{path}:2:33: duplicate key 'backend'"
+    assert any(p.startswith("cache.bakend: unknown key") for p in found), found
+    assert any(p.startswith("http.retry.attempts: expected an integer") for p in found), found
+    assert len(found) == 3, found
+    diagnosis = diagnose_config(path, environ={})
+    assert diagnosis.config is not None and diagnosis.config.cache.backend == "sqlite"  # the last value
+
+
+def test_each_duplicate_key_is_placed_exactly(tmp_path: Path) -> None:
+    """A key used in other objects too ("enabled") is placed at the repeat, not at its second use."""
+    text = '{"cache": {"enabled": true},\n "http": {"enabled": true, "enabled": false},\n "a": 1, "a": 2}'
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    found = [str(p) for p in info.value.problems]
+    assert f"{path}:2:28: duplicate key 'enabled'" in found
+    assert f"{path}:3:10: duplicate key 'a'" in found
+
+
+def test_utf8_bom_is_read_and_positions_stay_right(tmp_path: Path) -> None:
+    """Windows Notepad starts the file with a UTF-8 byte-order mark: it gave "Unexpected UTF-8 BOM"."""
+    path = tmp_path / "perf.json"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"metrics": {"port": 9100}}')
+    assert load_config(path, environ={}).metrics.port == 9100
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"metrics": {"port": 9100,}}')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value.problems[0]).startswith(f"{path}:1:27: JSON syntax error")
 
 
 def test_bad_environment_override_names_the_variable(tmp_path: Path) -> None:

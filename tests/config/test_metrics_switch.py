@@ -221,7 +221,10 @@ def test_db_statement_timing(mode: str, postgres_dsn: str) -> None:
     watch.check(mode)
 
 
-def test_integrate_method_timing(mode: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("timing", [None, True], ids=["timing-default", "timing-true"])
+def test_integrate_method_timing(mode: str, tmp_path: Path, timing: bool | None) -> None:
+    """``timing=True`` asks for the method's series; the operator's ``metrics.enabled: false`` still wins
+    (it added ``infra_operation_duration_seconds{operation="S.score"}`` with metrics off)."""
     from infra.cache import Cache, CacheConfig
     from infra.integrate import cached_class
 
@@ -230,7 +233,7 @@ def test_integrate_method_timing(mode: str, tmp_path: Path) -> None:
     watch = _Watch("infra_operation_", f"{cls_name}.score")
     cache = Cache(CacheConfig(path=str(tmp_path / "cache.db")))
     try:
-        wrapped: Any = cached_class(scorer, ["score"], cache=cache, key_attrs=[])
+        wrapped: Any = cached_class(scorer, ["score"], cache=cache, key_attrs=[], timing=timing)
         assert wrapped().score("abc") == 3
     finally:
         cache.close()
