@@ -61,7 +61,7 @@ from typing import Any
 
 from infra.cache.keys import UncacheableError, canonical_bytes, type_name
 
-__all__ = ["MethodIdentity", "instance_config", "is_resource"]
+__all__ = ["MethodIdentity", "instance_config", "is_resource", "member_value"]
 
 #: top-level packages whose objects are I/O handles, never settings
 _RESOURCE_PACKAGES = frozenset(
@@ -245,6 +245,12 @@ def instance_config(obj: Any, *, _depth: int = 0, _path: str = "") -> dict[str, 
         return {name: _value(v, _depth + 1, f"{_path}{name}") for name, v in _members(obj)}
     finally:
         walking.pop()
+
+
+def member_value(v: Any, path: str) -> Any:
+    """``v`` keyed as an instance member is (the rule above); raises ``UncacheableError``. ``@cached`` keys
+    a decorated function's own closure cells with it, once, at decoration."""
+    return _value(v, 1, path)
 
 
 _local = threading.local()
