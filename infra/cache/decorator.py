@@ -5,6 +5,9 @@ Generator functions (sync and async) are cached as streams: their chunks are rec
 
 The key is ``function_key(namespace, module.qualname, arguments-with-defaults, version)`` (see
 ``infra.cache.keys``), so ``f(1)``, ``f(x=1)`` and ``f(1, flag=False)`` (the default) share one entry.
+``module.qualname`` is made unique where that name alone is not (``function_identity``): a function a
+factory builds adds a digest of its closure cells (read once, at decoration), and a ``__main__`` function
+names its script.
 A method's ``self`` goes in by its configuration (``infra.cache.identity``: public attributes and
 constructor settings, clients / locks / loggers skipped, read at call time), or by the attributes named
 in ``key_attrs``; ``key_attrs=[]`` leaves it out. ``cls`` of a classmethod goes in by its name.
@@ -25,18 +28,23 @@ one warning per function is logged; the call itself is never affected.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import hashlib
 import inspect
 import logging
 import marshal
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from infra.cache._missing import MISSING
-from infra.cache.identity import MethodIdentity
+from infra.cache.identity import MethodIdentity, is_resource, member_value
 from infra.cache.keys import (
     UncacheableError,
+    canonical_bytes,
     explain_function_key,
     function_header,
     function_key,
@@ -116,6 +124,87 @@ def _walk(x: Any, t: type) -> Any:
     return (t, tuple([_fid(v) for v in x]))
 
 
+def function_identity(fn: Callable[..., Any]) -> str:
+    """The function part of a key: ``module.qualname``, made unique where that name alone is not.
+
+    * A function in a script run as ``__main__`` names the script instead (``__main__[worker.py]``, its
+      path relative to the project root, the folder holding ``config/perf_config.json``, or else to the
+      working directory): two scripts' ``process`` are different functions. Run with ``-m``, the module's
+      own name is used.
+    * A function closing over values (``make(factor)`` returning an ``@cached`` ``f``) adds a digest of its
+      closure cells, read once, here: each keyed by the instance-member rule (``infra.cache.identity``), so
+      scalars, strings, tuples, enums, classes, functions and settings objects count. Left out: empty
+      cells (a name assigned later, ``__class__`` of a method), the function itself, resources (a client,
+      a lock), mutable containers (a list / dict / set used as a call log or memo, whose content at
+      decoration says nothing), and cells with no key form. An object cell is keyed as it was when
+      decorated: a setting changed later on it is not seen (bump ``version``).
+
+    Defaults need no digest: the bound arguments already carry them."""
+    module = fn.__module__
+    if module == "__main__":
+        module = _main_name()
+    name = f"{module}.{fn.__qualname__}"
+    code = getattr(fn, "__code__", None)
+    parts = []
+    for var, cell in zip(
+        code.co_freevars if code else (), getattr(fn, "__closure__", None) or (), strict=False
+    ):
+        try:
+            content = cell.cell_contents
+        except ValueError:  # empty cell
+            continue
+        if content is fn or type(content) in _MUTABLE or is_resource(content):
+            continue
+        try:
+            parts.append((var, member_value(content, f"<closure>.{var}")))
+        except Exception:  # no key form: left out, as before
+            continue
+    if parts:
+        digest = hashlib.blake2b(canonical_bytes(parts), digest_size=8).hexdigest()
+        name = f"{name}#{digest}"
+    return name
+
+
+_MUTABLE = frozenset(
+    {
+        list,
+        dict,
+        set,
+        bytearray,
+        collections.deque,
+        collections.defaultdict,
+        collections.OrderedDict,
+        collections.Counter,
+    }
+)
+
+
+def _main_name() -> str:
+    """``__main__`` made specific: the ``-m`` module name, or the script path (see ``function_identity``)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and getattr(spec, "name", None):
+        return str(spec.name)
+    path = getattr(main, "__file__", None)
+    if not path:
+        return "__main__"  # an interactive session
+    script = Path(path).resolve()
+    base = Path.cwd().resolve()
+    try:
+        from infra.config import find_config_file, project_root
+
+        found = find_config_file()
+        if found is not None:
+            base = project_root(found)
+    except Exception:  # a broken config is reported where it is loaded
+        pass
+    try:
+        rel = script.relative_to(base).as_posix()
+    except ValueError:
+        rel = script.as_posix()
+    return f"__main__[{rel}]"
+
+
 class _Plan:
     """Per-function binding plan: turns ``(args, kwargs)`` into the ordered argument mapping of the key."""
 
@@ -184,7 +273,18 @@ class KeyMaker:
 
     ``full_key`` is the reference the memo must agree with (``infra.cache.keys.function_key``, no memo)."""
 
-    __slots__ = ("header", "ident", "memo", "namespace", "plan", "qualname", "skip", "version", "warned")
+    __slots__ = (
+        "header",
+        "ident",
+        "identity",
+        "memo",
+        "namespace",
+        "plan",
+        "qualname",
+        "skip",
+        "version",
+        "warned",
+    )
 
     def __init__(
         self, fn: Callable[..., Any], namespace: str, version: object, key_attrs: Sequence[str] | None = None
@@ -193,8 +293,9 @@ class KeyMaker:
         self.ident = self.plan.identity
         self.namespace = namespace
         self.version = version
-        self.qualname = f"{fn.__module__}.{fn.__qualname__}"
-        self.header = function_header(namespace, self.qualname, version)  # raises early if version is odd
+        self.qualname = f"{fn.__module__}.{fn.__qualname__}"  # for messages
+        self.identity = function_identity(fn)  # for the key: the script / closure made part of it
+        self.header = function_header(namespace, self.identity, version)  # raises early if version is odd
         self.memo: dict[Any, str] = {}
         self.skip = 1 if self.plan.drop_first or self.ident is not None else 0
         self.warned = False
@@ -250,14 +351,14 @@ class KeyMaker:
 
     def full_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The call's key by the full canonical path: no memo, no precomputed header."""
-        return function_key(self.namespace, self.qualname, self.plan.arguments(args, kwargs), self.version)
+        return function_key(self.namespace, self.identity, self.plan.arguments(args, kwargs), self.version)
 
     def clear_memo(self) -> None:
         self.memo.clear()
 
     def explain(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return explain_function_key(
-            self.namespace, self.qualname, self.plan.arguments(args, kwargs), self.version
+            self.namespace, self.identity, self.plan.arguments(args, kwargs), self.version
         )
 
     def uncacheable(self, cache: Cache, exc: BaseException) -> None:

@@ -7,8 +7,13 @@ scores differently from ``HybridScorer(weight=1)``), so by default the key cover
 * the public attributes in the instance's ``__dict__`` (and ``__slots__``), plus the private ones named
   after a constructor parameter (``__init__(self, model)`` storing ``self._model``);
 * skipping members that can't define a result: clients, connections, pools, locks, threads, loggers,
-  sockets, files, executors, event loops, modules (see ``is_resource``), so an instance holding an
-  ``ollama.Client`` or a lock is still cached;
+  sockets, files, executors, event loops, modules (see ``is_resource``, ``infra.cache.resources``), so
+  an instance holding an ``ollama.Client`` or a lock is still cached. A class matched only by its name
+  (``...Client``, ``...Pool``) from no known package is the user's own (``LLMClient(model, temperature)``):
+  it is keyed by its plain values (str, numbers, bools, None, and tuples / lists / dicts of them) by this
+  rule, the rest of it left out;
+* a ``weakref.ref`` / ``weakref.proxy`` member is walked through to its referent (a dead one keys as
+  ``("weakref", "dead")``: the method sees ``None`` or raises, the same for every dead reference);
 * other private attributes (``self._calls``, ``self._memo``) are taken as internal state and left out, and
   so are ``functools.cached_property`` values (derived from the settings);
 * a member that is an object of its own (a tokenizer with settings) is keyed the same way, recursively;
@@ -22,10 +27,10 @@ scores differently from ``HybridScorer(weight=1)``), so by default the key cover
   being walked (``self.post = lambda s: self.fmt(s)``) is keyed as a reference to it. Function and
   partial members over plain values keep the key memo (``_callable_fid``);
 * ``functools.partial`` / ``partialmethod`` are keyed by ``func``, ``args`` and ``keywords`` (a partial of
-  a partial too); a bound method by its function and its owner's configuration; a bound builtin method
-  (``", ".join``) by its owner; an ``re.Pattern`` by pattern and flags; ``operator.itemgetter`` /
-  ``attrgetter`` / ``methodcaller`` by their ``__reduce__``; an ``lru_cache`` wrapper by the function it
-  wraps;
+  a partial too); a bound method by its function and its owner's configuration (a classmethod bound to
+  a class, ``Sub.make``, by that class's name); a bound builtin method (``", ".join``) by its owner; an
+  ``re.Pattern`` by pattern and flags; ``operator.itemgetter`` / ``attrgetter`` / ``methodcaller`` by
+  their ``__reduce__``; an ``lru_cache`` wrapper by the function it wraps;
 * an object whose class has a base implemented in C that holds state outside ``__dict__`` (its instance
   layout is larger than ``object`` plus its slots: ``random.Random``, exceptions, a ``deque`` subclass) is
   keyed by its own ``__getstate__`` when the class defines one, and otherwise can't be keyed: its
@@ -46,7 +51,6 @@ its fast path and for the encodable value that goes into the key on its slow pat
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import hashlib
 import inspect
@@ -56,98 +60,32 @@ import random
 import re
 import threading
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from infra.cache.keys import UncacheableError, canonical_bytes, type_name
+from infra.cache.resources import PLAIN as _PLAIN
+from infra.cache.resources import WEAK as _WEAK
+from infra.cache.resources import is_resource, resource_kind
 
-__all__ = ["MethodIdentity", "instance_config", "is_resource"]
+__all__ = ["MethodIdentity", "instance_config", "is_resource", "member_value"]
 
-#: top-level packages whose objects are I/O handles, never settings
-_RESOURCE_PACKAGES = frozenset(
-    {
-        "aiohttp",
-        "anthropic",
-        "asyncpg",
-        "boto3",
-        "botocore",
-        "grpc",
-        "httpcore",
-        "httpx",
-        "ollama",
-        "openai",
-        "psycopg",
-        "psycopg2",
-        "pymongo",
-        "redis",
-        "requests",
-        "socket",
-        "sqlalchemy",
-        "sqlite3",
-        "ssl",
-        "threading",
-        "urllib3",
-        "websockets",
-        "_thread",
-        "_io",
-        "io",
-        "logging",
-        "concurrent",
-        "asyncio",
-        "multiprocessing",
-        "queue",
-        "selectors",
-        "subprocess",
-        "weakref",
-    }
-)
-#: this project's own handles (the cache, clients, metrics, pools) are resources too
-_RESOURCE_MODULES = (
-    "infra.cache",
-    "infra.http",
-    "infra.ollama",
-    "infra.db",
-    "infra.metrics",
-    "infra.hotpath",
-)
-#: a class (or a base) named like this is a handle whatever package it comes from. Deliberately narrow:
-#: a member wrongly taken for a handle is left out of the key (a wrong shared answer), one wrongly kept
-#: only costs a miss, so words that also name data (Session, Event, Engine, Queue) are not here; the
-#: standard library's and the known client packages' handles are caught by package above.
-_RESOURCE_NAME = re.compile(r"(Client|Connection|Pool|Cursor|Lock|Logger|Socket|Thread|Executor|Transport)$")
-_PLAIN = frozenset({str, bytes, int, float, bool, type(None)})
 _MAX_DEPTH = 8
-_resource_memo: dict[type, bool] = {}
 
 
-def is_resource(value: Any) -> bool:
-    """True for members that can't define a result: clients, connections, locks, loggers, threads..."""
-    t = type(value)
-    hit = _resource_memo.get(t)
-    if hit is None:
-        hit = _resource_memo[t] = _is_resource_type(t)
-    return hit
+def _handle(v: Any) -> tuple[tuple[str, Any], ...]:
+    """A class named like a handle but from no known client package (the user's ``LLMClient(model,
+    temperature)``): its plain members (str, numbers, bools, None; tuples, lists, dicts of them) by the
+    member rule; the rest (its own connection, a session) is left out, as a handle's would be."""
+    return tuple([(n, x) for n, x in _members(v) if _plain_tuple(x)])
 
 
-def _is_resource_type(t: type) -> bool:
-    if t in _PLAIN or t in (list, tuple, dict, set, frozenset):
-        return False
-    # data types are settings whatever package defines them (``ollama.Options``, an httpx-free dataclass)
-    if (
-        dataclasses.is_dataclass(t)
-        or issubclass(t, enum.Enum)
-        or isinstance(getattr(t, "model_fields", None), dict)
-    ):
-        return False
-    if inspect.ismodule(t) or t.__name__ in ("module", "generator", "coroutine", "async_generator", "frame"):
-        return True
-    for klass in t.__mro__[:-1]:  # object itself says nothing
-        module = klass.__module__ or ""
-        if module.partition(".")[0] in _RESOURCE_PACKAGES or module.startswith(_RESOURCE_MODULES):
-            return True
-        if _RESOURCE_NAME.search(klass.__name__):
-            return True
-    return False
+def _plain_tuple(x: Any) -> bool:
+    t = type(x)
+    if t is dict:
+        return all(_plain_tuple(k) and _plain_tuple(y) for k, y in x.items())
+    return t in _PLAIN or ((t is tuple or t is list) and all(_plain_tuple(y) for y in x))
 
 
 class _TypePlan:
@@ -247,6 +185,12 @@ def instance_config(obj: Any, *, _depth: int = 0, _path: str = "") -> dict[str, 
         walking.pop()
 
 
+def member_value(v: Any, path: str) -> Any:
+    """``v`` keyed as an instance member is (the rule above); raises ``UncacheableError``. ``@cached`` keys
+    a decorated function's own closure cells with it, once, at decoration."""
+    return _value(v, 1, path)
+
+
 _local = threading.local()
 
 
@@ -271,8 +215,17 @@ def _value(v: Any, depth: int, path: str) -> Any:
         return t(_value(x, depth + 1, f"{path}[{i}]") for i, x in enumerate(v))
     if t is dict:
         return {k: _value(x, depth + 1, f"{path}[{k!r}]") for k, x in v.items()}
-    if is_resource(v):
+    kind = resource_kind(t)
+    if kind == 1:
         return ("resource", type_name(t))  # inside a container: its presence, not its state
+    if kind == 2:
+        return ("handle", type_name(t), _handle(v))
+    if issubclass(t, _WEAK):  # walked through: a proxy's ``__repr__`` is its referent's, bound to it
+        try:
+            referent = v() if issubclass(t, weakref.ReferenceType) else v.__repr__.__self__
+        except ReferenceError:
+            referent = None
+        return ("weakref", "dead") if referent is None else _value(referent, depth + 1, path)
     walking = _local.__dict__.get("ids")
     if walking and id(v) in walking:
         return ("back-reference", walking.index(id(v)))
@@ -286,15 +239,14 @@ def _value(v: Any, depth: int, path: str) -> Any:
             _value(v.args, depth + 1, f"{path}.args"),
             _value(v.keywords, depth + 1, f"{path}.keywords"),
         )
-    if inspect.ismethod(v):
+    if inspect.ismethod(v):  # a classmethod bound to a subclass (``Sub.make``) by that class's name
         owner = v.__self__
-        state = None if is_resource(owner) or isinstance(owner, type) else _value(owner, depth + 1, path)
+        state = _owner(owner, depth, path)
         return ("method", f"{v.__func__.__module__}.{v.__func__.__qualname__}", state)
     if t is types.BuiltinMethodType or t is types.MethodWrapperType:
         owner = getattr(v, "__self__", None)
         if owner is not None and not inspect.ismodule(owner):  # bound: ", ".join, "-en".__add__
-            keyed = None if is_resource(owner) or isinstance(owner, type) else _value(owner, depth + 1, path)
-            return ("method", f"{type_name(type(owner))}.{v.__name__}", keyed)
+            return ("method", f"{type_name(type(owner))}.{v.__name__}", _owner(owner, depth, path))
         return ("callable", f"{getattr(v, '__module__', '')}.{getattr(v, '__qualname__', repr(v))}")
     if isinstance(v, type) or inspect.isfunction(v) or inspect.isbuiltin(v):
         return ("callable", f"{getattr(v, '__module__', '')}.{getattr(v, '__qualname__', repr(v))}")
@@ -318,6 +270,13 @@ def _value(v: Any, depth: int, path: str) -> Any:
         f"instance member {path!r} is a {type_name(t)}, which has no cache-key form; list the attributes "
         "that define the result in key_attrs, or give the class a __cache_key__() method"
     )
+
+
+def _owner(owner: Any, depth: int, path: str) -> Any:
+    """A bound method's owner: a class by name, a resource not at all, an instance by its configuration."""
+    if isinstance(owner, type):
+        return ("class", type_name(owner))
+    return None if is_resource(owner) else _value(owner, depth + 1, path)
 
 
 #: C callables whose ``__reduce__`` is exactly their configuration
@@ -384,9 +343,7 @@ def _c_state_value(v: Any, depth: int, path: str) -> Any:
     ``UncacheableError`` (keying on the rest of ``__dict__`` would let different states share answers).
     A random generator is never keyed (see the module docstring)."""
     t = type(v)
-    hint = (
-        "list the attributes that define the result in key_attrs, or give the class a __cache_key__() method"
-    )
+    hint = _HINT
     if _is_rng(v):
         raise UncacheableError(
             f"instance member {path or '(the instance)'!r} is a random generator ({type_name(t)}): its state "
@@ -528,6 +485,8 @@ def _callable_fid(v: Any, fid: Callable[[Any], Any], depth: int = 0) -> Any:
         )
     if t is functools.partial:
         return (_CALLABLE_FP, t, _callable_fid(v.func, fid, depth + 1), fid(v.args), fid(v.keywords))
+    if resource_kind(t) == 2:  # a handle-named settings class: its plain members (see ``_handle``)
+        return (_CALLABLE_FP, t, tuple([(n, fid(x)) for n, x in _handle(v)]))
     return fid(v)
 
 
@@ -544,7 +503,7 @@ class _Layout:
     types: tuple[type, ...]  # their values' exact types
     pick: Callable[[Any], Any]  # the kept values out of ``tuple(__dict__.values())``
     scalars: bool  # every kept value is a plain scalar (goes into the fingerprint as it is)
-    callables: bool  # some kept value is a function or functools.partial (see ``_callable_fid``)
+    callables: bool  # some kept value is a function, a partial or a handle-named class (``_callable_fid``)
     number: int  # unique per layout built: stands for names and types in the fingerprint
 
 
@@ -572,6 +531,6 @@ def _layout(
         types,
         pick,
         all(types[i] in _SCALAR_TYPES for i in keep),
-        any(types[i] in _CALLABLE_TYPES for i in keep),
+        any(types[i] in _CALLABLE_TYPES or resource_kind(types[i]) == 2 for i in keep),
         next(_layout_numbers),
     )
