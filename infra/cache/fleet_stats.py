@@ -363,7 +363,9 @@ def _watch_sigterm() -> None:
     if _sigterm["decided"] or threading.current_thread() is not threading.main_thread():
         return
     _sigterm["decided"] = True
-    if os.environ.get(SIGTERM_PUSH_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    from infra.config._loader import env_says_off
+
+    if env_says_off(SIGTERM_PUSH_ENV):
         return
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:

@@ -8,7 +8,6 @@ environment, or ``enabled: false`` in the config, gives a disabled cache: a pure
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 
 from infra.cache.core import Cache
@@ -26,9 +25,10 @@ def _settings_from_config() -> CacheConfig:
     warning (never the built-in defaults, which cache). ``PERF_ENABLED=0`` also wins over a config set in
     code (``set_config``)."""
     from infra.config import get_config
+    from infra.config._loader import env_says_off
 
     section = get_config().cache  # (the loader applied the top-level switch to it)
-    off = os.environ.get("PERF_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
+    off = env_says_off("PERF_ENABLED")
     return dataclasses.replace(section, enabled=False) if off else section
 
 

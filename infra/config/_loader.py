@@ -318,10 +318,16 @@ def load_config(
     return config
 
 
+def env_says_off(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """The environment variable ``name`` is set to an off word ("0", "false", "no", "off", any case, spaces
+    ignored); unset or empty is not off. The one reading of every on/off switch taken from the environment."""
+    env = os.environ if environ is None else environ
+    return env.get(name, "").strip().lower() in _FALSE
+
+
 def _switched_off(environ: Mapping[str, str] | None) -> bool:
     """``PERF_ENABLED`` says off: the emergency switch, read even when the file can't be parsed."""
-    env = os.environ if environ is None else environ
-    return env.get("PERF_ENABLED", "").strip().lower() in _FALSE
+    return env_says_off("PERF_ENABLED", environ)
 
 
 def _part_off(diagnosis: ConfigDiagnosis, problem: ConfigProblem) -> bool:

@@ -22,8 +22,9 @@ __all__ = ["NULL_METRICS", "NullRegistry", "metrics_enabled", "part_metrics"]
 
 def metrics_enabled(config: PerfConfig | None = None) -> bool:
     """Whether the layer records metrics: ``enabled`` and ``metrics.enabled`` of ``config`` (the
-    process-wide config when None; ``PERF_METRICS_ENABLED=0`` or ``PERF_ENABLED=0`` turn it off). A config
-    that cannot be read leaves metrics on, as the parts' own fail-open paths do."""
+    process-wide config when None; ``PERF_METRICS_ENABLED=0`` or ``PERF_ENABLED=0`` turn it off). An unusable
+    file already gives the layer off (``get_config``'s policy); only an unexpected error inside the loader
+    leaves metrics on here, so a bug of ours never takes a part's metrics away silently."""
     if config is None:
         try:
             from infra.config._loader import get_config
