@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 
-__all__ = ["AsyncPerfClient"]
+__all__ = ["AsyncPerfClient", "install_backend"]
 
 _monotonic = time.monotonic
 get_running_loop = asyncio.get_running_loop
@@ -497,3 +497,12 @@ class _StreamContext(StreamContext):
         if response is not None:
             await response.aclose()
             self._closed(response)
+
+
+def install_backend(client: AsyncPerfClient, backend: Any) -> None:
+    """Seam for benches and tests: every route of ``client`` runs over ``backend`` (an object with the
+    methods ``AiohttpBackend`` has: send, read, status, version, body, drop, classify, closes_itself)
+    through the real ``_run``, e.g. an in-process fake that answers at once (bench/bench_http_layer.py
+    times the layer's own work that way). Not for production use."""
+    client._aiohttp_backend = backend
+    client._backend = lambda kind: backend  # type: ignore[method-assign]
