@@ -19,17 +19,30 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from infra.config.sections.http import RETRY_STATUSES
+
 # _aiohttp_pool imports aiohttp here, not on first request: an import inside a call would eat that call's
 # deadline. This module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._aiohttp_pool import handed_out, make_session
 from infra.http._attempt import AiohttpBackend, AttemptClock, Backend, HttpxBackend, slots_clock
+from infra.http._breaker import CLOSED as BREAKER_CLOSED
+from infra.http._breaker import FAILURE, NORMAL, SUCCESS
 from infra.http._caching import async_cached_request
 from infra.http._client_base import ClientBase, StreamContext
-from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Call, Failure, HostState, steps
+from infra.http._core import (
+    BREAKER_FAILURE_STATUSES,
+    DEADLINE,
+    FIRST_BYTE,
+    POOL,
+    Call,
+    Failure,
+    HostState,
+    steps,
+)
 from infra.http._ident import DEFAULT_HEADERS
 from infra.http._lease import AsyncGate, AsyncLease, pass_on, release_slots, wait_slots
 from infra.http._origin import origin_of
-from infra.http._response import AsyncStreamResponse, Response, backend_headers
+from infra.http._response import AsyncStreamResponse, Response, backend_headers, received
 from infra.http._routing import (
     DEFAULT,
     CallArgs,
@@ -262,8 +275,12 @@ class AsyncPerfClient(ClientBase):
         wheel = self._wheel or self._timer_wheel()
         response: Response | AsyncStreamResponse
         delay: float | None
+        breaker = host.breaker
+        if breaker.state == BREAKER_CLOSED or not breaker.enabled:  # Call.admit's common case, written out
+            admission = call.admission = NORMAL
+        else:
+            admission = call.admit()  # a retry goes under the same admission
         while True:
-            admission = call.admit()
             t0 = _monotonic()
             # -- one attempt: _once ----------------------------------------------------------------------
             held = hs.free > 0 and gs.free > 0  # slots_clock and take_now, written out
@@ -271,7 +288,7 @@ class AsyncPerfClient(ClientBase):
                 hs.free -= 1
                 gs.free -= 1
                 stats.in_use += 1
-                metrics.active(1)
+                metrics.in_use += 1
                 clock = AttemptClock(wheel, deadline_at, FIRST_BYTE, t.first_byte, t0)
             else:
                 clock = AttemptClock(wheel, deadline_at, POOL, t.pool, t0)
@@ -308,7 +325,7 @@ class AsyncPerfClient(ClientBase):
                             hs.release()
                             raise
                     stats.in_use += 1
-                    metrics.active(1)
+                    metrics.in_use += 1
                     metrics.pool_wait(_monotonic() - t0)
                     held = True
                     clock.enter(FIRST_BYTE, t.first_byte)
@@ -348,7 +365,7 @@ class AsyncPerfClient(ClientBase):
                 if not stream:
                     clock.timer.stop()
                     stats.in_use -= 1  # release_slots, written out: most often nobody queues
-                    metrics.active(-1)
+                    metrics.in_use -= 1
                     if hs.waiters or gs.waiters:
                         pass_on(hs, gs)
                     else:
@@ -356,20 +373,20 @@ class AsyncPerfClient(ClientBase):
                         hs.free += 1
                     if not backend.closes_itself:
                         await backend.drop(resp)
-                    response = Response(
-                        backend.status(resp),
-                        backend_headers(resp.headers),
-                        data,
-                        url=url,
-                        method=method,
-                        origin=host.origin,
-                        http_version=backend.version(resp),
-                    )
+                    status, version = backend.status(resp), backend.version(resp)
+                    response = received(status, resp.headers, data, url, method, host.origin, version)
             # -- what follows it: steps ------------------------------------------------------------------
             answered = None  # the response to hand back if the breaker stops the retry
             if failure is not None:
                 delay = call.on_error(failure.kind, failure.cause, t0, _monotonic(), deadline_at, admission)
             else:
+                status = response.status
+                if not stream and not call.history and status not in RETRY_STATUSES:
+                    # Call.on_response's common case, written out: the first try's answer, not retried
+                    call.settled = True
+                    breaker.record(FAILURE if status in BREAKER_FAILURE_STATUSES else SUCCESS, admission)
+                    metrics.duration(method, status, _monotonic() - started)
+                    return response
                 try:
                     delay = call.on_response(response, t0, _monotonic(), deadline_at, admission, stream)
                 except BaseException:
@@ -467,14 +484,8 @@ class AsyncPerfClient(ClientBase):
         release_slots(hs, gs, host.metrics, self._stats)
         if not backend.closes_itself:
             await backend.drop(resp)
-        return Response(
-            backend.status(resp),
-            backend_headers(resp.headers),
-            data,
-            url=url,
-            method=method,
-            origin=host.origin,
-            http_version=backend.version(resp),
+        return received(
+            backend.status(resp), resp.headers, data, url, method, host.origin, backend.version(resp)
         )
 
 

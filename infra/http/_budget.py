@@ -52,6 +52,7 @@ class RetryBudget:
         "_tokens",
         "denied",
         "enabled",
+        "full",
     )
 
     def __init__(self, settings: RetryBudgetConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -74,6 +75,11 @@ class RetryBudget:
         self._lock = threading.Lock()
         self._stamp = clock()
         self.denied = 0
+        # True only while a deposit would change nothing (the balance at its cap and the requests' lead at
+        # its most: the steady state of healthy traffic), so ``deposit`` returns on one attribute read,
+        # without the lock. Set under the lock once a deposit leaves that state; cleared, under the lock,
+        # *before* anything moves the balance or the lead, so a reader that sees it True sees that state.
+        self.full = False
 
     def _add(self, units: int) -> None:
         tokens = self._tokens + units
@@ -86,6 +92,7 @@ class RetryBudget:
         units = int((now - self._stamp) * self._rate)
         if units <= 0:
             return
+        self.full = False
         self._stamp += units / self._rate
         lead = self._lead
         if lead < units:
@@ -95,14 +102,16 @@ class RetryBudget:
 
     def deposit(self) -> None:
         """Record one new logical request (not a retry)."""
-        if not self.enabled:
+        if self.full or not self.enabled:
             return
         with self._lock:
             lead = self._lead
             after = lead + self._earn
             if after > 0:
                 self._add(after - lead if lead > 0 else after)
-            self._lead = after if after < self._lead_max else self._lead_max
+            lead = self._lead = after if after < self._lead_max else self._lead_max
+            if lead == self._lead_max and self._tokens >= self._cap:
+                self.full = True
 
     def try_withdraw(self) -> bool:
         """Take a token for one retry; False (and counted in ``denied``) when the budget is spent."""
@@ -112,6 +121,7 @@ class RetryBudget:
             if self._rate:
                 self._refill(self._clock())
             if self._tokens >= self._cost:
+                self.full = False
                 self._tokens -= self._cost
                 return True
             self.denied += 1

@@ -140,7 +140,9 @@ class Call:
         self.failed = False  # some try ended in a breaker failure
         self.pending = NEUTRAL  # the breaker outcome of the last try, while a retry is due
         self.settled = False
-        host.budget.deposit()
+        budget = host.budget
+        if not budget.full:  # full: the deposit would change nothing (RetryBudget.full)
+            budget.deposit()
 
     def admit(self) -> int:
         """Before each try: the first asks the breaker (CircuitOpenError, no I/O done, when it refuses);

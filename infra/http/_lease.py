@@ -230,7 +230,7 @@ class AsyncLease(_Lease):
 def release_slots(host_gate: AsyncGate, global_gate: AsyncGate, metrics: NullMetrics, stats: Any) -> None:
     """Give back one host and one global slot (no await: runs even while a task is being cancelled)."""
     stats.in_use -= 1
-    metrics.active(-1)
+    metrics.in_use -= 1  # the active-connections gauge reads it (HostMetrics)
     if host_gate.waiters or global_gate.waiters:
         pass_on(host_gate, global_gate)
     else:
@@ -245,7 +245,7 @@ def take_now(host_gate: AsyncGate, global_gate: AsyncGate, metrics: NullMetrics,
         host_gate.free -= 1
         global_gate.free -= 1
         stats.in_use += 1
-        metrics.active(1)
+        metrics.in_use += 1
         return True
     return False
 
@@ -284,7 +284,7 @@ async def wait_slots(
             host_gate.release()
             raise
     stats.in_use += 1
-    metrics.active(1)
+    metrics.in_use += 1
     metrics.pool_wait(time.monotonic() - start)
 
 
@@ -296,9 +296,9 @@ class SyncLease(_Lease):
     def __init__(self, host_gate: SyncGate, global_gate: SyncGate, metrics: NullMetrics, stats: Any) -> None:
         super().__init__(host_gate, global_gate, metrics, stats)
         self._lock = stats.lock
-        with self._lock:
+        with self._lock:  # the stats' lock: the threads of one client count under it
             stats.in_use += 1
-        metrics.active(1)
+            metrics.in_use += 1
 
     def release(self) -> None:
         with self._lock:
@@ -306,7 +306,7 @@ class SyncLease(_Lease):
                 return
             self.released = True
             self._stats.in_use -= 1
-        self._metrics.active(-1)
+            self._metrics.in_use -= 1
         pass_on(self._host, self._global)
 
 

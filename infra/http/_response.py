@@ -27,6 +27,7 @@ __all__ = [
     "ResponseKeywords",
     "StreamResponse",
     "backend_headers",
+    "received",
 ]
 
 #: What ``Response.json()`` returns: a JSON document as ``json.loads`` builds it. httpx, requests and
@@ -263,6 +264,27 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response [{self.status}] {self.method} {self.origin}>"
+
+
+def received(
+    status: int, source: Any, content: bytes, url: str, method: str, origin: str, http_version: str
+) -> Response:
+    """``Response(status, backend_headers(source), content, url=url, method=method, origin=origin,
+    http_version=http_version)`` in one call without keywords or frames of its own: the async client's
+    hot path builds one per call (``source``: the backend's own case-insensitive headers)."""
+    headers: Headers = _new(Headers)
+    headers._src = source
+    response: Response = _new(Response)
+    response.status = status
+    response.headers = headers
+    response._content = content
+    response.url = url
+    response.method = method
+    response.origin = origin
+    response.history = ()
+    response.http_version = http_version
+    response.from_cache = False
+    return response
 
 
 class LineDecoder:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from types import TracebackType
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = ["PhaseTimer", "TimerWheel"]
 # A handle runs when the loop's clock is within its resolution of the deadline; treat "that close" as
 # reached rather than re-arming for a few microseconds.
 _SLACK = 0.001
+current_task = asyncio.current_task
 
 
 if sys.version_info >= (3, 11):
@@ -44,10 +46,15 @@ if sys.version_info >= (3, 11):
         GRAIN = 1.0  # seconds per bucket
         FAR = 2.0  # > GRAIN, so a re-filed timer always lands in a later bucket
 
-        __slots__ = ("_buckets", "handles", "loop")
+        __slots__ = ("_buckets", "handles", "loop", "now")
 
         def __init__(self, loop: Any) -> None:
             self.loop = loop
+            # The loop's clock: time.monotonic itself (a C call) when the loop keeps asyncio's own
+            # ``time()``, which is ``return time.monotonic()`` behind a Python frame.
+            own = getattr(loop, "__dict__", ())
+            plain = type(loop).time is asyncio.BaseEventLoop.time and "time" not in own
+            self.now: Any = time.monotonic if plain else loop.time
             self._buckets: dict[int, dict[PhaseTimer, None]] = {}
             self.handles = 0  # loop handles this wheel has armed, one per bucket (what it saves is visible)
 
@@ -100,18 +107,29 @@ if sys.version_info >= (3, 11):
             """Arm the timer for the current task; ``loop``: the running loop, when the caller has it."""
             if loop is None:
                 loop = asyncio.get_running_loop()  # ~0.2 µs: worth passing in on a hot path
-            task = asyncio.current_task(loop)
+            task = current_task(loop)
             if task is None:
                 raise RuntimeError("PhaseTimer must be used inside a task")
             self._task = task
             self._cancelling = task.cancelling()
             self._loop = loop
-            limit = self._limit
-            if limit is not None:
-                wheel = self._wheel
-                if wheel is None or wheel.loop is not loop:
-                    self._wheel = None
-                self._arm(limit)
+            when = self._limit
+            if when is None:
+                return
+            wheel = self._wheel
+            if wheel is None or wheel.loop is not loop:
+                self._wheel = None
+                self._armed = loop.call_at(when, self._fire)
+            elif when - wheel.now() >= wheel.FAR:  # _arm and TimerWheel.add, written out: once an attempt
+                key = int(when / wheel.GRAIN)
+                bucket = wheel._buckets.get(key)
+                if bucket is None:
+                    bucket = wheel.add(self, when)
+                else:
+                    bucket[self] = None
+                self._armed = bucket
+            else:
+                self._armed = loop.call_at(when, self._fire)
 
         async def __aenter__(self) -> PhaseTimer:
             self.start()
@@ -119,7 +137,7 @@ if sys.version_info >= (3, 11):
 
         def _arm(self, when: float) -> None:
             wheel = self._wheel
-            if wheel is not None and when - self._loop.time() >= wheel.FAR:
+            if wheel is not None and when - wheel.now() >= wheel.FAR:
                 self._armed = wheel.add(self, when)
             else:
                 self._armed = self._loop.call_at(when, self._fire)
@@ -182,8 +200,10 @@ if sys.version_info >= (3, 11):
             armed = self._armed
             if armed is not None:
                 self._armed = None
-                if type(armed) is dict:
-                    _unfile(armed, self)
+                if type(armed) is dict:  # _unfile, written out
+                    armed.pop(self, None)
+                    if not armed:
+                        armed.clear()
                 else:
                     armed.cancel()
             return self._expired and self._task.uncancel() <= self._cancelling

@@ -1,0 +1,212 @@
+"""The layer's per-request fast paths decide exactly as the plain paths they shortcut: the retry budget's
+lock-free deposit once it is full, the one-call ``received`` response, the wheel's clock, the
+active-connections gauge counted inline and pushed before each read, and the fake-backend seam."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from infra.http import AsyncPerfClient, RetryBudgetConfig
+from infra.http._async_client import install_backend
+from infra.http._budget import RetryBudget, exact_ratio
+from infra.http._response import Response, backend_headers, received
+from infra.http._timer import PhaseTimer, TimerWheel
+from infra.metrics import get_metrics
+from infra.metrics.exposition import render_text
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class PlainBudget:
+    """The budget's rules with no shortcut (RetryBudget before its ``full`` flag): the reference."""
+
+    def __init__(self, settings: RetryBudgetConfig, clock: Clock) -> None:
+        ratio = exact_ratio(settings.ratio)
+        self.cost, self.earn = ratio.denominator, ratio.numerator
+        self.rate = settings.per_second * self.cost
+        reserve = int(self.rate)
+        self.cap = max(reserve * 10, self.cost)
+        self.lead_max = max(reserve, self.cost)
+        self.tokens, self.lead, self.clock, self.stamp = reserve, -reserve, clock, clock()
+
+    def add(self, units: int) -> None:
+        self.tokens = min(self.tokens + units, self.cap)
+
+    def deposit(self) -> None:
+        after = self.lead + self.earn
+        if after > 0:
+            self.add(after - self.lead if self.lead > 0 else after)
+        self.lead = min(after, self.lead_max)
+
+    def refill(self) -> None:
+        if self.rate:
+            units = int((self.clock() - self.stamp) * self.rate)
+            if units > 0:
+                self.stamp += units / self.rate
+                if self.lead < units:
+                    self.add(units - self.lead if self.lead > 0 else units)
+                self.lead = max(self.lead - units, -self.lead_max)
+
+    def balance(self) -> Fraction:
+        self.refill()
+        return Fraction(self.tokens, self.cost)
+
+    def try_withdraw(self) -> bool:
+        self.refill()
+        if self.tokens >= self.cost:
+            self.tokens -= self.cost
+            return True
+        return False
+
+
+@pytest.mark.parametrize(("ratio", "per_second"), [(0.2, 10.0), (0.1, 0.0), (0.5, 2.0), (0.0, 5.0)])
+def test_a_full_budget_skips_its_deposits_and_decides_as_the_plain_rules(
+    ratio: float, per_second: float
+) -> None:
+    settings = RetryBudgetConfig(ratio=ratio, per_second=per_second)
+    rng = random.Random(7)
+    clock = Clock()
+    budget, plain = RetryBudget(settings, clock=clock), PlainBudget(settings, clock)
+    went_full = False
+    for _ in range(20000):
+        roll = rng.random()
+        if roll < 0.9:
+            budget.deposit()
+            plain.deposit()
+        elif roll < 0.97:
+            assert budget.try_withdraw() == plain.try_withdraw()
+        else:
+            clock.t += rng.choice((0.001, 0.05, 0.5, 3.0))
+        went_full = went_full or budget.full
+        assert budget.balance == plain.balance()  # a read refills both alike
+    assert went_full == (ratio > 0)  # healthy traffic reaches the steady state the shortcut is for
+
+
+def test_a_full_budget_is_left_by_a_withdrawal_and_refilled_by_deposits() -> None:
+    budget = RetryBudget(RetryBudgetConfig(ratio=0.2, per_second=10.0), clock=Clock())
+    for _ in range(600):
+        budget.deposit()
+    assert budget.full and budget.balance == 100  # ten seconds of reserve: the cap
+    assert budget.try_withdraw()
+    assert not budget.full and budget.balance == 99
+    for _ in range(5):
+        budget.deposit()
+    assert budget.full and budget.balance == 100
+
+
+def test_received_builds_the_same_response_as_the_constructor() -> None:
+    source = {"content-type": "text/plain"}
+    args = (200, source, b"body", "http://h:80/x", "GET", "http://h:80", "HTTP/1.1")
+    fast = received(*args)
+    plain = Response(
+        200,
+        backend_headers(source),
+        b"body",
+        url="http://h:80/x",
+        method="GET",
+        origin="http://h:80",
+        http_version="HTTP/1.1",
+    )
+    for name in Response.__slots__:  # a slot added to Response and not set by received() fails here
+        if name == "headers":
+            assert dict(fast.headers) == dict(plain.headers)
+        else:
+            assert getattr(fast, name) == getattr(plain, name), name
+
+
+class _ShiftedLoop(asyncio.SelectorEventLoop):
+    """A loop whose clock is not time.monotonic: the wheel must read the loop's own."""
+
+    def time(self) -> float:
+        return super().time() + 5000.0
+
+
+def test_the_wheel_reads_the_loop_s_own_clock() -> None:
+    async def main() -> tuple[str | None, str | None]:
+        loop = asyncio.get_running_loop()
+        wheel = TimerWheel(loop)
+        far, near = PhaseTimer(loop.time() + 30, wheel), PhaseTimer(loop.time() + 0.5, wheel)
+        far.start()
+        near.start()
+        placed = far.armed_in, near.armed_in
+        far.stop()
+        near.stop()
+        return placed
+
+    loop = _ShiftedLoop()
+    try:
+        assert loop.run_until_complete(main()) == ("wheel", "loop")
+    finally:
+        loop.close()
+
+
+class _HeldBackend:
+    """A fake backend (through the ``install_backend`` seam) whose sends wait for ``go``."""
+
+    classify = staticmethod(lambda exc: None)
+    closes_itself = True
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.sent = 0
+        self.all_sent = asyncio.Event()
+        self.expect = 0
+
+    async def send(self, *args: Any) -> Any:
+        self.sent += 1
+        if self.sent == self.expect:
+            self.all_sent.set()
+        await self.go.wait()
+        return _Resp()
+
+    @staticmethod
+    async def read(resp: Any) -> bytes:
+        return b"ok"
+
+    status = staticmethod(lambda resp: resp.status)
+    version = staticmethod(lambda resp: "HTTP/1.1")
+
+    @staticmethod
+    async def drop(resp: Any) -> None:
+        return None
+
+
+class _Resp:
+    status = 200
+    headers: dict[str, str] = {}  # noqa: RUF012 - read only
+
+
+def _active(origin: str) -> str:
+    text = render_text(get_metrics())
+    prefix = 'infra_http_active_connections{origin="' + origin + '"} '
+    return next(line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_the_active_gauge_sums_every_client_of_an_origin_at_each_read() -> None:
+    origin = f"http://layer-{threading.get_ident()}.test:80"
+    one, two = AsyncPerfClient(), AsyncPerfClient()
+    backend = _HeldBackend()
+    backend.expect = 5
+    for client in (one, two):
+        install_backend(client, backend)
+    calls = [asyncio.create_task(c.get(origin + "/x")) for c in (one, one, one, two, two)]
+    await asyncio.wait_for(backend.all_sent.wait(), 5)
+    assert float(_active(origin)) == 5  # three held by one client, two by the other
+    backend.go.set()
+    assert [r.status for r in await asyncio.gather(*calls)] == [200] * 5
+    assert float(_active(origin)) == 0
+    assert one.pool_stats()["in_use"] == two.pool_stats()["in_use"] == 0
+    await one.aclose()
+    await two.aclose()
