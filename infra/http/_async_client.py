@@ -40,7 +40,7 @@ from infra.http._core import (
     steps,
 )
 from infra.http._ident import DEFAULT_HEADERS
-from infra.http._lease import AsyncGate, AsyncLease, pass_on, release_slots, wait_slots
+from infra.http._lease import AsyncGate, AsyncLease, pass_on, pass_on_async, release_slots, wait_slots
 from infra.http._origin import origin_of
 from infra.http._response import AsyncStreamResponse, Response, backend_headers, received
 from infra.http._routing import (
@@ -367,7 +367,7 @@ class AsyncPerfClient(ClientBase):
                     stats.in_use -= 1  # release_slots, written out: most often nobody queues
                     metrics.in_use -= 1
                     if hs.waiters or gs.waiters:
-                        pass_on(hs, gs)
+                        pass_on_async(hs, gs)
                     else:
                         gs.free += 1
                         hs.free += 1

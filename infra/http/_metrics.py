@@ -184,11 +184,13 @@ class HostMetrics(NullMetrics):
             active = "Connections in use (requests holding a connection slot), by origin."
             g_active = reg.gauge("infra_http_active_connections", active, labelnames=_ORIGIN)
             self._pool_wait = h_wait.labels(origin)
+            self._wait_pending: list[float] = self._pool_wait.pending
             _track_active(g_active.labels(origin), self)
             reg.add_collect_hook(push_active)
         except Exception as exc:
             _failed(exc)
             self._budget = self._breaker_state = self._pool_wait = _NULL
+            self._wait_pending = []
             self._breaker_to = {}
             self._h_duration = self._h_ttfb = self._c_retries = None
 
@@ -262,10 +264,17 @@ class HostMetrics(NullMetrics):
             _failed(exc)
 
     def pool_wait(self, seconds: float) -> None:
-        try:
-            self._pool_wait.note(seconds)
-        except Exception as exc:
-            _failed(exc)
+        pending = self._wait_pending  # the histogram child's (see ``duration``)
+        pending.append(seconds)
+        if len(pending) >= _FOLD_AT:
+            try:
+                if self._pool_wait is _NULL:
+                    pending.clear()
+                else:
+                    self._pool_wait.fold_pending()
+            except Exception as exc:
+                pending.clear()
+                _failed(exc)
 
     def active(self, delta: int) -> None:
         self.in_use += delta

@@ -185,7 +185,7 @@ class _HeldBackend:
 
 class _Resp:
     status = 200
-    headers: dict[str, str] = {}  # noqa: RUF012 - read only
+    headers: dict[str, str] = {}
 
 
 def _active(origin: str) -> str:
