@@ -15,6 +15,7 @@ import pytest
 from infra.http import AsyncPerfClient, RetryBudgetConfig
 from infra.http._async_client import install_backend
 from infra.http._budget import RetryBudget, exact_ratio
+from infra.http._lease import AsyncGate, pass_on, pass_on_async
 from infra.http._response import Response, backend_headers, received
 from infra.http._timer import PhaseTimer, TimerWheel
 from infra.metrics import get_metrics
@@ -210,3 +211,35 @@ async def test_the_active_gauge_sums_every_client_of_an_origin_at_each_read() ->
     assert one.pool_stats()["in_use"] == two.pool_stats()["in_use"] == 0
     await one.aclose()
     await two.aclose()
+
+
+def _gates(rng: random.Random, loop: asyncio.AbstractEventLoop) -> tuple[AsyncGate, AsyncGate]:
+    """A host and a global gate as a release finds them: some callers queued (some gave up), some slots
+    free, the global head passed over some times already."""
+    host, glob = AsyncGate(rng.randint(1, 3)), AsyncGate(rng.randint(1, 4))
+    for gate in (host, glob):
+        gate.free = 0 if rng.random() < 0.7 else rng.randint(1, gate.size)
+        gate.bypassed = rng.randint(0, gate.size)
+        for _ in range(rng.randint(0, 3) if gate.free == 0 else 0):
+            fut = loop.create_future()
+            if rng.random() < 0.3:
+                fut.cancel()
+            gate.waiters.append(fut)
+    return host, glob
+
+
+def _state(host: AsyncGate, glob: AsyncGate, futs: list[asyncio.Future[bool]]) -> tuple[Any, ...]:
+    handed = tuple(f.result() if f.done() and not f.cancelled() else None for f in futs)
+    return host.free, glob.free, host.bypassed, glob.bypassed, len(host.waiters), len(glob.waiters), handed
+
+
+async def test_pass_on_async_hands_the_slots_over_as_pass_on_does() -> None:
+    loop = asyncio.get_running_loop()
+    for seed in range(400):
+        got = []
+        for release in (pass_on, pass_on_async):
+            host, glob = _gates(random.Random(seed), loop)
+            futs = [*host.waiters, *glob.waiters]
+            release(host, glob)
+            got.append(_state(host, glob, futs))
+        assert got[0] == got[1], seed
