@@ -268,17 +268,21 @@ class AsyncPerfClient(ClientBase):
         if not isinstance(deadline, Default):
             total = deadline
         deadline_at = started + total if total is not None else None
-        call = Call(self._settings.retry, host, method, retry_ok, started)
+        budget = host.budget
+        if not budget.full:  # Call's deposit, made here: the Call itself only once the call needs one
+            budget.deposit()
         backend = (self._aiohttp_backend if kind == "aiohttp" else None) or self._backend(kind)
         t = self._settings.timeout
         hs, gs, stats, metrics = host.slots, self._global or self._global_gate(), self._stats, host.metrics
         wheel = self._wheel or self._timer_wheel()
         response: Response | AsyncStreamResponse
         delay: float | None
+        call: Call | None = None  # made when a first try's answer is not the call's (Call.admitted)
         breaker = host.breaker
         if breaker.state == BREAKER_CLOSED or not breaker.enabled:  # Call.admit's common case, written out
-            admission = call.admission = NORMAL
+            admission = NORMAL
         else:
+            call = Call(self._settings.retry, host, method, retry_ok, started, deposit=False)
             admission = call.admit()  # a retry goes under the same admission
         while True:
             t0 = _monotonic()
@@ -359,7 +363,8 @@ class AsyncPerfClient(ClientBase):
                         await backend.drop(resp)
                 failure = clock.failure(exc, ours, backend.classify)
                 if failure is None:
-                    call.release()
+                    if call is not None:  # none: admitted NORMAL, so nothing to release
+                        call.release()
                     raise
             else:
                 if not stream:
@@ -378,15 +383,18 @@ class AsyncPerfClient(ClientBase):
             # -- what follows it: steps ------------------------------------------------------------------
             answered = None  # the response to hand back if the breaker stops the retry
             if failure is not None:
+                if call is None:
+                    call = Call.admitted(self._settings.retry, host, method, retry_ok, started, admission)
                 delay = call.on_error(failure.kind, failure.cause, t0, _monotonic(), deadline_at, admission)
             else:
                 status = response.status
-                if not stream and not call.history and status not in RETRY_STATUSES:
-                    # Call.on_response's common case, written out: the first try's answer, not retried
-                    call.settled = True
-                    breaker.record(FAILURE if status in BREAKER_FAILURE_STATUSES else SUCCESS, admission)
-                    metrics.duration(method, status, _monotonic() - started)
-                    return response
+                if call is None:  # the first try
+                    if not stream and status not in RETRY_STATUSES:
+                        # Call.on_response's common case, written out: the first try's answer
+                        breaker.record(FAILURE if status in BREAKER_FAILURE_STATUSES else SUCCESS, admission)
+                        metrics.duration(method, status, _monotonic() - started)
+                        return response
+                    call = Call.admitted(self._settings.retry, host, method, retry_ok, started, admission)
                 try:
                     delay = call.on_response(response, t0, _monotonic(), deadline_at, admission, stream)
                 except BaseException:

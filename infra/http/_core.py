@@ -127,7 +127,13 @@ class Call:
     )
 
     def __init__(
-        self, policy: RetryConfig, host: HostState, method: str, idempotent: bool, started: float
+        self,
+        policy: RetryConfig,
+        host: HostState,
+        method: str,
+        idempotent: bool,
+        started: float,
+        deposit: bool = True,
     ) -> None:
         self.policy = policy
         self.host = host
@@ -140,9 +146,26 @@ class Call:
         self.failed = False  # some try ended in a breaker failure
         self.pending = NEUTRAL  # the breaker outcome of the last try, while a retry is due
         self.settled = False
-        budget = host.budget
-        if not budget.full:  # full: the deposit would change nothing (RetryBudget.full)
-            budget.deposit()
+        if deposit:  # False: the caller made the call's deposit itself (``admitted``)
+            budget = host.budget
+            if not budget.full:  # full: the deposit would change nothing (RetryBudget.full)
+                budget.deposit()
+
+    @classmethod
+    def admitted(
+        cls,
+        policy: RetryConfig,
+        host: HostState,
+        method: str,
+        idempotent: bool,
+        started: float,
+        admission: int,
+    ) -> Call:
+        """The state of a call begun without one (the async hot path makes a Call only once a call needs
+        more than its first try's answer): its deposit made and its admission ``admission`` already."""
+        call = cls(policy, host, method, idempotent, started, deposit=False)
+        call.admission = admission
+        return call
 
     def admit(self) -> int:
         """Before each try: the first asks the breaker (CircuitOpenError, no I/O done, when it refuses);
