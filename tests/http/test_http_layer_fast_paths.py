@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infra.http import AsyncPerfClient, RetryBudgetConfig
+from infra.http import AsyncPerfClient, BreakerConfig, CircuitOpenError, RetryBudgetConfig, RetryConfig
 from infra.http._async_client import install_backend
 from infra.http._budget import RetryBudget, exact_ratio
 from infra.http._lease import AsyncGate, pass_on, pass_on_async
@@ -243,3 +243,36 @@ async def test_pass_on_async_hands_the_slots_over_as_pass_on_does() -> None:
             release(host, glob)
             got.append(_state(host, glob, futs))
         assert got[0] == got[1], seed
+
+
+class _Plain(AsyncPerfClient):
+    """The client with its plain reference twin in place of the written-out hot path."""
+
+    async def _run(self, args: Any) -> Any:
+        return await self._run_reference(args)
+
+
+async def _breaker_story(client: AsyncPerfClient, url: str) -> list[Any]:
+    """A 500 opens the breaker, the next call is refused, the probe after the cooldown closes it."""
+    seen: list[Any] = [(await client.get(f"{url}/status/500")).status, client.breaker_state(url)]
+    try:
+        await client.get(f"{url}/ok")
+    except CircuitOpenError as exc:
+        seen.append(("refused", [a.error for a in exc.history]))
+    await asyncio.sleep(0.15)
+    probe = await client.get(f"{url}/ok")
+    seen += [probe.status, len(probe.history), client.breaker_state(url), client.pool_stats()["in_use"]]
+    return seen
+
+
+async def test_the_hot_path_and_its_twin_agree_through_an_open_and_half_open_breaker(server: Any) -> None:
+    """The hot path's Call is made up front only when the breaker is not closed (a refusal, a probe)."""
+    kw: dict[str, Any] = {
+        "retry": RetryConfig(attempts=0),
+        "breaker": BreakerConfig(consecutive_failures=1, cooldown=0.1),
+    }
+    got = []
+    for cls in (AsyncPerfClient, _Plain):
+        async with cls(**kw) as client:
+            got.append(await _breaker_story(client, server.url))
+    assert got[0] == got[1] == [500, "open", ("refused", ["circuit_open"]), 200, 0, "closed", 0]
