@@ -259,8 +259,10 @@ class AsyncPerfClient(ClientBase):
         """One logical call, written out for speed: ``_run_reference`` (the shared ``steps`` loop over
         ``_once``) with both inlined, and the host-slot queue of ``wait_slots``, so a request resumes one
         coroutine frame of ours instead of three and runs no generator (callgrind, bench/callgrind_http.py:
-        ~15k fewer instructions a request, 1.09x -> 1.05x of aiohttp's; BENCHMARKS.md).
-        tests/http/test_http_hot_path.py holds the two to the same answers; change them together."""
+        ~15k fewer instructions a request, 1.09x -> 1.05x of aiohttp's; BENCHMARKS.md). Issue 18 cut the
+        success path further (no Call object until a call needs one, the admission and the first try's
+        answer written out): 1.05x -> 1.01x. tests/http/test_http_hot_path.py holds the two to the same
+        answers; change them together."""
         method, url, params, headers, content, json, retry_ok, deadline, stream = args
         host, kind = self._routes.get(url) or self._route(url)
         started = _monotonic()
