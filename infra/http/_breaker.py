@@ -70,6 +70,7 @@ class CircuitBreaker:
         "name",
         "settings",
         "state",
+        "threaded",
         "threshold",
     )
 
@@ -80,8 +81,12 @@ class CircuitBreaker:
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[str], None] | None = None,
         name: str = "",
+        threaded: bool = True,
     ) -> None:
         self.settings = settings
+        # False: only one thread (an event loop's) ever records, so a success needs no lock (the async
+        # client's breakers; the sync client's are recorded from its callers' threads).
+        self.threaded = threaded
         self.name = name
         self.threshold = settings.consecutive_failures
         self.enabled = settings.enabled
@@ -147,13 +152,19 @@ class CircuitBreaker:
             # reset of the failure run. No state can change on this path.
             index = int(self._clock() // self._slot)
             bucket = self._buckets[index % _BUCKETS]
-            with self._lock:
+            lock = self._lock if self.threaded else None
+            if lock is not None:
+                lock.acquire()  # not ``with``: its protocol costs twice the acquire and release
+            try:
                 if self.state == CLOSED:
                     if bucket[0] != index:
                         bucket[0], bucket[1], bucket[2] = index, 1, 0
                     else:
                         bucket[1] += 1
                     self._consecutive = 0
+            finally:
+                if lock is not None:
+                    lock.release()
             return
         changed = None
         with self._lock:

@@ -26,6 +26,7 @@ from infra.http._errors import (
     RetryBudgetExhausted,
     TransportError,
 )
+from infra.http._lease import AsyncGate
 from infra.http._metrics import HostMetrics, NullMetrics
 from infra.http._retry_after import parse_retry_after
 
@@ -95,7 +96,11 @@ class HostState:
     def __init__(self, origin: str, settings: HttpConfig, slots: Any = None) -> None:
         self.origin = origin
         self.metrics: NullMetrics = HostMetrics(origin) if settings.metrics else NullMetrics()
-        self.breaker = CircuitBreaker(settings.breaker, on_change=self.metrics.breaker_changed, name=origin)
+        # A client on one event loop (its slots an AsyncGate) records outcomes from that loop's thread only.
+        threaded = not isinstance(slots, AsyncGate)
+        self.breaker = CircuitBreaker(
+            settings.breaker, on_change=self.metrics.breaker_changed, name=origin, threaded=threaded
+        )
         self.budget = RetryBudget(settings.retry_budget)
         self.slots = slots
 

@@ -276,3 +276,29 @@ async def test_the_hot_path_and_its_twin_agree_through_an_open_and_half_open_bre
         async with cls(**kw) as client:
             got.append(await _breaker_story(client, server.url))
     assert got[0] == got[1] == [500, "open", ("refused", ["circuit_open"]), 200, 0, "closed", 0]
+
+
+def test_a_loop_s_breaker_records_without_its_lock_and_decides_alike() -> None:
+    """The async client's breakers are recorded from its loop's thread only (no lock on a success); the
+    sync client's from many threads. Both open, reject and close on the same outcomes."""
+    from infra.http import PerfClient
+    from infra.http._breaker import FAILURE, NORMAL, SUCCESS, CircuitBreaker
+
+    assert not AsyncPerfClient().host_state("http://a.test:80/").breaker.threaded
+    assert PerfClient().host_state("http://a.test:80/").breaker.threaded
+    seen = []
+    for threaded in (True, False):
+        rng = random.Random(3)
+        clock = Clock()
+        breaker = CircuitBreaker(BreakerConfig(cooldown=1.0), clock=clock, threaded=threaded)
+        states = []
+        for _ in range(3000):
+            clock.t += rng.choice((0.001, 0.01, 0.3))
+            admission = breaker.admit()
+            states.append((admission, breaker.state))
+            if admission >= NORMAL:
+                breaker.record(FAILURE if rng.random() < 0.3 else SUCCESS, admission)
+            states.append((admission, breaker.state))
+        seen.append(states)
+    assert seen[0] == seen[1]
+    assert {s for _, s in seen[0]} == {"closed", "open", "half_open"}
