@@ -172,6 +172,7 @@ class AsyncPerfClient(ClientBase):
             connect=s.timeout.connect,
             ssl=tls_context(self._verify),
             headers=DEFAULT_HEADERS,
+            resend=not s.enabled,
         )
         backend = self._aiohttp_backend = AiohttpBackend(self._session)
         return backend
