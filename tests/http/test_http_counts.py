@@ -20,6 +20,7 @@ from infra.http import (
     RetryConfig,
 )
 from infra.metrics import get_metrics
+from infra.server._dashboard_source import ColumnSampler
 from infra.testing.fault_server import FaultServer
 
 NO_BUDGET = RetryBudgetConfig(enabled=False)
@@ -117,7 +118,8 @@ async def test_a_call_cancelled_in_its_backoff_gives_its_retry_token_back(backen
 
 async def test_a_refused_call_is_counted_and_its_history_is_empty(make_api) -> None:
     """The breaker opens on one failed call; three calls are then refused: each raises CircuitOpenError
-    with an empty history (no try was sent), and each is counted, as an error, code "refused"."""
+    with an empty history (no try was sent), and each is counted, as an error, code "refused", in
+    get_stats() and in the dashboard's columns."""
     with FaultServer() as server:
         refuse = BreakerConfig(consecutive_failures=1, cooldown=60)
         api = make_api(retry=RetryConfig(attempts=0), breaker=refuse)
@@ -130,6 +132,10 @@ async def test_a_refused_call_is_counted_and_its_history_is_empty(make_api) -> N
         assert calls(server.origin, "refused") == 3
         stats = row(server.origin)
         assert (stats["count"], stats["errors"]) == (4, 4)
+        columns = ColumnSampler(get_metrics())()  # the dashboard's calls and errors show the outage
+        assert columns is not None
+        key = f"http|GET {server.origin}"
+        assert (columns[f"calls|{key}"], columns[f"errors|{key}"]) == (4, 4)
 
 
 # -- 3. a cancelled call is counted, and still cancelled ------------------------------------------------

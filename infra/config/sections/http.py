@@ -155,9 +155,7 @@ def _plain(value: _N, layer_default: _N, plain: _N) -> _N:
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class HttpConfig(_Section):
-    enabled: bool = field(
-        "bool", True, "Retries, breakers and metrics on (off: a plain aiohttp-like client, see effective())."
-    )
+    enabled: bool = field("bool", True, "Retries, breakers and metrics on (off: a plain pooled client).")
     backend: str = field("str", "aiohttp", "Async backend.", choices=("aiohttp", "httpx"))
     http2: bool = field("bool", False, "Speak HTTP/2 (httpx + h2) to every origin, not only http2_hosts.")
     http2_hosts: tuple[str, ...] = field(
