@@ -37,9 +37,7 @@ __all__ = [
 #: sent with a Content-Length. A one-shot source (an iterator or generator of bytes, an async iterator of
 #: bytes (AsyncPerfClient only), a file that can't seek) is sent once, chunked: such a call retries nothing
 #: but a failed connect (nothing read from the source yet), since a retry would send a different body.
-Content: TypeAlias = (
-    "bytes | bytearray | memoryview | str | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]"
-)
+Content: TypeAlias = bytes | bytearray | memoryview | str | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
 
 _CHUNK = 64 * 1024
 # aiohttp's rules (ClientRequest), the default backend's, applied for every backend: a request without a
@@ -133,7 +131,7 @@ class OneShot:
 
 
 #: A prepared body: bytes, or a file / stream read anew by each try.
-Upload: TypeAlias = "bytes | Rewindable | OneShot"
+Upload: TypeAlias = bytes | Rewindable | OneShot
 
 
 def _file_iter(file: Any) -> Iterator[bytes]:
@@ -145,21 +143,21 @@ def _as_bytes(chunk: object) -> bytes:
         return chunk
     if isinstance(chunk, str):
         return chunk.encode()
-    return bytes(chunk)  # type: ignore[call-overload]
+    return bytes(chunk)  # type: ignore[call-overload,no-any-return]
 
 
 def chunks_for(body: Upload | None) -> bytes | AsyncIterator[bytes] | None:
     """What an async backend sends for a prepared body: the bytes, or this try's chunks."""
-    if body is None or body.__class__ is bytes:
-        return body  # type: ignore[return-value]
-    return body.async_chunks()  # type: ignore[union-attr]
+    if body is None or isinstance(body, bytes):
+        return body
+    return body.async_chunks()
 
 
 def sync_chunks_for(body: Upload | None) -> bytes | Iterator[bytes] | None:
     """What a sync backend sends for a prepared body: the bytes, or this try's chunks."""
-    if body is None or body.__class__ is bytes:
-        return body  # type: ignore[return-value]
-    return body.sync_chunks()  # type: ignore[union-attr]
+    if body is None or isinstance(body, bytes):
+        return body
+    return body.sync_chunks()
 
 
 def _has(headers: Mapping[str, str] | None, low: str) -> bool:
@@ -176,6 +174,7 @@ def request_body(
     client all along, and pure ASCII survives any server's charset guess. Content-Type and Content-Length
     follow aiohttp's rules too (``_NO_BODY_METHODS``, ``_TYPED_METHODS``); the caller's headers win."""
     body: Upload | None
+    kind: str | None
     if json is not None:
         if content is not None:
             raise TypeError("pass content= or json=, not both")
@@ -203,9 +202,12 @@ def request_body(
     extra: dict[str, str] = {}
     if kind is not None and not _has(headers, "content-type"):
         extra["Content-Type"] = kind
-    if body is None or body.__class__ is Rewindable:
-        if not _has(headers, "content-length") and not _has(headers, "transfer-encoding"):
-            extra["Content-Length"] = "0" if body is None else str(body.length)  # type: ignore[union-attr]
+    if (
+        (body is None or isinstance(body, Rewindable))
+        and not _has(headers, "content-length")
+        and not _has(headers, "transfer-encoding")
+    ):
+        extra["Content-Length"] = "0" if body is None else str(body.length)
     if extra:
         headers = {**headers, **extra} if headers else extra
     return body, headers

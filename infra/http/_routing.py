@@ -65,9 +65,7 @@ ParamValue: TypeAlias = str | int | float
 #: sequence of (name, value) pairs. Appended to the URL's own query, as aiohttp does, on every backend
 #: (``with_params``). bool and None are refused (TypeError naming the key, before any try): a query has no
 #: one spelling for them (aiohttp refuses them; httpx sent "true" and an empty value).
-Params: TypeAlias = (
-    Mapping[str, ParamValue | Sequence[ParamValue]] | Sequence[tuple[str, ParamValue]]
-)
+Params: TypeAlias = Mapping[str, ParamValue | Sequence[ParamValue]] | Sequence[tuple[str, ParamValue]]
 
 # yarl's query quoting (aiohttp's): space as "+", these sub-delimiters and "/:?@" left as they are, so the
 # query aiohttp sent for ``params`` is byte for byte what every backend sends now (httpx leaves it as is).
