@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, TypedDict
@@ -70,6 +71,11 @@ Params: TypeAlias = Mapping[str, ParamValue | Sequence[ParamValue]] | Sequence[t
 # yarl's query quoting (aiohttp's): space as "+", these sub-delimiters and "/:?@" left as they are, so the
 # query aiohttp sent for ``params`` is byte for byte what every backend sends now (httpx leaves it as is).
 _QUERY_SAFE = "!$'()*,/:?@"
+_plain = re.compile(r"[A-Za-z0-9_.~!$'()*,/:?@-]*").fullmatch  # needs no quoting (most names and values)
+
+
+def _quote(text: str) -> str:
+    return text if _plain(text) else quote_plus(text, safe=_QUERY_SAFE)
 
 
 def _query_value(key: str, value: object) -> str:
@@ -95,19 +101,26 @@ def encode_params(params: Params | str) -> str:
     encoded. Raises TypeError for a value that isn't str, int or float."""
     if isinstance(params, str):
         return params.lstrip("?")
-    items = params.items() if isinstance(params, Mapping) else params
+    items = params.items() if params.__class__ is dict or isinstance(params, Mapping) else params
     parts: list[str] = []
     for item in items:
         try:
             key, value = item
         except (TypeError, ValueError):
             raise TypeError(f"params: expected (name, value) pairs, got {item!r}") from None
-        if not isinstance(key, str):
+        if key.__class__ is not str and not isinstance(key, str):
             raise TypeError(f"query parameter names are str, got {key!r}")
-        name = quote_plus(key, safe=_QUERY_SAFE)
-        values = value if isinstance(value, (list, tuple)) else (value,)
-        for one in values:
-            parts.append(f"{name}={quote_plus(_query_value(key, one), safe=_QUERY_SAFE)}")
+        cls = value.__class__
+        if cls is str:  # the common cases first, without a call
+            parts.append(f"{_quote(key)}={_quote(value)}")
+        elif cls is int:
+            parts.append(f"{_quote(key)}={value}")
+        elif cls is list or cls is tuple or isinstance(value, (list, tuple)):
+            name = _quote(key)
+            for one in value:
+                parts.append(f"{name}={_quote(_query_value(key, one))}")
+        else:
+            parts.append(f"{_quote(key)}={_quote(_query_value(key, value))}")
     return "&".join(parts)
 
 

@@ -205,3 +205,44 @@ async def test_json_body_is_aiohttps_encoding(rec: Recorder, make_api: Any) -> N
     (seen,) = rec.seen(key)
     assert seen.body == b'{"text": "h\\u00e9llo \\u2713", "n": [1, 2]}'
     assert seen.header("content-type") == "application/json"
+
+
+async def test_http2_origins_send_the_same_query_and_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``http2_hosts`` origin (httpx + h2) dropped the URL's own query too; now it sends what aiohttp
+    sends: the merged query, aiohttp's json bytes, a UTF-8 header value."""
+    pytest.importorskip("hypercorn")
+    import http_h2_servers
+
+    seen: list[tuple[bytes, bytes, dict[bytes, bytes]]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        seen.append((scope["query_string"], body, dict(scope["headers"])))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    monkeypatch.setattr(http_h2_servers, "_asgi_app", app)
+    with http_h2_servers.HypercornH2C() as srv:
+        call = {
+            "params": {"b": "2"},
+            "json": {"text": "héllo ✓", "n": [1, 2]},
+            "headers": {"X-Speaker": "Zoë"},
+        }
+        async with AsyncPerfClient(http2_hosts=[f"127.0.0.1:{srv.port}"]) as client:
+            r = await client.post(f"{srv.url}/x?a=1", **call)
+            assert r.http_version == "HTTP/2"
+        with PerfClient(http2=True) as sync_client:
+            await asyncio.to_thread(sync_client.post, f"{srv.url}/x?a=1", **call)
+    assert len(seen) == 2
+    for query, body, headers in seen:
+        assert query == b"a=1&b=2"
+        assert body == b'{"text": "h\\u00e9llo \\u2713", "n": [1, 2]}'
+        assert headers[b"x-speaker"] == "Zoë".encode()
+        assert headers[b"content-type"] == b"application/json"
