@@ -103,6 +103,7 @@ def encode_params(params: Params | str) -> str:
         return params.lstrip("?")
     items = params.items() if params.__class__ is dict or isinstance(params, Mapping) else params
     parts: list[str] = []
+    value: Any  # checked below by exact class, which mypy doesn't narrow on
     for item in items:
         try:
             key, value = item
