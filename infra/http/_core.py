@@ -135,12 +135,13 @@ class Call:
     )
 
     def __init__(
-        self, policy: RetryConfig, host: HostState, method: str, idempotent: bool, started: float
+        self, policy: RetryConfig, host: HostState, method: str, idempotent: bool | None, started: float
     ) -> None:
         self.policy = policy
         self.host = host
         self.method = method
-        self.retry_ok = policy.may_retry_request(method, idempotent)
+        # idempotent None: the body can be read once (_body.OneShot), so no status or read failure is retried
+        self.retry_ok = idempotent is not None and policy.may_retry_request(method, idempotent)
         self.retries = 0
         self.history: list[Attempt] = []
         self.started = started
