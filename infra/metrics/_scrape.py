@@ -1,0 +1,191 @@
+"""A histogram's series as text in a few long C calls: the scrape under load (issue 18).
+
+Why: under the GIL (3.11) a thread lets another run only between two bytecodes, once that other thread
+has asked for the GIL for ``sys.getswitchinterval()`` (5 ms). With two CPU-bound observers, each switch
+costs the scrape ~10-15 ms of waiting (their slices), whatever it had left to do. A scrape written as a
+Python loop per series or per shard key offers a switch point every few µs, so it is switched out after
+every 5 ms of its own CPU: a 10 ms scrape took ~40 ms. Here a metric's series are read and formatted by
+a handful of ``list(map(...))`` / ``list.extend`` calls over nested C iterators (``map``, ``chain``,
+``accumulate``, ``itemgetter``): no bytecode runs inside them, so the scrape can be switched out only at
+the few boundaries between them, and the read of every series is one GIL hold (a consistent snapshot).
+
+How: each series has a *plan*, built under its shard lock from its keys: where each number of its flat
+snapshot goes. The snapshot of a series is, in one C pass over its shards (``ShardSet.all``):
+
+    (all, shape..., 0, zero..., bins values..., split parts..., sum..., shape...)
+
+``all`` being the tuple read, ``shape`` each shard's key-structure counter (twice: before and after its
+numbers), ``0`` the start of the cumulative sum. A plan is valid while ``all`` is the same object, every
+shape is what it was at both ends, and the snapshot has the same length: then each dict holds the keys it
+held when the plan was built, in the same order (keys are only appended, and a shape goes up before a key
+is added or a dict replaced, see ``_shards``). The plan's ``perm`` picks the counts in ``le``-slot order
+behind the ``0``, ``accumulate`` makes them cumulative, ``pos`` picks each ``le`` bucket (the last one
+twice: ``+Inf`` and ``_count``) and ``sums`` the shards' sums, added in shard order as the locked read
+adds them, so the text is byte for byte what ``le_counts`` gives.
+
+A series whose plan is stale (a key not seen before, a new thread's shard, a fold, a reset) is read the
+plain way (``le_counts`` under its lock) and gets a new plan for the next scrape: in the steady state
+(keys seen before, the same threads) no series is.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from bisect import bisect_right
+from collections.abc import Iterator
+from itertools import accumulate, chain, compress, repeat, tee
+from operator import add, attrgetter, eq, itemgetter, lt, not_
+from typing import Any, TypeAlias
+
+from ._core import Histogram, HistogramChild
+from ._layout import BucketLayout
+from ._names import format_float
+from ._shards import HistogramShard, ShardSet
+
+__all__ = ["HistogramScrape", "series_template"]
+
+_all = attrgetter("all")
+_shard_set = attrgetter("shard_set")
+_shape = attrgetter("shape")
+_zero = attrgetter("zero")
+_bins = attrgetter("bins")
+_split = attrgetter("split")
+_sum = attrgetter("sum")
+_values = dict.values
+_flat = chain.from_iterable
+_START = (0,)
+# ``getter(snapshot)`` for a list of getters in C (every getter is an itemgetter; operator.call is 3.11+).
+_call = itemgetter.__call__
+_NO_PLAN = itemgetter(0)  # a series without a plan: its check, (all, length), never equals None
+_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
+_REPR_BELOW = 1e6  # below it (and >= 0) a float's repr is format_float's answer
+
+Getter: TypeAlias = "itemgetter[Any]"
+Plan: TypeAlias = "tuple[Getter, object, Getter, Getter, Getter]"  # check, expected, perm, pos, sums
+
+
+def series_template(m: Histogram, child: HistogramChild) -> str:
+    """A series' lines as one ``%`` template (every ``le`` bucket, the count, the sum), cached on the
+    child: filled with ``(*cumulative, count, sum_text)``."""
+    cached = child.render_cache
+    if cached is not None:
+        return cached[0]
+    lbl = child.label_text.replace("%", "%%")
+    sep = "," if lbl else ""
+    tail = f"{{{lbl}}} " if lbl else " "
+    lines = [f'{m.name}_bucket{{{lbl}{sep}le="{format_float(b)}"}} %s' for b in (*m.buckets, math.inf)]
+    lines.append(f"{m.name}_count{tail}%s")
+    lines.append(f"{m.name}_sum{tail}%s")
+    child.render_cache = ["\n".join(lines)]
+    return child.render_cache[0]
+
+
+def snapshots(alls: list[tuple[HistogramShard, ...]]) -> Iterator[tuple[Any, ...]]:
+    """Every series' flat snapshot (see the module docstring), lazily: each made in C, no bytecode."""
+    return map(
+        tuple,
+        map(
+            chain,
+            zip(alls),
+            map(map, repeat(_shape), alls),
+            repeat(_START),
+            map(map, repeat(_zero), alls),
+            map(_flat, map(map, repeat(_values), map(map, repeat(_bins), alls))),
+            map(_flat, map(_flat, map(map, repeat(_values), map(map, repeat(_split), alls)))),
+            map(map, repeat(_sum), alls),
+            map(map, repeat(_shape), alls),
+        ),
+    )
+
+
+def build_plan(layout: BucketLayout, shards: tuple[HistogramShard, ...]) -> Plan:
+    """Where each number of a series' snapshot goes, from its keys (read under the series' lock)."""
+    n = len(shards)
+    shapes = tuple(map(_shape, shards))  # before the keys: a key added meanwhile makes the plan stale
+    slots = [0] * n  # the zero counts
+    index = layout.index
+    for s in shards:
+        slots.extend(map(index, tuple(s.bins)))
+    for s in shards:
+        for k, parts in tuple(s.split.items()):
+            i = index(k)
+            slots.extend(range(i, i + len(parts)))
+    first = n + 2  # where the zero counts start in the snapshot
+    length = first + len(slots) + 2 * n
+    order = sorted(range(len(slots)), key=slots.__getitem__)
+    ranked = sorted(slots)
+    pos = list(map(bisect_right, repeat(ranked), range(len(layout.bounds) + 1)))
+    return (
+        itemgetter(0, *range(1, n + 1), *range(-n, 0)),
+        ((shards, *shapes, *shapes), length),
+        itemgetter(n + 1, *(first + j for j in order)),
+        itemgetter(*pos, pos[-1]),
+        itemgetter(slice(-2 * n, -n)),
+    )
+
+
+class HistogramScrape:
+    """A histogram's read plans for its first ``n`` series (series are only ever appended)."""
+
+    __slots__ = ("checks", "children", "expected", "layout", "lock", "n", "pendings", "perms", "poss",
+                 "sets", "sums", "templates")  # fmt: skip
+
+    def __init__(self, m: Histogram, old: HistogramScrape | None = None) -> None:
+        children = m.children()
+        keep = 0 if old is None else old.n
+        self.children = children
+        self.n: int = len(children)
+        self.layout = m.layout
+        self.lock = threading.Lock()
+        self.sets: list[ShardSet[HistogramShard]] = list(map(_shard_set, children))
+        self.pendings = [c.pending for c in children]
+        new = range(self.n - keep)
+        self.templates: list[str] = (old.templates[:keep] if old else []) + [
+            series_template(m, c) for c in children[keep:]
+        ]
+        self.checks: list[Getter] = (old.checks[:keep] if old else []) + [_NO_PLAN for _ in new]
+        self.expected: list[object] = (old.expected[:keep] if old else []) + [None for _ in new]
+        self.perms: list[Getter] = (old.perms[:keep] if old else []) + [_NO_PLAN for _ in new]
+        self.poss: list[Getter] = (old.poss[:keep] if old else []) + [_NO_PLAN for _ in new]
+        self.sums: list[Getter] = (old.sums[:keep] if old else []) + [_NO_PLAN for _ in new]
+
+    def lines(self, out: list[str]) -> None:
+        """Append every series' text (one string a series) to ``out``."""
+        with self.lock:  # one scrape of this metric at a time: the plan lists are replaced in place
+            if any(self.pendings):
+                for child in compress(self.children, self.pendings):
+                    child.fold_pending()
+            alls = list(map(_all, self.sets))
+            try:
+                # The steady state, in one C call: read, check, count and format every series.
+                got = list(zip(*self._pipeline(alls), strict=True))
+            except (IndexError, TypeError, RuntimeError):
+                # A stale plan that did not fit its series' snapshot, or a dict that grew under the read
+                # (only if a finalizer switched threads mid-read): every series the plain way.
+                got = [(False, False, "")] * self.n
+            texts = list(map(_third, got))
+            if not all(map(_first, got)) or not all(map(_second, got)):
+                self._fix(texts, got)
+            out.extend(texts)
+
+    def _pipeline(self, alls: list[tuple[HistogramShard, ...]]) -> tuple[Iterator[Any], ...]:
+        """Per series, lazily: (plan still valid, sum below 1e6, its text); see the module docstring."""
+        s_check, s_len, s_sum, s_perm = tee(snapshots(alls), 4)
+        ok = map(eq, zip(map(_call, self.checks, s_check), map(len, s_len), strict=True), self.expected)
+        t_small, t_text = tee(map(float, map(sum, map(_call, self.sums, s_sum))), 2)
+        cums = map(_call, self.poss, map(tuple, map(accumulate, map(_call, self.perms, s_perm))))
+        text = map(str.__mod__, self.templates, map(add, cums, zip(map(repr, t_text))))
+        return ok, map(lt, t_small, repeat(_REPR_BELOW)), text
+
+    def _fix(self, texts: list[str], got: list[tuple[bool, bool, str]]) -> None:
+        """The series whose plan was stale, or whose sum needs ``format_float``, the plain way; stale
+        ones get a new plan for the next scrape."""
+        layout = self.layout
+        for i in compress(range(self.n), map(not_, map(all, got))):
+            child = self.children[i]
+            if not got[i][0]:
+                plan = self.sets[i].read(lambda shards: build_plan(layout, shards))
+                self.checks[i], self.expected[i], self.perms[i], self.poss[i], self.sums[i] = plan
+            cum, total = child.cumulative()
+            texts[i] = self.templates[i] % (*cum, cum[-1], format_float(total))
