@@ -81,6 +81,7 @@ class BucketLayout:
         if parts is None:
             s.shape += 1  # a key is added: see ``_shards``
             parts = s.split[k] = [0] * (len(inside) + 1)
+            s.shape += 1
         for v in values:
             parts[bisect_left(inside, v)] += 1
 

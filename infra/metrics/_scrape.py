@@ -15,17 +15,18 @@ snapshot goes. The snapshot of a series is, in one C pass over its shards (``Sha
     (all, shape..., 0, zero..., bins values..., split parts..., sum..., shape...)
 
 ``all`` being the tuple read, ``shape`` each shard's key-structure counter (twice: before and after its
-numbers), ``0`` the start of the cumulative sum. A plan is valid while ``all`` is the same object, every
-shape is what it was at both ends, and the snapshot has the same length: then each dict holds the keys it
-held when the plan was built, in the same order (keys are only appended, and a shape goes up before a key
-is added or a dict replaced, see ``_shards``). The plan's ``perm`` picks the counts in ``le``-slot order
+numbers), ``0`` the start of the cumulative sum. A plan is valid while ``all`` is the same object and
+every shape is what it was, at both ends: then each dict holds the keys it held when the plan was built,
+in the same order (keys are only appended, and a shape goes up before and after a key is added or a dict
+replaced, see ``_shards``). The plan's ``perm`` picks the counts in ``le``-slot order
 behind the ``0``, ``accumulate`` makes them cumulative, ``pos`` picks each ``le`` bucket (the last one
 twice: ``+Inf`` and ``_count``) and ``sums`` the shards' sums, added in shard order as the locked read
 adds them, so the text is byte for byte what ``le_counts`` gives.
 
 A series whose plan is stale (a key not seen before, a new thread's shard, a fold, a reset) is read the
 plain way (``le_counts`` under its lock) and gets a new plan for the next scrape: in the steady state
-(keys seen before, the same threads) no series is.
+(keys seen before, the same threads) no series is. A sum whose text ``repr`` might spell otherwise than
+``format_float`` (past 1e6, inf, tiny) is found from the text's end and that series written out again.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import accumulate, chain, compress, repeat, tee
-from operator import add, attrgetter, eq, itemgetter, lt, not_
+from operator import add, and_, attrgetter, eq, itemgetter, lt, not_, sub
 from typing import Any, TypeAlias
 
 from ._core import Histogram, HistogramChild
@@ -57,9 +58,8 @@ _flat = chain.from_iterable
 _START = (0,)
 # ``getter(snapshot)`` for a list of getters in C (every getter is an itemgetter; operator.call is 3.11+).
 _call = itemgetter.__call__
-_NO_PLAN = itemgetter(0)  # a series without a plan: its check, (all, length), never equals None
-_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
-_REPR_BELOW = 1e6  # below it (and >= 0) a float's repr is format_float's answer
+_NO_PLAN = itemgetter(0)  # a series without a plan: its check (``all``) never equals None
+_first, _second = itemgetter(0), itemgetter(1)
 
 Getter: TypeAlias = "itemgetter[Any]"
 Plan: TypeAlias = "tuple[Getter, object, Getter, Getter, Getter]"  # check, expected, perm, pos, sums
@@ -112,13 +112,12 @@ def build_plan(layout: BucketLayout, shards: tuple[HistogramShard, ...]) -> Plan
             i = index(k)
             slots.extend(range(i, i + len(parts)))
     first = n + 2  # where the zero counts start in the snapshot
-    length = first + len(slots) + 2 * n
     order = sorted(range(len(slots)), key=slots.__getitem__)
     ranked = sorted(slots)
     pos = list(map(bisect_right, repeat(ranked), range(len(layout.bounds) + 1)))
     return (
         itemgetter(0, *range(1, n + 1), *range(-n, 0)),
-        ((shards, *shapes, *shapes), length),
+        (shards, *shapes, *shapes),
         itemgetter(n + 1, *(first + j for j in order)),
         itemgetter(*pos, pos[-1]),
         itemgetter(slice(-2 * n, -n)),
@@ -159,33 +158,36 @@ class HistogramScrape:
             alls = list(map(_all, self.sets))
             try:
                 # The steady state, in one C call: read, check, count and format every series.
-                got = list(zip(*self._pipeline(alls), strict=True))
+                got = list(self._pipeline(alls))
             except (IndexError, TypeError, RuntimeError):
                 # A stale plan that did not fit its series' snapshot, or a dict that grew under the read
                 # (only if a finalizer switched threads mid-read): every series the plain way.
-                got = [(False, False, "")] * self.n
-            texts = list(map(_third, got))
-            if not all(map(_first, got)) or not all(map(_second, got)):
-                self._fix(texts, got)
+                got = [(False, "")] * self.n
+            ok = list(map(_first, got))
+            texts = list(map(_second, got))
+            # The sum's digits before its dot, from the text's end: past 6 (1e6), or no dot after the
+            # last blank (inf, nan, 1e-05), ``format_float`` may spell it otherwise than ``repr``.
+            digits = map(sub, map(str.rfind, texts, repeat(".")), map(str.rfind, texts, repeat(" ")))
+            plain = list(map(lt, map(abs, map(sub, digits, repeat(4))), repeat(4)))  # 1 <= d - 1 <= 6
+            if not all(ok) or not all(plain):
+                self._fix(texts, ok, plain)
             out.extend(texts)
 
-    def _pipeline(self, alls: list[tuple[HistogramShard, ...]]) -> tuple[Iterator[Any], ...]:
-        """Per series, lazily: (plan still valid, sum below 1e6, its text); see the module docstring."""
-        s_check, s_len, s_sum, s_perm = tee(snapshots(alls), 4)
-        ok = map(eq, zip(map(_call, self.checks, s_check), map(len, s_len), strict=True), self.expected)
-        t_small, t_text = tee(map(float, map(sum, map(_call, self.sums, s_sum))), 2)
+    def _pipeline(self, alls: list[tuple[HistogramShard, ...]]) -> Iterator[tuple[bool, str]]:
+        """Per series, lazily: (plan still valid, its text); see the module docstring."""
+        s_check, s_sum, s_perm = tee(snapshots(alls), 3)
+        ok = map(eq, map(_call, self.checks, s_check), self.expected)
+        sums = map(repr, map(float, map(sum, map(_call, self.sums, s_sum))))
         cums = map(_call, self.poss, map(tuple, map(accumulate, map(_call, self.perms, s_perm))))
-        text = map(str.__mod__, self.templates, map(add, cums, zip(map(repr, t_text))))
-        return ok, map(lt, t_small, repeat(_REPR_BELOW)), text
+        return zip(ok, map(str.__mod__, self.templates, map(add, cums, zip(sums))), strict=True)
 
-    def _fix(self, texts: list[str], got: list[tuple[bool, bool, str]]) -> None:
-        """The series whose plan was stale, or whose sum needs ``format_float``, the plain way; stale
-        ones get a new plan for the next scrape."""
+    def _fix(self, texts: list[str], ok: list[bool], plain: list[bool]) -> None:
+        """The series whose plan was stale, or whose sum ``format_float`` may spell otherwise, the plain
+        way; stale ones get a new plan for the next scrape."""
         layout = self.layout
-        for i in compress(range(self.n), map(not_, map(all, got))):
-            child = self.children[i]
-            if not got[i][0]:
+        for i in compress(range(self.n), map(not_, map(and_, ok, plain))):
+            if not ok[i]:
                 plan = self.sets[i].read(lambda shards: build_plan(layout, shards))
                 self.checks[i], self.expected[i], self.perms[i], self.poss[i], self.sums[i] = plan
-            cum, total = child.cumulative()
+            cum, total = self.children[i].cumulative()
             texts[i] = self.templates[i] % (*cum, cum[-1], format_float(total))

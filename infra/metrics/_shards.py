@@ -7,8 +7,9 @@ never take after their first call.
 
 Readers that take no lock (``_scrape``) rely on two things kept here: ``ShardSet.all`` is a new tuple
 whenever the set of shards changes, and a histogram shard's ``shape`` goes up *before* any key is added
-to its ``bins`` or ``split`` or either dict is replaced (keys are never removed otherwise), so equal
-``all``, ``shape``s and number of values mean the same keys in the same order.
+to its ``bins`` or ``split`` or either dict is replaced, and again after (keys are never removed
+otherwise), so equal ``all`` and ``shape``s mean the same keys in the same order: a plan read between
+the two bumps is stale by the second.
 
 Shards of threads that have finished are folded into a base shard the next time any thread creates a
 shard for that child, so a thread-per-request server does not grow memory per thread ever seen: the
@@ -81,11 +82,11 @@ class HistogramShard:
         if c is not None:
             bins[k] = c + n
             return
-        self.shape += 1  # before the key lands: a lock-free reader must not trust its plan from here on
+        self.shape += 1  # before the key lands, and after: see the module docstring
         bins[k] = n
         if len(bins) > DEFAULT_MAX_BINS:
-            self.shape += 1
             self.bins, self.floor = _collapse(bins, DEFAULT_MAX_BINS)
+        self.shape += 1
 
     def fold(self, other: HistogramShard) -> None:
         self.shape += 1  # keys may be added or the dicts replaced (see the module docstring)

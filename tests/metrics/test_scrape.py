@@ -101,6 +101,11 @@ def test_a_big_sum_a_nan_free_inf_sum_and_sums_from_several_shards_match() -> No
     _same(reg)
     big.observe(1e308)  # the sum overflows to +Inf
     _same(reg)
+    h.labels("tiny").observe(1e-7)  # repr spells it 1e-07: no dot
+    h.labels("round").observe(999_999.5)
+    _same(reg)
+    h.labels("round").observe(0.5)  # exactly 1e6: 1000000.0 in repr, 1e+06 in Go
+    _same(reg)
     many = h.labels("threads")
     for v in (0.1, 0.2, 0.3):
         _in_thread(lambda v=v: many.observe(v))
