@@ -1,10 +1,11 @@
 """Render a registry as Prometheus text 0.0.4, OpenMetrics 1.0.0 or JSON; pick one from a request.
 
-Rendering reads each series through its snapshot methods (no registry-wide lock; each child's shard
-lock is held only while numbers are copied), so observers never wait for a scrape. Sample lines differ
-between the two text formats only in metadata (family names of counters, HELP escaping, ``# EOF``), so
-each child caches what it renders once (a line prefix; for a histogram series all its lines as one
-``%`` template) and a scrape is mostly C-level formatting and joins.
+Rendering takes no registry-wide lock, so observers never wait for a scrape: counters and gauges are
+read through their snapshot methods, histograms through ``_scrape`` (every series read, counted and
+formatted in a few long C calls from per-series plans, no lock in the steady state: why, the GIL, is
+there). Sample lines differ between the two text formats only in metadata (family names of counters,
+HELP escaping, ``# EOF``), so each child caches what it renders once (a line prefix; for a histogram
+series all its lines as one ``%`` template).
 """
 
 from __future__ import annotations
