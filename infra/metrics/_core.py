@@ -527,6 +527,10 @@ class Histogram(_Metric[HistogramChild]):
     _child_class = HistogramChild
     _solo_methods = ("observe", "time")
 
+    def after_fork(self) -> None:
+        super().after_fork()
+        self.render_plan = None  # a scrape in another thread may have held its lock at fork time
+
     def observe(self, value: float) -> None:
         self._needs_labels()
 

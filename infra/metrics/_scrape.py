@@ -143,11 +143,15 @@ class HistogramScrape:
         self.templates: list[str] = (old.templates[:keep] if old else []) + [
             series_template(m, c) for c in children[keep:]
         ]
-        self.checks: list[Getter] = (old.checks[:keep] if old else []) + [_NO_PLAN for _ in new]
-        self.expected: list[object] = (old.expected[:keep] if old else []) + [None for _ in new]
-        self.perms: list[Getter] = (old.perms[:keep] if old else []) + [_NO_PLAN for _ in new]
-        self.poss: list[Getter] = (old.poss[:keep] if old else []) + [_NO_PLAN for _ in new]
-        self.sums: list[Getter] = (old.sums[:keep] if old else []) + [_NO_PLAN for _ in new]
+        kept: list[list[Any]] = [[], [], [], [], []]
+        if old is not None:
+            with old.lock:  # copied whole, not while a scrape of the old plans replaces some
+                kept = [p[:keep] for p in (old.checks, old.expected, old.perms, old.poss, old.sums)]
+        self.checks: list[Getter] = kept[0] + [_NO_PLAN for _ in new]
+        self.expected: list[object] = kept[1] + [None for _ in new]
+        self.perms: list[Getter] = kept[2] + [_NO_PLAN for _ in new]
+        self.poss: list[Getter] = kept[3] + [_NO_PLAN for _ in new]
+        self.sums: list[Getter] = kept[4] + [_NO_PLAN for _ in new]
 
     def lines(self, out: list[str]) -> None:
         """Append every series' text (one string a series) to ``out``."""
