@@ -172,7 +172,7 @@ class HistogramScrape:
             # The sum's digits before its dot, from the text's end: past 6 (1e6), or no dot after the
             # last blank (inf, nan, 1e-05), ``format_float`` may spell it otherwise than ``repr``.
             digits = map(sub, map(str.rfind, texts, repeat(".")), map(str.rfind, texts, repeat(" ")))
-            plain = list(map(lt, map(abs, map(sub, digits, repeat(4))), repeat(4)))  # 1 <= d - 1 <= 6
+            plain = list(map(lt, map(abs, map(sub, digits, repeat(4))), repeat(4)))  # 0 < d < 8: <= 6 digits
             if not all(ok) or not all(plain):
                 self._fix(texts, ok, plain)
             out.extend(texts)
