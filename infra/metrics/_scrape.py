@@ -118,7 +118,7 @@ def build_plan(layout: BucketLayout, shards: tuple[HistogramShard, ...]) -> Plan
     return (
         itemgetter(0, *range(1, n + 1), *range(-n, 0)),
         (shards, *shapes, *shapes),
-        itemgetter(n + 1, *(first + j for j in order)),
+        itemgetter(n + 1, *map(first.__add__, order)),
         itemgetter(*pos, pos[-1]),
         itemgetter(slice(-2 * n, -n)),
     )
