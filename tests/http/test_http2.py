@@ -7,6 +7,7 @@ import collections
 import threading
 
 import pytest
+from http_backends import backend_active
 from http_h2_servers import HypercornH2C, RotatingH2Server, self_signed_cert
 
 from infra.http import AsyncPerfClient, PerfClient, TransportError
@@ -51,7 +52,7 @@ async def test_http2_cancellation_and_unread_streams_leak_nothing(hypercorn_h2c:
             async with client.stream("GET", f"{hypercorn_h2c.url}/s"):
                 pass
         stats = client.pool_stats()
-        assert stats["in_use"] == 0 and stats["httpx_active"] == 0
+        assert stats["in_use"] == 0 and backend_active(stats) == 0 and len(stats) == 3, stats
         assert (await client.get(f"{hypercorn_h2c.url}/a")).status == 200
 
 
@@ -59,9 +60,9 @@ async def test_http2_cancellation_and_unread_streams_leak_nothing(hypercorn_h2c:
 def hypercorn_tls(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("hypercorn")
     pytest.importorskip("cryptography")
-    certfile, keyfile = self_signed_cert(str(tmp_path_factory.mktemp("tls")))
+    certfile, keyfile, cafile = self_signed_cert(str(tmp_path_factory.mktemp("tls")))
     with HypercornH2C(certfile, keyfile) as srv:
-        yield srv, certfile
+        yield srv, cafile
 
 
 async def test_tls_h2_by_alpn_and_tls_http11(hypercorn_tls) -> None:
