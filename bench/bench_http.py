@@ -437,18 +437,22 @@ class Row(NamedTuple):
     paired: float  # median over the pairs of ours' req/s / this client's, run back to back
 
 
-def print_field(title: str, rows: list[Row], ours: str) -> None:
+def print_field(title: str, rows: list[Row], ours: str, other: str | None = None) -> None:
     """The table, fastest first. A failed request counts in its run's rate (it finished), so a client
-    that failed requests shows the count. The ratio is the median of the back-to-back pairs."""
+    that failed requests shows the count. The ratio is the median of the back-to-back pairs; ``other``
+    (ours on its other backend) gets a column of its own, ratios of medians (not paired)."""
     mine = next(row for row in rows if row.name == ours)
+    alt = next((row for row in rows if row.name == other), None)
     print(f"\n{title}\n")
+    print(f"ours: {ours}" + (f"; other: {other}" if alt else ""))
     print("| client | req/s (median) | p50 ms | p99 ms | failed | ours / client req/s (paired) |", end="")
-    print(" ours / client p99 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(" ours / client p99 |" + (" other / client req/s | other / client p99 |" if alt else ""))
+    print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if alt else ""))
     for row in rows:
+        extra = f" {alt.rate / row.rate:.2f}x | {alt.p99 / row.p99:.2f}x |" if alt else ""
         print(
             f"| {row.name} | {row.rate:,.0f} | {row.p50 * 1e3:.2f} | {row.p99 * 1e3:.2f} | {row.failed} | "
-            f"{row.paired:.2f}x | {mine.p99 / row.p99:.2f}x |"
+            f"{row.paired:.2f}x | {mine.p99 / row.p99:.2f}x |{extra}"
         )
 
 
@@ -465,6 +469,12 @@ async def peers_main(rounds: int, quick: bool, only: list[str], with_h2: bool) -
         h1 = [c for c in h1 if any(o in c.name for o in only)]
     ours = Ours("ours (AsyncPerfClient, all features, 16/6)")
     h1.append(ours)
+    other = None
+    if missing("pyreqwest") is None:
+        # ours on the native backend: paired with the peers (the figure the issue asks about), the
+        # aiohttp-backed one beside it in its own column
+        other, ours = ours.name, Ours("ours, pyreqwest backend (all features, 16/6)", backend="pyreqwest")
+        h1.append(ours)
     proc, base = start_server()
     try:
         for c in h1:
@@ -477,7 +487,8 @@ async def peers_main(rounds: int, quick: bool, only: list[str], with_h2: bool) -
                 field_ = [c for c in h1 if not c.name.startswith("httpx")]
                 print("httpx left out at c=500: its default pool timeout fails most requests there")
             rows = await field(field_, ours, base + "/ok", rounds, total, conc)
-            print_field(f"HTTP/1.1, aiohttp fault server, c={conc}, {total} GETs a run", rows, ours.name)
+            title = f"HTTP/1.1, aiohttp fault server, c={conc}, {total} GETs a run"
+            print_field(title, rows, ours.name, other)
         for c in h1:
             await c.close()
     finally:
@@ -491,7 +502,9 @@ async def peers_main(rounds: int, quick: bool, only: list[str], with_h2: bool) -
     try:
         hostport = base.split("//", 1)[1]
         h2, skipped = h2_peers(hostport)
-        ours_h2 = h2[-1]
+        ours_h2, other_h2 = h2[-1], None
+        if len(h2) > 1 and h2[-2].name.startswith("ours, pyreqwest"):
+            ours_h2, other_h2 = h2[-2], h2[-1].name
         for line in skipped:
             print(line)
         # The server alone: the same client over HTTP/1.1 and HTTP/2 to the same hypercorn shows the
@@ -504,7 +517,7 @@ async def peers_main(rounds: int, quick: bool, only: list[str], with_h2: bool) -
         for conc, total in ((50, 300 if quick else 1000), (500, 500 if quick else 1500)):
             rows = await field(h2, ours_h2, base + "/ok", rounds, total, conc)
             title = f"HTTP/2 h2c (hypercorn, own process), c={conc}, {total} GETs a run"
-            print_field(title, rows, ours_h2.name)
+            print_field(title, rows, ours_h2.name, other_h2)
         for c in h2:
             await c.close()
     finally:

@@ -180,18 +180,24 @@ class Httpx(Contender):
 
 class Ours(Contender):
     """AsyncPerfClient with every feature on (its defaults: limits 16/6, retries, budget, breaker,
-    deadline, metrics); ``http2_host`` lists the server's host:port in ``http2_hosts``."""
+    deadline, metrics); ``http2_host`` lists the server's host:port in ``http2_hosts``; ``backend``
+    "pyreqwest" runs it on the native backend (HTTP/2 hosts included)."""
 
     def __init__(
-        self, name: str, http2_host: str | None = None, limits: tuple[int, int] | None = None
+        self,
+        name: str,
+        http2_host: str | None = None,
+        limits: tuple[int, int] | None = None,
+        backend: str = "aiohttp",
     ) -> None:
         super().__init__(name)
-        self.http2_host, self.limits = http2_host, limits
+        self.http2_host, self.limits, self.backend = http2_host, limits, backend
 
     async def open(self) -> None:
         from infra.http import AsyncPerfClient
 
         kw: dict[str, Any] = {"http2_hosts": (self.http2_host,)} if self.http2_host else {}
+        kw["backend"] = self.backend
         if self.limits:
             kw.update(max_connections=self.limits[0], max_per_host=self.limits[1])
         self.c = AsyncPerfClient(**kw)
@@ -248,6 +254,10 @@ def h2_peers(hostport: str) -> tuple[list[Contender], list[str]]:
             out.append(c)
         else:
             skipped.append(f"skipped {module}: {why}")
+    if missing("pyreqwest") is None:
+        out.append(
+            Ours("ours, pyreqwest backend (host in http2_hosts)", http2_host=hostport, backend="pyreqwest")
+        )
     out.append(Ours("ours (host in http2_hosts)", http2_host=hostport))
     return out, skipped
 

@@ -198,7 +198,7 @@ class AsyncPerfClient(ClientBase):
 
         if self._closed:
             raise RuntimeError("AsyncPerfClient is closed")
-        backend = self._reqwest_backend = PyreqwestBackend(self._pyreqwest_client)
+        backend = self._reqwest_backend = PyreqwestBackend(self._reqwest, self._pyreqwest_client)
         return backend
 
     def _pyreqwest_client(self, kind: str) -> Any:

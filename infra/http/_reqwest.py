@@ -73,7 +73,7 @@ class Sent:
     """One response as the client's steps read it: ``status``, ``headers``, ``version``; and the stream
     request it came from (closed by ``drop``)."""
 
-    __slots__ = ("headers", "open", "req", "resp", "status", "version")
+    __slots__ = ("encoding", "headers", "open", "req", "resp", "status", "version")
 
     def __init__(self, req: Any, resp: Any) -> None:
         self.open = True  # the response holds its connection (body not read to its end, not closed)
@@ -81,6 +81,7 @@ class Sent:
         self.resp = resp
         self.status: int = resp.status
         self.headers = HeaderView(resp.headers)
+        self.encoding: str | None = resp.get_header("content-encoding")
         version: str = resp.version
         self.version = _VERSIONS.get(version, version)
 
@@ -107,9 +108,8 @@ class _Deflate:
         return b"" if self._d is None else bytes(self._d.flush())
 
 
-def inflater(headers: HeaderView) -> Any:
+def inflater(encoding: str | None) -> Any:
     """A decompressor for a gzip / deflate body (aiohttp inflates both); None for any other body."""
-    encoding = headers.get("content-encoding")
     if encoding is None:
         return None
     encoding = encoding.strip().lower()
@@ -166,19 +166,20 @@ def make_client(
 class PyreqwestBackend:
     """HTTP/1.1 and HTTP/2 over pyreqwest clients, one per kind (opened on first use)."""
 
-    __slots__ = ("active", "client_for")
+    __slots__ = ("active", "client_for", "clients")
 
     classify = staticmethod(classify_pyreqwest)
     closes_itself = True  # read() ends the body (the connection goes back to reqwest's pool) or drops it
 
-    def __init__(self, client_for: Any) -> None:
+    def __init__(self, clients: dict[str, Client], client_for: Any) -> None:
+        self.clients = clients  # kind -> client, filled by client_for(kind) on first use
         self.client_for = client_for
         self.active = 0  # responses holding a connection: pool_stats()["reqwest_active"]
 
     async def send(
         self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
     ) -> Sent:
-        builder = self.client_for(kind).request(method, url)
+        builder = (self.clients.get(kind) or self.client_for(kind)).request(method, url)
         if params:
             builder = builder.query({k: str(v) for k, v in params.items()})
         if headers:
@@ -205,8 +206,7 @@ class PyreqwestBackend:
             raise
         sent.open = False  # read to its end: the connection is back in reqwest's pool
         self.active -= 1
-        d = inflater(sent.headers)
-        if d is not None:
+        if sent.encoding is not None and (d := inflater(sent.encoding)) is not None:
             data = d.decompress(data) + d.flush()
         return data
 
@@ -241,7 +241,7 @@ class PyreqwestBody(Body):
         super().__init__(resp, lease, idle, deadline_at, origin)
         self._backend = backend
         self._reader = resp.resp.body_reader
-        self._inflate = inflater(resp.headers)
+        self._inflate = inflater(resp.encoding)
 
     async def next_chunk(self) -> bytes:
         while not self.done:

@@ -47,6 +47,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "each_backend: runs each backend by name itself (test_http_backends.py): not rerun with "
+        "--http-backend pyreqwest, which would turn its aiohttp half into a second pyreqwest half",
+    )
+    config.addinivalue_line(
+        "markers",
         "pyreqwest_falls_short(reason): a promise the pyreqwest backend does not keep yet; with "
         "--http-backend pyreqwest the test runs as a strict xfail (it must fail, for that reason)",
     )
@@ -67,7 +72,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xfail(reason=short.kwargs.get("reason", ""), strict=True))
         param = getattr(item, "callspec", None)
         kind = param.params.get("make_api") if param is not None else None
-        own = item.get_closest_marker("aiohttp_only") or item.get_closest_marker("layer_only")
+        own = any(item.get_closest_marker(m) for m in ("aiohttp_only", "layer_only", "each_backend"))
         if own or kind in ("sync", "async-httpx"):
             drop.append(item)
         else:

@@ -20,6 +20,7 @@ from aiohttp import web
 from infra.http import AsyncPerfClient, RetryConfig, TransportError
 from infra.testing.fault_server import FaultServer
 
+pytestmark = pytest.mark.each_backend
 BACKENDS = ["aiohttp", "pyreqwest"]
 TEXT = b"".join(b"line %d of a body worth compressing\n" % i for i in range(400))
 
