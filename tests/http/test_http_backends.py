@@ -8,7 +8,9 @@ headers, which failures may be resent, and the choice itself (config, the missin
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
+import socket
 import subprocess
 import sys
 import zlib
@@ -21,7 +23,16 @@ from infra.http import AsyncPerfClient, RetryConfig, TransportError
 from infra.testing.fault_server import FaultServer
 
 pytestmark = pytest.mark.each_backend
-BACKENDS = ["aiohttp", "pyreqwest"]
+NO_PYREQWEST = importlib.util.find_spec("pyreqwest") is None
+BACKENDS = [
+    "aiohttp",
+    pytest.param(
+        "pyreqwest",
+        marks=pytest.mark.skipif(
+            NO_PYREQWEST, reason="pyreqwest not installed (the native extra; CPython >= 3.11)"
+        ),
+    ),
+]
 TEXT = b"".join(b"line %d of a body worth compressing\n" % i for i in range(400))
 
 
@@ -53,9 +64,10 @@ async def encoded_server() -> AsyncIterator[str]:
     app.router.add_get("/headers", headers)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    await web.SockSite(runner, sock).start()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
