@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
+import re
 import time
 import zlib
 from collections.abc import Iterator
@@ -31,12 +32,14 @@ from datetime import timedelta
 from typing import Any
 
 from pyreqwest.client import Client, ClientBuilder
+from pyreqwest.exceptions import PyreqwestError
 
 from infra.http._async_bodies import earliest
 from infra.http._body import Body
 from infra.http._classify import classify_pyreqwest
 from infra.http._ident import DEFAULT_HEADERS
 from infra.http._lease import AsyncLease
+from infra.http._origin import origin_of
 from infra.http._timer import PhaseTimer
 
 __all__ = ["PyreqwestBackend", "PyreqwestBody", "Sent", "make_client"]
@@ -44,6 +47,33 @@ __all__ = ["PyreqwestBackend", "PyreqwestBody", "Sent", "make_client"]
 _monotonic = time.monotonic
 _VERSIONS = {"HTTP/2.0": "HTTP/2", "HTTP/1.0": "HTTP/1.0", "HTTP/1.1": "HTTP/1.1"}
 _ENCODED = frozenset({"gzip", "x-gzip", "deflate"})
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s)]+")
+
+
+def _origin_only(text: str) -> str:
+    return _URL.sub(lambda m: origin_of(m.group(0)), text)
+
+
+def redacted(exc: PyreqwestError) -> BaseException:
+    """``exc`` with every URL in its message and causes cut to its origin. reqwest writes the full URL into
+    its errors ("error sending request for url (http://h/path?api_key=...)"); they become the ``__cause__``
+    of ours, and a caller's ``log.exception`` would print the query string (aiohttp's and httpx's errors
+    name no path). Same type and details otherwise, so classification is unchanged."""
+    args = exc.args
+    if len(args) != 2 or not isinstance(args[1], dict):
+        return exc
+    message, details = args
+    causes = details.get("causes")
+    clean = dict(details)
+    if isinstance(causes, list):
+        clean["causes"] = [
+            {**c, "message": _origin_only(str(c.get("message", "")))} if isinstance(c, dict) else c
+            for c in causes
+        ]
+    try:
+        return type(exc)(_origin_only(str(message)), clean)
+    except Exception:  # a type that can't be rebuilt this way: keep it (classified as before)
+        return exc
 
 
 class HeaderView:
@@ -191,7 +221,10 @@ class PyreqwestBackend:
         # buffer limit 0: __aenter__ returns at the headers (by default it first reads up to 64 KiB of body,
         # which would put the body under the first-byte timer and hold a stream's first chunk back)
         req = builder.streamed_read_buffer_limit(0).build_streamed()
-        sent = Sent(req, await req.__aenter__())
+        try:
+            sent = Sent(req, await req.__aenter__())
+        except PyreqwestError as exc:
+            raise redacted(exc) from None
         self.active += 1
         return sent
 
@@ -201,8 +234,10 @@ class PyreqwestBackend:
     async def read(self, sent: Sent) -> bytes:
         try:
             data: bytes = (await sent.resp.bytes()).to_bytes()
-        except BaseException:
+        except BaseException as exc:
             await self.drop(sent)
+            if isinstance(exc, PyreqwestError):
+                raise redacted(exc) from None
             raise
         sent.open = False  # read to its end: the connection is back in reqwest's pool
         self.active -= 1
@@ -254,7 +289,8 @@ class PyreqwestBody(Body):
                 raise self.ran_out(self.deadline_at is not None and when == self.deadline_at) from exc
             except Exception as exc:
                 await self.aclose()
-                raise self.broke(exc) from exc
+                cause = redacted(exc) if isinstance(exc, PyreqwestError) else exc
+                raise self.broke(cause) from cause
             if got is None:
                 self.done = True
                 tail = b"" if self._inflate is None else bytes(self._inflate.flush())

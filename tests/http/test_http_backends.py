@@ -13,13 +13,14 @@ import json
 import socket
 import subprocess
 import sys
+import traceback
 import zlib
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
-from infra.http import AsyncPerfClient, RetryConfig, TransportError
+from infra.http import AsyncPerfClient, PerfClient, RetryConfig, TransportError
 from infra.testing.fault_server import FaultServer
 
 pytestmark = pytest.mark.each_backend
@@ -169,3 +170,37 @@ def test_the_aiohttp_backend_never_loads_pyreqwest(server: FaultServer) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_no_secret_anywhere_in_a_failed_calls_traceback(server: FaultServer, backend: str) -> None:
+    """The whole chain a ``log.exception`` would print (our error, the backend's cause, their messages)
+    names no path, query or userinfo: reqwest writes the full URL into its errors, so the pyreqwest backend
+    cuts those to the origin."""
+    secret = "s3cr3t-in-the-url"
+    host = server.url.split("://", 1)[1]
+    urls = [
+        f"{server.url}/reset-before-headers/{secret}?api_key={secret}",
+        f"{server.url}/reset-after-headers/{secret}?api_key={secret}",
+        f"{server.url}/truncated?api_key={secret}",
+        f"http://user:{secret}@{host}/reset-before-headers/u?api_key={secret}",
+        f"http://127.0.0.1:9/refused?api_key={secret}",
+    ]
+    async with AsyncPerfClient(backend=backend, retry=RetryConfig(attempts=0)) as client:
+        for url in urls:
+            with pytest.raises(TransportError) as info:
+                await client.get(url)
+            printed = "".join(traceback.format_exception(info.value))
+            assert secret not in printed, printed
+        with pytest.raises(TransportError) as info:
+            async with client.stream("GET", f"{server.url}/reset-after-headers/{secret}?k={secret}") as resp:
+                async for _ in resp.aiter_bytes():
+                    pass
+        assert secret not in "".join(traceback.format_exception(info.value))
+
+
+def test_the_sync_client_ignores_the_async_backend_choice(server: FaultServer) -> None:
+    """``backend: "pyreqwest"`` in a shared config leaves PerfClient on httpx, HTTP/1.1 stays HTTP/1.1."""
+    with PerfClient(backend="pyreqwest") as client:
+        r = client.get(f"{server.url}/ok")
+    assert (r.status, r.http_version) == (200, "HTTP/1.1")
