@@ -98,12 +98,12 @@ def _causes(exc: BaseException) -> str:
 
 
 def _h2_kind(causes: str) -> str | None:
-    """An HTTP/2 stream hyper refused because of a GOAWAY: REFUSED_STREAM proves the stream never ran
-    (any method may go again); a graceful GOAWAY below this stream leaves it uncertain (CLOSED)."""
-    if "refused_stream" in causes or "refused stream" in causes:
+    """An HTTP/2 stream the server refused (REFUSED_STREAM, h2's "refused stream before processing any
+    application logic"): RFC 9113 §8.7 says it never ran, so any method may go again. hyper resends
+    those itself, and the streams a graceful GOAWAY left unprocessed; a stream that fails otherwise is a
+    read error (idempotent-only retry)."""
+    if "refused stream" in causes or "refused_stream" in causes:
         return GOAWAY
-    if "goaway" in causes or "go_away" in causes:
-        return CLOSED
     return None
 
 
