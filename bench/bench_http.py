@@ -4,6 +4,7 @@
     python bench/bench_http.py --quick    # smoke: 2 rounds of 300 GETs
     python bench/bench_http.py --peers    # every peer (pyreqwest, rnet, curl_cffi, niquests, aiohttp,
                                           # httpx) at c=50 and c=500, then the HTTP/2 section; 3 rounds
+    python bench/bench_http.py --cpu      # client CPU a request: ours on aiohttp and pyreqwest, peers
 
 The fault server runs in its own process (``python -m infra.testing.fault_server``) so it doesn't share
 the clients' GIL. Every client runs in every round, in rotated order, so drift (thermal, neighbours on the
@@ -575,8 +576,14 @@ if __name__ == "__main__":
         "--only", default="", help="--peers: comma-separated name parts of the HTTP/1.1 peers to run"
     )
     ap.add_argument("--no-h2", action="store_true", help="--peers: skip the HTTP/2 section")
+    ap.add_argument("--cpu", action="store_true", help="client CPU a request: ours on both backends, peers")
     args = ap.parse_args()
-    if args.peers:
+    if args.cpu:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from http_peers import cpu_per_request
+
+        asyncio.run(cpu_per_request(args.rounds or 3))
+    elif args.peers:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         only = [o for o in args.only.split(",") if o]
         asyncio.run(peers_main(args.rounds or (2 if args.quick else 3), args.quick, only, not args.no_h2))
