@@ -189,6 +189,7 @@ class AsyncPerfClient(ClientBase):
             connect=s.timeout.connect,
             ssl=tls_context(self._verify),
             headers=DEFAULT_HEADERS,
+            resend=not s.enabled,
         )
         backend = self._aiohttp_backend = AiohttpBackend(self._session)
         return backend
@@ -432,7 +433,11 @@ class AsyncPerfClient(ClientBase):
                 else:
                     answered = response
             if delay:
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.sleep(delay)
+                except BaseException:
+                    call.release()  # cancelled during the backoff: counted, its retry's token back
+                    raise
             last = call.on_wake(answered, _monotonic())
             if last is not None:
                 return last
@@ -456,7 +461,11 @@ class AsyncPerfClient(ClientBase):
                     call.release()
                     raise
             elif effect.__class__ is float:
-                await asyncio.sleep(effect)
+                try:
+                    await asyncio.sleep(effect)
+                except BaseException:
+                    call.release()  # cancelled during the backoff: counted, its retry's token back
+                    raise
             else:
                 await effect.aclose()
             try:

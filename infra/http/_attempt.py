@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from infra.http._async_bodies import AiohttpBody, HttpxBody
+from infra.http._body import chunks_for
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
 from infra.http._lease import AsyncGate, take_now
@@ -130,8 +131,10 @@ class AiohttpBackend:
     ) -> Any:
         # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to another
         # origin would run under this origin's slot, breaker and metrics.
+        # content: the call's prepared body (_body.request_body): bytes as they are, else this try's chunks.
+        data = content if content is None or content.__class__ is bytes else content.async_chunks()
         return self.session.request(
-            method, url, params=params, headers=headers, data=content, json=json, allow_redirects=False
+            method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False
         )
 
     # C-level callables (no Python frame per request): resp.status, "HTTP/1.1", resp.read(), AiohttpBody(...)
@@ -163,7 +166,8 @@ class HttpxBackend:
     async def send(
         self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
     ) -> Any:
-        request = httpx_request(self.httpx, method, url, params, headers, content, json, dict(self.timeout))
+        data = chunks_for(content)  # the call's prepared body (_body.request_body), for this try
+        request = httpx_request(self.httpx, method, url, params, headers, data, json, dict(self.timeout))
         resp = await self.transport_for(kind).handle_async_request(request)
         resp.request = request
         return resp
