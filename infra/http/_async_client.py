@@ -199,7 +199,9 @@ class AsyncPerfClient(ClientBase):
 
         if self._closed:
             raise RuntimeError("AsyncPerfClient is closed")
-        backend = self._reqwest_backend = PyreqwestBackend(self._reqwest, self._pyreqwest_client)
+        # enabled: false keeps a plain client's one resend on a dropped keep-alive connection (as aiohttp's)
+        resend = not self._settings.enabled
+        backend = self._reqwest_backend = PyreqwestBackend(self._reqwest, self._pyreqwest_client, resend)
         return backend
 
     def _pyreqwest_client(self, kind: str) -> Any:

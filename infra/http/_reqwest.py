@@ -47,7 +47,24 @@ __all__ = ["PyreqwestBackend", "PyreqwestBody", "Sent", "make_client"]
 _monotonic = time.monotonic
 _VERSIONS = {"HTTP/2.0": "HTTP/2", "HTTP/1.0": "HTTP/1.0", "HTTP/1.1": "HTTP/1.1"}
 _ENCODED = frozenset({"gzip", "x-gzip", "deflate"})
+_BODILESS = frozenset({"GET", "HEAD"})
+_RESENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # aiohttp's idempotent methods
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s)]+")
+
+
+def _has_length(headers: Any) -> bool:
+    return bool(headers) and any(k.lower() == "content-length" for k in headers)
+
+
+def _dropped(exc: PyreqwestError) -> bool:
+    """A kept-alive connection the server closed before answering (what aiohttp resends, unseen, when
+    its own retry is on: ``http.enabled: false``)."""
+    details = getattr(exc, "details", None)
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return any(
+        isinstance(c, dict) and "connection closed before message completed" in str(c.get("message"))
+        for c in causes or ()
+    )
 
 
 def _origin_only(text: str) -> str:
@@ -196,37 +213,57 @@ def make_client(
 class PyreqwestBackend:
     """HTTP/1.1 and HTTP/2 over pyreqwest clients, one per kind (opened on first use)."""
 
-    __slots__ = ("active", "client_for", "clients")
+    __slots__ = ("active", "client_for", "clients", "resend")
 
     classify = staticmethod(classify_pyreqwest)
     closes_itself = True  # read() ends the body (the connection goes back to reqwest's pool) or drops it
 
-    def __init__(self, clients: dict[str, Client], client_for: Any) -> None:
+    def __init__(self, clients: dict[str, Client], client_for: Any, resend: bool = False) -> None:
         self.clients = clients  # kind -> client, filled by client_for(kind) on first use
+        self.resend = resend  # enabled: false: resend an idempotent request once on a dropped connection
         self.client_for = client_for
         self.active = 0  # responses holding a connection: pool_stats()["reqwest_active"]
 
     async def send(
         self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
     ) -> Sent:
+        req = self._request(kind, method, url, params, headers, content, json)
+        try:
+            sent = Sent(req, await req.__aenter__())
+        except PyreqwestError as exc:
+            if not (self.resend and method in _RESENT and _dropped(exc)):
+                raise redacted(exc) from None
+            # enabled: false only: what a plain aiohttp session does on a kept-alive connection the server
+            # closed (the layer's retries are off there, so no second resend on top of it)
+            req = self._request(kind, method, url, params, headers, content, json)
+            try:
+                sent = Sent(req, await req.__aenter__())
+            except PyreqwestError as again:
+                raise redacted(again) from None
+        self.active += 1
+        return sent
+
+    def _request(
+        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+    ) -> Any:
         builder = (self.clients.get(kind) or self.client_for(kind)).request(method, url)
         if params:
             builder = builder.query({k: str(v) for k, v in params.items()})
         if headers:
             builder = builder.headers(headers)
         if content is not None:
-            builder = builder.body_text(content) if isinstance(content, str) else builder.body_bytes(content)
-        elif json is not None:
+            # the call's prepared body (_body.request_body): bytes as they are, else this try's chunks
+            if content.__class__ is bytes:
+                builder = builder.body_bytes(content)
+                if not content and method not in _BODILESS and not _has_length(headers):
+                    builder = builder.header("content-length", "0")  # hyper omits it for b"", aiohttp not
+            else:
+                builder = builder.body_stream(content.async_chunks())
+        elif json is not None:  # bodies come prepared (json encoded by request_body): kept for direct use
             builder = builder.body_json(json)
         # buffer limit 0: __aenter__ returns at the headers (by default it first reads up to 64 KiB of body,
         # which would put the body under the first-byte timer and hold a stream's first chunk back)
-        req = builder.streamed_read_buffer_limit(0).build_streamed()
-        try:
-            sent = Sent(req, await req.__aenter__())
-        except PyreqwestError as exc:
-            raise redacted(exc) from None
-        self.active += 1
-        return sent
+        return builder.streamed_read_buffer_limit(0).build_streamed()
 
     status = operator.attrgetter("status")
     version = operator.attrgetter("version")

@@ -62,14 +62,25 @@ def http_backend(config: pytest.Config) -> str:
     return str(config.getoption("--http-backend", default="aiohttp"))
 
 
+#: Cases of shared tests whose exact bytes pyreqwest can't send (node id's tail -> why): strict xfails there.
+PYREQWEST_SHORT = {
+    "test_http_request_fidelity.py::test_every_backend_sends_the_same_request[GET--kw2]": (
+        "reqwest's URL parser (WHATWG, special-query set) sends ' in a query as %27; yarl and httpx send it "
+        "as is (the same query once decoded)"
+    ),
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if http_backend(config) == "aiohttp":
         return
     keep, drop = [], []
     for item in items:
         short = item.get_closest_marker("pyreqwest_falls_short")
-        if short is not None:
-            item.add_marker(pytest.mark.xfail(reason=short.kwargs.get("reason", ""), strict=True))
+        why = short.kwargs.get("reason", "") if short is not None else None
+        why = next((r for tail, r in PYREQWEST_SHORT.items() if item.nodeid.endswith(tail)), why)
+        if why is not None:
+            item.add_marker(pytest.mark.xfail(reason=why, strict=True))
         param = getattr(item, "callspec", None)
         kind = param.params.get("make_api") if param is not None else None
         own = any(item.get_closest_marker(m) for m in ("aiohttp_only", "layer_only", "each_backend"))
