@@ -4,8 +4,8 @@ An attempt runs in phases (the wait for a pool slot, the wait for the first byte
 call's deadline); one ``PhaseTimer`` per attempt is moved from phase to phase, and when it fires the
 exception it caused is mapped to the phase that ran out (``_core``'s error kinds). ``AsyncPerfClient``
 takes the same steps over either backend; what differs (how a request is sent, read and dropped) is
-``AiohttpBackend`` / ``HttpxBackend``, whose methods return the backend's own awaitables, so the
-adapter adds no coroutine layer to the hot path.
+``AiohttpBackend`` / ``HttpxBackend`` (and ``_reqwest.PyreqwestBackend``, the optional native one),
+whose methods return the backend's own awaitables, so the adapter adds no coroutine layer to the hot path.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import contextlib
 import operator
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from infra.http._async_bodies import AiohttpBody, HttpxBody
 from infra.http._body import chunks_for
@@ -27,6 +27,7 @@ from infra.http._timer import PhaseTimer, TimerWheel
 
 if TYPE_CHECKING:
     from infra.config.sections.http import TimeoutConfig
+    from infra.http._reqwest import PyreqwestBackend
 
 __all__ = [
     "AiohttpBackend",
@@ -183,4 +184,5 @@ class HttpxBackend:
                 await asyncio.shield(resp.aclose())
 
 
-Backend = AiohttpBackend | HttpxBackend
+Backend: TypeAlias = "AiohttpBackend | HttpxBackend | PyreqwestBackend"
+"""The backends' common shape (``PyreqwestBackend``, in ``_reqwest``, is loaded only when chosen)."""

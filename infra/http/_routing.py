@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT",
+    "PYREQWEST_KINDS",
     "CallArgs",
     "Default",
     "HttpOverrides",
@@ -29,11 +30,13 @@ __all__ = [
     "RequestOptions",
     "StreamOptions",
     "active_connections",
+    "async_backend_for",
     "backend_for",
     "build_settings",
     "call_args",
     "httpx_request",
     "httpx_transport",
+    "require_pyreqwest",
     "settings_of",
     "tls_context",
     "transport_pool",
@@ -221,12 +224,46 @@ def uses_http2(settings: HttpConfig, origin: str) -> bool:
     return found
 
 
+#: The kinds of the pyreqwest backend (``backend="pyreqwest"``): its HTTP/1.1, HTTP/2 and h2c clients.
+PYREQWEST_KINDS: Final = frozenset({"rq-h1", "rq-h2", "rq-h2c"})
+
+
 def backend_for(settings: HttpConfig, url: str, origin: str) -> str:
     """Which transport carries a request: "h2c" / "h2" (httpx + h2, cleartext prior knowledge or TLS ALPN)
     for HTTP/2 origins, else "aiohttp", or "h1" (httpx) when ``backend="httpx"``."""
     if uses_http2(settings, origin):
         return "h2c" if url.startswith("http:") else "h2"
     return "h1" if settings.backend == "httpx" else "aiohttp"
+
+
+def async_backend_for(settings: HttpConfig, url: str, origin: str) -> str:
+    """``backend_for`` for AsyncPerfClient, where ``backend="pyreqwest"`` carries every origin over pyreqwest
+    ("rq-h1", "rq-h2", "rq-h2c"; the sync client, all httpx, ignores that choice)."""
+    kind = backend_for(settings, url, origin)
+    if settings.backend != "pyreqwest":
+        return kind
+    return "rq-h1" if kind == "aiohttp" else "rq-" + kind
+
+
+def require_pyreqwest(settings: HttpConfig) -> None:
+    """Load pyreqwest now when the settings ask for it (so the first call's deadline doesn't pay for the
+    import), or say what to install: a ConfigError naming ``http.backend``."""
+    if settings.backend != "pyreqwest":
+        return
+    try:
+        import pyreqwest.client  # noqa: F401
+    except ImportError as exc:
+        from infra.errors import ConfigError, ConfigProblem
+
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "http.backend",
+                    f"'pyreqwest' needs the pyreqwest package ({exc}); install the native extra: "
+                    "pip install 'perf-infra[native]', or set http.backend to 'aiohttp'",
+                )
+            ]
+        ) from exc
 
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:

@@ -163,10 +163,11 @@ async def test_cancelled_calls_are_counted_with_their_duration(backend: str) -> 
 async def _one_answer_per_connection() -> tuple[asyncio.Server, dict[str, int]]:
     """A raw HTTP/1.1 server that answers the first request on each keep-alive connection and closes the
     connection on the second without answering (a keep-alive timeout racing a reused connection)."""
-    seen = {"requests": 0}
+    seen = {"requests": 0, "open": 0}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         n = 0
+        seen["open"] += 1
         try:
             while True:
                 await reader.readuntil(b"\r\n\r\n")
@@ -178,9 +179,19 @@ async def _one_answer_per_connection() -> tuple[asyncio.Server, dict[str, int]]:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        seen["open"] -= 1
         writer.close()
 
     return await asyncio.start_server(handle, "127.0.0.1", 0), seen
+
+
+async def _handlers_done(seen: dict[str, int]) -> None:
+    """Until the server's handlers have seen the client's connections close: a native backend closes its
+    sockets on its own runtime thread, a few loop turns after ``aclose`` returns (aiohttp's, before)."""
+    for _ in range(1000):
+        if not seen["open"]:
+            return
+        await asyncio.sleep(0.001)
 
 
 async def test_off_survives_a_dropped_keepalive_connection_like_plain_aiohttp() -> None:
@@ -202,6 +213,7 @@ async def test_off_survives_a_dropped_keepalive_connection_like_plain_aiohttp() 
         async with AsyncPerfClient(enabled=False) as client:
             assert [(await client.get(url)).status for _ in range(3)] == [200, 200, 200]
         assert seen["requests"] == 10  # the same tries as the plain session
+        await _handlers_done(seen)
     finally:
         server.close()
         await server.wait_closed()

@@ -156,7 +156,13 @@ def _plain(value: _N, layer_default: _N, plain: _N) -> _N:
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class HttpConfig(_Section):
     enabled: bool = field("bool", True, "Retries, breakers and metrics on (off: a plain pooled client).")
-    backend: str = field("str", "aiohttp", "Async backend.", choices=("aiohttp", "httpx"))
+    backend: str = field(
+        "str",
+        "aiohttp",
+        "Async backend: aiohttp (pure Python), httpx, or pyreqwest (native: the perf-infra[native] extra; "
+        "it carries http2_hosts too).",
+        choices=("aiohttp", "httpx", "pyreqwest"),
+    )
     http2: bool = field("bool", False, "Speak HTTP/2 (httpx + h2) to every origin, not only http2_hosts.")
     http2_hosts: tuple[str, ...] = field(
         "list", (), "Hosts (host or host:port) spoken to over HTTP/2.", item="str"
