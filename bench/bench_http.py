@@ -4,6 +4,7 @@
     python bench/bench_http.py --quick    # smoke: 2 rounds of 300 GETs
     python bench/bench_http.py --peers    # every peer (pyreqwest, rnet, curl_cffi, niquests, aiohttp,
                                           # httpx) at c=50 and c=500, then the HTTP/2 section; 3 rounds
+    python bench/bench_http.py --cpu      # client CPU a request: ours on aiohttp and pyreqwest, peers
 
 The fault server runs in its own process (``python -m infra.testing.fault_server``) so it doesn't share
 the clients' GIL. Every client runs in every round, in rotated order, so drift (thermal, neighbours on the
@@ -437,18 +438,22 @@ class Row(NamedTuple):
     paired: float  # median over the pairs of ours' req/s / this client's, run back to back
 
 
-def print_field(title: str, rows: list[Row], ours: str) -> None:
+def print_field(title: str, rows: list[Row], ours: str, other: str | None = None) -> None:
     """The table, fastest first. A failed request counts in its run's rate (it finished), so a client
-    that failed requests shows the count. The ratio is the median of the back-to-back pairs."""
+    that failed requests shows the count. The ratio is the median of the back-to-back pairs; ``other``
+    (ours on its other backend) gets a column of its own, ratios of medians (not paired)."""
     mine = next(row for row in rows if row.name == ours)
+    alt = next((row for row in rows if row.name == other), None)
     print(f"\n{title}\n")
+    print(f"ours: {ours}" + (f"; other: {other}" if alt else ""))
     print("| client | req/s (median) | p50 ms | p99 ms | failed | ours / client req/s (paired) |", end="")
-    print(" ours / client p99 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(" ours / client p99 |" + (" other / client req/s | other / client p99 |" if alt else ""))
+    print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if alt else ""))
     for row in rows:
+        extra = f" {alt.rate / row.rate:.2f}x | {alt.p99 / row.p99:.2f}x |" if alt else ""
         print(
             f"| {row.name} | {row.rate:,.0f} | {row.p50 * 1e3:.2f} | {row.p99 * 1e3:.2f} | {row.failed} | "
-            f"{row.paired:.2f}x | {mine.p99 / row.p99:.2f}x |"
+            f"{row.paired:.2f}x | {mine.p99 / row.p99:.2f}x |{extra}"
         )
 
 
@@ -465,6 +470,12 @@ async def peers_main(rounds: int, quick: bool, only: list[str], with_h2: bool) -
         h1 = [c for c in h1 if any(o in c.name for o in only)]
     ours = Ours("ours (AsyncPerfClient, all features, 16/6)")
     h1.append(ours)
+    other = None
+    if missing("pyreqwest") is None:
+        # ours on the native backend: paired with the peers (the figure the issue asks about), the
+        # aiohttp-backed one beside it in its own column
+        other, ours = ours.name, Ours("ours, pyreqwest backend (all features, 16/6)", backend="pyreqwest")
+        h1.append(ours)
     proc, base = start_server()
     try:
         for c in h1:
@@ -477,7 +488,8 @@ async def peers_main(rounds: int, quick: bool, only: list[str], with_h2: bool) -
                 field_ = [c for c in h1 if not c.name.startswith("httpx")]
                 print("httpx left out at c=500: its default pool timeout fails most requests there")
             rows = await field(field_, ours, base + "/ok", rounds, total, conc)
-            print_field(f"HTTP/1.1, aiohttp fault server, c={conc}, {total} GETs a run", rows, ours.name)
+            title = f"HTTP/1.1, aiohttp fault server, c={conc}, {total} GETs a run"
+            print_field(title, rows, ours.name, other)
         for c in h1:
             await c.close()
     finally:
@@ -491,7 +503,9 @@ async def peers_main(rounds: int, quick: bool, only: list[str], with_h2: bool) -
     try:
         hostport = base.split("//", 1)[1]
         h2, skipped = h2_peers(hostport)
-        ours_h2 = h2[-1]
+        ours_h2, other_h2 = h2[-1], None
+        if len(h2) > 1 and h2[-2].name.startswith("ours, pyreqwest"):
+            ours_h2, other_h2 = h2[-2], h2[-1].name
         for line in skipped:
             print(line)
         # The server alone: the same client over HTTP/1.1 and HTTP/2 to the same hypercorn shows the
@@ -504,7 +518,7 @@ async def peers_main(rounds: int, quick: bool, only: list[str], with_h2: bool) -
         for conc, total in ((50, 300 if quick else 1000), (500, 500 if quick else 1500)):
             rows = await field(h2, ours_h2, base + "/ok", rounds, total, conc)
             title = f"HTTP/2 h2c (hypercorn, own process), c={conc}, {total} GETs a run"
-            print_field(title, rows, ours_h2.name)
+            print_field(title, rows, ours_h2.name, other_h2)
         for c in h2:
             await c.close()
     finally:
@@ -562,8 +576,14 @@ if __name__ == "__main__":
         "--only", default="", help="--peers: comma-separated name parts of the HTTP/1.1 peers to run"
     )
     ap.add_argument("--no-h2", action="store_true", help="--peers: skip the HTTP/2 section")
+    ap.add_argument("--cpu", action="store_true", help="client CPU a request: ours on both backends, peers")
     args = ap.parse_args()
-    if args.peers:
+    if args.cpu:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from http_peers import cpu_per_request
+
+        asyncio.run(cpu_per_request(args.rounds or 3))
+    elif args.peers:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         only = [o for o in args.only.split(",") if o]
         asyncio.run(peers_main(args.rounds or (2 if args.quick else 3), args.quick, only, not args.no_h2))

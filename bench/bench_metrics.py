@@ -265,13 +265,15 @@ def scrape_under_load(rounds: int, quick: bool) -> None:
     turn (rounds alternate who goes first), each against its own idle scrape."""
     vals = _values(10_000)
     res: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}  # the scraping thread's own CPU (time.thread_time)
 
-    def scrape_ms(fn: Callable[[], object], n: int) -> list[float]:
+    def scrape_ms(fn: Callable[[], object], n: int, side: str, phase: str) -> list[float]:
         out = []
         for _ in range(n):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             fn()
             out.append((time.perf_counter() - t) * 1e3)
+            cpu.setdefault(side, {}).setdefault(phase, []).append((time.thread_time() - c) * 1e3)
         return out
 
     def one(side: str) -> None:
@@ -291,7 +293,7 @@ def scrape_under_load(rounds: int, quick: bool) -> None:
                 k.observe(v)
         n = 3 if quick else 7
         got = res.setdefault(side, {"idle before": [], "under load": [], "idle after": []})
-        got["idle before"] += scrape_ms(render, n)
+        got["idle before"] += scrape_ms(render, n, side, "idle before")
         stop = threading.Event()
 
         def work(off: int) -> None:
@@ -305,11 +307,11 @@ def scrape_under_load(rounds: int, quick: bool) -> None:
         for t in ts:
             t.start()
         time.sleep(0.5)  # every series has seen a few hundred values from each thread
-        got["under load"] += scrape_ms(render, n)
+        got["under load"] += scrape_ms(render, n, side, "under load")
         stop.set()
         for t in ts:
             t.join()
-        got["idle after"] += scrape_ms(render, n)
+        got["idle after"] += scrape_ms(render, n, side, "idle after")
 
     for r in range(rounds):
         for side in ("ours", "prometheus_client") if r % 2 == 0 else ("prometheus_client", "ours"):
@@ -323,6 +325,11 @@ def scrape_under_load(rounds: int, quick: bool) -> None:
     for side, got in res.items():
         b, u, a = (statistics.median(got[k]) for k in ("idle before", "under load", "idle after"))
         print(f"| {side} | {b:.1f} | {u:.1f} | {a:.1f} | {u / b:.2f}x | {u / a:.2f}x |")
+    print()
+    print("Scrape CPU of the scraping thread (ms, median; wall - CPU under load = waiting for the GIL):")
+    for side, got in cpu.items():
+        b, u, a = (statistics.median(got[k]) for k in ("idle before", "under load", "idle after"))
+        print(f"  {side}: idle before {b:.1f}, under load {u:.1f}, idle after {a:.1f}")
 
 
 def _pc_version() -> str:

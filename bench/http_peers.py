@@ -180,18 +180,24 @@ class Httpx(Contender):
 
 class Ours(Contender):
     """AsyncPerfClient with every feature on (its defaults: limits 16/6, retries, budget, breaker,
-    deadline, metrics); ``http2_host`` lists the server's host:port in ``http2_hosts``."""
+    deadline, metrics); ``http2_host`` lists the server's host:port in ``http2_hosts``; ``backend``
+    "pyreqwest" runs it on the native backend (HTTP/2 hosts included)."""
 
     def __init__(
-        self, name: str, http2_host: str | None = None, limits: tuple[int, int] | None = None
+        self,
+        name: str,
+        http2_host: str | None = None,
+        limits: tuple[int, int] | None = None,
+        backend: str = "aiohttp",
     ) -> None:
         super().__init__(name)
-        self.http2_host, self.limits = http2_host, limits
+        self.http2_host, self.limits, self.backend = http2_host, limits, backend
 
     async def open(self) -> None:
         from infra.http import AsyncPerfClient
 
         kw: dict[str, Any] = {"http2_hosts": (self.http2_host,)} if self.http2_host else {}
+        kw["backend"] = self.backend
         if self.limits:
             kw.update(max_connections=self.limits[0], max_per_host=self.limits[1])
         self.c = AsyncPerfClient(**kw)
@@ -225,6 +231,10 @@ def h1_peers() -> tuple[list[Contender], list[str]]:
         ("httpx", [Httpx("httpx (defaults: 100)")]),
         # Ours at aiohttp's default limits: how much of a gap to a peer at its defaults is the limits.
         ("aiohttp", [Ours("ours, all features, limits 100/100", limits=(100, 100))]),
+        (
+            "pyreqwest",
+            [Ours("ours, pyreqwest backend, limits 100/100", limits=(100, 100), backend="pyreqwest")],
+        ),
     ]
     for module, contenders in table:
         why = missing(module)
@@ -248,6 +258,10 @@ def h2_peers(hostport: str) -> tuple[list[Contender], list[str]]:
             out.append(c)
         else:
             skipped.append(f"skipped {module}: {why}")
+    if missing("pyreqwest") is None:
+        out.append(
+            Ours("ours, pyreqwest backend (host in http2_hosts)", http2_host=hostport, backend="pyreqwest")
+        )
     out.append(Ours("ours (host in http2_hosts)", http2_host=hostport))
     return out, skipped
 
@@ -268,3 +282,47 @@ def start_h2c_server() -> tuple[subprocess.Popen[str], str]:
         proc.kill()
         raise RuntimeError(f"h2c server did not start: {line!r}")
     return proc, f"http://127.0.0.1:{int(line.split()[1])}"
+
+
+async def cpu_per_request(rounds: int = 3, n: int = 3000, conc: int = 50) -> None:
+    """Client CPU a request (``time.process_time``: every thread of this process, the native clients'
+    runtime threads included; the server runs in its own process) for the front runners and ours on
+    both backends, at our limits (16/6) and at 100/100. Steadier than req/s on a shared box: a neighbour's
+    load moves the wall clock far more than the CPU a request takes."""
+    import statistics
+    import time
+
+    from bench_http import run_load, start_server
+
+    field: list[Contender] = [Aiohttp("aiohttp (16/6)", True), Aiohttp("aiohttp (defaults: 100)", False)]
+    field.append(Ours("ours, aiohttp backend (16/6)"))
+    field.append(Ours("ours, aiohttp backend, limits 100/100", limits=(100, 100)))
+    if missing("pyreqwest") is None:
+        field += [
+            Pyreqwest("pyreqwest (16 in flight, 6 idle/host)", True),
+            Pyreqwest("pyreqwest (defaults)", False),
+            Ours("ours, pyreqwest backend (16/6)", backend="pyreqwest"),
+            Ours("ours, pyreqwest backend, limits 100/100", limits=(100, 100), backend="pyreqwest"),
+        ]
+    proc, base = start_server()
+    try:
+        for c in field:
+            await c.open()
+            await run_load(c.fetch, base + "/ok", 500, conc)
+        cpu: dict[str, list[float]] = {c.name: [] for c in field}
+        for r in range(rounds):
+            for c in field[r % len(field) :] + field[: r % len(field)]:
+                t = time.process_time()
+                await run_load(c.fetch, base + "/ok", n, conc)
+                cpu[c.name].append((time.process_time() - t) / n * 1e6)
+        for c in field:
+            await c.close()
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(10)
+    print(f"\nclient CPU a request, c={conc}, {n} GETs x {rounds} rounds (median; the rounds)\n")
+    print("| client | µs CPU a request | rounds |")
+    print("|---|---:|---|")
+    for name, values in sorted(cpu.items(), key=lambda kv: statistics.median(kv[1])):
+        print(f"| {name} | {statistics.median(values):.0f} | {' / '.join(f'{v:.0f}' for v in values)} |")

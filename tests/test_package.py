@@ -13,7 +13,7 @@ import pytest
 
 import infra
 
-HEAVY = ["aiohttp", "httpx", "ollama", "torch", "asyncpg", "redis", "numpy", "websockets"]
+HEAVY = ["aiohttp", "httpx", "ollama", "torch", "asyncpg", "redis", "numpy", "websockets", "pyreqwest"]
 
 
 def _modules_after(code: str) -> set[str]:

@@ -9,7 +9,9 @@ Two things aiohttp does by default that break what the client promises:
   undercounted what the server received. Our retry loop already decides, with the budget and the
   breaker, whether a request may go again, so aiohttp's own retry is turned off (``_retry_connection``,
   the switch aiohttp's own ``test_utils.TestClient`` uses for the same reason; it exists since 3.11,
-  hence ``aiohttp>=3.11``).
+  hence ``aiohttp>=3.11``). With the layer off (``enabled: false``: no retry loop, ``attempts`` 0) it is
+  left on: the off client must be no less robust than a plain aiohttp session, which survives a server
+  closing an idle keep-alive connection by resending an idempotent request once.
 * **Idle connections outside the limit.** ``TCPConnector(limit=...)`` counts connections handed out, not
   the idle keep-alive ones it holds, so four busy origins kept 24 sockets open under a limit of 16.
   ``_BoundedConnector`` closes the least recently used idle connections (any origin) before it opens a
@@ -86,8 +88,17 @@ class _BoundedConnector(aiohttp.TCPConnector):
 
 
 def make_session(
-    *, limit: int, limit_per_host: int, keepalive: float, connect: float | None, ssl: Any, headers: Any
+    *,
+    limit: int,
+    limit_per_host: int,
+    keepalive: float,
+    connect: float | None,
+    ssl: Any,
+    headers: Any,
+    resend: bool = False,
 ) -> aiohttp.ClientSession:
+    """The session: ``resend`` keeps aiohttp's silent resend on a dropped keep-alive connection (the layer
+    off); otherwise every try is ours to decide and to report."""
     connector = _BoundedConnector(
         limit=limit,
         limit_per_host=limit_per_host,
@@ -103,6 +114,6 @@ def make_session(
         # httpx's transport, used for HTTP/2 and by PerfClient, keeps none either.
         cookie_jar=aiohttp.DummyCookieJar(),
     )
-    # Every try is ours to decide and to report (see the module docstring).
-    session._retry_connection = False
+    # Every try is ours to decide and to report (see the module docstring), unless the layer is off.
+    session._retry_connection = resend
     return session

@@ -45,20 +45,24 @@ from infra.http._origin import origin_of
 from infra.http._response import AsyncStreamResponse, Response, backend_headers, received
 from infra.http._routing import (
     DEFAULT,
+    PYREQWEST_KINDS,
     CallArgs,
     Default,
     RequestOptions,
     StreamOptions,
     active_connections,
-    backend_for,
+    async_backend_for,
     call_args,
     httpx_transport,
+    require_pyreqwest,
     tls_context,
 )
 from infra.http._timer import TimerWheel
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from infra.http._reqwest import PyreqwestBackend
 
 
 __all__ = ["AsyncPerfClient", "install_backend"]
@@ -92,6 +96,8 @@ class AsyncPerfClient(ClientBase):
         self._httpx: dict[str, Any] = {}
         self._aiohttp_backend: AiohttpBackend | None = None
         self._httpx_backend: HttpxBackend | None = None
+        self._reqwest: dict[str, Any] = {}  # kind -> pyreqwest client (backend="pyreqwest")
+        self._reqwest_backend: PyreqwestBackend | None = None
         self._global: AsyncGate | None = None
         # url -> (origin state, backend kind): origin_of + two lookups per call become one dict get.
         self._routes: dict[str, tuple[HostState, str]] = {}
@@ -99,6 +105,7 @@ class AsyncPerfClient(ClientBase):
         self._stats = _Stats()
         if self._settings.http2 or self._settings.http2_hosts or self._settings.backend == "httpx":
             import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
+        require_pyreqwest(self._settings)  # backend="pyreqwest": loaded now, or a ConfigError saying why not
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -120,11 +127,16 @@ class AsyncPerfClient(ClientBase):
         clients, self._httpx = self._httpx, {}
         for client in clients.values():
             await client.aclose()
+        self._reqwest_backend = None
+        natives, self._reqwest = self._reqwest, {}
+        for native in natives.values():
+            await native.close()
 
     def pool_stats(self) -> dict[str, int]:
         """Connections in use: ``in_use`` (our slots held), ``aiohttp_acquired`` (connections the aiohttp
         connector has handed out; -1 once closed) and, when HTTP/2 ran, ``httpx_active`` (httpx pool
-        connections not idle)."""
+        connections not idle), or with ``backend="pyreqwest"`` ``reqwest_active`` (responses holding a
+        connection)."""
         acquired = -1
         if self._session is not None:
             acquired = handed_out(self._session.connector)
@@ -133,6 +145,8 @@ class AsyncPerfClient(ClientBase):
         stats = {"in_use": self._stats.in_use, "aiohttp_acquired": acquired}
         if self._httpx:
             stats["httpx_active"] = active_connections(self._httpx.values())
+        if self._reqwest_backend is not None:
+            stats["reqwest_active"] = self._reqwest_backend.active
         return stats
 
     def _global_gate(self) -> AsyncGate:
@@ -155,7 +169,7 @@ class AsyncPerfClient(ClientBase):
         route = self._routes.get(url)
         if route is None:
             origin = origin_of(url)
-            route = (self._host(origin), backend_for(self._settings, url, origin))
+            route = (self._host(origin), async_backend_for(self._settings, url, origin))
             if len(self._routes) < _ROUTES_MAX:
                 self._routes[url] = route
         return route
@@ -167,9 +181,12 @@ class AsyncPerfClient(ClientBase):
         return wheel
 
     def _backend(self, kind: str) -> Backend:
-        """The backend for a route's kind: aiohttp, or httpx for "h1" / "h2" / "h2c" (opened on first use)."""
+        """The backend for a route's kind: aiohttp, pyreqwest for "rq-*", or httpx for "h1" / "h2" / "h2c"
+        (opened on first use)."""
         if kind == "aiohttp":
             return self._aiohttp_backend or self._open_aiohttp()
+        if kind in PYREQWEST_KINDS:
+            return self._reqwest_backend or self._open_pyreqwest()
         if self._httpx_backend is None:
             self._httpx_backend = HttpxBackend(self._httpx_client, self._settings.timeout.connect)
         return self._httpx_backend
@@ -185,9 +202,39 @@ class AsyncPerfClient(ClientBase):
             connect=s.timeout.connect,
             ssl=tls_context(self._verify),
             headers=DEFAULT_HEADERS,
+            resend=not s.enabled,
         )
         backend = self._aiohttp_backend = AiohttpBackend(self._session)
         return backend
+
+    def _open_pyreqwest(self) -> PyreqwestBackend:
+        from infra.http._reqwest import PyreqwestBackend
+
+        if self._closed:
+            raise RuntimeError("AsyncPerfClient is closed")
+        # enabled: false keeps a plain client's one resend on a dropped keep-alive connection (as aiohttp's)
+        resend = not self._settings.enabled
+        backend = self._reqwest_backend = PyreqwestBackend(self._reqwest, self._pyreqwest_client, resend)
+        return backend
+
+    def _pyreqwest_client(self, kind: str) -> Any:
+        """The pyreqwest client for ``kind`` ("rq-h1", "rq-h2", "rq-h2c"), under the client's limits."""
+        client = self._reqwest.get(kind)
+        if client is None:
+            from infra.http._reqwest import make_client
+
+            if self._closed:
+                raise RuntimeError("AsyncPerfClient is closed")
+            s = self._settings
+            client = self._reqwest[kind] = make_client(
+                kind,
+                max_connections=s.max_connections,
+                max_per_host=s.max_per_host,
+                keepalive=s.keepalive_expiry,
+                connect=s.timeout.connect,
+                verify=self._verify,
+            )
+        return client
 
     def _httpx_client(self, kind: str) -> Any:
         """The httpx transport for ``kind``: "h1" (backend="httpx"), "h2" (ALPN over TLS) or "h2c"."""
@@ -273,7 +320,10 @@ class AsyncPerfClient(ClientBase):
         budget = host.budget
         if not budget.full:  # Call's deposit, made here: the Call itself only once the call needs one
             budget.deposit()
-        backend = (self._aiohttp_backend if kind == "aiohttp" else None) or self._backend(kind)
+        # a client's kinds are all aiohttp/httpx or all pyreqwest ("rq-*"): its settings fix which
+        backend = (self._aiohttp_backend if kind == "aiohttp" else self._reqwest_backend) or self._backend(
+            kind
+        )
         t = self._settings.timeout
         hs, gs, stats, metrics = host.slots, self._global or self._global_gate(), self._stats, host.metrics
         wheel = self._wheel or self._timer_wheel()
@@ -365,8 +415,9 @@ class AsyncPerfClient(ClientBase):
                         await backend.drop(resp)
                 failure = clock.failure(exc, ours, backend.classify)
                 if failure is None:
-                    if call is not None:  # none: admitted NORMAL, so nothing to release
-                        call.release()
+                    if call is None:  # release counts the call ("cancelled" / "error"): it needs one
+                        call = Call.admitted(self._settings.retry, host, method, retry_ok, started, admission)
+                    call.release()
                     raise
             else:
                 if not stream:
@@ -412,7 +463,11 @@ class AsyncPerfClient(ClientBase):
                 else:
                     answered = response
             if delay:
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.sleep(delay)
+                except BaseException:
+                    call.release()  # cancelled during the backoff: counted, its retry's token back
+                    raise
             last = call.on_wake(answered, _monotonic())
             if last is not None:
                 return last
@@ -436,7 +491,11 @@ class AsyncPerfClient(ClientBase):
                     call.release()
                     raise
             elif effect.__class__ is float:
-                await asyncio.sleep(effect)
+                try:
+                    await asyncio.sleep(effect)
+                except BaseException:
+                    call.release()  # cancelled during the backoff: counted, its retry's token back
+                    raise
             else:
                 await effect.aclose()
             try:

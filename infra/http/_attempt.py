@@ -4,8 +4,8 @@ An attempt runs in phases (the wait for a pool slot, the wait for the first byte
 call's deadline); one ``PhaseTimer`` per attempt is moved from phase to phase, and when it fires the
 exception it caused is mapped to the phase that ran out (``_core``'s error kinds). ``AsyncPerfClient``
 takes the same steps over either backend; what differs (how a request is sent, read and dropped) is
-``AiohttpBackend`` / ``HttpxBackend``, whose methods return the backend's own awaitables, so the
-adapter adds no coroutine layer to the hot path.
+``AiohttpBackend`` / ``HttpxBackend`` (and ``_reqwest.PyreqwestBackend``, the optional native one),
+whose methods return the backend's own awaitables, so the adapter adds no coroutine layer to the hot path.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import contextlib
 import operator
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from infra.http._async_bodies import AiohttpBody, HttpxBody
+from infra.http._body import chunks_for
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
 from infra.http._lease import AsyncGate, take_now
@@ -26,6 +27,7 @@ from infra.http._timer import PhaseTimer, TimerWheel
 
 if TYPE_CHECKING:
     from infra.config.sections.http import TimeoutConfig
+    from infra.http._reqwest import PyreqwestBackend
 
 __all__ = [
     "AiohttpBackend",
@@ -129,8 +131,10 @@ class AiohttpBackend:
     ) -> Any:
         # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to another
         # origin would run under this origin's slot, breaker and metrics.
+        # content: the call's prepared body (_body.request_body): bytes as they are, else this try's chunks.
+        data = content if content is None or content.__class__ is bytes else content.async_chunks()
         return self.session.request(
-            method, url, params=params, headers=headers, data=content, json=json, allow_redirects=False
+            method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False
         )
 
     # C-level callables (no Python frame per request): resp.status, "HTTP/1.1", resp.read(), AiohttpBody(...)
@@ -162,7 +166,8 @@ class HttpxBackend:
     async def send(
         self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
     ) -> Any:
-        request = httpx_request(self.httpx, method, url, params, headers, content, json, dict(self.timeout))
+        data = chunks_for(content)  # the call's prepared body (_body.request_body), for this try
+        request = httpx_request(self.httpx, method, url, params, headers, data, json, dict(self.timeout))
         resp = await self.transport_for(kind).handle_async_request(request)
         resp.request = request
         return resp
@@ -179,4 +184,5 @@ class HttpxBackend:
                 await asyncio.shield(resp.aclose())
 
 
-Backend = AiohttpBackend | HttpxBackend
+Backend: TypeAlias = "AiohttpBackend | HttpxBackend | PyreqwestBackend"
+"""The backends' common shape (``PyreqwestBackend``, in ``_reqwest``, is loaded only when chosen)."""

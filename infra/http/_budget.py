@@ -127,6 +127,14 @@ class RetryBudget:
             self.denied += 1
             return False
 
+    def give_back(self) -> None:
+        """Return the token of a retry that was taken but never sent (the breaker opened during its
+        backoff, or the call was cancelled): the budget counts retries the upstream received."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self._add(self._cost)
+
     @property
     def balance(self) -> Fraction:
         """Retries the budget would allow now (exact)."""

@@ -2,14 +2,20 @@
 
 What is cached: 200 responses to GET, and to POST on routes marked deterministic (the same body always
 gives the same answer: TTS of a text, embeddings), unless the response says ``Cache-Control: no-store``.
-The key is a SHA-256 (``infra.cache.make_key``) over method, URL (query included), body hash and a hash of
-the request headers. Secure by default: *every* request header the caller sends is part of the key
-(hashed, so no secret is stored in clear), except the few on ``UNKEYED_HEADERS``, known not to change the
-response (per-request ids and trace context, which would make every key unique, and transport headers).
+The key is a SHA-256 (``infra.cache.make_key``) over method, URL (with the call's params appended as
+every backend sends them: ``_routing.with_params``), body hash and a hash of the request headers. Secure
+by default: *every* request header the caller sends is part of the key (hashed, so no secret is stored in
+clear), except the few on ``UNKEYED_HEADERS``, known not to change the response (per-request ids and
+trace context, which would make every key unique, and transport headers).
 A list of known credential headers missed any it didn't know (``X-Auth-Token``, ``Private-Token``...) and
 let two accounts share an entry. ``HttpCacheConfig.unkeyed_headers`` adds a caller's own per-request headers.
-Cached value: ``{"status", "headers", "body"}`` (safe codec, no pickle).
-Fail open: a cache error is counted in ``failures``, logged once, and the request goes to the network.
+Cached value: ``{"status", "headers", "body"}`` (safe codec, no pickle); the time the fetch took is stored
+as the entry's cost, so hits add to the namespace's ``compute_seconds_saved``. A hit's headers are the
+original response's, less the hop-by-hop ones and Set-Cookie (``_DROP``). A body read from a file or a
+stream is never cached (it can't be keyed without reading it).
+Fail open: a cache error is counted (``failures`` here, and in the namespace's ``errors`` with reason
+``http_key`` / ``http_lookup`` / ``http_store``, so get_stats() and /metrics show it), logged once, and the
+request goes to the network.
 The sync and async paths differ only in awaiting: what to look up, what a hit is and what to store is
 decided once (``_Plan``).
 """
@@ -19,14 +25,14 @@ from __future__ import annotations
 import hashlib
 import json as _json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from infra.config.sections.http import HttpCacheConfig
 from infra.http._origin import origin_of
 from infra.http._response import Headers, Response
-from infra.http._routing import CallArgs
+from infra.http._routing import CallArgs, Params, with_params
 
 if TYPE_CHECKING:
     from infra.cache import Cache
@@ -68,13 +74,40 @@ UNKEYED_HEADERS = frozenset(
         "date",
     }
 )
-#: Response headers not worth replaying from a cache.
-_DROP = frozenset({"set-cookie", "connection", "keep-alive", "transfer-encoding", "date", "content-length"})
+#: Response headers a hit does not replay. The hop-by-hop ones (RFC 9110 7.6.1; RFC 9111 3.1 says a cache
+#: must not store them) describe the connection the original came on, not the response: a replay comes on
+#: none, and its body is whole bytes, so "Transfer-Encoding: chunked" would be false. Set-Cookie is one
+#: client's session: replayed, it would hand that session to every caller sharing the entry. Everything
+#: else a caller could read on the original is replayed as it was, Content-Length and Date included (Date is
+#: when the origin made the response, which stays true of a copy).
+_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "set-cookie",
+    }
+)
+_perf = time.perf_counter
 
 
-def _failed(what: str, exc: BaseException) -> None:
+def _failed(what: str, exc: BaseException, cache: Any = None, namespace: str = "") -> None:
+    """Count a failure of the response cache: here, and in ``namespace``'s own error counts (reason
+    ``http_<what>``) so get_stats() and /metrics show it beside its hits and misses (the namespace's
+    stats log the first of each reason; only the exception's type, never its text, which may hold a URL)."""
     global failures, _logged
     failures += 1
+    if cache is not None:
+        try:
+            cache.namespace_stats(namespace)  # makes the namespace's counters if this is its first use
+            cache.namespace_counters()[namespace].error("http_" + what, RuntimeError(type(exc).__name__))
+            return
+        except Exception:  # counting must not fail the request: logged below instead
+            pass
     if not _logged:
         _logged = True
         log.warning(
@@ -112,7 +145,7 @@ def cacheable(method: str, url: str, settings: HttpCacheConfig, force: bool | No
 def cache_key(
     method: str,
     url: str,
-    params: Mapping[str, Any] | None,
+    params: Params | None,
     headers: Mapping[str, str] | None,
     content: bytes | str | None,
     json: Any,
@@ -121,8 +154,10 @@ def cache_key(
 ) -> str:
     """SHA-256 key: nothing in it (URL, body, header values) can be read back out.
 
-    Every request header counts (names case-insensitively, values exactly) but those on
-    ``UNKEYED_HEADERS`` and ``unkeyed`` (lower-case names)."""
+    The query is the one the request sends (``params`` appended to the URL's own, ``with_params``), the
+    body its bytes (``json`` encoded as ``_body.request_body`` encodes it). Every request header counts
+    (names case-insensitively, values exactly) but those on ``UNKEYED_HEADERS`` and ``unkeyed``
+    (lower-case names)."""
     from infra.cache import make_key
 
     keyed = sorted(
@@ -134,13 +169,13 @@ def cache_key(
     encoded = "".join(f"{len(k)}:{k}{len(v)}:{v}" for k, v in keyed)
     identity = hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest() if keyed else ""
     if json is not None:
-        body = _json.dumps(json, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        body = _json.dumps(json).encode()
     elif isinstance(content, str):
         body = content.encode()
     else:
         body = content or b""
-    query = urlencode(sorted((str(k), str(v)) for k, v in params.items())) if params else ""
-    return make_key(namespace, method, url, query, hashlib.sha256(body).hexdigest(), identity)
+    url = with_params(url, params)
+    return make_key(namespace, method, url, "", hashlib.sha256(body).hexdigest(), identity)
 
 
 def _storable(response: Response) -> bool:
@@ -190,13 +225,19 @@ def _plan(store: Cache | None, settings: HttpCacheConfig, args: CallArgs, force:
     method, url, params, headers, content, json = args[:6]
     if not cacheable(method, url, settings, force):
         return None
+    if content is not None and not isinstance(content, (bytes, str)):
+        return None  # a file or a stream: keying it would mean reading it
     plan = _Plan(settings, {"url": url, "method": method, "origin": origin_of(url)})
     try:
         plan.cache = store if store is not None else _get_cache()
+    except Exception as exc:
+        _failed("lookup", exc)
+        return plan
+    try:
         unkeyed = frozenset(h.lower() for h in settings.unkeyed_headers)
         plan.key = cache_key(method, url, params, headers, content, json, settings.namespace, unkeyed)
     except Exception as exc:
-        _failed("lookup", exc)
+        _failed("key", exc, plan.cache, settings.namespace)
     return plan
 
 
@@ -215,17 +256,19 @@ async def async_cached_request(
         try:
             found = plan.found(await plan.cache.aget(settings.namespace, plan.key, _missing()))
         except Exception as exc:
-            _failed("lookup", exc)
+            _failed("lookup", exc, plan.cache, settings.namespace)
         else:
             if found is not None:
                 return found
+    t0 = _perf()
     response = await send(args)
+    cost = _perf() - t0  # the fetch a hit saves: compute_seconds_saved
     value = plan.value(response)
     if value is not None:
         try:
-            await plan.cache.aset(settings.namespace, plan.key, value, ttl=settings.ttl)
+            await plan.cache.aset(settings.namespace, plan.key, value, ttl=settings.ttl, cost=cost)
         except Exception as exc:
-            _failed("store", exc)
+            _failed("store", exc, plan.cache, settings.namespace)
     return response
 
 
@@ -244,17 +287,19 @@ def sync_cached_request(
         try:
             found = plan.found(plan.cache.get(settings.namespace, plan.key, _missing()))
         except Exception as exc:
-            _failed("lookup", exc)
+            _failed("lookup", exc, plan.cache, settings.namespace)
         else:
             if found is not None:
                 return found
+    t0 = _perf()
     response = send(args)
+    cost = _perf() - t0
     value = plan.value(response)
     if value is not None:
         try:
-            plan.cache.set(settings.namespace, plan.key, value, ttl=settings.ttl)
+            plan.cache.set(settings.namespace, plan.key, value, ttl=settings.ttl, cost=cost)
         except Exception as exc:
-            _failed("store", exc)
+            _failed("store", exc, plan.cache, settings.namespace)
     return response
 
 

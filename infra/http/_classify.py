@@ -1,4 +1,4 @@
-"""Map backend exceptions (aiohttp, httpx) to the error kinds the retry core decides on."""
+"""Map backend exceptions (aiohttp, httpx, pyreqwest) to the error kinds the retry core decides on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 from infra.http._core import CLOSED, CONNECT, GOAWAY, POOL, READ
 
-__all__ = ["FATAL", "classify_aiohttp", "classify_httpx"]
+__all__ = ["FATAL", "classify_aiohttp", "classify_httpx", "classify_pyreqwest"]
 
 FATAL = "fatal"  # a failure no retry can fix (bad URL, TLS verification): never retried
 
@@ -52,6 +52,58 @@ def classify_httpx(exc: BaseException) -> str | None:
         return READ
     if isinstance(exc, httpx.HTTPError):
         return FATAL
+    return None
+
+
+def classify_pyreqwest(exc: BaseException) -> str | None:
+    """The error kind of a pyreqwest failure, decided as for aiohttp; None for anything else.
+
+    reqwest names a reset before the response a ``ConnectError`` too ("client error (SendRequest)"): only
+    a failure while connecting ("client error (Connect)", or the connect timeout) proves the request never
+    reached the server; the rest may have been processed, so they are read failures (idempotent-only
+    retry), as aiohttp's ServerDisconnectedError is.
+    """
+    from pyreqwest import exceptions as e
+
+    if isinstance(exc, e.ConnectTimeoutError):
+        return CONNECT
+    if isinstance(exc, e.ConnectError):
+        causes = _causes(exc)
+        if "certificate" in causes or "tls handshake" in causes or "invalidcertificate" in causes:
+            return FATAL
+        if "client error (connect)" in causes:
+            return CONNECT
+        return _h2_kind(causes) or READ
+    if isinstance(exc, e.PoolTimeoutError):
+        return POOL
+    if isinstance(exc, (e.BuilderError, e.RedirectError)):
+        return FATAL
+    if isinstance(exc, (e.ClientClosedError, e.RequestPanicError, e.StatusError)):
+        return None  # a closed client, a bug, a status error we never ask for: let them through
+    if isinstance(exc, (e.RequestError, OSError)):
+        # ReadError, WriteError, a body cut short (a BodyDecodeError, or a plain RequestError "request or
+        # response body error" when read whole): what aiohttp names ClientPayloadError / ClientOSError
+        return _h2_kind(_causes(exc)) or READ
+    return None
+
+
+def _causes(exc: BaseException) -> str:
+    """The messages of a pyreqwest error's causes (its ``details``), lower-cased, in one string."""
+    details = getattr(exc, "details", None)
+    causes = details.get("causes") if isinstance(details, dict) else None
+    parts = [str(exc)]
+    for cause in causes or ():
+        parts.append(str(cause.get("message", "")) if isinstance(cause, dict) else str(cause))
+    return " | ".join(parts).lower()
+
+
+def _h2_kind(causes: str) -> str | None:
+    """An HTTP/2 stream the server refused (REFUSED_STREAM, h2's "refused stream before processing any
+    application logic"): RFC 9113 §8.7 says it never ran, so any method may go again. hyper resends
+    those itself, and the streams a graceful GOAWAY left unprocessed; a stream that fails otherwise is a
+    read error (idempotent-only retry)."""
+    if "refused stream" in causes or "refused_stream" in causes:
+        return GOAWAY
     return None
 
 

@@ -9,6 +9,7 @@ the call's answer. PerfClient and AsyncPerfClient only perform the effects, one 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,12 @@ class HostState:
 class Call:
     """Retry state of one logical call. Pure: decisions from outcomes, the clock passed in.
 
+    What it counts is what happened: a retry is counted (``infra_http_retries_total``) when it goes ahead
+    after its backoff, not when it is scheduled (a breaker that opens during the sleep cancels it, and
+    the budget token it took is given back); a call the breaker refuses is counted with ``code="refused"``
+    and its history is empty (no try was sent); a cancelled call (or one a caller's error ended) is
+    counted with ``code="cancelled"`` (``"error"``) when ``release`` runs.
+
     The breaker counts logical calls, not attempts: a call asks it once, before its first try, and feeds
     it one outcome when it ends (``_settle``): a failure if it ended on a breaker-failure status (5xx) or a
     transport error, a success if it ended on any other status but 429, neutral otherwise (429, our own
@@ -119,6 +126,7 @@ class Call:
 
     __slots__ = (
         "admission",
+        "due",
         "failed",
         "history",
         "host",
@@ -136,14 +144,15 @@ class Call:
         policy: RetryConfig,
         host: HostState,
         method: str,
-        idempotent: bool,
+        idempotent: bool | None,
         started: float,
         deposit: bool = True,
     ) -> None:
         self.policy = policy
         self.host = host
         self.method = method
-        self.retry_ok = policy.may_retry_request(method, idempotent)
+        # idempotent None: the body can be read once (_body.OneShot), so no status or read failure is retried
+        self.retry_ok = idempotent is not None and policy.may_retry_request(method, idempotent)
         self.retries = 0
         self.history: list[Attempt] = []
         self.started = started
@@ -151,6 +160,7 @@ class Call:
         self.failed = False  # some try ended in a breaker failure
         self.pending = NEUTRAL  # the breaker outcome of the last try, while a retry is due
         self.settled = False
+        self.due: str | None = None  # the reason of a retry scheduled and not yet sent (its token taken)
         if deposit:  # False: the caller made the call's deposit itself (``admitted``)
             budget = host.budget
             if not budget.full:  # full: the deposit would change nothing (RetryBudget.full)
@@ -162,7 +172,7 @@ class Call:
         policy: RetryConfig,
         host: HostState,
         method: str,
-        idempotent: bool,
+        idempotent: bool | None,
         started: float,
         admission: int,
     ) -> Call:
@@ -181,13 +191,14 @@ class Call:
         admission = self.host.breaker.admit()
         if admission == REJECT:
             self.settled = True
+            self.host.metrics.outcome(self.method, "refused", _monotonic() - self.started)
             raise self._circuit_open()
         self.admission = admission
         return admission
 
     def _circuit_open(self) -> CircuitOpenError:
+        """The breaker's refusal; its history the tries sent before it (none for a refused call)."""
         breaker = self.host.breaker
-        self.history.append(Attempt(len(self.history) + 1, None, "circuit_open", 0.0))
         error: CircuitOpenError = self._final(
             CircuitOpenError,
             f"circuit breaker is {breaker.state}; retry in {breaker.retry_in():.2f}s",
@@ -206,18 +217,35 @@ class Call:
         self.host.breaker.record(outcome, NORMAL if self.admission is None else self.admission)
 
     def release(self) -> None:
-        """The call ended without an outcome (cancelled, a caller's error): free a probe slot it held."""
+        """The call ended without an outcome (cancelled, a caller's error): free a probe slot it held, give
+        back the budget token of a retry it had not sent, and count it (``code="cancelled"`` for a
+        cancellation or other BaseException, ``"error"`` for an Exception). Called from the ``except``
+        block of the loop (it reads the exception being handled)."""
         if not self.settled:
             self.settled = True
             if self.admission is not None:
                 self.host.breaker.release(self.admission)
+            self._cancel_due()
+            exc = sys.exc_info()[1]
+            code = "error" if isinstance(exc, Exception) else "cancelled"
+            self.host.metrics.outcome(self.method, code, _monotonic() - self.started)
+
+    def _cancel_due(self) -> None:
+        """A scheduled retry will not be sent: give its budget token back (GOAWAY retries take none)."""
+        due, self.due = self.due, None
+        if due is not None and due != GOAWAY:
+            self.host.budget.give_back()
 
     def after_sleep(self, last: Any) -> Any:
         """After the backoff sleep, before the retry: None to send it. A breaker opened meanwhile (by other
         calls) ends the call instead: it returns ``last`` (the last try's response, its history set), or,
         when there is none to hand back (a failed try, a closed stream), raises CircuitOpenError."""
         if self.host.breaker.allows_retry(self.admission):
+            due, self.due = self.due, None
+            if due is not None:
+                self.host.metrics.retry(due)  # counted now that it is sent, not when it was scheduled
             return None
+        self._cancel_due()
         self._settle(self.pending)
         if last is not None:
             last.history = tuple(self.history)
@@ -345,7 +373,7 @@ class Call:
                 RetryBudgetExhausted, f"{kind} error; retry budget exhausted ({detail})"
             ) from exc
         self.retries += 1
-        self.host.metrics.retry(kind)
+        self.due = kind  # counted by after_sleep when it is sent
         return delay
 
     def _after_retry_status(
@@ -403,7 +431,7 @@ class Call:
             self.host.metrics.budget_denied()
             return None
         self.retries += 1
-        self.host.metrics.retry(str(status))
+        self.due = str(status)  # counted by after_sleep when it is sent
         return delay
 
 

@@ -69,7 +69,7 @@ class HTTPError(PerfInfraError):
 
     @property
     def attempts(self) -> int:
-        """How many tries reached the network (or were rejected before it)."""
+        """How many tries were sent (a call the circuit breaker refused sent none: 0)."""
         return len(self.history)
 
 
@@ -116,9 +116,12 @@ class RetryAfterTooLong(DeadlineExceeded):
 
 
 class CircuitOpenError(HTTPError):
-    """The origin's circuit breaker is open (or its half-open probe slots are taken): no I/O was done.
+    """The origin's circuit breaker is open (or its half-open probe slots are taken).
 
-    ``retry_in`` is the time until the breaker lets a probe through, in seconds.
+    Raised before the first try (no I/O was done: ``history`` is empty, ``attempts`` 0, the call counted
+    with ``code="refused"``), or when the breaker opened during the backoff before a retry of a try that
+    got no response (``history`` lists the tries that were sent; the retry was not). ``retry_in`` is the
+    time until the breaker lets a probe through, in seconds.
     """
 
     def __init__(self, message: str, *, retry_in: float = 0.0, **kw: object) -> None:

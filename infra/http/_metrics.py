@@ -24,13 +24,14 @@ from infra.metrics import OperationView, register_operation_view
 __all__ = ["HostMetrics", "NullMetrics"]
 
 # get_stats() shows each method and origin as a row (its status classes merge through their sketches);
-# a call that ended in a transport error or a 5xx answer (after retries) failed.
+# a call that ended in a transport error or a 5xx answer (after retries), or that the circuit breaker
+# refused ("refused", nothing sent), failed. A cancelled call ("cancelled") is counted, not an error.
 register_operation_view(
     OperationView(
         histogram="infra_http_request_duration_seconds",
         row="http {method} {origin}",
         error_label="code",
-        error_values=frozenset({"5xx", "error"}),
+        error_values=frozenset({"5xx", "error", "refused"}),
     )
 )
 
@@ -108,6 +109,9 @@ class NullMetrics:
     def ttfb(self, method: str, seconds: float) -> None:
         pass
 
+    def outcome(self, method: str, code: str, seconds: float) -> None:
+        pass
+
     def retry(self, reason: str) -> None:
         pass
 
@@ -148,7 +152,8 @@ class HostMetrics(NullMetrics):
             reg = get_metrics()
             self._h_duration = reg.histogram(
                 "infra_http_request_duration_seconds",
-                "Duration of one logical HTTP call (all attempts), by origin, method and status class.",
+                "Duration of one logical HTTP call (all attempts), by origin, method and status class "
+                "(error: no status; refused: the circuit breaker refused it; cancelled).",
                 labelnames=("origin", "method", "code"),
             )
             self._h_ttfb = reg.histogram(
@@ -158,7 +163,7 @@ class HostMetrics(NullMetrics):
             )
             self._c_retries = reg.counter(
                 "infra_http_retries_total",
-                "Retries sent, by origin and reason.",
+                "Retries sent (counted when the retry goes out after its backoff), by origin and reason.",
                 labelnames=("origin", "reason"),
             )
             self._budget = reg.counter(
@@ -227,6 +232,15 @@ class HostMetrics(NullMetrics):
                 child.fold_pending()
         except Exception as exc:
             pending.clear()
+            _failed(exc)
+
+    def outcome(self, method: str, code: str, seconds: float) -> None:
+        """A call that ended with no status: ``code`` "refused" (the breaker refused it, nothing sent) or
+        "cancelled" (off the hot path, so not memoised)."""
+        try:
+            if self._h_duration:
+                self._h_duration.labels(self.origin, method, code).note(seconds)
+        except Exception as exc:
             _failed(exc)
 
     def ttfb(self, method: str, seconds: float) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import re
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, TypedDict
+from urllib.parse import quote_plus
 
 from infra.config.sections import http as section
 from infra.config.sections.http import HttpConfig
+from infra.http._body import Content, OneShot, Upload, request_body
 from infra.http._ident import DEFAULT_HEADERS, prepare_headers
 
 if TYPE_CHECKING:
@@ -18,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT",
+    "PYREQWEST_KINDS",
     "CallArgs",
     "Default",
     "HttpOverrides",
@@ -25,15 +30,18 @@ __all__ = [
     "RequestOptions",
     "StreamOptions",
     "active_connections",
+    "async_backend_for",
     "backend_for",
     "build_settings",
     "call_args",
     "httpx_request",
     "httpx_transport",
+    "require_pyreqwest",
     "settings_of",
     "tls_context",
     "transport_pool",
     "uses_http2",
+    "with_params",
 ]
 
 
@@ -55,20 +63,99 @@ class HttpOverrides(TypedDict, total=False):
     cache: section.HttpCacheConfig
 
 
-#: Query parameters: names to values (each sent as ``str(value)``).
-Params = Mapping[str, object]
+#: One query value: a str as it is, an int or a float as ``str(value)``.
+ParamValue: TypeAlias = str | int | float
+#: Query parameters: a mapping of names to a value or a list / tuple of values (a repeated key), or a
+#: sequence of (name, value) pairs. Appended to the URL's own query, as aiohttp does, on every backend
+#: (``with_params``). bool and None are refused (TypeError naming the key, before any try): a query has no
+#: one spelling for them (aiohttp refuses them; httpx sent "true" and an empty value).
+Params: TypeAlias = Mapping[str, ParamValue | Sequence[ParamValue]] | Sequence[tuple[str, ParamValue]]
+
+# yarl's query quoting (aiohttp's): space as "+", these sub-delimiters and "/:?@" left as they are, so the
+# query aiohttp sent for ``params`` is byte for byte what every backend sends now (httpx leaves it as is).
+_QUERY_SAFE = "!$'()*,/:?@"
+_plain = re.compile(r"[A-Za-z0-9_.~!$'()*,/:?@-]*").fullmatch  # needs no quoting (most names and values)
+
+
+def _quote(text: str) -> str:
+    return text if _plain(text) else quote_plus(text, safe=_QUERY_SAFE)
+
+
+def _query_value(key: str, value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        raise TypeError(
+            f"query parameter {key!r} is {value!r}: bool and None have no one spelling in a query string; "
+            "pass a str ('true', '1', '') or leave the key out"
+        )
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"query parameter {key!r} is {value!r}: not a finite number")
+        return str(float(value))
+    raise TypeError(f"query parameter {key!r}: expected str, int or float, got {type(value).__name__}")
+
+
+def encode_params(params: Params | str) -> str:
+    """``params`` as an encoded query string (no "?"): pairs in the order given, a list / tuple value as
+    the key repeated, keys and values quoted as aiohttp (yarl) quotes them. A str is taken as already
+    encoded. Raises TypeError for a value that isn't str, int or float."""
+    if isinstance(params, str):
+        return params.lstrip("?")
+    items = params.items() if params.__class__ is dict or isinstance(params, Mapping) else params
+    parts: list[str] = []
+    value: Any  # checked below by exact class, which mypy doesn't narrow on
+    for item in items:
+        try:
+            key, value = item
+        except (TypeError, ValueError):
+            raise TypeError(f"params: expected (name, value) pairs, got {item!r}") from None
+        if key.__class__ is not str and not isinstance(key, str):
+            raise TypeError(f"query parameter names are str, got {key!r}")
+        cls = value.__class__
+        if cls is str:  # the common cases first, without a call
+            parts.append(f"{_quote(key)}={_quote(value)}")
+        elif cls is int:
+            parts.append(f"{_quote(key)}={value}")
+        elif cls is list or cls is tuple or isinstance(value, (list, tuple)):
+            name = _quote(key)
+            for one in value:
+                parts.append(f"{name}={_quote(_query_value(key, one))}")
+        else:
+            parts.append(f"{_quote(key)}={_quote(_query_value(key, value))}")
+    return "&".join(parts)
+
+
+def with_params(url: str, params: Params | str | None) -> str:
+    """``url`` with ``params`` appended to its own query (``?a=1`` + ``{"b": 2}`` -> ``?a=1&b=2``), as
+    aiohttp merges them; the one reading of ``params`` every backend sends (and the cache keys on)."""
+    if params is None:
+        return url
+    query = encode_params(params)
+    if not query:
+        return url
+    url, hash_, fragment = url.partition("#")
+    if "?" not in url:
+        url += "?"
+    elif not url.endswith(("?", "&")):
+        url += "&"
+    return url + query + hash_ + fragment
 
 
 class StreamOptions(TypedDict, total=False):
     """The keywords of ``stream()`` (and, with ``cache``, of ``request()`` and every verb):
 
-    ``params`` the query, ``headers`` the caller's (over our defaults, case-insensitively), ``content`` or
-    ``json`` the body, ``idempotent=True`` lets a POST / PATCH be retried under one Idempotency-Key,
+    ``params`` the query (``Params``), ``headers`` the caller's (over our defaults, case-insensitively; a
+    non-ASCII value is sent UTF-8 encoded), ``content`` (``Content``: bytes, str, a file, an iterable of
+    bytes) or ``json`` the body, ``idempotent=True`` lets a POST / PATCH be retried under one
+    Idempotency-Key (a one-shot ``content`` is never retried once read: see ``Content``),
     ``deadline`` this call's one deadline in seconds (None: none; default: ``timeout.total``)."""
 
     params: Params | None
     headers: Mapping[str, str] | None
-    content: bytes | str | None
+    content: Content | None
     json: object
     idempotent: bool
     deadline: float | Default | None
@@ -137,12 +224,46 @@ def uses_http2(settings: HttpConfig, origin: str) -> bool:
     return found
 
 
+#: The kinds of the pyreqwest backend (``backend="pyreqwest"``): its HTTP/1.1, HTTP/2 and h2c clients.
+PYREQWEST_KINDS: Final = frozenset({"rq-h1", "rq-h2", "rq-h2c"})
+
+
 def backend_for(settings: HttpConfig, url: str, origin: str) -> str:
     """Which transport carries a request: "h2c" / "h2" (httpx + h2, cleartext prior knowledge or TLS ALPN)
     for HTTP/2 origins, else "aiohttp", or "h1" (httpx) when ``backend="httpx"``."""
     if uses_http2(settings, origin):
         return "h2c" if url.startswith("http:") else "h2"
     return "h1" if settings.backend == "httpx" else "aiohttp"
+
+
+def async_backend_for(settings: HttpConfig, url: str, origin: str) -> str:
+    """``backend_for`` for AsyncPerfClient, where ``backend="pyreqwest"`` carries every origin over pyreqwest
+    ("rq-h1", "rq-h2", "rq-h2c"; the sync client, all httpx, ignores that choice)."""
+    kind = backend_for(settings, url, origin)
+    if settings.backend != "pyreqwest":
+        return kind
+    return "rq-h1" if kind == "aiohttp" else "rq-" + kind
+
+
+def require_pyreqwest(settings: HttpConfig) -> None:
+    """Load pyreqwest now when the settings ask for it (so the first call's deadline doesn't pay for the
+    import), or say what to install: a ConfigError naming ``http.backend``."""
+    if settings.backend != "pyreqwest":
+        return
+    try:
+        import pyreqwest.client  # noqa: F401
+    except ImportError as exc:
+        from infra.errors import ConfigError, ConfigProblem
+
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "http.backend",
+                    f"'pyreqwest' needs the pyreqwest package ({exc}); install the native extra: "
+                    "pip install 'perf-infra[native]', or set http.backend to 'aiohttp'",
+                )
+            ]
+        ) from exc
 
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:
@@ -208,16 +329,19 @@ def active_connections(transports: Iterable[Any]) -> int:
 
 
 class CallArgs(NamedTuple):
-    """One logical call as a client's retry loop takes it (``headers``: the caller's, with an
-    Idempotency-Key when ``idempotent``; ``retry_ok``: statuses and read errors may be retried)."""
+    """One logical call as a client's retry loop takes it: ``url`` with the call's params appended
+    (``with_params``; ``params`` is then None), ``headers`` the caller's with an Idempotency-Key when
+    ``idempotent`` and the body's Content-Type / Content-Length (``request_body``), ``content`` the
+    prepared body (json encoded; ``json`` is then None), ``retry_ok``: statuses and read errors may be
+    retried (None: never, the body can be read only once)."""
 
     method: str
     url: str
     params: Params | None
     headers: Mapping[str, str] | None
-    content: bytes | str | None
+    content: Upload | None
     json: object
-    retry_ok: bool
+    retry_ok: bool | None
     deadline: float | Default | None
     stream: bool
 
@@ -232,18 +356,29 @@ def call_args(
     *,
     params: Params | None = None,
     headers: Mapping[str, str] | None = None,
-    content: bytes | str | None = None,
+    content: Content | None = None,
     json: object = None,
     idempotent: bool = False,
     deadline: float | Default | None = DEFAULT,
     cache: bool | None = None,
 ) -> tuple[CallArgs, bool | None]:
     """A verb's keywords (``RequestOptions``) as the loop's arguments, and the call's ``cache`` choice;
-    the one place both clients read them."""
+    the one place both clients read them, so the query and the body are prepared once, the same for
+    every backend (a bad one raises here, before any try)."""
     sent, retry_ok = prepare_headers(headers, idempotent)
+    body: Upload | None = None
+    if content is not None or json is not None or method not in _BODILESS:
+        body, sent = request_body(method, content, json, sent)
+        if body is not None and body.__class__ is OneShot:
+            retry_ok = None  # type: ignore[assignment]
+    if params is not None:
+        url = with_params(url, params)
     # tuple.__new__ straight: a NamedTuple's own __new__ is a Python function, a frame on every request.
-    args = _tuple_new(CallArgs, (method, url, params, sent, content, json, retry_ok, deadline, stream))
+    args = _tuple_new(CallArgs, (method, url, None, sent, body, None, retry_ok, deadline, stream))
     return args, cache
+
+
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 def httpx_request(
@@ -254,7 +389,11 @@ def httpx_request(
     timeouts in its extensions (where httpcore reads them)."""
     merged = httpx.Headers(DEFAULT_HEADERS)
     if headers:
-        merged.update(headers)
+        try:
+            merged.update(headers)
+        except UnicodeEncodeError:
+            # aiohttp sends a non-ASCII value UTF-8 encoded, where httpx raises: send it as aiohttp does.
+            merged.update(httpx.Headers(headers, encoding="utf-8"))
     return httpx.Request(
         method,
         url,

@@ -23,6 +23,7 @@ from infra._closing import Closing
 # Imported here, not on first request: an import inside a call would eat that call's deadline. This
 # module itself loads only when PerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._affinity import Affinity
+from infra.http._body import sync_chunks_for
 from infra.http._caching import sync_cached_request
 from infra.http._client_base import ClientBase, StreamContext
 from infra.http._core import DEADLINE, POOL, Failure, HostState, steps
@@ -207,7 +208,8 @@ class PerfClient(ClientBase, Closing):
         handed_over = False
         try:
             timeout = timeouts(deadline_at, t)
-            request = httpx_request(httpx, method, url, params, headers, content, json, timeout)
+            body = sync_chunks_for(content)  # the call's prepared body, for this try (rewound or refused)
+            request = httpx_request(httpx, method, url, params, headers, body, json, timeout)
             # The pool timeout covers the slot wait and the wait for this origin's connection together.
             lease.wait_turn(
                 request.url, None if pool_wait is None else max(0.0, pool_wait - (_monotonic() - t0))

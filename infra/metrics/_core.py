@@ -32,6 +32,7 @@ from ._sketch import DEFAULT_RELATIVE_ACCURACY, QuantileSketch
 
 if TYPE_CHECKING:
     from ._registry import MetricsRegistry
+    from ._scrape import HistogramScrape
     from ._timer import Timer
 
 __all__ = ["Counter", "CounterChild", "Gauge", "GaugeChild", "Histogram", "HistogramChild", "Metric"]
@@ -143,13 +144,15 @@ class HistogramChild(_Child):
     ``_sum`` would also be invalid OpenMetrics).
     """
 
-    __slots__ = ("_layout", "_local", "_pending", "_set", "_timer_cls", "metric")
+    __slots__ = ("_layout", "_local", "_pending", "_set", "_timer_cls", "metric", "shard_set")
 
     def __init__(self, metric: Histogram, label_values: tuple[str, ...]) -> None:
         super().__init__(metric.labelnames, label_values)
         self.metric = metric
         self._layout = metric.layout
         self._set: ShardSet[HistogramShard] = ShardSet(HistogramShard(None))
+        # The same shards, for the lock-free scrape (``_scrape``), which reads them as a plain attribute.
+        self.shard_set = self._set
         self._local = self._set.local
         self._timer_cls: type[Timer] | None = None
         # Durations noted by timers, not yet in a shard: ``list.append`` is atomic (one C call under the
@@ -269,7 +272,7 @@ class HistogramChild(_Child):
     def sketch(self) -> QuantileSketch:
         """A merged copy of this series' sketch (for quantiles); the child keeps counting meanwhile."""
 
-        def read(shards: list[HistogramShard]) -> list[tuple[dict[int, int], int, float, float, float]]:
+        def read(shards: tuple[HistogramShard, ...]) -> list[tuple[dict[int, int], int, float, float, float]]:
             out = []
             for s in shards:
                 bins = dict(s.bins)
@@ -292,7 +295,7 @@ class HistogramChild(_Child):
         if self._pending:
             self.fold_pending()
 
-        def read(shards: list[HistogramShard]) -> HistogramShard:
+        def read(shards: tuple[HistogramShard, ...]) -> HistogramShard:
             out = HistogramShard(None)
             for sh in shards:
                 out.fold(sh)
@@ -518,10 +521,15 @@ class Histogram(_Metric[HistogramChild]):
             raise ValueError(f"{name}: the label name 'le' is reserved for histogram buckets")
         self.buckets = check_buckets(name, DEFAULT_BUCKETS if buckets is None else buckets)
         self.layout = BucketLayout(self.buckets)
+        self.render_plan: HistogramScrape | None = None  # exposition's per-series read plans (``_scrape``)
         super().__init__(name, documentation, labelnames, registry, guarded=guarded)
 
     _child_class = HistogramChild
     _solo_methods = ("observe", "time")
+
+    def after_fork(self) -> None:
+        super().after_fork()
+        self.render_plan = None  # a scrape in another thread may have held its lock at fork time
 
     def observe(self, value: float) -> None:
         self._needs_labels()

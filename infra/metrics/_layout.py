@@ -79,7 +79,9 @@ class BucketLayout:
         """Count values of straddling key ``k`` in the sub-bucket each falls in (exact ``le`` counts)."""
         parts = s.split.get(k)
         if parts is None:
+            s.shape += 1  # a key is added: see ``_shards``
             parts = s.split[k] = [0] * (len(inside) + 1)
+            s.shape += 1
         for v in values:
             parts[bisect_left(inside, v)] += 1
 

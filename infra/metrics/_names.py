@@ -15,6 +15,7 @@ __all__ = [
     "check_labelnames",
     "check_metric_name",
     "escape_label_value",
+    "format_float",
 ]
 
 # prometheus_client's defaults (5 ms .. 10 s), extended down to 1 ms and up to 10 minutes because voice
@@ -67,3 +68,23 @@ def check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
     if any(a >= c for a, c in pairwise(b)):
         raise ValueError(f"{name}: bucket boundaries must be strictly increasing (got {buckets!r})")
     return tuple(b)
+
+
+def format_float(v: float) -> str:
+    """A sample value or ``le`` as Prometheus (and OpenMetrics' canonical form) spell it.
+
+    Same as prometheus_client's ``floatToGoString``: repr, ``+Inf``/``-Inf``/``NaN``, and Go's switch
+    to exponent notation past 6 integer digits (OpenMetrics requires canonical ``le`` values).
+    """
+    if v == math.inf:
+        return "+Inf"
+    if v == -math.inf:
+        return "-Inf"
+    if v != v:
+        return "NaN"
+    s = repr(float(v))
+    dot = s.find(".")
+    if v > 0 and dot > 6:
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s

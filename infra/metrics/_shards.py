@@ -5,6 +5,12 @@ so an ``inc``/``observe`` is a read-modify-write on memory no other thread write
 with or without the GIL. Readers (render, stats) sum the shards under the child's lock, which writers
 never take after their first call.
 
+Readers that take no lock (``_scrape``) rely on two things kept here: ``ShardSet.all`` is a new tuple
+whenever the set of shards changes, and a histogram shard's ``shape`` goes up *before* any key is added
+to its ``bins`` or ``split`` or either dict is replaced, and again after (keys are never removed
+otherwise), so equal ``all`` and ``shape``s mean the same keys in the same order: a plan read between
+the two bumps is stale by the second.
+
 Shards of threads that have finished are folded into a base shard the next time any thread creates a
 shard for that child, so a thread-per-request server does not grow memory per thread ever seen: the
 count is bounded by the threads alive at once (plus one). A thread that finished can no longer write its
@@ -51,7 +57,7 @@ class HistogramShard:
     equals ``_count``).
     """
 
-    __slots__ = ("bins", "floor", "max", "min", "split", "sum", "thread", "zero")
+    __slots__ = ("bins", "floor", "max", "min", "shape", "split", "sum", "thread", "zero")
 
     def __init__(self, thread: threading.Thread | None) -> None:
         self.thread = thread
@@ -62,6 +68,7 @@ class HistogramShard:
         self.min = math.inf
         self.max = -math.inf
         self.floor: int | None = None  # lowest sketch key once collapsing started
+        self.shape = 0  # bumped before a key is added or a dict replaced (see the module docstring)
 
     def count(self) -> int:
         return sum(self.bins.values()) + self.zero + sum(sum(p) for p in self.split.values())
@@ -71,11 +78,18 @@ class HistogramShard:
         if self.floor is not None and k < self.floor:
             k = self.floor
         bins = self.bins
-        bins[k] = bins.get(k, 0) + n
+        c = bins.get(k)
+        if c is not None:
+            bins[k] = c + n
+            return
+        self.shape += 1  # before the key lands, and after: see the module docstring
+        bins[k] = n
         if len(bins) > DEFAULT_MAX_BINS:
             self.bins, self.floor = _collapse(bins, DEFAULT_MAX_BINS)
+        self.shape += 1
 
     def fold(self, other: HistogramShard) -> None:
+        self.shape += 1  # keys may be added or the dicts replaced (see the module docstring)
         if self.floor is None and other.floor is None:
             # Neither has collapsed (real latencies never do): add the counts, check the bound once.
             bins = self.bins
@@ -102,6 +116,7 @@ class HistogramShard:
         self.max = max(self.max, other.max)
 
     def clear(self) -> None:
+        self.shape += 1
         self.bins = {}
         self.split = {}
         self.zero = 0
@@ -118,11 +133,13 @@ R = TypeVar("R")
 class ShardSet(Generic[S]):
     """The shards of one child: a base (folded dead threads) plus one per live thread."""
 
-    __slots__ = ("base", "local", "lock", "shards")
+    __slots__ = ("all", "base", "local", "lock", "shards")
 
     def __init__(self, base: S) -> None:
         self.base: S = base
         self.shards: list[S] = []
+        # The base and the live shards as one tuple, replaced (never changed) when a shard comes or goes.
+        self.all: tuple[S, ...] = (base,)
         self.local = threading.local()
         self.lock = threading.Lock()
 
@@ -138,14 +155,16 @@ class ShardSet(Generic[S]):
                     live.append(s)
             live.append(shard)
             self.shards = live
+            self.all = (self.base, *live)  # type: ignore[arg-type]  # mypy splits S's constraints
         self.local.s = shard
         return shard
 
-    def read(self, fn: Callable[[list[S]], R]) -> R:
-        """Apply ``fn`` to the base and live shards under the lock, so a concurrent fold (which moves a
-        dead shard into the base) is never seen half-done or twice. ``fn`` should only copy numbers."""
+    def read(self, fn: Callable[[tuple[S, ...]], R]) -> R:
+        """Apply ``fn`` to the base and live shards (``all``) under the lock, so a concurrent fold (which
+        moves a dead shard into the base) is never seen half-done or twice. ``fn`` should only copy
+        numbers."""
         with self.lock:
-            return fn([self.base, *self.shards])  # type: ignore[list-item]  # mypy splits S's constraints
+            return fn(self.all)
 
     def after_fork(self) -> None:
         """In a forked child: a fresh lock (another thread may have held this one at fork time)."""

@@ -1,10 +1,11 @@
 """Render a registry as Prometheus text 0.0.4, OpenMetrics 1.0.0 or JSON; pick one from a request.
 
-Rendering reads each series through its snapshot methods (no registry-wide lock; each child's shard
-lock is held only while numbers are copied), so observers never wait for a scrape. Sample lines differ
-between the two text formats only in metadata (family names of counters, HELP escaping, ``# EOF``), so
-each child caches what it renders once (a line prefix; for a histogram series all its lines as one
-``%`` template) and a scrape is mostly C-level formatting and joins.
+Rendering takes no registry-wide lock, so observers never wait for a scrape: counters and gauges are
+read through their snapshot methods, histograms through ``_scrape`` (every series read, counted and
+formatted in a few long C calls from per-series plans, no lock in the steady state: why, the GIL, is
+there). Sample lines differ between the two text formats only in metadata (family names of counters,
+HELP escaping, ``# EOF``), so each child caches what it renders once (a line prefix; for a histogram
+series all its lines as one ``%`` template).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from itertools import accumulate
 from typing import Any
 
 from ._core import Counter, Histogram, Metric
+from ._names import format_float
 from ._registry import MetricsRegistry, get_metrics, series_stats
+from ._scrape import HistogramScrape
 
 __all__ = [
     "CONTENT_TYPE_JSON",
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
     "FORMATS",
+    "format_float",
     "negotiate",
     "render",
     "render_json",
@@ -34,26 +38,6 @@ CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 CONTENT_TYPE_JSON = "application/json"
 FORMATS = {"text": CONTENT_TYPE_TEXT, "openmetrics": CONTENT_TYPE_OPENMETRICS, "json": CONTENT_TYPE_JSON}
-
-
-def format_float(v: float) -> str:
-    """A sample value or ``le`` as Prometheus (and OpenMetrics' canonical form) spell it.
-
-    Same as prometheus_client's ``floatToGoString``: repr, ``+Inf``/``-Inf``/``NaN``, and Go's switch
-    to exponent notation past 6 integer digits (OpenMetrics requires canonical ``le`` values).
-    """
-    if v == math.inf:
-        return "+Inf"
-    if v == -math.inf:
-        return "-Inf"
-    if v != v:
-        return "NaN"
-    s = repr(float(v))
-    dot = s.find(".")
-    if v > 0 and dot > 6:
-        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return s
 
 
 def _help_text(doc: str) -> str:
@@ -86,33 +70,12 @@ def _prefixes(m: Metric, child: Any) -> list[str]:
     return pre
 
 
-def _template(m: Histogram, child: Any) -> list[str]:
-    """A histogram series' lines as one ``%`` template, cached in a one-item list: every ``le`` bucket,
-    the count and the sum, filled with ``(*cumulative, count, sum_text)``."""
-    lbl = child.label_text.replace("%", "%%")
-    sep = "," if lbl else ""
-    tail = f"{{{lbl}}} " if lbl else " "
-    lines = [f'{m.name}_bucket{{{lbl}{sep}le="{format_float(b)}"}} %s' for b in (*m.buckets, math.inf)]
-    lines.append(f"{m.name}_count{tail}%s")
-    lines.append(f"{m.name}_sum{tail}%s")
-    cached: list[str] = ["\n".join(lines)]
-    child.render_cache = cached
-    return cached
-
-
 def _samples(m: Metric, out: list[str]) -> None:
     if isinstance(m, Histogram):
-        templates: list[str] = []
-        values: list[tuple[object, ...]] = []
-        for child in m.children():
-            cached: list[str] | None = child.render_cache
-            templates.append((cached or _template(m, child))[0])
-            cum, total = child.cumulative()
-            # repr is format_float's answer below 1e6 (no exponent switch, no Inf/NaN): one C call.
-            values.append((*cum, cum[-1], repr(total) if 0.0 <= total < 1e6 else format_float(total)))
-        # Every series' text in one C call (``%`` per series, no Python step per line): 17 string
-        # concatenations and conversions a series were a third of a scrape.
-        out.extend(map(str.__mod__, templates, values))
+        plan = m.render_plan
+        if plan is None or plan.n != m.series_count():
+            plan = m.render_plan = HistogramScrape(m, plan)
+        plan.lines(out)
     else:
         for plain in m.children():
             out.append(_prefixes(m, plain)[0] + format_float(plain.get()))

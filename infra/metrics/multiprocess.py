@@ -10,7 +10,10 @@ way prometheus_client's ``PROMETHEUS_MULTIPROC_DIR`` works) before the workers s
 * a /metrics scrape or ``get_stats()`` answers from a combined registry: this worker's own series read
   live, plus every other live worker's last snapshot, plus ``archive.json``;
 * a snapshot whose worker has died (its pid is gone, or now belongs to a process started at another time)
-  is folded into ``archive.json`` by the next scrape and deleted, under an ``flock``.
+  is folded into ``archive.json`` by the next scrape and deleted, under an ``flock`` that every publish
+  also takes (so a worker's last write can't land between a scrape reading its file and deleting it);
+* a worker answering a scrape publishes its own snapshot first, so the next scrape, whichever worker
+  answers it, shows at least as much: combined counts never go down from one scrape to the next.
 
 Combining: counters are summed; histograms merge exactly through their sketch buckets (so quantiles of
 the combined series are those of one stream holding every worker's observations, and the ``le`` counts
@@ -327,9 +330,16 @@ class MultiProcess:
         with self._publish_lock:
             self._publish()
 
-    def _publish(self) -> None:
+    def _publish(self, doc: dict[str, Any] | None = None) -> None:
+        """Write ``doc`` (default: a snapshot taken now) as this worker's file, under the directory lock.
+
+        The lock is what keeps a scrape's read -> liveness check -> fold -> unlink of a dying worker's
+        file whole: without it, a worker could write its last counts between another worker reading its
+        older file and finding it dead, and the fold would keep the older counts and delete the newer.
+        """
         try:
-            doc = snapshot(self.registry)
+            if doc is None:
+                doc = snapshot(self.registry)
             doc["pid"], doc["start"] = self._pid, self._start
             text = json.dumps(doc, separators=(",", ":"))
             if text == self._last and self.path.exists():
@@ -337,7 +347,8 @@ class MultiProcess:
             tmp = self.directory / f".tmp-{self._pid}-{threading.get_ident()}"
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
                 fh.write(text)
-            os.replace(tmp, self.path)
+            with self._locked():
+                os.replace(tmp, self.path)
             self._last = text
         except Exception as exc:
             if not self._failed_logged:
@@ -379,6 +390,14 @@ class MultiProcess:
         """A new registry holding every worker's series: this one's live, the others' last snapshots,
         the dead ones' archive (dead workers found now are folded into it first)."""
         live: list[dict[str, Any]] = []
+        # This worker's own series, published before the others are read: whichever worker answers
+        # the next scrape then reads at least what this one shows, so combined counts never go down
+        # from one scrape to the next (another worker's file is otherwise up to PUBLISH_INTERVAL old).
+        # (A reader that never started publishing, such as a CLI, leaves no file behind.)
+        with self._publish_lock:
+            mine = snapshot(self.registry)
+            if self._thread is not None:
+                self._publish(dict(mine))
         with self._locked():
             dead: list[tuple[Path, dict[str, Any]]] = []
             for path in sorted(self.directory.glob(f"{_LIVE}*.json")):
@@ -399,7 +418,7 @@ class MultiProcess:
             comb.add(archive, gauges=False)
         for snap in live:
             comb.add(snap)
-        comb.add(snapshot(self.registry))
+        comb.add(mine)
         return comb.into(MetricsRegistry(max_series_per_metric=None))
 
     def _read_archive(self) -> dict[str, Any] | None:

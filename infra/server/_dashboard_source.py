@@ -42,7 +42,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("method", "Wrapped methods"),
     ("db", "Database statements"),
 )
-_HTTP_ERROR_CLASSES = frozenset({"5xx", "error"})
+_HTTP_ERROR_CLASSES = frozenset({"5xx", "error", "refused"})  # refused: by the breaker
 QUANTILES = (0.5, 0.95, 0.99)
 
 

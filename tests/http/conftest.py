@@ -2,18 +2,112 @@
 
 ``api`` is parametrized over the async client and the sync client (run in a worker thread), so every
 behaviour test in the matrix runs against both and proves they behave the same.
+
+``--http-backend pyreqwest`` runs the whole directory again with every AsyncPerfClient that would use
+aiohttp (HTTP/1.1) or httpx for ``http2_hosts`` (HTTP/2) on the native backend instead (``.ci/run`` has
+that step): the same tests, so each behaviour they pin holds on both. In that run the matrix keeps only
+its async kind (the sync and httpx kinds ran already in the default run); a test about aiohttp itself is
+marked ``aiohttp_only``, a slow one about our layer alone ``layer_only``, each with its reason, and left
+out; a promise the native backend does not keep yet is ``pyreqwest_falls_short``: a strict xfail there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from http_backends import backend_active
 
 from infra.http import AsyncPerfClient, HttpConfig, PerfClient
 from infra.testing.fault_server import FaultServer
+
+BACKENDS = ("aiohttp", "pyreqwest")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--http-backend",
+        choices=BACKENDS,
+        default="aiohttp",
+        help="tests/http: the backend AsyncPerfClient runs on where its settings say aiohttp (default)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "aiohttp_only(reason): a test of aiohttp itself, not run with --http-backend pyreqwest"
+    )
+    config.addinivalue_line(
+        "markers",
+        "layer_only(reason): a test of our own layer whatever carries the bytes (and slow): not rerun with "
+        "--http-backend pyreqwest",
+    )
+    config.addinivalue_line(
+        "markers",
+        "each_backend: runs each backend by name itself (test_http_backends.py): not rerun with "
+        "--http-backend pyreqwest, which would turn its aiohttp half into a second pyreqwest half",
+    )
+    config.addinivalue_line(
+        "markers",
+        "pyreqwest_falls_short(reason): a promise the pyreqwest backend does not keep yet; with "
+        "--http-backend pyreqwest the test runs as a strict xfail (it must fail, for that reason)",
+    )
+
+
+def http_backend(config: pytest.Config) -> str:
+    # getoption's default: a run from the repository root loads this conftest too late to add the option
+    return str(config.getoption("--http-backend", default="aiohttp"))
+
+
+#: Cases of shared tests whose exact bytes pyreqwest can't send (node id's tail -> why): strict xfails there.
+PYREQWEST_SHORT = {
+    "test_http_request_fidelity.py::test_every_backend_sends_the_same_request[GET--kw2]": (
+        "reqwest's URL parser (WHATWG, special-query set) sends ' in a query as %27; yarl and httpx send it "
+        "as is (the same query once decoded)"
+    ),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if http_backend(config) == "aiohttp":
+        return
+    keep, drop = [], []
+    for item in items:
+        short = item.get_closest_marker("pyreqwest_falls_short")
+        why = short.kwargs.get("reason", "") if short is not None else None
+        why = next((r for tail, r in PYREQWEST_SHORT.items() if item.nodeid.endswith(tail)), why)
+        if why is not None:
+            item.add_marker(pytest.mark.xfail(reason=why, strict=True))
+        param = getattr(item, "callspec", None)
+        kind = param.params.get("make_api") if param is not None else None
+        own = any(item.get_closest_marker(m) for m in ("aiohttp_only", "layer_only", "each_backend"))
+        if own or kind in ("sync", "async-httpx"):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _native_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``--http-backend pyreqwest``: AsyncPerfClients configured for aiohttp route to pyreqwest
+    (HTTP/2 hosts too), through the one function that picks a route's backend."""
+    if http_backend(request.config) != "pyreqwest":
+        return
+    import infra.http._async_client as async_client
+    from infra.http._routing import async_backend_for
+
+    def native(settings: HttpConfig, url: str, origin: str) -> str:
+        if settings.backend == "aiohttp":
+            settings = dataclasses.replace(settings, backend="pyreqwest")
+        return async_backend_for(settings, url, origin)
+
+    monkeypatch.setattr(async_client, "async_backend_for", native)
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +202,7 @@ class Api:
         return int(self.client.pool_stats()["in_use"])
 
     def backend_active(self) -> int:
-        stats = self.client.pool_stats()
-        return int(stats.get("aiohttp_acquired", stats.get("httpx_active", 0)))
+        return backend_active(self.client.pool_stats())
 
     async def close(self) -> None:
         if self.kind == "async":

@@ -50,8 +50,10 @@ async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def self_signed_cert(directory: str) -> tuple[str, str]:
-    """A throwaway certificate for 127.0.0.1 (IP SAN), valid one day: (certfile, keyfile)."""
+def self_signed_cert(directory: str) -> tuple[str, str, str]:
+    """A throwaway private CA and a certificate it signed for 127.0.0.1 (IP SAN), valid one day:
+    (certfile, keyfile, cafile). A CA and a leaf, as real deployments have: rustls (the pyreqwest backend)
+    rejects a CA certificate presented as the server's own (CaUsedAsEndEntity), as the WebPKI rules say."""
     import datetime
     import ipaddress
     import os
@@ -61,13 +63,26 @@ def self_signed_cert(directory: str) -> tuple[str, str]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "perf-infra test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -75,19 +90,22 @@ def self_signed_cert(directory: str) -> tuple[str, str]:
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
         )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .sign(ca_key, hashes.SHA256())
     )
     certfile, keyfile = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    cafile = os.path.join(directory, "ca.pem")
     with open(certfile, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(cafile, "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
     with open(keyfile, "wb") as f:
         f.write(
             key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
         )
-    return certfile, keyfile
+    return certfile, keyfile, cafile
 
 
 class HypercornH2C:

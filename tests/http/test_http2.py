@@ -7,9 +7,10 @@ import collections
 import threading
 
 import pytest
+from http_backends import backend_active
 from http_h2_servers import HypercornH2C, RotatingH2Server, self_signed_cert
 
-from infra.http import AsyncPerfClient, PerfClient, TransportError
+from infra.http import AsyncPerfClient, PerfClient, RetryConfig, TransportError
 
 pytest.importorskip("h2")
 
@@ -51,7 +52,7 @@ async def test_http2_cancellation_and_unread_streams_leak_nothing(hypercorn_h2c:
             async with client.stream("GET", f"{hypercorn_h2c.url}/s"):
                 pass
         stats = client.pool_stats()
-        assert stats["in_use"] == 0 and stats["httpx_active"] == 0
+        assert stats["in_use"] == 0 and backend_active(stats) == 0 and len(stats) == 3, stats
         assert (await client.get(f"{hypercorn_h2c.url}/a")).status == 200
 
 
@@ -59,9 +60,9 @@ async def test_http2_cancellation_and_unread_streams_leak_nothing(hypercorn_h2c:
 def hypercorn_tls(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("hypercorn")
     pytest.importorskip("cryptography")
-    certfile, keyfile = self_signed_cert(str(tmp_path_factory.mktemp("tls")))
+    certfile, keyfile, cafile = self_signed_cert(str(tmp_path_factory.mktemp("tls")))
     with HypercornH2C(certfile, keyfile) as srv:
-        yield srv, certfile
+        yield srv, cafile
 
 
 async def test_tls_h2_by_alpn_and_tls_http11(hypercorn_tls) -> None:
@@ -76,6 +77,20 @@ async def test_tls_h2_by_alpn_and_tls_http11(hypercorn_tls) -> None:
         assert (r.status, r.http_version, r.content) == (200, "HTTP/1.1", b"1.1 GET 0")
     with PerfClient(http2=True, verify=ca) as sync_client:
         assert sync_client.get(f"{srv.url}/a").http_version == "HTTP/2"
+
+
+@pytest.mark.parametrize("http2", [True, False])
+async def test_a_certificate_that_does_not_verify_is_fatal_and_tried_once(hypercorn_tls, http2: bool) -> None:
+    """Against the system roots the private CA's certificate fails: a fatal error, never retried; and
+    verify=False reaches the server (each backend's TLS: OpenSSL for aiohttp / httpx, rustls for
+    pyreqwest)."""
+    srv, _ = hypercorn_tls
+    async with AsyncPerfClient(http2=http2, retry=RetryConfig(backoff=(0.001,))) as client:
+        with pytest.raises(TransportError) as info:
+            await client.get(f"{srv.url}/a")
+        assert info.value.kind == "fatal" and len(info.value.history) == 1
+    async with AsyncPerfClient(http2=http2, verify=False) as client:
+        assert (await client.get(f"{srv.url}/a")).status == 200
 
 
 async def test_untrusted_certificate_fails_at_once(hypercorn_tls, make_api) -> None:

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+from http_backends import pool_empty
 
 from infra.http import (
     AsyncPerfClient,
@@ -46,7 +47,7 @@ async def test_ten_thousand_concurrent_callers_respect_per_host_and_total_limits
         urls = [f"{s.url}/ok?delay=0.001" for s in servers]
         results = await asyncio.gather(*(client.get(urls[i % 3]) for i in range(10_000)))
         assert all(r.status == 200 for r in results)
-        assert client.pool_stats() == {"in_use": 0, "aiohttp_acquired": 0}
+        assert pool_empty(client), client.pool_stats()
     peaks = [s.gauge.peak for s in servers]
     assert max(peaks) <= 6, peaks
     assert total.peak <= 16
@@ -94,6 +95,10 @@ def reset_connections(servers, total) -> None:
     total.reset()
 
 
+@pytest.mark.pyreqwest_falls_short(
+    reason="reqwest caps idle connections per host (pool_max_idle_per_host), not in all: four busy origins "
+    "keep 4 x max_per_host = 24 open (each origin stays within 6)"
+)
 async def test_open_connections_stay_within_the_limits_idle_ones_included(make_api, four_servers) -> None:
     """800 calls over four origins, 48 at a time: the servers never see more than max_connections (16) open
     in all nor max_per_host (6) to one, idle keep-alive connections counted (aiohttp kept 24 open: its limit
@@ -125,7 +130,7 @@ async def test_open_connections_stay_within_the_limits_idle_ones_included(make_a
 
 
 def assert_pool_empty(client: AsyncPerfClient) -> None:
-    assert client.pool_stats() == {"in_use": 0, "aiohttp_acquired": 0}
+    assert pool_empty(client), client.pool_stats()
 
 
 async def test_pool_back_to_zero_after_cancellation(three_servers) -> None:
@@ -180,6 +185,9 @@ async def test_pool_back_to_zero_after_cancel_in_the_pool_queue(three_servers) -
         assert time.monotonic() - t0 < 0.6 * 2
 
 
+@pytest.mark.layer_only(
+    reason="the timer wheel's memory: 9,994 of each round's calls never leave the slot queue (~50 s)"
+)
 async def test_memory_is_flat_over_rounds_of_ten_thousand_cancelled_calls(three_servers) -> None:
     """Rounds of 10,000 calls queued for a slot and then cancelled: after the first round the client holds no
     more memory (tracemalloc, the Python heap) than before the next. Each round used to keep ~0.25 MB:

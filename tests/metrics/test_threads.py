@@ -130,14 +130,18 @@ def test_a_forked_child_renders_even_if_another_thread_held_a_lock_at_fork(regis
 
     if not hasattr(os, "fork"):
         pytest.skip("no fork on this platform")
-    child = registry.histogram("h_seconds", "", ("a",)).labels("x")
+    hist = registry.histogram("h_seconds", "", ("a",))
+    child = hist.labels("x")
     child.observe(0.1)
+    render_text(registry)  # the histogram's scrape plans exist, with their lock
+    assert hist.render_plan is not None
+    plans = hist.render_plan
     gauge = registry.gauge("g").labels()
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         # seam: the very locks a thread may hold at fork (only holding them shows the child survives it)
-        with child._set.lock, gauge._lock, registry._lock:
+        with child._set.lock, gauge._lock, registry._lock, plans.lock:
             held.set()
             release.wait(30)
 

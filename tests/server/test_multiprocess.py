@@ -312,6 +312,119 @@ def test_a_reused_pid_does_not_lose_the_earlier_worker_s_counts(tmp_path: Path) 
         mp.close()
 
 
+@contextlib.contextmanager
+def _killed_at_end(proc: subprocess.Popen[str]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+DYING_WORKER = """
+import sys
+from infra.metrics import MetricsRegistry
+from infra.metrics.multiprocess import MultiProcess
+reg = MetricsRegistry()
+mp = MultiProcess(sys.argv[1], reg)
+reg.counter("dying_total").inc(10)
+mp.publish()
+print("published", flush=True)
+sys.stdin.readline()
+reg.counter("dying_total").inc(10)
+mp.close()  # its last snapshot, as at exit
+"""
+
+
+def test_a_worker_writing_its_last_counts_while_another_folds_it_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a recycled gunicorn worker ran into: a scrape reads worker X's file (10), X writes its
+    last counts (20) and exits, the scrape finds X dead and folds what it read. The fold must not keep 10
+    and delete the file holding 20: X's write waits for the scrape's lock, so X is still alive when the
+    scrape looks, and the next scrape folds 20."""
+    from infra.metrics import multiprocess as mpmod
+
+    d = tmp_path / "mp"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("INFRA_METRICS_MULTIPROC_DIR", None)
+    with (
+        subprocess.Popen(
+            [sys.executable, "-c", DYING_WORKER, str(d)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as proc,
+        _killed_at_end(proc),
+    ):
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "published"
+        asked: list[int] = []
+
+        def alive(pid: int, start: str | None) -> bool:
+            # Between reading X's file and judging X, let X write its last counts and exit if it can.
+            if pid == proc.pid and not asked:
+                asked.append(pid)
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=3)
+            return proc.poll() is None if pid == proc.pid else False
+
+        monkeypatch.setattr(mpmod, "_alive", alive)
+        scraper = MultiProcess(d, MetricsRegistry())
+        first = scraper.combined().counter("dying_total").get()
+        assert asked == [proc.pid]
+        assert first in (10, 20)
+        assert proc.wait(timeout=60) == 0
+        assert scraper.combined().counter("dying_total").get() == 20
+        assert scraper.combined().counter("dying_total").get() == 20  # folded once, not twice
+
+
+LAGGING_WORKER = """
+import json, sys
+from infra.metrics import MetricsRegistry
+from infra.metrics import multiprocess
+from infra.metrics.multiprocess import MultiProcess
+multiprocess.PUBLISH_INTERVAL = 3600  # its publishing thread stays quiet: it writes when told
+reg = MetricsRegistry()
+mp = MultiProcess(sys.argv[1], reg)
+mp.start()
+reg.counter("served_total").inc(5)
+mp.publish()
+reg.counter("served_total").inc(5)    # counted, not yet published
+print(int(mp.combined().counter("served_total").get()), flush=True)  # a scrape this worker answers
+sys.stdin.readline()
+"""
+
+
+def test_a_scrape_never_shows_less_than_the_scrape_before_it_from_another_worker(tmp_path: Path) -> None:
+    """Worker Y answers a scrape with 10 (5 of them not yet in its file); the next scrape, answered by
+    another worker, must not show 5: a worker answering a scrape publishes what it shows first."""
+    d = tmp_path / "mp"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("INFRA_METRICS_MULTIPROC_DIR", None)
+    with (
+        subprocess.Popen(
+            [sys.executable, "-c", LAGGING_WORKER, str(d)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as proc,
+        _killed_at_end(proc),
+    ):
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "10"
+        other = MultiProcess(d, MetricsRegistry())
+        assert other.combined().counter("served_total").get() == 10
+        proc.stdin.write("done\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+
+
 def test_a_process_serving_a_fleet_shows_every_part_s_rows_without_having_made_their_calls(
     tmp_path: Path,
 ) -> None:

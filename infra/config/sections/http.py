@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from typing import TypeVar
 
 from infra.config._spec import field
 from infra.config.sections._base import _Section
@@ -135,17 +136,40 @@ class HttpCacheConfig(_Section):
     )
 
 
+# The layer's connection limits (HttpConfig's defaults) and what a plain ``aiohttp.ClientSession()`` has
+# instead (TCPConnector limit=100, limit_per_host=0; ClientTimeout total=300, sock_connect=30): with
+# ``enabled: false`` a setting still at the layer's default takes the plain client's (``effective``).
+_LAYER_MAX_CONNECTIONS = 16
+_LAYER_MAX_PER_HOST = 6
+_PLAIN_MAX_CONNECTIONS = 100
+_PLAIN_TOTAL = 300.0
+_PLAIN_CONNECT = 30.0
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _plain(value: _N, layer_default: _N, plain: _N) -> _N:
+    return plain if value == layer_default else value
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class HttpConfig(_Section):
     enabled: bool = field("bool", True, "Retries, breakers and metrics on (off: a plain pooled client).")
-    backend: str = field("str", "aiohttp", "Async backend.", choices=("aiohttp", "httpx"))
+    backend: str = field(
+        "str",
+        "aiohttp",
+        "Async backend: aiohttp (pure Python), httpx, or pyreqwest (native: the perf-infra[native] extra; "
+        "it carries http2_hosts too).",
+        choices=("aiohttp", "httpx", "pyreqwest"),
+    )
     http2: bool = field("bool", False, "Speak HTTP/2 (httpx + h2) to every origin, not only http2_hosts.")
     http2_hosts: tuple[str, ...] = field(
         "list", (), "Hosts (host or host:port) spoken to over HTTP/2.", item="str"
     )
     metrics: bool = field("bool", True, "Record per-origin request metrics.")
-    max_connections: int = field("int", 16, "Connection limit in all.", minimum=1)
-    max_per_host: int = field("int", 6, "Connection limit per host.", minimum=1)
+    max_connections: int = field("int", _LAYER_MAX_CONNECTIONS, "Connection limit in all.", minimum=1)
+    max_per_host: int = field("int", _LAYER_MAX_PER_HOST, "Connection limit per host.", minimum=1)
     keepalive_expiry: float = field("duration", 30.0, "Idle pooled connections are closed after this.")
     timeout: TimeoutConfig = field("section", TimeoutConfig, "Timeouts.", section=TimeoutConfig)
     retry: RetryConfig = field("section", RetryConfig, "Retry policy.", section=RetryConfig)
@@ -169,12 +193,36 @@ class HttpConfig(_Section):
         return []
 
     def effective(self) -> HttpConfig:
-        """What the client runs with: itself, or with ``enabled: false`` the plain pooled client (no
-        retries, budget, breaker, metrics or caching; limits and timeouts stay: a client needs some)."""
+        """What the client runs with: itself, or with ``enabled: false`` the plain client.
+
+        Off, the client is what a plain ``aiohttp.ClientSession()`` would be, behind the same API: one try
+        per call (no retries, budget, breaker, metrics or response cache; aiohttp's own silent resend of
+        an idempotent request on a dropped keep-alive connection is back), and where a limit or timeout
+        still has the layer's default it takes aiohttp's instead, so the off switch adds no failure the
+        plain client wouldn't have: 100 connections with no tighter per-host limit, a 300 s deadline,
+        a 30 s connect timeout, and no pool, first-byte or idle limit short of the deadline. A value
+        you set yourself (one that differs from the layer's default) stays. What stays whatever the
+        switch: the ``Response`` type, failing statuses returned not raised, redirects not followed, no
+        cookie jar (one client serves many callers), and the ``User-Agent: perf-infra/...`` header.
+        """
         if self.enabled:
             return self
+        t, layer = self.timeout, TimeoutConfig()
+        total = _plain(t.total, layer.total, _PLAIN_TOTAL)
+        phase = total if total is not None else _PLAIN_TOTAL  # no phase limit short of the deadline
+        max_connections = _plain(self.max_connections, _LAYER_MAX_CONNECTIONS, _PLAIN_MAX_CONNECTIONS)
         return dataclasses.replace(
             self,
+            max_connections=max_connections,
+            max_per_host=_plain(self.max_per_host, _LAYER_MAX_PER_HOST, max_connections),
+            timeout=dataclasses.replace(
+                t,
+                total=total,
+                connect=_plain(t.connect, layer.connect, _PLAIN_CONNECT),
+                pool=_plain(t.pool, layer.pool, phase),
+                first_byte=_plain(t.first_byte, layer.first_byte, phase),
+                idle=_plain(t.idle, layer.idle, phase),
+            ),
             retry=dataclasses.replace(self.retry, attempts=0),
             retry_budget=dataclasses.replace(self.retry_budget, enabled=False),
             breaker=dataclasses.replace(self.breaker, enabled=False),

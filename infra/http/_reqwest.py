@@ -1,0 +1,346 @@
+"""``PyreqwestBackend``: AsyncPerfClient's optional native backend (pyreqwest: Rust reqwest / hyper).
+
+Chosen with ``http.backend: "pyreqwest"`` (the ``native`` extra); aiohttp stays the pure-Python default and
+the fallback. It takes the same steps as ``AiohttpBackend`` / ``HttpxBackend`` (``_attempt``): the retry
+loop, slots, timers, breaker and metrics are ours; pyreqwest only carries the bytes. What it is set to so
+a caller sees what the aiohttp backend gives:
+
+* no redirects followed, no cookies kept, no retries of its own for requests that may have reached the
+  server (hyper resends only requests it never wrote, as on a keep-alive connection closed under it);
+* no decompression inside reqwest: it would drop ``Content-Encoding`` / ``Content-Length`` from the
+  headers. gzip / deflate bodies are inflated here, headers left as the server sent them (as aiohttp does);
+* the connection limits are ours (slots): at most ``max_connections`` requests in flight through one
+  client, ``max_per_host`` idle connections kept per host, for ``keepalive_expiry`` seconds.
+
+Requests are sent streamed (``build_streamed``, no body read ahead), so the wait for the headers and the
+body read are two phases under our clock as on aiohttp; a response is a ``Sent`` (the stream request, to
+close it, and the response).
+
+This module imports pyreqwest: it is loaded only when a client opens this backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import operator
+import re
+import time
+import zlib
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from pyreqwest.client import Client, ClientBuilder
+from pyreqwest.exceptions import PyreqwestError
+
+from infra.http._async_bodies import earliest
+from infra.http._body import Body
+from infra.http._classify import classify_pyreqwest
+from infra.http._ident import DEFAULT_HEADERS
+from infra.http._lease import AsyncLease
+from infra.http._origin import origin_of
+from infra.http._timer import PhaseTimer
+
+__all__ = ["PyreqwestBackend", "PyreqwestBody", "Sent", "make_client"]
+
+_monotonic = time.monotonic
+_VERSIONS = {"HTTP/2.0": "HTTP/2", "HTTP/1.0": "HTTP/1.0", "HTTP/1.1": "HTTP/1.1"}
+_ENCODED = frozenset({"gzip", "x-gzip", "deflate"})
+_BODILESS = frozenset({"GET", "HEAD"})
+_RESENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # aiohttp's idempotent methods
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s)]+")
+
+
+def _has_length(headers: Any) -> bool:
+    return bool(headers) and any(k.lower() == "content-length" for k in headers)
+
+
+def _dropped(exc: PyreqwestError) -> bool:
+    """A kept-alive connection the server closed before answering (what aiohttp resends, unseen, when
+    its own retry is on: ``http.enabled: false``)."""
+    details = getattr(exc, "details", None)
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return any(
+        isinstance(c, dict) and "connection closed before message completed" in str(c.get("message"))
+        for c in causes or ()
+    )
+
+
+def _origin_only(text: str) -> str:
+    return _URL.sub(lambda m: origin_of(m.group(0)), text)
+
+
+def redacted(exc: PyreqwestError) -> BaseException:
+    """``exc`` with every URL in its message and causes cut to its origin. reqwest writes the full URL into
+    its errors ("error sending request for url (http://h/path?api_key=...)"); they become the ``__cause__``
+    of ours, and a caller's ``log.exception`` would print the query string (aiohttp's and httpx's errors
+    name no path). Same type and details otherwise, so classification is unchanged."""
+    args = exc.args
+    if len(args) != 2 or not isinstance(args[1], dict):
+        return exc
+    message, details = args
+    causes = details.get("causes")
+    clean = dict(details)
+    if isinstance(causes, list):
+        clean["causes"] = [
+            {**c, "message": _origin_only(str(c.get("message", "")))} if isinstance(c, dict) else c
+            for c in causes
+        ]
+    try:
+        return type(exc)(_origin_only(str(message)), clean)
+    except Exception:  # a type that can't be rebuilt this way: keep it (classified as before)
+        return exc
+
+
+class HeaderView:
+    """pyreqwest's HeaderMap as ``Headers`` reads a backend's mapping (``get``, ``getall(key, default)``,
+    names, pairs), without copying it."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, header_map: Any) -> None:
+        self._map = header_map
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._map.get(key, default)
+
+    def getall(self, key: str, default: Any = ()) -> list[str]:
+        found: list[str] = self._map.getall(key)
+        return found if found else list(default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def items(self) -> Any:
+        return self._map.items()
+
+
+class Sent:
+    """One response as the client's steps read it: ``status``, ``headers``, ``version``; and the stream
+    request it came from (closed by ``drop``)."""
+
+    __slots__ = ("encoding", "headers", "open", "req", "resp", "status", "version")
+
+    def __init__(self, req: Any, resp: Any) -> None:
+        self.open = True  # the response holds its connection (body not read to its end, not closed)
+        self.req = req
+        self.resp = resp
+        self.status: int = resp.status
+        self.headers = HeaderView(resp.headers)
+        self.encoding: str | None = resp.get_header("content-encoding")
+        version: str = resp.version
+        self.version = _VERSIONS.get(version, version)
+
+
+class _Deflate:
+    """``deflate`` as servers send it: zlib-wrapped (RFC 9110) or, from some, raw; told by the first byte
+    (aiohttp's rule)."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: Any = None
+
+    def decompress(self, chunk: bytes) -> bytes:
+        if self._d is None:
+            if not chunk:
+                return b""
+            raw = (chunk[0] & 0x0F) != 8
+            self._d = zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+        out: bytes = self._d.decompress(chunk)
+        return out
+
+    def flush(self) -> bytes:
+        return b"" if self._d is None else bytes(self._d.flush())
+
+
+def inflater(encoding: str | None) -> Any:
+    """A decompressor for a gzip / deflate body (aiohttp inflates both); None for any other body."""
+    if encoding is None:
+        return None
+    encoding = encoding.strip().lower()
+    if encoding not in _ENCODED:
+        return None
+    if encoding == "deflate":
+        return _Deflate()
+    return zlib.decompressobj(zlib.MAX_WBITS | 16)
+
+
+def make_client(
+    kind: str,
+    *,
+    max_connections: int,
+    max_per_host: int,
+    keepalive: float,
+    connect: float | None,
+    verify: bool | str,
+) -> Client:
+    """A pyreqwest client for ``kind``: "rq-h1" (HTTP/1.1), "rq-h2c" (HTTP/2 prior knowledge, cleartext) or
+    "rq-h2" (HTTP/2 offered by ALPN over TLS, HTTP/1.1 when the server declines)."""
+    builder = (
+        ClientBuilder()
+        .follow_redirects(False)
+        .gzip(False)
+        .deflate(False)
+        .brotli(False)
+        .zstd(False)
+        .referer(False)
+        .default_cookie_store(False)
+        .no_proxy()
+        .default_headers(DEFAULT_HEADERS)
+        .max_connections(max_connections)
+        .pool_max_idle_per_host(max_per_host)
+        .pool_idle_timeout(timedelta(seconds=keepalive))
+    )
+    if connect is not None:
+        builder = builder.connect_timeout(timedelta(seconds=connect))
+    if kind == "rq-h2c":
+        builder = builder.http2_prior_knowledge()
+    elif kind == "rq-h2":
+        builder = builder.http2(True)
+    else:
+        builder = builder.http1_only()
+    if verify is False:
+        builder = builder.danger_accept_invalid_certs(True)
+    elif isinstance(verify, str):
+        with open(verify, "rb") as f:
+            builder = builder.add_root_certificate_pem(f.read())
+    client: Client = builder.build()
+    return client
+
+
+class PyreqwestBackend:
+    """HTTP/1.1 and HTTP/2 over pyreqwest clients, one per kind (opened on first use)."""
+
+    __slots__ = ("active", "client_for", "clients", "resend")
+
+    classify = staticmethod(classify_pyreqwest)
+    closes_itself = True  # read() ends the body (the connection goes back to reqwest's pool) or drops it
+
+    def __init__(self, clients: dict[str, Client], client_for: Any, resend: bool = False) -> None:
+        self.clients = clients  # kind -> client, filled by client_for(kind) on first use
+        self.resend = resend  # enabled: false: resend an idempotent request once on a dropped connection
+        self.client_for = client_for
+        self.active = 0  # responses holding a connection: pool_stats()["reqwest_active"]
+
+    async def send(
+        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+    ) -> Sent:
+        req = self._request(kind, method, url, params, headers, content, json)
+        try:
+            sent = Sent(req, await req.__aenter__())
+        except PyreqwestError as exc:
+            if not (self.resend and method in _RESENT and _dropped(exc)):
+                raise redacted(exc) from None
+            # enabled: false only: what a plain aiohttp session does on a kept-alive connection the server
+            # closed (the layer's retries are off there, so no second resend on top of it)
+            req = self._request(kind, method, url, params, headers, content, json)
+            try:
+                sent = Sent(req, await req.__aenter__())
+            except PyreqwestError as again:
+                raise redacted(again) from None
+        self.active += 1
+        return sent
+
+    def _request(
+        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+    ) -> Any:
+        builder = (self.clients.get(kind) or self.client_for(kind)).request(method, url)
+        if params:
+            builder = builder.query({k: str(v) for k, v in params.items()})
+        if headers:
+            builder = builder.headers(headers)
+        if content is not None:
+            # the call's prepared body (_body.request_body): bytes as they are, else this try's chunks
+            if content.__class__ is bytes:
+                builder = builder.body_bytes(content)
+                if not content and method not in _BODILESS and not _has_length(headers):
+                    builder = builder.header("content-length", "0")  # hyper omits it for b"", aiohttp not
+            else:
+                builder = builder.body_stream(content.async_chunks())
+        elif json is not None:  # bodies come prepared (json encoded by request_body): kept for direct use
+            builder = builder.body_json(json)
+        # buffer limit 0: __aenter__ returns at the headers (by default it first reads up to 64 KiB of body,
+        # which would put the body under the first-byte timer and hold a stream's first chunk back)
+        return builder.streamed_read_buffer_limit(0).build_streamed()
+
+    status = operator.attrgetter("status")
+    version = operator.attrgetter("version")
+
+    async def read(self, sent: Sent) -> bytes:
+        try:
+            data: bytes = (await sent.resp.bytes()).to_bytes()
+        except BaseException as exc:
+            await self.drop(sent)
+            if isinstance(exc, PyreqwestError):
+                raise redacted(exc) from None
+            raise
+        sent.open = False  # read to its end: the connection is back in reqwest's pool
+        self.active -= 1
+        if sent.encoding is not None and (d := inflater(sent.encoding)) is not None:
+            data = d.decompress(data) + d.flush()
+        return data
+
+    def body(
+        self, sent: Sent, lease: AsyncLease, idle: float | None, deadline_at: float | None, origin: str
+    ) -> PyreqwestBody:
+        return PyreqwestBody(sent, lease, idle, deadline_at, origin, self)
+
+    async def drop(self, sent: Sent) -> None:
+        """Close the response (its connection is closed unless the body was read to its end)."""
+        if sent.open:
+            sent.open = False
+            self.active -= 1
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(sent.req.__aexit__(None, None, None))
+
+
+class PyreqwestBody(Body):
+    """Body reader for a pyreqwest streamed response (chunks as they arrive, inflated if encoded)."""
+
+    __slots__ = ("_backend", "_inflate", "_reader")
+
+    def __init__(
+        self,
+        resp: Sent,
+        lease: AsyncLease,
+        idle: float | None,
+        deadline_at: float | None,
+        origin: str,
+        backend: PyreqwestBackend,
+    ) -> None:
+        super().__init__(resp, lease, idle, deadline_at, origin)
+        self._backend = backend
+        self._reader = resp.resp.body_reader
+        self._inflate = inflater(resp.encoding)
+
+    async def next_chunk(self) -> bytes:
+        while not self.done:
+            when = earliest(self.deadline_at, _monotonic() + self._idle if self._idle is not None else None)
+            try:
+                async with PhaseTimer(when):
+                    got = await self._reader.read_chunk()
+            except TimeoutError as exc:
+                await self.aclose()
+                raise self.ran_out(self.deadline_at is not None and when == self.deadline_at) from exc
+            except Exception as exc:
+                await self.aclose()
+                cause = redacted(exc) if isinstance(exc, PyreqwestError) else exc
+                raise self.broke(cause) from cause
+            if got is None:
+                self.done = True
+                tail = b"" if self._inflate is None else bytes(self._inflate.flush())
+                await self.aclose()
+                return tail
+            chunk: bytes = got.to_bytes()
+            if self._inflate is not None:
+                chunk = self._inflate.decompress(chunk)
+            if chunk:
+                return chunk
+        return b""
+
+    async def aclose(self) -> None:
+        if not self._lease.released:
+            self._lease.release()  # slot first: the close below may be cancelled
+            await self._backend.drop(self._resp)

@@ -1,0 +1,197 @@
+"""A histogram's series as text in a few long C calls: the scrape under load (issue 18).
+
+Why: under the GIL (3.11) a thread lets another run only between two bytecodes, once that other thread
+has asked for the GIL for ``sys.getswitchinterval()`` (5 ms). With two CPU-bound observers, each switch
+costs the scrape ~10-15 ms of waiting (their slices), whatever it had left to do. A scrape written as a
+Python loop per series or per shard key offers a switch point every few µs, so it is switched out after
+every 5 ms of its own CPU: a 10 ms scrape took ~40 ms. Here a metric's series are read and formatted by
+a handful of ``list(map(...))`` / ``list.extend`` calls over nested C iterators (``map``, ``chain``,
+``accumulate``, ``itemgetter``): no bytecode runs inside them, so the scrape can be switched out only at
+the few boundaries between them, and the read of every series is one GIL hold (a consistent snapshot).
+
+How: each series has a *plan*, built under its shard lock from its keys: where each number of its flat
+snapshot goes. The snapshot of a series is, in one C pass over its shards (``ShardSet.all``):
+
+    (all, shape..., 0, zero..., bins values..., split parts..., sum..., shape...)
+
+``all`` being the tuple read, ``shape`` each shard's key-structure counter (twice: before and after its
+numbers), ``0`` the start of the cumulative sum. A plan is valid while ``all`` is the same object and
+every shape is what it was, at both ends: then each dict holds the keys it held when the plan was built,
+in the same order (keys are only appended, and a shape goes up before and after a key is added or a dict
+replaced, see ``_shards``). The plan's ``perm`` picks the counts in ``le``-slot order
+behind the ``0``, ``accumulate`` makes them cumulative, ``pos`` picks each ``le`` bucket (the last one
+twice: ``+Inf`` and ``_count``) and ``sums`` the shards' sums, added in shard order as the locked read
+adds them, so the text is byte for byte what ``le_counts`` gives.
+
+A series whose plan is stale (a key not seen before, a new thread's shard, a fold, a reset) is read the
+plain way (``le_counts`` under its lock) and gets a new plan for the next scrape: in the steady state
+(keys seen before, the same threads) no series is. A sum whose text ``repr`` might spell otherwise than
+``format_float`` (past 1e6, inf, tiny) is found from the text's end and that series written out again.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from bisect import bisect_right
+from collections.abc import Iterator
+from itertools import accumulate, chain, compress, repeat, tee
+from operator import add, and_, attrgetter, eq, itemgetter, lt, not_, sub
+from typing import Any, TypeAlias
+
+from ._core import Histogram, HistogramChild
+from ._layout import BucketLayout
+from ._names import format_float
+from ._shards import HistogramShard, ShardSet
+
+__all__ = ["HistogramScrape", "series_template"]
+
+_all = attrgetter("all")
+_shard_set = attrgetter("shard_set")
+_shape = attrgetter("shape")
+_zero = attrgetter("zero")
+_bins = attrgetter("bins")
+_split = attrgetter("split")
+_sum = attrgetter("sum")
+_values = dict.values
+_flat = chain.from_iterable
+_START = (0,)
+# ``getter(snapshot)`` for a list of getters in C (every getter is an itemgetter; operator.call is 3.11+).
+_call = itemgetter.__call__
+_NO_PLAN = itemgetter(0)  # a series without a plan: its check (``all``) never equals None
+_first, _second = itemgetter(0), itemgetter(1)
+
+Getter: TypeAlias = "itemgetter[Any]"
+Plan: TypeAlias = "tuple[Getter, object, Getter, Getter, Getter]"  # check, expected, perm, pos, sums
+
+
+def series_template(m: Histogram, child: HistogramChild) -> str:
+    """A series' lines as one ``%`` template (every ``le`` bucket, the count, the sum), cached on the
+    child: filled with ``(*cumulative, count, sum_text)``."""
+    cached = child.render_cache
+    if cached is not None:
+        return cached[0]
+    lbl = child.label_text.replace("%", "%%")
+    sep = "," if lbl else ""
+    tail = f"{{{lbl}}} " if lbl else " "
+    lines = [f'{m.name}_bucket{{{lbl}{sep}le="{format_float(b)}"}} %s' for b in (*m.buckets, math.inf)]
+    lines.append(f"{m.name}_count{tail}%s")
+    lines.append(f"{m.name}_sum{tail}%s")
+    child.render_cache = ["\n".join(lines)]
+    return child.render_cache[0]
+
+
+def snapshots(alls: list[tuple[HistogramShard, ...]]) -> Iterator[tuple[Any, ...]]:
+    """Every series' flat snapshot (see the module docstring), lazily: each made in C, no bytecode."""
+    return map(
+        tuple,
+        map(
+            chain,
+            zip(alls),
+            map(map, repeat(_shape), alls),
+            repeat(_START),
+            map(map, repeat(_zero), alls),
+            map(_flat, map(map, repeat(_values), map(map, repeat(_bins), alls))),
+            map(_flat, map(_flat, map(map, repeat(_values), map(map, repeat(_split), alls)))),
+            map(map, repeat(_sum), alls),
+            map(map, repeat(_shape), alls),
+        ),
+    )
+
+
+def build_plan(layout: BucketLayout, shards: tuple[HistogramShard, ...]) -> Plan:
+    """Where each number of a series' snapshot goes, from its keys (read under the series' lock)."""
+    n = len(shards)
+    shapes = tuple(map(_shape, shards))  # before the keys: a key added meanwhile makes the plan stale
+    slots = [0] * n  # the zero counts
+    index = layout.index
+    for s in shards:
+        slots.extend(map(index, tuple(s.bins)))
+    for s in shards:
+        for k, parts in tuple(s.split.items()):
+            i = index(k)
+            slots.extend(range(i, i + len(parts)))
+    first = n + 2  # where the zero counts start in the snapshot
+    order = sorted(range(len(slots)), key=slots.__getitem__)
+    ranked = sorted(slots)
+    pos = list(map(bisect_right, repeat(ranked), range(len(layout.bounds) + 1)))
+    return (
+        itemgetter(0, *range(1, n + 1), *range(-n, 0)),
+        (shards, *shapes, *shapes),
+        itemgetter(n + 1, *map(first.__add__, order)),
+        itemgetter(*pos, pos[-1]),
+        itemgetter(slice(-2 * n, -n)),
+    )
+
+
+class HistogramScrape:
+    """A histogram's read plans for its first ``n`` series (series are only ever appended)."""
+
+    __slots__ = ("checks", "children", "expected", "layout", "lock", "n", "pendings", "perms", "poss",
+                 "sets", "sums", "templates")  # fmt: skip
+
+    def __init__(self, m: Histogram, old: HistogramScrape | None = None) -> None:
+        children = m.children()
+        keep = 0 if old is None else old.n
+        self.children = children
+        self.n: int = len(children)
+        self.layout = m.layout
+        self.lock = threading.Lock()
+        self.sets: list[ShardSet[HistogramShard]] = list(map(_shard_set, children))
+        self.pendings = [c.pending for c in children]
+        new = range(self.n - keep)
+        self.templates: list[str] = (old.templates[:keep] if old else []) + [
+            series_template(m, c) for c in children[keep:]
+        ]
+        kept: list[list[Any]] = [[], [], [], [], []]
+        if old is not None:
+            with old.lock:  # copied whole, not while a scrape of the old plans replaces some
+                kept = [p[:keep] for p in (old.checks, old.expected, old.perms, old.poss, old.sums)]
+        self.checks: list[Getter] = kept[0] + [_NO_PLAN for _ in new]
+        self.expected: list[object] = kept[1] + [None for _ in new]
+        self.perms: list[Getter] = kept[2] + [_NO_PLAN for _ in new]
+        self.poss: list[Getter] = kept[3] + [_NO_PLAN for _ in new]
+        self.sums: list[Getter] = kept[4] + [_NO_PLAN for _ in new]
+
+    def lines(self, out: list[str]) -> None:
+        """Append every series' text (one string a series) to ``out``."""
+        with self.lock:  # one scrape of this metric at a time: the plan lists are replaced in place
+            if any(self.pendings):
+                for child in compress(self.children, self.pendings):
+                    child.fold_pending()
+            alls = list(map(_all, self.sets))
+            try:
+                # The steady state, in one C call: read, check, count and format every series.
+                got = list(self._pipeline(alls))
+            except (IndexError, TypeError, RuntimeError):
+                # A stale plan that did not fit its series' snapshot, or a dict that grew under the read
+                # (only if a finalizer switched threads mid-read): every series the plain way.
+                got = [(False, "")] * self.n
+            ok = list(map(_first, got))
+            texts = list(map(_second, got))
+            # The sum's digits before its dot, from the text's end: past 6 (1e6), or no dot after the
+            # last blank (inf, nan, 1e-05), ``format_float`` may spell it otherwise than ``repr``.
+            digits = map(sub, map(str.rfind, texts, repeat(".")), map(str.rfind, texts, repeat(" ")))
+            plain = list(map(lt, map(abs, map(sub, digits, repeat(4))), repeat(4)))  # 0 < d < 8: <= 6 digits
+            if not all(ok) or not all(plain):
+                self._fix(texts, ok, plain)
+            out.extend(texts)
+
+    def _pipeline(self, alls: list[tuple[HistogramShard, ...]]) -> Iterator[tuple[bool, str]]:
+        """Per series, lazily: (plan still valid, its text); see the module docstring."""
+        s_check, s_sum, s_perm = tee(snapshots(alls), 3)
+        ok = map(eq, map(_call, self.checks, s_check), self.expected)
+        sums = map(repr, map(float, map(sum, map(_call, self.sums, s_sum))))
+        cums = map(_call, self.poss, map(tuple, map(accumulate, map(_call, self.perms, s_perm))))
+        return zip(ok, map(str.__mod__, self.templates, map(add, cums, zip(sums))), strict=True)
+
+    def _fix(self, texts: list[str], ok: list[bool], plain: list[bool]) -> None:
+        """The series whose plan was stale, or whose sum ``format_float`` may spell otherwise, the plain
+        way; stale ones get a new plan for the next scrape."""
+        layout = self.layout
+        for i in compress(range(self.n), map(not_, map(and_, ok, plain))):
+            if not ok[i]:
+                plan = self.sets[i].read(lambda shards: build_plan(layout, shards))
+                self.checks[i], self.expected[i], self.perms[i], self.poss[i], self.sums[i] = plan
+            cum, total = self.children[i].cumulative()
+            texts[i] = self.templates[i] % (*cum, cum[-1], format_float(total))

@@ -1,0 +1,206 @@
+"""AsyncPerfClient's backends side by side: what a caller sees is the same on aiohttp and on pyreqwest.
+
+The whole directory runs again on pyreqwest with ``--http-backend pyreqwest`` (conftest); these tests run
+both backends in the default run too, on what differs most between them: encoded bodies and their
+headers, which failures may be resent, and the choice itself (config, the missing package).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import traceback
+import zlib
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from infra.http import AsyncPerfClient, PerfClient, RetryConfig, TransportError
+from infra.testing.fault_server import FaultServer
+
+pytestmark = pytest.mark.each_backend
+NO_PYREQWEST = importlib.util.find_spec("pyreqwest") is None
+BACKENDS = [
+    "aiohttp",
+    pytest.param(
+        "pyreqwest",
+        marks=pytest.mark.skipif(
+            NO_PYREQWEST, reason="pyreqwest not installed (the native extra; CPython >= 3.11)"
+        ),
+    ),
+]
+TEXT = b"".join(b"line %d of a body worth compressing\n" % i for i in range(400))
+
+
+@pytest.fixture
+async def encoded_server() -> AsyncIterator[str]:
+    """/gzip, /deflate (zlib-wrapped), /raw-deflate: TEXT encoded, with Content-Encoding and the encoded
+    length; /headers: the request's headers as JSON."""
+
+    def answer(body: bytes, encoding: str) -> web.Response:
+        return web.Response(body=body, headers={"Content-Encoding": encoding, "X-Twice": "a"})
+
+    async def gz(request: web.Request) -> web.Response:
+        return answer(gzip.compress(TEXT), "gzip")
+
+    async def deflate(request: web.Request) -> web.Response:
+        return answer(zlib.compress(TEXT), "deflate")
+
+    async def raw_deflate(request: web.Request) -> web.Response:
+        d = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return answer(d.compress(TEXT) + d.flush(), "deflate")
+
+    async def headers(request: web.Request) -> web.Response:
+        return web.json_response({k.lower(): v for k, v in request.headers.items()})
+
+    app = web.Application()
+    app.router.add_get("/gzip", gz)
+    app.router.add_get("/deflate", deflate)
+    app.router.add_get("/raw-deflate", raw_deflate)
+    app.router.add_get("/headers", headers)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    await web.SockSite(runner, sock).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("path", ["/gzip", "/deflate", "/raw-deflate"])
+async def test_encoded_bodies_arrive_inflated_with_the_servers_headers(
+    encoded_server: str, backend: str, path: str
+) -> None:
+    """gzip / deflate bodies come back inflated, read whole or streamed, and the headers are the server's:
+    Content-Encoding and the encoded Content-Length kept (reqwest's own decoder drops both)."""
+    async with AsyncPerfClient(backend=backend) as client:
+        r = await client.get(encoded_server + path)
+        assert r.content == TEXT
+        assert r.headers["content-encoding"] == "deflate" if "deflate" in path else "gzip"
+        assert int(r.headers["content-length"]) < len(TEXT) // 4
+        assert r.headers.get_all("x-twice") == ["a"]
+        async with client.stream("GET", encoded_server + path) as s:
+            lines = [line async for line in s.aiter_lines()]
+        assert b"\n".join(lines) + b"\n" == TEXT
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_server_sees_the_same_request_headers(encoded_server: str, backend: str) -> None:
+    """Our default headers (and no backend's own: no second user agent, no br/zstd offered), a caller's
+    header over ours."""
+    async with AsyncPerfClient(backend=backend) as client:
+        sent = json.loads((await client.get(encoded_server + "/headers")).content)
+        mine = json.loads((await client.get(encoded_server + "/headers", headers={"Accept": "x/y"})).content)
+    assert sent["user-agent"].startswith("perf-infra/")
+    assert (sent["accept"], sent["accept-encoding"]) == ("*/*", "gzip, deflate")
+    assert set(sent) <= {"user-agent", "accept", "accept-encoding", "host"}, sent
+    assert mine["accept"] == "x/y"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_reset_before_the_response_is_not_resent_for_a_post(
+    server: FaultServer, backend: str
+) -> None:
+    """reqwest calls a reset after the request went out a ConnectError too; it may have run, so a plain POST
+    is not sent again (a GET is), while a refused connection is retried for any method."""
+    fast = RetryConfig(attempts=2, backoff=(0.01,))
+    key = f"post-{backend}"
+    async with AsyncPerfClient(backend=backend, retry=fast) as client:
+        with pytest.raises(TransportError) as info:
+            await client.post(f"{server.url}/reset-before-headers/{key}", content=b"x")
+        assert info.value.kind == "read"
+        assert server.hits[f"reset-before-headers/{key}"] == 1
+        with pytest.raises(TransportError) as info:
+            await client.get(f"{server.url}/reset-before-headers/get-{key}")
+        assert server.hits[f"reset-before-headers/get-{key}"] == 3
+        with pytest.raises(TransportError) as info:
+            await client.post("http://127.0.0.1:9/refused", content=b"x")
+        assert info.value.kind == "connect" and len(info.value.history) == 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_each_backend_reports_its_own_connections(server: FaultServer, backend: str) -> None:
+    async with AsyncPerfClient(backend=backend) as client:
+        assert (await client.get(f"{server.url}/ok")).http_version == "HTTP/1.1"
+        stats = client.pool_stats()
+    assert stats["in_use"] == 0
+    assert stats.get("reqwest_active") == (0 if backend == "pyreqwest" else None)
+
+
+def test_asking_for_pyreqwest_without_it_installed_says_what_to_install() -> None:
+    """A ConfigError naming http.backend and the extra, when the client is made (not on its first call)."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'pyreqwest': raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from infra.errors import ConfigError\n"
+        "from infra.http import AsyncPerfClient\n"
+        "AsyncPerfClient(backend='aiohttp')\n"
+        "try:\n"
+        "    AsyncPerfClient(backend='pyreqwest')\n"
+        "except ConfigError as exc:\n"
+        "    print(exc.problems[0].where, '|', exc.problems[0].message)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    where, message = out.strip().split(" | ", 1)
+    assert where == "http.backend"
+    assert "perf-infra[native]" in message
+
+
+def test_the_aiohttp_backend_never_loads_pyreqwest(server: FaultServer) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from infra.http import AsyncPerfClient\n"
+        "async def main():\n"
+        "    async with AsyncPerfClient() as c:\n"
+        f"        assert (await c.get('{server.url}/ok')).status == 200\n"
+        "asyncio.run(main())\n"
+        "print('pyreqwest' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_no_secret_anywhere_in_a_failed_calls_traceback(server: FaultServer, backend: str) -> None:
+    """The whole chain a ``log.exception`` would print (our error, the backend's cause, their messages)
+    names no path, query or userinfo: reqwest writes the full URL into its errors, so the pyreqwest backend
+    cuts those to the origin."""
+    secret = "s3cr3t-in-the-url"
+    host = server.url.split("://", 1)[1]
+    urls = [
+        f"{server.url}/reset-before-headers/{secret}?api_key={secret}",
+        f"{server.url}/reset-after-headers/{secret}?api_key={secret}",
+        f"{server.url}/truncated?api_key={secret}",
+        f"http://user:{secret}@{host}/reset-before-headers/u?api_key={secret}",
+        f"http://127.0.0.1:9/refused?api_key={secret}",
+    ]
+    async with AsyncPerfClient(backend=backend, retry=RetryConfig(attempts=0)) as client:
+        for url in urls:
+            with pytest.raises(TransportError) as info:
+                await client.get(url)
+            printed = "".join(traceback.format_exception(info.value))
+            assert secret not in printed, printed
+        with pytest.raises(TransportError) as info:
+            async with client.stream("GET", f"{server.url}/reset-after-headers/{secret}?k={secret}") as resp:
+                async for _ in resp.aiter_bytes():
+                    pass
+        assert secret not in "".join(traceback.format_exception(info.value))
+
+
+def test_the_sync_client_ignores_the_async_backend_choice(server: FaultServer) -> None:
+    """``backend: "pyreqwest"`` in a shared config leaves PerfClient on httpx, HTTP/1.1 stays HTTP/1.1."""
+    with PerfClient(backend="pyreqwest") as client:
+        r = client.get(f"{server.url}/ok")
+    assert (r.status, r.http_version) == (200, "HTTP/1.1")

@@ -1,0 +1,248 @@
+"""A server sees the same request whichever client or backend ran, and a retry resends the same body.
+
+Every test runs over the ``make_api`` matrix (AsyncPerfClient on aiohttp, PerfClient, AsyncPerfClient on
+httpx) against a real recording server (``recorder.Recorder``), which keeps each request's raw target,
+headers and body bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from recorder import Recorder
+
+from infra.http import AsyncPerfClient, PerfClient, RetryConfig, TransportError
+
+DATA = bytes(range(256)) * 1024  # 256 KiB: several chunks
+SHA = hashlib.sha256(DATA).hexdigest()[:16]
+FAST = RetryConfig(backoff=(0.01, 0.02, 0.04))
+
+
+@pytest.fixture(scope="module")
+def rec() -> Iterator[Recorder]:
+    with Recorder() as srv:
+        yield srv
+
+
+def k() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+# -- 1. a retried upload resends its whole body, or is not retried -----------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytesio", "file_at_offset"])
+async def test_retried_upload_resends_the_whole_body(
+    make_api: Any, rec: Recorder, kind: str, tmp_path: Path
+) -> None:
+    """First try answered 503: the retry sends the same bytes (a file rewound to where it stood), never 0."""
+    api = make_api(retry=FAST)
+    content: Any
+    if kind == "bytes":
+        content = DATA
+    elif kind == "bytesio":
+        content = io.BytesIO(DATA)
+    else:
+        path = tmp_path / "upload.bin"
+        path.write_bytes(b"HEAD" + DATA)
+        content = path.open("rb")
+        content.seek(4)  # the body starts where the file stood when the call began
+    key = k()
+    try:
+        r = await api.post(f"{rec.url}/r/{key}?fail=1", content=content, idempotent=True)
+    finally:
+        if kind == "file_at_offset":
+            content.close()
+    assert (r.status, r.json()["len"], r.json()["sha"], r.attempts) == (200, len(DATA), SHA, 2)
+    seen = rec.seen(key)
+    assert [s.sha for s in seen] == [SHA, SHA]
+    assert [s.header("content-length") for s in seen] == [str(len(DATA))] * 2
+
+
+async def test_one_shot_iterator_is_sent_once_and_not_retried(make_api: Any, rec: Recorder) -> None:
+    """An iterator can be read once: its call answers with the first try's 503 rather than resend a
+    different (empty) body under the same Idempotency-Key."""
+    api = make_api(retry=FAST)
+    key = k()
+    r = await api.post(f"{rec.url}/r/{key}?fail=1", content=iter([DATA[:1000], DATA[1000:]]), idempotent=True)
+    assert (r.status, r.attempts) == (503, 1)
+    assert [s.sha for s in rec.seen(key)] == [SHA]
+
+
+async def test_async_generator_upload_is_sent_once() -> None:
+    """aiohttp's streaming-upload idiom, on both async backends: sent whole, once."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(DATA), 50_000):
+            yield DATA[i : i + 50_000]
+
+    with Recorder() as rec:
+        for backend in ("aiohttp", "httpx"):
+            key = k()
+            async with AsyncPerfClient(backend=backend, retry=FAST) as client:
+                r = await client.post(f"{rec.url}/r/{key}?fail=1", content=chunks(), idempotent=True)
+            assert (r.status, r.attempts) == (503, 1), backend
+            assert [s.sha for s in rec.seen(key)] == [SHA], backend
+            assert rec.seen(key)[0].header("transfer-encoding") == "chunked"
+
+
+async def test_spent_one_shot_body_is_refused_not_sent_short() -> None:
+    """Whatever retry path asks a one-shot body for a second try after its first read it gets a typed
+    TransportError, never an empty or partial body."""
+    from infra.http._body import OneShot
+
+    body = OneShot(iter([b"ab", b"cd"]))
+    assert [c async for c in body.async_chunks()] == [b"ab", b"cd"]
+    with pytest.raises(TransportError, match="one-shot"):
+        body.async_chunks()
+    sync_body = OneShot(iter([b"ab"]))
+    assert list(sync_body.sync_chunks()) == [b"ab"]
+    with pytest.raises(TransportError, match="one-shot"):
+        sync_body.sync_chunks()
+    untouched = OneShot(iter([b"ab"]))
+    untouched.async_chunks()  # a try that never read it (a failed connect): it may still be sent whole
+    assert [c async for c in untouched.async_chunks()] == [b"ab"]
+
+
+def test_sync_client_refuses_an_async_iterable_body(rec: Recorder) -> None:
+    async def gen() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    key = k()
+    agen = gen()
+    with PerfClient() as client, pytest.raises(TypeError, match="async iterable"):
+        client.post(f"{rec.url}/r/{key}", content=agen)
+    assert rec.seen(key) == []
+    asyncio.run(agen.aclose())
+
+
+# -- 2. and 3. the same request bytes on every backend ----------------------------------------------------
+
+CALLS: list[tuple[str, str, dict[str, Any]]] = [
+    ("GET", "?a=1", {"params": {"b": "2"}}),
+    ("GET", "?a=1&", {"params": [("lang", "en"), ("lang", "fr")]}),
+    ("GET", "", {"params": {"lang": ["en", "fr"], "x": 1.5, "n": 3, "q": "a b/c:d@e?f&g=h+i%j#k'é✓"}}),
+    ("GET", "?keep=1#frag", {"params": {"b": "2"}}),
+    ("POST", "", {"json": {"text": "héllo ✓", "n": [1, 2]}}),
+    ("POST", "", {"content": "héllo"}),
+    ("POST", "", {"content": b"raw"}),
+    ("POST", "", {"content": b""}),
+    ("POST", "", {}),
+    ("PUT", "", {}),
+    ("DELETE", "", {}),
+    ("PATCH", "", {"content": b"x", "headers": {"Content-Type": "text/csv"}}),
+    ("POST", "", {"content": io.BytesIO(b"file body")}),
+    ("GET", "", {"headers": {"X-Speaker": "Zoë"}}),
+]
+
+
+def _view(seen: Any, key: str) -> tuple[str, str, list[tuple[str, str]], bytes]:
+    return seen.method, seen.target.replace(key, "KEY"), sorted(seen.headers), seen.body
+
+
+@pytest.mark.parametrize(("method", "suffix", "kw"), CALLS)
+async def test_every_backend_sends_the_same_request(
+    rec: Recorder, method: str, suffix: str, kw: dict[str, Any]
+) -> None:
+    """Query (the URL's own plus ``params``, appended as aiohttp does), headers and body bytes are the same
+    from aiohttp, httpx and PerfClient; json is encoded the default backend's way (ASCII, ", ")."""
+    views = {}
+    for label in ("aiohttp", "httpx", "sync"):
+        key = k()
+        call = dict(kw)
+        if isinstance(call.get("content"), io.BytesIO):
+            call["content"] = io.BytesIO(call["content"].getvalue())
+        url = f"{rec.url}/r/{key}{suffix}"
+        if label == "sync":
+            with PerfClient() as sync_client:
+                r = await asyncio.to_thread(sync_client.request, method, url, **call)
+        else:
+            async with AsyncPerfClient(backend=label) as client:
+                r = await client.request(method, url, **call)
+        assert r.status == 200, label
+        (seen,) = rec.seen(key)
+        views[label] = _view(seen, key)
+    assert views["httpx"] == views["aiohttp"]
+    assert views["sync"] == views["aiohttp"]
+
+
+async def test_query_merges_like_aiohttp(rec: Recorder, make_api: Any) -> None:
+    api = make_api()
+    key = k()
+    await api.get(f"{rec.url}/r/{key}?a=1", params={"b": "2"})
+    await api.get(f"{rec.url}/r/{key}?a=1&", params=[("c", 3), ("c", 4)])
+    await api.get(f"{rec.url}/r/{key}", params={})
+    assert [s.target.split("?", 1)[-1] for s in rec.seen(key)] == ["a=1&b=2", "a=1&c=3&c=4", f"/r/{key}"]
+
+
+@pytest.mark.parametrize("params", [{"stream": True}, {"n": None}, [("ok", "1"), ("flag", False)]])
+async def test_bool_and_none_params_are_refused_before_any_try(
+    rec: Recorder, make_api: Any, params: Any
+) -> None:
+    api = make_api()
+    key = k()
+    bad = next(
+        name
+        for name, value in (params.items() if isinstance(params, dict) else params)
+        if value in (True, None, False) and not isinstance(value, str)
+    )
+    with pytest.raises(TypeError, match=repr(bad)):
+        await api.get(f"{rec.url}/r/{key}", params=params)
+    assert rec.seen(key) == []
+
+
+async def test_json_body_is_aiohttps_encoding(rec: Recorder, make_api: Any) -> None:
+    api = make_api()
+    key = k()
+    await api.post(f"{rec.url}/r/{key}", json={"text": "héllo ✓", "n": [1, 2]})
+    (seen,) = rec.seen(key)
+    assert seen.body == b'{"text": "h\\u00e9llo \\u2713", "n": [1, 2]}'
+    assert seen.header("content-type") == "application/json"
+
+
+async def test_http2_origins_send_the_same_query_and_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``http2_hosts`` origin (httpx + h2) dropped the URL's own query too; now it sends what aiohttp
+    sends: the merged query, aiohttp's json bytes, a UTF-8 header value."""
+    pytest.importorskip("hypercorn")
+    import http_h2_servers
+
+    seen: list[tuple[bytes, bytes, dict[bytes, bytes]]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        seen.append((scope["query_string"], body, dict(scope["headers"])))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    monkeypatch.setattr(http_h2_servers, "_asgi_app", app)
+    with http_h2_servers.HypercornH2C() as srv:
+        call = {
+            "params": {"b": "2"},
+            "json": {"text": "héllo ✓", "n": [1, 2]},
+            "headers": {"X-Speaker": "Zoë"},
+        }
+        async with AsyncPerfClient(http2_hosts=[f"127.0.0.1:{srv.port}"]) as client:
+            r = await client.post(f"{srv.url}/x?a=1", **call)
+            assert r.http_version == "HTTP/2"
+        with PerfClient(http2=True) as sync_client:
+            await asyncio.to_thread(sync_client.post, f"{srv.url}/x?a=1", **call)
+    assert len(seen) == 2
+    for query, body, headers in seen:
+        assert query == b"a=1&b=2"
+        assert body == b'{"text": "h\\u00e9llo \\u2713", "n": [1, 2]}'
+        assert headers[b"x-speaker"] == "Zoë".encode()
+        assert headers[b"content-type"] == b"application/json"
