@@ -28,6 +28,9 @@ import aiohttp
 
 __all__ = ["handed_out", "make_session", "open_connections"]
 
+_LAYER_DNS_TTL = 300
+_PLAIN_DNS_TTL = 10  # aiohttp's TCPConnector default
+
 
 # The seam into aiohttp's connector: its private ``_acquired`` (connections handed out) and ``_conns``
 # (idle keep-alive ones per key) are read here and nowhere else; aiohttp has no public count of either.
@@ -97,13 +100,15 @@ def make_session(
     headers: Any,
     resend: bool = False,
 ) -> aiohttp.ClientSession:
-    """The session: ``resend`` keeps aiohttp's silent resend on a dropped keep-alive connection (the layer
-    off); otherwise every try is ours to decide and to report."""
+    """The session: ``resend`` (the layer off) keeps aiohttp's silent resend on a dropped keep-alive
+    connection and its DNS cache TTL, as a plain session has them; otherwise every try is ours to decide
+    and to report."""
     connector = _BoundedConnector(
         limit=limit,
         limit_per_host=limit_per_host,
         keepalive_timeout=keepalive,
-        ttl_dns_cache=300,
+        # The layer caches DNS answers 300 s; off, aiohttp's default (10 s), as a plain session would.
+        ttl_dns_cache=_PLAIN_DNS_TTL if resend else _LAYER_DNS_TTL,
         ssl=ssl,
     )
     session = aiohttp.ClientSession(

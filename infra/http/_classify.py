@@ -36,7 +36,10 @@ def classify_httpx(exc: BaseException) -> str | None:
     if isinstance(exc, httpx.PoolTimeout):
         return POOL
     if isinstance(exc, httpx.LocalProtocolError):
-        return CONNECT  # h2 refused to send on a connection already closed: nothing reached the server
+        # h2 refused to send on a connection already closed: nothing reached the server. Any other local
+        # protocol error is the request's own fault (a header h11 / h2 refuse): no retry fixes it, and it
+        # says nothing about the origin's health.
+        return CONNECT if _h2_closed(exc) else FATAL
     if isinstance(exc, httpx.RemoteProtocolError):
         last_stream_id = _goaway_last_stream_id(exc)
         if last_stream_id == 0:
@@ -53,6 +56,15 @@ def classify_httpx(exc: BaseException) -> str | None:
     if isinstance(exc, httpx.HTTPError):
         return FATAL
     return None
+
+
+def _h2_closed(exc: BaseException) -> bool:
+    """Whether a LocalProtocolError is h2's state machine refusing to send on a closed connection
+    ("Invalid input ConnectionInputs.SEND_HEADERS in state ConnectionState.CLOSED")."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        if err is not None and "ConnectionState.CLOSED" in str(err):
+            return True
+    return False
 
 
 def _goaway_last_stream_id(exc: BaseException) -> int | None:

@@ -230,6 +230,8 @@ def test_off_takes_the_plain_clients_limits_where_the_layers_defaults_stood() ->
 
     off = HttpConfig(enabled=False).effective()
     assert (off.max_connections, off.max_per_host, off.retry.attempts) == (100, 100, 0)
+    assert off.keepalive_expiry == 15.0  # aiohttp's keepalive_timeout (the layer's is 30 s)
+    assert HttpConfig(enabled=False, keepalive_expiry=60.0).effective().keepalive_expiry == 60.0
     t = off.timeout
     assert (t.total, t.connect, t.pool, t.first_byte, t.idle) == (300.0, 30.0, 300.0, 300.0, 300.0)
     assert not (off.breaker.enabled or off.retry_budget.enabled or off.metrics or off.cache.enabled)
@@ -239,3 +241,21 @@ def test_off_takes_the_plain_clients_limits_where_the_layers_defaults_stood() ->
     assert (kept.timeout.total, kept.timeout.first_byte, kept.timeout.pool) == (5.0, 1.0, 5.0)
     on = HttpConfig()
     assert on.effective() is on
+
+
+async def test_off_connector_keeps_aiohttps_keepalive_and_dns_cache() -> None:
+    """The off client's connector against a plain ``aiohttp.TCPConnector()``: the same idle keep-alive
+    time and DNS cache TTL (they were the layer's 30 s and 300 s)."""
+    import aiohttp
+
+    def knobs(connector: Any) -> tuple[Any, Any]:
+        return connector._keepalive_timeout, getattr(connector._cached_hosts, "_ttl", None)
+
+    plain = aiohttp.TCPConnector()
+    try:
+        with FaultServer() as server:
+            async with AsyncPerfClient(enabled=False) as client:
+                assert (await client.get(f"{server.url}/ok")).status == 200
+                assert knobs(client._session.connector) == knobs(plain)
+    finally:
+        await plain.close()
