@@ -253,8 +253,8 @@ def request_body(
         body, kind = content.encode(), "text/plain; charset=utf-8"
     elif isinstance(content, (bytearray, memoryview)):
         body, kind = bytes(content), OCTET_STREAM
-    elif isinstance(content, io.TextIOBase):  # a text-mode file: its text, UTF-8, as aiohttp sends it
-        body, kind = _read_text(content), "text/plain; charset=utf-8"
+    elif isinstance(content, io.TextIOBase) or _text_mode(content):  # its text, UTF-8, as aiohttp sends it
+        body, kind = _read_text(content), "text/plain; charset=utf-8"  # type: ignore[arg-type]
     elif isinstance(content, (list, tuple)):  # re-iterable: joined once, so a retry resends it whole
         body, kind = b"".join(_as_bytes(chunk) for chunk in content), OCTET_STREAM
     elif isinstance(content, Mapping):
@@ -284,6 +284,12 @@ def request_body(
     if extra:
         headers = {**headers, **extra} if headers else extra
     return body, headers
+
+
+def _text_mode(file: object) -> bool:
+    """A text-mode file that isn't an io.TextIOBase (``tempfile.SpooledTemporaryFile(mode="w+")``)."""
+    mode = getattr(file, "mode", None)
+    return isinstance(mode, str) and "b" not in mode and hasattr(file, "read") and hasattr(file, "encoding")
 
 
 def _read_text(file: io.TextIOBase) -> bytes:

@@ -37,17 +37,23 @@ def check_headers(headers: Mapping[str, Any]) -> None:
     which read as a connect error: retried, and counted against the origin's breaker. The message names
     the header, never its value (an API key read with its trailing newline is a secret)."""
     for name, value in headers.items():
-        if isinstance(name, str) and _forbidden(name) is not None:
-            raise ValueError(
-                f"Forbidden control character detected in header name {name!r}. "
-                "Potential header injection attack."
-            )
-        if isinstance(value, str) and _forbidden(value) is not None:
-            raise ValueError(
-                f"Forbidden control character (CR, LF, NUL, ...) detected in the value of header {name!r} "
-                "(value not shown). Potential header injection attack: strip it (a key read from a file "
-                "keeps its trailing newline)."
-            )
+        if value.__class__ is str and name.__class__ is str and value.isprintable() and name.isprintable():
+            continue  # the common case, decided in C: no control character (nor tab, nor other oddity)
+        _check_header(name, value)
+
+
+def _check_header(name: object, value: object) -> None:
+    if isinstance(name, str) and _forbidden(name) is not None:
+        raise ValueError(
+            f"Forbidden control character detected in header name {name!r}. "
+            "Potential header injection attack."
+        )
+    if isinstance(value, str) and _forbidden(value) is not None:
+        raise ValueError(
+            f"Forbidden control character (CR, LF, NUL, ...) detected in the value of header {name!r} "
+            "(value not shown). Potential header injection attack: strip it (a key read from a file "
+            "keeps its trailing newline)."
+        )
 
 
 def _find(headers: Mapping[str, Any], name: str) -> str | None:

@@ -209,6 +209,19 @@ async def test_a_text_file_is_sent_as_aiohttp_sends_it(tmp_path: Path) -> None:
             assert [view(s) for s in rec.seen(key)][-1] == expected, label
 
 
+def test_a_text_mode_file_that_isnt_a_textiobase_is_text_too() -> None:
+    import tempfile
+
+    from infra.http._body import request_body
+
+    with tempfile.SpooledTemporaryFile(mode="w+", encoding="utf-8") as f:
+        f.write("héllo")
+        f.seek(0)
+        body, headers = request_body("POST", f, None, None)
+    assert body == "héllo".encode()
+    assert headers is not None and headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
 # -- 4. params: any exact integer is its int; a number yarl would truncate is refused -----------------------
 
 
