@@ -26,7 +26,10 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["handed_out", "make_session", "open_connections"]
+__all__ = ["connector_options", "handed_out", "make_session", "open_connections"]
+
+_LAYER_DNS_TTL = 300
+_PLAIN_DNS_TTL = 10  # aiohttp's TCPConnector default
 
 
 # The seam into aiohttp's connector: its private ``_acquired`` (connections handed out) and ``_conns``
@@ -87,6 +90,20 @@ class _BoundedConnector(aiohttp.TCPConnector):
             transport.abort()  # no TLS close_notify round trip: the socket goes now
 
 
+def connector_options(
+    limit: int, limit_per_host: int, keepalive: float, ssl: Any, resend: bool
+) -> dict[str, Any]:
+    """The session's TCPConnector keywords. The layer caches DNS answers 300 s; off (``resend``),
+    aiohttp's default (10 s), as a plain session has it."""
+    return {
+        "limit": limit,
+        "limit_per_host": limit_per_host,
+        "keepalive_timeout": keepalive,
+        "ttl_dns_cache": _PLAIN_DNS_TTL if resend else _LAYER_DNS_TTL,
+        "ssl": ssl,
+    }
+
+
 def make_session(
     *,
     limit: int,
@@ -97,15 +114,10 @@ def make_session(
     headers: Any,
     resend: bool = False,
 ) -> aiohttp.ClientSession:
-    """The session: ``resend`` keeps aiohttp's silent resend on a dropped keep-alive connection (the layer
-    off); otherwise every try is ours to decide and to report."""
-    connector = _BoundedConnector(
-        limit=limit,
-        limit_per_host=limit_per_host,
-        keepalive_timeout=keepalive,
-        ttl_dns_cache=300,
-        ssl=ssl,
-    )
+    """The session: ``resend`` (the layer off) keeps aiohttp's silent resend on a dropped keep-alive
+    connection and its DNS cache TTL, as a plain session has them; otherwise every try is ours to decide
+    and to report."""
+    connector = _BoundedConnector(**connector_options(limit, limit_per_host, keepalive, ssl, resend))
     session = aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect),

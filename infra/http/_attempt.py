@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from infra.http._async_bodies import AiohttpBody, HttpxBody
-from infra.http._body import chunks_for
+from infra.http._body import aiohttp_data, chunks_for
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
 from infra.http._lease import AsyncGate, take_now
@@ -131,8 +131,8 @@ class AiohttpBackend:
     ) -> Any:
         # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to another
         # origin would run under this origin's slot, breaker and metrics.
-        # content: the call's prepared body (_body.request_body): bytes as they are, else this try's chunks.
-        data = content if content is None or content.__class__ is bytes else content.async_chunks()
+        # content: the call's prepared body (_body.request_body), as aiohttp takes it (_body.aiohttp_data).
+        data = content if content is None or content.__class__ is bytes else aiohttp_data(content)
         return self.session.request(
             method, url, params=params, headers=headers, data=data, json=json, allow_redirects=False
         )

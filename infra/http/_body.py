@@ -27,16 +27,20 @@ __all__ = [
     "Releasable",
     "Rewindable",
     "Upload",
+    "aiohttp_data",
     "chunks_for",
     "request_body",
     "sync_chunks_for",
 ]
 
-#: What ``content=`` takes. ``bytes`` (or bytearray / memoryview) and ``str`` (sent UTF-8) are resent whole
-#: on a retry. A seekable binary file is rewound before each try to where it stood when the call began, and
-#: sent with a Content-Length. A one-shot source (an iterator or generator of bytes, an async iterator of
-#: bytes (AsyncPerfClient only), a file that can't seek) is sent once, chunked: such a call retries nothing
-#: but a failed connect (nothing read from the source yet), since a retry would send a different body.
+#: What ``content=`` takes. ``bytes`` (or bytearray / memoryview), ``str`` (sent UTF-8, text/plain), a
+#: text-mode file (its text read at the call, sent UTF-8, text/plain, as aiohttp sends one) and a list /
+#: tuple of bytes (joined) are resent whole on a retry. A seekable binary file is rewound before each try
+#: to where it stood when the call began, and sent with a Content-Length. A one-shot source (an iterator
+#: or generator of bytes, an async iterator of bytes (AsyncPerfClient only), a file that can't seek) is
+#: sent once, chunked: such a call retries nothing but a failed connect (nothing read from the source
+#: yet), since a retry would send a different body. Multipart / form bodies aren't built: encode one
+#: yourself and pass its bytes with its Content-Type.
 Content: TypeAlias = bytes | bytearray | memoryview | str | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
 
 _CHUNK = 64 * 1024
@@ -45,6 +49,10 @@ _CHUNK = 64 * 1024
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _TYPED_METHODS = frozenset({"POST", "PUT", "PATCH"})
 OCTET_STREAM = "application/octet-stream"
+_NO_MULTIPART = (
+    "multipart/form-data bodies (aiohttp's FormData) aren't built here: encode one yourself and pass its "
+    "bytes with its Content-Type header"
+)
 
 
 class Rewindable:
@@ -67,6 +75,11 @@ class Rewindable:
                 return
             left -= len(chunk)
             yield bytes(chunk)
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes of the body from ``offset`` (0: its start)."""
+        self.file.seek(self.start + offset)
+        return bytes(self.file.read(min(n, self.length - offset)))
 
     async def async_chunks(self) -> AsyncIterator[bytes]:
         # A file in memory is read in place; a real one in a thread, as aiohttp reads files itself.
@@ -153,6 +166,57 @@ def chunks_for(body: Upload | None) -> bytes | AsyncIterator[bytes] | None:
     return body.async_chunks()
 
 
+def aiohttp_data(body: Upload | None) -> Any:
+    """What the aiohttp backend sends for a prepared body: the bytes; a rewindable file as a payload that
+    aiohttp can write again (``_rewind_payload``: it resends the request itself on a keep-alive connection
+    the server closed, which an async generator can't replay); a one-shot source as this try's chunks."""
+    if body is None or body.__class__ is bytes:
+        return body
+    if body.__class__ is Rewindable:
+        return (_PAYLOAD[0] if _PAYLOAD else _rewind_payload())(body)
+    return body.async_chunks()  # type: ignore[union-attr]
+
+
+_PAYLOAD: list[Any] = []
+
+
+def _rewind_payload() -> Any:
+    """The aiohttp Payload class for a ``Rewindable`` body, made on first use (``import infra`` stays lazy
+    about aiohttp). Each write sends the body's ``length`` bytes from its ``start``, so a resend (ours or
+    aiohttp's own) sends it whole; it never closes the caller's file (aiohttp's file payloads do)."""
+    from aiohttp import payload
+
+    class RewindPayload(payload.Payload):
+        _autoclose = True  # the file is the caller's: nothing of ours to close
+
+        def __init__(self, body: Rewindable) -> None:
+            super().__init__(body, content_type=OCTET_STREAM)
+            self._size = body.length
+
+        async def write(self, writer: Any) -> None:
+            await self.write_with_length(writer, None)
+
+        async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+            body: Rewindable = self._value
+            total = body.length if content_length is None else min(body.length, content_length)
+            in_memory = isinstance(body.file, io.BytesIO)
+            sent = 0
+            while sent < total:
+                n = min(_CHUNK, total - sent)
+                chunk = body.read_at(sent, n) if in_memory else await asyncio.to_thread(body.read_at, sent, n)
+                if not chunk:
+                    return
+                await writer.write(chunk)
+                sent += len(chunk)
+
+        def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+            body: Rewindable = self._value
+            return body.read_at(0, body.length).decode(encoding, errors)
+
+    _PAYLOAD.append(RewindPayload)
+    return RewindPayload
+
+
 def sync_chunks_for(body: Upload | None) -> bytes | Iterator[bytes] | None:
     """What a sync backend sends for a prepared body: the bytes, or this try's chunks."""
     if body is None or isinstance(body, bytes):
@@ -189,8 +253,16 @@ def request_body(
         body, kind = content.encode(), "text/plain; charset=utf-8"
     elif isinstance(content, (bytearray, memoryview)):
         body, kind = bytes(content), OCTET_STREAM
+    elif isinstance(content, io.TextIOBase) or _text_mode(content):  # its text, UTF-8, as aiohttp sends it
+        body, kind = _read_text(content), "text/plain; charset=utf-8"  # type: ignore[arg-type]
+    elif isinstance(content, (list, tuple)):  # re-iterable: joined once, so a retry resends it whole
+        body, kind = b"".join(_as_bytes(chunk) for chunk in content), OCTET_STREAM
     elif isinstance(content, Mapping):
-        raise TypeError("content= takes bytes, str, a binary file or an iterable of bytes, not a mapping")
+        raise TypeError(
+            "content= takes bytes, str, a binary file or an iterable of bytes, not a mapping; for a form "
+            "pass urllib.parse.urlencode(fields) with Content-Type: application/x-www-form-urlencoded "
+            f"({_NO_MULTIPART})"
+        )
     elif hasattr(content, "read") and _seekable(content):
         body, kind = Rewindable(content), OCTET_STREAM  # type: ignore[arg-type]
     elif hasattr(content, "read") or isinstance(content, (Iterable, AsyncIterable)):
@@ -198,6 +270,7 @@ def request_body(
     else:
         raise TypeError(
             f"content= takes bytes, str, a binary file or an iterable of bytes, not {type(content).__name__}"
+            f" ({_NO_MULTIPART})"
         )
     extra: dict[str, str] = {}
     if kind is not None and not _has(headers, "content-type"):
@@ -211,6 +284,21 @@ def request_body(
     if extra:
         headers = {**headers, **extra} if headers else extra
     return body, headers
+
+
+def _text_mode(file: object) -> bool:
+    """A text-mode file that isn't an io.TextIOBase (``tempfile.SpooledTemporaryFile(mode="w+")``)."""
+    mode = getattr(file, "mode", None)
+    return isinstance(mode, str) and "b" not in mode and hasattr(file, "read") and hasattr(file, "encoding")
+
+
+def _read_text(file: io.TextIOBase) -> bytes:
+    """A text file's text from where it stands, encoded UTF-8: read once, at the call (a retry resends
+    the same bytes); aiohttp sends a text file's text UTF-8 encoded too."""
+    text = file.read()
+    if not isinstance(text, str):
+        raise TypeError(f"content= text file {type(file).__name__}: read() gave {type(text).__name__}")
+    return text.encode()
 
 
 def _seekable(file: Any) -> bool:

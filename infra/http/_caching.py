@@ -154,7 +154,8 @@ def cache_key(
 ) -> str:
     """SHA-256 key: nothing in it (URL, body, header values) can be read back out.
 
-    The query is the one the request sends (``params`` appended to the URL's own, ``with_params``), the
+    The query is the one the request sends (``params`` appended to the URL's own, ``with_params``; the
+    fragment, which no request sends, left out), the
     body its bytes (``json`` encoded as ``_body.request_body`` encodes it). Every request header counts
     (names case-insensitively, values exactly) but those on ``UNKEYED_HEADERS`` and ``unkeyed``
     (lower-case names)."""
@@ -174,7 +175,8 @@ def cache_key(
         body = content.encode()
     else:
         body = content or b""
-    url = with_params(url, params)
+    # The fragment is never sent (a server can't answer by it): "/x?a=1#top" is "/x?a=1"'s request.
+    url = with_params(url, params).partition("#")[0]
     return make_key(namespace, method, url, "", hashlib.sha256(body).hexdigest(), identity)
 
 

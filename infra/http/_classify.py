@@ -36,7 +36,10 @@ def classify_httpx(exc: BaseException) -> str | None:
     if isinstance(exc, httpx.PoolTimeout):
         return POOL
     if isinstance(exc, httpx.LocalProtocolError):
-        return CONNECT  # h2 refused to send on a connection already closed: nothing reached the server
+        # h2 refused to send on a connection already closed: nothing reached the server. Any other local
+        # protocol error is the request's own fault (a header h11 / h2 refuse): no retry fixes it, and it
+        # says nothing about the origin's health.
+        return CONNECT if _h2_closed(exc) else FATAL
     if isinstance(exc, httpx.RemoteProtocolError):
         last_stream_id = _goaway_last_stream_id(exc)
         if last_stream_id == 0:
@@ -104,7 +107,22 @@ def _h2_kind(causes: str) -> str | None:
     read error (idempotent-only retry)."""
     if "refused stream" in causes or "refused_stream" in causes:
         return GOAWAY
+    if "stream closed because of" in causes:
+        # h2 failing every open stream of a connection that went away under them (a server rotating its
+        # connections closes right after its GOAWAY): may have run, so idempotent-only retry, as httpx's
+        # WriteError after a GOAWAY; neutral for the breaker, or one rotation with N streams in flight
+        # would count as N failures and open it against a healthy server
+        return CLOSED
     return None
+
+
+def _h2_closed(exc: BaseException) -> bool:
+    """Whether a LocalProtocolError is h2's state machine refusing to send on a closed connection
+    ("Invalid input ConnectionInputs.SEND_HEADERS in state ConnectionState.CLOSED")."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        if err is not None and "ConnectionState.CLOSED" in str(err):
+            return True
+    return False
 
 
 def _goaway_last_stream_id(exc: BaseException) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import operator
 import re
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,7 +64,9 @@ class HttpOverrides(TypedDict, total=False):
     cache: section.HttpCacheConfig
 
 
-#: One query value: a str as it is, an int or a float as ``str(value)``.
+#: One query value: a str as it is, an int or a float as ``str(value)``; any other exact integer
+#: (``numbers.Integral``, numpy's int64: ``operator.index``) as the int. Other numbers (numpy's float32,
+#: Decimal) are refused: aiohttp (yarl) would send them truncated, ``int(value)``.
 ParamValue: TypeAlias = str | int | float
 #: Query parameters: a mapping of names to a value or a list / tuple of values (a repeated key), or a
 #: sequence of (name, value) pairs. Appended to the URL's own query, as aiohttp does, on every backend
@@ -91,11 +94,24 @@ def _query_value(key: str, value: object) -> str:
         )
     if isinstance(value, int):
         return str(int(value))
-    if isinstance(value, float):
+    if isinstance(value, float):  # numpy's float64 too (a float subclass)
         if not math.isfinite(value):
             raise TypeError(f"query parameter {key!r} is {value!r}: not a finite number")
         return str(float(value))
-    raise TypeError(f"query parameter {key!r}: expected str, int or float, got {type(value).__name__}")
+    index = getattr(type(value), "__index__", None)
+    if index is not None:  # any exact integer (numbers.Integral: numpy's int64, ...), duck-typed
+        try:
+            return str(operator.index(value))  # type: ignore[arg-type]
+        except TypeError:  # numpy's bool has __index__ and refuses it: a bool, refused above
+            raise TypeError(
+                f"query parameter {key!r} is {value!r}: bool has no one spelling in a query string; "
+                "pass a str ('true', '1', '') or leave the key out"
+            ) from None
+    raise TypeError(
+        f"query parameter {key!r}: expected str, int or float, got {type(value).__name__} "
+        "(convert it yourself, e.g. str(v) or float(v): aiohttp sends int(v) for such a value, "
+        "truncating a float32 0.7 or a Decimal to 0)"
+    )
 
 
 def encode_params(params: Params | str) -> str:
@@ -361,10 +377,13 @@ def call_args(
     idempotent: bool = False,
     deadline: float | Default | None = DEFAULT,
     cache: bool | None = None,
+    **unknown: object,
 ) -> tuple[CallArgs, bool | None]:
     """A verb's keywords (``RequestOptions``) as the loop's arguments, and the call's ``cache`` choice;
     the one place both clients read them, so the query and the body are prepared once, the same for
     every backend (a bad one raises here, before any try)."""
+    if unknown:
+        raise _unknown_keyword(method, unknown)
     sent, retry_ok = prepare_headers(headers, idempotent)
     body: Upload | None = None
     if content is not None or json is not None or method not in _BODILESS:
@@ -379,6 +398,22 @@ def call_args(
 
 
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def _unknown_keyword(method: str, unknown: Mapping[str, object]) -> TypeError:
+    """The error of a keyword no verb takes, named by the public call, not by ``call_args``."""
+    name = next(iter(unknown))
+    hint = ""
+    if name == "data":
+        hint = (
+            ": the body is content= (bytes, str, a file or an iterable of bytes) or json=; aiohttp's data= "
+            "is not taken (a dict would be a form, which content= takes encoded: "
+            "urllib.parse.urlencode(fields) with Content-Type: application/x-www-form-urlencoded)"
+        )
+    expected = ", ".join(sorted(RequestOptions.__annotations__))
+    return TypeError(
+        f"{method.lower()}() got an unexpected keyword argument {name!r}{hint}; the keywords are {expected}"
+    )
 
 
 def httpx_request(

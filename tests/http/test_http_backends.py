@@ -204,3 +204,32 @@ def test_the_sync_client_ignores_the_async_backend_choice(server: FaultServer) -
     with PerfClient(backend="pyreqwest") as client:
         r = client.get(f"{server.url}/ok")
     assert (r.status, r.http_version) == (200, "HTTP/1.1")
+
+
+def test_a_connection_dropped_under_its_http2_streams_is_closed_not_read_on_pyreqwest() -> None:
+    """hyper fails every stream of an HTTP/2 connection that went away under them ("stream closed
+    because of a broken pipe", what a rotating server's close right after GOAWAY gives): that is CLOSED,
+    neutral for the breaker, as httpx's WriteError after a GOAWAY is. As READ, one rotation with five
+    POSTs in flight counted five failures and opened the breaker against a healthy server (seen in
+    test_goaway_never_runs_a_plain_post_twice on this backend). A plain reset stays READ."""
+    pytest.importorskip("pyreqwest")
+    from pyreqwest.exceptions import ConnectError, ReadError
+
+    from infra.http._classify import classify_pyreqwest
+    from infra.http._core import CLOSED, READ
+
+    def err(kind: type[Exception], *messages: str) -> Exception:
+        return kind("error sending request", {"causes": [{"message": m} for m in messages]})
+
+    dropped = err(
+        ConnectError,
+        "client error (SendRequest)",
+        "connection error",
+        "stream closed because of a broken pipe",
+    )
+    assert classify_pyreqwest(dropped) == CLOSED
+    assert classify_pyreqwest(err(ReadError, "stream closed because of a broken pipe")) == CLOSED
+    assert (
+        classify_pyreqwest(err(ConnectError, "client error (SendRequest)", "connection reset by peer"))
+        == READ
+    )

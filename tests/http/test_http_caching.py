@@ -50,6 +50,17 @@ async def test_get_is_served_from_cache_when_enabled(make_api, server, store) ->
     assert second.json()["n"] == 1
 
 
+async def test_the_fragment_is_not_part_of_the_key(make_api, server, store) -> None:
+    """A fragment is never sent, so "/x?id=1#frag" is the cached "/x?id=1" request: a hit, not a fetch."""
+    api = make_api(cache=HttpCacheConfig(enabled=True), cache_store=store)
+    key = k()
+    first = await api.get(f"{server.url}/echo/{key}?id=x")
+    second = await api.get(f"{server.url}/echo/{key}?id=x#frag")
+    third = await api.get(f"{server.url}/echo/{key}#other", params={"id": "x"})
+    assert server.hits[f"echo/{key}"] == 1
+    assert not first.from_cache and second.from_cache and third.from_cache
+
+
 async def test_authorization_separates_entries(make_api, server, store) -> None:
     """Two accounts never share an entry: the key includes a hash of the Authorization header."""
     api = make_api(cache=HttpCacheConfig(enabled=True), cache_store=store)

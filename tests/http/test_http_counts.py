@@ -242,6 +242,8 @@ def test_off_takes_the_plain_clients_limits_where_the_layers_defaults_stood() ->
 
     off = HttpConfig(enabled=False).effective()
     assert (off.max_connections, off.max_per_host, off.retry.attempts) == (100, 100, 0)
+    assert off.keepalive_expiry == 15.0  # aiohttp's keepalive_timeout (the layer's is 30 s)
+    assert HttpConfig(enabled=False, keepalive_expiry=60.0).effective().keepalive_expiry == 60.0
     t = off.timeout
     assert (t.total, t.connect, t.pool, t.first_byte, t.idle) == (300.0, 30.0, 300.0, 300.0, 300.0)
     assert not (off.breaker.enabled or off.retry_budget.enabled or off.metrics or off.cache.enabled)
@@ -251,3 +253,18 @@ def test_off_takes_the_plain_clients_limits_where_the_layers_defaults_stood() ->
     assert (kept.timeout.total, kept.timeout.first_byte, kept.timeout.pool) == (5.0, 1.0, 5.0)
     on = HttpConfig()
     assert on.effective() is on
+
+
+def test_off_connector_caches_dns_as_long_as_aiohttps_default() -> None:
+    """The off client's connector caches DNS answers as long as a plain ``aiohttp.TCPConnector()`` (10 s),
+    the layer's 300 s; its idle keep-alive time is ``keepalive_expiry``, 15 s off (the test above)."""
+    import inspect
+
+    import aiohttp
+
+    from infra.http._aiohttp_pool import connector_options
+
+    plain = inspect.signature(aiohttp.TCPConnector).parameters["ttl_dns_cache"].default
+    off = connector_options(100, 100, 15.0, None, resend=True)
+    assert (off["ttl_dns_cache"], off["keepalive_timeout"]) == (plain, 15.0)
+    assert connector_options(16, 6, 30.0, None, resend=False)["ttl_dns_cache"] == 300

@@ -140,6 +140,8 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("PATCH", "", {"content": b"x", "headers": {"Content-Type": "text/csv"}}),
     ("POST", "", {"content": io.BytesIO(b"file body")}),
     ("GET", "", {"headers": {"X-Speaker": "Zoë"}}),
+    ("POST", "", {"content": io.StringIO("héllo ✓\n")}),  # a text file: UTF-8, text/plain, as aiohttp
+    ("PUT", "", {"content": [b"ab", b"cd"]}),
 ]
 
 
@@ -157,8 +159,8 @@ async def test_every_backend_sends_the_same_request(
     for label in ("aiohttp", "httpx", "sync"):
         key = k()
         call = dict(kw)
-        if isinstance(call.get("content"), io.BytesIO):
-            call["content"] = io.BytesIO(call["content"].getvalue())
+        if isinstance(call.get("content"), (io.BytesIO, io.StringIO)):
+            call["content"] = type(call["content"])(call["content"].getvalue())
         url = f"{rec.url}/r/{key}{suffix}"
         if label == "sync":
             with PerfClient() as sync_client:

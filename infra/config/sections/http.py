@@ -144,6 +144,8 @@ _LAYER_MAX_PER_HOST = 6
 _PLAIN_MAX_CONNECTIONS = 100
 _PLAIN_TOTAL = 300.0
 _PLAIN_CONNECT = 30.0
+_LAYER_KEEPALIVE = 30.0
+_PLAIN_KEEPALIVE = 15.0  # aiohttp's TCPConnector keepalive_timeout
 
 
 _N = TypeVar("_N", int, float)
@@ -170,7 +172,9 @@ class HttpConfig(_Section):
     metrics: bool = field("bool", True, "Record per-origin request metrics.")
     max_connections: int = field("int", _LAYER_MAX_CONNECTIONS, "Connection limit in all.", minimum=1)
     max_per_host: int = field("int", _LAYER_MAX_PER_HOST, "Connection limit per host.", minimum=1)
-    keepalive_expiry: float = field("duration", 30.0, "Idle pooled connections are closed after this.")
+    keepalive_expiry: float = field(
+        "duration", _LAYER_KEEPALIVE, "Idle pooled connections are closed after this."
+    )
     timeout: TimeoutConfig = field("section", TimeoutConfig, "Timeouts.", section=TimeoutConfig)
     retry: RetryConfig = field("section", RetryConfig, "Retry policy.", section=RetryConfig)
     retry_budget: RetryBudgetConfig = field(
@@ -199,11 +203,12 @@ class HttpConfig(_Section):
         per call (no retries, budget, breaker, metrics or response cache; aiohttp's own silent resend of
         an idempotent request on a dropped keep-alive connection is back), and where a limit or timeout
         still has the layer's default it takes aiohttp's instead, so the off switch adds no failure the
-        plain client wouldn't have: 100 connections with no tighter per-host limit, a 300 s deadline,
-        a 30 s connect timeout, and no pool, first-byte or idle limit short of the deadline. A value
-        you set yourself (one that differs from the layer's default) stays. What stays whatever the
-        switch: the ``Response`` type, failing statuses returned not raised, redirects not followed, no
-        cookie jar (one client serves many callers), and the ``User-Agent: perf-infra/...`` header.
+        plain client wouldn't have: 100 connections with no tighter per-host limit, idle connections kept
+        15 s, DNS answers cached 10 s (``_aiohttp_pool.make_session``), a 300 s deadline, a 30 s connect
+        timeout, and no pool, first-byte or idle limit short of the deadline. A value you set yourself
+        (one that differs from the layer's default) stays. What stays whatever the switch: the
+        ``Response`` type, failing statuses returned not raised, redirects not followed, no cookie jar
+        (one client serves many callers), and the ``User-Agent: perf-infra/...`` header.
         """
         if self.enabled:
             return self
@@ -215,6 +220,7 @@ class HttpConfig(_Section):
             self,
             max_connections=max_connections,
             max_per_host=_plain(self.max_per_host, _LAYER_MAX_PER_HOST, max_connections),
+            keepalive_expiry=_plain(self.keepalive_expiry, _LAYER_KEEPALIVE, _PLAIN_KEEPALIVE),
             timeout=dataclasses.replace(
                 t,
                 total=total,
