@@ -109,14 +109,22 @@ def test_only_h2s_closed_connection_is_a_connect_error() -> None:
 # -- 2. the layer off: a seekable file survives aiohttp's resend on a dropped keep-alive connection --------
 
 
-async def _drops_every_second_request() -> tuple[asyncio.Server, list[tuple[int, str]]]:
+async def _drops_every_second_request() -> tuple[
+    asyncio.Server, list[tuple[int, str]], set[asyncio.Task[Any]]
+]:
     """A raw HTTP/1.1 server: answers the first request of each keep-alive connection and closes the
     connection after reading the second one's body (a keep-alive timeout racing a reused connection).
-    Records (length, sha) of every body it read."""
+    Records (length, sha) of every body it read; the third value holds its connections' handler tasks
+    (a native backend closes its sockets on its own thread: the test waits for them before its loop
+    ends, or a handler's writer outlives the loop)."""
     got: list[tuple[int, str]] = []
+    handlers: set[asyncio.Task[Any]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         n = 0
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -134,9 +142,20 @@ async def _drops_every_second_request() -> tuple[asyncio.Server, list[tuple[int,
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        writer.close()
+        finally:
+            writer.close()
 
-    return await asyncio.start_server(handle, "127.0.0.1", 0), got
+    return await asyncio.start_server(handle, "127.0.0.1", 0), got, handlers
+
+
+async def _stop(server: asyncio.Server, handlers: set[asyncio.Task[Any]]) -> None:
+    server.close()
+    await server.wait_closed()
+    if handlers:
+        _, pending = await asyncio.wait(handlers, timeout=30)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
 
 @pytest.mark.parametrize("enabled", [False, True])
@@ -150,7 +169,7 @@ async def test_a_seekable_file_survives_a_dropped_keepalive_connection(enabled: 
     path = tmp_path / "up.bin"
     path.write_bytes(b"HEAD" + data)
     whole = (len(data), hashlib.sha256(data).hexdigest()[:12])
-    server, got = await _drops_every_second_request()
+    server, got, handlers = await _drops_every_second_request()
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"
     try:
         async with aiohttp.ClientSession() as plain:
@@ -168,8 +187,7 @@ async def test_a_seekable_file_survives_a_dropped_keepalive_connection(enabled: 
                     assert (await client.put(url, content=f, idempotent=True)).status == 200
         assert got == [whole] * 3
     finally:
-        server.close()
-        await server.wait_closed()
+        await _stop(server, handlers)
 
 
 # -- 3. a text-mode file is sent as aiohttp sends it, on every backend --------------------------------------
