@@ -35,8 +35,9 @@ import math
 import threading
 from bisect import bisect_right
 from collections.abc import Iterator
+from functools import partial
 from itertools import accumulate, chain, compress, repeat, tee
-from operator import add, and_, attrgetter, eq, itemgetter, lt, not_, sub
+from operator import add, and_, attrgetter, eq, getitem, is_, itemgetter, lt, not_, sub
 from typing import Any, TypeAlias
 
 from ._core import Histogram, HistogramChild
@@ -44,7 +45,7 @@ from ._layout import BucketLayout
 from ._names import format_float
 from ._shards import HistogramShard, ShardSet
 
-__all__ = ["HistogramScrape", "series_template"]
+__all__ = ["MIN_REBUILDS", "REBUILD_SHARE", "HistogramScrape", "series_template"]
 
 _all = attrgetter("all")
 _shard_set = attrgetter("shard_set")
@@ -59,6 +60,13 @@ _START = (0,)
 # ``getter(snapshot)`` for a list of getters in C (every getter is an itemgetter; operator.call is 3.11+).
 _call = itemgetter.__call__
 _NO_PLAN = itemgetter(0)  # a series without a plan: its check (``all``) never equals None
+_EMPTY = itemgetter(slice(0, 0))  # ... and its counts, positions and sums: none
+_NO_TEXT = "%.0s"  # ... and its text: "" (its sum's, the one value left, cut to nothing)
+# How many stale plans one scrape of a histogram rebuilds: a plan costs ~1.5-3x the plain read of its
+# series, so a scrape after new threads touched every series costs at most ~20-40 % more than reading
+# them all the plain way, and the plans are back within REBUILD_SHARE scrapes.
+REBUILD_SHARE = 8
+MIN_REBUILDS = 16
 _first, _second = itemgetter(0), itemgetter(1)
 
 Getter: TypeAlias = "itemgetter[Any]"
@@ -104,9 +112,8 @@ def build_plan(layout: BucketLayout, shards: tuple[HistogramShard, ...]) -> Plan
     n = len(shards)
     shapes = tuple(map(_shape, shards))  # before the keys: a key added meanwhile makes the plan stale
     slots = [0] * n  # the zero counts
+    slots += layout.slots(tuple(_flat(map(tuple, map(_bins, shards)))))  # every shard's bins, in order
     index = layout.index
-    for s in shards:
-        slots.extend(map(index, tuple(s.bins)))
     for s in shards:
         for k, parts in tuple(s.split.items()):
             i = index(k)
@@ -125,16 +132,20 @@ def build_plan(layout: BucketLayout, shards: tuple[HistogramShard, ...]) -> Plan
 
 
 class HistogramScrape:
-    """A histogram's read plans for its first ``n`` series (series are only ever appended)."""
+    """A histogram's read plans for its first ``n`` series (series are only ever appended).
 
-    __slots__ = ("checks", "children", "expected", "layout", "lock", "n", "pendings", "perms", "poss",
-                 "sets", "sums", "templates")  # fmt: skip
+    ``rebuilds`` counts the plans built so far (a seam for tests: at most ``budget`` a scrape)."""
+
+    __slots__ = ("budget", "checks", "children", "expected", "layout", "lock", "n", "pendings", "perms",
+                 "planned", "poss", "rebuilds", "sets", "sums", "templates")  # fmt: skip
 
     def __init__(self, m: Histogram, old: HistogramScrape | None = None) -> None:
         children = m.children()
         keep = 0 if old is None else old.n
         self.children = children
         self.n: int = len(children)
+        self.budget = max(MIN_REBUILDS, -(-self.n // REBUILD_SHARE))
+        self.rebuilds: int = 0 if old is None else old.rebuilds
         self.layout = m.layout
         self.lock = threading.Lock()
         self.sets: list[ShardSet[HistogramShard]] = list(map(_shard_set, children))
@@ -143,15 +154,18 @@ class HistogramScrape:
         self.templates: list[str] = (old.templates[:keep] if old else []) + [
             series_template(m, c) for c in children[keep:]
         ]
-        kept: list[list[Any]] = [[], [], [], [], []]
+        kept: list[list[Any]] = [[], [], [], [], [], []]
         if old is not None:
             with old.lock:  # copied whole, not while a scrape of the old plans replaces some
-                kept = [p[:keep] for p in (old.checks, old.expected, old.perms, old.poss, old.sums)]
-        self.checks: list[Getter] = kept[0] + [_NO_PLAN for _ in new]
-        self.expected: list[object] = kept[1] + [None for _ in new]
-        self.perms: list[Getter] = kept[2] + [_NO_PLAN for _ in new]
-        self.poss: list[Getter] = kept[3] + [_NO_PLAN for _ in new]
-        self.sums: list[Getter] = kept[4] + [_NO_PLAN for _ in new]
+                lists = (old.planned, old.checks, old.expected, old.perms, old.poss, old.sums)
+                kept = [p[:keep] for p in lists]
+        # The ``all`` each plan was built on (None: no plan): a series whose ``all`` is another is stale.
+        self.planned: list[object] = kept[0] + [None for _ in new]
+        self.checks: list[Getter] = kept[1] + [_NO_PLAN for _ in new]
+        self.expected: list[object] = kept[2] + [None for _ in new]
+        self.perms: list[Getter] = kept[3] + [_EMPTY for _ in new]
+        self.poss: list[Getter] = kept[4] + [_EMPTY for _ in new]
+        self.sums: list[Getter] = kept[5] + [_EMPTY for _ in new]
 
     def lines(self, out: list[str]) -> None:
         """Append every series' text (one string a series) to ``out``."""
@@ -160,9 +174,11 @@ class HistogramScrape:
                 for child in compress(self.children, self.pendings):
                     child.fold_pending()
             alls = list(map(_all, self.sets))
+            planned = list(map(is_, alls, self.planned))
+            lists = self._lists(alls, planned)
             try:
                 # The steady state, in one C call: read, check, count and format every series.
-                got = list(self._pipeline(alls))
+                got = list(self._pipeline(*lists))
             except (IndexError, TypeError, RuntimeError):
                 # A stale plan that did not fit its series' snapshot, or a dict that grew under the read
                 # (only if a finalizer switched threads mid-read): every series the plain way.
@@ -177,21 +193,55 @@ class HistogramScrape:
                 self._fix(texts, ok, plain)
             out.extend(texts)
 
-    def _pipeline(self, alls: list[tuple[HistogramShard, ...]]) -> Iterator[tuple[bool, str]]:
+    def _lists(self, alls: list[tuple[HistogramShard, ...]], planned: list[bool]) -> tuple[list[Any], ...]:
+        """The pipeline's inputs: a series whose ``all`` is not the one its plan was built on (a new
+        thread touched it, or it has no plan) goes through with no shards and the empty plan, so it
+        costs the pipeline next to nothing (its text is ``""``, ``ok`` False) and is read in ``_fix``."""
+        got: tuple[list[Any], ...] = (alls, self.templates, self.checks, self.expected, self.perms,
+                                      self.poss, self.sums)  # fmt: skip
+        if all(planned):
+            return got
+        empty: tuple[object, ...] = ((), _NO_TEXT, _NO_PLAN, None, _EMPTY, _EMPTY, _EMPTY)
+        return tuple(
+            list(map(getitem, zip(repeat(e), xs), planned)) for e, xs in zip(empty, got, strict=True)
+        )
+
+    def _pipeline(
+        self,
+        alls: list[tuple[HistogramShard, ...]],
+        templates: list[str],
+        checks: list[Getter],
+        expected: list[object],
+        perms: list[Getter],
+        poss: list[Getter],
+        sums_of: list[Getter],
+    ) -> Iterator[tuple[bool, str]]:
         """Per series, lazily: (plan still valid, its text); see the module docstring."""
         s_check, s_sum, s_perm = tee(snapshots(alls), 3)
-        ok = map(eq, map(_call, self.checks, s_check), self.expected)
-        sums = map(repr, map(float, map(sum, map(_call, self.sums, s_sum))))
-        cums = map(_call, self.poss, map(tuple, map(accumulate, map(_call, self.perms, s_perm))))
-        return zip(ok, map(str.__mod__, self.templates, map(add, cums, zip(sums))), strict=True)
+        ok = map(eq, map(_call, checks, s_check), expected)
+        sums = map(repr, map(float, map(sum, map(_call, sums_of, s_sum))))
+        cums = map(_call, poss, map(tuple, map(accumulate, map(_call, perms, s_perm))))
+        return zip(ok, map(str.__mod__, templates, map(add, cums, zip(sums))), strict=True)
 
     def _fix(self, texts: list[str], ok: list[bool], plain: list[bool]) -> None:
         """The series whose plan was stale, or whose sum ``format_float`` may spell otherwise, the plain
-        way; stale ones get a new plan for the next scrape."""
-        layout = self.layout
+        way (``le_counts``). Up to ``budget`` stale ones get a new plan for the next scrape, built under
+        the same hold of their lock as the read: after new threads touched every series, plans come
+        back over a few scrapes, each costing little more than the plain read of every series."""
+        budget = self.budget
         for i in compress(range(self.n), map(not_, map(and_, ok, plain))):
-            if not ok[i]:
-                plan = self.sets[i].read(lambda shards: build_plan(layout, shards))
-                self.checks[i], self.expected[i], self.perms[i], self.poss[i], self.sums[i] = plan
-            cum, total = self.children[i].cumulative()
+            if not ok[i] and budget:
+                budget -= 1
+                le, total = self.sets[i].read(partial(self._replan, i))
+                cum = list(accumulate(le))
+            else:
+                cum, total = self.children[i].cumulative()
             texts[i] = self.templates[i] % (*cum, cum[-1], format_float(total))
+
+    def _replan(self, i: int, shards: tuple[HistogramShard, ...]) -> tuple[list[int], float]:
+        """Series ``i``'s new plan and its ``le`` counts, from ``shards`` (under its lock)."""
+        plan = build_plan(self.layout, shards)
+        self.checks[i], self.expected[i], self.perms[i], self.poss[i], self.sums[i] = plan
+        self.planned[i] = shards
+        self.rebuilds += 1
+        return self.layout.le_counts(shards)
