@@ -37,7 +37,7 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from functools import partial
 from itertools import accumulate, chain, compress, repeat, tee
-from operator import add, and_, attrgetter, eq, getitem, is_, itemgetter, lt, not_, sub
+from operator import add, and_, attrgetter, eq, is_, itemgetter, lt, not_, sub
 from typing import Any, TypeAlias
 
 from ._core import Histogram, HistogramChild
@@ -60,13 +60,13 @@ _START = (0,)
 # ``getter(snapshot)`` for a list of getters in C (every getter is an itemgetter; operator.call is 3.11+).
 _call = itemgetter.__call__
 _NO_PLAN = itemgetter(0)  # a series without a plan: its check (``all``) never equals None
-_EMPTY = itemgetter(slice(0, 0))  # ... and its counts, positions and sums: none
-_NO_TEXT = "%.0s"  # ... and its text: "" (its sum's, the one value left, cut to nothing)
-# How many stale plans one scrape of a histogram rebuilds: a plan costs ~1.5-3x the plain read of its
-# series, so a scrape after new threads touched every series costs at most ~20-40 % more than reading
-# them all the plain way, and the plans are back within REBUILD_SHARE scrapes.
-REBUILD_SHARE = 8
-MIN_REBUILDS = 16
+# How many stale plans one scrape of a histogram rebuilds: a plan costs ~1.5x the plain read of its
+# series (read and text), so a scrape after new threads touched every series costs ~10 % more than
+# reading them all the plain way, and the plans are back within REBUILD_SHARE scrapes. Where threads
+# keep coming (a thread-per-request server), a plan rebuilt for the last scrape is stale again by this
+# one: the budget halves down to MIN_REBUILDS while fewer than half of them were used.
+REBUILD_SHARE = 16
+MIN_REBUILDS = 8
 _first, _second = itemgetter(0), itemgetter(1)
 
 Getter: TypeAlias = "itemgetter[Any]"
@@ -134,17 +134,19 @@ def build_plan(layout: BucketLayout, shards: tuple[HistogramShard, ...]) -> Plan
 class HistogramScrape:
     """A histogram's read plans for its first ``n`` series (series are only ever appended).
 
-    ``rebuilds`` counts the plans built so far (a seam for tests: at most ``budget`` a scrape)."""
+    ``rebuilds`` counts the plans built so far and ``budget`` how many the next scrape may build (seams
+    for tests)."""
 
     __slots__ = ("budget", "checks", "children", "expected", "layout", "lock", "n", "pendings", "perms",
-                 "planned", "poss", "rebuilds", "sets", "sums", "templates")  # fmt: skip
+                 "planned", "poss", "rebuilds", "rebuilt", "sets", "sums", "templates")  # fmt: skip
 
     def __init__(self, m: Histogram, old: HistogramScrape | None = None) -> None:
         children = m.children()
         keep = 0 if old is None else old.n
         self.children = children
         self.n: int = len(children)
-        self.budget = max(MIN_REBUILDS, -(-self.n // REBUILD_SHARE))
+        self.budget: int = self.cap() if old is None else min(old.budget, self.cap())
+        self.rebuilt: list[int] = [] if old is None else old.rebuilt  # the series replanned last scrape
         self.rebuilds: int = 0 if old is None else old.rebuilds
         self.layout = m.layout
         self.lock = threading.Lock()
@@ -163,9 +165,9 @@ class HistogramScrape:
         self.planned: list[object] = kept[0] + [None for _ in new]
         self.checks: list[Getter] = kept[1] + [_NO_PLAN for _ in new]
         self.expected: list[object] = kept[2] + [None for _ in new]
-        self.perms: list[Getter] = kept[3] + [_EMPTY for _ in new]
-        self.poss: list[Getter] = kept[4] + [_EMPTY for _ in new]
-        self.sums: list[Getter] = kept[5] + [_EMPTY for _ in new]
+        self.perms: list[Getter] = kept[3] + [_NO_PLAN for _ in new]
+        self.poss: list[Getter] = kept[4] + [_NO_PLAN for _ in new]
+        self.sums: list[Getter] = kept[5] + [_NO_PLAN for _ in new]
 
     def lines(self, out: list[str]) -> None:
         """Append every series' text (one string a series) to ``out``."""
@@ -174,37 +176,40 @@ class HistogramScrape:
                 for child in compress(self.children, self.pendings):
                     child.fold_pending()
             alls = list(map(_all, self.sets))
+            # A series a new thread touched since its plan was built (another ``all``), or a new one,
+            # skips the pipeline: it is read in ``_fix``.
             planned = list(map(is_, alls, self.planned))
-            lists = self._lists(alls, planned)
+            lists = [alls, self.templates, self.checks, self.expected, self.perms, self.poss, self.sums]
+            every = all(planned)
+            if not every:
+                lists = [list(compress(xs, planned)) for xs in lists]
             try:
                 # The steady state, in one C call: read, check, count and format every series.
                 got = list(self._pipeline(*lists))
             except (IndexError, TypeError, RuntimeError):
                 # A stale plan that did not fit its series' snapshot, or a dict that grew under the read
                 # (only if a finalizer switched threads mid-read): every series the plain way.
-                got = [(False, "")] * self.n
+                got = [(False, "")] * len(lists[0])
+            if not every:
+                got = self._spread(planned, got)
             ok = list(map(_first, got))
             texts = list(map(_second, got))
             # The sum's digits before its dot, from the text's end: past 6 (1e6), or no dot after the
             # last blank (inf, nan, 1e-05), ``format_float`` may spell it otherwise than ``repr``.
             digits = map(sub, map(str.rfind, texts, repeat(".")), map(str.rfind, texts, repeat(" ")))
             plain = list(map(lt, map(abs, map(sub, digits, repeat(4))), repeat(4)))  # 0 < d < 8: <= 6 digits
+            if self.rebuilt:
+                self._adapt(ok)
             if not all(ok) or not all(plain):
                 self._fix(texts, ok, plain)
             out.extend(texts)
 
-    def _lists(self, alls: list[tuple[HistogramShard, ...]], planned: list[bool]) -> tuple[list[Any], ...]:
-        """The pipeline's inputs: a series whose ``all`` is not the one its plan was built on (a new
-        thread touched it, or it has no plan) goes through with no shards and the empty plan, so it
-        costs the pipeline next to nothing (its text is ``""``, ``ok`` False) and is read in ``_fix``."""
-        got: tuple[list[Any], ...] = (alls, self.templates, self.checks, self.expected, self.perms,
-                                      self.poss, self.sums)  # fmt: skip
-        if all(planned):
-            return got
-        empty: tuple[object, ...] = ((), _NO_TEXT, _NO_PLAN, None, _EMPTY, _EMPTY, _EMPTY)
-        return tuple(
-            list(map(getitem, zip(repeat(e), xs), planned)) for e, xs in zip(empty, got, strict=True)
-        )
+    def _spread(self, planned: list[bool], got: list[tuple[bool, str]]) -> list[tuple[bool, str]]:
+        """The pipeline's answers for the ``planned`` series at their places among all (in C); the
+        others ``(False, "")``: read in ``_fix``."""
+        out: list[tuple[bool, str]] = [(False, "")] * self.n
+        list(map(out.__setitem__, compress(range(self.n), planned), got))
+        return out
 
     def _pipeline(
         self,
@@ -223,20 +228,35 @@ class HistogramScrape:
         cums = map(_call, poss, map(tuple, map(accumulate, map(_call, perms, s_perm))))
         return zip(ok, map(str.__mod__, templates, map(add, cums, zip(sums))), strict=True)
 
+    def cap(self) -> int:
+        """The most plans one scrape rebuilds."""
+        return max(MIN_REBUILDS, -(-self.n // REBUILD_SHARE))
+
+    def _adapt(self, ok: list[bool]) -> None:
+        """The budget from how many of the plans built by the last scrape this one used: all of them
+        back where threads stay, halved where new threads keep coming (they were stale again)."""
+        used = sum(map(ok.__getitem__, self.rebuilt))
+        half = max(MIN_REBUILDS, self.budget // 2)
+        self.budget = self.cap() if 2 * used >= len(self.rebuilt) else half
+        self.rebuilt = []
+
     def _fix(self, texts: list[str], ok: list[bool], plain: list[bool]) -> None:
         """The series whose plan was stale, or whose sum ``format_float`` may spell otherwise, the plain
         way (``le_counts``). Up to ``budget`` stale ones get a new plan for the next scrape, built under
         the same hold of their lock as the read: after new threads touched every series, plans come
         back over a few scrapes, each costing little more than the plain read of every series."""
         budget = self.budget
+        rebuilt: list[int] = []
         for i in compress(range(self.n), map(not_, map(and_, ok, plain))):
             if not ok[i] and budget:
                 budget -= 1
+                rebuilt.append(i)
                 le, total = self.sets[i].read(partial(self._replan, i))
                 cum = list(accumulate(le))
             else:
                 cum, total = self.children[i].cumulative()
             texts[i] = self.templates[i] % (*cum, cum[-1], format_float(total))
+        self.rebuilt = rebuilt
 
     def _replan(self, i: int, shards: tuple[HistogramShard, ...]) -> tuple[list[int], float]:
         """Series ``i``'s new plan and its ``le`` counts, from ``shards`` (under its lock)."""
