@@ -247,14 +247,15 @@ class HistogramScrape:
         back over a few scrapes, each costing little more than the plain read of every series."""
         budget = self.budget
         rebuilt: list[int] = []
+        read = self.layout.le_counts  # the timer notes were folded when the scrape began
         for i in compress(range(self.n), map(not_, map(and_, ok, plain))):
             if not ok[i] and budget:
                 budget -= 1
                 rebuilt.append(i)
                 le, total = self.sets[i].read(partial(self._replan, i))
-                cum = list(accumulate(le))
             else:
-                cum, total = self.children[i].cumulative()
+                le, total = self.sets[i].read(read)
+            cum = list(accumulate(le))
             texts[i] = self.templates[i] % (*cum, cum[-1], format_float(total))
         self.rebuilt = rebuilt
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from infra.metrics import Counter, Gauge, Histogram, HistogramChild, MetricsRegistry
 from infra.metrics._layout import KEY_MULT
-from infra.metrics._scrape import MIN_REBUILDS, REBUILD_SHARE, HistogramScrape
 from infra.metrics._names import escape_label_value
+from infra.metrics._scrape import MIN_REBUILDS, REBUILD_SHARE, HistogramScrape
 from infra.metrics.exposition import format_float, render_openmetrics, render_text
 
 # -- the plain reference twin of the whole exposition -------------------------------------------------
