@@ -334,14 +334,14 @@ def test_where_new_threads_keep_coming_the_budget_falls_to_its_floor_and_comes_b
     as soon as the plans built are used, and every text is exact throughout."""
     reg = MetricsRegistry()
     h = reg.histogram("h_seconds", "H.", ("a",))
-    kids = [h.labels(str(i)) for i in range(400)]
+    kids = [h.labels(str(i)) for i in range(200)]
     for c in kids:
         c.observe(0.25)
     render_text(reg)
     plans = _plans(h)
     cap = plans.cap()
     assert cap // 4 < MIN_REBUILDS < cap // 2  # room to fall: cap, cap // 2, then the floor
-    assert _converge(reg, plans) == -(-400 // cap) - 1
+    assert _converge(reg, plans) == -(-200 // cap) - 1
     built = []
     for r in range(5):
         _touch_in_new_threads(kids, 2, 0.01 * (r + 1))
