@@ -359,7 +359,7 @@ def first_scrape_new_threads(rounds: int, k: int) -> None:
     """The first scrape after ``k`` new threads each touched every one of 1000 histogram series (a
     thread-per-request server), idle and while two threads observe: the old per-series read
     (``plain_render``) against this tree's ``render_text`` (its first scrape, then the median and worst of
-    the next 15, while plans come back: ``_scrape.REBUILD_SHARE`` scrapes at most, then the 17th). Each round
+    the next 15, while plans come back, then the 17th). Each round
     alternates which side scrapes first; a side's scrape follows its own batch of ``k`` new threads."""
     vals = _values(10_000)
     reg = MetricsRegistry()

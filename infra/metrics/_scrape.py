@@ -25,12 +25,13 @@ adds them, so the text is byte for byte what ``le_counts`` gives.
 
 A series whose plan is stale (a key not seen before, a new thread's shard, a fold, a reset) is read the
 plain way (``le_counts`` under its lock); one whose ``all`` is not the tuple its plan was built on (a
-new thread touched it, or it is new) is left out of the pipeline altogether. Up to a budget a scrape
-(``REBUILD_SHARE``) stale series get a new plan for the next scrape, so a scrape after new threads
-touched every series costs about what the plain read of them all does, not ~2.5x (a plan costs more
-than the read), and plans come back over a few scrapes; in the steady state (keys seen before, the
-same threads) no series is stale. A sum whose text ``repr`` might spell otherwise than
-``format_float`` (past 1e6, inf, tiny) is found from the text's end and that series written out again.
+new thread touched it, or it is new) is left out of the pipeline altogether. Within a time allowance
+a scrape (``REBUILD_MARGIN``, see ``HistogramScrape._fix``) stale series get a new plan for the next
+scrape, so a scrape after new threads touched every series costs about what the plain read of them all
+does, not ~2.5x (a plan costs more than the read), and plans come back over a few scrapes; in the
+steady state (keys seen before, the same threads) no series is stale. A sum whose text ``repr`` might
+spell otherwise than ``format_float`` (past 1e6, inf, tiny) is found from the text's end and that series
+written out again.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from collections.abc import Iterator
 from functools import partial
 from itertools import accumulate, chain, compress, repeat, tee
 from operator import add, and_, attrgetter, eq, is_, itemgetter, lt, not_, sub
+from time import perf_counter
 from typing import Any, TypeAlias
 
 from ._core import Histogram, HistogramChild
@@ -49,7 +51,7 @@ from ._layout import BucketLayout
 from ._names import format_float
 from ._shards import HistogramShard, ShardSet
 
-__all__ = ["MIN_REBUILDS", "REBUILD_SHARE", "HistogramScrape", "series_template"]
+__all__ = ["MIN_REBUILDS", "REBUILD_MARGIN", "HistogramScrape", "series_template"]
 
 _all = attrgetter("all")
 _shard_set = attrgetter("shard_set")
@@ -64,13 +66,13 @@ _START = (0,)
 # ``getter(snapshot)`` for a list of getters in C (every getter is an itemgetter; operator.call is 3.11+).
 _call = itemgetter.__call__
 _NO_PLAN = itemgetter(0)  # a series without a plan: its check (``all``) never equals None
-# How many stale plans one scrape of a histogram rebuilds: a plan costs ~1.3x the plain read of its
-# series (read and text), so a scrape after new threads touched every series costs ~15-20 % more than
-# reading them all the plain way (rebuilding them all: ~2.5x), and the plans are back within
-# REBUILD_SHARE scrapes (16: ~10 %, 16 scrapes). Where threads keep coming (a thread-per-request
-# server), a plan rebuilt for the last scrape is stale again by this one: the budget halves down to
-# MIN_REBUILDS while fewer than half of them were used, and is back at its cap once they are.
-REBUILD_SHARE = 8
+# How much a scrape may spend rebuilding stale plans (a plan costs ~1.5x the plain read of its series;
+# rebuilding every one made the first scrape after new threads ~2.5x the plain read of them all):
+# REBUILD_MARGIN of the plain read of every series, plus what the pipeline saved this scrape (see
+# ``HistogramScrape._fix``); MIN_REBUILDS are rebuilt whatever the time. Where threads keep coming (a
+# thread-per-request server), a plan rebuilt for the last scrape is stale again by this one: the count
+# allowed halves down to MIN_REBUILDS while fewer than half of them were used, and is back once they are.
+REBUILD_MARGIN = 0.1
 MIN_REBUILDS = 8
 _first, _second = itemgetter(0), itemgetter(1)
 
@@ -188,6 +190,7 @@ class HistogramScrape:
             every = all(planned)
             if not every:
                 lists = [list(compress(xs, planned)) for xs in lists]
+            start = perf_counter()
             try:
                 # The steady state, in one C call: read, check, count and format every series.
                 got = list(self._pipeline(*lists))
@@ -197,6 +200,7 @@ class HistogramScrape:
                 got = [(False, "")] * len(lists[0])
             if not every:
                 got = self._spread(planned, got)
+            pipe_s = perf_counter() - start
             ok = list(map(_first, got))
             texts = list(map(_second, got))
             # The sum's digits before its dot, from the text's end: past 6 (1e6), or no dot after the
@@ -206,7 +210,7 @@ class HistogramScrape:
             if self.rebuilt:
                 self._adapt(ok)
             if not all(ok) or not all(plain):
-                self._fix(texts, ok, plain)
+                self._fix(texts, ok, plain, pipe_s)
             out.extend(texts)
 
     def _spread(self, planned: list[bool], got: list[tuple[bool, str]]) -> list[tuple[bool, str]]:
@@ -234,8 +238,8 @@ class HistogramScrape:
         return zip(ok, map(str.__mod__, templates, map(add, cums, zip(sums))), strict=True)
 
     def cap(self) -> int:
-        """The most plans one scrape rebuilds."""
-        return max(MIN_REBUILDS, -(-self.n // REBUILD_SHARE))
+        """The most plans one scrape may rebuild (all; the time allowance bounds it, see ``_fix``)."""
+        return max(MIN_REBUILDS, self.n)
 
     def _adapt(self, ok: list[bool]) -> None:
         """The budget from how many of the plans built by the last scrape this one used: all of them
@@ -245,29 +249,44 @@ class HistogramScrape:
         self.budget = self.cap() if 2 * used >= len(self.rebuilt) else half
         self.rebuilt = []
 
-    def _fix(self, texts: list[str], ok: list[bool], plain: list[bool]) -> None:
+    def _fix(self, texts: list[str], ok: list[bool], plain: list[bool], pipe_s: float) -> None:
         """The series whose plan was stale, or whose sum ``format_float`` may spell otherwise, the plain
-        way (``le_counts``). Up to ``budget`` stale ones get a new plan for the next scrape, built under
-        the same hold of their lock as the read: after new threads touched every series, plans come
-        back over a few scrapes, each costing little more than the plain read of every series."""
+        way (``le_counts``). Stale ones get a new plan for the next scrape (built under the same hold of
+        their lock as the read), the first ``MIN_REBUILDS`` always, more while the time spent building
+        plans stays within the allowance: ``REBUILD_MARGIN`` of what reading every series the plain way
+        would take, plus what the pipeline saved this scrape against reading its series the plain way
+        (nothing at idle, most of it under load, where a plain read is switched out every 5 ms). Both
+        are estimated from this scrape's own plain reads. So no scrape costs much more than the plain
+        read of every series, and plans come back in a few scrapes under load, ~15 idle."""
         budget = self.budget
         rebuilt: list[int] = []
         read = self.layout.le_counts  # the timer notes were folded when the scrape began
-        for i in compress(range(self.n), map(not_, map(and_, ok, plain))):
-            if not ok[i] and budget:
+        served = sum(ok)
+        plan_s = plain_s = allowance = 0.0
+        for plain_n, i in enumerate(compress(range(self.n), map(not_, map(and_, ok, plain))), 1):
+            t = perf_counter()
+            if not ok[i] and budget and (len(rebuilt) < MIN_REBUILDS or plan_s < allowance):
                 budget -= 1
                 rebuilt.append(i)
-                le, total = self.sets[i].read(partial(self._replan, i))
+                le, total, built_s = self.sets[i].read(partial(self._replan, i))
+                plan_s += built_s
             else:
                 le, total = self.sets[i].read(read)
+                built_s = 0.0
             cum = list(accumulate(le))
             texts[i] = self.templates[i] % (*cum, cum[-1], format_float(total))
+            plain_s += perf_counter() - t - built_s
+            avg = plain_s / plain_n
+            allowance = avg * REBUILD_MARGIN * self.n + max(0.0, avg * served - pipe_s)
         self.rebuilt = rebuilt
 
-    def _replan(self, i: int, shards: tuple[HistogramShard, ...]) -> tuple[list[int], float]:
-        """Series ``i``'s new plan and its ``le`` counts, from ``shards`` (under its lock)."""
+    def _replan(self, i: int, shards: tuple[HistogramShard, ...]) -> tuple[list[int], float, float]:
+        """Series ``i``'s new plan, its ``le`` counts and sum, from ``shards`` (under its lock), and the
+        seconds the plan took."""
+        start = perf_counter()
         plan = build_plan(self.layout, shards)
         self.checks[i], self.expected[i], self.perms[i], self.poss[i], self.sums[i] = plan
         self.planned[i] = shards
         self.rebuilds += 1
-        return self.layout.le_counts(shards)
+        built_s = perf_counter() - start
+        return (*self.layout.le_counts(shards), built_s)
