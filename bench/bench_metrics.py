@@ -18,6 +18,10 @@ and after it (same state: the main thread's shard plus one per observing thread,
 thread steps 7 values per series over 1,000 series, so each series sees the same 10 values from it);
 issue 18 target: under load <= 3x idle.
 
+``--only first_scrape_new_threads [--threads K]``: the first scrape after K new threads (default 4) each
+touched every one of 1000 histogram series, idle and under the same load, against the old per-series
+read (``plain_render``), then the scrapes while the plans come back (no peer side).
+
 Rounds are interleaved (ours, peer, then peer, ours, ...) so drift on a shared machine hits both
 sides alike; each figure is the median (and p99) over rounds of ns per operation. Micro-benchmarks
 subtract the cost of the bare `for` loop that drives them (same for both sides). Both sides use the
