@@ -18,6 +18,10 @@ and after it (same state: the main thread's shard plus one per observing thread,
 thread steps 7 values per series over 1,000 series, so each series sees the same 10 values from it);
 issue 18 target: under load <= 3x idle.
 
+``--only first_scrape_new_threads [--threads K]``: the first scrape after K new threads (default 4) each
+touched every one of 1000 histogram series, idle and under the same load, against the old per-series
+read (``plain_render``), then the scrapes while the plans come back (no peer side).
+
 Rounds are interleaved (ours, peer, then peer, ours, ...) so drift on a shared machine hits both
 sides alike; each figure is the median (and p99) over rounds of ns per operation. Micro-benchmarks
 subtract the cost of the bare `for` loop that drives them (same for both sides). Both sides use the
@@ -215,11 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 21, quick 3)")
     ap.add_argument("--n", type=int, default=None, help="operations per round (default 100000, quick 20000)")
     ap.add_argument(
-        "--only", nargs="*", choices=[*sorted(TARGETS), "scrape_under_load"], help="run only these cases"
+        "--only",
+        nargs="*",
+        choices=[*sorted(TARGETS), "scrape_under_load", "first_scrape_new_threads"],
+        help="run only these cases",
     )
+    ap.add_argument("--threads", type=int, default=4, help="first_scrape_new_threads: new threads a round")
     args = ap.parse_args(argv)
     if args.only == ["scrape_under_load"]:
         scrape_under_load(args.rounds or (2 if args.quick else 5), args.quick)
+        return 0
+    if args.only == ["first_scrape_new_threads"]:
+        first_scrape_new_threads(args.rounds or (2 if args.quick else 5), args.threads)
         return 0
     rounds = args.rounds or (3 if args.quick else 21)
     n = args.n or (20_000 if args.quick else 100_000)
@@ -330,6 +341,106 @@ def scrape_under_load(rounds: int, quick: bool) -> None:
     for side, got in cpu.items():
         b, u, a = (statistics.median(got[k]) for k in ("idle before", "under load", "idle after"))
         print(f"  {side}: idle before {b:.1f}, under load {u:.1f}, idle after {a:.1f}")
+
+
+def plain_render(reg: MetricsRegistry) -> str:
+    """The histograms of ``reg`` read the old way (before the plans, 583d20d): ``cumulative()`` under
+    each series' lock, one Python step a series, into the same cached template."""
+    from infra.metrics._core import Histogram
+    from infra.metrics._names import format_float
+    from infra.metrics._scrape import series_template
+
+    out = []
+    for m in reg.collect():
+        assert isinstance(m, Histogram)
+        for child in m.children():
+            cum, total = child.cumulative()
+            out.append(series_template(m, child) % (*cum, cum[-1], format_float(total)))
+    return "\n".join(out)
+
+
+def first_scrape_new_threads(rounds: int, k: int) -> None:
+    """The first scrape after ``k`` new threads each touched every one of 1000 histogram series (a
+    thread-per-request server), idle and while two threads observe: the old per-series read
+    (``plain_render``) against this tree's ``render_text`` (its first scrape, then the median and worst of
+    the next 15, while plans come back, then the 17th). Each round
+    alternates which side scrapes first; a side's scrape follows its own batch of ``k`` new threads."""
+    vals = _values(10_000)
+    reg = MetricsRegistry()
+    h = reg.histogram("bench_req_seconds", "Requests.", ("route", "code"))
+    kids = [h.labels(f"/r{i // 5}", str(200 + i % 5)) for i in range(1000)]
+    for i, c in enumerate(kids):
+        for v in vals[i % 97 : i % 97 + 5]:
+            c.observe(v)
+    render_text(reg)
+    render_text(reg)  # plans built: the steady state
+    res: dict[tuple[str, str], list[float]] = {}
+    seq = [0]
+
+    def new_threads() -> None:
+        def touch() -> None:
+            off = seq[0] = seq[0] + 7
+            for j, c in enumerate(kids):
+                c.observe(vals[(j * 13 + off) % 10_000])
+
+        ts = [threading.Thread(target=touch) for _ in range(k)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()  # gone: their shards fold into the base when the next new thread comes
+
+    def timed_ms(fn: Callable[[], object]) -> float:
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e3
+
+    def side(name: str, phase: str) -> None:
+        new_threads()
+        if name == "old":  # stateless: its later scrapes are more samples, for the worst of 15
+            res.setdefault((phase, "old per-series read"), []).append(timed_ms(lambda: plain_render(reg)))
+            later = [timed_ms(lambda: plain_render(reg)) for _ in range(15)]
+            res.setdefault((phase, "old per-series read, 15 more: worst"), []).append(max(later))
+            return
+        res.setdefault((phase, "this tree, first scrape"), []).append(timed_ms(lambda: render_text(reg)))
+        later = [timed_ms(lambda: render_text(reg)) for _ in range(15)]
+        res.setdefault((phase, "this tree, scrapes 2-16: median"), []).append(statistics.median(later))
+        res.setdefault((phase, "this tree, scrapes 2-16: worst"), []).append(max(later))
+        res.setdefault((phase, "this tree, 17th scrape"), []).append(timed_ms(lambda: render_text(reg)))
+
+    for r in range(rounds):
+        for phase in ("idle", "under load"):
+            stop = threading.Event()
+
+            def work(off: int, stop: threading.Event) -> None:
+                i = off
+                while not stop.is_set():
+                    for c in kids:
+                        c.observe(vals[i % 10_000])
+                        i += 7
+
+            n_load = 2 if phase == "under load" else 0
+            ts = [threading.Thread(target=work, args=(j, stop)) for j in range(n_load)]
+            for t in ts:
+                t.start()
+            for name in ("old", "new") if r % 2 == 0 else ("new", "old"):
+                side(name, phase)
+            stop.set()
+            for t in ts:
+                t.join()
+    print()
+    print(f"| first scrape after {k} new threads touched all 1000 histogram series | idle (ms) | load (ms) |")
+    print("|---|---:|---:|")
+    rows = (
+        "old per-series read",
+        "old per-series read, 15 more: worst",
+        "this tree, first scrape",
+        "this tree, scrapes 2-16: median",
+        "this tree, scrapes 2-16: worst",
+        "this tree, 17th scrape",
+    )
+    for what in rows:
+        i, u = (statistics.median(res[(p, what)]) for p in ("idle", "under load"))
+        print(f"| {what} | {i:.1f} | {u:.1f} |")
 
 
 def _pc_version() -> str:

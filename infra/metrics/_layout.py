@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from math import exp, floor, log
 
 from ._shards import HistogramShard
@@ -53,6 +53,14 @@ class BucketLayout:
         if i is None:
             i = self._index[k] = self.n_zero + bisect_left(self.keys, k)
         return i
+
+    def slots(self, keys: Sequence[int]) -> list[int]:
+        """The ``le`` slot of each sketch key in ``keys`` (a sized copy): one C call once each key's slot
+        is cached (``le_counts`` caches every key it reads)."""
+        try:
+            return list(map(self._index.__getitem__, keys))
+        except KeyError:
+            return list(map(self.index, keys))
 
     def le_counts(self, shards: Iterable[HistogramShard]) -> tuple[list[int], float]:
         """Per-``le``-slot counts (last = +Inf overflow) and the sum over ``shards``."""

@@ -12,9 +12,10 @@ from itertools import accumulate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.metrics import Counter, Gauge, Histogram, MetricsRegistry
+from infra.metrics import Counter, Gauge, Histogram, HistogramChild, MetricsRegistry
 from infra.metrics._layout import KEY_MULT
 from infra.metrics._names import escape_label_value
+from infra.metrics._scrape import MIN_REBUILDS, HistogramScrape
 from infra.metrics.exposition import format_float, render_openmetrics, render_text
 
 # -- the plain reference twin of the whole exposition -------------------------------------------------
@@ -262,3 +263,87 @@ def test_a_scrape_while_threads_observe_and_come_and_go_always_adds_up() -> None
     churned = [sum(1 for r in range(churn) if r % len(kids) == i) for i in range(len(kids))]
     assert {s: c for s, (_, c) in final.items()} == {str(i): 2 * per_thread + churned[i] for i in range(50)}
     _same(reg)
+
+
+# -- stale plans: a bounded number rebuilt a scrape ---------------------------------------------------
+
+
+def _touch_in_new_threads(kids: list[HistogramChild], k: int, value: float) -> None:
+    """``k`` threads that each observe into every series, then end (a thread-per-request server)."""
+    for j in range(k):
+        _in_thread(lambda j=j: [c.observe(value * (j + 1) + 0.001 * i) for i, c in enumerate(kids)])
+
+
+def _plans(h: Histogram) -> HistogramScrape:
+    assert h.render_plan is not None
+    return h.render_plan
+
+
+def _converge(reg: MetricsRegistry, plans: HistogramScrape) -> int:
+    """Scrape (exactly) until a scrape builds no plan; how many scrapes built some. Each builds at
+    least ``MIN_REBUILDS`` (or what was left) and at most its budget."""
+    scrapes = 0
+    while True:
+        before, budget = plans.rebuilds, plans.budget
+        assert render_text(reg) == reference_render(reg)
+        built = plans.rebuilds - before
+        if built == 0:
+            return scrapes
+        assert built <= budget
+        scrapes += 1
+        assert scrapes <= -(-plans.n // MIN_REBUILDS)
+
+
+def test_a_scrape_after_new_threads_touched_every_series_rebuilds_a_few_plans_and_they_come_back() -> None:
+    """200 series with plans; 3 new threads touch all of them: every scrape renders exactly, builds at
+    least ``MIN_REBUILDS`` new plans and reads the rest the plain way, until every series has its plan
+    again: then a scrape builds none, and a later series or a new key is exact too."""
+    reg = MetricsRegistry()
+    h = reg.histogram("h_seconds", "H.", ("a",))
+    kids = [h.labels(str(i)) for i in range(200)]
+    for i, c in enumerate(kids):
+        c.observe(0.001 * (i + 1))
+    assert render_text(reg) == reference_render(reg)
+    plans = _plans(h)
+    assert MIN_REBUILDS <= plans.rebuilds <= 200  # the first scrape: no series had a plan
+    _converge(reg, plans)
+    assert plans.rebuilds == 200
+
+    _touch_in_new_threads(kids, 3, 0.5)
+    assert render_openmetrics(reg) == reference_render(reg, openmetrics=True)
+    assert plans.rebuilds >= 200 + MIN_REBUILDS
+    _converge(reg, plans)
+    assert plans.rebuilds == 400  # each series rebuilt once, over one or more scrapes
+    kids[5].observe(1e7)  # a key not seen before: that one series is rebuilt
+    h.labels("late").observe(2.0)  # a series added: planned by this scrape (with a new plans object)
+    _same(reg)
+    assert _plans(h) is not plans and _plans(h).rebuilds == 402
+
+
+def test_where_new_threads_keep_coming_the_budget_falls_to_its_floor_and_comes_back_when_they_stop() -> None:
+    """Before every scrape new threads touch every series, so the plans a scrape builds are stale by the
+    next one: the number it may build halves down to ``MIN_REBUILDS``; when the threads stop it is back
+    at ``cap()`` as soon as the plans built are used, and every text is exact throughout."""
+    reg = MetricsRegistry()
+    h = reg.histogram("h_seconds", "H.", ("a",))
+    kids = [h.labels(str(i)) for i in range(200)]
+    for c in kids:
+        c.observe(0.25)
+    render_text(reg)
+    plans = _plans(h)
+    _converge(reg, plans)
+    cap = plans.cap()
+    assert plans.budget == cap == 200
+    budgets, built = [], []
+    for r in range(7):  # 200, 100, 50, 25, 12, 8, 8
+        _touch_in_new_threads(kids, 2, 0.01 * (r + 1))
+        before = plans.rebuilds
+        assert render_text(reg) == reference_render(reg)
+        budgets.append(plans.budget)
+        built.append(plans.rebuilds - before)
+    assert budgets == [200, 100, 50, 25, 12, 8, 8]
+    assert all(MIN_REBUILDS <= b <= budget for b, budget in zip(built, budgets, strict=True))
+    assert built[-1] == MIN_REBUILDS
+    assert render_text(reg) == reference_render(reg)  # no new threads: last scrape's plans are used
+    assert plans.budget == cap
+    assert _converge(reg, plans) >= 0
