@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -217,33 +217,38 @@ class AsyncPerfClient(ClientBase):
         backend = self._reqwest_backend = PyreqwestBackend(self._reqwest, self._pyreqwest_client, resend)
         return backend
 
+    def _per_kind(self, clients: dict[str, Any], kind: str, make: Callable[[str], Any]) -> Any:
+        """``clients[kind]``, made by ``make(kind)`` on first use; a closed client hands out none."""
+        if self._closed:
+            raise RuntimeError("AsyncPerfClient is closed")
+        client = clients.get(kind)
+        if client is None:
+            client = clients[kind] = make(kind)
+        return client
+
     def _pyreqwest_client(self, kind: str) -> Any:
         """The pyreqwest client for ``kind`` ("rq-h1", "rq-h2", "rq-h2c"), under the client's limits."""
-        client = self._reqwest.get(kind)
-        if client is None:
-            from infra.http._reqwest import make_client
+        return self._per_kind(self._reqwest, kind, self._make_pyreqwest)
 
-            if self._closed:
-                raise RuntimeError("AsyncPerfClient is closed")
-            s = self._settings
-            client = self._reqwest[kind] = make_client(
-                kind,
-                max_connections=s.max_connections,
-                max_per_host=s.max_per_host,
-                keepalive=s.keepalive_expiry,
-                connect=s.timeout.connect,
-                verify=self._verify,
-            )
-        return client
+    def _make_pyreqwest(self, kind: str) -> Any:
+        from infra.http._reqwest import make_client
+
+        s = self._settings
+        return make_client(
+            kind,
+            max_connections=s.max_connections,
+            max_per_host=s.max_per_host,
+            keepalive=s.keepalive_expiry,
+            connect=s.timeout.connect,
+            verify=self._verify,
+        )
 
     def _httpx_client(self, kind: str) -> Any:
         """The httpx transport for ``kind``: "h1" (backend="httpx"), "h2" (ALPN over TLS) or "h2c"."""
-        if self._closed:
-            raise RuntimeError("AsyncPerfClient is closed")
-        client = self._httpx.get(kind)
-        if client is None:
-            client = self._httpx[kind] = httpx_transport(self._settings, kind, self._verify, sync=False)
-        return client
+        return self._per_kind(self._httpx, kind, self._make_httpx)
+
+    def _make_httpx(self, kind: str) -> Any:
+        return httpx_transport(self._settings, kind, self._verify, sync=False)
 
     # -- public calls ------------------------------------------------------------------------------------
 

@@ -221,6 +221,10 @@ class _Plan:
         """What to store for ``response``, or None when it isn't stored."""
         return _to_value(response) if self.key is not None and _storable(response) else None
 
+    def failed(self, what: str, exc: BaseException) -> None:
+        """The cache's get or set raised: counted in this namespace's errors; the request goes on."""
+        _failed(what, exc, self.cache, self.settings.namespace)
+
 
 def _plan(store: Cache | None, settings: HttpCacheConfig, args: CallArgs, force: bool | None) -> _Plan | None:
     """The plan for a request, or None when it isn't cacheable (it goes straight to the network)."""
@@ -254,14 +258,14 @@ async def async_cached_request(
     plan = _plan(store, settings, args, force)
     if plan is None:
         return await send(args)
+    found = None
     if plan.key is not None:
         try:
             found = plan.found(await plan.cache.aget(settings.namespace, plan.key, _missing()))
         except Exception as exc:
-            _failed("lookup", exc, plan.cache, settings.namespace)
-        else:
-            if found is not None:
-                return found
+            plan.failed("lookup", exc)
+    if found is not None:
+        return found
     t0 = _perf()
     response = await send(args)
     cost = _perf() - t0  # the fetch a hit saves: compute_seconds_saved
@@ -270,7 +274,7 @@ async def async_cached_request(
         try:
             await plan.cache.aset(settings.namespace, plan.key, value, ttl=settings.ttl, cost=cost)
         except Exception as exc:
-            _failed("store", exc, plan.cache, settings.namespace)
+            plan.failed("store", exc)
     return response
 
 
@@ -281,18 +285,18 @@ def sync_cached_request(
     force: bool | None,
     send: Callable[[CallArgs], Response],
 ) -> Response:
-    """``async_cached_request`` without the awaiting."""
+    """``async_cached_request`` without the awaiting: the plan decides, the two edges only call."""
     plan = _plan(store, settings, args, force)
     if plan is None:
         return send(args)
+    found = None
     if plan.key is not None:
         try:
             found = plan.found(plan.cache.get(settings.namespace, plan.key, _missing()))
         except Exception as exc:
-            _failed("lookup", exc, plan.cache, settings.namespace)
-        else:
-            if found is not None:
-                return found
+            plan.failed("lookup", exc)
+    if found is not None:
+        return found
     t0 = _perf()
     response = send(args)
     cost = _perf() - t0
@@ -301,7 +305,7 @@ def sync_cached_request(
         try:
             plan.cache.set(settings.namespace, plan.key, value, ttl=settings.ttl, cost=cost)
         except Exception as exc:
-            _failed("store", exc, plan.cache, settings.namespace)
+            plan.failed("store", exc)
     return response
 
 
