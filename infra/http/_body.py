@@ -12,6 +12,7 @@ Each reader only reads its backend's way and decides whether a timeout was the d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json as _json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
@@ -317,21 +318,18 @@ class Releasable(Protocol):
     def release(self) -> None: ...
 
 
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class Body:
     """A streamed body's state: ``done`` once read to its end, ``deadline_at`` the call's deadline (None
-    when only the idle timeout bounds the stream)."""
+    when only the idle timeout bounds the stream). Made as ``Body(resp, lease, idle, deadline_at, origin)``
+    by each backend's subclass."""
 
-    __slots__ = ("_idle", "_lease", "_resp", "deadline_at", "done", "origin")
-
-    def __init__(
-        self, resp: Any, lease: Releasable, idle: float | None, deadline_at: float | None, origin: str
-    ) -> None:
-        self._resp = resp
-        self._lease = lease
-        self._idle = idle
-        self.deadline_at = deadline_at
-        self.done = False
-        self.origin = origin
+    _resp: Any
+    _lease: Releasable
+    _idle: float | None
+    deadline_at: float | None
+    origin: str
+    done: bool = dataclasses.field(default=False, init=False)
 
     def ran_out(self, deadline: bool) -> HTTPError:
         """The error of a read that waited too long: the call's deadline, or the idle timeout."""
