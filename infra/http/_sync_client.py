@@ -183,7 +183,11 @@ class PerfClient(ClientBase, Closing):
                     call.release()
                     raise
             elif effect.__class__ is float:
-                time.sleep(effect)
+                try:
+                    time.sleep(effect)
+                except BaseException:  # KeyboardInterrupt in the backoff: counted, its retry's token back
+                    call.release()
+                    raise
             else:
                 effect.close()
             try:

@@ -113,6 +113,52 @@ async def test_a_call_cancelled_in_its_backoff_gives_its_retry_token_back(backen
         assert calls(server.origin, "cancelled") == 1
 
 
+class _Interrupted(BaseException):
+    """What the test's signal handler raises in the main thread, as Ctrl-C's KeyboardInterrupt would."""
+
+
+def test_a_sync_call_interrupted_in_its_backoff_gives_its_retry_token_back() -> None:
+    """PerfClient: a KeyboardInterrupt-like exception while the call sleeps before its retry (delivered
+    to the main thread by a signal, as Ctrl-C is): the budget token comes back, the call is counted as
+    cancelled, no retry is counted. The sync client's sleep used to skip the release."""
+    import signal
+    import threading
+    import time
+
+    from infra.http import PerfClient
+
+    def interrupt(*_: object) -> None:
+        raise _Interrupted
+
+    old = signal.signal(signal.SIGUSR1, interrupt)
+    main = threading.main_thread().ident
+    assert main is not None and threading.get_ident() == main
+    try:
+        with FaultServer() as server:
+            budget = RetryBudgetConfig(ratio=1.0, per_second=0.0)
+            with PerfClient(retry=RetryConfig(backoff=(30.0,), jitter=0), retry_budget=budget) as client:
+                url = f"{server.url}/status/503"
+                state = client.host_state(url)
+
+                def when_sleeping() -> None:
+                    for _ in range(1000):  # 10 s at most: the first try answered, the retry's token taken
+                        if server.hits["status/503"] == 1 and state.budget.balance == 0:
+                            signal.pthread_kill(main, signal.SIGUSR1)
+                            return
+                        time.sleep(0.01)
+
+                killer = threading.Thread(target=when_sleeping)
+                killer.start()
+                with pytest.raises(_Interrupted):
+                    client.get(url)
+                killer.join()
+                assert state.budget.balance == 1
+            assert series("infra_http_retries_total", origin=server.origin) == 0
+            assert calls(server.origin, "cancelled") == 1
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
 # -- 2. a call the breaker refuses is counted, and sent nothing -----------------------------------------
 
 
