@@ -29,9 +29,7 @@ import asyncio
 import gc
 import operator
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -181,18 +179,12 @@ async def _child(client_kind: str, load: str, total: int) -> None:
 
 
 def _instructions(kind: str, load: str, total: int, workdir: str) -> int:
+    from callgrind_http import callgrind_instructions
+
     out = os.path.join(workdir, f"callgrind.{kind}.{load}.{total}")
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--loads", load]
     cmd += ["--requests", str(total)]
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    subprocess.run(grind + cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with open(out) as f:
-        for line in f:
-            found = re.match(r"(?:summary|totals):\s+(\d+)", line)
-            if found:
-                return int(found.group(1))
-    raise RuntimeError(f"no totals in {out}")
+    return callgrind_instructions(cmd, out, dict(os.environ, PYTHONHASHSEED="0"))
 
 
 def _callgrind(loads: list[str], requests: int, warmup: int) -> None:

@@ -85,37 +85,26 @@ def _start_server() -> tuple[subprocess.Popen[str], str]:
     return proc, f"http://127.0.0.1:{int(line.split()[1])}/ok"
 
 
-def _instructions(client: str, url: str, total: int, concurrency: int, workdir: str) -> int:
-    """Total instructions of one client process (``total`` GETs) under callgrind."""
-    out = os.path.join(workdir, f"callgrind.{client}.{total}")
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=ROOT)
-    subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            os.path.abspath(__file__),
-            "--child",
-            client,
-            "--url",
-            url,
-            "--requests",
-            str(total),
-            "--concurrency",
-            str(concurrency),
-        ],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def callgrind_instructions(argv: list[str], out: str, env: dict[str, str]) -> int:
+    """Instructions ``argv`` runs under callgrind (its totals line; output to ``out``). Shared with
+    bench_http_layer.py."""
+    grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    subprocess.run(grind + argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(out) as f:
         for line in f:
             found = re.match(r"(?:summary|totals):\s+(\d+)", line)
             if found:
                 return int(found.group(1))
     raise RuntimeError(f"no totals in {out}")
+
+
+def _instructions(client: str, url: str, total: int, concurrency: int, workdir: str) -> int:
+    """Total instructions of one client process (``total`` GETs) under callgrind."""
+    out = os.path.join(workdir, f"callgrind.{client}.{total}")
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=ROOT)
+    argv = [sys.executable, os.path.abspath(__file__), "--child", client, "--url", url]
+    argv += ["--requests", str(total), "--concurrency", str(concurrency)]
+    return callgrind_instructions(argv, out, env)
 
 
 def main() -> None:

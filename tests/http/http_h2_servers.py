@@ -31,15 +31,20 @@ class _LoopThread:
         self.loop.close()
 
 
-async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
+async def read_body(receive: Any) -> bytes:
+    """An ASGI request's whole body."""
     body = b""
     while True:
         msg = await receive()
         body += msg.get("body", b"")
         if not msg.get("more_body"):
-            break
+            return body
+
+
+async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = await read_body(receive)
     delay = float(
         dict(p.split("=") for p in scope["query_string"].decode().split("&") if "=" in p).get("delay", 0)
     )

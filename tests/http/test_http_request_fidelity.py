@@ -220,12 +220,7 @@ async def test_http2_origins_send_the_same_query_and_body(monkeypatch: pytest.Mo
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await http_h2_servers.read_body(receive)
         seen.append((scope["query_string"], body, dict(scope["headers"])))
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})

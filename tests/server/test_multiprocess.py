@@ -313,12 +313,19 @@ def test_a_reused_pid_does_not_lose_the_earlier_worker_s_counts(tmp_path: Path) 
 
 
 @contextlib.contextmanager
-def _killed_at_end(proc: subprocess.Popen[str]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+def _talking_worker(script: str, directory: Path) -> Iterator[subprocess.Popen[str]]:
+    """``script`` in its own process (argv[1] = ``directory``), talked to through its stdin and stdout;
+    killed at the end if it is still running."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("INFRA_METRICS_MULTIPROC_DIR", None)
+    argv = [sys.executable, "-c", script, str(directory)]
+    with subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 DYING_WORKER = """
@@ -346,18 +353,7 @@ def test_a_worker_writing_its_last_counts_while_another_folds_it_loses_nothing(
     from infra.metrics import multiprocess as mpmod
 
     d = tmp_path / "mp"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("INFRA_METRICS_MULTIPROC_DIR", None)
-    with (
-        subprocess.Popen(
-            [sys.executable, "-c", DYING_WORKER, str(d)],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        ) as proc,
-        _killed_at_end(proc),
-    ):
+    with _talking_worker(DYING_WORKER, d) as proc:
         assert proc.stdout is not None and proc.stdin is not None
         assert proc.stdout.readline().strip() == "published"
         asked: list[int] = []
@@ -404,18 +400,7 @@ def test_a_scrape_never_shows_less_than_the_scrape_before_it_from_another_worker
     """Worker Y answers a scrape with 10 (5 of them not yet in its file); the next scrape, answered by
     another worker, must not show 5: a worker answering a scrape publishes what it shows first."""
     d = tmp_path / "mp"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("INFRA_METRICS_MULTIPROC_DIR", None)
-    with (
-        subprocess.Popen(
-            [sys.executable, "-c", LAGGING_WORKER, str(d)],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        ) as proc,
-        _killed_at_end(proc),
-    ):
+    with _talking_worker(LAGGING_WORKER, d) as proc:
         assert proc.stdout is not None and proc.stdin is not None
         assert proc.stdout.readline().strip() == "10"
         other = MultiProcess(d, MetricsRegistry())
