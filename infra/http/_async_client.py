@@ -40,7 +40,15 @@ from infra.http._core import (
     steps,
 )
 from infra.http._ident import DEFAULT_HEADERS
-from infra.http._lease import AsyncGate, AsyncLease, pass_on, pass_on_async, release_slots, wait_slots
+from infra.http._lease import (
+    AsyncGate,
+    AsyncLease,
+    host_gates,
+    pass_on,
+    pass_on_async,
+    release_slots,
+    wait_slots,
+)
 from infra.http._origin import origin_of
 from infra.http._response import AsyncStreamResponse, Response, backend_headers, received
 from infra.http._routing import (
@@ -158,10 +166,8 @@ class AsyncPerfClient(ClientBase):
     def _host(self, origin: str) -> HostState:
         host = self._hosts.get(origin)
         if host is None:
-            self._global_gate()
-            host = self._hosts[origin] = HostState(
-                origin, self._settings, AsyncGate(self._settings.max_per_host)
-            )
+            slots, shared = host_gates(self._settings, origin, AsyncGate, self._global_gate())
+            host = self._hosts[origin] = HostState(origin, self._settings, slots, shared)
         return host
 
     def _route(self, url: str) -> tuple[HostState, str]:
@@ -330,7 +336,7 @@ class AsyncPerfClient(ClientBase):
             kind
         )
         t = self._settings.timeout
-        hs, gs, stats, metrics = host.slots, self._global or self._global_gate(), self._stats, host.metrics
+        hs, gs, stats, metrics = host.slots, host.shared, self._stats, host.metrics
         wheel = self._wheel or self._timer_wheel()
         response: Response | AsyncStreamResponse
         delay: float | None
@@ -515,7 +521,7 @@ class AsyncPerfClient(ClientBase):
         raised as ``Failure``."""
         method, url, params, headers, content, json, _, _, stream = args
         t = self._settings.timeout
-        hs, gs = host.slots, self._global or self._global_gate()
+        hs, gs = host.slots, host.shared
         wheel = self._wheel or self._timer_wheel()
         clock = slots_clock(host, gs, self._stats, wheel, deadline_at, t)
         held = clock.phase is not POOL

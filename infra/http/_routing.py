@@ -56,6 +56,7 @@ class HttpOverrides(TypedDict, total=False):
     metrics: bool
     max_connections: int
     max_per_host: int
+    http2_max_streams: int
     keepalive_expiry: float
     timeout: section.TimeoutConfig
     retry: section.RetryConfig

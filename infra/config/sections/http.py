@@ -172,6 +172,13 @@ class HttpConfig(_Section):
     metrics: bool = field("bool", True, "Record per-origin request metrics.")
     max_connections: int = field("int", _LAYER_MAX_CONNECTIONS, "Connection limit in all.", minimum=1)
     max_per_host: int = field("int", _LAYER_MAX_PER_HOST, "Connection limit per host.", minimum=1)
+    http2_max_streams: int = field(
+        "int",
+        100,
+        "Calls in flight at once to one HTTP/2 origin: streams multiplexed over its one connection (the "
+        "connection limits count connections, as aiohttp's and httpx's do).",
+        minimum=1,
+    )
     keepalive_expiry: float = field(
         "duration", _LAYER_KEEPALIVE, "Idle pooled connections are closed after this."
     )
