@@ -113,7 +113,7 @@ class AsyncPerfClient(ClientBase):
         self._stats = _Stats()
         if self._settings.http2 or self._settings.http2_hosts or self._settings.backend == "httpx":
             import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
-        require_pyreqwest(self._settings)  # backend="pyreqwest": loaded now, or a ConfigError saying why not
+        require_pyreqwest(self._settings)  # pyreqwest chosen: loaded now, or a ConfigError saying why not
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -331,7 +331,7 @@ class AsyncPerfClient(ClientBase):
         budget = host.budget
         if not budget.full:  # Call's deposit, made here: the Call itself only once the call needs one
             budget.deposit()
-        # a client's kinds are all aiohttp/httpx or all pyreqwest ("rq-*"): its settings fix which
+        # a client's kinds never mix httpx and pyreqwest ("rq-*"): its settings fix which (async_backend_for)
         backend = (self._aiohttp_backend if kind == "aiohttp" else self._reqwest_backend) or self._backend(
             kind
         )

@@ -165,7 +165,15 @@ class HttpConfig(_Section):
         "it carries http2_hosts too).",
         choices=("aiohttp", "httpx", "pyreqwest"),
     )
-    http2: bool = field("bool", False, "Speak HTTP/2 (httpx + h2) to every origin, not only http2_hosts.")
+    http2_backend: str = field(
+        "str",
+        "auto",
+        "What carries HTTP/2 origins where backend is aiohttp (which has no HTTP/2) in the async client: "
+        "pyreqwest (native: the perf-infra[native] extra), httpx (+ h2, pure Python), or auto: pyreqwest "
+        "where it is installed, else httpx. The sync client speaks HTTP/2 over httpx.",
+        choices=("auto", "httpx", "pyreqwest"),
+    )
+    http2: bool = field("bool", False, "Speak HTTP/2 to every origin, not only http2_hosts.")
     http2_hosts: tuple[str, ...] = field(
         "list", (), "Hosts (host or host:port) spoken to over HTTP/2.", item="str"
     )
