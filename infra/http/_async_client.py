@@ -40,7 +40,15 @@ from infra.http._core import (
     steps,
 )
 from infra.http._ident import DEFAULT_HEADERS
-from infra.http._lease import AsyncGate, AsyncLease, pass_on, pass_on_async, release_slots, wait_slots
+from infra.http._lease import (
+    AsyncGate,
+    AsyncLease,
+    host_gates,
+    pass_on,
+    pass_on_async,
+    release_slots,
+    wait_slots,
+)
 from infra.http._origin import origin_of
 from infra.http._response import AsyncStreamResponse, Response, backend_headers, received
 from infra.http._routing import (
@@ -105,7 +113,7 @@ class AsyncPerfClient(ClientBase):
         self._stats = _Stats()
         if self._settings.http2 or self._settings.http2_hosts or self._settings.backend == "httpx":
             import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
-        require_pyreqwest(self._settings)  # backend="pyreqwest": loaded now, or a ConfigError saying why not
+        require_pyreqwest(self._settings)  # pyreqwest chosen: loaded now, or a ConfigError saying why not
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -158,10 +166,8 @@ class AsyncPerfClient(ClientBase):
     def _host(self, origin: str) -> HostState:
         host = self._hosts.get(origin)
         if host is None:
-            self._global_gate()
-            host = self._hosts[origin] = HostState(
-                origin, self._settings, AsyncGate(self._settings.max_per_host)
-            )
+            slots, shared = host_gates(self._settings, origin, AsyncGate, self._global_gate())
+            host = self._hosts[origin] = HostState(origin, self._settings, slots, shared)
         return host
 
     def _route(self, url: str) -> tuple[HostState, str]:
@@ -325,12 +331,12 @@ class AsyncPerfClient(ClientBase):
         budget = host.budget
         if not budget.full:  # Call's deposit, made here: the Call itself only once the call needs one
             budget.deposit()
-        # a client's kinds are all aiohttp/httpx or all pyreqwest ("rq-*"): its settings fix which
+        # a client's kinds never mix httpx and pyreqwest ("rq-*"): its settings fix which (async_backend_for)
         backend = (self._aiohttp_backend if kind == "aiohttp" else self._reqwest_backend) or self._backend(
             kind
         )
         t = self._settings.timeout
-        hs, gs, stats, metrics = host.slots, self._global or self._global_gate(), self._stats, host.metrics
+        hs, gs, stats, metrics = host.slots, host.shared, self._stats, host.metrics
         wheel = self._wheel or self._timer_wheel()
         response: Response | AsyncStreamResponse
         delay: float | None
@@ -515,7 +521,7 @@ class AsyncPerfClient(ClientBase):
         raised as ``Failure``."""
         method, url, params, headers, content, json, _, _, stream = args
         t = self._settings.timeout
-        hs, gs = host.slots, self._global or self._global_gate()
+        hs, gs = host.slots, host.shared
         wheel = self._wheel or self._timer_wheel()
         clock = slots_clock(host, gs, self._stats, wheel, deadline_at, t)
         held = clock.phase is not POOL

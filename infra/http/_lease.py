@@ -18,18 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from infra.http._metrics import NullMetrics
 
+if TYPE_CHECKING:
+    from infra.config.sections.http import HttpConfig
+
 __all__ = [
+    "UNBOUNDED",
     "AsyncGate",
     "AsyncLease",
     "SyncGate",
     "SyncLease",
     "acquire_sync",
+    "host_gates",
     "may_bypass",
     "pass_on",
     "pass_on_async",
@@ -37,6 +44,29 @@ __all__ = [
     "take_now",
     "wait_slots",
 ]
+
+#: The size of an HTTP/2 origin's own stand-in for the global gate (``host_gates``): never runs out.
+UNBOUNDED = sys.maxsize
+
+_G = TypeVar("_G", "AsyncGate", "SyncGate")
+
+
+def host_gates(settings: HttpConfig, origin: str, gate: Callable[[int], _G], shared: _G) -> tuple[_G, _G]:
+    """The two gates a new origin's calls take a slot of: (its own, the shared one).
+
+    HTTP/1.1 carries one call per connection, so a call holds a connection: ``max_per_host`` of the
+    origin's and one of the client's ``max_connections``. An HTTP/2 origin multiplexes its calls as
+    streams over one connection, which is what those limits count (as aiohttp's and httpx's pools count
+    connections, not requests, and as browsers keep 6 connections per HTTP/1.1 host but one per HTTP/2
+    host): its calls take a slot of its own ``http2_max_streams`` gate and none of the global one (each
+    gets an unbounded gate of its own in that place), so 100 calls to it run at once instead of 6.
+    """
+    from infra.http._routing import uses_http2  # here: _routing -> _body -> ... -> _lease at import time
+
+    if uses_http2(settings, origin):
+        return gate(settings.http2_max_streams), gate(UNBOUNDED)
+    return gate(settings.max_per_host), shared
+
 
 # What a queued caller is handed: its own gate's slot only, or the global slot with it (``pass_on``).
 ONE = False

@@ -9,8 +9,10 @@ a caller sees what the aiohttp backend gives:
   server (hyper resends only requests it never wrote, as on a keep-alive connection closed under it);
 * no decompression inside reqwest: it would drop ``Content-Encoding`` / ``Content-Length`` from the
   headers. gzip / deflate bodies are inflated here, headers left as the server sent them (as aiohttp does);
-* the connection limits are ours (slots): at most ``max_connections`` requests in flight through one
-  client, ``max_per_host`` idle connections kept per host, for ``keepalive_expiry`` seconds.
+* the connection limits are ours (slots): at most ``max_connections`` requests in flight through the
+  HTTP/1.1 client, ``max_per_host`` idle connections kept per host, for ``keepalive_expiry`` seconds. The
+  HTTP/2 clients get no cap of their own: each origin's ``http2_max_streams`` gate bounds its streams
+  (``_lease.host_gates``), which hyper multiplexes over one connection.
 
 Requests are sent streamed (``build_streamed``, no body read ahead), so the wait for the headers and the
 body read are two phases under our clock as on aiohttp; a response is a ``Sent`` (the stream request, to
@@ -189,7 +191,6 @@ def make_client(
         .default_cookie_store(False)
         .no_proxy()
         .default_headers(DEFAULT_HEADERS)
-        .max_connections(max_connections)
         .pool_max_idle_per_host(max_per_host)
         .pool_idle_timeout(timedelta(seconds=keepalive))
     )
@@ -200,7 +201,7 @@ def make_client(
     elif kind == "rq-h2":
         builder = builder.http2(True)
     else:
-        builder = builder.http1_only()
+        builder = builder.http1_only().max_connections(max_connections)
     if verify is False:
         builder = builder.danger_accept_invalid_certs(True)
     elif isinstance(verify, str):

@@ -37,6 +37,7 @@ __all__ = [
     "call_args",
     "httpx_request",
     "httpx_transport",
+    "native_http2",
     "require_pyreqwest",
     "settings_of",
     "tls_context",
@@ -51,11 +52,13 @@ class HttpOverrides(TypedDict, total=False):
 
     enabled: bool
     backend: str
+    http2_backend: str
     http2: bool
     http2_hosts: Sequence[str]
     metrics: bool
     max_connections: int
     max_per_host: int
+    http2_max_streams: int
     keepalive_expiry: float
     timeout: section.TimeoutConfig
     retry: section.RetryConfig
@@ -254,17 +257,48 @@ def backend_for(settings: HttpConfig, url: str, origin: str) -> str:
 
 def async_backend_for(settings: HttpConfig, url: str, origin: str) -> str:
     """``backend_for`` for AsyncPerfClient, where ``backend="pyreqwest"`` carries every origin over pyreqwest
-    ("rq-h1", "rq-h2", "rq-h2c"; the sync client, all httpx, ignores that choice)."""
+    ("rq-h1", "rq-h2", "rq-h2c"; the sync client, all httpx, ignores that choice), and with the default
+    ``backend="aiohttp"``, which has no HTTP/2, an HTTP/2 origin goes over ``http2_backend``: pyreqwest
+    ("auto" where it is installed) or httpx. So a client's kinds are aiohttp / httpx, aiohttp / pyreqwest,
+    or all pyreqwest: never httpx and pyreqwest together."""
     kind = backend_for(settings, url, origin)
-    if settings.backend != "pyreqwest":
-        return kind
-    return "rq-h1" if kind == "aiohttp" else "rq-" + kind
+    if settings.backend == "pyreqwest" or (
+        kind[:2] == "h2" and settings.backend == "aiohttp" and native_http2(settings)
+    ):
+        return "rq-h1" if kind == "aiohttp" else "rq-" + kind
+    return kind
+
+
+_native: list[bool] = []  # "auto": whether pyreqwest loads here, found once a process
+
+
+def native_http2(settings: HttpConfig) -> bool:
+    """Whether ``http2_backend`` puts HTTP/2 over pyreqwest: "pyreqwest", or "auto" and it loads here (a
+    missing package, or a native wheel that fails to load on this platform, leaves HTTP/2 to httpx)."""
+    choice = settings.http2_backend
+    if choice != "auto":
+        return choice == "pyreqwest"
+    if not _native:
+        try:
+            import pyreqwest.client  # noqa: F401
+        except Exception:
+            _native.append(False)
+        else:
+            _native.append(True)
+    return _native[0]
 
 
 def require_pyreqwest(settings: HttpConfig) -> None:
     """Load pyreqwest now when the settings ask for it (so the first call's deadline doesn't pay for the
-    import), or say what to install: a ConfigError naming ``http.backend``."""
-    if settings.backend != "pyreqwest":
+    import), or say what to install: a ConfigError naming ``http.backend`` or ``http.http2_backend``."""
+    h2 = settings.backend == "aiohttp" and (settings.http2 or bool(settings.http2_hosts))
+    if settings.backend == "pyreqwest":
+        field = "http.backend"
+    elif h2 and settings.http2_backend == "pyreqwest":
+        field = "http.http2_backend"
+    else:
+        if h2:
+            native_http2(settings)  # "auto": loaded now where it is installed
         return
     try:
         import pyreqwest.client  # noqa: F401
@@ -274,9 +308,10 @@ def require_pyreqwest(settings: HttpConfig) -> None:
         raise ConfigError(
             [
                 ConfigProblem(
-                    "http.backend",
+                    field,
                     f"'pyreqwest' needs the pyreqwest package ({exc}); install the native extra: "
-                    "pip install 'perf-infra[native]', or set http.backend to 'aiohttp'",
+                    f"pip install 'perf-infra[native]', or set {field} to "
+                    f"'{'aiohttp' if field == 'http.backend' else 'httpx'}'",
                 )
             ]
         ) from exc

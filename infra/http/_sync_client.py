@@ -27,7 +27,7 @@ from infra.http._body import sync_chunks_for
 from infra.http._caching import sync_cached_request
 from infra.http._client_base import ClientBase, StreamContext
 from infra.http._core import DEADLINE, POOL, Failure, HostState, steps
-from infra.http._lease import SyncGate, acquire_sync
+from infra.http._lease import SyncGate, acquire_sync, host_gates
 from infra.http._origin import origin_of
 from infra.http._response import Response, StreamResponse, backend_headers
 from infra.http._routing import (
@@ -98,9 +98,8 @@ class PerfClient(ClientBase, Closing):
             with self._hosts_lock:
                 host = self._hosts.get(origin)
                 if host is None:
-                    host = self._hosts[origin] = HostState(
-                        origin, self._settings, SyncGate(self._settings.max_per_host)
-                    )
+                    slots, shared = host_gates(self._settings, origin, SyncGate, self._global)
+                    host = self._hosts[origin] = HostState(origin, self._settings, slots, shared)
         return host
 
     def _client(self, kind: str) -> Any:
@@ -203,7 +202,7 @@ class PerfClient(ClientBase, Closing):
         t = self._settings.timeout
         pool_wait = left(deadline_at, t.pool)
         t0 = _monotonic()
-        slots = acquire_sync(host.slots, self._global, host.metrics, self._stats, pool_wait)
+        slots = acquire_sync(host.slots, host.shared, host.metrics, self._stats, pool_wait)
         if slots is None:
             expired = deadline_at is not None and _monotonic() >= deadline_at - DEADLINE_SLACK
             raise Failure(DEADLINE if expired else POOL, TimeoutError("no connection slot in time"))

@@ -96,8 +96,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _native_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """With ``--http-backend pyreqwest``: AsyncPerfClients configured for aiohttp route to pyreqwest
-    (HTTP/2 hosts too), through the one function that picks a route's backend."""
+    (HTTP/2 hosts too), through the one function that picks a route's backend. In the default run,
+    ``http2_backend: "auto"`` resolves to httpx, so the pure-Python HTTP/2 path (what a machine without the
+    native extra runs) is the one the suite covers there; test_http_backends.py tests "auto" itself."""
+    if request.node.get_closest_marker("each_backend"):
+        return
     if http_backend(request.config) != "pyreqwest":
+        import infra.http._routing as routing
+
+        monkeypatch.setattr(routing, "_native", [False])
         return
     import infra.http._async_client as async_client
     from infra.http._routing import async_backend_for

@@ -1,6 +1,7 @@
 """HTTP/2 servers for the tests, on 127.0.0.1, each in its own thread and event loop.
 
-* ``HypercornH2C``: hypercorn serving a tiny ASGI app; clients speak h2c with prior knowledge.
+* ``HypercornH2C``: hypercorn serving a tiny ASGI app (or the one given); clients speak h2c with prior
+  knowledge.
 * ``RotatingH2Server``: a bare h2 (python-hyper) server that, like nginx's ``keepalive_requests``, answers
   ``rotate_every`` streams on a connection, then sends GOAWAY (NO_ERROR, last_stream_id = the last stream
   it answered) and closes; streams the client opened past that are left unprocessed.
@@ -117,9 +118,10 @@ class HypercornH2C:
     """``with HypercornH2C() as srv: srv.url``: hypercorn on 127.0.0.1, HTTP/2 over cleartext, or over TLS
     (ALPN h2, then http/1.1) when given a certificate."""
 
-    def __init__(self, certfile: str | None = None, keyfile: str | None = None) -> None:
+    def __init__(self, certfile: str | None = None, keyfile: str | None = None, app: Any = None) -> None:
         self.certfile = certfile
         self.keyfile = keyfile
+        self.app = app or _asgi_app
 
     def __enter__(self) -> HypercornH2C:
         from hypercorn.asyncio import serve
@@ -145,7 +147,7 @@ class HypercornH2C:
         self._stop = self._lt.run(make_event())
         stop = self._stop
         self._task = asyncio.run_coroutine_threadsafe(
-            serve(_asgi_app, config, shutdown_trigger=stop.wait),
+            serve(self.app, config, shutdown_trigger=stop.wait),
             self._lt.loop,  # type: ignore[arg-type]
         )
         # wait until it accepts

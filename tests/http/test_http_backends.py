@@ -15,10 +15,11 @@ import subprocess
 import sys
 import traceback
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp import web
+from http_h2_servers import HypercornH2C
 
 from infra.http import AsyncPerfClient, PerfClient, RetryConfig, TransportError
 from infra.testing.fault_server import FaultServer
@@ -233,3 +234,72 @@ def test_a_connection_dropped_under_its_http2_streams_is_closed_not_read_on_pyre
         classify_pyreqwest(err(ConnectError, "client error (SendRequest)", "connection reset by peer"))
         == READ
     )
+
+
+@pytest.fixture(scope="module")
+def h2c_url() -> Iterator[str]:
+    pytest.importorskip("hypercorn")
+    with HypercornH2C() as srv:
+        yield srv.url
+
+
+@pytest.mark.parametrize(
+    ("choice", "carrier"),
+    [
+        pytest.param(
+            "auto", "reqwest_active", marks=pytest.mark.skipif(NO_PYREQWEST, reason="pyreqwest not installed")
+        ),
+        pytest.param(
+            "pyreqwest",
+            "reqwest_active",
+            marks=pytest.mark.skipif(NO_PYREQWEST, reason="pyreqwest not installed"),
+        ),
+        ("httpx", "httpx_active"),
+    ],
+)
+async def test_http2_backend_picks_what_carries_http2_beside_aiohttp(
+    server: FaultServer, h2c_url: str, choice: str, carrier: str
+) -> None:
+    """With the default backend (aiohttp, no HTTP/2 of its own), one client speaks HTTP/1.1 over aiohttp
+    and a host in ``http2_hosts`` over ``http2_backend``: "auto" is pyreqwest where it is installed."""
+    async with AsyncPerfClient(http2_hosts=[h2c_url.split("//", 1)[1]], http2_backend=choice) as client:
+        h1 = await client.get(f"{server.url}/ok")
+        h2 = await client.post(f"{h2c_url}/a", content=b"12345")
+        stats = client.pool_stats()
+    assert (h1.status, h1.http_version) == (200, "HTTP/1.1")
+    assert (h2.status, h2.http_version, h2.content) == (200, "HTTP/2", b"2 POST 5")
+    assert stats["aiohttp_acquired"] == 0 and stats[carrier] == 0
+    assert ("httpx_active" in stats) == (carrier == "httpx_active")
+    assert ("reqwest_active" in stats) == (carrier == "reqwest_active")
+
+
+def test_http2_backend_auto_without_pyreqwest_is_httpx_and_asking_for_it_says_what_to_install(
+    h2c_url: str,
+) -> None:
+    """Where pyreqwest can't load, "auto" carries HTTP/2 over httpx, and ``http2_backend="pyreqwest"`` is
+    a ConfigError naming ``http.http2_backend`` when the client is made."""
+    code = (
+        "import asyncio, sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'pyreqwest': raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from infra.errors import ConfigError\n"
+        "from infra.http import AsyncPerfClient\n"
+        f"hosts = ['{h2c_url.split('//', 1)[1]}']\n"
+        "async def main():\n"
+        "    async with AsyncPerfClient(http2_hosts=hosts) as c:\n"
+        f"        r = await c.get('{h2c_url}/a')\n"
+        "        print(r.http_version, sorted(c.pool_stats()))\n"
+        "asyncio.run(main())\n"
+        "try:\n"
+        "    AsyncPerfClient(http2_hosts=hosts, http2_backend='pyreqwest')\n"
+        "except ConfigError as exc:\n"
+        "    print(exc.problems[0].where, '|', exc.problems[0].message)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    first, second = out.strip().splitlines()
+    assert first == "HTTP/2 ['aiohttp_acquired', 'httpx_active', 'in_use']"
+    where, message = second.split(" | ", 1)
+    assert where == "http.http2_backend"
+    assert "perf-infra[native]" in message and "'httpx'" in message

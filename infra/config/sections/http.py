@@ -165,13 +165,28 @@ class HttpConfig(_Section):
         "it carries http2_hosts too).",
         choices=("aiohttp", "httpx", "pyreqwest"),
     )
-    http2: bool = field("bool", False, "Speak HTTP/2 (httpx + h2) to every origin, not only http2_hosts.")
+    http2_backend: str = field(
+        "str",
+        "auto",
+        "What carries HTTP/2 origins where backend is aiohttp (which has no HTTP/2) in the async client: "
+        "pyreqwest (native: the perf-infra[native] extra), httpx (+ h2, pure Python), or auto: pyreqwest "
+        "where it is installed, else httpx. The sync client speaks HTTP/2 over httpx.",
+        choices=("auto", "httpx", "pyreqwest"),
+    )
+    http2: bool = field("bool", False, "Speak HTTP/2 to every origin, not only http2_hosts.")
     http2_hosts: tuple[str, ...] = field(
         "list", (), "Hosts (host or host:port) spoken to over HTTP/2.", item="str"
     )
     metrics: bool = field("bool", True, "Record per-origin request metrics.")
     max_connections: int = field("int", _LAYER_MAX_CONNECTIONS, "Connection limit in all.", minimum=1)
     max_per_host: int = field("int", _LAYER_MAX_PER_HOST, "Connection limit per host.", minimum=1)
+    http2_max_streams: int = field(
+        "int",
+        100,
+        "Calls in flight at once to one HTTP/2 origin: streams multiplexed over its one connection (the "
+        "connection limits count connections, as aiohttp's and httpx's do).",
+        minimum=1,
+    )
     keepalive_expiry: float = field(
         "duration", _LAYER_KEEPALIVE, "Idle pooled connections are closed after this."
     )

@@ -1,0 +1,157 @@
+"""An HTTP/2 origin multiplexes: ``http2_max_streams`` calls at once over one connection, not
+``max_per_host`` (which counts connections, as aiohttp's and httpx's limits do).
+
+The server is hypercorn over h2c with an app that holds each request until as many as the test asks for
+are in flight at once (or a patience runs out), so what it records -- the most requests it held at once
+and the connections they came on -- is what the client really had in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from http_h2_servers import HypercornH2C, read_body
+
+from infra.http import AsyncPerfClient, PerfClient
+
+pytest.importorskip("h2")
+pytest.importorskip("hypercorn")
+
+CALLS = 40  # well above max_per_host (6) and max_connections (16), below http2_max_streams (100)
+
+
+class Holding:
+    """ASGI app: a request to ``/hold?n=N`` waits until N requests are in flight at the server at once (or
+    ``patience`` seconds pass), then answers 200; one to ``/park`` waits until the test sets ``released``.
+    ``peak``: the most in flight at once; ``ports``: the client ports seen (one per connection)."""
+
+    def __init__(self, patience: float = 3.0) -> None:
+        self.patience = patience
+        self.released = threading.Event()
+        self.inflight = 0
+        self.peak = 0
+        self.ports: set[int] = set()
+        self.full: asyncio.Event | None = None
+
+    def reset(self) -> None:
+        self.peak, self.ports = 0, set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+        query = dict(p.split("=") for p in scope["query_string"].decode().split("&") if "=" in p)
+        want = int(query.get("n", 1))
+        self.ports.add(scope["client"][1])
+        self.inflight += 1
+        self.peak = max(self.peak, self.inflight)
+        if scope["path"] == "/park":
+            while not self.released.is_set():  # set from the test's thread
+                await asyncio.sleep(0.005)
+            want = 0
+        if self.full is None:
+            self.full = asyncio.Event()
+        full = self.full
+        if self.inflight >= want:
+            full.set()
+        try:
+            await asyncio.wait_for(full.wait(), self.patience)
+        except TimeoutError:
+            pass  # the client never had that many in flight: answer anyway, ``peak`` tells
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self.full = None
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        await send({"type": "http.response.body", "body": b"held"})
+
+
+@pytest.fixture(scope="module")
+def holding() -> Iterator[tuple[Holding, str]]:
+    app = Holding()
+    with HypercornH2C(app=app) as srv:
+        yield app, srv.url
+
+
+def hostport(url: str) -> str:
+    return url.split("//", 1)[1]
+
+
+async def test_an_http2_origin_runs_many_calls_at_once_over_one_connection(holding) -> None:
+    """40 calls to a host in ``http2_hosts`` are all in flight at the server at once, on one connection,
+    under the default limits (16 connections, 6 per host): on HTTP/1.1 those would allow 6."""
+    app, url = holding
+    async with AsyncPerfClient(http2_hosts=[hostport(url)]) as client:
+        assert client.settings.max_per_host == 6 and client.settings.http2_max_streams == 100
+        assert (await client.get(f"{url}/hold?n=1")).status == 200  # the connection, made once
+        app.reset()
+        rs = await asyncio.gather(*(client.get(f"{url}/hold?n={CALLS}") for _ in range(CALLS)))
+        assert [r.status for r in rs] == [200] * CALLS
+        assert all(r.http_version == "HTTP/2" for r in rs)
+        assert app.peak == CALLS, app.peak
+        assert len(app.ports) == 1, app.ports
+        assert client.pool_stats()["in_use"] == 0
+
+
+async def test_http2_max_streams_caps_the_calls_in_flight_to_one_origin(holding) -> None:
+    """``http2_max_streams=8``: never more than 8 of 40 calls at the server at once, and all 40 answered."""
+    app, url = holding
+    async with AsyncPerfClient(http2_hosts=[hostport(url)], http2_max_streams=8) as client:
+        await client.get(f"{url}/hold?n=1")
+        app.reset()
+        rs = await asyncio.gather(*(client.get(f"{url}/hold?n=8") for _ in range(CALLS)))
+        assert [r.status for r in rs] == [200] * CALLS
+        assert app.peak == 8, app.peak
+
+
+async def test_http2_calls_take_no_slot_of_max_connections(holding, server) -> None:
+    """While 40 HTTP/2 calls are held at their server, an HTTP/1.1 origin still gets its 6 connections at
+    once (``max_connections=8``: had the streams taken global slots, HTTP/1.1 calls would queue)."""
+    app, url = holding
+    async with AsyncPerfClient(http2_hosts=[hostport(url)], max_connections=8) as client:
+        await client.get(f"{url}/hold?n=1")
+        app.reset()
+        app.released.clear()
+        held = [asyncio.create_task(client.get(f"{url}/park")) for _ in range(CALLS)]
+        try:
+            for _ in range(3000):  # until all 40 reached the server and wait there (at most ~30 s)
+                if app.inflight >= CALLS:
+                    break
+                await asyncio.sleep(0.01)
+            assert app.inflight == CALLS, app.inflight
+            rs = await asyncio.gather(*(client.get(f"{server.url}/ok") for _ in range(6)))
+            assert [r.status for r in rs] == [200] * 6
+            assert app.inflight == CALLS  # the HTTP/1.1 calls ran while every stream was still held
+        finally:
+            app.released.set()
+        assert [r.status for r in await asyncio.gather(*held)] == [200] * CALLS
+
+
+def test_sync_client_multiplexes_an_http2_origin(holding) -> None:
+    """The sync client (httpx + h2, one thread a call) holds as many streams at once."""
+    app, url = holding
+    with PerfClient(http2_hosts=[hostport(url)]) as client:
+        client.get(f"{url}/hold?n=1")
+        app.reset()
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def call() -> None:
+            r = client.get(f"{url}/hold?n={CALLS}")
+            with lock:
+                statuses.append(r.status)
+
+        threads = [threading.Thread(target=call) for _ in range(CALLS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert statuses == [200] * CALLS
+        assert app.peak == CALLS, app.peak
+        assert len(app.ports) == 1, app.ports
