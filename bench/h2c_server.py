@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from typing import Any
@@ -35,7 +36,15 @@ async def main() -> None:
     config.h2_max_concurrent_streams = 1000
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.read(1) else None)
+
+    def on_stdin() -> None:
+        if not sys.stdin.read(1):  # closed: the bench is done (or died)
+            stop.set()
+            # Graceful shutdown waits on the connections; one whose client died mid-stream (a native
+            # client's panic aborts the bench) can keep it spinning: out within 5 s whatever happens.
+            loop.call_later(5, os._exit, 0)
+
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
