@@ -648,7 +648,7 @@ async def peers_main(
             h2, skipped = h2_peers(hostport, settings)
             h2 = [c for c in h2 if not any(x in c.name for x in exclude)]
             ours_h2, other_h2 = h2[-1], None
-            if len(h2) > 1 and h2[-2].name.startswith("ours, pyreqwest"):
+            if len(h2) > 1 and h2[-2].name.startswith("ours (host in"):
                 ours_h2, other_h2 = h2[-2], h2[-1].name
             for line in skipped:
                 print(line)

@@ -327,16 +327,12 @@ def h2_peers(hostport: str, settings: dict[str, Any] | None = None) -> tuple[lis
             out.append(c)
         else:
             skipped.append(f"skipped {module}: {why}")
+    # ours at its defaults (http2_backend "auto": pyreqwest carries HTTP/2 where it is installed), then
+    # the pure-Python path (httpx + h2) a machine without the native extra gets
+    pure = dict(settings or {}, **http_settings(http2_backend="httpx")[0])
     if missing("pyreqwest") is None:
-        out.append(
-            Ours(
-                "ours, pyreqwest backend (host in http2_hosts)",
-                http2_host=hostport,
-                backend="pyreqwest",
-                settings=settings,
-            )
-        )
-    out.append(Ours("ours (host in http2_hosts)", http2_host=hostport, settings=settings))
+        out.append(Ours("ours (host in http2_hosts; defaults)", http2_host=hostport, settings=settings))
+    out.append(Ours("ours, http2_backend httpx (pure Python)", http2_host=hostport, settings=pure))
     return out, skipped
 
 
