@@ -62,6 +62,7 @@ from infra.http._routing import (
     async_backend_for,
     call_args,
     httpx_transport,
+    native_http2,
     require_pyreqwest,
     tls_context,
 )
@@ -106,12 +107,13 @@ class AsyncPerfClient(ClientBase):
         self._httpx_backend: HttpxBackend | None = None
         self._reqwest: dict[str, Any] = {}  # kind -> pyreqwest client (backend="pyreqwest")
         self._reqwest_backend: PyreqwestBackend | None = None
-        self._global: AsyncGate | None = None
+        self._global = AsyncGate(self._settings.max_connections)
         # url -> (origin state, backend kind): origin_of + two lookups per call become one dict get.
         self._routes: dict[str, tuple[HostState, str]] = {}
         self._wheel: TimerWheel | None = None
         self._stats = _Stats()
-        if self._settings.http2 or self._settings.http2_hosts or self._settings.backend == "httpx":
+        s = self._settings
+        if s.backend == "httpx" or ((s.http2 or s.http2_hosts) and not native_http2(s)):
             import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
         require_pyreqwest(self._settings)  # pyreqwest chosen: loaded now, or a ConfigError saying why not
 
@@ -157,16 +159,11 @@ class AsyncPerfClient(ClientBase):
             stats["reqwest_active"] = self._reqwest_backend.active
         return stats
 
-    def _global_gate(self) -> AsyncGate:
-        gate = self._global
-        if gate is None:
-            gate = self._global = AsyncGate(self._settings.max_connections)
-        return gate
-
     def _host(self, origin: str) -> HostState:
         host = self._hosts.get(origin)
         if host is None:
-            slots, shared = host_gates(self._settings, origin, AsyncGate, self._global_gate())
+            carrier = "pyreqwest" if native_http2(self._settings) else "httpx"
+            slots, shared = host_gates(self._settings, origin, AsyncGate, self._global, carrier=carrier)
             host = self._hosts[origin] = HostState(origin, self._settings, slots, shared)
         return host
 

@@ -262,9 +262,7 @@ def async_backend_for(settings: HttpConfig, url: str, origin: str) -> str:
     ("auto" where it is installed) or httpx. So a client's kinds are aiohttp / httpx, aiohttp / pyreqwest,
     or all pyreqwest: never httpx and pyreqwest together."""
     kind = backend_for(settings, url, origin)
-    if settings.backend == "pyreqwest" or (
-        kind[:2] == "h2" and settings.backend == "aiohttp" and native_http2(settings)
-    ):
+    if settings.backend == "pyreqwest" or (kind[:2] == "h2" and native_http2(settings)):
         return "rq-h1" if kind == "aiohttp" else "rq-" + kind
     return kind
 
@@ -273,8 +271,13 @@ _native: list[bool] = []  # "auto": whether pyreqwest loads here, found once a p
 
 
 def native_http2(settings: HttpConfig) -> bool:
-    """Whether ``http2_backend`` puts HTTP/2 over pyreqwest: "pyreqwest", or "auto" and it loads here (a
-    missing package, or a native wheel that fails to load on this platform, leaves HTTP/2 to httpx)."""
+    """Whether AsyncPerfClient's HTTP/2 goes over pyreqwest: ``backend="pyreqwest"``, or with aiohttp
+    ``http2_backend`` "pyreqwest", or "auto" and it loads here (a missing package, or a native wheel that
+    fails to load on this platform, leaves HTTP/2 to httpx)."""
+    if settings.backend != "aiohttp":
+        return settings.backend == "pyreqwest"
+    if not (settings.http2 or settings.http2_hosts):
+        return False  # no HTTP/2 at all: pyreqwest stays unloaded
     choice = settings.http2_backend
     if choice != "auto":
         return choice == "pyreqwest"

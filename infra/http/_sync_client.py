@@ -98,7 +98,9 @@ class PerfClient(ClientBase, Closing):
             with self._hosts_lock:
                 host = self._hosts.get(origin)
                 if host is None:
-                    slots, shared = host_gates(self._settings, origin, SyncGate, self._global)
+                    slots, shared = host_gates(
+                        self._settings, origin, SyncGate, self._global, carrier="httpx-sync"
+                    )
                     host = self._hosts[origin] = HostState(origin, self._settings, slots, shared)
         return host
 

@@ -136,6 +136,35 @@ async def test_goaway_rotation_every_1000_streams_loses_no_request() -> None:
         assert srv.rotations >= 3
 
 
+async def test_rotation_under_100_streams_in_flight_loses_no_request_to_the_retry_budget() -> None:
+    """A server rotating every 100 streams while ~100 calls are in flight on its connection (one
+    multiplexed connection, the default http2_max_streams): each rotation fails dozens of streams at once
+    (httpx fails even streams the server answered, see _classify), and their retries must not spend the
+    retry budget, which exists for a sick upstream, not a rotating one: 1,000 GETs, 1,000 answered (on
+    the budget's default 0.2 a request, 249 of them ended in RetryBudgetExhausted)."""
+    with RotatingH2Server(rotate_every=100) as srv:
+        outcomes: collections.Counter[str] = collections.Counter()
+        tries = 0
+        sem = asyncio.Semaphore(100)
+        async with AsyncPerfClient(http2=True) as client:
+
+            async def one() -> None:
+                nonlocal tries
+                async with sem:
+                    try:
+                        r = await client.get(f"{srv.url}/x")
+                        outcomes[str(r.status)] += 1
+                        tries += r.attempts
+                    except Exception as exc:  # counted, asserted below
+                        outcomes[type(exc).__name__] += 1
+
+            await asyncio.gather(*(one() for _ in range(1000)))
+            assert client.pool_stats()["in_use"] == 0
+        assert outcomes == {"200": 1000}
+        assert srv.rotations >= 9
+        assert tries >= 1000
+
+
 async def test_goaway_never_runs_a_plain_post_twice() -> None:
     """Without opt-in, a POST caught in a rotation is resent only when the GOAWAY proves it never ran
     (httpcore resends streams above last_stream_id); otherwise it fails. The server never runs one twice."""

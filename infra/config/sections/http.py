@@ -183,8 +183,9 @@ class HttpConfig(_Section):
     http2_max_streams: int = field(
         "int",
         100,
-        "Calls in flight at once to one HTTP/2 origin: streams multiplexed over its one connection (the "
-        "connection limits count connections, as aiohttp's and httpx's do).",
+        "Calls in flight at once to one HTTP/2 origin in the async client: streams multiplexed over its one "
+        "connection (the connection limits count connections, as aiohttp's and httpx's do); at most 16 over "
+        "httpx + h2.",
         minimum=1,
     )
     keepalive_expiry: float = field(
