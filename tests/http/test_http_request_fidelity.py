@@ -175,6 +175,63 @@ async def test_every_backend_sends_the_same_request(
     assert views["sync"] == views["aiohttp"]
 
 
+# The URL a caller built by hand, with characters that need quoting: each backend sends the request-target a
+# plain aiohttp session sends (yarl's quoting of the str), not its own (httpx sent "|", "[", "%zz", "%2f" raw
+# and a space in the query as %20; reqwest "|" raw and a backslash as "/"). Suffix after /r/KEY -> target.
+TARGETS = [
+    pytest.param("/a b?q=a b", "/a%20b?q=a+b", id="space"),
+    pytest.param("/é✓?q=é✓&e=😀", "/%C3%A9%E2%9C%93?q=%C3%A9%E2%9C%93&e=%F0%9F%98%80", id="non_ascii"),
+    pytest.param("/a%20b?q=a%20b&r=%C3%A9", "/a%20b?q=a%20b&r=%C3%A9", id="already_encoded"),
+    pytest.param("/50%/x?p=50%&q=%zz", "/50%25/x?p=50%25&q=%25zz", id="stray_percent"),
+    pytest.param("/a%2fb%7e?q=%2f%7e%41&r=%e9", "/a%2Fb~?q=/~A&r=%E9", id="percent_case"),
+    pytest.param("/a+b?q=a+b&r=%2B", "/a+b?q=a+b&r=%2B", id="plus"),
+    pytest.param("/it's", "/it's", id="quote_in_path"),
+    pytest.param("/x?q=it's", "/x?q=it's", id="quote_in_query"),
+    pytest.param('/"x"<y>?q="x"<y>', "/%22x%22%3Cy%3E?q=%22x%22%3Cy%3E", id="dquote_angle"),
+    pytest.param("/a|b{c}^`?q=a|b{c}^`", "/a%7Cb%7Bc%7D%5E%60?q=a%7Cb%7Bc%7D%5E%60", id="pipe_brace"),
+    pytest.param("/a\\b?q=\\", "/a%5Cb?q=%5C", id="backslash"),
+    pytest.param("/[x]?q=[x]", "/%5Bx%5D?q=%5Bx%5D", id="brackets"),
+    pytest.param("/x?q=1#frag ment", "/x?q=1", id="fragment"),
+    pytest.param("/./a/../b?q=.", "/b?q=.", id="dot_segments"),
+    pytest.param("/x?", "/x", id="empty_query"),
+    pytest.param("/x?q=a\tb", "/x?q=ab", id="tab"),
+]
+
+
+async def _targets_seen(rec: Recorder, method: str, url_of: Any, **kw: Any) -> dict[str, str]:
+    """The request-target each client sent for ``url_of(key)`` (aiohttp, httpx, sync), the key as KEY."""
+    seen = {}
+    for label in ("aiohttp", "httpx", "sync"):
+        key = k()
+        url = url_of(key)
+        if label == "sync":
+            with PerfClient() as sync_client:
+                r = await asyncio.to_thread(sync_client.request, method, url, **kw)
+        else:
+            async with AsyncPerfClient(backend=label) as client:
+                r = await client.request(method, url, **kw)
+        assert r.status == 200, (label, r.status)
+        (one,) = rec.seen(key)
+        seen[label] = one.target.replace(key, "KEY")
+    return seen
+
+
+@pytest.mark.parametrize(("suffix", "target"), TARGETS)
+async def test_every_backend_sends_aiohttps_request_target(rec: Recorder, suffix: str, target: str) -> None:
+    """A raw space, non-ASCII, a stray "%", "|", "[", a fragment... in the URL: the same bytes from every
+    backend, the ones plain aiohttp (yarl) sends."""
+    seen = await _targets_seen(rec, "GET", lambda key: f"{rec.url}/r/{key}{suffix}")
+    assert seen == dict.fromkeys(seen, f"/r/KEY{target}")
+
+
+async def test_params_on_a_url_that_needs_quoting(rec: Recorder) -> None:
+    """``params`` appended to a hand-built URL with a space and non-ASCII: quoted together, as aiohttp."""
+    seen = await _targets_seen(
+        rec, "POST", lambda key: f"{rec.url}/r/{key}/a b?x=é", params={"q": "é ✓", "n": 1}, content=b"x"
+    )
+    assert seen == dict.fromkeys(seen, "/r/KEY/a%20b?x=%C3%A9&q=%C3%A9+%E2%9C%93&n=1")
+
+
 async def test_query_merges_like_aiohttp(rec: Recorder, make_api: Any) -> None:
     api = make_api()
     key = k()
