@@ -166,16 +166,27 @@ def with_params(url: str, params: Params | str | None) -> str:
 
 # A URL every backend already sends as aiohttp does, left as it is: http(s), a plain host (no userinfo, IPv6
 # or IDNA), a path and query of characters yarl leaves as they are (unreserved, sub-delimiters, ":@/", and
-# "?" in the query), no "%" (yarl decodes %7E and upper-cases %2f), no "#", no empty "?" (yarl drops it),
-# and, checked apart, no "/." (a dot segment, which yarl removes). Checked on every call: one C-level match
-# and a substring test, no Python frame (bench/bench_http_layer.py --callgrind).
+# "?" in the query) and of %XX escapes it keeps (upper-case hex, of a byte it would not decode: a control,
+# space, '"#%+<>[\]^`{|}', DEL, a non-ASCII byte; "/?" in the path, "&;=" in the query: what
+# encode_params writes), no "#", and, checked apart, no empty "?" (yarl drops it) and no "/." (a dot
+# segment, which yarl removes). A test holds it to yarl byte by byte.
+_ESC = "[01][0-9A-F]|2[0235B]|3[CE]|5[B-E]|60|7[B-DF]|[89A-F][0-9A-F]"  # %XX of these: kept by yarl
+_PATH_CHAR = "[A-Za-z0-9_.~!$&'()*+,;=:@/-]"
+_QUERY_CHAR = "[A-Za-z0-9_.~!$&'()*+,;=:@/?-]"
 _plain_url = re.compile(
     r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?"
-    r"(?:/[A-Za-z0-9_.~!$&'()*+,;=:@/-]*)?"
-    r"(?:\?[A-Za-z0-9_.~!$&'()*+,;=:@/?-]+)?"
+    rf"(?:/{_PATH_CHAR}*(?:%(?:{_ESC}|2F|3F){_PATH_CHAR}*)*)?"
+    rf"(?:\?{_QUERY_CHAR}*(?:%(?:{_ESC}|26|3[BD]){_QUERY_CHAR}*)*)?"
 ).fullmatch
+# First, a character no such URL has (non-ASCII, space, '"#<>[\]^`{|}', a control): found at once, where a
+# failing fullmatch above backtracks through every "*" (~10x the time).
+_unplain_char = re.compile(r"[^A-Za-z0-9_.~!$&'()*+,;=:@/?%-]").search
+# URL -> what it is sent as: looked up first on every call, a dict hit (bench_http_layer.py --callgrind:
+# 45.82k -> 46.18k instructions a request; a regex on every call had cost 49.49k). Bounded: past it a new
+# URL is checked each time (~1 µs if plain; one yarl parse, a few µs, if not).
 _wire_memo: dict[str, str] = {}
-_WIRE_MEMO_MAX = 4096
+_wire_known = _wire_memo.get
+_WIRE_MEMO_MAX = 1024
 
 
 def wire_url(url: str) -> str:
@@ -186,25 +197,28 @@ def wire_url(url: str) -> str:
     encoded, a default port dropped, the fragment (never sent) left out. httpx and reqwest take that string
     as it is (httpx would send a space in the query as %20, "|" and "%" raw; reqwest "|" raw), so the server
     sees the same request-target from each; yarl parses it back to itself, so aiohttp sends what it did.
-    A URL yarl refuses (a bad port, an empty host) is left as it is: each backend refuses it its own way.
-    Memoised per URL (bounded); a plain URL (``_plain_url``, most) is returned as it is, yarl never run."""
-    if _plain_url(url) is not None and "/." not in url:
-        return url
-    return _requoted(url)
+    A plain URL (``_plain_url``, most) is returned as it is, yarl never run; each answer is memoised.
+
+    Raises ValueError, before any try and on every backend, for a URL yarl refuses (a port out of range, a
+    broken IPv6 literal, no host, a backslash in the host), as a plain aiohttp session refuses it
+    (``InvalidUrlClientError``, a ValueError); httpx and reqwest each failed their own way, or sent it."""
+    return _wire_known(url) or _wire_new(url)
 
 
-def _requoted(url: str) -> str:
-    found = _wire_memo.get(url)
-    if found is None:
+def _wire_new(url: str) -> str:
+    if _unplain_char(url) is None and _plain_url(url) is not None and "/." not in url and url[-1] != "?":
+        wire = url
+    else:
         from yarl import URL
 
         try:
-            found = str(URL(url).with_fragment(None))
-        except (ValueError, TypeError):
-            found = url
-        if len(_wire_memo) < _WIRE_MEMO_MAX:
-            _wire_memo[url] = found
-    return found
+            parsed = URL(url)
+            wire = str(parsed.with_fragment(None) if parsed.raw_fragment else parsed)
+        except ValueError as exc:  # yarl's messages name the problem, never the path or query
+            raise ValueError(f"invalid URL: {str(exc).removeprefix('Invalid URL: ')}") from None
+    if len(_wire_memo) < _WIRE_MEMO_MAX:
+        _wire_memo[url] = wire
+    return wire
 
 
 class StreamOptions(TypedDict, total=False):
@@ -425,10 +439,10 @@ def active_connections(transports: Iterable[Any]) -> int:
 
 class CallArgs(NamedTuple):
     """One logical call as a client's retry loop takes it: ``url`` with the call's params appended
-    (``with_params``; ``params`` is then None) and quoted as aiohttp sends it (``wire_url``), ``headers`` the caller's with an Idempotency-Key when
-    ``idempotent`` and the body's Content-Type / Content-Length (``request_body``), ``content`` the
-    prepared body (json encoded; ``json`` is then None), ``retry_ok``: statuses and read errors may be
-    retried (None: never, the body can be read only once)."""
+    (``with_params``; ``params`` is then None) and quoted as aiohttp sends it (``wire_url``), ``headers``
+    the caller's with an Idempotency-Key when ``idempotent`` and the body's Content-Type / Content-Length
+    (``request_body``), ``content`` the prepared body (json encoded; ``json`` is then None), ``retry_ok``:
+    statuses and read errors may be retried (None: never, the body can be read only once)."""
 
     method: str
     url: str
@@ -471,8 +485,7 @@ def call_args(
             retry_ok = None  # type: ignore[assignment]
     if params is not None:
         url = with_params(url, params)
-    if _plain_url(url) is None or "/." in url:  # wire_url, inlined: no frame for a plain URL
-        url = _requoted(url)
+    url = _wire_known(url) or _wire_new(url)  # wire_url, inlined: no frame on a memo hit
     # tuple.__new__ straight: a NamedTuple's own __new__ is a Python function, a frame on every request.
     args = _tuple_new(CallArgs, (method, url, None, sent, body, None, retry_ok, deadline, stream))
     return args, cache
