@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import math
@@ -42,6 +43,7 @@ __all__ = [
     "settings_of",
     "tls_context",
     "transport_pool",
+    "url_credentials",
     "uses_http2",
     "wire_url",
     "with_params",
@@ -194,7 +196,8 @@ def wire_url(url: str) -> str:
     ``aiohttp.ClientSession`` does with a str) of the path and query, quoted: a space as %20 in the path and
     "+" in the query, non-ASCII UTF-8 percent-encoded, ``"<>\\^`{|}[]`` encoded, a stray "%" as %25, %XX
     upper-cased and unreserved ones decoded, dot segments removed, an empty "?" dropped; the host IDNA
-    encoded, a default port dropped, the fragment (never sent) left out. httpx and reqwest take that string
+    encoded, a default port dropped, the fragment (never sent) left out; ``user:password@`` taken out, for
+    ``call_args`` to send as aiohttp does (``url_credentials``). httpx and reqwest take that string
     as it is (httpx would send a space in the query as %20, "|" and "%" raw; reqwest "|" raw), so the server
     sees the same request-target from each; yarl parses it back to itself, so aiohttp sends what it did.
     A plain URL (``_plain_url``, most) is returned as it is, yarl never run; each answer is memoised.
@@ -205,6 +208,13 @@ def wire_url(url: str) -> str:
     return _wire_known(url) or _wire_new(url)
 
 
+class _Credentialed(str):
+    """A wire URL whose caller's URL had ``user:password@``: the URL without them, and ``authorization``,
+    the Basic header aiohttp sends for them (``url_credentials``)."""
+
+    authorization: str
+
+
 def _wire_new(url: str) -> str:
     if _unplain_char(url) is None and _plain_url(url) is not None and "/." not in url and url[-1] != "?":
         wire = url
@@ -213,12 +223,45 @@ def _wire_new(url: str) -> str:
 
         try:
             parsed = URL(url)
-            wire = str(parsed.with_fragment(None) if parsed.raw_fragment else parsed)
+            if parsed.raw_fragment:
+                parsed = parsed.with_fragment(None)
+            if parsed.raw_user is not None or parsed.raw_password is not None:
+                wire = _credentialed(parsed)
+            else:
+                wire = str(parsed)
         except ValueError as exc:  # yarl's messages name the problem, never the path or query
             raise ValueError(f"invalid URL: {str(exc).removeprefix('Invalid URL: ')}") from None
     if len(_wire_memo) < _WIRE_MEMO_MAX:
         _wire_memo[url] = wire
     return wire
+
+
+def _credentialed(parsed: Any) -> _Credentialed:
+    """aiohttp's reading (``strip_auth_from_url``, ``encode_basic_auth``): the decoded user and password,
+    latin-1, as Basic; a user with ":" refused (the ValueError aiohttp raises)."""
+    user, password = parsed.user or "", parsed.password or ""
+    if ":" in user:
+        raise ValueError('A ":" is not allowed in login (RFC 7617#section-2)')
+    try:
+        creds = f"{user}:{password}".encode("latin-1")
+    except UnicodeEncodeError:  # aiohttp raises it, with the character: not that part of a secret here
+        raise ValueError("its user or password has a character latin-1 can't encode") from None
+    wire = _Credentialed(parsed.with_user(None))
+    wire.authorization = "Basic " + base64.b64encode(creds).decode("ascii")
+    return wire
+
+
+def url_credentials(url: str, headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    """``headers`` with the Authorization aiohttp sends for a URL's ``user:password@`` (Basic, from the
+    decoded user and password): every backend sends it, and the URL without them (httpx's transports sent
+    none; reqwest did). Raises aiohttp's ValueError when ``headers`` have an Authorization of their own."""
+    if headers and any(k.lower() == "authorization" for k in headers):
+        raise ValueError(
+            "Cannot combine AUTHORIZATION header with AUTH argument or credentials encoded in URL"
+        )
+    out = dict(headers) if headers else {}
+    out["Authorization"] = url.authorization  # type: ignore[attr-defined]
+    return out
 
 
 class StreamOptions(TypedDict, total=False):
@@ -486,6 +529,9 @@ def call_args(
     if params is not None:
         url = with_params(url, params)
     url = _wire_known(url) or _wire_new(url)  # wire_url, inlined: no frame on a memo hit
+    if url.__class__ is _Credentialed:  # user:password@ in the URL: sent as aiohttp sends them
+        sent = url_credentials(url, sent)
+        url = str(url)
     # tuple.__new__ straight: a NamedTuple's own __new__ is a Python function, a frame on every request.
     args = _tuple_new(CallArgs, (method, url, None, sent, body, None, retry_ok, deadline, stream))
     return args, cache

@@ -8,6 +8,7 @@ headers and body bytes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import uuid
@@ -320,6 +321,35 @@ async def test_a_url_aiohttp_refuses_is_refused_before_any_try(make_api: Any, ur
     with pytest.raises(ValueError, match=r"^invalid URL: ") as caught:
         await api.get(url)
     assert "/x" not in str(caught.value) and "/a" not in str(caught.value)
+
+
+async def test_url_credentials_are_sent_as_aiohttp_sends_them(rec: Recorder) -> None:
+    """``user:password@`` in the URL: Basic auth from the decoded user and password on every backend, as
+    aiohttp sends it (httpx's transports sent none), and the target and Host without them."""
+    seen: dict[str, Any] = {}
+    for label in ("aiohttp", "httpx", "sync"):
+        key = k()
+        url = f"{rec.url.replace('http://', 'http://us%20er:p%40ss@')}/r/{key}/a b"
+        if label == "sync":
+            with PerfClient() as sync_client:
+                await asyncio.to_thread(sync_client.get, url)
+        else:
+            async with AsyncPerfClient(backend=label) as client:
+                await client.get(url)
+        (one,) = rec.seen(key)
+        seen[label] = (one.target.replace(key, "KEY"), one.header("authorization"), one.header("host"))
+    basic = "Basic " + base64.b64encode(b"us er:p@ss").decode()
+    assert seen == dict.fromkeys(seen, ("/r/KEY/a%20b", basic, rec.url.split("://")[1]))
+
+
+async def test_url_credentials_and_an_authorization_header_are_refused(rec: Recorder, make_api: Any) -> None:
+    """Both: aiohttp's ValueError, before any try, on every backend (httpx and reqwest sent the header)."""
+    api = make_api()
+    key = k()
+    url = f"{rec.url.replace('http://', 'http://user:pw@')}/r/{key}"
+    with pytest.raises(ValueError, match="Cannot combine AUTHORIZATION header"):
+        await api.get(url, headers={"authorization": "Bearer x"})
+    assert rec.seen(key) == []
 
 
 async def test_query_merges_like_aiohttp(rec: Recorder, make_api: Any) -> None:
