@@ -154,11 +154,11 @@ def cache_key(
 ) -> str:
     """SHA-256 key: nothing in it (URL, body, header values) can be read back out.
 
-    The query is the one the request sends (``params`` appended to the URL's own, ``with_params``; the
-    fragment, which no request sends, left out), the
-    body its bytes (``json`` encoded as ``_body.request_body`` encodes it). Every request header counts
-    (names case-insensitively, values exactly) but those on ``UNKEYED_HEADERS`` and ``unkeyed``
-    (lower-case names)."""
+    The URL and query are the ones the request sends (``params`` appended to the URL's own, ``with_params``,
+    and quoted as aiohttp quotes it, ``wire_url``: "/a b" and "/a%20b" are one request; the fragment, which
+    no request sends, left out), the body its bytes (``json`` encoded as ``_body.request_body`` encodes it).
+    Every request header counts (names case-insensitively, values exactly) but those on
+    ``UNKEYED_HEADERS`` and ``unkeyed`` (lower-case names)."""
     from infra.cache import make_key
 
     keyed = sorted(

@@ -45,6 +45,8 @@ def origin_of(url: str) -> str:
         host, _, port = authority.partition(":")
     if port and not port.isdigit():
         raise ValueError("URL port is not a number")
+    if port and int(port) > 65535:  # yarl refuses it (aiohttp: InvalidUrlClientError); httpx wrapped it
+        raise ValueError("invalid URL: Port out of range 0-65535")
     origin = f"{scheme}://{host.lower()}:{port or _DEFAULT_PORTS[scheme]}"
     if len(_memo) < _MEMO_MAX:
         _memo[head] = origin

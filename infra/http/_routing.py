@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import math
@@ -42,7 +43,9 @@ __all__ = [
     "settings_of",
     "tls_context",
     "transport_pool",
+    "url_credentials",
     "uses_http2",
+    "wire_url",
     "with_params",
 ]
 
@@ -161,6 +164,104 @@ def with_params(url: str, params: Params | str | None) -> str:
     elif not url.endswith(("?", "&")):
         url += "&"
     return url + query + hash_ + fragment
+
+
+# A URL every backend already sends as aiohttp does, left as it is: http(s), a plain host (no userinfo, IPv6
+# or IDNA), a path and query of characters yarl leaves as they are (unreserved, sub-delimiters, ":@/", and
+# "?" in the query) and of %XX escapes it keeps (upper-case hex, of a byte it would not decode: a control,
+# space, '"#%+<>[\]^`{|}', DEL, a non-ASCII byte; "/?" in the path, "&;=" in the query: what
+# encode_params writes), no "#", and, checked apart, no empty "?" (yarl drops it) and no "/." (a dot
+# segment, which yarl removes). A test holds it to yarl byte by byte.
+_ESC = "[01][0-9A-F]|2[0235B]|3[CE]|5[B-E]|60|7[B-DF]|[89A-F][0-9A-F]"  # %XX of these: kept by yarl
+_PATH_CHAR = "[A-Za-z0-9_.~!$&'()*+,;=:@/-]"
+_QUERY_CHAR = "[A-Za-z0-9_.~!$&'()*+,;=:@/?-]"
+_plain_url = re.compile(
+    r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?"
+    rf"(?:/{_PATH_CHAR}*(?:%(?:{_ESC}|2F|3F){_PATH_CHAR}*)*)?"
+    rf"(?:\?{_QUERY_CHAR}*(?:%(?:{_ESC}|26|3[BD]){_QUERY_CHAR}*)*)?"
+).fullmatch
+# First, a character no such URL has (non-ASCII, space, '"#<>[\]^`{|}', a control): found at once, where a
+# failing fullmatch above backtracks through every "*" (~10x the time).
+_unplain_char = re.compile(r"[^A-Za-z0-9_.~!$&'()*+,;=:@/?%-]").search
+# URL -> what it is sent as: looked up first on every call, a dict hit (bench_http_layer.py --callgrind
+# seq: +0.37k instructions a request, 45.56k -> 45.93k; a regex on every call had cost +3.7k). Bounded: past
+# it a new URL is checked each time (~1 µs if plain; one yarl parse, a few µs, if not).
+_wire_memo: dict[str, str] = {}
+_wire_known = _wire_memo.get
+_WIRE_MEMO_MAX = 1024
+
+
+def wire_url(url: str) -> str:
+    """``url`` as aiohttp sends it, for every backend to send: yarl's reading (``URL(url)``, what a plain
+    ``aiohttp.ClientSession`` does with a str) of the path and query, quoted: a space as %20 in the path and
+    "+" in the query, non-ASCII UTF-8 percent-encoded, ``"<>\\^`{|}[]`` encoded, a stray "%" as %25, %XX
+    upper-cased and unreserved ones decoded, dot segments removed, an empty "?" dropped; the host IDNA
+    encoded, a default port dropped, the fragment (never sent) left out; ``user:password@`` taken out, for
+    ``call_args`` to send as aiohttp does (``url_credentials``). httpx and reqwest take that string
+    as it is (httpx would send a space in the query as %20, "|" and "%" raw; reqwest "|" raw), so the server
+    sees the same request-target from each; yarl parses it back to itself, so aiohttp sends what it did.
+    A plain URL (``_plain_url``, most) is returned as it is, yarl never run; each answer is memoised.
+
+    Raises ValueError, before any try and on every backend, for a URL yarl refuses (a port out of range, a
+    broken IPv6 literal, no host, a backslash in the host), as a plain aiohttp session refuses it
+    (``InvalidUrlClientError``, a ValueError); httpx and reqwest each failed their own way, or sent it."""
+    return _wire_known(url) or _wire_new(url)
+
+
+class _Credentialed(str):
+    """A wire URL whose caller's URL had ``user:password@``: the URL without them, and ``authorization``,
+    the Basic header aiohttp sends for them (``url_credentials``)."""
+
+    authorization: str
+
+
+def _wire_new(url: str) -> str:
+    if _unplain_char(url) is None and _plain_url(url) is not None and "/." not in url and url[-1] != "?":
+        wire = url
+    else:
+        from yarl import URL
+
+        try:
+            parsed = URL(url)
+            if parsed.raw_fragment:
+                parsed = parsed.with_fragment(None)
+            if parsed.raw_user is not None or parsed.raw_password is not None:
+                wire = _credentialed(parsed)
+            else:
+                wire = str(parsed)
+        except ValueError as exc:  # yarl's messages name the problem, never the path or query
+            raise ValueError(f"invalid URL: {str(exc).removeprefix('Invalid URL: ')}") from None
+    if len(_wire_memo) < _WIRE_MEMO_MAX:
+        _wire_memo[url] = wire
+    return wire
+
+
+def _credentialed(parsed: Any) -> _Credentialed:
+    """aiohttp's reading (``strip_auth_from_url``, ``encode_basic_auth``): the decoded user and password,
+    latin-1, as Basic; a user with ":" refused (the ValueError aiohttp raises)."""
+    user, password = parsed.user or "", parsed.password or ""
+    if ":" in user:
+        raise ValueError('A ":" is not allowed in login (RFC 7617#section-2)')
+    try:
+        creds = f"{user}:{password}".encode("latin-1")
+    except UnicodeEncodeError:  # aiohttp raises it, with the character: not that part of a secret here
+        raise ValueError("its user or password has a character latin-1 can't encode") from None
+    wire = _Credentialed(parsed.with_user(None))
+    wire.authorization = "Basic " + base64.b64encode(creds).decode("ascii")
+    return wire
+
+
+def url_credentials(url: str, headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    """``headers`` with the Authorization aiohttp sends for a URL's ``user:password@`` (Basic, from the
+    decoded user and password): every backend sends it, and the URL without them (httpx's transports sent
+    none; reqwest did). Raises aiohttp's ValueError when ``headers`` have an Authorization of their own."""
+    if headers and any(k.lower() == "authorization" for k in headers):
+        raise ValueError(
+            "Cannot combine AUTHORIZATION header with AUTH argument or credentials encoded in URL"
+        )
+    out = dict(headers) if headers else {}
+    out["Authorization"] = url.authorization  # type: ignore[attr-defined]
+    return out
 
 
 class StreamOptions(TypedDict, total=False):
@@ -384,10 +485,10 @@ def active_connections(transports: Iterable[Any]) -> int:
 
 class CallArgs(NamedTuple):
     """One logical call as a client's retry loop takes it: ``url`` with the call's params appended
-    (``with_params``; ``params`` is then None), ``headers`` the caller's with an Idempotency-Key when
-    ``idempotent`` and the body's Content-Type / Content-Length (``request_body``), ``content`` the
-    prepared body (json encoded; ``json`` is then None), ``retry_ok``: statuses and read errors may be
-    retried (None: never, the body can be read only once)."""
+    (``with_params``; ``params`` is then None) and quoted as aiohttp sends it (``wire_url``), ``headers``
+    the caller's with an Idempotency-Key when ``idempotent`` and the body's Content-Type / Content-Length
+    (``request_body``), ``content`` the prepared body (json encoded; ``json`` is then None), ``retry_ok``:
+    statuses and read errors may be retried (None: never, the body can be read only once)."""
 
     method: str
     url: str
@@ -430,6 +531,10 @@ def call_args(
             retry_ok = None  # type: ignore[assignment]
     if params is not None:
         url = with_params(url, params)
+    url = _wire_known(url) or _wire_new(url)  # wire_url, inlined: no frame on a memo hit
+    if url.__class__ is _Credentialed:  # user:password@ in the URL: sent as aiohttp sends them
+        sent = url_credentials(url, sent)
+        url = str(url)
     # tuple.__new__ straight: a NamedTuple's own __new__ is a Python function, a frame on every request.
     args = _tuple_new(CallArgs, (method, url, None, sent, body, None, retry_ok, deadline, stream))
     return args, cache

@@ -31,8 +31,9 @@ class Seen:
 
 
 class Recorder:
-    """``with Recorder() as srv``: ``srv.url``; ``/r/{key}?fail=N`` answers the key's first N tries 503
-    (Retry-After: 0), then 200 with the body's length and hash."""
+    """``with Recorder() as srv``: ``srv.url``; ``/r/{key}`` (or any path below it) records a request under
+    its key; ``?fail=N`` answers the key's first N tries 503 (Retry-After: 0), then 200 with the body's
+    length and hash."""
 
     def __init__(self) -> None:
         self.requests: dict[str, list[Seen]] = {}
@@ -67,6 +68,7 @@ class Recorder:
         async def start() -> Any:
             app = web.Application(client_max_size=64 * 1024 * 1024)
             app.router.add_route("*", "/r/{key}", handle)
+            app.router.add_route("*", "/r/{key}/{tail:.*}", handle)  # any path below the key
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -61,6 +61,20 @@ async def test_the_fragment_is_not_part_of_the_key(make_api, server, store) -> N
     assert not first.from_cache and second.from_cache and third.from_cache
 
 
+async def test_one_request_however_its_url_was_quoted(make_api, server, store) -> None:
+    """The key is the URL as sent: "?q=a b", "?q=a+b" and ``params={"q": "a b"}`` are one request (aiohttp
+    sends "q=a+b" for each): hits, not second fetches."""
+    api = make_api(cache=HttpCacheConfig(enabled=True), cache_store=store)
+    key = k()
+    first = await api.get(f"{server.url}/echo/{key}?q=a b")
+    again = [
+        await api.get(f"{server.url}/echo/{key}?q=a+b"),
+        await api.get(f"{server.url}/echo/{key}", params={"q": "a b"}),
+    ]
+    assert server.hits[f"echo/{key}"] == 1
+    assert not first.from_cache and all(r.from_cache for r in again)
+
+
 async def test_authorization_separates_entries(make_api, server, store) -> None:
     """Two accounts never share an entry: the key includes a hash of the Authorization header."""
     api = make_api(cache=HttpCacheConfig(enabled=True), cache_store=store)
