@@ -18,7 +18,9 @@ and after it (same state: the main thread's shard plus one per observing thread,
 thread steps 7 values per series over 1,000 series, so each series sees the same 10 values from it);
 issue 18 target: under load <= 3x idle. "Under load" is the steady state: the 20 scrapes right after the
 observers start (ours rebuilds a bounded number of per-series plans a scrape there) are printed apart,
-median and worst, for both sides.
+median and worst, for both sides. Then the scraping thread's CPU, and its wait for the GIL under load
+(wall - CPU, in switch intervals, and its voluntary context switches where Linux counts them) with the
+floor the GIL model gives ours: (CPU under load + 2 switch intervals) / idle before.
 
 ``--only first_scrape_new_threads [--threads K]``: the first scrape after K new threads (default 4) each
 touched every one of 1000 histogram series, idle and under the same load, against the old per-series
@@ -41,6 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from operator import sub
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -49,6 +52,13 @@ import prometheus_client as pc
 
 from infra.metrics import DEFAULT_BUCKETS, MetricsRegistry, timed
 from infra.metrics.exposition import render_text
+
+try:
+    import resource
+
+    _RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)  # Linux
+except ImportError:  # Windows
+    _RUSAGE_THREAD = None
 
 TARGETS = {
     "counter_inc": 0.40,
@@ -279,15 +289,19 @@ def scrape_under_load(rounds: int, quick: bool) -> None:
     vals = _values(10_000)
     res: dict[str, dict[str, list[float]]] = {}
     cpu: dict[str, dict[str, list[float]]] = {}  # the scraping thread's own CPU (time.thread_time)
+    waits: dict[str, list[int]] = {}  # the scraping thread's voluntary context switches a loaded scrape
     settle: dict[str, list[float]] = {}  # the scrapes right after the threads started, every round
 
     def scrape_ms(fn: Callable[[], object], n: int, side: str, phase: str) -> list[float]:
         out = []
         for _ in range(n):
+            v = _voluntary_switches()  # read outside the timed span
             t, c = time.perf_counter(), time.thread_time()
             fn()
             out.append((time.perf_counter() - t) * 1e3)
             cpu.setdefault(side, {}).setdefault(phase, []).append((time.thread_time() - c) * 1e3)
+            if phase == "under load":
+                waits.setdefault(side, []).append(_voluntary_switches() - v)
         return out
 
     def one(side: str) -> None:
@@ -354,6 +368,30 @@ def scrape_under_load(rounds: int, quick: bool) -> None:
     for side, got in cpu.items():
         b, u, a = (statistics.median(got[k]) for k in ("idle before", "under load", "idle after"))
         print(f"  {side}: idle before {b:.1f}, under load {u:.1f}, idle after {a:.1f}")
+    # The GIL model (3.11, ARCHITECTURE.md): a scrape longer than one switch interval is switched out at
+    # least once, and with two CPU-bound observers it waits about two of their switch intervals to get
+    # the GIL back (the thread that asks for it is the last in line once). So under load takes about its
+    # CPU under load plus two intervals, whatever the scrape does between its bytecodes.
+    iv = sys.getswitchinterval() * 1e3
+    b_ours = statistics.median(res["ours"]["idle before"])
+    print()
+    print(f"Waiting for the GIL under load (median of wall - CPU a scrape; switch interval {iv:g} ms):")
+    for side, got in res.items():
+        gap = statistics.median(list(map(sub, got["under load"], cpu[side]["under load"])))
+        vol = statistics.median(waits[side]) if _RUSAGE_THREAD is not None else math.nan
+        line = f"  {side}: {gap:.1f} ms = {gap / iv:.1f} intervals, {vol:g} voluntary context switches"
+        if side == "ours":  # one switch a scrape (prometheus_client's loop is switched out every interval)
+            busy = statistics.median(cpu[side]["under load"])
+            line += f"; floor (CPU under load + 2 intervals) / idle before: {(busy + 2 * iv) / b_ours:.2f}x"
+        print(line)
+
+
+def _voluntary_switches() -> int:
+    """The calling thread's voluntary context switches so far (each wait for the GIL is one or more); 0
+    where the platform does not count them per thread."""
+    if _RUSAGE_THREAD is None:
+        return 0
+    return int(resource.getrusage(_RUSAGE_THREAD).ru_nvcsw)
 
 
 def plain_render(reg: MetricsRegistry) -> str:
