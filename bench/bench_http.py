@@ -623,11 +623,8 @@ async def peers_main(
                     # of 9,000 in one run) and takes minutes doing it: left out there, and said so.
                     field_ = [c for c in h1 if not c.name.startswith("httpx")]
                     print("\nhttpx left out at c=500: its default pool timeout fails most requests there")
-                usage: dict[str, float] = {}
-                rows = await field(field_, ours, srv.h1 + "/ok", rounds, total, conc, srv.cpu, usage)
                 title = f"HTTP/1.1, {srv.name} (own process), c={conc}, {total} GETs a run"
-                print_field(title, rows, ours.name, other)
-                print(f"{usage_line(usage)}; loadavg {os.getloadavg()[0]:.2f}")
+                await section(title, field_, ours, other, srv, srv.h1 + "/ok", rounds, total, conc)
             for c in h1:
                 await c.close()
     if not with_h2:
@@ -669,15 +666,30 @@ async def peers_main(
                 else "\nours' HTTP/2 rows: this HttpConfig has no http2_max_streams"
             )
             for conc, total in ((50, 300 if quick else 1000), (500, 500 if quick else 1500)):
-                usage = {}
-                rows = await field(h2, ours_h2, srv.h2 + "/ok", rounds, total, conc, srv.cpu, usage)
                 title = f"HTTP/2 h2c ({srv.name}, own process), c={conc}, {total} GETs a run"
-                print_field(title, rows, ours_h2.name, other_h2)
-                print(f"{usage_line(usage)}; loadavg {os.getloadavg()[0]:.2f}")
+                await section(title, h2, ours_h2, other_h2, srv, srv.h2 + "/ok", rounds, total, conc)
             for c in h2:
                 await c.close()
     await rotation_check(exclude=exclude)
     print(f"\nloadavg at the end {os.getloadavg()[0]:.2f}")
+
+
+async def section(
+    title: str,
+    field_: list[Any],
+    ours: Any,
+    other: str | None,
+    srv: Any,
+    url: str,
+    rounds: int,
+    total: int,
+    conc: int,
+) -> None:
+    """One table of ``--peers``: the field's paired runs against ``srv``, then the CPU line."""
+    usage: dict[str, float] = {}
+    rows = await field(field_, ours, url, rounds, total, conc, srv.cpu, usage)
+    print_field(title, rows, ours.name, other)
+    print(f"{usage_line(usage)}; loadavg {os.getloadavg()[0]:.2f}")
 
 
 async def rotation_check(n: int = 1000, conc: int = 50, exclude: tuple[str, ...] = ()) -> None:

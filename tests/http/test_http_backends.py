@@ -35,6 +35,14 @@ BACKENDS = [
         ),
     ),
 ]
+# A child process's prelude: pyreqwest fails to import there, as where the native extra is not installed.
+BLOCK_PYREQWEST = (
+    "import sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] == 'pyreqwest': raise ImportError('blocked: ' + name)\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
 TEXT = b"".join(b"line %d of a body worth compressing\n" % i for i in range(400))
 
 
@@ -140,12 +148,7 @@ async def test_each_backend_reports_its_own_connections(server: FaultServer, bac
 def test_asking_for_pyreqwest_without_it_installed_says_what_to_install() -> None:
     """A ConfigError naming http.backend and the extra, when the client is made (not on its first call)."""
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'pyreqwest': raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from infra.errors import ConfigError\n"
+        BLOCK_PYREQWEST + "from infra.errors import ConfigError\n"
         "from infra.http import AsyncPerfClient\n"
         "AsyncPerfClient(backend='aiohttp')\n"
         "try:\n"
@@ -279,11 +282,7 @@ def test_http2_backend_auto_without_pyreqwest_is_httpx_and_asking_for_it_says_wh
     """Where pyreqwest can't load, "auto" carries HTTP/2 over httpx, and ``http2_backend="pyreqwest"`` is
     a ConfigError naming ``http.http2_backend`` when the client is made."""
     code = (
-        "import asyncio, sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'pyreqwest': raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+        BLOCK_PYREQWEST + "import asyncio\n"
         "from infra.errors import ConfigError\n"
         "from infra.http import AsyncPerfClient\n"
         f"hosts = ['{h2c_url.split('//', 1)[1]}']\n"
