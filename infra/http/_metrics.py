@@ -186,7 +186,10 @@ class HostMetrics(NullMetrics):
             ).labels(origin)
             wait = "Time a call waited for a free connection slot (only calls that had to wait)."
             h_wait = reg.histogram("infra_http_pool_wait_seconds", wait, labelnames=_ORIGIN)
-            active = "Connections in use (requests holding a connection slot), by origin."
+            active = (
+                "Connections in use (requests holding a connection slot; to an HTTP/2 origin, its streams "
+                "in flight), by origin."
+            )
             g_active = reg.gauge("infra_http_active_connections", active, labelnames=_ORIGIN)
             self._pool_wait = h_wait.labels(origin)
             self._wait_pending: list[float] = self._pool_wait.pending
