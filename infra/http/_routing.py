@@ -32,6 +32,7 @@ __all__ = [
     "RequestOptions",
     "StreamOptions",
     "active_connections",
+    "areset_h2_stream",
     "async_backend_for",
     "backend_for",
     "build_settings",
@@ -40,9 +41,11 @@ __all__ = [
     "httpx_transport",
     "native_http2",
     "require_pyreqwest",
+    "reset_h2_stream",
     "settings_of",
     "tls_context",
     "transport_pool",
+    "unread_h2_stream",
     "url_credentials",
     "uses_http2",
     "wire_url",
@@ -470,6 +473,55 @@ def transport_pool(transport: Any) -> Any:
     """The httpcore connection pool under an httpx transport: the one seam into httpx's internals (its
     ``_pool``; httpx has no public handle on it), read for connection counts and by ``Affinity``."""
     return getattr(transport, "_pool", None)
+
+
+def unread_h2_stream(resp: Any) -> tuple[Any, int, Any] | None:
+    """(httpcore's HTTP/2 connection, the stream id, the request) of an httpx response whose body was not
+    read to its end, for ``reset_h2_stream``; None for HTTP/1.1, or where httpcore isn't as expected.
+
+    httpcore (1.0) closes such a response without telling the server: no RST_STREAM, so the stream
+    stays open at the server (which keeps sending: an LLM stream the caller broke out of runs on) and in
+    h2's count of open streams. Once the server's SETTINGS_MAX_CONCURRENT_STREAMS (100) of them pile up,
+    every new request on that connection fails with "Max outbound streams is 100, 100 open" until the
+    server ends them (plain httpx: 3 rounds of 40 streams left after their first chunk, then every call
+    failed). Like ``transport_pool``, a seam into httpx's internals (httpx's response stream, httpcore's
+    pool stream, its HTTP/2 stream's connection), read defensively."""
+    stream_id = resp.extensions.get("stream_id")  # httpcore's HTTP/2 responses carry their stream id
+    if stream_id is None:
+        return None
+    stream = getattr(getattr(getattr(resp, "stream", None), "_httpcore_stream", None), "_stream", None)
+    if stream is None or getattr(stream, "_closed", True):
+        return None
+    conn = getattr(stream, "_connection", None)
+    if getattr(conn, "_h2_state", None) is None:
+        return None
+    return conn, stream_id, resp.request
+
+
+def _reset(conn: Any, stream_id: int) -> bool:
+    """RST_STREAM(CANCEL) queued in the connection's h2 state; False when h2 has closed the stream."""
+    try:
+        conn._h2_state.reset_stream(stream_id, error_code=8)  # CANCEL
+    except Exception:  # closed meanwhile (ended, reset by the server, connection gone)
+        return False
+    return True
+
+
+async def areset_h2_stream(unread: tuple[Any, int, Any]) -> None:
+    """Reset an unread HTTP/2 stream (``unread_h2_stream``) and send the frame under httpcore's write
+    lock (its write timeout read from the request's extensions); best effort, nothing raised."""
+    conn, stream_id, request = unread
+    if _reset(conn, stream_id):
+        with contextlib.suppress(Exception):
+            await conn._write_outgoing_data(request)
+
+
+def reset_h2_stream(unread: tuple[Any, int, Any]) -> None:
+    """``areset_h2_stream`` for the sync client's httpcore."""
+    conn, stream_id, request = unread
+    if _reset(conn, stream_id):
+        with contextlib.suppress(Exception):
+            conn._write_outgoing_data(request)
 
 
 def active_connections(transports: Iterable[Any]) -> int:

@@ -16,6 +16,7 @@ from infra.http._body import Body
 from infra.http._classify import FATAL, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, Failure
 from infra.http._lease import SyncLease
+from infra.http._routing import reset_h2_stream, unread_h2_stream
 
 __all__ = ["DEADLINE_SLACK", "Held", "SyncBody", "failure_of", "left", "timeouts"]
 
@@ -108,6 +109,9 @@ class SyncBody(Body):
     def close(self) -> None:
         if not self._lease.released:
             try:
+                unread = None if self.done else unread_h2_stream(self._resp)
+                if unread is not None:  # httpcore would leave it open at the server (unread_h2_stream)
+                    reset_h2_stream(unread)
                 self._resp.close()
             finally:
                 self._lease.release()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+from typing import Any
 
 import pytest
 from http_backends import backend_active
-from http_h2_servers import HypercornH2C, RotatingH2Server, self_signed_cert
+from http_h2_servers import HypercornH2C, RotatingH2Server, read_body, self_signed_cert
 
 from infra.http import AsyncPerfClient, PerfClient, RetryConfig, TransportError
 
@@ -213,3 +214,49 @@ def test_sync_goaway_rotation_loses_no_request() -> None:
             t.join(60)
         assert failures == []
         assert srv.rotations >= 3
+
+
+async def _long_stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """ASGI: a stream of up to 2000 small chunks, one every 5 ms (an LLM generating, ~10 s)."""
+    if scope["type"] != "http":
+        return
+    await read_body(receive)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    for i in range(2000):
+        await send({"type": "http.response.body", "body": b"token %d\n" % i, "more_body": True})
+        await asyncio.sleep(0.005)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def test_streams_left_early_are_reset_so_the_connection_stays_usable_on_httpx() -> None:
+    """A caller that stops reading an HTTP/2 stream (breaks out of it, as a user stopping a generation)
+    must free the stream at the server too. httpcore closes it without an RST_STREAM, so it stayed open
+    in h2's count: after 120 such streams (hypercorn allows 100 at once) every call to the host failed
+    with "Max outbound streams is 100, 100 open" until the server finished them. The httpx carrier now
+    resets the stream (CANCEL) as pyreqwest does; both keep the connection usable."""
+    pytest.importorskip("hypercorn")
+    with HypercornH2C(app=_long_stream) as srv:
+        async with AsyncPerfClient(http2=True, http2_backend="httpx") as client:
+
+            async def leave_early() -> bytes:
+                async with client.stream("GET", f"{srv.url}/generate") as r:
+                    async for chunk in r.aiter_bytes():
+                        return chunk
+                return b""
+
+            for _ in range(3):
+                firsts = await asyncio.gather(*(leave_early() for _ in range(40)))
+                assert all(f.startswith(b"token ") for f in firsts)
+                assert (await leave_early()).startswith(b"token ")  # a new stream on that connection
+            assert client.pool_stats()["in_use"] == 0
+
+
+def test_sync_streams_left_early_are_reset_so_the_connection_stays_usable() -> None:
+    """The sync client's twin: 120 streams left after their first chunk, one after another, then one more
+    on the same connection (httpcore alone: "Max outbound streams is 100, 100 open" from the 101st)."""
+    pytest.importorskip("hypercorn")
+    with HypercornH2C(app=_long_stream) as srv, PerfClient(http2=True) as client:
+        for _ in range(121):
+            with client.stream("GET", f"{srv.url}/generate") as r:
+                assert next(r.iter_bytes()).startswith(b"token ")
+        assert client.pool_stats()["in_use"] == 0
