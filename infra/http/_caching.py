@@ -3,7 +3,7 @@
 What is cached: 200 responses to GET, and to POST on routes marked deterministic (the same body always
 gives the same answer: TTS of a text, embeddings), unless the response says ``Cache-Control: no-store``.
 The key is a SHA-256 (``infra.cache.make_key``) over method, URL (with the call's params appended as
-every backend sends them: ``_routing.with_params``), body hash and a hash of the request headers. Secure
+every backend sends them: ``_url.with_params``), body hash and a hash of the request headers. Secure
 by default: *every* request header the caller sends is part of the key (hashed, so no secret is stored in
 clear), except the few on ``UNKEYED_HEADERS``, known not to change the response (per-request ids and
 trace context, which would make every key unique, and transport headers).
@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from infra.config.sections.http import HttpCacheConfig
 from infra.http._origin import origin_of
 from infra.http._response import Headers, Response
-from infra.http._routing import CallArgs, Params, with_params
+from infra.http._routing import CallArgs
+from infra.http._url import Params, with_params
 
 if TYPE_CHECKING:
     from infra.cache import Cache

@@ -277,7 +277,7 @@ async def test_a_number_aiohttp_would_truncate_is_refused(make_api: Any, value: 
 
 def test_numpy_scalars_in_params() -> None:
     np = pytest.importorskip("numpy")
-    from infra.http._routing import encode_params
+    from infra.http._url import encode_params
 
     assert encode_params({"k": np.int64(5), "u": np.uint8(7), "f": np.float64(0.5)}) == "k=5&u=7&f=0.5"
     for bad in (np.float32(0.7), np.bool_(True)):

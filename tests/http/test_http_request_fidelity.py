@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from recorder import Recorder
 
 from infra.http import AsyncPerfClient, PerfClient, RetryConfig, TransportError
-from infra.http._routing import _plain_url, wire_url
+from infra.http._url import _plain_url, wire_url
 
 DATA = bytes(range(256)) * 1024  # 256 KiB: several chunks
 SHA = hashlib.sha256(DATA).hexdigest()[:16]
