@@ -36,10 +36,15 @@ def classify_httpx(exc: BaseException) -> str | None:
     if isinstance(exc, httpx.PoolTimeout):
         return POOL
     if isinstance(exc, httpx.LocalProtocolError):
-        # h2 refused to send on a connection already closed: nothing reached the server. Any other local
-        # protocol error is the request's own fault (a header h11 / h2 refuse): no retry fixes it, and it
-        # says nothing about the origin's health.
-        return CONNECT if _h2_closed(exc) else FATAL
+        # h2 refused to send on a connection already closed: nothing reached the server. h2 refused to send
+        # the rest of a request on a stream the server closed: it answered (or reset) before reading the
+        # whole body, as nginx's ``return 200`` does, and httpcore dropped the answer; the request may have
+        # run, so idempotent-only retry, and the server is healthy: neutral for the breaker (as FATAL it
+        # counted as a failure, and 500 such POSTs ended 379 in CircuitOpenError). Any other local protocol
+        # error is the request's own fault (a header h11 / h2 refuse): no retry fixes it.
+        if _h2_closed(exc):
+            return CONNECT
+        return CLOSED if _h2_stream_closed(exc) else FATAL
     if isinstance(exc, httpx.RemoteProtocolError):
         last_stream_id = _goaway_last_stream_id(exc)
         if last_stream_id == 0:
@@ -122,6 +127,18 @@ def _h2_closed(exc: BaseException) -> bool:
     for err in (exc, exc.__cause__, exc.__context__):
         if err is not None and "ConnectionState.CLOSED" in str(err):
             return True
+    return False
+
+
+def _h2_stream_closed(exc: BaseException) -> bool:
+    """Whether a LocalProtocolError is h2's StreamClosedError: a send on a stream the server had closed."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if type(seen).__name__ == "StreamClosedError":
+            return True
+        seen = seen.__cause__ or seen.__context__
     return False
 
 
