@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 from infra.http._core import CLOSED, CONNECT, GOAWAY, POOL, READ
 
@@ -132,14 +133,17 @@ def _h2_closed(exc: BaseException) -> bool:
 
 def _h2_stream_closed(exc: BaseException) -> bool:
     """Whether a LocalProtocolError is h2's StreamClosedError: a send on a stream the server had closed."""
+    return any(type(err).__name__ == "StreamClosedError" for err in _chain(exc))
+
+
+def _chain(exc: BaseException, depth: int = 5) -> Iterator[BaseException]:
+    """``exc`` and the errors behind it (``__cause__``, else ``__context__``), at most ``depth`` of them."""
     seen: BaseException | None = exc
-    for _ in range(4):
+    for _ in range(depth):
         if seen is None:
-            return False
-        if type(seen).__name__ == "StreamClosedError":
-            return True
+            return
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _goaway_last_stream_id(exc: BaseException) -> int | None:
@@ -164,11 +168,4 @@ def _cert_failure(exc: BaseException) -> bool:
     """Whether a connect error is a certificate that didn't verify: no retry fixes that."""
     import ssl
 
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(isinstance(err, ssl.SSLCertVerificationError) for err in _chain(exc))
