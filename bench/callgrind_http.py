@@ -2,6 +2,7 @@
 
     python bench/callgrind_http.py                    # 1,000 GETs at c=50, ours and aiohttp (16/6)
     python bench/callgrind_http.py --requests 2000 --repeat 2
+    python bench/callgrind_http.py --clients ours-pyreqwest,pyreqwest,pyreqwest-s0
 
 The loopback aiohttp server (``python -m infra.testing.fault_server``, route ``/ok``) runs in its own
 process, outside valgrind. Each client runs in a process of its own under ``valgrind --tool=callgrind``
@@ -12,6 +13,12 @@ out. Ours runs with its defaults (retries, retry budget, breaker and metrics on;
 6 per host); aiohttp with the same limits (``TCPConnector(limit=16, limit_per_host=6)``), reading each
 body like ours does. Instruction counts barely move with the machine's load, so unlike a req/s ratio this
 one resolves a few per cent on a shared box. Prints both figures and the ratio ours / aiohttp.
+
+``--clients`` adds the native side: ``ours-pyreqwest`` (ours on ``http.backend: "pyreqwest"``),
+``pyreqwest`` (raw, one await for headers and body: ``build().send()``, behind the same 16 / 6 caps) and
+``pyreqwest-s0`` (raw, streamed as our backend sends: headers first, then the body). callgrind runs a
+process's threads one at a time and counts them all, so these figures include reqwest's runtime threads:
+the CPU a request costs the machine, not the event loop's share of it.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-CLIENTS = ("ours", "aiohttp")
+CLIENTS = ("ours", "aiohttp", "ours-pyreqwest", "pyreqwest", "pyreqwest-s0")
 
 
 async def _load(get: Any, url: str, total: int, concurrency: int) -> None:
@@ -46,13 +53,43 @@ async def _load(get: Any, url: str, total: int, concurrency: int) -> None:
 
 
 async def _child(client: str, url: str, total: int, concurrency: int) -> None:
-    if client == "ours":
+    if client in ("ours", "ours-pyreqwest"):
         from infra.http import AsyncPerfClient
 
-        async with AsyncPerfClient() as ours:
+        backend = "pyreqwest" if client == "ours-pyreqwest" else "aiohttp"
+        async with AsyncPerfClient(backend=backend) as ours:
 
             async def get(u: str) -> int:
                 return (await ours.get(u)).status
+
+            await _load(get, url, total, concurrency)
+    elif client == "pyreqwest-s0":
+        from pyreqwest.client import ClientBuilder
+
+        total_cap, per_host = asyncio.Semaphore(16), asyncio.Semaphore(6)
+        async with ClientBuilder().build() as rq:
+
+            async def get(u: str) -> int:
+                async with per_host, total_cap:
+                    req = rq.get(u).streamed_read_buffer_limit(0).build_streamed()
+                    r = await req.__aenter__()
+                    await r.bytes()
+                    return int(r.status)
+
+            await _load(get, url, total, concurrency)
+    elif client == "pyreqwest":
+        # pyreqwest at its defaults behind the same 16 / 6 caps (asyncio semaphores): its fastest use,
+        # one await for headers and body (``build().send()``)
+        from pyreqwest.client import ClientBuilder
+
+        total_cap, per_host = asyncio.Semaphore(16), asyncio.Semaphore(6)
+        async with ClientBuilder().build() as rq:
+
+            async def get(u: str) -> int:
+                async with per_host, total_cap:
+                    r = await rq.get(u).build().send()
+                    await r.bytes()
+                    return int(r.status)
 
             await _load(get, url, total, concurrency)
     else:
@@ -115,7 +152,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="GETs in the baseline run (default 200)")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=1, help="measure each client this many times")
-    parser.add_argument("--clients", default=",".join(CLIENTS), help="ours,aiohttp (default both)")
+    parser.add_argument(
+        "--clients",
+        default="ours,aiohttp",
+        help="of ours, aiohttp, ours-pyreqwest, pyreqwest (default ours,aiohttp)",
+    )
     parser.add_argument("--child", choices=CLIENTS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -132,7 +173,7 @@ def main() -> None:
                     base = _instructions(client, url, args.warmup, args.concurrency, workdir)
                     full = _instructions(client, url, args.warmup + args.requests, args.concurrency, workdir)
                     per[client].append((full - base) / args.requests)
-                    print(f"{client:8} {per[client][-1] / 1000:8.1f}k instructions/request", flush=True)
+                    print(f"{client:14} {per[client][-1] / 1000:8.1f}k instructions/request", flush=True)
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
