@@ -3,6 +3,7 @@
     python bench/callgrind_http.py                    # 1,000 GETs at c=50, ours and aiohttp (16/6)
     python bench/callgrind_http.py --requests 2000 --repeat 2
     python bench/callgrind_http.py --clients ours-pyreqwest,pyreqwest,pyreqwest-s0
+    python bench/callgrind_http.py --h2 --main-thread --clients pyreqwest,pyreqwest-s0,ours-backend-only,ours
 
 The loopback aiohttp server (``python -m infra.testing.fault_server``, route ``/ok``) runs in its own
 process, outside valgrind. Each client runs in a process of its own under ``valgrind --tool=callgrind``
@@ -18,13 +19,17 @@ one resolves a few per cent on a shared box. Prints both figures and the ratio o
 ``pyreqwest`` (raw, one await for headers and body: ``build().send()``, behind the same 16 / 6 caps) and
 ``pyreqwest-s0`` (raw, streamed as our backend sends: headers first, then the body). callgrind runs a
 process's threads one at a time and counts them all, so these figures include reqwest's runtime threads:
-the CPU a request costs the machine, not the event loop's share of it.
+the CPU a request costs the machine, not the event loop's share of it; ``--main-thread`` counts the event
+loop's thread alone (callgrind's ``--separate-threads``), the one a Python client cannot spread. ``--h2``
+runs them over HTTP/2 (h2c, prior knowledge) against nginx, ours with the server in ``http2_hosts``;
+``ours-backend-only`` is our pyreqwest backend's send and read with none of the layer around them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -35,7 +40,7 @@ from typing import Any
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-CLIENTS = ("ours", "aiohttp", "ours-pyreqwest", "pyreqwest", "pyreqwest-s0")
+CLIENTS = ("ours", "aiohttp", "ours-pyreqwest", "ours-backend-only", "pyreqwest", "pyreqwest-s0")
 
 
 async def _load(get: Any, url: str, total: int, concurrency: int) -> None:
@@ -52,45 +57,69 @@ async def _load(get: Any, url: str, total: int, concurrency: int) -> None:
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def _child(client: str, url: str, total: int, concurrency: int) -> None:
+async def _child(client: str, url: str, total: int, concurrency: int, h2: bool) -> None:
+    """One client's load. ``h2``: the server speaks h2c (prior knowledge); ours lists it in
+    ``http2_hosts`` (``http2_backend: "auto"``: pyreqwest carries it), the raw pyreqwest clients use
+    ``http2_prior_knowledge()``."""
+    get: Any
     if client in ("ours", "ours-pyreqwest"):
         from infra.http import AsyncPerfClient
 
         backend = "pyreqwest" if client == "ours-pyreqwest" else "aiohttp"
-        async with AsyncPerfClient(backend=backend) as ours:
+        hosts = (url.split("/")[2],) if h2 else ()
+        async with AsyncPerfClient(backend=backend, http2_hosts=hosts) as ours:
 
             async def get(u: str) -> int:
                 return (await ours.get(u)).status
 
             await _load(get, url, total, concurrency)
-    elif client == "pyreqwest-s0":
+    elif client == "ours-backend-only":
+        # our pyreqwest backend's send + read with none of the layer around it (no slots, timers,
+        # retries, breaker or metrics): what the backend glue costs on its own
+        from infra.http._reqwest import PyreqwestBackend, make_client
+
+        kind = "rq-h2c" if h2 else "rq-h1"
+        rq = make_client(kind, max_connections=16, max_per_host=6, keepalive=15.0, connect=None, verify=True)
+        backend_ = PyreqwestBackend({kind: rq}, None)
+
+        async def get(u: str) -> int:
+            sent = await backend_.send(kind, "GET", u, None, None, None, None)
+            await backend_.read(sent)
+            return sent.status
+
+        await _load(get, url, total, concurrency)
+    elif client in ("pyreqwest", "pyreqwest-s0"):
+        # pyreqwest at its defaults (over HTTP/1.1 behind the same 16 / 6 caps, asyncio semaphores; over
+        # HTTP/2 uncapped, one connection).
+        # "pyreqwest": its fastest use, one await for headers and body (``build().send()``);
+        # "pyreqwest-s0": streamed as our backend sends, headers first, then the body
         from pyreqwest.client import ClientBuilder
 
+        builder = ClientBuilder()
+        if h2:
+            builder = builder.http2_prior_knowledge()
         total_cap, per_host = asyncio.Semaphore(16), asyncio.Semaphore(6)
-        async with ClientBuilder().build() as rq:
+        async with builder.build() as rq:
+            if client == "pyreqwest":
 
-            async def get(u: str) -> int:
-                async with per_host, total_cap:
-                    req = rq.get(u).streamed_read_buffer_limit(0).build_streamed()
-                    r = await req.__aenter__()
-                    await r.bytes()
-                    return int(r.status)
-
-            await _load(get, url, total, concurrency)
-    elif client == "pyreqwest":
-        # pyreqwest at its defaults behind the same 16 / 6 caps (asyncio semaphores): its fastest use,
-        # one await for headers and body (``build().send()``)
-        from pyreqwest.client import ClientBuilder
-
-        total_cap, per_host = asyncio.Semaphore(16), asyncio.Semaphore(6)
-        async with ClientBuilder().build() as rq:
-
-            async def get(u: str) -> int:
-                async with per_host, total_cap:
+                async def send(u: str) -> int:
                     r = await rq.get(u).build().send()
                     await r.bytes()
                     return int(r.status)
 
+            else:
+
+                async def send(u: str) -> int:
+                    req = rq.get(u).streamed_read_buffer_limit(0).build_streamed()
+                    r = await req.__aenter__()
+                    (await r.bytes()).to_bytes()
+                    return int(r.status)
+
+            async def capped(u: str) -> int:
+                async with per_host, total_cap:
+                    return await send(u)
+
+            get = send if h2 else capped  # over HTTP/2 at its defaults, as bench_http's HTTP/2 peer
             await _load(get, url, total, concurrency)
     else:
         import aiohttp
@@ -122,12 +151,15 @@ def _start_server() -> tuple[subprocess.Popen[str], str]:
     return proc, f"http://127.0.0.1:{int(line.split()[1])}/ok"
 
 
-def callgrind_instructions(argv: list[str], out: str, env: dict[str, str]) -> int:
+def callgrind_instructions(argv: list[str], out: str, env: dict[str, str], main_thread: bool = False) -> int:
     """Instructions ``argv`` runs under callgrind (its totals line; output to ``out``). Shared with
-    bench_http_layer.py."""
+    bench_http_layer.py. ``main_thread``: the first thread's alone (the event loop's; callgrind writes a
+    file a thread, ``out-01`` the first)."""
     grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    if main_thread:
+        grind.append("--separate-threads=yes")
     subprocess.run(grind + argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with open(out) as f:
+    with open(out + "-01" if main_thread else out) as f:
         for line in f:
             found = re.match(r"(?:summary|totals):\s+(\d+)", line)
             if found:
@@ -135,13 +167,13 @@ def callgrind_instructions(argv: list[str], out: str, env: dict[str, str]) -> in
     raise RuntimeError(f"no totals in {out}")
 
 
-def _instructions(client: str, url: str, total: int, concurrency: int, workdir: str) -> int:
-    """Total instructions of one client process (``total`` GETs) under callgrind."""
+def _instructions(client: str, url: str, total: int, args: argparse.Namespace, workdir: str) -> int:
+    """Instructions of one client process (``total`` GETs) under callgrind."""
     out = os.path.join(workdir, f"callgrind.{client}.{total}")
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=ROOT)
     argv = [sys.executable, os.path.abspath(__file__), "--child", client, "--url", url]
-    argv += ["--requests", str(total), "--concurrency", str(concurrency)]
-    return callgrind_instructions(argv, out, env)
+    argv += ["--requests", str(total), "--concurrency", str(args.concurrency)] + (["--h2"] if args.h2 else [])
+    return callgrind_instructions(argv, out, env, args.main_thread)
 
 
 def main() -> None:
@@ -153,39 +185,54 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=1, help="measure each client this many times")
     parser.add_argument(
-        "--clients",
-        default="ours,aiohttp",
-        help="of ours, aiohttp, ours-pyreqwest, pyreqwest (default ours,aiohttp)",
+        "--clients", default="ours,aiohttp", help=f"of {', '.join(CLIENTS)} (default ours,aiohttp)"
     )
+    parser.add_argument("--h2", action="store_true", help="HTTP/2 (h2c) against nginx (needs nginx)")
+    parser.add_argument("--main-thread", action="store_true", help="the event loop's thread alone")
     parser.add_argument("--child", choices=CLIENTS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        asyncio.run(_child(args.child, args.url, args.requests, args.concurrency))
+        asyncio.run(_child(args.child, args.url, args.requests, args.concurrency, args.h2))
         return
     clients = [c for c in args.clients.split(",") if c]
-    proc, url = _start_server()
+    unknown = sorted(set(clients) - set(CLIENTS))
+    if unknown:
+        parser.error(f"--clients: unknown {', '.join(unknown)} (choose from {', '.join(CLIENTS)})")
     per: dict[str, list[float]] = {c: [] for c in clients}
-    try:
+    with contextlib.ExitStack() as stack:
+        if args.h2:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            from http_peers import nginx_path, nginx_server
+
+            if nginx_path() is None:
+                parser.error("--h2 needs nginx (apt-get install nginx-light)")
+            srv = stack.enter_context(nginx_server())
+            url = f"{srv.h2}/ok"
+        else:
+            proc, url = _start_server()
+            stack.callback(_stop, proc)
         with tempfile.TemporaryDirectory() as workdir:
             for _ in range(args.repeat):
                 for client in clients:
-                    base = _instructions(client, url, args.warmup, args.concurrency, workdir)
-                    full = _instructions(client, url, args.warmup + args.requests, args.concurrency, workdir)
+                    base = _instructions(client, url, args.warmup, args, workdir)
+                    full = _instructions(client, url, args.warmup + args.requests, args, workdir)
                     per[client].append((full - base) / args.requests)
-                    print(f"{client:14} {per[client][-1] / 1000:8.1f}k instructions/request", flush=True)
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=10)
-    if "ours" in per and "aiohttp" in per:
-        ours = min(per["ours"])
-        peer = min(per["aiohttp"])
-        print(
-            f"ours {ours / 1000:.1f}k, aiohttp {peer / 1000:.1f}k instructions/request "
-            f"({args.requests} GETs at c={args.concurrency}, best of {args.repeat}): "
-            f"ratio {ours / peer:.3f}x"
-        )
+                    print(f"{client:18} {per[client][-1] / 1000:8.1f}k instructions/request", flush=True)
+    what = "the event loop's thread" if args.main_thread else "every thread"
+    proto = "HTTP/2 h2c, nginx" if args.h2 else "HTTP/1.1, the aiohttp fault server"
+    print(f"({proto}; {args.requests} GETs at c={args.concurrency}; {what}; best of {args.repeat})")
+    for peer in ("aiohttp", "pyreqwest"):
+        for ours in ("ours", "ours-pyreqwest"):
+            if ours in per and peer in per:
+                a, b = min(per[ours]), min(per[peer])
+                print(f"{ours} / {peer}: {a / 1000:.1f}k / {b / 1000:.1f}k = {a / b:.3f}x")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(timeout=10)
 
 
 if __name__ == "__main__":
