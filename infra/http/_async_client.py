@@ -24,6 +24,7 @@ from infra.config.sections.http import RETRY_STATUSES
 # _aiohttp_pool imports aiohttp here, not on first request: an import inside a call would eat that call's
 # deadline. This module itself loads only when AsyncPerfClient is first used (infra.http's lazy __getattr__).
 from infra.http._aiohttp_pool import handed_out, make_session
+from infra.http._alpn import Stats, async_host
 from infra.http._attempt import AiohttpBackend, AttemptClock, Backend, HttpxBackend, slots_clock
 from infra.http._breaker import CLOSED as BREAKER_CLOSED
 from infra.http._breaker import FAILURE, NORMAL, SUCCESS
@@ -43,7 +44,6 @@ from infra.http._ident import DEFAULT_HEADERS
 from infra.http._lease import (
     AsyncGate,
     AsyncLease,
-    host_gates,
     pass_on,
     pass_on_async,
     release_slots,
@@ -81,13 +81,6 @@ get_running_loop = asyncio.get_running_loop
 _ROUTES_MAX = 1024
 
 
-class _Stats:
-    __slots__ = ("in_use",)
-
-    def __init__(self) -> None:
-        self.in_use = 0
-
-
 class AsyncPerfClient(ClientBase):
     """Pooled, retrying async HTTP client. Use as ``async with AsyncPerfClient() as client:``.
 
@@ -111,7 +104,7 @@ class AsyncPerfClient(ClientBase):
         # url -> (origin state, backend kind): origin_of + two lookups per call become one dict get.
         self._routes: dict[str, tuple[HostState, str]] = {}
         self._wheel: TimerWheel | None = None
-        self._stats = _Stats()
+        self._stats = Stats()
         s = self._settings
         if s.backend == "httpx" or ((s.http2 or s.http2_hosts) and not native_http2(s)):
             import httpx  # noqa: F401 - loaded now so the first HTTP/2 call's deadline doesn't pay for it
@@ -146,7 +139,8 @@ class AsyncPerfClient(ClientBase):
         """Connections in use: ``in_use`` (our slots held), ``aiohttp_acquired`` (connections the aiohttp
         connector has handed out; -1 once closed) and, when HTTP/2 ran, ``httpx_active`` (httpx pool
         connections not idle), or with ``backend="pyreqwest"`` ``reqwest_active`` (responses holding a
-        connection)."""
+        connection); ``http2_declined``, once any: origins listed for HTTP/2 that answered over HTTP/1.x
+        (held to HTTP/1.1's limits from then on, see ``_alpn``)."""
         acquired = -1
         if self._session is not None:
             acquired = handed_out(self._session.connector)
@@ -157,14 +151,14 @@ class AsyncPerfClient(ClientBase):
             stats["httpx_active"] = active_connections(self._httpx.values())
         if self._reqwest_backend is not None:
             stats["reqwest_active"] = self._reqwest_backend.active
+        if self._stats.http2_declined:
+            stats["http2_declined"] = self._stats.http2_declined
         return stats
 
     def _host(self, origin: str) -> HostState:
         host = self._hosts.get(origin)
         if host is None:
-            carrier = "pyreqwest" if native_http2(self._settings) else "httpx"
-            slots, shared = host_gates(self._settings, origin, AsyncGate, self._global, carrier=carrier)
-            host = self._hosts[origin] = HostState(origin, self._settings, slots, shared)
+            host = self._hosts[origin] = async_host(self._settings, origin, self._global, self._stats)
         return host
 
     def _route(self, url: str) -> tuple[HostState, str]:
@@ -333,7 +327,7 @@ class AsyncPerfClient(ClientBase):
             kind
         )
         t = self._settings.timeout
-        hs, gs, stats, metrics = host.slots, host.shared, self._stats, host.metrics
+        stats, metrics = self._stats, host.metrics
         wheel = self._wheel or self._timer_wheel()
         response: Response | AsyncStreamResponse
         delay: float | None
@@ -347,6 +341,7 @@ class AsyncPerfClient(ClientBase):
         while True:
             t0 = _monotonic()
             # -- one attempt: _once ----------------------------------------------------------------------
+            hs, gs = host.slots, host.shared  # each try's: a TLS HTTP/2 origin's change once it answers
             held = hs.free > 0 and gs.free > 0  # slots_clock and take_now, written out
             if held:
                 hs.free -= 1
@@ -364,7 +359,7 @@ class AsyncPerfClient(ClientBase):
                 if not held:
                     # wait_slots, written out (its host-slot queue): at c=50 on 6 slots nearly every call
                     # queues here, and a coroutine layer costs a frame on each resume.
-                    both = False
+                    both: Any = False
                     if hs.free > 0:
                         hs.free -= 1
                     else:
@@ -375,11 +370,13 @@ class AsyncPerfClient(ClientBase):
                         except BaseException:
                             if fut.done() and not fut.cancelled():  # handed over, then cancelled: pass it on
                                 if fut.result():
-                                    pass_on(hs, gs)
+                                    pass_on(hs, fut.result())
                                 else:
                                     hs.release()
                             raise
-                    if not both:
+                    if both:
+                        gs = both  # handed a slot of that global gate with it (_lease.pass_on)
+                    else:
                         try:
                             if gs.free > 0:
                                 gs.free -= 1
@@ -394,6 +391,8 @@ class AsyncPerfClient(ClientBase):
                     held = True
                     clock.enter(FIRST_BYTE, t.first_byte)
                 resp = await backend.send(kind, method, url, params, headers, content, json)
+                if host.alpn is not None:  # a TLS HTTP/2 origin: which HTTP ALPN gave (_alpn)
+                    host.alpn.seen(host, backend.version(resp))
                 if stream:
                     clock.timer.stop()
                     body = backend.body(
@@ -525,10 +524,12 @@ class AsyncPerfClient(ClientBase):
         resp: Any = None
         try:
             if not held:
-                await wait_slots(hs, gs, host.metrics, self._stats)
+                gs = await wait_slots(hs, gs, host.metrics, self._stats)
                 held = True
                 clock.enter(FIRST_BYTE, t.first_byte)
             resp = await backend.send(kind, method, url, params, headers, content, json)
+            if host.alpn is not None:
+                host.alpn.seen(host, backend.version(resp))
             if stream:
                 clock.timer.stop()
                 body = backend.body(

@@ -98,13 +98,17 @@ def breaker_outcome(status: int) -> int:
 class HostState:
     """Everything kept per origin: breaker, retry budget, metric children, and the client's slot limiters:
     ``slots`` this origin's own, ``shared`` the one its calls also take a slot of (the client's global
-    gate; an HTTP/2 origin's own unbounded one, see ``host_gates``)."""
+    gate; an HTTP/2 origin's own unbounded one, see ``host_gates``); ``alpn`` a TLS HTTP/2 origin's version
+    watch (``_alpn.Alpn``), else None."""
 
-    __slots__ = ("breaker", "budget", "metrics", "origin", "shared", "slots")
+    __slots__ = ("alpn", "breaker", "budget", "metrics", "origin", "shared", "slots")
 
-    def __init__(self, origin: str, settings: HttpConfig, slots: Any = None, shared: Any = None) -> None:
+    def __init__(
+        self, origin: str, settings: HttpConfig, slots: Any = None, shared: Any = None, alpn: Any = None
+    ) -> None:
         self.origin = origin
         self.shared = shared
+        self.alpn = alpn
         self.metrics: NullMetrics = HostMetrics(origin) if settings.metrics else NullMetrics()
         # A client on one event loop (its slots an AsyncGate) records outcomes from that loop's thread only.
         threaded = not isinstance(slots, AsyncGate)

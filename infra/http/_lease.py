@@ -12,6 +12,8 @@ slot to whoever waits longest instead (plain FIFO) made a caller for another ori
 connection, and the pool close an idle one to stay within the limit, on nearly every request once
 several origins were busy: 1,209 connections for 2,000 requests over 4 origins. So that callers queued
 for the global slot are not starved, a gate lets its head be passed over at most ``size`` times in a row.
+The caller handed both slots is handed the global gate itself, and gives its slot back there: an origin's
+callers need not all hold the same global gate (``resize``: an HTTP/2 origin moves to an unbounded one).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "pass_on",
     "pass_on_async",
     "release_slots",
+    "resize",
     "take_now",
     "wait_slots",
 ]
@@ -62,7 +65,7 @@ HTTPX_MAX_STREAMS = 16
 
 def host_gates(
     settings: HttpConfig, origin: str, gate: Callable[[int], _G], shared: _G, *, carrier: str
-) -> tuple[_G, _G]:
+) -> tuple[_G, _G, int]:
     """The two gates a new origin's calls take a slot of: (its own, the shared one).
 
     HTTP/1.1 carries one call per connection, so a call holds a connection: ``max_per_host`` of the
@@ -75,20 +78,45 @@ def host_gates(
     "httpx-sync" (PerfClient) keeps HTTP/1.1's limits: httpcore's sync HTTP/2 shared by 16 threads failed
     2 runs in 6 of a rotation test (``deque mutated during iteration``, a KeyError, h2's
     LocalProtocolError on SEND_HEADERS), where 6 at once, as before, never did.
+
+    The third value: the streams to open the gate to once the origin answers over HTTP/2, 0 when the
+    gates are final. Over TLS, HTTP/2 is only offered (ALPN): a server that declines answers over
+    HTTP/1.1, and then each call in flight is a connection of its own (the carrier opens one per call,
+    up to pyreqwest's 100 or httpx's 16). So such an origin starts with HTTP/1.1's gates, and
+    ``_alpn.Alpn`` opens them to that many streams when a response says HTTP/2 (cleartext HTTP/2 is
+    prior knowledge, HTTP/2 or nothing: its gates are final at once).
     """
     from infra.http._routing import uses_http2  # here: _routing -> _body -> ... -> _lease at import time
 
     if carrier == "httpx-sync" or not uses_http2(settings, origin):
-        return gate(settings.max_per_host), shared
+        return gate(settings.max_per_host), shared, 0
     streams = settings.http2_max_streams
     if carrier == "httpx":
         streams = min(streams, HTTPX_MAX_STREAMS)
-    return gate(streams), gate(UNBOUNDED)
+    if origin.startswith("https:"):
+        return gate(settings.max_per_host), shared, streams
+    return gate(streams), gate(UNBOUNDED), 0
 
 
-# What a queued caller is handed: its own gate's slot only, or the global slot with it (``pass_on``).
+def resize(gate: AsyncGate, size: int, shared: AsyncGate | None = None) -> None:
+    """Give ``gate`` ``size`` slots from now on. New ones go straight to its queued callers, with a slot
+    of ``shared`` each when given (so they need not queue for the gate they had meant to take one of:
+    see ``pass_on``); slots taken away are a debt the next releases pay before any slot is handed on
+    (``free`` below 0), so the calls in flight finish and no new one starts until fewer than ``size``
+    are."""
+    grow, gate.size = size - gate.size, size
+    if grow < 0:
+        gate.free += grow
+    for _ in range(grow):
+        if shared is not None and gate.free >= 0 and shared.free > 0 and gate.hand_over(shared):
+            shared.free -= 1
+        else:
+            gate.release()
+
+
+# What a queued caller is handed: its own gate's slot only (ONE), or the global slot with it: then the
+# global gate that slot is of (``pass_on``), where the caller gives it back.
 ONE = False
-BOTH = True
 
 
 class AsyncGate:
@@ -97,8 +125,8 @@ class AsyncGate:
     Taking a free slot is two attribute operations and no coroutine (``asyncio.Semaphore.acquire`` is a
     coroutine, and ``locked()`` scans its waiters); a release with callers queued hands the slot straight
     to the first live one, so a newcomer can never overtake them. Invariant: ``free > 0`` only while no
-    live caller waits, so ``free`` alone says whether a slot can be taken at once. A waiter's future
-    resolves to ONE or BOTH (see ``pass_on``).
+    live caller waits, so ``free`` alone says whether a slot can be taken at once (and ``free`` below 0 is
+    a debt, see ``resize``). A waiter's future resolves to ONE or a global gate (see ``pass_on``).
     """
 
     __slots__ = ("bypassed", "free", "size", "waiters")
@@ -107,13 +135,14 @@ class AsyncGate:
         self.free = slots
         self.size = slots
         self.bypassed = 0
-        self.waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
 
     def locked(self) -> bool:
         return self.free <= 0
 
-    def hand_over(self, what: bool) -> bool:
-        """Give a slot (and, with BOTH, a global one) to the first live waiter; False if none waits."""
+    def hand_over(self, what: Any) -> bool:
+        """Give a slot (and, with a global gate, a slot of it) to the first live waiter; False if none
+        waits."""
         waiters = self.waiters
         while waiters:
             fut = waiters.popleft()
@@ -123,10 +152,10 @@ class AsyncGate:
         return False
 
     def release(self) -> None:
-        if not self.hand_over(ONE):
-            self.free += 1
-        else:
+        if self.free >= 0 and self.hand_over(ONE):  # below 0: a debt (resize), paid first
             self.bypassed = 0
+        else:
+            self.free += 1
 
     def has_waiters(self) -> bool:
         waiters = self.waiters
@@ -141,7 +170,7 @@ class AsyncGate:
     async def wait(self) -> None:
         """Queue for a slot (call only when ``free`` is 0). A slot handed over to a caller cancelled before
         it could run passes on to the next one, so none leaks."""
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
         try:
             await fut
@@ -171,8 +200,9 @@ class SyncGate:
                 return True
             return False
 
-    def take(self, timeout: float | None) -> bool | None:
-        """A slot: ONE, or BOTH when handed the global one too; None when none came within ``timeout``."""
+    def take(self, timeout: float | None) -> Any:
+        """A slot: ONE, or the global gate when handed a slot of it too; None when none came within
+        ``timeout``."""
         with self._lock:
             if self.free > 0:
                 self.free -= 1
@@ -186,11 +216,11 @@ class SyncGate:
             waiter.gone = True  # timed out: a release now skips it
             return None
 
-    def hand_over(self, what: bool) -> bool:
+    def hand_over(self, what: Any) -> bool:
         with self._lock:
             return self._hand_over(what)
 
-    def _hand_over(self, what: bool) -> bool:
+    def _hand_over(self, what: Any) -> bool:
         waiters = self.waiters
         while waiters:
             waiter = waiters.popleft()
@@ -228,7 +258,7 @@ class _Waiter:
     def __init__(self) -> None:
         self.parked = threading.Lock()
         self.parked.acquire()  # released by whoever hands this waiter a slot
-        self.handed: bool | None = None
+        self.handed: Any = None  # ONE, or the global gate whose slot came with it
         self.gone = False
 
 
@@ -246,8 +276,14 @@ def may_bypass(gate: AsyncGate | SyncGate, waiting: bool) -> bool:
 def pass_on(host_gate: Any, global_gate: Any) -> None:
     """Give back one host and one global slot: both to the next caller for this origin when one waits (it
     reuses the connection just freed) and the global gate's head hasn't been passed over too often;
-    otherwise each to its own gate's next caller. No await: runs even while a task is being cancelled."""
-    if host_gate.has_waiters() and global_gate.may_bypass() and host_gate.hand_over(BOTH):
+    otherwise each to its own gate's next caller. No await: runs even while a task is being cancelled.
+    Not while the host gate is in debt (``resize``): the debt is paid first."""
+    if (
+        host_gate.free >= 0
+        and host_gate.has_waiters()
+        and global_gate.may_bypass()
+        and host_gate.hand_over(global_gate)
+    ):
         return
     global_gate.release()
     host_gate.release()
@@ -257,7 +293,7 @@ def pass_on_async(host_gate: AsyncGate, global_gate: AsyncGate) -> None:
     """``pass_on`` for the loop's own gates, written out (``has_waiters`` and ``hand_over``, no lock to
     take): the release of a call with others queued for its origin, at c=50 nearly every call's."""
     waiters = host_gate.waiters
-    while waiters:
+    while waiters and host_gate.free >= 0:  # below 0: a debt (resize), paid first
         fut = waiters[0]
         if fut.done():  # a caller that gave up (cancelled)
             waiters.popleft()
@@ -265,7 +301,7 @@ def pass_on_async(host_gate: AsyncGate, global_gate: AsyncGate) -> None:
         if global_gate.waiters and not global_gate.may_bypass():
             break  # the global queue's head was passed over too often: each slot to its own queue
         waiters.popleft()
-        fut.set_result(BOTH)
+        fut.set_result(global_gate)
         return
     global_gate.release()
     host_gate.release()
@@ -319,17 +355,18 @@ def take_now(host_gate: AsyncGate, global_gate: AsyncGate, metrics: NullMetrics,
 
 async def wait_slots(
     host_gate: AsyncGate, global_gate: AsyncGate, metrics: NullMetrics, stats: Any, loop: Any = None
-) -> None:
+) -> AsyncGate:
     """Take a per-host then a global slot (always in that order, so waiters can't deadlock), queueing
-    for whichever is busy. The caller's fast path takes both at once when both are free. (AsyncGate.wait
-    inlined: one coroutine per queued call instead of two.) ``loop``: the running loop, if the caller has
-    it at hand."""
+    for whichever is busy; the global gate it holds a slot of (``global_gate``, or the one handed over
+    with the host slot: see ``pass_on``). The caller's fast path takes both at once when both are free.
+    (AsyncGate.wait inlined: one coroutine per queued call instead of two.) ``loop``: the running loop,
+    if the caller has it at hand."""
     start = time.monotonic()
-    both = False
+    both: Any = ONE
     if host_gate.free > 0:
         host_gate.free -= 1
     else:
-        fut: asyncio.Future[bool] = (loop or asyncio.get_running_loop()).create_future()
+        fut: asyncio.Future[Any] = (loop or asyncio.get_running_loop()).create_future()
         host_gate.waiters.append(fut)
         try:
             both = await fut
@@ -337,11 +374,13 @@ async def wait_slots(
             if fut.done() and not fut.cancelled():
                 # handed over, then cancelled before it could run: pass it on
                 if fut.result():
-                    pass_on(host_gate, global_gate)
+                    pass_on(host_gate, fut.result())
                 else:
                     host_gate.release()
             raise
-    if not both:
+    if both:
+        global_gate = both
+    else:
         try:
             if global_gate.free > 0:
                 global_gate.free -= 1
@@ -353,6 +392,7 @@ async def wait_slots(
     stats.in_use += 1
     metrics.in_use += 1
     metrics.pool_wait(time.monotonic() - start)
+    return global_gate
 
 
 class SyncLease(_Lease):
@@ -385,7 +425,7 @@ def acquire_sync(
     timeout: float | None,
 ) -> SyncLease | None:
     """Blocking twin of wait_slots; None when no slot freed up within ``timeout`` seconds."""
-    got: bool | None = ONE
+    got: Any = ONE
     if host_gate.take_now():
         if global_gate.take_now():
             return SyncLease(host_gate, global_gate, metrics, stats)
@@ -395,7 +435,7 @@ def acquire_sync(
         got = host_gate.take(timeout)
         if got is None:
             return None
-    if got is ONE:
+    if got is ONE:  # else handed a slot of the global gate too (one sync client has one global gate)
         left = None if timeout is None else max(0.0, start + timeout - time.monotonic())
         if global_gate.take(left) is None:
             host_gate.release()

@@ -98,7 +98,7 @@ class PerfClient(ClientBase, Closing):
             with self._hosts_lock:
                 host = self._hosts.get(origin)
                 if host is None:
-                    slots, shared = host_gates(
+                    slots, shared, _ = host_gates(
                         self._settings, origin, SyncGate, self._global, carrier="httpx-sync"
                     )
                     host = self._hosts[origin] = HostState(origin, self._settings, slots, shared)

@@ -2,6 +2,8 @@
 
 * ``HypercornH2C``: hypercorn serving a tiny ASGI app (or the one given); clients speak h2c with prior
   knowledge.
+* ``Holding``: an ASGI app that holds each request until as many are in flight at once as it asks for,
+  and records the most it held and the connections they came on.
 * ``RotatingH2Server``: a bare h2 (python-hyper) server that, like nginx's ``keepalive_requests``, answers
   ``rotate_every`` streams on a connection, then sends GOAWAY (NO_ERROR, last_stream_id = the last stream
   it answered) and closes; streams the client opened past that are left unprocessed.
@@ -54,6 +56,54 @@ async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     payload = f"{scope['http_version']} {scope['method']} {len(body)}".encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": payload})
+
+
+class Holding:
+    """ASGI app: a request to ``/hold?n=N`` waits until N requests are in flight at the server at once (or
+    ``patience`` seconds pass), then answers 200; one to ``/park`` waits until the test sets ``released``.
+    ``peak``: the most in flight at once; ``ports``: the client ports seen (one per connection)."""
+
+    def __init__(self, patience: float = 3.0) -> None:
+        self.patience = patience
+        self.released = threading.Event()
+        self.inflight = 0
+        self.peak = 0
+        self.ports: set[int] = set()
+        self.full: asyncio.Event | None = None
+
+    def reset(self) -> None:
+        self.peak, self.ports = 0, set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+        query = dict(p.split("=") for p in scope["query_string"].decode().split("&") if "=" in p)
+        want = int(query.get("n", 1))
+        self.ports.add(scope["client"][1])
+        self.inflight += 1
+        self.peak = max(self.peak, self.inflight)
+        if scope["path"] == "/park":
+            while not self.released.is_set():  # set from the test's thread
+                await asyncio.sleep(0.005)
+            want = 0
+        if self.full is None:
+            self.full = asyncio.Event()
+        full = self.full
+        if self.inflight >= want:
+            full.set()
+        try:
+            await asyncio.wait_for(full.wait(), self.patience)
+        except TimeoutError:
+            pass  # the client never had that many in flight: answer anyway, ``peak`` tells
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self.full = None
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        await send({"type": "http.response.body", "body": b"held"})
 
 
 def self_signed_cert(directory: str) -> tuple[str, str, str]:
@@ -116,12 +166,20 @@ def self_signed_cert(directory: str) -> tuple[str, str, str]:
 
 class HypercornH2C:
     """``with HypercornH2C() as srv: srv.url``: hypercorn on 127.0.0.1, HTTP/2 over cleartext, or over TLS
-    (ALPN h2, then http/1.1) when given a certificate."""
+    (ALPN h2, then http/1.1) when given a certificate; ``alpn``: the protocols it offers over TLS
+    (``["http/1.1"]``: a server that declines HTTP/2, answering a client that offered h2 over HTTP/1.1)."""
 
-    def __init__(self, certfile: str | None = None, keyfile: str | None = None, app: Any = None) -> None:
+    def __init__(
+        self,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        app: Any = None,
+        alpn: list[str] | None = None,
+    ) -> None:
         self.certfile = certfile
         self.keyfile = keyfile
         self.app = app or _asgi_app
+        self.alpn = alpn
 
     def __enter__(self) -> HypercornH2C:
         from hypercorn.asyncio import serve
@@ -138,6 +196,8 @@ class HypercornH2C:
         if self.certfile:
             config.certfile = self.certfile
             config.keyfile = self.keyfile
+        if self.alpn is not None:
+            config.alpn_protocols = self.alpn
         self._lt = _LoopThread()
         self._stop: asyncio.Event | None = None
 

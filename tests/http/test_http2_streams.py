@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from http_h2_servers import HypercornH2C, read_body
+from http_h2_servers import Holding, HypercornH2C
 
 from infra.http import AsyncPerfClient, PerfClient
 from infra.http._lease import HTTPX_MAX_STREAMS
@@ -29,54 +28,6 @@ def at_once(client: AsyncPerfClient) -> int:
     """How many of CALLS the client's HTTP/2 carrier runs at once: all over pyreqwest, HTTPX_MAX_STREAMS
     over httpx + h2 (see _lease.host_gates)."""
     return CALLS if "reqwest_active" in client.pool_stats() else HTTPX_MAX_STREAMS
-
-
-class Holding:
-    """ASGI app: a request to ``/hold?n=N`` waits until N requests are in flight at the server at once (or
-    ``patience`` seconds pass), then answers 200; one to ``/park`` waits until the test sets ``released``.
-    ``peak``: the most in flight at once; ``ports``: the client ports seen (one per connection)."""
-
-    def __init__(self, patience: float = 3.0) -> None:
-        self.patience = patience
-        self.released = threading.Event()
-        self.inflight = 0
-        self.peak = 0
-        self.ports: set[int] = set()
-        self.full: asyncio.Event | None = None
-
-    def reset(self) -> None:
-        self.peak, self.ports = 0, set()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await read_body(receive)
-        query = dict(p.split("=") for p in scope["query_string"].decode().split("&") if "=" in p)
-        want = int(query.get("n", 1))
-        self.ports.add(scope["client"][1])
-        self.inflight += 1
-        self.peak = max(self.peak, self.inflight)
-        if scope["path"] == "/park":
-            while not self.released.is_set():  # set from the test's thread
-                await asyncio.sleep(0.005)
-            want = 0
-        if self.full is None:
-            self.full = asyncio.Event()
-        full = self.full
-        if self.inflight >= want:
-            full.set()
-        try:
-            await asyncio.wait_for(full.wait(), self.patience)
-        except TimeoutError:
-            pass  # the client never had that many in flight: answer anyway, ``peak`` tells
-        finally:
-            self.inflight -= 1
-            if self.inflight == 0:
-                self.full = None
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
-        )
-        await send({"type": "http.response.body", "body": b"held"})
 
 
 @pytest.fixture(scope="module")

@@ -215,12 +215,15 @@ async def test_the_active_gauge_sums_every_client_of_an_origin_at_each_read() ->
 
 def _gates(rng: random.Random, loop: asyncio.AbstractEventLoop) -> tuple[AsyncGate, AsyncGate]:
     """A host and a global gate as a release finds them: some callers queued (some gave up), some slots
-    free, the global head passed over some times already."""
+    free, the global head passed over some times already; the host gate sometimes in debt (resized down
+    with callers queued: ``_lease.resize``)."""
     host, glob = AsyncGate(rng.randint(1, 3)), AsyncGate(rng.randint(1, 4))
     for gate in (host, glob):
         gate.free = 0 if rng.random() < 0.7 else rng.randint(1, gate.size)
+        if gate is host and gate.free == 0 and rng.random() < 0.3:
+            gate.free = -rng.randint(1, 3)
         gate.bypassed = rng.randint(0, gate.size)
-        for _ in range(rng.randint(0, 3) if gate.free == 0 else 0):
+        for _ in range(rng.randint(0, 3) if gate.free <= 0 else 0):
             fut = loop.create_future()
             if rng.random() < 0.3:
                 fut.cancel()
@@ -228,8 +231,10 @@ def _gates(rng: random.Random, loop: asyncio.AbstractEventLoop) -> tuple[AsyncGa
     return host, glob
 
 
-def _state(host: AsyncGate, glob: AsyncGate, futs: list[asyncio.Future[bool]]) -> tuple[Any, ...]:
-    handed = tuple(f.result() if f.done() and not f.cancelled() else None for f in futs)
+def _state(host: AsyncGate, glob: AsyncGate, futs: list[asyncio.Future[Any]]) -> tuple[Any, ...]:
+    # a caller handed both slots is handed the global gate itself (it gives its slot back there)
+    got = [f.result() if f.done() and not f.cancelled() else None for f in futs]
+    handed = tuple("global" if r is glob else r for r in got)
     return host.free, glob.free, host.bypassed, glob.bypassed, len(host.waiters), len(glob.waiters), handed
 
 
