@@ -191,6 +191,28 @@ async def test_goaway_never_runs_a_plain_post_twice() -> None:
         assert set(failed) <= {"closed", "read"}
 
 
+async def test_a_post_answered_behind_the_goaway_never_runs_twice() -> None:
+    """nginx at keepalive_requests sends its GOAWAY before the answers of the streams it still serves, and
+    h2 then refuses those answers ("RECV_HEADERS in state ConnectionState.CLOSED", as it refuses a body
+    still to send: SEND_DATA). Only a refused SEND_HEADERS proves nothing reached the server; these were
+    taken for connect errors, and a plain POST was resent (nginx, keepalive_requests 10: ~50 of 1,000
+    POSTs ran twice). Each connection here answers one stream, its GOAWAY first: every POST runs once."""
+    with RotatingH2Server(rotate_every=1, goaway_first=True) as srv:
+        async with AsyncPerfClient(http2=True, http2_backend="httpx") as client:
+            for i in range(10):
+                try:
+                    assert (await client.post(f"{srv.url}/x", content=f"post-{i}".encode())).status == 200
+                except TransportError as exc:  # httpcore drops the answer; the POST is not resent
+                    assert (exc.kind, exc.attempts) == ("closed", 1), str(exc)
+        with PerfClient(http2=True) as sync_client:
+            for i in range(10, 20):
+                try:
+                    assert sync_client.post(f"{srv.url}/x", content=f"post-{i}".encode()).status == 200
+                except TransportError as exc:
+                    assert (exc.kind, exc.attempts) == ("closed", 1), str(exc)
+    assert sorted(srv.bodies_run.values()) == [1] * 20  # each POST ran, and ran once
+
+
 def test_sync_goaway_rotation_loses_no_request() -> None:
     """The sync client over 16 threads, rotation every 200 streams: 0 failures."""
     with RotatingH2Server(rotate_every=200) as srv, PerfClient(http2=True) as client:
