@@ -22,7 +22,12 @@ from infra.http._body import aiohttp_data, chunks_for
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
 from infra.http._lease import AsyncGate, take_now
-from infra.http._routing import httpx_request
+from infra.http._routing import (
+    areset_abandoned,
+    areset_abandoned_h2_streams,
+    h2_connection_of,
+    httpx_request,
+)
 from infra.http._timer import PhaseTimer, TimerWheel
 
 if TYPE_CHECKING:
@@ -168,7 +173,14 @@ class HttpxBackend:
     ) -> Any:
         data = chunks_for(content)  # the call's prepared body (_body.request_body), for this try
         request = httpx_request(self.httpx, method, url, params, headers, data, json, dict(self.timeout))
-        resp = await self.transport_for(kind).handle_async_request(request)
+        transport = self.transport_for(kind)
+        try:
+            resp = await transport.handle_async_request(request)
+        except BaseException:
+            if kind[:2] == "h2":  # a stream given up before its headers (cancel, first byte): reset it
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(areset_abandoned_h2_streams(transport, request))
+            raise
         resp.request = request
         return resp
 
@@ -180,8 +192,13 @@ class HttpxBackend:
     @staticmethod
     async def drop(resp: Any) -> None:
         if not resp.is_closed:
+            # a body given up half read (the deadline, a cancel) or unread: httpcore lets go of its HTTP/2
+            # stream without telling the server (areset_abandoned)
+            conn = h2_connection_of(resp)
             with contextlib.suppress(BaseException):
                 await asyncio.shield(resp.aclose())
+                if conn is not None:
+                    await asyncio.shield(areset_abandoned(conn, resp.request))
 
 
 Backend: TypeAlias = "AiohttpBackend | HttpxBackend | PyreqwestBackend"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 
 from infra.http._core import CLOSED, CONNECT, GOAWAY, POOL, READ
@@ -36,16 +37,22 @@ def classify_httpx(exc: BaseException) -> str | None:
         return FATAL if _cert_failure(exc) else CONNECT
     if isinstance(exc, httpx.PoolTimeout):
         return POOL
-    if isinstance(exc, httpx.LocalProtocolError):
-        # h2 refused to send on a connection already closed: nothing reached the server. h2 refused to send
-        # the rest of a request on a stream the server closed: it answered (or reset) before reading the
-        # whole body, as nginx's ``return 200`` does, and httpcore dropped the answer; the request may have
-        # run, so idempotent-only retry, and the server is healthy: neutral for the breaker (as FATAL it
-        # counted as a failure, and 500 such POSTs ended 379 in CircuitOpenError). Any other local protocol
-        # error is the request's own fault (a header h11 / h2 refuse): no retry fixes it.
-        if _h2_closed(exc):
+    if isinstance(exc, httpx.LocalProtocolError) or _h2_error(exc):
+        # h2 refused to open a stream on a connection already closed (SEND_HEADERS): nothing reached the
+        # server. h2 refused anything else on a closed connection (the rest of a request, SEND_DATA; an
+        # answer arriving behind the server's GOAWAY, RECV_HEADERS / RECV_DATA, as nginx sends them at
+        # keepalive_requests), or the rest of a request on a stream the server closed (it answered or
+        # reset before reading the whole body, as nginx's ``return 200`` does): the request reached the
+        # server and may have run, so idempotent-only retry, and the server is healthy: neutral for the
+        # breaker (as FATAL it counted as a failure, and 500 such POSTs ended 379 in CircuitOpenError; as
+        # CONNECT a plain POST was resent: nginx rotating every 10 streams ran ~50 of 1,000 POSTs twice).
+        # h2 raises some of these past httpcore unwrapped (an ``h2.exceptions.ProtocolError``): the same
+        # rules, so the caller gets a TransportError. Any other local protocol error is the request's own
+        # fault (a header h11 / h2 refuse): no retry fixes it.
+        closed = _h2_closed(exc)
+        if closed == "SEND_HEADERS":
             return CONNECT
-        return CLOSED if _h2_stream_closed(exc) else FATAL
+        return CLOSED if closed or _h2_stream_closed(exc) else FATAL
     if isinstance(exc, httpx.RemoteProtocolError):
         last_stream_id = _goaway_last_stream_id(exc)
         if last_stream_id == 0:
@@ -122,13 +129,22 @@ def _h2_kind(causes: str) -> str | None:
     return None
 
 
-def _h2_closed(exc: BaseException) -> bool:
-    """Whether a LocalProtocolError is h2's state machine refusing to send on a closed connection
-    ("Invalid input ConnectionInputs.SEND_HEADERS in state ConnectionState.CLOSED")."""
+_CLOSED_INPUT = re.compile(r"ConnectionInputs\.(\w+) in state ConnectionState\.CLOSED")
+
+
+def _h2_closed(exc: BaseException) -> str | None:
+    """The input h2's state machine refused on a closed connection ("Invalid input
+    ConnectionInputs.SEND_HEADERS in state ConnectionState.CLOSED": "SEND_HEADERS"), or None."""
     for err in (exc, exc.__cause__, exc.__context__):
-        if err is not None and "ConnectionState.CLOSED" in str(err):
-            return True
-    return False
+        found = _CLOSED_INPUT.search(str(err)) if err is not None else None
+        if found:
+            return found.group(1)
+    return None
+
+
+def _h2_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is h2's own error (``h2.exceptions``), raised past httpcore without its wrapping."""
+    return type(exc).__module__ == "h2.exceptions"
 
 
 def _h2_stream_closed(exc: BaseException) -> bool:

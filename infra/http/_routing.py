@@ -27,11 +27,13 @@ __all__ = [
     "RequestOptions",
     "StreamOptions",
     "active_connections",
-    "areset_h2_stream",
+    "areset_abandoned",
+    "areset_abandoned_h2_streams",
     "async_backend_for",
     "backend_for",
     "build_settings",
     "call_args",
+    "h2_connection_of",
     "httpx_request",
     "httpx_transport",
     "native_http2",
@@ -305,17 +307,46 @@ def _reset(conn: Any, stream_id: int) -> bool:
     return True
 
 
-async def areset_h2_stream(unread: tuple[Any, int, Any]) -> None:
-    """Reset an unread HTTP/2 stream (``unread_h2_stream``) and send the frame under httpcore's write
-    lock (its write timeout read from the request's extensions); best effort, nothing raised."""
-    conn, stream_id, request = unread
-    if _reset(conn, stream_id):
-        with contextlib.suppress(Exception):
+def h2_connection_of(resp: Any) -> Any:
+    """httpcore's HTTP/2 connection under an httpx response (None for HTTP/1.1, or where httpcore isn't as
+    expected), for ``areset_abandoned``: the path ``unread_h2_stream`` reads, whatever the stream's state."""
+    stream = getattr(getattr(getattr(resp, "stream", None), "_httpcore_stream", None), "_stream", None)
+    conn = getattr(stream, "_connection", None)
+    return conn if getattr(conn, "_h2_state", None) is not None else None
+
+
+async def areset_abandoned(conn: Any, request: Any) -> None:
+    """Reset (CANCEL) every stream of httpcore's HTTP/2 connection ``conn`` that httpcore has given up but
+    the server still holds open. httpcore forgets a stream without an RST_STREAM wherever it lets go of
+    it: a send given up before the response headers (the caller's cancel, our first-byte timer), a body
+    read cut short (the deadline, a cancel inside its own iterator, which closes the stream before we see
+    it), a body left unread (``unread_h2_stream``). The server kept working on each, and each stayed in
+    h2's count of open streams: after 100 (SETTINGS_MAX_CONCURRENT_STREAMS) every later call on the
+    connection failed with "Max outbound streams is 100, 100 open". httpcore files a stream in its
+    ``_events`` before h2 opens it and drops it there when it lets go, so an open h2 stream missing from
+    ``_events`` is one nobody reads. Best effort, nothing raised; a seam like ``unread_h2_stream``."""
+    events = getattr(conn, "_events", None)
+    if not isinstance(events, dict):
+        return
+    with contextlib.suppress(Exception):
+        streams = list(conn._h2_state.streams.items())
+        abandoned = [sid for sid, stream in streams if sid not in events and not stream.closed]
+        if [sid for sid in abandoned if _reset(conn, sid)]:
             await conn._write_outgoing_data(request)
 
 
+async def areset_abandoned_h2_streams(transport: Any, request: Any) -> None:
+    """``areset_abandoned`` on each HTTP/2 connection of an httpx transport's pool (after a send that
+    failed: which connection it took is not known)."""
+    for pooled in list(getattr(transport_pool(transport), "connections", ()) or ()):
+        conn = getattr(pooled, "_connection", None)
+        if getattr(conn, "_h2_state", None) is not None:
+            await areset_abandoned(conn, request)
+
+
 def reset_h2_stream(unread: tuple[Any, int, Any]) -> None:
-    """``areset_h2_stream`` for the sync client's httpcore."""
+    """Reset an unread HTTP/2 stream (``unread_h2_stream``) of the sync client's httpcore and send the frame
+    under httpcore's write lock (its write timeout read from the request's extensions); best effort."""
     conn, stream_id, request = unread
     if _reset(conn, stream_id):
         with contextlib.suppress(Exception):

@@ -292,6 +292,17 @@ class _RotatingProtocol(asyncio.Protocol):
                     event.stream_id, [(":status", "200"), ("content-length", str(len(body)))]
                 )
                 self.conn.send_data(event.stream_id, body, end_stream=True)
+        if self.answered >= self.server.rotate_every and not self.closed and self.server.goaway_first:
+            # nginx's order at keepalive_requests: the GOAWAY goes out while the streams it covers are
+            # still being answered, so their answers reach the client after it (h2 itself refuses to send
+            # after close_connection: the answers are taken first and written behind the GOAWAY)
+            self.closed = True
+            self.server.rotations += 1
+            answers = self.conn.data_to_send()
+            self.conn.close_connection(last_stream_id=last)
+            self.transport.write(self.conn.data_to_send() + answers)
+            self.transport.close()
+            return
         if self.answered >= self.server.rotate_every and not self.closed:
             self.closed = True
             self.server.rotations += 1
@@ -307,10 +318,12 @@ class _RotatingProtocol(asyncio.Protocol):
 
 
 class RotatingH2Server:
-    """h2c server answering ``rotate_every`` streams per connection, then GOAWAY + close."""
+    """h2c server answering ``rotate_every`` streams per connection, then GOAWAY + close; with
+    ``goaway_first`` the GOAWAY reaches the client before the answers it covers (as nginx sends it)."""
 
-    def __init__(self, rotate_every: int = 1000) -> None:
+    def __init__(self, rotate_every: int = 1000, goaway_first: bool = False) -> None:
         self.rotate_every = rotate_every
+        self.goaway_first = goaway_first
         self.connections = 0
         self.rotations = 0
         self.processed = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 from typing import Any
 
@@ -11,7 +12,15 @@ import pytest
 from http_backends import backend_active
 from http_h2_servers import HypercornH2C, RotatingH2Server, read_body, self_signed_cert
 
-from infra.http import AsyncPerfClient, PerfClient, RetryConfig, TransportError
+from infra.http import (
+    AsyncPerfClient,
+    BreakerConfig,
+    DeadlineExceeded,
+    PerfClient,
+    RetryConfig,
+    TimeoutConfig,
+    TransportError,
+)
 
 pytest.importorskip("h2")
 
@@ -191,6 +200,28 @@ async def test_goaway_never_runs_a_plain_post_twice() -> None:
         assert set(failed) <= {"closed", "read"}
 
 
+async def test_a_post_answered_behind_the_goaway_never_runs_twice() -> None:
+    """nginx at keepalive_requests sends its GOAWAY before the answers of the streams it still serves, and
+    h2 then refuses those answers ("RECV_HEADERS in state ConnectionState.CLOSED", as it refuses a body
+    still to send: SEND_DATA). Only a refused SEND_HEADERS proves nothing reached the server; these were
+    taken for connect errors, and a plain POST was resent (nginx, keepalive_requests 10: ~50 of 1,000
+    POSTs ran twice). Each connection here answers one stream, its GOAWAY first: every POST runs once."""
+    with RotatingH2Server(rotate_every=1, goaway_first=True) as srv:
+        async with AsyncPerfClient(http2=True, http2_backend="httpx") as client:
+            for i in range(10):
+                try:
+                    assert (await client.post(f"{srv.url}/x", content=f"post-{i}".encode())).status == 200
+                except TransportError as exc:  # httpcore drops the answer; the POST is not resent
+                    assert (exc.kind, exc.attempts) == ("closed", 1), str(exc)
+        with PerfClient(http2=True) as sync_client:
+            for i in range(10, 20):
+                try:
+                    assert sync_client.post(f"{srv.url}/x", content=f"post-{i}".encode()).status == 200
+                except TransportError as exc:
+                    assert (exc.kind, exc.attempts) == ("closed", 1), str(exc)
+    assert sorted(srv.bodies_run.values()) == [1] * 20  # each POST ran, and ran once
+
+
 def test_sync_goaway_rotation_loses_no_request() -> None:
     """The sync client over 16 threads, rotation every 200 streams: 0 failures."""
     with RotatingH2Server(rotate_every=200) as srv, PerfClient(http2=True) as client:
@@ -260,3 +291,98 @@ def test_sync_streams_left_early_are_reset_so_the_connection_stays_usable() -> N
             with client.stream("GET", f"{srv.url}/generate") as r:
                 assert next(r.iter_bytes()).startswith(b"token ")
         assert client.pool_stats()["in_use"] == 0
+
+
+@pytest.mark.pyreqwest_falls_short(
+    reason="pyreqwest (0.15) does not abort a request whose awaitable is cancelled: the stream runs on in "
+    "its runtime until the server answers, and hyper queues new streams behind the server's 100"
+)
+async def test_streams_given_up_before_their_headers_are_reset_so_the_connection_stays_usable() -> None:
+    """A call given up before the response headers (our first-byte timer, the caller's cancel) must free
+    its stream at the server too. httpcore forgets such a stream without an RST_STREAM: the server kept
+    working on it and it stayed in h2's count, so after 100 (hypercorn's SETTINGS_MAX_CONCURRENT_STREAMS)
+    every call on the connection failed with "Max outbound streams is 100, 100 open". Here /hang answers
+    only a reset: 112 calls time out, 16 are cancelled, then one more call on the same connection."""
+    pytest.importorskip("hypercorn")
+    resets = 0
+
+    async def hangs_until_reset(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal resets
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+
+        async def reset() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        if scope["path"] == "/hang":
+            # at most 2.5 s: past the 7 rounds (1.4 s) whose streams must stay open to wedge the old code, and
+            # within hypercorn's 3 s shutdown grace should a carrier fail the test (a stream never reset)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reset(), 2.5)
+                resets += 1
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if scope["path"] == "/stall":  # one chunk, then nothing until reset (2.5 s)
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reset(), 2.5)
+                resets += 1
+            return
+        if scope["path"] == "/trickle":  # a body that never ends: a chunk every 20 ms until reset (2 s)
+            for _ in range(100):
+                await send({"type": "http.response.body", "body": b"x", "more_body": True})
+                await asyncio.sleep(0.02)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with HypercornH2C(app=hangs_until_reset) as srv:
+        async with AsyncPerfClient(
+            http2=True,
+            http2_backend="httpx",
+            timeout=TimeoutConfig(first_byte=0.2),
+            retry=RetryConfig(attempts=0),
+            breaker=BreakerConfig(enabled=False),
+        ) as client:
+            for _ in range(7):  # 16 at a time: the httpx carrier's streams a host
+                timed_out = await asyncio.gather(
+                    *(client.get(f"{srv.url}/hang") for _ in range(16)), return_exceptions=True
+                )
+                assert all(isinstance(e, TransportError) and e.kind == "first_byte" for e in timed_out)
+            calls = [asyncio.create_task(client.get(f"{srv.url}/hang")) for _ in range(16)]
+            while client.pool_stats()["in_use"] < 16:  # all 16 sent (their slots taken)
+                await asyncio.sleep(0.01)
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            assert (await client.get(f"{srv.url}/ok")).status == 200
+            # the same for a body given up half read (the call's deadline)
+            for _ in range(7):
+                cut = await asyncio.gather(
+                    *(client.get(f"{srv.url}/trickle", deadline=0.2) for _ in range(16)),
+                    return_exceptions=True,
+                )
+                assert all(isinstance(e, DeadlineExceeded) for e in cut), cut
+            assert (await client.get(f"{srv.url}/ok")).status == 200
+            assert client.pool_stats()["in_use"] == 0
+        # and a stream cut by the idle timer while httpcore's iterator waits for its next chunk
+        async with AsyncPerfClient(
+            http2=True,
+            http2_backend="httpx",
+            timeout=TimeoutConfig(idle=0.2),
+            breaker=BreakerConfig(enabled=False),
+        ) as client:
+
+            async def stalls() -> str:
+                async with client.stream("GET", f"{srv.url}/stall") as r:
+                    try:
+                        async for _ in r.aiter_bytes():
+                            pass
+                    except TransportError as exc:
+                        return exc.kind
+                return "ended"
+
+            for _ in range(7):
+                assert set(await asyncio.gather(*(stalls() for _ in range(16)))) == {"idle"}
+            assert (await client.get(f"{srv.url}/ok")).status == 200
+    assert resets >= 7 * 16  # the server was told of each stream timed out (and of the cancels it got)

@@ -92,18 +92,28 @@ async def test_http2_origins_refuse_a_control_character_in_a_header_too() -> Non
 
 
 def test_only_h2s_closed_connection_is_a_connect_error() -> None:
-    """httpx's LocalProtocolError is CONNECT (resent: nothing reached the server) only when h2 refused a
-    closed connection; any other (a header h11 refuses) is FATAL: not retried, not the origin's fault."""
+    """httpx's LocalProtocolError is CONNECT (resent: nothing reached the server) only when h2 refused to
+    open a stream on a closed connection; any other (a header h11 refuses) is FATAL: not retried, not the
+    origin's fault."""
     import httpx
 
     from infra.http._classify import FATAL, classify_httpx
-    from infra.http._core import CONNECT
+    from infra.http._core import CLOSED, CONNECT
 
     assert classify_httpx(httpx.LocalProtocolError("Illegal header value b'x'")) == FATAL
     closed = httpx.LocalProtocolError(
         "Invalid input ConnectionInputs.SEND_HEADERS in state ConnectionState.CLOSED"
     )
     assert classify_httpx(closed) == CONNECT
+    # anything else h2 refuses on a closed connection reached the server: the rest of a request, or an
+    # answer behind the server's GOAWAY (idempotent-only retry; as CONNECT a plain POST ran twice), also
+    # where h2's own error comes through httpcore unwrapped
+    import h2.exceptions
+
+    for refused in ("SEND_DATA", "RECV_HEADERS", "RECV_DATA"):
+        message = f"Invalid input ConnectionInputs.{refused} in state ConnectionState.CLOSED"
+        assert classify_httpx(httpx.LocalProtocolError(message)) == CLOSED, refused
+        assert classify_httpx(h2.exceptions.ProtocolError(message)) == CLOSED, refused
 
 
 # -- 2. the layer off: a seekable file survives aiohttp's resend on a dropped keep-alive connection --------
