@@ -1,17 +1,16 @@
 """Per-origin retry budget: a failing upstream sees at most (1 + ratio) times the offered load.
 
-Without a budget, 3 retries turn an outage into 4x the traffic exactly when the upstream can least take
-it. The budget is a token bucket (the shape of Finagle's RetryBudget): every request earns ``ratio`` of a
-retry, every retry spends one. So that a trickle of traffic can still retry, a reserve accrues
-``per_second`` retries a second, but as a *floor*, not on top: over any stretch the bucket earns the
-larger of what the requests earned and what the reserve accrued, never their sum (over any stretch in
-which neither led the other by more than the cap, ten seconds of reserve; a longer lead is forgotten, so
-that the reserve comes back for a trickle after a busy spell, and the requests' earnings for a storm after
-a quiet one). Under a storm of N requests over T seconds the upstream therefore sees at most
-N + max(ratio x N, per_second x (1 + T)) tries however unevenly the requests come (a fresh budget's one
-second of reserve is an advance on that, not extra), unless one side gets more than the cap ahead within
-it; the reserve only decides at rates below ``per_second / ratio`` requests a second. The balance is capped at ten seconds' worth of reserve, so a long
-healthy spell doesn't bank a storm.
+Without a budget, 3 retries turn an outage into 4x the traffic exactly when the upstream can least take it.
+The budget is a token bucket (the shape of Finagle's RetryBudget): every request earns ``ratio`` of a retry,
+every retry spends one. So that a trickle of traffic can still retry, a reserve accrues ``per_second`` retries
+a second, but as a *floor*, not on top: the bucket earns the larger of what the requests earned and what the
+reserve accrued, never their sum, over any stretch in which neither led the other by more than the cap, ten
+seconds of reserve (a longer lead is forgotten, so that the reserve comes back for a trickle after a busy
+spell, and the requests' earnings for a storm after a quiet one). Under a storm of N requests over T seconds
+the upstream therefore sees at most N + max(ratio x N, per_second x (1 + T)) tries however unevenly the
+requests come (a fresh budget's one second of reserve is an advance on that, not extra), unless one side gets
+more than the cap ahead within it; the reserve only decides at rates below ``per_second / ratio`` requests a
+second. The balance is capped at ten seconds' worth of reserve, so a long healthy spell doesn't bank a storm.
 
 Exact: tokens are integers in units of 1/denominator of ``ratio`` (0.1 is exactly 1/10: ten requests
 earn exactly one retry; float sums made ten deposits of 0.1 worth 0.9999999999999999, which refused the

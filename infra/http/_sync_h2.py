@@ -135,7 +135,7 @@ class _Guarded(HTTP2Connection):
 def _guard(conn: Any) -> Any:
     """Lock a new HTTP2Connection's h2 state, before any thread uses it; other connections unchanged."""
     if type(conn) is HTTP2Connection and type(conn._h2_state) is h2.connection.H2Connection:
-        state = conn._h2_state
+        state: Any = conn._h2_state
         state._perf_lock = threading.RLock()
         state._perf_opening = None
         state.__class__ = _LockedH2
@@ -147,7 +147,7 @@ class _Connection(HTTPConnection):
     """httpcore's connection (TCP/TLS, then HTTP/1.1 or HTTP/2) with ``_guard`` on what it creates: httpcore
     assigns ``self._connection`` once, under its request lock, before any request is sent on it."""
 
-    @property  # type: ignore[override]
+    @property
     def _connection(self) -> Any:
         return self.__dict__.get("_connection")
 
