@@ -18,12 +18,13 @@ running) one did, 2 runs in 20 of tests/http/test_http2.py's rotation test:
   a sender reads meanwhile.
 
 So each sync HTTP/2 connection gets one lock around every call into its h2 state (``_LockedH2``), and
-opening a stream holds it from choosing the id until that stream's HEADERS are queued, so ids go out in
-order and once each. The lock covers h2's bookkeeping only, never a socket read or write: those stay under
-httpcore's own read and write locks (taken first, so the order is always theirs, then ours). A body
-chunk's window check and send are one step under it too (``_send_stream_data``), or two streams could
-both spend the connection's last window. The async client needs none of this: it has one thread, and
-httpcore's async connection never awaits between those steps.
+opening a stream holds it from choosing the id until that stream's HEADERS and window are queued, so ids go
+out in order and once each, and no other thread flushes the HEADERS before the stream is set up. The lock
+covers h2's bookkeeping only, never a socket read or write: those stay under httpcore's own read and write
+locks (taken first, so the order is always theirs, then ours). A body chunk's window check and send are one
+step under it too (``_send_stream_data``), or two streams could both spend the connection's last window. The
+async client needs none of this: it has one thread, and httpcore's async connection never awaits between
+those steps.
 
 The seam: the transport's httpcore pool (``transport_pool``) becomes ``_Pool``, whose connections
 (``_Connection``) hand their HTTP/2 connection to ``_guard`` as httpcore creates it, the one place
@@ -45,10 +46,8 @@ __all__ = ["guard_sync_pool"]
 # The h2 calls httpcore's sync connection (and our stream reset, ``_routing._reset``) makes on its state.
 _LOCKED = (
     "initiate_connection",
-    "send_headers",
     "send_data",
     "end_stream",
-    "increment_flow_control_window",
     "acknowledge_received_data",
     "reset_stream",
     "close_connection",
@@ -69,8 +68,9 @@ class _LockedH2(h2.connection.H2Connection):
     _perf_opening: tuple[int, int] | None  # (thread, stream id) holding the lock to open that stream
 
     def get_next_available_stream_id(self) -> int:
-        """The next stream id, with the lock kept until ``send_headers`` for it (or ``abandon``): h2 counts
-        the id as taken only once its HEADERS are queued, and ids must be opened in increasing order."""
+        """The next stream id, with the lock kept until the stream is open (``opened``) or given up
+        (``abandon``): h2 counts the id as taken only once its HEADERS are queued, and ids must be opened
+        in increasing order."""
         self._perf_lock.acquire()
         try:
             stream_id = super().get_next_available_stream_id()
@@ -80,9 +80,28 @@ class _LockedH2(h2.connection.H2Connection):
         self._perf_opening = (threading.get_ident(), stream_id)
         return stream_id
 
+    def send_headers(self, stream_id: int, *args: Any, **kwargs: Any) -> None:
+        with self._perf_lock:
+            try:
+                super().send_headers(stream_id, *args, **kwargs)
+            except BaseException:
+                self.abandon(stream_id)  # refused (the connection closed meanwhile): the next id may go
+                raise
+
+    def increment_flow_control_window(self, increment: int, stream_id: int | None = None) -> None:
+        """httpcore opens the stream's window right after its HEADERS: the opening ends here. Until then
+        no other thread may flush the HEADERS (``data_to_send``): a fast server's answer could close the
+        stream, h2 forget it, and this call raise KeyError (seen at 50 us thread switches)."""
+        with self._perf_lock:
+            try:
+                super().increment_flow_control_window(increment, stream_id)
+            finally:
+                if stream_id is not None:
+                    self.abandon(stream_id)
+
     def abandon(self, stream_id: int) -> None:
-        """Give the lock back if this thread still holds it to open ``stream_id``: its request failed
-        before the HEADERS were queued (httpcore then closes the stream: ``_Guarded._response_closed``)."""
+        """Give the lock back if this thread holds it to open ``stream_id``: the stream is open, or its
+        request failed before it was (httpcore then closes the stream: ``_Guarded._response_closed``)."""
         if self._perf_opening == (threading.get_ident(), stream_id):
             self._perf_opening = None
             self._perf_lock.release()
@@ -93,11 +112,7 @@ def _locked(name: str) -> Any:
 
     def call(self: _LockedH2, *args: Any, **kwargs: Any) -> Any:
         with self._perf_lock:
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                if name == "send_headers":  # the stream is open (or refused): the next id may go
-                    self.abandon(args[0] if args else kwargs["stream_id"])
+            return method(self, *args, **kwargs)
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = method.__doc__
