@@ -1,14 +1,16 @@
 """Per-origin retry budget: a failing upstream sees at most (1 + ratio) times the offered load.
 
-Without a budget, 3 retries turn an outage into 4x the traffic exactly when the upstream can least take
-it. The budget is a token bucket (the shape of Finagle's RetryBudget): every request earns ``ratio`` of a
-retry, every retry spends one. So that a trickle of traffic can still retry, a reserve accrues
-``per_second`` retries a second, but as a *floor*, not on top: over any stretch the bucket earns the
-larger of what the requests earned and what the reserve accrued, never their sum. Under a storm of N
-requests the upstream therefore sees at most N x (1 + ratio) tries however long the storm runs (a fresh
-budget's one second of reserve is an advance on that, not extra); the reserve only decides at rates
-below ``per_second / ratio`` requests a second. The balance is capped at ten seconds' worth of reserve,
-so a long healthy spell doesn't bank a storm.
+Without a budget, 3 retries turn an outage into 4x the traffic exactly when the upstream can least take it.
+The budget is a token bucket (the shape of Finagle's RetryBudget): every request earns ``ratio`` of a retry,
+every retry spends one. So that a trickle of traffic can still retry, a reserve accrues ``per_second`` retries
+a second, but as a *floor*, not on top: the bucket earns the larger of what the requests earned and what the
+reserve accrued, never their sum, over any stretch in which neither led the other by more than the cap, ten
+seconds of reserve (a longer lead is forgotten, so that the reserve comes back for a trickle after a busy
+spell, and the requests' earnings for a storm after a quiet one). Under a storm of N requests over T seconds
+the upstream therefore sees at most N + max(ratio x N, per_second x (1 + T)) tries however unevenly the
+requests come (a fresh budget's one second of reserve is an advance on that, not extra), unless one side gets
+more than the cap ahead within it; the reserve only decides at rates below ``per_second / ratio`` requests a
+second. The balance is capped at ten seconds' worth of reserve, so a long healthy spell doesn't bank a storm.
 
 Exact: tokens are integers in units of 1/denominator of ``ratio`` (0.1 is exactly 1/10: ten requests
 earn exactly one retry; float sums made ten deposits of 0.1 worth 0.9999999999999999, which refused the
@@ -64,9 +66,14 @@ class RetryBudget:
         reserve = int(self._rate)  # one second of reserve, in units
         # At least one retry of headroom, so ratio deposits can accumulate to a retry.
         self._cap = max(reserve * _CAP_SECONDS, self._cost)
-        # (what requests earned) - (what the reserve accrued), kept within one second of reserve either way:
-        # the bucket grows by max(earned, accrued), and a long spell of either is forgotten within a second.
-        self._lead_max = max(reserve, self._cost)
+        # (what requests earned) - (what the reserve accrued), kept within the cap either way: the bucket
+        # grows by max(earned, accrued) while neither side leads by more than ten seconds of reserve, and
+        # only a longer spell of either is forgotten. It was one second: a storm whose requests paused past
+        # that (a slow first round, a stall on a loaded box) had the reserve's accrual during the pause
+        # forgotten as a lead yet kept as tokens, so the storm got it on top of its ratio (603 tries for 500
+        # calls where 600 is the most). Ten seconds is the cap's span, so the reserve resuming later after a
+        # busy spell costs a trickle little: a busy spell that led by that much also filled the balance.
+        self._lead_max = max(self._cap, self._cost)
         # A fresh budget starts with one second of reserve, as if that second had passed: the requests then
         # pay it back before they add (the advance is not extra on top of ratio x requests).
         self._tokens = reserve

@@ -256,8 +256,7 @@ def httpx_transport(settings: HttpConfig, kind: str, verify: bool | str, *, sync
     query-string secrets in logs."""
     import httpx
 
-    transport = httpx.HTTPTransport if sync else httpx.AsyncHTTPTransport
-    return transport(
+    transport = (httpx.HTTPTransport if sync else httpx.AsyncHTTPTransport)(
         http1=kind != "h2c",
         http2=kind != "h1",
         verify=tls_context(verify),
@@ -267,6 +266,11 @@ def httpx_transport(settings: HttpConfig, kind: str, verify: bool | str, *, sync
             keepalive_expiry=settings.keepalive_expiry,
         ),
     )
+    if sync and kind != "h1":  # PerfClient's threads share each HTTP/2 connection: see _sync_h2
+        from infra.http._sync_h2 import guard_sync_pool
+
+        guard_sync_pool(transport)
+    return transport
 
 
 def transport_pool(transport: Any) -> Any:

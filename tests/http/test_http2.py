@@ -247,6 +247,56 @@ def test_sync_goaway_rotation_loses_no_request() -> None:
         assert srv.rotations >= 3
 
 
+def test_sync_threads_sharing_an_h2_connection_never_take_the_same_stream_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The thread switch that failed the rotation test above 2 runs in 20 on a loaded box, forced: one
+    thread has taken its stream id but not yet queued its HEADERS when a second asks for one. h2 counts
+    an id once its HEADERS are queued, so both got the same id: the second HEADERS were refused ("SEND_HEADERS
+    in state 5") and the first stream to close deleted the other's events (KeyError). Now opening a stream
+    holds the connection's h2 lock until its HEADERS are queued, so the second thread waits for an id of
+    its own (and the first one's wait below runs out)."""
+    import h2.connection
+
+    real = h2.connection.H2Connection.get_next_available_stream_id
+    taken = threading.Event()
+    second_asked = threading.Event()
+    armed = [True]
+
+    def next_id(self: Any) -> int:
+        stream_id = real(self)
+        if armed[0]:  # the first caller once armed: wait (bounded) for a second one to ask
+            armed[0] = False
+            taken.set()
+            second_asked.wait(2)
+        else:
+            second_asked.set()
+        return stream_id
+
+    with (
+        RotatingH2Server(rotate_every=1000) as srv,
+        PerfClient(http2=True, retry=RetryConfig(attempts=0)) as client,
+    ):
+        assert client.get(f"{srv.url}/warm").status == 200  # one connection, the server's SETTINGS read
+        monkeypatch.setattr(h2.connection.H2Connection, "get_next_available_stream_id", next_id)
+        results: list[Any] = []
+
+        def call() -> None:
+            try:
+                results.append(client.get(f"{srv.url}/x").status)
+            except BaseException as exc:
+                results.append(exc)
+
+        first = threading.Thread(target=call)
+        first.start()
+        assert taken.wait(10)
+        second = threading.Thread(target=call)
+        second.start()
+        first.join(10)
+        second.join(10)
+        assert results == [200, 200]
+
+
 async def _long_stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """ASGI: a stream of up to 2000 small chunks, one every 5 ms (an LLM generating, ~10 s)."""
     if scope["type"] != "http":

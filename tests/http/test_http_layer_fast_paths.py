@@ -39,7 +39,7 @@ class PlainBudget:
         self.rate = settings.per_second * self.cost
         reserve = int(self.rate)
         self.cap = max(reserve * 10, self.cost)
-        self.lead_max = max(reserve, self.cost)
+        self.lead_max = max(self.cap, self.cost)
         self.tokens, self.lead, self.clock, self.stamp = reserve, -reserve, clock, clock()
 
     def add(self, units: int) -> None:
@@ -92,6 +92,11 @@ def test_a_full_budget_skips_its_deposits_and_decides_as_the_plain_rules(
             clock.t += rng.choice((0.001, 0.05, 0.5, 3.0))
         went_full = went_full or budget.full
         assert budget.balance == plain.balance()  # a read refills both alike
+    for _ in range(3000):  # then a healthy burst: the requests' lead reaches the cap (ten seconds of reserve)
+        budget.deposit()
+        plain.deposit()
+        went_full = went_full or budget.full
+        assert budget.balance == plain.balance()
     assert went_full == (ratio > 0)  # healthy traffic reaches the steady state the shortcut is for
 
 
