@@ -175,7 +175,12 @@ class HttpConfig(_Section):
     )
     http2: bool = field("bool", False, "Speak HTTP/2 to every origin, not only http2_hosts.")
     http2_hosts: tuple[str, ...] = field(
-        "list", (), "Hosts (host or host:port) spoken to over HTTP/2.", item="str"
+        "list",
+        (),
+        "Hosts (host or host:port) spoken to over HTTP/2: prior knowledge over http://, offered by ALPN "
+        "over https:// (a TLS host keeps HTTP/1.1's limits until it answers over HTTP/2, and for good if it "
+        "declines).",
+        item="str",
     )
     metrics: bool = field("bool", True, "Record per-origin request metrics.")
     max_connections: int = field("int", _LAYER_MAX_CONNECTIONS, "Connection limit in all.", minimum=1)
