@@ -15,7 +15,7 @@ from typing import Any
 from infra.http._body import Body
 from infra.http._errors import HTTPError
 from infra.http._lease import AsyncLease
-from infra.http._routing import areset_h2_stream, unread_h2_stream
+from infra.http._routing import aclose_reset
 from infra.http._timer import PhaseTimer
 
 __all__ = ["AiohttpBody", "HttpxBody", "earliest"]
@@ -109,11 +109,10 @@ class HttpxBody(Body):
     async def aclose(self) -> None:
         if not self._lease.released:
             self._lease.release()  # slot first: aclose below may be cancelled
-            unread = None if self.done else unread_h2_stream(self._resp)
             with contextlib.suppress(Exception):
-                if unread is not None:  # httpcore would leave it open at the server (unread_h2_stream)
-                    await asyncio.shield(areset_h2_stream(unread))
-                await asyncio.shield(self._resp.aclose())
+                # left before its end (broken off, timed out, cancelled): httpcore's close alone would
+                # leave its HTTP/2 stream open at the server and in h2's count (_routing._reset_orphans)
+                await asyncio.shield(self._resp.aclose() if self.done else aclose_reset(self._resp))
 
 
 def earliest(a: float | None, b: float | None) -> float | None:

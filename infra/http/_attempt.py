@@ -22,7 +22,7 @@ from infra.http._body import aiohttp_data, chunks_for
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
 from infra.http._lease import AsyncGate, take_now
-from infra.http._routing import httpx_request
+from infra.http._routing import aclose_reset, areset_orphans, h2_connections, httpx_request
 from infra.http._timer import PhaseTimer, TimerWheel
 
 if TYPE_CHECKING:
@@ -168,7 +168,16 @@ class HttpxBackend:
     ) -> Any:
         data = chunks_for(content)  # the call's prepared body (_body.request_body), for this try
         request = httpx_request(self.httpx, method, url, params, headers, data, json, dict(self.timeout))
-        resp = await self.transport_for(kind).handle_async_request(request)
+        transport = self.transport_for(kind)
+        try:
+            resp = await transport.handle_async_request(request)
+        except BaseException:
+            # Cancelled or failed before the response headers: httpcore let go of the HTTP/2 stream
+            # without a reset, which leaves it open (_routing._reset_orphans). Which connection it was on
+            # httpcore doesn't say: its pool's HTTP/2 connections are looked over (the failure path only).
+            if kind != "h1":
+                await asyncio.shield(areset_orphans(h2_connections(transport), request))
+            raise
         resp.request = request
         return resp
 
@@ -179,9 +188,9 @@ class HttpxBackend:
 
     @staticmethod
     async def drop(resp: Any) -> None:
-        if not resp.is_closed:
+        if not resp.is_closed:  # the body not read to its end (a cancel or the deadline during it)
             with contextlib.suppress(BaseException):
-                await asyncio.shield(resp.aclose())
+                await asyncio.shield(aclose_reset(resp))
 
 
 Backend: TypeAlias = "AiohttpBackend | HttpxBackend | PyreqwestBackend"
