@@ -127,7 +127,7 @@ async def held(app: Parked, n: int, calls: list[asyncio.Task[Any]]) -> None:
 #: How each case abandons its calls, and what every abandoned call must end in.
 CASES = {
     "task.cancel": asyncio.CancelledError,  # before the response headers
-    "wait_for": TimeoutError,  # asyncio.wait_for: a cancel by timeout, before the headers
+    "wait_for": asyncio.TimeoutError,  # asyncio.wait_for (3.10: not the builtin): a cancel by timeout
     "first_byte": TransportError,  # our first-byte timer
     "deadline": DeadlineExceeded,  # the call's deadline, before the headers
     "body_deadline": DeadlineExceeded,  # the call's deadline, most often while the body is awaited
