@@ -42,13 +42,18 @@ INFRA_SEAMS: dict[tuple[str, str], str] = {
     ("infra/http/_aiohttp_pool.py", "connector._conns"): (
         "aiohttp's connector has no public count of idle pooled connections (the pool gauges)"
     ),
+    ("infra/http/_routing.py", "conn._events"): (
+        "httpcore's streams still read by a call (its _events): a stream open in h2 and not there is one "
+        "httpcore let go of (_reset_orphans); httpcore says neither which stream a cancelled call had nor "
+        "which connection it was on"
+    ),
     ("infra/http/_routing.py", "conn._h2_state"): (
-        "httpcore lets go of an HTTP/2 stream without RST_STREAM (a response left unread, a body or a send "
-        "given up: the stream stays open at the server and in h2's count until 100 wedge the connection): "
-        "the stream is reset in its h2 state"
+        "httpcore lets go of an HTTP/2 stream without RST_STREAM when its call ends early (cancelled or "
+        "timed out before the headers or during the body, or left unread): the stream stays open at the "
+        "server and in h2's count until 100 wedge the connection; it is reset in its h2 state"
     ),
     ("infra/http/_routing.py", "conn._write_outgoing_data"): (
-        "that reset's frame sent under httpcore's own write lock (unread_h2_stream, areset_abandoned)"
+        "that reset's frame sent under httpcore's own write lock (_reset_orphans)"
     ),
     ("infra/http/_timer.py", "self._cm._do_enter"): (
         "Python 3.10 only: async_timeout's reschedulable timer has no public enter without a context"

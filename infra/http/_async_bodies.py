@@ -15,7 +15,7 @@ from typing import Any
 from infra.http._body import Body
 from infra.http._errors import HTTPError
 from infra.http._lease import AsyncLease
-from infra.http._routing import areset_abandoned, h2_connection_of
+from infra.http._routing import aclose_reset
 from infra.http._timer import PhaseTimer
 
 __all__ = ["AiohttpBody", "HttpxBody", "earliest"]
@@ -109,13 +109,10 @@ class HttpxBody(Body):
     async def aclose(self) -> None:
         if not self._lease.released:
             self._lease.release()  # slot first: aclose below may be cancelled
-            # left unread, or cut inside httpcore's own iterator (the idle timer, a cancel: it has let go of
-            # the stream already): httpcore would leave it open at the server (areset_abandoned)
-            conn = None if self.done else h2_connection_of(self._resp)
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._resp.aclose())
-                if conn is not None:
-                    await asyncio.shield(areset_abandoned(conn, self._resp.request))
+                # left before its end (broken off, timed out, cancelled): httpcore's close alone would
+                # leave its HTTP/2 stream open at the server and in h2's count (_routing._reset_orphans)
+                await asyncio.shield(self._resp.aclose() if self.done else aclose_reset(self._resp))
 
 
 def earliest(a: float | None, b: float | None) -> float | None:

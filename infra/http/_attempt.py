@@ -22,12 +22,7 @@ from infra.http._body import aiohttp_data, chunks_for
 from infra.http._classify import FATAL, classify_aiohttp, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, POOL, Failure, HostState
 from infra.http._lease import AsyncGate, take_now
-from infra.http._routing import (
-    areset_abandoned,
-    areset_abandoned_h2_streams,
-    h2_connection_of,
-    httpx_request,
-)
+from infra.http._routing import aclose_reset, areset_orphans, h2_connections, httpx_request
 from infra.http._timer import PhaseTimer, TimerWheel
 
 if TYPE_CHECKING:
@@ -177,9 +172,11 @@ class HttpxBackend:
         try:
             resp = await transport.handle_async_request(request)
         except BaseException:
-            if kind[:2] == "h2":  # a stream given up before its headers (cancel, first byte): reset it
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(areset_abandoned_h2_streams(transport, request))
+            # Cancelled or failed before the response headers: httpcore let go of the HTTP/2 stream
+            # without a reset, which leaves it open (_routing._reset_orphans). Which connection it was on
+            # httpcore doesn't say: its pool's HTTP/2 connections are looked over (the failure path only).
+            if kind != "h1":
+                await asyncio.shield(areset_orphans(h2_connections(transport), request))
             raise
         resp.request = request
         return resp
@@ -191,14 +188,9 @@ class HttpxBackend:
 
     @staticmethod
     async def drop(resp: Any) -> None:
-        if not resp.is_closed:
-            # a body given up half read (the deadline, a cancel) or unread: httpcore lets go of its HTTP/2
-            # stream without telling the server (areset_abandoned)
-            conn = h2_connection_of(resp)
+        if not resp.is_closed:  # the body not read to its end (a cancel or the deadline during it)
             with contextlib.suppress(BaseException):
-                await asyncio.shield(resp.aclose())
-                if conn is not None:
-                    await asyncio.shield(areset_abandoned(conn, resp.request))
+                await asyncio.shield(aclose_reset(resp))
 
 
 Backend: TypeAlias = "AiohttpBackend | HttpxBackend | PyreqwestBackend"

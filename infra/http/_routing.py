@@ -26,23 +26,24 @@ __all__ = [
     "HttpOverrides",
     "RequestOptions",
     "StreamOptions",
+    "aclose_reset",
     "active_connections",
-    "areset_abandoned",
-    "areset_abandoned_h2_streams",
+    "areset_orphans",
     "async_backend_for",
     "backend_for",
     "build_settings",
     "call_args",
-    "h2_connection_of",
+    "close_reset",
+    "h2_connection",
+    "h2_connections",
     "httpx_request",
     "httpx_transport",
     "native_http2",
     "require_pyreqwest",
-    "reset_h2_stream",
+    "reset_orphans",
     "settings_of",
     "tls_context",
     "transport_pool",
-    "unread_h2_stream",
     "uses_http2",
 ]
 
@@ -279,82 +280,94 @@ def transport_pool(transport: Any) -> Any:
     return getattr(transport, "_pool", None)
 
 
-def unread_h2_stream(resp: Any) -> tuple[Any, int, Any] | None:
-    """(httpcore's HTTP/2 connection, the stream id, the request) of an httpx response whose body was not
-    read to its end, for ``reset_h2_stream``; None for HTTP/1.1, or where httpcore isn't as expected.
-
-    httpcore (1.0) closes such a response without telling the server: no RST_STREAM, so the stream
-    stays open at the server (which keeps sending: an LLM stream the caller broke out of runs on) and in
-    h2's count of open streams. Once the server's SETTINGS_MAX_CONCURRENT_STREAMS (100) of them pile up,
-    every new request on that connection fails with "Max outbound streams is 100, 100 open" until the
-    server ends them (plain httpx: 3 rounds of 40 streams left after their first chunk, then every call
-    failed). Like ``transport_pool``, a seam into httpx's internals (httpx's response stream, httpcore's
-    pool stream, its HTTP/2 stream's connection), read defensively."""
-    stream_id = resp.extensions.get("stream_id")  # httpcore's HTTP/2 responses carry their stream id
-    if stream_id is None:
+def h2_connection(resp: Any) -> Any:
+    """httpcore's HTTP/2 connection an httpx response came on, for ``close_reset``; None for HTTP/1.1, or
+    where httpcore isn't as expected (a seam into httpx's internals, like ``transport_pool``: httpx's
+    response stream, httpcore's pool stream, its HTTP/2 stream's connection, read defensively)."""
+    if resp.extensions.get("stream_id") is None:  # httpcore's HTTP/2 responses carry their stream id
         return None
-    stream = getattr(getattr(getattr(resp, "stream", None), "_httpcore_stream", None), "_stream", None)
-    if stream is None or getattr(stream, "_closed", True):
-        return None
-    conn = getattr(stream, "_connection", None)
-    if getattr(conn, "_h2_state", None) is None:
-        return None
-    return conn, stream_id, resp.request
-
-
-def _reset(conn: Any, stream_id: int) -> bool:
-    """RST_STREAM(CANCEL) queued in the connection's h2 state; False when h2 has closed the stream."""
-    try:
-        conn._h2_state.reset_stream(stream_id, error_code=8)  # CANCEL
-    except Exception:  # closed meanwhile (ended, reset by the server, connection gone)
-        return False
-    return True
-
-
-def h2_connection_of(resp: Any) -> Any:
-    """httpcore's HTTP/2 connection under an httpx response (None for HTTP/1.1, or where httpcore isn't as
-    expected), for ``areset_abandoned``: the path ``unread_h2_stream`` reads, whatever the stream's state."""
     stream = getattr(getattr(getattr(resp, "stream", None), "_httpcore_stream", None), "_stream", None)
     conn = getattr(stream, "_connection", None)
     return conn if getattr(conn, "_h2_state", None) is not None else None
 
 
-async def areset_abandoned(conn: Any, request: Any) -> None:
-    """Reset (CANCEL) every stream of httpcore's HTTP/2 connection ``conn`` that httpcore has given up but
-    the server still holds open. httpcore forgets a stream without an RST_STREAM wherever it lets go of
-    it: a send given up before the response headers (the caller's cancel, our first-byte timer), a body
-    read cut short (the deadline, a cancel inside its own iterator, which closes the stream before we see
-    it), a body left unread (``unread_h2_stream``). The server kept working on each, and each stayed in
-    h2's count of open streams: after 100 (SETTINGS_MAX_CONCURRENT_STREAMS) every later call on the
-    connection failed with "Max outbound streams is 100, 100 open". httpcore files a stream in its
-    ``_events`` before h2 opens it and drops it there when it lets go, so an open h2 stream missing from
-    ``_events`` is one nobody reads. Best effort, nothing raised; a seam like ``unread_h2_stream``."""
-    events = getattr(conn, "_events", None)
-    if not isinstance(events, dict):
-        return
-    with contextlib.suppress(Exception):
-        streams = list(conn._h2_state.streams.items())
-        abandoned = [sid for sid, stream in streams if sid not in events and not stream.closed]
-        if [sid for sid in abandoned if _reset(conn, sid)]:
-            await conn._write_outgoing_data(request)
-
-
-async def areset_abandoned_h2_streams(transport: Any, request: Any) -> None:
-    """``areset_abandoned`` on each HTTP/2 connection of an httpx transport's pool (after a send that
-    failed: which connection it took is not known)."""
+def h2_connections(transport: Any) -> list[Any]:
+    """The HTTP/2 connections in an httpx transport's pool (httpcore's connection under each pooled one)."""
+    found = []
     for pooled in list(getattr(transport_pool(transport), "connections", ()) or ()):
         conn = getattr(pooled, "_connection", None)
         if getattr(conn, "_h2_state", None) is not None:
-            await areset_abandoned(conn, request)
+            found.append(conn)
+    return found
 
 
-def reset_h2_stream(unread: tuple[Any, int, Any]) -> None:
-    """Reset an unread HTTP/2 stream (``unread_h2_stream``) of the sync client's httpcore and send the frame
-    under httpcore's write lock (its write timeout read from the request's extensions); best effort."""
-    conn, stream_id, request = unread
-    if _reset(conn, stream_id):
-        with contextlib.suppress(Exception):
-            conn._write_outgoing_data(request)
+def _reset_orphans(conn: Any) -> bool:
+    """RST_STREAM(CANCEL) queued in the connection's h2 state for each stream h2 holds open that httpcore
+    has let go of (no longer in its ``_events``); whether any was. True if a frame is to be sent.
+
+    httpcore (1.0) lets go of a stream without telling the server whenever its call ends before the
+    stream did: cancelled or timed out before the response headers (task.cancel(), wait_for, our
+    first-byte timer, the deadline), or during the body, or closed with its body unread. The stream stays
+    open at the server (which keeps working: an LLM stream the caller left runs on) and in h2's count of
+    open streams: once the server's SETTINGS_MAX_CONCURRENT_STREAMS (100) pile up, every new request on
+    that connection fails with "Max outbound streams is 100, 100 open", and the connection, still
+    "available", is never replaced (plain httpx: 100 calls cancelled before their headers, then every
+    call failed). A reset closes the stream in h2 at once (its slot freed) and tells the server to stop.
+    httpcore puts a stream in ``_events`` before h2 opens it and takes it out when the call lets go, so a
+    stream open in h2 and not there is one nobody will read again: resetting it is always right."""
+    try:
+        held = conn._events
+        streams = list(conn._h2_state.streams.items())  # one C-level copy: a sync thread may add one
+    except Exception:
+        return False
+    queued = False
+    for stream_id, stream in streams:
+        if stream_id not in held and not stream.closed:
+            try:
+                conn._h2_state.reset_stream(stream_id, error_code=8)  # CANCEL
+            except Exception:  # closed meanwhile (ended, reset by the server, connection gone)
+                continue
+            queued = True
+    return queued
+
+
+async def areset_orphans(conns: Iterable[Any], request: Any) -> None:
+    """Reset the streams httpcore let go of on ``conns`` (``_reset_orphans``) and send the frames under
+    httpcore's write lock (its write timeout read from ``request``'s extensions); nothing raised but a
+    cancel."""
+    for conn in conns:
+        if _reset_orphans(conn):
+            with contextlib.suppress(Exception):
+                await conn._write_outgoing_data(request)
+
+
+def reset_orphans(conns: Iterable[Any], request: Any) -> None:
+    """``areset_orphans`` for the sync client's httpcore."""
+    for conn in conns:
+        if _reset_orphans(conn):
+            with contextlib.suppress(Exception):
+                conn._write_outgoing_data(request)
+
+
+async def aclose_reset(resp: Any) -> None:
+    """Close an httpx response whose body was not read to its end, then reset its HTTP/2 stream, which
+    httpcore's close leaves open (``_reset_orphans``)."""
+    conn = h2_connection(resp)
+    try:
+        await resp.aclose()
+    finally:
+        if conn is not None:
+            await areset_orphans((conn,), resp.request)
+
+
+def close_reset(resp: Any) -> None:
+    """``aclose_reset`` for the sync client's httpx response."""
+    conn = h2_connection(resp)
+    try:
+        resp.close()
+    finally:
+        if conn is not None:
+            reset_orphans((conn,), resp.request)
 
 
 def active_connections(transports: Iterable[Any]) -> int:

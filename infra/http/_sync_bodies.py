@@ -16,7 +16,7 @@ from infra.http._body import Body
 from infra.http._classify import FATAL, classify_httpx
 from infra.http._core import DEADLINE, FIRST_BYTE, Failure
 from infra.http._lease import SyncLease
-from infra.http._routing import reset_h2_stream, unread_h2_stream
+from infra.http._routing import close_reset
 
 __all__ = ["DEADLINE_SLACK", "Held", "SyncBody", "failure_of", "left", "timeouts"]
 
@@ -109,10 +109,10 @@ class SyncBody(Body):
     def close(self) -> None:
         if not self._lease.released:
             try:
-                unread = None if self.done else unread_h2_stream(self._resp)
-                if unread is not None:  # httpcore would leave it open at the server (unread_h2_stream)
-                    reset_h2_stream(unread)
-                self._resp.close()
+                if self.done:
+                    self._resp.close()
+                else:  # httpcore's close alone would leave its HTTP/2 stream open (_routing._reset_orphans)
+                    close_reset(self._resp)
             finally:
                 self._lease.release()
 

@@ -38,8 +38,11 @@ from infra.http._routing import (
     active_connections,
     backend_for,
     call_args,
+    close_reset,
+    h2_connections,
     httpx_request,
     httpx_transport,
+    reset_orphans,
     transport_pool,
 )
 from infra.http._sync_bodies import DEADLINE_SLACK, Held, SyncBody, failure_of, left, timeouts
@@ -220,7 +223,15 @@ class PerfClient(ClientBase, Closing):
                 request.url, None if pool_wait is None else max(0.0, pool_wait - (_monotonic() - t0))
             )
             try:
-                resp = client.handle_request(request)
+                try:
+                    resp = client.handle_request(request)
+                except BaseException:
+                    # Timed out (or failed) before the response headers: httpcore let go of the HTTP/2
+                    # stream without a reset (_routing._reset_orphans); its pool's HTTP/2 connections are
+                    # looked over, as httpcore doesn't say which one the stream was on.
+                    if kind != "h1":
+                        reset_orphans(h2_connections(client), request)
+                    raise
                 resp.request = request
                 if stream:
                     handed_over = True
@@ -260,8 +271,9 @@ class PerfClient(ClientBase, Closing):
         finally:
             if not handed_over:
                 try:
-                    if resp is not None:
-                        resp.close()
+                    # not closed: its body not read to its end (a timeout or the deadline during it)
+                    if resp is not None and not resp.is_closed:
+                        close_reset(resp)
                 finally:
                     lease.release()
 
