@@ -72,7 +72,7 @@ def native_threads_in_python() -> bool:
     return any(ident not in known for ident in sys._current_frames())
 
 
-def settle_at_exit(limit: float = _SETTLE_LIMIT) -> None:
+def settle_at_exit(limit: float = _SETTLE_LIMIT) -> bool:
     """At exit, before the interpreter finalizes: wait (``limit`` at most) until no native thread is inside
     Python, so that none is left to die mid-call.
 
@@ -84,10 +84,14 @@ def settle_at_exit(limit: float = _SETTLE_LIMIT) -> None:
     ``PyEval_RestoreThread``; the unwind runs pyo3's guard, whose ``PyGILState_Release`` aborts the process
     ("PyGILState_Release: thread state ... must be current when releasing", SIGABRT, exit 134): 1 exit in
     10 or so, closed client or not (plain pyreqwest too). Atexit hooks run before the interpreter is marked
-    finalizing, so sleeping here (the GIL released) lets that thread finish its call and leave Python."""
+    finalizing, so sleeping here (the GIL released) lets that thread finish its call and leave Python.
+    True once none is inside Python; False if ``limit`` ran out first."""
     end = _monotonic() + limit
-    while native_threads_in_python() and _monotonic() < end:
+    while native_threads_in_python():
+        if _monotonic() >= end:
+            return False  # gave up: one is stuck in Python code (not a wake), exit as before
         time.sleep(0.001)
+    return True
 
 
 atexit.register(settle_at_exit)

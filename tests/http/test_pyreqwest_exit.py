@@ -9,12 +9,14 @@ process's last moments, so it is only seen over many processes: each case runs i
 
 from __future__ import annotations
 
+import _thread
 import collections
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,24 @@ def test_a_process_that_used_pyreqwest_exits_0_closed_or_not() -> None:
     for case, rc in json.loads(out.stdout):
         codes[case][rc] += 1
     assert all(set(c) == {0} for c in codes.values()), f"exit codes per case: {codes}\n{out.stderr[-2000:]}"
+
+
+def test_settle_at_exit_waits_until_a_native_thread_leaves_python() -> None:
+    """A thread threading does not know (started as pyreqwest's is, outside the threading module) inside
+    Python code is waited for, at most ``limit``; one that left is not."""
+    from infra.http._reqwest import native_threads_in_python, settle_at_exit
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def native() -> None:
+        inside.set()
+        leave.wait(10)
+
+    assert settle_at_exit(limit=10)  # nothing (left) to wait for in the test process
+    _thread.start_new_thread(native, ())
+    assert inside.wait(10)
+    assert native_threads_in_python()
+    assert not settle_at_exit(limit=0.01)  # still inside: gives up at the limit
+    leave.set()
+    assert settle_at_exit(limit=10)
+    assert not native_threads_in_python()
