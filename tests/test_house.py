@@ -55,6 +55,10 @@ INFRA_SEAMS: dict[tuple[str, str], str] = {
     ("infra/http/_routing.py", "conn._write_outgoing_data"): (
         "that reset's frame sent under httpcore's own write lock (_reset_orphans)"
     ),
+    ("infra/http/_reqwest.py", "sys._current_frames"): (
+        "the one way to see that another thread is inside Python: pyreqwest's runtime thread waking a "
+        "coroutine as the interpreter exits aborts the process (settle_at_exit waits for it to leave)"
+    ),
     ("infra/http/_timer.py", "self._cm._do_enter"): (
         "Python 3.10 only: async_timeout's reschedulable timer has no public enter without a context"
     ),

@@ -18,16 +18,19 @@ Requests are sent streamed (``build_streamed``, no body read ahead), so the wait
 body read are two phases under our clock as on aiohttp; a response is a ``Sent`` (the stream request, to
 close it, and the response).
 
-This module imports pyreqwest: it is loaded only when a client opens this backend.
+This module imports pyreqwest: it is loaded only when a client opens this backend. Loading it registers
+``settle_at_exit`` (atexit), so a process that used pyreqwest exits 0 rather than aborting (see there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import operator
 import re
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -54,6 +57,44 @@ _ENCODED = frozenset({"gzip", "x-gzip", "deflate"})
 _BODILESS = frozenset({"GET", "HEAD"})
 _RESENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # aiohttp's idempotent methods
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s)]+")
+
+
+_SETTLE_LIMIT = 1.0  # seconds settle_at_exit waits at most (a native thread stuck in Python: exit anyway)
+
+
+def native_threads_in_python() -> bool:
+    """A thread the threading module does not know (pyreqwest's runtime thread) is inside Python code.
+
+    The main thread runs this holding the GIL, so such a thread is waiting for it or has released it. (A
+    native thread that once asked ``threading.current_thread()`` is listed there as a dummy and not seen;
+    pyreqwest's wakers don't ask.)"""
+    known = {t.ident for t in threading.enumerate()}
+    return any(ident not in known for ident in sys._current_frames())
+
+
+def settle_at_exit(limit: float = _SETTLE_LIMIT) -> bool:
+    """At exit, before the interpreter finalizes: wait (``limit`` at most) until no native thread is inside
+    Python, so that none is left to die mid-call.
+
+    Why: pyreqwest's tokio thread wakes each awaiting coroutine by calling the loop's
+    ``call_soon_threadsafe`` inside pyo3's ``Python::attach``; it writes the wake-up byte with the GIL
+    released (``_write_to_self`` -> ``sock.send``). That byte resumes the main thread, which may run to
+    ``Py_FinalizeEx`` (the last await of the program: a response read, ``aclose``) before the tokio thread
+    takes the GIL back. CPython (< 3.14) then ends that thread with ``pthread_exit`` inside
+    ``PyEval_RestoreThread``; the unwind runs pyo3's guard, whose ``PyGILState_Release`` aborts the process
+    ("PyGILState_Release: thread state ... must be current when releasing", SIGABRT, exit 134): 1 exit in
+    10 or so, closed client or not (plain pyreqwest too). Atexit hooks run before the interpreter is marked
+    finalizing, so sleeping here (the GIL released) lets that thread finish its call and leave Python.
+    True once none is inside Python; False if ``limit`` ran out first."""
+    end = _monotonic() + limit
+    while native_threads_in_python():
+        if _monotonic() >= end:
+            return False  # gave up: one is stuck in Python code (not a wake), exit as before
+        time.sleep(0.001)
+    return True
+
+
+atexit.register(settle_at_exit)
 
 
 def _has_length(headers: Any) -> bool:
