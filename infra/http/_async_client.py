@@ -138,9 +138,9 @@ class AsyncPerfClient(ClientBase):
     def pool_stats(self) -> dict[str, int]:
         """Connections in use: ``in_use`` (our slots held), ``aiohttp_acquired`` (connections the aiohttp
         connector has handed out; -1 once closed) and, when HTTP/2 ran, ``httpx_active`` (httpx pool
-        connections not idle), or with ``backend="pyreqwest"`` ``reqwest_active`` (responses holding a
-        connection); ``http2_declined``, once any: origins listed for HTTP/2 that answered over HTTP/1.x
-        (held to HTTP/1.1's limits from then on, see ``_alpn``)."""
+        connections not idle), or on pyreqwest ``reqwest_active`` (requests holding a connection or stream,
+        from their send to their body's end or close: waits for headers too); ``http2_declined``, once any:
+        origins listed for HTTP/2 that answered over HTTP/1.x (held to HTTP/1.1's limits, see ``_alpn``)."""
         acquired = -1
         if self._session is not None:
             acquired = handed_out(self._session.connector)

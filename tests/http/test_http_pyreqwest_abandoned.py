@@ -1,4 +1,5 @@
-"""The pyreqwest carrier frees what a call gave up on before its headers (real hypercorn h2c server).
+"""The pyreqwest carrier frees what a call gave up on before its headers (real hypercorn server: h2c, and
+HTTP/1.1 for ``backend="pyreqwest"``).
 
 pyreqwest (0.15) runs each request as a task of its own runtime, and a cancel of its awaitable only drops
 that task's JoinHandle: the request ran on until the server answered, holding its HTTP/2 stream. After the
@@ -146,6 +147,38 @@ async def test_calls_given_up_before_their_headers_are_reset_so_the_connection_s
             assert (await client.get(f"{srv.url}/ok")).status == 200
             assert client.pool_stats()["in_use"] == 0
             assert client.pool_stats()["reqwest_active"] == 0
+
+
+async def test_http11_calls_given_up_before_their_headers_free_their_connections() -> None:
+    """The same over HTTP/1.1 (``backend="pyreqwest"``): a request given up held its connection and its
+    permit of pyreqwest's own connection limit (``max_connections``, 8 here) until the server answered, so
+    after 8 every new call waited in pyreqwest for a permit and timed out. 8 cancels and 24 first-byte
+    timeouts, then every connection the server saw is closed and a normal call goes through."""
+    app = Hangs()
+    with _serving(app) as srv:
+        async with AsyncPerfClient(
+            backend="pyreqwest",
+            max_connections=8,
+            max_per_host=8,
+            timeout=TimeoutConfig(first_byte=0.2, idle=0.2),
+            retry=RetryConfig(attempts=0),
+            breaker=BreakerConfig(enabled=False),
+        ) as client:
+            calls = [asyncio.create_task(client.get(f"{srv.url}/hang")) for _ in range(8)]
+            assert await app.until(lambda a: a.hits == 8)
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            for _ in range(3):
+                timed_out = await asyncio.gather(
+                    *(client.get(f"{srv.url}/hang") for _ in range(8)), return_exceptions=True
+                )
+                assert all(isinstance(e, TransportError) and e.kind == "first_byte" for e in timed_out), {
+                    repr(e) for e in timed_out
+                }
+            # requests that waited in pyreqwest for a permit never reached the server: those that did
+            assert await app.until(lambda a: a.hits >= 16 and a.resets == a.hits), (app.hits, app.resets)
+            assert (await client.get(f"{srv.url}/ok")).status == 200
 
 
 async def test_a_calls_own_deadline_aborts_its_request_too() -> None:
