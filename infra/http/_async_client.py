@@ -138,9 +138,9 @@ class AsyncPerfClient(ClientBase):
     def pool_stats(self) -> dict[str, int]:
         """Connections in use: ``in_use`` (our slots held), ``aiohttp_acquired`` (connections the aiohttp
         connector has handed out; -1 once closed) and, when HTTP/2 ran, ``httpx_active`` (httpx pool
-        connections not idle), or with ``backend="pyreqwest"`` ``reqwest_active`` (responses holding a
-        connection); ``http2_declined``, once any: origins listed for HTTP/2 that answered over HTTP/1.x
-        (held to HTTP/1.1's limits from then on, see ``_alpn``)."""
+        connections not idle), or on pyreqwest ``reqwest_active`` (requests holding a connection or stream,
+        from their send to their body's end or close: waits for headers too); ``http2_declined``, once any:
+        origins listed for HTTP/2 that answered over HTTP/1.x (held to HTTP/1.1's limits, see ``_alpn``)."""
         acquired = -1
         if self._session is not None:
             acquired = handed_out(self._session.connector)
@@ -228,7 +228,7 @@ class AsyncPerfClient(ClientBase):
         return self._per_kind(self._reqwest, kind, self._make_pyreqwest)
 
     def _make_pyreqwest(self, kind: str) -> Any:
-        from infra.http._reqwest import make_client
+        from infra.http._reqwest import make_client, read_limit
 
         s = self._settings
         return make_client(
@@ -238,6 +238,7 @@ class AsyncPerfClient(ClientBase):
             keepalive=s.keepalive_expiry,
             connect=s.timeout.connect,
             verify=self._verify,
+            read=read_limit(s.timeout.first_byte, s.timeout.idle),
         )
 
     def _httpx_client(self, kind: str) -> Any:
@@ -319,6 +320,7 @@ class AsyncPerfClient(ClientBase):
         if not isinstance(deadline, Default):
             total = deadline
         deadline_at = started + total if total is not None else None
+        until = None if stream and deadline is DEFAULT else deadline_at  # the body's end too, if any
         budget = host.budget
         if not budget.full:  # Call's deposit, made here: the Call itself only once the call needs one
             budget.deposit()
@@ -390,7 +392,7 @@ class AsyncPerfClient(ClientBase):
                     metrics.pool_wait(_monotonic() - t0)
                     held = True
                     clock.enter(FIRST_BYTE, t.first_byte)
-                resp = await backend.send(kind, method, url, params, headers, content, json)
+                resp = await backend.send(kind, method, url, params, headers, content, json, until)
                 if host.alpn is not None:  # a TLS HTTP/2 origin: which HTTP ALPN gave (_alpn)
                     host.alpn.seen(host, backend.version(resp))
                 if stream:
@@ -527,7 +529,8 @@ class AsyncPerfClient(ClientBase):
                 gs = await wait_slots(hs, gs, host.metrics, self._stats)
                 held = True
                 clock.enter(FIRST_BYTE, t.first_byte)
-            resp = await backend.send(kind, method, url, params, headers, content, json)
+            until = None if args.stream and args.deadline is DEFAULT else deadline_at  # as _run's
+            resp = await backend.send(kind, method, url, params, headers, content, json, until)
             if host.alpn is not None:
                 host.alpn.seen(host, backend.version(resp))
             if stream:

@@ -127,7 +127,15 @@ class AiohttpBackend:
         self.session = session
 
     def send(
-        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        params: Any,
+        headers: Any,
+        content: Any,
+        json: Any,
+        until: float | None = None,  # pyreqwest's (its requests' own limit); our timers bound this one
     ) -> Any:
         # allow_redirects=False: httpx's transport doesn't follow them either, and a redirect to another
         # origin would run under this origin's slot, breaker and metrics.
@@ -164,7 +172,15 @@ class HttpxBackend:
         self.timeout = {"connect": connect, "read": None, "write": None, "pool": None}
 
     async def send(
-        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        params: Any,
+        headers: Any,
+        content: Any,
+        json: Any,
+        until: float | None = None,  # pyreqwest's (its requests' own limit); a reset frees the stream here
     ) -> Any:
         data = chunks_for(content)  # the call's prepared body (_body.request_body), for this try
         request = httpx_request(self.httpx, method, url, params, headers, data, json, dict(self.timeout))

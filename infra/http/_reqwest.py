@@ -18,6 +18,18 @@ Requests are sent streamed (``build_streamed``, no body read ahead), so the wait
 body read are two phases under our clock as on aiohttp; a response is a ``Sent`` (the stream request, to
 close it, and the response).
 
+A request given up before its headers (our first-byte timer, the deadline, the caller's cancel) can't be
+stopped from here: pyreqwest (0.15) runs it as a task of its own runtime and a cancel only drops that task's
+JoinHandle, which does not abort it; no API of pyreqwest's aborts it either. The request runs on until the
+server answers, holding its HTTP/2 stream (after the server's 100, hyper queues every new one behind them)
+or its HTTP/1.1 connection. So each request carries reqwest's own limits, which do abort it (and reset its
+stream), set ``MARGIN`` past ours so that our timer always fires first and a caller sees what it saw
+before: a total timeout at the call's deadline (``send``'s ``until``) and, on the client, a read timeout
+past the first-byte and idle limits (``read_limit``). One difference remains, by choice: a non-streamed
+body that stalls longer than that read timeout between two reads fails as a read error (retried if
+idempotent), where the aiohttp backend waits out the deadline; without it, a server that never answers
+would hold each abandoned stream until the deadline, and 100 of them wedge the connection.
+
 This module imports pyreqwest: it is loaded only when a client opens this backend. Loading it registers
 ``settle_at_exit`` (atexit), so a process that used pyreqwest exits 0 rather than aborting (see there).
 """
@@ -57,6 +69,19 @@ _ENCODED = frozenset({"gzip", "x-gzip", "deflate"})
 _BODILESS = frozenset({"GET", "HEAD"})
 _RESENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # aiohttp's idempotent methods
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s)]+")
+#: How long after our own limit reqwest's aborts a request we gave up on (module docstring): our timer
+#: fires first, its cancel wins over reqwest's error even on a loop late by more (``cancels``), and the
+#: request's stream or connection is freed at most this long after the caller saw our timeout.
+MARGIN = 1.0
+
+
+def read_limit(first_byte: float | None, idle: float | None) -> float | None:
+    """reqwest's read timeout for a client with these limits: each wait for the headers or for a body's next
+    chunk ends ``MARGIN`` after the longer of ours. None (no read timeout) when either is unlimited: a
+    stream may then idle, or its headers take, as long as the deadline allows."""
+    if first_byte is None or idle is None:
+        return None
+    return max(first_byte, idle) + MARGIN
 
 
 _SETTLE_LIMIT = 1.0  # seconds settle_at_exit waits at most (a native thread stuck in Python: exit anyway)
@@ -240,9 +265,11 @@ def make_client(
     keepalive: float,
     connect: float | None,
     verify: bool | str,
+    read: float | None = None,
 ) -> Client:
     """A pyreqwest client for ``kind``: "rq-h1" (HTTP/1.1), "rq-h2c" (HTTP/2 prior knowledge, cleartext) or
-    "rq-h2" (HTTP/2 offered by ALPN over TLS, HTTP/1.1 when the server declines)."""
+    "rq-h2" (HTTP/2 offered by ALPN over TLS, HTTP/1.1 when the server declines); ``read``: reqwest's read
+    timeout (``read_limit``), which aborts a request we gave up on before its headers came."""
     builder = (
         ClientBuilder()
         .follow_redirects(False)
@@ -259,6 +286,8 @@ def make_client(
     )
     if connect is not None:
         builder = builder.connect_timeout(timedelta(seconds=connect))
+    if read is not None:
+        builder = builder.read_timeout(timedelta(seconds=read))
     if kind == "rq-h2c":
         builder = builder.http2_prior_knowledge()
     elif kind == "rq-h2":
@@ -286,35 +315,66 @@ class PyreqwestBackend:
         self.clients = clients  # kind -> client, filled by client_for(kind) on first use
         self.resend = resend  # enabled: false: resend an idempotent request once on a dropped connection
         self.client_for = client_for
-        self.active = 0  # responses holding a connection: pool_stats()["reqwest_active"]
+        # requests holding a connection (or an HTTP/2 stream), from their send to the end of their body or
+        # their drop, the wait for the headers included: pool_stats()["reqwest_active"]
+        self.active = 0
 
     async def send(
-        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        params: Any,
+        headers: Any,
+        content: Any,
+        json: Any,
+        until: float | None = None,
     ) -> Sent:
-        req = self._request(kind, method, url, params, headers, content, json)
+        """Send, and return at the headers. ``until``: when the call's deadline ends the body's read too
+        (None: a stream left to its idle limit), so reqwest aborts the request ``MARGIN`` after it."""
+        req = self._request(kind, method, url, params, headers, content, json, until)
         before = cancels()
+        self.active += 1
         try:
             sent = Sent(req, await req.__aenter__())
-        except PyreqwestError as exc:
+        except BaseException as exc:
+            self.active -= 1
+            if not isinstance(exc, PyreqwestError):
+                raise
+            if cancels() > before:  # a cancel lost to reqwest's error (``cancels``, ``MARGIN``)
+                raise asyncio.CancelledError from None
             if not (self.resend and method in _RESENT and _dropped(exc)):
                 raise redacted(exc) from None
             # enabled: false only: what a plain aiohttp session does on a kept-alive connection the server
             # closed (the layer's retries are off there, so no second resend on top of it)
-            req = self._request(kind, method, url, params, headers, content, json)
+            req = self._request(kind, method, url, params, headers, content, json, until)
+            self.active += 1
             try:
                 sent = Sent(req, await req.__aenter__())
-            except PyreqwestError as again:
-                raise redacted(again) from None
-        self.active += 1
+            except BaseException as again:
+                self.active -= 1
+                if isinstance(again, PyreqwestError):
+                    raise redacted(again) from None
+                raise
         if cancels() > before:  # the caller was cancelled (pyreqwest lost it): the response is not theirs
             await self.drop(sent)
             raise asyncio.CancelledError
         return sent
 
     def _request(
-        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        params: Any,
+        headers: Any,
+        content: Any,
+        json: Any,
+        until: float | None,
     ) -> Any:
         builder = (self.clients.get(kind) or self.client_for(kind)).request(method, url)
+        if until is not None:  # reqwest's total timeout, MARGIN past our deadline (module docstring)
+            builder = builder.timeout(timedelta(seconds=max(until - _monotonic(), 0.0) + MARGIN))
         if params:
             builder = builder.query({k: str(v) for k, v in params.items()})
         if headers:
@@ -343,6 +403,8 @@ class PyreqwestBackend:
         except BaseException as exc:
             await self.drop(sent)
             if isinstance(exc, PyreqwestError):
+                if cancels() > before:  # a cancel lost to reqwest's error (``cancels``)
+                    raise asyncio.CancelledError from None
                 raise redacted(exc) from None
             raise
         sent.open = False  # read to its end: the connection is back in reqwest's pool
@@ -392,7 +454,12 @@ class PyreqwestBody(Body):
             before = cancels()
             try:
                 async with PhaseTimer(when):
-                    got = await self._reader.read_chunk()
+                    try:
+                        got = await self._reader.read_chunk()
+                    except PyreqwestError:
+                        if cancels() > before:  # our timer's cancel, lost to reqwest's error (``MARGIN``)
+                            raise asyncio.CancelledError from None
+                        raise
                     if cancels() > before:  # a cancel pyreqwest lost (``cancels``), raised again under
                         raise asyncio.CancelledError  # the timer: the timer's own is then a timeout
             except TimeoutError as exc:

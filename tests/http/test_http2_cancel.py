@@ -184,14 +184,14 @@ def ended_as(outcome: object, how: str) -> bool:
     return expected is not TransportError or outcome.kind == ("idle" if how == "stream_idle" else how)
 
 
-#: pyreqwest (0.15.1, hyper underneath) sends no RST_STREAM for a send cancelled before its headers either
-#: (plain pyreqwest too: 112 cancelled, the server saw 100 held and none reset, and a new call waited
-#: for a free stream past 3 s): its h2 stream lives on in the native client. Not ours to reset from here.
+#: pyreqwest (0.15.1, hyper underneath) can't abort a send cancelled before its headers: only reqwest's own
+#: limits do (_reqwest.MARGIN), the call's deadline + 1 s ("deadline": reset) and max(first_byte, idle)
+#: + 1 s, here 31 s: past the server's 100 a new call waits for a free stream until then.
 _NATIVE_KEEPS_THEM = pytest.mark.pyreqwest_falls_short(
-    reason="pyreqwest leaves a send cancelled before its headers open (no RST_STREAM): after 100 a new "
-    "call waits for a free stream"
+    reason="pyreqwest resets a send cancelled before its headers only 1 s past max(first_byte, idle), here "
+    "31 s: after 100 a new call waits for a free stream"
 )
-_BEFORE_HEADERS = ("task.cancel", "wait_for", "first_byte", "deadline")
+_BEFORE_HEADERS = ("task.cancel", "wait_for", "first_byte")  # "deadline": reqwest's total timeout
 
 
 @pytest.mark.parametrize(

@@ -319,12 +319,15 @@ async def _chunks_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 class _LosesACancel:
     """Awaits like pyreqwest 0.15 does now and then: a ``task.cancel()`` that lands while it waits is
-    swallowed and the real result comes back (``cancelling()`` stays raised, no CancelledError follows).
-    ``entered`` is set while it waits, so the test cancels it right there."""
+    swallowed and the real result comes back (``cancelling()`` stays raised, no CancelledError follows),
+    or, with ``error``, that error comes back instead (reqwest's own timeout, ``_reqwest.MARGIN`` past our
+    timer, winning over the timer's cancel). ``entered`` is set while it waits, so the test cancels it
+    right there."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: BaseException | None = None) -> None:
         self.entered = asyncio.Event()
         self.lost = 0
+        self.error = error
 
     async def around(self, real: Callable[[], Awaitable[Any]]) -> Any:
         if self.lost:  # once
@@ -334,6 +337,8 @@ class _LosesACancel:
             await asyncio.get_running_loop().create_future()  # until cancelled
         except asyncio.CancelledError:
             self.lost += 1
+        if self.error is not None:
+            raise self.error
         return await real()
 
 
@@ -349,16 +354,22 @@ class _Proxy:
 
 
 @pytest.mark.skipif(NO_PYREQWEST, reason="pyreqwest not installed")
+@pytest.mark.parametrize("how", ["result", "error"])
 @pytest.mark.parametrize("where", ["send", "read", "stream"])
-async def test_a_cancel_pyreqwest_loses_is_raised_again(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+async def test_a_cancel_pyreqwest_loses_is_raised_again(
+    monkeypatch: pytest.MonkeyPatch, where: str, how: str
+) -> None:
     """pyreqwest 0.15 sometimes swallows a ``task.cancel()`` that lands as an await of its completes
     (plain pyreqwest over h2c: up to 57 of 200 streamed readers cancelled after their 3rd chunk read on to
     the end; 1 of 300 sends cancelled while awaiting the headers returned the response). Cancelled there,
     a call must end in CancelledError all the same (its slot and connection back), not hand the cancelled
-    task a response nor keep streaming: the backend raises the lost cancel again (``cancels``)."""
+    task a response nor keep streaming: the backend raises the lost cancel again (``cancels``). The same
+    when reqwest's error comes back in its place (``how="error"``): the cancel, not the error."""
+    from pyreqwest.exceptions import ReadTimeoutError
+
     from infra.http._reqwest import PyreqwestBackend, PyreqwestBody
 
-    lose = _LosesACancel()
+    lose = _LosesACancel(ReadTimeoutError("timed out", {"causes": None}) if how == "error" else None)
     if where == "send":
         build = PyreqwestBackend._request
 
