@@ -72,7 +72,15 @@ class FakeBackend:
         self.sent = 0
 
     async def send(
-        self, kind: str, method: str, url: str, params: Any, headers: Any, content: Any, json: Any
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        params: Any,
+        headers: Any,
+        content: Any,
+        json: Any,
+        until: float | None = None,
     ) -> Any:
         self.sent += 1
         if self.yields:

@@ -35,6 +35,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -83,7 +84,8 @@ async def _child(client: str, url: str, total: int, concurrency: int, h2: bool) 
         backend_ = PyreqwestBackend({kind: rq}, None)
 
         async def get(u: str) -> int:
-            sent = await backend_.send(kind, "GET", u, None, None, None, None)
+            # until: a call's deadline, 60 s on (reqwest's own total timeout rides on each request)
+            sent = await backend_.send(kind, "GET", u, None, None, None, None, time.monotonic() + 60)
             await backend_.read(sent)
             return sent.status
 
