@@ -41,7 +41,7 @@ import httpcore
 from httpcore._sync.connection import HTTPConnection
 from httpcore._sync.http2 import HTTP2Connection
 
-from infra.http._h2_goaway import GoawayH2
+from infra.http._h2_goaway import GoawayH2, answered_meanwhile
 
 __all__ = ["guard_sync_pool"]
 
@@ -144,6 +144,14 @@ class _Guarded(HTTP2Connection):
                 chunk, data = data[:flow], data[flow:]
                 h2_state.send_data(stream_id, chunk)
             self._write_outgoing_data(request)
+
+    def _receive_events(self, request: Any, stream_id: int | None = None) -> None:
+        """httpcore's, with an answer that came with the server's GOAWAY taken (``answered_meanwhile``)."""
+        try:
+            super()._receive_events(request, stream_id)
+        except httpcore.RemoteProtocolError as exc:
+            if not answered_meanwhile(self, exc, stream_id):
+                raise
 
     def _response_closed(self, stream_id: int) -> None:
         self._h2_state.abandon(stream_id)  # failed between taking its id and sending its HEADERS
