@@ -150,7 +150,7 @@ class _Guarded(HTTP2Connection):
         try:
             super()._receive_events(request, stream_id)
         except httpcore.RemoteProtocolError as exc:
-            if not answered_meanwhile(self, exc, stream_id):
+            if not answered_meanwhile(exc, stream_id, self._connection_terminated, self._events):
                 raise
 
     def _response_closed(self, stream_id: int) -> None:
