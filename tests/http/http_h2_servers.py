@@ -299,15 +299,16 @@ class _RotatingProtocol(asyncio.Protocol):
             return
         if self.server.no_goaway and not self.closed:
             # a server dying mid-flight (killed, crashed): once a request past the limit arrives, the
-            # answers so far, then the socket closes (FIN) or is reset (RST) with no GOAWAY, and the
-            # requests still open get no answer
+            # answers so far, then no GOAWAY: the socket is reset (RST), or its sending side closed (FIN)
+            # while what the client still sends is read and dropped (no RST for it to see: "close"
+            # fails the client's streams with "Server disconnected" alone)
             self.closed = True
             self.server.rotations += 1
             self.transport.write(self.conn.data_to_send())
             if self.server.no_goaway == "reset":
                 self.transport.abort()
             else:
-                self.transport.close()
+                self.transport.write_eof()
             return
         if self.answered >= self.server.rotate_every and not self.closed and self.server.goaway_first:
             # nginx's order at keepalive_requests: the GOAWAY goes out while the streams it covers are
@@ -338,8 +339,9 @@ class RotatingH2Server:
     """h2c server answering ``rotate_every`` streams per connection, then GOAWAY + close; with
     ``goaway_first`` the GOAWAY reaches the client before the answers it covers (as nginx sends it); with
     ``no_goaway`` ("close" / "reset") each connection dies instead, with no GOAWAY: once a request past
-    ``rotate_every`` answers arrives it closes (FIN) or is reset (RST), the requests still open unanswered
-    (a server killed mid-flight; ``rotate_every=0``: every connection dies at its first request)."""
+    ``rotate_every`` answers arrives it sends FIN (reading on) or is reset (RST), the requests still open
+    unanswered (a server killed mid-flight; ``rotate_every=0``: every connection dies at its first
+    request)."""
 
     def __init__(self, rotate_every: int = 1000, goaway_first: bool = False, no_goaway: str = "") -> None:
         self.rotate_every = rotate_every
