@@ -24,9 +24,14 @@ server: the same ConnectionNotAvailable sends it to another connection. A server
 GOAWAY (reset, killed) is unchanged: its streams fail with "Server disconnected" / a reset, read errors
 that count against the breaker.
 
+Once the GOAWAY is in, httpcore failed every stream that then went to read, before looking whether
+another stream's read had brought its answer along with the GOAWAY: ``answered_meanwhile`` lets such a
+stream take its answer (``_Answered``; the sync client's ``_Guarded`` the same).
+
 The seam: as ``_sync_h2`` does, the transport's httpcore pool (``transport_pool``) becomes ``_Pool``, whose
-connections (``_Connection``) swap the class of the HTTP/2 connection's h2 state as httpcore creates it.
-httpcore's code runs unchanged. The sync client's ``_LockedH2`` is a ``GoawayH2`` too.
+connections (``_Connection``) swap the class of the HTTP/2 connection (``_Answered``) and of its h2 state
+(``GoawayH2``) as httpcore creates them. httpcore's code runs unchanged. The sync client's ``_LockedH2``
+is a ``GoawayH2`` too.
 """
 
 from __future__ import annotations
