@@ -50,11 +50,6 @@ INFRA_SEAMS: dict[tuple[str, str], str] = {
     ("infra/http/_routing.py", "conn._write_outgoing_data"): (
         "that reset's frame sent under httpcore's own write lock (unread_h2_stream, areset_abandoned)"
     ),
-    ("infra/http/_h2_goaway.py", "conn._h2_state"): (
-        "h2 loses a server's GOAWAY when the answers it still owes follow it in one read (httpcore then "
-        "fails the streams with 'Server disconnected', read errors that opened the breaker): the new "
-        "HTTP/2 connection's h2 state is made a GoawayH2"
-    ),
     ("infra/http/_timer.py", "self._cm._do_enter"): (
         "Python 3.10 only: async_timeout's reschedulable timer has no public enter without a context"
     ),

@@ -112,8 +112,12 @@ def answered_meanwhile(exc: Exception, stream_id: int | None, terminated: Any, e
 
 
 class _Answered(AsyncHTTP2Connection):
-    """httpcore's async HTTP/2 connection that lets a stream take its answer when the GOAWAY came with it
-    (set as its class by ``_Connection``)."""
+    """httpcore's async HTTP/2 connection that lets a stream take its answer when the GOAWAY came with it,
+    its h2 state a ``GoawayH2`` (set as its class by ``_Connection``: ``adopt``)."""
+
+    def adopt(self) -> None:
+        """Made an ``_Answered`` just now, by ``_Connection``: its h2 state becomes a ``GoawayH2``."""
+        keep_goaway(self._h2_state)
 
     async def _receive_events(self, request: Any, stream_id: int | None = None) -> None:
         try:
@@ -134,8 +138,9 @@ class _Connection(AsyncHTTPConnection):
     @_connection.setter
     def _connection(self, conn: Any) -> None:
         if type(conn) is AsyncHTTP2Connection:
-            keep_goaway(conn._h2_state)
-            conn.__class__ = _Answered
+            answered: Any = conn
+            answered.__class__ = _Answered
+            answered.adopt()
         self.__dict__["_connection"] = conn
 
 
