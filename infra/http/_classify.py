@@ -168,7 +168,8 @@ def _goaway_last_stream_id(exc: BaseException) -> int | None:
     httpcore resends streams above last_stream_id itself; it raises for the rest, and for those a GOAWAY
     does not mean "unprocessed": httpcore checks for the GOAWAY before looking for a response that already
     arrived, so a stream the server answered can fail too (found with tests/http/test_http2.py's rotating
-    server). Only last_stream_id 0 proves that no stream ran.
+    server; our httpx connections take such an answer now, ``_h2_goaway.answered_meanwhile``, but an answer
+    arriving in a read after the GOAWAY is still lost). Only last_stream_id 0 proves that no stream ran.
     """
     # httpx re-raises httpcore's error with only its text; the h2 event is on the httpcore error (__cause__).
     for err in (exc, exc.__cause__, exc.__context__):

@@ -41,6 +41,8 @@ import httpcore
 from httpcore._sync.connection import HTTPConnection
 from httpcore._sync.http2 import HTTP2Connection
 
+from infra.http._h2_goaway import GoawayH2, answered_meanwhile
+
 __all__ = ["guard_sync_pool"]
 
 # The h2 calls httpcore's sync connection (and our stream reset, ``_routing._reset``) makes on its state.
@@ -59,8 +61,9 @@ _LOCKED = (
 )
 
 
-class _LockedH2(h2.connection.H2Connection):
-    """h2's connection with each call under ``_perf_lock`` (an RLock: h2's calls call each other).
+class _LockedH2(GoawayH2):
+    """h2's connection with each call under ``_perf_lock`` (an RLock: h2's calls call each other), keeping
+    a server's GOAWAY as the async client's does (``GoawayH2``).
 
     Set on an existing H2Connection as its class (``_guard``), so it has no ``__init__`` of its own."""
 
@@ -108,7 +111,7 @@ class _LockedH2(h2.connection.H2Connection):
 
 
 def _locked(name: str) -> Any:
-    method = getattr(h2.connection.H2Connection, name)
+    method = getattr(GoawayH2, name)  # receive_data is GoawayH2's own
 
     def call(self: _LockedH2, *args: Any, **kwargs: Any) -> Any:
         with self._perf_lock:
@@ -142,6 +145,14 @@ class _Guarded(HTTP2Connection):
                 h2_state.send_data(stream_id, chunk)
             self._write_outgoing_data(request)
 
+    def _receive_events(self, request: Any, stream_id: int | None = None) -> None:
+        """httpcore's, with an answer that came with the server's GOAWAY taken (``answered_meanwhile``)."""
+        try:
+            super()._receive_events(request, stream_id)
+        except httpcore.RemoteProtocolError as exc:
+            if not answered_meanwhile(exc, stream_id, self._connection_terminated, self._events):
+                raise
+
     def _response_closed(self, stream_id: int) -> None:
         self._h2_state.abandon(stream_id)  # failed between taking its id and sending its HEADERS
         super()._response_closed(stream_id)
@@ -153,6 +164,8 @@ def _guard(conn: Any) -> Any:
         state: Any = conn._h2_state
         state._perf_lock = threading.RLock()
         state._perf_opening = None
+        state._perf_goaway = False
+        state._perf_held = []
         state.__class__ = _LockedH2
         conn.__class__ = _Guarded
     return conn

@@ -270,6 +270,7 @@ class _RotatingProtocol(asyncio.Protocol):
             self.transport.close()
             return
         last = 0
+        unanswered = 0
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
                 self.bodies[event.stream_id] = 0
@@ -281,6 +282,7 @@ class _RotatingProtocol(asyncio.Protocol):
             elif isinstance(event, h2.events.StreamEnded):
                 if self.answered >= self.server.rotate_every:
                     self.server.unprocessed += 1  # past the limit: never answered, never processed
+                    unanswered += 1
                     continue
                 self.answered += 1
                 self.server.processed += 1
@@ -292,6 +294,22 @@ class _RotatingProtocol(asyncio.Protocol):
                     event.stream_id, [(":status", "200"), ("content-length", str(len(body)))]
                 )
                 self.conn.send_data(event.stream_id, body, end_stream=True)
+        if self.server.no_goaway and not unanswered:  # it never rotates: it dies (below) or answers
+            self.transport.write(self.conn.data_to_send())
+            return
+        if self.server.no_goaway and not self.closed:
+            # a server dying mid-flight (killed, crashed): once a request past the limit arrives, the
+            # answers so far, then no GOAWAY: the socket is reset (RST), or its sending side closed (FIN)
+            # while what the client still sends is read and dropped (no RST for it to see: "close"
+            # fails the client's streams with "Server disconnected" alone)
+            self.closed = True
+            self.server.rotations += 1
+            self.transport.write(self.conn.data_to_send())
+            if self.server.no_goaway == "reset":
+                self.transport.abort()
+            else:
+                self.transport.write_eof()
+            return
         if self.answered >= self.server.rotate_every and not self.closed and self.server.goaway_first:
             # nginx's order at keepalive_requests: the GOAWAY goes out while the streams it covers are
             # still being answered, so their answers reach the client after it (h2 itself refuses to send
@@ -319,11 +337,16 @@ class _RotatingProtocol(asyncio.Protocol):
 
 class RotatingH2Server:
     """h2c server answering ``rotate_every`` streams per connection, then GOAWAY + close; with
-    ``goaway_first`` the GOAWAY reaches the client before the answers it covers (as nginx sends it)."""
+    ``goaway_first`` the GOAWAY reaches the client before the answers it covers (as nginx sends it); with
+    ``no_goaway`` ("close" / "reset") each connection dies instead, with no GOAWAY: once a request past
+    ``rotate_every`` answers arrives it sends FIN (reading on) or is reset (RST), the requests still open
+    unanswered (a server killed mid-flight; ``rotate_every=0``: every connection dies at its first
+    request)."""
 
-    def __init__(self, rotate_every: int = 1000, goaway_first: bool = False) -> None:
+    def __init__(self, rotate_every: int = 1000, goaway_first: bool = False, no_goaway: str = "") -> None:
         self.rotate_every = rotate_every
         self.goaway_first = goaway_first
+        self.no_goaway = no_goaway
         self.connections = 0
         self.rotations = 0
         self.processed = 0
