@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -233,3 +234,17 @@ async def test_reqwest_active_counts_calls_waiting_for_their_headers() -> None:
             assert waiting == 20
             assert {getattr(r, "status", r) for r in answers} == {200}
             assert client.pool_stats()["reqwest_active"] == 0
+
+
+def test_reqwests_total_timeout_lands_just_past_the_deadline() -> None:
+    """A request's reqwest limit is at least MARGIN past the call's deadline (our timer fires first) and
+    less than a second more (whole seconds: one timedelta a value, reused)."""
+    from infra.http._reqwest import MARGIN, total_timeout
+
+    for left in (-5.0, 0.0, 0.2, 1.0, 29.5, 60.0):
+        before = time.monotonic()
+        limit = total_timeout(before + left).total_seconds()
+        after = time.monotonic()
+        assert max(left, 0.0) - (after - before) + MARGIN <= limit < max(left, 0.0) + MARGIN + 1
+    now = time.monotonic()
+    assert total_timeout(now + 10.2) is total_timeout(now + 10.3)
