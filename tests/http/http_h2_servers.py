@@ -106,6 +106,24 @@ class Holding:
         await send({"type": "http.response.body", "body": b"held"})
 
 
+def threaded_gets(client: Any, url: str, threads: int) -> list[int]:
+    """One GET of ``url`` from each of ``threads`` threads sharing a sync ``client``: the statuses."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        r = client.get(url)
+        with lock:
+            statuses.append(r.status)
+
+    started = [threading.Thread(target=call) for _ in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join(30)
+    return statuses
+
+
 def self_signed_cert(directory: str) -> tuple[str, str, str]:
     """A throwaway private CA and a certificate it signed for 127.0.0.1 (IP SAN), valid one day:
     (certfile, keyfile, cafile). A CA and a leaf, as real deployments have: rustls (the pyreqwest backend)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from http_h2_servers import Holding, HypercornH2C, self_signed_cert
+from http_h2_servers import Holding, HypercornH2C, self_signed_cert, threaded_gets
 
 from infra.http import AsyncPerfClient, PerfClient
 from infra.http._lease import HTTPX_MAX_STREAMS, AsyncGate
@@ -141,20 +140,7 @@ def test_the_sync_client_keeps_http11_limits_against_a_server_that_declines_http
     app, url, ca = http11_tls
     app.reset()
     with PerfClient(http2_hosts=[hostport(url)], verify=ca) as client:
-        statuses: list[int] = []
-        lock = threading.Lock()
-
-        def call() -> None:
-            r = client.get(f"{url}/hold?n=7")
-            with lock:
-                statuses.append(r.status)
-
-        threads = [threading.Thread(target=call) for _ in range(18)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert statuses == [200] * 18
+        assert threaded_gets(client, f"{url}/hold?n=7", 18) == [200] * 18
         assert app.peak == 6, app.peak
 
 

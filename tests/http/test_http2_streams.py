@@ -9,11 +9,10 @@ and the connections they came on -- is what the client really had in flight.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 
 import pytest
-from http_h2_servers import Holding, HypercornH2C
+from http_h2_servers import Holding, HypercornH2C, threaded_gets
 
 from infra.http import AsyncPerfClient, PerfClient
 from infra.http._lease import HTTPX_MAX_STREAMS
@@ -101,19 +100,6 @@ def test_the_sync_client_keeps_http11_limits_on_http2(holding) -> None:
     with PerfClient(http2_hosts=[hostport(url)]) as client:
         client.get(f"{url}/hold?n=1")
         app.reset()
-        statuses: list[int] = []
-        lock = threading.Lock()
-
-        def call() -> None:
-            r = client.get(f"{url}/hold?n=6")
-            with lock:
-                statuses.append(r.status)
-
-        threads = [threading.Thread(target=call) for _ in range(18)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert statuses == [200] * 18
+        assert threaded_gets(client, f"{url}/hold?n=6", 18) == [200] * 18
         assert app.peak == 6, app.peak
         assert len(app.ports) == 1, app.ports
