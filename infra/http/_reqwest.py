@@ -76,20 +76,22 @@ _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s)]+")
 MARGIN = 1.0
 
 
-_TOTALS: dict[int, timedelta] = {}  # whole seconds -> timedelta, for total_timeout
+_TOTALS: dict[int, timedelta] = {}  # quarter seconds -> timedelta, for total_timeout
+_GRAIN = 4  # total_timeout's steps a second
 
 
 def total_timeout(until: float) -> timedelta:
     """reqwest's total timeout for a request whose call ends at ``until`` (monotonic): at least ``MARGIN``
-    past it, rounded up to whole seconds so that the timedelta is a memo hit (building one costs ~2.4 µs
+    past it, rounded up to a quarter second so that the timedelta is a memo hit (building one costs ~2.4 µs
     here, more than the rest of the request's builder calls: callgrind put these limits at ~11k
-    instructions a request on the event loop's thread)."""
-    seconds = math.ceil(max(until - _monotonic(), 0.0) + MARGIN)
-    found = _TOTALS.get(seconds)
+    instructions a request on the event loop's thread). A quarter, not a whole second: how soon a request
+    given up is aborted is what frees its stream (tests/http/test_http2_cancel.py)."""
+    steps = math.ceil((max(until - _monotonic(), 0.0) + MARGIN) * _GRAIN)
+    found = _TOTALS.get(steps)
     if found is None:
-        found = timedelta(seconds=seconds)
-        if len(_TOTALS) < 4096:  # the deadlines in use, in whole seconds: a handful
-            _TOTALS[seconds] = found
+        found = timedelta(seconds=steps / _GRAIN)
+        if len(_TOTALS) < 4096:  # the deadlines in use, in quarter seconds: a handful
+            _TOTALS[steps] = found
     return found
 
 
