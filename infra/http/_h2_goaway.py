@@ -154,9 +154,8 @@ class _Pool(httpcore.AsyncConnectionPool):
         return conn
 
 
-def guard_async_pool(transport: Any) -> None:
+def guard_async_pool(pool: Any) -> None:
     """Make an httpx ``AsyncHTTPTransport``'s pool keep the GOAWAY on each HTTP/2 connection it opens (a
-    pool of another type, a proxy's, is left alone)."""
-    pool = getattr(transport, "_pool", None)
+    pool of another type, a proxy's, is left alone). ``pool``: ``_routing.transport_pool``'s."""
     if type(pool) is httpcore.AsyncConnectionPool:
         pool.__class__ = _Pool

@@ -270,11 +270,11 @@ def httpx_transport(settings: HttpConfig, kind: str, verify: bool | str, *, sync
     if sync and kind != "h1":  # PerfClient's threads share each HTTP/2 connection: see _sync_h2
         from infra.http._sync_h2 import guard_sync_pool
 
-        guard_sync_pool(transport)  # keeps the server's GOAWAY too (its h2 state is a GoawayH2)
+        guard_sync_pool(transport_pool(transport))  # keeps the GOAWAY too (its h2 state is a GoawayH2)
     elif kind != "h1":  # h2 loses a GOAWAY that answers follow in one read: see _h2_goaway
         from infra.http._h2_goaway import guard_async_pool
 
-        guard_async_pool(transport)
+        guard_async_pool(transport_pool(transport))
     return transport
 
 

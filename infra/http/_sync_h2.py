@@ -194,9 +194,8 @@ class _Pool(httpcore.ConnectionPool):
         return conn
 
 
-def guard_sync_pool(transport: Any) -> None:
+def guard_sync_pool(pool: Any) -> None:
     """Make an httpx ``HTTPTransport``'s pool lock the h2 state of each HTTP/2 connection it opens (a pool
-    of another type, a proxy's, is left alone)."""
-    pool = getattr(transport, "_pool", None)
+    of another type, a proxy's, is left alone). ``pool``: ``_routing.transport_pool``'s."""
     if type(pool) is httpcore.ConnectionPool:
         pool.__class__ = _Pool
